@@ -1,0 +1,127 @@
+/* Tests of the shared basics: errors, buffers, cursors, log quoting, addresses. */
+#include "shoal_buf.h"
+#include "shoal_env.h"
+#include "shoal_error.h"
+#include "shoal_log.h"
+#include "tt.h"
+
+#include <errno.h>
+#include <string.h>
+
+TT_TEST(test_error_keeps_code_and_context_when_wrapped)
+{
+    shoal_error_set(SHOAL_ERR_S3_CHANGED, "GetObject bucket=b key=k: etag changed");
+    shoal_error_wrap("read block %d", 3);
+    TT_CHECK(shoal_error_code() == SHOAL_ERR_S3_CHANGED, "code %d", shoal_error_code());
+    TT_CHECK(strcmp(shoal_error_message(), "read block 3: GetObject bucket=b key=k: etag changed") == 0,
+             "message '%s'", shoal_error_message());
+    TT_CHECK(strcmp(shoal_error_name(SHOAL_ERR_S3_CHANGED), "ERR_S3_CHANGED") == 0, "name");
+    shoal_error_errno(ENOSPC, "write %s", "/x");
+    TT_CHECK(shoal_error_code() == SHOAL_ERR_NOSPACE, "ENOSPC maps to NOSPACE, got %d", shoal_error_code());
+}
+
+TT_TEST(test_buf_grows_and_stays_nul_terminated)
+{
+    shoal_buf b;
+    TT_OK(shoal_buf_create(&b, 0));
+    TT_CHECK(strcmp(shoal_buf_str(&b), "") == 0, "empty buffer reads as empty string");
+    for (int i = 0; i < 1000; i++)
+        TT_OK(shoal_buf_appendf(&b, "%d,", i));
+    TT_CHECK(b.len == strlen((char *)b.data), "len %zu vs strlen", b.len);
+    TT_CHECK(memcmp(b.data + b.len - 4, "999,", 4) == 0, "tail");
+    TT_OK(shoal_buf_append(&b, "\0x", 2));
+    TT_CHECK(b.data[b.len] == '\0' && b.data[b.len - 2] == '\0', "binary append keeps NULs");
+    size_t n;
+    uint8_t *p = shoal_buf_steal(&b, &n);
+    TT_CHECK(p && n > 3000 && b.data == NULL && b.len == 0, "steal");
+    free(p);
+    shoal_buf_destroy(&b);
+}
+
+TT_TEST(test_cursor_split_and_trim)
+{
+    shoal_cursor c = shoal_cursor_from_str("  a=1 ; b = 2;;c");
+    shoal_cursor first = shoal_cursor_trim(shoal_cursor_split(&c, ';'));
+    TT_CHECK(shoal_cursor_eq_str(first, "a=1"), "first '%.*s'", (int)first.len, first.ptr);
+    shoal_cursor second = shoal_cursor_trim(shoal_cursor_split(&c, ';'));
+    TT_CHECK(shoal_cursor_eq_str(second, "b = 2"), "second");
+    TT_CHECK(shoal_cursor_split(&c, ';').len == 0, "empty field between separators");
+    TT_CHECK(shoal_cursor_eq_str(shoal_cursor_split(&c, ';'), "c") && c.len == 0, "last field");
+    TT_CHECK(shoal_cursor_eq_str_ci(shoal_cursor_from_str("Content-Length"), "content-length"), "ci");
+}
+
+TT_TEST(test_log_quotes_values_with_spaces_and_controls)
+{
+    char tmp[64];
+    TT_CHECK(strcmp(shoal_log_q(tmp, sizeof tmp, "plain"), "plain") == 0, "plain stays bare");
+    TT_CHECK(strcmp(shoal_log_q(tmp, sizeof tmp, "a b\"c\r"), "\"a b\\\"c\\r\"") == 0, "got %s", tmp);
+    TT_CHECK(strcmp(shoal_log_q(tmp, sizeof tmp, ""), "\"\"") == 0, "empty is quoted");
+    char big[200];
+    memset(big, ' ', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    const char *q = shoal_log_q(tmp, sizeof tmp, big);
+    TT_CHECK(strlen(q) < sizeof tmp && strstr(q, "...") != NULL, "truncated: %s", q);
+}
+
+static char captured[4096];
+static void capture(void *ud, shoal_log_level level, const char *line)
+{
+    (void)ud, (void)level;
+    snprintf(captured, sizeof captured, "%s", line);
+}
+
+TT_TEST(test_log_writes_one_key_value_line_and_honours_level)
+{
+    shoal_log_set_sink(capture, NULL);
+    shoal_log_set_level(SHOAL_LOG_WARN);
+    LOG_INFO("test", "hidden", "x=%d", 1);
+    TT_CHECK(captured[0] == '\0', "info is below warn: '%s'", captured);
+    LOG_WARN("test", "shown", "x=%d", 2);
+    TT_CHECK(strstr(captured, "level=warn module=test event=shown x=2") != NULL, "line '%s'", captured);
+    TT_CHECK(strncmp(captured, "ts=", 3) == 0 && !strchr(captured, '\n'), "one line with ts: '%s'", captured);
+    shoal_log_level l;
+    TT_CHECK(shoal_log_parse_level("debug", &l) == 0 && l == SHOAL_LOG_DEBUG, "parse debug");
+    TT_CHECK(shoal_log_parse_level("verbose", &l) == -1, "unknown level refused");
+}
+
+TT_TEST(test_addr_parses_ipv4_ipv6_and_refuses_names)
+{
+    shoal_addr a;
+    char s[SHOAL_ADDR_STRLEN];
+    TT_OK(shoal_addr_parse("127.0.0.2:7400", 0, &a));
+    TT_CHECK(a.family == 4 && a.port == 7400 && a.ip[3] == 2, "v4");
+    TT_CHECK(strcmp(shoal_addr_format(&a, s), "127.0.0.2:7400") == 0, "format %s", s);
+    TT_OK(shoal_addr_parse("[::1]:9", 0, &a));
+    TT_CHECK(a.family == 6 && strcmp(shoal_addr_format(&a, s), "[::1]:9") == 0, "v6 %s", s);
+    TT_OK(shoal_addr_parse("10.0.0.1", 7400, &a));
+    TT_CHECK(a.port == 7400, "default port");
+    TT_CHECK(shoal_addr_parse("10.0.0.1", 0, &a) == -1, "port required");
+    TT_CHECK(shoal_addr_parse("host.example:80", 0, &a) == -1 && shoal_error_code() == SHOAL_ERR_INVAL,
+             "names are refused");
+    TT_CHECK(strstr(shoal_error_message(), "host.example") != NULL, "message names the input: %s",
+             shoal_error_message());
+    TT_CHECK(shoal_addr_parse("1.2.3.4:70000", 0, &a) == -1, "port range");
+    shoal_addr b = shoal_addr_ipv4(0x7f000002, 7400);
+    TT_OK(shoal_addr_parse("127.0.0.2:7400", 0, &a));
+    TT_CHECK(shoal_addr_eq(&a, &b), "ipv4 helper equals parsed");
+}
+
+static uint64_t seq_random(void *ctx)
+{
+    uint64_t *state = ctx;
+    return (*state)++;
+}
+
+TT_TEST(test_env_uniform_stays_in_range)
+{
+    uint64_t st = UINT64_MAX - 5;
+    static const shoal_env_vtab vt = {.random = seq_random};
+    shoal_env e = {&vt, &st};
+    for (int i = 0; i < 100; i++) {
+        uint64_t v = shoal_env_uniform(&e, 7);
+        TT_CHECK(v < 7, "v=%llu", (unsigned long long)v);
+    }
+    TT_CHECK(shoal_env_uniform(&e, 0) == 0, "n=0");
+}
+
+TT_MAIN()

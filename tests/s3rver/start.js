@@ -1,0 +1,88 @@
+// Starts a local S3 server for Shoal's tests and benchmarks.
+//
+//   node start.js --dir DIR [--port 0] [--address 127.0.0.1] [--bucket NAME]... [--legacy]
+//
+// Prints one JSON line {"port":N,"address":"..."} on stdout once it listens, then serves until
+// SIGTERM/SIGINT or until stdin closes (so a crashed test never leaves a server behind).
+// --legacy runs s3rver 3.7.1 (no SigV4 checks; for benchmarks beside s3fs), the default is
+// @20minutes/s3rver 4.0.4, which verifies SigV4 signatures.
+//
+// GET /_shoal/stats answers the requests the server has seen, by method and in total, as JSON;
+// POST /_shoal/stats/reset zeroes them. Bucket names cannot start with '_', so no bucket is hidden.
+'use strict';
+const path = require('path');
+
+const opts = { port: 0, address: '127.0.0.1', dir: null, buckets: [], legacy: false };
+const argv = process.argv.slice(2);
+for (let i = 0; i < argv.length; i++) {
+  const a = argv[i];
+  if (a === '--port') opts.port = Number(argv[++i]);
+  else if (a === '--address') opts.address = argv[++i];
+  else if (a === '--dir') opts.dir = argv[++i];
+  else if (a === '--bucket') opts.buckets.push(argv[++i]);
+  else if (a === '--legacy') opts.legacy = true;
+  else {
+    console.error(`start.js: unknown argument '${a}'`);
+    process.exit(2);
+  }
+}
+if (!opts.dir) {
+  console.error('start.js: --dir is required');
+  process.exit(2);
+}
+
+const S3rver = require(opts.legacy ? 's3rver' : '@20minutes/s3rver');
+const server = new S3rver({
+  port: opts.port,
+  address: opts.address,
+  directory: path.resolve(opts.dir),
+  silent: true,
+  configureBuckets: opts.buckets.map((name) => ({ name })),
+});
+
+const stats = { total: 0, byMethod: {}, gets: 0, rangedGets: 0, puts: 0, heads: 0, lists: 0, deletes: 0, posts: 0 };
+function count(req) {
+  stats.total++;
+  stats.byMethod[req.method] = (stats.byMethod[req.method] || 0) + 1;
+  const url = new URL(req.url, 'http://x');
+  const parts = url.pathname.split('/').filter((p) => p.length);
+  if (req.method === 'GET' && parts.length >= 2) {
+    stats.gets++;
+    if (req.headers.range) stats.rangedGets++;
+  } else if (req.method === 'GET') stats.lists++;
+  else if (req.method === 'HEAD') stats.heads++;
+  else if (req.method === 'PUT') stats.puts++;
+  else if (req.method === 'DELETE') stats.deletes++;
+  else if (req.method === 'POST') stats.posts++;
+}
+
+server.run().then((addr) => {
+  const http = server.httpServer;
+  const handlers = http.listeners('request');
+  http.removeAllListeners('request');
+  http.on('request', (req, res) => {
+    if (req.url.startsWith('/_shoal/stats')) {
+      if (req.method === 'POST') {
+        for (const k of Object.keys(stats)) stats[k] = k === 'byMethod' ? {} : 0;
+      }
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify(stats));
+      return;
+    }
+    count(req);
+    for (const h of handlers) h(req, res);
+  });
+  process.stdout.write(JSON.stringify({ port: addr.port, address: addr.address }) + '\n');
+}, (err) => {
+  console.error(`start.js: cannot start the S3 server: ${err.message}`);
+  process.exit(1);
+});
+
+function stop() {
+  server.close().finally(() => process.exit(0));
+  setTimeout(() => process.exit(0), 2000).unref();
+}
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
+process.stdin.on('end', stop);
+process.stdin.resume();

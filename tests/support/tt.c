@@ -1,0 +1,123 @@
+/*
+ * The runner behind tt.h. Registration is by constructor, so a test file is only its tests;
+ * running one case per process keeps cases independent (no shared state, no leaked sockets).
+ */
+#include "tt.h"
+
+#include <ftw.h>
+#include <stdarg.h>
+#include <string.h>
+#include <unistd.h>
+
+#define TT_MAX 512
+
+static struct {
+    const char *name;
+    tt_fn fn;
+} cases[TT_MAX];
+static size_t ncases;
+static const char *current;
+
+void tt_register(const char *name, tt_fn fn)
+{
+    if (ncases == TT_MAX) {
+        fprintf(stderr, "tt: too many cases\n");
+        abort();
+    }
+    cases[ncases].name = name;
+    cases[ncases].fn = fn;
+    ncases++;
+}
+
+void tt_fail(const char *file, int line, const char *cond, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "FAIL %s at %s:%d: check `%s`: ", current ? current : "?", file, line, cond);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+    exit(1);
+}
+
+void tt_skip(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stdout, "SKIP %s: ", current ? current : "?");
+    va_start(ap, fmt);
+    vfprintf(stdout, fmt, ap);
+    va_end(ap);
+    fputc('\n', stdout);
+    fflush(stdout);
+    exit(77);
+}
+
+void tt_note(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("# ", stdout);
+    va_start(ap, fmt);
+    vfprintf(stdout, fmt, ap);
+    va_end(ap);
+    fputc('\n', stdout);
+    fflush(stdout);
+}
+
+static int run_one(size_t i)
+{
+    current = cases[i].name;
+    cases[i].fn();
+    printf("PASS %s\n", current);
+    fflush(stdout);
+    return 0;
+}
+
+int tt_main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc > 1 && strcmp(argv[1], "--list") == 0) {
+        for (size_t i = 0; i < ncases; i++)
+            printf("%s\n", cases[i].name);
+        return 0;
+    }
+    if (argc > 1) {
+        for (size_t i = 0; i < ncases; i++)
+            if (strcmp(cases[i].name, argv[1]) == 0)
+                return run_one(i);
+        fprintf(stderr, "tt: no case named '%s' (try --list)\n", argv[1]);
+        return 2;
+    }
+    for (size_t i = 0; i < ncases; i++)
+        run_one(i);
+    return 0;
+}
+
+char *tt_tmpdir(const char *tag)
+{
+    const char *base = getenv("TMPDIR");
+    char *path;
+    if (asprintf(&path, "%s/shoal-%s-XXXXXX", base && *base ? base : "/tmp", tag) < 0 || !mkdtemp(path))
+        tt_fail(__FILE__, __LINE__, "mkdtemp", "cannot create a temporary directory");
+    return path;
+}
+
+static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    remove(p);
+    return 0;
+}
+
+void tt_rmtree(const char *path)
+{
+    if (path)
+        nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+const char *tt_source_path(const char *rel)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof buf, "%s/%s", SHOAL_SOURCE_DIR, rel);
+    return buf;
+}

@@ -1,0 +1,61 @@
+/*
+ * tt: the project's small test runner (libuv's test-list idea, in plain C).
+ *
+ *   TT_TEST(test_s3_range_read_returns_last_bytes) { ... TT_CHECK(x == 3, "x=%d", x); ... }
+ *   TT_MAIN()
+ *
+ * Each TT_TEST registers itself. CMake (tests/CMakeLists.txt, shoal_test()) reads the TT_TEST
+ * names from the sources and registers every case as its own CTest entry, so each case runs in its
+ * own process: `exe CASE` runs one case, `exe` runs all in turn, `exe --list` lists them.
+ * A failed check prints file:line, the condition and the message, and fails the case (exit 1).
+ * TT_SKIP prints why and exits 77, which CTest reports as skipped, never as passed.
+ */
+#ifndef SHOAL_TT_H
+#define SHOAL_TT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef void (*tt_fn)(void);
+void tt_register(const char *name, tt_fn fn);
+int tt_main(int argc, char **argv);
+void tt_fail(const char *file, int line, const char *cond, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5), noreturn));
+void tt_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+/* Prints a progress line "# ..." (kept in the CTest log). */
+void tt_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#define TT_TEST(name)                                                                             \
+    static void name(void);                                                                       \
+    __attribute__((constructor)) static void tt_reg_##name(void) { tt_register(#name, name); }    \
+    static void name(void)
+
+#define TT_CHECK(cond, ...)                                                                       \
+    do {                                                                                          \
+        if (!(cond))                                                                              \
+            tt_fail(__FILE__, __LINE__, #cond, __VA_ARGS__);                                      \
+    } while (0)
+
+/* Checks an expression that returns 0/-1 in the shoal_error convention; prints the error. */
+#define TT_OK(expr)                                                                               \
+    do {                                                                                          \
+        if ((expr) != 0)                                                                          \
+            tt_fail(__FILE__, __LINE__, #expr, "failed: %s (%s)", shoal_error_message(),          \
+                    shoal_error_name(shoal_error_code()));                                        \
+    } while (0)
+
+#define TT_SKIP(...) tt_skip(__VA_ARGS__)
+
+#define TT_MAIN()                                                                                 \
+    int main(int argc, char **argv) { return tt_main(argc, argv); }
+
+/* A fresh temporary directory under $TMPDIR (removed by tt_rmtree). Never NULL (fails the test). */
+char *tt_tmpdir(const char *tag);
+void tt_rmtree(const char *path);
+/* Directory of the test's sources (set by CMake as SHOAL_SOURCE_DIR) joined with rel. */
+const char *tt_source_path(const char *rel);
+
+#endif
