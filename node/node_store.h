@@ -1,0 +1,119 @@
+/*
+ * node_store: the daemon's on-disk block store under <cache-dir>/blocks/.
+ *
+ * A block is an immutable run of bytes named by an opaque 16-byte id (the placement module derives
+ * it from bucket, key, ETag and block index, so a block never changes under its id). Each block is
+ * one file, blocks/ab/cd/<32 hex digits>, holding a 48-byte header (magic, version, class, payload
+ * length, id, XXH3-128 checksum) and the payload. A block becomes visible only when it is complete
+ * (written to a temporary file, then renamed); it is checked against its checksum whenever it is
+ * read, and a block that fails is removed and reported as a miss, never returned.
+ *
+ * The store is a hard-capped LRU cache: the bytes of stored blocks plus the bytes reserved by
+ * writes in flight never exceed the capacity. Blocks come in two classes: owned blocks (this node
+ * is an owner under the placement) and near blocks (read from a peer and kept so repeated local
+ * reads stay local), which may use at most a configured share of the capacity and are evicted
+ * first. The index is rebuilt from the files at open, so the store survives a restart.
+ *
+ * All functions are safe to call from many threads at once. docs/store.md describes the format.
+ */
+#ifndef NODE_STORE_H
+#define NODE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define NODE_STORE_ID_LEN 16
+#define NODE_STORE_HEADER_LEN 48 /* bytes on disk before each payload */
+
+typedef struct node_store node_store;
+
+/* Why a block is kept. Owned blocks evict near blocks first; near blocks never evict owned ones. */
+typedef enum node_store_class {
+    NODE_STORE_OWNED = 0,
+    NODE_STORE_NEAR = 1,
+} node_store_class;
+
+typedef struct node_store_options {
+    /* Share of the capacity near blocks may use, in percent (0-100; 0 keeps no near blocks). */
+    unsigned near_percent;
+    /* fsync each block file and its directory before and after the rename. Without it a power
+     * loss may leave a renamed block with missing bytes, which its checksum then catches. */
+    bool fsync;
+} node_store_options;
+
+/* The defaults: near_percent 10, fsync off. */
+node_store_options node_store_options_default(void);
+
+typedef struct node_store_stats {
+    uint64_t capacity;       /* the hard cap, in bytes (headers included) */
+    uint64_t bytes_used;     /* file bytes (header + payload) of the stored blocks */
+    uint64_t bytes_reserved; /* bytes reserved by writes in flight; used + reserved <= capacity */
+    uint64_t near_capacity;  /* the near share of the capacity */
+    uint64_t near_bytes;     /* file bytes of stored near blocks (part of bytes_used) */
+    uint64_t blocks;         /* stored blocks, both classes */
+    uint64_t near_blocks;    /* stored near blocks */
+    uint64_t hits;           /* gets answered with verified bytes */
+    uint64_t misses;         /* gets that found no usable block (corrupt drops included) */
+    uint64_t puts;           /* blocks written */
+    uint64_t evictions;      /* blocks removed to make room */
+    uint64_t corrupt_drops;  /* blocks removed because they failed their checks */
+    uint64_t write_errors;   /* puts that failed while writing (full disk included) */
+} node_store_stats;
+
+/* Opens the store in <cache_dir>/blocks/, creating cache_dir and blocks/ when missing, and
+ * rebuilds the index from the block files there: leftover temporary files of an interrupted
+ * write are removed, files with a bad header or the wrong size are removed and counted as corrupt
+ * drops, and recency is restored from the files' access times. If the blocks found exceed the
+ * capacity or the near share (the options changed), the least recently used are evicted.
+ * Payload checksums are checked on read, not here, so opening is fast.
+ * The directory is locked (flock) for as long as the store is open: a second store on the same
+ * directory, in this process or another, is refused. opts may be NULL for the defaults.
+ * Returns NULL with a shoal_error (INVAL for a zero capacity or a bad share, IO naming the path
+ * and the system call otherwise). */
+node_store *node_store_new(const char *cache_dir, uint64_t capacity_bytes, const node_store_options *opts);
+
+/* Closes the store and frees the index; the block files stay. Accepts NULL. No call may be in
+ * flight on other threads. */
+void node_store_delete(node_store *s);
+
+/* Stores a block. Space is reserved first (evicting least-recently-used blocks as needed: near
+ * blocks before owned ones), then the file is written under a temporary name, optionally synced,
+ * and renamed into place, so the cap holds at every moment and a reader never sees a partial block.
+ * When the id is already stored (or being written by another thread), nothing is written and 0 is
+ * returned; an owned put of a stored near block promotes it to owned.
+ * Fails with -1 and a shoal_error:
+ *   RANGE    the block (header included) is larger than the capacity, or than the near share;
+ *   NOSPACE  the file system is full (ENOSPC/EDQUOT): no partial file is left and no stored block
+ *            is lost; or a near block finds no room without evicting owned blocks; or the
+ *            capacity is all reserved by writes in flight;
+ *   IO       any other failed system call (named in the message).
+ * The payload is only read during the call. */
+int node_store_put(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const void *data, size_t len,
+                   node_store_class cls);
+
+/* Reads a block's payload into buf (buf_len bytes) and stores its length in *len_out. The
+ * checksum is verified before 0 is returned; the block becomes the most recently used.
+ * Fails with -1 and a shoal_error:
+ *   NOT_FOUND  a miss: not stored, still being written, or it failed its checks (then it was
+ *              removed and counted; the caller fetches it again);
+ *   RANGE      buf_len is smaller than the payload (*len_out holds the needed length; the block
+ *              stays stored). */
+int node_store_get(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], void *buf, size_t buf_len,
+                   size_t *len_out);
+
+/* Whether a block is stored (complete), without reading it, changing its recency or counting a
+ * hit or miss. When it is and len_out is not NULL, *len_out is its payload length and *cls_out
+ * (when not NULL) its class. */
+bool node_store_contains(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], size_t *len_out,
+                         node_store_class *cls_out);
+
+/* A consistent snapshot of the counters. */
+void node_store_get_stats(node_store *s, node_store_stats *out);
+
+/* The file name of a block relative to the blocks/ directory, "ab/cd/<32 hex digits>", written
+ * into out (at least NODE_STORE_RELPATH_LEN bytes); returns out. */
+#define NODE_STORE_RELPATH_LEN 40
+char *node_store_relpath(const uint8_t id[NODE_STORE_ID_LEN], char *out);
+
+#endif
