@@ -629,14 +629,18 @@ static int drop_block(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], uint64
     id_hex(id, hex);
     pthread_mutex_lock(&s->mu);
     store_entry *e = index_find(s, id);
-    if (e && !e->pending && e->gen == gen) {
+    bool ours = e && !e->pending && e->gen == gen;
+    if (ours) {
         entry_remove(s, e);
         if (corrupt)
             s->corrupt_drops++;
     }
     s->misses++;
     pthread_mutex_unlock(&s->mu);
-    LOG_WARN("store", corrupt ? "corrupt_drop" : "vanished", "block=%s reason=%s", hex, reason);
+    if (ours)
+        LOG_WARN("store", corrupt ? "corrupt_drop" : "vanished", "block=%s reason=%s", hex, reason);
+    else /* evicted between the lookup and the open: an ordinary miss */
+        LOG_DEBUG("store", "evicted_while_reading", "block=%s", hex);
     return shoal_error_set(SHOAL_ERR_NOT_FOUND, "store: block %s dropped: %s", hex, reason);
 }
 
@@ -804,42 +808,31 @@ static int scan_block(node_store *s, scan_state *st, int leaf_fd, const char *re
 
 static int scan_leaf(node_store *s, scan_state *st, const char *rel_dir)
 {
-    int leaf_fd = openat(s->blocks_fd, rel_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (leaf_fd < 0)
-        return shoal_error_errno(errno, "store: open %s/%s", s->blocks_dir, rel_dir);
-    int dup_fd = dup(leaf_fd);
-    DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+    int fd = openat(s->blocks_fd, rel_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     if (!d) {
         shoal_error_errno(errno, "store: list %s/%s", s->blocks_dir, rel_dir);
-        if (dup_fd >= 0)
-            close(dup_fd);
-        goto fail_fd;
+        if (fd >= 0)
+            close(fd);
+        return -1;
     }
+    int rc = 0;
     struct dirent *de;
-    while ((de = readdir(d))) {
+    while (rc == 0 && (de = readdir(d))) {
         if (de->d_name[0] == '.' && (!de->d_name[1] || (de->d_name[1] == '.' && !de->d_name[2])))
             continue;
-        if (strncmp(de->d_name, STORE_TMP_PREFIX, strlen(STORE_TMP_PREFIX)) == 0) {
-            /* A write interrupted by a crash: never renamed, so never a block. */
-            if (unlinkat(leaf_fd, de->d_name, 0) != 0) {
-                shoal_error_errno(errno, "store: removing leftover %s/%s/%s", s->blocks_dir, rel_dir, de->d_name);
-                goto fail_dir;
-            }
-            st->tmp_removed++;
+        if (strncmp(de->d_name, STORE_TMP_PREFIX, strlen(STORE_TMP_PREFIX)) != 0) {
+            rc = scan_block(s, st, fd, rel_dir, de->d_name);
             continue;
         }
-        if (scan_block(s, st, leaf_fd, rel_dir, de->d_name) != 0)
-            goto fail_dir;
+        /* A write interrupted by a crash: never renamed, so never a block. */
+        if (unlinkat(fd, de->d_name, 0) != 0)
+            rc = shoal_error_errno(errno, "store: removing leftover %s/%s/%s", s->blocks_dir, rel_dir, de->d_name);
+        else
+            st->tmp_removed++;
     }
     closedir(d);
-    close(leaf_fd);
-    return 0;
-
-fail_dir:
-    closedir(d);
-fail_fd:
-    close(leaf_fd);
-    return -1;
+    return rc;
 }
 
 /* Walks the two-hex-digit subdirectories of blocks/<parent> ("" for blocks/ itself): the first

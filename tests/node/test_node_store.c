@@ -1,0 +1,613 @@
+/*
+ * Tests of the block store against real files in a fresh temporary directory. Damage (a flipped
+ * byte, a truncation, a leftover temporary file) is made by hand on the files, as a crash or a
+ * bad disk would leave it; the full disk is a real, small tmpfs mounted in a private mount
+ * namespace of the test process, so it vanishes with the process even when a check fails.
+ */
+#include <errno.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "node_store.h"
+#include "shoal_error.h"
+#include "tt.h"
+
+#define HDR NODE_STORE_HEADER_LEN
+
+static uint64_t splitmix(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* The id of test block n: spread like the placement's hashes. */
+static void make_id(unsigned n, uint8_t id[NODE_STORE_ID_LEN])
+{
+    uint64_t x = n, a = splitmix(&x), b = splitmix(&x);
+    memcpy(id, &a, 8);
+    memcpy(id + 8, &b, 8);
+}
+
+/* The payload of test block n: len bytes that differ from every other block's. */
+static uint8_t *make_payload(unsigned n, size_t len)
+{
+    uint8_t *p = malloc(len ? len : 1);
+    TT_CHECK(p != NULL, "malloc %zu", len);
+    uint64_t x = 0x5eed0000ull + n;
+    for (size_t i = 0; i < len; i += 8) {
+        uint64_t v = splitmix(&x);
+        memcpy(p + i, &v, len - i < 8 ? len - i : 8);
+    }
+    return p;
+}
+
+static void put_block(node_store *s, unsigned n, size_t len, node_store_class cls)
+{
+    uint8_t id[NODE_STORE_ID_LEN];
+    make_id(n, id);
+    uint8_t *p = make_payload(n, len);
+    TT_OK(node_store_put(s, id, p, len, cls));
+    free(p);
+}
+
+/* Whether block n is stored and reads back exactly; fails the test on wrong bytes. */
+static bool block_reads_back(node_store *s, unsigned n, size_t len)
+{
+    uint8_t id[NODE_STORE_ID_LEN];
+    make_id(n, id);
+    uint8_t *want = make_payload(n, len), *got = malloc(len + 1);
+    size_t got_len = 0;
+    int rc = node_store_get(s, id, got, len + 1, &got_len);
+    if (rc == 0) {
+        TT_CHECK(got_len == len, "block %u: length %zu, stored %zu", n, got_len, len);
+        TT_CHECK(memcmp(got, want, len) == 0, "block %u: bytes differ from what was stored", n);
+    } else {
+        TT_CHECK(shoal_error_code() == SHOAL_ERR_NOT_FOUND, "block %u: get failed with %s: %s", n,
+                 shoal_error_name(shoal_error_code()), shoal_error_message());
+    }
+    free(want);
+    free(got);
+    return rc == 0;
+}
+
+static char *block_path(const char *dir, unsigned n)
+{
+    uint8_t id[NODE_STORE_ID_LEN];
+    char rel[NODE_STORE_RELPATH_LEN], *path;
+    make_id(n, id);
+    TT_CHECK(asprintf(&path, "%s/blocks/%s", dir, node_store_relpath(id, rel)) > 0, "asprintf");
+    return path;
+}
+
+static bool file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* What the files under blocks/ add up to (the lock file aside), counted by a walk of the tree. */
+typedef struct disk_use {
+    uint64_t bytes;
+    unsigned files;
+    unsigned temps;
+} disk_use;
+
+static disk_use walk_use;
+
+static int walk_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    const char *name = path + ftw->base;
+    if (flag != FTW_F || strcmp(name, ".lock") == 0)
+        return 0;
+    walk_use.bytes += (uint64_t)st->st_size;
+    walk_use.files++;
+    if (strncmp(name, ".tmp-", 5) == 0)
+        walk_use.temps++;
+    return 0;
+}
+
+static disk_use disk_usage(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/blocks", dir);
+    walk_use = (disk_use){0};
+    TT_CHECK(nftw(path, walk_one, 16, FTW_PHYS) == 0, "walking %s", path);
+    return walk_use;
+}
+
+static node_store *open_store_opts(const char *dir, uint64_t capacity, unsigned near_percent, bool sync)
+{
+    node_store_options o = node_store_options_default();
+    o.near_percent = near_percent;
+    o.fsync = sync;
+    node_store *s = node_store_new(dir, capacity, &o);
+    TT_CHECK(s != NULL, "node_store_new(%s): %s", dir, shoal_error_message());
+    return s;
+}
+
+static node_store *open_store(const char *dir, uint64_t capacity, unsigned near_percent)
+{
+    return open_store_opts(dir, capacity, near_percent, false);
+}
+
+TT_TEST(test_node_store_put_get_round_trip)
+{
+    char *dir = tt_tmpdir("store");
+    node_store *s = open_store(dir, 8u << 20, 10);
+    size_t lens[] = {0, 1, 4095, 100000, 4u << 20};
+    for (unsigned i = 0; i < 5; i++)
+        put_block(s, i, lens[i], NODE_STORE_OWNED);
+    for (unsigned i = 0; i < 5; i++) {
+        TT_CHECK(block_reads_back(s, i, lens[i]), "block %u of %zu bytes is missing", i, lens[i]);
+        char *path = block_path(dir, i);
+        struct stat st;
+        TT_CHECK(stat(path, &st) == 0 && (size_t)st.st_size == lens[i] + HDR,
+                 "%s should hold header + %zu bytes", path, lens[i]);
+        free(path);
+    }
+
+    uint8_t id[NODE_STORE_ID_LEN], small[10];
+    size_t len = 0;
+    make_id(3, id);
+    TT_CHECK(node_store_get(s, id, small, sizeof small, &len) == -1 && shoal_error_code() == SHOAL_ERR_RANGE &&
+                 len == lens[3],
+             "a too small buffer: want RANGE and the needed length %zu, got %s and %zu", lens[3],
+             shoal_error_name(shoal_error_code()), len);
+    make_id(99, id);
+    TT_CHECK(node_store_get(s, id, small, sizeof small, &len) == -1 && shoal_error_code() == SHOAL_ERR_NOT_FOUND,
+             "an unknown block: want NOT_FOUND, got %s", shoal_error_name(shoal_error_code()));
+
+    node_store_stats st;
+    node_store_get_stats(s, &st);
+    uint64_t want_bytes = 5 * HDR + lens[0] + lens[1] + lens[2] + lens[3] + lens[4];
+    TT_CHECK(st.blocks == 5 && st.bytes_used == want_bytes && st.puts == 5 && st.hits == 5 && st.misses == 1,
+             "stats: blocks=%llu (5) bytes=%llu (%llu) puts=%llu (5) hits=%llu (5) misses=%llu (1)",
+             (unsigned long long)st.blocks, (unsigned long long)st.bytes_used, (unsigned long long)want_bytes,
+             (unsigned long long)st.puts, (unsigned long long)st.hits, (unsigned long long)st.misses);
+    node_store_delete(s);
+    tt_rmtree(dir);
+    free(dir);
+}
+
+TT_TEST(test_node_store_reopen_keeps_blocks_without_rewriting)
+{
+    char *dir = tt_tmpdir("store");
+    node_store *s = open_store_opts(dir, 4u << 20, 10, true); /* the durable mode a restart relies on */
+    struct stat before[12];
+    for (unsigned i = 0; i < 12; i++)
+        put_block(s, i, 10000 + i, i % 3 ? NODE_STORE_OWNED : NODE_STORE_NEAR);
+    node_store_stats st1, st2;
+    node_store_get_stats(s, &st1);
+    node_store_delete(s);
+    for (unsigned i = 0; i < 12; i++) {
+        char *path = block_path(dir, i);
+        TT_CHECK(stat(path, &before[i]) == 0, "stat %s", path);
+        free(path);
+    }
+
+    s = open_store(dir, 4u << 20, 10);
+    node_store_get_stats(s, &st2);
+    TT_CHECK(st2.blocks == 12 && st2.bytes_used == st1.bytes_used && st2.near_blocks == 4 &&
+                 st2.near_bytes == st1.near_bytes,
+             "after reopen: blocks=%llu (12) bytes=%llu (%llu) near_blocks=%llu (4)", (unsigned long long)st2.blocks,
+             (unsigned long long)st2.bytes_used, (unsigned long long)st1.bytes_used,
+             (unsigned long long)st2.near_blocks);
+    for (unsigned i = 0; i < 12; i++) {
+        TT_CHECK(block_reads_back(s, i, 10000 + i), "block %u lost across the restart", i);
+        char *path = block_path(dir, i);
+        struct stat after;
+        TT_CHECK(stat(path, &after) == 0, "stat %s", path);
+        TT_CHECK(after.st_ino == before[i].st_ino && after.st_mtim.tv_sec == before[i].st_mtim.tv_sec &&
+                     after.st_mtim.tv_nsec == before[i].st_mtim.tv_nsec,
+                 "%s was rewritten: inode %llu -> %llu", path, (unsigned long long)before[i].st_ino,
+                 (unsigned long long)after.st_ino);
+        free(path);
+    }
+    node_store_get_stats(s, &st2);
+    TT_CHECK(st2.puts == 0 && st2.hits == 12, "after reopen: puts=%llu (0) hits=%llu (12)",
+             (unsigned long long)st2.puts, (unsigned long long)st2.hits);
+    node_store_delete(s);
+    tt_rmtree(dir);
+    free(dir);
+}
+
+TT_TEST(test_node_store_capacity_holds_and_lru_evicts_least_recent)
+{
+    enum { LEN = 65536, FIT = 8 };
+    char *dir = tt_tmpdir("store");
+    uint64_t cap = FIT * (uint64_t)(LEN + HDR);
+    node_store *s = open_store(dir, cap, 10);
+    for (unsigned i = 0; i < FIT; i++)
+        put_block(s, i, LEN, NODE_STORE_OWNED);
+    TT_CHECK(block_reads_back(s, 0, LEN), "block 0 missing before the store was full");
+    put_block(s, FIT, LEN, NODE_STORE_OWNED);
+    TT_CHECK(block_reads_back(s, 0, LEN), "block 0 was read last, so it must survive the eviction");
+    TT_CHECK(!block_reads_back(s, 1, LEN), "block 1 was the least recently used and must be evicted");
+    for (unsigned i = 2; i <= FIT; i++)
+        TT_CHECK(block_reads_back(s, i, LEN), "block %u must survive: only one block was evicted", i);
+
+    for (unsigned i = FIT + 1; i < FIT + 60; i++) {
+        put_block(s, i, LEN - (i % 7) * 1000, NODE_STORE_OWNED);
+        node_store_stats st;
+        node_store_get_stats(s, &st);
+        disk_use du = disk_usage(dir);
+        TT_CHECK(st.bytes_used + st.bytes_reserved <= cap && du.bytes <= cap && du.bytes == st.bytes_used,
+                 "after put %u: accounted %llu, on disk %llu, cap %llu", i, (unsigned long long)st.bytes_used,
+                 (unsigned long long)du.bytes, (unsigned long long)cap);
+    }
+    node_store_stats st;
+    node_store_get_stats(s, &st);
+    TT_CHECK(st.evictions >= 55, "60 puts into a full store of 8 evict at least 55 blocks, saw %llu",
+             (unsigned long long)st.evictions);
+    node_store_delete(s);
+    tt_rmtree(dir);
+    free(dir);
+}
+
+TT_TEST(test_node_store_lru_order_survives_restart)
+{
+    enum { LEN = 4096, FIT = 4 };
+    char *dir = tt_tmpdir("store");
+    uint64_t cap = FIT * (uint64_t)(LEN + HDR);
+    node_store *s = open_store(dir, cap, 10);
+    for (unsigned i = 0; i < FIT; i++)
+        put_block(s, i, LEN, NODE_STORE_OWNED);
+    TT_CHECK(block_reads_back(s, 0, LEN), "block 0 missing");
+    node_store_delete(s);
+
+    s = open_store(dir, cap, 10);
+    put_block(s, FIT, LEN, NODE_STORE_OWNED);
+    TT_CHECK(!block_reads_back(s, 1, LEN), "block 1 was least recently used before the restart: must go first");
+    TT_CHECK(block_reads_back(s, 0, LEN), "block 0 was read before the restart: must survive");
+    node_store_delete(s);
+    tt_rmtree(dir);
+    free(dir);
+}
+
+/* Damages block 0's file with fn, then checks a get misses, removes the file and counts it. */
+static void check_damage_is_dropped(void (*damage)(const char *path))
+{
+    char *dir = tt_tmpdir("store");
+    node_store *s = open_store(dir, 1u << 20, 10);
+    put_block(s, 0, 50000, NODE_STORE_OWNED);
+    put_block(s, 1, 50000, NODE_STORE_OWNED);
+    char *path = block_path(dir, 0);
+    damage(path);
+
+    TT_CHECK(!block_reads_back(s, 0, 50000), "a damaged block must be a miss");
+    TT_CHECK(!file_exists(path), "the damaged file %s must be removed", path);
+    TT_CHECK(block_reads_back(s, 1, 50000), "the sound block 1 must still read back");
+    node_store_stats st;
+    node_store_get_stats(s, &st);
+    TT_CHECK(st.corrupt_drops == 1 && st.misses == 1 && st.blocks == 1 && st.bytes_used == 50000 + HDR,
+             "corrupt_drops=%llu (1) misses=%llu (1) blocks=%llu (1) bytes=%llu", (unsigned long long)st.corrupt_drops,
+             (unsigned long long)st.misses, (unsigned long long)st.blocks, (unsigned long long)st.bytes_used);
+    put_block(s, 0, 50000, NODE_STORE_OWNED);
+    TT_CHECK(block_reads_back(s, 0, 50000), "block 0 stored again after the drop must read back");
+    free(path);
+    node_store_delete(s);
+    tt_rmtree(dir);
+    free(dir);
+}
+
+static void flip_payload_byte(const char *path)
+{
+    FILE *f = fopen(path, "r+b");
+    TT_CHECK(f != NULL, "open %s", path);
+    TT_CHECK(fseek(f, HDR + 12345, SEEK_SET) == 0, "seek");
+    int c = fgetc(f);
+    TT_CHECK(fseek(f, HDR + 12345, SEEK_SET) == 0 && fputc(c ^ 0x01, f) != EOF && fclose(f) == 0, "flip %s", path);
+}
+
+static void truncate_half(const char *path)
+{
+    TT_CHECK(truncate(path, HDR + 25000) == 0, "truncate %s: %s", path, strerror(errno));
+}
+
+TT_TEST(test_node_store_corrupt_payload_is_dropped_and_counted)
+{
+    check_damage_is_dropped(flip_payload_byte);
+}
+
+TT_TEST(test_node_store_truncated_block_is_a_miss)
+{
+    check_damage_is_dropped(truncate_half);
+}
+
+TT_TEST(test_node_store_open_drops_truncated_block)
+{
+    char *dir = tt_tmpdir("store");
+    node_store *s = open_store(dir, 1u << 20, 10);
+    put_block(s, 0, 30000, NODE_STORE_OWNED);
+    put_block(s, 1, 30000, NODE_STORE_OWNED);
+    node_store_delete(s);
+    char *path = block_path(dir, 0);
+    TT_CHECK(truncate(path, 100) == 0, "truncate %s", path);
+
+    s = open_store(dir, 1u << 20, 10);
+    node_store_stats st;
+    node_store_get_stats(s, &st);
+    TT_CHECK(!file_exists(path), "the truncated %s must be removed at open", path);
+    TT_CHECK(st.blocks == 1 && st.corrupt_drops == 1, "blocks=%llu (1) corrupt_drops=%llu (1)",
+             (unsigned long long)st.blocks, (unsigned long long)st.corrupt_drops);
+    TT_CHECK(block_reads_back(s, 1, 30000), "the sound block must survive");
+    free(path);
+    node_store_delete(s);
+    tt_rmtree(dir);
+    free(dir);
+}
+
+TT_TEST(test_node_store_open_removes_leftover_temp_files)
+{
+    char *dir = tt_tmpdir("store");
+    node_store *s = open_store(dir, 1u << 20, 10);
+    put_block(s, 0, 20000, NODE_STORE_OWNED);
+    node_store_delete(s);
+    /* What a crash between create and rename leaves: a temporary file beside the block. */
+    char *path = block_path(dir, 0), *tmp;
+    size_t slash = strrchr(path, '/') - path;
+    TT_CHECK(asprintf(&tmp, "%.*s/.tmp-%s-7", (int)slash, path, path + slash + 1) > 0, "asprintf");
+    FILE *f = fopen(tmp, "wb");
+    TT_CHECK(f != NULL && fwrite("partial", 1, 7, f) == 7 && fclose(f) == 0, "create %s", tmp);
+
+    s = open_store(dir, 1u << 20, 10);
+    TT_CHECK(!file_exists(tmp), "leftover %s must be removed at open", tmp);
+    TT_CHECK(block_reads_back(s, 0, 20000), "the complete block beside it must survive");
+    disk_use du = disk_usage(dir);
+    TT_CHECK(du.files == 1 && du.temps == 0, "files=%u (1) temps=%u (0)", du.files, du.temps);
+    free(tmp);
+    free(path);
+    node_store_delete(s);
+    tt_rmtree(dir);
+    free(dir);
+}
+
+typedef struct worker {
+    node_store *s;
+    unsigned seed;
+    unsigned bad;
+    unsigned hits;
+} worker;
+
+enum { CONC_IDS = 64, CONC_FIT = 12, CONC_OPS = 300 };
+
+static size_t conc_len(unsigned n) { return 8192 + (n % 5) * 1000; }
+
+static void *worker_run(void *arg)
+{
+    worker *w = arg;
+    uint64_t x = w->seed;
+    uint8_t *buf = malloc(conc_len(4));
+    for (unsigned op = 0; op < CONC_OPS; op++) {
+        unsigned n = (unsigned)(splitmix(&x) % CONC_IDS);
+        uint8_t id[NODE_STORE_ID_LEN];
+        make_id(n, id);
+        uint8_t *p = make_payload(n, conc_len(n));
+        size_t len = 0;
+        if (splitmix(&x) % 2) {
+            if (node_store_put(w->s, id, p, conc_len(n), n % 4 ? NODE_STORE_OWNED : NODE_STORE_NEAR) != 0 &&
+                shoal_error_code() != SHOAL_ERR_NOSPACE)
+                w->bad++;
+        } else if (node_store_get(w->s, id, buf, conc_len(4), &len) == 0) {
+            w->hits++;
+            if (len != conc_len(n) || memcmp(buf, p, len) != 0)
+                w->bad++;
+        } else if (shoal_error_code() != SHOAL_ERR_NOT_FOUND) {
+            w->bad++;
+        }
+        free(p);
+    }
+    free(buf);
+    return NULL;
+}
+
+TT_TEST(test_node_store_concurrent_puts_and_gets_stay_consistent)
+{
+    char *dir = tt_tmpdir("store");
+    uint64_t cap = CONC_FIT * (uint64_t)(conc_len(4) + HDR);
+    node_store *s = open_store(dir, cap, 25);
+    worker w[8];
+    pthread_t th[8];
+    for (unsigned i = 0; i < 8; i++) {
+        w[i] = (worker){.s = s, .seed = 1000 + i};
+        TT_CHECK(pthread_create(&th[i], NULL, worker_run, &w[i]) == 0, "pthread_create");
+    }
+    /* Sample the accounting while the workers run: the cap must hold at every look. */
+    bool joined[8] = {false};
+    unsigned samples = 0, running = 8;
+    while (running) {
+        node_store_stats st;
+        node_store_get_stats(s, &st);
+        TT_CHECK(st.bytes_used + st.bytes_reserved <= cap && st.near_bytes <= st.near_capacity,
+                 "used %llu + reserved %llu > cap %llu, or near %llu > %llu", (unsigned long long)st.bytes_used,
+                 (unsigned long long)st.bytes_reserved, (unsigned long long)cap, (unsigned long long)st.near_bytes,
+                 (unsigned long long)st.near_capacity);
+        samples++;
+        sched_yield();
+        running = 0;
+        for (unsigned i = 0; i < 8; i++) {
+            if (!joined[i])
+                joined[i] = pthread_tryjoin_np(th[i], NULL) == 0;
+            running += !joined[i];
+        }
+    }
+    unsigned hits = 0;
+    for (unsigned i = 0; i < 8; i++) {
+        TT_CHECK(w[i].bad == 0, "worker %u saw %u wrong results", i, w[i].bad);
+        hits += w[i].hits;
+    }
+    node_store_stats st;
+    node_store_get_stats(s, &st);
+    disk_use du = disk_usage(dir);
+    TT_CHECK(du.bytes == st.bytes_used && du.files == st.blocks && du.temps == 0 && st.bytes_reserved == 0,
+             "at rest: disk %llu bytes in %u files (%u temp), accounted %llu in %llu blocks",
+             (unsigned long long)du.bytes, du.files, du.temps, (unsigned long long)st.bytes_used,
+             (unsigned long long)st.blocks);
+    TT_CHECK(hits > 0 && st.hits == hits, "hits: workers %u, store %llu", hits, (unsigned long long)st.hits);
+    unsigned stored = 0;
+    for (unsigned n = 0; n < CONC_IDS; n++)
+        stored += block_reads_back(s, n, conc_len(n));
+    TT_CHECK(stored == st.blocks, "%u blocks read back, %llu accounted", stored, (unsigned long long)st.blocks);
+    tt_note("%u samples of the accounting, %u hits, %llu evictions", samples, hits, (unsigned long long)st.evictions);
+    node_store_delete(s);
+    tt_rmtree(dir);
+    free(dir);
+}
+
+TT_TEST(test_node_store_block_larger_than_capacity_is_refused)
+{
+    char *dir = tt_tmpdir("store");
+    node_store *s = open_store(dir, 1u << 20, 10);
+    put_block(s, 0, 1000, NODE_STORE_OWNED);
+    uint8_t id[NODE_STORE_ID_LEN];
+    make_id(1, id);
+    uint8_t *p = make_payload(1, 1u << 20);
+    TT_CHECK(node_store_put(s, id, p, 1u << 20, NODE_STORE_OWNED) == -1 && shoal_error_code() == SHOAL_ERR_RANGE,
+             "a block over the capacity: want RANGE, got %s", shoal_error_name(shoal_error_code()));
+    TT_CHECK(strstr(shoal_error_message(), "larger than the store capacity") != NULL, "message: %s",
+             shoal_error_message());
+    free(p);
+    TT_CHECK(block_reads_back(s, 0, 1000), "the refused put must not evict anything");
+    disk_use du = disk_usage(dir);
+    TT_CHECK(du.files == 1, "files on disk: %u (1)", du.files);
+    node_store_delete(s);
+    tt_rmtree(dir);
+    free(dir);
+}
+
+TT_TEST(test_node_store_full_disk_reports_nospace_and_keeps_blocks)
+{
+    char *dir = tt_tmpdir("store-full");
+    /* A private mount namespace: the tmpfs is gone when this process ends, whatever happens. */
+    if (unshare(CLONE_NEWNS) != 0)
+        TT_SKIP("unshare(CLONE_NEWNS) to mount a small tmpfs: %s", strerror(errno));
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+        TT_SKIP("making mounts private: %s", strerror(errno));
+    if (mount("tmpfs", dir, "tmpfs", 0, "size=2m") != 0)
+        TT_SKIP("mount -t tmpfs -o size=2m tmpfs %s: %s", dir, strerror(errno));
+
+    enum { LEN = 256 * 1024 };
+    node_store *s = open_store(dir, 64u << 20, 10);
+    unsigned stored = 0;
+    int rc = 0;
+    while (stored < 20) {
+        uint8_t id[NODE_STORE_ID_LEN];
+        make_id(stored, id);
+        uint8_t *p = make_payload(stored, LEN);
+        rc = node_store_put(s, id, p, LEN, NODE_STORE_OWNED);
+        free(p);
+        if (rc != 0)
+            break;
+        stored++;
+    }
+    TT_CHECK(rc == -1 && shoal_error_code() == SHOAL_ERR_NOSPACE, "filling 2 MiB: want NOSPACE after some puts, "
+             "got rc=%d %s (%s) after %u puts", rc, shoal_error_name(shoal_error_code()), shoal_error_message(), stored);
+    TT_CHECK(stored >= 4, "only %u blocks of 256 KiB fit on 2 MiB", stored);
+    tt_note("%u blocks stored, then: %s", stored, shoal_error_message());
+
+    disk_use du = disk_usage(dir);
+    TT_CHECK(du.temps == 0 && du.files == stored, "after the failed put: %u files (%u), %u temporary", du.files,
+             stored, du.temps);
+    for (unsigned i = 0; i < stored; i++)
+        TT_CHECK(block_reads_back(s, i, LEN), "block %u stored before the disk filled is lost", i);
+    node_store_stats st;
+    node_store_get_stats(s, &st);
+    TT_CHECK(st.write_errors == 1 && st.blocks == stored && st.bytes_reserved == 0 && st.bytes_used == du.bytes,
+             "write_errors=%llu (1) blocks=%llu (%u) reserved=%llu (0) used=%llu (disk %llu)",
+             (unsigned long long)st.write_errors, (unsigned long long)st.blocks, stored,
+             (unsigned long long)st.bytes_reserved, (unsigned long long)st.bytes_used, (unsigned long long)du.bytes);
+    node_store_delete(s);
+    umount2(dir, MNT_DETACH);
+    tt_rmtree(dir);
+    free(dir);
+}
+
+TT_TEST(test_node_store_near_share_never_exceeds_its_fraction)
+{
+    enum { LEN = 10000, FIT = 10 };
+    char *dir = tt_tmpdir("store");
+    uint64_t cap = FIT * (uint64_t)(LEN + HDR);
+    node_store *s = open_store(dir, cap, 20); /* room for 2 near blocks */
+    node_store_stats st;
+    for (unsigned i = 0; i < 6; i++) {
+        put_block(s, i, LEN, NODE_STORE_NEAR);
+        node_store_get_stats(s, &st);
+        TT_CHECK(st.near_bytes <= st.near_capacity && st.near_blocks <= 2,
+                 "after near put %u: near %llu bytes in %llu blocks, share %llu", i, (unsigned long long)st.near_bytes,
+                 (unsigned long long)st.near_blocks, (unsigned long long)st.near_capacity);
+    }
+    TT_CHECK(block_reads_back(s, 4, LEN) && block_reads_back(s, 5, LEN), "the two newest near blocks must be kept");
+
+    /* Owned blocks fill the store and push the near blocks out before any owned one. */
+    for (unsigned i = 100; i < 100 + FIT; i++)
+        put_block(s, i, LEN, NODE_STORE_OWNED);
+    node_store_get_stats(s, &st);
+    TT_CHECK(st.near_blocks == 0 && st.blocks == FIT, "owned blocks evict near ones first: near=%llu blocks=%llu",
+             (unsigned long long)st.near_blocks, (unsigned long long)st.blocks);
+    for (unsigned i = 100; i < 100 + FIT; i++)
+        TT_CHECK(block_reads_back(s, i, LEN), "owned block %u must be kept", i);
+
+    /* A near block never evicts an owned one. */
+    uint8_t id[NODE_STORE_ID_LEN];
+    make_id(50, id);
+    uint8_t *p = make_payload(50, LEN);
+    TT_CHECK(node_store_put(s, id, p, LEN, NODE_STORE_NEAR) == -1 && shoal_error_code() == SHOAL_ERR_NOSPACE,
+             "a near put into a store full of owned blocks: want NOSPACE, got %s", shoal_error_name(shoal_error_code()));
+    free(p);
+    node_store_get_stats(s, &st);
+    TT_CHECK(st.blocks == FIT && st.near_blocks == 0, "blocks=%llu near=%llu", (unsigned long long)st.blocks,
+             (unsigned long long)st.near_blocks);
+    node_store_delete(s);
+    tt_rmtree(dir);
+    free(dir);
+}
+
+TT_TEST(test_node_store_owned_put_promotes_near_block)
+{
+    char *dir = tt_tmpdir("store");
+    node_store *s = open_store(dir, 1u << 20, 10);
+    put_block(s, 0, 5000, NODE_STORE_NEAR);
+    put_block(s, 0, 5000, NODE_STORE_OWNED);
+    uint8_t id[NODE_STORE_ID_LEN];
+    make_id(0, id);
+    node_store_class cls = NODE_STORE_NEAR;
+    size_t len = 0;
+    TT_CHECK(node_store_contains(s, id, &len, &cls) && cls == NODE_STORE_OWNED && len == 5000,
+             "after an owned put the block is owned (class %d, length %zu)", (int)cls, len);
+    node_store_delete(s);
+
+    s = open_store(dir, 1u << 20, 10);
+    node_store_stats st;
+    node_store_get_stats(s, &st);
+    TT_CHECK(node_store_contains(s, id, NULL, &cls) && cls == NODE_STORE_OWNED && st.near_blocks == 0,
+             "the promotion must survive a restart (class %d, near blocks %llu)", (int)cls,
+             (unsigned long long)st.near_blocks);
+    TT_CHECK(block_reads_back(s, 0, 5000), "the promoted block must still pass its checksum");
+    node_store_delete(s);
+    tt_rmtree(dir);
+    free(dir);
+}
+
+TT_TEST(test_node_store_second_open_of_same_dir_is_refused)
+{
+    char *dir = tt_tmpdir("store");
+    node_store *s = open_store(dir, 1u << 20, 10);
+    node_store *again = node_store_new(dir, 1u << 20, NULL);
+    TT_CHECK(again == NULL && strstr(shoal_error_message(), "in use") != NULL,
+             "a second store on one directory must be refused, got %p: %s", (void *)again, shoal_error_message());
+    node_store_delete(s);
+    s = node_store_new(dir, 1u << 20, NULL);
+    TT_CHECK(s != NULL, "after delete the directory opens again: %s", shoal_error_message());
+    node_store_delete(s);
+    tt_rmtree(dir);
+    free(dir);
+}
+
+TT_MAIN()
