@@ -682,7 +682,8 @@ int node_store_get(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], void *buf
         goto fail_corrupt;
 
     size_t len = (size_t)(size - NODE_STORE_HEADER_LEN);
-    *len_out = len;
+    if (len_out)
+        *len_out = len;
     if (len > buf_len) {
         close(fd);
         return shoal_error_set(SHOAL_ERR_RANGE, "store: block %s holds %zu bytes, buffer has %zu", rel + 6, len,

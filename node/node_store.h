@@ -92,13 +92,13 @@ void node_store_delete(node_store *s);
 int node_store_put(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const void *data, size_t len,
                    node_store_class cls);
 
-/* Reads a block's payload into buf (buf_len bytes) and stores its length in *len_out. The
- * checksum is verified before 0 is returned; the block becomes the most recently used.
+/* Reads a block's payload into buf (buf_len bytes) and stores its length in *len_out (when not
+ * NULL). The checksum is verified before 0 is returned; the block becomes the most recently used.
  * Fails with -1 and a shoal_error:
  *   NOT_FOUND  a miss: not stored, still being written, or it failed its checks (then it was
  *              removed and counted; the caller fetches it again);
  *   RANGE      buf_len is smaller than the payload (*len_out holds the needed length; the block
- *              stays stored). */
+ *              stays stored; node_store_contains tells the length beforehand). */
 int node_store_get(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], void *buf, size_t buf_len,
                    size_t *len_out);
 

@@ -137,6 +137,21 @@ static node_store *open_store(const char *dir, uint64_t capacity, unsigned near_
     return open_store_opts(dir, capacity, near_percent, false);
 }
 
+/* Closes the store and removes its directory. */
+static void finish(node_store *s, char *dir)
+{
+    node_store_delete(s);
+    tt_rmtree(dir);
+    free(dir);
+}
+
+/* Stores blocks first .. first+count-1, each of len bytes. */
+static void put_blocks(node_store *s, unsigned first, unsigned count, size_t len, node_store_class cls)
+{
+    for (unsigned i = first; i < first + count; i++)
+        put_block(s, i, len, cls);
+}
+
 TT_TEST(test_node_store_put_get_round_trip)
 {
     char *dir = tt_tmpdir("store");
@@ -171,9 +186,7 @@ TT_TEST(test_node_store_put_get_round_trip)
              "stats: blocks=%llu (5) bytes=%llu (%llu) puts=%llu (5) hits=%llu (5) misses=%llu (1)",
              (unsigned long long)st.blocks, (unsigned long long)st.bytes_used, (unsigned long long)want_bytes,
              (unsigned long long)st.puts, (unsigned long long)st.hits, (unsigned long long)st.misses);
-    node_store_delete(s);
-    tt_rmtree(dir);
-    free(dir);
+    finish(s, dir);
 }
 
 TT_TEST(test_node_store_reopen_keeps_blocks_without_rewriting)
@@ -213,9 +226,7 @@ TT_TEST(test_node_store_reopen_keeps_blocks_without_rewriting)
     node_store_get_stats(s, &st2);
     TT_CHECK(st2.puts == 0 && st2.hits == 12, "after reopen: puts=%llu (0) hits=%llu (12)",
              (unsigned long long)st2.puts, (unsigned long long)st2.hits);
-    node_store_delete(s);
-    tt_rmtree(dir);
-    free(dir);
+    finish(s, dir);
 }
 
 TT_TEST(test_node_store_capacity_holds_and_lru_evicts_least_recent)
@@ -224,8 +235,7 @@ TT_TEST(test_node_store_capacity_holds_and_lru_evicts_least_recent)
     char *dir = tt_tmpdir("store");
     uint64_t cap = FIT * (uint64_t)(LEN + HDR);
     node_store *s = open_store(dir, cap, 10);
-    for (unsigned i = 0; i < FIT; i++)
-        put_block(s, i, LEN, NODE_STORE_OWNED);
+    put_blocks(s, 0, FIT, LEN, NODE_STORE_OWNED);
     TT_CHECK(block_reads_back(s, 0, LEN), "block 0 missing before the store was full");
     put_block(s, FIT, LEN, NODE_STORE_OWNED);
     TT_CHECK(block_reads_back(s, 0, LEN), "block 0 was read last, so it must survive the eviction");
@@ -246,9 +256,7 @@ TT_TEST(test_node_store_capacity_holds_and_lru_evicts_least_recent)
     node_store_get_stats(s, &st);
     TT_CHECK(st.evictions >= 55, "60 puts into a full store of 8 evict at least 55 blocks, saw %llu",
              (unsigned long long)st.evictions);
-    node_store_delete(s);
-    tt_rmtree(dir);
-    free(dir);
+    finish(s, dir);
 }
 
 TT_TEST(test_node_store_lru_order_survives_restart)
@@ -257,8 +265,7 @@ TT_TEST(test_node_store_lru_order_survives_restart)
     char *dir = tt_tmpdir("store");
     uint64_t cap = FIT * (uint64_t)(LEN + HDR);
     node_store *s = open_store(dir, cap, 10);
-    for (unsigned i = 0; i < FIT; i++)
-        put_block(s, i, LEN, NODE_STORE_OWNED);
+    put_blocks(s, 0, FIT, LEN, NODE_STORE_OWNED);
     TT_CHECK(block_reads_back(s, 0, LEN), "block 0 missing");
     node_store_delete(s);
 
@@ -266,9 +273,7 @@ TT_TEST(test_node_store_lru_order_survives_restart)
     put_block(s, FIT, LEN, NODE_STORE_OWNED);
     TT_CHECK(!block_reads_back(s, 1, LEN), "block 1 was least recently used before the restart: must go first");
     TT_CHECK(block_reads_back(s, 0, LEN), "block 0 was read before the restart: must survive");
-    node_store_delete(s);
-    tt_rmtree(dir);
-    free(dir);
+    finish(s, dir);
 }
 
 /* Damages block 0's file with fn, then checks a get misses, removes the file and counts it. */
@@ -292,9 +297,7 @@ static void check_damage_is_dropped(void (*damage)(const char *path))
     put_block(s, 0, 50000, NODE_STORE_OWNED);
     TT_CHECK(block_reads_back(s, 0, 50000), "block 0 stored again after the drop must read back");
     free(path);
-    node_store_delete(s);
-    tt_rmtree(dir);
-    free(dir);
+    finish(s, dir);
 }
 
 static void flip_payload_byte(const char *path)
@@ -339,9 +342,7 @@ TT_TEST(test_node_store_open_drops_truncated_block)
              (unsigned long long)st.blocks, (unsigned long long)st.corrupt_drops);
     TT_CHECK(block_reads_back(s, 1, 30000), "the sound block must survive");
     free(path);
-    node_store_delete(s);
-    tt_rmtree(dir);
-    free(dir);
+    finish(s, dir);
 }
 
 TT_TEST(test_node_store_open_removes_leftover_temp_files)
@@ -364,9 +365,7 @@ TT_TEST(test_node_store_open_removes_leftover_temp_files)
     TT_CHECK(du.files == 1 && du.temps == 0, "files=%u (1) temps=%u (0)", du.files, du.temps);
     free(tmp);
     free(path);
-    node_store_delete(s);
-    tt_rmtree(dir);
-    free(dir);
+    finish(s, dir);
 }
 
 typedef struct worker {
@@ -456,9 +455,7 @@ TT_TEST(test_node_store_concurrent_puts_and_gets_stay_consistent)
         stored += block_reads_back(s, n, conc_len(n));
     TT_CHECK(stored == st.blocks, "%u blocks read back, %llu accounted", stored, (unsigned long long)st.blocks);
     tt_note("%u samples of the accounting, %u hits, %llu evictions", samples, hits, (unsigned long long)st.evictions);
-    node_store_delete(s);
-    tt_rmtree(dir);
-    free(dir);
+    finish(s, dir);
 }
 
 TT_TEST(test_node_store_block_larger_than_capacity_is_refused)
@@ -477,9 +474,7 @@ TT_TEST(test_node_store_block_larger_than_capacity_is_refused)
     TT_CHECK(block_reads_back(s, 0, 1000), "the refused put must not evict anything");
     disk_use du = disk_usage(dir);
     TT_CHECK(du.files == 1, "files on disk: %u (1)", du.files);
-    node_store_delete(s);
-    tt_rmtree(dir);
-    free(dir);
+    finish(s, dir);
 }
 
 TT_TEST(test_node_store_full_disk_reports_nospace_and_keeps_blocks)
@@ -546,8 +541,7 @@ TT_TEST(test_node_store_near_share_never_exceeds_its_fraction)
     TT_CHECK(block_reads_back(s, 4, LEN) && block_reads_back(s, 5, LEN), "the two newest near blocks must be kept");
 
     /* Owned blocks fill the store and push the near blocks out before any owned one. */
-    for (unsigned i = 100; i < 100 + FIT; i++)
-        put_block(s, i, LEN, NODE_STORE_OWNED);
+    put_blocks(s, 100, FIT, LEN, NODE_STORE_OWNED);
     node_store_get_stats(s, &st);
     TT_CHECK(st.near_blocks == 0 && st.blocks == FIT, "owned blocks evict near ones first: near=%llu blocks=%llu",
              (unsigned long long)st.near_blocks, (unsigned long long)st.blocks);
@@ -564,9 +558,7 @@ TT_TEST(test_node_store_near_share_never_exceeds_its_fraction)
     node_store_get_stats(s, &st);
     TT_CHECK(st.blocks == FIT && st.near_blocks == 0, "blocks=%llu near=%llu", (unsigned long long)st.blocks,
              (unsigned long long)st.near_blocks);
-    node_store_delete(s);
-    tt_rmtree(dir);
-    free(dir);
+    finish(s, dir);
 }
 
 TT_TEST(test_node_store_owned_put_promotes_near_block)
@@ -590,9 +582,7 @@ TT_TEST(test_node_store_owned_put_promotes_near_block)
              "the promotion must survive a restart (class %d, near blocks %llu)", (int)cls,
              (unsigned long long)st.near_blocks);
     TT_CHECK(block_reads_back(s, 0, 5000), "the promoted block must still pass its checksum");
-    node_store_delete(s);
-    tt_rmtree(dir);
-    free(dir);
+    finish(s, dir);
 }
 
 TT_TEST(test_node_store_second_open_of_same_dir_is_refused)
@@ -605,9 +595,7 @@ TT_TEST(test_node_store_second_open_of_same_dir_is_refused)
     node_store_delete(s);
     s = node_store_new(dir, 1u << 20, NULL);
     TT_CHECK(s != NULL, "after delete the directory opens again: %s", shoal_error_message());
-    node_store_delete(s);
-    tt_rmtree(dir);
-    free(dir);
+    finish(s, dir);
 }
 
 TT_MAIN()
