@@ -1,0 +1,188 @@
+/*
+ * s3_client: Shoal's S3 client. One handle owns a worker thread that drives a libcurl multi
+ * handle, so many requests are in flight at once over reused keep-alive connections.
+ *
+ * Two ways to call it:
+ *   - asynchronous (s3_*_async): the request is queued and the completion callback runs exactly
+ *     once, on the worker thread, with the outcome. The daemon keeps hundreds of ranged GETs
+ *     going this way. A callback must not block and must not call a blocking function of this
+ *     client (it may submit further asynchronous requests);
+ *   - blocking (s3_head, s3_get, ...): built on the asynchronous calls; they wait for the
+ *     outcome and report failure as -1 with the shoal_error set on the calling thread. Safe from
+ *     any number of threads at once, never from a completion callback.
+ *
+ * Every failure carries a code (SHOAL_ERR_S3_*) and a message naming the operation, bucket, key,
+ * HTTP status, S3 error code and message, request id and the number of attempts. 5xx answers,
+ * SlowDown, connection resets, truncated bodies and timeouts are retried with capped exponential
+ * backoff and full jitter, up to max_retries times; other 4xx answers are never retried.
+ * See docs/s3.md.
+ */
+#ifndef SHOAL_S3_CLIENT_H
+#define SHOAL_S3_CLIENT_H
+
+#include "s3_creds.h"
+#include "s3_xml.h"
+#include "shoal_error.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct s3_client s3_client;
+
+typedef struct s3_client_config {
+    /* "http[s]://host[:port]" of an S3-compatible server; NULL: AWS, https://s3.REGION.amazonaws.com. */
+    const char *endpoint;
+    const char *region;          /* signing region; default "us-east-1" */
+    bool path_style;             /* true: http://host/bucket/key; false: http://bucket.host/key */
+    /* Borrowed; must outlive the client. NULL: the client resolves the default chain itself
+     * (environment, profile, IMDS) at s3_client_new and owns that provider. */
+    s3_creds_provider *creds;
+    unsigned max_in_flight;      /* requests on the wire at once (also the connection cap); default 64 */
+    unsigned connect_timeout_ms; /* default 10000 */
+    unsigned request_timeout_ms; /* whole attempt; 0 = no limit (default) */
+    unsigned stall_timeout_ms;   /* an attempt that moves no byte for this long fails; default 30000 */
+    unsigned max_retries;        /* retries after the first attempt; default 5 */
+    unsigned backoff_base_ms;    /* first retry waits up to this; default 100 */
+    unsigned backoff_cap_ms;     /* no retry waits longer; default 20000 */
+    /* PEM CA bundle; NULL: $AWS_CA_BUNDLE when set, else the system store. */
+    const char *ca_bundle;
+    bool verify_tls;             /* default true; false only for test servers with self-signed certs */
+    uint64_t multipart_threshold;      /* s3_upload: bodies above this go multipart; default 16 MiB */
+    uint64_t part_size;                /* s3_upload: part size (min 5 MiB on AWS); default 8 MiB */
+    uint64_t copy_multipart_threshold; /* s3_copy: sources above this use UploadPartCopy; default 5 GiB */
+    uint64_t copy_part_size;           /* s3_copy: part size of a multipart copy; default 512 MiB */
+} s3_client_config;
+
+/* Fills *cfg with the defaults above (endpoint NULL, region "us-east-1", virtual-hosted). */
+void s3_client_config_defaults(s3_client_config *cfg);
+
+/* Creates a client and starts its worker thread. The config's strings are copied. NULL with
+ * SHOAL_ERR_INVAL (bad endpoint or values), SHOAL_ERR_S3_CREDENTIALS (no credentials when
+ * cfg->creds is NULL) or SHOAL_ERR_NOMEM. */
+s3_client *s3_client_new(const s3_client_config *cfg);
+
+/* Stops the worker: requests still queued or in flight complete with SHOAL_ERR_CLOSED (their
+ * callbacks run before this returns), then frees everything. Accepts NULL. Never call it from a
+ * completion callback. */
+void s3_client_delete(s3_client *c);
+
+/* Metadata of an object. */
+typedef struct s3_object_info {
+    uint64_t size;          /* whole object size in bytes (from Content-Range on a ranged GET) */
+    char etag[S3_ETAG_MAX]; /* as S3 sends it, quotes included */
+    int64_t last_modified;  /* Unix seconds; 0 when the server sent none */
+    char content_type[128];
+} s3_object_info;
+
+/* The outcome handed to a completion callback; valid only during the callback. */
+typedef struct s3_result {
+    shoal_err err;          /* SHOAL_OK on success */
+    const char *message;    /* the failure message; "" on success */
+    int status;             /* last HTTP status; 0 when no answer came */
+    unsigned attempts;      /* attempts made (1 + retries) */
+    s3_object_info info;    /* HEAD and GET: the object; PUT: etag */
+    uint64_t bytes;         /* GET: body bytes delivered */
+    /* LIST: the parsed page. The callback may take it over by copying the struct and
+     * zeroing *list; otherwise it is destroyed when the callback returns. */
+    s3_list_page *list;
+    /* Requests answered with a result document (multipart steps, copies); NULL otherwise. */
+    const s3_xml_result *doc;
+} s3_result;
+
+typedef void (*s3_done_fn)(void *ud, s3_result *r);
+
+/* Receives GET body bytes: `pos` is the offset in the response body (0 = first byte asked for).
+ * After a retry the bytes are delivered again from pos 0, so a sink writes at pos rather than
+ * appending. Runs on the worker thread. Return 0 to continue, -1 to fail the request (it is
+ * then not retried and completes with SHOAL_ERR_S3 naming the sink). */
+typedef int (*s3_sink_fn)(void *ud, uint64_t pos, const void *data, size_t len);
+
+typedef struct s3_get_args {
+    const char *bucket;
+    const char *key;
+    bool ranged;              /* false: the whole object */
+    uint64_t offset;          /* ranged: first byte */
+    uint64_t length;          /* ranged: bytes asked (>0); fewer come back only at the object's end */
+    const char *if_match;     /* ETag the object must still have (412 -> SHOAL_ERR_S3_CHANGED); NULL: none */
+    /* Destination: a caller buffer (a body larger than buf_len fails with SHOAL_ERR_RANGE) ... */
+    void *buf;
+    size_t buf_len;
+    /* ... or a sink (used when buf is NULL). */
+    s3_sink_fn sink;
+    void *sink_ud;
+} s3_get_args;
+
+typedef struct s3_put_args {
+    const char *bucket;
+    const char *key;
+    const char *content_type; /* NULL: none sent */
+    /* Body: memory (data, len) when data != NULL or fd < 0 ... */
+    const void *data;
+    /* ... or the byte range [offset, offset+len) of a file descriptor, read with pread. */
+    int fd;
+    uint64_t offset;
+    uint64_t len;
+} s3_put_args;
+
+typedef struct s3_list_args {
+    const char *bucket;
+    const char *prefix;             /* NULL: none */
+    const char *delimiter;          /* NULL: none (flat listing) */
+    const char *continuation_token; /* NULL: first page */
+    const char *start_after;        /* NULL: none */
+    unsigned max_keys;              /* 0: the server's default (1000) */
+} s3_list_args;
+
+/* Asynchronous calls: 0 when queued (done will run exactly once, on the worker thread); -1
+ * with SHOAL_ERR_INVAL for bad arguments or SHOAL_ERR_CLOSED when the client is shutting down
+ * (done is then never called). Argument strings are copied; a GET's buffer or sink, and a PUT's
+ * memory body or fd, must stay valid until done runs. */
+int s3_head_async(s3_client *c, const char *bucket, const char *key, s3_done_fn done, void *ud);
+int s3_get_async(s3_client *c, const s3_get_args *a, s3_done_fn done, void *ud);
+int s3_put_async(s3_client *c, const s3_put_args *a, s3_done_fn done, void *ud);
+int s3_delete_async(s3_client *c, const char *bucket, const char *key, s3_done_fn done, void *ud);
+int s3_list_async(s3_client *c, const s3_list_args *a, s3_done_fn done, void *ud);
+
+/* Blocking calls: 0 on success, -1 with the shoal_error set. */
+
+/* HeadObject: size, ETag, Last-Modified and content type into *out. */
+int s3_head(s3_client *c, const char *bucket, const char *key, s3_object_info *out);
+/* GetObject into a->buf or a->sink; *got (may be NULL) receives the body length and *info (may
+ * be NULL) the object's metadata. A body shorter than announced fails with
+ * SHOAL_ERR_S3_TRUNCATED and is never reported as data. */
+int s3_get(s3_client *c, const s3_get_args *a, uint64_t *got, s3_object_info *info);
+/* PutObject in one request; the new ETag into etag (may be NULL). */
+int s3_put(s3_client *c, const s3_put_args *a, char etag[S3_ETAG_MAX]);
+/* PutObject when the body is at most multipart_threshold, else a multipart upload whose parts
+ * go up in parallel; on any failure the upload is aborted. A 200 answer carrying <Error> to
+ * CompleteMultipartUpload is a failure. */
+int s3_upload(s3_client *c, const s3_put_args *a, char etag[S3_ETAG_MAX]);
+/* DeleteObject (deleting a missing key succeeds, as in S3). */
+int s3_delete(s3_client *c, const char *bucket, const char *key);
+/* One ListObjectsV2 page (encoding-type=url, decoded) into *out, which must be created and
+ * empty; pass out->next_token as continuation_token while out->truncated. */
+int s3_list(s3_client *c, const s3_list_args *a, s3_list_page *out);
+/* Server-side copy: CopyObject, or UploadPartCopy parts when the source is larger than
+ * copy_multipart_threshold (pinned to the source's ETag so a concurrent overwrite fails the
+ * copy instead of splicing two versions). New ETag into etag (may be NULL). */
+int s3_copy(s3_client *c, const char *src_bucket, const char *src_key, const char *dst_bucket,
+            const char *dst_key, char etag[S3_ETAG_MAX]);
+
+/* Counters since the client was created (SPEC §3 exports them as s3.*). Requests count attempts
+ * on the wire, retries included. */
+typedef struct s3_client_stats {
+    uint64_t get_requests;    /* GetObject */
+    uint64_t head_requests;   /* HeadObject */
+    uint64_t list_requests;   /* ListObjectsV2 */
+    uint64_t put_requests;    /* PutObject, multipart steps, copies */
+    uint64_t delete_requests; /* DeleteObject, AbortMultipartUpload */
+    uint64_t bytes_in;        /* response body bytes */
+    uint64_t bytes_out;       /* request body bytes */
+    uint64_t retries;         /* attempts that were retried */
+    uint64_t failures;        /* requests that completed with an error */
+} s3_client_stats;
+
+void s3_client_stats_get(const s3_client *c, s3_client_stats *out);
+
+#endif

@@ -1,0 +1,242 @@
+/*
+ * s3_multipart: the operations made of several requests: s3_upload (PutObject or a multipart
+ * upload) and s3_copy (CopyObject or a multipart copy with UploadPartCopy).
+ *
+ * A multipart job is CreateMultipartUpload, then every part submitted at once through the
+ * asynchronous engine (the client's max_in_flight bounds how many are on the wire), then one
+ * wait for all of them, then CompleteMultipartUpload. Any failure, including a 200 answer
+ * whose body is an <Error> (which the engine already reports as a failure), aborts the upload
+ * so no orphaned parts keep costing storage; the first failure is what the caller sees.
+ *
+ * Part sizes: the configured size, grown when needed to stay within S3's 10,000 parts. A copy
+ * pins every part to the source's ETag (x-amz-copy-source-if-match), so an object overwritten
+ * during the copy fails it with SHOAL_ERR_S3_CHANGED instead of producing a splice.
+ */
+#include "s3_request.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S3_MAX_PARTS 10000u
+
+/* Collects part ETags from completion callbacks (each writes only its own slot). */
+typedef struct mp_job {
+    s3_wait w;
+    s3_part_etag *parts;
+} mp_job;
+
+typedef struct mp_part_ctx {
+    mp_job *job;
+    uint32_t index;
+} mp_part_ctx;
+
+static void part_done(void *ud, s3_result *r)
+{
+    mp_part_ctx *p = ud;
+    s3_wait_note(&p->job->w, r);
+    if (r->err == SHOAL_OK) {
+        s3_part_etag *pe = &p->job->parts[p->index];
+        snprintf(pe->etag, sizeof pe->etag, "%s", r->info.etag);
+    }
+    s3_wait_done(&p->job->w);
+}
+
+static void spec_init(s3_req_spec *s, s3_op op, const char *bucket, const char *key)
+{
+    memset(s, 0, sizeof *s);
+    s->op = op;
+    s->bucket = bucket;
+    s->key = key;
+    s->fd = -1;
+}
+
+static int create_upload(s3_client *c, const char *bucket, const char *key, const char *content_type,
+                         char upload_id[1024])
+{
+    s3_req_spec s;
+    spec_init(&s, S3_OP_CREATE_MULTIPART, bucket, key);
+    s.query[s.n_query++] = (s3_kv){"uploads", ""};
+    if (content_type)
+        s.headers[s.n_headers++] = (s3_kv){"content-type", content_type};
+    s.expect = S3_XML_INITIATE_MULTIPART;
+    s3_call k = {0};
+    if (s3_call_run(c, &s, &k) < 0)
+        return -1;
+    memcpy(upload_id, k.doc.upload_id, sizeof k.doc.upload_id);
+    return 0;
+}
+
+/* Best effort: the caller is already failing and reports its own error, not this one's. */
+static void abort_upload(s3_client *c, const char *bucket, const char *key, const char *upload_id)
+{
+    shoal_err code = shoal_error_code();
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", shoal_error_message());
+    s3_req_spec s;
+    spec_init(&s, S3_OP_ABORT_MULTIPART, bucket, key);
+    s.query[s.n_query++] = (s3_kv){"uploadId", upload_id};
+    s3_call k = {0};
+    s3_call_run(c, &s, &k);
+    shoal_error_set(code, "%s (multipart upload aborted)", msg);
+}
+
+static int complete_upload(s3_client *c, const char *bucket, const char *key, const char *upload_id,
+                           const s3_part_etag *parts, uint32_t n, char etag[S3_ETAG_MAX])
+{
+    int rc = -1;
+    shoal_buf body;
+    shoal_buf_create(&body, 0);
+    if (s3_xml_build_complete(&body, parts, n) < 0)
+        goto done;
+    s3_req_spec s;
+    spec_init(&s, S3_OP_COMPLETE_MULTIPART, bucket, key);
+    s.query[s.n_query++] = (s3_kv){"uploadId", upload_id};
+    s.headers[s.n_headers++] = (s3_kv){"content-type", "application/xml"};
+    s.data = body.data;
+    s.len = body.len;
+    s.copy_body = true;
+    s.expect = S3_XML_COMPLETE_MULTIPART;
+    s3_call k = {0};
+    if (s3_call_run(c, &s, &k) < 0)
+        goto done;
+    if (etag)
+        memcpy(etag, k.info.etag, S3_ETAG_MAX);
+    rc = 0;
+done:
+    shoal_buf_destroy(&body);
+    return rc;
+}
+
+static uint64_t part_size_for(uint64_t total, uint64_t configured)
+{
+    uint64_t ps = configured;
+    if ((total + ps - 1) / ps > S3_MAX_PARTS)
+        ps = (total + S3_MAX_PARTS - 1) / S3_MAX_PARTS;
+    return ps;
+}
+
+/* What differs between an upload part and a copy part. */
+typedef struct mp_source {
+    const s3_put_args *put; /* upload: the body */
+    const char *copy_src;   /* copy: "/bucket/encoded-key" */
+    const char *copy_etag;  /* copy: the source's ETag */
+} mp_source;
+
+/* Runs create, parts, complete; aborts on any failure after create. */
+static int multipart(s3_client *c, const char *bucket, const char *key, const char *content_type, uint64_t total,
+                     uint64_t configured_part, const mp_source *src, char etag[S3_ETAG_MAX])
+{
+    uint64_t ps = part_size_for(total, configured_part);
+    uint32_t n = (uint32_t)((total + ps - 1) / ps);
+    int rc = -1;
+    char upload_id[1024];
+    mp_job job;
+    memset(&job, 0, sizeof job);
+    s3_wait_create(&job.w);
+    mp_part_ctx *ctx = calloc(n, sizeof *ctx);
+    char(*ranges)[64] = calloc(n, sizeof *ranges);
+    char(*numbers)[16] = calloc(n, sizeof *numbers);
+    job.parts = calloc(n, sizeof *job.parts);
+    if (!ctx || !ranges || !numbers || !job.parts) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "multipart key=%s: out of memory for %u parts", key, n);
+        goto done;
+    }
+    if (create_upload(c, bucket, key, content_type, upload_id) < 0)
+        goto done;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t off = (uint64_t)i * ps;
+        uint64_t len = total - off < ps ? total - off : ps;
+        ctx[i] = (mp_part_ctx){.job = &job, .index = i};
+        job.parts[i].number = i + 1;
+        snprintf(numbers[i], sizeof numbers[i], "%u", i + 1);
+        s3_req_spec s;
+        spec_init(&s, src->put ? S3_OP_UPLOAD_PART : S3_OP_UPLOAD_PART_COPY, bucket, key);
+        s.query[s.n_query++] = (s3_kv){"partNumber", numbers[i]};
+        s.query[s.n_query++] = (s3_kv){"uploadId", upload_id};
+        if (src->put) {
+            if (src->put->data) {
+                s.data = (const uint8_t *)src->put->data + off;
+            } else {
+                s.fd = src->put->fd;
+                s.offset = src->put->offset + off;
+            }
+            s.len = len;
+        } else {
+            snprintf(ranges[i], sizeof ranges[i], "bytes=%llu-%llu", (unsigned long long)off,
+                     (unsigned long long)(off + len - 1));
+            s.headers[s.n_headers++] = (s3_kv){"x-amz-copy-source", src->copy_src};
+            s.headers[s.n_headers++] = (s3_kv){"x-amz-copy-source-range", ranges[i]};
+            s.headers[s.n_headers++] = (s3_kv){"x-amz-copy-source-if-match", src->copy_etag};
+            s.expect = S3_XML_COPY_PART;
+        }
+        s3_wait_add(&job.w, 1);
+        if (s3_submit(c, &s, part_done, &ctx[i]) < 0) {
+            s3_result fake = {.err = shoal_error_code(), .message = shoal_error_message()};
+            s3_wait_note(&job.w, &fake);
+            s3_wait_done(&job.w);
+            break;
+        }
+    }
+    if (s3_wait_finish(&job.w) < 0 || complete_upload(c, bucket, key, upload_id, job.parts, n, etag) < 0) {
+        abort_upload(c, bucket, key, upload_id);
+        goto done;
+    }
+    rc = 0;
+done:
+    s3_wait_destroy(&job.w);
+    free(job.parts);
+    free(numbers);
+    free(ranges);
+    free(ctx);
+    return rc;
+}
+
+int s3_upload(s3_client *c, const s3_put_args *a, char etag[S3_ETAG_MAX])
+{
+    const s3_client_config *cfg = s3_client_config_of(c);
+    if (a->len <= cfg->multipart_threshold)
+        return s3_put(c, a, etag);
+    if (s3_client_on_worker(c))
+        return shoal_error_set(SHOAL_ERR_INVAL, "upload key=%s: blocking S3 call from a completion callback", a->key);
+    if (!a->bucket || !a->key)
+        return shoal_error_set(SHOAL_ERR_INVAL, "upload: bucket and key are required");
+    mp_source src = {.put = a};
+    return multipart(c, a->bucket, a->key, a->content_type, a->len, cfg->part_size, &src, etag);
+}
+
+int s3_copy(s3_client *c, const char *src_bucket, const char *src_key, const char *dst_bucket,
+            const char *dst_key, char etag[S3_ETAG_MAX])
+{
+    const s3_client_config *cfg = s3_client_config_of(c);
+    int rc = -1;
+    shoal_buf source;
+    shoal_buf_create(&source, 0);
+    s3_object_info info;
+    if (s3_head(c, src_bucket, src_key, &info) < 0) {
+        shoal_error_wrap("copy to bucket=%s key=%s", dst_bucket, dst_key);
+        goto done;
+    }
+    if (s3_copy_source(&source, src_bucket, src_key) < 0)
+        goto done;
+    if (info.size > cfg->copy_multipart_threshold) {
+        mp_source src = {.copy_src = shoal_buf_str(&source), .copy_etag = info.etag};
+        const char *ct = info.content_type[0] ? info.content_type : NULL;
+        rc = multipart(c, dst_bucket, dst_key, ct, info.size, cfg->copy_part_size, &src, etag);
+        goto done;
+    }
+    s3_req_spec s;
+    spec_init(&s, S3_OP_COPY, dst_bucket, dst_key);
+    s.headers[s.n_headers++] = (s3_kv){"x-amz-copy-source", shoal_buf_str(&source)};
+    s.headers[s.n_headers++] = (s3_kv){"x-amz-copy-source-if-match", info.etag};
+    s.expect = S3_XML_COPY_OBJECT;
+    s3_call k = {0};
+    if (s3_call_run(c, &s, &k) < 0)
+        goto done;
+    if (etag)
+        memcpy(etag, k.info.etag, S3_ETAG_MAX);
+    rc = 0;
+done:
+    shoal_buf_destroy(&source);
+    return rc;
+}

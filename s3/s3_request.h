@@ -1,0 +1,95 @@
+/*
+ * s3_request: the client's internal request interface, shared by s3_client.c (the engine and the
+ * single-request operations) and s3_multipart.c (multipart upload and copy, built from single
+ * requests). Not installed and not for use outside s3/.
+ */
+#ifndef SHOAL_S3_REQUEST_H
+#define SHOAL_S3_REQUEST_H
+
+#include "s3_client.h"
+#include "s3_sigv4.h"
+
+#include <pthread.h>
+
+typedef enum s3_op {
+    S3_OP_HEAD,
+    S3_OP_GET,
+    S3_OP_PUT,
+    S3_OP_DELETE,
+    S3_OP_LIST,
+    S3_OP_CREATE_MULTIPART,
+    S3_OP_UPLOAD_PART,
+    S3_OP_UPLOAD_PART_COPY,
+    S3_OP_COMPLETE_MULTIPART,
+    S3_OP_ABORT_MULTIPART,
+    S3_OP_COPY,
+} s3_op;
+
+#define S3_REQ_MAX_KV 8
+
+/* Everything one request needs; strings are borrowed for the duration of s3_submit (which copies
+ * them), the GET destination and a body that is not copied must outlive the request. */
+typedef struct s3_req_spec {
+    s3_op op;
+    const char *bucket;
+    const char *key; /* NULL for bucket-level requests (LIST) */
+    s3_kv query[S3_REQ_MAX_KV];
+    size_t n_query;
+    s3_kv headers[S3_REQ_MAX_KV]; /* extra headers, all signed */
+    size_t n_headers;
+    /* Request body: memory when data != NULL, else fd range when fd >= 0, else none. */
+    const void *data;
+    int fd;
+    uint64_t offset;
+    uint64_t len;
+    bool copy_body; /* s3_submit copies the memory body (for bodies built on the stack) */
+    /* GET destination and range. */
+    const s3_get_args *get;
+    /* The result document a 2xx answer must carry (0: none). */
+    s3_xml_result_kind expect;
+} s3_req_spec;
+
+/* Queues one request. 0, and done runs exactly once later; or -1 (done never runs). */
+int s3_submit(s3_client *c, const s3_req_spec *spec, s3_done_fn done, void *ud);
+
+/* The client's configuration, as resolved at s3_client_new. */
+const s3_client_config *s3_client_config_of(const s3_client *c);
+
+/* true when called on the client's worker thread (where blocking would deadlock). */
+bool s3_client_on_worker(const s3_client *c);
+
+/* A counter of outstanding requests with the first failure, for blocking callers. */
+typedef struct s3_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned pending;
+    shoal_err err;
+    char msg[1024];
+} s3_wait;
+
+void s3_wait_create(s3_wait *w);
+/* Records r's failure when it is the first one (no-op on success). Thread-safe. */
+void s3_wait_note(s3_wait *w, const s3_result *r);
+void s3_wait_add(s3_wait *w, unsigned n);
+void s3_wait_done(s3_wait *w);
+/* Blocks until every added request is done; 0, or -1 with the first failure as shoal_error. */
+int s3_wait_finish(s3_wait *w);
+void s3_wait_destroy(s3_wait *w);
+
+/* One blocking request: the waiter plus what the caller gets back. */
+typedef struct s3_call {
+    s3_wait w;
+    s3_object_info info;  /* etag also set from a result document */
+    uint64_t bytes;
+    s3_list_page *list;   /* when set before the call, receives a LIST page */
+    s3_xml_result doc;    /* the result document, when the request expects one */
+} s3_call;
+
+/* Submits one request and waits for it (never from the worker thread): 0 with *k filled, or -1
+ * with the request's failure as the shoal_error. *k must start zeroed (list may be set). */
+int s3_call_run(s3_client *c, const s3_req_spec *spec, s3_call *k);
+
+/* Appends "/bucket/encoded-key" for x-amz-copy-source. */
+int s3_copy_source(shoal_buf *out, const char *bucket, const char *key);
+
+#endif
