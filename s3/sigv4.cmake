@@ -2,6 +2,6 @@
 # decides how a request is authenticated. OpenSSL for SHA-256/HMAC, libcurl for the instance
 # metadata service, libinih for the shared credentials and config files.
 add_library(shoal_s3_sign STATIC
-  ${CMAKE_CURRENT_LIST_DIR}/s3_sigv4.c)
+  ${CMAKE_CURRENT_LIST_DIR}/s3_sigv4.c ${CMAKE_CURRENT_LIST_DIR}/s3_creds.c)
 target_include_directories(shoal_s3_sign PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(shoal_s3_sign PUBLIC shoal_common shoal::crypto shoal::curl shoal::inih)
