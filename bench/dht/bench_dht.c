@@ -1,10 +1,12 @@
 /*
  * bench_dht: placement lookups per second for 1,000 members, R = 1 and R = 3, measured side by
  * side in one run (and once more with the members spread over 3 zones, where R = 3 takes the
- * zone-aware path), printed with the ratio R3/R1. Each case runs the same precomputed block ids
- * for a fixed wall time; a checksum of the owners keeps the compiler from dropping the lookups.
+ * zone-aware path), printed with the ratio R3/R1. Each case runs the same precomputed block ids;
+ * the two cases alternate in short rounds and each keeps its best round, so a burst of load from
+ * other processes on a shared machine skews neither side. A checksum of the owners keeps the
+ * compiler from dropping the lookups.
  *
- *   bench_dht [members] [seconds-per-case]      defaults: 1000 0.5
+ *   bench_dht [members] [seconds-per-case]      defaults: 1000 1
  */
 #include "dht.h"
 #include "shoal_error.h"
@@ -15,6 +17,7 @@
 #include <time.h>
 
 #define NBLOCKS 4096
+#define ROUNDS 10
 
 static double now_s(void)
 {
@@ -54,7 +57,7 @@ static double rate(const dht_view *v, const dht_id *blocks, int r, double secs, 
 int main(int argc, char **argv)
 {
     size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 1000;
-    double secs = argc > 2 ? strtod(argv[2], NULL) : 0.5;
+    double secs = argc > 2 ? strtod(argv[2], NULL) : 1.0;
     if (n < 3 || secs <= 0) {
         fprintf(stderr, "usage: bench_dht [members>=3] [seconds-per-case>0]\n");
         return 2;
@@ -71,21 +74,26 @@ int main(int argc, char **argv)
         blocks[i] = dht_block_id("bench", "data/shard-0001.tar", "\"etag\"", (uint64_t)i);
 
     uintptr_t sum = 0;
-    printf("placement lookups, %zu members, %.2f s per case\n", n, secs);
+    printf("placement lookups, %zu members, %.2f s per case (best of %d rounds)\n", n, secs, ROUNDS);
     for (size_t zones = 1; zones <= 3; zones += 2) {
         dht_view *v = make_view(n, zones, ids, zn, m);
         if (!v) {
             fprintf(stderr, "bench_dht: %s\n", shoal_error_message());
             return 1;
         }
-        double r1 = rate(v, blocks, 1, secs, &sum);
-        double r3 = rate(v, blocks, 3, secs, &sum);
+        double r1 = 0, r3 = 0;
+        for (int round = 0; round < ROUNDS; round++) {
+            double a = rate(v, blocks, 1, secs / ROUNDS, &sum);
+            double b = rate(v, blocks, 3, secs / ROUNDS, &sum);
+            r1 = a > r1 ? a : r1;
+            r3 = b > r3 ? b : r3;
+        }
         printf("zones=%zu  R=1: %10.0f lookups/s (%6.2f ns/member)  R=3: %10.0f lookups/s "
                "(%6.2f ns/member)  R3/R1 = %.2f\n",
                zones, r1, 1e9 / r1 / (double)n, r3, 1e9 / r3 / (double)n, r3 / r1);
         dht_view_delete(v);
     }
-    fprintf(stderr, "checksum %lx\n", (unsigned long)sum);
+    printf("(owner checksum %lx)\n", (unsigned long)sum);
     free(ids);
     free(zn);
     free(m);

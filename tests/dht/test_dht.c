@@ -68,6 +68,34 @@ static dht_id *make_blocks(size_t count)
     return b;
 }
 
+/* A fixture, its view and a set of blocks: the setup most tests share. Adjust scene.fx.m between
+ * scene_make and scene_view to change members before the view is built. */
+typedef struct scene {
+    fixture fx;
+    dht_view *v;
+    dht_id *blocks;
+} scene;
+
+static void scene_make(scene *sc, size_t n, size_t zones, size_t nblocks)
+{
+    fx_make(&sc->fx, n, zones);
+    sc->blocks = make_blocks(nblocks);
+    sc->v = NULL;
+}
+
+static dht_view *scene_view(scene *sc)
+{
+    sc->v = view_of(sc->fx.m, sc->fx.n, 1);
+    return sc->v;
+}
+
+static void scene_free(scene *sc)
+{
+    free(sc->blocks);
+    dht_view_delete(sc->v);
+    fx_free(&sc->fx);
+}
+
 static size_t member_index(const dht_member *m) { return (size_t)(uintptr_t)m->user; }
 
 /* The index of the primary owner of each block. */
@@ -86,10 +114,10 @@ static size_t *primaries(const dht_view *v, const dht_id *blocks, size_t count)
 /* max/mean of the blocks each of n equal members owns as primary, over `count` blocks. */
 static double max_over_mean(size_t n, size_t count)
 {
-    fixture fx;
-    fx_make(&fx, n, 0);
-    dht_view *v = view_of(fx.m, n, 1);
-    dht_id *blocks = make_blocks(count);
+    scene sc;
+    scene_make(&sc, n, 0, count);
+    const dht_id *blocks = sc.blocks;
+    dht_view *v = scene_view(&sc);
     size_t *p = primaries(v, blocks, count);
     size_t *per = calloc(n, sizeof *per);
     TT_CHECK(per != NULL, "alloc");
@@ -105,9 +133,7 @@ static double max_over_mean(size_t n, size_t count)
             count, mean, min, max, (double)max / mean, (double)min / mean);
     free(per);
     free(p);
-    free(blocks);
-    dht_view_delete(v);
-    fx_free(&fx);
+    scene_free(&sc);
     return (double)max / mean;
 }
 
@@ -134,12 +160,13 @@ TT_TEST(test_dht_balance_1000_nodes_max_over_mean_within_1_10)
  * expected share (sd there is about 1.2 %). */
 TT_TEST(test_dht_weighted_capacity_gives_proportional_share)
 {
-    fixture fx;
-    fx_make(&fx, 100, 0);
+    scene sc;
+    scene_make(&sc, 100, 0, MILLION);
+    fixture *fx = &sc.fx;
+    const dht_id *blocks = sc.blocks;
     for (size_t i = 50; i < 100; i++)
-        fx.m[i].capacity *= 2;
-    dht_view *v = view_of(fx.m, 100, 1);
-    dht_id *blocks = make_blocks(MILLION);
+        fx->m[i].capacity *= 2;
+    dht_view *v = scene_view(&sc);
     size_t *p = primaries(v, blocks, MILLION);
     size_t per[100] = {0};
     for (size_t i = 0; i < MILLION; i++)
@@ -156,9 +183,7 @@ TT_TEST(test_dht_weighted_capacity_gives_proportional_share)
             small / 50, ratio);
     TT_CHECK(fabs(ratio - 2.0) <= 0.04, "2x capacity holds %.4fx the blocks", ratio);
     free(p);
-    free(blocks);
-    dht_view_delete(v);
-    fx_free(&fx);
+    scene_free(&sc);
 }
 
 /* Counts blocks whose primary differs, and blocks whose R = 3 owner set lost a member, between two
@@ -344,21 +369,22 @@ static size_t ref_owners(const dht_member *m, size_t n, dht_id id, size_t r, con
  * R from 1 to 6: every owner list must equal the plain definition's, in order. */
 TT_TEST(test_dht_owners_match_the_plain_definition)
 {
-    fixture fx;
-    fx_make(&fx, 60, 0);
+    scene sc;
+    scene_make(&sc, 60, 0, 20000);
+    fixture *fx = &sc.fx;
+    const dht_id *blocks = sc.blocks;
     for (size_t i = 0; i < 60; i++) {
-        snprintf(fx.zones[i], sizeof fx.zones[i], "zone-%zu", i % 11 < 6 ? 0 : i % 11 < 9 ? 1 : 2 + i % 2);
-        fx.m[i].zone = i % 13 == 0 ? NULL : fx.zones[i];
-        fx.m[i].capacity = (1 + (i * 37) % 100) * (1ULL << 28);
-        fx.m[i].serving = i % 17 != 5;
+        snprintf(fx->zones[i], sizeof fx->zones[i], "zone-%zu", i % 11 < 6 ? 0 : i % 11 < 9 ? 1 : 2 + i % 2);
+        fx->m[i].zone = i % 13 == 0 ? NULL : fx->zones[i];
+        fx->m[i].capacity = (1 + (i * 37) % 100) * (1ULL << 28);
+        fx->m[i].serving = i % 17 != 5;
     }
-    dht_view *v = view_of(fx.m, 60, 1);
-    dht_id *blocks = make_blocks(20000);
+    dht_view *v = scene_view(&sc);
     for (size_t i = 0; i < 20000; i++) {
         for (size_t r = 1; r <= 6; r++) {
             const dht_member *got[6], *want[6];
             int k = dht_owners(v, blocks[i], (int)r, got);
-            size_t kw = ref_owners(fx.m, 60, blocks[i], r, want);
+            size_t kw = ref_owners(fx->m, 60, blocks[i], r, want);
             TT_CHECK(k == (int)kw, "block %zu R=%zu: %d owners, reference %zu", i, r, k, kw);
             for (size_t j = 0; j < kw; j++)
                 TT_CHECK(strcmp(got[j]->node_id, want[j]->node_id) == 0,
@@ -366,9 +392,7 @@ TT_TEST(test_dht_owners_match_the_plain_definition)
                          want[j]->node_id);
         }
     }
-    free(blocks);
-    dht_view_delete(v);
-    fx_free(&fx);
+    scene_free(&sc);
 }
 
 static const char GOLDEN_ID[] = "fdf4e8dd038c73857c56b7824247c5d6";
@@ -411,17 +435,18 @@ static size_t zone_number(const dht_member *m)
 /* Uneven zones (and capacities), so a wrong zone rule cannot pass by luck of symmetry. */
 TT_TEST(test_dht_three_zones_r3_puts_replicas_in_three_zones)
 {
-    fixture fx;
-    fx_make(&fx, 99, 0);
+    scene sc;
+    scene_make(&sc, 99, 0, 200000);
+    fixture *fx = &sc.fx;
+    const dht_id *blocks = sc.blocks;
     for (size_t i = 0; i < 99; i++) {
         size_t z = i < 60 ? 0 : i < 90 ? 1 : 2;
-        snprintf(fx.zones[i], sizeof fx.zones[i], "zone-%zu", z);
-        fx.m[i].zone = fx.zones[i];
-        fx.m[i].capacity = (1 + i % 3) * (1ULL << 30);
+        snprintf(fx->zones[i], sizeof fx->zones[i], "zone-%zu", z);
+        fx->m[i].zone = fx->zones[i];
+        fx->m[i].capacity = (1 + i % 3) * (1ULL << 30);
     }
-    dht_view *v = view_of(fx.m, 99, 1);
+    dht_view *v = scene_view(&sc);
     TT_CHECK(dht_view_zones(v) == 3, "zones %zu", dht_view_zones(v));
-    dht_id *blocks = make_blocks(200000);
     for (size_t i = 0; i < 200000; i++) {
         const dht_member *o[3], *p[1];
         TT_CHECK(dht_owners(v, blocks[i], 3, o) == 3, "lookup %zu", i);
@@ -433,17 +458,15 @@ TT_TEST(test_dht_three_zones_r3_puts_replicas_in_three_zones)
         TT_CHECK(dht_owners(v, blocks[i], 1, p) == 1 && p[0] == o[0],
                  "block %zu: primary %s for R=1, %s for R=3", i, p[0]->node_id, o[0]->node_id);
     }
-    free(blocks);
-    dht_view_delete(v);
-    fx_free(&fx);
+    scene_free(&sc);
 }
 
 TT_TEST(test_dht_two_zones_r3_owners_distinct_and_cover_both_zones)
 {
-    fixture fx;
-    fx_make(&fx, 40, 2);
-    dht_view *v = view_of(fx.m, 40, 1);
-    dht_id *blocks = make_blocks(200000);
+    scene sc;
+    scene_make(&sc, 40, 2, 200000);
+    const dht_id *blocks = sc.blocks;
+    dht_view *v = scene_view(&sc);
     size_t two_in_primary_zone = 0;
     for (size_t i = 0; i < 200000; i++) {
         const dht_member *o[3];
@@ -467,24 +490,23 @@ TT_TEST(test_dht_two_zones_r3_owners_distinct_and_cover_both_zones)
             29.0 / 39.0);
     TT_CHECK(fabs(share - 29.0 / 39.0) < 0.01, "third owner in the primary's zone %.4f of the time",
              share);
-    free(blocks);
-    dht_view_delete(v);
-    fx_free(&fx);
+    scene_free(&sc);
 }
 
 TT_TEST(test_dht_consumer_only_dead_and_zero_capacity_members_never_own)
 {
-    fixture fx;
-    fx_make(&fx, 30, 3);
+    scene sc;
+    scene_make(&sc, 30, 3, 20000);
+    fixture *fx = &sc.fx;
+    const dht_id *blocks = sc.blocks;
     for (size_t i = 0; i < 30; i += 3) {
-        fx.m[i].serving = false;
-        fx.m[i + 1].capacity = 0;
+        fx->m[i].serving = false;
+        fx->m[i + 1].capacity = 0;
     }
-    fx.m[2].alive = false;
-    dht_view *v = view_of(fx.m, 30, 1);
+    fx->m[2].alive = false;
+    dht_view *v = scene_view(&sc);
     TT_CHECK(dht_view_size(v) == 9, "eligible members %zu, expected 9", dht_view_size(v));
-    dht_id *blocks = make_blocks(20000);
-    size_t owned = 0;
+        size_t owned = 0;
     for (size_t i = 0; i < 20000; i++) {
         const dht_member *o[DHT_REPLICAS_MAX];
         int k = dht_owners(v, blocks[i], 30, o);
@@ -497,9 +519,7 @@ TT_TEST(test_dht_consumer_only_dead_and_zero_capacity_members_never_own)
         }
     }
     TT_CHECK(owned == 9 * 20000, "owned %zu", owned);
-    free(blocks);
-    dht_view_delete(v);
-    fx_free(&fx);
+    scene_free(&sc);
 }
 
 TT_TEST(test_dht_empty_view_has_no_owner)
@@ -527,10 +547,10 @@ TT_TEST(test_dht_empty_view_has_no_owner)
 
 TT_TEST(test_dht_r_larger_than_member_count_returns_all_members)
 {
-    fixture fx;
-    fx_make(&fx, 5, 2);
-    dht_view *v = view_of(fx.m, 5, 1);
-    dht_id *blocks = make_blocks(1000);
+    scene sc;
+    scene_make(&sc, 5, 2, 1000);
+    const dht_id *blocks = sc.blocks;
+    dht_view *v = scene_view(&sc);
     for (size_t i = 0; i < 1000; i++) {
         const dht_member *o[8];
         int k = dht_owners(v, blocks[i], 8, o);
@@ -544,17 +564,15 @@ TT_TEST(test_dht_r_larger_than_member_count_returns_all_members)
     shoal_error_clear();
     TT_CHECK(dht_owners(v, blocks[0], 0, o) == -1 && shoal_error_code() == SHOAL_ERR_INVAL,
              "R=0 must be refused");
-    free(blocks);
-    dht_view_delete(v);
-    fx_free(&fx);
+    scene_free(&sc);
 }
 
 TT_TEST(test_dht_prefer_zone_reads_same_zone_first_without_changing_owners)
 {
-    fixture fx;
-    fx_make(&fx, 12, 3);
-    dht_view *v = view_of(fx.m, 12, 1);
-    dht_id *blocks = make_blocks(2000);
+    scene sc;
+    scene_make(&sc, 12, 3, 2000);
+    const dht_id *blocks = sc.blocks;
+    dht_view *v = scene_view(&sc);
     for (size_t i = 0; i < 2000; i++) {
         const dht_member *o[5], *r[5];
         TT_CHECK(dht_owners(v, blocks[i], 5, o) == 5, "lookup");
@@ -574,9 +592,7 @@ TT_TEST(test_dht_prefer_zone_reads_same_zone_first_without_changing_owners)
         dht_prefer_zone(r, 5, NULL);
         TT_CHECK(memcmp(r, o, sizeof o) == 0, "no zone must keep the owner order");
     }
-    free(blocks);
-    dht_view_delete(v);
-    fx_free(&fx);
+    scene_free(&sc);
 }
 
 TT_TEST(test_dht_view_rejects_duplicate_or_missing_node_id)
