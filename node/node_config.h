@@ -1,0 +1,97 @@
+/*
+ * node_config: shoald's options (SPEC §2) from the command line and an INI file, validated.
+ *
+ * Every option is a long flag (`--cache-size 10G`) and, under the same name without the dashes, a
+ * config file key (`cache-size = 10G`); a flag on the command line wins over the file. Unknown
+ * flags and unknown keys are errors. Every value is checked here, once, so the rest of the daemon
+ * gets typed, valid values; an error is one line naming the flag (or the file and key) and the
+ * problem, which main() prints before exiting with status 2 (node_config_fail).
+ */
+#ifndef NODE_CONFIG_H
+#define NODE_CONFIG_H
+
+#include "shoal_env.h"
+#include "shoal_log.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define NODE_CONFIG_KEY_LEN 32
+#define NODE_CONFIG_DEFAULT_PORT 7400
+#define NODE_CONFIG_DEFAULT_METRICS_PORT 9464
+
+/* One --seeds entry: a host name or numeric address (resolved by the daemon) and a port. */
+typedef struct node_config_seed {
+    char *host;
+    uint16_t port;
+} node_config_seed;
+
+typedef struct node_config {
+    char *node_id;             /* --node-id (default: the host name) */
+    shoal_addr bind;           /* --bind (default 0.0.0.0:7400) */
+    shoal_addr advertise;      /* --advertise (default: derived from --bind, see docs) */
+    node_config_seed *seeds;   /* --seeds, n_seeds entries (none: start a new cluster) */
+    size_t n_seeds;
+    char *bucket;              /* --bucket s3://B[/P]: the bucket name B */
+    char *prefix;              /* ... and the prefix "P/" ("" when none); keys are prefix + path */
+    char *endpoint;            /* --endpoint URL, NULL for AWS's endpoint of the region */
+    bool path_style;           /* --path-style */
+    char *region;              /* --region, or from the environment / profile; never NULL */
+    char *cache_dir;           /* --cache-dir (default /var/cache/shoal) */
+    uint64_t cache_size;       /* --cache-size in bytes (default 10G) */
+    uint64_t block_size;       /* --block-size in bytes, a power of two (default 4M) */
+    unsigned replicas;         /* --replicas (default 1) */
+    char *zone;                /* --zone, NULL when none */
+    bool no_serve;             /* --no-serve */
+    char *mount;               /* --mount DIR, NULL when none */
+    bool read_only;            /* --read-only */
+    uint32_t metadata_ttl;     /* --metadata-ttl seconds (default 60) */
+    uint32_t negative_ttl;     /* --negative-ttl seconds (default 5) */
+    char *cluster_key_file;    /* --cluster-key FILE (required) */
+    uint8_t cluster_key[NODE_CONFIG_KEY_LEN]; /* its contents */
+    char *state_dir;           /* --state-dir (default <cache-dir>/state) */
+    char *control;             /* --control socket path (default: node_config_default_control) */
+    bool metrics_enabled;      /* false for --metrics off */
+    shoal_addr metrics;        /* --metrics (default 127.0.0.1:9464) */
+    shoal_log_level log_level; /* --log-level (default info) */
+    bool no_sign_request;      /* --no-sign-request */
+    char *config_file;         /* --config FILE, NULL when none */
+} node_config;
+
+/* Parses shoald's command line (and the --config file it names) into *cfg, which the caller owns
+ * and releases with node_config_destroy. Returns 0 when cfg is ready; 1 when --help or
+ * --version was printed to stdout (cfg holds nothing; exit 0); -1 with SHOAL_ERR_NODE_CONFIG and
+ * a one-line message naming the flag or key and the problem (cfg holds nothing). Reentrant
+ * enough for tests: it resets getopt's state on entry; argv may be permuted. */
+int node_config_parse(int argc, char **argv, node_config *cfg);
+
+/* Frees everything cfg owns and wipes the key; accepts a zeroed or already destroyed cfg. */
+void node_config_destroy(node_config *cfg);
+
+/* Prints "<prog>: <last error message>" on one line to stderr and exits with status 2: the one
+ * way every main reports a bad flag or value. */
+void node_config_fail(const char *prog) __attribute__((noreturn));
+
+/* Prints shoald's usage (every option with its default) to `out` (a FILE *). */
+void node_config_usage(void *out);
+
+/* The default control socket path: $XDG_RUNTIME_DIR/shoal/shoald.sock when XDG_RUNTIME_DIR is
+ * set and non-empty, else /run/shoal/shoald.sock. Returns a heap string (free it); NULL on NOMEM. */
+char *node_config_default_control(void);
+
+/* Parses "10G", "4M", "512K", "1T", "4096" (K/M/G/T, either case, are powers of 1024) into bytes.
+ * -1 with SHOAL_ERR_INVAL and a message that quotes the text on a bad number or overflow. */
+int node_config_parse_size(const char *text, uint64_t *out);
+
+/* Splits an S3 URL "s3://BUCKET[/REST]" into a heap bucket name and a heap rest ("" when none);
+ * the bucket name is checked against S3's naming rules. -1 with SHOAL_ERR_INVAL and a message
+ * quoting the text otherwise (*bucket and *rest untouched). */
+int node_config_parse_s3_url(const char *text, char **bucket, char **rest);
+
+/* Reads a cluster key file: exactly 32 raw bytes, or 64 hex digits with an optional trailing
+ * newline. Logs a warning when the file is readable by group or others. -1 with a message
+ * naming the file and the problem. */
+int node_config_load_key(const char *path, uint8_t key[NODE_CONFIG_KEY_LEN]);
+
+#endif

@@ -1,0 +1,1141 @@
+/*
+ * node_control: the control socket (server and client) and the JSON it speaks.
+ *
+ * JSON. Requests are tiny flat objects and responses are written by our own code, so the JSON
+ * here is small on purpose: a writer that only needs string escaping (numbers and literals are
+ * printed directly), and a recursive-descent reader into a tree of nodes with a nesting limit,
+ * strict string rules (no raw control bytes, valid \u escapes, surrogate pairs joined, \u0000
+ * refused so strings stay C strings) and exact unsigned integers, because counters are uint64.
+ * The server never reads more than NODE_CONTROL_MAX_REQUEST bytes of a request.
+ *
+ * Server. One accept thread polls the listening socket and a wake pipe; each connection gets a
+ * detached thread that reads one request line (with a receive timeout, so a silent client
+ * cannot pin a thread), dispatches it to the daemon's handler table and closes. A connection
+ * count bounds the threads; node_control_server_delete shuts the open connections down (a
+ * handler's next write fails with SHOAL_ERR_CLOSED) and waits for every thread to finish. Writes
+ * use MSG_NOSIGNAL so a client that hangs up never raises SIGPIPE in the daemon.
+ *
+ * The socket must be 0600 from the first moment it exists. Linux takes a socket file's mode
+ * from the umask at bind(), and changing the process umask would race with other threads, so we
+ * bind a temporary name in the same directory, chmod it, and rename it into place.
+ *
+ * Client. One connection per call: send the request line, read the header line through a small
+ * buffer, then the body. Byte bodies carry their size, so a short stream is an error and not a
+ * silently truncated file.
+ */
+#include "node_control.h"
+#include "shoal_error.h"
+#include "shoal_log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* ---- JSON writer ---------------------------------------------------------------------------- */
+
+int node_json_append_str(shoal_buf *out, const char *s)
+{
+    if (shoal_buf_append_byte(out, '"') < 0)
+        return -1;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        int rc;
+        switch (*p) {
+        case '"': rc = shoal_buf_append_str(out, "\\\""); break;
+        case '\\': rc = shoal_buf_append_str(out, "\\\\"); break;
+        case '\n': rc = shoal_buf_append_str(out, "\\n"); break;
+        case '\r': rc = shoal_buf_append_str(out, "\\r"); break;
+        case '\t': rc = shoal_buf_append_str(out, "\\t"); break;
+        default:
+            rc = *p < 0x20 || *p == 0x7f ? shoal_buf_appendf(out, "\\u%04x", *p) : shoal_buf_append_byte(out, *p);
+        }
+        if (rc < 0)
+            return -1;
+    }
+    return shoal_buf_append_byte(out, '"');
+}
+
+/* ---- JSON reader ---------------------------------------------------------------------------- */
+
+#define JSON_MAX_DEPTH 32
+
+typedef struct json_in {
+    const char *p, *start, *end;
+} json_in;
+
+static int json_err(const json_in *in, const char *what)
+{
+    return shoal_error_set(SHOAL_ERR_INVAL, "malformed JSON at byte %zu: %s", (size_t)(in->p - in->start), what);
+}
+
+static void json_ws(json_in *in)
+{
+    while (in->p < in->end && (*in->p == ' ' || *in->p == '\t' || *in->p == '\n' || *in->p == '\r'))
+        in->p++;
+}
+
+static int json_hex4(json_in *in, unsigned *out)
+{
+    unsigned v = 0;
+    if (in->end - in->p < 4)
+        return json_err(in, "short \\u escape");
+    for (int i = 0; i < 4; i++) {
+        char c = *in->p++;
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (unsigned)(c - 'A' + 10);
+        else
+            return json_err(in, "bad \\u escape");
+    }
+    *out = v;
+    return 0;
+}
+
+static int json_utf8(shoal_buf *b, unsigned cp)
+{
+    uint8_t u[4];
+    size_t n;
+    if (cp < 0x80) {
+        u[0] = (uint8_t)cp, n = 1;
+    } else if (cp < 0x800) {
+        u[0] = (uint8_t)(0xc0 | cp >> 6), u[1] = (uint8_t)(0x80 | (cp & 0x3f)), n = 2;
+    } else if (cp < 0x10000) {
+        u[0] = (uint8_t)(0xe0 | cp >> 12), u[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
+        u[2] = (uint8_t)(0x80 | (cp & 0x3f)), n = 3;
+    } else {
+        u[0] = (uint8_t)(0xf0 | cp >> 18), u[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3f));
+        u[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f)), u[3] = (uint8_t)(0x80 | (cp & 0x3f)), n = 4;
+    }
+    return shoal_buf_append(b, u, n);
+}
+
+/* Reads a string starting at the opening quote into a heap C string. */
+static int json_string(json_in *in, char **out)
+{
+    shoal_buf b = {0};
+    in->p++; /* the opening quote */
+    for (;;) {
+        if (in->p >= in->end) {
+            json_err(in, "unterminated string");
+            goto fail;
+        }
+        unsigned char c = (unsigned char)*in->p++;
+        if (c == '"')
+            break;
+        if (c < 0x20) {
+            json_err(in, "control byte in string");
+            goto fail;
+        }
+        if (c != '\\') {
+            if (shoal_buf_append_byte(&b, c) < 0)
+                goto fail;
+            continue;
+        }
+        if (in->p >= in->end) {
+            json_err(in, "unterminated escape");
+            goto fail;
+        }
+        char e = *in->p++;
+        const char *simple = strchr("\"\\/bfnrt", e);
+        if (e && simple) {
+            static const char map[] = "\"\\/\b\f\n\r\t";
+            if (shoal_buf_append_byte(&b, (uint8_t)map[simple - "\"\\/bfnrt"]) < 0)
+                goto fail;
+            continue;
+        }
+        if (e != 'u') {
+            json_err(in, "bad escape");
+            goto fail;
+        }
+        unsigned cp, lo;
+        if (json_hex4(in, &cp) < 0)
+            goto fail;
+        if (cp >= 0xd800 && cp < 0xdc00) {
+            if (in->end - in->p < 6 || in->p[0] != '\\' || in->p[1] != 'u') {
+                json_err(in, "lone surrogate");
+                goto fail;
+            }
+            in->p += 2;
+            if (json_hex4(in, &lo) < 0)
+                goto fail;
+            if (lo < 0xdc00 || lo > 0xdfff) {
+                json_err(in, "bad surrogate pair");
+                goto fail;
+            }
+            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+        } else if (cp >= 0xdc00 && cp < 0xe000) {
+            json_err(in, "lone surrogate");
+            goto fail;
+        }
+        if (cp == 0) {
+            json_err(in, "\\u0000 in string");
+            goto fail;
+        }
+        if (json_utf8(&b, cp) < 0)
+            goto fail;
+    }
+    if (!b.data && shoal_buf_reserve(&b, 1) < 0)
+        goto fail;
+    *out = (char *)shoal_buf_steal(&b, NULL);
+    return 0;
+fail:
+    shoal_buf_destroy(&b);
+    return -1;
+}
+
+static int json_number(json_in *in, node_json *j)
+{
+    const char *s = in->p;
+    bool digits_only = true;
+    if (in->p < in->end && *in->p == '-')
+        in->p++, digits_only = false;
+    const char *d = in->p;
+    while (in->p < in->end && *in->p >= '0' && *in->p <= '9')
+        in->p++;
+    if (in->p == d || (*d == '0' && in->p - d > 1))
+        return json_err(in, "bad number");
+    if (in->p < in->end && *in->p == '.') {
+        digits_only = false;
+        in->p++;
+        d = in->p;
+        while (in->p < in->end && *in->p >= '0' && *in->p <= '9')
+            in->p++;
+        if (in->p == d)
+            return json_err(in, "bad fraction");
+    }
+    if (in->p < in->end && (*in->p == 'e' || *in->p == 'E')) {
+        digits_only = false;
+        in->p++;
+        if (in->p < in->end && (*in->p == '+' || *in->p == '-'))
+            in->p++;
+        d = in->p;
+        while (in->p < in->end && *in->p >= '0' && *in->p <= '9')
+            in->p++;
+        if (in->p == d)
+            return json_err(in, "bad exponent");
+    }
+    char tmp[64];
+    size_t n = (size_t)(in->p - s);
+    if (n >= sizeof tmp)
+        return json_err(in, "number too long");
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    j->type = NODE_JSON_NUMBER;
+    j->num = strtod(tmp, NULL);
+    if (digits_only) {
+        errno = 0;
+        unsigned long long v = strtoull(tmp, NULL, 10);
+        j->is_u64 = errno == 0;
+        j->u64 = v;
+    }
+    return 0;
+}
+
+static int json_literal(json_in *in, const char *word)
+{
+    size_t n = strlen(word);
+    if ((size_t)(in->end - in->p) < n || memcmp(in->p, word, n) != 0)
+        return json_err(in, "unexpected token");
+    in->p += n;
+    return 0;
+}
+
+static node_json *json_value(json_in *in, int depth);
+
+/* Parses the elements of an array or the members of an object into j's child list. */
+static int json_container(json_in *in, node_json *j, int depth)
+{
+    bool object = *in->p == '{';
+    char close = object ? '}' : ']';
+    node_json **tail = &j->child;
+    j->type = object ? NODE_JSON_OBJECT : NODE_JSON_ARRAY;
+    if (depth >= JSON_MAX_DEPTH)
+        return json_err(in, "nested too deeply");
+    in->p++;
+    json_ws(in);
+    if (in->p < in->end && *in->p == close) {
+        in->p++;
+        return 0;
+    }
+    for (;;) {
+        char *key = NULL;
+        json_ws(in);
+        if (object) {
+            if (in->p >= in->end || *in->p != '"')
+                return json_err(in, "expected a member name");
+            if (json_string(in, &key) < 0)
+                return -1;
+            json_ws(in);
+            if (in->p >= in->end || *in->p != ':') {
+                free(key);
+                return json_err(in, "expected ':'");
+            }
+            in->p++;
+        }
+        node_json *v = json_value(in, depth + 1);
+        if (!v) {
+            free(key);
+            return -1;
+        }
+        v->key = key;
+        *tail = v;
+        tail = &v->next;
+        json_ws(in);
+        if (in->p < in->end && *in->p == ',') {
+            in->p++;
+            continue;
+        }
+        if (in->p < in->end && *in->p == close) {
+            in->p++;
+            return 0;
+        }
+        return json_err(in, object ? "expected ',' or '}'" : "expected ',' or ']'");
+    }
+}
+
+static node_json *json_value(json_in *in, int depth)
+{
+    node_json *j = calloc(1, sizeof *j);
+    int rc;
+    if (!j) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "out of memory parsing JSON");
+        return NULL;
+    }
+    json_ws(in);
+    if (in->p >= in->end) {
+        json_err(in, "unexpected end");
+        goto fail;
+    }
+    switch (*in->p) {
+    case '{':
+    case '[': rc = json_container(in, j, depth); break;
+    case '"': j->type = NODE_JSON_STRING, rc = json_string(in, &j->str); break;
+    case 't': j->type = NODE_JSON_BOOL, j->b = true, rc = json_literal(in, "true"); break;
+    case 'f': j->type = NODE_JSON_BOOL, rc = json_literal(in, "false"); break;
+    case 'n': j->type = NODE_JSON_NULL, rc = json_literal(in, "null"); break;
+    default: rc = json_number(in, j); break;
+    }
+    if (rc < 0)
+        goto fail;
+    return j;
+fail:
+    node_json_delete(j);
+    return NULL;
+}
+
+node_json *node_json_parse(const char *text, size_t len)
+{
+    json_in in = {text, text, text + len};
+    node_json *j = json_value(&in, 0);
+    if (!j)
+        return NULL;
+    json_ws(&in);
+    if (in.p != in.end) {
+        json_err(&in, "trailing bytes after the value");
+        node_json_delete(j);
+        return NULL;
+    }
+    return j;
+}
+
+void node_json_delete(node_json *j)
+{
+    while (j) {
+        node_json *next = j->next;
+        node_json_delete(j->child);
+        free(j->key);
+        free(j->str);
+        free(j);
+        j = next;
+    }
+}
+
+const node_json *node_json_get(const node_json *j, const char *key)
+{
+    if (!j || j->type != NODE_JSON_OBJECT)
+        return NULL;
+    for (const node_json *m = j->child; m; m = m->next)
+        if (!strcmp(m->key, key))
+            return m;
+    return NULL;
+}
+
+const char *node_json_get_str(const node_json *j, const char *key, const char *fallback)
+{
+    const node_json *m = node_json_get(j, key);
+    return m && m->type == NODE_JSON_STRING ? m->str : fallback;
+}
+
+uint64_t node_json_get_u64(const node_json *j, const char *key, uint64_t fallback)
+{
+    const node_json *m = node_json_get(j, key);
+    return m && m->type == NODE_JSON_NUMBER && m->is_u64 ? m->u64 : fallback;
+}
+
+bool node_json_get_bool(const node_json *j, const char *key, bool fallback)
+{
+    const node_json *m = node_json_get(j, key);
+    return m && m->type == NODE_JSON_BOOL ? m->b : fallback;
+}
+
+/* ---- status document ------------------------------------------------------------------------ */
+
+static int append_str_or_null(shoal_buf *out, const char *s)
+{
+    return s ? node_json_append_str(out, s) : shoal_buf_append_str(out, "null");
+}
+
+int node_status_render_json(const node_status *s, shoal_buf *out)
+{
+    if (shoal_buf_append_str(out, "{\"node_id\":") < 0 || append_str_or_null(out, s->node_id) < 0 ||
+        shoal_buf_append_str(out, ",\"address\":") < 0 || append_str_or_null(out, s->address) < 0 ||
+        shoal_buf_append_str(out, ",\"zone\":") < 0 || append_str_or_null(out, s->zone) < 0 ||
+        shoal_buf_append_str(out, ",\"bucket\":") < 0 || append_str_or_null(out, s->bucket) < 0 ||
+        shoal_buf_appendf(out, ",\"ring_version\":%" PRIu64 ",\"block_size\":%" PRIu64 ",\"uptime_seconds\":%" PRIu64
+                          ",\"members\":[",
+                          s->ring_version, s->block_size, s->uptime_seconds) < 0)
+        return -1;
+    for (size_t i = 0; i < s->n_members; i++) {
+        const node_status_member *m = &s->members[i];
+        if (shoal_buf_append_str(out, i ? ",{\"id\":" : "{\"id\":") < 0 || append_str_or_null(out, m->id) < 0 ||
+            shoal_buf_append_str(out, ",\"address\":") < 0 || append_str_or_null(out, m->address) < 0 ||
+            shoal_buf_append_str(out, ",\"zone\":") < 0 || append_str_or_null(out, m->zone) < 0 ||
+            shoal_buf_append_str(out, ",\"state\":") < 0 || append_str_or_null(out, m->state) < 0 ||
+            shoal_buf_appendf(out,
+                              ",\"incarnation\":%" PRIu64 ",\"cache_bytes\":%" PRIu64 ",\"cache_capacity\":%" PRIu64
+                              ",\"serves\":%s}",
+                              m->incarnation, m->cache_bytes, m->cache_capacity, m->serves ? "true" : "false") < 0)
+            return -1;
+    }
+    return shoal_buf_append_str(out, "]}");
+}
+
+/* ---- socket helpers ------------------------------------------------------------------------- */
+
+static int send_all(int fd, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    while (len) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return shoal_error_set(SHOAL_ERR_CLOSED, "control client went away: %s", strerror(errno));
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int sun_for(const char *path, struct sockaddr_un *sa)
+{
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sa->sun_path)
+        return shoal_error_set(SHOAL_ERR_INVAL, "control socket path '%s' is too long", path);
+    strcpy(sa->sun_path, path);
+    return 0;
+}
+
+/* ---- server: replies ------------------------------------------------------------------------ */
+
+enum reply_state { REPLY_NONE, REPLY_DONE, REPLY_BYTES, REPLY_PROGRESS };
+
+struct node_control_reply {
+    int fd;
+    enum reply_state state;
+    uint64_t remaining; /* REPLY_BYTES: bytes still owed */
+};
+
+static int reply_header(node_control_reply *r, const char *header, enum reply_state next)
+{
+    if (r->state != REPLY_NONE)
+        return shoal_error_set(SHOAL_ERR_INVAL, "control reply already begun");
+    r->state = next;
+    return send_all(r->fd, header, strlen(header));
+}
+
+int node_control_reply_json(node_control_reply *r, const char *json)
+{
+    if (reply_header(r, "{\"ok\":true,\"body\":\"json\"}\n", REPLY_DONE) < 0)
+        return -1;
+    if (send_all(r->fd, json, strlen(json)) < 0)
+        return -1;
+    return send_all(r->fd, "\n", 1);
+}
+
+int node_control_reply_bytes_begin(node_control_reply *r, uint64_t size)
+{
+    char h[96];
+    snprintf(h, sizeof h, "{\"ok\":true,\"body\":\"bytes\",\"size\":%" PRIu64 "}\n", size);
+    if (reply_header(r, h, REPLY_BYTES) < 0)
+        return -1;
+    r->remaining = size;
+    return 0;
+}
+
+static int reply_check_bytes(node_control_reply *r, size_t len)
+{
+    if (r->state != REPLY_BYTES)
+        return shoal_error_set(SHOAL_ERR_INVAL, "control reply: bytes sent before node_control_reply_bytes_begin");
+    if (len > r->remaining)
+        return shoal_error_set(SHOAL_ERR_RANGE, "control reply: %zu bytes exceed the %" PRIu64 " announced", len,
+                               r->remaining);
+    return 0;
+}
+
+int node_control_reply_write(node_control_reply *r, const void *data, size_t len)
+{
+    if (reply_check_bytes(r, len) < 0 || send_all(r->fd, data, len) < 0)
+        return -1;
+    r->remaining -= len;
+    return 0;
+}
+
+int node_control_reply_sendfile(node_control_reply *r, int fd, uint64_t off, size_t len)
+{
+    if (reply_check_bytes(r, len) < 0)
+        return -1;
+    off_t o = (off_t)off;
+    size_t left = len;
+    while (left) {
+        ssize_t n = sendfile(r->fd, fd, &o, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return shoal_error_set(errno == EPIPE || errno == ECONNRESET ? SHOAL_ERR_CLOSED : SHOAL_ERR_IO,
+                                   "control reply: sendfile: %s", strerror(errno));
+        if (n == 0)
+            return shoal_error_set(SHOAL_ERR_IO, "control reply: sendfile: file ended %zu bytes early", left);
+        left -= (size_t)n;
+    }
+    r->remaining -= len;
+    return 0;
+}
+
+static int progress_line(node_control_reply *r, const node_control_progress *p, const char *tail)
+{
+    shoal_buf b = {0};
+    int rc = -1;
+    if (r->state == REPLY_NONE && reply_header(r, "{\"ok\":true,\"body\":\"progress\"}\n", REPLY_PROGRESS) < 0)
+        return -1;
+    if (r->state != REPLY_PROGRESS)
+        return shoal_error_set(SHOAL_ERR_INVAL, "control reply: progress after another body");
+    if (shoal_buf_appendf(&b,
+                          "{\"objects_done\":%" PRIu64 ",\"objects_total\":%" PRIu64 ",\"bytes_done\":%" PRIu64
+                          ",\"bytes_total\":%" PRIu64 ",\"listed\":%s%s}\n",
+                          p->objects_done, p->objects_total, p->bytes_done, p->bytes_total,
+                          p->listed ? "true" : "false", tail) < 0)
+        goto fail;
+    rc = send_all(r->fd, b.data, b.len);
+fail:
+    shoal_buf_destroy(&b);
+    return rc;
+}
+
+int node_control_reply_progress(node_control_reply *r, const node_control_progress *p)
+{
+    return progress_line(r, p, "");
+}
+
+int node_control_reply_progress_done(node_control_reply *r, const node_control_progress *p)
+{
+    if (progress_line(r, p, ",\"done\":true") < 0)
+        return -1;
+    r->state = REPLY_DONE;
+    return 0;
+}
+
+/* After a handler returned: finish whatever it left open. */
+static void reply_finish(node_control_reply *r, int rc)
+{
+    shoal_buf b = {0};
+    if (rc == 0 && r->state == REPLY_NONE) {
+        send_all(r->fd, "{\"ok\":true,\"body\":\"none\"}\n", 26);
+        return;
+    }
+    if (rc == 0 || r->state == REPLY_DONE || r->state == REPLY_BYTES)
+        return; /* a short byte body is reported by the client, which knows the size */
+    const char *msg = shoal_error_message()[0] ? shoal_error_message() : "the daemon failed without a message";
+    if (r->state == REPLY_NONE) {
+        if (shoal_buf_append_str(&b, "{\"ok\":false,\"error\":") == 0 && node_json_append_str(&b, msg) == 0 &&
+            shoal_buf_append_str(&b, "}\n") == 0)
+            send_all(r->fd, b.data, b.len);
+    } else {
+        if (shoal_buf_append_str(&b, "{\"error\":") == 0 && node_json_append_str(&b, msg) == 0 &&
+            shoal_buf_append_str(&b, "}\n") == 0)
+            send_all(r->fd, b.data, b.len);
+    }
+    shoal_buf_destroy(&b);
+}
+
+/* ---- server: connections -------------------------------------------------------------------- */
+
+#define CONTROL_MAX_CONNS 32
+#define CONTROL_REQUEST_TIMEOUT_S 5
+
+struct node_control_server {
+    char *path;
+    int listen_fd;
+    int wake[2];
+    pthread_t thread;
+    node_control_handlers handlers;
+    void *ctx;
+    pthread_mutex_t mu;
+    pthread_cond_t idle;
+    int conns[CONTROL_MAX_CONNS]; /* open connection fds, -1 when free */
+    int n_conns;
+};
+
+typedef struct conn_job {
+    node_control_server *s;
+    int slot;
+} conn_job;
+
+/* Reads one request line. */
+static int read_request(int fd, char *buf, size_t cap, size_t *len)
+{
+    size_t n = 0;
+    while (n < cap) {
+        ssize_t got = recv(fd, buf + n, cap - n, 0);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return shoal_error_set(SHOAL_ERR_TIMEOUT, "reading the request: %s", strerror(errno));
+        if (got == 0)
+            return shoal_error_set(SHOAL_ERR_INVAL, "the request ended without a newline");
+        char *nl = memchr(buf + n, '\n', (size_t)got);
+        n += (size_t)got;
+        if (nl) {
+            *len = (size_t)(nl - buf);
+            return 0;
+        }
+    }
+    return shoal_error_set(SHOAL_ERR_INVAL, "request longer than %d bytes", NODE_CONTROL_MAX_REQUEST);
+}
+
+static int dispatch(node_control_server *s, const node_json *req, node_control_reply *reply)
+{
+    node_control_request r = {
+        .cmd = node_json_get_str(req, "cmd", NULL),
+        .bucket = node_json_get_str(req, "bucket", NULL),
+        .key = node_json_get_str(req, "key", NULL),
+        .prefix = node_json_get_str(req, "prefix", NULL),
+    };
+    node_control_handler_fn fn = NULL;
+    if (!r.cmd)
+        return shoal_error_set(SHOAL_ERR_INVAL, "request without \"cmd\"");
+    if (!strcmp(r.cmd, "status"))
+        fn = s->handlers.status;
+    else if (!strcmp(r.cmd, "stats"))
+        fn = s->handlers.stats;
+    else if (!strcmp(r.cmd, "leave"))
+        fn = s->handlers.leave;
+    else if (!strcmp(r.cmd, "get")) {
+        if (!r.bucket || !r.key || !*r.key)
+            return shoal_error_set(SHOAL_ERR_INVAL, "get needs \"bucket\" and a non-empty \"key\"");
+        fn = s->handlers.get;
+    } else if (!strcmp(r.cmd, "preload")) {
+        if (!r.bucket || !r.prefix)
+            return shoal_error_set(SHOAL_ERR_INVAL, "preload needs \"bucket\" and \"prefix\"");
+        fn = s->handlers.preload;
+    } else {
+        return shoal_error_set(SHOAL_ERR_INVAL, "unknown command '%s'", r.cmd);
+    }
+    if (!fn)
+        return shoal_error_set(SHOAL_ERR_UNSUPPORTED, "command '%s' is not supported by this daemon", r.cmd);
+    shoal_error_clear();
+    return fn(s->ctx, &r, reply);
+}
+
+static void *conn_main(void *arg)
+{
+    conn_job job = *(conn_job *)arg;
+    node_control_server *s = job.s;
+    free(arg);
+    int fd = s->conns[job.slot];
+    char buf[NODE_CONTROL_MAX_REQUEST];
+    size_t len = 0;
+    node_control_reply reply = {.fd = fd, .state = REPLY_NONE};
+    node_json *req = NULL;
+    int rc = read_request(fd, buf, sizeof buf, &len);
+    if (rc == 0) {
+        req = node_json_parse(buf, len);
+        rc = !req ? -1 : req->type != NODE_JSON_OBJECT ? shoal_error_set(SHOAL_ERR_INVAL, "request is not an object")
+                                                        : dispatch(s, req, &reply);
+    }
+    reply_finish(&reply, rc);
+    node_json_delete(req);
+    pthread_mutex_lock(&s->mu);
+    s->conns[job.slot] = -1;
+    s->n_conns--;
+    close(fd);
+    pthread_cond_broadcast(&s->idle);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static void start_conn(node_control_server *s, int fd)
+{
+    struct timeval tv = {.tv_sec = CONTROL_REQUEST_TIMEOUT_S};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    pthread_mutex_lock(&s->mu);
+    int slot = -1;
+    for (int i = 0; i < CONTROL_MAX_CONNS && slot < 0; i++)
+        if (s->conns[i] < 0)
+            slot = i;
+    conn_job *job = slot >= 0 ? malloc(sizeof *job) : NULL;
+    pthread_t t;
+    pthread_attr_t attr;
+    bool started = false;
+    if (job) {
+        *job = (conn_job){s, slot};
+        s->conns[slot] = fd;
+        s->n_conns++;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        started = pthread_create(&t, &attr, conn_main, job) == 0;
+        pthread_attr_destroy(&attr);
+        if (!started) {
+            s->conns[slot] = -1;
+            s->n_conns--;
+            free(job);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!started) {
+        static const char busy[] = "{\"ok\":false,\"error\":\"the daemon is busy with too many control requests\"}\n";
+        send_all(fd, busy, sizeof busy - 1);
+        close(fd);
+    }
+}
+
+static void *accept_main(void *arg)
+{
+    node_control_server *s = arg;
+    struct pollfd p[2] = {{.fd = s->listen_fd, .events = POLLIN}, {.fd = s->wake[0], .events = POLLIN}};
+    for (;;) {
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            LOG_ERROR("control", "poll_failed", "errno=%d", errno);
+            break;
+        }
+        if (p[1].revents)
+            break;
+        if (p[0].revents & POLLIN) {
+            int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+            if (fd >= 0)
+                start_conn(s, fd);
+        }
+    }
+    return NULL;
+}
+
+/* ---- server: lifecycle ---------------------------------------------------------------------- */
+
+/* mkdir -p of path's parent, each directory made 0700. */
+static int make_parent(const char *path)
+{
+    char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir)
+        return 0;
+    *slash = '\0';
+    for (char *p = dir + 1; ; p++) {
+        if (*p && *p != '/')
+            continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+            return shoal_error_errno(errno, "control socket: mkdir '%s'", dir);
+        *p = c;
+        if (!c)
+            break;
+    }
+    return 0;
+}
+
+/* A socket file already at `path`: refuse when a daemon answers on it, else remove it. */
+static int clear_stale(const char *path, const struct sockaddr_un *sa)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : shoal_error_errno(errno, "control socket: stat '%s'", path);
+    if (!S_ISSOCK(st.st_mode))
+        return shoal_error_set(SHOAL_ERR_INVAL, "control socket: '%s' exists and is not a socket", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return shoal_error_errno(errno, "control socket: socket");
+    int live = connect(fd, (const struct sockaddr *)sa, sizeof *sa) == 0;
+    close(fd);
+    if (live)
+        return shoal_error_set(SHOAL_ERR_INVAL, "control socket '%s' is in use by a running daemon", path);
+    if (unlink(path) < 0 && errno != ENOENT)
+        return shoal_error_errno(errno, "control socket: removing stale '%s'", path);
+    return 0;
+}
+
+node_control_server *node_control_server_new(const char *path, const node_control_handlers *handlers, void *ctx)
+{
+    struct sockaddr_un sa, tmp;
+    char tmp_path[sizeof sa.sun_path + 32];
+    node_control_server *s = calloc(1, sizeof *s);
+    if (!s) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "out of memory for the control server");
+        return NULL;
+    }
+    s->listen_fd = -1;
+    s->wake[0] = s->wake[1] = -1;
+    s->handlers = *handlers;
+    s->ctx = ctx;
+    for (int i = 0; i < CONTROL_MAX_CONNS; i++)
+        s->conns[i] = -1;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->idle, NULL);
+    if (!(s->path = strdup(path))) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "out of memory for the control server");
+        goto fail;
+    }
+    snprintf(tmp_path, sizeof tmp_path, "%s.%ld.tmp", path, (long)getpid());
+    if (sun_for(path, &sa) < 0 || sun_for(tmp_path, &tmp) < 0 || make_parent(path) < 0 || clear_stale(path, &sa) < 0)
+        goto fail;
+    s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s->listen_fd < 0) {
+        shoal_error_errno(errno, "control socket: socket");
+        goto fail;
+    }
+    unlink(tmp_path);
+    if (bind(s->listen_fd, (struct sockaddr *)&tmp, sizeof tmp) < 0) {
+        shoal_error_errno(errno, "control socket: bind '%s'", tmp_path);
+        goto fail;
+    }
+    if (chmod(tmp_path, 0600) < 0 || rename(tmp_path, path) < 0) {
+        shoal_error_errno(errno, "control socket: placing '%s'", path);
+        unlink(tmp_path);
+        goto fail;
+    }
+    if (listen(s->listen_fd, 64) < 0) {
+        shoal_error_errno(errno, "control socket: listen '%s'", path);
+        goto fail_unlink;
+    }
+    if (pipe2(s->wake, O_CLOEXEC) < 0) {
+        shoal_error_errno(errno, "control socket: pipe");
+        goto fail_unlink;
+    }
+    if (pthread_create(&s->thread, NULL, accept_main, s) != 0) {
+        shoal_error_set(SHOAL_ERR_IO, "control socket: cannot start its thread");
+        goto fail_unlink;
+    }
+    return s;
+fail_unlink:
+    unlink(path);
+fail:
+    if (s->wake[0] >= 0) {
+        close(s->wake[0]);
+        close(s->wake[1]);
+    }
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->idle);
+    free(s->path);
+    free(s);
+    return NULL;
+}
+
+void node_control_server_delete(node_control_server *s)
+{
+    if (!s)
+        return;
+    if (write(s->wake[1], "x", 1) < 0)
+        LOG_WARN("control", "wake_failed", "errno=%d", errno);
+    pthread_join(s->thread, NULL);
+    close(s->listen_fd);
+    unlink(s->path);
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < CONTROL_MAX_CONNS; i++)
+        if (s->conns[i] >= 0)
+            shutdown(s->conns[i], SHUT_RDWR);
+    while (s->n_conns > 0)
+        pthread_cond_wait(&s->idle, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    close(s->wake[0]);
+    close(s->wake[1]);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->idle);
+    free(s->path);
+    free(s);
+}
+
+/* ---- client --------------------------------------------------------------------------------- */
+
+#define CLIENT_BUF (256 * 1024)
+
+typedef struct client {
+    const char *path;
+    int fd;
+    char *buf; /* received bytes not consumed yet: buf[pos..len) */
+    size_t pos, len;
+} client;
+
+static void client_close(client *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    free(c->buf);
+}
+
+static int client_fill(client *c)
+{
+    if (c->pos == c->len)
+        c->pos = c->len = 0;
+    for (;;) {
+        ssize_t n = recv(c->fd, c->buf + c->len, CLIENT_BUF - c->len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return shoal_error_errno(errno, "reading from shoald at %s", c->path);
+        c->len += (size_t)n;
+        return (int)(n > 0);
+    }
+}
+
+/* Reads one line (without its newline) into a heap string. */
+static int client_line(client *c, char **line)
+{
+    for (;;) {
+        char *nl = memchr(c->buf + c->pos, '\n', c->len - c->pos);
+        if (nl) {
+            size_t n = (size_t)(nl - (c->buf + c->pos));
+            *line = strndup(c->buf + c->pos, n);
+            c->pos += n + 1;
+            return *line ? 0 : shoal_error_set(SHOAL_ERR_NOMEM, "out of memory");
+        }
+        if (c->pos > 0) {
+            memmove(c->buf, c->buf + c->pos, c->len - c->pos);
+            c->len -= c->pos;
+            c->pos = 0;
+        }
+        if (c->len == CLIENT_BUF)
+            return shoal_error_set(SHOAL_ERR_NODE, "shoald at %s sent an over-long line", c->path);
+        int rc = client_fill(c);
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            return shoal_error_set(SHOAL_ERR_NODE, "shoald at %s closed the connection mid-answer", c->path);
+    }
+}
+
+static node_json *client_json_line(client *c)
+{
+    char *line = NULL;
+    if (client_line(c, &line) < 0)
+        return NULL;
+    node_json *j = node_json_parse(line, strlen(line));
+    free(line);
+    if (!j)
+        shoal_error_wrap("answer of shoald at %s", c->path);
+    return j;
+}
+
+/* Connects, sends the request and reads the header; returns the header's "body" kind. */
+static node_json *client_request(client *c, const char *path, const shoal_buf *request)
+{
+    struct sockaddr_un sa;
+    memset(c, 0, sizeof *c);
+    c->path = path;
+    c->fd = -1;
+    if (sun_for(path, &sa) < 0)
+        return NULL;
+    if (!(c->buf = malloc(CLIENT_BUF))) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) {
+        shoal_error_errno(errno, "socket");
+        return NULL;
+    }
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        shoal_error_set(SHOAL_ERR_IO, "cannot reach shoald at %s: %s (is shoald running? --control sets the path)",
+                        path, strerror(errno));
+        return NULL;
+    }
+    if (send_all(c->fd, request->data, request->len) < 0) {
+        shoal_error_set(SHOAL_ERR_IO, "shoald at %s closed the connection before the request was sent", path);
+        return NULL;
+    }
+    node_json *h = client_json_line(c);
+    if (!h)
+        return NULL;
+    if (!node_json_get_bool(h, "ok", false)) {
+        shoal_error_set(SHOAL_ERR_NODE, "%s", node_json_get_str(h, "error", "shoald answered with an error"));
+        node_json_delete(h);
+        return NULL;
+    }
+    return h;
+}
+
+/* Appends {"cmd":cmd[,"bucket":..][,name:value]}\n. */
+static int build_request(shoal_buf *b, const char *cmd, const char *bucket, const char *name, const char *value)
+{
+    if (shoal_buf_append_str(b, "{\"cmd\":") < 0 || node_json_append_str(b, cmd) < 0)
+        return -1;
+    if (bucket && (shoal_buf_append_str(b, ",\"bucket\":") < 0 || node_json_append_str(b, bucket) < 0))
+        return -1;
+    if (name && (shoal_buf_appendf(b, ",\"%s\":", name) < 0 || node_json_append_str(b, value) < 0))
+        return -1;
+    if (shoal_buf_append_str(b, "}\n") < 0)
+        return -1;
+    if (b->len > NODE_CONTROL_MAX_REQUEST)
+        return shoal_error_set(SHOAL_ERR_INVAL, "request too long (%zu bytes, at most %d)", b->len,
+                               NODE_CONTROL_MAX_REQUEST);
+    return 0;
+}
+
+int node_control_call(const char *path, const char *cmd, shoal_buf *body)
+{
+    shoal_buf req = {0};
+    client c = {.fd = -1};
+    node_json *h = NULL;
+    char *line = NULL;
+    int rc = -1;
+    if (build_request(&req, cmd, NULL, NULL, NULL) < 0 || !(h = client_request(&c, path, &req)))
+        goto fail;
+    const char *kind = node_json_get_str(h, "body", "");
+    if (!strcmp(kind, "none")) {
+        rc = 0;
+        goto fail;
+    }
+    if (strcmp(kind, "json") != 0) {
+        shoal_error_set(SHOAL_ERR_NODE, "shoald at %s answered '%s' with a '%s' body", path, cmd, kind);
+        goto fail;
+    }
+    if (client_line(&c, &line) < 0)
+        goto fail;
+    rc = shoal_buf_append_str(body, line);
+fail:
+    free(line);
+    node_json_delete(h);
+    client_close(&c);
+    shoal_buf_destroy(&req);
+    return rc;
+}
+
+static int write_all(int fd, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return shoal_error_errno(errno, "writing the object");
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int node_control_get(const char *path, const char *bucket, const char *key, int out_fd, uint64_t *size)
+{
+    shoal_buf req = {0};
+    client c = {.fd = -1};
+    node_json *h = NULL;
+    int rc = -1;
+    if (build_request(&req, "get", bucket, "key", key) < 0 || !(h = client_request(&c, path, &req)))
+        goto fail;
+    const node_json *sz = node_json_get(h, "size");
+    if (strcmp(node_json_get_str(h, "body", ""), "bytes") != 0 || !sz || !sz->is_u64) {
+        shoal_error_set(SHOAL_ERR_NODE, "shoald at %s answered get without a sized byte body", path);
+        goto fail;
+    }
+    uint64_t left = sz->u64;
+    while (left) {
+        if (c.pos == c.len) {
+            int got = client_fill(&c);
+            if (got < 0)
+                goto fail;
+            if (got == 0) {
+                shoal_error_set(SHOAL_ERR_NODE, "s3://%s/%s: the daemon's stream ended after %" PRIu64 " of %" PRIu64
+                                " bytes (see shoald's log)", bucket, key, sz->u64 - left, sz->u64);
+                goto fail;
+            }
+        }
+        size_t n = c.len - c.pos;
+        if (n > left)
+            n = (size_t)left;
+        if (write_all(out_fd, c.buf + c.pos, n) < 0)
+            goto fail;
+        c.pos += n;
+        left -= n;
+    }
+    if (size)
+        *size = sz->u64;
+    rc = 0;
+fail:
+    node_json_delete(h);
+    client_close(&c);
+    shoal_buf_destroy(&req);
+    return rc;
+}
+
+int node_control_preload(const char *path, const char *bucket, const char *prefix, node_control_progress_fn fn,
+                         void *ud)
+{
+    shoal_buf req = {0};
+    client c = {.fd = -1};
+    node_json *h = NULL, *line = NULL;
+    int rc = -1;
+    if (build_request(&req, "preload", bucket, "prefix", prefix) < 0 || !(h = client_request(&c, path, &req)))
+        goto fail;
+    if (strcmp(node_json_get_str(h, "body", ""), "progress") != 0) {
+        shoal_error_set(SHOAL_ERR_NODE, "shoald at %s answered preload without progress", path);
+        goto fail;
+    }
+    for (;;) {
+        if (!(line = client_json_line(&c)))
+            goto fail;
+        const char *err = node_json_get_str(line, "error", NULL);
+        if (err) {
+            shoal_error_set(SHOAL_ERR_NODE, "%s", err);
+            goto fail;
+        }
+        node_control_progress p = {
+            .objects_done = node_json_get_u64(line, "objects_done", 0),
+            .objects_total = node_json_get_u64(line, "objects_total", 0),
+            .bytes_done = node_json_get_u64(line, "bytes_done", 0),
+            .bytes_total = node_json_get_u64(line, "bytes_total", 0),
+            .listed = node_json_get_bool(line, "listed", false),
+        };
+        if (fn)
+            fn(ud, &p);
+        bool done = node_json_get_bool(line, "done", false);
+        node_json_delete(line);
+        line = NULL;
+        if (done)
+            break;
+    }
+    rc = 0;
+fail:
+    node_json_delete(line);
+    node_json_delete(h);
+    client_close(&c);
+    shoal_buf_destroy(&req);
+    return rc;
+}

@@ -1,0 +1,194 @@
+/*
+ * node_control: the control socket between `shoal` and the local shoald, and the small JSON
+ * reader and writer it speaks.
+ *
+ * The protocol (docs/configuration.md has the full text): a client connects to the Unix stream
+ * socket, sends one request line, a JSON object of at most 4 KiB ending in "\n":
+ *
+ *   {"cmd":"status"} {"cmd":"stats"} {"cmd":"leave"}
+ *   {"cmd":"get","bucket":"B","key":"K"} {"cmd":"preload","bucket":"B","prefix":"P"}
+ *
+ * and the daemon answers with one header line, then a body whose form the header names:
+ *
+ *   {"ok":false,"error":"message"}                      no body
+ *   {"ok":true,"body":"none"}                           no body
+ *   {"ok":true,"body":"json"}          then one JSON object on one line
+ *   {"ok":true,"body":"bytes","size":N} then exactly N raw bytes (fewer means the read failed)
+ *   {"ok":true,"body":"progress"}      then progress lines {"objects_done":..,"objects_total":..,
+ *                                      "bytes_done":..,"bytes_total":..,"listed":bool}, ending with
+ *                                      one that also holds "done":true or "error":"message"
+ *
+ * then closes the connection. One request per connection keeps both ends trivial.
+ */
+#ifndef NODE_CONTROL_H
+#define NODE_CONTROL_H
+
+#include "shoal_buf.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define NODE_CONTROL_MAX_REQUEST 4096
+
+/* ---- JSON ----------------------------------------------------------------------------------- */
+
+typedef enum node_json_type {
+    NODE_JSON_NULL,
+    NODE_JSON_BOOL,
+    NODE_JSON_NUMBER,
+    NODE_JSON_STRING,
+    NODE_JSON_ARRAY,
+    NODE_JSON_OBJECT,
+} node_json_type;
+
+/* A parsed JSON value: a tree of nodes; members of an object carry their key. */
+typedef struct node_json {
+    node_json_type type;
+    char *key;               /* member name inside an object, else NULL */
+    char *str;               /* NODE_JSON_STRING: decoded, NUL-terminated (no NULs inside) */
+    double num;              /* NODE_JSON_NUMBER */
+    uint64_t u64;            /* NODE_JSON_NUMBER that is a non-negative integer: its exact value */
+    bool is_u64;
+    bool b;                  /* NODE_JSON_BOOL */
+    struct node_json *child; /* first element / member of an array / object */
+    struct node_json *next;  /* next sibling */
+} node_json;
+
+/* Parses exactly one JSON value from text[0..len) (white space around it allowed), nesting at
+ * most 32 deep. Returns a tree to free with node_json_delete; NULL with SHOAL_ERR_INVAL and a
+ * message giving the byte offset on malformed input, SHOAL_ERR_NOMEM on allocation failure. */
+node_json *node_json_parse(const char *text, size_t len);
+void node_json_delete(node_json *j);
+
+/* The member `key` of an object (NULL when j is not an object or has no such member). */
+const node_json *node_json_get(const node_json *j, const char *key);
+/* The member's string / exact unsigned integer / boolean, or the fallback when it is missing or
+ * of another type. */
+const char *node_json_get_str(const node_json *j, const char *key, const char *fallback);
+uint64_t node_json_get_u64(const node_json *j, const char *key, uint64_t fallback);
+bool node_json_get_bool(const node_json *j, const char *key, bool fallback);
+
+/* Appends s as a quoted JSON string (escaping '"', '\\' and control bytes). -1 on NOMEM. */
+int node_json_append_str(shoal_buf *out, const char *s);
+
+/* ---- the status document --------------------------------------------------------------------- */
+
+/* One member as this node sees it. Strings are borrowed for the call. */
+typedef struct node_status_member {
+    const char *id;
+    const char *address;   /* "ip:port" */
+    const char *zone;      /* NULL: none */
+    const char *state;     /* "alive", "suspect", "dead" or "left" */
+    uint64_t incarnation;
+    uint64_t cache_bytes;
+    uint64_t cache_capacity;
+    bool serves;           /* false for a --no-serve node */
+} node_status_member;
+
+/* What `shoal status` shows. Strings and the member array are borrowed for the call. */
+typedef struct node_status {
+    const char *node_id;
+    const char *address;
+    const char *zone;      /* NULL: none */
+    const char *bucket;    /* "s3://B/P" */
+    uint64_t ring_version;
+    uint64_t block_size;
+    uint64_t uptime_seconds;
+    const node_status_member *members;
+    size_t n_members;
+} node_status;
+
+/* Appends the status as one JSON object (no newline):
+ * {"node_id":..,"address":..,"zone":..|null,"bucket":..,"ring_version":N,"block_size":N,
+ *  "uptime_seconds":N,"members":[{"id":..,"address":..,"zone":..|null,"state":..,"incarnation":N,
+ *  "cache_bytes":N,"cache_capacity":N,"serves":bool},...]}. -1 on NOMEM. */
+int node_status_render_json(const node_status *s, shoal_buf *out);
+
+/* ---- server --------------------------------------------------------------------------------- */
+
+/* A parsed request; the strings live until the handler returns. */
+typedef struct node_control_request {
+    const char *cmd;    /* "status", "stats", "get", "preload", "leave" */
+    const char *bucket; /* get, preload; else NULL */
+    const char *key;    /* get: the object key; else NULL */
+    const char *prefix; /* preload: the key prefix (may be ""); else NULL */
+} node_control_request;
+
+/* Progress of a preload. */
+typedef struct node_control_progress {
+    uint64_t objects_done, objects_total;
+    uint64_t bytes_done, bytes_total;
+    bool listed; /* the listing is complete, so the totals are final */
+} node_control_progress;
+
+/* The answer being written to one client; handed to a handler, valid until it returns. */
+typedef struct node_control_reply node_control_reply;
+
+/* A handler answers through `reply` and returns 0, or returns -1 with a shoal_error: when it
+ * has sent nothing yet, the server sends {"ok":false,"error":<message>}; during a progress body
+ * the message becomes the final progress line; during a byte body the connection is closed
+ * short, which the client reports. A handler that returns 0 having sent nothing answers
+ * {"ok":true,"body":"none"}. */
+typedef int (*node_control_handler_fn)(void *ctx, const node_control_request *req, node_control_reply *reply);
+
+/* The daemon's handlers; a NULL entry answers "command not supported by this daemon". */
+typedef struct node_control_handlers {
+    node_control_handler_fn status;
+    node_control_handler_fn stats;
+    node_control_handler_fn get;
+    node_control_handler_fn preload;
+    node_control_handler_fn leave;
+} node_control_handlers;
+
+/* Sends a JSON body: the header and `json` (one JSON value without newlines) on its own line.
+ * -1 with SHOAL_ERR_CLOSED when the client went away, SHOAL_ERR_INVAL when a body was begun. */
+int node_control_reply_json(node_control_reply *r, const char *json);
+/* Begins a byte body of exactly `size` bytes. -1 as above. */
+int node_control_reply_bytes_begin(node_control_reply *r, uint64_t size);
+/* Sends body bytes; more than the size announced is SHOAL_ERR_RANGE. -1 when the client went away. */
+int node_control_reply_write(node_control_reply *r, const void *data, size_t len);
+/* Sends len body bytes from file descriptor fd at offset off without copying through user space. */
+int node_control_reply_sendfile(node_control_reply *r, int fd, uint64_t off, size_t len);
+/* Begins a progress body (once), then sends one progress line per call. */
+int node_control_reply_progress(node_control_reply *r, const node_control_progress *p);
+/* Ends a progress body with the final line ("done":true). */
+int node_control_reply_progress_done(node_control_reply *r, const node_control_progress *p);
+
+typedef struct node_control_server node_control_server;
+
+/* Creates the socket at `path` (parent directories made with mode 0700 when missing; the socket
+ * appears with mode 0600 already set, by binding a temporary name and renaming it) and serves it
+ * on a thread of its own, one thread per connection (at most 32 at once). A stale socket left by
+ * a dead daemon is replaced; one that a live daemon answers on is SHOAL_ERR_INVAL.
+ * `handlers` is copied; ctx is passed to every handler, which runs on a connection thread.
+ * NULL with a shoal_error on failure. */
+node_control_server *node_control_server_new(const char *path, const node_control_handlers *handlers, void *ctx);
+
+/* Stops accepting, cuts the open connections (a handler's next write fails), waits for the
+ * handlers to return, removes the socket file and frees the server. Accepts NULL. Must not be
+ * called from a handler. */
+void node_control_server_delete(node_control_server *s);
+
+/* ---- client --------------------------------------------------------------------------------- */
+
+/* Sends {"cmd":cmd} and stores the JSON body (or "" for a "none" body) in *body. -1 with a message:
+ * SHOAL_ERR_IO "cannot reach shoald at PATH: ..." when no daemon listens there, SHOAL_ERR_NODE with
+ * the daemon's own message when it answered with an error. */
+int node_control_call(const char *path, const char *cmd, shoal_buf *body);
+
+/* Reads s3://bucket/key through the daemon and writes the bytes to out_fd. On success *size gets
+ * the object size (may be NULL). -1 as node_control_call, or when the stream ends short or out_fd
+ * fails (the message says which). */
+int node_control_get(const char *path, const char *bucket, const char *key, int out_fd, uint64_t *size);
+
+/* Called with each progress line of a preload. */
+typedef void (*node_control_progress_fn)(void *ud, const node_control_progress *p);
+
+/* Warms the cluster cache with everything under s3://bucket/prefix, calling fn (may be NULL) on
+ * each progress line. 0 when the daemon reported done; -1 as node_control_call or with the
+ * daemon's error. */
+int node_control_preload(const char *path, const char *bucket, const char *prefix, node_control_progress_fn fn,
+                         void *ud);
+
+#endif

@@ -1,0 +1,451 @@
+/*
+ * shoal: the command-line client of the local shoald (SPEC §3).
+ *
+ * Each command is one request on the control socket (node_control's client side); this file is
+ * only argument checking and presentation. Arguments are checked completely before anything is
+ * sent, so a bad flag is always exit 2 with one line, whether or not a daemon is running; a
+ * daemon that cannot be reached or that reports a failure is exit 1. `--json` prints the
+ * daemon's JSON object as it came; without it status and stats are aligned tables.
+ *
+ * keygen needs no daemon: 32 bytes from libsodium's CSPRNG, written raw to a new file created
+ * with O_EXCL and mode 0600 (an existing file is never overwritten: replacing a cluster key by
+ * accident would cut the node off its cluster), or printed as 64 hex digits on stdout when no
+ * -o is given, which node_config_load_key accepts as well.
+ *
+ * preload shows a one-line progress bar (bytes, objects, rate, ETA) on stderr when stderr is a
+ * terminal, and otherwise plain progress lines on stdout, at most one a second, so logs of batch
+ * jobs stay readable.
+ */
+#include "node_config.h"
+#include "node_control.h"
+#include "shoal_error.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+static const char USAGE[] =
+    "usage: shoal [--control PATH] COMMAND [ARGS]\n"
+    "\n"
+    "The command-line client of the local shoald.\n"
+    "\n"
+    "commands:\n"
+    "  status [--json]            this node's view: members, cache use, ring version\n"
+    "  stats [--json]             counters since the daemon started\n"
+    "  get s3://B/KEY [-o FILE]   read one object through the cluster cache (stdout by default)\n"
+    "  preload s3://B/PREFIX      warm the cluster cache with every object under PREFIX\n"
+    "  keygen [-o FILE]           new cluster key: raw 32 bytes to FILE (mode 0600, never\n"
+    "                             overwritten), or 64 hex digits on stdout without -o\n"
+    "  leave                      ask the local daemon to leave the cluster gracefully\n"
+    "\n"
+    "options:\n"
+    "  --control PATH             control socket (default $XDG_RUNTIME_DIR/shoal/shoald.sock\n"
+    "                             or /run/shoal/shoald.sock)\n"
+    "  --json                     print one JSON object (status, stats)\n"
+    "  -o, --output FILE          write to FILE (get, keygen)\n"
+    "  --help                     print this help and exit\n"
+    "  --version                  print the version and exit\n"
+    "\n"
+    "exit status: 0 success, 1 runtime failure (daemon unreachable, read failed), 2 bad usage\n";
+
+typedef struct cli {
+    const char *command;
+    const char *arg;     /* the s3:// URL of get and preload */
+    const char *output;  /* -o */
+    char *control;
+    bool json;
+} cli;
+
+static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void usage_error(const char *fmt, ...)
+{
+    char msg[512]; /* formatted apart: the arguments may point into the last error's message */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    shoal_error_set(SHOAL_ERR_NODE_CONFIG, "%s", msg);
+    node_config_fail("shoal");
+}
+
+static int runtime_error(void)
+{
+    fprintf(stderr, "shoal: %s\n", shoal_error_message());
+    return 1;
+}
+
+static void parse_args(int argc, char **argv, cli *c)
+{
+    enum { OPT_CONTROL = 1000, OPT_JSON, OPT_HELP, OPT_VERSION };
+    static const struct option opts[] = {
+        {"control", required_argument, NULL, OPT_CONTROL}, {"json", no_argument, NULL, OPT_JSON},
+        {"output", required_argument, NULL, 'o'},         {"help", no_argument, NULL, OPT_HELP},
+        {"version", no_argument, NULL, OPT_VERSION},       {NULL, 0, NULL, 0},
+    };
+    opterr = 0;
+    for (;;) {
+        int o = getopt_long(argc, argv, ":ho:", opts, NULL);
+        if (o == -1)
+            break;
+        switch (o) {
+        case OPT_CONTROL:
+            if (!*optarg || strlen(optarg) >= 108)
+                usage_error("--control: '%s' is not a usable socket path (1-107 bytes)", optarg);
+            free(c->control);
+            c->control = strdup(optarg);
+            break;
+        case OPT_JSON: c->json = true; break;
+        case 'o':
+            if (!*optarg)
+                usage_error("-o: empty file name");
+            c->output = optarg;
+            break;
+        case 'h':
+        case OPT_HELP: fputs(USAGE, stdout); exit(0);
+        case OPT_VERSION: printf("shoal %s\n", SHOAL_VERSION); exit(0);
+        case ':': usage_error("%.*s: missing value", (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
+        default:
+            if (optopt >= 1000)
+                usage_error("%.*s: takes no value", (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
+            if (optopt)
+                usage_error("-%c: unknown option (see --help)", optopt);
+            usage_error("%.*s: unknown option (see --help)", (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        usage_error("missing command (status, stats, get, preload, keygen, leave; see --help)");
+    c->command = argv[optind++];
+    static const char *const known[] = {"status", "stats", "get", "preload", "keygen", "leave"};
+    bool ok = false;
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        ok = ok || !strcmp(c->command, known[i]);
+    if (!ok)
+        usage_error("unknown command '%s' (status, stats, get, preload, keygen, leave)", c->command);
+    bool takes_url = !strcmp(c->command, "get") || !strcmp(c->command, "preload");
+    if (takes_url) {
+        if (optind >= argc)
+            usage_error("%s: missing s3://BUCKET/%s", c->command, !strcmp(c->command, "get") ? "KEY" : "PREFIX");
+        c->arg = argv[optind++];
+    }
+    if (optind < argc)
+        usage_error("%s: unexpected argument '%s'", c->command, argv[optind]);
+    if (c->json && strcmp(c->command, "status") != 0 && strcmp(c->command, "stats") != 0)
+        usage_error("--json: only for status and stats, not %s", c->command);
+    if (c->output && strcmp(c->command, "get") != 0 && strcmp(c->command, "keygen") != 0)
+        usage_error("-o: only for get and keygen, not %s", c->command);
+    if (!c->control && !(c->control = node_config_default_control()))
+        usage_error("out of memory");
+}
+
+/* ---- presentation --------------------------------------------------------------------------- */
+
+static const char *human_bytes(uint64_t v, char *out, size_t len)
+{
+    static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    double d = (double)v;
+    int u = 0;
+    while (d >= 1024 && u < 6)
+        d /= 1024, u++;
+    if (u == 0)
+        snprintf(out, len, "%" PRIu64 " B", v);
+    else
+        snprintf(out, len, "%.1f %s", d, unit[u]);
+    return out;
+}
+
+static const char *human_duration(double s, char *out, size_t len)
+{
+    uint64_t t = s < 0 ? 0 : (uint64_t)(s + 0.5);
+    if (t >= 3600)
+        snprintf(out, len, "%" PRIu64 "h%02" PRIu64 "m", t / 3600, t / 60 % 60);
+    else
+        snprintf(out, len, "%" PRIu64 "m%02" PRIu64 "s", t / 60, t % 60);
+    return out;
+}
+
+static node_json *parse_body(const shoal_buf *body)
+{
+    node_json *j = node_json_parse(shoal_buf_str(body), body->len);
+    if (!j)
+        shoal_error_wrap("the daemon's answer");
+    else if (j->type != NODE_JSON_OBJECT) {
+        shoal_error_set(SHOAL_ERR_NODE, "the daemon's answer is not a JSON object");
+        node_json_delete(j);
+        j = NULL;
+    }
+    return j;
+}
+
+static void print_stats(const node_json *j)
+{
+    size_t w = 0;
+    for (const node_json *m = j->child; m; m = m->next)
+        if (strlen(m->key) > w)
+            w = strlen(m->key);
+    for (const node_json *m = j->child; m; m = m->next) {
+        char h[32];
+        if (m->type == NODE_JSON_NUMBER && m->is_u64) {
+            bool bytes = strstr(m->key, "bytes") || strstr(m->key, "capacity");
+            printf("%-*s  %20" PRIu64 "%s%s%s\n", (int)w, m->key, m->u64, bytes ? "  (" : "",
+                   bytes ? human_bytes(m->u64, h, sizeof h) : "", bytes ? ")" : "");
+        } else if (m->type == NODE_JSON_NUMBER) {
+            printf("%-*s  %20g\n", (int)w, m->key, m->num);
+        }
+    }
+}
+
+enum { COL_ID, COL_ADDR, COL_ZONE, COL_STATE, COL_INC, COL_USED, COL_SIZE, COL_N };
+
+static void member_row(const node_json *m, char cells[COL_N][80])
+{
+    char h[32];
+    snprintf(cells[COL_ID], 80, "%s", node_json_get_str(m, "id", "?"));
+    snprintf(cells[COL_ADDR], 80, "%s", node_json_get_str(m, "address", "?"));
+    snprintf(cells[COL_ZONE], 80, "%s", node_json_get_str(m, "zone", "-"));
+    snprintf(cells[COL_STATE], 80, "%s%s", node_json_get_str(m, "state", "?"),
+             node_json_get_bool(m, "serves", true) ? "" : " (no-serve)");
+    snprintf(cells[COL_INC], 80, "%" PRIu64, node_json_get_u64(m, "incarnation", 0));
+    snprintf(cells[COL_USED], 80, "%s", human_bytes(node_json_get_u64(m, "cache_bytes", 0), h, sizeof h));
+    snprintf(cells[COL_SIZE], 80, "%s", human_bytes(node_json_get_u64(m, "cache_capacity", 0), h, sizeof h));
+}
+
+static void print_status(const node_json *j)
+{
+    static const char *const head[COL_N] = {"ID", "ADDRESS", "ZONE", "STATE", "INCARNATION", "CACHE USED",
+                                           "CACHE SIZE"};
+    char h[32], d[32], cells[COL_N][80];
+    int w[COL_N];
+    const node_json *members = node_json_get(j, "members");
+    printf("node     %s (%s, zone %s)\n", node_json_get_str(j, "node_id", "?"), node_json_get_str(j, "address", "?"),
+           node_json_get_str(j, "zone", "-"));
+    printf("bucket   %s\n", node_json_get_str(j, "bucket", "?"));
+    printf("ring     version %" PRIu64 ", block size %s\n", node_json_get_u64(j, "ring_version", 0),
+           human_bytes(node_json_get_u64(j, "block_size", 0), h, sizeof h));
+    printf("uptime   %s\n\n", human_duration((double)node_json_get_u64(j, "uptime_seconds", 0), d, sizeof d));
+    for (int c = 0; c < COL_N; c++)
+        w[c] = (int)strlen(head[c]);
+    for (const node_json *m = members ? members->child : NULL; m; m = m->next) {
+        member_row(m, cells);
+        for (int c = 0; c < COL_N; c++)
+            if ((int)strlen(cells[c]) > w[c])
+                w[c] = (int)strlen(cells[c]);
+    }
+    for (int c = 0; c < COL_N; c++)
+        printf(c < COL_INC ? "%-*s%s" : "%*s%s", w[c], head[c], c + 1 < COL_N ? "  " : "\n");
+    for (const node_json *m = members ? members->child : NULL; m; m = m->next) {
+        member_row(m, cells);
+        for (int c = 0; c < COL_N; c++)
+            printf(c < COL_INC ? "%-*s%s" : "%*s%s", w[c], cells[c], c + 1 < COL_N ? "  " : "\n");
+    }
+}
+
+/* ---- commands ------------------------------------------------------------------------------- */
+
+static int cmd_query(const cli *c)
+{
+    shoal_buf body = {0};
+    node_json *j = NULL;
+    int rc = 1;
+    if (node_control_call(c->control, c->command, &body) < 0)
+        goto fail;
+    if (c->json) {
+        printf("%s\n", shoal_buf_str(&body));
+        rc = 0;
+        goto done;
+    }
+    if (!(j = parse_body(&body)))
+        goto fail;
+    if (!strcmp(c->command, "status"))
+        print_status(j);
+    else
+        print_stats(j);
+    rc = 0;
+    goto done;
+fail:
+    runtime_error();
+done:
+    node_json_delete(j);
+    shoal_buf_destroy(&body);
+    return rc;
+}
+
+static int cmd_leave(const cli *c)
+{
+    shoal_buf body = {0};
+    int rc = node_control_call(c->control, "leave", &body) < 0 ? runtime_error() : 0;
+    if (rc == 0)
+        printf("shoald is leaving the cluster\n");
+    shoal_buf_destroy(&body);
+    return rc;
+}
+
+static void split_url(const cli *c, char **bucket, char **key)
+{
+    if (node_config_parse_s3_url(c->arg, bucket, key) < 0)
+        usage_error("%s: %s", c->command, shoal_error_message());
+    if (!strcmp(c->command, "get") && (!**key || (*key)[strlen(*key) - 1] == '/'))
+        usage_error("get: '%s' names no object (expected s3://BUCKET/KEY)", c->arg);
+}
+
+static int cmd_get(const cli *c)
+{
+    char *bucket, *key;
+    int fd = STDOUT_FILENO, rc = 1;
+    split_url(c, &bucket, &key);
+    if (c->output && (fd = open(c->output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
+        shoal_error_errno(errno, "cannot create '%s'", c->output);
+        goto fail;
+    }
+    if (node_control_get(c->control, bucket, key, fd, NULL) < 0) {
+        if (c->output)
+            unlink(c->output); /* never leave a truncated copy that looks complete */
+        goto fail;
+    }
+    if (c->output && close(fd) < 0) {
+        fd = STDOUT_FILENO;
+        shoal_error_errno(errno, "closing '%s'", c->output);
+        goto fail;
+    }
+    fd = STDOUT_FILENO;
+    rc = 0;
+    goto done;
+fail:
+    runtime_error();
+done:
+    if (fd != STDOUT_FILENO)
+        close(fd);
+    free(bucket);
+    free(key);
+    return rc;
+}
+
+typedef struct preload_view {
+    bool tty;
+    struct timespec start;
+    double last_print;
+} preload_view;
+
+static double since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void on_progress(void *ud, const node_control_progress *p)
+{
+    preload_view *v = ud;
+    double el = since(&v->start);
+    char done[32], total[32], rate[32], eta[32];
+    double bps = el > 0 ? (double)p->bytes_done / el : 0;
+    human_bytes(p->bytes_done, done, sizeof done);
+    human_bytes(p->bytes_total, total, sizeof total);
+    human_bytes((uint64_t)bps, rate, sizeof rate);
+    if (p->listed && bps > 0 && p->bytes_total >= p->bytes_done)
+        human_duration((double)(p->bytes_total - p->bytes_done) / bps, eta, sizeof eta);
+    else
+        snprintf(eta, sizeof eta, "?");
+    if (v->tty) {
+        enum { BAR = 30 };
+        char bar[BAR + 1];
+        int fill = p->bytes_total ? (int)((double)p->bytes_done * BAR / (double)p->bytes_total) : 0;
+        for (int i = 0; i < BAR; i++)
+            bar[i] = i < fill ? '#' : '.';
+        bar[BAR] = '\0';
+        fprintf(stderr, "\r[%s] %s/%s%s  %" PRIu64 "/%" PRIu64 "%s objects  %s/s  ETA %s\033[K", bar, done, total,
+                p->listed ? "" : "+", p->objects_done, p->objects_total, p->listed ? "" : "+", rate, eta);
+        fflush(stderr);
+    } else if (el - v->last_print >= 1.0 || (p->listed && p->objects_done == p->objects_total)) {
+        v->last_print = el;
+        printf("preload: %s of %s%s, %" PRIu64 " of %" PRIu64 "%s objects, %s/s, ETA %s\n", done, total,
+               p->listed ? "" : " so far", p->objects_done, p->objects_total, p->listed ? "" : " so far", rate, eta);
+        fflush(stdout);
+    }
+}
+
+static int cmd_preload(const cli *c)
+{
+    char *bucket, *prefix;
+    preload_view v = {.tty = isatty(STDERR_FILENO) == 1, .last_print = -1};
+    clock_gettime(CLOCK_MONOTONIC, &v.start);
+    split_url(c, &bucket, &prefix);
+    int rc = node_control_preload(c->control, bucket, prefix, on_progress, &v);
+    if (v.tty)
+        fputc('\n', stderr);
+    free(bucket);
+    free(prefix);
+    if (rc < 0)
+        return runtime_error();
+    char d[32];
+    printf("preload of %s done in %s\n", c->arg, human_duration(since(&v.start), d, sizeof d));
+    return 0;
+}
+
+static int cmd_keygen(const cli *c)
+{
+    uint8_t key[NODE_CONFIG_KEY_LEN];
+    char hex[2 * NODE_CONFIG_KEY_LEN + 1];
+    int rc = 1, fd = -1;
+    if (sodium_init() < 0) {
+        shoal_error_set(SHOAL_ERR_IO, "libsodium failed to initialize");
+        goto fail;
+    }
+    randombytes_buf(key, sizeof key);
+    if (!c->output) {
+        sodium_bin2hex(hex, sizeof hex, key, sizeof key);
+        printf("%s\n", hex);
+        sodium_memzero(hex, sizeof hex);
+        rc = 0;
+        goto done;
+    }
+    fd = open(c->output, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        if (errno == EEXIST)
+            shoal_error_set(SHOAL_ERR_IO, "'%s' exists; refusing to overwrite a cluster key", c->output);
+        else
+            shoal_error_errno(errno, "cannot create '%s'", c->output);
+        goto fail;
+    }
+    if (fchmod(fd, 0600) < 0 || write(fd, key, sizeof key) != (ssize_t)sizeof key || fsync(fd) < 0) {
+        shoal_error_errno(errno, "writing '%s'", c->output);
+        unlink(c->output);
+        goto fail;
+    }
+    rc = 0;
+    goto done;
+fail:
+    runtime_error();
+done:
+    if (fd >= 0)
+        close(fd);
+    sodium_memzero(key, sizeof key);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    cli c = {0};
+    int rc;
+    parse_args(argc, argv, &c);
+    if (!strcmp(c.command, "keygen"))
+        rc = cmd_keygen(&c);
+    else if (!strcmp(c.command, "get"))
+        rc = cmd_get(&c);
+    else if (!strcmp(c.command, "preload"))
+        rc = cmd_preload(&c);
+    else if (!strcmp(c.command, "leave"))
+        rc = cmd_leave(&c);
+    else
+        rc = cmd_query(&c);
+    free(c.control);
+    return rc;
+}

@@ -1,0 +1,5 @@
+# Tests of node/config.cmake: configuration, counters, control socket, metrics, the shoal CLI.
+shoal_test(test_node_config SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_node_config.c LIBS shoal_node_config
+           LABELS node TIMEOUT 60)
+target_compile_definitions(test_node_config PRIVATE SHOAL_CLI_PATH="$<TARGET_FILE:shoal>")
+add_dependencies(test_node_config shoal)

@@ -1,0 +1,569 @@
+/*
+ * Tests of node_config (flags, INI file, validation), node_stats (the renderings) and the real
+ * `shoal` binary's argument handling and keygen. Each case runs in its own process, so cases
+ * may set environment variables freely.
+ */
+#include "node_config.h"
+#include "node_stats.h"
+#include "shoal_error.h"
+#include "tt.h"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static char *g_dir;
+static char g_key[512];
+
+/* A temp dir with a valid raw key file at g_key, and an environment without AWS or XDG hints. */
+static void setup(void)
+{
+    g_dir = tt_tmpdir("node_config");
+    snprintf(g_key, sizeof g_key, "%s/cluster.key", g_dir);
+    int fd = open(g_key, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    TT_CHECK(fd >= 0, "create %s", g_key);
+    uint8_t k[32];
+    for (int i = 0; i < 32; i++)
+        k[i] = (uint8_t)(i * 7 + 1);
+    TT_CHECK(write(fd, k, 32) == 32, "write key");
+    close(fd);
+    unsetenv("AWS_REGION");
+    unsetenv("AWS_DEFAULT_REGION");
+    unsetenv("AWS_PROFILE");
+    unsetenv("AWS_CONFIG_FILE");
+    unsetenv("XDG_RUNTIME_DIR");
+    setenv("HOME", g_dir, 1);
+}
+
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+    TT_CHECK(fd >= 0, "create %s", path);
+    TT_CHECK(write(fd, text, strlen(text)) == (ssize_t)strlen(text), "write %s", path);
+    close(fd);
+}
+
+/* Parses "shoald" followed by the NULL-terminated arguments. */
+static int parse(node_config *cfg, ...)
+{
+    char *argv[64];
+    int argc = 0;
+    va_list ap;
+    argv[argc++] = "shoald";
+    va_start(ap, cfg);
+    for (char *a; (a = va_arg(ap, char *)) && argc < 63;)
+        argv[argc++] = a;
+    va_end(ap);
+    argv[argc] = NULL;
+    return node_config_parse(argc, argv, cfg);
+}
+
+static const char *addr_text(const shoal_addr *a)
+{
+    static char buf[SHOAL_ADDR_STRLEN];
+    return shoal_addr_format(a, buf);
+}
+
+TT_TEST(test_node_config_defaults_applied)
+{
+    node_config cfg;
+    char host[256] = "";
+    setup();
+    gethostname(host, sizeof host - 1);
+    TT_OK(parse(&cfg, "--bucket", "s3://my-bucket", "--cluster-key", g_key, "--advertise", "10.1.2.3:7400", NULL));
+    TT_CHECK(!strcmp(cfg.node_id, host), "node_id=%s host=%s", cfg.node_id, host);
+    TT_CHECK(!strcmp(addr_text(&cfg.bind), "0.0.0.0:7400"), "bind=%s", addr_text(&cfg.bind));
+    TT_CHECK(cfg.n_seeds == 0, "seeds=%zu", cfg.n_seeds);
+    TT_CHECK(!strcmp(cfg.bucket, "my-bucket") && !strcmp(cfg.prefix, ""), "bucket=%s prefix=%s", cfg.bucket,
+             cfg.prefix);
+    TT_CHECK(cfg.endpoint == NULL && !cfg.path_style, "endpoint=%s", cfg.endpoint);
+    TT_CHECK(!strcmp(cfg.region, "us-east-1"), "region=%s", cfg.region);
+    TT_CHECK(!strcmp(cfg.cache_dir, "/var/cache/shoal"), "cache_dir=%s", cfg.cache_dir);
+    TT_CHECK(cfg.cache_size == 10ull << 30, "cache_size=%llu", (unsigned long long)cfg.cache_size);
+    TT_CHECK(cfg.block_size == 4ull << 20, "block_size=%llu", (unsigned long long)cfg.block_size);
+    TT_CHECK(cfg.replicas == 1 && cfg.zone == NULL && !cfg.no_serve, "replicas=%u", cfg.replicas);
+    TT_CHECK(cfg.mount == NULL && !cfg.read_only, "mount=%s", cfg.mount);
+    TT_CHECK(cfg.metadata_ttl == 60 && cfg.negative_ttl == 5, "ttl=%u/%u", cfg.metadata_ttl, cfg.negative_ttl);
+    TT_CHECK(!strcmp(cfg.state_dir, "/var/cache/shoal/state"), "state_dir=%s", cfg.state_dir);
+    TT_CHECK(!strcmp(cfg.control, "/run/shoal/shoald.sock"), "control=%s", cfg.control);
+    TT_CHECK(cfg.metrics_enabled && !strcmp(addr_text(&cfg.metrics), "127.0.0.1:9464"), "metrics=%s",
+             addr_text(&cfg.metrics));
+    TT_CHECK(cfg.log_level == SHOAL_LOG_INFO && !cfg.no_sign_request, "log_level=%d", (int)cfg.log_level);
+    TT_CHECK(cfg.cluster_key[0] == 1 && cfg.cluster_key[31] == (uint8_t)(31 * 7 + 1), "key bytes not loaded");
+    node_config_destroy(&cfg);
+}
+
+TT_TEST(test_node_config_state_dir_and_control_follow_their_bases)
+{
+    node_config cfg;
+    setup();
+    setenv("XDG_RUNTIME_DIR", "/run/user/1000", 1);
+    TT_OK(parse(&cfg, "--bucket", "s3://b-1", "--cluster-key", g_key, "--advertise", "10.0.0.1:7400", "--cache-dir",
+                "/data/cache", NULL));
+    TT_CHECK(!strcmp(cfg.state_dir, "/data/cache/state"), "state_dir=%s", cfg.state_dir);
+    TT_CHECK(!strcmp(cfg.control, "/run/user/1000/shoal/shoald.sock"), "control=%s", cfg.control);
+    node_config_destroy(&cfg);
+}
+
+TT_TEST(test_node_config_every_flag_is_applied)
+{
+    node_config cfg;
+    setup();
+    TT_OK(parse(&cfg, "--node-id", "n-1", "--bind", "127.0.0.2:7500", "--advertise", "10.0.0.2:7500", "--seeds",
+                "127.0.0.1:7400, node-b.example:7401,[::1]:7402", "--bucket", "s3://data.set/train/imgs/",
+                "--endpoint", "http://127.0.0.1:4569/", "--path-style", "--region", "eu-west-3", "--cache-dir",
+                "/c", "--cache-size", "512M", "--block-size", "64K", "--replicas", "3", "--zone", "rack-2",
+                "--no-serve", "--mount", "/mnt/data", "--read-only", "--metadata-ttl", "0", "--negative-ttl", "30",
+                "--cluster-key", g_key, "--state-dir", "/s", "--control", "/tmp/x.sock", "--metrics", "off",
+                "--log-level", "debug", "--no-sign-request", NULL));
+    TT_CHECK(!strcmp(cfg.node_id, "n-1"), "node_id=%s", cfg.node_id);
+    TT_CHECK(!strcmp(addr_text(&cfg.bind), "127.0.0.2:7500"), "bind=%s", addr_text(&cfg.bind));
+    TT_CHECK(!strcmp(addr_text(&cfg.advertise), "10.0.0.2:7500"), "advertise=%s", addr_text(&cfg.advertise));
+    TT_CHECK(cfg.n_seeds == 3, "n_seeds=%zu", cfg.n_seeds);
+    TT_CHECK(!strcmp(cfg.seeds[0].host, "127.0.0.1") && cfg.seeds[0].port == 7400, "seed0=%s:%u", cfg.seeds[0].host,
+             cfg.seeds[0].port);
+    TT_CHECK(!strcmp(cfg.seeds[1].host, "node-b.example") && cfg.seeds[1].port == 7401, "seed1=%s", cfg.seeds[1].host);
+    TT_CHECK(!strcmp(cfg.seeds[2].host, "::1") && cfg.seeds[2].port == 7402, "seed2=%s", cfg.seeds[2].host);
+    TT_CHECK(!strcmp(cfg.bucket, "data.set") && !strcmp(cfg.prefix, "train/imgs/"), "bucket=%s prefix=%s",
+             cfg.bucket, cfg.prefix);
+    TT_CHECK(!strcmp(cfg.endpoint, "http://127.0.0.1:4569") && cfg.path_style, "endpoint=%s", cfg.endpoint);
+    TT_CHECK(!strcmp(cfg.region, "eu-west-3"), "region=%s", cfg.region);
+    TT_CHECK(cfg.cache_size == 512ull << 20 && cfg.block_size == 64 << 10, "sizes=%llu/%llu",
+             (unsigned long long)cfg.cache_size, (unsigned long long)cfg.block_size);
+    TT_CHECK(cfg.replicas == 3 && !strcmp(cfg.zone, "rack-2") && cfg.no_serve, "replicas=%u", cfg.replicas);
+    TT_CHECK(!strcmp(cfg.mount, "/mnt/data") && cfg.read_only, "mount=%s", cfg.mount);
+    TT_CHECK(cfg.metadata_ttl == 0 && cfg.negative_ttl == 30, "ttl=%u/%u", cfg.metadata_ttl, cfg.negative_ttl);
+    TT_CHECK(!strcmp(cfg.state_dir, "/s") && !strcmp(cfg.control, "/tmp/x.sock"), "state=%s", cfg.state_dir);
+    TT_CHECK(!cfg.metrics_enabled, "metrics off not applied");
+    TT_CHECK(cfg.log_level == SHOAL_LOG_DEBUG && cfg.no_sign_request, "log_level=%d", (int)cfg.log_level);
+    node_config_destroy(&cfg);
+}
+
+TT_TEST(test_node_config_flag_overrides_ini)
+{
+    node_config cfg;
+    char ini[600], text[800];
+    setup();
+    snprintf(ini, sizeof ini, "%s/shoald.ini", g_dir);
+    snprintf(text, sizeof text,
+             "; shoald config\n"
+             "bucket = s3://from-file/p\n"
+             "cluster-key = %s\n"
+             "cache-size = 2G\n"
+             "replicas = 2\n"
+             "advertise = 10.0.0.9:7400\n"
+             "[shoald]\n"
+             "zone = z-file\n"
+             "no-serve = yes\n",
+             g_key);
+    write_file(ini, text, 0644);
+    TT_OK(parse(&cfg, "--config", ini, "--replicas", "3", "--zone", "z-flag", NULL));
+    TT_CHECK(cfg.replicas == 3, "flag did not win: replicas=%u", cfg.replicas);
+    TT_CHECK(!strcmp(cfg.zone, "z-flag"), "flag did not win: zone=%s", cfg.zone);
+    TT_CHECK(cfg.cache_size == 2ull << 30, "file value lost: cache_size=%llu", (unsigned long long)cfg.cache_size);
+    TT_CHECK(!strcmp(cfg.bucket, "from-file") && !strcmp(cfg.prefix, "p/"), "bucket=%s prefix=%s", cfg.bucket,
+             cfg.prefix);
+    TT_CHECK(cfg.no_serve, "no-serve = yes not applied");
+    TT_CHECK(!strcmp(cfg.config_file, ini), "config_file=%s", cfg.config_file);
+    node_config_destroy(&cfg);
+}
+
+TT_TEST(test_node_config_size_suffixes_are_powers_of_1024)
+{
+    static const struct { const char *text; uint64_t want; } ok[] = {
+        {"0", 0}, {"4096", 4096}, {"1K", 1024}, {"1k", 1024}, {"4M", 4ull << 20}, {"10G", 10ull << 30},
+        {"2T", 2ull << 40}, {"16383T", 16383ull << 40},
+    };
+    static const char *const bad[] = {"", "10X", "G", "1.5G", "-1", "10GB", " 1G", "99999999999999999999",
+                                      "16777216T"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        uint64_t v = 1;
+        TT_OK(node_config_parse_size(ok[i].text, &v));
+        TT_CHECK(v == ok[i].want, "'%s' -> %llu, want %llu", ok[i].text, (unsigned long long)v,
+                 (unsigned long long)ok[i].want);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        uint64_t v;
+        TT_CHECK(node_config_parse_size(bad[i], &v) < 0, "'%s' accepted", bad[i]);
+    }
+}
+
+/* Every bad value: -1, SHOAL_ERR_NODE_CONFIG, one line that names the flag and quotes enough of
+ * the problem to act on. */
+TT_TEST(test_node_config_bad_values_name_the_flag)
+{
+    struct bad_case { const char *flag, *value, *want; };
+    static const struct bad_case cases[] = {
+        {"--cache-size", "10X", "--cache-size: '10X' is not a size"},
+        {"--cache-size", "0", "--cache-size: must be more than 0"},
+        {"--cache-size", "1K", "--cache-size: 1024 bytes is smaller than one block"},
+        {"--block-size", "0", "--block-size: '0' must be a power of two"},
+        {"--block-size", "3M", "--block-size: '3M' must be a power of two"},
+        {"--block-size", "2G", "--block-size: '2G' must be a power of two"},
+        {"--replicas", "0", "--replicas: '0' is not a number from 1 to 16"},
+        {"--replicas", "two", "--replicas: 'two' is not a number"},
+        {"--bind", "0.0.0.0", "--bind: bad address '0.0.0.0': expected ADDR:PORT"},
+        {"--bind", "host:7400", "--bind: bad address 'host:7400'"},
+        {"--bind", "1.2.3.4:70000", "--bind: bad address '1.2.3.4:70000': port"},
+        {"--advertise", "0.0.0.0:7400", "--advertise: '0.0.0.0:7400' is not an address other nodes can dial"},
+        {"--seeds", "a:1,,b:2", "--seeds: '' is not HOST:PORT"},
+        {"--seeds", "nohost", "--seeds: 'nohost' is not HOST:PORT"},
+        {"--seeds", "h:0", "--seeds: 'h:0' is not HOST:PORT"},
+        {"--bucket", "my-bucket", "--bucket: 'my-bucket' is not an S3 URL"},
+        {"--bucket", "s3://", "--bucket: 's3://': '' is not a valid bucket name"},
+        {"--bucket", "s3://ab/x", "--bucket: 's3://ab/x': 'ab' is not a valid bucket name"},
+        {"--bucket", "s3://bad bucket/x", "is not a valid bucket name"},
+        {"--endpoint", "127.0.0.1:4569", "--endpoint: '127.0.0.1:4569' is not an http:// or https:// URL"},
+        {"--endpoint", "http://", "--endpoint: 'http://' has no host"},
+        {"--region", "EU WEST", "--region: 'EU WEST' is not a region name"},
+        {"--node-id", "a b", "--node-id: 'a b' is not a node id"},
+        {"--zone", "", "--zone: '' is not a zone name"},
+        {"--metadata-ttl", "-1", "--metadata-ttl: '-1' is not a number of seconds"},
+        {"--negative-ttl", "5s", "--negative-ttl: '5s' is not a number of seconds"},
+        {"--log-level", "verbose", "--log-level: 'verbose' is not a log level (error, warn, info, debug)"},
+        {"--metrics", "9464", "--metrics: bad address '9464'"},
+        {"--metrics", "on", "--metrics: bad address 'on'"},
+        {"--control", "", "--control: empty path"},
+        {"--cache-dir", "", "--cache-dir: empty path"},
+        {"--cluster-key", "/nonexistent/key", "--cluster-key: cannot open '/nonexistent/key'"},
+    };
+    setup();
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        node_config cfg;
+        int rc = parse(&cfg, "--bucket", "s3://good-bucket", "--cluster-key", g_key, "--advertise", "10.0.0.1:1",
+                       cases[i].flag, cases[i].value, NULL);
+        const char *msg = shoal_error_message();
+        TT_CHECK(rc == -1, "%s %s: accepted (rc=%d)", cases[i].flag, cases[i].value, rc);
+        TT_CHECK(shoal_error_code() == SHOAL_ERR_NODE_CONFIG, "%s %s: code %s", cases[i].flag, cases[i].value,
+                 shoal_error_name(shoal_error_code()));
+        TT_CHECK(strstr(msg, cases[i].want) != NULL, "%s %s: message '%s' lacks '%s'", cases[i].flag,
+                 cases[i].value, msg, cases[i].want);
+        TT_CHECK(strchr(msg, '\n') == NULL, "%s: message spans lines: '%s'", cases[i].flag, msg);
+    }
+}
+
+TT_TEST(test_node_config_bad_command_lines_are_rejected)
+{
+    struct bad_case { const char *a1, *a2, *want; };
+    static const struct bad_case cases[] = {
+        {"--bogus", NULL, "--bogus: unknown option"},
+        {"--bogus=1", NULL, "--bogus: unknown option"},
+        {"-x", NULL, "-x: unknown option"},
+        {"--no-serve=yes", NULL, "--no-serve: takes no value"},
+        {"stray", NULL, "unexpected argument 'stray'"},
+        {"--replicas", NULL, "--replicas: missing value"},
+    };
+    setup();
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        node_config cfg;
+        int rc = parse(&cfg, "--bucket", "s3://good-bucket", "--cluster-key", g_key, cases[i].a1, cases[i].a2, NULL);
+        TT_CHECK(rc == -1, "%s: accepted", cases[i].a1);
+        TT_CHECK(strstr(shoal_error_message(), cases[i].want), "%s: message '%s' lacks '%s'", cases[i].a1,
+                 shoal_error_message(), cases[i].want);
+    }
+}
+
+TT_TEST(test_node_config_missing_required_options)
+{
+    node_config cfg;
+    setup();
+    TT_CHECK(parse(&cfg, "--cluster-key", g_key, NULL) == -1, "no --bucket accepted");
+    TT_CHECK(strstr(shoal_error_message(), "--bucket: required"), "msg=%s", shoal_error_message());
+    TT_CHECK(parse(&cfg, "--bucket", "s3://good-bucket", NULL) == -1, "no --cluster-key accepted");
+    TT_CHECK(strstr(shoal_error_message(), "--cluster-key: required"), "msg=%s", shoal_error_message());
+}
+
+TT_TEST(test_node_config_key_file_must_be_32_bytes_or_64_hex)
+{
+    node_config cfg;
+    char path[600];
+    setup();
+    snprintf(path, sizeof path, "%s/short.key", g_dir);
+    write_file(path, "0123456789abcdef0123456789abcdef0", 0600); /* 33 bytes */
+    TT_CHECK(parse(&cfg, "--bucket", "s3://good-bucket", "--cluster-key", path, NULL) == -1, "33-byte key accepted");
+    TT_CHECK(strstr(shoal_error_message(), "--cluster-key:") && strstr(shoal_error_message(), "holds 33 bytes"),
+             "msg=%s", shoal_error_message());
+    write_file(path, "", 0600);
+    TT_CHECK(parse(&cfg, "--bucket", "s3://good-bucket", "--cluster-key", path, NULL) == -1, "empty key accepted");
+    TT_CHECK(strstr(shoal_error_message(), "holds 0 bytes"), "msg=%s", shoal_error_message());
+    write_file(path, "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f\n", 0600);
+    TT_OK(parse(&cfg, "--bucket", "s3://good-bucket", "--cluster-key", path, "--advertise", "10.0.0.1:1", NULL));
+    TT_CHECK(cfg.cluster_key[0] == 0 && cfg.cluster_key[1] == 1 && cfg.cluster_key[31] == 0x1f,
+             "hex key decoded wrong: %02x %02x", cfg.cluster_key[1], cfg.cluster_key[31]);
+    node_config_destroy(&cfg);
+    write_file(path, "zz0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", 0600);
+    TT_CHECK(parse(&cfg, "--bucket", "s3://good-bucket", "--cluster-key", path, NULL) == -1, "non-hex accepted");
+}
+
+TT_TEST(test_node_config_unknown_ini_key_names_file_and_line)
+{
+    node_config cfg;
+    char ini[600];
+    setup();
+    snprintf(ini, sizeof ini, "%s/bad.ini", g_dir);
+    write_file(ini, "bucket = s3://good-bucket\n\n# comment\ncache_size = 1G\n", 0644);
+    TT_CHECK(parse(&cfg, "--config", ini, NULL) == -1, "unknown key accepted");
+    TT_CHECK(strstr(shoal_error_message(), ":4: unknown key 'cache_size'") && strstr(shoal_error_message(), ini),
+             "msg=%s", shoal_error_message());
+    write_file(ini, "replicas = 1\nreplicas = 2\n", 0644);
+    TT_CHECK(parse(&cfg, "--config", ini, NULL) == -1, "repeated key accepted");
+    TT_CHECK(strstr(shoal_error_message(), ":2: replicas: given twice"), "msg=%s", shoal_error_message());
+    write_file(ini, "[aws]\nregion = x\n", 0644);
+    TT_CHECK(parse(&cfg, "--config", ini, NULL) == -1, "unknown section accepted");
+    TT_CHECK(strstr(shoal_error_message(), "unknown section [aws]"), "msg=%s", shoal_error_message());
+    write_file(ini, "just words\n", 0644);
+    TT_CHECK(parse(&cfg, "--config", ini, NULL) == -1, "syntax error accepted");
+    TT_CHECK(strstr(shoal_error_message(), ":1: syntax error"), "msg=%s", shoal_error_message());
+    TT_CHECK(parse(&cfg, "--config", "/nonexistent.ini", NULL) == -1, "missing config accepted");
+    TT_CHECK(strstr(shoal_error_message(), "--config: cannot open '/nonexistent.ini'"), "msg=%s",
+             shoal_error_message());
+}
+
+TT_TEST(test_node_config_bad_ini_value_names_file_line_and_key)
+{
+    node_config cfg;
+    char ini[600], text[800];
+    setup();
+    snprintf(ini, sizeof ini, "%s/v.ini", g_dir);
+    snprintf(text, sizeof text, "bucket = s3://good-bucket\ncluster-key = %s\nblock-size = 3M\n", g_key);
+    write_file(ini, text, 0644);
+    TT_CHECK(parse(&cfg, "--config", ini, NULL) == -1, "bad block-size accepted");
+    char want[700];
+    snprintf(want, sizeof want, "config %s:3: block-size: '3M' must be a power of two", ini);
+    TT_CHECK(strstr(shoal_error_message(), want), "msg=%s want=%s", shoal_error_message(), want);
+    /* the same bad value overridden by a good flag is fine: the flag wins */
+    TT_OK(parse(&cfg, "--config", ini, "--block-size", "1M", "--advertise", "10.0.0.1:1", NULL));
+    TT_CHECK(cfg.block_size == 1 << 20, "block_size=%llu", (unsigned long long)cfg.block_size);
+    node_config_destroy(&cfg);
+}
+
+TT_TEST(test_node_config_region_follows_aws_order)
+{
+    node_config cfg;
+    char conf[600];
+    setup();
+    snprintf(conf, sizeof conf, "%s/aws-config", g_dir);
+    write_file(conf, "[default]\nregion = ap-south-1\n[profile train]\nregion = eu-north-1\n", 0644);
+    setenv("AWS_CONFIG_FILE", conf, 1);
+    const char *base[] = {"--bucket", "s3://good-bucket", "--cluster-key", g_key, "--advertise", "10.0.0.1:1"};
+#define PARSE(...) parse(&cfg, base[0], base[1], base[2], base[3], base[4], base[5], __VA_ARGS__)
+    TT_OK(PARSE(NULL));
+    TT_CHECK(!strcmp(cfg.region, "ap-south-1"), "default profile: region=%s", cfg.region);
+    node_config_destroy(&cfg);
+    setenv("AWS_PROFILE", "train", 1);
+    TT_OK(PARSE(NULL));
+    TT_CHECK(!strcmp(cfg.region, "eu-north-1"), "AWS_PROFILE: region=%s", cfg.region);
+    node_config_destroy(&cfg);
+    setenv("AWS_DEFAULT_REGION", "us-west-1", 1);
+    TT_OK(PARSE(NULL));
+    TT_CHECK(!strcmp(cfg.region, "us-west-1"), "AWS_DEFAULT_REGION: region=%s", cfg.region);
+    node_config_destroy(&cfg);
+    setenv("AWS_REGION", "us-west-2", 1);
+    TT_OK(PARSE(NULL));
+    TT_CHECK(!strcmp(cfg.region, "us-west-2"), "AWS_REGION: region=%s", cfg.region);
+    node_config_destroy(&cfg);
+    TT_OK(PARSE("--region", "sa-east-1", NULL));
+    TT_CHECK(!strcmp(cfg.region, "sa-east-1"), "--region: region=%s", cfg.region);
+    node_config_destroy(&cfg);
+#undef PARSE
+}
+
+TT_TEST(test_node_config_advertise_derived_from_bind)
+{
+    node_config cfg;
+    char b[SHOAL_ADDR_STRLEN];
+    setup();
+    TT_OK(parse(&cfg, "--bucket", "s3://good-bucket", "--cluster-key", g_key, "--bind", "127.0.0.3:7411", NULL));
+    TT_CHECK(shoal_addr_eq(&cfg.advertise, &cfg.bind), "advertise=%s", shoal_addr_format(&cfg.advertise, b));
+    node_config_destroy(&cfg);
+    /* The wildcard bind: either an address of a non-loopback interface or a clear demand for --advertise. */
+    if (parse(&cfg, "--bucket", "s3://good-bucket", "--cluster-key", g_key, NULL) == 0) {
+        TT_CHECK(cfg.advertise.family == 4 && cfg.advertise.ip[0] != 127 && cfg.advertise.ip[0] != 0 &&
+                     cfg.advertise.port == 7400,
+                 "derived advertise=%s", shoal_addr_format(&cfg.advertise, b));
+        node_config_destroy(&cfg);
+    } else {
+        TT_CHECK(strstr(shoal_error_message(), "--advertise: required"), "msg=%s", shoal_error_message());
+    }
+}
+
+TT_TEST(test_node_config_help_and_version_return_1)
+{
+    node_config cfg;
+    setup();
+    fflush(stdout);
+    int saved = dup(STDOUT_FILENO);
+    char out[600];
+    snprintf(out, sizeof out, "%s/out.txt", g_dir);
+    int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(fd, STDOUT_FILENO);
+    int rh = parse(&cfg, "--help", NULL);
+    int rv = parse(&cfg, "--bogus-ignored-not", "--version", NULL);
+    int rv2 = parse(&cfg, "--version", NULL);
+    fflush(stdout);
+    dup2(saved, STDOUT_FILENO);
+    close(fd);
+    close(saved);
+    TT_CHECK(rh == 1 && rv2 == 1, "help=%d version=%d", rh, rv2);
+    TT_CHECK(rv == -1, "an unknown flag before --version must still be an error (rc=%d)", rv);
+    char text[8192] = "";
+    fd = open(out, O_RDONLY);
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    text[n > 0 ? n : 0] = '\0';
+    TT_CHECK(strstr(text, "--cache-size SIZE") && strstr(text, "--no-sign-request"), "usage lacks options: %s", text);
+    TT_CHECK(strstr(text, "shoald " SHOAL_VERSION "\n"), "no version line in: %s", text);
+}
+
+TT_TEST(test_node_stats_json_has_every_spec_key)
+{
+    static const char *const spec[] = {"s3.get_requests", "s3.head_requests", "s3.list_requests", "s3.put_requests",
+                                       "s3.bytes_in", "s3.bytes_out", "reads.local", "reads.peer", "reads.s3",
+                                       "peer.bytes_in", "peer.bytes_out", "cache.bytes", "cache.capacity",
+                                       "members.alive", "members.suspect", "members.dead"};
+    node_stats s;
+    shoal_buf b = {0};
+    node_stats_create(&s);
+    node_stats_add(&s.s3_get_requests, 3);
+    node_stats_add(&s.s3_get_requests, 4);
+    node_stats_set(&s.cache_capacity, 10ull << 30);
+    TT_OK(node_stats_render_json(&s, &b));
+    const char *j = shoal_buf_str(&b);
+    TT_CHECK(j[0] == '{' && j[b.len - 1] == '}' && !strchr(j, '\n'), "not one object: %s", j);
+    for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "\"%s\":", spec[i]);
+        TT_CHECK(strstr(j, key), "missing %s in %s", spec[i], j);
+    }
+    TT_CHECK(strstr(j, "\"s3.get_requests\":7,"), "counter not summed: %s", j);
+    TT_CHECK(strstr(j, "\"cache.capacity\":10737418240"), "gauge not set: %s", j);
+    shoal_buf_destroy(&b);
+}
+
+TT_TEST(test_node_stats_prometheus_names_types_and_values)
+{
+    node_stats s;
+    shoal_buf b = {0};
+    node_stats_create(&s);
+    node_stats_add(&s.reads_peer, 42);
+    node_stats_set(&s.members_alive, 3);
+    TT_OK(node_stats_render_prometheus(&s, &b));
+    const char *t = shoal_buf_str(&b);
+    TT_CHECK(strstr(t, "# TYPE shoal_reads_peer_total counter\nshoal_reads_peer_total 42\n"), "reads.peer: %s", t);
+    TT_CHECK(strstr(t, "# TYPE shoal_members_alive gauge\nshoal_members_alive 3\n"), "members.alive: %s", t);
+    TT_CHECK(strstr(t, "# HELP shoal_s3_bytes_in_total "), "no HELP for s3.bytes_in: %s", t);
+    TT_CHECK(!strstr(t, "shoal_cache_bytes_total"), "a gauge got _total: %s", t);
+    size_t n;
+    node_stats_fields(&n);
+    size_t samples = 0;
+    for (const char *p = t; (p = strstr(p, "\nshoal_")); p++)
+        samples++;
+    TT_CHECK(samples == n, "%zu sample lines for %zu fields", samples, n);
+    shoal_buf_destroy(&b);
+}
+
+/* ---- the real `shoal` binary ---------------------------------------------------------------- */
+
+/* Runs the shoal binary with args; returns its exit status and its stderr in err. */
+static int run_cli(char *err, size_t err_len, char *const args[])
+{
+    int pipefd[2];
+    char *argv[16];
+    int argc = 0;
+    argv[argc++] = (char *)SHOAL_CLI_PATH;
+    for (; args[argc - 1] && argc < 15; argc++)
+        argv[argc] = args[argc - 1];
+    argv[argc] = NULL;
+    TT_CHECK(pipe(pipefd) == 0, "pipe");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDERR_FILENO);
+    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addclose(&fa, pipefd[0]);
+    pid_t pid;
+    TT_CHECK(posix_spawn(&pid, SHOAL_CLI_PATH, &fa, NULL, argv, environ) == 0, "spawn %s", SHOAL_CLI_PATH);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pipefd[1]);
+    size_t got = 0;
+    ssize_t n;
+    while (got + 1 < err_len && (n = read(pipefd[0], err + got, err_len - 1 - got)) > 0)
+        got += (size_t)n;
+    err[got] = '\0';
+    close(pipefd[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static size_t count_lines(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+TT_TEST(test_shoal_cli_bad_usage_exits_2_with_one_line)
+{
+    static const struct { const char *args[5]; const char *want; } cases[] = {
+        {{"--bogus", NULL}, "shoal: --bogus: unknown option"},
+        {{"status", "--json=1", NULL}, "shoal: --json: takes no value"},
+        {{"status", "--control", NULL}, "shoal: --control: missing value"},
+        {{NULL}, "shoal: missing command"},
+        {{"fly", NULL}, "shoal: unknown command 'fly'"},
+        {{"get", NULL}, "shoal: get: missing s3://BUCKET/KEY"},
+        {{"get", "http://x/y", NULL}, "shoal: get: 'http://x/y' is not an S3 URL"},
+        {{"get", "s3://bucket-a/", NULL}, "shoal: get: 's3://bucket-a/' names no object"},
+        {{"preload", "s3://x", NULL}, "shoal: preload: 's3://x': 'x' is not a valid bucket name"},
+        {{"leave", "extra", NULL}, "shoal: leave: unexpected argument 'extra'"},
+        {{"stats", "-o", "f", NULL}, "shoal: -o: only for get and keygen"},
+        {{"get", "--json", "s3://bucket-a/k", NULL}, "shoal: --json: only for status and stats"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[2048];
+        int rc = run_cli(err, sizeof err, (char *const *)cases[i].args);
+        TT_CHECK(rc == 2, "case %zu (%s): exit %d, stderr: %s", i, cases[i].want, rc, err);
+        TT_CHECK(count_lines(err) == 1, "case %zu: %zu lines: %s", i, count_lines(err), err);
+        TT_CHECK(strstr(err, cases[i].want) == err, "case %zu: stderr '%s' does not start with '%s'", i, err,
+                 cases[i].want);
+    }
+}
+
+TT_TEST(test_shoal_cli_daemon_not_running_exits_1)
+{
+    char err[2048], sock[600];
+    setup();
+    snprintf(sock, sizeof sock, "%s/none.sock", g_dir);
+    char *args[] = {"status", "--control", sock, NULL};
+    int rc = run_cli(err, sizeof err, args);
+    TT_CHECK(rc == 1, "exit %d: %s", rc, err);
+    TT_CHECK(strstr(err, "cannot reach shoald at") && strstr(err, sock) && count_lines(err) == 1, "stderr: %s", err);
+}
+
+TT_TEST(test_shoal_cli_keygen_writes_32_bytes_0600_and_refuses_overwrite)
+{
+    char err[2048], key[600];
+    struct stat st;
+    setup();
+    snprintf(key, sizeof key, "%s/new.key", g_dir);
+    char *args[] = {"keygen", "-o", key, NULL};
+    int rc = run_cli(err, sizeof err, args);
+    TT_CHECK(rc == 0, "keygen exit %d: %s", rc, err);
+    TT_CHECK(stat(key, &st) == 0 && st.st_size == 32, "size %lld", (long long)st.st_size);
+    TT_CHECK((st.st_mode & 07777) == 0600, "mode %04o", (unsigned)(st.st_mode & 07777));
+    uint8_t k1[32], k2[32];
+    TT_OK(node_config_load_key(key, k1));
+    rc = run_cli(err, sizeof err, args);
+    TT_CHECK(rc == 1 && strstr(err, "refusing to overwrite"), "second keygen exit %d: %s", rc, err);
+    TT_OK(node_config_load_key(key, k2));
+    TT_CHECK(!memcmp(k1, k2, 32), "the existing key was changed");
+    static const uint8_t zero[32];
+    TT_CHECK(memcmp(k1, zero, 32) != 0, "key is all zeros");
+}
+TT_MAIN()
