@@ -303,7 +303,8 @@ static int sigv4_query(const s3_sigv4_request *req, const s3_kv *extra, size_t n
                              sigv4_encode_dup(kv->value ? kv->value : "", false)) != 0)
             goto fail;
     }
-    qsort(qs.v, qs.n, sizeof *qs.v, sigv4_query_cmp);
+    if (qs.n > 1) /* qsort wants a non-NULL array even for zero elements */
+        qsort(qs.v, qs.n, sizeof *qs.v, sigv4_query_cmp);
     for (size_t i = 0; i < qs.n; i++)
         if (shoal_buf_appendf(out, "%s%s=%s", i ? "&" : "", qs.v[i].name, qs.v[i].value) != 0)
             goto fail;

@@ -626,7 +626,7 @@ static void check_encode(const char *in, size_t len, bool keep_slash, const char
     shoal_buf_destroy(&b);
 }
 
-TT_TEST(test_s3_uri_encode_escapes_reserved_space_utf8_and_cr)
+TT_TEST(test_s3_sigv4_uri_encode_escapes_reserved_space_utf8_and_cr)
 {
     check_encode("+$%&;=?@[]~", 11, false, "%2B%24%25%26%3B%3D%3F%40%5B%5D~");
     check_encode("a b", 3, false, "a%20b");
