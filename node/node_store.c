@@ -51,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -644,71 +645,123 @@ static int drop_block(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], uint64
     return shoal_error_set(SHOAL_ERR_NOT_FOUND, "store: block %s dropped: %s", hex, reason);
 }
 
-int node_store_get(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], void *buf, size_t buf_len,
-                   size_t *len_out)
-{
+/* What a read has learnt of a block between the lookup and the payload check. */
+typedef struct block_read {
     char rel[NODE_STORE_RELPATH_LEN];
-    node_store_relpath(id, rel);
+    uint8_t hdr[NODE_STORE_HEADER_LEN];
+    uint64_t gen;
+    int64_t atime; /* the stamp to set once the block is verified */
+    size_t len;    /* payload bytes */
+    int fd;
+} block_read;
 
+/* Looks a block up, makes it the most recent, opens its file and checks size and header. 0 with
+ * r->fd open, or -1 with NOT_FOUND (a miss; an unusable file was dropped and counted). */
+static int block_open(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], block_read *r)
+{
+    node_store_relpath(id, r->rel);
     pthread_mutex_lock(&s->mu);
     store_entry *e = index_find(s, id);
     if (!e || e->pending) {
         s->misses++;
         pthread_mutex_unlock(&s->mu);
-        return shoal_error_set(SHOAL_ERR_NOT_FOUND, "store: block %s is not stored", rel + 6);
+        return shoal_error_set(SHOAL_ERR_NOT_FOUND, "store: block %s is not stored", r->rel + 6);
     }
-    uint64_t size = e->size, gen = e->gen;
+    uint64_t size = e->size;
+    r->gen = e->gen;
     lru_unlink(&s->lru[e->cls], e);
     lru_push_head(&s->lru[e->cls], e);
-    int64_t atime = clock_tick(s);
+    r->atime = clock_tick(s);
     pthread_mutex_unlock(&s->mu);
 
-    int fd = open_block_ro(s->blocks_fd, rel);
-    if (fd < 0) {
+    r->fd = open_block_ro(s->blocks_fd, r->rel);
+    if (r->fd < 0) {
         int err = errno;
-        return drop_block(s, id, gen, err != ENOENT, err == ENOENT ? "file_missing" : strerror(err));
+        return drop_block(s, id, r->gen, err != ENOENT, err == ENOENT ? "file_missing" : strerror(err));
     }
-
-    const char *bad = NULL;
+    const char *bad;
     struct stat st;
-    uint8_t hdr[NODE_STORE_HEADER_LEN];
-    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size != size)
+    if (fstat(r->fd, &st) != 0 || (uint64_t)st.st_size != size)
         bad = "size_mismatch";
-    else if (pread_full(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr)
+    else if (pread_full(r->fd, r->hdr, sizeof r->hdr, 0) != (ssize_t)sizeof r->hdr)
         bad = "short_header";
     else
-        bad = header_check(hdr, id, size);
-    if (bad)
-        goto fail_corrupt;
+        bad = header_check(r->hdr, id, size);
+    if (bad) {
+        close(r->fd);
+        return drop_block(s, id, r->gen, true, bad);
+    }
+    r->len = (size_t)(size - NODE_STORE_HEADER_LEN);
+    return 0;
+}
 
-    size_t len = (size_t)(size - NODE_STORE_HEADER_LEN);
-    if (len_out)
-        *len_out = len;
-    if (len > buf_len) {
-        close(fd);
-        return shoal_error_set(SHOAL_ERR_RANGE, "store: block %s holds %zu bytes, buffer has %zu", rel + 6, len,
-                               buf_len);
+/* Ends a read whose payload is in `payload`: a hit when it matches the checksum (the file gets its
+ * access stamp), else the block is dropped. Closes r->fd either way. 0 or -1 with NOT_FOUND. */
+static int block_finish(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], block_read *r, const void *payload)
+{
+    XXH128_hash_t sum = payload_sum(r->hdr, payload, r->len);
+    if (sum.low64 != get_le64(r->hdr + 32) || sum.high64 != get_le64(r->hdr + 40)) {
+        close(r->fd);
+        return drop_block(s, id, r->gen, true, "checksum_mismatch");
     }
-    if (pread_full(fd, buf, len, NODE_STORE_HEADER_LEN) != (ssize_t)len) {
-        bad = "short_payload";
-        goto fail_corrupt;
-    }
-    XXH128_hash_t sum = payload_sum(hdr, buf, len);
-    if (sum.low64 != get_le64(hdr + 32) || sum.high64 != get_le64(hdr + 40)) {
-        bad = "checksum_mismatch";
-        goto fail_corrupt;
-    }
-    stamp_atime(fd, atime);
-    close(fd);
-
+    stamp_atime(r->fd, r->atime);
+    close(r->fd);
     pthread_mutex_lock(&s->mu);
     s->hits++;
     pthread_mutex_unlock(&s->mu);
     return 0;
+}
 
-fail_corrupt:
-    close(fd);
-    return drop_block(s, id, gen, true, bad);
+int node_store_get(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], void *buf, size_t buf_len,
+                   size_t *len_out)
+{
+    block_read r;
+    if (block_open(s, id, &r) != 0)
+        return -1;
+    if (len_out)
+        *len_out = r.len;
+    if (r.len > buf_len) {
+        close(r.fd);
+        return shoal_error_set(SHOAL_ERR_RANGE, "store: block %s holds %zu bytes, buffer has %zu", r.rel + 6,
+                               r.len, buf_len);
+    }
+    if (pread_full(r.fd, buf, r.len, NODE_STORE_HEADER_LEN) != (ssize_t)r.len) {
+        close(r.fd);
+        return drop_block(s, id, r.gen, true, "short_payload");
+    }
+    return block_finish(s, id, &r, buf);
+}
+
+int node_store_map(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], node_store_view *out)
+{
+    *out = (node_store_view){0};
+    block_read r;
+    if (block_open(s, id, &r) != 0)
+        return -1;
+    size_t map_len = r.len + NODE_STORE_HEADER_LEN;
+    /* The store never truncates or rewrites a block file (eviction unlinks, which keeps the pages of
+     * a live mapping), so the mapping cannot fault under the reader. */
+    void *map = mmap(NULL, map_len, PROT_READ, MAP_SHARED, r.fd, 0);
+    if (map == MAP_FAILED) {
+        int err = errno;
+        close(r.fd);
+        return shoal_error_errno(err, "store: mmap %s/%s", s->blocks_dir, r.rel);
+    }
+    const uint8_t *payload = (const uint8_t *)map + NODE_STORE_HEADER_LEN;
+    if (block_finish(s, id, &r, payload) != 0) {
+        munmap(map, map_len);
+        return -1;
+    }
+    *out = (node_store_view){.data = payload, .len = r.len, .map = map, .map_len = map_len};
+    return 0;
+}
+
+void node_store_view_release(node_store_view *v)
+{
+    if (v && v->map)
+        munmap(v->map, v->map_len);
+    if (v)
+        *v = (node_store_view){0};
 }
 
 bool node_store_contains(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], size_t *len_out,

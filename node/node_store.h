@@ -102,6 +102,25 @@ int node_store_put(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const voi
 int node_store_get(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], void *buf, size_t buf_len,
                    size_t *len_out);
 
+/* A verified block mapped read-only from its file: data/len are the payload, for sending without
+ * copying (a zmq_msg_init_data free function, write(2) to a socket). map/map_len are private. */
+typedef struct node_store_view {
+    const uint8_t *data;
+    size_t len;
+    void *map;
+    size_t map_len;
+} node_store_view;
+
+/* Maps a block's file read-only, verifies its checksum over the mapping, and fills *out; the block
+ * becomes the most recently used. The view stays valid (and keeps the file's pages) until
+ * node_store_view_release, even if the block is evicted meanwhile; it may be released from any
+ * thread, also after node_store_delete. -1 with NOT_FOUND on a miss (as node_store_get: a block
+ * that fails its checks is dropped), or IO when mmap fails; *out is then empty. */
+int node_store_map(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], node_store_view *out);
+
+/* Unmaps a view filled by node_store_map and empties it. Accepts NULL and an empty view. */
+void node_store_view_release(node_store_view *v);
+
 /* Whether a block is stored (complete), without reading it, changing its recency or counting a
  * hit or miss. When it is and len_out is not NULL, *len_out is its payload length and *cls_out
  * (when not NULL) its class. */

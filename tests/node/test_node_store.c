@@ -77,6 +77,26 @@ static bool block_reads_back(node_store *s, unsigned n, size_t len)
     return rc == 0;
 }
 
+/* Like block_reads_back, through node_store_map. */
+static bool block_maps_back(node_store *s, unsigned n, size_t len)
+{
+    uint8_t id[NODE_STORE_ID_LEN];
+    make_id(n, id);
+    node_store_view v;
+    int rc = node_store_map(s, id, &v);
+    if (rc == 0) {
+        uint8_t *want = make_payload(n, len);
+        TT_CHECK(v.len == len && memcmp(v.data, want, len) == 0, "block %u: mapped %zu bytes differ from the %zu stored",
+                 n, v.len, len);
+        free(want);
+        node_store_view_release(&v);
+    } else {
+        TT_CHECK(shoal_error_code() == SHOAL_ERR_NOT_FOUND && v.data == NULL, "block %u: map failed with %s: %s", n,
+                 shoal_error_name(shoal_error_code()), shoal_error_message());
+    }
+    return rc == 0;
+}
+
 static char *block_path(const char *dir, unsigned n)
 {
     uint8_t id[NODE_STORE_ID_LEN];
@@ -276,8 +296,9 @@ TT_TEST(test_node_store_lru_order_survives_restart)
     finish(s, dir);
 }
 
-/* Damages block 0's file with fn, then checks a get misses, removes the file and counts it. */
-static void check_damage_is_dropped(void (*damage)(const char *path))
+/* Damages block 0's file with fn, then checks a read (get or map) misses, removes the file and
+ * counts it. */
+static void check_damage_is_dropped(void (*damage)(const char *path), bool (*read_back)(node_store *, unsigned, size_t))
 {
     char *dir = tt_tmpdir("store");
     node_store *s = open_store(dir, 1u << 20, 10);
@@ -286,7 +307,7 @@ static void check_damage_is_dropped(void (*damage)(const char *path))
     char *path = block_path(dir, 0);
     damage(path);
 
-    TT_CHECK(!block_reads_back(s, 0, 50000), "a damaged block must be a miss");
+    TT_CHECK(!read_back(s, 0, 50000), "a damaged block must be a miss");
     TT_CHECK(!file_exists(path), "the damaged file %s must be removed", path);
     TT_CHECK(block_reads_back(s, 1, 50000), "the sound block 1 must still read back");
     node_store_stats st;
@@ -316,12 +337,41 @@ static void truncate_half(const char *path)
 
 TT_TEST(test_node_store_corrupt_payload_is_dropped_and_counted)
 {
-    check_damage_is_dropped(flip_payload_byte);
+    check_damage_is_dropped(flip_payload_byte, block_reads_back);
+}
+
+TT_TEST(test_node_store_map_of_corrupt_block_is_a_miss)
+{
+    check_damage_is_dropped(flip_payload_byte, block_maps_back);
+}
+
+TT_TEST(test_node_store_map_view_outlives_eviction)
+{
+    enum { LEN = 100000, FIT = 3 };
+    char *dir = tt_tmpdir("store");
+    node_store *s = open_store(dir, FIT * (uint64_t)(LEN + HDR), 10);
+    put_block(s, 0, LEN, NODE_STORE_OWNED);
+    TT_CHECK(block_maps_back(s, 0, LEN), "block 0 must map with its stored bytes");
+    uint8_t id[NODE_STORE_ID_LEN];
+    make_id(0, id);
+    node_store_view v;
+    TT_OK(node_store_map(s, id, &v));
+    put_blocks(s, 1, FIT, LEN, NODE_STORE_OWNED);
+    TT_CHECK(!node_store_contains(s, id, NULL, NULL), "block 0 should have been evicted by %d newer blocks", FIT);
+    uint8_t *want = make_payload(0, LEN);
+    TT_CHECK(v.len == LEN && memcmp(v.data, want, LEN) == 0, "a view must keep its bytes after its block is evicted");
+    free(want);
+    node_store_view_release(&v);
+    TT_CHECK(v.data == NULL && v.map == NULL, "release empties the view");
+    node_store_stats st;
+    node_store_get_stats(s, &st);
+    TT_CHECK(st.hits == 2, "two maps, two hits: saw %llu", (unsigned long long)st.hits);
+    finish(s, dir);
 }
 
 TT_TEST(test_node_store_truncated_block_is_a_miss)
 {
-    check_damage_is_dropped(truncate_half);
+    check_damage_is_dropped(truncate_half, block_reads_back);
 }
 
 TT_TEST(test_node_store_open_drops_truncated_block)
