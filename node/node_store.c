@@ -402,7 +402,8 @@ static int make_room(node_store *s, node_store_class cls, uint64_t size)
         while (s->near_used + s->near_reserved + size > s->near_capacity)
             if (!evict_tail(s, NODE_STORE_NEAR))
                 return shoal_error_set(SHOAL_ERR_NOSPACE,
-                                       "store: the near-cache share (%" PRIu64 " bytes) is reserved by writes in flight",
+                                       "store: the near-cache share (%" PRIu64 " bytes) is reserved by "
+                                       "writes in flight",
                                        s->near_capacity);
     }
     while (s->used + s->reserved + size > s->capacity) {
@@ -410,7 +411,8 @@ static int make_room(node_store *s, node_store_class cls, uint64_t size)
             continue;
         if (cls == NODE_STORE_NEAR)
             return shoal_error_set(SHOAL_ERR_NOSPACE,
-                                   "store: no room for a near-cache block of %" PRIu64 " bytes without evicting owned blocks",
+                                   "store: no room for a near-cache block of %" PRIu64 " bytes without "
+                                   "evicting owned blocks",
                                    size);
         if (!evict_tail(s, NODE_STORE_OWNED))
             return shoal_error_set(SHOAL_ERR_NOSPACE,
@@ -558,11 +560,13 @@ int node_store_put(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const voi
     uint64_t size = (uint64_t)len + NODE_STORE_HEADER_LEN;
     if (size > s->capacity)
         return shoal_error_set(SHOAL_ERR_RANGE,
-                               "store: block %s of %zu bytes (%" PRIu64 " on disk) is larger than the store capacity of %" PRIu64 " bytes",
+                               "store: block %s of %zu bytes (%" PRIu64 " on disk) is larger than the "
+                               "store capacity of %" PRIu64 " bytes",
                                hex, len, size, s->capacity);
     if (cls == NODE_STORE_NEAR && size > s->near_capacity)
         return shoal_error_set(SHOAL_ERR_RANGE,
-                               "store: near block %s of %zu bytes (%" PRIu64 " on disk) is larger than the near-cache share of %" PRIu64 " bytes",
+                               "store: near block %s of %zu bytes (%" PRIu64 " on disk) is larger than "
+                               "the near-cache share of %" PRIu64 " bytes",
                                hex, len, size, s->near_capacity);
 
     pthread_mutex_lock(&s->mu);

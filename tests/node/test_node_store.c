@@ -86,8 +86,8 @@ static bool block_maps_back(node_store *s, unsigned n, size_t len)
     int rc = node_store_map(s, id, &v);
     if (rc == 0) {
         uint8_t *want = make_payload(n, len);
-        TT_CHECK(v.len == len && memcmp(v.data, want, len) == 0, "block %u: mapped %zu bytes differ from the %zu stored",
-                 n, v.len, len);
+        TT_CHECK(v.len == len && memcmp(v.data, want, len) == 0,
+                 "block %u: mapped %zu bytes differ from the %zu stored", n, v.len, len);
         free(want);
         node_store_view_release(&v);
     } else {
@@ -552,8 +552,9 @@ TT_TEST(test_node_store_full_disk_reports_nospace_and_keeps_blocks)
             break;
         stored++;
     }
-    TT_CHECK(rc == -1 && shoal_error_code() == SHOAL_ERR_NOSPACE, "filling 2 MiB: want NOSPACE after some puts, "
-             "got rc=%d %s (%s) after %u puts", rc, shoal_error_name(shoal_error_code()), shoal_error_message(), stored);
+    TT_CHECK(rc == -1 && shoal_error_code() == SHOAL_ERR_NOSPACE,
+             "filling 2 MiB: want NOSPACE after some puts, got rc=%d %s (%s) after %u puts", rc,
+             shoal_error_name(shoal_error_code()), shoal_error_message(), stored);
     TT_CHECK(stored >= 4, "only %u blocks of 256 KiB fit on 2 MiB", stored);
     tt_note("%u blocks stored, then: %s", stored, shoal_error_message());
 
@@ -603,7 +604,8 @@ TT_TEST(test_node_store_near_share_never_exceeds_its_fraction)
     make_id(50, id);
     uint8_t *p = make_payload(50, LEN);
     TT_CHECK(node_store_put(s, id, p, LEN, NODE_STORE_NEAR) == -1 && shoal_error_code() == SHOAL_ERR_NOSPACE,
-             "a near put into a store full of owned blocks: want NOSPACE, got %s", shoal_error_name(shoal_error_code()));
+             "a near put into a store full of owned blocks: want NOSPACE, got %s",
+             shoal_error_name(shoal_error_code()));
     free(p);
     node_store_get_stats(s, &st);
     TT_CHECK(st.blocks == FIT && st.near_blocks == 0, "blocks=%llu near=%llu", (unsigned long long)st.blocks,
