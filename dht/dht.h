@@ -79,8 +79,9 @@ size_t dht_view_zones(const dht_view *view);
 /* The owners of block `id`, best first, into out[0..]: up to `r` distinct members (all of them
  * when r exceeds the eligible count). When the view has at least that many zones the owners are
  * in distinct zones; otherwise each zone gives its best member first and the remaining places go
- * to the best remaining members. The first owner never depends on r. out[] points into the view
- * (valid until dht_view_delete; the `user` field is the caller's). Returns the number of owners,
+ * to the best remaining members. The first owner never depends on r. out must have room for
+ * min(r, dht_view_size(view)) pointers; they point into the view (valid until dht_view_delete;
+ * the `user` field is the caller's). Returns the number of owners,
  * or -1 with SHOAL_ERR_DHT_NO_OWNER when the view has no eligible member, SHOAL_ERR_INVAL when
  * r < 1 or more than DHT_REPLICAS_MAX owners would be returned. */
 int dht_owners(const dht_view *view, dht_id id, int r, const dht_member *out[]);

@@ -560,10 +560,24 @@ TT_TEST(test_dht_r_larger_than_member_count_returns_all_members)
             seen |= 1u << member_index(o[j]);
         TT_CHECK(seen == 0x1f, "block %zu: owners mask %#x, expected all 5", i, seen);
     }
-    const dht_member *o[1];
+    scene_free(&sc);
+}
+
+TT_TEST(test_dht_r_below_one_or_above_replicas_max_is_refused)
+{
+    scene sc;
+    scene_make(&sc, DHT_REPLICAS_MAX + 8, 0, 1);
+    dht_view *v = scene_view(&sc);
+    const dht_member *o[DHT_REPLICAS_MAX + 8];
     shoal_error_clear();
-    TT_CHECK(dht_owners(v, blocks[0], 0, o) == -1 && shoal_error_code() == SHOAL_ERR_INVAL,
+    TT_CHECK(dht_owners(v, sc.blocks[0], 0, o) == -1 && shoal_error_code() == SHOAL_ERR_INVAL,
              "R=0 must be refused");
+    shoal_error_clear();
+    TT_CHECK(dht_owners(v, sc.blocks[0], DHT_REPLICAS_MAX + 1, o) == -1 &&
+                 shoal_error_code() == SHOAL_ERR_INVAL,
+             "R=%d with %d members must be refused", DHT_REPLICAS_MAX + 1, DHT_REPLICAS_MAX + 8);
+    TT_CHECK(dht_owners(v, sc.blocks[0], DHT_REPLICAS_MAX, o) == DHT_REPLICAS_MAX,
+             "R=DHT_REPLICAS_MAX must work: %s", shoal_error_message());
     scene_free(&sc);
 }
 
