@@ -41,7 +41,8 @@ typedef struct s3_sigv4_params {
     const char *service;       /* "s3" */
     const char *amz_date;      /* "YYYYMMDDTHHMMSSZ" */
     bool s3;                   /* S3 rules (above); false only for the generic conformance cases */
-    bool normalize_path;       /* generic services only: remove dot segments and duplicate slashes */
+    bool normalize_path;       /* must stay false: S3 signs the path as sent; true is refused
+                                * with SHOAL_ERR_UNSUPPORTED (see s3_sigv4.c) */
     bool omit_session_token;   /* presign: sign without the token and append it afterwards */
     uint32_t expires;          /* presign: X-Amz-Expires in seconds */
 } s3_sigv4_params;
@@ -64,12 +65,16 @@ typedef struct s3_sigv4_result {
 void s3_sigv4_result_create(s3_sigv4_result *r);
 void s3_sigv4_result_destroy(s3_sigv4_result *r);
 
-/* Signs with an Authorization header. Fills every field of *r but presigned_query.
- * -1 with SHOAL_ERR_INVAL on a malformed input (no host header, bad date). */
+/* Signs with an Authorization header. Fills every field of *r but presigned_query (r is reset
+ * first, so one result can be reused). -1 with SHOAL_ERR_INVAL on a malformed input (no host
+ * header, bad date, a caller-set x-amz-date, x-amz-content-sha256, x-amz-security-token or
+ * Authorization header: the signer owns those). */
 int s3_sigv4_sign_header(const s3_sigv4_request *req, const s3_sigv4_params *p, s3_sigv4_result *r);
 
 /* Presigns into a query string (X-Amz-Algorithm, -Credential, -Date, -Expires, -SignedHeaders,
- * -Security-Token, -Signature). The payload hash is "UNSIGNED-PAYLOAD" for s3 unless given. */
+ * -Security-Token, -Signature). The payload hash is "UNSIGNED-PAYLOAD" for s3 unless given.
+ * Fills canonical_request, string_to_sign, signature, signed_headers, presigned_query and
+ * wire_path. -1 as s3_sigv4_sign_header, and SHOAL_ERR_INVAL when expires is not 1..604800. */
 int s3_sigv4_presign(const s3_sigv4_request *req, const s3_sigv4_params *p, s3_sigv4_result *r);
 
 /* RFC 3986 encoding as SigV4 wants it: unreserved bytes (A-Z a-z 0-9 - _ . ~) stay, everything

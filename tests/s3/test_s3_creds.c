@@ -365,6 +365,29 @@ TT_TEST(test_s3_creds_imds_v2_refreshes_before_expiry)
     env_end(home);
 }
 
+TT_TEST(test_s3_creds_imds_failed_refresh_keeps_valid_credentials)
+{
+    char *home = env_start();
+    imds_fake f;
+    imds_fake_start(&f);
+    char ep[64];
+    snprintf(ep, sizeof ep, "http://127.0.0.1:%d", f.port);
+    env_set("AWS_EC2_METADATA_SERVICE_ENDPOINT", ep);
+    s3_creds_options o = opts();
+    o.disable_imds = false;
+    s3_creds_provider *p = s3_creds_provider_new(&o);
+    TT_CHECK(p, "provider: %s", shoal_error_message());
+    /* The credentials expire in 60 s, inside the refresh margin, but the service is gone: the
+     * renewal fails and the still-valid credentials are kept. */
+    imds_fake_stop(&f);
+    s3_creds c;
+    TT_OK(s3_creds_get(p, &c));
+    TT_CHECK(strcmp(c.access_key, "ASIAFAKE00000001") == 0 && c.expires > (int64_t)time(NULL),
+             "kept key %s", c.access_key);
+    s3_creds_provider_delete(p);
+    env_end(home);
+}
+
 /* ---- signing against the real local S3 server ------------------------------------------- */
 
 static size_t collect(char *data, size_t size, size_t n, void *ud)
