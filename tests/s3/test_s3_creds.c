@@ -320,18 +320,25 @@ static void *get_creds_thread(void *arg)
     return (void *)(intptr_t)(s3_creds_get(arg, &c) == 0 && strcmp(c.access_key, "ASIAFAKE00000002") == 0);
 }
 
-TT_TEST(test_s3_creds_imds_v2_refreshes_before_expiry)
+/* Starts the fake and a provider whose chain reaches it (endpoint given with or without '/'). */
+static s3_creds_provider *imds_provider(imds_fake *f, const char *slash)
 {
-    char *home = env_start();
-    imds_fake f;
-    imds_fake_start(&f);
+    imds_fake_start(f);
     char ep[64];
-    snprintf(ep, sizeof ep, "http://127.0.0.1:%d/", f.port);
+    snprintf(ep, sizeof ep, "http://127.0.0.1:%d%s", f->port, slash);
     env_set("AWS_EC2_METADATA_SERVICE_ENDPOINT", ep);
     s3_creds_options o = opts();
     o.disable_imds = false;
     s3_creds_provider *p = s3_creds_provider_new(&o);
     TT_CHECK(p, "provider: %s", shoal_error_message());
+    return p;
+}
+
+TT_TEST(test_s3_creds_imds_v2_refreshes_before_expiry)
+{
+    char *home = env_start();
+    imds_fake f;
+    s3_creds_provider *p = imds_provider(&f, "/");
     TT_CHECK(strcmp(s3_creds_source(p), "imds") == 0, "source %s", s3_creds_source(p));
     TT_CHECK(imds_fake_stat(&f, "creds_gets") == 1, "one fetch at start");
 
@@ -369,14 +376,7 @@ TT_TEST(test_s3_creds_imds_failed_refresh_keeps_valid_credentials)
 {
     char *home = env_start();
     imds_fake f;
-    imds_fake_start(&f);
-    char ep[64];
-    snprintf(ep, sizeof ep, "http://127.0.0.1:%d", f.port);
-    env_set("AWS_EC2_METADATA_SERVICE_ENDPOINT", ep);
-    s3_creds_options o = opts();
-    o.disable_imds = false;
-    s3_creds_provider *p = s3_creds_provider_new(&o);
-    TT_CHECK(p, "provider: %s", shoal_error_message());
+    s3_creds_provider *p = imds_provider(&f, "");
     /* The credentials expire in 60 s, inside the refresh margin, but the service is gone: the
      * renewal fails and the still-valid credentials are kept. */
     imds_fake_stop(&f);
