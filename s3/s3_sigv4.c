@@ -193,6 +193,8 @@ static int sigv4_check(const s3_sigv4_request *req, const s3_sigv4_params *p)
 {
     if (!req->method || !*req->method || !req->path)
         return shoal_error_set(SHOAL_ERR_INVAL, "sigv4: request without method or path");
+    if (*req->path && *req->path != '/')
+        return shoal_error_set(SHOAL_ERR_INVAL, "sigv4: path '%s' does not start with '/'", req->path);
     if (!p->access_key || !*p->access_key || !p->secret_key || !p->region || !*p->region ||
         !p->service || !*p->service)
         return shoal_error_set(SHOAL_ERR_INVAL, "sigv4: missing access key, secret, region or service");

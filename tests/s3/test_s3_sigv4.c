@@ -720,7 +720,7 @@ TT_TEST(test_s3_sigv4_path_is_encoded_once_never_normalized)
     s3_sigv4_result_destroy(&r);
 }
 
-TT_TEST(test_s3_sigv4_rejects_missing_host_and_bad_date)
+TT_TEST(test_s3_sigv4_rejects_malformed_requests)
 {
     s3_sigv4_request req = {.method = "GET", .path = "/k"};
     s3_sigv4_params p = example_params();
@@ -735,6 +735,10 @@ TT_TEST(test_s3_sigv4_rejects_missing_host_and_bad_date)
     TT_CHECK(s3_sigv4_sign_header(&req, &p, &r) == -1 && strstr(shoal_error_message(), "2013-05-24"),
              "bad date: %s", shoal_error_message());
     p = example_params();
+    req.path = "bucket/k";
+    TT_CHECK(s3_sigv4_sign_header(&req, &p, &r) == -1 && strstr(shoal_error_message(), "bucket/k"),
+             "relative path: %s", shoal_error_message());
+    req.path = "/k";
     const s3_kv dup[] = {{"Host", "h"}, {"X-Amz-Date", "20130524T000000Z"}};
     req.headers = dup;
     req.n_headers = 2;
