@@ -1,0 +1,516 @@
+/*
+ * node_peer_proto: encoder and decoder of peer message header frames.
+ *
+ * Design. A header is one msgpack map with short string keys (the table is in the header file).
+ * A map rather than a positional array so a later minor revision can add a field that old nodes
+ * skip; the "v" field changes only when a meaning changes, and a decoder refuses a version it does
+ * not know instead of guessing.
+ *
+ * The decoder is the part that faces the network, so it is built for hostile input:
+ *
+ *   1. The frame is bounded (NODE_PEER_MAX_HEADER) before anything is parsed.
+ *   2. A pre-scan walks the msgpack structure without allocating and checks that every declared
+ *      length fits in the bytes that remain and every declared container count could be filled
+ *      by them (each element takes at least one byte). msgpack-c trusts counts and would reserve
+ *      room for a map32 of four billion entries from a five-byte frame; after the pre-scan its
+ *      zone never grows past a small multiple of the frame.
+ *   3. msgpack-c builds the object tree; its strings and bins point into the frame (it does not
+ *      copy them), which is why the decoded block fields can borrow the caller's bytes.
+ *   4. Each field is checked for type, duplicates, range and consistency with the payload frame
+ *      in one place, node_peer_msg_check(), which the encoder runs too: a node never sends what
+ *      a peer would reject.
+ *
+ * Nothing here allocates on behalf of the caller except the zone msgpack-c frees before return.
+ */
+#include "node_peer_proto.h"
+
+#include "shoal_error.h"
+
+#include <msgpack.h>
+#include <string.h>
+
+/* Bits for fields seen, to refuse duplicates and to know which required ones are present. */
+enum {
+    F_V = 1u << 0,
+    F_T = 1u << 1,
+    F_ID = 1u << 2,
+    F_MV = 1u << 3,
+    F_BLK = 1u << 4,
+    F_B = 1u << 5,
+    F_K = 1u << 6,
+    F_E = 1u << 7,
+    F_I = 1u << 8,
+    F_OFF = 1u << 9,
+    F_LEN = 1u << 10,
+    F_FL = 1u << 11,
+    F_ST = 1u << 12,
+    F_SZ = 1u << 13,
+    F_PL = 1u << 14,
+    F_CK = 1u << 15,
+};
+
+#define F_COMMON (F_V | F_T | F_ID)
+#define F_BLOCK (F_BLK | F_B | F_K | F_E | F_I | F_OFF | F_LEN)
+
+/* Fields each type must carry (sz is optional where it appears). */
+static uint32_t required_fields(node_peer_type t)
+{
+    switch (t) {
+    case NODE_PEER_GET:
+        return F_COMMON | F_MV | F_BLOCK | F_FL;
+    case NODE_PEER_GET_REPLY:
+        return F_COMMON | F_ST | F_PL | F_CK;
+    case NODE_PEER_PUT:
+        return F_COMMON | F_MV | F_BLOCK | F_PL | F_CK;
+    case NODE_PEER_PUT_REPLY:
+        return F_COMMON | F_ST;
+    case NODE_PEER_PING:
+        return F_COMMON | F_MV;
+    case NODE_PEER_PONG:
+        return F_COMMON | F_ST | F_MV;
+    }
+    return 0;
+}
+
+static bool type_has_payload(node_peer_type t)
+{
+    return t == NODE_PEER_GET_REPLY || t == NODE_PEER_PUT;
+}
+
+bool node_peer_type_is_request(node_peer_type t)
+{
+    return t == NODE_PEER_GET || t == NODE_PEER_PUT || t == NODE_PEER_PING;
+}
+
+node_peer_type node_peer_reply_type(node_peer_type request)
+{
+    switch (request) {
+    case NODE_PEER_GET:
+        return NODE_PEER_GET_REPLY;
+    case NODE_PEER_PUT:
+        return NODE_PEER_PUT_REPLY;
+    case NODE_PEER_PING:
+        return NODE_PEER_PONG;
+    default:
+        return 0;
+    }
+}
+
+const char *node_peer_type_name(node_peer_type t)
+{
+    switch (t) {
+    case NODE_PEER_GET:
+        return "GET";
+    case NODE_PEER_GET_REPLY:
+        return "GET_REPLY";
+    case NODE_PEER_PUT:
+        return "PUT";
+    case NODE_PEER_PUT_REPLY:
+        return "PUT_REPLY";
+    case NODE_PEER_PING:
+        return "PING";
+    case NODE_PEER_PONG:
+        return "PONG";
+    }
+    return "?";
+}
+
+const char *node_peer_status_name(node_peer_status s)
+{
+    switch (s) {
+    case NODE_PEER_OK:
+        return "OK";
+    case NODE_PEER_NOT_FOUND:
+        return "NOT_FOUND";
+    case NODE_PEER_CHANGED:
+        return "CHANGED";
+    case NODE_PEER_BUSY:
+        return "BUSY";
+    case NODE_PEER_ERROR:
+        return "ERROR";
+    }
+    return "?";
+}
+
+/* The semantic checks shared by encoder and decoder. `code` is INVAL when encoding (the caller
+ * built a bad message) and NODE_PEER when decoding (a peer sent one). */
+static int node_peer_msg_check(const node_peer_msg *m, size_t payload_size, shoal_err code)
+{
+    const char *name = node_peer_type_name(m->type);
+    if (required_fields(m->type) == 0)
+        return shoal_error_set(code, "peer message: unknown type %u", (unsigned)m->type);
+    if ((m->type == NODE_PEER_GET_REPLY || m->type == NODE_PEER_PUT_REPLY || m->type == NODE_PEER_PONG) &&
+        (unsigned)m->status > NODE_PEER_ERROR)
+        return shoal_error_set(code, "peer %s: unknown status %u", name, (unsigned)m->status);
+    if (m->type == NODE_PEER_GET && (m->flags & ~NODE_PEER_F_ALL))
+        return shoal_error_set(code, "peer GET: unknown flags 0x%x", (unsigned)m->flags);
+    if (m->type == NODE_PEER_GET || m->type == NODE_PEER_PUT) {
+        const node_peer_block *b = &m->block;
+        if (b->bucket.len == 0 || b->bucket.len > NODE_PEER_MAX_BUCKET)
+            return shoal_error_set(code, "peer %s: bucket length %zu not in 1..%d", name, b->bucket.len,
+                                   NODE_PEER_MAX_BUCKET);
+        if (b->key.len == 0 || b->key.len > NODE_PEER_MAX_KEY)
+            return shoal_error_set(code, "peer %s: key length %zu not in 1..%d", name, b->key.len,
+                                   NODE_PEER_MAX_KEY);
+        if (b->etag.len == 0 || b->etag.len > NODE_PEER_MAX_ETAG)
+            return shoal_error_set(code, "peer %s: etag length %zu not in 1..%d", name, b->etag.len,
+                                   NODE_PEER_MAX_ETAG);
+        if (b->length == 0 || b->length > NODE_PEER_MAX_PAYLOAD)
+            return shoal_error_set(code, "peer %s: block length %llu not in 1..%u", name,
+                                   (unsigned long long)b->length, NODE_PEER_MAX_PAYLOAD);
+        if (b->offset > UINT64_MAX - b->length)
+            return shoal_error_set(code, "peer %s: offset %llu + length %llu overflows", name,
+                                   (unsigned long long)b->offset, (unsigned long long)b->length);
+        if (m->type == NODE_PEER_PUT && m->payload_len != b->length)
+            return shoal_error_set(code, "peer PUT: payload length %llu differs from block length %llu",
+                                   (unsigned long long)m->payload_len, (unsigned long long)b->length);
+        if (m->type == NODE_PEER_PUT && m->has_object_size && b->offset + b->length > m->object_size)
+            return shoal_error_set(code, "peer PUT: block ends at %llu past object size %llu",
+                                   (unsigned long long)(b->offset + b->length),
+                                   (unsigned long long)m->object_size);
+    }
+    if (type_has_payload(m->type)) {
+        if (m->payload_len > NODE_PEER_MAX_PAYLOAD)
+            return shoal_error_set(code, "peer %s: payload length %llu over %u", name,
+                                   (unsigned long long)m->payload_len, NODE_PEER_MAX_PAYLOAD);
+        if (m->payload_len != payload_size)
+            return shoal_error_set(code, "peer %s: header says %llu payload bytes, frame has %zu", name,
+                                   (unsigned long long)m->payload_len, payload_size);
+        if (m->type == NODE_PEER_GET_REPLY && m->status != NODE_PEER_OK && payload_size != 0)
+            return shoal_error_set(code, "peer GET_REPLY: status %s with %zu payload bytes",
+                                   node_peer_status_name(m->status), payload_size);
+    } else if (payload_size != 0) {
+        return shoal_error_set(code, "peer %s: carries no payload but the frame has %zu bytes", name,
+                               payload_size);
+    }
+    return 0;
+}
+
+/* ---- encoding ---------------------------------------------------------------------------- */
+
+static int pack_to_buf(void *data, const char *buf, size_t len)
+{
+    return shoal_buf_append((shoal_buf *)data, buf, len);
+}
+
+static void pack_key(msgpack_packer *pk, const char *key)
+{
+    size_t n = strlen(key);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, key, n);
+}
+
+static void pack_uint(msgpack_packer *pk, const char *key, uint64_t v)
+{
+    pack_key(pk, key);
+    msgpack_pack_uint64(pk, v);
+}
+
+static void pack_cursor(msgpack_packer *pk, const char *key, shoal_cursor c)
+{
+    pack_key(pk, key);
+    msgpack_pack_str(pk, c.len);
+    msgpack_pack_str_body(pk, c.ptr, c.len);
+}
+
+int node_peer_msg_encode(const node_peer_msg *m, shoal_buf *out)
+{
+    if (node_peer_msg_check(m, type_has_payload(m->type) ? m->payload_len : 0, SHOAL_ERR_INVAL) != 0)
+        return shoal_error_wrap("encode peer message");
+    uint32_t fields = required_fields(m->type);
+    if ((m->type == NODE_PEER_GET_REPLY || m->type == NODE_PEER_PUT) && m->has_object_size)
+        fields |= F_SZ;
+
+    /* Reserve the worst case up front (every uint as 9 bytes, every key and string with a
+     * 5-byte length) so no append below can fail half-way through a frame. */
+    size_t start = out->len;
+    if (shoal_buf_reserve(out, 16 * 14 + 3 * 5 + 18 + m->block.bucket.len + m->block.key.len +
+                                   m->block.etag.len) != 0)
+        return shoal_error_wrap("encode peer %s", node_peer_type_name(m->type));
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, pack_to_buf);
+    msgpack_pack_map(&pk, (size_t)__builtin_popcount(fields));
+    pack_uint(&pk, "v", NODE_PEER_VERSION);
+    pack_uint(&pk, "t", (uint64_t)m->type);
+    pack_uint(&pk, "id", m->request_id);
+    if (fields & F_MV)
+        pack_uint(&pk, "mv", m->membership_version);
+    if (fields & F_BLK) {
+        pack_key(&pk, "blk");
+        msgpack_pack_bin(&pk, NODE_PEER_BLOCK_ID_LEN);
+        msgpack_pack_bin_body(&pk, m->block.id, NODE_PEER_BLOCK_ID_LEN);
+        pack_cursor(&pk, "b", m->block.bucket);
+        pack_cursor(&pk, "k", m->block.key);
+        pack_cursor(&pk, "e", m->block.etag);
+        pack_uint(&pk, "i", m->block.index);
+        pack_uint(&pk, "off", m->block.offset);
+        pack_uint(&pk, "len", m->block.length);
+    }
+    if (fields & F_FL)
+        pack_uint(&pk, "fl", m->flags);
+    if (fields & F_ST)
+        pack_uint(&pk, "st", (uint64_t)m->status);
+    if (fields & F_SZ)
+        pack_uint(&pk, "sz", m->object_size);
+    if (fields & F_PL)
+        pack_uint(&pk, "pl", m->payload_len);
+    if (fields & F_CK)
+        pack_uint(&pk, "ck", m->checksum);
+    if (out->len - start > NODE_PEER_MAX_HEADER) {
+        out->len = start;
+        return shoal_error_set(SHOAL_ERR_INVAL, "encode peer %s: header over %d bytes",
+                               node_peer_type_name(m->type), NODE_PEER_MAX_HEADER);
+    }
+    return 0;
+}
+
+/* ---- decoding ---------------------------------------------------------------------------- */
+
+static uint64_t be_read(const uint8_t *p, size_t n)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* Walks one msgpack value (with everything nested in it) without allocating. Returns 0 when
+ * the bytes hold exactly one well-formed value whose every declared length and count fits in
+ * the bytes that remain; -1 otherwise. `pending` counts values still to read: a container adds
+ * its elements, and since each takes at least one byte, more pending values than remaining
+ * bytes proves a lie. */
+static int msgpack_prescan(const uint8_t *p, size_t n)
+{
+    size_t pos = 0;
+    uint64_t pending = 1;
+    while (pending > 0) {
+        if (pos >= n)
+            return -1;
+        uint8_t b = p[pos++];
+        size_t lenbytes = 0; /* big-endian length or count that follows the tag */
+        uint64_t fixed = 0;  /* bytes of body that follow the tag (and length) */
+        int kind = 0;        /* 0 scalar, 1 byte body of length, 2 array, 3 map */
+        uint64_t count = 0;
+        if (b <= 0x7f || b >= 0xe0) {
+            /* positive or negative fixint */
+        } else if (b <= 0x8f) {
+            kind = 3, count = b & 0x0f;
+        } else if (b <= 0x9f) {
+            kind = 2, count = b & 0x0f;
+        } else if (b <= 0xbf) {
+            fixed = b & 0x1f;
+        } else {
+            switch (b) {
+            case 0xc0: case 0xc2: case 0xc3: break;                  /* nil, false, true */
+            case 0xc4: case 0xd9: kind = 1, lenbytes = 1; break;     /* bin8, str8 */
+            case 0xc5: case 0xda: kind = 1, lenbytes = 2; break;     /* bin16, str16 */
+            case 0xc6: case 0xdb: kind = 1, lenbytes = 4; break;     /* bin32, str32 */
+            case 0xc7: kind = 1, lenbytes = 1, fixed = 1; break;     /* ext8: length, type */
+            case 0xc8: kind = 1, lenbytes = 2, fixed = 1; break;
+            case 0xc9: kind = 1, lenbytes = 4, fixed = 1; break;
+            case 0xca: fixed = 4; break;                             /* float32 */
+            case 0xcb: fixed = 8; break;                             /* float64 */
+            case 0xcc: case 0xd0: fixed = 1; break;
+            case 0xcd: case 0xd1: fixed = 2; break;
+            case 0xce: case 0xd2: fixed = 4; break;
+            case 0xcf: case 0xd3: fixed = 8; break;
+            case 0xd4: fixed = 2; break;                             /* fixext1: type + 1 */
+            case 0xd5: fixed = 3; break;
+            case 0xd6: fixed = 5; break;
+            case 0xd7: fixed = 9; break;
+            case 0xd8: fixed = 17; break;
+            case 0xdc: kind = 2, lenbytes = 2; break;                /* array16 */
+            case 0xdd: kind = 2, lenbytes = 4; break;                /* array32 */
+            case 0xde: kind = 3, lenbytes = 2; break;                /* map16 */
+            case 0xdf: kind = 3, lenbytes = 4; break;                /* map32 */
+            default: return -1;                                      /* 0xc1: never used */
+            }
+        }
+        if (lenbytes > n - pos)
+            return -1;
+        uint64_t declared = be_read(p + pos, lenbytes);
+        pos += lenbytes;
+        if (kind == 1)
+            fixed += declared;
+        else if (lenbytes > 0)
+            count = declared;
+        if (fixed > n - pos)
+            return -1;
+        pos += fixed;
+        pending -= 1;
+        pending += kind == 3 ? 2 * count : kind == 2 ? count : 0;
+        if (pending > n - pos)
+            return -1;
+    }
+    return pos == n ? 0 : -1;
+}
+
+typedef struct field_def {
+    const char *name;
+    uint32_t bit;
+} field_def;
+
+static const field_def fields_known[] = {
+    {"v", F_V},     {"t", F_T},   {"id", F_ID},   {"mv", F_MV},   {"blk", F_BLK}, {"b", F_B},
+    {"k", F_K},     {"e", F_E},   {"i", F_I},     {"off", F_OFF}, {"len", F_LEN}, {"fl", F_FL},
+    {"st", F_ST},   {"sz", F_SZ}, {"pl", F_PL},   {"ck", F_CK},
+};
+
+static uint32_t field_bit(const msgpack_object_str *key)
+{
+    for (size_t i = 0; i < sizeof fields_known / sizeof fields_known[0]; i++) {
+        size_t n = strlen(fields_known[i].name);
+        if (key->size == n && memcmp(key->ptr, fields_known[i].name, n) == 0)
+            return fields_known[i].bit;
+    }
+    return 0;
+}
+
+/* Stores one known field; -1 with a message when its value has the wrong type. */
+static int decode_field(uint32_t bit, const msgpack_object *v, node_peer_msg *m)
+{
+    const char *want = "unsigned integer";
+    uint64_t u = v->via.u64;
+    switch (bit) {
+    case F_BLK:
+        want = "16-byte bin";
+        if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != NODE_PEER_BLOCK_ID_LEN)
+            goto fail_type;
+        memcpy(m->block.id, v->via.bin.ptr, NODE_PEER_BLOCK_ID_LEN);
+        return 0;
+    case F_B:
+    case F_K:
+    case F_E: {
+        want = "string";
+        if (v->type != MSGPACK_OBJECT_STR)
+            goto fail_type;
+        shoal_cursor c = shoal_cursor_from_mem(v->via.str.ptr, v->via.str.size);
+        if (bit == F_B)
+            m->block.bucket = c;
+        else if (bit == F_K)
+            m->block.key = c;
+        else
+            m->block.etag = c;
+        return 0;
+    }
+    default:
+        break;
+    }
+    if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        goto fail_type;
+    switch (bit) {
+    case F_V:
+        if (u != NODE_PEER_VERSION)
+            return shoal_error_set(SHOAL_ERR_NODE_PEER, "peer message: unsupported version %llu (this node speaks %d)",
+                                   (unsigned long long)u, NODE_PEER_VERSION);
+        return 0;
+    case F_T:
+        if (u < NODE_PEER_GET || u > NODE_PEER_PONG)
+            return shoal_error_set(SHOAL_ERR_NODE_PEER, "peer message: unknown type %llu", (unsigned long long)u);
+        m->type = (node_peer_type)u;
+        return 0;
+    case F_ST:
+        if (u > NODE_PEER_ERROR)
+            return shoal_error_set(SHOAL_ERR_NODE_PEER, "peer message: unknown status %llu", (unsigned long long)u);
+        m->status = (node_peer_status)u;
+        return 0;
+    case F_FL:
+        if (u > UINT32_MAX)
+            return shoal_error_set(SHOAL_ERR_NODE_PEER, "peer message: flags %llu out of range", (unsigned long long)u);
+        m->flags = (uint32_t)u;
+        return 0;
+    case F_ID: m->request_id = u; return 0;
+    case F_MV: m->membership_version = u; return 0;
+    case F_I: m->block.index = u; return 0;
+    case F_OFF: m->block.offset = u; return 0;
+    case F_LEN: m->block.length = u; return 0;
+    case F_SZ: m->object_size = u, m->has_object_size = true; return 0;
+    case F_PL: m->payload_len = u; return 0;
+    case F_CK: m->checksum = u; return 0;
+    default: return 0;
+    }
+fail_type:
+    return shoal_error_set(SHOAL_ERR_NODE_PEER, "peer message: field is msgpack type %d, want %s",
+                           (int)v->type, want);
+}
+
+int node_peer_msg_decode(shoal_cursor header, size_t payload_size, node_peer_msg *out)
+{
+    memset(out, 0, sizeof *out);
+    if (header.len == 0 || header.len > NODE_PEER_MAX_HEADER)
+        return shoal_error_set(SHOAL_ERR_NODE_PEER, "peer message: header of %zu bytes not in 1..%d",
+                               header.len, NODE_PEER_MAX_HEADER);
+    if (msgpack_prescan(header.ptr, header.len) != 0)
+        return shoal_error_set(SHOAL_ERR_NODE_PEER,
+                               "peer message: header of %zu bytes is not one well-formed msgpack value", header.len);
+
+    int rc = -1;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    if (msgpack_unpack_next(&u, (const char *)header.ptr, header.len, &off) != MSGPACK_UNPACK_SUCCESS ||
+        off != header.len) {
+        shoal_error_set(SHOAL_ERR_NODE_PEER, "peer message: msgpack refused a %zu-byte header", header.len);
+        goto fail_unpacked;
+    }
+    if (u.data.type != MSGPACK_OBJECT_MAP) {
+        shoal_error_set(SHOAL_ERR_NODE_PEER, "peer message: header is msgpack type %d, not a map", (int)u.data.type);
+        goto fail_unpacked;
+    }
+    uint32_t seen = 0;
+    const msgpack_object_map *map = &u.data.via.map;
+    /* The version first, wherever it sits: under another version every other field may mean
+     * something else, so "unsupported version" is the only honest complaint. */
+    for (uint32_t i = 0; i < map->size; i++) {
+        const msgpack_object_kv *kv = &map->ptr[i];
+        if (kv->key.type == MSGPACK_OBJECT_STR && field_bit(&kv->key.via.str) == F_V &&
+            decode_field(F_V, &kv->val, out) != 0)
+            goto fail_unpacked;
+    }
+    for (uint32_t i = 0; i < map->size; i++) {
+        const msgpack_object_kv *kv = &map->ptr[i];
+        if (kv->key.type != MSGPACK_OBJECT_STR) {
+            shoal_error_set(SHOAL_ERR_NODE_PEER, "peer message: map key is msgpack type %d, not a string",
+                            (int)kv->key.type);
+            goto fail_unpacked;
+        }
+        uint32_t bit = field_bit(&kv->key.via.str);
+        if (bit == 0)
+            continue; /* a field from a later minor revision */
+        if (seen & bit) {
+            shoal_error_set(SHOAL_ERR_NODE_PEER, "peer message: field '%.*s' appears twice",
+                            (int)kv->key.via.str.size, kv->key.via.str.ptr);
+            goto fail_unpacked;
+        }
+        seen |= bit;
+        if (decode_field(bit, &kv->val, out) != 0) {
+            shoal_error_wrap("field '%.*s'", (int)kv->key.via.str.size, kv->key.via.str.ptr);
+            goto fail_unpacked;
+        }
+    }
+    if ((seen & F_COMMON) != F_COMMON) {
+        shoal_error_set(SHOAL_ERR_NODE_PEER, "peer message: missing version, type or request id");
+        goto fail_unpacked;
+    }
+    uint32_t missing = required_fields(out->type) & ~seen;
+    if (missing) {
+        for (size_t i = 0; i < sizeof fields_known / sizeof fields_known[0]; i++) {
+            if (missing & fields_known[i].bit) {
+                shoal_error_set(SHOAL_ERR_NODE_PEER, "peer %s: missing field '%s'", node_peer_type_name(out->type),
+                                fields_known[i].name);
+                break;
+            }
+        }
+        goto fail_unpacked;
+    }
+    if (node_peer_msg_check(out, payload_size, SHOAL_ERR_NODE_PEER) != 0)
+        goto fail_unpacked;
+    rc = 0;
+fail_unpacked:
+    msgpack_unpacked_destroy(&u);
+    if (rc != 0) {
+        node_peer_block empty = {0};
+        out->block = empty; /* no borrowed pointers survive a failed decode */
+    }
+    return rc;
+}

@@ -1,0 +1,308 @@
+/* Tests of the peer protocol codec: round trips and the rejection of malformed header frames. */
+#include "node_peer_proto.h"
+#include "shoal_error.h"
+#include "tt.h"
+
+#include <msgpack.h>
+#include <string.h>
+
+static node_peer_msg sample_get(void)
+{
+    node_peer_msg m = {
+        .type = NODE_PEER_GET,
+        .request_id = 42,
+        .membership_version = 7,
+        .flags = NODE_PEER_F_OWNER_FETCH | NODE_PEER_F_NO_FORWARD,
+        .block = {.bucket = shoal_cursor_from_str("train-data"),
+                  .key = shoal_cursor_from_str("shards/000017.tar"),
+                  .etag = shoal_cursor_from_str("\"9b2cf535f27731c974343645a3985328\""),
+                  .index = 3,
+                  .offset = 3u << 22,
+                  .length = 1u << 22},
+    };
+    for (int i = 0; i < NODE_PEER_BLOCK_ID_LEN; i++)
+        m.block.id[i] = (uint8_t)(0xa0 + i);
+    return m;
+}
+
+static void encode_ok(const node_peer_msg *m, shoal_buf *out)
+{
+    TT_OK(shoal_buf_create(out, 0));
+    TT_OK(node_peer_msg_encode(m, out));
+}
+
+/* Decodes and expects a rejection with SHOAL_ERR_NODE_PEER. */
+static void expect_rejected(const void *bytes, size_t len, size_t payload, const char *what)
+{
+    node_peer_msg m;
+    shoal_error_clear();
+    int rc = node_peer_msg_decode(shoal_cursor_from_mem(bytes, len), payload, &m);
+    TT_CHECK(rc == -1, "%s: decoded although malformed", what);
+    TT_CHECK(shoal_error_code() == SHOAL_ERR_NODE_PEER, "%s: error %s (%s)", what,
+             shoal_error_name(shoal_error_code()), shoal_error_message());
+}
+
+/* A packer writing into a shoal_buf, for hand-made (malformed) headers. */
+static int pack_cb(void *data, const char *buf, size_t len)
+{
+    return shoal_buf_append((shoal_buf *)data, buf, len);
+}
+
+static void pk_str(msgpack_packer *pk, const char *s)
+{
+    msgpack_pack_str(pk, strlen(s));
+    msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+/* Starts a hand-made header: a map of `n` fields, the first three v=1, t=type, id=id. */
+static void pk_head(msgpack_packer *pk, size_t n, node_peer_type type, uint64_t id)
+{
+    msgpack_pack_map(pk, n);
+    pk_str(pk, "v"), msgpack_pack_uint64(pk, 1);
+    pk_str(pk, "t"), msgpack_pack_uint64(pk, (uint64_t)type);
+    pk_str(pk, "id"), msgpack_pack_uint64(pk, id);
+}
+
+/* A PING header of `n` fields whose first three are right, ready for the caller's others. */
+static void pk_ping(msgpack_packer *pk, shoal_buf *b, size_t n)
+{
+    shoal_buf_reset(b);
+    pk_head(pk, n, NODE_PEER_PING, 7);
+}
+
+TT_TEST(test_node_peer_proto_get_round_trips)
+{
+    node_peer_msg in = sample_get(), out;
+    shoal_buf b;
+    encode_ok(&in, &b);
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 0, &out));
+    TT_CHECK(out.type == NODE_PEER_GET && out.request_id == 42 && out.membership_version == 7, "scalars");
+    TT_CHECK(out.flags == (NODE_PEER_F_OWNER_FETCH | NODE_PEER_F_NO_FORWARD), "flags %u", out.flags);
+    TT_CHECK(memcmp(out.block.id, in.block.id, NODE_PEER_BLOCK_ID_LEN) == 0, "block id");
+    TT_CHECK(shoal_cursor_eq(out.block.bucket, in.block.bucket) && shoal_cursor_eq(out.block.key, in.block.key) &&
+                 shoal_cursor_eq(out.block.etag, in.block.etag),
+             "strings");
+    TT_CHECK(out.block.key.ptr >= b.data && out.block.key.ptr < b.data + b.len,
+             "decoded strings borrow the frame instead of copying");
+    TT_CHECK(out.block.index == 3 && out.block.offset == (3u << 22) && out.block.length == (1u << 22), "range");
+    shoal_buf_destroy(&b);
+}
+
+TT_TEST(test_node_peer_proto_replies_put_and_ping_round_trip)
+{
+    node_peer_msg reply = {.type = NODE_PEER_GET_REPLY, .request_id = UINT64_MAX, .status = NODE_PEER_OK,
+                           .has_object_size = true, .object_size = 123456789012ull, .payload_len = 4096,
+                           .checksum = 0xfeedfacecafebeefull};
+    node_peer_msg put = sample_get();
+    put.type = NODE_PEER_PUT;
+    put.flags = 0;
+    put.payload_len = put.block.length;
+    put.checksum = 99;
+    put.has_object_size = true;
+    put.object_size = put.block.offset + put.block.length;
+    node_peer_msg ping = {.type = NODE_PEER_PING, .request_id = 1, .membership_version = 9};
+    node_peer_msg pong = {.type = NODE_PEER_PONG, .request_id = 1, .status = NODE_PEER_OK, .membership_version = 10};
+    node_peer_msg busy = {.type = NODE_PEER_GET_REPLY, .request_id = 5, .status = NODE_PEER_BUSY};
+    const node_peer_msg *all[] = {&reply, &put, &ping, &pong, &busy};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        shoal_buf b;
+        node_peer_msg out;
+        encode_ok(all[i], &b);
+        TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), all[i]->payload_len, &out));
+        TT_CHECK(out.type == all[i]->type && out.request_id == all[i]->request_id && out.status == all[i]->status &&
+                     out.payload_len == all[i]->payload_len && out.checksum == all[i]->checksum &&
+                     out.has_object_size == all[i]->has_object_size && out.object_size == all[i]->object_size,
+                 "message %zu (%s) differs after a round trip", i, node_peer_type_name(all[i]->type));
+        if (all[i]->type == NODE_PEER_PING || all[i]->type == NODE_PEER_PONG || all[i]->type == NODE_PEER_PUT)
+            TT_CHECK(out.membership_version == all[i]->membership_version, "membership version of %zu", i);
+        shoal_buf_destroy(&b);
+    }
+}
+
+TT_TEST(test_node_peer_proto_rejects_non_map_and_garbage)
+{
+    const uint8_t array[] = {0x93, 0x01, 0x02, 0x03};
+    expect_rejected(array, sizeof array, 0, "array");
+    const uint8_t integer[] = {0x05};
+    expect_rejected(integer, sizeof integer, 0, "integer");
+    const uint8_t reserved[] = {0xc1};
+    expect_rejected(reserved, sizeof reserved, 0, "reserved byte 0xc1");
+    expect_rejected("", 0, 0, "empty frame");
+    uint8_t random[64];
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (int round = 0; round < 200; round++) {
+        for (size_t i = 0; i < sizeof random; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            random[i] = (uint8_t)x;
+        }
+        random[0] = 0x80 | (random[0] & 0x0f); /* a fixmap, so the bytes get past the first check */
+        node_peer_msg m;
+        TT_CHECK(node_peer_msg_decode(shoal_cursor_from_mem(random, sizeof random), 0, &m) == -1,
+                 "random bytes round %d decoded", round);
+    }
+}
+
+TT_TEST(test_node_peer_proto_rejects_every_truncation)
+{
+    node_peer_msg in = sample_get();
+    shoal_buf b;
+    encode_ok(&in, &b);
+    for (size_t n = 0; n < b.len; n++) {
+        char what[64];
+        snprintf(what, sizeof what, "prefix of %zu/%zu bytes", n, b.len);
+        expect_rejected(b.data, n, 0, what);
+    }
+    TT_OK(shoal_buf_append_byte(&b, 0xc0));
+    expect_rejected(b.data, b.len, 0, "trailing byte");
+    shoal_buf_destroy(&b);
+}
+
+TT_TEST(test_node_peer_proto_rejects_wrong_types)
+{
+    shoal_buf b;
+    msgpack_packer pk;
+    /* id as a string */
+    TT_OK(shoal_buf_create(&b, 0));
+    msgpack_packer_init(&pk, &b, pack_cb);
+    msgpack_pack_map(&pk, 4);
+    pk_str(&pk, "v"), msgpack_pack_uint64(&pk, 1);
+    pk_str(&pk, "t"), msgpack_pack_uint64(&pk, NODE_PEER_PING);
+    pk_str(&pk, "id"), pk_str(&pk, "7");
+    pk_str(&pk, "mv"), msgpack_pack_uint64(&pk, 1);
+    expect_rejected(b.data, b.len, 0, "id as string");
+    /* a negative membership version */
+    pk_ping(&pk, &b, 4);
+    pk_str(&pk, "mv"), msgpack_pack_int64(&pk, -1);
+    expect_rejected(b.data, b.len, 0, "negative mv");
+    /* an integer map key */
+    shoal_buf_reset(&b);
+    msgpack_pack_map(&pk, 1);
+    msgpack_pack_uint64(&pk, 1), msgpack_pack_uint64(&pk, 1);
+    expect_rejected(b.data, b.len, 0, "integer key");
+    /* a block id of 15 bytes */
+    node_peer_msg get = sample_get();
+    shoal_buf good;
+    encode_ok(&get, &good);
+    uint8_t *blk = memmem(good.data, good.len, "\xc4\x10", 2);
+    TT_CHECK(blk != NULL, "encoded GET holds a bin16 block id");
+    blk[1] = 0x0f;
+    expect_rejected(good.data, good.len, 0, "15-byte block id");
+    shoal_buf_destroy(&good);
+    shoal_buf_destroy(&b);
+}
+
+TT_TEST(test_node_peer_proto_rejects_unknown_version_type_status_and_flags)
+{
+    shoal_buf b;
+    msgpack_packer pk;
+    TT_OK(shoal_buf_create(&b, 0));
+    msgpack_packer_init(&pk, &b, pack_cb);
+    msgpack_pack_map(&pk, 4);
+    pk_str(&pk, "t"), msgpack_pack_uint64(&pk, 99); /* a type only version 2 might know */
+    pk_str(&pk, "id"), msgpack_pack_uint64(&pk, 7);
+    pk_str(&pk, "mv"), msgpack_pack_uint64(&pk, 1);
+    pk_str(&pk, "v"), msgpack_pack_uint64(&pk, 2);
+    expect_rejected(b.data, b.len, 0, "version 2");
+    TT_CHECK(strstr(shoal_error_message(), "version") != NULL, "names the version: %s", shoal_error_message());
+
+    node_peer_msg m = {.type = NODE_PEER_PUT_REPLY, .request_id = 1, .status = NODE_PEER_OK};
+    shoal_buf_reset(&b);
+    TT_OK(node_peer_msg_encode(&m, &b));
+    uint8_t *st = memmem(b.data, b.len, "\xa2st\x00", 4);
+    TT_CHECK(st != NULL, "status encoded as fixint 0");
+    st[3] = 9;
+    expect_rejected(b.data, b.len, 0, "status 9");
+
+    node_peer_msg get = sample_get();
+    get.flags = 0x80;
+    shoal_buf_reset(&b);
+    TT_CHECK(node_peer_msg_encode(&get, &b) == -1 && shoal_error_code() == SHOAL_ERR_INVAL,
+             "encoder refuses unknown flags");
+    shoal_buf_destroy(&b);
+}
+
+TT_TEST(test_node_peer_proto_rejects_oversize_strings_and_absurd_lengths)
+{
+    static char key[NODE_PEER_MAX_KEY + 2];
+    memset(key, 'k', sizeof key - 1);
+    node_peer_msg get = sample_get();
+    shoal_buf b;
+    TT_OK(shoal_buf_create(&b, 0));
+    get.block.key = shoal_cursor_from_str(key);
+    TT_CHECK(node_peer_msg_encode(&get, &b) == -1, "encoder refuses a %zu-byte key", get.block.key.len);
+
+    /* Hand-made GET with the long key, as a hostile peer would send it. */
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &b, pack_cb);
+    shoal_buf_reset(&b);
+    get = sample_get();
+    pk_head(&pk, 12, NODE_PEER_GET, 1);
+    pk_str(&pk, "mv"), msgpack_pack_uint64(&pk, 1);
+    pk_str(&pk, "blk"), msgpack_pack_bin(&pk, 16), msgpack_pack_bin_body(&pk, get.block.id, 16);
+    pk_str(&pk, "b"), pk_str(&pk, "bucket");
+    pk_str(&pk, "k"), pk_str(&pk, key);
+    pk_str(&pk, "e"), pk_str(&pk, "etag");
+    pk_str(&pk, "i"), msgpack_pack_uint64(&pk, 0);
+    pk_str(&pk, "off"), msgpack_pack_uint64(&pk, 0);
+    pk_str(&pk, "len"), msgpack_pack_uint64(&pk, 4096);
+    pk_str(&pk, "fl"), msgpack_pack_uint64(&pk, 0);
+    expect_rejected(b.data, b.len, 0, "1025-byte key");
+
+    /* A GET_REPLY announcing a 1 TiB payload. */
+    shoal_buf_reset(&b);
+    pk_head(&pk, 6, NODE_PEER_GET_REPLY, 1);
+    pk_str(&pk, "st"), msgpack_pack_uint64(&pk, 0);
+    pk_str(&pk, "pl"), msgpack_pack_uint64(&pk, 1ull << 40);
+    pk_str(&pk, "ck"), msgpack_pack_uint64(&pk, 0);
+    expect_rejected(b.data, b.len, 0, "1 TiB payload");
+
+    /* A payload length that disagrees with the payload frame. */
+    node_peer_msg reply = {.type = NODE_PEER_GET_REPLY, .request_id = 1, .payload_len = 100};
+    shoal_buf_reset(&b);
+    TT_OK(node_peer_msg_encode(&reply, &b));
+    expect_rejected(b.data, b.len, 99, "payload frame shorter than announced");
+    expect_rejected(b.data, b.len, 0, "missing payload");
+
+    /* Containers that declare far more elements than the frame holds. */
+    const uint8_t map32[] = {0xdf, 0xff, 0xff, 0xff, 0xff, 0xa1, 'v', 0x01};
+    expect_rejected(map32, sizeof map32, 0, "map32 of 4 billion entries");
+    const uint8_t str32[] = {0x81, 0xa1, 'k', 0xdb, 0x7f, 0xff, 0xff, 0xff, 'x'};
+    expect_rejected(str32, sizeof str32, 0, "str32 of 2 GiB");
+    const uint8_t nested[] = {0x81, 0xa1, 'x', 0xdd, 0x00, 0x10, 0x00, 0x00, 0x91, 0x91};
+    expect_rejected(nested, sizeof nested, 0, "array32 of a million entries");
+    shoal_buf_destroy(&b);
+}
+
+TT_TEST(test_node_peer_proto_rejects_missing_and_duplicate_fields)
+{
+    shoal_buf b;
+    msgpack_packer pk;
+    TT_OK(shoal_buf_create(&b, 0));
+    msgpack_packer_init(&pk, &b, pack_cb);
+    pk_head(&pk, 3, NODE_PEER_PING, 7);
+    expect_rejected(b.data, b.len, 0, "PING without mv");
+    TT_CHECK(strstr(shoal_error_message(), "'mv'") != NULL, "names the field: %s", shoal_error_message());
+
+    pk_ping(&pk, &b, 5);
+    pk_str(&pk, "mv"), msgpack_pack_uint64(&pk, 1);
+    pk_str(&pk, "id"), msgpack_pack_uint64(&pk, 8);
+    expect_rejected(b.data, b.len, 0, "duplicate id");
+    shoal_buf_destroy(&b);
+}
+
+TT_TEST(test_node_peer_proto_ignores_unknown_fields)
+{
+    shoal_buf b;
+    msgpack_packer pk;
+    TT_OK(shoal_buf_create(&b, 0));
+    msgpack_packer_init(&pk, &b, pack_cb);
+    pk_head(&pk, 5, NODE_PEER_PING, 7);
+    pk_str(&pk, "zone"), pk_str(&pk, "eu-west-1a"); /* a field from a later minor revision */
+    pk_str(&pk, "mv"), msgpack_pack_uint64(&pk, 3);
+    node_peer_msg m;
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 0, &m));
+    TT_CHECK(m.type == NODE_PEER_PING && m.request_id == 7 && m.membership_version == 3, "fields around it decoded");
+    shoal_buf_destroy(&b);
+}
+
+TT_MAIN()
