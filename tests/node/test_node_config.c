@@ -1,7 +1,6 @@
 /*
- * Tests of node_config (flags, INI file, validation), node_stats (the renderings) and the real
- * `shoal` binary's argument handling and keygen. Each case runs in its own process, so cases
- * may set environment variables freely.
+ * Tests of node_config (flags, INI file, validation) and node_stats (the renderings). Each case
+ * runs in its own process, so cases may set environment variables freely.
  */
 #include "node_config.h"
 #include "node_stats.h"
@@ -9,14 +8,10 @@
 #include "tt.h"
 
 #include <fcntl.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
-
-extern char **environ;
 
 static char *g_dir;
 static char g_key[512];
@@ -468,102 +463,4 @@ TT_TEST(test_node_stats_prometheus_names_types_and_values)
     shoal_buf_destroy(&b);
 }
 
-/* ---- the real `shoal` binary ---------------------------------------------------------------- */
-
-/* Runs the shoal binary with args; returns its exit status and its stderr in err. */
-static int run_cli(char *err, size_t err_len, char *const args[])
-{
-    int pipefd[2];
-    char *argv[16];
-    int argc = 0;
-    argv[argc++] = (char *)SHOAL_CLI_PATH;
-    for (; args[argc - 1] && argc < 15; argc++)
-        argv[argc] = args[argc - 1];
-    argv[argc] = NULL;
-    TT_CHECK(pipe(pipefd) == 0, "pipe");
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDERR_FILENO);
-    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addclose(&fa, pipefd[0]);
-    pid_t pid;
-    TT_CHECK(posix_spawn(&pid, SHOAL_CLI_PATH, &fa, NULL, argv, environ) == 0, "spawn %s", SHOAL_CLI_PATH);
-    posix_spawn_file_actions_destroy(&fa);
-    close(pipefd[1]);
-    size_t got = 0;
-    ssize_t n;
-    while (got + 1 < err_len && (n = read(pipefd[0], err + got, err_len - 1 - got)) > 0)
-        got += (size_t)n;
-    err[got] = '\0';
-    close(pipefd[0]);
-    int st;
-    waitpid(pid, &st, 0);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-static size_t count_lines(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++)
-        n += *s == '\n';
-    return n;
-}
-
-TT_TEST(test_shoal_cli_bad_usage_exits_2_with_one_line)
-{
-    static const struct { const char *args[5]; const char *want; } cases[] = {
-        {{"--bogus", NULL}, "shoal: --bogus: unknown option"},
-        {{"status", "--json=1", NULL}, "shoal: --json: takes no value"},
-        {{"status", "--control", NULL}, "shoal: --control: missing value"},
-        {{NULL}, "shoal: missing command"},
-        {{"fly", NULL}, "shoal: unknown command 'fly'"},
-        {{"get", NULL}, "shoal: get: missing s3://BUCKET/KEY"},
-        {{"get", "http://x/y", NULL}, "shoal: get: 'http://x/y' is not an S3 URL"},
-        {{"get", "s3://bucket-a/", NULL}, "shoal: get: 's3://bucket-a/' names no object"},
-        {{"preload", "s3://x", NULL}, "shoal: preload: 's3://x': 'x' is not a valid bucket name"},
-        {{"leave", "extra", NULL}, "shoal: leave: unexpected argument 'extra'"},
-        {{"stats", "-o", "f", NULL}, "shoal: -o: only for get and keygen"},
-        {{"get", "--json", "s3://bucket-a/k", NULL}, "shoal: --json: only for status and stats"},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char err[2048];
-        int rc = run_cli(err, sizeof err, (char *const *)cases[i].args);
-        TT_CHECK(rc == 2, "case %zu (%s): exit %d, stderr: %s", i, cases[i].want, rc, err);
-        TT_CHECK(count_lines(err) == 1, "case %zu: %zu lines: %s", i, count_lines(err), err);
-        TT_CHECK(strstr(err, cases[i].want) == err, "case %zu: stderr '%s' does not start with '%s'", i, err,
-                 cases[i].want);
-    }
-}
-
-TT_TEST(test_shoal_cli_daemon_not_running_exits_1)
-{
-    char err[2048], sock[600];
-    setup();
-    snprintf(sock, sizeof sock, "%s/none.sock", g_dir);
-    char *args[] = {"status", "--control", sock, NULL};
-    int rc = run_cli(err, sizeof err, args);
-    TT_CHECK(rc == 1, "exit %d: %s", rc, err);
-    TT_CHECK(strstr(err, "cannot reach shoald at") && strstr(err, sock) && count_lines(err) == 1, "stderr: %s", err);
-}
-
-TT_TEST(test_shoal_cli_keygen_writes_32_bytes_0600_and_refuses_overwrite)
-{
-    char err[2048], key[600];
-    struct stat st;
-    setup();
-    snprintf(key, sizeof key, "%s/new.key", g_dir);
-    char *args[] = {"keygen", "-o", key, NULL};
-    int rc = run_cli(err, sizeof err, args);
-    TT_CHECK(rc == 0, "keygen exit %d: %s", rc, err);
-    TT_CHECK(stat(key, &st) == 0 && st.st_size == 32, "size %lld", (long long)st.st_size);
-    TT_CHECK((st.st_mode & 07777) == 0600, "mode %04o", (unsigned)(st.st_mode & 07777));
-    uint8_t k1[32], k2[32];
-    TT_OK(node_config_load_key(key, k1));
-    rc = run_cli(err, sizeof err, args);
-    TT_CHECK(rc == 1 && strstr(err, "refusing to overwrite"), "second keygen exit %d: %s", rc, err);
-    TT_OK(node_config_load_key(key, k2));
-    TT_CHECK(!memcmp(k1, k2, 32), "the existing key was changed");
-    static const uint8_t zero[32];
-    TT_CHECK(memcmp(k1, zero, 32) != 0, "key is all zeros");
-}
 TT_MAIN()

@@ -1,0 +1,703 @@
+/*
+ * Tests of node_control (the JSON reader and writer, the control socket server and client),
+ * node_metrics (a real HTTP scrape over loopback) and the real `shoal` binary talking to a real
+ * control server run by this process. The handlers below are test handlers standing in for the
+ * daemon's: they answer from fixed data, which is what lets each test know the exact answer.
+ */
+#include "node_config.h"
+#include "node_control.h"
+#include "node_metrics.h"
+#include "node_stats.h"
+#include "shoal_error.h"
+#include "tt.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <spawn.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define OBJ_SIZE (5u << 20)
+
+typedef struct fake_daemon {
+    node_stats stats;
+    int leave_calls;
+    char last_key[256];
+    const char *file_path; /* get through sendfile when set */
+} fake_daemon;
+
+static uint8_t pattern(uint64_t i)
+{
+    return (uint8_t)((i * 2654435761u) >> 13);
+}
+
+static int h_status(void *ctx, const node_control_request *req, node_control_reply *reply)
+{
+    static const node_status_member members[] = {
+        {"node-a", "127.0.0.1:7400", "rack-1", "alive", 3, 1u << 20, 1u << 30, true},
+        {"node-b", "127.0.0.2:7400", NULL, "suspect", 7, 0, 1u << 30, false},
+    };
+    node_status st = {"node-a", "127.0.0.1:7400", "rack-1", "s3://bucket-a/p/", 12, 4u << 20, 65, members, 2};
+    shoal_buf b = {0};
+    int rc = node_status_render_json(&st, &b) < 0 ? -1 : node_control_reply_json(reply, shoal_buf_str(&b));
+    shoal_buf_destroy(&b);
+    return rc;
+}
+
+static int h_stats(void *ctx, const node_control_request *req, node_control_reply *reply)
+{
+    fake_daemon *d = ctx;
+    shoal_buf b = {0};
+    int rc = node_stats_render_json(&d->stats, &b) < 0 ? -1 : node_control_reply_json(reply, shoal_buf_str(&b));
+    shoal_buf_destroy(&b);
+    return rc;
+}
+
+/* Streams OBJ_SIZE pattern bytes in uneven chunks, or the file at file_path with sendfile. A key
+ * "missing" fails before any byte; a key "short" stops half way. */
+static int h_get(void *ctx, const node_control_request *req, node_control_reply *reply)
+{
+    fake_daemon *d = ctx;
+    snprintf(d->last_key, sizeof d->last_key, "%s", req->key);
+    if (!strcmp(req->key, "missing"))
+        return shoal_error_set(SHOAL_ERR_S3_NO_SUCH_KEY, "s3://%s/%s: no such key", req->bucket, req->key);
+    if (node_control_reply_bytes_begin(reply, OBJ_SIZE) < 0)
+        return -1;
+    if (d->file_path) {
+        int fd = open(d->file_path, O_RDONLY);
+        int rc = node_control_reply_sendfile(reply, fd, 0, OBJ_SIZE);
+        close(fd);
+        return rc;
+    }
+    static uint8_t chunk[100003];
+    uint64_t off = 0, end = !strcmp(req->key, "short") ? OBJ_SIZE / 2 : OBJ_SIZE;
+    while (off < end) {
+        size_t n = end - off < sizeof chunk ? (size_t)(end - off) : sizeof chunk;
+        for (size_t i = 0; i < n; i++)
+            chunk[i] = pattern(off + i);
+        if (node_control_reply_write(reply, chunk, n) < 0)
+            return -1;
+        off += n;
+    }
+    if (!strcmp(req->key, "short"))
+        return shoal_error_set(SHOAL_ERR_S3_TRANSPORT, "the fetch broke");
+    return 0;
+}
+
+static int h_preload(void *ctx, const node_control_request *req, node_control_reply *reply)
+{
+    node_control_progress p = {.objects_total = 4, .bytes_total = 4000};
+    if (!strcmp(req->prefix, "fail/"))
+        return node_control_reply_progress(reply, &p) < 0 ? -1
+                                                          : shoal_error_set(SHOAL_ERR_S3_ACCESS_DENIED, "access denied");
+    p.listed = true;
+    for (int i = 1; i <= 4; i++) {
+        p.objects_done = (uint64_t)i;
+        p.bytes_done = (uint64_t)i * 1000;
+        if ((i < 4 ? node_control_reply_progress(reply, &p) : node_control_reply_progress_done(reply, &p)) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int h_leave(void *ctx, const node_control_request *req, node_control_reply *reply)
+{
+    fake_daemon *d = ctx;
+    d->leave_calls++;
+    return 0;
+}
+
+static const node_control_handlers HANDLERS = {h_status, h_stats, h_get, h_preload, h_leave};
+
+static char *g_dir;
+static char g_sock[256];
+
+static node_control_server *start(fake_daemon *d)
+{
+    g_dir = tt_tmpdir("ctl");
+    snprintf(g_sock, sizeof g_sock, "%s/run/shoal/shoald.sock", g_dir);
+    memset(d, 0, sizeof *d);
+    node_stats_create(&d->stats);
+    node_control_server *s = node_control_server_new(g_sock, &HANDLERS, d);
+    TT_CHECK(s, "server: %s", shoal_error_message());
+    return s;
+}
+
+/* ---- JSON ----------------------------------------------------------------------------------- */
+
+TT_TEST(test_node_json_parses_nested_values_and_escapes)
+{
+    const char *text = " {\"a\":[1,2.5,-3,{\"b\":null}],\"s\":\"q\\\"\\\\\\n\\u00e9\\ud83d\\ude00/\",\"t\":true,"
+                       "\"big\":18446744073709551615,\"f\":false} ";
+    node_json *j = node_json_parse(text, strlen(text));
+    TT_CHECK(j && j->type == NODE_JSON_OBJECT, "parse: %s", shoal_error_message());
+    const node_json *a = node_json_get(j, "a");
+    TT_CHECK(a && a->type == NODE_JSON_ARRAY && a->child && a->child->is_u64 && a->child->u64 == 1, "a[0]");
+    TT_CHECK(a->child->next->num == 2.5 && !a->child->next->is_u64, "a[1]=%g", a->child->next->num);
+    TT_CHECK(a->child->next->next->num == -3 && !a->child->next->next->is_u64, "a[2]");
+    TT_CHECK(node_json_get(a->child->next->next->next, "b")->type == NODE_JSON_NULL, "a[3].b");
+    TT_CHECK(!strcmp(node_json_get_str(j, "s", ""), "q\"\\\n\xc3\xa9\xf0\x9f\x98\x80/"), "s=%s",
+             node_json_get_str(j, "s", ""));
+    TT_CHECK(node_json_get_bool(j, "t", false) && !node_json_get_bool(j, "f", true), "booleans");
+    TT_CHECK(node_json_get_u64(j, "big", 0) == UINT64_MAX, "big=%llu", (unsigned long long)node_json_get_u64(j, "big", 0));
+    TT_CHECK(node_json_get_u64(j, "nope", 77) == 77 && node_json_get_str(j, "t", NULL) == NULL, "fallbacks");
+    node_json_delete(j);
+}
+
+TT_TEST(test_node_json_rejects_malformed_input)
+{
+    static const char *const bad[] = {"", "{", "{\"a\"}", "{\"a\":1,}", "[1 2]", "\"\x01\"", "\"\\x\"",
+                                      "\"\\ud800\"", "\"\\u0000\"", "01", "1.", "-", "tru", "{} {}", "\"abc",
+                                      "{\"a\":1}x", "[1e]"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        node_json *j = node_json_parse(bad[i], strlen(bad[i]));
+        TT_CHECK(j == NULL, "accepted '%s'", bad[i]);
+        TT_CHECK(strstr(shoal_error_message(), "malformed JSON at byte"), "'%s': message %s", bad[i],
+                 shoal_error_message());
+    }
+    char deep[200];
+    memset(deep, '[', 100);
+    memset(deep + 100, ']', 100);
+    TT_CHECK(node_json_parse(deep, sizeof deep) == NULL && strstr(shoal_error_message(), "nested too deeply"),
+             "100-deep nesting: %s", shoal_error_message());
+}
+
+TT_TEST(test_node_json_writer_output_parses_back)
+{
+    const char *s = "tab\tquote\"back\\slash\x01\x7f end \xc3\xa9";
+    shoal_buf b = {0};
+    TT_OK(node_json_append_str(&b, s));
+    TT_CHECK(!strchr(shoal_buf_str(&b), '\t') && !strchr(shoal_buf_str(&b), '\x01'), "raw control byte in %s",
+             shoal_buf_str(&b));
+    node_json *j = node_json_parse(shoal_buf_str(&b), b.len);
+    TT_CHECK(j && j->type == NODE_JSON_STRING && !strcmp(j->str, s), "round trip: %s", j ? j->str : "(null)");
+    node_json_delete(j);
+    shoal_buf_destroy(&b);
+}
+
+/* ---- control socket ------------------------------------------------------------------------- */
+
+TT_TEST(test_node_control_socket_mode_0600_in_0700_dir)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    struct stat st;
+    TT_CHECK(lstat(g_sock, &st) == 0 && S_ISSOCK(st.st_mode), "no socket at %s", g_sock);
+    TT_CHECK((st.st_mode & 0777) == 0600, "socket mode %04o", (unsigned)(st.st_mode & 0777));
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/run/shoal", g_dir);
+    TT_CHECK(stat(dir, &st) == 0 && (st.st_mode & 0777) == 0700, "dir mode %04o", (unsigned)(st.st_mode & 0777));
+    snprintf(dir, sizeof dir, "%s/run", g_dir);
+    TT_CHECK(stat(dir, &st) == 0 && (st.st_mode & 0777) == 0700, "intermediate dir mode %04o",
+             (unsigned)(st.st_mode & 0777));
+    /* no temporary name is left behind */
+    snprintf(dir, sizeof dir, "%s/run/shoal", g_dir);
+    DIR *dh = opendir(dir);
+    int entries = 0;
+    for (struct dirent *e; (e = readdir(dh));)
+        entries += e->d_name[0] != '.';
+    closedir(dh);
+    TT_CHECK(entries == 1, "%d entries in %s", entries, dir);
+    node_control_server_delete(s);
+    TT_CHECK(lstat(g_sock, &st) < 0 && errno == ENOENT, "socket left after delete");
+    tt_rmtree(g_dir);
+}
+
+TT_TEST(test_node_control_status_round_trip)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    shoal_buf body = {0};
+    TT_OK(node_control_call(g_sock, "status", &body));
+    node_json *j = node_json_parse(shoal_buf_str(&body), body.len);
+    TT_CHECK(j, "body %s: %s", shoal_buf_str(&body), shoal_error_message());
+    TT_CHECK(!strcmp(node_json_get_str(j, "node_id", ""), "node-a") && node_json_get_u64(j, "ring_version", 0) == 12,
+             "body %s", shoal_buf_str(&body));
+    const node_json *m = node_json_get(j, "members");
+    TT_CHECK(m && m->child && m->child->next && !m->child->next->next, "members in %s", shoal_buf_str(&body));
+    const node_json *b = m->child->next;
+    TT_CHECK(!strcmp(node_json_get_str(b, "state", ""), "suspect") && node_json_get_u64(b, "incarnation", 0) == 7 &&
+                 node_json_get(b, "zone")->type == NODE_JSON_NULL && !node_json_get_bool(b, "serves", true),
+             "member b in %s", shoal_buf_str(&body));
+    node_json_delete(j);
+    shoal_buf_destroy(&body);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
+TT_TEST(test_node_control_stats_round_trip)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    node_stats_add(&d.stats.s3_get_requests, 17);
+    node_stats_set(&d.stats.members_alive, 3);
+    shoal_buf body = {0};
+    TT_OK(node_control_call(g_sock, "stats", &body));
+    node_json *j = node_json_parse(shoal_buf_str(&body), body.len);
+    TT_CHECK(j && node_json_get_u64(j, "s3.get_requests", 0) == 17 && node_json_get_u64(j, "members.alive", 0) == 3,
+             "body %s", shoal_buf_str(&body));
+    node_json_delete(j);
+    shoal_buf_destroy(&body);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
+static void check_pattern_file(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    TT_CHECK(fd >= 0, "open %s", path);
+    static uint8_t buf[1 << 16];
+    uint64_t off = 0;
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < n; i++)
+            TT_CHECK(buf[i] == pattern(off + (uint64_t)i), "byte %llu differs", (unsigned long long)(off + (uint64_t)i));
+        off += (uint64_t)n;
+    }
+    close(fd);
+    TT_CHECK(off == OBJ_SIZE, "got %llu bytes, want %u", (unsigned long long)off, OBJ_SIZE);
+}
+
+TT_TEST(test_node_control_get_streams_5mib)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    char out[300];
+    snprintf(out, sizeof out, "%s/obj", g_dir);
+    int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    uint64_t size = 0;
+    TT_OK(node_control_get(g_sock, "bucket-a", "dir/obj with space", fd, &size));
+    close(fd);
+    TT_CHECK(size == OBJ_SIZE, "size %llu", (unsigned long long)size);
+    TT_CHECK(!strcmp(d.last_key, "dir/obj with space"), "key seen by the handler: %s", d.last_key);
+    check_pattern_file(out);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
+TT_TEST(test_node_control_get_streams_a_file_with_sendfile)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    char src[300], out[300];
+    snprintf(src, sizeof src, "%s/src", g_dir);
+    snprintf(out, sizeof out, "%s/out", g_dir);
+    int fd = open(src, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    static uint8_t buf[OBJ_SIZE];
+    for (uint64_t i = 0; i < OBJ_SIZE; i++)
+        buf[i] = pattern(i);
+    TT_CHECK(write(fd, buf, OBJ_SIZE) == OBJ_SIZE, "write src");
+    close(fd);
+    d.file_path = src;
+    fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    TT_OK(node_control_get(g_sock, "bucket-a", "k", fd, NULL));
+    close(fd);
+    check_pattern_file(out);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
+TT_TEST(test_node_control_handler_error_reaches_client)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    int fd = open("/dev/null", O_WRONLY);
+    TT_CHECK(node_control_get(g_sock, "bucket-a", "missing", fd, NULL) == -1, "missing key succeeded");
+    TT_CHECK(strstr(shoal_error_message(), "s3://bucket-a/missing: no such key"), "msg=%s", shoal_error_message());
+    TT_CHECK(node_control_get(g_sock, "bucket-a", "short", fd, NULL) == -1, "short stream succeeded");
+    TT_CHECK(strstr(shoal_error_message(), "ended after 2621440 of 5242880 bytes"), "msg=%s", shoal_error_message());
+    close(fd);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
+typedef struct seen_progress {
+    int lines;
+    node_control_progress last;
+} seen_progress;
+
+static void on_progress(void *ud, const node_control_progress *p)
+{
+    seen_progress *s = ud;
+    s->lines++;
+    s->last = *p;
+}
+
+TT_TEST(test_node_control_preload_reports_progress_and_errors)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    seen_progress seen = {0};
+    TT_OK(node_control_preload(g_sock, "bucket-a", "train/", on_progress, &seen));
+    TT_CHECK(seen.lines == 4 && seen.last.objects_done == 4 && seen.last.bytes_done == 4000 && seen.last.listed,
+             "lines=%d objects=%llu bytes=%llu", seen.lines, (unsigned long long)seen.last.objects_done,
+             (unsigned long long)seen.last.bytes_done);
+    memset(&seen, 0, sizeof seen);
+    TT_CHECK(node_control_preload(g_sock, "bucket-a", "fail/", on_progress, &seen) == -1, "failed preload succeeded");
+    TT_CHECK(!strcmp(shoal_error_message(), "access denied") && seen.lines == 1, "msg=%s lines=%d",
+             shoal_error_message(), seen.lines);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
+/* Sends raw bytes on a fresh connection and returns the first answer line. */
+static void raw_exchange(const char *request, size_t len, char *answer, size_t cap)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    TT_CHECK(strlen(g_sock) < sizeof sa.sun_path, "socket path too long: %s", g_sock);
+    memcpy(sa.sun_path, g_sock, strlen(g_sock) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    TT_CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect");
+    TT_CHECK(write(fd, request, len) == (ssize_t)len, "write");
+    size_t got = 0;
+    ssize_t n;
+    while (got + 1 < cap && (n = read(fd, answer + got, cap - 1 - got)) > 0)
+        got += (size_t)n;
+    answer[got] = '\0';
+    close(fd);
+}
+
+TT_TEST(test_node_control_rejects_malformed_requests)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    char ans[512];
+    raw_exchange("not json\n", 9, ans, sizeof ans);
+    TT_CHECK(strstr(ans, "{\"ok\":false,\"error\":\"malformed JSON at byte 0"), "garbage: %s", ans);
+    raw_exchange("{\"cmd\":\"fly\"}\n", 14, ans, sizeof ans);
+    TT_CHECK(strstr(ans, "unknown command 'fly'"), "unknown cmd: %s", ans);
+    raw_exchange("{\"cmd\":\"get\",\"bucket\":\"b\"}\n", 27, ans, sizeof ans);
+    TT_CHECK(strstr(ans, "get needs"), "get without key: %s", ans);
+    static char big[NODE_CONTROL_MAX_REQUEST + 10];
+    memset(big, 'x', sizeof big);
+    raw_exchange(big, sizeof big, ans, sizeof ans);
+    TT_CHECK(strstr(ans, "request longer than"), "oversized: %s", ans);
+    raw_exchange("{\"cmd\":\"leave\"}\n", 16, ans, sizeof ans);
+    TT_CHECK(!strcmp(ans, "{\"ok\":true,\"body\":\"none\"}\n") && d.leave_calls == 1, "leave: %s calls=%d", ans,
+             d.leave_calls);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
+TT_TEST(test_node_control_live_socket_refused_stale_socket_replaced)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    TT_CHECK(node_control_server_new(g_sock, &HANDLERS, &d) == NULL, "second server on a live socket");
+    TT_CHECK(strstr(shoal_error_message(), "in use by a running daemon"), "msg=%s", shoal_error_message());
+    node_control_server_delete(s);
+    /* a stale socket file: bound by a process that is gone */
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    TT_CHECK(strlen(g_sock) < sizeof sa.sun_path, "socket path too long: %s", g_sock);
+    memcpy(sa.sun_path, g_sock, strlen(g_sock) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    TT_CHECK(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "bind stale: %s", strerror(errno));
+    close(fd);
+    s = node_control_server_new(g_sock, &HANDLERS, &d);
+    TT_CHECK(s, "stale socket not replaced: %s", shoal_error_message());
+    shoal_buf body = {0};
+    TT_OK(node_control_call(g_sock, "stats", &body));
+    shoal_buf_destroy(&body);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
+TT_TEST(test_node_control_unsupported_command_is_an_error)
+{
+    fake_daemon d;
+    g_dir = tt_tmpdir("ctl");
+    snprintf(g_sock, sizeof g_sock, "%s/s.sock", g_dir);
+    node_control_handlers none = {0};
+    node_control_server *s = node_control_server_new(g_sock, &none, &d);
+    TT_CHECK(s, "server: %s", shoal_error_message());
+    shoal_buf body = {0};
+    TT_CHECK(node_control_call(g_sock, "status", &body) == -1, "status without a handler succeeded");
+    TT_CHECK(strstr(shoal_error_message(), "not supported by this daemon"), "msg=%s", shoal_error_message());
+    shoal_buf_destroy(&body);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
+/* ---- metrics -------------------------------------------------------------------------------- */
+
+static void refresh(void *ctx, node_stats *stats)
+{
+    node_stats_set(&stats->cache_bytes, 12345);
+}
+
+static size_t count_fds(void)
+{
+    size_t n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* GET path over a plain TCP socket; returns the whole response. */
+static void http_get(uint16_t port, const char *path, shoal_buf *out)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    TT_CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect to metrics: %s", strerror(errno));
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
+    TT_CHECK(write(fd, req, (size_t)n) == n, "send");
+    char buf[4096];
+    ssize_t got;
+    while ((got = read(fd, buf, sizeof buf)) > 0)
+        shoal_buf_append(out, buf, (size_t)got);
+    close(fd);
+}
+
+TT_TEST(test_node_metrics_serves_every_spec_name)
+{
+    static const char *const names[] = {
+        "shoal_s3_get_requests_total", "shoal_s3_head_requests_total", "shoal_s3_list_requests_total",
+        "shoal_s3_put_requests_total", "shoal_s3_bytes_in_total",      "shoal_s3_bytes_out_total",
+        "shoal_reads_local_total",     "shoal_reads_peer_total",       "shoal_reads_s3_total",
+        "shoal_peer_bytes_in_total",   "shoal_peer_bytes_out_total",   "shoal_cache_bytes",
+        "shoal_cache_capacity",        "shoal_members_alive",          "shoal_members_suspect",
+        "shoal_members_dead"};
+    node_stats stats;
+    node_stats_create(&stats);
+    node_stats_add(&stats.s3_get_requests, 9);
+    size_t fds = count_fds();
+    shoal_addr a;
+    TT_OK(shoal_addr_parse("127.0.0.1:1", 0, &a));
+    a.port = 0;
+    node_metrics *m = node_metrics_new(&a, &stats, refresh, NULL);
+    TT_CHECK(m, "metrics: %s", shoal_error_message());
+    uint16_t port = node_metrics_port(m);
+    TT_CHECK(port != 0, "no port");
+    shoal_buf r = {0};
+    http_get(port, "/metrics", &r);
+    const char *t = shoal_buf_str(&r);
+    TT_CHECK(strncmp(t, "HTTP/1.1 200", 12) == 0, "status line: %.40s", t);
+    TT_CHECK(strstr(t, "text/plain; version=0.0.4"), "content type in %s", t);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char line[128];
+        snprintf(line, sizeof line, "\n%s ", names[i]);
+        TT_CHECK(strstr(t, line), "no sample %s in %s", names[i], t);
+        snprintf(line, sizeof line, "# TYPE %s ", names[i]);
+        TT_CHECK(strstr(t, line), "no TYPE for %s", names[i]);
+    }
+    TT_CHECK(strstr(t, "\nshoal_s3_get_requests_total 9\n"), "counter value in %s", t);
+    TT_CHECK(strstr(t, "\nshoal_cache_bytes 12345\n"), "refresh not called before rendering: %s", t);
+    shoal_buf_reset(&r);
+    http_get(port, "/other", &r);
+    TT_CHECK(strncmp(shoal_buf_str(&r), "HTTP/1.1 404", 12) == 0, "other path: %.40s", shoal_buf_str(&r));
+    shoal_buf_destroy(&r);
+    node_metrics_delete(m);
+    TT_CHECK(count_fds() == fds, "fds before %zu after %zu: the listener leaked", fds, count_fds());
+}
+
+TT_TEST(test_node_metrics_busy_port_is_a_clear_error)
+{
+    node_stats stats;
+    node_stats_create(&stats);
+    shoal_addr a;
+    TT_OK(shoal_addr_parse("127.0.0.1:1", 0, &a));
+    a.port = 0;
+    node_metrics *m = node_metrics_new(&a, &stats, NULL, NULL);
+    TT_CHECK(m, "metrics: %s", shoal_error_message());
+    a.port = node_metrics_port(m);
+    TT_CHECK(node_metrics_new(&a, &stats, NULL, NULL) == NULL, "second listener on a busy port");
+    char want[64];
+    snprintf(want, sizeof want, "cannot listen on 127.0.0.1:%u (--metrics)", a.port);
+    TT_CHECK(strstr(shoal_error_message(), want), "msg=%s", shoal_error_message());
+    node_metrics_delete(m);
+}
+
+/* ---- the real `shoal` binary against this process's server --------------------------------- */
+
+/* Runs the shoal binary with args; its stdout goes to out_path (NULL: /dev/null) and its stderr
+ * into err (NULL: discarded). Returns the exit status. */
+static int run_cli_io(const char *out_path, char *err, size_t err_len, char *const args[])
+{
+    char *argv[16];
+    int argc = 0, pipefd[2];
+    argv[argc++] = (char *)SHOAL_CLI_PATH;
+    for (; args[argc - 1] && argc < 15; argc++)
+        argv[argc] = args[argc - 1];
+    argv[argc] = NULL;
+    TT_CHECK(pipe(pipefd) == 0, "pipe");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, out_path ? out_path : "/dev/null",
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDERR_FILENO);
+    posix_spawn_file_actions_addclose(&fa, pipefd[0]);
+    pid_t pid;
+    TT_CHECK(posix_spawn(&pid, SHOAL_CLI_PATH, &fa, NULL, argv, environ) == 0, "spawn %s", SHOAL_CLI_PATH);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pipefd[1]);
+    char sink[512];
+    size_t got = 0;
+    ssize_t n;
+    for (;;) {
+        char *dst = err ? err + got : sink;
+        size_t room = err ? err_len - 1 - got : sizeof sink;
+        if (room == 0 || (n = read(pipefd[0], dst, room)) <= 0)
+            break;
+        if (err)
+            got += (size_t)n;
+    }
+    if (err)
+        err[got] = '\0';
+    close(pipefd[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static int run_cli(const char *out_path, char *const args[])
+{
+    return run_cli_io(out_path, NULL, 0, args);
+}
+
+static void slurp(const char *path, shoal_buf *out)
+{
+    char buf[4096];
+    int fd = open(path, O_RDONLY);
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        shoal_buf_append(out, buf, (size_t)n);
+    close(fd);
+}
+
+TT_TEST(test_shoal_cli_talks_to_the_daemon)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    node_stats_add(&d.stats.reads_peer, 5);
+    char out[300];
+    shoal_buf text = {0};
+    snprintf(out, sizeof out, "%s/stdout", g_dir);
+
+    char *stats_json[] = {"stats", "--json", "--control", g_sock, NULL};
+    TT_CHECK(run_cli(out, stats_json) == 0, "stats --json failed");
+    slurp(out, &text);
+    node_json *j = node_json_parse(shoal_buf_str(&text), text.len);
+    TT_CHECK(j && node_json_get_u64(j, "reads.peer", 0) == 5, "stats --json printed %s", shoal_buf_str(&text));
+    node_json_delete(j);
+
+    char *status[] = {"--control", g_sock, "status", NULL};
+    TT_CHECK(run_cli(out, status) == 0, "status failed");
+    shoal_buf_reset(&text);
+    slurp(out, &text);
+    TT_CHECK(strstr(shoal_buf_str(&text), "ID      ADDRESS         ZONE    STATE               INCARNATION  CACHE USED  CACHE SIZE\n"),
+             "status table header:\n%s", shoal_buf_str(&text));
+    TT_CHECK(strstr(shoal_buf_str(&text), "node-b  127.0.0.2:7400  -       suspect (no-serve)"),
+             "status table row:\n%s", shoal_buf_str(&text));
+
+    char *stats[] = {"stats", "--control", g_sock, NULL};
+    TT_CHECK(run_cli(out, stats) == 0, "stats failed");
+    shoal_buf_reset(&text);
+    slurp(out, &text);
+    /* an aligned table: names padded to the longest ("cache.corrupt_blocks"), values right-aligned */
+    char row[128];
+    snprintf(row, sizeof row, "\n%-20s  %20s\n", "reads.peer", "5");
+    TT_CHECK(strstr(shoal_buf_str(&text), row), "stats table lacks '%s':\n%s", row + 1, shoal_buf_str(&text));
+
+    char obj[300];
+    snprintf(obj, sizeof obj, "%s/obj", g_dir);
+    char *get[] = {"get", "s3://bucket-a/some/key", "-o", obj, "--control", g_sock, NULL};
+    TT_CHECK(run_cli(NULL, get) == 0, "get failed");
+    check_pattern_file(obj);
+    char *get_missing[] = {"get", "s3://bucket-a/missing", "-o", obj, "--control", g_sock, NULL};
+    char err[1024];
+    int rc = run_cli_io(NULL, err, sizeof err, get_missing);
+    TT_CHECK(rc == 1 && strstr(err, "shoal: s3://bucket-a/missing: no such key\n"), "get of a missing key: exit %d, %s",
+             rc, err);
+    TT_CHECK(access(obj, F_OK) != 0, "a failed get left %s behind", obj);
+
+    char *preload[] = {"preload", "s3://bucket-a/train/", "--control", g_sock, NULL};
+    TT_CHECK(run_cli(out, preload) == 0, "preload failed");
+    shoal_buf_reset(&text);
+    slurp(out, &text);
+    TT_CHECK(strstr(shoal_buf_str(&text), "done"), "preload output:\n%s", shoal_buf_str(&text));
+
+    char *leave[] = {"leave", "--control", g_sock, NULL};
+    TT_CHECK(run_cli(NULL, leave) == 0 && d.leave_calls == 1, "leave: calls=%d", d.leave_calls);
+    shoal_buf_destroy(&text);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+static size_t count_lines(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+TT_TEST(test_shoal_cli_bad_usage_exits_2_with_one_line)
+{
+    static const struct { const char *args[5]; const char *want; } cases[] = {
+        {{"--bogus", NULL}, "shoal: --bogus: unknown option"},
+        {{"status", "--json=1", NULL}, "shoal: --json: takes no value"},
+        {{"status", "--control", NULL}, "shoal: --control: missing value"},
+        {{NULL}, "shoal: missing command"},
+        {{"fly", NULL}, "shoal: unknown command 'fly'"},
+        {{"get", NULL}, "shoal: get: missing s3://BUCKET/KEY"},
+        {{"get", "http://x/y", NULL}, "shoal: get: 'http://x/y' is not an S3 URL"},
+        {{"get", "s3://bucket-a/", NULL}, "shoal: get: 's3://bucket-a/' names no object"},
+        {{"preload", "s3://x", NULL}, "shoal: preload: 's3://x': 'x' is not a valid bucket name"},
+        {{"leave", "extra", NULL}, "shoal: leave: unexpected argument 'extra'"},
+        {{"stats", "-o", "f", NULL}, "shoal: -o: only for get and keygen"},
+        {{"get", "--json", "s3://bucket-a/k", NULL}, "shoal: --json: only for status and stats"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[2048];
+        int rc = run_cli_io(NULL, err, sizeof err, (char *const *)cases[i].args);
+        TT_CHECK(rc == 2, "case %zu (%s): exit %d, stderr: %s", i, cases[i].want, rc, err);
+        TT_CHECK(count_lines(err) == 1, "case %zu: %zu lines: %s", i, count_lines(err), err);
+        TT_CHECK(strstr(err, cases[i].want) == err, "case %zu: stderr '%s' does not start with '%s'", i, err,
+                 cases[i].want);
+    }
+}
+
+TT_TEST(test_shoal_cli_daemon_not_running_exits_1)
+{
+    char err[2048], sock[300];
+    g_dir = tt_tmpdir("cli");
+    snprintf(sock, sizeof sock, "%s/none.sock", g_dir);
+    char *args[] = {"status", "--control", sock, NULL};
+    int rc = run_cli_io(NULL, err, sizeof err, args);
+    TT_CHECK(rc == 1, "exit %d: %s", rc, err);
+    TT_CHECK(strstr(err, "cannot reach shoald at") && strstr(err, sock) && count_lines(err) == 1, "stderr: %s", err);
+}
+
+TT_TEST(test_shoal_cli_keygen_writes_32_bytes_0600_and_refuses_overwrite)
+{
+    char err[2048], key[300];
+    struct stat st;
+    g_dir = tt_tmpdir("cli");
+    snprintf(key, sizeof key, "%s/new.key", g_dir);
+    char *args[] = {"keygen", "-o", key, NULL};
+    int rc = run_cli_io(NULL, err, sizeof err, args);
+    TT_CHECK(rc == 0, "keygen exit %d: %s", rc, err);
+    TT_CHECK(stat(key, &st) == 0 && st.st_size == 32, "size %lld", (long long)st.st_size);
+    TT_CHECK((st.st_mode & 07777) == 0600, "mode %04o", (unsigned)(st.st_mode & 07777));
+    uint8_t k1[32], k2[32];
+    TT_OK(node_config_load_key(key, k1));
+    rc = run_cli_io(NULL, err, sizeof err, args);
+    TT_CHECK(rc == 1 && strstr(err, "refusing to overwrite"), "second keygen exit %d: %s", rc, err);
+    TT_OK(node_config_load_key(key, k2));
+    TT_CHECK(!memcmp(k1, k2, 32), "the existing key was changed");
+    static const uint8_t zero[32];
+    TT_CHECK(memcmp(k1, zero, 32) != 0, "key is all zeros");
+}
+TT_MAIN()
