@@ -1,0 +1,1865 @@
+/*
+ * mount: the libfuse3 low-level filesystem over a mount_backend (docs/semantics.md is the
+ * user-facing contract; this is how it is kept).
+ *
+ * Shape. As in libfuse's passthrough_ll, each handler in the const `mount_ops` table decodes its
+ * request, does the work and replies exactly once. This file is the FUSE edge: its helpers return
+ * 0 or -errno (what the kernel wants) and backend errors arrive as -errno already; only
+ * mount_new/start/stop speak the project's shoal_error convention.
+ *
+ * Locking. One mutex (m->lock) guards the inode table, every inode field, listings, the list of
+ * stages and the staging byte count; it is never held across a backend call or a read/write of
+ * a staged file, so slow S3 calls of one request never stall the others. Each stage has its own
+ * mutex serialising fill, write, truncate, upload and rename of that file. Order: a stage lock
+ * may be taken first and m->lock inside it, never the other way round. The kernel does not
+ * forget an inode while a request on it is in flight, so handlers keep inode pointers across
+ * unlocked sections; a stage is kept alive by its `nopen` count (handles and in-flight users).
+ *
+ * Metadata. An inode's size/ETag is trusted until attr_until (learnt + --metadata-ttl); the
+ * kernel's entry and attribute timeouts are the same TTL. A directory listing is fetched whole
+ * on opendir (the backend pages) unless the last one is younger than --negative-ttl, and it
+ * answers later lookups of its children for --metadata-ttl (no HEAD per file after `ls`); a name
+ * it does not hold is "no such file" only for --negative-ttl. A lookup nothing answers asks the
+ * backend: a one-entry LIST of "name/" (a directory wins over a file: mount_names.h), then HEAD.
+ *
+ * Reads. open records the ETag (asking the backend again when the metadata is older than the
+ * TTL: close-to-open) and every read of that handle asks for that ETag, so a reader never gets a
+ * splice of two versions (-ESTALE instead). The kernel's page cache is kept across opens while
+ * the ETag is the one the cache was filled with (inode->cache_etag).
+ *
+ * Writes. A file opened for writing is staged: a temporary file in the staging directory (already
+ * unlinked, so a crash leaves nothing), filled with the object's bytes first unless O_TRUNC.
+ * flush (every close) and fsync upload it when dirty and return the backend's error. rename of a
+ * file whose bytes exist only in a stage moves the key it will be uploaded under; anything that
+ * exists as an object is renamed by copy + remove. The staging cap counts the largest size each
+ * staged file reached; a write past it gets ENOSPC before a byte is written.
+ */
+#define FUSE_USE_VERSION 35
+
+#include "mount.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mount_inodes.h"
+#include "mount_names.h"
+#include "shoal_env.h"
+#include "shoal_error.h"
+#include "shoal_log.h"
+
+#define MOUNT_IO_MAX (1u << 20)        /* max_read, max_write and the fetch chunk */
+#define MOUNT_READAHEAD (4u << 20)
+#define MOUNT_ONCE_SLOTS 8192          /* keys remembered by the logged-once set */
+#define MOUNT_STOP_WAIT_S 5            /* how long mount_stop waits before aborting the link */
+
+typedef struct mount_stage {
+    pthread_mutex_t lock;
+    int fd;
+    uint64_t size;      /* length of the staged file (read by getattr under m->lock) */
+    uint64_t reserved;  /* bytes counted against max_staging_bytes */
+    bool filled;        /* the object's bytes are in (or none were needed) */
+    bool dirty;         /* holds bytes the backend has not acknowledged */
+    unsigned nopen;     /* handles plus in-flight users; under m->lock */
+    mount_inode *in;
+    struct mount_stage *next, *prev;
+} mount_stage;
+
+typedef struct mount_handle {
+    mount_stage *stage; /* NULL: a read handle on the object itself */
+    int flags;
+    char *key;
+    char etag[MOUNT_ETAG_MAX];
+} mount_handle;
+
+struct mount_view {
+    mount_config cfg;
+    char *mountpoint, *staging_dir, *prefix;
+    const mount_backend *be;
+    void *ctx;
+    uint64_t ttl_us, neg_ttl_us;
+    int64_t started; /* wall seconds: the mtime of directories */
+
+    pthread_mutex_t lock;
+    mount_inodes *inodes;
+    mount_stage *stages;
+    uint64_t staged_bytes;
+
+    pthread_mutex_t once_lock;
+    char **once;     /* open-addressed set of keys already logged */
+    size_t once_n;
+
+    struct fuse_session *se;
+    pthread_t thread;
+    bool running;
+};
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+static uint64_t now_us(void) { return shoal_clock_mono_us(); }
+
+static char *child_path(const char *parent, const char *name)
+{
+    char *p;
+    if (asprintf(&p, "%s%s%s", parent, *parent ? "/" : "", name) < 0)
+        return NULL;
+    return p;
+}
+
+/* The parent's path of `path` in a new string ("" for top-level names). */
+static char *parent_path(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return strndup(path, slash ? (size_t)(slash - path) : 0);
+}
+
+/* The key of a file, or the key prefix of a directory (ending with '/', the root's is the
+ * mount's prefix itself). */
+static char *key_of(const mount_view *m, const char *path, bool dir)
+{
+    char *k;
+    bool slash = dir && *path;
+    if (asprintf(&k, "%s%s%s", m->prefix, path, slash ? "/" : "") < 0)
+        return NULL;
+    return k;
+}
+
+/* True the first time `key` is seen by this mount (so a bad key is logged once, not per ls).
+ * After MOUNT_ONCE_SLOTS/2 keys it says so once and stops logging. */
+static bool log_once(mount_view *m, const char *key)
+{
+    bool first = false;
+    pthread_mutex_lock(&m->once_lock);
+    if (m->once_n >= MOUNT_ONCE_SLOTS / 2) {
+        if (m->once_n == MOUNT_ONCE_SLOTS / 2) {
+            LOG_WARN("mount", "log_suppressed", "reason=\"too many unmappable keys\" shown=%zu",
+                     m->once_n);
+            m->once_n++;
+        }
+        goto out;
+    }
+    size_t i = (size_t)mount_names_hash(key) & (MOUNT_ONCE_SLOTS - 1);
+    while (m->once[i] && strcmp(m->once[i], key) != 0)
+        i = (i + 1) & (MOUNT_ONCE_SLOTS - 1);
+    if (!m->once[i] && (m->once[i] = strdup(key)) != NULL) {
+        m->once_n++;
+        first = true;
+    }
+out:
+    pthread_mutex_unlock(&m->once_lock);
+    return first;
+}
+
+static void drop_listing(mount_inode *dir)
+{
+    if (dir) {
+        mount_listing_unref(dir->listing);
+        dir->listing = NULL;
+    }
+}
+
+/* Forgets the listing of the directory holding `path` (it changed); m->lock held. */
+static void invalidate_parent(mount_view *m, const char *path)
+{
+    char *pp = parent_path(path);
+    if (pp)
+        drop_listing(mount_inodes_find(m->inodes, pp));
+    free(pp);
+}
+
+static void learn(mount_inode *in, const mount_obj_info *info, uint64_t until)
+{
+    if (in->stage)
+        return; /* the staged bytes are the truth until they are uploaded */
+    in->info = *info;
+    in->remote = true;
+    in->attr_until = until;
+}
+
+static void fill_attr(const mount_view *m, const mount_inode *in, struct stat *st)
+{
+    memset(st, 0, sizeof *st);
+    st->st_ino = in->ino;
+    st->st_uid = m->cfg.uid;
+    st->st_gid = m->cfg.gid;
+    st->st_nlink = 1; /* also for directories: "unknown", so find(1) never skips subdirectories */
+    st->st_blksize = MOUNT_IO_MAX;
+    if (in->is_dir) {
+        st->st_mode = S_IFDIR | (m->cfg.dir_mode & 07777);
+        st->st_size = 4096;
+        st->st_mtim.tv_sec = m->started;
+    } else {
+        st->st_mode = S_IFREG | (m->cfg.file_mode & 07777);
+        st->st_size = (off_t)(in->stage ? in->stage->size : in->info.size);
+        st->st_mtim.tv_sec = in->info.mtime;
+    }
+    st->st_blocks = (st->st_size + 511) / 512;
+    st->st_atim = st->st_mtim;
+    st->st_ctim = st->st_mtim;
+}
+
+static void fill_entry(const mount_view *m, const mount_inode *in, struct fuse_entry_param *e)
+{
+    memset(e, 0, sizeof *e);
+    e->ino = in->ino;
+    e->generation = 1;
+    fill_attr(m, in, &e->attr);
+    e->attr_timeout = m->cfg.metadata_ttl;
+    e->entry_timeout = m->cfg.metadata_ttl;
+}
+
+static mount_inode *get_inode(mount_view *m, fuse_ino_t ino)
+{
+    return mount_inodes_get(m->inodes, ino);
+}
+
+/* The attached inode at `path` of the given type, replacing one of the other type unless that
+ * one is staged (then NULL: the local file wins until it is uploaded). m->lock held. */
+static mount_inode *inode_at(mount_view *m, const char *path, bool is_dir)
+{
+    mount_inode *in = mount_inodes_find(m->inodes, path);
+    if (in && in->is_dir != is_dir) {
+        if (in->stage)
+            return NULL;
+        mount_inodes_detach(m->inodes, in);
+        mount_inodes_maybe_free(m->inodes, in);
+    }
+    return mount_inodes_get_path(m->inodes, path, is_dir);
+}
+
+/* Validates a name the kernel sent: 0, -ENAMETOOLONG, or -EINVAL for what cannot be a key. */
+static int check_name(const char *name)
+{
+    switch (mount_names_check(name, strlen(name))) {
+    case MOUNT_NAME_OK: return 0;
+    case MOUNT_NAME_TOO_LONG: return -ENAMETOOLONG;
+    default: return -EINVAL;
+    }
+}
+
+/* Resolves parent + name to a new path string; m->lock held. */
+static int name_path(mount_view *m, fuse_ino_t parent, const char *name, char **out)
+{
+    int rc = check_name(name);
+    if (rc)
+        return rc;
+    mount_inode *p = get_inode(m, parent);
+    if (!p)
+        return -ENOENT;
+    if (!p->is_dir)
+        return -ENOTDIR;
+    *out = child_path(p->path, name);
+    return *out ? 0 : -ENOMEM;
+}
+
+/* ---- listings ----------------------------------------------------------------------------- */
+
+typedef struct list_acc {
+    mount_view *m;
+    const char *dir_prefix;
+    size_t dir_len;
+    mount_dirent *e;
+    size_t n, cap;
+    int err;
+} list_acc;
+
+static int acc_push(list_acc *a, const char *name, size_t len, bool is_dir,
+                    const mount_obj_info *info)
+{
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        mount_dirent *e = realloc(a->e, cap * sizeof *e);
+        if (!e)
+            return -ENOMEM;
+        a->e = e;
+        a->cap = cap;
+    }
+    mount_dirent *d = &a->e[a->n];
+    memset(d, 0, sizeof *d);
+    d->name = strndup(name, len);
+    if (!d->name)
+        return -ENOMEM;
+    d->is_dir = is_dir;
+    if (info)
+        d->info = *info;
+    a->n++;
+    return 0;
+}
+
+static int on_list_entry(void *ud, const char *key, size_t key_len, bool is_prefix,
+                         const mount_obj_info *info)
+{
+    list_acc *a = ud;
+    const char *name = NULL;
+    size_t len = 0;
+    mount_name_verdict why;
+    mount_child_kind kind =
+        mount_names_child(a->dir_prefix, a->dir_len, key, key_len, is_prefix, &name, &len, &why);
+    if (kind == MOUNT_CHILD_SELF)
+        return 0;
+    if (kind == MOUNT_CHILD_SKIP) {
+        char *k = strndup(key, key_len); /* stops at a NUL byte: enough to name it in a log */
+        char q[512];
+        if (k && log_once(a->m, k))
+            LOG_WARN("mount", "key_skipped", "key=%s reason=\"%s\"", shoal_log_q(q, sizeof q, k),
+                     mount_names_verdict_text(why));
+        free(k);
+        return 0;
+    }
+    a->err = acc_push(a, name, len, kind == MOUNT_CHILD_DIR,
+                      kind == MOUNT_CHILD_FILE ? info : NULL);
+    return a->err;
+}
+
+typedef struct shadow_ctx {
+    mount_view *m;
+    const char *dir_prefix;
+} shadow_ctx;
+
+static void on_shadowed(void *ud, const mount_dirent *file)
+{
+    shadow_ctx *c = ud;
+    char *key;
+    char q[512];
+    if (asprintf(&key, "%s%s", c->dir_prefix, file->name) < 0)
+        return;
+    if (log_once(c->m, key))
+        LOG_WARN("mount", "file_shadowed", "key=%s reason=\"a directory has the same name\"",
+                 shoal_log_q(q, sizeof q, key));
+    free(key);
+}
+
+/* Lists the directory at `path` into a new listing (refs 1). 0 or -errno. */
+static int fetch_listing(mount_view *m, const char *path, mount_listing **out)
+{
+    int rc = -ENOMEM;
+    list_acc a = {.m = m};
+    char *prefix = key_of(m, path, true);
+    mount_listing *l = calloc(1, sizeof *l);
+    if (!prefix || !l)
+        goto fail;
+    a.dir_prefix = prefix;
+    a.dir_len = strlen(prefix);
+    l->listed_at = now_us();
+    rc = m->be->list(m->ctx, prefix, "/", 0, on_list_entry, &a);
+    if (rc == 0)
+        rc = a.err;
+    if (rc != 0)
+        goto fail;
+    shadow_ctx sc = {m, prefix};
+    l->refs = 1;
+    l->e = a.e;
+    l->n_alloc = a.n;
+    l->n = mount_names_resolve(a.e, a.n, on_shadowed, &sc);
+    free(prefix);
+    *out = l;
+    return 0;
+
+fail:
+    for (size_t i = 0; i < a.n; i++)
+        free(a.e[i].name);
+    free(a.e);
+    free(l);
+    free(prefix);
+    return rc;
+}
+
+/* Adds the staged files of directory `path` that the listing does not show yet (created but not
+ * uploaded). m->lock held; on NOMEM the listing simply lacks them. */
+static void merge_staged(mount_view *m, const char *path, mount_listing *l)
+{
+    size_t plen = strlen(path);
+    size_t added = 0;
+    for (mount_stage *s = m->stages; s; s = s->next) {
+        const char *p = s->in->path;
+        if (s->in->detached || strncmp(p, path, plen) != 0)
+            continue;
+        const char *name = p + plen + (plen ? 1 : 0);
+        if ((plen && p[plen] != '/') || strchr(name, '/') || mount_names_find(l->e, l->n, name))
+            continue;
+        mount_dirent *e = realloc(l->e, (l->n_alloc + 1) * sizeof *e);
+        if (!e)
+            return;
+        l->e = e;
+        /* Put the new entry at l->n, moving the first dropped duplicate to the end. */
+        e[l->n_alloc] = e[l->n];
+        memset(&e[l->n], 0, sizeof e[l->n]);
+        e[l->n].name = strdup(name);
+        if (!e[l->n].name)
+            return;
+        l->n_alloc++;
+        l->n++;
+        added++;
+    }
+    if (added)
+        l->n = mount_names_resolve(l->e, l->n, NULL, NULL);
+}
+
+/* ---- lookups ------------------------------------------------------------------------------ */
+
+static int count_entry(void *ud, const char *key, size_t key_len, bool is_prefix,
+                       const mount_obj_info *info)
+{
+    (*(size_t *)ud)++;
+    return 0;
+}
+
+/* Asks the backend what `path` is: a directory when anything is under "path/" (the directory
+ * wins over a file of the same name), else a file when HEAD finds it. 0, -ENOENT or -errno. */
+static int probe(mount_view *m, const char *path, bool *is_dir, mount_obj_info *info)
+{
+    int rc = -ENOMEM;
+    size_t n = 0;
+    char *dkey = key_of(m, path, true), *fkey = key_of(m, path, false);
+    if (!dkey || !fkey)
+        goto out;
+    rc = m->be->list(m->ctx, dkey, "/", 1, count_entry, &n);
+    if (rc == 0 && n > 0) {
+        *is_dir = true;
+        memset(info, 0, sizeof *info);
+        goto out;
+    }
+    if (rc == 0) {
+        *is_dir = false;
+        rc = m->be->head(m->ctx, fkey, info);
+    }
+out:
+    free(dkey);
+    free(fkey);
+    return rc;
+}
+
+static void reply_negative(mount_view *m, fuse_req_t req)
+{
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof e);
+    e.entry_timeout = m->cfg.negative_ttl;
+    fuse_reply_entry(req, &e);
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    mount_view *m = fuse_req_userdata(req);
+    struct fuse_entry_param e;
+    int rc = check_name(name);
+    if (rc != 0) {
+        fuse_reply_err(req, rc == -ENAMETOOLONG ? ENAMETOOLONG : ENOENT);
+        return;
+    }
+    uint64_t now = now_us();
+    bool is_dir = false;
+    mount_obj_info info;
+    char *path = NULL;
+
+    pthread_mutex_lock(&m->lock);
+    mount_inode *p = get_inode(m, parent);
+    if (!p || !p->is_dir) {
+        rc = p ? -ENOTDIR : -ENOENT;
+        goto unlock_reply;
+    }
+    path = child_path(p->path, name);
+    if (!path) {
+        rc = -ENOMEM;
+        goto unlock_reply;
+    }
+    mount_inode *in = mount_inodes_find(m->inodes, path);
+    if (in && (in->stage || now < in->attr_until))
+        goto found;
+    mount_listing *l = p->listing;
+    if (l && now < l->listed_at + m->ttl_us) {
+        const mount_dirent *d = mount_names_find(l->e, l->n, name);
+        if (d) {
+            in = inode_at(m, path, d->is_dir);
+            if (!in) {
+                in = mount_inodes_find(m->inodes, path);
+                goto found;
+            }
+            learn(in, &d->info, l->listed_at + m->ttl_us);
+            goto found;
+        }
+        if (now < l->listed_at + m->neg_ttl_us) {
+            pthread_mutex_unlock(&m->lock);
+            reply_negative(m, req);
+            goto out;
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+
+    rc = probe(m, path, &is_dir, &info);
+    if (rc == -ENOENT) {
+        reply_negative(m, req);
+        goto out;
+    }
+    if (rc != 0) {
+        fuse_reply_err(req, -rc);
+        goto out;
+    }
+    pthread_mutex_lock(&m->lock);
+    in = inode_at(m, path, is_dir);
+    if (!in)
+        in = mount_inodes_find(m->inodes, path);
+    if (!in) {
+        rc = -ENOMEM;
+        goto unlock_reply;
+    }
+    learn(in, &info, now_us() + m->ttl_us);
+found:
+    if (!in) {
+        rc = -ENOMEM;
+        goto unlock_reply;
+    }
+    in->nlookup++;
+    fill_entry(m, in, &e);
+    pthread_mutex_unlock(&m->lock);
+    fuse_reply_entry(req, &e);
+    goto out;
+
+unlock_reply:
+    pthread_mutex_unlock(&m->lock);
+    fuse_reply_err(req, -rc);
+out:
+    free(path);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    mount_view *m = fuse_req_userdata(req);
+    pthread_mutex_lock(&m->lock);
+    mount_inode *in = get_inode(m, ino);
+    if (in)
+        mount_inodes_forget(m->inodes, in, nlookup);
+    pthread_mutex_unlock(&m->lock);
+    fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+    mount_view *m = fuse_req_userdata(req);
+    pthread_mutex_lock(&m->lock);
+    for (size_t i = 0; i < count; i++) {
+        mount_inode *in = get_inode(m, forgets[i].ino);
+        if (in)
+            mount_inodes_forget(m->inodes, in, forgets[i].nlookup);
+    }
+    pthread_mutex_unlock(&m->lock);
+    fuse_reply_none(req);
+}
+
+/* Makes sure `in`'s metadata is fresh (HEAD when older than the TTL). m->lock held on entry and
+ * on return; dropped around the backend call. 0 or -errno (-ENOENT: the object is gone). */
+static int refresh(mount_view *m, mount_inode *in)
+{
+    if (in->is_dir || in->stage || now_us() < in->attr_until)
+        return 0;
+    mount_obj_info info;
+    char *key = key_of(m, in->path, false);
+    if (!key)
+        return -ENOMEM;
+    pthread_mutex_unlock(&m->lock);
+    int rc = m->be->head(m->ctx, key, &info);
+    free(key);
+    pthread_mutex_lock(&m->lock);
+    if (rc == 0)
+        learn(in, &info, now_us() + m->ttl_us);
+    return rc;
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    mount_view *m = fuse_req_userdata(req);
+    struct stat st;
+    int rc = -ENOENT;
+    pthread_mutex_lock(&m->lock);
+    mount_inode *in = get_inode(m, ino);
+    if (in)
+        rc = refresh(m, in);
+    if (rc == 0)
+        fill_attr(m, in, &st);
+    pthread_mutex_unlock(&m->lock);
+    if (rc == 0)
+        fuse_reply_attr(req, &st, m->cfg.metadata_ttl);
+    else
+        fuse_reply_err(req, -rc);
+}
+
+/* ---- staging ------------------------------------------------------------------------------ */
+
+/* A new, empty stage for `in` (m->lock held). 0 or -errno. */
+static int stage_new(mount_view *m, mount_inode *in, mount_stage **out)
+{
+    char *tmpl;
+    if (asprintf(&tmpl, "%s/stage-XXXXXX", m->staging_dir) < 0)
+        return -ENOMEM;
+    int fd = mkostemp(tmpl, O_CLOEXEC);
+    int err = errno;
+    if (fd >= 0)
+        unlink(tmpl); /* nameless from the start: a crash leaves no staged file behind */
+    free(tmpl);
+    if (fd < 0) {
+        LOG_ERROR("mount", "stage_failed", "dir=%s errno=%d", m->staging_dir, err);
+        return -err;
+    }
+    mount_stage *s = calloc(1, sizeof *s);
+    if (!s) {
+        close(fd);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&s->lock, NULL);
+    s->fd = fd;
+    s->in = in;
+    s->next = m->stages;
+    if (m->stages)
+        m->stages->prev = s;
+    m->stages = s;
+    in->stage = s;
+    *out = s;
+    return 0;
+}
+
+/* Drops one use of `s`; the last one frees it and releases its staging bytes. */
+static void stage_put(mount_view *m, mount_stage *s)
+{
+    pthread_mutex_lock(&m->lock);
+    bool last = --s->nopen == 0;
+    if (last) {
+        if (s->prev)
+            s->prev->next = s->next;
+        else
+            m->stages = s->next;
+        if (s->next)
+            s->next->prev = s->prev;
+        m->staged_bytes -= s->reserved;
+        s->in->stage = NULL;
+        mount_inodes_maybe_free(m->inodes, s->in);
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (last) {
+        close(s->fd);
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+    }
+}
+
+/* Counts the staged file as `size` bytes against the cap (s->lock held). 0 or -ENOSPC. */
+static int stage_reserve(mount_view *m, mount_stage *s, uint64_t size)
+{
+    int rc = 0;
+    pthread_mutex_lock(&m->lock);
+    if (size > s->reserved) {
+        uint64_t grow = size - s->reserved;
+        if (m->cfg.max_staging_bytes && m->staged_bytes + grow > m->cfg.max_staging_bytes) {
+            rc = -ENOSPC;
+        } else {
+            m->staged_bytes += grow;
+            s->reserved = size;
+        }
+    } else {
+        m->staged_bytes -= s->reserved - size;
+        s->reserved = size;
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (rc)
+        LOG_WARN("mount", "staging_full", "staged=%llu cap=%llu",
+                 (unsigned long long)m->staged_bytes, (unsigned long long)m->cfg.max_staging_bytes);
+    return rc;
+}
+
+/* Sets the staged file's length (s->lock held). 0 or -errno. */
+static int stage_truncate(mount_view *m, mount_stage *s, uint64_t size)
+{
+    int rc = stage_reserve(m, s, size > s->size ? size : s->size);
+    if (rc)
+        return rc;
+    if (ftruncate(s->fd, (off_t)size) != 0)
+        return -errno;
+    pthread_mutex_lock(&m->lock);
+    s->size = size;
+    pthread_mutex_unlock(&m->lock);
+    s->dirty = true;
+    return stage_reserve(m, s, size);
+}
+
+static int write_all(int fd, const char *buf, size_t len, uint64_t off)
+{
+    while (len > 0) {
+        ssize_t n = pwrite(fd, buf, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        buf += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+/* Copies the object's bytes (version `etag`, `size` bytes) into the stage (s->lock held). */
+static int stage_fill(mount_view *m, mount_stage *s, const char *key, const char *etag, uint64_t size)
+{
+    int rc = stage_reserve(m, s, size);
+    char *buf = rc ? NULL : malloc(MOUNT_IO_MAX);
+    uint64_t off = 0;
+    if (rc)
+        return rc;
+    if (!buf)
+        return -ENOMEM;
+    while (off < size) {
+        size_t want = size - off < MOUNT_IO_MAX ? (size_t)(size - off) : MOUNT_IO_MAX;
+        ssize_t n = m->be->read(m->ctx, key, etag, off, want, buf);
+        if (n <= 0) {
+            rc = n < 0 ? (int)n : -EIO; /* shorter than its size: it changed under us */
+            goto out;
+        }
+        rc = write_all(s->fd, buf, (size_t)n, off);
+        if (rc)
+            goto out;
+        off += (uint64_t)n;
+    }
+    pthread_mutex_lock(&m->lock);
+    s->size = size;
+    pthread_mutex_unlock(&m->lock);
+    s->filled = true;
+out:
+    free(buf);
+    return rc;
+}
+
+/* Uploads the stage when it holds unacknowledged bytes. 0 or the backend's -errno. A stage whose
+ * file was unlinked or replaced meanwhile is dropped, not uploaded (POSIX: writes to an unlinked
+ * file go nowhere). */
+static int stage_upload(mount_view *m, mount_stage *s)
+{
+    int rc = 0;
+    char *key = NULL;
+    pthread_mutex_lock(&s->lock);
+    if (!s->dirty)
+        goto out;
+    pthread_mutex_lock(&m->lock);
+    bool orphan = s->in->detached;
+    if (!orphan)
+        key = key_of(m, s->in->path, false);
+    pthread_mutex_unlock(&m->lock);
+    if (orphan) {
+        s->dirty = false;
+        goto out;
+    }
+    if (!key) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    mount_obj_info info;
+    memset(&info, 0, sizeof info);
+    rc = m->be->put(m->ctx, key, s->size ? s->fd : -1, s->size, &info);
+    char q[512];
+    if (rc != 0) {
+        LOG_WARN("mount", "upload_failed", "key=%s size=%llu errno=%d",
+                 shoal_log_q(q, sizeof q, key), (unsigned long long)s->size, -rc);
+        goto out;
+    }
+    LOG_DEBUG("mount", "uploaded", "key=%s size=%llu", shoal_log_q(q, sizeof q, key),
+              (unsigned long long)s->size);
+    s->dirty = false;
+    pthread_mutex_lock(&m->lock);
+    mount_inode *in = s->in;
+    in->info = info;
+    in->info.size = s->size;
+    in->remote = true;
+    in->attr_until = now_us() + m->ttl_us;
+    /* The kernel's pages are the bytes just uploaded: they stay valid for this version. */
+    snprintf(in->cache_etag, sizeof in->cache_etag, "%s", info.etag);
+    invalidate_parent(m, in->path);
+    pthread_mutex_unlock(&m->lock);
+out:
+    pthread_mutex_unlock(&s->lock);
+    free(key);
+    return rc;
+}
+
+/* Stages `in` for writing and takes one use of the stage into *out: shares the stage of another
+ * writer, else fetches the object's bytes first unless `trunc`. 0 or -errno. */
+static int stage_open(mount_view *m, mount_inode *in, bool trunc, mount_stage **out)
+{
+    int rc = 0;
+    mount_stage *s;
+    char *key = NULL;
+    mount_obj_info info;
+
+    pthread_mutex_lock(&m->lock);
+    s = in->stage;
+    if (!s) {
+        rc = stage_new(m, in, &s);
+        if (rc) {
+            pthread_mutex_unlock(&m->lock);
+            return rc;
+        }
+        s->filled = trunc || !in->remote;
+    }
+    s->nopen++;
+    pthread_mutex_unlock(&m->lock);
+
+    pthread_mutex_lock(&s->lock);
+    if (!s->filled) {
+        pthread_mutex_lock(&m->lock);
+        /* The stage hides the inode's metadata from refresh(): ask with the stage in place. */
+        bool fresh = now_us() < in->attr_until;
+        info = in->info;
+        key = key_of(m, in->path, false);
+        pthread_mutex_unlock(&m->lock);
+        rc = key ? 0 : -ENOMEM;
+        if (rc == 0 && !fresh)
+            rc = m->be->head(m->ctx, key, &info);
+        if (rc == 0)
+            rc = stage_fill(m, s, key, info.etag, info.size);
+        if (rc == 0) {
+            pthread_mutex_lock(&m->lock);
+            in->info = info;
+            in->attr_until = now_us() + m->ttl_us;
+            pthread_mutex_unlock(&m->lock);
+        }
+    }
+    if (rc == 0 && trunc)
+        rc = stage_truncate(m, s, 0);
+    pthread_mutex_unlock(&s->lock);
+    free(key);
+    if (rc) {
+        stage_put(m, s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+/* ---- files -------------------------------------------------------------------------------- */
+
+static bool wants_write(int flags)
+{
+    return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    mount_view *m = fuse_req_userdata(req);
+    int rc = 0;
+    mount_handle *h = calloc(1, sizeof *h);
+    if (!h) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    h->flags = fi->flags;
+    pthread_mutex_lock(&m->lock);
+    mount_inode *in = get_inode(m, ino);
+    if (!in || in->is_dir) {
+        rc = in ? -EISDIR : -ENOENT;
+        goto unlock_fail;
+    }
+    if (wants_write(fi->flags)) {
+        if (m->cfg.read_only) {
+            rc = -EROFS;
+            goto unlock_fail;
+        }
+        pthread_mutex_unlock(&m->lock);
+        rc = stage_open(m, in, fi->flags & O_TRUNC, &h->stage);
+        if (rc)
+            goto fail;
+        pthread_mutex_lock(&m->lock);
+    } else if (in->stage) {
+        h->stage = in->stage; /* read what local writers wrote */
+        h->stage->nopen++;
+    } else {
+        rc = refresh(m, in); /* close-to-open: metadata older than the TTL is asked again */
+        if (rc)
+            goto unlock_fail;
+        h->key = key_of(m, in->path, false);
+        if (!h->key) {
+            rc = -ENOMEM;
+            goto unlock_fail;
+        }
+        snprintf(h->etag, sizeof h->etag, "%s", in->info.etag);
+    }
+    if (h->stage) {
+        /* Writes go through the page cache, so it matches the stage unless O_TRUNC emptied it. */
+        fi->keep_cache = !(fi->flags & O_TRUNC) && strcmp(in->cache_etag, in->info.etag) == 0;
+        if (fi->flags & O_TRUNC)
+            in->cache_etag[0] = '\0';
+    } else {
+        fi->keep_cache = strcmp(in->cache_etag, h->etag) == 0;
+        snprintf(in->cache_etag, sizeof in->cache_etag, "%s", h->etag);
+    }
+    pthread_mutex_unlock(&m->lock);
+    fi->fh = (uint64_t)(uintptr_t)h;
+    if (fuse_reply_open(req, fi) != 0 && h->stage)
+        stage_put(m, h->stage); /* the opener is gone: no release will come */
+    return;
+
+unlock_fail:
+    pthread_mutex_unlock(&m->lock);
+fail:
+    free(h->key);
+    free(h);
+    fuse_reply_err(req, -rc);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      struct fuse_file_info *fi)
+{
+    mount_view *m = fuse_req_userdata(req);
+    struct fuse_entry_param e;
+    mount_stage *s = NULL;
+    char *path = NULL;
+    int rc = m->cfg.read_only ? -EROFS : check_name(name);
+    mount_handle *h = calloc(1, sizeof *h);
+    if (!h)
+        rc = -ENOMEM;
+    if (rc)
+        goto fail;
+    if (!S_ISREG(mode)) {
+        rc = -EPERM;
+        goto fail;
+    }
+    h->flags = fi->flags;
+    pthread_mutex_lock(&m->lock);
+    rc = name_path(m, parent, name, &path);
+    mount_inode *in = rc ? NULL : mount_inodes_find(m->inodes, path);
+    if (rc == 0 && in && in->is_dir)
+        rc = -EISDIR;
+    if (rc == 0 && !(in = inode_at(m, path, false)))
+        rc = -ENOMEM;
+    if (rc)
+        goto unlock_fail;
+    s = in->stage;
+    if (!s)
+        rc = stage_new(m, in, &s);
+    if (rc) {
+        mount_inodes_maybe_free(m->inodes, in);
+        goto unlock_fail;
+    }
+    s->nopen++;
+    s->filled = true;
+    s->dirty = true; /* a created file is uploaded on close even when left empty */
+    memset(&in->info, 0, sizeof in->info);
+    in->info.mtime = time(NULL);
+    in->attr_until = now_us() + m->ttl_us;
+    in->cache_etag[0] = '\0';
+    in->nlookup++;
+    invalidate_parent(m, path);
+    fill_entry(m, in, &e);
+    h->stage = s;
+    pthread_mutex_unlock(&m->lock);
+    free(path);
+    fi->fh = (uint64_t)(uintptr_t)h;
+    if (fuse_reply_create(req, &e, fi) != 0)
+        stage_put(m, s);
+    return;
+
+unlock_fail:
+    pthread_mutex_unlock(&m->lock);
+fail:
+    free(path);
+    free(h);
+    fuse_reply_err(req, -rc);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    mount_view *m = fuse_req_userdata(req);
+    mount_handle *h = (mount_handle *)(uintptr_t)fi->fh;
+    char *buf = malloc(size ? size : 1);
+    ssize_t n;
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    if (h->stage) {
+        n = pread(h->stage->fd, buf, size, off);
+        if (n < 0)
+            n = -errno;
+    } else {
+        n = m->be->read(m->ctx, h->key, h->etag, (uint64_t)off, size, buf);
+        if (n == -ENOENT)
+            n = -ESTALE; /* deleted while open: the handle's version is gone */
+        if (n == -ESTALE) {
+            pthread_mutex_lock(&m->lock);
+            mount_inode *in = get_inode(m, ino);
+            if (in)
+                in->attr_until = 0; /* the next open asks again */
+            pthread_mutex_unlock(&m->lock);
+        }
+    }
+    if (n < 0)
+        fuse_reply_err(req, (int)-n);
+    else
+        fuse_reply_buf(req, buf, (size_t)n);
+    free(buf);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                     struct fuse_file_info *fi)
+{
+    mount_view *m = fuse_req_userdata(req);
+    mount_handle *h = (mount_handle *)(uintptr_t)fi->fh;
+    mount_stage *s = h->stage;
+    int rc;
+    if (!s || !wants_write(h->flags)) {
+        fuse_reply_err(req, EBADF);
+        return;
+    }
+    pthread_mutex_lock(&s->lock);
+    uint64_t at = (h->flags & O_APPEND) ? s->size : (uint64_t)off;
+    uint64_t end = at + size;
+    rc = stage_reserve(m, s, end > s->size ? end : s->size);
+    if (rc == 0)
+        rc = write_all(s->fd, buf, size, at);
+    if (rc == 0) {
+        s->dirty = true;
+        pthread_mutex_lock(&m->lock);
+        if (end > s->size)
+            s->size = end;
+        s->in->info.mtime = time(NULL);
+        pthread_mutex_unlock(&m->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (rc)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_write(req, size);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    mount_view *m = fuse_req_userdata(req);
+    mount_handle *h = (mount_handle *)(uintptr_t)fi->fh;
+    int rc = h->stage ? stage_upload(m, h->stage) : 0;
+    fuse_reply_err(req, -rc);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    op_flush(req, ino, fi);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    mount_view *m = fuse_req_userdata(req);
+    mount_handle *h = (mount_handle *)(uintptr_t)fi->fh;
+    if (h->stage) {
+        pthread_mutex_lock(&m->lock);
+        bool last = h->stage->nopen == 1;
+        pthread_mutex_unlock(&m->lock);
+        /* Bytes written after the last flush (through a shared mapping) still get uploaded;
+         * release cannot report an error, so a failure here is logged by stage_upload. */
+        if (last)
+            stage_upload(m, h->stage);
+        stage_put(m, h->stage);
+    }
+    free(h->key);
+    free(h);
+    fuse_reply_err(req, 0);
+}
+
+/* True when every time being set is "now" (utimensat with UTIME_NOW, as touch(1) does). */
+static bool times_are_now(int to_set)
+{
+    if ((to_set & FUSE_SET_ATTR_ATIME) && !(to_set & FUSE_SET_ATTR_ATIME_NOW))
+        return false;
+    if ((to_set & FUSE_SET_ATTR_MTIME) && !(to_set & FUSE_SET_ATTR_MTIME_NOW))
+        return false;
+    return true;
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi)
+{
+    mount_view *m = fuse_req_userdata(req);
+    struct stat st;
+    int rc = m->cfg.read_only ? -EROFS : 0;
+    mount_stage *s = NULL;
+    bool own_stage = false;
+    if (rc)
+        goto reply;
+    pthread_mutex_lock(&m->lock);
+    mount_inode *in = get_inode(m, ino);
+    mode_t mode = in && in->is_dir ? m->cfg.dir_mode : m->cfg.file_mode;
+    if (!in)
+        rc = -ENOENT;
+    /* S3 keeps no owner or permission bits: only a "change" to what is shown succeeds. */
+    else if ((to_set & FUSE_SET_ATTR_MODE) && (attr->st_mode & 07777) != (mode & 07777))
+        rc = -EPERM;
+    else if ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != m->cfg.uid)
+        rc = -EPERM;
+    else if ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != m->cfg.gid)
+        rc = -EPERM;
+    /* Times: S3 sets the mtime at upload. "Now" on a file being written is what will happen
+     * anyway (touch of a new file); any other time cannot be stored. */
+    else if ((to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) &&
+             (!in->stage || !times_are_now(to_set)))
+        rc = -EPERM;
+    else if ((to_set & FUSE_SET_ATTR_SIZE) && in->is_dir)
+        rc = -EISDIR;
+    else if ((to_set & FUSE_SET_ATTR_SIZE) && in->stage) {
+        s = in->stage;
+        s->nopen++;
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (rc || !(to_set & FUSE_SET_ATTR_SIZE))
+        goto attr;
+    if (!s) {
+        /* truncate(2) of a file nobody has open for writing: stage, cut, upload at once. */
+        rc = stage_open(m, in, attr->st_size == 0, &s);
+        own_stage = rc == 0;
+    }
+    if (rc)
+        goto attr;
+    pthread_mutex_lock(&s->lock);
+    rc = stage_truncate(m, s, (uint64_t)attr->st_size);
+    pthread_mutex_unlock(&s->lock);
+    if (rc == 0 && own_stage)
+        rc = stage_upload(m, s);
+    stage_put(m, s);
+attr:
+    if (rc == 0) {
+        pthread_mutex_lock(&m->lock);
+        fill_attr(m, in, &st);
+        pthread_mutex_unlock(&m->lock);
+    }
+reply:
+    if (rc)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_attr(req, &st, m->cfg.metadata_ttl);
+}
+
+/* ---- namespace changes -------------------------------------------------------------------- */
+
+/* After unlink or rmdir: `path` is gone; its inode lives on only for the kernel's references. */
+static void forget_path(mount_view *m, const char *path)
+{
+    pthread_mutex_lock(&m->lock);
+    mount_inode *in = mount_inodes_find(m->inodes, path);
+    if (in) {
+        drop_listing(in);
+        mount_inodes_detach(m->inodes, in);
+        mount_inodes_maybe_free(m->inodes, in);
+    }
+    invalidate_parent(m, path);
+    pthread_mutex_unlock(&m->lock);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    mount_view *m = fuse_req_userdata(req);
+    char *path = NULL, *key = NULL;
+    bool remote = true;
+    int rc = m->cfg.read_only ? -EROFS : 0;
+    if (rc)
+        goto reply;
+    pthread_mutex_lock(&m->lock);
+    rc = name_path(m, parent, name, &path);
+    mount_inode *in = rc ? NULL : mount_inodes_find(m->inodes, path);
+    if (in && in->is_dir)
+        rc = -EISDIR;
+    if (in)
+        remote = in->remote; /* a file never uploaded has no object to delete */
+    if (rc == 0 && !(key = key_of(m, path, false)))
+        rc = -ENOMEM;
+    pthread_mutex_unlock(&m->lock);
+    if (rc == 0 && remote)
+        rc = m->be->remove(m->ctx, key);
+    if (rc == 0)
+        forget_path(m, path);
+reply:
+    free(path);
+    free(key);
+    fuse_reply_err(req, -rc);
+}
+
+/* mkdir and mknod: an empty object at the name, a marker "name/" for a directory. */
+static void make_empty(fuse_req_t req, fuse_ino_t parent, const char *name, bool is_dir)
+{
+    mount_view *m = fuse_req_userdata(req);
+    struct fuse_entry_param e;
+    mount_obj_info info;
+    char *path = NULL, *key = NULL;
+    int rc = m->cfg.read_only ? -EROFS : 0;
+    if (rc)
+        goto reply;
+    pthread_mutex_lock(&m->lock);
+    rc = name_path(m, parent, name, &path);
+    if (rc == 0 && !(key = key_of(m, path, is_dir)))
+        rc = -ENOMEM;
+    pthread_mutex_unlock(&m->lock);
+    if (rc == 0)
+        rc = m->be->put(m->ctx, key, -1, 0, &info);
+    if (rc)
+        goto reply;
+    pthread_mutex_lock(&m->lock);
+    mount_inode *in = inode_at(m, path, is_dir);
+    if (in) {
+        learn(in, &info, now_us() + m->ttl_us);
+        in->nlookup++;
+        fill_entry(m, in, &e);
+        invalidate_parent(m, path);
+    }
+    pthread_mutex_unlock(&m->lock);
+    rc = in ? 0 : -EEXIST;
+reply:
+    free(path);
+    free(key);
+    if (rc)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_entry(req, &e);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    make_empty(req, parent, name, true);
+}
+
+typedef struct marker_count {
+    const char *self;
+    size_t self_len;
+    size_t others;
+    bool marker;
+} marker_count;
+
+static int count_children(void *ud, const char *key, size_t key_len, bool is_prefix,
+                          const mount_obj_info *info)
+{
+    marker_count *c = ud;
+    if (!is_prefix && key_len == c->self_len && memcmp(key, c->self, key_len) == 0)
+        c->marker = true;
+    else
+        c->others++;
+    return 0;
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    mount_view *m = fuse_req_userdata(req);
+    char *path = NULL, *key = NULL;
+    int rc = m->cfg.read_only ? -EROFS : 0;
+    if (rc)
+        goto reply;
+    pthread_mutex_lock(&m->lock);
+    rc = name_path(m, parent, name, &path);
+    size_t plen = rc ? 0 : strlen(path);
+    for (mount_stage *s = m->stages; rc == 0 && s; s = s->next)
+        if (!s->in->detached && strncmp(s->in->path, path, plen) == 0 && s->in->path[plen] == '/')
+            rc = -ENOTEMPTY; /* a file created inside and not uploaded yet */
+    if (rc == 0 && !(key = key_of(m, path, true)))
+        rc = -ENOMEM;
+    pthread_mutex_unlock(&m->lock);
+    /* Two entries are enough: the marker itself (it sorts first) and any other. */
+    marker_count mc = {key, key ? strlen(key) : 0, 0, false};
+    if (rc == 0)
+        rc = m->be->list(m->ctx, key, "/", 2, count_children, &mc);
+    if (rc == 0 && mc.others > 0)
+        rc = -ENOTEMPTY;
+    if (rc == 0 && mc.marker)
+        rc = m->be->remove(m->ctx, key);
+    if (rc == 0)
+        forget_path(m, path);
+reply:
+    free(path);
+    free(key);
+    fuse_reply_err(req, -rc);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                      const char *newname, unsigned int flags)
+{
+    mount_view *m = fuse_req_userdata(req);
+    char *src = NULL, *dst = NULL, *skey = NULL, *dkey = NULL;
+    mount_stage *s = NULL;
+    mount_inode *in = NULL;
+    mount_obj_info info;
+    bool remote = false, copied = false;
+    int rc = m->cfg.read_only ? -EROFS : (flags & RENAME_EXCHANGE) ? -EINVAL : 0;
+    if (rc)
+        goto reply;
+    pthread_mutex_lock(&m->lock);
+    rc = name_path(m, parent, name, &src);
+    if (rc == 0)
+        rc = name_path(m, newparent, newname, &dst);
+    in = rc ? NULL : mount_inodes_find(m->inodes, src);
+    mount_inode *old = rc ? NULL : mount_inodes_find(m->inodes, dst);
+    if (rc == 0 && !in)
+        rc = -ENOENT;
+    else if (rc == 0 && in->is_dir)
+        rc = -EXDEV; /* no directory rename in S3: mv(1) copies the tree instead */
+    else if (rc == 0 && old && old->is_dir)
+        rc = -EISDIR;
+    else if (rc == 0 && (flags & RENAME_NOREPLACE) && old)
+        rc = -EEXIST;
+    if (rc == 0) {
+        skey = key_of(m, src, false);
+        dkey = key_of(m, dst, false);
+        rc = skey && dkey ? 0 : -ENOMEM;
+    }
+    if (rc == 0 && (s = in->stage) != NULL)
+        s->nopen++;
+    pthread_mutex_unlock(&m->lock);
+    if (rc)
+        goto reply;
+
+    if (s)
+        pthread_mutex_lock(&s->lock); /* no upload under the old key while we move it */
+    pthread_mutex_lock(&m->lock);
+    remote = in->remote;
+    pthread_mutex_unlock(&m->lock);
+    /* A file that exists only as a stage just changes the key it will be uploaded under. Bytes
+     * already in the store move by server-side copy + delete (a dirty stage of such a file is
+     * uploaded to the new key afterwards). */
+    if (remote) {
+        rc = m->be->copy(m->ctx, skey, dkey, &info);
+        if (rc == 0)
+            rc = m->be->remove(m->ctx, skey);
+        copied = rc == 0;
+    }
+    if (rc == 0) {
+        pthread_mutex_lock(&m->lock);
+        char *moved = strdup(dst);
+        if (moved) {
+            invalidate_parent(m, src);
+            invalidate_parent(m, dst);
+            mount_inodes_rename(m->inodes, in, moved);
+            if (copied && !in->stage)
+                learn(in, &info, now_us() + m->ttl_us);
+        } else {
+            rc = -ENOMEM;
+        }
+        pthread_mutex_unlock(&m->lock);
+    }
+    if (s) {
+        pthread_mutex_unlock(&s->lock);
+        stage_put(m, s);
+    }
+reply:
+    free(src);
+    free(dst);
+    free(skey);
+    free(dkey);
+    fuse_reply_err(req, -rc);
+}
+
+/* Only regular files exist in S3: mknod of one is an empty object, anything else EPERM. */
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+    mount_view *m = fuse_req_userdata(req);
+    if (!S_ISREG(mode))
+        fuse_reply_err(req, m->cfg.read_only ? EROFS : EPERM);
+    else
+        make_empty(req, parent, name, false);
+}
+
+/* Hard and symbolic links: S3 has neither. EPERM is link(2)'s and symlink(2)'s errno for "the
+ * filesystem does not support" them. */
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+    mount_view *m = fuse_req_userdata(req);
+    fuse_reply_err(req, m->cfg.read_only ? EROFS : EPERM);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+    mount_view *m = fuse_req_userdata(req);
+    fuse_reply_err(req, m->cfg.read_only ? EROFS : EPERM);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+    fuse_reply_err(req, EINVAL); /* nothing here is a symbolic link */
+}
+
+/* Extended attributes: S3 user metadata is not exposed; every xattr call is ENOTSUP. */
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                        size_t size, int flags)
+{
+    mount_view *m = fuse_req_userdata(req);
+    fuse_reply_err(req, m->cfg.read_only ? EROFS : ENOTSUP);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    fuse_reply_err(req, ENOTSUP);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    fuse_reply_err(req, ENOTSUP);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+    mount_view *m = fuse_req_userdata(req);
+    fuse_reply_err(req, m->cfg.read_only ? EROFS : ENOTSUP);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                         struct fuse_file_info *fi)
+{
+    mount_view *m = fuse_req_userdata(req);
+    fuse_reply_err(req, m->cfg.read_only ? EROFS : EOPNOTSUPP);
+}
+
+/* ---- directories -------------------------------------------------------------------------- */
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    mount_view *m = fuse_req_userdata(req);
+    mount_listing *l = NULL;
+    char *path = NULL;
+    int rc = 0;
+    pthread_mutex_lock(&m->lock);
+    mount_inode *in = get_inode(m, ino);
+    if (!in || !in->is_dir) {
+        rc = in ? -ENOTDIR : -ENOENT;
+        goto unlock;
+    }
+    /* A listing younger than the negative TTL is reused: a new object shows up in `ls` within
+     * --negative-ttl, as it does in lookups. */
+    if (in->listing && now_us() < in->listing->listed_at + m->neg_ttl_us) {
+        l = in->listing;
+        l->refs++;
+        goto unlock;
+    }
+    path = strdup(in->path);
+    pthread_mutex_unlock(&m->lock);
+    rc = path ? fetch_listing(m, path, &l) : -ENOMEM;
+    if (rc)
+        goto reply;
+    pthread_mutex_lock(&m->lock);
+    merge_staged(m, path, l);
+    drop_listing(in);
+    in->listing = l;
+    l->refs++;
+unlock:
+    pthread_mutex_unlock(&m->lock);
+reply:
+    free(path);
+    if (rc) {
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    fi->fh = (uint64_t)(uintptr_t)l;
+    if (fuse_reply_open(req, fi) != 0) {
+        pthread_mutex_lock(&m->lock);
+        mount_listing_unref(l);
+        pthread_mutex_unlock(&m->lock);
+    }
+}
+
+/* Adds listing entries from index `off` (0 ".", 1 "..", then the children) to `buf`. In plus
+ * mode each child becomes an inode described by the listing (no HEAD), and counts as a lookup
+ * only when it fitted. m->lock held. Returns the bytes used. */
+static size_t fill_dir(mount_view *m, fuse_req_t req, mount_inode *dir, mount_listing *l, char *buf,
+                       size_t size, off_t off, bool plus)
+{
+    size_t pos = 0;
+    uint64_t until = l->listed_at + m->ttl_us;
+    for (size_t i = (size_t)off; i < l->n + 2; i++) {
+        struct fuse_entry_param e;
+        memset(&e, 0, sizeof e);
+        const char *name = i == 0 ? "." : "..";
+        mount_inode *child = NULL;
+        e.attr.st_mode = S_IFDIR;
+        e.attr.st_ino = dir->ino;
+        if (i == 1) {
+            char *pp = parent_path(dir->path);
+            mount_inode *p = pp && *dir->path ? mount_inodes_find(m->inodes, pp) : NULL;
+            e.attr.st_ino = p ? p->ino : 1;
+            free(pp);
+        } else if (i >= 2) {
+            const mount_dirent *d = &l->e[i - 2];
+            char *path = child_path(dir->path, d->name);
+            if (!path)
+                break;
+            name = d->name;
+            e.attr.st_mode = d->is_dir ? S_IFDIR : S_IFREG;
+            if (plus) {
+                child = inode_at(m, path, d->is_dir);
+                if (!child)
+                    child = mount_inodes_find(m->inodes, path);
+                if (child && child->attr_until < until && !d->is_dir)
+                    learn(child, &d->info, until);
+                else if (child && d->is_dir && child->attr_until < until)
+                    child->attr_until = until;
+                if (child)
+                    fill_entry(m, child, &e);
+            } else {
+                e.attr.st_ino = mount_inodes_number(m->inodes, path);
+            }
+            free(path);
+            if (plus && !child)
+                break;
+        }
+        size_t left = size - pos;
+        size_t need = plus ? fuse_add_direntry_plus(req, buf + pos, left, name, &e, (off_t)i + 1)
+                           : fuse_add_direntry(req, buf + pos, left, name, &e.attr, (off_t)i + 1);
+        if (need > left) {
+            if (child)
+                mount_inodes_maybe_free(m->inodes, child);
+            break;
+        }
+        if (child)
+            child->nlookup++;
+        pos += need;
+    }
+    return pos;
+}
+
+static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                           struct fuse_file_info *fi, bool plus)
+{
+    mount_view *m = fuse_req_userdata(req);
+    mount_listing *l = (mount_listing *)(uintptr_t)fi->fh;
+    char *buf = malloc(size);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    pthread_mutex_lock(&m->lock);
+    mount_inode *dir = get_inode(m, ino);
+    size_t used = dir ? fill_dir(m, req, dir, l, buf, size, off, plus) : 0;
+    pthread_mutex_unlock(&m->lock);
+    if (dir)
+        fuse_reply_buf(req, buf, used);
+    else
+        fuse_reply_err(req, ENOENT);
+    free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+    readdir_common(req, ino, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                           struct fuse_file_info *fi)
+{
+    readdir_common(req, ino, size, off, fi, true);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    mount_view *m = fuse_req_userdata(req);
+    pthread_mutex_lock(&m->lock);
+    mount_listing_unref((mount_listing *)(uintptr_t)fi->fh);
+    pthread_mutex_unlock(&m->lock);
+    fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    fuse_reply_err(req, 0); /* directory changes reach the store when they are made */
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    /* A bucket has no size: report 1 PiB free in 4 KiB blocks so tools that check free space
+     * (installers, dataset downloaders) go ahead, and a billion free inodes. */
+    struct statvfs sv;
+    memset(&sv, 0, sizeof sv);
+    sv.f_bsize = 4096;
+    sv.f_frsize = 4096;
+    sv.f_blocks = sv.f_bfree = sv.f_bavail = (1ull << 50) / 4096;
+    sv.f_files = sv.f_ffree = sv.f_favail = 1000000000ull;
+    sv.f_namemax = MOUNT_NAME_MAX;
+    fuse_reply_statfs(req, &sv);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    conn->max_write = MOUNT_IO_MAX;
+    conn->max_read = MOUNT_IO_MAX;
+    conn->max_readahead = MOUNT_READAHEAD;
+    if (conn->capable & FUSE_CAP_ASYNC_READ)
+        conn->want |= FUSE_CAP_ASYNC_READ;
+    /* O_TRUNC must reach open(): a separate truncate to 0 would upload an empty object first. */
+    if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+        conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+    /* Write-through: every write reaches the stage, so flush sees all the bytes. */
+    conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+}
+
+static const struct fuse_lowlevel_ops mount_ops = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .readlink = op_readlink,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_rmdir,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .open = op_open,
+    .read = op_read,
+    .write = op_write,
+    .flush = op_flush,
+    .release = op_release,
+    .fsync = op_fsync,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
+    .releasedir = op_releasedir,
+    .fsyncdir = op_fsyncdir,
+    .statfs = op_statfs,
+    .setxattr = op_setxattr,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .removexattr = op_removexattr,
+    .create = op_create,
+    .fallocate = op_fallocate,
+};
+
+/* ---- life cycle --------------------------------------------------------------------------- */
+
+void mount_config_defaults(mount_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->metadata_ttl = 60;
+    cfg->negative_ttl = 5;
+    cfg->uid = getuid();
+    cfg->gid = getgid();
+    cfg->file_mode = 0644;
+    cfg->dir_mode = 0755;
+}
+
+mount_view *mount_new(const mount_config *cfg, const mount_backend *backend, void *ctx)
+{
+    struct stat st;
+    if (!cfg->mountpoint || !*cfg->mountpoint) {
+        shoal_error_set(SHOAL_ERR_INVAL, "mount: no mount point given");
+        goto fail;
+    }
+    if (!cfg->staging_dir || !*cfg->staging_dir) {
+        shoal_error_set(SHOAL_ERR_INVAL, "mount %s: no staging directory given", cfg->mountpoint);
+        goto fail;
+    }
+    if (!(cfg->metadata_ttl >= 0) || !(cfg->negative_ttl >= 0)) {
+        shoal_error_set(SHOAL_ERR_INVAL, "mount %s: TTLs must be >= 0 seconds (metadata %g, "
+                        "negative %g)", cfg->mountpoint, cfg->metadata_ttl, cfg->negative_ttl);
+        goto fail;
+    }
+    if (!backend || !backend->head || !backend->list || !backend->read || !backend->put ||
+        !backend->copy || !backend->remove) {
+        shoal_error_set(SHOAL_ERR_INVAL, "mount %s: backend table incomplete", cfg->mountpoint);
+        goto fail;
+    }
+    if (mkdir(cfg->staging_dir, 0700) != 0 && errno != EEXIST) {
+        shoal_error_errno(errno, "mount: cannot create staging directory %s", cfg->staging_dir);
+        goto fail;
+    }
+    if (stat(cfg->staging_dir, &st) != 0 || !S_ISDIR(st.st_mode) || access(cfg->staging_dir, W_OK)) {
+        shoal_error_set(SHOAL_ERR_IO, "mount: staging directory %s is not a writable directory",
+                        cfg->staging_dir);
+        goto fail;
+    }
+    mount_view *m = calloc(1, sizeof *m);
+    if (!m)
+        goto fail_nomem;
+    m->cfg = *cfg;
+    m->be = backend;
+    m->ctx = ctx;
+    m->ttl_us = (uint64_t)(cfg->metadata_ttl * 1e6);
+    m->neg_ttl_us = (uint64_t)(cfg->negative_ttl * 1e6);
+    m->started = time(NULL);
+    pthread_mutex_init(&m->lock, NULL);
+    pthread_mutex_init(&m->once_lock, NULL);
+    m->mountpoint = strdup(cfg->mountpoint);
+    m->staging_dir = strdup(cfg->staging_dir);
+    m->prefix = mount_names_prefix(cfg->prefix);
+    m->inodes = mount_inodes_new();
+    m->once = calloc(MOUNT_ONCE_SLOTS, sizeof *m->once);
+    if (!m->mountpoint || !m->staging_dir || !m->prefix || !m->inodes || !m->once) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "mount %s: out of memory", cfg->mountpoint);
+        goto fail_mount;
+    }
+    m->cfg.mountpoint = m->mountpoint;
+    m->cfg.staging_dir = m->staging_dir;
+    m->cfg.prefix = m->prefix;
+    return m;
+
+fail_mount:
+    mount_delete(m);
+    return NULL;
+fail_nomem:
+    shoal_error_set(SHOAL_ERR_NOMEM, "mount %s: out of memory", cfg->mountpoint);
+fail:
+    return NULL;
+}
+
+static void *loop_main(void *arg)
+{
+    mount_view *m = arg;
+    struct fuse_loop_config lc = {.clone_fd = 0, .max_idle_threads = 16};
+    int rc = fuse_session_loop_mt(m->se, &lc);
+    LOG_INFO("mount", "loop_ended", "mountpoint=%s rc=%d", m->mountpoint, rc);
+    return NULL;
+}
+
+/* Runs `fusermount3 -u -z path` (for users who may not call umount2) and waits. 0 on success. */
+static int run_fusermount(const char *path)
+{
+    pid_t pid;
+    int status;
+    char *argv[] = {"fusermount3", "-u", "-z", (char *)path, NULL};
+    if (posix_spawnp(&pid, "fusermount3", NULL, NULL, argv, environ) != 0)
+        return -1;
+    if (waitpid(pid, &status, 0) < 0)
+        return -1;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+int mount_cleanup_stale(const char *mountpoint)
+{
+    struct stat st;
+    if (stat(mountpoint, &st) == 0)
+        return 0;
+    if (errno != ENOTCONN)
+        return shoal_error_errno(errno, "mount: mount point %s", mountpoint);
+    LOG_WARN("mount", "stale_mount", "mountpoint=%s action=\"lazy unmount\"", mountpoint);
+    if (umount2(mountpoint, MNT_DETACH) != 0 && run_fusermount(mountpoint) != 0)
+        return shoal_error_set(SHOAL_ERR_MOUNT, "mount: cannot unmount the stale mount at %s "
+                               "(try: fusermount3 -u -z %s)", mountpoint, mountpoint);
+    if (stat(mountpoint, &st) != 0)
+        return shoal_error_set(SHOAL_ERR_MOUNT, "mount: %s still unusable after unmounting a "
+                               "stale mount: %s", mountpoint, strerror(errno));
+    return 0;
+}
+
+int mount_start(mount_view *m)
+{
+    char opts[256];
+    if (m->running)
+        return 0;
+    if (mount_cleanup_stale(m->mountpoint) != 0)
+        return -1;
+    if (access("/dev/fuse", R_OK | W_OK) != 0)
+        return shoal_error_set(SHOAL_ERR_MOUNT, "mount %s: /dev/fuse: %s", m->mountpoint,
+                               strerror(errno));
+    snprintf(opts, sizeof opts, "fsname=shoal,subtype=shoal,default_permissions,max_read=%u%s%s",
+             MOUNT_IO_MAX, m->cfg.allow_other ? ",allow_other" : "",
+             m->cfg.read_only ? ",ro" : "");
+    char *argv[] = {"shoald", "-o", opts, NULL};
+    struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+    m->se = fuse_session_new(&args, &mount_ops, sizeof mount_ops, m);
+    if (!m->se)
+        return shoal_error_set(SHOAL_ERR_MOUNT, "mount %s: cannot create the FUSE session "
+                               "(options %s)", m->mountpoint, opts);
+    if (fuse_session_mount(m->se, m->mountpoint) != 0) {
+        shoal_error_set(SHOAL_ERR_MOUNT, "mount %s: mounting failed (not permitted, or the mount "
+                        "point is busy; libfuse printed the reason)", m->mountpoint);
+        goto fail_session;
+    }
+    if (pthread_create(&m->thread, NULL, loop_main, m) != 0) {
+        shoal_error_set(SHOAL_ERR_MOUNT, "mount %s: cannot start the loop thread", m->mountpoint);
+        goto fail_mounted;
+    }
+    m->running = true;
+    LOG_INFO("mount", "mounted", "mountpoint=%s prefix=%s read_only=%d", m->mountpoint,
+             *m->prefix ? m->prefix : "/", m->cfg.read_only);
+    return 0;
+
+fail_mounted:
+    fuse_session_unmount(m->se);
+fail_session:
+    fuse_session_destroy(m->se);
+    m->se = NULL;
+    return -1;
+}
+
+int mount_stop(mount_view *m)
+{
+    struct stat st;
+    int rc = 0;
+    if (!m || !m->running)
+        return 0;
+    /* The connection number, to abort it if open files keep the lazy unmount from ending. */
+    bool have_dev = stat(m->mountpoint, &st) == 0;
+    fuse_session_exit(m->se);
+    fuse_session_unmount(m->se);
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += MOUNT_STOP_WAIT_S;
+    if (pthread_timedjoin_np(m->thread, NULL, &deadline) != 0) {
+        char path[64];
+        LOG_WARN("mount", "abort_connection", "mountpoint=%s reason=\"files still open\"",
+                 m->mountpoint);
+        FILE *f = NULL;
+        if (have_dev) {
+            snprintf(path, sizeof path, "/sys/fs/fuse/connections/%u/abort", minor(st.st_dev));
+            f = fopen(path, "w");
+        }
+        if (f) {
+            fputs("1", f);
+            fclose(f);
+        }
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += MOUNT_STOP_WAIT_S;
+        if (pthread_timedjoin_np(m->thread, NULL, &deadline) != 0) {
+            rc = shoal_error_set(SHOAL_ERR_MOUNT, "mount %s: the FUSE loop did not end",
+                                 m->mountpoint);
+            pthread_detach(m->thread);
+        }
+    }
+    m->running = false;
+    if (rc == 0) {
+        fuse_session_destroy(m->se);
+        m->se = NULL;
+        LOG_INFO("mount", "unmounted", "mountpoint=%s", m->mountpoint);
+    }
+    return rc;
+}
+
+void mount_delete(mount_view *m)
+{
+    if (!m)
+        return;
+    if (mount_stop(m) != 0) {
+        /* The loop thread may still touch the mount: leaking it is the only safe choice. */
+        LOG_ERROR("mount", "delete_leaked", "mountpoint=%s reason=\"%s\"", m->mountpoint,
+                  shoal_error_message());
+        return;
+    }
+    while (m->stages) {
+        mount_stage *s = m->stages;
+        m->stages = s->next;
+        s->in->stage = NULL;
+        close(s->fd);
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+    }
+    mount_inodes_delete(m->inodes);
+    if (m->once)
+        for (size_t i = 0; i < MOUNT_ONCE_SLOTS; i++)
+            free(m->once[i]);
+    free(m->once);
+    free(m->mountpoint);
+    free(m->staging_dir);
+    free(m->prefix);
+    pthread_mutex_destroy(&m->lock);
+    pthread_mutex_destroy(&m->once_lock);
+    free(m);
+}

@@ -1,0 +1,76 @@
+/*
+ * mount_inodes: the mount's inode table (internal to fuse/).
+ *
+ * Each inode the kernel knows is a path relative to the mount's prefix ("" is the root, inode 1)
+ * with the metadata last learnt for it. Inode numbers come from a hash of the path (probing past
+ * collisions), so a path keeps its number across forgets and remounts in the common case. The
+ * table is not locked: the mount holds its lock around every call and every field access.
+ */
+#ifndef SHOAL_MOUNT_INODES_H
+#define SHOAL_MOUNT_INODES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mount.h"
+#include "mount_names.h"
+
+struct mount_stage;
+
+/* A directory's listing snapshot, shared by open directory handles and the directory's inode. */
+typedef struct mount_listing {
+    unsigned refs;
+    uint64_t listed_at;   /* monotonic microseconds */
+    size_t n;
+    mount_dirent *e;      /* resolved (sorted, unique) children */
+    size_t n_alloc;       /* entries allocated, dropped duplicates included (freed too) */
+} mount_listing;
+
+typedef struct mount_inode {
+    uint64_t ino;
+    uint64_t nlookup;          /* the kernel's references (lookup count) */
+    char *path;                /* relative path, "" for the root */
+    bool is_dir;
+    bool detached;             /* unlinked or replaced: no longer reachable by path */
+    bool remote;               /* an object is known to exist at the key (not just staged) */
+    mount_obj_info info;       /* files: size, ETag, mtime as last learnt */
+    uint64_t attr_until;       /* monotonic microseconds until which `info` is trusted */
+    char cache_etag[MOUNT_ETAG_MAX]; /* the version the kernel's page cache holds */
+    struct mount_stage *stage; /* the staged copy while the file is open for writing */
+    mount_listing *listing;    /* directories: the last listing */
+    struct mount_inode *next_path, *next_ino;
+} mount_inode;
+
+typedef struct mount_inodes mount_inodes;
+
+/* A table holding the root (inode 1, path "", a directory). NULL on NOMEM. */
+mount_inodes *mount_inodes_new(void);
+/* Frees every inode (and drops their listings). Stages must already be gone. Accepts NULL. */
+void mount_inodes_delete(mount_inodes *t);
+
+/* The inode numbered `ino`, NULL when unknown. */
+mount_inode *mount_inodes_get(mount_inodes *t, uint64_t ino);
+/* The attached inode at `path`, NULL when none. */
+mount_inode *mount_inodes_find(mount_inodes *t, const char *path);
+/* The attached inode at `path`, created (nlookup 0) when none. NULL on NOMEM. */
+mount_inode *mount_inodes_get_path(mount_inodes *t, const char *path, bool is_dir);
+/* The number `path` has or would get (for readdir entries that create no inode). */
+uint64_t mount_inodes_number(mount_inodes *t, const char *path);
+
+/* Drops `n` kernel references; frees the inode when none are left and nothing else holds it
+ * (no stage). The root is never freed. */
+void mount_inodes_forget(mount_inodes *t, mount_inode *in, uint64_t n);
+/* Frees `in` if nothing references it (after a failed reply, or when a stage ends). */
+void mount_inodes_maybe_free(mount_inodes *t, mount_inode *in);
+
+/* Moves `in` to `new_path` (taking the string). An attached inode already at `new_path` is
+ * detached first. */
+void mount_inodes_rename(mount_inodes *t, mount_inode *in, char *new_path);
+/* Makes `in` unreachable by path (unlink, rmdir, replaced by a rename). */
+void mount_inodes_detach(mount_inodes *t, mount_inode *in);
+
+/* Listing reference counting: unref frees at zero. Accept NULL. */
+void mount_listing_unref(mount_listing *l);
+
+#endif
