@@ -1,0 +1,95 @@
+/*
+ * node_cluster: the daemon's membership, as the rest of the daemon uses it.
+ *
+ * It owns the gossip instance and drives it with a real UDP socket and clock on a thread of its
+ * own (gossip/ is a pure state machine; this is its real-world driver). Whenever gossip's view
+ * changes it publishes a new immutable snapshot — the placement view (dht/) plus, for each live
+ * member, what is needed to reach it: its peer address, its CURVE public key and the node_peer link
+ * opened to it — and it keeps node_peer's ZAP allow-list equal to the CURVE keys of the live
+ * members. Readers take a snapshot with node_cluster_view_get() (a reference count, no lock held
+ * while they use it), so placement lookups on the read path never wait for gossip.
+ *
+ * Gossip (UDP) and peer data (TCP) share one port number (SPEC §2): a member's peer endpoint is
+ * its gossip address.
+ */
+#ifndef NODE_CLUSTER_H
+#define NODE_CLUSTER_H
+
+#include "dht.h"
+#include "gossip.h"
+#include "node_peer.h"
+#include "node_stats.h"
+#include "shoal_env.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct node_cluster node_cluster;
+
+typedef struct node_cluster_config {
+    gossip_meta self;                    /* id, advertised address, zone, CURVE key, capacity, ... */
+    uint8_t cluster_key[GOSSIP_KEY_LEN]; /* copied; never logged */
+    shoal_addr bind;                     /* UDP address to bind (port 0: any free port) */
+    const shoal_addr *seeds;             /* copied; n_seeds == 0 starts a new cluster */
+    size_t n_seeds;
+    const char *state_dir;               /* keeps the incarnation across restarts ("incarnation" file) */
+    node_peer *peer;                     /* borrowed: links to members and the allow-list */
+    node_stats *stats;                   /* borrowed, may be NULL: members.* gauges, gossip counters */
+    /* Tests: gossip timing (0 keeps memberlist's defaults). */
+    uint64_t probe_interval_us;
+    uint64_t probe_timeout_us;
+    uint64_t gossip_interval_us;
+} node_cluster_config;
+
+/* One live member in a snapshot. */
+typedef struct node_cluster_member {
+    gossip_meta meta;
+    gossip_state state;
+    uint64_t incarnation;
+    bool is_self;
+    int link; /* node_peer link to it; -1 for this node itself or a member not reachable */
+} node_cluster_member;
+
+typedef struct node_cluster_view node_cluster_view;
+
+/* Binds the UDP socket, starts the gossip thread and joins through the seeds (retried with backoff
+ * in the background). NULL with a shoal_error (SHOAL_ERR_IO naming the address when the bind
+ * fails). */
+node_cluster *node_cluster_new(const node_cluster_config *cfg);
+
+/* Announces a graceful leave and keeps gossiping for up to `linger_ms` so the news spreads, then
+ * stops. Idempotent. */
+void node_cluster_leave(node_cluster *c, unsigned linger_ms);
+
+/* Stops the thread and frees everything (without a leave: others will detect the node as dead).
+ * Accepts NULL. */
+void node_cluster_delete(node_cluster *c);
+
+/* The UDP address actually bound. */
+shoal_addr node_cluster_bound(const node_cluster *c);
+
+/* True once the join worked (or there were no seeds); false while refused. */
+bool node_cluster_joined(const node_cluster *c);
+bool node_cluster_refused(const node_cluster *c);
+
+/* The current snapshot with a reference taken; release it with node_cluster_view_put. Never NULL. */
+node_cluster_view *node_cluster_view_get(node_cluster *c);
+void node_cluster_view_put(node_cluster_view *v);
+
+/* The membership version of the snapshot (gossip's view counter), carried by peer requests. */
+uint64_t node_cluster_view_version(const node_cluster_view *v);
+/* The placement view (owned by the snapshot). */
+const dht_view *node_cluster_view_dht(const node_cluster_view *v);
+/* Members of the snapshot (all of gossip's view, dead and left included, for `shoal status`). */
+size_t node_cluster_view_count(const node_cluster_view *v);
+const node_cluster_member *node_cluster_view_member(const node_cluster_view *v, size_t i);
+/* The owners of a block in read order (same zone first), up to r; returns how many, or -1 with
+ * SHOAL_ERR_DHT_NO_OWNER when no member serves. The pointers live as long as the snapshot. */
+int node_cluster_owners(const node_cluster_view *v, dht_id id, int r, const node_cluster_member *out[]);
+
+/* Replaces this node's advertised metadata (e.g. cache use changed); gossiped with a new
+ * incarnation. -1 with SHOAL_ERR_INVAL if the id differs. */
+int node_cluster_set_meta(node_cluster *c, const gossip_meta *meta);
+
+#endif
