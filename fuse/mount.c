@@ -311,11 +311,11 @@ static int on_list_entry(void *ud, const char *key, size_t key_len, bool is_pref
     if (kind == MOUNT_CHILD_SELF)
         return 0;
     if (kind == MOUNT_CHILD_SKIP) {
-        char *k = strndup(key, key_len); /* stops at a NUL byte: enough to name it in a log */
+        char *k = strndup(key, key_len); /* stops at a NUL byte; key_len tells the rest */
         char q[512];
         if (k && log_once(a->m, k))
-            LOG_WARN("mount", "key_skipped", "key=%s reason=\"%s\"", shoal_log_q(q, sizeof q, k),
-                     mount_names_verdict_text(why));
+            LOG_WARN("mount", "key_skipped", "key=%s key_len=%zu reason=\"%s\"",
+                     shoal_log_q(q, sizeof q, k), key_len, mount_names_verdict_text(why));
         free(k);
         return 0;
     }

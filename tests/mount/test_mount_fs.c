@@ -1,0 +1,968 @@
+/*
+ * The POSIX checklist of issue 5 on REAL FUSE mounts (the kernel, libfuse3, fuse/mount.c), each
+ * test mounting a fresh temporary directory from its own process and issuing ordinary system
+ * calls to it.
+ *
+ * The backend is tests/mount/mem_backend.c: the mount's backend table filled in memory. It is
+ * not a mock of S3 but a stand-in for the daemon (node/), which other engineers are building and
+ * which fills the same table with S3 plus the cluster cache; the daemon gets its own end-to-end
+ * tests against the real S3 server. Its call counters let these tests say how many HEAD, LIST,
+ * PUT and COPY calls a POSIX operation cost; its one injected fault (failing PUTs) is what no real
+ * store does on demand.
+ *
+ * A test skips (exit 77) only when /dev/fuse is missing or mounting is not permitted here, and
+ * says which. Every mount is unmounted at the end, and by an atexit handler when a check fails.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "mem_backend.h"
+#include "mount.h"
+#include "shoal_error.h"
+#include "tt.h"
+
+#define FUSE_SUPER_MAGIC 0x65735546
+
+typedef struct fixture {
+    char *dir;
+    char mnt[512], stage[512];
+    mem_backend *mem;
+    mount_config cfg;
+    mount_view *m;
+} fixture;
+
+static fixture *live; /* the mount to take down if a check fails */
+
+static void unmount_live(void)
+{
+    if (live && live->m) {
+        mount_delete(live->m);
+        live->m = NULL;
+    }
+}
+
+static void require_fuse(void)
+{
+    if (access("/dev/fuse", R_OK | W_OK) != 0)
+        TT_SKIP("/dev/fuse is missing or not accessible here (%s): no FUSE mounts possible",
+                strerror(errno));
+}
+
+/* A temporary directory with an empty mount point and a staging directory, an empty store and
+ * the default configuration; the test may fill the store and tune f->cfg before fx_mount. */
+static void fx_prepare(fixture *f)
+{
+    require_fuse();
+    memset(f, 0, sizeof *f);
+    f->dir = tt_tmpdir("mount");
+    snprintf(f->mnt, sizeof f->mnt, "%s/mnt", f->dir);
+    snprintf(f->stage, sizeof f->stage, "%s/staging", f->dir);
+    TT_CHECK(mkdir(f->mnt, 0755) == 0, "mkdir %s: %s", f->mnt, strerror(errno));
+    f->mem = mem_backend_new();
+    mount_config_defaults(&f->cfg);
+    f->cfg.mountpoint = f->mnt;
+    f->cfg.staging_dir = f->stage;
+}
+
+static void fx_mount(fixture *f)
+{
+    f->m = mount_new(&f->cfg, &mem_backend_ops, f->mem);
+    TT_CHECK(f->m, "mount_new: %s", shoal_error_message());
+    if (mount_start(f->m) != 0) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", shoal_error_message());
+        mount_delete(f->m);
+        f->m = NULL;
+        TT_SKIP("mounting is not permitted here: %s", why);
+    }
+    live = f;
+    static bool registered;
+    if (!registered) {
+        atexit(unmount_live);
+        registered = true;
+    }
+}
+
+static void fx_up(fixture *f)
+{
+    fx_prepare(f);
+    fx_mount(f);
+}
+
+static void fx_done(fixture *f)
+{
+    TT_CHECK(mount_stop(f->m) == 0, "unmount: %s", shoal_error_message());
+    mount_delete(f->m);
+    f->m = NULL;
+    live = NULL;
+    mem_backend_delete(f->mem);
+    tt_rmtree(f->dir);
+    free(f->dir);
+}
+
+/* mnt/rel in one of a few rotating buffers (several may be used in one call). */
+static const char *P(const fixture *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static const char *P(const fixture *f, const char *fmt, ...)
+{
+    static char bufs[4][4096];
+    static int next;
+    char *b = bufs[next++ % 4];
+    int n = snprintf(b, sizeof bufs[0], "%s/", f->mnt);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b + n, sizeof bufs[0] - (size_t)n, fmt, ap);
+    va_end(ap);
+    return b;
+}
+
+/* The whole file read with read(2); NULL (errno set) on failure. */
+static char *slurp(const char *path, size_t *len)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    for (;;) {
+        if (n == cap)
+            buf = realloc(buf, cap *= 2);
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0) {
+            int e = errno;
+            free(buf);
+            close(fd);
+            errno = e;
+            return NULL;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    close(fd);
+    *len = n;
+    return buf;
+}
+
+/* Writes `len` bytes to a new file through the mount; returns close()'s result (errno set). */
+static int spit(const char *path, const void *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    TT_CHECK(fd >= 0, "open %s for writing: %s", path, strerror(errno));
+    TT_CHECK(write(fd, data, len) == (ssize_t)len, "write %s: %s", path, strerror(errno));
+    return close(fd);
+}
+
+/* Deterministic bytes that differ at every offset a splice could hide in. */
+static char *pattern(size_t len, unsigned seed)
+{
+    char *b = malloc(len ? len : 1);
+    uint32_t x = seed * 2654435761u + 1;
+    for (size_t i = 0; i < len; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        b[i] = (char)x;
+    }
+    return b;
+}
+
+static void check_content(const char *path, const char *want, size_t want_len)
+{
+    size_t len = 0;
+    char *got = slurp(path, &len);
+    TT_CHECK(got, "read %s: %s", path, strerror(errno));
+    TT_CHECK(len == want_len, "%s: %zu bytes, want %zu", path, len, want_len);
+    TT_CHECK(memcmp(got, want, len) == 0, "%s: bytes differ", path);
+    free(got);
+}
+
+static void check_backend(fixture *f, const char *key, const char *want, size_t want_len)
+{
+    size_t len = 0;
+    char *got = mem_backend_get(f->mem, key, &len);
+    TT_CHECK(got, "key '%s' missing from the store", key);
+    TT_CHECK(len == want_len && memcmp(got, want, len) == 0, "key '%s': %zu bytes, want %zu%s", key,
+             len, want_len, len == want_len ? " (bytes differ)" : "");
+    free(got);
+}
+
+/* The names in directory `path`, sorted, without . and .., joined by '|'. */
+static char *names(const char *path)
+{
+    DIR *d = opendir(path);
+    TT_CHECK(d, "opendir %s: %s", path, strerror(errno));
+    char **v = NULL;
+    size_t n = 0, total = 1;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        v = realloc(v, (n + 1) * sizeof *v);
+        v[n++] = strdup(e->d_name);
+        total += strlen(e->d_name) + 1;
+    }
+    closedir(d);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            if (strcmp(v[j], v[i]) < 0) {
+                char *t = v[i];
+                v[i] = v[j];
+                v[j] = t;
+            }
+    char *out = calloc(1, total);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            strcat(out, "|");
+        strcat(out, v[i]);
+        free(v[i]);
+    }
+    free(v);
+    return out;
+}
+
+static void check_names(const char *path, const char *want)
+{
+    char *got = names(path);
+    TT_CHECK(!strcmp(got, want), "listing of %s: '%s', want '%s'", path, got, want);
+    free(got);
+}
+
+static void check_errno(int rc, int want, const char *what)
+{
+    int e = errno;
+    TT_CHECK(rc == -1 && e == want, "%s: rc=%d errno=%s, want %s", what, rc, strerror(e),
+             strerror(want));
+}
+
+static void check_dir(const char *path)
+{
+    struct stat st;
+    TT_CHECK(stat(path, &st) == 0, "stat %s: %s", path, strerror(errno));
+    TT_CHECK(S_ISDIR(st.st_mode), "%s is not a directory (mode %o)", path, st.st_mode);
+}
+
+/* ---- key mapping -------------------------------------------------------------------------- */
+
+TT_TEST(test_mount_shows_implicit_and_marker_directories)
+{
+    fixture f;
+    fx_prepare(&f);
+    mem_backend_set_str(f.mem, "a/b/c", "deep");
+    mem_backend_set_str(f.mem, "m/", "");
+    mem_backend_set_str(f.mem, "m2/", "");
+    mem_backend_set_str(f.mem, "m2/f", "in marker dir");
+    fx_mount(&f);
+    check_dir(P(&f, "a"));
+    check_dir(P(&f, "a/b"));
+    check_dir(P(&f, "m"));
+    check_content(P(&f, "a/b/c"), "deep", 4);
+    check_names(f.mnt, "a|m|m2");
+    check_names(P(&f, "a"), "b");
+    check_names(P(&f, "m"), "");
+    check_names(P(&f, "m2"), "f");
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_directory_hides_file_of_the_same_name)
+{
+    fixture f;
+    fx_prepare(&f);
+    mem_backend_set_str(f.mem, "x", "the file");
+    mem_backend_set_str(f.mem, "x/y", "inner");
+    mem_backend_set_str(f.mem, "z/", "");
+    mem_backend_set_str(f.mem, "z", "another file");
+    fx_mount(&f);
+    check_dir(P(&f, "x")); /* by lookup, before any listing */
+    check_names(f.mnt, "x|z");
+    check_dir(P(&f, "z")); /* and as the listing described it */
+    check_content(P(&f, "x/y"), "inner", 5);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_special_names_round_trip)
+{
+    static const char *keys[] = {"sp ace.txt", "unicode-\xe6\x97\xa5\xe6\x9c\xac-\xc3\xa9.txt",
+                                 "cr\rname", "+$%&;=?@[]~", "d with space/inner +x"};
+    fixture f;
+    fx_prepare(&f);
+    for (size_t i = 0; i < 5; i++)
+        mem_backend_set_str(f.mem, keys[i], keys[i]);
+    fx_mount(&f);
+    check_names(f.mnt, "+$%&;=?@[]~|cr\rname|d with space|sp ace.txt|"
+                       "unicode-\xe6\x97\xa5\xe6\x9c\xac-\xc3\xa9.txt");
+    for (size_t i = 0; i < 5; i++)
+        check_content(P(&f, "%s", keys[i]), keys[i], strlen(keys[i]));
+    const char *made = "new +$%&;=?@[]~ \xc3\xa9\r.txt";
+    TT_CHECK(spit(P(&f, "d with space/%s", made), "w", 1) == 0, "close: %s", strerror(errno));
+    char key[256];
+    snprintf(key, sizeof key, "d with space/%s", made);
+    check_backend(&f, key, "w", 1);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_unmappable_keys_are_skipped_not_fatal)
+{
+    fixture f;
+    fx_prepare(&f);
+    char longname[300];
+    memset(longname, 'L', 256);
+    longname[256] = '\0';
+    mem_backend_set_str(f.mem, "ok.txt", "fine");
+    mem_backend_set_str(f.mem, "bad//x", "empty component");
+    mem_backend_set_str(f.mem, "./dot", "dot component");
+    mem_backend_set_str(f.mem, "../up", "dotdot component");
+    mem_backend_set_str(f.mem, longname, "256-byte component");
+    mem_backend_set(f.mem, "nul\0byte", 8, "NUL", 3, 0);
+    fx_mount(&f);
+    check_names(f.mnt, "bad|ok.txt");
+    check_names(P(&f, "bad"), "");
+    check_content(P(&f, "ok.txt"), "fine", 4);
+    struct stat st;
+    check_errno(stat(P(&f, "%s", longname), &st), ENAMETOOLONG, "stat of a 256-byte name");
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_bucket_prefix_maps_keys_under_it)
+{
+    fixture f;
+    fx_prepare(&f);
+    f.cfg.prefix = "data";
+    mem_backend_set_str(f.mem, "data/in.txt", "inside");
+    mem_backend_set_str(f.mem, "other/out.txt", "outside");
+    mem_backend_set_str(f.mem, "database", "sibling, not under data/");
+    fx_mount(&f);
+    check_names(f.mnt, "in.txt");
+    TT_CHECK(spit(P(&f, "new.txt"), "n", 1) == 0, "close: %s", strerror(errno));
+    check_backend(&f, "data/new.txt", "n", 1);
+    fx_done(&f);
+}
+
+/* ---- attributes and reads ----------------------------------------------------------------- */
+
+TT_TEST(test_mount_stat_reports_size_mtime_and_modes)
+{
+    fixture f;
+    fx_prepare(&f);
+    char *data = pattern(12345, 1);
+    mem_backend_set(f.mem, "dir/file", 8, data, 12345, 1700000000);
+    fx_mount(&f);
+    struct stat st;
+    TT_CHECK(stat(P(&f, "dir/file"), &st) == 0, "stat: %s", strerror(errno));
+    TT_CHECK(S_ISREG(st.st_mode) && (st.st_mode & 07777) == 0644, "mode %o", st.st_mode);
+    TT_CHECK(st.st_size == 12345, "size %lld", (long long)st.st_size);
+    TT_CHECK(st.st_mtime == 1700000000, "mtime %lld", (long long)st.st_mtime);
+    TT_CHECK(st.st_uid == getuid() && st.st_gid == getgid(), "owner %u:%u", st.st_uid, st.st_gid);
+    TT_CHECK(stat(P(&f, "dir"), &st) == 0 && (st.st_mode & 07777) == 0755, "dir mode %o",
+             st.st_mode);
+    free(data);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_read_pread_and_lseek_return_exact_bytes)
+{
+    fixture f;
+    fx_prepare(&f);
+    size_t len = 3 * 1024 * 1024 + 17;
+    char *data = pattern(len, 2);
+    mem_backend_set(f.mem, "big.bin", 7, data, len, 0);
+    fx_mount(&f);
+    check_content(P(&f, "big.bin"), data, len);
+    int fd = open(P(&f, "big.bin"), O_RDONLY);
+    TT_CHECK(fd >= 0, "open: %s", strerror(errno));
+    size_t offs[] = {0, 1, 4095, 4096, 1048575, 2097152 + 3, len - 10};
+    char buf[100];
+    for (size_t i = 0; i < sizeof offs / sizeof *offs; i++) {
+        size_t want = len - offs[i] < sizeof buf ? len - offs[i] : sizeof buf;
+        ssize_t n = pread(fd, buf, sizeof buf, (off_t)offs[i]);
+        TT_CHECK(n == (ssize_t)want && memcmp(buf, data + offs[i], want) == 0,
+                 "pread at %zu: %zd bytes, want %zu", offs[i], n, want);
+    }
+    TT_CHECK(pread(fd, buf, sizeof buf, (off_t)len) == 0, "pread at EOF returns 0");
+    TT_CHECK(lseek(fd, 2000007, SEEK_SET) == 2000007, "lseek SEEK_SET");
+    TT_CHECK(read(fd, buf, sizeof buf) == sizeof buf && !memcmp(buf, data + 2000007, sizeof buf),
+             "read after lseek");
+    TT_CHECK(lseek(fd, 0, SEEK_END) == (off_t)len, "lseek SEEK_END gives the size");
+    TT_CHECK(lseek(fd, -5, SEEK_CUR) == (off_t)len - 5, "lseek SEEK_CUR");
+    TT_CHECK(read(fd, buf, sizeof buf) == 5 && !memcmp(buf, data + len - 5, 5), "last 5 bytes");
+    close(fd);
+    free(data);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_mmap_returns_exact_bytes)
+{
+    fixture f;
+    fx_prepare(&f);
+    size_t len = 1024 * 1024 + 333;
+    char *data = pattern(len, 3);
+    mem_backend_set(f.mem, "mapped", 6, data, len, 0);
+    fx_mount(&f);
+    int fd = open(P(&f, "mapped"), O_RDONLY);
+    TT_CHECK(fd >= 0, "open: %s", strerror(errno));
+    char *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    TT_CHECK(map != MAP_FAILED, "mmap: %s", strerror(errno));
+    TT_CHECK(memcmp(map, data, len) == 0, "mapped bytes differ");
+    munmap(map, len);
+    close(fd);
+    free(data);
+    fx_done(&f);
+}
+
+typedef struct reader_arg {
+    const char *path;
+    const char *want;
+    size_t len;
+    int ok;
+} reader_arg;
+
+static void *reader(void *p)
+{
+    reader_arg *a = p;
+    a->ok = 1;
+    for (int round = 0; round < 3; round++) {
+        size_t len = 0;
+        char *got = slurp(a->path, &len);
+        if (!got || len != a->len || memcmp(got, a->want, len) != 0)
+            a->ok = 0;
+        free(got);
+    }
+    return NULL;
+}
+
+TT_TEST(test_mount_concurrent_readers_get_exact_bytes)
+{
+    fixture f;
+    fx_prepare(&f);
+    enum { FILES = 4, THREADS = 8 };
+    size_t len = 2 * 1024 * 1024 + 1;
+    char *data[FILES];
+    for (unsigned i = 0; i < FILES; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "f%u", i);
+        data[i] = pattern(len, 10 + i);
+        mem_backend_set(f.mem, key, strlen(key), data[i], len, 0);
+    }
+    fx_mount(&f);
+    pthread_t t[THREADS];
+    reader_arg a[THREADS];
+    char paths[FILES][600];
+    for (unsigned i = 0; i < FILES; i++)
+        snprintf(paths[i], sizeof paths[i], "%s/f%u", f.mnt, i);
+    for (unsigned i = 0; i < THREADS; i++) {
+        a[i] = (reader_arg){paths[i % FILES], data[i % FILES], len, 0};
+        pthread_create(&t[i], NULL, reader, &a[i]);
+    }
+    for (unsigned i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        TT_CHECK(a[i].ok, "reader %u got wrong bytes from %s", i, a[i].path);
+    }
+    for (unsigned i = 0; i < FILES; i++)
+        free(data[i]);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_empty_object_reads_as_empty_file)
+{
+    fixture f;
+    fx_prepare(&f);
+    mem_backend_set(f.mem, "empty", 5, "", 0, 0);
+    fx_mount(&f);
+    struct stat st;
+    TT_CHECK(stat(P(&f, "empty"), &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0,
+             "stat: size %lld", (long long)st.st_size);
+    check_content(P(&f, "empty"), "", 0);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_lists_2500_entries_with_one_listing_and_no_head)
+{
+    fixture f;
+    fx_prepare(&f);
+    enum { N = 2500 };
+    for (int i = 0; i < N; i++) {
+        char key[32], body[32];
+        snprintf(key, sizeof key, "big/f%05d", i);
+        snprintf(body, sizeof body, "%d", i);
+        mem_backend_set_str(f.mem, key, body);
+    }
+    fx_mount(&f);
+    check_dir(P(&f, "big"));
+    mem_backend_reset_counts(f.mem);
+    DIR *d = opendir(P(&f, "big"));
+    TT_CHECK(d, "opendir: %s", strerror(errno));
+    static bool seen[N];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int i;
+        if (sscanf(e->d_name, "f%05d", &i) == 1 && i >= 0 && i < N && !seen[i]) {
+            seen[i] = true;
+            n++;
+        }
+    }
+    closedir(d);
+    TT_CHECK(n == N, "listed %d distinct entries, want %d", n, N);
+    for (int i = 0; i < N; i++) {
+        struct stat st;
+        char want[32];
+        snprintf(want, sizeof want, "%d", i);
+        TT_CHECK(stat(P(&f, "big/f%05d", i), &st) == 0 && st.st_size == (off_t)strlen(want),
+                 "stat f%05d: size %lld", i, (long long)st.st_size);
+    }
+    mem_counts c = mem_backend_counts(f.mem);
+    TT_CHECK(c.list == 1, "%u listings for one ls, want 1", c.list);
+    TT_CHECK(c.head == 0, "%u HEADs after the listing described every entry, want 0", c.head);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_page_cache_kept_across_opens_while_etag_unchanged)
+{
+    fixture f;
+    fx_prepare(&f);
+    size_t len = 256 * 1024;
+    char *data = pattern(len, 4);
+    mem_backend_set(f.mem, "hot", 3, data, len, 0);
+    fx_mount(&f);
+    check_content(P(&f, "hot"), data, len);
+    unsigned reads = mem_backend_counts(f.mem).read;
+    check_content(P(&f, "hot"), data, len);
+    check_content(P(&f, "hot"), data, len);
+    TT_CHECK(mem_backend_counts(f.mem).read == reads,
+             "re-opening an unchanged file read the backend again (%u reads, then %u)", reads,
+             mem_backend_counts(f.mem).read);
+    free(data);
+    fx_done(&f);
+}
+
+/* ---- consistency -------------------------------------------------------------------------- */
+
+TT_TEST(test_mount_reopen_after_ttl_sees_new_version_never_a_splice)
+{
+    fixture f;
+    fx_prepare(&f);
+    f.cfg.metadata_ttl = 1;
+    f.cfg.negative_ttl = 1;
+    size_t len = 1024 * 1024;
+    char *a = malloc(len), *b = malloc(len), *buf = malloc(len);
+    memset(a, 'A', len);
+    memset(b, 'B', len);
+    mem_backend_set(f.mem, "v", 1, a, len, 0);
+    fx_mount(&f);
+    int fd = open(P(&f, "v"), O_RDONLY);
+    TT_CHECK(fd >= 0, "open: %s", strerror(errno));
+    TT_CHECK(pread(fd, buf, len / 2, 0) == (ssize_t)len / 2 && buf[0] == 'A', "first half");
+    mem_backend_set(f.mem, "v", 1, b, len, 0); /* an external overwrite */
+    /* Drop the cached pages so the open handle must go to the backend for the rest. */
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ssize_t n = pread(fd, buf, len, 0);
+    if (n < 0) {
+        TT_CHECK(errno == ESTALE, "old handle: %s, want ESTALE or old bytes", strerror(errno));
+    } else {
+        for (ssize_t i = 0; i < n; i++)
+            TT_CHECK(buf[i] == 'A', "old handle saw byte %zd of the new version: a splice", i);
+    }
+    close(fd);
+    usleep(1200 * 1000);
+    check_content(P(&f, "v"), b, len);
+    free(a);
+    free(b);
+    free(buf);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_deleted_object_gives_enoent_after_the_ttl)
+{
+    fixture f;
+    fx_prepare(&f);
+    f.cfg.metadata_ttl = 1;
+    f.cfg.negative_ttl = 1;
+    mem_backend_set_str(f.mem, "doomed", "x");
+    fx_mount(&f);
+    struct stat st;
+    TT_CHECK(stat(P(&f, "doomed"), &st) == 0, "stat before delete: %s", strerror(errno));
+    mem_backend_del(f.mem, "doomed"); /* an external delete */
+    usleep(1200 * 1000);
+    check_errno(stat(P(&f, "doomed"), &st), ENOENT, "stat after external delete and TTL");
+    check_errno(open(P(&f, "doomed"), O_RDONLY), ENOENT, "open after external delete and TTL");
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_new_object_appears_within_negative_ttl)
+{
+    fixture f;
+    fx_prepare(&f);
+    f.cfg.negative_ttl = 1; /* the metadata TTL stays at its 60 s default */
+    mem_backend_set_str(f.mem, "old", "o");
+    fx_mount(&f);
+    struct stat st;
+    check_errno(stat(P(&f, "fresh"), &st), ENOENT, "stat before it exists");
+    check_names(f.mnt, "old");
+    mem_backend_set_str(f.mem, "fresh", "new object"); /* written by another client */
+    usleep(1200 * 1000);
+    TT_CHECK(stat(P(&f, "fresh"), &st) == 0 && st.st_size == 10, "stat after the negative TTL: %s",
+             strerror(errno));
+    check_names(f.mnt, "fresh|old");
+    fx_done(&f);
+}
+
+/* ---- writes ------------------------------------------------------------------------------- */
+
+TT_TEST(test_mount_write_and_close_upload_once_with_the_bytes)
+{
+    fixture f;
+    fx_up(&f);
+    size_t len = 3 * 1024 * 1024 + 5;
+    char *data = pattern(len, 5);
+    mem_backend_reset_counts(f.mem);
+    int fd = open(P(&f, "out.bin"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    TT_CHECK(fd >= 0, "create: %s", strerror(errno));
+    for (size_t off = 0; off < len; off += 65536) {
+        size_t n = len - off < 65536 ? len - off : 65536;
+        TT_CHECK(write(fd, data + off, n) == (ssize_t)n, "write at %zu: %s", off, strerror(errno));
+    }
+    TT_CHECK(mem_backend_counts(f.mem).put == 0, "nothing uploaded before close");
+    TT_CHECK(close(fd) == 0, "close: %s", strerror(errno));
+    mem_counts c = mem_backend_counts(f.mem);
+    TT_CHECK(c.put == 1 && c.copy == 0, "%u PUTs and %u COPYs, want 1 and 0", c.put, c.copy);
+    check_backend(&f, "out.bin", data, len);
+    check_content(P(&f, "out.bin"), data, len);
+    struct stat st;
+    TT_CHECK(stat(P(&f, "out.bin"), &st) == 0 && st.st_size == (off_t)len, "size after upload");
+    free(data);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_fsync_uploads_and_close_does_not_upload_again)
+{
+    fixture f;
+    fx_up(&f);
+    int fd = open(P(&f, "synced"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    TT_CHECK(fd >= 0 && write(fd, "durable", 7) == 7, "create+write: %s", strerror(errno));
+    TT_CHECK(fsync(fd) == 0, "fsync: %s", strerror(errno));
+    check_backend(&f, "synced", "durable", 7);
+    TT_CHECK(close(fd) == 0, "close: %s", strerror(errno));
+    TT_CHECK(mem_backend_counts(f.mem).put == 1, "%u PUTs, want 1", mem_backend_counts(f.mem).put);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_write_temp_then_rename_is_one_put_and_no_copy)
+{
+    fixture f;
+    fx_up(&f);
+    size_t len = 100000;
+    char *data = pattern(len, 6);
+    mem_backend_reset_counts(f.mem);
+    int fd = open(P(&f, "ckpt.tmp"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    TT_CHECK(fd >= 0 && write(fd, data, len) == (ssize_t)len, "write: %s", strerror(errno));
+    TT_CHECK(rename(P(&f, "ckpt.tmp"), P(&f, "ckpt")) == 0, "rename: %s", strerror(errno));
+    TT_CHECK(close(fd) == 0, "close: %s", strerror(errno));
+    mem_counts c = mem_backend_counts(f.mem);
+    TT_CHECK(c.put == 1 && c.copy == 0 && c.remove == 0, "put=%u copy=%u remove=%u, want 1 0 0",
+             c.put, c.copy, c.remove);
+    check_backend(&f, "ckpt", data, len);
+    TT_CHECK(mem_backend_count(f.mem) == 1, "only 'ckpt' stored, %zu objects",
+             mem_backend_count(f.mem));
+    check_names(f.mnt, "ckpt");
+    free(data);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_rename_of_uploaded_file_is_copy_and_remove)
+{
+    fixture f;
+    fx_up(&f);
+    TT_CHECK(spit(P(&f, "a.tmp"), "payload", 7) == 0, "close: %s", strerror(errno));
+    mem_backend_reset_counts(f.mem);
+    TT_CHECK(rename(P(&f, "a.tmp"), P(&f, "a")) == 0, "rename: %s", strerror(errno));
+    mem_counts c = mem_backend_counts(f.mem);
+    TT_CHECK(c.copy == 1 && c.remove == 1 && c.put == 0, "copy=%u remove=%u put=%u, want 1 1 0",
+             c.copy, c.remove, c.put);
+    check_backend(&f, "a", "payload", 7);
+    size_t len;
+    char *gone = mem_backend_get(f.mem, "a.tmp", &len);
+    TT_CHECK(!gone, "a.tmp still stored");
+    check_content(P(&f, "a"), "payload", 7);
+    struct stat st;
+    check_errno(stat(P(&f, "a.tmp"), &st), ENOENT, "stat of the old name");
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_o_trunc_o_append_and_rdwr_rewrite_the_object)
+{
+    fixture f;
+    fx_prepare(&f);
+    mem_backend_set_str(f.mem, "f", "hello");
+    fx_mount(&f);
+    int fd = open(P(&f, "f"), O_WRONLY | O_APPEND);
+    TT_CHECK(fd >= 0 && write(fd, " world", 6) == 6, "append: %s", strerror(errno));
+    TT_CHECK(close(fd) == 0, "close: %s", strerror(errno));
+    check_backend(&f, "f", "hello world", 11);
+    fd = open(P(&f, "f"), O_RDWR);
+    TT_CHECK(fd >= 0 && pwrite(fd, "J", 1, 0) == 1, "pwrite: %s", strerror(errno));
+    char buf[16] = {0};
+    TT_CHECK(pread(fd, buf, sizeof buf, 0) == 11 && !memcmp(buf, "Jello world", 11),
+             "read back through the same handle: '%s'", buf);
+    TT_CHECK(close(fd) == 0, "close: %s", strerror(errno));
+    check_backend(&f, "f", "Jello world", 11);
+    fd = open(P(&f, "f"), O_WRONLY | O_TRUNC);
+    TT_CHECK(fd >= 0 && write(fd, "new", 3) == 3, "truncating write: %s", strerror(errno));
+    TT_CHECK(close(fd) == 0, "close: %s", strerror(errno));
+    check_backend(&f, "f", "new", 3);
+    check_content(P(&f, "f"), "new", 3);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_truncate_of_closed_file_rewrites_the_object)
+{
+    fixture f;
+    fx_prepare(&f);
+    mem_backend_set_str(f.mem, "t", "abcdef");
+    fx_mount(&f);
+    TT_CHECK(truncate(P(&f, "t"), 3) == 0, "truncate to 3: %s", strerror(errno));
+    check_backend(&f, "t", "abc", 3);
+    TT_CHECK(truncate(P(&f, "t"), 0) == 0, "truncate to 0: %s", strerror(errno));
+    check_backend(&f, "t", "", 0);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_unlink_deletes_the_object)
+{
+    fixture f;
+    fx_prepare(&f);
+    mem_backend_set_str(f.mem, "gone", "x");
+    mem_backend_set_str(f.mem, "kept", "y");
+    fx_mount(&f);
+    TT_CHECK(unlink(P(&f, "gone")) == 0, "unlink: %s", strerror(errno));
+    size_t len;
+    TT_CHECK(!mem_backend_get(f.mem, "gone", &len), "object still stored after unlink");
+    struct stat st;
+    check_errno(stat(P(&f, "gone"), &st), ENOENT, "stat after unlink");
+    check_names(f.mnt, "kept");
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_mkdir_rmdir_and_enotempty)
+{
+    fixture f;
+    fx_prepare(&f);
+    mem_backend_set_str(f.mem, "imp/x", "implicit dir content");
+    fx_mount(&f);
+    TT_CHECK(mkdir(P(&f, "d"), 0755) == 0, "mkdir: %s", strerror(errno));
+    check_backend(&f, "d/", "", 0);
+    check_dir(P(&f, "d"));
+    check_names(P(&f, "d"), "");
+    TT_CHECK(spit(P(&f, "d/f"), "1", 1) == 0, "close: %s", strerror(errno));
+    check_errno(rmdir(P(&f, "d")), ENOTEMPTY, "rmdir of a directory with a file");
+    check_errno(rmdir(P(&f, "imp")), ENOTEMPTY, "rmdir of an implicit directory");
+    TT_CHECK(unlink(P(&f, "d/f")) == 0, "unlink: %s", strerror(errno));
+    TT_CHECK(rmdir(P(&f, "d")) == 0, "rmdir of the emptied directory: %s", strerror(errno));
+    size_t len;
+    TT_CHECK(!mem_backend_get(f.mem, "d/", &len), "marker still stored after rmdir");
+    struct stat st;
+    check_errno(stat(P(&f, "d"), &st), ENOENT, "stat after rmdir");
+    check_errno(mkdir(P(&f, "imp"), 0755), EEXIST, "mkdir of an existing directory");
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_failed_upload_makes_close_return_eio)
+{
+    fixture f;
+    fx_up(&f);
+    mem_backend_fail_puts(f.mem, 1, -EIO);
+    int fd = open(P(&f, "lost"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    TT_CHECK(fd >= 0 && write(fd, "data", 4) == 4, "write: %s", strerror(errno));
+    check_errno(close(fd), EIO, "close when the upload fails");
+    size_t len;
+    TT_CHECK(!mem_backend_get(f.mem, "lost", &len), "an object appeared despite the failure");
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_staging_cap_gives_enospc_and_keeps_what_was_written)
+{
+    fixture f;
+    fx_prepare(&f);
+    f.cfg.max_staging_bytes = 1024 * 1024;
+    fx_mount(&f);
+    char *chunk = pattern(65536, 7);
+    int fd = open(P(&f, "huge"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    TT_CHECK(fd >= 0, "create: %s", strerror(errno));
+    size_t total = 0;
+    ssize_t n = 0;
+    for (int i = 0; i < 32; i++) {
+        n = write(fd, chunk, 65536);
+        if (n < 0)
+            break;
+        total += (size_t)n;
+    }
+    TT_CHECK(n < 0 && errno == ENOSPC, "write past the cap: n=%zd errno=%s, want ENOSPC", n,
+             strerror(errno));
+    TT_CHECK(total == 1024 * 1024, "%zu bytes accepted, want exactly the 1 MiB cap", total);
+    TT_CHECK(close(fd) == 0, "close uploads what was accepted: %s", strerror(errno));
+    size_t len = 0;
+    char *got = mem_backend_get(f.mem, "huge", &len);
+    TT_CHECK(got && len == total, "stored %zu bytes, want %zu", len, total);
+    free(got);
+    free(chunk);
+    fx_done(&f);
+}
+
+/* ---- refusals ----------------------------------------------------------------------------- */
+
+TT_TEST(test_mount_read_only_refuses_every_mutation_with_erofs)
+{
+    fixture f;
+    fx_prepare(&f);
+    f.cfg.read_only = true;
+    mem_backend_set_str(f.mem, "f", "content");
+    mem_backend_set_str(f.mem, "d/x", "in d");
+    fx_mount(&f);
+    struct timeval tv[2] = {{1, 0}, {1, 0}};
+    check_errno(open(P(&f, "f"), O_WRONLY), EROFS, "open O_WRONLY");
+    check_errno(open(P(&f, "f"), O_RDWR), EROFS, "open O_RDWR");
+    check_errno(open(P(&f, "f"), O_RDONLY | O_TRUNC), EROFS, "open O_TRUNC");
+    check_errno(open(P(&f, "new"), O_WRONLY | O_CREAT, 0644), EROFS, "create");
+    check_errno(unlink(P(&f, "f")), EROFS, "unlink");
+    check_errno(mkdir(P(&f, "nd"), 0755), EROFS, "mkdir");
+    check_errno(rmdir(P(&f, "d")), EROFS, "rmdir");
+    check_errno(rename(P(&f, "f"), P(&f, "g")), EROFS, "rename");
+    check_errno(truncate(P(&f, "f"), 1), EROFS, "truncate");
+    check_errno(chmod(P(&f, "f"), 0600), EROFS, "chmod");
+    check_errno(chown(P(&f, "f"), 1, 1), EROFS, "chown");
+    check_errno(utimes(P(&f, "f"), tv), EROFS, "utimes");
+    check_errno(link(P(&f, "f"), P(&f, "h")), EROFS, "link");
+    check_errno(symlink("f", P(&f, "s")), EROFS, "symlink");
+    check_errno(mkfifo(P(&f, "p"), 0644), EROFS, "mkfifo");
+    check_errno(setxattr(P(&f, "f"), "user.x", "1", 1, 0), EROFS, "setxattr");
+    check_errno(removexattr(P(&f, "f"), "user.x"), EROFS, "removexattr");
+    mem_counts c = mem_backend_counts(f.mem);
+    TT_CHECK(c.put == 0 && c.copy == 0 && c.remove == 0, "store changed: put=%u copy=%u remove=%u",
+             c.put, c.copy, c.remove);
+    check_content(P(&f, "f"), "content", 7);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_unsupported_calls_fail_with_documented_errno)
+{
+    fixture f;
+    fx_prepare(&f);
+    mem_backend_set_str(f.mem, "f", "content");
+    mem_backend_set_str(f.mem, "d/x", "in d");
+    fx_mount(&f);
+    struct timeval tv[2] = {{1, 0}, {1, 0}};
+    char v[8];
+    check_errno(link(P(&f, "f"), P(&f, "h")), EPERM, "link (hard links)");
+    check_errno(symlink("f", P(&f, "s")), EPERM, "symlink");
+    check_errno(mkfifo(P(&f, "p"), 0644), EPERM, "mkfifo");
+    check_errno(chmod(P(&f, "f"), 0600), EPERM, "chmod to other bits");
+    TT_CHECK(chmod(P(&f, "f"), 0644) == 0, "chmod to the bits shown is no change: %s",
+             strerror(errno));
+    check_errno(chown(P(&f, "f"), getuid() + 1, (gid_t)-1), EPERM, "chown to another owner");
+    check_errno(utimes(P(&f, "f"), tv), EPERM, "utimes with explicit times");
+    check_errno(setxattr(P(&f, "f"), "user.x", "1", 1, 0), ENOTSUP, "setxattr");
+    check_errno((int)getxattr(P(&f, "f"), "user.x", v, sizeof v), ENOTSUP, "getxattr");
+    check_errno(rename(P(&f, "d"), P(&f, "e")), EXDEV, "rename of a directory");
+    int fd = open(P(&f, "f"), O_RDWR);
+    TT_CHECK(fd >= 0, "open: %s", strerror(errno));
+    check_errno(fallocate(fd, 0, 0, 4096), EOPNOTSUPP, "fallocate");
+    close(fd);
+    mem_counts c = mem_backend_counts(f.mem);
+    TT_CHECK(c.copy == 0 && c.remove == 0, "a refused call changed the store");
+    check_backend(&f, "f", "content", 7);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_touch_of_new_file_succeeds)
+{
+    fixture f;
+    fx_up(&f);
+    /* touch(1): open(O_CREAT) then utimensat(UTIME_NOW) on the open file. */
+    int fd = open(P(&f, "touched"), O_WRONLY | O_CREAT, 0644);
+    TT_CHECK(fd >= 0, "create: %s", strerror(errno));
+    TT_CHECK(futimens(fd, NULL) == 0, "futimens(now) on a file being written: %s", strerror(errno));
+    TT_CHECK(close(fd) == 0, "close: %s", strerror(errno));
+    check_backend(&f, "touched", "", 0);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_statfs_reports_large_free_space)
+{
+    fixture f;
+    fx_up(&f);
+    struct statfs sf;
+    TT_CHECK(statfs(f.mnt, &sf) == 0, "statfs: %s", strerror(errno));
+    TT_CHECK(sf.f_type == FUSE_SUPER_MAGIC, "not a FUSE mount: type %lx", (long)sf.f_type);
+    TT_CHECK(sf.f_bsize > 0 && (double)sf.f_bavail * (double)sf.f_bsize >= 1e12,
+             "free space %g bytes", (double)sf.f_bavail * (double)sf.f_bsize);
+    TT_CHECK(sf.f_namelen == 255, "name length %ld", (long)sf.f_namelen);
+    fx_done(&f);
+}
+
+/* ---- life cycle --------------------------------------------------------------------------- */
+
+TT_TEST(test_mount_stale_mount_of_a_killed_process_is_cleaned_at_start)
+{
+    fixture f;
+    fx_prepare(&f);
+    mem_backend_set_str(f.mem, "f", "after restart");
+    int ready[2];
+    TT_CHECK(pipe(ready) == 0, "pipe");
+    pid_t pid = fork();
+    TT_CHECK(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        /* The crashing daemon: mounts, says so, and waits to be killed. */
+        close(ready[0]);
+        mount_view *m = mount_new(&f.cfg, &mem_backend_ops, f.mem);
+        char ok = m && mount_start(m) == 0 ? 'y' : 'n';
+        if (write(ready[1], &ok, 1) != 1)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    close(ready[1]);
+    char ok = 'n';
+    TT_CHECK(read(ready[0], &ok, 1) == 1, "child said nothing");
+    close(ready[0]);
+    if (ok != 'y') {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        TT_SKIP("mounting is not permitted here (the child could not mount)");
+    }
+    struct statfs sf;
+    TT_CHECK(statfs(f.mnt, &sf) == 0 && sf.f_type == FUSE_SUPER_MAGIC, "child's mount is up");
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    struct stat st;
+    check_errno(stat(f.mnt, &st), ENOTCONN, "stat of the dead mount");
+    fx_mount(&f);
+    check_content(P(&f, "f"), "after restart", 13);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_stop_unmounts_cleanly)
+{
+    fixture f;
+    fx_up(&f);
+    struct statfs sf;
+    TT_CHECK(statfs(f.mnt, &sf) == 0 && sf.f_type == FUSE_SUPER_MAGIC, "mounted");
+    TT_CHECK(mount_stop(f.m) == 0, "stop: %s", shoal_error_message());
+    TT_CHECK(statfs(f.mnt, &sf) == 0 && sf.f_type != FUSE_SUPER_MAGIC,
+             "still a FUSE mount after stop");
+    TT_CHECK(mount_stop(f.m) == 0, "second stop is a no-op");
+    fx_done(&f);
+}
+
+TT_MAIN()
