@@ -915,14 +915,10 @@ static void *io_main(void *arg)
         }
         if (p->router && (items[1].revents & ZMQ_POLLIN))
             drain_socket(p, p->router, NULL);
-        /* A reply may close a link (through a callback that disconnects), so walk a copy. */
-        peer_link *ready[MAX_LINKS];
-        size_t n_ready = 0;
+        /* polled[] changes only in run_commands, so it still matches items[] here. */
         for (size_t i = first_link; i < n; i++)
             if (items[i].revents & ZMQ_POLLIN)
-                ready[n_ready++] = p->polled[i - first_link];
-        for (size_t i = 0; i < n_ready; i++)
-            drain_socket(p, ready[i]->sock, ready[i]);
+                drain_socket(p, p->polled[i - first_link]->sock, p->polled[i - first_link]);
         expire(p, shoal_clock_mono_us());
         if (!run_commands(p))
             break;
@@ -1215,12 +1211,15 @@ int node_peer_submit(node_peer *p, int id, const node_peer_msg *req, node_peer_p
     }
     c->kind = CMD_REQUEST;
     zmq_msg_init(&c->header);
+    int payload_rc = payload_msg(&c->payload, payload);
+    payload.free_fn = NULL; /* the frame owns it now, or payload_msg freed it */
+    if (payload_rc != 0)
+        goto fail_cmd;
     c->resp = response_new(SHOAL_OK);
-    if (c->resp == NULL || payload_msg(&c->payload, payload) != 0) {
+    if (c->resp == NULL) {
         shoal_error_set(SHOAL_ERR_NOMEM, "peer request");
         goto fail_cmd;
     }
-    payload.free_fn = NULL; /* the frame owns it now */
     if (!node_peer_type_is_request(req->type)) {
         shoal_error_set(SHOAL_ERR_INVAL, "peer submit: %s is not a request", node_peer_type_name(req->type));
         goto fail_cmd;

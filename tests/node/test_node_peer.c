@@ -524,6 +524,85 @@ TT_TEST(test_node_peer_reply_after_delete_is_refused_safely)
     node_peer_delete(g.c);
 }
 
+static void record_result(void *ud, node_peer_response *r)
+{
+    atomic_store((atomic_int *)ud, (int)node_peer_response_result(r));
+    node_peer_response_delete(r);
+}
+
+TT_TEST(test_node_peer_disconnect_completes_pending_requests_with_closed)
+{
+    rig g;
+    rig_start(&g, "127.0.0.12:0", 0, 0, true);
+    atomic_int result = -1;
+    node_peer_msg req = get_request(1, 4096);
+    TT_OK(node_peer_submit(g.c, g.link, &req, (node_peer_payload){0}, 10000, record_result, &result));
+    TT_CHECK(wait_stat(g.s.np, offsetof(node_peer_stats, requests_in), 1, 2000) == 1, "server got the request");
+    TT_OK(node_peer_disconnect(g.c, g.link));
+    for (int waited = 0; atomic_load(&result) < 0 && waited < 2000; waited += 10)
+        usleep(10000);
+    TT_CHECK(atomic_load(&result) == SHOAL_ERR_CLOSED, "pending request after disconnect: %s",
+             shoal_error_name((shoal_err)atomic_load(&result)));
+    TT_CHECK(node_peer_submit(g.c, g.link, &req, (node_peer_payload){0}, 100, record_result, &result) == -1 &&
+                 shoal_error_code() == SHOAL_ERR_NOT_FOUND,
+             "submit on a closed link: %s", shoal_error_name(shoal_error_code()));
+    rig_stop(&g);
+}
+
+/* A raw CURVE ROUTER standing in for a faulty server: it answers each GET with what the test says. */
+TT_TEST(test_node_peer_client_drops_malformed_replies_and_fails_mismatched_ones)
+{
+    keypair sk = keygen(), ck = keygen();
+    void *ctx = zmq_ctx_new();
+    void *router = zmq_socket(ctx, ZMQ_ROUTER);
+    int one = 1, linger = 0;
+    char ep[64];
+    size_t eplen = sizeof ep;
+    TT_CHECK(zmq_setsockopt(router, ZMQ_LINGER, &linger, sizeof linger) == 0 &&
+                 zmq_setsockopt(router, ZMQ_CURVE_SERVER, &one, sizeof one) == 0 &&
+                 zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, sk.sec, 32) == 0 &&
+                 zmq_bind(router, "tcp://127.0.0.13:*") == 0 &&
+                 zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, ep, &eplen) == 0,
+             "raw server: %s", zmq_strerror(errno));
+    node_peer *c = client_new(&ck, 0);
+    int link = node_peer_connect(c, ep + 6, sk.pub);
+    atomic_int result = -1;
+    node_peer_msg req = get_request(1, 4096);
+    TT_OK(node_peer_submit(c, link, &req, (node_peer_payload){0}, 5000, record_result, &result));
+
+    zmq_msg_t rid, hdr, pl;
+    zmq_msg_init(&rid), zmq_msg_init(&hdr), zmq_msg_init(&pl);
+    TT_CHECK(zmq_msg_recv(&rid, router, 0) >= 0 && zmq_msg_recv(&hdr, router, 0) >= 0 &&
+                 zmq_msg_recv(&pl, router, 0) >= 0,
+             "raw server received the request");
+    node_peer_msg got;
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_mem(zmq_msg_data(&hdr), zmq_msg_size(&hdr)), 0, &got));
+    /* 1: garbage; 2: a PONG carrying the GET's request id. */
+    zmq_send(router, zmq_msg_data(&rid), zmq_msg_size(&rid), ZMQ_SNDMORE);
+    zmq_send(router, "\xc1garbage", 8, ZMQ_SNDMORE);
+    zmq_send(router, "", 0, 0);
+    shoal_buf b;
+    TT_OK(shoal_buf_create(&b, 0));
+    node_peer_msg pong = {.type = NODE_PEER_PONG, .request_id = got.request_id};
+    TT_OK(node_peer_msg_encode(&pong, &b));
+    zmq_send(router, zmq_msg_data(&rid), zmq_msg_size(&rid), ZMQ_SNDMORE);
+    zmq_send(router, b.data, b.len, ZMQ_SNDMORE);
+    zmq_send(router, "", 0, 0);
+    for (int waited = 0; atomic_load(&result) < 0 && waited < 3000; waited += 10)
+        usleep(10000);
+    node_peer_stats cs;
+    node_peer_stats_get(c, &cs);
+    TT_CHECK(atomic_load(&result) == SHOAL_ERR_NODE_PEER, "a PONG answering a GET completes it with %s",
+             shoal_error_name((shoal_err)atomic_load(&result)));
+    TT_CHECK(cs.malformed == 2 && cs.timeouts == 0, "malformed=%llu timeouts=%llu", (unsigned long long)cs.malformed,
+             (unsigned long long)cs.timeouts);
+    shoal_buf_destroy(&b);
+    zmq_msg_close(&rid), zmq_msg_close(&hdr), zmq_msg_close(&pl);
+    node_peer_delete(c);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+}
+
 TT_TEST(test_node_peer_keypair_persisted_with_mode_0600_and_reloaded_identically)
 {
     char *dir = tt_tmpdir("peer-key");
