@@ -736,10 +736,17 @@ static void *accept_main(void *arg)
         }
         if (p[1].revents)
             break;
-        if (p[0].revents & POLLIN) {
-            int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-            if (fd >= 0)
-                start_conn(s, fd);
+        if (!(p[0].revents & POLLIN))
+            continue;
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0) {
+            start_conn(s, fd);
+        } else if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+            /* Out of descriptors: the pending connection keeps the socket readable, so back off
+             * (still waking for shutdown) instead of spinning. */
+            LOG_WARN("control", "accept_failed", "errno=%d", errno);
+            if (poll(&p[1], 1, 100) > 0)
+                break;
         }
     }
     return NULL;
@@ -790,10 +797,43 @@ static int clear_stale(const char *path, const struct sockaddr_un *sa)
     return 0;
 }
 
-node_control_server *node_control_server_new(const char *path, const node_control_handlers *handlers, void *ctx)
+/* Binds the listening socket at `path` with mode 0600: through a temporary name in the same
+ * directory and a rename when that name fits in sun_path, else (a path within a few bytes of the
+ * limit) directly followed by chmod, where the 0700 parent directory covers the short window. */
+static int bind_private(int fd, const char *path)
 {
     struct sockaddr_un sa, tmp;
     char tmp_path[sizeof sa.sun_path + 32];
+    const char *slash = strrchr(path, '/');
+    int dir_len = slash ? (int)(slash - path + 1) : 0;
+    snprintf(tmp_path, sizeof tmp_path, "%.*s.shoald-%ld", dir_len, path, (long)getpid());
+    if (sun_for(path, &sa) < 0)
+        return -1;
+    if (strlen(tmp_path) >= sizeof tmp.sun_path) {
+        if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+            return shoal_error_errno(errno, "control socket: bind '%s'", path);
+        if (chmod(path, 0600) < 0) {
+            int e = errno;
+            unlink(path);
+            return shoal_error_errno(e, "control socket: chmod '%s'", path);
+        }
+        return 0;
+    }
+    sun_for(tmp_path, &tmp);
+    unlink(tmp_path);
+    if (bind(fd, (struct sockaddr *)&tmp, sizeof tmp) < 0)
+        return shoal_error_errno(errno, "control socket: bind '%s'", tmp_path);
+    if (chmod(tmp_path, 0600) < 0 || rename(tmp_path, path) < 0) {
+        int e = errno;
+        unlink(tmp_path);
+        return shoal_error_errno(e, "control socket: placing '%s'", path);
+    }
+    return 0;
+}
+
+node_control_server *node_control_server_new(const char *path, const node_control_handlers *handlers, void *ctx)
+{
+    struct sockaddr_un sa;
     node_control_server *s = calloc(1, sizeof *s);
     if (!s) {
         shoal_error_set(SHOAL_ERR_NOMEM, "out of memory for the control server");
@@ -811,24 +851,15 @@ node_control_server *node_control_server_new(const char *path, const node_contro
         shoal_error_set(SHOAL_ERR_NOMEM, "out of memory for the control server");
         goto fail;
     }
-    snprintf(tmp_path, sizeof tmp_path, "%s.%ld.tmp", path, (long)getpid());
-    if (sun_for(path, &sa) < 0 || sun_for(tmp_path, &tmp) < 0 || make_parent(path) < 0 || clear_stale(path, &sa) < 0)
+    if (sun_for(path, &sa) < 0 || make_parent(path) < 0 || clear_stale(path, &sa) < 0)
         goto fail;
     s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s->listen_fd < 0) {
         shoal_error_errno(errno, "control socket: socket");
         goto fail;
     }
-    unlink(tmp_path);
-    if (bind(s->listen_fd, (struct sockaddr *)&tmp, sizeof tmp) < 0) {
-        shoal_error_errno(errno, "control socket: bind '%s'", tmp_path);
+    if (bind_private(s->listen_fd, path) < 0)
         goto fail;
-    }
-    if (chmod(tmp_path, 0600) < 0 || rename(tmp_path, path) < 0) {
-        shoal_error_errno(errno, "control socket: placing '%s'", path);
-        unlink(tmp_path);
-        goto fail;
-    }
     if (listen(s->listen_fd, 64) < 0) {
         shoal_error_errno(errno, "control socket: listen '%s'", path);
         goto fail_unlink;
@@ -1052,6 +1083,84 @@ static int write_all(int fd, const void *data, size_t len)
     return 0;
 }
 
+/* Writes n bytes waiting in the relay pipe to out_fd: by splice, or by read and write for an
+ * out_fd that does not take splice (a terminal, some file systems). */
+static int drain_relay(int relay_r, int out_fd, size_t n, char *buf)
+{
+    while (n) {
+        ssize_t k = splice(relay_r, NULL, out_fd, NULL, n, SPLICE_F_MOVE | SPLICE_F_MORE);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0 && errno == EINVAL) {
+            k = read(relay_r, buf, n < CLIENT_BUF ? n : CLIENT_BUF);
+            if (k > 0 && write_all(out_fd, buf, (size_t)k) < 0)
+                return -1;
+        }
+        if (k <= 0)
+            return shoal_error_errno(errno, "writing the object");
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* Copies the rest of a byte body to out_fd: first what the client buffer already holds, then
+ * with splice(2) (socket -> out_fd when it is a pipe, else socket -> our relay pipe -> out_fd), so
+ * the object's bytes never pass through user space; plain recv and write only when the socket
+ * itself refuses splice. */
+static int copy_body(client *c, int out_fd, uint64_t size, const char *bucket, const char *key)
+{
+    struct stat st;
+    int relay[2] = {-1, -1}, rc = -1;
+    uint64_t left = size;
+    bool use_splice = true;
+    bool out_is_pipe = fstat(out_fd, &st) == 0 && S_ISFIFO(st.st_mode);
+    size_t n = c->len - c->pos < left ? c->len - c->pos : (size_t)left;
+    if (write_all(out_fd, c->buf + c->pos, n) < 0)
+        return -1;
+    c->pos += n;
+    left -= n;
+    if (!out_is_pipe && pipe2(relay, O_CLOEXEC) < 0)
+        return shoal_error_errno(errno, "pipe");
+    if (!out_is_pipe)
+        fcntl(relay[1], F_SETPIPE_SZ, 1 << 20); /* fewer, larger moves; the default size works too */
+    while (left) {
+        size_t want = left > (1u << 20) ? (1u << 20) : (size_t)left;
+        ssize_t got;
+        if (use_splice) {
+            got = splice(c->fd, NULL, out_is_pipe ? out_fd : relay[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_MORE);
+            if (got < 0 && errno == EINVAL) {
+                use_splice = false; /* nothing moved: copy from here on */
+                continue;
+            }
+            if (got > 0 && !out_is_pipe && drain_relay(relay[0], out_fd, (size_t)got, c->buf) < 0)
+                goto fail;
+        } else {
+            got = recv(c->fd, c->buf, want < CLIENT_BUF ? want : CLIENT_BUF, 0);
+            if (got > 0 && write_all(out_fd, c->buf, (size_t)got) < 0)
+                goto fail;
+        }
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            shoal_error_errno(errno, "s3://%s/%s: receiving the object", bucket, key);
+            goto fail;
+        }
+        if (got == 0) {
+            shoal_error_set(SHOAL_ERR_NODE, "s3://%s/%s: the daemon's stream ended after %" PRIu64 " of %" PRIu64
+                            " bytes (see shoald's log)", bucket, key, size - left, size);
+            goto fail;
+        }
+        left -= (uint64_t)got;
+    }
+    rc = 0;
+fail:
+    if (relay[0] >= 0) {
+        close(relay[0]);
+        close(relay[1]);
+    }
+    return rc;
+}
+
 int node_control_get(const char *path, const char *bucket, const char *key, int out_fd, uint64_t *size)
 {
     shoal_buf req = {0};
@@ -1065,26 +1174,8 @@ int node_control_get(const char *path, const char *bucket, const char *key, int 
         shoal_error_set(SHOAL_ERR_NODE, "shoald at %s answered get without a sized byte body", path);
         goto fail;
     }
-    uint64_t left = sz->u64;
-    while (left) {
-        if (c.pos == c.len) {
-            int got = client_fill(&c);
-            if (got < 0)
-                goto fail;
-            if (got == 0) {
-                shoal_error_set(SHOAL_ERR_NODE, "s3://%s/%s: the daemon's stream ended after %" PRIu64 " of %" PRIu64
-                                " bytes (see shoald's log)", bucket, key, sz->u64 - left, sz->u64);
-                goto fail;
-            }
-        }
-        size_t n = c.len - c.pos;
-        if (n > left)
-            n = (size_t)left;
-        if (write_all(out_fd, c.buf + c.pos, n) < 0)
-            goto fail;
-        c.pos += n;
-        left -= n;
-    }
+    if (copy_body(&c, out_fd, sz->u64, bucket, key) < 0)
+        goto fail;
     if (size)
         *size = sz->u64;
     rc = 0;

@@ -9,11 +9,14 @@
  */
 #include "node_metrics.h"
 #include "shoal_error.h"
+#include "shoal_log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -67,6 +70,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return answer_text(conn, MHD_HTTP_OK, (char *)text, len, MHD_RESPMEM_MUST_FREE);
 }
 
+/* libmicrohttpd's own messages, as key=value log lines like every other line of the daemon. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512], q[600];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    LOG_WARN("metrics", "http", "msg=%s", shoal_log_q(q, sizeof q, msg));
+}
+
 /* Binds and listens on addr; returns the fd and the bound port. */
 static int listen_on(const shoal_addr *addr, uint16_t *port)
 {
@@ -118,7 +132,7 @@ node_metrics *node_metrics_new(const shoal_addr *addr, node_stats *stats, node_m
     if (m->fd < 0)
         goto fail;
     m->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, m,
-                              MHD_OPTION_LISTEN_SOCKET, m->fd, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
+                              MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, m->fd, MHD_OPTION_CONNECTION_TIMEOUT, 10u,
                               MHD_OPTION_CONNECTION_LIMIT, 16u, MHD_OPTION_END);
     if (!m->mhd) {
         char text[SHOAL_ADDR_STRLEN];

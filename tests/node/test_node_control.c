@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -212,6 +213,32 @@ TT_TEST(test_node_control_socket_mode_0600_in_0700_dir)
     tt_rmtree(g_dir);
 }
 
+TT_TEST(test_node_control_socket_near_the_path_limit_is_still_0600)
+{
+    fake_daemon d;
+    memset(&d, 0, sizeof d);
+    node_stats_create(&d.stats);
+    g_dir = tt_tmpdir("ctl");
+    /* a directory so long that no temporary name fits beside the socket in sun_path */
+    int room = 104 - (int)strlen(g_dir) - 3;
+    TT_CHECK(room > 10, "temp dir %s too long for this test", g_dir);
+    char dir[200];
+    snprintf(dir, sizeof dir, "%s/%.*s", g_dir, room, "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"
+                                                      "dddddddddddddddddddddddddddddddddddd");
+    snprintf(g_sock, sizeof g_sock, "%s/s", dir);
+    TT_CHECK(strlen(g_sock) < 108 && strlen(dir) + 14 >= 108, "path length %zu", strlen(g_sock));
+    node_control_server *s = node_control_server_new(g_sock, &HANDLERS, &d);
+    TT_CHECK(s, "server: %s", shoal_error_message());
+    struct stat st;
+    TT_CHECK(lstat(g_sock, &st) == 0 && (st.st_mode & 0777) == 0600, "socket mode %04o",
+             (unsigned)(st.st_mode & 0777));
+    shoal_buf body = {0};
+    TT_OK(node_control_call(g_sock, "stats", &body));
+    shoal_buf_destroy(&body);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
 TT_TEST(test_node_control_status_round_trip)
 {
     fake_daemon d;
@@ -280,6 +307,46 @@ TT_TEST(test_node_control_get_streams_5mib)
     TT_CHECK(size == OBJ_SIZE, "size %llu", (unsigned long long)size);
     TT_CHECK(!strcmp(d.last_key, "dir/obj with space"), "key seen by the handler: %s", d.last_key);
     check_pattern_file(out);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
+typedef struct pipe_reader {
+    int fd;
+    uint64_t bytes, bad_at;
+    bool bad;
+} pipe_reader;
+
+static void *read_pipe(void *arg)
+{
+    pipe_reader *r = arg;
+    static uint8_t buf[1 << 16];
+    ssize_t n;
+    while ((n = read(r->fd, buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < n && !r->bad; i++)
+            if (buf[i] != pattern(r->bytes + (uint64_t)i))
+                r->bad = true, r->bad_at = r->bytes + (uint64_t)i;
+        r->bytes += (uint64_t)n;
+    }
+    return NULL;
+}
+
+/* `shoal get | consumer`: the client splices straight into the pipe. */
+TT_TEST(test_node_control_get_streams_into_a_pipe)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    int p[2];
+    TT_CHECK(pipe(p) == 0, "pipe");
+    pipe_reader r = {.fd = p[0]};
+    pthread_t t;
+    pthread_create(&t, NULL, read_pipe, &r);
+    TT_OK(node_control_get(g_sock, "bucket-a", "k", p[1], NULL));
+    close(p[1]);
+    pthread_join(t, NULL);
+    close(p[0]);
+    TT_CHECK(r.bytes == OBJ_SIZE && !r.bad, "pipe got %llu bytes, first bad byte at %llu",
+             (unsigned long long)r.bytes, (unsigned long long)r.bad_at);
     node_control_server_delete(s);
     tt_rmtree(g_dir);
 }
