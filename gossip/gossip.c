@@ -1,0 +1,1367 @@
+/*
+ * SWIM membership with the Lifeguard refinements, following HashiCorp memberlist's state.go,
+ * suspicion.go, awareness.go and broadcast.go, as a state machine over the environment seam.
+ *
+ * Failure detection. Each probe period (probe_interval scaled by the awareness score) the node
+ * pings the next member of a shuffled round-robin list (reshuffled at each wrap, new members
+ * inserted at a random place: SWIM section 4.3's time-bounded completeness). If no ack arrives
+ * within probe_timeout it asks indirect_checks random members to probe the target for it (PING_REQ);
+ * they relay the target's ack, or send a NACK when they heard nothing (Lifeguard: a missing nack
+ * means the fault may be ours). When the period ends without an ack the target becomes suspect.
+ *
+ * Suspicion (Lifeguard section IV-B, memberlist suspicion.go). A suspicion runs for a time that
+ * starts at max = suspicion_max_mult * min and shrinks toward min = suspicion_mult *
+ * max(1, log10 n) * probe_interval as independent accusers confirm it: after c of the k =
+ * suspicion_mult - 2 expected confirmations the timeout is max - (max - min) * log(c+1) / log(k+1).
+ * When it expires the member is declared dead. A suspect that hears of its suspicion refutes it by
+ * gossiping alive with a higher incarnation; incarnation numbers order every claim about a member:
+ * alive(i) overrides suspect/dead(j) only when i > j, suspect(i) overrides alive(j) when i >= j,
+ * dead(i) overrides alive/suspect(j) when i >= j. A replayed old packet therefore changes nothing.
+ *
+ * Local health awareness (Lifeguard section IV-A, memberlist awareness.go). A score in
+ * [0, awareness_max) multiplies the probe interval and timeout by (score + 1). It rises when a
+ * probe fails without the expected nacks and when this node must refute a suspicion of itself; it
+ * falls with each successful probe. A node that is slow itself thus stops accusing others quickly.
+ *
+ * Dissemination. Every state change becomes one queued broadcast about that member (a newer one
+ * about the same member replaces it, as memberlist's TransmitLimitedQueue invalidates by name).
+ * Broadcasts ride piggybacked on every ping, ack, ping-req and nack, fewest-transmitted first, and
+ * every gossip_interval up to gossip_nodes random members get a GOSSIP packet while any are queued.
+ * Each broadcast is sent at most retransmit_mult * ceil(log10(n + 1)) times. The queue is a set of
+ * intrusive lists, one per transmit count, threaded through the member table, so picking the next
+ * broadcasts is O(1) per broadcast however large the cluster.
+ *
+ * Anti-entropy. Every push_pull_interval (scaled by ceil(log2 n - log2 32) + 1 above 32 members,
+ * memberlist's pushPullScale) the node sends its whole state to one random member and merges the
+ * answer. A state bigger than a datagram is cut into chunks under GOSSIP_DATAGRAM_MAX bytes, each a
+ * self-contained list of member states merged on arrival, so no IP fragmentation and no sockets.
+ * Joining is the same exchange with the join flag, sent to every seed with exponential backoff
+ * until one answers. The answering member refuses a joiner with another block size or protocol
+ * version, or with the id of a live member at another address, and says so to the joiner.
+ *
+ * Departures from memberlist: no TCP fallback probe and no TCP push-pull (chunked datagrams
+ * instead: gossip stays socket-free); dead and left members are kept for dead_reap_us (24 h rather
+ * than memberlist's 30 s) so a replayed old "alive" cannot resurrect a member that is gone.
+ */
+#include "gossip.h"
+#include "gossip_proto.h"
+#include "shoal_error.h"
+#include "shoal_log.h"
+
+#include <math.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NONE UINT32_MAX
+#define SELF 0u
+#define TX_BUCKETS 64 /* transmit limits are capped below this */
+#define RELAYS 32
+#define CONFIRMERS_MAX 8
+#define SEEDS_MAX 64
+
+typedef struct member {
+    gossip_meta *meta; /* owned */
+    uint64_t incarnation;
+    uint64_t state_at;
+    uint32_t accuser; /* member index of who suspected / declared dead, NONE when unknown */
+    uint32_t bc_prev, bc_next;
+    uint32_t susp; /* index into g->susp or NONE */
+    uint8_t state;
+    uint8_t bc_tx;
+    bool bc_queued;
+} member;
+
+typedef struct suspicion {
+    uint32_t member;
+    uint32_t k, n;
+    uint32_t confirmers[CONFIRMERS_MAX + 1];
+    uint64_t start, min, max, deadline;
+} suspicion;
+
+typedef struct relay {
+    bool used;
+    uint64_t seq, req_seq, deadline;
+    shoal_addr requester;
+} relay;
+
+struct gossip {
+    gossip_config cfg;
+    const shoal_env *env;
+
+    member *members;
+    uint32_t n_members, cap_members;
+    uint64_t *index; /* open addressing: hash << 32 | member index; UINT64_MAX = empty */
+    uint32_t index_cap;
+    uint32_t *order; /* probe order */
+    uint32_t n_order, order_pos;
+    uint32_t n_live, n_gone;
+
+    suspicion *susp;
+    uint32_t n_susp, cap_susp;
+
+    uint32_t bc_head[TX_BUCKETS];
+    uint32_t n_bc;
+
+    struct {
+        bool active, acked, indirect_sent;
+        uint32_t target;
+        uint64_t seq, timeout_at, end_at;
+        uint32_t expected_nacks, nacks;
+    } probe;
+    relay relays[RELAYS];
+
+    uint64_t seq;
+    uint32_t awareness;
+    uint64_t version;
+    uint64_t next_probe_at, next_gossip_at, next_pp_at, next_reap_at;
+    uint64_t armed_at;
+
+    shoal_addr seeds[SEEDS_MAX];
+    uint32_t n_seeds;
+    bool joining, joined, refused, leaving;
+    uint64_t next_join_at, join_backoff;
+
+    gossip_counters ctr;
+    gossip_msg *rx;
+    gossip_msg tx;
+    uint8_t *scratch; /* encoded updates for push-pull */
+    size_t scratch_cap;
+    uint32_t *scratch_off;
+    uint8_t raw[GOSSIP_PLAIN_MAX];
+    uint8_t plain[GOSSIP_PLAIN_MAX];
+    uint8_t wire[GOSSIP_DATAGRAM_MAX];
+};
+
+static const char *const state_names[] = {"alive", "suspect", "dead", "left"};
+
+const char *gossip_state_name(gossip_state s) { return (unsigned)s < 4 ? state_names[s] : "unknown"; }
+
+void gossip_config_defaults(gossip_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->probe_interval_us = 1000000;
+    c->probe_timeout_us = 500000;
+    c->indirect_checks = 3;
+    c->retransmit_mult = 4;
+    c->suspicion_mult = 4;
+    c->suspicion_max_mult = 6;
+    c->push_pull_interval_us = 30000000;
+    c->awareness_max = 8;
+    c->gossip_interval_us = 200000;
+    c->gossip_nodes = 3;
+    c->gossip_to_dead_us = 30000000;
+    c->dead_reap_us = 24ull * 3600 * 1000000;
+    c->join_backoff_min_us = 1000000;
+    c->join_backoff_max_us = 30000000;
+}
+
+/* ---- small helpers ---- */
+
+static bool is_live(uint8_t state) { return state == GOSSIP_ALIVE || state == GOSSIP_SUSPECT; }
+
+static uint64_t now_us(const gossip *g) { return shoal_env_now(g->env); }
+
+static uint64_t rnd(const gossip *g, uint64_t n) { return shoal_env_uniform(g->env, n); }
+
+static uint64_t scaled(const gossip *g, uint64_t t) { return t * (g->awareness + 1); }
+
+static bool meta_eq(const gossip_meta *a, const gossip_meta *b)
+{
+    return strcmp(a->id, b->id) == 0 && shoal_addr_eq(&a->addr, &b->addr) &&
+           strcmp(a->zone, b->zone) == 0 && memcmp(a->curve_public, b->curve_public, 32) == 0 &&
+           a->capacity == b->capacity && a->serving == b->serving &&
+           a->proto_version == b->proto_version && a->block_size == b->block_size;
+}
+
+static uint32_t id_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 16777619u;
+    /* FNV-1a's low bits are weak on short similar ids ("n1", "n2"): finish with murmur3's mix. */
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    return h ^ (h >> 16);
+}
+
+static void member_info(const gossip *g, uint32_t i, gossip_member_info *out)
+{
+    const member *m = &g->members[i];
+    out->meta = m->meta;
+    out->state = (gossip_state)m->state;
+    out->incarnation = m->incarnation;
+    out->state_since_us = m->state_at;
+    out->is_self = i == SELF;
+}
+
+static void emit(gossip *g, gossip_event ev, uint32_t i)
+{
+    if (!g->cfg.on_event)
+        return;
+    gossip_member_info info;
+    member_info(g, i, &info);
+    g->cfg.on_event(g->cfg.event_ud, ev, &info);
+}
+
+/* ---- member table and id index ---- */
+
+/* Index slots hold (hash << 32 | member index); the stored hash spares most string compares. */
+static uint32_t find(const gossip *g, const char *id)
+{
+    uint32_t mask = g->index_cap - 1, h = id_hash(id);
+    for (uint32_t s = h & mask;; s = (s + 1) & mask) {
+        uint64_t v = g->index[s];
+        if (v == UINT64_MAX)
+            return NONE;
+        if ((uint32_t)(v >> 32) == h && strcmp(g->members[(uint32_t)v].meta->id, id) == 0)
+            return (uint32_t)v;
+    }
+}
+
+static void index_put(gossip *g, uint32_t i)
+{
+    uint32_t mask = g->index_cap - 1, h = id_hash(g->members[i].meta->id);
+    uint32_t s = h & mask;
+    while (g->index[s] != UINT64_MAX)
+        s = (s + 1) & mask;
+    g->index[s] = (uint64_t)h << 32 | i;
+}
+
+static int index_rebuild(gossip *g, uint32_t cap)
+{
+    uint64_t *ix = malloc((size_t)cap * sizeof *ix);
+    if (!ix)
+        return shoal_error_set(SHOAL_ERR_NOMEM, "gossip: member index of %u slots", cap);
+    free(g->index);
+    g->index = ix;
+    g->index_cap = cap;
+    memset(ix, 0xff, (size_t)cap * sizeof *ix);
+    for (uint32_t i = 0; i < g->n_members; i++)
+        index_put(g, i);
+    return 0;
+}
+
+/* Adds a member (state alive) and returns its index, or NONE when memory ran out. */
+static uint32_t member_add(gossip *g, const gossip_meta *meta, uint64_t inc)
+{
+    if (g->n_members == g->cap_members) {
+        uint32_t cap = g->cap_members ? g->cap_members * 2 : 16;
+        member *mm = realloc(g->members, (size_t)cap * sizeof *mm);
+        uint32_t *oo = mm ? realloc(g->order, (size_t)cap * sizeof *oo) : NULL;
+        if (mm)
+            g->members = mm;
+        if (!oo)
+            return NONE;
+        g->order = oo;
+        g->cap_members = cap;
+    }
+    if ((g->n_members + 1) * 2 > g->index_cap && index_rebuild(g, g->index_cap * 2) < 0)
+        return NONE;
+    gossip_meta *copy = malloc(sizeof *copy);
+    if (!copy)
+        return NONE;
+    *copy = *meta;
+    uint32_t i = g->n_members++;
+    g->members[i] = (member){.meta = copy,
+                             .incarnation = inc,
+                             .state_at = now_us(g),
+                             .accuser = NONE,
+                             .bc_prev = NONE,
+                             .bc_next = NONE,
+                             .susp = NONE,
+                             .state = GOSSIP_ALIVE};
+    index_put(g, i);
+    g->n_live++;
+    /* Probe order: append, then swap with a random place so the newcomer is probed soon but not
+     * predictably (memberlist does the same). */
+    g->order[g->n_order++] = i;
+    uint32_t j = (uint32_t)rnd(g, g->n_order);
+    g->order[g->n_order - 1] = g->order[j];
+    g->order[j] = i;
+    return i;
+}
+
+/* ---- broadcast queue: lists by transmit count ---- */
+
+static uint32_t retransmit_limit(const gossip *g)
+{
+    uint32_t lim = g->cfg.retransmit_mult * (uint32_t)ceil(log10((double)g->n_live + 1.0));
+    if (lim < 1)
+        lim = 1;
+    return lim < TX_BUCKETS ? lim : TX_BUCKETS - 1;
+}
+
+static void bc_unlink(gossip *g, uint32_t i)
+{
+    member *m = &g->members[i];
+    if (!m->bc_queued)
+        return;
+    if (m->bc_prev != NONE)
+        g->members[m->bc_prev].bc_next = m->bc_next;
+    else
+        g->bc_head[m->bc_tx] = m->bc_next;
+    if (m->bc_next != NONE)
+        g->members[m->bc_next].bc_prev = m->bc_prev;
+    m->bc_prev = m->bc_next = NONE;
+    m->bc_queued = false;
+    g->n_bc--;
+}
+
+static void bc_link(gossip *g, uint32_t i, uint8_t tx)
+{
+    member *m = &g->members[i];
+    m->bc_tx = tx;
+    m->bc_prev = NONE;
+    m->bc_next = g->bc_head[tx];
+    if (m->bc_next != NONE)
+        g->members[m->bc_next].bc_prev = i;
+    g->bc_head[tx] = i;
+    m->bc_queued = true;
+    g->n_bc++;
+}
+
+/* Queues (or re-queues, resetting its count) the broadcast of member i's current state. */
+static void bc_queue(gossip *g, uint32_t i)
+{
+    bc_unlink(g, i);
+    bc_link(g, i, 0);
+}
+
+static void update_from_member(const gossip *g, uint32_t i, bool with_meta, gossip_update *u)
+{
+    const member *m = &g->members[i];
+    u->kind = m->state;
+    u->incarnation = m->incarnation;
+    u->accuser[0] = '\0';
+    if ((m->state == GOSSIP_SUSPECT || m->state == GOSSIP_DEAD))
+        strcpy(u->accuser, g->members[m->accuser != NONE ? m->accuser : SELF].meta->id);
+    u->has_meta = with_meta || m->state == GOSSIP_ALIVE;
+    u->meta_ref = m->meta;
+}
+
+/* Fills g->raw with queued broadcasts, fewest transmits first, within `budget` bytes, starting
+ * with `first` (a member whose state must go in, or NONE). Returns the count; *len the bytes. */
+static uint32_t bc_fill(gossip *g, size_t budget, uint32_t first, size_t *len)
+{
+    uint32_t picked[GOSSIP_UPDATES_MAX];
+    uint32_t n = 0, misses = 0;
+    size_t used = 0;
+    gossip_update u;
+    if (first != NONE) {
+        update_from_member(g, first, false, &u);
+        size_t l = gossip_update_encode(&u, g->raw, budget);
+        if (l) {
+            used += l;
+            n++;
+        }
+    }
+    uint32_t lim = retransmit_limit(g);
+    uint32_t n_picked = 0;
+    for (uint32_t tx = 0; tx < TX_BUCKETS && n < GOSSIP_UPDATES_MAX && misses < 4; tx++) {
+        for (uint32_t i = g->bc_head[tx]; i != NONE && n < GOSSIP_UPDATES_MAX && misses < 4;
+             i = g->members[i].bc_next) {
+            if (i == first)
+                continue;
+            update_from_member(g, i, false, &u);
+            size_t l = gossip_update_encode(&u, g->raw + used, budget - used);
+            if (!l) {
+                misses++;
+                continue;
+            }
+            used += l;
+            n++;
+            picked[n_picked++] = i;
+        }
+    }
+    for (uint32_t j = 0; j < n_picked; j++) {
+        uint32_t i = picked[j];
+        uint8_t tx = g->members[i].bc_tx;
+        bc_unlink(g, i);
+        if ((uint32_t)tx + 1 < lim)
+            bc_link(g, i, (uint8_t)(tx + 1));
+    }
+    *len = used;
+    return n;
+}
+
+/* ---- sending ---- */
+
+static void send_sealed(gossip *g, const shoal_addr *to, size_t plen)
+{
+    uint8_t nonce[GOSSIP_NONCE_LEN];
+    for (size_t i = 0; i < GOSSIP_NONCE_LEN; i += 8) {
+        uint64_t r = shoal_env_random(g->env);
+        memcpy(nonce + i, &r, 8);
+    }
+    size_t wlen = gossip_seal(g->cfg.cluster_key, nonce, g->plain, plen, g->wire);
+    if (shoal_env_send(g->env, to, g->wire, wlen) < 0) {
+        g->ctr.send_errors++;
+        LOG_DEBUG("gossip", "send_failed", "node=%s err=%s", g->cfg.self.id, shoal_error_name(shoal_error_code()));
+        return;
+    }
+    g->ctr.packets_out++;
+    g->ctr.bytes_out += wlen;
+}
+
+/* Sends g->tx (header fields set by the caller) to `to`, piggybacking queued broadcasts when
+ * `piggyback`, with member `first`'s state forced in first (or NONE). */
+static void send_msg(gossip *g, const shoal_addr *to, bool piggyback, uint32_t first)
+{
+    gossip_msg *m = &g->tx;
+    strcpy(m->from, g->cfg.self.id);
+    size_t raw_len = 0;
+    uint32_t n_raw = 0;
+    if (piggyback && (g->n_bc > 0 || first != NONE)) {
+        size_t hdr = gossip_msg_encode(m, NULL, 0, 0, g->plain, sizeof g->plain);
+        if (hdr && hdr + 4 < GOSSIP_PLAIN_MAX)
+            n_raw = bc_fill(g, GOSSIP_PLAIN_MAX - hdr - 4, first, &raw_len);
+    }
+    size_t plen = gossip_msg_encode(m, g->raw, raw_len, n_raw, g->plain, sizeof g->plain);
+    if (plen)
+        send_sealed(g, to, plen);
+}
+
+static void tx_reset(gossip *g, uint32_t type)
+{
+    gossip_msg *m = &g->tx;
+    m->type = type;
+    m->seq = 0;
+    m->target[0] = '\0';
+    m->has_addr = false;
+    m->join = false;
+    m->chunk = m->chunks = m->reason = 0;
+    m->text[0] = '\0';
+}
+
+/* Sends this node's whole state to `to` as PP_REQ or PP_RESP chunks. */
+static void send_state(gossip *g, const shoal_addr *to, uint32_t type, bool join)
+{
+    size_t need = (size_t)g->n_members * GOSSIP_PLAIN_MAX / 4 + GOSSIP_PLAIN_MAX;
+    if (need > g->scratch_cap) {
+        uint8_t *s = realloc(g->scratch, need);
+        uint32_t *o = s ? realloc(g->scratch_off, ((size_t)g->n_members + 1) * sizeof *o) : NULL;
+        if (s)
+            g->scratch = s;
+        if (!o) {
+            g->ctr.send_errors++;
+            return;
+        }
+        g->scratch_off = o;
+        g->scratch_cap = need;
+    }
+    /* Encode every member once (this node first, so a join's first chunk carries the joiner). */
+    gossip_update u;
+    size_t off = 0;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < g->n_members; i++) {
+        update_from_member(g, i, true, &u);
+        size_t l = gossip_update_encode(&u, g->scratch + off, g->scratch_cap - off);
+        if (!l)
+            continue;
+        g->scratch_off[n++] = (uint32_t)off;
+        off += l;
+    }
+    g->scratch_off[n] = (uint32_t)off;
+    tx_reset(g, type);
+    g->tx.join = join;
+    g->tx.chunks = UINT32_MAX; /* widest encoding, so the header size is an upper bound */
+    g->tx.chunk = UINT32_MAX - 1;
+    strcpy(g->tx.from, g->cfg.self.id);
+    size_t hdr = gossip_msg_encode(&g->tx, NULL, 0, 0, g->plain, sizeof g->plain);
+    size_t budget = GOSSIP_PLAIN_MAX - hdr - 4;
+    /* Count chunks, then send them. */
+    uint32_t chunks = 0;
+    for (uint32_t a = 0; a < n;) {
+        uint32_t b = a;
+        while (b < n && g->scratch_off[b + 1] - g->scratch_off[a] <= budget && b - a < GOSSIP_UPDATES_MAX)
+            b++;
+        chunks++;
+        a = b > a ? b : a + 1;
+    }
+    g->tx.chunks = chunks;
+    uint32_t c = 0;
+    for (uint32_t a = 0; a < n;) {
+        uint32_t b = a;
+        while (b < n && g->scratch_off[b + 1] - g->scratch_off[a] <= budget && b - a < GOSSIP_UPDATES_MAX)
+            b++;
+        if (b == a) {
+            a++;
+            continue;
+        }
+        g->tx.chunk = c++;
+        size_t plen = gossip_msg_encode(&g->tx, g->scratch + g->scratch_off[a],
+                                        g->scratch_off[b] - g->scratch_off[a], b - a, g->plain,
+                                        sizeof g->plain);
+        if (plen)
+            send_sealed(g, to, plen);
+        a = b;
+    }
+}
+
+static void send_refusal(gossip *g, const shoal_addr *to, gossip_refusal reason, const char *text)
+{
+    tx_reset(g, GOSSIP_MSG_REFUSE);
+    g->tx.reason = reason;
+    snprintf(g->tx.text, sizeof g->tx.text, "%s", text);
+    send_msg(g, to, false, NONE);
+    g->ctr.refused_out++;
+}
+
+/* Picks up to k distinct random members that are live (or dead within gossip_to_dead when
+ * `dead_too`), never this node nor `skip`. Expected O(k) when most members are live. */
+static uint32_t pick_random(gossip *g, uint32_t skip, uint32_t k, bool dead_too, uint32_t *out)
+{
+    uint32_t n = 0;
+    uint64_t now = now_us(g);
+    for (uint32_t tries = 0; n < k && tries < 8 * k + 3 * g->n_members / 4 && g->n_members > 1; tries++) {
+        uint32_t i = (uint32_t)rnd(g, g->n_members);
+        const member *m = &g->members[i];
+        if (i == SELF || i == skip)
+            continue;
+        if (!is_live(m->state) &&
+            !(dead_too && m->state == GOSSIP_DEAD && now - m->state_at < g->cfg.gossip_to_dead_us))
+            continue;
+        bool dup = false;
+        for (uint32_t j = 0; j < n; j++)
+            dup |= out[j] == i;
+        if (!dup)
+            out[n++] = i;
+    }
+    return n;
+}
+
+static void arm(gossip *g);
+
+/* One random member declared dead (not left), or NONE: the reconnect target (Serf's reconnect,
+ * which memberlist leaves to its user). Without it two halves of a healed partition that have
+ * declared each other dead would never speak again. */
+static uint32_t pick_dead(gossip *g)
+{
+    if (g->n_gone == 0)
+        return NONE;
+    for (uint32_t tries = 0; tries < 16 + g->n_members / 4; tries++) {
+        uint32_t i = (uint32_t)rnd(g, g->n_members);
+        if (g->members[i].state == GOSSIP_DEAD)
+            return i;
+    }
+    return NONE;
+}
+
+/* ---- state transitions ---- */
+
+static void set_state(gossip *g, uint32_t i, uint8_t state)
+{
+    member *m = &g->members[i];
+    bool was_live = is_live(m->state), live = is_live(state);
+    if (m->state != state)
+        m->state_at = now_us(g);
+    if (was_live && !live) {
+        g->n_live--;
+        g->n_gone++;
+    } else if (!was_live && live) {
+        g->n_live++;
+        g->n_gone--;
+    }
+    if (was_live != live)
+        g->version++;
+    m->state = state;
+}
+
+static void susp_remove(gossip *g, uint32_t i)
+{
+    uint32_t s = g->members[i].susp;
+    if (s == NONE)
+        return;
+    g->members[i].susp = NONE;
+    g->susp[s] = g->susp[--g->n_susp];
+    if (s < g->n_susp)
+        g->members[g->susp[s].member].susp = s;
+}
+
+static void susp_start(gossip *g, uint32_t i, uint32_t accuser)
+{
+    if (g->n_susp == g->cap_susp) {
+        uint32_t cap = g->cap_susp ? g->cap_susp * 2 : 16;
+        suspicion *s = realloc(g->susp, (size_t)cap * sizeof *s);
+        if (!s)
+            return; /* without a timer the member stays suspect until refuted or pushed dead */
+        g->susp = s;
+        g->cap_susp = cap;
+    }
+    double n = g->n_live;
+    double scale = fmax(1.0, log10(fmax(1.0, n)));
+    uint64_t min = (uint64_t)(g->cfg.suspicion_mult * scale * (double)g->cfg.probe_interval_us);
+    uint32_t k = g->cfg.suspicion_mult > 2 ? g->cfg.suspicion_mult - 2 : 0;
+    if (k > CONFIRMERS_MAX)
+        k = CONFIRMERS_MAX;
+    if (n - 2 < k)
+        k = 0;
+    suspicion *s = &g->susp[g->n_susp];
+    *s = (suspicion){.member = i, .k = k, .start = now_us(g), .min = min,
+                     .max = min * g->cfg.suspicion_max_mult};
+    s->confirmers[0] = accuser;
+    s->deadline = s->start + (k < 1 ? s->min : s->max);
+    g->members[i].susp = g->n_susp++;
+}
+
+/* Counts an independent accuser; true when it was new (and the timeout shrank). */
+static bool susp_confirm(gossip *g, uint32_t i, uint32_t accuser)
+{
+    uint32_t si = g->members[i].susp;
+    if (si == NONE || accuser == NONE)
+        return false;
+    suspicion *s = &g->susp[si];
+    if (s->n >= s->k)
+        return false;
+    for (uint32_t j = 0; j <= s->n; j++)
+        if (s->confirmers[j] == accuser)
+            return false;
+    s->confirmers[++s->n] = accuser;
+    double frac = log((double)s->n + 1.0) / log((double)s->k + 1.0);
+    double raw = (double)s->max - frac * (double)(s->max - s->min);
+    uint64_t t = (uint64_t)(floor(raw / 1000.0) * 1000.0);
+    if (t < s->min)
+        t = s->min;
+    s->deadline = s->start + t;
+    return true;
+}
+
+static void refute(gossip *g, uint64_t accused_inc)
+{
+    member *self = &g->members[SELF];
+    uint64_t inc = self->incarnation + 1;
+    if (accused_inc >= inc)
+        inc = accused_inc + 1;
+    self->incarnation = inc;
+    g->ctr.refutations++;
+    bc_queue(g, SELF);
+    LOG_DEBUG("gossip", "refute", "node=%s incarnation=%llu", g->cfg.self.id, (unsigned long long)inc);
+}
+
+static void awareness_delta(gossip *g, int d)
+{
+    int64_t a = (int64_t)g->awareness + d;
+    if (a < 0)
+        a = 0;
+    if (a > (int64_t)g->cfg.awareness_max - 1)
+        a = (int64_t)g->cfg.awareness_max - 1;
+    g->awareness = (uint32_t)a;
+}
+
+static const char *incompatible(const gossip *g, const gossip_meta *m, gossip_refusal *why)
+{
+    if (m->block_size != g->cfg.self.block_size) {
+        *why = GOSSIP_REFUSE_BLOCK_SIZE;
+        return "block size differs";
+    }
+    if (m->proto_version != g->cfg.self.proto_version) {
+        *why = GOSSIP_REFUSE_PROTO_VERSION;
+        return "protocol version differs";
+    }
+    return NULL;
+}
+
+static void on_alive(gossip *g, const gossip_update *u)
+{
+    const gossip_meta *meta = &u->meta;
+    uint32_t i = find(g, meta->id);
+    if (i == SELF) {
+        member *self = &g->members[SELF];
+        if (!shoal_addr_eq(&meta->addr, &self->meta->addr)) {
+            LOG_DEBUG("gossip", "id_conflict", "node=%s other_incarnation=%llu", g->cfg.self.id,
+                      (unsigned long long)u->incarnation);
+            return;
+        }
+        if (u->incarnation < self->incarnation ||
+            (u->incarnation == self->incarnation && meta_eq(meta, self->meta)))
+            return;
+        if (!g->leaving)
+            refute(g, u->incarnation);
+        return;
+    }
+    gossip_refusal why;
+    if (incompatible(g, meta, &why)) {
+        g->ctr.updates_stale++;
+        return;
+    }
+    if (i == NONE) {
+        i = member_add(g, meta, u->incarnation);
+        if (i == NONE)
+            return;
+        g->version++;
+        bc_queue(g, i);
+        emit(g, GOSSIP_EV_JOINED, i);
+        return;
+    }
+    member *m = &g->members[i];
+    bool moved = !shoal_addr_eq(&m->meta->addr, &meta->addr);
+    if (moved && is_live(m->state)) {
+        /* A second live node claims this id from another address: keep the first one. */
+        g->ctr.updates_stale++;
+        return;
+    }
+    if (u->incarnation <= m->incarnation && !moved) {
+        g->ctr.updates_stale++;
+        return;
+    }
+    uint8_t old = m->state;
+    bool changed = !meta_eq(m->meta, meta);
+    m->incarnation = u->incarnation;
+    *m->meta = *meta;
+    susp_remove(g, i);
+    set_state(g, i, GOSSIP_ALIVE);
+    if (changed && is_live(old))
+        g->version++;
+    bc_queue(g, i);
+    if (!is_live(old))
+        emit(g, GOSSIP_EV_JOINED, i);
+    else if (changed || old == GOSSIP_SUSPECT)
+        emit(g, GOSSIP_EV_UPDATED, i);
+}
+
+static void on_suspect(gossip *g, const char *id, uint64_t inc, const char *accuser_id)
+{
+    uint32_t i = find(g, id);
+    if (i == NONE)
+        return;
+    member *m = &g->members[i];
+    uint32_t accuser = find(g, accuser_id);
+    if (inc < m->incarnation || !is_live(m->state)) {
+        g->ctr.updates_stale++;
+        return;
+    }
+    if (i == SELF) {
+        if (g->leaving)
+            return;
+        refute(g, inc);
+        awareness_delta(g, 1);
+        return;
+    }
+    if (m->state == GOSSIP_SUSPECT) {
+        if (susp_confirm(g, i, accuser)) {
+            m->accuser = accuser;
+            bc_queue(g, i);
+        }
+        return;
+    }
+    m->incarnation = inc;
+    m->accuser = accuser;
+    set_state(g, i, GOSSIP_SUSPECT);
+    susp_start(g, i, accuser);
+    bc_queue(g, i);
+    g->ctr.suspicions++;
+    LOG_DEBUG("gossip", "suspect", "node=%s member=%s incarnation=%llu by=%s", g->cfg.self.id, id,
+              (unsigned long long)inc, accuser_id);
+    emit(g, GOSSIP_EV_SUSPECT, i);
+}
+
+static void on_dead(gossip *g, const char *id, uint64_t inc, const char *accuser_id, bool left)
+{
+    uint32_t i = find(g, id);
+    if (i == NONE)
+        return;
+    member *m = &g->members[i];
+    if (inc < m->incarnation || !is_live(m->state)) {
+        g->ctr.updates_stale++;
+        return;
+    }
+    if (i == SELF) {
+        if (!g->leaving)
+            refute(g, inc);
+        return;
+    }
+    m->incarnation = inc;
+    m->accuser = left ? i : find(g, accuser_id);
+    susp_remove(g, i);
+    set_state(g, i, left ? GOSSIP_LEFT : GOSSIP_DEAD);
+    bc_queue(g, i);
+    if (!left)
+        g->ctr.deaths++;
+    LOG_DEBUG("gossip", left ? "left" : "dead", "node=%s member=%s incarnation=%llu", g->cfg.self.id,
+              id, (unsigned long long)inc);
+    emit(g, left ? GOSSIP_EV_LEFT : GOSSIP_EV_DEAD, i);
+}
+
+static void apply_update(gossip *g, const gossip_update *u)
+{
+    g->ctr.updates_in++;
+    switch (u->kind) {
+    case GOSSIP_ALIVE: on_alive(g, u); break;
+    case GOSSIP_SUSPECT: on_suspect(g, u->meta.id, u->incarnation, u->accuser); break;
+    case GOSSIP_DEAD: on_dead(g, u->meta.id, u->incarnation, u->accuser, false); break;
+    case GOSSIP_LEFT: on_dead(g, u->meta.id, u->incarnation, u->meta.id, true); break;
+    default: break;
+    }
+}
+
+/* Push-pull merge (memberlist mergeState): a remote "dead" is only a suspicion here, since the
+ * remote may be behind; a remote "left" is taken as it is. */
+static void merge_state(gossip *g, const gossip_msg *msg)
+{
+    for (uint32_t j = 0; j < msg->n_updates; j++) {
+        gossip_update u = msg->updates[j];
+        if (u.kind == GOSSIP_DEAD) {
+            u.kind = GOSSIP_SUSPECT;
+            strcpy(u.accuser, msg->from);
+        }
+        if (u.kind == GOSSIP_SUSPECT && find(g, u.meta.id) == NONE && u.has_meta) {
+            /* Unknown member in a suspect state: learn it as it is claimed, alive at a lower
+             * incarnation, so the suspicion below lands on a known member. */
+            gossip_update a = u;
+            a.kind = GOSSIP_ALIVE;
+            on_alive(g, &a);
+        }
+        apply_update(g, &u);
+    }
+}
+
+/* ---- message handlers ---- */
+
+static void handle_pp(gossip *g, const shoal_addr *from, const gossip_msg *msg)
+{
+    if (msg->type == GOSSIP_MSG_PP_REQ && msg->join && msg->chunk == 0) {
+        /* Admission: the joiner's own state comes first in its first chunk. */
+        const gossip_update *self_u = NULL;
+        for (uint32_t j = 0; j < msg->n_updates && !self_u; j++)
+            if (strcmp(msg->updates[j].meta.id, msg->from) == 0 && msg->updates[j].has_meta)
+                self_u = &msg->updates[j];
+        if (self_u) {
+            gossip_refusal why = 0;
+            const char *text = incompatible(g, &self_u->meta, &why);
+            uint32_t i = find(g, msg->from);
+            char ours[16], theirs[16];
+            if (!text && i != NONE && is_live(g->members[i].state) &&
+                !shoal_addr_eq(&g->members[i].meta->addr, &self_u->meta.addr)) {
+                why = GOSSIP_REFUSE_DUPLICATE_ID;
+                text = "a live member already has this node id";
+            }
+            if (text) {
+                if (why == GOSSIP_REFUSE_DUPLICATE_ID) {
+                    snprintf(ours, sizeof ours, "live");
+                    snprintf(theirs, sizeof theirs, "joining");
+                } else {
+                    snprintf(ours, sizeof ours, "%u", why == GOSSIP_REFUSE_BLOCK_SIZE ? g->cfg.self.block_size : g->cfg.self.proto_version);
+                    snprintf(theirs, sizeof theirs, "%u", why == GOSSIP_REFUSE_BLOCK_SIZE ? self_u->meta.block_size : self_u->meta.proto_version);
+                }
+                char a[SHOAL_ADDR_STRLEN];
+                LOG_WARN("gossip", "refuse_member", "node=%s member=%s addr=%s reason=\"%s\" ours=%s theirs=%s",
+                         g->cfg.self.id, msg->from, shoal_addr_format(from, a), text, ours, theirs);
+                char detail[GOSSIP_TEXT_MAX + 1];
+                snprintf(detail, sizeof detail, "%s (ours %s, yours %s)", text, ours, theirs);
+                send_refusal(g, from, why, detail);
+                return;
+            }
+        }
+    }
+    merge_state(g, msg);
+    if (msg->type == GOSSIP_MSG_PP_REQ && msg->chunk == 0)
+        send_state(g, from, GOSSIP_MSG_PP_RESP, false);
+    if (msg->type == GOSSIP_MSG_PP_RESP && g->joining) {
+        g->joining = false;
+        g->joined = true;
+        LOG_INFO("gossip", "joined", "node=%s via=%s members=%u", g->cfg.self.id, msg->from, g->n_members);
+    }
+}
+
+static void handle_refuse(gossip *g, const gossip_msg *msg)
+{
+    g->ctr.refused_in++;
+    g->refused = true;
+    g->joining = false;
+    char q[160];
+    LOG_ERROR("gossip", "refused", "node=%s by=%s reason=%u detail=%s", g->cfg.self.id, msg->from,
+              msg->reason, shoal_log_q(q, sizeof q, msg->text));
+    emit(g, GOSSIP_EV_REFUSED, SELF);
+}
+
+static void handle_ping_req(gossip *g, const shoal_addr *from, const gossip_msg *msg)
+{
+    relay *r = &g->relays[0];
+    for (uint32_t j = 0; j < RELAYS; j++) {
+        if (!g->relays[j].used) {
+            r = &g->relays[j];
+            break;
+        }
+        if (g->relays[j].deadline < r->deadline)
+            r = &g->relays[j];
+    }
+    *r = (relay){.used = true, .seq = ++g->seq, .req_seq = msg->seq, .requester = *from,
+                 .deadline = now_us(g) + g->cfg.probe_timeout_us};
+    g->ctr.relays++;
+    tx_reset(g, GOSSIP_MSG_PING);
+    g->tx.seq = r->seq;
+    strcpy(g->tx.target, msg->target);
+    send_msg(g, &msg->addr, true, NONE);
+}
+
+static void handle_ack(gossip *g, const gossip_msg *msg)
+{
+    if (g->probe.active && !g->probe.acked && msg->seq == g->probe.seq) {
+        g->probe.acked = true;
+        g->probe.active = false;
+        g->ctr.probe_acks++;
+        awareness_delta(g, -1);
+        return;
+    }
+    for (uint32_t j = 0; j < RELAYS; j++) {
+        relay *r = &g->relays[j];
+        if (r->used && r->seq == msg->seq) {
+            r->used = false;
+            tx_reset(g, GOSSIP_MSG_ACK);
+            g->tx.seq = r->req_seq;
+            send_msg(g, &r->requester, true, NONE);
+            return;
+        }
+    }
+}
+
+void gossip_receive(gossip *g, const shoal_addr *from, const void *data, size_t len)
+{
+    gossip_msg *msg = g->rx;
+    size_t plen;
+    const char *why = NULL;
+    g->ctr.packets_in++;
+    g->ctr.bytes_in += len;
+    if (g->refused)
+        return;
+    if (len > GOSSIP_DATAGRAM_MAX || gossip_open(g->cfg.cluster_key, data, len, g->plain, &plen) < 0) {
+        g->ctr.seal_failures++;
+        char a[SHOAL_ADDR_STRLEN];
+        LOG_DEBUG("gossip", "unsealed_drop", "node=%s from=%s len=%zu", g->cfg.self.id,
+                  shoal_addr_format(from, a), len);
+        return;
+    }
+    if (gossip_msg_decode(g->plain, plen, msg, &why) < 0) {
+        g->ctr.decode_errors++;
+        char a[SHOAL_ADDR_STRLEN];
+        LOG_DEBUG("gossip", "decode_drop", "node=%s from=%s reason=\"%s\"", g->cfg.self.id,
+                  shoal_addr_format(from, a), why ? why : "?");
+        return;
+    }
+    bool is_pp = msg->type == GOSSIP_MSG_PP_REQ || msg->type == GOSSIP_MSG_PP_RESP;
+    if (strcmp(msg->from, g->cfg.self.id) == 0 && !(is_pp && msg->join)) {
+        /* Our own id from elsewhere: a duplicate node; its claims about us are not believed. */
+        g->ctr.updates_stale++;
+        goto done;
+    }
+    if (!is_pp)
+        for (uint32_t j = 0; j < msg->n_updates; j++)
+            apply_update(g, &msg->updates[j]);
+    switch (msg->type) {
+    case GOSSIP_MSG_PING:
+        if (strcmp(msg->target, g->cfg.self.id) != 0)
+            break; /* meant for a node that was at this address before */
+        tx_reset(g, GOSSIP_MSG_ACK);
+        g->tx.seq = msg->seq;
+        send_msg(g, from, true, NONE);
+        break;
+    case GOSSIP_MSG_ACK: handle_ack(g, msg); break;
+    case GOSSIP_MSG_NACK:
+        if (g->probe.active && msg->seq == g->probe.seq) {
+            g->probe.nacks++;
+            g->ctr.nacks_in++;
+        }
+        break;
+    case GOSSIP_MSG_PING_REQ: handle_ping_req(g, from, msg); break;
+    case GOSSIP_MSG_PP_REQ:
+    case GOSSIP_MSG_PP_RESP: handle_pp(g, from, msg); break;
+    case GOSSIP_MSG_REFUSE: handle_refuse(g, msg); break;
+    default: break;
+    }
+done:
+    arm(g);
+}
+
+/* ---- timers ---- */
+
+static uint32_t next_probe_target(gossip *g)
+{
+    for (uint32_t tries = 0; tries <= g->n_order; tries++) {
+        if (g->order_pos >= g->n_order) {
+            for (uint32_t i = g->n_order; i > 1; i--) {
+                uint32_t j = (uint32_t)rnd(g, i);
+                uint32_t t = g->order[i - 1];
+                g->order[i - 1] = g->order[j];
+                g->order[j] = t;
+            }
+            g->order_pos = 0;
+        }
+        uint32_t i = g->order[g->order_pos++];
+        if (i != SELF && is_live(g->members[i].state))
+            return i;
+    }
+    return NONE;
+}
+
+static void probe_start(gossip *g, uint64_t now)
+{
+    g->next_probe_at = now + scaled(g, g->cfg.probe_interval_us);
+    uint32_t t = next_probe_target(g);
+    if (t == NONE)
+        return;
+    g->probe.active = true;
+    g->probe.acked = g->probe.indirect_sent = false;
+    g->probe.target = t;
+    g->probe.seq = ++g->seq;
+    g->probe.timeout_at = now + scaled(g, g->cfg.probe_timeout_us);
+    g->probe.end_at = g->next_probe_at;
+    g->probe.expected_nacks = g->probe.nacks = 0;
+    g->ctr.probes++;
+    tx_reset(g, GOSSIP_MSG_PING);
+    g->tx.seq = g->probe.seq;
+    strcpy(g->tx.target, g->members[t].meta->id);
+    /* A suspect target hears of its suspicion at once, so it can refute (memberlist does this). */
+    send_msg(g, &g->members[t].meta->addr, true, g->members[t].state == GOSSIP_SUSPECT ? t : NONE);
+}
+
+static void probe_indirect(gossip *g)
+{
+    uint32_t via[16];
+    uint32_t k = g->cfg.indirect_checks < 16 ? g->cfg.indirect_checks : 16;
+    uint32_t n = pick_random(g, g->probe.target, k, false, via);
+    const member *t = &g->members[g->probe.target];
+    g->probe.indirect_sent = true;
+    g->probe.expected_nacks = n;
+    for (uint32_t j = 0; j < n; j++) {
+        tx_reset(g, GOSSIP_MSG_PING_REQ);
+        g->tx.seq = g->probe.seq;
+        strcpy(g->tx.target, t->meta->id);
+        g->tx.addr = t->meta->addr;
+        send_msg(g, &g->members[via[j]].meta->addr, true, NONE);
+        g->ctr.indirect_probes++;
+    }
+}
+
+static void probe_fail(gossip *g)
+{
+    uint32_t t = g->probe.target;
+    g->probe.active = false;
+    g->ctr.probe_failures++;
+    if (g->probe.expected_nacks > 0) {
+        if (g->probe.nacks < g->probe.expected_nacks)
+            awareness_delta(g, (int)(g->probe.expected_nacks - g->probe.nacks));
+    } else {
+        awareness_delta(g, 1);
+    }
+    if (t < g->n_members && is_live(g->members[t].state))
+        on_suspect(g, g->members[t].meta->id, g->members[t].incarnation, g->cfg.self.id);
+}
+
+/* Forgets members dead or left for longer than dead_reap_us: compacts the table and rebuilds
+ * every index into it. Only called between probes. */
+static void reap(gossip *g, uint64_t now)
+{
+    uint32_t *remap = malloc((size_t)g->n_members * sizeof *remap);
+    if (!remap)
+        return;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < g->n_members; i++) {
+        member *m = &g->members[i];
+        if (i != SELF && !is_live(m->state) && now - m->state_at >= g->cfg.dead_reap_us) {
+            remap[i] = NONE;
+            free(m->meta);
+            g->n_gone--;
+            continue;
+        }
+        remap[i] = n;
+        g->members[n++] = *m;
+    }
+    if (n == g->n_members) {
+        free(remap);
+        return;
+    }
+    g->n_members = n;
+    for (uint32_t t = 0; t < TX_BUCKETS; t++)
+        g->bc_head[t] = NONE;
+    g->n_bc = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        member *m = &g->members[i];
+        if (m->accuser != NONE)
+            m->accuser = remap[m->accuser];
+        if (m->bc_queued) {
+            m->bc_queued = false;
+            bc_link(g, i, m->bc_tx);
+        }
+    }
+    for (uint32_t s = 0; s < g->n_susp; s++) {
+        g->susp[s].member = remap[g->susp[s].member];
+        for (uint32_t j = 0; j <= g->susp[s].n; j++)
+            if (g->susp[s].confirmers[j] != NONE)
+                g->susp[s].confirmers[j] = remap[g->susp[s].confirmers[j]];
+    }
+    uint32_t o = 0;
+    for (uint32_t j = 0; j < g->n_order; j++)
+        if (remap[g->order[j]] != NONE)
+            g->order[o++] = remap[g->order[j]];
+    g->n_order = o;
+    g->order_pos = 0;
+    free(remap);
+    index_rebuild(g, g->index_cap);
+}
+
+static void arm(gossip *g)
+{
+    uint64_t at = g->next_probe_at;
+    if (g->refused)
+        return;
+    if (g->probe.active)
+        at = g->probe.indirect_sent || g->probe.acked ? g->probe.end_at : g->probe.timeout_at;
+    if (g->n_bc > 0 && g->next_gossip_at < at)
+        at = g->next_gossip_at;
+    if (g->next_pp_at < at)
+        at = g->next_pp_at;
+    if (g->joining && g->next_join_at < at)
+        at = g->next_join_at;
+    if (g->n_gone > 0 && g->next_reap_at < at)
+        at = g->next_reap_at;
+    for (uint32_t s = 0; s < g->n_susp; s++)
+        if (g->susp[s].deadline < at)
+            at = g->susp[s].deadline;
+    for (uint32_t j = 0; j < RELAYS; j++)
+        if (g->relays[j].used && g->relays[j].deadline < at)
+            at = g->relays[j].deadline;
+    if (at != g->armed_at) {
+        g->armed_at = at;
+        shoal_env_wakeup_at(g->env, at);
+    }
+}
+
+static uint64_t push_pull_interval(const gossip *g)
+{
+    uint64_t iv = g->cfg.push_pull_interval_us;
+    if (g->n_live <= 32)
+        return iv;
+    double mult = ceil(log2((double)g->n_live) - log2(32.0)) + 1.0;
+    return (uint64_t)(mult * (double)iv);
+}
+
+void gossip_tick(gossip *g)
+{
+    if (g->refused)
+        return;
+    uint64_t now = now_us(g);
+    if (g->probe.active) {
+        if (!g->probe.indirect_sent && now >= g->probe.timeout_at)
+            probe_indirect(g);
+        if (g->probe.active && now >= g->probe.end_at)
+            probe_fail(g);
+    }
+    if (!g->probe.active && now >= g->next_probe_at) {
+        if (g->n_gone > 0 && now >= g->next_reap_at) {
+            reap(g, now);
+            uint64_t step = g->cfg.dead_reap_us / 4;
+            g->next_reap_at = now + (step > g->cfg.probe_interval_us ? step : g->cfg.probe_interval_us);
+        }
+        if (g->leaving)
+            g->next_probe_at = now + g->cfg.probe_interval_us;
+        else
+            probe_start(g, now);
+    }
+    for (uint32_t j = 0; j < RELAYS; j++) {
+        relay *r = &g->relays[j];
+        if (r->used && now >= r->deadline) {
+            r->used = false;
+            tx_reset(g, GOSSIP_MSG_NACK);
+            g->tx.seq = r->req_seq;
+            send_msg(g, &r->requester, true, NONE);
+        }
+    }
+    for (uint32_t s = 0; s < g->n_susp;) {
+        if (now >= g->susp[s].deadline) {
+            uint32_t i = g->susp[s].member;
+            on_dead(g, g->members[i].meta->id, g->members[i].incarnation, g->cfg.self.id, false);
+            continue; /* on_dead removed entry s; another took its place */
+        }
+        s++;
+    }
+    if (now >= g->next_gossip_at) {
+        g->next_gossip_at = now + g->cfg.gossip_interval_us;
+        if (g->n_bc > 0) {
+            uint32_t to[16];
+            uint32_t k = g->cfg.gossip_nodes < 16 ? g->cfg.gossip_nodes : 16;
+            uint32_t n = pick_random(g, NONE, k, true, to);
+            for (uint32_t j = 0; j < n && g->n_bc > 0; j++) {
+                tx_reset(g, GOSSIP_MSG_GOSSIP);
+                send_msg(g, &g->members[to[j]].meta->addr, true, NONE);
+            }
+        }
+    }
+    if (now >= g->next_pp_at) {
+        g->next_pp_at = now + push_pull_interval(g);
+        uint32_t peer;
+        if (!g->leaving && pick_random(g, NONE, 1, false, &peer) == 1) {
+            g->ctr.push_pulls++;
+            send_state(g, &g->members[peer].meta->addr, GOSSIP_MSG_PP_REQ, false);
+        }
+        if (!g->leaving && (peer = pick_dead(g)) != NONE) {
+            g->ctr.push_pulls++;
+            send_state(g, &g->members[peer].meta->addr, GOSSIP_MSG_PP_REQ, false);
+        }
+    }
+    if (g->joining && now >= g->next_join_at) {
+        g->ctr.join_attempts++;
+        for (uint32_t j = 0; j < g->n_seeds; j++)
+            send_state(g, &g->seeds[j], GOSSIP_MSG_PP_REQ, true);
+        g->next_join_at = now + g->join_backoff;
+        g->join_backoff = g->join_backoff * 2 < g->cfg.join_backoff_max_us ? g->join_backoff * 2
+                                                                           : g->cfg.join_backoff_max_us;
+    }
+    arm(g);
+}
+
+/* ---- public API ---- */
+
+static int check_meta(const gossip_meta *m)
+{
+    if (!m->id[0] || memchr(m->id, 0, sizeof m->id) == NULL)
+        return shoal_error_set(SHOAL_ERR_INVAL, "gossip: node id must be 1-%d bytes", GOSSIP_ID_MAX);
+    if (memchr(m->zone, 0, sizeof m->zone) == NULL)
+        return shoal_error_set(SHOAL_ERR_INVAL, "gossip: zone of node '%s' longer than %d bytes", m->id,
+                               GOSSIP_ZONE_MAX);
+    return 0;
+}
+
+gossip *gossip_new(const gossip_config *config, const shoal_env *env)
+{
+    if (check_meta(&config->self) < 0)
+        return NULL;
+    if (!config->probe_interval_us || !config->probe_timeout_us || !config->gossip_interval_us ||
+        !config->push_pull_interval_us || !config->awareness_max || !config->join_backoff_min_us) {
+        shoal_error_set(SHOAL_ERR_INVAL, "gossip: node '%s': intervals, awareness_max and join backoff must be > 0",
+                        config->self.id);
+        return NULL;
+    }
+    if (sodium_init() < 0) {
+        shoal_error_set(SHOAL_ERR_GOSSIP, "gossip: libsodium failed to initialize");
+        return NULL;
+    }
+    gossip *g = calloc(1, sizeof *g);
+    if (!g)
+        goto fail_nomem;
+    g->cfg = *config;
+    g->env = env;
+    g->rx = malloc(sizeof *g->rx);
+    if (!g->rx)
+        goto fail_free;
+    for (uint32_t t = 0; t < TX_BUCKETS; t++)
+        g->bc_head[t] = NONE;
+    if (index_rebuild(g, 32) < 0)
+        goto fail_free;
+    if (member_add(g, &config->self, config->incarnation) != SELF)
+        goto fail_free;
+    g->version = 1;
+    uint64_t now = now_us(g);
+    g->armed_at = UINT64_MAX;
+    /* Spread the first probe and push-pull over one interval so a cluster started at one instant
+     * does not probe in lockstep. */
+    g->next_probe_at = now + rnd(g, config->probe_interval_us);
+    g->next_gossip_at = now + config->gossip_interval_us;
+    g->next_pp_at = now + config->push_pull_interval_us + rnd(g, config->push_pull_interval_us);
+    g->next_reap_at = now + config->dead_reap_us;
+    arm(g);
+    return g;
+fail_free:
+    gossip_delete(g);
+fail_nomem:
+    shoal_error_set(SHOAL_ERR_NOMEM, "gossip: new instance for node '%s'", config->self.id);
+    return NULL;
+}
+
+void gossip_delete(gossip *g)
+{
+    if (!g)
+        return;
+    for (uint32_t i = 0; i < g->n_members; i++)
+        free(g->members[i].meta);
+    free(g->members);
+    free(g->order);
+    free(g->index);
+    free(g->susp);
+    free(g->scratch);
+    free(g->scratch_off);
+    free(g->rx);
+    sodium_memzero(g->cfg.cluster_key, sizeof g->cfg.cluster_key);
+    free(g);
+}
+
+int gossip_join(gossip *g, const shoal_addr *seeds, size_t n)
+{
+    if (n == 0 || n > SEEDS_MAX)
+        return shoal_error_set(SHOAL_ERR_INVAL, "gossip: node '%s': join needs 1-%d seeds, got %zu",
+                               g->cfg.self.id, SEEDS_MAX, n);
+    memcpy(g->seeds, seeds, n * sizeof *seeds);
+    g->n_seeds = (uint32_t)n;
+    g->joining = true;
+    g->join_backoff = g->cfg.join_backoff_min_us;
+    g->next_join_at = now_us(g);
+    gossip_tick(g);
+    return 0;
+}
+
+bool gossip_joined(const gossip *g) { return g->joined; }
+bool gossip_refused(const gossip *g) { return g->refused; }
+
+void gossip_leave(gossip *g)
+{
+    if (g->leaving)
+        return;
+    g->leaving = true;
+    g->joining = false;
+    g->probe.active = false;
+    set_state(g, SELF, GOSSIP_LEFT);
+    bc_queue(g, SELF);
+    LOG_INFO("gossip", "leave", "node=%s incarnation=%llu", g->cfg.self.id,
+             (unsigned long long)g->members[SELF].incarnation);
+    uint32_t to[16];
+    uint32_t k = g->cfg.gossip_nodes < 16 ? g->cfg.gossip_nodes : 16;
+    uint32_t n = pick_random(g, NONE, k, false, to);
+    for (uint32_t j = 0; j < n; j++) {
+        tx_reset(g, GOSSIP_MSG_GOSSIP);
+        send_msg(g, &g->members[to[j]].meta->addr, true, SELF);
+    }
+    arm(g);
+}
+
+int gossip_set_meta(gossip *g, const gossip_meta *meta)
+{
+    if (check_meta(meta) < 0)
+        return -1;
+    if (strcmp(meta->id, g->cfg.self.id) != 0)
+        return shoal_error_set(SHOAL_ERR_INVAL, "gossip: node '%s' cannot change its id to '%s'",
+                               g->cfg.self.id, meta->id);
+    g->cfg.self = *meta;
+    *g->members[SELF].meta = *meta;
+    g->members[SELF].incarnation++;
+    g->version++;
+    bc_queue(g, SELF);
+    arm(g);
+    return 0;
+}
+
+size_t gossip_member_count(const gossip *g) { return g->n_members; }
+
+int gossip_member_at(const gossip *g, size_t i, gossip_member_info *out)
+{
+    if (i >= g->n_members)
+        return shoal_error_set(SHOAL_ERR_RANGE, "gossip: member %zu of %u", i, g->n_members);
+    member_info(g, (uint32_t)i, out);
+    return 0;
+}
+
+bool gossip_member_find(const gossip *g, const char *id, gossip_member_info *out)
+{
+    uint32_t i = find(g, id);
+    if (i == NONE)
+        return false;
+    member_info(g, i, out);
+    return true;
+}
+
+size_t gossip_live_count(const gossip *g) { return g->n_live; }
+uint64_t gossip_version(const gossip *g) { return g->version; }
+uint64_t gossip_incarnation(const gossip *g) { return g->members[SELF].incarnation; }
+uint32_t gossip_awareness(const gossip *g) { return g->awareness; }
+const gossip_counters *gossip_counters_get(const gossip *g) { return &g->ctr; }

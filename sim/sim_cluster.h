@@ -1,0 +1,52 @@
+/*
+ * sim_cluster: N real gossip instances in one sim_world (Tarantool's swim_test_utils, as an
+ * instance). Node i is "n<i>" at 10.<i>:7400 unless the caller gives its own identity. Nodes can be
+ * killed (the instance is freed: a crash), restarted with a higher incarnation at the same address,
+ * and queried for what every running member believes about another.
+ */
+#ifndef SHOAL_SIM_CLUSTER_H
+#define SHOAL_SIM_CLUSTER_H
+
+#include "gossip.h"
+#include "sim_world.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sim_cluster sim_cluster;
+
+/*
+ * A cluster in a new world seeded with `seed`. `base` (copied) gives every node's parameters, key,
+ * block size and protocol version; its self.id and self.addr are replaced per node. NULL on NOMEM.
+ */
+sim_cluster *sim_cluster_new(uint64_t seed, const gossip_config *base);
+/* Frees every instance and the world. Accepts NULL. */
+void sim_cluster_delete(sim_cluster *c);
+
+sim_world *sim_cluster_world(sim_cluster *c);
+size_t sim_cluster_size(const sim_cluster *c);
+
+/* Adds node number sim_cluster_size(c) with `cfg` (NULL: the base config with id "n<i>" and address
+ * 10.x.y.z:7400 from its number). Returns its number or -1 with the gossip_new error. */
+int sim_cluster_add(sim_cluster *c, const gossip_config *cfg);
+/* Adds n nodes and has each join through node `seed` (node `seed` itself does not join). */
+int sim_cluster_add_joined(sim_cluster *c, size_t n, int seed);
+/* The instance of node i, NULL while it is killed. */
+gossip *sim_cluster_node(sim_cluster *c, int i);
+const char *sim_cluster_id(const sim_cluster *c, int i);
+/* Node i joins through node `seed`. */
+int sim_cluster_join(sim_cluster *c, int i, int seed);
+/* Frees node i's instance without a word (a crash); its address stays and swallows packets. */
+void sim_cluster_kill(sim_cluster *c, int i);
+/* Starts node i again with incarnation `inc` and the same identity, and joins through `seed`. */
+int sim_cluster_restart(sim_cluster *c, int i, uint64_t inc, int seed);
+
+/* Number of running nodes (other than `about` itself) that see node `about` in `state`. */
+size_t sim_cluster_count_seeing(const sim_cluster *c, int about, gossip_state state);
+/* Number of running nodes. */
+size_t sim_cluster_running(const sim_cluster *c);
+/* True when every running node sees every running node alive and nothing else live. */
+bool sim_cluster_converged(const sim_cluster *c);
+
+#endif
