@@ -313,9 +313,15 @@ static int find_key(const char *name)
     return -1;
 }
 
+/* What inih reads from: the file, and the options whose line counter it advances. */
+typedef struct config_stream {
+    FILE *f;
+    raw_opts *r;
+} config_stream;
+
 static char *config_line_reader(char *str, int num, void *stream)
 {
-    struct { FILE *f; raw_opts *r; } *s = stream;
+    config_stream *s = stream;
     char *got = fgets(str, num, s->f);
     if (got)
         s->r->ini_line++;
@@ -356,7 +362,7 @@ static int read_config_file(raw_opts *r, const char *path)
     FILE *f = fopen(path, "r");
     if (!f)
         return shoal_error_set(SHOAL_ERR_NODE_CONFIG, "--config: cannot open '%s': %s", path, strerror(errno));
-    struct { FILE *f; raw_opts *r; } s = {f, r};
+    config_stream s = {f, r};
     r->config_path = path;
     int rc = ini_parse_stream(config_line_reader, &s, config_key_handler, r);
     fclose(f);
@@ -737,9 +743,8 @@ static int derive_defaults(node_config *cfg)
 
 /* ---- the command line ----------------------------------------------------------------------- */
 
-void node_config_usage(void *out)
+void node_config_usage(FILE *f)
 {
-    FILE *f = out;
     fprintf(f, "usage: shoald [--config FILE] [--bucket s3://BUCKET[/PREFIX]] [--seeds HOST:PORT,...] "
                "[--mount DIR] [options]\n\n"
                "The Shoal daemon: a peer-to-peer cooperative S3 cache. Every option may also be set in the\n"

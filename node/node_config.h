@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define NODE_CONFIG_KEY_LEN 32
 #define NODE_CONFIG_DEFAULT_PORT 7400
@@ -73,8 +74,8 @@ void node_config_destroy(node_config *cfg);
  * way every main reports a bad flag or value. */
 void node_config_fail(const char *prog) __attribute__((noreturn));
 
-/* Prints shoald's usage (every option with its default) to `out` (a FILE *). */
-void node_config_usage(void *out);
+/* Prints shoald's usage (every option with its default) to f. */
+void node_config_usage(FILE *f);
 
 /* The default control socket path: $XDG_RUNTIME_DIR/shoal/shoald.sock when XDG_RUNTIME_DIR is
  * set and non-empty, else /run/shoal/shoald.sock. Returns a heap string (free it); NULL on NOMEM. */

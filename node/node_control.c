@@ -17,11 +17,16 @@
  *
  * The socket must be 0600 from the first moment it exists. Linux takes a socket file's mode
  * from the umask at bind(), and changing the process umask would race with other threads, so we
- * bind a temporary name in the same directory, chmod it, and rename it into place.
+ * bind a temporary name in the same directory, chmod it, and rename it into place. (A path so
+ * long that no temporary name fits beside it is bound directly and chmod-ed at once; its parent
+ * directory, made 0700 by us when missing, covers that instant.)
  *
  * Client. One connection per call: send the request line, read the header line through a small
  * buffer, then the body. Byte bodies carry their size, so a short stream is an error and not a
- * silently truncated file.
+ * silently truncated file. A byte body moves with splice(2) (straight into an output pipe, or
+ * through a relay pipe into a file), so `shoal get` of a cached object costs about what `cat` of
+ * the block files does when the daemon answers with node_control_reply_sendfile: no byte of the
+ * object enters user space on either side.
  */
 #include "node_control.h"
 #include "shoal_error.h"
