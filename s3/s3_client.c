@@ -884,7 +884,8 @@ static shoal_err s3_err_of(long status, const char *code)
         return SHOAL_ERR_S3_CHANGED;
     if (status == 416 || strcmp(code, "InvalidRange") == 0)
         return SHOAL_ERR_S3_RANGE;
-    if (strcmp(code, "SlowDown") == 0)
+    /* S3 throttles with 503 SlowDown; a HEAD answer has no body to carry the code. */
+    if (strcmp(code, "SlowDown") == 0 || status == 503)
         return SHOAL_ERR_S3_THROTTLED;
     if (status == 404)
         return SHOAL_ERR_S3_NO_SUCH_KEY;

@@ -1,0 +1,353 @@
+/*
+ * The S3 client under faults. Every test here goes through tests/s3/faultproxy.py, a FAULT
+ * INJECTOR (a fake on purpose): it sits in front of the real local S3 server and, as each test's
+ * plan says, answers what no healthy server produces on demand (503 SlowDown, 403, 412, 500, a
+ * 200 carrying <Error>), drops or resets connections, truncates bodies or stalls. Requests
+ * without a planned fault are forwarded unchanged to the real server.
+ */
+#include "s3_client.h"
+#include "s3rver.h"
+#include "shoal_error.h"
+#include "tt.h"
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define BUCKET "faults"
+
+typedef struct proxy {
+    pid_t pid;
+    int port;
+    int stdin_fd;
+    char endpoint[64];
+} proxy;
+
+typedef struct fixture {
+    tt_s3rver srv;
+    proxy px;
+    s3_creds_provider *creds;
+    s3_client *c;
+} fixture;
+
+static void proxy_start(proxy *p, int upstream)
+{
+    if (access("/usr/bin/python3", X_OK) != 0)
+        TT_SKIP("/usr/bin/python3 is missing: the fault proxy needs it");
+    int in[2], out[2];
+    TT_CHECK(pipe(in) == 0 && pipe(out) == 0, "pipe");
+    char port[16];
+    snprintf(port, sizeof port, "%d", upstream);
+    p->pid = fork();
+    TT_CHECK(p->pid >= 0, "fork");
+    if (p->pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[1]);
+        close(out[0]);
+        execl("/usr/bin/python3", "python3", tt_source_path("tests/s3/faultproxy.py"), "--upstream", port,
+              (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    p->stdin_fd = in[1];
+    char line[128];
+    size_t got = 0;
+    while (got < sizeof line - 1 && read(out[0], line + got, 1) == 1 && line[got] != '\n')
+        got++;
+    line[got] = '\0';
+    close(out[0]);
+    const char *q = strstr(line, "\"port\": ");
+    TT_CHECK(q != NULL, "the fault proxy did not start (said '%s')", line);
+    p->port = atoi(q + 8);
+    snprintf(p->endpoint, sizeof p->endpoint, "http://127.0.0.1:%d", p->port);
+}
+
+static void proxy_stop(proxy *p)
+{
+    if (p->pid > 0) {
+        close(p->stdin_fd);
+        kill(p->pid, SIGTERM);
+        waitpid(p->pid, NULL, 0);
+        p->pid = 0;
+    }
+}
+
+/* Appends a rule, e.g. "action=status&status=503&code=SlowDown&count=2&method=GET". */
+static void proxy_rule(proxy *p, const char *query)
+{
+    char path[512];
+    snprintf(path, sizeof path, "/_fault/rule?%s", query);
+    free(tt_http(p->port, "POST", path));
+}
+
+static long proxy_stat(proxy *p, const char *field)
+{
+    char *body = tt_http(p->port, "GET", "/_fault/stats");
+    TT_CHECK(body != NULL, "the fault proxy did not answer");
+    char key[32];
+    snprintf(key, sizeof key, "\"%s\": ", field);
+    const char *q = strstr(body, key);
+    long v = q ? atol(q + strlen(key)) : 0;
+    free(body);
+    return v;
+}
+
+static void setup_tuned(fixture *f, void (*tune)(s3_client_config *))
+{
+    memset(f, 0, sizeof *f);
+    setenv("AWS_ACCESS_KEY_ID", "S3RVER", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "S3RVER", 1);
+    unsetenv("AWS_SESSION_TOKEN");
+    unsetenv("AWS_PROFILE");
+    tt_s3rver_start(&f->srv, BUCKET, false);
+    proxy_start(&f->px, f->srv.port);
+    s3_creds_options co = {.disable_imds = true};
+    f->creds = s3_creds_provider_new(&co);
+    TT_CHECK(f->creds != NULL, "credentials: %s", shoal_error_message());
+    s3_client_config cfg;
+    s3_client_config_defaults(&cfg);
+    cfg.endpoint = f->px.endpoint;
+    cfg.path_style = true;
+    cfg.creds = f->creds;
+    cfg.max_retries = 3;
+    cfg.backoff_base_ms = 5;
+    cfg.backoff_cap_ms = 40;
+    if (tune)
+        tune(&cfg);
+    f->c = s3_client_new(&cfg);
+    TT_CHECK(f->c != NULL, "s3_client_new: %s", shoal_error_message());
+}
+
+static void teardown(fixture *f)
+{
+    s3_client_delete(f->c);
+    s3_creds_provider_delete(f->creds);
+    proxy_stop(&f->px);
+    tt_s3rver_stop(&f->srv);
+}
+
+static const char OBJ[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+#define OBJ_LEN (sizeof OBJ - 1)
+
+static void put_obj(fixture *f, const char *key)
+{
+    s3_put_args a = {.bucket = BUCKET, .key = key, .data = OBJ, .len = OBJ_LEN, .fd = -1};
+    TT_OK(s3_put(f->c, &a, NULL));
+}
+
+/* The usual start: a client through the proxy, object "k" on the server, then one fault rule. */
+static void setup_object_and_rule(fixture *f, void (*tune)(s3_client_config *), const char *rule)
+{
+    setup_tuned(f, tune);
+    put_obj(f, "k");
+    proxy_rule(&f->px, rule);
+}
+
+static int get_obj(fixture *f, const char *key, bool ranged, uint64_t off, uint64_t len, const char *if_match,
+                   char *buf, uint64_t *got)
+{
+    s3_get_args g = {.bucket = BUCKET, .key = key, .ranged = ranged, .offset = off, .length = len,
+                     .if_match = if_match, .buf = buf, .buf_len = OBJ_LEN};
+    return s3_get(f->c, &g, got, NULL);
+}
+
+static void expect_code(int rc, shoal_err want, const char *what)
+{
+    TT_CHECK(rc == -1, "%s: succeeded", what);
+    TT_CHECK(shoal_error_code() == want, "%s: code %s, want %s: %s", what, shoal_error_name(shoal_error_code()),
+             shoal_error_name(want), shoal_error_message());
+}
+
+TT_TEST(test_s3_faults_503_slowdown_is_retried_and_succeeds)
+{
+    fixture f;
+    setup_object_and_rule(&f, NULL, "action=status&status=503&code=SlowDown&count=2&method=GET");
+    char buf[OBJ_LEN];
+    uint64_t got = 0;
+    TT_OK(get_obj(&f, "k", false, 0, 0, NULL, buf, &got));
+    TT_CHECK(got == OBJ_LEN && memcmp(buf, OBJ, got) == 0, "wrong bytes after retries");
+    TT_CHECK(proxy_stat(&f.px, "GET") == 3, "proxy saw %ld GETs, want 3 (two 503s, then success)",
+             proxy_stat(&f.px, "GET"));
+    s3_client_stats st;
+    s3_client_stats_get(f.c, &st);
+    TT_CHECK(st.retries == 2 && st.get_requests == 3, "client counted %llu retries %llu gets",
+             (unsigned long long)st.retries, (unsigned long long)st.get_requests);
+    teardown(&f);
+}
+
+TT_TEST(test_s3_faults_dropped_and_reset_connections_are_retried_and_succeed)
+{
+    fixture f;
+    setup_object_and_rule(&f, NULL, "action=drop&count=1&method=GET");
+    proxy_rule(&f.px, "action=reset&count=1&method=GET");
+    char buf[OBJ_LEN];
+    uint64_t got = 0;
+    TT_OK(get_obj(&f, "k", true, 10, 20, NULL, buf, &got));
+    TT_CHECK(got == 20 && memcmp(buf, OBJ + 10, 20) == 0, "wrong bytes after reconnecting");
+    TT_CHECK(proxy_stat(&f.px, "GET") == 3, "proxy saw %ld GETs, want 3", proxy_stat(&f.px, "GET"));
+    teardown(&f);
+}
+
+TT_TEST(test_s3_faults_403_is_not_retried)
+{
+    fixture f;
+    setup_object_and_rule(&f, NULL, "action=status&status=403&code=AccessDenied&count=10&method=GET");
+    char buf[OBJ_LEN];
+    expect_code(get_obj(&f, "k", false, 0, 0, NULL, buf, NULL), SHOAL_ERR_S3_ACCESS_DENIED, "403");
+    const char *m = shoal_error_message();
+    TT_CHECK(strstr(m, "GetObject") && strstr(m, "bucket=" BUCKET) && strstr(m, "key=k") && strstr(m, "403") &&
+                 strstr(m, "AccessDenied") && strstr(m, "injected by faultproxy") && strstr(m, "FAULT-") &&
+                 strstr(m, "1 attempt"),
+             "message lacks a field: %s", m);
+    TT_CHECK(proxy_stat(&f.px, "GET") == 1, "proxy saw %ld GETs, want exactly 1", proxy_stat(&f.px, "GET"));
+    teardown(&f);
+}
+
+static void tune_no_retry(s3_client_config *cfg) { cfg->max_retries = 0; }
+
+typedef struct async_out {
+    s3_result r;
+    char msg[1024];
+    _Atomic int calls;
+} async_out;
+
+static void on_done(void *ud, s3_result *r)
+{
+    async_out *o = ud;
+    o->r = *r;
+    snprintf(o->msg, sizeof o->msg, "%s", r->message);
+    o->calls++; /* last: the test thread reads the rest once it sees this */
+}
+
+TT_TEST(test_s3_faults_truncated_body_is_detected_not_returned)
+{
+    fixture f;
+    setup_object_and_rule(&f, tune_no_retry, "action=truncate&count=1&method=GET");
+    char buf[OBJ_LEN];
+    uint64_t got = 12345;
+    expect_code(get_obj(&f, "k", false, 0, 0, NULL, buf, &got), SHOAL_ERR_S3_TRUNCATED, "truncated body");
+    TT_CHECK(got == 12345, "a failed GET reported %llu bytes as data", (unsigned long long)got);
+    /* Through the async API the outcome carries no bytes either. */
+    proxy_rule(&f.px, "action=truncate&count=1&method=GET");
+    async_out o = {0};
+    s3_get_args g = {.bucket = BUCKET, .key = "k", .buf = buf, .buf_len = sizeof buf};
+    TT_OK(s3_get_async(f.c, &g, on_done, &o));
+    for (int i = 0; i < 1000 && o.calls == 0; i++)
+        usleep(10000);
+    TT_CHECK(o.calls == 1 && o.r.err == SHOAL_ERR_S3_TRUNCATED && o.r.bytes == 0, "calls %d err %s bytes %llu: %s",
+             o.calls, shoal_error_name(o.r.err), (unsigned long long)o.r.bytes, o.msg);
+    teardown(&f);
+}
+
+TT_TEST(test_s3_faults_short_body_with_matching_length_is_truncation)
+{
+    /* The proxy sends half the range with a Content-Length that matches it: the framing is
+     * consistent, only the Content-Range shows the body is not what was asked. */
+    fixture f;
+    setup_object_and_rule(&f, tune_no_retry, "action=shortlen&count=1&method=GET");
+    char buf[OBJ_LEN];
+    expect_code(get_obj(&f, "k", true, 4, 40, NULL, buf, NULL), SHOAL_ERR_S3_TRUNCATED, "short ranged body");
+    TT_CHECK(strstr(shoal_error_message(), "Content-Range"), "message: %s", shoal_error_message());
+    teardown(&f);
+}
+
+TT_TEST(test_s3_faults_truncated_body_is_retried_and_then_correct)
+{
+    fixture f;
+    setup_object_and_rule(&f, NULL, "action=truncate&count=1&method=GET");
+    char buf[OBJ_LEN];
+    uint64_t got = 0;
+    TT_OK(get_obj(&f, "k", false, 0, 0, NULL, buf, &got));
+    TT_CHECK(got == OBJ_LEN && memcmp(buf, OBJ, OBJ_LEN) == 0, "bytes after a retried truncation differ");
+    TT_CHECK(proxy_stat(&f.px, "GET") == 2, "proxy saw %ld GETs, want 2", proxy_stat(&f.px, "GET"));
+    teardown(&f);
+}
+
+TT_TEST(test_s3_faults_412_is_reported_as_changed_object)
+{
+    fixture f;
+    setup_object_and_rule(&f, NULL, "action=status&status=412&code=PreconditionFailed&count=1&method=GET");
+    char buf[OBJ_LEN];
+    expect_code(get_obj(&f, "k", true, 0, 8, "\"an-old-etag\"", buf, NULL), SHOAL_ERR_S3_CHANGED, "412");
+    TT_CHECK(strstr(shoal_error_message(), "PreconditionFailed"), "message: %s", shoal_error_message());
+    TT_CHECK(proxy_stat(&f.px, "GET") == 1, "412 was retried: %ld GETs", proxy_stat(&f.px, "GET"));
+    teardown(&f);
+}
+
+static void tune_multipart(s3_client_config *cfg)
+{
+    cfg->multipart_threshold = 5u << 20;
+    cfg->part_size = 5u << 20;
+}
+
+static void upload_expect_abort(fixture *f, shoal_err want, const char *needle, const char *needle2)
+{
+    size_t len = (10u << 20) + 17;
+    char *data = calloc(1, len);
+    s3_put_args a = {.bucket = BUCKET, .key = "mp/obj", .data = data, .len = len, .fd = -1};
+    expect_code(s3_upload(f->c, &a, NULL), want, "multipart upload");
+    TT_CHECK(strstr(shoal_error_message(), needle) && strstr(shoal_error_message(), needle2) &&
+                 strstr(shoal_error_message(), "aborted"),
+             "message lacks '%s', '%s' or the abort: %s", needle, needle2, shoal_error_message());
+    TT_CHECK(proxy_stat(&f->px, "DELETE") == 1, "proxy saw %ld DELETEs, want one AbortMultipartUpload",
+             proxy_stat(&f->px, "DELETE"));
+    s3_object_info info;
+    expect_code(s3_head(f->c, BUCKET, "mp/obj", &info), SHOAL_ERR_S3_NO_SUCH_KEY, "HEAD after a failed upload");
+    free(data);
+}
+
+TT_TEST(test_s3_faults_complete_multipart_200_with_error_body_fails_and_aborts)
+{
+    fixture f;
+    setup_tuned(&f, tune_multipart);
+    proxy_rule(&f.px, "action=status200&code=InvalidPart&count=1&method=POST&match=uploadId");
+    upload_expect_abort(&f, SHOAL_ERR_S3, "InvalidPart", "CompleteMultipartUpload bucket=faults key=mp/obj: HTTP 200");
+    teardown(&f);
+}
+
+TT_TEST(test_s3_faults_failed_part_aborts_multipart_upload)
+{
+    fixture f;
+    setup_tuned(&f, tune_multipart);
+    proxy_rule(&f.px, "action=status&status=403&code=AccessDenied&count=1&method=PUT&match=partNumber=2");
+    upload_expect_abort(&f, SHOAL_ERR_S3_ACCESS_DENIED, "UploadPart", "HTTP 403");
+    TT_CHECK(proxy_stat(&f.px, "POST") == 1, "CompleteMultipartUpload was sent after a part failed");
+    teardown(&f);
+}
+
+TT_TEST(test_s3_faults_5xx_retries_are_bounded)
+{
+    fixture f;
+    setup_object_and_rule(&f, NULL, "action=status&status=500&code=InternalError&count=100&method=GET");
+    char buf[OBJ_LEN];
+    expect_code(get_obj(&f, "k", false, 0, 0, NULL, buf, NULL), SHOAL_ERR_S3, "persistent 500");
+    TT_CHECK(strstr(shoal_error_message(), "4 attempts"), "message: %s", shoal_error_message());
+    TT_CHECK(proxy_stat(&f.px, "GET") == 4, "proxy saw %ld GETs, want 1 + max_retries 3", proxy_stat(&f.px, "GET"));
+    proxy_rule(&f.px, "action=status&status=503&code=SlowDown&count=100&method=HEAD");
+    s3_object_info info;
+    expect_code(s3_head(f.c, BUCKET, "k", &info), SHOAL_ERR_S3_THROTTLED, "persistent SlowDown");
+    teardown(&f);
+}
+
+static void tune_timeout(s3_client_config *cfg) { cfg->request_timeout_ms = 500; }
+
+TT_TEST(test_s3_faults_stalled_answer_times_out_and_is_retried)
+{
+    fixture f;
+    setup_object_and_rule(&f, tune_timeout, "action=delay&ms=2000&count=1&method=GET");
+    char buf[OBJ_LEN];
+    uint64_t got = 0;
+    TT_OK(get_obj(&f, "k", false, 0, 0, NULL, buf, &got));
+    TT_CHECK(got == OBJ_LEN && memcmp(buf, OBJ, OBJ_LEN) == 0, "bytes after a timeout differ");
+    s3_client_stats st;
+    s3_client_stats_get(f.c, &st);
+    TT_CHECK(st.retries == 1, "client counted %llu retries, want 1 (the timeout)", (unsigned long long)st.retries);
+    teardown(&f);
+}
+
+TT_MAIN()
