@@ -296,6 +296,28 @@ TT_TEST(test_node_config_key_file_must_be_32_bytes_or_64_hex)
     TT_CHECK(parse(&cfg, "--bucket", "s3://good-bucket", "--cluster-key", path, NULL) == -1, "non-hex accepted");
 }
 
+static char g_log[2048];
+
+static void capture_log(void *ud, shoal_log_level level, const char *line)
+{
+    if (level == SHOAL_LOG_WARN)
+        snprintf(g_log + strlen(g_log), sizeof g_log - strlen(g_log), "%s\n", line);
+}
+
+TT_TEST(test_node_config_key_readable_by_others_is_warned_about)
+{
+    uint8_t key[32];
+    setup();
+    shoal_log_set_sink(capture_log, NULL);
+    TT_OK(node_config_load_key(g_key, key));
+    TT_CHECK(g_log[0] == '\0', "warning for a 0600 key: %s", g_log);
+    chmod(g_key, 0644);
+    TT_OK(node_config_load_key(g_key, key));
+    shoal_log_set_sink(NULL, NULL);
+    TT_CHECK(strstr(g_log, "event=cluster_key_mode") && strstr(g_log, "mode=0644") && strstr(g_log, g_key),
+             "log: %s", g_log);
+}
+
 TT_TEST(test_node_config_unknown_ini_key_names_file_and_line)
 {
     node_config cfg;
