@@ -1,0 +1,1018 @@
+/*
+ * node_cache: the read path. See node_cache.h for the route a block takes; this comment explains
+ * the machinery.
+ *
+ * Single flight. A table of fetches in progress, keyed by block id, under one mutex. The first
+ * thread that misses the store for a block leads its fetch; threads that miss it meanwhile (local
+ * readers, peer requests being served, read-ahead) join the entry and wait on one condition
+ * variable for its outcome instead of fetching again. The leader looks at the store once more
+ * after taking the lead (the block may have landed between the first look and the lead), stores
+ * what it fetched *before* it removes the entry, so a thread that comes later finds the block in
+ * the store: with the owner up, a block is fetched from S3 once.
+ *
+ * Buffers. A fetched block lives in a reference-counted buffer shared by the leader, the waiters
+ * and peer replies (handed to ZeroMQ with a free function that drops a reference), so a block is
+ * never copied on its way to a waiter or a peer. A block already in the store is mapped
+ * (node_store_map) and sent or written from the mapping.
+ *
+ * Threads. Peer GETs arrive on the transport's I/O thread, which must not block, so they go to the
+ * serve pool. Serving never asks another node (a request is never forwarded), so a serve worker
+ * waits only for S3 or for a fetch in its own node. Read-ahead has a pool of its own: if it shared
+ * the serve pool, two nodes reading ahead from each other could fill both pools with requests
+ * that wait for each other until they time out.
+ *
+ * Owners. The owners of a block come from the cluster snapshot in read order. Walking them in
+ * order, this node fetches from S3 itself when it reaches itself (it is an owner) and otherwise
+ * asks the owner with OWNER_FETCH|NO_FORWARD; an owner that does not answer in time, is busy or
+ * fails is skipped; when none is left the reader goes to S3. CHANGED or NOT_FOUND from an owner
+ * ends the read: the owner asked S3 with If-Match and S3 said the version is gone. A block from a
+ * peer is checked (length and XXH3-64 of the payload, the "ck" field) before it is used and kept
+ * as a NEAR block so the next local read of it stays local.
+ */
+#include "node_cache.h"
+
+#include "shoal_log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+#define CACHE_PEER_TIMEOUT_MS 2000
+#define CACHE_SERVE_THREADS 8
+#define CACHE_READAHEAD_THREADS 4
+#define CACHE_READAHEAD_BLOCKS 4
+#define CACHE_POOL_QUEUE 1024
+#define CACHE_FLIGHT_BUCKETS 1024
+#define CACHE_META_BUCKETS 4096
+#define CACHE_META_MAX 65536
+#define CACHE_SEQ_SLOTS 64
+#define CACHE_PENALTY_SLOTS 32
+#define CACHE_PENALTY_US 3000000u /* an owner that timed out is skipped this long */
+
+/* ---- reference-counted block buffers ------------------------------------------------------- */
+
+typedef struct cache_buf {
+    atomic_uint refs;
+    size_t len;
+    uint8_t data[];
+} cache_buf;
+
+static cache_buf *buf_new(size_t len)
+{
+    cache_buf *b = malloc(sizeof *b + (len ? len : 1));
+    if (b == NULL) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "block buffer of %zu bytes", len);
+        return NULL;
+    }
+    atomic_init(&b->refs, 1);
+    b->len = len;
+    return b;
+}
+
+static cache_buf *buf_ref(cache_buf *b)
+{
+    atomic_fetch_add(&b->refs, 1);
+    return b;
+}
+
+static void buf_unref(cache_buf *b)
+{
+    if (b && atomic_fetch_sub(&b->refs, 1) == 1)
+        free(b);
+}
+
+/* node_peer_payload free functions: the transport calls them once ZeroMQ has sent the bytes. */
+static void payload_free_buf(void *data, void *hint) { buf_unref(hint); }
+
+static void payload_free_view(void *data, void *hint)
+{
+    node_store_view_release(hint);
+    free(hint);
+}
+
+/* ---- worker pools ----------------------------------------------------------------------------- */
+
+typedef void (*pool_fn)(node_cache *c, void *arg);
+/* What to do with a task still queued when the pool stops. */
+typedef void (*pool_drop_fn)(void *arg);
+
+typedef struct pool_task {
+    pool_fn fn;
+    pool_drop_fn drop;
+    void *arg;
+} pool_task;
+
+typedef struct pool {
+    node_cache *cache;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pool_task *ring;
+    size_t cap, head, count;
+    bool stopping;
+    pthread_t *threads;
+    unsigned n_threads;
+} pool;
+
+static void *pool_main(void *arg)
+{
+    pool *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (p->count == 0 && !p->stopping)
+            pthread_cond_wait(&p->cv, &p->mu);
+        if (p->count == 0)
+            break;
+        pool_task t = p->ring[p->head];
+        p->head = (p->head + 1) % p->cap;
+        p->count--;
+        pthread_mutex_unlock(&p->mu);
+        t.fn(p->cache, t.arg);
+        pthread_mutex_lock(&p->mu);
+        if (p->stopping)
+            break;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static int pool_start(pool *p, node_cache *c, unsigned n_threads, size_t cap)
+{
+    memset(p, 0, sizeof *p);
+    p->cache = c;
+    p->cap = cap;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->ring = calloc(cap, sizeof *p->ring);
+    p->threads = calloc(n_threads, sizeof *p->threads);
+    if (p->ring == NULL || p->threads == NULL)
+        return shoal_error_set(SHOAL_ERR_NOMEM, "cache worker pool");
+    for (; p->n_threads < n_threads; p->n_threads++)
+        if (pthread_create(&p->threads[p->n_threads], NULL, pool_main, p) != 0)
+            return shoal_error_errno(errno, "cache worker thread");
+    return 0;
+}
+
+/* Queues a task; -1 when the queue is full or the pool stops (the caller keeps `arg`). */
+static int pool_submit(pool *p, pool_fn fn, pool_drop_fn drop, void *arg)
+{
+    int rc = -1;
+    pthread_mutex_lock(&p->mu);
+    if (!p->stopping && p->count < p->cap) {
+        p->ring[(p->head + p->count) % p->cap] = (pool_task){fn, drop, arg};
+        p->count++;
+        pthread_cond_signal(&p->cv);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+/* Stops the threads after the tasks in progress and drops what is still queued; later
+ * submissions fail. Idempotent. */
+static void pool_stop(pool *p)
+{
+    if (p->ring == NULL)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stopping = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (unsigned i = 0; i < p->n_threads; i++)
+        pthread_join(p->threads[i], NULL);
+    p->n_threads = 0;
+    pthread_mutex_lock(&p->mu);
+    for (; p->count > 0; p->count--) {
+        pool_task *t = &p->ring[p->head];
+        p->head = (p->head + 1) % p->cap;
+        t->drop(t->arg);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void pool_destroy(pool *p)
+{
+    if (p->ring == NULL && p->threads == NULL)
+        return;
+    pool_stop(p);
+    free(p->ring);
+    free(p->threads);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    p->ring = NULL;
+    p->threads = NULL;
+}
+
+/* ---- the cache ---------------------------------------------------------------------------------- */
+
+/* One fetch in progress. Lives while the leader or a waiter holds it (refs). */
+typedef struct flight {
+    struct flight *next;
+    uint8_t id[NODE_STORE_ID_LEN];
+    unsigned refs;
+    bool done;
+    shoal_err err;
+    char msg[256];
+    cache_buf *buf; /* the block when err == SHOAL_OK */
+    node_cache_source source;
+} flight;
+
+typedef struct meta_entry {
+    struct meta_entry *next;
+    char *bucket;
+    char *key;
+    uint64_t expires_us;
+    bool negative;
+    s3_object_info info;
+} meta_entry;
+
+/* An owner that did not answer in time, skipped by later reads until `until_us`. */
+typedef struct penalty {
+    char id[GOSSIP_ID_MAX + 1];
+    uint64_t until_us;
+} penalty;
+
+typedef struct seq_slot {
+    uint64_t hash;
+    uint64_t last_index;
+} seq_slot;
+
+struct node_cache {
+    node_cache_config cfg;
+    _Atomic(node_cluster *) cluster;
+
+    pthread_mutex_t fl_mu;
+    pthread_cond_t fl_cv;
+    flight *flights[CACHE_FLIGHT_BUCKETS];
+
+    pthread_mutex_t meta_mu;
+    meta_entry *meta[CACHE_META_BUCKETS];
+    size_t meta_count;
+
+    pthread_mutex_t seq_mu; /* guards seq and penalties */
+    seq_slot seq[CACHE_SEQ_SLOTS];
+    penalty penalties[CACHE_PENALTY_SLOTS];
+
+    pool serve;
+    pool readahead;
+};
+
+/* Why a block is wanted: it decides what happens on a miss. */
+typedef enum fetch_mode {
+    FETCH_READ,  /* a local reader: owners in order, then S3; peer blocks are kept NEAR */
+    FETCH_SERVE, /* a peer asked this node as owner: S3, stored OWNED; never asks another node */
+    FETCH_WARM,  /* preload: make the owner hold it; nothing kept here unless this node owns it */
+} fetch_mode;
+
+/* A block request in the read path's own terms. */
+typedef struct block_req {
+    const char *bucket;
+    const char *key;
+    const char *etag;
+    uint64_t object_size; /* UINT64_MAX when unknown (peer requests carry offset and length) */
+    uint64_t index;
+    uint64_t offset;
+    uint64_t length;
+    dht_id did;
+    uint8_t id[NODE_STORE_ID_LEN];
+} block_req;
+
+static void id_bytes(dht_id d, uint8_t out[NODE_STORE_ID_LEN])
+{
+    for (int i = 0; i < 8; i++) {
+        out[i] = (uint8_t)(d.hi >> (56 - 8 * i));
+        out[8 + i] = (uint8_t)(d.lo >> (56 - 8 * i));
+    }
+}
+
+static void block_req_init(block_req *b, const char *bucket, const char *key, const char *etag, uint64_t index,
+                           uint64_t offset, uint64_t length)
+{
+    b->bucket = bucket;
+    b->key = key;
+    b->etag = etag;
+    b->object_size = UINT64_MAX;
+    b->index = index;
+    b->offset = offset;
+    b->length = length;
+    b->did = dht_block_id(bucket, key, etag, index);
+    id_bytes(b->did, b->id);
+}
+
+static int block_req_from_object(const node_cache *c, const node_cache_object *obj, uint64_t index, block_req *b)
+{
+    uint64_t n = node_cache_block_count(c, obj->size);
+    if (index >= n)
+        return shoal_error_set(SHOAL_ERR_INVAL, "block %llu of s3://%s/%s: the object has %llu blocks",
+                               (unsigned long long)index, obj->bucket, obj->key, (unsigned long long)n);
+    uint64_t off = index * c->cfg.block_size;
+    uint64_t len = obj->size - off < c->cfg.block_size ? obj->size - off : c->cfg.block_size;
+    block_req_init(b, obj->bucket, obj->key, obj->etag, index, off, len);
+    b->object_size = obj->size;
+    return 0;
+}
+
+uint64_t node_cache_block_count(const node_cache *c, uint64_t size)
+{
+    return (size + c->cfg.block_size - 1) / c->cfg.block_size;
+}
+
+static void count_source(node_cache *c, node_cache_source s)
+{
+    switch (s) {
+    case NODE_CACHE_LOCAL: node_stats_add(&c->cfg.stats->reads_local, 1); break;
+    case NODE_CACHE_PEER: node_stats_add(&c->cfg.stats->reads_peer, 1); break;
+    case NODE_CACHE_S3: node_stats_add(&c->cfg.stats->reads_s3, 1); break;
+    }
+}
+
+/* ---- fetching one block ------------------------------------------------------------------------- */
+
+/* Ranged GET of the block with If-Match; the body must be exactly the block's length. */
+static cache_buf *fetch_s3(node_cache *c, const block_req *b)
+{
+    cache_buf *buf = buf_new((size_t)b->length);
+    if (buf == NULL)
+        return NULL;
+    uint64_t got = 0;
+    s3_get_args a = {.bucket = b->bucket, .key = b->key, .ranged = true, .offset = b->offset,
+                     .length = b->length, .if_match = b->etag, .buf = buf->data, .buf_len = buf->len};
+    if (s3_get(c->cfg.s3, &a, &got, NULL) != 0)
+        goto fail;
+    if (got != b->length) {
+        shoal_error_set(SHOAL_ERR_S3_TRUNCATED, "block %llu of s3://%s/%s: %llu bytes of %llu",
+                        (unsigned long long)b->index, b->bucket, b->key, (unsigned long long)got,
+                        (unsigned long long)b->length);
+        goto fail;
+    }
+    return buf;
+fail:
+    buf_unref(buf);
+    return NULL;
+}
+
+/* Stores a fetched block; a full store or a failed write only costs the next reader a fetch. */
+static void store_put(node_cache *c, const block_req *b, const cache_buf *buf, node_store_class cls)
+{
+    if (node_store_put(c->cfg.store, b->id, buf->data, buf->len, cls) != 0 && cls == NODE_STORE_OWNED)
+        LOG_WARN("cache", "store_failed", "index=%llu error=%s", (unsigned long long)b->index,
+                 shoal_error_name(shoal_error_code()));
+}
+
+/* Whether the owner `id` timed out recently: then a read does not wait for it again but goes on
+ * to the next owner or S3 at once, so a stalled node costs one timeout every few seconds rather
+ * than one per block until gossip declares it dead. */
+static bool penalized(node_cache *c, const char *id)
+{
+    uint64_t now = shoal_clock_mono_us();
+    bool hit = false;
+    pthread_mutex_lock(&c->seq_mu);
+    for (size_t i = 0; i < CACHE_PENALTY_SLOTS && !hit; i++)
+        hit = c->penalties[i].until_us > now && strcmp(c->penalties[i].id, id) == 0;
+    pthread_mutex_unlock(&c->seq_mu);
+    return hit;
+}
+
+static void penalize(node_cache *c, const char *id)
+{
+    uint64_t now = shoal_clock_mono_us();
+    pthread_mutex_lock(&c->seq_mu);
+    penalty *slot = &c->penalties[0];
+    for (size_t i = 0; i < CACHE_PENALTY_SLOTS; i++) {
+        penalty *p = &c->penalties[i];
+        if (strcmp(p->id, id) == 0 || p->until_us <= now) {
+            slot = p;
+            if (strcmp(p->id, id) == 0)
+                break;
+        }
+    }
+    snprintf(slot->id, sizeof slot->id, "%s", id);
+    slot->until_us = now + CACHE_PENALTY_US;
+    pthread_mutex_unlock(&c->seq_mu);
+}
+
+/* Outcome of asking one owner. */
+typedef enum ask_result {
+    ASK_OK,
+    ASK_NEXT, /* timeout, busy, error: try the next owner */
+    ASK_FINAL /* the owner says the version is gone: the read fails */
+} ask_result;
+
+/* Asks a peer for the block with OWNER_FETCH|NO_FORWARD; on ASK_OK *out holds a checked copy. */
+static ask_result ask_peer(node_cache *c, const block_req *b, const node_cluster_member *m, uint64_t mv,
+                           cache_buf **out)
+{
+    node_peer_msg req = {.type = NODE_PEER_GET, .membership_version = mv, .flags = NODE_PEER_F_ALL};
+    memcpy(req.block.id, b->id, NODE_PEER_BLOCK_ID_LEN);
+    req.block.bucket = shoal_cursor_from_str(b->bucket);
+    req.block.key = shoal_cursor_from_str(b->key);
+    req.block.etag = shoal_cursor_from_str(b->etag);
+    req.block.index = b->index;
+    req.block.offset = b->offset;
+    req.block.length = b->length;
+    uint32_t timeout = c->cfg.peer_timeout_ms ? c->cfg.peer_timeout_ms : CACHE_PEER_TIMEOUT_MS;
+    char tmp[96];
+    node_peer_response *r = node_peer_call(c->cfg.peer, m->link, &req, (node_peer_payload){0}, timeout);
+    if (r == NULL) {
+        LOG_DEBUG("cache", "peer_submit_failed", "peer=%s error=%s", shoal_log_q(tmp, sizeof tmp, m->meta.id),
+                  shoal_error_name(shoal_error_code()));
+        node_stats_add(&c->cfg.stats->peer_errors, 1);
+        return ASK_NEXT;
+    }
+    ask_result res = ASK_NEXT;
+    shoal_err e = node_peer_response_result(r);
+    const node_peer_msg *rep = node_peer_response_msg(r);
+    if (e != SHOAL_OK || rep == NULL) {
+        if (e == SHOAL_ERR_TIMEOUT) {
+            node_stats_add(&c->cfg.stats->peer_timeouts, 1);
+            penalize(c, m->meta.id);
+        } else {
+            node_stats_add(&c->cfg.stats->peer_errors, 1);
+        }
+        LOG_INFO("cache", "peer_failed", "peer=%s error=%s index=%llu", shoal_log_q(tmp, sizeof tmp, m->meta.id),
+                 shoal_error_name(e), (unsigned long long)b->index);
+        goto done;
+    }
+    if (rep->status == NODE_PEER_CHANGED || rep->status == NODE_PEER_NOT_FOUND) {
+        shoal_error_set(rep->status == NODE_PEER_CHANGED ? SHOAL_ERR_S3_CHANGED : SHOAL_ERR_S3_NO_SUCH_KEY,
+                        "block %llu of s3://%s/%s at %s: owner %s answered %s", (unsigned long long)b->index,
+                        b->bucket, b->key, b->etag, m->meta.id, node_peer_status_name(rep->status));
+        res = ASK_FINAL;
+        goto done;
+    }
+    if (rep->status != NODE_PEER_OK) {
+        node_stats_add(&c->cfg.stats->peer_errors, 1);
+        goto done;
+    }
+    size_t len = 0;
+    const uint8_t *data = node_peer_response_payload(r, &len);
+    if (len != b->length || XXH3_64bits(data, len) != rep->checksum) {
+        node_stats_add(&c->cfg.stats->peer_errors, 1);
+        LOG_WARN("cache", "peer_bad_block", "peer=%s index=%llu len=%zu want=%llu",
+                 shoal_log_q(tmp, sizeof tmp, m->meta.id), (unsigned long long)b->index, len,
+                 (unsigned long long)b->length);
+        goto done;
+    }
+    cache_buf *buf = buf_new(len);
+    if (buf == NULL)
+        goto done;
+    memcpy(buf->data, data, len);
+    *out = buf;
+    res = ASK_OK;
+done:
+    node_peer_response_delete(r);
+    return res;
+}
+
+/* The leader's work: the store again, then owners / S3 as the mode says. On success *out holds
+ * the block (one reference) and *src where it came from. */
+static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, cache_buf **out, node_cache_source *src)
+{
+    size_t len = 0;
+    if (node_store_contains(c->cfg.store, b->id, &len, NULL)) {
+        cache_buf *buf = buf_new(len);
+        if (buf && node_store_get(c->cfg.store, b->id, buf->data, buf->len, &len) == 0 && len == buf->len) {
+            *out = buf;
+            *src = NODE_CACHE_LOCAL;
+            return 0;
+        }
+        buf_unref(buf);
+    }
+    if (mode == FETCH_SERVE)
+        goto s3_owned;
+
+    node_cluster *cl = atomic_load(&c->cluster);
+    if (cl != NULL) {
+        node_cluster_view *v = node_cluster_view_get(cl);
+        const node_cluster_member *owners[DHT_REPLICAS_MAX];
+        int r = c->cfg.replicas ? (int)c->cfg.replicas : 1;
+        if (r > DHT_REPLICAS_MAX)
+            r = DHT_REPLICAS_MAX;
+        int n = node_cluster_owners(v, b->did, r, owners);
+        uint64_t mv = node_cluster_view_version(v);
+        for (int i = 0; i < n; i++) {
+            if (owners[i]->is_self) {
+                node_cluster_view_put(v);
+                goto s3_owned;
+            }
+            if (owners[i]->link < 0 || penalized(c, owners[i]->meta.id))
+                continue;
+            cache_buf *buf = NULL;
+            ask_result ar = ask_peer(c, b, owners[i], mv, &buf);
+            if (ar == ASK_OK) {
+                node_cluster_view_put(v);
+                if (mode == FETCH_READ)
+                    store_put(c, b, buf, NODE_STORE_NEAR);
+                *out = buf;
+                *src = NODE_CACHE_PEER;
+                return 0;
+            }
+            if (ar == ASK_FINAL) {
+                node_cluster_view_put(v);
+                return -1;
+            }
+        }
+        node_cluster_view_put(v);
+        if (n > 0)
+            LOG_INFO("cache", "owners_failed", "index=%llu owners=%d fallback=s3", (unsigned long long)b->index, n);
+    }
+    if (mode == FETCH_WARM)
+        return shoal_error_set(SHOAL_ERR_NODE_PEER, "block %llu of s3://%s/%s: no owner could fetch it",
+                               (unsigned long long)b->index, b->bucket, b->key);
+    /* No owner answered (or none serves): read S3 directly and keep the block near. */
+    *out = fetch_s3(c, b);
+    if (*out == NULL)
+        return -1;
+    store_put(c, b, *out, NODE_STORE_NEAR);
+    *src = NODE_CACHE_S3;
+    return 0;
+
+s3_owned:
+    *out = fetch_s3(c, b);
+    if (*out == NULL)
+        return -1;
+    store_put(c, b, *out, NODE_STORE_OWNED);
+    *src = NODE_CACHE_S3;
+    return 0;
+}
+
+static size_t flight_bucket(const uint8_t id[NODE_STORE_ID_LEN])
+{
+    uint64_t h;
+    memcpy(&h, id, sizeof h);
+    return (size_t)(h % CACHE_FLIGHT_BUCKETS);
+}
+
+static flight **flight_find(node_cache *c, const uint8_t id[NODE_STORE_ID_LEN])
+{
+    flight **pp = &c->flights[flight_bucket(id)];
+    while (*pp && memcmp((*pp)->id, id, NODE_STORE_ID_LEN) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static bool flight_active(node_cache *c, const uint8_t id[NODE_STORE_ID_LEN])
+{
+    pthread_mutex_lock(&c->fl_mu);
+    bool found = *flight_find(c, id) != NULL;
+    pthread_mutex_unlock(&c->fl_mu);
+    return found;
+}
+
+/* Drops a reference to a flight; the last one frees it. Called with fl_mu held. */
+static void flight_unref(flight *f)
+{
+    if (--f->refs == 0) {
+        buf_unref(f->buf);
+        free(f);
+    }
+}
+
+/* A block through the single-flight table: leads the fetch or waits for the one in progress.
+ * On success *out holds one reference; *src is where the block came from; *coalesced says
+ * whether this call waited on another thread's fetch. */
+static int fetch_block(node_cache *c, const block_req *b, fetch_mode mode, cache_buf **out, node_cache_source *src,
+                       bool *coalesced)
+{
+    *coalesced = false;
+    pthread_mutex_lock(&c->fl_mu);
+    flight **pp = flight_find(c, b->id);
+    flight *f = *pp;
+    if (f != NULL) {
+        f->refs++;
+        *coalesced = true;
+        while (!f->done)
+            pthread_cond_wait(&c->fl_cv, &c->fl_mu);
+        int rc = 0;
+        if (f->err == SHOAL_OK) {
+            *out = buf_ref(f->buf);
+            *src = f->source;
+        } else {
+            rc = shoal_error_set(f->err, "%s", f->msg);
+        }
+        flight_unref(f);
+        pthread_mutex_unlock(&c->fl_mu);
+        return rc;
+    }
+    f = calloc(1, sizeof *f);
+    if (f == NULL) {
+        pthread_mutex_unlock(&c->fl_mu);
+        return shoal_error_set(SHOAL_ERR_NOMEM, "block fetch");
+    }
+    memcpy(f->id, b->id, NODE_STORE_ID_LEN);
+    f->refs = 1;
+    *pp = f;
+    pthread_mutex_unlock(&c->fl_mu);
+
+    cache_buf *buf = NULL;
+    int rc = lead_fetch(c, b, mode, &buf, src);
+
+    pthread_mutex_lock(&c->fl_mu);
+    f->done = true;
+    if (rc == 0) {
+        f->buf = buf_ref(buf);
+        f->source = *src;
+        *out = buf;
+    } else {
+        f->err = shoal_error_code() ? shoal_error_code() : SHOAL_ERR_NODE;
+        snprintf(f->msg, sizeof f->msg, "%s", shoal_error_message());
+    }
+    *flight_find(c, b->id) = f->next;
+    pthread_cond_broadcast(&c->fl_cv);
+    flight_unref(f);
+    pthread_mutex_unlock(&c->fl_mu);
+    return rc;
+}
+
+/* ---- read-ahead --------------------------------------------------------------------------------- */
+
+typedef struct ra_task {
+    char *bucket, *key, *etag;
+    uint64_t size, index;
+} ra_task;
+
+static void ra_free(void *arg)
+{
+    ra_task *t = arg;
+    free(t->bucket);
+    free(t->key);
+    free(t->etag);
+    free(t);
+}
+
+static void ra_run(node_cache *c, void *arg)
+{
+    ra_task *t = arg;
+    node_cache_object obj = {t->bucket, t->key, t->etag, t->size};
+    block_req b;
+    cache_buf *buf = NULL;
+    node_cache_source src;
+    bool coalesced;
+    if (block_req_from_object(c, &obj, t->index, &b) == 0 &&
+        !node_store_contains(c->cfg.store, b.id, NULL, NULL) && fetch_block(c, &b, FETCH_READ, &buf, &src, &coalesced) == 0) {
+        node_stats_add(&c->cfg.stats->reads_readahead, 1);
+        buf_unref(buf);
+    }
+    ra_free(t);
+}
+
+void node_cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t first, uint64_t count)
+{
+    uint64_t n = node_cache_block_count(c, obj->size);
+    for (uint64_t i = first; i < n && i < first + count; i++) {
+        block_req b;
+        if (block_req_from_object(c, obj, i, &b) != 0)
+            return;
+        if (node_store_contains(c->cfg.store, b.id, NULL, NULL) || flight_active(c, b.id))
+            continue;
+        ra_task *t = calloc(1, sizeof *t);
+        if (t == NULL)
+            return;
+        t->bucket = strdup(obj->bucket);
+        t->key = strdup(obj->key);
+        t->etag = strdup(obj->etag);
+        t->size = obj->size;
+        t->index = i;
+        if (t->bucket == NULL || t->key == NULL || t->etag == NULL ||
+            pool_submit(&c->readahead, ra_run, ra_free, t) != 0) {
+            ra_free(t);
+            return;
+        }
+    }
+}
+
+/* Remembers the last block each recent object was read at; true when `index` follows it. */
+static bool seq_follows(node_cache *c, const node_cache_object *obj, uint64_t index)
+{
+    uint64_t h = XXH3_64bits(obj->key, strlen(obj->key)) ^ XXH3_64bits(obj->etag, strlen(obj->etag));
+    seq_slot *s = &c->seq[h % CACHE_SEQ_SLOTS];
+    pthread_mutex_lock(&c->seq_mu);
+    bool follows = s->hash == h && s->last_index + 1 == index;
+    s->hash = h;
+    s->last_index = index;
+    pthread_mutex_unlock(&c->seq_mu);
+    return follows;
+}
+
+/* ---- reading ------------------------------------------------------------------------------------ */
+
+int node_cache_read(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_block *out)
+{
+    memset(out, 0, sizeof *out);
+    block_req b;
+    if (block_req_from_object(c, obj, index, &b) != 0)
+        return -1;
+    if (seq_follows(c, obj, index))
+        node_cache_prefetch(c, obj, index + 1,
+                            c->cfg.readahead_blocks ? c->cfg.readahead_blocks : CACHE_READAHEAD_BLOCKS);
+    if (node_store_map(c->cfg.store, b.id, &out->view) == 0) {
+        if (out->view.len == b.length) {
+            out->data = out->view.data;
+            out->len = out->view.len;
+            out->source = NODE_CACHE_LOCAL;
+            count_source(c, NODE_CACHE_LOCAL);
+            return 0;
+        }
+        node_store_view_release(&out->view);
+    }
+    cache_buf *buf = NULL;
+    bool coalesced = false;
+    if (fetch_block(c, &b, FETCH_READ, &buf, &out->source, &coalesced) != 0)
+        return shoal_error_wrap("read block %llu of s3://%s/%s", (unsigned long long)index, obj->bucket, obj->key);
+    if (coalesced)
+        node_stats_add(&c->cfg.stats->reads_coalesced, 1);
+    count_source(c, out->source);
+    out->buf = buf;
+    out->data = buf->data;
+    out->len = buf->len;
+    return 0;
+}
+
+void node_cache_block_release(node_cache_block *b)
+{
+    if (b == NULL)
+        return;
+    node_store_view_release(&b->view);
+    buf_unref(b->buf);
+    memset(b, 0, sizeof *b);
+}
+
+int node_cache_warm(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_source *source)
+{
+    block_req b;
+    if (block_req_from_object(c, obj, index, &b) != 0)
+        return -1;
+    node_cache_source src = NODE_CACHE_LOCAL;
+    node_store_class cls;
+    if (!node_store_contains(c->cfg.store, b.id, NULL, &cls) || cls != NODE_STORE_OWNED) {
+        cache_buf *buf = NULL;
+        bool coalesced;
+        if (fetch_block(c, &b, FETCH_WARM, &buf, &src, &coalesced) != 0)
+            return -1;
+        buf_unref(buf);
+    }
+    if (source)
+        *source = src;
+    return 0;
+}
+
+/* ---- metadata ----------------------------------------------------------------------------------- */
+
+static size_t meta_bucket(const char *bucket, const char *key)
+{
+    return (size_t)((XXH3_64bits(bucket, strlen(bucket)) * 31u ^ XXH3_64bits(key, strlen(key))) %
+                    CACHE_META_BUCKETS);
+}
+
+static meta_entry **meta_find(node_cache *c, const char *bucket, const char *key)
+{
+    meta_entry **pp = &c->meta[meta_bucket(bucket, key)];
+    while (*pp && (strcmp((*pp)->bucket, bucket) != 0 || strcmp((*pp)->key, key) != 0))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static void meta_free(meta_entry *e)
+{
+    free(e->bucket);
+    free(e->key);
+    free(e);
+}
+
+/* Keeps the table bounded: drops expired entries, and everything when that is not enough. Locked. */
+static void meta_trim(node_cache *c, uint64_t now)
+{
+    for (int pass = 0; pass < 2 && c->meta_count >= CACHE_META_MAX; pass++)
+        for (size_t i = 0; i < CACHE_META_BUCKETS; i++)
+            for (meta_entry **pp = &c->meta[i]; *pp;) {
+                meta_entry *e = *pp;
+                if (pass == 1 || e->expires_us <= now) {
+                    *pp = e->next;
+                    meta_free(e);
+                    c->meta_count--;
+                } else {
+                    pp = &e->next;
+                }
+            }
+}
+
+static void meta_remember(node_cache *c, const char *bucket, const char *key, const s3_object_info *info, uint64_t ttl_s)
+{
+    uint64_t now = shoal_clock_mono_us();
+    pthread_mutex_lock(&c->meta_mu);
+    meta_entry **pp = meta_find(c, bucket, key);
+    meta_entry *e = *pp;
+    if (e == NULL) {
+        meta_trim(c, now);
+        e = calloc(1, sizeof *e);
+        if (e == NULL || (e->bucket = strdup(bucket)) == NULL || (e->key = strdup(key)) == NULL) {
+            if (e)
+                meta_free(e);
+            goto out;
+        }
+        e->next = c->meta[meta_bucket(bucket, key)];
+        c->meta[meta_bucket(bucket, key)] = e;
+        c->meta_count++;
+    }
+    e->negative = info == NULL;
+    if (info)
+        e->info = *info;
+    e->expires_us = now + ttl_s * 1000000u;
+out:
+    pthread_mutex_unlock(&c->meta_mu);
+}
+
+void node_cache_forget(node_cache *c, const char *bucket, const char *key)
+{
+    pthread_mutex_lock(&c->meta_mu);
+    meta_entry **pp = meta_find(c, bucket, key);
+    if (*pp) {
+        meta_entry *e = *pp;
+        *pp = e->next;
+        meta_free(e);
+        c->meta_count--;
+    }
+    pthread_mutex_unlock(&c->meta_mu);
+}
+
+int node_cache_head(node_cache *c, const char *bucket, const char *key, s3_object_info *out)
+{
+    uint64_t now = shoal_clock_mono_us();
+    pthread_mutex_lock(&c->meta_mu);
+    meta_entry *e = *meta_find(c, bucket, key);
+    if (e && e->expires_us > now) {
+        bool negative = e->negative;
+        if (!negative)
+            *out = e->info;
+        pthread_mutex_unlock(&c->meta_mu);
+        if (negative)
+            return shoal_error_set(SHOAL_ERR_S3_NO_SUCH_KEY, "s3://%s/%s: no such key (cached)", bucket, key);
+        return 0;
+    }
+    pthread_mutex_unlock(&c->meta_mu);
+    if (s3_head(c->cfg.s3, bucket, key, out) != 0) {
+        if (shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY && c->cfg.negative_ttl_s > 0)
+            meta_remember(c, bucket, key, NULL, c->cfg.negative_ttl_s);
+        return -1;
+    }
+    if (c->cfg.metadata_ttl_s > 0)
+        meta_remember(c, bucket, key, out, c->cfg.metadata_ttl_s);
+    return 0;
+}
+
+/* ---- serving peers ------------------------------------------------------------------------------ */
+
+static void serve_reply(node_peer_incoming *in, node_peer_status st, node_peer_payload payload, uint64_t ck)
+{
+    node_peer_msg rep = {.type = NODE_PEER_GET_REPLY, .status = st, .checksum = ck};
+    if (node_peer_reply(in, &rep, payload) != 0 && shoal_error_code() != SHOAL_ERR_CLOSED)
+        LOG_WARN("cache", "reply_failed", "error=%s", shoal_error_name(shoal_error_code()));
+}
+
+static node_peer_status status_of(shoal_err e)
+{
+    switch (e) {
+    case SHOAL_ERR_S3_CHANGED: return NODE_PEER_CHANGED;
+    case SHOAL_ERR_S3_NO_SUCH_KEY:
+    case SHOAL_ERR_S3_RANGE: return NODE_PEER_NOT_FOUND;
+    default: return NODE_PEER_ERROR;
+    }
+}
+
+/* Strings of a request, NUL-terminated copies (the header's strings are not). */
+typedef struct serve_strings {
+    char bucket[NODE_PEER_MAX_BUCKET + 1];
+    char key[NODE_PEER_MAX_KEY + 1];
+    char etag[NODE_PEER_MAX_ETAG + 1];
+} serve_strings;
+
+static bool copy_cursor(char *dst, size_t cap, shoal_cursor cur)
+{
+    if (cur.len >= cap || memchr(cur.ptr, '\0', cur.len) != NULL)
+        return false;
+    memcpy(dst, cur.ptr, cur.len);
+    dst[cur.len] = '\0';
+    return true;
+}
+
+static void serve_run(node_cache *c, void *arg)
+{
+    node_peer_incoming *in = arg;
+    const node_peer_msg *m = node_peer_incoming_msg(in);
+    serve_strings *s = malloc(sizeof *s);
+    block_req b;
+    if (s == NULL || !copy_cursor(s->bucket, sizeof s->bucket, m->block.bucket) ||
+        !copy_cursor(s->key, sizeof s->key, m->block.key) || !copy_cursor(s->etag, sizeof s->etag, m->block.etag))
+        goto error;
+    block_req_init(&b, s->bucket, s->key, s->etag, m->block.index, m->block.offset, m->block.length);
+    /* The id must be the one its coordinates give, and the range the block's own: a request that
+     * lies about either would store bytes under the wrong name. */
+    if (memcmp(b.id, m->block.id, NODE_STORE_ID_LEN) != 0 || b.length == 0 || b.length > c->cfg.block_size ||
+        b.offset != b.index * c->cfg.block_size) {
+        char tmp[96];
+        LOG_WARN("cache", "peer_bad_request", "key=%s index=%llu len=%llu", shoal_log_q(tmp, sizeof tmp, s->key),
+                 (unsigned long long)b.index, (unsigned long long)b.length);
+        goto error;
+    }
+    node_store_view *view = calloc(1, sizeof *view);
+    if (view && node_store_map(c->cfg.store, b.id, view) == 0 && view->len == b.length) {
+        uint64_t ck = XXH3_64bits(view->data, view->len);
+        serve_reply(in, NODE_PEER_OK, (node_peer_payload){view->data, view->len, payload_free_view, view}, ck);
+        free(s);
+        return;
+    }
+    if (view) {
+        node_store_view_release(view);
+        free(view);
+    }
+    if (!(m->flags & NODE_PEER_F_OWNER_FETCH))
+        goto error;
+    cache_buf *buf = NULL;
+    node_cache_source src;
+    bool coalesced;
+    if (fetch_block(c, &b, FETCH_SERVE, &buf, &src, &coalesced) != 0) {
+        node_peer_status st = status_of(shoal_error_code());
+        LOG_INFO("cache", "serve_failed", "index=%llu status=%s error=%s", (unsigned long long)b.index,
+                 node_peer_status_name(st), shoal_error_name(shoal_error_code()));
+        serve_reply(in, st, (node_peer_payload){0}, 0);
+        free(s);
+        return;
+    }
+    uint64_t ck = XXH3_64bits(buf->data, buf->len);
+    serve_reply(in, NODE_PEER_OK, (node_peer_payload){buf->data, buf->len, payload_free_buf, buf}, ck);
+    free(s);
+    return;
+error:
+    free(s);
+    serve_reply(in, NODE_PEER_ERROR, (node_peer_payload){0}, 0);
+}
+
+static void serve_drop(void *arg) { serve_reply(arg, NODE_PEER_ERROR, (node_peer_payload){0}, 0); }
+
+void node_cache_on_get_block(void *ud, node_peer_incoming *in)
+{
+    node_cache *c = ud;
+    if (pool_submit(&c->serve, serve_run, serve_drop, in) != 0)
+        serve_reply(in, NODE_PEER_BUSY, (node_peer_payload){0}, 0);
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------------- */
+
+node_cache *node_cache_new(const node_cache_config *cfg)
+{
+    if (cfg->store == NULL || cfg->s3 == NULL || cfg->peer == NULL || cfg->stats == NULL || cfg->block_size == 0) {
+        shoal_error_set(SHOAL_ERR_INVAL, "node_cache_new: store, S3 client, peer, stats and block size are required");
+        return NULL;
+    }
+    node_cache *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "node_cache_new");
+        return NULL;
+    }
+    c->cfg = *cfg;
+    pthread_mutex_init(&c->fl_mu, NULL);
+    pthread_cond_init(&c->fl_cv, NULL);
+    pthread_mutex_init(&c->meta_mu, NULL);
+    pthread_mutex_init(&c->seq_mu, NULL);
+    if (pool_start(&c->serve, c, cfg->serve_threads ? cfg->serve_threads : CACHE_SERVE_THREADS, CACHE_POOL_QUEUE) != 0 ||
+        pool_start(&c->readahead, c, cfg->readahead_threads ? cfg->readahead_threads : CACHE_READAHEAD_THREADS,
+                   CACHE_POOL_QUEUE) != 0)
+        goto fail;
+    return c;
+fail:
+    node_cache_delete(c);
+    return NULL;
+}
+
+void node_cache_set_cluster(node_cache *c, node_cluster *cluster) { atomic_store(&c->cluster, cluster); }
+
+void node_cache_stop(node_cache *c)
+{
+    if (c == NULL)
+        return;
+    pool_stop(&c->readahead);
+    pool_stop(&c->serve);
+}
+
+void node_cache_delete(node_cache *c)
+{
+    if (c == NULL)
+        return;
+    pool_destroy(&c->readahead);
+    pool_destroy(&c->serve);
+    for (size_t i = 0; i < CACHE_META_BUCKETS; i++)
+        while (c->meta[i]) {
+            meta_entry *e = c->meta[i];
+            c->meta[i] = e->next;
+            meta_free(e);
+        }
+    pthread_mutex_destroy(&c->fl_mu);
+    pthread_cond_destroy(&c->fl_cv);
+    pthread_mutex_destroy(&c->meta_mu);
+    pthread_mutex_destroy(&c->seq_mu);
+    free(c);
+}

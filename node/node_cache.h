@@ -1,0 +1,126 @@
+/*
+ * node_cache: the daemon's read path — how one block of one object version reaches a reader.
+ *
+ *   (bucket, key, ETag, block index) -> dht_block_id -> this node's store
+ *     -> one fetch per block at a time (concurrent readers wait on it, reads.coalesced)
+ *     -> the owners in read order: this node (S3, ranged GET with If-Match, stored OWNED) or a peer
+ *        (GET with OWNER_FETCH|NO_FORWARD; timeout, BUSY or ERROR -> the next owner)
+ *     -> S3 directly when every owner failed.
+ *
+ * It also serves peers: node_cache_on_get_block is the peer transport's GET handler. It never
+ * blocks the transport's I/O thread (requests go to a small pool of worker threads), serves from
+ * the store without copying (a mapped block handed to ZeroMQ), fetches a block it owns from S3
+ * once (sharing the fetch with local readers) and never passes a request on to another node.
+ *
+ * Object metadata (size, ETag) is cached for the metadata TTL, misses for the negative TTL.
+ * Sequential readers trigger read-ahead of the next blocks on a second small pool.
+ */
+#ifndef NODE_CACHE_H
+#define NODE_CACHE_H
+
+#include "node_cluster.h"
+#include "node_peer.h"
+#include "node_stats.h"
+#include "node_store.h"
+#include "s3_client.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct node_cache node_cache;
+
+typedef struct node_cache_config {
+    node_store *store;          /* borrowed: the block store */
+    s3_client *s3;              /* borrowed: the S3 client */
+    node_peer *peer;            /* borrowed: the peer transport (client side) */
+    node_stats *stats;          /* borrowed: reads.* counters are added here */
+    uint64_t block_size;        /* cluster-wide block size in bytes */
+    unsigned replicas;          /* owners per block (--replicas) */
+    uint32_t peer_timeout_ms;   /* one peer GET; 0 means 2000 */
+    uint32_t metadata_ttl_s;    /* --metadata-ttl */
+    uint32_t negative_ttl_s;    /* --negative-ttl */
+    unsigned serve_threads;     /* workers answering peer GETs; 0 means 8 */
+    unsigned readahead_threads; /* workers fetching ahead of readers; 0 means 4 */
+    unsigned readahead_blocks;  /* blocks fetched ahead of a sequential reader; 0 means 4 */
+} node_cache_config;
+
+/* Where a block read was served from. */
+typedef enum node_cache_source {
+    NODE_CACHE_LOCAL = 0, /* this node's store */
+    NODE_CACHE_PEER = 1,  /* an owner, over the peer protocol */
+    NODE_CACHE_S3 = 2,    /* S3 */
+} node_cache_source;
+
+/* One object version, as the read path names it (strings borrowed for the call). */
+typedef struct node_cache_object {
+    const char *bucket;
+    const char *key;
+    const char *etag; /* as S3 sends it, quotes included */
+    uint64_t size;
+} node_cache_object;
+
+/* A block handed to a reader: data/len are valid until node_cache_block_release. The other
+ * fields are private. */
+typedef struct node_cache_block {
+    const uint8_t *data;
+    size_t len;
+    node_cache_source source;
+    node_store_view view;
+    void *buf;
+} node_cache_block;
+
+/* Creates the read path and starts its worker pools. The cluster is attached later with
+ * node_cache_set_cluster (it needs the peer transport, whose handler needs this cache); until
+ * then every block is read from S3. NULL with SHOAL_ERR_INVAL (missing part, zero block size) or
+ * SHOAL_ERR_NOMEM / SHOAL_ERR_IO (a thread did not start). */
+node_cache *node_cache_new(const node_cache_config *cfg);
+
+/* Attaches the membership (borrowed; must outlive the cache or be detached with NULL). */
+void node_cache_set_cluster(node_cache *c, node_cluster *cluster);
+
+/* Stops the worker pools: tasks in progress finish, queued peer requests are answered ERROR,
+ * queued read-ahead is dropped, and peer requests arriving later are answered BUSY. The cache
+ * stays valid for the transport's handler until node_cache_delete. Idempotent; accepts NULL. */
+void node_cache_stop(node_cache *c);
+
+/* Stops the pools (if node_cache_stop was not called) and frees everything. Accepts NULL. No
+ * read may be in progress and the transport must no longer call the handler. */
+void node_cache_delete(node_cache *c);
+
+/* Size and ETag of s3://bucket/key, from the metadata cache or a HEAD. -1 with the S3 error
+ * (SHOAL_ERR_S3_NO_SUCH_KEY for a missing key, also when a cached miss is still trusted). */
+int node_cache_head(node_cache *c, const char *bucket, const char *key, s3_object_info *out);
+
+/* Forgets what the metadata cache knows of s3://bucket/key (e.g. after a read found it changed). */
+void node_cache_forget(node_cache *c, const char *bucket, const char *key);
+
+/* Number of blocks of an object of `size` bytes. */
+uint64_t node_cache_block_count(const node_cache *c, uint64_t size);
+
+/* Reads block `index` of `obj` through the cluster into *out (release it with
+ * node_cache_block_release) and counts where it came from (reads.local/peer/s3). A reader that
+ * reads block i right after block i-1 of the same object triggers read-ahead. -1 with
+ * SHOAL_ERR_INVAL (index past the end), SHOAL_ERR_S3_CHANGED (the object no longer has this ETag:
+ * S3 or the owner said so) or another S3 error when S3 itself failed. */
+int node_cache_read(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_block *out);
+
+/* Releases a block filled by node_cache_read. Accepts an empty block. */
+void node_cache_block_release(node_cache_block *b);
+
+/* Queues read-ahead of blocks [first, first + count) of obj (those not stored or being fetched
+ * already); silently drops what the read-ahead queue has no room for. */
+void node_cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t first, uint64_t count);
+
+/* Makes sure block `index` of obj is held by its owner (preload): an owned block this node does
+ * not hold is fetched from S3 and stored; a block another node owns is asked of that owner with
+ * OWNER_FETCH, and not kept here. *source (may be NULL) says where the block was: LOCAL (already
+ * at its owner), PEER (the owner has it now), S3 (this node fetched it as owner). -1 when no
+ * owner could be made to hold it (the error says why). */
+int node_cache_warm(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_source *source);
+
+/* The peer transport's GET handler (node_peer_handlers.on_get_block; ud is the node_cache).
+ * Hands the request to a worker; answers BUSY at once when the workers' queue is full. */
+void node_cache_on_get_block(void *ud, node_peer_incoming *in);
+
+#endif

@@ -1,0 +1,652 @@
+/*
+ * node_daemon: the wiring of shoald.
+ *
+ * Start order follows the dependencies: the block store and the S3 client first (they need
+ * nothing), then the peer transport (its ZAP handler admits nobody until membership fills the
+ * allow-list), the read path (which the transport's GET handler calls), membership (which opens
+ * links to members and admits their keys), and last what users talk to: the metrics endpoint and
+ * the control socket. Stop order is the reverse, with a graceful leave first so the others stop
+ * routing to this node before it goes: leave, control socket, metrics, the read path's workers
+ * (they finish what they hold; peer requests arriving meanwhile are answered BUSY), membership,
+ * transport, the read path itself, S3 client, store.
+ *
+ * Signals: node_daemon_new blocks SIGTERM, SIGINT and SIGHUP before any thread starts, so every
+ * thread inherits the mask and node_daemon_run receives them with sigtimedwait; no handler runs
+ * in an arbitrary thread. The same loop notices `shoal leave` (a flag) and a refusal by the
+ * cluster (a duplicate id or another block size), which ends the daemon with exit status 1.
+ *
+ * The control commands run on the control server's connection threads, which may block: `get`
+ * reads the blocks in order and queues read-ahead so a few are in flight; `preload` lists the
+ * prefix, then a few threads warm every block at its owner (node_cache_warm: this node fetches
+ * what it owns, the owners fetch theirs when asked with OWNER_FETCH) while the connection thread
+ * reports progress.
+ */
+#include "node_daemon.h"
+
+#include "node_cache.h"
+#include "node_cluster.h"
+#include "node_control.h"
+#include "node_metrics.h"
+#include "node_peer.h"
+#include "node_stats.h"
+#include "node_store.h"
+#include "s3_client.h"
+#include "shoal_error.h"
+#include "shoal_log.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DAEMON_LEAVE_LINGER_MS 1000
+#define DAEMON_GET_WINDOW 4        /* blocks read ahead of a `shoal get` */
+#define DAEMON_PRELOAD_THREADS 8   /* blocks warmed at once by a preload */
+#define DAEMON_PROGRESS_MS 250
+
+struct node_daemon {
+    const node_config *cfg;
+    node_stats stats;
+    node_store *store;
+    s3_creds_provider *creds;
+    s3_client *s3;
+    node_peer *peer;
+    node_cache *_Atomic cache;
+    node_cluster *cluster;
+    node_metrics *metrics;
+    node_control_server *control;
+    uint64_t started_us;
+    atomic_bool leave_requested;
+    char address[SHOAL_ADDR_STRLEN];
+    char bucket_url[1400];
+};
+
+/* ---- counters ----------------------------------------------------------------------------------- */
+
+/* Copies the parts' own counters into the SPEC counters (node_stats). The read path adds its
+ * reads.* and peer failure counts directly; membership sets the members.* gauges. */
+static void daemon_sample(node_daemon *d)
+{
+    node_stats *st = &d->stats;
+    s3_client_stats s3;
+    s3_client_stats_get(d->s3, &s3);
+    node_stats_set(&st->s3_get_requests, s3.get_requests);
+    node_stats_set(&st->s3_head_requests, s3.head_requests);
+    node_stats_set(&st->s3_list_requests, s3.list_requests);
+    node_stats_set(&st->s3_put_requests, s3.put_requests);
+    node_stats_set(&st->s3_delete_requests, s3.delete_requests);
+    node_stats_set(&st->s3_errors, s3.failures);
+    node_stats_set(&st->s3_retries, s3.retries);
+    node_stats_set(&st->s3_bytes_in, s3.bytes_in);
+    node_stats_set(&st->s3_bytes_out, s3.bytes_out);
+
+    node_peer_stats p;
+    node_peer_stats_get(d->peer, &p);
+    node_stats_set(&st->peer_requests_in, p.requests_in);
+    node_stats_set(&st->peer_requests_out, p.requests_out);
+    node_stats_set(&st->peer_bytes_in, p.bytes_in);
+    node_stats_set(&st->peer_bytes_out, p.bytes_out);
+    node_stats_set(&st->peer_bad_frames, p.malformed);
+
+    node_store_stats ss;
+    node_store_get_stats(d->store, &ss);
+    node_stats_set(&st->cache_bytes, ss.bytes_used);
+    node_stats_set(&st->cache_capacity, ss.capacity);
+    node_stats_set(&st->cache_blocks, ss.blocks);
+    node_stats_set(&st->cache_evictions, ss.evictions);
+    node_stats_set(&st->cache_corrupt_blocks, ss.corrupt_drops);
+}
+
+static void metrics_refresh(void *ctx, node_stats *stats) { daemon_sample(ctx); }
+
+/* ---- control commands ----------------------------------------------------------------------------- */
+
+static int check_bucket(node_daemon *d, const char *bucket)
+{
+    if (bucket == NULL || strcmp(bucket, d->cfg->bucket) != 0)
+        return shoal_error_set(SHOAL_ERR_INVAL, "this cluster caches s3://%s, not s3://%s", d->cfg->bucket,
+                               bucket ? bucket : "");
+    return 0;
+}
+
+static int ctl_status(void *ctx, const node_control_request *req, node_control_reply *reply)
+{
+    node_daemon *d = ctx;
+    node_cluster_view *v = node_cluster_view_get(d->cluster);
+    size_t n = node_cluster_view_count(v);
+    node_status_member *members = calloc(n ? n : 1, sizeof *members);
+    char (*addrs)[SHOAL_ADDR_STRLEN] = calloc(n ? n : 1, sizeof *addrs);
+    shoal_buf out = {0};
+    int rc = -1;
+    if (members == NULL || addrs == NULL) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "status");
+        goto done;
+    }
+    node_store_stats ss;
+    node_store_get_stats(d->store, &ss);
+    for (size_t i = 0; i < n; i++) {
+        const node_cluster_member *m = node_cluster_view_member(v, i);
+        members[i] = (node_status_member){
+            .id = m->meta.id,
+            .address = shoal_addr_format(&m->meta.addr, addrs[i]),
+            .zone = m->meta.zone[0] ? m->meta.zone : NULL,
+            .state = gossip_state_name(m->state),
+            .incarnation = m->incarnation,
+            .cache_bytes = m->is_self ? ss.bytes_used : 0,
+            .cache_capacity = m->meta.capacity,
+            .serves = m->meta.serving,
+        };
+    }
+    node_status s = {
+        .node_id = d->cfg->node_id,
+        .address = d->address,
+        .zone = d->cfg->zone,
+        .bucket = d->bucket_url,
+        .ring_version = node_cluster_view_version(v),
+        .block_size = d->cfg->block_size,
+        .uptime_seconds = (shoal_clock_mono_us() - d->started_us) / 1000000u,
+        .members = members,
+        .n_members = n,
+    };
+    if (node_status_render_json(&s, &out) != 0) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "status");
+        goto done;
+    }
+    rc = node_control_reply_json(reply, shoal_buf_str(&out));
+done:
+    shoal_buf_destroy(&out);
+    free(members);
+    free(addrs);
+    node_cluster_view_put(v);
+    return rc;
+}
+
+static int ctl_stats(void *ctx, const node_control_request *req, node_control_reply *reply)
+{
+    node_daemon *d = ctx;
+    daemon_sample(d);
+    shoal_buf out = {0};
+    int rc = node_stats_render_json(&d->stats, &out) == 0 ? node_control_reply_json(reply, shoal_buf_str(&out))
+                                                           : shoal_error_set(SHOAL_ERR_NOMEM, "stats");
+    shoal_buf_destroy(&out);
+    return rc;
+}
+
+static int ctl_get(void *ctx, const node_control_request *req, node_control_reply *reply)
+{
+    node_daemon *d = ctx;
+    node_cache *cache = atomic_load(&d->cache);
+    if (check_bucket(d, req->bucket) != 0)
+        return -1;
+    s3_object_info info;
+    if (node_cache_head(cache, req->bucket, req->key, &info) != 0)
+        return shoal_error_wrap("get s3://%s/%s", req->bucket, req->key);
+    node_cache_object obj = {req->bucket, req->key, info.etag, info.size};
+    if (node_control_reply_bytes_begin(reply, info.size) != 0)
+        return -1;
+    uint64_t n = node_cache_block_count(cache, info.size);
+    node_cache_prefetch(cache, &obj, 1, DAEMON_GET_WINDOW);
+    for (uint64_t i = 0; i < n; i++) {
+        node_cache_block b;
+        if (node_cache_read(cache, &obj, i, &b) != 0) {
+            char tmp[160];
+            LOG_WARN("daemon", "get_failed", "key=%s block=%llu error=\"%s\"", shoal_log_q(tmp, sizeof tmp, req->key),
+                     (unsigned long long)i, shoal_error_message());
+            if (shoal_error_code() == SHOAL_ERR_S3_CHANGED)
+                node_cache_forget(cache, req->bucket, req->key);
+            return -1;
+        }
+        int rc = node_control_reply_write(reply, b.data, b.len);
+        node_cache_block_release(&b);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- preload ------------------------------------------------------------------------------------ */
+
+typedef struct preload_object {
+    char *key;
+    char etag[S3_ETAG_MAX];
+    uint64_t size;
+    atomic_uint_fast64_t blocks_left;
+} preload_object;
+
+typedef struct preload_block {
+    size_t object;
+    uint64_t index;
+} preload_block;
+
+typedef struct preload {
+    node_daemon *d;
+    const char *bucket;
+    preload_object *objects;
+    size_t n_objects, cap_objects;
+    preload_block *blocks;
+    size_t n_blocks;
+    atomic_size_t next;
+    atomic_uint_fast64_t bytes_done, objects_done, failures;
+    atomic_uint running;
+    pthread_mutex_t err_mu;
+    char first_error[512];
+} preload;
+
+static int preload_list(preload *pl, const char *prefix)
+{
+    node_daemon *d = pl->d;
+    char *token = NULL;
+    int rc = -1;
+    for (;;) {
+        s3_list_page page;
+        s3_list_page_create(&page);
+        s3_list_args a = {.bucket = pl->bucket, .prefix = prefix, .continuation_token = token};
+        if (s3_list(d->s3, &a, &page) != 0) {
+            s3_list_page_destroy(&page);
+            shoal_error_wrap("preload: list s3://%s/%s", pl->bucket, prefix);
+            goto done;
+        }
+        for (size_t i = 0; i < page.n_objects; i++) {
+            const s3_list_object *o = &page.objects[i];
+            if (strlen(o->key) != o->key_len || o->size == 0)
+                continue;
+            if (pl->n_objects == pl->cap_objects) {
+                size_t cap = pl->cap_objects ? 2 * pl->cap_objects : 64;
+                preload_object *grown = realloc(pl->objects, cap * sizeof *grown);
+                if (grown == NULL) {
+                    s3_list_page_destroy(&page);
+                    shoal_error_set(SHOAL_ERR_NOMEM, "preload listing");
+                    goto done;
+                }
+                pl->objects = grown;
+                pl->cap_objects = cap;
+            }
+            preload_object *po = &pl->objects[pl->n_objects];
+            memset(po, 0, sizeof *po);
+            po->key = strdup(o->key);
+            if (po->key == NULL) {
+                s3_list_page_destroy(&page);
+                shoal_error_set(SHOAL_ERR_NOMEM, "preload listing");
+                goto done;
+            }
+            snprintf(po->etag, sizeof po->etag, "%s", o->etag);
+            po->size = o->size;
+            pl->n_objects++;
+        }
+        free(token);
+        token = page.truncated && page.next_token ? strdup(page.next_token) : NULL;
+        bool more = page.truncated && page.next_token;
+        s3_list_page_destroy(&page);
+        if (!more)
+            break;
+        if (token == NULL) {
+            shoal_error_set(SHOAL_ERR_NOMEM, "preload listing");
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    free(token);
+    return rc;
+}
+
+static void *preload_main(void *arg)
+{
+    preload *pl = arg;
+    node_cache *cache = atomic_load(&pl->d->cache);
+    for (;;) {
+        size_t i = atomic_fetch_add(&pl->next, 1);
+        if (i >= pl->n_blocks)
+            break;
+        preload_block *b = &pl->blocks[i];
+        preload_object *o = &pl->objects[b->object];
+        node_cache_object obj = {pl->bucket, o->key, o->etag, o->size};
+        if (node_cache_warm(cache, &obj, b->index, NULL) != 0) {
+            atomic_fetch_add(&pl->failures, 1);
+            pthread_mutex_lock(&pl->err_mu);
+            if (pl->first_error[0] == '\0')
+                snprintf(pl->first_error, sizeof pl->first_error, "%s", shoal_error_message());
+            pthread_mutex_unlock(&pl->err_mu);
+        }
+        uint64_t off = b->index * pl->d->cfg->block_size;
+        uint64_t len = o->size - off < pl->d->cfg->block_size ? o->size - off : pl->d->cfg->block_size;
+        atomic_fetch_add(&pl->bytes_done, len);
+        if (atomic_fetch_sub(&o->blocks_left, 1) == 1)
+            atomic_fetch_add(&pl->objects_done, 1);
+    }
+    atomic_fetch_sub(&pl->running, 1);
+    return NULL;
+}
+
+static void preload_progress(preload *pl, node_control_progress *p, uint64_t bytes_total)
+{
+    *p = (node_control_progress){
+        .objects_done = atomic_load(&pl->objects_done),
+        .objects_total = pl->n_objects,
+        .bytes_done = atomic_load(&pl->bytes_done),
+        .bytes_total = bytes_total,
+        .listed = true,
+    };
+}
+
+static int ctl_preload(void *ctx, const node_control_request *req, node_control_reply *reply)
+{
+    node_daemon *d = ctx;
+    node_cache *cache = atomic_load(&d->cache);
+    if (check_bucket(d, req->bucket) != 0)
+        return -1;
+    preload pl = {.d = d, .bucket = req->bucket};
+    pthread_mutex_init(&pl.err_mu, NULL);
+    pthread_t threads[DAEMON_PRELOAD_THREADS];
+    unsigned started = 0;
+    int rc = -1;
+    node_control_progress p = {0};
+    if (node_control_reply_progress(reply, &p) != 0 || preload_list(&pl, req->prefix ? req->prefix : "") != 0)
+        goto done;
+
+    uint64_t bytes_total = 0;
+    for (size_t i = 0; i < pl.n_objects; i++) {
+        pl.n_blocks += node_cache_block_count(cache, pl.objects[i].size);
+        bytes_total += pl.objects[i].size;
+    }
+    pl.blocks = calloc(pl.n_blocks ? pl.n_blocks : 1, sizeof *pl.blocks);
+    if (pl.blocks == NULL) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "preload of %zu blocks", pl.n_blocks);
+        goto done;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < pl.n_objects; i++) {
+        uint64_t nb = node_cache_block_count(cache, pl.objects[i].size);
+        atomic_init(&pl.objects[i].blocks_left, nb);
+        for (uint64_t j = 0; j < nb; j++)
+            pl.blocks[k++] = (preload_block){i, j};
+    }
+    LOG_INFO("daemon", "preload_started", "objects=%zu blocks=%zu bytes=%llu", pl.n_objects, pl.n_blocks,
+             (unsigned long long)bytes_total);
+    preload_progress(&pl, &p, bytes_total);
+    if (node_control_reply_progress(reply, &p) != 0)
+        goto done;
+    for (; started < DAEMON_PRELOAD_THREADS; started++) {
+        atomic_fetch_add(&pl.running, 1);
+        if (pthread_create(&threads[started], NULL, preload_main, &pl) != 0) {
+            atomic_fetch_sub(&pl.running, 1);
+            break;
+        }
+    }
+    if (started == 0) {
+        shoal_error_errno(errno, "preload threads");
+        goto done;
+    }
+    bool client_gone = false;
+    while (atomic_load(&pl.running) > 0) {
+        struct timespec ts = {0, DAEMON_PROGRESS_MS * 1000000L};
+        nanosleep(&ts, NULL);
+        preload_progress(&pl, &p, bytes_total);
+        if (!client_gone && node_control_reply_progress(reply, &p) != 0) {
+            /* Nobody to report to: stop handing out blocks; the workers finish the ones they hold. */
+            client_gone = true;
+            atomic_store(&pl.next, pl.n_blocks);
+        }
+    }
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    started = 0;
+    if (client_gone)
+        goto done;
+    preload_progress(&pl, &p, bytes_total);
+    uint64_t failures = atomic_load(&pl.failures);
+    LOG_INFO("daemon", "preload_done", "objects=%zu blocks=%zu failures=%llu", pl.n_objects, pl.n_blocks,
+             (unsigned long long)failures);
+    if (failures > 0) {
+        shoal_error_set(SHOAL_ERR_NODE, "preload: %llu of %zu blocks could not be warmed (first: %s)",
+                        (unsigned long long)failures, pl.n_blocks, pl.first_error);
+        goto done;
+    }
+    rc = node_control_reply_progress_done(reply, &p);
+done:
+    atomic_store(&pl.next, pl.n_blocks);
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    for (size_t i = 0; i < pl.n_objects; i++)
+        free(pl.objects[i].key);
+    free(pl.objects);
+    free(pl.blocks);
+    pthread_mutex_destroy(&pl.err_mu);
+    return rc;
+}
+
+static int ctl_leave(void *ctx, const node_control_request *req, node_control_reply *reply)
+{
+    node_daemon *d = ctx;
+    LOG_INFO("daemon", "leave_requested", "source=control");
+    atomic_store(&d->leave_requested, true);
+    return 0;
+}
+
+static const node_control_handlers CONTROL_HANDLERS = {
+    .status = ctl_status,
+    .stats = ctl_stats,
+    .get = ctl_get,
+    .preload = ctl_preload,
+    .leave = ctl_leave,
+};
+
+/* ---- peer requests ------------------------------------------------------------------------------- */
+
+/* The transport's GET handler. The read path is attached before membership admits any key, so a
+ * request before it exists cannot come; answering ERROR keeps that true even if it did. */
+static void peer_on_get(void *ud, node_peer_incoming *in)
+{
+    node_daemon *d = ud;
+    node_cache *cache = atomic_load(&d->cache);
+    if (cache == NULL) {
+        node_peer_msg rep = {.type = NODE_PEER_GET_REPLY, .status = NODE_PEER_ERROR};
+        node_peer_reply(in, &rep, (node_peer_payload){0});
+        return;
+    }
+    node_cache_on_get_block(cache, in);
+}
+
+static const node_peer_handlers PEER_HANDLERS = {.on_get_block = peer_on_get};
+
+/* ---- lifecycle ---------------------------------------------------------------------------------- */
+
+/* Resolves the --seeds entries (numeric or host names) to addresses. */
+static int resolve_seeds(const node_config *cfg, shoal_addr **out)
+{
+    *out = calloc(cfg->n_seeds ? cfg->n_seeds : 1, sizeof **out);
+    if (*out == NULL)
+        return shoal_error_set(SHOAL_ERR_NOMEM, "seeds");
+    for (size_t i = 0; i < cfg->n_seeds; i++) {
+        const node_config_seed *s = &cfg->seeds[i];
+        char text[300];
+        snprintf(text, sizeof text, strchr(s->host, ':') ? "[%s]:%u" : "%s:%u", s->host, (unsigned)s->port);
+        if (shoal_addr_parse(text, 0, &(*out)[i]) == 0)
+            continue;
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM}, *res = NULL;
+        int e = getaddrinfo(s->host, NULL, &hints, &res);
+        if (e != 0 || res == NULL)
+            return shoal_error_set(SHOAL_ERR_INVAL, "seed %s: %s", s->host, e ? gai_strerror(e) : "no address");
+        char host[64];
+        getnameinfo(res->ai_addr, res->ai_addrlen, host, sizeof host, NULL, 0, NI_NUMERICHOST);
+        freeaddrinfo(res);
+        snprintf(text, sizeof text, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, (unsigned)s->port);
+        if (shoal_addr_parse(text, 0, &(*out)[i]) != 0)
+            return shoal_error_wrap("seed %s", s->host);
+    }
+    return 0;
+}
+
+/* The signals node_daemon_run waits for (SIGHUP is taken too, so it does not kill the daemon). */
+static void stop_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+}
+
+node_daemon *node_daemon_new(const node_config *cfg)
+{
+    sigset_t set;
+    stop_signals(&set);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    node_daemon *d = calloc(1, sizeof *d);
+    shoal_addr *seeds = NULL;
+    if (d == NULL) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "daemon");
+        return NULL;
+    }
+    d->cfg = cfg;
+    d->started_us = shoal_clock_mono_us();
+    node_stats_create(&d->stats);
+    shoal_addr_format(&cfg->advertise, d->address);
+    snprintf(d->bucket_url, sizeof d->bucket_url, "s3://%s%s%s", cfg->bucket, cfg->prefix[0] ? "/" : "", cfg->prefix);
+
+    d->store = node_store_new(cfg->cache_dir, cfg->cache_size, NULL);
+    if (d->store == NULL) {
+        shoal_error_wrap("block store in %s", cfg->cache_dir);
+        goto fail;
+    }
+    s3_creds_options co = {.anonymous = cfg->no_sign_request};
+    d->creds = s3_creds_provider_new(&co);
+    if (d->creds == NULL)
+        goto fail;
+    s3_client_config sc;
+    s3_client_config_defaults(&sc);
+    sc.endpoint = cfg->endpoint;
+    sc.region = cfg->region;
+    sc.path_style = cfg->path_style;
+    sc.creds = d->creds;
+    d->s3 = s3_client_new(&sc);
+    if (d->s3 == NULL)
+        goto fail;
+
+    node_peer_config pc = {.handlers = &PEER_HANDLERS, .handlers_ud = d};
+    if (node_peer_keypair_load_or_create(cfg->state_dir, pc.public_key, pc.secret_key) != 0)
+        goto fail;
+    char bind[SHOAL_ADDR_STRLEN];
+    shoal_addr_format(&cfg->bind, bind);
+    pc.bind = cfg->no_serve ? NULL : bind;
+    d->peer = node_peer_new(&pc);
+    uint8_t public_key[NODE_PEER_KEY_LEN];
+    memcpy(public_key, pc.public_key, sizeof public_key);
+    explicit_bzero(pc.secret_key, sizeof pc.secret_key);
+    if (d->peer == NULL)
+        goto fail;
+
+    node_cache_config cc = {
+        .store = d->store,
+        .s3 = d->s3,
+        .peer = d->peer,
+        .stats = &d->stats,
+        .block_size = cfg->block_size,
+        .replicas = cfg->replicas,
+        .metadata_ttl_s = cfg->metadata_ttl,
+        .negative_ttl_s = cfg->negative_ttl,
+    };
+    node_cache *cache = node_cache_new(&cc);
+    if (cache == NULL)
+        goto fail;
+    atomic_store(&d->cache, cache);
+
+    if (resolve_seeds(cfg, &seeds) != 0)
+        goto fail;
+    node_cluster_config kc = {
+        .bind = cfg->bind,
+        .seeds = seeds,
+        .n_seeds = cfg->n_seeds,
+        .state_dir = cfg->state_dir,
+        .peer = d->peer,
+        .stats = &d->stats,
+    };
+    snprintf(kc.self.id, sizeof kc.self.id, "%s", cfg->node_id);
+    kc.self.addr = cfg->advertise;
+    snprintf(kc.self.zone, sizeof kc.self.zone, "%s", cfg->zone ? cfg->zone : "");
+    memcpy(kc.self.curve_public, public_key, sizeof kc.self.curve_public);
+    kc.self.capacity = cfg->no_serve ? 0 : cfg->cache_size;
+    kc.self.serving = !cfg->no_serve;
+    kc.self.proto_version = NODE_PEER_VERSION;
+    kc.self.block_size = (uint32_t)cfg->block_size;
+    memcpy(kc.cluster_key, cfg->cluster_key, sizeof kc.cluster_key);
+    d->cluster = node_cluster_new(&kc);
+    explicit_bzero(kc.cluster_key, sizeof kc.cluster_key);
+    if (d->cluster == NULL)
+        goto fail;
+    node_cache_set_cluster(cache, d->cluster);
+
+    if (cfg->metrics_enabled) {
+        d->metrics = node_metrics_new(&cfg->metrics, &d->stats, metrics_refresh, d);
+        if (d->metrics == NULL)
+            goto fail;
+    }
+    d->control = node_control_server_new(cfg->control, &CONTROL_HANDLERS, d);
+    if (d->control == NULL)
+        goto fail;
+    free(seeds);
+
+    char tmp[96], cdir[256];
+    LOG_INFO("daemon", "started", "node=%s address=%s bucket=%s peer=%s cache_dir=%s cache_size=%llu block_size=%llu "
+             "replicas=%u serving=%s",
+             shoal_log_q(tmp, sizeof tmp, cfg->node_id), d->address, d->bucket_url,
+             cfg->no_serve ? "off" : node_peer_endpoint(d->peer), shoal_log_q(cdir, sizeof cdir, cfg->cache_dir),
+             (unsigned long long)cfg->cache_size, (unsigned long long)cfg->block_size, cfg->replicas,
+             cfg->no_serve ? "false" : "true");
+    return d;
+fail:
+    free(seeds);
+    node_daemon_delete(d);
+    return NULL;
+}
+
+int node_daemon_run(node_daemon *d)
+{
+    sigset_t set;
+    stop_signals(&set);
+    int rc = 0;
+    for (;;) {
+        struct timespec ts = {0, 200 * 1000000L};
+        int sig = sigtimedwait(&set, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT) {
+            LOG_INFO("daemon", "signal", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            break;
+        }
+        if (atomic_load(&d->leave_requested))
+            break;
+        if (node_cluster_refused(d->cluster)) {
+            rc = shoal_error_set(SHOAL_ERR_GOSSIP_REFUSED, "the cluster refused node %s (duplicate node id, other "
+                                 "block size or protocol version; see the cluster's logs)", d->cfg->node_id);
+            break;
+        }
+    }
+    if (rc == 0) {
+        LOG_INFO("daemon", "leaving", "node=%s", d->cfg->node_id);
+        node_cluster_leave(d->cluster, DAEMON_LEAVE_LINGER_MS);
+    }
+    return rc;
+}
+
+void node_daemon_delete(node_daemon *d)
+{
+    if (d == NULL)
+        return;
+    node_control_server_delete(d->control);
+    node_metrics_delete(d->metrics);
+    node_cache_stop(atomic_load(&d->cache));
+    node_cluster_delete(d->cluster);
+    node_peer_delete(d->peer);
+    node_cache_delete(atomic_load(&d->cache));
+    s3_client_delete(d->s3);
+    s3_creds_provider_delete(d->creds);
+    node_store_delete(d->store);
+    free(d);
+}
