@@ -73,16 +73,21 @@ typedef struct mount_stage {
     uint64_t reserved;  /* bytes counted against max_staging_bytes */
     bool filled;        /* the object's bytes are in (or none were needed) */
     bool dirty;         /* holds bytes the backend has not acknowledged */
+    bool failed;        /* the last upload failed and nothing was written since */
     unsigned nopen;     /* handles plus in-flight users; under m->lock */
     mount_inode *in;
     struct mount_stage *next, *prev;
 } mount_stage;
 
+/* An open file or directory. Live handles are listed in the mount: the kernel drops RELEASE
+ * requests still queued when the mount goes away, so mount_delete frees what is left. */
 typedef struct mount_handle {
-    mount_stage *stage; /* NULL: a read handle on the object itself */
+    mount_stage *stage;     /* files being written, or read while staged */
+    mount_listing *listing; /* directories */
     int flags;
-    char *key;
+    char *key;              /* files read from the store: key and the version opened */
     char etag[MOUNT_ETAG_MAX];
+    struct mount_handle *next, *prev;
 } mount_handle;
 
 struct mount_view {
@@ -96,6 +101,7 @@ struct mount_view {
     pthread_mutex_t lock;
     mount_inodes *inodes;
     mount_stage *stages;
+    mount_handle *handles;
     uint64_t staged_bytes;
 
     pthread_mutex_t once_lock;
@@ -643,6 +649,13 @@ static void stage_put(mount_view *m, mount_stage *s)
             s->next->prev = s->prev;
         m->staged_bytes -= s->reserved;
         s->in->stage = NULL;
+        if (s->dirty) {
+            /* Never uploaded: a file that was only staged no longer exists; one that exists in
+             * the store is what the store says (asked again on next use). */
+            s->in->attr_until = 0;
+            if (!s->in->remote)
+                mount_inodes_detach(m->inodes, s->in);
+        }
         mount_inodes_maybe_free(m->inodes, s->in);
     }
     pthread_mutex_unlock(&m->lock);
@@ -651,6 +664,34 @@ static void stage_put(mount_view *m, mount_stage *s)
         pthread_mutex_destroy(&s->lock);
         free(s);
     }
+}
+
+/* Lists `h` among the live handles (m->lock held). */
+static void handle_link(mount_view *m, mount_handle *h)
+{
+    h->prev = NULL;
+    h->next = m->handles;
+    if (m->handles)
+        m->handles->prev = h;
+    m->handles = h;
+}
+
+/* Ends a handle: unlists it, drops its listing and its use of the stage, frees it. */
+static void handle_end(mount_view *m, mount_handle *h)
+{
+    pthread_mutex_lock(&m->lock);
+    if (h->prev)
+        h->prev->next = h->next;
+    else if (m->handles == h)
+        m->handles = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    mount_listing_unref(h->listing);
+    pthread_mutex_unlock(&m->lock);
+    if (h->stage)
+        stage_put(m, h->stage);
+    free(h->key);
+    free(h);
 }
 
 /* Counts the staged file as `size` bytes against the cap (s->lock held). 0 or -ENOSPC. */
@@ -689,6 +730,7 @@ static int stage_truncate(mount_view *m, mount_stage *s, uint64_t size)
     s->size = size;
     pthread_mutex_unlock(&m->lock);
     s->dirty = true;
+    s->failed = false;
     return stage_reserve(m, s, size);
 }
 
@@ -768,6 +810,7 @@ static int stage_upload(mount_view *m, mount_stage *s)
     if (rc != 0) {
         LOG_WARN("mount", "upload_failed", "key=%s size=%llu errno=%d",
                  shoal_log_q(q, sizeof q, key), (unsigned long long)s->size, -rc);
+        s->failed = true;
         goto out;
     }
     LOG_DEBUG("mount", "uploaded", "key=%s size=%llu", shoal_log_q(q, sizeof q, key),
@@ -899,10 +942,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         fi->keep_cache = strcmp(in->cache_etag, h->etag) == 0;
         snprintf(in->cache_etag, sizeof in->cache_etag, "%s", h->etag);
     }
+    handle_link(m, h);
     pthread_mutex_unlock(&m->lock);
     fi->fh = (uint64_t)(uintptr_t)h;
-    if (fuse_reply_open(req, fi) != 0 && h->stage)
-        stage_put(m, h->stage); /* the opener is gone: no release will come */
+    if (fuse_reply_open(req, fi) != 0)
+        handle_end(m, h); /* the opener is gone: no release will come */
     return;
 
 unlock_fail:
@@ -958,11 +1002,12 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     invalidate_parent(m, path);
     fill_entry(m, in, &e);
     h->stage = s;
+    handle_link(m, h);
     pthread_mutex_unlock(&m->lock);
     free(path);
     fi->fh = (uint64_t)(uintptr_t)h;
     if (fuse_reply_create(req, &e, fi) != 0)
-        stage_put(m, s);
+        handle_end(m, h);
     return;
 
 unlock_fail:
@@ -1026,6 +1071,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
         rc = write_all(s->fd, buf, size, at);
     if (rc == 0) {
         s->dirty = true;
+        s->failed = false;
         pthread_mutex_lock(&m->lock);
         if (end > s->size)
             s->size = end;
@@ -1060,14 +1106,16 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         pthread_mutex_lock(&m->lock);
         bool last = h->stage->nopen == 1;
         pthread_mutex_unlock(&m->lock);
-        /* Bytes written after the last flush (through a shared mapping) still get uploaded;
-         * release cannot report an error, so a failure here is logged by stage_upload. */
-        if (last)
+        /* Bytes written after the last flush (through a shared mapping) still get uploaded.
+         * Bytes whose upload failed at close are not retried: close() already returned the
+         * error, and a later, silent success would contradict it. */
+        pthread_mutex_lock(&h->stage->lock);
+        bool retry = h->stage->dirty && !h->stage->failed;
+        pthread_mutex_unlock(&h->stage->lock);
+        if (last && retry)
             stage_upload(m, h->stage);
-        stage_put(m, h->stage);
     }
-    free(h->key);
-    free(h);
+    handle_end(m, h);
     fuse_reply_err(req, 0);
 }
 
@@ -1424,7 +1472,10 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     mount_view *m = fuse_req_userdata(req);
     mount_listing *l = NULL;
     char *path = NULL;
-    int rc = 0;
+    mount_handle *h = calloc(1, sizeof *h);
+    int rc = h ? 0 : -ENOMEM;
+    if (rc)
+        goto reply;
     pthread_mutex_lock(&m->lock);
     mount_inode *in = get_inode(m, ino);
     if (!in || !in->is_dir) {
@@ -1449,19 +1500,21 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     in->listing = l;
     l->refs++;
 unlock:
+    if (rc == 0) {
+        h->listing = l;
+        handle_link(m, h);
+    }
     pthread_mutex_unlock(&m->lock);
 reply:
     free(path);
     if (rc) {
+        free(h);
         fuse_reply_err(req, -rc);
         return;
     }
-    fi->fh = (uint64_t)(uintptr_t)l;
-    if (fuse_reply_open(req, fi) != 0) {
-        pthread_mutex_lock(&m->lock);
-        mount_listing_unref(l);
-        pthread_mutex_unlock(&m->lock);
-    }
+    fi->fh = (uint64_t)(uintptr_t)h;
+    if (fuse_reply_open(req, fi) != 0)
+        handle_end(m, h);
 }
 
 /* Adds listing entries from index `off` (0 ".", 1 "..", then the children) to `buf`. In plus
@@ -1527,7 +1580,7 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
                            struct fuse_file_info *fi, bool plus)
 {
     mount_view *m = fuse_req_userdata(req);
-    mount_listing *l = (mount_listing *)(uintptr_t)fi->fh;
+    mount_listing *l = ((mount_handle *)(uintptr_t)fi->fh)->listing;
     char *buf = malloc(size);
     if (!buf) {
         fuse_reply_err(req, ENOMEM);
@@ -1558,10 +1611,7 @@ static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    mount_view *m = fuse_req_userdata(req);
-    pthread_mutex_lock(&m->lock);
-    mount_listing_unref((mount_listing *)(uintptr_t)fi->fh);
-    pthread_mutex_unlock(&m->lock);
+    handle_end(fuse_req_userdata(req), (mount_handle *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
 }
 
@@ -1765,6 +1815,7 @@ int mount_start(mount_view *m)
     char *argv[] = {"shoald", "-o", opts, NULL};
     struct fuse_args args = FUSE_ARGS_INIT(3, argv);
     m->se = fuse_session_new(&args, &mount_ops, sizeof mount_ops, m);
+    fuse_opt_free_args(&args); /* libfuse may have copied argv while parsing */
     if (!m->se)
         return shoal_error_set(SHOAL_ERR_MOUNT, "mount %s: cannot create the FUSE session "
                                "(options %s)", m->mountpoint, opts);
@@ -1842,6 +1893,13 @@ void mount_delete(mount_view *m)
         LOG_ERROR("mount", "delete_leaked", "mountpoint=%s reason=\"%s\"", m->mountpoint,
                   shoal_error_message());
         return;
+    }
+    while (m->handles) {
+        mount_handle *h = m->handles;
+        m->handles = h->next;
+        mount_listing_unref(h->listing);
+        free(h->key);
+        free(h);
     }
     while (m->stages) {
         mount_stage *s = m->stages;

@@ -669,6 +669,7 @@ TT_TEST(test_mount_write_temp_then_rename_is_one_put_and_no_copy)
     int fd = open(P(&f, "ckpt.tmp"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     TT_CHECK(fd >= 0 && write(fd, data, len) == (ssize_t)len, "write: %s", strerror(errno));
     TT_CHECK(rename(P(&f, "ckpt.tmp"), P(&f, "ckpt")) == 0, "rename: %s", strerror(errno));
+    check_names(f.mnt, "ckpt"); /* the staged file is listed under its new name before upload */
     TT_CHECK(close(fd) == 0, "close: %s", strerror(errno));
     mem_counts c = mem_backend_counts(f.mem);
     TT_CHECK(c.put == 1 && c.copy == 0 && c.remove == 0, "put=%u copy=%u remove=%u, want 1 0 0",
@@ -786,8 +787,11 @@ TT_TEST(test_mount_failed_upload_makes_close_return_eio)
     int fd = open(P(&f, "lost"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     TT_CHECK(fd >= 0 && write(fd, "data", 4) == 4, "write: %s", strerror(errno));
     check_errno(close(fd), EIO, "close when the upload fails");
+    usleep(100 * 1000); /* let the kernel's release arrive: it must not retry the upload */
     size_t len;
     TT_CHECK(!mem_backend_get(f.mem, "lost", &len), "an object appeared despite the failure");
+    struct stat st;
+    check_errno(stat(P(&f, "lost"), &st), ENOENT, "stat of a file whose only upload failed");
     fx_done(&f);
 }
 
