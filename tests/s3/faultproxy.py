@@ -25,7 +25,8 @@ Control (paths under /_fault, which no bucket name can start with):
           delay     forward after sleeping `ms` milliseconds
         Rules are tried in order; a rule with count 0 left is skipped.
     POST /_fault/reset          forgets rules and counters
-    GET  /_fault/stats          {"total":N,"GET":..,"PUT":..,"POST":..,"DELETE":..,"HEAD":..,"faults":N}
+    GET  /_fault/stats          {"total":N,"GET":..,"PUT":..,"POST":..,"DELETE":..,"HEAD":..,"faults":N,
+                                 "last_host":"..","last_target":".."} (the last proxied request)
 """
 import argparse
 import http.client
@@ -49,9 +50,11 @@ def reset_state():
     STATS.update({"total": 0, "faults": 0})
 
 
-def take_rule(method, target):
+def take_rule(method, target, host):
     with LOCK:
         STATS["total"] += 1
+        STATS["last_host"] = host
+        STATS["last_target"] = target
         STATS[method] = STATS.get(method, 0) + 1
         for r in RULES:
             if r["count"] <= 0:
@@ -141,7 +144,7 @@ class Handler(BaseHTTPRequestHandler):
             self._body()
             return self._control()
         body = self._body()
-        rule = take_rule(self.command, self.path)
+        rule = take_rule(self.command, self.path, self.headers.get("Host", ""))
         action = rule["action"] if rule else "forward"
         if action in ("status", "status200"):
             with LOCK:

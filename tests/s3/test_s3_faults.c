@@ -97,6 +97,21 @@ static long proxy_stat(proxy *p, const char *field)
     return v;
 }
 
+/* A string field of the stats ("last_host", "last_target") into out. */
+static void proxy_stat_str(proxy *p, const char *field, char *out, size_t cap)
+{
+    char *body = tt_http(p->port, "GET", "/_fault/stats");
+    TT_CHECK(body != NULL, "the fault proxy did not answer");
+    char key[32];
+    snprintf(key, sizeof key, "\"%s\": \"", field);
+    const char *q = strstr(body, key);
+    TT_CHECK(q != NULL, "no %s in %s", field, body);
+    q += strlen(key);
+    size_t n = strcspn(q, "\"");
+    snprintf(out, cap, "%.*s", (int)n, q);
+    free(body);
+}
+
 static void setup_tuned(fixture *f, void (*tune)(s3_client_config *))
 {
     memset(f, 0, sizeof *f);
@@ -347,6 +362,35 @@ TT_TEST(test_s3_faults_stalled_answer_times_out_and_is_retried)
     s3_client_stats st;
     s3_client_stats_get(f.c, &st);
     TT_CHECK(st.retries == 1, "client counted %llu retries, want 1 (the timeout)", (unsigned long long)st.retries);
+    teardown(&f);
+}
+
+TT_TEST(test_s3_faults_virtual_hosted_request_puts_bucket_in_host_name)
+{
+    /* s3rver signs virtual-hosted requests over "/bucket/key", which AWS does not, so the proxy
+     * observes the request and answers it itself (a 404) instead of forwarding it. The client
+     * is pointed at "localhost", whose subdomains resolve to the loopback address. */
+    fixture f;
+    setup_tuned(&f, NULL);
+    char ep[64];
+    snprintf(ep, sizeof ep, "http://localhost:%d", f.px.port);
+    s3_client_config cfg;
+    s3_client_config_defaults(&cfg);
+    cfg.endpoint = ep;
+    cfg.path_style = false;
+    cfg.creds = f.creds;
+    s3_client *vh = s3_client_new(&cfg);
+    TT_CHECK(vh != NULL, "s3_client_new: %s", shoal_error_message());
+    proxy_rule(&f.px, "action=status&status=404&code=NoSuchKey&count=1");
+    s3_object_info info;
+    expect_code(s3_head(vh, "vbucket", "dir/a b", &info), SHOAL_ERR_S3_NO_SUCH_KEY, "virtual-hosted HEAD");
+    char host[128], target[256], want[128];
+    proxy_stat_str(&f.px, "last_host", host, sizeof host);
+    proxy_stat_str(&f.px, "last_target", target, sizeof target);
+    snprintf(want, sizeof want, "vbucket.localhost:%d", f.px.port);
+    TT_CHECK(strcmp(host, want) == 0, "Host '%s', want '%s'", host, want);
+    TT_CHECK(strcmp(target, "/dir/a%20b") == 0, "request target '%s', want '/dir/a%%20b'", target);
+    s3_client_delete(vh);
     teardown(&f);
 }
 
