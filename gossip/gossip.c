@@ -61,7 +61,7 @@
 #define SEEDS_MAX 64
 
 typedef struct member {
-    gossip_meta *meta; /* owned */
+    const gossip_meta *meta; /* from meta_get(); released with meta_put() */
     uint64_t incarnation;
     uint64_t state_at;
     uint32_t accuser; /* member index of who suspected / declared dead, NONE when unknown */
@@ -187,6 +187,155 @@ static uint32_t id_hash(const char *s)
     return h ^ (h >> 16);
 }
 
+/* ---- metadata: private copies, or interned in a pool shared by many instances ---- */
+
+typedef struct meta_ent {
+    gossip_meta m; /* first, so a gossip_meta pointer is its entry */
+    uint32_t refs, hash;
+} meta_ent;
+
+struct gossip_meta_pool {
+    meta_ent **slots;
+    size_t cap, used, tombs;
+};
+
+static uint32_t meta_hash(const gossip_meta *m)
+{
+    uint32_t h = id_hash(m->id) ^ id_hash(m->zone) * 31u;
+    const uint8_t *parts[] = {m->addr.ip, m->curve_public};
+    size_t lens[] = {sizeof m->addr.ip, sizeof m->curve_public};
+    for (size_t p = 0; p < 2; p++)
+        for (size_t i = 0; i < lens[p]; i++)
+            h = (h ^ parts[p][i]) * 16777619u;
+    uint64_t nums[] = {m->addr.family, m->addr.port, m->capacity, m->serving, m->proto_version, m->block_size};
+    for (size_t i = 0; i < 6; i++)
+        h = (h ^ (uint32_t)nums[i] ^ (uint32_t)(nums[i] >> 32)) * 16777619u;
+    return h;
+}
+
+#define POOL_TOMB ((meta_ent *)1)
+
+gossip_meta_pool *gossip_meta_pool_new(void)
+{
+    gossip_meta_pool *p = calloc(1, sizeof *p);
+    if (p)
+        p->slots = calloc(p->cap = 1024, sizeof *p->slots);
+    if (!p || !p->slots) {
+        free(p);
+        shoal_error_set(SHOAL_ERR_NOMEM, "gossip: metadata pool");
+        return NULL;
+    }
+    return p;
+}
+
+void gossip_meta_pool_delete(gossip_meta_pool *p)
+{
+    if (!p)
+        return;
+    for (size_t i = 0; i < p->cap; i++)
+        if (p->slots[i] > POOL_TOMB)
+            free(p->slots[i]);
+    free(p->slots);
+    free(p);
+}
+
+static int pool_grow(gossip_meta_pool *p)
+{
+    size_t cap = p->used * 4 > p->cap ? p->cap * 2 : p->cap;
+    meta_ent **s = calloc(cap, sizeof *s);
+    if (!s)
+        return -1;
+    for (size_t i = 0; i < p->cap; i++) {
+        meta_ent *e = p->slots[i];
+        if (e <= POOL_TOMB)
+            continue;
+        size_t j = e->hash & (cap - 1);
+        while (s[j])
+            j = (j + 1) & (cap - 1);
+        s[j] = e;
+    }
+    free(p->slots);
+    p->slots = s;
+    p->cap = cap;
+    p->tombs = 0;
+    return 0;
+}
+
+/* A metadata value to hold in a member: interned (refcounted) in the pool, or a private copy. */
+static const gossip_meta *meta_get(gossip *g, const gossip_meta *m)
+{
+    gossip_meta_pool *p = g->cfg.meta_pool;
+    if (!p) {
+        gossip_meta *copy = malloc(sizeof *copy);
+        if (copy)
+            *copy = *m;
+        return copy;
+    }
+    if ((p->used + p->tombs + 1) * 2 > p->cap && pool_grow(p) < 0)
+        return NULL;
+    uint32_t h = meta_hash(m);
+    size_t j = h & (p->cap - 1), free_at = SIZE_MAX;
+    for (; p->slots[j]; j = (j + 1) & (p->cap - 1)) {
+        meta_ent *e = p->slots[j];
+        if (e == POOL_TOMB) {
+            if (free_at == SIZE_MAX)
+                free_at = j;
+            continue;
+        }
+        if (e->hash == h && meta_eq(&e->m, m)) {
+            e->refs++;
+            return &e->m;
+        }
+    }
+    meta_ent *e = malloc(sizeof *e);
+    if (!e)
+        return NULL;
+    e->m = *m;
+    e->refs = 1;
+    e->hash = h;
+    if (free_at != SIZE_MAX) {
+        j = free_at;
+        p->tombs--;
+    }
+    p->slots[j] = e;
+    p->used++;
+    return &e->m;
+}
+
+static void meta_put(gossip *g, const gossip_meta *m)
+{
+    gossip_meta_pool *p = g->cfg.meta_pool;
+    if (!m)
+        return;
+    if (!p) {
+        free((gossip_meta *)m);
+        return;
+    }
+    meta_ent *e = (meta_ent *)m;
+    if (--e->refs > 0)
+        return;
+    for (size_t j = e->hash & (p->cap - 1); p->slots[j]; j = (j + 1) & (p->cap - 1)) {
+        if (p->slots[j] == e) {
+            p->slots[j] = POOL_TOMB;
+            p->tombs++;
+            break;
+        }
+    }
+    p->used--;
+    free(e);
+}
+
+/* Replaces member i's metadata; false (keeping the old) when memory ran out. */
+static bool meta_set(gossip *g, uint32_t i, const gossip_meta *m)
+{
+    const gossip_meta *n = meta_get(g, m);
+    if (!n)
+        return false;
+    meta_put(g, g->members[i].meta);
+    g->members[i].meta = n;
+    return true;
+}
+
 static void member_info(const gossip *g, uint32_t i, gossip_member_info *out)
 {
     const member *m = &g->members[i];
@@ -260,10 +409,9 @@ static uint32_t member_add(gossip *g, const gossip_meta *meta, uint64_t inc)
     }
     if ((g->n_members + 1) * 2 > g->index_cap && index_rebuild(g, g->index_cap * 2) < 0)
         return NONE;
-    gossip_meta *copy = malloc(sizeof *copy);
+    const gossip_meta *copy = meta_get(g, meta);
     if (!copy)
         return NONE;
-    *copy = *meta;
     uint32_t i = g->n_members++;
     g->members[i] = (member){.meta = copy,
                              .incarnation = inc,
@@ -709,8 +857,9 @@ static void on_alive(gossip *g, const gossip_update *u)
     }
     uint8_t old = m->state;
     bool changed = !meta_eq(m->meta, meta);
+    if (changed && !meta_set(g, i, meta))
+        return;
     m->incarnation = u->incarnation;
-    *m->meta = *meta;
     susp_remove(g, i);
     set_state(g, i, GOSSIP_ALIVE);
     if (changed && is_live(old))
@@ -1062,7 +1211,7 @@ static void reap(gossip *g, uint64_t now)
         member *m = &g->members[i];
         if (i != SELF && !is_live(m->state) && now - m->state_at >= g->cfg.dead_reap_us) {
             remap[i] = NONE;
-            free(m->meta);
+            meta_put(g, m->meta);
             g->n_gone--;
             continue;
         }
@@ -1275,7 +1424,7 @@ void gossip_delete(gossip *g)
     if (!g)
         return;
     for (uint32_t i = 0; i < g->n_members; i++)
-        free(g->members[i].meta);
+        meta_put(g, g->members[i].meta);
     free(g->members);
     free(g->order);
     free(g->index);
@@ -1298,6 +1447,25 @@ int gossip_join(gossip *g, const shoal_addr *seeds, size_t n)
     g->join_backoff = g->cfg.join_backoff_min_us;
     g->next_join_at = now_us(g);
     gossip_tick(g);
+    return 0;
+}
+
+int gossip_preload(gossip *g, const gossip_meta *metas, size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        gossip_refusal why;
+        if (find(g, metas[k].id) != NONE || incompatible(g, &metas[k], &why))
+            continue;
+        if (member_add(g, &metas[k], 0) == NONE)
+            return shoal_error_set(SHOAL_ERR_NOMEM, "gossip: node '%s': preloading member %zu of %zu",
+                                   g->cfg.self.id, k, n);
+    }
+    g->version++;
+    g->joined = true;
+    /* The push-pull period depends on the cluster size, which just changed. */
+    uint64_t now = now_us(g);
+    g->next_pp_at = now + push_pull_interval(g) / 2 + rnd(g, push_pull_interval(g));
+    arm(g);
     return 0;
 }
 
@@ -1332,8 +1500,9 @@ int gossip_set_meta(gossip *g, const gossip_meta *meta)
     if (strcmp(meta->id, g->cfg.self.id) != 0)
         return shoal_error_set(SHOAL_ERR_INVAL, "gossip: node '%s' cannot change its id to '%s'",
                                g->cfg.self.id, meta->id);
+    if (!meta_set(g, SELF, meta))
+        return shoal_error_set(SHOAL_ERR_NOMEM, "gossip: node '%s': new metadata", meta->id);
     g->cfg.self = *meta;
-    *g->members[SELF].meta = *meta;
     g->members[SELF].incarnation++;
     g->version++;
     bc_queue(g, SELF);

@@ -84,6 +84,17 @@ typedef struct gossip_counters {
     uint64_t join_attempts;
 } gossip_counters;
 
+/*
+ * A table of member metadata shared by many instances in one process (shoal-sim runs thousands):
+ * each distinct metadata value is stored once and reference-counted instead of once per instance
+ * per member. Not thread-safe: every instance using it runs on one thread. It must outlive them.
+ */
+typedef struct gossip_meta_pool gossip_meta_pool;
+/* NULL with SHOAL_ERR_NOMEM. */
+gossip_meta_pool *gossip_meta_pool_new(void);
+/* Frees the pool; call after deleting every instance that used it. Accepts NULL. */
+void gossip_meta_pool_delete(gossip_meta_pool *p);
+
 /* Reasons a refusal carries on the wire. */
 typedef enum gossip_refusal {
     GOSSIP_REFUSE_BLOCK_SIZE = 1,
@@ -117,6 +128,7 @@ typedef struct gossip_config {
 
     gossip_event_fn on_event; /* may be NULL */
     void *event_ud;
+    gossip_meta_pool *meta_pool; /* NULL: each instance keeps private copies (the daemon) */
 } gossip_config;
 
 /* Fills `c` with the defaults above and zeroes the identity, key and callback. */
@@ -143,6 +155,13 @@ void gossip_tick(gossip *g);
  */
 int gossip_join(gossip *g, const shoal_addr *seeds, size_t n);
 bool gossip_joined(const gossip *g);
+/*
+ * Adds the members in metas[0..n) (this node and known ids are skipped, incompatible ones too) as
+ * alive at incarnation 0, without a packet or a broadcast, as if a push-pull had brought them, and
+ * counts the node as joined. For simulators that start from a converged cluster instead of paying
+ * for n joins. -1 with SHOAL_ERR_NOMEM (members added so far stay).
+ */
+int gossip_preload(gossip *g, const gossip_meta *metas, size_t n);
 /* True once a member refused this node (block size, version or duplicate id): it stops joining. */
 bool gossip_refused(const gossip *g);
 

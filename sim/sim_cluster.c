@@ -18,6 +18,7 @@ typedef struct sim_slot {
 
 struct sim_cluster {
     sim_world *w;
+    gossip_meta_pool *pool; /* every instance's metadata, stored once */
     gossip_config base;
     sim_slot **slots;
     size_t n, cap;
@@ -48,7 +49,13 @@ sim_cluster *sim_cluster_new(uint64_t seed, const gossip_config *base)
     c->w = sim_world_new(seed);
     if (!c->w)
         goto fail_free;
+    c->pool = gossip_meta_pool_new();
+    if (!c->pool)
+        goto fail_world;
+    c->base.meta_pool = c->pool;
     return c;
+fail_world:
+    sim_world_delete(c->w);
 fail_free:
     free(c);
 fail:
@@ -65,6 +72,7 @@ void sim_cluster_delete(sim_cluster *c)
         free(c->slots[i]);
     }
     free(c->slots);
+    gossip_meta_pool_delete(c->pool);
     sim_world_delete(c->w);
     free(c);
 }
@@ -90,6 +98,7 @@ int sim_cluster_add(sim_cluster *c, const gossip_config *cfg)
     uint32_t i = (uint32_t)c->n;
     if (cfg) {
         s->cfg = *cfg;
+        s->cfg.meta_pool = c->pool;
     } else {
         s->cfg = c->base;
         snprintf(s->cfg.self.id, sizeof s->cfg.self.id, "n%u", i);
@@ -145,6 +154,21 @@ int sim_cluster_restart(sim_cluster *c, int i, uint64_t inc, int seed)
     if (!s->g)
         return -1;
     return sim_cluster_join(c, i, seed);
+}
+
+int sim_cluster_preload(sim_cluster *c)
+{
+    gossip_meta *metas = malloc(c->n * sizeof *metas);
+    if (!metas)
+        return shoal_error_set(SHOAL_ERR_NOMEM, "sim: preload of %zu members", c->n);
+    for (size_t i = 0; i < c->n; i++)
+        metas[i] = c->slots[i]->cfg.self;
+    int rc = 0;
+    for (size_t i = 0; i < c->n && rc == 0; i++)
+        if (c->slots[i]->g)
+            rc = gossip_preload(c->slots[i]->g, metas, c->n);
+    free(metas);
+    return rc;
 }
 
 size_t sim_cluster_count_seeing(const sim_cluster *c, int about, gossip_state state)

@@ -2,7 +2,8 @@
  * sim_cluster: N real gossip instances in one sim_world (Tarantool's swim_test_utils, as an
  * instance). Node i is "n<i>" at 10.<i>:7400 unless the caller gives its own identity. Nodes can be
  * killed (the instance is freed: a crash), restarted with a higher incarnation at the same address,
- * and queried for what every running member believes about another.
+ * and queried for what every running member believes about another. All instances share one
+ * metadata pool, so a member's metadata is stored once, not once per observer.
  */
 #ifndef SHOAL_SIM_CLUSTER_H
 #define SHOAL_SIM_CLUSTER_H
@@ -37,6 +38,9 @@ gossip *sim_cluster_node(sim_cluster *c, int i);
 const char *sim_cluster_id(const sim_cluster *c, int i);
 /* Node i joins through node `seed`. */
 int sim_cluster_join(sim_cluster *c, int i, int seed);
+/* Gives every running node the full membership at once (gossip_preload): a converged cluster
+ * without the cost of n joins, for large simulations. -1 with SHOAL_ERR_NOMEM. */
+int sim_cluster_preload(sim_cluster *c);
 /* Frees node i's instance without a word (a crash); its address stays and swallows packets. */
 void sim_cluster_kill(sim_cluster *c, int i);
 /* Starts node i again with incarnation `inc` and the same identity, and joins through `seed`. */

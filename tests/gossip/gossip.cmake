@@ -1,2 +1,6 @@
 # Gossip behaviour in virtual time (sim/), the wire codec, and the fuzz corpus replay.
 shoal_test(test_gossip SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_gossip.c LIBS shoal_vt m TIMEOUT 300)
+shoal_test(test_gossip_proto SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_gossip_proto.c LIBS shoal_vt)
+
+# The fuzz harness of the gossip decoder, and its corpus replayed as an ordinary test.
+include(${PROJECT_SOURCE_DIR}/fuzz/gossip/gossip.cmake)
