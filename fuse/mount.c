@@ -403,10 +403,10 @@ static void merge_staged(mount_view *m, const char *path, mount_listing *l)
         /* Put the new entry at l->n, moving the first dropped duplicate to the end. */
         e[l->n_alloc] = e[l->n];
         memset(&e[l->n], 0, sizeof e[l->n]);
+        l->n_alloc++;
         e[l->n].name = strdup(name);
         if (!e[l->n].name)
-            return;
-        l->n_alloc++;
+            break;
         l->n++;
         added++;
     }
@@ -1089,7 +1089,9 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     mount_view *m = fuse_req_userdata(req);
     mount_handle *h = (mount_handle *)(uintptr_t)fi->fh;
-    int rc = h->stage ? stage_upload(m, h->stage) : 0;
+    /* Only a descriptor that may write uploads: a reader of a file being written closing its
+     * descriptor must not publish the writer's half-written bytes. */
+    int rc = h->stage && wants_write(h->flags) ? stage_upload(m, h->stage) : 0;
     fuse_reply_err(req, -rc);
 }
 

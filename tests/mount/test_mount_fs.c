@@ -556,16 +556,16 @@ TT_TEST(test_mount_reopen_after_ttl_sees_new_version_never_a_splice)
     fx_prepare(&f);
     f.cfg.metadata_ttl = 1;
     f.cfg.negative_ttl = 1;
-    size_t len = 1024 * 1024;
-    char *a = malloc(len), *b = malloc(len), *buf = malloc(len);
+    size_t len = 1024 * 1024, blen = len + 4099; /* the new version is longer */
+    char *a = malloc(len), *b = malloc(blen), *buf = malloc(blen);
     memset(a, 'A', len);
-    memset(b, 'B', len);
+    memset(b, 'B', blen);
     mem_backend_set(f.mem, "v", 1, a, len, 0);
     fx_mount(&f);
     int fd = open(P(&f, "v"), O_RDONLY);
     TT_CHECK(fd >= 0, "open: %s", strerror(errno));
     TT_CHECK(pread(fd, buf, len / 2, 0) == (ssize_t)len / 2 && buf[0] == 'A', "first half");
-    mem_backend_set(f.mem, "v", 1, b, len, 0); /* an external overwrite */
+    mem_backend_set(f.mem, "v", 1, b, blen, 0); /* an external overwrite */
     /* Drop the cached pages so the open handle must go to the backend for the rest. */
     posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     ssize_t n = pread(fd, buf, len, 0);
@@ -577,7 +577,7 @@ TT_TEST(test_mount_reopen_after_ttl_sees_new_version_never_a_splice)
     }
     close(fd);
     usleep(1200 * 1000);
-    check_content(P(&f, "v"), b, len);
+    check_content(P(&f, "v"), b, blen);
     free(a);
     free(b);
     free(buf);
