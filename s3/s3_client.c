@@ -93,7 +93,7 @@ struct s3_client {
     s3_req *on_wire;         /* doubly linked through aprev/anext */
     unsigned active;
 
-    _Atomic uint64_t n_get, n_head, n_list, n_put, n_delete, bytes_in, bytes_out, retries, failures;
+    _Atomic uint64_t n_get, n_head, n_list, n_put, n_delete, bytes_in, bytes_out, retries, failures, connections;
 };
 
 struct s3_req {
@@ -308,6 +308,7 @@ void s3_client_stats_get(const s3_client *c, s3_client_stats *out)
     out->bytes_out = atomic_load_explicit(&m->bytes_out, memory_order_relaxed);
     out->retries = atomic_load_explicit(&m->retries, memory_order_relaxed);
     out->failures = atomic_load_explicit(&m->failures, memory_order_relaxed);
+    out->connections = atomic_load_explicit(&m->connections, memory_order_relaxed);
 }
 
 static void count(_Atomic uint64_t *ctr, uint64_t n) { atomic_fetch_add_explicit(ctr, n, memory_order_relaxed); }
@@ -426,6 +427,10 @@ int s3_submit(s3_client *c, const s3_req_spec *spec, s3_done_fn done, void *ud)
         r->body_fd = spec->fd;
         r->body_off = spec->offset;
         r->body_len = spec->len;
+    } else if (spec->len) {
+        shoal_error_set(SHOAL_ERR_INVAL, "%s key=%s: a body of %llu bytes without data or a file descriptor",
+                        op_names[r->op], r->key ? r->key : "", (unsigned long long)spec->len);
+        goto fail;
     }
     if (hash_body(r) < 0)
         goto fail;
@@ -1077,6 +1082,9 @@ static void complete(s3_req *r, outcome *o)
 
 static void finish_attempt(s3_client *c, s3_req *r, CURLcode cc)
 {
+    long conns = 0;
+    if (curl_easy_getinfo(r->easy, CURLINFO_NUM_CONNECTS, &conns) == CURLE_OK && conns > 0)
+        count(&c->connections, (uint64_t)conns);
     outcome *o = malloc(sizeof *o);
     if (!o) {
         outcome small = {.err = SHOAL_ERR_NOMEM};

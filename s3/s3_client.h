@@ -181,6 +181,7 @@ typedef struct s3_client_stats {
     uint64_t bytes_out;       /* request body bytes */
     uint64_t retries;         /* attempts that were retried */
     uint64_t failures;        /* requests that completed with an error */
+    uint64_t connections;     /* new connections opened (the rest reused a kept-alive one) */
 } s3_client_stats;
 
 void s3_client_stats_get(const s3_client *c, s3_client_stats *out);

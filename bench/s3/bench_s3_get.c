@@ -217,7 +217,7 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     bench b = {.objects = 8, .size = 32u << 20, .range = 1u << 20, .aws = "/usr/bin/aws"};
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
             usage();
@@ -235,7 +235,6 @@ int main(int argc, char **argv)
             b.aws = v;
         else
             usage();
-        i++;
     }
     if (!b.endpoint || !b.bucket || !b.objects || !b.range || b.size < b.range || b.size % b.range)
         usage();

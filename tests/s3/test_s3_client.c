@@ -407,7 +407,7 @@ TT_TEST(test_s3_client_lists_with_delimiter_and_prefix)
     list_all(&f, (s3_list_args){.bucket = BUCKET, .delimiter = "/", .max_keys = 10}, &no, &np, &pre);
     TT_CHECK(no == 100 && np == 25, "delimited listing: %zu objects (want 100) %zu prefixes (want 25)", no, np);
     for (size_t i = 0; i < np; i++) {
-        char want[8];
+        char want[32];
         snprintf(want, sizeof want, "d%02zu/", i);
         TT_CHECK(strcmp(pre[i], want) == 0, "prefix %zu is '%s', want '%s'", i, pre[i], want);
     }
@@ -673,6 +673,31 @@ TT_TEST(test_s3_client_get_into_sink_and_counters)
              (unsigned long long)st.bytes_out, (unsigned long long)st.bytes_in, len);
     free(s.dst);
     free(data);
+    teardown(&f);
+}
+
+TT_TEST(test_s3_client_reuses_kept_alive_connections)
+{
+    fixture f;
+    setup(&f);
+    put_mem(&f, "conn/k", "abc", 3);
+    s3_object_info info;
+    for (int i = 0; i < 50; i++)
+        TT_OK(s3_head(f.c, BUCKET, "conn/k", &info));
+    s3_client_stats st;
+    s3_client_stats_get(f.c, &st);
+    TT_CHECK(st.head_requests == 50 && st.connections >= 1 && st.connections <= 2,
+             "51 sequential requests opened %llu connections", (unsigned long long)st.connections);
+    teardown(&f);
+}
+
+TT_TEST(test_s3_client_put_without_a_body_source_is_refused)
+{
+    fixture f;
+    setup(&f);
+    s3_put_args a = {.bucket = BUCKET, .key = "nobody", .len = 10, .fd = -1};
+    TT_CHECK(s3_put(f.c, &a, NULL) == -1 && shoal_error_code() == SHOAL_ERR_INVAL, "a 10-byte PUT without data: %s",
+             shoal_error_message());
     teardown(&f);
 }
 
