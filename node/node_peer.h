@@ -95,8 +95,8 @@ int node_peer_keypair_load_or_create(const char *dir, uint8_t pub[NODE_PEER_KEY_
  * message has the address) or SHOAL_ERR_NODE_PEER (ZeroMQ or the ZAP handler failed). */
 node_peer *node_peer_new(const node_peer_config *cfg);
 
-/* Stops the I/O thread, completes every pending request with SHOAL_ERR_CLOSED (callbacks run on
- * the calling thread), closes the sockets and wipes the secret key. Requests still held by the
+/* Stops the I/O thread, which completes every pending request with SHOAL_ERR_CLOSED before this
+ * returns (the callbacks run on that thread, as always), closes the sockets and wipes the secret key. Requests still held by the
  * daemon stay valid; answering them afterwards fails with SHOAL_ERR_CLOSED and frees them.
  * Accepts NULL. */
 void node_peer_delete(node_peer *p);

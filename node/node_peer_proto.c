@@ -72,6 +72,34 @@ static uint32_t required_fields(node_peer_type t)
     return 0;
 }
 
+/* Fields a type may carry: the required ones plus the optional object size. */
+static uint32_t allowed_fields(node_peer_type t)
+{
+    uint32_t f = required_fields(t);
+    return t == NODE_PEER_GET_REPLY || t == NODE_PEER_PUT ? f | F_SZ : f;
+}
+
+/* Forgets known fields that do not belong to the message's type (a PUT with a status, say): they
+ * are skipped like unknown keys, so a decoded message means exactly what its encoding says. */
+static void drop_foreign_fields(node_peer_msg *m, uint32_t seen)
+{
+    uint32_t foreign = seen & ~allowed_fields(m->type);
+    if (foreign & F_MV)
+        m->membership_version = 0;
+    if (foreign & F_BLOCK)
+        memset(&m->block, 0, sizeof m->block);
+    if (foreign & F_FL)
+        m->flags = 0;
+    if (foreign & F_ST)
+        m->status = NODE_PEER_OK;
+    if (foreign & F_SZ)
+        m->has_object_size = false, m->object_size = 0;
+    if (foreign & F_PL)
+        m->payload_len = 0;
+    if (foreign & F_CK)
+        m->checksum = 0;
+}
+
 static bool type_has_payload(node_peer_type t)
 {
     return t == NODE_PEER_GET_REPLY || t == NODE_PEER_PUT;
@@ -218,8 +246,8 @@ int node_peer_msg_encode(const node_peer_msg *m, shoal_buf *out)
     if (node_peer_msg_check(m, type_has_payload(m->type) ? m->payload_len : 0, SHOAL_ERR_INVAL) != 0)
         return shoal_error_wrap("encode peer message");
     uint32_t fields = required_fields(m->type);
-    if ((m->type == NODE_PEER_GET_REPLY || m->type == NODE_PEER_PUT) && m->has_object_size)
-        fields |= F_SZ;
+    if (m->has_object_size)
+        fields |= allowed_fields(m->type) & F_SZ;
 
     /* Reserve the worst case up front (every uint as 9 bytes, every key and string with a
      * 5-byte length) so no append below can fail half-way through a frame. */
@@ -503,6 +531,7 @@ int node_peer_msg_decode(shoal_cursor header, size_t payload_size, node_peer_msg
         }
         goto fail_unpacked;
     }
+    drop_foreign_fields(out, seen);
     if (node_peer_msg_check(out, payload_size, SHOAL_ERR_NODE_PEER) != 0)
         goto fail_unpacked;
     rc = 0;

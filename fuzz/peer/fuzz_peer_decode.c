@@ -44,14 +44,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         if (again.type != m.type || again.request_id != m.request_id || again.status != m.status ||
             again.payload_len != m.payload_len || again.checksum != m.checksum ||
-            again.has_object_size != m.has_object_size || again.object_size != m.object_size)
-            abort();
-        if ((m.type == NODE_PEER_GET || m.type == NODE_PEER_PUT) &&
-            (memcmp(again.block.id, m.block.id, NODE_PEER_BLOCK_ID_LEN) != 0 ||
-             !same_cursor(again.block.bucket, m.block.bucket) || !same_cursor(again.block.key, m.block.key) ||
-             !same_cursor(again.block.etag, m.block.etag) || again.block.index != m.block.index ||
-             again.block.offset != m.block.offset || again.block.length != m.block.length ||
-             again.flags != m.flags || again.membership_version != m.membership_version))
+            again.has_object_size != m.has_object_size || again.object_size != m.object_size ||
+            again.flags != m.flags || again.membership_version != m.membership_version ||
+            memcmp(again.block.id, m.block.id, NODE_PEER_BLOCK_ID_LEN) != 0 ||
+            !same_cursor(again.block.bucket, m.block.bucket) || !same_cursor(again.block.key, m.block.key) ||
+            !same_cursor(again.block.etag, m.block.etag) || again.block.index != m.block.index ||
+            again.block.offset != m.block.offset || again.block.length != m.block.length)
             abort();
         shoal_buf_destroy(&b);
     }

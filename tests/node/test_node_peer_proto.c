@@ -305,4 +305,22 @@ TT_TEST(test_node_peer_proto_ignores_unknown_fields)
     shoal_buf_destroy(&b);
 }
 
+TT_TEST(test_node_peer_proto_ignores_known_fields_foreign_to_the_type)
+{
+    shoal_buf b;
+    msgpack_packer pk;
+    TT_OK(shoal_buf_create(&b, 0));
+    msgpack_packer_init(&pk, &b, pack_cb);
+    pk_head(&pk, 6, NODE_PEER_PING, 7);
+    pk_str(&pk, "mv"), msgpack_pack_uint64(&pk, 3);
+    pk_str(&pk, "st"), msgpack_pack_uint64(&pk, NODE_PEER_BUSY); /* a status on a request */
+    pk_str(&pk, "ck"), msgpack_pack_uint64(&pk, 99);
+    node_peer_msg m;
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 0, &m));
+    TT_CHECK(m.status == NODE_PEER_OK && m.checksum == 0 && m.membership_version == 3,
+             "status %s checksum %llu: fields a PING does not have must not leak into it",
+             node_peer_status_name(m.status), (unsigned long long)m.checksum);
+    shoal_buf_destroy(&b);
+}
+
 TT_MAIN()
