@@ -6,9 +6,10 @@ says so, answers what no healthy server would (503 SlowDown, 403, 412, a 200 car
 drops or resets the connection, truncates a body, or stalls. Everything else is forwarded to the
 real server byte for byte, Host header included, so SigV4 signatures still verify there.
 
-    /usr/bin/python3 faultproxy.py --upstream PORT
+    /usr/bin/python3 faultproxy.py --upstream PORT [--tls CERT KEY]
 
 prints {"port": N} once it listens and serves until its stdin closes (the test died or ended).
+With --tls it speaks HTTPS with that certificate (the tests of certificate verification).
 
 Control (paths under /_fault, which no bucket name can start with):
     POST /_fault/rule?action=A&count=N[&method=M][&match=S][&status=C&code=X]
@@ -32,6 +33,7 @@ import argparse
 import http.client
 import json
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -178,10 +180,15 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--upstream", type=int, required=True)
+    ap.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     args = ap.parse_args()
     reset_state()
     Handler.upstream_port = args.upstream
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if args.tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls[0], args.tls[1])
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     srv.daemon_threads = True
     srv.local = threading.local()
     sys.stdout.write(json.dumps({"port": srv.server_address[1]}) + "\n")

@@ -33,7 +33,8 @@ typedef struct fixture {
     s3_client *c;
 } fixture;
 
-static void proxy_start(proxy *p, int upstream)
+/* Starts the proxy in front of upstream; over HTTPS with cert/key when cert is not NULL. */
+static void proxy_start(proxy *p, int upstream, const char *cert, const char *key)
 {
     if (access("/usr/bin/python3", X_OK) != 0)
         TT_SKIP("/usr/bin/python3 is missing: the fault proxy needs it");
@@ -48,8 +49,11 @@ static void proxy_start(proxy *p, int upstream)
         dup2(out[1], 1);
         close(in[1]);
         close(out[0]);
-        execl("/usr/bin/python3", "python3", tt_source_path("tests/s3/faultproxy.py"), "--upstream", port,
-              (char *)NULL);
+        const char *script = tt_source_path("tests/s3/faultproxy.py");
+        if (cert)
+            execl("/usr/bin/python3", "python3", script, "--upstream", port, "--tls", cert, key, (char *)NULL);
+        else
+            execl("/usr/bin/python3", "python3", script, "--upstream", port, (char *)NULL);
         _exit(127);
     }
     close(in[0]);
@@ -64,7 +68,7 @@ static void proxy_start(proxy *p, int upstream)
     const char *q = strstr(line, "\"port\": ");
     TT_CHECK(q != NULL, "the fault proxy did not start (said '%s')", line);
     p->port = atoi(q + 8);
-    snprintf(p->endpoint, sizeof p->endpoint, "http://127.0.0.1:%d", p->port);
+    snprintf(p->endpoint, sizeof p->endpoint, "%s://127.0.0.1:%d", cert ? "https" : "http", p->port);
 }
 
 static void proxy_stop(proxy *p)
@@ -120,7 +124,7 @@ static void setup_tuned(fixture *f, void (*tune)(s3_client_config *))
     unsetenv("AWS_SESSION_TOKEN");
     unsetenv("AWS_PROFILE");
     tt_s3rver_start(&f->srv, BUCKET, false);
-    proxy_start(&f->px, f->srv.port);
+    proxy_start(&f->px, f->srv.port, NULL, NULL);
     s3_creds_options co = {.disable_imds = true};
     f->creds = s3_creds_provider_new(&co);
     TT_CHECK(f->creds != NULL, "credentials: %s", shoal_error_message());
@@ -391,6 +395,61 @@ TT_TEST(test_s3_faults_virtual_hosted_request_puts_bucket_in_host_name)
     TT_CHECK(strcmp(host, want) == 0, "Host '%s', want '%s'", host, want);
     TT_CHECK(strcmp(target, "/dir/a%20b") == 0, "request target '%s', want '/dir/a%%20b'", target);
     s3_client_delete(vh);
+    teardown(&f);
+}
+
+/* A self-signed certificate for 127.0.0.1 in dir (cert.pem, key.pem), made with the openssl tool. */
+static void make_cert(const char *dir)
+{
+    if (system("openssl version >/dev/null 2>&1") != 0)
+        TT_SKIP("the openssl command is missing: it makes the test certificate");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+             "-addext subjectAltName=IP:127.0.0.1 -keyout %s/key.pem -out %s/cert.pem >/dev/null 2>&1",
+             dir, dir);
+    TT_CHECK(system(cmd) == 0, "openssl req failed: %s", cmd);
+}
+
+TT_TEST(test_s3_faults_https_verifies_certificates_by_default_and_uses_ca_bundle)
+{
+    /* The proxy serves HTTPS with a self-signed certificate no system store trusts. */
+    fixture f;
+    setup_tuned(&f, NULL);
+    char *dir = tt_tmpdir("s3tls");
+    make_cert(dir);
+    char cert[4096], key[4096];
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(key, sizeof key, "%s/key.pem", dir);
+    proxy tls;
+    proxy_start(&tls, f.srv.port, cert, key);
+    put_obj(&f, "k");
+    s3_client_config cfg;
+    s3_client_config_defaults(&cfg);
+    cfg.endpoint = tls.endpoint;
+    cfg.path_style = true;
+    cfg.creds = f.creds;
+    unsetenv("AWS_CA_BUNDLE");
+    s3_client *strict = s3_client_new(&cfg);
+    TT_CHECK(strict != NULL, "s3_client_new: %s", shoal_error_message());
+    char buf[OBJ_LEN];
+    s3_get_args g = {.bucket = BUCKET, .key = "k", .buf = buf, .buf_len = sizeof buf};
+    expect_code(s3_get(strict, &g, NULL, NULL), SHOAL_ERR_S3_TRANSPORT, "untrusted certificate");
+    TT_CHECK(strstr(shoal_error_message(), "certificate") && strstr(shoal_error_message(), "1 attempt"),
+             "message should name the certificate and show no retry: %s", shoal_error_message());
+    s3_client_delete(strict);
+    /* Trusting it through AWS_CA_BUNDLE, as AWS's tools do. */
+    setenv("AWS_CA_BUNDLE", cert, 1);
+    s3_client *trusting = s3_client_new(&cfg);
+    unsetenv("AWS_CA_BUNDLE");
+    TT_CHECK(trusting != NULL, "s3_client_new: %s", shoal_error_message());
+    uint64_t got = 0;
+    TT_OK(s3_get(trusting, &g, &got, NULL));
+    TT_CHECK(got == OBJ_LEN && memcmp(buf, OBJ, OBJ_LEN) == 0, "wrong bytes over HTTPS");
+    s3_client_delete(trusting);
+    proxy_stop(&tls);
+    tt_rmtree(dir);
+    free(dir);
     teardown(&f);
 }
 
