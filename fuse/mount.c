@@ -64,7 +64,7 @@
 #define MOUNT_IO_MAX (1u << 20)        /* max_read, max_write and the fetch chunk */
 #define MOUNT_READAHEAD (4u << 20)
 #define MOUNT_ONCE_SLOTS 8192          /* keys remembered by the logged-once set */
-#define MOUNT_STOP_WAIT_S 5            /* how long mount_stop waits before aborting the link */
+#define MOUNT_STOP_WAIT_S 2            /* how long mount_stop waits before aborting the link */
 
 typedef struct mount_stage {
     pthread_mutex_t lock;
@@ -649,13 +649,10 @@ static void stage_put(mount_view *m, mount_stage *s)
             s->next->prev = s->prev;
         m->staged_bytes -= s->reserved;
         s->in->stage = NULL;
-        if (s->dirty) {
-            /* Never uploaded: a file that was only staged no longer exists; one that exists in
-             * the store is what the store says (asked again on next use). */
+        /* Never uploaded: what the store says is the truth again (asked on next use). A
+         * file that was only ever staged no longer exists: lookups and getattr find ENOENT. */
+        if (s->dirty)
             s->in->attr_until = 0;
-            if (!s->in->remote)
-                mount_inodes_detach(m->inodes, s->in);
-        }
         mount_inodes_maybe_free(m->inodes, s->in);
     }
     pthread_mutex_unlock(&m->lock);
@@ -850,6 +847,7 @@ static int stage_open(mount_view *m, mount_inode *in, bool trunc, mount_stage **
             return rc;
         }
         s->filled = trunc || !in->remote;
+        s->dirty = !in->remote; /* not in the store yet: becomes an object at close, even empty */
     }
     s->nopen++;
     pthread_mutex_unlock(&m->lock);
@@ -907,6 +905,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     mount_inode *in = get_inode(m, ino);
     if (!in || in->is_dir) {
         rc = in ? -EISDIR : -ENOENT;
+        goto unlock_fail;
+    }
+    if (!in->remote && !in->stage && !wants_write(fi->flags)) {
+        rc = -ENOENT; /* staged once, never uploaded, released: it does not exist */
         goto unlock_fail;
     }
     if (wants_write(fi->flags)) {
@@ -1843,39 +1845,68 @@ fail_session:
     return -1;
 }
 
+/* Unmounts as root: a plain unmount ends the connection at once when no file is open; while
+ * files stay open (EBUSY) it retries for MOUNT_STOP_WAIT_S, then MNT_FORCE aborts the FUSE
+ * connection (the open files get ENOTCONN) and MNT_DETACH removes the mount. True when the
+ * connection is over; false when not permitted (the caller falls back to fusermount3). */
+static bool unmount_as_root(mount_view *m)
+{
+    for (int i = 0; i < MOUNT_STOP_WAIT_S * 10; i++) {
+        if (umount2(m->mountpoint, 0) == 0)
+            return true;
+        if (errno != EBUSY)
+            return false;
+        usleep(100 * 1000);
+    }
+    LOG_WARN("mount", "abort_connection", "mountpoint=%s reason=\"files still open\"",
+             m->mountpoint);
+    if (umount2(m->mountpoint, MNT_FORCE) != 0 && errno != EBUSY)
+        return false;
+    umount2(m->mountpoint, MNT_DETACH);
+    return true;
+}
+
+/* After a lazy unmount that open files keep alive: aborts the connection through the fusectl
+ * filesystem when it is mounted. True when that was done. */
+static bool abort_connection(const struct stat *st)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/sys/fs/fuse/connections/%u/abort", minor(st->st_dev));
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return false;
+    fputs("1", f);
+    fclose(f);
+    return true;
+}
+
 int mount_stop(mount_view *m)
 {
     struct stat st;
     int rc = 0;
     if (!m || !m->running)
         return 0;
-    /* The connection number, to abort it if open files keep the lazy unmount from ending. */
-    bool have_dev = stat(m->mountpoint, &st) == 0;
+    bool have_dev = stat(m->mountpoint, &st) == 0; /* names the connection, for fusectl */
     fuse_session_exit(m->se);
+    bool over = unmount_as_root(m);
+    /* Closes the device; when the connection is not over yet, detaches the mount with
+     * `fusermount3 -u -z` (what a user without CAP_SYS_ADMIN may do). */
     fuse_session_unmount(m->se);
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += MOUNT_STOP_WAIT_S;
-    if (pthread_timedjoin_np(m->thread, NULL, &deadline) != 0) {
-        char path[64];
-        LOG_WARN("mount", "abort_connection", "mountpoint=%s reason=\"files still open\"",
-                 m->mountpoint);
-        FILE *f = NULL;
-        if (have_dev) {
-            snprintf(path, sizeof path, "/sys/fs/fuse/connections/%u/abort", minor(st.st_dev));
-            f = fopen(path, "w");
-        }
-        if (f) {
-            fputs("1", f);
-            fclose(f);
-        }
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_sec += MOUNT_STOP_WAIT_S;
-        if (pthread_timedjoin_np(m->thread, NULL, &deadline) != 0) {
-            rc = shoal_error_set(SHOAL_ERR_MOUNT, "mount %s: the FUSE loop did not end",
-                                 m->mountpoint);
-            pthread_detach(m->thread);
-        }
+    bool joined = false;
+    if (!over && pthread_timedjoin_np(m->thread, NULL, &deadline) == 0)
+        joined = over = true;
+    if (!over && have_dev)
+        over = abort_connection(&st);
+    /* Once the connection is over, only handlers in flight (an upload) keep the loop: wait. */
+    if (over && !joined)
+        pthread_join(m->thread, NULL);
+    if (!over) {
+        rc = shoal_error_set(SHOAL_ERR_MOUNT, "mount %s: files are still open and the FUSE "
+                             "connection cannot be aborted", m->mountpoint);
+        pthread_detach(m->thread);
     }
     m->running = false;
     if (rc == 0) {

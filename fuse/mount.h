@@ -105,8 +105,10 @@ mount_view *mount_new(const mount_config *cfg, const mount_backend *backend, voi
  * fails (the message says why: no /dev/fuse, not permitted, mount point busy...). */
 int mount_start(mount_view *m);
 
-/* Unmounts (lazily if files are still open) and waits for the loop to end. Idempotent; 0, or
- * -1 with SHOAL_ERR_MOUNT when the loop did not end. */
+/* Unmounts (lazily if files are still open) and waits for the loop to end. When open files
+ * keep the connection alive for 2 s, aborts it (those files then fail with ENOTCONN) and waits
+ * for the handlers in flight, uploads included, to finish. Idempotent; 0, or -1 with
+ * SHOAL_ERR_MOUNT when the loop did not end and the connection could not be aborted. */
 int mount_stop(mount_view *m);
 
 /* Stops the mount if it runs and frees it. Accepts NULL. */

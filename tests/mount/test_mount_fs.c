@@ -21,6 +21,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/time.h>
@@ -45,7 +46,8 @@ typedef struct fixture {
     mount_view *m;
 } fixture;
 
-static fixture *live; /* the mount to take down if a check fails */
+static fixture *live;        /* the mount to take down if a check fails */
+static char live_tmpfs[512]; /* and a tmpfs a test mounted */
 
 static void unmount_live(void)
 {
@@ -53,6 +55,8 @@ static void unmount_live(void)
         mount_delete(live->m);
         live->m = NULL;
     }
+    if (live_tmpfs[0])
+        umount2(live_tmpfs, MNT_DETACH);
 }
 
 static void require_fuse(void)
@@ -523,6 +527,7 @@ TT_TEST(test_mount_lists_2500_entries_with_one_listing_and_no_head)
         TT_CHECK(stat(P(&f, "big/f%05d", i), &st) == 0 && st.st_size == (off_t)strlen(want),
                  "stat f%05d: size %lld", i, (long long)st.st_size);
     }
+    check_content(P(&f, "big/f01234"), "1234", 4); /* open within the TTL: no HEAD either */
     mem_counts c = mem_backend_counts(f.mem);
     TT_CHECK(c.list == 1, "%u listings for one ls, want 1", c.list);
     TT_CHECK(c.head == 0, "%u HEADs after the listing described every entry, want 0", c.head);
@@ -682,6 +687,27 @@ TT_TEST(test_mount_write_temp_then_rename_is_one_put_and_no_copy)
     fx_done(&f);
 }
 
+TT_TEST(test_mount_rename_of_object_with_unsent_writes_copies_then_uploads)
+{
+    fixture f;
+    fx_prepare(&f);
+    mem_backend_set_str(f.mem, "model.bin", "old bytes");
+    fx_mount(&f);
+    int fd = open(P(&f, "model.bin"), O_WRONLY | O_APPEND);
+    TT_CHECK(fd >= 0 && write(fd, " + new", 6) == 6, "append: %s", strerror(errno));
+    mem_backend_reset_counts(f.mem);
+    TT_CHECK(rename(P(&f, "model.bin"), P(&f, "model.final")) == 0, "rename: %s", strerror(errno));
+    check_backend(&f, "model.final", "old bytes", 9); /* the stored version moved first */
+    TT_CHECK(close(fd) == 0, "close: %s", strerror(errno));
+    check_backend(&f, "model.final", "old bytes + new", 15);
+    size_t len;
+    TT_CHECK(!mem_backend_get(f.mem, "model.bin", &len), "old key still stored");
+    mem_counts c = mem_backend_counts(f.mem);
+    TT_CHECK(c.copy == 1 && c.remove == 1 && c.put == 1, "copy=%u remove=%u put=%u, want 1 1 1",
+             c.copy, c.remove, c.put);
+    fx_done(&f);
+}
+
 TT_TEST(test_mount_rename_of_uploaded_file_is_copy_and_remove)
 {
     fixture f;
@@ -756,6 +782,42 @@ TT_TEST(test_mount_unlink_deletes_the_object)
     fx_done(&f);
 }
 
+TT_TEST(test_mount_unlink_of_new_file_still_open_uploads_nothing)
+{
+    fixture f;
+    fx_up(&f);
+    int fd = open(P(&f, "scratch"), O_RDWR | O_CREAT | O_TRUNC, 0644);
+    TT_CHECK(fd >= 0 && write(fd, "temp", 4) == 4, "write: %s", strerror(errno));
+    TT_CHECK(unlink(P(&f, "scratch")) == 0, "unlink: %s", strerror(errno));
+    char buf[8] = {0};
+    TT_CHECK(pread(fd, buf, sizeof buf, 0) == 4 && !memcmp(buf, "temp", 4),
+             "the unlinked file stays readable through its descriptor");
+    TT_CHECK(close(fd) == 0, "close: %s", strerror(errno));
+    mem_counts c = mem_backend_counts(f.mem);
+    TT_CHECK(c.put == 0 && c.remove == 0, "put=%u remove=%u for a file that never reached the "
+             "store", c.put, c.remove);
+    TT_CHECK(mem_backend_count(f.mem) == 0, "%zu objects stored", mem_backend_count(f.mem));
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_reader_closing_does_not_publish_a_writers_partial_bytes)
+{
+    fixture f;
+    fx_up(&f);
+    int w = open(P(&f, "growing"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    TT_CHECK(w >= 0 && write(w, "part", 4) == 4, "write: %s", strerror(errno));
+    int r = open(P(&f, "growing"), O_RDONLY);
+    TT_CHECK(r >= 0, "open for reading: %s", strerror(errno));
+    char buf[8] = {0};
+    TT_CHECK(read(r, buf, sizeof buf) == 4 && !memcmp(buf, "part", 4), "reader sees local writes");
+    TT_CHECK(close(r) == 0, "reader's close: %s", strerror(errno));
+    TT_CHECK(mem_backend_counts(f.mem).put == 0, "the reader's close uploaded the file");
+    TT_CHECK(write(w, "+rest", 5) == 5 && close(w) == 0, "writer: %s", strerror(errno));
+    check_backend(&f, "growing", "part+rest", 9);
+    TT_CHECK(mem_backend_counts(f.mem).put == 1, "%u PUTs, want 1", mem_backend_counts(f.mem).put);
+    fx_done(&f);
+}
+
 TT_TEST(test_mount_mkdir_rmdir_and_enotempty)
 {
     fixture f;
@@ -792,6 +854,8 @@ TT_TEST(test_mount_failed_upload_makes_close_return_eio)
     TT_CHECK(!mem_backend_get(f.mem, "lost", &len), "an object appeared despite the failure");
     struct stat st;
     check_errno(stat(P(&f, "lost"), &st), ENOENT, "stat of a file whose only upload failed");
+    TT_CHECK(spit(P(&f, "lost"), "again", 5) == 0, "writing it again: %s", strerror(errno));
+    check_backend(&f, "lost", "again", 5);
     fx_done(&f);
 }
 
@@ -821,6 +885,43 @@ TT_TEST(test_mount_staging_cap_gives_enospc_and_keeps_what_was_written)
     TT_CHECK(got && len == total, "stored %zu bytes, want %zu", len, total);
     free(got);
     free(chunk);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_full_staging_filesystem_gives_enospc)
+{
+    fixture f;
+    fx_prepare(&f);
+    /* A small tmpfs as the staging directory: its ENOSPC, not the mount's cap, must reach the
+     * writer. */
+    TT_CHECK(mkdir(f.stage, 0700) == 0, "mkdir staging: %s", strerror(errno));
+    if (mount("shoal-test", f.stage, "tmpfs", 0, "size=256k") != 0) {
+        int e = errno;
+        tt_rmtree(f.dir);
+        TT_SKIP("cannot mount a small tmpfs for the staging directory here: %s", strerror(e));
+    }
+    snprintf(live_tmpfs, sizeof live_tmpfs, "%s", f.stage);
+    fx_mount(&f);
+    char *chunk = pattern(65536, 8);
+    int fd = open(P(&f, "big"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    TT_CHECK(fd >= 0, "create: %s", strerror(errno));
+    ssize_t n = 0;
+    size_t total = 0;
+    for (int i = 0; i < 16 && n >= 0; i++)
+        if ((n = write(fd, chunk, 65536)) > 0)
+            total += (size_t)n;
+    int e = errno;
+    TT_CHECK(n < 0 && e == ENOSPC, "write on a full staging filesystem: n=%zd errno=%s", n,
+             strerror(e));
+    TT_CHECK(close(fd) == 0, "close: %s", strerror(errno));
+    size_t len = 0;
+    char *got = mem_backend_get(f.mem, "big", &len);
+    TT_CHECK(got && len == total, "stored %zu bytes, want the %zu accepted", len, total);
+    free(got);
+    free(chunk);
+    TT_CHECK(mount_stop(f.m) == 0, "unmount: %s", shoal_error_message());
+    TT_CHECK(umount2(f.stage, 0) == 0, "unmount the tmpfs: %s", strerror(errno));
+    live_tmpfs[0] = '\0';
     fx_done(&f);
 }
 
@@ -953,6 +1054,24 @@ TT_TEST(test_mount_stale_mount_of_a_killed_process_is_cleaned_at_start)
     check_errno(stat(f.mnt, &st), ENOTCONN, "stat of the dead mount");
     fx_mount(&f);
     check_content(P(&f, "f"), "after restart", 13);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_stop_with_a_file_still_open_ends_the_mount)
+{
+    fixture f;
+    fx_prepare(&f);
+    mem_backend_set_str(f.mem, "held", "x");
+    fx_mount(&f);
+    int fd = open(P(&f, "held"), O_RDONLY);
+    TT_CHECK(fd >= 0, "open: %s", strerror(errno));
+    TT_CHECK(mount_stop(f.m) == 0, "stop with an open file: %s", shoal_error_message());
+    struct statfs sf;
+    TT_CHECK(statfs(f.mnt, &sf) == 0 && sf.f_type != FUSE_SUPER_MAGIC, "still mounted");
+    char c;
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    TT_CHECK(pread(fd, &c, 1, 0) < 0, "a read through the ended mount succeeded");
+    close(fd);
     fx_done(&f);
 }
 
