@@ -161,13 +161,20 @@ static char *slurp(const char *path, size_t *len)
     return buf;
 }
 
+/* Creates (or truncates) `path` through the mount, opened with O_CREAT|O_TRUNC and `mode`
+ * (O_WRONLY or O_RDWR), and writes `len` bytes; returns the still open descriptor. */
+static int begin_file(const char *path, int mode, const void *data, size_t len)
+{
+    int fd = open(path, mode | O_CREAT | O_TRUNC, 0644);
+    TT_CHECK(fd >= 0, "open %s for writing: %s", path, strerror(errno));
+    TT_CHECK(write(fd, data, len) == (ssize_t)len, "write %s: %s", path, strerror(errno));
+    return fd;
+}
+
 /* Writes `len` bytes to a new file through the mount; returns close()'s result (errno set). */
 static int spit(const char *path, const void *data, size_t len)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    TT_CHECK(fd >= 0, "open %s for writing: %s", path, strerror(errno));
-    TT_CHECK(write(fd, data, len) == (ssize_t)len, "write %s: %s", path, strerror(errno));
-    return close(fd);
+    return close(begin_file(path, O_WRONLY, data, len));
 }
 
 /* Deterministic bytes that differ at every offset a splice could hide in. */
@@ -655,8 +662,7 @@ TT_TEST(test_mount_fsync_uploads_and_close_does_not_upload_again)
 {
     fixture f;
     fx_up(&f);
-    int fd = open(P(&f, "synced"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    TT_CHECK(fd >= 0 && write(fd, "durable", 7) == 7, "create+write: %s", strerror(errno));
+    int fd = begin_file(P(&f, "synced"), O_WRONLY, "durable", 7);
     TT_CHECK(fsync(fd) == 0, "fsync: %s", strerror(errno));
     check_backend(&f, "synced", "durable", 7);
     TT_CHECK(close(fd) == 0, "close: %s", strerror(errno));
@@ -671,8 +677,7 @@ TT_TEST(test_mount_write_temp_then_rename_is_one_put_and_no_copy)
     size_t len = 100000;
     char *data = pattern(len, 6);
     mem_backend_reset_counts(f.mem);
-    int fd = open(P(&f, "ckpt.tmp"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    TT_CHECK(fd >= 0 && write(fd, data, len) == (ssize_t)len, "write: %s", strerror(errno));
+    int fd = begin_file(P(&f, "ckpt.tmp"), O_WRONLY, data, len);
     TT_CHECK(rename(P(&f, "ckpt.tmp"), P(&f, "ckpt")) == 0, "rename: %s", strerror(errno));
     check_names(f.mnt, "ckpt"); /* the staged file is listed under its new name before upload */
     TT_CHECK(close(fd) == 0, "close: %s", strerror(errno));
@@ -786,8 +791,7 @@ TT_TEST(test_mount_unlink_of_new_file_still_open_uploads_nothing)
 {
     fixture f;
     fx_up(&f);
-    int fd = open(P(&f, "scratch"), O_RDWR | O_CREAT | O_TRUNC, 0644);
-    TT_CHECK(fd >= 0 && write(fd, "temp", 4) == 4, "write: %s", strerror(errno));
+    int fd = begin_file(P(&f, "scratch"), O_RDWR, "temp", 4);
     TT_CHECK(unlink(P(&f, "scratch")) == 0, "unlink: %s", strerror(errno));
     char buf[8] = {0};
     TT_CHECK(pread(fd, buf, sizeof buf, 0) == 4 && !memcmp(buf, "temp", 4),
@@ -804,8 +808,7 @@ TT_TEST(test_mount_reader_closing_does_not_publish_a_writers_partial_bytes)
 {
     fixture f;
     fx_up(&f);
-    int w = open(P(&f, "growing"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    TT_CHECK(w >= 0 && write(w, "part", 4) == 4, "write: %s", strerror(errno));
+    int w = begin_file(P(&f, "growing"), O_WRONLY, "part", 4);
     int r = open(P(&f, "growing"), O_RDONLY);
     TT_CHECK(r >= 0, "open for reading: %s", strerror(errno));
     char buf[8] = {0};
@@ -846,8 +849,7 @@ TT_TEST(test_mount_failed_upload_makes_close_return_eio)
     fixture f;
     fx_up(&f);
     mem_backend_fail_puts(f.mem, 1, -EIO);
-    int fd = open(P(&f, "lost"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    TT_CHECK(fd >= 0 && write(fd, "data", 4) == 4, "write: %s", strerror(errno));
+    int fd = begin_file(P(&f, "lost"), O_WRONLY, "data", 4);
     check_errno(close(fd), EIO, "close when the upload fails");
     usleep(100 * 1000); /* let the kernel's release arrive: it must not retry the upload */
     size_t len;
