@@ -1,0 +1,425 @@
+/*
+ * shoald end to end: real daemons (the built binary) on loopback addresses of their own, the real
+ * local S3 server, reads through the control socket as `shoal get` does them. What S3 was asked is
+ * counted at the server, so "each block fetched once" is measured where it matters.
+ *
+ * Sizes are scaled down from the issue (1 MiB blocks instead of 4 MiB, objects of a few MiB
+ * instead of 20-64 MiB) so each case runs in seconds; what they prove does not depend on size.
+ */
+#include "test_daemon_harness.h"
+
+#include "node_control.h"
+#include "node_peer.h"
+#include "shoal_error.h"
+#include "tt.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#define MIB (1024u * 1024u)
+
+/* The dataset of the three-node cases: 36 small objects (one block each) and 4 of 3 MiB (3
+ * blocks each): 48 unique blocks. */
+#define DS_OBJECTS 40
+#define DS_SMALL 100000u
+#define DS_LARGE (3u * MIB)
+
+static size_t ds_size(int k) { return k % 10 == 9 ? DS_LARGE : DS_SMALL + (size_t)k * 97u; }
+static void ds_key(int k, char *out, size_t n) { snprintf(out, n, "data/part-%02d.bin", k); }
+static long ds_blocks(void)
+{
+    long n = 0;
+    for (int k = 0; k < DS_OBJECTS; k++)
+        n += (long)((ds_size(k) + MIB - 1) / MIB);
+    return n;
+}
+
+static void ds_upload(td_cluster *c)
+{
+    char key[64];
+    for (int k = 0; k < DS_OBJECTS; k++) {
+        ds_key(k, key, sizeof key);
+        td_put(c, key, ds_size(k), (uint32_t)k);
+    }
+}
+
+static void ds_read_all(td_cluster *c, int node)
+{
+    char key[64];
+    for (int k = 0; k < DS_OBJECTS; k++) {
+        ds_key(k, key, sizeof key);
+        td_get_check(c, node, key, ds_size(k), (uint32_t)k);
+    }
+}
+
+/* Starts n nodes of 1 MiB blocks with the dataset uploaded, waits for the full membership and
+ * zeroes the server's counters. */
+static td_cluster *three_nodes(int n, const char *const *extra)
+{
+    td_cluster *c = td_cluster_new(n, "1M");
+    ds_upload(c);
+    for (int i = 0; i < n; i++)
+        td_node_start(c, i, extra);
+    td_wait_cluster(c, 10000);
+    tt_s3rver_stats_reset(&c->s3);
+    return c;
+}
+
+/* Reads the dataset on node `node` from a thread of its own. */
+typedef struct reader {
+    td_cluster *c;
+    int node;
+} reader;
+
+static void *read_all_main(void *arg)
+{
+    reader *r = arg;
+    ds_read_all(r->c, r->node);
+    return NULL;
+}
+
+TT_TEST(test_daemon_three_nodes_fetch_each_block_once)
+{
+        td_cluster *c = three_nodes(3, NULL);
+    pthread_t t[3];
+    reader r[3];
+    for (int i = 0; i < 3; i++) {
+        r[i] = (reader){c, i};
+        TT_CHECK(pthread_create(&t[i], NULL, read_all_main, &r[i]) == 0, "pthread_create");
+    }
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    long gets = tt_s3rver_stat(&c->s3, "gets"), unique = ds_blocks();
+    tt_note("unique blocks %ld, S3 GETs %ld", unique, gets);
+    TT_CHECK(gets * 100 <= unique * 102, "S3 saw %ld GETs for %ld unique blocks (more than 1.02 per block)", gets,
+             unique);
+    for (int i = 0; i < 3; i++) {
+        uint64_t peer = td_stat(c, i, "reads.peer");
+        tt_note("%s: reads.local %llu reads.peer %llu reads.s3 %llu", c->nodes[i].id,
+                (unsigned long long)td_stat(c, i, "reads.local"), (unsigned long long)peer,
+                (unsigned long long)td_stat(c, i, "reads.s3"));
+        TT_CHECK(peer > 0, "%s served no read from a peer", c->nodes[i].id);
+    }
+    td_pass(c);
+}
+
+/* 8 readers of one object on each node at once. */
+typedef struct herd_reader {
+    td_cluster *c;
+    int node;
+    size_t size;
+} herd_reader;
+
+static void *herd_main(void *arg)
+{
+    herd_reader *h = arg;
+    td_get_check(h->c, h->node, "herd/big.bin", h->size, 4242);
+    return NULL;
+}
+
+TT_TEST(test_daemon_thundering_herd_fetches_each_block_once)
+{
+        td_cluster *c = td_cluster_new(3, "1M");
+    const size_t size = 16 * MIB;
+    td_put(c, "herd/big.bin", size, 4242);
+    for (int i = 0; i < 3; i++)
+        td_node_start(c, i, NULL);
+    td_wait_cluster(c, 10000);
+    tt_s3rver_stats_reset(&c->s3);
+    pthread_t t[24];
+    herd_reader h[24];
+    for (int i = 0; i < 24; i++) {
+        h[i] = (herd_reader){c, i % 3, size};
+        TT_CHECK(pthread_create(&t[i], NULL, herd_main, &h[i]) == 0, "pthread_create");
+    }
+    for (int i = 0; i < 24; i++)
+        pthread_join(t[i], NULL);
+    long gets = tt_s3rver_stat(&c->s3, "gets");
+    uint64_t coalesced = 0;
+    for (int i = 0; i < 3; i++)
+        coalesced += td_stat(c, i, "reads.coalesced");
+    tt_note("16 blocks, 24 readers: S3 GETs %ld, coalesced reads %llu", gets, (unsigned long long)coalesced);
+    TT_CHECK(gets == 16, "S3 saw %ld GETs for 16 blocks read by 24 readers at once", gets);
+    TT_CHECK(coalesced > 0, "no reader waited on another's fetch");
+    td_pass(c);
+}
+
+TT_TEST(test_daemon_owner_killed_during_reads_costs_no_error)
+{
+        td_cluster *c = three_nodes(3, NULL);
+    pthread_t t[2];
+    reader r[2] = {{c, 0}, {c, 1}};
+    for (int i = 0; i < 2; i++)
+        TT_CHECK(pthread_create(&t[i], NULL, read_all_main, &r[i]) == 0, "pthread_create");
+    td_sleep_ms(150);
+    td_node_signal(c, 2, SIGKILL);
+    td_node_wait(c, 2, 5000);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    /* And once more, now that the owner is gone for good. */
+    ds_read_all(c, 0);
+    ds_read_all(c, 1);
+    td_pass(c);
+}
+
+TT_TEST(test_daemon_stalled_owner_costs_a_timeout_then_rejoins)
+{
+        td_cluster *c = three_nodes(3, NULL);
+    td_node_signal(c, 2, SIGSTOP);
+    uint64_t worst = 0;
+    char key[64];
+    for (int k = 0; k < DS_OBJECTS; k++) {
+        ds_key(k, key, sizeof key);
+        uint64_t t0 = td_now_ms();
+        td_get_check(c, 0, key, ds_size(k), (uint32_t)k);
+        uint64_t took = td_now_ms() - t0;
+        worst = took > worst ? took : worst;
+    }
+    tt_note("slowest read with a stalled owner: %llu ms", (unsigned long long)worst);
+    /* The peer timeout is 2 s; one fallback to S3 of a 3 MiB object on loopback is far below 3 s. */
+    TT_CHECK(worst < 5000, "a read took %llu ms with a stalled owner (timeout 2000 ms + fallback)",
+             (unsigned long long)worst);
+    TT_CHECK(td_stat(c, 0, "peer.timeouts") > 0, "no peer request timed out: was the stalled node asked?");
+    td_node_signal(c, 2, SIGCONT);
+    TT_CHECK(td_wait_alive(c, 0, 3, 20000), "node2 is not alive again in node0's view 20 s after SIGCONT");
+    td_pass(c);
+}
+
+TT_TEST(test_daemon_restarted_node_rereads_without_s3)
+{
+        td_cluster *c = three_nodes(3, NULL);
+    for (int i = 0; i < 3; i++)
+        ds_read_all(c, i);
+    td_node_signal(c, 1, SIGTERM);
+    int st = td_node_wait(c, 1, 10000);
+    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: status %d", st);
+    td_node_start(c, 1, NULL);
+    td_wait_cluster(c, 15000);
+    tt_s3rver_stats_reset(&c->s3);
+    ds_read_all(c, 1);
+    long gets = tt_s3rver_stat(&c->s3, "gets");
+    TT_CHECK(gets == 0, "re-reading on the restarted node cost %ld S3 GETs", gets);
+    td_pass(c);
+}
+
+TT_TEST(test_daemon_sigterm_exits_zero_and_peers_see_left)
+{
+        td_cluster *c = three_nodes(3, NULL);
+    td_node_signal(c, 2, SIGTERM);
+    int st = td_node_wait(c, 2, 10000);
+    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "shoald after SIGTERM: wait status %d, expected exit 0", st);
+    char state[32];
+    uint64_t deadline = td_now_ms() + 5000;
+    do {
+        td_member_state(c, 0, "node2", state, sizeof state);
+        if (strcmp(state, "left") == 0)
+            break;
+        td_sleep_ms(50);
+    } while (td_now_ms() < deadline);
+    TT_CHECK(strcmp(state, "left") == 0, "node0 sees node2 as '%s', expected 'left'", state);
+    ds_read_all(c, 0);
+    td_pass(c);
+}
+
+TT_TEST(test_daemon_cache_smaller_than_dataset_stays_under_cap)
+{
+        const char *const extra[] = {"--cache-size", "4M", NULL};
+    td_cluster *c = three_nodes(2, extra);
+    char key[64];
+    for (int round = 0; round < 2; round++)
+        for (int k = 0; k < DS_OBJECTS; k++) {
+            ds_key(k, key, sizeof key);
+            td_get_check(c, k % 2, key, ds_size(k), (uint32_t)k);
+            for (int i = 0; i < 2; i++) {
+                uint64_t used = td_stat(c, i, "cache.bytes"), cap = td_stat(c, i, "cache.capacity");
+                TT_CHECK(cap == 4 * MIB, "%s: capacity %llu", c->nodes[i].id, (unsigned long long)cap);
+                TT_CHECK(used <= cap, "%s holds %llu bytes over its cap %llu", c->nodes[i].id,
+                         (unsigned long long)used, (unsigned long long)cap);
+            }
+        }
+    /* The files on disk, headers included, are what the cap bounds. */
+    for (int i = 0; i < 2; i++) {
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "test $(find '%s/cache/blocks' -type f -printf '%%s\\n' | awk '{s+=$1} END {print s+0}') -le %u",
+                 c->nodes[i].dir, 4 * MIB);
+        TT_CHECK(system(cmd) == 0, "%s: block files exceed 4 MiB on disk", c->nodes[i].id);
+    }
+    TT_CHECK(td_stat(c, 0, "cache.evictions") + td_stat(c, 1, "cache.evictions") > 0, "nothing was evicted");
+    td_pass(c);
+}
+
+TT_TEST(test_daemon_preload_makes_cold_reads_free_of_s3)
+{
+        td_cluster *c = three_nodes(3, NULL);
+    TT_OK(node_control_preload(c->nodes[0].control, TD_BUCKET, "data/", NULL, NULL));
+    long gets = tt_s3rver_stat(&c->s3, "gets"), unique = ds_blocks();
+    tt_note("preload: %ld S3 GETs for %ld blocks", gets, unique);
+    TT_CHECK(gets == unique, "preload made %ld S3 GETs for %ld blocks", gets, unique);
+    tt_s3rver_stats_reset(&c->s3);
+    for (int i = 0; i < 3; i++)
+        ds_read_all(c, i);
+    gets = tt_s3rver_stat(&c->s3, "gets");
+    TT_CHECK(gets == 0, "cold reads after preload cost %ld S3 GETs", gets);
+    td_pass(c);
+}
+
+TT_TEST(test_daemon_other_cluster_key_cannot_join)
+{
+        td_cluster *c = td_cluster_new(3, "1M");
+    td_node_start(c, 0, NULL);
+    td_node_start(c, 1, NULL);
+    td_wait_cluster(c, 10000);
+    char other[400], cmd[600];
+    snprintf(other, sizeof other, "%s/other.key", c->dir);
+    snprintf(cmd, sizeof cmd, "'%s' keygen -o '%s'", td_shoal(), other);
+    TT_CHECK(system(cmd) == 0, "keygen");
+    const char *const extra[] = {"--cluster-key", other, NULL};
+    td_node_start(c, 2, extra);
+    td_sleep_ms(3000);
+    TT_CHECK(td_member_count(c, 0) == 2, "node0 lists %d members; the node with another key got in",
+             td_member_count(c, 0));
+    TT_CHECK(td_member_count(c, 2) == 1, "the node with another key lists %d members", td_member_count(c, 2));
+    td_pass(c);
+}
+
+TT_TEST(test_daemon_duplicate_node_id_is_refused)
+{
+        td_cluster *c = td_cluster_new(2, "1M");
+    td_node_start(c, 0, NULL);
+    snprintf(c->nodes[1].id, sizeof c->nodes[1].id, "node0");
+    td_node_start(c, 1, NULL);
+    int st = td_node_wait(c, 1, 15000);
+    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1, "a second node0: wait status %d, expected exit 1", st);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "grep -q 'refused' '%s'", c->nodes[1].log);
+    TT_CHECK(system(cmd) == 0, "the refused node's log says nothing of the refusal");
+    TT_CHECK(td_wait_alive(c, 0, 1, 1000), "node0 is not alive and alone");
+    td_pass(c);
+}
+
+TT_TEST(test_daemon_bad_flag_exits_2_with_one_line)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "'%s' --cache-size lots 2>&1 >/dev/null | wc -l | grep -qx 1", td_shoald());
+    TT_CHECK(system(cmd) == 0, "shoald --cache-size lots does not print exactly one line");
+    snprintf(cmd, sizeof cmd, "'%s' --no-such-flag >/dev/null 2>&1", td_shoald());
+    int st = system(cmd);
+    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2, "shoald --no-such-flag: status %d, expected exit 2", st);
+}
+
+TT_TEST(test_daemon_no_serve_node_reads_through_peers_and_owns_nothing)
+{
+        td_cluster *c = td_cluster_new(3, "1M");
+    ds_upload(c);
+    td_node_start(c, 0, NULL);
+    td_node_start(c, 1, NULL);
+    const char *const consumer[] = {"--no-serve", NULL};
+    td_node_start(c, 2, consumer);
+    td_wait_cluster(c, 10000);
+    tt_s3rver_stats_reset(&c->s3);
+    ds_read_all(c, 2);
+    ds_read_all(c, 0);
+    TT_CHECK(td_stat(c, 2, "reads.s3") == 0, "the consumer node read %llu blocks from S3 itself",
+             (unsigned long long)td_stat(c, 2, "reads.s3"));
+    TT_CHECK(td_stat(c, 2, "reads.peer") > 0, "the consumer node read nothing from peers");
+    long gets = tt_s3rver_stat(&c->s3, "gets");
+    TT_CHECK(gets == ds_blocks(), "%ld S3 GETs for %ld blocks", gets, ds_blocks());
+    td_pass(c);
+}
+
+/* ---- the peer port -------------------------------------------------------------------------------- */
+
+/* A CURVE client socket to node i's peer port with the given client key pair. */
+static void *curve_dealer(void *ctx, td_cluster *c, int i, const uint8_t server_pub[32], const uint8_t pub[32],
+                          const uint8_t sec[32])
+{
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0, timeout = 1500;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt(s, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, server_pub, 32);
+    zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, pub, 32);
+    zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, sec, 32);
+    char ep[96];
+    snprintf(ep, sizeof ep, "tcp://%s:%u", c->nodes[i].ip, c->port);
+    TT_CHECK(zmq_connect(s, ep) == 0, "connect %s", ep);
+    return s;
+}
+
+/* A well-formed PING header frame. */
+static void ping_frame(shoal_buf *out)
+{
+    node_peer_msg m = {.type = NODE_PEER_PING, .request_id = 7};
+    TT_OK(node_peer_msg_encode(&m, out));
+}
+
+TT_TEST(test_daemon_unknown_curve_key_gets_nothing)
+{
+        td_cluster *c = three_nodes(1, NULL);
+    uint8_t server_pub[32], server_sec[32], pub[32], sec[32];
+    char state[400];
+    snprintf(state, sizeof state, "%s/cache/state", c->nodes[0].dir);
+    TT_OK(node_peer_keypair_load_or_create(state, server_pub, server_sec));
+    char mine[400];
+    snprintf(mine, sizeof mine, "%s/stranger", c->dir);
+    TT_OK(node_peer_keypair_load_or_create(mine, pub, sec));
+    void *ctx = zmq_ctx_new();
+    void *s = curve_dealer(ctx, c, 0, server_pub, pub, sec);
+    shoal_buf hdr = {0};
+    ping_frame(&hdr);
+    zmq_send(s, hdr.data, hdr.len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(s, "", 0, ZMQ_DONTWAIT);
+    char buf[256];
+    int n = zmq_recv(s, buf, sizeof buf, 0);
+    TT_CHECK(n < 0, "a client with an unknown CURVE key got a %d-byte answer", n);
+    /* The daemon's own key pair is admitted: the same PING gets its PONG, so the silence above was
+     * the ZAP handler's doing, not a dead port. */
+    void *own = curve_dealer(ctx, c, 0, server_pub, server_pub, server_sec);
+    TT_CHECK(zmq_send(own, hdr.data, hdr.len, ZMQ_SNDMORE) >= 0 && zmq_send(own, "", 0, 0) >= 0, "send");
+    n = zmq_recv(own, buf, sizeof buf, 0);
+    TT_CHECK(n > 0, "a member's key got no PONG (errno %d)", errno);
+    zmq_close(s);
+    zmq_close(own);
+    zmq_ctx_term(ctx);
+    shoal_buf_destroy(&hdr);
+    td_pass(c);
+}
+
+TT_TEST(test_daemon_malformed_peer_frames_are_dropped_and_counted)
+{
+        td_cluster *c = three_nodes(2, NULL);
+    uint8_t pub[32], sec[32];
+    char state[400];
+    snprintf(state, sizeof state, "%s/cache/state", c->nodes[0].dir);
+    TT_OK(node_peer_keypair_load_or_create(state, pub, sec));
+    void *ctx = zmq_ctx_new();
+    /* A member's key (node0's own), so the frames pass the ZAP handler and reach the decoder. */
+    void *s = curve_dealer(ctx, c, 0, pub, pub, sec);
+    static const char *const garbage[] = {"\xc1", "\x81\xa1v\x63", "not msgpack at all", "\x80"};
+    for (size_t k = 0; k < sizeof garbage / sizeof garbage[0]; k++) {
+        zmq_send(s, garbage[k], strlen(garbage[k]), ZMQ_SNDMORE);
+        zmq_send(s, "", 0, 0);
+    }
+    zmq_send(s, "\xc1", 1, 0); /* one frame where two belong */
+    uint64_t deadline = td_now_ms() + 3000;
+    while (td_stat(c, 0, "peer.bad_frames") < 4 && td_now_ms() < deadline)
+        td_sleep_ms(50);
+    uint64_t bad = td_stat(c, 0, "peer.bad_frames");
+    TT_CHECK(bad >= 4, "node0 counted %llu bad frames after 5 malformed messages", (unsigned long long)bad);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    /* Still serving: node1 reads everything, part of it from node0. */
+    ds_read_all(c, 1);
+    TT_CHECK(td_stat(c, 1, "reads.peer") > 0, "node1 read nothing from node0 after the garbage");
+    td_pass(c);
+}
+
+TT_MAIN()

@@ -1,0 +1,94 @@
+/*
+ * A harness for tests with real daemons: the built shoald, started with fork/exec on loopback
+ * addresses of its own (127.A.B.n, A.B derived from the test's pid so parallel tests never share
+ * an address), against the real local S3 server (tests/support/s3rver.h).
+ *
+ * Every daemon dies with the test: the child asks the kernel for SIGKILL when the test process
+ * ends (PR_SET_PDEATHSIG), and an atexit handler kills what is left. When a test fails, the
+ * handler prints the tail of each daemon's log, so the failure comes with the daemons' side.
+ */
+#ifndef TEST_DAEMON_HARNESS_H
+#define TEST_DAEMON_HARNESS_H
+
+#include "s3rver.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define TD_MAX_NODES 8
+#define TD_BUCKET "shoal-test"
+
+typedef struct td_node {
+    pid_t pid;            /* 0 when not running */
+    int exit_status;      /* wait status of the last run that ended (td_node_wait) */
+    char id[32];
+    char ip[32];          /* 127.A.B.n */
+    char dir[256];        /* the node's own directory (cache, state, log, control socket) */
+    char control[300];
+    char log[300];
+} td_node;
+
+typedef struct td_cluster {
+    tt_s3rver s3;
+    char *dir;
+    char key[300];        /* cluster key file */
+    uint8_t net[2];       /* A.B of 127.A.B.n */
+    uint16_t port;        /* gossip + peer port of every node */
+    const char *block_size;
+    td_node nodes[TD_MAX_NODES];
+    int n;
+} td_cluster;
+
+/* Starts the S3 server (bucket TD_BUCKET) and prepares `n` node slots and a cluster key. Skips the
+ * test (exit 77) when the S3 server cannot run. block_size e.g. "1M". The cluster lives until the
+ * test process exits (the exit handler stops it), one per process. */
+td_cluster *td_cluster_new(int n, const char *block_size);
+
+/* Starts node i (its directory is kept across restarts) with the common flags, the seed node 0
+ * (except for node 0 itself) and `extra` flags (NULL-terminated, may be NULL). */
+void td_node_start(td_cluster *c, int i, const char *const *extra);
+
+/* Waits until node i's status lists `alive` members as alive (including itself), up to timeout_ms.
+ * Returns true when it did. */
+bool td_wait_alive(td_cluster *c, int i, int alive, int timeout_ms);
+/* td_wait_alive on every running node for the number of running nodes; fails the test otherwise. */
+void td_wait_cluster(td_cluster *c, int timeout_ms);
+
+/* The state of member `id` in node i's status ("alive", "left", ...) into out; "" when absent. */
+void td_member_state(td_cluster *c, int i, const char *id, char *out, size_t out_len);
+/* Number of members node i's status lists (any state). */
+int td_member_count(td_cluster *c, int i);
+
+/* Sends a signal to node i. */
+void td_node_signal(td_cluster *c, int i, int sig);
+/* Waits for node i to exit (up to timeout_ms; fails the test otherwise) and returns the wait status. */
+int td_node_wait(td_cluster *c, int i, int timeout_ms);
+
+/* Uploads object `key` of `size` bytes whose content is generated from `seed`. */
+void td_put(td_cluster *c, const char *key, size_t size, uint32_t seed);
+/* The generated content of (size, seed) (free it). */
+uint8_t *td_content(size_t size, uint32_t seed);
+
+/* Reads s3://TD_BUCKET/key through node i (node_control_get); returns the bytes (free them) and
+ * their length in *len, or NULL with the control error in the shoal_error. */
+uint8_t *td_get(td_cluster *c, int i, const char *key, size_t *len);
+/* td_get and compares with the generated content; fails the test on a mismatch or error. */
+void td_get_check(td_cluster *c, int i, const char *key, size_t size, uint32_t seed);
+
+/* Counter `name` of node i's `shoal stats` (e.g. "reads.peer"); fails the test when unreachable. */
+uint64_t td_stat(td_cluster *c, int i, const char *name);
+
+/* Path of the built programs. */
+const char *td_shoald(void);
+const char *td_shoal(void);
+
+/* Marks the test as passed: the exit handler then removes the directories and prints no logs. */
+void td_pass(td_cluster *c);
+
+/* Milliseconds on the monotonic clock. */
+uint64_t td_now_ms(void);
+void td_sleep_ms(unsigned ms);
+
+#endif
