@@ -568,8 +568,8 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
  * on return; dropped around the backend call. 0 or -errno (-ENOENT: the object is gone). */
 static int refresh(mount_view *m, mount_inode *in)
 {
-    if (in->is_dir || in->stage || now_us() < in->attr_until)
-        return 0;
+    if (in->is_dir || in->stage || in->detached || now_us() < in->attr_until)
+        return 0; /* an unlinked file open somewhere keeps what it had */
     mount_obj_info info;
     char *key = key_of(m, in->path, false);
     if (!key)
