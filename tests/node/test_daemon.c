@@ -13,6 +13,7 @@
 #include "shoal_error.h"
 #include "tt.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -361,13 +362,20 @@ static void ping_frame(shoal_buf *out)
     TT_OK(node_peer_msg_encode(&m, out));
 }
 
+/* Node i's CURVE key pair, read from its state directory as the daemon keeps it. */
+static void node_keys(td_cluster *c, int i, uint8_t pub[32], uint8_t sec[32])
+{
+    char state[400];
+    snprintf(state, sizeof state, "%s/cache/state", c->nodes[i].dir);
+    TT_OK(node_peer_keypair_load_or_create(state, pub, sec));
+}
+
 TT_TEST(test_daemon_unknown_curve_key_gets_nothing)
 {
-        td_cluster *c = three_nodes(1, NULL);
-    uint8_t server_pub[32], server_sec[32], pub[32], sec[32];
-    char state[400];
-    snprintf(state, sizeof state, "%s/cache/state", c->nodes[0].dir);
-    TT_OK(node_peer_keypair_load_or_create(state, server_pub, server_sec));
+    td_cluster *c = three_nodes(2, NULL);
+    uint8_t server_pub[32], server_sec[32], member_pub[32], member_sec[32], pub[32], sec[32];
+    node_keys(c, 0, server_pub, server_sec);
+    node_keys(c, 1, member_pub, member_sec);
     char mine[400];
     snprintf(mine, sizeof mine, "%s/stranger", c->dir);
     TT_OK(node_peer_keypair_load_or_create(mine, pub, sec));
@@ -380,14 +388,14 @@ TT_TEST(test_daemon_unknown_curve_key_gets_nothing)
     char buf[256];
     int n = zmq_recv(s, buf, sizeof buf, 0);
     TT_CHECK(n < 0, "a client with an unknown CURVE key got a %d-byte answer", n);
-    /* The daemon's own key pair is admitted: the same PING gets its PONG, so the silence above was
+    /* A member's key (node1's) is admitted: the same PING gets its PONG, so the silence above was
      * the ZAP handler's doing, not a dead port. */
-    void *own = curve_dealer(ctx, c, 0, server_pub, server_pub, server_sec);
-    TT_CHECK(zmq_send(own, hdr.data, hdr.len, ZMQ_SNDMORE) >= 0 && zmq_send(own, "", 0, 0) >= 0, "send");
-    n = zmq_recv(own, buf, sizeof buf, 0);
+    void *member = curve_dealer(ctx, c, 0, server_pub, member_pub, member_sec);
+    TT_CHECK(zmq_send(member, hdr.data, hdr.len, ZMQ_SNDMORE) >= 0 && zmq_send(member, "", 0, 0) >= 0, "send");
+    n = zmq_recv(member, buf, sizeof buf, 0);
     TT_CHECK(n > 0, "a member's key got no PONG (errno %d)", errno);
     zmq_close(s);
-    zmq_close(own);
+    zmq_close(member);
     zmq_ctx_term(ctx);
     shoal_buf_destroy(&hdr);
     td_pass(c);
@@ -396,13 +404,12 @@ TT_TEST(test_daemon_unknown_curve_key_gets_nothing)
 TT_TEST(test_daemon_malformed_peer_frames_are_dropped_and_counted)
 {
         td_cluster *c = three_nodes(2, NULL);
-    uint8_t pub[32], sec[32];
-    char state[400];
-    snprintf(state, sizeof state, "%s/cache/state", c->nodes[0].dir);
-    TT_OK(node_peer_keypair_load_or_create(state, pub, sec));
+    uint8_t server_pub[32], server_sec[32], pub[32], sec[32];
+    node_keys(c, 0, server_pub, server_sec);
+    node_keys(c, 1, pub, sec);
     void *ctx = zmq_ctx_new();
-    /* A member's key (node0's own), so the frames pass the ZAP handler and reach the decoder. */
-    void *s = curve_dealer(ctx, c, 0, pub, pub, sec);
+    /* A member's key (node1's), so the frames pass the ZAP handler and reach the decoder. */
+    void *s = curve_dealer(ctx, c, 0, server_pub, pub, sec);
     static const char *const garbage[] = {"\xc1", "\x81\xa1v\x63", "not msgpack at all", "\x80"};
     for (size_t k = 0; k < sizeof garbage / sizeof garbage[0]; k++) {
         zmq_send(s, garbage[k], strlen(garbage[k]), ZMQ_SNDMORE);
