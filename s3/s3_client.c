@@ -632,6 +632,58 @@ static struct curl_slist *add_header(struct curl_slist *l, bool *ok, const char 
     return nl ? nl : l;
 }
 
+/* Configures the easy handle for this attempt (r->url and r->hdrs are ready). */
+static int easy_setup(s3_req *r)
+{
+    if (!r->easy && !(r->easy = curl_easy_init()))
+        return shoal_error_set(SHOAL_ERR_NOMEM, "curl_easy_init failed");
+    s3_client *c = r->c;
+    CURL *e = r->easy;
+    curl_easy_reset(e);
+    curl_easy_setopt(e, CURLOPT_URL, r->url);
+    /* r->hdrs carries the signed Host header, which replaces the one curl would derive. */
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->curl_err);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)c->cfg.connect_timeout_ms);
+    if (c->cfg.request_timeout_ms)
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)c->cfg.request_timeout_ms);
+    if (c->cfg.stall_timeout_ms) {
+        long s = (long)((c->cfg.stall_timeout_ms + 999) / 1000);
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, s);
+    }
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, c->cfg.verify_tls ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, c->cfg.verify_tls ? 2L : 0L);
+    if (c->ca_bundle)
+        curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_bundle);
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    const char *m = op_methods[r->op];
+    bool has_body = r->body || r->body_fd >= 0;
+    if (strcmp(m, "HEAD") == 0) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else if (strcmp(m, "PUT") == 0) {
+        curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)(has_body ? r->body_len : 0));
+    } else if (strcmp(m, "POST") == 0) {
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(has_body ? r->body_len : 0));
+    } else if (strcmp(m, "DELETE") == 0) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "DELETE");
+    }
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+    curl_easy_setopt(e, CURLOPT_READDATA, r);
+    curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
+    curl_easy_setopt(e, CURLOPT_SEEKDATA, r);
+    return 0;
+}
+
 /* Signs the request for this attempt and prepares its easy handle. */
 static int req_prepare(s3_req *r)
 {
@@ -748,54 +800,8 @@ static int req_prepare(s3_req *r)
         curl_slist_free_all(r->hdrs);
     r->hdrs = hl;
 
-    if (!r->easy && !(r->easy = curl_easy_init())) {
-        shoal_error_set(SHOAL_ERR_NOMEM, "curl_easy_init failed");
+    if (easy_setup(r) < 0)
         goto done_enc;
-    }
-    CURL *e = r->easy;
-    curl_easy_reset(e);
-    curl_easy_setopt(e, CURLOPT_URL, r->url);
-    /* The host name of the URL is what was signed; curl adds the port only when not default,
-     * exactly as the Host header we signed (endpoint_host keeps the port the user gave). */
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->curl_err);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)c->cfg.connect_timeout_ms);
-    if (c->cfg.request_timeout_ms)
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)c->cfg.request_timeout_ms);
-    if (c->cfg.stall_timeout_ms) {
-        long s = (long)((c->cfg.stall_timeout_ms + 999) / 1000);
-        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, s);
-    }
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, c->cfg.verify_tls ? 1L : 0L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, c->cfg.verify_tls ? 2L : 0L);
-    if (c->ca_bundle)
-        curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_bundle);
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    const char *m = op_methods[r->op];
-    bool has_body = r->body || r->body_fd >= 0;
-    if (strcmp(m, "HEAD") == 0) {
-        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    } else if (strcmp(m, "PUT") == 0) {
-        curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)(has_body ? r->body_len : 0));
-    } else if (strcmp(m, "POST") == 0) {
-        curl_easy_setopt(e, CURLOPT_POST, 1L);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(has_body ? r->body_len : 0));
-    } else if (strcmp(m, "DELETE") == 0) {
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "DELETE");
-    }
-    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
-    curl_easy_setopt(e, CURLOPT_READDATA, r);
-    curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
-    curl_easy_setopt(e, CURLOPT_SEEKDATA, r);
     rc = 0;
 done_enc:
     shoal_buf_destroy(&enc_path);
