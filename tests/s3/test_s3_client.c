@@ -10,11 +10,15 @@
 #include "shoal_error.h"
 #include "tt.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -698,6 +702,66 @@ TT_TEST(test_s3_client_put_without_a_body_source_is_refused)
     s3_put_args a = {.bucket = BUCKET, .key = "nobody", .len = 10, .fd = -1};
     TT_CHECK(s3_put(f.c, &a, NULL) == -1 && shoal_error_code() == SHOAL_ERR_INVAL, "a 10-byte PUT without data: %s",
              shoal_error_message());
+    teardown(&f);
+}
+
+TT_TEST(test_s3_client_unreachable_endpoint_is_transport_error_after_retries)
+{
+    /* A loopback port with nobody listening: bind one, note it, close it. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof sa;
+    TT_CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+                 getsockname(fd, (struct sockaddr *)&sa, &sl) == 0,
+             "bind: %s", strerror(errno));
+    close(fd);
+    char ep[64];
+    snprintf(ep, sizeof ep, "http://127.0.0.1:%d", ntohs(sa.sin_port));
+    fixture f;
+    memset(&f, 0, sizeof f);
+    env_credentials("S3RVER");
+    f.c = client_for(&f, ep, NULL);
+    s3_object_info info;
+    TT_CHECK(s3_head(f.c, BUCKET, "k", &info) == -1, "HEAD to a closed port succeeded");
+    TT_CHECK(shoal_error_code() == SHOAL_ERR_S3_TRANSPORT, "code %s: %s", shoal_error_name(shoal_error_code()),
+             shoal_error_message());
+    TT_CHECK(strstr(shoal_error_message(), "6 attempts"), "not retried max_retries (5) times: %s",
+             shoal_error_message());
+    s3_client_stats st;
+    s3_client_stats_get(f.c, &st);
+    TT_CHECK(st.retries == 5 && st.failures == 1, "retries %llu failures %llu", (unsigned long long)st.retries,
+             (unsigned long long)st.failures);
+    s3_client_delete(f.c);
+    s3_creds_provider_delete(f.creds);
+}
+
+typedef struct nested {
+    s3_client *c;
+    int rc;
+    shoal_err code;
+    _Atomic int done;
+} nested;
+
+static void on_head_then_block(void *ud, s3_result *r)
+{
+    nested *n = ud;
+    s3_object_info info;
+    n->rc = s3_head(n->c, BUCKET, "k", &info);
+    n->code = shoal_error_code();
+    n->done = 1;
+}
+
+TT_TEST(test_s3_client_blocking_call_from_callback_is_refused_not_deadlocked)
+{
+    fixture f;
+    setup(&f);
+    nested n = {.c = f.c};
+    TT_OK(s3_head_async(f.c, BUCKET, "k", on_head_then_block, &n));
+    for (int i = 0; i < 500 && !n.done; i++)
+        usleep(10000);
+    TT_CHECK(n.done && n.rc == -1 && n.code == SHOAL_ERR_INVAL, "done %d rc %d code %s", n.done, n.rc,
+             shoal_error_name(n.code));
     teardown(&f);
 }
 
