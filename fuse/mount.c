@@ -49,6 +49,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -1789,7 +1790,10 @@ static int run_fusermount(const char *path)
 int mount_cleanup_stale(const char *mountpoint)
 {
     struct stat st;
-    if (stat(mountpoint, &st) == 0)
+    struct statfs sf;
+    /* statfs, not stat: the kernel may answer stat from cached attributes of a dead mount, but
+     * always asks the daemon for statfs, and a dead connection answers ENOTCONN. */
+    if (statfs(mountpoint, &sf) == 0)
         return 0;
     if (errno != ENOTCONN)
         return shoal_error_errno(errno, "mount: mount point %s", mountpoint);
@@ -1801,6 +1805,26 @@ int mount_cleanup_stale(const char *mountpoint)
         return shoal_error_set(SHOAL_ERR_MOUNT, "mount: %s still unusable after unmounting a "
                                "stale mount: %s", mountpoint, strerror(errno));
     return 0;
+}
+
+/* The kernel caps FUSE read-ahead at the backing device's default (128 KiB) whatever INIT asks
+ * for, so reads would reach the backend in 128 KiB pieces. Root may raise it through sysfs;
+ * others keep the default (logged). */
+static void raise_readahead(mount_view *m)
+{
+    struct stat st;
+    char path[96];
+    if (stat(m->mountpoint, &st) != 0)
+        return;
+    snprintf(path, sizeof path, "/sys/class/bdi/%u:%u/read_ahead_kb", major(st.st_dev),
+             minor(st.st_dev));
+    FILE *f = fopen(path, "w");
+    if (!f || fprintf(f, "%u", MOUNT_READAHEAD / 1024) < 0) {
+        LOG_INFO("mount", "readahead_default", "mountpoint=%s reason=\"%s not writable\"",
+                 m->mountpoint, path);
+    }
+    if (f)
+        fclose(f);
 }
 
 int mount_start(mount_view *m)
@@ -1833,6 +1857,7 @@ int mount_start(mount_view *m)
         goto fail_mounted;
     }
     m->running = true;
+    raise_readahead(m);
     LOG_INFO("mount", "mounted", "mountpoint=%s prefix=%s read_only=%d", m->mountpoint,
              *m->prefix ? m->prefix : "/", m->cfg.read_only);
     return 0;

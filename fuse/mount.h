@@ -114,7 +114,7 @@ int mount_stop(mount_view *m);
 /* Stops the mount if it runs and frees it. Accepts NULL. */
 void mount_delete(mount_view *m);
 
-/* When `mountpoint` is a dead FUSE mount (stat fails with ENOTCONN: its daemon crashed), detaches
+/* When `mountpoint` is a dead FUSE mount (statfs fails with ENOTCONN: its daemon crashed), detaches
  * it (umount2 MNT_DETACH, or `fusermount3 -u -z` when not permitted). 0 when the mount point is
  * usable afterwards (or was already), -1 with SHOAL_ERR_MOUNT otherwise. */
 int mount_cleanup_stale(const char *mountpoint);

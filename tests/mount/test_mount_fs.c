@@ -414,6 +414,23 @@ TT_TEST(test_mount_read_pread_and_lseek_return_exact_bytes)
     fx_done(&f);
 }
 
+TT_TEST(test_mount_sequential_read_reaches_backend_in_large_requests)
+{
+    if (geteuid() != 0)
+        TT_SKIP("raising the kernel's FUSE read-ahead needs root; reads stay at 128 KiB");
+    fixture f;
+    fx_prepare(&f);
+    size_t len = 8 * 1024 * 1024;
+    char *data = pattern(len, 9);
+    mem_backend_set(f.mem, "seq", 3, data, len, 0);
+    fx_mount(&f);
+    check_content(P(&f, "seq"), data, len);
+    unsigned reads = mem_backend_counts(f.mem).read;
+    TT_CHECK(reads <= 16, "%u backend reads for 8 MiB: requests under 512 KiB on average", reads);
+    free(data);
+    fx_done(&f);
+}
+
 TT_TEST(test_mount_mmap_returns_exact_bytes)
 {
     fixture f;
@@ -1052,8 +1069,7 @@ TT_TEST(test_mount_stale_mount_of_a_killed_process_is_cleaned_at_start)
     TT_CHECK(statfs(f.mnt, &sf) == 0 && sf.f_type == FUSE_SUPER_MAGIC, "child's mount is up");
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
-    struct stat st;
-    check_errno(stat(f.mnt, &st), ENOTCONN, "stat of the dead mount");
+    check_errno(statfs(f.mnt, &sf), ENOTCONN, "statfs of the dead mount");
     fx_mount(&f);
     check_content(P(&f, "f"), "after restart", 13);
     fx_done(&f);
