@@ -179,6 +179,19 @@ static void allow(node_peer *np, const keypair *k)
     TT_OK(node_peer_allow_set(np, (const uint8_t(*)[NODE_PEER_KEY_LEN])k->pub, 1));
 }
 
+/* Waits up to `ms` for the server to hold `n` requests; returns how many it holds. */
+static size_t wait_held(server *s, size_t n, int ms)
+{
+    for (int waited = 0;; waited += 10) {
+        pthread_mutex_lock(&s->mu);
+        size_t held = s->n_held;
+        pthread_mutex_unlock(&s->mu);
+        if (held >= n || waited >= ms)
+            return held;
+        usleep(10000);
+    }
+}
+
 /* A server, and a client linked to it; the server admits the client's key unless `stranger`. */
 typedef struct rig {
     server s;
@@ -280,6 +293,7 @@ TT_TEST(test_node_peer_removed_key_is_refused_on_new_and_existing_connections)
     TT_CHECK(node_peer_response_result(r) == SHOAL_ERR_TIMEOUT,
              "the connection made before the removal still got %s", shoal_error_name(node_peer_response_result(r)));
     node_peer_response_delete(r);
+    wait_stat(g.s.np, offsetof(node_peer_stats, revoked), 1, 2000);
     node_peer_stats ss;
     node_peer_stats_get(g.s.np, &ss);
     TT_CHECK(ss.revoked == 1 && ss.requests_in == 1, "revoked=%llu requests_in=%llu", (unsigned long long)ss.revoked,
@@ -422,7 +436,8 @@ TT_TEST(test_node_peer_request_times_out_when_server_never_replies)
     node_peer_stats cs;
     node_peer_stats_get(g.c, &cs);
     TT_CHECK(cs.timeouts == 1, "timeouts %llu", (unsigned long long)cs.timeouts);
-    TT_CHECK(g.s.n_held == 1, "the server did receive the request (%zu held)", g.s.n_held);
+    TT_CHECK(wait_stat(g.s.np, offsetof(node_peer_stats, requests_in), 1, 2000) == 1,
+             "the server did receive the request");
     rig_stop(&g);
 }
 
@@ -515,7 +530,7 @@ TT_TEST(test_node_peer_reply_after_delete_is_refused_safely)
     node_peer_msg req = get_request(1, 4096);
     node_peer_response *r = node_peer_call(g.c, g.link, &req, (node_peer_payload){0}, 300);
     node_peer_response_delete(r);
-    TT_CHECK(g.s.n_held == 1, "held %zu", g.s.n_held);
+    TT_CHECK(wait_held(&g.s, 1, 2000) == 1, "the server holds the request");
     node_peer_delete(g.s.np); /* the daemon still holds one request */
     node_peer_msg reply = {.status = NODE_PEER_OK};
     int rc = node_peer_reply(g.s.held[0], &reply, (node_peer_payload){.data = "abc", .len = 3});
