@@ -1343,7 +1343,7 @@ int s3_call_run(s3_client *c, const s3_req_spec *spec, s3_call *k)
  * Operations
  */
 
-static void spec_object(s3_req_spec *s, s3_op op, const char *bucket, const char *key)
+void s3_req_spec_init(s3_req_spec *s, s3_op op, const char *bucket, const char *key)
 {
     memset(s, 0, sizeof *s);
     s->op = op;
@@ -1354,7 +1354,7 @@ static void spec_object(s3_req_spec *s, s3_op op, const char *bucket, const char
 
 static void spec_get(s3_req_spec *s, const s3_get_args *a)
 {
-    spec_object(s, S3_OP_GET, a->bucket, a->key);
+    s3_req_spec_init(s, S3_OP_GET, a->bucket, a->key);
     s->get = a;
     if (a->if_match)
         s->headers[s->n_headers++] = (s3_kv){"if-match", a->if_match};
@@ -1362,7 +1362,7 @@ static void spec_get(s3_req_spec *s, const s3_get_args *a)
 
 static void spec_put(s3_req_spec *s, const s3_put_args *a)
 {
-    spec_object(s, S3_OP_PUT, a->bucket, a->key);
+    s3_req_spec_init(s, S3_OP_PUT, a->bucket, a->key);
     s->data = a->data;
     s->fd = a->data ? -1 : a->fd;
     s->offset = a->offset;
@@ -1373,7 +1373,7 @@ static void spec_put(s3_req_spec *s, const s3_put_args *a)
 
 static void spec_list(s3_req_spec *s, const s3_list_args *a, char *max_keys, size_t max_keys_len)
 {
-    spec_object(s, S3_OP_LIST, a->bucket, NULL);
+    s3_req_spec_init(s, S3_OP_LIST, a->bucket, NULL);
     s->query[s->n_query++] = (s3_kv){"list-type", "2"};
     s->query[s->n_query++] = (s3_kv){"encoding-type", "url"};
     if (a->prefix)
@@ -1393,7 +1393,7 @@ static void spec_list(s3_req_spec *s, const s3_list_args *a, char *max_keys, siz
 int s3_head_async(s3_client *c, const char *bucket, const char *key, s3_done_fn done, void *ud)
 {
     s3_req_spec s;
-    spec_object(&s, S3_OP_HEAD, bucket, key);
+    s3_req_spec_init(&s, S3_OP_HEAD, bucket, key);
     return s3_submit(c, &s, done, ud);
 }
 
@@ -1414,7 +1414,7 @@ int s3_put_async(s3_client *c, const s3_put_args *a, s3_done_fn done, void *ud)
 int s3_delete_async(s3_client *c, const char *bucket, const char *key, s3_done_fn done, void *ud)
 {
     s3_req_spec s;
-    spec_object(&s, S3_OP_DELETE, bucket, key);
+    s3_req_spec_init(&s, S3_OP_DELETE, bucket, key);
     return s3_submit(c, &s, done, ud);
 }
 
@@ -1429,7 +1429,7 @@ int s3_list_async(s3_client *c, const s3_list_args *a, s3_done_fn done, void *ud
 int s3_head(s3_client *c, const char *bucket, const char *key, s3_object_info *out)
 {
     s3_req_spec s;
-    spec_object(&s, S3_OP_HEAD, bucket, key);
+    s3_req_spec_init(&s, S3_OP_HEAD, bucket, key);
     s3_call k = {0};
     if (s3_call_run(c, &s, &k) < 0)
         return -1;
@@ -1466,7 +1466,7 @@ int s3_put(s3_client *c, const s3_put_args *a, char etag[S3_ETAG_MAX])
 int s3_delete(s3_client *c, const char *bucket, const char *key)
 {
     s3_req_spec s;
-    spec_object(&s, S3_OP_DELETE, bucket, key);
+    s3_req_spec_init(&s, S3_OP_DELETE, bucket, key);
     s3_call k = {0};
     return s3_call_run(c, &s, &k);
 }

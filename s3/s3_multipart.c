@@ -42,20 +42,22 @@ static void part_done(void *ud, s3_result *r)
     s3_wait_done(&p->job->w);
 }
 
-static void spec_init(s3_req_spec *s, s3_op op, const char *bucket, const char *key)
+/* Runs one request that answers with a result document; its ETag into etag (may be NULL). */
+static int run_for_etag(s3_client *c, const s3_req_spec *s, char etag[S3_ETAG_MAX])
 {
-    memset(s, 0, sizeof *s);
-    s->op = op;
-    s->bucket = bucket;
-    s->key = key;
-    s->fd = -1;
+    s3_call k = {0};
+    if (s3_call_run(c, s, &k) < 0)
+        return -1;
+    if (etag)
+        memcpy(etag, k.info.etag, S3_ETAG_MAX);
+    return 0;
 }
 
 static int create_upload(s3_client *c, const char *bucket, const char *key, const char *content_type,
                          char upload_id[1024])
 {
     s3_req_spec s;
-    spec_init(&s, S3_OP_CREATE_MULTIPART, bucket, key);
+    s3_req_spec_init(&s, S3_OP_CREATE_MULTIPART, bucket, key);
     s.query[s.n_query++] = (s3_kv){"uploads", ""};
     if (content_type)
         s.headers[s.n_headers++] = (s3_kv){"content-type", content_type};
@@ -74,7 +76,7 @@ static void abort_upload(s3_client *c, const char *bucket, const char *key, cons
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", shoal_error_message());
     s3_req_spec s;
-    spec_init(&s, S3_OP_ABORT_MULTIPART, bucket, key);
+    s3_req_spec_init(&s, S3_OP_ABORT_MULTIPART, bucket, key);
     s.query[s.n_query++] = (s3_kv){"uploadId", upload_id};
     s3_call k = {0};
     s3_call_run(c, &s, &k);
@@ -90,19 +92,14 @@ static int complete_upload(s3_client *c, const char *bucket, const char *key, co
     if (s3_xml_build_complete(&body, parts, n) < 0)
         goto done;
     s3_req_spec s;
-    spec_init(&s, S3_OP_COMPLETE_MULTIPART, bucket, key);
+    s3_req_spec_init(&s, S3_OP_COMPLETE_MULTIPART, bucket, key);
     s.query[s.n_query++] = (s3_kv){"uploadId", upload_id};
     s.headers[s.n_headers++] = (s3_kv){"content-type", "application/xml"};
     s.data = body.data;
     s.len = body.len;
     s.copy_body = true;
     s.expect = S3_XML_COMPLETE_MULTIPART;
-    s3_call k = {0};
-    if (s3_call_run(c, &s, &k) < 0)
-        goto done;
-    if (etag)
-        memcpy(etag, k.info.etag, S3_ETAG_MAX);
-    rc = 0;
+    rc = run_for_etag(c, &s, etag);
 done:
     shoal_buf_destroy(&body);
     return rc;
@@ -151,7 +148,7 @@ static int multipart(s3_client *c, const char *bucket, const char *key, const ch
         job.parts[i].number = i + 1;
         snprintf(numbers[i], sizeof numbers[i], "%u", i + 1);
         s3_req_spec s;
-        spec_init(&s, src->put ? S3_OP_UPLOAD_PART : S3_OP_UPLOAD_PART_COPY, bucket, key);
+        s3_req_spec_init(&s, src->put ? S3_OP_UPLOAD_PART : S3_OP_UPLOAD_PART_COPY, bucket, key);
         s.query[s.n_query++] = (s3_kv){"partNumber", numbers[i]};
         s.query[s.n_query++] = (s3_kv){"uploadId", upload_id};
         if (src->put) {
@@ -226,16 +223,11 @@ int s3_copy(s3_client *c, const char *src_bucket, const char *src_key, const cha
         goto done;
     }
     s3_req_spec s;
-    spec_init(&s, S3_OP_COPY, dst_bucket, dst_key);
+    s3_req_spec_init(&s, S3_OP_COPY, dst_bucket, dst_key);
     s.headers[s.n_headers++] = (s3_kv){"x-amz-copy-source", shoal_buf_str(&source)};
     s.headers[s.n_headers++] = (s3_kv){"x-amz-copy-source-if-match", info.etag};
     s.expect = S3_XML_COPY_OBJECT;
-    s3_call k = {0};
-    if (s3_call_run(c, &s, &k) < 0)
-        goto done;
-    if (etag)
-        memcpy(etag, k.info.etag, S3_ETAG_MAX);
-    rc = 0;
+    rc = run_for_etag(c, &s, etag);
 done:
     shoal_buf_destroy(&source);
     return rc;

@@ -49,6 +49,9 @@ typedef struct s3_req_spec {
     s3_xml_result_kind expect;
 } s3_req_spec;
 
+/* Empties *s and sets the operation and object (no body: fd -1). */
+void s3_req_spec_init(s3_req_spec *s, s3_op op, const char *bucket, const char *key);
+
 /* Queues one request. 0, and done runs exactly once later; or -1 (done never runs). */
 int s3_submit(s3_client *c, const s3_req_spec *spec, s3_done_fn done, void *ud);
 
