@@ -1,0 +1,39 @@
+/*
+ * sim_lru: a byte-bounded least-recently-used set of block numbers, the model of one node's cache.
+ * Caller-owned (sim_lru_create/sim_lru_destroy): the simulator embeds one or two per node.
+ * Entries live in a growable pool with a free list and a chained hash index, so a touch, an insert
+ * and an eviction are O(1) and memory follows the number of blocks actually cached.
+ */
+#ifndef SHOAL_SIM_LRU_H
+#define SHOAL_SIM_LRU_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct sim_lru_entry {
+    uint32_t block, size;
+    uint32_t prev, next, hnext;
+} sim_lru_entry;
+
+typedef struct sim_lru {
+    uint64_t cap_bytes, used_bytes;
+    sim_lru_entry *pool;
+    uint32_t n_pool, cap_pool, free_head;
+    uint32_t *buckets; /* entry index + 1; 0 = empty */
+    uint32_t n_buckets, count;
+    uint32_t mru, lru;
+    uint64_t evictions;
+} sim_lru;
+
+/* An empty cache of cap_bytes. Never fails (memory is taken on insert). */
+void sim_lru_create(sim_lru *l, uint64_t cap_bytes);
+/* Frees the cache's memory. */
+void sim_lru_destroy(sim_lru *l);
+/* True when `block` is cached; it becomes the most recently used. */
+bool sim_lru_touch(sim_lru *l, uint32_t block);
+/* Caches `block` of `size` bytes as most recently used, evicting the least recently used blocks
+ * until it fits; a block larger than the whole cache is not cached. Returns -1 with
+ * SHOAL_ERR_NOMEM when the pool cannot grow, 0 otherwise. */
+int sim_lru_insert(sim_lru *l, uint32_t block, uint32_t size);
+
+#endif

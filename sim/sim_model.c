@@ -1,0 +1,1319 @@
+/*
+ * The cluster model. One sim_cluster holds the N real gossip instances; the model steps virtual
+ * time one second at a time and, at each step:
+ *
+ *   1. applies the churn scheduled inside the second at its exact instant (kill, restart, join,
+ *      stall, partition, and their ends), then lets the world run to the end of the second;
+ *   2. groups the running nodes by the membership view each one holds. A node's view is tracked
+ *      from its own gossip events as a bitset of live members and an additive 64-bit fingerprint
+ *      (sum of a hash per live member), checked against gossip_live_count() and rebuilt from
+ *      gossip_member_at() when they disagree. Nodes with equal fingerprints hold the same view;
+ *   3. for each distinct view that is needed, builds the real dht_view from that view's gossip
+ *      member list and computes owners per block lazily (a block's owners are looked up once per
+ *      view, not once per read), so placement is exactly what a daemon holding that view computes;
+ *   4. issues this second's share of every reading node's epoch (reads are spread evenly over the
+ *      epoch and interleaved round-robin across nodes, so concurrent readers of one block find the
+ *      fetch of the first) through the three systems: Shoal, independent caches, no cache;
+ *   5. records a row of the time series.
+ *
+ * The S3 model is a fluid queue per prefix and system: up to s3_rate GETs per second pass; a GET
+ * that finds k seconds of backlog ahead of it waits k seconds and collects k 503 answers (one per
+ * retry). Latency = waits + time to first byte (drawn) + size / per-GET throughput.
+ *
+ * The first probe of a failed node is observed on the wire: the world's tap opens every datagram
+ * addressed to a killed, not yet probed node and looks for a PING, which gives SWIM's "protocol
+ * periods to first detection" exactly as the paper counts them.
+ */
+#include "sim_model.h"
+#include "dht.h"
+#include "gossip.h"
+#include "gossip_proto.h"
+#include "shoal_error.h"
+#include "shoal_log.h"
+#include "sim_cluster.h"
+#include "sim_lru.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SEC 1000000ull
+#define VIEW_CACHE_SOFT 16
+#define PEER_TIMEOUT_S 1.0    /* a reader gives up on an owner that does not answer */
+#define DISK_LATENCY_S 0.0002 /* local cache hit: NVMe read latency */
+#define DISK_BPS 2e9          /* and throughput */
+#define PART_BYTES (16u << 20) /* checkpoint upload: single PUT up to this, multipart above */
+
+typedef struct view_entry {
+    uint64_t fp;
+    dht_view *v;
+    const dht_member **owners; /* blocks * R, lazily; owners[b*R] NULL = not computed */
+    uint8_t *n_owners;
+    uint64_t *members; /* bitset of the live members the view was built from */
+    uint32_t size;
+    uint32_t stamp;    /* last tick that used it */
+    bool full;         /* every block's owners computed */
+} view_entry;
+
+typedef struct group {
+    uint64_t fp;
+    uint32_t rep, count;
+    view_entry *ve;
+} group;
+
+enum { P_UP, P_DOWN };
+
+typedef struct peer {
+    struct sim_model *m;
+    uint32_t ix, zone, group;
+    uint8_t state;
+    bool stalled, sampled, reading;
+    uint64_t incarnation;
+    uint64_t *seen; /* bitset: live members in this node's view */
+    uint64_t fp;
+    uint32_t live;
+    int32_t victim;
+    sim_lru cache, indep;
+    uint32_t rank;
+    uint64_t total, done; /* blocks this epoch, read so far */
+    uint32_t file_ord, block_in_file;
+    uint64_t perm_key;
+} peer;
+
+typedef enum sched_kind {
+    S_KILL,
+    S_RESTART_ANY,
+    S_RESTART_NODE,
+    S_JOIN,
+    S_STALL,
+    S_UNSTALL_NODE,
+    S_PARTITION,
+    S_HEAL,
+} sched_kind;
+
+typedef struct sched_ev {
+    double at;
+    uint64_t seq;
+    sched_kind kind;
+    uint32_t count, node;
+    double for_s;
+} sched_ev;
+
+typedef struct victim_track {
+    uint32_t dead_seen;
+    bool probe_pending, done;
+} victim_track;
+
+struct sim_model {
+    sim_config cfg;
+    gossip_config base;
+    sim_cluster *c;
+    sim_world *w;
+    uint64_t rng;
+    uint64_t probe_us;
+
+    peer **peers;
+    uint32_t n_peers, cap_peers, words;
+    uint32_t up;
+    char (*zone_names)[16];
+
+    /* dataset */
+    uint32_t blocks, files;
+    dht_id *ids;
+    uint32_t *bsize, *bfile, *file_first;
+    uint64_t *epoch_seen;
+
+    /* views */
+    view_entry **views;
+    size_t n_views;
+    group *groups;
+    size_t n_groups;
+    view_entry *majority;
+    uint32_t tick_no;
+
+    /* S3 backlog per system and prefix, in requests */
+    double *backlog[SIM_SYSTEMS];
+
+    /* churn */
+    sched_ev *sched;
+    size_t n_sched, cap_sched;
+    uint64_t sched_seq;
+
+    /* epoch in progress */
+    int epoch;
+    double epoch_len;
+    uint32_t ranks, sampled_readers, readers;
+    uint64_t epoch_key;
+    uint32_t ckpt_no;
+    uint64_t ckpt_block;
+    double next_ckpt;
+
+    sim_tick cur;
+    sim_tick *ticks;
+    size_t n_ticks;
+    sim_epoch_stats *epochs;
+    sim_victim *victims;
+    victim_track *vtrack;
+    size_t n_victims, cap_victims, pending_probes;
+    uint64_t last_sent;
+    sim_result res;
+};
+
+/* ---- small helpers ---- */
+
+static double unit(uint64_t *rng) { return (double)(sim_splitmix64(rng) >> 11) * 0x1.0p-53; }
+
+static uint64_t member_hash(uint32_t ix)
+{
+    uint64_t s = 0x51afd7ed558ccd00ull ^ ix;
+    return sim_splitmix64(&s);
+}
+
+static bool bit_get(const uint64_t *b, uint32_t i) { return b[i >> 6] >> (i & 63) & 1; }
+static void bit_set(uint64_t *b, uint32_t i) { b[i >> 6] |= 1ull << (i & 63); }
+static void bit_clear(uint64_t *b, uint32_t i) { b[i >> 6] &= ~(1ull << (i & 63)); }
+
+/* Node ids are "n<index>"; anything else is not one of ours. */
+static uint32_t id_index(const char *id)
+{
+    if (id[0] != 'n' || id[1] < '0' || id[1] > '9')
+        return UINT32_MAX;
+    char *end;
+    unsigned long v = strtoul(id + 1, &end, 10);
+    return *end ? UINT32_MAX : (uint32_t)v;
+}
+
+static shoal_addr node_addr(uint32_t ix) { return shoal_addr_ipv4(0x0a000000u + ix + 1, 7400); }
+
+static uint32_t addr_index(const sim_model *m, const shoal_addr *a)
+{
+    if (a->family != 4)
+        return UINT32_MAX;
+    uint32_t v = (uint32_t)a->ip[0] << 24 | (uint32_t)a->ip[1] << 16 | (uint32_t)a->ip[2] << 8 | a->ip[3];
+    uint32_t ix = v - 0x0a000001u;
+    return ix < m->n_peers ? ix : UINT32_MAX;
+}
+
+static double now_s(const sim_model *m) { return (double)sim_world_now(m->w) / SEC; }
+
+/* A pseudo-random permutation of [0, n): a 4-round Feistel network on the smallest even number of
+ * bits covering n, cycle-walking back into range. No memory, any n, a fresh order per key. */
+static uint32_t permute(uint64_t key, uint32_t x, uint32_t n)
+{
+    uint32_t bits = 2;
+    while ((1ull << bits) < n)
+        bits += 2;
+    uint32_t half = bits / 2, mask = (1u << half) - 1;
+    do {
+        uint32_t l = x >> half, r = x & mask;
+        for (uint64_t round = 0; round < 4; round++) {
+            uint64_t s = key ^ round << 40 ^ r;
+            uint32_t f = (uint32_t)sim_splitmix64(&s) & mask;
+            uint32_t nl = r;
+            r = l ^ f;
+            l = nl;
+        }
+        x = l << half | r;
+    } while (x >= n);
+    return x;
+}
+
+/* ---- gossip events: each node's view ---- */
+
+static void view_set(peer *p, uint32_t who, bool live)
+{
+    if (bit_get(p->seen, who) == live)
+        return;
+    if (live) {
+        bit_set(p->seen, who);
+        p->fp += member_hash(who);
+        p->live++;
+    } else {
+        bit_clear(p->seen, who);
+        p->fp -= member_hash(who);
+        p->live--;
+    }
+}
+
+static void view_reset_self(peer *p)
+{
+    memset(p->seen, 0, (size_t)p->m->words * sizeof *p->seen);
+    p->fp = 0;
+    p->live = 0;
+    view_set(p, p->ix, true);
+}
+
+static void view_rebuild(peer *p, gossip *g)
+{
+    view_reset_self(p);
+    size_t n = gossip_member_count(g);
+    for (size_t i = 0; i < n; i++) {
+        gossip_member_info mi;
+        if (gossip_member_at(g, i, &mi) < 0)
+            continue;
+        uint32_t who = id_index(mi.meta->id);
+        if (who < p->m->n_peers)
+            view_set(p, who, mi.state == GOSSIP_ALIVE || mi.state == GOSSIP_SUSPECT);
+    }
+}
+
+static void victim_check_all(sim_model *m, size_t v)
+{
+    if (m->vtrack[v].done || m->vtrack[v].dead_seen < m->up)
+        return;
+    m->vtrack[v].done = true;
+    m->victims[v].all_dead = now_s(m);
+}
+
+static void on_event(void *ud, gossip_event ev, const gossip_member_info *mi)
+{
+    peer *p = ud;
+    sim_model *m = p->m;
+    if (mi->is_self || ev == GOSSIP_EV_REFUSED)
+        return;
+    uint32_t who = id_index(mi->meta->id);
+    if (who >= m->n_peers)
+        return;
+    bool was = bit_get(p->seen, who);
+    view_set(p, who, mi->state == GOSSIP_ALIVE || mi->state == GOSSIP_SUSPECT);
+    peer *q = m->peers[who];
+    bool healthy = q->state == P_UP && !q->stalled;
+    if (ev == GOSSIP_EV_SUSPECT) {
+        m->cur.suspicions++;
+        if (healthy)
+            m->cur.false_suspicions++;
+        if (q->victim >= 0 && m->victims[q->victim].first_suspect < 0)
+            m->victims[q->victim].first_suspect = now_s(m);
+    } else if (ev == GOSSIP_EV_DEAD) {
+        if (healthy)
+            m->cur.false_deaths++;
+        if (q->victim >= 0 && was) {
+            sim_victim *v = &m->victims[q->victim];
+            if (v->first_dead < 0) {
+                v->first_dead = now_s(m);
+                m->cur.detections++;
+            }
+            m->vtrack[q->victim].dead_seen++;
+            victim_check_all(m, (size_t)q->victim);
+        }
+    }
+}
+
+/* The world's capture point: the first PING addressed to a killed node. */
+static void on_tap(void *ud, int from, const shoal_addr *to, const void *data, size_t len)
+{
+    sim_model *m = ud;
+    if (!m->pending_probes)
+        return;
+    uint32_t ix = addr_index(m, to);
+    if (ix == UINT32_MAX || m->peers[ix]->victim < 0)
+        return;
+    size_t v = (size_t)m->peers[ix]->victim;
+    if (!m->vtrack[v].probe_pending || len <= GOSSIP_SEAL_OVERHEAD || len > GOSSIP_DATAGRAM_MAX)
+        return;
+    uint8_t plain[GOSSIP_DATAGRAM_MAX];
+    size_t plen;
+    gossip_msg *msg = malloc(sizeof *msg);
+    if (!msg)
+        return;
+    const char *why;
+    if (gossip_open(m->base.cluster_key, data, len, plain, &plen) == 0 &&
+        gossip_msg_decode(plain, plen, msg, &why) == 0 && msg->type == GOSSIP_MSG_PING) {
+        sim_victim *vi = &m->victims[v];
+        vi->first_probe = now_s(m);
+        double periods = (vi->first_probe - vi->killed) / ((double)m->probe_us / SEC);
+        vi->probe_periods = (uint32_t)ceil(periods - 1e-9);
+        if (vi->probe_periods == 0)
+            vi->probe_periods = 1;
+        m->vtrack[v].probe_pending = false;
+        m->pending_probes--;
+    }
+    (void)from;
+    free(msg);
+}
+
+/* ---- nodes ---- */
+
+static int peer_add(sim_model *m)
+{
+    uint32_t ix = m->n_peers;
+    if (ix == m->cap_peers)
+        return shoal_error_set(SHOAL_ERR_SIM, "sim: more nodes than planned (%u)", m->cap_peers);
+    peer *p = calloc(1, sizeof *p);
+    if (!p)
+        return shoal_error_set(SHOAL_ERR_NOMEM, "sim: node %u", ix);
+    p->seen = calloc(m->words, sizeof *p->seen);
+    if (!p->seen) {
+        free(p);
+        return shoal_error_set(SHOAL_ERR_NOMEM, "sim: view bitset of node %u", ix);
+    }
+    p->m = m;
+    p->ix = ix;
+    p->zone = ix % m->cfg.wl.zones;
+    p->victim = -1;
+    p->incarnation = 1;
+    p->sampled = !m->cfg.baseline_sample || ix < m->cfg.baseline_sample;
+    sim_lru_create(&p->cache, m->cfg.wl.cache_bytes);
+    sim_lru_create(&p->indep, m->cfg.wl.cache_bytes);
+    m->peers[m->n_peers++] = p;
+    view_reset_self(p);
+
+    gossip_config cfg = m->base;
+    snprintf(cfg.self.id, sizeof cfg.self.id, "n%u", ix);
+    snprintf(cfg.self.zone, sizeof cfg.self.zone, "%s", m->zone_names[p->zone]);
+    cfg.self.addr = node_addr(ix);
+    cfg.incarnation = p->incarnation;
+    cfg.event_ud = p;
+    int got = sim_cluster_add(m->c, &cfg);
+    if (got < 0)
+        return shoal_error_wrap("sim: starting node %u", ix);
+    if ((uint32_t)got != ix)
+        return shoal_error_set(SHOAL_ERR_SIM, "sim: node %u got cluster slot %d", ix, got);
+    p->state = P_UP;
+    m->up++;
+    return 0;
+}
+
+/* The lowest-numbered running node: the seed a joiner or a restarted node contacts. */
+static int seed_node(const sim_model *m, uint32_t except)
+{
+    for (uint32_t i = 0; i < m->n_peers; i++)
+        if (i != except && m->peers[i]->state == P_UP)
+            return (int)i;
+    return -1;
+}
+
+static uint32_t pick(sim_model *m, bool (*ok)(const peer *))
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < m->n_peers; i++)
+        n += ok(m->peers[i]);
+    if (!n)
+        return UINT32_MAX;
+    uint32_t k = (uint32_t)(sim_splitmix64(&m->rng) % n);
+    for (uint32_t i = 0; i < m->n_peers; i++)
+        if (ok(m->peers[i]) && k-- == 0)
+            return i;
+    return UINT32_MAX;
+}
+
+static bool is_killable(const peer *p) { return p->state == P_UP && !p->stalled; }
+static bool is_down(const peer *p) { return p->state == P_DOWN; }
+
+static int sched_push(sim_model *m, sched_ev e)
+{
+    if (m->n_sched == m->cap_sched) {
+        size_t cap = m->cap_sched ? m->cap_sched * 2 : 64;
+        sched_ev *s = realloc(m->sched, cap * sizeof *s);
+        if (!s)
+            return shoal_error_set(SHOAL_ERR_NOMEM, "sim: churn schedule of %zu", cap);
+        m->sched = s;
+        m->cap_sched = cap;
+    }
+    e.seq = m->sched_seq++;
+    size_t i = m->n_sched++;
+    while (i > 0 && (m->sched[i - 1].at > e.at || (m->sched[i - 1].at == e.at && m->sched[i - 1].seq > e.seq))) {
+        m->sched[i] = m->sched[i - 1];
+        i--;
+    }
+    m->sched[i] = e;
+    return 0;
+}
+
+static int victim_new(sim_model *m, uint32_t ix)
+{
+    if (m->n_victims == m->cap_victims) {
+        size_t cap = m->cap_victims ? m->cap_victims * 2 : 64;
+        sim_victim *v = realloc(m->victims, cap * sizeof *v);
+        if (!v)
+            return shoal_error_set(SHOAL_ERR_NOMEM, "sim: victims");
+        m->victims = v;
+        victim_track *t = realloc(m->vtrack, cap * sizeof *t);
+        if (!t)
+            return shoal_error_set(SHOAL_ERR_NOMEM, "sim: victims");
+        m->vtrack = t;
+        m->cap_victims = cap;
+    }
+    m->victims[m->n_victims] = (sim_victim){.node = ix, .killed = now_s(m), .first_probe = -1,
+                                            .first_suspect = -1, .first_dead = -1, .all_dead = -1};
+    m->vtrack[m->n_victims] = (victim_track){.probe_pending = true};
+    m->peers[ix]->victim = (int32_t)m->n_victims++;
+    m->pending_probes++;
+    return 0;
+}
+
+static int apply(sim_model *m, const sched_ev *e)
+{
+    switch (e->kind) {
+    case S_KILL:
+        for (uint32_t k = 0; k < e->count; k++) {
+            uint32_t ix = pick(m, is_killable);
+            if (ix == UINT32_MAX || m->up <= 1)
+                break;
+            sim_cluster_kill(m->c, (int)ix);
+            m->peers[ix]->state = P_DOWN;
+            m->up--;
+            if (victim_new(m, ix) < 0)
+                return -1;
+            if (m->cfg.churn.restart_after > 0 &&
+                sched_push(m, (sched_ev){.at = now_s(m) + m->cfg.churn.restart_after, .kind = S_RESTART_NODE,
+                                         .node = ix}) < 0)
+                return -1;
+        }
+        return 0;
+    case S_RESTART_ANY:
+    case S_RESTART_NODE:
+        for (uint32_t k = 0; k < (e->kind == S_RESTART_ANY ? e->count : 1); k++) {
+            uint32_t ix = e->kind == S_RESTART_ANY ? pick(m, is_down) : e->node;
+            if (ix == UINT32_MAX || m->peers[ix]->state != P_DOWN)
+                break;
+            peer *p = m->peers[ix];
+            int seed = seed_node(m, ix);
+            if (seed < 0)
+                break;
+            if (p->victim >= 0 && m->vtrack[p->victim].probe_pending) {
+                m->vtrack[p->victim].probe_pending = false;
+                m->pending_probes--;
+            }
+            p->victim = -1;
+            p->incarnation++;
+            view_reset_self(p);
+            if (sim_cluster_restart(m->c, (int)ix, p->incarnation, seed) < 0)
+                return shoal_error_wrap("sim: restarting node %u", ix);
+            p->state = P_UP;
+            m->up++;
+        }
+        return 0;
+    case S_JOIN:
+        for (uint32_t k = 0; k < e->count; k++) {
+            int seed = seed_node(m, UINT32_MAX);
+            if (peer_add(m) < 0)
+                return -1;
+            if (seed >= 0 && sim_cluster_join(m->c, (int)m->n_peers - 1, seed) < 0)
+                return shoal_error_wrap("sim: node %u joining", m->n_peers - 1);
+        }
+        return 0;
+    case S_STALL:
+        for (uint32_t k = 0; k < e->count; k++) {
+            uint32_t ix = pick(m, is_killable);
+            if (ix == UINT32_MAX)
+                break;
+            m->peers[ix]->stalled = true;
+            sim_world_block(m->w, (int)ix, true);
+            if (sched_push(m, (sched_ev){.at = now_s(m) + e->for_s, .kind = S_UNSTALL_NODE, .node = ix}) < 0)
+                return -1;
+        }
+        return 0;
+    case S_UNSTALL_NODE:
+        m->peers[e->node]->stalled = false;
+        sim_world_block(m->w, (int)e->node, false);
+        return 0;
+    case S_PARTITION:
+        for (uint32_t i = 0; i < m->n_peers; i++)
+            sim_world_set_group(m->w, (int)i, i < m->n_peers / 2 ? 1 : 0);
+        return sched_push(m, (sched_ev){.at = now_s(m) + e->for_s, .kind = S_HEAL});
+    case S_HEAL:
+        for (uint32_t i = 0; i < m->n_peers; i++)
+            sim_world_set_group(m->w, (int)i, 0);
+        return 0;
+    }
+    return 0;
+}
+
+/* Turns the churn spec into a schedule: the timed events as given, the rates as Poisson arrivals
+ * drawn now from the seed. Returns the number of joins it planned. */
+static int plan_churn(sim_model *m, uint32_t *joins)
+{
+    const sim_churn *c = &m->cfg.churn;
+    static const sched_kind kinds[] = {
+        [SIM_CHURN_KILL] = S_KILL, [SIM_CHURN_RESTART] = S_RESTART_ANY, [SIM_CHURN_JOIN] = S_JOIN,
+        [SIM_CHURN_STALL] = S_STALL, [SIM_CHURN_PARTITION] = S_PARTITION,
+    };
+    *joins = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        const sim_churn_event *e = &c->ev[i];
+        if (sched_push(m, (sched_ev){.at = e->at, .kind = kinds[e->kind], .count = e->count, .for_s = e->for_s}) < 0)
+            return -1;
+        if (e->kind == SIM_CHURN_JOIN)
+            *joins += e->count;
+    }
+    struct {
+        double per_s;
+        sched_kind kind;
+    } rates[] = {
+        {c->kill_rate * m->cfg.nodes / 3600.0, S_KILL},
+        {c->join_rate / 3600.0, S_JOIN},
+        {c->stall_rate * m->cfg.nodes / 3600.0, S_STALL},
+    };
+    for (size_t r = 0; r < sizeof rates / sizeof rates[0]; r++) {
+        if (rates[r].per_s <= 0)
+            continue;
+        for (double t = c->from_s;;) {
+            t += -log(1 - unit(&m->rng)) / rates[r].per_s;
+            if (t >= m->cfg.duration_s)
+                break;
+            if (sched_push(m, (sched_ev){.at = t, .kind = rates[r].kind, .count = 1, .for_s = c->stall_s}) < 0)
+                return -1;
+            if (rates[r].kind == S_JOIN)
+                (*joins)++;
+        }
+    }
+    return 0;
+}
+
+/* ---- dataset ---- */
+
+static int dataset_build(sim_model *m)
+{
+    const sim_workload *wl = &m->cfg.wl;
+    uint64_t rng = m->cfg.seed ^ 0xda7a5e7ull;
+    m->files = wl->files;
+    m->file_first = malloc(((size_t)m->files + 1) * sizeof *m->file_first);
+    uint64_t *sizes = malloc((size_t)m->files * sizeof *sizes);
+    if (!m->file_first || !sizes) {
+        free(sizes);
+        return shoal_error_set(SHOAL_ERR_NOMEM, "sim: dataset of %u files", m->files);
+    }
+    uint64_t blocks = 0;
+    for (uint32_t f = 0; f < m->files; f++) {
+        double s = sim_dist_sample(&wl->file_size, &rng);
+        sizes[f] = s < 1 ? 1 : (uint64_t)s;
+        m->file_first[f] = (uint32_t)blocks;
+        blocks += (sizes[f] + wl->block_size - 1) / wl->block_size;
+        if (blocks > 200000000ull) {
+            free(sizes);
+            return shoal_error_set(SHOAL_ERR_INVAL, "sim: the dataset has more than 200,000,000 blocks");
+        }
+    }
+    m->file_first[m->files] = (uint32_t)blocks;
+    m->blocks = (uint32_t)blocks;
+    m->ids = malloc(blocks * sizeof *m->ids);
+    m->bsize = malloc(blocks * sizeof *m->bsize);
+    m->bfile = malloc(blocks * sizeof *m->bfile);
+    m->epoch_seen = calloc((blocks + 63) / 64, sizeof *m->epoch_seen);
+    if (!m->ids || !m->bsize || !m->bfile || !m->epoch_seen) {
+        free(sizes);
+        return shoal_error_set(SHOAL_ERR_NOMEM, "sim: dataset of %llu blocks", (unsigned long long)blocks);
+    }
+    for (uint32_t f = 0; f < m->files; f++) {
+        char key[32];
+        snprintf(key, sizeof key, "data/%08u", f);
+        for (uint32_t b = m->file_first[f]; b < m->file_first[f + 1]; b++) {
+            uint64_t idx = b - m->file_first[f];
+            m->ids[b] = dht_block_id("dataset", key, "\"etag\"", idx);
+            uint64_t rest = sizes[f] - idx * wl->block_size;
+            m->bsize[b] = rest < wl->block_size ? (uint32_t)rest : wl->block_size;
+            m->bfile[b] = f;
+            m->res.dataset_bytes += m->bsize[b];
+        }
+    }
+    free(sizes);
+    m->res.blocks = blocks;
+    return 0;
+}
+
+/* ---- views and owners ---- */
+
+static void view_free(view_entry *e)
+{
+    if (!e)
+        return;
+    dht_view_delete(e->v);
+    free(e->owners);
+    free(e->n_owners);
+    free(e->members);
+    free(e);
+}
+
+/* The dht view of node `rep`'s current gossip view: every live (alive or suspect) member. */
+static view_entry *view_build(sim_model *m, uint64_t fp, uint32_t rep)
+{
+    gossip *g = sim_cluster_node(m->c, (int)rep);
+    size_t n = gossip_member_count(g);
+    dht_member *dm = calloc(n ? n : 1, sizeof *dm);
+    view_entry *e = calloc(1, sizeof *e);
+    if (!dm || !e)
+        goto fail;
+    e->members = calloc(m->words, sizeof *e->members);
+    e->owners = calloc((size_t)m->blocks * m->cfg.wl.replicas, sizeof *e->owners);
+    e->n_owners = calloc(m->blocks ? m->blocks : 1, 1);
+    if (!e->members || !e->owners || !e->n_owners)
+        goto fail;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        gossip_member_info mi;
+        if (gossip_member_at(g, i, &mi) < 0 || !(mi.state == GOSSIP_ALIVE || mi.state == GOSSIP_SUSPECT))
+            continue;
+        uint32_t who = id_index(mi.meta->id);
+        if (who >= m->n_peers)
+            continue;
+        bit_set(e->members, who);
+        dm[k++] = (dht_member){.node_id = mi.meta->id, .zone = mi.meta->zone, .capacity = mi.meta->capacity,
+                               .serving = mi.meta->serving, .alive = true, .user = (void *)(uintptr_t)(who + 1)};
+    }
+    e->v = dht_view_new(dm, k, fp);
+    if (!e->v)
+        goto fail;
+    e->fp = fp;
+    e->size = (uint32_t)k;
+    free(dm);
+    m->res.views_built++;
+    return e;
+fail:
+    free(dm);
+    view_free(e);
+    if (shoal_error_code() == SHOAL_OK)
+        shoal_error_set(SHOAL_ERR_NOMEM, "sim: placement view of %zu members", n);
+    return NULL;
+}
+
+static view_entry *view_get(sim_model *m, uint64_t fp, uint32_t rep)
+{
+    for (size_t i = 0; i < m->n_views; i++) {
+        if (m->views[i]->fp == fp) {
+            m->views[i]->stamp = m->tick_no;
+            return m->views[i];
+        }
+    }
+    /* Evict the least recently used entry not in use this tick, beyond the soft limit. */
+    if (m->n_views >= VIEW_CACHE_SOFT) {
+        size_t victim = SIZE_MAX;
+        for (size_t i = 0; i < m->n_views; i++) {
+            view_entry *e = m->views[i];
+            if (e == m->majority || e->stamp == m->tick_no)
+                continue;
+            if (victim == SIZE_MAX || e->stamp < m->views[victim]->stamp)
+                victim = i;
+        }
+        if (victim != SIZE_MAX) {
+            view_free(m->views[victim]);
+            m->views[victim] = m->views[--m->n_views];
+        }
+    }
+    view_entry **vv = realloc(m->views, (m->n_views + 1) * sizeof *vv);
+    if (!vv) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "sim: view cache");
+        return NULL;
+    }
+    m->views = vv;
+    view_entry *e = view_build(m, fp, rep);
+    if (!e)
+        return NULL;
+    e->stamp = m->tick_no;
+    m->views[m->n_views++] = e;
+    return e;
+}
+
+/* Owners of block b in view e (pointers into the view), computed once per view and block. */
+static int owners_of(sim_model *m, view_entry *e, uint32_t b, const dht_member ***out)
+{
+    uint32_t r = m->cfg.wl.replicas;
+    const dht_member **o = &e->owners[(size_t)b * r];
+    if (!e->n_owners[b]) {
+        int k = dht_owners(e->v, m->ids[b], (int)r, o);
+        m->res.owner_lookups++;
+        e->n_owners[b] = k < 0 ? 0xff : (uint8_t)k;
+    }
+    *out = o;
+    return e->n_owners[b] == 0xff ? 0 : e->n_owners[b];
+}
+
+static uint32_t owner_ix(const dht_member *d) { return (uint32_t)((uintptr_t)d->user - 1); }
+
+static void view_complete(sim_model *m, view_entry *e)
+{
+    if (e->full)
+        return;
+    const dht_member **o;
+    for (uint32_t b = 0; b < m->blocks; b++)
+        owners_of(m, e, b, &o);
+    e->full = true;
+}
+
+static int cmp_group(const void *a, const void *b)
+{
+    const group *x = a, *y = b;
+    if (x->fp != y->fp)
+        return x->fp < y->fp ? -1 : 1;
+    return x->rep < y->rep ? -1 : x->rep > y->rep;
+}
+
+/* Groups running nodes by view; picks the view most nodes hold. */
+static int group_nodes(sim_model *m)
+{
+    group *g = realloc(m->groups, (m->n_peers ? m->n_peers : 1) * sizeof *g);
+    if (!g)
+        return shoal_error_set(SHOAL_ERR_NOMEM, "sim: view groups");
+    m->groups = g;
+    size_t n = 0;
+    for (uint32_t i = 0; i < m->n_peers; i++) {
+        peer *p = m->peers[i];
+        if (p->state != P_UP)
+            continue;
+        gossip *gi = sim_cluster_node(m->c, (int)i);
+        if (gi && gossip_live_count(gi) != p->live)
+            view_rebuild(p, gi);
+        g[n++] = (group){.fp = p->fp, .rep = i, .count = 1};
+    }
+    qsort(g, n, sizeof *g, cmp_group);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k && g[k - 1].fp == g[i].fp) {
+            g[k - 1].count++;
+        } else {
+            g[k] = g[i];
+            g[k].ve = NULL;
+            k++;
+        }
+        m->peers[g[i].rep]->group = (uint32_t)(k - 1);
+    }
+    m->n_groups = k;
+    return 0;
+}
+
+static view_entry *group_view(sim_model *m, uint32_t gi)
+{
+    group *g = &m->groups[gi];
+    if (!g->ve)
+        g->ve = view_get(m, g->fp, g->rep);
+    return g->ve;
+}
+
+static bool is_subset(const uint64_t *a, const uint64_t *b, uint32_t words)
+{
+    for (uint32_t i = 0; i < words; i++)
+        if (a[i] & ~b[i])
+            return false;
+    return true;
+}
+
+/* Blocks whose owner set changed when the view most nodes hold changed. */
+static int track_majority(sim_model *m)
+{
+    if (!m->n_groups || now_s(m) < m->cfg.wl.start_s)
+        return 0;
+    uint32_t best = 0;
+    for (uint32_t i = 1; i < m->n_groups; i++)
+        if (m->groups[i].count > m->groups[best].count)
+            best = i;
+    view_entry *nv = group_view(m, best);
+    if (!nv)
+        return -1;
+    view_entry *old = m->majority;
+    if (old == nv)
+        return 0;
+    m->majority = nv;
+    if (!old)
+        return 0;
+    view_complete(m, old);
+    view_complete(m, nv);
+    uint32_t r = m->cfg.wl.replicas;
+    uint64_t moved = 0, bytes = 0;
+    for (uint32_t b = 0; b < m->blocks; b++) {
+        const dht_member **o1, **o2;
+        int k1 = owners_of(m, old, b, &o1), k2 = owners_of(m, nv, b, &o2);
+        for (int j = 0; j < k2; j++) {
+            bool had = false;
+            for (int i = 0; i < k1 && !had; i++)
+                had = owner_ix(o1[i]) == owner_ix(o2[j]);
+            if (!had) {
+                moved++;
+                bytes += m->bsize[b];
+            }
+        }
+    }
+    m->cur.moved_blocks += moved;
+    m->cur.moved_bytes += bytes;
+    if (nv->size == old->size + 1 && is_subset(old->members, nv->members, m->words)) {
+        m->res.join_moves++;
+        m->res.join_moved_blocks += moved;
+        m->res.join_ideal_milli += (uint64_t)llround(1000.0 * r * m->blocks / nv->size);
+    }
+    return 0;
+}
+
+/* ---- the data path ---- */
+
+static void lat_add(sim_model *m, int sys, double s)
+{
+    double us = s * 1e6;
+    int b = us <= SIM_LAT_BASE_US ? 0 : (int)(log(us / SIM_LAT_BASE_US) / log(1.25));
+    if (b >= SIM_LAT_BUCKETS)
+        b = SIM_LAT_BUCKETS - 1;
+    m->res.latency[sys][b]++;
+}
+
+static sim_sys_stats *sys_stats(sim_model *m, int sys) { return &m->epochs[m->epoch].sys[sys]; }
+
+/* One GET of block b by system `sys`; `weight` is how many real GETs it stands for. Returns its
+ * latency. */
+static double s3_get(sim_model *m, int sys, uint32_t b, double weight)
+{
+    uint32_t prefix = m->bfile[b] % m->cfg.wl.prefixes;
+    double *q = &m->backlog[sys][prefix];
+    uint64_t wait = (uint64_t)(*q / m->cfg.s3_rate);
+    *q += weight;
+    sim_sys_stats *s = sys_stats(m, sys);
+    s->s3_gets++;
+    s->s3_503 += wait;
+    s->s3_bytes += m->bsize[b];
+    m->cur.s3_gets[sys]++;
+    m->cur.s3_503[sys] += wait;
+    return (double)wait + sim_dist_sample(&m->cfg.s3_latency, &m->rng) + m->bsize[b] / m->cfg.s3_throughput;
+}
+
+static double peer_transfer(sim_model *m, uint32_t size)
+{
+    return 2 * sim_dist_sample(&m->cfg.latency, &m->rng) + size / m->cfg.bandwidth_bps;
+}
+
+static int read_shoal(sim_model *m, peer *p, uint32_t b)
+{
+    sim_sys_stats *s = sys_stats(m, SIM_SHOAL);
+    s->reads++;
+    s->read_bytes += m->bsize[b];
+    m->cur.reads[SIM_SHOAL]++;
+    view_entry *e = group_view(m, p->group);
+    if (!e)
+        return -1;
+    const dht_member **own;
+    int k = owners_of(m, e, b, &own);
+    const dht_member *order[DHT_REPLICAS_MAX];
+    memcpy(order, own, (size_t)k * sizeof *order);
+    dht_prefer_zone(order, (size_t)k, m->zone_names[p->zone]);
+    double lat = 0;
+    for (int j = 0; j < k; j++) {
+        uint32_t o = owner_ix(order[j]);
+        peer *q = m->peers[o];
+        if (q == p) {
+            if (sim_lru_touch(&p->cache, b)) {
+                s->local_hits++;
+                m->cur.hits[SIM_SHOAL]++;
+                lat += DISK_LATENCY_S + m->bsize[b] / DISK_BPS;
+            } else {
+                lat += s3_get(m, SIM_SHOAL, b, 1);
+                if (sim_lru_insert(&p->cache, b, m->bsize[b]) < 0)
+                    return -1;
+            }
+            lat_add(m, SIM_SHOAL, lat);
+            return 0;
+        }
+        if (q->state != P_UP || q->stalled) {
+            s->fallbacks++;
+            lat += PEER_TIMEOUT_S;
+            continue;
+        }
+        if (sim_lru_touch(&q->cache, b)) {
+            s->peer_hits++;
+            m->cur.hits[SIM_SHOAL]++;
+        } else {
+            lat += s3_get(m, SIM_SHOAL, b, 1);
+            if (sim_lru_insert(&q->cache, b, m->bsize[b]) < 0)
+                return -1;
+        }
+        s->peer_bytes += m->bsize[b];
+        lat_add(m, SIM_SHOAL, lat + peer_transfer(m, m->bsize[b]));
+        return 0;
+    }
+    lat_add(m, SIM_SHOAL, lat + s3_get(m, SIM_SHOAL, b, 1));
+    return 0;
+}
+
+static int read_indep(sim_model *m, peer *p, uint32_t b, double weight)
+{
+    sim_sys_stats *s = sys_stats(m, SIM_INDEP);
+    s->reads++;
+    s->read_bytes += m->bsize[b];
+    m->cur.reads[SIM_INDEP]++;
+    if (sim_lru_touch(&p->indep, b)) {
+        s->local_hits++;
+        m->cur.hits[SIM_INDEP]++;
+        lat_add(m, SIM_INDEP, DISK_LATENCY_S + m->bsize[b] / DISK_BPS);
+        return 0;
+    }
+    lat_add(m, SIM_INDEP, s3_get(m, SIM_INDEP, b, weight));
+    return sim_lru_insert(&p->indep, b, m->bsize[b]);
+}
+
+static void read_nocache(sim_model *m, uint32_t b)
+{
+    sim_sys_stats *s = sys_stats(m, SIM_NOCACHE);
+    s->reads++;
+    s->read_bytes += m->bsize[b];
+    m->cur.reads[SIM_NOCACHE]++;
+    lat_add(m, SIM_NOCACHE, s3_get(m, SIM_NOCACHE, b, 1));
+}
+
+/* The file at position `ord` of node p's read order this epoch. */
+static uint32_t file_at(const sim_model *m, const peer *p, uint32_t ord)
+{
+    if (m->cfg.wl.full)
+        return permute(p->perm_key, ord, m->files);
+    return permute(m->epoch_key, p->rank + ord * m->ranks, m->files);
+}
+
+static uint32_t next_block(sim_model *m, peer *p)
+{
+    uint32_t f = file_at(m, p, p->file_ord);
+    uint32_t b = m->file_first[f] + p->block_in_file;
+    if (++p->block_in_file == m->file_first[f + 1] - m->file_first[f]) {
+        p->block_in_file = 0;
+        p->file_ord++;
+    }
+    return b;
+}
+
+static void epoch_begin(sim_model *m, int e, double start)
+{
+    m->epoch = e;
+    m->epochs[e].start_s = start;
+    m->epochs[e].end_s = start + m->epoch_len;
+    memset(m->epoch_seen, 0, ((size_t)m->blocks + 63) / 64 * sizeof *m->epoch_seen);
+    uint64_t s = m->cfg.seed * 0x2545f4914f6cdd1dull + (uint64_t)e + 1;
+    m->epoch_key = sim_splitmix64(&s);
+    m->ranks = 0;
+    m->readers = m->sampled_readers = 0;
+    for (uint32_t i = 0; i < m->n_peers; i++) {
+        peer *p = m->peers[i];
+        p->reading = p->state == P_UP;
+        if (p->reading)
+            p->rank = m->ranks++;
+    }
+    for (uint32_t i = 0; i < m->n_peers; i++) {
+        peer *p = m->peers[i];
+        if (!p->reading)
+            continue;
+        m->readers++;
+        m->sampled_readers += p->sampled;
+        p->done = p->file_ord = p->block_in_file = 0;
+        uint64_t ks = m->epoch_key ^ ((uint64_t)i << 20);
+        p->perm_key = sim_splitmix64(&ks);
+        if (m->cfg.wl.full) {
+            p->total = m->blocks;
+        } else {
+            p->total = 0;
+            for (uint32_t ord = 0; p->rank + (uint64_t)ord * m->ranks < m->files; ord++) {
+                uint32_t f = file_at(m, p, ord);
+                p->total += m->file_first[f + 1] - m->file_first[f];
+            }
+        }
+    }
+}
+
+static void epoch_end(sim_model *m)
+{
+    sim_epoch_stats *es = &m->epochs[m->epoch];
+    for (uint32_t b = 0; b < m->blocks; b++) {
+        if (bit_get(m->epoch_seen, b)) {
+            es->unique_blocks++;
+            es->unique_bytes += m->bsize[b];
+        }
+    }
+    /* Scale the sampled independent caches to every reader. */
+    if (m->sampled_readers && m->sampled_readers < m->readers) {
+        double f = (double)m->readers / m->sampled_readers;
+        sim_sys_stats *s = &es->sys[SIM_INDEP];
+        uint64_t *v[] = {&s->reads, &s->local_hits, &s->s3_gets, &s->s3_503, &s->read_bytes, &s->s3_bytes};
+        for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+            *v[i] = (uint64_t)llround((double)*v[i] * f);
+    }
+}
+
+/* Reads due by `frac` of the epoch, interleaved round-robin over the reading nodes. */
+static int read_slice(sim_model *m, double frac)
+{
+    double weight = m->sampled_readers ? (double)m->readers / m->sampled_readers : 1;
+    for (bool any = true; any;) {
+        any = false;
+        for (uint32_t i = 0; i < m->n_peers; i++) {
+            peer *p = m->peers[i];
+            if (!p->reading || p->state != P_UP || p->stalled)
+                continue;
+            uint64_t due = (uint64_t)floor((double)p->total * frac);
+            if (due > p->total)
+                due = p->total;
+            if (p->done >= due)
+                continue;
+            any = true;
+            uint32_t b = next_block(m, p);
+            p->done++;
+            bit_set(m->epoch_seen, b);
+            if (read_shoal(m, p, b) < 0)
+                return -1;
+            if (p->sampled && read_indep(m, p, b, weight) < 0)
+                return -1;
+            read_nocache(m, b);
+        }
+    }
+    return 0;
+}
+
+/* A checkpoint: every reading node uploads an equal part; Shoal also places the part's blocks in
+ * the cluster cache (at their owners), an independent cache keeps its own part. */
+static int checkpoint(sim_model *m)
+{
+    uint32_t writers = 0;
+    for (uint32_t i = 0; i < m->n_peers; i++)
+        writers += m->peers[i]->state == P_UP && !m->peers[i]->stalled;
+    if (!writers)
+        return 0;
+    uint64_t part = m->cfg.wl.checkpoint_bytes / writers;
+    uint64_t puts = part <= PART_BYTES ? 1 : 2 + (part + PART_BYTES - 1) / PART_BYTES;
+    uint32_t bs = m->cfg.wl.block_size;
+    for (uint32_t i = 0; i < m->n_peers; i++) {
+        peer *p = m->peers[i];
+        if (p->state != P_UP || p->stalled)
+            continue;
+        m->res.ckpt_puts += puts;
+        m->res.ckpt_bytes += part;
+        for (int sys = 0; sys < SIM_SYSTEMS; sys++)
+            m->epochs[m->epoch].sys[sys].puts += puts;
+        view_entry *e = group_view(m, p->group);
+        if (!e)
+            return -1;
+        char key[48];
+        snprintf(key, sizeof key, "checkpoints/%u/rank-%u", m->ckpt_no, i);
+        for (uint64_t off = 0, j = 0; off < part; off += bs, j++) {
+            uint32_t size = part - off < bs ? (uint32_t)(part - off) : bs;
+            uint32_t blk = (uint32_t)(m->ckpt_block++);
+            const dht_member *own[DHT_REPLICAS_MAX];
+            int k = dht_owners(e->v, dht_block_id("dataset", key, "\"ckpt\"", j), (int)m->cfg.wl.replicas, own);
+            for (int r = 0; r < k; r++) {
+                peer *q = m->peers[owner_ix(own[r])];
+                if (q->state == P_UP && sim_lru_insert(&q->cache, blk, size) < 0)
+                    return -1;
+            }
+            if (p->sampled && sim_lru_insert(&p->indep, blk, size) < 0)
+                return -1;
+        }
+    }
+    m->ckpt_no++;
+    return 0;
+}
+
+/* ---- the run ---- */
+
+static void tick_record(sim_model *m, uint32_t t)
+{
+    sim_tick *k = &m->cur;
+    k->t = t;
+    k->running = m->up;
+    k->views = (uint32_t)m->n_groups;
+    uint64_t sum = 0;
+    uint32_t mn = UINT32_MAX, mx = 0, n = 0;
+    for (uint32_t i = 0; i < m->n_peers; i++) {
+        peer *p = m->peers[i];
+        if (p->state != P_UP)
+            continue;
+        sum += p->live;
+        mn = p->live < mn ? p->live : mn;
+        mx = p->live > mx ? p->live : mx;
+        n++;
+    }
+    k->seen_mean = n ? (double)sum / n : 0;
+    k->seen_min = n ? mn : 0;
+    k->seen_max = mx;
+    uint64_t sent = sim_world_get_stats(m->w).sent;
+    k->packets = sent - m->last_sent;
+    m->last_sent = sent;
+    m->res.packets_total += k->packets;
+    m->res.node_seconds += m->up;
+    m->ticks[m->n_ticks++] = *k;
+    memset(&m->cur, 0, sizeof m->cur);
+    for (int s = 0; s < SIM_SYSTEMS; s++)
+        for (uint32_t p = 0; p < m->cfg.wl.prefixes; p++)
+            m->backlog[s][p] = m->backlog[s][p] > m->cfg.s3_rate ? m->backlog[s][p] - m->cfg.s3_rate : 0;
+    /* Victims whose death every running node has seen (in case an observer died meanwhile). */
+    for (size_t v = 0; v < m->n_victims; v++) {
+        if (m->vtrack[v].done || m->victims[v].first_dead < 0)
+            continue;
+        uint32_t who = m->victims[v].node;
+        if (m->peers[who]->victim != (int32_t)v)
+            continue;
+        bool all = true;
+        for (uint32_t i = 0; i < m->n_peers && all; i++)
+            all = m->peers[i]->state != P_UP || i == who || !bit_get(m->peers[i]->seen, who);
+        if (all) {
+            m->vtrack[v].done = true;
+            m->victims[v].all_dead = t;
+        }
+    }
+}
+
+static int run(sim_model *m)
+{
+    const sim_config *c = &m->cfg;
+    uint32_t seconds = (uint32_t)ceil(c->duration_s);
+    m->ticks = calloc(seconds ? seconds : 1, sizeof *m->ticks);
+    m->epochs = calloc(c->wl.epochs, sizeof *m->epochs);
+    if (!m->ticks || !m->epochs)
+        return shoal_error_set(SHOAL_ERR_NOMEM, "sim: time series of %u seconds", seconds);
+    m->epoch_len = c->wl.epoch_s > 0 ? c->wl.epoch_s : (c->duration_s - c->wl.start_s) / c->wl.epochs;
+    m->next_ckpt = c->wl.checkpoint_s > 0 ? c->wl.start_s + c->wl.checkpoint_s : INFINITY;
+    m->epoch = -1;
+    int last_epoch = -1;
+    size_t next = 0;
+    for (uint32_t t = 1; t <= seconds; t++) {
+        m->tick_no = t;
+        uint64_t end_us = (uint64_t)t * SEC;
+        while (next < m->n_sched && m->sched[next].at * SEC < (double)end_us) {
+            sched_ev e = m->sched[next++];
+            sim_world_run_until(m->w, (uint64_t)(e.at * SEC));
+            if (apply(m, &e) < 0)
+                return -1;
+        }
+        sim_world_run_until(m->w, end_us);
+        if (group_nodes(m) < 0 || track_majority(m) < 0)
+            return -1;
+        /* The epoch this second belongs to, by its start. */
+        double ts = t - 1;
+        int e = ts >= c->wl.start_s ? (int)floor((ts - c->wl.start_s) / m->epoch_len) : -1;
+        if (e >= (int)c->wl.epochs)
+            e = -1;
+        if (e >= 0 && e != last_epoch) {
+            if (last_epoch >= 0)
+                epoch_end(m);
+            epoch_begin(m, e, c->wl.start_s + e * m->epoch_len);
+            last_epoch = e;
+        }
+        if (e >= 0) {
+            double frac = ((double)t - m->epochs[e].start_s) / m->epoch_len;
+            if (read_slice(m, frac > 1 ? 1 : frac) < 0)
+                return -1;
+            if (t >= m->next_ckpt) {
+                if (checkpoint(m) < 0)
+                    return -1;
+                m->next_ckpt += c->wl.checkpoint_s;
+            }
+        }
+        tick_record(m, t);
+    }
+    if (last_epoch >= 0)
+        epoch_end(m);
+    m->res.n_epochs = last_epoch >= 0 ? (size_t)last_epoch + 1 : 0;
+    return 0;
+}
+
+static int validate(const sim_config *c)
+{
+    if (c->nodes < 1)
+        return shoal_error_set(SHOAL_ERR_INVAL, "--nodes must be at least 1");
+    if (c->duration_s < 1 || c->duration_s > 1e7)
+        return shoal_error_set(SHOAL_ERR_INVAL, "--duration must be between 1 s and 10,000,000 s");
+    if (c->wl.start_s >= c->duration_s)
+        return shoal_error_set(SHOAL_ERR_INVAL, "workload start=%g s is not before the end (%g s)",
+                               c->wl.start_s, c->duration_s);
+    if (c->latency.kind == SIM_DIST_LOGNORMAL)
+        return shoal_error_set(SHOAL_ERR_INVAL, "--latency: the simulated network takes fixed or uniform delays");
+    if (c->s3_rate <= 0 || c->s3_throughput <= 0 || c->bandwidth_bps <= 0)
+        return shoal_error_set(SHOAL_ERR_INVAL, "rates and bandwidths must be positive");
+    if (c->wl.replicas > DHT_REPLICAS_MAX)
+        return shoal_error_set(SHOAL_ERR_INVAL, "replicas must be at most %d", DHT_REPLICAS_MAX);
+    return 0;
+}
+
+sim_model *sim_model_run(const sim_config *cfg)
+{
+    if (validate(cfg) < 0)
+        return NULL;
+    sim_model *m = calloc(1, sizeof *m);
+    if (!m) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "sim: model");
+        return NULL;
+    }
+    m->cfg = *cfg;
+    m->rng = cfg->seed ^ 0x6a09e667f3bcc909ull;
+    gossip_config_defaults(&m->base);
+    memset(m->base.cluster_key, 0x5a, sizeof m->base.cluster_key);
+    m->base.self.block_size = cfg->wl.block_size;
+    m->base.self.proto_version = 1;
+    m->base.self.capacity = cfg->wl.cache_bytes ? cfg->wl.cache_bytes : 1;
+    m->base.self.serving = true;
+    m->base.on_event = on_event;
+    m->probe_us = m->base.probe_interval_us;
+    m->res.probe_interval_s = (double)m->probe_us / SEC;
+
+    uint32_t joins;
+    if (plan_churn(m, &joins) < 0)
+        goto fail;
+    m->cap_peers = cfg->nodes + joins;
+    m->words = (m->cap_peers + 63) / 64;
+    m->peers = calloc(m->cap_peers, sizeof *m->peers);
+    m->zone_names = calloc(cfg->wl.zones, sizeof *m->zone_names);
+    for (int s = 0; s < SIM_SYSTEMS; s++)
+        m->backlog[s] = calloc(cfg->wl.prefixes, sizeof *m->backlog[s]);
+    if (!m->peers || !m->zone_names || !m->backlog[0] || !m->backlog[1] || !m->backlog[2]) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "sim: %u nodes", m->cap_peers);
+        goto fail;
+    }
+    for (uint32_t z = 0; z < cfg->wl.zones; z++)
+        snprintf(m->zone_names[z], sizeof m->zone_names[z], "z%u", z);
+    if (dataset_build(m) < 0)
+        goto fail;
+    m->ckpt_block = m->blocks;
+
+    m->c = sim_cluster_new(cfg->seed, &m->base);
+    if (!m->c)
+        goto fail;
+    m->w = sim_cluster_world(m->c);
+    double lo = cfg->latency.a, hi = cfg->latency.kind == SIM_DIST_UNIFORM ? cfg->latency.b : cfg->latency.a;
+    sim_world_set_latency(m->w, (uint64_t)(lo * SEC), (uint64_t)(hi * SEC));
+    sim_world_set_loss(m->w, cfg->loss);
+    sim_world_set_tap(m->w, on_tap, m);
+    for (uint32_t i = 0; i < cfg->nodes; i++) {
+        if (peer_add(m) < 0)
+            goto fail;
+        if (i > 0 && sim_cluster_join(m->c, (int)i, 0) < 0) {
+            shoal_error_wrap("sim: node %u joining", i);
+            goto fail;
+        }
+    }
+    if (run(m) < 0)
+        goto fail;
+    m->res.nodes_total = m->n_peers;
+    m->res.ticks = m->ticks;
+    m->res.n_ticks = m->n_ticks;
+    m->res.epochs = m->epochs;
+    m->res.victims = m->victims;
+    m->res.n_victims = m->n_victims;
+    return m;
+fail:
+    sim_model_delete(m);
+    return NULL;
+}
+
+void sim_model_delete(sim_model *m)
+{
+    if (!m)
+        return;
+    sim_cluster_delete(m->c);
+    for (uint32_t i = 0; i < m->n_peers; i++) {
+        sim_lru_destroy(&m->peers[i]->cache);
+        sim_lru_destroy(&m->peers[i]->indep);
+        free(m->peers[i]->seen);
+        free(m->peers[i]);
+    }
+    for (size_t i = 0; i < m->n_views; i++)
+        view_free(m->views[i]);
+    for (int s = 0; s < SIM_SYSTEMS; s++)
+        free(m->backlog[s]);
+    free(m->views);
+    free(m->groups);
+    free(m->peers);
+    free(m->zone_names);
+    free(m->file_first);
+    free(m->ids);
+    free(m->bsize);
+    free(m->bfile);
+    free(m->epoch_seen);
+    free(m->sched);
+    free(m->ticks);
+    free(m->epochs);
+    free(m->victims);
+    free(m->vtrack);
+    free(m);
+}
+
+const sim_result *sim_model_result(const sim_model *m) { return &m->res; }
+const sim_config *sim_model_config(const sim_model *m) { return &m->cfg; }

@@ -1,0 +1,183 @@
+/*
+ * sim_model: the cluster model behind shoal-sim. N real gossip instances (gossip/) run over the
+ * virtual-time harness (sim_world, sim_cluster); every second of virtual time the model groups the
+ * nodes by the membership view each one holds, builds the real placement (dht/) from each distinct
+ * view, and pushes that second's block reads of the training workload through three systems side
+ * by side: Shoal (cluster-wide cache, owners from the reader's own view), independent per-node
+ * caches (what s3fs or rclone give) and no cache at all. S3 is a model: latency, a per-prefix
+ * request-rate limit that answers 503 above it, and prices. Churn (kill, restart, join, stall,
+ * partition) acts on the real gossip instances.
+ *
+ * docs/simulator.md explains the model and its assumptions. Everything is a function of the
+ * configuration and the seed: the same inputs give the same result, bit for bit.
+ */
+#ifndef SHOAL_SIM_MODEL_H
+#define SHOAL_SIM_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A distribution of a positive quantity (seconds or bytes). */
+typedef enum sim_dist_kind {
+    SIM_DIST_FIXED,     /* always a */
+    SIM_DIST_UNIFORM,   /* uniform in [a, b] */
+    SIM_DIST_LOGNORMAL, /* median a, log-space sigma b */
+} sim_dist_kind;
+
+typedef struct sim_dist {
+    sim_dist_kind kind;
+    double a, b;
+} sim_dist;
+
+/* The three systems compared in one run. */
+enum { SIM_SHOAL = 0, SIM_INDEP = 1, SIM_NOCACHE = 2, SIM_SYSTEMS = 3 };
+
+typedef struct sim_workload {
+    uint32_t files;            /* objects in the dataset */
+    sim_dist file_size;        /* bytes */
+    uint32_t block_size;       /* bytes */
+    uint32_t epochs;
+    double start_s;            /* first epoch starts here (after the initial join) */
+    double epoch_s;            /* length of one epoch; 0: (duration - start) / epochs */
+    bool full;                 /* every node reads the whole dataset (else: its shard) */
+    uint64_t cache_bytes;      /* per node, Shoal and the independent caches alike */
+    uint32_t replicas;         /* R */
+    uint32_t zones;            /* nodes are spread round-robin over this many zones */
+    uint32_t prefixes;         /* objects are spread round-robin over this many S3 prefixes */
+    double checkpoint_s;       /* 0: no checkpoints */
+    uint64_t checkpoint_bytes; /* whole checkpoint, written in equal parts by every reading node */
+} sim_workload;
+
+typedef enum sim_churn_kind {
+    SIM_CHURN_KILL,
+    SIM_CHURN_RESTART,
+    SIM_CHURN_JOIN,
+    SIM_CHURN_STALL,
+    SIM_CHURN_PARTITION,
+} sim_churn_kind;
+
+#define SIM_CHURN_EVENTS_MAX 64
+
+typedef struct sim_churn_event {
+    double at;      /* seconds */
+    sim_churn_kind kind;
+    uint32_t count; /* nodes (kill, restart, join, stall) */
+    double for_s;   /* stall and partition length */
+} sim_churn_event;
+
+typedef struct sim_churn {
+    sim_churn_event ev[SIM_CHURN_EVENTS_MAX];
+    size_t n;
+    double kill_rate;     /* kills per node per hour (Poisson) */
+    double join_rate;     /* joins per hour, cluster-wide */
+    double stall_rate;    /* stalls per node per hour */
+    double restart_after; /* a killed node restarts after this many seconds; 0: never */
+    double stall_s;       /* length of a rate-driven stall */
+    double from_s;        /* rate-driven churn starts here */
+} sim_churn;
+
+typedef struct sim_config {
+    uint32_t nodes;
+    uint64_t seed;
+    double duration_s;
+    double loss;             /* packet loss on every link */
+    sim_dist latency;        /* one-way link latency, seconds */
+    double bandwidth_bps;    /* per-node bandwidth for block transfers, bytes per second */
+    sim_dist s3_latency;     /* S3 time to first byte, seconds */
+    double s3_throughput;    /* bytes per second of one S3 GET once it streams */
+    double s3_rate;          /* GETs per second per prefix before S3 answers 503 */
+    double egress_price;     /* USD per GiB leaving S3 */
+    double get_price;        /* USD per 1,000 GETs */
+    double put_price;        /* USD per 1,000 PUTs */
+    uint32_t baseline_sample; /* nodes whose independent caches are simulated; 0: all */
+    sim_workload wl;
+    sim_churn churn;
+} sim_config;
+
+/* Fills every field with the documented default (docs/simulator.md). */
+void sim_config_defaults(sim_config *c);
+
+/* Parsers for the flag values; each returns 0, or -1 with SHOAL_ERR_INVAL and a message naming the
+ * offending text. Sizes take B, K/KB, M/MB, G/GB, T/TB (powers of 1000) and KiB, MiB, GiB, TiB;
+ * times take s (default), ms, us, m, h. */
+int sim_parse_size(const char *text, uint64_t *out);
+int sim_parse_seconds(const char *text, double *out);
+/* "fixed:X", "uniform:X:Y" or "lognormal:MEDIAN:SIGMA"; X and Y are times when `time` is true,
+ * sizes otherwise. A bare value means fixed. */
+int sim_parse_dist(const char *text, bool time, sim_dist *out);
+/* "key=value,..." over the workload fields (docs/simulator.md lists the keys); updates `w`. */
+int sim_parse_workload(const char *text, sim_workload *w);
+/* "kill@T[:K],restart@T[:K],join@T[:K],stall@T[:K][+D],partition@T+D,kill-rate=R,..." */
+int sim_parse_churn(const char *text, sim_churn *c);
+
+/* Draws one value of `d` from the splitmix64 stream `rng`. */
+double sim_dist_sample(const sim_dist *d, uint64_t *rng);
+
+/* Per system, per epoch. */
+typedef struct sim_sys_stats {
+    uint64_t reads, local_hits, peer_hits, s3_gets, s3_503, fallbacks, puts;
+    uint64_t read_bytes, s3_bytes, peer_bytes;
+} sim_sys_stats;
+
+typedef struct sim_epoch_stats {
+    double start_s, end_s;
+    uint64_t unique_blocks, unique_bytes;
+    sim_sys_stats sys[SIM_SYSTEMS];
+} sim_epoch_stats;
+
+/* One second of the run. */
+typedef struct sim_tick {
+    uint32_t t;        /* end of the second */
+    uint32_t running;  /* nodes up (not killed) */
+    double seen_mean;  /* live members each running node sees, mean */
+    uint32_t seen_min, seen_max;
+    uint32_t views;    /* distinct membership views among running nodes */
+    uint32_t suspicions, false_suspicions, false_deaths, detections;
+    uint64_t packets;  /* gossip datagrams sent in this second */
+    uint64_t reads[SIM_SYSTEMS], hits[SIM_SYSTEMS], s3_gets[SIM_SYSTEMS], s3_503[SIM_SYSTEMS];
+    uint64_t moved_blocks, moved_bytes;
+} sim_tick;
+
+/* One failed (killed) node and when the cluster learnt of it. Times are seconds; -1: never. */
+typedef struct sim_victim {
+    uint32_t node;
+    double killed, first_probe, first_suspect, first_dead, all_dead;
+    uint32_t probe_periods; /* SWIM's count: index of the first period in which it was probed */
+} sim_victim;
+
+/* Read latency histogram: bucket i holds latencies in [SIM_LAT_BASE_US * 1.25^i, ...*1.25^(i+1)). */
+#define SIM_LAT_BUCKETS 80
+#define SIM_LAT_BASE_US 10.0
+
+typedef struct sim_result {
+    uint64_t blocks, dataset_bytes;
+    uint32_t nodes_total; /* initial nodes plus joined ones */
+    const sim_tick *ticks;
+    size_t n_ticks;
+    const sim_epoch_stats *epochs;
+    size_t n_epochs;
+    const sim_victim *victims;
+    size_t n_victims;
+    uint64_t latency[SIM_SYSTEMS][SIM_LAT_BUCKETS];
+    uint64_t ckpt_puts, ckpt_bytes;
+    uint64_t join_moves, join_moved_blocks; /* majority-view changes that only added members */
+    uint64_t join_ideal_milli;             /* sum over those of 1000 * R * blocks / (n + 1) */
+    uint64_t packets_total;
+    double node_seconds;    /* running-node seconds, for per-node rates */
+    uint64_t views_built, owner_lookups;
+    double probe_interval_s;
+} sim_result;
+
+typedef struct sim_model sim_model;
+
+/* Runs the whole simulation described by `cfg` (copied). NULL with the error set (NOMEM, INVAL for
+ * an impossible configuration, or the gossip/dht error that stopped it). */
+sim_model *sim_model_run(const sim_config *cfg);
+/* Frees the model and its results. Accepts NULL. */
+void sim_model_delete(sim_model *m);
+/* The results, valid until sim_model_delete. */
+const sim_result *sim_model_result(const sim_model *m);
+const sim_config *sim_model_config(const sim_model *m);
+
+#endif
