@@ -1914,9 +1914,8 @@ int mount_stop(mount_view *m)
     bool have_dev = stat(m->mountpoint, &st) == 0; /* names the connection, for fusectl */
     fuse_session_exit(m->se);
     bool over = unmount_as_root(m);
-    /* Closes the device; when the connection is not over yet, detaches the mount with
-     * `fusermount3 -u -z` (what a user without CAP_SYS_ADMIN may do). */
-    fuse_session_unmount(m->se);
+    if (!over)
+        run_fusermount(m->mountpoint); /* a lazy unmount, as a user without CAP_SYS_ADMIN may */
     struct timespec deadline;
     clock_gettime(CLOCK_REALTIME, &deadline);
     deadline.tv_sec += MOUNT_STOP_WAIT_S;
@@ -1935,6 +1934,9 @@ int mount_stop(mount_view *m)
     }
     m->running = false;
     if (rc == 0) {
+        /* Only now that no worker reads the device: libfuse closes it here (and finds the
+         * mount already gone). */
+        fuse_session_unmount(m->se);
         fuse_session_destroy(m->se);
         m->se = NULL;
         LOG_INFO("mount", "unmounted", "mountpoint=%s", m->mountpoint);

@@ -118,12 +118,12 @@ static void fx_done(fixture *f)
     free(f->dir);
 }
 
-/* mnt/rel in one of a few rotating buffers (several may be used in one call). */
+/* mnt/rel in one of a few rotating buffers of this thread (several may be used in one call). */
 static const char *P(const fixture *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static const char *P(const fixture *f, const char *fmt, ...)
 {
-    static char bufs[4][4096];
-    static int next;
+    static __thread char bufs[4][4096];
+    static __thread int next;
     char *b = bufs[next++ % 4];
     int n = snprintf(b, sizeof bufs[0], "%s/", f->mnt);
     va_list ap;
@@ -672,6 +672,66 @@ TT_TEST(test_mount_write_and_close_upload_once_with_the_bytes)
     struct stat st;
     TT_CHECK(stat(P(&f, "out.bin"), &st) == 0 && st.st_size == (off_t)len, "size after upload");
     free(data);
+    fx_done(&f);
+}
+
+typedef struct writer_arg {
+    const fixture *f;
+    unsigned id;
+    int ok;
+} writer_arg;
+
+/* Creates 40 files of its own in "par/", listing the directory between files. */
+static void *writer(void *p)
+{
+    writer_arg *a = p;
+    a->ok = 1;
+    for (unsigned i = 0; i < 40; i++) {
+        char body[64];
+        int len = snprintf(body, sizeof body, "writer %u file %u", a->id, i);
+        int fd = open(P(a->f, "par/w%u-%u", a->id, i), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || write(fd, body, (size_t)len) != len || close(fd) != 0)
+            a->ok = 0;
+        DIR *d = opendir(P(a->f, "par"));
+        if (!d)
+            a->ok = 0;
+        while (d && readdir(d))
+            ;
+        if (d)
+            closedir(d);
+    }
+    return NULL;
+}
+
+TT_TEST(test_mount_parallel_writers_and_listings_lose_nothing)
+{
+    fixture f;
+    fx_up(&f);
+    enum { THREADS = 6 };
+    TT_CHECK(mkdir(P(&f, "par"), 0755) == 0, "mkdir: %s", strerror(errno));
+    pthread_t t[THREADS];
+    writer_arg a[THREADS];
+    for (unsigned i = 0; i < THREADS; i++) {
+        a[i] = (writer_arg){&f, i, 0};
+        pthread_create(&t[i], NULL, writer, &a[i]);
+    }
+    for (unsigned i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        TT_CHECK(a[i].ok, "writer %u saw a failure", i);
+    }
+    for (unsigned w = 0; w < THREADS; w++)
+        for (unsigned i = 0; i < 40; i++) {
+            char key[64], body[64];
+            snprintf(key, sizeof key, "par/w%u-%u", w, i);
+            int len = snprintf(body, sizeof body, "writer %u file %u", w, i);
+            check_backend(&f, key, body, (size_t)len);
+        }
+    char *all = names(P(&f, "par"));
+    size_t n = 1;
+    for (char *c = all; *c; c++)
+        n += *c == '|';
+    TT_CHECK(n == THREADS * 40, "listing shows %zu files, want %d", n, THREADS * 40);
+    free(all);
     fx_done(&f);
 }
 
