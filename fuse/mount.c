@@ -29,7 +29,8 @@
  *
  * Writes. A file opened for writing is staged: a temporary file in the staging directory (already
  * unlinked, so a crash leaves nothing), filled with the object's bytes first unless O_TRUNC.
- * flush (every close) and fsync upload it when dirty and return the backend's error. rename of a
+ * flush (each close of a descriptor open for writing) and fsync upload it when dirty and return
+ * the backend's error; a failed upload is not retried behind the caller's back. rename of a
  * file whose bytes exist only in a stage moves the key it will be uploaded under; anything that
  * exists as an object is renamed by copy + remove. The staging cap counts the largest size each
  * staged file reached; a write past it gets ENOSPC before a byte is written.
@@ -748,7 +749,8 @@ static int write_all(int fd, const char *buf, size_t len, uint64_t off)
 }
 
 /* Copies the object's bytes (version `etag`, `size` bytes) into the stage (s->lock held). */
-static int stage_fill(mount_view *m, mount_stage *s, const char *key, const char *etag, uint64_t size)
+static int stage_fill(mount_view *m, mount_stage *s, const char *key, const char *etag,
+                      uint64_t size)
 {
     int rc = stage_reserve(m, s, size);
     char *buf = rc ? NULL : malloc(MOUNT_IO_MAX);
@@ -1726,7 +1728,8 @@ mount_view *mount_new(const mount_config *cfg, const mount_backend *backend, voi
         shoal_error_errno(errno, "mount: cannot create staging directory %s", cfg->staging_dir);
         goto fail;
     }
-    if (stat(cfg->staging_dir, &st) != 0 || !S_ISDIR(st.st_mode) || access(cfg->staging_dir, W_OK)) {
+    if (stat(cfg->staging_dir, &st) != 0 || !S_ISDIR(st.st_mode) ||
+        access(cfg->staging_dir, W_OK) != 0) {
         shoal_error_set(SHOAL_ERR_IO, "mount: staging directory %s is not a writable directory",
                         cfg->staging_dir);
         goto fail;

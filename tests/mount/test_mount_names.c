@@ -14,8 +14,8 @@ TT_TEST(test_mount_names_posix_names_accept_any_other_bytes)
     const char *ok[] = {"a b", "caf\xc3\xa9", "\xe6\x97\xa5\xe6\x9c\xac", "cr\rlf\n", "+$%&;=?@[]~",
                         "...", ".hidden", "\xff\xfe not utf-8", "tab\there"};
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
-        TT_CHECK(mount_names_check(ok[i], strlen(ok[i])) == MOUNT_NAME_OK, "'%s' refused: %s", ok[i],
-                 mount_names_verdict_text(mount_names_check(ok[i], strlen(ok[i]))));
+        TT_CHECK(mount_names_check(ok[i], strlen(ok[i])) == MOUNT_NAME_OK, "'%s' refused: %s",
+                 ok[i], mount_names_verdict_text(mount_names_check(ok[i], strlen(ok[i]))));
     char longest[MOUNT_NAME_MAX];
     memset(longest, 'x', sizeof longest);
     TT_CHECK(mount_names_check(longest, sizeof longest) == MOUNT_NAME_OK, "255 bytes refused");
@@ -63,7 +63,8 @@ TT_TEST(test_mount_names_listing_entries_become_files_and_directories)
 {
     char name[300];
     mount_name_verdict why;
-    TT_CHECK(classify("d/f.bin", 7, false, name, &why) == MOUNT_CHILD_FILE && !strcmp(name, "f.bin"),
+    TT_CHECK(classify("d/f.bin", 7, false, name, &why) == MOUNT_CHILD_FILE &&
+                 !strcmp(name, "f.bin"),
              "file: %s", name);
     TT_CHECK(classify("d/sub/", 6, true, name, &why) == MOUNT_CHILD_DIR && !strcmp(name, "sub"),
              "common prefix: %s", name);
