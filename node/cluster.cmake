@@ -1,7 +1,5 @@
 # node_cluster: gossip's real UDP driver and the membership snapshots the read path uses.
-if(TARGET shoal_gossip)  # gossip/ lands in its own commits
 add_library(shoal_node_cluster STATIC ${CMAKE_CURRENT_LIST_DIR}/node_cluster.c)
 target_include_directories(shoal_node_cluster PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(shoal_node_cluster PUBLIC shoal_gossip shoal_dht shoal_node_peer shoal_node_config
                       shoal_common Threads::Threads)
-endif()
