@@ -1126,6 +1126,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     fuse_reply_err(req, 0);
 }
 
+#define TIMES (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)
+
 /* True when every time being set is "now" (utimensat with UTIME_NOW, as touch(1) does). */
 static bool times_are_now(int to_set)
 {
@@ -1158,20 +1160,34 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         rc = -EPERM;
     else if ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != m->cfg.gid)
         rc = -EPERM;
-    /* Times: S3 sets the mtime at upload. "Now" on a file being written is what will happen
-     * anyway (touch of a new file); any other time cannot be stored. */
-    else if ((to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) &&
-             (!in->stage || !times_are_now(to_set)))
+    /* Times: S3 sets the mtime itself, at upload. "Now" on a file open for writing (touch(1)
+     * opens the file, then sets "now") makes the close upload it, which moves the mtime to now;
+     * any other time cannot be stored. */
+    else if ((to_set & TIMES) && (!in->stage || !times_are_now(to_set)))
         rc = -EPERM;
     else if ((to_set & FUSE_SET_ATTR_SIZE) && in->is_dir)
         rc = -EISDIR;
-    else if ((to_set & FUSE_SET_ATTR_SIZE) && in->stage) {
+    if (rc == 0 && in->stage && (to_set & (FUSE_SET_ATTR_SIZE | TIMES))) {
         s = in->stage;
         s->nopen++;
     }
     pthread_mutex_unlock(&m->lock);
-    if (rc || !(to_set & FUSE_SET_ATTR_SIZE))
+    if (rc)
         goto attr;
+    if (to_set & TIMES) {
+        pthread_mutex_lock(&s->lock);
+        s->dirty = true;
+        s->failed = false;
+        pthread_mutex_lock(&m->lock);
+        in->info.mtime = time(NULL); /* what the upload at close will set */
+        pthread_mutex_unlock(&m->lock);
+        pthread_mutex_unlock(&s->lock);
+    }
+    if (!(to_set & FUSE_SET_ATTR_SIZE)) {
+        if (s)
+            stage_put(m, s);
+        goto attr;
+    }
     if (!s) {
         /* truncate(2) of a file nobody has open for writing: stage, cut, upload at once. */
         rc = stage_open(m, in, attr->st_size == 0, &s);

@@ -1069,16 +1069,31 @@ TT_TEST(test_mount_unsupported_calls_fail_with_documented_errno)
     fx_done(&f);
 }
 
-TT_TEST(test_mount_touch_of_new_file_succeeds)
+TT_TEST(test_mount_touch_moves_mtime_by_uploading)
 {
     fixture f;
-    fx_up(&f);
-    /* touch(1): open(O_CREAT) then utimensat(UTIME_NOW) on the open file. */
+    fx_prepare(&f);
+    mem_backend_set(f.mem, "old", 3, "aged", 4, 1700000000);
+    fx_mount(&f);
+    /* touch(1): open(O_WRONLY|O_CREAT) then futimens(now) on the open file. */
     int fd = open(P(&f, "touched"), O_WRONLY | O_CREAT, 0644);
     TT_CHECK(fd >= 0, "create: %s", strerror(errno));
-    TT_CHECK(futimens(fd, NULL) == 0, "futimens(now) on a file being written: %s", strerror(errno));
+    TT_CHECK(futimens(fd, NULL) == 0, "futimens(now) on a new file: %s", strerror(errno));
     TT_CHECK(close(fd) == 0, "close: %s", strerror(errno));
     check_backend(&f, "touched", "", 0);
+    mem_backend_reset_counts(f.mem);
+    fd = open(P(&f, "old"), O_WRONLY | O_CREAT, 0644);
+    TT_CHECK(fd >= 0, "open existing: %s", strerror(errno));
+    TT_CHECK(futimens(fd, NULL) == 0, "futimens(now) on an existing file: %s", strerror(errno));
+    TT_CHECK(close(fd) == 0, "close: %s", strerror(errno));
+    TT_CHECK(mem_backend_counts(f.mem).put == 1, "touch of an existing file: %u PUTs, want 1",
+             mem_backend_counts(f.mem).put);
+    check_backend(&f, "old", "aged", 4);
+    struct stat st;
+    TT_CHECK(stat(P(&f, "old"), &st) == 0 && st.st_mtime > 1700000000, "mtime %lld not moved",
+             (long long)st.st_mtime);
+    check_errno(utimensat(AT_FDCWD, P(&f, "old"), NULL, 0), EPERM,
+                "utimensat(now) on a file nobody writes");
     fx_done(&f);
 }
 
