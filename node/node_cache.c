@@ -706,6 +706,7 @@ int node_cache_read(node_cache *c, const node_cache_object *obj, uint64_t index,
     block_req b;
     if (block_req_from_object(c, obj, index, &b) != 0)
         return -1;
+    memcpy(out->id, b.id, NODE_STORE_ID_LEN);
     if (seq_follows(c, obj, index))
         node_cache_prefetch(c, obj, index + 1,
                             c->cfg.readahead_blocks ? c->cfg.readahead_blocks : CACHE_READAHEAD_BLOCKS);

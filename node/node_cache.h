@@ -60,12 +60,15 @@ typedef struct node_cache_object {
     uint64_t size;
 } node_cache_object;
 
-/* A block handed to a reader: data/len are valid until node_cache_block_release. The other
- * fields are private. */
+/* A block handed to a reader: data/len are valid until node_cache_block_release; id is the block's
+ * name in the store (when source is LOCAL the block was just verified there, so a reader may send
+ * it straight from its file, blocks/<node_store_relpath(id)>, which never changes under its id).
+ * The other fields are private. */
 typedef struct node_cache_block {
     const uint8_t *data;
     size_t len;
     node_cache_source source;
+    uint8_t id[NODE_STORE_ID_LEN];
     node_store_view view;
     void *buf;
 } node_cache_block;
