@@ -398,6 +398,10 @@ TT_TEST(test_s3_client_lists_2500_keys_in_pages)
     TT_CHECK(no == 2500 && np == 0, "flat listing: %zu objects %zu prefixes", no, np);
     TT_CHECK(pages == 3, "flat listing took %d pages of 1000, want 3", pages);
     free_strs(pre, np);
+    /* start-after skips everything up to and including the given key. */
+    list_all(&f, (s3_list_args){.bucket = BUCKET, .start_after = "d24/k2399"}, &no, &np, &pre);
+    TT_CHECK(no == 100 && np == 0, "after d24/k2399: %zu objects, want the 100 top-level keys", no);
+    free_strs(pre, np);
     teardown(&f);
 }
 
