@@ -47,16 +47,30 @@ typedef struct fixture {
 } fixture;
 
 static fixture *live;        /* the mount to take down if a check fails */
-static char live_tmpfs[512]; /* and a tmpfs a test mounted */
+static char live_other[512]; /* and another mount a test made (a tmpfs, a dead FUSE mount) */
+static pid_t live_child;     /* and a child process that mounted */
 
 static void unmount_live(void)
 {
+    if (live_child > 0) {
+        kill(live_child, SIGKILL);
+        waitpid(live_child, NULL, 0);
+    }
     if (live && live->m) {
         mount_delete(live->m);
         live->m = NULL;
     }
-    if (live_tmpfs[0])
-        umount2(live_tmpfs, MNT_DETACH);
+    if (live_other[0])
+        umount2(live_other, MNT_DETACH);
+}
+
+/* Makes sure unmount_live runs at exit, also when a check fails. */
+static void arm_cleanup(void)
+{
+    static bool armed;
+    if (!armed)
+        atexit(unmount_live);
+    armed = true;
 }
 
 static void require_fuse(void)
@@ -94,11 +108,7 @@ static void fx_mount(fixture *f)
         TT_SKIP("mounting is not permitted here: %s", why);
     }
     live = f;
-    static bool registered;
-    if (!registered) {
-        atexit(unmount_live);
-        registered = true;
-    }
+    arm_cleanup();
 }
 
 static void fx_up(fixture *f)
@@ -979,7 +989,7 @@ TT_TEST(test_mount_full_staging_filesystem_gives_enospc)
         tt_rmtree(f.dir);
         TT_SKIP("cannot mount a small tmpfs for the staging directory here: %s", strerror(e));
     }
-    snprintf(live_tmpfs, sizeof live_tmpfs, "%s", f.stage);
+    snprintf(live_other, sizeof live_other, "%s", f.stage);
     fx_mount(&f);
     char *chunk = pattern(65536, 8);
     int fd = open(P(&f, "big"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -1000,7 +1010,7 @@ TT_TEST(test_mount_full_staging_filesystem_gives_enospc)
     free(chunk);
     TT_CHECK(mount_stop(f.m) == 0, "unmount: %s", shoal_error_message());
     TT_CHECK(umount2(f.stage, 0) == 0, "unmount the tmpfs: %s", strerror(errno));
-    live_tmpfs[0] = '\0';
+    live_other[0] = '\0';
     fx_done(&f);
 }
 
@@ -1132,20 +1142,26 @@ TT_TEST(test_mount_stale_mount_of_a_killed_process_is_cleaned_at_start)
             pause();
     }
     close(ready[1]);
+    live_child = pid;
+    snprintf(live_other, sizeof live_other, "%s", f.mnt); /* the child's, once it is dead */
+    arm_cleanup();
     char ok = 'n';
     TT_CHECK(read(ready[0], &ok, 1) == 1, "child said nothing");
     close(ready[0]);
     if (ok != 'y') {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
+        live_child = 0;
         TT_SKIP("mounting is not permitted here (the child could not mount)");
     }
     struct statfs sf;
     TT_CHECK(statfs(f.mnt, &sf) == 0 && sf.f_type == FUSE_SUPER_MAGIC, "child's mount is up");
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
+    live_child = 0;
     check_errno(statfs(f.mnt, &sf), ENOTCONN, "statfs of the dead mount");
     fx_mount(&f);
+    live_other[0] = '\0';
     check_content(P(&f, "f"), "after restart", 13);
     fx_done(&f);
 }
