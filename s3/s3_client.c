@@ -9,8 +9,9 @@
  *   2. starts due requests while fewer than max_in_flight are on the wire: signs them (SigV4,
  *      fresh x-amz-date per attempt) and adds an easy handle to the multi;
  *   3. runs curl_multi_perform and, for each finished transfer, decides: success, retry (with
- *      capped exponential backoff and full jitter: a uniform delay in [0, min(cap, base*2^n)]),
- *      or failure; then calls the completion callback, on this thread;
+ *      capped exponential backoff and full jitter: retry n waits a uniform delay in
+ *      [0, min(cap, base * 2^(n-1))]), or failure; then calls the completion callback, on this
+ *      thread;
  *   4. sleeps in curl_multi_poll until a socket is ready, curl's own timer, the next due retry,
  *      or a wakeup.
  * The multi handle keeps a connection cache, so successive requests to one host reuse
@@ -1043,6 +1044,8 @@ static void decide(s3_req *r, CURLcode cc, outcome *o)
     }
 }
 
+/* Full jitter: uniform in [0, min(cap, base * 2^(retry-1))] milliseconds, in microseconds. Spreads
+ * clients throttled together instead of retrying in step. */
 static uint64_t backoff_us(const s3_client *c, unsigned retry)
 {
     uint64_t cap = c->cfg.backoff_base_ms;
