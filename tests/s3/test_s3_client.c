@@ -769,4 +769,59 @@ TT_TEST(test_s3_client_blocking_call_from_callback_is_refused_not_deadlocked)
     teardown(&f);
 }
 
+static void on_done_count(void *ud, s3_result *r) { batch_done(ud, r); }
+
+typedef struct list_take {
+    batch *b;
+    s3_list_page page;
+} list_take;
+
+static void on_list_take(void *ud, s3_result *r)
+{
+    list_take *t = ud;
+    if (r->err == SHOAL_OK) {
+        t->page = *r->list; /* take the page over */
+        memset(r->list, 0, sizeof *r->list);
+    }
+    batch_done(t->b, r);
+}
+
+TT_TEST(test_s3_client_async_put_list_delete)
+{
+    fixture f;
+    setup(&f);
+    char keys[20][16];
+    batch b;
+    batch_init(&b);
+    for (int i = 0; i < 20; i++) {
+        snprintf(keys[i], sizeof keys[i], "as/%02d", i);
+        s3_put_args a = {.bucket = BUCKET, .key = keys[i], .data = keys[i], .len = strlen(keys[i]), .fd = -1};
+        batch_add(&b);
+        TT_OK(s3_put_async(f.c, &a, on_done_count, &b));
+    }
+    batch_wait(&b);
+    list_take t = {.b = &b};
+    batch_init(&b);
+    batch_add(&b);
+    TT_OK(s3_list_async(f.c, &(s3_list_args){.bucket = BUCKET, .prefix = "as/"}, on_list_take, &t));
+    batch_wait(&b);
+    TT_CHECK(t.page.n_objects == 20, "async listing kept %zu objects after the callback, want 20", t.page.n_objects);
+    for (size_t i = 0; i < t.page.n_objects; i++)
+        TT_CHECK(strcmp(t.page.objects[i].key, keys[i]) == 0 && t.page.objects[i].size == strlen(keys[i]),
+                 "entry %zu: %s size %llu", i, t.page.objects[i].key, (unsigned long long)t.page.objects[i].size);
+    s3_list_page_destroy(&t.page);
+    batch_init(&b);
+    for (int i = 0; i < 20; i++) {
+        batch_add(&b);
+        TT_OK(s3_delete_async(f.c, BUCKET, keys[i], on_done_count, &b));
+    }
+    batch_wait(&b);
+    s3_list_page p;
+    s3_list_page_create(&p);
+    TT_OK(s3_list(f.c, &(s3_list_args){.bucket = BUCKET, .prefix = "as/"}, &p));
+    TT_CHECK(p.n_objects == 0, "%zu objects left after deleting all", p.n_objects);
+    s3_list_page_destroy(&p);
+    teardown(&f);
+}
+
 TT_MAIN()
