@@ -393,8 +393,9 @@ static int index_rebuild(gossip *g, uint32_t cap)
     return 0;
 }
 
-/* Adds a member (state alive) and returns its index, or NONE when memory ran out. */
-static uint32_t member_add(gossip *g, const gossip_meta *meta, uint64_t inc)
+/* Adds a member (state alive) holding `meta`, already taken with meta_get() (released here on
+ * failure). Returns its index, or NONE when memory ran out. */
+static uint32_t member_add_held(gossip *g, const gossip_meta *meta, uint64_t inc)
 {
     if (g->n_members == g->cap_members) {
         uint32_t cap = g->cap_members ? g->cap_members * 2 : 16;
@@ -403,17 +404,15 @@ static uint32_t member_add(gossip *g, const gossip_meta *meta, uint64_t inc)
         if (mm)
             g->members = mm;
         if (!oo)
-            return NONE;
+            goto fail;
         g->order = oo;
         g->cap_members = cap;
     }
-    if ((g->n_members + 1) * 2 > g->index_cap && index_rebuild(g, g->index_cap * 2) < 0)
-        return NONE;
-    const gossip_meta *copy = meta_get(g, meta);
-    if (!copy)
-        return NONE;
+    /* Load factor up to 3/4: the index is a large part of a simulator's memory. */
+    if ((g->n_members + 1) * 4 > g->index_cap * 3 && index_rebuild(g, g->index_cap * 2) < 0)
+        goto fail;
     uint32_t i = g->n_members++;
-    g->members[i] = (member){.meta = copy,
+    g->members[i] = (member){.meta = meta,
                              .incarnation = inc,
                              .state_at = now_us(g),
                              .accuser = NONE,
@@ -430,6 +429,15 @@ static uint32_t member_add(gossip *g, const gossip_meta *meta, uint64_t inc)
     g->order[g->n_order - 1] = g->order[j];
     g->order[j] = i;
     return i;
+fail:
+    meta_put(g, meta);
+    return NONE;
+}
+
+static uint32_t member_add(gossip *g, const gossip_meta *meta, uint64_t inc)
+{
+    const gossip_meta *held = meta_get(g, meta);
+    return held ? member_add_held(g, held, inc) : NONE;
 }
 
 /* ---- broadcast queue: lists by transmit count ---- */
@@ -643,8 +651,10 @@ static void send_state(gossip *g, const shoal_addr *to, uint32_t type, bool join
         size_t plen = gossip_msg_encode(&g->tx, g->scratch + g->scratch_off[a],
                                         g->scratch_off[b] - g->scratch_off[a], b - a, g->plain,
                                         sizeof g->plain);
-        if (plen)
+        if (plen) {
             send_sealed(g, to, plen);
+            g->ctr.push_pull_packets++;
+        }
         a = b;
     }
 }
@@ -1450,15 +1460,22 @@ int gossip_join(gossip *g, const shoal_addr *seeds, size_t n)
     return 0;
 }
 
-int gossip_preload(gossip *g, const gossip_meta *metas, size_t n)
+int gossip_preload(gossip *g, const gossip *from)
 {
-    for (size_t k = 0; k < n; k++) {
+    bool shared = g->cfg.meta_pool && g->cfg.meta_pool == from->cfg.meta_pool;
+    for (uint32_t k = 0; k < from->n_members; k++) {
+        const member *fm = &from->members[k];
         gossip_refusal why;
-        if (find(g, metas[k].id) != NONE || incompatible(g, &metas[k], &why))
+        if (!is_live(fm->state) || find(g, fm->meta->id) != NONE || incompatible(g, fm->meta, &why))
             continue;
-        if (member_add(g, &metas[k], 0) == NONE)
-            return shoal_error_set(SHOAL_ERR_NOMEM, "gossip: node '%s': preloading member %zu of %zu",
-                                   g->cfg.self.id, k, n);
+        const gossip_meta *held = fm->meta;
+        if (shared)
+            ((meta_ent *)held)->refs++;
+        else
+            held = meta_get(g, held);
+        if (!held || member_add_held(g, held, fm->incarnation) == NONE)
+            return shoal_error_set(SHOAL_ERR_NOMEM, "gossip: node '%s': preloading member %u of %u",
+                                   g->cfg.self.id, k, from->n_members);
     }
     g->version++;
     g->joined = true;

@@ -80,7 +80,8 @@ typedef struct gossip_counters {
     uint64_t indirect_probes, nacks_in, relays;
     uint64_t suspicions, deaths, refutations;
     uint64_t updates_in, updates_stale;
-    uint64_t push_pulls, refused_in, refused_out;
+    uint64_t push_pulls, push_pull_packets; /* exchanges started; state chunks sent (any reason) */
+    uint64_t refused_in, refused_out;
     uint64_t join_attempts;
 } gossip_counters;
 
@@ -156,12 +157,13 @@ void gossip_tick(gossip *g);
 int gossip_join(gossip *g, const shoal_addr *seeds, size_t n);
 bool gossip_joined(const gossip *g);
 /*
- * Adds the members in metas[0..n) (this node and known ids are skipped, incompatible ones too) as
- * alive at incarnation 0, without a packet or a broadcast, as if a push-pull had brought them, and
- * counts the node as joined. For simulators that start from a converged cluster instead of paying
- * for n joins. -1 with SHOAL_ERR_NOMEM (members added so far stay).
+ * Copies the live members `from` knows (this node, known ids and incompatible ones skipped) into
+ * g's view at their incarnations, without a packet or a broadcast, as if a push-pull had brought
+ * them, and counts g as joined. When both share a metadata pool the metadata is shared, not copied.
+ * For simulators that start from a converged cluster instead of paying for n joins.
+ * -1 with SHOAL_ERR_NOMEM (members added so far stay).
  */
-int gossip_preload(gossip *g, const gossip_meta *metas, size_t n);
+int gossip_preload(gossip *g, const gossip *from);
 /* True once a member refused this node (block size, version or duplicate id): it stops joining. */
 bool gossip_refused(const gossip *g);
 

@@ -40,6 +40,17 @@ static void slot_wakeup(void *ud)
 
 static const sim_node_ops slot_ops = {.receive = slot_receive, .wakeup = slot_wakeup};
 
+void sim_cluster_base_config(gossip_config *c)
+{
+    gossip_config_defaults(c);
+    memset(c->cluster_key, 0x5a, sizeof c->cluster_key);
+    c->self.block_size = 4u << 20;
+    c->self.proto_version = 1;
+    c->self.capacity = 64ull << 30;
+    c->self.serving = true;
+    snprintf(c->self.zone, sizeof c->self.zone, "zone-a");
+}
+
 sim_cluster *sim_cluster_new(uint64_t seed, const gossip_config *base)
 {
     sim_cluster *c = calloc(1, sizeof *c);
@@ -158,17 +169,17 @@ int sim_cluster_restart(sim_cluster *c, int i, uint64_t inc, int seed)
 
 int sim_cluster_preload(sim_cluster *c)
 {
-    gossip_meta *metas = malloc(c->n * sizeof *metas);
-    if (!metas)
-        return shoal_error_set(SHOAL_ERR_NOMEM, "sim: preload of %zu members", c->n);
-    for (size_t i = 0; i < c->n; i++)
-        metas[i] = c->slots[i]->cfg.self;
-    int rc = 0;
-    for (size_t i = 0; i < c->n && rc == 0; i++)
-        if (c->slots[i]->g)
-            rc = gossip_preload(c->slots[i]->g, metas, c->n);
-    free(metas);
-    return rc;
+    /* Node 0 first learns every node from the node itself, then every node copies node 0's view. */
+    gossip *hub = NULL;
+    for (size_t i = 0; i < c->n && !hub; i++)
+        hub = c->slots[i]->g;
+    for (size_t i = 0; hub && i < c->n; i++)
+        if (c->slots[i]->g && c->slots[i]->g != hub && gossip_preload(hub, c->slots[i]->g) < 0)
+            return -1;
+    for (size_t i = 0; hub && i < c->n; i++)
+        if (c->slots[i]->g && c->slots[i]->g != hub && gossip_preload(c->slots[i]->g, hub) < 0)
+            return -1;
+    return 0;
 }
 
 size_t sim_cluster_count_seeing(const sim_cluster *c, int about, gossip_state state)

@@ -17,6 +17,10 @@
 
 typedef struct sim_cluster sim_cluster;
 
+/* Fills `c` with gossip_config_defaults() plus what a simulated node needs: a fixed cluster key
+ * (every byte 0x5a), 4 MiB blocks, protocol version 1, zone "zone-a", serving, 64 GiB capacity. */
+void sim_cluster_base_config(gossip_config *c);
+
 /*
  * A cluster in a new world seeded with `seed`. `base` (copied) gives every node's parameters, key,
  * block size and protocol version; its self.id and self.addr are replaced per node. NULL on NOMEM.

@@ -47,10 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     shoal_log_set_level(SHOAL_LOG_ERROR);
     gossip_config base;
-    gossip_config_defaults(&base);
-    memset(base.cluster_key, 0x5a, sizeof base.cluster_key);
-    base.self.block_size = 4u << 20;
-    base.self.proto_version = 1;
+    sim_cluster_base_config(&base);
     sim_cluster *c = sim_cluster_new(size, &base);
     if (!c || sim_cluster_add_joined(c, 3, 0) < 0)
         abort();

@@ -54,12 +54,8 @@ int main(int argc, char **argv)
     shoal_log_set_level(SHOAL_LOG_ERROR);
     corpus c = {.dir = argv[1]};
     gossip_config base;
-    gossip_config_defaults(&base);
-    memset(base.cluster_key, 0x5a, sizeof base.cluster_key);
+    sim_cluster_base_config(&base);
     memcpy(c.key, base.cluster_key, sizeof c.key);
-    base.self.block_size = 4u << 20;
-    base.self.proto_version = 1;
-    snprintf(base.self.zone, sizeof base.self.zone, "zone-a");
     sim_cluster *cl = sim_cluster_new(42, &base);
     if (!cl || sim_cluster_add_joined(cl, 5, 0) < 0)
         return 1;

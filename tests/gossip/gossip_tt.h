@@ -19,13 +19,7 @@
 
 static inline void gtt_config(gossip_config *c)
 {
-    gossip_config_defaults(c);
-    memset(c->cluster_key, 0x5a, sizeof c->cluster_key);
-    c->self.block_size = 4u << 20;
-    c->self.proto_version = 1;
-    c->self.capacity = 64ull << 30;
-    c->self.serving = true;
-    snprintf(c->self.zone, sizeof c->self.zone, "zone-a");
+    sim_cluster_base_config(c);
     shoal_log_set_level(SHOAL_LOG_WARN);
 }
 
