@@ -126,8 +126,10 @@ int main(int argc, char **argv)
             snprintf(name, sizeof name, "--%s", flag);
         switch (o) {
         case O_NODES:
-            if (number(name, optarg, 1, 1000000, &v) || v != floor(v))
-                return bad(name, "expected a whole number of nodes from 1 to 1,000,000");
+            if (number(name, optarg, 1, 1000000, &v))
+                return 2;
+            if (v != floor(v))
+                return bad(name, "expected a whole number of nodes");
             cfg.nodes = (uint32_t)v;
             have_nodes = true;
             break;
@@ -192,7 +194,9 @@ int main(int argc, char **argv)
                 return 2;
             break;
         case O_SAMPLE:
-            if (number(name, optarg, 0, 1000000, &v) || v != floor(v))
+            if (number(name, optarg, 0, 1000000, &v))
+                return 2;
+            if (v != floor(v))
                 return bad(name, "expected a whole number of nodes");
             cfg.baseline_sample = (uint32_t)v;
             break;

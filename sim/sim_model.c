@@ -1119,6 +1119,10 @@ static void tick_record(sim_model *m, uint32_t t)
     m->last_sent = sent;
     m->res.packets_total += k->packets;
     m->res.node_seconds += m->up;
+    if (t > m->cfg.wl.start_s) {
+        m->res.packets_steady += k->packets;
+        m->res.node_seconds_steady += m->up;
+    }
     m->ticks[m->n_ticks++] = *k;
     memset(&m->cur, 0, sizeof m->cur);
     for (int s = 0; s < SIM_SYSTEMS; s++)

@@ -165,6 +165,8 @@ typedef struct sim_result {
     uint64_t join_ideal_milli;             /* sum over those of 1000 * R * blocks / (n + 1) */
     uint64_t packets_total;
     double node_seconds;    /* running-node seconds, for per-node rates */
+    uint64_t packets_steady; /* the same two from the workload's start on (after the initial join) */
+    double node_seconds_steady;
     uint64_t views_built, owner_lookups;
     double probe_interval_s;
 } sim_result;

@@ -63,7 +63,9 @@ void sim_summary_compute(const sim_model *m, sim_summary *s)
         s->lat_p50[k] = percentile(r->latency[k], 0.5);
         s->lat_p99[k] = percentile(r->latency[k], 0.99);
     }
-    s->msgs_per_node_period = r->node_seconds > 0 ? (double)r->packets_total / r->node_seconds * r->probe_interval_s : 0;
+    s->msgs_per_node_period = r->node_seconds_steady > 0
+                                  ? (double)r->packets_steady / r->node_seconds_steady * r->probe_interval_s
+                                  : 0;
     double sum_p = 0, sum_s = 0, sum_d = 0, sum_a = 0;
     size_t n_s = 0, n_d = 0;
     s->victims = r->n_victims;
@@ -137,7 +139,7 @@ void sim_report_print(const sim_model *m, const sim_summary *s, FILE *f)
     for (int k = 0; k < SIM_SYSTEMS; k++)
         fprintf(f, "%-20s %14.0f %12.2f %10.0f %12.4f %10.2f %10.2f\n", sys_title[k], s->s3_gets[k],
                 s->s3_bytes[k] / GIB, s->s3_503[k], s->dollars[k], s->lat_p50[k] * 1e3, s->lat_p99[k] * 1e3);
-    fprintf(f, "\ngossip: %.3f messages per node per probe period; %llu false suspicions, %llu false deaths\n",
+    fprintf(f, "\ngossip: %.3f messages per node per probe period after the initial join; %llu false suspicions, %llu false deaths\n",
             s->msgs_per_node_period, (unsigned long long)s->false_suspicions, (unsigned long long)s->false_deaths);
     if (s->victims)
         fprintf(f,
