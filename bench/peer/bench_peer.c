@@ -12,10 +12,14 @@
  *                each with the 4 MiB block from memory (zero-copy), through the full path
  *                (ZAP-admitted CURVE, msgpack headers, request ids, timeouts, callbacks)
  *
- * with 1, 2 and 4 serving peers and 1 or 2 ZeroMQ I/O threads per context. Each figure is the
- * best of R rounds, the rounds of all configurations interleaved so a busy neighbour on the
- * machine slows all of them alike. Prints a table and the ratios; the one the project tracks is
- * peer CURVE / raw CURVE (target >= 0.8).
+ * with 1, 2 and 4 serving peers and 1 or 2 ZeroMQ I/O threads per context.
+ *
+ * The machines this runs on are shared, so wall-clock figures swing with the neighbours' load.
+ * Two defences: every round measures every configuration back to back (in alternating order),
+ * and each ratio is the median of the ratios within a round, so the two sides of a ratio always
+ * saw about the same load; and next to GB/s the table gives GB per CPU-second of this process
+ * (all its threads), which a neighbour's load barely moves and which says what the transport costs
+ * on top of the crypto. The ratio the project tracks is peer CURVE / raw CURVE (target >= 0.8).
  */
 #include "node_peer.h"
 #include "shoal_env.h"
@@ -23,6 +27,7 @@
 #include "shoal_log.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +38,37 @@
 #define MAX_PEERS 4
 
 static uint8_t *block_data; /* the one block every server sends, never freed before exit */
+
+/* One measurement: payload bytes per wall second and per CPU second of the whole process. */
+typedef struct speed {
+    double wall;
+    double cpu;
+} speed;
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+typedef struct clock_pair {
+    uint64_t wall_us;
+    double cpu_s;
+} clock_pair;
+
+static clock_pair clock_now(void)
+{
+    return (clock_pair){shoal_clock_mono_us(), cpu_seconds()};
+}
+
+static speed speed_since(clock_pair t0, size_t blocks)
+{
+    clock_pair t1 = clock_now();
+    double bytes = (double)blocks * BLOCK_SIZE;
+    return (speed){bytes / ((double)(t1.wall_us - t0.wall_us) / 1e6), bytes / (t1.cpu_s - t0.cpu_s)};
+}
 
 static void no_free(void *data, void *hint)
 {
@@ -88,7 +124,7 @@ static void sock_opts(void *s, int hwm)
 }
 
 /* Bytes per second from a PUSH socket (CURVE server when `curve`) to a PULL socket. */
-static double raw_run(bool curve, int io_threads, size_t blocks, int window)
+static speed raw_run(bool curve, int io_threads, size_t blocks, int window)
 {
     void *ctx_s = zmq_ctx_new(), *ctx_r = zmq_ctx_new();
     zmq_ctx_set(ctx_s, ZMQ_IO_THREADS, io_threads);
@@ -116,18 +152,18 @@ static double raw_run(bool curve, int io_threads, size_t blocks, int window)
     zmq_msg_t m;
     zmq_msg_init(&m);
     zmq_msg_recv(&m, pull, 0); /* the first block pays for the handshake: not timed */
-    uint64_t t0 = shoal_clock_mono_us();
+    clock_pair t0 = clock_now();
     for (size_t i = 0; i < blocks; i++)
         if (zmq_msg_recv(&m, pull, 0) != (int)BLOCK_SIZE)
             die("raw recv");
-    uint64_t t1 = shoal_clock_mono_us();
+    speed v = speed_since(t0, blocks);
     zmq_msg_close(&m);
     pthread_join(t, NULL);
     zmq_close(push);
     zmq_close(pull);
     zmq_ctx_term(ctx_s);
     zmq_ctx_term(ctx_r);
-    return (double)blocks * BLOCK_SIZE / ((double)(t1 - t0) / 1e6);
+    return v;
 }
 
 /* ---- the peer transport -------------------------------------------------------------------- */
@@ -200,7 +236,7 @@ static void fetch_done(void *ud, node_peer_response *r)
 }
 
 /* Bytes per second fetched by one client from `peers` servers, `window` requests in flight each. */
-static double peer_run(int peers, int io_threads, size_t blocks, int window)
+static speed peer_run(int peers, int io_threads, size_t blocks, int window)
 {
     keys ck = keygen();
     node_peer *servers[MAX_PEERS];
@@ -235,7 +271,7 @@ static double peer_run(int peers, int io_threads, size_t blocks, int window)
             die("warm-up request"); /* the handshake is not timed */
         node_peer_response_delete(r);
     }
-    uint64_t t0 = shoal_clock_mono_us();
+    clock_pair t0 = clock_now();
     for (int w = 0; w < window; w++)
         for (int i = 0; i < peers; i++)
             fetch_next(&lc[i]);
@@ -243,7 +279,7 @@ static double peer_run(int peers, int io_threads, size_t blocks, int window)
     while (atomic_load(&f.completed) < f.total)
         pthread_cond_wait(&f.cond, &f.mu);
     pthread_mutex_unlock(&f.mu);
-    uint64_t t1 = shoal_clock_mono_us();
+    speed v = speed_since(t0, blocks);
     if (atomic_load(&f.failed) != 0) {
         fprintf(stderr, "bench_peer: %zu requests failed\n", atomic_load(&f.failed));
         exit(1);
@@ -253,23 +289,46 @@ static double peer_run(int peers, int io_threads, size_t blocks, int window)
         node_peer_delete(servers[i]);
     pthread_mutex_destroy(&f.mu);
     pthread_cond_destroy(&f.cond);
-    return (double)blocks * BLOCK_SIZE / ((double)(t1 - t0) / 1e6);
+    return v;
 }
 
 /* ---- the table ----------------------------------------------------------------------------- */
+
+#define MAX_ROUNDS 64
 
 typedef struct config {
     const char *name;
     int kind; /* 0 raw NULL, 1 raw CURVE, 2 peer CURVE */
     int peers;
     int io_threads;
-    double best;
+    speed round[MAX_ROUNDS];
 } config;
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* Median over rounds of cfgs[a]/cfgs[b], per wall second (cpu = false) or per CPU second. */
+static double ratio(const config *cfgs, int a, int b, int rounds, bool cpu)
+{
+    double r[MAX_ROUNDS];
+    for (int i = 0; i < rounds; i++)
+        r[i] = cpu ? cfgs[a].round[i].cpu / cfgs[b].round[i].cpu : cfgs[a].round[i].wall / cfgs[b].round[i].wall;
+    return median(r, rounds);
+}
 
 int main(int argc, char **argv)
 {
-    size_t blocks = 128;
-    int rounds = 3, window = 8;
+    size_t blocks = 64;
+    int rounds = 7, window = 8;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--blocks") == 0)
             blocks = (size_t)atol(argv[i + 1]);
@@ -278,8 +337,8 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--window") == 0)
             window = atoi(argv[i + 1]);
     }
-    if (blocks < 8 || rounds < 1 || window < 1) {
-        fprintf(stderr, "usage: bench_peer [--blocks N>=8] [--rounds R>=1] [--window W>=1]\n");
+    if (blocks < 8 || rounds < 1 || rounds > MAX_ROUNDS || window < 1) {
+        fprintf(stderr, "usage: bench_peer [--blocks N>=8] [--rounds 1..%d] [--window W>=1]\n", MAX_ROUNDS);
         return 2;
     }
     shoal_log_set_level(SHOAL_LOG_WARN);
@@ -288,35 +347,51 @@ int main(int argc, char **argv)
         block_data[i] = (uint8_t)(i * 31 + 7);
 
     config cfgs[] = {
-        {"raw NULL, 1 io thread", 0, 1, 1, 0},   {"raw CURVE, 1 io thread", 1, 1, 1, 0},
-        {"peer CURVE, 1 peer, 1 io thread", 2, 1, 1, 0}, {"peer CURVE, 2 peers, 1 io thread", 2, 2, 1, 0},
-        {"peer CURVE, 4 peers, 1 io thread", 2, 4, 1, 0}, {"raw NULL, 2 io threads", 0, 1, 2, 0},
-        {"raw CURVE, 2 io threads", 1, 1, 2, 0},  {"peer CURVE, 1 peer, 2 io threads", 2, 1, 2, 0},
-        {"peer CURVE, 2 peers, 2 io threads", 2, 2, 2, 0}, {"peer CURVE, 4 peers, 2 io threads", 2, 4, 2, 0},
+        {.name = "raw NULL, 1 io thread", .kind = 0, .peers = 1, .io_threads = 1},
+        {.name = "raw CURVE, 1 io thread", .kind = 1, .peers = 1, .io_threads = 1},
+        {.name = "peer CURVE, 1 peer, 1 io thread", .kind = 2, .peers = 1, .io_threads = 1},
+        {.name = "peer CURVE, 2 peers, 1 io thread", .kind = 2, .peers = 2, .io_threads = 1},
+        {.name = "peer CURVE, 4 peers, 1 io thread", .kind = 2, .peers = 4, .io_threads = 1},
+        {.name = "raw NULL, 2 io threads", .kind = 0, .peers = 1, .io_threads = 2},
+        {.name = "raw CURVE, 2 io threads", .kind = 1, .peers = 1, .io_threads = 2},
+        {.name = "peer CURVE, 1 peer, 2 io threads", .kind = 2, .peers = 1, .io_threads = 2},
+        {.name = "peer CURVE, 2 peers, 2 io threads", .kind = 2, .peers = 2, .io_threads = 2},
+        {.name = "peer CURVE, 4 peers, 2 io threads", .kind = 2, .peers = 4, .io_threads = 2},
     };
-    size_t n = sizeof cfgs / sizeof cfgs[0];
-    printf("bench_peer: %zu blocks of 4 MiB per figure, best of %d rounds, %d requests in flight per peer\n",
+    int n = (int)(sizeof cfgs / sizeof cfgs[0]);
+    printf("bench_peer: %zu blocks of 4 MiB per measurement, %d rounds (medians), %d requests in flight per peer\n",
            blocks, rounds, window);
     for (int r = 0; r < rounds; r++) {
-        for (size_t i = 0; i < n; i++) {
-            config *c = &cfgs[i];
-            double v = c->kind == 2 ? peer_run(c->peers, c->io_threads, blocks, window)
-                                    : raw_run(c->kind == 1, c->io_threads, blocks, window);
-            if (v > c->best)
-                c->best = v;
+        for (int k = 0; k < n; k++) {
+            config *c = &cfgs[r % 2 ? n - 1 - k : k]; /* alternate the order so drift hits both sides */
+            c->round[r] = c->kind == 2 ? peer_run(c->peers, c->io_threads, blocks, window)
+                                       : raw_run(c->kind == 1, c->io_threads, blocks, window);
         }
     }
-    printf("\n| configuration | GB/s |\n|---|---:|\n");
-    for (size_t i = 0; i < n; i++)
-        printf("| %s | %.2f |\n", cfgs[i].name, cfgs[i].best / 1e9);
-    printf("\n| ratio | value |\n|---|---:|\n");
-    printf("| peer CURVE / raw CURVE, 1 peer, 1 io thread (target >= 0.8) | %.2f |\n", cfgs[2].best / cfgs[1].best);
-    printf("| peer CURVE / raw CURVE, 1 peer, 2 io threads | %.2f |\n", cfgs[7].best / cfgs[6].best);
-    printf("| raw CURVE / raw NULL, 1 io thread | %.2f |\n", cfgs[1].best / cfgs[0].best);
-    printf("| peer 2 peers / 1 peer, 1 io thread | %.2f |\n", cfgs[3].best / cfgs[2].best);
-    printf("| peer 4 peers / 1 peer, 1 io thread | %.2f |\n", cfgs[4].best / cfgs[2].best);
-    printf("| peer 2 io threads / 1, 1 peer | %.2f |\n", cfgs[7].best / cfgs[2].best);
-    printf("| peer 2 io threads / 1, 4 peers | %.2f |\n", cfgs[9].best / cfgs[4].best);
+    printf("\n| configuration | GB/s | GB per CPU-second |\n|---|---:|---:|\n");
+    for (int k = 0; k < n; k++) {
+        double wall[MAX_ROUNDS], cpu[MAX_ROUNDS];
+        for (int r = 0; r < rounds; r++)
+            wall[r] = cfgs[k].round[r].wall, cpu[r] = cfgs[k].round[r].cpu;
+        printf("| %s | %.2f | %.2f |\n", cfgs[k].name, median(wall, rounds) / 1e9, median(cpu, rounds) / 1e9);
+    }
+    static const struct {
+        const char *name;
+        int a, b;
+    } ratios[] = {
+        {"peer CURVE / raw CURVE, 1 peer, 1 io thread (target >= 0.8)", 2, 1},
+        {"peer CURVE / raw CURVE, 1 peer, 2 io threads", 7, 6},
+        {"raw CURVE / raw NULL, 1 io thread", 1, 0},
+        {"raw CURVE / raw NULL, 2 io threads", 6, 5},
+        {"peer CURVE 2 peers / 1 peer, 1 io thread", 3, 2},
+        {"peer CURVE 4 peers / 1 peer, 1 io thread", 4, 2},
+        {"peer CURVE 2 io threads / 1 io thread, 1 peer", 7, 2},
+        {"peer CURVE 2 io threads / 1 io thread, 4 peers", 9, 4},
+    };
+    printf("\n| ratio (median of per-round ratios) | wall | per CPU-second |\n|---|---:|---:|\n");
+    for (size_t i = 0; i < sizeof ratios / sizeof ratios[0]; i++)
+        printf("| %s | %.2f | %.2f |\n", ratios[i].name, ratio(cfgs, ratios[i].a, ratios[i].b, rounds, false),
+               ratio(cfgs, ratios[i].a, ratios[i].b, rounds, true));
     free(block_data);
     return 0;
 }
