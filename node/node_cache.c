@@ -39,10 +39,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <xxhash.h>
 
 #define CACHE_PEER_TIMEOUT_MS 2000
+#define CACHE_PEER_MAX_WAIT_MS 60000 /* longest wait for an owner that keeps answering PING */
 #define CACHE_SERVE_THREADS 8
 #define CACHE_READAHEAD_THREADS 4
 #define CACHE_READAHEAD_BLOCKS 4
@@ -402,6 +404,99 @@ typedef enum ask_result {
     ASK_FINAL /* the owner says the version is gone: the read fails */
 } ask_result;
 
+/* A GET in flight whose requester may give up on it: the transport's callback and the waiting
+ * thread share it, and whichever comes second frees it. */
+typedef struct peer_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done, abandoned;
+    node_peer_response *r;
+} peer_wait;
+
+static void peer_wait_free(peer_wait *w)
+{
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
+}
+
+/* The transport's completion callback (I/O thread): hands the response over, never blocks. */
+static void peer_wait_done(void *ud, node_peer_response *r)
+{
+    peer_wait *w = ud;
+    pthread_mutex_lock(&w->mu);
+    bool abandoned = w->abandoned;
+    if (!abandoned) {
+        w->r = r;
+        w->done = true;
+        pthread_cond_signal(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (abandoned) {
+        node_peer_response_delete(r);
+        peer_wait_free(w);
+    }
+}
+
+/* Whether the peer answers a PING in time: its transport's I/O thread answers PINGs itself, at
+ * once, so a live owner that is busy fetching from S3 still answers; a stalled or dead one does not. */
+static bool peer_alive(node_cache *c, int link, uint32_t timeout_ms)
+{
+    node_peer_msg ping = {.type = NODE_PEER_PING};
+    node_peer_response *r = node_peer_call(c->cfg.peer, link, &ping, (node_peer_payload){0}, timeout_ms);
+    bool alive = r && node_peer_response_result(r) == SHOAL_OK;
+    node_peer_response_delete(r);
+    return alive;
+}
+
+/* Sends a GET and waits for the reply. The peer timeout bounds how long a silent peer can hold a
+ * read, not how long an owner may take: after each timeout the peer is PINGed, and while it answers
+ * (it is alive, its S3 fetch is slow: under load, or a large block) the wait goes on, up to
+ * CACHE_PEER_MAX_WAIT_MS. Giving up on a live owner would only fetch the same block from S3 twice.
+ * 0 with the response in *out (the caller deletes it; its result may still be a failure), or -1
+ * with SHOAL_ERR_TIMEOUT when the peer went silent, or the submission's error. */
+static int peer_get(node_cache *c, int link, const node_peer_msg *req, node_peer_response **out)
+{
+    uint32_t timeout = c->cfg.peer_timeout_ms ? c->cfg.peer_timeout_ms : CACHE_PEER_TIMEOUT_MS;
+    peer_wait *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        return shoal_error_set(SHOAL_ERR_NOMEM, "peer request");
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    if (node_peer_submit(c->cfg.peer, link, req, (node_peer_payload){0}, CACHE_PEER_MAX_WAIT_MS, peer_wait_done,
+                         w) != 0) {
+        peer_wait_free(w);
+        return -1;
+    }
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += timeout / 1000;
+        until.tv_nsec += (long)(timeout % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (!w->done && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0) {
+        }
+        if (w->done)
+            break;
+        pthread_mutex_unlock(&w->mu);
+        bool alive = peer_alive(c, link, timeout / 4 ? timeout / 4 : 1);
+        pthread_mutex_lock(&w->mu);
+        if (!alive && !w->done) {
+            w->abandoned = true; /* the callback frees w when the GET completes */
+            pthread_mutex_unlock(&w->mu);
+            return shoal_error_set(SHOAL_ERR_TIMEOUT, "peer GET: no reply and no PONG within %u ms", timeout);
+        }
+    }
+    *out = w->r;
+    pthread_mutex_unlock(&w->mu);
+    peer_wait_free(w);
+    return 0;
+}
+
 /* Asks a peer for the block with OWNER_FETCH|NO_FORWARD; on ASK_OK *out holds a checked copy. */
 static ask_result ask_peer(node_cache *c, const block_req *b, const node_cluster_member *m, uint64_t mv,
                            cache_buf **out)
@@ -414,19 +509,12 @@ static ask_result ask_peer(node_cache *c, const block_req *b, const node_cluster
     req.block.index = b->index;
     req.block.offset = b->offset;
     req.block.length = b->length;
-    uint32_t timeout = c->cfg.peer_timeout_ms ? c->cfg.peer_timeout_ms : CACHE_PEER_TIMEOUT_MS;
     char tmp[96];
-    node_peer_response *r = node_peer_call(c->cfg.peer, m->link, &req, (node_peer_payload){0}, timeout);
-    if (r == NULL) {
-        LOG_DEBUG("cache", "peer_submit_failed", "peer=%s error=%s", shoal_log_q(tmp, sizeof tmp, m->meta.id),
-                  shoal_error_name(shoal_error_code()));
-        node_stats_add(&c->cfg.stats->peer_errors, 1);
-        return ASK_NEXT;
-    }
+    node_peer_response *r = NULL;
+    shoal_err e = peer_get(c, m->link, &req, &r) == 0 ? node_peer_response_result(r) : shoal_error_code();
+    const node_peer_msg *rep = e == SHOAL_OK ? node_peer_response_msg(r) : NULL;
     ask_result res = ASK_NEXT;
-    shoal_err e = node_peer_response_result(r);
-    const node_peer_msg *rep = node_peer_response_msg(r);
-    if (e != SHOAL_OK || rep == NULL) {
+    if (rep == NULL) {
         if (e == SHOAL_ERR_TIMEOUT) {
             node_stats_add(&c->cfg.stats->peer_timeouts, 1);
             penalize(c, m->meta.id);
@@ -464,7 +552,8 @@ static ask_result ask_peer(node_cache *c, const block_req *b, const node_cluster
     *out = buf;
     res = ASK_OK;
 done:
-    node_peer_response_delete(r);
+    if (r)
+        node_peer_response_delete(r);
     return res;
 }
 
