@@ -613,13 +613,46 @@ static void request_complete(node_peer *p, cmd *c, shoal_err err)
     cmd_free(c);
 }
 
+static void link_open(node_peer *p, peer_link *link);
+
+/* Drops a link's socket from the polled set (its slot is taken by the last one). */
+static void link_unpoll(node_peer *p, peer_link *link)
+{
+    for (size_t i = 0; i < p->n_polled; i++) {
+        if (p->polled[i] == link) {
+            p->polled[i] = p->polled[--p->n_polled];
+            break;
+        }
+    }
+}
+
+/* A DEALER whose connection was refused at the CURVE handshake (the server's ZAP handler did not
+ * admit this node yet: gossip had not told it about us) is never reconnected by libzmq, which ends
+ * the session for good after a handshake failure. Such a link has no pipe left, so a send fails at
+ * once with EAGAIN (the per-link queue bound keeps a live link far below the high-water mark).
+ * Replacing the socket dials again; by the next request the peer has usually learnt of us. Runs in
+ * run_commands, where polled[] may change. */
+static void link_redial(node_peer *p, peer_link *link)
+{
+    link_unpoll(p, link);
+    if (link->sock)
+        zmq_close(link->sock);
+    link->sock = NULL;
+    link_open(p, link);
+    LOG_DEBUG("node", "peer_redial", "peer=%s", link->endpoint);
+}
+
 static void request_send(node_peer *p, cmd *c)
 {
     inflight_insert(p, c);
     size_t plen = c->payload_len;
     if (c->link->sock == NULL || zmq_msg_send(&c->header, c->link->sock, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
-        LOG_DEBUG("node", "peer_send_failed", "peer=%s error=\"%s\"", c->link->endpoint, zmq_strerror(errno));
+        int err = c->link->sock ? errno : ENOTCONN;
+        LOG_DEBUG("node", "peer_send_failed", "peer=%s error=\"%s\"", c->link->endpoint, zmq_strerror(err));
+        peer_link *link = c->link;
         request_complete(p, inflight_take(p, c->id), SHOAL_ERR_NODE_PEER);
+        if (err == EAGAIN || err == ENOTCONN)
+            link_redial(p, link);
         return;
     }
     /* The rest of a multipart message cannot hit the high-water mark once its first frame went. */
@@ -700,12 +733,7 @@ static void link_open(node_peer *p, peer_link *link)
 /* Closes a link's socket and fails its requests; frees it. */
 static void link_close(node_peer *p, peer_link *link)
 {
-    for (size_t i = 0; i < p->n_polled; i++) {
-        if (p->polled[i] == link) {
-            p->polled[i] = p->polled[--p->n_polled];
-            break;
-        }
-    }
+    link_unpoll(p, link);
     for (cmd *c = p->dl_head, *next; c; c = next) {
         next = c->dnext;
         if (c->link == link)
