@@ -113,7 +113,8 @@ void node_peer_set_membership_version(node_peer *p, uint64_t version);
 
 /* Opens a client link to the peer serving at "ADDR:PORT" whose CURVE public key is server_key.
  * Connection happens in the background (and again after a loss). Returns a link id >= 0, or -1
- * with SHOAL_ERR_INVAL for a bad address. Thread-safe. */
+ * with SHOAL_ERR_INVAL for a bad address, SHOAL_ERR_NOSPACE when 4096 links are open, or
+ * SHOAL_ERR_CLOSED during shutdown. Thread-safe. */
 int node_peer_connect(node_peer *p, const char *addr, const uint8_t server_key[NODE_PEER_KEY_LEN]);
 
 /* Closes a link; its pending requests complete with SHOAL_ERR_CLOSED. Thread-safe. -1 with
