@@ -186,11 +186,14 @@ size_t gossip_live_count(const gossip *g);
 
 /* A number that changes whenever the set of live members or any live member's metadata changes. */
 uint64_t gossip_version(const gossip *g);
+/* This node's current incarnation (it rises with each refutation and metadata change). */
 uint64_t gossip_incarnation(const gossip *g);
 /* The current Lifeguard awareness score (0 = healthy). */
 uint32_t gossip_awareness(const gossip *g);
+/* The instance's counters, valid (and updated in place) as long as the instance. */
 const gossip_counters *gossip_counters_get(const gossip *g);
 
+/* "alive", "suspect", "dead", "left" (static strings). */
 const char *gossip_state_name(gossip_state s);
 
 #endif

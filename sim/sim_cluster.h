@@ -29,6 +29,7 @@ sim_cluster *sim_cluster_new(uint64_t seed, const gossip_config *base);
 /* Frees every instance and the world. Accepts NULL. */
 void sim_cluster_delete(sim_cluster *c);
 
+/* The cluster's world (owned by the cluster), and the number of nodes ever added. */
 sim_world *sim_cluster_world(sim_cluster *c);
 size_t sim_cluster_size(const sim_cluster *c);
 
@@ -39,6 +40,7 @@ int sim_cluster_add(sim_cluster *c, const gossip_config *cfg);
 int sim_cluster_add_joined(sim_cluster *c, size_t n, int seed);
 /* The instance of node i, NULL while it is killed. */
 gossip *sim_cluster_node(sim_cluster *c, int i);
+/* Node i's id, also while it is killed. */
 const char *sim_cluster_id(const sim_cluster *c, int i);
 /* Node i joins through node `seed`. */
 int sim_cluster_join(sim_cluster *c, int i, int seed);

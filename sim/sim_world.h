@@ -36,6 +36,7 @@ sim_world *sim_world_new(uint64_t seed);
 /* Frees the world and every packet in flight; does not touch the nodes' user data. Accepts NULL. */
 void sim_world_delete(sim_world *w);
 
+/* The virtual clock (microseconds since the world began) and the seed it was made with. */
 uint64_t sim_world_now(const sim_world *w);
 uint64_t sim_world_seed(const sim_world *w);
 
@@ -47,6 +48,7 @@ int sim_world_add_node(sim_world *w, const shoal_addr *addr, const sim_node_ops 
 void sim_world_set_handler(sim_world *w, int node, const sim_node_ops *ops, void *ud);
 /* The node's environment, valid as long as the world. */
 const shoal_env *sim_world_env(sim_world *w, int node);
+/* The node's address, and the number of nodes ever added. */
 const shoal_addr *sim_world_addr(const sim_world *w, int node);
 size_t sim_world_node_count(const sim_world *w);
 
@@ -85,6 +87,7 @@ void sim_world_run_for(sim_world *w, uint64_t dt_us);
 bool sim_world_run_until_cond(sim_world *w, uint64_t limit_us, uint64_t check_us,
                               bool (*cond)(void *ud), void *ud);
 
+/* Datagrams sent, delivered and dropped (by any fault), and events run, since the world began. */
 typedef struct sim_world_stats {
     uint64_t sent, delivered, dropped, events;
 } sim_world_stats;
