@@ -629,7 +629,7 @@ static void link_unpoll(node_peer *p, peer_link *link)
 /* A DEALER whose connection was refused at the CURVE handshake (the server's ZAP handler did not
  * admit this node yet: gossip had not told it about us) is never reconnected by libzmq, which ends
  * the session for good after a handshake failure. Such a link has no pipe left, so a send fails at
- * once with EAGAIN (the per-link queue bound keeps a live link far below the high-water mark).
+ * once with EAGAIN (a live link stays below the high-water mark, see link_open).
  * Replacing the socket dials again; by the next request the peer has usually learnt of us. Runs in
  * run_commands, where polled[] may change. */
 static void link_redial(node_peer *p, peer_link *link)
@@ -713,9 +713,14 @@ static void client_on_reply(node_peer *p, peer_link *link, zmq_msg_t *f, int n)
 static void link_open(node_peer *p, peer_link *link)
 {
     int linger = 0;
+    /* Requests in flight are bounded by queue_per_peer, so only a stalled peer lets libzmq's queue
+     * pass it (timed-out requests free their slots while their frames wait): the high-water mark
+     * then bounds that memory too, and the EAGAIN it causes makes request_send redial. */
+    int hwm = (int)p->queue_per_peer + 16;
     int64_t maxmsg = (int64_t)NODE_PEER_MAX_PAYLOAD + NODE_PEER_MAX_HEADER;
     void *s = zmq_socket(p->ctx, ZMQ_DEALER);
     if (s == NULL || zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
+        zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 || zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
         zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0 ||
         zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, link->server_key, NODE_PEER_KEY_LEN) != 0 ||
         zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, p->public_key, NODE_PEER_KEY_LEN) != 0 ||

@@ -270,6 +270,32 @@ TT_TEST(test_node_peer_unknown_key_gets_nothing_and_denial_is_counted)
     rig_stop(&g);
 }
 
+TT_TEST(test_node_peer_refused_client_is_served_once_its_key_is_admitted)
+{
+    rig g;
+    rig_start_as(&g, "127.0.0.14:0", 0, 0, false, true); /* the server has not heard of the client yet */
+    node_peer_msg req = get_request(3, 4096);
+    node_peer_response *r = node_peer_call(g.c, g.link, &req, (node_peer_payload){0}, 500);
+    TT_CHECK(node_peer_response_result(r) != SHOAL_OK, "a stranger got a block");
+    node_peer_response_delete(r);
+    TT_CHECK(wait_stat(g.s.np, offsetof(node_peer_stats, zap_denied), 1, 2000) >= 1, "handshake refused");
+
+    allow(g.s.np, &g.ck); /* gossip tells the server about the client */
+    shoal_err last = SHOAL_ERR_TIMEOUT;
+    int attempts = 0;
+    while (last != SHOAL_OK && attempts++ < 10) {
+        r = node_peer_call(g.c, g.link, &req, (node_peer_payload){0}, 1000);
+        last = node_peer_response_result(r);
+        if (last == SHOAL_OK)
+            check_block(r, 3, 4096);
+        node_peer_response_delete(r);
+    }
+    TT_CHECK(last == SHOAL_OK, "the same link never recovered after the key was admitted (%d attempts, last %s)",
+             attempts, shoal_error_name(last));
+    tt_note("served after %d attempt(s)", attempts);
+    rig_stop(&g);
+}
+
 TT_TEST(test_node_peer_removed_key_is_refused_on_new_and_existing_connections)
 {
     rig g;
