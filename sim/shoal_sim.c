@@ -21,7 +21,8 @@ static const char usage[] =
     "usage: shoal-sim --nodes N [--seed S] [--duration T] [--workload SPEC] [--churn SPEC] [--loss P]\n"
     "                 [--latency DIST] [--bandwidth GBIT_PER_S] [--s3-latency DIST] [--s3-throughput SIZE]\n"
     "                 [--s3-rate GETS_PER_S] [--egress-price USD_PER_GB] [--get-price USD_PER_1000]\n"
-    "                 [--put-price USD_PER_1000] [--baseline-sample K] [--out DIR] [--no-plots]\n"
+    "                 [--put-price USD_PER_1000] [--baseline-sample K] [--bootstrap preload|join]\n"
+    "                 [--out DIR] [--no-plots]\n"
     "\n"
     "Runs N real gossip and placement instances over a simulated network and clock, with a model of\n"
     "the data path, and compares Shoal with independent per-node caches and with no cache.\n"
@@ -30,7 +31,7 @@ static const char usage[] =
     "  --seed S               seed of every random choice (default 1); same seed, same files\n"
     "  --duration T           simulated time, e.g. 300, 5m (default 300 s)\n"
     "  --workload SPEC        key=value,... (defaults): files=10000 file-size=16MiB block=4MiB epochs=3\n"
-    "                         start=60 epoch-time=(duration-start)/epochs read=shard|full cache=64GiB\n"
+    "                         start=10 epoch-time=(duration-start)/epochs read=shard|full cache=64GiB\n"
     "                         replicas=1 zones=1 prefixes=1 checkpoint=0 checkpoint-size=10GiB\n"
     "  --churn SPEC           events kill@T[:K] restart@T[:K] join@T[:K] stall@T[:K][+D] partition@T+D\n"
     "                         and rates kill-rate=PER_NODE_HOUR join-rate=PER_HOUR stall-rate=PER_NODE_HOUR\n"
@@ -47,6 +48,8 @@ static const char usage[] =
     "  --get-price USD        per 1,000 GETs (default 0.0004)\n"
     "  --put-price USD        per 1,000 PUTs (default 0.005)\n"
     "  --baseline-sample K    simulate the independent caches of K nodes and scale (default 0: all)\n"
+    "  --bootstrap HOW        preload: start converged (default); join: every node joins through\n"
+    "                         node 0 at t=0 (set the workload's start= after the views settle)\n"
     "  --out DIR              output folder (default shoal-sim-out)\n"
     "  --no-plots             do not run gnuplot\n"
     "  --help, --version\n"
@@ -84,7 +87,7 @@ int main(int argc, char **argv)
 {
     enum {
         O_NODES = 256, O_SEED, O_DURATION, O_WORKLOAD, O_CHURN, O_LOSS, O_LATENCY, O_BANDWIDTH, O_S3_LATENCY,
-        O_S3_THROUGHPUT, O_S3_RATE, O_EGRESS, O_GET, O_PUT, O_SAMPLE, O_OUT, O_NO_PLOTS, O_HELP, O_VERSION,
+        O_S3_THROUGHPUT, O_S3_RATE, O_EGRESS, O_GET, O_PUT, O_SAMPLE, O_BOOTSTRAP, O_OUT, O_NO_PLOTS, O_HELP, O_VERSION,
     };
     static const struct option opts[] = {
         {"nodes", required_argument, NULL, O_NODES},
@@ -102,6 +105,7 @@ int main(int argc, char **argv)
         {"get-price", required_argument, NULL, O_GET},
         {"put-price", required_argument, NULL, O_PUT},
         {"baseline-sample", required_argument, NULL, O_SAMPLE},
+        {"bootstrap", required_argument, NULL, O_BOOTSTRAP},
         {"out", required_argument, NULL, O_OUT},
         {"no-plots", no_argument, NULL, O_NO_PLOTS},
         {"help", no_argument, NULL, O_HELP},
@@ -199,6 +203,11 @@ int main(int argc, char **argv)
             if (v != floor(v))
                 return bad(name, "expected a whole number of nodes");
             cfg.baseline_sample = (uint32_t)v;
+            break;
+        case O_BOOTSTRAP:
+            if (strcmp(optarg, "preload") && strcmp(optarg, "join"))
+                return bad(name, "expected preload or join");
+            cfg.join_bootstrap = strcmp(optarg, "join") == 0;
             break;
         case O_OUT:
             if (!*optarg)

@@ -1268,10 +1268,16 @@ sim_model *sim_model_run(const sim_config *cfg)
     for (uint32_t i = 0; i < cfg->nodes; i++) {
         if (peer_add(m) < 0)
             goto fail;
-        if (i > 0 && sim_cluster_join(m->c, (int)i, 0) < 0) {
+        if (cfg->join_bootstrap && i > 0 && sim_cluster_join(m->c, (int)i, 0) < 0) {
             shoal_error_wrap("sim: node %u joining", i);
             goto fail;
         }
+    }
+    /* A converged start: every view already holds every node (the first tick's reconciliation
+     * fills the view bitsets, since a preload raises no events). */
+    if (!cfg->join_bootstrap && sim_cluster_preload(m->c) < 0) {
+        shoal_error_wrap("sim: preloading %u nodes", cfg->nodes);
+        goto fail;
     }
     if (run(m) < 0)
         goto fail;

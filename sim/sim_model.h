@@ -91,6 +91,7 @@ typedef struct sim_config {
     double get_price;        /* USD per 1,000 GETs */
     double put_price;        /* USD per 1,000 PUTs */
     uint32_t baseline_sample; /* nodes whose independent caches are simulated; 0: all */
+    bool join_bootstrap;      /* start by having every node join through node 0 (else: converged) */
     sim_workload wl;
     sim_churn churn;
 } sim_config;

@@ -39,7 +39,7 @@ void sim_config_defaults(sim_config *c)
         .file_size = {SIM_DIST_FIXED, 16.0 * 1048576, 0},
         .block_size = 4u << 20,
         .epochs = 3,
-        .start_s = 60,
+        .start_s = 10,
         .epoch_s = 0,
         .full = false,
         .cache_bytes = 64ull << 30,

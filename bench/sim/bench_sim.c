@@ -1,0 +1,81 @@
+/*
+ * shoal-sim at scale, side by side in one run: the same workload and failures at 1,000 and at
+ * 10,000 nodes (or the sizes given), each for the same simulated time from a converged start.
+ * Prints per size the wall time, the peak memory so far (getrusage), gossip messages per node per
+ * probe period after the start, and how long the deaths took to reach every node against SWIM's
+ * 6*log2(N) periods; then the ratio of the per-node message load between the two sizes (SWIM's
+ * claim: it does not grow with N; target <= 1.1).
+ *
+ *   bench_sim [seconds] [small] [large] [seed]     (defaults: 300 1000 10000 1)
+ */
+#include "shoal_error.h"
+#include "shoal_log.h"
+#include "sim_model.h"
+#include "sim_report.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static double wall_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int run(uint32_t nodes, double seconds, uint64_t seed, sim_summary *s)
+{
+    sim_config c;
+    sim_config_defaults(&c);
+    c.nodes = nodes;
+    c.seed = seed;
+    c.duration_s = seconds;
+    c.wl.files = 10000;
+    c.wl.start_s = 10;
+    c.wl.epochs = 2;
+    /* Five failures, well after the start, so each death's spread is measured in a quiet cluster. */
+    char churn[64];
+    snprintf(churn, sizeof churn, "kill@%.0f:5", seconds / 3);
+    if (sim_parse_churn(churn, &c.churn) < 0)
+        return -1;
+    double t0 = wall_s();
+    sim_model *m = sim_model_run(&c);
+    if (!m)
+        return -1;
+    double wall = wall_s() - t0;
+    sim_summary_compute(m, s);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("%7u nodes: %8.1f s wall for %.0f simulated s, peak memory %8.1f MiB; %.3f messages/node/period; "
+           "deaths reached everyone in %.1f periods at most (%zu of %zu; bound 6*log2(N) = %.1f); "
+           "first probe after %.2f periods\n",
+           nodes, wall, seconds, (double)ru.ru_maxrss / 1024.0, s->msgs_per_node_period, s->max_all_dead_periods,
+           s->victims_all_dead, s->victims, 6 * log2((double)nodes), s->mean_probe_periods);
+    fflush(stdout);
+    sim_model_delete(m);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    double seconds = argc > 1 ? atof(argv[1]) : 300;
+    uint32_t small = argc > 2 ? (uint32_t)atoi(argv[2]) : 1000;
+    uint32_t large = argc > 3 ? (uint32_t)atoi(argv[3]) : 10000;
+    uint64_t seed = argc > 4 ? strtoull(argv[4], NULL, 10) : 1;
+    if (seconds < 30 || small < 2 || large < small) {
+        fprintf(stderr, "usage: bench_sim [seconds >= 30] [small >= 2] [large >= small] [seed]\n");
+        return 2;
+    }
+    shoal_log_set_level(SHOAL_LOG_ERROR);
+    sim_summary a, b;
+    if (run(small, seconds, seed, &a) < 0 || run(large, seconds, seed, &b) < 0) {
+        fprintf(stderr, "bench_sim: %s\n", shoal_error_message());
+        return 1;
+    }
+    printf("messages per node per period, %u / %u nodes: %.3f (target <= 1.1)\n", large, small,
+           b.msgs_per_node_period / a.msgs_per_node_period);
+    return 0;
+}
