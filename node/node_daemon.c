@@ -27,6 +27,7 @@
 #include "node_cluster.h"
 #include "node_control.h"
 #include "node_metrics.h"
+#include "node_mountfs.h"
 #include "node_peer.h"
 #include "node_stats.h"
 #include "node_store.h"
@@ -64,6 +65,7 @@ struct node_daemon {
     node_cluster *cluster;
     node_metrics *metrics;
     node_control_server *control;
+    node_mountfs *mount;
     uint64_t started_us;
     atomic_bool leave_requested;
     char address[SHOAL_ADDR_STRLEN];
@@ -606,6 +608,11 @@ node_daemon *node_daemon_new(const node_config *cfg)
     if (d->cluster == NULL)
         goto fail;
     node_cache_set_cluster(cache, d->cluster);
+    if (cfg->mount != NULL) {
+        node_mountfs_parts mp = {.s3 = d->s3, .cache = cache, .cluster = d->cluster, .store = d->store};
+        if ((d->mount = node_mountfs_new(cfg, &mp)) == NULL)
+            goto fail;
+    }
 
     if (cfg->metrics_enabled) {
         d->metrics = node_metrics_new(&cfg->metrics, &d->stats, metrics_refresh, d);
@@ -662,6 +669,7 @@ void node_daemon_delete(node_daemon *d)
 {
     if (d == NULL)
         return;
+    node_mountfs_delete(d->mount);
     node_control_server_delete(d->control);
     node_metrics_delete(d->metrics);
     node_cache_stop(atomic_load(&d->cache));

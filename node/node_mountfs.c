@@ -1,0 +1,462 @@
+/*
+ * node_mountfs: the mount's object table filled with the daemon's parts.
+ *
+ * Reads. The mount asks for (key, ETag, offset, length); the read path wants whole blocks of a
+ * named object version, whose size it needs to know where the last block ends. The size comes
+ * from a small table of (key, ETag) -> size filled by every listing, HEAD, upload and copy this
+ * node saw, so reading a file that `ls` described costs no HEAD. A miss asks the read path's
+ * metadata cache; when that holds another ETag than the one the open pinned, it is forgotten and
+ * asked again once (the cache may be older than the mount's listing), and a second mismatch means
+ * the object really changed: -ESTALE. Each block is read with node_cache_read under the pinned
+ * ETag (ranged GETs carry If-Match; owners answer CHANGED), copied into the caller's buffer and
+ * released, so a read never mixes versions. A changed object is forgotten by the metadata cache so
+ * the next open sees the new version at once.
+ *
+ * Writes. The mount hands over a staged file; s3_upload sends it as one PUT or a parallel
+ * multipart upload and aborts the upload on failure, so a failed put never leaves a partial
+ * object. A HEAD afterwards gives S3's own mtime for the new version (the clock that later
+ * listings report), so `stat` does not jump when the attributes are refreshed. Then the blocks of
+ * the new version go into the cluster cache: blocks this node owns into its store as OWNED, the
+ * others into its store as NEAR. The peer protocol has a PUT message, but no node answers it yet
+ * (the daemon installs no PUT handler), so pushing blocks to their owners is not possible; a reader
+ * on another node gets the blocks this node owns from it, and the others from S3 through their
+ * owners. Every mutation forgets what the metadata cache knew of the key, so a HEAD after it
+ * cannot answer from before it.
+ *
+ * Threads: every function may run on any of the mount's loop threads at once. The size table has
+ * one mutex; everything else it calls is thread-safe.
+ */
+#include "node_mountfs.h"
+
+#include "dht.h"
+#include "mount.h"
+#include "shoal_error.h"
+#include "shoal_log.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#define FS_SIZE_SLOTS 16384 /* (key, ETag) -> size entries; a collision only costs a HEAD */
+#define FS_LIST_PAGE 1000   /* S3's largest listing page */
+
+typedef struct size_slot {
+    char *key;
+    char etag[MOUNT_ETAG_MAX];
+    uint64_t size;
+} size_slot;
+
+struct node_mountfs {
+    const node_config *cfg;
+    node_mountfs_parts parts;
+    char *staging;
+    mount_view *view;
+    bool mounted;
+    pthread_mutex_t sizes_mu;
+    size_slot sizes[FS_SIZE_SLOTS];
+};
+
+/* ---- errors ----------------------------------------------------------------------------------- */
+
+/* The errno of the current shoal_error. Failures other than "no such key" and "changed" are
+ * logged: the errno alone would not tell an operator which request failed and why. */
+static int fs_errno(const char *op, const char *key)
+{
+    shoal_err e = shoal_error_code();
+    int err;
+    switch (e) {
+    case SHOAL_ERR_S3_NO_SUCH_KEY:
+    case SHOAL_ERR_S3_NO_SUCH_BUCKET:
+    case SHOAL_ERR_NOT_FOUND: err = ENOENT; break;
+    case SHOAL_ERR_S3_ACCESS_DENIED:
+    case SHOAL_ERR_S3_SIGNATURE:
+    case SHOAL_ERR_S3_CREDENTIALS: err = EACCES; break;
+    case SHOAL_ERR_S3_CHANGED: err = ESTALE; break;
+    case SHOAL_ERR_NOMEM: err = ENOMEM; break;
+    case SHOAL_ERR_NOSPACE: err = ENOSPC; break;
+    default: err = EIO; break;
+    }
+    if (err != ENOENT && err != ESTALE) {
+        char q[256];
+        LOG_WARN("mountfs", "request_failed", "op=%s key=%s errno=%d error=%s message=\"%s\"", op,
+                 shoal_log_q(q, sizeof q, key), err, shoal_error_name(e), shoal_error_message());
+    }
+    return -err;
+}
+
+/* S3 allows longer ETags than the mount keeps; real ones (32 hex digits, quotes, a part count)
+ * fit, and a cut one only fails to match (a HEAD more, or ESTALE), never matches wrongly. */
+static void etag_copy(char out[MOUNT_ETAG_MAX], const char *in)
+{
+    size_t n = strnlen(in, MOUNT_ETAG_MAX - 1);
+    memcpy(out, in, n);
+    out[n] = '\0';
+}
+
+/* ---- (key, ETag) -> size ------------------------------------------------------------------------ */
+
+static size_slot *size_slot_of(node_mountfs *fs, const char *key, size_t key_len)
+{
+    return &fs->sizes[XXH3_64bits(key, key_len) % FS_SIZE_SLOTS];
+}
+
+static void size_remember(node_mountfs *fs, const char *key, size_t key_len, const char *etag, uint64_t size)
+{
+    if (etag[0] == '\0' || strlen(etag) >= MOUNT_ETAG_MAX)
+        return;
+    char *copy = strndup(key, key_len);
+    if (copy == NULL)
+        return; /* only a cache: the next read asks the metadata cache */
+    pthread_mutex_lock(&fs->sizes_mu);
+    size_slot *s = size_slot_of(fs, key, key_len);
+    free(s->key);
+    s->key = copy;
+    etag_copy(s->etag, etag);
+    s->size = size;
+    pthread_mutex_unlock(&fs->sizes_mu);
+}
+
+static bool size_find(node_mountfs *fs, const char *key, const char *etag, uint64_t *size)
+{
+    pthread_mutex_lock(&fs->sizes_mu);
+    size_slot *s = size_slot_of(fs, key, strlen(key));
+    bool hit = s->key != NULL && strcmp(s->key, key) == 0 && strcmp(s->etag, etag) == 0;
+    if (hit)
+        *size = s->size;
+    pthread_mutex_unlock(&fs->sizes_mu);
+    return hit;
+}
+
+/* The size of version `etag` of `key`: 0, -ESTALE when the object has another ETag now, or the
+ * errno of the failed HEAD. */
+static int object_size(node_mountfs *fs, const char *key, const char *etag, uint64_t *size)
+{
+    if (size_find(fs, key, etag, size))
+        return 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        s3_object_info info;
+        if (node_cache_head(fs->parts.cache, fs->cfg->bucket, key, &info) != 0)
+            return fs_errno("head", key);
+        if (strcmp(info.etag, etag) == 0) {
+            size_remember(fs, key, strlen(key), info.etag, info.size);
+            *size = info.size;
+            return 0;
+        }
+        node_cache_forget(fs->parts.cache, fs->cfg->bucket, key);
+    }
+    return -ESTALE;
+}
+
+/* ---- the table's operations ------------------------------------------------------------------- */
+
+/* Hands S3's metadata of `key` to the mount and remembers its size for reads. */
+static void info_from_s3(node_mountfs *fs, const char *key, const s3_object_info *in, mount_obj_info *out)
+{
+    size_remember(fs, key, strlen(key), in->etag, in->size);
+    out->size = in->size;
+    out->mtime = in->last_modified;
+    etag_copy(out->etag, in->etag);
+}
+
+static int fs_head(void *ctx, const char *key, mount_obj_info *out)
+{
+    node_mountfs *fs = ctx;
+    s3_object_info info;
+    if (node_cache_head(fs->parts.cache, fs->cfg->bucket, key, &info) != 0)
+        return fs_errno("head", key);
+    info_from_s3(fs, key, &info, out);
+    return 0;
+}
+
+/* Byte order of S3 keys (UTF-8 sorts as bytes). */
+static int key_cmp(const char *a, size_t a_len, const char *b, size_t b_len)
+{
+    int c = memcmp(a, b, a_len < b_len ? a_len : b_len);
+    return c != 0 ? c : (a_len > b_len) - (a_len < b_len);
+}
+
+static int fs_list(void *ctx, const char *prefix, const char *delimiter, size_t max_entries, mount_list_fn cb,
+                   void *ud)
+{
+    node_mountfs *fs = ctx;
+    char *token = NULL;
+    size_t seen = 0;
+    int rc = 0;
+    bool more = true;
+    while (more) {
+        s3_list_page page;
+        s3_list_page_create(&page);
+        size_t left = max_entries ? max_entries - seen : 0;
+        s3_list_args a = {.bucket = fs->cfg->bucket, .prefix = prefix, .delimiter = delimiter,
+                          .continuation_token = token, .max_keys = left && left < FS_LIST_PAGE ? (unsigned)left : 0};
+        if (s3_list(fs->parts.s3, &a, &page) != 0) {
+            rc = fs_errno("list", prefix);
+            s3_list_page_destroy(&page);
+            break;
+        }
+        /* S3 sorts objects and common prefixes together; the page holds them apart. */
+        size_t i = 0, j = 0;
+        bool stop = false;
+        while (!stop && (i < page.n_objects || j < page.n_prefixes)) {
+            const s3_list_object *o = i < page.n_objects ? &page.objects[i] : NULL;
+            const char *p = j < page.n_prefixes ? page.prefixes[j] : NULL;
+            if (o != NULL && (p == NULL || key_cmp(o->key, o->key_len, p, strlen(p)) < 0)) {
+                mount_obj_info info = {.size = o->size, .mtime = o->last_modified};
+                etag_copy(info.etag, o->etag);
+                size_remember(fs, o->key, o->key_len, o->etag, o->size);
+                stop = cb(ud, o->key, o->key_len, false, &info) != 0;
+                i++;
+            } else {
+                stop = cb(ud, p, strlen(p), true, NULL) != 0;
+                j++;
+            }
+            seen++;
+            stop = stop || (max_entries && seen >= max_entries);
+        }
+        free(token);
+        token = NULL;
+        more = !stop && page.truncated && page.next_token != NULL;
+        if (more && (token = strdup(page.next_token)) == NULL) {
+            shoal_error_set(SHOAL_ERR_NOMEM, "listing s3://%s/%s", fs->cfg->bucket, prefix);
+            rc = fs_errno("list", prefix);
+            more = false;
+        }
+        s3_list_page_destroy(&page);
+    }
+    free(token);
+    return rc;
+}
+
+static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t offset, size_t len, void *buf)
+{
+    node_mountfs *fs = ctx;
+    uint64_t size = 0, bs = fs->cfg->block_size;
+    int rc = object_size(fs, key, etag, &size);
+    if (rc != 0)
+        return rc;
+    if (offset >= size)
+        return 0;
+    if (len > size - offset)
+        len = (size_t)(size - offset);
+    node_cache_object obj = {fs->cfg->bucket, key, etag, size};
+    size_t done = 0;
+    while (done < len) {
+        uint64_t pos = offset + done, index = pos / bs, in = pos - index * bs;
+        node_cache_block b;
+        if (node_cache_read(fs->parts.cache, &obj, index, &b) != 0) {
+            if (shoal_error_code() == SHOAL_ERR_S3_CHANGED || shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY)
+                node_cache_forget(fs->parts.cache, fs->cfg->bucket, key);
+            return fs_errno("read", key);
+        }
+        if (b.len <= in) {
+            node_cache_block_release(&b);
+            shoal_error_set(SHOAL_ERR_S3_TRUNCATED, "block %llu of %s is %zu bytes, short of offset %llu",
+                            (unsigned long long)index, key, b.len, (unsigned long long)in);
+            return fs_errno("read", key);
+        }
+        size_t n = b.len - in < len - done ? (size_t)(b.len - in) : len - done;
+        memcpy((char *)buf + done, b.data + in, n);
+        node_cache_block_release(&b);
+        done += n;
+    }
+    return (ssize_t)done;
+}
+
+/* A block id in the store's form: the 128-bit placement id, big-endian. */
+static void block_store_id(dht_id d, uint8_t out[NODE_STORE_ID_LEN])
+{
+    for (int i = 0; i < 8; i++) {
+        out[i] = (uint8_t)(d.hi >> (56 - 8 * i));
+        out[8 + i] = (uint8_t)(d.lo >> (56 - 8 * i));
+    }
+}
+
+static bool owned_here(node_mountfs *fs, const node_cluster_view *v, dht_id id)
+{
+    if (v == NULL)
+        return false;
+    const node_cluster_member *owners[DHT_REPLICAS_MAX];
+    int n = node_cluster_owners(v, id, (int)fs->cfg->replicas, owners);
+    for (int i = 0; i < n; i++)
+        if (owners[i]->is_self)
+            return true;
+    return false;
+}
+
+static int pread_all(int fd, uint8_t *buf, size_t len, uint64_t off)
+{
+    while (len > 0) {
+        ssize_t n = pread(fd, buf, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        buf += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+/* Puts the blocks of the version just uploaded into this node's store (see the essay). A block
+ * that does not fit only costs a later reader a fetch. */
+static void place_blocks(node_mountfs *fs, const char *key, const char *etag, int fd, uint64_t size)
+{
+    uint64_t bs = fs->cfg->block_size;
+    uint8_t *buf = malloc((size_t)(size < bs ? size : bs));
+    node_cluster_view *v = fs->parts.cluster ? node_cluster_view_get(fs->parts.cluster) : NULL;
+    unsigned owned = 0, near = 0, skipped = 0;
+    for (uint64_t i = 0; buf != NULL && i * bs < size; i++) {
+        size_t len = (size_t)(size - i * bs < bs ? size - i * bs : bs);
+        if (pread_all(fd, buf, len, i * bs) != 0) {
+            skipped++;
+            break;
+        }
+        dht_id did = dht_block_id(fs->cfg->bucket, key, etag, i);
+        uint8_t id[NODE_STORE_ID_LEN];
+        block_store_id(did, id);
+        bool own = owned_here(fs, v, did);
+        if (node_store_put(fs->parts.store, id, buf, len, own ? NODE_STORE_OWNED : NODE_STORE_NEAR) != 0)
+            skipped++;
+        else if (own)
+            owned++;
+        else
+            near++;
+    }
+    if (v != NULL)
+        node_cluster_view_put(v);
+    free(buf);
+    char q[256];
+    LOG_DEBUG("mountfs", "blocks_placed", "key=%s owned=%u near=%u skipped=%u", shoal_log_q(q, sizeof q, key),
+              owned, near, skipped);
+}
+
+/* The metadata of the version `etag` of `key` just written: S3's mtime when a HEAD still finds
+ * that version, else now (it was overwritten meanwhile; the next refresh sees the newer one). */
+static void written_info(node_mountfs *fs, const char *key, const char *etag, uint64_t size, mount_obj_info *out)
+{
+    s3_object_info info;
+    bool same = s3_head(fs->parts.s3, fs->cfg->bucket, key, &info) == 0 && strcmp(info.etag, etag) == 0;
+    out->size = size;
+    out->mtime = same && info.last_modified ? info.last_modified : (int64_t)time(NULL);
+    etag_copy(out->etag, etag);
+    size_remember(fs, key, strlen(key), etag, size);
+}
+
+static int fs_put(void *ctx, const char *key, int fd, uint64_t size, mount_obj_info *out)
+{
+    node_mountfs *fs = ctx;
+    s3_put_args a = {.bucket = fs->cfg->bucket, .key = key, .fd = -1, .len = size};
+    if (fd >= 0 && size > 0)
+        a.fd = fd;
+    else
+        a.data = "";
+    char etag[S3_ETAG_MAX];
+    int rc = s3_upload(fs->parts.s3, &a, etag);
+    node_cache_forget(fs->parts.cache, fs->cfg->bucket, key);
+    if (rc != 0)
+        return fs_errno("put", key);
+    written_info(fs, key, etag, size, out);
+    if (a.fd >= 0)
+        place_blocks(fs, key, etag, fd, size);
+    return 0;
+}
+
+static int fs_copy(void *ctx, const char *src, const char *dst, mount_obj_info *out)
+{
+    node_mountfs *fs = ctx;
+    char etag[S3_ETAG_MAX];
+    int rc = s3_copy(fs->parts.s3, fs->cfg->bucket, src, fs->cfg->bucket, dst, etag);
+    node_cache_forget(fs->parts.cache, fs->cfg->bucket, dst);
+    if (rc != 0)
+        return fs_errno("copy", src);
+    s3_object_info info;
+    if (s3_head(fs->parts.s3, fs->cfg->bucket, dst, &info) != 0)
+        return fs_errno("head", dst);
+    info_from_s3(fs, dst, &info, out);
+    return 0;
+}
+
+static int fs_remove(void *ctx, const char *key)
+{
+    node_mountfs *fs = ctx;
+    int rc = s3_delete(fs->parts.s3, fs->cfg->bucket, key);
+    node_cache_forget(fs->parts.cache, fs->cfg->bucket, key);
+    return rc != 0 ? fs_errno("delete", key) : 0;
+}
+
+static const mount_backend FS_BACKEND = {
+    .head = fs_head,
+    .list = fs_list,
+    .read = fs_read,
+    .put = fs_put,
+    .copy = fs_copy,
+    .remove = fs_remove,
+};
+
+/* ---- life cycle ------------------------------------------------------------------------------- */
+
+node_mountfs *node_mountfs_new(const node_config *cfg, const node_mountfs_parts *parts)
+{
+    if (cfg->mount == NULL || parts->s3 == NULL || parts->cache == NULL || parts->store == NULL) {
+        shoal_error_set(SHOAL_ERR_INVAL, "mount: %s", cfg->mount ? "a part of the daemon is missing" : "no mount point");
+        return NULL;
+    }
+    node_mountfs *fs = calloc(1, sizeof *fs);
+    if (fs == NULL) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "mount");
+        return NULL;
+    }
+    fs->cfg = cfg;
+    fs->parts = *parts;
+    pthread_mutex_init(&fs->sizes_mu, NULL);
+    if (asprintf(&fs->staging, "%s/staging", cfg->cache_dir) < 0) {
+        fs->staging = NULL;
+        shoal_error_set(SHOAL_ERR_NOMEM, "mount");
+        goto fail;
+    }
+    mount_config mc;
+    mount_config_defaults(&mc);
+    mc.mountpoint = cfg->mount;
+    mc.prefix = cfg->prefix;
+    mc.staging_dir = fs->staging;
+    mc.metadata_ttl = cfg->metadata_ttl;
+    mc.negative_ttl = cfg->negative_ttl;
+    mc.read_only = cfg->read_only;
+    fs->view = mount_new(&mc, &FS_BACKEND, fs);
+    if (fs->view == NULL || mount_start(fs->view) != 0) {
+        shoal_error_wrap("mount at %s", cfg->mount);
+        goto fail;
+    }
+    fs->mounted = true;
+    char q[256];
+    LOG_INFO("mountfs", "mounted", "dir=%s bucket=%s prefix=%s read_only=%s metadata_ttl=%u negative_ttl=%u",
+             shoal_log_q(q, sizeof q, cfg->mount), cfg->bucket, cfg->prefix, cfg->read_only ? "true" : "false",
+             cfg->metadata_ttl, cfg->negative_ttl);
+    return fs;
+fail:
+    node_mountfs_delete(fs);
+    return NULL;
+}
+
+void node_mountfs_delete(node_mountfs *fs)
+{
+    if (fs == NULL)
+        return;
+    mount_delete(fs->view);
+    if (fs->mounted) {
+        char q[256];
+        LOG_INFO("mountfs", "unmounted", "dir=%s", shoal_log_q(q, sizeof q, fs->cfg->mount));
+    }
+    for (size_t i = 0; i < FS_SIZE_SLOTS; i++)
+        free(fs->sizes[i].key);
+    pthread_mutex_destroy(&fs->sizes_mu);
+    free(fs->staging);
+    free(fs);
+}
