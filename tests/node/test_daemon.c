@@ -335,6 +335,42 @@ TT_TEST(test_daemon_no_serve_node_reads_through_peers_and_owns_nothing)
     td_pass(c);
 }
 
+TT_TEST(test_daemon_corrupt_block_is_dropped_and_fetched_again)
+{
+    td_cluster *c = three_nodes(1, NULL);
+    ds_read_all(c, 0);
+    /* Flip one payload byte of every stored block file, as disk rot would. */
+    char cmd[600];
+    snprintf(cmd, sizeof cmd,
+             "find '%s/cache/blocks' -type f | while read f; do printf '\\377' | dd of=\"$f\" bs=1 seek=100 "
+             "conv=notrunc status=none; done",
+             c->nodes[0].dir);
+    TT_CHECK(system(cmd) == 0, "corrupting the block files failed");
+    tt_s3rver_stats_reset(&c->s3);
+    ds_read_all(c, 0);
+    uint64_t corrupt = td_stat(c, 0, "cache.corrupt_blocks");
+    long gets = tt_s3rver_stat(&c->s3, "gets");
+    TT_CHECK(corrupt > 0, "no corrupt block was counted");
+    TT_CHECK(gets > 0, "the corrupt blocks were not fetched again (%ld S3 GETs)", gets);
+    td_pass(c);
+}
+
+TT_TEST(test_daemon_metadata_ttl_bounds_staleness_of_overwrites_and_misses)
+{
+    const char *const extra[] = {"--metadata-ttl", "1", "--negative-ttl", "1", NULL};
+    td_cluster *c = three_nodes(1, extra);
+    size_t len = 0;
+    uint8_t *got = td_get(c, 0, "fresh/new.bin", &len);
+    TT_CHECK(got == NULL, "a key that does not exist was read (%zu bytes)", len);
+    td_put(c, "fresh/new.bin", 5000, 1);
+    td_sleep_ms(1200);
+    td_get_check(c, 0, "fresh/new.bin", 5000, 1);
+    td_put(c, "fresh/new.bin", 7000, 2);
+    td_sleep_ms(1200);
+    td_get_check(c, 0, "fresh/new.bin", 7000, 2);
+    td_pass(c);
+}
+
 /* ---- the peer port -------------------------------------------------------------------------------- */
 
 /* A CURVE client socket to node i's peer port with the given client key pair. */
