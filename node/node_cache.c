@@ -44,6 +44,7 @@
 #include <xxhash.h>
 
 #define CACHE_PEER_TIMEOUT_MS 2000
+#define CACHE_RESEND_PAUSE_MS 20
 #define CACHE_PEER_MAX_WAIT_MS 60000 /* longest wait for an owner that keeps answering PING */
 #define CACHE_SERVE_THREADS 8
 #define CACHE_READAHEAD_THREADS 4
@@ -511,7 +512,22 @@ static ask_result ask_peer(node_cache *c, const block_req *b, const node_cluster
     req.block.length = b->length;
     char tmp[96];
     node_peer_response *r = NULL;
-    shoal_err e = peer_get(c, m->link, &req, &r) == 0 ? node_peer_response_result(r) : shoal_error_code();
+    shoal_err e;
+    /* A request that could not even be sent (the link is between connections: a peer that was
+     * refused at its first handshake, before it knew this node, is being dialled again) is sent
+     * again every few milliseconds within the peer timeout, rather than costing an S3 fetch. */
+    uint32_t timeout = c->cfg.peer_timeout_ms ? c->cfg.peer_timeout_ms : CACHE_PEER_TIMEOUT_MS;
+    uint64_t give_up = shoal_clock_mono_us() + (uint64_t)timeout * 1000u;
+    for (;;) {
+        e = peer_get(c, m->link, &req, &r) == 0 ? node_peer_response_result(r) : shoal_error_code();
+        if (e != SHOAL_ERR_NODE_PEER || shoal_clock_mono_us() >= give_up)
+            break;
+        if (r)
+            node_peer_response_delete(r);
+        r = NULL;
+        struct timespec pause = {0, CACHE_RESEND_PAUSE_MS * 1000000L};
+        nanosleep(&pause, NULL);
+    }
     const node_peer_msg *rep = e == SHOAL_OK ? node_peer_response_msg(r) : NULL;
     ask_result res = ASK_NEXT;
     if (rep == NULL) {
