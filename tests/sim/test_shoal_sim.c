@@ -91,8 +91,11 @@ TT_TEST(test_shoal_sim_same_seed_writes_identical_files)
     free(x);
     free(z);
     tt_rmtree(a);
+    free(a);
     tt_rmtree(b);
+    free(b);
     tt_rmtree(c);
+    free(c);
 }
 
 TT_TEST(test_shoal_sim_bad_flag_exits_2_with_one_line_naming_it)
@@ -133,6 +136,7 @@ TT_TEST(test_shoal_sim_bad_flag_exits_2_with_one_line_naming_it)
         free(err);
     }
     tt_rmtree(d);
+    free(d);
 }
 
 TT_TEST(test_shoal_sim_help_and_version_exit_0)
@@ -151,6 +155,7 @@ TT_TEST(test_shoal_sim_help_and_version_exit_0)
     TT_CHECK(strstr(out, SHOAL_VERSION) != NULL, "--version printed '%s', not %s", out, SHOAL_VERSION);
     free(out);
     tt_rmtree(d);
+    free(d);
 }
 
 TT_TEST(test_shoal_sim_large_caches_fetch_each_block_once_cluster_wide)
@@ -296,6 +301,7 @@ TT_TEST(test_shoal_sim_writes_png_plots_with_gnuplot)
         free(png);
     }
     tt_rmtree(d);
+    free(d);
 }
 
 TT_TEST(test_shoal_sim_spec_parsers_reject_garbage)
