@@ -575,17 +575,27 @@ done:
 
 /* The leader's work: the store again, then owners / S3 as the mode says. On success *out holds
  * the block (one reference) and *src where it came from. */
-static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, cache_buf **out, node_cache_source *src)
+/* A copy of a stored block of class `want` (either class when want_owned is false); NULL when the
+ * store does not hold it so. */
+static cache_buf *store_copy(node_cache *c, const block_req *b, bool want_owned)
 {
     size_t len = 0;
-    if (node_store_contains(c->cfg.store, b->id, &len, NULL)) {
-        cache_buf *buf = buf_new(len);
-        if (buf && node_store_get(c->cfg.store, b->id, buf->data, buf->len, &len) == 0 && len == buf->len) {
-            *out = buf;
-            *src = NODE_CACHE_LOCAL;
-            return 0;
-        }
-        buf_unref(buf);
+    node_store_class cls;
+    if (!node_store_contains(c->cfg.store, b->id, &len, &cls) || (want_owned && cls != NODE_STORE_OWNED))
+        return NULL;
+    cache_buf *buf = buf_new(len);
+    if (buf && node_store_get(c->cfg.store, b->id, buf->data, buf->len, &len) == 0 && len == buf->len)
+        return buf;
+    buf_unref(buf);
+    return NULL;
+}
+
+static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, cache_buf **out, node_cache_source *src)
+{
+    /* A near copy does not satisfy a preload: the block's owner must hold it. */
+    if ((*out = store_copy(c, b, mode == FETCH_WARM)) != NULL) {
+        *src = NODE_CACHE_LOCAL;
+        return 0;
     }
     if (mode == FETCH_SERVE)
         goto s3_owned;
@@ -637,6 +647,13 @@ static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, cache_
     return 0;
 
 s3_owned:
+    /* This node owns the block; a near copy of it (kept before placement made this node an owner)
+     * becomes owned without a fetch. */
+    if (mode == FETCH_WARM && (*out = store_copy(c, b, false)) != NULL) {
+        store_put(c, b, *out, NODE_STORE_OWNED);
+        *src = NODE_CACHE_LOCAL;
+        return 0;
+    }
     *out = fetch_s3(c, b);
     if (*out == NULL)
         return -1;
