@@ -44,6 +44,7 @@
 #define DISK_LATENCY_S 0.0002 /* local cache hit: NVMe read latency */
 #define DISK_BPS 2e9          /* and throughput */
 #define PART_BYTES (16u << 20) /* checkpoint upload: single PUT up to this, multipart above */
+#define MOVE_WORK_MAX 40000000ull /* member evaluations allowed per comparison of two views */
 
 typedef struct view_entry {
     uint64_t fp;
@@ -53,7 +54,6 @@ typedef struct view_entry {
     uint64_t *members; /* bitset of the live members the view was built from */
     uint32_t size;
     uint32_t stamp;    /* last tick that used it */
-    bool full;         /* every block's owners computed */
 } view_entry;
 
 typedef struct group {
@@ -74,6 +74,7 @@ typedef struct peer {
     uint64_t fp;
     uint32_t live;
     int32_t victim;
+    uint64_t suspect_inc, dead_inc; /* incarnation of the last suspicion / death counted (+1) */
     sim_lru cache, indep;
     uint32_t rank;
     uint64_t total, done; /* blocks this epoch, read so far */
@@ -279,15 +280,23 @@ static void on_event(void *ud, gossip_event ev, const gossip_member_info *mi)
     view_set(p, who, mi->state == GOSSIP_ALIVE || mi->state == GOSSIP_SUSPECT);
     peer *q = m->peers[who];
     bool healthy = q->state == P_UP && !q->stalled;
-    if (ev == GOSSIP_EV_SUSPECT) {
+    /* Suspicions and deaths are counted once per declaration (member and incarnation), at the
+     * first node that learns it, and are false when the member is healthy at that instant. */
+    if (ev == GOSSIP_EV_SUSPECT && q->suspect_inc != mi->incarnation + 1) {
+        q->suspect_inc = mi->incarnation + 1;
         m->cur.suspicions++;
         if (healthy)
             m->cur.false_suspicions++;
+    }
+    if (ev == GOSSIP_EV_DEAD && q->dead_inc != mi->incarnation + 1) {
+        q->dead_inc = mi->incarnation + 1;
+        if (healthy)
+            m->cur.false_deaths++;
+    }
+    if (ev == GOSSIP_EV_SUSPECT) {
         if (q->victim >= 0 && m->victims[q->victim].first_suspect < 0)
             m->victims[q->victim].first_suspect = now_s(m);
     } else if (ev == GOSSIP_EV_DEAD) {
-        if (healthy)
-            m->cur.false_deaths++;
         if (q->victim >= 0 && was) {
             sim_victim *v = &m->victims[q->victim];
             if (v->first_dead < 0) {
@@ -721,16 +730,6 @@ static int owners_of(sim_model *m, view_entry *e, uint32_t b, const dht_member *
 
 static uint32_t owner_ix(const dht_member *d) { return (uint32_t)((uintptr_t)d->user - 1); }
 
-static void view_complete(sim_model *m, view_entry *e)
-{
-    if (e->full)
-        return;
-    const dht_member **o;
-    for (uint32_t b = 0; b < m->blocks; b++)
-        owners_of(m, e, b, &o);
-    e->full = true;
-}
-
 static int cmp_group(const void *a, const void *b)
 {
     const group *x = a, *y = b;
@@ -806,11 +805,12 @@ static int track_majority(sim_model *m)
     m->majority = nv;
     if (!old)
         return 0;
-    view_complete(m, old);
-    view_complete(m, nv);
+    /* Comparing every block costs a lookup per block and member in both views; above
+     * MOVE_WORK_MAX of that, a regular sample of the blocks is compared and the counts scaled. */
+    uint32_t stride = (uint32_t)(((uint64_t)m->blocks * (old->size + nv->size)) / MOVE_WORK_MAX + 1);
     uint32_t r = m->cfg.wl.replicas;
     uint64_t moved = 0, bytes = 0;
-    for (uint32_t b = 0; b < m->blocks; b++) {
+    for (uint32_t b = 0; b < m->blocks; b += stride) {
         const dht_member **o1, **o2;
         int k1 = owners_of(m, old, b, &o1), k2 = owners_of(m, nv, b, &o2);
         for (int j = 0; j < k2; j++) {
@@ -823,6 +823,8 @@ static int track_majority(sim_model *m)
             }
         }
     }
+    moved *= stride;
+    bytes *= stride;
     m->cur.moved_blocks += moved;
     m->cur.moved_bytes += bytes;
     if (nv->size == old->size + 1 && is_subset(old->members, nv->members, m->words)) {
