@@ -19,6 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -368,6 +371,65 @@ TT_TEST(test_daemon_metadata_ttl_bounds_staleness_of_overwrites_and_misses)
     td_put(c, "fresh/new.bin", 7000, 2);
     td_sleep_ms(1200);
     td_get_check(c, 0, "fresh/new.bin", 7000, 2);
+    td_pass(c);
+}
+
+TT_TEST(test_daemon_shoal_leave_stops_it_gracefully)
+{
+    td_cluster *c = three_nodes(2, NULL);
+    shoal_buf body = {0};
+    TT_OK(node_control_call(c->nodes[1].control, "leave", &body));
+    shoal_buf_destroy(&body);
+    int st = td_node_wait(c, 1, 10000);
+    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "shoald after `shoal leave`: wait status %d, expected exit 0", st);
+    char state[32];
+    td_member_state(c, 0, "node1", state, sizeof state);
+    TT_CHECK(strcmp(state, "left") == 0, "node0 sees node1 as '%s', expected 'left'", state);
+    td_pass(c);
+}
+
+/* GET /metrics from addr:port over a plain socket; returns the body (free it) or NULL. */
+static char *http_get_metrics(const char *ip, int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, ip, &sa.sin_addr);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    static const char req[] = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
+    TT_CHECK(write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1), "write");
+    shoal_buf out = {0};
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        shoal_buf_append(&out, buf, (size_t)n);
+    close(fd);
+    size_t len;
+    return (char *)shoal_buf_steal(&out, &len);
+}
+
+TT_TEST(test_daemon_metrics_show_the_read_counters)
+{
+    td_cluster *c = td_cluster_new(2, "1M");
+    ds_upload(c);
+    char metrics[64];
+    snprintf(metrics, sizeof metrics, "%s:9464", c->nodes[0].ip);
+    const char *const extra[] = {"--metrics", metrics, NULL};
+    td_node_start(c, 0, extra);
+    td_node_start(c, 1, NULL);
+    td_wait_cluster(c, 10000);
+    ds_read_all(c, 0);
+    char *body = http_get_metrics(c->nodes[0].ip, 9464);
+    TT_CHECK(body != NULL, "no answer at %s/metrics", metrics);
+    char want[96];
+    snprintf(want, sizeof want, "shoal_reads_peer_total %llu", (unsigned long long)td_stat(c, 0, "reads.peer"));
+    TT_CHECK(strstr(body, want) != NULL, "/metrics lacks '%s'", want);
+    TT_CHECK(strstr(body, "shoal_s3_get_requests_total ") != NULL && strstr(body, "shoal_cache_bytes ") != NULL,
+             "/metrics lacks the S3 or cache figures");
+    free(body);
     td_pass(c);
 }
 
