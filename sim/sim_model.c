@@ -33,6 +33,7 @@
 #include "sim_cluster.h"
 #include "sim_lru.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -573,21 +574,64 @@ static int plan_churn(sim_model *m, uint32_t *joins)
 
 /* ---- dataset ---- */
 
+/* Object sizes from a file, one decimal byte count per line (a real dataset's listing). */
+static int sizes_read(const char *path, uint64_t **out, uint32_t *n)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return shoal_error_errno(errno, "sim: workload sizes=%s", path);
+    uint64_t *v = NULL;
+    size_t cap = 0, k = 0;
+    unsigned long long x;
+    int rc = 0;
+    while ((rc = fscanf(f, "%llu", &x)) == 1) {
+        if (k == cap) {
+            cap = cap ? cap * 2 : 1024;
+            uint64_t *nv = realloc(v, cap * sizeof *nv);
+            if (!nv) {
+                free(v);
+                fclose(f);
+                return shoal_error_set(SHOAL_ERR_NOMEM, "sim: sizes of %s", path);
+            }
+            v = nv;
+        }
+        v[k++] = x;
+    }
+    fclose(f);
+    if (rc != EOF || k == 0 || k > 100000000) {
+        free(v);
+        return shoal_error_set(SHOAL_ERR_INVAL, "sim: %s is not a list of 1 to 100,000,000 object sizes", path);
+    }
+    *out = v;
+    *n = (uint32_t)k;
+    return 0;
+}
+
 static int dataset_build(sim_model *m)
 {
     const sim_workload *wl = &m->cfg.wl;
     uint64_t rng = m->cfg.seed ^ 0xda7a5e7ull;
-    m->files = wl->files;
+    uint64_t *sizes = NULL;
+    if (wl->sizes_path[0]) {
+        if (sizes_read(wl->sizes_path, &sizes, &m->files) < 0)
+            return -1;
+    } else {
+        m->files = wl->files;
+        sizes = malloc((size_t)m->files * sizeof *sizes);
+    }
     m->file_first = malloc(((size_t)m->files + 1) * sizeof *m->file_first);
-    uint64_t *sizes = malloc((size_t)m->files * sizeof *sizes);
     if (!m->file_first || !sizes) {
         free(sizes);
         return shoal_error_set(SHOAL_ERR_NOMEM, "sim: dataset of %u files", m->files);
     }
     uint64_t blocks = 0;
     for (uint32_t f = 0; f < m->files; f++) {
-        double s = sim_dist_sample(&wl->file_size, &rng);
-        sizes[f] = s < 1 ? 1 : (uint64_t)s;
+        if (!wl->sizes_path[0]) {
+            double s = sim_dist_sample(&wl->file_size, &rng);
+            sizes[f] = s < 1 ? 1 : (uint64_t)s;
+        }
+        if (!sizes[f])
+            sizes[f] = 1; /* an empty object still costs one request */
         m->file_first[f] = (uint32_t)blocks;
         blocks += (sizes[f] + wl->block_size - 1) / wl->block_size;
         if (blocks > 200000000ull) {
@@ -619,6 +663,7 @@ static int dataset_build(sim_model *m)
     }
     free(sizes);
     m->res.blocks = blocks;
+    m->res.files = m->files;
     return 0;
 }
 

@@ -47,6 +47,7 @@ typedef struct sim_workload {
     uint32_t prefixes;         /* objects are spread round-robin over this many S3 prefixes */
     double checkpoint_s;       /* 0: no checkpoints */
     uint64_t checkpoint_bytes; /* whole checkpoint, written in equal parts by every reading node */
+    char sizes_path[256];      /* when set: one object size in bytes per line; overrides files and file-size */
 } sim_workload;
 
 typedef enum sim_churn_kind {
@@ -153,6 +154,7 @@ typedef struct sim_victim {
 
 typedef struct sim_result {
     uint64_t blocks, dataset_bytes;
+    uint32_t files;
     uint32_t nodes_total; /* initial nodes plus joined ones */
     const sim_tick *ticks;
     size_t n_ticks;

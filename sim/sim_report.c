@@ -116,7 +116,7 @@ void sim_report_print(const sim_model *m, const sim_summary *s, FILE *f)
     fprintf(f, "shoal-sim: %u nodes (%u with joins), seed %llu, %.0f s simulated\n", c->nodes, r->nodes_total,
             (unsigned long long)c->seed, c->duration_s);
     fprintf(f, "dataset: %u objects, %llu blocks of up to %u bytes, %.2f GiB; %s reads; cache %.1f GiB/node; R=%u\n",
-            c->wl.files, (unsigned long long)r->blocks, c->wl.block_size, (double)r->dataset_bytes / GIB,
+            r->files, (unsigned long long)r->blocks, c->wl.block_size, (double)r->dataset_bytes / GIB,
             c->wl.full ? "full-dataset" : "sharded", (double)c->wl.cache_bytes / GIB, c->wl.replicas);
     fprintf(f, "prices: $%.4f/GiB egress%s, $%.4f per 1,000 GETs, $%.4f per 1,000 PUTs\n\n", c->egress_price,
             c->egress_price == 0.09 ? " (internet egress; same-region EC2 is $0: --egress-price 0)" : "",
@@ -200,7 +200,7 @@ static int write_json(const sim_model *m, const sim_summary *s, const char *dir)
     fprintf(f, "    \"egress_usd_per_gib\": %.6f, \"get_usd_per_1000\": %.6f, \"put_usd_per_1000\": %.6f,\n",
             c->egress_price, c->get_price, c->put_price);
     fprintf(f, "    \"files\": %u, \"block_size\": %u, \"epochs\": %u, \"read\": \"%s\", \"cache_bytes\": %llu,\n",
-            c->wl.files, c->wl.block_size, c->wl.epochs, c->wl.full ? "full" : "shard",
+            r->files, c->wl.block_size, c->wl.epochs, c->wl.full ? "full" : "shard",
             (unsigned long long)c->wl.cache_bytes);
     fprintf(f, "    \"replicas\": %u, \"zones\": %u, \"prefixes\": %u, \"start_s\": %.6f, \"checkpoint_s\": %.6f,\n",
             c->wl.replicas, c->wl.zones, c->wl.prefixes, c->wl.start_s, c->wl.checkpoint_s);

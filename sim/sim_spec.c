@@ -254,6 +254,13 @@ static int workload_item(void *ud, const char *key, const char *v)
         return parse_count(v, 1, 1000000, key, &w->prefixes);
     if (strcmp(key, "checkpoint") == 0)
         return sim_parse_seconds(v, &w->checkpoint_s);
+    if (strcmp(key, "sizes") == 0) {
+        if (!*v || strlen(v) >= sizeof w->sizes_path)
+            return shoal_error_set(SHOAL_ERR_INVAL, "sizes=%s: expected a file path under %zu bytes", v,
+                                   sizeof w->sizes_path);
+        strcpy(w->sizes_path, v);
+        return 0;
+    }
     if (strcmp(key, "checkpoint-size") == 0)
         return sim_parse_size(v, &w->checkpoint_bytes);
     return shoal_error_set(SHOAL_ERR_INVAL, "unknown workload key '%s'", key);
