@@ -222,6 +222,7 @@ typedef struct flight {
     char msg[256];
     cache_buf *buf; /* the block when err == SHOAL_OK */
     node_cache_source source;
+    int mode;       /* the leader's fetch_mode */
 } flight;
 
 typedef struct meta_entry {
@@ -573,8 +574,6 @@ done:
     return res;
 }
 
-/* The leader's work: the store again, then owners / S3 as the mode says. On success *out holds
- * the block (one reference) and *src where it came from. */
 /* A copy of a stored block of class `want` (either class when want_owned is false); NULL when the
  * store does not hold it so. */
 static cache_buf *store_copy(node_cache *c, const block_req *b, bool want_owned)
@@ -590,6 +589,8 @@ static cache_buf *store_copy(node_cache *c, const block_req *b, bool want_owned)
     return NULL;
 }
 
+/* The leader's work: the store again, then owners / S3 as the mode says. On success *out holds
+ * the block (one reference) and *src where it came from. */
 static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, cache_buf **out, node_cache_source *src)
 {
     /* A near copy does not satisfy a preload: the block's owner must hold it. */
@@ -702,13 +703,18 @@ static int fetch_block(node_cache *c, const block_req *b, fetch_mode mode, cache
 {
     *coalesced = false;
     pthread_mutex_lock(&c->fl_mu);
-    flight **pp = flight_find(c, b->id);
-    flight *f = *pp;
-    if (f != NULL) {
+    flight *f;
+    while ((f = *flight_find(c, b->id)) != NULL) {
         f->refs++;
         *coalesced = true;
         while (!f->done)
             pthread_cond_wait(&c->fl_cv, &c->fl_mu);
+        /* A preload's fetch gives up where a read goes on to S3: a reader that waited on a failed
+         * preload fetch leads a fetch of its own. */
+        if (f->err != SHOAL_OK && f->mode == FETCH_WARM && mode != FETCH_WARM) {
+            flight_unref(f);
+            continue;
+        }
         int rc = 0;
         if (f->err == SHOAL_OK) {
             *out = buf_ref(f->buf);
@@ -727,7 +733,8 @@ static int fetch_block(node_cache *c, const block_req *b, fetch_mode mode, cache
     }
     memcpy(f->id, b->id, NODE_STORE_ID_LEN);
     f->refs = 1;
-    *pp = f;
+    f->mode = mode;
+    *flight_find(c, b->id) = f;
     pthread_mutex_unlock(&c->fl_mu);
 
     cache_buf *buf = NULL;
