@@ -125,9 +125,6 @@ struct gossip {
     gossip_counters ctr;
     gossip_msg *rx;
     gossip_msg tx;
-    uint8_t *scratch; /* encoded updates for push-pull */
-    size_t scratch_cap;
-    uint32_t *scratch_off;
     uint8_t raw[GOSSIP_PLAIN_MAX];
     uint8_t plain[GOSSIP_PLAIN_MAX];
     uint8_t wire[GOSSIP_DATAGRAM_MAX];
@@ -595,18 +592,14 @@ static void tx_reset(gossip *g, uint32_t type)
 /* Sends this node's whole state to `to` as PP_REQ or PP_RESP chunks. */
 static void send_state(gossip *g, const shoal_addr *to, uint32_t type, bool join)
 {
-    size_t need = (size_t)g->n_members * GOSSIP_PLAIN_MAX / 4 + GOSSIP_PLAIN_MAX;
-    if (need > g->scratch_cap) {
-        uint8_t *s = realloc(g->scratch, need);
-        uint32_t *o = s ? realloc(g->scratch_off, ((size_t)g->n_members + 1) * sizeof *o) : NULL;
-        if (s)
-            g->scratch = s;
-        if (!o) {
-            g->ctr.send_errors++;
-            return;
-        }
-        g->scratch_off = o;
-        g->scratch_cap = need;
+    /* The encoded state lives only for this call: kept per instance it would cost a simulator of
+     * ten thousand instances tens of gigabytes. */
+    size_t cap = (size_t)g->n_members * GOSSIP_UPDATE_MAX;
+    uint8_t *scratch = malloc(cap);
+    uint32_t *offs = malloc(((size_t)g->n_members + 1) * sizeof *offs);
+    if (!scratch || !offs) {
+        g->ctr.send_errors++;
+        goto done;
     }
     /* Encode every member once (this node first, so a join's first chunk carries the joiner). */
     gossip_update u;
@@ -614,13 +607,13 @@ static void send_state(gossip *g, const shoal_addr *to, uint32_t type, bool join
     uint32_t n = 0;
     for (uint32_t i = 0; i < g->n_members; i++) {
         update_from_member(g, i, true, &u);
-        size_t l = gossip_update_encode(&u, g->scratch + off, g->scratch_cap - off);
+        size_t l = gossip_update_encode(&u, scratch + off, cap - off);
         if (!l)
             continue;
-        g->scratch_off[n++] = (uint32_t)off;
+        offs[n++] = (uint32_t)off;
         off += l;
     }
-    g->scratch_off[n] = (uint32_t)off;
+    offs[n] = (uint32_t)off;
     tx_reset(g, type);
     g->tx.join = join;
     g->tx.chunks = UINT32_MAX; /* widest encoding, so the header size is an upper bound */
@@ -632,24 +625,23 @@ static void send_state(gossip *g, const shoal_addr *to, uint32_t type, bool join
     uint32_t chunks = 0;
     for (uint32_t a = 0; a < n;) {
         uint32_t b = a;
-        while (b < n && g->scratch_off[b + 1] - g->scratch_off[a] <= budget && b - a < GOSSIP_UPDATES_MAX)
+        while (b < n && offs[b + 1] - offs[a] <= budget && b - a < GOSSIP_UPDATES_MAX)
             b++;
-        chunks++;
+        chunks += b > a;
         a = b > a ? b : a + 1;
     }
     g->tx.chunks = chunks;
     uint32_t c = 0;
     for (uint32_t a = 0; a < n;) {
         uint32_t b = a;
-        while (b < n && g->scratch_off[b + 1] - g->scratch_off[a] <= budget && b - a < GOSSIP_UPDATES_MAX)
+        while (b < n && offs[b + 1] - offs[a] <= budget && b - a < GOSSIP_UPDATES_MAX)
             b++;
         if (b == a) {
             a++;
             continue;
         }
         g->tx.chunk = c++;
-        size_t plen = gossip_msg_encode(&g->tx, g->scratch + g->scratch_off[a],
-                                        g->scratch_off[b] - g->scratch_off[a], b - a, g->plain,
+        size_t plen = gossip_msg_encode(&g->tx, scratch + offs[a], offs[b] - offs[a], b - a, g->plain,
                                         sizeof g->plain);
         if (plen) {
             send_sealed(g, to, plen);
@@ -657,6 +649,9 @@ static void send_state(gossip *g, const shoal_addr *to, uint32_t type, bool join
         }
         a = b;
     }
+done:
+    free(scratch);
+    free(offs);
 }
 
 static void send_refusal(gossip *g, const shoal_addr *to, gossip_refusal reason, const char *text)
@@ -1439,8 +1434,6 @@ void gossip_delete(gossip *g)
     free(g->order);
     free(g->index);
     free(g->susp);
-    free(g->scratch);
-    free(g->scratch_off);
     free(g->rx);
     sodium_memzero(g->cfg.cluster_key, sizeof g->cfg.cluster_key);
     free(g);

@@ -23,6 +23,8 @@
 /* Most updates one message may carry; a message announcing more is rejected as absurd. */
 #define GOSSIP_UPDATES_MAX 64
 #define GOSSIP_TEXT_MAX 127
+/* Largest encoded update: ids and zone at their limits, an IPv6 address, every integer at 9 bytes. */
+#define GOSSIP_UPDATE_MAX 256
 
 typedef enum gossip_msg_type {
     GOSSIP_MSG_PING = 1,     /* seq, target: "are you there?" */

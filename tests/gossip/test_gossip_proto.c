@@ -123,6 +123,36 @@ TT_TEST(test_gossip_proto_every_message_type_round_trips)
     free(out);
 }
 
+TT_TEST(test_gossip_proto_largest_update_fits_its_declared_bound)
+{
+    gossip_update u;
+    memset(&u, 0, sizeof u);
+    u.kind = GOSSIP_SUSPECT;
+    u.incarnation = UINT64_MAX;
+    memset(u.meta.id, 'i', GOSSIP_ID_MAX);
+    memset(u.accuser, 'a', GOSSIP_ID_MAX);
+    memset(u.meta.zone, 'z', GOSSIP_ZONE_MAX);
+    u.meta.addr.family = 6;
+    u.meta.addr.port = 65535;
+    u.meta.capacity = UINT64_MAX;
+    u.meta.proto_version = UINT32_MAX;
+    u.meta.block_size = UINT32_MAX;
+    u.has_meta = true;
+    uint8_t buf[2 * GOSSIP_UPDATE_MAX];
+    size_t len = gossip_update_encode(&u, buf, sizeof buf);
+    TT_CHECK(len > 0 && len <= GOSSIP_UPDATE_MAX, "largest update encodes to %zu bytes, bound %d", len,
+             GOSSIP_UPDATE_MAX);
+    static gossip_msg m;
+    gossip_msg *hdr = msg_new(GOSSIP_MSG_GOSSIP);
+    uint8_t out[GOSSIP_PLAIN_MAX];
+    size_t mlen = gossip_msg_encode(hdr, buf, len, 1, out, sizeof out);
+    const char *why = NULL;
+    TT_CHECK(mlen > 0 && gossip_msg_decode(out, mlen, &m, &why) == 0, "largest update does not decode: %s", why);
+    TT_CHECK(m.n_updates == 1 && strlen(m.updates[0].meta.id) == GOSSIP_ID_MAX && m.updates[0].incarnation == UINT64_MAX,
+             "largest update changed in transit");
+    free(hdr);
+}
+
 /* Decoding must fail, and say why. */
 static void expect_reject(const uint8_t *data, size_t len, const char *what)
 {
