@@ -384,12 +384,18 @@ TT_TEST(test_mount_e2e_read_pread_mmap_lseek_give_exact_bytes)
 }
 
 /* Uploads `n` small objects "<dir>/f%05d" with 8 threads (one client; its calls are thread-safe). */
+typedef int (*bulk_body_fn)(int k, char *out, size_t n);
+
 typedef struct bulk {
     s3_client *s3;
     const char *dir;
+    bulk_body_fn body;
     int n, next;
     pthread_mutex_t mu;
 } bulk;
+
+/* Object k of the listing case holds its number in decimal. */
+static int body_number(int k, char *out, size_t n) { return snprintf(out, n, "%d", k); }
 
 static void *bulk_main(void *arg)
 {
@@ -400,17 +406,17 @@ static void *bulk_main(void *arg)
         pthread_mutex_unlock(&b->mu);
         if (k >= b->n)
             return NULL;
-        char key[128], body[32];
+        char key[128], body[256];
         snprintf(key, sizeof key, "%s/f%05d", b->dir, k);
-        int len = snprintf(body, sizeof body, "%d", k);
+        int len = b->body(k, body, sizeof body);
         s3_put_args a = {.bucket = TD_BUCKET, .key = key, .data = body, .fd = -1, .len = (uint64_t)len};
         TT_OK(s3_put(b->s3, &a, NULL));
     }
 }
 
-static void bulk_upload(td_cluster *c, const char *dir, int n)
+static void bulk_upload(td_cluster *c, const char *dir, int n, bulk_body_fn body)
 {
-    bulk b = {.s3 = s3_of(c), .dir = dir, .n = n};
+    bulk b = {.s3 = s3_of(c), .dir = dir, .body = body, .n = n};
     pthread_mutex_init(&b.mu, NULL);
     pthread_t t[8];
     for (int i = 0; i < 8; i++)
@@ -425,7 +431,7 @@ TT_TEST(test_mount_e2e_lists_2500_entries_completely_without_a_head_each)
 {
     td_cluster *c = cluster(1);
     enum { N = 2500 };
-    bulk_upload(c, "many", N);
+    bulk_upload(c, "many", N, body_number);
     start_mounted(c, 0, "60", "5", NULL);
     tt_s3rver_stats_reset(&c->s3);
     char p[1024];
@@ -746,6 +752,35 @@ TT_TEST(test_mount_e2e_two_mounts_fetch_each_block_from_s3_once)
     long gets = tt_s3rver_stat(&c->s3, "gets");
     tt_note("two mounts read %d objects (%ld blocks): %ld GETs at the server", DS_OBJECTS, blocks, gets);
     TT_CHECK(gets * 100 <= blocks * 102, "%ld GETs for %ld unique blocks (allowed: 1.02 x)", gets, blocks);
+    finish(c);
+}
+
+/* ---- a real training client ------------------------------------------------------------------- */
+
+/* Sample k of the torch case: "sample 00042 " repeated 1 + k % 7 times (the script rebuilds it). */
+static int body_sample(int k, char *out, size_t n)
+{
+    int len = 0;
+    for (int r = 0; r < 1 + k % 7; r++)
+        len += snprintf(out + len, n - (size_t)len, "sample %05d ", k);
+    return len;
+}
+
+TT_TEST(test_mount_e2e_torch_dataloader_and_checkpoint_on_two_nodes)
+{
+    if (system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0)
+        TT_SKIP("torch is not importable by /usr/bin/python3 (Debian's python3-torch is not installed)");
+    td_cluster *c = cluster(2);
+    enum { N = 2000 };
+    bulk_upload(c, "train", N, body_sample);
+    start_mounted(c, 0, "60", "1", NULL);
+    start_mounted(c, 1, "60", "1", NULL);
+    td_wait_cluster(c, 10000);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' --mounts '%s' '%s' --samples %d --stats http://127.0.0.1:%d/_shoal/stats",
+             tt_source_path("tests/mount/test_mount_e2e_torch.py"), g_mnt[0], g_mnt[1], N, c->s3.port);
+    int st = system(cmd);
+    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the torch script failed (status %d): %s", st, cmd);
     finish(c);
 }
 
