@@ -83,6 +83,21 @@ static double wall_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+/* MemAvailable from /proc/meminfo in bytes; 0 when it cannot be read (then nothing is refused). */
+static uint64_t mem_available(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f)
+        return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+            break;
+    fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
 int main(int argc, char **argv)
 {
     enum {
@@ -238,6 +253,14 @@ int main(int argc, char **argv)
     if (cfg.wl.start_s >= cfg.duration_s)
         return bad("--workload", "start= must be before the end of --duration");
     shoal_log_set_level(SHOAL_LOG_ERROR);
+    uint64_t need = sim_model_memory_estimate(&cfg), avail = mem_available();
+    if (avail && need > avail) {
+        fprintf(stderr,
+                "shoal-sim: %u nodes need about %.1f GiB (every node's view holds every node: N^2 x %d bytes); "
+                "%.1f GiB are available\n",
+                cfg.nodes, (double)need / 1073741824.0, SIM_MEMBER_BYTES, (double)avail / 1073741824.0);
+        return 1;
+    }
 
     double t0 = wall_s();
     sim_model *m = sim_model_run(&cfg);

@@ -1264,6 +1264,12 @@ static int validate(const sim_config *c)
     return 0;
 }
 
+uint64_t sim_model_memory_estimate(const sim_config *cfg)
+{
+    uint64_t n = cfg->nodes;
+    return n * n * SIM_MEMBER_BYTES + n * n / 8 + 64ull * 1048576;
+}
+
 sim_model *sim_model_run(const sim_config *cfg)
 {
     if (validate(cfg) < 0)

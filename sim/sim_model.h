@@ -176,6 +176,12 @@ typedef struct sim_result {
 
 typedef struct sim_model sim_model;
 
+/* Bytes a run of `cfg` needs, roughly: every node's membership view holds every node (SWIM keeps
+ * full membership), about SIM_MEMBER_BYTES per member per view in gossip's tables plus the model's
+ * view bitsets, so memory grows as N^2. shoal-sim refuses a run that would not fit. */
+#define SIM_MEMBER_BYTES 80
+uint64_t sim_model_memory_estimate(const sim_config *cfg);
+
 /* Runs the whole simulation described by `cfg` (copied). NULL with the error set (NOMEM, INVAL for
  * an impossible configuration, or the gossip/dht error that stopped it). */
 sim_model *sim_model_run(const sim_config *cfg);
