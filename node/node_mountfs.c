@@ -192,9 +192,12 @@ static int fs_list(void *ctx, const char *prefix, const char *delimiter, size_t 
     while (more) {
         s3_list_page page;
         s3_list_page_create(&page);
-        size_t left = max_entries ? max_entries - seen : 0;
+        /* Always whole pages, even when the mount wants one or two entries (is `name/` a
+         * directory? is it empty?): s3rver answers 500 to a listing cut short by a small
+         * max-keys, and a page costs S3 no more than one entry. The entries past max_entries
+         * are dropped here. */
         s3_list_args a = {.bucket = fs->cfg->bucket, .prefix = prefix, .delimiter = delimiter,
-                          .continuation_token = token, .max_keys = left && left < FS_LIST_PAGE ? (unsigned)left : 0};
+                          .continuation_token = token, .max_keys = FS_LIST_PAGE};
         if (s3_list(fs->parts.s3, &a, &page) != 0) {
             rc = fs_errno("list", prefix);
             s3_list_page_destroy(&page);
