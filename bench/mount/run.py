@@ -1,0 +1,321 @@
+#!/usr/bin/python3
+"""Mount benchmarks of shoald --mount, measured side by side in one run, printed as ratios.
+
+  (a) warm sequential read of a big file through the mount / the same bytes from local disk,
+      both in the page cache, best of BENCH_ROUNDS (target >= 0.85);
+  (b) open+read+close of BENCH_WARM_FILES files of 100 KB through the mount / on local disk, both
+      warm (target >= 0.5);
+  (c) cold reads of BENCH_BIG_FILES x BENCH_BIG_MIB MiB and of BENCH_SMALL_FILES x 100 KB through
+      Shoal, s3fs and rclone mount, each freshly mounted (target: Shoal <= 0.5 x s3fs, and faster
+      than rclone);
+  (d) time to first byte of a file not cached anywhere: open + first 64 KiB read through the mount
+      / a direct GET of the same object's first 64 KiB, median of BENCH_TTFB_FILES (target <= 1.5).
+
+  bench/mount/run.py [BUILD_DIR]        (default build; needs shoald and shoal built there)
+
+Every tool reads the same objects from the same local S3 server, s3rver 3.7.1
+(`tests/s3rver/start.js --legacy`): s3fs 1.90 signs GET /bucket/ in a form the verifying
+server (4.0.4) rejects. rclone runs without AWS_CA_BUNDLE (it would load it as a CA file).
+Every cold read uses 8 reader threads and 1 MiB reads; the server's files are read once before
+the first tool, so every tool finds the server equally warm. Needs root (or fusermount3) and
+/dev/fuse; s3fs and rclone are Debian's packages (scripts/deps) and are skipped with a message
+when missing. Only the standard library.
+
+Environment: BENCH_BIG_FILES (4), BENCH_BIG_MIB (256), BENCH_SMALL_FILES (5000), BENCH_WARM_FILES
+(1000), BENCH_TTFB_FILES (20), BENCH_ROUNDS (3), BENCH_BLOCK_SIZE (4M).
+"""
+import concurrent.futures
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build"))
+SHOALD = os.path.join(BUILD, "node", "shoald")
+SHOAL = os.path.join(BUILD, "node", "shoal")
+BIG_FILES = int(os.environ.get("BENCH_BIG_FILES", "4"))
+BIG_MIB = int(os.environ.get("BENCH_BIG_MIB", "256"))
+SMALL_FILES = int(os.environ.get("BENCH_SMALL_FILES", "5000"))
+WARM_FILES = int(os.environ.get("BENCH_WARM_FILES", "1000"))
+TTFB_FILES = int(os.environ.get("BENCH_TTFB_FILES", "20"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+BLOCK = os.environ.get("BENCH_BLOCK_SIZE", "4M")
+SMALL = 100 * 1000
+THREADS = 8
+IP = "127.0.0.1"
+PORT = 7400 + os.getpid() % 500
+
+procs = []
+mounts = []
+
+
+def log(msg):
+    print("# " + msg, flush=True)
+
+
+def start_s3(work):
+    p = subprocess.Popen(["node", os.path.join(ROOT, "tests/s3rver/start.js"), "--dir", os.path.join(work, "s3"),
+                          "--port", "0", "--bucket", "bench", "--legacy"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE)
+    procs.append(p)
+    return json.loads(p.stdout.readline())["port"]
+
+
+def mounted(path):
+    with open("/proc/mounts") as f:
+        return any(line.split()[1] == path for line in f)
+
+
+def wait_mounted(path, proc, what):
+    deadline = time.time() + 30
+    while not mounted(path):
+        if proc.poll() is not None or time.time() > deadline:
+            sys.exit("bench: %s did not mount %s" % (what, path))
+        time.sleep(0.05)
+
+
+def unmount(proc, path):
+    """Stops a mounting process (SIGTERM unmounts shoald and rclone; s3fs needs an unmount)."""
+    if proc.poll() is None:
+        subprocess.run(["umount", path], stderr=subprocess.DEVNULL)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    if mounted(path):
+        subprocess.run(["umount", "-l", path], stderr=subprocess.DEVNULL)
+
+
+def start_shoald(work, name, endpoint, key):
+    d = os.path.join(work, name)
+    mnt = os.path.join(d, "mnt")
+    os.makedirs(mnt)
+    args = [SHOALD, "--node-id", name, "--bind", "%s:%d" % (IP, PORT), "--bucket", "s3://bench",
+            "--endpoint", endpoint, "--path-style", "--region", "us-east-1", "--cache-dir", d + "/cache",
+            "--cache-size", "8G", "--block-size", BLOCK, "--cluster-key", key, "--control", d + "/ctl.sock",
+            "--metrics", "off", "--log-level", "warn", "--mount", mnt, "--read-only"]
+    p = subprocess.Popen(args, stderr=open(os.path.join(d, "log"), "w"))
+    procs.append(p)
+    wait_mounted(mnt, p, "shoald")
+    mounts.append((p, mnt))
+    return p, mnt
+
+
+def start_s3fs(work, port):
+    mnt = os.path.join(work, "s3fs")
+    os.makedirs(mnt)
+    pw = os.path.join(work, "s3fs.passwd")
+    with open(pw, "w") as f:
+        f.write("S3RVER:S3RVER\n")
+    os.chmod(pw, 0o600)
+    p = subprocess.Popen(["s3fs", "bench", mnt, "-f", "-o", "url=http://127.0.0.1:%d" % port, "-o",
+                          "use_path_request_style", "-o", "passwd_file=" + pw, "-o", "ro"],
+                         stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "s3fs.log"), "w"))
+    procs.append(p)
+    wait_mounted(mnt, p, "s3fs")
+    mounts.append((p, mnt))
+    return p, mnt
+
+
+def start_rclone(work, port):
+    mnt = os.path.join(work, "rclone")
+    os.makedirs(mnt)
+    env = dict(os.environ, RCLONE_CONFIG_S3RV_TYPE="s3", RCLONE_CONFIG_S3RV_PROVIDER="Other",
+               RCLONE_CONFIG_S3RV_ACCESS_KEY_ID="S3RVER", RCLONE_CONFIG_S3RV_SECRET_ACCESS_KEY="S3RVER",
+               RCLONE_CONFIG_S3RV_ENDPOINT="http://127.0.0.1:%d" % port, RCLONE_CONFIG_S3RV_REGION="us-east-1",
+               RCLONE_CONFIG_S3RV_FORCE_PATH_STYLE="true")
+    env.pop("AWS_CA_BUNDLE", None)
+    p = subprocess.Popen(["rclone", "mount", "s3rv:bench", mnt, "--read-only", "--vfs-cache-mode", "off"],
+                         env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "rclone.log"), "w"))
+    procs.append(p)
+    wait_mounted(mnt, p, "rclone")
+    mounts.append((p, mnt))
+    return p, mnt
+
+
+def read_whole(path):
+    n = 0
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                return n
+            n += len(b)
+
+
+def cold_read(root, names, sizes):
+    """Reads every file with THREADS threads; returns seconds. Checks every length."""
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(THREADS) as ex:
+        got = list(ex.map(lambda n: read_whole(os.path.join(root, n)), names))
+    t = time.perf_counter() - t0
+    if got != sizes:
+        sys.exit("bench: short reads under %s" % root)
+    return t
+
+
+def open_read_close(root, names):
+    t0 = time.perf_counter()
+    for n in names:
+        fd = os.open(os.path.join(root, n), os.O_RDONLY)
+        while os.read(fd, 1 << 17):
+            pass
+        os.close(fd)
+    return time.perf_counter() - t0
+
+
+def best(fn, rounds):
+    return min(fn() for _ in range(rounds))
+
+
+def ttfb_mount(path):
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_RDONLY)
+    os.read(fd, 65536)
+    t = time.perf_counter() - t0
+    os.close(fd)
+    return t
+
+
+def ttfb_get(port, key):
+    # s3rver 3.7.1 checks no signature, so a plain GET is a direct GET of the object.
+    t0 = time.perf_counter()
+    with urllib.request.urlopen("http://127.0.0.1:%d/bench/%s" % (port, key)) as r:
+        r.read(65536)
+        t = time.perf_counter() - t0
+    return t
+
+
+def make_data(work, endpoint, env):
+    data = os.path.join(work, "data")
+    big = ["big/f%d.bin" % i for i in range(BIG_FILES)]
+    small = ["small/s%05d.bin" % i for i in range(SMALL_FILES)]
+    ttfb = ["ttfb/t%02d.bin" % i for i in range(TTFB_FILES)]
+    for d in ("big", "small", "ttfb"):
+        os.makedirs(os.path.join(data, d))
+    for n in big:
+        with open(os.path.join(data, n), "wb") as f:
+            for _ in range(BIG_MIB):
+                f.write(os.urandom(1 << 20))
+    for n in small:
+        with open(os.path.join(data, n), "wb") as f:
+            f.write(os.urandom(SMALL))
+    for n in ttfb:
+        with open(os.path.join(data, n), "wb") as f:
+            f.write(os.urandom(8 << 20))
+    log("uploading %d x %d MiB, %d x 100 KB, %d x 8 MiB with awscli" % (BIG_FILES, BIG_MIB, SMALL_FILES, TTFB_FILES))
+    subprocess.run(["aws", "--endpoint-url", endpoint, "s3", "cp", "--recursive", "--quiet", data, "s3://bench/"],
+                   check=True, env=env)
+    return data, big, small, ttfb
+
+
+def main():
+    for prog in (SHOALD, SHOAL):
+        if not os.access(prog, os.X_OK):
+            sys.exit("bench: %s is not built (cmake --build %s --target shoald shoal)" % (prog, BUILD))
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        sys.exit("bench: /dev/fuse is not usable here; the mount benchmarks need FUSE")
+    work = tempfile.mkdtemp(prefix="shoal-bench-mount.")
+    try:
+        s3port = start_s3(work)
+        endpoint = "http://127.0.0.1:%d" % s3port
+        env = dict(os.environ, AWS_ACCESS_KEY_ID="S3RVER", AWS_SECRET_ACCESS_KEY="S3RVER",
+                   AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1")
+        env.pop("AWS_PROFILE", None)
+        os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")})
+        data, big, small, ttfb = make_data(work, endpoint, env)
+        big_sizes = [BIG_MIB << 20] * len(big)
+        small_sizes = [SMALL] * len(small)
+        key = os.path.join(work, "cluster.key")
+        subprocess.run([SHOAL, "keygen", "-o", key], check=True)
+        # The server's own files once, so every tool below finds them equally warm.
+        for dirpath, _, files in os.walk(os.path.join(work, "s3")):
+            for f in files:
+                read_whole(os.path.join(dirpath, f))
+
+        cold = {}
+        log("cold reads through Shoal")
+        p, mnt = start_shoald(work, "shoal-cold", endpoint, key)
+        os.listdir(os.path.join(mnt, "big"))
+        os.listdir(os.path.join(mnt, "small"))
+        cold["shoal"] = (cold_read(mnt, big, big_sizes), cold_read(mnt, small, small_sizes))
+        unmount(p, mnt)
+
+        for tool, start in (("s3fs", start_s3fs), ("rclone", start_rclone)):
+            if shutil.which(tool) is None:
+                log("%s is not installed (scripts/deps installs it): skipped" % tool)
+                continue
+            log("cold reads through %s" % tool)
+            p, mnt = start(work, s3port)
+            os.listdir(os.path.join(mnt, "big"))
+            os.listdir(os.path.join(mnt, "small"))
+            cold[tool] = (cold_read(mnt, big, big_sizes), cold_read(mnt, small, small_sizes))
+            unmount(p, mnt)
+
+        log("warm reads and time to first byte through a fresh Shoal mount")
+        p, mnt = start_shoald(work, "shoal-warm", endpoint, key)
+        os.listdir(os.path.join(mnt, "ttfb"))
+        t_mount = [ttfb_mount(os.path.join(mnt, n)) for n in ttfb]
+        t_get = [ttfb_get(s3port, n) for n in ttfb]
+        os.listdir(os.path.join(mnt, "small"))
+        warm_small = small[:WARM_FILES]
+        for root in (mnt, data):  # fill both page caches
+            read_whole(os.path.join(root, big[0]))
+            open_read_close(root, warm_small)
+        seq = {}
+        for root, label in ((mnt, "mount"), (data, "local")):
+            def one(root=root):
+                t0 = time.perf_counter()
+                read_whole(os.path.join(root, big[0]))
+                return time.perf_counter() - t0
+            seq[label] = best(one, ROUNDS)
+        orc = {label: best(lambda root=root: open_read_close(root, warm_small), ROUNDS)
+               for root, label in ((mnt, "mount"), (data, "local"))}
+        unmount(p, mnt)
+
+        print("mount benchmark: one shoald on loopback, block size %s, s3rver 3.7.1, %d reader threads"
+              % (BLOCK, THREADS))
+        print("(a) warm sequential read of %d MiB, best of %d: mount %.0f MiB/s, local %.0f MiB/s"
+              % (BIG_MIB, ROUNDS, BIG_MIB / seq["mount"], BIG_MIB / seq["local"]))
+        print("    mount / local = %.2f   (target >= 0.85)" % (seq["local"] / seq["mount"]))
+        print("(b) open+read+close of %d x 100 KB, warm, best of %d: mount %.0f files/s, local %.0f files/s"
+              % (len(warm_small), ROUNDS, len(warm_small) / orc["mount"], len(warm_small) / orc["local"]))
+        print("    mount / local = %.2f   (target >= 0.5)" % (orc["local"] / orc["mount"]))
+        print("(c) cold reads, %d x %d MiB and %d x 100 KB:" % (BIG_FILES, BIG_MIB, SMALL_FILES))
+        for tool, (tb, ts) in cold.items():
+            print("    %-7s big %6.1f s (%4.0f MiB/s)   small %6.1f s (%4.0f files/s)"
+                  % (tool, tb, BIG_FILES * BIG_MIB / tb, ts, SMALL_FILES / ts))
+        for tool in ("s3fs", "rclone"):
+            if tool in cold:
+                print("    shoal / %-6s big %.2f   small %.2f   (target: s3fs <= 0.5, rclone < 1)"
+                      % (tool, cold["shoal"][0] / cold[tool][0], cold["shoal"][1] / cold[tool][1]))
+        print("(d) time to first byte of an uncached 8 MiB file, median of %d: mount %.1f ms, direct GET %.1f ms"
+              % (len(ttfb), statistics.median(t_mount) * 1e3, statistics.median(t_get) * 1e3))
+        print("    mount / GET = %.2f   (target <= 1.5)" % (statistics.median(t_mount) / statistics.median(t_get)))
+    finally:
+        for p, mnt in mounts:
+            unmount(p, mnt)
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if not any(mounted(m) for _, m in mounts):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print("bench: a mount is still there; %s kept" % work, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
