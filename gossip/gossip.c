@@ -1096,8 +1096,10 @@ void gossip_receive(gossip *g, const shoal_addr *from, const void *data, size_t 
         return;
     }
     bool is_pp = msg->type == GOSSIP_MSG_PP_REQ || msg->type == GOSSIP_MSG_PP_RESP;
-    if (strcmp(msg->from, g->cfg.self.id) == 0 && !(is_pp && msg->join)) {
-        /* Our own id from elsewhere: a duplicate node; its claims about us are not believed. */
+    if (strcmp(msg->from, g->cfg.self.id) == 0 && !(is_pp && msg->join) && msg->type != GOSSIP_MSG_REFUSE) {
+        /* Our own id from elsewhere: a duplicate node; its claims about us are not believed. A
+         * refusal is the exception: when this node is the duplicate, the member that refuses it
+         * carries the same id, and the refusal is exactly what this node must hear. */
         g->ctr.updates_stale++;
         goto done;
     }
