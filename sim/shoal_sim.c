@@ -22,7 +22,7 @@ static const char usage[] =
     "                 [--latency DIST] [--bandwidth GBIT_PER_S] [--s3-latency DIST] [--s3-throughput SIZE]\n"
     "                 [--s3-rate GETS_PER_S] [--egress-price USD_PER_GB] [--get-price USD_PER_1000]\n"
     "                 [--put-price USD_PER_1000] [--baseline-sample K] [--bootstrap preload|join]\n"
-    "                 [--out DIR] [--no-plots]\n"
+    "                 [--push-pull-interval T] [--out DIR] [--no-plots]\n"
     "\n"
     "Runs N real gossip and placement instances over a simulated network and clock, with a model of\n"
     "the data path, and compares Shoal with independent per-node caches and with no cache.\n"
@@ -50,6 +50,8 @@ static const char usage[] =
     "  --baseline-sample K    simulate the independent caches of K nodes and scale (default 0: all)\n"
     "  --bootstrap HOW        preload: start converged (default); join: every node joins through\n"
     "                         node 0 at t=0 (set the workload's start= after the views settle)\n"
+    "  --push-pull-interval T gossip's anti-entropy base interval (default 30 s, stretched with log2 N);\n"
+    "                         raising it saves CPU and memory in runs of many thousand nodes\n"
     "  --out DIR              output folder (default shoal-sim-out)\n"
     "  --no-plots             do not run gnuplot\n"
     "  --help, --version\n"
@@ -102,7 +104,7 @@ int main(int argc, char **argv)
 {
     enum {
         O_NODES = 256, O_SEED, O_DURATION, O_WORKLOAD, O_CHURN, O_LOSS, O_LATENCY, O_BANDWIDTH, O_S3_LATENCY,
-        O_S3_THROUGHPUT, O_S3_RATE, O_EGRESS, O_GET, O_PUT, O_SAMPLE, O_BOOTSTRAP, O_OUT, O_NO_PLOTS, O_HELP, O_VERSION,
+        O_S3_THROUGHPUT, O_S3_RATE, O_EGRESS, O_GET, O_PUT, O_SAMPLE, O_BOOTSTRAP, O_PUSH_PULL, O_OUT, O_NO_PLOTS, O_HELP, O_VERSION,
     };
     static const struct option opts[] = {
         {"nodes", required_argument, NULL, O_NODES},
@@ -121,6 +123,7 @@ int main(int argc, char **argv)
         {"put-price", required_argument, NULL, O_PUT},
         {"baseline-sample", required_argument, NULL, O_SAMPLE},
         {"bootstrap", required_argument, NULL, O_BOOTSTRAP},
+        {"push-pull-interval", required_argument, NULL, O_PUSH_PULL},
         {"out", required_argument, NULL, O_OUT},
         {"no-plots", no_argument, NULL, O_NO_PLOTS},
         {"help", no_argument, NULL, O_HELP},
@@ -223,6 +226,12 @@ int main(int argc, char **argv)
             if (strcmp(optarg, "preload") && strcmp(optarg, "join"))
                 return bad(name, "expected preload or join");
             cfg.join_bootstrap = strcmp(optarg, "join") == 0;
+            break;
+        case O_PUSH_PULL:
+            if (sim_parse_seconds(optarg, &cfg.push_pull_s) < 0)
+                return bad(name, shoal_error_message());
+            if (cfg.push_pull_s < 1)
+                return bad(name, "must be at least 1 s");
             break;
         case O_OUT:
             if (!*optarg)

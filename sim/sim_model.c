@@ -179,11 +179,15 @@ static void bit_clear(uint64_t *b, uint32_t i) { b[i >> 6] &= ~(1ull << (i & 63)
 /* Node ids are "n<index>"; anything else is not one of ours. */
 static uint32_t id_index(const char *id)
 {
-    if (id[0] != 'n' || id[1] < '0' || id[1] > '9')
+    if (id[0] != 'n' || !id[1])
         return UINT32_MAX;
-    char *end;
-    unsigned long v = strtoul(id + 1, &end, 10);
-    return *end ? UINT32_MAX : (uint32_t)v;
+    uint64_t v = 0;
+    for (const char *p = id + 1; *p; p++) {
+        if (*p < '0' || *p > '9' || v > UINT32_MAX / 10)
+            return UINT32_MAX;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    return v < UINT32_MAX ? (uint32_t)v : UINT32_MAX;
 }
 
 static shoal_addr node_addr(uint32_t ix) { return shoal_addr_ipv4(0x0a000000u + ix + 1, 7400); }
@@ -1288,6 +1292,8 @@ sim_model *sim_model_run(const sim_config *cfg)
     m->base.self.capacity = cfg->wl.cache_bytes ? cfg->wl.cache_bytes : 1;
     m->base.self.serving = true;
     m->base.on_event = on_event;
+    if (cfg->push_pull_s > 0)
+        m->base.push_pull_interval_us = (uint64_t)(cfg->push_pull_s * SEC);
     m->probe_us = m->base.probe_interval_us;
     m->res.probe_interval_s = (double)m->probe_us / SEC;
 

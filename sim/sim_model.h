@@ -93,6 +93,7 @@ typedef struct sim_config {
     double put_price;        /* USD per 1,000 PUTs */
     uint32_t baseline_sample; /* nodes whose independent caches are simulated; 0: all */
     bool join_bootstrap;      /* start by having every node join through node 0 (else: converged) */
+    double push_pull_s;       /* gossip's push-pull base interval; 0: gossip's default (30 s) */
     sim_workload wl;
     sim_churn churn;
 } sim_config;

@@ -193,8 +193,10 @@ static int write_json(const sim_model *m, const sim_summary *s, const char *dir)
     if (!f)
         return -1;
     fprintf(f, "{\n  \"version\": \"%s\",\n  \"config\": {\n", SHOAL_VERSION);
-    fprintf(f, "    \"nodes\": %u, \"seed\": %llu, \"duration_s\": %.6f, \"loss\": %.6f, \"bootstrap\": \"%s\",\n",
-            c->nodes, (unsigned long long)c->seed, c->duration_s, c->loss, c->join_bootstrap ? "join" : "preload");
+    fprintf(f, "    \"nodes\": %u, \"seed\": %llu, \"duration_s\": %.6f, \"loss\": %.6f, \"bootstrap\": \"%s\", "
+               "\"push_pull_interval_s\": %.6f,\n",
+            c->nodes, (unsigned long long)c->seed, c->duration_s, c->loss, c->join_bootstrap ? "join" : "preload",
+            c->push_pull_s > 0 ? c->push_pull_s : 30.0);
     fprintf(f, "    \"bandwidth_bytes_per_s\": %.6g, \"s3_throughput_bytes_per_s\": %.6g, \"s3_rate_per_prefix\": %.6g,\n",
             c->bandwidth_bps, c->s3_throughput, c->s3_rate);
     fprintf(f, "    \"egress_usd_per_gib\": %.6f, \"get_usd_per_1000\": %.6f, \"put_usd_per_1000\": %.6f,\n",
