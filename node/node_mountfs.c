@@ -12,6 +12,13 @@
  * released, so a read never mixes versions. A changed object is forgotten by the metadata cache so
  * the next open sees the new version at once.
  *
+ * Held blocks. The kernel asks for at most 1 MiB at a time, and a block is 4 MiB by default;
+ * node_cache_read maps and verifies the whole block on every call, so a sequential reader would
+ * verify each block four times. The last FS_HELD_BLOCKS blocks read stay held (a mapping of a
+ * stored block, or the buffer a fetch filled), keyed by (key, ETag, index), which name immutable
+ * bytes, so a held block is never stale. Readers copy from a held block without the lock, counted;
+ * a block evicted while read is released by its last reader.
+ *
  * Writes. The mount hands over a staged file; s3_upload sends it as one PUT or a parallel
  * multipart upload and aborts the upload on failure, so a failed put never leaves a partial
  * object. A HEAD afterwards gives S3's own mtime for the new version (the clock that later
@@ -45,6 +52,19 @@
 
 #define FS_SIZE_SLOTS 16384 /* (key, ETag) -> size entries; a collision only costs a HEAD */
 #define FS_LIST_PAGE 1000   /* S3's largest listing page */
+#define FS_HELD_BLOCKS 16   /* blocks kept between reads (see "Held blocks") */
+#define FS_PREFETCH_BLOCKS 8 /* blocks asked ahead of a reader that waited for one */
+
+/* A block kept after a read for the next reads of the same block. */
+typedef struct held_block {
+    char *key;
+    char etag[MOUNT_ETAG_MAX];
+    uint64_t index;
+    node_cache_block b;
+    unsigned readers;          /* reads copying from b right now */
+    bool evicted;              /* replaced while read: the last reader releases b */
+    uint64_t used;             /* tick of the last hit, for LRU */
+} held_block;
 
 typedef struct size_slot {
     char *key;
@@ -60,6 +80,9 @@ struct node_mountfs {
     bool mounted;
     pthread_mutex_t sizes_mu;
     size_slot sizes[FS_SIZE_SLOTS];
+    pthread_mutex_t held_mu;
+    held_block *held[FS_HELD_BLOCKS];
+    uint64_t tick;
 };
 
 /* ---- errors ----------------------------------------------------------------------------------- */
@@ -236,6 +259,80 @@ static int fs_list(void *ctx, const char *prefix, const char *delimiter, size_t 
     return rc;
 }
 
+/* A held block of (key, etag, index), with a reader counted on it; NULL when none. */
+static held_block *held_get(node_mountfs *fs, const char *key, const char *etag, uint64_t index)
+{
+    held_block *hit = NULL;
+    pthread_mutex_lock(&fs->held_mu);
+    for (size_t i = 0; i < FS_HELD_BLOCKS && hit == NULL; i++) {
+        held_block *h = fs->held[i];
+        if (h != NULL && h->index == index && strcmp(h->key, key) == 0 && strcmp(h->etag, etag) == 0) {
+            h->readers++;
+            h->used = ++fs->tick;
+            hit = h;
+        }
+    }
+    pthread_mutex_unlock(&fs->held_mu);
+    return hit;
+}
+
+static void held_free(held_block *h)
+{
+    if (h == NULL)
+        return;
+    node_cache_block_release(&h->b);
+    free(h->key);
+    free(h);
+}
+
+/* Ends a read on a held block; the last reader of an evicted one frees it. */
+static void held_put(node_mountfs *fs, held_block *h)
+{
+    pthread_mutex_lock(&fs->held_mu);
+    bool last = --h->readers == 0 && h->evicted;
+    pthread_mutex_unlock(&fs->held_mu);
+    if (last)
+        held_free(h);
+}
+
+/* Takes over block `b` (read just now) as held, with a reader counted on it, in place of the least
+ * recently used one; an evicted block still being read is freed by its last reader. NULL (b
+ * untouched) when there is no memory for it. */
+static held_block *held_add(node_mountfs *fs, const char *key, const char *etag, uint64_t index,
+                            node_cache_block *b)
+{
+    held_block *h = calloc(1, sizeof *h), *old = NULL;
+    if (h == NULL || strlen(etag) >= MOUNT_ETAG_MAX || (h->key = strdup(key)) == NULL) {
+        free(h);
+        return NULL;
+    }
+    snprintf(h->etag, sizeof h->etag, "%s", etag);
+    h->index = index;
+    h->b = *b;
+    h->readers = 1;
+    *b = (node_cache_block){0};
+    pthread_mutex_lock(&fs->held_mu);
+    size_t victim = 0;
+    for (size_t i = 0; i < FS_HELD_BLOCKS; i++) {
+        if (fs->held[i] == NULL) {
+            victim = i;
+            break;
+        }
+        if (fs->held[i]->used < fs->held[victim]->used)
+            victim = i;
+    }
+    old = fs->held[victim];
+    if (old != NULL && old->readers > 0) {
+        old->evicted = true;
+        old = NULL;
+    }
+    h->used = ++fs->tick;
+    fs->held[victim] = h;
+    pthread_mutex_unlock(&fs->held_mu);
+    held_free(old);
+    return h;
+}
+
 static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t offset, size_t len, void *buf)
 {
     node_mountfs *fs = ctx;
@@ -251,21 +348,34 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
     size_t done = 0;
     while (done < len) {
         uint64_t pos = offset + done, index = pos / bs, in = pos - index * bs;
-        node_cache_block b;
-        if (node_cache_read(fs->parts.cache, &obj, index, &b) != 0) {
-            if (shoal_error_code() == SHOAL_ERR_S3_CHANGED || shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY)
-                node_cache_forget(fs->parts.cache, fs->cfg->bucket, key);
+        held_block *h = held_get(fs, key, etag, index);
+        node_cache_block local = {0};
+        const node_cache_block *b = h ? &h->b : &local;
+        if (h == NULL) {
+            /* A reader that had to wait for a block is likely to want the next ones: ask for them
+             * now, so they arrive while this one is copied (a full read-ahead queue drops them). */
+            if (index + 1 < node_cache_block_count(fs->parts.cache, size))
+                node_cache_prefetch(fs->parts.cache, &obj, index + 1, FS_PREFETCH_BLOCKS);
+            if (node_cache_read(fs->parts.cache, &obj, index, &local) != 0) {
+                if (shoal_error_code() == SHOAL_ERR_S3_CHANGED || shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY)
+                    node_cache_forget(fs->parts.cache, fs->cfg->bucket, key);
+                return fs_errno("read", key);
+            }
+            if ((h = held_add(fs, key, etag, index, &local)) != NULL)
+                b = &h->b;
+        }
+        bool short_block = b->len <= in;
+        size_t n = short_block ? 0 : b->len - in < len - done ? (size_t)(b->len - in) : len - done;
+        if (n > 0)
+            memcpy((char *)buf + done, b->data + in, n);
+        if (h != NULL)
+            held_put(fs, h);
+        node_cache_block_release(&local);
+        if (short_block) {
+            shoal_error_set(SHOAL_ERR_S3_TRUNCATED, "block %llu of %s ends before offset %llu",
+                            (unsigned long long)index, key, (unsigned long long)in);
             return fs_errno("read", key);
         }
-        if (b.len <= in) {
-            node_cache_block_release(&b);
-            shoal_error_set(SHOAL_ERR_S3_TRUNCATED, "block %llu of %s is %zu bytes, short of offset %llu",
-                            (unsigned long long)index, key, b.len, (unsigned long long)in);
-            return fs_errno("read", key);
-        }
-        size_t n = b.len - in < len - done ? (size_t)(b.len - in) : len - done;
-        memcpy((char *)buf + done, b.data + in, n);
-        node_cache_block_release(&b);
         done += n;
     }
     return (ssize_t)done;
@@ -419,6 +529,7 @@ node_mountfs *node_mountfs_new(const node_config *cfg, const node_mountfs_parts 
     fs->cfg = cfg;
     fs->parts = *parts;
     pthread_mutex_init(&fs->sizes_mu, NULL);
+    pthread_mutex_init(&fs->held_mu, NULL);
     if (asprintf(&fs->staging, "%s/staging", cfg->cache_dir) < 0) {
         fs->staging = NULL;
         shoal_error_set(SHOAL_ERR_NOMEM, "mount");
@@ -459,7 +570,10 @@ void node_mountfs_delete(node_mountfs *fs)
     }
     for (size_t i = 0; i < FS_SIZE_SLOTS; i++)
         free(fs->sizes[i].key);
+    for (size_t i = 0; i < FS_HELD_BLOCKS; i++)
+        held_free(fs->held[i]);
     pthread_mutex_destroy(&fs->sizes_mu);
+    pthread_mutex_destroy(&fs->held_mu);
     free(fs->staging);
     free(fs);
 }
