@@ -56,6 +56,7 @@ enum opt_id {
     O_READ_ONLY,
     O_METADATA_TTL,
     O_NEGATIVE_TTL,
+    O_PEER_TIMEOUT,
     O_CLUSTER_KEY,
     O_STATE_DIR,
     O_CONTROL,
@@ -94,6 +95,7 @@ static const opt_def OPTS[O_ALL] = {
     [O_READ_ONLY] = {"read-only", NULL, "mount read-only (writes fail with EROFS)"},
     [O_METADATA_TTL] = {"metadata-ttl", "SECONDS", "how long listings and object metadata are trusted (default 60)"},
     [O_NEGATIVE_TTL] = {"negative-ttl", "SECONDS", "how long \"no such key\" is trusted (default 5)"},
+    [O_PEER_TIMEOUT] = {"peer-timeout", "MS", "wait this long for an owner before asking the next (default 2000)"},
     [O_CLUSTER_KEY] = {"cluster-key", "FILE", "32-byte shared cluster secret, see `shoal keygen` (required)"},
     [O_STATE_DIR] = {"state-dir", "DIR", "node key pair and identity (default <cache-dir>/state)"},
     [O_CONTROL] = {"control", "PATH", "control socket (default $XDG_RUNTIME_DIR/shoal/shoald.sock or /run/shoal/shoald.sock)"},
@@ -583,6 +585,11 @@ static int apply(const raw_opts *r, int id, const char *v, node_config *cfg)
         return apply_ttl(r, id, v, &cfg->metadata_ttl);
     case O_NEGATIVE_TTL:
         return apply_ttl(r, id, v, &cfg->negative_ttl);
+    case O_PEER_TIMEOUT:
+        if (parse_uint(v, 50, 600000, &x) < 0)
+            return bad(r, id, "'%s' is not a number of milliseconds from 50 to 600000", v);
+        cfg->peer_timeout_ms = (uint32_t)x;
+        return 0;
     case O_CLUSTER_KEY:
         if (apply_path(r, id, v, &cfg->cluster_key_file) < 0)
             return -1;
@@ -768,6 +775,7 @@ static void base_defaults(node_config *cfg)
     cfg->replicas = 1;
     cfg->metadata_ttl = 60;
     cfg->negative_ttl = 5;
+    cfg->peer_timeout_ms = 2000;
     cfg->log_level = SHOAL_LOG_INFO;
 }
 

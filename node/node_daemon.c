@@ -578,6 +578,7 @@ node_daemon *node_daemon_new(const node_config *cfg)
         .replicas = cfg->replicas,
         .metadata_ttl_s = cfg->metadata_ttl,
         .negative_ttl_s = cfg->negative_ttl,
+        .peer_timeout_ms = cfg->peer_timeout_ms,
     };
     node_cache *cache = node_cache_new(&cc);
     if (cache == NULL)
