@@ -933,6 +933,15 @@ static int read_shoal(sim_model *m, peer *p, uint32_t b)
     const dht_member *order[DHT_REPLICAS_MAX];
     memcpy(order, own, (size_t)k * sizeof *order);
     dht_prefer_zone(order, (size_t)k, m->zone_names[p->zone]);
+    /* A reader that holds a replica itself reads it first. */
+    for (int j = 1; j < k; j++) {
+        if (owner_ix(order[j]) == p->ix) {
+            const dht_member *self = order[j];
+            memmove(&order[1], &order[0], (size_t)j * sizeof *order);
+            order[0] = self;
+            break;
+        }
+    }
     double lat = 0;
     for (int j = 0; j < k; j++) {
         uint32_t o = owner_ix(order[j]);
@@ -1173,6 +1182,14 @@ static void tick_record(sim_model *m, uint32_t t)
     if (t > m->cfg.wl.start_s) {
         m->res.packets_steady += k->packets;
         m->res.node_seconds_steady += m->up;
+    }
+    /* The independent caches of a sample stand for every reader (as in epoch_end). */
+    if (m->sampled_readers && m->sampled_readers < m->readers) {
+        double f = (double)m->readers / m->sampled_readers;
+        k->reads[SIM_INDEP] = (uint64_t)llround((double)k->reads[SIM_INDEP] * f);
+        k->hits[SIM_INDEP] = (uint64_t)llround((double)k->hits[SIM_INDEP] * f);
+        k->s3_gets[SIM_INDEP] = (uint64_t)llround((double)k->s3_gets[SIM_INDEP] * f);
+        k->s3_503[SIM_INDEP] = (uint64_t)llround((double)k->s3_503[SIM_INDEP] * f);
     }
     m->ticks[m->n_ticks++] = *k;
     memset(&m->cur, 0, sizeof m->cur);
