@@ -343,10 +343,19 @@ static cache_buf *fetch_s3(node_cache *c, const block_req *b)
     if (buf == NULL)
         return NULL;
     uint64_t got = 0;
+    s3_object_info info;
     s3_get_args a = {.bucket = b->bucket, .key = b->key, .ranged = true, .offset = b->offset,
                      .length = b->length, .if_match = b->etag, .buf = buf->data, .buf_len = buf->len};
-    if (s3_get(c->cfg.s3, &a, &got, NULL) != 0)
+    if (s3_get(c->cfg.s3, &a, &got, &info) != 0)
         goto fail;
+    /* If-Match should have refused another version with 412; a server that ignores If-Match
+     * (some S3-compatible stores do) is caught here by the ETag of the answer, so bytes of one
+     * version are never stored under the block id of another. */
+    if (info.etag[0] && strcmp(info.etag, b->etag) != 0) {
+        shoal_error_set(SHOAL_ERR_S3_CHANGED, "block %llu of s3://%s/%s: asked for ETag %s, the answer has %s",
+                        (unsigned long long)b->index, b->bucket, b->key, b->etag, info.etag);
+        goto fail;
+    }
     if (got != b->length) {
         shoal_error_set(SHOAL_ERR_S3_TRUNCATED, "block %llu of s3://%s/%s: %llu bytes of %llu",
                         (unsigned long long)b->index, b->bucket, b->key, (unsigned long long)got,
