@@ -20,36 +20,32 @@
 
 void sim_config_defaults(sim_config *c)
 {
-    memset(c, 0, sizeof *c);
-    c->nodes = 0;
-    c->seed = 1;
-    c->duration_s = 300;
-    c->loss = 0;
-    c->latency = (sim_dist){SIM_DIST_UNIFORM, 0.0001, 0.0005};
-    c->bandwidth_bps = 25e9 / 8;
-    c->s3_latency = (sim_dist){SIM_DIST_LOGNORMAL, 0.030, 0.6};
-    c->s3_throughput = 100e6;
-    c->s3_rate = 5500;
-    c->egress_price = 0.09;
-    c->get_price = 0.0004;
-    c->put_price = 0.005;
-    c->baseline_sample = 0;
-    c->wl = (sim_workload){
-        .files = 10000,
-        .file_size = {SIM_DIST_FIXED, 16.0 * 1048576, 0},
-        .block_size = 4u << 20,
-        .epochs = 3,
-        .start_s = 10,
-        .epoch_s = 0,
-        .full = false,
-        .cache_bytes = 64ull << 30,
-        .replicas = 1,
-        .zones = 1,
-        .prefixes = 1,
-        .checkpoint_s = 0,
-        .checkpoint_bytes = 10ull << 30,
+    *c = (sim_config){
+        .seed = 1,
+        .duration_s = 300,
+        .latency = {SIM_DIST_UNIFORM, 0.0001, 0.0005},
+        .bandwidth_bps = 25e9 / 8,
+        .s3_latency = {SIM_DIST_LOGNORMAL, 0.030, 0.6},
+        .s3_throughput = 100e6,
+        .s3_rate = 5500,
+        .egress_price = 0.09,
+        .get_price = 0.0004,
+        .put_price = 0.005,
+        .wl =
+            {
+                .files = 10000,
+                .file_size = {SIM_DIST_FIXED, 16.0 * 1048576, 0},
+                .block_size = 4u << 20,
+                .epochs = 3,
+                .start_s = 10,
+                .cache_bytes = 64ull << 30,
+                .replicas = 1,
+                .zones = 1,
+                .prefixes = 1,
+                .checkpoint_bytes = 10ull << 30,
+            },
+        .churn = {.stall_s = 10},
     };
-    c->churn = (sim_churn){.restart_after = 0, .stall_s = 10, .from_s = 0};
 }
 
 /* A finite non-negative number followed by a unit from `units` (matched case-insensitively,
