@@ -104,7 +104,8 @@ int main(int argc, char **argv)
 {
     enum {
         O_NODES = 256, O_SEED, O_DURATION, O_WORKLOAD, O_CHURN, O_LOSS, O_LATENCY, O_BANDWIDTH, O_S3_LATENCY,
-        O_S3_THROUGHPUT, O_S3_RATE, O_EGRESS, O_GET, O_PUT, O_SAMPLE, O_BOOTSTRAP, O_PUSH_PULL, O_OUT, O_NO_PLOTS, O_HELP, O_VERSION,
+        O_S3_THROUGHPUT, O_S3_RATE, O_EGRESS, O_GET, O_PUT, O_SAMPLE, O_BOOTSTRAP, O_PUSH_PULL, O_OUT,
+        O_NO_PLOTS, O_HELP, O_VERSION,
     };
     static const struct option opts[] = {
         {"nodes", required_argument, NULL, O_NODES},

@@ -139,7 +139,9 @@ void sim_report_print(const sim_model *m, const sim_summary *s, FILE *f)
     for (int k = 0; k < SIM_SYSTEMS; k++)
         fprintf(f, "%-20s %14.0f %12.2f %10.0f %12.4f %10.2f %10.2f\n", sys_title[k], s->s3_gets[k],
                 s->s3_bytes[k] / GIB, s->s3_503[k], s->dollars[k], s->lat_p50[k] * 1e3, s->lat_p99[k] * 1e3);
-    fprintf(f, "\ngossip: %.3f messages per node per probe period from the workload start on; %llu false suspicions, %llu false deaths\n",
+    fprintf(f,
+            "\ngossip: %.3f messages per node per probe period from the workload start on; %llu false "
+            "suspicions, %llu false deaths\n",
             s->msgs_per_node_period, (unsigned long long)s->false_suspicions, (unsigned long long)s->false_deaths);
     if (s->victims)
         fprintf(f,
@@ -197,7 +199,8 @@ static int write_json(const sim_model *m, const sim_summary *s, const char *dir)
                "\"push_pull_interval_s\": %.6f,\n",
             c->nodes, (unsigned long long)c->seed, c->duration_s, c->loss, c->join_bootstrap ? "join" : "preload",
             c->push_pull_s > 0 ? c->push_pull_s : 30.0);
-    fprintf(f, "    \"bandwidth_bytes_per_s\": %.6g, \"s3_throughput_bytes_per_s\": %.6g, \"s3_rate_per_prefix\": %.6g,\n",
+    fprintf(f, "    \"bandwidth_bytes_per_s\": %.6g, \"s3_throughput_bytes_per_s\": %.6g, "
+               "\"s3_rate_per_prefix\": %.6g,\n",
             c->bandwidth_bps, c->s3_throughput, c->s3_rate);
     fprintf(f, "    \"egress_usd_per_gib\": %.6f, \"get_usd_per_1000\": %.6f, \"put_usd_per_1000\": %.6f,\n",
             c->egress_price, c->get_price, c->put_price);

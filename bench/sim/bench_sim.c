@@ -3,8 +3,9 @@
  * 10,000 nodes (or the sizes given), each for the same simulated time from a converged start.
  * Prints per size the wall and CPU time (CPU is the figure to trust on a shared machine), the
  * peak memory so far (getrusage), gossip messages per node per probe period after the start, and
- * how long the deaths took to reach every node against SWIM's 6*log2(N) periods; then the ratio of the per-node message load between the two sizes (SWIM's
- * claim: it does not grow with N; target <= 1.1).
+ * how long the deaths took to reach every node against SWIM's 6*log2(N) periods; then the ratio
+ * of the per-node message load between the two sizes (SWIM's claim: it does not grow with N;
+ * target <= 1.1).
  *
  *   bench_sim [seconds] [small] [large] [seed] [push-pull-s]   (defaults: 300 1000 10000 1 0)
  *
@@ -62,9 +63,9 @@ static int run(uint32_t nodes, double seconds, uint64_t seed, double push_pull_s
     sim_summary_compute(m, s);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("%7u nodes: %8.1f s wall, %8.1f s CPU for %.0f simulated s, peak memory %8.1f MiB; %.3f messages/node/period; "
-           "deaths reached everyone in %.1f periods at most (%zu of %zu; bound 6*log2(N) = %.1f); "
-           "first probe after %.2f periods\n",
+    printf("%7u nodes: %8.1f s wall, %8.1f s CPU for %.0f simulated s, peak memory %8.1f MiB; "
+           "%.3f messages/node/period; deaths reached everyone in %.1f periods at most "
+           "(%zu of %zu; bound 6*log2(N) = %.1f); first probe after %.2f periods\n",
            nodes, wall, cpu, seconds, (double)ru.ru_maxrss / 1024.0, s->msgs_per_node_period, s->max_all_dead_periods,
            s->victims_all_dead, s->victims, 6 * log2((double)nodes), s->mean_probe_periods);
     fflush(stdout);
