@@ -215,12 +215,9 @@ static int fs_list(void *ctx, const char *prefix, const char *delimiter, size_t 
     while (more) {
         s3_list_page page;
         s3_list_page_create(&page);
-        /* Always whole pages, even when the mount wants one or two entries (is `name/` a
-         * directory? is it empty?): s3rver answers 500 to a listing cut short by a small
-         * max-keys, and a page costs S3 no more than one entry. The entries past max_entries
-         * are dropped here. */
+        size_t left = max_entries ? max_entries - seen : 0;
         s3_list_args a = {.bucket = fs->cfg->bucket, .prefix = prefix, .delimiter = delimiter,
-                          .continuation_token = token, .max_keys = FS_LIST_PAGE};
+                          .continuation_token = token, .max_keys = left && left < FS_LIST_PAGE ? (unsigned)left : 0};
         if (s3_list(fs->parts.s3, &a, &page) != 0) {
             rc = fs_errno("list", prefix);
             s3_list_page_destroy(&page);
@@ -352,15 +349,16 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
         node_cache_block local = {0};
         const node_cache_block *b = h ? &h->b : &local;
         if (h == NULL) {
-            /* A reader that had to wait for a block is likely to want the next ones: ask for them
-             * now, so they arrive while this one is copied (a full read-ahead queue drops them). */
-            if (index + 1 < node_cache_block_count(fs->parts.cache, size))
-                node_cache_prefetch(fs->parts.cache, &obj, index + 1, FS_PREFETCH_BLOCKS);
             if (node_cache_read(fs->parts.cache, &obj, index, &local) != 0) {
                 if (shoal_error_code() == SHOAL_ERR_S3_CHANGED || shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY)
                     node_cache_forget(fs->parts.cache, fs->cfg->bucket, key);
                 return fs_errno("read", key);
             }
+            /* A reader that had to wait for a block is likely to want the next ones: ask for them
+             * now (after this one, which they would otherwise slow down), so they arrive while this
+             * one is copied; a full read-ahead queue drops them. */
+            if (local.source != NODE_CACHE_LOCAL && index + 1 < node_cache_block_count(fs->parts.cache, size))
+                node_cache_prefetch(fs->parts.cache, &obj, index + 1, FS_PREFETCH_BLOCKS);
             if ((h = held_add(fs, key, etag, index, &local)) != NULL)
                 b = &h->b;
         }
