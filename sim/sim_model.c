@@ -112,7 +112,8 @@ struct sim_model {
     gossip_config base;
     sim_cluster *c;
     sim_world *w;
-    uint64_t rng;
+    uint64_t rng;       /* latencies drawn by the data path */
+    uint64_t churn_rng; /* the churn schedule and its targets: independent of the workload */
     uint64_t probe_us;
 
     peer **peers;
@@ -405,7 +406,7 @@ static uint32_t pick(sim_model *m, bool (*ok)(const peer *))
         n += ok(m->peers[i]);
     if (!n)
         return UINT32_MAX;
-    uint32_t k = (uint32_t)(sim_splitmix64(&m->rng) % n);
+    uint32_t k = (uint32_t)(sim_splitmix64(&m->churn_rng) % n);
     for (uint32_t i = 0; i < m->n_peers; i++)
         if (ok(m->peers[i]) && k-- == 0)
             return i;
@@ -564,7 +565,7 @@ static int plan_churn(sim_model *m, uint32_t *joins)
         if (rates[r].per_s <= 0)
             continue;
         for (double t = c->from_s;;) {
-            t += -log(1 - unit(&m->rng)) / rates[r].per_s;
+            t += -log(1 - unit(&m->churn_rng)) / rates[r].per_s;
             if (t >= m->cfg.duration_s)
                 break;
             if (sched_push(m, (sched_ev){.at = t, .kind = rates[r].kind, .count = 1, .for_s = c->stall_s}) < 0)
@@ -1302,6 +1303,7 @@ sim_model *sim_model_run(const sim_config *cfg)
     }
     m->cfg = *cfg;
     m->rng = cfg->seed ^ 0x6a09e667f3bcc909ull;
+    m->churn_rng = cfg->seed ^ 0xbb67ae8584caa73bull;
     gossip_config_defaults(&m->base);
     memset(m->base.cluster_key, 0x5a, sizeof m->base.cluster_key);
     m->base.self.block_size = cfg->wl.block_size;
