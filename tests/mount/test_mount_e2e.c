@@ -487,9 +487,8 @@ TT_TEST(test_mount_e2e_object_created_by_awscli_appears_within_negative_ttl)
 }
 
 /* s3rver 4.0.4 ignores If-Match (tests/s3/test_s3_client.c says so too): a ranged GET pinned to
- * the old ETag gets the new version's bytes with a 200. Only a check of the answer's ETag against
- * the one asked for (in the read path's S3 fetch) keeps those bytes out of an open file; this case
- * fails until the read path makes that check. */
+ * the old ETag gets the new version's bytes with a 200. What keeps them out of an open file here is
+ * the read path's check of the answer's ETag against the one asked for. */
 TT_TEST(test_mount_e2e_external_overwrite_is_seen_on_reopen_and_never_spliced)
 {
     td_cluster *c = cluster(1);
