@@ -207,8 +207,10 @@ static int write_json(const sim_model *m, const sim_summary *s, const char *dir)
     fprintf(f, "    \"files\": %u, \"block_size\": %u, \"epochs\": %u, \"read\": \"%s\", \"cache_bytes\": %llu,\n",
             r->files, c->wl.block_size, c->wl.epochs, c->wl.full ? "full" : "shard",
             (unsigned long long)c->wl.cache_bytes);
-    fprintf(f, "    \"replicas\": %u, \"zones\": %u, \"prefixes\": %u, \"start_s\": %.6f, \"checkpoint_s\": %.6f,\n",
-            c->wl.replicas, c->wl.zones, c->wl.prefixes, c->wl.start_s, c->wl.checkpoint_s);
+    fprintf(f, "    \"replicas\": %u, \"zones\": %u, \"prefixes\": %u, \"start_s\": %.6f, \"checkpoint_s\": %.6f, "
+               "\"checkpoint_bytes\": %llu, \"sizes_from_file\": %s,\n",
+            c->wl.replicas, c->wl.zones, c->wl.prefixes, c->wl.start_s, c->wl.checkpoint_s,
+            (unsigned long long)c->wl.checkpoint_bytes, c->wl.sizes_path[0] ? "true" : "false");
     json_dist(f, "file_size", &c->wl.file_size, false);
     json_dist(f, "latency_s", &c->latency, false);
     json_dist(f, "s3_latency_s", &c->s3_latency, true);
