@@ -24,9 +24,17 @@
  * Client. One connection per call: send the request line, read the header line through a small
  * buffer, then the body. Byte bodies carry their size, so a short stream is an error and not a
  * silently truncated file. A byte body moves with splice(2) (straight into an output pipe, or
- * through a relay pipe into a file), so `shoal get` of a cached object costs about what `cat` of
- * the block files does when the daemon answers with node_control_reply_sendfile: no byte of the
- * object enters user space on either side.
+ * through a relay pipe into a file), so no byte of the object enters user space on either side.
+ *
+ * Chunked byte bodies. `get` asks for them ("fds":true). The body is then a sequence of chunks,
+ * each a 24-byte header: DATA chunks carry their bytes on the socket as above; an FD chunk
+ * carries an open file (SCM_RIGHTS) and a range of it, which is what node_control_reply_sendfile
+ * sends. The daemon verifies a block held on its disk and passes the block file itself; the
+ * client copies the range straight to its output (copy_file_range, sendfile) so the bytes move
+ * once, in the client, as with `cat`, instead of crossing the socket too. The client receives
+ * every read with recvmsg, so a descriptor that arrives with buffered bytes is never lost; the
+ * kernel hands over at most one sender message's descriptors per recvmsg, so a small queue holds
+ * them until their header is parsed.
  */
 #include "node_control.h"
 #include "shoal_error.h"
@@ -463,7 +471,60 @@ struct node_control_reply {
     int fd;
     enum reply_state state;
     uint64_t remaining; /* REPLY_BYTES: bytes still owed */
+    bool chunks;        /* the client asked for a chunked byte body ("fds":true) */
 };
+
+/* One chunk header of a chunked byte body (little-endian): kind, 0, offset, length. A DATA chunk
+ * is followed by `length` bytes; an FD chunk carries one descriptor (SCM_RIGHTS) whose bytes
+ * [offset, offset + length) the client copies itself. */
+enum { CHUNK_DATA = 1, CHUNK_FD = 2, CHUNK_HEADER_LEN = 24 };
+
+static void chunk_header(uint8_t h[CHUNK_HEADER_LEN], uint32_t kind, uint64_t off, uint64_t len)
+{
+    memset(h, 0, CHUNK_HEADER_LEN);
+    for (int i = 0; i < 4; i++)
+        h[i] = (uint8_t)(kind >> (8 * i));
+    for (int i = 0; i < 8; i++) {
+        h[8 + i] = (uint8_t)(off >> (8 * i));
+        h[16 + i] = (uint8_t)(len >> (8 * i));
+    }
+}
+
+static uint64_t chunk_field(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Sends an FD chunk header with `fd` attached; the kernel gives the client its own descriptor. */
+static int send_fd_chunk(int sock, int fd, uint64_t off, uint64_t len)
+{
+    uint8_t h[CHUNK_HEADER_LEN];
+    chunk_header(h, CHUNK_FD, off, len);
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec iov = {.iov_base = h, .iov_len = sizeof h};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&m);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+    ssize_t n;
+    do
+        n = sendmsg(sock, &m, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return shoal_error_set(errno == EPIPE || errno == ECONNRESET ? SHOAL_ERR_CLOSED : SHOAL_ERR_IO,
+                               "control reply: passing a block file: %s", strerror(errno));
+    /* The descriptor went with the first byte; a partial send is finished the ordinary way. */
+    return (size_t)n == sizeof h ? 0 : send_all(sock, h + n, sizeof h - (size_t)n);
+}
 
 static int reply_header(node_control_reply *r, const char *header, enum reply_state next)
 {
@@ -485,7 +546,8 @@ int node_control_reply_json(node_control_reply *r, const char *json)
 int node_control_reply_bytes_begin(node_control_reply *r, uint64_t size)
 {
     char h[96];
-    snprintf(h, sizeof h, "{\"ok\":true,\"body\":\"bytes\",\"size\":%" PRIu64 "}\n", size);
+    snprintf(h, sizeof h, "{\"ok\":true,\"body\":\"%s\",\"size\":%" PRIu64 "}\n", r->chunks ? "chunks" : "bytes",
+             size);
     if (reply_header(r, h, REPLY_BYTES) < 0)
         return -1;
     r->remaining = size;
@@ -504,7 +566,15 @@ static int reply_check_bytes(node_control_reply *r, size_t len)
 
 int node_control_reply_write(node_control_reply *r, const void *data, size_t len)
 {
-    if (reply_check_bytes(r, len) < 0 || send_all(r->fd, data, len) < 0)
+    if (reply_check_bytes(r, len) < 0)
+        return -1;
+    if (r->chunks && len > 0) {
+        uint8_t h[CHUNK_HEADER_LEN];
+        chunk_header(h, CHUNK_DATA, 0, len);
+        if (send_all(r->fd, h, sizeof h) < 0)
+            return -1;
+    }
+    if (send_all(r->fd, data, len) < 0)
         return -1;
     r->remaining -= len;
     return 0;
@@ -514,6 +584,12 @@ int node_control_reply_sendfile(node_control_reply *r, int fd, uint64_t off, siz
 {
     if (reply_check_bytes(r, len) < 0)
         return -1;
+    if (r->chunks) {
+        if (len > 0 && send_fd_chunk(r->fd, fd, off, len) < 0)
+            return -1;
+        r->remaining -= len;
+        return 0;
+    }
     off_t o = (off_t)off;
     size_t left = len;
     while (left) {
@@ -662,6 +738,7 @@ static int dispatch(node_control_server *s, const node_json *req, node_control_r
     }
     if (!fn)
         return shoal_error_set(SHOAL_ERR_UNSUPPORTED, "command '%s' is not supported by this daemon", r.cmd);
+    reply->chunks = !strcmp(r.cmd, "get") && node_json_get_bool(req, "fds", false);
     shoal_error_clear();
     return fn(s->ctx, &r, reply);
 }
@@ -921,31 +998,67 @@ void node_control_server_delete(node_control_server *s)
 /* ---- client --------------------------------------------------------------------------------- */
 
 #define CLIENT_BUF (256 * 1024)
+#define CLIENT_MAX_FDS 8 /* descriptors received and not consumed yet; one per recvmsg arrives */
 
 typedef struct client {
     const char *path;
     int fd;
     char *buf; /* received bytes not consumed yet: buf[pos..len) */
     size_t pos, len;
+    int fds[CLIENT_MAX_FDS]; /* descriptors of FD chunks, in the order they came */
+    size_t n_fds;
+    bool fds_lost;           /* more came than fit, or the kernel cut the control data */
 } client;
 
 static void client_close(client *c)
 {
     if (c->fd >= 0)
         close(c->fd);
+    for (size_t i = 0; i < c->n_fds; i++)
+        close(c->fds[i]);
     free(c->buf);
 }
 
+/* Keeps the descriptors that came with a recvmsg (closing what does not fit). */
+static void client_take_fds(client *c, struct msghdr *m)
+{
+    if (m->msg_flags & MSG_CTRUNC)
+        c->fds_lost = true;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(m); cm; cm = CMSG_NXTHDR(m, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < n; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
+            if (c->n_fds < CLIENT_MAX_FDS) {
+                c->fds[c->n_fds++] = fd;
+            } else {
+                close(fd);
+                c->fds_lost = true;
+            }
+        }
+    }
+}
+
+/* Receives more bytes into the buffer, and any descriptor sent with them. */
 static int client_fill(client *c)
 {
     if (c->pos == c->len)
         c->pos = c->len = 0;
     for (;;) {
-        ssize_t n = recv(c->fd, c->buf + c->len, CLIENT_BUF - c->len, 0);
+        union {
+            struct cmsghdr align;
+            char buf[CMSG_SPACE(4 * sizeof(int))];
+        } ctl;
+        struct iovec iov = {.iov_base = c->buf + c->len, .iov_len = CLIENT_BUF - c->len};
+        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+        ssize_t n = recvmsg(c->fd, &m, MSG_CMSG_CLOEXEC);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
             return shoal_error_errno(errno, "reading from shoald at %s", c->path);
+        client_take_fds(c, &m);
         c->len += (size_t)n;
         return (int)(n > 0);
     }
@@ -1027,14 +1140,17 @@ static node_json *client_request(client *c, const char *path, const shoal_buf *r
     return h;
 }
 
-/* Appends {"cmd":cmd[,"bucket":..][,name:value]}\n. */
-static int build_request(shoal_buf *b, const char *cmd, const char *bucket, const char *name, const char *value)
+/* Appends {"cmd":cmd[,"bucket":..][,name:value][tail]}\n; tail is raw JSON members (",\"x\":true"). */
+static int build_request(shoal_buf *b, const char *cmd, const char *bucket, const char *name, const char *value,
+                         const char *tail)
 {
     if (shoal_buf_append_str(b, "{\"cmd\":") < 0 || node_json_append_str(b, cmd) < 0)
         return -1;
     if (bucket && (shoal_buf_append_str(b, ",\"bucket\":") < 0 || node_json_append_str(b, bucket) < 0))
         return -1;
     if (name && (shoal_buf_appendf(b, ",\"%s\":", name) < 0 || node_json_append_str(b, value) < 0))
+        return -1;
+    if (tail && shoal_buf_append_str(b, tail) < 0)
         return -1;
     if (shoal_buf_append_str(b, "}\n") < 0)
         return -1;
@@ -1051,7 +1167,7 @@ int node_control_call(const char *path, const char *cmd, shoal_buf *body)
     node_json *h = NULL;
     char *line = NULL;
     int rc = -1;
-    if (build_request(&req, cmd, NULL, NULL, NULL) < 0 || !(h = client_request(&c, path, &req)))
+    if (build_request(&req, cmd, NULL, NULL, NULL, NULL) < 0 || !(h = client_request(&c, path, &req)))
         goto fail;
     const char *kind = node_json_get_str(h, "body", "");
     if (!strcmp(kind, "none")) {
@@ -1166,20 +1282,123 @@ fail:
     return rc;
 }
 
+/* How bytes move from a passed block file to out_fd; each step down is taken once, when the
+ * kernel refuses the one above for this pair of files. */
+enum fd_copy_mode { COPY_RANGE, COPY_SENDFILE, COPY_READ_WRITE };
+
+/* Copies [off, off + len) of in_fd to out_fd at its current position: copy_file_range(2) between
+ * regular files (the kernel copies, or shares extents), else sendfile(2) (pipes, sockets,
+ * /dev/null), else pread and write. */
+static int copy_from_fd(int in_fd, uint64_t off, uint64_t len, int out_fd, enum fd_copy_mode *mode, char *buf)
+{
+    off_t o = (off_t)off;
+    while (len) {
+        size_t want = len > (1u << 30) ? (1u << 30) : (size_t)len;
+        ssize_t n;
+        if (*mode == COPY_RANGE) {
+            n = copy_file_range(in_fd, &o, out_fd, NULL, want, 0);
+            if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP ||
+                          errno == EBADF)) {
+                *mode = COPY_SENDFILE;
+                continue;
+            }
+        } else if (*mode == COPY_SENDFILE) {
+            n = sendfile(out_fd, in_fd, &o, want);
+            if (n < 0 && (errno == EINVAL || errno == ENOSYS)) {
+                *mode = COPY_READ_WRITE;
+                continue;
+            }
+        } else {
+            n = pread(in_fd, buf, want < CLIENT_BUF ? want : CLIENT_BUF, o);
+            if (n > 0 && write_all(out_fd, buf, (size_t)n) < 0)
+                return -1;
+            if (n > 0)
+                o += n;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return shoal_error_errno(errno, "writing the object");
+        if (n == 0)
+            return shoal_error_set(SHOAL_ERR_NODE, "a block file passed by shoald ended %" PRIu64 " bytes early",
+                                   len);
+        len -= (uint64_t)n;
+    }
+    return 0;
+}
+
+/* Reads a chunked byte body of `size` bytes (header, then DATA bytes or an FD to copy from). */
+static int copy_chunks(client *c, int out_fd, uint64_t size, const char *bucket, const char *key)
+{
+    enum fd_copy_mode mode = COPY_RANGE;
+    uint64_t left = size;
+    char *scratch = malloc(CLIENT_BUF); /* for pread and write, when the kernel copies refuse */
+    int rc = -1;
+    if (scratch == NULL)
+        return shoal_error_set(SHOAL_ERR_NOMEM, "out of memory");
+    while (left) {
+        while (c->len - c->pos < CHUNK_HEADER_LEN) {
+            if (c->pos > 0) {
+                memmove(c->buf, c->buf + c->pos, c->len - c->pos);
+                c->len -= c->pos;
+                c->pos = 0;
+            }
+            int got = client_fill(c);
+            if (got < 0)
+                goto done;
+            if (got == 0) {
+                shoal_error_set(SHOAL_ERR_NODE, "s3://%s/%s: the daemon's stream ended after %" PRIu64 " of %" PRIu64
+                                " bytes (see shoald's log)", bucket, key, size - left, size);
+                goto done;
+            }
+        }
+        const uint8_t *h = (const uint8_t *)c->buf + c->pos;
+        uint64_t kind = chunk_field(h, 4), off = chunk_field(h + 8, 8), len = chunk_field(h + 16, 8);
+        c->pos += CHUNK_HEADER_LEN;
+        if ((kind != CHUNK_DATA && kind != CHUNK_FD) || len == 0 || len > left) {
+            shoal_error_set(SHOAL_ERR_NODE, "s3://%s/%s: shoald sent a bad chunk (kind %" PRIu64 ", %" PRIu64
+                            " bytes, %" PRIu64 " left)", bucket, key, kind, len, left);
+            goto done;
+        }
+        if (kind == CHUNK_DATA) {
+            if (copy_body(c, out_fd, len, bucket, key) < 0)
+                goto done;
+        } else {
+            if (c->n_fds == 0 || c->fds_lost) {
+                shoal_error_set(SHOAL_ERR_NODE, "s3://%s/%s: a block file shoald passed did not arrive", bucket, key);
+                goto done;
+            }
+            int fd = c->fds[0];
+            memmove(c->fds, c->fds + 1, --c->n_fds * sizeof c->fds[0]);
+            int r = copy_from_fd(fd, off, len, out_fd, &mode, scratch);
+            close(fd);
+            if (r < 0)
+                goto done;
+        }
+        left -= len;
+    }
+    rc = 0;
+done:
+    free(scratch);
+    return rc;
+}
+
 int node_control_get(const char *path, const char *bucket, const char *key, int out_fd, uint64_t *size)
 {
     shoal_buf req = {0};
     client c = {.fd = -1};
     node_json *h = NULL;
     int rc = -1;
-    if (build_request(&req, "get", bucket, "key", key) < 0 || !(h = client_request(&c, path, &req)))
+    if (build_request(&req, "get", bucket, "key", key, ",\"fds\":true") < 0 || !(h = client_request(&c, path, &req)))
         goto fail;
     const node_json *sz = node_json_get(h, "size");
-    if (strcmp(node_json_get_str(h, "body", ""), "bytes") != 0 || !sz || !sz->is_u64) {
+    const char *kind = node_json_get_str(h, "body", "");
+    bool chunks = !strcmp(kind, "chunks");
+    if ((!chunks && strcmp(kind, "bytes") != 0) || !sz || !sz->is_u64) {
         shoal_error_set(SHOAL_ERR_NODE, "shoald at %s answered get without a sized byte body", path);
         goto fail;
     }
-    if (copy_body(&c, out_fd, sz->u64, bucket, key) < 0)
+    if ((chunks ? copy_chunks(&c, out_fd, sz->u64, bucket, key) : copy_body(&c, out_fd, sz->u64, bucket, key)) < 0)
         goto fail;
     if (size)
         *size = sz->u64;
@@ -1198,7 +1417,7 @@ int node_control_preload(const char *path, const char *bucket, const char *prefi
     client c = {.fd = -1};
     node_json *h = NULL, *line = NULL;
     int rc = -1;
-    if (build_request(&req, "preload", bucket, "prefix", prefix) < 0 || !(h = client_request(&c, path, &req)))
+    if (build_request(&req, "preload", bucket, "prefix", prefix, NULL) < 0 || !(h = client_request(&c, path, &req)))
         goto fail;
     if (strcmp(node_json_get_str(h, "body", ""), "progress") != 0) {
         shoal_error_set(SHOAL_ERR_NODE, "shoald at %s answered preload without progress", path);

@@ -6,7 +6,7 @@
  * socket, sends one request line, a JSON object of at most 4 KiB ending in "\n":
  *
  *   {"cmd":"status"} {"cmd":"stats"} {"cmd":"leave"}
- *   {"cmd":"get","bucket":"B","key":"K"} {"cmd":"preload","bucket":"B","prefix":"P"}
+ *   {"cmd":"get","bucket":"B","key":"K"[,"fds":true]} {"cmd":"preload","bucket":"B","prefix":"P"}
  *
  * and the daemon answers with one header line, then a body whose form the header names:
  *
@@ -14,6 +14,11 @@
  *   {"ok":true,"body":"none"}                           no body
  *   {"ok":true,"body":"json"}          then one JSON object on one line
  *   {"ok":true,"body":"bytes","size":N} then exactly N raw bytes (fewer means the read failed)
+ *   {"ok":true,"body":"chunks","size":N} (a get that asked "fds":true) then chunks adding up to N
+ *                                      bytes: a 24-byte header (u32 kind, u32 0, u64 offset, u64
+ *                                      length, little-endian), kind 1 DATA followed by its bytes,
+ *                                      kind 2 FD carrying a file descriptor (SCM_RIGHTS) whose
+ *                                      bytes [offset, offset+length) belong here
  *   {"ok":true,"body":"progress"}      then progress lines {"objects_done":..,"objects_total":..,
  *                                      "bytes_done":..,"bytes_total":..,"listed":bool}, ending with
  *                                      one that also holds "done":true or "error":"message"
@@ -144,11 +149,14 @@ typedef struct node_control_handlers {
 /* Sends a JSON body: the header and `json` (one JSON value without newlines) on its own line.
  * -1 with SHOAL_ERR_CLOSED when the client went away, SHOAL_ERR_INVAL when a body was begun. */
 int node_control_reply_json(node_control_reply *r, const char *json);
-/* Begins a byte body of exactly `size` bytes. -1 as above. */
+/* Begins a byte body of exactly `size` bytes (chunked when the client asked "fds":true; the
+ * calls below frame it, so a handler writes the same either way). -1 as above. */
 int node_control_reply_bytes_begin(node_control_reply *r, uint64_t size);
 /* Sends body bytes; more than the size announced is SHOAL_ERR_RANGE. -1 when the client went away. */
 int node_control_reply_write(node_control_reply *r, const void *data, size_t len);
-/* Sends len body bytes from file descriptor fd at offset off without copying through user space. */
+/* Sends len body bytes from file descriptor fd at offset off without copying through user space;
+ * in a chunked body, passes the descriptor itself (the client reads the range; the caller still
+ * closes its own fd). The file's bytes in that range must not change afterwards. */
 int node_control_reply_sendfile(node_control_reply *r, int fd, uint64_t off, size_t len);
 /* Begins a progress body (once), then sends one progress line per call. */
 int node_control_reply_progress(node_control_reply *r, const node_control_progress *p);
@@ -177,7 +185,8 @@ void node_control_server_delete(node_control_server *s);
  * the daemon's own message when it answered with an error. */
 int node_control_call(const char *path, const char *cmd, shoal_buf *body);
 
-/* Reads s3://bucket/key through the daemon and writes the bytes to out_fd. On success *size gets
+/* Reads s3://bucket/key through the daemon and writes the bytes to out_fd at its current position,
+ * asking for a chunked body (blocks held on the node arrive as their files). On success *size gets
  * the object size (may be NULL). -1 as node_control_call, or when the stream ends short or out_fd
  * fails (the message says which). */
 int node_control_get(const char *path, const char *bucket, const char *key, int out_fd, uint64_t *size);

@@ -73,6 +73,23 @@ static int h_get(void *ctx, const node_control_request *req, node_control_reply 
         return shoal_error_set(SHOAL_ERR_S3_NO_SUCH_KEY, "s3://%s/%s: no such key", req->bucket, req->key);
     if (node_control_reply_bytes_begin(reply, OBJ_SIZE) < 0)
         return -1;
+    if (d->file_path && !strcmp(req->key, "mixed")) {
+        /* Bytes, then a passed file's middle range, then bytes: both kinds of chunk in one body. */
+        static uint8_t head[1u << 20];
+        for (size_t i = 0; i < sizeof head; i++)
+            head[i] = pattern(i);
+        int fd = open(d->file_path, O_RDONLY);
+        int rc = node_control_reply_write(reply, head, sizeof head);
+        if (rc == 0)
+            rc = node_control_reply_sendfile(reply, fd, 1u << 20, 2u << 20);
+        close(fd);
+        for (uint64_t off = 3u << 20; rc == 0 && off < OBJ_SIZE; off += sizeof head) {
+            for (size_t i = 0; i < sizeof head; i++)
+                head[i] = pattern(off + i);
+            rc = node_control_reply_write(reply, head, sizeof head);
+        }
+        return rc;
+    }
     if (d->file_path) {
         int fd = open(d->file_path, O_RDONLY);
         int rc = node_control_reply_sendfile(reply, fd, 0, OBJ_SIZE);
@@ -331,22 +348,53 @@ static void *read_pipe(void *arg)
     return NULL;
 }
 
-/* `shoal get | consumer`: the client splices straight into the pipe. */
-TT_TEST(test_node_control_get_streams_into_a_pipe)
+/* Gets `key` into a pipe read by another thread and checks the pattern arrived whole. */
+static void get_into_pipe(const char *key)
 {
-    fake_daemon d;
-    node_control_server *s = start(&d);
     int p[2];
     TT_CHECK(pipe(p) == 0, "pipe");
     pipe_reader r = {.fd = p[0]};
     pthread_t t;
     pthread_create(&t, NULL, read_pipe, &r);
-    TT_OK(node_control_get(g_sock, "bucket-a", "k", p[1], NULL));
+    TT_OK(node_control_get(g_sock, "bucket-a", key, p[1], NULL));
     close(p[1]);
     pthread_join(t, NULL);
     close(p[0]);
-    TT_CHECK(r.bytes == OBJ_SIZE && !r.bad, "pipe got %llu bytes, first bad byte at %llu",
+    TT_CHECK(r.bytes == OBJ_SIZE && !r.bad, "get %s: pipe got %llu bytes, first bad byte at %llu", key,
              (unsigned long long)r.bytes, (unsigned long long)r.bad_at);
+}
+
+/* Writes the pattern to g_dir/src and returns its path (static storage). */
+static const char *pattern_source(void)
+{
+    static char src[300];
+    static uint8_t buf[OBJ_SIZE];
+    snprintf(src, sizeof src, "%s/src", g_dir);
+    int fd = open(src, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    for (uint64_t i = 0; i < OBJ_SIZE; i++)
+        buf[i] = pattern(i);
+    TT_CHECK(write(fd, buf, OBJ_SIZE) == OBJ_SIZE, "write src");
+    close(fd);
+    return src;
+}
+
+/* Gets `key` into the regular file g_dir/out and checks the pattern arrived whole. */
+static void get_into_file(const char *key)
+{
+    char out[300];
+    snprintf(out, sizeof out, "%s/out", g_dir);
+    int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    TT_OK(node_control_get(g_sock, "bucket-a", key, fd, NULL));
+    close(fd);
+    check_pattern_file(out);
+}
+
+/* `shoal get | consumer`: the client splices straight into the pipe. */
+TT_TEST(test_node_control_get_streams_into_a_pipe)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    get_into_pipe("k");
     node_control_server_delete(s);
     tt_rmtree(g_dir);
 }
@@ -355,20 +403,21 @@ TT_TEST(test_node_control_get_streams_a_file_with_sendfile)
 {
     fake_daemon d;
     node_control_server *s = start(&d);
-    char src[300], out[300];
-    snprintf(src, sizeof src, "%s/src", g_dir);
-    snprintf(out, sizeof out, "%s/out", g_dir);
-    int fd = open(src, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    static uint8_t buf[OBJ_SIZE];
-    for (uint64_t i = 0; i < OBJ_SIZE; i++)
-        buf[i] = pattern(i);
-    TT_CHECK(write(fd, buf, OBJ_SIZE) == OBJ_SIZE, "write src");
-    close(fd);
-    d.file_path = src;
-    fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    TT_OK(node_control_get(g_sock, "bucket-a", "k", fd, NULL));
-    close(fd);
-    check_pattern_file(out);
+    d.file_path = pattern_source();
+    get_into_file("k");
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
+/* A chunked body that mixes bytes on the socket with a passed file range arrives whole, written
+ * to a regular file (copy_file_range) and into a pipe (sendfile). */
+TT_TEST(test_node_control_get_mixes_passed_file_ranges_and_bytes)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    d.file_path = pattern_source();
+    get_into_file("mixed");
+    get_into_pipe("mixed");
     node_control_server_delete(s);
     tt_rmtree(g_dir);
 }
