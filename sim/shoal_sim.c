@@ -33,6 +33,7 @@ static const char usage[] =
     "  --workload SPEC        key=value,... (defaults): files=10000 file-size=16MiB block=4MiB epochs=3\n"
     "                         start=10 epoch-time=(duration-start)/epochs read=shard|full cache=64GiB\n"
     "                         replicas=1 zones=1 prefixes=1 checkpoint=0 checkpoint-size=10GiB\n"
+    "                         sizes=FILE (object sizes, one per line; replaces files= and file-size=)\n"
     "  --churn SPEC           events kill@T[:K] restart@T[:K] join@T[:K] stall@T[:K][+D] partition@T+D\n"
     "                         and rates kill-rate=PER_NODE_HOUR join-rate=PER_HOUR stall-rate=PER_NODE_HOUR\n"
     "                         restart-after=T stall-for=T (10 s) from=T (0)\n"
