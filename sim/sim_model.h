@@ -190,6 +190,7 @@ sim_model *sim_model_run(const sim_config *cfg);
 void sim_model_delete(sim_model *m);
 /* The results, valid until sim_model_delete. */
 const sim_result *sim_model_result(const sim_model *m);
+/* The configuration the run used (a copy), valid until sim_model_delete. */
 const sim_config *sim_model_config(const sim_model *m);
 
 #endif
