@@ -29,7 +29,6 @@
 #include "gossip.h"
 #include "gossip_proto.h"
 #include "shoal_error.h"
-#include "shoal_log.h"
 #include "sim_cluster.h"
 #include "sim_lru.h"
 
