@@ -8,9 +8,11 @@
  * metadata cache; when that holds another ETag than the one the open pinned, it is forgotten and
  * asked again once (the cache may be older than the mount's listing), and a second mismatch means
  * the object really changed: -ESTALE. Each block is read with node_cache_read under the pinned
- * ETag (ranged GETs carry If-Match; owners answer CHANGED), copied into the caller's buffer and
- * released, so a read never mixes versions. A changed object is forgotten by the metadata cache so
- * the next open sees the new version at once.
+ * ETag (ranged GETs carry If-Match and the answer's ETag is checked; owners answer CHANGED) and
+ * copied into the caller's buffer, so a read never mixes versions. A changed object is forgotten
+ * by the metadata cache so the next open sees the new version at once. A reader that misses a
+ * block also asks for the next FS_PREFETCH_BLOCKS (node_cache_prefetch), on top of the read path's
+ * own read-ahead, which starts only at the second block.
  *
  * Held blocks. The kernel asks for at most 1 MiB at a time, and a block is 4 MiB by default;
  * node_cache_read maps and verifies the whole block on every call, so a sequential reader would
@@ -30,8 +32,8 @@
  * owners. Every mutation forgets what the metadata cache knew of the key, so a HEAD after it
  * cannot answer from before it.
  *
- * Threads: every function may run on any of the mount's loop threads at once. The size table has
- * one mutex; everything else it calls is thread-safe.
+ * Threads: every function may run on any of the mount's loop threads at once. The size table and
+ * the held blocks have a mutex each; everything else they call is thread-safe.
  */
 #include "node_mountfs.h"
 
@@ -349,16 +351,20 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
         node_cache_block local = {0};
         const node_cache_block *b = h ? &h->b : &local;
         if (h == NULL) {
+            /* A reader that misses a block is likely to want the next ones, so they are asked for
+             * too (a full read-ahead queue drops them): past the first block at once, so they are
+             * fetched while this one is; after the first block only once it came, so a file's
+             * first bytes do not wait behind its next blocks. */
+            bool more = index + 1 < node_cache_block_count(fs->parts.cache, size);
+            if (more && index > 0)
+                node_cache_prefetch(fs->parts.cache, &obj, index + 1, FS_PREFETCH_BLOCKS);
             if (node_cache_read(fs->parts.cache, &obj, index, &local) != 0) {
                 if (shoal_error_code() == SHOAL_ERR_S3_CHANGED || shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY)
                     node_cache_forget(fs->parts.cache, fs->cfg->bucket, key);
                 return fs_errno("read", key);
             }
-            /* A reader that had to wait for a block is likely to want the next ones: ask for them
-             * now (after this one, which they would otherwise slow down), so they arrive while this
-             * one is copied; a full read-ahead queue drops them. */
-            if (local.source != NODE_CACHE_LOCAL && index + 1 < node_cache_block_count(fs->parts.cache, size))
-                node_cache_prefetch(fs->parts.cache, &obj, index + 1, FS_PREFETCH_BLOCKS);
+            if (more && index == 0 && local.source != NODE_CACHE_LOCAL)
+                node_cache_prefetch(fs->parts.cache, &obj, 1, FS_PREFETCH_BLOCKS);
             if ((h = held_add(fs, key, etag, index, &local)) != NULL)
                 b = &h->b;
         }
