@@ -56,6 +56,8 @@
 #define CACHE_SEQ_SLOTS 64
 #define CACHE_PENALTY_SLOTS 32
 #define CACHE_PENALTY_US 3000000u /* an owner that timed out is skipped this long */
+#define CACHE_LIST_BUCKETS 256
+#define CACHE_LIST_MAX 4096        /* listing pages remembered at once */
 
 /* ---- reference-counted block buffers ------------------------------------------------------- */
 
@@ -91,6 +93,8 @@ static void buf_unref(cache_buf *b)
 
 /* node_peer_payload free functions: the transport calls them once ZeroMQ has sent the bytes. */
 static void payload_free_buf(void *data, void *hint) { buf_unref(hint); }
+
+static void payload_free_heap(void *data, void *hint) { free(data); }
 
 static void payload_free_view(void *data, void *hint)
 {
@@ -260,6 +264,11 @@ struct node_cache {
     pthread_mutex_t seq_mu; /* guards seq and penalties */
     seq_slot seq[CACHE_SEQ_SLOTS];
     penalty penalties[CACHE_PENALTY_SLOTS];
+
+    pthread_mutex_t list_mu;
+    pthread_cond_t list_cv;
+    struct list_entry *lists[CACHE_LIST_BUCKETS];
+    size_t list_count;
 
     pool serve;
     pool readahead;
@@ -508,6 +517,29 @@ static int peer_get(node_cache *c, int link, const node_peer_msg *req, node_peer
     return 0;
 }
 
+/* peer_get, and the outcome's code (SHOAL_OK when a reply came, whatever its status). A request
+ * that could not even be sent (the link is between connections: a peer that was refused at its
+ * first handshake, before it knew this node, is being dialled again) is sent again every few
+ * milliseconds within the peer timeout, rather than costing an S3 fetch. *r may be set even on
+ * failure; the caller deletes it. */
+static shoal_err peer_request(node_cache *c, int link, const node_peer_msg *req, node_peer_response **r)
+{
+    uint32_t timeout = c->cfg.peer_timeout_ms ? c->cfg.peer_timeout_ms : CACHE_PEER_TIMEOUT_MS;
+    uint64_t give_up = shoal_clock_mono_us() + (uint64_t)timeout * 1000u;
+    shoal_err e;
+    for (;;) {
+        e = peer_get(c, link, req, r) == 0 ? node_peer_response_result(*r) : shoal_error_code();
+        if (e != SHOAL_ERR_NODE_PEER || shoal_clock_mono_us() >= give_up)
+            break;
+        if (*r)
+            node_peer_response_delete(*r);
+        *r = NULL;
+        struct timespec pause = {0, CACHE_RESEND_PAUSE_MS * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+    return e;
+}
+
 /* Asks a peer for the block with OWNER_FETCH|NO_FORWARD; on ASK_OK *out holds a checked copy. */
 static ask_result ask_peer(node_cache *c, const block_req *b, const node_cluster_member *m, uint64_t mv,
                            cache_buf **out)
@@ -522,22 +554,7 @@ static ask_result ask_peer(node_cache *c, const block_req *b, const node_cluster
     req.block.length = b->length;
     char tmp[96];
     node_peer_response *r = NULL;
-    shoal_err e;
-    /* A request that could not even be sent (the link is between connections: a peer that was
-     * refused at its first handshake, before it knew this node, is being dialled again) is sent
-     * again every few milliseconds within the peer timeout, rather than costing an S3 fetch. */
-    uint32_t timeout = c->cfg.peer_timeout_ms ? c->cfg.peer_timeout_ms : CACHE_PEER_TIMEOUT_MS;
-    uint64_t give_up = shoal_clock_mono_us() + (uint64_t)timeout * 1000u;
-    for (;;) {
-        e = peer_get(c, m->link, &req, &r) == 0 ? node_peer_response_result(r) : shoal_error_code();
-        if (e != SHOAL_ERR_NODE_PEER || shoal_clock_mono_us() >= give_up)
-            break;
-        if (r)
-            node_peer_response_delete(r);
-        r = NULL;
-        struct timespec pause = {0, CACHE_RESEND_PAUSE_MS * 1000000L};
-        nanosleep(&pause, NULL);
-    }
+    shoal_err e = peer_request(c, m->link, &req, &r);
     const node_peer_msg *rep = e == SHOAL_OK ? node_peer_response_msg(r) : NULL;
     ask_result res = ASK_NEXT;
     if (rep == NULL) {
@@ -1003,6 +1020,324 @@ int node_cache_head(node_cache *c, const char *bucket, const char *key, s3_objec
     return 0;
 }
 
+
+/* ---- directory listings --------------------------------------------------------------------------- */
+
+/* One listing page: what was asked (the whole request, so two pages never share an entry) and,
+ * once fetched, its payload encoding (node_peer_list_encode), the one form kept: it is what a
+ * peer is sent and what a local reader decodes. */
+typedef struct list_entry {
+    struct list_entry *next;
+    uint64_t hash;
+    shoal_buf ask;       /* the request's fields, length-prefixed */
+    unsigned refs;       /* threads waiting on a fetch in progress */
+    bool pending;        /* a fetch is in progress (single flight) */
+    bool ok;             /* page holds an answer, good until expires_us */
+    uint64_t expires_us;
+    shoal_buf page;
+    shoal_err err;       /* the last fetch's failure, for the threads that waited on it */
+    char msg[256];
+} list_entry;
+
+static void list_entry_free(list_entry *e)
+{
+    shoal_buf_destroy(&e->ask);
+    shoal_buf_destroy(&e->page);
+    free(e);
+}
+
+/* Appends s with a 4-byte length, so no two requests share an encoding. */
+static int ask_part(shoal_buf *b, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    uint8_t len[4] = {(uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), (uint8_t)(n >> 24)};
+    return shoal_buf_append(b, len, 4) | shoal_buf_append(b, s ? s : "", n);
+}
+
+static int list_ask(const s3_list_args *a, shoal_buf *out)
+{
+    char mk[24];
+    snprintf(mk, sizeof mk, "%u", a->max_keys);
+    if ((ask_part(out, a->bucket) | ask_part(out, a->prefix) | ask_part(out, a->delimiter) |
+         ask_part(out, a->continuation_token) | ask_part(out, a->start_after) | ask_part(out, mk)) != 0)
+        return shoal_error_set(SHOAL_ERR_NOMEM, "listing request");
+    return 0;
+}
+
+/* The placement id of a listing: every page of (bucket, prefix, delimiter) has one owner. The
+ * "list:" tag and the delimiter in the ETag slot (an S3 ETag is a quoted string, never "dl:...")
+ * keep it apart from every block id. */
+static dht_id list_owner_id(const s3_list_args *a)
+{
+    char key[NODE_PEER_MAX_KEY + 8], tag[NODE_PEER_MAX_DELIMITER + 8];
+    snprintf(key, sizeof key, "list:%s", a->prefix ? a->prefix : "");
+    snprintf(tag, sizeof tag, "dl:%s", a->delimiter ? a->delimiter : "");
+    return dht_block_id(a->bucket, key, tag, 0);
+}
+
+/* Encodes an S3 page as the payload form. */
+static int page_encode(const s3_list_page *pg, shoal_buf *out)
+{
+    node_peer_list_page p = {.truncated = pg->truncated};
+    size_t n = pg->n_objects + pg->n_prefixes, k = 0;
+    p.entries = calloc(n ? n : 1, sizeof *p.entries);
+    if (p.entries == NULL)
+        return shoal_error_set(SHOAL_ERR_NOMEM, "listing of %zu entries", n);
+    for (size_t i = 0; i < pg->n_objects; i++) {
+        const s3_list_object *o = &pg->objects[i];
+        p.entries[k++] = (node_peer_list_entry){.key = shoal_cursor_from_mem(o->key, o->key_len),
+                                                .etag = shoal_cursor_from_str(o->etag),
+                                                .size = o->size,
+                                                .mtime = o->last_modified};
+    }
+    for (size_t i = 0; i < pg->n_prefixes; i++)
+        p.entries[k++] = (node_peer_list_entry){.is_prefix = true, .key = shoal_cursor_from_str(pg->prefixes[i])};
+    p.n_entries = k;
+    if (pg->truncated && pg->next_token)
+        p.next_token = shoal_cursor_from_str(pg->next_token);
+    int rc = node_peer_list_encode(&p, out);
+    free(p.entries);
+    return rc;
+}
+
+/* Fills an empty S3 page from the payload form (already checked when it was stored). */
+static int page_decode(const shoal_buf *bytes, s3_list_page *out)
+{
+    node_peer_list_page p;
+    if (node_peer_list_decode(shoal_cursor_from_buf(bytes), &p) != 0)
+        return -1;
+    size_t n_obj = 0, n_pre = 0;
+    for (size_t i = 0; i < p.n_entries; i++)
+        p.entries[i].is_prefix ? n_pre++ : n_obj++;
+    out->objects = calloc(n_obj ? n_obj : 1, sizeof *out->objects);
+    out->prefixes = calloc(n_pre ? n_pre : 1, sizeof *out->prefixes);
+    if (out->objects == NULL || out->prefixes == NULL)
+        goto nomem;
+    for (size_t i = 0; i < p.n_entries; i++) {
+        const node_peer_list_entry *e = &p.entries[i];
+        char *key = malloc(e->key.len + 1);
+        if (key == NULL)
+            goto nomem;
+        memcpy(key, e->key.ptr, e->key.len);
+        key[e->key.len] = '\0';
+        if (e->is_prefix) {
+            out->prefixes[out->n_prefixes++] = key;
+            continue;
+        }
+        s3_list_object *o = &out->objects[out->n_objects++];
+        o->key = key;
+        o->key_len = e->key.len;
+        o->size = e->size;
+        o->last_modified = e->mtime;
+        snprintf(o->etag, sizeof o->etag, "%.*s", (int)e->etag.len, (const char *)e->etag.ptr);
+    }
+    out->truncated = p.truncated;
+    if (p.next_token.len > 0 && (out->next_token = shoal_cursor_strdup(p.next_token)) == NULL)
+        goto nomem;
+    node_peer_list_page_destroy(&p);
+    return 0;
+nomem:
+    node_peer_list_page_destroy(&p);
+    s3_list_page_destroy(out);
+    return shoal_error_set(SHOAL_ERR_NOMEM, "listing page");
+}
+
+/* One page from S3 itself, in payload form. */
+static int list_from_s3(node_cache *c, const s3_list_args *a, shoal_buf *out)
+{
+    s3_list_page pg;
+    s3_list_page_create(&pg);
+    int rc = s3_list(c->cfg.s3, a, &pg) == 0 ? page_encode(&pg, out) : -1;
+    s3_list_page_destroy(&pg);
+    return rc;
+}
+
+/* Asks owner m for the page; 0 with the checked payload appended to out. */
+static int list_from_peer(node_cache *c, const s3_list_args *a, const node_cluster_member *m, uint64_t mv,
+                          shoal_buf *out)
+{
+    node_peer_msg req = {.type = NODE_PEER_LIST, .membership_version = mv, .flags = 0};
+    req.list = (node_peer_list_req){
+        .bucket = shoal_cursor_from_str(a->bucket),
+        .prefix = shoal_cursor_from_str(a->prefix ? a->prefix : ""),
+        .delimiter = shoal_cursor_from_str(a->delimiter ? a->delimiter : ""),
+        .token = shoal_cursor_from_str(a->continuation_token ? a->continuation_token : ""),
+        .start_after = shoal_cursor_from_str(a->start_after ? a->start_after : ""),
+        .max_keys = a->max_keys,
+    };
+    node_peer_response *r = NULL;
+    char tmp[96];
+    int rc = -1;
+    shoal_err e = peer_request(c, m->link, &req, &r);
+    const node_peer_msg *rep = e == SHOAL_OK ? node_peer_response_msg(r) : NULL;
+    if (rep == NULL || rep->status != NODE_PEER_OK) {
+        if (e == SHOAL_ERR_TIMEOUT) {
+            node_stats_add(&c->cfg.stats->peer_timeouts, 1);
+            penalize(c, m->meta.id);
+        } else {
+            node_stats_add(&c->cfg.stats->peer_errors, 1);
+        }
+        LOG_INFO("cache", "peer_list_failed", "peer=%s error=%s status=%s", shoal_log_q(tmp, sizeof tmp, m->meta.id),
+                 shoal_error_name(e), rep ? node_peer_status_name(rep->status) : "-");
+        goto done;
+    }
+    size_t len = 0;
+    const uint8_t *data = node_peer_response_payload(r, &len);
+    node_peer_list_page check;
+    if (node_peer_list_decode(shoal_cursor_from_mem(data, len), &check) != 0) {
+        node_stats_add(&c->cfg.stats->peer_errors, 1);
+        LOG_WARN("cache", "peer_bad_list", "peer=%s error=\"%s\"", shoal_log_q(tmp, sizeof tmp, m->meta.id),
+                 shoal_error_message());
+        goto done;
+    }
+    node_peer_list_page_destroy(&check);
+    if (shoal_buf_append(out, data, len) != 0) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "listing page of %zu bytes", len);
+        goto done;
+    }
+    rc = 0;
+done:
+    node_peer_response_delete(r);
+    return rc;
+}
+
+/* The page from its owners in read order (this node among them lists S3 itself), then from S3
+ * directly when none answered. Serving a peer (serve) never asks another node. */
+static int list_fetch(node_cache *c, const s3_list_args *a, bool serve, shoal_buf *out)
+{
+    node_cluster *cl = atomic_load(&c->cluster);
+    if (serve || cl == NULL)
+        return list_from_s3(c, a, out);
+    node_cluster_view *v = node_cluster_view_get(cl);
+    const node_cluster_member *owners[DHT_REPLICAS_MAX];
+    int r = c->cfg.replicas ? (int)c->cfg.replicas : 1;
+    int n = node_cluster_owners(v, list_owner_id(a), r > DHT_REPLICAS_MAX ? DHT_REPLICAS_MAX : r, owners);
+    uint64_t mv = node_cluster_view_version(v);
+    int rc = -1;
+    bool asked_s3 = false;
+    for (int i = 0; i < n && rc != 0; i++) {
+        if (owners[i]->is_self) {
+            rc = list_from_s3(c, a, out);
+            asked_s3 = true;
+        } else if (owners[i]->link >= 0 && !penalized(c, owners[i]->meta.id)) {
+            rc = list_from_peer(c, a, owners[i], mv, out);
+        }
+    }
+    node_cluster_view_put(v);
+    if (rc != 0 && !asked_s3) {
+        if (n > 0)
+            LOG_INFO("cache", "list_owners_failed", "owners=%d fallback=s3", n);
+        rc = list_from_s3(c, a, out);
+    }
+    return rc;
+}
+
+static list_entry **list_find(node_cache *c, uint64_t hash, const shoal_buf *ask)
+{
+    list_entry **pp = &c->lists[hash % CACHE_LIST_BUCKETS];
+    while (*pp && ((*pp)->hash != hash || (*pp)->ask.len != ask->len || memcmp((*pp)->ask.data, ask->data, ask->len)))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+/* Keeps the table bounded: drops expired idle entries, then every idle one. Locked. */
+static void list_trim(node_cache *c, uint64_t now)
+{
+    for (int pass = 0; pass < 2 && c->list_count >= CACHE_LIST_MAX; pass++)
+        for (size_t i = 0; i < CACHE_LIST_BUCKETS; i++)
+            for (list_entry **pp = &c->lists[i]; *pp;) {
+                list_entry *e = *pp;
+                if (!e->pending && e->refs == 0 && (pass == 1 || e->expires_us <= now)) {
+                    *pp = e->next;
+                    list_entry_free(e);
+                    c->list_count--;
+                } else {
+                    pp = &e->next;
+                }
+            }
+}
+
+/* The page's payload form appended to out: from the table while fresh, else fetched once however
+ * many threads ask at the same moment (the others wait for that fetch and share its outcome). */
+static int list_page_bytes(node_cache *c, const s3_list_args *a, bool serve, shoal_buf *out)
+{
+    shoal_buf ask = {0};
+    if (list_ask(a, &ask) != 0)
+        return -1;
+    uint64_t hash = XXH3_64bits(ask.data, ask.len);
+    int rc = -1;
+    pthread_mutex_lock(&c->list_mu);
+    uint64_t now = shoal_clock_mono_us();
+    list_entry *e = *list_find(c, hash, &ask);
+    if (e && e->pending) {
+        e->refs++;
+        while (e->pending)
+            pthread_cond_wait(&c->list_cv, &c->list_mu);
+        e->refs--;
+        if (e->ok)
+            rc = shoal_buf_append(out, e->page.data, e->page.len) == 0 ? 0
+                                                                        : shoal_error_set(SHOAL_ERR_NOMEM, "listing");
+        else
+            shoal_error_set(e->err, "%s", e->msg);
+        pthread_mutex_unlock(&c->list_mu);
+        goto done;
+    }
+    if (e && e->ok && e->expires_us > now) {
+        rc = shoal_buf_append(out, e->page.data, e->page.len) == 0 ? 0 : shoal_error_set(SHOAL_ERR_NOMEM, "listing");
+        pthread_mutex_unlock(&c->list_mu);
+        goto done;
+    }
+    if (e == NULL) {
+        list_trim(c, now);
+        e = calloc(1, sizeof *e);
+        if (e == NULL) {
+            pthread_mutex_unlock(&c->list_mu);
+            shoal_error_set(SHOAL_ERR_NOMEM, "listing");
+            goto done;
+        }
+        e->hash = hash;
+        e->ask = ask;
+        ask = (shoal_buf){0};
+        e->next = c->lists[hash % CACHE_LIST_BUCKETS];
+        c->lists[hash % CACHE_LIST_BUCKETS] = e;
+        c->list_count++;
+    }
+    e->pending = true;
+    e->ok = false;
+    pthread_mutex_unlock(&c->list_mu);
+
+    shoal_buf page = {0};
+    rc = list_fetch(c, a, serve, &page);
+
+    pthread_mutex_lock(&c->list_mu);
+    shoal_buf_destroy(&e->page);
+    e->page = page;
+    e->ok = rc == 0;
+    e->expires_us = shoal_clock_mono_us() + (uint64_t)c->cfg.metadata_ttl_s * 1000000u;
+    e->err = rc == 0 ? SHOAL_OK : shoal_error_code();
+    snprintf(e->msg, sizeof e->msg, "%s", rc == 0 ? "" : shoal_error_message());
+    e->pending = false;
+    if (rc == 0 && shoal_buf_append(out, page.data, page.len) != 0)
+        rc = shoal_error_set(SHOAL_ERR_NOMEM, "listing");
+    pthread_cond_broadcast(&c->list_cv);
+    pthread_mutex_unlock(&c->list_mu);
+done:
+    shoal_buf_destroy(&ask);
+    return rc;
+}
+
+int node_cache_list(node_cache *c, const s3_list_args *a, s3_list_page *out)
+{
+    shoal_buf bytes = {0};
+    if (a->bucket == NULL || a->bucket[0] == '\0')
+        return shoal_error_set(SHOAL_ERR_INVAL, "list: no bucket");
+    int rc = list_page_bytes(c, a, false, &bytes) == 0 ? page_decode(&bytes, out) : -1;
+    shoal_buf_destroy(&bytes);
+    if (rc != 0)
+        shoal_error_wrap("list s3://%s/%s", a->bucket, a->prefix ? a->prefix : "");
+    return rc;
+}
+
 /* ---- serving peers ------------------------------------------------------------------------------ */
 
 static void serve_reply(node_peer_incoming *in, node_peer_status st, node_peer_payload payload, uint64_t ck)
@@ -1092,6 +1427,50 @@ error:
 
 static void serve_drop(void *arg) { serve_reply(arg, NODE_PEER_ERROR, (node_peer_payload){0}, 0); }
 
+/* A LIST from a peer that takes this node for the listing's owner: served from the table while
+ * fresh, else listed at S3 once (shared with local listers), never passed on. */
+static void list_serve_run(node_cache *c, void *arg)
+{
+    node_peer_incoming *in = arg;
+    const node_peer_msg *m = node_peer_incoming_msg(in);
+    char bucket[NODE_PEER_MAX_BUCKET + 1], prefix[NODE_PEER_MAX_KEY + 1], delim[NODE_PEER_MAX_DELIMITER + 1],
+        token[NODE_PEER_MAX_KEY + 1], after[NODE_PEER_MAX_KEY + 1];
+    node_peer_msg rep = {.type = NODE_PEER_LIST_REPLY, .status = NODE_PEER_ERROR};
+    shoal_buf page = {0};
+    if (copy_cursor(bucket, sizeof bucket, m->list.bucket) && copy_cursor(prefix, sizeof prefix, m->list.prefix) &&
+        copy_cursor(delim, sizeof delim, m->list.delimiter) && copy_cursor(token, sizeof token, m->list.token) &&
+        copy_cursor(after, sizeof after, m->list.start_after)) {
+        s3_list_args a = {.bucket = bucket, .prefix = prefix, .delimiter = delim[0] ? delim : NULL,
+                          .continuation_token = token[0] ? token : NULL, .start_after = after[0] ? after : NULL,
+                          .max_keys = (unsigned)m->list.max_keys};
+        if (list_page_bytes(c, &a, true, &page) == 0)
+            rep.status = NODE_PEER_OK;
+        else
+            rep.status = status_of(shoal_error_code());
+    }
+    size_t len = 0;
+    uint8_t *data = rep.status == NODE_PEER_OK ? shoal_buf_steal(&page, &len) : NULL;
+    node_peer_payload payload = {data, data ? len : 0, data ? payload_free_heap : NULL, NULL};
+    if (node_peer_reply(in, &rep, payload) != 0 && shoal_error_code() != SHOAL_ERR_CLOSED)
+        LOG_WARN("cache", "reply_failed", "error=%s", shoal_error_name(shoal_error_code()));
+    shoal_buf_destroy(&page);
+}
+
+static void list_serve_drop(void *arg)
+{
+    node_peer_msg rep = {.type = NODE_PEER_LIST_REPLY, .status = NODE_PEER_ERROR};
+    node_peer_reply(arg, &rep, (node_peer_payload){0});
+}
+
+void node_cache_on_list(void *ud, node_peer_incoming *in)
+{
+    node_cache *c = ud;
+    if (pool_submit(&c->serve, list_serve_run, list_serve_drop, in) != 0) {
+        node_peer_msg rep = {.type = NODE_PEER_LIST_REPLY, .status = NODE_PEER_BUSY};
+        node_peer_reply(in, &rep, (node_peer_payload){0});
+    }
+}
+
 void node_cache_on_get_block(void *ud, node_peer_incoming *in)
 {
     node_cache *c = ud;
@@ -1117,6 +1496,8 @@ node_cache *node_cache_new(const node_cache_config *cfg)
     pthread_cond_init(&c->fl_cv, NULL);
     pthread_mutex_init(&c->meta_mu, NULL);
     pthread_mutex_init(&c->seq_mu, NULL);
+    pthread_mutex_init(&c->list_mu, NULL);
+    pthread_cond_init(&c->list_cv, NULL);
     if (pool_start(&c->serve, c, cfg->serve_threads ? cfg->serve_threads : CACHE_SERVE_THREADS, CACHE_POOL_QUEUE) != 0 ||
         pool_start(&c->readahead, c, cfg->readahead_threads ? cfg->readahead_threads : CACHE_READAHEAD_THREADS,
                    CACHE_POOL_QUEUE) != 0)
@@ -1149,6 +1530,14 @@ void node_cache_delete(node_cache *c)
             c->meta[i] = e->next;
             meta_free(e);
         }
+    for (size_t i = 0; i < CACHE_LIST_BUCKETS; i++)
+        while (c->lists[i]) {
+            struct list_entry *e = c->lists[i];
+            c->lists[i] = e->next;
+            list_entry_free(e);
+        }
+    pthread_mutex_destroy(&c->list_mu);
+    pthread_cond_destroy(&c->list_cv);
     pthread_mutex_destroy(&c->fl_mu);
     pthread_cond_destroy(&c->fl_cv);
     pthread_mutex_destroy(&c->meta_mu);

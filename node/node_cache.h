@@ -14,6 +14,12 @@
  *
  * Object metadata (size, ETag) is cached for the metadata TTL, misses for the negative TTL.
  * Sequential readers trigger read-ahead of the next blocks on a second small pool.
+ *
+ * Directory listings are owned like blocks: every page of (bucket, prefix, delimiter) has one
+ * owner, placed by dht_block_id over a "list:"-tagged tuple. node_cache_list asks the owner (LIST
+ * over the peer protocol), which answers from its table of pages or lists S3 once per metadata
+ * TTL however many nodes ask; a dead or failing owner costs the next owner, then S3 directly.
+ * Each node keeps the pages it got for the TTL too, so the cluster lists a directory once per TTL.
  */
 #ifndef NODE_CACHE_H
 #define NODE_CACHE_H
@@ -121,6 +127,19 @@ void node_cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t f
  * at its owner), PEER (the owner has it now), S3 (this node fetched it as owner). -1 when no
  * owner could be made to hold it (the error says why). */
 int node_cache_warm(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_source *source);
+
+/* One ListObjectsV2 page through the cluster, with s3_list's contract: `a` as for s3_list (strings
+ * borrowed for the call), *out created and empty, filled with the page (pass out->next_token as
+ * the next continuation token while out->truncated; free with s3_list_page_destroy). Served from
+ * this node's table while fresh (--metadata-ttl), else from the listing's owner, else from S3
+ * directly; concurrent callers asking the same page share one fetch. -1 with the S3 error when S3
+ * itself failed (SHOAL_ERR_INVAL without a bucket, SHOAL_ERR_NOMEM). A caller of s3_list switches
+ * to the cluster by calling this instead with the node_cache. */
+int node_cache_list(node_cache *c, const s3_list_args *a, s3_list_page *out);
+
+/* The peer transport's LIST handler (node_peer_handlers.on_list; ud is the node_cache). Hands the
+ * request to a serve worker; answers BUSY at once when their queue is full. */
+void node_cache_on_list(void *ud, node_peer_incoming *in);
 
 /* The peer transport's GET handler (node_peer_handlers.on_get_block; ud is the node_cache).
  * Hands the request to a worker; answers BUSY at once when the workers' queue is full. */

@@ -715,6 +715,7 @@ static int dispatch(node_control_server *s, const node_json *req, node_control_r
         .bucket = node_json_get_str(req, "bucket", NULL),
         .key = node_json_get_str(req, "key", NULL),
         .prefix = node_json_get_str(req, "prefix", NULL),
+        .delimiter = node_json_get_str(req, "delimiter", NULL),
     };
     node_control_handler_fn fn = NULL;
     if (!r.cmd)
@@ -733,6 +734,12 @@ static int dispatch(node_control_server *s, const node_json *req, node_control_r
         if (!r.bucket || !r.prefix)
             return shoal_error_set(SHOAL_ERR_INVAL, "preload needs \"bucket\" and \"prefix\"");
         fn = s->handlers.preload;
+    } else if (!strcmp(r.cmd, "list")) {
+        if (!r.bucket || !r.prefix)
+            return shoal_error_set(SHOAL_ERR_INVAL, "list needs \"bucket\" and \"prefix\"");
+        if (!r.delimiter)
+            r.delimiter = "/";
+        fn = s->handlers.list;
     } else {
         return shoal_error_set(SHOAL_ERR_INVAL, "unknown command '%s'", r.cmd);
     }
@@ -1160,14 +1167,14 @@ static int build_request(shoal_buf *b, const char *cmd, const char *bucket, cons
     return 0;
 }
 
-int node_control_call(const char *path, const char *cmd, shoal_buf *body)
+/* Sends a built request and appends its JSON body (nothing for a "none" body) to *body. */
+static int call_json(const char *path, const char *cmd, const shoal_buf *req, shoal_buf *body)
 {
-    shoal_buf req = {0};
     client c = {.fd = -1};
     node_json *h = NULL;
     char *line = NULL;
     int rc = -1;
-    if (build_request(&req, cmd, NULL, NULL, NULL, NULL) < 0 || !(h = client_request(&c, path, &req)))
+    if (!(h = client_request(&c, path, req)))
         goto fail;
     const char *kind = node_json_get_str(h, "body", "");
     if (!strcmp(kind, "none")) {
@@ -1185,6 +1192,13 @@ fail:
     free(line);
     node_json_delete(h);
     client_close(&c);
+    return rc;
+}
+
+int node_control_call(const char *path, const char *cmd, shoal_buf *body)
+{
+    shoal_buf req = {0};
+    int rc = build_request(&req, cmd, NULL, NULL, NULL, NULL) < 0 ? -1 : call_json(path, cmd, &req, body);
     shoal_buf_destroy(&req);
     return rc;
 }
@@ -1407,6 +1421,19 @@ fail:
     node_json_delete(h);
     client_close(&c);
     shoal_buf_destroy(&req);
+    return rc;
+}
+
+int node_control_list(const char *path, const char *bucket, const char *prefix, const char *delimiter,
+                      shoal_buf *body)
+{
+    shoal_buf req = {0}, tail = {0};
+    int rc = -1;
+    if (shoal_buf_append_str(&tail, ",\"delimiter\":") == 0 && node_json_append_str(&tail, delimiter) == 0 &&
+        build_request(&req, "list", bucket, "prefix", prefix, shoal_buf_str(&tail)) == 0)
+        rc = call_json(path, "list", &req, body);
+    shoal_buf_destroy(&req);
+    shoal_buf_destroy(&tail);
     return rc;
 }
 

@@ -6,6 +6,7 @@
  * socket, sends one request line, a JSON object of at most 4 KiB ending in "\n":
  *
  *   {"cmd":"status"} {"cmd":"stats"} {"cmd":"leave"}
+ *   {"cmd":"list","bucket":"B","prefix":"P"[,"delimiter":"/"]}
  *   {"cmd":"get","bucket":"B","key":"K"[,"fds":true]} {"cmd":"preload","bucket":"B","prefix":"P"}
  *
  * and the daemon answers with one header line, then a body whose form the header names:
@@ -117,7 +118,8 @@ typedef struct node_control_request {
     const char *cmd;    /* "status", "stats", "get", "preload", "leave" */
     const char *bucket; /* get, preload; else NULL */
     const char *key;    /* get: the object key; else NULL */
-    const char *prefix; /* preload: the key prefix (may be ""); else NULL */
+    const char *prefix; /* preload, list: the key prefix (may be ""); else NULL */
+    const char *delimiter; /* list: "/" unless the request gave one ("" lists flat); else NULL */
 } node_control_request;
 
 /* Progress of a preload. */
@@ -144,6 +146,7 @@ typedef struct node_control_handlers {
     node_control_handler_fn get;
     node_control_handler_fn preload;
     node_control_handler_fn leave;
+    node_control_handler_fn list;
 } node_control_handlers;
 
 /* Sends a JSON body: the header and `json` (one JSON value without newlines) on its own line.
@@ -190,6 +193,12 @@ int node_control_call(const char *path, const char *cmd, shoal_buf *body);
  * the object size (may be NULL). -1 as node_control_call, or when the stream ends short or out_fd
  * fails (the message says which). */
 int node_control_get(const char *path, const char *bucket, const char *key, int out_fd, uint64_t *size);
+
+/* Lists s3://bucket/prefix through the daemon (every page, through the cluster's listing owner)
+ * and appends its JSON body to *body: {"prefixes":["P/a/",...],"objects":[{"key":..,"size":N,
+ * "etag":..,"mtime":N},...]}. -1 as node_control_call. */
+int node_control_list(const char *path, const char *bucket, const char *prefix, const char *delimiter,
+                      shoal_buf *body);
 
 /* Called with each progress line of a preload. */
 typedef void (*node_control_progress_fn)(void *ud, const node_control_progress *p);

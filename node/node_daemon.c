@@ -455,12 +455,73 @@ static int ctl_leave(void *ctx, const node_control_request *req, node_control_re
     return 0;
 }
 
+/* Appends one listing page to the JSON arrays being built (objects and prefixes apart). */
+static int list_page_json(const s3_list_page *pg, shoal_buf *objects, shoal_buf *prefixes)
+{
+    for (size_t i = 0; i < pg->n_objects; i++) {
+        const s3_list_object *o = &pg->objects[i];
+        if (strlen(o->key) != o->key_len)
+            continue; /* a key holding a NUL byte cannot be a JSON string of ours */
+        if (shoal_buf_append_str(objects, objects->len ? ",{\"key\":" : "{\"key\":") != 0 ||
+            node_json_append_str(objects, o->key) != 0 || shoal_buf_append_str(objects, ",\"etag\":") != 0 ||
+            node_json_append_str(objects, o->etag) != 0 ||
+            shoal_buf_appendf(objects, ",\"size\":%llu,\"mtime\":%lld}", (unsigned long long)o->size,
+                              (long long)o->last_modified) < 0)
+            return shoal_error_set(SHOAL_ERR_NOMEM, "listing");
+    }
+    for (size_t i = 0; i < pg->n_prefixes; i++)
+        if ((prefixes->len && shoal_buf_append_byte(prefixes, ',') != 0) ||
+            node_json_append_str(prefixes, pg->prefixes[i]) != 0)
+            return shoal_error_set(SHOAL_ERR_NOMEM, "listing");
+    return 0;
+}
+
+/* `shoal ls`: every page of one directory through the cluster (node_cache_list), as one JSON body. */
+static int ctl_list(void *ctx, const node_control_request *req, node_control_reply *reply)
+{
+    node_daemon *d = ctx;
+    node_cache *cache = atomic_load(&d->cache);
+    if (check_bucket(d, req->bucket) != 0)
+        return -1;
+    shoal_buf objects = {0}, prefixes = {0}, out = {0};
+    char *token = NULL;
+    int rc = -1;
+    for (;;) {
+        s3_list_page pg;
+        s3_list_page_create(&pg);
+        s3_list_args a = {.bucket = req->bucket, .prefix = req->prefix,
+                          .delimiter = req->delimiter[0] ? req->delimiter : NULL, .continuation_token = token};
+        int r = node_cache_list(cache, &a, &pg) == 0 ? list_page_json(&pg, &objects, &prefixes) : -1;
+        free(token);
+        token = r == 0 && pg.truncated && pg.next_token ? strdup(pg.next_token) : NULL;
+        bool more = r == 0 && pg.truncated && pg.next_token;
+        s3_list_page_destroy(&pg);
+        if (r != 0 || (more && token == NULL))
+            goto done;
+        if (!more)
+            break;
+    }
+    if (shoal_buf_appendf(&out, "{\"prefixes\":[%s],\"objects\":[%s]}", shoal_buf_str(&prefixes),
+                          shoal_buf_str(&objects)) < 0) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "listing");
+        goto done;
+    }
+    rc = node_control_reply_json(reply, shoal_buf_str(&out));
+done:
+    free(token);
+    shoal_buf_destroy(&objects);
+    shoal_buf_destroy(&prefixes);
+    shoal_buf_destroy(&out);
+    return rc;
+}
+
 static const node_control_handlers CONTROL_HANDLERS = {
     .status = ctl_status,
     .stats = ctl_stats,
     .get = ctl_get,
     .preload = ctl_preload,
     .leave = ctl_leave,
+    .list = ctl_list,
 };
 
 /* ---- peer requests ------------------------------------------------------------------------------- */
@@ -479,7 +540,20 @@ static void peer_on_get(void *ud, node_peer_incoming *in)
     node_cache_on_get_block(cache, in);
 }
 
-static const node_peer_handlers PEER_HANDLERS = {.on_get_block = peer_on_get};
+/* The transport's LIST handler; as for GET, the read path exists before any key is admitted. */
+static void peer_on_list(void *ud, node_peer_incoming *in)
+{
+    node_daemon *d = ud;
+    node_cache *cache = atomic_load(&d->cache);
+    if (cache == NULL) {
+        node_peer_msg rep = {.type = NODE_PEER_LIST_REPLY, .status = NODE_PEER_ERROR};
+        node_peer_reply(in, &rep, (node_peer_payload){0});
+        return;
+    }
+    node_cache_on_list(cache, in);
+}
+
+static const node_peer_handlers PEER_HANDLERS = {.on_get_block = peer_on_get, .on_list = peer_on_list};
 
 /* ---- lifecycle ---------------------------------------------------------------------------------- */
 

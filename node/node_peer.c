@@ -842,9 +842,10 @@ static void server_on_request(node_peer *p, zmq_msg_t *f, int n)
     }
     count(&p->st_requests_in, 1);
     count(&p->st_bytes_in, zmq_msg_size(&f[2]));
-    void (*handler)(void *, node_peer_incoming *) = m.type == NODE_PEER_GET   ? p->handlers.on_get_block
-                                                    : m.type == NODE_PEER_PUT ? p->handlers.on_put_block
-                                                                              : NULL;
+    void (*handler)(void *, node_peer_incoming *) = m.type == NODE_PEER_GET    ? p->handlers.on_get_block
+                                                    : m.type == NODE_PEER_PUT  ? p->handlers.on_put_block
+                                                    : m.type == NODE_PEER_LIST ? p->handlers.on_list
+                                                                               : NULL;
     if (m.type == NODE_PEER_PING || handler == NULL) {
         reply_now(p, &f[0], &m, m.type == NODE_PEER_PING ? NODE_PEER_OK : NODE_PEER_ERROR);
         return;

@@ -53,6 +53,7 @@ typedef struct node_peer_payload {
 typedef struct node_peer_handlers {
     void (*on_get_block)(void *ud, node_peer_incoming *in);
     void (*on_put_block)(void *ud, node_peer_incoming *in);
+    void (*on_list)(void *ud, node_peer_incoming *in); /* LIST: answer with the page as payload */
 } node_peer_handlers;
 
 typedef struct node_peer_config {
@@ -125,7 +126,7 @@ int node_peer_disconnect(node_peer *p, int link);
  * the callee owns (node_peer_response_delete). Must not block. */
 typedef void (*node_peer_done_fn)(void *ud, node_peer_response *r);
 
-/* Sends request `req` (GET, PUT or PING; its request_id and payload_len are filled in by the
+/* Sends request `req` (GET, PUT, PING or LIST; its request_id and payload_len are filled in by the
  * transport, its strings are encoded before the call returns) with `payload` over `link`. `done`
  * runs exactly once: with the reply, or with SHOAL_ERR_TIMEOUT after timeout_ms, or with
  * SHOAL_ERR_CLOSED. Thread-safe. Fails at once (-1, `done` not called, the payload freed) with
@@ -159,8 +160,8 @@ const uint8_t *node_peer_incoming_payload(const node_peer_incoming *in, size_t *
 const uint8_t *node_peer_incoming_key(const node_peer_incoming *in);
 
 /* Answers `in` and frees it, whatever happens. `reply` gives status, object size and checksum
- * (type, request id and payload length are filled in); `payload` is the block for an OK GET reply
- * and empty otherwise. Thread-safe. -1 with SHOAL_ERR_INVAL (bad reply), SHOAL_ERR_CLOSED (the
+ * (type, request id and payload length are filled in); `payload` is the block for an OK GET reply,
+ * the encoded page for an OK LIST reply, and empty otherwise. Thread-safe. -1 with SHOAL_ERR_INVAL (bad reply), SHOAL_ERR_CLOSED (the
  * node_peer was deleted) or SHOAL_ERR_NOMEM; the payload is freed in every case. */
 int node_peer_reply(node_peer_incoming *in, const node_peer_msg *reply, node_peer_payload payload);
 

@@ -27,6 +27,7 @@
 #include "shoal_error.h"
 
 #include <msgpack.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Bits for fields seen, to refuse duplicates and to know which required ones are present. */
@@ -47,10 +48,17 @@ enum {
     F_SZ = 1u << 13,
     F_PL = 1u << 14,
     F_CK = 1u << 15,
+    F_LB = 1u << 16,
+    F_LP = 1u << 17,
+    F_LD = 1u << 18,
+    F_LT = 1u << 19,
+    F_LS = 1u << 20,
+    F_LM = 1u << 21,
 };
 
 #define F_COMMON (F_V | F_T | F_ID)
 #define F_BLOCK (F_BLK | F_B | F_K | F_E | F_I | F_OFF | F_LEN)
+#define F_LISTING (F_LB | F_LP | F_LD | F_LT | F_LS | F_LM)
 
 /* Fields each type must carry (sz is optional where it appears). */
 static uint32_t required_fields(node_peer_type t)
@@ -68,6 +76,10 @@ static uint32_t required_fields(node_peer_type t)
         return F_COMMON | F_MV;
     case NODE_PEER_PONG:
         return F_COMMON | F_ST | F_MV;
+    case NODE_PEER_LIST:
+        return F_COMMON | F_MV | F_LISTING;
+    case NODE_PEER_LIST_REPLY:
+        return F_COMMON | F_ST | F_PL;
     }
     return 0;
 }
@@ -98,16 +110,18 @@ static void drop_foreign_fields(node_peer_msg *m, uint32_t seen)
         m->payload_len = 0;
     if (foreign & F_CK)
         m->checksum = 0;
+    if (foreign & F_LISTING)
+        memset(&m->list, 0, sizeof m->list);
 }
 
 static bool type_has_payload(node_peer_type t)
 {
-    return t == NODE_PEER_GET_REPLY || t == NODE_PEER_PUT;
+    return t == NODE_PEER_GET_REPLY || t == NODE_PEER_PUT || t == NODE_PEER_LIST_REPLY;
 }
 
 bool node_peer_type_is_request(node_peer_type t)
 {
-    return t == NODE_PEER_GET || t == NODE_PEER_PUT || t == NODE_PEER_PING;
+    return t == NODE_PEER_GET || t == NODE_PEER_PUT || t == NODE_PEER_PING || t == NODE_PEER_LIST;
 }
 
 node_peer_type node_peer_reply_type(node_peer_type request)
@@ -119,6 +133,8 @@ node_peer_type node_peer_reply_type(node_peer_type request)
         return NODE_PEER_PUT_REPLY;
     case NODE_PEER_PING:
         return NODE_PEER_PONG;
+    case NODE_PEER_LIST:
+        return NODE_PEER_LIST_REPLY;
     default:
         return 0;
     }
@@ -139,6 +155,10 @@ const char *node_peer_type_name(node_peer_type t)
         return "PING";
     case NODE_PEER_PONG:
         return "PONG";
+    case NODE_PEER_LIST:
+        return "LIST";
+    case NODE_PEER_LIST_REPLY:
+        return "LIST_REPLY";
     }
     return "?";
 }
@@ -167,7 +187,8 @@ static int node_peer_msg_check(const node_peer_msg *m, size_t payload_size, shoa
     const char *name = node_peer_type_name(m->type);
     if (required_fields(m->type) == 0)
         return shoal_error_set(code, "peer message: unknown type %u", (unsigned)m->type);
-    if ((m->type == NODE_PEER_GET_REPLY || m->type == NODE_PEER_PUT_REPLY || m->type == NODE_PEER_PONG) &&
+    if ((m->type == NODE_PEER_GET_REPLY || m->type == NODE_PEER_PUT_REPLY || m->type == NODE_PEER_PONG ||
+         m->type == NODE_PEER_LIST_REPLY) &&
         (unsigned)m->status > NODE_PEER_ERROR)
         return shoal_error_set(code, "peer %s: unknown status %u", name, (unsigned)m->status);
     if (m->type == NODE_PEER_GET && (m->flags & ~NODE_PEER_F_ALL))
@@ -197,6 +218,21 @@ static int node_peer_msg_check(const node_peer_msg *m, size_t payload_size, shoa
                                    (unsigned long long)(b->offset + b->length),
                                    (unsigned long long)m->object_size);
     }
+    if (m->type == NODE_PEER_LIST) {
+        const node_peer_list_req *l = &m->list;
+        if (l->bucket.len == 0 || l->bucket.len > NODE_PEER_MAX_BUCKET)
+            return shoal_error_set(code, "peer LIST: bucket length %zu not in 1..%d", l->bucket.len,
+                                   NODE_PEER_MAX_BUCKET);
+        if (l->prefix.len > NODE_PEER_MAX_KEY || l->start_after.len > NODE_PEER_MAX_KEY ||
+            l->token.len > NODE_PEER_MAX_KEY)
+            return shoal_error_set(code, "peer LIST: prefix, start-after or token over %d bytes", NODE_PEER_MAX_KEY);
+        if (l->delimiter.len > NODE_PEER_MAX_DELIMITER)
+            return shoal_error_set(code, "peer LIST: delimiter of %zu bytes over %d", l->delimiter.len,
+                                   NODE_PEER_MAX_DELIMITER);
+        if (l->max_keys > NODE_PEER_MAX_LIST_KEYS)
+            return shoal_error_set(code, "peer LIST: max keys %llu over %d", (unsigned long long)l->max_keys,
+                                   NODE_PEER_MAX_LIST_KEYS);
+    }
     if (type_has_payload(m->type)) {
         if (m->payload_len > NODE_PEER_MAX_PAYLOAD)
             return shoal_error_set(code, "peer %s: payload length %llu over %u", name,
@@ -204,8 +240,9 @@ static int node_peer_msg_check(const node_peer_msg *m, size_t payload_size, shoa
         if (m->payload_len != payload_size)
             return shoal_error_set(code, "peer %s: header says %llu payload bytes, frame has %zu", name,
                                    (unsigned long long)m->payload_len, payload_size);
-        if (m->type == NODE_PEER_GET_REPLY && m->status != NODE_PEER_OK && payload_size != 0)
-            return shoal_error_set(code, "peer GET_REPLY: status %s with %zu payload bytes",
+        if ((m->type == NODE_PEER_GET_REPLY || m->type == NODE_PEER_LIST_REPLY) && m->status != NODE_PEER_OK &&
+            payload_size != 0)
+            return shoal_error_set(code, "peer %s: status %s with %zu payload bytes", name,
                                    node_peer_status_name(m->status), payload_size);
     } else if (payload_size != 0) {
         return shoal_error_set(code, "peer %s: carries no payload but the frame has %zu bytes", name,
@@ -252,8 +289,13 @@ int node_peer_msg_encode(const node_peer_msg *m, shoal_buf *out)
     /* Reserve the worst case up front (every uint as 9 bytes, every key and string with a
      * 5-byte length) so no append below can fail half-way through a frame. */
     size_t start = out->len;
-    if (shoal_buf_reserve(out, 16 * 14 + 3 * 5 + 18 + m->block.bucket.len + m->block.key.len +
-                                   m->block.etag.len) != 0)
+    const node_peer_list_req *l = &m->list;
+    size_t strings = 0; /* only the fields this type carries: the others may hold anything */
+    if (fields & F_BLOCK)
+        strings += m->block.bucket.len + m->block.key.len + m->block.etag.len;
+    if (fields & F_LISTING)
+        strings += l->bucket.len + l->prefix.len + l->delimiter.len + l->token.len + l->start_after.len;
+    if (shoal_buf_reserve(out, 22 * 14 + 8 * 5 + 18 + strings) != 0)
         return shoal_error_wrap("encode peer %s", node_peer_type_name(m->type));
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, pack_to_buf);
@@ -273,6 +315,14 @@ int node_peer_msg_encode(const node_peer_msg *m, shoal_buf *out)
         pack_uint(&pk, "i", m->block.index);
         pack_uint(&pk, "off", m->block.offset);
         pack_uint(&pk, "len", m->block.length);
+    }
+    if (fields & F_LISTING) {
+        pack_cursor(&pk, "lb", l->bucket);
+        pack_cursor(&pk, "lp", l->prefix);
+        pack_cursor(&pk, "ld", l->delimiter);
+        pack_cursor(&pk, "lt", l->token);
+        pack_cursor(&pk, "ls", l->start_after);
+        pack_uint(&pk, "lm", l->max_keys);
     }
     if (fields & F_FL)
         pack_uint(&pk, "fl", m->flags);
@@ -381,7 +431,8 @@ typedef struct field_def {
 static const field_def fields_known[] = {
     {"v", F_V},     {"t", F_T},   {"id", F_ID},   {"mv", F_MV},   {"blk", F_BLK}, {"b", F_B},
     {"k", F_K},     {"e", F_E},   {"i", F_I},     {"off", F_OFF}, {"len", F_LEN}, {"fl", F_FL},
-    {"st", F_ST},   {"sz", F_SZ}, {"pl", F_PL},   {"ck", F_CK},
+    {"st", F_ST},   {"sz", F_SZ}, {"pl", F_PL},   {"ck", F_CK},   {"lb", F_LB},   {"lp", F_LP},
+    {"ld", F_LD},   {"lt", F_LT}, {"ls", F_LS},   {"lm", F_LM},
 };
 
 static uint32_t field_bit(const msgpack_object_str *key)
@@ -421,6 +472,22 @@ static int decode_field(uint32_t bit, const msgpack_object *v, node_peer_msg *m)
             m->block.etag = c;
         return 0;
     }
+    case F_LB:
+    case F_LP:
+    case F_LD:
+    case F_LT:
+    case F_LS: {
+        want = "string";
+        if (v->type != MSGPACK_OBJECT_STR)
+            goto fail_type;
+        shoal_cursor c = shoal_cursor_from_mem(v->via.str.ptr, v->via.str.size);
+        *(bit == F_LB   ? &m->list.bucket
+          : bit == F_LP ? &m->list.prefix
+          : bit == F_LD ? &m->list.delimiter
+          : bit == F_LT ? &m->list.token
+                        : &m->list.start_after) = c;
+        return 0;
+    }
     default:
         break;
     }
@@ -433,7 +500,7 @@ static int decode_field(uint32_t bit, const msgpack_object *v, node_peer_msg *m)
                                    (unsigned long long)u, NODE_PEER_VERSION);
         return 0;
     case F_T:
-        if (u < NODE_PEER_GET || u > NODE_PEER_PONG)
+        if (u < NODE_PEER_GET || u > NODE_PEER_LIST_REPLY)
             return shoal_error_set(SHOAL_ERR_NODE_PEER, "peer message: unknown type %llu", (unsigned long long)u);
         m->type = (node_peer_type)u;
         return 0;
@@ -455,6 +522,7 @@ static int decode_field(uint32_t bit, const msgpack_object *v, node_peer_msg *m)
     case F_SZ: m->object_size = u, m->has_object_size = true; return 0;
     case F_PL: m->payload_len = u; return 0;
     case F_CK: m->checksum = u; return 0;
+    case F_LM: m->list.max_keys = u; return 0;
     default: return 0;
     }
 fail_type:
@@ -539,7 +607,161 @@ fail_unpacked:
     msgpack_unpacked_destroy(&u);
     if (rc != 0) {
         node_peer_block empty = {0};
+        node_peer_list_req none = {0};
         out->block = empty; /* no borrowed pointers survive a failed decode */
+        out->list = none;
     }
     return rc;
+}
+
+/* ---- listing pages ----------------------------------------------------------------------- */
+
+#define LIST_F_TRUNCATED 0x1u
+
+static int put_le(shoal_buf *out, uint64_t v, int n)
+{
+    uint8_t b[8];
+    for (int i = 0; i < n; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+    return shoal_buf_append(out, b, (size_t)n);
+}
+
+int node_peer_list_encode(const node_peer_list_page *p, shoal_buf *out)
+{
+    size_t start = out->len;
+    if (p->next_token.len > NODE_PEER_MAX_KEY)
+        return shoal_error_set(SHOAL_ERR_INVAL, "encode listing: token of %zu bytes over %d", p->next_token.len,
+                               NODE_PEER_MAX_KEY);
+    if (p->n_entries > NODE_PEER_MAX_LIST_ENTRIES)
+        return shoal_error_set(SHOAL_ERR_INVAL, "encode listing: %zu entries over %d", p->n_entries,
+                               NODE_PEER_MAX_LIST_ENTRIES);
+    for (size_t i = 0; i < p->n_entries; i++) {
+        const node_peer_list_entry *e = &p->entries[i];
+        if (e->key.len == 0 || e->key.len > NODE_PEER_MAX_KEY || e->etag.len > 255 ||
+            (e->is_prefix && memchr(e->key.ptr, 0, e->key.len) != NULL))
+            return shoal_error_set(SHOAL_ERR_INVAL, "encode listing: entry %zu has a key of %zu bytes (1..%d, no NUL "
+                                   "in a prefix) or an ETag of %zu (at most 255)", i, e->key.len, NODE_PEER_MAX_KEY,
+                                   e->etag.len);
+    }
+    int rc = put_le(out, p->truncated ? LIST_F_TRUNCATED : 0, 1) | put_le(out, p->next_token.len, 2) |
+             shoal_buf_append_cursor(out, p->next_token) | put_le(out, p->n_entries, 4);
+    for (size_t i = 0; i < p->n_entries && rc == 0; i++) {
+        const node_peer_list_entry *e = &p->entries[i];
+        rc |= put_le(out, e->is_prefix ? 1 : 0, 1) | put_le(out, e->key.len, 2) | shoal_buf_append_cursor(out, e->key);
+        if (!e->is_prefix)
+            rc |= put_le(out, e->size, 8) | put_le(out, (uint64_t)e->mtime, 8) | put_le(out, e->etag.len, 1) |
+                  shoal_buf_append_cursor(out, e->etag);
+    }
+    if (rc != 0) {
+        out->len = start;
+        return shoal_error_set(SHOAL_ERR_NOMEM, "encode listing of %zu entries", p->n_entries);
+    }
+    return 0;
+}
+
+/* A bounded reader over the payload: every take checks the bytes left first. */
+typedef struct list_in {
+    shoal_cursor all;
+    size_t pos;
+} list_in;
+
+static int take(list_in *in, size_t n, const uint8_t **out, const char *what)
+{
+    if (in->all.len - in->pos < n)
+        return shoal_error_set(SHOAL_ERR_NODE_PEER, "peer listing: %s needs %zu bytes at offset %zu, %zu left", what,
+                               n, in->pos, in->all.len - in->pos);
+    *out = in->all.ptr + in->pos;
+    in->pos += n;
+    return 0;
+}
+
+static int take_le(list_in *in, int n, uint64_t *v, const char *what)
+{
+    const uint8_t *p = NULL;
+    if (take(in, (size_t)n, &p, what) != 0)
+        return -1;
+    *v = 0;
+    for (int i = n - 1; i >= 0; i--)
+        *v = *v << 8 | p[i];
+    return 0;
+}
+
+static int take_str(list_in *in, int len_bytes, size_t min, size_t max, shoal_cursor *out, const char *what)
+{
+    uint64_t n = 0;
+    const uint8_t *p = NULL;
+    if (take_le(in, len_bytes, &n, what) != 0)
+        return -1;
+    if (n < min || n > max)
+        return shoal_error_set(SHOAL_ERR_NODE_PEER, "peer listing: %s of %llu bytes at offset %zu not in %zu..%zu",
+                               what, (unsigned long long)n, in->pos, min, max);
+    if (take(in, (size_t)n, &p, what) != 0)
+        return -1;
+    *out = shoal_cursor_from_mem(p, (size_t)n);
+    return 0;
+}
+
+int node_peer_list_decode(shoal_cursor payload, node_peer_list_page *out)
+{
+    memset(out, 0, sizeof *out);
+    list_in in = {payload, 0};
+    uint64_t flags, count;
+    if (take_le(&in, 1, &flags, "flags") != 0 || take_str(&in, 2, 0, NODE_PEER_MAX_KEY, &out->next_token, "token") != 0 ||
+        take_le(&in, 4, &count, "entry count") != 0)
+        goto fail;
+    if (flags & ~(uint64_t)LIST_F_TRUNCATED) {
+        shoal_error_set(SHOAL_ERR_NODE_PEER, "peer listing: unknown flags 0x%llx", (unsigned long long)flags);
+        goto fail;
+    }
+    out->truncated = flags & LIST_F_TRUNCATED;
+    /* A prefix entry takes at least 4 bytes; a count the rest cannot hold is refused before any
+     * allocation, so a hostile count costs nothing. */
+    if (count > NODE_PEER_MAX_LIST_ENTRIES || count > (payload.len - in.pos) / 4) {
+        shoal_error_set(SHOAL_ERR_NODE_PEER, "peer listing: %llu entries cannot fit in %zu bytes (at most %d)",
+                        (unsigned long long)count, payload.len - in.pos, NODE_PEER_MAX_LIST_ENTRIES);
+        goto fail;
+    }
+    if (count > 0 && (out->entries = calloc((size_t)count, sizeof *out->entries)) == NULL) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "peer listing of %llu entries", (unsigned long long)count);
+        goto fail;
+    }
+    for (size_t i = 0; i < count; i++) {
+        node_peer_list_entry *e = &out->entries[i];
+        uint64_t kind, mtime;
+        if (take_le(&in, 1, &kind, "entry kind") != 0)
+            goto fail;
+        if (kind > 1) {
+            shoal_error_set(SHOAL_ERR_NODE_PEER, "peer listing: entry %zu has unknown kind %llu", i,
+                            (unsigned long long)kind);
+            goto fail;
+        }
+        e->is_prefix = kind == 1;
+        if (take_str(&in, 2, 1, NODE_PEER_MAX_KEY, &e->key, "key") != 0)
+            goto fail;
+        if (e->is_prefix && memchr(e->key.ptr, 0, e->key.len) != NULL) {
+            shoal_error_set(SHOAL_ERR_NODE_PEER, "peer listing: prefix %zu holds a NUL byte", i);
+            goto fail;
+        }
+        if (!e->is_prefix && (take_le(&in, 8, &e->size, "size") != 0 || take_le(&in, 8, &mtime, "mtime") != 0 ||
+                              take_str(&in, 1, 0, 255, &e->etag, "etag") != 0))
+            goto fail;
+        e->mtime = e->is_prefix ? 0 : (int64_t)mtime;
+        out->n_entries++;
+    }
+    if (in.pos != payload.len) {
+        shoal_error_set(SHOAL_ERR_NODE_PEER, "peer listing: %zu trailing bytes", payload.len - in.pos);
+        goto fail;
+    }
+    return 0;
+fail:
+    node_peer_list_page_destroy(out);
+    return -1;
+}
+
+void node_peer_list_page_destroy(node_peer_list_page *p)
+{
+    if (p == NULL)
+        return;
+    free(p->entries);
+    memset(p, 0, sizeof *p);
 }

@@ -42,6 +42,9 @@
 #define NODE_PEER_MAX_ETAG 256
 #define NODE_PEER_MAX_HEADER 4096       /* a header frame larger than this is malformed */
 #define NODE_PEER_MAX_PAYLOAD (256u << 20) /* no block is larger; a larger length is absurd */
+#define NODE_PEER_MAX_DELIMITER 32      /* a listing's delimiter ("/" in practice) */
+#define NODE_PEER_MAX_LIST_KEYS 1000    /* S3's largest listing page */
+#define NODE_PEER_MAX_LIST_ENTRIES 100000 /* entries of one page payload (S3 sends at most 1000) */
 
 typedef enum node_peer_type {
     NODE_PEER_GET = 1,       /* request: send me this block */
@@ -50,6 +53,8 @@ typedef enum node_peer_type {
     NODE_PEER_PUT_REPLY = 4, /* reply to PUT */
     NODE_PEER_PING = 5,      /* request: are you there, what membership version do you have */
     NODE_PEER_PONG = 6,      /* reply to PING */
+    NODE_PEER_LIST = 7,      /* request: one page of a directory listing you own */
+    NODE_PEER_LIST_REPLY = 8, /* reply to LIST; payload = the page (node_peer_list_encode) when OK */
 } node_peer_type;
 
 typedef enum node_peer_status {
@@ -77,6 +82,17 @@ typedef struct node_peer_block {
     uint64_t length;
 } node_peer_block;
 
+/* What a LIST asks: one ListObjectsV2 page. Empty strings mean "none"; max_keys 0 means S3's
+ * default. Strings borrowed as in node_peer_block. */
+typedef struct node_peer_list_req {
+    shoal_cursor bucket;      /* 1..255 bytes */
+    shoal_cursor prefix;      /* 0..1024 */
+    shoal_cursor delimiter;   /* 0..32 */
+    shoal_cursor token;       /* continuation token, 0..1024 */
+    shoal_cursor start_after; /* 0..1024 */
+    uint64_t max_keys;        /* 0..1000 */
+} node_peer_list_req;
+
 /* One header frame, decoded. Which fields mean something depends on `type` (see the table). */
 typedef struct node_peer_msg {
     node_peer_type type;
@@ -89,6 +105,7 @@ typedef struct node_peer_msg {
     uint64_t object_size;
     uint64_t payload_len;        /* GET_REPLY, PUT: size of the payload frame */
     uint64_t checksum;           /* GET_REPLY, PUT */
+    node_peer_list_req list;     /* LIST */
 } node_peer_msg;
 
 /* Appends the header frame of `m` to `out` (the caller owns `out`). Checks what a decoder would
@@ -104,7 +121,48 @@ int node_peer_msg_encode(const node_peer_msg *m, shoal_buf *out);
  * `header`, never allocates more than a small multiple of header.len. */
 int node_peer_msg_decode(shoal_cursor header, size_t payload_size, node_peer_msg *out);
 
-/* True for GET, PUT, PING (what a server receives). */
+/* ---- listing pages (the payload of an OK LIST_REPLY) ----------------------------------------
+ *
+ * Little-endian, length-prefixed, nothing optional:
+ *   u8 flags (0x1: truncated; other bits refused)   u16 token length, token bytes (0..1024)
+ *   u32 entry count (0..NODE_PEER_MAX_LIST_ENTRIES), then each entry:
+ *     u8 kind (0 object, 1 common prefix)   u16 key length (1..1024), key bytes
+ *     objects only: u64 size, i64 mtime (Unix seconds), u8 ETag length (0..255), ETag bytes
+ * A prefix holding a NUL byte is refused (prefixes are C strings to the reader); an object key
+ * may hold one (S3 allows it; the reader sees its length). Trailing bytes are refused. */
+
+typedef struct node_peer_list_entry {
+    bool is_prefix;
+    shoal_cursor key;  /* the key, or the common prefix */
+    shoal_cursor etag; /* objects: as S3 sent it, quotes included */
+    uint64_t size;     /* objects */
+    int64_t mtime;     /* objects: Unix seconds, 0 when unknown */
+} node_peer_list_entry;
+
+/* A decoded page: `entries` is owned (node_peer_list_page_destroy); the strings borrow the
+ * payload. For an encode, everything is the caller's. */
+typedef struct node_peer_list_page {
+    node_peer_list_entry *entries;
+    size_t n_entries;
+    bool truncated;
+    shoal_cursor next_token; /* empty when none */
+} node_peer_list_page;
+
+/* Appends the payload encoding of `p` to out. -1 with SHOAL_ERR_INVAL when a field is over its
+ * limit (the message names it), SHOAL_ERR_NOMEM. */
+int node_peer_list_encode(const node_peer_list_page *p, shoal_buf *out);
+
+/* Decodes a page payload into *out (entries allocated, strings borrowing `payload`). Refuses
+ * anything malformed (-1, SHOAL_ERR_NODE_PEER, message naming the byte offset and problem):
+ * short fields, lengths past the end, counts the remaining bytes cannot hold, unknown kinds or
+ * flags, empty keys, NUL in a prefix, trailing bytes. Never allocates more than
+ * payload.len / 3 entries. *out is empty after a failure. */
+int node_peer_list_decode(shoal_cursor payload, node_peer_list_page *out);
+
+/* Frees a decoded page's entries and empties it. Accepts NULL. */
+void node_peer_list_page_destroy(node_peer_list_page *p);
+
+/* True for GET, PUT, PING, LIST (what a server receives). */
 bool node_peer_type_is_request(node_peer_type t);
 /* The reply type of a request type (GET -> GET_REPLY, ...); 0 for a reply type. */
 node_peer_type node_peer_reply_type(node_peer_type request);

@@ -12,6 +12,9 @@
  * accident would cut the node off its cluster), or printed as 64 hex digits on stdout when no
  * -o is given, which node_config_load_key accepts as well.
  *
+ * ls lists one directory (delimiter "/") through the daemon, so the cluster's listing owner
+ * answers it; it prints names relative to the prefix, or the daemon's JSON with --json.
+ *
  * preload shows a one-line progress bar (bytes, objects, rate, ETA) on stderr when stderr is a
  * terminal, and otherwise plain progress lines on stdout, at most one a second, so logs of batch
  * jobs stay readable.
@@ -43,6 +46,8 @@ static const char USAGE[] =
     "  stats [--json]             counters since the daemon started\n"
     "  get s3://B/KEY [-o FILE]   read one object through the cluster cache (stdout by default)\n"
     "  preload s3://B/PREFIX      warm the cluster cache with every object under PREFIX\n"
+    "  ls s3://B/PREFIX [--json]  list a directory through the cluster (its owner lists S3 once\n"
+    "                             per --metadata-ttl for every node)\n"
     "  keygen [-o FILE]           new cluster key: raw 32 bytes to FILE (mode 0600, never\n"
     "                             overwritten), or 64 hex digits on stdout without -o\n"
     "  leave                      ask the local daemon to leave the cluster gracefully\n"
@@ -50,7 +55,7 @@ static const char USAGE[] =
     "options:\n"
     "  --control PATH             control socket (default $XDG_RUNTIME_DIR/shoal/shoald.sock\n"
     "                             or /run/shoal/shoald.sock)\n"
-    "  --json                     print one JSON object (status, stats)\n"
+    "  --json                     print one JSON object (status, stats, ls)\n"
     "  -o, --output FILE          write to FILE (get, keygen)\n"
     "  --help                     print this help and exit\n"
     "  --version                  print the version and exit\n"
@@ -59,7 +64,7 @@ static const char USAGE[] =
 
 typedef struct cli {
     const char *command;
-    const char *arg;     /* the s3:// URL of get and preload */
+    const char *arg;     /* the s3:// URL of get, preload and ls */
     const char *output;  /* -o */
     char *control;
     bool json;
@@ -122,15 +127,15 @@ static void parse_args(int argc, char **argv, cli *c)
         }
     }
     if (optind >= argc)
-        usage_error("missing command (status, stats, get, preload, keygen, leave; see --help)");
+        usage_error("missing command (status, stats, get, preload, ls, keygen, leave; see --help)");
     c->command = argv[optind++];
-    static const char *const known[] = {"status", "stats", "get", "preload", "keygen", "leave"};
+    static const char *const known[] = {"status", "stats", "get", "preload", "ls", "keygen", "leave"};
     bool ok = false;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         ok = ok || !strcmp(c->command, known[i]);
     if (!ok)
-        usage_error("unknown command '%s' (status, stats, get, preload, keygen, leave)", c->command);
-    bool takes_url = !strcmp(c->command, "get") || !strcmp(c->command, "preload");
+        usage_error("unknown command '%s' (status, stats, get, preload, ls, keygen, leave)", c->command);
+    bool takes_url = !strcmp(c->command, "get") || !strcmp(c->command, "preload") || !strcmp(c->command, "ls");
     if (takes_url) {
         if (optind >= argc)
             usage_error("%s: missing s3://BUCKET/%s", c->command, !strcmp(c->command, "get") ? "KEY" : "PREFIX");
@@ -138,8 +143,9 @@ static void parse_args(int argc, char **argv, cli *c)
     }
     if (optind < argc)
         usage_error("%s: unexpected argument '%s'", c->command, argv[optind]);
-    if (c->json && strcmp(c->command, "status") != 0 && strcmp(c->command, "stats") != 0)
-        usage_error("--json: only for status and stats, not %s", c->command);
+    if (c->json && strcmp(c->command, "status") != 0 && strcmp(c->command, "stats") != 0 &&
+        strcmp(c->command, "ls") != 0)
+        usage_error("--json: only for status, stats and ls, not %s", c->command);
     if (c->output && strcmp(c->command, "get") != 0 && strcmp(c->command, "keygen") != 0)
         usage_error("-o: only for get and keygen, not %s", c->command);
     if (!c->control && !(c->control = node_config_default_control()))
@@ -390,6 +396,42 @@ static int cmd_preload(const cli *c)
     return 0;
 }
 
+/* ls: the directory's common prefixes ("PRE name/") then its objects ("SIZE name"), names shown
+ * relative to the prefix as `aws s3 ls` does; --json prints the daemon's object. */
+static int cmd_ls(const cli *c)
+{
+    char *bucket, *prefix;
+    shoal_buf body = {0};
+    node_json *j = NULL;
+    int rc = 1;
+    split_url(c, &bucket, &prefix);
+    if (node_control_list(c->control, bucket, prefix, "/", &body) < 0 ||
+        (!c->json && !(j = node_json_parse((const char *)body.data, body.len)))) {
+        runtime_error();
+        goto done;
+    }
+    if (c->json) {
+        printf("%s\n", shoal_buf_str(&body));
+    } else {
+        size_t skip = strlen(prefix);
+        const node_json *pre = node_json_get(j, "prefixes"), *obj = node_json_get(j, "objects");
+        for (const node_json *e = pre ? pre->child : NULL; e; e = e->next)
+            if (e->type == NODE_JSON_STRING)
+                printf("%20s %s\n", "PRE", strlen(e->str) >= skip ? e->str + skip : e->str);
+        for (const node_json *e = obj ? obj->child : NULL; e; e = e->next) {
+            const char *key = node_json_get_str(e, "key", "");
+            printf("%20" PRIu64 " %s\n", node_json_get_u64(e, "size", 0), strlen(key) >= skip ? key + skip : key);
+        }
+    }
+    rc = 0;
+done:
+    node_json_delete(j);
+    shoal_buf_destroy(&body);
+    free(bucket);
+    free(prefix);
+    return rc;
+}
+
 static int cmd_keygen(const cli *c)
 {
     uint8_t key[NODE_CONFIG_KEY_LEN];
@@ -442,6 +484,8 @@ int main(int argc, char **argv)
         rc = cmd_get(&c);
     else if (!strcmp(c.command, "preload"))
         rc = cmd_preload(&c);
+    else if (!strcmp(c.command, "ls"))
+        rc = cmd_ls(&c);
     else if (!strcmp(c.command, "leave"))
         rc = cmd_leave(&c);
     else

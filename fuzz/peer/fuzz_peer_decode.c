@@ -7,6 +7,10 @@
  * encode again, and that encoding must decode to the same message — so the encoder and decoder
  * agree on every message a peer can get past the decoder.
  *
+ * The same bytes are also fed to the listing-page decoder (node_peer_list_decode, the payload of
+ * a LIST_REPLY): a page that decodes must encode to exactly the bytes it came from (the encoding
+ * has no optional parts, so it is canonical).
+ *
  * Built with -fsanitize=fuzzer when SHOAL_FUZZ=ON under clang; replay.c runs the same entry point
  * over the corpus and crashes/ as an ordinary CTest case.
  */
@@ -49,9 +53,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             memcmp(again.block.id, m.block.id, NODE_PEER_BLOCK_ID_LEN) != 0 ||
             !same_cursor(again.block.bucket, m.block.bucket) || !same_cursor(again.block.key, m.block.key) ||
             !same_cursor(again.block.etag, m.block.etag) || again.block.index != m.block.index ||
-            again.block.offset != m.block.offset || again.block.length != m.block.length)
+            again.block.offset != m.block.offset || again.block.length != m.block.length ||
+            !same_cursor(again.list.bucket, m.list.bucket) || !same_cursor(again.list.prefix, m.list.prefix) ||
+            !same_cursor(again.list.delimiter, m.list.delimiter) || !same_cursor(again.list.token, m.list.token) ||
+            !same_cursor(again.list.start_after, m.list.start_after) || again.list.max_keys != m.list.max_keys)
             abort();
         shoal_buf_destroy(&b);
+    }
+    node_peer_list_page page;
+    if (node_peer_list_decode(shoal_cursor_from_mem(frame, size), &page) == 0) {
+        shoal_buf b = {0};
+        if (node_peer_list_encode(&page, &b) != 0 || b.len != size || memcmp(b.data, frame, size) != 0)
+            abort();
+        shoal_buf_destroy(&b);
+        node_peer_list_page_destroy(&page);
     }
     free(frame);
     return 0;

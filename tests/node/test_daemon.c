@@ -447,6 +447,99 @@ TT_TEST(test_daemon_shoal_leave_stops_it_gracefully)
     td_pass(c);
 }
 
+/* ---- directory listings ------------------------------------------------------------------------------ */
+
+/* Lists s3://TD_BUCKET/prefix through node i; returns the JSON body (free it). */
+static char *list_on(td_cluster *c, int i, const char *prefix)
+{
+    shoal_buf body = {0};
+    TT_CHECK(node_control_list(c->nodes[i].control, TD_BUCKET, prefix, "/", &body) == 0, "list %s on %s: %s", prefix,
+             c->nodes[i].id, shoal_error_message());
+    size_t len;
+    return (char *)shoal_buf_steal(&body, &len);
+}
+
+typedef struct lister {
+    td_cluster *c;
+    int node;
+    char *body;
+} lister;
+
+static void *list_main(void *arg)
+{
+    lister *l = arg;
+    l->body = list_on(l->c, l->node, "data/");
+    return NULL;
+}
+
+/* Every node lists data/ at the same moment; returns node 0's answer (free it) after checking
+ * that all nodes saw the same one, holding every object of the dataset. */
+static char *list_everywhere(td_cluster *c, int n)
+{
+    pthread_t t[TD_MAX_NODES];
+    lister l[TD_MAX_NODES];
+    for (int i = 0; i < n; i++) {
+        l[i] = (lister){c, i, NULL};
+        TT_CHECK(pthread_create(&t[i], NULL, list_main, &l[i]) == 0, "pthread_create");
+    }
+    for (int i = 0; i < n; i++)
+        pthread_join(t[i], NULL);
+    char key[64];
+    for (int k = 0; k < DS_OBJECTS; k++) {
+        ds_key(k, key, sizeof key);
+        TT_CHECK(strstr(l[0].body, key) != NULL, "the listing of data/ lacks %s: %.200s", key, l[0].body);
+    }
+    for (int i = 1; i < n; i++) {
+        TT_CHECK(strcmp(l[i].body, l[0].body) == 0, "%s and %s list data/ differently", c->nodes[i].id,
+                 c->nodes[0].id);
+        free(l[i].body);
+    }
+    return l[0].body;
+}
+
+/* The node whose S3 client made a listing request: the listing's owner. -1 when none did. */
+static int list_owner(td_cluster *c, int n)
+{
+    int owner = -1;
+    for (int i = 0; i < n; i++)
+        if (c->nodes[i].pid > 0 && td_stat(c, i, "s3.list_requests") > 0)
+            owner = i;
+    return owner;
+}
+
+TT_TEST(test_daemon_directory_is_listed_once_per_ttl_by_its_owner)
+{
+    const char *const extra[] = {"--metadata-ttl", "2", "--peer-timeout", "500", NULL};
+    td_cluster *c = three_nodes(3, extra);
+    free(list_everywhere(c, 3));
+    free(list_everywhere(c, 3));
+    long lists = tt_s3rver_stat(&c->s3, "lists");
+    TT_CHECK(lists == 1, "3 nodes listing data/ twice within the TTL cost %ld S3 listings, expected 1", lists);
+    int owner = list_owner(c, 3);
+    TT_CHECK(owner >= 0, "no node listed S3 itself");
+    tt_note("owner of data/: %s", c->nodes[owner].id);
+    /* The `shoal ls` command shows it too, names relative to the directory. */
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "'%s' --control '%s' ls s3://%s/data/ | grep -q ' part-07.bin$'", td_shoal(),
+             c->nodes[(owner + 1) % 3].control, TD_BUCKET);
+    TT_CHECK(system(cmd) == 0, "shoal ls s3://%s/data/ does not show part-07.bin", TD_BUCKET);
+
+    td_sleep_ms(2300);
+    free(list_everywhere(c, 3));
+    lists = tt_s3rver_stat(&c->s3, "lists");
+    TT_CHECK(lists == 2, "after the TTL the cluster listed data/ %ld times in all, expected 2", lists);
+
+    /* The owner dies: the others' next listing (after the TTL) costs a fallback, not an error. */
+    td_node_signal(c, owner, SIGKILL);
+    td_node_wait(c, owner, 5000);
+    td_sleep_ms(2300);
+    int survivor = (owner + 1) % 3;
+    free(list_on(c, survivor, "data/"));
+    lists = tt_s3rver_stat(&c->s3, "lists");
+    TT_CHECK(lists == 3, "after the owner died a listing cost %ld S3 listings in all, expected 3", lists);
+    td_pass(c);
+}
+
 /* GET /metrics from addr:port over a plain socket; returns the body (free it) or NULL. */
 static char *http_get_metrics(const char *ip, int port)
 {

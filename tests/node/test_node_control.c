@@ -134,7 +134,7 @@ static int h_leave(void *ctx, const node_control_request *req, node_control_repl
     return 0;
 }
 
-static const node_control_handlers HANDLERS = {h_status, h_stats, h_get, h_preload, h_leave};
+static const node_control_handlers HANDLERS = {h_status, h_stats, h_get, h_preload, h_leave, NULL};
 
 static char *g_dir;
 static char g_sock[256];
@@ -773,7 +773,7 @@ TT_TEST(test_shoal_cli_bad_usage_exits_2_with_one_line)
         {{"preload", "s3://x", NULL}, "shoal: preload: 's3://x': 'x' is not a valid bucket name"},
         {{"leave", "extra", NULL}, "shoal: leave: unexpected argument 'extra'"},
         {{"stats", "-o", "f", NULL}, "shoal: -o: only for get and keygen"},
-        {{"get", "--json", "s3://bucket-a/k", NULL}, "shoal: --json: only for status and stats"},
+        {{"get", "--json", "s3://bucket-a/k", NULL}, "shoal: --json: only for status, stats and ls"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char err[2048];

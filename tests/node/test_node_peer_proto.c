@@ -4,6 +4,8 @@
 #include "tt.h"
 
 #include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static node_peer_msg sample_get(void)
@@ -320,6 +322,164 @@ TT_TEST(test_node_peer_proto_ignores_known_fields_foreign_to_the_type)
     TT_CHECK(m.status == NODE_PEER_OK && m.checksum == 0 && m.membership_version == 3,
              "status %s checksum %llu: fields a PING does not have must not leak into it",
              node_peer_status_name(m.status), (unsigned long long)m.checksum);
+    shoal_buf_destroy(&b);
+}
+
+/* ---- LIST and listing pages ------------------------------------------------------------------- */
+
+static node_peer_msg sample_list(void)
+{
+    node_peer_msg m = {.type = NODE_PEER_LIST, .request_id = 9, .membership_version = 4};
+    m.list = (node_peer_list_req){.bucket = shoal_cursor_from_str("train-data"),
+                                  .prefix = shoal_cursor_from_str("shards/"),
+                                  .delimiter = shoal_cursor_from_str("/"),
+                                  .token = shoal_cursor_from_str("tok-1"),
+                                  .start_after = shoal_cursor_from_str(""),
+                                  .max_keys = 1000};
+    return m;
+}
+
+TT_TEST(test_node_peer_proto_list_and_its_reply_round_trip)
+{
+    node_peer_msg in = sample_list(), out;
+    shoal_buf b;
+    encode_ok(&in, &b);
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 0, &out));
+    TT_CHECK(out.type == NODE_PEER_LIST && out.request_id == 9 && out.membership_version == 4 &&
+                 out.list.max_keys == 1000, "LIST scalars");
+    TT_CHECK(shoal_cursor_eq_str(out.list.bucket, "train-data") && shoal_cursor_eq_str(out.list.prefix, "shards/") &&
+                 shoal_cursor_eq_str(out.list.delimiter, "/") && shoal_cursor_eq_str(out.list.token, "tok-1") &&
+                 out.list.start_after.len == 0,
+             "LIST strings differ after a round trip");
+    shoal_buf_destroy(&b);
+    node_peer_msg rep = {.type = NODE_PEER_LIST_REPLY, .request_id = 9, .status = NODE_PEER_OK, .payload_len = 77};
+    encode_ok(&rep, &b);
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 77, &out));
+    TT_CHECK(out.type == NODE_PEER_LIST_REPLY && out.payload_len == 77, "LIST_REPLY");
+    expect_rejected(b.data, b.len, 76, "LIST_REPLY whose payload frame differs from pl");
+    shoal_buf_destroy(&b);
+    node_peer_msg bad = sample_list();
+    bad.list.max_keys = NODE_PEER_MAX_LIST_KEYS + 1;
+    TT_CHECK(shoal_buf_create(&b, 0) == 0 && node_peer_msg_encode(&bad, &b) == -1, "max keys 1001 was encoded");
+    bad = sample_list();
+    bad.list.bucket = shoal_cursor_from_str("");
+    TT_CHECK(node_peer_msg_encode(&bad, &b) == -1, "an empty bucket was encoded");
+    bad = sample_list();
+    bad.list.delimiter = shoal_cursor_from_str("0123456789012345678901234567890123");
+    TT_CHECK(node_peer_msg_encode(&bad, &b) == -1, "a 34-byte delimiter was encoded");
+    shoal_buf_destroy(&b);
+}
+
+TT_TEST(test_node_peer_proto_list_missing_field_or_payload_is_rejected)
+{
+    node_peer_msg in = sample_list();
+    shoal_buf b;
+    encode_ok(&in, &b);
+    expect_rejected(b.data, b.len, 3, "LIST with a payload");
+    for (size_t n = 0; n < b.len; n++)
+        expect_rejected(b.data, n, 0, "truncated LIST");
+    /* A LIST without its prefix field. */
+    msgpack_packer pk;
+    shoal_buf_reset(&b);
+    msgpack_packer_init(&pk, &b, pack_cb);
+    pk_head(&pk, 8, NODE_PEER_LIST, 3);
+    pk_str(&pk, "mv"), msgpack_pack_uint64(&pk, 1);
+    pk_str(&pk, "lb"), pk_str(&pk, "b");
+    pk_str(&pk, "ld"), pk_str(&pk, "/");
+    pk_str(&pk, "lt"), pk_str(&pk, "");
+    pk_str(&pk, "ls"), pk_str(&pk, "");
+    expect_rejected(b.data, b.len, 0, "LIST without lp and lm");
+    shoal_buf_destroy(&b);
+}
+
+static void sample_page(node_peer_list_page *p, node_peer_list_entry e[3])
+{
+    e[0] = (node_peer_list_entry){.key = shoal_cursor_from_str("shards/a.tar"),
+                                  .etag = shoal_cursor_from_str("\"abc\""),
+                                  .size = 1ull << 40,
+                                  .mtime = 1700000000};
+    e[1] = (node_peer_list_entry){.key = shoal_cursor_from_mem("shards/n\0l", 10), .size = 0, .mtime = -5};
+    e[2] = (node_peer_list_entry){.is_prefix = true, .key = shoal_cursor_from_str("shards/sub/")};
+    *p = (node_peer_list_page){.entries = e, .n_entries = 3, .truncated = true,
+                               .next_token = shoal_cursor_from_str("next/token==")};
+}
+
+TT_TEST(test_node_peer_proto_list_page_round_trips)
+{
+    node_peer_list_entry e[3];
+    node_peer_list_page in, out;
+    sample_page(&in, e);
+    shoal_buf b = {0};
+    TT_OK(node_peer_list_encode(&in, &b));
+    TT_OK(node_peer_list_decode(shoal_cursor_from_buf(&b), &out));
+    TT_CHECK(out.n_entries == 3 && out.truncated && shoal_cursor_eq_str(out.next_token, "next/token=="), "page");
+    for (size_t i = 0; i < 3; i++)
+        TT_CHECK(out.entries[i].is_prefix == e[i].is_prefix && shoal_cursor_eq(out.entries[i].key, e[i].key) &&
+                     shoal_cursor_eq(out.entries[i].etag, e[i].etag) && out.entries[i].size == e[i].size &&
+                     out.entries[i].mtime == e[i].mtime,
+                 "entry %zu differs after a round trip", i);
+    node_peer_list_page_destroy(&out);
+    node_peer_list_page empty = {0};
+    shoal_buf_reset(&b);
+    TT_OK(node_peer_list_encode(&empty, &b));
+    TT_OK(node_peer_list_decode(shoal_cursor_from_buf(&b), &out));
+    TT_CHECK(out.n_entries == 0 && !out.truncated, "empty page");
+    node_peer_list_page_destroy(&out);
+    shoal_buf_destroy(&b);
+}
+
+static void expect_page_rejected(const uint8_t *bytes, size_t len, const char *what)
+{
+    node_peer_list_page out;
+    shoal_error_clear();
+    TT_CHECK(node_peer_list_decode(shoal_cursor_from_mem(bytes, len), &out) == -1, "%s: decoded although malformed",
+             what);
+    TT_CHECK(shoal_error_code() == SHOAL_ERR_NODE_PEER, "%s: error %s (%s)", what, shoal_error_name(shoal_error_code()),
+             shoal_error_message());
+    TT_CHECK(out.entries == NULL && out.n_entries == 0, "%s: the failed decode left entries", what);
+}
+
+TT_TEST(test_node_peer_proto_malformed_list_pages_are_rejected)
+{
+    node_peer_list_entry e[3];
+    node_peer_list_page in;
+    sample_page(&in, e);
+    shoal_buf b = {0};
+    TT_OK(node_peer_list_encode(&in, &b));
+    for (size_t n = 0; n < b.len; n++) {
+        char what[64];
+        snprintf(what, sizeof what, "page cut to %zu of %zu bytes", n, b.len);
+        expect_page_rejected(b.data, n, what);
+    }
+    TT_OK(shoal_buf_append_byte(&b, 0));
+    expect_page_rejected(b.data, b.len, "a trailing byte");
+    b.len--;
+    uint8_t *m = malloc(b.len);
+    TT_CHECK(m != NULL, "malloc");
+    memcpy(m, b.data, b.len);
+    m[0] = 0x2;
+    expect_page_rejected(m, b.len, "an unknown flag");
+    /* flags(1) + token length(2) + token(12) = 15: the entry count. */
+    memcpy(m, b.data, b.len);
+    m[15] = 0xff, m[16] = 0xff, m[17] = 0xff, m[18] = 0x7f;
+    expect_page_rejected(m, b.len, "a count of two billion entries");
+    memcpy(m, b.data, b.len);
+    m[19] = 7;
+    expect_page_rejected(m, b.len, "an unknown entry kind");
+    memcpy(m, b.data, b.len);
+    m[20] = 0, m[21] = 0;
+    expect_page_rejected(m, b.len, "an empty key");
+    memcpy(m, b.data, b.len);
+    m[20] = 0xff, m[21] = 0xff;
+    expect_page_rejected(m, b.len, "a key longer than the page");
+    free(m);
+    shoal_buf_destroy(&b);
+    /* A prefix holding a NUL byte is refused by both sides. */
+    node_peer_list_entry nul = {.is_prefix = true, .key = shoal_cursor_from_mem("a\0b/", 4)};
+    node_peer_list_page p = {.entries = &nul, .n_entries = 1};
+    TT_CHECK(node_peer_list_encode(&p, &b) == -1, "a prefix with a NUL byte was encoded");
+    const uint8_t raw[] = {0, 0, 0, 1, 0, 0, 0, 1, 4, 0, 'a', 0, 'b', '/'};
+    expect_page_rejected(raw, sizeof raw, "a prefix with a NUL byte");
     shoal_buf_destroy(&b);
 }
 
