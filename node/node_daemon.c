@@ -16,7 +16,8 @@
  * cluster (a duplicate id or another block size), which ends the daemon with exit status 1.
  *
  * The control commands run on the control server's connection threads, which may block: `get`
- * reads the blocks in order and queues read-ahead so a few are in flight; `preload` lists the
+ * has two threads read (and so verify) the next blocks while the connection thread sends them in
+ * order, a block held here as its file (node_control_reply_sendfile passes it to the client); `preload` lists the
  * prefix, then a few threads warm every block at its owner (node_cache_warm: this node fetches
  * what it owns, the owners fetch theirs when asked with OWNER_FETCH) while the connection thread
  * reports progress.
@@ -51,6 +52,7 @@
 
 #define DAEMON_LEAVE_LINGER_MS 1000
 #define DAEMON_GET_WINDOW 4        /* blocks read ahead of a `shoal get` */
+#define DAEMON_GET_READERS 2       /* threads reading (and verifying) the blocks of one `get` */
 #define DAEMON_PRELOAD_THREADS 8   /* blocks warmed at once by a preload */
 #define DAEMON_PROGRESS_MS 250
 
@@ -204,6 +206,54 @@ static int send_block(node_daemon *d, node_control_reply *reply, const node_cach
     return node_control_reply_write(reply, b->data, b->len);
 }
 
+/* The blocks of one `get`, read (and so verified, for blocks on this node's disk) by a few
+ * threads ahead of the connection thread, which sends them in order. Checking a block's checksum
+ * is most of the cost of sending a block held here, so two readers on two cores keep the client
+ * busy; at most DAEMON_GET_WINDOW blocks are held at once. */
+typedef struct get_slot {
+    node_cache_block b;
+    bool ready;
+    int rc;
+    shoal_err err;
+    char msg[512];
+} get_slot;
+
+typedef struct get_pipe {
+    node_cache *cache;
+    node_cache_object obj;
+    uint64_t n;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t next; /* next block a reader takes */
+    uint64_t sent; /* blocks the connection thread is done with */
+    bool stop;
+    get_slot slots[DAEMON_GET_WINDOW];
+} get_pipe;
+
+static void *get_reader_main(void *arg)
+{
+    get_pipe *g = arg;
+    pthread_mutex_lock(&g->mu);
+    for (;;) {
+        while (!g->stop && g->next < g->n && g->next >= g->sent + DAEMON_GET_WINDOW)
+            pthread_cond_wait(&g->cv, &g->mu);
+        if (g->stop || g->next >= g->n)
+            break;
+        uint64_t i = g->next++;
+        pthread_mutex_unlock(&g->mu);
+        node_cache_block b;
+        int rc = node_cache_read(g->cache, &g->obj, i, &b);
+        pthread_mutex_lock(&g->mu);
+        get_slot *s = &g->slots[i % DAEMON_GET_WINDOW];
+        *s = (get_slot){.b = b, .ready = true, .rc = rc, .err = rc ? shoal_error_code() : SHOAL_OK};
+        if (rc != 0)
+            snprintf(s->msg, sizeof s->msg, "%s", shoal_error_message());
+        pthread_cond_broadcast(&g->cv);
+    }
+    pthread_mutex_unlock(&g->mu);
+    return NULL;
+}
+
 static int ctl_get(void *ctx, const node_control_request *req, node_control_reply *reply)
 {
     node_daemon *d = ctx;
@@ -213,27 +263,57 @@ static int ctl_get(void *ctx, const node_control_request *req, node_control_repl
     s3_object_info info;
     if (node_cache_head(cache, req->bucket, req->key, &info) != 0)
         return shoal_error_wrap("get s3://%s/%s", req->bucket, req->key);
-    node_cache_object obj = {req->bucket, req->key, info.etag, info.size};
     if (node_control_reply_bytes_begin(reply, info.size) != 0)
         return -1;
-    uint64_t n = node_cache_block_count(cache, info.size);
-    node_cache_prefetch(cache, &obj, 1, DAEMON_GET_WINDOW);
-    for (uint64_t i = 0; i < n; i++) {
-        node_cache_block b;
-        if (node_cache_read(cache, &obj, i, &b) != 0) {
+    get_pipe g = {.cache = cache, .obj = {req->bucket, req->key, info.etag, info.size}};
+    g.n = node_cache_block_count(cache, info.size);
+    pthread_mutex_init(&g.mu, NULL);
+    pthread_cond_init(&g.cv, NULL);
+    node_cache_prefetch(cache, &g.obj, 1, DAEMON_GET_WINDOW);
+    pthread_t readers[DAEMON_GET_READERS];
+    unsigned started = 0;
+    while (started < DAEMON_GET_READERS && started < g.n &&
+           pthread_create(&readers[started], NULL, get_reader_main, &g) == 0)
+        started++;
+    int rc = 0;
+    if (started == 0 && g.n > 0)
+        rc = shoal_error_errno(errno, "get: reader threads");
+    for (uint64_t i = 0; i < g.n && rc == 0; i++) {
+        get_slot *s = &g.slots[i % DAEMON_GET_WINDOW];
+        pthread_mutex_lock(&g.mu);
+        while (!s->ready)
+            pthread_cond_wait(&g.cv, &g.mu);
+        pthread_mutex_unlock(&g.mu);
+        if (s->rc != 0) {
             char tmp[160];
+            shoal_error_set(s->err, "%s", s->msg);
             LOG_WARN("daemon", "get_failed", "key=%s block=%llu error=\"%s\"", shoal_log_q(tmp, sizeof tmp, req->key),
-                     (unsigned long long)i, shoal_error_message());
-            if (shoal_error_code() == SHOAL_ERR_S3_CHANGED)
+                     (unsigned long long)i, s->msg);
+            if (s->err == SHOAL_ERR_S3_CHANGED)
                 node_cache_forget(cache, req->bucket, req->key);
-            return -1;
+            rc = -1;
+        } else {
+            rc = send_block(d, reply, &s->b);
         }
-        int rc = send_block(d, reply, &b);
-        node_cache_block_release(&b);
-        if (rc != 0)
-            return -1;
+        pthread_mutex_lock(&g.mu);
+        node_cache_block_release(&s->b);
+        s->ready = false;
+        g.sent++;
+        pthread_cond_broadcast(&g.cv);
+        pthread_mutex_unlock(&g.mu);
     }
-    return 0;
+    pthread_mutex_lock(&g.mu);
+    g.stop = true;
+    pthread_cond_broadcast(&g.cv);
+    pthread_mutex_unlock(&g.mu);
+    for (unsigned k = 0; k < started; k++)
+        pthread_join(readers[k], NULL);
+    for (unsigned k = 0; k < DAEMON_GET_WINDOW; k++)
+        if (g.slots[k].ready)
+            node_cache_block_release(&g.slots[k].b);
+    pthread_mutex_destroy(&g.mu);
+    pthread_cond_destroy(&g.cv);
+    return rc;
 }
 
 /* ---- preload ------------------------------------------------------------------------------------ */

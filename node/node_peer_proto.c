@@ -20,7 +20,13 @@
  *      in one place, node_peer_msg_check(), which the encoder runs too: a node never sends what
  *      a peer would reject.
  *
- * Nothing here allocates on behalf of the caller except the zone msgpack-c frees before return.
+ * Nothing here allocates on behalf of the caller except the zone msgpack-c frees before return,
+ * and the entry array of a decoded listing page.
+ *
+ * Listing pages (the payload of a LIST reply) are a flat little-endian layout instead of msgpack:
+ * every length is read through one bounded reader that checks the bytes left before it takes
+ * any, the entry count is checked against what the remaining bytes could hold before the array is
+ * allocated, and the strings borrow the payload like the header's do.
  */
 #include "node_peer_proto.h"
 

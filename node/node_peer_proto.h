@@ -12,7 +12,8 @@
  *   v     uint      all                     protocol version, NODE_PEER_VERSION
  *   t     uint      all                     node_peer_type
  *   id    uint      all                     request id, echoed by the reply
- *   mv    uint      GET, PUT, PING, PONG    sender's membership version
+ *   mv    uint      GET, PUT, PING, PONG,   sender's membership version
+ *                   LIST
  *   blk   bin 16    GET, PUT                block id
  *   b     str       GET, PUT                bucket
  *   k     str       GET, PUT                object key
@@ -23,8 +24,19 @@
  *   fl    uint      GET                     NODE_PEER_F_* flags
  *   st    uint      replies                 node_peer_status
  *   sz    uint      GET reply, PUT          total object size (optional)
- *   pl    uint      GET reply, PUT          payload frame length (must equal the frame's size)
+ *   pl    uint      GET reply, PUT,         payload frame length (must equal the frame's size)
+ *                   LIST reply
  *   ck    uint      GET reply, PUT          checksum of the payload as the block store keeps it
+ *   lb    str       LIST                    bucket (1..255)
+ *   lp    str       LIST                    prefix (0..1024; "" = the whole bucket)
+ *   ld    str       LIST                    delimiter (0..32; "" = a flat listing)
+ *   lt    str       LIST                    continuation token (0..1024; "" = the first page)
+ *   ls    str       LIST                    start-after key (0..1024; "" = none)
+ *   lm    uint      LIST                    max keys (0..1000; 0 = S3's default)
+ *
+ * An OK LIST reply's payload is one listing page in the length-prefixed encoding below
+ * (node_peer_list_encode / node_peer_list_decode), not msgpack: it may hold a thousand keys of a
+ * kilobyte each, far past the header's 4 KiB, and a flat layout is simple to bound strictly.
  */
 #ifndef NODE_PEER_PROTO_H
 #define NODE_PEER_PROTO_H
