@@ -21,6 +21,11 @@
  * bytes, so a held block is never stale. Readers copy from a held block without the lock, counted;
  * a block evicted while read is released by its last reader.
  *
+ * Listings go to S3 (s3_list), not through the cluster's table of pages (node_cache_list): that
+ * table keeps a page for --metadata-ttl and has no way to forget one, so a file this mount just
+ * wrote, or one another client created, would stay out of `ls` for that long, where the mount
+ * promises its own writes at once and new objects within --negative-ttl (docs/semantics.md).
+ *
  * Writes. The mount hands over a staged file; s3_upload sends it as one PUT or a parallel
  * multipart upload and aborts the upload on failure, so a failed put never leaves a partial
  * object. A HEAD afterwards gives S3's own mtime for the new version (the clock that later
