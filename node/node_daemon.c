@@ -16,7 +16,7 @@
  * cluster (a duplicate id or another block size), which ends the daemon with exit status 1.
  *
  * The control commands run on the control server's connection threads, which may block: `get`
- * has two threads read (and so verify) the next blocks while the connection thread sends them in
+ * has a few threads read (and so verify) the next blocks while the connection thread sends them in
  * order, a block held here as its file (node_control_reply_sendfile passes it to the client); `preload` lists the
  * prefix, then a few threads warm every block at its owner (node_cache_warm: this node fetches
  * what it owns, the owners fetch theirs when asked with OWNER_FETCH) while the connection thread
@@ -52,7 +52,7 @@
 
 #define DAEMON_LEAVE_LINGER_MS 1000
 #define DAEMON_GET_WINDOW 4        /* blocks read ahead of a `shoal get` */
-#define DAEMON_GET_READERS 2       /* threads reading (and verifying) the blocks of one `get` */
+#define DAEMON_GET_READERS 3       /* threads reading (and verifying) the blocks of one `get` */
 #define DAEMON_PRELOAD_THREADS 8   /* blocks warmed at once by a preload */
 #define DAEMON_PROGRESS_MS 250
 
@@ -208,8 +208,9 @@ static int send_block(node_daemon *d, node_control_reply *reply, const node_cach
 
 /* The blocks of one `get`, read (and so verified, for blocks on this node's disk) by a few
  * threads ahead of the connection thread, which sends them in order. Checking a block's checksum
- * is most of the cost of sending a block held here, so two readers on two cores keep the client
- * busy; at most DAEMON_GET_WINDOW blocks are held at once. */
+ * (and mapping the block to do so) is most of the cost of sending a block held here, so a few
+ * readers on the machine's cores keep the client busy; at most DAEMON_GET_WINDOW blocks are held
+ * at once. */
 typedef struct get_slot {
     node_cache_block b;
     bool ready;

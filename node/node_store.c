@@ -57,6 +57,12 @@
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xxh_x86dispatch.h> /* the same hash, with AVX2 or AVX-512 when the CPU has them */
+#define STORE_SUM XXH3_128bits_withSeed_dispatch
+#else
+#define STORE_SUM XXH3_128bits_withSeed
+#endif
 
 #include "shoal_error.h"
 #include "shoal_log.h"
@@ -238,7 +244,7 @@ static ssize_t pread_full(int fd, void *buf, size_t n, off_t off)
 static XXH128_hash_t payload_sum(const uint8_t *hdr, const void *data, size_t len)
 {
     XXH64_hash_t seed = XXH3_64bits(hdr + 8, 24);
-    return XXH3_128bits_withSeed(data, len, seed);
+    return STORE_SUM(data, len, seed);
 }
 
 static void header_build(uint8_t hdr[NODE_STORE_HEADER_LEN], const uint8_t id[NODE_STORE_ID_LEN],
