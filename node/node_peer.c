@@ -115,8 +115,11 @@ struct node_peer {
     pthread_cond_t zap_cond;
 
     pthread_mutex_t allow_mu;
+    pthread_cond_t allow_cond; /* signalled by node_peer_allow_set (ZAP grace, below) */
     uint8_t (*allow)[NODE_PEER_KEY_LEN]; /* sorted */
     size_t allow_n;
+    uint64_t grace_window_us; /* ZAP thread only: start of the current one-second window */
+    unsigned grace_used;      /* ZAP thread only: grace waits spent in that window */
 
     pthread_mutex_t mu;      /* guards: queue, links[], link->inflight/closing, stopping, closed */
     cmd *q_head, *q_tail;
@@ -326,9 +329,50 @@ int node_peer_allow_set(node_peer *p, const uint8_t (*keys)[NODE_PEER_KEY_LEN], 
     uint8_t (*old)[NODE_PEER_KEY_LEN] = p->allow;
     p->allow = copy;
     p->allow_n = n;
+    pthread_cond_broadcast(&p->allow_cond);
     pthread_mutex_unlock(&p->allow_mu);
     free(old);
     return 0;
+}
+
+/*
+ * ZAP grace. When node A learns of node B through gossip it dials B at once, and B may still be a
+ * few milliseconds from learning of A (the two learn from the same push-pull exchange, one message
+ * apart). Denying A then would be final: libzmq never redials a connection whose handshake was
+ * refused, and the requests queued on it are lost until a later send finds the link dead. So an
+ * unknown key waits up to ZAP_GRACE_MS for the allow-list to change before it is refused. The
+ * wait holds the ZAP thread, so at most ZAP_GRACE_PER_S keys get one each second; past that,
+ * unknown keys are refused at once and a stranger dialling in a loop cannot stall handshakes.
+ */
+#define ZAP_GRACE_MS 300
+#define ZAP_GRACE_PER_S 4
+
+static bool allow_wait(node_peer *p, const uint8_t *key)
+{
+    uint64_t now = shoal_clock_mono_us();
+    if (now - p->grace_window_us >= 1000000) {
+        p->grace_window_us = now;
+        p->grace_used = 0;
+    }
+    if (p->grace_used >= ZAP_GRACE_PER_S)
+        return false;
+    p->grace_used++;
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += (long)ZAP_GRACE_MS * 1000000L;
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&p->allow_mu);
+    bool found = false;
+    for (;;) {
+        found = p->allow_n > 0 && bsearch(key, p->allow, p->allow_n, NODE_PEER_KEY_LEN, key_cmp) != NULL;
+        if (found || pthread_cond_timedwait(&p->allow_cond, &p->allow_mu, &until) == ETIMEDOUT)
+            break;
+    }
+    if (!found)
+        found = p->allow_n > 0 && bsearch(key, p->allow, p->allow_n, NODE_PEER_KEY_LEN, key_cmp) != NULL;
+    pthread_mutex_unlock(&p->allow_mu);
+    return found;
 }
 
 static int zap_send(void *sock, const void *data, size_t len, bool more)
@@ -346,7 +390,7 @@ static void zap_answer(node_peer *p, void *sock, zmq_msg_t *f, int n)
         zmq_msg_size(&f[5]) == 5 && memcmp(zmq_msg_data(&f[5]), "CURVE", 5) == 0 &&
         zmq_msg_size(&f[6]) == NODE_PEER_KEY_LEN) {
         shoal_hex(user, zmq_msg_data(&f[6]), NODE_PEER_KEY_LEN);
-        allowed = allow_contains(p, zmq_msg_data(&f[6]));
+        allowed = allow_contains(p, zmq_msg_data(&f[6])) || allow_wait(p, zmq_msg_data(&f[6]));
     }
     if (!allowed) {
         count(&p->st_zap_denied, 1);
@@ -1041,6 +1085,11 @@ node_peer *node_peer_new(const node_peer_config *cfg)
     atomic_init(&p->next_id, 1);
     pthread_mutex_init(&p->mu, NULL);
     pthread_mutex_init(&p->allow_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->allow_cond, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&p->zap_mu, NULL);
     pthread_cond_init(&p->zap_cond, NULL);
     p->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -1092,6 +1141,7 @@ static void node_peer_release(node_peer *p)
         return;
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->allow_mu);
+    pthread_cond_destroy(&p->allow_cond);
     pthread_mutex_destroy(&p->zap_mu);
     pthread_cond_destroy(&p->zap_cond);
     free(p->allow);
