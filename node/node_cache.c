@@ -58,6 +58,7 @@
 #define CACHE_PENALTY_US 3000000u /* an owner that timed out is skipped this long */
 #define CACHE_LIST_BUCKETS 256
 #define CACHE_LIST_MAX 4096        /* listing pages remembered at once */
+#define CACHE_LIST_BYTES (64u << 20) /* and their bytes (a page of 1000 long keys is about 1 MiB) */
 
 /* ---- reference-counted block buffers ------------------------------------------------------- */
 
@@ -269,6 +270,7 @@ struct node_cache {
     pthread_cond_t list_cv;
     struct list_entry *lists[CACHE_LIST_BUCKETS];
     size_t list_count;
+    size_t list_bytes; /* page bytes held by the table */
 
     pool serve;
     pool readahead;
@@ -1240,15 +1242,17 @@ static list_entry **list_find(node_cache *c, uint64_t hash, const shoal_buf *ask
     return pp;
 }
 
-/* Keeps the table bounded: drops expired idle entries, then every idle one. Locked. */
+/* Keeps the table bounded in entries and bytes: drops expired idle entries, then every idle one.
+ * Locked. */
 static void list_trim(node_cache *c, uint64_t now)
 {
-    for (int pass = 0; pass < 2 && c->list_count >= CACHE_LIST_MAX; pass++)
+    for (int pass = 0; pass < 2 && (c->list_count >= CACHE_LIST_MAX || c->list_bytes > CACHE_LIST_BYTES); pass++)
         for (size_t i = 0; i < CACHE_LIST_BUCKETS; i++)
             for (list_entry **pp = &c->lists[i]; *pp;) {
                 list_entry *e = *pp;
                 if (!e->pending && e->refs == 0 && (pass == 1 || e->expires_us <= now)) {
                     *pp = e->next;
+                    c->list_bytes -= e->page.len;
                     list_entry_free(e);
                     c->list_count--;
                 } else {
@@ -1310,6 +1314,8 @@ static int list_page_bytes(node_cache *c, const s3_list_args *a, bool serve, sho
     rc = list_fetch(c, a, serve, &page);
 
     pthread_mutex_lock(&c->list_mu);
+    c->list_bytes += page.len;
+    c->list_bytes -= e->page.len;
     shoal_buf_destroy(&e->page);
     e->page = page;
     e->ok = rc == 0;
