@@ -134,7 +134,20 @@ static int h_leave(void *ctx, const node_control_request *req, node_control_repl
     return 0;
 }
 
-static const node_control_handlers HANDLERS = {h_status, h_stats, h_get, h_preload, h_leave, NULL};
+/* Answers a listing with the prefix and delimiter it was asked for, so a test sees both. */
+static int h_list(void *ctx, const node_control_request *req, node_control_reply *reply)
+{
+    shoal_buf b = {0};
+    int rc = -1;
+    if (shoal_buf_append_str(&b, "{\"prefixes\":[") == 0 && node_json_append_str(&b, req->prefix) == 0 &&
+        shoal_buf_append_str(&b, "],\"objects\":[{\"key\":") == 0 && node_json_append_str(&b, req->delimiter) == 0 &&
+        shoal_buf_append_str(&b, ",\"size\":1}]}") == 0)
+        rc = node_control_reply_json(reply, shoal_buf_str(&b));
+    shoal_buf_destroy(&b);
+    return rc;
+}
+
+static const node_control_handlers HANDLERS = {h_status, h_stats, h_get, h_preload, h_leave, h_list};
 
 static char *g_dir;
 static char g_sock[256];
@@ -527,6 +540,73 @@ TT_TEST(test_node_control_live_socket_refused_stale_socket_replaced)
     tt_rmtree(g_dir);
 }
 
+/* A plain connection to the test server's socket, for requests written by hand. */
+static int raw_connect(void)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    TT_CHECK(strlen(g_sock) < sizeof sa.sun_path, "socket path too long: %s", g_sock);
+    memcpy(sa.sun_path, g_sock, strlen(g_sock) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    TT_CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect %s", g_sock);
+    return fd;
+}
+
+/* list carries prefix and delimiter to the handler ("/" when the request names none) and its
+ * JSON body back; a list without a prefix is refused before any handler runs. */
+TT_TEST(test_node_control_list_reaches_the_handler_with_its_delimiter)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    shoal_buf body = {0};
+    TT_OK(node_control_list(g_sock, "bucket-a", "dir/sub dir/", "", &body));
+    TT_CHECK(!strcmp(shoal_buf_str(&body), "{\"prefixes\":[\"dir/sub dir/\"],\"objects\":[{\"key\":\"\",\"size\":1}]}"),
+             "body: %s", shoal_buf_str(&body));
+    shoal_buf_reset(&body);
+    /* Raw requests: without "delimiter" the handler sees "/"; without "prefix" it is an error. */
+    static const char *const reqs[] = {"{\"cmd\":\"list\",\"bucket\":\"b\",\"prefix\":\"p/\"}\n",
+                                       "{\"cmd\":\"list\",\"bucket\":\"b\"}\n"};
+    static const char *const want[] = {"\"key\":\"/\"", "list needs"};
+    for (int i = 0; i < 2; i++) {
+        int fd = raw_connect();
+        TT_CHECK(write(fd, reqs[i], strlen(reqs[i])) == (ssize_t)strlen(reqs[i]), "write");
+        char got[512] = {0};
+        size_t n = 0;
+        ssize_t k;
+        while (n < sizeof got - 1 && (k = read(fd, got + n, sizeof got - 1 - n)) > 0)
+            n += (size_t)k;
+        close(fd);
+        TT_CHECK(strstr(got, want[i]) != NULL, "request %d: answer '%s' lacks '%s'", i, got, want[i]);
+    }
+    shoal_buf_destroy(&body);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
+/* A get that does not ask for descriptors (an older client) still gets a plain byte body. */
+TT_TEST(test_node_control_get_without_fds_gets_a_plain_byte_body)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    d.file_path = pattern_source();
+    int fd = raw_connect();
+    static const char req[] = "{\"cmd\":\"get\",\"bucket\":\"b\",\"key\":\"k\"}\n";
+    TT_CHECK(write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1), "write");
+    static uint8_t got[OBJ_SIZE + 256];
+    size_t n = 0;
+    ssize_t k;
+    while (n < sizeof got && (k = read(fd, got + n, sizeof got - n)) > 0)
+        n += (size_t)k;
+    close(fd);
+    const char *nl = memchr(got, '\n', n);
+    TT_CHECK(nl != NULL && strstr((const char *)got, "\"body\":\"bytes\"") != NULL, "header: %.80s", (const char *)got);
+    size_t head = (size_t)((const uint8_t *)nl + 1 - got);
+    TT_CHECK(n - head == OBJ_SIZE, "%zu body bytes, want %u", n - head, OBJ_SIZE);
+    for (size_t i = 0; i < OBJ_SIZE; i++)
+        TT_CHECK(got[head + i] == pattern(i), "byte %zu differs", i);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
 TT_TEST(test_node_control_unsupported_command_is_an_error)
 {
     fake_daemon d;
@@ -774,6 +854,8 @@ TT_TEST(test_shoal_cli_bad_usage_exits_2_with_one_line)
         {{"leave", "extra", NULL}, "shoal: leave: unexpected argument 'extra'"},
         {{"stats", "-o", "f", NULL}, "shoal: -o: only for get and keygen"},
         {{"get", "--json", "s3://bucket-a/k", NULL}, "shoal: --json: only for status, stats and ls"},
+        {{"ls", NULL}, "shoal: ls: missing s3://BUCKET/PREFIX"},
+        {{"ls", "s3://bucket-a/p/", "-o", "f", NULL}, "shoal: -o: only for get and keygen"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char err[2048];
