@@ -28,6 +28,14 @@
  * ends the read: the owner asked S3 with If-Match and S3 said the version is gone. A block from a
  * peer is checked (length and XXH3-64 of the payload, the "ck" field) before it is used and kept
  * as a NEAR block so the next local read of it stays local.
+ *
+ * Listings. A table of listing pages keyed by the whole request (bucket, prefix, delimiter, token,
+ * start-after, max keys), each kept in the LIST payload encoding, which is both what a peer is
+ * sent and what a local caller decodes. A page is fetched once at a time (an entry marked pending;
+ * others wait on it, as with blocks) from the listing's owners in read order, then S3; a LIST a
+ * peer sends is served from the same table, so the owner's local callers and every other node
+ * share one S3 listing per TTL. Failures are not remembered: the next caller tries again. The
+ * table is bounded in entries and in bytes.
  */
 #include "node_cache.h"
 
