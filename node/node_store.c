@@ -870,16 +870,29 @@ static int scan_block(node_store *s, scan_state *st, int leaf_fd, const char *re
     return 0;
 }
 
+/* Opens blocks/<rel> ("." for blocks/ itself) for reading its entries; NULL with a shoal_error
+ * naming the directory. *fd (when fd is not NULL) receives the directory's descriptor, which the
+ * DIR owns. */
+static DIR *open_blocks_dir(node_store *s, const char *rel, int *fd)
+{
+    int dfd = openat(s->blocks_fd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        shoal_error_errno(errno, "store: list %s/%s", s->blocks_dir, rel);
+        if (dfd >= 0)
+            close(dfd);
+    }
+    if (fd)
+        *fd = dfd;
+    return d;
+}
+
 static int scan_leaf(node_store *s, scan_state *st, const char *rel_dir)
 {
-    int fd = openat(s->blocks_fd, rel_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-    if (!d) {
-        shoal_error_errno(errno, "store: list %s/%s", s->blocks_dir, rel_dir);
-        if (fd >= 0)
-            close(fd);
+    int fd;
+    DIR *d = open_blocks_dir(s, rel_dir, &fd);
+    if (!d)
         return -1;
-    }
     int rc = 0;
     struct dirent *de;
     while (rc == 0 && (de = readdir(d))) {
@@ -903,14 +916,9 @@ static int scan_leaf(node_store *s, scan_state *st, const char *rel_dir)
  * level recurses once, the second scans the leaf directories that hold the block files. */
 static int scan_level(node_store *s, scan_state *st, const char *parent)
 {
-    int fd = openat(s->blocks_fd, *parent ? parent : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-    if (!d) {
-        shoal_error_errno(errno, "store: list %s/%s", s->blocks_dir, parent);
-        if (fd >= 0)
-            close(fd);
+    DIR *d = open_blocks_dir(s, *parent ? parent : ".", NULL);
+    if (!d)
         return -1;
-    }
     int rc = 0;
     struct dirent *de;
     while (rc == 0 && (de = readdir(d))) {
