@@ -21,7 +21,7 @@ the first tool, so every tool finds the server equally warm. Needs root (or fuse
 /dev/fuse; s3fs and rclone are Debian's packages (scripts/deps) and are skipped with a message
 when missing. Only the standard library.
 
-Environment: BENCH_BIG_FILES (4), BENCH_BIG_MIB (256), BENCH_SMALL_FILES (5000), BENCH_WARM_FILES
+Environment: BENCH_PARTS (abcd: which of the four to run), BENCH_BIG_FILES (4), BENCH_BIG_MIB (256), BENCH_SMALL_FILES (5000), BENCH_WARM_FILES
 (1000), BENCH_TTFB_FILES (20), BENCH_ROUNDS (3), BENCH_BLOCK_SIZE (4M).
 """
 import concurrent.futures
@@ -47,6 +47,7 @@ WARM_FILES = int(os.environ.get("BENCH_WARM_FILES", "1000"))
 TTFB_FILES = int(os.environ.get("BENCH_TTFB_FILES", "20"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 BLOCK = os.environ.get("BENCH_BLOCK_SIZE", "4M")
+PARTS = os.environ.get("BENCH_PARTS", "abcd")
 SMALL = 100 * 1000
 # Small files go in directories of 500, as large datasets are usually sharded; each directory is at
 # the top (small00/, small01/, ...) because s3rver leaves out the common prefix of keys two levels
@@ -255,14 +256,10 @@ def main():
                 read_whole(os.path.join(dirpath, f))
 
         cold = {}
-        log("cold reads through Shoal")
-        p, mnt = start_shoald(work, "shoal-cold", endpoint, key)
-        list_dirs(mnt, big + small)
-        cold["shoal"] = (cold_read(mnt, big, big_sizes), cold_read(mnt, small, small_sizes))
-        unmount(p, mnt)
-
-        for tool, start in (("s3fs", start_s3fs), ("rclone", start_rclone)):
-            if shutil.which(tool) is None:
+        tools = (("shoal", lambda w, _: start_shoald(w, "shoal-cold", endpoint, key)),
+                 ("s3fs", start_s3fs), ("rclone", start_rclone)) if "c" in PARTS else ()
+        for tool, start in tools:
+            if tool != "shoal" and shutil.which(tool) is None:
                 log("%s is not installed (scripts/deps installs it): skipped" % tool)
                 continue
             log("cold reads through %s" % tool)
@@ -273,44 +270,52 @@ def main():
 
         log("warm reads and time to first byte through a fresh Shoal mount")
         p, mnt = start_shoald(work, "shoal-warm", endpoint, key)
-        os.listdir(os.path.join(mnt, "ttfb"))
-        t_mount = [ttfb_mount(os.path.join(mnt, n)) for n in ttfb]
-        t_get = [ttfb_get(s3port, n) for n in ttfb]
+        t_mount, t_get, seq, orc = [], [], {}, {}
+        if "d" in PARTS:
+            os.listdir(os.path.join(mnt, "ttfb"))
+            t_mount = [ttfb_mount(os.path.join(mnt, n)) for n in ttfb]
+            t_get = [ttfb_get(s3port, n) for n in ttfb]
         warm_small = small[:WARM_FILES]
         list_dirs(mnt, warm_small)
         for root in (mnt, data):  # fill both page caches
-            read_whole(os.path.join(root, big[0]))
-            open_read_close(root, warm_small)
-        seq = {}
-        for root, label in ((mnt, "mount"), (data, "local")):
+            if "a" in PARTS:
+                read_whole(os.path.join(root, big[0]))
+            if "b" in PARTS:
+                open_read_close(root, warm_small)
+        for root, label in ((mnt, "mount"), (data, "local")) if "a" in PARTS else ():
             def one(root=root):
                 t0 = time.perf_counter()
                 read_whole(os.path.join(root, big[0]))
                 return time.perf_counter() - t0
             seq[label] = best(one, ROUNDS)
-        orc = {label: best(lambda root=root: open_read_close(root, warm_small), ROUNDS)
-               for root, label in ((mnt, "mount"), (data, "local"))}
+        if "b" in PARTS:
+            orc = {label: best(lambda root=root: open_read_close(root, warm_small), ROUNDS)
+                   for root, label in ((mnt, "mount"), (data, "local"))}
         unmount(p, mnt)
 
         print("mount benchmark: one shoald on loopback, block size %s, s3rver 3.7.1, %d reader threads"
               % (BLOCK, THREADS))
-        print("(a) warm sequential read of %d MiB, best of %d: mount %.0f MiB/s, local %.0f MiB/s"
-              % (BIG_MIB, ROUNDS, BIG_MIB / seq["mount"], BIG_MIB / seq["local"]))
-        print("    mount / local = %.2f   (target >= 0.85)" % (seq["local"] / seq["mount"]))
-        print("(b) open+read+close of %d x 100 KB, warm, best of %d: mount %.0f files/s, local %.0f files/s"
-              % (len(warm_small), ROUNDS, len(warm_small) / orc["mount"], len(warm_small) / orc["local"]))
-        print("    mount / local = %.2f   (target >= 0.5)" % (orc["local"] / orc["mount"]))
-        print("(c) cold reads, %d x %d MiB and %d x 100 KB:" % (BIG_FILES, BIG_MIB, SMALL_FILES))
-        for tool, (tb, ts) in cold.items():
-            print("    %-7s big %6.1f s (%4.0f MiB/s)   small %6.1f s (%4.0f files/s)"
-                  % (tool, tb, BIG_FILES * BIG_MIB / tb, ts, SMALL_FILES / ts))
-        for tool in ("s3fs", "rclone"):
-            if tool in cold:
-                print("    shoal / %-6s big %.2f   small %.2f   (target: s3fs <= 0.5, rclone < 1)"
-                      % (tool, cold["shoal"][0] / cold[tool][0], cold["shoal"][1] / cold[tool][1]))
-        print("(d) time to first byte of an uncached 8 MiB file, median of %d: mount %.1f ms, direct GET %.1f ms"
-              % (len(ttfb), statistics.median(t_mount) * 1e3, statistics.median(t_get) * 1e3))
-        print("    mount / GET = %.2f   (target <= 1.5)" % (statistics.median(t_mount) / statistics.median(t_get)))
+        if seq:
+            print("(a) warm sequential read of %d MiB, best of %d: mount %.0f MiB/s, local %.0f MiB/s"
+                  % (BIG_MIB, ROUNDS, BIG_MIB / seq["mount"], BIG_MIB / seq["local"]))
+            print("    mount / local = %.2f   (target >= 0.85)" % (seq["local"] / seq["mount"]))
+        if orc:
+            print("(b) open+read+close of %d x 100 KB, warm, best of %d: mount %.0f files/s, local %.0f files/s"
+                  % (len(warm_small), ROUNDS, len(warm_small) / orc["mount"], len(warm_small) / orc["local"]))
+            print("    mount / local = %.2f   (target >= 0.5)" % (orc["local"] / orc["mount"]))
+        if cold:
+            print("(c) cold reads, %d x %d MiB and %d x 100 KB:" % (BIG_FILES, BIG_MIB, SMALL_FILES))
+            for tool, (tb, ts) in cold.items():
+                print("    %-7s big %6.1f s (%4.0f MiB/s)   small %6.1f s (%4.0f files/s)"
+                      % (tool, tb, BIG_FILES * BIG_MIB / tb, ts, SMALL_FILES / ts))
+            for tool in ("s3fs", "rclone"):
+                if tool in cold:
+                    print("    shoal / %-6s big %.2f   small %.2f   (target: s3fs <= 0.5, rclone < 1)"
+                          % (tool, cold["shoal"][0] / cold[tool][0], cold["shoal"][1] / cold[tool][1]))
+        if t_mount:
+            print("(d) time to first byte of an uncached 8 MiB file, median of %d: mount %.1f ms, direct GET %.1f ms"
+                  % (len(ttfb), statistics.median(t_mount) * 1e3, statistics.median(t_get) * 1e3))
+            print("    mount / GET = %.2f   (target <= 1.5)" % (statistics.median(t_mount) / statistics.median(t_get)))
     finally:
         for p, mnt in mounts:
             unmount(p, mnt)
