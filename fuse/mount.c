@@ -22,10 +22,18 @@
  * it does not hold is "no such file" only for --negative-ttl. A lookup nothing answers asks the
  * backend: a one-entry LIST of "name/" (a directory wins over a file: mount_names.h), then HEAD.
  *
- * Reads. open records the ETag (asking the backend again when the metadata is older than the
- * TTL: close-to-open) and every read of that handle asks for that ETag, so a reader never gets a
- * splice of two versions (-ESTALE instead). The kernel's page cache is kept across opens while
- * the ETag is the one the cache was filled with (inode->cache_etag).
+ * Reads. A file inode stands for one version (ETag) of its object, and every read asks the
+ * backend for that ETag, so a reader never gets a splice of two versions (-ESTALE instead). When
+ * a lookup, a listing or a HEAD learns another version, the path gets a new inode (supersede):
+ * the kernel, revalidating the name after the entry TTL, sees another node id and drops the old
+ * dentry with its pages; descriptors open on the old inode keep its version. That is
+ * close-to-open: an open after --metadata-ttl revalidates the name, which asks the store.
+ * On a --read-only mount nothing is left to do at open or close, so OPEN and FLUSH answer ENOSYS
+ * and the kernel stops sending OPEN, FLUSH and RELEASE: a cached file costs no round trip, and
+ * reads arrive with fh 0 (the inode names key and ETag). On a writable mount OPEN records the
+ * ETag in a handle (an open of a superseded inode gets ESTALE, which makes open(2) look the name
+ * up again), read-only descriptors skip FLUSH (FOPEN_NOFLUSH), and the page cache is kept across
+ * opens while the ETag is the one the cache was filled with (inode->cache_etag).
  *
  * Writes. A file opened for writing is staged: a temporary file in the staging directory (already
  * unlinked, so a crash leaves nothing), filled with the object's bytes first unless O_TRUNC.
@@ -99,6 +107,7 @@ struct mount_view {
     void *ctx;
     uint64_t ttl_us, neg_ttl_us;
     int64_t started; /* wall seconds: the mtime of directories */
+    bool no_open;    /* opens cost no request: the kernel opens files itself (op_init) */
 
     pthread_mutex_t lock;
     mount_inodes *inodes;
@@ -195,6 +204,31 @@ static void learn(mount_inode *in, const mount_obj_info *info, uint64_t until)
     in->info = *info;
     in->remote = true;
     in->attr_until = until;
+}
+
+/* An inode stands for one version of its object. When the path learns another version (or that
+ * the object is gone), its inode is superseded: detached from the path, so the next lookup gets
+ * a new inode number; the kernel, seeing another number for the name, drops the old dentry and
+ * its pages. Descriptors still open on the old inode keep reading the old ETag (ESTALE once that
+ * version is gone), never the new bytes. m->lock held; `in` stays allocated. */
+static void supersede(mount_view *m, mount_inode *in)
+{
+    in->stale = true;
+    mount_inodes_detach(m->inodes, in);
+}
+
+/* Supersedes the file inode at `path` when `info` describes another version of its object (a
+ * NULL `info`: no object). Staged files are left alone (their bytes are the truth until
+ * uploaded). m->lock held. */
+static void check_version(mount_view *m, const char *path, bool is_dir,
+                          const mount_obj_info *info)
+{
+    mount_inode *in = mount_inodes_find(m->inodes, path);
+    if (in && !in->is_dir && in->remote && !in->stage &&
+        (!info || is_dir || strcmp(in->info.etag, info->etag) != 0)) {
+        supersede(m, in);
+        mount_inodes_maybe_free(m->inodes, in);
+    }
 }
 
 static void fill_attr(const mount_view *m, const mount_inode *in, struct stat *st)
@@ -490,6 +524,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     if (l && now < l->listed_at + m->ttl_us) {
         const mount_dirent *d = mount_names_find(l->e, l->n, name);
         if (d) {
+            check_version(m, path, d->is_dir, &d->info);
             in = inode_at(m, path, d->is_dir);
             if (!in) {
                 in = mount_inodes_find(m->inodes, path);
@@ -499,6 +534,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
             goto found;
         }
         if (now < l->listed_at + m->neg_ttl_us) {
+            check_version(m, path, false, NULL);
             pthread_mutex_unlock(&m->lock);
             reply_negative(m, req);
             goto out;
@@ -508,6 +544,9 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
     rc = probe(m, path, &is_dir, &info);
     if (rc == -ENOENT) {
+        pthread_mutex_lock(&m->lock);
+        check_version(m, path, false, NULL);
+        pthread_mutex_unlock(&m->lock);
         reply_negative(m, req);
         goto out;
     }
@@ -516,6 +555,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         goto out;
     }
     pthread_mutex_lock(&m->lock);
+    check_version(m, path, is_dir, &info);
     in = inode_at(m, path, is_dir);
     if (!in)
         in = mount_inodes_find(m->inodes, path);
@@ -567,11 +607,13 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 }
 
 /* Makes sure `in`'s metadata is fresh (HEAD when older than the TTL). m->lock held on entry and
- * on return; dropped around the backend call. 0 or -errno (-ENOENT: the object is gone). */
+ * on return; dropped around the backend call. 0 or -errno. When the object has another version
+ * now, or is gone, `in` is superseded (in->stale) and keeps describing its own version: 0. A file
+ * never uploaded that the store does not hold either: -ENOENT. */
 static int refresh(mount_view *m, mount_inode *in)
 {
     if (in->is_dir || in->stage || in->detached || now_us() < in->attr_until)
-        return 0; /* an unlinked file open somewhere keeps what it had */
+        return 0; /* an unlinked or superseded file open somewhere keeps what it had */
     mount_obj_info info;
     char *key = key_of(m, in->path, false);
     if (!key)
@@ -580,8 +622,15 @@ static int refresh(mount_view *m, mount_inode *in)
     int rc = m->be->head(m->ctx, key, &info);
     free(key);
     pthread_mutex_lock(&m->lock);
-    if (rc == 0)
+    if (in->stage || in->detached)
+        return 0; /* written, unlinked or superseded meanwhile: that is the truth now */
+    if (rc == 0 && (!in->remote || strcmp(in->info.etag, info.etag) == 0)) {
         learn(in, &info, now_us() + m->ttl_us);
+    } else if (in->remote && (rc == 0 || rc == -ENOENT)) {
+        supersede(m, in);
+        invalidate_parent(m, in->path); /* its listing shows the old version */
+        rc = 0;
+    }
     return rc;
 }
 
@@ -897,6 +946,12 @@ static bool wants_write(int flags)
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     mount_view *m = fuse_req_userdata(req);
+    if (m->no_open) {
+        /* "Not implemented" here means: open every file yourself, keeping its page cache, and
+         * send neither OPEN nor RELEASE again; reads come with fh 0 (op_read). */
+        fuse_reply_err(req, ENOSYS);
+        return;
+    }
     int rc = 0;
     mount_handle *h = calloc(1, sizeof *h);
     if (!h) {
@@ -914,6 +969,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         rc = -ENOENT; /* staged once, never uploaded, released: it does not exist */
         goto unlock_fail;
     }
+    if (in->stale && !in->stage) {
+        rc = -ESTALE; /* open(2) looks the name up again (LOOKUP_REVAL) and finds the new inode */
+        goto unlock_fail;
+    }
     if (wants_write(fi->flags)) {
         if (m->cfg.read_only) {
             rc = -EROFS;
@@ -929,6 +988,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         h->stage->nopen++;
     } else {
         rc = refresh(m, in); /* close-to-open: metadata older than the TTL is asked again */
+        if (rc == 0 && in->stale)
+            rc = -ESTALE;
         if (rc)
             goto unlock_fail;
         h->key = key_of(m, in->path, false);
@@ -947,6 +1008,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         fi->keep_cache = strcmp(in->cache_etag, h->etag) == 0;
         snprintf(in->cache_etag, sizeof in->cache_etag, "%s", h->etag);
     }
+    /* A descriptor that cannot write has nothing to upload at close: no FLUSH round trip. */
+    fi->noflush = !wants_write(fi->flags);
     handle_link(m, h);
     pthread_mutex_unlock(&m->lock);
     fi->fh = (uint64_t)(uintptr_t)h;
@@ -1029,27 +1092,47 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     mount_view *m = fuse_req_userdata(req);
     mount_handle *h = (mount_handle *)(uintptr_t)fi->fh;
     char *buf = malloc(size ? size : 1);
-    ssize_t n;
-    if (!buf) {
-        fuse_reply_err(req, ENOMEM);
-        return;
+    char *ikey = NULL, ietag[MOUNT_ETAG_MAX];
+    ssize_t n = -ENOMEM;
+    if (!buf)
+        goto reply;
+    if (!h) {
+        /* Opened without a request (no_open): the inode names the version it stands for. */
+        bool known = false;
+        pthread_mutex_lock(&m->lock);
+        mount_inode *in = get_inode(m, ino);
+        if (in && !in->is_dir) {
+            known = true;
+            ikey = key_of(m, in->path, false);
+            snprintf(ietag, sizeof ietag, "%s", in->info.etag);
+        }
+        pthread_mutex_unlock(&m->lock);
+        if (!ikey) {
+            n = known ? -ENOMEM : -ESTALE;
+            goto reply;
+        }
     }
-    if (h->stage) {
+    if (h && h->stage) {
         n = pread(h->stage->fd, buf, size, off);
         if (n < 0)
             n = -errno;
     } else {
-        n = m->be->read(m->ctx, h->key, h->etag, (uint64_t)off, size, buf);
+        const char *etag = h ? h->etag : ietag;
+        n = m->be->read(m->ctx, h ? h->key : ikey, etag, (uint64_t)off, size, buf);
         if (n == -ENOENT)
-            n = -ESTALE; /* deleted while open: the handle's version is gone */
+            n = -ESTALE; /* deleted while open: the version read is gone */
         if (n == -ESTALE) {
             pthread_mutex_lock(&m->lock);
             mount_inode *in = get_inode(m, ino);
-            if (in)
-                in->attr_until = 0; /* the next open asks again */
+            if (in && !in->stage && !in->detached && strcmp(in->info.etag, etag) == 0) {
+                supersede(m, in); /* the next lookup asks the store again */
+                invalidate_parent(m, in->path);
+            }
             pthread_mutex_unlock(&m->lock);
         }
     }
+reply:
+    free(ikey);
     if (n < 0)
         fuse_reply_err(req, (int)-n);
     else
@@ -1094,6 +1177,12 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     mount_view *m = fuse_req_userdata(req);
     mount_handle *h = (mount_handle *)(uintptr_t)fi->fh;
+    if (!h || m->cfg.read_only) {
+        /* Nothing to upload. "Not implemented" makes the kernel stop sending FLUSH (and, from
+         * op_fsync, FSYNC) on this mount: a close costs no round trip. */
+        fuse_reply_err(req, ENOSYS);
+        return;
+    }
     /* Only a descriptor that may write uploads: a reader of a file being written closing its
      * descriptor must not publish the writer's half-written bytes. */
     int rc = h->stage && wants_write(h->flags) ? stage_upload(m, h->stage) : 0;
@@ -1109,6 +1198,10 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
     mount_view *m = fuse_req_userdata(req);
     mount_handle *h = (mount_handle *)(uintptr_t)fi->fh;
+    if (!h) {
+        fuse_reply_err(req, 0); /* opened without a request: no handle to end */
+        return;
+    }
     if (h->stage) {
         pthread_mutex_lock(&m->lock);
         bool last = h->stage->nopen == 1;
@@ -1568,6 +1661,9 @@ static size_t fill_dir(mount_view *m, fuse_req_t req, mount_inode *dir, mount_li
             name = d->name;
             e.attr.st_mode = d->is_dir ? S_IFDIR : S_IFREG;
             if (plus) {
+                mount_inode *old = mount_inodes_find(m->inodes, path);
+                if (old && old->attr_until < until)
+                    check_version(m, path, d->is_dir, &d->info); /* the listing is newer */
                 child = inode_at(m, path, d->is_dir);
                 if (!child)
                     child = mount_inodes_find(m->inodes, path);
@@ -1659,6 +1755,10 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
+    mount_view *m = userdata;
+    /* A read-only mount needs nothing at open or close: versions are checked at lookup (an
+     * inode stands for one ETag), so op_open answers ENOSYS and the kernel opens files itself. */
+    m->no_open = m->cfg.read_only && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
     conn->max_write = MOUNT_IO_MAX;
     conn->max_read = MOUNT_IO_MAX;
     conn->max_readahead = MOUNT_READAHEAD;

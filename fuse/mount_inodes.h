@@ -2,7 +2,8 @@
  * mount_inodes: the mount's inode table (internal to fuse/).
  *
  * Each inode the kernel knows is a path relative to the mount's prefix ("" is the root, inode 1)
- * with the metadata last learnt for it. Inode numbers come from a hash of the path (probing past
+ * with the metadata last learnt for it. A file inode stands for one version (ETag) of its object:
+ * a new version at the path gets a new inode (fuse/mount.c, supersede). Inode numbers come from a hash of the path (probing past
  * collisions), so a path keeps its number across forgets and remounts in the common case. The
  * table is not locked: the mount holds its lock around every call and every field access.
  */
@@ -33,6 +34,8 @@ typedef struct mount_inode {
     char *path;                /* relative path, "" for the root */
     bool is_dir;
     bool detached;             /* unlinked or replaced: no longer reachable by path */
+    bool stale;                /* superseded: the path now holds another version of the object
+                                  (or none); this inode keeps standing for its own version */
     bool remote;               /* an object is known to exist at the key (not just staged) */
     mount_obj_info info;       /* files: size, ETag, mtime as last learnt */
     uint64_t attr_until;       /* monotonic microseconds until which `info` is trusted */
