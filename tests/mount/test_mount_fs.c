@@ -10,6 +10,10 @@
  * PUT and COPY calls a POSIX operation cost; its one injected fault (failing PUTs) is what no real
  * store does on demand.
  *
+ * Which requests a system call sends the daemon is seen from outside: a few tests mount from a
+ * child process, freeze it with SIGSTOP, and check which calls still complete (those that sent
+ * nothing) and which block.
+ *
  * A test skips (exit 77) only when /dev/fuse is missing or mounting is not permitted here, and
  * says which. Every mount is unmounted at the end, and by an atexit handler when a check fails.
  */
@@ -568,13 +572,20 @@ TT_TEST(test_mount_lists_2500_entries_with_one_listing_and_no_head)
     fx_done(&f);
 }
 
+/* Prepares `f` with a store holding "hot", `len` pattern bytes, which it returns (to free). */
+static char *fx_prepare_hot(fixture *f, size_t len, unsigned seed)
+{
+    fx_prepare(f);
+    char *data = pattern(len, seed);
+    mem_backend_set(f->mem, "hot", 3, data, len, 0);
+    return data;
+}
+
 TT_TEST(test_mount_page_cache_kept_across_opens_while_etag_unchanged)
 {
     fixture f;
-    fx_prepare(&f);
     size_t len = 256 * 1024;
-    char *data = pattern(len, 4);
-    mem_backend_set(f.mem, "hot", 3, data, len, 0);
+    char *data = fx_prepare_hot(&f, len, 4);
     fx_mount(&f);
     check_content(P(&f, "hot"), data, len);
     unsigned reads = mem_backend_counts(f.mem).read;
@@ -585,6 +596,154 @@ TT_TEST(test_mount_page_cache_kept_across_opens_while_etag_unchanged)
              mem_backend_counts(f.mem).read);
     free(data);
     fx_done(&f);
+}
+
+/* ---- round trips of a cached open+read+close ---------------------------------------------- */
+
+/* Mounts f->cfg from a child process, the daemon, so the test can freeze it (SIGSTOP) and see
+ * which system calls still complete: those that send the daemon no request. Returns its pid. */
+static pid_t fx_mount_child(fixture *f)
+{
+    int ready[2];
+    TT_CHECK(pipe(ready) == 0, "pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    TT_CHECK(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        close(ready[0]);
+        mount_view *m = mount_new(&f->cfg, &mem_backend_ops, f->mem);
+        char ok = m && mount_start(m) == 0 ? 'y' : 'n';
+        if (write(ready[1], &ok, 1) != 1)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    close(ready[1]);
+    live_child = pid;
+    snprintf(live_other, sizeof live_other, "%s", f->mnt);
+    arm_cleanup();
+    char ok = 'n';
+    TT_CHECK(read(ready[0], &ok, 1) == 1, "the daemon child said nothing");
+    close(ready[0]);
+    if (ok != 'y') {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        live_child = 0;
+        live_other[0] = '\0';
+        TT_SKIP("mounting is not permitted here (the child could not mount)");
+    }
+    return pid;
+}
+
+/* Thaws and kills the daemon child, cleans its dead mount and the fixture. */
+static void fx_done_child(fixture *f, pid_t pid)
+{
+    kill(pid, SIGKILL);
+    kill(pid, SIGCONT);
+    waitpid(pid, NULL, 0);
+    live_child = 0;
+    TT_CHECK(mount_cleanup_stale(f->mnt) == 0, "cleaning the killed daemon's mount: %s",
+             shoal_error_message());
+    live_other[0] = '\0';
+    mem_backend_delete(f->mem);
+    tt_rmtree(f->dir);
+    free(f->dir);
+}
+
+typedef struct read_job {
+    const char *path; /* opened by the job when set */
+    int fd;           /* else this descriptor is read and closed */
+    const char *want;
+    size_t len;
+} read_job;
+
+/* Reads the whole file, compares, closes: 0 when every step worked and the bytes are right. Runs
+ * in a forked process: only plain returns (a failed check would run the parent's atexit). */
+static int read_job_run(const read_job *j)
+{
+    int fd = j->path ? open(j->path, O_RDONLY) : j->fd;
+    if (fd < 0)
+        return 2;
+    char *buf = malloc(j->len + 1);
+    size_t n = 0;
+    ssize_t r;
+    while (buf && (r = read(fd, buf + n, j->len + 1 - n)) > 0)
+        n += (size_t)r;
+    int rc = buf && n == j->len && memcmp(buf, j->want, n) == 0 ? 0 : 3;
+    free(buf);
+    if (close(fd) != 0)
+        rc = 4;
+    return rc;
+}
+
+/* Runs the job in a child process. 0 when it succeeded within `ms` milliseconds, 1 when it
+ * failed, -1 when it is still running (blocked): its pid is then in *left. */
+static int job_within(const read_job *j, int ms, pid_t *left)
+{
+    pid_t pid = fork();
+    TT_CHECK(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0)
+        _exit(read_job_run(j));
+    for (int waited = 0; waited < ms; waited += 10) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1;
+        usleep(10 * 1000);
+    }
+    *left = pid;
+    return -1;
+}
+
+TT_TEST(test_mount_read_only_cached_open_read_close_sends_the_daemon_nothing)
+{
+    fixture f;
+    size_t len = 100 * 1000;
+    char *data = fx_prepare_hot(&f, len, 11);
+    f.cfg.read_only = true;
+    pid_t daemon = fx_mount_child(&f);
+    check_content(P(&f, "hot"), data, len); /* fills the page cache (reads with no handle) */
+    TT_CHECK(kill(daemon, SIGSTOP) == 0, "SIGSTOP: %s", strerror(errno));
+    read_job j = {P(&f, "hot"), -1, data, len};
+    pid_t left = 0;
+    int rc = job_within(&j, 3000, &left);
+    kill(daemon, SIGCONT);
+    if (left)
+        waitpid(left, NULL, 0);
+    TT_CHECK(rc == 0, "open+read+close of a cached file with the daemon frozen %s",
+             rc < 0 ? "blocked: a request was sent (OPEN, FLUSH or RELEASE)" : "failed");
+    free(data);
+    fx_done_child(&f, daemon);
+}
+
+TT_TEST(test_mount_writable_mount_reader_close_sends_no_flush)
+{
+    fixture f;
+    size_t len = 100 * 1000;
+    char *data = fx_prepare_hot(&f, len, 12);
+    pid_t daemon = fx_mount_child(&f);
+    check_content(P(&f, "hot"), data, len);
+    int fd = open(P(&f, "hot"), O_RDONLY);
+    TT_CHECK(fd >= 0, "open: %s", strerror(errno));
+    TT_CHECK(kill(daemon, SIGSTOP) == 0, "SIGSTOP: %s", strerror(errno));
+    /* The child's close of its copy of the descriptor calls flush like any close. */
+    read_job reader = {NULL, fd, data, len}, opener = {P(&f, "hot"), -1, data, len};
+    pid_t left = 0, left_open = 0;
+    int rc = job_within(&reader, 3000, &left);
+    /* The contrast that shows the daemon is frozen: an open on a writable mount asks it. */
+    int rc_open = rc == 0 ? job_within(&opener, 300, &left_open) : -1;
+    kill(daemon, SIGCONT);
+    if (left)
+        waitpid(left, NULL, 0);
+    int st = 0;
+    if (left_open)
+        waitpid(left_open, &st, 0);
+    TT_CHECK(rc == 0, "read+close of an open cached file with the daemon frozen %s",
+             rc < 0 ? "blocked: close sent FLUSH" : "failed");
+    TT_CHECK(rc_open == -1, "an open completed with the daemon frozen (rc %d): the test proves "
+             "nothing", rc_open);
+    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the open blocked by the freeze then failed");
+    close(fd);
+    free(data);
+    fx_done_child(&f, daemon);
 }
 
 /* ---- consistency -------------------------------------------------------------------------- */
@@ -637,6 +796,98 @@ TT_TEST(test_mount_deleted_object_gives_enoent_after_the_ttl)
     usleep(1200 * 1000);
     check_errno(stat(P(&f, "doomed"), &st), ENOENT, "stat after external delete and TTL");
     check_errno(open(P(&f, "doomed"), O_RDONLY), ENOENT, "open after external delete and TTL");
+    fx_done(&f);
+}
+
+/* Reads `fd` from offset 0 to its end into buf (room for cap bytes); the bytes read, with *err
+ * the errno that stopped it early (0 at the end of the file). */
+static size_t read_to_end(int fd, char *buf, size_t cap, int *err)
+{
+    size_t n = 0;
+    *err = 0;
+    while (n < cap) {
+        ssize_t r = pread(fd, buf + n, cap - n, (off_t)n);
+        if (r < 0) {
+            *err = errno;
+            break;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    return n;
+}
+
+/* A descriptor opened before an external overwrite keeps reading the old version (its cached
+ * pages, or ESTALE once the store no longer has it) while an open after the TTL gets the new
+ * one: the new version is a new inode, so its pages never replace the old descriptor's. */
+static void overwrite_case(bool read_only)
+{
+    fixture f;
+    fx_prepare(&f);
+    f.cfg.read_only = read_only;
+    f.cfg.metadata_ttl = 1;
+    f.cfg.negative_ttl = 1;
+    size_t alen = 300 * 1000, blen = alen + 5000; /* the new version is longer */
+    char *a = pattern(alen, 21), *b = pattern(blen, 22), *buf = malloc(blen + 1);
+    mem_backend_set(f.mem, "v", 1, a, alen, 0);
+    fx_mount(&f);
+    int fd = open(P(&f, "v"), O_RDONLY);
+    TT_CHECK(fd >= 0, "open: %s", strerror(errno));
+    TT_CHECK(pread(fd, buf, 4096, 0) == 4096 && memcmp(buf, a, 4096) == 0, "first page");
+    mem_backend_set(f.mem, "v", 1, b, blen, 0); /* an external overwrite */
+    usleep(1200 * 1000);
+    struct stat st;
+    TT_CHECK(fstat(fd, &st) == 0 && st.st_size == (off_t)alen,
+             "fstat of the old descriptor: size %lld, want the old version's %zu",
+             (long long)st.st_size, alen);
+    check_content(P(&f, "v"), b, blen); /* close-to-open: a new open sees the new version */
+    int err;
+    size_t n = read_to_end(fd, buf, blen + 1, &err);
+    TT_CHECK(memcmp(buf, a, n < alen ? n : alen) == 0 && n <= alen,
+             "the old descriptor read %zu bytes that are not the old version's: a splice", n);
+    TT_CHECK(err == 0 ? n == alen : err == ESTALE, "old descriptor: %zu bytes then %s, want the "
+             "old version's %zu bytes or ESTALE", n, strerror(err), alen);
+    close(fd);
+    TT_CHECK(stat(P(&f, "v"), &st) == 0 && st.st_size == (off_t)blen, "stat by name: %lld bytes, "
+             "want the new version's %zu", (long long)st.st_size, blen);
+    check_content(P(&f, "v"), b, blen);
+    free(a);
+    free(b);
+    free(buf);
+    fx_done(&f);
+}
+
+TT_TEST(test_mount_overwrite_old_descriptor_keeps_old_version_new_open_gets_new)
+{
+    overwrite_case(false);
+}
+
+TT_TEST(test_mount_read_only_overwrite_old_descriptor_keeps_old_version_new_open_gets_new)
+{
+    overwrite_case(true);
+}
+
+TT_TEST(test_mount_open_after_a_read_found_its_version_gone_sees_the_new_one)
+{
+    fixture f;
+    fx_prepare(&f); /* the metadata TTL stays at 60 s: the name is not looked up again by age */
+    size_t alen = 300 * 1000, blen = alen + 5000;
+    char *a = pattern(alen, 31), *b = pattern(blen, 32), buf[4096];
+    mem_backend_set(f.mem, "v", 1, a, alen, 0);
+    fx_mount(&f);
+    int fd = open(P(&f, "v"), O_RDONLY);
+    TT_CHECK(fd >= 0, "open: %s", strerror(errno));
+    TT_CHECK(pread(fd, buf, 1, 0) == 1 && buf[0] == a[0], "first byte");
+    mem_backend_set(f.mem, "v", 1, b, blen, 0); /* an external overwrite */
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    check_errno((int)pread(fd, buf, sizeof buf, 200 * 1000), ESTALE,
+                "read of the old version after the store replaced it");
+    /* The open reaches a superseded inode: ESTALE makes open(2) look the name up again. */
+    check_content(P(&f, "v"), b, blen);
+    close(fd);
+    free(a);
+    free(b);
     fx_done(&f);
 }
 
@@ -1136,33 +1387,7 @@ TT_TEST(test_mount_stale_mount_of_a_killed_process_is_cleaned_at_start)
     fixture f;
     fx_prepare(&f);
     mem_backend_set_str(f.mem, "f", "after restart");
-    int ready[2];
-    TT_CHECK(pipe(ready) == 0, "pipe");
-    pid_t pid = fork();
-    TT_CHECK(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        /* The crashing daemon: mounts, says so, and waits to be killed. */
-        close(ready[0]);
-        mount_view *m = mount_new(&f.cfg, &mem_backend_ops, f.mem);
-        char ok = m && mount_start(m) == 0 ? 'y' : 'n';
-        if (write(ready[1], &ok, 1) != 1)
-            _exit(1);
-        for (;;)
-            pause();
-    }
-    close(ready[1]);
-    live_child = pid;
-    snprintf(live_other, sizeof live_other, "%s", f.mnt); /* the child's, once it is dead */
-    arm_cleanup();
-    char ok = 'n';
-    TT_CHECK(read(ready[0], &ok, 1) == 1, "child said nothing");
-    close(ready[0]);
-    if (ok != 'y') {
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        live_child = 0;
-        TT_SKIP("mounting is not permitted here (the child could not mount)");
-    }
+    pid_t pid = fx_mount_child(&f); /* the crashing daemon */
     struct statfs sf;
     TT_CHECK(statfs(f.mnt, &sf) == 0 && sf.f_type == FUSE_SUPER_MAGIC, "child's mount is up");
     kill(pid, SIGKILL);
