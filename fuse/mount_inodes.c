@@ -7,8 +7,10 @@
  * across forgets and remounts unless two live paths collide, which 64 bits make rare. A number
  * is reused only after the kernel forgot its inode, which is what the FUSE protocol requires.
  *
- * Detached inodes (unlinked, or replaced by a rename) leave the path table but stay in the
- * number table until the kernel forgets them, so requests on open files still find them.
+ * Detached inodes (unlinked, replaced by a rename, or superseded by a new version of their
+ * object) leave the path table but stay in the number table until the kernel forgets them, so
+ * requests on open files still find them. The path's next inode then gets another number (the
+ * old one is in use), which is how the kernel learns that the name now stands for another file.
  * Both tables double when they hold as many inodes as buckets.
  */
 #include "mount_inodes.h"
