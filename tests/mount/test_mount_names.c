@@ -170,6 +170,25 @@ TT_TEST(test_mount_inodes_rename_moves_path_and_detaches_target)
     mount_inodes_delete(t);
 }
 
+TT_TEST(test_mount_inodes_new_version_of_a_path_gets_another_number_while_the_old_lives)
+{
+    mount_inodes *t = mount_inodes_new();
+    mount_inode *v1 = mount_inodes_get_path(t, "data/x", false);
+    v1->nlookup = 1; /* a descriptor still reads the old version */
+    uint64_t ino1 = v1->ino;
+    mount_inodes_detach(t, v1); /* superseded by a new version */
+    mount_inode *v2 = mount_inodes_get_path(t, "data/x", false);
+    TT_CHECK(v2 && v2 != v1 && v2->ino != ino1, "the new version got number %llu, the old has %llu",
+             (unsigned long long)(v2 ? v2->ino : 0), (unsigned long long)ino1);
+    TT_CHECK(mount_inodes_get(t, ino1) == v1 && mount_inodes_find(t, "data/x") == v2,
+             "old reachable by number only, new by path");
+    v2->nlookup = 1;
+    mount_inodes_forget(t, v1, 1);
+    TT_CHECK(mount_inodes_get(t, ino1) == NULL, "old version freed after its forget");
+    TT_CHECK(mount_inodes_get(t, v2->ino) == v2, "new version unaffected");
+    mount_inodes_delete(t);
+}
+
 TT_TEST(test_mount_inodes_many_paths_all_found_after_growth)
 {
     mount_inodes *t = mount_inodes_new();
