@@ -29,6 +29,12 @@
  * peer is checked (length and XXH3-64 of the payload, the "ck" field) before it is used and kept
  * as a NEAR block so the next local read of it stays local.
  *
+ * Written blocks. After the mount uploaded a file, each block of the new version is sent with PUT
+ * to its owners (node_cache_push, without waiting for the answers); an owner checks the block's
+ * name, length and checksum and that it owns the block in its own view, and keeps it OWNED. So a
+ * reader on any node finds a fresh checkpoint at its owner and S3 is not asked again. A refused or
+ * lost PUT only costs the owner a fetch from S3 when the block is first read.
+ *
  * Listings. A table of listing pages keyed by the whole request (bucket, prefix, delimiter, token,
  * start-after, max keys), each kept in the LIST payload encoding, which is both what a peer is
  * sent and what a local caller decodes. A page is fetched once at a time (an entry marked pending;
@@ -1490,6 +1496,144 @@ void node_cache_on_get_block(void *ud, node_peer_incoming *in)
     node_cache *c = ud;
     if (pool_submit(&c->serve, serve_run, serve_drop, in) != 0)
         serve_reply(in, NODE_PEER_BUSY, (node_peer_payload){0}, 0);
+}
+
+/* ---- written blocks: PUT to their owners ------------------------------------------------------- */
+
+static void put_reply(node_peer_incoming *in, node_peer_status st)
+{
+    node_peer_msg rep = {.type = NODE_PEER_PUT_REPLY, .status = st};
+    if (node_peer_reply(in, &rep, (node_peer_payload){0}) != 0 && shoal_error_code() != SHOAL_ERR_CLOSED)
+        LOG_WARN("cache", "reply_failed", "error=%s", shoal_error_name(shoal_error_code()));
+}
+
+/* Whether this node is one of the owners of `did` in its current view. */
+static bool owned_by_self(node_cache *c, dht_id did)
+{
+    node_cluster *cl = atomic_load(&c->cluster);
+    if (cl == NULL)
+        return false;
+    node_cluster_view *v = node_cluster_view_get(cl);
+    const node_cluster_member *owners[DHT_REPLICAS_MAX];
+    int r = c->cfg.replicas ? (int)c->cfg.replicas : 1;
+    int n = node_cluster_owners(v, did, r > DHT_REPLICAS_MAX ? DHT_REPLICAS_MAX : r, owners);
+    bool mine = false;
+    for (int i = 0; i < n && !mine; i++)
+        mine = owners[i]->is_self;
+    node_cluster_view_put(v);
+    return mine;
+}
+
+static void put_run(node_cache *c, void *arg)
+{
+    node_peer_incoming *in = arg;
+    const node_peer_msg *m = node_peer_incoming_msg(in);
+    size_t len = 0;
+    const uint8_t *data = node_peer_incoming_payload(in, &len);
+    serve_strings *s = malloc(sizeof *s);
+    const char *why = "bad_strings";
+    block_req b;
+    char tmp[96];
+    if (s == NULL || !copy_cursor(s->bucket, sizeof s->bucket, m->block.bucket) ||
+        !copy_cursor(s->key, sizeof s->key, m->block.key) || !copy_cursor(s->etag, sizeof s->etag, m->block.etag))
+        goto refuse;
+    block_req_init(&b, s->bucket, s->key, s->etag, m->block.index, m->block.offset, m->block.length);
+    /* As for a GET: the id must be the one its coordinates give and the range the block's own, and
+     * the bytes must be the ones the sender checksummed, or they would be kept under a wrong name. */
+    why = "bad_block";
+    if (memcmp(b.id, m->block.id, NODE_STORE_ID_LEN) != 0 || b.length == 0 || b.length > c->cfg.block_size ||
+        b.offset != b.index * c->cfg.block_size || len != b.length)
+        goto refuse;
+    why = "bad_checksum";
+    if (XXH3_64bits(data, len) != m->checksum)
+        goto refuse;
+    why = "not_owner";
+    if (!owned_by_self(c, b.did))
+        goto refuse;
+    why = "store_failed";
+    if (node_store_put(c->cfg.store, b.id, data, len, NODE_STORE_OWNED) != 0)
+        goto refuse;
+    free(s);
+    put_reply(in, NODE_PEER_OK);
+    return;
+refuse:
+    node_stats_add(&c->cfg.stats->peer_puts_refused, 1);
+    LOG_INFO("cache", "put_refused", "reason=%s key=%s index=%llu len=%zu", why,
+             s ? shoal_log_q(tmp, sizeof tmp, s->key) : "-", (unsigned long long)m->block.index, len);
+    free(s);
+    put_reply(in, NODE_PEER_ERROR);
+}
+
+static void put_drop(void *arg) { put_reply(arg, NODE_PEER_ERROR); }
+
+void node_cache_on_put_block(void *ud, node_peer_incoming *in)
+{
+    node_cache *c = ud;
+    if (pool_submit(&c->serve, put_run, put_drop, in) != 0)
+        put_reply(in, NODE_PEER_BUSY);
+}
+
+/* The outcome of one PUT (on the transport's I/O thread: count, log, never block). */
+static void push_done(void *ud, node_peer_response *r)
+{
+    node_cache *c = ud;
+    const node_peer_msg *rep = node_peer_response_result(r) == SHOAL_OK ? node_peer_response_msg(r) : NULL;
+    if (rep != NULL && rep->status == NODE_PEER_OK) {
+        node_stats_add(&c->cfg.stats->peer_pushes, 1);
+    } else {
+        node_stats_add(&c->cfg.stats->peer_push_failures, 1);
+        LOG_INFO("cache", "push_failed", "status=%s error=%s", rep ? node_peer_status_name(rep->status) : "-",
+                 shoal_error_name(node_peer_response_result(r)));
+    }
+    node_peer_response_delete(r);
+}
+
+unsigned node_cache_push(node_cache *c, const node_cache_object *obj, uint64_t index, const void *data, size_t len)
+{
+    node_cluster *cl = atomic_load(&c->cluster);
+    block_req b;
+    if (cl == NULL || block_req_from_object(c, obj, index, &b) != 0 || b.length != len)
+        return 0;
+    node_peer_msg req = {.type = NODE_PEER_PUT, .checksum = XXH3_64bits(data, len), .has_object_size = true,
+                         .object_size = obj->size};
+    memcpy(req.block.id, b.id, NODE_PEER_BLOCK_ID_LEN);
+    req.block.bucket = shoal_cursor_from_str(b.bucket);
+    req.block.key = shoal_cursor_from_str(b.key);
+    req.block.etag = shoal_cursor_from_str(b.etag);
+    req.block.index = b.index;
+    req.block.offset = b.offset;
+    req.block.length = b.length;
+    node_cluster_view *v = node_cluster_view_get(cl);
+    req.membership_version = node_cluster_view_version(v);
+    const node_cluster_member *owners[DHT_REPLICAS_MAX];
+    int r = c->cfg.replicas ? (int)c->cfg.replicas : 1;
+    int n = node_cluster_owners(v, b.did, r > DHT_REPLICAS_MAX ? DHT_REPLICAS_MAX : r, owners);
+    uint32_t timeout = c->cfg.peer_timeout_ms ? c->cfg.peer_timeout_ms : CACHE_PEER_TIMEOUT_MS;
+    unsigned sent = 0;
+    for (int i = 0; i < n; i++) {
+        if (owners[i]->is_self || owners[i]->link < 0)
+            continue;
+        /* The transport copies the bytes (free_fn NULL): the caller's buffer is reused at once. A
+         * link with queue_per_peer requests in flight refuses more (NOSPACE): the writer waits for
+         * room, up to the peer timeout, so a large file's blocks go out at the pace the owner takes
+         * them rather than piling up in memory. */
+        uint64_t give_up = shoal_clock_mono_us() + (uint64_t)timeout * 1000u;
+        int rc;
+        while ((rc = node_peer_submit(c->cfg.peer, owners[i]->link, &req, (node_peer_payload){data, len, NULL, NULL},
+                                      timeout, push_done, c)) != 0 &&
+               shoal_error_code() == SHOAL_ERR_NOSPACE && shoal_clock_mono_us() < give_up) {
+            struct timespec pause = {0, CACHE_RESEND_PAUSE_MS * 1000000L};
+            nanosleep(&pause, NULL);
+        }
+        if (rc == 0) {
+            sent++;
+        } else {
+            node_stats_add(&c->cfg.stats->peer_push_failures, 1);
+            LOG_INFO("cache", "push_failed", "status=- error=%s", shoal_error_name(shoal_error_code()));
+        }
+    }
+    node_cluster_view_put(v);
+    return sent;
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------------------- */

@@ -145,4 +145,18 @@ void node_cache_on_list(void *ud, node_peer_incoming *in);
  * Hands the request to a worker; answers BUSY at once when the workers' queue is full. */
 void node_cache_on_get_block(void *ud, node_peer_incoming *in);
 
+/* The peer transport's PUT handler (node_peer_handlers.on_put_block; ud is the node_cache). A worker
+ * checks the block (its id against its coordinates, its length, the payload's XXH3-64 against the
+ * "ck" field, and that this node is one of its owners in its current view), stores it as OWNED and
+ * answers OK; anything else is answered ERROR, logged and counted (peer.puts_refused), and the
+ * node keeps serving. BUSY at once when the workers' queue is full. */
+void node_cache_on_put_block(void *ud, node_peer_incoming *in);
+
+/* Sends block `index` of the version `obj` (bytes data/len, just uploaded to S3) to each of its
+ * owners other than this node, without waiting: an owner that accepts counts in peer.pushes, one
+ * that refuses or does not answer in peer.push_failures (it fetches the block from S3 when it is
+ * read; the object is in S3 already, so this is never the writer's error). Returns how many owners
+ * it was sent to. */
+unsigned node_cache_push(node_cache *c, const node_cache_object *obj, uint64_t index, const void *data, size_t len);
+
 #endif

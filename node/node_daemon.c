@@ -607,34 +607,45 @@ static const node_control_handlers CONTROL_HANDLERS = {
 
 /* ---- peer requests ------------------------------------------------------------------------------- */
 
-/* The transport's GET handler. The read path is attached before membership admits any key, so a
- * request before it exists cannot come; answering ERROR keeps that true even if it did. */
+/* The read path, or NULL after answering `in` ERROR with a reply of `type`. The read path is
+ * attached before membership admits any key, so a request before it exists cannot come; answering
+ * ERROR keeps that true even if it did. */
+static node_cache *peer_cache(node_daemon *d, node_peer_incoming *in, node_peer_type type)
+{
+    node_cache *cache = atomic_load(&d->cache);
+    if (cache == NULL) {
+        node_peer_msg rep = {.type = type, .status = NODE_PEER_ERROR};
+        node_peer_reply(in, &rep, (node_peer_payload){0});
+    }
+    return cache;
+}
+
+/* The transport's GET handler. */
 static void peer_on_get(void *ud, node_peer_incoming *in)
 {
-    node_daemon *d = ud;
-    node_cache *cache = atomic_load(&d->cache);
-    if (cache == NULL) {
-        node_peer_msg rep = {.type = NODE_PEER_GET_REPLY, .status = NODE_PEER_ERROR};
-        node_peer_reply(in, &rep, (node_peer_payload){0});
-        return;
-    }
-    node_cache_on_get_block(cache, in);
+    node_cache *cache = peer_cache(ud, in, NODE_PEER_GET_REPLY);
+    if (cache)
+        node_cache_on_get_block(cache, in);
 }
 
-/* The transport's LIST handler; as for GET, the read path exists before any key is admitted. */
+/* The transport's LIST handler. */
 static void peer_on_list(void *ud, node_peer_incoming *in)
 {
-    node_daemon *d = ud;
-    node_cache *cache = atomic_load(&d->cache);
-    if (cache == NULL) {
-        node_peer_msg rep = {.type = NODE_PEER_LIST_REPLY, .status = NODE_PEER_ERROR};
-        node_peer_reply(in, &rep, (node_peer_payload){0});
-        return;
-    }
-    node_cache_on_list(cache, in);
+    node_cache *cache = peer_cache(ud, in, NODE_PEER_LIST_REPLY);
+    if (cache)
+        node_cache_on_list(cache, in);
 }
 
-static const node_peer_handlers PEER_HANDLERS = {.on_get_block = peer_on_get, .on_list = peer_on_list};
+/* The transport's PUT handler: a block written through another node's mount, sent to its owner. */
+static void peer_on_put(void *ud, node_peer_incoming *in)
+{
+    node_cache *cache = peer_cache(ud, in, NODE_PEER_PUT_REPLY);
+    if (cache)
+        node_cache_on_put_block(cache, in);
+}
+
+static const node_peer_handlers PEER_HANDLERS = {
+    .on_get_block = peer_on_get, .on_put_block = peer_on_put, .on_list = peer_on_list};
 
 /* ---- lifecycle ---------------------------------------------------------------------------------- */
 

@@ -31,10 +31,9 @@
  * object. A HEAD afterwards gives S3's own mtime for the new version (the clock that later
  * listings report), so `stat` does not jump when the attributes are refreshed. Then the blocks of
  * the new version go into the cluster cache: blocks this node owns into its store as OWNED, the
- * others into its store as NEAR. The peer protocol has a PUT message, but no node answers it yet
- * (the daemon installs no PUT handler), so pushing blocks to their owners is not possible; a reader
- * on another node gets the blocks this node owns from it, and the others from S3 through their
- * owners. Every mutation forgets what the metadata cache knew of the key, so a HEAD after it
+ * others into its store as NEAR, and every block is sent to its other owners (node_cache_push: a
+ * PUT each owner checks and keeps as OWNED), so a reader on any node gets a fresh checkpoint from
+ * the cluster, not from S3. Every mutation forgets what the metadata cache knew of the key, so a HEAD after it
  * cannot answer from before it.
  *
  * Threads: every function may run on any of the mount's loop threads at once. The size table and
@@ -433,7 +432,7 @@ static void place_blocks(node_mountfs *fs, const char *key, const char *etag, in
     uint64_t bs = fs->cfg->block_size;
     uint8_t *buf = malloc((size_t)(size < bs ? size : bs));
     node_cluster_view *v = fs->parts.cluster ? node_cluster_view_get(fs->parts.cluster) : NULL;
-    unsigned owned = 0, near = 0, skipped = 0;
+    unsigned owned = 0, near = 0, skipped = 0, pushed = 0;
     for (uint64_t i = 0; buf != NULL && i * bs < size; i++) {
         size_t len = (size_t)(size - i * bs < bs ? size - i * bs : bs);
         if (pread_all(fd, buf, len, i * bs) != 0) {
@@ -450,13 +449,15 @@ static void place_blocks(node_mountfs *fs, const char *key, const char *etag, in
             owned++;
         else
             near++;
+        node_cache_object obj = {.bucket = fs->cfg->bucket, .key = key, .etag = etag, .size = size};
+        pushed += node_cache_push(fs->parts.cache, &obj, i, buf, len);
     }
     if (v != NULL)
         node_cluster_view_put(v);
     free(buf);
     char q[256];
-    LOG_DEBUG("mountfs", "blocks_placed", "key=%s owned=%u near=%u skipped=%u", shoal_log_q(q, sizeof q, key),
-              owned, near, skipped);
+    LOG_DEBUG("mountfs", "blocks_placed", "key=%s owned=%u near=%u skipped=%u pushed=%u",
+              shoal_log_q(q, sizeof q, key), owned, near, skipped, pushed);
 }
 
 /* The metadata of the version `etag` of `key` just written: S3's mtime when a HEAD still finds

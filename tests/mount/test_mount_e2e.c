@@ -754,6 +754,39 @@ TT_TEST(test_mount_e2e_two_mounts_fetch_each_block_from_s3_once)
     finish(c);
 }
 
+/* SPEC §4: the blocks of a file written through one node's mount are placed on their owners, so
+ * the other nodes read a fresh checkpoint without asking S3 for it. */
+TT_TEST(test_mount_e2e_written_blocks_reach_their_owners_so_other_nodes_read_no_s3)
+{
+    td_cluster *c = cluster(3);
+    for (int i = 0; i < 3; i++)
+        start_mounted(c, i, "60", "1", NULL);
+    td_wait_cluster(c, 10000);
+    const size_t size = 7 * MIB + 5; /* 8 blocks of 1 MiB */
+    uint8_t *data = td_content(size, 23);
+    char p[1024];
+    TT_CHECK(mkdir(mpath(p, sizeof p, 0, "ckpt"), 0755) == 0, "mkdir %s: %s", p, strerror(errno));
+    write_file(mpath(p, sizeof p, 0, "ckpt/step-100.pt"), data, size);
+    uint64_t deadline = td_now_ms() + 5000; /* PUTs to the owners are answered in the background */
+    while (td_stat(c, 0, "peer.pushes") + td_stat(c, 0, "peer.push_failures") == 0 && td_now_ms() < deadline)
+        td_sleep_ms(20);
+    uint64_t pushes = td_stat(c, 0, "peer.pushes");
+    TT_CHECK(pushes > 0, "node0 pushed no block of an 8-block file to the other two owners");
+    TT_CHECK(td_stat(c, 0, "peer.push_failures") == 0, "%llu pushes failed",
+             (unsigned long long)td_stat(c, 0, "peer.push_failures"));
+    tt_s3rver_stats_reset(&c->s3);
+    for (int i = 1; i < 3; i++)
+        check_file(mpath(p, sizeof p, i, "ckpt/step-100.pt"), size, 23);
+    long gets = tt_s3rver_stat(&c->s3, "gets");
+    tt_note("node0 pushed %llu blocks; nodes 1 and 2 read the file with %ld S3 GETs", (unsigned long long)pushes,
+            gets);
+    TT_CHECK(gets == 0, "%ld S3 GETs to read a file just written through the cluster", gets);
+    for (int i = 1; i < 3; i++)
+        TT_CHECK(td_stat(c, i, "peer.puts_refused") == 0, "node%d refused a pushed block", i);
+    free(data);
+    finish(c);
+}
+
 /* ---- a real training client ------------------------------------------------------------------- */
 
 /* Sample k of the torch case: "sample 00042 " repeated 1 + k % 7 times (the script rebuilds it). */

@@ -1,6 +1,7 @@
 # Tests of shoald end to end: real daemons (fork/exec of the built shoald) on loopback addresses of
 # their own, the real local S3 server, reads through the control socket.
 shoal_test(test_daemon SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_daemon.c ${CMAKE_CURRENT_LIST_DIR}/test_daemon_harness.c
-           LIBS shoal_node_config shoal_node_peer shoal_s3 shoal::zmq Threads::Threads LABELS node daemon TIMEOUT 120)
+           LIBS shoal_node_config shoal_node_peer shoal_dht shoal_s3 shoal::zmq shoal::xxhash Threads::Threads
+           LABELS node daemon TIMEOUT 120)
 target_compile_definitions(test_daemon PRIVATE SHOALD_PATH="$<TARGET_FILE:shoald>" SHOAL_CLI_PATH="$<TARGET_FILE:shoal>")
 add_dependencies(test_daemon shoald shoal)

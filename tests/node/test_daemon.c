@@ -26,6 +26,9 @@
 #include <unistd.h>
 
 #include <zmq.h>
+#include <xxhash.h>
+
+#include "dht.h"
 
 #define MIB (1024u * 1024u)
 
@@ -651,15 +654,21 @@ TT_TEST(test_daemon_unknown_curve_key_gets_nothing)
     td_pass(c);
 }
 
-TT_TEST(test_daemon_malformed_peer_frames_are_dropped_and_counted)
+/* A DEALER on node0 with a member's key (node1's), so what it sends passes the ZAP handler and
+ * reaches the decoder and the handlers. */
+static void *member_dealer(td_cluster *c, void *ctx)
 {
-        td_cluster *c = three_nodes(2, NULL);
     uint8_t server_pub[32], server_sec[32], pub[32], sec[32];
     node_keys(c, 0, server_pub, server_sec);
     node_keys(c, 1, pub, sec);
+    return curve_dealer(ctx, c, 0, server_pub, pub, sec);
+}
+
+TT_TEST(test_daemon_malformed_peer_frames_are_dropped_and_counted)
+{
+    td_cluster *c = three_nodes(2, NULL);
     void *ctx = zmq_ctx_new();
-    /* A member's key (node1's), so the frames pass the ZAP handler and reach the decoder. */
-    void *s = curve_dealer(ctx, c, 0, server_pub, pub, sec);
+    void *s = member_dealer(c, ctx);
     static const char *const garbage[] = {"\xc1", "\x81\xa1v\x63", "not msgpack at all", "\x80"};
     for (size_t k = 0; k < sizeof garbage / sizeof garbage[0]; k++) {
         zmq_send(s, garbage[k], strlen(garbage[k]), ZMQ_SNDMORE);
@@ -676,6 +685,83 @@ TT_TEST(test_daemon_malformed_peer_frames_are_dropped_and_counted)
     /* Still serving: node1 reads everything, part of it from node0. */
     ds_read_all(c, 1);
     TT_CHECK(td_stat(c, 1, "reads.peer") > 0, "node1 read nothing from node0 after the garbage");
+    td_pass(c);
+}
+
+/* A PUT header for block 0 (of `len` bytes, said to start at `off`) of s3://TD_BUCKET/key at
+ * `etag`, whose checksum the caller gives; the id is the block's own unless `bad_id`. */
+static void put_frame(shoal_buf *out, const char *key, const char *etag, size_t len, uint64_t off, uint64_t ck,
+                      bool bad_id)
+{
+    node_peer_msg m = {.type = NODE_PEER_PUT, .request_id = 9, .checksum = ck, .payload_len = len,
+                       .has_object_size = true, .object_size = len};
+    m.block.offset = off;
+    m.object_size = off + len;
+    dht_id d = dht_block_id(TD_BUCKET, key, etag, 0);
+    for (int i = 0; i < 8 && !bad_id; i++) {
+        m.block.id[i] = (uint8_t)(d.hi >> (56 - 8 * i));
+        m.block.id[8 + i] = (uint8_t)(d.lo >> (56 - 8 * i));
+    }
+    m.block.bucket = shoal_cursor_from_str(TD_BUCKET);
+    m.block.key = shoal_cursor_from_str(key);
+    m.block.etag = shoal_cursor_from_str(etag);
+    m.block.length = len;
+    TT_OK(node_peer_msg_encode(&m, out));
+}
+
+/* Sends a PUT (header + payload) on `s` and returns the reply's status (-1: no reply). */
+static int put_status(void *s, const shoal_buf *hdr, const void *payload, size_t len)
+{
+    TT_CHECK(zmq_send(s, hdr->data, hdr->len, ZMQ_SNDMORE) >= 0 && zmq_send(s, payload, len, 0) >= 0, "send PUT");
+    uint8_t buf[512];
+    int n = zmq_recv(s, buf, sizeof buf, 0);
+    if (n <= 0)
+        return -1;
+    int more = 0;
+    size_t ml = sizeof more;
+    zmq_getsockopt(s, ZMQ_RCVMORE, &more, &ml);
+    while (more) { /* the (empty) payload frame of the reply */
+        uint8_t skip[16];
+        zmq_recv(s, skip, sizeof skip, 0);
+        zmq_getsockopt(s, ZMQ_RCVMORE, &more, &ml);
+    }
+    node_peer_msg rep;
+    if (node_peer_msg_decode((shoal_cursor){buf, (size_t)n}, 0, &rep) != 0 || rep.type != NODE_PEER_PUT_REPLY)
+        return -1;
+    return (int)rep.status;
+}
+
+TT_TEST(test_daemon_bad_put_blocks_are_refused_counted_and_harmless)
+{
+    td_cluster *c = three_nodes(2, NULL);
+    void *ctx = zmq_ctx_new();
+    void *s = member_dealer(c, ctx); /* a member: the PUTs reach the handler, which must check them */
+    int timeout = 5000;
+    zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    static const char body[] = "bytes that are not the ones checksummed";
+    const size_t len = sizeof body - 1;
+    shoal_buf hdr = {0};
+    /* 1: a checksum that does not match the payload */
+    put_frame(&hdr, "data/part-00.bin", "\"feed\"", len, 0, XXH3_64bits(body, len) ^ 1, false);
+    TT_CHECK(put_status(s, &hdr, body, len) == NODE_PEER_ERROR, "a PUT with a wrong checksum was not refused");
+    /* 2: an id that is not the one its coordinates give */
+    shoal_buf_destroy(&hdr);
+    put_frame(&hdr, "data/part-00.bin", "\"feed\"", len, 0, XXH3_64bits(body, len), true);
+    TT_CHECK(put_status(s, &hdr, body, len) == NODE_PEER_ERROR, "a PUT with a forged block id was not refused");
+    /* 3: a range that is not the block's own (block 0 starts at byte 0) */
+    shoal_buf_destroy(&hdr);
+    put_frame(&hdr, "data/part-00.bin", "\"feed\"", len, 5, XXH3_64bits(body, len), false);
+    TT_CHECK(put_status(s, &hdr, body, len) == NODE_PEER_ERROR, "a PUT of a range that is no block was not refused");
+    uint64_t refused = td_stat(c, 0, "peer.puts_refused");
+    TT_CHECK(refused == 3, "node0 counted %llu refused PUTs of 3", (unsigned long long)refused);
+    TT_CHECK(td_stat(c, 0, "cache.blocks") == 0, "a refused PUT left %llu blocks in node0's store",
+             (unsigned long long)td_stat(c, 0, "cache.blocks"));
+    shoal_buf_destroy(&hdr);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    /* Still serving: node1 reads everything, part of it from node0. */
+    ds_read_all(c, 1);
+    TT_CHECK(td_stat(c, 1, "reads.peer") > 0, "node1 read nothing from node0 after the refused PUTs");
     td_pass(c);
 }
 
