@@ -35,6 +35,13 @@
  * reader on any node finds a fresh checkpoint at its owner and S3 is not asked again. A refused or
  * lost PUT only costs the owner a fetch from S3 when the block is first read.
  *
+ * Streaming. A block fetched from S3 is filled through a sink that publishes, under the flight
+ * table's mutex, how many of its first bytes arrived (the S3 client hands a sink no byte of another
+ * version than If-Match names). node_cache_read_stream lets the mount's reader of a block nobody
+ * holds have its range as soon as those bytes are in: a read-ahead worker leads the fetch, so the
+ * reader returns while the rest arrives, and single flight still fetches the block once. A block
+ * that comes from a peer arrives whole, and its readers wait for it, as before.
+ *
  * Listings. A table of listing pages keyed by the whole request (bucket, prefix, delimiter, token,
  * start-after, max keys), each kept in the LIST payload encoding, which is both what a peer is
  * sent and what a local caller decodes. A page is fetched once at a time (an entry marked pending;
@@ -73,6 +80,8 @@
 #define CACHE_LIST_BUCKETS 256
 #define CACHE_LIST_MAX 4096        /* listing pages remembered at once */
 #define CACHE_LIST_BYTES (64u << 20) /* and their bytes (a page of 1000 long keys is about 1 MiB) */
+#define CACHE_STREAM_STEP (64u << 10) /* a streaming block wakes its readers every this many bytes */
+#define CACHE_STREAM_START_MS 20      /* how long a streaming reader waits for its fetch to begin */
 
 /* ---- reference-counted block buffers ------------------------------------------------------- */
 
@@ -242,6 +251,9 @@ typedef struct flight {
     cache_buf *buf; /* the block when err == SHOAL_OK */
     node_cache_source source;
     int mode;       /* the leader's fetch_mode */
+    cache_buf *partial; /* the block while it streams in from S3 (see "Streaming"), else NULL */
+    uint64_t arrived;   /* bytes of partial from its start that arrived, of the asked version */
+    uint64_t told;      /* arrived when waiters were last woken */
 } flight;
 
 typedef struct meta_entry {
@@ -361,16 +373,59 @@ static void count_source(node_cache *c, node_cache_source s)
 
 /* ---- fetching one block ------------------------------------------------------------------------- */
 
-/* Ranged GET of the block with If-Match; the body must be exactly the block's length. */
-static cache_buf *fetch_s3(node_cache *c, const block_req *b)
+typedef struct flight flight;
+
+/* Bytes of a block arriving from S3 (the S3 client's worker thread): into the buffer, and, when the
+ * fetch has a flight, made visible to readers waiting on it. The client delivers a sink no byte of
+ * another version than If-Match asked for, and after a retry delivers again from 0, so `arrived`
+ * only counts a contiguous prefix of good bytes. */
+typedef struct stream_sink {
+    node_cache *c;
+    flight *f;
+    cache_buf *buf;
+} stream_sink;
+
+static int stream_put(void *ud, uint64_t pos, const void *data, size_t len)
+{
+    stream_sink *k = ud;
+    if (pos > k->buf->len || len > k->buf->len - pos)
+        return -1;
+    memcpy(k->buf->data + pos, data, len);
+    if (k->f == NULL)
+        return 0;
+    node_cache *c = k->c;
+    pthread_mutex_lock(&c->fl_mu);
+    if (pos <= k->f->arrived && pos + len > k->f->arrived)
+        k->f->arrived = pos + len;
+    /* Waiters are woken every CACHE_STREAM_STEP bytes, not for each of curl's small writes. */
+    if (k->f->arrived - k->f->told >= CACHE_STREAM_STEP || k->f->arrived == k->buf->len) {
+        k->f->told = k->f->arrived;
+        pthread_cond_broadcast(&c->fl_cv);
+    }
+    pthread_mutex_unlock(&c->fl_mu);
+    return 0;
+}
+
+/* Ranged GET of the block with If-Match; the body must be exactly the block's length. With a
+ * flight, the bytes stream to its waiters as they arrive (node_cache_read_stream). */
+static cache_buf *fetch_s3(node_cache *c, const block_req *b, flight *f)
 {
     cache_buf *buf = buf_new((size_t)b->length);
     if (buf == NULL)
         return NULL;
+    if (f != NULL) {
+        pthread_mutex_lock(&c->fl_mu);
+        if (f->partial == NULL)
+            f->partial = buf_ref(buf);
+        else
+            f = NULL; /* a second S3 fetch of one flight (never happens today) streams nothing */
+        pthread_mutex_unlock(&c->fl_mu);
+    }
     uint64_t got = 0;
     s3_object_info info;
+    stream_sink sink = {c, f, buf};
     s3_get_args a = {.bucket = b->bucket, .key = b->key, .ranged = true, .offset = b->offset,
-                     .length = b->length, .if_match = b->etag, .buf = buf->data, .buf_len = buf->len};
+                     .length = b->length, .if_match = b->etag, .sink = stream_put, .sink_ud = &sink};
     if (s3_get(c->cfg.s3, &a, &got, &info) != 0)
         goto fail;
     /* If-Match should have refused another version with 412; a server that ignores If-Match
@@ -633,7 +688,8 @@ static cache_buf *store_copy(node_cache *c, const block_req *b, bool want_owned)
 
 /* The leader's work: the store again, then owners / S3 as the mode says. On success *out holds
  * the block (one reference) and *src where it came from. */
-static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, cache_buf **out, node_cache_source *src)
+static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, flight *f, cache_buf **out,
+                      node_cache_source *src)
 {
     /* A near copy does not satisfy a preload: the block's owner must hold it. */
     if ((*out = store_copy(c, b, mode == FETCH_WARM)) != NULL) {
@@ -682,7 +738,7 @@ static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, cache_
         return shoal_error_set(SHOAL_ERR_NODE_PEER, "block %llu of s3://%s/%s: no owner could fetch it",
                                (unsigned long long)b->index, b->bucket, b->key);
     /* No owner answered (or none serves): read S3 directly and keep the block near. */
-    *out = fetch_s3(c, b);
+    *out = fetch_s3(c, b, f);
     if (*out == NULL)
         return -1;
     store_put(c, b, *out, NODE_STORE_NEAR);
@@ -697,7 +753,7 @@ s3_owned:
         *src = NODE_CACHE_LOCAL;
         return 0;
     }
-    *out = fetch_s3(c, b);
+    *out = fetch_s3(c, b, f);
     if (*out == NULL)
         return -1;
     store_put(c, b, *out, NODE_STORE_OWNED);
@@ -733,6 +789,7 @@ static void flight_unref(flight *f)
 {
     if (--f->refs == 0) {
         buf_unref(f->buf);
+        buf_unref(f->partial);
         free(f);
     }
 }
@@ -780,7 +837,7 @@ static int fetch_block(node_cache *c, const block_req *b, fetch_mode mode, cache
     pthread_mutex_unlock(&c->fl_mu);
 
     cache_buf *buf = NULL;
-    int rc = lead_fetch(c, b, mode, &buf, src);
+    int rc = lead_fetch(c, b, mode, f, &buf, src);
 
     pthread_mutex_lock(&c->fl_mu);
     f->done = true;
@@ -902,6 +959,63 @@ int node_cache_read(node_cache *c, const node_cache_object *obj, uint64_t index,
     out->data = buf->data;
     out->len = buf->len;
     return 0;
+}
+
+ssize_t node_cache_read_stream(node_cache *c, const node_cache_object *obj, uint64_t index, uint64_t off, size_t len,
+                               void *dst)
+{
+    block_req b;
+    if (block_req_from_object(c, obj, index, &b) != 0)
+        return -1;
+    if (off >= b.length || len == 0 || node_store_contains(c->cfg.store, b.id, NULL, NULL))
+        return 0;
+    if (len > b.length - off)
+        len = (size_t)(b.length - off);
+    bool launched = false;
+    uint64_t give_up = 0;
+    cache_buf *from = NULL;
+    pthread_mutex_lock(&c->fl_mu);
+    for (;;) {
+        flight *f = *flight_find(c, b.id);
+        if (f != NULL) {
+            f->refs++;
+            while (!f->done && (f->partial == NULL || f->arrived < off + len))
+                pthread_cond_wait(&c->fl_cv, &c->fl_mu);
+            if (f->partial != NULL && f->arrived >= off + len)
+                from = buf_ref(f->partial);
+            else if (f->done && f->err == SHOAL_OK)
+                from = buf_ref(f->buf);
+            flight_unref(f);
+            break;
+        }
+        if (!launched) {
+            /* Nobody fetches the block yet: a read-ahead worker leads the fetch, so this thread is
+             * free to return the first bytes while the rest arrives. */
+            pthread_mutex_unlock(&c->fl_mu);
+            if (node_store_contains(c->cfg.store, b.id, NULL, NULL))
+                return 0;
+            node_cache_prefetch(c, obj, index, 1);
+            launched = true;
+            give_up = shoal_clock_mono_us() + CACHE_STREAM_START_MS * 1000u;
+            pthread_mutex_lock(&c->fl_mu);
+            continue;
+        }
+        uint64_t now = shoal_clock_mono_us();
+        if (now >= give_up)
+            break; /* the worker did not start (its queue was full): the caller reads the whole block */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        uint64_t ns = (uint64_t)until.tv_nsec + (give_up - now) * 1000u;
+        until.tv_sec += (time_t)(ns / 1000000000u);
+        until.tv_nsec = (long)(ns % 1000000000u);
+        pthread_cond_timedwait(&c->fl_cv, &c->fl_mu, &until);
+    }
+    pthread_mutex_unlock(&c->fl_mu);
+    if (from == NULL)
+        return 0;
+    memcpy(dst, from->data + off, len);
+    buf_unref(from);
+    return (ssize_t)len;
 }
 
 void node_cache_block_release(node_cache_block *b)

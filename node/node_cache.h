@@ -33,6 +33,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 typedef struct node_cache node_cache;
 
@@ -116,6 +117,16 @@ int node_cache_read(node_cache *c, const node_cache_object *obj, uint64_t index,
 
 /* Releases a block filled by node_cache_read. Accepts an empty block. */
 void node_cache_block_release(node_cache_block *b);
+
+/* Bytes [off, off+len) of block `index` of `obj` (clamped to the block) into dst, for a reader that
+ * wants its first bytes before the whole block arrived: when the block is not stored, it is fetched
+ * by a read-ahead worker (or the fetch already in progress is joined) and the range is copied as
+ * soon as it arrived from S3 (a block from a peer arrives whole). Returns the bytes copied, or 0
+ * when it did not serve the range (the block is stored, the fetch failed or did not start): the
+ * caller then reads the whole block with node_cache_read, which also reports errors. -1 only for
+ * a bad index. */
+ssize_t node_cache_read_stream(node_cache *c, const node_cache_object *obj, uint64_t index, uint64_t off, size_t len,
+                               void *dst);
 
 /* Queues read-ahead of blocks [first, first + count) of obj (those not stored or being fetched
  * already); silently drops what the read-ahead queue has no room for. */

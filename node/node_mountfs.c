@@ -14,6 +14,11 @@
  * block also asks for the next FS_PREFETCH_BLOCKS (node_cache_prefetch), on top of the read path's
  * own read-ahead, which starts only at the second block.
  *
+ * Streaming. A read of a block nobody holds (not stored, not held) asks node_cache_read_stream
+ * first: the block's fetch is led by a read-ahead worker and the read returns once its own range
+ * arrived from S3, so the first byte of an uncached file waits for one round trip plus its bytes,
+ * not for the whole block. Stored and peer-fetched blocks take the paths below.
+ *
  * Held blocks. The kernel asks for at most 1 MiB at a time, and a block is 4 MiB by default;
  * node_cache_read maps and verifies the whole block on every call, so a sequential reader would
  * verify each block four times. The last FS_HELD_BLOCKS blocks read stay held (a mapping of a
@@ -360,6 +365,16 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
              * fetched while this one is; after the first block only once it came, so a file's
              * first bytes do not wait behind its next blocks. */
             bool more = index + 1 < node_cache_block_count(fs->parts.cache, size);
+            /* A block nobody holds streams in from S3: this read returns as soon as its own bytes
+             * arrived (see "Streaming" in node_cache.c); later reads of the block find it held or
+             * stored once it is complete. */
+            ssize_t got = node_cache_read_stream(fs->parts.cache, &obj, index, in, len - done, (char *)buf + done);
+            if (got > 0) {
+                if (more)
+                    node_cache_prefetch(fs->parts.cache, &obj, index + 1, FS_PREFETCH_BLOCKS);
+                done += (size_t)got;
+                continue;
+            }
             if (more && index > 0)
                 node_cache_prefetch(fs->parts.cache, &obj, index + 1, FS_PREFETCH_BLOCKS);
             if (node_cache_read(fs->parts.cache, &obj, index, &local) != 0) {

@@ -121,6 +121,7 @@ struct s3_req {
     size_t buf_len;
     s3_sink_fn sink;
     void *sink_ud;
+    const char *if_match;     /* the If-Match header's value (in headers), NULL without one */
     s3_xml_result_kind expect;
 
     /* Per attempt. */
@@ -138,6 +139,7 @@ struct s3_req {
     shoal_buf resp;           /* error body or result document */
     bool overflow;            /* the body did not fit buf, or the document was too large */
     bool sink_failed;
+    bool etag_mismatch;       /* the answer carried another ETag than If-Match asked for */
     char curl_err[CURL_ERROR_SIZE];
 
     unsigned attempts;
@@ -452,6 +454,9 @@ int s3_submit(s3_client *c, const s3_req_spec *spec, s3_done_fn done, void *ud)
         r->buf_len = g->buf_len;
         r->sink = g->buf ? NULL : g->sink;
         r->sink_ud = g->sink_ud;
+        for (size_t i = 0; i < r->n_headers; i++)
+            if (strcmp(r->headers[i].name, "if-match") == 0)
+                r->if_match = r->headers[i].value;
     }
     pthread_mutex_lock(&c->mu);
     if (c->closing) {
@@ -547,9 +552,18 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
                 return 0;
             }
             memcpy(r->buf + r->got, data, len);
-        } else if (r->sink(r->sink_ud, r->got, data, len) < 0) {
-            r->sink_failed = true;
-            return 0;
+        } else {
+            /* A sink may hand bytes on before the answer is complete, so it never sees a byte of
+             * another version: a server that ignores If-Match (some S3-compatible stores do) is
+             * caught by the answer's ETag before the first byte is delivered. */
+            if (r->got == 0 && r->if_match && r->info.etag[0] && strcmp(r->info.etag, r->if_match) != 0) {
+                r->etag_mismatch = true;
+                return 0;
+            }
+            if (r->sink(r->sink_ud, r->got, data, len) < 0) {
+                r->sink_failed = true;
+                return 0;
+            }
         }
     } else {
         size_t cap = is_2xx(r->status) ? S3_XML_MAX_DOC : S3_ERR_BODY_MAX;
@@ -825,7 +839,7 @@ static void req_reset_attempt(s3_req *r)
     r->got = 0;
     r->body_pos = 0;
     shoal_buf_reset(&r->resp);
-    r->overflow = r->sink_failed = false;
+    r->overflow = r->sink_failed = r->etag_mismatch = false;
     r->curl_err[0] = '\0';
 }
 
@@ -995,6 +1009,11 @@ static void decide(s3_req *r, CURLcode cc, outcome *o)
     if (r->sink_failed) {
         fail_with(r, o, SHOAL_ERR_S3, false, "the body sink refused the data at offset %llu",
                   (unsigned long long)r->got);
+        return;
+    }
+    if (r->etag_mismatch) {
+        fail_with(r, o, SHOAL_ERR_S3_CHANGED, false, "If-Match %s, the answer has ETag %s", r->if_match,
+                  r->info.etag);
         return;
     }
     if (cc != CURLE_OK) {

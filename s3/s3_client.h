@@ -95,7 +95,9 @@ typedef void (*s3_done_fn)(void *ud, s3_result *r);
 /* Receives GET body bytes: `pos` is the offset in the response body (0 = first byte asked for).
  * After a retry the bytes are delivered again from pos 0, so a sink writes at pos rather than
  * appending. Runs on the worker thread. Return 0 to continue, -1 to fail the request (it is
- * then not retried and completes with SHOAL_ERR_S3 naming the sink). */
+ * then not retried and completes with SHOAL_ERR_S3 naming the sink). With if_match set, a sink is
+ * never given a byte of an answer whose ETag differs (a server that ignores If-Match): the request
+ * fails with SHOAL_ERR_S3_CHANGED before the first byte, so a sink may hand bytes on at once. */
 typedef int (*s3_sink_fn)(void *ud, uint64_t pos, const void *data, size_t len);
 
 typedef struct s3_get_args {

@@ -84,6 +84,15 @@ static void require_aws(void)
 }
 
 /* A cluster of n slots with 1 MiB blocks; the mount helpers below start its nodes. */
+static td_cluster *cluster_bs(int n, const char *block_size)
+{
+    require_fuse();
+    td_cluster *c = td_cluster_new(n, block_size);
+    g_c = c;
+    atexit(detach_mounts);
+    return c;
+}
+
 static td_cluster *cluster(int n)
 {
     require_fuse();
@@ -751,6 +760,36 @@ TT_TEST(test_mount_e2e_two_mounts_fetch_each_block_from_s3_once)
     long gets = tt_s3rver_stat(&c->s3, "gets");
     tt_note("two mounts read %d objects (%ld blocks): %ld GETs at the server", DS_OBJECTS, blocks, gets);
     TT_CHECK(gets * 100 <= blocks * 102, "%ld GETs for %ld unique blocks (allowed: 1.02 x)", gets, blocks);
+    finish(c);
+}
+
+/* The first bytes of an uncached file do not wait for their whole block: with one 48 MiB block,
+ * the first 64 KiB read returns while the block is still arriving (nothing stored yet), the rest
+ * reads back exact, and the block was fetched with one GET. */
+TT_TEST(test_mount_e2e_first_bytes_of_an_uncached_block_come_before_the_whole_block)
+{
+    td_cluster *c = cluster_bs(1, "64M");
+    const size_t size = 48 * MIB;
+    td_put(c, "big/one.bin", size, 31);
+    start_mounted(c, 0, "60", "5", "--read-only");
+    char p[1024];
+    size_t n = 0;
+    char **names = list_dir(mpath(p, sizeof p, 0, "big"), &n); /* the listing answers the lookup */
+    free_names(names, n);
+    tt_s3rver_stats_reset(&c->s3);
+    uint8_t *want = td_content(size, 31);
+    int fd = open(mpath(p, sizeof p, 0, "big/one.bin"), O_RDONLY);
+    TT_CHECK(fd >= 0, "open %s: %s", p, strerror(errno));
+    uint8_t head[65536];
+    TT_CHECK(read(fd, head, sizeof head) == (ssize_t)sizeof head, "read: %s", strerror(errno));
+    uint64_t stored = td_stat(c, 0, "cache.blocks");
+    TT_CHECK(memcmp(head, want, sizeof head) == 0, "the first 64 KiB differ");
+    TT_CHECK(stored == 0, "the first 64 KiB came only after the whole 48 MiB block was stored");
+    close(fd);
+    check_file(p, size, 31);
+    long gets = tt_s3rver_stat(&c->s3, "gets");
+    TT_CHECK(gets == 1, "%ld GETs for a file of one block", gets);
+    free(want);
     finish(c);
 }
 
