@@ -8,7 +8,8 @@
       figure for a writable mount is printed beside it;
   (c) cold reads of BENCH_BIG_FILES x BENCH_BIG_MIB MiB and of BENCH_SMALL_FILES x 100 KB through
       Shoal, s3fs and rclone mount, each freshly mounted (target: Shoal <= 0.5 x s3fs, and faster
-      than rclone);
+      than rclone), beside plain GETs of the same objects with the same threads (the server's
+      ceiling: no file system can read faster than the server sends);
   (d) time to first byte of a file not cached anywhere: open + first 64 KiB read through the mount
       / a direct GET of the same object's first 64 KiB, median of BENCH_TTFB_FILES (target <= 1.5).
 
@@ -166,6 +167,27 @@ def list_dirs(root, names):
         os.listdir(os.path.join(root, d))
 
 
+def get_whole(port, key):
+    n = 0
+    with urllib.request.urlopen("http://127.0.0.1:%d/bench/%s" % (port, key)) as r:
+        while True:
+            b = r.read(1 << 20)
+            if not b:
+                return n
+            n += len(b)
+
+
+def cold_direct(port, names, sizes):
+    """The server's own ceiling: THREADS threads GET every object whole and keep nothing."""
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(THREADS) as ex:
+        got = list(ex.map(lambda n: get_whole(port, n), names))
+    t = time.perf_counter() - t0
+    if got != sizes:
+        sys.exit("bench: short direct GETs")
+    return t
+
+
 def cold_read(root, names, sizes):
     """Reads every file with THREADS threads; returns seconds. Checks every length."""
     t0 = time.perf_counter()
@@ -262,6 +284,9 @@ def main():
                 read_whole(os.path.join(dirpath, f))
 
         cold = {}
+        if "c" in PARTS:
+            log("cold reads with plain GETs (the server's ceiling)")
+            cold["direct"] = (cold_direct(s3port, big, big_sizes), cold_direct(s3port, small, small_sizes))
         tools = (("shoal", lambda w, _: start_shoald(w, "shoal-cold", endpoint, key)),
                  ("s3fs", start_s3fs), ("rclone", start_rclone)) if "c" in PARTS else ()
         for tool, start in tools:
@@ -325,8 +350,14 @@ def main():
         if cold:
             print("(c) cold reads, %d x %d MiB and %d x 100 KB:" % (BIG_FILES, BIG_MIB, SMALL_FILES))
             for tool, (tb, ts) in cold.items():
-                print("    %-7s big %6.1f s (%4.0f MiB/s)   small %6.1f s (%4.0f files/s)"
-                      % (tool, tb, BIG_FILES * BIG_MIB / tb, ts, SMALL_FILES / ts))
+                print("    %-7s big %6.1f s (%4.0f MiB/s)   small %6.1f s (%4.0f files/s)%s"
+                      % (tool, tb, BIG_FILES * BIG_MIB / tb, ts, SMALL_FILES / ts,
+                         "   (plain GETs, no file system: the server's ceiling)" if tool == "direct" else ""))
+            if "s3fs" in cold:
+                print("    s3fs reaches %.0f %% (big) and %.0f %% (small) of the server's ceiling; a tool at 0.5 x s3fs's"
+                      " time would need %.1f x and %.1f x the ceiling"
+                      % (100 * cold["direct"][0] / cold["s3fs"][0], 100 * cold["direct"][1] / cold["s3fs"][1],
+                         2 * cold["direct"][0] / cold["s3fs"][0], 2 * cold["direct"][1] / cold["s3fs"][1]))
             for tool in ("s3fs", "rclone"):
                 if tool in cold:
                     print("    shoal / %-6s big %.2f   small %.2f   (target: s3fs <= 0.5, rclone < 1)"
