@@ -1008,6 +1008,28 @@ TT_TEST(test_mount_fsync_uploads_and_close_does_not_upload_again)
     fx_done(&f);
 }
 
+/* ftruncate on a descriptor open for writing cuts the staged file; only the close uploads. */
+TT_TEST(test_mount_ftruncate_while_writing_uploads_once_at_close)
+{
+    fixture f;
+    fx_up(&f);
+    int fd = begin_file(P(&f, "cut"), O_WRONLY, "0123456789", 10);
+    TT_CHECK(ftruncate(fd, 4) == 0, "ftruncate: %s", strerror(errno));
+    TT_CHECK(mem_backend_counts(f.mem).put == 0, "%u PUTs before close", mem_backend_counts(f.mem).put);
+    TT_CHECK(close(fd) == 0, "close: %s", strerror(errno));
+    check_backend(&f, "cut", "0123", 4);
+    TT_CHECK(mem_backend_counts(f.mem).put == 1, "%u PUTs, want 1", mem_backend_counts(f.mem).put);
+    /* The same on an object that exists: open it for writing, cut it, close: one more PUT. */
+    fd = open(P(&f, "cut"), O_WRONLY);
+    TT_CHECK(fd >= 0, "open: %s", strerror(errno));
+    TT_CHECK(ftruncate(fd, 2) == 0, "ftruncate: %s", strerror(errno));
+    TT_CHECK(mem_backend_counts(f.mem).put == 1, "%u PUTs before the second close", mem_backend_counts(f.mem).put);
+    TT_CHECK(close(fd) == 0, "close: %s", strerror(errno));
+    check_backend(&f, "cut", "01", 2);
+    TT_CHECK(mem_backend_counts(f.mem).put == 2, "%u PUTs, want 2", mem_backend_counts(f.mem).put);
+    fx_done(&f);
+}
+
 TT_TEST(test_mount_write_temp_then_rename_is_one_put_and_no_copy)
 {
     fixture f;
