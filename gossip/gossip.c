@@ -54,23 +54,52 @@
 #include <string.h>
 
 #define NONE UINT32_MAX
-#define SELF 0u
+#define ABSENT 0xffu /* member state of a slot this view does not hold */
 #define TX_BUCKETS 64 /* transmit limits are capped below this */
 #define RELAYS 32
 #define CONFIRMERS_MAX 8
 #define SEEDS_MAX 64
+#define PAGE_BITS 10
+#define PAGE (1u << PAGE_BITS)
 
+/*
+ * One member as one view holds it. The view fields (meta, incarnation, state_at, accuser, state)
+ * are what the view knows; bc_* and susp are this instance's work on the member (a queued
+ * broadcast, a running suspicion). `h` hashes the view fields (state_digest()).
+ */
 typedef struct member {
-    const gossip_meta *meta; /* from meta_get(); released with meta_put() */
+    const gossip_meta *meta; /* from meta_get(); released with meta_put(); NULL when ABSENT */
     uint64_t incarnation;
     uint64_t state_at;
-    uint32_t accuser; /* member index of who suspected / declared dead, NONE when unknown */
+    uint64_t h;
+    uint32_t accuser; /* slot of who suspected / declared dead, NONE when unknown */
     uint32_t bc_prev, bc_next;
     uint32_t susp; /* index into g->susp or NONE */
     uint8_t state;
     uint8_t bc_tx;
     bool bc_queued;
 } member;
+
+/*
+ * Members are numbered by slot: a store maps every node id it has seen to a slot, and a view is,
+ * per slot, its own entry when it has one, else the base entry (ABSENT when nobody put one there).
+ * A store owned by one instance (`solo`, the daemon) has no private entries: the base is the view.
+ */
+struct gossip_member_store {
+    bool share, solo;
+    member **pages; /* base entries: slot s at pages[s >> PAGE_BITS][s & (PAGE - 1)] */
+    char (*ids)[GOSSIP_ID_MAX + 1]; /* "" for a free slot (solo only) */
+    uint32_t *ndelta; /* per slot: views holding an entry of their own */
+    uint32_t n_slots, cap_slots, n_pages;
+    uint64_t *index; /* open addressing over ids: hash << 32 | slot; UINT64_MAX = empty */
+    uint32_t index_cap;
+    uint32_t *free_slots;
+    uint32_t n_free;
+    gossip **views;
+    uint32_t n_views, cap_views;
+    size_t n_base, n_private;
+    gossip_msg *rx; /* one receive buffer for every instance (one thread) */
+};
 
 typedef struct suspicion {
     uint32_t member;
@@ -89,13 +118,22 @@ struct gossip {
     gossip_config cfg;
     const shoal_env *env;
 
-    member *members;
-    uint32_t n_members, cap_members;
-    uint64_t *index; /* open addressing: hash << 32 | member index; UINT64_MAX = empty */
-    uint32_t index_cap;
-    uint32_t *order; /* probe order */
-    uint32_t n_order, order_pos;
-    uint32_t n_live, n_gone;
+    gossip_member_store *st;
+    bool own_store;
+    uint32_t self; /* this node's slot */
+    uint32_t view_ix; /* position in st->views */
+    /* This view's own entries (shared store only): open addressing slot -> entry. */
+    uint32_t *dkeys; /* NONE = empty */
+    member **dvals;
+    uint32_t dcap, dn;
+    uint32_t n_members, n_live, n_gone;
+    uint64_t digest; /* sum of member hashes (state_digest) */
+    uint64_t none_salt; /* added for an accuser this view does not know: never equal elsewhere */
+    /* Probe order: a keyed permutation of the slots [0, round_n), a new key each round. */
+    uint64_t round_key;
+    uint32_t round_n, round_pos;
+    uint32_t at_i, at_slot; /* gossip_member_at() cursor, valid while at_changes == changes */
+    uint64_t changes, at_changes; /* members added or forgotten */
 
     suspicion *susp;
     uint32_t n_susp, cap_susp;
@@ -123,7 +161,6 @@ struct gossip {
     uint64_t next_join_at, join_backoff;
 
     gossip_counters ctr;
-    gossip_msg *rx;
     gossip_msg tx;
     uint8_t raw[GOSSIP_PLAIN_MAX];
     uint8_t plain[GOSSIP_PLAIN_MAX];
@@ -322,25 +359,361 @@ static void meta_put(gossip *g, const gossip_meta *m)
     free(e);
 }
 
+/* Another reference to a metadata value the caller holds (a shared store always has a pool). */
+static const gossip_meta *meta_ref(gossip *g, const gossip_meta *m)
+{
+    if (!m)
+        return NULL;
+    if (g->cfg.meta_pool) {
+        ((meta_ent *)m)->refs++;
+        return m;
+    }
+    return meta_get(g, m);
+}
+
+/* ---- the member store: slots, base entries, per-view entries ---- */
+
+static member *base_at(const gossip_member_store *st, uint32_t s)
+{
+    return &st->pages[s >> PAGE_BITS][s & (PAGE - 1)];
+}
+
+static const char *st_id(const gossip_member_store *st, uint32_t s) { return st->ids[s]; }
+
+static bool fields_eq(const member *a, const member *b)
+{
+    return a->state == b->state && a->meta == b->meta && a->incarnation == b->incarnation &&
+           a->state_at == b->state_at && a->accuser == b->accuser;
+}
+
+static bool idle(const member *m) { return !m->bc_queued && m->susp == NONE; }
+
+static const member absent_member = {.accuser = NONE, .bc_prev = NONE, .bc_next = NONE, .susp = NONE,
+                                     .state = ABSENT};
+
+static member *dget(const gossip *g, uint32_t s)
+{
+    if (!g->dn)
+        return NULL;
+    uint32_t mask = g->dcap - 1;
+    for (uint32_t j = (s * 2654435761u) & mask;; j = (j + 1) & mask) {
+        if (g->dkeys[j] == s)
+            return g->dvals[j];
+        if (g->dkeys[j] == NONE)
+            return NULL;
+    }
+}
+
+static void dplace(uint32_t *keys, member **vals, uint32_t cap, uint32_t s, member *e)
+{
+    uint32_t j = (s * 2654435761u) & (cap - 1);
+    while (keys[j] != NONE)
+        j = (j + 1) & (cap - 1);
+    keys[j] = s;
+    vals[j] = e;
+}
+
+/* A new private entry for slot s (contents undefined); aborts when memory runs out, since a view
+ * that cannot hold its own entry would silently behave differently. */
+static member *dput(gossip *g, uint32_t s)
+{
+    if ((g->dn + 1) * 2 > g->dcap) {
+        uint32_t cap = g->dcap ? g->dcap * 2 : 16;
+        uint32_t *k = malloc((size_t)cap * sizeof *k);
+        member **v = malloc((size_t)cap * sizeof *v);
+        if (!k || !v)
+            goto nomem;
+        memset(k, 0xff, (size_t)cap * sizeof *k);
+        for (uint32_t j = 0; j < g->dcap; j++)
+            if (g->dkeys[j] != NONE)
+                dplace(k, v, cap, g->dkeys[j], g->dvals[j]);
+        free(g->dkeys);
+        free(g->dvals);
+        g->dkeys = k;
+        g->dvals = v;
+        g->dcap = cap;
+    }
+    member *e = malloc(sizeof *e);
+    if (!e)
+        goto nomem;
+    dplace(g->dkeys, g->dvals, g->dcap, s, e);
+    g->dn++;
+    g->st->ndelta[s]++;
+    g->st->n_private++;
+    return e;
+nomem:
+    LOG_ERROR("gossip", "out_of_memory", "node=%s private member entries=%u", g->cfg.self.id, g->dn);
+    abort();
+}
+
+/* Drops view g's own entry of slot s (its metadata reference included). */
+static void ddel(gossip *g, uint32_t s)
+{
+    uint32_t mask = g->dcap - 1, j = (s * 2654435761u) & mask;
+    while (g->dkeys[j] != s)
+        j = (j + 1) & mask;
+    meta_put(g, g->dvals[j]->meta);
+    free(g->dvals[j]);
+    g->dkeys[j] = NONE;
+    g->dn--;
+    g->st->ndelta[s]--;
+    g->st->n_private--;
+    /* Backward-shift deletion keeps every probe sequence unbroken. */
+    for (uint32_t k = (j + 1) & mask; g->dkeys[k] != NONE; k = (k + 1) & mask) {
+        uint32_t key = g->dkeys[k];
+        member *v = g->dvals[k];
+        g->dkeys[k] = NONE;
+        dplace(g->dkeys, g->dvals, g->dcap, key, v);
+    }
+}
+
+/* Member s as this view holds it (read only: the base entry may be shared). */
+static const member *mem(const gossip *g, uint32_t s)
+{
+    if (!g->st->solo) {
+        member *d = dget(g, s);
+        if (d)
+            return d;
+    }
+    return base_at(g->st, s);
+}
+
+/* Member s to change: in a shared store the view first takes its own copy. */
+static member *mem_w(gossip *g, uint32_t s)
+{
+    if (g->st->solo)
+        return base_at(g->st, s);
+    member *d = dget(g, s);
+    if (d)
+        return d;
+    d = dput(g, s);
+    *d = *base_at(g->st, s);
+    d->meta = meta_ref(g, d->meta);
+    return d;
+}
+
+static bool present(const member *m) { return m->state != ABSENT; }
+
+static uint32_t st_find(const gossip_member_store *st, const char *id)
+{
+    uint32_t mask = st->index_cap - 1, h = id_hash(id);
+    for (uint32_t s = h & mask;; s = (s + 1) & mask) {
+        uint64_t v = st->index[s];
+        if (v == UINT64_MAX)
+            return NONE;
+        if ((uint32_t)(v >> 32) == h && strcmp(st->ids[(uint32_t)v], id) == 0)
+            return (uint32_t)v;
+    }
+}
+
+static void st_index_put(gossip_member_store *st, uint32_t slot)
+{
+    uint32_t mask = st->index_cap - 1, h = id_hash(st->ids[slot]);
+    uint32_t s = h & mask;
+    while (st->index[s] != UINT64_MAX)
+        s = (s + 1) & mask;
+    st->index[s] = (uint64_t)h << 32 | slot;
+}
+
+static int st_index_rebuild(gossip_member_store *st, uint32_t cap)
+{
+    uint64_t *ix = malloc((size_t)cap * sizeof *ix);
+    if (!ix)
+        return shoal_error_set(SHOAL_ERR_NOMEM, "gossip: member index of %u slots", cap);
+    free(st->index);
+    st->index = ix;
+    st->index_cap = cap;
+    memset(ix, 0xff, (size_t)cap * sizeof *ix);
+    for (uint32_t s = 0; s < st->n_slots; s++)
+        if (st->ids[s][0])
+            st_index_put(st, s);
+    return 0;
+}
+
+static gossip_member_store *st_new(bool share, bool solo)
+{
+    gossip_member_store *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
+    st->share = share;
+    st->solo = solo;
+    st->rx = malloc(sizeof *st->rx);
+    if (!st->rx || st_index_rebuild(st, 32) < 0) {
+        free(st->rx);
+        free(st);
+        return NULL;
+    }
+    return st;
+}
+
+gossip_member_store *gossip_member_store_new(bool share)
+{
+    gossip_member_store *st = st_new(share, false);
+    if (!st)
+        shoal_error_set(SHOAL_ERR_NOMEM, "gossip: member store");
+    return st;
+}
+
+static void st_free(gossip_member_store *st, gossip *owner)
+{
+    for (uint32_t s = 0; s < st->n_slots; s++) {
+        const gossip_meta *m = base_at(st, s)->meta;
+        if (!m)
+            continue;
+        if (owner)
+            meta_put(owner, m);
+        else
+            ((meta_ent *)m)->refs--; /* shared stores always use a pool, freed after the store */
+    }
+    for (uint32_t p = 0; p < st->n_pages; p++)
+        free(st->pages[p]);
+    free(st->pages);
+    free(st->ids);
+    free(st->ndelta);
+    free(st->index);
+    free(st->free_slots);
+    free(st->views);
+    free(st->rx);
+    free(st);
+}
+
+void gossip_member_store_delete(gossip_member_store *st)
+{
+    if (st)
+        st_free(st, NULL);
+}
+
+void gossip_member_store_stats(const gossip_member_store *st, size_t *base, size_t *private_entries)
+{
+    *base = st->n_base;
+    *private_entries = st->n_private;
+}
+
+/* The slot of `id`, allocated (ABSENT in the base) when the store has not seen it. */
+static uint32_t st_slot(gossip_member_store *st, const char *id)
+{
+    uint32_t s = st_find(st, id);
+    if (s != NONE)
+        return s;
+    if (st->n_free) {
+        s = st->free_slots[--st->n_free];
+    } else {
+        if (st->n_slots == st->cap_slots) {
+            uint32_t cap = st->cap_slots ? st->cap_slots * 2 : 64;
+            char(*ids)[GOSSIP_ID_MAX + 1] = realloc(st->ids, (size_t)cap * sizeof *ids);
+            if (ids)
+                st->ids = ids;
+            uint32_t *nd = ids ? realloc(st->ndelta, (size_t)cap * sizeof *nd) : NULL;
+            if (!nd)
+                return NONE;
+            st->ndelta = nd;
+            st->cap_slots = cap;
+        }
+        if (st->n_slots >> PAGE_BITS >= st->n_pages) {
+            member **pp = realloc(st->pages, (size_t)(st->n_pages + 1) * sizeof *pp);
+            if (!pp)
+                return NONE;
+            st->pages = pp;
+            if (!(pp[st->n_pages] = malloc(PAGE * sizeof(member))))
+                return NONE;
+            st->n_pages++;
+        }
+        s = st->n_slots++;
+        st->ndelta[s] = 0;
+    }
+    /* Load factor up to 3/4: the index is a large part of a large store's memory. */
+    if ((st->n_slots - st->n_free + 1) * 4 > st->index_cap * 3 && st_index_rebuild(st, st->index_cap * 2) < 0) {
+        st->n_slots--;
+        return NONE;
+    }
+    snprintf(st->ids[s], sizeof st->ids[s], "%s", id);
+    *base_at(st, s) = absent_member;
+    st_index_put(st, s);
+    return s;
+}
+
 /* Replaces member i's metadata; false (keeping the old) when memory ran out. */
 static bool meta_set(gossip *g, uint32_t i, const gossip_meta *m)
 {
     const gossip_meta *n = meta_get(g, m);
     if (!n)
         return false;
-    meta_put(g, g->members[i].meta);
-    g->members[i].meta = n;
+    member *e = mem_w(g, i);
+    meta_put(g, e->meta);
+    e->meta = n;
     return true;
+}
+
+/* ---- the state digest: a sum of one hash per member, kept as members change ---- */
+
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t bytes_hash(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* What a push-pull sends about member s: id, state, incarnation, accuser, metadata. */
+static uint64_t member_hash(const gossip *g, uint32_t s, const member *m)
+{
+    if (!present(m))
+        return 0;
+    const char *id = st_id(g->st, s);
+    uint64_t h = bytes_hash(0xcbf29ce484222325ull, id, strlen(id) + 1);
+    uint64_t nums[] = {m->state, m->incarnation};
+    h = bytes_hash(h, nums, sizeof nums);
+    if ((m->state == GOSSIP_SUSPECT || m->state == GOSSIP_DEAD) && m->accuser != NONE) {
+        const char *a = st_id(g->st, m->accuser);
+        h = bytes_hash(h, a, strlen(a) + 1);
+    }
+    const gossip_meta *mt = m->meta;
+    h = bytes_hash(h, mt->zone, strlen(mt->zone) + 1);
+    h = bytes_hash(h, &mt->addr.family, sizeof mt->addr.family);
+    h = bytes_hash(h, mt->addr.ip, sizeof mt->addr.ip);
+    h = bytes_hash(h, &mt->addr.port, sizeof mt->addr.port);
+    h = bytes_hash(h, mt->curve_public, sizeof mt->curve_public);
+    uint64_t more[] = {mt->capacity, mt->serving, mt->proto_version, mt->block_size};
+    return mix64(bytes_hash(h, more, sizeof more));
+}
+
+/* A suspicion or death whose accuser this view does not know is sent as "accused by me": never
+ * count it equal to another view's (merging it there would confirm the suspicion). */
+static uint64_t salt_of(const gossip *g, const member *m)
+{
+    return (m->state == GOSSIP_SUSPECT || m->state == GOSSIP_DEAD) && m->accuser == NONE ? g->none_salt : 0;
+}
+
+/* Call before changing member s's view fields... */
+static void untouch(gossip *g, uint32_t s)
+{
+    const member *m = mem(g, s);
+    g->digest -= m->h + salt_of(g, m);
+}
+
+/* ...and after. */
+static void touch(gossip *g, uint32_t s)
+{
+    member *m = mem_w(g, s);
+    m->h = member_hash(g, s, m);
+    g->digest += m->h + salt_of(g, m);
 }
 
 static void member_info(const gossip *g, uint32_t i, gossip_member_info *out)
 {
-    const member *m = &g->members[i];
+    const member *m = mem(g, i);
     out->meta = m->meta;
     out->state = (gossip_state)m->state;
     out->incarnation = m->incarnation;
     out->state_since_us = m->state_at;
-    out->is_self = i == SELF;
+    out->is_self = i == g->self;
 }
 
 static void emit(gossip *g, gossip_event ev, uint32_t i)
@@ -352,83 +725,39 @@ static void emit(gossip *g, gossip_event ev, uint32_t i)
     g->cfg.on_event(g->cfg.event_ud, ev, &info);
 }
 
-/* ---- member table and id index ---- */
+/* ---- member table ---- */
 
-/* Index slots hold (hash << 32 | member index); the stored hash spares most string compares. */
+/* The slot of member `id` when this view holds it, else NONE. */
 static uint32_t find(const gossip *g, const char *id)
 {
-    uint32_t mask = g->index_cap - 1, h = id_hash(id);
-    for (uint32_t s = h & mask;; s = (s + 1) & mask) {
-        uint64_t v = g->index[s];
-        if (v == UINT64_MAX)
-            return NONE;
-        if ((uint32_t)(v >> 32) == h && strcmp(g->members[(uint32_t)v].meta->id, id) == 0)
-            return (uint32_t)v;
-    }
-}
-
-static void index_put(gossip *g, uint32_t i)
-{
-    uint32_t mask = g->index_cap - 1, h = id_hash(g->members[i].meta->id);
-    uint32_t s = h & mask;
-    while (g->index[s] != UINT64_MAX)
-        s = (s + 1) & mask;
-    g->index[s] = (uint64_t)h << 32 | i;
-}
-
-static int index_rebuild(gossip *g, uint32_t cap)
-{
-    uint64_t *ix = malloc((size_t)cap * sizeof *ix);
-    if (!ix)
-        return shoal_error_set(SHOAL_ERR_NOMEM, "gossip: member index of %u slots", cap);
-    free(g->index);
-    g->index = ix;
-    g->index_cap = cap;
-    memset(ix, 0xff, (size_t)cap * sizeof *ix);
-    for (uint32_t i = 0; i < g->n_members; i++)
-        index_put(g, i);
-    return 0;
+    uint32_t s = st_find(g->st, id);
+    return s != NONE && present(mem(g, s)) ? s : NONE;
 }
 
 /* Adds a member (state alive) holding `meta`, already taken with meta_get() (released here on
- * failure). Returns its index, or NONE when memory ran out. */
+ * failure). Returns its slot, or NONE when memory ran out. */
 static uint32_t member_add_held(gossip *g, const gossip_meta *meta, uint64_t inc)
 {
-    if (g->n_members == g->cap_members) {
-        uint32_t cap = g->cap_members ? g->cap_members * 2 : 16;
-        member *mm = realloc(g->members, (size_t)cap * sizeof *mm);
-        uint32_t *oo = mm ? realloc(g->order, (size_t)cap * sizeof *oo) : NULL;
-        if (mm)
-            g->members = mm;
-        if (!oo)
-            goto fail;
-        g->order = oo;
-        g->cap_members = cap;
+    uint32_t s = st_slot(g->st, meta->id);
+    if (s == NONE) {
+        meta_put(g, meta);
+        return NONE;
     }
-    /* Load factor up to 3/4: the index is a large part of a simulator's memory. */
-    if ((g->n_members + 1) * 4 > g->index_cap * 3 && index_rebuild(g, g->index_cap * 2) < 0)
-        goto fail;
-    uint32_t i = g->n_members++;
-    g->members[i] = (member){.meta = meta,
-                             .incarnation = inc,
-                             .state_at = now_us(g),
-                             .accuser = NONE,
-                             .bc_prev = NONE,
-                             .bc_next = NONE,
-                             .susp = NONE,
-                             .state = GOSSIP_ALIVE};
-    index_put(g, i);
+    member *m = mem_w(g, s);
+    meta_put(g, m->meta);
+    *m = (member){.meta = meta,
+                  .incarnation = inc,
+                  .state_at = now_us(g),
+                  .accuser = NONE,
+                  .bc_prev = NONE,
+                  .bc_next = NONE,
+                  .susp = NONE,
+                  .state = GOSSIP_ALIVE};
+    touch(g, s);
+    g->changes++;
+    g->n_members++;
     g->n_live++;
-    /* Probe order: append, then swap with a random place so the newcomer is probed soon but not
-     * predictably (memberlist does the same). */
-    g->order[g->n_order++] = i;
-    uint32_t j = (uint32_t)rnd(g, g->n_order);
-    g->order[g->n_order - 1] = g->order[j];
-    g->order[j] = i;
-    return i;
-fail:
-    meta_put(g, meta);
-    return NONE;
+    return s;
 }
 
 static uint32_t member_add(gossip *g, const gossip_meta *meta, uint64_t inc)
@@ -449,15 +778,15 @@ static uint32_t retransmit_limit(const gossip *g)
 
 static void bc_unlink(gossip *g, uint32_t i)
 {
-    member *m = &g->members[i];
-    if (!m->bc_queued)
+    if (!mem(g, i)->bc_queued)
         return;
+    member *m = mem_w(g, i);
     if (m->bc_prev != NONE)
-        g->members[m->bc_prev].bc_next = m->bc_next;
+        mem_w(g, m->bc_prev)->bc_next = m->bc_next;
     else
         g->bc_head[m->bc_tx] = m->bc_next;
     if (m->bc_next != NONE)
-        g->members[m->bc_next].bc_prev = m->bc_prev;
+        mem_w(g, m->bc_next)->bc_prev = m->bc_prev;
     m->bc_prev = m->bc_next = NONE;
     m->bc_queued = false;
     g->n_bc--;
@@ -465,12 +794,12 @@ static void bc_unlink(gossip *g, uint32_t i)
 
 static void bc_link(gossip *g, uint32_t i, uint8_t tx)
 {
-    member *m = &g->members[i];
+    member *m = mem_w(g, i);
     m->bc_tx = tx;
     m->bc_prev = NONE;
     m->bc_next = g->bc_head[tx];
     if (m->bc_next != NONE)
-        g->members[m->bc_next].bc_prev = i;
+        mem_w(g, m->bc_next)->bc_prev = i;
     g->bc_head[tx] = i;
     m->bc_queued = true;
     g->n_bc++;
@@ -485,12 +814,12 @@ static void bc_queue(gossip *g, uint32_t i)
 
 static void update_from_member(const gossip *g, uint32_t i, bool with_meta, gossip_update *u)
 {
-    const member *m = &g->members[i];
+    const member *m = mem(g, i);
     u->kind = m->state;
     u->incarnation = m->incarnation;
     u->accuser[0] = '\0';
     if ((m->state == GOSSIP_SUSPECT || m->state == GOSSIP_DEAD))
-        strcpy(u->accuser, g->members[m->accuser != NONE ? m->accuser : SELF].meta->id);
+        strcpy(u->accuser, st_id(g->st, m->accuser != NONE ? m->accuser : g->self));
     u->has_meta = with_meta || m->state == GOSSIP_ALIVE;
     u->meta_ref = m->meta;
 }
@@ -515,7 +844,7 @@ static uint32_t bc_fill(gossip *g, size_t budget, uint32_t first, size_t *len)
     uint32_t n_picked = 0;
     for (uint32_t tx = 0; tx < TX_BUCKETS && n < GOSSIP_UPDATES_MAX && misses < 4; tx++) {
         for (uint32_t i = g->bc_head[tx]; i != NONE && n < GOSSIP_UPDATES_MAX && misses < 4;
-             i = g->members[i].bc_next) {
+             i = mem(g, i)->bc_next) {
             if (i == first)
                 continue;
             update_from_member(g, i, false, &u);
@@ -531,7 +860,7 @@ static uint32_t bc_fill(gossip *g, size_t budget, uint32_t first, size_t *len)
     }
     for (uint32_t j = 0; j < n_picked; j++) {
         uint32_t i = picked[j];
-        uint8_t tx = g->members[i].bc_tx;
+        uint8_t tx = mem(g, i)->bc_tx;
         bc_unlink(g, i);
         if ((uint32_t)tx + 1 < lim)
             bc_link(g, i, (uint8_t)(tx + 1));
@@ -586,6 +915,7 @@ static void tx_reset(gossip *g, uint32_t type)
     m->has_addr = false;
     m->join = false;
     m->chunk = m->chunks = m->reason = 0;
+    m->has_digest = false;
     m->text[0] = '\0';
 }
 
@@ -605,7 +935,10 @@ static void send_state(gossip *g, const shoal_addr *to, uint32_t type, bool join
     gossip_update u;
     size_t off = 0;
     uint32_t n = 0;
-    for (uint32_t i = 0; i < g->n_members; i++) {
+    for (uint32_t k = 0; k <= g->st->n_slots; k++) {
+        uint32_t i = k == 0 ? g->self : k - 1;
+        if ((k > 0 && i == g->self) || !present(mem(g, i)))
+            continue;
         update_from_member(g, i, true, &u);
         size_t l = gossip_update_encode(&u, scratch + off, cap - off);
         if (!l)
@@ -669,10 +1002,11 @@ static uint32_t pick_random(gossip *g, uint32_t skip, uint32_t k, bool dead_too,
 {
     uint32_t n = 0;
     uint64_t now = now_us(g);
-    for (uint32_t tries = 0; n < k && tries < 8 * k + 3 * g->n_members / 4 && g->n_members > 1; tries++) {
-        uint32_t i = (uint32_t)rnd(g, g->n_members);
-        const member *m = &g->members[i];
-        if (i == SELF || i == skip)
+    uint32_t slots = g->st->n_slots;
+    for (uint32_t tries = 0; n < k && tries < 8 * k + 3 * slots / 4 && g->n_members > 1; tries++) {
+        uint32_t i = (uint32_t)rnd(g, slots);
+        const member *m = mem(g, i);
+        if (i == g->self || i == skip)
             continue;
         if (!is_live(m->state) &&
             !(dead_too && m->state == GOSSIP_DEAD && now - m->state_at < g->cfg.gossip_to_dead_us))
@@ -695,9 +1029,9 @@ static uint32_t pick_dead(gossip *g)
 {
     if (g->n_gone == 0)
         return NONE;
-    for (uint32_t tries = 0; tries < 16 + g->n_members / 4; tries++) {
-        uint32_t i = (uint32_t)rnd(g, g->n_members);
-        if (g->members[i].state == GOSSIP_DEAD)
+    for (uint32_t tries = 0; tries < 16 + g->st->n_slots / 4; tries++) {
+        uint32_t i = (uint32_t)rnd(g, g->st->n_slots);
+        if (mem(g, i)->state == GOSSIP_DEAD)
             return i;
     }
     return NONE;
@@ -705,9 +1039,10 @@ static uint32_t pick_dead(gossip *g)
 
 /* ---- state transitions ---- */
 
+/* Changes member i's state (the caller brackets view changes with untouch() and touch()). */
 static void set_state(gossip *g, uint32_t i, uint8_t state)
 {
-    member *m = &g->members[i];
+    member *m = mem_w(g, i);
     bool was_live = is_live(m->state), live = is_live(state);
     if (m->state != state)
         m->state_at = now_us(g);
@@ -725,13 +1060,13 @@ static void set_state(gossip *g, uint32_t i, uint8_t state)
 
 static void susp_remove(gossip *g, uint32_t i)
 {
-    uint32_t s = g->members[i].susp;
+    uint32_t s = mem(g, i)->susp;
     if (s == NONE)
         return;
-    g->members[i].susp = NONE;
+    mem_w(g, i)->susp = NONE;
     g->susp[s] = g->susp[--g->n_susp];
     if (s < g->n_susp)
-        g->members[g->susp[s].member].susp = s;
+        mem_w(g, g->susp[s].member)->susp = s;
 }
 
 static void susp_start(gossip *g, uint32_t i, uint32_t accuser)
@@ -757,13 +1092,13 @@ static void susp_start(gossip *g, uint32_t i, uint32_t accuser)
                      .max = min * g->cfg.suspicion_max_mult};
     s->confirmers[0] = accuser;
     s->deadline = s->start + (k < 1 ? s->min : s->max);
-    g->members[i].susp = g->n_susp++;
+    mem_w(g, i)->susp = g->n_susp++;
 }
 
 /* Counts an independent accuser; true when it was new (and the timeout shrank). */
 static bool susp_confirm(gossip *g, uint32_t i, uint32_t accuser)
 {
-    uint32_t si = g->members[i].susp;
+    uint32_t si = mem(g, i)->susp;
     if (si == NONE || accuser == NONE)
         return false;
     suspicion *s = &g->susp[si];
@@ -784,13 +1119,15 @@ static bool susp_confirm(gossip *g, uint32_t i, uint32_t accuser)
 
 static void refute(gossip *g, uint64_t accused_inc)
 {
-    member *self = &g->members[SELF];
+    untouch(g, g->self);
+    member *self = mem_w(g, g->self);
     uint64_t inc = self->incarnation + 1;
     if (accused_inc >= inc)
         inc = accused_inc + 1;
     self->incarnation = inc;
+    touch(g, g->self);
     g->ctr.refutations++;
-    bc_queue(g, SELF);
+    bc_queue(g, g->self);
     LOG_DEBUG("gossip", "refute", "node=%s incarnation=%llu", g->cfg.self.id, (unsigned long long)inc);
 }
 
@@ -821,8 +1158,8 @@ static void on_alive(gossip *g, const gossip_update *u)
 {
     const gossip_meta *meta = &u->meta;
     uint32_t i = find(g, meta->id);
-    if (i == SELF) {
-        member *self = &g->members[SELF];
+    if (i == g->self) {
+        const member *self = mem(g, g->self);
         if (!shoal_addr_eq(&meta->addr, &self->meta->addr)) {
             LOG_DEBUG("gossip", "id_conflict", "node=%s other_incarnation=%llu", g->cfg.self.id,
                       (unsigned long long)u->incarnation);
@@ -849,7 +1186,7 @@ static void on_alive(gossip *g, const gossip_update *u)
         emit(g, GOSSIP_EV_JOINED, i);
         return;
     }
-    member *m = &g->members[i];
+    const member *m = mem(g, i);
     bool moved = !shoal_addr_eq(&m->meta->addr, &meta->addr);
     if (moved && is_live(m->state)) {
         /* A second live node claims this id from another address: keep the first one. */
@@ -862,11 +1199,15 @@ static void on_alive(gossip *g, const gossip_update *u)
     }
     uint8_t old = m->state;
     bool changed = !meta_eq(m->meta, meta);
-    if (changed && !meta_set(g, i, meta))
+    untouch(g, i);
+    if (changed && !meta_set(g, i, meta)) {
+        touch(g, i);
         return;
-    m->incarnation = u->incarnation;
+    }
+    mem_w(g, i)->incarnation = u->incarnation;
     susp_remove(g, i);
     set_state(g, i, GOSSIP_ALIVE);
+    touch(g, i);
     if (changed && is_live(old))
         g->version++;
     bc_queue(g, i);
@@ -881,13 +1222,13 @@ static void on_suspect(gossip *g, const char *id, uint64_t inc, const char *accu
     uint32_t i = find(g, id);
     if (i == NONE)
         return;
-    member *m = &g->members[i];
+    const member *m = mem(g, i);
     uint32_t accuser = find(g, accuser_id);
     if (inc < m->incarnation || !is_live(m->state)) {
         g->ctr.updates_stale++;
         return;
     }
-    if (i == SELF) {
+    if (i == g->self) {
         if (g->leaving)
             return;
         refute(g, inc);
@@ -896,14 +1237,19 @@ static void on_suspect(gossip *g, const char *id, uint64_t inc, const char *accu
     }
     if (m->state == GOSSIP_SUSPECT) {
         if (susp_confirm(g, i, accuser)) {
-            m->accuser = accuser;
+            untouch(g, i);
+            mem_w(g, i)->accuser = accuser;
+            touch(g, i);
             bc_queue(g, i);
         }
         return;
     }
-    m->incarnation = inc;
-    m->accuser = accuser;
+    untouch(g, i);
+    member *w = mem_w(g, i);
+    w->incarnation = inc;
+    w->accuser = accuser;
     set_state(g, i, GOSSIP_SUSPECT);
+    touch(g, i);
     susp_start(g, i, accuser);
     bc_queue(g, i);
     g->ctr.suspicions++;
@@ -917,20 +1263,24 @@ static void on_dead(gossip *g, const char *id, uint64_t inc, const char *accuser
     uint32_t i = find(g, id);
     if (i == NONE)
         return;
-    member *m = &g->members[i];
+    const member *m = mem(g, i);
     if (inc < m->incarnation || !is_live(m->state)) {
         g->ctr.updates_stale++;
         return;
     }
-    if (i == SELF) {
+    if (i == g->self) {
         if (!g->leaving)
             refute(g, inc);
         return;
     }
-    m->incarnation = inc;
-    m->accuser = left ? i : find(g, accuser_id);
+    uint32_t accuser = left ? i : find(g, accuser_id);
+    untouch(g, i);
+    member *w = mem_w(g, i);
+    w->incarnation = inc;
+    w->accuser = accuser;
     susp_remove(g, i);
     set_state(g, i, left ? GOSSIP_LEFT : GOSSIP_DEAD);
+    touch(g, i);
     bc_queue(g, i);
     if (!left)
         g->ctr.deaths++;
@@ -987,8 +1337,8 @@ static void handle_pp(gossip *g, const shoal_addr *from, const gossip_msg *msg)
             const char *text = incompatible(g, &self_u->meta, &why);
             uint32_t i = find(g, msg->from);
             char ours[16], theirs[16];
-            if (!text && i != NONE && is_live(g->members[i].state) &&
-                !shoal_addr_eq(&g->members[i].meta->addr, &self_u->meta.addr)) {
+            if (!text && i != NONE && is_live(mem(g, i)->state) &&
+                !shoal_addr_eq(&mem(g, i)->meta->addr, &self_u->meta.addr)) {
                 why = GOSSIP_REFUSE_DUPLICATE_ID;
                 text = "a live member already has this node id";
             }
@@ -1010,6 +1360,23 @@ static void handle_pp(gossip *g, const shoal_addr *from, const gossip_msg *msg)
             }
         }
     }
+    if (msg->type == GOSSIP_MSG_PP_REQ && msg->has_digest && msg->n_updates == 0 && !msg->join) {
+        /* A digest offer. Equal views: a push-pull would change nothing, say so and stop. Else run
+         * the full exchange the other way round: our state as a request, theirs as the answer. */
+        if (msg->digest == g->digest) {
+            g->ctr.push_pull_same++;
+            tx_reset(g, GOSSIP_MSG_PP_RESP);
+            g->tx.chunks = 1;
+            g->tx.has_digest = true;
+            g->tx.digest = g->digest;
+            send_msg(g, from, false, NONE);
+        } else {
+            send_state(g, from, GOSSIP_MSG_PP_REQ, false);
+        }
+        return;
+    }
+    if (msg->type == GOSSIP_MSG_PP_RESP && msg->has_digest && msg->n_updates == 0)
+        g->ctr.push_pull_same++;
     merge_state(g, msg);
     if (msg->type == GOSSIP_MSG_PP_REQ && msg->chunk == 0)
         send_state(g, from, GOSSIP_MSG_PP_RESP, false);
@@ -1028,7 +1395,7 @@ static void handle_refuse(gossip *g, const gossip_msg *msg)
     char q[160];
     LOG_ERROR("gossip", "refused", "node=%s by=%s reason=%u detail=%s", g->cfg.self.id, msg->from,
               msg->reason, shoal_log_q(q, sizeof q, msg->text));
-    emit(g, GOSSIP_EV_REFUSED, SELF);
+    emit(g, GOSSIP_EV_REFUSED, g->self);
 }
 
 static void handle_ping_req(gossip *g, const shoal_addr *from, const gossip_msg *msg)
@@ -1074,7 +1441,7 @@ static void handle_ack(gossip *g, const gossip_msg *msg)
 
 void gossip_receive(gossip *g, const shoal_addr *from, const void *data, size_t len)
 {
-    gossip_msg *msg = g->rx;
+    gossip_msg *msg = g->st->rx;
     size_t plen;
     const char *why = NULL;
     g->ctr.packets_in++;
@@ -1133,20 +1500,40 @@ done:
 
 /* ---- timers ---- */
 
+/* Position p of this round's permutation of [0, round_n): a 4-round Feistel network over the
+ * smallest even power of two that covers round_n, walking the cycle until it lands inside. */
+static uint32_t permute(const gossip *g, uint32_t p)
+{
+    uint32_t bits = 2;
+    while ((1ull << bits) < g->round_n)
+        bits += 2;
+    uint32_t half = bits / 2, mask = (1u << half) - 1;
+    uint64_t x = p;
+    do {
+        uint32_t l = (uint32_t)(x >> half) & mask, r = (uint32_t)x & mask;
+        for (uint32_t k = 0; k < 4; k++) {
+            uint32_t f = (uint32_t)mix64(g->round_key ^ ((uint64_t)k << 32) ^ r) & mask;
+            uint32_t t = r;
+            r = l ^ f;
+            l = t;
+        }
+        x = (uint64_t)l << half | r;
+    } while (x >= g->round_n);
+    return (uint32_t)x;
+}
+
+/* The next live member in this round's order; a new round (a new permutation over every slot the
+ * store has then) starts when one ends, so every member is probed once per round. */
 static uint32_t next_probe_target(gossip *g)
 {
-    for (uint32_t tries = 0; tries <= g->n_order; tries++) {
-        if (g->order_pos >= g->n_order) {
-            for (uint32_t i = g->n_order; i > 1; i--) {
-                uint32_t j = (uint32_t)rnd(g, i);
-                uint32_t t = g->order[i - 1];
-                g->order[i - 1] = g->order[j];
-                g->order[j] = t;
-            }
-            g->order_pos = 0;
+    for (uint32_t tries = 0; tries <= g->round_n + 1; tries++) {
+        if (g->round_pos >= g->round_n) {
+            g->round_n = g->st->n_slots;
+            g->round_key = shoal_env_random(g->env);
+            g->round_pos = 0;
         }
-        uint32_t i = g->order[g->order_pos++];
-        if (i != SELF && is_live(g->members[i].state))
+        uint32_t i = permute(g, g->round_pos++);
+        if (i != g->self && is_live(mem(g, i)->state))
             return i;
     }
     return NONE;
@@ -1168,9 +1555,10 @@ static void probe_start(gossip *g, uint64_t now)
     g->ctr.probes++;
     tx_reset(g, GOSSIP_MSG_PING);
     g->tx.seq = g->probe.seq;
-    strcpy(g->tx.target, g->members[t].meta->id);
+    const member *tm = mem(g, t);
+    strcpy(g->tx.target, st_id(g->st, t));
     /* A suspect target hears of its suspicion at once, so it can refute (memberlist does this). */
-    send_msg(g, &g->members[t].meta->addr, true, g->members[t].state == GOSSIP_SUSPECT ? t : NONE);
+    send_msg(g, &tm->meta->addr, true, tm->state == GOSSIP_SUSPECT ? t : NONE);
 }
 
 static void probe_indirect(gossip *g)
@@ -1178,7 +1566,7 @@ static void probe_indirect(gossip *g)
     uint32_t via[16];
     uint32_t k = g->cfg.indirect_checks < 16 ? g->cfg.indirect_checks : 16;
     uint32_t n = pick_random(g, g->probe.target, k, false, via);
-    const member *t = &g->members[g->probe.target];
+    const member *t = mem(g, g->probe.target);
     g->probe.indirect_sent = true;
     g->probe.expected_nacks = n;
     for (uint32_t j = 0; j < n; j++) {
@@ -1186,7 +1574,7 @@ static void probe_indirect(gossip *g)
         g->tx.seq = g->probe.seq;
         strcpy(g->tx.target, t->meta->id);
         g->tx.addr = t->meta->addr;
-        send_msg(g, &g->members[via[j]].meta->addr, true, NONE);
+        send_msg(g, &mem(g, via[j])->meta->addr, true, NONE);
         g->ctr.indirect_probes++;
     }
 }
@@ -1202,60 +1590,54 @@ static void probe_fail(gossip *g)
     } else {
         awareness_delta(g, 1);
     }
-    if (t < g->n_members && is_live(g->members[t].state))
-        on_suspect(g, g->members[t].meta->id, g->members[t].incarnation, g->cfg.self.id);
+    if (t < g->st->n_slots && is_live(mem(g, t)->state))
+        on_suspect(g, st_id(g->st, t), mem(g, t)->incarnation, g->cfg.self.id);
 }
 
-/* Forgets members dead or left for longer than dead_reap_us: compacts the table and rebuilds
- * every index into it. Only called between probes. */
+/* Forgets members dead or left for longer than dead_reap_us. A private store frees their slots
+ * for reuse, so what pointed at them (an accuser, a suspicion's confirmers) is cleared; a shared
+ * store keeps slots for good (a simulation lasts hours, the reap time is a day). */
 static void reap(gossip *g, uint64_t now)
 {
-    uint32_t *remap = malloc((size_t)g->n_members * sizeof *remap);
-    if (!remap)
-        return;
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < g->n_members; i++) {
-        member *m = &g->members[i];
-        if (i != SELF && !is_live(m->state) && now - m->state_at >= g->cfg.dead_reap_us) {
-            remap[i] = NONE;
-            meta_put(g, m->meta);
-            g->n_gone--;
+    gossip_member_store *st = g->st;
+    uint32_t freed = 0;
+    for (uint32_t i = 0; i < st->n_slots; i++) {
+        const member *m = mem(g, i);
+        if (i == g->self || !present(m) || is_live(m->state) || now - m->state_at < g->cfg.dead_reap_us)
             continue;
+        bc_unlink(g, i);
+        untouch(g, i);
+        member *w = mem_w(g, i);
+        meta_put(g, w->meta);
+        *w = absent_member;
+        g->changes++;
+        g->n_members--;
+        g->n_gone--;
+        if (st->solo) {
+            uint32_t *f = realloc(st->free_slots, (size_t)(st->n_free + 1) * sizeof *f);
+            if (!f)
+                continue; /* the slot stays allocated, ABSENT */
+            st->free_slots = f;
+            st->free_slots[st->n_free++] = i;
+            st->ids[i][0] = '\0';
+            freed++;
         }
-        remap[i] = n;
-        g->members[n++] = *m;
     }
-    if (n == g->n_members) {
-        free(remap);
+    if (!freed)
         return;
-    }
-    g->n_members = n;
-    for (uint32_t t = 0; t < TX_BUCKETS; t++)
-        g->bc_head[t] = NONE;
-    g->n_bc = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        member *m = &g->members[i];
-        if (m->accuser != NONE)
-            m->accuser = remap[m->accuser];
-        if (m->bc_queued) {
-            m->bc_queued = false;
-            bc_link(g, i, m->bc_tx);
+    for (uint32_t i = 0; i < st->n_slots; i++) {
+        const member *m = mem(g, i);
+        if (present(m) && m->accuser != NONE && !st->ids[m->accuser][0]) {
+            untouch(g, i);
+            mem_w(g, i)->accuser = NONE;
+            touch(g, i);
         }
     }
-    for (uint32_t s = 0; s < g->n_susp; s++) {
-        g->susp[s].member = remap[g->susp[s].member];
+    for (uint32_t s = 0; s < g->n_susp; s++)
         for (uint32_t j = 0; j <= g->susp[s].n; j++)
-            if (g->susp[s].confirmers[j] != NONE)
-                g->susp[s].confirmers[j] = remap[g->susp[s].confirmers[j]];
-    }
-    uint32_t o = 0;
-    for (uint32_t j = 0; j < g->n_order; j++)
-        if (remap[g->order[j]] != NONE)
-            g->order[o++] = remap[g->order[j]];
-    g->n_order = o;
-    g->order_pos = 0;
-    free(remap);
-    index_rebuild(g, g->index_cap);
+            if (g->susp[s].confirmers[j] != NONE && !st->ids[g->susp[s].confirmers[j]][0])
+                g->susp[s].confirmers[j] = NONE;
+    st_index_rebuild(st, st->index_cap);
 }
 
 static void arm(gossip *g)
@@ -1271,8 +1653,8 @@ static void arm(gossip *g)
         at = g->next_pp_at;
     if (g->joining && g->next_join_at < at)
         at = g->next_join_at;
-    if (g->n_gone > 0 && g->next_reap_at < at)
-        at = g->next_reap_at;
+    /* No wakeup for the reap: it runs at the first probe boundary after next_reap_at. (Waking at
+     * next_reap_at itself, before that boundary, armed the same instant again and never woke.) */
     for (uint32_t s = 0; s < g->n_susp; s++)
         if (g->susp[s].deadline < at)
             at = g->susp[s].deadline;
@@ -1328,7 +1710,7 @@ void gossip_tick(gossip *g)
     for (uint32_t s = 0; s < g->n_susp;) {
         if (now >= g->susp[s].deadline) {
             uint32_t i = g->susp[s].member;
-            on_dead(g, g->members[i].meta->id, g->members[i].incarnation, g->cfg.self.id, false);
+            on_dead(g, st_id(g->st, i), mem(g, i)->incarnation, g->cfg.self.id, false);
             continue; /* on_dead removed entry s; another took its place */
         }
         s++;
@@ -1341,7 +1723,7 @@ void gossip_tick(gossip *g)
             uint32_t n = pick_random(g, NONE, k, true, to);
             for (uint32_t j = 0; j < n && g->n_bc > 0; j++) {
                 tx_reset(g, GOSSIP_MSG_GOSSIP);
-                send_msg(g, &g->members[to[j]].meta->addr, true, NONE);
+                send_msg(g, &mem(g, to[j])->meta->addr, true, NONE);
             }
         }
     }
@@ -1349,12 +1731,17 @@ void gossip_tick(gossip *g)
         g->next_pp_at = now + push_pull_interval(g);
         uint32_t peer;
         if (!g->leaving && pick_random(g, NONE, 1, false, &peer) == 1) {
+            /* Offer the digest first: the states follow only when the views differ. */
             g->ctr.push_pulls++;
-            send_state(g, &g->members[peer].meta->addr, GOSSIP_MSG_PP_REQ, false);
+            tx_reset(g, GOSSIP_MSG_PP_REQ);
+            g->tx.chunks = 1;
+            g->tx.has_digest = true;
+            g->tx.digest = g->digest;
+            send_msg(g, &mem(g, peer)->meta->addr, false, NONE);
         }
         if (!g->leaving && (peer = pick_dead(g)) != NONE) {
             g->ctr.push_pulls++;
-            send_state(g, &g->members[peer].meta->addr, GOSSIP_MSG_PP_REQ, false);
+            send_state(g, &mem(g, peer)->meta->addr, GOSSIP_MSG_PP_REQ, false);
         }
     }
     if (g->joining && now >= g->next_join_at) {
@@ -1390,6 +1777,11 @@ gossip *gossip_new(const gossip_config *config, const shoal_env *env)
                         config->self.id);
         return NULL;
     }
+    if (config->member_store && !config->meta_pool) {
+        shoal_error_set(SHOAL_ERR_INVAL, "gossip: node '%s': a shared member store needs a metadata pool",
+                        config->self.id);
+        return NULL;
+    }
     if (sodium_init() < 0) {
         shoal_error_set(SHOAL_ERR_GOSSIP, "gossip: libsodium failed to initialize");
         return NULL;
@@ -1399,14 +1791,36 @@ gossip *gossip_new(const gossip_config *config, const shoal_env *env)
         goto fail_nomem;
     g->cfg = *config;
     g->env = env;
-    g->rx = malloc(sizeof *g->rx);
-    if (!g->rx)
-        goto fail_free;
+    g->self = NONE;
+    g->view_ix = NONE;
+    g->none_salt = mix64(id_hash(config->self.id) ^ 0x9e3779b97f4a7c15ull) | 1;
     for (uint32_t t = 0; t < TX_BUCKETS; t++)
         g->bc_head[t] = NONE;
-    if (index_rebuild(g, 32) < 0)
-        goto fail_free;
-    if (member_add(g, &config->self, config->incarnation) != SELF)
+    if (config->member_store) {
+        gossip_member_store *st = config->member_store;
+        if (st->n_views == st->cap_views) {
+            uint32_t cap = st->cap_views ? st->cap_views * 2 : 64;
+            gossip **v = realloc(st->views, (size_t)cap * sizeof *v);
+            if (!v)
+                goto fail_free;
+            st->views = v;
+            st->cap_views = cap;
+        }
+        g->st = st;
+        g->view_ix = st->n_views;
+        st->views[st->n_views++] = g;
+        /* A new view knows nothing the base holds: it starts with its own ABSENT entries. */
+        for (uint32_t s = 0; s < st->n_slots; s++)
+            if (present(base_at(st, s)))
+                *dput(g, s) = absent_member;
+    } else {
+        g->st = st_new(false, true);
+        if (!g->st)
+            goto fail_free;
+        g->own_store = true;
+    }
+    g->self = member_add(g, &config->self, config->incarnation);
+    if (g->self == NONE)
         goto fail_free;
     g->version = 1;
     uint64_t now = now_us(g);
@@ -1430,13 +1844,26 @@ void gossip_delete(gossip *g)
 {
     if (!g)
         return;
-    for (uint32_t i = 0; i < g->n_members; i++)
-        meta_put(g, g->members[i].meta);
-    free(g->members);
-    free(g->order);
-    free(g->index);
+    gossip_member_store *st = g->st;
+    if (st && g->own_store) {
+        st_free(st, g);
+    } else if (st) {
+        for (uint32_t j = 0; j < g->dcap; j++) {
+            if (g->dkeys[j] == NONE)
+                continue;
+            meta_put(g, g->dvals[j]->meta);
+            free(g->dvals[j]);
+            st->ndelta[g->dkeys[j]]--;
+            st->n_private--;
+        }
+        if (g->view_ix != NONE) {
+            st->views[g->view_ix] = st->views[--st->n_views];
+            st->views[g->view_ix]->view_ix = g->view_ix;
+        }
+    }
+    free(g->dkeys);
+    free(g->dvals);
     free(g->susp);
-    free(g->rx);
     sodium_memzero(g->cfg.cluster_key, sizeof g->cfg.cluster_key);
     free(g);
 }
@@ -1455,13 +1882,25 @@ int gossip_join(gossip *g, const shoal_addr *seeds, size_t n)
     return 0;
 }
 
+/* What gossip_preload does after adding members. */
+static void preload_done(gossip *g)
+{
+    g->version++;
+    g->joined = true;
+    /* The push-pull period depends on the cluster size, which just changed. */
+    uint64_t now = now_us(g);
+    g->next_pp_at = now + push_pull_interval(g) / 2 + rnd(g, push_pull_interval(g));
+    arm(g);
+}
+
 int gossip_preload(gossip *g, const gossip *from)
 {
     bool shared = g->cfg.meta_pool && g->cfg.meta_pool == from->cfg.meta_pool;
-    for (uint32_t k = 0; k < from->n_members; k++) {
-        const member *fm = &from->members[k];
+    for (uint32_t k = 0; k < from->st->n_slots; k++) {
+        const member *fm = mem(from, k);
         gossip_refusal why;
-        if (!is_live(fm->state) || find(g, fm->meta->id) != NONE || incompatible(g, fm->meta, &why))
+        if (!present(fm) || !is_live(fm->state) || find(g, fm->meta->id) != NONE ||
+            incompatible(g, fm->meta, &why))
             continue;
         const gossip_meta *held = fm->meta;
         if (shared)
@@ -1470,15 +1909,136 @@ int gossip_preload(gossip *g, const gossip *from)
             held = meta_get(g, held);
         if (!held || member_add_held(g, held, fm->incarnation) == NONE)
             return shoal_error_set(SHOAL_ERR_NOMEM, "gossip: node '%s': preloading member %u of %u",
-                                   g->cfg.self.id, k, from->n_members);
+                                   g->cfg.self.id, k, from->st->n_slots);
     }
-    g->version++;
-    g->joined = true;
-    /* The push-pull period depends on the cluster size, which just changed. */
-    uint64_t now = now_us(g);
-    g->next_pp_at = now + push_pull_interval(g) / 2 + rnd(g, push_pull_interval(g));
-    arm(g);
+    preload_done(g);
     return 0;
+}
+
+/* The fast path of gossip_preload_all(): false when its conditions do not hold. */
+static bool preload_into_base(gossip *const *gs, size_t n, const gossip *from)
+{
+    gossip_member_store *st = from->st;
+    if (!st->share || st->n_base || st->n_views != n + 1)
+        return false;
+    uint64_t now = now_us(from);
+    for (size_t i = 0; i < n; i++) {
+        const gossip *g = gs[i];
+        if (g->st != st || now_us(g) != now || g->cfg.self.block_size != from->cfg.self.block_size ||
+            g->cfg.self.proto_version != from->cfg.self.proto_version)
+            return false;
+        /* Every view knows only what its own entries hold (the base is empty), and nothing twice. */
+        for (size_t j = 0; j < i; j++)
+            if (gs[j] == g)
+                return false;
+    }
+    /* The base gets what every preloaded view gains: from's live members, alive, as of now. */
+    gossip *w = (gossip *)from; /* only its private entries are compared and dropped below */
+    uint64_t sum = 0;
+    for (uint32_t s = 0; s < st->n_slots; s++) {
+        const member *fm = mem(from, s);
+        if (!present(fm) || !is_live(fm->state))
+            continue;
+        member *b = base_at(st, s);
+        *b = (member){.meta = meta_ref(w, fm->meta),
+                      .incarnation = fm->incarnation,
+                      .state_at = now,
+                      .accuser = NONE,
+                      .bc_prev = NONE,
+                      .bc_next = NONE,
+                      .susp = NONE,
+                      .state = GOSSIP_ALIVE};
+        b->h = member_hash(from, s, b);
+        sum += b->h;
+        st->n_base++;
+    }
+    /* Every view keeps what it held (its own entries, which now differ from the base or equal it)
+     * and reads the rest from the base; entries equal to the base (and idle) are dropped. */
+    for (size_t i = 0; i <= n; i++) {
+        gossip *g = i < n ? gs[i] : w;
+        uint32_t known = 0;
+        uint64_t known_sum = 0;
+        for (uint32_t j = 0; j < g->dcap; j++) {
+            uint32_t s = g->dkeys[j];
+            if (s == NONE || !present(base_at(st, s)) || !present(g->dvals[j]))
+                continue;
+            known++;
+            known_sum += base_at(st, s)->h;
+        }
+        for (uint32_t j = 0; j < g->dcap;) {
+            uint32_t s = g->dkeys[j];
+            member *d = s != NONE ? g->dvals[j] : NULL;
+            /* Dropped: an entry equal to the base, or an ABSENT one the preload fills. */
+            if (d && present(base_at(st, s)) && ((fields_eq(d, base_at(st, s)) && idle(d)) || !present(d))) {
+                ddel(g, s); /* the shift may move another entry into j: look at j again */
+                continue;
+            }
+            j++;
+        }
+        if (g == w)
+            continue;
+        uint32_t added = (uint32_t)st->n_base - known;
+        g->n_members += added;
+        g->changes++;
+        g->n_live += added;
+        g->digest += sum - known_sum;
+        preload_done(g);
+    }
+    return true;
+}
+
+int gossip_preload_all(gossip *const *gs, size_t n, const gossip *from)
+{
+    for (size_t i = 0; i < n; i++)
+        if (gs[i] == from)
+            return shoal_error_set(SHOAL_ERR_INVAL, "gossip: preload_all: node '%s' preloads from itself",
+                                   from->cfg.self.id);
+    if (preload_into_base(gs, n, from))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (gossip_preload(gs[i], from) < 0)
+            return -1;
+    return 0;
+}
+
+size_t gossip_member_store_fold(gossip_member_store *st)
+{
+    if (!st->share || st->n_views == 0)
+        return 0;
+    gossip *v0 = st->views[0];
+    uint32_t *cand = malloc(((size_t)v0->dn + 1) * sizeof *cand);
+    if (!cand)
+        return 0;
+    uint32_t nc = 0;
+    for (uint32_t j = 0; j < v0->dcap; j++) {
+        uint32_t s = v0->dkeys[j];
+        if (s != NONE && st->ndelta[s] == st->n_views && idle(v0->dvals[j]))
+            cand[nc++] = s;
+    }
+    size_t folded = 0;
+    for (uint32_t c = 0; c < nc; c++) {
+        uint32_t s = cand[c];
+        const member *e0 = dget(v0, s);
+        bool same = true;
+        for (uint32_t v = 1; v < st->n_views && same; v++) {
+            const member *e = dget(st->views[v], s);
+            same = e && idle(e) && fields_eq(e, e0);
+        }
+        if (!same)
+            continue;
+        member *b = base_at(st, s);
+        st->n_base += (size_t)present(e0) - (size_t)present(b);
+        if (b->meta)
+            meta_put(v0, b->meta);
+        *b = *e0;
+        b->meta = meta_ref(v0, e0->meta);
+        b->bc_prev = b->bc_next = NONE;
+        for (uint32_t v = 0; v < st->n_views; v++)
+            ddel(st->views[v], s);
+        folded++;
+    }
+    free(cand);
+    return folded;
 }
 
 bool gossip_joined(const gossip *g) { return g->joined; }
@@ -1491,16 +2051,18 @@ void gossip_leave(gossip *g)
     g->leaving = true;
     g->joining = false;
     g->probe.active = false;
-    set_state(g, SELF, GOSSIP_LEFT);
-    bc_queue(g, SELF);
+    untouch(g, g->self);
+    set_state(g, g->self, GOSSIP_LEFT);
+    touch(g, g->self);
+    bc_queue(g, g->self);
     LOG_INFO("gossip", "leave", "node=%s incarnation=%llu", g->cfg.self.id,
-             (unsigned long long)g->members[SELF].incarnation);
+             (unsigned long long)mem(g, g->self)->incarnation);
     uint32_t to[16];
     uint32_t k = g->cfg.gossip_nodes < 16 ? g->cfg.gossip_nodes : 16;
     uint32_t n = pick_random(g, NONE, k, false, to);
     for (uint32_t j = 0; j < n; j++) {
         tx_reset(g, GOSSIP_MSG_GOSSIP);
-        send_msg(g, &g->members[to[j]].meta->addr, true, SELF);
+        send_msg(g, &mem(g, to[j])->meta->addr, true, g->self);
     }
     arm(g);
 }
@@ -1512,12 +2074,16 @@ int gossip_set_meta(gossip *g, const gossip_meta *meta)
     if (strcmp(meta->id, g->cfg.self.id) != 0)
         return shoal_error_set(SHOAL_ERR_INVAL, "gossip: node '%s' cannot change its id to '%s'",
                                g->cfg.self.id, meta->id);
-    if (!meta_set(g, SELF, meta))
+    untouch(g, g->self);
+    if (!meta_set(g, g->self, meta)) {
+        touch(g, g->self);
         return shoal_error_set(SHOAL_ERR_NOMEM, "gossip: node '%s': new metadata", meta->id);
+    }
     g->cfg.self = *meta;
-    g->members[SELF].incarnation++;
+    mem_w(g, g->self)->incarnation++;
+    touch(g, g->self);
     g->version++;
-    bc_queue(g, SELF);
+    bc_queue(g, g->self);
     arm(g);
     return 0;
 }
@@ -1528,7 +2094,22 @@ int gossip_member_at(const gossip *g, size_t i, gossip_member_info *out)
 {
     if (i >= g->n_members)
         return shoal_error_set(SHOAL_ERR_RANGE, "gossip: member %zu of %u", i, g->n_members);
-    member_info(g, (uint32_t)i, out);
+    /* Members are numbered in slot order; a cursor makes a walk from 0 to count linear. */
+    gossip *w = (gossip *)g;
+    if (i < g->at_i || g->at_changes != g->changes || !present(mem(g, g->at_slot))) {
+        w->at_changes = g->changes;
+        w->at_i = 0;
+        w->at_slot = 0;
+        while (!present(mem(g, w->at_slot)))
+            w->at_slot++;
+    }
+    while (w->at_i < i) {
+        w->at_slot++;
+        while (!present(mem(g, w->at_slot)))
+            w->at_slot++;
+        w->at_i++;
+    }
+    member_info(g, w->at_slot, out);
     return 0;
 }
 
@@ -1543,6 +2124,31 @@ bool gossip_member_find(const gossip *g, const char *id, gossip_member_info *out
 
 size_t gossip_live_count(const gossip *g) { return g->n_live; }
 uint64_t gossip_version(const gossip *g) { return g->version; }
-uint64_t gossip_incarnation(const gossip *g) { return g->members[SELF].incarnation; }
+uint64_t gossip_incarnation(const gossip *g) { return mem(g, g->self)->incarnation; }
 uint32_t gossip_awareness(const gossip *g) { return g->awareness; }
 const gossip_counters *gossip_counters_get(const gossip *g) { return &g->ctr; }
+uint64_t gossip_state_digest(const gossip *g) { return g->digest; }
+
+int gossip_self_check(const gossip *g)
+{
+    uint64_t digest = 0;
+    uint32_t n = 0, live = 0, gone = 0;
+    for (uint32_t s = 0; s < g->st->n_slots; s++) {
+        const member *m = mem(g, s);
+        if (!present(m))
+            continue;
+        if (m->h != member_hash(g, s, m))
+            return shoal_error_set(SHOAL_ERR_GOSSIP, "gossip: node '%s': stale hash of member '%s'",
+                                   g->cfg.self.id, st_id(g->st, s));
+        digest += m->h + salt_of(g, m);
+        n++;
+        live += is_live(m->state);
+        gone += !is_live(m->state);
+    }
+    if (digest != g->digest || n != g->n_members || live != g->n_live || gone != g->n_gone)
+        return shoal_error_set(SHOAL_ERR_GOSSIP,
+                               "gossip: node '%s': digest %llx/%llx members %u/%u live %u/%u gone %u/%u",
+                               g->cfg.self.id, (unsigned long long)digest, (unsigned long long)g->digest, n,
+                               g->n_members, live, g->n_live, gone, g->n_gone);
+    return 0;
+}

@@ -15,7 +15,7 @@
  *
  * Keys of the top-level map (docs/gossip.md has the full table):
  *   0 version  1 type  2 from  3 seq  4 target  5 addr  6 updates  7 join  8 chunk [i, n]
- *   9 reason  10 text
+ *   9 reason  10 text  11 digest (push-pull: the sender's state digest)
  * An update is the array [kind, id, incarnation, accuser|nil, meta|nil]; meta is the array
  * [addr, zone, curve_public, capacity, serving, proto_version, block_size]; an address is a bin of
  * family (4|6), the 4 or 16 address bytes, and the port big-endian.
@@ -38,6 +38,7 @@ enum {
     K_CHUNK = 8,
     K_REASON = 9,
     K_TEXT = 10,
+    K_DIGEST = 11,
 };
 
 /* ---- encoding ---- */
@@ -128,7 +129,7 @@ size_t gossip_msg_encode(const gossip_msg *m, const uint8_t *raw, size_t raw_len
     bool is_pp = m->type == GOSSIP_MSG_PP_REQ || m->type == GOSSIP_MSG_PP_RESP;
     bool is_refuse = m->type == GOSSIP_MSG_REFUSE;
     size_t keys = 3 + has_seq + has_target + (m->type == GOSSIP_MSG_PING_REQ) + (n_raw > 0) +
-                  2 * is_pp + 2 * is_refuse;
+                  2 * is_pp + 2 * is_refuse + (is_pp && m->has_digest);
     msgpack_pack_map(&pk, keys);
     msgpack_pack_uint8(&pk, K_VERSION);
     msgpack_pack_uint8(&pk, GOSSIP_WIRE_VERSION);
@@ -158,6 +159,10 @@ size_t gossip_msg_encode(const gossip_msg *m, const uint8_t *raw, size_t raw_len
         msgpack_pack_array(&pk, 2);
         msgpack_pack_uint32(&pk, m->chunk);
         msgpack_pack_uint32(&pk, m->chunks);
+        if (m->has_digest) {
+            msgpack_pack_uint8(&pk, K_DIGEST);
+            msgpack_pack_uint64(&pk, m->digest);
+        }
     }
     if (is_refuse) {
         msgpack_pack_uint8(&pk, K_REASON);
@@ -447,7 +452,8 @@ int gossip_msg_decode(const uint8_t *data, size_t len, gossip_msg *m, const char
     m->type = 0;
     m->from[0] = m->target[0] = m->text[0] = '\0';
     m->seq = 0;
-    m->has_addr = m->join = false;
+    m->has_addr = m->join = m->has_digest = false;
+    m->digest = 0;
     m->chunk = m->chunks = m->reason = m->n_updates = 0;
     if (len > GOSSIP_PLAIN_MAX) {
         rd_fail(&r, "oversize packet");
@@ -499,6 +505,10 @@ int gossip_msg_decode(const uint8_t *data, size_t len, gossip_msg *m, const char
                 rc = rd_fail(&r, "chunk: index out of range");
             break;
         }
+        case K_DIGEST:
+            rc = rd_uint(&r, &m->digest);
+            m->has_digest = rc == 0;
+            break;
         case K_REASON: rc = rd_uint32(&r, &m->reason); break;
         case K_TEXT: rc = rd_cstr(&r, m->text, GOSSIP_TEXT_MAX, true); break;
         case K_UPDATES:

@@ -59,6 +59,8 @@ typedef struct gossip_msg {
     bool has_addr;
     shoal_addr addr;
     bool join;            /* PP_REQ: the sender is joining */
+    bool has_digest;      /* PP_REQ / PP_RESP: a state digest instead of (or with) the state */
+    uint64_t digest;      /* the sender's gossip_state_digest() */
     uint32_t chunk, chunks; /* push-pull: this chunk's index and the count */
     uint32_t reason;       /* REFUSE: a gossip_refusal */
     char text[GOSSIP_TEXT_MAX + 1];

@@ -22,7 +22,7 @@ static const char usage[] =
     "                 [--latency DIST] [--bandwidth GBIT_PER_S] [--s3-latency DIST] [--s3-throughput SIZE]\n"
     "                 [--s3-rate GETS_PER_S] [--egress-price USD_PER_GB] [--get-price USD_PER_1000]\n"
     "                 [--put-price USD_PER_1000] [--baseline-sample K] [--bootstrap preload|join]\n"
-    "                 [--push-pull-interval T] [--out DIR] [--no-plots]\n"
+    "                 [--push-pull-interval T] [--private-views] [--out DIR] [--no-plots]\n"
     "\n"
     "Runs N real gossip and placement instances over a simulated network and clock, with a model of\n"
     "the data path, and compares Shoal with independent per-node caches and with no cache.\n"
@@ -52,7 +52,9 @@ static const char usage[] =
     "  --bootstrap HOW        preload: start converged (default); join: every node joins through\n"
     "                         node 0 at t=0 (set the workload's start= after the views settle)\n"
     "  --push-pull-interval T gossip's anti-entropy base interval (default 30 s, stretched with log2 N);\n"
-    "                         raising it saves CPU and memory in runs of many thousand nodes\n"
+    "                         a push-pull between equal views exchanges digests only\n"
+    "  --private-views        every node keeps its whole gossip view to itself (memory N^2) instead of\n"
+    "                         sharing what all views agree on; the same run, for checking\n"
     "  --out DIR              output folder (default shoal-sim-out)\n"
     "  --no-plots             do not run gnuplot\n"
     "  --help, --version\n"
@@ -105,7 +107,7 @@ int main(int argc, char **argv)
 {
     enum {
         O_NODES = 256, O_SEED, O_DURATION, O_WORKLOAD, O_CHURN, O_LOSS, O_LATENCY, O_BANDWIDTH, O_S3_LATENCY,
-        O_S3_THROUGHPUT, O_S3_RATE, O_EGRESS, O_GET, O_PUT, O_SAMPLE, O_BOOTSTRAP, O_PUSH_PULL, O_OUT,
+        O_S3_THROUGHPUT, O_S3_RATE, O_EGRESS, O_GET, O_PUT, O_SAMPLE, O_BOOTSTRAP, O_PUSH_PULL, O_PRIVATE, O_OUT,
         O_NO_PLOTS, O_HELP, O_VERSION,
     };
     static const struct option opts[] = {
@@ -126,6 +128,7 @@ int main(int argc, char **argv)
         {"baseline-sample", required_argument, NULL, O_SAMPLE},
         {"bootstrap", required_argument, NULL, O_BOOTSTRAP},
         {"push-pull-interval", required_argument, NULL, O_PUSH_PULL},
+        {"private-views", no_argument, NULL, O_PRIVATE},
         {"out", required_argument, NULL, O_OUT},
         {"no-plots", no_argument, NULL, O_NO_PLOTS},
         {"help", no_argument, NULL, O_HELP},
@@ -235,6 +238,7 @@ int main(int argc, char **argv)
             if (cfg.push_pull_s < 1)
                 return bad(name, "must be at least 1 s");
             break;
+        case O_PRIVATE: cfg.private_views = true; break;
         case O_OUT:
             if (!*optarg)
                 return bad(name, "empty folder name");
@@ -267,9 +271,9 @@ int main(int argc, char **argv)
     uint64_t need = sim_model_memory_estimate(&cfg), avail = mem_available();
     if (avail && need > avail) {
         fprintf(stderr,
-                "shoal-sim: %u nodes need about %.1f GiB (every node's view holds every node: N^2 x %d bytes); "
+                "shoal-sim: %u nodes need about %.1f GiB (sim_model_memory_estimate: views, churn, bitsets); "
                 "%.1f GiB are available\n",
-                cfg.nodes, (double)need / 1073741824.0, SIM_MEMBER_BYTES, (double)avail / 1073741824.0);
+                cfg.nodes, (double)need / 1073741824.0, (double)avail / 1073741824.0);
         return 1;
     }
 

@@ -19,6 +19,7 @@ typedef struct sim_slot {
 struct sim_cluster {
     sim_world *w;
     gossip_meta_pool *pool; /* every instance's metadata, stored once */
+    gossip_member_store *store; /* every instance's view: a shared base + what each holds apart */
     gossip_config base;
     sim_slot **slots;
     size_t n, cap;
@@ -53,6 +54,11 @@ void sim_cluster_base_config(gossip_config *c)
 
 sim_cluster *sim_cluster_new(uint64_t seed, const gossip_config *base)
 {
+    return sim_cluster_new_views(seed, base, SIM_VIEWS_SHARED);
+}
+
+sim_cluster *sim_cluster_new_views(uint64_t seed, const gossip_config *base, sim_views views)
+{
     sim_cluster *c = calloc(1, sizeof *c);
     if (!c)
         goto fail;
@@ -64,7 +70,13 @@ sim_cluster *sim_cluster_new(uint64_t seed, const gossip_config *base)
     if (!c->pool)
         goto fail_world;
     c->base.meta_pool = c->pool;
+    c->store = views == SIM_VIEWS_OWN ? NULL : gossip_member_store_new(views == SIM_VIEWS_SHARED);
+    if (!c->store && views != SIM_VIEWS_OWN)
+        goto fail_pool;
+    c->base.member_store = c->store;
     return c;
+fail_pool:
+    gossip_meta_pool_delete(c->pool);
 fail_world:
     sim_world_delete(c->w);
 fail_free:
@@ -83,6 +95,7 @@ void sim_cluster_delete(sim_cluster *c)
         free(c->slots[i]);
     }
     free(c->slots);
+    gossip_member_store_delete(c->store);
     gossip_meta_pool_delete(c->pool);
     sim_world_delete(c->w);
     free(c);
@@ -110,6 +123,7 @@ int sim_cluster_add(sim_cluster *c, const gossip_config *cfg)
     if (cfg) {
         s->cfg = *cfg;
         s->cfg.meta_pool = c->pool;
+        s->cfg.member_store = c->store;
     } else {
         s->cfg = c->base;
         snprintf(s->cfg.self.id, sizeof s->cfg.self.id, "n%u", i);
@@ -176,10 +190,25 @@ int sim_cluster_preload(sim_cluster *c)
     for (size_t i = 0; hub && i < c->n; i++)
         if (c->slots[i]->g && c->slots[i]->g != hub && gossip_preload(hub, c->slots[i]->g) < 0)
             return -1;
+    gossip **gs = malloc((c->n ? c->n : 1) * sizeof *gs);
+    if (!gs)
+        return shoal_error_set(SHOAL_ERR_NOMEM, "sim: preload of %zu nodes", c->n);
+    size_t n = 0;
     for (size_t i = 0; hub && i < c->n; i++)
-        if (c->slots[i]->g && c->slots[i]->g != hub && gossip_preload(c->slots[i]->g, hub) < 0)
-            return -1;
-    return 0;
+        if (c->slots[i]->g && c->slots[i]->g != hub)
+            gs[n++] = c->slots[i]->g;
+    int rc = hub ? gossip_preload_all(gs, n, hub) : 0;
+    free(gs);
+    return rc;
+}
+
+size_t sim_cluster_fold(sim_cluster *c) { return c->store ? gossip_member_store_fold(c->store) : 0; }
+
+void sim_cluster_view_stats(const sim_cluster *c, size_t *base, size_t *private_entries)
+{
+    *base = *private_entries = 0;
+    if (c->store)
+        gossip_member_store_stats(c->store, base, private_entries);
 }
 
 size_t sim_cluster_count_seeing(const sim_cluster *c, int about, gossip_state state)

@@ -3,7 +3,8 @@
  * instance). Node i is "n<i>" at 10.<i>:7400 unless the caller gives its own identity. Nodes can be
  * killed (the instance is freed: a crash), restarted with a higher incarnation at the same address,
  * and queried for what every running member believes about another. All instances share one
- * metadata pool, so a member's metadata is stored once, not once per observer.
+ * metadata pool, so a member's metadata is stored once, not once per observer, and one member store,
+ * so what every view agrees on is stored once (docs/gossip.md, "Member store").
  */
 #ifndef SHOAL_SIM_CLUSTER_H
 #define SHOAL_SIM_CLUSTER_H
@@ -26,6 +27,14 @@ void sim_cluster_base_config(gossip_config *c);
  * block size and protocol version; its self.id and self.addr are replaced per node. NULL on NOMEM.
  */
 sim_cluster *sim_cluster_new(uint64_t seed, const gossip_config *base);
+/* Where the instances keep their views. */
+typedef enum sim_views {
+    SIM_VIEWS_SHARED, /* one shared member store: a base table plus what each view holds apart */
+    SIM_VIEWS_APART,  /* one store that never shares: the reference SHARED is checked against */
+    SIM_VIEWS_OWN,    /* no store: each instance its own private table, as in the daemon */
+} sim_views;
+/* sim_cluster_new() is SIM_VIEWS_SHARED. */
+sim_cluster *sim_cluster_new_views(uint64_t seed, const gossip_config *base, sim_views views);
 /* Frees every instance and the world. Accepts NULL. */
 void sim_cluster_delete(sim_cluster *c);
 
@@ -47,6 +56,11 @@ int sim_cluster_join(sim_cluster *c, int i, int seed);
 /* Gives every running node the full membership at once (gossip_preload): a converged cluster
  * without the cost of n joins, for large simulations. -1 with SHOAL_ERR_NOMEM. */
 int sim_cluster_preload(sim_cluster *c);
+/* Moves entries every view holds alike into the shared base (gossip_member_store_fold): changes
+ * nothing any node does, only memory. Returns entries folded. */
+size_t sim_cluster_fold(sim_cluster *c);
+/* Entries in the shared base, and entries views hold apart. */
+void sim_cluster_view_stats(const sim_cluster *c, size_t *base, size_t *private_entries);
 /* Frees node i's instance without a word (a crash); its address stays and swallows packets. */
 void sim_cluster_kill(sim_cluster *c, int i);
 /* Starts node i again with incarnation `inc` and the same identity, and joins through `seed`. */

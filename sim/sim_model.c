@@ -1236,6 +1236,7 @@ static int run(sim_model *m)
                 return -1;
         }
         sim_world_run_until(m->w, end_us);
+        sim_cluster_fold(m->c);
         if (group_nodes(m) < 0 || track_majority(m) < 0)
             return -1;
         /* The epoch this second belongs to, by its start. */
@@ -1288,7 +1289,17 @@ static int validate(const sim_config *c)
 uint64_t sim_model_memory_estimate(const sim_config *cfg)
 {
     uint64_t n = cfg->nodes;
-    return n * n * SIM_MEMBER_BYTES + n * n / 8 + 64ull * 1048576;
+    uint64_t views = cfg->private_views || cfg->join_bootstrap ? n * n * SIM_MEMBER_BYTES
+                                                                : n * SIM_NODE_BYTES;
+    /* Every crash, restart or join makes the views disagree on one member until it is reaped. */
+    uint64_t changes = 16;
+    for (size_t e = 0; e < cfg->churn.n; e++)
+        changes += cfg->churn.ev[e].kind == SIM_CHURN_PARTITION ? n : 2ull * cfg->churn.ev[e].count;
+    double hours = cfg->duration_s / 3600.0;
+    changes += (uint64_t)((cfg->churn.kill_rate + cfg->churn.stall_rate) * n * hours * 2 + cfg->churn.join_rate * hours);
+    if (!(cfg->private_views || cfg->join_bootstrap))
+        views += changes * n * SIM_MEMBER_BYTES;
+    return views + n * n / 8 + 64ull * 1048576;
 }
 
 sim_model *sim_model_run(const sim_config *cfg)
@@ -1334,7 +1345,7 @@ sim_model *sim_model_run(const sim_config *cfg)
         goto fail;
     m->ckpt_block = m->blocks;
 
-    m->c = sim_cluster_new(cfg->seed, &m->base);
+    m->c = sim_cluster_new_views(cfg->seed, &m->base, cfg->private_views ? SIM_VIEWS_APART : SIM_VIEWS_SHARED);
     if (!m->c)
         goto fail;
     m->w = sim_cluster_world(m->c);

@@ -94,6 +94,8 @@ typedef struct sim_config {
     uint32_t baseline_sample; /* nodes whose independent caches are simulated; 0: all */
     bool join_bootstrap;      /* start by having every node join through node 0 (else: converged) */
     double push_pull_s;       /* gossip's push-pull base interval; 0: gossip's default (30 s) */
+    bool private_views;       /* every node's gossip view kept whole and apart (no shared base): the
+                                 reference the shared member store is checked against; memory N^2 */
     sim_workload wl;
     sim_churn churn;
 } sim_config;
@@ -177,10 +179,15 @@ typedef struct sim_result {
 
 typedef struct sim_model sim_model;
 
-/* Bytes a run of `cfg` needs, roughly: every node's membership view holds every node (SWIM keeps
- * full membership), about SIM_MEMBER_BYTES per member per view in gossip's tables plus the model's
- * view bitsets, so memory grows as N^2. shoal-sim refuses a run that would not fit. */
+/* Bytes a run of `cfg` needs, roughly. Every node's membership view holds every node (SWIM keeps
+ * full membership). With the shared member store (the default with --bootstrap preload) the views
+ * share one base table and each node costs SIM_NODE_BYTES plus the model's view bitset (N/8 bytes),
+ * plus SIM_MEMBER_BYTES per node for every member a crash or join makes the views disagree on. With
+ * --private-views or --bootstrap join (views built by joins differ in when each node learned each
+ * member, so they never fold) it is SIM_MEMBER_BYTES per member per view: N^2. shoal-sim refuses a
+ * run that would not fit. */
 #define SIM_MEMBER_BYTES 80
+#define SIM_NODE_BYTES 40000
 uint64_t sim_model_memory_estimate(const sim_config *cfg);
 
 /* Runs the whole simulation described by `cfg` (copied). NULL with the error set (NOMEM, INVAL for

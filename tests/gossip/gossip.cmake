@@ -4,3 +4,6 @@ shoal_test(test_gossip_proto SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_gossip_proto
 
 # The fuzz harness of the gossip decoder, and its corpus replayed as an ordinary test.
 include(${PROJECT_SOURCE_DIR}/fuzz/gossip/gossip.cmake)
+
+# Where views live: the shared member store against private views, and push-pull digests.
+shoal_test(test_gossip_store SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_gossip_store.c LIBS shoal_vt m TIMEOUT 120)
