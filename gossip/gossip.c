@@ -621,14 +621,22 @@ static uint32_t st_slot(gossip_member_store *st, const char *id)
         s = st->n_slots++;
         st->ndelta[s] = 0;
     }
-    /* Load factor up to 3/4: the index is a large part of a large store's memory. */
-    if ((st->n_slots - st->n_free + 1) * 4 > st->index_cap * 3 && st_index_rebuild(st, st->index_cap * 2) < 0) {
-        st->n_slots--;
-        return NONE;
-    }
     snprintf(st->ids[s], sizeof st->ids[s], "%s", id);
     *base_at(st, s) = absent_member;
-    st_index_put(st, s);
+    /* Load factor up to 3/4: the index is a large part of a large store's memory. A rebuild
+     * indexes every named slot, this one included. */
+    if ((st->n_slots - st->n_free) * 4 > st->index_cap * 3) {
+        if (st_index_rebuild(st, st->index_cap * 2) < 0) {
+            st->ids[s][0] = '\0';
+            if (s == st->n_slots - 1)
+                st->n_slots--;
+            else
+                st->free_slots[st->n_free++] = s;
+            return NONE;
+        }
+    } else {
+        st_index_put(st, s);
+    }
     return s;
 }
 
@@ -661,7 +669,10 @@ static uint64_t bytes_hash(uint64_t h, const void *p, size_t n)
     return h;
 }
 
-/* What a push-pull sends about member s: id, state, incarnation, accuser, metadata. */
+/* What a push-pull sends about member s that could change its receiver: id, state, incarnation,
+ * metadata, and a suspect's accuser (a dead member's accuser is not hashed: a dead member merged
+ * onto a dead member changes nothing, whoever declared it, and views would otherwise never agree
+ * after a death). */
 static uint64_t member_hash(const gossip *g, uint32_t s, const member *m)
 {
     if (!present(m))
@@ -670,7 +681,7 @@ static uint64_t member_hash(const gossip *g, uint32_t s, const member *m)
     uint64_t h = bytes_hash(0xcbf29ce484222325ull, id, strlen(id) + 1);
     uint64_t nums[] = {m->state, m->incarnation};
     h = bytes_hash(h, nums, sizeof nums);
-    if ((m->state == GOSSIP_SUSPECT || m->state == GOSSIP_DEAD) && m->accuser != NONE) {
+    if (m->state == GOSSIP_SUSPECT && m->accuser != NONE) {
         const char *a = st_id(g->st, m->accuser);
         h = bytes_hash(h, a, strlen(a) + 1);
     }
@@ -688,7 +699,7 @@ static uint64_t member_hash(const gossip *g, uint32_t s, const member *m)
  * count it equal to another view's (merging it there would confirm the suspicion). */
 static uint64_t salt_of(const gossip *g, const member *m)
 {
-    return (m->state == GOSSIP_SUSPECT || m->state == GOSSIP_DEAD) && m->accuser == NONE ? g->none_salt : 0;
+    return m->state == GOSSIP_SUSPECT && m->accuser == NONE ? g->none_salt : 0;
 }
 
 /* Call before changing member s's view fields... */
