@@ -795,13 +795,27 @@ static int group_nodes(sim_model *m)
         return shoal_error_set(SHOAL_ERR_NOMEM, "sim: view groups");
     m->groups = g;
     size_t n = 0;
+    /* Nodes whose gossip states have one digest hold one view: the first rebuilt serves the rest
+     * (after a preload every node needs a rebuild, and N walks of N members cost N^2). */
+    const peer *last = NULL;
+    uint64_t last_digest = 0;
     for (uint32_t i = 0; i < m->n_peers; i++) {
         peer *p = m->peers[i];
         if (p->state != P_UP)
             continue;
         gossip *gi = sim_cluster_node(m->c, (int)i);
-        if (gi && gossip_live_count(gi) != p->live)
-            view_rebuild(p, gi);
+        if (gi && gossip_live_count(gi) != p->live) {
+            uint64_t d = gossip_state_digest(gi);
+            if (last && d == last_digest) {
+                memcpy(p->seen, last->seen, (size_t)m->words * sizeof *p->seen);
+                p->fp = last->fp;
+                p->live = last->live;
+            } else {
+                view_rebuild(p, gi);
+                last = p;
+                last_digest = d;
+            }
+        }
         g[n++] = (group){.fp = p->fp, .rep = i, .count = 1};
     }
     qsort(g, n, sizeof *g, cmp_group);

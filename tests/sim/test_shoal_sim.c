@@ -63,28 +63,38 @@ static char *slurp(const char *dir, const char *name, size_t *len)
     return buf;
 }
 
+/* Runs shoal-sim with `common` plus `extra`, its output in dir/out. */
+static void run_into(const char *dir, const char *common, const char *extra)
+{
+    char args[1024];
+    snprintf(args, sizeof args, "%s %s --out '%s/out'", common, extra, dir);
+    TT_CHECK(run_bin(dir, args) == 0, "shoal-sim %s failed", args);
+}
+
+/* Fails the test unless the output files of the runs in dirs a and b are identical. */
+static void same_files(const char *a, const char *b, const char *why)
+{
+    static const char *const files[] = {"out/summary.json", "out/timeseries.csv", "out/epochs.csv",
+                                        "out/detections.csv", "out/latency.csv"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        size_t la, lb;
+        char *x = slurp(a, files[i], &la), *y = slurp(b, files[i], &lb);
+        TT_CHECK(la > 0 && la == lb && memcmp(x, y, la) == 0, "%s differs %s", files[i], why);
+        free(x);
+        free(y);
+    }
+}
+
 TT_TEST(test_shoal_sim_same_seed_writes_identical_files)
 {
     char *a = tt_tmpdir("sim-a"), *b = tt_tmpdir("sim-b"), *c = tt_tmpdir("sim-c");
     const char *common = "--nodes 40 --duration 100 --workload files=300,start=30,epochs=2,checkpoint=20,"
                          "checkpoint-size=1GiB --churn kill@50:2,join@60,stall@70:1+5,restart@80 --loss 0.01 "
                          "--no-plots";
-    char args[1024];
-    snprintf(args, sizeof args, "%s --seed 7 --out '%s/out'", common, a);
-    TT_CHECK(run_bin(a, args) == 0, "first run failed");
-    snprintf(args, sizeof args, "%s --seed 7 --out '%s/out'", common, b);
-    TT_CHECK(run_bin(b, args) == 0, "second run failed");
-    snprintf(args, sizeof args, "%s --seed 8 --out '%s/out'", common, c);
-    TT_CHECK(run_bin(c, args) == 0, "third run failed");
-    static const char *const files[] = {"out/summary.json", "out/timeseries.csv", "out/epochs.csv",
-                                        "out/detections.csv", "out/latency.csv"};
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        size_t la, lb;
-        char *x = slurp(a, files[i], &la), *y = slurp(b, files[i], &lb);
-        TT_CHECK(la > 0 && la == lb && memcmp(x, y, la) == 0, "%s differs between two runs with seed 7", files[i]);
-        free(x);
-        free(y);
-    }
+    run_into(a, common, "--seed 7");
+    run_into(b, common, "--seed 7");
+    run_into(c, common, "--seed 8");
+    same_files(a, b, "between two runs with seed 7");
     size_t la, lc;
     char *x = slurp(a, "out/summary.json", &la), *z = slurp(c, "out/summary.json", &lc);
     TT_CHECK(la != lc || memcmp(x, z, la) != 0, "seeds 7 and 8 gave the same summary.json: the seed is not used");
@@ -96,6 +106,24 @@ TT_TEST(test_shoal_sim_same_seed_writes_identical_files)
     free(b);
     tt_rmtree(c);
     free(c);
+}
+
+TT_TEST(test_shoal_sim_shared_views_write_the_same_files_as_private_views)
+{
+    /* The views of a run live in one shared member store (a base plus what each view holds apart);
+     * --private-views keeps every view whole and apart. Through crashes, a restart, joins, a stall
+     * and a partition, both must give the same files: the representation changes no behaviour. */
+    char *a = tt_tmpdir("sim-shared"), *b = tt_tmpdir("sim-private");
+    const char *common = "--nodes 60 --duration 120 --seed 11 --workload files=300,start=20,epochs=2 "
+                         "--churn kill@30:3,restart@50:2,join@55:2,stall@65:2+8,partition@80+15 --loss 0.01 "
+                         "--push-pull-interval 10 --no-plots";
+    run_into(a, common, "");
+    run_into(b, common, "--private-views");
+    same_files(a, b, "between shared and private views");
+    tt_rmtree(a);
+    free(a);
+    tt_rmtree(b);
+    free(b);
 }
 
 TT_TEST(test_shoal_sim_bad_flag_exits_2_with_one_line_naming_it)
