@@ -38,7 +38,8 @@ static const char usage[] =
     "                         and rates kill-rate=PER_NODE_HOUR join-rate=PER_HOUR stall-rate=PER_NODE_HOUR\n"
     "                         restart-after=T stall-for=T (10 s) from=T (0)\n"
     "  --loss P               packet loss on every gossip link, 0..1 (default 0)\n"
-    "  --latency DIST         one-way link latency: fixed:X or uniform:MIN:MAX (default uniform:100us:500us)\n"
+    "  --latency DIST         one-way link latency: fixed:X, uniform:MIN:MAX or lognormal:MEDIAN:SIGMA\n"
+    "                         (default uniform:100us:500us)\n"
     "  --bandwidth G          per-node bandwidth for block transfers, Gbit/s (default 25)\n"
     "  --s3-latency DIST      S3 time to first byte: fixed:X, uniform:A:B, lognormal:MEDIAN:SIGMA\n"
     "                         (default lognormal:30ms:0.6)\n"
@@ -187,8 +188,6 @@ int main(int argc, char **argv)
         case O_LATENCY:
             if (sim_parse_dist(optarg, true, &cfg.latency) < 0)
                 return bad(name, shoal_error_message());
-            if (cfg.latency.kind == SIM_DIST_LOGNORMAL)
-                return bad(name, "the simulated network takes fixed:X or uniform:MIN:MAX");
             break;
         case O_BANDWIDTH:
             if (number(name, optarg, 0.001, 100000, &v))

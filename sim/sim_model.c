@@ -1291,8 +1291,7 @@ static int validate(const sim_config *c)
     if (c->wl.start_s >= c->duration_s)
         return shoal_error_set(SHOAL_ERR_INVAL, "workload start=%g s is not before the end (%g s)",
                                c->wl.start_s, c->duration_s);
-    if (c->latency.kind == SIM_DIST_LOGNORMAL)
-        return shoal_error_set(SHOAL_ERR_INVAL, "--latency: the simulated network takes fixed or uniform delays");
+
     if (c->s3_rate <= 0 || c->s3_throughput <= 0 || c->bandwidth_bps <= 0)
         return shoal_error_set(SHOAL_ERR_INVAL, "rates and bandwidths must be positive");
     if (c->wl.replicas > DHT_REPLICAS_MAX)
@@ -1364,7 +1363,10 @@ sim_model *sim_model_run(const sim_config *cfg)
         goto fail;
     m->w = sim_cluster_world(m->c);
     double lo = cfg->latency.a, hi = cfg->latency.kind == SIM_DIST_UNIFORM ? cfg->latency.b : cfg->latency.a;
-    sim_world_set_latency(m->w, (uint64_t)(lo * SEC), (uint64_t)(hi * SEC));
+    if (cfg->latency.kind == SIM_DIST_LOGNORMAL)
+        sim_world_set_latency_lognormal(m->w, (uint64_t)(cfg->latency.a * SEC), cfg->latency.b);
+    else
+        sim_world_set_latency(m->w, (uint64_t)(lo * SEC), (uint64_t)(hi * SEC));
     sim_world_set_loss(m->w, cfg->loss);
     sim_world_set_tap(m->w, on_tap, m);
     for (uint32_t i = 0; i < cfg->nodes; i++) {

@@ -18,6 +18,7 @@
 #include "sim_world.h"
 #include "shoal_error.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,6 +66,7 @@ struct sim_world {
     size_t addr_cap;
     sim_packet *free_pkts;
     uint64_t lat_min, lat_max;
+    double lat_sigma; /* > 0: lognormal delays of median lat_min */
     double loss;
     uint64_t *cuts; /* pairs (lo << 32 | hi) */
     size_t n_cuts, cap_cuts;
@@ -88,6 +90,42 @@ static double unit(uint64_t *rng) { return (double)(sim_splitmix64(rng) >> 11) *
 static bool ev_less(const sim_event *a, const sim_event *b)
 {
     return a->at < b->at || (a->at == b->at && a->seq < b->seq);
+}
+
+/* The standard normal quantile of u in (0, 1) (Acklam's rational approximation, relative error
+ * below 1.2e-9), so one uniform draw gives one normal one. */
+static double normal_quantile(double u)
+{
+    static const double a[] = {-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02,
+                               1.383577518672690e+02, -3.066479806614716e+01, 2.506628277459239e+00};
+    static const double b[] = {-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02,
+                               6.680131188771972e+01, -1.328068155288572e+01};
+    static const double c[] = {-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00,
+                               -2.549732539343734e+00, 4.374664141464968e+00, 2.938163982698783e+00};
+    static const double d[] = {7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00,
+                               3.754408661907416e+00};
+    if (u < 1e-12)
+        u = 1e-12;
+    if (u > 1 - 1e-12)
+        u = 1 - 1e-12;
+    if (u < 0.02425 || u > 1 - 0.02425) {
+        double q = sqrt(-2 * log(u < 0.5 ? u : 1 - u));
+        double x = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
+                   ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
+        return u < 0.5 ? x : -x;
+    }
+    double q = u - 0.5, r = q * q;
+    return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q /
+           (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
+}
+
+/* A lognormal delay from the packet's uniform draw r. */
+static uint64_t lognormal_us(const sim_world *w, double r)
+{
+    double f = exp(w->lat_sigma * normal_quantile(r));
+    if (f > 1000)
+        f = 1000;
+    return (uint64_t)((double)w->lat_min * f);
 }
 
 static int heap_push(sim_world *w, uint64_t at, uint32_t node, sim_packet *pkt)
@@ -231,7 +269,9 @@ static int env_send(void *ctx, const shoal_addr *to, const void *data, size_t le
     }
     /* Every packet draws the same random numbers whatever the fault settings. */
     double r1 = unit(&w->rng), r2 = unit(&w->rng), r3 = unit(&w->rng);
-    uint64_t delay = w->lat_min + (uint64_t)(r3 * (double)(w->lat_max - w->lat_min)) + n->extra_delay;
+    uint64_t delay = (w->lat_sigma > 0 ? lognormal_us(w, r3)
+                                        : w->lat_min + (uint64_t)(r3 * (double)(w->lat_max - w->lat_min))) +
+                     n->extra_delay;
     if (r1 < loss || r2 < n->loss || r2 < d->loss) {
         w->stats.dropped++;
         return 0;
@@ -357,6 +397,13 @@ void sim_world_set_latency(sim_world *w, uint64_t min_us, uint64_t max_us)
 {
     w->lat_min = min_us;
     w->lat_max = max_us < min_us ? min_us : max_us;
+    w->lat_sigma = 0;
+}
+
+void sim_world_set_latency_lognormal(sim_world *w, uint64_t median_us, double sigma)
+{
+    w->lat_min = w->lat_max = median_us;
+    w->lat_sigma = sigma > 0 ? sigma : 0;
 }
 
 void sim_world_set_loss(sim_world *w, double p) { w->loss = p; }

@@ -54,6 +54,10 @@ size_t sim_world_node_count(const sim_world *w);
 
 /* One-way delay of every packet: uniform in [min_us, max_us] (default 1000-2000 us). */
 void sim_world_set_latency(sim_world *w, uint64_t min_us, uint64_t max_us);
+/* One-way delay lognormal instead: median `median_us`, sigma in log space (capped at 1000 x the
+ * median). It draws from the same random number per packet as the uniform delay, so loss and
+ * partitions fall on the same packets whichever delay is chosen. */
+void sim_world_set_latency_lognormal(sim_world *w, uint64_t median_us, double sigma);
 /* Probability that any packet is lost (default 0). */
 void sim_world_set_loss(sim_world *w, double p);
 /* Probability that a packet from or to `node` is lost, on top of the world's loss. */

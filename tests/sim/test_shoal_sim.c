@@ -141,7 +141,7 @@ TT_TEST(test_shoal_sim_bad_flag_exits_2_with_one_line_naming_it)
         {"--nodes 10 --churn kill@x", "--churn"},
         {"--nodes 10 --churn explode@10", "--churn"},
         {"--nodes 10 --s3-latency weibull:1:2", "--s3-latency"},
-        {"--nodes 10 --latency lognormal:1ms:0.5", "--latency"},
+        {"--nodes 10 --latency pareto:1ms:0.5", "--latency"},
         {"--nodes 10 --egress-price cheap", "--egress-price"},
         {"--nodes 10 --get-price -1", "--get-price"},
         {"--nodes 10 --seed", "--seed"},

@@ -87,6 +87,40 @@ TT_TEST(test_sim_world_delivers_after_latency_and_counts)
     sim_world_delete(w);
 }
 
+/* Lognormal link delays: half the packets arrive before the median, a sigma of 1 sends about 16 %
+ * later than e x the median, and the same seed gives the same delays. */
+TT_TEST(test_sim_world_lognormal_latency_has_its_median_and_tail)
+{
+    uint64_t first_delays[4] = {0};
+    for (int round = 0; round < 2; round++) {
+        probe_node a, b;
+        sim_world *w = two_nodes(&a, &b);
+        sim_world_set_latency_lognormal(w, 1000, 1.0);
+        int under_median = 0, over_e = 0;
+        const int n = 2000;
+        for (int i = 0; i < n; i++) {
+            uint64_t t0 = sim_world_now(w);
+            TT_OK(send_to(w, 0, 1));
+            int before = b.received;
+            sim_world_run_until(w, t0 + 10000000);
+            TT_CHECK(b.received == before + 1, "packet %d not delivered", i);
+            uint64_t d = b.last_at - t0;
+            under_median += d < 1000;
+            over_e += d > 2718;
+            if (i < 4 && round == 0)
+                first_delays[i] = d;
+            else if (i < 4)
+                TT_CHECK(first_delays[i] == d, "seed 7 gave delay %llu, then %llu", (unsigned long long)first_delays[i],
+                         (unsigned long long)d);
+        }
+        TT_CHECK(under_median > n * 45 / 100 && under_median < n * 55 / 100, "%d of %d under the median",
+                 under_median, n);
+        TT_CHECK(over_e > n * 12 / 100 && over_e < n * 20 / 100, "%d of %d over e x the median (want ~16 %%)",
+                 over_e, n);
+        sim_world_delete(w);
+    }
+}
+
 TT_TEST(test_sim_world_cut_partition_block_and_loss_drop_packets)
 {
     probe_node a, b;
