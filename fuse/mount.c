@@ -185,6 +185,7 @@ static void drop_listing(mount_inode *dir)
     if (dir) {
         mount_listing_unref(dir->listing);
         dir->listing = NULL;
+        dir->list_gen++;
     }
 }
 
@@ -1606,15 +1607,20 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         goto unlock;
     }
     path = strdup(in->path);
+    uint64_t gen = in->list_gen;
     pthread_mutex_unlock(&m->lock);
     rc = path ? fetch_listing(m, path, &l) : -ENOMEM;
     if (rc)
         goto reply;
     pthread_mutex_lock(&m->lock);
     merge_staged(m, path, l);
-    drop_listing(in);
-    in->listing = l;
-    l->refs++;
+    /* A change in the directory while the listing was fetched (an upload ended, a name went) may
+     * be missing from it: this handle still reads it, but it is not kept for the next opendir. */
+    if (in->list_gen == gen) {
+        drop_listing(in);
+        in->listing = l;
+        l->refs++;
+    }
 unlock:
     if (rc == 0) {
         h->listing = l;

@@ -42,6 +42,7 @@ typedef struct mount_inode {
     char cache_etag[MOUNT_ETAG_MAX]; /* the version the kernel's page cache holds */
     struct mount_stage *stage; /* the staged copy while the file is open for writing */
     mount_listing *listing;    /* directories: the last listing */
+    uint64_t list_gen;       /* bumped each time the listing is dropped (directories) */
     struct mount_inode *next_path, *next_ino;
 } mount_inode;
 
