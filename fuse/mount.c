@@ -47,6 +47,7 @@
 
 #include "mount.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
@@ -85,6 +86,14 @@ typedef struct mount_stage {
     bool dirty;         /* holds bytes the backend has not acknowledged */
     bool failed;        /* the last upload failed and nothing was written since */
     unsigned nopen;     /* handles plus in-flight users; under m->lock */
+    /* Write-back (--upload-delay > 0). The staged file keeps a name (`file`) so a record beside
+     * it (<file>.key: the key it goes to) can make a closed file survive a crash. */
+    char *file;         /* the staged file's path; NULL: unnamed (upload_delay 0) */
+    bool recorded;      /* its record is on disk (s->lock) */
+    bool pending;       /* closed, waiting for its delayed upload: holds one use (m->lock) */
+    unsigned writers;   /* handles open for writing: no delayed upload while any (m->lock) */
+    unsigned tries;     /* delayed uploads that failed in a row (m->lock) */
+    uint64_t due_us;    /* when the delayed upload may start, monotonic (m->lock) */
     mount_inode *in;
     struct mount_stage *next, *prev;
 } mount_stage;
@@ -114,6 +123,13 @@ struct mount_view {
     mount_stage *stages;
     mount_handle *handles;
     uint64_t staged_bytes;
+
+    /* The write-back thread (wb_main): uploads pending stages when due. Under m->lock. */
+    uint64_t delay_us;
+    pthread_cond_t wb_cond;
+    pthread_t wb_thread;
+    bool wb_running, wb_stop;
+    mount_writeback_stats wb;
 
     pthread_mutex_t once_lock;
     char **once;     /* open-addressed set of keys already logged */
@@ -655,6 +671,24 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* ---- staging ------------------------------------------------------------------------------ */
 
+/* Links a new stage (or one recovered at start) into the mount's list (m->lock held). */
+static mount_stage *stage_link(mount_view *m, mount_inode *in, int fd, char *file)
+{
+    mount_stage *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    pthread_mutex_init(&s->lock, NULL);
+    s->fd = fd;
+    s->file = file;
+    s->in = in;
+    s->next = m->stages;
+    if (m->stages)
+        m->stages->prev = s;
+    m->stages = s;
+    in->stage = s;
+    return s;
+}
+
 /* A new, empty stage for `in` (m->lock held). 0 or -errno. */
 static int stage_new(mount_view *m, mount_inode *in, mount_stage **out)
 {
@@ -663,28 +697,40 @@ static int stage_new(mount_view *m, mount_inode *in, mount_stage **out)
         return -ENOMEM;
     int fd = mkostemp(tmpl, O_CLOEXEC);
     int err = errno;
-    if (fd >= 0)
+    if (fd >= 0 && !m->delay_us) {
         unlink(tmpl); /* nameless from the start: a crash leaves no staged file behind */
-    free(tmpl);
+        free(tmpl);
+        tmpl = NULL;
+    }
     if (fd < 0) {
         LOG_ERROR("mount", "stage_failed", "dir=%s errno=%d", m->staging_dir, err);
+        free(tmpl);
         return -err;
     }
-    mount_stage *s = calloc(1, sizeof *s);
+    /* With a delay the file keeps its name: a record beside it at close makes it survive a
+     * crash; a name without a record is removed at the next start. */
+    mount_stage *s = stage_link(m, in, fd, tmpl);
     if (!s) {
+        if (tmpl)
+            unlink(tmpl);
+        free(tmpl);
         close(fd);
         return -ENOMEM;
     }
-    pthread_mutex_init(&s->lock, NULL);
-    s->fd = fd;
-    s->in = in;
-    s->next = m->stages;
-    if (m->stages)
-        m->stages->prev = s;
-    m->stages = s;
-    in->stage = s;
     *out = s;
     return 0;
+}
+
+/* Closes and frees an unlinked stage. Its file goes too, unless a record still names it: a
+ * pending upload that did not happen stays on disk for the next start. */
+static void stage_free(mount_stage *s)
+{
+    if (s->file && !s->recorded)
+        unlink(s->file);
+    close(s->fd);
+    pthread_mutex_destroy(&s->lock);
+    free(s->file);
+    free(s);
 }
 
 /* Drops one use of `s`; the last one frees it and releases its staging bytes. */
@@ -708,12 +754,11 @@ static void stage_put(mount_view *m, mount_stage *s)
         mount_inodes_maybe_free(m->inodes, s->in);
     }
     pthread_mutex_unlock(&m->lock);
-    if (last) {
-        close(s->fd);
-        pthread_mutex_destroy(&s->lock);
-        free(s);
-    }
+    if (last)
+        stage_free(s);
 }
+
+static bool wants_write(int flags);
 
 /* Lists `h` among the live handles (m->lock held). */
 static void handle_link(mount_view *m, mount_handle *h)
@@ -736,6 +781,8 @@ static void handle_end(mount_view *m, mount_handle *h)
     if (h->next)
         h->next->prev = h->prev;
     mount_listing_unref(h->listing);
+    if (h->stage && wants_write(h->flags) && --h->stage->writers == 0)
+        pthread_cond_signal(&m->wb_cond); /* a pending upload may go now */
     pthread_mutex_unlock(&m->lock);
     if (h->stage)
         stage_put(m, h->stage);
@@ -830,16 +877,136 @@ out:
     return rc;
 }
 
+/* ---- write-back records -------------------------------------------------------------------
+ *
+ * With --upload-delay a closed file is made durable before close returns: its staged file is
+ * fsynced and a record <file>.key beside it names the key it goes to ("shoal-stage 1 R\n" or
+ * "... N\n" for whether an object existed at the key, then the key's bytes). The record is
+ * written to <file>.key.tmp, fsynced and renamed, and the directory fsynced, so a crash leaves
+ * either the old record or the new one. mount_new takes up every record it finds (recover). */
+
+#define RECORD_MAGIC "shoal-stage 1 "
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) == 0 ? 0 : -errno;
+    close(fd);
+    return rc;
+}
+
+/* Writes (or rewrites) the record of `s` naming `key` (s->lock held). 0 or -errno. */
+static int stage_record(mount_view *m, mount_stage *s, const char *key, bool remote)
+{
+    char *rec = NULL, *tmp = NULL;
+    int rc = -ENOMEM, fd = -1;
+    if (asprintf(&rec, "%s.key", s->file) < 0 || asprintf(&tmp, "%s.key.tmp", s->file) < 0)
+        goto out;
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    char head[32];
+    int n = snprintf(head, sizeof head, "%s%c\n", RECORD_MAGIC, remote ? 'R' : 'N');
+    rc = write_all(fd, head, (size_t)n, 0);
+    if (rc == 0)
+        rc = write_all(fd, key, strlen(key), (uint64_t)n);
+    if (rc == 0 && fsync(fd) != 0)
+        rc = -errno;
+    if (rc == 0 && rename(tmp, rec) != 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = fsync_dir(m->staging_dir);
+    if (rc == 0)
+        s->recorded = true;
+out:
+    if (fd >= 0)
+        close(fd);
+    if (rc && tmp)
+        unlink(tmp);
+    if (rc)
+        LOG_ERROR("mount", "record_failed", "dir=%s errno=%d", m->staging_dir, -rc);
+    free(rec);
+    free(tmp);
+    return rc;
+}
+
+/* Removes the record of `s` (s->lock held): its bytes are in the store, or nowhere to go. */
+static void stage_unrecord(mount_view *m, mount_stage *s)
+{
+    char *rec;
+    if (!s->recorded || asprintf(&rec, "%s.key", s->file) < 0)
+        return;
+    if (unlink(rec) == 0)
+        fsync_dir(m->staging_dir); /* an unlinked file must not come back after a crash */
+    s->recorded = false;
+    free(rec);
+}
+
+/* The stage needs no delayed upload any more (s->lock held): drops its record and the use the
+ * pending upload held. The caller holds a use of its own, so `s` stays allocated. */
+static void stage_settle(mount_view *m, mount_stage *s)
+{
+    stage_unrecord(m, s);
+    pthread_mutex_lock(&m->lock);
+    if (s->pending) {
+        s->pending = false;
+        s->nopen--;
+        m->wb.pending--;
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* Close of a file written with --upload-delay (s->lock held): makes the staged bytes durable
+ * (fsync, record) and schedules the upload for when the file stayed closed and unchanged for the
+ * delay. 0 or -errno (EIO, ENOSPC: the bytes may not survive a crash). */
+static int stage_persist(mount_view *m, mount_stage *s)
+{
+    if (!s->dirty || !s->file)
+        return 0;
+    if (fsync(s->fd) != 0)
+        return -errno;
+    pthread_mutex_lock(&m->lock);
+    bool orphan = s->in->detached, remote = s->in->remote;
+    char *key = orphan ? NULL : key_of(m, s->in->path, false);
+    pthread_mutex_unlock(&m->lock);
+    if (orphan)
+        return 0;
+    int rc = key ? 0 : -ENOMEM;
+    if (rc == 0 && !s->recorded)
+        rc = stage_record(m, s, key, remote);
+    free(key);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&m->lock);
+    if (!s->pending) {
+        s->pending = true;
+        s->nopen++;
+        m->wb.pending++;
+    }
+    s->tries = 0;
+    s->due_us = now_us() + m->delay_us;
+    pthread_cond_signal(&m->wb_cond);
+    pthread_mutex_unlock(&m->lock);
+    return 0;
+}
+
 /* Uploads the stage when it holds unacknowledged bytes. 0 or the backend's -errno. A stage whose
  * file was unlinked or replaced meanwhile is dropped, not uploaded (POSIX: writes to an unlinked
- * file go nowhere). */
+ * file go nowhere). Either way a pending delayed upload is settled (stage_settle); a failed one
+ * stays pending. */
 static int stage_upload(mount_view *m, mount_stage *s)
 {
     int rc = 0;
     char *key = NULL;
     pthread_mutex_lock(&s->lock);
-    if (!s->dirty)
+    if (!s->dirty) {
+        stage_settle(m, s);
         goto out;
+    }
     pthread_mutex_lock(&m->lock);
     bool orphan = s->in->detached;
     if (!orphan)
@@ -847,6 +1014,7 @@ static int stage_upload(mount_view *m, mount_stage *s)
     pthread_mutex_unlock(&m->lock);
     if (orphan) {
         s->dirty = false;
+        stage_settle(m, s);
         goto out;
     }
     if (!key) {
@@ -867,6 +1035,8 @@ static int stage_upload(mount_view *m, mount_stage *s)
               (unsigned long long)s->size);
     s->dirty = false;
     pthread_mutex_lock(&m->lock);
+    if (s->pending)
+        m->wb.uploaded++;
     mount_inode *in = s->in;
     in->info = info;
     in->info.size = s->size;
@@ -876,6 +1046,7 @@ static int stage_upload(mount_view *m, mount_stage *s)
     snprintf(in->cache_etag, sizeof in->cache_etag, "%s", info.etag);
     invalidate_parent(m, in->path);
     pthread_mutex_unlock(&m->lock);
+    stage_settle(m, s);
 out:
     pthread_mutex_unlock(&s->lock);
     free(key);
@@ -883,7 +1054,8 @@ out:
 }
 
 /* Stages `in` for writing and takes one use of the stage into *out: shares the stage of another
- * writer, else fetches the object's bytes first unless `trunc`. 0 or -errno. */
+ * writer, else fetches the object's bytes first unless `trunc`. Counts one writer (handle_end
+ * drops it), which holds back a pending delayed upload. 0 or -errno. */
 static int stage_open(mount_view *m, mount_inode *in, bool trunc, mount_stage **out)
 {
     int rc = 0;
@@ -933,6 +1105,9 @@ static int stage_open(mount_view *m, mount_inode *in, bool trunc, mount_stage **
         stage_put(m, s);
         return rc;
     }
+    pthread_mutex_lock(&m->lock);
+    s->writers++;
+    pthread_mutex_unlock(&m->lock);
     *out = s;
     return 0;
 }
@@ -1061,6 +1236,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         goto unlock_fail;
     }
     s->nopen++;
+    s->writers++;
     s->filled = true;
     s->dirty = true; /* a created file is uploaded on close even when left empty */
     memset(&in->info, 0, sizeof in->info);
@@ -1185,14 +1361,30 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     /* Only a descriptor that may write uploads: a reader of a file being written closing its
-     * descriptor must not publish the writer's half-written bytes. */
-    int rc = h->stage && wants_write(h->flags) ? stage_upload(m, h->stage) : 0;
+     * descriptor must not publish the writer's half-written bytes. With --upload-delay close
+     * only makes the bytes durable here; the write-back thread uploads them later. */
+    int rc = 0;
+    if (h->stage && wants_write(h->flags) && m->delay_us) {
+        pthread_mutex_lock(&h->stage->lock);
+        rc = stage_persist(m, h->stage);
+        pthread_mutex_unlock(&h->stage->lock);
+    } else if (h->stage && wants_write(h->flags)) {
+        rc = stage_upload(m, h->stage);
+    }
     fuse_reply_err(req, -rc);
 }
 
+/* fsync uploads at once, also with --upload-delay, and returns the upload's error. */
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-    op_flush(req, ino, fi);
+    mount_view *m = fuse_req_userdata(req);
+    mount_handle *h = (mount_handle *)(uintptr_t)fi->fh;
+    if (!h || m->cfg.read_only || !m->delay_us) {
+        op_flush(req, ino, fi);
+        return;
+    }
+    int rc = h->stage && wants_write(h->flags) ? stage_upload(m, h->stage) : 0;
+    fuse_reply_err(req, -rc);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1286,11 +1478,19 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         /* truncate(2) of a file nobody has open for writing: stage, cut, upload at once. */
         rc = stage_open(m, in, attr->st_size == 0, &s);
         own_stage = rc == 0;
+        if (own_stage) {
+            pthread_mutex_lock(&m->lock);
+            s->writers--; /* not a handle: nothing holds a delayed upload back */
+            pthread_mutex_unlock(&m->lock);
+        }
     }
     if (rc)
         goto attr;
     pthread_mutex_lock(&s->lock);
     rc = stage_truncate(m, s, (uint64_t)attr->st_size);
+    /* A closed file waiting for its delayed upload changed: durable again, delay again. */
+    if (rc == 0 && !own_stage && s->pending)
+        rc = stage_persist(m, s);
     pthread_mutex_unlock(&s->lock);
     if (rc == 0 && own_stage)
         rc = stage_upload(m, s);
@@ -1328,6 +1528,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     mount_view *m = fuse_req_userdata(req);
     char *path = NULL, *key = NULL;
+    mount_stage *s = NULL;
     bool remote = true;
     int rc = m->cfg.read_only ? -EROFS : 0;
     if (rc)
@@ -1341,11 +1542,18 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
         remote = in->remote; /* a file never uploaded has no object to delete */
     if (rc == 0 && !(key = key_of(m, path, false)))
         rc = -ENOMEM;
+    if (rc == 0 && in && (s = in->stage) != NULL)
+        s->nopen++;
     pthread_mutex_unlock(&m->lock);
     if (rc == 0 && remote)
         rc = m->be->remove(m->ctx, key);
     if (rc == 0)
         forget_path(m, path);
+    if (s) {
+        if (rc == 0)
+            stage_upload(m, s); /* detached now: drops a pending upload and its record */
+        stage_put(m, s);
+    }
 reply:
     free(path);
     free(key);
@@ -1450,7 +1658,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 {
     mount_view *m = fuse_req_userdata(req);
     char *src = NULL, *dst = NULL, *skey = NULL, *dkey = NULL;
-    mount_stage *s = NULL;
+    mount_stage *s = NULL, *os = NULL;
     mount_inode *in = NULL;
     mount_obj_info info;
     bool remote = false, copied = false;
@@ -1478,6 +1686,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     }
     if (rc == 0 && (s = in->stage) != NULL)
         s->nopen++;
+    if (rc == 0 && old && old != in && (os = old->stage) != NULL)
+        os->nopen++; /* a replaced file's pending upload is dropped below */
     pthread_mutex_unlock(&m->lock);
     if (rc)
         goto reply;
@@ -1510,9 +1720,17 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
         }
         pthread_mutex_unlock(&m->lock);
     }
+    /* A recorded pending upload goes to the new key, also after a crash. */
+    if (rc == 0 && s && s->recorded)
+        rc = stage_record(m, s, dkey, copied);
     if (s) {
         pthread_mutex_unlock(&s->lock);
         stage_put(m, s);
+    }
+    if (os) {
+        if (rc == 0)
+            stage_upload(m, os); /* detached by the rename: drops its pending upload */
+        stage_put(m, os);
     }
 reply:
     free(src);
@@ -1812,6 +2030,188 @@ static const struct fuse_lowlevel_ops mount_ops = {
     .fallocate = op_fallocate,
 };
 
+/* ---- write-back (--upload-delay) ---------------------------------------------------------- */
+
+#define WB_BACKOFF_MIN_US (200u * 1000u) /* first retry of a failed delayed upload */
+#define WB_BACKOFF_MAX_US (30u * 1000000u)
+
+/* The write-back thread: uploads each pending stage once it has been closed and unchanged for
+ * the delay and no descriptor has it open for writing. A failed upload stays pending and is
+ * tried again with a doubling backoff (logged, counted in mount_writeback_stats.retries); the
+ * staged file and its record stay until the store acknowledged the bytes. */
+static void *wb_main(void *arg)
+{
+    mount_view *m = arg;
+    pthread_mutex_lock(&m->lock);
+    while (!m->wb_stop) {
+        uint64_t now = now_us(), next = UINT64_MAX;
+        mount_stage *due = NULL;
+        for (mount_stage *s = m->stages; s && !due; s = s->next) {
+            if (!s->pending || s->writers)
+                continue;
+            if (s->due_us <= now)
+                due = s;
+            else if (s->due_us < next)
+                next = s->due_us;
+        }
+        if (!due) {
+            if (next == UINT64_MAX) {
+                pthread_cond_wait(&m->wb_cond, &m->lock);
+            } else {
+                struct timespec ts = {(time_t)(next / 1000000u), (long)(next % 1000000u) * 1000};
+                pthread_cond_timedwait(&m->wb_cond, &m->lock, &ts);
+            }
+            continue;
+        }
+        due->nopen++;
+        pthread_mutex_unlock(&m->lock);
+        int rc = stage_upload(m, due);
+        pthread_mutex_lock(&m->lock);
+        if (rc != 0 && due->pending) {
+            unsigned shift = due->tries < 8 ? due->tries : 8;
+            uint64_t wait = (uint64_t)WB_BACKOFF_MIN_US << shift;
+            if (wait > WB_BACKOFF_MAX_US)
+                wait = WB_BACKOFF_MAX_US;
+            due->tries++;
+            due->due_us = now_us() + wait;
+            m->wb.retries++;
+            char q[512];
+            LOG_WARN("mount", "upload_retry", "path=%s errno=%d tries=%u next_ms=%llu",
+                     shoal_log_q(q, sizeof q, due->in->path), -rc, due->tries,
+                     (unsigned long long)(wait / 1000));
+        }
+        pthread_mutex_unlock(&m->lock);
+        stage_put(m, due);
+        pthread_mutex_lock(&m->lock);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return NULL;
+}
+
+/* Reads the record `rec` (a path): its key (heap) and whether an object existed there. */
+static char *record_read(const char *rec, bool *remote)
+{
+    size_t magic = strlen(RECORD_MAGIC);
+    size_t len = 0;
+    char *buf = NULL;
+    FILE *f = fopen(rec, "re");
+    if (!f)
+        return NULL;
+    buf = malloc(65536 + 1);
+    if (buf)
+        len = fread(buf, 1, 65536, f);
+    fclose(f);
+    if (!buf || len < magic + 2 || memcmp(buf, RECORD_MAGIC, magic) != 0 ||
+        buf[magic + 1] != '\n' || len == magic + 2 || memchr(buf, '\0', len)) {
+        free(buf);
+        return NULL;
+    }
+    *remote = buf[magic] == 'R';
+    buf[len] = '\0';
+    memmove(buf, buf + magic + 2, len - magic - 1);
+    return buf;
+}
+
+/* Takes up one record left by a previous run (m->lock held; mount_new): the staged file `file`
+ * becomes a pending stage of its path, due at once. A record this mount cannot use (another
+ * prefix, unreadable) is left on disk and logged: never dropped. */
+static void recover_one(mount_view *m, const char *file)
+{
+    char *rec = NULL, *key = NULL, q[512];
+    bool remote = false;
+    struct stat st;
+    if (asprintf(&rec, "%s.key", file) < 0)
+        return;
+    key = record_read(rec, &remote);
+    size_t plen = strlen(m->prefix);
+    const char *path = key ? key + plen : NULL;
+    if (!key || strncmp(key, m->prefix, plen) != 0 || !*path || path[strlen(path) - 1] == '/') {
+        LOG_ERROR("mount", "record_kept", "record=%s reason=\"%s\"", shoal_log_q(q, sizeof q, rec),
+                  key ? "the key is outside this mount's prefix" : "unreadable record");
+        goto out;
+    }
+    mount_inode *in = mount_inodes_find(m->inodes, path);
+    int fd = in && in->stage ? -1 : open(file, O_RDWR | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        LOG_ERROR("mount", "record_kept", "record=%s reason=\"%s\"", shoal_log_q(q, sizeof q, rec),
+                  fd < 0 && in ? "another record names the same key" : "staged file unreadable");
+        if (fd >= 0)
+            close(fd);
+        goto out;
+    }
+    char *name = strdup(file);
+    mount_stage *s = NULL;
+    in = mount_inodes_get_path(m->inodes, path, false);
+    if (!name || !in || !(s = stage_link(m, in, fd, name))) {
+        free(name);
+        close(fd);
+        goto out;
+    }
+    s->size = s->reserved = (uint64_t)st.st_size;
+    m->staged_bytes += s->reserved;
+    s->filled = s->dirty = s->recorded = s->pending = true;
+    s->nopen = 1; /* the pending upload's use */
+    in->remote = remote;
+    in->info.size = s->size;
+    in->info.mtime = st.st_mtim.tv_sec;
+    m->wb.pending++;
+    m->wb.recovered++;
+    LOG_INFO("mount", "upload_recovered", "key=%s size=%llu", shoal_log_q(q, sizeof q, key),
+             (unsigned long long)s->size);
+out:
+    free(rec);
+    free(key);
+}
+
+static int is_stage_name(const struct dirent *e)
+{
+    return strncmp(e->d_name, "stage-", 6) == 0;
+}
+
+/* At mount_new: takes up every record in the staging directory (recover_one), then removes what
+ * no record names (files open for writing when the previous run ended, half-written records). */
+static void recover(mount_view *m)
+{
+    struct dirent **names;
+    int n = scandir(m->staging_dir, &names, is_stage_name, alphasort);
+    if (n < 0)
+        return;
+    pthread_mutex_lock(&m->lock);
+    for (int i = 0; i < n; i++) {
+        const char *dot = strchr(names[i]->d_name, '.');
+        char *file;
+        if (!dot || strcmp(dot, ".key") != 0 ||
+            asprintf(&file, "%s/%.*s", m->staging_dir, (int)(dot - names[i]->d_name),
+                     names[i]->d_name) < 0)
+            continue;
+        recover_one(m, file);
+        free(file);
+    }
+    for (int i = 0; i < n; i++) {
+        char *p, *rec;
+        if (asprintf(&p, "%s/%s", m->staging_dir, names[i]->d_name) < 0)
+            continue;
+        bool named = strchr(names[i]->d_name, '.') != NULL;
+        if (!named && asprintf(&rec, "%s.key", p) >= 0) {
+            named = access(rec, F_OK) == 0; /* a record kept (recover_one logged why) */
+            free(rec);
+        }
+        if (!named || strstr(names[i]->d_name, ".key.tmp"))
+            unlink(p);
+        free(p);
+        free(names[i]);
+    }
+    free(names);
+    pthread_mutex_unlock(&m->lock);
+}
+
+void mount_writeback_stats_get(mount_view *m, mount_writeback_stats *out)
+{
+    pthread_mutex_lock(&m->lock);
+    *out = m->wb;
+    pthread_mutex_unlock(&m->lock);
+}
+
 /* ---- life cycle --------------------------------------------------------------------------- */
 
 void mount_config_defaults(mount_config *cfg)
@@ -1834,6 +2234,11 @@ mount_view *mount_new(const mount_config *cfg, const mount_backend *backend, voi
     }
     if (!cfg->staging_dir || !*cfg->staging_dir) {
         shoal_error_set(SHOAL_ERR_INVAL, "mount %s: no staging directory given", cfg->mountpoint);
+        goto fail;
+    }
+    if (!(cfg->upload_delay >= 0) || cfg->upload_delay > 86400 * 365) {
+        shoal_error_set(SHOAL_ERR_INVAL, "mount %s: the upload delay must be >= 0 seconds (%g)",
+                        cfg->mountpoint, cfg->upload_delay);
         goto fail;
     }
     if (!(cfg->metadata_ttl >= 0) || !(cfg->negative_ttl >= 0)) {
@@ -1865,8 +2270,14 @@ mount_view *mount_new(const mount_config *cfg, const mount_backend *backend, voi
     m->ttl_us = (uint64_t)(cfg->metadata_ttl * 1e6);
     m->neg_ttl_us = (uint64_t)(cfg->negative_ttl * 1e6);
     m->started = time(NULL);
+    m->delay_us = (uint64_t)(cfg->upload_delay * 1e6);
     pthread_mutex_init(&m->lock, NULL);
     pthread_mutex_init(&m->once_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* wb_main waits on now_us() deadlines */
+    pthread_cond_init(&m->wb_cond, &ca);
+    pthread_condattr_destroy(&ca);
     m->mountpoint = strdup(cfg->mountpoint);
     m->staging_dir = strdup(cfg->staging_dir);
     m->prefix = mount_names_prefix(cfg->prefix);
@@ -1879,6 +2290,13 @@ mount_view *mount_new(const mount_config *cfg, const mount_backend *backend, voi
     m->cfg.mountpoint = m->mountpoint;
     m->cfg.staging_dir = m->staging_dir;
     m->cfg.prefix = m->prefix;
+    recover(m);
+    if (pthread_create(&m->wb_thread, NULL, wb_main, m) != 0) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "mount %s: cannot start the write-back thread",
+                        cfg->mountpoint);
+        goto fail_mount;
+    }
+    m->wb_running = true;
     return m;
 
 fail_mount:
@@ -2079,6 +2497,17 @@ void mount_delete(mount_view *m)
                   shoal_error_message());
         return;
     }
+    if (m->wb_running) {
+        pthread_mutex_lock(&m->lock);
+        m->wb_stop = true;
+        pthread_cond_signal(&m->wb_cond);
+        pthread_mutex_unlock(&m->lock);
+        pthread_join(m->wb_thread, NULL);
+    }
+    /* Pending delayed uploads get one try now; what fails stays on disk for the next start. */
+    for (mount_stage *s = m->stages; s; s = s->next)
+        if (s->pending)
+            stage_upload(m, s);
     while (m->handles) {
         mount_handle *h = m->handles;
         m->handles = h->next;
@@ -2090,9 +2519,7 @@ void mount_delete(mount_view *m)
         mount_stage *s = m->stages;
         m->stages = s->next;
         s->in->stage = NULL;
-        close(s->fd);
-        pthread_mutex_destroy(&s->lock);
-        free(s);
+        stage_free(s);
     }
     mount_inodes_delete(m->inodes);
     if (m->once)
@@ -2104,5 +2531,6 @@ void mount_delete(mount_view *m)
     free(m->prefix);
     pthread_mutex_destroy(&m->lock);
     pthread_mutex_destroy(&m->once_lock);
+    pthread_cond_destroy(&m->wb_cond);
     free(m);
 }

@@ -79,6 +79,11 @@ typedef struct mount_config {
                                     "data" and "data/" both mean keys under "data/" */
     const char *staging_dir;     /* where written files are staged until uploaded (created 0700) */
     uint64_t max_staging_bytes;  /* cap of all staged bytes together; 0: only the disk's space */
+    double upload_delay;         /* seconds a closed file waits, unchanged, before its upload
+                                    starts (write-back). 0 (default): close uploads and returns
+                                    the upload's error. > 0: close makes the staged bytes durable
+                                    in staging_dir and returns; fsync still uploads at once.
+                                    Pending uploads left by a crash are found at mount_new. */
     double metadata_ttl;         /* seconds a listing or size/ETag is trusted (default 60) */
     double negative_ttl;         /* seconds "no such key" is trusted (default 5) */
     bool read_only;              /* every mutating call fails with EROFS */
@@ -96,8 +101,10 @@ typedef struct mount_view mount_view;
 void mount_config_defaults(mount_config *cfg);
 
 /* Checks the configuration and creates a mount that is not mounted yet. Copies what it needs
- * from `cfg`; `backend` and `ctx` must outlive the mount. NULL with SHOAL_ERR_INVAL (a bad
- * value, named) or SHOAL_ERR_IO (the staging directory cannot be created). */
+ * from `cfg`; `backend` and `ctx` must outlive the mount. Pending uploads a previous run left in
+ * the staging directory (upload_delay) are taken up: shown by the mount and uploaded at once by
+ * the write-back thread, which starts here. NULL with SHOAL_ERR_INVAL (a bad value, named) or
+ * SHOAL_ERR_IO (the staging directory cannot be created). */
 mount_view *mount_new(const mount_config *cfg, const mount_backend *backend, void *ctx);
 
 /* Cleans a stale mount left at the mount point (mount_cleanup_stale), mounts, and starts the
@@ -111,7 +118,19 @@ int mount_start(mount_view *m);
  * SHOAL_ERR_MOUNT when the loop did not end and the connection could not be aborted. */
 int mount_stop(mount_view *m);
 
-/* Stops the mount if it runs and frees it. Accepts NULL. */
+/* The delayed uploads (upload_delay > 0, and those recovered at start); counters since
+ * mount_new, except `pending`. */
+typedef struct mount_writeback_stats {
+    uint64_t pending;   /* files closed and waiting for their upload (gauge) */
+    uint64_t uploaded;  /* delayed uploads the store acknowledged */
+    uint64_t retries;   /* delayed uploads that failed and were scheduled again (logged) */
+    uint64_t recovered; /* pending uploads found in the staging directory by mount_new */
+} mount_writeback_stats;
+
+void mount_writeback_stats_get(mount_view *m, mount_writeback_stats *out);
+
+/* Stops the mount if it runs, tries every pending delayed upload once (what still fails stays
+ * in the staging directory for the next start), and frees it. Accepts NULL. */
 void mount_delete(mount_view *m);
 
 /* When `mountpoint` is a dead FUSE mount (statfs fails with ENOTCONN: its daemon crashed), detaches

@@ -56,6 +56,7 @@ enum opt_id {
     O_READ_ONLY,
     O_METADATA_TTL,
     O_NEGATIVE_TTL,
+    O_UPLOAD_DELAY,
     O_PEER_TIMEOUT,
     O_CLUSTER_KEY,
     O_STATE_DIR,
@@ -95,6 +96,7 @@ static const opt_def OPTS[O_ALL] = {
     [O_READ_ONLY] = {"read-only", NULL, "mount read-only (writes fail with EROFS)"},
     [O_METADATA_TTL] = {"metadata-ttl", "SECONDS", "how long listings and object metadata are trusted (default 60)"},
     [O_NEGATIVE_TTL] = {"negative-ttl", "SECONDS", "how long \"no such key\" is trusted (default 5)"},
+    [O_UPLOAD_DELAY] = {"upload-delay", "SECONDS", "write-back: close returns once the file is durable on local disk, the upload starts after the file stayed closed this long (default 0: close uploads)"},
     [O_PEER_TIMEOUT] = {"peer-timeout", "MS", "wait this long for an owner before asking the next (default 2000)"},
     [O_CLUSTER_KEY] = {"cluster-key", "FILE", "32-byte shared cluster secret, see `shoal keygen` (required)"},
     [O_STATE_DIR] = {"state-dir", "DIR", "node key pair and identity (default <cache-dir>/state)"},
@@ -585,6 +587,8 @@ static int apply(const raw_opts *r, int id, const char *v, node_config *cfg)
         return apply_ttl(r, id, v, &cfg->metadata_ttl);
     case O_NEGATIVE_TTL:
         return apply_ttl(r, id, v, &cfg->negative_ttl);
+    case O_UPLOAD_DELAY:
+        return apply_ttl(r, id, v, &cfg->upload_delay);
     case O_PEER_TIMEOUT:
         if (parse_uint(v, 50, 600000, &x) < 0)
             return bad(r, id, "'%s' is not a number of milliseconds from 50 to 600000", v);

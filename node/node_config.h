@@ -49,6 +49,7 @@ typedef struct node_config {
     bool read_only;            /* --read-only */
     uint32_t metadata_ttl;     /* --metadata-ttl seconds (default 60) */
     uint32_t negative_ttl;     /* --negative-ttl seconds (default 5) */
+    uint32_t upload_delay;     /* --upload-delay seconds (default 0: close uploads); not in SPEC §2 */
     uint32_t peer_timeout_ms;  /* --peer-timeout: one peer GET before the next owner (default 2000) */
     char *cluster_key_file;    /* --cluster-key FILE (required) */
     uint8_t cluster_key[NODE_CONFIG_KEY_LEN]; /* its contents */

@@ -568,6 +568,7 @@ node_mountfs *node_mountfs_new(const node_config *cfg, const node_mountfs_parts 
     mc.metadata_ttl = cfg->metadata_ttl;
     mc.negative_ttl = cfg->negative_ttl;
     mc.read_only = cfg->read_only;
+    mc.upload_delay = cfg->upload_delay;
     fs->view = mount_new(&mc, &FS_BACKEND, fs);
     if (fs->view == NULL || mount_start(fs->view) != 0) {
         shoal_error_wrap("mount at %s", cfg->mount);

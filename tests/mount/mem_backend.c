@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "shoal_error.h"
+
 typedef struct mem_obj {
     char *key;
     size_t key_len;
@@ -359,4 +361,19 @@ void mem_backend_fail_puts(mem_backend *b, unsigned n, int err)
     b->fail_puts = n;
     b->fail_err = err;
     pthread_mutex_unlock(&b->lock);
+}
+
+int mem_backend_mount(mem_backend *b, const mount_config *cfg, mount_view **out)
+{
+    *out = mount_new(cfg, &mem_backend_ops, b);
+    if (!*out)
+        return -1;
+    if (mount_start(*out) == 0)
+        return 0;
+    char why[512];
+    snprintf(why, sizeof why, "%s", shoal_error_message());
+    mount_delete(*out);
+    *out = NULL;
+    shoal_error_set(SHOAL_ERR_MOUNT, "%s", why);
+    return 1;
 }

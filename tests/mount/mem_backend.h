@@ -51,4 +51,9 @@ void mem_backend_reset_counts(mem_backend *b);
 /* The next `n` PUT calls fail with `err` (a negative errno) and store nothing. */
 void mem_backend_fail_puts(mem_backend *b, unsigned n, int err);
 
+/* Creates and starts a mount of `cfg` over `b` into *out: 0. 1 when mounting is not permitted
+ * here (nothing is left mounted), -1 when mount_new refused the configuration; the reason is in
+ * shoal_error_message() for both. */
+int mem_backend_mount(mem_backend *b, const mount_config *cfg, mount_view **out);
+
 #endif

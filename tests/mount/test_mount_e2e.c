@@ -714,6 +714,47 @@ TT_TEST(test_mount_e2e_killed_daemon_leaves_no_partial_object_and_the_writer_fai
     finish(c);
 }
 
+/* With --upload-delay, close returns once the file is durable on the node's disk. A daemon killed
+ * with SIGKILL while the upload waits uploads it when it starts again: the object appears in S3
+ * with the bytes written, and nothing was uploaded before the crash. */
+TT_TEST(test_mount_e2e_upload_delay_pending_upload_survives_kill_9)
+{
+    td_cluster *c = cluster(1);
+    start_mounted(c, 0, "60", "1", "--upload-delay=60");
+    const size_t size = 2 * MIB + 5;
+    uint8_t *data = td_content(size, 21);
+    char p[1024];
+    tt_s3rver_stats_reset(&c->s3);
+    write_file(mpath(p, sizeof p, 0, "pending.bin"), data, size);
+    check_file(p, size, 21); /* this node shows the pending file */
+    s3_client *s3 = s3_of(c);
+    s3_object_info info;
+    TT_CHECK(s3_head(s3, TD_BUCKET, "pending.bin", &info) != 0 && shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY,
+             "pending.bin is in S3 before its delay ended");
+    TT_CHECK(tt_s3rver_stat(&c->s3, "puts") == 0, "%ld PUTs before the delay ended", tt_s3rver_stat(&c->s3, "puts"));
+    td_node_signal(c, 0, SIGKILL);
+    td_node_wait(c, 0, 10000);
+    unlink(c->nodes[0].control);
+    start_mounted(c, 0, "60", "1", "--upload-delay=60");
+    uint64_t t0 = td_now_ms();
+    while (s3_head(s3, TD_BUCKET, "pending.bin", &info) != 0) {
+        TT_CHECK(td_now_ms() - t0 < 20000, "pending.bin not in S3 20 s after the restart");
+        td_sleep_ms(50);
+    }
+    uint8_t *got = malloc(size + 1);
+    uint64_t n = 0;
+    s3_get_args ga = {.bucket = TD_BUCKET, .key = "pending.bin", .buf = got, .buf_len = size + 1};
+    TT_CHECK(s3_get(s3, &ga, &n, NULL) == 0, "GET pending.bin: %s", shoal_error_message());
+    TT_CHECK(n == size && memcmp(got, data, size) == 0, "S3 holds %llu bytes, not the %zu written",
+             (unsigned long long)n, size);
+    TT_CHECK(tt_s3rver_stat(&c->s3, "puts") == 1, "%ld PUTs, want 1", tt_s3rver_stat(&c->s3, "puts"));
+    check_file(p, size, 21);
+    s3_client_delete(s3);
+    free(got);
+    free(data);
+    finish(c);
+}
+
 /* ---- two nodes -------------------------------------------------------------------------------- */
 
 #define DS_OBJECTS 40
@@ -844,14 +885,25 @@ TT_TEST(test_mount_e2e_torch_dataloader_and_checkpoint_on_two_nodes)
     td_cluster *c = cluster(2);
     enum { N = 2000 };
     bulk_upload(c, "train", N, body_sample);
-    start_mounted(c, 0, "60", "1", NULL);
+    /* Node 0 writes back after a delay (the checkpoint pattern costs one PUT); node 1 uploads at
+     * close (the same pattern costs PUT + COPY + DELETE). */
+    start_mounted(c, 0, "60", "1", "--upload-delay=2");
     start_mounted(c, 1, "60", "1", NULL);
     td_wait_cluster(c, 10000);
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' --mounts '%s' '%s' --samples %d --stats http://127.0.0.1:%d/_shoal/stats",
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' --mounts '%s' '%s' --samples %d --upload-delay 2 "
+             "--stats http://127.0.0.1:%d/_shoal/stats",
              tt_source_path("tests/mount/test_mount_e2e_torch.py"), g_mnt[0], g_mnt[1], N, c->s3.port);
     int st = system(cmd);
     TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the torch script failed (status %d): %s", st, cmd);
+    /* No object was ever left under a temporary name. */
+    s3_client *s3 = s3_of(c);
+    s3_object_info info;
+    const char *temps[] = {"ckpt/model.pt.tmp", "ckpt/model2.pt.tmp", "ckpt/model3.pt.tmp"};
+    for (size_t i = 0; i < sizeof temps / sizeof *temps; i++)
+        TT_CHECK(s3_head(s3, TD_BUCKET, temps[i], &info) != 0 && shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY,
+                 "%s exists in S3", temps[i]);
+    s3_client_delete(s3);
     finish(c);
 }
 

@@ -85,6 +85,7 @@ TT_TEST(test_node_config_defaults_applied)
     TT_CHECK(cfg.replicas == 1 && cfg.zone == NULL && !cfg.no_serve, "replicas=%u", cfg.replicas);
     TT_CHECK(cfg.mount == NULL && !cfg.read_only, "mount=%s", cfg.mount);
     TT_CHECK(cfg.metadata_ttl == 60 && cfg.negative_ttl == 5, "ttl=%u/%u", cfg.metadata_ttl, cfg.negative_ttl);
+    TT_CHECK(cfg.upload_delay == 0, "default upload delay %u", cfg.upload_delay);
     TT_CHECK(cfg.peer_timeout_ms == 2000, "default peer timeout %u", cfg.peer_timeout_ms);
     TT_CHECK(!strcmp(cfg.state_dir, "/var/cache/shoal/state"), "state_dir=%s", cfg.state_dir);
     TT_CHECK(!strcmp(cfg.control, "/run/shoal/shoald.sock"), "control=%s", cfg.control);
@@ -116,7 +117,7 @@ TT_TEST(test_node_config_every_flag_is_applied)
                 "--endpoint", "http://127.0.0.1:4569/", "--path-style", "--region", "eu-west-3", "--cache-dir",
                 "/c", "--cache-size", "512M", "--block-size", "64K", "--replicas", "3", "--zone", "rack-2",
                 "--no-serve", "--mount", "/mnt/data", "--read-only", "--metadata-ttl", "0", "--negative-ttl", "30",
-                "--peer-timeout", "750",
+                "--peer-timeout", "750", "--upload-delay", "15",
                 "--cluster-key", g_key, "--state-dir", "/s", "--control", "/tmp/x.sock", "--metrics", "off",
                 "--log-level", "debug", "--no-sign-request", NULL));
     TT_CHECK(!strcmp(cfg.node_id, "n-1"), "node_id=%s", cfg.node_id);
@@ -137,6 +138,7 @@ TT_TEST(test_node_config_every_flag_is_applied)
     TT_CHECK(!strcmp(cfg.mount, "/mnt/data") && cfg.read_only, "mount=%s", cfg.mount);
     TT_CHECK(cfg.metadata_ttl == 0 && cfg.negative_ttl == 30, "ttl=%u/%u", cfg.metadata_ttl, cfg.negative_ttl);
     TT_CHECK(cfg.peer_timeout_ms == 750, "peer_timeout_ms=%u", cfg.peer_timeout_ms);
+    TT_CHECK(cfg.upload_delay == 15, "upload_delay=%u", cfg.upload_delay);
     TT_CHECK(!strcmp(cfg.state_dir, "/s") && !strcmp(cfg.control, "/tmp/x.sock"), "state=%s", cfg.state_dir);
     TT_CHECK(!cfg.metrics_enabled, "metrics off not applied");
     TT_CHECK(cfg.log_level == SHOAL_LOG_DEBUG && cfg.no_sign_request, "log_level=%d", (int)cfg.log_level);
@@ -224,6 +226,8 @@ TT_TEST(test_node_config_bad_values_name_the_flag)
         {"--zone", "", "--zone: '' is not a zone name"},
         {"--metadata-ttl", "-1", "--metadata-ttl: '-1' is not a number of seconds"},
         {"--negative-ttl", "5s", "--negative-ttl: '5s' is not a number of seconds"},
+        {"--upload-delay", "-3", "--upload-delay: '-3' is not a number of seconds"},
+        {"--upload-delay", "0.5", "--upload-delay: '0.5' is not a number of seconds"},
         {"--peer-timeout", "10", "--peer-timeout: '10' is not a number of milliseconds from 50 to 600000"},
         {"--peer-timeout", "2s", "--peer-timeout: '2s' is not a number of milliseconds"},
         {"--log-level", "verbose", "--log-level: 'verbose' is not a log level (error, warn, info, debug)"},
@@ -440,6 +444,7 @@ TT_TEST(test_node_config_help_and_version_return_1)
     close(fd);
     text[n > 0 ? n : 0] = '\0';
     TT_CHECK(strstr(text, "--cache-size SIZE") && strstr(text, "--no-sign-request"), "usage lacks options: %s", text);
+    TT_CHECK(strstr(text, "--upload-delay SECONDS"), "usage lacks --upload-delay: %s", text);
     TT_CHECK(strstr(text, "shoald " SHOAL_VERSION "\n"), "no version line in: %s", text);
 }
 
