@@ -42,6 +42,15 @@
  * file whose bytes exist only in a stage moves the key it will be uploaded under; anything that
  * exists as an object is renamed by copy + remove. The staging cap counts the largest size each
  * staged file reached; a write past it gets ENOSPC before a byte is written.
+ *
+ * Write-back (upload_delay > 0, opt-in). Stages keep a name, and flush makes a dirty stage
+ * durable instead of uploading it (stage_persist: fsync, then a record <stage>.key naming the
+ * key) and marks it pending, which holds one use of the stage so it outlives its handles. The
+ * write-back thread (wb_main) uploads a pending stage once it is due (closed and unchanged for
+ * the delay) and no handle has it open for writing; a failure is retried with backoff. rename
+ * rewrites the record, unlink and replacement drop it, fsync uploads at once; each successful
+ * upload or drop ends with stage_settle (record removed, pending use released). mount_new takes
+ * up the records a crash left (recover); mount_delete tries every pending upload once.
  */
 #define FUSE_USE_VERSION 35
 

@@ -108,6 +108,13 @@ static void daemon_sample(node_daemon *d)
     node_stats_set(&st->cache_blocks, ss.blocks);
     node_stats_set(&st->cache_evictions, ss.evictions);
     node_stats_set(&st->cache_corrupt_blocks, ss.corrupt_drops);
+
+    if (d->mount) {
+        uint64_t pending, retries;
+        node_mountfs_writeback(d->mount, &pending, &retries);
+        node_stats_set(&st->mount_uploads_pending, pending);
+        node_stats_set(&st->mount_upload_retries, retries);
+    }
 }
 
 static void metrics_refresh(void *ctx, node_stats *stats) { daemon_sample(ctx); }
@@ -836,9 +843,9 @@ void node_daemon_delete(node_daemon *d)
 {
     if (d == NULL)
         return;
-    node_mountfs_delete(d->mount);
     node_control_server_delete(d->control);
-    node_metrics_delete(d->metrics);
+    node_metrics_delete(d->metrics); /* both sample d->mount (daemon_sample): stop them first */
+    node_mountfs_delete(d->mount);
     node_cache_stop(atomic_load(&d->cache));
     node_cluster_delete(d->cluster);
     node_peer_delete(d->peer);

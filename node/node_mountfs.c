@@ -585,6 +585,14 @@ fail:
     return NULL;
 }
 
+void node_mountfs_writeback(node_mountfs *fs, uint64_t *pending, uint64_t *retries)
+{
+    mount_writeback_stats wb;
+    mount_writeback_stats_get(fs->view, &wb);
+    *pending = wb.pending;
+    *retries = wb.retries;
+}
+
 void node_mountfs_delete(node_mountfs *fs)
 {
     if (fs == NULL)

@@ -40,6 +40,9 @@ typedef struct node_mountfs_parts {
  * SHOAL_ERR_MOUNT (mounting failed: no /dev/fuse, not permitted, mount point busy), NOMEM. */
 node_mountfs *node_mountfs_new(const node_config *cfg, const node_mountfs_parts *parts);
 
+/* The mount's delayed uploads (--upload-delay): pending files now, failed tries so far. */
+void node_mountfs_writeback(node_mountfs *fs, uint64_t *pending, uint64_t *retries);
+
 /* Unmounts (uploads in flight finish first; see mount_stop) and frees. Accepts NULL. */
 void node_mountfs_delete(node_mountfs *fs);
 

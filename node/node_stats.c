@@ -53,6 +53,8 @@ static const node_stats_desc FIELDS[] = {
     F(gossip_bad_packets, "gossip.bad_packets", C, "Gossip packets dropped because they did not open or decode."),
     F(mount_uploads, "mount.uploads", C, "Files uploaded through the mount."),
     F(mount_upload_errors, "mount.upload_errors", C, "Uploads through the mount that failed (close/fsync got EIO)."),
+    F(mount_uploads_pending, "mount.uploads_pending", G, "Files closed through the mount and waiting for their delayed upload (--upload-delay)."),
+    F(mount_upload_retries, "mount.upload_retries", C, "Delayed uploads that failed and were scheduled again (the file stays staged)."),
 };
 
 #undef F

@@ -60,6 +60,8 @@ typedef struct node_stats {
     /* the mount */
     _Atomic uint64_t mount_uploads;
     _Atomic uint64_t mount_upload_errors;
+    _Atomic uint64_t mount_uploads_pending; /* gauge: closed files waiting for --upload-delay */
+    _Atomic uint64_t mount_upload_retries;  /* delayed uploads that failed and were rescheduled */
 } node_stats;
 
 typedef enum node_stats_kind {

@@ -732,6 +732,8 @@ TT_TEST(test_mount_e2e_upload_delay_pending_upload_survives_kill_9)
     TT_CHECK(s3_head(s3, TD_BUCKET, "pending.bin", &info) != 0 && shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY,
              "pending.bin is in S3 before its delay ended");
     TT_CHECK(tt_s3rver_stat(&c->s3, "puts") == 0, "%ld PUTs before the delay ended", tt_s3rver_stat(&c->s3, "puts"));
+    TT_CHECK(td_stat(c, 0, "mount.uploads_pending") == 1, "mount.uploads_pending is %llu, want 1",
+             (unsigned long long)td_stat(c, 0, "mount.uploads_pending"));
     td_node_signal(c, 0, SIGKILL);
     td_node_wait(c, 0, 10000);
     unlink(c->nodes[0].control);
@@ -748,6 +750,9 @@ TT_TEST(test_mount_e2e_upload_delay_pending_upload_survives_kill_9)
     TT_CHECK(n == size && memcmp(got, data, size) == 0, "S3 holds %llu bytes, not the %zu written",
              (unsigned long long)n, size);
     TT_CHECK(tt_s3rver_stat(&c->s3, "puts") == 1, "%ld PUTs, want 1", tt_s3rver_stat(&c->s3, "puts"));
+    t0 = td_now_ms();
+    while (td_stat(c, 0, "mount.uploads_pending") != 0) /* the gauge follows the upload */
+        TT_CHECK(td_now_ms() - t0 < 5000, "mount.uploads_pending stays above 0 after the upload");
     check_file(p, size, 21);
     s3_client_delete(s3);
     free(got);
