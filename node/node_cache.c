@@ -88,18 +88,62 @@
 typedef struct cache_buf {
     atomic_uint refs;
     size_t len;
+    size_t cap; /* bytes allocated for data: a power of two from BUF_POOL_MIN on, else len */
+    struct cache_buf *next_free;
+    bool summed;             /* sum is the store checksum of data[0..len), taken as it arrived */
+    node_store_checksum sum;
     uint8_t data[];
 } cache_buf;
 
+/* Block buffers are reused: a fresh 4 MiB malloc is a fresh mapping, and filling it costs a page
+ * fault and a zeroed page per 4 KiB, which was a tenth of a cold read's CPU. Buffers of
+ * BUF_POOL_MIN bytes and more are allocated in power-of-two sizes and, when freed, kept in a
+ * per-size free list of at most BUF_POOL_BYTES (at least one buffer). The lists are process-wide:
+ * every cache in the process shares them. */
+#define BUF_POOL_MIN (256u << 10)
+#define BUF_POOL_CLASSES 9 /* 256 KiB .. 64 MiB */
+#define BUF_POOL_BYTES (64u << 20)
+
+static pthread_mutex_t buf_pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    cache_buf *head;
+    unsigned count;
+} buf_pool[BUF_POOL_CLASSES];
+
+static int buf_class(size_t len, size_t *cap)
+{
+    size_t c = BUF_POOL_MIN;
+    for (int i = 0; i < BUF_POOL_CLASSES; i++, c <<= 1) {
+        if (len <= c) {
+            *cap = c;
+            return i;
+        }
+    }
+    return -1;
+}
+
 static cache_buf *buf_new(size_t len)
 {
-    cache_buf *b = malloc(sizeof *b + (len ? len : 1));
-    if (b == NULL) {
+    size_t cap = len ? len : 1;
+    int cls = len >= BUF_POOL_MIN ? buf_class(len, &cap) : -1;
+    cache_buf *b = NULL;
+    if (cls >= 0) {
+        pthread_mutex_lock(&buf_pool_mu);
+        if ((b = buf_pool[cls].head) != NULL) {
+            buf_pool[cls].head = b->next_free;
+            buf_pool[cls].count--;
+        }
+        pthread_mutex_unlock(&buf_pool_mu);
+    }
+    if (b == NULL && (b = malloc(sizeof *b + cap)) == NULL) {
         shoal_error_set(SHOAL_ERR_NOMEM, "block buffer of %zu bytes", len);
         return NULL;
     }
     atomic_init(&b->refs, 1);
     b->len = len;
+    b->cap = cap;
+    b->next_free = NULL;
+    b->summed = false;
     return b;
 }
 
@@ -111,8 +155,23 @@ static cache_buf *buf_ref(cache_buf *b)
 
 static void buf_unref(cache_buf *b)
 {
-    if (b && atomic_fetch_sub(&b->refs, 1) == 1)
-        free(b);
+    if (b == NULL || atomic_fetch_sub(&b->refs, 1) != 1)
+        return;
+    size_t cap;
+    int cls = b->cap >= BUF_POOL_MIN ? buf_class(b->cap, &cap) : -1;
+    if (cls >= 0 && cap == b->cap) {
+        pthread_mutex_lock(&buf_pool_mu);
+        bool keep = buf_pool[cls].count < (BUF_POOL_BYTES / cap > 1 ? BUF_POOL_BYTES / cap : 1);
+        if (keep) {
+            b->next_free = buf_pool[cls].head;
+            buf_pool[cls].head = b;
+            buf_pool[cls].count++;
+        }
+        pthread_mutex_unlock(&buf_pool_mu);
+        if (keep)
+            return;
+    }
+    free(b);
 }
 
 /* node_peer_payload free functions: the transport calls them once ZeroMQ has sent the bytes. */
@@ -383,6 +442,8 @@ typedef struct stream_sink {
     node_cache *c;
     flight *f;
     cache_buf *buf;
+    node_store_sum *sum; /* the store checksum, fed while the bytes are hot in cache; NULL: none */
+    uint64_t summed;     /* bytes fed to it, a contiguous prefix */
 } stream_sink;
 
 static int stream_put(void *ud, uint64_t pos, const void *data, size_t len)
@@ -391,6 +452,17 @@ static int stream_put(void *ud, uint64_t pos, const void *data, size_t len)
     if (pos > k->buf->len || len > k->buf->len - pos)
         return -1;
     memcpy(k->buf->data + pos, data, len);
+    if (k->sum != NULL) {
+        if (pos == 0 && k->summed > 0) { /* a retry delivers again from the first byte */
+            node_store_sum_reset(k->sum);
+            k->summed = 0;
+        }
+        if (pos == k->summed) {
+            node_store_sum_update(k->sum, k->buf->data + pos, len);
+            k->summed += len;
+        }
+        /* anything else leaves a gap: node_store_sum_final fails and the store sums it itself */
+    }
     if (k->f == NULL)
         return 0;
     node_cache *c = k->c;
@@ -423,7 +495,7 @@ static cache_buf *fetch_s3(node_cache *c, const block_req *b, flight *f)
     }
     uint64_t got = 0;
     s3_object_info info;
-    stream_sink sink = {c, f, buf};
+    stream_sink sink = {c, f, buf, node_store_sum_new(b->id, b->length), 0};
     s3_get_args a = {.bucket = b->bucket, .key = b->key, .ranged = true, .offset = b->offset,
                      .length = b->length, .if_match = b->etag, .sink = stream_put, .sink_ud = &sink};
     if (s3_get(c->cfg.s3, &a, &got, &info) != 0)
@@ -442,8 +514,11 @@ static cache_buf *fetch_s3(node_cache *c, const block_req *b, flight *f)
                         (unsigned long long)b->length);
         goto fail;
     }
+    buf->summed = sink.sum != NULL && node_store_sum_final(sink.sum, &buf->sum);
+    node_store_sum_free(sink.sum);
     return buf;
 fail:
+    node_store_sum_free(sink.sum);
     buf_unref(buf);
     return NULL;
 }
@@ -451,7 +526,8 @@ fail:
 /* Stores a fetched block; a full store or a failed write only costs the next reader a fetch. */
 static void store_put(node_cache *c, const block_req *b, const cache_buf *buf, node_store_class cls)
 {
-    if (node_store_put(c->cfg.store, b->id, buf->data, buf->len, cls) != 0 && cls == NODE_STORE_OWNED)
+    if (node_store_put_checked(c->cfg.store, b->id, buf->data, buf->len, cls, buf->summed ? &buf->sum : NULL) != 0 &&
+        cls == NODE_STORE_OWNED)
         LOG_WARN("cache", "store_failed", "index=%llu error=%s", (unsigned long long)b->index,
                  shoal_error_name(shoal_error_code()));
 }

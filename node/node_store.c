@@ -21,6 +21,16 @@
  * Temporary files left by a crash are removed at open; the directory lock (flock on
  * blocks/.lock) guarantees none of them belongs to a live writer.
  *
+ * Direct writes. Block files are written with O_DIRECT when the file system takes it (the
+ * default, node_store_options.direct_io): header and payload are copied into a page-aligned
+ * buffer of the writing thread, written in whole 4 KiB units and the file cut back to its exact
+ * size. A fetched block's bytes already sit in memory twice on their way to readers (the fetch's
+ * buffer and the mount's page cache); a buffered write would take a third copy in fresh
+ * page-cache pages, which is where a cold read spent most of its CPU (docs/benchmarks.md, Mount
+ * (c)). Reads stay buffered (pread, mmap), so a block served again is cached by the kernel as any
+ * file. A file system that refuses O_DIRECT (EINVAL at open or at the first write) turns direct
+ * writes off for the store, logged once, and the block is written buffered.
+ *
  * Capacity. The cap counts file bytes (header + payload). A put reserves its bytes under the lock
  * before it writes anything, evicting least-recently-used blocks (near before owned) until
  * used + reserved + size fits; victims are unlinked under the lock before the reservation is
@@ -47,6 +57,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,8 +71,10 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <xxh_x86dispatch.h> /* the same hash, with AVX2 or AVX-512 when the CPU has them */
 #define STORE_SUM XXH3_128bits_withSeed_dispatch
+#define STORE_SUM_UPDATE XXH3_128bits_update_dispatch
 #else
 #define STORE_SUM XXH3_128bits_withSeed
+#define STORE_SUM_UPDATE XXH3_128bits_update
 #endif
 
 #include "shoal_error.h"
@@ -93,6 +106,10 @@ struct node_store {
     int blocks_fd;
     int lock_fd;
     bool fsync;
+    _Atomic bool direct; /* O_DIRECT block writes; cleared for good when the file system refuses */
+    /* Leaf directories ab/cd/ known to exist, one bit per (ab, cd): a put skips its two mkdirat
+     * calls once its leaf is known (directories are never removed). */
+    _Atomic uint8_t leaf_made[65536 / 8];
     uint64_t capacity;
     uint64_t near_capacity;
 
@@ -248,16 +265,72 @@ static XXH128_hash_t payload_sum(const uint8_t *hdr, const void *data, size_t le
 }
 
 static void header_build(uint8_t hdr[NODE_STORE_HEADER_LEN], const uint8_t id[NODE_STORE_ID_LEN],
-                         node_store_class cls, const void *data, size_t len)
+                         node_store_class cls, const void *data, size_t len, const node_store_checksum *known)
 {
     put_le32(hdr, STORE_MAGIC);
     put_le16(hdr + 4, STORE_VERSION);
     put_le16(hdr + 6, (uint16_t)cls);
     put_le64(hdr + 8, len);
     memcpy(hdr + 16, id, NODE_STORE_ID_LEN);
-    XXH128_hash_t sum = payload_sum(hdr, data, len);
+    XXH128_hash_t sum = known ? (XXH128_hash_t){.low64 = known->low, .high64 = known->high}
+                              : payload_sum(hdr, data, len);
     put_le64(hdr + 32, sum.low64);
     put_le64(hdr + 40, sum.high64);
+}
+
+/* ---- checksums computed while a block arrives ---------------------------------------------- */
+
+struct node_store_sum {
+    XXH3_state_t *state;
+    XXH64_hash_t seed;
+    uint64_t len, fed;
+};
+
+node_store_sum *node_store_sum_new(const uint8_t id[NODE_STORE_ID_LEN], uint64_t len)
+{
+    node_store_sum *sum = calloc(1, sizeof *sum);
+    if (sum == NULL || (sum->state = XXH3_createState()) == NULL) {
+        free(sum);
+        shoal_error_set(SHOAL_ERR_NOMEM, "store: checksum state");
+        return NULL;
+    }
+    uint8_t hdr[NODE_STORE_HEADER_LEN];
+    put_le64(hdr + 8, len);
+    memcpy(hdr + 16, id, NODE_STORE_ID_LEN);
+    sum->seed = XXH3_64bits(hdr + 8, 24); /* as payload_sum seeds it */
+    sum->len = len;
+    node_store_sum_reset(sum);
+    return sum;
+}
+
+void node_store_sum_reset(node_store_sum *sum)
+{
+    XXH3_128bits_reset_withSeed(sum->state, sum->seed);
+    sum->fed = 0;
+}
+
+void node_store_sum_update(node_store_sum *sum, const void *data, size_t len)
+{
+    STORE_SUM_UPDATE(sum->state, data, len);
+    sum->fed += len;
+}
+
+bool node_store_sum_final(node_store_sum *sum, node_store_checksum *out)
+{
+    if (sum->fed != sum->len)
+        return false;
+    XXH128_hash_t h = XXH3_128bits_digest(sum->state);
+    out->low = h.low64;
+    out->high = h.high64;
+    return true;
+}
+
+void node_store_sum_free(node_store_sum *sum)
+{
+    if (sum == NULL)
+        return;
+    XXH3_freeState(sum->state);
+    free(sum);
 }
 
 /* Checks everything in a header but the checksum: magic, version, class, the id it should carry,
@@ -439,8 +512,12 @@ static int store_errno(int err, const char *what, const char *dir, const char *r
 }
 
 /* Makes ab/ and ab/cd/ under blocks/ (an existing directory is fine). */
-static int ensure_leaf_dir(node_store *s, const char *rel)
+static int ensure_leaf_dir(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const char *rel)
 {
+    unsigned leaf = (unsigned)id[0] << 8 | id[1];
+    uint8_t bit = (uint8_t)(1u << (leaf & 7));
+    if (atomic_load_explicit(&s->leaf_made[leaf >> 3], memory_order_relaxed) & bit)
+        return 0;
     char dir[8];
     for (int n = 2; n <= 5; n += 3) {
         memcpy(dir, rel, (size_t)n);
@@ -448,6 +525,7 @@ static int ensure_leaf_dir(node_store *s, const char *rel)
         if (mkdirat(s->blocks_fd, dir, 0700) != 0 && errno != EEXIST)
             return store_errno(errno, "mkdir", s->blocks_dir, dir);
     }
+    atomic_fetch_or_explicit(&s->leaf_made[leaf >> 3], bit, memory_order_relaxed);
     return 0;
 }
 
@@ -485,24 +563,138 @@ static int fsync_dir(node_store *s, const char *rel_dir)
     return rc;
 }
 
+#define STORE_DIRECT_ALIGN 4096u
+
+/* Each writing thread keeps one page-aligned buffer for direct writes, grown to the largest block
+ * it wrote and freed when the thread ends: a fresh buffer per block would cost a page fault per
+ * 4 KiB of every block. */
+static pthread_key_t direct_buf_key;
+static pthread_once_t direct_buf_once = PTHREAD_ONCE_INIT;
+
+typedef struct direct_buf {
+    uint8_t *data;
+    size_t cap;
+} direct_buf;
+
+static void direct_buf_free(void *p)
+{
+    direct_buf *b = p;
+    if (b != NULL)
+        free(b->data);
+    free(b);
+}
+
+static void direct_buf_key_make(void)
+{
+    if (pthread_key_create(&direct_buf_key, direct_buf_free) != 0)
+        abort(); /* only fails without memory for one key at start-up */
+}
+
+static uint8_t *direct_buf_get(size_t len)
+{
+    pthread_once(&direct_buf_once, direct_buf_key_make);
+    direct_buf *b = pthread_getspecific(direct_buf_key);
+    if (b == NULL) {
+        if ((b = calloc(1, sizeof *b)) == NULL || pthread_setspecific(direct_buf_key, b) != 0) {
+            free(b);
+            return NULL;
+        }
+    }
+    if (b->cap < len) {
+        void *p = NULL;
+        if (posix_memalign(&p, STORE_DIRECT_ALIGN, len) != 0)
+            return NULL;
+        free(b->data);
+        b->data = p;
+        b->cap = len;
+    }
+    return b->data;
+}
+
+static void direct_off(node_store *s, const char *why, int err)
+{
+    if (atomic_exchange(&s->direct, false))
+        LOG_INFO("store", "direct_io_off", "dir=%s reason=\"%s: %s\" writes=buffered", s->blocks_dir, why,
+                 strerror(err));
+}
+
+/* Writes header + payload with O_DIRECT into the open file `fd` (see "Direct writes"). 0, -1
+ * with errno set, or 1 when the file system refused O_DIRECT writes (the caller writes buffered). */
+static int write_direct(node_store *s, int fd, const uint8_t *hdr, const void *data, size_t len)
+{
+    size_t total = NODE_STORE_HEADER_LEN + len;
+    size_t alen = (total + STORE_DIRECT_ALIGN - 1) / STORE_DIRECT_ALIGN * STORE_DIRECT_ALIGN;
+    uint8_t *buf = direct_buf_get(alen);
+    if (buf == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    memcpy(buf, hdr, NODE_STORE_HEADER_LEN);
+    memcpy(buf + NODE_STORE_HEADER_LEN, data, len);
+    memset(buf + total, 0, alen - total);
+    size_t done = 0;
+    while (done < alen) {
+        ssize_t w = pwrite(fd, buf + done, alen - done, (off_t)done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno == EINVAL && done == 0) {
+            direct_off(s, "write", errno);
+            return 1;
+        }
+        if (w < 0)
+            return -1;
+        if (w == 0 || (size_t)w % STORE_DIRECT_ALIGN != 0) {
+            /* a short direct write leaves the rest unaligned: finish it buffered (rare: a full disk) */
+            errno = ENOSPC;
+            return -1;
+        }
+        done += (size_t)w;
+    }
+    return alen != total && ftruncate(fd, (off_t)total) != 0 ? -1 : 0;
+}
+
 /* Writes the block under a temporary name and renames it into place. On failure no file is left. */
 static int write_block_file(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const void *data, size_t len,
+                            const node_store_checksum *sum,
                             node_store_class cls, int64_t atime_ns, uint64_t seq)
 {
     char rel[NODE_STORE_RELPATH_LEN], tmp[STORE_TMP_NAME_LEN];
     node_store_relpath(id, rel);
     snprintf(tmp, sizeof tmp, "%.6s" STORE_TMP_PREFIX "%s-%" PRIu64, rel, rel + 6, seq);
 
-    if (ensure_leaf_dir(s, rel) != 0)
+    if (ensure_leaf_dir(s, id, rel) != 0)
         return -1;
-    int fd = openat(s->blocks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    bool direct = atomic_load(&s->direct);
+    int fd = openat(s->blocks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (direct ? O_DIRECT : 0), 0600);
+    if (fd < 0 && errno == ENOENT) { /* its leaf directory was removed behind the store's back */
+        unsigned leaf = (unsigned)id[0] << 8 | id[1];
+        atomic_fetch_and(&s->leaf_made[leaf >> 3], (uint8_t) ~(1u << (leaf & 7)));
+        if (ensure_leaf_dir(s, id, rel) != 0)
+            return -1;
+        fd = openat(s->blocks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (direct ? O_DIRECT : 0), 0600);
+    }
+    if (fd < 0 && direct && errno == EINVAL) {
+        /* The kernel refuses O_DIRECT after it created the file: remove it, then write buffered. */
+        direct_off(s, "open", errno);
+        direct = false;
+        unlinkat(s->blocks_fd, tmp, 0);
+        fd = openat(s->blocks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    }
     if (fd < 0)
         return store_errno(errno, "create", s->blocks_dir, tmp);
 
     uint8_t hdr[NODE_STORE_HEADER_LEN];
-    header_build(hdr, id, cls, data, len);
-    struct iovec iov[2] = {{.iov_base = hdr, .iov_len = sizeof hdr}, {.iov_base = (void *)data, .iov_len = len}};
-    if (write_all(fd, iov, 2) != 0) {
+    header_build(hdr, id, cls, data, len, sum);
+    int wr = direct ? write_direct(s, fd, hdr, data, len) : 1;
+    if (wr == 1) { /* buffered: direct writes are off, or were refused just now */
+        if (direct && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_DIRECT) != 0) {
+            store_errno(errno, "fcntl", s->blocks_dir, tmp);
+            goto fail_fd;
+        }
+        struct iovec iov[2] = {{.iov_base = hdr, .iov_len = sizeof hdr}, {.iov_base = (void *)data, .iov_len = len}};
+        wr = write_all(fd, iov, 2);
+    }
+    if (wr != 0) {
         store_errno(errno, "write", s->blocks_dir, tmp);
         goto fail_fd;
     }
@@ -559,6 +751,12 @@ static void promote(node_store *s, store_entry *e)
 int node_store_put(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const void *data, size_t len,
                    node_store_class cls)
 {
+    return node_store_put_checked(s, id, data, len, cls, NULL);
+}
+
+int node_store_put_checked(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const void *data, size_t len,
+                           node_store_class cls, const node_store_checksum *sum)
+{
     if (cls != NODE_STORE_OWNED && cls != NODE_STORE_NEAR)
         return shoal_error_set(SHOAL_ERR_INVAL, "store: put with unknown block class %d", (int)cls);
     char hex[STORE_HEX_LEN + 1];
@@ -606,7 +804,7 @@ int node_store_put(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const voi
     uint64_t seq = ++s->tmp_seq;
     pthread_mutex_unlock(&s->mu);
 
-    int rc = write_block_file(s, id, data, len, cls, atime, seq);
+    int rc = write_block_file(s, id, data, len, sum, cls, atime, seq);
 
     pthread_mutex_lock(&s->mu);
     s->reserved -= size;
@@ -979,7 +1177,7 @@ static int rebuild(node_store *s)
 
 node_store_options node_store_options_default(void)
 {
-    return (node_store_options){.near_percent = 10, .fsync = false};
+    return (node_store_options){.near_percent = 10, .fsync = false, .direct_io = true};
 }
 
 static void free_index(node_store *s)
@@ -1019,6 +1217,7 @@ node_store *node_store_new(const char *cache_dir, uint64_t capacity_bytes, const
     s->capacity = capacity_bytes;
     s->near_capacity = (uint64_t)((unsigned __int128)capacity_bytes * o.near_percent / 100);
     s->fsync = o.fsync;
+    atomic_init(&s->direct, o.direct_io);
     s->nbuckets = 1024;
     if (pthread_mutex_init(&s->mu, NULL) != 0) {
         shoal_error_set(SHOAL_ERR_NOMEM, "store: mutex for %s", cache_dir);

@@ -40,9 +40,13 @@ typedef struct node_store_options {
     /* fsync each block file and its directory before and after the rename. Without it a power
      * loss may leave a renamed block with missing bytes, which its checksum then catches. */
     bool fsync;
+    /* Write block files with O_DIRECT (reads stay buffered), so storing a fetched block does not
+     * take a page-cache copy of it; turned off by itself, logged, on a file system that refuses
+     * O_DIRECT. */
+    bool direct_io;
 } node_store_options;
 
-/* The defaults: near_percent 10, fsync off. */
+/* The defaults: near_percent 10, fsync off, direct_io on. */
 node_store_options node_store_options_default(void);
 
 typedef struct node_store_stats {
@@ -91,6 +95,30 @@ void node_store_delete(node_store *s);
  * The payload is only read during the call. */
 int node_store_put(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const void *data, size_t len,
                    node_store_class cls);
+
+/* A block's checksum, computed while its bytes arrive so that storing it does not read the
+ * payload once more (node_store_sum_*). */
+typedef struct node_store_checksum {
+    uint64_t low, high;
+} node_store_checksum;
+
+typedef struct node_store_sum node_store_sum;
+
+/* Starts the checksum of a block `len` bytes long with this id. NULL (NOMEM) on failure. */
+node_store_sum *node_store_sum_new(const uint8_t id[NODE_STORE_ID_LEN], uint64_t len);
+/* Feeds the next bytes, in order. */
+void node_store_sum_update(node_store_sum *sum, const void *data, size_t len);
+/* Forgets the bytes fed so far (a transfer that starts again from the first byte). */
+void node_store_sum_reset(node_store_sum *sum);
+/* The checksum, when exactly the block's length was fed; false otherwise. */
+bool node_store_sum_final(node_store_sum *sum, node_store_checksum *out);
+void node_store_sum_free(node_store_sum *sum);
+
+/* node_store_put with the payload's checksum already known (NULL: computed here). A checksum that
+ * does not match the payload is not caught here: the block fails its check at the first read and
+ * is dropped as corrupt. */
+int node_store_put_checked(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const void *data, size_t len,
+                           node_store_class cls, const node_store_checksum *sum);
 
 /* Reads a block's payload into buf (buf_len bytes) and stores its length in *len_out (when not
  * NULL). The checksum is verified before 0 is returned; the block becomes the most recently used.

@@ -24,7 +24,8 @@ the first tool, so every tool finds the server equally warm. Needs root (or fuse
 when missing. Only the standard library.
 
 Environment: BENCH_PARTS (abcd: which of the four to run), BENCH_BIG_FILES (4), BENCH_BIG_MIB (256), BENCH_SMALL_FILES (5000), BENCH_WARM_FILES
-(1000), BENCH_TTFB_FILES (20), BENCH_ROUNDS (3), BENCH_BLOCK_SIZE (4M).
+(1000), BENCH_TTFB_FILES (20), BENCH_ROUNDS (3), BENCH_BLOCK_SIZE (4M), BENCH_TOOLS (shoal,s3fs,rclone:
+which mounts (c) reads).
 """
 import concurrent.futures
 import json
@@ -50,6 +51,7 @@ TTFB_FILES = int(os.environ.get("BENCH_TTFB_FILES", "20"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 BLOCK = os.environ.get("BENCH_BLOCK_SIZE", "4M")
 PARTS = os.environ.get("BENCH_PARTS", "abcd")
+TOOLS = os.environ.get("BENCH_TOOLS", "shoal,s3fs,rclone").split(",")
 SMALL = 100 * 1000
 # Small files go in directories of 500, as large datasets are usually sharded; each directory is at
 # the top (small00/, small01/, ...) because s3rver leaves out the common prefix of keys two levels
@@ -290,6 +292,8 @@ def main():
         tools = (("shoal", lambda w, _: start_shoald(w, "shoal-cold", endpoint, key)),
                  ("s3fs", start_s3fs), ("rclone", start_rclone)) if "c" in PARTS else ()
         for tool, start in tools:
+            if tool not in TOOLS:
+                continue
             if tool != "shoal" and shutil.which(tool) is None:
                 log("%s is not installed (scripts/deps installs it): skipped" % tool)
                 continue

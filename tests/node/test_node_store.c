@@ -9,8 +9,10 @@
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "node_store.h"
@@ -142,14 +144,20 @@ static disk_use disk_usage(const char *dir)
     return walk_use;
 }
 
-static node_store *open_store_opts(const char *dir, uint64_t capacity, unsigned near_percent, bool sync)
+static node_store *open_store_io(const char *dir, uint64_t capacity, unsigned near_percent, bool sync, bool direct)
 {
     node_store_options o = node_store_options_default();
     o.near_percent = near_percent;
     o.fsync = sync;
+    o.direct_io = direct;
     node_store *s = node_store_new(dir, capacity, &o);
     TT_CHECK(s != NULL, "node_store_new(%s): %s", dir, shoal_error_message());
     return s;
+}
+
+static node_store *open_store_opts(const char *dir, uint64_t capacity, unsigned near_percent, bool sync)
+{
+    return open_store_io(dir, capacity, near_percent, sync, true);
 }
 
 static node_store *open_store(const char *dir, uint64_t capacity, unsigned near_percent)
@@ -651,3 +659,197 @@ TT_TEST(test_node_store_second_open_of_same_dir_is_refused)
 }
 
 TT_MAIN()
+
+/* Pages of a file in the page cache, by mincore on a mapping (which faults nothing in). */
+static size_t resident_pages(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    TT_CHECK(fd >= 0, "open %s: %s", path, strerror(errno));
+    struct stat st;
+    TT_CHECK(fstat(fd, &st) == 0, "fstat %s", path);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), n = ((size_t)st.st_size + page - 1) / page, in = 0;
+    void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    TT_CHECK(m != MAP_FAILED, "mmap %s: %s", path, strerror(errno));
+    unsigned char *vec = malloc(n);
+    TT_CHECK(mincore(m, (size_t)st.st_size, vec) == 0, "mincore %s: %s", path, strerror(errno));
+    for (size_t i = 0; i < n; i++)
+        in += vec[i] & 1;
+    free(vec);
+    munmap(m, (size_t)st.st_size);
+    close(fd);
+    return in;
+}
+
+/* Both write paths give the same files: exact sizes (a direct write is padded to 4 KiB and cut
+ * back), the same bytes through get and map. A direct write leaves nothing in the page cache on a
+ * disk file system (the point of it); a buffered one leaves the block there. */
+TT_TEST(test_node_store_direct_and_buffered_writes_read_back_alike)
+{
+    size_t lens[] = {0, 1, 47, 4048, 4049, 4096, 100000, 4u << 20};
+    enum { N = sizeof lens / sizeof lens[0] };
+    for (int direct = 1; direct >= 0; direct--) {
+        char *dir = tt_tmpdir("store-io");
+        struct statfs fs;
+        TT_CHECK(statfs(dir, &fs) == 0, "statfs %s", dir);
+        bool disk = fs.f_type == 0xEF53 /* ext2/3/4 */ || fs.f_type == 0x58465342 /* xfs */ ||
+                    fs.f_type == (typeof(fs.f_type))0x9123683E /* btrfs */;
+        node_store *s = open_store_io(dir, 16u << 20, 10, false, direct);
+        for (unsigned i = 0; i < N; i++)
+            put_block(s, i, lens[i], NODE_STORE_OWNED);
+        size_t resident = 0;
+        for (unsigned i = 0; i < N; i++) {
+            char *path = block_path(dir, i);
+            struct stat st;
+            TT_CHECK(stat(path, &st) == 0 && (size_t)st.st_size == lens[i] + HDR,
+                     "direct=%d: %s holds %lld bytes, want header + %zu", direct, path, (long long)st.st_size,
+                     lens[i]);
+            if (lens[i] == 4u << 20)
+                resident = resident_pages(path);
+            free(path);
+        }
+        if (disk && direct)
+            TT_CHECK(resident == 0, "a direct write left %zu pages of a 4 MiB block in the page cache", resident);
+        else if (disk)
+            TT_CHECK(resident > 0, "a buffered write left no page of a 4 MiB block in the page cache");
+        else
+            tt_note("%s is not a disk file system (f_type %#lx): page-cache residency not checked", dir,
+                    (unsigned long)fs.f_type);
+        for (unsigned i = 0; i < N; i++) {
+            TT_CHECK(block_reads_back(s, i, lens[i]), "direct=%d: block %u of %zu bytes is missing", direct, i, lens[i]);
+            TT_CHECK(block_maps_back(s, i, lens[i]), "direct=%d: block %u of %zu bytes does not map", direct, i, lens[i]);
+        }
+        node_store_stats st;
+        node_store_get_stats(s, &st);
+        TT_CHECK(st.write_errors == 0 && st.blocks == N, "direct=%d: write_errors=%llu blocks=%llu", direct,
+                 (unsigned long long)st.write_errors, (unsigned long long)st.blocks);
+        /* and the files are sound for a store opened on them later */
+        node_store_delete(s);
+        s = open_store_io(dir, 16u << 20, 10, false, !direct);
+        for (unsigned i = 0; i < N; i++)
+            TT_CHECK(block_reads_back(s, i, lens[i]), "direct=%d: block %u lost at reopen", direct, i);
+        finish(s, dir);
+    }
+}
+
+/* A file system without O_DIRECT (ramfs refuses it at open, after creating the file): every put
+ * still lands, written buffered, and no temporary file is left behind. */
+TT_TEST(test_node_store_file_system_refusing_direct_io_gets_buffered_writes)
+{
+    char *dir = tt_tmpdir("store-ramfs");
+    if (unshare(CLONE_NEWNS) != 0)
+        TT_SKIP("unshare(CLONE_NEWNS) to mount a ramfs: %s", strerror(errno));
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+        TT_SKIP("making mounts private: %s", strerror(errno));
+    if (mount("ramfs", dir, "ramfs", 0, NULL) != 0)
+        TT_SKIP("mount -t ramfs ramfs %s: %s", dir, strerror(errno));
+    int probe = open(dir, O_RDWR | O_CREAT | O_EXCL | O_DIRECT | O_TMPFILE, 0600);
+    if (probe >= 0) {
+        close(probe);
+        TT_SKIP("this kernel's ramfs accepts O_DIRECT: nothing refuses it here");
+    }
+    node_store *s = open_store(dir, 16u << 20, 10);
+    for (unsigned i = 0; i < 4; i++)
+        put_block(s, i, 100000 + i, NODE_STORE_OWNED);
+    for (unsigned i = 0; i < 4; i++)
+        TT_CHECK(block_reads_back(s, i, 100000 + i), "block %u is missing on a file system without O_DIRECT", i);
+    disk_use du = disk_usage(dir);
+    node_store_stats st;
+    node_store_get_stats(s, &st);
+    TT_CHECK(du.files == 4 && du.temps == 0 && st.write_errors == 0, "files=%u (4) temps=%u (0) write_errors=%llu (0)",
+             du.files, du.temps, (unsigned long long)st.write_errors);
+    node_store_delete(s);
+    umount2(dir, MNT_DETACH);
+    tt_rmtree(dir);
+    free(dir);
+}
+
+/* A checksum fed while the bytes arrive (in uneven pieces, restarted once as a retried transfer
+ * does) is the one the store computes itself; one fed short is refused by node_store_sum_final;
+ * a wrong one is written but caught at the first read, and the block dropped as corrupt. */
+TT_TEST(test_node_store_checksum_fed_while_arriving_matches_the_stores_own)
+{
+    char *dir = tt_tmpdir("store-sum");
+    node_store *s = open_store(dir, 16u << 20, 10);
+    enum { LEN = 1000003 };
+    uint8_t id[NODE_STORE_ID_LEN];
+    make_id(1, id);
+    uint8_t *p = make_payload(1, LEN);
+    node_store_sum *sum = node_store_sum_new(id, LEN);
+    TT_CHECK(sum != NULL, "node_store_sum_new: %s", shoal_error_message());
+    node_store_sum_update(sum, p, 5000);
+    node_store_sum_reset(sum); /* the transfer starts again */
+    size_t pieces[] = {1, 7, 4093, 65536, 12345};
+    size_t at = 0;
+    for (unsigned i = 0; at < LEN; i++) {
+        size_t n = i < 5 ? pieces[i] : 16384;
+        if (n > LEN - at)
+            n = LEN - at;
+        node_store_checksum partial;
+        TT_CHECK(!node_store_sum_final(sum, &partial), "a sum of %zu of %d bytes counts as final", at, LEN);
+        node_store_sum_update(sum, p + at, n);
+        at += n;
+    }
+    node_store_checksum good;
+    TT_CHECK(node_store_sum_final(sum, &good), "the sum of all %d bytes is not final", LEN);
+    node_store_sum_free(sum);
+    TT_OK(node_store_put_checked(s, id, p, LEN, NODE_STORE_OWNED, &good));
+    TT_CHECK(block_reads_back(s, 1, LEN), "a block stored with the streamed checksum fails its own check");
+    /* the same block stored by the store's own sum gives the same header */
+    char *path1 = block_path(dir, 1);
+    uint8_t hdr1[HDR], hdr2[HDR];
+    FILE *f = fopen(path1, "rb");
+    TT_CHECK(f && fread(hdr1, 1, HDR, f) == HDR, "reading %s", path1);
+    fclose(f);
+    node_store_delete(s);
+    tt_rmtree(dir);
+    s = open_store(dir, 16u << 20, 10);
+    TT_OK(node_store_put(s, id, p, LEN, NODE_STORE_OWNED));
+    f = fopen(path1, "rb");
+    TT_CHECK(f && fread(hdr2, 1, HDR, f) == HDR, "reading %s", path1);
+    fclose(f);
+    TT_CHECK(memcmp(hdr1, hdr2, HDR) == 0, "the streamed checksum differs from the store's own");
+    free(path1);
+
+    make_id(2, id);
+    uint8_t *q = make_payload(2, LEN);
+    node_store_checksum bad = good; /* block 1's checksum on block 2's bytes */
+    TT_OK(node_store_put_checked(s, id, q, LEN, NODE_STORE_OWNED, &bad));
+    TT_CHECK(!block_reads_back(s, 2, LEN), "a block stored under a wrong checksum was served");
+    node_store_stats st;
+    node_store_get_stats(s, &st);
+    TT_CHECK(st.corrupt_drops == 1 && st.blocks == 1, "corrupt_drops=%llu (1) blocks=%llu (1)",
+             (unsigned long long)st.corrupt_drops, (unsigned long long)st.blocks);
+    free(p);
+    free(q);
+    finish(s, dir);
+}
+
+/* The store remembers which leaf directories it made; one removed behind its back is made again
+ * by the next put that needs it. */
+TT_TEST(test_node_store_removed_leaf_directory_is_made_again)
+{
+    char *dir = tt_tmpdir("store-leaf");
+    node_store *s = open_store(dir, 16u << 20, 10);
+    put_block(s, 1, 1000, NODE_STORE_OWNED);
+    char *path = block_path(dir, 1);
+    char leaf[4200];
+    snprintf(leaf, sizeof leaf, "%.*s", (int)(strrchr(path, '/') - path), path);
+    tt_rmtree(leaf);
+    TT_CHECK(!file_exists(leaf), "%s still exists", leaf);
+    /* block 1 again under another id with the same two leading bytes: the same leaf */
+    uint8_t id[NODE_STORE_ID_LEN], id1[NODE_STORE_ID_LEN];
+    make_id(1, id1);
+    make_id(2, id);
+    id[0] = id1[0];
+    id[1] = id1[1];
+    uint8_t *p = make_payload(2, 1000);
+    TT_OK(node_store_put(s, id, p, 1000, NODE_STORE_OWNED));
+    uint8_t got[1000];
+    size_t n = 0;
+    TT_OK(node_store_get(s, id, got, sizeof got, &n));
+    TT_CHECK(n == 1000 && memcmp(got, p, n) == 0, "the block put into the remade leaf reads back wrong");
+    TT_CHECK(file_exists(leaf), "%s was not made again", leaf);
+    free(p);
+    free(path);
+    finish(s, dir);
+}
