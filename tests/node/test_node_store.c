@@ -165,6 +165,18 @@ static node_store *open_store(const char *dir, uint64_t capacity, unsigned near_
     return open_store_opts(dir, capacity, near_percent, false);
 }
 
+/* Mounts a file system of `type` on dir in a private mount namespace of this process, so it is gone
+ * when the process ends, whatever happens; skips the test where that is not permitted. */
+static void private_mount(const char *dir, const char *type, const char *opts)
+{
+    if (unshare(CLONE_NEWNS) != 0)
+        TT_SKIP("unshare(CLONE_NEWNS) to mount a %s: %s", type, strerror(errno));
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
+        TT_SKIP("making mounts private: %s", strerror(errno));
+    if (mount(type, dir, type, 0, opts) != 0)
+        TT_SKIP("mount -t %s%s%s %s %s: %s", type, opts ? " -o " : "", opts ? opts : "", type, dir, strerror(errno));
+}
+
 /* Closes the store and removes its directory. */
 static void finish(node_store *s, char *dir)
 {
@@ -538,13 +550,7 @@ TT_TEST(test_node_store_block_larger_than_capacity_is_refused)
 TT_TEST(test_node_store_full_disk_reports_nospace_and_keeps_blocks)
 {
     char *dir = tt_tmpdir("store-full");
-    /* A private mount namespace: the tmpfs is gone when this process ends, whatever happens. */
-    if (unshare(CLONE_NEWNS) != 0)
-        TT_SKIP("unshare(CLONE_NEWNS) to mount a small tmpfs: %s", strerror(errno));
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
-        TT_SKIP("making mounts private: %s", strerror(errno));
-    if (mount("tmpfs", dir, "tmpfs", 0, "size=2m") != 0)
-        TT_SKIP("mount -t tmpfs -o size=2m tmpfs %s: %s", dir, strerror(errno));
+    private_mount(dir, "tmpfs", "size=2m");
 
     enum { LEN = 256 * 1024 };
     node_store *s = open_store(dir, 64u << 20, 10);
@@ -736,12 +742,7 @@ TT_TEST(test_node_store_direct_and_buffered_writes_read_back_alike)
 TT_TEST(test_node_store_file_system_refusing_direct_io_gets_buffered_writes)
 {
     char *dir = tt_tmpdir("store-ramfs");
-    if (unshare(CLONE_NEWNS) != 0)
-        TT_SKIP("unshare(CLONE_NEWNS) to mount a ramfs: %s", strerror(errno));
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
-        TT_SKIP("making mounts private: %s", strerror(errno));
-    if (mount("ramfs", dir, "ramfs", 0, NULL) != 0)
-        TT_SKIP("mount -t ramfs ramfs %s: %s", dir, strerror(errno));
+    private_mount(dir, "ramfs", NULL);
     int probe = open(dir, O_RDWR | O_CREAT | O_EXCL | O_DIRECT | O_TMPFILE, 0600);
     if (probe >= 0) {
         close(probe);
