@@ -8,6 +8,8 @@
  */
 #include "test_daemon_harness.h"
 
+#include "faultproxy.h"
+
 #include "node_control.h"
 #include "node_peer.h"
 #include "shoal_error.h"
@@ -766,3 +768,35 @@ TT_TEST(test_daemon_bad_put_blocks_are_refused_counted_and_harmless)
 }
 
 TT_MAIN()
+
+/* A block fetch whose S3 answer is cut mid-body is retried from its first byte, and the block is
+ * stored with a sound checksum (the checksum a fetch takes while the bytes arrive starts again
+ * with them), so the next read is local and nothing is dropped as corrupt. The cut comes from
+ * tests/s3/faultproxy.py, a FAULT INJECTOR in front of the real server: no real server truncates
+ * a body on demand. */
+TT_TEST(test_daemon_block_cut_mid_body_is_retried_and_stored_sound)
+{
+    td_cluster *c = td_cluster_new(1, "1M");
+    tt_proxy px;
+    tt_proxy_start(&px, c->s3.port, NULL, NULL);
+    c->endpoint = px.endpoint;
+    td_node_start(c, 0, NULL);
+    td_wait_cluster(c, 10000);
+    size_t size = (3u << 20) + 12345; /* four blocks, the last one short */
+    td_put(c, "cut.bin", size, 77);
+    tt_proxy_rule(&px, "action=truncate&count=2&method=GET&match=cut.bin");
+    td_get_check(c, 0, "cut.bin", size, 77);
+    TT_CHECK(tt_proxy_stat(&px, "faults") == 2, "the proxy cut %ld answers, want 2", tt_proxy_stat(&px, "faults"));
+    long gets = tt_proxy_stat(&px, "GET");
+    TT_CHECK(gets == 4 + 2, "%ld GETs for 4 blocks with 2 answers cut, want 6", gets);
+    uint64_t local = td_stat(c, 0, "reads.local");
+    td_get_check(c, 0, "cut.bin", size, 77);
+    TT_CHECK(tt_proxy_stat(&px, "GET") == gets, "the second read cost %ld more GETs: a block was not stored sound",
+             tt_proxy_stat(&px, "GET") - gets);
+    TT_CHECK(td_stat(c, 0, "cache.corrupt_blocks") == 0, "%llu stored blocks failed their checksum",
+             (unsigned long long)td_stat(c, 0, "cache.corrupt_blocks"));
+    TT_CHECK(td_stat(c, 0, "reads.local") >= local + 4, "the second read took %llu blocks from the store, want 4",
+             (unsigned long long)(td_stat(c, 0, "reads.local") - local));
+    tt_proxy_stop(&px);
+    td_pass(c);
+}

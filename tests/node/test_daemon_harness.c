@@ -132,7 +132,7 @@ void td_node_start(td_cluster *c, int i, const char *const *extra)
     snprintf(cache, sizeof cache, "%s/cache", nd->dir);
     const char *argv[64] = {SHOALD_PATH,       "--node-id",   nd->id,         "--bind",
                             bind,              "--bucket",    "s3://" TD_BUCKET, "--endpoint",
-                            c->s3.endpoint,    "--path-style", "--region",    "us-east-1",
+                            c->endpoint ? c->endpoint : c->s3.endpoint, "--path-style", "--region",    "us-east-1",
                             "--cache-dir",     cache,         "--cache-size", "256M",
                             "--block-size",    c->block_size, "--cluster-key", c->key,
                             "--control",       nd->control,   "--metrics",    "off",

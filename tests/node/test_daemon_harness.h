@@ -39,6 +39,7 @@ typedef struct td_cluster {
     const char *block_size;
     td_node nodes[TD_MAX_NODES];
     int n;
+    const char *endpoint; /* where nodes started from now on reach S3; NULL: the server itself */
 } td_cluster;
 
 /* Starts the S3 server (bucket TD_BUCKET) and prepares `n` node slots and a cluster key. Skips the

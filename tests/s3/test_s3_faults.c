@@ -6,6 +6,7 @@
  * without a planned fault are forwarded unchanged to the real server.
  */
 #include "s3_client.h"
+#include "faultproxy.h"
 #include "s3rver.h"
 #include "shoal_error.h"
 #include "tt.h"
@@ -19,102 +20,12 @@
 
 #define BUCKET "faults"
 
-typedef struct proxy {
-    pid_t pid;
-    int port;
-    int stdin_fd;
-    char endpoint[64];
-} proxy;
-
 typedef struct fixture {
     tt_s3rver srv;
-    proxy px;
+    tt_proxy px;
     s3_creds_provider *creds;
     s3_client *c;
 } fixture;
-
-/* Starts the proxy in front of upstream; over HTTPS with cert/key when cert is not NULL. */
-static void proxy_start(proxy *p, int upstream, const char *cert, const char *key)
-{
-    if (access("/usr/bin/python3", X_OK) != 0)
-        TT_SKIP("/usr/bin/python3 is missing: the fault proxy needs it");
-    int in[2], out[2];
-    TT_CHECK(pipe(in) == 0 && pipe(out) == 0, "pipe");
-    char port[16];
-    snprintf(port, sizeof port, "%d", upstream);
-    p->pid = fork();
-    TT_CHECK(p->pid >= 0, "fork");
-    if (p->pid == 0) {
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        close(in[1]);
-        close(out[0]);
-        const char *script = tt_source_path("tests/s3/faultproxy.py");
-        if (cert)
-            execl("/usr/bin/python3", "python3", script, "--upstream", port, "--tls", cert, key, (char *)NULL);
-        else
-            execl("/usr/bin/python3", "python3", script, "--upstream", port, (char *)NULL);
-        _exit(127);
-    }
-    close(in[0]);
-    close(out[1]);
-    p->stdin_fd = in[1];
-    char line[128];
-    size_t got = 0;
-    while (got < sizeof line - 1 && read(out[0], line + got, 1) == 1 && line[got] != '\n')
-        got++;
-    line[got] = '\0';
-    close(out[0]);
-    const char *q = strstr(line, "\"port\": ");
-    TT_CHECK(q != NULL, "the fault proxy did not start (said '%s')", line);
-    p->port = atoi(q + 8);
-    snprintf(p->endpoint, sizeof p->endpoint, "%s://127.0.0.1:%d", cert ? "https" : "http", p->port);
-}
-
-static void proxy_stop(proxy *p)
-{
-    if (p->pid > 0) {
-        close(p->stdin_fd);
-        kill(p->pid, SIGTERM);
-        waitpid(p->pid, NULL, 0);
-        p->pid = 0;
-    }
-}
-
-/* Appends a rule, e.g. "action=status&status=503&code=SlowDown&count=2&method=GET". */
-static void proxy_rule(proxy *p, const char *query)
-{
-    char path[512];
-    snprintf(path, sizeof path, "/_fault/rule?%s", query);
-    free(tt_http(p->port, "POST", path));
-}
-
-static long proxy_stat(proxy *p, const char *field)
-{
-    char *body = tt_http(p->port, "GET", "/_fault/stats");
-    TT_CHECK(body != NULL, "the fault proxy did not answer");
-    char key[32];
-    snprintf(key, sizeof key, "\"%s\": ", field);
-    const char *q = strstr(body, key);
-    long v = q ? atol(q + strlen(key)) : 0;
-    free(body);
-    return v;
-}
-
-/* A string field of the stats ("last_host", "last_target") into out. */
-static void proxy_stat_str(proxy *p, const char *field, char *out, size_t cap)
-{
-    char *body = tt_http(p->port, "GET", "/_fault/stats");
-    TT_CHECK(body != NULL, "the fault proxy did not answer");
-    char key[32];
-    snprintf(key, sizeof key, "\"%s\": \"", field);
-    const char *q = strstr(body, key);
-    TT_CHECK(q != NULL, "no %s in %s", field, body);
-    q += strlen(key);
-    size_t n = strcspn(q, "\"");
-    snprintf(out, cap, "%.*s", (int)n, q);
-    free(body);
-}
 
 static void setup_tuned(fixture *f, void (*tune)(s3_client_config *))
 {
@@ -124,7 +35,7 @@ static void setup_tuned(fixture *f, void (*tune)(s3_client_config *))
     unsetenv("AWS_SESSION_TOKEN");
     unsetenv("AWS_PROFILE");
     tt_s3rver_start(&f->srv, BUCKET, false);
-    proxy_start(&f->px, f->srv.port, NULL, NULL);
+    tt_proxy_start(&f->px, f->srv.port, NULL, NULL);
     s3_creds_options co = {.disable_imds = true};
     f->creds = s3_creds_provider_new(&co);
     TT_CHECK(f->creds != NULL, "credentials: %s", shoal_error_message());
@@ -146,7 +57,7 @@ static void teardown(fixture *f)
 {
     s3_client_delete(f->c);
     s3_creds_provider_delete(f->creds);
-    proxy_stop(&f->px);
+    tt_proxy_stop(&f->px);
     tt_s3rver_stop(&f->srv);
 }
 
@@ -164,7 +75,7 @@ static void setup_object_and_rule(fixture *f, void (*tune)(s3_client_config *), 
 {
     setup_tuned(f, tune);
     put_obj(f, "k");
-    proxy_rule(&f->px, rule);
+    tt_proxy_rule(&f->px, rule);
 }
 
 static int get_obj(fixture *f, const char *key, bool ranged, uint64_t off, uint64_t len, const char *if_match,
@@ -190,8 +101,8 @@ TT_TEST(test_s3_faults_503_slowdown_is_retried_and_succeeds)
     uint64_t got = 0;
     TT_OK(get_obj(&f, "k", false, 0, 0, NULL, buf, &got));
     TT_CHECK(got == OBJ_LEN && memcmp(buf, OBJ, got) == 0, "wrong bytes after retries");
-    TT_CHECK(proxy_stat(&f.px, "GET") == 3, "proxy saw %ld GETs, want 3 (two 503s, then success)",
-             proxy_stat(&f.px, "GET"));
+    TT_CHECK(tt_proxy_stat(&f.px, "GET") == 3, "tt_proxy saw %ld GETs, want 3 (two 503s, then success)",
+             tt_proxy_stat(&f.px, "GET"));
     s3_client_stats st;
     s3_client_stats_get(f.c, &st);
     TT_CHECK(st.retries == 2 && st.get_requests == 3, "client counted %llu retries %llu gets",
@@ -203,12 +114,12 @@ TT_TEST(test_s3_faults_dropped_and_reset_connections_are_retried_and_succeed)
 {
     fixture f;
     setup_object_and_rule(&f, NULL, "action=drop&count=1&method=GET");
-    proxy_rule(&f.px, "action=reset&count=1&method=GET");
+    tt_proxy_rule(&f.px, "action=reset&count=1&method=GET");
     char buf[OBJ_LEN];
     uint64_t got = 0;
     TT_OK(get_obj(&f, "k", true, 10, 20, NULL, buf, &got));
     TT_CHECK(got == 20 && memcmp(buf, OBJ + 10, 20) == 0, "wrong bytes after reconnecting");
-    TT_CHECK(proxy_stat(&f.px, "GET") == 3, "proxy saw %ld GETs, want 3", proxy_stat(&f.px, "GET"));
+    TT_CHECK(tt_proxy_stat(&f.px, "GET") == 3, "tt_proxy saw %ld GETs, want 3", tt_proxy_stat(&f.px, "GET"));
     teardown(&f);
 }
 
@@ -223,7 +134,7 @@ TT_TEST(test_s3_faults_403_is_not_retried)
                  strstr(m, "AccessDenied") && strstr(m, "injected by faultproxy") && strstr(m, "FAULT-") &&
                  strstr(m, "1 attempt"),
              "message lacks a field: %s", m);
-    TT_CHECK(proxy_stat(&f.px, "GET") == 1, "proxy saw %ld GETs, want exactly 1", proxy_stat(&f.px, "GET"));
+    TT_CHECK(tt_proxy_stat(&f.px, "GET") == 1, "tt_proxy saw %ld GETs, want exactly 1", tt_proxy_stat(&f.px, "GET"));
     teardown(&f);
 }
 
@@ -252,7 +163,7 @@ TT_TEST(test_s3_faults_truncated_body_is_detected_not_returned)
     expect_code(get_obj(&f, "k", false, 0, 0, NULL, buf, &got), SHOAL_ERR_S3_TRUNCATED, "truncated body");
     TT_CHECK(got == 12345, "a failed GET reported %llu bytes as data", (unsigned long long)got);
     /* Through the async API the outcome carries no bytes either. */
-    proxy_rule(&f.px, "action=truncate&count=1&method=GET");
+    tt_proxy_rule(&f.px, "action=truncate&count=1&method=GET");
     async_out o = {0};
     s3_get_args g = {.bucket = BUCKET, .key = "k", .buf = buf, .buf_len = sizeof buf};
     TT_OK(s3_get_async(f.c, &g, on_done, &o));
@@ -265,7 +176,7 @@ TT_TEST(test_s3_faults_truncated_body_is_detected_not_returned)
 
 TT_TEST(test_s3_faults_short_body_with_matching_length_is_truncation)
 {
-    /* The proxy sends half the range with a Content-Length that matches it: the framing is
+    /* The tt_proxy sends half the range with a Content-Length that matches it: the framing is
      * consistent, only the Content-Range shows the body is not what was asked. */
     fixture f;
     setup_object_and_rule(&f, tune_no_retry, "action=shortlen&count=1&method=GET");
@@ -283,7 +194,7 @@ TT_TEST(test_s3_faults_truncated_body_is_retried_and_then_correct)
     uint64_t got = 0;
     TT_OK(get_obj(&f, "k", false, 0, 0, NULL, buf, &got));
     TT_CHECK(got == OBJ_LEN && memcmp(buf, OBJ, OBJ_LEN) == 0, "bytes after a retried truncation differ");
-    TT_CHECK(proxy_stat(&f.px, "GET") == 2, "proxy saw %ld GETs, want 2", proxy_stat(&f.px, "GET"));
+    TT_CHECK(tt_proxy_stat(&f.px, "GET") == 2, "tt_proxy saw %ld GETs, want 2", tt_proxy_stat(&f.px, "GET"));
     teardown(&f);
 }
 
@@ -294,7 +205,7 @@ TT_TEST(test_s3_faults_412_is_reported_as_changed_object)
     char buf[OBJ_LEN];
     expect_code(get_obj(&f, "k", true, 0, 8, "\"an-old-etag\"", buf, NULL), SHOAL_ERR_S3_CHANGED, "412");
     TT_CHECK(strstr(shoal_error_message(), "PreconditionFailed"), "message: %s", shoal_error_message());
-    TT_CHECK(proxy_stat(&f.px, "GET") == 1, "412 was retried: %ld GETs", proxy_stat(&f.px, "GET"));
+    TT_CHECK(tt_proxy_stat(&f.px, "GET") == 1, "412 was retried: %ld GETs", tt_proxy_stat(&f.px, "GET"));
     teardown(&f);
 }
 
@@ -313,8 +224,8 @@ static void upload_expect_abort(fixture *f, shoal_err want, const char *needle, 
     TT_CHECK(strstr(shoal_error_message(), needle) && strstr(shoal_error_message(), needle2) &&
                  strstr(shoal_error_message(), "aborted"),
              "message lacks '%s', '%s' or the abort: %s", needle, needle2, shoal_error_message());
-    TT_CHECK(proxy_stat(&f->px, "DELETE") == 1, "proxy saw %ld DELETEs, want one AbortMultipartUpload",
-             proxy_stat(&f->px, "DELETE"));
+    TT_CHECK(tt_proxy_stat(&f->px, "DELETE") == 1, "tt_proxy saw %ld DELETEs, want one AbortMultipartUpload",
+             tt_proxy_stat(&f->px, "DELETE"));
     s3_object_info info;
     expect_code(s3_head(f->c, BUCKET, "mp/obj", &info), SHOAL_ERR_S3_NO_SUCH_KEY, "HEAD after a failed upload");
     free(data);
@@ -324,7 +235,7 @@ TT_TEST(test_s3_faults_complete_multipart_200_with_error_body_fails_and_aborts)
 {
     fixture f;
     setup_tuned(&f, tune_multipart);
-    proxy_rule(&f.px, "action=status200&code=InvalidPart&count=1&method=POST&match=uploadId");
+    tt_proxy_rule(&f.px, "action=status200&code=InvalidPart&count=1&method=POST&match=uploadId");
     upload_expect_abort(&f, SHOAL_ERR_S3, "InvalidPart", "CompleteMultipartUpload bucket=faults key=mp/obj: HTTP 200");
     teardown(&f);
 }
@@ -333,9 +244,9 @@ TT_TEST(test_s3_faults_failed_part_aborts_multipart_upload)
 {
     fixture f;
     setup_tuned(&f, tune_multipart);
-    proxy_rule(&f.px, "action=status&status=403&code=AccessDenied&count=1&method=PUT&match=partNumber=2");
+    tt_proxy_rule(&f.px, "action=status&status=403&code=AccessDenied&count=1&method=PUT&match=partNumber=2");
     upload_expect_abort(&f, SHOAL_ERR_S3_ACCESS_DENIED, "UploadPart", "HTTP 403");
-    TT_CHECK(proxy_stat(&f.px, "POST") == 1, "CompleteMultipartUpload was sent after a part failed");
+    TT_CHECK(tt_proxy_stat(&f.px, "POST") == 1, "CompleteMultipartUpload was sent after a part failed");
     teardown(&f);
 }
 
@@ -346,8 +257,8 @@ TT_TEST(test_s3_faults_5xx_retries_are_bounded)
     char buf[OBJ_LEN];
     expect_code(get_obj(&f, "k", false, 0, 0, NULL, buf, NULL), SHOAL_ERR_S3, "persistent 500");
     TT_CHECK(strstr(shoal_error_message(), "4 attempts"), "message: %s", shoal_error_message());
-    TT_CHECK(proxy_stat(&f.px, "GET") == 4, "proxy saw %ld GETs, want 1 + max_retries 3", proxy_stat(&f.px, "GET"));
-    proxy_rule(&f.px, "action=status&status=503&code=SlowDown&count=100&method=HEAD");
+    TT_CHECK(tt_proxy_stat(&f.px, "GET") == 4, "tt_proxy saw %ld GETs, want 1 + max_retries 3", tt_proxy_stat(&f.px, "GET"));
+    tt_proxy_rule(&f.px, "action=status&status=503&code=SlowDown&count=100&method=HEAD");
     s3_object_info info;
     expect_code(s3_head(f.c, BUCKET, "k", &info), SHOAL_ERR_S3_THROTTLED, "persistent SlowDown");
     teardown(&f);
@@ -369,8 +280,8 @@ TT_TEST(test_s3_faults_stalled_answer_times_out_and_is_retried)
     s3_client_stats_get(f.c, &st);
     TT_CHECK(st.retries >= 1, "client counted %llu retries, want at least the timed-out one",
              (unsigned long long)st.retries);
-    TT_CHECK(proxy_stat(&f.px, "GET") == 1 + (long)st.retries, "proxy saw %ld GETs for %llu retries",
-             proxy_stat(&f.px, "GET"), (unsigned long long)st.retries);
+    TT_CHECK(tt_proxy_stat(&f.px, "GET") == 1 + (long)st.retries, "tt_proxy saw %ld GETs for %llu retries",
+             tt_proxy_stat(&f.px, "GET"), (unsigned long long)st.retries);
     teardown(&f);
 }
 
@@ -390,12 +301,12 @@ TT_TEST(test_s3_faults_virtual_hosted_request_puts_bucket_in_host_name)
     cfg.creds = f.creds;
     s3_client *vh = s3_client_new(&cfg);
     TT_CHECK(vh != NULL, "s3_client_new: %s", shoal_error_message());
-    proxy_rule(&f.px, "action=status&status=404&code=NoSuchKey&count=1");
+    tt_proxy_rule(&f.px, "action=status&status=404&code=NoSuchKey&count=1");
     s3_object_info info;
     expect_code(s3_head(vh, "vbucket", "dir/a b", &info), SHOAL_ERR_S3_NO_SUCH_KEY, "virtual-hosted HEAD");
     char host[128], target[256], want[128];
-    proxy_stat_str(&f.px, "last_host", host, sizeof host);
-    proxy_stat_str(&f.px, "last_target", target, sizeof target);
+    tt_proxy_stat_str(&f.px, "last_host", host, sizeof host);
+    tt_proxy_stat_str(&f.px, "last_target", target, sizeof target);
     snprintf(want, sizeof want, "vbucket.localhost:%d", f.px.port);
     TT_CHECK(strcmp(host, want) == 0, "Host '%s', want '%s'", host, want);
     TT_CHECK(strcmp(target, "/dir/a%20b") == 0, "request target '%s', want '/dir/a%%20b'", target);
@@ -418,7 +329,7 @@ static void make_cert(const char *dir)
 
 TT_TEST(test_s3_faults_https_verifies_certificates_by_default_and_uses_ca_bundle)
 {
-    /* The proxy serves HTTPS with a self-signed certificate no system store trusts. */
+    /* The tt_proxy serves HTTPS with a self-signed certificate no system store trusts. */
     fixture f;
     setup_tuned(&f, NULL);
     char *dir = tt_tmpdir("s3tls");
@@ -426,8 +337,8 @@ TT_TEST(test_s3_faults_https_verifies_certificates_by_default_and_uses_ca_bundle
     char cert[4096], key[4096];
     snprintf(cert, sizeof cert, "%s/cert.pem", dir);
     snprintf(key, sizeof key, "%s/key.pem", dir);
-    proxy tls;
-    proxy_start(&tls, f.srv.port, cert, key);
+    tt_proxy tls;
+    tt_proxy_start(&tls, f.srv.port, cert, key);
     put_obj(&f, "k");
     s3_client_config cfg;
     s3_client_config_defaults(&cfg);
@@ -452,7 +363,7 @@ TT_TEST(test_s3_faults_https_verifies_certificates_by_default_and_uses_ca_bundle
     TT_OK(s3_get(trusting, &g, &got, NULL));
     TT_CHECK(got == OBJ_LEN && memcmp(buf, OBJ, OBJ_LEN) == 0, "wrong bytes over HTTPS");
     s3_client_delete(trusting);
-    proxy_stop(&tls);
+    tt_proxy_stop(&tls);
     tt_rmtree(dir);
     free(dir);
     teardown(&f);
