@@ -4,8 +4,9 @@
  *
  * Single flight. A table of fetches in progress, keyed by block id, under one mutex. The first
  * thread that misses the store for a block leads its fetch; threads that miss it meanwhile (local
- * readers, peer requests being served, read-ahead) join the entry and wait on one condition
- * variable for its outcome instead of fetching again. The leader looks at the store once more
+ * readers, peer requests being served, read-ahead) join the entry and wait on the entry's own
+ * condition variable for its outcome instead of fetching again (one variable per entry, so the
+ * bytes streaming into one block wake that block's readers and no others). The leader looks at the store once more
  * after taking the lead (the block may have landed between the first look and the lead), stores
  * what it fetched *before* it removes the entry, so a thread that comes later finds the block in
  * the store: with the owner up, a block is fetched from S3 once.
@@ -313,6 +314,7 @@ typedef struct flight {
     cache_buf *partial; /* the block while it streams in from S3 (see "Streaming"), else NULL */
     uint64_t arrived;   /* bytes of partial from its start that arrived, of the asked version */
     uint64_t told;      /* arrived when waiters were last woken */
+    pthread_cond_t cv;  /* its waiters: new bytes arrived, or done (with fl_mu) */
 } flight;
 
 typedef struct meta_entry {
@@ -340,7 +342,7 @@ struct node_cache {
     _Atomic(node_cluster *) cluster;
 
     pthread_mutex_t fl_mu;
-    pthread_cond_t fl_cv;
+    pthread_cond_t fl_cv; /* a flight began (streaming readers wait for the one they launched) */
     flight *flights[CACHE_FLIGHT_BUCKETS];
 
     pthread_mutex_t meta_mu;
@@ -472,7 +474,7 @@ static int stream_put(void *ud, uint64_t pos, const void *data, size_t len)
     /* Waiters are woken every CACHE_STREAM_STEP bytes, not for each of curl's small writes. */
     if (k->f->arrived - k->f->told >= CACHE_STREAM_STEP || k->f->arrived == k->buf->len) {
         k->f->told = k->f->arrived;
-        pthread_cond_broadcast(&c->fl_cv);
+        pthread_cond_broadcast(&k->f->cv);
     }
     pthread_mutex_unlock(&c->fl_mu);
     return 0;
@@ -864,6 +866,7 @@ static bool flight_active(node_cache *c, const uint8_t id[NODE_STORE_ID_LEN])
 static void flight_unref(flight *f)
 {
     if (--f->refs == 0) {
+        pthread_cond_destroy(&f->cv);
         buf_unref(f->buf);
         buf_unref(f->partial);
         free(f);
@@ -883,7 +886,7 @@ static int fetch_block(node_cache *c, const block_req *b, fetch_mode mode, cache
         f->refs++;
         *coalesced = true;
         while (!f->done)
-            pthread_cond_wait(&c->fl_cv, &c->fl_mu);
+            pthread_cond_wait(&f->cv, &c->fl_mu);
         /* A preload's fetch gives up where a read goes on to S3: a reader that waited on a failed
          * preload fetch leads a fetch of its own. */
         if (f->err != SHOAL_OK && f->mode == FETCH_WARM && mode != FETCH_WARM) {
@@ -909,7 +912,9 @@ static int fetch_block(node_cache *c, const block_req *b, fetch_mode mode, cache
     memcpy(f->id, b->id, NODE_STORE_ID_LEN);
     f->refs = 1;
     f->mode = mode;
+    pthread_cond_init(&f->cv, NULL);
     *flight_find(c, b->id) = f;
+    pthread_cond_broadcast(&c->fl_cv); /* a streaming reader may wait for this flight to begin */
     pthread_mutex_unlock(&c->fl_mu);
 
     cache_buf *buf = NULL;
@@ -926,7 +931,7 @@ static int fetch_block(node_cache *c, const block_req *b, fetch_mode mode, cache
         snprintf(f->msg, sizeof f->msg, "%s", shoal_error_message());
     }
     *flight_find(c, b->id) = f->next;
-    pthread_cond_broadcast(&c->fl_cv);
+    pthread_cond_broadcast(&f->cv);
     flight_unref(f);
     pthread_mutex_unlock(&c->fl_mu);
     return rc;
@@ -1056,7 +1061,7 @@ ssize_t node_cache_read_stream(node_cache *c, const node_cache_object *obj, uint
         if (f != NULL) {
             f->refs++;
             while (!f->done && (f->partial == NULL || f->arrived < off + len))
-                pthread_cond_wait(&c->fl_cv, &c->fl_mu);
+                pthread_cond_wait(&f->cv, &c->fl_mu);
             if (f->partial != NULL && f->arrived >= off + len)
                 from = buf_ref(f->partial);
             else if (f->done && f->err == SHOAL_OK)

@@ -153,6 +153,13 @@ def start_rclone(work, port):
     return p, mnt
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process, all its threads, from /proc."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def read_whole(path):
     n = 0
     with open(path, "rb", buffering=0) as f:
@@ -285,7 +292,7 @@ def main():
             for f in files:
                 read_whole(os.path.join(dirpath, f))
 
-        cold = {}
+        cold, cpu = {}, {}
         if "c" in PARTS:
             log("cold reads with plain GETs (the server's ceiling)")
             cold["direct"] = (cold_direct(s3port, big, big_sizes), cold_direct(s3port, small, small_sizes))
@@ -300,7 +307,12 @@ def main():
             log("cold reads through %s" % tool)
             p, mnt = start(work, s3port)
             list_dirs(mnt, big + small)
-            cold[tool] = (cold_read(mnt, big, big_sizes), cold_read(mnt, small, small_sizes))
+            c0 = cpu_seconds(p.pid)
+            tb = cold_read(mnt, big, big_sizes)
+            c1 = cpu_seconds(p.pid)
+            ts = cold_read(mnt, small, small_sizes)
+            cpu[tool] = (c1 - c0, cpu_seconds(p.pid) - c1)
+            cold[tool] = (tb, ts)
             unmount(p, mnt)
 
         log("warm reads and time to first byte through a fresh Shoal mount")
@@ -356,7 +368,9 @@ def main():
             for tool, (tb, ts) in cold.items():
                 print("    %-7s big %6.1f s (%4.0f MiB/s)   small %6.1f s (%4.0f files/s)%s"
                       % (tool, tb, BIG_FILES * BIG_MIB / tb, ts, SMALL_FILES / ts,
-                         "   (plain GETs, no file system: the server's ceiling)" if tool == "direct" else ""))
+                         "   (plain GETs, no file system: the server's ceiling)" if tool == "direct" else
+                         "   CPU of the mount's process: %.1f ms/MiB, %.2f ms/file"
+                         % (cpu[tool][0] * 1e3 / (BIG_FILES * BIG_MIB), cpu[tool][1] * 1e3 / SMALL_FILES)))
             if "s3fs" in cold:
                 print("    s3fs reaches %.0f %% (big) and %.0f %% (small) of the server's ceiling; a tool at 0.5 x s3fs's"
                       " time would need %.1f x and %.1f x the ceiling"
