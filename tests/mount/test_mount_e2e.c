@@ -751,8 +751,10 @@ TT_TEST(test_mount_e2e_upload_delay_pending_upload_survives_kill_9)
              (unsigned long long)n, size);
     TT_CHECK(tt_s3rver_stat(&c->s3, "puts") == 1, "%ld PUTs, want 1", tt_s3rver_stat(&c->s3, "puts"));
     t0 = td_now_ms();
-    while (td_stat(c, 0, "mount.uploads_pending") != 0) /* the gauge follows the upload */
+    while (td_stat(c, 0, "mount.uploads_pending") != 0) { /* the gauge follows the upload */
         TT_CHECK(td_now_ms() - t0 < 5000, "mount.uploads_pending stays above 0 after the upload");
+        td_sleep_ms(20);
+    }
     check_file(p, size, 21);
     s3_client_delete(s3);
     free(got);
