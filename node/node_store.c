@@ -21,8 +21,8 @@
  * Temporary files left by a crash are removed at open; the directory lock (flock on
  * blocks/.lock) guarantees none of them belongs to a live writer.
  *
- * Direct writes. Block files are written with O_DIRECT when the file system takes it (the
- * default, node_store_options.direct_io): header and payload are copied into a page-aligned
+ * Direct writes. Block files of STORE_DIRECT_MIN bytes and more are written with O_DIRECT when
+ * the file system takes it (the default, node_store_options.direct_io): header and payload are copied into a page-aligned
  * buffer of the writing thread, written in whole 4 KiB units and the file cut back to its exact
  * size. A fetched block's bytes already sit in memory twice on their way to readers (the fetch's
  * buffer and the mount's page cache); a buffered write would take a third copy in fresh
@@ -564,6 +564,9 @@ static int fsync_dir(node_store *s, const char *rel_dir)
 }
 
 #define STORE_DIRECT_ALIGN 4096u
+/* Smaller blocks are written buffered: their page-cache cost is small, and a direct write would
+ * wait for the device (and cut the file back to size) for every small file of a dataset. */
+#define STORE_DIRECT_MIN (256u << 10)
 
 /* Each writing thread keeps one page-aligned buffer for direct writes, grown to the largest block
  * it wrote and freed when the thread ends: a fresh buffer per block would cost a page fault per
@@ -664,7 +667,7 @@ static int write_block_file(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], 
 
     if (ensure_leaf_dir(s, id, rel) != 0)
         return -1;
-    bool direct = atomic_load(&s->direct);
+    bool direct = len >= STORE_DIRECT_MIN && atomic_load(&s->direct);
     int fd = openat(s->blocks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (direct ? O_DIRECT : 0), 0600);
     if (fd < 0 && errno == ENOENT) { /* its leaf directory was removed behind the store's back */
         unsigned leaf = (unsigned)id[0] << 8 | id[1];
