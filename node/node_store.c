@@ -22,9 +22,9 @@
  * blocks/.lock) guarantees none of them belongs to a live writer.
  *
  * Direct writes. Block files of STORE_DIRECT_MIN bytes and more are written with O_DIRECT when
- * the file system takes it (the default, node_store_options.direct_io): header and payload are copied into a page-aligned
- * buffer of the writing thread, written in whole 4 KiB units and the file cut back to its exact
- * size. A fetched block's bytes already sit in memory twice on their way to readers (the fetch's
+ * the file system takes it (the default, node_store_options.direct_io): header and payload are
+ * copied, STORE_DIRECT_CHUNK at a time, into a page-aligned buffer of the writing thread, written
+ * in whole 4 KiB units, and the file is cut back to its exact size. A fetched block's bytes already sit in memory twice on their way to readers (the fetch's
  * buffer and the mount's page cache); a buffered write would take a third copy in fresh
  * page-cache pages, which is where a cold read spent most of its CPU (docs/benchmarks.md, Mount
  * (c)). Reads stay buffered (pread, mmap), so a block served again is cached by the kernel as any
@@ -567,10 +567,12 @@ static int fsync_dir(node_store *s, const char *rel_dir)
 /* Smaller blocks are written buffered: their page-cache cost is small, and a direct write would
  * wait for the device (and cut the file back to size) for every small file of a dataset. */
 #define STORE_DIRECT_MIN (256u << 10)
+#define STORE_DIRECT_CHUNK ((4u << 20) + 4096u) /* a default 4 MiB block and its header in one write */
 
-/* Each writing thread keeps one page-aligned buffer for direct writes, grown to the largest block
- * it wrote and freed when the thread ends: a fresh buffer per block would cost a page fault per
- * 4 KiB of every block. */
+/* Each writing thread keeps one page-aligned buffer of STORE_DIRECT_CHUNK bytes for direct
+ * writes, freed when the thread ends (a fresh buffer per block would cost a page fault per 4 KiB
+ * of every block); a block is written through it a chunk at a time, so the memory is bounded
+ * whatever the block size. */
 static pthread_key_t direct_buf_key;
 static pthread_once_t direct_buf_once = PTHREAD_ONCE_INIT;
 
@@ -627,31 +629,42 @@ static int write_direct(node_store *s, int fd, const uint8_t *hdr, const void *d
 {
     size_t total = NODE_STORE_HEADER_LEN + len;
     size_t alen = (total + STORE_DIRECT_ALIGN - 1) / STORE_DIRECT_ALIGN * STORE_DIRECT_ALIGN;
-    uint8_t *buf = direct_buf_get(alen);
+    uint8_t *buf = direct_buf_get(STORE_DIRECT_CHUNK);
     if (buf == NULL) {
         errno = ENOMEM;
         return -1;
     }
-    memcpy(buf, hdr, NODE_STORE_HEADER_LEN);
-    memcpy(buf + NODE_STORE_HEADER_LEN, data, len);
-    memset(buf + total, 0, alen - total);
-    size_t done = 0;
+    const uint8_t *payload = data;
+    size_t done = 0; /* file bytes written */
     while (done < alen) {
-        ssize_t w = pwrite(fd, buf + done, alen - done, (off_t)done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && errno == EINVAL && done == 0) {
-            direct_off(s, "write", errno);
-            return 1;
+        /* The next chunk of the file: header, payload, zeros up to the 4 KiB boundary. */
+        size_t n = alen - done < STORE_DIRECT_CHUNK ? alen - done : STORE_DIRECT_CHUNK, at = 0;
+        if (done < NODE_STORE_HEADER_LEN) {
+            at = NODE_STORE_HEADER_LEN - done;
+            memcpy(buf, hdr + done, at);
         }
-        if (w < 0)
-            return -1;
-        if (w == 0 || (size_t)w % STORE_DIRECT_ALIGN != 0) {
-            /* a short direct write leaves the rest unaligned: finish it buffered (rare: a full disk) */
-            errno = ENOSPC;
-            return -1;
+        size_t from = done + at - NODE_STORE_HEADER_LEN; /* payload offset of buf[at] */
+        size_t take = from < len ? (len - from < n - at ? len - from : n - at) : 0;
+        memcpy(buf + at, payload + from, take);
+        memset(buf + at + take, 0, n - at - take);
+        size_t off = 0;
+        while (off < n) {
+            ssize_t w = pwrite(fd, buf + off, n - off, (off_t)(done + off));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0 && errno == EINVAL && done + off == 0) {
+                direct_off(s, "write", errno);
+                return 1;
+            }
+            if (w < 0)
+                return -1;
+            if (w == 0 || (size_t)w % STORE_DIRECT_ALIGN != 0) {
+                errno = ENOSPC; /* a short direct write (a full disk): the put fails, nothing is kept */
+                return -1;
+            }
+            off += (size_t)w;
         }
-        done += (size_t)w;
+        done += n;
     }
     return alen != total && ftruncate(fd, (off_t)total) != 0 ? -1 : 0;
 }

@@ -692,7 +692,9 @@ static size_t resident_pages(const char *path)
  * are written buffered either way; the sizes cover both sides of that.) */
 TT_TEST(test_node_store_direct_and_buffered_writes_read_back_alike)
 {
-    size_t lens[] = {0, 1, 47, 4048, 4049, 4096, 100000, (256u << 10) - 1, 256u << 10, (1u << 20) + 4049, 4u << 20};
+    /* and blocks larger than the 4 MiB + 4 KiB a direct write takes at once */
+    size_t lens[] = {0, 1, 47, 4048, 4049, 4096, 100000, (256u << 10) - 1, 256u << 10, (1u << 20) + 4049,
+                     4u << 20, (4u << 20) + 4048, (4u << 20) + 4049, (9u << 20) + 123};
     enum { N = sizeof lens / sizeof lens[0] };
     for (int direct = 1; direct >= 0; direct--) {
         char *dir = tt_tmpdir("store-io");
@@ -700,7 +702,7 @@ TT_TEST(test_node_store_direct_and_buffered_writes_read_back_alike)
         TT_CHECK(statfs(dir, &fs) == 0, "statfs %s", dir);
         bool disk = fs.f_type == 0xEF53 /* ext2/3/4 */ || fs.f_type == 0x58465342 /* xfs */ ||
                     fs.f_type == (typeof(fs.f_type))0x9123683E /* btrfs */;
-        node_store *s = open_store_io(dir, 16u << 20, 10, false, direct);
+        node_store *s = open_store_io(dir, 48u << 20, 10, false, direct);
         for (unsigned i = 0; i < N; i++)
             put_block(s, i, lens[i], NODE_STORE_OWNED);
         size_t resident = 0;
@@ -731,7 +733,7 @@ TT_TEST(test_node_store_direct_and_buffered_writes_read_back_alike)
                  (unsigned long long)st.write_errors, (unsigned long long)st.blocks);
         /* and the files are sound for a store opened on them later */
         node_store_delete(s);
-        s = open_store_io(dir, 16u << 20, 10, false, !direct);
+        s = open_store_io(dir, 48u << 20, 10, false, !direct);
         for (unsigned i = 0; i < N; i++)
             TT_CHECK(block_reads_back(s, i, lens[i]), "direct=%d: block %u lost at reopen", direct, i);
         finish(s, dir);
