@@ -258,10 +258,12 @@ static ssize_t pread_full(int fd, void *buf, size_t n, off_t off)
 
 /* ---- header ----------------------------------------------------------------------------- */
 
+/* The payload checksum's seed: XXH3-64 of the header's length and id (bytes 8..31). */
+static XXH64_hash_t sum_seed(const uint8_t *hdr) { return XXH3_64bits(hdr + 8, 24); }
+
 static XXH128_hash_t payload_sum(const uint8_t *hdr, const void *data, size_t len)
 {
-    XXH64_hash_t seed = XXH3_64bits(hdr + 8, 24);
-    return STORE_SUM(data, len, seed);
+    return STORE_SUM(data, len, sum_seed(hdr));
 }
 
 static void header_build(uint8_t hdr[NODE_STORE_HEADER_LEN], const uint8_t id[NODE_STORE_ID_LEN],
@@ -297,7 +299,7 @@ node_store_sum *node_store_sum_new(const uint8_t id[NODE_STORE_ID_LEN], uint64_t
     uint8_t hdr[NODE_STORE_HEADER_LEN];
     put_le64(hdr + 8, len);
     memcpy(hdr + 16, id, NODE_STORE_ID_LEN);
-    sum->seed = XXH3_64bits(hdr + 8, 24); /* as payload_sum seeds it */
+    sum->seed = sum_seed(hdr);
     sum->len = len;
     node_store_sum_reset(sum);
     return sum;
@@ -511,12 +513,21 @@ static int store_errno(int err, const char *what, const char *dir, const char *r
     return shoal_error_errno(err, "store: %s %s/%s", what, dir, rel);
 }
 
-/* Makes ab/ and ab/cd/ under blocks/ (an existing directory is fine). */
-static int ensure_leaf_dir(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const char *rel)
+/* The byte of s->leaf_made that holds the bit of id's leaf directory ab/cd/, and the bit. */
+static _Atomic uint8_t *leaf_bit(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], uint8_t *bit)
 {
     unsigned leaf = (unsigned)id[0] << 8 | id[1];
-    uint8_t bit = (uint8_t)(1u << (leaf & 7));
-    if (atomic_load_explicit(&s->leaf_made[leaf >> 3], memory_order_relaxed) & bit)
+    *bit = (uint8_t)(1u << (leaf & 7));
+    return &s->leaf_made[leaf >> 3];
+}
+
+/* Makes ab/ and ab/cd/ under blocks/ (an existing directory is fine), unless the store made them
+ * before; `again` forgets that it did (the leaf was removed behind its back). */
+static int ensure_leaf_dir(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const char *rel, bool again)
+{
+    uint8_t bit;
+    _Atomic uint8_t *made = leaf_bit(s, id, &bit);
+    if (!again && (atomic_load_explicit(made, memory_order_relaxed) & bit))
         return 0;
     char dir[8];
     for (int n = 2; n <= 5; n += 3) {
@@ -525,7 +536,7 @@ static int ensure_leaf_dir(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], c
         if (mkdirat(s->blocks_fd, dir, 0700) != 0 && errno != EEXIST)
             return store_errno(errno, "mkdir", s->blocks_dir, dir);
     }
-    atomic_fetch_or_explicit(&s->leaf_made[leaf >> 3], bit, memory_order_relaxed);
+    atomic_fetch_or_explicit(made, bit, memory_order_relaxed);
     return 0;
 }
 
@@ -576,44 +587,26 @@ static int fsync_dir(node_store *s, const char *rel_dir)
 static pthread_key_t direct_buf_key;
 static pthread_once_t direct_buf_once = PTHREAD_ONCE_INIT;
 
-typedef struct direct_buf {
-    uint8_t *data;
-    size_t cap;
-} direct_buf;
-
-static void direct_buf_free(void *p)
-{
-    direct_buf *b = p;
-    if (b != NULL)
-        free(b->data);
-    free(b);
-}
-
 static void direct_buf_key_make(void)
 {
-    if (pthread_key_create(&direct_buf_key, direct_buf_free) != 0)
+    if (pthread_key_create(&direct_buf_key, free) != 0)
         abort(); /* only fails without memory for one key at start-up */
 }
 
-static uint8_t *direct_buf_get(size_t len)
+/* This thread's STORE_DIRECT_CHUNK-byte buffer, made on first use. NULL without memory. */
+static uint8_t *direct_buf_get(void)
 {
     pthread_once(&direct_buf_once, direct_buf_key_make);
-    direct_buf *b = pthread_getspecific(direct_buf_key);
+    void *b = pthread_getspecific(direct_buf_key);
     if (b == NULL) {
-        if ((b = calloc(1, sizeof *b)) == NULL || pthread_setspecific(direct_buf_key, b) != 0) {
+        if (posix_memalign(&b, STORE_DIRECT_ALIGN, STORE_DIRECT_CHUNK) != 0)
+            return NULL;
+        if (pthread_setspecific(direct_buf_key, b) != 0) {
             free(b);
             return NULL;
         }
     }
-    if (b->cap < len) {
-        void *p = NULL;
-        if (posix_memalign(&p, STORE_DIRECT_ALIGN, len) != 0)
-            return NULL;
-        free(b->data);
-        b->data = p;
-        b->cap = len;
-    }
-    return b->data;
+    return b;
 }
 
 static void direct_off(node_store *s, const char *why, int err)
@@ -629,7 +622,7 @@ static int write_direct(node_store *s, int fd, const uint8_t *hdr, const void *d
 {
     size_t total = NODE_STORE_HEADER_LEN + len;
     size_t alen = (total + STORE_DIRECT_ALIGN - 1) / STORE_DIRECT_ALIGN * STORE_DIRECT_ALIGN;
-    uint8_t *buf = direct_buf_get(STORE_DIRECT_CHUNK);
+    uint8_t *buf = direct_buf_get();
     if (buf == NULL) {
         errno = ENOMEM;
         return -1;
@@ -678,23 +671,22 @@ static int write_block_file(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], 
     node_store_relpath(id, rel);
     snprintf(tmp, sizeof tmp, "%.6s" STORE_TMP_PREFIX "%s-%" PRIu64, rel, rel + 6, seq);
 
-    if (ensure_leaf_dir(s, id, rel) != 0)
+    if (ensure_leaf_dir(s, id, rel, false) != 0)
         return -1;
     bool direct = len >= STORE_DIRECT_MIN && atomic_load(&s->direct);
-    int fd = openat(s->blocks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (direct ? O_DIRECT : 0), 0600);
+    int create = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
+    int fd = openat(s->blocks_fd, tmp, create | (direct ? O_DIRECT : 0), 0600);
     if (fd < 0 && errno == ENOENT) { /* its leaf directory was removed behind the store's back */
-        unsigned leaf = (unsigned)id[0] << 8 | id[1];
-        atomic_fetch_and(&s->leaf_made[leaf >> 3], (uint8_t) ~(1u << (leaf & 7)));
-        if (ensure_leaf_dir(s, id, rel) != 0)
+        if (ensure_leaf_dir(s, id, rel, true) != 0)
             return -1;
-        fd = openat(s->blocks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (direct ? O_DIRECT : 0), 0600);
+        fd = openat(s->blocks_fd, tmp, create | (direct ? O_DIRECT : 0), 0600);
     }
     if (fd < 0 && direct && errno == EINVAL) {
         /* The kernel refuses O_DIRECT after it created the file: remove it, then write buffered. */
         direct_off(s, "open", errno);
         direct = false;
         unlinkat(s->blocks_fd, tmp, 0);
-        fd = openat(s->blocks_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        fd = openat(s->blocks_fd, tmp, create, 0600);
     }
     if (fd < 0)
         return store_errno(errno, "create", s->blocks_dir, tmp);

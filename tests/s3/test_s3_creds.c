@@ -270,28 +270,8 @@ static void imds_fake_start(imds_fake *f)
 {
     if (access("/usr/bin/python3", X_OK) != 0)
         TT_SKIP("/usr/bin/python3 is needed to run the fake metadata service");
-    int in[2], out[2];
-    TT_CHECK(pipe(in) == 0 && pipe(out) == 0, "pipe");
-    f->pid = fork();
-    TT_CHECK(f->pid >= 0, "fork");
-    if (f->pid == 0) {
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        close(in[1]);
-        close(out[0]);
-        execl("/usr/bin/python3", "python3", tt_source_path("tests/s3/imds_fake.py"), (char *)NULL);
-        _exit(127);
-    }
-    close(in[0]);
-    close(out[1]);
-    f->stdin_fd = in[1];
-    char line[128] = {0};
-    FILE *r = fdopen(out[0], "r");
-    TT_CHECK(r && fgets(line, sizeof line, r), "the fake metadata service did not start");
-    fclose(r);
-    const char *port = strstr(line, "\"port\": ");
-    TT_CHECK(port, "the fake metadata service said '%s'", line);
-    f->port = atoi(port + 8);
+    const char *argv[] = {"/usr/bin/python3", tt_source_path("tests/s3/imds_fake.py"), NULL};
+    f->pid = tt_spawn_server((char *const *)argv, NULL, "the fake metadata service", &f->port, &f->stdin_fd);
 }
 
 static void imds_fake_stop(imds_fake *f)

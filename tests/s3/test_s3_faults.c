@@ -11,11 +11,8 @@
 #include "shoal_error.h"
 #include "tt.h"
 
-#include <signal.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #define BUCKET "faults"

@@ -16,36 +16,11 @@ void tt_proxy_start(tt_proxy *p, int upstream, const char *cert, const char *key
 {
     if (access("/usr/bin/python3", X_OK) != 0)
         TT_SKIP("/usr/bin/python3 is missing: the fault proxy needs it");
-    int in[2], out[2];
-    TT_CHECK(pipe(in) == 0 && pipe(out) == 0, "pipe");
     char port[16];
     snprintf(port, sizeof port, "%d", upstream);
-    p->pid = fork();
-    TT_CHECK(p->pid >= 0, "fork");
-    if (p->pid == 0) {
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        close(in[1]);
-        close(out[0]);
-        const char *script = tt_source_path("tests/s3/faultproxy.py");
-        if (cert)
-            execl("/usr/bin/python3", "python3", script, "--upstream", port, "--tls", cert, key, (char *)NULL);
-        else
-            execl("/usr/bin/python3", "python3", script, "--upstream", port, (char *)NULL);
-        _exit(127);
-    }
-    close(in[0]);
-    close(out[1]);
-    p->stdin_fd = in[1];
-    char line[128];
-    size_t got = 0;
-    while (got < sizeof line - 1 && read(out[0], line + got, 1) == 1 && line[got] != '\n')
-        got++;
-    line[got] = '\0';
-    close(out[0]);
-    const char *q = strstr(line, "\"port\": ");
-    TT_CHECK(q != NULL, "the fault proxy did not start (said '%s')", line);
-    p->port = atoi(q + 8);
+    const char *argv[] = {"/usr/bin/python3", tt_source_path("tests/s3/faultproxy.py"), "--upstream", port,
+                          cert ? "--tls" : NULL, cert, key, NULL};
+    p->pid = tt_spawn_server((char *const *)argv, NULL, "the fault proxy", &p->port, &p->stdin_fd);
     snprintf(p->endpoint, sizeof p->endpoint, "%s://127.0.0.1:%d", cert ? "https" : "http", p->port);
 }
 

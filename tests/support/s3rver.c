@@ -26,45 +26,17 @@ void tt_s3rver_start(tt_s3rver *s, const char *bucket, bool legacy)
     if (system("node --version >/dev/null 2>&1") != 0)
         TT_SKIP("node is not installed: run scripts/deps");
     s->dir = tt_tmpdir("s3rver");
-    int in[2], out[2];
-    TT_CHECK(pipe(in) == 0 && pipe(out) == 0, "pipe");
-    s->pid = fork();
-    TT_CHECK(s->pid >= 0, "fork");
-    if (s->pid == 0) {
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        close(in[1]);
-        close(out[0]);
-        setenv("NODE_OPTIONS", "--openssl-legacy-provider", 1);
-        const char *argv[12] = {"node", script(), "--dir", s->dir, "--port", "0"};
-        int n = 6;
-        if (bucket) {
-            argv[n++] = "--bucket";
-            argv[n++] = bucket;
-        }
-        if (legacy)
-            argv[n++] = "--legacy";
-        argv[n] = NULL;
-        execvp("node", (char **)argv);
-        _exit(127);
+    const char *argv[12] = {"node", script(), "--dir", s->dir, "--port", "0"};
+    int n = 6;
+    if (bucket) {
+        argv[n++] = "--bucket";
+        argv[n++] = bucket;
     }
-    close(in[0]);
-    close(out[1]);
-    s->stdin_fd = in[1];
-    char line[256];
-    size_t got = 0;
-    while (got < sizeof line - 1) {
-        ssize_t n = read(out[0], line + got, 1);
-        if (n <= 0)
-            break;
-        if (line[got++] == '\n')
-            break;
-    }
-    line[got] = '\0';
-    close(out[0]);
-    const char *p = strstr(line, "\"port\":");
-    TT_CHECK(p != NULL, "the S3 server did not start (said: '%s')", line);
-    s->port = atoi(p + 7);
+    if (legacy)
+        argv[n++] = "--legacy";
+    argv[n] = NULL;
+    s->pid = tt_spawn_server((char *const *)argv, "NODE_OPTIONS=--openssl-legacy-provider", "the S3 server",
+                             &s->port, &s->stdin_fd);
     snprintf(s->endpoint, sizeof s->endpoint, "http://127.0.0.1:%d", s->port);
 }
 

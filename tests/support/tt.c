@@ -121,3 +121,34 @@ const char *tt_source_path(const char *rel)
     snprintf(buf, sizeof buf, "%s/%s", SHOAL_SOURCE_DIR, rel);
     return buf;
 }
+
+int tt_spawn_server(char *const argv[], const char *env, const char *what, int *port, int *stdin_fd)
+{
+    int in[2], out[2];
+    TT_CHECK(pipe(in) == 0 && pipe(out) == 0, "pipe");
+    pid_t pid = fork();
+    TT_CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        dup2(in[0], 0);
+        dup2(out[1], 1);
+        close(in[1]);
+        close(out[0]);
+        if (env)
+            putenv((char *)env);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    *stdin_fd = in[1];
+    char line[256];
+    size_t got = 0;
+    while (got < sizeof line - 1 && read(out[0], line + got, 1) == 1 && line[got] != '\n')
+        got++;
+    line[got] = '\0';
+    close(out[0]);
+    const char *p = strstr(line, "\"port\":");
+    TT_CHECK(p != NULL, "%s did not start (said '%s')", what, line);
+    *port = atoi(p + 7); /* skips the space some helpers print after the colon */
+    return pid;
+}

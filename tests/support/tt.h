@@ -58,4 +58,11 @@ void tt_rmtree(const char *path);
 /* Directory of the test's sources (set by CMake as SHOAL_SOURCE_DIR) joined with rel. */
 const char *tt_source_path(const char *rel);
 
+/* Starts a helper server (the local S3 server, a fault proxy, a fake): execvp(argv[0], argv) with
+ * `env` ("NAME=VALUE", or NULL) set in the child only and its stdin a pipe this process keeps
+ * (the helpers serve until it closes), then reads the first line the helper prints, which must
+ * carry "port": N. Returns the pid and sets *port and *stdin_fd; fails the test, naming `what`,
+ * when no port comes. */
+int tt_spawn_server(char *const argv[], const char *env, const char *what, int *port, int *stdin_fd);
+
 #endif
