@@ -35,250 +35,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "mem_backend.h"
-#include "mount.h"
+#include "mount_fx.h"
 #include "shoal_error.h"
 #include "tt.h"
 
 #define FUSE_SUPER_MAGIC 0x65735546
-
-typedef struct fixture {
-    char *dir;
-    char mnt[512], stage[512];
-    mem_backend *mem;
-    mount_config cfg;
-    mount_view *m;
-} fixture;
-
-static fixture *live;        /* the mount to take down if a check fails */
-static char live_other[512]; /* and another mount a test made (a tmpfs, a dead FUSE mount) */
-static pid_t live_child;     /* and a child process that mounted */
-
-static void unmount_live(void)
-{
-    if (live_child > 0) {
-        kill(live_child, SIGKILL);
-        waitpid(live_child, NULL, 0);
-    }
-    if (live && live->m) {
-        mount_delete(live->m);
-        live->m = NULL;
-    }
-    if (live_other[0])
-        umount2(live_other, MNT_DETACH);
-}
-
-/* Makes sure unmount_live runs at exit, also when a check fails. */
-static void arm_cleanup(void)
-{
-    static bool armed;
-    if (!armed)
-        atexit(unmount_live);
-    armed = true;
-}
-
-static void require_fuse(void)
-{
-    if (access("/dev/fuse", R_OK | W_OK) != 0)
-        TT_SKIP("/dev/fuse is missing or not accessible here (%s): no FUSE mounts possible",
-                strerror(errno));
-}
-
-/* A temporary directory with an empty mount point and a staging directory, an empty store and
- * the default configuration; the test may fill the store and tune f->cfg before fx_mount. */
-static void fx_prepare(fixture *f)
-{
-    require_fuse();
-    memset(f, 0, sizeof *f);
-    f->dir = tt_tmpdir("mount");
-    snprintf(f->mnt, sizeof f->mnt, "%s/mnt", f->dir);
-    snprintf(f->stage, sizeof f->stage, "%s/staging", f->dir);
-    TT_CHECK(mkdir(f->mnt, 0755) == 0, "mkdir %s: %s", f->mnt, strerror(errno));
-    f->mem = mem_backend_new();
-    mount_config_defaults(&f->cfg);
-    f->cfg.mountpoint = f->mnt;
-    f->cfg.staging_dir = f->stage;
-}
-
-static void fx_mount(fixture *f)
-{
-    f->m = mount_new(&f->cfg, &mem_backend_ops, f->mem);
-    TT_CHECK(f->m, "mount_new: %s", shoal_error_message());
-    if (mount_start(f->m) != 0) {
-        char why[512];
-        snprintf(why, sizeof why, "%s", shoal_error_message());
-        mount_delete(f->m);
-        f->m = NULL;
-        TT_SKIP("mounting is not permitted here: %s", why);
-    }
-    live = f;
-    arm_cleanup();
-}
-
-static void fx_up(fixture *f)
-{
-    fx_prepare(f);
-    fx_mount(f);
-}
-
-static void fx_done(fixture *f)
-{
-    TT_CHECK(mount_stop(f->m) == 0, "unmount: %s", shoal_error_message());
-    mount_delete(f->m);
-    f->m = NULL;
-    live = NULL;
-    mem_backend_delete(f->mem);
-    tt_rmtree(f->dir);
-    free(f->dir);
-}
-
-/* mnt/rel in one of a few rotating buffers of this thread (several may be used in one call). */
-static const char *P(const fixture *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static const char *P(const fixture *f, const char *fmt, ...)
-{
-    static __thread char bufs[4][4096];
-    static __thread int next;
-    char *b = bufs[next++ % 4];
-    int n = snprintf(b, sizeof bufs[0], "%s/", f->mnt);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(b + n, sizeof bufs[0] - (size_t)n, fmt, ap);
-    va_end(ap);
-    return b;
-}
-
-/* The whole file read with read(2); NULL (errno set) on failure. */
-static char *slurp(const char *path, size_t *len)
-{
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    for (;;) {
-        if (n == cap)
-            buf = realloc(buf, cap *= 2);
-        ssize_t r = read(fd, buf + n, cap - n);
-        if (r < 0) {
-            int e = errno;
-            free(buf);
-            close(fd);
-            errno = e;
-            return NULL;
-        }
-        if (r == 0)
-            break;
-        n += (size_t)r;
-    }
-    close(fd);
-    *len = n;
-    return buf;
-}
-
-/* Creates (or truncates) `path` through the mount, opened with O_CREAT|O_TRUNC and `mode`
- * (O_WRONLY or O_RDWR), and writes `len` bytes; returns the still open descriptor. */
-static int begin_file(const char *path, int mode, const void *data, size_t len)
-{
-    int fd = open(path, mode | O_CREAT | O_TRUNC, 0644);
-    TT_CHECK(fd >= 0, "open %s for writing: %s", path, strerror(errno));
-    TT_CHECK(write(fd, data, len) == (ssize_t)len, "write %s: %s", path, strerror(errno));
-    return fd;
-}
-
-/* Writes `len` bytes to a new file through the mount; returns close()'s result (errno set). */
-static int spit(const char *path, const void *data, size_t len)
-{
-    return close(begin_file(path, O_WRONLY, data, len));
-}
-
-/* Deterministic bytes that differ at every offset a splice could hide in. */
-static char *pattern(size_t len, unsigned seed)
-{
-    char *b = malloc(len ? len : 1);
-    uint32_t x = seed * 2654435761u + 1;
-    for (size_t i = 0; i < len; i++) {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        b[i] = (char)x;
-    }
-    return b;
-}
-
-static void check_content(const char *path, const char *want, size_t want_len)
-{
-    size_t len = 0;
-    char *got = slurp(path, &len);
-    TT_CHECK(got, "read %s: %s", path, strerror(errno));
-    TT_CHECK(len == want_len, "%s: %zu bytes, want %zu", path, len, want_len);
-    TT_CHECK(memcmp(got, want, len) == 0, "%s: bytes differ", path);
-    free(got);
-}
-
-static void check_backend(fixture *f, const char *key, const char *want, size_t want_len)
-{
-    size_t len = 0;
-    char *got = mem_backend_get(f->mem, key, &len);
-    TT_CHECK(got, "key '%s' missing from the store", key);
-    TT_CHECK(len == want_len && memcmp(got, want, len) == 0, "key '%s': %zu bytes, want %zu%s", key,
-             len, want_len, len == want_len ? " (bytes differ)" : "");
-    free(got);
-}
-
-/* The names in directory `path`, sorted, without . and .., joined by '|'. */
-static char *names(const char *path)
-{
-    DIR *d = opendir(path);
-    TT_CHECK(d, "opendir %s: %s", path, strerror(errno));
-    char **v = NULL;
-    size_t n = 0, total = 1;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-            continue;
-        v = realloc(v, (n + 1) * sizeof *v);
-        v[n++] = strdup(e->d_name);
-        total += strlen(e->d_name) + 1;
-    }
-    closedir(d);
-    for (size_t i = 0; i < n; i++)
-        for (size_t j = i + 1; j < n; j++)
-            if (strcmp(v[j], v[i]) < 0) {
-                char *t = v[i];
-                v[i] = v[j];
-                v[j] = t;
-            }
-    char *out = calloc(1, total);
-    for (size_t i = 0; i < n; i++) {
-        if (i)
-            strcat(out, "|");
-        strcat(out, v[i]);
-        free(v[i]);
-    }
-    free(v);
-    return out;
-}
-
-static void check_names(const char *path, const char *want)
-{
-    char *got = names(path);
-    TT_CHECK(!strcmp(got, want), "listing of %s: '%s', want '%s'", path, got, want);
-    free(got);
-}
-
-static void check_errno(int rc, int want, const char *what)
-{
-    int e = errno;
-    TT_CHECK(rc == -1 && e == want, "%s: rc=%d errno=%s, want %s", what, rc, strerror(e),
-             strerror(want));
-}
-
-static void check_dir(const char *path)
-{
-    struct stat st;
-    TT_CHECK(stat(path, &st) == 0, "stat %s: %s", path, strerror(errno));
-    TT_CHECK(S_ISDIR(st.st_mode), "%s is not a directory (mode %o)", path, st.st_mode);
-}
 
 /* ---- key mapping -------------------------------------------------------------------------- */
 
@@ -618,17 +379,17 @@ static pid_t fx_mount_child(fixture *f)
             pause();
     }
     close(ready[1]);
-    live_child = pid;
-    snprintf(live_other, sizeof live_other, "%s", f->mnt);
-    arm_cleanup();
+    fx_live_child = pid;
+    snprintf(fx_live_other, sizeof fx_live_other, "%s", f->mnt);
+    fx_arm_cleanup();
     char ok = 'n';
     TT_CHECK(read(ready[0], &ok, 1) == 1, "the daemon child said nothing");
     close(ready[0]);
     if (ok != 'y') {
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
-        live_child = 0;
-        live_other[0] = '\0';
+        fx_live_child = 0;
+        fx_live_other[0] = '\0';
         TT_SKIP("mounting is not permitted here (the child could not mount)");
     }
     return pid;
@@ -640,10 +401,10 @@ static void fx_done_child(fixture *f, pid_t pid)
     kill(pid, SIGKILL);
     kill(pid, SIGCONT);
     waitpid(pid, NULL, 0);
-    live_child = 0;
+    fx_live_child = 0;
     TT_CHECK(mount_cleanup_stale(f->mnt) == 0, "cleaning the killed daemon's mount: %s",
              shoal_error_message());
-    live_other[0] = '\0';
+    fx_live_other[0] = '\0';
     mem_backend_delete(f->mem);
     tt_rmtree(f->dir);
     free(f->dir);
@@ -1262,7 +1023,7 @@ TT_TEST(test_mount_full_staging_filesystem_gives_enospc)
         tt_rmtree(f.dir);
         TT_SKIP("cannot mount a small tmpfs for the staging directory here: %s", strerror(e));
     }
-    snprintf(live_other, sizeof live_other, "%s", f.stage);
+    snprintf(fx_live_other, sizeof fx_live_other, "%s", f.stage);
     fx_mount(&f);
     char *chunk = pattern(65536, 8);
     int fd = open(P(&f, "big"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -1283,7 +1044,7 @@ TT_TEST(test_mount_full_staging_filesystem_gives_enospc)
     free(chunk);
     TT_CHECK(mount_stop(f.m) == 0, "unmount: %s", shoal_error_message());
     TT_CHECK(umount2(f.stage, 0) == 0, "unmount the tmpfs: %s", strerror(errno));
-    live_other[0] = '\0';
+    fx_live_other[0] = '\0';
     fx_done(&f);
 }
 
@@ -1414,10 +1175,10 @@ TT_TEST(test_mount_stale_mount_of_a_killed_process_is_cleaned_at_start)
     TT_CHECK(statfs(f.mnt, &sf) == 0 && sf.f_type == FUSE_SUPER_MAGIC, "child's mount is up");
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
-    live_child = 0;
+    fx_live_child = 0;
     check_errno(statfs(f.mnt, &sf), ENOTCONN, "statfs of the dead mount");
     fx_mount(&f);
-    live_other[0] = '\0';
+    fx_live_other[0] = '\0';
     check_content(P(&f, "f"), "after restart", 13);
     fx_done(&f);
 }
