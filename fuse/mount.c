@@ -101,6 +101,8 @@ typedef struct mount_stage {
     bool recorded;      /* its record is on disk (s->lock) */
     bool pending;       /* closed, waiting for its delayed upload: holds one use (m->lock) */
     unsigned writers;   /* handles open for writing: no delayed upload while any (m->lock) */
+    unsigned unflushed; /* of those, the ones whose FLUSH is still to come since their last
+                           change: each will publish the stage at its close (m->lock) */
     unsigned tries;     /* delayed uploads that failed in a row (m->lock) */
     uint64_t due_us;    /* when the delayed upload may start, monotonic (m->lock) */
     mount_inode *in;
@@ -113,6 +115,9 @@ typedef struct mount_handle {
     mount_stage *stage;     /* files being written, or read while staged */
     mount_listing *listing; /* directories */
     int flags;
+    bool writer;            /* counted in stage->writers: created here, or opened to write; its
+                               FLUSH uploads (or, with a delay, persists) what it changed */
+    bool unflushed;         /* a writer changed the stage since its last FLUSH (m->lock) */
     char *key;              /* files read from the store: key and the version opened */
     char etag[MOUNT_ETAG_MAX];
     struct mount_handle *next, *prev;
@@ -757,17 +762,22 @@ static void stage_put(mount_view *m, mount_stage *s)
         m->staged_bytes -= s->reserved;
         s->in->stage = NULL;
         /* Never uploaded: what the store says is the truth again (asked on next use). A
-         * file that was only ever staged no longer exists: lookups and getattr find ENOENT. */
-        if (s->dirty)
+         * file that was only ever staged no longer exists: lookups and getattr find ENOENT.
+         * Only a failed upload (its error went to the caller) or an unlinked file may end so;
+         * anything else is a change reported done and lost, which must never happen. */
+        if (s->dirty) {
             s->in->attr_until = 0;
+            char q[512];
+            if (!s->failed && !s->in->detached)
+                LOG_ERROR("mount", "unsent_changes_dropped", "path=%s size=%llu",
+                          shoal_log_q(q, sizeof q, s->in->path), (unsigned long long)s->size);
+        }
         mount_inodes_maybe_free(m->inodes, s->in);
     }
     pthread_mutex_unlock(&m->lock);
     if (last)
         stage_free(s);
 }
-
-static bool wants_write(int flags);
 
 /* Lists `h` among the live handles (m->lock held). */
 static void handle_link(mount_view *m, mount_handle *h)
@@ -777,6 +787,15 @@ static void handle_link(mount_view *m, mount_handle *h)
     if (m->handles)
         m->handles->prev = h;
     m->handles = h;
+}
+
+/* A writer `h` changed its stage: its next FLUSH publishes the change (m->lock held). */
+static void handle_changed(mount_handle *h)
+{
+    if (!h->unflushed) {
+        h->unflushed = true;
+        h->stage->unflushed++;
+    }
 }
 
 /* Ends a handle: unlists it, drops its listing and its use of the stage, frees it. */
@@ -790,7 +809,9 @@ static void handle_end(mount_view *m, mount_handle *h)
     if (h->next)
         h->next->prev = h->prev;
     mount_listing_unref(h->listing);
-    if (h->stage && wants_write(h->flags) && --h->stage->writers == 0)
+    if (h->unflushed)
+        h->stage->unflushed--;
+    if (h->writer && --h->stage->writers == 0)
         pthread_cond_signal(&m->wb_cond); /* a pending upload may go now */
     pthread_mutex_unlock(&m->lock);
     if (h->stage)
@@ -1167,7 +1188,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         rc = stage_open(m, in, fi->flags & O_TRUNC, &h->stage);
         if (rc)
             goto fail;
+        h->writer = true;
         pthread_mutex_lock(&m->lock);
+        handle_changed(h); /* its close uploads even when nothing is written */
     } else if (in->stage) {
         h->stage = in->stage; /* read what local writers wrote */
         h->stage->nopen++;
@@ -1194,7 +1217,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         snprintf(in->cache_etag, sizeof in->cache_etag, "%s", h->etag);
     }
     /* A descriptor that cannot write has nothing to upload at close: no FLUSH round trip. */
-    fi->noflush = !wants_write(fi->flags);
+    fi->noflush = !h->writer;
     handle_link(m, h);
     pthread_mutex_unlock(&m->lock);
     fi->fh = (uint64_t)(uintptr_t)h;
@@ -1256,6 +1279,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     invalidate_parent(m, path);
     fill_entry(m, in, &e);
     h->stage = s;
+    h->writer = true; /* even O_CREAT|O_RDONLY: its close creates the object */
+    handle_changed(h);
     handle_link(m, h);
     pthread_mutex_unlock(&m->lock);
     free(path);
@@ -1333,7 +1358,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     mount_handle *h = (mount_handle *)(uintptr_t)fi->fh;
     mount_stage *s = h->stage;
     int rc;
-    if (!s || !wants_write(h->flags)) {
+    if (!s || !h->writer) {
         fuse_reply_err(req, EBADF);
         return;
     }
@@ -1350,6 +1375,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
         if (end > s->size)
             s->size = end;
         s->in->info.mtime = time(NULL);
+        handle_changed(h);
         pthread_mutex_unlock(&m->lock);
     }
     pthread_mutex_unlock(&s->lock);
@@ -1373,11 +1399,22 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
      * descriptor must not publish the writer's half-written bytes. With --upload-delay close
      * only makes the bytes durable here; the write-back thread uploads them later. */
     int rc = 0;
-    if (h->stage && wants_write(h->flags) && m->delay_us) {
+    if (h->writer) {
+        /* Before the upload takes the stage: a truncate by path that finds no unflushed writer
+         * left publishes its change itself, one that finds this one still unflushed has cut
+         * the stage before this upload reads it. */
+        pthread_mutex_lock(&m->lock);
+        if (h->unflushed) {
+            h->unflushed = false;
+            h->stage->unflushed--;
+        }
+        pthread_mutex_unlock(&m->lock);
+    }
+    if (h->writer && m->delay_us) {
         pthread_mutex_lock(&h->stage->lock);
         rc = stage_persist(m, h->stage);
         pthread_mutex_unlock(&h->stage->lock);
-    } else if (h->stage && wants_write(h->flags)) {
+    } else if (h->writer) {
         rc = stage_upload(m, h->stage);
     }
     fuse_reply_err(req, -rc);
@@ -1392,7 +1429,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
         op_flush(req, ino, fi);
         return;
     }
-    int rc = h->stage && wants_write(h->flags) ? stage_upload(m, h->stage) : 0;
+    int rc = h->writer ? stage_upload(m, h->stage) : 0;
     fuse_reply_err(req, -rc);
 }
 
@@ -1423,6 +1460,33 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 #define TIMES (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)
 
+/* After a change to `s` by setattr: true when a writing descriptor will publish it at its close
+ * (the change came through one, which is now marked changed, or another still has a FLUSH to
+ * come); false when the caller must publish it. */
+static bool flush_will_publish(mount_view *m, const struct fuse_file_info *fi, mount_stage *s)
+{
+    mount_handle *h = fi ? (mount_handle *)(uintptr_t)fi->fh : NULL;
+    pthread_mutex_lock(&m->lock);
+    if (h && h->writer && h->stage == s)
+        handle_changed(h);
+    bool will = s->unflushed > 0;
+    pthread_mutex_unlock(&m->lock);
+    return will;
+}
+
+/* Sends a change made to `s` without a writing descriptor to the store (s->lock not held):
+ * uploads it and returns the upload's error, or with --upload-delay makes it durable and
+ * schedules its upload, as a close would. 0 or -errno. */
+static int stage_publish(mount_view *m, mount_stage *s)
+{
+    if (!m->delay_us)
+        return stage_upload(m, s);
+    pthread_mutex_lock(&s->lock);
+    int rc = stage_persist(m, s);
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
 /* True when every time being set is "now" (utimensat with UTIME_NOW, as touch(1) does). */
 static bool times_are_now(int to_set)
 {
@@ -1440,7 +1504,6 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     struct stat st;
     int rc = m->cfg.read_only ? -EROFS : 0;
     mount_stage *s = NULL;
-    bool own_stage = false;
     if (rc)
         goto reply;
     pthread_mutex_lock(&m->lock);
@@ -1478,32 +1541,29 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         pthread_mutex_unlock(&m->lock);
         pthread_mutex_unlock(&s->lock);
     }
-    if (!(to_set & FUSE_SET_ATTR_SIZE)) {
-        if (s)
-            stage_put(m, s);
-        goto attr;
-    }
-    if (!s) {
-        /* truncate(2) of a file nobody has open for writing: stage, cut, upload at once. */
+    if (!s && (to_set & FUSE_SET_ATTR_SIZE)) {
+        /* truncate(2) of a file nobody has staged: stage it (cut to 0 needs no bytes). */
         rc = stage_open(m, in, attr->st_size == 0, &s);
-        own_stage = rc == 0;
-        if (own_stage) {
-            pthread_mutex_lock(&m->lock);
-            s->writers--; /* not a handle: nothing holds a delayed upload back */
-            pthread_mutex_unlock(&m->lock);
-        }
+        if (rc)
+            goto attr;
+        pthread_mutex_lock(&m->lock);
+        s->writers--; /* not a handle: nothing holds a delayed upload back */
+        pthread_mutex_unlock(&m->lock);
     }
-    if (rc)
-        goto attr;
-    pthread_mutex_lock(&s->lock);
-    rc = stage_truncate(m, s, (uint64_t)attr->st_size);
-    /* A closed file waiting for its delayed upload changed: durable again, delay again. */
-    if (rc == 0 && !own_stage && s->pending)
-        rc = stage_persist(m, s);
-    pthread_mutex_unlock(&s->lock);
-    if (rc == 0 && own_stage)
-        rc = stage_upload(m, s);
-    stage_put(m, s);
+    if (to_set & FUSE_SET_ATTR_SIZE) {
+        pthread_mutex_lock(&s->lock);
+        rc = stage_truncate(m, s, (uint64_t)attr->st_size);
+        pthread_mutex_unlock(&s->lock);
+    }
+    /* Who sends the change to the store? A descriptor open for writing flushes it at its close
+     * (ftruncate or futimens through it, or a truncate by path while it writes). A change that
+     * no FLUSH is left to carry (truncate(2) or utimensat(2) by path after the last writer's
+     * close, maybe while its RELEASE is still on its way) is published here, or it would be
+     * reported done and then lost. */
+    if (rc == 0 && s && !flush_will_publish(m, fi, s))
+        rc = stage_publish(m, s);
+    if (s)
+        stage_put(m, s);
 attr:
     if (rc == 0) {
         pthread_mutex_lock(&m->lock);
