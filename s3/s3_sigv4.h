@@ -2,7 +2,7 @@
  * s3_sigv4: AWS Signature Version 4 as pure functions: a request description in, the canonical
  * request, the string to sign, the signature and the header or query to send out. No clock, no
  * I/O: the caller passes the timestamp. Tested case by case against the AWS SigV4 suite and the
- * S3 reference examples (tests/s3/test_s3_sigv4.c, data in ../shared/conformance).
+ * S3 reference examples (tests/s3/test_s3_sigv4.c, data in tests/s3/sigv4-vectors).
  *
  * S3 rules (s3_sigv4_params.s3 = true): the path is never normalized, each path segment is
  * URI-encoded exactly once, and x-amz-content-sha256 is always added and signed.

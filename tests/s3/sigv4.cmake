@@ -1,3 +1,3 @@
-# Tests of SigV4 signing (conformance data from ../shared/conformance) and of the credentials chain.
+# Tests of SigV4 signing (vectors vendored in tests/s3/sigv4-vectors) and of the credentials chain.
 shoal_test(test_s3_sigv4 SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_s3_sigv4.c LIBS shoal_s3_sign)
 shoal_test(test_s3_creds SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_s3_creds.c LIBS shoal_s3_sign TIMEOUT 60)

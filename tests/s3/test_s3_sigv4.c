@@ -1,6 +1,6 @@
 /*
  * Tests of s3_sigv4: the AWS SigV4 suite and the S3 reference examples, case by case (data in
- * ../shared/conformance beside the repository, see its README), plus focused checks of the S3
+ * tests/s3/sigv4-vectors, see its README), plus focused checks of the S3
  * rules: URI encoding, x-amz-content-sha256, the session token, and no path normalization.
  *
  * The suite's request.txt files are raw HTTP requests; parse_request() maps them onto an
@@ -414,10 +414,9 @@ static const char *normalized_twin(const char *name)
 
 static const char *conformance_dir(void)
 {
-    const char *dir = tt_source_path("../shared/conformance");
+    const char *dir = tt_source_path("tests/s3/sigv4-vectors");
     DIR *d = opendir(dir);
-    if (!d)
-        TT_SKIP("the conformance data is missing: %s (it sits beside the repository as ../shared)", dir);
+    TT_CHECK(d, "the vendored SigV4 vectors are missing: %s", dir);
     closedir(d);
     return dir;
 }
