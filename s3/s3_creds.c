@@ -1,70 +1,76 @@
 /*
- * s3_creds: the credentials chain (environment, shared files with profiles, IMDSv2, anonymous).
+ * s3_creds: the credentials chain and the provider that keeps its credentials current.
  *
- * The chain is resolved once, in s3_creds_provider_new(), so a daemon with no credentials fails
- * at start with one message that lists every source it tried and why each gave nothing. After
- * that only credentials from the instance metadata service change: s3_creds_get() refreshes them
- * under the provider's mutex once they are within five minutes of their expiry, so concurrent
- * callers wait for one refresh instead of each starting their own. A failed refresh keeps the
- * current credentials while they are still valid (and waits ten seconds before trying again, so
- * a dead metadata service does not stall every request); once they have expired, get fails.
+ * The order is aws-sdk-go-v2's (the AWS Common Runtime's differs only in putting profiles
+ * before web identity; botocore's in trying a profile's role_arn before the web identity
+ * variables): environment keys, web identity from the environment, the profile, container
+ * credentials, the instance metadata service. A caller that names a profile starts at the
+ * profile, as the SDKs do for an explicit profile. The first source that is configured is the
+ * one used: if it then fails (STS refuses the role, the container endpoint says 401, the
+ * credential_process exits 1), provider_new fails with that reason, and the chain does not go
+ * on to a later source. This is what the SDKs do, and it matters: a pod given a role by IRSA
+ * must not quietly run as the node's instance role because STS was briefly unreachable. Only
+ * the metadata service, which every EC2 machine "has", counts as not configured when it does
+ * not answer, and then the error lists every source tried with why each gave nothing.
  *
- * Shared files are INI, read with libinih. Debian's libinih is built with 200-byte lines and
- * silently cuts longer ones, but a session token is often over a thousand bytes. So the file is
- * fed to ini_parse_stream() through our own line reader: a line that does not fit is handed to
- * inih as "name=<marker><index>" and its full value is kept aside, where the handler finds it.
- * inih still does all the parsing and reports the line of the first malformed entry. A missing
- * file is not an error; an unreadable or malformed one is, naming the file and the line.
+ * Refresh. A source keeps the last credentials it gave (s3_creds_src.cur). s3_creds_get() takes
+ * the provider's mutex and asks the source for them; a source whose credentials expire within
+ * five minutes fetches new ones first, so concurrent callers wait for one renewal rather than
+ * each starting their own. An AssumeRole source renews its signing source first when that one
+ * needs it. A failed renewal keeps credentials that are still valid (with a warning) and waits
+ * ten seconds before the next attempt, so a dead STS does not stall every S3 request; once they
+ * have expired, get fails with the reason.
  *
- * IMDSv2 is three small HTTP calls through libcurl: PUT /latest/api/token (with the TTL header),
- * GET the role name, GET the role's JSON document. The connect timeout is one second so a
- * machine without a metadata service falls through quickly. The JSON is read by a bounded
- * scanner of one flat object with string values, which is all that document is.
+ * Rotation. When the credentials come from a profile, every get compares the two files' inode,
+ * size and mtime with what was read (two stat calls); when they changed, the profile is read
+ * again and, if it gives working credentials, replaces the old source. If the new files are
+ * broken, the old credentials stay and a warning says why; the next change is tried again.
  *
- * No secret (secret key, session token, IMDS token) is ever logged or put in an error message.
+ * No secret (secret key, session token, tokens of IMDS, containers or web identity) is logged
+ * or put in an error message.
  */
-#include "s3_creds.h"
+#include "s3_creds_internal.h"
+#include "s3_endpoint.h"
 
-#include "shoal_buf.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
 
 #include <curl/curl.h>
-#include <ini.h>
 
-#include <errno.h>
+#include <arpa/inet.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 
-#define CREDS_REFRESH_MARGIN 300        /* seconds before expiry at which IMDS credentials are renewed */
-#define CREDS_RETRY_AFTER 10            /* seconds between attempts after a failed refresh */
+#define CREDS_REFRESH_MARGIN 300 /* seconds before expiry at which credentials are renewed */
+#define CREDS_RETRY_AFTER 10     /* seconds between attempts after a failed renewal */
 #define IMDS_DEFAULT_ENDPOINT "http://169.254.169.254"
-#define IMDS_CONNECT_TIMEOUT_MS 1000L
-#define IMDS_TIMEOUT_MS 5000L
-#define IMDS_MAX_BODY 65536
-#define INI_LONG_MARKER '\x1e'          /* first byte of a value kept aside by creds_ini_read */
+#define ECS_CONTAINER_HOST "http://169.254.170.2"
 
 struct s3_creds_provider {
     pthread_mutex_t lock;
-    s3_creds cur;
-    const char *source;          /* static string */
-    char imds_endpoint[256];     /* "" unless the credentials came from IMDS */
-    int64_t next_attempt;        /* no refresh before this time after a failure */
+    s3_creds_options opt;      /* the caller's, with the strings below */
+    char *opt_profile, *opt_region, *opt_container_host;
+    s3_creds_src *src;         /* NULL when anonymous */
+    const char *source;        /* static string */
+    s3_creds_files *files;     /* set when the credentials come from a profile: watched */
+    char *profile;             /* that profile */
     bool curl_ready;
 };
 
-static const char *creds_env(const s3_creds_options *opt, const char *name)
+/* ---- helpers shared by the chain's files ---------------------------------------------------- */
+
+const char *s3_creds_env(const s3_creds_options *opt, const char *name)
 {
     const char *v = opt->getenv_fn ? opt->getenv_fn(name) : getenv(name);
     return v && *v ? v : NULL;
 }
 
-/* Copies src into a fixed field; -1 (with a message naming `what`, never the value) if too long. */
-static int creds_copy(char *dst, size_t cap, const char *src, const char *what)
+int s3_creds_copy(char *dst, size_t cap, const char *src, const char *what)
 {
     size_t n = strlen(src);
     if (n >= cap)
@@ -74,568 +80,468 @@ static int creds_copy(char *dst, size_t cap, const char *src, const char *what)
     return 0;
 }
 
-/* ---- 1. environment ---------------------------------------------------------------------- */
-
-/* 1: found, 0: not set (noted in tried), -1: error. */
-static int creds_from_env(const s3_creds_options *opt, s3_creds *out, shoal_buf *tried)
+int s3_creds_src_set(char **field, const char *v)
 {
-    const char *id = creds_env(opt, "AWS_ACCESS_KEY_ID");
-    const char *secret = creds_env(opt, "AWS_SECRET_ACCESS_KEY");
-    const char *token = creds_env(opt, "AWS_SESSION_TOKEN");
+    free(*field);
+    *field = NULL;
+    if (v && !(*field = strdup(v)))
+        return shoal_error_set(SHOAL_ERR_NOMEM, "credentials: out of memory");
+    return 0;
+}
+
+s3_creds_src *s3_creds_src_new(s3_creds_kind kind, const char *what, ...)
+{
+    s3_creds_src *s = calloc(1, sizeof *s);
+    if (!s) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "credentials: out of memory");
+        return NULL;
+    }
+    s->kind = kind;
+    va_list ap;
+    va_start(ap, what);
+    vsnprintf(s->what, sizeof s->what, what, ap);
+    va_end(ap);
+    return s;
+}
+
+void s3_creds_src_delete(s3_creds_src *s)
+{
+    if (!s)
+        return;
+    s3_creds_src_delete(s->base);
+    if (s->token) {
+        explicit_bzero(s->token, strlen(s->token));
+        free(s->token);
+    }
+    free(s->url);
+    free(s->region);
+    free(s->role_arn);
+    free(s->session_name);
+    free(s->external_id);
+    free(s->token_file);
+    free(s->command);
+    explicit_bzero(s, sizeof *s);
+    free(s);
+}
+
+int s3_creds_src_fetch(s3_creds_src *s, int64_t now, s3_creds *out)
+{
+    s3_creds signer;
+    int rc;
+    switch (s->kind) {
+    case S3_CREDS_STATIC:
+        *out = s->cur;
+        return 0;
+    case S3_CREDS_WEB_IDENTITY:
+        return s3_creds_sts_fetch(s, NULL, now, out);
+    case S3_CREDS_ASSUME_ROLE:
+        if (s3_creds_src_get(s->base, now, &signer) != 0)
+            return shoal_error_wrap("%s: its source credentials", s->what);
+        rc = s3_creds_sts_fetch(s, &signer, now, out);
+        explicit_bzero(&signer, sizeof signer);
+        return rc;
+    case S3_CREDS_PROCESS:
+        return s3_creds_process_fetch(s, out);
+    case S3_CREDS_CONTAINER:
+        return s3_creds_container_fetch(s, out);
+    case S3_CREDS_IMDS:
+        return s3_creds_imds_fetch(s, out);
+    }
+    return shoal_error_set(SHOAL_ERR_INVAL, "%s: unknown kind of source", s->what);
+}
+
+int s3_creds_src_get(s3_creds_src *s, int64_t now, s3_creds *out)
+{
+    bool have = s->cur.access_key[0] != '\0';
+    if (s->kind == S3_CREDS_STATIC || (have && (s->cur.expires == 0 || now + CREDS_REFRESH_MARGIN < s->cur.expires))) {
+        *out = s->cur;
+        return 0;
+    }
+    bool valid = have && now < s->cur.expires;
+    if (now < s->next_attempt) {
+        if (valid) {
+            *out = s->cur;
+            return 0;
+        }
+        return shoal_error_set(SHOAL_ERR_S3_CREDENTIALS,
+                               "%s: the credentials expired and the last renewal failed; next attempt in %lld s",
+                               s->what, (long long)(s->next_attempt - now));
+    }
+    s3_creds fresh = {0};
+    int rc = s3_creds_src_fetch(s, now, &fresh);
+    if (rc == 0) {
+        s->cur = fresh;
+        s->next_attempt = 0;
+        *out = fresh;
+    } else {
+        s->next_attempt = now + CREDS_RETRY_AFTER;
+        if (valid) {
+            char q[512];
+            LOG_WARN("s3", "credentials_refresh_failed", "expires_in=%lld error=%s", (long long)(s->cur.expires - now),
+                     shoal_log_q(q, sizeof q, shoal_error_message()));
+            *out = s->cur;
+            rc = 0;
+        } else if (have) {
+            shoal_error_wrap("credentials expired and could not be renewed");
+        }
+    }
+    explicit_bzero(&fresh, sizeof fresh);
+    return rc;
+}
+
+/* ---- sources outside profiles ----------------------------------------------------------------- */
+
+int s3_creds_env_source(const s3_creds_options *opt, s3_creds_src **out, shoal_buf *tried)
+{
+    const char *id = s3_creds_env(opt, "AWS_ACCESS_KEY_ID");
+    const char *secret = s3_creds_env(opt, "AWS_SECRET_ACCESS_KEY");
+    const char *token = s3_creds_env(opt, "AWS_SESSION_TOKEN");
     if (!id && !secret) {
-        shoal_buf_append_str(tried, "environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY not set)");
+        if (tried)
+            shoal_buf_append_str(tried, "environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY not set)");
         return 0;
     }
     if (!id || !secret)
         return shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "%s is set but %s is not",
                                id ? "AWS_ACCESS_KEY_ID" : "AWS_SECRET_ACCESS_KEY",
                                id ? "AWS_SECRET_ACCESS_KEY" : "AWS_ACCESS_KEY_ID");
-    if (creds_copy(out->access_key, sizeof out->access_key, id, "AWS_ACCESS_KEY_ID") != 0 ||
-        creds_copy(out->secret_key, sizeof out->secret_key, secret, "AWS_SECRET_ACCESS_KEY") != 0 ||
-        creds_copy(out->session_token, sizeof out->session_token, token ? token : "", "AWS_SESSION_TOKEN") != 0)
+    s3_creds_src *s = s3_creds_src_new(S3_CREDS_STATIC, "environment");
+    if (!s || s3_creds_copy(s->cur.access_key, sizeof s->cur.access_key, id, "AWS_ACCESS_KEY_ID") != 0 ||
+        s3_creds_copy(s->cur.secret_key, sizeof s->cur.secret_key, secret, "AWS_SECRET_ACCESS_KEY") != 0 ||
+        s3_creds_copy(s->cur.session_token, sizeof s->cur.session_token, token ? token : "", "AWS_SESSION_TOKEN") != 0) {
+        s3_creds_src_delete(s);
         return -1;
+    }
+    *out = s;
     return 1;
 }
 
-/* ---- 2. shared credentials and config files ---------------------------------------------- */
-
-typedef struct creds_ini {
-    FILE *f;
-    const char *section, *alt_section; /* the profile's section name(s) in this file */
-    bool found;                        /* the section exists */
-    bool has_id, has_secret;
-    const char *too_long;              /* key whose value did not fit */
-    s3_creds *out;
-    char **kept;                       /* values of over-long lines, see creds_ini_read */
-    size_t n_kept;
-} creds_ini;
-
-/* inih's line reader: whole lines from the file; see the essay for over-long lines. */
-static char *creds_ini_read(char *buf, int size, void *stream)
+/* The regions whose "legacy" STS endpoint is the global one (AWS_STS_REGIONAL_ENDPOINTS=legacy). */
+static bool sts_legacy_global(const char *region)
 {
-    creds_ini *ci = stream;
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n = getline(&line, &cap, ci->f);
-    if (n < 0) {
-        free(line);
-        return NULL;
-    }
-    if (n < size) {
-        memcpy(buf, line, (size_t)n + 1);
-        free(line);
-        return buf;
-    }
-    char *eq = strpbrk(line, "=:");
-    char **kept = realloc(ci->kept, (ci->n_kept + 1) * sizeof *kept);
-    if (kept)
-        ci->kept = kept;
-    if (eq && kept && eq - line < size - 32 && line[0] != '[' && line[0] != ';' && line[0] != '#') {
-        line[strcspn(line, "\r\n")] = '\0';
-        char *value = strdup(eq + 1);
-        if (value) {
-            ci->kept[ci->n_kept] = value;
-            snprintf(buf, (size_t)size, "%.*s=%c%zu\n", (int)(eq - line), line, INI_LONG_MARKER, ci->n_kept++);
-            explicit_bzero(line, (size_t)n);
-            free(line);
-            return buf;
-        }
-    }
-    /* Not a key = value line: hand inih a cut copy, which it will judge (comment, or malformed). */
-    snprintf(buf, (size_t)size, "%.*s\n", size - 2, line);
-    explicit_bzero(line, (size_t)n);
-    free(line);
-    return buf;
+    static const char *const global[] = {"ap-northeast-1", "ap-south-1", "ap-southeast-1", "ap-southeast-2",
+                                         "aws-global",     "ca-central-1", "eu-central-1", "eu-north-1",
+                                         "eu-west-1",      "eu-west-2",    "eu-west-3",    "sa-east-1",
+                                         "us-east-1",      "us-east-2",    "us-west-1",    "us-west-2"};
+    for (size_t i = 0; i < sizeof global / sizeof *global; i++)
+        if (strcmp(region, global[i]) == 0)
+            return true;
+    return false;
 }
 
-static int creds_ini_handler(void *user, const char *section, const char *name, const char *value)
+static bool region_valid(const char *r)
 {
-    creds_ini *ci = user;
-    if (strcmp(section, ci->section) != 0 && !(ci->alt_section && strcmp(section, ci->alt_section) == 0))
-        return 1;
-    ci->found = true;
-    if (value[0] == INI_LONG_MARKER) {
-        size_t i = strtoul(value + 1, NULL, 10);
-        value = i < ci->n_kept ? ci->kept[i] : "";
-        while (*value == ' ' || *value == '\t')
-            value++;
-    }
-    char *dst;
-    size_t cap;
-    if (strcasecmp(name, "aws_access_key_id") == 0) {
-        dst = ci->out->access_key;
-        cap = sizeof ci->out->access_key;
-        ci->has_id = true;
-    } else if (strcasecmp(name, "aws_secret_access_key") == 0) {
-        dst = ci->out->secret_key;
-        cap = sizeof ci->out->secret_key;
-        ci->has_secret = true;
-    } else if (strcasecmp(name, "aws_session_token") == 0) {
-        dst = ci->out->session_token;
-        cap = sizeof ci->out->session_token;
-    } else {
-        return 1;
-    }
-    size_t n = strlen(value);
-    while (n > 0 && (value[n - 1] == ' ' || value[n - 1] == '\t'))
-        n--;
-    if (n >= cap) {
-        ci->too_long = name;
-        return 0;
-    }
-    memcpy(dst, value, n);
-    dst[n] = '\0';
-    return 1;
-}
-
-/* Reads `section` (or alt) of one file into out. 1: file missing, 0: read (ci->found says
- * whether the profile is there), -1: unreadable or malformed. */
-static int creds_ini_parse(const char *path, creds_ini *ci)
-{
-    int rc = 0;
-    ci->f = fopen(path, "r");
-    if (!ci->f) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            return 1;
-        return shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "cannot read %s: %s", path, strerror(errno));
-    }
-    errno = 0;
-    int line = ini_parse_stream(creds_ini_read, ci, creds_ini_handler, ci);
-    if (ferror(ci->f))
-        rc = shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "cannot read %s: %s", path, strerror(errno ? errno : EIO));
-    else if (line > 0 && ci->too_long)
-        rc = shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "%s line %d: %s is too long", path, line, ci->too_long);
-    else if (line > 0)
-        rc = shoal_error_set(SHOAL_ERR_S3_CREDENTIALS,
-                             "%s line %d: malformed (expected [section], key = value or a comment)", path, line);
-    else if (line < 0)
-        rc = shoal_error_set(SHOAL_ERR_NOMEM, "reading %s: out of memory", path);
-    fclose(ci->f);
-    ci->f = NULL;
-    for (size_t i = 0; i < ci->n_kept; i++) {
-        explicit_bzero(ci->kept[i], strlen(ci->kept[i]));
-        free(ci->kept[i]);
-    }
-    free(ci->kept);
-    ci->kept = NULL;
-    ci->n_kept = 0;
-    return rc;
-}
-
-/* One file of the profile step; 1: found, 0: not there (noted in tried), -1: error. */
-static int creds_from_file(const char *path, const char *section, const char *alt, const char *profile,
-                           s3_creds *out, shoal_buf *tried)
-{
-    s3_creds got = {0};
-    creds_ini ci = {.section = section, .alt_section = alt, .out = &got};
-    int rc = creds_ini_parse(path, &ci);
-    if (rc == 1 || (rc == 0 && (!ci.found || (!ci.has_id && !ci.has_secret)))) {
-        shoal_buf_appendf(tried, "%s (%s)", path,
-                          rc == 1 ? "no such file" : ci.found ? "profile has no keys" : "no such profile");
-        rc = 0;
-    } else if (rc == 0 && (!ci.has_id || !ci.has_secret)) {
-        rc = shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "%s: profile '%s' has %s but no %s", path, profile,
-                             ci.has_id ? "aws_access_key_id" : "aws_secret_access_key",
-                             ci.has_id ? "aws_secret_access_key" : "aws_access_key_id");
-    } else if (rc == 0) {
-        *out = got;
-        rc = 1;
-    }
-    explicit_bzero(&got, sizeof got);
-    return rc;
-}
-
-static int creds_from_profile(const s3_creds_options *opt, s3_creds *out, shoal_buf *tried)
-{
-    const char *env_profile = creds_env(opt, "AWS_PROFILE");
-    const char *profile = opt->profile ? opt->profile : env_profile ? env_profile : "default";
-    bool named = opt->profile || env_profile;
-    const char *home = creds_env(opt, "HOME");
-    char cred_path[1024], conf_path[1024], conf_section[300];
-    const char *cred_env = creds_env(opt, "AWS_SHARED_CREDENTIALS_FILE");
-    const char *conf_env = creds_env(opt, "AWS_CONFIG_FILE");
-    snprintf(cred_path, sizeof cred_path, "%s%s", cred_env ? cred_env : home ? home : "~",
-             cred_env ? "" : "/.aws/credentials");
-    snprintf(conf_path, sizeof conf_path, "%s%s", conf_env ? conf_env : home ? home : "~",
-             conf_env ? "" : "/.aws/config");
-    snprintf(conf_section, sizeof conf_section, "profile %s", profile);
-
-    shoal_buf_appendf(tried, "; profile '%s' in ", profile);
-    size_t files_at = tried->len;
-    int rc = creds_from_file(cred_path, profile, NULL, profile, out, tried);
-    if (rc == 0) {
-        shoal_buf_append_str(tried, " and ");
-        /* In the config file the default profile is [default]; others are [profile NAME]. */
-        bool dflt = strcmp(profile, "default") == 0;
-        rc = creds_from_file(conf_path, dflt ? "default" : conf_section, dflt ? conf_section : NULL, profile, out,
-                             tried);
-    }
-    if (rc == 0 && named)
-        return shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "profile '%s' not found: %s", profile,
-                               shoal_buf_str(tried) + files_at);
-    if (rc == 1)
-        LOG_INFO("s3", "credentials", "source=profile profile=%s", profile);
-    return rc;
-}
-
-/* ---- 3. IMDSv2 ---------------------------------------------------------------------------- */
-
-static size_t imds_write(char *data, size_t size, size_t n, void *ud)
-{
-    shoal_buf *b = ud;
-    if (b->len + size * n > IMDS_MAX_BODY || shoal_buf_append(b, data, size * n) != 0)
-        return 0; /* makes curl fail the transfer */
-    return size * n;
-}
-
-/* One call to the metadata service; the body (trimmed of trailing blanks) into body. */
-static int imds_call(const char *endpoint, const char *method, const char *path, const char *header,
-                     shoal_buf *body)
-{
-    int rc = -1;
-    long status = 0;
-    char url[512];
-    struct curl_slist *hdrs = NULL, *h2 = NULL;
-    CURL *c = curl_easy_init();
-    if (!c)
-        return shoal_error_set(SHOAL_ERR_NOMEM, "instance metadata: curl_easy_init failed");
-    shoal_buf_reset(body);
-    snprintf(url, sizeof url, "%s%s", endpoint, path);
-    hdrs = curl_slist_append(NULL, header);
-    h2 = hdrs ? curl_slist_append(hdrs, "Content-Type:") : NULL;
-    if (!h2) {
-        shoal_error_set(SHOAL_ERR_NOMEM, "instance metadata: out of memory");
-        goto done;
-    }
-    hdrs = h2;
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, IMDS_CONNECT_TIMEOUT_MS);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, IMDS_TIMEOUT_MS);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, imds_write);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
-    if (strcmp(method, "PUT") == 0) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L);
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "PUT");
-    }
-    CURLcode cc = curl_easy_perform(c);
-    if (cc != CURLE_OK) {
-        shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "instance metadata at %s: %s %s: %s", endpoint, method, path,
-                        curl_easy_strerror(cc));
-        goto done;
-    }
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    if (status != 200) {
-        shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "instance metadata at %s: %s %s: HTTP %ld", endpoint, method,
-                        path, status);
-        goto done;
-    }
-    while (body->len > 0 && strchr(" \t\r\n", body->data[body->len - 1]))
-        body->data[--body->len] = '\0';
-    rc = 0;
-done:
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(c);
-    return rc;
-}
-
-typedef struct imds_field {
-    const char *key;
-    char *out;
-    size_t cap;
-    bool seen;
-} imds_field;
-
-/* Decodes the JSON string at *p (just past its opening quote) into out (cap bytes). Returns
- * -1 when malformed; *overflow is set when it did not fit (the rest is skipped). */
-static int imds_json_string(const char **p, const char *end, char *out, size_t cap, bool *overflow)
-{
-    size_t o = 0;
-    *overflow = false;
-    while (*p < end && **p != '"') {
-        char c = *(*p)++;
-        if ((unsigned char)c < 0x20)
-            return -1;
-        if (c == '\\') {
-            if (*p >= end)
-                return -1;
-            c = *(*p)++;
-            switch (c) {
-            case '"': case '\\': case '/': break;
-            case 'b': c = '\b'; break;
-            case 'f': c = '\f'; break;
-            case 'n': c = '\n'; break;
-            case 'r': c = '\r'; break;
-            case 't': c = '\t'; break;
-            case 'u': {
-                /* Only ASCII escapes: nothing in this document needs more. */
-                char hex[5] = {0};
-                if (end - *p < 4)
-                    return -1;
-                memcpy(hex, *p, 4);
-                char *stop;
-                unsigned long u = strtoul(hex, &stop, 16);
-                if (*stop || u == 0 || u > 0x7f)
-                    return -1;
-                c = (char)u;
-                *p += 4;
-                break;
-            }
-            default: return -1;
-            }
-        }
-        if (o + 1 < cap)
-            out[o++] = c;
-        else
-            *overflow = true;
-    }
-    if (*p >= end)
-        return -1;
-    (*p)++;
-    if (cap)
-        out[o] = '\0';
-    return 0;
-}
-
-static void imds_json_ws(const char **p, const char *end)
-{
-    while (*p < end && strchr(" \t\r\n", **p) && **p)
-        (*p)++;
-}
-
-/* Scans one flat JSON object; copies the string members named in fields. */
-static int imds_json_scan(const char *s, size_t len, imds_field *fields, size_t n_fields)
-{
-    const char *p = s, *end = s + len;
-    char key[64], scratch[64];
-    bool overflow;
-    imds_json_ws(&p, end);
-    if (p >= end || *p++ != '{')
-        goto fail_malformed;
-    imds_json_ws(&p, end);
-    if (p < end && *p == '}')
-        return 0;
-    for (;;) {
-        if (p >= end || *p++ != '"' || imds_json_string(&p, end, key, sizeof key, &overflow) != 0)
-            goto fail_malformed;
-        imds_json_ws(&p, end);
-        if (p >= end || *p++ != ':')
-            goto fail_malformed;
-        imds_json_ws(&p, end);
-        if (p >= end)
-            goto fail_malformed;
-        if (*p == '"') {
-            p++;
-            imds_field *f = NULL;
-            for (size_t i = 0; i < n_fields && !overflow; i++)
-                if (strcmp(fields[i].key, key) == 0)
-                    f = &fields[i];
-            if (imds_json_string(&p, end, f ? f->out : scratch, f ? f->cap : sizeof scratch, &overflow) != 0)
-                goto fail_malformed;
-            if (f && overflow)
-                return shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "instance metadata: %s is longer than %zu bytes",
-                                       f->key, f->cap - 1);
-            if (f)
-                f->seen = true;
-        } else {
-            /* A number, true, false or null: nothing we need. Objects and arrays do not occur. */
-            const char *start = p;
-            while (p < end && strchr("0123456789+-.eEtrufalsn", *p) && *p)
-                p++;
-            if (p == start)
-                goto fail_malformed;
-        }
-        imds_json_ws(&p, end);
-        if (p < end && *p == ',') {
-            p++;
-            imds_json_ws(&p, end);
-            continue;
-        }
-        if (p < end && *p == '}')
-            return 0;
-        goto fail_malformed;
-    }
-fail_malformed:
-    return shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "instance metadata: malformed credentials document near byte %zu",
-                           (size_t)(p - s));
-}
-
-/* "2026-11-24T17:00:00Z" (optionally with fractional seconds, or +00:00) to Unix seconds. */
-static int imds_parse_time(const char *s, int64_t *out)
-{
-    struct tm tm = {0};
-    int used = 0;
-    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour, &tm.tm_min,
-               &tm.tm_sec, &used) != 6)
-        return -1;
-    const char *rest = s + used;
-    if (*rest == '.')
-        for (rest++; *rest >= '0' && *rest <= '9'; rest++)
-            ;
-    if (strcmp(rest, "Z") != 0 && strcmp(rest, "+00:00") != 0)
-        return -1;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    time_t t = timegm(&tm);
-    if (t == (time_t)-1)
-        return -1;
-    *out = (int64_t)t;
-    return 0;
-}
-
-static bool imds_role_valid(const char *role)
-{
-    size_t n = strlen(role);
-    if (n == 0 || n > 128)
+    if (!*r || strlen(r) > 64)
         return false;
-    for (const char *c = role; *c; c++)
-        if (!((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || strchr("+=,.@_-", *c)))
+    for (; *r; r++)
+        if (!((*r >= 'a' && *r <= 'z') || (*r >= '0' && *r <= '9') || *r == '-'))
             return false;
     return true;
 }
 
-#define IMDS_CREDS_PATH "/latest/meta-data/iam/security-credentials/"
-
-/* Token, role, credentials. Fills out on success. */
-static int imds_fetch(const char *endpoint, s3_creds *out)
+s3_creds_src *s3_creds_sts_source(const s3_creds_options *opt, s3_creds_kind kind, const char *profile_region,
+                                  const char *role_arn, const char *session_name, const char *what)
 {
-    int rc = -1;
-    shoal_buf body = {0}, header = {0};
-    char path[256], code[32] = "", expiration[64] = "";
-    s3_creds got = {0};
-    if (imds_call(endpoint, "PUT", "/latest/api/token", "X-aws-ec2-metadata-token-ttl-seconds: 21600", &body) != 0)
-        goto done;
-    if (body.len == 0 || body.len > 1024 || strpbrk(shoal_buf_str(&body), "\r\n")) {
-        shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "instance metadata at %s: unusable session token (%zu bytes)",
-                        endpoint, body.len);
-        goto done;
+    char *override = NULL, url[256];
+    const char *region = opt->region ? opt->region : s3_creds_env(opt, "AWS_REGION");
+    if (!region)
+        region = s3_creds_env(opt, "AWS_DEFAULT_REGION");
+    if (!region)
+        region = profile_region;
+    const char *mode = s3_creds_env(opt, "AWS_STS_REGIONAL_ENDPOINTS");
+    s3_creds_src *s = NULL;
+    if (region && !region_valid(region)) {
+        shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "%s: region '%s' is not a region name", what, region);
+        return NULL;
     }
-    if (shoal_buf_appendf(&header, "X-aws-ec2-metadata-token: %s", shoal_buf_str(&body)) != 0 ||
-        imds_call(endpoint, "GET", IMDS_CREDS_PATH, shoal_buf_str(&header), &body) != 0)
-        goto done;
-    if (body.len > 0)
-        body.data[strcspn(shoal_buf_str(&body), "\r\n")] = '\0';
-    if (!imds_role_valid(shoal_buf_str(&body))) {
-        shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "instance metadata at %s: no IAM role attached (or a bad role name)",
-                        endpoint);
-        goto done;
+    if (mode && strcmp(mode, "regional") != 0 && strcmp(mode, "legacy") != 0) {
+        shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "AWS_STS_REGIONAL_ENDPOINTS is '%s'; it takes regional or legacy",
+                        mode);
+        return NULL;
     }
-    char role[129];
-    snprintf(role, sizeof role, "%s", shoal_buf_str(&body));
-    snprintf(path, sizeof path, IMDS_CREDS_PATH "%s", role);
-    if (imds_call(endpoint, "GET", path, shoal_buf_str(&header), &body) != 0)
-        goto done;
-    imds_field fields[] = {
-        {"Code", code, sizeof code, false},
-        {"AccessKeyId", got.access_key, sizeof got.access_key, false},
-        {"SecretAccessKey", got.secret_key, sizeof got.secret_key, false},
-        {"Token", got.session_token, sizeof got.session_token, false},
-        {"Expiration", expiration, sizeof expiration, false},
-    };
-    if (imds_json_scan((const char *)body.data, body.len, fields, sizeof fields / sizeof *fields) != 0)
-        goto done;
-    if (fields[0].seen && strcmp(code, "Success") != 0) {
-        shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "instance metadata at %s: role %s answered Code=%s", endpoint, role,
-                        code);
-        goto done;
+    if (s3_endpoint_from_env("STS", opt->getenv_fn, &override) != 0)
+        return NULL;
+    if (override)
+        snprintf(url, sizeof url, "%s", override);
+    else if (!region || (mode && strcmp(mode, "legacy") == 0 && sts_legacy_global(region)))
+        snprintf(url, sizeof url, "https://sts.amazonaws.com");
+    else
+        snprintf(url, sizeof url, "https://sts.%s.amazonaws.com%s", region, strncmp(region, "cn-", 3) ? "" : ".cn");
+    /* The global endpoint signs for us-east-1; an override signs for the region given, if any. */
+    const char *sign_region = region && (override || strstr(url, region)) ? region : "us-east-1";
+    s = s3_creds_src_new(kind, "%s", what);
+    if (!s || s3_creds_src_set(&s->url, url) != 0 || s3_creds_src_set(&s->region, sign_region) != 0 ||
+        s3_creds_src_set(&s->role_arn, role_arn) != 0 || s3_creds_src_set(&s->session_name, session_name) != 0) {
+        s3_creds_src_delete(s);
+        s = NULL;
     }
-    if (!fields[1].seen || !fields[2].seen || !got.access_key[0] || !got.secret_key[0]) {
-        shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "instance metadata at %s: role %s: no AccessKeyId/SecretAccessKey",
-                        endpoint, role);
-        goto done;
+    free(override);
+    return s;
+}
+
+/* Web identity from AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN (+ AWS_ROLE_SESSION_NAME). */
+static int web_identity_env_source(const s3_creds_options *opt, s3_creds_src **out, shoal_buf *tried)
+{
+    const char *file = s3_creds_env(opt, "AWS_WEB_IDENTITY_TOKEN_FILE");
+    const char *arn = s3_creds_env(opt, "AWS_ROLE_ARN");
+    if (!file) {
+        shoal_buf_append_str(tried, "; web identity (AWS_WEB_IDENTITY_TOKEN_FILE not set)");
+        return 0;
     }
-    if (fields[4].seen && imds_parse_time(expiration, &got.expires) != 0) {
-        shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "instance metadata at %s: role %s: bad Expiration '%s'", endpoint,
-                        role, expiration);
-        goto done;
+    if (!arn)
+        return shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not");
+    char what[256];
+    snprintf(what, sizeof what, "web identity (role %s)", arn);
+    s3_creds_src *s =
+        s3_creds_sts_source(opt, S3_CREDS_WEB_IDENTITY, NULL, arn, s3_creds_env(opt, "AWS_ROLE_SESSION_NAME"), what);
+    if (!s || s3_creds_src_set(&s->token_file, file) != 0) {
+        s3_creds_src_delete(s);
+        return -1;
     }
-    *out = got;
-    LOG_INFO("s3", "credentials", "source=imds role=%s expires=%lld", role, (long long)got.expires);
-    rc = 0;
-done:
-    explicit_bzero(&got, sizeof got);
-    if (body.data)
-        explicit_bzero(body.data, body.cap);
-    if (header.data)
-        explicit_bzero(header.data, header.cap);
-    shoal_buf_destroy(&body);
-    shoal_buf_destroy(&header);
+    *out = s;
+    return 1;
+}
+
+/* The host of an http(s) URL (without brackets for IPv6) into host. */
+static int url_host(const char *url, char *host, size_t cap)
+{
+    const char *a = strstr(url, "://");
+    if (!a)
+        return -1;
+    a += 3;
+    size_t n = strcspn(a, "/?#");
+    if (memchr(a, '@', n))
+        return -1;
+    const char *end;
+    if (*a == '[') {
+        a++;
+        end = memchr(a, ']', n);
+        if (!end)
+            return -1;
+    } else {
+        end = a + strcspn(a, ":/?#");
+    }
+    if (end == a || (size_t)(end - a) >= cap)
+        return -1;
+    memcpy(host, a, (size_t)(end - a));
+    host[end - a] = '\0';
+    return 0;
+}
+
+/* The SDKs let a plain-http FULL_URI reach only the machine itself, the ECS agent
+ * (169.254.170.2) and the EKS Pod Identity agent (169.254.170.23, fd00:ec2::23). */
+static bool container_host_allowed(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6, eks6;
+    if (strcmp(host, "localhost") == 0)
+        return true;
+    if (inet_pton(AF_INET, host, &a4) == 1) {
+        uint32_t a = ntohl(a4.s_addr);
+        return (a >> 24) == 127 || a == 0xA9FEAA02u || a == 0xA9FEAA17u;
+    }
+    if (inet_pton(AF_INET6, host, &a6) == 1) {
+        inet_pton(AF_INET6, "fd00:ec2::23", &eks6);
+        return IN6_IS_ADDR_LOOPBACK(&a6) || memcmp(&a6, &eks6, sizeof a6) == 0;
+    }
+    return false;
+}
+
+int s3_creds_container_source(const s3_creds_options *opt, s3_creds_src **out, shoal_buf *tried)
+{
+    const char *rel = s3_creds_env(opt, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+    const char *full = s3_creds_env(opt, "AWS_CONTAINER_CREDENTIALS_FULL_URI");
+    char url[1024], host[256];
+    if (!rel && !full) {
+        if (tried)
+            shoal_buf_append_str(tried, "; container credentials (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and "
+                                        "AWS_CONTAINER_CREDENTIALS_FULL_URI not set)");
+        return 0;
+    }
+    if (rel) {
+        if (rel[0] != '/')
+            return shoal_error_set(SHOAL_ERR_S3_CREDENTIALS,
+                                   "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI '%s' does not start with '/'", rel);
+        snprintf(url, sizeof url, "%s%s", opt->container_host ? opt->container_host : ECS_CONTAINER_HOST, rel);
+    } else {
+        bool https = strncmp(full, "https://", 8) == 0;
+        if ((!https && strncmp(full, "http://", 7) != 0) || url_host(full, host, sizeof host) != 0)
+            return shoal_error_set(SHOAL_ERR_S3_CREDENTIALS,
+                                   "AWS_CONTAINER_CREDENTIALS_FULL_URI '%s' is not an http:// or https:// URL with a "
+                                   "host", full);
+        if (!https && !container_host_allowed(host))
+            return shoal_error_set(SHOAL_ERR_S3_CREDENTIALS,
+                                   "AWS_CONTAINER_CREDENTIALS_FULL_URI: host '%s' is not allowed over plain http (only "
+                                   "loopback, 169.254.170.2, 169.254.170.23 and fd00:ec2::23, as in the AWS SDKs)",
+                                   host);
+        snprintf(url, sizeof url, "%s", full);
+    }
+    for (const char *p = url; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f)
+            return shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "the container credentials URL holds blanks or control "
+                                                             "bytes");
+    s3_creds_src *s = s3_creds_src_new(S3_CREDS_CONTAINER, "container credentials at %s", url);
+    const char *token_file = s3_creds_env(opt, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
+    if (!s || s3_creds_src_set(&s->url, url) != 0 || s3_creds_src_set(&s->token_file, token_file) != 0 ||
+        s3_creds_src_set(&s->token, token_file ? NULL : s3_creds_env(opt, "AWS_CONTAINER_AUTHORIZATION_TOKEN")) != 0) {
+        s3_creds_src_delete(s);
+        return -1;
+    }
+    *out = s;
+    return 1;
+}
+
+int s3_creds_imds_source(const s3_creds_options *opt, s3_creds_src **out, shoal_buf *tried)
+{
+    const char *off = s3_creds_env(opt, "AWS_EC2_METADATA_DISABLED");
+    if (opt->disable_imds || (off && strcasecmp(off, "true") == 0)) {
+        if (tried)
+            shoal_buf_append_str(tried, "; instance metadata (disabled)");
+        return 0;
+    }
+    const char *ep = s3_creds_env(opt, "AWS_EC2_METADATA_SERVICE_ENDPOINT");
+    char url[256];
+    snprintf(url, sizeof url, "%s", ep ? ep : IMDS_DEFAULT_ENDPOINT);
+    size_t n = strlen(url);
+    while (n > 0 && url[n - 1] == '/')
+        url[--n] = '\0';
+    s3_creds_src *s = s3_creds_src_new(S3_CREDS_IMDS, "instance metadata at %s", url);
+    if (!s || s3_creds_src_set(&s->url, url) != 0) {
+        s3_creds_src_delete(s);
+        return -1;
+    }
+    *out = s;
+    return 1;
+}
+
+/* ---- the provider ----------------------------------------------------------------------------- */
+
+/* The profile step: 1 with p->src, p->files and p->profile set, 0 (noted in tried), -1. */
+static int provider_profile(s3_creds_provider *p, shoal_buf *tried)
+{
+    const s3_creds_options *opt = &p->opt;
+    const char *env_profile = s3_creds_env(opt, "AWS_PROFILE");
+    const char *name = opt->profile ? opt->profile : env_profile ? env_profile : "default";
+    if (!(p->files = s3_creds_files_new(opt)) || s3_creds_files_load(p->files) != 0)
+        return -1;
+    if (tried->len)
+        shoal_buf_append_str(tried, "; ");
+    int rc = s3_creds_profile_source(p->files, opt, name, opt->profile || env_profile, &p->src, tried);
+    if (rc == 1 && !(p->profile = strdup(name)))
+        rc = shoal_error_set(SHOAL_ERR_NOMEM, "credentials: out of memory");
+    if (rc != 1) {
+        s3_creds_files_delete(p->files);
+        p->files = NULL;
+    }
     return rc;
 }
 
-/* ---- the provider ------------------------------------------------------------------------- */
-
-static bool creds_imds_disabled(const s3_creds_options *opt)
+/* Walks the chain; 0 with p->src and p->source set, -1 with the message. */
+static int provider_resolve(s3_creds_provider *p, shoal_buf *tried)
 {
-    const char *v = creds_env(opt, "AWS_EC2_METADATA_DISABLED");
-    return opt->disable_imds || (v && strcasecmp(v, "true") == 0);
+    const s3_creds_options *opt = &p->opt;
+    int rc = 0;
+    if (!opt->profile) {
+        if ((rc = s3_creds_env_source(opt, &p->src, tried)) != 0) {
+            p->source = "environment";
+            return rc < 0 ? -1 : 0;
+        }
+        if ((rc = web_identity_env_source(opt, &p->src, tried)) != 0) {
+            p->source = "web-identity";
+            return rc < 0 ? -1 : 0;
+        }
+    }
+    if ((rc = provider_profile(p, tried)) != 0) {
+        p->source = "profile";
+        return rc < 0 ? -1 : 0;
+    }
+    if ((rc = s3_creds_container_source(opt, &p->src, tried)) != 0) {
+        p->source = "container";
+        return rc < 0 ? -1 : 0;
+    }
+    if ((rc = s3_creds_imds_source(opt, &p->src, tried)) < 0)
+        return -1;
+    if (rc == 1) {
+        s3_creds c;
+        if (s3_creds_src_get(p->src, (int64_t)time(NULL), &c) == 0) {
+            explicit_bzero(&c, sizeof c);
+            p->source = "imds";
+            return 0;
+        }
+        /* Not there, or no role: the metadata service gave nothing. */
+        shoal_buf_appendf(tried, "; %s", shoal_error_message());
+        s3_creds_src_delete(p->src);
+        p->src = NULL;
+    }
+    return shoal_error_set(SHOAL_ERR_S3_CREDENTIALS,
+                           "no S3 credentials found; tried %s; use --no-sign-request for a public bucket",
+                           shoal_buf_str(tried));
+}
+
+static int provider_copy_options(s3_creds_provider *p, const s3_creds_options *opt)
+{
+    p->opt = *opt;
+    if ((opt->profile && !(p->opt_profile = strdup(opt->profile))) ||
+        (opt->region && !(p->opt_region = strdup(opt->region))) ||
+        (opt->container_host && !(p->opt_container_host = strdup(opt->container_host))))
+        return shoal_error_set(SHOAL_ERR_NOMEM, "credentials provider: out of memory");
+    p->opt.profile = p->opt_profile;
+    p->opt.region = p->opt_region;
+    p->opt.container_host = p->opt_container_host;
+    return 0;
 }
 
 s3_creds_provider *s3_creds_provider_new(const s3_creds_options *opt_in)
 {
     static const s3_creds_options defaults = {0};
-    const s3_creds_options *opt = opt_in ? opt_in : &defaults;
     shoal_buf tried = {0};
+    s3_creds c;
     s3_creds_provider *p = calloc(1, sizeof *p);
     if (!p) {
         shoal_error_set(SHOAL_ERR_NOMEM, "credentials provider: out of memory");
         return NULL;
     }
     pthread_mutex_init(&p->lock, NULL);
-    if (opt->anonymous) {
-        p->cur.anonymous = true;
+    if (provider_copy_options(p, opt_in ? opt_in : &defaults) != 0)
+        goto fail;
+    if (p->opt.anonymous) {
         p->source = "anonymous";
         LOG_INFO("s3", "credentials", "source=anonymous");
         goto done;
     }
-    int rc = creds_from_env(opt, &p->cur, &tried);
-    if (rc == 1) {
-        p->source = "environment";
-        LOG_INFO("s3", "credentials", "source=environment");
-        goto done;
-    }
-    if (rc == 0)
-        rc = creds_from_profile(opt, &p->cur, &tried);
-    if (rc == 1) {
-        p->source = "profile";
-        goto done;
-    }
-    if (rc < 0)
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "credentials: curl_global_init failed");
         goto fail;
-    if (creds_imds_disabled(opt)) {
-        shoal_buf_append_str(&tried, "; instance metadata (disabled)");
-    } else {
-        const char *ep = creds_env(opt, "AWS_EC2_METADATA_SERVICE_ENDPOINT");
-        snprintf(p->imds_endpoint, sizeof p->imds_endpoint, "%s", ep ? ep : IMDS_DEFAULT_ENDPOINT);
-        size_t n = strlen(p->imds_endpoint);
-        while (n > 0 && p->imds_endpoint[n - 1] == '/')
-            p->imds_endpoint[--n] = '\0';
-        p->curl_ready = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK;
-        if (p->curl_ready && imds_fetch(p->imds_endpoint, &p->cur) == 0) {
-            p->source = "imds";
-            goto done;
-        }
-        shoal_buf_appendf(&tried, "; %s", p->curl_ready ? shoal_error_message() : "instance metadata (curl init failed)");
     }
-    shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "no S3 credentials found; tried %s; use --no-sign-request for a public bucket",
-                    shoal_buf_str(&tried));
+    p->curl_ready = true;
+    if (provider_resolve(p, &tried) != 0)
+        goto fail;
+    /* The first credentials now (the metadata service's are already there), so a configured
+     * source that fails stops the daemon at start. */
+    if (!p->src->cur.access_key[0] && s3_creds_src_get(p->src, (int64_t)time(NULL), &c) != 0)
+        goto fail;
+    explicit_bzero(&c, sizeof c);
+    char q[512];
+    LOG_INFO("s3", "credentials", "source=%s from=%s", p->source, shoal_log_q(q, sizeof q, p->src->what));
+done:
+    shoal_buf_destroy(&tried);
+    return p;
 fail:
     shoal_buf_destroy(&tried);
     s3_creds_provider_delete(p);
     return NULL;
-done:
-    shoal_buf_destroy(&tried);
-    return p;
 }
 
 void s3_creds_provider_delete(s3_creds_provider *p)
 {
     if (!p)
         return;
+    s3_creds_src_delete(p->src);
+    s3_creds_files_delete(p->files);
+    free(p->profile);
+    free(p->opt_profile);
+    free(p->opt_region);
+    free(p->opt_container_host);
     pthread_mutex_destroy(&p->lock);
     if (p->curl_ready)
         curl_global_cleanup();
@@ -643,31 +549,47 @@ void s3_creds_provider_delete(s3_creds_provider *p)
     free(p);
 }
 
+/* The profile files changed: read them again and, if the profile still gives credentials, take
+ * them. Lock held. */
+static void provider_reload(s3_creds_provider *p, int64_t now)
+{
+    s3_creds_src *fresh = NULL;
+    shoal_buf tried = {0};
+    s3_creds c;
+    char q[512], q2[512];
+    int rc = s3_creds_files_load(p->files);
+    if (rc == 0)
+        rc = s3_creds_profile_source(p->files, &p->opt, p->profile, true, &fresh, &tried);
+    if (rc == 0)
+        rc = shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "%s", shoal_buf_str(&tried));
+    if (rc == 1 && s3_creds_src_get(fresh, now, &c) == 0) {
+        explicit_bzero(&c, sizeof c);
+        s3_creds_src_delete(p->src);
+        p->src = fresh;
+        fresh = NULL;
+        LOG_INFO("s3", "credentials_reloaded", "profile=%s from=%s", shoal_log_q(q, sizeof q, p->profile),
+                 shoal_log_q(q2, sizeof q2, p->src->what));
+    } else {
+        LOG_WARN("s3", "credentials_reload_failed", "profile=%s keeping=previous error=%s",
+                 shoal_log_q(q2, sizeof q2, p->profile), shoal_log_q(q, sizeof q, shoal_error_message()));
+    }
+    s3_creds_src_delete(fresh);
+    shoal_buf_destroy(&tried);
+}
+
 int s3_creds_get(s3_creds_provider *p, s3_creds *out)
 {
     int rc = 0;
     pthread_mutex_lock(&p->lock);
     int64_t now = (int64_t)time(NULL);
-    if (p->imds_endpoint[0] && p->cur.expires != 0 && now + CREDS_REFRESH_MARGIN >= p->cur.expires &&
-        now >= p->next_attempt) {
-        s3_creds fresh = {0};
-        if (imds_fetch(p->imds_endpoint, &fresh) == 0) {
-            p->cur = fresh;
-        } else if (now >= p->cur.expires) {
-            p->next_attempt = now + CREDS_RETRY_AFTER;
-            rc = shoal_error_wrap("credentials expired and could not be refreshed");
-        } else {
-            p->next_attempt = now + CREDS_RETRY_AFTER;
-            char q[256];
-            LOG_WARN("s3", "credentials_refresh_failed", "expires_in=%lld error=%s",
-                     (long long)(p->cur.expires - now), shoal_log_q(q, sizeof q, shoal_error_message()));
-        }
-        explicit_bzero(&fresh, sizeof fresh);
-    } else if (p->imds_endpoint[0] && p->cur.expires != 0 && now >= p->cur.expires) {
-        rc = shoal_error_set(SHOAL_ERR_S3_CREDENTIALS, "credentials expired; the metadata service failed to renew them");
+    if (!p->src) {
+        memset(out, 0, sizeof *out);
+        out->anonymous = true;
+    } else {
+        if (p->files && s3_creds_files_changed(p->files))
+            provider_reload(p, now);
+        rc = s3_creds_src_get(p->src, now, out);
     }
-    if (rc == 0)
-        *out = p->cur;
     pthread_mutex_unlock(&p->lock);
     return rc;
 }

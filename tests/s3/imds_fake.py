@@ -8,16 +8,16 @@ fetch (AccessKeyId ASIAFAKE00000001, ...02, ...); the first expire --first-ttl s
 (inside the client's five-minute refresh margin), later ones an hour from now, so a test can see
 a refresh happen once and then stop. GET /_fake/stats (no token needed) returns the counters.
 
-Standard library only. Listens on a free port of 127.0.0.1, prints {"port": N} on the first line
+Standard library only (and fake_server.py beside it). Listens on a free port of 127.0.0.1, prints {"port": N} on the first line
 of stdout, and exits when its stdin closes (when the test process ends).
 """
 
 import argparse
 import datetime
 import json
-import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import fake_server
 
 ROLE = "shoal-test-role"
 CREDS_PATH = "/latest/meta-data/iam/security-credentials/"
@@ -32,18 +32,7 @@ class State:
 
 
 def make_handler(state):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, fmt, *args):
-            pass
-
-        def reply(self, status, body, ctype="text/plain"):
-            data = body.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
+    class Handler(fake_server.Handler):
         def do_PUT(self):
             length = int(self.headers.get("Content-Length") or 0)
             if length:
@@ -99,12 +88,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--first-ttl", type=int, default=60)
     args = ap.parse_args()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(State(args.first_ttl)))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    print(json.dumps({"port": server.server_address[1]}), flush=True)
-    sys.stdin.read()  # returns when the test process closes our stdin
-    server.shutdown()
+    fake_server.serve(make_handler(State(args.first_ttl)))
 
 
 if __name__ == "__main__":
