@@ -23,6 +23,10 @@
  * short read is never handed out as data. Error bodies and result documents are collected in a
  * bounded buffer (S3_XML_MAX_DOC) and parsed with s3_xml.
  *
+ * A failed attempt that may still have taken effect at the server (it went out, and the answer
+ * was lost, late or a 5xx) marks the request maybe_applied; the writes built on top settle such a
+ * failure with a HEAD (s3_commit.c) instead of trusting it.
+ *
  * Counters are relaxed atomics: they are statistics, read by s3_client_stats_get from any thread.
  */
 #include "s3_request.h"
@@ -143,6 +147,7 @@ struct s3_req {
     char curl_err[CURL_ERROR_SIZE];
 
     unsigned attempts;
+    bool maybe_applied;       /* a failed attempt may have taken effect at the server */
     uint64_t due_us;
     s3_done_fn done;
     void *ud;
@@ -161,6 +166,7 @@ void s3_client_config_defaults(s3_client_config *cfg)
     cfg->max_in_flight = 64;
     cfg->connect_timeout_ms = 10000;
     cfg->stall_timeout_ms = 30000;
+    cfg->complete_timeout_ms = 600000;
     cfg->max_retries = 5;
     cfg->backoff_base_ms = 100;
     cfg->backoff_cap_ms = 20000;
@@ -358,40 +364,14 @@ static int copy_kvs(s3_kv *dst, const s3_kv *src, size_t n)
 /* SHA-256 of the body for x-amz-content-sha256, read through pread for an fd body. */
 static int hash_body(s3_req *r)
 {
-    if (r->body || r->body_fd < 0) {
-        s3_sha256_hex(r->body ? r->body : (const uint8_t *)"", r->body ? r->body_len : 0, r->payload_sha);
-        return 0;
-    }
-    int rc = -1;
-    EVP_MD_CTX *md = NULL;
-    uint8_t *chunk = malloc(1u << 20);
-    if (!chunk || !(md = EVP_MD_CTX_new()) || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
-        shoal_error_set(SHOAL_ERR_NOMEM, "%s: cannot hash the body", op_names[r->op]);
-        goto done;
-    }
-    for (uint64_t done = 0; done < r->body_len;) {
-        size_t want = r->body_len - done < (1u << 20) ? (size_t)(r->body_len - done) : (1u << 20);
-        ssize_t n = pread(r->body_fd, chunk, want, (off_t)(r->body_off + done));
-        if (n <= 0) {
-            if (n == 0)
-                shoal_error_set(SHOAL_ERR_IO, "%s key=%s: the file ends %llu bytes before the body's end",
-                                op_names[r->op], r->key, (unsigned long long)(r->body_len - done));
-            else
-                shoal_error_errno(errno, "%s key=%s: pread of the body", op_names[r->op], r->key);
-            goto done;
-        }
-        EVP_DigestUpdate(md, chunk, (size_t)n);
-        done += (uint64_t)n;
-    }
-    uint8_t dg[32];
+    char what[512], q[300];
+    snprintf(what, sizeof what, "%s key=%s", op_names[r->op], shoal_log_q(q, sizeof q, r->key ? r->key : ""));
+    uint8_t dg[EVP_MAX_MD_SIZE];
     unsigned dl = 0;
-    EVP_DigestFinal_ex(md, dg, &dl);
-    shoal_hex(r->payload_sha, dg, sizeof dg);
-    rc = 0;
-done:
-    EVP_MD_CTX_free(md);
-    free(chunk);
-    return rc;
+    if (s3_body_digest(EVP_sha256(), r->body, r->body ? -1 : r->body_fd, r->body_off, r->body_len, what, dg, &dl) < 0)
+        return -1;
+    shoal_hex(r->payload_sha, dg, dl);
+    return 0;
 }
 
 int s3_submit(s3_client *c, const s3_req_spec *spec, s3_done_fn done, void *ud)
@@ -666,10 +646,15 @@ static int easy_setup(s3_req *r)
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)c->cfg.connect_timeout_ms);
-    if (c->cfg.request_timeout_ms)
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)c->cfg.request_timeout_ms);
-    if (c->cfg.stall_timeout_ms) {
-        long s = (long)((c->cfg.stall_timeout_ms + 999) / 1000);
+    /* Requests that answer only when the server has finished assembling or copying an object
+     * may stay silent for minutes: one whole-attempt limit of their own, no stall limit. */
+    bool server_work = r->op == S3_OP_COMPLETE_MULTIPART || r->op == S3_OP_COPY || r->op == S3_OP_UPLOAD_PART_COPY;
+    unsigned request_ms = server_work ? c->cfg.complete_timeout_ms : c->cfg.request_timeout_ms;
+    unsigned stall_ms = server_work ? 0 : c->cfg.stall_timeout_ms;
+    if (request_ms)
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)request_ms);
+    if (stall_ms) {
+        long s = (long)((stall_ms + 999) / 1000);
         curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
         curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, s);
     }
@@ -863,6 +848,7 @@ static void count_request(s3_req *r)
 typedef struct outcome {
     shoal_err err;
     bool retry;
+    bool definitive;  /* S3 answered that it did not do the request (a 4xx, or a 200 with such an <Error>) */
     char msg[1024];
     s3_xml_result doc;
     bool has_doc;
@@ -902,6 +888,8 @@ static shoal_err s3_err_of(long status, const char *code)
         return SHOAL_ERR_S3_NO_SUCH_KEY;
     if (strcmp(code, "NoSuchBucket") == 0)
         return SHOAL_ERR_S3_NO_SUCH_BUCKET;
+    if (strcmp(code, "NoSuchUpload") == 0) /* a 404 about the upload, not the key */
+        return SHOAL_ERR_S3;
     if (strcmp(code, "SignatureDoesNotMatch") == 0)
         return SHOAL_ERR_S3_SIGNATURE;
     if (strcmp(code, "AccessDenied") == 0 || strcmp(code, "InvalidAccessKeyId") == 0 || status == 403)
@@ -937,6 +925,7 @@ static void fail_s3(s3_req *r, outcome *o, const s3_xml_error *xe)
              *code ? code : "(no code)", xe && xe->message[0] ? xe->message : "(no message)", *rid ? rid : "-",
              r->attempts, r->attempts == 1 ? "" : "s");
     o->retry = r->status >= 500 || code_retryable(code);
+    o->definitive = !o->retry;
 }
 
 static void fail_with(s3_req *r, outcome *o, shoal_err err, bool retry, const char *fmt, ...)
@@ -1063,6 +1052,20 @@ static void decide(s3_req *r, CURLcode cc, outcome *o)
     }
 }
 
+/* Whether a failed attempt may still have taken effect at the server. Not when the request never
+ * went out (curl reports no pre-transfer time when resolving, connecting or the TLS handshake
+ * failed) nor when S3 said it refused it; otherwise the request may have arrived whole and only
+ * the answer is missing, late, or a 5xx from a server that failed after acting. */
+static bool attempt_maybe_applied(s3_req *r, CURLcode cc, const outcome *o)
+{
+    if (cc != CURLE_OK) {
+        curl_off_t pre = 0;
+        curl_easy_getinfo(r->easy, CURLINFO_PRETRANSFER_TIME_T, &pre);
+        return pre > 0;
+    }
+    return !o->definitive;
+}
+
 /* Full jitter: uniform in [0, min(cap, base * 2^(retry-1))] milliseconds, in microseconds. Spreads
  * clients throttled together instead of retrying in step. */
 static uint64_t backoff_us(const s3_client *c, unsigned retry)
@@ -1093,6 +1096,7 @@ static void complete(s3_req *r, outcome *o)
         .message = o->err ? o->msg : "",
         .status = (int)r->status,
         .attempts = r->attempts,
+        .maybe_applied = o->err && r->maybe_applied,
         .info = r->info,
         .bytes = r->op == S3_OP_GET ? r->got : 0,
         .list = o->has_list ? &o->list : NULL,
@@ -1121,6 +1125,8 @@ static void finish_attempt(s3_client *c, s3_req *r, CURLcode cc)
         return;
     }
     decide(r, cc, o);
+    if (o->err && attempt_maybe_applied(r, cc, o))
+        r->maybe_applied = true;
     if (o->err && o->retry && r->attempts <= c->cfg.max_retries) {
         uint64_t wait = backoff_us(c, r->attempts);
         char q[256];
@@ -1335,6 +1341,7 @@ static void call_done(void *ud, s3_result *r)
 {
     s3_call *k = ud;
     s3_wait_note(&k->w, r);
+    k->maybe_applied = r->maybe_applied;
     if (r->err == SHOAL_OK) {
         k->info = r->info;
         k->bytes = r->bytes;
@@ -1478,8 +1485,12 @@ int s3_put(s3_client *c, const s3_put_args *a, char etag[S3_ETAG_MAX])
     s3_req_spec s;
     spec_put(&s, a);
     s3_call k = {0};
-    if (s3_call_run(c, &s, &k) < 0)
-        return -1;
+    if (s3_call_run(c, &s, &k) < 0) {
+        if (!k.maybe_applied)
+            return -1;
+        s3_expect e = {.op = "PutObject", .body = a};
+        return s3_commit_check(c, a->bucket, a->key, &e, etag);
+    }
     if (etag)
         memcpy(etag, k.info.etag, S3_ETAG_MAX);
     return 0;

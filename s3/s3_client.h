@@ -42,6 +42,14 @@ typedef struct s3_client_config {
     unsigned connect_timeout_ms; /* default 10000 */
     unsigned request_timeout_ms; /* whole attempt; 0 = no limit (default) */
     unsigned stall_timeout_ms;   /* an attempt that moves no byte for this long fails; default 30000 */
+    /* CompleteMultipartUpload and server-side copies (CopyObject, UploadPartCopy) answer only once
+     * the server has assembled or copied the whole object, which S3 documents can take minutes
+     * for large objects (AWS keeps the connection alive meanwhile, other servers may stay
+     * silent). These requests therefore have no stall limit and this whole-attempt limit
+     * instead; 0 = none. Default 600000 (10 minutes): well above the minutes S3 documents, and
+     * short enough that a completion whose answer was lost is resolved (by a HEAD, see s3_upload)
+     * while the caller still waits. */
+    unsigned complete_timeout_ms;
     unsigned max_retries;        /* retries after the first attempt; default 5 */
     unsigned backoff_base_ms;    /* first retry waits up to this; default 100 */
     unsigned backoff_cap_ms;     /* no retry waits longer; default 20000 */
@@ -81,6 +89,10 @@ typedef struct s3_result {
     const char *message;    /* the failure message; "" on success */
     int status;             /* last HTTP status; 0 when no answer came */
     unsigned attempts;      /* attempts made (1 + retries) */
+    /* Failure only: an attempt may still have taken effect at the server (the request went out
+     * and the answer was lost, came too late, or was a 5xx), so the failure alone does not say
+     * whether a write happened. s3_put, s3_upload and s3_copy resolve this themselves. */
+    bool maybe_applied;
     s3_object_info info;    /* HEAD and GET: the object; PUT: etag */
     uint64_t bytes;         /* GET: body bytes delivered */
     /* LIST: the parsed page. The callback may take it over by copying the struct and
@@ -139,7 +151,8 @@ typedef struct s3_list_args {
 /* Asynchronous calls: 0 when queued (done will run exactly once, on the worker thread); -1
  * with SHOAL_ERR_INVAL for bad arguments or SHOAL_ERR_CLOSED when the client is shutting down
  * (done is then never called). Argument strings are copied; a GET's buffer or sink, and a PUT's
- * memory body or fd, must stay valid until done runs. */
+ * memory body or fd, must stay valid until done runs. s3_put_async reports the PUT's own outcome
+ * (r->maybe_applied marks a failure that may have stored it); s3_put settles that case. */
 int s3_head_async(s3_client *c, const char *bucket, const char *key, s3_done_fn done, void *ud);
 int s3_get_async(s3_client *c, const s3_get_args *a, s3_done_fn done, void *ud);
 int s3_put_async(s3_client *c, const s3_put_args *a, s3_done_fn done, void *ud);
@@ -154,11 +167,18 @@ int s3_head(s3_client *c, const char *bucket, const char *key, s3_object_info *o
  * be NULL) the object's metadata. A body shorter than announced fails with
  * SHOAL_ERR_S3_TRUNCATED and is never reported as data. */
 int s3_get(s3_client *c, const s3_get_args *a, uint64_t *got, s3_object_info *info);
-/* PutObject in one request; the new ETag into etag (may be NULL). */
+/* PutObject in one request; the new ETag into etag (may be NULL). Commit-safe: when the PUT
+ * fails in a way that may still have stored it (a lost or late answer, a 5xx, after all retries),
+ * one HeadObject decides: if the key holds an object whose ETag is the body's MD5 (computed then,
+ * reading the body once more), the PUT succeeded and a line is logged; else the failure is
+ * reported, with what the HEAD found appended. A failed PUT leaves the key as it was. */
 int s3_put(s3_client *c, const s3_put_args *a, char etag[S3_ETAG_MAX]);
-/* PutObject when the body is at most multipart_threshold, else a multipart upload whose parts
- * go up in parallel; on any failure the upload is aborted. A 200 answer carrying <Error> to
- * CompleteMultipartUpload is a failure. */
+/* PutObject (as s3_put) when the body is at most multipart_threshold, else a multipart upload
+ * whose parts go up in parallel. A 200 answer carrying <Error> to CompleteMultipartUpload is a
+ * failure. Commit-safe: a completion that fails but may have committed (lost or late answer, 5xx,
+ * then NoSuchUpload to a retry) is settled by a HEAD: the ETag the upload produces (MD5 of the
+ * part MD5s, "-N") means success; otherwise the upload is aborted and a second HEAD is final. Any
+ * other failure aborts the upload. A failed upload leaves the key as it was. */
 int s3_upload(s3_client *c, const s3_put_args *a, char etag[S3_ETAG_MAX]);
 /* DeleteObject (deleting a missing key succeeds, as in S3). */
 int s3_delete(s3_client *c, const char *bucket, const char *key);
@@ -167,7 +187,9 @@ int s3_delete(s3_client *c, const char *bucket, const char *key);
 int s3_list(s3_client *c, const s3_list_args *a, s3_list_page *out);
 /* Server-side copy: CopyObject, or UploadPartCopy parts when the source is larger than
  * copy_multipart_threshold (pinned to the source's ETag so a concurrent overwrite fails the
- * copy instead of splicing two versions). New ETag into etag (may be NULL). */
+ * copy instead of splicing two versions). New ETag into etag (may be NULL). Commit-safe as
+ * s3_upload: a CopyObject that may have committed counts when the destination then has the
+ * source's ETag (known only when that is a plain MD5); a multipart copy as s3_upload. */
 int s3_copy(s3_client *c, const char *src_bucket, const char *src_key, const char *dst_bucket,
             const char *dst_key, char etag[S3_ETAG_MAX]);
 

@@ -8,6 +8,14 @@
  * whose body is an <Error> (which the engine already reports as a failure), aborts the upload
  * so no orphaned parts keep costing storage; the first failure is what the caller sees.
  *
+ * The completion is the commit point, and its failure is not always what it seems: when its
+ * answer was lost, came after the client's (long, own) timeout or was a 5xx, S3 may have
+ * committed the object and the retries then answer 404 NoSuchUpload or 5xx. Aborting and
+ * reporting failure then would contradict what S3 holds, so such a failure is settled first
+ * (s3_commit.c): a HEAD that finds the ETag this upload produces is success; otherwise the
+ * upload is aborted and, since it can no longer land after that, a second HEAD is final. The
+ * same check follows a single PutObject or CopyObject that failed that way.
+ *
  * Part sizes: the configured size, grown when needed to stay within S3's 10,000 parts. A copy
  * pins every part to the source's ETag (x-amz-copy-source-if-match), so an object overwritten
  * during the copy fails it with SHOAL_ERR_S3_CHANGED instead of producing a splice.
@@ -42,17 +50,6 @@ static void part_done(void *ud, s3_result *r)
     s3_wait_done(&p->job->w);
 }
 
-/* Runs one request that answers with a result document; its ETag into etag (may be NULL). */
-static int run_for_etag(s3_client *c, const s3_req_spec *s, char etag[S3_ETAG_MAX])
-{
-    s3_call k = {0};
-    if (s3_call_run(c, s, &k) < 0)
-        return -1;
-    if (etag)
-        memcpy(etag, k.info.etag, S3_ETAG_MAX);
-    return 0;
-}
-
 static int create_upload(s3_client *c, const char *bucket, const char *key, const char *content_type,
                          char upload_id[1024])
 {
@@ -83,10 +80,12 @@ static void abort_upload(s3_client *c, const char *bucket, const char *key, cons
     shoal_error_set(code, "%s (multipart upload aborted)", msg);
 }
 
+/* CompleteMultipartUpload; on failure *maybe_applied tells whether it may have committed. */
 static int complete_upload(s3_client *c, const char *bucket, const char *key, const char *upload_id,
-                           const s3_part_etag *parts, uint32_t n, char etag[S3_ETAG_MAX])
+                           const s3_part_etag *parts, uint32_t n, char etag[S3_ETAG_MAX], bool *maybe_applied)
 {
     int rc = -1;
+    *maybe_applied = false;
     shoal_buf body;
     shoal_buf_create(&body, 0);
     if (s3_xml_build_complete(&body, parts, n) < 0)
@@ -99,10 +98,36 @@ static int complete_upload(s3_client *c, const char *bucket, const char *key, co
     s.len = body.len;
     s.copy_body = true;
     s.expect = S3_XML_COMPLETE_MULTIPART;
-    rc = run_for_etag(c, &s, etag);
+    s3_call k = {0};
+    rc = s3_call_run(c, &s, &k);
+    if (rc == 0 && etag)
+        memcpy(etag, k.info.etag, S3_ETAG_MAX);
+    *maybe_applied = rc < 0 && k.maybe_applied;
 done:
     shoal_buf_destroy(&body);
     return rc;
+}
+
+/* Completes the upload, and settles a completion that failed but may have committed: a HEAD
+ * that finds this upload's object is success; otherwise the upload is aborted, after which it
+ * can no longer land, and a second HEAD gives the final answer (the completion may have been
+ * committing while the first one looked). Any other failure aborts the upload. */
+static int complete_or_settle(s3_client *c, const char *bucket, const char *key, const char *upload_id,
+                              const s3_part_etag *parts, uint32_t n, const s3_expect *e, char etag[S3_ETAG_MAX])
+{
+    bool maybe = false;
+    if (complete_upload(c, bucket, key, upload_id, parts, n, etag, &maybe) == 0)
+        return 0;
+    if (maybe) {
+        shoal_err code = shoal_error_code();
+        char failure[1024];
+        snprintf(failure, sizeof failure, "%s", shoal_error_message());
+        if (s3_commit_check(c, bucket, key, e, etag) == 0)
+            return 0;
+        shoal_error_set(code, "%s", failure); /* the final check says what it found */
+    }
+    abort_upload(c, bucket, key, upload_id);
+    return maybe ? s3_commit_check(c, bucket, key, e, etag) : -1;
 }
 
 static uint64_t part_size_for(uint64_t total, uint64_t configured)
@@ -175,11 +200,15 @@ static int multipart(s3_client *c, const char *bucket, const char *key, const ch
             break;
         }
     }
-    if (s3_wait_finish(&job.w) < 0 || complete_upload(c, bucket, key, upload_id, job.parts, n, etag) < 0) {
+    if (s3_wait_finish(&job.w) < 0) {
         abort_upload(c, bucket, key, upload_id);
         goto done;
     }
-    rc = 0;
+    s3_expect e = {.op = "CompleteMultipartUpload", .body = src->put};
+    s3_multipart_etag(job.parts, n, e.etag);
+    if (src->copy_etag && s3_etag_is_md5(src->copy_etag))
+        snprintf(e.content_md5, sizeof e.content_md5, "%s", src->copy_etag);
+    rc = complete_or_settle(c, bucket, key, upload_id, job.parts, n, &e, etag);
 done:
     s3_wait_destroy(&job.w);
     free(job.parts);
@@ -227,7 +256,16 @@ int s3_copy(s3_client *c, const char *src_bucket, const char *src_key, const cha
     s.headers[s.n_headers++] = (s3_kv){"x-amz-copy-source", shoal_buf_str(&source)};
     s.headers[s.n_headers++] = (s3_kv){"x-amz-copy-source-if-match", info.etag};
     s.expect = S3_XML_COPY_OBJECT;
-    rc = run_for_etag(c, &s, etag);
+    s3_call k = {0};
+    if ((rc = s3_call_run(c, &s, &k)) == 0) {
+        if (etag)
+            memcpy(etag, k.info.etag, S3_ETAG_MAX);
+    } else if (k.maybe_applied) {
+        s3_expect e = {.op = "CopyObject"};
+        if (s3_etag_is_md5(info.etag))
+            snprintf(e.content_md5, sizeof e.content_md5, "%s", info.etag);
+        rc = s3_commit_check(c, dst_bucket, dst_key, &e, etag);
+    }
 done:
     shoal_buf_destroy(&source);
     return rc;

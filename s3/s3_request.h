@@ -9,6 +9,7 @@
 #include "s3_client.h"
 #include "s3_sigv4.h"
 
+#include <openssl/evp.h>
 #include <pthread.h>
 
 typedef enum s3_op {
@@ -86,6 +87,7 @@ typedef struct s3_call {
     uint64_t bytes;
     s3_list_page *list;   /* when set before the call, receives a LIST page */
     s3_xml_result doc;    /* the result document, when the request expects one */
+    bool maybe_applied;   /* failure only: the request may still have taken effect */
 } s3_call;
 
 /* Submits one request and waits for it (never from the worker thread): 0 with *k filled, or -1
@@ -94,5 +96,47 @@ int s3_call_run(s3_client *c, const s3_req_spec *spec, s3_call *k);
 
 /* Appends "/bucket/encoded-key" for x-amz-copy-source. */
 int s3_copy_source(shoal_buf *out, const char *bucket, const char *key);
+
+/* The digest `md` of a request body: `len` bytes of memory at data (NULL: empty), or when data is
+ * NULL and fd >= 0, `len` bytes of fd from off, read with pread. 0, or -1 with SHOAL_ERR_IO (the
+ * file ends early or a read fails; the message starts with `what`) or SHOAL_ERR_NOMEM. */
+int s3_body_digest(const EVP_MD *md, const void *data, int fd, uint64_t off, uint64_t len, const char *what,
+                   uint8_t out[EVP_MAX_MD_SIZE], unsigned *out_len);
+
+/* Appends a note to this thread's last error message, keeping its code; returns -1. */
+int s3_error_append(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* --------------------------------------------------------------------------------------------
+ * Commit checks (s3_commit.c): after a write failed ambiguously (s3_call.maybe_applied), a HEAD
+ * of the key tells whether the write is there, by the ETag it must have produced.
+ */
+
+/* What a write must have left under its key. Every field may be unknown (""/NULL); with nothing
+ * known, nothing can be recognized and the check fails without a request. */
+typedef struct s3_expect {
+    const char *op;                  /* the write, for the log line ("PutObject", ...) */
+    /* The exact ETag the write produces (a multipart upload's, from its part ETags). */
+    char etag[S3_ETAG_MAX];
+    /* The content's MD5, quoted hex, which is the ETag of a single PUT or CopyObject (and which
+     * some S3-compatible servers give multipart objects too) ... */
+    char content_md5[S3_ETAG_MAX];
+    /* ... or the body to compute it from (memory or pread of the fd range), only when a HEAD
+     * shows a plain MD5 that is not etag. */
+    const s3_put_args *body;
+} s3_expect;
+
+/* Whether `hex` is an MD5 as S3 writes it in an ETag: 32 hex digits, quoted or not. */
+bool s3_etag_is_md5(const char *etag);
+
+/* A multipart object's ETag from its part ETags: "\"<hex MD5 of the binary part MD5s>-N\"".
+ * "" when a part ETag is not an MD5 (nothing to compute from). */
+void s3_multipart_etag(const s3_part_etag *parts, uint32_t n, char out[S3_ETAG_MAX]);
+
+/* HEADs bucket/key once (with the client's retries) and compares. 0 when the key holds what the
+ * write produces: logs one line naming the write and the failure it resolves, and copies the
+ * ETag into etag (may be NULL). -1 otherwise: the thread's error is what it was on entry (the
+ * write's failure) with what the HEAD showed appended. Never from the worker thread. */
+int s3_commit_check(s3_client *c, const char *bucket, const char *key, const s3_expect *e,
+                    char etag[S3_ETAG_MAX]);
 
 #endif

@@ -24,6 +24,12 @@ Control (paths under /_fault, which no bucket name can start with):
           shortlen  forward, then send half the body with a Content-Length that matches it
                     (consistent framing, wrong size for the Content-Range)
           delay     forward after sleeping `ms` milliseconds
+          late      forward, so the server acts on the request (commits an upload), then hold its
+                    answer `ms` milliseconds before sending it (longer than the client waits);
+                    requests arriving while the server works on it wait until it has answered,
+                    so the client's retries and checks see what it did
+          lost      forward, so the server acts on the request, then close the connection
+                    without answering (the answer is lost on the way back)
         Rules are tried in order; a rule with count 0 left is skipped.
     POST /_fault/reset          forgets rules and counters
     GET  /_fault/stats          {"total":N,"GET":..,"PUT":..,"POST":..,"DELETE":..,"HEAD":..,"faults":N,
@@ -41,9 +47,10 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-LOCK = threading.Lock()
+LOCK = threading.Condition()
 RULES = []
 STATS = {}
+LATE_IN_SERVER = [0]  # `late` requests the server is still working on; others wait for them
 
 
 def reset_state():
@@ -54,6 +61,8 @@ def reset_state():
 
 def take_rule(method, target, host):
     with LOCK:
+        while LATE_IN_SERVER[0]:
+            LOCK.wait()
         STATS["total"] += 1
         STATS["last_host"] = host
         STATS["last_target"] = target
@@ -67,8 +76,16 @@ def take_rule(method, target, host):
                 continue
             r["count"] -= 1
             STATS["faults"] += 1
+            if r["action"] == "late":
+                LATE_IN_SERVER[0] += 1
             return r
     return None
+
+
+def late_answered():
+    with LOCK:
+        LATE_IN_SERVER[0] -= 1
+        LOCK.notify_all()
 
 
 def error_doc(code, n):
@@ -164,7 +181,21 @@ class Handler(BaseHTTPRequestHandler):
             return
         if action == "delay":
             time.sleep(int(rule.get("ms", "1000")) / 1000.0)
+        if action == "late":
+            try:
+                status, reason, headers, data = self._forward(body)
+            finally:
+                late_answered()
+            time.sleep(int(rule.get("ms", "1000")) / 1000.0)
+            try:
+                self._send(status, reason, headers, data)
+            except OSError:  # the client gave up waiting and closed: the expected case
+                self.close_connection = True
+            return
         status, reason, headers, data = self._forward(body)
+        if action == "lost":
+            self.close_connection = True
+            return
         if action == "truncate":
             self._send(status, reason, headers, data, body_bytes=data[: len(data) // 2])
             self.close_connection = True

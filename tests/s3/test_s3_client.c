@@ -5,6 +5,7 @@
  * test_s3_faults.c through the fault-injecting proxy.
  */
 #include "s3_client.h"
+#include "s3_request.h" /* s3_multipart_etag, internal to s3/ */
 #include "s3_sigv4.h"
 #include "s3rver.h"
 #include "shoal_error.h"
@@ -495,6 +496,22 @@ TT_TEST(test_s3_client_keys_with_special_characters_round_trip)
     TT_CHECK(p.n_objects == 1 && strcmp(p.objects[0].key, want3) == 0, "prefix listing: %zu objects", p.n_objects);
     s3_list_page_destroy(&p);
     teardown(&f);
+}
+
+TT_TEST(test_s3_client_multipart_etag_is_md5_of_binary_part_md5s_and_count)
+{
+    /* Expected values from Python's hashlib (what S3 documents):
+     *   m = [md5(b"a"*5).digest(), md5(b"b"*3).digest()]; md5(b"".join(m)).hexdigest() + "-2" */
+    s3_part_etag parts[2] = {{1, "\"594f803b380a41396ed63dca39503542\""}, {2, "08F8E0260C64418510CEFB2B06EEE5CD"}};
+    char etag[S3_ETAG_MAX];
+    s3_multipart_etag(parts, 2, etag);
+    TT_CHECK(strcmp(etag, "\"72d27afac8e2fbd3662861b9d607a02c-2\"") == 0, "multipart ETag %s", etag);
+    TT_CHECK(s3_etag_is_md5(parts[0].etag) && s3_etag_is_md5(parts[1].etag), "part ETags not taken for MD5s");
+    /* A part ETag that is no MD5 (SSE-KMS, another server) leaves nothing to compute from. */
+    snprintf(parts[1].etag, sizeof parts[1].etag, "\"%s\"", "08f8e0260c64418510cefb2b06eee5cd-3");
+    s3_multipart_etag(parts, 2, etag);
+    TT_CHECK(etag[0] == '\0', "a multipart ETag from a part ETag that is no MD5: %s", etag);
+    TT_CHECK(!s3_etag_is_md5("\"zz4f803b380a41396ed63dca39503542\"") && !s3_etag_is_md5(""), "not MD5s accepted");
 }
 
 TT_TEST(test_s3_client_copy_small_object)

@@ -2,8 +2,10 @@
  * The S3 client under faults. Every test here goes through tests/s3/faultproxy.py, a FAULT
  * INJECTOR (a fake on purpose): it sits in front of the real local S3 server and, as each test's
  * plan says, answers what no healthy server produces on demand (503 SlowDown, 403, 412, 500, a
- * 200 carrying <Error>), drops or resets connections, truncates bodies or stalls. Requests
- * without a planned fault are forwarded unchanged to the real server.
+ * 200 carrying <Error>), drops or resets connections, truncates bodies or stalls, or lets the
+ * server act on a request and then loses or delays its answer (the commit-safe write tests, which
+ * then check what the real server stored). Requests without a planned fault are forwarded
+ * unchanged to the real server.
  */
 #include "s3_client.h"
 #include "faultproxy.h"
@@ -11,6 +13,7 @@
 #include "shoal_error.h"
 #include "tt.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -223,6 +226,10 @@ static void upload_expect_abort(fixture *f, shoal_err want, const char *needle, 
              "message lacks '%s', '%s' or the abort: %s", needle, needle2, shoal_error_message());
     TT_CHECK(tt_proxy_stat(&f->px, "DELETE") == 1, "tt_proxy saw %ld DELETEs, want one AbortMultipartUpload",
              tt_proxy_stat(&f->px, "DELETE"));
+    /* A definitive answer (a 4xx, or a 200 with a non-retryable <Error>) says nothing was
+     * committed: no HEAD is spent on asking. */
+    TT_CHECK(tt_proxy_stat(&f->px, "HEAD") == 0, "tt_proxy saw %ld HEADs after a definitive failure, want 0",
+             tt_proxy_stat(&f->px, "HEAD"));
     s3_object_info info;
     expect_code(s3_head(f->c, BUCKET, "mp/obj", &info), SHOAL_ERR_S3_NO_SUCH_KEY, "HEAD after a failed upload");
     free(data);
@@ -244,6 +251,196 @@ TT_TEST(test_s3_faults_failed_part_aborts_multipart_upload)
     tt_proxy_rule(&f.px, "action=status&status=403&code=AccessDenied&count=1&method=PUT&match=partNumber=2");
     upload_expect_abort(&f, SHOAL_ERR_S3_ACCESS_DENIED, "UploadPart", "HTTP 403");
     TT_CHECK(tt_proxy_stat(&f.px, "POST") == 1, "CompleteMultipartUpload was sent after a part failed");
+    teardown(&f);
+}
+
+/* ---- Commit-safe writes: a write whose answer is lost, late or a 5xx is settled by a HEAD. ---- */
+
+/* Random bytes: the tests compare what the server stored with what was sent. */
+static uint8_t *random_bytes(size_t len)
+{
+    uint8_t *p = malloc(len);
+    TT_CHECK(p != NULL, "malloc %zu", len);
+    arc4random_buf(p, len);
+    return p;
+}
+
+/* The key holds exactly len bytes equal to want (read straight from the server, not the proxy). */
+static void expect_object(fixture *f, const char *key, const void *want, size_t len)
+{
+    s3_client_config cfg;
+    s3_client_config_defaults(&cfg);
+    cfg.endpoint = f->srv.endpoint;
+    cfg.path_style = true;
+    cfg.creds = f->creds;
+    s3_client *direct = s3_client_new(&cfg);
+    TT_CHECK(direct != NULL, "s3_client_new: %s", shoal_error_message());
+    uint8_t *buf = malloc(len + 16);
+    uint64_t got = 0;
+    s3_get_args g = {.bucket = BUCKET, .key = key, .buf = buf, .buf_len = len + 16};
+    TT_OK(s3_get(direct, &g, &got, NULL));
+    TT_CHECK(got == len && memcmp(buf, want, len) == 0, "%s holds %llu bytes%s, want %zu bytes", key,
+             (unsigned long long)got, got == len ? " that differ" : "", len);
+    free(buf);
+    s3_client_delete(direct);
+}
+
+static long proxy_heads(fixture *f) { return tt_proxy_stat(&f->px, "HEAD"); }
+
+/* The proxy saw `heads` HEADs and `aborts` AbortMultipartUploads, and key holds want. */
+static void expect_settled(fixture *f, long heads, long aborts, const char *key, const void *want, size_t len)
+{
+    TT_CHECK(proxy_heads(f) == heads, "tt_proxy saw %ld HEADs, want %ld", proxy_heads(f), heads);
+    TT_CHECK(tt_proxy_stat(&f->px, "DELETE") == aborts, "tt_proxy saw %ld AbortMultipartUploads, want %ld",
+             tt_proxy_stat(&f->px, "DELETE"), aborts);
+    expect_object(f, key, want, len);
+}
+
+/* Completions time out after 1 s here; the proxy holds the late answer 4 s, so the client gives
+ * up on it whatever the machine's load (a slow server only makes it give up earlier). */
+static void tune_multipart_short_completion(s3_client_config *cfg)
+{
+    tune_multipart(cfg);
+    cfg->complete_timeout_ms = 1000;
+}
+
+#define MP_LEN ((10u << 20) + 17)
+
+TT_TEST(test_s3_faults_completion_answered_late_then_500_and_no_such_upload_is_confirmed_by_head)
+{
+    /* The proxy forwards the completion (the server commits), holds the answer past the client's
+     * timeout, then answers the retries 500, 500 and 404 NoSuchUpload, as S3 does once the
+     * upload is gone. Aborting then would report a committed checkpoint as failed. */
+    fixture f;
+    setup_tuned(&f, tune_multipart_short_completion);
+    tt_proxy_rule(&f.px, "action=late&ms=4000&count=1&method=POST&match=uploadId");
+    tt_proxy_rule(&f.px, "action=status&status=500&code=InternalError&count=2&method=POST&match=uploadId");
+    tt_proxy_rule(&f.px, "action=status&status=404&code=NoSuchUpload&count=1&method=POST&match=uploadId");
+    uint8_t *data = random_bytes(MP_LEN);
+    s3_put_args a = {.bucket = BUCKET, .key = "mp/late", .data = data, .len = MP_LEN, .fd = -1};
+    char etag[S3_ETAG_MAX] = "";
+    TT_OK(s3_upload(f.c, &a, etag));
+    TT_CHECK(etag[0] == '"', "the confirmed upload reported ETag '%s'", etag);
+    TT_CHECK(tt_proxy_stat(&f.px, "faults") == 4, "tt_proxy applied %ld faults, want the late answer and 3 retries",
+             tt_proxy_stat(&f.px, "faults"));
+    expect_settled(&f, 1, 0, "mp/late", data, MP_LEN); /* the HEAD that confirms; no abort */
+    free(data);
+    teardown(&f);
+}
+
+TT_TEST(test_s3_faults_completion_lost_after_commit_is_confirmed_by_head)
+{
+    /* The server commits and the proxy closes the connection instead of answering; the retries
+     * reach the server, which no longer knows the upload. */
+    fixture f;
+    setup_tuned(&f, tune_multipart);
+    tt_proxy_rule(&f.px, "action=lost&count=1&method=POST&match=uploadId");
+    uint8_t *data = random_bytes(MP_LEN);
+    s3_put_args a = {.bucket = BUCKET, .key = "mp/lost", .data = data, .len = MP_LEN, .fd = -1};
+    TT_OK(s3_upload(f.c, &a, NULL));
+    expect_settled(&f, 1, 0, "mp/lost", data, MP_LEN);
+    free(data);
+    teardown(&f);
+}
+
+TT_TEST(test_s3_faults_completion_failing_without_commit_aborts_and_keeps_the_old_object)
+{
+    /* Every completion is answered 500 by the proxy, so nothing reaches the server: the HEADs
+     * find the old object, the upload is aborted, and the failure is reported. */
+    fixture f;
+    setup_tuned(&f, tune_multipart);
+    put_obj(&f, "mp/obj");
+    tt_proxy_rule(&f.px, "action=status&status=500&code=InternalError&count=100&method=POST&match=uploadId");
+    uint8_t *data = random_bytes(MP_LEN);
+    s3_put_args a = {.bucket = BUCKET, .key = "mp/obj", .data = data, .len = MP_LEN, .fd = -1};
+    expect_code(s3_upload(f.c, &a, NULL), SHOAL_ERR_S3, "upload whose completion always fails");
+    const char *m = shoal_error_message();
+    TT_CHECK(strstr(m, "CompleteMultipartUpload") && strstr(m, "HTTP 500") && strstr(m, "aborted") &&
+                 strstr(m, "another object"),
+             "message lacks the completion's failure, the abort or what the HEAD found: %s", m);
+    expect_settled(&f, 2, 1, "mp/obj", OBJ, OBJ_LEN); /* a HEAD before and one after the abort */
+    free(data);
+    teardown(&f);
+}
+
+TT_TEST(test_s3_faults_put_lost_after_commit_is_confirmed_by_head)
+{
+    /* A PUT from a file range: stored, answer lost, retries answered 500. The HEAD's ETag is
+     * compared with the MD5 of the range, read again from the file. */
+    fixture f;
+    setup_tuned(&f, NULL);
+    size_t len = 300000;
+    uint8_t *data = random_bytes(len);
+    char *dir = tt_tmpdir("s3commit");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/file", dir);
+    int fd = open(path, O_CREAT | O_RDWR | O_TRUNC, 0600);
+    TT_CHECK(fd >= 0 && write(fd, data, len) == (ssize_t)len, "cannot write %s", path);
+    tt_proxy_rule(&f.px, "action=lost&count=1&method=PUT&match=put/lost");
+    tt_proxy_rule(&f.px, "action=status&status=500&code=InternalError&count=100&method=PUT&match=put/lost");
+    s3_put_args a = {.bucket = BUCKET, .key = "put/lost", .fd = fd, .offset = 1000, .len = len - 1000};
+    char etag[S3_ETAG_MAX] = "";
+    TT_OK(s3_put(f.c, &a, etag));
+    TT_CHECK(etag[0] == '"', "the confirmed PUT reported ETag '%s'", etag);
+    expect_settled(&f, 1, 0, "put/lost", data + 1000, len - 1000);
+    close(fd);
+    tt_rmtree(dir);
+    free(dir);
+    free(data);
+    teardown(&f);
+}
+
+TT_TEST(test_s3_faults_put_failing_every_time_keeps_the_old_object)
+{
+    fixture f;
+    setup_tuned(&f, NULL);
+    put_obj(&f, "k");
+    tt_proxy_rule(&f.px, "action=status&status=500&code=InternalError&count=4&method=PUT"); /* 1 + max_retries */
+    s3_put_args a = {.bucket = BUCKET, .key = "k", .data = "new bytes", .len = 9, .fd = -1};
+    expect_code(s3_put(f.c, &a, NULL), SHOAL_ERR_S3, "PUT answered 500 every time");
+    const char *m = shoal_error_message();
+    TT_CHECK(strstr(m, "PutObject") && strstr(m, "HTTP 500") && strstr(m, "4 attempts") && strstr(m, "another object"),
+             "message lacks the PUT's failure or what the HEAD found: %s", m);
+    expect_settled(&f, 1, 0, "k", OBJ, OBJ_LEN);
+    /* A refusal (403) is definitive: no HEAD. */
+    tt_proxy_rule(&f.px, "action=status&status=403&code=AccessDenied&count=1&method=PUT");
+    expect_code(s3_put(f.c, &a, NULL), SHOAL_ERR_S3_ACCESS_DENIED, "PUT refused");
+    TT_CHECK(proxy_heads(&f) == 1, "a refused PUT made a HEAD");
+    teardown(&f);
+}
+
+TT_TEST(test_s3_faults_copy_lost_after_commit_is_confirmed_by_head)
+{
+    fixture f;
+    setup_tuned(&f, NULL);
+    put_obj(&f, "copy/src");
+    tt_proxy_rule(&f.px, "action=lost&count=1&method=PUT&match=copy/dst");
+    tt_proxy_rule(&f.px, "action=status&status=500&code=InternalError&count=100&method=PUT&match=copy/dst");
+    char etag[S3_ETAG_MAX] = "";
+    TT_OK(s3_copy(f.c, BUCKET, "copy/src", BUCKET, "copy/dst", etag));
+    TT_CHECK(etag[0] == '"', "the confirmed copy reported ETag '%s'", etag);
+    expect_settled(&f, 2, 0, "copy/dst", OBJ, OBJ_LEN); /* the source's HEAD and the one that confirms */
+    teardown(&f);
+}
+
+static void tune_multipart_copy(s3_client_config *cfg)
+{
+    cfg->copy_multipart_threshold = 1u << 20;
+    cfg->copy_part_size = 5u << 20;
+}
+
+TT_TEST(test_s3_faults_multipart_copy_completion_lost_after_commit_is_confirmed_by_head)
+{
+    fixture f;
+    setup_tuned(&f, tune_multipart_copy);
+    size_t len = (6u << 20) + 3;
+    uint8_t *data = random_bytes(len);
+    s3_put_args p = {.bucket = BUCKET, .key = "copy/big", .data = data, .len = len, .fd = -1};
+    TT_OK(s3_put(f.c, &p, NULL));
+    tt_proxy_rule(&f.px, "action=lost&count=1&method=POST&match=uploadId");
+    TT_OK(s3_copy(f.c, BUCKET, "copy/big", BUCKET, "copy/big-dst", NULL));
+    expect_settled(&f, 2, 0, "copy/big-dst", data, len);
+    free(data);
     teardown(&f);
 }
 
