@@ -925,7 +925,10 @@ static void fail_s3(s3_req *r, outcome *o, const s3_xml_error *xe)
              *code ? code : "(no code)", xe && xe->message[0] ? xe->message : "(no message)", *rid ? rid : "-",
              r->attempts, r->attempts == 1 ? "" : "s");
     o->retry = r->status >= 500 || code_retryable(code);
-    o->definitive = !o->retry;
+    /* NoSuchUpload to a completion is never proof that nothing was committed: the upload this
+     * client created and did not abort is gone because an earlier try completed it, maybe one
+     * curl re-sent by itself on a new connection when a kept-alive one died unanswered. */
+    o->definitive = !o->retry && !(r->op == S3_OP_COMPLETE_MULTIPART && strcmp(code, "NoSuchUpload") == 0);
 }
 
 static void fail_with(s3_req *r, outcome *o, shoal_err err, bool retry, const char *fmt, ...)
