@@ -510,7 +510,8 @@ static int fs_copy(void *ctx, const char *src, const char *dst, mount_obj_info *
 {
     node_mountfs *fs = ctx;
     char etag[S3_ETAG_MAX];
-    int rc = s3_copy(fs->parts.s3, fs->cfg->bucket, src, fs->cfg->bucket, dst, etag);
+    s3_copy_args ca = {.src_bucket = fs->cfg->bucket, .src_key = src, .dst_bucket = fs->cfg->bucket, .dst_key = dst};
+    int rc = s3_copy(fs->parts.s3, &ca, etag);
     node_cache_forget(fs->parts.cache, fs->cfg->bucket, dst);
     if (rc != 0)
         return fs_errno("copy", src);

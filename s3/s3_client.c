@@ -37,6 +37,7 @@
 #include <curl/curl.h>
 #include <openssl/evp.h>
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -472,6 +473,22 @@ static void copy_str(char *dst, size_t cap, const char *src)
     dst[l] = '\0';
 }
 
+/* Keeps one x-amz-meta-* header of an answer: its name lower-cased, or counts it as dropped. */
+static void keep_meta(s3_object_info *info, const char *name, size_t name_len, const char *value, size_t value_len)
+{
+    s3_meta_kv *m = &info->meta[info->n_meta];
+    if (info->n_meta == S3_META_MAX || name_len >= sizeof m->name || value_len >= sizeof m->value) {
+        info->meta_dropped++;
+        return;
+    }
+    for (size_t i = 0; i < name_len; i++)
+        m->name[i] = (char)tolower((unsigned char)name[i]);
+    m->name[name_len] = '\0';
+    memcpy(m->value, value, value_len);
+    m->value[value_len] = '\0';
+    info->n_meta++;
+}
+
 static size_t on_header(char *line, size_t size, size_t n, void *ud)
 {
     s3_req *r = ud;
@@ -487,8 +504,11 @@ static size_t on_header(char *line, size_t size, size_t n, void *ud)
     shoal_cursor name = shoal_cursor_trim(shoal_cursor_split(&c, ':'));
     shoal_cursor val = shoal_cursor_trim(c);
     char v[512];
-    if (val.len >= sizeof v)
+    if (val.len >= sizeof v) {
+        if (name.len > 11 && strncasecmp((const char *)name.ptr, "x-amz-meta-", 11) == 0)
+            r->info.meta_dropped++;
         return len;
+    }
     memcpy(v, val.ptr, val.len);
     v[val.len] = '\0';
     if (shoal_cursor_eq_str_ci(name, "content-length")) {
@@ -502,6 +522,8 @@ static size_t on_header(char *line, size_t size, size_t n, void *ud)
         r->info.last_modified = t > 0 ? (int64_t)t : 0;
     } else if (shoal_cursor_eq_str_ci(name, "content-type")) {
         copy_str(r->info.content_type, sizeof r->info.content_type, v);
+    } else if (name.len > 11 && strncasecmp((const char *)name.ptr, "x-amz-meta-", 11) == 0) {
+        keep_meta(&r->info, (const char *)name.ptr + 11, name.len - 11, v, val.len);
     } else if (shoal_cursor_eq_str_ci(name, "x-amz-request-id")) {
         copy_str(r->request_id, sizeof r->request_id, v);
     } else if (shoal_cursor_eq_str_ci(name, "content-range")) {
@@ -1392,7 +1414,52 @@ static void spec_get(s3_req_spec *s, const s3_get_args *a)
         s->headers[s->n_headers++] = (s3_kv){"if-match", a->if_match};
 }
 
-static void spec_put(s3_req_spec *s, const s3_put_args *a)
+/* Whether a metadata name or value breaks the rules of s3_meta_kv; the reason, or NULL. */
+static const char *meta_kv_invalid(const s3_meta_kv *m)
+{
+    size_t nl = strnlen(m->name, sizeof m->name), vl = strnlen(m->value, sizeof m->value);
+    if (nl == 0 || nl == sizeof m->name)
+        return "the name must be 1 to 39 bytes";
+    for (size_t i = 0; i < nl; i++)
+        if (!(islower((unsigned char)m->name[i]) || isdigit((unsigned char)m->name[i]) || strchr("-_.", m->name[i])))
+            return "the name may hold only a-z 0-9 '-' '_' '.' (S3 stores names lower-cased)";
+    if (vl == sizeof m->value)
+        return "the value must be at most 87 bytes";
+    for (size_t i = 0; i < vl; i++)
+        if (m->value[i] < 0x20 || m->value[i] > 0x7e)
+            return "the value may hold only printable ASCII (S3 header values are ASCII)";
+    if (vl && (m->value[0] == ' ' || m->value[vl - 1] == ' '))
+        return "the value must not start or end with a space (HTTP strips it)";
+    return NULL;
+}
+
+int s3_spec_add_meta(s3_req_spec *s, s3_meta_header names[S3_META_MAX], const s3_meta_kv *meta, unsigned n)
+{
+    char q[300];
+    const char *key = shoal_log_q(q, sizeof q, s->key ? s->key : "");
+    if (n > S3_META_MAX || s->n_headers + n > S3_REQ_MAX_KV)
+        return shoal_error_set(SHOAL_ERR_INVAL, "%s key=%s: %u metadata entries, at most %d", op_names[s->op], key,
+                               n, S3_META_MAX);
+    for (unsigned i = 0; i < n; i++) {
+        const char *why = meta_kv_invalid(&meta[i]);
+        for (unsigned j = 0; !why && j < i; j++)
+            if (strcmp(meta[i].name, meta[j].name) == 0)
+                why = "the name repeats";
+        if (why) {
+            char qn[128], qv[256];
+            return shoal_error_set(SHOAL_ERR_INVAL, "%s key=%s: metadata entry %u (name=%s value=%s): %s",
+                                   op_names[s->op], key, i, shoal_log_q(qn, sizeof qn, meta[i].name),
+                                   shoal_log_q(qv, sizeof qv, meta[i].value), why);
+        }
+    }
+    for (unsigned i = 0; i < n; i++) {
+        snprintf(names[i], sizeof names[i], "x-amz-meta-%s", meta[i].name);
+        s->headers[s->n_headers++] = (s3_kv){names[i], meta[i].value};
+    }
+    return 0;
+}
+
+static int spec_put(s3_req_spec *s, const s3_put_args *a, s3_meta_header names[S3_META_MAX])
 {
     s3_req_spec_init(s, S3_OP_PUT, a->bucket, a->key);
     s->data = a->data;
@@ -1401,6 +1468,7 @@ static void spec_put(s3_req_spec *s, const s3_put_args *a)
     s->len = a->len;
     if (a->content_type)
         s->headers[s->n_headers++] = (s3_kv){"content-type", a->content_type};
+    return s3_spec_add_meta(s, names, a->meta, a->n_meta);
 }
 
 static void spec_list(s3_req_spec *s, const s3_list_args *a, char *max_keys, size_t max_keys_len)
@@ -1439,7 +1507,9 @@ int s3_get_async(s3_client *c, const s3_get_args *a, s3_done_fn done, void *ud)
 int s3_put_async(s3_client *c, const s3_put_args *a, s3_done_fn done, void *ud)
 {
     s3_req_spec s;
-    spec_put(&s, a);
+    s3_meta_header names[S3_META_MAX];
+    if (spec_put(&s, a, names) < 0)
+        return -1;
     return s3_submit(c, &s, done, ud);
 }
 
@@ -1486,12 +1556,14 @@ int s3_get(s3_client *c, const s3_get_args *a, uint64_t *got, s3_object_info *in
 int s3_put(s3_client *c, const s3_put_args *a, char etag[S3_ETAG_MAX])
 {
     s3_req_spec s;
-    spec_put(&s, a);
+    s3_meta_header names[S3_META_MAX];
+    if (spec_put(&s, a, names) < 0)
+        return -1;
     s3_call k = {0};
     if (s3_call_run(c, &s, &k) < 0) {
         if (!k.maybe_applied)
             return -1;
-        s3_expect e = {.op = "PutObject", .body = a};
+        s3_expect e = {.op = "PutObject", .body = a, .meta = a->meta, .n_meta = a->n_meta};
         return s3_commit_check(c, a->bucket, a->key, &e, etag);
     }
     if (etag)

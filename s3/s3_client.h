@@ -75,12 +75,29 @@ s3_client *s3_client_new(const s3_client_config *cfg);
  * completion callback. */
 void s3_client_delete(s3_client *c);
 
+/* User metadata: one x-amz-meta-NAME: VALUE header. S3 header values are ASCII, so what is sent
+ * must be: name 1-39 bytes of a-z 0-9 '-' '_' '.' (lower-case: S3 stores names lower-cased), value
+ * 0-87 bytes of printable ASCII (0x20-0x7e) without a space at either end (HTTP strips those).
+ * Anything else (UTF-8, control bytes, upper-case names, duplicates) is refused with
+ * SHOAL_ERR_INVAL before a request is sent; a caller that needs other bytes encodes them. */
+#define S3_META_MAX 8
+typedef struct s3_meta_kv {
+    char name[40];  /* without the "x-amz-meta-" prefix, NUL-terminated */
+    char value[88]; /* NUL-terminated */
+} s3_meta_kv;
+
 /* Metadata of an object. */
 typedef struct s3_object_info {
     uint64_t size;          /* whole object size in bytes (from Content-Range on a ranged GET) */
     char etag[S3_ETAG_MAX]; /* as S3 sends it, quotes included */
     int64_t last_modified;  /* Unix seconds; 0 when the server sent none */
     char content_type[128];
+    /* The answer's x-amz-meta-* headers (HEAD and GET), in the order received, names lower-cased
+     * and without the prefix, values as sent. At most S3_META_MAX are kept; meta_dropped counts
+     * those that were not (past the limit, or a name or value too long for the fields). */
+    unsigned n_meta;
+    s3_meta_kv meta[S3_META_MAX];
+    unsigned meta_dropped;
 } s3_object_info;
 
 /* The outcome handed to a completion callback; valid only during the callback. */
@@ -137,7 +154,21 @@ typedef struct s3_put_args {
     int fd;
     uint64_t offset;
     uint64_t len;
+    /* User metadata the new object carries (PutObject, or CreateMultipartUpload); borrowed,
+     * copied when the request is submitted. n_meta <= S3_META_MAX. */
+    const s3_meta_kv *meta;
+    unsigned n_meta;
 } s3_put_args;
+
+typedef struct s3_copy_args {
+    const char *src_bucket, *src_key, *dst_bucket, *dst_key;
+    /* false: the copy keeps the source's user metadata (a multipart copy re-sends it);
+     * true: the copy carries exactly meta[0..n_meta) (and the source's content type), which is
+     * also how an object's metadata is changed in place: a copy onto its own key. */
+    bool replace_meta;
+    const s3_meta_kv *meta;
+    unsigned n_meta;
+} s3_copy_args;
 
 typedef struct s3_list_args {
     const char *bucket;
@@ -161,7 +192,7 @@ int s3_list_async(s3_client *c, const s3_list_args *a, s3_done_fn done, void *ud
 
 /* Blocking calls: 0 on success, -1 with the shoal_error set. */
 
-/* HeadObject: size, ETag, Last-Modified and content type into *out. */
+/* HeadObject: size, ETag, Last-Modified, content type and user metadata into *out. */
 int s3_head(s3_client *c, const char *bucket, const char *key, s3_object_info *out);
 /* GetObject into a->buf or a->sink; *got (may be NULL) receives the body length and *info (may
  * be NULL) the object's metadata. A body shorter than announced fails with
@@ -185,13 +216,16 @@ int s3_delete(s3_client *c, const char *bucket, const char *key);
 /* One ListObjectsV2 page (encoding-type=url, decoded) into *out, which must be created and
  * empty; pass out->next_token as continuation_token while out->truncated. */
 int s3_list(s3_client *c, const s3_list_args *a, s3_list_page *out);
-/* Server-side copy: CopyObject, or UploadPartCopy parts when the source is larger than
- * copy_multipart_threshold (pinned to the source's ETag so a concurrent overwrite fails the
- * copy instead of splicing two versions). New ETag into etag (may be NULL). Commit-safe as
- * s3_upload: a CopyObject that may have committed counts when the destination then has the
- * source's ETag (known only when that is a plain MD5); a multipart copy as s3_upload. */
-int s3_copy(s3_client *c, const char *src_bucket, const char *src_key, const char *dst_bucket,
-            const char *dst_key, char etag[S3_ETAG_MAX]);
+/* Server-side copy: HeadObject of the source, then CopyObject, or UploadPartCopy parts when the
+ * source is larger than copy_multipart_threshold (pinned to the source's ETag so a concurrent
+ * overwrite fails the copy instead of splicing two versions). Metadata as a->replace_meta says; a
+ * multipart copy that keeps it fails with SHOAL_ERR_UNSUPPORTED, before any write, when the
+ * source has metadata s3_object_info cannot hold (meta_dropped). A copy onto the source's own
+ * key needs replace_meta (S3 refuses it otherwise). New ETag into etag (may be NULL).
+ * Commit-safe as s3_upload: a CopyObject that may have committed counts when the destination
+ * then has the source's ETag (known only when that is a plain MD5) and the expected metadata;
+ * a multipart copy as s3_upload. */
+int s3_copy(s3_client *c, const s3_copy_args *a, char etag[S3_ETAG_MAX]);
 
 /* Counters since the client was created (SPEC §3 exports them as s3.*). Requests count attempts
  * on the wire, retries included. */

@@ -11,8 +11,10 @@
  *   - a single PUT: the hex MD5 of the body;
  *   - a multipart upload or copy: the MD5 of the concatenated binary part MD5s, then "-N";
  *   - a CopyObject: the source's ETag when it is a plain MD5 (the copy has the same content).
- * A match means the key holds exactly these bytes: the write is reported done and one line is
- * logged. Some S3-compatible servers give a multipart object the plain MD5 of its whole content;
+ * The user metadata must be the write's too: a copy of a key onto itself that replaces its
+ * metadata (how attributes change) keeps the ETag, so only the metadata shows whether it landed.
+ * A match means the key holds exactly these bytes and metadata: the write is reported done and
+ * one line is logged. Some S3-compatible servers give a multipart object the plain MD5 of its whole content;
  * when the HEAD shows a plain MD5 that is not the expected ETag and the body is at hand, its MD5
  * is computed (reading it once more, only on this rare path) and compared too.
  *
@@ -161,9 +163,30 @@ static int body_md5(const char *key, const s3_put_args *a, char out[S3_ETAG_MAX]
     return 0;
 }
 
+/* Whether the object carries exactly the metadata e expects (in any order). */
+static bool same_meta(const s3_expect *e, const s3_object_info *info)
+{
+    if (info->n_meta != e->n_meta)
+        return false;
+    for (unsigned i = 0; i < e->n_meta; i++) {
+        bool found = false;
+        for (unsigned j = 0; j < info->n_meta && !found; j++)
+            found = strcmp(e->meta[i].name, info->meta[j].name) == 0 && strcmp(e->meta[i].value, info->meta[j].value) == 0;
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
 /* Whether the object HEAD found is what e describes; `seen` says what was found when not. */
 static bool is_ours(const char *key, const s3_expect *e, const s3_object_info *info, char *seen, size_t cap)
 {
+    if (!same_meta(e, info)) {
+        /* Same bytes with other metadata is not this write: a metadata change by a copy onto
+         * the same key keeps the ETag, so the ETag alone cannot tell. */
+        snprintf(seen, cap, "the key holds an object (ETag %s) with other metadata than this write's", info->etag);
+        return false;
+    }
     if (etag_eq(info->etag, e->etag) || etag_eq(info->etag, e->content_md5))
         return true;
     if (e->body && !e->content_md5[0] && s3_etag_is_md5(info->etag)) {

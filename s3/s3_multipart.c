@@ -22,6 +22,8 @@
  */
 #include "s3_request.h"
 
+#include "shoal_log.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,14 +52,25 @@ static void part_done(void *ud, s3_result *r)
     s3_wait_done(&p->job->w);
 }
 
-static int create_upload(s3_client *c, const char *bucket, const char *key, const char *content_type,
-                         char upload_id[1024])
+/* Where a multipart job writes, and what the new object carries. */
+typedef struct mp_dest {
+    const char *bucket;
+    const char *key;
+    const char *content_type; /* NULL: none */
+    const s3_meta_kv *meta;
+    unsigned n_meta;
+} mp_dest;
+
+static int create_upload(s3_client *c, const mp_dest *d, char upload_id[1024])
 {
     s3_req_spec s;
-    s3_req_spec_init(&s, S3_OP_CREATE_MULTIPART, bucket, key);
+    s3_req_spec_init(&s, S3_OP_CREATE_MULTIPART, d->bucket, d->key);
     s.query[s.n_query++] = (s3_kv){"uploads", ""};
-    if (content_type)
-        s.headers[s.n_headers++] = (s3_kv){"content-type", content_type};
+    if (d->content_type)
+        s.headers[s.n_headers++] = (s3_kv){"content-type", d->content_type};
+    s3_meta_header names[S3_META_MAX];
+    if (s3_spec_add_meta(&s, names, d->meta, d->n_meta) < 0)
+        return -1;
     s.expect = S3_XML_INITIATE_MULTIPART;
     s3_call k = {0};
     if (s3_call_run(c, &s, &k) < 0)
@@ -146,9 +159,10 @@ typedef struct mp_source {
 } mp_source;
 
 /* Runs create, parts, complete; aborts on any failure after create. */
-static int multipart(s3_client *c, const char *bucket, const char *key, const char *content_type, uint64_t total,
-                     uint64_t configured_part, const mp_source *src, char etag[S3_ETAG_MAX])
+static int multipart(s3_client *c, const mp_dest *d, uint64_t total, uint64_t configured_part, const mp_source *src,
+                     char etag[S3_ETAG_MAX])
 {
+    const char *bucket = d->bucket, *key = d->key;
     uint64_t ps = part_size_for(total, configured_part);
     uint32_t n = (uint32_t)((total + ps - 1) / ps);
     int rc = -1;
@@ -164,7 +178,7 @@ static int multipart(s3_client *c, const char *bucket, const char *key, const ch
         shoal_error_set(SHOAL_ERR_NOMEM, "multipart key=%s: out of memory for %u parts", key, n);
         goto done;
     }
-    if (create_upload(c, bucket, key, content_type, upload_id) < 0)
+    if (create_upload(c, d, upload_id) < 0)
         goto done;
     for (uint32_t i = 0; i < n; i++) {
         uint64_t off = (uint64_t)i * ps;
@@ -204,7 +218,7 @@ static int multipart(s3_client *c, const char *bucket, const char *key, const ch
         abort_upload(c, bucket, key, upload_id);
         goto done;
     }
-    s3_expect e = {.op = "CompleteMultipartUpload", .body = src->put};
+    s3_expect e = {.op = "CompleteMultipartUpload", .body = src->put, .meta = d->meta, .n_meta = d->n_meta};
     s3_multipart_etag(job.parts, n, e.etag);
     if (src->copy_etag && s3_etag_is_md5(src->copy_etag))
         snprintf(e.content_md5, sizeof e.content_md5, "%s", src->copy_etag);
@@ -228,43 +242,65 @@ int s3_upload(s3_client *c, const s3_put_args *a, char etag[S3_ETAG_MAX])
     if (!a->bucket || !a->key)
         return shoal_error_set(SHOAL_ERR_INVAL, "upload: bucket and key are required");
     mp_source src = {.put = a};
-    return multipart(c, a->bucket, a->key, a->content_type, a->len, cfg->part_size, &src, etag);
+    mp_dest d = {.bucket = a->bucket, .key = a->key, .content_type = a->content_type, .meta = a->meta,
+                 .n_meta = a->n_meta};
+    return multipart(c, &d, a->len, cfg->part_size, &src, etag);
 }
 
-int s3_copy(s3_client *c, const char *src_bucket, const char *src_key, const char *dst_bucket,
-            const char *dst_key, char etag[S3_ETAG_MAX])
+int s3_copy(s3_client *c, const s3_copy_args *a, char etag[S3_ETAG_MAX])
 {
     const s3_client_config *cfg = s3_client_config_of(c);
     int rc = -1;
     shoal_buf source;
     shoal_buf_create(&source, 0);
+    char q[300];
+    const char *qkey = shoal_log_q(q, sizeof q, a->dst_key ? a->dst_key : "");
     s3_object_info info;
-    if (s3_head(c, src_bucket, src_key, &info) < 0) {
-        shoal_error_wrap("copy to bucket=%s key=%s", dst_bucket, dst_key);
+    if (s3_head(c, a->src_bucket, a->src_key, &info) < 0) {
+        shoal_error_wrap("copy to bucket=%s key=%s", a->dst_bucket, qkey);
         goto done;
     }
-    if (s3_copy_source(&source, src_bucket, src_key) < 0)
+    if (s3_copy_source(&source, a->src_bucket, a->src_key) < 0)
         goto done;
+    /* The metadata the copy carries: what the caller gives, or the source's. */
+    mp_dest d = {.bucket = a->dst_bucket, .key = a->dst_key,
+                 .content_type = info.content_type[0] ? info.content_type : NULL,
+                 .meta = a->replace_meta ? a->meta : info.meta, .n_meta = a->replace_meta ? a->n_meta : info.n_meta};
     if (info.size > cfg->copy_multipart_threshold) {
+        if (!a->replace_meta && info.meta_dropped) {
+            shoal_error_set(SHOAL_ERR_UNSUPPORTED,
+                            "copy to bucket=%s key=%s: the source has %u metadata entries more than a multipart copy "
+                            "can carry over (at most %d, names up to 39 and values up to 87 bytes)",
+                            a->dst_bucket, qkey, info.meta_dropped, S3_META_MAX);
+            goto done;
+        }
         mp_source src = {.copy_src = shoal_buf_str(&source), .copy_etag = info.etag};
-        const char *ct = info.content_type[0] ? info.content_type : NULL;
-        rc = multipart(c, dst_bucket, dst_key, ct, info.size, cfg->copy_part_size, &src, etag);
+        rc = multipart(c, &d, info.size, cfg->copy_part_size, &src, etag);
         goto done;
     }
     s3_req_spec s;
-    s3_req_spec_init(&s, S3_OP_COPY, dst_bucket, dst_key);
+    s3_req_spec_init(&s, S3_OP_COPY, a->dst_bucket, a->dst_key);
     s.headers[s.n_headers++] = (s3_kv){"x-amz-copy-source", shoal_buf_str(&source)};
     s.headers[s.n_headers++] = (s3_kv){"x-amz-copy-source-if-match", info.etag};
+    s3_meta_header names[S3_META_MAX];
+    if (a->replace_meta) {
+        /* REPLACE replaces every header-borne attribute: the content type is carried over. */
+        s.headers[s.n_headers++] = (s3_kv){"x-amz-metadata-directive", "REPLACE"};
+        if (d.content_type)
+            s.headers[s.n_headers++] = (s3_kv){"content-type", d.content_type};
+        if (s3_spec_add_meta(&s, names, a->meta, a->n_meta) < 0)
+            goto done;
+    }
     s.expect = S3_XML_COPY_OBJECT;
     s3_call k = {0};
     if ((rc = s3_call_run(c, &s, &k)) == 0) {
         if (etag)
             memcpy(etag, k.info.etag, S3_ETAG_MAX);
     } else if (k.maybe_applied) {
-        s3_expect e = {.op = "CopyObject"};
+        s3_expect e = {.op = "CopyObject", .meta = d.meta, .n_meta = d.n_meta};
         if (s3_etag_is_md5(info.etag))
             snprintf(e.content_md5, sizeof e.content_md5, "%s", info.etag);
-        rc = s3_commit_check(c, dst_bucket, dst_key, &e, etag);
+        rc = s3_commit_check(c, a->dst_bucket, a->dst_key, &e, etag);
     }
 done:
     shoal_buf_destroy(&source);

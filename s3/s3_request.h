@@ -26,7 +26,12 @@ typedef enum s3_op {
     S3_OP_COPY,
 } s3_op;
 
-#define S3_REQ_MAX_KV 8
+/* Query parameters or extra headers of one request: the most a request has is a copy with
+ * replaced metadata (source, If-Match, directive, content type and S3_META_MAX entries). */
+#define S3_REQ_MAX_KV 16
+
+/* "x-amz-meta-NAME" header names of a request, built by s3_spec_add_meta in the caller's frame. */
+typedef char s3_meta_header[sizeof "x-amz-meta-" + sizeof ((s3_meta_kv *)0)->name];
 
 /* Everything one request needs; strings are borrowed for the duration of s3_submit (which copies
  * them), the GET destination and a body that is not copied must outlive the request. */
@@ -52,6 +57,11 @@ typedef struct s3_req_spec {
 
 /* Empties *s and sets the operation and object (no body: fd -1). */
 void s3_req_spec_init(s3_req_spec *s, s3_op op, const char *bucket, const char *key);
+
+/* Adds one x-amz-meta-NAME header per entry of meta[0..n) to s (names written into `names`,
+ * which must outlive s3_submit). -1 with SHOAL_ERR_INVAL, naming the entry, when n exceeds
+ * S3_META_MAX, an entry breaks the rules of s3_meta_kv or a name repeats; s is then unchanged. */
+int s3_spec_add_meta(s3_req_spec *s, s3_meta_header names[S3_META_MAX], const s3_meta_kv *meta, unsigned n);
 
 /* Queues one request. 0, and done runs exactly once later; or -1 (done never runs). */
 int s3_submit(s3_client *c, const s3_req_spec *spec, s3_done_fn done, void *ud);
@@ -123,6 +133,9 @@ typedef struct s3_expect {
     /* ... or the body to compute it from (memory or pread of the fd range), only when a HEAD
      * shows a plain MD5 that is not etag. */
     const s3_put_args *body;
+    /* The user metadata the object must carry, exactly (none when n_meta is 0). */
+    const s3_meta_kv *meta;
+    unsigned n_meta;
 } s3_expect;
 
 /* Whether `hex` is an MD5 as S3 writes it in an ETag: 32 hex digits, quoted or not. */

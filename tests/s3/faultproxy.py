@@ -30,6 +30,8 @@ Control (paths under /_fault, which no bucket name can start with):
                     so the client's retries and checks see what it did
           lost      forward, so the server acts on the request, then close the connection
                     without answering (the answer is lost on the way back)
+          addmeta   forward, then add `n` headers X-Amz-Meta-Extra<i>: <`len` bytes> to the answer
+                    (an object with more user metadata than the client keeps)
         Rules are tried in order; a rule with count 0 left is skipped.
     POST /_fault/reset          forgets rules and counters
     GET  /_fault/stats          {"total":N,"GET":..,"PUT":..,"POST":..,"DELETE":..,"HEAD":..,"faults":N,
@@ -196,6 +198,9 @@ class Handler(BaseHTTPRequestHandler):
         if action == "lost":
             self.close_connection = True
             return
+        if action == "addmeta":
+            value = "v" * int(rule.get("len", "1"))
+            headers += [("X-Amz-Meta-Extra%d" % i, value) for i in range(int(rule.get("n", "1")))]
         if action == "truncate":
             self._send(status, reason, headers, data, body_bytes=data[: len(data) // 2])
             self.close_connection = True

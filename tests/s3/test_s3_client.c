@@ -521,7 +521,8 @@ TT_TEST(test_s3_client_copy_small_object)
     uint8_t *data = pattern(70000, 9);
     put_mem(&f, "copy/src", data, 70000);
     char etag[S3_ETAG_MAX];
-    TT_OK(s3_copy(f.c, BUCKET, "copy/src", BUCKET, "copy/dst", etag));
+    s3_copy_args ca = {.src_bucket = BUCKET, .src_key = "copy/src", .dst_bucket = BUCKET, .dst_key = "copy/dst"};
+    TT_OK(s3_copy(f.c, &ca, etag));
     TT_CHECK(etag[0] == '"', "copy ETag '%s'", etag);
     expect_sha(&f, "copy/dst", data, 70000);
     free(data);
@@ -543,12 +544,201 @@ TT_TEST(test_s3_client_copy_above_threshold_uses_multipart_copy)
     put_mem(&f, "copy/big", data, len);
     tt_s3rver_stats_reset(&f.srv);
     char etag[S3_ETAG_MAX];
-    TT_OK(s3_copy(f.c, BUCKET, "copy/big", BUCKET, "copy/big-dst", etag));
+    s3_copy_args ca = {.src_bucket = BUCKET, .src_key = "copy/big", .dst_bucket = BUCKET, .dst_key = "copy/big-dst"};
+    TT_OK(s3_copy(f.c, &ca, etag));
     TT_CHECK(tt_s3rver_stat(&f.srv, "puts") == 3 && tt_s3rver_stat(&f.srv, "posts") == 2,
              "server saw %ld PUTs (want 3 UploadPartCopy) and %ld POSTs (want 2)", tt_s3rver_stat(&f.srv, "puts"),
              tt_s3rver_stat(&f.srv, "posts"));
     TT_CHECK(etag[0] == '"', "multipart ETag '%s'", etag);
     expect_sha(&f, "copy/big-dst", data, len);
+    free(data);
+    teardown(&f);
+}
+
+/* ---- User metadata (x-amz-meta-*) ---- */
+
+/* The attributes a mount keeps, as s3fs names them, and a value with spaces and punctuation. */
+static const s3_meta_kv ATTRS[] = {
+    {"mode", "33188"}, {"uid", "1000"}, {"gid", "1000"}, {"mtime", "1700000000"}, {"note", "a b c, d=e; f/g (x)"},
+};
+#define N_ATTRS (sizeof ATTRS / sizeof ATTRS[0])
+
+/* info carries exactly want[0..n) (names lower-case, any order). */
+static void expect_meta(const char *what, const s3_object_info *info, const s3_meta_kv *want, unsigned n)
+{
+    for (unsigned i = 0; i < info->n_meta; i++)
+        tt_note("%s: x-amz-meta-%s: '%s'", what, info->meta[i].name, info->meta[i].value);
+    TT_CHECK(info->n_meta == n && info->meta_dropped == 0, "%s: %u entries (%u dropped), want %u", what,
+             info->n_meta, info->meta_dropped, n);
+    for (unsigned i = 0; i < n; i++) {
+        bool found = false;
+        for (unsigned j = 0; j < info->n_meta; j++)
+            found |= strcmp(info->meta[j].name, want[i].name) == 0 && strcmp(info->meta[j].value, want[i].value) == 0;
+        TT_CHECK(found, "%s: no x-amz-meta-%s: '%s'", what, want[i].name, want[i].value);
+    }
+}
+
+static void head_meta(fixture *f, const char *key, const s3_meta_kv *want, unsigned n, s3_object_info *info)
+{
+    TT_OK(s3_head(f->c, BUCKET, key, info));
+    expect_meta(key, info, want, n);
+}
+
+TT_TEST(test_s3_client_metadata_round_trips_through_put_head_and_get)
+{
+    fixture f;
+    setup(&f);
+    s3_put_args a = {.bucket = BUCKET, .key = "meta/small", .data = "x", .len = 1, .fd = -1,
+                     .meta = ATTRS, .n_meta = N_ATTRS};
+    TT_OK(s3_put(f.c, &a, NULL));
+    s3_object_info info;
+    head_meta(&f, "meta/small", ATTRS, N_ATTRS, &info);
+    char buf[8];
+    s3_get_args g = {.bucket = BUCKET, .key = "meta/small", .buf = buf, .buf_len = sizeof buf};
+    memset(&info, 0, sizeof info);
+    TT_OK(s3_get(f.c, &g, NULL, &info));
+    expect_meta("GET", &info, ATTRS, N_ATTRS);
+    /* An object written without metadata has none. */
+    put_mem(&f, "meta/none", "y", 1);
+    head_meta(&f, "meta/none", NULL, 0, &info);
+    teardown(&f);
+}
+
+TT_TEST(test_s3_client_metadata_round_trips_through_multipart_upload)
+{
+    fixture f;
+    setup_tuned(&f, "S3RVER", tune_multipart);
+    size_t len = (5u << 20) + 99;
+    uint8_t *data = pattern(len, 31);
+    tt_s3rver_stats_reset(&f.srv);
+    s3_put_args a = {.bucket = BUCKET, .key = "meta/big", .data = data, .len = len, .fd = -1,
+                     .content_type = "application/x-checkpoint", .meta = ATTRS, .n_meta = N_ATTRS};
+    TT_OK(s3_upload(f.c, &a, NULL));
+    TT_CHECK(tt_s3rver_stat(&f.srv, "posts") == 2, "server saw %ld POSTs: not a multipart upload",
+             tt_s3rver_stat(&f.srv, "posts"));
+    s3_object_info info;
+    head_meta(&f, "meta/big", ATTRS, N_ATTRS, &info);
+    TT_CHECK(strcmp(info.content_type, "application/x-checkpoint") == 0, "content type '%s'", info.content_type);
+    free(data);
+    teardown(&f);
+}
+
+TT_TEST(test_s3_client_copy_keeps_metadata_single_and_multipart)
+{
+    fixture f;
+    setup_tuned(&f, "S3RVER", tune_copy);
+    size_t len = (6u << 20) + 1;
+    uint8_t *data = pattern(len, 32);
+    s3_put_args small = {.bucket = BUCKET, .key = "meta/src", .data = "abc", .len = 3, .fd = -1,
+                         .meta = ATTRS, .n_meta = N_ATTRS};
+    s3_put_args big = {.bucket = BUCKET, .key = "meta/bigsrc", .data = data, .len = len, .fd = -1,
+                       .meta = ATTRS, .n_meta = N_ATTRS};
+    TT_OK(s3_put(f.c, &small, NULL));
+    TT_OK(s3_put(f.c, &big, NULL));
+    s3_copy_args one = {.src_bucket = BUCKET, .src_key = "meta/src", .dst_bucket = BUCKET, .dst_key = "meta/dst"};
+    TT_OK(s3_copy(f.c, &one, NULL));
+    s3_object_info info;
+    head_meta(&f, "meta/dst", ATTRS, N_ATTRS, &info);
+    /* A multipart copy builds a new object: the metadata is re-sent from the source's HEAD. */
+    tt_s3rver_stats_reset(&f.srv);
+    s3_copy_args parts = {.src_bucket = BUCKET, .src_key = "meta/bigsrc", .dst_bucket = BUCKET,
+                          .dst_key = "meta/bigdst"};
+    TT_OK(s3_copy(f.c, &parts, NULL));
+    TT_CHECK(tt_s3rver_stat(&f.srv, "posts") == 2, "server saw %ld POSTs: not a multipart copy",
+             tt_s3rver_stat(&f.srv, "posts"));
+    head_meta(&f, "meta/bigdst", ATTRS, N_ATTRS, &info);
+    expect_sha(&f, "meta/bigdst", data, len);
+    free(data);
+    teardown(&f);
+}
+
+TT_TEST(test_s3_client_copy_onto_same_key_with_replace_changes_metadata_keeps_bytes)
+{
+    /* How a chmod of an uploaded file is done: the object copied onto itself, new metadata. */
+    fixture f;
+    setup(&f);
+    uint8_t *data = pattern(70000, 33);
+    s3_put_args a = {.bucket = BUCKET, .key = "meta/self", .data = data, .len = 70000, .fd = -1,
+                     .content_type = "text/plain", .meta = ATTRS, .n_meta = N_ATTRS};
+    char before[S3_ETAG_MAX];
+    TT_OK(s3_put(f.c, &a, before));
+    static const s3_meta_kv chmod[] = {{"mode", "33261"}, {"uid", "1000"}, {"gid", "1000"}, {"mtime", "1700000001"}};
+    tt_s3rver_stats_reset(&f.srv);
+    s3_copy_args ca = {.src_bucket = BUCKET, .src_key = "meta/self", .dst_bucket = BUCKET, .dst_key = "meta/self",
+                       .replace_meta = true, .meta = chmod, .n_meta = 4};
+    TT_OK(s3_copy(f.c, &ca, NULL));
+    TT_CHECK(tt_s3rver_stat(&f.srv, "heads") == 1 && tt_s3rver_stat(&f.srv, "puts") == 1,
+             "the metadata change cost %ld HEADs and %ld PUTs, want the source's HEAD and one CopyObject",
+             tt_s3rver_stat(&f.srv, "heads"), tt_s3rver_stat(&f.srv, "puts"));
+    s3_object_info info;
+    head_meta(&f, "meta/self", chmod, 4, &info);
+    TT_CHECK(strcmp(info.etag, before) == 0, "ETag %s, was %s: the bytes changed", info.etag, before);
+    TT_CHECK(strcmp(info.content_type, "text/plain") == 0, "REPLACE lost the content type: '%s'", info.content_type);
+    expect_sha(&f, "meta/self", data, 70000);
+    /* Without REPLACE, S3 refuses a copy onto the same key; the object stays. */
+    ca.replace_meta = false;
+    TT_CHECK(s3_copy(f.c, &ca, NULL) == -1, "a copy onto itself without REPLACE succeeded");
+    head_meta(&f, "meta/self", chmod, 4, &info);
+    free(data);
+    teardown(&f);
+}
+
+/* A PUT with metadata entry `bad` (the others fine) is refused before any request. */
+static void expect_meta_refused(fixture *f, const s3_meta_kv *meta, unsigned n, const char *needle)
+{
+    long before = tt_s3rver_stat(&f->srv, "total");
+    s3_put_args a = {.bucket = BUCKET, .key = "meta/bad", .data = "x", .len = 1, .fd = -1, .meta = meta, .n_meta = n};
+    TT_CHECK(s3_put(f->c, &a, NULL) == -1, "a PUT with bad metadata (%s) succeeded", needle);
+    TT_CHECK(shoal_error_code() == SHOAL_ERR_INVAL && strstr(shoal_error_message(), needle) &&
+                 strstr(shoal_error_message(), "key=meta/bad"),
+             "code %s, message without '%s': %s", shoal_error_name(shoal_error_code()), needle, shoal_error_message());
+    TT_CHECK(tt_s3rver_stat(&f->srv, "total") == before, "a refused PUT reached the server");
+}
+
+TT_TEST(test_s3_client_metadata_that_s3_cannot_carry_is_refused_before_sending)
+{
+    fixture f;
+    setup_tuned(&f, "S3RVER", tune_multipart);
+    s3_meta_kv m[S3_META_MAX + 1];
+    memset(m, 0, sizeof m);
+    for (unsigned i = 0; i < S3_META_MAX + 1; i++)
+        snprintf(m[i].name, sizeof m[i].name, "k%u", i);
+    snprintf(m[1].value, sizeof m[1].value, "caf\xc3\xa9"); /* UTF-8: S3 header values are ASCII */
+    expect_meta_refused(&f, m, 2, "printable ASCII");
+    snprintf(m[1].value, sizeof m[1].value, "line\nbreak");
+    expect_meta_refused(&f, m, 2, "printable ASCII");
+    snprintf(m[1].value, sizeof m[1].value, " padded");
+    expect_meta_refused(&f, m, 2, "space");
+    m[1].value[0] = '\0';
+    snprintf(m[1].name, sizeof m[1].name, "Mode");
+    expect_meta_refused(&f, m, 2, "lower-cased");
+    snprintf(m[1].name, sizeof m[1].name, "k0");
+    expect_meta_refused(&f, m, 2, "repeats");
+    snprintf(m[1].name, sizeof m[1].name, "k1");
+    memset(m[1].value, 'v', sizeof m[1].value); /* no NUL: 88 bytes */
+    expect_meta_refused(&f, m, 2, "at most 87");
+    m[1].value[0] = '\0';
+    m[1].name[0] = '\0';
+    expect_meta_refused(&f, m, 2, "1 to 39");
+    snprintf(m[1].name, sizeof m[1].name, "k1");
+    expect_meta_refused(&f, m, S3_META_MAX + 1, "at most 8");
+    /* The multipart path checks before CreateMultipartUpload. */
+    size_t len = (5u << 20) + 1;
+    uint8_t *data = pattern(len, 34);
+    snprintf(m[1].value, sizeof m[1].value, "caf\xc3\xa9");
+    long before = tt_s3rver_stat(&f.srv, "total");
+    s3_put_args a = {.bucket = BUCKET, .key = "meta/bigbad", .data = data, .len = len, .fd = -1, .meta = m, .n_meta = 2};
+    TT_CHECK(s3_upload(f.c, &a, NULL) == -1 && shoal_error_code() == SHOAL_ERR_INVAL, "multipart with UTF-8: %s",
+             shoal_error_message());
+    TT_CHECK(tt_s3rver_stat(&f.srv, "total") == before, "a refused multipart upload reached the server");
+    /* And a copy that replaces metadata, before the CopyObject (after the source's HEAD). */
+    put_mem(&f, "meta/src", "abc", 3);
+    tt_s3rver_stats_reset(&f.srv);
+    s3_copy_args ca = {.src_bucket = BUCKET, .src_key = "meta/src", .dst_bucket = BUCKET, .dst_key = "meta/src",
+                       .replace_meta = true, .meta = m, .n_meta = 2};
+    TT_CHECK(s3_copy(f.c, &ca, NULL) == -1 && shoal_error_code() == SHOAL_ERR_INVAL, "copy with UTF-8: %s",
+             shoal_error_message());
+    TT_CHECK(tt_s3rver_stat(&f.srv, "puts") == 0, "a refused copy reached the server");
     free(data);
     teardown(&f);
 }

@@ -419,7 +419,8 @@ TT_TEST(test_s3_faults_copy_lost_after_commit_is_confirmed_by_head)
     tt_proxy_rule(&f.px, "action=lost&count=1&method=PUT&match=copy/dst");
     tt_proxy_rule(&f.px, "action=status&status=500&code=InternalError&count=100&method=PUT&match=copy/dst");
     char etag[S3_ETAG_MAX] = "";
-    TT_OK(s3_copy(f.c, BUCKET, "copy/src", BUCKET, "copy/dst", etag));
+    s3_copy_args ca = {.src_bucket = BUCKET, .src_key = "copy/src", .dst_bucket = BUCKET, .dst_key = "copy/dst"};
+    TT_OK(s3_copy(f.c, &ca, etag));
     TT_CHECK(etag[0] == '"', "the confirmed copy reported ETag '%s'", etag);
     expect_settled(&f, 2, 0, "copy/dst", OBJ, OBJ_LEN); /* the source's HEAD and the one that confirms */
     teardown(&f);
@@ -440,9 +441,75 @@ TT_TEST(test_s3_faults_multipart_copy_completion_lost_after_commit_is_confirmed_
     s3_put_args p = {.bucket = BUCKET, .key = "copy/big", .data = data, .len = len, .fd = -1};
     TT_OK(s3_put(f.c, &p, NULL));
     tt_proxy_rule(&f.px, "action=lost&count=1&method=POST&match=uploadId");
-    TT_OK(s3_copy(f.c, BUCKET, "copy/big", BUCKET, "copy/big-dst", NULL));
+    s3_copy_args ca = {.src_bucket = BUCKET, .src_key = "copy/big", .dst_bucket = BUCKET, .dst_key = "copy/big-dst"};
+    TT_OK(s3_copy(f.c, &ca, NULL));
     expect_settled(&f, 2, 0, "copy/big-dst", data, len);
     free(data);
+    teardown(&f);
+}
+
+/* ---- User metadata ---- */
+
+TT_TEST(test_s3_faults_metadata_past_what_is_kept_is_counted_and_stops_a_multipart_copy_keeping_it)
+{
+    /* The proxy adds X-Amz-Meta-Extra<i> headers to HEAD answers: an object with more user
+     * metadata than s3_object_info holds, which the client cannot write itself. */
+    fixture f;
+    setup_tuned(&f, tune_multipart_copy);
+    size_t len = (6u << 20) + 3;
+    uint8_t *data = random_bytes(len);
+    static const s3_meta_kv mode = {"mode", "33188"};
+    s3_put_args p = {.bucket = BUCKET, .key = "copy/big", .data = data, .len = len, .fd = -1, .meta = &mode, .n_meta = 1};
+    TT_OK(s3_put(f.c, &p, NULL));
+    tt_proxy_rule(&f.px, "action=addmeta&n=10&count=1&method=HEAD");
+    s3_object_info info;
+    TT_OK(s3_head(f.c, BUCKET, "copy/big", &info));
+    TT_CHECK(info.n_meta == S3_META_MAX && info.meta_dropped == 3, "kept %u entries, dropped %u; want 8 and 3",
+             info.n_meta, info.meta_dropped);
+    TT_CHECK(strcmp(info.meta[0].name, "mode") == 0 && strcmp(info.meta[1].name, "extra0") == 0,
+             "names not kept in order, lower-cased: '%s', '%s'", info.meta[0].name, info.meta[1].name);
+    tt_proxy_rule(&f.px, "action=addmeta&n=1&len=100&count=1&method=HEAD");
+    TT_OK(s3_head(f.c, BUCKET, "copy/big", &info));
+    TT_CHECK(info.n_meta == 1 && info.meta_dropped == 1, "a 100-byte value: kept %u, dropped %u", info.n_meta,
+             info.meta_dropped);
+    /* A multipart copy re-sends the metadata it read: with some of it dropped, it refuses. */
+    tt_proxy_rule(&f.px, "action=addmeta&n=8&count=1&method=HEAD");
+    long puts = tt_proxy_stat(&f.px, "PUT");
+    s3_copy_args keep = {.src_bucket = BUCKET, .src_key = "copy/big", .dst_bucket = BUCKET, .dst_key = "copy/dst"};
+    expect_code(s3_copy(f.c, &keep, NULL), SHOAL_ERR_UNSUPPORTED, "multipart copy losing metadata");
+    TT_CHECK(strstr(shoal_error_message(), "metadata"), "message: %s", shoal_error_message());
+    TT_CHECK(tt_proxy_stat(&f.px, "POST") == 0 && tt_proxy_stat(&f.px, "PUT") == puts,
+             "the refused copy sent %ld POSTs and %ld PUTs", tt_proxy_stat(&f.px, "POST"),
+             tt_proxy_stat(&f.px, "PUT") - puts);
+    free(data);
+    teardown(&f);
+}
+
+TT_TEST(test_s3_faults_metadata_change_onto_same_key_is_settled_by_its_metadata)
+{
+    /* A copy onto the same key keeps the ETag, so only the metadata a HEAD shows tells whether a
+     * copy with lost answer replaced it. */
+    fixture f;
+    setup_tuned(&f, NULL);
+    static const s3_meta_kv m1 = {"mode", "33188"}, m2 = {"mode", "33261"}, m3 = {"mode", "33152"};
+    s3_put_args p = {.bucket = BUCKET, .key = "meta/k", .data = OBJ, .len = OBJ_LEN, .fd = -1, .meta = &m1, .n_meta = 1};
+    TT_OK(s3_put(f.c, &p, NULL));
+    tt_proxy_rule(&f.px, "action=lost&count=1&method=PUT&match=meta/k");
+    tt_proxy_rule(&f.px, "action=status&status=500&code=InternalError&count=100&method=PUT&match=meta/k");
+    s3_copy_args ca = {.src_bucket = BUCKET, .src_key = "meta/k", .dst_bucket = BUCKET, .dst_key = "meta/k",
+                       .replace_meta = true, .meta = &m2, .n_meta = 1};
+    TT_OK(s3_copy(f.c, &ca, NULL));
+    TT_CHECK(proxy_heads(&f) == 2, "tt_proxy saw %ld HEADs, want the source's and the one that confirms",
+             proxy_heads(&f));
+    /* Now the copy never reaches the server (the 500s go on): same bytes, but the old metadata,
+     * so a failure. */
+    ca.meta = &m3;
+    expect_code(s3_copy(f.c, &ca, NULL), SHOAL_ERR_S3, "metadata copy that never landed");
+    TT_CHECK(strstr(shoal_error_message(), "other metadata"), "message: %s", shoal_error_message());
+    s3_object_info info;
+    TT_OK(s3_head(f.c, BUCKET, "meta/k", &info));
+    TT_CHECK(info.n_meta == 1 && strcmp(info.meta[0].value, "33261") == 0, "mode is %s, want the confirmed 33261",
+             info.n_meta ? info.meta[0].value : "(none)");
     teardown(&f);
 }
 

@@ -4,8 +4,8 @@
  * server produces on demand (503 SlowDown, 403, 412, a 200 carrying <Error>), drop or reset the
  * connection, truncate a body or stall, or let the server act on a request and then lose its
  * answer ("lost": the connection closes) or send it too late ("late" with ms=N: later requests
- * wait until the server has answered, then the answer is held N ms); the rules and counters are
- * in faultproxy.py's docstring.
+ * wait until the server has answered, then the answer is held N ms), or add user metadata
+ * headers to an answer ("addmeta"); the rules and counters are in faultproxy.py's docstring.
  */
 #ifndef SHOAL_TT_FAULTPROXY_H
 #define SHOAL_TT_FAULTPROXY_H
