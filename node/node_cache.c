@@ -1814,6 +1814,7 @@ unsigned node_cache_push(node_cache *c, const node_cache_object *obj, uint64_t i
          * them rather than piling up in memory. */
         uint64_t give_up = shoal_clock_mono_us() + (uint64_t)timeout * 1000u;
         int rc;
+        node_stats_add(&c->cfg.stats->peer_pushes_started, 1);
         while ((rc = node_peer_submit(c->cfg.peer, owners[i]->link, &req, (node_peer_payload){data, len, NULL, NULL},
                                       timeout, push_done, c)) != 0 &&
                shoal_error_code() == SHOAL_ERR_NOSPACE && shoal_clock_mono_us() < give_up) {
