@@ -94,11 +94,13 @@ typedef struct mount_stage {
     bool filled;        /* the object's bytes are in (or none were needed) */
     bool dirty;         /* holds bytes the backend has not acknowledged */
     bool failed;        /* the last upload failed and nothing was written since */
+    int failed_err;     /* its -errno */
     unsigned nopen;     /* handles plus in-flight users; under m->lock */
     /* Write-back (--upload-delay > 0). The staged file keeps a name (`file`) so a record beside
      * it (<file>.key: the key it goes to) can make a closed file survive a crash. */
     char *file;         /* the staged file's path; NULL: unnamed (upload_delay 0) */
     bool recorded;      /* its record is on disk (s->lock) */
+    bool record_stale;  /* the attributes changed since the record was written (s->lock) */
     bool pending;       /* closed, waiting for its delayed upload: holds one use (m->lock) */
     unsigned writers;   /* handles open for writing: no delayed upload while any (m->lock) */
     unsigned unflushed; /* of those, the ones whose FLUSH is still to come since their last
@@ -232,7 +234,14 @@ static void learn(mount_inode *in, const mount_obj_info *info, uint64_t until)
 {
     if (in->stage)
         return; /* the staged bytes are the truth until they are uploaded */
+    /* A listing says nothing of metadata: attributes known for this very version stay. */
+    bool keep = !info->has_attrs && in->info.has_attrs && strcmp(in->info.etag, info->etag) == 0;
+    mount_attrs kept = in->info.attrs;
     in->info = *info;
+    if (keep) {
+        in->info.has_attrs = true;
+        in->info.attrs = kept;
+    }
     in->remote = true;
     in->attr_until = until;
 }
@@ -262,26 +271,65 @@ static void check_version(mount_view *m, const char *path, bool is_dir,
     }
 }
 
+static struct timespec to_timespec(mount_time t)
+{
+    return (struct timespec){.tv_sec = (time_t)t.sec, .tv_nsec = (long)t.nsec};
+}
+
+/* What stat shows: the attributes the object carries, the mount's defaults for the rest (and
+ * S3's LastModified as the mtime of a file that carries none). */
 static void fill_attr(const mount_view *m, const mount_inode *in, struct stat *st)
 {
+    const mount_attrs *a = &in->info.attrs; /* set is 0 when unknown */
     memset(st, 0, sizeof *st);
     st->st_ino = in->ino;
-    st->st_uid = m->cfg.uid;
-    st->st_gid = m->cfg.gid;
+    st->st_uid = (a->set & MOUNT_ATTR_UID) ? a->uid : m->cfg.uid;
+    st->st_gid = (a->set & MOUNT_ATTR_GID) ? a->gid : m->cfg.gid;
     st->st_nlink = 1; /* also for directories: "unknown", so find(1) never skips subdirectories */
     st->st_blksize = MOUNT_IO_MAX;
+    mode_t perm = (a->set & MOUNT_ATTR_MODE) ? a->mode : in->is_dir ? m->cfg.dir_mode : m->cfg.file_mode;
     if (in->is_dir) {
-        st->st_mode = S_IFDIR | (m->cfg.dir_mode & 07777);
+        st->st_mode = S_IFDIR | (perm & 07777);
         st->st_size = 4096;
         st->st_mtim.tv_sec = m->started;
     } else {
-        st->st_mode = S_IFREG | (m->cfg.file_mode & 07777);
+        st->st_mode = S_IFREG | (perm & 07777);
         st->st_size = (off_t)(in->stage ? in->stage->size : in->info.size);
         st->st_mtim.tv_sec = in->info.mtime;
     }
+    if (a->set & MOUNT_ATTR_MTIME)
+        st->st_mtim = to_timespec(a->mtime);
     st->st_blocks = (st->st_size + 511) / 512;
-    st->st_atim = st->st_mtim;
+    st->st_atim = (a->set & MOUNT_ATTR_ATIME) ? to_timespec(a->atime) : st->st_mtim;
     st->st_ctim = st->st_mtim;
+}
+
+static mount_time time_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (mount_time){.sec = ts.tv_sec, .nsec = (uint32_t)ts.tv_nsec};
+}
+
+/* The file changed now (m->lock held): its mtime, and the stored one when it carries one. */
+static void touch_mtime(mount_inode *in)
+{
+    mount_time now = time_now();
+    in->info.mtime = now.sec;
+    if (in->info.attrs.set & MOUNT_ATTR_MTIME)
+        in->info.attrs.mtime = now;
+}
+
+/* Attributes of something created now by the caller of `req`: its mode, the caller's ids, now. */
+static void new_attrs(fuse_req_t req, mode_t mode, mount_attrs *a)
+{
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    memset(a, 0, sizeof *a);
+    a->set = MOUNT_ATTR_MODE | MOUNT_ATTR_UID | MOUNT_ATTR_GID | MOUNT_ATTR_MTIME;
+    a->mode = (uint32_t)mode;
+    a->uid = (uint32_t)ctx->uid;
+    a->gid = (uint32_t)ctx->gid;
+    a->mtime = time_now();
 }
 
 static void fill_entry(const mount_view *m, const mount_inode *in, struct fuse_entry_param *e)
@@ -767,6 +815,8 @@ static void stage_put(mount_view *m, mount_stage *s)
          * anything else is a change reported done and lost, which must never happen. */
         if (s->dirty) {
             s->in->attr_until = 0;
+            if (s->failed)
+                s->in->upload_err = s->failed_err; /* a rename must not move something else */
             char q[512];
             if (!s->failed && !s->in->detached)
                 LOG_ERROR("mount", "unsent_changes_dropped", "path=%s size=%llu",
@@ -910,12 +960,14 @@ out:
 /* ---- write-back records -------------------------------------------------------------------
  *
  * With --upload-delay a closed file is made durable before close returns: its staged file is
- * fsynced and a record <file>.key beside it names the key it goes to ("shoal-stage 1 R\n" or
- * "... N\n" for whether an object existed at the key, then the key's bytes). The record is
+ * fsynced and a record <file>.key beside it names the key it goes to and the attributes it is
+ * uploaded with: "shoal-stage 2 R SET MODE UID GID MSEC MNSEC ASEC ANSEC\n" (R, or N when no
+ * object existed at the key; the numbers are a mount_attrs), then the key's bytes. Records of
+ * the first format ("shoal-stage 1 R\n", no attributes) are still read. The record is
  * written to <file>.key.tmp, fsynced and renamed, and the directory fsynced, so a crash leaves
  * either the old record or the new one. mount_new takes up every record it finds (recover). */
 
-#define RECORD_MAGIC "shoal-stage 1 "
+#define RECORD_MAGIC "shoal-stage "
 
 static int fsync_dir(const char *dir)
 {
@@ -930,6 +982,9 @@ static int fsync_dir(const char *dir)
 /* Writes (or rewrites) the record of `s` naming `key` (s->lock held). 0 or -errno. */
 static int stage_record(mount_view *m, mount_stage *s, const char *key, bool remote)
 {
+    pthread_mutex_lock(&m->lock);
+    mount_attrs a = s->in->info.attrs;
+    pthread_mutex_unlock(&m->lock);
     char *rec = NULL, *tmp = NULL;
     int rc = -ENOMEM, fd = -1;
     if (asprintf(&rec, "%s.key", s->file) < 0 || asprintf(&tmp, "%s.key.tmp", s->file) < 0)
@@ -939,8 +994,10 @@ static int stage_record(mount_view *m, mount_stage *s, const char *key, bool rem
         rc = -errno;
         goto out;
     }
-    char head[32];
-    int n = snprintf(head, sizeof head, "%s%c\n", RECORD_MAGIC, remote ? 'R' : 'N');
+    char head[256];
+    int n = snprintf(head, sizeof head, "%s2 %c %u %u %u %u %lld %u %lld %u\n", RECORD_MAGIC, remote ? 'R' : 'N',
+                     a.set, a.mode, a.uid, a.gid, (long long)a.mtime.sec, a.mtime.nsec, (long long)a.atime.sec,
+                     a.atime.nsec);
     rc = write_all(fd, head, (size_t)n, 0);
     if (rc == 0)
         rc = write_all(fd, key, strlen(key), (uint64_t)n);
@@ -950,8 +1007,10 @@ static int stage_record(mount_view *m, mount_stage *s, const char *key, bool rem
         rc = -errno;
     if (rc == 0)
         rc = fsync_dir(m->staging_dir);
-    if (rc == 0)
+    if (rc == 0) {
         s->recorded = true;
+        s->record_stale = false;
+    }
 out:
     if (fd >= 0)
         close(fd);
@@ -1006,7 +1065,7 @@ static int stage_persist(mount_view *m, mount_stage *s)
     if (orphan)
         return 0;
     int rc = key ? 0 : -ENOMEM;
-    if (rc == 0 && !s->recorded)
+    if (rc == 0 && (!s->recorded || s->record_stale))
         rc = stage_record(m, s, key, remote);
     free(key);
     if (rc)
@@ -1041,6 +1100,7 @@ static int stage_upload(mount_view *m, mount_stage *s)
     bool orphan = s->in->detached;
     if (!orphan)
         key = key_of(m, s->in->path, false);
+    mount_attrs attrs = s->in->info.attrs; /* set 0: none known, none sent */
     pthread_mutex_unlock(&m->lock);
     if (orphan) {
         s->dirty = false;
@@ -1053,12 +1113,13 @@ static int stage_upload(mount_view *m, mount_stage *s)
     }
     mount_obj_info info;
     memset(&info, 0, sizeof info);
-    rc = m->be->put(m->ctx, key, s->size ? s->fd : -1, s->size, &info);
+    rc = m->be->put(m->ctx, key, s->size ? s->fd : -1, s->size, attrs.set ? &attrs : NULL, &info);
     char q[512];
     if (rc != 0) {
         LOG_WARN("mount", "upload_failed", "key=%s size=%llu errno=%d",
                  shoal_log_q(q, sizeof q, key), (unsigned long long)s->size, -rc);
         s->failed = true;
+        s->failed_err = rc;
         goto out;
     }
     LOG_DEBUG("mount", "uploaded", "key=%s size=%llu", shoal_log_q(q, sizeof q, key),
@@ -1070,6 +1131,11 @@ static int stage_upload(mount_view *m, mount_stage *s)
     mount_inode *in = s->in;
     in->info = info;
     in->info.size = s->size;
+    in->upload_err = 0;
+    if (!info.has_attrs) { /* what was sent is what the object carries */
+        in->info.has_attrs = true;
+        in->info.attrs = attrs;
+    }
     in->remote = true;
     in->attr_until = now_us() + m->ttl_us;
     /* The kernel's pages are the bytes just uploaded: they stay valid for this version. */
@@ -1093,6 +1159,7 @@ static int stage_open(mount_view *m, mount_inode *in, bool trunc, mount_stage **
     char *key = NULL;
     mount_obj_info info;
 
+    bool created = false;
     pthread_mutex_lock(&m->lock);
     s = in->stage;
     if (!s) {
@@ -1103,12 +1170,18 @@ static int stage_open(mount_view *m, mount_inode *in, bool trunc, mount_stage **
         }
         s->filled = trunc || !in->remote;
         s->dirty = !in->remote; /* not in the store yet: becomes an object at close, even empty */
+        created = true;
     }
     s->nopen++;
     pthread_mutex_unlock(&m->lock);
 
     pthread_mutex_lock(&s->lock);
-    if (!s->filled) {
+    pthread_mutex_lock(&m->lock);
+    /* The upload replaces the object's metadata too: a rewrite must know the attributes it
+     * keeps (a listing told their size and ETag only). */
+    bool need_attrs = created && in->remote && !in->info.has_attrs;
+    pthread_mutex_unlock(&m->lock);
+    if (!s->filled || need_attrs) {
         pthread_mutex_lock(&m->lock);
         /* The stage hides the inode's metadata from refresh(): ask with the stage in place. */
         bool fresh = now_us() < in->attr_until;
@@ -1116,11 +1189,14 @@ static int stage_open(mount_view *m, mount_inode *in, bool trunc, mount_stage **
         key = key_of(m, in->path, false);
         pthread_mutex_unlock(&m->lock);
         rc = key ? 0 : -ENOMEM;
-        if (rc == 0 && !fresh)
+        if (rc == 0 && (!fresh || need_attrs))
             rc = m->be->head(m->ctx, key, &info);
-        if (rc == 0)
+        bool gone = rc == -ENOENT && s->filled; /* cut to 0 anyway: a new object, no attributes */
+        if (gone)
+            rc = 0;
+        if (rc == 0 && !s->filled)
             rc = stage_fill(m, s, key, info.etag, info.size);
-        if (rc == 0) {
+        if (rc == 0 && !gone) {
             pthread_mutex_lock(&m->lock);
             in->info = info;
             in->attr_until = now_us() + m->ttl_us;
@@ -1272,7 +1348,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     s->filled = true;
     s->dirty = true; /* a created file is uploaded on close even when left empty */
     memset(&in->info, 0, sizeof in->info);
-    in->info.mtime = time(NULL);
+    new_attrs(req, S_IFREG | (mode & 07777), &in->info.attrs);
+    in->info.has_attrs = true;
+    in->info.mtime = in->info.attrs.mtime.sec;
     in->attr_until = now_us() + m->ttl_us;
     in->cache_etag[0] = '\0';
     in->nlookup++;
@@ -1374,7 +1452,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
         pthread_mutex_lock(&m->lock);
         if (end > s->size)
             s->size = end;
-        s->in->info.mtime = time(NULL);
+        touch_mtime(s->in);
         handle_changed(h);
         pthread_mutex_unlock(&m->lock);
     }
@@ -1459,6 +1537,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 }
 
 #define TIMES (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)
+#define ATTRS (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | TIMES)
 
 /* After a change to `s` by setattr: true when a writing descriptor will publish it at its close
  * (the change came through one, which is now marked changed, or another still has a FLUSH to
@@ -1487,16 +1566,109 @@ static int stage_publish(mount_view *m, mount_stage *s)
     return rc;
 }
 
-/* True when every time being set is "now" (utimensat with UTIME_NOW, as touch(1) does). */
-static bool times_are_now(int to_set)
+/* Merges what a setattr sets (mode, owner, group, times; "now" resolved) into `a`. The kernel
+ * checked the caller may (default_permissions): owner for chmod and times, root for chown. */
+static void merge_attrs(mount_attrs *a, bool is_dir, const struct stat *attr, int to_set)
 {
-    if ((to_set & FUSE_SET_ATTR_ATIME) && !(to_set & FUSE_SET_ATTR_ATIME_NOW))
-        return false;
-    if ((to_set & FUSE_SET_ATTR_MTIME) && !(to_set & FUSE_SET_ATTR_MTIME_NOW))
-        return false;
-    return true;
+    mount_time now = time_now();
+    if (to_set & FUSE_SET_ATTR_MODE) {
+        a->mode = (uint32_t)((is_dir ? S_IFDIR : S_IFREG) | (attr->st_mode & 07777));
+        a->set |= MOUNT_ATTR_MODE;
+    }
+    if (to_set & FUSE_SET_ATTR_UID) {
+        a->uid = (uint32_t)attr->st_uid;
+        a->set |= MOUNT_ATTR_UID;
+    }
+    if (to_set & FUSE_SET_ATTR_GID) {
+        a->gid = (uint32_t)attr->st_gid;
+        a->set |= MOUNT_ATTR_GID;
+    }
+    if (to_set & FUSE_SET_ATTR_MTIME) {
+        a->mtime = (to_set & FUSE_SET_ATTR_MTIME_NOW)
+                       ? now
+                       : (mount_time){attr->st_mtim.tv_sec, (uint32_t)attr->st_mtim.tv_nsec};
+        a->set |= MOUNT_ATTR_MTIME;
+    }
+    if (to_set & FUSE_SET_ATTR_ATIME) {
+        a->atime = (to_set & FUSE_SET_ATTR_ATIME_NOW)
+                       ? now
+                       : (mount_time){attr->st_atim.tv_sec, (uint32_t)attr->st_atim.tv_nsec};
+        a->set |= MOUNT_ATTR_ATIME;
+    }
 }
 
+static bool times_equal(mount_time a, mount_time b) { return a.sec == b.sec && a.nsec == b.nsec; }
+
+static bool attrs_equal(const mount_attrs *a, const mount_attrs *b)
+{
+    unsigned s = a->set;
+    return s == b->set && (!(s & MOUNT_ATTR_MODE) || a->mode == b->mode) &&
+           (!(s & MOUNT_ATTR_UID) || a->uid == b->uid) && (!(s & MOUNT_ATTR_GID) || a->gid == b->gid) &&
+           (!(s & MOUNT_ATTR_MTIME) || times_equal(a->mtime, b->mtime)) &&
+           (!(s & MOUNT_ATTR_ATIME) || times_equal(a->atime, b->atime));
+}
+
+/* Stores new attributes of something that exists in the store and is not staged: a file by a
+ * server-side copy onto itself with replaced metadata, a directory by a PUT of its marker
+ * "dir/" (made if the directory was implicit). The attributes the object carries already are
+ * learnt first when unknown (a HEAD), so the copy keeps them. 0 or -errno: ENOENT for a file
+ * that is neither staged nor stored, EPERM for the root of a whole-bucket mount (no key to keep
+ * them on). */
+static int store_attrs(mount_view *m, mount_inode *in, const struct stat *attr, int to_set)
+{
+    mount_obj_info info;
+    pthread_mutex_lock(&m->lock);
+    bool is_dir = in->is_dir, known = in->info.has_attrs;
+    bool root_key = is_dir && !*in->path && !*m->prefix;
+    int rc = !is_dir && !in->remote ? -ENOENT : root_key ? -EPERM : 0;
+    char *key = rc ? NULL : key_of(m, in->path, is_dir);
+    mount_attrs a = in->info.attrs;
+    pthread_mutex_unlock(&m->lock);
+    if (rc)
+        return rc;
+    if (!key)
+        return -ENOMEM;
+    if (!known) {
+        rc = m->be->head(m->ctx, key, &info);
+        if (rc == 0)
+            a = info.attrs;
+        else if (rc == -ENOENT && is_dir)
+            rc = 0; /* an implicit directory: no marker, no attributes yet */
+    }
+    mount_attrs before = a;
+    merge_attrs(&a, is_dir, attr, to_set);
+    if (rc == 0 && attrs_equal(&a, &before))
+        goto out; /* chmod to the mode it has (tar, cp -a do it): nothing to store */
+    if (rc == 0)
+        rc = is_dir ? m->be->put(m->ctx, key, -1, 0, &a, &info) : m->be->copy(m->ctx, key, key, &a, &info);
+    if (rc == 0) {
+        pthread_mutex_lock(&m->lock);
+        if (!info.has_attrs) {
+            info.has_attrs = true;
+            info.attrs = a;
+        }
+        if (is_dir || in->stage) {
+            /* A directory's marker, or a file whose stage holds nothing unsent: the store is the
+             * truth, and the stage's next upload carries these attributes. */
+            in->info.has_attrs = true;
+            in->info.attrs = info.attrs;
+            if (!is_dir)
+                snprintf(in->info.etag, sizeof in->info.etag, "%s", info.etag);
+        } else {
+            learn(in, &info, now_us() + m->ttl_us);
+        }
+        if (!is_dir)
+            invalidate_parent(m, in->path); /* its listing shows the old ETag */
+        pthread_mutex_unlock(&m->lock);
+    }
+out:
+    free(key);
+    return rc;
+}
+
+/* setattr: size on the staged bytes; mode, owner, group and times as object metadata
+ * (docs/semantics.md, "Attributes"). A staged file keeps them for its upload; anything else
+ * stores them at once. */
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                        struct fuse_file_info *fi)
 {
@@ -1504,77 +1676,78 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     struct stat st;
     int rc = m->cfg.read_only ? -EROFS : 0;
     mount_stage *s = NULL;
+    mount_inode *in = NULL;
     if (rc)
         goto reply;
     pthread_mutex_lock(&m->lock);
-    mount_inode *in = get_inode(m, ino);
-    mode_t mode = in && in->is_dir ? m->cfg.dir_mode : m->cfg.file_mode;
+    in = get_inode(m, ino);
     if (!in)
         rc = -ENOENT;
-    /* S3 keeps no owner or permission bits: only a "change" to what is shown succeeds. */
-    else if ((to_set & FUSE_SET_ATTR_MODE) && (attr->st_mode & 07777) != (mode & 07777))
-        rc = -EPERM;
-    else if ((to_set & FUSE_SET_ATTR_UID) && attr->st_uid != m->cfg.uid)
-        rc = -EPERM;
-    else if ((to_set & FUSE_SET_ATTR_GID) && attr->st_gid != m->cfg.gid)
-        rc = -EPERM;
-    /* Times: S3 sets the mtime itself, at upload. "Now" on a file open for writing (touch(1)
-     * opens the file, then sets "now") makes the close upload it, which moves the mtime to now;
-     * any other time cannot be stored. */
-    else if ((to_set & TIMES) && (!in->stage || !times_are_now(to_set)))
-        rc = -EPERM;
     else if ((to_set & FUSE_SET_ATTR_SIZE) && in->is_dir)
         rc = -EISDIR;
-    if (rc == 0 && in->stage && (to_set & (FUSE_SET_ATTR_SIZE | TIMES))) {
+    if (rc == 0 && in->stage) {
         s = in->stage;
         s->nopen++;
     }
     pthread_mutex_unlock(&m->lock);
     if (rc)
-        goto attr;
-    if (to_set & TIMES) {
+        goto reply;
+    if (s && !(to_set & FUSE_SET_ATTR_SIZE) && !flush_will_publish(m, fi, s)) {
+        /* Attributes of a file whose bytes are all in the store already (its writer closed, its
+         * RELEASE may still be on its way): a copy with the new metadata, not a new upload. */
         pthread_mutex_lock(&s->lock);
-        s->dirty = true;
-        s->failed = false;
-        pthread_mutex_lock(&m->lock);
-        in->info.mtime = time(NULL); /* what the upload at close will set */
-        pthread_mutex_unlock(&m->lock);
+        bool clean = !s->dirty && in->remote;
         pthread_mutex_unlock(&s->lock);
+        if (clean) {
+            stage_put(m, s);
+            s = NULL;
+        }
     }
     if (!s && (to_set & FUSE_SET_ATTR_SIZE)) {
         /* truncate(2) of a file nobody has staged: stage it (cut to 0 needs no bytes). */
         rc = stage_open(m, in, attr->st_size == 0, &s);
         if (rc)
-            goto attr;
+            goto reply;
         pthread_mutex_lock(&m->lock);
         s->writers--; /* not a handle: nothing holds a delayed upload back */
         pthread_mutex_unlock(&m->lock);
     }
-    if (to_set & FUSE_SET_ATTR_SIZE) {
+    if (s) {
         pthread_mutex_lock(&s->lock);
-        rc = stage_truncate(m, s, (uint64_t)attr->st_size);
+        if (to_set & FUSE_SET_ATTR_SIZE)
+            rc = stage_truncate(m, s, (uint64_t)attr->st_size);
+        if (rc == 0 && (to_set & ATTRS)) {
+            pthread_mutex_lock(&m->lock);
+            merge_attrs(&in->info.attrs, false, attr, to_set);
+            in->info.has_attrs = true;
+            if (to_set & FUSE_SET_ATTR_MTIME)
+                in->info.mtime = in->info.attrs.mtime.sec;
+            pthread_mutex_unlock(&m->lock);
+            s->dirty = true;
+            s->failed = false;
+            s->record_stale = true;
+        }
         pthread_mutex_unlock(&s->lock);
-    }
-    /* Who sends the change to the store? A descriptor open for writing flushes it at its close
-     * (ftruncate or futimens through it, or a truncate by path while it writes). A change that
-     * no FLUSH is left to carry (truncate(2) or utimensat(2) by path after the last writer's
-     * close, maybe while its RELEASE is still on its way) is published here, or it would be
-     * reported done and then lost. */
-    if (rc == 0 && s && !flush_will_publish(m, fi, s))
-        rc = stage_publish(m, s);
-    if (s)
+        /* Who sends the change to the store? A descriptor open for writing flushes it at its
+         * close (ftruncate or futimens through it, or a truncate by path while it writes). A
+         * change that no FLUSH is left to carry (truncate(2) or chmod(2) by path after the last
+         * writer's close, maybe while its RELEASE is still on its way) is published here, or it
+         * would be reported done and then lost. */
+        if (rc == 0 && !flush_will_publish(m, fi, s))
+            rc = stage_publish(m, s);
         stage_put(m, s);
-attr:
+    } else if (to_set & ATTRS) {
+        rc = store_attrs(m, in, attr, to_set);
+    }
+reply:
     if (rc == 0) {
         pthread_mutex_lock(&m->lock);
         fill_attr(m, in, &st);
         pthread_mutex_unlock(&m->lock);
-    }
-reply:
-    if (rc)
-        fuse_reply_err(req, -rc);
-    else
         fuse_reply_attr(req, &st, m->cfg.metadata_ttl);
+    } else {
+        fuse_reply_err(req, -rc);
+    }
 }
 
 /* ---- namespace changes -------------------------------------------------------------------- */
@@ -1630,27 +1803,33 @@ reply:
 }
 
 /* mkdir and mknod: an empty object at the name, a marker "name/" for a directory. */
-static void make_empty(fuse_req_t req, fuse_ino_t parent, const char *name, bool is_dir)
+static void make_empty(fuse_req_t req, fuse_ino_t parent, const char *name, bool is_dir, mode_t mode)
 {
     mount_view *m = fuse_req_userdata(req);
     struct fuse_entry_param e;
     mount_obj_info info;
+    mount_attrs attrs;
     char *path = NULL, *key = NULL;
     int rc = m->cfg.read_only ? -EROFS : 0;
     if (rc)
         goto reply;
+    new_attrs(req, (is_dir ? S_IFDIR : S_IFREG) | (mode & 07777), &attrs);
     pthread_mutex_lock(&m->lock);
     rc = name_path(m, parent, name, &path);
     if (rc == 0 && !(key = key_of(m, path, is_dir)))
         rc = -ENOMEM;
     pthread_mutex_unlock(&m->lock);
     if (rc == 0)
-        rc = m->be->put(m->ctx, key, -1, 0, &info);
+        rc = m->be->put(m->ctx, key, -1, 0, &attrs, &info);
     if (rc)
         goto reply;
     pthread_mutex_lock(&m->lock);
     mount_inode *in = inode_at(m, path, is_dir);
     if (in) {
+        if (!info.has_attrs) {
+            info.has_attrs = true;
+            info.attrs = attrs;
+        }
         learn(in, &info, now_us() + m->ttl_us);
         in->nlookup++;
         fill_entry(m, in, &e);
@@ -1669,7 +1848,7 @@ reply:
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-    make_empty(req, parent, name, true);
+    make_empty(req, parent, name, true, mode);
 }
 
 typedef struct marker_count {
@@ -1765,12 +1944,17 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
         pthread_mutex_lock(&s->lock); /* no upload under the old key while we move it */
     pthread_mutex_lock(&m->lock);
     remote = in->remote;
+    /* The file's last upload failed and close returned the error: what exists under the name
+     * is not what was written, so the rename fails with that error instead of moving it. (With
+     * --upload-delay a failed upload is retried, under whatever key the file has by then.) */
+    if (!m->delay_us)
+        rc = s && s->failed ? s->failed_err : !s ? in->upload_err : 0;
     pthread_mutex_unlock(&m->lock);
     /* A file that exists only as a stage just changes the key it will be uploaded under. Bytes
      * already in the store move by server-side copy + delete (a dirty stage of such a file is
      * uploaded to the new key afterwards). */
-    if (remote) {
-        rc = m->be->copy(m->ctx, skey, dkey, &info);
+    if (rc == 0 && remote) {
+        rc = m->be->copy(m->ctx, skey, dkey, NULL, &info);
         if (rc == 0)
             rc = m->be->remove(m->ctx, skey);
         copied = rc == 0;
@@ -1816,7 +2000,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
     if (!S_ISREG(mode))
         fuse_reply_err(req, m->cfg.read_only ? EROFS : EPERM);
     else
-        make_empty(req, parent, name, false);
+        make_empty(req, parent, name, false, mode);
 }
 
 /* Hard and symbolic links: S3 has neither. EPERM is link(2)'s and symlink(2)'s errno for "the
@@ -2158,9 +2342,10 @@ static void *wb_main(void *arg)
 }
 
 /* Reads the record `rec` (a path): its key (heap) and whether an object existed there. */
-static char *record_read(const char *rec, bool *remote)
+/* Reads a record: the key (a new string) and, from its first line, whether an object existed
+ * and the attributes (none in a first-format record). NULL when the record is unreadable. */
+static char *record_read(const char *rec, bool *remote, mount_attrs *a)
 {
-    size_t magic = strlen(RECORD_MAGIC);
     size_t len = 0;
     char *buf = NULL;
     FILE *f = fopen(rec, "re");
@@ -2170,14 +2355,31 @@ static char *record_read(const char *rec, bool *remote)
     if (buf)
         len = fread(buf, 1, 65536, f);
     fclose(f);
-    if (!buf || len < magic + 2 || memcmp(buf, RECORD_MAGIC, magic) != 0 ||
-        buf[magic + 1] != '\n' || len == magic + 2 || memchr(buf, '\0', len)) {
+    char *nl = buf ? memchr(buf, '\n', len) : NULL;
+    if (!nl || memchr(buf, '\0', len) || (size_t)(nl - buf) + 1 == len) {
         free(buf);
         return NULL;
     }
-    *remote = buf[magic] == 'R';
+    *nl = '\0';
+    memset(a, 0, sizeof *a);
+    char kind = 0;
+    long long ms = 0, as = 0;
+    int got = sscanf(buf, RECORD_MAGIC "2 %c %u %u %u %u %lld %u %lld %u", &kind, &a->set, &a->mode, &a->uid,
+                     &a->gid, &ms, &a->mtime.nsec, &as, &a->atime.nsec);
+    if (got != 9) {
+        memset(a, 0, sizeof *a);
+        got = sscanf(buf, RECORD_MAGIC "1 %c", &kind) == 1 && strlen(buf) == strlen(RECORD_MAGIC) + 3 ? 1 : 0;
+    }
+    if (!got || (kind != 'R' && kind != 'N')) {
+        free(buf);
+        return NULL;
+    }
+    a->mtime.sec = ms;
+    a->atime.sec = as;
+    *remote = kind == 'R';
     buf[len] = '\0';
-    memmove(buf, buf + magic + 2, len - magic - 1);
+    size_t head = (size_t)(nl - buf) + 1;
+    memmove(buf, buf + head, len - head + 1);
     return buf;
 }
 
@@ -2188,10 +2390,11 @@ static void recover_one(mount_view *m, const char *file)
 {
     char *rec = NULL, *key = NULL, q[512];
     bool remote = false;
+    mount_attrs attrs;
     struct stat st;
     if (asprintf(&rec, "%s.key", file) < 0)
         return;
-    key = record_read(rec, &remote);
+    key = record_read(rec, &remote, &attrs);
     size_t plen = strlen(m->prefix);
     const char *path = key ? key + plen : NULL;
     if (!key || strncmp(key, m->prefix, plen) != 0 || !*path || path[strlen(path) - 1] == '/') {
@@ -2223,6 +2426,8 @@ static void recover_one(mount_view *m, const char *file)
     in->remote = remote;
     in->info.size = s->size;
     in->info.mtime = st.st_mtim.tv_sec;
+    in->info.has_attrs = attrs.set != 0;
+    in->info.attrs = attrs;
     m->wb.pending++;
     m->wb.recovered++;
     LOG_INFO("mount", "upload_recovered", "key=%s size=%llu", shoal_log_q(q, sizeof q, key),

@@ -25,11 +25,36 @@
 /* Room for an ETag as S3 sends it, quotes included ("<32 hex>-<parts>"), with its NUL. */
 #define MOUNT_ETAG_MAX 96
 
+/* File attributes kept with an object as user metadata, under the names s3fs uses
+ * (x-amz-meta-mode, -uid, -gid, -mtime, -atime), so a bucket written by either shows the same
+ * modes, owners and times through the other. `set` says which fields the object carries; the
+ * mount shows its defaults for the others (docs/semantics.md, "Attributes"). */
+#define MOUNT_ATTR_MODE 0x1u  /* mode: st_mode, type and permission bits (s3fs: decimal) */
+#define MOUNT_ATTR_UID 0x2u
+#define MOUNT_ATTR_GID 0x4u
+#define MOUNT_ATTR_MTIME 0x8u /* mtime: seconds and nanoseconds ("S" or "S.NNNNNNNNN") */
+#define MOUNT_ATTR_ATIME 0x10u
+
+typedef struct mount_time {
+    int64_t sec;
+    uint32_t nsec;
+} mount_time;
+
+typedef struct mount_attrs {
+    unsigned set;     /* MOUNT_ATTR_* bits of the fields below that hold a value */
+    uint32_t mode;
+    uint32_t uid, gid;
+    mount_time mtime, atime;
+} mount_attrs;
+
 /* What the backend knows of one object. */
 typedef struct mount_obj_info {
     uint64_t size;
     int64_t mtime;               /* Unix seconds (S3 LastModified) */
     char etag[MOUNT_ETAG_MAX];   /* NUL-terminated; "" when unknown */
+    bool has_attrs;              /* `attrs` is what the object carries (HEAD, upload, copy);
+                                    false when unknown (a listing says nothing of metadata) */
+    mount_attrs attrs;
 } mount_obj_info;
 
 /* Called once per listing entry. `key` is the full key (the listed prefix included), `key_len`
@@ -48,7 +73,7 @@ typedef int (*mount_list_fn)(void *ud, const char *key, size_t key_len, bool is_
  * -EACCES access denied. Keys are full keys, the mount's prefix included, NUL-terminated.
  */
 typedef struct mount_backend {
-    /* Size, ETag and mtime of `key`. 0, -ENOENT, or another -errno. */
+    /* Size, ETag, mtime and attributes (has_attrs true) of `key`. 0, -ENOENT, or another -errno. */
     int (*head)(void *ctx, const char *key, mount_obj_info *out);
     /* Lists keys starting with `prefix`, rolling keys that contain `delimiter` after the prefix
      * into common prefixes (S3 ListObjectsV2 semantics, sorted by key). Pages internally and
@@ -61,14 +86,19 @@ typedef struct mount_backend {
     ssize_t (*read)(void *ctx, const char *key, const char *etag, uint64_t offset, size_t len,
                     void *buf);
     /* Uploads `size` bytes read from `fd` (with pread, from offset 0; the fd stays the caller's)
-     * as `key`, replacing any object there; the backend picks a single PUT or a multipart upload.
-     * `fd` is -1 when `size` is 0 (directory markers, empty files). Returns only once the store
-     * acknowledged the object, filling `out` with its size, ETag and mtime: 0 or -errno; after a
-     * failure no partial object is visible under `key`. */
-    int (*put)(void *ctx, const char *key, int fd, uint64_t size, mount_obj_info *out);
-    /* Server-side copy of `src` to `dst` (replacing `dst`); fills `out` with the new object's
-     * metadata. 0, -ENOENT when `src` does not exist, or another -errno. */
-    int (*copy)(void *ctx, const char *src, const char *dst, mount_obj_info *out);
+     * as `key` with the attributes `attrs` (NULL or none set: no metadata), replacing any object
+     * there; the backend picks a single PUT or a multipart upload. `fd` is -1 when `size` is 0
+     * (directory markers, empty files). Returns only once the store acknowledged the object,
+     * filling `out` with its size, ETag, mtime and attributes: 0 or -errno. An upload the store
+     * may have committed although the answer was lost is resolved by asking it, never reported
+     * as failed when it landed; after a failure the key holds what it held before. */
+    int (*put)(void *ctx, const char *key, int fd, uint64_t size, const mount_attrs *attrs,
+               mount_obj_info *out);
+    /* Server-side copy of `src` to `dst` (replacing `dst`; `src` == `dst` is allowed): the
+     * source's attributes kept when `attrs` is NULL, else replaced by `attrs`. Fills `out` with
+     * the new object's metadata. 0, -ENOENT when `src` does not exist, or another -errno. */
+    int (*copy)(void *ctx, const char *src, const char *dst, const mount_attrs *attrs,
+                mount_obj_info *out);
     /* Deletes `key`; deleting a key that does not exist is a success (as in S3). 0 or -errno. */
     int (*remove)(void *ctx, const char *key);
 } mount_backend;

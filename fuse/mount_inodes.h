@@ -41,6 +41,8 @@ typedef struct mount_inode {
     uint64_t attr_until;       /* monotonic microseconds until which `info` is trusted */
     char cache_etag[MOUNT_ETAG_MAX]; /* the version the kernel's page cache holds */
     struct mount_stage *stage; /* the staged copy while the file is open for writing */
+    int upload_err;            /* -errno of an upload that failed and was dropped with its stage;
+                                  0 once an upload of this file succeeds */
     mount_listing *listing;    /* directories: the last listing */
     uint64_t list_gen;       /* bumped each time the listing is dropped (directories) */
     struct mount_inode *next_path, *next_ino;

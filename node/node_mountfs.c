@@ -33,8 +33,11 @@
  *
  * Writes. The mount hands over a staged file; s3_upload sends it as one PUT or a parallel
  * multipart upload and aborts the upload on failure, so a failed put never leaves a partial
- * object. A HEAD afterwards gives S3's own mtime for the new version (the clock that later
- * listings report), so `stat` does not jump when the attributes are refreshed. Then the blocks of
+ * object. The file's attributes travel with it as x-amz-meta-* headers (see "attributes as user
+ * metadata" below); when they hold no mtime, a HEAD afterwards gives S3's own LastModified for
+ * the new version (the clock later listings report), so `stat` does not jump at a refresh.
+ * A copy (rename, or new attributes) HEADs its source once and passes what it saw to s3_copy,
+ * so the new object's metadata is known without asking again. Then the blocks of
  * the new version go into the cluster cache: blocks this node owns into its store as OWNED, the
  * others into its store as NEAR, and every block is sent to its other owners (node_cache_push: a
  * PUT each owner checks and keeps as OWNED), so a reader on any node gets a fresh checkpoint from
@@ -189,13 +192,114 @@ static int object_size(node_mountfs *fs, const char *key, const char *etag, uint
 
 /* ---- the table's operations ------------------------------------------------------------------- */
 
+/* ---- attributes as user metadata ------------------------------------------------------------
+ *
+ * The mount's file attributes travel as x-amz-meta-mode, -uid, -gid, -mtime and -atime, with
+ * s3fs's encodings (decimal st_mode and ids; times as seconds, or seconds.nanoseconds), so a
+ * bucket written by s3fs shows its modes here and the other way round. A value that does not
+ * parse is ignored (the mount shows its default), never an error: metadata written by other
+ * tools must not make a file unreadable. */
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} ATTR_NAMES[] = {
+    {"mode", MOUNT_ATTR_MODE}, {"uid", MOUNT_ATTR_UID}, {"gid", MOUNT_ATTR_GID},
+    {"mtime", MOUNT_ATTR_MTIME}, {"atime", MOUNT_ATTR_ATIME},
+};
+
+static void time_text(char *out, size_t cap, mount_time t)
+{
+    if (t.nsec)
+        snprintf(out, cap, "%lld.%09u", (long long)t.sec, t.nsec);
+    else
+        snprintf(out, cap, "%lld", (long long)t.sec);
+}
+
+/* "S" or "S.F" (F up to nine digits) into *t; false when it is neither. */
+static bool time_parse(const char *v, mount_time *t)
+{
+    char *end;
+    errno = 0;
+    long long sec = strtoll(v, &end, 10);
+    if (errno || end == v)
+        return false;
+    uint32_t nsec = 0;
+    if (*end == '.') {
+        unsigned digits = 0;
+        for (end++; *end >= '0' && *end <= '9'; end++)
+            if (digits++ < 9)
+                nsec = nsec * 10 + (uint32_t)(*end - '0');
+        while (digits++ < 9)
+            nsec *= 10;
+    }
+    if (*end)
+        return false;
+    *t = (mount_time){sec, nsec};
+    return true;
+}
+
+static bool u32_parse(const char *v, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno || end == v || *end || x > UINT32_MAX)
+        return false;
+    *out = (uint32_t)x;
+    return true;
+}
+
+/* The mount's attributes as metadata entries (kv has room for S3_META_MAX); their count. */
+static unsigned attrs_to_meta(const mount_attrs *a, s3_meta_kv *kv)
+{
+    unsigned n = 0;
+    for (size_t i = 0; a && i < sizeof ATTR_NAMES / sizeof ATTR_NAMES[0]; i++) {
+        unsigned bit = ATTR_NAMES[i].bit;
+        if (!(a->set & bit))
+            continue;
+        snprintf(kv[n].name, sizeof kv[n].name, "%s", ATTR_NAMES[i].name);
+        if (bit == MOUNT_ATTR_MTIME || bit == MOUNT_ATTR_ATIME)
+            time_text(kv[n].value, sizeof kv[n].value, bit == MOUNT_ATTR_MTIME ? a->mtime : a->atime);
+        else
+            snprintf(kv[n].value, sizeof kv[n].value, "%u",
+                     bit == MOUNT_ATTR_MODE ? a->mode : bit == MOUNT_ATTR_UID ? a->uid : a->gid);
+        n++;
+    }
+    return n;
+}
+
+/* The attributes an object's metadata carries (set 0 when none). */
+static void attrs_from_meta(const s3_object_info *in, mount_attrs *a)
+{
+    memset(a, 0, sizeof *a);
+    for (unsigned i = 0; i < in->n_meta; i++) {
+        for (size_t k = 0; k < sizeof ATTR_NAMES / sizeof ATTR_NAMES[0]; k++) {
+            if (strcmp(in->meta[i].name, ATTR_NAMES[k].name) != 0)
+                continue;
+            const char *v = in->meta[i].value;
+            unsigned bit = ATTR_NAMES[k].bit;
+            bool ok = bit == MOUNT_ATTR_MTIME   ? time_parse(v, &a->mtime)
+                      : bit == MOUNT_ATTR_ATIME ? time_parse(v, &a->atime)
+                      : bit == MOUNT_ATTR_MODE  ? u32_parse(v, &a->mode)
+                      : bit == MOUNT_ATTR_UID   ? u32_parse(v, &a->uid)
+                                                : u32_parse(v, &a->gid);
+            if (ok)
+                a->set |= bit;
+        }
+    }
+}
+
 /* Hands S3's metadata of `key` to the mount and remembers its size for reads. */
 static void info_from_s3(node_mountfs *fs, const char *key, const s3_object_info *in, mount_obj_info *out)
 {
     size_remember(fs, key, strlen(key), in->etag, in->size);
+    memset(out, 0, sizeof *out);
     out->size = in->size;
     out->mtime = in->last_modified;
     etag_copy(out->etag, in->etag);
+    out->has_attrs = true;
+    attrs_from_meta(in, &out->attrs);
 }
 
 static int fs_head(void *ctx, const char *key, mount_obj_info *out)
@@ -477,20 +581,30 @@ static void place_blocks(node_mountfs *fs, const char *key, const char *etag, in
 
 /* The metadata of the version `etag` of `key` just written: S3's mtime when a HEAD still finds
  * that version, else now (it was overwritten meanwhile; the next refresh sees the newer one). */
-static void written_info(node_mountfs *fs, const char *key, const char *etag, uint64_t size, mount_obj_info *out)
+static void written_info(node_mountfs *fs, const char *key, const char *etag, uint64_t size,
+                         const mount_attrs *attrs, mount_obj_info *out)
 {
+    /* S3's LastModified is the mtime shown only for an object that carries none of its own. */
     s3_object_info info;
-    bool same = s3_head(fs->parts.s3, fs->cfg->bucket, key, &info) == 0 && strcmp(info.etag, etag) == 0;
+    bool own_mtime = attrs && (attrs->set & MOUNT_ATTR_MTIME);
+    bool same = !own_mtime && s3_head(fs->parts.s3, fs->cfg->bucket, key, &info) == 0 && strcmp(info.etag, etag) == 0;
+    memset(out, 0, sizeof *out);
     out->size = size;
     out->mtime = same && info.last_modified ? info.last_modified : (int64_t)time(NULL);
     etag_copy(out->etag, etag);
+    out->has_attrs = true; /* what was sent */
+    if (attrs)
+        out->attrs = *attrs;
     size_remember(fs, key, strlen(key), etag, size);
 }
 
-static int fs_put(void *ctx, const char *key, int fd, uint64_t size, mount_obj_info *out)
+static int fs_put(void *ctx, const char *key, int fd, uint64_t size, const mount_attrs *attrs,
+                  mount_obj_info *out)
 {
     node_mountfs *fs = ctx;
-    s3_put_args a = {.bucket = fs->cfg->bucket, .key = key, .fd = -1, .len = size};
+    s3_meta_kv meta[S3_META_MAX];
+    s3_put_args a = {.bucket = fs->cfg->bucket, .key = key, .fd = -1, .len = size, .meta = meta};
+    a.n_meta = attrs_to_meta(attrs, meta);
     if (fd >= 0 && size > 0)
         a.fd = fd;
     else
@@ -500,24 +614,36 @@ static int fs_put(void *ctx, const char *key, int fd, uint64_t size, mount_obj_i
     node_cache_forget(fs->parts.cache, fs->cfg->bucket, key);
     if (rc != 0)
         return fs_errno("put", key);
-    written_info(fs, key, etag, size, out);
+    written_info(fs, key, etag, size, attrs, out);
     if (a.fd >= 0)
         place_blocks(fs, key, etag, fd, size);
     return 0;
 }
 
-static int fs_copy(void *ctx, const char *src, const char *dst, mount_obj_info *out)
+static int fs_copy(void *ctx, const char *src, const char *dst, const mount_attrs *attrs,
+                   mount_obj_info *out)
 {
     node_mountfs *fs = ctx;
     char etag[S3_ETAG_MAX];
-    s3_copy_args ca = {.src_bucket = fs->cfg->bucket, .src_key = src, .dst_bucket = fs->cfg->bucket, .dst_key = dst};
-    int rc = s3_copy(fs->parts.s3, &ca, etag);
+    s3_meta_kv meta[S3_META_MAX];
+    /* One HEAD of the source (the copy is pinned to its ETag, keeps its content type) tells all
+     * the new object will be: its bytes, with the copy's ETag and the metadata asked. */
+    s3_object_info info;
+    if (s3_head(fs->parts.s3, fs->cfg->bucket, src, &info) != 0)
+        return fs_errno("copy", src);
+    s3_copy_args a = {.src_bucket = fs->cfg->bucket, .src_key = src, .dst_bucket = fs->cfg->bucket,
+                      .dst_key = dst, .replace_meta = attrs != NULL, .meta = meta, .src_info = &info};
+    a.n_meta = attrs_to_meta(attrs, meta);
+    int rc = s3_copy(fs->parts.s3, &a, etag);
     node_cache_forget(fs->parts.cache, fs->cfg->bucket, dst);
     if (rc != 0)
         return fs_errno("copy", src);
-    s3_object_info info;
-    if (s3_head(fs->parts.s3, fs->cfg->bucket, dst, &info) != 0)
-        return fs_errno("head", dst);
+    snprintf(info.etag, sizeof info.etag, "%s", etag);
+    info.last_modified = (int64_t)time(NULL);
+    if (attrs) {
+        memcpy(info.meta, meta, sizeof meta);
+        info.n_meta = a.n_meta;
+    }
     info_from_s3(fs, dst, &info, out);
     return 0;
 }

@@ -168,6 +168,9 @@ typedef struct s3_copy_args {
     bool replace_meta;
     const s3_meta_kv *meta;
     unsigned n_meta;
+    /* The source as a HEAD the caller just made saw it (ETag, size, content type, metadata), or
+     * NULL: s3_copy then makes no HEAD of its own. The copy is pinned to this ETag either way. */
+    const s3_object_info *src_info;
 } s3_copy_args;
 
 typedef struct s3_list_args {
@@ -216,7 +219,7 @@ int s3_delete(s3_client *c, const char *bucket, const char *key);
 /* One ListObjectsV2 page (encoding-type=url, decoded) into *out, which must be created and
  * empty; pass out->next_token as continuation_token while out->truncated. */
 int s3_list(s3_client *c, const s3_list_args *a, s3_list_page *out);
-/* Server-side copy: HeadObject of the source, then CopyObject, or UploadPartCopy parts when the
+/* Server-side copy: HeadObject of the source (unless a->src_info gives it), then CopyObject, or UploadPartCopy parts when the
  * source is larger than copy_multipart_threshold (pinned to the source's ETag so a concurrent
  * overwrite fails the copy instead of splicing two versions). Metadata as a->replace_meta says; a
  * multipart copy that keeps it fails with SHOAL_ERR_UNSUPPORTED, before any write, when the

@@ -256,7 +256,9 @@ int s3_copy(s3_client *c, const s3_copy_args *a, char etag[S3_ETAG_MAX])
     char q[300];
     const char *qkey = shoal_log_q(q, sizeof q, a->dst_key ? a->dst_key : "");
     s3_object_info info;
-    if (s3_head(c, a->src_bucket, a->src_key, &info) < 0) {
+    if (a->src_info) {
+        info = *a->src_info;
+    } else if (s3_head(c, a->src_bucket, a->src_key, &info) < 0) {
         shoal_error_wrap("copy to bucket=%s key=%s", a->dst_bucket, qkey);
         goto done;
     }

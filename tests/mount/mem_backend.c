@@ -24,6 +24,7 @@ typedef struct mem_obj {
     size_t len;
     char etag[MOUNT_ETAG_MAX];
     int64_t mtime;
+    mount_attrs attrs; /* the object's metadata (set 0: none) */
 } mem_obj;
 
 struct mem_backend {
@@ -80,8 +81,10 @@ static mem_obj *get(mem_backend *b, const char *key)
 }
 
 /* Stores a new version (lock held); takes `data`. */
+static void info_of(const mem_obj *o, mount_obj_info *out);
+
 static void store(mem_backend *b, const char *key, size_t key_len, char *data, size_t len,
-                  int64_t mtime, mount_obj_info *out)
+                  int64_t mtime, const mount_attrs *attrs, mount_obj_info *out)
 {
     bool found;
     size_t i = find(b, key, key_len, &found);
@@ -106,11 +109,11 @@ static void store(mem_backend *b, const char *key, size_t key_len, char *data, s
     o->len = len;
     o->mtime = mtime ? mtime : time(NULL);
     snprintf(o->etag, sizeof o->etag, "\"v%llu\"", (unsigned long long)++b->version);
-    if (out) {
-        out->size = len;
-        out->mtime = o->mtime;
-        snprintf(out->etag, sizeof out->etag, "%s", o->etag);
-    }
+    memset(&o->attrs, 0, sizeof o->attrs);
+    if (attrs)
+        o->attrs = *attrs;
+    if (out)
+        info_of(o, out);
 }
 
 static void drop(mem_backend *b, const char *key)
@@ -127,9 +130,12 @@ static void drop(mem_backend *b, const char *key)
 
 static void info_of(const mem_obj *o, mount_obj_info *out)
 {
+    memset(out, 0, sizeof *out);
     out->size = o->len;
     out->mtime = o->mtime;
     snprintf(out->etag, sizeof out->etag, "%s", o->etag);
+    out->has_attrs = true;
+    out->attrs = o->attrs;
 }
 
 static int mem_head(void *ctx, const char *key, mount_obj_info *out)
@@ -170,6 +176,8 @@ static int mem_list(void *ctx, const char *prefix, const char *delimiter, size_t
         } else {
             mount_obj_info info;
             info_of(o, &info);
+            info.has_attrs = false; /* as S3: a listing carries no user metadata */
+            memset(&info.attrs, 0, sizeof info.attrs);
             stop = cb(ud, o->key, o->key_len, false, &info);
         }
         if (stop || (max_entries && ++emitted >= max_entries))
@@ -201,7 +209,8 @@ static ssize_t mem_read(void *ctx, const char *key, const char *etag, uint64_t o
     return n;
 }
 
-static int mem_put(void *ctx, const char *key, int fd, uint64_t size, mount_obj_info *out)
+static int mem_put(void *ctx, const char *key, int fd, uint64_t size, const mount_attrs *attrs,
+                   mount_obj_info *out)
 {
     mem_backend *b = ctx;
     char *data = xmalloc((size_t)size);
@@ -221,13 +230,14 @@ static int mem_put(void *ctx, const char *key, int fd, uint64_t size, mount_obj_
         rc = b->fail_err;
         free(data);
     } else {
-        store(b, key, strlen(key), data, (size_t)size, 0, out);
+        store(b, key, strlen(key), data, (size_t)size, 0, attrs, out);
     }
     pthread_mutex_unlock(&b->lock);
     return rc;
 }
 
-static int mem_copy(void *ctx, const char *src, const char *dst, mount_obj_info *out)
+static int mem_copy(void *ctx, const char *src, const char *dst, const mount_attrs *attrs,
+                    mount_obj_info *out)
 {
     mem_backend *b = ctx;
     int rc = 0;
@@ -239,7 +249,8 @@ static int mem_copy(void *ctx, const char *src, const char *dst, mount_obj_info 
     } else {
         char *data = xmalloc(o->len);
         memcpy(data, o->data, o->len);
-        store(b, dst, strlen(dst), data, o->len, 0, out);
+        mount_attrs keep = o->attrs; /* o may move when dst is a new key */
+        store(b, dst, strlen(dst), data, o->len, 0, attrs ? attrs : &keep, out);
     }
     pthread_mutex_unlock(&b->lock);
     return rc;
@@ -291,7 +302,7 @@ void mem_backend_set(mem_backend *b, const char *key, size_t key_len, const void
     char *copy = xmalloc(len);
     memcpy(copy, data, len);
     pthread_mutex_lock(&b->lock);
-    store(b, key, key_len, copy, len, mtime, NULL);
+    store(b, key, key_len, copy, len, mtime, NULL, NULL);
     pthread_mutex_unlock(&b->lock);
 }
 
@@ -328,6 +339,26 @@ bool mem_backend_etag(mem_backend *b, const char *key, char *out)
     mem_obj *o = get(b, key);
     if (o)
         snprintf(out, MOUNT_ETAG_MAX, "%s", o->etag);
+    pthread_mutex_unlock(&b->lock);
+    return o != NULL;
+}
+
+bool mem_backend_set_attrs(mem_backend *b, const char *key, const mount_attrs *a)
+{
+    pthread_mutex_lock(&b->lock);
+    mem_obj *o = get(b, key);
+    if (o)
+        o->attrs = *a;
+    pthread_mutex_unlock(&b->lock);
+    return o != NULL;
+}
+
+bool mem_backend_attrs(mem_backend *b, const char *key, mount_attrs *out)
+{
+    pthread_mutex_lock(&b->lock);
+    mem_obj *o = get(b, key);
+    if (o)
+        *out = o->attrs;
     pthread_mutex_unlock(&b->lock);
     return o != NULL;
 }

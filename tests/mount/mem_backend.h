@@ -41,6 +41,10 @@ void mem_backend_del(mem_backend *b, const char *key);
 char *mem_backend_get(mem_backend *b, const char *key, size_t *len);
 /* The ETag of `key` into out (MOUNT_ETAG_MAX); false when absent. */
 bool mem_backend_etag(mem_backend *b, const char *key, char *out);
+/* Sets the attributes `key` carries as metadata (not counted; the ETag stays); false when absent. */
+bool mem_backend_set_attrs(mem_backend *b, const char *key, const mount_attrs *a);
+/* The attributes `key` carries as metadata into out; false when absent. */
+bool mem_backend_attrs(mem_backend *b, const char *key, mount_attrs *out);
 /* Number of objects stored. */
 size_t mem_backend_count(mem_backend *b);
 

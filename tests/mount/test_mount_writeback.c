@@ -418,6 +418,8 @@ TT_TEST(test_mount_writeback_pending_upload_survives_kill_9)
     int fd = open(at(&w, "ckpt.bin"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     TT_CHECK(fd >= 0 && write(fd, big, 3 << 20) == 3 << 20, "write: %s", strerror(errno));
     TT_CHECK(close(fd) == 0, "close: %s", strerror(errno));
+    /* An attribute changed after the close rewrites the record: it survives the crash too. */
+    TT_CHECK(chmod(at(&w, "ckpt.bin"), 0604) == 0, "chmod: %s", strerror(errno));
     int open_fd = open(at(&w, "half"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     TT_CHECK(open_fd >= 0 && write(open_fd, "partial", 7) == 7, "write: %s", strerror(errno));
     TT_CHECK(records(&w) == 1, "%d records before the crash, want 1", records(&w));
@@ -441,6 +443,9 @@ TT_TEST(test_mount_writeback_pending_upload_survives_kill_9)
             usleep(10 * 1000);
     }
     TT_CHECK(landed, "the pending upload did not land with the right bytes after the restart");
+    mount_attrs a;
+    TT_CHECK(mem_backend_attrs(w.mem, "ckpt.bin", &a) && a.mode == (S_IFREG | 0604),
+             "the recovered upload carries mode %o, want %o", a.mode, S_IFREG | 0604);
     TT_CHECK(mem_backend_count(w.mem) == 1, "%zu objects, want 1 (the unclosed file is not one)",
              mem_backend_count(w.mem));
     struct stat st;
@@ -459,6 +464,25 @@ TT_TEST(test_mount_writeback_pending_upload_survives_kill_9)
     }
     TT_CHECK(left == 0, "%d files left in the staging directory", left);
     free(big);
+    wb_done(&w);
+}
+
+/* A record in the first format (key only, no attributes) left by an older version is still
+ * taken up and uploaded. */
+TT_TEST(test_mount_writeback_first_format_record_is_still_recovered)
+{
+    wb w;
+    wb_prepare(&w, 0.01);
+    TT_CHECK(mkdir(w.stage, 0700) == 0, "mkdir %s: %s", w.stage, strerror(errno));
+    char file[1100], rec[1200];
+    snprintf(file, sizeof file, "%s/stage-OLDFMT", w.stage);
+    snprintf(rec, sizeof rec, "%s.key", file);
+    FILE *f = fopen(file, "w");
+    TT_CHECK(f && fputs("from before", f) >= 0 && fclose(f) == 0, "write %s", file);
+    f = fopen(rec, "w");
+    TT_CHECK(f && fputs("shoal-stage 1 N\nold/format.txt", f) >= 0 && fclose(f) == 0, "write %s", rec);
+    wb_mount(&w);
+    TT_CHECK(store_has(&w, "old/format.txt", "from before", 3000), "the first-format record was not uploaded");
     wb_done(&w);
 }
 
