@@ -14,6 +14,7 @@
  */
 #include "test_daemon_harness.h"
 
+#include "faultproxy.h"
 #include "s3_client.h"
 #include "shoal_error.h"
 #include "tt.h"
@@ -884,6 +885,29 @@ TT_TEST(test_mount_e2e_written_blocks_reach_their_owners_so_other_nodes_read_no_
 }
 
 /* ---- a real training client ------------------------------------------------------------------- */
+
+/* Issue 12's checkpoint patterns with S3 losing or delaying the answer to the upload that commits
+ * each checkpoint (the fault proxy, a fake on purpose, in front of the real server): every save
+ * returns, and torch.load on the other node gives the saved tensors. */
+TT_TEST(test_mount_e2e_torch_checkpoints_survive_lost_and_late_completions)
+{
+    if (system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0)
+        TT_SKIP("torch is not importable by /usr/bin/python3 (Debian's python3-torch is not installed)");
+    td_cluster *c = cluster(2);
+    tt_proxy px;
+    tt_proxy_start(&px, c->s3.port, NULL, NULL);
+    c->endpoint = px.endpoint;
+    start_mounted(c, 0, "60", "1", NULL);
+    start_mounted(c, 1, "60", "1", NULL);
+    td_wait_cluster(c, 10000);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' --mounts '%s' '%s' --proxy %s",
+             tt_source_path("tests/mount/test_mount_e2e_checkpoints.py"), g_mnt[0], g_mnt[1], px.endpoint);
+    int st = system(cmd);
+    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the checkpoint script failed (status %d): %s", st, cmd);
+    finish(c);
+    tt_proxy_stop(&px);
+}
 
 /* Sample k of the torch case: "sample 00042 " repeated 1 + k % 7 times (the script rebuilds it). */
 static int body_sample(int k, char *out, size_t n)

@@ -127,21 +127,28 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(out)
 
     def _forward(self, body):
-        conn = getattr(self.server.local, "conn", None)
-        if conn is None:
-            conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
-            self.server.local.conn = conn
-        try:
-            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-            for k, v in self.headers.items():
-                conn.putheader(k, v)
-            conn.endheaders(body if body else None)
-            resp = conn.getresponse()
-            data = resp.read()
-        except (OSError, http.client.HTTPException):
-            conn.close()
-            self.server.local.conn = None
-            raise
+        # A kept-alive connection to the server may have been closed by it meanwhile (its idle
+        # timeout): then the request is sent once more on a fresh one, as HTTP clients do. A fresh
+        # connection that fails is the server's answer and is passed on as a dropped connection.
+        for attempt in (0, 1):
+            conn = getattr(self.server.local, "conn", None)
+            reused = conn is not None
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", self.upstream_port, timeout=60)
+                self.server.local.conn = conn
+            try:
+                conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                for k, v in self.headers.items():
+                    conn.putheader(k, v)
+                conn.endheaders(body if body else None)
+                resp = conn.getresponse()
+                data = resp.read()
+                break
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                self.server.local.conn = None
+                if not (reused and isinstance(e, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError))):
+                    raise
         headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in ("transfer-encoding", "connection")]
         return resp.status, resp.reason, headers, data
 
