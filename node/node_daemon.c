@@ -33,6 +33,7 @@
 #include "node_stats.h"
 #include "node_store.h"
 #include "s3_client.h"
+#include "s3_endpoint.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
 
@@ -61,6 +62,7 @@ struct node_daemon {
     node_stats stats;
     node_store *store;
     s3_creds_provider *creds;
+    char *env_endpoint; /* the endpoint from AWS_ENDPOINT_URL(_S3) when --endpoint is not given */
     s3_client *s3;
     node_peer *peer;
     node_cache *_Atomic cache;
@@ -715,13 +717,17 @@ node_daemon *node_daemon_new(const node_config *cfg)
         shoal_error_wrap("block store in %s", cfg->cache_dir);
         goto fail;
     }
-    s3_creds_options co = {.anonymous = cfg->no_sign_request};
+    /* STS calls of the credentials chain go to --region's endpoint, as the S3 requests do. */
+    s3_creds_options co = {.anonymous = cfg->no_sign_request, .region = cfg->region};
     d->creds = s3_creds_provider_new(&co);
     if (d->creds == NULL)
         goto fail;
+    /* --endpoint, else AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL (as the AWS SDKs read them). */
+    if (cfg->endpoint == NULL && s3_endpoint_from_env("S3", NULL, &d->env_endpoint) < 0)
+        goto fail;
     s3_client_config sc;
     s3_client_config_defaults(&sc);
-    sc.endpoint = cfg->endpoint;
+    sc.endpoint = cfg->endpoint ? cfg->endpoint : d->env_endpoint;
     sc.region = cfg->region;
     sc.path_style = cfg->path_style;
     sc.creds = d->creds;
@@ -852,6 +858,7 @@ void node_daemon_delete(node_daemon *d)
     node_cache_delete(atomic_load(&d->cache));
     s3_client_delete(d->s3);
     s3_creds_provider_delete(d->creds);
+    free(d->env_endpoint);
     node_store_delete(d->store);
     free(d);
 }

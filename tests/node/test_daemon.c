@@ -323,6 +323,29 @@ TT_TEST(test_daemon_bad_flag_exits_2_with_one_line)
     TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2, "shoald --no-such-flag: status %d, expected exit 2", st);
 }
 
+/* Without --endpoint the daemon takes AWS_ENDPOINT_URL_S3 (then AWS_ENDPOINT_URL), as the AWS
+ * SDKs do; a bad value stops it with a message naming the variable. */
+TT_TEST(test_daemon_endpoint_comes_from_aws_endpoint_url_s3)
+{
+    td_cluster *c = td_cluster_new(1, "1M");
+    c->endpoint_in_env = true;
+    td_put(c, "env/obj", 3000, 5);
+    td_node_start(c, 0, NULL);
+    td_get_check(c, 0, "env/obj", 3000, 5);
+    td_node_signal(c, 0, SIGTERM);
+    td_node_wait(c, 0, 30000);
+    char err[400], cmd[2048];
+    snprintf(err, sizeof err, "%s/bad-endpoint.err", c->dir);
+    snprintf(cmd, sizeof cmd,
+             "AWS_ENDPOINT_URL_S3=ftp://nowhere '%s' --bucket s3://%s --cluster-key '%s' --cache-dir '%s' "
+             "--control '%s' --metrics off --bind 127.0.0.1:7399 >/dev/null 2>'%s'",
+             td_shoald(), TD_BUCKET, c->key, c->nodes[0].dir, c->nodes[0].control, err);
+    int st = system(cmd);
+    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1, "a bad AWS_ENDPOINT_URL_S3: status %d, expected exit 1", st);
+    snprintf(cmd, sizeof cmd, "grep -q AWS_ENDPOINT_URL_S3 '%s'", err);
+    TT_CHECK(system(cmd) == 0, "the error does not name AWS_ENDPOINT_URL_S3");
+}
+
 TT_TEST(test_daemon_no_serve_node_reads_through_peers_and_owns_nothing)
 {
         td_cluster *c = td_cluster_new(3, "1M");

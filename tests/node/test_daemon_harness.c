@@ -130,14 +130,19 @@ void td_node_start(td_cluster *c, int i, const char *const *extra)
     for (int k = 0; k < i; k++)
         snprintf(seed + strlen(seed), sizeof seed - strlen(seed), "%s%s:%u", k ? "," : "", c->nodes[k].ip, c->port);
     snprintf(cache, sizeof cache, "%s/cache", nd->dir);
+    const char *endpoint = c->endpoint ? c->endpoint : c->s3.endpoint;
     const char *argv[64] = {SHOALD_PATH,       "--node-id",   nd->id,         "--bind",
-                            bind,              "--bucket",    "s3://" TD_BUCKET, "--endpoint",
-                            c->endpoint ? c->endpoint : c->s3.endpoint, "--path-style", "--region",    "us-east-1",
+                            bind,              "--bucket",    "s3://" TD_BUCKET, "--path-style",
+                            "--region",        "us-east-1",
                             "--cache-dir",     cache,         "--cache-size", "256M",
                             "--block-size",    c->block_size, "--cluster-key", c->key,
                             "--control",       nd->control,   "--metrics",    "off",
                             "--log-level",     getenv("TD_LOG_LEVEL") ? getenv("TD_LOG_LEVEL") : "info"};
-    int n = 26;
+    int n = 24;
+    if (!c->endpoint_in_env) {
+        argv[n++] = "--endpoint";
+        argv[n++] = endpoint;
+    }
     if (i != 0) {
         argv[n++] = "--seeds";
         argv[n++] = seed;
@@ -162,6 +167,8 @@ void td_node_start(td_cluster *c, int i, const char *const *extra)
         /* No inherited descriptor (the S3 server's stdin pipe above all) may outlive the test. */
         for (int f = 3; f < 1024; f++)
             close(f);
+        if (c->endpoint_in_env)
+            setenv("AWS_ENDPOINT_URL_S3", endpoint, 1);
         execv(SHOALD_PATH, (char **)argv);
         _exit(127);
     }

@@ -40,6 +40,7 @@ typedef struct td_cluster {
     td_node nodes[TD_MAX_NODES];
     int n;
     const char *endpoint; /* where nodes started from now on reach S3; NULL: the server itself */
+    bool endpoint_in_env; /* pass it as AWS_ENDPOINT_URL_S3 instead of --endpoint */
 } td_cluster;
 
 /* Starts the S3 server (bucket TD_BUCKET) and prepares `n` node slots and a cluster key. Skips the
