@@ -230,10 +230,9 @@ static void invalidate_parent(mount_view *m, const char *path)
     free(pp);
 }
 
-static void learn(mount_inode *in, const mount_obj_info *info, uint64_t until)
+/* `in` now stands for the version `info` describes (m->lock held). */
+static void adopt(mount_inode *in, const mount_obj_info *info, uint64_t until)
 {
-    if (in->stage)
-        return; /* the staged bytes are the truth until they are uploaded */
     /* A listing says nothing of metadata: attributes known for this very version stay. */
     bool keep = !info->has_attrs && in->info.has_attrs && strcmp(in->info.etag, info->etag) == 0;
     mount_attrs kept = in->info.attrs;
@@ -244,6 +243,14 @@ static void learn(mount_inode *in, const mount_obj_info *info, uint64_t until)
     }
     in->remote = true;
     in->attr_until = until;
+}
+
+/* What the store says of `in`, unless a stage holds bytes of its own (m->lock held). */
+static void learn(mount_inode *in, const mount_obj_info *info, uint64_t until)
+{
+    if (in->stage)
+        return; /* the staged bytes are the truth until they are uploaded */
+    adopt(in, info, until);
 }
 
 /* An inode stands for one version of its object. When the path learns another version (or that
@@ -2644,11 +2651,30 @@ static void raise_readahead(mount_view *m)
         fclose(f);
 }
 
+/* True when fuse.conf (`path`) has a user_allow_other line: fusermount3 then lets a user that is
+ * not root mount with allow_other. */
+static bool fuse_conf_allows_other(const char *path)
+{
+    FILE *f = fopen(path, "re");
+    char line[256];
+    bool yes = false;
+    while (f && !yes && fgets(line, sizeof line, f)) {
+        char *p = line + strspn(line, " \t");
+        yes = strncmp(p, "user_allow_other", 16) == 0 && (p[16] == '\0' || strchr(" \t\r\n", p[16]));
+    }
+    if (f)
+        fclose(f);
+    return yes;
+}
+
 int mount_start(mount_view *m)
 {
     char opts[256];
     if (m->running)
         return 0;
+    if (m->cfg.allow_other && geteuid() != 0 && !fuse_conf_allows_other("/etc/fuse.conf"))
+        return shoal_error_set(SHOAL_ERR_MOUNT, "mount %s: --allow-other needs a line 'user_allow_other' in "
+                               "/etc/fuse.conf when the daemon does not run as root", m->mountpoint);
     if (mount_cleanup_stale(m->mountpoint) != 0)
         return -1;
     if (access("/dev/fuse", R_OK | W_OK) != 0)

@@ -54,6 +54,11 @@ enum opt_id {
     O_NO_SERVE,
     O_MOUNT,
     O_READ_ONLY,
+    O_ALLOW_OTHER,
+    O_UID,
+    O_GID,
+    O_FILE_MODE,
+    O_DIR_MODE,
     O_METADATA_TTL,
     O_NEGATIVE_TTL,
     O_UPLOAD_DELAY,
@@ -94,6 +99,11 @@ static const opt_def OPTS[O_ALL] = {
     [O_NO_SERVE] = {"no-serve", NULL, "consumer-only node: owns no blocks"},
     [O_MOUNT] = {"mount", "DIR", "mount the bucket here with FUSE (default: no mount)"},
     [O_READ_ONLY] = {"read-only", NULL, "mount read-only (writes fail with EROFS)"},
+    [O_ALLOW_OTHER] = {"allow-other", NULL, "let other users than the daemon's use the mount (not root: needs user_allow_other in /etc/fuse.conf)"},
+    [O_UID] = {"uid", "N", "owner shown for files and directories that store none (default: the daemon's uid)"},
+    [O_GID] = {"gid", "N", "group shown for files and directories that store none (default: the daemon's gid)"},
+    [O_FILE_MODE] = {"file-mode", "OCTAL", "permission bits of files that store none (default 0644)"},
+    [O_DIR_MODE] = {"dir-mode", "OCTAL", "permission bits of directories that store none (default 0755)"},
     [O_METADATA_TTL] = {"metadata-ttl", "SECONDS", "how long listings and object metadata are trusted (default 60)"},
     [O_NEGATIVE_TTL] = {"negative-ttl", "SECONDS", "how long \"no such key\" is trusted (default 5)"},
     [O_UPLOAD_DELAY] = {"upload-delay", "SECONDS", "write-back: close returns once the file is durable on local disk, the upload starts after the file stayed closed this long (default 0: close uploads)"},
@@ -583,6 +593,25 @@ static int apply(const raw_opts *r, int id, const char *v, node_config *cfg)
         return apply_path(r, id, v, &cfg->mount);
     case O_READ_ONLY:
         return apply_switch(r, id, v, &cfg->read_only);
+    case O_ALLOW_OTHER:
+        return apply_switch(r, id, v, &cfg->allow_other);
+    case O_UID:
+    case O_GID:
+        if (parse_uint(v, 0, 4294967294u, &x) < 0)
+            return bad(r, id, "'%s' is not a numeric %s id (0-4294967294)", v, id == O_UID ? "user" : "group");
+        *(id == O_UID ? &cfg->uid : &cfg->gid) = (uint32_t)x;
+        *(id == O_UID ? &cfg->uid_set : &cfg->gid_set) = true;
+        return 0;
+    case O_FILE_MODE:
+    case O_DIR_MODE: {
+        char *end;
+        errno = 0;
+        unsigned long m = strtoul(v, &end, 8);
+        if (errno || end == v || *end || m > 07777)
+            return bad(r, id, "'%s' is not an octal mode from 0 to 7777", v);
+        *(id == O_FILE_MODE ? &cfg->file_mode : &cfg->dir_mode) = (uint32_t)m;
+        return 0;
+    }
     case O_METADATA_TTL:
         return apply_ttl(r, id, v, &cfg->metadata_ttl);
     case O_NEGATIVE_TTL:
@@ -780,6 +809,8 @@ static void base_defaults(node_config *cfg)
     cfg->metadata_ttl = 60;
     cfg->negative_ttl = 5;
     cfg->peer_timeout_ms = 2000;
+    cfg->file_mode = 0644;
+    cfg->dir_mode = 0755;
     cfg->log_level = SHOAL_LOG_INFO;
 }
 

@@ -47,6 +47,11 @@ typedef struct node_config {
     bool no_serve;             /* --no-serve */
     char *mount;               /* --mount DIR, NULL when none */
     bool read_only;            /* --read-only */
+    bool allow_other;          /* --allow-other: other users may use the mount */
+    bool uid_set, gid_set;     /* --uid / --gid given */
+    uint32_t uid, gid;         /* owner and group shown for what carries none (default: the daemon's) */
+    uint32_t file_mode;        /* --file-mode: permission bits of files that carry none (default 0644) */
+    uint32_t dir_mode;         /* --dir-mode: of directories (default 0755) */
     uint32_t metadata_ttl;     /* --metadata-ttl seconds (default 60) */
     uint32_t negative_ttl;     /* --negative-ttl seconds (default 5) */
     uint32_t upload_delay;     /* --upload-delay seconds (default 0: close uploads); not in SPEC §2 */

@@ -695,6 +695,13 @@ node_mountfs *node_mountfs_new(const node_config *cfg, const node_mountfs_parts 
     mc.metadata_ttl = cfg->metadata_ttl;
     mc.negative_ttl = cfg->negative_ttl;
     mc.read_only = cfg->read_only;
+    mc.allow_other = cfg->allow_other;
+    if (cfg->uid_set)
+        mc.uid = (uid_t)cfg->uid;
+    if (cfg->gid_set)
+        mc.gid = (gid_t)cfg->gid;
+    mc.file_mode = (mode_t)cfg->file_mode;
+    mc.dir_mode = (mode_t)cfg->dir_mode;
     mc.upload_delay = cfg->upload_delay;
     fs->view = mount_new(&mc, &FS_BACKEND, fs);
     if (fs->view == NULL || mount_start(fs->view) != 0) {

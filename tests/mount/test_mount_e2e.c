@@ -104,15 +104,26 @@ static td_cluster *cluster(int n)
 }
 
 /* Starts node i with its mount at <node dir>/mnt, the TTLs given (seconds) and `extra` flags. */
+/* Starts node i mounted with the TTLs and the extra arguments (NULL-terminated, may be NULL). */
+static void start_mounted_flags(td_cluster *c, int i, const char *metadata_ttl, const char *negative_ttl,
+                                const char *const *extra)
+{
+    snprintf(g_mnt[i], sizeof g_mnt[i], "%s/mnt", c->nodes[i].dir);
+    TT_CHECK(mkdir(g_mnt[i], 0755) == 0 || errno == EEXIST, "mkdir %s: %s", g_mnt[i], strerror(errno));
+    const char *flags[32] = {"--mount", g_mnt[i], "--metadata-ttl", metadata_ttl, "--negative-ttl", negative_ttl};
+    for (int n = 6, k = 0; extra && extra[k]; k++, n++) {
+        TT_CHECK(n < 31, "too many flags");
+        flags[n] = extra[k];
+    }
+    td_node_start(c, i, flags);
+}
+
 /* Starts node i mounted with the TTLs and up to two extra arguments (NULL: none). */
 static void start_mounted2(td_cluster *c, int i, const char *metadata_ttl, const char *negative_ttl,
                            const char *extra, const char *extra2)
 {
-    snprintf(g_mnt[i], sizeof g_mnt[i], "%s/mnt", c->nodes[i].dir);
-    TT_CHECK(mkdir(g_mnt[i], 0755) == 0 || errno == EEXIST, "mkdir %s: %s", g_mnt[i], strerror(errno));
-    const char *flags[] = {"--mount", g_mnt[i], "--metadata-ttl", metadata_ttl, "--negative-ttl", negative_ttl,
-                           extra, extra ? extra2 : NULL, NULL};
-    td_node_start(c, i, flags);
+    const char *flags[] = {extra, extra ? extra2 : NULL, NULL};
+    start_mounted_flags(c, i, metadata_ttl, negative_ttl, flags);
 }
 
 static void start_mounted(td_cluster *c, int i, const char *metadata_ttl, const char *negative_ttl,
@@ -882,6 +893,77 @@ TT_TEST(test_mount_e2e_written_blocks_reach_their_owners_so_other_nodes_read_no_
         TT_CHECK(td_stat(c, i, "peer.puts_refused") == 0, "node%d refused a pushed block", i);
     free(data);
     finish(c);
+}
+
+/* ---- other users ---------------------------------------------------------------------------------- */
+
+/* Runs `cmd` as user nobody (setpriv); its exit status. */
+static int as_nobody(const char *cmd)
+{
+    char full[2048];
+    snprintf(full, sizeof full, "setpriv --reuid=65534 --regid=65534 --clear-groups sh -c '%s' 2>/dev/null", cmd);
+    int st = system(full);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* --allow-other with --uid/--gid/--file-mode/--dir-mode: another user (nobody) reads the files,
+ * which show the owner and modes asked; without --allow-other the kernel refuses that user. */
+TT_TEST(test_mount_e2e_allow_other_lets_other_users_read_with_the_modes_asked)
+{
+    if (geteuid() != 0 || system("command -v setpriv >/dev/null 2>&1") != 0)
+        TT_SKIP("needs root and setpriv (util-linux) to act as another user");
+    td_cluster *c = cluster(1);
+    td_put(c, "shared/data.bin", 5000, 3);
+    TT_CHECK(chmod(c->dir, 0755) == 0 && chmod(c->nodes[0].dir, 0755) == 0, "chmod: %s", strerror(errno));
+    const char *flags[] = {"--allow-other", "--uid", "65534", "--gid", "65534", "--file-mode", "0440",
+                           "--dir-mode", "0550", NULL};
+    start_mounted_flags(c, 0, "60", "1", flags);
+    char p[1024], cmd[1200];
+    struct stat st;
+    TT_CHECK(stat(mpath(p, sizeof p, 0, "shared/data.bin"), &st) == 0, "stat: %s", strerror(errno));
+    TT_CHECK(st.st_uid == 65534 && st.st_gid == 65534 && (st.st_mode & 07777) == 0440,
+             "the file shows uid %u gid %u mode %o, want 65534 65534 440", st.st_uid, st.st_gid, st.st_mode & 07777);
+    TT_CHECK(stat(mpath(p, sizeof p, 0, "shared"), &st) == 0 && (st.st_mode & 07777) == 0550,
+             "the directory shows mode %o, want 550", st.st_mode & 07777);
+    snprintf(cmd, sizeof cmd, "test $(wc -c < %s) -eq 5000", mpath(p, sizeof p, 0, "shared/data.bin"));
+    TT_CHECK(as_nobody(cmd) == 0, "nobody could not read the file through --allow-other");
+    finish(c);
+
+    /* The same mount without --allow-other: the kernel lets only the daemon's user in. */
+    start_mounted(c, 0, "60", "1", NULL);
+    snprintf(cmd, sizeof cmd, "cat %s >/dev/null", mpath(p, sizeof p, 0, "shared/data.bin"));
+    TT_CHECK(as_nobody(cmd) != 0, "nobody read the file without --allow-other");
+    snprintf(cmd, sizeof cmd, "setpriv --reuid=65534 --regid=65534 --clear-groups stat %s 2>&1 | grep -q 'Permission denied'",
+             mpath(p, sizeof p, 0, "shared/data.bin"));
+    TT_CHECK(system(cmd) == 0, "nobody's access without --allow-other did not fail with EACCES");
+    finish(c);
+}
+
+/* A daemon that does not run as root cannot give other users the mount unless fuse.conf allows
+ * it: --allow-other then stops it with one line saying what to change. */
+TT_TEST(test_mount_e2e_allow_other_without_user_allow_other_stops_a_non_root_daemon_with_one_line)
+{
+    if (geteuid() != 0 || system("command -v setpriv >/dev/null 2>&1") != 0)
+        TT_SKIP("needs root and setpriv (util-linux) to run the daemon as another user");
+    if (system("grep -q '^[[:space:]]*user_allow_other' /etc/fuse.conf 2>/dev/null") == 0)
+        TT_SKIP("/etc/fuse.conf allows other users here (user_allow_other): nothing to refuse");
+    td_cluster *c = cluster(1);
+    char home[600], cmd[4096];
+    snprintf(home, sizeof home, "%s/nobody", c->dir);
+    TT_CHECK(chmod(c->dir, 0755) == 0 && mkdir(home, 0755) == 0, "mkdir: %s", strerror(errno));
+    snprintf(cmd, sizeof cmd, "mkdir '%s/mnt' && cp '%s' '%s/key' && chown -R 65534:65534 '%s'", home, c->key, home,
+             home);
+    TT_CHECK(system(cmd) == 0, "preparing nobody's directory: %s", cmd);
+    snprintf(cmd, sizeof cmd,
+             "setpriv --reuid=65534 --regid=65534 --clear-groups '%s' --bucket s3://%s --endpoint %s --path-style "
+             "--cluster-key '%s/key' --cache-dir '%s/cache' --control '%s/ctl' --metrics off "
+             "--bind 127.0.0.1:7398 --mount '%s/mnt' --allow-other >'%s/out' 2>'%s/err'",
+             td_shoald(), TD_BUCKET, c->s3.endpoint, home, home, home, home, home, home);
+    int st = system(cmd);
+    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1, "shoald --allow-other as nobody: status %d, expected exit 1", st);
+    snprintf(cmd, sizeof cmd, "grep -c -- \"--allow-other needs a line 'user_allow_other'\" '%s/err' | grep -qx 1", home);
+    TT_CHECK(system(cmd) == 0, "the failure is not one line naming --allow-other and user_allow_other (see %s/err)",
+             home);
 }
 
 /* ---- a real training client ------------------------------------------------------------------- */
