@@ -1973,8 +1973,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
             invalidate_parent(m, src);
             invalidate_parent(m, dst);
             mount_inodes_rename(m->inodes, in, moved);
-            if (copied && !in->stage)
-                learn(in, &info, now_us() + m->ttl_us);
+            /* The copy is the version the name now has, also when a stage with nothing unsent
+             * is still there (its writer's RELEASE on its way): reads must ask for its ETag. */
+            if (copied && (!in->stage || (in->stage == s && !s->dirty)))
+                adopt(in, &info, now_us() + m->ttl_us);
         } else {
             rc = -ENOMEM;
         }

@@ -178,6 +178,24 @@ TT_TEST(test_mount_rename_of_a_file_whose_upload_failed_fails_with_its_error)
     fx_done(&f);
 }
 
+/* A rename that finds the closed writer's stage still in place (its RELEASE on its way, or, here,
+ * another descriptor holding it) moves an object whose copy may have another ETag: the name must
+ * read that copy afterwards, not ask for the old version and get ESTALE. */
+TT_TEST(test_mount_rename_while_a_clean_stage_is_held_reads_the_copy_afterwards)
+{
+    fixture f;
+    fx_up(&f);
+    int w = begin_file(P(&f, "ckpt.tmp"), O_WRONLY, "weights", 7);
+    int r = open(P(&f, "ckpt.tmp"), O_RDONLY); /* shares the stage and keeps it after the close */
+    TT_CHECK(r >= 0, "open: %s", strerror(errno));
+    TT_CHECK(close(w) == 0, "close: %s", strerror(errno));
+    TT_CHECK(rename(P(&f, "ckpt.tmp"), P(&f, "ckpt")) == 0, "rename: %s", strerror(errno));
+    TT_CHECK(close(r) == 0, "close: %s", strerror(errno));
+    check_content(P(&f, "ckpt"), "weights", 7);
+    check_backend(&f, "ckpt", "weights", 7);
+    fx_done(&f);
+}
+
 /* ---- attributes as object metadata ------------------------------------------------------- */
 
 static mount_attrs attrs_of(fixture *f, const char *key)
