@@ -26,4 +26,7 @@ set_tests_properties(
   # open(O_RDONLY|O_TRUNC) of a running program fails with ETXTBSY after the mount's OPEN emptied
   # the stage, and RELEASE uploads the empty file.
   test_posix_open_o_rdonly_o_trunc_of_a_running_program_gives_etxtbsy_and_keeps_it
+  # A rename that finds the closed writer's stage not yet released keeps the old object's ETag
+  # for the new name: its first uncached read fails with ESTALE.
+  test_posix_rename_right_after_close_reads_back_at_the_new_name
   PROPERTIES DISABLED TRUE)

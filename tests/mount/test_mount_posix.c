@@ -1489,6 +1489,27 @@ TT_TEST(test_posix_rename_onto_a_file_being_written_drops_that_writers_bytes)
     fx_done(&f);
 }
 
+/* Written, closed, then renamed at once (`torch.save(obj, tmp)` + `os.replace(tmp, final)`): the
+ * kernel releases the closed descriptor after close(2) returns, so the rename may find the
+ * writer's stage still there. The new name must read the bytes, never ESTALE. Repeated so that
+ * both orders happen (the rename finding the stage is a few rounds in a thousand here). */
+TT_TEST(test_posix_rename_right_after_close_reads_back_at_the_new_name)
+{
+    fixture f;
+    fx_up(&f);
+    for (int r = 0; r < 1000; r++) {
+        TT_CHECK(spit(P(&f, "t%03d.tmp", r), "payload", 7) == 0, "round %d: write: %s", r, strerror(errno));
+        TT_CHECK(rename(P(&f, "t%03d.tmp", r), P(&f, "t%03d", r)) == 0, "round %d: rename: %s", r,
+                 strerror(errno));
+        size_t len = 0;
+        char *got = slurp(P(&f, "t%03d", r), &len);
+        TT_CHECK(got && len == 7 && !memcmp(got, "payload", 7), "round %d: read of the new name: %s", r,
+                 got ? "other bytes" : strerror(errno));
+        free(got);
+    }
+    fx_done(&f);
+}
+
 TT_TEST(test_posix_rename_onto_itself_is_a_no_op)
 {
     fixture f;
