@@ -84,6 +84,8 @@
 #define MOUNT_IO_MAX (1u << 20)        /* max_read, max_write and the fetch chunk */
 #define MOUNT_READAHEAD (4u << 20)
 #define MOUNT_ONCE_SLOTS 8192          /* keys remembered by the logged-once set */
+#define MOUNT_MAX_KEY 1024u              /* S3's longest key in bytes: longer paths give ENAMETOOLONG */
+#define MOUNT_MAX_OBJECT (5ull << 40)  /* S3's largest object: bigger files give EFBIG */
 #define MOUNT_STOP_WAIT_S 2            /* how long mount_stop waits before aborting the link */
 
 typedef struct mount_stage {
@@ -120,6 +122,7 @@ typedef struct mount_handle {
     bool writer;            /* counted in stage->writers: created here, or opened to write; its
                                FLUSH uploads (or, with a delay, persists) what it changed */
     bool unflushed;         /* a writer changed the stage since its last FLUSH (m->lock) */
+    bool flushed;           /* a FLUSH came: open(2) succeeded */
     char *key;              /* files read from the store: key and the version opened */
     char etag[MOUNT_ETAG_MAX];
     struct mount_handle *next, *prev;
@@ -292,7 +295,7 @@ static void fill_attr(const mount_view *m, const mount_inode *in, struct stat *s
     st->st_ino = in->ino;
     st->st_uid = (a->set & MOUNT_ATTR_UID) ? a->uid : m->cfg.uid;
     st->st_gid = (a->set & MOUNT_ATTR_GID) ? a->gid : m->cfg.gid;
-    st->st_nlink = 1; /* also for directories: "unknown", so find(1) never skips subdirectories */
+    st->st_nlink = !in->is_dir && in->detached ? 0 : 1; /* unlinked or replaced: no name */
     st->st_blksize = MOUNT_IO_MAX;
     mode_t perm = (a->set & MOUNT_ATTR_MODE) ? a->mode : in->is_dir ? m->cfg.dir_mode : m->cfg.file_mode;
     if (in->is_dir) {
@@ -390,6 +393,11 @@ static int name_path(mount_view *m, fuse_ino_t parent, const char *name, char **
     if (!p->is_dir)
         return -ENOTDIR;
     *out = child_path(p->path, name);
+    if (*out && strlen(m->prefix) + strlen(*out) > MOUNT_MAX_KEY) {
+        free(*out);
+        *out = NULL;
+        return -ENAMETOOLONG;
+    }
     return *out ? 0 : -ENOMEM;
 }
 
@@ -601,6 +609,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     path = child_path(p->path, name);
     if (!path) {
         rc = -ENOMEM;
+        goto unlock_reply;
+    }
+    if (strlen(m->prefix) + strlen(path) > MOUNT_MAX_KEY) {
+        rc = -ENAMETOOLONG;
         goto unlock_reply;
     }
     mount_inode *in = mount_inodes_find(m->inodes, path);
@@ -911,6 +923,7 @@ static int stage_truncate(mount_view *m, mount_stage *s, uint64_t size)
         return -errno;
     pthread_mutex_lock(&m->lock);
     s->size = size;
+    touch_mtime(s->in);
     pthread_mutex_unlock(&m->lock);
     s->dirty = true;
     s->failed = false;
@@ -1450,7 +1463,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     pthread_mutex_lock(&s->lock);
     uint64_t at = (h->flags & O_APPEND) ? s->size : (uint64_t)off;
     uint64_t end = at + size;
-    rc = stage_reserve(m, s, end > s->size ? end : s->size);
+    rc = end > MOUNT_MAX_OBJECT ? -EFBIG : stage_reserve(m, s, end > s->size ? end : s->size);
     if (rc == 0)
         rc = write_all(s->fd, buf, size, at);
     if (rc == 0) {
@@ -1484,6 +1497,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
      * descriptor must not publish the writer's half-written bytes. With --upload-delay close
      * only makes the bytes durable here; the write-back thread uploads them later. */
     int rc = 0;
+    h->flushed = true;
     if (h->writer) {
         /* Before the upload takes the stage: a truncate by path that finds no unflushed writer
          * left publishes its change itself, one that finds this one still unflushed has cut
@@ -1535,6 +1549,13 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
          * error, and a later, silent success would contradict it. */
         pthread_mutex_lock(&h->stage->lock);
         bool retry = h->stage->dirty && !h->stage->failed;
+        if (last && h->writer && !h->flushed) {
+            retry = false; /* open(2) failed after OPEN: its O_TRUNC was never done */
+            h->stage->dirty = false;
+            pthread_mutex_lock(&m->lock);
+            h->stage->in->attr_until = 0;
+            pthread_mutex_unlock(&m->lock);
+        }
         pthread_mutex_unlock(&h->stage->lock);
         if (last && retry)
             stage_upload(m, h->stage);
@@ -1692,6 +1713,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         rc = -ENOENT;
     else if ((to_set & FUSE_SET_ATTR_SIZE) && in->is_dir)
         rc = -EISDIR;
+    else if ((to_set & FUSE_SET_ATTR_SIZE) && (uint64_t)attr->st_size > MOUNT_MAX_OBJECT)
+        rc = -EFBIG;
     if (rc == 0 && in->stage) {
         s = in->stage;
         s->nopen++;
@@ -1825,6 +1848,8 @@ static void make_empty(fuse_req_t req, fuse_ino_t parent, const char *name, bool
     rc = name_path(m, parent, name, &path);
     if (rc == 0 && !(key = key_of(m, path, is_dir)))
         rc = -ENOMEM;
+    if (rc == 0 && strlen(key) > MOUNT_MAX_KEY)
+        rc = -ENAMETOOLONG;
     pthread_mutex_unlock(&m->lock);
     if (rc == 0)
         rc = m->be->put(m->ctx, key, -1, 0, &attrs, &info);
