@@ -77,6 +77,7 @@
 
 #include "mount_inodes.h"
 #include "mount_names.h"
+#include "shoal_assert.h"
 #include "shoal_env.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
@@ -227,6 +228,7 @@ static void drop_listing(mount_inode *dir)
 /* Forgets the listing of the directory holding `path` (it changed); m->lock held. */
 static void invalidate_parent(mount_view *m, const char *path)
 {
+    SHOAL_ASSERT_LOCKED(&m->lock);
     char *pp = parent_path(path);
     if (pp)
         drop_listing(mount_inodes_find(m->inodes, pp));
@@ -263,6 +265,7 @@ static void learn(mount_inode *in, const mount_obj_info *info, uint64_t until)
  * version is gone), never the new bytes. m->lock held; `in` stays allocated. */
 static void supersede(mount_view *m, mount_inode *in)
 {
+    SHOAL_ASSERT_LOCKED(&m->lock);
     in->stale = true;
     mount_inodes_detach(m->inodes, in);
 }
@@ -273,6 +276,7 @@ static void supersede(mount_view *m, mount_inode *in)
 static void check_version(mount_view *m, const char *path, bool is_dir,
                           const mount_obj_info *info)
 {
+    SHOAL_ASSERT_LOCKED(&m->lock);
     mount_inode *in = mount_inodes_find(m->inodes, path);
     if (in && !in->is_dir && in->remote && !in->stage &&
         (!info || is_dir || strcmp(in->info.etag, info->etag) != 0)) {
@@ -361,6 +365,7 @@ static mount_inode *get_inode(mount_view *m, fuse_ino_t ino)
  * one is staged (then NULL: the local file wins until it is uploaded). m->lock held. */
 static mount_inode *inode_at(mount_view *m, const char *path, bool is_dir)
 {
+    SHOAL_ASSERT_LOCKED(&m->lock);
     mount_inode *in = mount_inodes_find(m->inodes, path);
     if (in && in->is_dir != is_dir) {
         if (in->stage)
@@ -384,6 +389,7 @@ static int check_name(const char *name)
 /* Resolves parent + name to a new path string; m->lock held. */
 static int name_path(mount_view *m, fuse_ino_t parent, const char *name, char **out)
 {
+    SHOAL_ASSERT_LOCKED(&m->lock);
     int rc = check_name(name);
     if (rc)
         return rc;
@@ -517,6 +523,7 @@ fail:
  * uploaded). m->lock held; on NOMEM the listing simply lacks them. */
 static void merge_staged(mount_view *m, const char *path, mount_listing *l)
 {
+    SHOAL_ASSERT_LOCKED(&m->lock);
     size_t plen = strlen(path);
     size_t added = 0;
     for (mount_stage *s = m->stages; s; s = s->next) {
@@ -710,6 +717,7 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
  * never uploaded that the store does not hold either: -ENOENT. */
 static int refresh(mount_view *m, mount_inode *in)
 {
+    SHOAL_ASSERT_LOCKED(&m->lock);
     if (in->is_dir || in->stage || in->detached || now_us() < in->attr_until)
         return 0; /* an unlinked or superseded file open somewhere keeps what it had */
     mount_obj_info info;
@@ -755,6 +763,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 /* Links a new stage (or one recovered at start) into the mount's list (m->lock held). */
 static mount_stage *stage_link(mount_view *m, mount_inode *in, int fd, char *file)
 {
+    SHOAL_ASSERT_LOCKED(&m->lock);
     mount_stage *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
@@ -773,6 +782,7 @@ static mount_stage *stage_link(mount_view *m, mount_inode *in, int fd, char *fil
 /* A new, empty stage for `in` (m->lock held). 0 or -errno. */
 static int stage_new(mount_view *m, mount_inode *in, mount_stage **out)
 {
+    SHOAL_ASSERT_LOCKED(&m->lock);
     char *tmpl;
     if (asprintf(&tmpl, "%s/stage-XXXXXX", m->staging_dir) < 0)
         return -ENOMEM;
@@ -851,6 +861,7 @@ static void stage_put(mount_view *m, mount_stage *s)
 /* Lists `h` among the live handles (m->lock held). */
 static void handle_link(mount_view *m, mount_handle *h)
 {
+    SHOAL_ASSERT_LOCKED(&m->lock);
     h->prev = NULL;
     h->next = m->handles;
     if (m->handles)
@@ -892,6 +903,7 @@ static void handle_end(mount_view *m, mount_handle *h)
 /* Counts the staged file as `size` bytes against the cap (s->lock held). 0 or -ENOSPC. */
 static int stage_reserve(mount_view *m, mount_stage *s, uint64_t size)
 {
+    SHOAL_ASSERT_LOCKED(&s->lock);
     int rc = 0;
     pthread_mutex_lock(&m->lock);
     if (size > s->reserved) {
@@ -916,6 +928,7 @@ static int stage_reserve(mount_view *m, mount_stage *s, uint64_t size)
 /* Sets the staged file's length (s->lock held). 0 or -errno. */
 static int stage_truncate(mount_view *m, mount_stage *s, uint64_t size)
 {
+    SHOAL_ASSERT_LOCKED(&s->lock);
     int rc = stage_reserve(m, s, size > s->size ? size : s->size);
     if (rc)
         return rc;
@@ -949,6 +962,7 @@ static int write_all(int fd, const char *buf, size_t len, uint64_t off)
 static int stage_fill(mount_view *m, mount_stage *s, const char *key, const char *etag,
                       uint64_t size)
 {
+    SHOAL_ASSERT_LOCKED(&s->lock);
     int rc = stage_reserve(m, s, size);
     char *buf = rc ? NULL : malloc(MOUNT_IO_MAX);
     uint64_t off = 0;
@@ -1002,6 +1016,7 @@ static int fsync_dir(const char *dir)
 /* Writes (or rewrites) the record of `s` naming `key` (s->lock held). 0 or -errno. */
 static int stage_record(mount_view *m, mount_stage *s, const char *key, bool remote)
 {
+    SHOAL_ASSERT_LOCKED(&s->lock);
     pthread_mutex_lock(&m->lock);
     mount_attrs a = s->in->info.attrs;
     pthread_mutex_unlock(&m->lock);
@@ -1046,6 +1061,7 @@ out:
 /* Removes the record of `s` (s->lock held): its bytes are in the store, or nowhere to go. */
 static void stage_unrecord(mount_view *m, mount_stage *s)
 {
+    SHOAL_ASSERT_LOCKED(&s->lock);
     char *rec;
     if (!s->recorded || asprintf(&rec, "%s.key", s->file) < 0)
         return;
@@ -1059,6 +1075,7 @@ static void stage_unrecord(mount_view *m, mount_stage *s)
  * pending upload held. The caller holds a use of its own, so `s` stays allocated. */
 static void stage_settle(mount_view *m, mount_stage *s)
 {
+    SHOAL_ASSERT_LOCKED(&s->lock);
     stage_unrecord(m, s);
     pthread_mutex_lock(&m->lock);
     if (s->pending) {
@@ -1074,6 +1091,7 @@ static void stage_settle(mount_view *m, mount_stage *s)
  * delay. 0 or -errno (EIO, ENOSPC: the bytes may not survive a crash). */
 static int stage_persist(mount_view *m, mount_stage *s)
 {
+    SHOAL_ASSERT_LOCKED(&s->lock);
     if (!s->dirty || !s->file)
         return 0;
     if (fsync(s->fd) != 0)
@@ -1586,6 +1604,7 @@ static bool flush_will_publish(mount_view *m, const struct fuse_file_info *fi, m
  * schedules its upload, as a close would. 0 or -errno. */
 static int stage_publish(mount_view *m, mount_stage *s)
 {
+    SHOAL_ASSERT_UNLOCKED(&s->lock);
     if (!m->delay_us)
         return stage_upload(m, s);
     pthread_mutex_lock(&s->lock);
@@ -2150,6 +2169,7 @@ reply:
 static size_t fill_dir(mount_view *m, fuse_req_t req, mount_inode *dir, mount_listing *l, char *buf,
                        size_t size, off_t off, bool plus)
 {
+    SHOAL_ASSERT_LOCKED(&m->lock);
     size_t pos = 0;
     uint64_t until = l->listed_at + m->ttl_us;
     for (size_t i = (size_t)off; i < l->n + 2; i++) {
@@ -2422,6 +2442,7 @@ static char *record_read(const char *rec, bool *remote, mount_attrs *a)
  * prefix, unreadable) is left on disk and logged: never dropped. */
 static void recover_one(mount_view *m, const char *file)
 {
+    SHOAL_ASSERT_LOCKED(&m->lock);
     char *rec = NULL, *key = NULL, q[512];
     bool remote = false;
     mount_attrs attrs;

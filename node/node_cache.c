@@ -53,6 +53,7 @@
  */
 #include "node_cache.h"
 
+#include "shoal_assert.h"
 #include "shoal_log.h"
 
 #include <errno.h>
@@ -865,6 +866,7 @@ static bool flight_active(node_cache *c, const uint8_t id[NODE_STORE_ID_LEN])
 /* Drops a reference to a flight; the last one frees it. Called with fl_mu held. */
 static void flight_unref(flight *f)
 {
+    SHOAL_ASSERT(f->refs > 0);
     if (--f->refs == 0) {
         pthread_cond_destroy(&f->cv);
         buf_unref(f->buf);
@@ -1153,6 +1155,7 @@ static void meta_free(meta_entry *e)
 /* Keeps the table bounded: drops expired entries, and everything when that is not enough. Locked. */
 static void meta_trim(node_cache *c, uint64_t now)
 {
+    SHOAL_ASSERT_LOCKED(&c->meta_mu);
     for (int pass = 0; pass < 2 && c->meta_count >= CACHE_META_MAX; pass++)
         for (size_t i = 0; i < CACHE_META_BUCKETS; i++)
             for (meta_entry **pp = &c->meta[i]; *pp;) {
@@ -1455,6 +1458,7 @@ static list_entry **list_find(node_cache *c, uint64_t hash, const shoal_buf *ask
  * Locked. */
 static void list_trim(node_cache *c, uint64_t now)
 {
+    SHOAL_ASSERT_LOCKED(&c->list_mu);
     for (int pass = 0; pass < 2 && (c->list_count >= CACHE_LIST_MAX || c->list_bytes > CACHE_LIST_BYTES); pass++)
         for (size_t i = 0; i < CACHE_LIST_BUCKETS; i++)
             for (list_entry **pp = &c->lists[i]; *pp;) {

@@ -38,6 +38,7 @@
  */
 #include "node_peer.h"
 
+#include "shoal_assert.h"
 #include "shoal_env.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
@@ -524,6 +525,7 @@ static void cmd_free(cmd *c)
  * thread is gone (the caller still owns c). Called with mu held. */
 static int queue_push_locked(node_peer *p, cmd *c, bool *wake)
 {
+    SHOAL_ASSERT_LOCKED(&p->mu);
     if (p->stopping || p->closed)
         return shoal_error_set(SHOAL_ERR_CLOSED, "peer transport is shutting down");
     c->next = NULL;
@@ -1256,6 +1258,7 @@ int node_peer_connect(node_peer *p, const char *addr, const uint8_t server_key[N
 /* The link with this id if it takes new requests; NULL with a shoal_error otherwise. mu held. */
 static peer_link *link_get_locked(node_peer *p, int id)
 {
+    SHOAL_ASSERT_LOCKED(&p->mu);
     if (p->stopping || p->closed)
         return shoal_error_set(SHOAL_ERR_CLOSED, "peer transport is shutting down"), NULL;
     if (id < 0 || id >= MAX_LINKS || p->links[id] == NULL || p->links[id]->closing)

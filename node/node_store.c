@@ -77,6 +77,7 @@
 #define STORE_SUM_UPDATE XXH3_128bits_update
 #endif
 
+#include "shoal_assert.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
 
@@ -212,6 +213,7 @@ static int64_t wall_ns(void)
 /* The access clock: wall time, but strictly increasing, so stamps order every access. Locked. */
 static int64_t clock_tick(node_store *s)
 {
+    SHOAL_ASSERT_LOCKED(&s->mu);
     int64_t now = wall_ns();
     s->clock_ns = now > s->clock_ns ? now : s->clock_ns + 1;
     return s->clock_ns;
@@ -362,6 +364,7 @@ static size_t bucket_of(const node_store *s, const uint8_t id[NODE_STORE_ID_LEN]
 
 static store_entry *index_find(node_store *s, const uint8_t id[NODE_STORE_ID_LEN])
 {
+    SHOAL_ASSERT_LOCKED(&s->mu);
     for (store_entry *e = s->buckets[bucket_of(s, id)]; e; e = e->hnext)
         if (memcmp(e->id, id, NODE_STORE_ID_LEN) == 0)
             return e;
@@ -394,6 +397,7 @@ static int index_grow(node_store *s)
 
 static int index_insert(node_store *s, store_entry *e)
 {
+    SHOAL_ASSERT_LOCKED(&s->mu);
     if (s->nentries >= s->nbuckets && index_grow(s) != 0)
         return -1;
     size_t b = bucket_of(s, e->id);
@@ -405,6 +409,7 @@ static int index_insert(node_store *s, store_entry *e)
 
 static void index_remove(node_store *s, store_entry *e)
 {
+    SHOAL_ASSERT_LOCKED(&s->mu);
     store_entry **pp = &s->buckets[bucket_of(s, e->id)];
     while (*pp != e)
         pp = &(*pp)->hnext;
@@ -439,6 +444,7 @@ static void lru_unlink(store_lru *l, store_entry *e)
 /* Adds a complete block to the accounting and to the head of its list. */
 static void account_add(node_store *s, store_entry *e)
 {
+    SHOAL_ASSERT_LOCKED(&s->mu);
     s->used += e->size;
     s->blocks++;
     if (e->cls == NODE_STORE_NEAR) {
@@ -451,6 +457,7 @@ static void account_add(node_store *s, store_entry *e)
 /* Removes a complete block from index, list and accounting, unlinks its file, frees the entry. */
 static void entry_remove(node_store *s, store_entry *e)
 {
+    SHOAL_ASSERT_LOCKED(&s->mu);
     char rel[NODE_STORE_RELPATH_LEN];
     if (unlinkat(s->blocks_fd, node_store_relpath(e->id, rel), 0) != 0 && errno != ENOENT)
         LOG_WARN("store", "unlink_failed", "file=%s/%s errno=%d", s->blocks_dir, rel, errno);
@@ -479,6 +486,7 @@ static bool evict_tail(node_store *s, node_store_class cls)
  * go first; a near put never evicts owned blocks. -1 with NOSPACE when that is not enough. */
 static int make_room(node_store *s, node_store_class cls, uint64_t size)
 {
+    SHOAL_ASSERT_LOCKED(&s->mu);
     if (cls == NODE_STORE_NEAR) {
         while (s->near_used + s->near_reserved + size > s->near_capacity)
             if (!evict_tail(s, NODE_STORE_NEAR))
@@ -741,6 +749,7 @@ fail_tmp:
 /* Rewrites the class field of a stored block in place (outside the checksum by design). Locked. */
 static void promote(node_store *s, store_entry *e)
 {
+    SHOAL_ASSERT_LOCKED(&s->mu);
     char rel[NODE_STORE_RELPATH_LEN];
     int fd = openat(s->blocks_fd, node_store_relpath(e->id, rel), O_WRONLY | O_CLOEXEC);
     uint8_t cls[2];
@@ -1156,6 +1165,9 @@ static int rebuild(node_store *s)
     if (rc == 0 && st.nfound)
         /* Oldest first onto the list heads, so the most recently used ends up at the head. */
         qsort(st.found, st.nfound, sizeof *st.found, by_atime);
+    /* Nothing else can reach the store yet; the lock is taken because index and lists live
+     * under it (see "index and lists"). */
+    pthread_mutex_lock(&s->mu);
     for (; rc == 0 && inserted < st.nfound; inserted++) {
         store_entry *e = st.found[inserted];
         e->gen = ++s->next_gen;
@@ -1168,14 +1180,14 @@ static int rebuild(node_store *s)
     for (size_t j = inserted; j < st.nfound; j++)
         free(st.found[j]);
     free(st.found);
+    uint64_t evicted = s->evictions;
+    while (rc == 0 && s->near_used > s->near_capacity && evict_tail(s, NODE_STORE_NEAR))
+        ;
+    while (rc == 0 && s->used > s->capacity && (evict_tail(s, NODE_STORE_NEAR) || evict_tail(s, NODE_STORE_OWNED)))
+        ;
+    pthread_mutex_unlock(&s->mu);
     if (rc != 0)
         return -1;
-
-    uint64_t evicted = s->evictions;
-    while (s->near_used > s->near_capacity && evict_tail(s, NODE_STORE_NEAR))
-        ;
-    while (s->used > s->capacity && (evict_tail(s, NODE_STORE_NEAR) || evict_tail(s, NODE_STORE_OWNED)))
-        ;
     LOG_INFO("store", "open", "dir=%s blocks=%" PRIu64 " bytes=%" PRIu64 " capacity=%" PRIu64
              " evicted_over_cap=%" PRIu64 " temp_removed=%" PRIu64 " corrupt_dropped=%" PRIu64 " foreign=%" PRIu64,
              s->blocks_dir, s->blocks, s->used, s->capacity, s->evictions - evicted, st.tmp_removed,

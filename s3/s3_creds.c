@@ -32,6 +32,7 @@
 #include "s3_creds_internal.h"
 #include "s3_endpoint.h"
 
+#include "shoal_assert.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
 
@@ -553,6 +554,7 @@ void s3_creds_provider_delete(s3_creds_provider *p)
  * them. Lock held. */
 static void provider_reload(s3_creds_provider *p, int64_t now)
 {
+    SHOAL_ASSERT_LOCKED(&p->lock);
     s3_creds_src *fresh = NULL;
     shoal_buf tried = {0};
     s3_creds c;
