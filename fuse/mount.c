@@ -77,6 +77,7 @@
 
 #include "mount_inodes.h"
 #include "mount_names.h"
+#include "shoal_array.h"
 #include "shoal_assert.h"
 #include "shoal_env.h"
 #include "shoal_error.h"
@@ -421,14 +422,8 @@ typedef struct list_acc {
 static int acc_push(list_acc *a, const char *name, size_t len, bool is_dir,
                     const mount_obj_info *info)
 {
-    if (a->n == a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 64;
-        mount_dirent *e = realloc(a->e, cap * sizeof *e);
-        if (!e)
-            return -ENOMEM;
-        a->e = e;
-        a->cap = cap;
-    }
+    if (SHOAL_ARRAY_GROW(a->e, a->n, a->cap) != 0)
+        return -ENOMEM;
     mount_dirent *d = &a->e[a->n];
     memset(d, 0, sizeof *d);
     d->name = strndup(name, len);
@@ -505,6 +500,7 @@ static int fetch_listing(mount_view *m, const char *path, mount_listing **out)
     l->refs = 1;
     l->e = a.e;
     l->n_alloc = a.n;
+    l->cap = a.cap;
     l->n = mount_names_resolve(a.e, a.n, on_shadowed, &sc);
     free(prefix);
     *out = l;
@@ -533,10 +529,9 @@ static void merge_staged(mount_view *m, const char *path, mount_listing *l)
         const char *name = p + plen + (plen ? 1 : 0);
         if ((plen && p[plen] != '/') || strchr(name, '/') || mount_names_find(l->e, l->n, name))
             continue;
-        mount_dirent *e = realloc(l->e, (l->n_alloc + 1) * sizeof *e);
-        if (!e)
+        if (SHOAL_ARRAY_GROW(l->e, l->n_alloc, l->cap) != 0)
             return;
-        l->e = e;
+        mount_dirent *e = l->e;
         /* Put the new entry at l->n, moving the first dropped duplicate to the end. */
         e[l->n_alloc] = e[l->n];
         memset(&e[l->n], 0, sizeof e[l->n]);

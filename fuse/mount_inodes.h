@@ -26,6 +26,7 @@ typedef struct mount_listing {
     size_t n;
     mount_dirent *e;      /* resolved (sorted, unique) children */
     size_t n_alloc;       /* entries allocated, dropped duplicates included (freed too) */
+    size_t cap;           /* room in e */
 } mount_listing;
 
 typedef struct mount_inode {

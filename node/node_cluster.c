@@ -21,6 +21,7 @@
  */
 #include "node_cluster.h"
 
+#include "shoal_array.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
 
@@ -71,7 +72,7 @@ struct node_cluster {
     bool dirty; /* gossip thread only */
 
     cluster_link *links; /* gossip thread only */
-    size_t n_links;
+    size_t n_links, cap_links;
 
     pthread_mutex_t mu; /* guards view, pending_meta, has_pending_meta, leave_deadline */
     node_cluster_view *view;
@@ -231,10 +232,8 @@ static int link_want(node_cluster *c, const gossip_meta *m)
         l->link = -1;
     }
     if (!l) {
-        cluster_link *grown = realloc(c->links, (c->n_links + 1) * sizeof *grown);
-        if (!grown)
+        if (SHOAL_ARRAY_GROW(c->links, c->n_links, c->cap_links) != 0)
             return -1;
-        c->links = grown;
         l = &c->links[c->n_links++];
         memset(l, 0, sizeof *l);
         snprintf(l->id, sizeof l->id, "%s", m->id);

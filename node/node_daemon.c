@@ -34,6 +34,7 @@
 #include "node_store.h"
 #include "s3_client.h"
 #include "s3_endpoint.h"
+#include "shoal_array.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
 
@@ -372,16 +373,10 @@ static int preload_list(preload *pl, const char *prefix)
             const s3_list_object *o = &page.objects[i];
             if (strlen(o->key) != o->key_len || o->size == 0)
                 continue;
-            if (pl->n_objects == pl->cap_objects) {
-                size_t cap = pl->cap_objects ? 2 * pl->cap_objects : 64;
-                preload_object *grown = realloc(pl->objects, cap * sizeof *grown);
-                if (grown == NULL) {
-                    s3_list_page_destroy(&page);
-                    shoal_error_set(SHOAL_ERR_NOMEM, "preload listing");
-                    goto done;
-                }
-                pl->objects = grown;
-                pl->cap_objects = cap;
+            if (SHOAL_ARRAY_GROW(pl->objects, pl->n_objects, pl->cap_objects) != 0) {
+                s3_list_page_destroy(&page);
+                shoal_error_wrap("preload listing");
+                goto done;
             }
             preload_object *po = &pl->objects[pl->n_objects];
             memset(po, 0, sizeof *po);

@@ -77,6 +77,7 @@
 #define STORE_SUM_UPDATE XXH3_128bits_update
 #endif
 
+#include "shoal_array.h"
 #include "shoal_assert.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
@@ -1066,14 +1067,8 @@ static int scan_block(node_store *s, scan_state *st, int leaf_fd, const char *re
         s->corrupt_drops++;
         return 0;
     }
-    if (st->nfound == st->capfound) {
-        size_t n = st->capfound ? 2 * st->capfound : 256;
-        store_entry **grown = realloc(st->found, n * sizeof *grown);
-        if (!grown)
-            return shoal_error_set(SHOAL_ERR_NOMEM, "store: rebuilding the index");
-        st->found = grown;
-        st->capfound = n;
-    }
+    if (SHOAL_ARRAY_GROW(st->found, st->nfound, st->capfound) != 0)
+        return shoal_error_wrap("store: rebuilding the index");
     store_entry *e = calloc(1, sizeof *e);
     if (!e)
         return shoal_error_set(SHOAL_ERR_NOMEM, "store: rebuilding the index");

@@ -26,6 +26,7 @@
  */
 #include "s3_creds_internal.h"
 
+#include "shoal_array.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
 
@@ -69,7 +70,7 @@ typedef struct profile_reader {
     bool is_credentials;
     bool nomem;
     char **kept; /* values of over-long lines */
-    size_t n_kept;
+    size_t n_kept, cap_kept;
 } profile_reader;
 
 /* inih's line reader: whole lines from the file; see the essay for over-long lines. */
@@ -90,10 +91,8 @@ static char *profile_read_line(char *buf, int size, void *stream)
         return buf;
     }
     char *eq = strpbrk(line, "=:");
-    char **kept = realloc(r->kept, (r->n_kept + 1) * sizeof *kept);
-    if (kept)
-        r->kept = kept;
-    if (eq && kept && eq - line < size - 32 && line[0] != '[' && line[0] != ';' && line[0] != '#') {
+    bool room = SHOAL_ARRAY_GROW(r->kept, r->n_kept, r->cap_kept) == 0;
+    if (eq && room && eq - line < size - 32 && line[0] != '[' && line[0] != ';' && line[0] != '#') {
         line[strcspn(line, "\r\n")] = '\0';
         char *value = strdup(eq + 1);
         if (value) {
@@ -143,14 +142,8 @@ static int profile_handler(void *user, const char *section, const char *name, co
     size_t n = strlen(value);
     while (n > 0 && (value[n - 1] == ' ' || value[n - 1] == '\t'))
         n--;
-    if (f->n_kv == f->cap_kv) {
-        size_t cap = f->cap_kv ? f->cap_kv * 2 : 32;
-        profile_kv *kv = realloc(f->kv, cap * sizeof *kv);
-        if (!kv)
-            goto fail_nomem;
-        f->kv = kv;
-        f->cap_kv = cap;
-    }
+    if (SHOAL_ARRAY_GROW(f->kv, f->n_kv, f->cap_kv) != 0)
+        goto fail_nomem;
     profile_kv *e = &f->kv[f->n_kv];
     e->in_credentials = r->is_credentials;
     e->profile = strdup(profile);

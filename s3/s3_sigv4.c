@@ -29,6 +29,7 @@
  */
 #include "s3_sigv4.h"
 
+#include "shoal_array.h"
 #include "shoal_error.h"
 
 #include <openssl/crypto.h>
@@ -71,14 +72,8 @@ static int sigv4_pairs_push(sigv4_pairs *ps, char *name, char *value)
 {
     if (!name || !value)
         goto fail_nomem;
-    if (ps->n == ps->cap) {
-        size_t cap = ps->cap ? ps->cap * 2 : 16;
-        sigv4_pair *v = realloc(ps->v, cap * sizeof *v);
-        if (!v)
-            goto fail_nomem;
-        ps->v = v;
-        ps->cap = cap;
-    }
+    if (SHOAL_ARRAY_GROW(ps->v, ps->n, ps->cap) != 0)
+        goto fail_nomem;
     ps->v[ps->n] = (sigv4_pair){.name = name, .value = value, .order = ps->n};
     ps->n++;
     return 0;

@@ -17,6 +17,7 @@
  */
 #include "s3_xml.h"
 
+#include "shoal_array.h"
 #include "shoal_error.h"
 
 #include <libxml/parser.h>
@@ -263,24 +264,11 @@ static int list_object(xmlNodePtr n, bool url, shoal_buf *tmp, s3_list_object *o
     return 0;
 }
 
-/* Makes room for element n of an array whose capacity is implicit: 16, then doubling, so it
- * is full exactly when n is 0 or a power of two from 16 on. */
-static int list_grow(void **v, size_t n, size_t size)
-{
-    if (n != 0 && (n < 16 || (n & (n - 1)) != 0))
-        return 0;
-    size_t cap = n ? 2 * n : 16;
-    void *nv = realloc(*v, cap * size);
-    if (!nv)
-        return shoal_error_set(SHOAL_ERR_NOMEM, "ListObjectsV2: out of memory");
-    *v = nv;
-    return 0;
-}
-
 int s3_xml_parse_list(const void *doc, size_t len, s3_list_page *out)
 {
     const char *what = "ListObjectsV2";
     int rc = -1;
+    size_t cap_objects = 0, cap_prefixes = 0; /* out comes empty */
     xmlNodePtr root = NULL;
     shoal_buf tmp;
     shoal_buf_create(&tmp, 0);
@@ -303,8 +291,10 @@ int s3_xml_parse_list(const void *doc, size_t len, s3_list_page *out)
     }
     for (xmlNodePtr c = root->children; c; c = c->next) {
         if (xml_is(c, "Contents")) {
-            if (list_grow((void **)&out->objects, out->n_objects, sizeof *out->objects) < 0)
+            if (SHOAL_ARRAY_GROW(out->objects, out->n_objects, cap_objects) < 0) {
+                shoal_error_wrap("%s", what);
                 goto done;
+            }
             s3_list_object *o = &out->objects[out->n_objects++];
             memset(o, 0, sizeof *o);
             if (list_object(c, url, &tmp, o) < 0)
@@ -313,8 +303,10 @@ int s3_xml_parse_list(const void *doc, size_t len, s3_list_page *out)
             for (xmlNodePtr p = c->children; p; p = p->next) {
                 if (!xml_is(p, "Prefix"))
                     continue;
-                if (list_grow((void **)&out->prefixes, out->n_prefixes, sizeof *out->prefixes) < 0)
+                if (SHOAL_ARRAY_GROW(out->prefixes, out->n_prefixes, cap_prefixes) < 0) {
+                    shoal_error_wrap("%s", what);
                     goto done;
+                }
                 size_t pl;
                 char *pre = xml_key(p, url, what, &tmp, &pl);
                 if (!pre)

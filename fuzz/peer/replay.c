@@ -15,6 +15,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "shoal_buf.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static int replay_file(const char *path)
@@ -24,27 +26,21 @@ static int replay_file(const char *path)
         fprintf(stderr, "replay: cannot open %s\n", path);
         return -1;
     }
-    uint8_t *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len == cap) {
-            cap = cap ? 2 * cap : 4096;
-            uint8_t *grown = realloc(buf, cap);
-            if (grown == NULL) {
-                free(buf);
-                fclose(f);
-                return -1;
-            }
-            buf = grown;
+    shoal_buf in;
+    shoal_buf_create(&in, 0);
+    size_t n;
+    do {
+        if (shoal_buf_reserve(&in, 4096) != 0) {
+            shoal_buf_destroy(&in);
+            fclose(f);
+            return -1;
         }
-        size_t n = fread(buf + len, 1, cap - len, f);
-        if (n == 0)
-            break;
-        len += n;
-    }
+        n = fread(in.data + in.len, 1, in.cap - in.len - 1, f); /* one byte kept for the NUL */
+        in.len += n;
+    } while (n > 0);
     fclose(f);
-    LLVMFuzzerTestOneInput(buf, len);
-    free(buf);
+    LLVMFuzzerTestOneInput(in.data, in.len);
+    shoal_buf_destroy(&in);
     return 0;
 }
 
