@@ -1253,9 +1253,13 @@ static int stage_open(mount_view *m, mount_inode *in, bool trunc, mount_stage **
 
 /* ---- files -------------------------------------------------------------------------------- */
 
+/* Whether an open writes. O_TRUNC without write access (POSIX leaves its result undefined) is an
+ * open for reading: the kernel checks for a running program (ETXTBSY) only after OPEN answered,
+ * and a stage emptied by then could not be filled again if a writer that closed just before
+ * still shares it. */
 static bool wants_write(int flags)
 {
-    return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+    return (flags & O_ACCMODE) != O_RDONLY;
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1294,7 +1298,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             goto unlock_fail;
         }
         pthread_mutex_unlock(&m->lock);
-        rc = stage_open(m, in, fi->flags & O_TRUNC, &h->stage);
+        rc = stage_open(m, in, (fi->flags & O_TRUNC) != 0, &h->stage);
         if (rc)
             goto fail;
         h->writer = true;

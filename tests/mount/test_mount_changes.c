@@ -132,7 +132,7 @@ TT_TEST(test_mount_open_o_trunc_while_the_last_writer_releases_reaches_the_store
     fx_up(&f);
     for (int r = 0; r < ROUNDS; r++) {
         TT_CHECK(spit(P(&f, "o"), "some bytes", 10) == 0, "round %d: write + close: %s", r, strerror(errno));
-        int flags = r % 2 ? O_RDONLY | O_TRUNC : O_WRONLY | O_TRUNC;
+        int flags = r % 2 ? O_RDWR | O_TRUNC : O_WRONLY | O_TRUNC;
         int fd = open(P(&f, "o"), flags);
         TT_CHECK(fd >= 0, "round %d: open O_TRUNC: %s", r, strerror(errno));
         TT_CHECK(close(fd) == 0, "round %d: close: %s", r, strerror(errno));
