@@ -37,9 +37,35 @@
 
 typedef struct node_cache node_cache;
 
+/* One owner of a block as the read path sees it. */
+typedef struct node_cache_owner {
+    char id[GOSSIP_ID_MAX + 1];
+    int link;     /* node_peer link to it; -1 for this node or a member not reachable */
+    bool is_self;
+} node_cache_owner;
+
+/*
+ * What the read path needs from the world beyond its store and its peer transport: S3 and the
+ * placement of blocks (the aws-c-s3 client vtable pattern). node_cache_new fills the entries left
+ * NULL with the real parts (the S3 client of the config, the cluster attached with
+ * node_cache_set_cluster); tests fill them with fakes, so single flight, failover, streaming and
+ * listings are tested in one process in milliseconds (tests/node/test_node_cache.c). Every entry
+ * may be called from any thread at once.
+ */
+typedef struct node_cache_deps {
+    void *ctx;
+    /* As s3_get, s3_head, s3_list (s3_client.h): 0, or -1 with the shoal_error set. */
+    int (*s3_get)(void *ctx, const s3_get_args *a, uint64_t *got, s3_object_info *info);
+    int (*s3_head)(void *ctx, const char *bucket, const char *key, s3_object_info *out);
+    int (*s3_list)(void *ctx, const s3_list_args *a, s3_list_page *out);
+    /* The members that own `did`, best first (read order: same zone first), at most `max`, into
+     * out; *version the membership version they come from. Returns how many (0: none known). */
+    int (*owners)(void *ctx, dht_id did, int max, node_cache_owner *out, uint64_t *version);
+} node_cache_deps;
+
 typedef struct node_cache_config {
     node_store *store;          /* borrowed: the block store */
-    s3_client *s3;              /* borrowed: the S3 client */
+    s3_client *s3;              /* borrowed: the S3 client (unused when deps give every S3 call) */
     node_peer *peer;            /* borrowed: the peer transport (client side) */
     node_stats *stats;          /* borrowed: reads.* counters are added here */
     uint64_t block_size;        /* cluster-wide block size in bytes */
@@ -50,6 +76,7 @@ typedef struct node_cache_config {
     unsigned serve_threads;     /* workers answering peer GETs; 0 means 8 */
     unsigned readahead_threads; /* workers fetching ahead of readers; 0 means 4 */
     unsigned readahead_blocks;  /* blocks fetched ahead of a sequential reader; 0 means 4 */
+    const node_cache_deps *deps; /* borrowed, may be NULL: the parts above and the cluster */
 } node_cache_config;
 
 /* Where a block read was served from. */
@@ -80,13 +107,15 @@ typedef struct node_cache_block {
     void *buf;
 } node_cache_block;
 
-/* Creates the read path and starts its worker pools. The cluster is attached later with
+/* Creates the read path and starts its worker pools (S3 and placement through cfg->deps where it
+ * fills them). The cluster is attached later with
  * node_cache_set_cluster (it needs the peer transport, whose handler needs this cache); until
  * then every block is read from S3. NULL with SHOAL_ERR_INVAL (missing part, zero block size) or
  * SHOAL_ERR_NOMEM / SHOAL_ERR_IO (a thread did not start). */
 node_cache *node_cache_new(const node_cache_config *cfg);
 
-/* Attaches the membership (borrowed; must outlive the cache or be detached with NULL). */
+/* Attaches the membership (borrowed; must outlive the cache or be detached with NULL); the
+ * placement of blocks comes from it unless the config's deps give owners. */
 void node_cache_set_cluster(node_cache *c, node_cluster *cluster);
 
 /* Stops the worker pools: tasks in progress finish, queued peer requests are answered ERROR,

@@ -1,0 +1,586 @@
+/*
+ * node_cache_fetch: how a block missing from the store is fetched, once.
+ *
+ * Single flight. A table of fetches in progress, keyed by block id, under one mutex. The first
+ * thread that misses the store for a block leads its fetch; threads that miss it meanwhile (local
+ * readers, peer requests being served, read-ahead) join the entry and wait on the entry's own
+ * condition variable for its outcome instead of fetching again (one variable per entry, so the
+ * bytes streaming into one block wake that block's readers and no others). The leader looks at the store once more
+ * after taking the lead (the block may have landed between the first look and the lead), stores
+ * what it fetched *before* it removes the entry, so a thread that comes later finds the block in
+ * the store: with the owner up, a block is fetched from S3 once.
+ *
+ * Owners. The owners of a block come from the cluster snapshot in read order. Walking them in
+ * order, this node fetches from S3 itself when it reaches itself (it is an owner) and otherwise
+ * asks the owner with OWNER_FETCH|NO_FORWARD; an owner that does not answer in time, is busy or
+ * fails is skipped; when none is left the reader goes to S3. CHANGED or NOT_FOUND from an owner
+ * ends the read: the owner asked S3 with If-Match and S3 said the version is gone. A block from a
+ * peer is checked (length and XXH3-64 of the payload, the "ck" field) before it is used and kept
+ * as a NEAR block so the next local read of it stays local.
+ *
+ * Streaming. A block fetched from S3 is filled through a sink that publishes, under the flight
+ * table's mutex, how many of its first bytes arrived (the S3 client hands a sink no byte of another
+ * version than If-Match names). node_cache_read_stream lets the mount's reader of a block nobody
+ * holds have its range as soon as those bytes are in: a read-ahead worker leads the fetch, so the
+ * reader returns while the rest arrives, and single flight still fetches the block once. A block
+ * that comes from a peer arrives whole, and its readers wait for it, as before.
+ */
+#include "node_cache_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <xxhash.h>
+
+/* ---- fetching one block ------------------------------------------------------------------------- */
+
+typedef struct flight flight;
+
+/* Bytes of a block arriving from S3 (the S3 client's worker thread): into the buffer, and, when the
+ * fetch has a flight, made visible to readers waiting on it. The client delivers a sink no byte of
+ * another version than If-Match asked for, and after a retry delivers again from 0, so `arrived`
+ * only counts a contiguous prefix of good bytes. */
+typedef struct stream_sink {
+    node_cache *c;
+    flight *f;
+    cache_buf *buf;
+    node_store_sum *sum; /* the store checksum, fed while the bytes are hot in cache; NULL: none */
+    uint64_t summed;     /* bytes fed to it, a contiguous prefix */
+} stream_sink;
+
+static int stream_put(void *ud, uint64_t pos, const void *data, size_t len)
+{
+    stream_sink *k = ud;
+    if (pos > k->buf->len || len > k->buf->len - pos)
+        return -1;
+    memcpy(k->buf->data + pos, data, len);
+    if (k->sum != NULL) {
+        if (pos == 0 && k->summed > 0) { /* a retry delivers again from the first byte */
+            node_store_sum_reset(k->sum);
+            k->summed = 0;
+        }
+        if (pos == k->summed) {
+            node_store_sum_update(k->sum, k->buf->data + pos, len);
+            k->summed += len;
+        }
+        /* anything else leaves a gap: node_store_sum_final fails and the store sums it itself */
+    }
+    if (k->f == NULL)
+        return 0;
+    node_cache *c = k->c;
+    pthread_mutex_lock(&c->fl_mu);
+    if (pos <= k->f->arrived && pos + len > k->f->arrived)
+        k->f->arrived = pos + len;
+    /* Waiters are woken every CACHE_STREAM_STEP bytes, not for each of curl's small writes. */
+    if (k->f->arrived - k->f->told >= CACHE_STREAM_STEP || k->f->arrived == k->buf->len) {
+        k->f->told = k->f->arrived;
+        pthread_cond_broadcast(&k->f->cv);
+    }
+    pthread_mutex_unlock(&c->fl_mu);
+    return 0;
+}
+
+/* Ranged GET of the block with If-Match; the body must be exactly the block's length. With a
+ * flight, the bytes stream to its waiters as they arrive (node_cache_read_stream). */
+static cache_buf *fetch_s3(node_cache *c, const block_req *b, flight *f)
+{
+    cache_buf *buf = cache_buf_new((size_t)b->length);
+    if (buf == NULL)
+        return NULL;
+    if (f != NULL) {
+        pthread_mutex_lock(&c->fl_mu);
+        if (f->partial == NULL)
+            f->partial = cache_buf_ref(buf);
+        else
+            f = NULL; /* a second S3 fetch of one flight (never happens today) streams nothing */
+        pthread_mutex_unlock(&c->fl_mu);
+    }
+    uint64_t got = 0;
+    s3_object_info info;
+    stream_sink sink = {c, f, buf, node_store_sum_new(b->id, b->length), 0};
+    s3_get_args a = {.bucket = b->bucket, .key = b->key, .ranged = true, .offset = b->offset,
+                     .length = b->length, .if_match = b->etag, .sink = stream_put, .sink_ud = &sink};
+    if (cache_s3_get(c, &a, &got, &info) != 0)
+        goto fail;
+    /* If-Match should have refused another version with 412; a server that ignores If-Match
+     * (some S3-compatible stores do) is caught here by the ETag of the answer, so bytes of one
+     * version are never stored under the block id of another. */
+    if (info.etag[0] && strcmp(info.etag, b->etag) != 0) {
+        shoal_error_set(SHOAL_ERR_S3_CHANGED, "block %llu of s3://%s/%s: asked for ETag %s, the answer has %s",
+                        (unsigned long long)b->index, b->bucket, b->key, b->etag, info.etag);
+        goto fail;
+    }
+    if (got != b->length) {
+        shoal_error_set(SHOAL_ERR_S3_TRUNCATED, "block %llu of s3://%s/%s: %llu bytes of %llu",
+                        (unsigned long long)b->index, b->bucket, b->key, (unsigned long long)got,
+                        (unsigned long long)b->length);
+        goto fail;
+    }
+    buf->summed = sink.sum != NULL && node_store_sum_final(sink.sum, &buf->sum);
+    node_store_sum_free(sink.sum);
+    return buf;
+fail:
+    node_store_sum_free(sink.sum);
+    cache_buf_unref(buf);
+    return NULL;
+}
+
+/* Stores a fetched block; a full store or a failed write only costs the next reader a fetch. */
+static void store_put(node_cache *c, const block_req *b, const cache_buf *buf, node_store_class cls)
+{
+    if (node_store_put_checked(c->cfg.store, b->id, buf->data, buf->len, cls, buf->summed ? &buf->sum : NULL) != 0 &&
+        cls == NODE_STORE_OWNED)
+        LOG_WARN("cache", "store_failed", "index=%llu error=%s", (unsigned long long)b->index,
+                 shoal_error_name(shoal_error_code()));
+}
+
+/* Whether the owner `id` timed out recently: then a read does not wait for it again but goes on
+ * to the next owner or S3 at once, so a stalled node costs one timeout every few seconds rather
+ * than one per block until gossip declares it dead. */
+bool cache_penalized(node_cache *c, const char *id)
+{
+    uint64_t now = shoal_clock_mono_us();
+    bool hit = false;
+    pthread_mutex_lock(&c->seq_mu);
+    for (size_t i = 0; i < CACHE_PENALTY_SLOTS && !hit; i++)
+        hit = c->penalties[i].until_us > now && strcmp(c->penalties[i].id, id) == 0;
+    pthread_mutex_unlock(&c->seq_mu);
+    return hit;
+}
+
+void cache_penalize(node_cache *c, const char *id)
+{
+    uint64_t now = shoal_clock_mono_us();
+    pthread_mutex_lock(&c->seq_mu);
+    penalty *slot = &c->penalties[0];
+    for (size_t i = 0; i < CACHE_PENALTY_SLOTS; i++) {
+        penalty *p = &c->penalties[i];
+        if (strcmp(p->id, id) == 0 || p->until_us <= now) {
+            slot = p;
+            if (strcmp(p->id, id) == 0)
+                break;
+        }
+    }
+    snprintf(slot->id, sizeof slot->id, "%s", id);
+    slot->until_us = now + CACHE_PENALTY_US;
+    pthread_mutex_unlock(&c->seq_mu);
+}
+
+/* Outcome of asking one owner. */
+typedef enum ask_result {
+    ASK_OK,
+    ASK_NEXT, /* timeout, busy, error: try the next owner */
+    ASK_FINAL /* the owner says the version is gone: the read fails */
+} ask_result;
+
+/* A GET in flight whose requester may give up on it: the transport's callback and the waiting
+ * thread share it, and whichever comes second frees it. */
+typedef struct peer_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done, abandoned;
+    node_peer_response *r;
+} peer_wait;
+
+static void peer_wait_free(peer_wait *w)
+{
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
+}
+
+/* The transport's completion callback (I/O thread): hands the response over, never blocks. */
+static void peer_wait_done(void *ud, node_peer_response *r)
+{
+    peer_wait *w = ud;
+    pthread_mutex_lock(&w->mu);
+    bool abandoned = w->abandoned;
+    if (!abandoned) {
+        w->r = r;
+        w->done = true;
+        pthread_cond_signal(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    if (abandoned) {
+        node_peer_response_delete(r);
+        peer_wait_free(w);
+    }
+}
+
+/* Whether the peer answers a PING in time: its transport's I/O thread answers PINGs itself, at
+ * once, so a live owner that is busy fetching from S3 still answers; a stalled or dead one does not. */
+static bool peer_alive(node_cache *c, int link, uint32_t timeout_ms)
+{
+    node_peer_msg ping = {.type = NODE_PEER_PING};
+    node_peer_response *r = node_peer_call(c->cfg.peer, link, &ping, (node_peer_payload){0}, timeout_ms);
+    bool alive = r && node_peer_response_result(r) == SHOAL_OK;
+    node_peer_response_delete(r);
+    return alive;
+}
+
+/* Sends a GET and waits for the reply. The peer timeout bounds how long a silent peer can hold a
+ * read, not how long an owner may take: after each timeout the peer is PINGed, and while it answers
+ * (it is alive, its S3 fetch is slow: under load, or a large block) the wait goes on, up to
+ * CACHE_PEER_MAX_WAIT_MS. Giving up on a live owner would only fetch the same block from S3 twice.
+ * 0 with the response in *out (the caller deletes it; its result may still be a failure), or -1
+ * with SHOAL_ERR_TIMEOUT when the peer went silent, or the submission's error. */
+static int peer_get(node_cache *c, int link, const node_peer_msg *req, node_peer_response **out)
+{
+    uint32_t timeout = c->cfg.peer_timeout_ms ? c->cfg.peer_timeout_ms : CACHE_PEER_TIMEOUT_MS;
+    peer_wait *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        return shoal_error_set(SHOAL_ERR_NOMEM, "peer request");
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    if (node_peer_submit(c->cfg.peer, link, req, (node_peer_payload){0}, CACHE_PEER_MAX_WAIT_MS, peer_wait_done,
+                         w) != 0) {
+        peer_wait_free(w);
+        return -1;
+    }
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += timeout / 1000;
+        until.tv_nsec += (long)(timeout % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (!w->done && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0) {
+        }
+        if (w->done)
+            break;
+        pthread_mutex_unlock(&w->mu);
+        bool alive = peer_alive(c, link, timeout / 4 ? timeout / 4 : 1);
+        pthread_mutex_lock(&w->mu);
+        if (!alive && !w->done) {
+            w->abandoned = true; /* the callback frees w when the GET completes */
+            pthread_mutex_unlock(&w->mu);
+            return shoal_error_set(SHOAL_ERR_TIMEOUT, "peer GET: no reply and no PONG within %u ms", timeout);
+        }
+    }
+    *out = w->r;
+    pthread_mutex_unlock(&w->mu);
+    peer_wait_free(w);
+    return 0;
+}
+
+/* peer_get, and the outcome's code (SHOAL_OK when a reply came, whatever its status). A request
+ * that could not even be sent (the link is between connections: a peer that was refused at its
+ * first handshake, before it knew this node, is being dialled again) is sent again every few
+ * milliseconds within the peer timeout, rather than costing an S3 fetch. *r may be set even on
+ * failure; the caller deletes it. */
+shoal_err cache_peer_request(node_cache *c, int link, const node_peer_msg *req, node_peer_response **r)
+{
+    uint32_t timeout = c->cfg.peer_timeout_ms ? c->cfg.peer_timeout_ms : CACHE_PEER_TIMEOUT_MS;
+    uint64_t give_up = shoal_clock_mono_us() + (uint64_t)timeout * 1000u;
+    shoal_err e;
+    for (;;) {
+        e = peer_get(c, link, req, r) == 0 ? node_peer_response_result(*r) : shoal_error_code();
+        if (e != SHOAL_ERR_NODE_PEER || shoal_clock_mono_us() >= give_up)
+            break;
+        if (*r)
+            node_peer_response_delete(*r);
+        *r = NULL;
+        struct timespec pause = {0, CACHE_RESEND_PAUSE_MS * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+    return e;
+}
+
+/* Asks a peer for the block with OWNER_FETCH|NO_FORWARD; on ASK_OK *out holds a checked copy. */
+static ask_result ask_peer(node_cache *c, const block_req *b, const node_cache_owner *m, uint64_t mv,
+                           cache_buf **out)
+{
+    node_peer_msg req = {.type = NODE_PEER_GET, .membership_version = mv, .flags = NODE_PEER_F_ALL};
+    memcpy(req.block.id, b->id, NODE_PEER_BLOCK_ID_LEN);
+    req.block.bucket = shoal_cursor_from_str(b->bucket);
+    req.block.key = shoal_cursor_from_str(b->key);
+    req.block.etag = shoal_cursor_from_str(b->etag);
+    req.block.index = b->index;
+    req.block.offset = b->offset;
+    req.block.length = b->length;
+    char tmp[96];
+    node_peer_response *r = NULL;
+    shoal_err e = cache_peer_request(c, m->link, &req, &r);
+    const node_peer_msg *rep = e == SHOAL_OK ? node_peer_response_msg(r) : NULL;
+    ask_result res = ASK_NEXT;
+    if (rep == NULL) {
+        if (e == SHOAL_ERR_TIMEOUT) {
+            node_stats_add(&c->cfg.stats->peer_timeouts, 1);
+            cache_penalize(c, m->id);
+        } else {
+            node_stats_add(&c->cfg.stats->peer_errors, 1);
+        }
+        LOG_INFO("cache", "peer_failed", "peer=%s error=%s index=%llu", shoal_log_q(tmp, sizeof tmp, m->id),
+                 shoal_error_name(e), (unsigned long long)b->index);
+        goto done;
+    }
+    if (rep->status == NODE_PEER_CHANGED || rep->status == NODE_PEER_NOT_FOUND) {
+        shoal_error_set(rep->status == NODE_PEER_CHANGED ? SHOAL_ERR_S3_CHANGED : SHOAL_ERR_S3_NO_SUCH_KEY,
+                        "block %llu of s3://%s/%s at %s: owner %s answered %s", (unsigned long long)b->index,
+                        b->bucket, b->key, b->etag, m->id, node_peer_status_name(rep->status));
+        res = ASK_FINAL;
+        goto done;
+    }
+    if (rep->status != NODE_PEER_OK) {
+        node_stats_add(&c->cfg.stats->peer_errors, 1);
+        goto done;
+    }
+    size_t len = 0;
+    const uint8_t *data = node_peer_response_payload(r, &len);
+    if (len != b->length || XXH3_64bits(data, len) != rep->checksum) {
+        node_stats_add(&c->cfg.stats->peer_errors, 1);
+        LOG_WARN("cache", "peer_bad_block", "peer=%s index=%llu len=%zu want=%llu",
+                 shoal_log_q(tmp, sizeof tmp, m->id), (unsigned long long)b->index, len,
+                 (unsigned long long)b->length);
+        goto done;
+    }
+    cache_buf *buf = cache_buf_new(len);
+    if (buf == NULL)
+        goto done;
+    memcpy(buf->data, data, len);
+    *out = buf;
+    res = ASK_OK;
+done:
+    if (r)
+        node_peer_response_delete(r);
+    return res;
+}
+
+/* A copy of a stored block of class `want` (either class when want_owned is false); NULL when the
+ * store does not hold it so. */
+static cache_buf *store_copy(node_cache *c, const block_req *b, bool want_owned)
+{
+    size_t len = 0;
+    node_store_class cls;
+    if (!node_store_contains(c->cfg.store, b->id, &len, &cls) || (want_owned && cls != NODE_STORE_OWNED))
+        return NULL;
+    cache_buf *buf = cache_buf_new(len);
+    if (buf && node_store_get(c->cfg.store, b->id, buf->data, buf->len, &len) == 0 && len == buf->len)
+        return buf;
+    cache_buf_unref(buf);
+    return NULL;
+}
+
+/* The leader's work: the store again, then owners / S3 as the mode says. On success *out holds
+ * the block (one reference) and *src where it came from. */
+static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, flight *f, cache_buf **out,
+                      node_cache_source *src)
+{
+    /* A near copy does not satisfy a preload: the block's owner must hold it. */
+    if ((*out = store_copy(c, b, mode == FETCH_WARM)) != NULL) {
+        *src = NODE_CACHE_LOCAL;
+        return 0;
+    }
+    if (mode == FETCH_SERVE)
+        goto s3_owned;
+
+    node_cache_owner owners[DHT_REPLICAS_MAX];
+    uint64_t mv = 0;
+    int n = cache_owners(c, b->did, cache_replicas(c), owners, &mv);
+    for (int i = 0; i < n; i++) {
+        if (owners[i].is_self)
+            goto s3_owned;
+        if (owners[i].link < 0 || cache_penalized(c, owners[i].id))
+            continue;
+        cache_buf *buf = NULL;
+        ask_result ar = ask_peer(c, b, &owners[i], mv, &buf);
+        if (ar == ASK_OK) {
+            if (mode == FETCH_READ)
+                store_put(c, b, buf, NODE_STORE_NEAR);
+            *out = buf;
+            *src = NODE_CACHE_PEER;
+            return 0;
+        }
+        if (ar == ASK_FINAL)
+            return -1;
+    }
+    if (n > 0)
+        LOG_INFO("cache", "owners_failed", "index=%llu owners=%d fallback=s3", (unsigned long long)b->index, n);
+    if (mode == FETCH_WARM)
+        return shoal_error_set(SHOAL_ERR_NODE_PEER, "block %llu of s3://%s/%s: no owner could fetch it",
+                               (unsigned long long)b->index, b->bucket, b->key);
+    /* No owner answered (or none serves): read S3 directly and keep the block near. */
+    *out = fetch_s3(c, b, f);
+    if (*out == NULL)
+        return -1;
+    store_put(c, b, *out, NODE_STORE_NEAR);
+    *src = NODE_CACHE_S3;
+    return 0;
+
+s3_owned:
+    /* This node owns the block; a near copy of it (kept before placement made this node an owner)
+     * becomes owned without a fetch. */
+    if (mode == FETCH_WARM && (*out = store_copy(c, b, false)) != NULL) {
+        store_put(c, b, *out, NODE_STORE_OWNED);
+        *src = NODE_CACHE_LOCAL;
+        return 0;
+    }
+    *out = fetch_s3(c, b, f);
+    if (*out == NULL)
+        return -1;
+    store_put(c, b, *out, NODE_STORE_OWNED);
+    *src = NODE_CACHE_S3;
+    return 0;
+}
+
+static size_t flight_bucket(const uint8_t id[NODE_STORE_ID_LEN])
+{
+    uint64_t h;
+    memcpy(&h, id, sizeof h);
+    return (size_t)(h % CACHE_FLIGHT_BUCKETS);
+}
+
+static flight **flight_find(node_cache *c, const uint8_t id[NODE_STORE_ID_LEN])
+{
+    flight **pp = &c->flights[flight_bucket(id)];
+    while (*pp && memcmp((*pp)->id, id, NODE_STORE_ID_LEN) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+bool cache_flight_active(node_cache *c, const uint8_t id[NODE_STORE_ID_LEN])
+{
+    pthread_mutex_lock(&c->fl_mu);
+    bool found = *flight_find(c, id) != NULL;
+    pthread_mutex_unlock(&c->fl_mu);
+    return found;
+}
+
+/* Drops a reference to a flight; the last one frees it. Called with fl_mu held. */
+static void flight_unref(flight *f)
+{
+    SHOAL_ASSERT(f->refs > 0);
+    if (--f->refs == 0) {
+        pthread_cond_destroy(&f->cv);
+        cache_buf_unref(f->buf);
+        cache_buf_unref(f->partial);
+        free(f);
+    }
+}
+
+/* A block through the single-flight table: leads the fetch or waits for the one in progress.
+ * On success *out holds one reference; *src is where the block came from; *coalesced says
+ * whether this call waited on another thread's fetch. */
+int cache_fetch_block(node_cache *c, const block_req *b, fetch_mode mode, cache_buf **out, node_cache_source *src,
+                       bool *coalesced)
+{
+    *coalesced = false;
+    pthread_mutex_lock(&c->fl_mu);
+    flight *f;
+    while ((f = *flight_find(c, b->id)) != NULL) {
+        f->refs++;
+        *coalesced = true;
+        while (!f->done)
+            pthread_cond_wait(&f->cv, &c->fl_mu);
+        /* A preload's fetch gives up where a read goes on to S3: a reader that waited on a failed
+         * preload fetch leads a fetch of its own. */
+        if (f->err != SHOAL_OK && f->mode == FETCH_WARM && mode != FETCH_WARM) {
+            flight_unref(f);
+            continue;
+        }
+        int rc = 0;
+        if (f->err == SHOAL_OK) {
+            *out = cache_buf_ref(f->buf);
+            *src = f->source;
+        } else {
+            rc = shoal_error_set(f->err, "%s", f->msg);
+        }
+        flight_unref(f);
+        pthread_mutex_unlock(&c->fl_mu);
+        return rc;
+    }
+    f = calloc(1, sizeof *f);
+    if (f == NULL) {
+        pthread_mutex_unlock(&c->fl_mu);
+        return shoal_error_set(SHOAL_ERR_NOMEM, "block fetch");
+    }
+    memcpy(f->id, b->id, NODE_STORE_ID_LEN);
+    f->refs = 1;
+    f->mode = mode;
+    pthread_cond_init(&f->cv, NULL);
+    *flight_find(c, b->id) = f;
+    pthread_cond_broadcast(&c->fl_cv); /* a streaming reader may wait for this flight to begin */
+    pthread_mutex_unlock(&c->fl_mu);
+
+    cache_buf *buf = NULL;
+    int rc = lead_fetch(c, b, mode, f, &buf, src);
+
+    pthread_mutex_lock(&c->fl_mu);
+    f->done = true;
+    if (rc == 0) {
+        f->buf = cache_buf_ref(buf);
+        f->source = *src;
+        *out = buf;
+    } else {
+        f->err = shoal_error_code() ? shoal_error_code() : SHOAL_ERR_NODE;
+        snprintf(f->msg, sizeof f->msg, "%s", shoal_error_message());
+    }
+    *flight_find(c, b->id) = f->next;
+    pthread_cond_broadcast(&f->cv);
+    flight_unref(f);
+    pthread_mutex_unlock(&c->fl_mu);
+    return rc;
+}
+
+ssize_t node_cache_read_stream(node_cache *c, const node_cache_object *obj, uint64_t index, uint64_t off, size_t len,
+                               void *dst)
+{
+    block_req b;
+    if (cache_block_req_from_object(c, obj, index, &b) != 0)
+        return -1;
+    if (off >= b.length || len == 0 || node_store_contains(c->cfg.store, b.id, NULL, NULL))
+        return 0;
+    if (len > b.length - off)
+        len = (size_t)(b.length - off);
+    bool launched = false;
+    uint64_t give_up = 0;
+    cache_buf *from = NULL;
+    pthread_mutex_lock(&c->fl_mu);
+    for (;;) {
+        flight *f = *flight_find(c, b.id);
+        if (f != NULL) {
+            f->refs++;
+            while (!f->done && (f->partial == NULL || f->arrived < off + len))
+                pthread_cond_wait(&f->cv, &c->fl_mu);
+            if (f->partial != NULL && f->arrived >= off + len)
+                from = cache_buf_ref(f->partial);
+            else if (f->done && f->err == SHOAL_OK)
+                from = cache_buf_ref(f->buf);
+            flight_unref(f);
+            break;
+        }
+        if (!launched) {
+            /* Nobody fetches the block yet: a read-ahead worker leads the fetch, so this thread is
+             * free to return the first bytes while the rest arrives. */
+            pthread_mutex_unlock(&c->fl_mu);
+            if (node_store_contains(c->cfg.store, b.id, NULL, NULL))
+                return 0;
+            node_cache_prefetch(c, obj, index, 1);
+            launched = true;
+            give_up = shoal_clock_mono_us() + CACHE_STREAM_START_MS * 1000u;
+            pthread_mutex_lock(&c->fl_mu);
+            continue;
+        }
+        uint64_t now = shoal_clock_mono_us();
+        if (now >= give_up)
+            break; /* the worker did not start (its queue was full): the caller reads the whole block */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        uint64_t ns = (uint64_t)until.tv_nsec + (give_up - now) * 1000u;
+        until.tv_sec += (time_t)(ns / 1000000000u);
+        until.tv_nsec = (long)(ns % 1000000000u);
+        pthread_cond_timedwait(&c->fl_cv, &c->fl_mu, &until);
+    }
+    pthread_mutex_unlock(&c->fl_mu);
+    if (from == NULL)
+        return 0;
+    memcpy(dst, from->data + off, len);
+    cache_buf_unref(from);
+    return (ssize_t)len;
+}

@@ -1,0 +1,217 @@
+/*
+ * node_cache_internal: what the read path's files share (node_cache.c, node_cache_fetch.c,
+ * node_cache_meta.c, node_cache_serve.c). Private to the node_cache library: nothing outside it
+ * includes this header (its tests included, which go through node_cache.h and its dependency
+ * table). Functions that cross files carry the cache_ prefix; the rest are static in their file.
+ */
+#ifndef NODE_CACHE_INTERNAL_H
+#define NODE_CACHE_INTERNAL_H
+
+#include "node_cache.h"
+
+#include "shoal_assert.h"
+#include "shoal_log.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CACHE_PEER_TIMEOUT_MS 2000
+#define CACHE_RESEND_PAUSE_MS 20
+#define CACHE_PEER_MAX_WAIT_MS 60000 /* longest wait for an owner that keeps answering PING */
+#define CACHE_SERVE_THREADS 8
+#define CACHE_READAHEAD_THREADS 4
+#define CACHE_READAHEAD_BLOCKS 4
+#define CACHE_POOL_QUEUE 1024
+#define CACHE_FLIGHT_BUCKETS 1024
+#define CACHE_META_BUCKETS 4096
+#define CACHE_META_MAX 65536
+#define CACHE_SEQ_SLOTS 64
+#define CACHE_PENALTY_SLOTS 32
+#define CACHE_PENALTY_US 3000000u /* an owner that timed out is skipped this long */
+#define CACHE_LIST_BUCKETS 256
+#define CACHE_LIST_MAX 4096        /* listing pages remembered at once */
+#define CACHE_LIST_BYTES (64u << 20) /* and their bytes (a page of 1000 long keys is about 1 MiB) */
+#define CACHE_STREAM_STEP (64u << 10) /* a streaming block wakes its readers every this many bytes */
+#define CACHE_STREAM_START_MS 20      /* how long a streaming reader waits for its fetch to begin */
+
+/* ---- block buffers (node_cache.c) --------------------------------------------------------------- */
+
+typedef struct cache_buf {
+    atomic_uint refs;
+    size_t len;
+    size_t cap; /* bytes allocated for data: a power of two from BUF_POOL_MIN on, else len */
+    struct cache_buf *next_free;
+    bool summed;             /* sum is the store checksum of data[0..len), taken as it arrived */
+    node_store_checksum sum;
+    uint8_t data[];
+} cache_buf;
+
+/* A buffer for `len` bytes, refs 1 (from the pool when large); NULL with SHOAL_ERR_NOMEM. */
+cache_buf *cache_buf_new(size_t len);
+cache_buf *cache_buf_ref(cache_buf *b);
+/* Drops a reference; the last one returns the buffer to the pool or frees it. Accepts NULL. */
+void cache_buf_unref(cache_buf *b);
+/* node_peer_payload free functions: a cache_buf (hint), heap bytes, a store view (hint). */
+void cache_payload_free_buf(void *data, void *hint);
+void cache_payload_free_heap(void *data, void *hint);
+void cache_payload_free_view(void *data, void *hint);
+
+/* ---- worker pools (node_cache.c) ----------------------------------------------------------------- */
+
+typedef void (*pool_fn)(node_cache *c, void *arg);
+/* What to do with a task still queued when the pool stops. */
+typedef void (*pool_drop_fn)(void *arg);
+
+typedef struct pool_task {
+    pool_fn fn;
+    pool_drop_fn drop;
+    void *arg;
+} pool_task;
+
+typedef struct pool {
+    node_cache *cache;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pool_task *ring;
+    size_t cap, head, count;
+    bool stopping;
+    pthread_t *threads;
+    unsigned n_threads;
+} pool;
+
+/* Queues a task; -1 when the queue is full or the pool stops (the caller keeps `arg`). */
+int cache_pool_submit(pool *p, pool_fn fn, pool_drop_fn drop, void *arg);
+
+/* ---- the cache ------------------------------------------------------------------------------------ */
+
+/* One fetch in progress. Lives while the leader or a waiter holds it (refs). */
+typedef struct flight {
+    struct flight *next;
+    uint8_t id[NODE_STORE_ID_LEN];
+    unsigned refs;
+    bool done;
+    shoal_err err;
+    char msg[256];
+    cache_buf *buf; /* the block when err == SHOAL_OK */
+    node_cache_source source;
+    int mode;       /* the leader's fetch_mode */
+    cache_buf *partial; /* the block while it streams in from S3 (see "Streaming"), else NULL */
+    uint64_t arrived;   /* bytes of partial from its start that arrived, of the asked version */
+    uint64_t told;      /* arrived when waiters were last woken */
+    pthread_cond_t cv;  /* its waiters: new bytes arrived, or done (with fl_mu) */
+} flight;
+
+struct list_entry;
+
+typedef struct meta_entry {
+    struct meta_entry *next;
+    char *bucket;
+    char *key;
+    uint64_t expires_us;
+    bool negative;
+    s3_object_info info;
+} meta_entry;
+
+/* An owner that did not answer in time, skipped by later reads until `until_us`. */
+typedef struct penalty {
+    char id[GOSSIP_ID_MAX + 1];
+    uint64_t until_us;
+} penalty;
+
+typedef struct seq_slot {
+    uint64_t hash;
+    uint64_t last_index;
+} seq_slot;
+
+struct node_cache {
+    node_cache_config cfg;
+    node_cache_deps deps; /* a copy of cfg.deps (all NULL without one): see cache_s3_get ... */
+    _Atomic(node_cluster *) cluster;
+
+    pthread_mutex_t fl_mu;
+    pthread_cond_t fl_cv; /* a flight began (streaming readers wait for the one they launched) */
+    flight *flights[CACHE_FLIGHT_BUCKETS];
+
+    pthread_mutex_t meta_mu;
+    meta_entry *meta[CACHE_META_BUCKETS];
+    size_t meta_count;
+
+    pthread_mutex_t seq_mu; /* guards seq and penalties */
+    seq_slot seq[CACHE_SEQ_SLOTS];
+    penalty penalties[CACHE_PENALTY_SLOTS];
+
+    pthread_mutex_t list_mu;
+    pthread_cond_t list_cv;
+    struct list_entry *lists[CACHE_LIST_BUCKETS];
+    size_t list_count;
+    size_t list_bytes; /* page bytes held by the table */
+
+    pool serve;
+    pool readahead;
+};
+
+/* Why a block is wanted: it decides what happens on a miss. */
+typedef enum fetch_mode {
+    FETCH_READ,  /* a local reader: owners in order, then S3; peer blocks are kept NEAR */
+    FETCH_SERVE, /* a peer asked this node as owner: S3, stored OWNED; never asks another node */
+    FETCH_WARM,  /* preload: make the owner hold it; nothing kept here unless this node owns it */
+} fetch_mode;
+
+/* A block request in the read path's own terms. */
+typedef struct block_req {
+    const char *bucket;
+    const char *key;
+    const char *etag;
+    uint64_t object_size; /* UINT64_MAX when unknown (peer requests carry offset and length) */
+    uint64_t index;
+    uint64_t offset;
+    uint64_t length;
+    dht_id did;
+    uint8_t id[NODE_STORE_ID_LEN];
+} block_req;
+
+/* A request for block `index` of (bucket, key, etag) covering [offset, offset+length). */
+void cache_block_req_init(block_req *b, const char *bucket, const char *key, const char *etag, uint64_t index,
+                          uint64_t offset, uint64_t length);
+/* The same for a whole object: -1 with SHOAL_ERR_INVAL when index is past its end. */
+int cache_block_req_from_object(const node_cache *c, const node_cache_object *obj, uint64_t index, block_req *b);
+/* Counts a block read in reads.local/peer/s3. */
+void cache_count_source(node_cache *c, node_cache_source s);
+
+/* The dependency table's calls: its entry when the config gave one, else the real part (the S3
+ * client; the attached cluster, whose owners are 0 until one is attached). */
+int cache_s3_get(node_cache *c, const s3_get_args *a, uint64_t *got, s3_object_info *info);
+int cache_s3_head(node_cache *c, const char *bucket, const char *key, s3_object_info *out);
+int cache_s3_list(node_cache *c, const s3_list_args *a, s3_list_page *out);
+int cache_owners(node_cache *c, dht_id did, int max, node_cache_owner *out, uint64_t *version);
+/* How many owners a block has (--replicas, bounded). */
+int cache_replicas(const node_cache *c);
+
+/* ---- fetching (node_cache_fetch.c) ------------------------------------------------------------- */
+
+/* A block through the single-flight table: leads the fetch or waits for the one in progress. On
+ * success *out holds one reference, *src where the block came from, *coalesced whether this call
+ * waited on another thread's fetch. -1 with the fetch's error. */
+int cache_fetch_block(node_cache *c, const block_req *b, fetch_mode mode, cache_buf **out, node_cache_source *src,
+                      bool *coalesced);
+/* Whether a fetch of block `id` is in progress. */
+bool cache_flight_active(node_cache *c, const uint8_t id[NODE_STORE_ID_LEN]);
+/* Whether the owner `id` timed out recently (skipped for a while), and marking it so. */
+bool cache_penalized(node_cache *c, const char *id);
+void cache_penalize(node_cache *c, const char *id);
+/* Sends `req` to a peer and waits while it is alive; the outcome's code (SHOAL_OK when a reply
+ * came, whatever its status). *r may be set even on failure; the caller deletes it. */
+shoal_err cache_peer_request(node_cache *c, int link, const node_peer_msg *req, node_peer_response **r);
+
+/* ---- metadata and listings (node_cache_meta.c) ------------------------------------------------ */
+
+/* The page's payload form appended to out: from the table while fresh, else fetched once (serve:
+ * as the listing's owner, never asking another node). */
+int cache_list_page_bytes(node_cache *c, const s3_list_args *a, bool serve, shoal_buf *out);
+/* Frees the metadata and listing tables (node_cache_delete). */
+void cache_meta_destroy(node_cache *c);
+
+#endif

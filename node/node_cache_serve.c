@@ -1,0 +1,288 @@
+/*
+ * node_cache_serve: the owner side of the peer protocol (GET and LIST of blocks and pages this
+ * node owns, PUT of written blocks) and the pushing of written blocks to their owners.
+ *
+ * Written blocks. After the mount uploaded a file, each block of the new version is sent with PUT
+ * to its owners (node_cache_push, without waiting for the answers); an owner checks the block's
+ * name, length and checksum and that it owns the block in its own view, and keeps it OWNED. So a
+ * reader on any node finds a fresh checkpoint at its owner and S3 is not asked again. A refused or
+ * lost PUT only costs the owner a fetch from S3 when the block is first read.
+ */
+#include "node_cache_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <xxhash.h>
+
+/* ---- serving peers ------------------------------------------------------------------------------ */
+
+static void serve_reply(node_peer_incoming *in, node_peer_status st, node_peer_payload payload, uint64_t ck)
+{
+    node_peer_msg rep = {.type = NODE_PEER_GET_REPLY, .status = st, .checksum = ck};
+    if (node_peer_reply(in, &rep, payload) != 0 && shoal_error_code() != SHOAL_ERR_CLOSED)
+        LOG_WARN("cache", "reply_failed", "error=%s", shoal_error_name(shoal_error_code()));
+}
+
+static node_peer_status status_of(shoal_err e)
+{
+    switch (e) {
+    case SHOAL_ERR_S3_CHANGED: return NODE_PEER_CHANGED;
+    case SHOAL_ERR_S3_NO_SUCH_KEY:
+    case SHOAL_ERR_S3_RANGE: return NODE_PEER_NOT_FOUND;
+    default: return NODE_PEER_ERROR;
+    }
+}
+
+/* Strings of a request, NUL-terminated copies (the header's strings are not). */
+typedef struct serve_strings {
+    char bucket[NODE_PEER_MAX_BUCKET + 1];
+    char key[NODE_PEER_MAX_KEY + 1];
+    char etag[NODE_PEER_MAX_ETAG + 1];
+} serve_strings;
+
+static bool copy_cursor(char *dst, size_t cap, shoal_cursor cur)
+{
+    if (cur.len >= cap || memchr(cur.ptr, '\0', cur.len) != NULL)
+        return false;
+    memcpy(dst, cur.ptr, cur.len);
+    dst[cur.len] = '\0';
+    return true;
+}
+
+static void serve_run(node_cache *c, void *arg)
+{
+    node_peer_incoming *in = arg;
+    const node_peer_msg *m = node_peer_incoming_msg(in);
+    serve_strings *s = malloc(sizeof *s);
+    block_req b;
+    if (s == NULL || !copy_cursor(s->bucket, sizeof s->bucket, m->block.bucket) ||
+        !copy_cursor(s->key, sizeof s->key, m->block.key) || !copy_cursor(s->etag, sizeof s->etag, m->block.etag))
+        goto error;
+    cache_block_req_init(&b, s->bucket, s->key, s->etag, m->block.index, m->block.offset, m->block.length);
+    /* The id must be the one its coordinates give, and the range the block's own: a request that
+     * lies about either would store bytes under the wrong name. */
+    if (memcmp(b.id, m->block.id, NODE_STORE_ID_LEN) != 0 || b.length == 0 || b.length > c->cfg.block_size ||
+        b.offset != b.index * c->cfg.block_size) {
+        char tmp[96];
+        LOG_WARN("cache", "peer_bad_request", "key=%s index=%llu len=%llu", shoal_log_q(tmp, sizeof tmp, s->key),
+                 (unsigned long long)b.index, (unsigned long long)b.length);
+        goto error;
+    }
+    node_store_view *view = calloc(1, sizeof *view);
+    if (view && node_store_map(c->cfg.store, b.id, view) == 0 && view->len == b.length) {
+        uint64_t ck = XXH3_64bits(view->data, view->len);
+        serve_reply(in, NODE_PEER_OK, (node_peer_payload){view->data, view->len, cache_payload_free_view, view}, ck);
+        free(s);
+        return;
+    }
+    if (view) {
+        node_store_view_release(view);
+        free(view);
+    }
+    if (!(m->flags & NODE_PEER_F_OWNER_FETCH))
+        goto error;
+    cache_buf *buf = NULL;
+    node_cache_source src;
+    bool coalesced;
+    if (cache_fetch_block(c, &b, FETCH_SERVE, &buf, &src, &coalesced) != 0) {
+        node_peer_status st = status_of(shoal_error_code());
+        LOG_INFO("cache", "serve_failed", "index=%llu status=%s error=%s", (unsigned long long)b.index,
+                 node_peer_status_name(st), shoal_error_name(shoal_error_code()));
+        serve_reply(in, st, (node_peer_payload){0}, 0);
+        free(s);
+        return;
+    }
+    uint64_t ck = XXH3_64bits(buf->data, buf->len);
+    serve_reply(in, NODE_PEER_OK, (node_peer_payload){buf->data, buf->len, cache_payload_free_buf, buf}, ck);
+    free(s);
+    return;
+error:
+    free(s);
+    serve_reply(in, NODE_PEER_ERROR, (node_peer_payload){0}, 0);
+}
+
+static void serve_drop(void *arg) { serve_reply(arg, NODE_PEER_ERROR, (node_peer_payload){0}, 0); }
+
+/* A LIST from a peer that takes this node for the listing's owner: served from the table while
+ * fresh, else listed at S3 once (shared with local listers), never passed on. */
+static void list_serve_run(node_cache *c, void *arg)
+{
+    node_peer_incoming *in = arg;
+    const node_peer_msg *m = node_peer_incoming_msg(in);
+    char bucket[NODE_PEER_MAX_BUCKET + 1], prefix[NODE_PEER_MAX_KEY + 1], delim[NODE_PEER_MAX_DELIMITER + 1],
+        token[NODE_PEER_MAX_KEY + 1], after[NODE_PEER_MAX_KEY + 1];
+    node_peer_msg rep = {.type = NODE_PEER_LIST_REPLY, .status = NODE_PEER_ERROR};
+    shoal_buf page = {0};
+    if (copy_cursor(bucket, sizeof bucket, m->list.bucket) && copy_cursor(prefix, sizeof prefix, m->list.prefix) &&
+        copy_cursor(delim, sizeof delim, m->list.delimiter) && copy_cursor(token, sizeof token, m->list.token) &&
+        copy_cursor(after, sizeof after, m->list.start_after)) {
+        s3_list_args a = {.bucket = bucket, .prefix = prefix, .delimiter = delim[0] ? delim : NULL,
+                          .continuation_token = token[0] ? token : NULL, .start_after = after[0] ? after : NULL,
+                          .max_keys = (unsigned)m->list.max_keys};
+        if (cache_list_page_bytes(c, &a, true, &page) == 0)
+            rep.status = NODE_PEER_OK;
+        else
+            rep.status = status_of(shoal_error_code());
+    }
+    size_t len = 0;
+    uint8_t *data = rep.status == NODE_PEER_OK ? shoal_buf_steal(&page, &len) : NULL;
+    node_peer_payload payload = {data, data ? len : 0, data ? cache_payload_free_heap : NULL, NULL};
+    if (node_peer_reply(in, &rep, payload) != 0 && shoal_error_code() != SHOAL_ERR_CLOSED)
+        LOG_WARN("cache", "reply_failed", "error=%s", shoal_error_name(shoal_error_code()));
+    shoal_buf_destroy(&page);
+}
+
+static void list_serve_drop(void *arg)
+{
+    node_peer_msg rep = {.type = NODE_PEER_LIST_REPLY, .status = NODE_PEER_ERROR};
+    node_peer_reply(arg, &rep, (node_peer_payload){0});
+}
+
+void node_cache_on_list(void *ud, node_peer_incoming *in)
+{
+    node_cache *c = ud;
+    if (cache_pool_submit(&c->serve, list_serve_run, list_serve_drop, in) != 0) {
+        node_peer_msg rep = {.type = NODE_PEER_LIST_REPLY, .status = NODE_PEER_BUSY};
+        node_peer_reply(in, &rep, (node_peer_payload){0});
+    }
+}
+
+void node_cache_on_get_block(void *ud, node_peer_incoming *in)
+{
+    node_cache *c = ud;
+    if (cache_pool_submit(&c->serve, serve_run, serve_drop, in) != 0)
+        serve_reply(in, NODE_PEER_BUSY, (node_peer_payload){0}, 0);
+}
+
+/* ---- written blocks: PUT to their owners ------------------------------------------------------- */
+
+static void put_reply(node_peer_incoming *in, node_peer_status st)
+{
+    node_peer_msg rep = {.type = NODE_PEER_PUT_REPLY, .status = st};
+    if (node_peer_reply(in, &rep, (node_peer_payload){0}) != 0 && shoal_error_code() != SHOAL_ERR_CLOSED)
+        LOG_WARN("cache", "reply_failed", "error=%s", shoal_error_name(shoal_error_code()));
+}
+
+/* Whether this node is one of the owners of `did` in its current view. */
+static bool owned_by_self(node_cache *c, dht_id did)
+{
+    node_cache_owner owners[DHT_REPLICAS_MAX];
+    uint64_t mv;
+    int n = cache_owners(c, did, cache_replicas(c), owners, &mv);
+    bool mine = false;
+    for (int i = 0; i < n && !mine; i++)
+        mine = owners[i].is_self;
+    return mine;
+}
+
+static void put_run(node_cache *c, void *arg)
+{
+    node_peer_incoming *in = arg;
+    const node_peer_msg *m = node_peer_incoming_msg(in);
+    size_t len = 0;
+    const uint8_t *data = node_peer_incoming_payload(in, &len);
+    serve_strings *s = malloc(sizeof *s);
+    const char *why = "bad_strings";
+    block_req b;
+    char tmp[96];
+    if (s == NULL || !copy_cursor(s->bucket, sizeof s->bucket, m->block.bucket) ||
+        !copy_cursor(s->key, sizeof s->key, m->block.key) || !copy_cursor(s->etag, sizeof s->etag, m->block.etag))
+        goto refuse;
+    cache_block_req_init(&b, s->bucket, s->key, s->etag, m->block.index, m->block.offset, m->block.length);
+    /* As for a GET: the id must be the one its coordinates give and the range the block's own, and
+     * the bytes must be the ones the sender checksummed, or they would be kept under a wrong name. */
+    why = "bad_block";
+    if (memcmp(b.id, m->block.id, NODE_STORE_ID_LEN) != 0 || b.length == 0 || b.length > c->cfg.block_size ||
+        b.offset != b.index * c->cfg.block_size || len != b.length)
+        goto refuse;
+    why = "bad_checksum";
+    if (XXH3_64bits(data, len) != m->checksum)
+        goto refuse;
+    why = "not_owner";
+    if (!owned_by_self(c, b.did))
+        goto refuse;
+    why = "store_failed";
+    if (node_store_put(c->cfg.store, b.id, data, len, NODE_STORE_OWNED) != 0)
+        goto refuse;
+    free(s);
+    put_reply(in, NODE_PEER_OK);
+    return;
+refuse:
+    node_stats_add(&c->cfg.stats->peer_puts_refused, 1);
+    LOG_INFO("cache", "put_refused", "reason=%s key=%s index=%llu len=%zu", why,
+             s ? shoal_log_q(tmp, sizeof tmp, s->key) : "-", (unsigned long long)m->block.index, len);
+    free(s);
+    put_reply(in, NODE_PEER_ERROR);
+}
+
+static void put_drop(void *arg) { put_reply(arg, NODE_PEER_ERROR); }
+
+void node_cache_on_put_block(void *ud, node_peer_incoming *in)
+{
+    node_cache *c = ud;
+    if (cache_pool_submit(&c->serve, put_run, put_drop, in) != 0)
+        put_reply(in, NODE_PEER_BUSY);
+}
+
+/* The outcome of one PUT (on the transport's I/O thread: count, log, never block). */
+static void push_done(void *ud, node_peer_response *r)
+{
+    node_cache *c = ud;
+    const node_peer_msg *rep = node_peer_response_result(r) == SHOAL_OK ? node_peer_response_msg(r) : NULL;
+    if (rep != NULL && rep->status == NODE_PEER_OK) {
+        node_stats_add(&c->cfg.stats->peer_pushes, 1);
+    } else {
+        node_stats_add(&c->cfg.stats->peer_push_failures, 1);
+        LOG_INFO("cache", "push_failed", "status=%s error=%s", rep ? node_peer_status_name(rep->status) : "-",
+                 shoal_error_name(node_peer_response_result(r)));
+    }
+    node_peer_response_delete(r);
+}
+
+unsigned node_cache_push(node_cache *c, const node_cache_object *obj, uint64_t index, const void *data, size_t len)
+{
+    block_req b;
+    if (cache_block_req_from_object(c, obj, index, &b) != 0 || b.length != len)
+        return 0;
+    node_peer_msg req = {.type = NODE_PEER_PUT, .checksum = XXH3_64bits(data, len), .has_object_size = true,
+                         .object_size = obj->size};
+    memcpy(req.block.id, b.id, NODE_PEER_BLOCK_ID_LEN);
+    req.block.bucket = shoal_cursor_from_str(b.bucket);
+    req.block.key = shoal_cursor_from_str(b.key);
+    req.block.etag = shoal_cursor_from_str(b.etag);
+    req.block.index = b.index;
+    req.block.offset = b.offset;
+    req.block.length = b.length;
+    node_cache_owner owners[DHT_REPLICAS_MAX];
+    int n = cache_owners(c, b.did, cache_replicas(c), owners, &req.membership_version);
+    uint32_t timeout = c->cfg.peer_timeout_ms ? c->cfg.peer_timeout_ms : CACHE_PEER_TIMEOUT_MS;
+    unsigned sent = 0;
+    for (int i = 0; i < n; i++) {
+        if (owners[i].is_self || owners[i].link < 0)
+            continue;
+        /* The transport copies the bytes (free_fn NULL): the caller's buffer is reused at once. A
+         * link with queue_per_peer requests in flight refuses more (NOSPACE): the writer waits for
+         * room, up to the peer timeout, so a large file's blocks go out at the pace the owner takes
+         * them rather than piling up in memory. */
+        uint64_t give_up = shoal_clock_mono_us() + (uint64_t)timeout * 1000u;
+        int rc;
+        node_stats_add(&c->cfg.stats->peer_pushes_started, 1);
+        while ((rc = node_peer_submit(c->cfg.peer, owners[i].link, &req, (node_peer_payload){data, len, NULL, NULL},
+                                      timeout, push_done, c)) != 0 &&
+               shoal_error_code() == SHOAL_ERR_NOSPACE && shoal_clock_mono_us() < give_up) {
+            struct timespec pause = {0, CACHE_RESEND_PAUSE_MS * 1000000L};
+            nanosleep(&pause, NULL);
+        }
+        if (rc == 0) {
+            sent++;
+        } else {
+            node_stats_add(&c->cfg.stats->peer_push_failures, 1);
+            LOG_INFO("cache", "push_failed", "status=- error=%s", shoal_error_name(shoal_error_code()));
+        }
+    }
+    return sent;
+}

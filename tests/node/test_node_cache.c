@@ -1,0 +1,504 @@
+/*
+ * The read path (node/node_cache*.c) in one process, through its dependency table
+ * (node_cache_deps): each test node is a real node_cache with a real block store in a temporary
+ * directory and a real peer transport (node_peer, CURVE over loopback), while S3 and placement
+ * are FAKES the test controls: an in-memory object table that counts requests and can hold a GET
+ * at a gate, and an owner list the test sets per node. The daemon's end-to-end tests
+ * (tests/node/test_daemon.c) run the same paths against the real S3 server; these run in
+ * milliseconds and make the interleavings they test deterministic (a gate, not a sleep).
+ */
+#include "node_cache.h"
+#include "node_peer.h"
+#include "node_stats.h"
+#include "node_store.h"
+#include "shoal_error.h"
+#include "tt.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#define BUCKET "bkt"
+#define BS (256 * 1024) /* block size */
+#define MAX_NODES 4
+
+/* ---- the fake S3 ------------------------------------------------------------------------------- */
+
+typedef struct fake_s3 {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char key[64];
+    char etag[64];
+    uint8_t *data;
+    size_t len;
+    atomic_int gets, heads, lists;
+    bool gate_closed;    /* GETs wait here after delivering `gate_after` bytes */
+    size_t gate_after;
+    atomic_int at_gate;  /* GETs waiting at the gate */
+} fake_s3;
+
+static void fake_s3_init(fake_s3 *s, const char *key, const char *etag, size_t len, unsigned seed)
+{
+    memset(s, 0, sizeof *s);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    snprintf(s->key, sizeof s->key, "%s", key);
+    snprintf(s->etag, sizeof s->etag, "%s", etag);
+    s->data = malloc(len ? len : 1);
+    for (size_t i = 0; i < len; i++)
+        s->data[i] = (uint8_t)(i * 7 + seed + (i >> 11));
+    s->len = len;
+}
+
+static void gate_close(fake_s3 *s, size_t after)
+{
+    pthread_mutex_lock(&s->mu);
+    s->gate_closed = true;
+    s->gate_after = after;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void gate_open(fake_s3 *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->gate_closed = false;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Waits (unbounded: the test's own deadline ends a hang) until `n` GETs stand at the gate. */
+static void wait_at_gate(fake_s3 *s, int n)
+{
+    while (atomic_load(&s->at_gate) < n)
+        usleep(1000);
+}
+
+static int f_s3_get(void *ctx, const s3_get_args *a, uint64_t *got, s3_object_info *info)
+{
+    fake_s3 *s = ctx;
+    atomic_fetch_add(&s->gets, 1);
+    if (strcmp(a->key, s->key) != 0)
+        return shoal_error_set(SHOAL_ERR_S3_NO_SUCH_KEY, "fake S3: no key %s", a->key);
+    if (a->if_match && strcmp(a->if_match, s->etag) != 0)
+        return shoal_error_set(SHOAL_ERR_S3_CHANGED, "fake S3: %s is %s now", a->key, s->etag);
+    uint64_t off = a->ranged ? a->offset : 0;
+    uint64_t len = a->ranged ? a->length : s->len;
+    if (off >= s->len)
+        return shoal_error_set(SHOAL_ERR_S3_RANGE, "fake S3: range past the end");
+    if (len > s->len - off)
+        len = s->len - off;
+    const uint8_t *p = s->data + off;
+    uint64_t done = 0;
+    while (done < len) {
+        uint64_t step = len - done < 4096 ? len - done : 4096;
+        pthread_mutex_lock(&s->mu);
+        if (s->gate_closed && done >= s->gate_after) {
+            atomic_fetch_add(&s->at_gate, 1);
+            while (s->gate_closed)
+                pthread_cond_wait(&s->cv, &s->mu);
+            atomic_fetch_sub(&s->at_gate, 1);
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (a->sink) {
+            if (a->sink(a->sink_ud, done, p + done, (size_t)step) != 0)
+                return shoal_error_set(SHOAL_ERR_S3, "fake S3: the sink refused");
+        } else {
+            memcpy((uint8_t *)a->buf + done, p + done, (size_t)step);
+        }
+        done += step;
+    }
+    if (got)
+        *got = done;
+    if (info) {
+        memset(info, 0, sizeof *info);
+        info->size = s->len;
+        snprintf(info->etag, sizeof info->etag, "%s", s->etag);
+    }
+    return 0;
+}
+
+static int f_s3_head(void *ctx, const char *bucket, const char *key, s3_object_info *out)
+{
+    fake_s3 *s = ctx;
+    atomic_fetch_add(&s->heads, 1);
+    if (strcmp(key, s->key) != 0)
+        return shoal_error_set(SHOAL_ERR_S3_NO_SUCH_KEY, "fake S3: no key %s", key);
+    memset(out, 0, sizeof *out);
+    out->size = s->len;
+    snprintf(out->etag, sizeof out->etag, "%s", s->etag);
+    return 0;
+}
+
+/* A listing of one object (the fake's) under any prefix it starts with. */
+static int f_s3_list(void *ctx, const s3_list_args *a, s3_list_page *out)
+{
+    fake_s3 *s = ctx;
+    atomic_fetch_add(&s->lists, 1);
+    if (a->prefix && strncmp(s->key, a->prefix, strlen(a->prefix)) != 0)
+        return 0;
+    out->objects = calloc(1, sizeof *out->objects);
+    out->objects[0].key = strdup(s->key);
+    out->objects[0].key_len = strlen(s->key);
+    out->objects[0].size = s->len;
+    snprintf(out->objects[0].etag, sizeof out->objects[0].etag, "%s", s->etag);
+    out->n_objects = 1;
+    return 0;
+}
+
+/* ---- test nodes ------------------------------------------------------------------------------- */
+
+typedef struct tnode {
+    char dir[512];
+    node_store *store;
+    node_stats stats;
+    node_peer *peer;
+    node_cache *cache;
+    uint8_t pub[NODE_PEER_KEY_LEN], sec[NODE_PEER_KEY_LEN];
+    fake_s3 *s3;
+    node_cache_deps deps;
+    /* the fake placement: every block's owners, in read order */
+    node_cache_owner owners[MAX_NODES];
+    int n_owners;
+    int links[MAX_NODES]; /* this node's link to node i */
+} tnode;
+
+/* The fakes' ctx: the S3 table for S3 calls and the node for placement. */
+typedef struct both {
+    fake_s3 *s3;
+    tnode *node;
+} both;
+
+static void on_get(void *ud, node_peer_incoming *in) { node_cache_on_get_block(((tnode *)ud)->cache, in); }
+static void on_put(void *ud, node_peer_incoming *in) { node_cache_on_put_block(((tnode *)ud)->cache, in); }
+static void on_list(void *ud, node_peer_incoming *in) { node_cache_on_list(((tnode *)ud)->cache, in); }
+static const node_peer_handlers HANDLERS = {.on_get_block = on_get, .on_put_block = on_put, .on_list = on_list};
+
+static int f_owners(void *ctx, dht_id did, int max, node_cache_owner *out, uint64_t *version)
+{
+    tnode *n = ctx;
+    int k = n->n_owners < max ? n->n_owners : max;
+    memcpy(out, n->owners, (size_t)k * sizeof *out);
+    *version = 1;
+    return k;
+}
+
+/* A node with its own store, peer transport (serving on loopback) and read path over `s3`. */
+static both g_both[MAX_NODES];
+static int b_get(void *ctx, const s3_get_args *a, uint64_t *got, s3_object_info *info);
+static int b_head(void *ctx, const char *bucket, const char *key, s3_object_info *out);
+static int b_list(void *ctx, const s3_list_args *a, s3_list_page *out);
+static int b_owners(void *ctx, dht_id did, int max, node_cache_owner *out, uint64_t *version);
+
+/* Node number `idx`: its own store, peer transport (serving on loopback) and read path over the
+ * fake `s3` and the fake placement (no owners until set_owner: then it reads S3 directly). */
+static void tnode_start(tnode *n, int idx, fake_s3 *s3, uint32_t peer_timeout_ms, uint32_t metadata_ttl_s)
+{
+    memset(n, 0, sizeof *n);
+    char *d = tt_tmpdir("cache");
+    snprintf(n->dir, sizeof n->dir, "%s", d);
+    free(d);
+    n->store = node_store_new(n->dir, 64ull << 20, NULL);
+    TT_CHECK(n->store, "store: %s", shoal_error_message());
+    node_stats_create(&n->stats);
+    char zp[41], zs[41];
+    TT_CHECK(zmq_curve_keypair(zp, zs) == 0, "libzmq without CURVE");
+    zmq_z85_decode(n->pub, zp);
+    zmq_z85_decode(n->sec, zs);
+    node_peer_config pc = {.bind = "127.0.0.1:0", .handlers = &HANDLERS, .handlers_ud = n};
+    memcpy(pc.public_key, n->pub, sizeof n->pub);
+    memcpy(pc.secret_key, n->sec, sizeof n->sec);
+    n->peer = node_peer_new(&pc);
+    TT_CHECK(n->peer, "peer: %s", shoal_error_message());
+    n->s3 = s3;
+    g_both[idx] = (both){s3, n};
+    n->deps = (node_cache_deps){.ctx = &g_both[idx], .s3_get = b_get, .s3_head = b_head, .s3_list = b_list,
+                                .owners = b_owners};
+    node_cache_config cc = {.store = n->store, .peer = n->peer, .stats = &n->stats, .block_size = BS,
+                            .replicas = 2, .peer_timeout_ms = peer_timeout_ms, .metadata_ttl_s = metadata_ttl_s,
+                            .negative_ttl_s = 1, .deps = &n->deps};
+    n->cache = node_cache_new(&cc);
+    TT_CHECK(n->cache, "cache: %s", shoal_error_message());
+    for (int i = 0; i < MAX_NODES; i++)
+        n->links[i] = -1;
+}
+
+
+static int b_get(void *ctx, const s3_get_args *a, uint64_t *got, s3_object_info *info)
+{
+    return f_s3_get(((both *)ctx)->s3, a, got, info);
+}
+static int b_head(void *ctx, const char *bucket, const char *key, s3_object_info *out)
+{
+    return f_s3_head(((both *)ctx)->s3, bucket, key, out);
+}
+static int b_list(void *ctx, const s3_list_args *a, s3_list_page *out)
+{
+    return f_s3_list(((both *)ctx)->s3, a, out);
+}
+static int b_owners(void *ctx, dht_id did, int max, node_cache_owner *out, uint64_t *version)
+{
+    return f_owners(((both *)ctx)->node, did, max, out, version);
+}
+
+
+/* Lets `from` reach `to` (numbered i) over the peer transport; returns the link. */
+static int tnode_link(tnode *from, tnode *to, int i)
+{
+    const uint8_t(*keys)[NODE_PEER_KEY_LEN] = (const uint8_t(*)[NODE_PEER_KEY_LEN])from->pub;
+    TT_OK(node_peer_allow_set(to->peer, keys, 1));
+    int link = node_peer_connect(from->peer, node_peer_endpoint(to->peer), to->pub);
+    TT_CHECK(link >= 0, "connect: %s", shoal_error_message());
+    from->links[i] = link;
+    return link;
+}
+
+static void set_owner(tnode *n, int slot, const char *id, int link, bool self)
+{
+    snprintf(n->owners[slot].id, sizeof n->owners[slot].id, "%s", id);
+    n->owners[slot].link = link;
+    n->owners[slot].is_self = self;
+    if (slot + 1 > n->n_owners)
+        n->n_owners = slot + 1;
+}
+
+static void tnode_stop(tnode *n)
+{
+    node_cache_stop(n->cache);
+    node_peer_delete(n->peer);
+    node_cache_delete(n->cache);
+    node_store_delete(n->store);
+    tt_rmtree(n->dir);
+}
+
+static node_cache_object object_of(const fake_s3 *s)
+{
+    return (node_cache_object){.bucket = BUCKET, .key = s->key, .etag = s->etag, .size = s->len};
+}
+
+/* Block `index` through `n`'s read path equals the fake's bytes. */
+static void check_read(tnode *n, const fake_s3 *truth, uint64_t index, node_cache_source want)
+{
+    node_cache_object o = object_of(truth);
+    node_cache_block b;
+    TT_CHECK(node_cache_read(n->cache, &o, index, &b) == 0, "read of block %llu: %s", (unsigned long long)index,
+             shoal_error_message());
+    uint64_t off = index * BS;
+    size_t len = truth->len - off < BS ? truth->len - off : BS;
+    TT_CHECK(b.len == len && memcmp(b.data, truth->data + off, len) == 0, "block %llu: wrong bytes",
+             (unsigned long long)index);
+    TT_CHECK((int)want < 0 || b.source == want, "block %llu came from source %d, want %d", (unsigned long long)index,
+             b.source, want);
+    node_cache_block_release(&b);
+}
+
+/* ---- single flight ---------------------------------------------------------------------------- */
+
+typedef struct reader_arg {
+    tnode *n;
+    const fake_s3 *truth;
+    int rc;
+} reader_arg;
+
+static void *reader(void *p)
+{
+    reader_arg *r = p;
+    node_cache_object o = object_of(r->truth);
+    node_cache_block b;
+    r->rc = node_cache_read(r->n->cache, &o, 0, &b);
+    if (r->rc == 0) {
+        r->rc = b.len == BS && memcmp(b.data, r->truth->data, BS) == 0 ? 0 : 2;
+        node_cache_block_release(&b);
+    }
+    return NULL;
+}
+
+/* Sixteen readers of one block nobody holds: one GET, the others wait for it. The GET is held at
+ * the fake's gate until every reader has joined, so the interleaving is the same on any machine. */
+TT_TEST(test_node_cache_many_readers_share_one_fetch)
+{
+    fake_s3 s3;
+    fake_s3_init(&s3, "data/a.bin", "\"e1\"", 3 * BS, 1);
+    tnode a;
+    tnode_start(&a, 0, &s3, 2000, 60); /* no owners: this node fetches from S3 */
+    gate_close(&s3, 0);
+    enum { N = 16 };
+    pthread_t th[N];
+    reader_arg args[N];
+    for (int i = 0; i < N; i++) {
+        args[i] = (reader_arg){&a, &s3, -1};
+        TT_CHECK(pthread_create(&th[i], NULL, reader, &args[i]) == 0, "thread");
+    }
+    wait_at_gate(&s3, 1);
+    gate_open(&s3);
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        TT_CHECK(args[i].rc == 0, "reader %d: %d (%s)", i, args[i].rc, shoal_error_message());
+    }
+    TT_CHECK(atomic_load(&s3.gets) == 1, "%d GETs for one block read by %d threads", atomic_load(&s3.gets), N);
+    uint64_t local = atomic_load(&a.stats.reads_local), coalesced = atomic_load(&a.stats.reads_coalesced);
+    TT_CHECK(coalesced + local == N - 1, "coalesced %llu + local %llu, want %d", (unsigned long long)coalesced,
+             (unsigned long long)local, N - 1);
+    check_read(&a, &s3, 0, NODE_CACHE_LOCAL);
+    tnode_stop(&a);
+}
+
+/* ---- owners ------------------------------------------------------------------------------------ */
+
+/* A reader asks the block's owner, which fetches it from its S3 once and keeps it; the reader keeps
+ * a near copy, so a second read stays local. */
+TT_TEST(test_node_cache_reader_gets_the_block_from_its_owner)
+{
+    fake_s3 s3a, s3b;
+    fake_s3_init(&s3a, "data/b.bin", "\"e1\"", 2 * BS, 2);
+    fake_s3_init(&s3b, "data/b.bin", "\"e1\"", 2 * BS, 2);
+    tnode a, b;
+    tnode_start(&a, 0, &s3a, 2000, 60);
+    tnode_start(&b, 1, &s3b, 2000, 60);
+    int ab = tnode_link(&a, &b, 1);
+    set_owner(&a, 0, "b", ab, false);
+    set_owner(&b, 0, "b", -1, true);
+    check_read(&a, &s3a, 0, NODE_CACHE_PEER);
+    check_read(&a, &s3a, 0, NODE_CACHE_LOCAL);
+    TT_CHECK(atomic_load(&s3a.gets) == 0 && atomic_load(&s3b.gets) == 1, "GETs: reader %d, owner %d; want 0 and 1",
+             atomic_load(&s3a.gets), atomic_load(&s3b.gets));
+    tnode_stop(&a);
+    tnode_stop(&b);
+}
+
+/* The first owner does not answer (no one listens at its address): the reader goes on to the next
+ * owner, and S3 is asked once, by that owner. */
+TT_TEST(test_node_cache_failover_to_the_next_owner)
+{
+    fake_s3 s3a, s3c;
+    fake_s3_init(&s3a, "data/c.bin", "\"e1\"", BS, 3);
+    fake_s3_init(&s3c, "data/c.bin", "\"e1\"", BS, 3);
+    tnode a, c, dead;
+    tnode_start(&a, 0, &s3a, 200, 60);
+    tnode_start(&dead, 1, &s3a, 200, 60);
+    tnode_start(&c, 2, &s3c, 200, 60);
+    int ad = tnode_link(&a, &dead, 1);
+    int ac = tnode_link(&a, &c, 2);
+    tnode_stop(&dead); /* its address now refuses connections */
+    set_owner(&a, 0, "dead", ad, false);
+    set_owner(&a, 1, "c", ac, false);
+    set_owner(&c, 0, "c", -1, true);
+    check_read(&a, &s3a, 0, NODE_CACHE_PEER);
+    TT_CHECK(atomic_load(&s3c.gets) == 1 && atomic_load(&s3a.gets) == 0, "GETs: owner c %d, reader %d",
+             atomic_load(&s3c.gets), atomic_load(&s3a.gets));
+    tnode_stop(&a);
+    tnode_stop(&c);
+}
+
+/* The owner finds the version gone (S3 answers CHANGED to its If-Match): the read ends with that
+ * error, and the reader does not go to S3 itself for a version that no longer exists. */
+TT_TEST(test_node_cache_changed_etag_ends_the_read)
+{
+    fake_s3 s3a, s3b;
+    fake_s3_init(&s3a, "data/d.bin", "\"old\"", BS, 4);
+    fake_s3_init(&s3b, "data/d.bin", "\"new\"", BS, 5);
+    tnode a, b;
+    tnode_start(&a, 0, &s3a, 2000, 60);
+    tnode_start(&b, 1, &s3b, 2000, 60);
+    set_owner(&a, 0, "b", tnode_link(&a, &b, 1), false);
+    set_owner(&b, 0, "b", -1, true);
+    node_cache_object o = object_of(&s3a); /* the reader still knows "old" */
+    node_cache_block blk;
+    TT_CHECK(node_cache_read(a.cache, &o, 0, &blk) == -1, "a read of a gone version succeeded");
+    TT_CHECK(shoal_error_code() == SHOAL_ERR_S3_CHANGED, "error %s, want S3_CHANGED", shoal_error_name(shoal_error_code()));
+    TT_CHECK(atomic_load(&s3a.gets) == 0, "the reader asked S3 itself (%d GETs)", atomic_load(&s3a.gets));
+    tnode_stop(&a);
+    tnode_stop(&b);
+}
+
+/* The store id of block `index` of `o` (as the read path names it). */
+static const uint8_t *blk_id(const node_cache_object *o, uint64_t index)
+{
+    static uint8_t id[NODE_STORE_ID_LEN];
+    dht_id d = dht_block_id(o->bucket, o->key, o->etag, index);
+    for (int i = 0; i < 8; i++) {
+        id[i] = (uint8_t)(d.hi >> (56 - 8 * i));
+        id[8 + i] = (uint8_t)(d.lo >> (56 - 8 * i));
+    }
+    return id;
+}
+
+/* ---- streaming ---------------------------------------------------------------------------------- */
+
+/* A reader of the first bytes of a block nobody holds gets them while the rest of the block is
+ * still on its way: the fake holds the GET after 128 KiB, and the read of 4 KiB returns. */
+TT_TEST(test_node_cache_streaming_read_returns_before_the_block_arrived)
+{
+    fake_s3 s3;
+    fake_s3_init(&s3, "data/e.bin", "\"e1\"", BS, 6);
+    tnode a;
+    tnode_start(&a, 0, &s3, 2000, 60);
+    gate_close(&s3, 128 * 1024); /* past the 64 KiB a stream wakes its readers at */
+    node_cache_object o = object_of(&s3);
+    uint8_t buf[4096];
+    ssize_t n = node_cache_read_stream(a.cache, &o, 0, 0, sizeof buf, buf);
+    TT_CHECK(n == (ssize_t)sizeof buf && memcmp(buf, s3.data, sizeof buf) == 0,
+             "the first 4 KiB did not come while the GET was held (%zd)", n);
+    /* The GET cannot end while the gate is shut: the bytes came from a block still arriving. */
+    wait_at_gate(&s3, 1);
+    TT_CHECK(!node_store_contains(a.store, blk_id(&o, 0), NULL, NULL), "the block was stored before the gate opened");
+    gate_open(&s3);
+    check_read(&a, &s3, 0, (node_cache_source)-1); /* joins the fetch, or finds it stored */
+    TT_CHECK(atomic_load(&s3.gets) == 1, "%d GETs", atomic_load(&s3.gets));
+    tnode_stop(&a);
+}
+
+/* ---- metadata and listings --------------------------------------------------------------------- */
+
+TT_TEST(test_node_cache_head_is_cached_for_the_ttl_and_forgotten_on_demand)
+{
+    fake_s3 s3;
+    fake_s3_init(&s3, "data/f.bin", "\"e1\"", 100, 7);
+    tnode a;
+    tnode_start(&a, 0, &s3, 2000, 60);
+    s3_object_info info;
+    for (int i = 0; i < 5; i++)
+        TT_OK(node_cache_head(a.cache, BUCKET, "data/f.bin", &info));
+    TT_CHECK(atomic_load(&s3.heads) == 1 && info.size == 100, "%d HEADs for 5 asks", atomic_load(&s3.heads));
+    node_cache_forget(a.cache, BUCKET, "data/f.bin");
+    TT_OK(node_cache_head(a.cache, BUCKET, "data/f.bin", &info));
+    TT_CHECK(atomic_load(&s3.heads) == 2, "forget did not make the next ask go to S3");
+    TT_CHECK(node_cache_head(a.cache, BUCKET, "data/none", &info) == -1 &&
+                 node_cache_head(a.cache, BUCKET, "data/none", &info) == -1 &&
+                 shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY,
+             "a missing key");
+    TT_CHECK(atomic_load(&s3.heads) == 3, "a miss was asked twice within the negative TTL");
+    tnode_stop(&a);
+}
+
+/* A listing page is fetched once per metadata TTL however often it is asked; with a TTL of 0 every
+ * ask lists. */
+TT_TEST(test_node_cache_listing_pages_are_fetched_once_per_ttl)
+{
+    for (int ttl = 60; ttl >= 0; ttl -= 60) {
+        fake_s3 s3;
+        fake_s3_init(&s3, "dir/g.bin", "\"e1\"", 10, 8);
+        tnode a;
+        tnode_start(&a, 0, &s3, 2000, (uint32_t)ttl);
+        for (int i = 0; i < 10; i++) {
+            s3_list_args la = {.bucket = BUCKET, .prefix = "dir/", .delimiter = "/"};
+            s3_list_page pg;
+            s3_list_page_create(&pg);
+            TT_OK(node_cache_list(a.cache, &la, &pg));
+            TT_CHECK(pg.n_objects == 1 && !strcmp(pg.objects[0].key, "dir/g.bin") && pg.objects[0].size == 10,
+                     "the page lost its entry");
+            s3_list_page_destroy(&pg);
+        }
+        int want = ttl ? 1 : 10;
+        TT_CHECK(atomic_load(&s3.lists) == want, "TTL %d: %d LISTs for 10 asks, want %d", ttl, atomic_load(&s3.lists),
+                 want);
+        tnode_stop(&a);
+    }
+}
+
+TT_MAIN()
