@@ -38,6 +38,8 @@
 #include "shoal_error.h"
 #include "shoal_log.h"
 
+#include <systemd/sd-daemon.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -57,6 +59,21 @@
 #define DAEMON_GET_READERS 3       /* threads reading (and verifying) the blocks of one `get` */
 #define DAEMON_PRELOAD_THREADS 8   /* blocks warmed at once by a preload */
 #define DAEMON_PROGRESS_MS 250
+#define DAEMON_S3_RETRY_MIN_MS 1000   /* first retry of a failed S3 check */
+#define DAEMON_S3_RETRY_MAX_MS 30000
+#define DAEMON_S3_RECHECK_MS 300000   /* a passed S3 check is made again this often */
+
+/* Readiness: joined, S3 checked, mount up (see "readiness" below). */
+typedef struct readiness {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;
+    bool s3_ok;
+    char s3_why[400];  /* why S3 is not usable, while !s3_ok */
+    bool announced;    /* READY=1 sent to systemd */
+    pthread_t thread;
+    bool running;
+} readiness;
 
 struct node_daemon {
     const node_config *cfg;
@@ -73,6 +90,7 @@ struct node_daemon {
     node_mountfs *mount;
     uint64_t started_us;
     atomic_bool leave_requested;
+    readiness ready;
     char address[SHOAL_ADDR_STRLEN];
     char bucket_url[1400];
 };
@@ -121,6 +139,121 @@ static void daemon_sample(node_daemon *d)
 }
 
 static void metrics_refresh(void *ctx, node_stats *stats) { daemon_sample(ctx); }
+
+/* ---- readiness -------------------------------------------------------------------------------------
+ *
+ * The daemon is ready when it has joined (a node without seeds at once; a node with seeds once it
+ * sees another live member), S3 answered a check (one ListObjectsV2 with max-keys 1 on the bucket
+ * and prefix) and the mount is up (with --mount: node_mountfs_new mounted it). /readyz answers
+ * 200 then and 503 with the first missing condition otherwise; systemd gets READY=1 the first
+ * time (Type=notify) and STOPPING=1 when the daemon leaves. A failing S3 check logs one line per
+ * new reason (wrong credentials, a missing bucket, no endpoint) and is made again with backoff, so
+ * a rotated credential or a bucket created later makes the node ready without a restart; a passed
+ * check is made again every five minutes, so credentials that stop working make it not ready. */
+
+/* One line a person can act on for an S3 failure of the check. */
+static void s3_check_reason(char *out, size_t cap)
+{
+    const char *what;
+    switch (shoal_error_code()) {
+    case SHOAL_ERR_S3_ACCESS_DENIED:
+    case SHOAL_ERR_S3_SIGNATURE: what = "access denied: check the credentials and the bucket policy"; break;
+    case SHOAL_ERR_S3_NO_SUCH_BUCKET: what = "the bucket does not exist"; break;
+    case SHOAL_ERR_S3_TRANSPORT: what = "no answer from the S3 endpoint (address, port, TLS or DNS)"; break;
+    case SHOAL_ERR_S3_CREDENTIALS: what = "no usable credentials"; break;
+    default: what = "S3 refused the check"; break;
+    }
+    snprintf(out, cap, "%s (%s)", what, shoal_error_message());
+}
+
+static void *s3_check_main(void *arg)
+{
+    node_daemon *d = arg;
+    readiness *r = &d->ready;
+    uint64_t backoff_ms = DAEMON_S3_RETRY_MIN_MS;
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop) {
+        pthread_mutex_unlock(&r->mu);
+        s3_list_page pg;
+        s3_list_page_create(&pg);
+        s3_list_args a = {.bucket = d->cfg->bucket, .prefix = d->cfg->prefix[0] ? d->cfg->prefix : NULL, .max_keys = 1};
+        bool ok = s3_list(d->s3, &a, &pg) == 0;
+        char why[sizeof r->s3_why] = "";
+        if (!ok)
+            s3_check_reason(why, sizeof why);
+        s3_list_page_destroy(&pg);
+        pthread_mutex_lock(&r->mu);
+        char q[500];
+        if (ok && !r->s3_ok)
+            LOG_INFO("daemon", "s3_checked", "bucket=%s", d->bucket_url);
+        else if (!ok && (r->s3_ok || strcmp(why, r->s3_why) != 0))
+            LOG_ERROR("daemon", "s3_check_failed", "bucket=%s reason=%s retry=backoff", d->bucket_url,
+                      shoal_log_q(q, sizeof q, why));
+        r->s3_ok = ok;
+        snprintf(r->s3_why, sizeof r->s3_why, "%s", why);
+        uint64_t wait_ms = ok ? DAEMON_S3_RECHECK_MS : backoff_ms;
+        backoff_ms = ok ? DAEMON_S3_RETRY_MIN_MS
+                        : (backoff_ms * 2 > DAEMON_S3_RETRY_MAX_MS ? DAEMON_S3_RETRY_MAX_MS : backoff_ms * 2);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += (time_t)(wait_ms / 1000);
+        until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (!r->stop && pthread_cond_timedwait(&r->cv, &r->mu, &until) == 0) {
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+/* Whether this node sees a live member other than itself. */
+static bool sees_others(node_daemon *d)
+{
+    node_cluster_view *v = node_cluster_view_get(d->cluster);
+    bool seen = false;
+    for (size_t i = 0; i < node_cluster_view_count(v) && !seen; i++) {
+        const node_cluster_member *m = node_cluster_view_member(v, i);
+        seen = !m->is_self && m->state == GOSSIP_ALIVE;
+    }
+    node_cluster_view_put(v);
+    return seen;
+}
+
+/* Ready, or false with the first missing condition in why. Any thread. */
+static bool daemon_ready(void *ctx, char *why, size_t cap)
+{
+    node_daemon *d = ctx;
+    if (d->cfg->n_seeds > 0 && !sees_others(d)) {
+        snprintf(why, cap, "joining: no other member of the cluster answered yet (--seeds)");
+        return false;
+    }
+    pthread_mutex_lock(&d->ready.mu);
+    bool s3_ok = d->ready.s3_ok;
+    if (!s3_ok)
+        snprintf(why, cap, "S3: %s", d->ready.s3_why[0] ? d->ready.s3_why : "the first check is under way");
+    pthread_mutex_unlock(&d->ready.mu);
+    if (!s3_ok)
+        return false;
+    if (d->cfg->mount && d->mount == NULL) {
+        snprintf(why, cap, "the mount at %s is not up", d->cfg->mount);
+        return false;
+    }
+    return true;
+}
+
+/* Tells systemd (Type=notify) the first time the daemon is ready. */
+static void announce_ready(node_daemon *d)
+{
+    char why[400];
+    if (d->ready.announced || !daemon_ready(d, why, sizeof why))
+        return;
+    d->ready.announced = true;
+    sd_notify(0, "READY=1\nSTATUS=ready");
+    LOG_INFO("daemon", "ready", "node=%s", d->cfg->node_id);
+}
 
 /* ---- control commands ----------------------------------------------------------------------------- */
 
@@ -789,10 +922,18 @@ node_daemon *node_daemon_new(const node_config *cfg)
             goto fail;
     }
 
+    pthread_mutex_init(&d->ready.mu, NULL);
+    pthread_cond_init(&d->ready.cv, NULL);
+    if (pthread_create(&d->ready.thread, NULL, s3_check_main, d) != 0) {
+        shoal_error_set(SHOAL_ERR_NODE, "daemon: cannot start the S3 check thread");
+        goto fail;
+    }
+    d->ready.running = true;
     if (cfg->metrics_enabled) {
         d->metrics = node_metrics_new(&cfg->metrics, &d->stats, metrics_refresh, d);
         if (d->metrics == NULL)
             goto fail;
+        node_metrics_set_ready(d->metrics, daemon_ready, d);
     }
     d->control = node_control_server_new(cfg->control, &CONTROL_HANDLERS, d);
     if (d->control == NULL)
@@ -827,12 +968,14 @@ int node_daemon_run(node_daemon *d)
         }
         if (atomic_load(&d->leave_requested))
             break;
+        announce_ready(d);
         if (node_cluster_refused(d->cluster)) {
             rc = shoal_error_set(SHOAL_ERR_GOSSIP_REFUSED, "the cluster refused node %s (duplicate node id, other "
                                  "block size or protocol version; see the cluster's logs)", d->cfg->node_id);
             break;
         }
     }
+    sd_notify(0, "STOPPING=1\nSTATUS=leaving the cluster");
     if (rc == 0) {
         LOG_INFO("daemon", "leaving", "node=%s", d->cfg->node_id);
         node_cluster_leave(d->cluster, DAEMON_LEAVE_LINGER_MS);
@@ -846,6 +989,15 @@ void node_daemon_delete(node_daemon *d)
         return;
     node_control_server_delete(d->control);
     node_metrics_delete(d->metrics); /* both sample d->mount (daemon_sample): stop them first */
+    if (d->ready.running) {
+        pthread_mutex_lock(&d->ready.mu);
+        d->ready.stop = true;
+        pthread_cond_broadcast(&d->ready.cv);
+        pthread_mutex_unlock(&d->ready.mu);
+        pthread_join(d->ready.thread, NULL);
+        pthread_mutex_destroy(&d->ready.mu);
+        pthread_cond_destroy(&d->ready.cv);
+    }
     node_mountfs_delete(d->mount);
     node_cache_stop(atomic_load(&d->cache));
     node_cluster_delete(d->cluster);

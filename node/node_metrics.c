@@ -12,6 +12,7 @@
 #include "shoal_log.h"
 
 #include <arpa/inet.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -29,6 +30,8 @@ struct node_metrics {
     node_stats *stats;
     node_metrics_refresh_fn refresh;
     void *ctx;
+    _Atomic(node_metrics_ready_fn) ready;
+    void *_Atomic ready_ctx;
 };
 
 static enum MHD_Result answer_text(struct MHD_Connection *conn, unsigned status, char *text, size_t len,
@@ -51,11 +54,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   void **req_cls)
 {
     node_metrics *m = cls;
-    static const char not_found[] = "not found: the metrics are at /metrics\n";
+    static const char not_found[] = "not found: /metrics, /healthz and /readyz are served here\n";
     static const char bad_method[] = "method not allowed\n";
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
         return answer_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED, (char *)bad_method, sizeof bad_method - 1,
                            MHD_RESPMEM_PERSISTENT);
+    if (strcmp(url, "/healthz") == 0) {
+        static const char ok[] = "ok\n";
+        return answer_text(conn, MHD_HTTP_OK, (char *)ok, sizeof ok - 1, MHD_RESPMEM_PERSISTENT);
+    }
+    if (strcmp(url, "/readyz") == 0) {
+        char why[400] = "starting";
+        node_metrics_ready_fn ready = atomic_load(&m->ready);
+        bool yes = ready && ready(atomic_load(&m->ready_ctx), why, sizeof why);
+        char *text = NULL;
+        int n = yes ? asprintf(&text, "ready\n") : asprintf(&text, "not ready: %s\n", why);
+        if (n < 0)
+            return MHD_NO;
+        return answer_text(conn, yes ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, text, (size_t)n,
+                           MHD_RESPMEM_MUST_FREE);
+    }
     if (strcmp(url, "/metrics") != 0)
         return answer_text(conn, MHD_HTTP_NOT_FOUND, (char *)not_found, sizeof not_found - 1, MHD_RESPMEM_PERSISTENT);
     if (m->refresh)
@@ -144,6 +162,12 @@ node_metrics *node_metrics_new(const shoal_addr *addr, node_stats *stats, node_m
 fail:
     free(m);
     return NULL;
+}
+
+void node_metrics_set_ready(node_metrics *m, node_metrics_ready_fn ready, void *ctx)
+{
+    atomic_store(&m->ready_ctx, ctx);
+    atomic_store(&m->ready, ready);
 }
 
 uint16_t node_metrics_port(const node_metrics *m)

@@ -79,6 +79,12 @@ static const char *const op_methods[] = {
 
 typedef struct s3_req s3_req;
 
+/* When failures of one kind may be logged again, and how many were held back meanwhile. */
+typedef struct s3_errlog_slot {
+    uint64_t next_us;
+    unsigned held;
+} s3_errlog_slot;
+
 struct s3_client {
     s3_client_config cfg;
     char *endpoint_scheme;   /* "http" or "https" */
@@ -100,7 +106,13 @@ struct s3_client {
     unsigned active;
 
     _Atomic uint64_t n_get, n_head, n_list, n_put, n_delete, bytes_in, bytes_out, retries, failures, connections;
+
+    /* Failures reported to callers, logged at most once per S3_ERRLOG_US per (operation, error);
+     * the ones held back are counted in the next line. Worker-thread state. */
+    s3_errlog_slot errlog[S3_OP_COPY + 1][16];
 };
+
+#define S3_ERRLOG_US (60ull * 1000000u)
 
 struct s3_req {
     s3_client *c;
@@ -936,6 +948,18 @@ static int msg_head(const s3_req *r, char *out, size_t cap)
                     shoal_log_q(q, sizeof q, r->key ? r->key : ""));
 }
 
+/* What an error answer without a body (a HEAD's, or a server's that sends none) means. */
+static const char *bodyless_meaning(long status)
+{
+    switch (status) {
+    case 403: return "access denied: check the credentials and the bucket policy";
+    case 404: return "no such key";
+    case 412: return "the object changed (If-Match)";
+    case 503: return "slow down: S3 throttled the request";
+    default: return "(no message)";
+    }
+}
+
 static void fail_s3(s3_req *r, outcome *o, const s3_xml_error *xe)
 {
     char h[512];
@@ -943,9 +967,12 @@ static void fail_s3(s3_req *r, outcome *o, const s3_xml_error *xe)
     const char *code = xe && xe->code[0] ? xe->code : "";
     o->err = s3_err_of(r->status, code);
     const char *rid = xe && xe->request_id[0] ? xe->request_id : r->request_id;
-    snprintf(o->msg, sizeof o->msg, "%.360s: HTTP %ld %s: %.400s (request id %s, %u attempt%s)", h, r->status,
-             *code ? code : "(no code)", xe && xe->message[0] ? xe->message : "(no message)", *rid ? rid : "-",
-             r->attempts, r->attempts == 1 ? "" : "s");
+    const char *text = xe && xe->message[0] ? xe->message : bodyless_meaning(r->status);
+    bool denied = o->err == SHOAL_ERR_S3_ACCESS_DENIED || o->err == SHOAL_ERR_S3_SIGNATURE;
+    snprintf(o->msg, sizeof o->msg, "%.360s: HTTP %ld %s: %.300s%s (request id %s, %u attempt%s)", h, r->status,
+             *code ? code : "(no code)", text,
+             denied && xe && xe->message[0] ? "; access denied: check the credentials and the bucket policy" : "",
+             *rid ? rid : "-", r->attempts, r->attempts == 1 ? "" : "s");
     o->retry = r->status >= 500 || code_retryable(code);
     /* NoSuchUpload to a completion is never proof that nothing was committed: the upload this
      * client created and did not abort is gone because an earlier try completed it, maybe one
@@ -1114,6 +1141,29 @@ static void waiting_push(s3_client *c, s3_req *r)
 }
 
 /* Calls the callback with the final outcome and frees the request. */
+/* Logs a failure handed to a caller, once per operation and error per minute (the rest are
+ * counted and reported with the next line). A missing key or a changed object is a normal answer
+ * of the read path (lookups, If-Match), logged at debug only. Worker thread. */
+static void log_failure(s3_req *r, const outcome *o)
+{
+    if (o->err == SHOAL_ERR_S3_NO_SUCH_KEY || o->err == SHOAL_ERR_S3_CHANGED || o->err == SHOAL_ERR_CLOSED) {
+        LOG_DEBUG("s3", "request_failed", "code=%s error=\"%.300s\"", shoal_error_name(o->err), o->msg);
+        return;
+    }
+    unsigned slot = (unsigned)(o->err - SHOAL_ERR_S3) < 16 ? (unsigned)(o->err - SHOAL_ERR_S3) : 15;
+    s3_errlog_slot *e = &r->c->errlog[r->op][slot];
+    uint64_t now = shoal_clock_mono_us();
+    if (now < e->next_us) {
+        e->held++;
+        return;
+    }
+    char q[1200];
+    LOG_WARN("s3", "request_failed", "code=%s error=%s held_back=%u", shoal_error_name(o->err),
+             shoal_log_q(q, sizeof q, o->msg), e->held);
+    e->held = 0;
+    e->next_us = now + S3_ERRLOG_US;
+}
+
 static void complete(s3_req *r, outcome *o)
 {
     s3_result res = {
@@ -1130,6 +1180,7 @@ static void complete(s3_req *r, outcome *o)
     if (o->err) {
         count(&r->c->failures, 1);
         res.bytes = 0;
+        log_failure(r, o);
     }
     r->done(r->ud, &res);
     if (o->has_list)

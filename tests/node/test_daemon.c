@@ -346,6 +346,121 @@ TT_TEST(test_daemon_endpoint_comes_from_aws_endpoint_url_s3)
     TT_CHECK(system(cmd) == 0, "the error does not name AWS_ENDPOINT_URL_S3");
 }
 
+/* ---- readiness ------------------------------------------------------------------------------------ */
+
+/* GET http://<ip>:9464<path>: the status code, and the body's first line into body. */
+static int probe_http(const char *ip, const char *path, char *body, size_t cap)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "curl -s -m 5 -w '\\n%%{http_code}' http://%s:9464%s", ip, path);
+    FILE *p = popen(cmd, "r");
+    TT_CHECK(p != NULL, "popen curl");
+    char all[2048] = "";
+    size_t n = fread(all, 1, sizeof all - 1, p);
+    all[n] = '\0';
+    pclose(p);
+    char *nl = strrchr(all, '\n');
+    int code = nl ? atoi(nl + 1) : 0;
+    if (nl)
+        *nl = '\0';
+    snprintf(body, cap, "%s", all);
+    return code;
+}
+
+/* Lines of node i's log containing `what`. */
+static int log_count(td_cluster *c, int i, const char *what)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "grep -c -- '%s' '%s'", what, c->nodes[i].log);
+    FILE *p = popen(cmd, "r");
+    int n = 0;
+    if (p && fscanf(p, "%d", &n) != 1)
+        n = 0;
+    if (p)
+        pclose(p);
+    return n;
+}
+
+/* Waits until /readyz answers `want` with a body containing `text`, up to budget_ms (the
+ * daemon's S3 check retries with a backoff that reaches 30 s; budgets allow several rounds). */
+static void wait_readyz(td_cluster *c, int i, int want, const char *text, int budget_ms)
+{
+    char body[2048] = "";
+    int code = 0;
+    for (uint64_t until = td_now_ms() + (uint64_t)budget_ms; td_now_ms() < until; td_sleep_ms(200)) {
+        code = probe_http(c->nodes[i].ip, "/readyz", body, sizeof body);
+        if (code == want && strstr(body, text))
+            return;
+    }
+    TT_CHECK(false, "/readyz answered %d '%s', want %d with '%s'", code, body, want, text);
+}
+
+static void write_profile(const char *path, const char *secret)
+{
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    TT_CHECK(f && fprintf(f, "[default]\naws_access_key_id = S3RVER\naws_secret_access_key = %s\n", secret) > 0 &&
+                 fclose(f) == 0,
+             "write %s", tmp);
+    TT_CHECK(rename(tmp, path) == 0, "rename %s: %s", tmp, strerror(errno));
+}
+
+/* A daemon whose credentials S3 refuses starts, says why in one log line and on /readyz (503),
+ * and becomes ready without a restart once the profile file holds the right secret; /healthz is
+ * 200 throughout. */
+TT_TEST(test_daemon_readyz_reports_denied_credentials_and_recovers_when_they_rotate)
+{
+    td_cluster *c = td_cluster_new(1, "1M");
+    char profile[600];
+    snprintf(profile, sizeof profile, "%s/credentials", c->dir);
+    write_profile(profile, "WRONG-SECRET");
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    setenv("AWS_SHARED_CREDENTIALS_FILE", profile, 1);
+    char metrics[64];
+    snprintf(metrics, sizeof metrics, "%s:9464", c->nodes[0].ip);
+    const char *flags[] = {"--metrics", metrics, NULL};
+    td_node_start(c, 0, flags);
+    wait_readyz(c, 0, 503, "access denied: check the credentials and the bucket policy", 60000);
+    char body[256];
+    TT_CHECK(probe_http(c->nodes[0].ip, "/healthz", body, sizeof body) == 200, "/healthz is not 200");
+    /* A read meanwhile fails with an error a person can act on, logged once however often. */
+    size_t len = 0;
+    for (int i = 0; i < 3; i++)
+        TT_CHECK(td_get(c, 0, "data/none.bin", &len) == NULL, "a read succeeded with refused credentials");
+    TT_CHECK(strstr(shoal_error_message(), "access denied: check the credentials and the bucket policy"),
+             "the read's error says: %s", shoal_error_message());
+    TT_CHECK(log_count(c, 0, "event=request_failed.*HeadObject") == 1,
+             "%d request_failed lines for 3 refused reads, want 1", log_count(c, 0, "event=request_failed.*HeadObject"));
+    write_profile(profile, "S3RVER");
+    wait_readyz(c, 0, 200, "ready", 90000);
+    TT_CHECK(log_count(c, 0, "event=s3_check_failed") == 1, "%d s3_check_failed lines, want 1 (one per reason)",
+             log_count(c, 0, "event=s3_check_failed"));
+    TT_CHECK(log_count(c, 0, "event=s3_checked") == 1, "no s3_checked line after the rotation");
+    td_node_signal(c, 0, SIGTERM);
+    td_node_wait(c, 0, 30000);
+}
+
+/* A bucket that does not exist and an endpoint nobody answers: each one log line naming it and a
+ * 503 from /readyz, while the daemon keeps running. */
+TT_TEST(test_daemon_readyz_reports_a_missing_bucket_and_a_dead_endpoint)
+{
+    td_cluster *c = td_cluster_new(2, "1M");
+    char m0[64], m1[64];
+    snprintf(m0, sizeof m0, "%s:9464", c->nodes[0].ip);
+    snprintf(m1, sizeof m1, "%s:9464", c->nodes[1].ip);
+    const char *missing[] = {"--metrics", m0, "--bucket", "s3://no-such-bucket-here", NULL};
+    td_node_start(c, 0, missing);
+    c->endpoint = "http://127.0.0.1:9"; /* discard port: nothing answers HTTP there */
+    const char *dead[] = {"--metrics", m1, NULL};
+    td_node_start(c, 1, dead);
+    wait_readyz(c, 0, 503, "the bucket does not exist", 60000);
+    wait_readyz(c, 1, 503, "no answer from the S3 endpoint", 90000);
+    TT_CHECK(log_count(c, 0, "the bucket does not exist") == 1, "the missing bucket is not logged once");
+    TT_CHECK(log_count(c, 1, "no answer from the S3 endpoint") == 1, "the dead endpoint is not logged once");
+}
+
 TT_TEST(test_daemon_no_serve_node_reads_through_peers_and_owns_nothing)
 {
         td_cluster *c = td_cluster_new(3, "1M");
@@ -805,13 +920,16 @@ TT_TEST(test_daemon_block_cut_mid_body_is_retried_and_stored_sound)
     c->endpoint = px.endpoint;
     td_node_start(c, 0, NULL);
     td_wait_cluster(c, 10000);
+    /* The daemon's readiness check (a LIST, a GET to the proxy) comes first. */
+    TT_CHECK(td_wait_log(c, 0, "event=s3_checked", 30000), "the daemon never checked S3");
+    long before = tt_proxy_stat(&px, "GET");
     size_t size = (3u << 20) + 12345; /* four blocks, the last one short */
     td_put(c, "cut.bin", size, 77);
     tt_proxy_rule(&px, "action=truncate&count=2&method=GET&match=cut.bin");
     td_get_check(c, 0, "cut.bin", size, 77);
     TT_CHECK(tt_proxy_stat(&px, "faults") == 2, "the proxy cut %ld answers, want 2", tt_proxy_stat(&px, "faults"));
     long gets = tt_proxy_stat(&px, "GET");
-    TT_CHECK(gets == 4 + 2, "%ld GETs for 4 blocks with 2 answers cut, want 6", gets);
+    TT_CHECK(gets - before == 4 + 2, "%ld GETs for 4 blocks with 2 answers cut, want 6", gets - before);
     uint64_t local = td_stat(c, 0, "reads.local");
     td_get_check(c, 0, "cut.bin", size, 77);
     TT_CHECK(tt_proxy_stat(&px, "GET") == gets, "the second read cost %ld more GETs: a block was not stored sound",

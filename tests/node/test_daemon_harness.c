@@ -345,3 +345,21 @@ uint64_t td_stat(td_cluster *c, int i, const char *name)
     shoal_buf_destroy(&body);
     return v;
 }
+
+bool td_wait_log(td_cluster *c, int i, const char *what, int timeout_ms)
+{
+    uint64_t until = td_now_ms() + (uint64_t)timeout_ms;
+    char line[4096];
+    do {
+        FILE *f = fopen(c->nodes[i].log, "r");
+        bool found = false;
+        while (f && !found && fgets(line, sizeof line, f))
+            found = strstr(line, what) != NULL;
+        if (f)
+            fclose(f);
+        if (found)
+            return true;
+        td_sleep_ms(50);
+    } while (td_now_ms() < until);
+    return false;
+}

@@ -86,6 +86,9 @@ uint64_t td_stat(td_cluster *c, int i, const char *name);
 const char *td_shoald(void);
 const char *td_shoal(void);
 
+/* Waits up to timeout_ms for node i's log to hold a line containing `what`; true when it does. */
+bool td_wait_log(td_cluster *c, int i, const char *what, int timeout_ms);
+
 /* Marks the test as passed: the exit handler then removes the directories and prints no logs. */
 void td_pass(td_cluster *c);
 
