@@ -45,6 +45,7 @@
  */
 #include "gossip.h"
 #include "gossip_proto.h"
+#include "gossip_sim.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
 
@@ -161,6 +162,8 @@ struct gossip {
     uint64_t next_join_at, join_backoff;
 
     gossip_counters ctr;
+    gossip_sim_event_fn tap; /* gossip_sim_set_tap() */
+    void *tap_ud;
     gossip_msg tx;
     uint8_t raw[GOSSIP_PLAIN_MAX];
     uint8_t plain[GOSSIP_PLAIN_MAX];
@@ -913,8 +916,14 @@ static void send_msg(gossip *g, const shoal_addr *to, bool piggyback, uint32_t f
             n_raw = bc_fill(g, GOSSIP_PLAIN_MAX - hdr - 4, first, &raw_len);
     }
     size_t plen = gossip_msg_encode(m, g->raw, raw_len, n_raw, g->plain, sizeof g->plain);
-    if (plen)
-        send_sealed(g, to, plen);
+    if (!plen)
+        return;
+    send_sealed(g, to, plen);
+    if (g->tap && m->type == GOSSIP_MSG_PING) {
+        gossip_sim_event ev = {.kind = GOSSIP_SIM_PING_SENT, .to = to, .target = m->target,
+                               .relayed = !(g->probe.active && m->seq == g->probe.seq)};
+        g->tap(g->tap_ud, &ev);
+    }
 }
 
 static void tx_reset(gossip *g, uint32_t type)
@@ -2139,6 +2148,12 @@ uint64_t gossip_incarnation(const gossip *g) { return mem(g, g->self)->incarnati
 uint32_t gossip_awareness(const gossip *g) { return g->awareness; }
 const gossip_counters *gossip_counters_get(const gossip *g) { return &g->ctr; }
 uint64_t gossip_state_digest(const gossip *g) { return g->digest; }
+
+void gossip_sim_set_tap(gossip *g, gossip_sim_event_fn fn, void *ud)
+{
+    g->tap = fn;
+    g->tap_ud = ud;
+}
 
 int gossip_self_check(const gossip *g)
 {

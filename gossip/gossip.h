@@ -86,37 +86,11 @@ typedef struct gossip_counters {
     uint64_t join_attempts;
 } gossip_counters;
 
-/*
- * A table of member metadata shared by many instances in one process (shoal-sim runs thousands):
- * each distinct metadata value is stored once and reference-counted instead of once per instance
- * per member. Not thread-safe: every instance using it runs on one thread. It must outlive them.
- */
+/* Where views and their metadata live when many instances share a process (shoal-sim); the
+ * functions that make and inspect them are in gossip_sim.h. NULL in the config (the daemon): each
+ * instance keeps its own. */
 typedef struct gossip_meta_pool gossip_meta_pool;
-/* NULL with SHOAL_ERR_NOMEM. */
-gossip_meta_pool *gossip_meta_pool_new(void);
-/* Frees the pool; call after deleting every instance that used it. Accepts NULL. */
-void gossip_meta_pool_delete(gossip_meta_pool *p);
-
-/*
- * Where member views live (docs/gossip.md, "Member store"). Without one (member_store NULL, the
- * daemon) each instance keeps one private table. A store shared by many instances in one process
- * (shoal-sim) keeps a base table of entries plus, per instance, the entries where that instance's
- * view differs from the base (copy-on-write); gossip_member_store_fold() moves entries that every
- * view holds alike back into the base. With `share` false every view keeps all of its entries to
- * itself (the base stays empty): the reference a shared store is checked against. What an instance
- * does is the same in every representation. Needs a shared gossip_meta_pool; not thread-safe; it
- * must outlive its instances and be deleted before the pool.
- */
 typedef struct gossip_member_store gossip_member_store;
-/* NULL with SHOAL_ERR_NOMEM. */
-gossip_member_store *gossip_member_store_new(bool share);
-/* Frees the store; call after deleting every instance that used it. Accepts NULL. */
-void gossip_member_store_delete(gossip_member_store *s);
-/* Moves every entry that all instances hold alike (and none is broadcasting or suspecting) into the
- * base and drops their private copies. Changes no instance's behaviour. Returns entries folded. */
-size_t gossip_member_store_fold(gossip_member_store *s);
-/* Entries in the base, and private entries summed over instances. */
-void gossip_member_store_stats(const gossip_member_store *s, size_t *base, size_t *private_entries);
 
 /* Reasons a refusal carries on the wire. */
 typedef enum gossip_refusal {
@@ -179,21 +153,6 @@ void gossip_tick(gossip *g);
  */
 int gossip_join(gossip *g, const shoal_addr *seeds, size_t n);
 bool gossip_joined(const gossip *g);
-/*
- * Copies the live members `from` knows (this node, known ids and incompatible ones skipped) into
- * g's view at their incarnations, without a packet or a broadcast, as if a push-pull had brought
- * them, and counts g as joined. When both share a metadata pool the metadata is shared, not copied.
- * For simulators that start from a converged cluster instead of paying for n joins.
- * -1 with SHOAL_ERR_NOMEM (members added so far stay).
- */
-int gossip_preload(gossip *g, const gossip *from);
-/*
- * gossip_preload(gs[i], from) for every i (from must not be among them). When every instance of a
- * shared store is `from` or in gs, its base was empty and all share one clock, the preloaded
- * entries go into the store's base once instead of into every view. -1 with SHOAL_ERR_NOMEM or
- * SHOAL_ERR_INVAL (from among gs).
- */
-int gossip_preload_all(gossip *const *gs, size_t n, const gossip *from);
 /* True once a member refused this node (block size, version or duplicate id): it stops joining. */
 bool gossip_refused(const gossip *g);
 
@@ -222,16 +181,6 @@ uint64_t gossip_incarnation(const gossip *g);
 uint32_t gossip_awareness(const gossip *g);
 /* The instance's counters, valid (and updated in place) as long as the instance. */
 const gossip_counters *gossip_counters_get(const gossip *g);
-
-/*
- * A digest of the state a push-pull would send (every member's id, state, incarnation, accuser and
- * metadata): two instances with equal digests hold the same view, and a push-pull between them
- * changes nothing, so it is skipped (docs/gossip.md, "Anti-entropy").
- */
-uint64_t gossip_state_digest(const gossip *g);
-/* Recomputes what the instance keeps incrementally (digest, member counts) and compares: 0 when it
- * agrees, -1 with SHOAL_ERR_GOSSIP when not. For tests and fuzzing. */
-int gossip_self_check(const gossip *g);
 
 /* "alive", "suspect", "dead", "left" (static strings). */
 const char *gossip_state_name(gossip_state s);

@@ -21,6 +21,8 @@ struct sim_cluster {
     gossip_meta_pool *pool; /* every instance's metadata, stored once */
     gossip_member_store *store; /* every instance's view: a shared base + what each holds apart */
     gossip_config base;
+    gossip_sim_event_fn tap;
+    void *tap_ud;
     sim_slot **slots;
     size_t n, cap;
 };
@@ -135,6 +137,7 @@ int sim_cluster_add(sim_cluster *c, const gossip_config *cfg)
     s->g = gossip_new(&s->cfg, sim_world_env(c->w, s->node));
     if (!s->g)
         goto fail_slot;
+    gossip_sim_set_tap(s->g, c->tap, c->tap_ud);
     c->slots[c->n++] = s;
     return (int)i;
 fail_slot:
@@ -162,6 +165,15 @@ int sim_cluster_add_joined(sim_cluster *c, size_t n, int seed)
     return 0;
 }
 
+void sim_cluster_set_tap(sim_cluster *c, gossip_sim_event_fn fn, void *ud)
+{
+    c->tap = fn;
+    c->tap_ud = ud;
+    for (size_t i = 0; i < c->n; i++)
+        if (c->slots[i]->g)
+            gossip_sim_set_tap(c->slots[i]->g, fn, ud);
+}
+
 void sim_cluster_kill(sim_cluster *c, int i)
 {
     gossip_delete(c->slots[i]->g);
@@ -178,6 +190,7 @@ int sim_cluster_restart(sim_cluster *c, int i, uint64_t inc, int seed)
     s->g = gossip_new(&s->cfg, sim_world_env(c->w, s->node));
     if (!s->g)
         return -1;
+    gossip_sim_set_tap(s->g, c->tap, c->tap_ud);
     return sim_cluster_join(c, i, seed);
 }
 

@@ -9,7 +9,7 @@
 #ifndef SHOAL_SIM_CLUSTER_H
 #define SHOAL_SIM_CLUSTER_H
 
-#include "gossip.h"
+#include "gossip_sim.h"
 #include "sim_world.h"
 
 #include <stdbool.h>
@@ -61,6 +61,8 @@ int sim_cluster_preload(sim_cluster *c);
 size_t sim_cluster_fold(sim_cluster *c);
 /* Entries in the shared base, and entries views hold apart. */
 void sim_cluster_view_stats(const sim_cluster *c, size_t *base, size_t *private_entries);
+/* Every instance, running and started later, reports what it sends to fn (gossip_sim_set_tap). */
+void sim_cluster_set_tap(sim_cluster *c, gossip_sim_event_fn fn, void *ud);
 /* Frees node i's instance without a word (a crash); its address stays and swallows packets. */
 void sim_cluster_kill(sim_cluster *c, int i);
 /* Starts node i again with incarnation `inc` and the same identity, and joins through `seed`. */

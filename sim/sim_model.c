@@ -27,7 +27,6 @@
 #include "sim_model.h"
 #include "dht.h"
 #include "gossip.h"
-#include "gossip_proto.h"
 #include "shoal_error.h"
 #include "sim_cluster.h"
 #include "sim_lru.h"
@@ -314,37 +313,26 @@ static void on_event(void *ud, gossip_event ev, const gossip_member_info *mi)
     }
 }
 
-/* The world's capture point: the first PING addressed to a killed node. */
-static void on_tap(void *ud, int from, const shoal_addr *to, const void *data, size_t len)
+/* Gossip's own report of a PING sent: the first one addressed to a killed node is its first probe. */
+static void on_gossip_event(void *ud, const gossip_sim_event *ev)
 {
     sim_model *m = ud;
-    if (!m->pending_probes)
+    if (!m->pending_probes || ev->kind != GOSSIP_SIM_PING_SENT)
         return;
-    uint32_t ix = addr_index(m, to);
+    uint32_t ix = addr_index(m, ev->to);
     if (ix == UINT32_MAX || m->peers[ix]->victim < 0)
         return;
     size_t v = (size_t)m->peers[ix]->victim;
-    if (!m->vtrack[v].probe_pending || len <= GOSSIP_SEAL_OVERHEAD || len > GOSSIP_DATAGRAM_MAX)
+    if (!m->vtrack[v].probe_pending)
         return;
-    uint8_t plain[GOSSIP_DATAGRAM_MAX];
-    size_t plen;
-    gossip_msg *msg = malloc(sizeof *msg);
-    if (!msg)
-        return;
-    const char *why;
-    if (gossip_open(m->base.cluster_key, data, len, plain, &plen) == 0 &&
-        gossip_msg_decode(plain, plen, msg, &why) == 0 && msg->type == GOSSIP_MSG_PING) {
-        sim_victim *vi = &m->victims[v];
-        vi->first_probe = now_s(m);
-        double periods = (vi->first_probe - vi->killed) / ((double)m->probe_us / SEC);
-        vi->probe_periods = (uint32_t)ceil(periods - 1e-9);
-        if (vi->probe_periods == 0)
-            vi->probe_periods = 1;
-        m->vtrack[v].probe_pending = false;
-        m->pending_probes--;
-    }
-    (void)from;
-    free(msg);
+    sim_victim *vi = &m->victims[v];
+    vi->first_probe = now_s(m);
+    double periods = (vi->first_probe - vi->killed) / ((double)m->probe_us / SEC);
+    vi->probe_periods = (uint32_t)ceil(periods - 1e-9);
+    if (vi->probe_periods == 0)
+        vi->probe_periods = 1;
+    m->vtrack[v].probe_pending = false;
+    m->pending_probes--;
 }
 
 /* ---- nodes ---- */
@@ -1368,7 +1356,7 @@ sim_model *sim_model_run(const sim_config *cfg)
     else
         sim_world_set_latency(m->w, (uint64_t)(lo * SEC), (uint64_t)(hi * SEC));
     sim_world_set_loss(m->w, cfg->loss);
-    sim_world_set_tap(m->w, on_tap, m);
+    sim_cluster_set_tap(m->c, on_gossip_event, m);
     for (uint32_t i = 0; i < cfg->nodes; i++) {
         if (peer_add(m) < 0)
             goto fail;
