@@ -39,6 +39,9 @@
  * until one answers. The answering member refuses a joiner with another block size or protocol
  * version, or with the id of a live member at another address, and says so to the joiner.
  *
+ * Where views live (the member store, shared by many instances in a simulator) is gossip_store.c;
+ * this file reaches it through mem() to read a member and mem_w() to change one.
+ *
  * Departures from memberlist: no TCP fallback probe and no TCP push-pull (chunked datagrams
  * instead: gossip stays socket-free); dead and left members are kept for dead_reap_us (24 h rather
  * than memberlist's 30 s) so a replayed old "alive" cannot resurrect a member that is gone.
@@ -46,6 +49,7 @@
 #include "gossip.h"
 #include "gossip_proto.h"
 #include "gossip_sim.h"
+#include "gossip_store.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
 
@@ -54,53 +58,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NONE UINT32_MAX
-#define ABSENT 0xffu /* member state of a slot this view does not hold */
+#define NONE GOSSIP_NONE
 #define TX_BUCKETS 64 /* transmit limits are capped below this */
 #define RELAYS 32
 #define CONFIRMERS_MAX 8
 #define SEEDS_MAX 64
-#define PAGE_BITS 10
-#define PAGE (1u << PAGE_BITS)
-
-/*
- * One member as one view holds it. The view fields (meta, incarnation, state_at, accuser, state)
- * are what the view knows; bc_* and susp are this instance's work on the member (a queued
- * broadcast, a running suspicion). `h` hashes the view fields (state_digest()).
- */
-typedef struct member {
-    const gossip_meta *meta; /* from meta_get(); released with meta_put(); NULL when ABSENT */
-    uint64_t incarnation;
-    uint64_t state_at;
-    uint64_t h;
-    uint32_t accuser; /* slot of who suspected / declared dead, NONE when unknown */
-    uint32_t bc_prev, bc_next;
-    uint32_t susp; /* index into g->susp or NONE */
-    uint8_t state;
-    uint8_t bc_tx;
-    bool bc_queued;
-} member;
-
-/*
- * Members are numbered by slot: a store maps every node id it has seen to a slot, and a view is,
- * per slot, its own entry when it has one, else the base entry (ABSENT when nobody put one there).
- * A store owned by one instance (`solo`, the daemon) has no private entries: the base is the view.
- */
-struct gossip_member_store {
-    bool share, solo;
-    member **pages; /* base entries: slot s at pages[s >> PAGE_BITS][s & (PAGE - 1)] */
-    char (*ids)[GOSSIP_ID_MAX + 1]; /* "" for a free slot (solo only) */
-    uint32_t *ndelta; /* per slot: views holding an entry of their own */
-    uint32_t n_slots, cap_slots, n_pages;
-    uint64_t *index; /* open addressing over ids: hash << 32 | slot; UINT64_MAX = empty */
-    uint32_t index_cap;
-    uint32_t *free_slots;
-    uint32_t n_free;
-    gossip **views;
-    uint32_t n_views, cap_views;
-    size_t n_base, n_private;
-    gossip_msg *rx; /* one receive buffer for every instance (one thread) */
-};
 
 typedef struct suspicion {
     uint32_t member;
@@ -122,11 +84,7 @@ struct gossip {
     gossip_member_store *st;
     bool own_store;
     uint32_t self; /* this node's slot */
-    uint32_t view_ix; /* position in st->views */
-    /* This view's own entries (shared store only): open addressing slot -> entry. */
-    uint32_t *dkeys; /* NONE = empty */
-    member **dvals;
-    uint32_t dcap, dn;
+    gossip_view dv; /* this view's own entries (shared store only) */
     uint32_t n_members, n_live, n_gone;
     uint64_t digest; /* sum of member hashes (state_digest) */
     uint64_t none_salt; /* added for an accuser this view does not know: never equal elsewhere */
@@ -203,445 +161,15 @@ static uint64_t rnd(const gossip *g, uint64_t n) { return shoal_env_uniform(g->e
 
 static uint64_t scaled(const gossip *g, uint64_t t) { return t * (g->awareness + 1); }
 
-static bool meta_eq(const gossip_meta *a, const gossip_meta *b)
-{
-    return strcmp(a->id, b->id) == 0 && shoal_addr_eq(&a->addr, &b->addr) &&
-           strcmp(a->zone, b->zone) == 0 && memcmp(a->curve_public, b->curve_public, 32) == 0 &&
-           a->capacity == b->capacity && a->serving == b->serving &&
-           a->proto_version == b->proto_version && a->block_size == b->block_size;
-}
+/* ---- the member store (gossip_store.c), as this instance reaches it ---- */
 
-static uint32_t id_hash(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (uint8_t)*s) * 16777619u;
-    /* FNV-1a's low bits are weak on short similar ids ("n1", "n2"): finish with murmur3's mix. */
-    h ^= h >> 16;
-    h *= 0x85ebca6bu;
-    h ^= h >> 13;
-    h *= 0xc2b2ae35u;
-    return h ^ (h >> 16);
-}
-
-/* ---- metadata: private copies, or interned in a pool shared by many instances ---- */
-
-typedef struct meta_ent {
-    gossip_meta m; /* first, so a gossip_meta pointer is its entry */
-    uint32_t refs, hash;
-} meta_ent;
-
-struct gossip_meta_pool {
-    meta_ent **slots;
-    size_t cap, used, tombs;
-};
-
-static uint32_t meta_hash(const gossip_meta *m)
-{
-    uint32_t h = id_hash(m->id) ^ id_hash(m->zone) * 31u;
-    const uint8_t *parts[] = {m->addr.ip, m->curve_public};
-    size_t lens[] = {sizeof m->addr.ip, sizeof m->curve_public};
-    for (size_t p = 0; p < 2; p++)
-        for (size_t i = 0; i < lens[p]; i++)
-            h = (h ^ parts[p][i]) * 16777619u;
-    uint64_t nums[] = {m->addr.family, m->addr.port, m->capacity, m->serving, m->proto_version, m->block_size};
-    for (size_t i = 0; i < 6; i++)
-        h = (h ^ (uint32_t)nums[i] ^ (uint32_t)(nums[i] >> 32)) * 16777619u;
-    return h;
-}
-
-#define POOL_TOMB ((meta_ent *)1)
-
-gossip_meta_pool *gossip_meta_pool_new(void)
-{
-    gossip_meta_pool *p = calloc(1, sizeof *p);
-    if (p)
-        p->slots = calloc(p->cap = 1024, sizeof *p->slots);
-    if (!p || !p->slots) {
-        free(p);
-        shoal_error_set(SHOAL_ERR_NOMEM, "gossip: metadata pool");
-        return NULL;
-    }
-    return p;
-}
-
-void gossip_meta_pool_delete(gossip_meta_pool *p)
-{
-    if (!p)
-        return;
-    for (size_t i = 0; i < p->cap; i++)
-        if (p->slots[i] > POOL_TOMB)
-            free(p->slots[i]);
-    free(p->slots);
-    free(p);
-}
-
-static int pool_grow(gossip_meta_pool *p)
-{
-    size_t cap = p->used * 4 > p->cap ? p->cap * 2 : p->cap;
-    meta_ent **s = calloc(cap, sizeof *s);
-    if (!s)
-        return -1;
-    for (size_t i = 0; i < p->cap; i++) {
-        meta_ent *e = p->slots[i];
-        if (e <= POOL_TOMB)
-            continue;
-        size_t j = e->hash & (cap - 1);
-        while (s[j])
-            j = (j + 1) & (cap - 1);
-        s[j] = e;
-    }
-    free(p->slots);
-    p->slots = s;
-    p->cap = cap;
-    p->tombs = 0;
-    return 0;
-}
-
-/* A metadata value to hold in a member: interned (refcounted) in the pool, or a private copy. */
-static const gossip_meta *meta_get(gossip *g, const gossip_meta *m)
-{
-    gossip_meta_pool *p = g->cfg.meta_pool;
-    if (!p) {
-        gossip_meta *copy = malloc(sizeof *copy);
-        if (copy)
-            *copy = *m;
-        return copy;
-    }
-    if ((p->used + p->tombs + 1) * 2 > p->cap && pool_grow(p) < 0)
-        return NULL;
-    uint32_t h = meta_hash(m);
-    size_t j = h & (p->cap - 1), free_at = SIZE_MAX;
-    for (; p->slots[j]; j = (j + 1) & (p->cap - 1)) {
-        meta_ent *e = p->slots[j];
-        if (e == POOL_TOMB) {
-            if (free_at == SIZE_MAX)
-                free_at = j;
-            continue;
-        }
-        if (e->hash == h && meta_eq(&e->m, m)) {
-            e->refs++;
-            return &e->m;
-        }
-    }
-    meta_ent *e = malloc(sizeof *e);
-    if (!e)
-        return NULL;
-    e->m = *m;
-    e->refs = 1;
-    e->hash = h;
-    if (free_at != SIZE_MAX) {
-        j = free_at;
-        p->tombs--;
-    }
-    p->slots[j] = e;
-    p->used++;
-    return &e->m;
-}
-
-static void meta_put(gossip *g, const gossip_meta *m)
-{
-    gossip_meta_pool *p = g->cfg.meta_pool;
-    if (!m)
-        return;
-    if (!p) {
-        free((gossip_meta *)m);
-        return;
-    }
-    meta_ent *e = (meta_ent *)m;
-    if (--e->refs > 0)
-        return;
-    for (size_t j = e->hash & (p->cap - 1); p->slots[j]; j = (j + 1) & (p->cap - 1)) {
-        if (p->slots[j] == e) {
-            p->slots[j] = POOL_TOMB;
-            p->tombs++;
-            break;
-        }
-    }
-    p->used--;
-    free(e);
-}
-
-/* Another reference to a metadata value the caller holds (a shared store always has a pool). */
-static const gossip_meta *meta_ref(gossip *g, const gossip_meta *m)
-{
-    if (!m)
-        return NULL;
-    if (g->cfg.meta_pool) {
-        ((meta_ent *)m)->refs++;
-        return m;
-    }
-    return meta_get(g, m);
-}
-
-/* ---- the member store: slots, base entries, per-view entries ---- */
-
-static member *base_at(const gossip_member_store *st, uint32_t s)
-{
-    return &st->pages[s >> PAGE_BITS][s & (PAGE - 1)];
-}
-
-static const char *st_id(const gossip_member_store *st, uint32_t s) { return st->ids[s]; }
-
-static bool fields_eq(const member *a, const member *b)
-{
-    return a->state == b->state && a->meta == b->meta && a->incarnation == b->incarnation &&
-           a->state_at == b->state_at && a->accuser == b->accuser;
-}
-
-static bool idle(const member *m) { return !m->bc_queued && m->susp == NONE; }
-
-static const member absent_member = {.accuser = NONE, .bc_prev = NONE, .bc_next = NONE, .susp = NONE,
-                                     .state = ABSENT};
-
-static member *dget(const gossip *g, uint32_t s)
-{
-    if (!g->dn)
-        return NULL;
-    uint32_t mask = g->dcap - 1;
-    for (uint32_t j = (s * 2654435761u) & mask;; j = (j + 1) & mask) {
-        if (g->dkeys[j] == s)
-            return g->dvals[j];
-        if (g->dkeys[j] == NONE)
-            return NULL;
-    }
-}
-
-static void dplace(uint32_t *keys, member **vals, uint32_t cap, uint32_t s, member *e)
-{
-    uint32_t j = (s * 2654435761u) & (cap - 1);
-    while (keys[j] != NONE)
-        j = (j + 1) & (cap - 1);
-    keys[j] = s;
-    vals[j] = e;
-}
-
-/* A new private entry for slot s (contents undefined); aborts when memory runs out, since a view
- * that cannot hold its own entry would silently behave differently. */
-static member *dput(gossip *g, uint32_t s)
-{
-    if ((g->dn + 1) * 2 > g->dcap) {
-        uint32_t cap = g->dcap ? g->dcap * 2 : 16;
-        uint32_t *k = malloc((size_t)cap * sizeof *k);
-        member **v = malloc((size_t)cap * sizeof *v);
-        if (!k || !v)
-            goto nomem;
-        memset(k, 0xff, (size_t)cap * sizeof *k);
-        for (uint32_t j = 0; j < g->dcap; j++)
-            if (g->dkeys[j] != NONE)
-                dplace(k, v, cap, g->dkeys[j], g->dvals[j]);
-        free(g->dkeys);
-        free(g->dvals);
-        g->dkeys = k;
-        g->dvals = v;
-        g->dcap = cap;
-    }
-    member *e = malloc(sizeof *e);
-    if (!e)
-        goto nomem;
-    dplace(g->dkeys, g->dvals, g->dcap, s, e);
-    g->dn++;
-    g->st->ndelta[s]++;
-    g->st->n_private++;
-    return e;
-nomem:
-    LOG_ERROR("gossip", "out_of_memory", "node=%s private member entries=%u", g->cfg.self.id, g->dn);
-    abort();
-}
-
-/* Drops view g's own entry of slot s (its metadata reference included). */
-static void ddel(gossip *g, uint32_t s)
-{
-    uint32_t mask = g->dcap - 1, j = (s * 2654435761u) & mask;
-    while (g->dkeys[j] != s)
-        j = (j + 1) & mask;
-    meta_put(g, g->dvals[j]->meta);
-    free(g->dvals[j]);
-    g->dkeys[j] = NONE;
-    g->dn--;
-    g->st->ndelta[s]--;
-    g->st->n_private--;
-    /* Backward-shift deletion keeps every probe sequence unbroken. */
-    for (uint32_t k = (j + 1) & mask; g->dkeys[k] != NONE; k = (k + 1) & mask) {
-        uint32_t key = g->dkeys[k];
-        member *v = g->dvals[k];
-        g->dkeys[k] = NONE;
-        dplace(g->dkeys, g->dvals, g->dcap, key, v);
-    }
-}
-
-/* Member s as this view holds it (read only: the base entry may be shared). */
-static const member *mem(const gossip *g, uint32_t s)
-{
-    if (!g->st->solo) {
-        member *d = dget(g, s);
-        if (d)
-            return d;
-    }
-    return base_at(g->st, s);
-}
-
-/* Member s to change: in a shared store the view first takes its own copy. */
-static member *mem_w(gossip *g, uint32_t s)
-{
-    if (g->st->solo)
-        return base_at(g->st, s);
-    member *d = dget(g, s);
-    if (d)
-        return d;
-    d = dput(g, s);
-    *d = *base_at(g->st, s);
-    d->meta = meta_ref(g, d->meta);
-    return d;
-}
-
-static bool present(const member *m) { return m->state != ABSENT; }
-
-static uint32_t st_find(const gossip_member_store *st, const char *id)
-{
-    uint32_t mask = st->index_cap - 1, h = id_hash(id);
-    for (uint32_t s = h & mask;; s = (s + 1) & mask) {
-        uint64_t v = st->index[s];
-        if (v == UINT64_MAX)
-            return NONE;
-        if ((uint32_t)(v >> 32) == h && strcmp(st->ids[(uint32_t)v], id) == 0)
-            return (uint32_t)v;
-    }
-}
-
-static void st_index_put(gossip_member_store *st, uint32_t slot)
-{
-    uint32_t mask = st->index_cap - 1, h = id_hash(st->ids[slot]);
-    uint32_t s = h & mask;
-    while (st->index[s] != UINT64_MAX)
-        s = (s + 1) & mask;
-    st->index[s] = (uint64_t)h << 32 | slot;
-}
-
-static int st_index_rebuild(gossip_member_store *st, uint32_t cap)
-{
-    uint64_t *ix = malloc((size_t)cap * sizeof *ix);
-    if (!ix)
-        return shoal_error_set(SHOAL_ERR_NOMEM, "gossip: member index of %u slots", cap);
-    free(st->index);
-    st->index = ix;
-    st->index_cap = cap;
-    memset(ix, 0xff, (size_t)cap * sizeof *ix);
-    for (uint32_t s = 0; s < st->n_slots; s++)
-        if (st->ids[s][0])
-            st_index_put(st, s);
-    return 0;
-}
-
-static gossip_member_store *st_new(bool share, bool solo)
-{
-    gossip_member_store *st = calloc(1, sizeof *st);
-    if (!st)
-        return NULL;
-    st->share = share;
-    st->solo = solo;
-    st->rx = malloc(sizeof *st->rx);
-    if (!st->rx || st_index_rebuild(st, 32) < 0) {
-        free(st->rx);
-        free(st);
-        return NULL;
-    }
-    return st;
-}
-
-gossip_member_store *gossip_member_store_new(bool share)
-{
-    gossip_member_store *st = st_new(share, false);
-    if (!st)
-        shoal_error_set(SHOAL_ERR_NOMEM, "gossip: member store");
-    return st;
-}
-
-static void st_free(gossip_member_store *st, gossip *owner)
-{
-    for (uint32_t s = 0; s < st->n_slots; s++) {
-        const gossip_meta *m = base_at(st, s)->meta;
-        if (!m)
-            continue;
-        if (owner)
-            meta_put(owner, m);
-        else
-            ((meta_ent *)m)->refs--; /* shared stores always use a pool, freed after the store */
-    }
-    for (uint32_t p = 0; p < st->n_pages; p++)
-        free(st->pages[p]);
-    free(st->pages);
-    free(st->ids);
-    free(st->ndelta);
-    free(st->index);
-    free(st->free_slots);
-    free(st->views);
-    free(st->rx);
-    free(st);
-}
-
-void gossip_member_store_delete(gossip_member_store *st)
-{
-    if (st)
-        st_free(st, NULL);
-}
-
-void gossip_member_store_stats(const gossip_member_store *st, size_t *base, size_t *private_entries)
-{
-    *base = st->n_base;
-    *private_entries = st->n_private;
-}
-
-/* The slot of `id`, allocated (ABSENT in the base) when the store has not seen it. */
-static uint32_t st_slot(gossip_member_store *st, const char *id)
-{
-    uint32_t s = st_find(st, id);
-    if (s != NONE)
-        return s;
-    if (st->n_free) {
-        s = st->free_slots[--st->n_free];
-    } else {
-        if (st->n_slots == st->cap_slots) {
-            uint32_t cap = st->cap_slots ? st->cap_slots * 2 : 64;
-            char(*ids)[GOSSIP_ID_MAX + 1] = realloc(st->ids, (size_t)cap * sizeof *ids);
-            if (ids)
-                st->ids = ids;
-            uint32_t *nd = ids ? realloc(st->ndelta, (size_t)cap * sizeof *nd) : NULL;
-            if (!nd)
-                return NONE;
-            st->ndelta = nd;
-            st->cap_slots = cap;
-        }
-        if (st->n_slots >> PAGE_BITS >= st->n_pages) {
-            member **pp = realloc(st->pages, (size_t)(st->n_pages + 1) * sizeof *pp);
-            if (!pp)
-                return NONE;
-            st->pages = pp;
-            if (!(pp[st->n_pages] = malloc(PAGE * sizeof(member))))
-                return NONE;
-            st->n_pages++;
-        }
-        s = st->n_slots++;
-        st->ndelta[s] = 0;
-    }
-    snprintf(st->ids[s], sizeof st->ids[s], "%s", id);
-    *base_at(st, s) = absent_member;
-    /* Load factor up to 3/4: the index is a large part of a large store's memory. A rebuild
-     * indexes every named slot, this one included. */
-    if ((st->n_slots - st->n_free) * 4 > st->index_cap * 3) {
-        if (st_index_rebuild(st, st->index_cap * 2) < 0) {
-            st->ids[s][0] = '\0';
-            if (s == st->n_slots - 1)
-                st->n_slots--;
-            else
-                st->free_slots[st->n_free++] = s;
-            return NONE;
-        }
-    } else {
-        st_index_put(st, s);
-    }
-    return s;
-}
+static const gossip_meta *meta_get(gossip *g, const gossip_meta *m) { return gossip_meta_get(g->st->pool, m); }
+static void meta_put(gossip *g, const gossip_meta *m) { gossip_meta_put(g->st->pool, m); }
+static const gossip_meta *meta_ref(gossip *g, const gossip_meta *m) { return gossip_meta_ref(g->st->pool, m); }
+static const member *mem(const gossip *g, uint32_t s) { return gossip_store_get(g->st, &g->dv, s); }
+static member *mem_w(gossip *g, uint32_t s) { return gossip_store_get_w(g->st, &g->dv, s, g->cfg.self.id); }
+static bool present(const member *m) { return gossip_present(m); }
+static const char *st_id(const gossip_member_store *st, uint32_t s) { return gossip_slot_id(st, s); }
 
 /* Replaces member i's metadata; false (keeping the old) when memory ran out. */
 static bool meta_set(gossip *g, uint32_t i, const gossip_meta *m)
@@ -744,7 +272,7 @@ static void emit(gossip *g, gossip_event ev, uint32_t i)
 /* The slot of member `id` when this view holds it, else NONE. */
 static uint32_t find(const gossip *g, const char *id)
 {
-    uint32_t s = st_find(g->st, id);
+    uint32_t s = gossip_store_find(g->st, id);
     return s != NONE && present(mem(g, s)) ? s : NONE;
 }
 
@@ -752,7 +280,7 @@ static uint32_t find(const gossip *g, const char *id)
  * failure). Returns its slot, or NONE when memory ran out. */
 static uint32_t member_add_held(gossip *g, const gossip_meta *meta, uint64_t inc)
 {
-    uint32_t s = st_slot(g->st, meta->id);
+    uint32_t s = gossip_store_slot(g->st, meta->id);
     if (s == NONE) {
         meta_put(g, meta);
         return NONE;
@@ -1186,7 +714,7 @@ static void on_alive(gossip *g, const gossip_update *u)
             return;
         }
         if (u->incarnation < self->incarnation ||
-            (u->incarnation == self->incarnation && meta_eq(meta, self->meta)))
+            (u->incarnation == self->incarnation && gossip_meta_eq(meta, self->meta)))
             return;
         if (!g->leaving)
             refute(g, u->incarnation);
@@ -1218,7 +746,7 @@ static void on_alive(gossip *g, const gossip_update *u)
         return;
     }
     uint8_t old = m->state;
-    bool changed = !meta_eq(m->meta, meta);
+    bool changed = !gossip_meta_eq(m->meta, meta);
     untouch(g, i);
     if (changed && !meta_set(g, i, meta)) {
         touch(g, i);
@@ -1629,19 +1157,12 @@ static void reap(gossip *g, uint64_t now)
         untouch(g, i);
         member *w = mem_w(g, i);
         meta_put(g, w->meta);
-        *w = absent_member;
+        *w = gossip_absent_member;
         g->changes++;
         g->n_members--;
         g->n_gone--;
-        if (st->solo) {
-            uint32_t *f = realloc(st->free_slots, (size_t)(st->n_free + 1) * sizeof *f);
-            if (!f)
-                continue; /* the slot stays allocated, ABSENT */
-            st->free_slots = f;
-            st->free_slots[st->n_free++] = i;
-            st->ids[i][0] = '\0';
+        if (st->solo && gossip_store_free_slot(st, i))
             freed++;
-        }
     }
     if (!freed)
         return;
@@ -1657,7 +1178,7 @@ static void reap(gossip *g, uint64_t now)
         for (uint32_t j = 0; j <= g->susp[s].n; j++)
             if (g->susp[s].confirmers[j] != NONE && !st->ids[g->susp[s].confirmers[j]][0])
                 g->susp[s].confirmers[j] = NONE;
-    st_index_rebuild(st, st->index_cap);
+    gossip_store_reindex(st); /* on failure the old index stays: still right, only fuller */
 }
 
 static void arm(gossip *g)
@@ -1812,29 +1333,16 @@ gossip *gossip_new(const gossip_config *config, const shoal_env *env)
     g->cfg = *config;
     g->env = env;
     g->self = NONE;
-    g->view_ix = NONE;
-    g->none_salt = mix64(id_hash(config->self.id) ^ 0x9e3779b97f4a7c15ull) | 1;
+    g->dv.ix = NONE;
+    g->none_salt = mix64(gossip_id_hash(config->self.id) ^ 0x9e3779b97f4a7c15ull) | 1;
     for (uint32_t t = 0; t < TX_BUCKETS; t++)
         g->bc_head[t] = NONE;
     if (config->member_store) {
-        gossip_member_store *st = config->member_store;
-        if (st->n_views == st->cap_views) {
-            uint32_t cap = st->cap_views ? st->cap_views * 2 : 64;
-            gossip **v = realloc(st->views, (size_t)cap * sizeof *v);
-            if (!v)
-                goto fail_free;
-            st->views = v;
-            st->cap_views = cap;
-        }
-        g->st = st;
-        g->view_ix = st->n_views;
-        st->views[st->n_views++] = g;
-        /* A new view knows nothing the base holds: it starts with its own ABSENT entries. */
-        for (uint32_t s = 0; s < st->n_slots; s++)
-            if (present(base_at(st, s)))
-                *dput(g, s) = absent_member;
+        g->st = config->member_store;
+        if (gossip_store_attach(g->st, &g->dv, config->meta_pool, config->self.id) < 0)
+            goto fail_free;
     } else {
-        g->st = st_new(false, true);
+        g->st = gossip_store_new_solo(config->meta_pool);
         if (!g->st)
             goto fail_free;
         g->own_store = true;
@@ -1864,25 +1372,10 @@ void gossip_delete(gossip *g)
 {
     if (!g)
         return;
-    gossip_member_store *st = g->st;
-    if (st && g->own_store) {
-        st_free(st, g);
-    } else if (st) {
-        for (uint32_t j = 0; j < g->dcap; j++) {
-            if (g->dkeys[j] == NONE)
-                continue;
-            meta_put(g, g->dvals[j]->meta);
-            free(g->dvals[j]);
-            st->ndelta[g->dkeys[j]]--;
-            st->n_private--;
-        }
-        if (g->view_ix != NONE) {
-            st->views[g->view_ix] = st->views[--st->n_views];
-            st->views[g->view_ix]->view_ix = g->view_ix;
-        }
-    }
-    free(g->dkeys);
-    free(g->dvals);
+    if (g->st && g->own_store)
+        gossip_store_free_solo(g->st);
+    else if (g->st)
+        gossip_store_detach(g->st, &g->dv);
     free(g->susp);
     sodium_memzero(g->cfg.cluster_key, sizeof g->cfg.cluster_key);
     free(g);
@@ -1923,10 +1416,7 @@ int gossip_preload(gossip *g, const gossip *from)
             incompatible(g, fm->meta, &why))
             continue;
         const gossip_meta *held = fm->meta;
-        if (shared)
-            ((meta_ent *)held)->refs++;
-        else
-            held = meta_get(g, held);
+        held = shared ? meta_ref(g, held) : meta_get(g, held);
         if (!held || member_add_held(g, held, fm->incarnation) == NONE)
             return shoal_error_set(SHOAL_ERR_NOMEM, "gossip: node '%s': preloading member %u of %u",
                                    g->cfg.self.id, k, from->st->n_slots);
@@ -1959,7 +1449,7 @@ static bool preload_into_base(gossip *const *gs, size_t n, const gossip *from)
         const member *fm = mem(from, s);
         if (!present(fm) || !is_live(fm->state))
             continue;
-        member *b = base_at(st, s);
+        member *b = gossip_base_at(st, s);
         *b = (member){.meta = meta_ref(w, fm->meta),
                       .incarnation = fm->incarnation,
                       .state_at = now,
@@ -1978,19 +1468,21 @@ static bool preload_into_base(gossip *const *gs, size_t n, const gossip *from)
         gossip *g = i < n ? gs[i] : w;
         uint32_t known = 0;
         uint64_t known_sum = 0;
-        for (uint32_t j = 0; j < g->dcap; j++) {
-            uint32_t s = g->dkeys[j];
-            if (s == NONE || !present(base_at(st, s)) || !present(g->dvals[j]))
+        gossip_view *v = &g->dv;
+        for (uint32_t j = 0; j < v->cap; j++) {
+            uint32_t s = v->keys[j];
+            if (s == NONE || !present(gossip_base_at(st, s)) || !present(v->vals[j]))
                 continue;
             known++;
-            known_sum += base_at(st, s)->h;
+            known_sum += gossip_base_at(st, s)->h;
         }
-        for (uint32_t j = 0; j < g->dcap;) {
-            uint32_t s = g->dkeys[j];
-            member *d = s != NONE ? g->dvals[j] : NULL;
+        for (uint32_t j = 0; j < v->cap;) {
+            uint32_t s = v->keys[j];
+            member *d = s != NONE ? v->vals[j] : NULL;
+            const member *b = d ? gossip_base_at(st, s) : NULL;
             /* Dropped: an entry equal to the base, or an ABSENT one the preload fills. */
-            if (d && present(base_at(st, s)) && ((fields_eq(d, base_at(st, s)) && idle(d)) || !present(d))) {
-                ddel(g, s); /* the shift may move another entry into j: look at j again */
+            if (d && present(b) && ((gossip_fields_eq(d, b) && gossip_idle(d)) || !present(d))) {
+                gossip_view_del(st, v, s); /* the shift may move another entry into j: look at j again */
                 continue;
             }
             j++;
@@ -2019,46 +1511,6 @@ int gossip_preload_all(gossip *const *gs, size_t n, const gossip *from)
         if (gossip_preload(gs[i], from) < 0)
             return -1;
     return 0;
-}
-
-size_t gossip_member_store_fold(gossip_member_store *st)
-{
-    if (!st->share || st->n_views == 0)
-        return 0;
-    gossip *v0 = st->views[0];
-    uint32_t *cand = malloc(((size_t)v0->dn + 1) * sizeof *cand);
-    if (!cand)
-        return 0;
-    uint32_t nc = 0;
-    for (uint32_t j = 0; j < v0->dcap; j++) {
-        uint32_t s = v0->dkeys[j];
-        if (s != NONE && st->ndelta[s] == st->n_views && idle(v0->dvals[j]))
-            cand[nc++] = s;
-    }
-    size_t folded = 0;
-    for (uint32_t c = 0; c < nc; c++) {
-        uint32_t s = cand[c];
-        const member *e0 = dget(v0, s);
-        bool same = true;
-        for (uint32_t v = 1; v < st->n_views && same; v++) {
-            const member *e = dget(st->views[v], s);
-            same = e && idle(e) && fields_eq(e, e0);
-        }
-        if (!same)
-            continue;
-        member *b = base_at(st, s);
-        st->n_base += (size_t)present(e0) - (size_t)present(b);
-        if (b->meta)
-            meta_put(v0, b->meta);
-        *b = *e0;
-        b->meta = meta_ref(v0, e0->meta);
-        b->bc_prev = b->bc_next = NONE;
-        for (uint32_t v = 0; v < st->n_views; v++)
-            ddel(st->views[v], s);
-        folded++;
-    }
-    free(cand);
-    return folded;
 }
 
 bool gossip_joined(const gossip *g) { return g->joined; }
