@@ -9,7 +9,7 @@
  * they relay the target's ack, or send a NACK when they heard nothing (Lifeguard: a missing nack
  * means the fault may be ours). When the period ends without an ack the target becomes suspect.
  *
- * Suspicion (Lifeguard section IV-B, memberlist suspicion.go). A suspicion runs for a time that
+ * Suspicion (Lifeguard section IV-B, memberlist suspicion.go; the arithmetic is gossip_suspicion.c). A suspicion runs for a time that
  * starts at max = suspicion_max_mult * min and shrinks toward min = suspicion_mult *
  * max(1, log10 n) * probe_interval as independent accusers confirm it: after c of the k =
  * suspicion_mult - 2 expected confirmations the timeout is max - (max - min) * log(c+1) / log(k+1).
@@ -50,6 +50,7 @@
 #include "gossip_proto.h"
 #include "gossip_sim.h"
 #include "gossip_store.h"
+#include "gossip_suspicion.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
 
@@ -59,17 +60,11 @@
 #include <string.h>
 
 #define NONE GOSSIP_NONE
+/* reap() clears a confirmer it frees to NONE, which a suspicion must then never count. */
+_Static_assert(GOSSIP_NONE == GOSSIP_SUSPICION_NOBODY, "one 'nobody' for slots and confirmers");
 #define TX_BUCKETS 64 /* transmit limits are capped below this */
 #define RELAYS 32
-#define CONFIRMERS_MAX 8
 #define SEEDS_MAX 64
-
-typedef struct suspicion {
-    uint32_t member;
-    uint32_t k, n;
-    uint32_t confirmers[CONFIRMERS_MAX + 1];
-    uint64_t start, min, max, deadline;
-} suspicion;
 
 typedef struct relay {
     bool used;
@@ -94,7 +89,7 @@ struct gossip {
     uint32_t at_i, at_slot; /* gossip_member_at() cursor, valid while at_changes == changes */
     uint64_t changes, at_changes; /* members added or forgotten */
 
-    suspicion *susp;
+    gossip_suspicion *susp;
     uint32_t n_susp, cap_susp;
 
     uint32_t bc_head[TX_BUCKETS];
@@ -621,25 +616,15 @@ static void susp_start(gossip *g, uint32_t i, uint32_t accuser)
 {
     if (g->n_susp == g->cap_susp) {
         uint32_t cap = g->cap_susp ? g->cap_susp * 2 : 16;
-        suspicion *s = realloc(g->susp, (size_t)cap * sizeof *s);
+        gossip_suspicion *s = realloc(g->susp, (size_t)cap * sizeof *s);
         if (!s)
             return; /* without a timer the member stays suspect until refuted or pushed dead */
         g->susp = s;
         g->cap_susp = cap;
     }
-    double n = g->n_live;
-    double scale = fmax(1.0, log10(fmax(1.0, n)));
-    uint64_t min = (uint64_t)(g->cfg.suspicion_mult * scale * (double)g->cfg.probe_interval_us);
-    uint32_t k = g->cfg.suspicion_mult > 2 ? g->cfg.suspicion_mult - 2 : 0;
-    if (k > CONFIRMERS_MAX)
-        k = CONFIRMERS_MAX;
-    if (n - 2 < k)
-        k = 0;
-    suspicion *s = &g->susp[g->n_susp];
-    *s = (suspicion){.member = i, .k = k, .start = now_us(g), .min = min,
-                     .max = min * g->cfg.suspicion_max_mult};
-    s->confirmers[0] = accuser;
-    s->deadline = s->start + (k < 1 ? s->min : s->max);
+    uint64_t min = gossip_suspicion_min_us(g->cfg.suspicion_mult, g->n_live, g->cfg.probe_interval_us);
+    uint32_t k = gossip_suspicion_k(g->cfg.suspicion_mult, g->n_live);
+    gossip_suspicion_start(&g->susp[g->n_susp], i, accuser, k, now_us(g), min, min * g->cfg.suspicion_max_mult);
     mem_w(g, i)->susp = g->n_susp++;
 }
 
@@ -647,22 +632,7 @@ static void susp_start(gossip *g, uint32_t i, uint32_t accuser)
 static bool susp_confirm(gossip *g, uint32_t i, uint32_t accuser)
 {
     uint32_t si = mem(g, i)->susp;
-    if (si == NONE || accuser == NONE)
-        return false;
-    suspicion *s = &g->susp[si];
-    if (s->n >= s->k)
-        return false;
-    for (uint32_t j = 0; j <= s->n; j++)
-        if (s->confirmers[j] == accuser)
-            return false;
-    s->confirmers[++s->n] = accuser;
-    double frac = log((double)s->n + 1.0) / log((double)s->k + 1.0);
-    double raw = (double)s->max - frac * (double)(s->max - s->min);
-    uint64_t t = (uint64_t)(floor(raw / 1000.0) * 1000.0);
-    if (t < s->min)
-        t = s->min;
-    s->deadline = s->start + t;
-    return true;
+    return si != NONE && gossip_suspicion_confirm(&g->susp[si], accuser);
 }
 
 static void refute(gossip *g, uint64_t accused_inc)

@@ -7,3 +7,6 @@ include(${PROJECT_SOURCE_DIR}/fuzz/gossip/gossip.cmake)
 
 # Where views live: the shared member store against private views, and push-pull digests.
 shoal_test(test_gossip_store SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_gossip_store.c LIBS shoal_vt m TIMEOUT 120)
+
+# The suspicion timeout, case by case (memberlist's suspicion_test.go table): milliseconds.
+shoal_test(test_gossip_suspicion SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_gossip_suspicion.c LIBS shoal_gossip)
