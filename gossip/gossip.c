@@ -54,6 +54,7 @@
 #include "shoal_error.h"
 #include "shoal_log.h"
 
+#include <assert.h>
 #include <math.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -117,6 +118,7 @@ struct gossip {
     gossip_counters ctr;
     gossip_sim_event_fn tap; /* gossip_sim_set_tap() */
     void *tap_ud;
+    bool in_callback; /* inside on_event or tap, which must not call back into the instance */
     gossip_msg tx;
     uint8_t raw[GOSSIP_PLAIN_MAX];
     uint8_t plain[GOSSIP_PLAIN_MAX];
@@ -259,7 +261,9 @@ static void emit(gossip *g, gossip_event ev, uint32_t i)
         return;
     gossip_member_info info;
     member_info(g, i, &info);
+    g->in_callback = true;
     g->cfg.on_event(g->cfg.event_ud, ev, &info);
+    g->in_callback = false;
 }
 
 /* ---- member table ---- */
@@ -318,10 +322,13 @@ static void bc_unlink(gossip *g, uint32_t i)
     if (!mem(g, i)->bc_queued)
         return;
     member *m = mem_w(g, i);
-    if (m->bc_prev != NONE)
+    assert(m->bc_tx < TX_BUCKETS && g->n_bc > 0);
+    if (m->bc_prev != NONE) {
         mem_w(g, m->bc_prev)->bc_next = m->bc_next;
-    else
+    } else {
+        assert(g->bc_head[m->bc_tx] == i); /* the first of its list */
         g->bc_head[m->bc_tx] = m->bc_next;
+    }
     if (m->bc_next != NONE)
         mem_w(g, m->bc_next)->bc_prev = m->bc_prev;
     m->bc_prev = m->bc_next = NONE;
@@ -332,6 +339,7 @@ static void bc_unlink(gossip *g, uint32_t i)
 static void bc_link(gossip *g, uint32_t i, uint8_t tx)
 {
     member *m = mem_w(g, i);
+    assert(!m->bc_queued && tx < TX_BUCKETS); /* a member is in one list at most */
     m->bc_tx = tx;
     m->bc_prev = NONE;
     m->bc_next = g->bc_head[tx];
@@ -445,7 +453,9 @@ static void send_msg(gossip *g, const shoal_addr *to, bool piggyback, uint32_t f
     if (g->tap && m->type == GOSSIP_MSG_PING) {
         gossip_sim_event ev = {.kind = GOSSIP_SIM_PING_SENT, .to = to, .target = m->target,
                                .relayed = !(g->probe.active && m->seq == g->probe.seq)};
+        g->in_callback = true;
         g->tap(g->tap_ud, &ev);
+        g->in_callback = false;
     }
 }
 
@@ -587,12 +597,16 @@ static void set_state(gossip *g, uint32_t i, uint8_t state)
 {
     member *m = mem_w(g, i);
     bool was_live = is_live(m->state), live = is_live(state);
+    assert(present(m) && state != GOSSIP_ABSENT);
+    assert(i != g->self || state == GOSSIP_LEFT || state == GOSSIP_ALIVE); /* self is never suspect or dead here */
     if (m->state != state)
         m->state_at = now_us(g);
     if (was_live && !live) {
+        assert(g->n_live > 0);
         g->n_live--;
         g->n_gone++;
     } else if (!was_live && live) {
+        assert(g->n_gone > 0);
         g->n_live++;
         g->n_gone--;
     }
@@ -606,6 +620,7 @@ static void susp_remove(gossip *g, uint32_t i)
     uint32_t s = mem(g, i)->susp;
     if (s == NONE)
         return;
+    assert(s < g->n_susp && g->susp[s].member == i); /* the member and its suspicion name each other */
     mem_w(g, i)->susp = NONE;
     g->susp[s] = g->susp[--g->n_susp];
     if (s < g->n_susp)
@@ -614,6 +629,7 @@ static void susp_remove(gossip *g, uint32_t i)
 
 static void susp_start(gossip *g, uint32_t i, uint32_t accuser)
 {
+    assert(i != g->self && mem(g, i)->susp == NONE); /* this node refutes, never suspects itself */
     if (g->n_susp == g->cap_susp) {
         uint32_t cap = g->cap_susp ? g->cap_susp * 2 : 16;
         gossip_suspicion *s = realloc(g->susp, (size_t)cap * sizeof *s);
@@ -959,6 +975,7 @@ static void handle_ack(gossip *g, const gossip_msg *msg)
 
 void gossip_receive(gossip *g, const shoal_addr *from, const void *data, size_t len)
 {
+    assert(!g->in_callback); /* callbacks must not call back into the instance */
     gossip_msg *msg = g->st->rx;
     size_t plen;
     const char *why = NULL;
@@ -1189,6 +1206,7 @@ static uint64_t push_pull_interval(const gossip *g)
 
 void gossip_tick(gossip *g)
 {
+    assert(!g->in_callback); /* callbacks must not call back into the instance */
     if (g->refused)
         return;
     uint64_t now = now_us(g);
@@ -1353,6 +1371,7 @@ void gossip_delete(gossip *g)
 
 int gossip_join(gossip *g, const shoal_addr *seeds, size_t n)
 {
+    assert(!g->in_callback); /* callbacks must not call back into the instance */
     if (n == 0 || n > SEEDS_MAX)
         return shoal_error_set(SHOAL_ERR_INVAL, "gossip: node '%s': join needs 1-%d seeds, got %zu",
                                g->cfg.self.id, SEEDS_MAX, n);
@@ -1488,6 +1507,7 @@ bool gossip_refused(const gossip *g) { return g->refused; }
 
 void gossip_leave(gossip *g)
 {
+    assert(!g->in_callback); /* callbacks must not call back into the instance */
     if (g->leaving)
         return;
     g->leaving = true;
@@ -1511,6 +1531,7 @@ void gossip_leave(gossip *g)
 
 int gossip_set_meta(gossip *g, const gossip_meta *meta)
 {
+    assert(!g->in_callback); /* callbacks must not call back into the instance */
     if (check_meta(meta) < 0)
         return -1;
     if (strcmp(meta->id, g->cfg.self.id) != 0)
