@@ -104,8 +104,8 @@ typedef struct sim_config {
 void sim_config_defaults(sim_config *c);
 
 /* Parsers for the flag values; each returns 0, or -1 with SHOAL_ERR_INVAL and a message naming the
- * offending text. Sizes take B, K/KB, M/MB, G/GB, T/TB (powers of 1000) and KiB, MiB, GiB, TiB;
- * times take s (default), ms, us, m, h. */
+ * offending text. Sizes follow common/shoal_size.h (K/M/G/T and KiB..TiB are powers of 1024,
+ * KB/MB/GB/TB powers of 1000); times take s (default), ms, us, m, h. */
 int sim_parse_size(const char *text, uint64_t *out);
 int sim_parse_seconds(const char *text, double *out);
 /* "fixed:X", "uniform:X:Y" or "lognormal:MEDIAN:SIGMA"; X and Y are times when `time` is true,

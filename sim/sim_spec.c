@@ -10,6 +10,7 @@
  */
 #include "sim_model.h"
 #include "shoal_error.h"
+#include "shoal_size.h"
 #include "sim_world.h"
 
 #include <math.h>
@@ -72,22 +73,7 @@ static int parse_unit(const char *text, const unit *units, size_t n_units, const
     return shoal_error_set(SHOAL_ERR_INVAL, "'%s' is not a %s (unknown unit '%s')", text, what, end);
 }
 
-int sim_parse_size(const char *text, uint64_t *out)
-{
-    static const unit units[] = {
-        {"", 1},         {"b", 1},           {"k", 1e3},         {"kb", 1e3},
-        {"m", 1e6},      {"mb", 1e6},        {"g", 1e9},         {"gb", 1e9},
-        {"t", 1e12},     {"tb", 1e12},       {"kib", 1024.0},    {"mib", 1048576.0},
-        {"gib", 1073741824.0}, {"tib", 1099511627776.0},
-    };
-    double v;
-    if (parse_unit(text, units, sizeof units / sizeof units[0], "size", &v) < 0)
-        return -1;
-    if (v >= 1.8e19)
-        return shoal_error_set(SHOAL_ERR_INVAL, "size '%s' is too large", text);
-    *out = (uint64_t)llround(v);
-    return 0;
-}
+int sim_parse_size(const char *text, uint64_t *out) { return shoal_parse_size(text, out); }
 
 int sim_parse_seconds(const char *text, double *out)
 {
