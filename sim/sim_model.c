@@ -150,6 +150,9 @@ struct sim_model {
     uint64_t ckpt_block;
     double next_ckpt;
 
+    struct arrival_ev *arrivals; /* read_slice's reads of one second */
+    size_t cap_arrivals;
+
     sim_tick cur;
     sim_tick *ticks;
     size_t n_ticks;
@@ -1082,31 +1085,63 @@ static void epoch_end(sim_model *m)
     }
 }
 
-/* Reads due by `frac` of the epoch, interleaved round-robin over the reading nodes. */
-static int read_slice(sim_model *m, double frac)
+/* When read i of node p's epoch arrives: the reads are spread evenly over the epoch, each jittered
+ * within its own slot (start + (i + U_i) * len / total, U_i uniform from the node's key), so the
+ * nodes do not read in lock-step and a node's reads stay in order. */
+static double arrival(const sim_model *m, const peer *p, uint64_t i)
+{
+    uint64_t s = p->perm_key ^ (i * 0x9e3779b97f4a7c15ull) ^ 0xa55a;
+    double u = (double)(sim_splitmix64(&s) >> 11) * 0x1.0p-53;
+    return m->epochs[m->epoch].start_s + m->epoch_len * ((double)i + u) / (double)p->total;
+}
+
+typedef struct arrival_ev {
+    double at;
+    uint32_t node;
+} arrival_ev;
+
+static int cmp_arrival(const void *a, const void *b)
+{
+    const arrival_ev *x = a, *y = b;
+    if (x->at != y->at)
+        return x->at < y->at ? -1 : 1;
+    return x->node < y->node ? -1 : x->node > y->node;
+}
+
+/* Every read that arrives before `until` (seconds), in arrival order across the nodes, so two
+ * nodes wanting one block find the first one's fetch. A stalled or down node reads nothing; it
+ * catches up when it runs again. */
+static int read_slice(sim_model *m, double until)
 {
     double weight = m->sampled_readers ? (double)m->readers / m->sampled_readers : 1;
-    for (bool any = true; any;) {
-        any = false;
-        for (uint32_t i = 0; i < m->n_peers; i++) {
-            peer *p = m->peers[i];
-            if (!p->reading || p->state != P_UP || p->stalled)
-                continue;
-            uint64_t due = (uint64_t)floor((double)p->total * frac);
-            if (due > p->total)
-                due = p->total;
-            if (p->done >= due)
-                continue;
-            any = true;
-            uint32_t b = next_block(m, p);
-            p->done++;
-            bit_set(m->epoch_seen, b);
-            if (read_shoal(m, p, b) < 0)
-                return -1;
-            if (p->sampled && read_indep(m, p, b, weight) < 0)
-                return -1;
-            read_nocache(m, b);
+    size_t n = 0;
+    for (uint32_t i = 0; i < m->n_peers; i++) {
+        peer *p = m->peers[i];
+        if (!p->reading || p->state != P_UP || p->stalled)
+            continue;
+        for (uint64_t k = p->done; k < p->total && arrival(m, p, k) < until; k++) {
+            if (n == m->cap_arrivals) {
+                size_t cap = m->cap_arrivals ? m->cap_arrivals * 2 : 4096;
+                arrival_ev *a = realloc(m->arrivals, cap * sizeof *a);
+                if (!a)
+                    return shoal_error_set(SHOAL_ERR_NOMEM, "sim: %zu reads in one second", cap);
+                m->arrivals = a;
+                m->cap_arrivals = cap;
+            }
+            m->arrivals[n++] = (arrival_ev){.at = arrival(m, p, k), .node = i};
         }
+    }
+    qsort(m->arrivals, n, sizeof *m->arrivals, cmp_arrival);
+    for (size_t j = 0; j < n; j++) {
+        peer *p = m->peers[m->arrivals[j].node];
+        uint32_t b = next_block(m, p);
+        p->done++;
+        bit_set(m->epoch_seen, b);
+        if (read_shoal(m, p, b) < 0)
+            return -1;
+        if (p->sampled && read_indep(m, p, b, weight) < 0)
+            return -1;
+        read_nocache(m, b);
     }
     return 0;
 }
@@ -1247,14 +1282,17 @@ static int run(sim_model *m)
         if (e >= (int)c->wl.epochs)
             e = -1;
         if (e >= 0 && e != last_epoch) {
-            if (last_epoch >= 0)
+            if (last_epoch >= 0) {
+                /* The end of the last epoch may fall inside this second: its last reads first. */
+                if (read_slice(m, INFINITY) < 0)
+                    return -1;
                 epoch_end(m);
+            }
             epoch_begin(m, e, c->wl.start_s + e * m->epoch_len);
             last_epoch = e;
         }
         if (e >= 0) {
-            double frac = ((double)t - m->epochs[e].start_s) / m->epoch_len;
-            if (read_slice(m, frac > 1 ? 1 : frac) < 0)
+            if (read_slice(m, (double)t) < 0)
                 return -1;
             if (t >= m->next_ckpt) {
                 if (checkpoint(m) < 0)
@@ -1264,8 +1302,12 @@ static int run(sim_model *m)
         }
         tick_record(m, t);
     }
-    if (last_epoch >= 0)
+    if (last_epoch >= 0) {
+        /* Reads of the last epoch due by the end of the run (all of them when it fits). */
+        if (read_slice(m, fmin(c->duration_s, m->epochs[last_epoch].end_s)) < 0)
+            return -1;
         epoch_end(m);
+    }
     m->res.n_epochs = last_epoch >= 0 ? (size_t)last_epoch + 1 : 0;
     return 0;
 }
@@ -1409,6 +1451,7 @@ void sim_model_delete(sim_model *m)
     free(m->bsize);
     free(m->bfile);
     free(m->epoch_seen);
+    free(m->arrivals);
     free(m->sched);
     free(m->ticks);
     free(m->epochs);

@@ -216,6 +216,52 @@ TT_TEST(test_shoal_sim_large_caches_fetch_each_block_once_cluster_wide)
     sim_model_delete(m);
 }
 
+TT_TEST(test_shoal_sim_every_epoch_reads_its_whole_share_when_the_epoch_length_is_not_exact)
+{
+    /* 3 epochs over 270.7 s: 90.2333... s each, not exact in binary. Every epoch, the last one
+     * included, reads the whole dataset once (sharded): the reads of a node are its share, all of
+     * them, however the epoch ends inside a second. */
+    sim_config c;
+    small_config(&c, 50, 300);
+    c.wl.files = 1013;
+    c.wl.epochs = 3;
+    c.wl.start_s = 29.3;
+    sim_model *m = run_or_fail(&c);
+    const sim_result *r = sim_model_result(m);
+    TT_CHECK(r->n_epochs == 3, "%zu epochs ran", r->n_epochs);
+    for (size_t e = 0; e < r->n_epochs; e++)
+        TT_CHECK(r->epochs[e].sys[SIM_NOCACHE].reads == r->blocks, "epoch %zu read %llu of %llu blocks", e + 1,
+                 (unsigned long long)r->epochs[e].sys[SIM_NOCACHE].reads, (unsigned long long)r->blocks);
+    sim_model_delete(m);
+}
+
+TT_TEST(test_shoal_sim_reads_arrive_per_node_without_lock_step_spikes)
+{
+    /* 200 nodes, each reading 3.33 blocks a second: in lock-step per-second pacing every node reads
+     * 3 or 4 in the same second, so the cluster's count jumps between 600 and 800. Jittered
+     * arrivals per node add up to an even 667 or so every second (a node's count varies by at most
+     * one, independently: standard deviation about 7). */
+    sim_config c;
+    small_config(&c, 200, 130);
+    c.wl.files = 10000;
+    c.wl.file_size = (sim_dist){SIM_DIST_FIXED, 1048576, 0};
+    c.wl.start_s = 10;
+    c.wl.epoch_s = 15;
+    sim_model *m = run_or_fail(&c);
+    const sim_result *r = sim_model_result(m);
+    double expect = 10000.0 / 15.0, worst = 0;
+    for (size_t i = 0; i < r->n_ticks; i++) {
+        uint32_t t = r->ticks[i].t;
+        if (t < 12 || t > 24) /* whole seconds inside the epoch [10, 25) */
+            continue;
+        double d = fabs((double)r->ticks[i].reads[SIM_NOCACHE] / expect - 1);
+        worst = d > worst ? d : worst;
+    }
+    tt_note("reads per second within %.1f %% of %.0f", 100 * worst, expect);
+    TT_CHECK(worst < 0.05, "a second's reads strayed %.1f %% from the even pace of %.0f", 100 * worst, expect);
+    sim_model_delete(m);
+}
+
 TT_TEST(test_shoal_sim_join_moves_one_over_n_plus_one_of_the_blocks)
 {
     sim_config c;
