@@ -4,6 +4,7 @@ add_library(shoal_simmodel STATIC
   ${CMAKE_CURRENT_LIST_DIR}/sim_model.c
   ${CMAKE_CURRENT_LIST_DIR}/sim_spec.c
   ${CMAKE_CURRENT_LIST_DIR}/sim_lru.c
+  ${CMAKE_CURRENT_LIST_DIR}/sim_pace.c
   ${CMAKE_CURRENT_LIST_DIR}/sim_report.c)
 target_include_directories(shoal_simmodel PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(shoal_simmodel PUBLIC shoal_vt shoal_dht shoal_gossip shoal_common m)

@@ -117,6 +117,8 @@ int sim_lru_insert(sim_lru *l, uint32_t block, uint32_t size)
         return 0;
     if (sim_lru_touch(l, block))
         return 0;
+    if (l->no_evict && l->used_bytes + size > l->cap_bytes)
+        return 0;
     while (l->used_bytes + size > l->cap_bytes)
         evict_one(l);
     if (l->count + 1 > l->n_buckets && grow_buckets(l) < 0)
@@ -147,4 +149,59 @@ int sim_lru_insert(sim_lru *l, uint32_t block, uint32_t size)
     l->used_bytes += size;
     l->count++;
     return 0;
+}
+
+bool sim_lru_evict(sim_lru *l)
+{
+    if (l->lru == NIL)
+        return false;
+    evict_one(l);
+    return true;
+}
+
+/* ---- the two-class store ---- */
+
+void sim_store_create(sim_store *s, uint64_t cap, unsigned near_percent, sim_policy policy)
+{
+    s->cap = cap;
+    s->near_cap = cap / 100 * near_percent + cap % 100 * near_percent / 100;
+    s->no_evict = policy == SIM_POLICY_NO_EVICT;
+    /* Each class's own bound; the shared capacity is enforced by sim_store_put. */
+    sim_lru_create(&s->owned, cap);
+    sim_lru_create(&s->near, s->near_cap);
+}
+
+void sim_store_destroy(sim_store *s)
+{
+    sim_lru_destroy(&s->owned);
+    sim_lru_destroy(&s->near);
+}
+
+bool sim_store_touch(sim_store *s, uint32_t block) { return sim_lru_touch(&s->owned, block) || sim_lru_touch(&s->near, block); }
+
+uint64_t sim_store_used(const sim_store *s) { return s->owned.used_bytes + s->near.used_bytes; }
+
+int sim_store_put(sim_store *s, uint32_t block, uint32_t size, bool near)
+{
+    if (sim_store_touch(s, block))
+        return 0;
+    if (near) {
+        if (size > s->near_cap)
+            return 0;
+        /* Room in the near share (near copies only), then in the whole store (never an owned block). */
+        while (s->near.used_bytes + size > s->near_cap || sim_store_used(s) + size > s->cap) {
+            if (s->no_evict || !sim_lru_evict(&s->near))
+                return 0;
+        }
+        return sim_lru_insert(&s->near, block, size);
+    }
+    if (size > s->cap)
+        return 0;
+    while (sim_store_used(s) + size > s->cap) {
+        if (s->no_evict)
+            return 0;
+        if (!sim_lru_evict(&s->near) && !sim_lru_evict(&s->owned))
+            return 0;
+    }
+    return sim_lru_insert(&s->owned, block, size);
 }

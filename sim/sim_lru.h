@@ -23,6 +23,7 @@ typedef struct sim_lru {
     uint32_t n_buckets, count;
     uint32_t mru, lru;
     uint64_t evictions;
+    bool no_evict; /* a full cache refuses new blocks instead of evicting (CoorDL's MinIO policy) */
 } sim_lru;
 
 /* An empty cache of cap_bytes. Never fails (memory is taken on insert). */
@@ -35,5 +36,32 @@ bool sim_lru_touch(sim_lru *l, uint32_t block);
  * until it fits; a block larger than the whole cache is not cached. Returns -1 with
  * SHOAL_ERR_NOMEM when the pool cannot grow, 0 otherwise. */
 int sim_lru_insert(sim_lru *l, uint32_t block, uint32_t size);
+/* Evicts the least recently used block; false when the cache is empty. */
+bool sim_lru_evict(sim_lru *l);
+
+/* Eviction policies (shoal-sim --eviction). */
+typedef enum sim_policy { SIM_POLICY_LRU, SIM_POLICY_NO_EVICT } sim_policy;
+
+/*
+ * The model of one shoald block store (docs/store.md): owned blocks and near copies (blocks this
+ * node read from a peer or from S3 without owning them) share one capacity; near copies may use at
+ * most near_percent of it. A near put evicts near copies only, and is refused when the store is
+ * full of owned blocks; an owned put evicts near copies first, then owned ones. With
+ * SIM_POLICY_NO_EVICT nothing is ever evicted: a put that does not fit is refused.
+ */
+typedef struct sim_store {
+    sim_lru owned, near;
+    uint64_t cap, near_cap;
+    bool no_evict;
+} sim_store;
+
+void sim_store_create(sim_store *s, uint64_t cap, unsigned near_percent, sim_policy policy);
+void sim_store_destroy(sim_store *s);
+/* True when the block is held, owned or near; it becomes the most recently used of its class. */
+bool sim_store_touch(sim_store *s, uint32_t block);
+/* Keeps a block (owned, or a near copy). -1 with SHOAL_ERR_NOMEM; a refused put is not an error. */
+int sim_store_put(sim_store *s, uint32_t block, uint32_t size, bool near);
+/* Bytes held, owned + near. */
+uint64_t sim_store_used(const sim_store *s);
 
 #endif

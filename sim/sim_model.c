@@ -11,18 +11,25 @@
  *   3. for each distinct view that is needed, builds the real dht_view from that view's gossip
  *      member list and computes owners per block lazily (a block's owners are looked up once per
  *      view, not once per read), so placement is exactly what a daemon holding that view computes;
- *   4. issues this second's share of every reading node's epoch (reads are spread evenly over the
- *      epoch and interleaved round-robin across nodes, so concurrent readers of one block find the
- *      fetch of the first) through the three systems: Shoal, independent caches, no cache;
- *   5. records a row of the time series.
+ *   4. takes the reads that arrived in this second (each node's reads jittered within their slots
+ *      over the epoch) in arrival order across nodes, so concurrent readers of one block find the
+ *      fetch of the first, through the three systems: Shoal, independent caches, no cache. Shoal's
+ *      read is shoald's: the node's own store (owned blocks and near copies), the owners in its
+ *      view's order (a silent one costs the peer timeout and is skipped for a while), then S3; a
+ *      reader keeps what it got from a peer or S3 as a near copy. Opening an object costs a HEAD
+ *      unless its metadata is fresh (the metadata TTL; through the mount, the listing too);
+ *   5. records a row of the time series, with the run's cost so far.
  *
- * The S3 model is a fluid queue per prefix and system: up to s3_rate GETs per second pass; a GET
- * that finds k seconds of backlog ahead of it waits k seconds and collects k 503 answers (one per
- * retry). Latency = waits + time to first byte (drawn) + size / per-GET throughput.
+ * At each epoch's end the throughput model (sim_pace.c) turns what every node moved into the
+ * epoch's wall time and the share of it the GPUs would wait.
  *
- * The first probe of a failed node is observed on the wire: the world's tap opens every datagram
- * addressed to a killed, not yet probed node and looks for a PING, which gives SWIM's "protocol
- * periods to first detection" exactly as the paper counts them.
+ * The S3 model is a fluid queue per prefix and system: up to s3_rate requests (GETs and HEADs) per
+ * second pass; a request that finds k seconds of backlog ahead of it waits k seconds and collects k
+ * 503 answers (one per retry). Latency = waits + time to first byte (drawn) + size / per-GET
+ * throughput.
+ *
+ * The first probe of a failed node is gossip's own report (gossip_sim.h's typed event for each PING
+ * sent), which gives SWIM's "protocol periods to first detection" exactly as the paper counts them.
  */
 #include "sim_model.h"
 #include "dht.h"
@@ -39,7 +46,10 @@
 
 #define SEC 1000000ull
 #define VIEW_CACHE_SOFT 16
-#define PEER_TIMEOUT_S 1.0    /* a reader gives up on an owner that does not answer */
+#define PENALTY_S 3.0         /* an owner that timed out is skipped this long (shoald's CACHE_PENALTY_US) */
+#define PENALTY_SLOTS 8
+#define LIST_PAGE 1000        /* keys per S3 LIST page */
+#define META_MAX 65536        /* object metadata entries one node keeps (shoald's CACHE_META_MAX) */
 #define DISK_LATENCY_S 0.0002 /* local cache hit: NVMe read latency */
 #define DISK_BPS 2e9          /* and throughput */
 #define PART_BYTES (16u << 20) /* checkpoint upload: single PUT up to this, multipart above */
@@ -74,7 +84,17 @@ typedef struct peer {
     uint32_t live;
     int32_t victim;
     uint64_t suspect_inc, dead_inc; /* incarnation of the last suspicion / death counted (+1) */
-    sim_lru cache, indep;
+    sim_store store; /* Shoal: owned blocks and near copies */
+    sim_lru indep;   /* the independent cache */
+    uint32_t pen_node[PENALTY_SLOTS]; /* owners this reader skips until pen_until */
+    double pen_until[PENALTY_SLOTS];
+    uint32_t *meta_key; /* object metadata this node holds: file + 1 (0 empty) -> fresh until */
+    double *meta_until;
+    uint32_t meta_cap, meta_n;
+    double listed_until; /* the mount's listing makes every object's metadata fresh until then */
+    bool listed;
+    /* This epoch's bytes per system, for the throughput model. */
+    double in_b[SIM_SYSTEMS], s3_b[SIM_SYSTEMS], out_b;
     uint32_t rank;
     uint64_t total, done; /* blocks this epoch, read so far */
     uint32_t file_ord, block_in_file;
@@ -90,6 +110,7 @@ typedef enum sched_kind {
     S_UNSTALL_NODE,
     S_PARTITION,
     S_HEAL,
+    S_PREEMPT, /* a spot node is taken away and a fresh one (new id, empty cache) joins */
 } sched_kind;
 
 typedef struct sched_ev {
@@ -133,8 +154,10 @@ struct sim_model {
     view_entry *majority;
     uint32_t tick_no;
 
-    /* S3 backlog per system and prefix, in requests */
+    /* S3 backlog per system and prefix, in requests; requests this epoch per system and prefix */
     double *backlog[SIM_SYSTEMS];
+    double *prefix_req[SIM_SYSTEMS];
+    double list_until; /* the cluster's shared listing (the listing owner's) is fresh until then */
 
     /* churn */
     sched_ev *sched;
@@ -150,6 +173,8 @@ struct sim_model {
     uint64_t ckpt_block;
     double next_ckpt;
 
+    sim_event *events;
+    size_t n_events, cap_events;
     struct arrival_ev *arrivals; /* read_slice's reads of one second */
     size_t cap_arrivals;
 
@@ -359,8 +384,9 @@ static int peer_add(sim_model *m)
     p->victim = -1;
     p->incarnation = 1;
     p->sampled = !m->cfg.baseline_sample || ix < m->cfg.baseline_sample;
-    sim_lru_create(&p->cache, m->cfg.wl.cache_bytes);
+    sim_store_create(&p->store, m->cfg.wl.cache_bytes, m->cfg.wl.near_percent, m->cfg.eviction);
     sim_lru_create(&p->indep, m->cfg.wl.cache_bytes);
+    p->indep.no_evict = m->cfg.eviction == SIM_POLICY_NO_EVICT;
     m->peers[m->n_peers++] = p;
     view_reset_self(p);
 
@@ -448,8 +474,28 @@ static int victim_new(sim_model *m, uint32_t ix)
     return 0;
 }
 
+static int event_log(sim_model *m, const sched_ev *e)
+{
+    static const char *const names[] = {[S_KILL] = "kill",   [S_RESTART_ANY] = "restart", [S_JOIN] = "join",
+                                        [S_STALL] = "stall", [S_PARTITION] = "partition", [S_PREEMPT] = "preempt"};
+    if (e->kind >= sizeof names / sizeof names[0] || !names[e->kind])
+        return 0; /* the ends of stalls and partitions, and the restarts restart-after schedules */
+    if (m->n_events == m->cap_events) {
+        size_t cap = m->cap_events ? m->cap_events * 2 : 64;
+        sim_event *v = realloc(m->events, cap * sizeof *v);
+        if (!v)
+            return shoal_error_set(SHOAL_ERR_NOMEM, "sim: event log");
+        m->events = v;
+        m->cap_events = cap;
+    }
+    m->events[m->n_events++] = (sim_event){.at = e->at, .what = names[e->kind], .count = e->count ? e->count : 1};
+    return 0;
+}
+
 static int apply(sim_model *m, const sched_ev *e)
 {
+    if (event_log(m, e) < 0)
+        return -1;
     switch (e->kind) {
     case S_KILL:
         for (uint32_t k = 0; k < e->count; k++) {
@@ -499,6 +545,23 @@ static int apply(sim_model *m, const sched_ev *e)
                 return shoal_error_wrap("sim: node %u joining", m->n_peers - 1);
         }
         return 0;
+    case S_PREEMPT: {
+        uint32_t ix = pick(m, is_killable);
+        if (ix == UINT32_MAX || m->up <= 1)
+            return 0;
+        sim_cluster_kill(m->c, (int)ix);
+        m->peers[ix]->state = P_DOWN;
+        m->up--;
+        if (victim_new(m, ix) < 0)
+            return -1;
+        int seed = seed_node(m, UINT32_MAX);
+        if (peer_add(m) < 0)
+            return -1;
+        if (seed >= 0 && sim_cluster_join(m->c, (int)m->n_peers - 1, seed) < 0)
+            return shoal_error_wrap("sim: replacement node %u joining", m->n_peers - 1);
+        m->res.preemptions++;
+        return 0;
+    }
     case S_STALL:
         for (uint32_t k = 0; k < e->count; k++) {
             uint32_t ix = pick(m, is_killable);
@@ -550,6 +613,7 @@ static int plan_churn(sim_model *m, uint32_t *joins)
         {c->kill_rate * m->cfg.nodes / 3600.0, S_KILL},
         {c->join_rate / 3600.0, S_JOIN},
         {c->stall_rate * m->cfg.nodes / 3600.0, S_STALL},
+        {c->preempt_rate * m->cfg.nodes / 3600.0, S_PREEMPT},
     };
     for (size_t r = 0; r < sizeof rates / sizeof rates[0]; r++) {
         if (rates[r].per_s <= 0)
@@ -560,7 +624,7 @@ static int plan_churn(sim_model *m, uint32_t *joins)
                 break;
             if (sched_push(m, (sched_ev){.at = t, .kind = rates[r].kind, .count = 1, .for_s = c->stall_s}) < 0)
                 return -1;
-            if (rates[r].kind == S_JOIN)
+            if (rates[r].kind == S_JOIN || rates[r].kind == S_PREEMPT)
                 (*joins)++;
         }
     }
@@ -902,21 +966,32 @@ static void lat_add(sim_model *m, int sys, double s)
 
 static sim_sys_stats *sys_stats(sim_model *m, int sys) { return &m->epochs[m->epoch].sys[sys]; }
 
-/* One GET of block b by system `sys`; `weight` is how many real GETs it stands for. Returns its
- * latency. */
-static double s3_get(sim_model *m, int sys, uint32_t b, double weight)
+/* One S3 request of system `sys` to the prefix of file f; `weight` is how many real requests it
+ * stands for. Returns the seconds it waited for the prefix's backlog (one 503 per second). */
+static double s3_request(sim_model *m, int sys, uint32_t f, double weight)
 {
-    uint32_t prefix = m->bfile[b] % m->cfg.wl.prefixes;
+    uint32_t prefix = f % m->cfg.wl.prefixes;
     double *q = &m->backlog[sys][prefix];
     uint64_t wait = (uint64_t)(*q / m->cfg.s3_rate);
     *q += weight;
+    m->prefix_req[sys][prefix] += weight;
+    sys_stats(m, sys)->s3_503 += wait;
+    m->cur.s3_503[sys] += wait;
+    return (double)wait;
+}
+
+/* One GET of block b by system `sys` for node p; `weight` is how many real GETs it stands for.
+ * Returns its latency. */
+static double s3_get(sim_model *m, int sys, peer *p, uint32_t b, double weight)
+{
+    double wait = s3_request(m, sys, m->bfile[b], weight);
     sim_sys_stats *s = sys_stats(m, sys);
     s->s3_gets++;
-    s->s3_503 += wait;
     s->s3_bytes += m->bsize[b];
     m->cur.s3_gets[sys]++;
-    m->cur.s3_503[sys] += wait;
-    return (double)wait + sim_dist_sample(&m->cfg.s3_latency, &m->rng) + m->bsize[b] / m->cfg.s3_throughput;
+    p->s3_b[sys] += m->bsize[b];
+    p->in_b[sys] += m->bsize[b];
+    return wait + sim_dist_sample(&m->cfg.s3_latency, &m->rng) + m->bsize[b] / m->cfg.s3_throughput;
 }
 
 static double peer_transfer(sim_model *m, uint32_t size)
@@ -924,12 +999,157 @@ static double peer_transfer(sim_model *m, uint32_t size)
     return 2 * sim_dist_sample(&m->cfg.latency, &m->rng) + size / m->cfg.bandwidth_bps;
 }
 
-static int read_shoal(sim_model *m, peer *p, uint32_t b)
+/* ---- metadata: HEAD and LIST under the metadata TTL ---- */
+
+static bool meta_fresh(const peer *p, uint32_t f, double now)
+{
+    if (now < p->listed_until)
+        return true;
+    if (!p->meta_n)
+        return false;
+    uint32_t mask = p->meta_cap - 1;
+    for (uint32_t j = (f * 2654435761u) & mask; p->meta_key[j]; j = (j + 1) & mask)
+        if (p->meta_key[j] == f + 1)
+            return now < p->meta_until[j];
+    return false;
+}
+
+static void meta_place(uint32_t *keys, double *until, uint32_t cap, uint32_t f, double t)
+{
+    uint32_t j = (f * 2654435761u) & (cap - 1);
+    while (keys[j] && keys[j] != f + 1)
+        j = (j + 1) & (cap - 1);
+    keys[j] = f + 1;
+    until[j] = t;
+}
+
+/* Remembers file f's metadata until `until`. The table keeps entries still fresh at `now` (a
+ * rebuild drops the expired ones) and at most META_MAX, as shoald's; past that nothing new is kept. */
+static int meta_remember(peer *p, uint32_t f, double now, double until)
+{
+    if ((p->meta_n + 1) * 2 > p->meta_cap) {
+        uint32_t live = 0;
+        for (uint32_t j = 0; j < p->meta_cap; j++)
+            live += p->meta_key[j] && p->meta_until[j] > now;
+        if (live >= META_MAX)
+            return 0;
+        uint32_t cap = 64;
+        while ((live + 1) * 2 > cap)
+            cap *= 2;
+        uint32_t *k = calloc(cap, sizeof *k);
+        double *u = malloc(cap * sizeof *u);
+        if (!k || !u) {
+            free(k);
+            free(u);
+            return shoal_error_set(SHOAL_ERR_NOMEM, "sim: metadata of node %u", p->ix);
+        }
+        for (uint32_t j = 0; j < p->meta_cap; j++)
+            if (p->meta_key[j] && p->meta_until[j] > now)
+                meta_place(k, u, cap, p->meta_key[j] - 1, p->meta_until[j]);
+        free(p->meta_key);
+        free(p->meta_until);
+        p->meta_key = k;
+        p->meta_until = u;
+        p->meta_cap = cap;
+        p->meta_n = live;
+    }
+    uint32_t mask = p->meta_cap - 1, j = (f * 2654435761u) & mask;
+    while (p->meta_key[j] && p->meta_key[j] != f + 1)
+        j = (j + 1) & mask;
+    p->meta_n += !p->meta_key[j];
+    p->meta_key[j] = f + 1;
+    p->meta_until[j] = until;
+    return 0;
+}
+
+/* Node p opens file f: a HEAD unless its metadata is fresh (shoald's per-node metadata table for
+ * `shoal get`; the mount's listing or inode for the mount). Shoal and an independent cache (s3fs,
+ * rclone: a stat per open) do the same; a job reading S3 directly knows its keys and sends none.
+ * Returns the HEAD's latency for Shoal (0 when none). */
+static double open_file(sim_model *m, peer *p, uint32_t f, double weight)
+{
+    double now = now_s(m);
+    if (meta_fresh(p, f, now))
+        return 0;
+    if (meta_remember(p, f, now, now + m->cfg.metadata_ttl_s) < 0)
+        return -1;
+    sys_stats(m, SIM_SHOAL)->s3_heads++;
+    double lat = s3_request(m, SIM_SHOAL, f, 1) + sim_dist_sample(&m->cfg.s3_latency, &m->rng);
+    if (p->sampled) {
+        sys_stats(m, SIM_INDEP)->s3_heads++;
+        s3_request(m, SIM_INDEP, f, weight);
+    }
+    return lat;
+}
+
+/* The mount's first listing on node p (a DataLoader lists its dataset once): the listing's owner
+ * lists S3 at most once per TTL for the whole cluster; an independent cache lists per node. */
+static void list_dataset(sim_model *m, peer *p, double weight)
+{
+    double now = now_s(m);
+    uint64_t pages = ((uint64_t)m->files + LIST_PAGE - 1) / LIST_PAGE;
+    if (now >= m->list_until) {
+        sys_stats(m, SIM_SHOAL)->s3_lists += pages;
+        for (uint64_t k = 0; k < pages; k++)
+            s3_request(m, SIM_SHOAL, (uint32_t)(k * LIST_PAGE), 1);
+        m->list_until = now + m->cfg.metadata_ttl_s;
+    }
+    if (p->sampled) {
+        sys_stats(m, SIM_INDEP)->s3_lists += pages;
+        for (uint64_t k = 0; k < pages; k++)
+            s3_request(m, SIM_INDEP, (uint32_t)(k * LIST_PAGE), weight);
+    }
+    p->listed = true;
+    p->listed_until = m->list_until;
+}
+
+/* ---- penalties: an owner that timed out is skipped for a while by that reader ---- */
+
+static bool penalized(const peer *p, uint32_t o, double now)
+{
+    for (int i = 0; i < PENALTY_SLOTS; i++)
+        if (p->pen_node[i] == o + 1 && p->pen_until[i] > now)
+            return true;
+    return false;
+}
+
+static void penalize(peer *p, uint32_t o, double until)
+{
+    int slot = 0;
+    for (int i = 0; i < PENALTY_SLOTS; i++) {
+        if (p->pen_node[i] == o + 1 || p->pen_until[i] < p->pen_until[slot]) {
+            slot = i;
+            if (p->pen_node[i] == o + 1)
+                break;
+        }
+    }
+    p->pen_node[slot] = o + 1;
+    p->pen_until[slot] = until;
+}
+
+/*
+ * A Shoal read, as shoald's read path does it (node/node_cache.c): the node's own store first
+ * (owned or near); then the owners in its own view's order (own zone first, itself first when it
+ * is one): itself fetches from S3 and keeps the block owned; a peer owner serves it from its store
+ * or fetches it from S3 for the reader (and keeps it owned), and the reader keeps a near copy; an
+ * owner that does not answer costs the peer timeout plus the PING that confirms it is silent, and
+ * is skipped by this reader for PENALTY_S; with no owner left the reader reads S3 and keeps a near
+ * copy.
+ */
+static int read_shoal(sim_model *m, peer *p, uint32_t b, double lat)
 {
     sim_sys_stats *s = sys_stats(m, SIM_SHOAL);
+    uint32_t size = m->bsize[b];
     s->reads++;
-    s->read_bytes += m->bsize[b];
+    s->read_bytes += size;
     m->cur.reads[SIM_SHOAL]++;
+    if (sim_store_touch(&p->store, b)) {
+        s->local_hits++;
+        s->near_hits += sim_lru_touch(&p->store.near, b);
+        m->cur.hits[SIM_SHOAL]++;
+        lat_add(m, SIM_SHOAL, lat + DISK_LATENCY_S + size / DISK_BPS);
+        return 0;
+    }
     view_entry *e = group_view(m, p->group);
     if (!e)
         return -1;
@@ -938,51 +1158,41 @@ static int read_shoal(sim_model *m, peer *p, uint32_t b)
     const dht_member *order[DHT_REPLICAS_MAX];
     memcpy(order, own, (size_t)k * sizeof *order);
     dht_prefer_zone(order, (size_t)k, m->zone_names[p->zone]);
-    /* A reader that holds a replica itself reads it first. */
-    for (int j = 1; j < k; j++) {
-        if (owner_ix(order[j]) == p->ix) {
-            const dht_member *self = order[j];
-            memmove(&order[1], &order[0], (size_t)j * sizeof *order);
-            order[0] = self;
-            break;
-        }
-    }
-    double lat = 0;
+    double now = now_s(m);
     for (int j = 0; j < k; j++) {
         uint32_t o = owner_ix(order[j]);
         peer *q = m->peers[o];
         if (q == p) {
-            if (sim_lru_touch(&p->cache, b)) {
-                s->local_hits++;
-                m->cur.hits[SIM_SHOAL]++;
-                lat += DISK_LATENCY_S + m->bsize[b] / DISK_BPS;
-            } else {
-                lat += s3_get(m, SIM_SHOAL, b, 1);
-                if (sim_lru_insert(&p->cache, b, m->bsize[b]) < 0)
-                    return -1;
-            }
+            lat += s3_get(m, SIM_SHOAL, p, b, 1);
             lat_add(m, SIM_SHOAL, lat);
-            return 0;
+            return sim_store_put(&p->store, b, size, false);
         }
+        if (penalized(p, o, now))
+            continue;
         if (q->state != P_UP || q->stalled) {
             s->fallbacks++;
-            lat += PEER_TIMEOUT_S;
+            lat += m->cfg.peer_timeout_s * 1.25;
+            penalize(p, o, now + m->cfg.peer_timeout_s + PENALTY_S);
             continue;
         }
-        if (sim_lru_touch(&q->cache, b)) {
+        if (sim_store_touch(&q->store, b)) {
             s->peer_hits++;
             m->cur.hits[SIM_SHOAL]++;
         } else {
-            lat += s3_get(m, SIM_SHOAL, b, 1);
-            if (sim_lru_insert(&q->cache, b, m->bsize[b]) < 0)
+            lat += s3_get(m, SIM_SHOAL, q, b, 1);
+            if (sim_store_put(&q->store, b, size, false) < 0)
                 return -1;
         }
-        s->peer_bytes += m->bsize[b];
-        lat_add(m, SIM_SHOAL, lat + peer_transfer(m, m->bsize[b]));
-        return 0;
+        s->peer_bytes += size;
+        if (q->zone != p->zone)
+            s->xzone_bytes += size;
+        q->out_b += size;
+        p->in_b[SIM_SHOAL] += size;
+        lat_add(m, SIM_SHOAL, lat + peer_transfer(m, size));
+        return sim_store_put(&p->store, b, size, true);
     }
-    lat_add(m, SIM_SHOAL, lat + s3_get(m, SIM_SHOAL, b, 1));
-    return 0;
+    lat_add(m, SIM_SHOAL, lat + s3_get(m, SIM_SHOAL, p, b, 1));
+    return sim_store_put(&p->store, b, size, true);
 }
 
 static int read_indep(sim_model *m, peer *p, uint32_t b, double weight)
@@ -997,17 +1207,17 @@ static int read_indep(sim_model *m, peer *p, uint32_t b, double weight)
         lat_add(m, SIM_INDEP, DISK_LATENCY_S + m->bsize[b] / DISK_BPS);
         return 0;
     }
-    lat_add(m, SIM_INDEP, s3_get(m, SIM_INDEP, b, weight));
+    lat_add(m, SIM_INDEP, s3_get(m, SIM_INDEP, p, b, weight));
     return sim_lru_insert(&p->indep, b, m->bsize[b]);
 }
 
-static void read_nocache(sim_model *m, uint32_t b)
+static void read_nocache(sim_model *m, peer *p, uint32_t b)
 {
     sim_sys_stats *s = sys_stats(m, SIM_NOCACHE);
     s->reads++;
     s->read_bytes += m->bsize[b];
     m->cur.reads[SIM_NOCACHE]++;
-    lat_add(m, SIM_NOCACHE, s3_get(m, SIM_NOCACHE, b, 1));
+    lat_add(m, SIM_NOCACHE, s3_get(m, SIM_NOCACHE, p, b, 1));
 }
 
 /* The file at position `ord` of node p's read order this epoch. */
@@ -1045,8 +1255,13 @@ static void epoch_begin(sim_model *m, int e, double start)
         if (p->reading)
             p->rank = m->ranks++;
     }
+    for (int sys = 0; sys < SIM_SYSTEMS; sys++)
+        memset(m->prefix_req[sys], 0, m->cfg.wl.prefixes * sizeof *m->prefix_req[sys]);
     for (uint32_t i = 0; i < m->n_peers; i++) {
         peer *p = m->peers[i];
+        memset(p->in_b, 0, sizeof p->in_b);
+        memset(p->s3_b, 0, sizeof p->s3_b);
+        p->out_b = 0;
         if (!p->reading)
             continue;
         m->readers++;
@@ -1064,9 +1279,40 @@ static void epoch_begin(sim_model *m, int e, double start)
             }
         }
     }
+    /* Through the mount, a node's job lists its dataset once, when it starts reading. */
+    double weight = m->sampled_readers ? (double)m->readers / m->sampled_readers : 1;
+    for (uint32_t i = 0; i < m->n_peers && !m->cfg.access_get; i++)
+        if (m->peers[i]->reading && !m->peers[i]->listed)
+            list_dataset(m, m->peers[i], weight);
 }
 
-static void epoch_end(sim_model *m)
+/* The throughput model on what each node moved this epoch (sim_pace_compute). */
+static int epoch_pace(sim_model *m, sim_epoch_stats *es)
+{
+    double *in = malloc(3 * (size_t)m->n_peers * sizeof *in);
+    if (!in)
+        return shoal_error_set(SHOAL_ERR_NOMEM, "sim: throughput model of %u nodes", m->n_peers);
+    double *out = in + m->n_peers, *s3 = out + m->n_peers;
+    for (int sys = 0; sys < SIM_SYSTEMS; sys++) {
+        size_t n = 0;
+        for (uint32_t i = 0; i < m->n_peers; i++) {
+            const peer *p = m->peers[i];
+            in[n] = p->in_b[sys];
+            out[n] = sys == SIM_SHOAL ? p->out_b : 0;
+            s3[n] = p->s3_b[sys];
+            n++;
+        }
+        sim_pace_input pi = {.pace_s = m->epoch_len, .nic_bps = m->cfg.bandwidth_bps,
+                             .s3_conn_bps = m->cfg.s3_throughput, .s3_rate = m->cfg.s3_rate,
+                             .s3_conns = m->cfg.s3_conns, .nodes = n, .prefixes = m->cfg.wl.prefixes,
+                             .in_bytes = in, .out_bytes = out, .s3_bytes = s3, .prefix_requests = m->prefix_req[sys]};
+        es->pace[sys] = sim_pace_compute(&pi);
+    }
+    free(in);
+    return 0;
+}
+
+static int epoch_end(sim_model *m)
 {
     sim_epoch_stats *es = &m->epochs[m->epoch];
     for (uint32_t b = 0; b < m->blocks; b++) {
@@ -1079,10 +1325,12 @@ static void epoch_end(sim_model *m)
     if (m->sampled_readers && m->sampled_readers < m->readers) {
         double f = (double)m->readers / m->sampled_readers;
         sim_sys_stats *s = &es->sys[SIM_INDEP];
-        uint64_t *v[] = {&s->reads, &s->local_hits, &s->s3_gets, &s->s3_503, &s->read_bytes, &s->s3_bytes};
+        uint64_t *v[] = {&s->reads,    &s->local_hits, &s->s3_gets,  &s->s3_503,
+                         &s->read_bytes, &s->s3_bytes, &s->s3_heads, &s->s3_lists};
         for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
             *v[i] = (uint64_t)llround((double)*v[i] * f);
     }
+    return epoch_pace(m, es);
 }
 
 /* When read i of node p's epoch arrives: the reads are spread evenly over the epoch, each jittered
@@ -1134,14 +1382,16 @@ static int read_slice(sim_model *m, double until)
     qsort(m->arrivals, n, sizeof *m->arrivals, cmp_arrival);
     for (size_t j = 0; j < n; j++) {
         peer *p = m->peers[m->arrivals[j].node];
+        bool opens = p->block_in_file == 0;
         uint32_t b = next_block(m, p);
         p->done++;
         bit_set(m->epoch_seen, b);
-        if (read_shoal(m, p, b) < 0)
+        double lat = opens ? open_file(m, p, m->bfile[b], weight) : 0;
+        if (lat < 0 || read_shoal(m, p, b, lat) < 0)
             return -1;
         if (p->sampled && read_indep(m, p, b, weight) < 0)
             return -1;
-        read_nocache(m, b);
+        read_nocache(m, p, b);
     }
     return 0;
 }
@@ -1178,7 +1428,7 @@ static int checkpoint(sim_model *m)
             int k = dht_owners(e->v, dht_block_id("dataset", key, "\"ckpt\"", j), (int)m->cfg.wl.replicas, own);
             for (int r = 0; r < k; r++) {
                 peer *q = m->peers[owner_ix(own[r])];
-                if (q->state == P_UP && sim_lru_insert(&q->cache, blk, size) < 0)
+                if (q->state == P_UP && sim_store_put(&q->store, blk, size, false) < 0)
                     return -1;
             }
             if (p->sampled && sim_lru_insert(&p->indep, blk, size) < 0)
@@ -1228,6 +1478,20 @@ static void tick_record(sim_model *m, uint32_t t)
         k->s3_gets[SIM_INDEP] = (uint64_t)llround((double)k->s3_gets[SIM_INDEP] * f);
         k->s3_503[SIM_INDEP] = (uint64_t)llround((double)k->s3_503[SIM_INDEP] * f);
     }
+    /* The run's cost so far: the epochs done, and this one's counters (a sampled baseline scaled). */
+    for (int sys = 0; sys < SIM_SYSTEMS && m->epoch >= 0; sys++) {
+        for (int e = 0; e <= m->epoch; e++) {
+            sim_sys_stats st = m->epochs[e].sys[sys];
+            if (sys == SIM_INDEP && e == m->epoch && m->sampled_readers && m->sampled_readers < m->readers) {
+                double f = (double)m->readers / m->sampled_readers;
+                st.s3_gets = (uint64_t)llround((double)st.s3_gets * f);
+                st.s3_bytes = (uint64_t)llround((double)st.s3_bytes * f);
+                st.s3_heads = (uint64_t)llround((double)st.s3_heads * f);
+                st.s3_lists = (uint64_t)llround((double)st.s3_lists * f);
+            }
+            k->usd[sys] += sim_dollars(&m->cfg, &st);
+        }
+    }
     m->ticks[m->n_ticks++] = *k;
     memset(&m->cur, 0, sizeof m->cur);
     for (int s = 0; s < SIM_SYSTEMS; s++)
@@ -1259,6 +1523,12 @@ static int run(sim_model *m)
     if (!m->ticks || !m->epochs)
         return shoal_error_set(SHOAL_ERR_NOMEM, "sim: time series of %u seconds", seconds);
     m->epoch_len = c->wl.epoch_s > 0 ? c->wl.epoch_s : (c->duration_s - c->wl.start_s) / c->wl.epochs;
+    if (c->wl.epoch_s <= 0 && c->wl.consume_bps > 0) {
+        /* The job's pace sets the epoch: a node's share of the dataset at its consumption rate. */
+        double share = c->wl.full ? (double)m->res.dataset_bytes : (double)m->res.dataset_bytes / c->nodes;
+        m->epoch_len = share / c->wl.consume_bps;
+    }
+    m->res.epoch_s = m->epoch_len;
     m->next_ckpt = c->wl.checkpoint_s > 0 ? c->wl.start_s + c->wl.checkpoint_s : INFINITY;
     m->epoch = -1;
     int last_epoch = -1;
@@ -1276,24 +1546,25 @@ static int run(sim_model *m)
         sim_cluster_fold(m->c);
         if (group_nodes(m) < 0 || track_majority(m) < 0)
             return -1;
-        /* The epoch this second belongs to, by its start. */
-        double ts = t - 1;
+        /* The epoch running at the end of this second: one that starts inside the second begins
+         * here, after the reads that ended the one before, so every second carries one second of
+         * reads. */
+        double ts = t - 1e-9;
         int e = ts >= c->wl.start_s ? (int)floor((ts - c->wl.start_s) / m->epoch_len) : -1;
         if (e >= (int)c->wl.epochs)
             e = -1;
         if (e >= 0 && e != last_epoch) {
             if (last_epoch >= 0) {
                 /* The end of the last epoch may fall inside this second: its last reads first. */
-                if (read_slice(m, INFINITY) < 0)
+                if (read_slice(m, INFINITY) < 0 || epoch_end(m) < 0)
                     return -1;
-                epoch_end(m);
             }
             epoch_begin(m, e, c->wl.start_s + e * m->epoch_len);
             last_epoch = e;
         }
+        if (last_epoch >= 0 && read_slice(m, (double)t) < 0) /* after the last epoch: its end */
+            return -1;
         if (e >= 0) {
-            if (read_slice(m, (double)t) < 0)
-                return -1;
             if (t >= m->next_ckpt) {
                 if (checkpoint(m) < 0)
                     return -1;
@@ -1304,9 +1575,8 @@ static int run(sim_model *m)
     }
     if (last_epoch >= 0) {
         /* Reads of the last epoch due by the end of the run (all of them when it fits). */
-        if (read_slice(m, fmin(c->duration_s, m->epochs[last_epoch].end_s)) < 0)
+        if (read_slice(m, fmin(c->duration_s, m->epochs[last_epoch].end_s)) < 0 || epoch_end(m) < 0)
             return -1;
-        epoch_end(m);
     }
     m->res.n_epochs = last_epoch >= 0 ? (size_t)last_epoch + 1 : 0;
     return 0;
@@ -1339,7 +1609,8 @@ uint64_t sim_model_memory_estimate(const sim_config *cfg)
     for (size_t e = 0; e < cfg->churn.n; e++)
         changes += cfg->churn.ev[e].kind == SIM_CHURN_PARTITION ? n : 2ull * cfg->churn.ev[e].count;
     double hours = cfg->duration_s / 3600.0;
-    changes += (uint64_t)((cfg->churn.kill_rate + cfg->churn.stall_rate) * n * hours * 2 + cfg->churn.join_rate * hours);
+    changes += (uint64_t)((cfg->churn.kill_rate + cfg->churn.stall_rate + 2 * cfg->churn.preempt_rate) * n * hours * 2 +
+                          cfg->churn.join_rate * hours);
     if (!(cfg->private_views || cfg->join_bootstrap))
         views += changes * n * SIM_MEMBER_BYTES;
     return views + n * n / 8 + 64ull * 1048576;
@@ -1376,9 +1647,13 @@ sim_model *sim_model_run(const sim_config *cfg)
     m->words = (m->cap_peers + 63) / 64;
     m->peers = calloc(m->cap_peers, sizeof *m->peers);
     m->zone_names = calloc(cfg->wl.zones, sizeof *m->zone_names);
-    for (int s = 0; s < SIM_SYSTEMS; s++)
+    bool prefixes_ok = true;
+    for (int s = 0; s < SIM_SYSTEMS; s++) {
         m->backlog[s] = calloc(cfg->wl.prefixes, sizeof *m->backlog[s]);
-    if (!m->peers || !m->zone_names || !m->backlog[0] || !m->backlog[1] || !m->backlog[2]) {
+        m->prefix_req[s] = calloc(cfg->wl.prefixes, sizeof *m->prefix_req[s]);
+        prefixes_ok = prefixes_ok && m->backlog[s] && m->prefix_req[s];
+    }
+    if (!m->peers || !m->zone_names || !prefixes_ok) {
         shoal_error_set(SHOAL_ERR_NOMEM, "sim: %u nodes", m->cap_peers);
         goto fail;
     }
@@ -1421,6 +1696,8 @@ sim_model *sim_model_run(const sim_config *cfg)
     m->res.epochs = m->epochs;
     m->res.victims = m->victims;
     m->res.n_victims = m->n_victims;
+    m->res.events = m->events;
+    m->res.n_events = m->n_events;
     return m;
 fail:
     sim_model_delete(m);
@@ -1433,15 +1710,19 @@ void sim_model_delete(sim_model *m)
         return;
     sim_cluster_delete(m->c);
     for (uint32_t i = 0; i < m->n_peers; i++) {
-        sim_lru_destroy(&m->peers[i]->cache);
+        sim_store_destroy(&m->peers[i]->store);
+        free(m->peers[i]->meta_key);
+        free(m->peers[i]->meta_until);
         sim_lru_destroy(&m->peers[i]->indep);
         free(m->peers[i]->seen);
         free(m->peers[i]);
     }
     for (size_t i = 0; i < m->n_views; i++)
         view_free(m->views[i]);
-    for (int s = 0; s < SIM_SYSTEMS; s++)
+    for (int s = 0; s < SIM_SYSTEMS; s++) {
         free(m->backlog[s]);
+        free(m->prefix_req[s]);
+    }
     free(m->views);
     free(m->groups);
     free(m->peers);
@@ -1452,6 +1733,7 @@ void sim_model_delete(sim_model *m)
     free(m->bfile);
     free(m->epoch_seen);
     free(m->arrivals);
+    free(m->events);
     free(m->sched);
     free(m->ticks);
     free(m->epochs);
@@ -1461,4 +1743,12 @@ void sim_model_delete(sim_model *m)
 }
 
 const sim_result *sim_model_result(const sim_model *m) { return &m->res; }
+
+double sim_dollars(const sim_config *c, const sim_sys_stats *st)
+{
+    const double gib = 1073741824.0;
+    return (double)(st->s3_gets + st->s3_heads) / 1000 * c->get_price +
+           (double)(st->puts + st->s3_lists) / 1000 * c->put_price + (double)st->s3_bytes / gib * c->egress_price +
+           (double)st->xzone_bytes / gib * c->xzone_price;
+}
 const sim_config *sim_model_config(const sim_model *m) { return &m->cfg; }

@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sim_lru.h"
+
 /* A distribution of a positive quantity (seconds or bytes). */
 typedef enum sim_dist_kind {
     SIM_DIST_FIXED,     /* always a */
@@ -48,6 +50,8 @@ typedef struct sim_workload {
     double checkpoint_s;       /* 0: no checkpoints */
     uint64_t checkpoint_bytes; /* whole checkpoint, written in equal parts by every reading node */
     char sizes_path[256];      /* when set: one object size in bytes per line; overrides files and file-size */
+    unsigned near_percent;     /* share of a node's cache near copies may use (shoald's default 10) */
+    double consume_bps;        /* bytes per second one node's job consumes; 0: paced by epoch-time */
 } sim_workload;
 
 typedef enum sim_churn_kind {
@@ -73,6 +77,8 @@ typedef struct sim_churn {
     double kill_rate;     /* kills per node per hour (Poisson) */
     double join_rate;     /* joins per hour, cluster-wide */
     double stall_rate;    /* stalls per node per hour */
+    double preempt_rate;  /* spot preemptions per node per hour: the node dies and a fresh one (new id,
+                             empty cache) joins in its place */
     double restart_after; /* a killed node restarts after this many seconds; 0: never */
     double stall_s;       /* length of a rate-driven stall */
     double from_s;        /* rate-driven churn starts here */
@@ -89,8 +95,16 @@ typedef struct sim_config {
     double s3_throughput;    /* bytes per second of one S3 GET once it streams */
     double s3_rate;          /* GETs per second per prefix before S3 answers 503 */
     double egress_price;     /* USD per GiB leaving S3 */
-    double get_price;        /* USD per 1,000 GETs */
-    double put_price;        /* USD per 1,000 PUTs */
+    double get_price;        /* USD per 1,000 GETs (and HEADs) */
+    double put_price;        /* USD per 1,000 PUTs (and LISTs) */
+    double xzone_price;      /* USD per GiB of peer traffic between zones (each way counted once) */
+    char prices[32];         /* the preset the prices came from ("" when set by hand) */
+    double epochs_per_day;   /* for the $/month projection */
+    double peer_timeout_s;   /* a reader waits this long for a silent owner (shoald --peer-timeout) */
+    double metadata_ttl_s;   /* object metadata is trusted this long (shoald --metadata-ttl) */
+    bool access_get;         /* objects are read with `shoal get` (a HEAD per object); else the mount */
+    sim_policy eviction;     /* Shoal's store and the independent caches alike */
+    uint32_t s3_conns;       /* S3 connections one node keeps busy (throughput model) */
     uint32_t baseline_sample; /* nodes whose independent caches are simulated; 0: all */
     bool join_bootstrap;      /* start by having every node join through node 0 (else: converged) */
     double push_pull_s;       /* gossip's push-pull base interval; 0: gossip's default (30 s) */
@@ -102,6 +116,10 @@ typedef struct sim_config {
 
 /* Fills every field with the documented default (docs/simulator.md). */
 void sim_config_defaults(sim_config *c);
+/* Sets the prices of a preset: "aws-same-region", "aws-cross-region" or "internet". -1 with
+ * SHOAL_ERR_INVAL naming an unknown one. */
+int sim_set_prices(sim_config *c, const char *preset);
+
 
 /* Parsers for the flag values; each returns 0, or -1 with SHOAL_ERR_INVAL and a message naming the
  * offending text. Sizes follow common/shoal_size.h (K/M/G/T and KiB..TiB are powers of 1024,
@@ -123,13 +141,45 @@ double sim_dist_sample(const sim_dist *d, uint64_t *rng);
 typedef struct sim_sys_stats {
     uint64_t reads, local_hits, peer_hits, s3_gets, s3_503, fallbacks, puts;
     uint64_t read_bytes, s3_bytes, peer_bytes;
+    uint64_t s3_heads, s3_lists; /* metadata requests (billed like GETs and PUTs) */
+    uint64_t near_hits;          /* local hits on a near copy (Shoal) */
+    uint64_t xzone_bytes;        /* peer bytes that crossed zones (Shoal) */
 } sim_sys_stats;
+
+/* What limits an epoch in the throughput model. */
+typedef enum sim_limit {
+    SIM_LIMIT_PACE,     /* nothing: the job's own pace */
+    SIM_LIMIT_NIC,      /* a node's network interface (in or out; an owner serving peers) */
+    SIM_LIMIT_S3_CONNS, /* a node's S3 connections times their throughput */
+    SIM_LIMIT_S3_RATE,  /* S3's per-prefix request rate */
+} sim_limit;
+
+/* The throughput model of one epoch and system (docs/simulator.md, "Epoch time and stalls"). */
+typedef struct sim_pace {
+    double wall_s;  /* how long the epoch takes: the slowest of the pace and every resource */
+    double stall;   /* fraction of wall_s the GPUs wait for data: 1 - pace / wall */
+    sim_limit limit;
+    double limit_s[4]; /* time each resource needs (indexed by sim_limit) */
+} sim_pace;
 
 typedef struct sim_epoch_stats {
     double start_s, end_s;
     uint64_t unique_blocks, unique_bytes;
     sim_sys_stats sys[SIM_SYSTEMS];
+    sim_pace pace[SIM_SYSTEMS];
 } sim_epoch_stats;
+
+/* The throughput model on one epoch's demands (exposed for its hand-computed test): `pace_s` the
+ * epoch length the job asks for; per node the bytes it takes in (S3 and peers), sends to peers and
+ * fetches from S3; per prefix the S3 requests. */
+typedef struct sim_pace_input {
+    double pace_s, nic_bps, s3_conn_bps, s3_rate;
+    uint32_t s3_conns;
+    size_t nodes, prefixes;
+    const double *in_bytes, *out_bytes, *s3_bytes; /* per node */
+    const double *prefix_requests;                 /* per prefix */
+} sim_pace_input;
+sim_pace sim_pace_compute(const sim_pace_input *in);
 
 /* One second of the run. */
 typedef struct sim_tick {
@@ -142,7 +192,15 @@ typedef struct sim_tick {
     uint64_t packets;  /* gossip datagrams sent in this second */
     uint64_t reads[SIM_SYSTEMS], hits[SIM_SYSTEMS], s3_gets[SIM_SYSTEMS], s3_503[SIM_SYSTEMS];
     uint64_t moved_blocks, moved_bytes;
+    double usd[SIM_SYSTEMS]; /* cumulative cost of the run up to the end of this second */
 } sim_tick;
+
+/* A churn event as it happened (for the plots' marks). */
+typedef struct sim_event {
+    double at;
+    const char *what; /* "kill", "restart", "join", "stall", "partition", "preempt" (static) */
+    uint32_t count;
+} sim_event;
 
 /* One failed (killed) node and when the cluster learnt of it. Times are seconds; -1: never. */
 typedef struct sim_victim {
@@ -165,6 +223,8 @@ typedef struct sim_result {
     size_t n_epochs;
     const sim_victim *victims;
     size_t n_victims;
+    const sim_event *events;
+    size_t n_events;
     uint64_t latency[SIM_SYSTEMS][SIM_LAT_BUCKETS];
     uint64_t ckpt_puts, ckpt_bytes;
     uint64_t join_moves, join_moved_blocks; /* majority-view changes that only added members */
@@ -175,9 +235,16 @@ typedef struct sim_result {
     double node_seconds_steady;
     uint64_t views_built, owner_lookups;
     double probe_interval_s;
+    double epoch_s;       /* the epoch length the job asks for */
+    uint64_t preemptions; /* spot nodes replaced */
 } sim_result;
 
 typedef struct sim_model sim_model;
+
+/* Dollars of one epoch's counters at the configuration's prices: GETs and HEADs at the GET price,
+ * PUTs and LISTs at the PUT price, S3 egress, and peer bytes between zones at the cross-zone price.
+ * 503 answers are not billed. */
+double sim_dollars(const sim_config *c, const sim_sys_stats *st);
 
 /* Bytes a run of `cfg` needs, roughly. Every node's membership view holds every node (SWIM keeps
  * full membership). With the shared member store (the default with --bootstrap preload) the views

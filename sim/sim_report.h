@@ -14,7 +14,15 @@
 /* Derived figures of a run, also what the tests assert on. */
 typedef struct sim_summary {
     double s3_gets[SIM_SYSTEMS], s3_bytes[SIM_SYSTEMS], s3_503[SIM_SYSTEMS];
-    double dollars[SIM_SYSTEMS];      /* whole run: GETs + egress + PUTs */
+    double s3_heads[SIM_SYSTEMS], s3_lists[SIM_SYSTEMS], xzone_bytes[SIM_SYSTEMS], peer_bytes[SIM_SYSTEMS];
+    double dollars[SIM_SYSTEMS];      /* whole run: requests + egress + cross-zone traffic + PUTs */
+    double saved_vs_nocache[SIM_SYSTEMS], saved_pct_vs_nocache[SIM_SYSTEMS]; /* dollars; % of no cache's */
+    double saved_vs_indep, saved_pct_vs_indep; /* Shoal against the independent caches */
+    double epoch_usd[SIM_SYSTEMS];    /* one warm epoch (the mean of epochs 2.., else epoch 1) */
+    double epochs_per_day, month_usd[SIM_SYSTEMS]; /* 30 days at epochs_per_day warm epochs */
+    double wall_mean_s[SIM_SYSTEMS], stall_max[SIM_SYSTEMS];
+    bool sustained[SIM_SYSTEMS];      /* every epoch kept the job's pace (no stall) */
+    sim_limit worst_limit[SIM_SYSTEMS];
     double hit_ratio[SIM_SYSTEMS];
     double lat_p50[SIM_SYSTEMS], lat_p99[SIM_SYSTEMS]; /* seconds */
     double msgs_per_node_period;
@@ -36,7 +44,16 @@ void sim_report_print(const sim_model *m, const sim_summary *s, FILE *f);
 int sim_report_write(const sim_model *m, const sim_summary *s, const char *dir);
 
 /* Writes plots.gp into `dir` and runs gnuplot on it there, producing PNGs (pngcairo when the
- * installed gnuplot has it, else png). -1 with SHOAL_ERR_IO when gnuplot cannot be run or fails. */
-int sim_report_plot(const char *dir);
+ * installed gnuplot has it, else png): only the plots that have something to show, churn events
+ * marked. gnuplot's own messages go to plots.log, not the terminal. -1 with SHOAL_ERR_IO when
+ * gnuplot cannot be run or fails. */
+int sim_report_plot(const sim_model *m, const char *dir);
+
+/* Writes report.md into `dir`: the run on one page (configuration, savings, epoch times, failure
+ * detection) with the PNGs that sim_report_plot wrote (`plots` false: none). */
+int sim_report_page(const sim_model *m, const sim_summary *s, const char *dir, bool plots);
+
+/* "the job's pace", "NIC", "S3 connections", "S3 request rate" (static). */
+const char *sim_limit_name(sim_limit l);
 
 #endif

@@ -32,6 +32,11 @@ void sim_config_defaults(sim_config *c)
         .egress_price = 0.09,
         .get_price = 0.0004,
         .put_price = 0.005,
+        .prices = "internet",
+        .peer_timeout_s = 2.0,
+        .metadata_ttl_s = 60,
+        .eviction = SIM_POLICY_LRU,
+        .s3_conns = 16,
         .wl =
             {
                 .files = 10000,
@@ -44,9 +49,38 @@ void sim_config_defaults(sim_config *c)
                 .zones = 1,
                 .prefixes = 1,
                 .checkpoint_bytes = 10ull << 30,
+                .near_percent = 10,
             },
         .churn = {.stall_s = 10},
     };
+}
+
+int sim_set_prices(sim_config *c, const char *preset)
+{
+    /* AWS list prices, us-east-1, S3 Standard: GET/HEAD $0.0004 and PUT/LIST $0.005 per 1,000.
+     * Egress: $0.09/GB to the internet (first tier), $0.02/GB to another region, $0 to EC2 in the
+     * same region. Traffic between availability zones: $0.01/GB out of one and $0.01/GB into the
+     * other, $0.02 per GB that crosses; a GPU cloud outside AWS typically bills none inside itself. */
+    static const struct {
+        const char *name;
+        double egress, xzone;
+    } presets[] = {
+        {"internet", 0.09, 0},
+        {"aws-same-region", 0, 0.02},
+        {"aws-cross-region", 0.02, 0.02},
+    };
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
+        if (strcmp(preset, presets[i].name) == 0) {
+            c->egress_price = presets[i].egress;
+            c->xzone_price = presets[i].xzone;
+            c->get_price = 0.0004;
+            c->put_price = 0.005;
+            snprintf(c->prices, sizeof c->prices, "%s", preset);
+            return 0;
+        }
+    }
+    return shoal_error_set(SHOAL_ERR_INVAL, "'%s' is not a price preset (aws-same-region, aws-cross-region, internet)",
+                           preset);
 }
 
 /* A finite non-negative number followed by a unit from `units` (matched case-insensitively,
@@ -245,6 +279,36 @@ static int workload_item(void *ud, const char *key, const char *v)
     }
     if (strcmp(key, "checkpoint-size") == 0)
         return sim_parse_size(v, &w->checkpoint_bytes);
+    if (strcmp(key, "near") == 0) {
+        uint32_t pct;
+        char num[16];
+        size_t len = strlen(v);
+        if (len && v[len - 1] == '%')
+            len--;
+        if (len >= sizeof num)
+            return shoal_error_set(SHOAL_ERR_INVAL, "near=%s: expected a percentage 0-100", v);
+        memcpy(num, v, len);
+        num[len] = '\0';
+        if (parse_count(num, 0, 100, key, &pct) < 0)
+            return -1;
+        w->near_percent = pct;
+        return 0;
+    }
+    if (strcmp(key, "consume") == 0) {
+        /* A rate: a size per second ("500MB", "500MB/s"). */
+        char num[64];
+        size_t len = strlen(v);
+        if (len > 2 && strcmp(v + len - 2, "/s") == 0)
+            len -= 2;
+        if (len >= sizeof num)
+            return shoal_error_set(SHOAL_ERR_INVAL, "consume=%s: expected a size per second", v);
+        memcpy(num, v, len);
+        num[len] = '\0';
+        if (sim_parse_size(num, &size) < 0 || size == 0)
+            return shoal_error_set(SHOAL_ERR_INVAL, "consume=%s: expected a size per second, like 500MB/s", v);
+        w->consume_bps = (double)size;
+        return 0;
+    }
     return shoal_error_set(SHOAL_ERR_INVAL, "unknown workload key '%s'", key);
 }
 
@@ -316,6 +380,8 @@ static int churn_item(void *ud, const char *key, const char *v)
         return parse_rate(v, key, &c->join_rate);
     if (strcmp(key, "stall-rate") == 0)
         return parse_rate(v, key, &c->stall_rate);
+    if (strcmp(key, "preempt-rate") == 0)
+        return parse_rate(v, key, &c->preempt_rate);
     if (strcmp(key, "restart-after") == 0)
         return sim_parse_seconds(v, &c->restart_after);
     if (strcmp(key, "stall-for") == 0)

@@ -8,3 +8,5 @@ add_dependencies(test_shoal_sim shoal-sim)
 # sanitized CPU time, as for test_gossip_thousand_nodes_converge.
 set_tests_properties(test_shoal_sim_first_detection_takes_e_over_e_minus_1_periods_at_1000_nodes
                      PROPERTIES TIMEOUT 1200 LABELS scale)
+# The data path against shoald's behaviour, and the throughput model on hand-computed cases.
+shoal_test(test_sim_datapath SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_sim_datapath.c LIBS shoal_simmodel m)
