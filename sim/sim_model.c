@@ -95,6 +95,7 @@ typedef struct peer {
     bool listed;
     /* This epoch's bytes per system, for the throughput model. */
     double in_b[SIM_SYSTEMS], s3_b[SIM_SYSTEMS], out_b;
+    double held_until; /* a reader waiting on a silent owner holds the node's later reads until then */
     uint32_t rank;
     uint64_t total, done; /* blocks this epoch, read so far */
     uint32_t file_ord, block_in_file;
@@ -1171,7 +1172,10 @@ static int read_shoal(sim_model *m, peer *p, uint32_t b, double lat)
             continue;
         if (q->state != P_UP || q->stalled) {
             s->fallbacks++;
+            /* The reader's stream of blocks waits (shoal get and the mount deliver in order): the
+             * node's reads due meanwhile go out when the wait ends, then it is back on its pace. */
             lat += m->cfg.peer_timeout_s * 1.25;
+            p->held_until = fmax(p->held_until, now) + m->cfg.peer_timeout_s * 1.25;
             penalize(p, o, now + m->cfg.peer_timeout_s + PENALTY_S);
             continue;
         }
@@ -1224,7 +1228,7 @@ static void read_nocache(sim_model *m, peer *p, uint32_t b)
 static uint32_t file_at(const sim_model *m, const peer *p, uint32_t ord)
 {
     if (m->cfg.wl.full)
-        return permute(p->perm_key, ord, m->files);
+        return permute(m->cfg.wl.same_order ? m->epoch_key : p->perm_key, ord, m->files);
     return permute(m->epoch_key, p->rank + ord * m->ranks, m->files);
 }
 
@@ -1262,6 +1266,7 @@ static void epoch_begin(sim_model *m, int e, double start)
         memset(p->in_b, 0, sizeof p->in_b);
         memset(p->s3_b, 0, sizeof p->s3_b);
         p->out_b = 0;
+        p->held_until = 0;
         if (!p->reading)
             continue;
         m->readers++;
@@ -1340,7 +1345,8 @@ static double arrival(const sim_model *m, const peer *p, uint64_t i)
 {
     uint64_t s = p->perm_key ^ (i * 0x9e3779b97f4a7c15ull) ^ 0xa55a;
     double u = (double)(sim_splitmix64(&s) >> 11) * 0x1.0p-53;
-    return m->epochs[m->epoch].start_s + m->epoch_len * ((double)i + u) / (double)p->total;
+    double slot = m->epochs[m->epoch].start_s + m->epoch_len * ((double)i + u) / (double)p->total;
+    return slot > p->held_until ? slot : p->held_until;
 }
 
 typedef struct arrival_ev {

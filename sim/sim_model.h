@@ -43,6 +43,7 @@ typedef struct sim_workload {
     double start_s;            /* first epoch starts here (after the initial join) */
     double epoch_s;            /* length of one epoch; 0: (duration - start) / epochs */
     bool full;                 /* every node reads the whole dataset (else: its shard) */
+    bool same_order;           /* with full: every node reads one shared order (else its own shuffle) */
     uint64_t cache_bytes;      /* per node, Shoal and the independent caches alike */
     uint32_t replicas;         /* R */
     uint32_t zones;            /* nodes are spread round-robin over this many zones */

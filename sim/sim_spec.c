@@ -260,6 +260,12 @@ static int workload_item(void *ud, const char *key, const char *v)
         w->full = strcmp(v, "full") == 0;
         return 0;
     }
+    if (strcmp(key, "order") == 0) {
+        if (strcmp(v, "own") && strcmp(v, "same"))
+            return shoal_error_set(SHOAL_ERR_INVAL, "order=%s: expected own or same", v);
+        w->same_order = strcmp(v, "same") == 0;
+        return 0;
+    }
     if (strcmp(key, "cache") == 0)
         return sim_parse_size(v, &w->cache_bytes);
     if (strcmp(key, "replicas") == 0)
