@@ -1092,13 +1092,13 @@ static void list_dataset(sim_model *m, peer *p, double weight)
     if (now >= m->list_until) {
         sys_stats(m, SIM_SHOAL)->s3_lists += pages;
         for (uint64_t k = 0; k < pages; k++)
-            s3_request(m, SIM_SHOAL, (uint32_t)(k * LIST_PAGE), 1);
+            s3_request(m, SIM_SHOAL, (uint32_t)k, 1); /* page k on prefix k mod prefixes */
         m->list_until = now + m->cfg.metadata_ttl_s;
     }
     if (p->sampled) {
         sys_stats(m, SIM_INDEP)->s3_lists += pages;
         for (uint64_t k = 0; k < pages; k++)
-            s3_request(m, SIM_INDEP, (uint32_t)(k * LIST_PAGE), weight);
+            s3_request(m, SIM_INDEP, (uint32_t)k, weight);
     }
     p->listed = true;
     p->listed_until = m->list_until;
