@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 /* A small, quick configuration: few objects, reads start once the initial join settled. */
 static void small_config(sim_config *c, uint32_t nodes, double duration)
@@ -383,6 +384,84 @@ TT_TEST(test_shoal_sim_writes_png_plots_with_gnuplot)
         TT_CHECK(n > 1000 && memcmp(png, "\x89PNG", 4) == 0, "%s is not a PNG (%zu bytes)", pngs[i], n);
         free(png);
     }
+    /* gnuplot says nothing on the terminal, and the one-page report shows every plot. */
+    size_t n;
+    char *err = slurp(d, "stderr", &n);
+    TT_CHECK(n == 0, "shoal-sim wrote to stderr: %s", err);
+    free(err);
+    char *page = slurp(d, "out/report.md", &n);
+    for (size_t i = 0; i < sizeof pngs / sizeof pngs[0]; i++)
+        TT_CHECK(strstr(page, pngs[i]) != NULL, "report.md does not show %s", pngs[i]);
+    free(page);
+    tt_rmtree(d);
+    free(d);
+}
+
+TT_TEST(test_shoal_sim_draws_no_empty_plot)
+{
+    /* No failure and no churn: nothing for failures.png and churn_moves.png to show, so neither
+     * is drawn (nor named in report.md); the others are. */
+    if (system("gnuplot --version >/dev/null 2>&1") != 0)
+        TT_SKIP("gnuplot is not installed (scripts/deps installs gnuplot-nox)");
+    char *d = tt_tmpdir("sim-noplot");
+    char args[512];
+    snprintf(args, sizeof args, "--nodes 10 --duration 40 --workload files=100,start=10 --out '%s/out'", d);
+    TT_CHECK(run_bin(d, args) == 0, "shoal-sim failed");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/out/failures.png", d);
+    TT_CHECK(access(path, F_OK) != 0, "failures.png drawn without a failure");
+    snprintf(path, sizeof path, "%s/out/churn_moves.png", d);
+    TT_CHECK(access(path, F_OK) != 0, "churn_moves.png drawn without churn");
+    snprintf(path, sizeof path, "%s/out/s3_requests.png", d);
+    TT_CHECK(access(path, F_OK) == 0, "s3_requests.png is missing");
+    size_t n;
+    char *page = slurp(d, "out/report.md", &n);
+    TT_CHECK(!strstr(page, "failures.png") && strstr(page, "cost.png"), "report.md names the wrong plots");
+    free(page);
+    tt_rmtree(d);
+    free(d);
+}
+
+TT_TEST(test_shoal_sim_without_flags_runs_the_default_scenario)
+{
+    char *d = tt_tmpdir("sim-default");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' >stdout 2>stderr", d, SHOAL_SIM_BIN);
+    int st = system(cmd);
+    TT_CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "shoal-sim without flags exited %d",
+             WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    size_t n;
+    char *out = slurp(d, "stdout", &n);
+    TT_CHECK(strstr(out, "64 nodes") && strstr(out, "the default scenario"), "stdout: %.300s", out);
+    free(out);
+    char *json = slurp(d, "shoal-sim-out/summary.json", &n);
+    TT_CHECK(strstr(json, "\"saved_usd_vs_nocache\"") && strstr(json, "\"savings\""), "no savings in summary.json");
+    free(json);
+    tt_rmtree(d);
+    free(d);
+}
+
+TT_TEST(test_shoal_sim_sweep_prints_hit_ratio_and_cost_per_cache_size)
+{
+    /* 8 nodes reading 2 shuffled shards of 200 objects of 16 MiB (3.1 GiB): a cache of 64 MiB per
+     * node holds almost nothing, 1 GiB per node all of it, so the warm hit ratio rises with the
+     * size and the cost falls. */
+    char *d = tt_tmpdir("sim-sweep");
+    char args[512];
+    snprintf(args, sizeof args, "--nodes 8 --duration 60 --workload files=200,epochs=2 "
+                                "--sweep cache=64MiB,1GiB --out '%s/out'", d);
+    TT_CHECK(run_bin(d, args) == 0, "shoal-sim --sweep failed");
+    size_t n;
+    char *csv = slurp(d, "out/sweep.csv", &n);
+    unsigned long long c1, c2;
+    double f1, f2, h1, h2, hi1, hi2, u1, u2;
+    const char *row = strchr(csv, '\n');
+    TT_CHECK(row && sscanf(row + 1, "%llu,%lf,%lf,%lf,%lf", &c1, &f1, &h1, &hi1, &u1) == 5, "sweep.csv: %s", csv);
+    row = strchr(row + 1, '\n');
+    TT_CHECK(row && sscanf(row + 1, "%llu,%lf,%lf,%lf,%lf", &c2, &f2, &h2, &hi2, &u2) == 5, "sweep.csv: %s", csv);
+    TT_CHECK(c1 == 64ull << 20 && c2 == 1ull << 30, "sizes %llu and %llu", c1, c2);
+    TT_CHECK(h1 < 0.2 && h2 > 0.95 && u2 < u1, "hit ratios %.3f -> %.3f, Shoal USD %.4f -> %.4f", h1, h2, u1, u2);
+    free(csv);
     tt_rmtree(d);
     free(d);
 }
