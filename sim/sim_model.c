@@ -192,6 +192,21 @@ struct sim_model {
 
 /* ---- small helpers ---- */
 
+/* Makes room for one more element in the array *pp of *cap elements of `size` bytes holding n
+ * (doubling, from `first`). 0, or -1 with SHOAL_ERR_NOMEM naming `what` (the array stays). */
+static int grow(void *pp, size_t *cap, size_t n, size_t size, size_t first, const char *what)
+{
+    if (n < *cap)
+        return 0;
+    size_t c = *cap ? *cap * 2 : first;
+    void *v = realloc(*(void **)pp, c * size);
+    if (!v)
+        return shoal_error_set(SHOAL_ERR_NOMEM, "sim: %s (%zu)", what, c);
+    *(void **)pp = v;
+    *cap = c;
+    return 0;
+}
+
 static double unit(uint64_t *rng) { return (double)(sim_splitmix64(rng) >> 11) * 0x1.0p-53; }
 
 static uint64_t member_hash(uint32_t ix)
@@ -481,14 +496,8 @@ static int event_log(sim_model *m, const sched_ev *e)
                                         [S_STALL] = "stall", [S_PARTITION] = "partition", [S_PREEMPT] = "preempt"};
     if (e->kind >= sizeof names / sizeof names[0] || !names[e->kind])
         return 0; /* the ends of stalls and partitions, and the restarts restart-after schedules */
-    if (m->n_events == m->cap_events) {
-        size_t cap = m->cap_events ? m->cap_events * 2 : 64;
-        sim_event *v = realloc(m->events, cap * sizeof *v);
-        if (!v)
-            return shoal_error_set(SHOAL_ERR_NOMEM, "sim: event log");
-        m->events = v;
-        m->cap_events = cap;
-    }
+    if (grow(&m->events, &m->cap_events, m->n_events, sizeof *m->events, 64, "event log") < 0)
+        return -1;
     m->events[m->n_events++] = (sim_event){.at = e->at, .what = names[e->kind], .count = e->count ? e->count : 1};
     return 0;
 }
@@ -1374,14 +1383,8 @@ static int read_slice(sim_model *m, double until)
         if (!p->reading || p->state != P_UP || p->stalled)
             continue;
         for (uint64_t k = p->done; k < p->total && arrival(m, p, k) < until; k++) {
-            if (n == m->cap_arrivals) {
-                size_t cap = m->cap_arrivals ? m->cap_arrivals * 2 : 4096;
-                arrival_ev *a = realloc(m->arrivals, cap * sizeof *a);
-                if (!a)
-                    return shoal_error_set(SHOAL_ERR_NOMEM, "sim: %zu reads in one second", cap);
-                m->arrivals = a;
-                m->cap_arrivals = cap;
-            }
+            if (grow(&m->arrivals, &m->cap_arrivals, n, sizeof *m->arrivals, 4096, "reads in one second") < 0)
+                return -1;
             m->arrivals[n++] = (arrival_ev){.at = arrival(m, p, k), .node = i};
         }
     }
