@@ -54,7 +54,7 @@
 #include "shoal_error.h"
 #include "shoal_log.h"
 
-#include <assert.h>
+#include "shoal_assert.h"
 #include <math.h>
 #include <sodium.h>
 #include <stdlib.h>
@@ -322,11 +322,11 @@ static void bc_unlink(gossip *g, uint32_t i)
     if (!mem(g, i)->bc_queued)
         return;
     member *m = mem_w(g, i);
-    assert(m->bc_tx < TX_BUCKETS && g->n_bc > 0);
+    SHOAL_ASSERT(m->bc_tx < TX_BUCKETS && g->n_bc > 0);
     if (m->bc_prev != NONE) {
         mem_w(g, m->bc_prev)->bc_next = m->bc_next;
     } else {
-        assert(g->bc_head[m->bc_tx] == i); /* the first of its list */
+        SHOAL_ASSERT(g->bc_head[m->bc_tx] == i); /* the first of its list */
         g->bc_head[m->bc_tx] = m->bc_next;
     }
     if (m->bc_next != NONE)
@@ -339,7 +339,7 @@ static void bc_unlink(gossip *g, uint32_t i)
 static void bc_link(gossip *g, uint32_t i, uint8_t tx)
 {
     member *m = mem_w(g, i);
-    assert(!m->bc_queued && tx < TX_BUCKETS); /* a member is in one list at most */
+    SHOAL_ASSERT(!m->bc_queued && tx < TX_BUCKETS); /* a member is in one list at most */
     m->bc_tx = tx;
     m->bc_prev = NONE;
     m->bc_next = g->bc_head[tx];
@@ -597,16 +597,16 @@ static void set_state(gossip *g, uint32_t i, uint8_t state)
 {
     member *m = mem_w(g, i);
     bool was_live = is_live(m->state), live = is_live(state);
-    assert(present(m) && state != GOSSIP_ABSENT);
-    assert(i != g->self || state == GOSSIP_LEFT || state == GOSSIP_ALIVE); /* self is never suspect or dead here */
+    SHOAL_ASSERT(present(m) && state != GOSSIP_ABSENT);
+    SHOAL_ASSERT(i != g->self || state == GOSSIP_LEFT || state == GOSSIP_ALIVE); /* self is never suspect or dead here */
     if (m->state != state)
         m->state_at = now_us(g);
     if (was_live && !live) {
-        assert(g->n_live > 0);
+        SHOAL_ASSERT(g->n_live > 0);
         g->n_live--;
         g->n_gone++;
     } else if (!was_live && live) {
-        assert(g->n_gone > 0);
+        SHOAL_ASSERT(g->n_gone > 0);
         g->n_live++;
         g->n_gone--;
     }
@@ -620,7 +620,7 @@ static void susp_remove(gossip *g, uint32_t i)
     uint32_t s = mem(g, i)->susp;
     if (s == NONE)
         return;
-    assert(s < g->n_susp && g->susp[s].member == i); /* the member and its suspicion name each other */
+    SHOAL_ASSERT(s < g->n_susp && g->susp[s].member == i); /* the member and its suspicion name each other */
     mem_w(g, i)->susp = NONE;
     g->susp[s] = g->susp[--g->n_susp];
     if (s < g->n_susp)
@@ -629,7 +629,7 @@ static void susp_remove(gossip *g, uint32_t i)
 
 static void susp_start(gossip *g, uint32_t i, uint32_t accuser)
 {
-    assert(i != g->self && mem(g, i)->susp == NONE); /* this node refutes, never suspects itself */
+    SHOAL_ASSERT(i != g->self && mem(g, i)->susp == NONE); /* this node refutes, never suspects itself */
     if (g->n_susp == g->cap_susp) {
         uint32_t cap = g->cap_susp ? g->cap_susp * 2 : 16;
         gossip_suspicion *s = realloc(g->susp, (size_t)cap * sizeof *s);
@@ -975,7 +975,7 @@ static void handle_ack(gossip *g, const gossip_msg *msg)
 
 void gossip_receive(gossip *g, const shoal_addr *from, const void *data, size_t len)
 {
-    assert(!g->in_callback); /* callbacks must not call back into the instance */
+    SHOAL_ASSERT(!g->in_callback); /* callbacks must not call back into the instance */
     gossip_msg *msg = g->st->rx;
     size_t plen;
     const char *why = NULL;
@@ -1206,7 +1206,7 @@ static uint64_t push_pull_interval(const gossip *g)
 
 void gossip_tick(gossip *g)
 {
-    assert(!g->in_callback); /* callbacks must not call back into the instance */
+    SHOAL_ASSERT(!g->in_callback); /* callbacks must not call back into the instance */
     if (g->refused)
         return;
     uint64_t now = now_us(g);
@@ -1371,7 +1371,7 @@ void gossip_delete(gossip *g)
 
 int gossip_join(gossip *g, const shoal_addr *seeds, size_t n)
 {
-    assert(!g->in_callback); /* callbacks must not call back into the instance */
+    SHOAL_ASSERT(!g->in_callback); /* callbacks must not call back into the instance */
     if (n == 0 || n > SEEDS_MAX)
         return shoal_error_set(SHOAL_ERR_INVAL, "gossip: node '%s': join needs 1-%d seeds, got %zu",
                                g->cfg.self.id, SEEDS_MAX, n);
@@ -1507,7 +1507,7 @@ bool gossip_refused(const gossip *g) { return g->refused; }
 
 void gossip_leave(gossip *g)
 {
-    assert(!g->in_callback); /* callbacks must not call back into the instance */
+    SHOAL_ASSERT(!g->in_callback); /* callbacks must not call back into the instance */
     if (g->leaving)
         return;
     g->leaving = true;
@@ -1531,7 +1531,7 @@ void gossip_leave(gossip *g)
 
 int gossip_set_meta(gossip *g, const gossip_meta *meta)
 {
-    assert(!g->in_callback); /* callbacks must not call back into the instance */
+    SHOAL_ASSERT(!g->in_callback); /* callbacks must not call back into the instance */
     if (check_meta(meta) < 0)
         return -1;
     if (strcmp(meta->id, g->cfg.self.id) != 0)

@@ -4,8 +4,3 @@ add_library(shoal_gossip STATIC ${CMAKE_CURRENT_LIST_DIR}/gossip.c ${CMAKE_CURRE
             ${CMAKE_CURRENT_LIST_DIR}/gossip_suspicion.c ${CMAKE_CURRENT_LIST_DIR}/gossip_proto.c)
 target_include_directories(shoal_gossip PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 target_link_libraries(shoal_gossip PUBLIC shoal_common PRIVATE shoal::msgpack shoal::sodium m)
-# Invariants are assert()s beside the comments that state them; sanitizer builds keep them on even
-# though the default build type (RelWithDebInfo) defines NDEBUG.
-if(SHOAL_SANITIZE)
-  target_compile_options(shoal_gossip PRIVATE -UNDEBUG)
-endif()

@@ -214,7 +214,7 @@ static void dplace(uint32_t *keys, member **vals, uint32_t cap, uint32_t s, memb
 void gossip_view_put(gossip_member_store *st, gossip_view *v, uint32_t s, const member *e, const char *who)
 {
     /* A view that cannot hold its own entry would silently behave differently: abort instead. */
-    assert(!gossip_view_get(v, s));
+    SHOAL_ASSERT(!gossip_view_get(v, s));
     if ((v->n + 1) * 2 > v->cap) {
         uint32_t cap = v->cap ? v->cap * 2 : 16;
         uint32_t *k = malloc((size_t)cap * sizeof *k);
@@ -249,7 +249,7 @@ void gossip_view_del(gossip_member_store *st, gossip_view *v, uint32_t s)
 {
     uint32_t mask = v->cap - 1, j = (s * 2654435761u) & mask;
     while (v->keys[j] != s) {
-        assert(v->keys[j] != NONE); /* the entry exists */
+        SHOAL_ASSERT(v->keys[j] != NONE); /* the entry exists */
         j = (j + 1) & mask;
     }
     gossip_meta_put(st->pool, v->vals[j]->meta);
@@ -372,7 +372,7 @@ uint32_t gossip_store_slot(gossip_member_store *st, const char *id)
 
 bool gossip_store_free_slot(gossip_member_store *st, uint32_t s)
 {
-    assert(st->solo); /* a shared store keeps slots for good: other views may still name them */
+    SHOAL_ASSERT(st->solo); /* a shared store keeps slots for good: other views may still name them */
     uint32_t *f = realloc(st->free_slots, (size_t)(st->n_free + 1) * sizeof *f);
     if (!f)
         return false;
@@ -441,7 +441,7 @@ static void st_free(gossip_member_store *st)
 
 void gossip_store_free_solo(gossip_member_store *st)
 {
-    assert(st->solo);
+    SHOAL_ASSERT(st->solo);
     st_free(st);
 }
 
@@ -449,7 +449,7 @@ void gossip_member_store_delete(gossip_member_store *st)
 {
     if (!st)
         return;
-    assert(!st->solo && st->n_views == 0); /* every instance was deleted first */
+    SHOAL_ASSERT(!st->solo && st->n_views == 0); /* every instance was deleted first */
     st_free(st);
 }
 
@@ -463,8 +463,8 @@ void gossip_member_store_stats(const gossip_member_store *st, size_t *base, size
 
 int gossip_store_attach(gossip_member_store *st, gossip_view *v, gossip_meta_pool *pool, const char *who)
 {
-    assert(!st->solo && pool);
-    assert(!st->pool || st->pool == pool); /* one pool for every view of a store */
+    SHOAL_ASSERT(!st->solo && pool);
+    SHOAL_ASSERT(!st->pool || st->pool == pool); /* one pool for every view of a store */
     if (st->n_views == st->cap_views) {
         uint32_t cap = st->cap_views ? st->cap_views * 2 : 64;
         gossip_view **vs = realloc(st->views, (size_t)cap * sizeof *vs);
@@ -494,7 +494,7 @@ void gossip_store_detach(gossip_member_store *st, gossip_view *v)
         st->n_private--;
     }
     if (v->ix != NONE) {
-        assert(st->views[v->ix] == v);
+        SHOAL_ASSERT(st->views[v->ix] == v);
         st->views[v->ix] = st->views[--st->n_views];
         st->views[v->ix]->ix = v->ix;
     }

@@ -17,7 +17,7 @@
 #include "gossip.h"
 #include "gossip_proto.h"
 
-#include <assert.h>
+#include "shoal_assert.h"
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -88,7 +88,7 @@ const gossip_meta *gossip_meta_ref(gossip_meta_pool *pool, const gossip_meta *m)
 
 static inline member *gossip_base_at(const gossip_member_store *st, uint32_t s)
 {
-    assert(s < st->n_slots);
+    SHOAL_ASSERT(s < st->n_slots);
     return &st->pages[s >> GOSSIP_PAGE_BITS][s & (GOSSIP_PAGE - 1)];
 }
 

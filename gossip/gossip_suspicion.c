@@ -8,7 +8,7 @@
  */
 #include "gossip_suspicion.h"
 
-#include <assert.h>
+#include "shoal_assert.h"
 #include <math.h>
 
 uint64_t gossip_suspicion_min_us(uint32_t mult, uint32_t n_live, uint64_t probe_interval_us)
@@ -48,7 +48,7 @@ int64_t gossip_suspicion_remaining(uint32_t n, uint32_t k, uint64_t elapsed, uin
 void gossip_suspicion_start(gossip_suspicion *s, uint32_t member, uint32_t accuser, uint32_t k, uint64_t start,
                             uint64_t min, uint64_t max)
 {
-    assert(k <= GOSSIP_SUSPICION_CONFIRMERS_MAX);
+    SHOAL_ASSERT(k <= GOSSIP_SUSPICION_CONFIRMERS_MAX);
     *s = (gossip_suspicion){.member = member, .k = k, .start = start, .min = min, .max = max};
     s->confirmers[0] = accuser;
     s->deadline = start + gossip_suspicion_timeout(0, k, min, max);
@@ -62,7 +62,7 @@ bool gossip_suspicion_confirm(gossip_suspicion *s, uint32_t accuser)
         if (s->confirmers[j] == accuser)
             return false;
     s->confirmers[++s->n] = accuser;
-    assert(s->n <= s->k);
+    SHOAL_ASSERT(s->n <= s->k);
     s->deadline = s->start + gossip_suspicion_timeout(s->n, s->k, s->min, s->max);
     return true;
 }
