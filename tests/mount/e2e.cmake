@@ -13,6 +13,6 @@ function(shoal_mount_e2e_test exe src timeout)
 endfunction()
 
 # awscli is the other client where the cases need one.
-shoal_mount_e2e_test(test_mount_e2e test_mount_e2e.c 120)
+shoal_mount_e2e_test(test_mount_e2e test_mount_e2e.c 300)
 # Everyday tools (rsync -a, tar x, cp -a, git clone) writing into the mount.
 shoal_mount_e2e_test(test_mount_tools test_mount_tools.c 300)
