@@ -56,6 +56,13 @@ static void fake_s3_init(fake_s3 *s, const char *key, const char *etag, size_t l
     s->len = len;
 }
 
+static void fake_s3_fini(fake_s3 *s)
+{
+    free(s->data);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+}
+
 static void gate_close(fake_s3 *s, size_t after)
 {
     pthread_mutex_lock(&s->mu);
@@ -346,6 +353,7 @@ TT_TEST(test_node_cache_many_readers_share_one_fetch)
              (unsigned long long)local, N - 1);
     check_read(&a, &s3, 0, NODE_CACHE_LOCAL);
     tnode_stop(&a);
+    fake_s3_fini(&s3);
 }
 
 /* ---- owners ------------------------------------------------------------------------------------ */
@@ -369,6 +377,8 @@ TT_TEST(test_node_cache_reader_gets_the_block_from_its_owner)
              atomic_load(&s3a.gets), atomic_load(&s3b.gets));
     tnode_stop(&a);
     tnode_stop(&b);
+    fake_s3_fini(&s3a);
+    fake_s3_fini(&s3b);
 }
 
 /* The first owner does not answer (no one listens at its address): the reader goes on to the next
@@ -393,6 +403,8 @@ TT_TEST(test_node_cache_failover_to_the_next_owner)
              atomic_load(&s3c.gets), atomic_load(&s3a.gets));
     tnode_stop(&a);
     tnode_stop(&c);
+    fake_s3_fini(&s3a);
+    fake_s3_fini(&s3c);
 }
 
 /* The owner finds the version gone (S3 answers CHANGED to its If-Match): the read ends with that
@@ -414,6 +426,8 @@ TT_TEST(test_node_cache_changed_etag_ends_the_read)
     TT_CHECK(atomic_load(&s3a.gets) == 0, "the reader asked S3 itself (%d GETs)", atomic_load(&s3a.gets));
     tnode_stop(&a);
     tnode_stop(&b);
+    fake_s3_fini(&s3a);
+    fake_s3_fini(&s3b);
 }
 
 /* The store id of block `index` of `o` (as the read path names it). */
@@ -451,6 +465,7 @@ TT_TEST(test_node_cache_streaming_read_returns_before_the_block_arrived)
     check_read(&a, &s3, 0, (node_cache_source)-1); /* joins the fetch, or finds it stored */
     TT_CHECK(atomic_load(&s3.gets) == 1, "%d GETs", atomic_load(&s3.gets));
     tnode_stop(&a);
+    fake_s3_fini(&s3);
 }
 
 /* ---- metadata and listings --------------------------------------------------------------------- */
@@ -474,6 +489,7 @@ TT_TEST(test_node_cache_head_is_cached_for_the_ttl_and_forgotten_on_demand)
              "a missing key");
     TT_CHECK(atomic_load(&s3.heads) == 3, "a miss was asked twice within the negative TTL");
     tnode_stop(&a);
+    fake_s3_fini(&s3);
 }
 
 /* A listing page is fetched once per metadata TTL however often it is asked; with a TTL of 0 every
@@ -498,6 +514,7 @@ TT_TEST(test_node_cache_listing_pages_are_fetched_once_per_ttl)
         TT_CHECK(atomic_load(&s3.lists) == want, "TTL %d: %d LISTs for 10 asks, want %d", ttl, atomic_load(&s3.lists),
                  want);
         tnode_stop(&a);
+        fake_s3_fini(&s3);
     }
 }
 

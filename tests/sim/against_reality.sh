@@ -111,6 +111,7 @@ cluster() {
   local t0 readers=()
   t0=$(now)
   for i in 0 1 2 3; do
+    : >"$dir/node$i/done" # exists before its reader starts, so the progress count below reads 0, not an error
     (
       while read -r key; do
         "$shoal" --control "$dir/node$i/shoald.sock" get "s3://data/train/$key" -o /dev/null 2>/dev/null || exit 0
