@@ -18,6 +18,7 @@
 #include "node_config.h"
 #include "shoal_buf.h"
 #include "shoal_error.h"
+#include "shoal_size.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -160,39 +161,6 @@ static int dup_to(char **dst, const char *s)
 }
 
 /* ---- value parsers -------------------------------------------------------------------------- */
-
-int node_config_parse_size(const char *text, uint64_t *out)
-{
-    const char *p = text;
-    uint64_t v = 0;
-    if (!isdigit((unsigned char)*p))
-        goto fail_syntax;
-    for (; isdigit((unsigned char)*p); p++) {
-        if (v > (UINT64_MAX - 9) / 10)
-            goto fail_range;
-        v = v * 10 + (uint64_t)(*p - '0');
-    }
-    unsigned shift = 0;
-    switch (toupper((unsigned char)*p)) {
-    case '\0': break;
-    case 'K': shift = 10; break;
-    case 'M': shift = 20; break;
-    case 'G': shift = 30; break;
-    case 'T': shift = 40; break;
-    default: goto fail_syntax;
-    }
-    if (*p && p[1])
-        goto fail_syntax;
-    if (shift && v > (UINT64_MAX >> shift))
-        goto fail_range;
-    *out = v << shift;
-    return 0;
-fail_syntax:
-    return shoal_error_set(SHOAL_ERR_INVAL,
-                           "'%s' is not a size (a whole number with an optional K, M, G or T suffix)", text);
-fail_range:
-    return shoal_error_set(SHOAL_ERR_INVAL, "'%s' is too large", text);
-}
 
 /* A whole number in [lo, hi]. */
 static int parse_uint(const char *text, uint64_t lo, uint64_t hi, uint64_t *out)
@@ -567,13 +535,13 @@ static int apply(const raw_opts *r, int id, const char *v, node_config *cfg)
     case O_CACHE_DIR:
         return apply_path(r, id, v, &cfg->cache_dir);
     case O_CACHE_SIZE:
-        if (node_config_parse_size(v, &cfg->cache_size) < 0)
+        if (shoal_parse_size(v, &cfg->cache_size) < 0)
             return bad(r, id, "%s", shoal_error_message());
         if (cfg->cache_size == 0)
             return bad(r, id, "must be more than 0");
         return 0;
     case O_BLOCK_SIZE:
-        if (node_config_parse_size(v, &cfg->block_size) < 0)
+        if (shoal_parse_size(v, &cfg->block_size) < 0)
             return bad(r, id, "%s", shoal_error_message());
         if (cfg->block_size < 1024 || cfg->block_size > (1u << 30) || (cfg->block_size & (cfg->block_size - 1)))
             return bad(r, id, "'%s' must be a power of two from 1K to 1G", v);

@@ -88,10 +88,6 @@ void node_config_usage(FILE *f);
  * set and non-empty, else /run/shoal/shoald.sock. Returns a heap string (free it); NULL on NOMEM. */
 char *node_config_default_control(void);
 
-/* Parses "10G", "4M", "512K", "1T", "4096" (K/M/G/T, either case, are powers of 1024) into bytes.
- * -1 with SHOAL_ERR_INVAL and a message that quotes the text on a bad number or overflow. */
-int node_config_parse_size(const char *text, uint64_t *out);
-
 /* Splits an S3 URL "s3://BUCKET[/REST]" into a heap bucket name and a heap rest ("" when none);
  * the bucket name is checked against S3's naming rules. -1 with SHOAL_ERR_INVAL and a message
  * quoting the text otherwise (*bucket and *rest untouched). */

@@ -5,6 +5,7 @@
 #include "node_config.h"
 #include "node_stats.h"
 #include "shoal_error.h"
+#include "shoal_size.h"
 #include "tt.h"
 
 #include <fcntl.h>
@@ -179,23 +180,34 @@ TT_TEST(test_node_config_flag_overrides_ini)
     node_config_destroy(&cfg);
 }
 
-TT_TEST(test_node_config_size_suffixes_are_powers_of_1024)
+/* shoald reads sizes with the grammar shoal-sim uses (common/shoal_size.h): a bare letter and
+ * KiB..TiB are powers of 1024, KB..TB powers of 1000, so "100G" means one size in every program. */
+TT_TEST(test_node_config_sizes_read_as_shoal_sim_reads_them)
 {
     static const struct { const char *text; uint64_t want; } ok[] = {
-        {"0", 0}, {"4096", 4096}, {"1K", 1024}, {"1k", 1024}, {"4M", 4ull << 20}, {"10G", 10ull << 30},
-        {"2T", 2ull << 40}, {"16383T", 16383ull << 40},
+        {"100G", 100ull << 30}, {"100GiB", 100ull << 30}, {"100GB", 100000000000ull}, {"1.5G", 3ull << 29},
+        {"8388608", 8388608}, {"2T", 2ull << 40}, {"500MB", 500000000ull},
     };
-    static const char *const bad[] = {"", "10X", "G", "1.5G", "-1", "10GB", " 1G", "99999999999999999999",
-                                      "16777216T"};
+    static const char *const bad[] = {"", "10X", "G", "-1", " 1G", "99999999999999999999", "16777216TiB", "0"};
+    setup();
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
-        uint64_t v = 1;
-        TT_OK(node_config_parse_size(ok[i].text, &v));
-        TT_CHECK(v == ok[i].want, "'%s' -> %llu, want %llu", ok[i].text, (unsigned long long)v,
+        node_config cfg;
+        TT_OK(parse(&cfg, "--bucket", "s3://bkt", "--cluster-key", g_key, "--advertise", "10.0.0.1:7400", "--cache-size",
+                    ok[i].text, NULL));
+        uint64_t sim = 0;
+        TT_OK(shoal_parse_size(ok[i].text, &sim));
+        TT_CHECK(cfg.cache_size == ok[i].want && sim == ok[i].want, "'%s': shoald %llu, shoal-sim %llu, want %llu",
+                 ok[i].text, (unsigned long long)cfg.cache_size, (unsigned long long)sim,
                  (unsigned long long)ok[i].want);
+        node_config_destroy(&cfg);
     }
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        uint64_t v;
-        TT_CHECK(node_config_parse_size(bad[i], &v) < 0, "'%s' accepted", bad[i]);
+        node_config cfg;
+        TT_CHECK(parse(&cfg, "--bucket", "s3://bkt", "--cluster-key", g_key, "--advertise", "10.0.0.1:7400",
+                       "--cache-size", bad[i], NULL) < 0,
+                 "--cache-size '%s' accepted", bad[i]);
+        TT_CHECK(strstr(shoal_error_message(), "--cache-size") != NULL, "the error does not name the flag: %s",
+                 shoal_error_message());
     }
 }
 

@@ -1,5 +1,5 @@
 /*
- * The size grammar (common/shoal_size.h) that shoal-sim reads today and shoald will: K/M/G/T and
+ * The size grammar (common/shoal_size.h) that shoal-sim and shoald read: K/M/G/T and
  * KiB..TiB are powers of 1024, KB/MB/GB/TB powers of 1000; bad text is an error naming it.
  */
 #include "shoal_error.h"
