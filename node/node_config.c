@@ -69,6 +69,7 @@ enum opt_id {
     O_CONTROL,
     O_METRICS,
     O_LOG_LEVEL,
+    O_LOG_FORMAT,
     O_NO_SIGN_REQUEST,
     O_COUNT, /* the options above are also config file keys; the ones below are not */
     O_CONFIG = O_COUNT,
@@ -114,6 +115,7 @@ static const opt_def OPTS[O_ALL] = {
     [O_CONTROL] = {"control", "PATH", "control socket (default $XDG_RUNTIME_DIR/shoal/shoald.sock or /run/shoal/shoald.sock)"},
     [O_METRICS] = {"metrics", "ADDR:PORT|off", "Prometheus /metrics listener (default 127.0.0.1:9464)"},
     [O_LOG_LEVEL] = {"log-level", "LEVEL", "error, warn, info or debug (default info)"},
+    [O_LOG_FORMAT] = {"log-format", "FORMAT", "logfmt (key=value, the default) or json (one object per line)"},
     [O_NO_SIGN_REQUEST] = {"no-sign-request", NULL, "send unsigned requests (public buckets)"},
     [O_CONFIG] = {"config", "FILE", "read options from this INI file (flags win)"},
     [O_HELP] = {"help", NULL, "print this help and exit"},
@@ -615,6 +617,10 @@ static int apply(const raw_opts *r, int id, const char *v, node_config *cfg)
     case O_LOG_LEVEL:
         if (shoal_log_parse_level(v, &cfg->log_level) < 0)
             return bad(r, id, "'%s' is not a log level (error, warn, info, debug)", v);
+        return 0;
+    case O_LOG_FORMAT:
+        if (shoal_log_parse_format(v, &cfg->log_format) < 0)
+            return bad(r, id, "'%s' is not a log format (logfmt, json)", v);
         return 0;
     case O_NO_SIGN_REQUEST:
         return apply_switch(r, id, v, &cfg->no_sign_request);

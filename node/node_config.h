@@ -63,6 +63,7 @@ typedef struct node_config {
     bool metrics_enabled;      /* false for --metrics off */
     shoal_addr metrics;        /* --metrics (default 127.0.0.1:9464) */
     shoal_log_level log_level; /* --log-level (default info) */
+    shoal_log_format log_format; /* --log-format (default logfmt) */
     bool no_sign_request;      /* --no-sign-request */
     char *config_file;         /* --config FILE, NULL when none */
 } node_config;

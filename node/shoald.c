@@ -18,6 +18,8 @@ int main(int argc, char **argv)
     if (rc != 0)
         node_config_fail("shoald");
     shoal_log_set_level(cfg.log_level);
+    shoal_log_set_format(cfg.log_format);
+    shoal_log_detect_journal();
 
     int status = 1;
     node_daemon *d = node_daemon_new(&cfg);

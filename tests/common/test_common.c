@@ -6,7 +6,11 @@
 #include "tt.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 TT_TEST(test_error_keeps_code_and_context_when_wrapped)
 {
@@ -82,6 +86,78 @@ TT_TEST(test_log_writes_one_key_value_line_and_honours_level)
     shoal_log_level l;
     TT_CHECK(shoal_log_parse_level("debug", &l) == 0 && l == SHOAL_LOG_DEBUG, "parse debug");
     TT_CHECK(shoal_log_parse_level("verbose", &l) == -1, "unknown level refused");
+}
+
+/* The JSON form: every key=value a member, numbers as numbers, quoted values unquoted and
+ * re-escaped for JSON, a line too long for the buffer cut at a member with "truncated":true. */
+TT_TEST(test_log_json_rewrites_fields_numbers_and_escapes)
+{
+    char out[512];
+    shoal_log_to_json("ts=2026-12-06T10:00:00.000Z level=warn module=s3 event=retry status=503 wait=0.25 "
+                      "key=\"a b\\\"c\\x01\" etag=0123 neg=-7 bare=",
+                      out, sizeof out);
+    const char *want = "{\"ts\":\"2026-12-06T10:00:00.000Z\",\"level\":\"warn\",\"module\":\"s3\",\"event\":\"retry\","
+                       "\"status\":503,\"wait\":0.25,\"key\":\"a b\\\"c\\u0001\",\"etag\":\"0123\",\"neg\":-7,"
+                       "\"bare\":\"\"}";
+    TT_CHECK(strcmp(out, want) == 0, "got  %s\nwant %s", out, want);
+    /* A quoted number stays a string: the caller quoted it on purpose. */
+    shoal_log_to_json("id=\"42\"", out, sizeof out);
+    TT_CHECK(strcmp(out, "{\"id\":\"42\"}") == 0, "got %s", out);
+    char line[400];
+    snprintf(line, sizeof line, "a=1 b=%0200d c=3", 0);
+    size_t n = shoal_log_to_json(line, out, 64);
+    TT_CHECK(n < 64 && strcmp(out, "{\"a\":1,\"truncated\":true}") == 0, "cut line: %s (%zu)", out, n);
+}
+
+/* Under --log-format json the sink (and stderr) get the JSON object; back to logfmt after. */
+TT_TEST(test_log_format_json_reaches_the_sink)
+{
+    shoal_log_format f;
+    TT_CHECK(shoal_log_parse_format("json", &f) == 0 && f == SHOAL_LOG_JSON, "parse json");
+    TT_CHECK(shoal_log_parse_format("text", &f) == -1, "unknown format refused");
+    shoal_log_set_sink(capture, NULL);
+    shoal_log_set_level(SHOAL_LOG_INFO);
+    shoal_log_set_format(SHOAL_LOG_JSON);
+    LOG_INFO("test", "shown", "n=%d path=%s", 5, "x");
+    shoal_log_set_format(SHOAL_LOG_LOGFMT);
+    shoal_log_set_sink(NULL, NULL);
+    TT_CHECK(captured[0] == '{' && strstr(captured, "\"level\":\"info\",\"module\":\"test\",\"event\":\"shown\",\"n\":5,"
+                                                    "\"path\":\"x\"}") != NULL,
+             "line '%s'", captured);
+}
+
+/* With stderr on the journal (JOURNAL_STREAM names its device and inode, as systemd sets it),
+ * each line starts with its syslog priority; with JOURNAL_STREAM naming another file, none. */
+TT_TEST(test_log_priority_prefix_only_when_stderr_is_the_journal)
+{
+    char path[] = "/tmp/shoal-log-XXXXXX";
+    int fd = mkstemp(path);
+    TT_CHECK(fd >= 0, "mkstemp: %s", strerror(errno));
+    int saved = dup(STDERR_FILENO);
+    TT_CHECK(saved >= 0 && dup2(fd, STDERR_FILENO) >= 0, "dup2: %s", strerror(errno));
+    struct stat st;
+    TT_CHECK(fstat(fd, &st) == 0, "fstat");
+    char js[64];
+    snprintf(js, sizeof js, "%llu:%llu", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino + 1);
+    setenv("JOURNAL_STREAM", js, 1);
+    bool other = shoal_log_detect_journal();
+    LOG_WARN("test", "plain", "x=1");
+    snprintf(js, sizeof js, "%llu:%llu", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+    setenv("JOURNAL_STREAM", js, 1);
+    bool journal = shoal_log_detect_journal();
+    LOG_WARN("test", "prio", "x=2");
+    LOG_ERROR("test", "prio", "x=3");
+    unsetenv("JOURNAL_STREAM");
+    shoal_log_detect_journal();
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char buf[1024] = "";
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    unlink(path);
+    TT_CHECK(!other && journal, "detected: other file %d, the journal's stream %d", other, journal);
+    TT_CHECK(n > 0 && strncmp(buf, "ts=", 3) == 0, "the first line has no prefix: %s", buf);
+    TT_CHECK(strstr(buf, "\n<4>ts=") && strstr(buf, "event=prio x=2\n<3>ts="), "priorities: %s", buf);
 }
 
 TT_TEST(test_addr_parses_ipv4_ipv6_and_refuses_names)

@@ -123,8 +123,10 @@ TT_TEST(test_node_config_every_flag_is_applied)
                 "--peer-timeout", "750", "--upload-delay", "15", "--allow-other", "--uid", "1000", "--gid", "0",
                 "--file-mode", "0440", "--dir-mode", "750",
                 "--cluster-key", g_key, "--state-dir", "/s", "--control", "/tmp/x.sock", "--metrics", "off",
-                "--log-level", "debug", "--no-sign-request", NULL));
+                "--log-level", "debug", "--log-format", "json", "--no-sign-request", NULL));
     TT_CHECK(!strcmp(cfg.node_id, "n-1"), "node_id=%s", cfg.node_id);
+    TT_CHECK(cfg.log_level == SHOAL_LOG_DEBUG && cfg.log_format == SHOAL_LOG_JSON, "log level %d format %d",
+             cfg.log_level, cfg.log_format);
     TT_CHECK(!strcmp(addr_text(&cfg.bind), "127.0.0.2:7500"), "bind=%s", addr_text(&cfg.bind));
     TT_CHECK(!strcmp(addr_text(&cfg.advertise), "10.0.0.2:7500"), "advertise=%s", addr_text(&cfg.advertise));
     TT_CHECK(cfg.n_seeds == 3, "n_seeds=%zu", cfg.n_seeds);
@@ -252,6 +254,7 @@ TT_TEST(test_node_config_bad_values_name_the_flag)
         {"--file-mode", "0888", "--file-mode: '0888' is not an octal mode from 0 to 7777"},
         {"--dir-mode", "17777", "--dir-mode: '17777' is not an octal mode"},
         {"--log-level", "verbose", "--log-level: 'verbose' is not a log level (error, warn, info, debug)"},
+        {"--log-format", "text", "--log-format: 'text' is not a log format (logfmt, json)"},
         {"--metrics", "9464", "--metrics: bad address '9464'"},
         {"--metrics", "on", "--metrics: bad address 'on'"},
         {"--control", "", "--control: empty path"},
