@@ -255,6 +255,21 @@ void td_node_signal(td_cluster *c, int i, int sig)
     TT_CHECK(kill(c->nodes[i].pid, sig) == 0, "kill %s", c->nodes[i].id);
 }
 
+/* Prints every thread's stack of a daemon that hangs (when gdb is there), so a failure says where
+ * it hung instead of only that it did. */
+static void dump_stacks(const td_node *nd)
+{
+    if (system("command -v gdb >/dev/null 2>&1") != 0)
+        return;
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "gdb -batch -nx -p %d -ex 'thread apply all bt' 2>/dev/null | grep -E '^(Thread|#)' >&2",
+             (int)nd->pid);
+    fprintf(stderr, "---- threads of %s (pid %d) ----\n", nd->id, (int)nd->pid);
+    fflush(stderr);
+    if (system(cmd) != 0)
+        fprintf(stderr, "(gdb could not attach)\n");
+}
+
 int td_node_wait(td_cluster *c, int i, int timeout_ms)
 {
     td_node *nd = &c->nodes[i];
@@ -266,7 +281,10 @@ int td_node_wait(td_cluster *c, int i, int timeout_ms)
             nd->exit_status = st;
             return st;
         }
-        TT_CHECK(td_now_ms() < deadline, "%s did not exit within %d ms", nd->id, timeout_ms);
+        if (td_now_ms() >= deadline) {
+            dump_stacks(nd);
+            TT_CHECK(false, "%s did not exit within %d ms", nd->id, timeout_ms);
+        }
         td_sleep_ms(20);
     }
 }
