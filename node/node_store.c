@@ -49,6 +49,46 @@
  * Files are opened with O_NOATIME so neither our header reads at open nor the kernel's relatime
  * rules disturb that order; the explicit stamp works even on noatime mounts. The modification
  * time is never touched after the write, so it still says when the block was stored.
+ *
+ * Free space. The capacity is the operator's promise about the store; the file system may hold
+ * less (something else fills it, or --cache-size is larger than the disk). So a put also keeps
+ * free_space_bp of the file system free, evicting LRU blocks (near first) until the free bytes
+ * and inodes after the write stay above the reserve. Asking the kernel (fstatvfs) on every put
+ * would be a system call per block, so the store keeps an estimate under its mutex: measured at
+ * most once a second or when the estimate says the put would cross the reserve, minus each put's
+ * bytes (rounded up to the file system's unit), plus each removed file's. When it must evict, it
+ * frees a little more than needed (an eighth of the reserve, at most 256 MiB), so at the edge
+ * of the reserve a statvfs comes once per that many bytes, not once per block. The estimate can
+ * be optimistic (an evicted file still open by a reader keeps its blocks), so a write that still
+ * meets ENOSPC or EDQUOT evicts at least its own size and tries once more before it fails. A
+ * file system filled while the store is idle is handled by node_store_maintain. Why not evict
+ * only on ENOSPC? Because the disk is shared: the mount stages the files it writes in the same
+ * cache directory, and a cache that fills the disk to the last byte makes those writes fail.
+ *
+ * Healing. An operator (or a cleaner) may remove blocks/ or parts of it under a running store.
+ * The store keeps blocks/ open by descriptor, and a removed directory takes no new entries, so
+ * without help every put would fail for good and the index would keep promising blocks that are
+ * gone. Three things put it right. (1) A put that meets ENOENT, and a read that finds its file
+ * missing, check whether blocks/ is still the directory the store has open (its link count and,
+ * by path, its device and inode: two stat calls, only on those rare paths); if not, the index is
+ * emptied (the files went with the directory), blocks/ and its lock file are made again, the new
+ * directory is scanned as at open (empty, unless someone put a directory back), and the put is
+ * tried once more in it. The old descriptor is kept open until the store is deleted, so a thread
+ * that took it just before cannot end up using a recycled descriptor number; operations on it fail
+ * with ENOENT and take the same path. A put that wrote into the old directory just before it
+ * vanished sees the directory generation changed and writes again. (2) A read that finds its
+ * file missing drops that entry (counted as lost, not corrupt: a removed file is not damage) and
+ * makes the periodic audit run fast for a while, since files rarely vanish alone. (3) The
+ * audit, in node_store_maintain, stats a slice of the index's files per call outside the lock
+ * and drops the ones that are gone, not regular files, or of the wrong size.
+ *
+ * Counting damage. Every block found damaged is counted once in corrupt_drops, whoever finds it
+ * (open's scan, a get or map, a peer serve, the audit): a block removed for another reason (an
+ * eviction) between a reader's lookup and its check is still counted, and a short ring of the
+ * generations counted last keeps two readers of one damaged block from counting it twice. Block
+ * files are opened with O_NOFOLLOW and O_NONBLOCK, so a symbolic link or a FIFO in a block's place
+ * is damage like any other rather than a file served from elsewhere or an open that never returns,
+ * and a directory in its place is removed with rmdir.
  */
 #include "node_store.h"
 
@@ -64,6 +104,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -103,10 +144,29 @@ typedef struct store_lru {
     store_entry *head, *tail;
 } store_lru;
 
+/* The file system under blocks/, as the free-space reserve sees it (all under s->mu). */
+typedef struct store_fs {
+    bool known;           /* fstatvfs answers here; without it there is no reserve */
+    uint64_t unit;        /* allocation unit: a file takes a whole number of these */
+    uint64_t reserve;     /* bytes to keep free */
+    uint64_t reserve_files; /* inodes to keep free (0 where the file system does not count them) */
+    uint64_t slack;       /* extra bytes freed once eviction for the reserve has started */
+    int64_t avail;        /* estimate of the bytes available (f_bavail), puts in flight deducted */
+    int64_t avail_files;  /* estimate of the inodes available, INT64_MAX when not counted */
+    int64_t measured_ns;  /* monotonic time of the last fstatvfs; 0 = never */
+    bool short_logged;    /* the reserve could not be kept, and that was logged */
+} store_fs;
+
+#define STORE_RECENT_CORRUPT 16
+
 struct node_store {
+    char *cache_dir;
     char *blocks_dir;
-    int blocks_fd;
+    int blocks_fd;        /* blocks/ (replaced under mu when healed; read under mu) */
     int lock_fd;
+    uint64_t dir_gen;     /* bumped each time blocks/ is made again */
+    int *retired_fds;     /* descriptors of vanished blocks/ directories, closed at delete */
+    size_t n_retired;
     bool fsync;
     _Atomic bool direct; /* O_DIRECT block writes; cleared for good when the file system refuses */
     /* Leaf directories ab/cd/ known to exist, one bit per (ab, cd): a put skips its two mkdirat
@@ -125,7 +185,15 @@ struct node_store {
     uint64_t next_gen;
     uint64_t tmp_seq;
     int64_t clock_ns;
-    uint64_t hits, misses, puts, evictions, corrupt_drops, write_errors;
+    uint64_t hits, misses, puts, evictions, space_evictions, corrupt_drops, lost_drops, write_errors, dir_heals;
+    bool heal_failing;    /* blocks/ could not be made again, and that was logged */
+    uint64_t recent_corrupt[STORE_RECENT_CORRUPT]; /* generations counted as corrupt last (a ring) */
+    unsigned recent_next;
+
+    unsigned free_bp;     /* the free-space reserve, hundredths of a percent */
+    store_fs fs;
+    size_t audit_bucket;  /* where the next audit slice starts */
+    size_t audit_boost;   /* entries still to audit at the fast rate */
 };
 
 /* ---- small helpers ---------------------------------------------------------------------- */
@@ -233,13 +301,33 @@ static void stamp_atime(int fd, int64_t atime_ns)
         LOG_DEBUG("store", "stamp_failed", "errno=%d", errno);
 }
 
-/* Opens a block file for reading without updating its access time where the kernel allows. */
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts); /* the vDSO: no system call */
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Opens a block file for reading without updating its access time where the kernel allows. A
+ * symbolic link fails (ELOOP) and a FIFO opens without waiting for a writer: neither is a block. */
 static int open_block_ro(int dirfd, const char *rel)
 {
-    int fd = openat(dirfd, rel, O_RDONLY | O_CLOEXEC | O_NOATIME);
+    int flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
+    int fd = openat(dirfd, rel, flags | O_NOATIME);
     if (fd < 0 && errno == EPERM)
-        fd = openat(dirfd, rel, O_RDONLY | O_CLOEXEC);
+        fd = openat(dirfd, rel, flags);
     return fd;
+}
+
+/* Removes what sits at a block's name: a file, or a directory put there (if empty). 0 or -1 with
+ * errno. */
+static int remove_block_file(int dirfd, const char *rel)
+{
+    if (unlinkat(dirfd, rel, 0) == 0)
+        return 0;
+    if (errno != EISDIR)
+        return -1;
+    return unlinkat(dirfd, rel, AT_REMOVEDIR);
 }
 
 /* pread until n bytes or EOF; returns the bytes read or -1 with errno. */
@@ -455,12 +543,33 @@ static void account_add(node_store *s, store_entry *e)
     lru_push_head(&s->lru[e->cls], e);
 }
 
-/* Removes a complete block from index, list and accounting, unlinks its file, frees the entry. */
-static void entry_remove(node_store *s, store_entry *e)
+/* The file system bytes a file of `size` bytes takes: whole allocation units. */
+static uint64_t fs_charge(const node_store *s, uint64_t size)
+{
+    uint64_t unit = s->fs.unit ? s->fs.unit : 4096;
+    return (size + unit - 1) / unit * unit;
+}
+
+/* A file of `size` bytes left the file system: the estimate gets its space back. */
+static void fs_credit(node_store *s, uint64_t size)
+{
+    if (s->free_bp == 0)
+        return; /* no reserve: the estimate is not kept */
+    s->fs.avail += (int64_t)fs_charge(s, size);
+    if (s->fs.avail_files != INT64_MAX)
+        s->fs.avail_files++;
+}
+
+/* Removes a complete block from index, list and accounting, frees the entry. The file is removed
+ * too, unless `file_gone` says it no longer exists. */
+static void entry_forget(node_store *s, store_entry *e, bool file_gone)
 {
     SHOAL_ASSERT_LOCKED(&s->mu);
     char rel[NODE_STORE_RELPATH_LEN];
-    if (unlinkat(s->blocks_fd, node_store_relpath(e->id, rel), 0) != 0 && errno != ENOENT)
+    node_store_relpath(e->id, rel);
+    if (!file_gone && remove_block_file(s->blocks_fd, rel) == 0)
+        fs_credit(s, e->size);
+    else if (!file_gone && errno != ENOENT)
         LOG_WARN("store", "unlink_failed", "file=%s/%s errno=%d", s->blocks_dir, rel, errno);
     lru_unlink(&s->lru[e->cls], e);
     index_remove(s, e);
@@ -473,18 +582,125 @@ static void entry_remove(node_store *s, store_entry *e)
     free(e);
 }
 
-static bool evict_tail(node_store *s, node_store_class cls)
+static void entry_remove(node_store *s, store_entry *e) { entry_forget(s, e, false); }
+
+/* Evicts the least recently used block of class cls; its size (file bytes), or 0 when the class
+ * holds none. `for_space` counts it as evicted for the file system rather than the cap. */
+static uint64_t evict_tail_why(node_store *s, node_store_class cls, bool for_space)
 {
     store_entry *e = s->lru[cls].tail;
     if (!e)
-        return false;
+        return 0;
+    uint64_t size = e->size;
     entry_remove(s, e);
     s->evictions++;
-    return true;
+    if (for_space)
+        s->space_evictions++;
+    return size;
 }
 
-/* Evicts until `size` more bytes of class cls fit next to what is stored and reserved. Near blocks
- * go first; a near put never evicts owned blocks. -1 with NOSPACE when that is not enough. */
+static bool evict_tail(node_store *s, node_store_class cls) { return evict_tail_why(s, cls, false) != 0; }
+
+/* Evicts one block for the file system's sake: a near block, else an owned one unless the put
+ * that asks is a near put (near puts never evict owned blocks). Its file bytes, or 0. */
+static uint64_t evict_for_space(node_store *s, node_store_class cls)
+{
+    SHOAL_ASSERT_LOCKED(&s->mu);
+    uint64_t freed = evict_tail_why(s, NODE_STORE_NEAR, true);
+    if (freed == 0 && cls == NODE_STORE_OWNED)
+        freed = evict_tail_why(s, NODE_STORE_OWNED, true);
+    return freed;
+}
+
+/* ---- free space of the file system (all under s->mu) --------------------------------------- */
+
+#define STORE_FS_MAX_AGE_NS 1000000000LL /* re-measure at least this often while puts come */
+#define STORE_FS_MAX_SLACK (256ull << 20)
+
+/* Asks the kernel how much of the file system is free and sets the reserve from its size. Bytes
+ * reserved by puts in flight are deducted: what they already wrote is counted twice, which errs
+ * on the side of the reserve. */
+static void fs_measure(node_store *s)
+{
+    SHOAL_ASSERT_LOCKED(&s->mu);
+    struct statvfs v;
+    s->fs.measured_ns = mono_ns();
+    if (fstatvfs(s->blocks_fd, &v) != 0) {
+        if (s->fs.known)
+            LOG_WARN("store", "statvfs_failed", "dir=%s errno=%d reserve=off", s->blocks_dir, errno);
+        s->fs.known = false;
+        return;
+    }
+    if (v.f_blocks == 0) { /* a file system that reports no size (ramfs): nothing to keep free */
+        s->fs.known = false;
+        return;
+    }
+    uint64_t unit = v.f_frsize ? v.f_frsize : v.f_bsize;
+    s->fs.known = true;
+    s->fs.unit = unit ? unit : 4096;
+    s->fs.reserve = (uint64_t)((unsigned __int128)v.f_blocks * s->fs.unit * s->free_bp / 10000);
+    s->fs.slack = s->fs.reserve / 8 < STORE_FS_MAX_SLACK ? s->fs.reserve / 8 : STORE_FS_MAX_SLACK;
+    s->fs.avail = (int64_t)((uint64_t)v.f_bavail * s->fs.unit) - (int64_t)s->reserved;
+    if (v.f_files > 0) {
+        s->fs.reserve_files = (uint64_t)v.f_files * s->free_bp / 10000;
+        s->fs.avail_files = (int64_t)v.f_favail;
+    } else {
+        s->fs.reserve_files = 0;
+        s->fs.avail_files = INT64_MAX;
+    }
+}
+
+/* Whether writing `need` bytes (one more file) would leave less than the reserve plus `extra`
+ * bytes free. */
+static bool fs_short(const node_store *s, uint64_t need, uint64_t extra)
+{
+    if (!s->fs.known || s->free_bp == 0)
+        return false;
+    bool files_short = s->fs.avail_files != INT64_MAX && s->fs.avail_files - 1 < (int64_t)s->fs.reserve_files;
+    return s->fs.avail - (int64_t)need < (int64_t)(s->fs.reserve + extra) || files_short;
+}
+
+/* Evicts while the reserve (plus `extra`) is not kept with `need` more bytes written. The bytes
+ * evicted. */
+static uint64_t fs_evict_to_reserve(node_store *s, node_store_class cls, uint64_t need, uint64_t extra)
+{
+    uint64_t freed = 0, one;
+    while (fs_short(s, need, extra) && (one = evict_for_space(s, cls)) != 0)
+        freed += one;
+    return freed;
+}
+
+/* The free-space part of a put's reservation: keeps the reserve with `size` more bytes on disk,
+ * evicting as needed, and deducts them from the estimate. -1 with NOSPACE when the blocks this put
+ * may evict are not enough. */
+static int fs_reserve(node_store *s, node_store_class cls, uint64_t size)
+{
+    SHOAL_ASSERT_LOCKED(&s->mu);
+    if (s->free_bp == 0)
+        return 0;
+    uint64_t need = fs_charge(s, size);
+    /* (where fstatvfs cannot tell, only the age asks again: never a system call per put) */
+    if (mono_ns() - s->fs.measured_ns > STORE_FS_MAX_AGE_NS || fs_short(s, need, 0))
+        fs_measure(s);
+    if (fs_short(s, need, 0)) {
+        /* Past the reserve: free a little more than needed, so the next puts need no statvfs. */
+        fs_evict_to_reserve(s, cls, need, s->fs.slack);
+        if (fs_short(s, need, 0))
+            return shoal_error_set(SHOAL_ERR_NOSPACE,
+                                   "store: %s keeps %u.%02u%% of its file system free (--cache-free-space) and "
+                                   "has no %sblock left to evict for a block of %" PRIu64 " bytes",
+                                   s->blocks_dir, s->free_bp / 100, s->free_bp % 100,
+                                   cls == NODE_STORE_NEAR ? "near " : "", size);
+    }
+    s->fs.avail -= (int64_t)need;
+    if (s->fs.avail_files != INT64_MAX)
+        s->fs.avail_files--;
+    return 0;
+}
+
+/* Evicts until `size` more bytes of class cls fit next to what is stored and reserved, and the
+ * file system keeps its free-space reserve with them written. Near blocks go first; a near put
+ * never evicts owned blocks. -1 with NOSPACE when that is not enough. */
 static int make_room(node_store *s, node_store_class cls, uint64_t size)
 {
     SHOAL_ASSERT_LOCKED(&s->mu);
@@ -509,17 +725,20 @@ static int make_room(node_store *s, node_store_class cls, uint64_t size)
                                    "store: capacity %" PRIu64 " bytes is reserved by writes in flight",
                                    s->capacity);
     }
-    return 0;
+    return fs_reserve(s, cls, size);
 }
 
 /* ---- writing ------------------------------------------------------------------------------ */
 
+/* Sets the shoal_error of a failed system call (NOSPACE for a full file system); errno keeps err. */
 static int store_errno(int err, const char *what, const char *dir, const char *rel)
 {
     if (err == ENOSPC || err == EDQUOT)
-        return shoal_error_set(SHOAL_ERR_NOSPACE, "store: %s %s/%s: file system full: %s", what, dir, rel,
-                               strerror(err));
-    return shoal_error_errno(err, "store: %s %s/%s", what, dir, rel);
+        shoal_error_set(SHOAL_ERR_NOSPACE, "store: %s %s/%s: file system full: %s", what, dir, rel, strerror(err));
+    else
+        shoal_error_errno(err, "store: %s %s/%s", what, dir, rel);
+    errno = err;
+    return -1;
 }
 
 /* The byte of s->leaf_made that holds the bit of id's leaf directory ab/cd/, and the bit. */
@@ -532,7 +751,8 @@ static _Atomic uint8_t *leaf_bit(node_store *s, const uint8_t id[NODE_STORE_ID_L
 
 /* Makes ab/ and ab/cd/ under blocks/ (an existing directory is fine), unless the store made them
  * before; `again` forgets that it did (the leaf was removed behind its back). */
-static int ensure_leaf_dir(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const char *rel, bool again)
+static int ensure_leaf_dir(node_store *s, int dir_fd, const uint8_t id[NODE_STORE_ID_LEN], const char *rel,
+                           bool again)
 {
     uint8_t bit;
     _Atomic uint8_t *made = leaf_bit(s, id, &bit);
@@ -542,7 +762,7 @@ static int ensure_leaf_dir(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], c
     for (int n = 2; n <= 5; n += 3) {
         memcpy(dir, rel, (size_t)n);
         dir[n] = '\0';
-        if (mkdirat(s->blocks_fd, dir, 0700) != 0 && errno != EEXIST)
+        if (mkdirat(dir_fd, dir, 0700) != 0 && errno != EEXIST)
             return store_errno(errno, "mkdir", s->blocks_dir, dir);
     }
     atomic_fetch_or_explicit(made, bit, memory_order_relaxed);
@@ -571,9 +791,9 @@ static int write_all(int fd, struct iovec *iov, int iovcnt)
     return 0;
 }
 
-static int fsync_dir(node_store *s, const char *rel_dir)
+static int fsync_dir(node_store *s, int dir_fd, const char *rel_dir)
 {
-    int dfd = openat(s->blocks_fd, rel_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dfd = openat(dir_fd, rel_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
         return store_errno(errno, "open directory", s->blocks_dir, rel_dir);
     int rc = 0;
@@ -671,40 +891,50 @@ static int write_direct(node_store *s, int fd, const uint8_t *hdr, const void *d
     return alen != total && ftruncate(fd, (off_t)total) != 0 ? -1 : 0;
 }
 
-/* Writes the block under a temporary name and renames it into place. On failure no file is left. */
-static int write_block_file(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const void *data, size_t len,
-                            const node_store_checksum *sum,
-                            node_store_class cls, int64_t atime_ns, uint64_t seq)
+/* Writes the block under a temporary name in the directory dir_fd (blocks/) and renames it into
+ * place. On failure no file is left, and *err holds the errno of the call that failed (0 when it
+ * was not a system call). */
+static int write_block_file(node_store *s, int dir_fd, const uint8_t id[NODE_STORE_ID_LEN], const void *data,
+                            size_t len, const node_store_checksum *sum, node_store_class cls, int64_t atime_ns,
+                            uint64_t seq, int *err)
 {
     char rel[NODE_STORE_RELPATH_LEN], tmp[STORE_TMP_NAME_LEN];
     node_store_relpath(id, rel);
     snprintf(tmp, sizeof tmp, "%.6s" STORE_TMP_PREFIX "%s-%" PRIu64, rel, rel + 6, seq);
+    *err = 0;
 
-    if (ensure_leaf_dir(s, id, rel, false) != 0)
+    if (ensure_leaf_dir(s, dir_fd, id, rel, false) != 0) {
+        *err = errno;
         return -1;
+    }
     bool direct = len >= STORE_DIRECT_MIN && atomic_load(&s->direct);
     int create = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
-    int fd = openat(s->blocks_fd, tmp, create | (direct ? O_DIRECT : 0), 0600);
+    int fd = openat(dir_fd, tmp, create | (direct ? O_DIRECT : 0), 0600);
     if (fd < 0 && errno == ENOENT) { /* its leaf directory was removed behind the store's back */
-        if (ensure_leaf_dir(s, id, rel, true) != 0)
+        if (ensure_leaf_dir(s, dir_fd, id, rel, true) != 0) {
+            *err = errno;
             return -1;
-        fd = openat(s->blocks_fd, tmp, create | (direct ? O_DIRECT : 0), 0600);
+        }
+        fd = openat(dir_fd, tmp, create | (direct ? O_DIRECT : 0), 0600);
     }
     if (fd < 0 && direct && errno == EINVAL) {
         /* The kernel refuses O_DIRECT after it created the file: remove it, then write buffered. */
         direct_off(s, "open", errno);
         direct = false;
-        unlinkat(s->blocks_fd, tmp, 0);
-        fd = openat(s->blocks_fd, tmp, create, 0600);
+        unlinkat(dir_fd, tmp, 0);
+        fd = openat(dir_fd, tmp, create, 0600);
     }
-    if (fd < 0)
+    if (fd < 0) {
+        *err = errno;
         return store_errno(errno, "create", s->blocks_dir, tmp);
+    }
 
     uint8_t hdr[NODE_STORE_HEADER_LEN];
     header_build(hdr, id, cls, data, len, sum);
     int wr = direct ? write_direct(s, fd, hdr, data, len) : 1;
     if (wr == 1) { /* buffered: direct writes are off, or were refused just now */
         if (direct && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_DIRECT) != 0) {
+            *err = errno;
             store_errno(errno, "fcntl", s->blocks_dir, tmp);
             goto fail_fd;
         }
@@ -712,19 +942,26 @@ static int write_block_file(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], 
         wr = write_all(fd, iov, 2);
     }
     if (wr != 0) {
+        *err = errno;
         store_errno(errno, "write", s->blocks_dir, tmp);
         goto fail_fd;
     }
     stamp_atime(fd, atime_ns);
     if (s->fsync && fsync(fd) != 0) {
+        *err = errno;
         store_errno(errno, "fsync", s->blocks_dir, tmp);
         goto fail_fd;
     }
     if (close(fd) != 0) {
+        *err = errno;
         store_errno(errno, "close", s->blocks_dir, tmp);
         goto fail_tmp;
     }
-    if (renameat(s->blocks_fd, tmp, s->blocks_fd, rel) != 0) {
+    int renamed = renameat(dir_fd, tmp, dir_fd, rel);
+    if (renamed != 0 && errno == EISDIR && remove_block_file(dir_fd, rel) == 0) /* a directory at its name */
+        renamed = renameat(dir_fd, tmp, dir_fd, rel);
+    if (renamed != 0) {
+        *err = errno;
         store_errno(errno, "rename", s->blocks_dir, tmp);
         goto fail_tmp;
     }
@@ -733,7 +970,7 @@ static int write_block_file(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], 
         memcpy(dir, rel, 5);
         dir[5] = '\0';
         /* The block is complete and in place: a failed directory sync only weakens durability. */
-        if (fsync_dir(s, dir) != 0)
+        if (fsync_dir(s, dir_fd, dir) != 0)
             LOG_WARN("store", "fsync_dir_failed", "error=%s", shoal_error_name(shoal_error_code()));
     }
     return 0;
@@ -741,11 +978,26 @@ static int write_block_file(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], 
 fail_fd:
     close(fd);
 fail_tmp:
-    unlinkat(s->blocks_fd, tmp, 0);
+    unlinkat(dir_fd, tmp, 0);
     return -1;
 }
 
 /* ---- public: put, get, contains, stats -------------------------------------------------- */
+
+static void dir_check(node_store *s);
+
+/* A write met a full file system: evicts at least the block's bytes, and down to the free-space
+ * reserve, so that its one retry finds room. Locked. Whether anything was evicted. */
+static bool evict_for_full_disk(node_store *s, node_store_class cls, uint64_t size)
+{
+    SHOAL_ASSERT_LOCKED(&s->mu);
+    fs_measure(s);
+    uint64_t need = fs_charge(s, size), freed = 0, one;
+    while ((freed < need || fs_short(s, need, s->fs.slack)) && (one = evict_for_space(s, cls)) != 0)
+        freed += fs_charge(s, one);
+    LOG_DEBUG("store", "full_disk_evicted", "dir=%s bytes=%" PRIu64 " for=%" PRIu64, s->blocks_dir, freed, size);
+    return freed > 0;
+}
 
 /* Rewrites the class field of a stored block in place (outside the checksum by design). Locked. */
 static void promote(node_store *s, store_entry *e)
@@ -813,6 +1065,7 @@ int node_store_put_checked(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], c
     e->gen = ++s->next_gen;
     if (index_insert(s, e) != 0) {
         free(e);
+        fs_credit(s, size);
         goto fail_locked;
     }
     s->reserved += size;
@@ -820,11 +1073,38 @@ int node_store_put_checked(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], c
         s->near_reserved += size;
     int64_t atime = clock_tick(s);
     uint64_t seq = ++s->tmp_seq;
+    int dir_fd = s->blocks_fd;
+    uint64_t dir_gen = s->dir_gen;
     pthread_mutex_unlock(&s->mu);
 
-    int rc = write_block_file(s, id, data, len, sum, cls, atime, seq);
-
-    pthread_mutex_lock(&s->mu);
+    bool remade = false, evicted = false;
+    int rc;
+    for (;;) {
+        int err;
+        rc = write_block_file(s, dir_fd, id, data, len, sum, cls, atime, seq, &err);
+        pthread_mutex_lock(&s->mu);
+        if (rc == 0 && dir_gen != s->dir_gen) {
+            /* blocks/ vanished and was made again while this put wrote into the old one */
+            rc = shoal_error_set(SHOAL_ERR_IO, "store: %s was removed while block %s was written", s->blocks_dir, hex);
+            err = ENOENT;
+        }
+        bool again = false;
+        if (rc != 0 && err == ENOENT && !remade) {
+            /* Something removed blocks/ or part of it: make it again, look for other lost files. */
+            remade = again = true;
+            s->audit_boost = s->nentries;
+            dir_check(s);
+        } else if (rc != 0 && (err == ENOSPC || err == EDQUOT) && !evicted) {
+            evicted = true;
+            again = evict_for_full_disk(s, cls, size);
+        }
+        if (!again)
+            break;
+        dir_fd = s->blocks_fd;
+        dir_gen = s->dir_gen;
+        seq = ++s->tmp_seq;
+        pthread_mutex_unlock(&s->mu);
+    }
     s->reserved -= size;
     if (cls == NODE_STORE_NEAR)
         s->near_reserved -= size;
@@ -836,6 +1116,7 @@ int node_store_put_checked(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], c
         index_remove(s, e);
         free(e);
         s->write_errors++;
+        fs_credit(s, size);
     }
     pthread_mutex_unlock(&s->mu);
     if (rc != 0)
@@ -847,33 +1128,62 @@ fail_locked:
     return -1;
 }
 
-/* A get found the block unusable: remove it if the index still holds the very entry that was
- * read (not one evicted and stored anew since), count the miss, and report NOT_FOUND. */
-static int drop_block(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], uint64_t gen, bool corrupt,
-                      const char *reason)
+/* Why a block is dropped on finding it unusable. */
+typedef enum drop_kind {
+    DROP_CORRUPT, /* damaged: counted in corrupt_drops */
+    DROP_LOST,    /* its file is gone: counted in lost_drops */
+} drop_kind;
+
+static bool recent_corrupt_has(const node_store *s, uint64_t gen)
+{
+    for (unsigned i = 0; i < STORE_RECENT_CORRUPT; i++)
+        if (s->recent_corrupt[i] == gen)
+            return true;
+    return false;
+}
+
+/* A read or the audit found the block of generation `gen` unusable: remove it if the index still
+ * holds that very entry (not one evicted and stored anew since), and count it. Damage is counted
+ * once per generation even when the entry went meanwhile (an eviction between the lookup and the
+ * check): the ring of recent generations keeps a second finder of the same damage from counting
+ * it again. A missing file also checks that blocks/ itself is still there, and speeds up the
+ * audit. `miss` counts a get's miss. Returns -1 with NOT_FOUND. */
+static int drop_block(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], uint64_t gen, drop_kind kind,
+                      const char *reason, bool miss)
 {
     char hex[STORE_HEX_LEN + 1];
     id_hex(id, hex);
     pthread_mutex_lock(&s->mu);
     store_entry *e = index_find(s, id);
-    bool ours = e && !e->pending && e->gen == gen;
-    if (ours) {
-        entry_remove(s, e);
-        if (corrupt)
-            s->corrupt_drops++;
-    }
-    s->misses++;
-    pthread_mutex_unlock(&s->mu);
+    bool ours = e && !e->pending && e->gen == gen, counted = false;
     if (ours)
-        LOG_WARN("store", corrupt ? "corrupt_drop" : "vanished", "block=%s reason=%s", hex, reason);
-    else /* evicted between the lookup and the open: an ordinary miss */
-        LOG_DEBUG("store", "evicted_while_reading", "block=%s", hex);
+        entry_forget(s, e, kind == DROP_LOST);
+    if (kind == DROP_CORRUPT && !recent_corrupt_has(s, gen)) {
+        s->corrupt_drops++;
+        s->recent_corrupt[s->recent_next++ % STORE_RECENT_CORRUPT] = gen;
+        counted = true;
+    }
+    if (kind == DROP_LOST && ours) {
+        s->lost_drops++;
+        counted = true;
+        s->audit_boost = s->nentries;
+        dir_check(s);
+    }
+    if (miss)
+        s->misses++;
+    pthread_mutex_unlock(&s->mu);
+    if (counted)
+        LOG_WARN("store", kind == DROP_CORRUPT ? "corrupt_drop" : "vanished", "block=%s reason=%s%s", hex, reason,
+                 ours ? "" : " evicted_meanwhile=true");
+    else /* evicted between the lookup and the open, or already dropped by another reader */
+        LOG_DEBUG("store", "dropped_meanwhile", "block=%s reason=%s", hex, reason);
     return shoal_error_set(SHOAL_ERR_NOT_FOUND, "store: block %s dropped: %s", hex, reason);
 }
 
 /* What a read has learnt of a block between the lookup and the payload check. */
 typedef struct block_read {
     char rel[NODE_STORE_RELPATH_LEN];
+    int dir_fd;
     uint8_t hdr[NODE_STORE_HEADER_LEN];
     uint64_t gen;
     int64_t atime; /* the stamp to set once the block is verified */
@@ -898,16 +1208,28 @@ static int block_open(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], block_
     lru_unlink(&s->lru[e->cls], e);
     lru_push_head(&s->lru[e->cls], e);
     r->atime = clock_tick(s);
+    r->dir_fd = s->blocks_fd;
     pthread_mutex_unlock(&s->mu);
 
-    r->fd = open_block_ro(s->blocks_fd, r->rel);
+    r->fd = open_block_ro(r->dir_fd, r->rel);
     if (r->fd < 0) {
         int err = errno;
-        return drop_block(s, id, r->gen, err != ENOENT, err == ENOENT ? "file_missing" : strerror(err));
+        if (err == EMFILE || err == ENFILE || err == ENOMEM || err == EINTR) {
+            /* the process, not the block, is short of something: an ordinary miss */
+            pthread_mutex_lock(&s->mu);
+            s->misses++;
+            pthread_mutex_unlock(&s->mu);
+            return shoal_error_set(SHOAL_ERR_NOT_FOUND, "store: open %s/%s: %s (block kept)", s->blocks_dir, r->rel,
+                                   strerror(err));
+        }
+        return drop_block(s, id, r->gen, err == ENOENT ? DROP_LOST : DROP_CORRUPT,
+                          err == ENOENT ? "file_missing" : err == ELOOP ? "symbolic_link" : strerror(err), true);
     }
     const char *bad;
     struct stat st;
-    if (fstat(r->fd, &st) != 0 || (uint64_t)st.st_size != size)
+    if (fstat(r->fd, &st) != 0 || !S_ISREG(st.st_mode))
+        bad = "not_a_file";
+    else if ((uint64_t)st.st_size != size)
         bad = "size_mismatch";
     else if (pread_full(r->fd, r->hdr, sizeof r->hdr, 0) != (ssize_t)sizeof r->hdr)
         bad = "short_header";
@@ -915,7 +1237,7 @@ static int block_open(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], block_
         bad = header_check(r->hdr, id, size);
     if (bad) {
         close(r->fd);
-        return drop_block(s, id, r->gen, true, bad);
+        return drop_block(s, id, r->gen, DROP_CORRUPT, bad, true);
     }
     r->len = (size_t)(size - NODE_STORE_HEADER_LEN);
     return 0;
@@ -928,7 +1250,7 @@ static int block_finish(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], bloc
     XXH128_hash_t sum = payload_sum(r->hdr, payload, r->len);
     if (sum.low64 != get_le64(r->hdr + 32) || sum.high64 != get_le64(r->hdr + 40)) {
         close(r->fd);
-        return drop_block(s, id, r->gen, true, "checksum_mismatch");
+        return drop_block(s, id, r->gen, DROP_CORRUPT, "checksum_mismatch", true);
     }
     stamp_atime(r->fd, r->atime);
     close(r->fd);
@@ -953,7 +1275,7 @@ int node_store_get(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], void *buf
     }
     if (pread_full(r.fd, buf, r.len, NODE_STORE_HEADER_LEN) != (ssize_t)r.len) {
         close(r.fd);
-        return drop_block(s, id, r.gen, true, "short_payload");
+        return drop_block(s, id, r.gen, DROP_CORRUPT, "short_payload", true);
     }
     return block_finish(s, id, &r, buf);
 }
@@ -1019,8 +1341,11 @@ void node_store_get_stats(node_store *s, node_store_stats *out)
         .misses = s->misses,
         .puts = s->puts,
         .evictions = s->evictions,
+        .space_evictions = s->space_evictions,
         .corrupt_drops = s->corrupt_drops,
+        .lost_drops = s->lost_drops,
         .write_errors = s->write_errors,
+        .dir_heals = s->dir_heals,
     };
     pthread_mutex_unlock(&s->mu);
 }
@@ -1036,7 +1361,9 @@ typedef struct scan_state {
 
 static bool is_hex2_name(const char *name) { return hex_val(name[0]) >= 0 && hex_val(name[1]) >= 0 && !name[2]; }
 
-/* Loads one block file ab/cd/<hex> into a fresh entry, or removes it when its header is unsound. */
+/* Loads one block file ab/cd/<hex> into a fresh entry, or removes it (counted) when it is not a
+ * sound block: a header that fails its checks, a file that will not open (a symbolic link), or
+ * something other than a regular file in its place. */
 static int scan_block(node_store *s, scan_state *st, int leaf_fd, const char *rel_dir, const char *name)
 {
     uint8_t id[NODE_STORE_ID_LEN];
@@ -1045,13 +1372,17 @@ static int scan_block(node_store *s, scan_state *st, int leaf_fd, const char *re
         LOG_WARN("store", "foreign_file", "file=%s/%s/%s action=kept", s->blocks_dir, rel_dir, name);
         return 0;
     }
-    int fd = open_block_ro(leaf_fd, name);
-    if (fd < 0)
-        return shoal_error_errno(errno, "store: open %s/%s/%s", s->blocks_dir, rel_dir, name);
     struct stat sb;
     uint8_t hdr[NODE_STORE_HEADER_LEN];
     const char *bad;
-    if (fstat(fd, &sb) != 0)
+    int fd = open_block_ro(leaf_fd, name);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOMEM))
+        return shoal_error_errno(errno, "store: open %s/%s/%s", s->blocks_dir, rel_dir, name);
+    if (fd < 0 && errno == ENOENT)
+        return 0; /* removed since the directory was read */
+    if (fd < 0)
+        bad = errno == ELOOP ? "symbolic_link" : "open_failed";
+    else if (fstat(fd, &sb) != 0)
         bad = "stat_failed";
     else if (!S_ISREG(sb.st_mode))
         bad = "not_a_file";
@@ -1059,11 +1390,12 @@ static int scan_block(node_store *s, scan_state *st, int leaf_fd, const char *re
         bad = "short_header";
     else
         bad = header_check(hdr, id, (uint64_t)sb.st_size);
-    close(fd);
+    if (fd >= 0)
+        close(fd);
     if (bad) {
         LOG_WARN("store", "corrupt_drop", "file=%s/%s/%s reason=%s", s->blocks_dir, rel_dir, name, bad);
-        if (unlinkat(leaf_fd, name, 0) != 0)
-            return shoal_error_errno(errno, "store: removing corrupt block %s/%s/%s", s->blocks_dir, rel_dir, name);
+        if (remove_block_file(leaf_fd, name) != 0) /* counted all the same: it is out of the index */
+            LOG_WARN("store", "unlink_failed", "file=%s/%s/%s errno=%d", s->blocks_dir, rel_dir, name, errno);
         s->corrupt_drops++;
         return 0;
     }
@@ -1152,19 +1484,26 @@ static int by_atime(const void *a, const void *b)
     return x->atime_ns < y->atime_ns ? -1 : x->atime_ns > y->atime_ns;
 }
 
-static int rebuild(node_store *s)
+/* Indexes the block files under blocks/ (at open, and when blocks/ was made again: then ids that
+ * a put in flight is writing are left to that put). `event` names the log line. Locked: at open
+ * nothing else can reach the store yet, but the scan counts damage and the index and lists live
+ * under the lock (see "index and lists"); when healing, the caller holds it anyway. */
+static int rebuild(node_store *s, const char *event)
 {
+    SHOAL_ASSERT_LOCKED(&s->mu);
     scan_state st = {0};
     size_t inserted = 0;
+    uint64_t corrupt = s->corrupt_drops;
     int rc = scan_level(s, &st, "");
     if (rc == 0 && st.nfound)
         /* Oldest first onto the list heads, so the most recently used ends up at the head. */
         qsort(st.found, st.nfound, sizeof *st.found, by_atime);
-    /* Nothing else can reach the store yet; the lock is taken because index and lists live
-     * under it (see "index and lists"). */
-    pthread_mutex_lock(&s->mu);
     for (; rc == 0 && inserted < st.nfound; inserted++) {
         store_entry *e = st.found[inserted];
+        if (index_find(s, e->id) != NULL) {
+            free(e);
+            continue;
+        }
         e->gen = ++s->next_gen;
         if (e->atime_ns > s->clock_ns)
             s->clock_ns = e->atime_ns;
@@ -1180,19 +1519,233 @@ static int rebuild(node_store *s)
         ;
     while (rc == 0 && s->used > s->capacity && (evict_tail(s, NODE_STORE_NEAR) || evict_tail(s, NODE_STORE_OWNED)))
         ;
-    pthread_mutex_unlock(&s->mu);
     if (rc != 0)
         return -1;
-    LOG_INFO("store", "open", "dir=%s blocks=%" PRIu64 " bytes=%" PRIu64 " capacity=%" PRIu64
+    LOG_INFO("store", event, "dir=%s blocks=%" PRIu64 " bytes=%" PRIu64 " capacity=%" PRIu64
              " evicted_over_cap=%" PRIu64 " temp_removed=%" PRIu64 " corrupt_dropped=%" PRIu64 " foreign=%" PRIu64,
              s->blocks_dir, s->blocks, s->used, s->capacity, s->evictions - evicted, st.tmp_removed,
-             s->corrupt_drops, st.foreign);
+             s->corrupt_drops - corrupt, st.foreign);
     return 0;
 }
 
+/* Opens blocks/, making it (and the cache directory) when missing, and takes its lock. 0 with
+ * *dir_fd and *lock_fd open, or -1 with a shoal_error naming the path. */
+static int dir_open(node_store *s, int *dir_fd, int *lock_fd)
+{
+    int dfd = -1, lfd = -1;
+    if (mkdir(s->cache_dir, 0700) != 0 && errno != EEXIST) {
+        shoal_error_errno(errno, "store: mkdir %s", s->cache_dir);
+        goto fail;
+    }
+    if (mkdir(s->blocks_dir, 0700) != 0 && errno != EEXIST) {
+        shoal_error_errno(errno, "store: mkdir %s", s->blocks_dir);
+        goto fail;
+    }
+    dfd = open(s->blocks_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        shoal_error_errno(errno, "store: open %s", s->blocks_dir);
+        goto fail;
+    }
+    lfd = openat(dfd, ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lfd < 0) {
+        shoal_error_errno(errno, "store: open %s/.lock", s->blocks_dir);
+        goto fail;
+    }
+    if (flock(lfd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK)
+            shoal_error_set(SHOAL_ERR_IO, "store: %s is in use by another block store (locked)", s->blocks_dir);
+        else
+            shoal_error_errno(errno, "store: flock %s/.lock", s->blocks_dir);
+        goto fail;
+    }
+    *dir_fd = dfd;
+    *lock_fd = lfd;
+    return 0;
+fail:
+    if (lfd >= 0)
+        close(lfd);
+    if (dfd >= 0)
+        close(dfd);
+    return -1;
+}
+
+/* ---- healing: blocks/ removed under a running store ----------------------------------------- */
+
+/* Whether blocks/ is still the directory the store has open: not removed (link count 0), and its
+ * path still names it. When it cannot tell, it says yes. Locked. */
+static bool dir_intact(node_store *s)
+{
+    SHOAL_ASSERT_LOCKED(&s->mu);
+    struct stat held, named;
+    if (fstat(s->blocks_fd, &held) != 0)
+        return true;
+    if (held.st_nlink == 0)
+        return false;
+    if (stat(s->blocks_dir, &named) != 0)
+        return errno != ENOENT && errno != ENOTDIR;
+    return named.st_dev == held.st_dev && named.st_ino == held.st_ino;
+}
+
+/* blocks/ is gone, or another directory took its path: forget every stored block (the files went
+ * with the directory; blocks being written are left to their puts, which write again), make
+ * blocks/ and its lock again and index what the new directory already holds. Locked. When blocks/
+ * cannot be made (logged once), the store stays without a directory and the next put tries again. */
+static void dir_heal(node_store *s)
+{
+    SHOAL_ASSERT_LOCKED(&s->mu);
+    uint64_t lost = 0;
+    for (size_t i = 0; i < s->nbuckets; i++) {
+        store_entry *next;
+        for (store_entry *e = s->buckets[i]; e; e = next) {
+            next = e->hnext;
+            if (!e->pending) {
+                entry_forget(s, e, true);
+                lost++;
+            }
+        }
+    }
+    s->lost_drops += lost;
+    for (size_t i = 0; i < sizeof s->leaf_made; i++)
+        atomic_store_explicit(&s->leaf_made[i], 0, memory_order_relaxed);
+    int dir_fd, lock_fd;
+    if (dir_open(s, &dir_fd, &lock_fd) != 0) {
+        if (!s->heal_failing)
+            LOG_ERROR("store", "blocks_dir_lost", "dir=%s lost_blocks=%" PRIu64 " error=\"%s\" action=retry",
+                      s->blocks_dir, lost, shoal_error_message());
+        s->heal_failing = true;
+        return;
+    }
+    /* The old descriptor stays open until the store is deleted: a thread that took it under the
+     * lock may still use it, and must get ENOENT from it, never a recycled descriptor. */
+    int *grown = realloc(s->retired_fds, (s->n_retired + 1) * sizeof *grown);
+    if (grown != NULL) {
+        s->retired_fds = grown;
+        s->retired_fds[s->n_retired++] = s->blocks_fd;
+    } /* else the descriptor leaks, which is the safe side */
+    close(s->lock_fd);
+    s->blocks_fd = dir_fd;
+    s->lock_fd = lock_fd;
+    s->dir_gen++;
+    s->dir_heals++;
+    s->heal_failing = false;
+    s->audit_bucket = 0;
+    s->audit_boost = 0;
+    LOG_WARN("store", "blocks_dir_remade", "dir=%s lost_blocks=%" PRIu64, s->blocks_dir, lost);
+    if (rebuild(s, "rescan") != 0)
+        LOG_WARN("store", "rescan_failed", "dir=%s error=\"%s\"", s->blocks_dir, shoal_error_message());
+    fs_measure(s);
+}
+
+static void dir_check(node_store *s)
+{
+    if (!dir_intact(s))
+        dir_heal(s);
+}
+
+/* ---- maintenance: the reserve and the audit ------------------------------------------------- */
+
+#define STORE_AUDIT_SLICE 1024  /* files checked per node_store_maintain */
+#define STORE_AUDIT_FAST 65536  /* ... while files were recently found removed */
+#define STORE_AUDIT_CHUNK 256   /* ... per turn of the lock */
+
+typedef struct audit_item {
+    uint8_t id[NODE_STORE_ID_LEN];
+    uint64_t gen, size;
+} audit_item;
+
+/* Copies up to max complete entries from the buckets at the audit cursor on, whole buckets at a
+ * time, moving the cursor; *wrapped when it went round the index. Locked. */
+static size_t audit_collect(node_store *s, audit_item *out, size_t max, bool *wrapped)
+{
+    SHOAL_ASSERT_LOCKED(&s->mu);
+    size_t n = 0;
+    *wrapped = false;
+    if (s->audit_bucket >= s->nbuckets)
+        s->audit_bucket = 0;
+    while (n < max) {
+        size_t chain = 0;
+        for (store_entry *e = s->buckets[s->audit_bucket]; e; e = e->hnext)
+            chain++;
+        if (n > 0 && n + chain > max)
+            break;
+        for (store_entry *e = s->buckets[s->audit_bucket]; e && n < max; e = e->hnext)
+            if (!e->pending) {
+                memcpy(out[n].id, e->id, NODE_STORE_ID_LEN);
+                out[n].gen = e->gen;
+                out[n++].size = e->size;
+            }
+        if (++s->audit_bucket == s->nbuckets) {
+            s->audit_bucket = 0;
+            *wrapped = true;
+            break;
+        }
+    }
+    return n;
+}
+
+/* Stats up to `budget` stored blocks' files (one pass of the index at most), outside the lock,
+ * and drops those that are gone, are not regular files, or have the wrong size. */
+static void audit(node_store *s, size_t budget)
+{
+    audit_item items[STORE_AUDIT_CHUNK];
+    size_t done = 0;
+    bool wrapped = false;
+    while (done < budget && !wrapped) {
+        pthread_mutex_lock(&s->mu);
+        size_t n = audit_collect(s, items, STORE_AUDIT_CHUNK, &wrapped);
+        int dir_fd = s->blocks_fd;
+        pthread_mutex_unlock(&s->mu);
+        for (size_t i = 0; i < n; i++) {
+            char rel[NODE_STORE_RELPATH_LEN];
+            struct stat st;
+            node_store_relpath(items[i].id, rel);
+            if (fstatat(dir_fd, rel, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+                if (errno == ENOENT)
+                    drop_block(s, items[i].id, items[i].gen, DROP_LOST, "file_missing", false);
+            } else if (!S_ISREG(st.st_mode)) {
+                drop_block(s, items[i].id, items[i].gen, DROP_CORRUPT, "not_a_file", false);
+            } else if ((uint64_t)st.st_size != items[i].size) {
+                drop_block(s, items[i].id, items[i].gen, DROP_CORRUPT, "size_mismatch", false);
+            }
+        }
+        done += n;
+        if (n == 0)
+            break;
+    }
+    pthread_mutex_lock(&s->mu);
+    s->audit_boost = s->audit_boost > done ? s->audit_boost - done : 0;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void node_store_maintain(node_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    dir_check(s);
+    if (s->free_bp) {
+        fs_measure(s);
+        if (fs_short(s, 0, 0)) {
+            /* Something else filled the file system: give it back, a little more than needed. */
+            uint64_t freed = fs_evict_to_reserve(s, NODE_STORE_OWNED, 0, s->fs.slack);
+            if (freed)
+                LOG_INFO("store", "reserve_evicted", "dir=%s bytes=%" PRIu64, s->blocks_dir, freed);
+            if (fs_short(s, 0, 0) && !s->fs.short_logged)
+                LOG_WARN("store", "reserve_unmet", "dir=%s free_bytes=%" PRId64 " reserve=%" PRIu64
+                         " hint=\"the file system is full of other files; blocks are not kept until it has room\"",
+                         s->blocks_dir, s->fs.avail, s->fs.reserve);
+            s->fs.short_logged = fs_short(s, 0, 0);
+        } else {
+            s->fs.short_logged = false;
+        }
+    }
+    size_t budget = s->audit_boost > 0 ? STORE_AUDIT_FAST : STORE_AUDIT_SLICE;
+    pthread_mutex_unlock(&s->mu);
+    audit(s, budget);
+}
+
+
 node_store_options node_store_options_default(void)
 {
-    return (node_store_options){.near_percent = 10, .fsync = false, .direct_io = true};
+    return (node_store_options){.near_percent = 10, .fsync = false, .direct_io = true, .free_space_bp = 500};
 }
 
 static void free_index(node_store *s)
@@ -1223,6 +1776,11 @@ node_store *node_store_new(const char *cache_dir, uint64_t capacity_bytes, const
         shoal_error_set(SHOAL_ERR_INVAL, "store: near-cache share %u%% is over 100%%", o.near_percent);
         return NULL;
     }
+    if (o.free_space_bp > 5000) {
+        shoal_error_set(SHOAL_ERR_INVAL, "store: free-space reserve %u.%02u%% is over 50%%", o.free_space_bp / 100,
+                        o.free_space_bp % 100);
+        return NULL;
+    }
     node_store *s = calloc(1, sizeof *s);
     if (!s) {
         shoal_error_set(SHOAL_ERR_NOMEM, "store: opening %s", cache_dir);
@@ -1232,6 +1790,7 @@ node_store *node_store_new(const char *cache_dir, uint64_t capacity_bytes, const
     s->capacity = capacity_bytes;
     s->near_capacity = (uint64_t)((unsigned __int128)capacity_bytes * o.near_percent / 100);
     s->fsync = o.fsync;
+    s->free_bp = o.free_space_bp;
     atomic_init(&s->direct, o.direct_io);
     s->nbuckets = 1024;
     if (pthread_mutex_init(&s->mu, NULL) != 0) {
@@ -1239,48 +1798,30 @@ node_store *node_store_new(const char *cache_dir, uint64_t capacity_bytes, const
         goto fail_alloc;
     }
     s->buckets = calloc(s->nbuckets, sizeof *s->buckets);
-    if (!s->buckets || asprintf(&s->blocks_dir, "%s/blocks", cache_dir) < 0) {
+    s->cache_dir = strdup(cache_dir);
+    if (!s->buckets || !s->cache_dir || asprintf(&s->blocks_dir, "%s/blocks", cache_dir) < 0) {
         s->blocks_dir = NULL;
         shoal_error_set(SHOAL_ERR_NOMEM, "store: opening %s", cache_dir);
         goto fail_mutex;
     }
-    if (mkdir(cache_dir, 0700) != 0 && errno != EEXIST) {
-        shoal_error_errno(errno, "store: mkdir %s", cache_dir);
+    if (dir_open(s, &s->blocks_fd, &s->lock_fd) != 0)
         goto fail_mutex;
-    }
-    if (mkdir(s->blocks_dir, 0700) != 0 && errno != EEXIST) {
-        shoal_error_errno(errno, "store: mkdir %s", s->blocks_dir);
-        goto fail_mutex;
-    }
-    s->blocks_fd = open(s->blocks_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (s->blocks_fd < 0) {
-        shoal_error_errno(errno, "store: open %s", s->blocks_dir);
-        goto fail_mutex;
-    }
-    s->lock_fd = openat(s->blocks_fd, ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (s->lock_fd < 0) {
-        shoal_error_errno(errno, "store: open %s/.lock", s->blocks_dir);
-        goto fail_fds;
-    }
-    if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        if (errno == EWOULDBLOCK)
-            shoal_error_set(SHOAL_ERR_IO, "store: %s is in use by another block store (locked)", s->blocks_dir);
-        else
-            shoal_error_errno(errno, "store: flock %s/.lock", s->blocks_dir);
-        goto fail_fds;
-    }
-    if (rebuild(s) != 0)
+    pthread_mutex_lock(&s->mu);
+    int rc = rebuild(s, "open");
+    if (rc == 0)
+        fs_measure(s);
+    pthread_mutex_unlock(&s->mu);
+    if (rc != 0)
         goto fail_fds;
     return s;
 
 fail_fds:
-    if (s->lock_fd >= 0)
-        close(s->lock_fd);
-    if (s->blocks_fd >= 0)
-        close(s->blocks_fd);
+    close(s->lock_fd);
+    close(s->blocks_fd);
 fail_mutex:
     free_index(s);
     free(s->blocks_dir);
+    free(s->cache_dir);
     pthread_mutex_destroy(&s->mu);
 fail_alloc:
     free(s);
@@ -1294,7 +1835,11 @@ void node_store_delete(node_store *s)
     free_index(s);
     close(s->lock_fd);
     close(s->blocks_fd);
+    for (size_t i = 0; i < s->n_retired; i++)
+        close(s->retired_fds[i]);
+    free(s->retired_fds);
     free(s->blocks_dir);
+    free(s->cache_dir);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }

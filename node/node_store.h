@@ -14,6 +14,11 @@
  * reads stay local), which may use at most a configured share of the capacity and are evicted
  * first. The index is rebuilt from the files at open, so the store survives a restart.
  *
+ * The store also keeps a share of its file system free (node_store_options.free_space_bp),
+ * evicting least-recently-used blocks to do so, and heals what is removed behind its back: a
+ * vanished blocks/ directory is made again and the index forgets blocks whose files are gone
+ * (node_store_maintain does the periodic part of both).
+ *
  * All functions are safe to call from many threads at once. docs/store.md describes the format.
  */
 #ifndef NODE_STORE_H
@@ -44,9 +49,13 @@ typedef struct node_store_options {
      * take a page-cache copy of it; turned off by itself, logged, on a file system that refuses
      * O_DIRECT. */
     bool direct_io;
+    /* Share of the file system under the cache directory to keep free, in hundredths of a percent
+     * (500 = 5 %, at most 5000; 0 keeps no reserve): a put evicts least-recently-used blocks
+     * until that much stays free after it, whatever the capacity says. */
+    unsigned free_space_bp;
 } node_store_options;
 
-/* The defaults: near_percent 10, fsync off, direct_io on. */
+/* The defaults: near_percent 10, fsync off, direct_io on, free_space_bp 500. */
 node_store_options node_store_options_default(void);
 
 typedef struct node_store_stats {
@@ -60,9 +69,12 @@ typedef struct node_store_stats {
     uint64_t hits;           /* gets answered with verified bytes */
     uint64_t misses;         /* gets that found no usable block (corrupt drops included) */
     uint64_t puts;           /* blocks written */
-    uint64_t evictions;      /* blocks removed to make room */
-    uint64_t corrupt_drops;  /* blocks removed because they failed their checks */
+    uint64_t evictions;      /* blocks removed to make room (space_evictions included) */
+    uint64_t space_evictions; /* of which for the file system: its free-space reserve, or a full disk */
+    uint64_t corrupt_drops;  /* blocks removed because they failed their checks, each counted once */
+    uint64_t lost_drops;     /* blocks forgotten because their files were gone (removed by hand) */
     uint64_t write_errors;   /* puts that failed while writing (full disk included) */
+    uint64_t dir_heals;      /* times blocks/ was found gone and made again */
 } node_store_stats;
 
 /* Opens the store in <cache_dir>/blocks/, creating cache_dir and blocks/ when missing, and
@@ -73,8 +85,8 @@ typedef struct node_store_stats {
  * Payload checksums are checked on read, not here, so opening is fast.
  * The directory is locked (flock) for as long as the store is open: a second store on the same
  * directory, in this process or another, is refused. opts may be NULL for the defaults.
- * Returns NULL with a shoal_error (INVAL for a zero capacity or a bad share, IO naming the path
- * and the system call otherwise). */
+ * Returns NULL with a shoal_error (INVAL for a zero capacity or a bad share or reserve, IO naming
+ * the path and the system call otherwise). */
 node_store *node_store_new(const char *cache_dir, uint64_t capacity_bytes, const node_store_options *opts);
 
 /* Closes the store and frees the index; the block files stay. Accepts NULL. No call may be in
@@ -82,15 +94,19 @@ node_store *node_store_new(const char *cache_dir, uint64_t capacity_bytes, const
 void node_store_delete(node_store *s);
 
 /* Stores a block. Space is reserved first (evicting least-recently-used blocks as needed: near
- * blocks before owned ones), then the file is written under a temporary name, optionally synced,
- * and renamed into place, so the cap holds at every moment and a reader never sees a partial block.
+ * blocks before owned ones, both for the capacity and for the file system's free-space reserve),
+ * then the file is written under a temporary name, optionally synced, and renamed into place, so
+ * the cap holds at every moment and a reader never sees a partial block. A write that finds the
+ * file system full (ENOSPC/EDQUOT) evicts at least the block's size and is tried once more; one
+ * that finds blocks/ or its leaf directory removed makes them again and is tried once more.
  * When the id is already stored (or being written by another thread), nothing is written and 0 is
  * returned; an owned put of a stored near block promotes it to owned.
  * Fails with -1 and a shoal_error:
  *   RANGE    the block (header included) is larger than the capacity, or than the near share;
- *   NOSPACE  the file system is full (ENOSPC/EDQUOT): no partial file is left and no stored block
- *            is lost; or a near block finds no room without evicting owned blocks; or the
- *            capacity is all reserved by writes in flight;
+ *   NOSPACE  the file system stayed full after the eviction and second try, or the free-space
+ *            reserve cannot be kept with what this put may evict (no partial file is left); or a
+ *            near block finds no room without evicting owned blocks; or the capacity is all
+ *            reserved by writes in flight;
  *   IO       any other failed system call (named in the message).
  * The payload is only read during the call. */
 int node_store_put(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const void *data, size_t len,
@@ -123,8 +139,9 @@ int node_store_put_checked(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], c
 /* Reads a block's payload into buf (buf_len bytes) and stores its length in *len_out (when not
  * NULL). The checksum is verified before 0 is returned; the block becomes the most recently used.
  * Fails with -1 and a shoal_error:
- *   NOT_FOUND  a miss: not stored, still being written, or it failed its checks (then it was
- *              removed and counted; the caller fetches it again);
+ *   NOT_FOUND  a miss: not stored, still being written, its file is gone (forgotten, counted as
+ *              lost), or it failed its checks (removed, counted as corrupt); the caller fetches
+ *              it again. Also when the process is out of file descriptors (the block stays);
  *   RANGE      buf_len is smaller than the payload (*len_out holds the needed length; the block
  *              stays stored; node_store_contains tells the length beforehand). */
 int node_store_get(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], void *buf, size_t buf_len,
@@ -157,6 +174,14 @@ bool node_store_contains(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], siz
 
 /* A consistent snapshot of the counters. */
 void node_store_get_stats(node_store *s, node_store_stats *out);
+
+/* Housekeeping for a caller to run about once a second (the daemon's main loop does). Cheap: two
+ * stat calls to see that blocks/ is still the directory the store has open (made again when not),
+ * one statvfs to evict down to the free-space reserve when something else filled the file system,
+ * and a stat of a slice of the stored blocks' files (1,024; 65,536 while a recent read or put
+ * found files removed), dropping those that are gone or damaged. Never fails; problems are
+ * logged and counted. */
+void node_store_maintain(node_store *s);
 
 /* The file name of a block relative to the blocks/ directory, "ab/cd/<32 hex digits>", written
  * into out (at least NODE_STORE_RELPATH_LEN bytes); returns out. */

@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -144,15 +145,24 @@ static disk_use disk_usage(const char *dir)
     return walk_use;
 }
 
-static node_store *open_store_io(const char *dir, uint64_t capacity, unsigned near_percent, bool sync, bool direct)
+/* Opens a store with a free-space reserve of reserve_bp hundredths of a percent. */
+static node_store *open_store_full(const char *dir, uint64_t capacity, unsigned near_percent, bool sync, bool direct,
+                                   unsigned reserve_bp)
 {
     node_store_options o = node_store_options_default();
     o.near_percent = near_percent;
     o.fsync = sync;
     o.direct_io = direct;
+    o.free_space_bp = reserve_bp;
     node_store *s = node_store_new(dir, capacity, &o);
     TT_CHECK(s != NULL, "node_store_new(%s): %s", dir, shoal_error_message());
     return s;
+}
+
+/* Without a free-space reserve, so that how full this machine's disk is changes nothing. */
+static node_store *open_store_io(const char *dir, uint64_t capacity, unsigned near_percent, bool sync, bool direct)
+{
+    return open_store_full(dir, capacity, near_percent, sync, direct, 0);
 }
 
 static node_store *open_store_opts(const char *dir, uint64_t capacity, unsigned near_percent, bool sync)
@@ -181,6 +191,23 @@ static void private_mount(const char *dir, const char *type, const char *opts)
 static void finish(node_store *s, char *dir)
 {
     node_store_delete(s);
+    tt_rmtree(dir);
+    free(dir);
+}
+
+/* A fresh temporary directory with a private file system of `type` mounted on it. */
+static char *mounted_tmpdir(const char *tag, const char *type, const char *opts)
+{
+    char *dir = tt_tmpdir(tag);
+    private_mount(dir, type, opts);
+    return dir;
+}
+
+/* finish() for a directory from mounted_tmpdir. */
+static void finish_mounted(node_store *s, char *dir)
+{
+    node_store_delete(s);
+    umount2(dir, MNT_DETACH);
     tt_rmtree(dir);
     free(dir);
 }
@@ -547,46 +574,189 @@ TT_TEST(test_node_store_block_larger_than_capacity_is_refused)
     finish(s, dir);
 }
 
-TT_TEST(test_node_store_full_disk_reports_nospace_and_keeps_blocks)
+/* The bytes the file system under dir has free for its users (f_bavail), and its size. */
+static uint64_t fs_free(const char *dir, uint64_t *size)
 {
-    char *dir = tt_tmpdir("store-full");
-    private_mount(dir, "tmpfs", "size=2m");
+    struct statvfs v;
+    TT_CHECK(statvfs(dir, &v) == 0, "statvfs %s: %s", dir, strerror(errno));
+    if (size)
+        *size = (uint64_t)v.f_blocks * v.f_frsize;
+    return (uint64_t)v.f_bavail * v.f_frsize;
+}
 
-    enum { LEN = 256 * 1024 };
+/* Fills the file system under dir with a file of its own (not the store's) until it is full, or
+ * until `leave` bytes are left; returns its path (free it). */
+static char *fill_disk(const char *dir, uint64_t leave)
+{
+    char *path;
+    TT_CHECK(asprintf(&path, "%s/filler", dir) > 0, "asprintf");
+    FILE *f = fopen(path, "ab");
+    TT_CHECK(f != NULL, "create %s", path);
+    static uint8_t chunk[4096];
+    while (fs_free(dir, NULL) > leave && fwrite(chunk, 1, sizeof chunk, f) == sizeof chunk && fflush(f) == 0)
+        ;
+    fclose(f);
+    return path;
+}
+
+/* --cache-size larger than the disk, no reserve: a put that meets ENOSPC evicts least recently
+ * used blocks and writes again, so every put lands and the disk never holds a partial file. */
+TT_TEST(test_node_store_full_disk_evicts_and_retries_the_put)
+{
+    char *dir = mounted_tmpdir("store-full", "tmpfs", "size=2m");
+
+    enum { LEN = 256 * 1024, PUTS = 20 };
     node_store *s = open_store(dir, 64u << 20, 10);
-    unsigned stored = 0;
-    int rc = 0;
-    while (stored < 20) {
+    for (unsigned i = 0; i < PUTS; i++) {
         uint8_t id[NODE_STORE_ID_LEN];
-        make_id(stored, id);
-        uint8_t *p = make_payload(stored, LEN);
-        rc = node_store_put(s, id, p, LEN, NODE_STORE_OWNED);
+        make_id(i, id);
+        uint8_t *p = make_payload(i, LEN);
+        int rc = node_store_put(s, id, p, LEN, NODE_STORE_OWNED);
+        TT_CHECK(rc == 0, "put %u of %u blocks of 256 KiB on 2 MiB failed: %s (%s)", i, PUTS,
+                 shoal_error_name(shoal_error_code()), shoal_error_message());
         free(p);
-        if (rc != 0)
-            break;
-        stored++;
     }
-    TT_CHECK(rc == -1 && shoal_error_code() == SHOAL_ERR_NOSPACE,
-             "filling 2 MiB: want NOSPACE after some puts, got rc=%d %s (%s) after %u puts", rc,
-             shoal_error_name(shoal_error_code()), shoal_error_message(), stored);
-    TT_CHECK(stored >= 4, "only %u blocks of 256 KiB fit on 2 MiB", stored);
-    tt_note("%u blocks stored, then: %s", stored, shoal_error_message());
-
     disk_use du = disk_usage(dir);
-    TT_CHECK(du.temps == 0 && du.files == stored, "after the failed put: %u files (%u), %u temporary", du.files,
-             stored, du.temps);
-    for (unsigned i = 0; i < stored; i++)
-        TT_CHECK(block_reads_back(s, i, LEN), "block %u stored before the disk filled is lost", i);
     node_store_stats st;
     node_store_get_stats(s, &st);
-    TT_CHECK(st.write_errors == 1 && st.blocks == stored && st.bytes_reserved == 0 && st.bytes_used == du.bytes,
-             "write_errors=%llu (1) blocks=%llu (%u) reserved=%llu (0) used=%llu (disk %llu)",
-             (unsigned long long)st.write_errors, (unsigned long long)st.blocks, stored,
-             (unsigned long long)st.bytes_reserved, (unsigned long long)st.bytes_used, (unsigned long long)du.bytes);
-    node_store_delete(s);
-    umount2(dir, MNT_DETACH);
-    tt_rmtree(dir);
-    free(dir);
+    tt_note("%u puts of 256 KiB on 2 MiB: %llu blocks kept, %llu evicted for the full disk", PUTS,
+            (unsigned long long)st.blocks, (unsigned long long)st.space_evictions);
+    TT_CHECK(du.temps == 0 && du.files == st.blocks && du.bytes == st.bytes_used,
+             "on disk %u files (%u temporary) of %llu bytes; the store accounts %llu blocks of %llu bytes", du.files,
+             du.temps, (unsigned long long)du.bytes, (unsigned long long)st.blocks,
+             (unsigned long long)st.bytes_used);
+    TT_CHECK(st.write_errors == 0 && st.puts == PUTS, "write_errors=%llu (0) puts=%llu (%u)",
+             (unsigned long long)st.write_errors, (unsigned long long)st.puts, PUTS);
+    TT_CHECK(st.space_evictions > 0 && st.space_evictions == st.evictions && st.blocks + st.evictions == PUTS,
+             "space_evictions=%llu evictions=%llu blocks=%llu: every block not kept must be an eviction for space",
+             (unsigned long long)st.space_evictions, (unsigned long long)st.evictions, (unsigned long long)st.blocks);
+    TT_CHECK(block_reads_back(s, PUTS - 1, LEN), "the last block put must be kept");
+    TT_CHECK(!block_reads_back(s, 0, LEN), "the least recently used block must be the one evicted");
+    finish_mounted(s, dir);
+}
+
+/* A disk filled by something else: the put that meets ENOSPC evicts what the store holds, tries
+ * once more, and then fails with NOSPACE, leaving no partial file. */
+TT_TEST(test_node_store_disk_full_of_other_files_fails_the_put_after_one_retry)
+{
+    char *dir = mounted_tmpdir("store-other", "tmpfs", "size=2m");
+    enum { SMALL = 16 * 1024, LEN = 512 * 1024 };
+    node_store *s = open_store(dir, 64u << 20, 10);
+    put_blocks(s, 0, 4, SMALL, NODE_STORE_OWNED);
+    char *filler = fill_disk(dir, 0);
+
+    uint8_t id[NODE_STORE_ID_LEN];
+    make_id(100, id);
+    uint8_t *p = make_payload(100, LEN);
+    int rc = node_store_put(s, id, p, LEN, NODE_STORE_OWNED);
+    TT_CHECK(rc == -1 && shoal_error_code() == SHOAL_ERR_NOSPACE, "a put on a disk full of other files: rc=%d %s (%s)",
+             rc, shoal_error_name(shoal_error_code()), shoal_error_message());
+    disk_use du = disk_usage(dir);
+    node_store_stats st;
+    node_store_get_stats(s, &st);
+    TT_CHECK(du.temps == 0 && du.files == st.blocks, "after the failed put: %u files (%llu), %u temporary", du.files,
+             (unsigned long long)st.blocks, du.temps);
+    TT_CHECK(st.write_errors == 1 && st.space_evictions == 4 && st.blocks == 0 && st.bytes_reserved == 0,
+             "write_errors=%llu (1) space_evictions=%llu (4: 64 KiB freed for 512 KiB) blocks=%llu (0) reserved=%llu",
+             (unsigned long long)st.write_errors, (unsigned long long)st.space_evictions,
+             (unsigned long long)st.blocks, (unsigned long long)st.bytes_reserved);
+    /* Room again: the next put lands. */
+    TT_CHECK(unlink(filler) == 0, "rm %s", filler);
+    TT_OK(node_store_put(s, id, p, LEN, NODE_STORE_OWNED));
+    TT_CHECK(block_reads_back(s, 100, LEN), "the block put once the disk had room again must read back");
+    free(p);
+    free(filler);
+    finish_mounted(s, dir);
+}
+
+/* --cache-size far above the disk with a 25 % reserve: every put lands, the file system keeps a
+ * quarter free after each one, least recently used blocks go first, and the store does not evict
+ * much more than the reserve asks. */
+TT_TEST(test_node_store_free_space_reserve_holds_by_evicting_lru_blocks)
+{
+    char *dir = mounted_tmpdir("store-reserve", "tmpfs", "size=4m");
+    enum { LEN = 100000, PUTS = 60 };
+    node_store *s = open_store_full(dir, 64u << 20, 10, false, true, 2500);
+    uint64_t size = 0;
+    fs_free(dir, &size);
+    for (unsigned i = 0; i < PUTS; i++) {
+        put_block(s, i, LEN, NODE_STORE_OWNED);
+        uint64_t free_now = fs_free(dir, NULL);
+        TT_CHECK(free_now * 4 >= size, "after put %u: %llu bytes free of %llu, under the 25 %% reserve", i,
+                 (unsigned long long)free_now, (unsigned long long)size);
+        if (i % 5 == 0) /* block 0 is kept recent, so it must outlive older blocks */
+            TT_CHECK(block_reads_back(s, 0, LEN), "block 0, read every 5 puts, is gone at put %u", i);
+    }
+    node_store_stats st;
+    node_store_get_stats(s, &st);
+    tt_note("%u puts of %u bytes on %llu bytes, 25 %% reserve: %llu kept, %llu evicted for space", PUTS, LEN,
+            (unsigned long long)size, (unsigned long long)st.blocks, (unsigned long long)st.space_evictions);
+    TT_CHECK(st.write_errors == 0 && st.puts == PUTS, "write_errors=%llu puts=%llu", (unsigned long long)st.write_errors,
+             (unsigned long long)st.puts);
+    TT_CHECK(st.space_evictions > 0 && st.space_evictions == st.evictions, "space_evictions=%llu evictions=%llu",
+             (unsigned long long)st.space_evictions, (unsigned long long)st.evictions);
+    TT_CHECK(block_reads_back(s, 0, LEN), "block 0, read every 5 puts, must be kept");
+    TT_CHECK(!block_reads_back(s, 1, LEN), "block 1 was the least recently used: it must be evicted");
+    TT_CHECK(block_reads_back(s, PUTS - 1, LEN), "the last block put must be kept");
+    /* Not too eager: what is kept fills most of what the reserve leaves (an eighth of the reserve
+     * of slack, a block of rounding). */
+    TT_CHECK(st.bytes_used * 8 >= size * 5, "only %llu bytes kept on %llu with a 25 %% reserve",
+             (unsigned long long)st.bytes_used, (unsigned long long)size);
+    finish_mounted(s, dir);
+}
+
+/* A file system filled by something else while the store is idle: node_store_maintain gives space
+ * back down to the reserve. */
+TT_TEST(test_node_store_maintain_evicts_when_other_files_eat_the_reserve)
+{
+    char *dir = mounted_tmpdir("store-eaten", "tmpfs", "size=4m");
+    enum { LEN = 100000 };
+    node_store *s = open_store_full(dir, 64u << 20, 10, false, true, 1000);
+    uint64_t size = 0;
+    fs_free(dir, &size);
+    put_blocks(s, 0, 16, LEN, NODE_STORE_OWNED); /* about 1.6 MB of 4 MiB */
+    char *filler = fill_disk(dir, size / 20);   /* others leave 5 %, under the 10 % reserve */
+    node_store_maintain(s);
+    uint64_t free_now = fs_free(dir, NULL);
+    node_store_stats st;
+    node_store_get_stats(s, &st);
+    TT_CHECK(free_now * 10 >= size, "after maintain: %llu bytes free of %llu, under the 10 %% reserve",
+             (unsigned long long)free_now, (unsigned long long)size);
+    TT_CHECK(st.space_evictions > 0 && st.space_evictions < 16, "space_evictions=%llu (some, not all 16)",
+             (unsigned long long)st.space_evictions);
+    TT_CHECK(block_reads_back(s, 15, LEN), "the most recent block must be kept");
+    TT_CHECK(unlink(filler) == 0, "rm %s", filler);
+    free(filler);
+    finish_mounted(s, dir);
+}
+
+/* The reserve never makes a near put evict an owned block: it is refused instead. */
+TT_TEST(test_node_store_near_put_never_evicts_owned_blocks_for_the_reserve)
+{
+    char *dir = mounted_tmpdir("store-near-reserve", "tmpfs", "size=2m");
+    enum { LEN = 100000 };
+    node_store *s = open_store_full(dir, 64u << 20, 50, false, true, 2000);
+    put_blocks(s, 0, 5, LEN, NODE_STORE_OWNED);
+    uint64_t size = 0;
+    fs_free(dir, &size);
+    char *filler = fill_disk(dir, size / 5 + 50000); /* the 20 % reserve and half a block are left */
+    node_store_maintain(s); /* the store learns of the filler; nothing to evict yet */
+    node_store_stats before, after;
+    node_store_get_stats(s, &before);
+    uint8_t id[NODE_STORE_ID_LEN];
+    make_id(1000, id);
+    uint8_t *p = make_payload(1000, LEN);
+    int rc = node_store_put(s, id, p, LEN, NODE_STORE_NEAR);
+    node_store_get_stats(s, &after);
+    TT_CHECK(rc == -1 && shoal_error_code() == SHOAL_ERR_NOSPACE, "a near put at the reserve: rc=%d %s", rc,
+             shoal_error_name(shoal_error_code()));
+    TT_CHECK(after.blocks == before.blocks && after.evictions == before.evictions,
+             "the refused near put evicted %llu owned blocks", (unsigned long long)(after.evictions - before.evictions));
+    TT_CHECK(before.evictions == 0, "maintain evicted %llu blocks above the reserve", (unsigned long long)before.evictions);
+    TT_CHECK(unlink(filler) == 0, "rm %s", filler);
+    free(filler);
+    free(p);
+    finish_mounted(s, dir);
 }
 
 TT_TEST(test_node_store_near_share_never_exceeds_its_fraction)
@@ -664,7 +834,6 @@ TT_TEST(test_node_store_second_open_of_same_dir_is_refused)
     finish(s, dir);
 }
 
-TT_MAIN()
 
 /* Pages of a file in the page cache, by mincore on a mapping (which faults nothing in). */
 static size_t resident_pages(const char *path)
@@ -744,8 +913,7 @@ TT_TEST(test_node_store_direct_and_buffered_writes_read_back_alike)
  * still lands, written buffered, and no temporary file is left behind. */
 TT_TEST(test_node_store_file_system_refusing_direct_io_gets_buffered_writes)
 {
-    char *dir = tt_tmpdir("store-ramfs");
-    private_mount(dir, "ramfs", NULL);
+    char *dir = mounted_tmpdir("store-ramfs", "ramfs", NULL);
     int probe = open(dir, O_RDWR | O_CREAT | O_EXCL | O_DIRECT | O_TMPFILE, 0600);
     if (probe >= 0) {
         close(probe);
@@ -762,10 +930,7 @@ TT_TEST(test_node_store_file_system_refusing_direct_io_gets_buffered_writes)
     node_store_get_stats(s, &st);
     TT_CHECK(du.files == 4 && du.temps == 0 && st.write_errors == 0, "files=%u (4) temps=%u (0) write_errors=%llu (0)",
              du.files, du.temps, (unsigned long long)st.write_errors);
-    node_store_delete(s);
-    umount2(dir, MNT_DETACH);
-    tt_rmtree(dir);
-    free(dir);
+    finish_mounted(s, dir);
 }
 
 /* A checksum fed while the bytes arrive (in uneven pieces, restarted once as a retried transfer
@@ -858,3 +1023,282 @@ TT_TEST(test_node_store_removed_leaf_directory_is_made_again)
     free(path);
     finish(s, dir);
 }
+
+static node_store_stats stats_of(node_store *s)
+{
+    node_store_stats st;
+    node_store_get_stats(s, &st);
+    return st;
+}
+
+static char *blocks_dir_of(const char *dir)
+{
+    char *path;
+    TT_CHECK(asprintf(&path, "%s/blocks", dir) > 0, "asprintf");
+    return path;
+}
+
+/* `rm -rf <cache-dir>/blocks` under a running store: the next put makes the directory (and its
+ * lock) again and lands, and the index forgets every block that went with the old one. */
+TT_TEST(test_node_store_removed_blocks_dir_is_made_again_by_the_next_put)
+{
+    char *dir = tt_tmpdir("store-heal"), *blocks = blocks_dir_of(dir);
+    node_store *s = open_store(dir, 16u << 20, 10);
+    put_blocks(s, 0, 5, 30000, NODE_STORE_OWNED);
+    tt_rmtree(blocks);
+    TT_CHECK(!file_exists(blocks), "%s still exists", blocks);
+
+    put_block(s, 9, 30000, NODE_STORE_OWNED);
+    TT_CHECK(block_reads_back(s, 9, 30000), "the block put after the removal must read back");
+    node_store_stats st = stats_of(s);
+    TT_CHECK(st.blocks == 1 && st.bytes_used == 30000 + HDR && st.lost_drops == 5 && st.dir_heals == 1 &&
+                 st.write_errors == 0,
+             "blocks=%llu (1) bytes=%llu lost_drops=%llu (5) dir_heals=%llu (1) write_errors=%llu (0)",
+             (unsigned long long)st.blocks, (unsigned long long)st.bytes_used, (unsigned long long)st.lost_drops,
+             (unsigned long long)st.dir_heals, (unsigned long long)st.write_errors);
+    for (unsigned i = 0; i < 5; i++) {
+        uint8_t id[NODE_STORE_ID_LEN];
+        make_id(i, id);
+        TT_CHECK(!node_store_contains(s, id, NULL, NULL), "block %u went with the directory but is still indexed", i);
+    }
+    disk_use du = disk_usage(dir);
+    TT_CHECK(du.files == 1 && du.bytes == st.bytes_used, "on disk: %u files, %llu bytes", du.files,
+             (unsigned long long)du.bytes);
+    /* The new directory is locked like the first. */
+    TT_CHECK(node_store_new(dir, 16u << 20, NULL) == NULL, "a second store opened the remade directory");
+    put_blocks(s, 10, 3, 30000, NODE_STORE_OWNED);
+    TT_CHECK(stats_of(s).dir_heals == 1, "puts into the remade directory must not heal again");
+    free(blocks);
+    finish(s, dir);
+}
+
+/* The whole cache directory removed, and the first call after it a read: the read misses, and the
+ * store is whole again without waiting for a put. */
+TT_TEST(test_node_store_read_after_cache_dir_removed_heals_the_store)
+{
+    char *dir = tt_tmpdir("store-heal-read"), *blocks = blocks_dir_of(dir);
+    node_store *s = open_store(dir, 16u << 20, 10);
+    put_blocks(s, 0, 6, 20000, NODE_STORE_OWNED);
+    tt_rmtree(dir);
+    TT_CHECK(!block_reads_back(s, 2, 20000), "a block whose file is gone must be a miss");
+    node_store_stats st = stats_of(s);
+    TT_CHECK(file_exists(blocks), "the read did not make %s again", blocks);
+    TT_CHECK(st.blocks == 0 && st.bytes_used == 0 && st.lost_drops == 6 && st.corrupt_drops == 0 && st.misses == 1,
+             "blocks=%llu (0) bytes=%llu (0) lost=%llu (6) corrupt=%llu (0: removed is not damaged) misses=%llu (1)",
+             (unsigned long long)st.blocks, (unsigned long long)st.bytes_used, (unsigned long long)st.lost_drops,
+             (unsigned long long)st.corrupt_drops, (unsigned long long)st.misses);
+    put_block(s, 2, 20000, NODE_STORE_OWNED);
+    TT_CHECK(block_reads_back(s, 2, 20000), "block 2 stored again must read back");
+    free(blocks);
+    finish(s, dir);
+}
+
+/* No read and no put: node_store_maintain finds blocks/ gone and makes it again. */
+TT_TEST(test_node_store_maintain_heals_an_idle_store)
+{
+    char *dir = tt_tmpdir("store-heal-idle"), *blocks = blocks_dir_of(dir);
+    node_store *s = open_store(dir, 16u << 20, 10);
+    put_blocks(s, 0, 4, 10000, NODE_STORE_OWNED);
+    tt_rmtree(blocks);
+    node_store_maintain(s);
+    node_store_stats st = stats_of(s);
+    TT_CHECK(file_exists(blocks) && st.dir_heals == 1 && st.blocks == 0 && st.lost_drops == 4,
+             "after maintain: %s %s, dir_heals=%llu (1) blocks=%llu (0) lost=%llu (4)", blocks,
+             file_exists(blocks) ? "exists" : "is missing", (unsigned long long)st.dir_heals,
+             (unsigned long long)st.blocks, (unsigned long long)st.lost_drops);
+    node_store_maintain(s);
+    TT_CHECK(stats_of(s).dir_heals == 1, "an intact directory was healed again");
+    free(blocks);
+    finish(s, dir);
+}
+
+/* A directory put back in blocks/'s place (a restored copy) is indexed when the store heals. */
+TT_TEST(test_node_store_blocks_dir_put_back_is_indexed_again)
+{
+    char *dir = tt_tmpdir("store-putback"), *blocks = blocks_dir_of(dir), cmd[9000];
+    node_store *s = open_store(dir, 16u << 20, 10);
+    put_blocks(s, 0, 4, 10000, NODE_STORE_OWNED);
+    snprintf(cmd, sizeof cmd, "cp -a '%s' '%s.copy' && rm -rf '%s' && mv '%s.copy' '%s'", blocks, blocks, blocks,
+             blocks, blocks);
+    TT_CHECK(system(cmd) == 0, "%s", cmd);
+    node_store_maintain(s);
+    node_store_stats st = stats_of(s);
+    TT_CHECK(st.dir_heals == 1 && st.blocks == 4, "dir_heals=%llu (1) blocks=%llu (4)",
+             (unsigned long long)st.dir_heals, (unsigned long long)st.blocks);
+    for (unsigned i = 0; i < 4; i++)
+        TT_CHECK(block_reads_back(s, i, 10000), "block %u of the restored directory must read back", i);
+    free(blocks);
+    finish(s, dir);
+}
+
+/* Files removed one by one by hand: the audit in node_store_maintain forgets them (and only them),
+ * counted as lost, and the accounting matches the disk again. */
+TT_TEST(test_node_store_audit_forgets_files_removed_by_hand)
+{
+    char *dir = tt_tmpdir("store-audit");
+    node_store *s = open_store(dir, 16u << 20, 10);
+    put_blocks(s, 0, 50, 10000, NODE_STORE_OWNED);
+    for (unsigned i = 0; i < 50; i += 5) {
+        char *path = block_path(dir, i);
+        TT_CHECK(unlink(path) == 0, "rm %s", path);
+        free(path);
+    }
+    node_store_maintain(s);
+    node_store_stats st = stats_of(s);
+    disk_use du = disk_usage(dir);
+    TT_CHECK(st.lost_drops == 10 && st.blocks == 40 && st.bytes_used == du.bytes && st.corrupt_drops == 0,
+             "lost=%llu (10) blocks=%llu (40) bytes=%llu (disk %llu) corrupt=%llu (0)",
+             (unsigned long long)st.lost_drops, (unsigned long long)st.blocks, (unsigned long long)st.bytes_used,
+             (unsigned long long)du.bytes, (unsigned long long)st.corrupt_drops);
+    for (unsigned i = 0; i < 50; i++) {
+        uint8_t id[NODE_STORE_ID_LEN];
+        make_id(i, id);
+        TT_CHECK(node_store_contains(s, id, NULL, NULL) == (i % 5 != 0), "block %u: indexed %d", i,
+                 node_store_contains(s, id, NULL, NULL));
+    }
+    finish(s, dir);
+}
+
+/* One read that finds its file removed makes the next audits fast: with more blocks than one
+ * ordinary slice checks, a single node_store_maintain then finds every other removed file. */
+TT_TEST(test_node_store_read_of_a_removed_file_speeds_up_the_audit)
+{
+    enum { N = 1500, GONE = 50 };
+    /* thousands of small files: in memory, not on a busy disk */
+    char *dir = mounted_tmpdir("store-audit-fast", "tmpfs", "size=64m");
+    node_store *s = open_store(dir, 64u << 20, 10);
+    put_blocks(s, 0, N, 16, NODE_STORE_OWNED);
+    for (unsigned i = 0; i < GONE; i++) {
+        char *path = block_path(dir, i * (N / GONE));
+        TT_CHECK(unlink(path) == 0, "rm %s", path);
+        free(path);
+    }
+    TT_CHECK(!block_reads_back(s, 0, 16), "block 0's file is gone: a miss");
+    node_store_maintain(s);
+    node_store_stats st = stats_of(s);
+    TT_CHECK(st.lost_drops == GONE && st.blocks == N - GONE, "lost=%llu (%u) blocks=%llu (%u)",
+             (unsigned long long)st.lost_drops, GONE, (unsigned long long)st.blocks, N - GONE);
+    finish_mounted(s, dir);
+}
+
+/* ---- damage of every kind, found by every path, counted once each ---------------------------- */
+
+static void damage_rewrite(const char *path, long off, uint8_t xor)
+{
+    FILE *f = fopen(path, "r+b");
+    TT_CHECK(f != NULL, "open %s", path);
+    TT_CHECK(fseek(f, off, SEEK_SET) == 0, "seek");
+    int c = fgetc(f);
+    TT_CHECK(fseek(f, off, SEEK_SET) == 0 && fputc(c ^ xor, f) != EOF && fclose(f) == 0, "damage %s", path);
+}
+static void dmg_payload(const char *path) { damage_rewrite(path, HDR + 777, 0x40); }
+static void dmg_magic(const char *path) { damage_rewrite(path, 0, 0x01); }
+static void dmg_class(const char *path) { damage_rewrite(path, 6, 0x08); }
+static void dmg_length(const char *path) { damage_rewrite(path, 9, 0x01); }
+static void dmg_id(const char *path) { damage_rewrite(path, 20, 0x10); }
+static void dmg_checksum(const char *path) { damage_rewrite(path, 40, 0x80); }
+static void dmg_truncate(const char *path) { TT_CHECK(truncate(path, HDR + 100) == 0, "truncate %s", path); }
+static void dmg_empty(const char *path) { TT_CHECK(truncate(path, 0) == 0, "truncate %s", path); }
+static void dmg_append(const char *path)
+{
+    FILE *f = fopen(path, "ab");
+    TT_CHECK(f != NULL && fwrite("junk", 1, 4, f) == 4 && fclose(f) == 0, "append to %s", path);
+}
+static void dmg_symlink(const char *path)
+{
+    TT_CHECK(unlink(path) == 0 && symlink("/nonexistent/shoal-block", path) == 0, "symlink at %s", path);
+}
+static void dmg_directory(const char *path) { TT_CHECK(unlink(path) == 0 && mkdir(path, 0700) == 0, "mkdir %s", path); }
+static void dmg_fifo(const char *path) { TT_CHECK(unlink(path) == 0 && mkfifo(path, 0600) == 0, "mkfifo %s", path); }
+
+typedef struct damage_kind {
+    const char *name;
+    void (*fn)(const char *path);
+    bool in_header; /* caught by open's scan (which does not read payloads) */
+    bool by_stat;   /* caught by the audit, which only stats */
+} damage_kind;
+
+static const damage_kind DAMAGE[] = {
+    {"payload byte", dmg_payload, false, false},  {"magic", dmg_magic, true, false},
+    {"class", dmg_class, true, false},            {"length field", dmg_length, true, false},
+    {"id", dmg_id, true, false},                  {"checksum field", dmg_checksum, false, false},
+    {"truncated", dmg_truncate, true, true},      {"emptied", dmg_empty, true, true},
+    {"appended to", dmg_append, true, true},      {"symbolic link", dmg_symlink, true, true},
+    {"directory", dmg_directory, true, true},     {"FIFO", dmg_fifo, true, true},
+};
+#define N_DAMAGE (sizeof DAMAGE / sizeof DAMAGE[0])
+#define DMG_LEN 20000
+
+/* Puts N_DAMAGE blocks from `first` on and damages each in its own way. */
+static void damage_blocks(node_store *s, const char *dir, unsigned first)
+{
+    put_blocks(s, first, N_DAMAGE, DMG_LEN, NODE_STORE_OWNED);
+    for (unsigned k = 0; k < N_DAMAGE; k++) {
+        char *path = block_path(dir, first + k);
+        DAMAGE[k].fn(path);
+        free(path);
+    }
+}
+
+/* Every damaged block is a miss, none is served, and nothing is left at its name. */
+static void check_all_dropped(node_store *s, const char *dir, unsigned first, bool (*read)(node_store *, unsigned, size_t))
+{
+    for (unsigned k = 0; k < N_DAMAGE; k++) {
+        TT_CHECK(!read(s, first + k, DMG_LEN), "a block with a damaged %s was served", DAMAGE[k].name);
+        char *path = block_path(dir, first + k);
+        struct stat st;
+        TT_CHECK(lstat(path, &st) != 0, "the damaged %s is still at %s", DAMAGE[k].name, path);
+        free(path);
+    }
+}
+
+TT_TEST(test_node_store_every_damaged_block_is_counted_once_whoever_finds_it)
+{
+    char *dir = tt_tmpdir("store-damage");
+    node_store *s = open_store(dir, 64u << 20, 10);
+    put_blocks(s, 1000, 4, DMG_LEN, NODE_STORE_OWNED); /* sound blocks beside them */
+
+    /* Found by get, then by map: each path counts all of its own. */
+    damage_blocks(s, dir, 0);
+    check_all_dropped(s, dir, 0, block_reads_back);
+    TT_CHECK(stats_of(s).corrupt_drops == N_DAMAGE, "get: %llu damaged blocks counted of %zu",
+             (unsigned long long)stats_of(s).corrupt_drops, N_DAMAGE);
+    damage_blocks(s, dir, 100);
+    check_all_dropped(s, dir, 100, block_maps_back);
+    TT_CHECK(stats_of(s).corrupt_drops == 2 * N_DAMAGE, "map: %llu damaged blocks counted of %zu",
+             (unsigned long long)stats_of(s).corrupt_drops - N_DAMAGE, N_DAMAGE);
+
+    /* Found by the audit (what a stat shows), then by reads (the rest). */
+    damage_blocks(s, dir, 200);
+    node_store_maintain(s);
+    size_t by_stat = 0;
+    for (unsigned k = 0; k < N_DAMAGE; k++)
+        by_stat += DAMAGE[k].by_stat;
+    TT_CHECK(stats_of(s).corrupt_drops == 2 * N_DAMAGE + by_stat, "audit: %llu damaged blocks counted, %zu expected",
+             (unsigned long long)stats_of(s).corrupt_drops - 2 * N_DAMAGE, by_stat);
+    check_all_dropped(s, dir, 200, block_reads_back);
+    TT_CHECK(stats_of(s).corrupt_drops == 3 * N_DAMAGE && stats_of(s).lost_drops == 0,
+             "audit and reads: %llu damaged blocks counted of %zu, %llu lost",
+             (unsigned long long)stats_of(s).corrupt_drops - 2 * N_DAMAGE, N_DAMAGE,
+             (unsigned long long)stats_of(s).lost_drops);
+
+    /* Found by open's scan (the header), then by reads (the payload). */
+    damage_blocks(s, dir, 300);
+    node_store_delete(s);
+    s = open_store(dir, 64u << 20, 10);
+    size_t in_header = 0;
+    for (unsigned k = 0; k < N_DAMAGE; k++)
+        in_header += DAMAGE[k].in_header;
+    TT_CHECK(stats_of(s).corrupt_drops == in_header, "open: %llu damaged blocks counted, %zu expected",
+             (unsigned long long)stats_of(s).corrupt_drops, in_header);
+    check_all_dropped(s, dir, 300, block_reads_back);
+    TT_CHECK(stats_of(s).corrupt_drops == N_DAMAGE, "open and reads: %llu damaged blocks counted of %zu",
+             (unsigned long long)stats_of(s).corrupt_drops, N_DAMAGE);
+
+    for (unsigned i = 1000; i < 1004; i++)
+        TT_CHECK(block_reads_back(s, i, DMG_LEN), "sound block %u was lost", i);
+    TT_CHECK(stats_of(s).blocks == 4, "%llu blocks indexed, 4 sound ones expected", (unsigned long long)stats_of(s).blocks);
+    finish(s, dir);
+}
+
+TT_MAIN()
