@@ -49,6 +49,7 @@ enum opt_id {
     O_REGION,
     O_CACHE_DIR,
     O_CACHE_SIZE,
+    O_CACHE_FREE_SPACE,
     O_BLOCK_SIZE,
     O_REPLICAS,
     O_ZONE,
@@ -95,6 +96,7 @@ static const opt_def OPTS[O_ALL] = {
     [O_REGION] = {"region", "R", "signing region (default: AWS_REGION, AWS_DEFAULT_REGION, profile, us-east-1)"},
     [O_CACHE_DIR] = {"cache-dir", "DIR", "block store (default /var/cache/shoal)"},
     [O_CACHE_SIZE] = {"cache-size", "SIZE", "hard cap of the block store, K/M/G/T = powers of 1024 (default 10G)"},
+    [O_CACHE_FREE_SPACE] = {"cache-free-space", "PERCENT", "share of the cache dir's file system kept free, evicting blocks to do so, 0-50 (default 5)"},
     [O_BLOCK_SIZE] = {"block-size", "SIZE", "block size, a power of two, cluster-wide (default 4M)"},
     [O_REPLICAS] = {"replicas", "N", "owners per block, 1-16 (default 1)"},
     [O_ZONE] = {"zone", "NAME", "failure domain of this node (default: none)"},
@@ -163,6 +165,37 @@ static int dup_to(char **dst, const char *s)
 }
 
 /* ---- value parsers -------------------------------------------------------------------------- */
+
+/* A percentage from 0 to 50 with at most two decimals and an optional '%' ("5", "2.5", "0.25%"),
+ * in hundredths of a percent. */
+static int parse_percent_bp(const char *text, unsigned *out)
+{
+    const char *p = text;
+    unsigned v = 0, decimals = 0;
+    if (!isdigit((unsigned char)*p))
+        return -1;
+    for (; isdigit((unsigned char)*p); p++)
+        if ((v = v * 10 + (unsigned)(*p - '0')) > 100)
+            return -1;
+    v *= 100;
+    if (*p == '.') {
+        unsigned scale = 10;
+        for (p++; isdigit((unsigned char)*p); p++, decimals++) {
+            if (decimals == 2)
+                return -1;
+            v += (unsigned)(*p - '0') * scale;
+            scale /= 10;
+        }
+        if (decimals == 0)
+            return -1;
+    }
+    if (*p == '%')
+        p++;
+    if (*p || v > 5000)
+        return -1;
+    *out = v;
+    return 0;
+}
 
 /* A whole number in [lo, hi]. */
 static int parse_uint(const char *text, uint64_t lo, uint64_t hi, uint64_t *out)
@@ -542,6 +575,10 @@ static int apply(const raw_opts *r, int id, const char *v, node_config *cfg)
         if (cfg->cache_size == 0)
             return bad(r, id, "must be more than 0");
         return 0;
+    case O_CACHE_FREE_SPACE:
+        if (parse_percent_bp(v, &cfg->cache_free_space_bp) < 0)
+            return bad(r, id, "'%s' is not a percentage from 0 to 50 (e.g. 5, 2.5 or 0.5%%)", v);
+        return 0;
     case O_BLOCK_SIZE:
         if (shoal_parse_size(v, &cfg->block_size) < 0)
             return bad(r, id, "%s", shoal_error_message());
@@ -778,6 +815,7 @@ static void base_defaults(node_config *cfg)
     shoal_addr_parse("127.0.0.1:9464", 0, &cfg->metrics);
     cfg->metrics_enabled = true;
     cfg->cache_size = 10ull << 30;
+    cfg->cache_free_space_bp = 500;
     cfg->block_size = 4ull << 20;
     cfg->replicas = 1;
     cfg->metadata_ttl = 60;

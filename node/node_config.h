@@ -41,6 +41,7 @@ typedef struct node_config {
     char *region;              /* --region, or from the environment / profile; never NULL */
     char *cache_dir;           /* --cache-dir (default /var/cache/shoal) */
     uint64_t cache_size;       /* --cache-size in bytes (default 10G) */
+    unsigned cache_free_space_bp; /* --cache-free-space, hundredths of a percent, 0-5000 (default 500) */
     uint64_t block_size;       /* --block-size in bytes, a power of two (default 4M) */
     unsigned replicas;         /* --replicas (default 1) */
     char *zone;                /* --zone, NULL when none */

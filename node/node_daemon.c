@@ -59,6 +59,7 @@
 #define DAEMON_GET_READERS 3       /* threads reading (and verifying) the blocks of one `get` */
 #define DAEMON_PRELOAD_THREADS 8   /* blocks warmed at once by a preload */
 #define DAEMON_PROGRESS_MS 250
+#define DAEMON_STORE_MAINTAIN_US 1000000u /* node_store_maintain: about once a second */
 #define DAEMON_S3_RETRY_MIN_MS 1000   /* first retry of a failed S3 check */
 #define DAEMON_S3_RETRY_MAX_MS 30000
 #define DAEMON_S3_RECHECK_MS 300000   /* a passed S3 check is made again this often */
@@ -129,6 +130,8 @@ static void daemon_sample(node_daemon *d)
     node_stats_set(&st->cache_blocks, ss.blocks);
     node_stats_set(&st->cache_evictions, ss.evictions);
     node_stats_set(&st->cache_corrupt_blocks, ss.corrupt_drops);
+    node_stats_set(&st->cache_free_space_evictions, ss.space_evictions);
+    node_stats_set(&st->cache_lost_blocks, ss.lost_drops);
 
     if (d->mount) {
         uint64_t pending, retries;
@@ -840,7 +843,9 @@ node_daemon *node_daemon_new(const node_config *cfg)
     shoal_addr_format(&cfg->advertise, d->address);
     snprintf(d->bucket_url, sizeof d->bucket_url, "s3://%s%s%s", cfg->bucket, cfg->prefix[0] ? "/" : "", cfg->prefix);
 
-    d->store = node_store_new(cfg->cache_dir, cfg->cache_size, NULL);
+    node_store_options so = node_store_options_default();
+    so.free_space_bp = cfg->cache_free_space_bp;
+    d->store = node_store_new(cfg->cache_dir, cfg->cache_size, &so);
     if (d->store == NULL) {
         shoal_error_wrap("block store in %s", cfg->cache_dir);
         goto fail;
@@ -959,9 +964,15 @@ int node_daemon_run(node_daemon *d)
     sigset_t set;
     stop_signals(&set);
     int rc = 0;
+    uint64_t maintained_us = shoal_clock_mono_us();
     for (;;) {
         struct timespec ts = {0, 200 * 1000000L};
         int sig = sigtimedwait(&set, NULL, &ts);
+        if (shoal_clock_mono_us() - maintained_us >= DAEMON_STORE_MAINTAIN_US) {
+            /* the store's free-space reserve, its directory, and an audit slice of its files */
+            node_store_maintain(d->store);
+            maintained_us = shoal_clock_mono_us();
+        }
         if (sig == SIGTERM || sig == SIGINT) {
             LOG_INFO("daemon", "signal", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
             break;

@@ -53,6 +53,8 @@ typedef struct node_stats {
     _Atomic uint64_t cache_blocks;   /* gauge */
     _Atomic uint64_t cache_evictions;
     _Atomic uint64_t cache_corrupt_blocks;
+    _Atomic uint64_t cache_free_space_evictions; /* part of cache_evictions: for the file system */
+    _Atomic uint64_t cache_lost_blocks;          /* blocks whose files were removed behind the store */
     /* membership, this node's view */
     _Atomic uint64_t members_alive;   /* gauge */
     _Atomic uint64_t members_suspect; /* gauge */

@@ -393,6 +393,50 @@ TT_TEST(test_node_config_bad_ini_value_names_file_line_and_key)
     node_config_destroy(&cfg);
 }
 
+/* --cache-free-space: a percentage from 0 to 50, two decimals at most, '%' optional; default 5;
+ * the same from the config file; anything else is one line naming the flag or the key. */
+TT_TEST(test_node_config_cache_free_space_takes_a_percentage)
+{
+    static const struct { const char *text; unsigned bp; } ok[] = {
+        {"0", 0}, {"5", 500}, {"5%", 500}, {"2.5", 250}, {"0.25%", 25}, {"12.75", 1275}, {"50", 5000}, {"050", 5000},
+    };
+    static const char *const bad[] = {"", "51", "100", "-1", "5.", ".5", "2.555", "5%%", "%", "five", "5 %", "1e1"};
+    node_config cfg;
+    setup();
+    TT_OK(parse(&cfg, "--bucket", "s3://good-bucket", "--cluster-key", g_key, "--advertise", "10.0.0.1:1", NULL));
+    TT_CHECK(cfg.cache_free_space_bp == 500, "default --cache-free-space: %u hundredths of a percent, want 500",
+             cfg.cache_free_space_bp);
+    node_config_destroy(&cfg);
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        TT_OK(parse(&cfg, "--bucket", "s3://good-bucket", "--cluster-key", g_key, "--advertise", "10.0.0.1:1",
+                    "--cache-free-space", ok[i].text, NULL));
+        TT_CHECK(cfg.cache_free_space_bp == ok[i].bp, "'%s' -> %u, want %u", ok[i].text, cfg.cache_free_space_bp,
+                 ok[i].bp);
+        node_config_destroy(&cfg);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = parse(&cfg, "--bucket", "s3://good-bucket", "--cluster-key", g_key, "--advertise", "10.0.0.1:1",
+                       "--cache-free-space", bad[i], NULL);
+        char want[120];
+        snprintf(want, sizeof want, "--cache-free-space: '%s' is not a percentage from 0 to 50", bad[i]);
+        TT_CHECK(rc == -1 && shoal_error_code() == SHOAL_ERR_NODE_CONFIG, "'%s' accepted", bad[i]);
+        TT_CHECK(strstr(shoal_error_message(), want) && !strchr(shoal_error_message(), '\n'), "'%s': message '%s'",
+                 bad[i], shoal_error_message());
+    }
+    char ini[600], text[800];
+    snprintf(ini, sizeof ini, "%s/free.ini", g_dir);
+    snprintf(text, sizeof text, "bucket = s3://good-bucket\ncluster-key = %s\ncache-free-space = 7.5%%\n", g_key);
+    write_file(ini, text, 0644);
+    TT_OK(parse(&cfg, "--config", ini, "--advertise", "10.0.0.1:1", NULL));
+    TT_CHECK(cfg.cache_free_space_bp == 750, "cache-free-space = 7.5%% from the file: %u", cfg.cache_free_space_bp);
+    node_config_destroy(&cfg);
+    snprintf(text, sizeof text, "bucket = s3://good-bucket\ncluster-key = %s\ncache-free-space = 60\n", g_key);
+    write_file(ini, text, 0644);
+    TT_CHECK(parse(&cfg, "--config", ini, NULL) == -1, "cache-free-space = 60 accepted from the file");
+    snprintf(text, sizeof text, "config %s:3: cache-free-space: '60' is not a percentage", ini);
+    TT_CHECK(strstr(shoal_error_message(), text), "message '%s' lacks '%s'", shoal_error_message(), text);
+}
+
 TT_TEST(test_node_config_region_follows_aws_order)
 {
     node_config cfg;
