@@ -5,3 +5,11 @@ shoal_test(test_daemon SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_daemon.c ${CMAKE_C
            LABELS node daemon TIMEOUT 120)
 target_compile_definitions(test_daemon PRIVATE SHOALD_PATH="$<TARGET_FILE:shoald>" SHOAL_CLI_PATH="$<TARGET_FILE:shoal>")
 add_dependencies(test_daemon shoald shoal)
+
+# The block store under a misbehaving disk, end to end (blocks directory removed, a disk smaller
+# than --cache-size, damaged block files).
+shoal_test(test_daemon_store SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_daemon_store.c ${CMAKE_CURRENT_LIST_DIR}/test_daemon_harness.c
+           LIBS shoal_node_config shoal_node_peer shoal_dht shoal_s3 Threads::Threads
+           LABELS node daemon store TIMEOUT 240)
+target_compile_definitions(test_daemon_store PRIVATE SHOALD_PATH="$<TARGET_FILE:shoald>" SHOAL_CLI_PATH="$<TARGET_FILE:shoal>")
+add_dependencies(test_daemon_store shoald shoal)
