@@ -71,7 +71,10 @@ enum opt_id {
     O_LOG_LEVEL,
     O_LOG_FORMAT,
     O_NO_SIGN_REQUEST,
-    O_COUNT, /* the options above are also config file keys; the ones below are not */
+    /* Test seams: command-line flags only, shown neither by --help nor taken from the file. */
+    O_TEST_HOSTS,
+    O_TEST_GOSSIP_PERIOD,
+    O_COUNT, /* the options above are also config file keys, but for the test seams; the ones below are not */
     O_CONFIG = O_COUNT,
     O_HELP,
     O_VERSION,
@@ -117,6 +120,8 @@ static const opt_def OPTS[O_ALL] = {
     [O_LOG_LEVEL] = {"log-level", "LEVEL", "error, warn, info or debug (default info)"},
     [O_LOG_FORMAT] = {"log-format", "FORMAT", "logfmt (key=value, the default) or json (one object per line)"},
     [O_NO_SIGN_REQUEST] = {"no-sign-request", NULL, "send unsigned requests (public buckets)"},
+    [O_TEST_HOSTS] = {"test-hosts", "FILE", "tests: resolve --seeds names from this hosts(5)-format file, not DNS"},
+    [O_TEST_GOSSIP_PERIOD] = {"test-gossip-period", "MS", "tests: gossip timers scaled to this probe period (default 1000)"},
     [O_CONFIG] = {"config", "FILE", "read options from this INI file (flags win)"},
     [O_HELP] = {"help", NULL, "print this help and exit"},
     [O_VERSION] = {"version", NULL, "print the version and exit"},
@@ -289,10 +294,12 @@ fail_close:
 
 /* ---- the config file ------------------------------------------------------------------------ */
 
+static bool is_test_seam(int id) { return id == O_TEST_HOSTS || id == O_TEST_GOSSIP_PERIOD; }
+
 static int find_key(const char *name)
 {
     for (int i = 0; i < O_COUNT; i++)
-        if (!strcmp(OPTS[i].name, name))
+        if (!is_test_seam(i) && !strcmp(OPTS[i].name, name))
             return i;
     return -1;
 }
@@ -624,6 +631,13 @@ static int apply(const raw_opts *r, int id, const char *v, node_config *cfg)
         return 0;
     case O_NO_SIGN_REQUEST:
         return apply_switch(r, id, v, &cfg->no_sign_request);
+    case O_TEST_HOSTS:
+        return apply_path(r, id, v, &cfg->test_hosts);
+    case O_TEST_GOSSIP_PERIOD:
+        if (parse_uint(v, 10, 60000, &x) < 0)
+            return bad(r, id, "'%s' is not a number of milliseconds from 10 to 60000", v);
+        cfg->test_gossip_period_ms = (uint32_t)x;
+        return 0;
     default:
         return shoal_error_set(SHOAL_ERR_NODE_CONFIG, "option %d has no handler", id);
     }
@@ -764,6 +778,8 @@ void node_config_usage(FILE *f)
                "The Shoal daemon: a peer-to-peer cooperative S3 cache. Every option may also be set in the\n"
                "--config file as `name = value` (the name without the dashes); a flag wins over the file.\n\n");
     for (int i = 0; i < O_ALL; i++) {
+        if (is_test_seam(i))
+            continue;
         char left[64];
         snprintf(left, sizeof left, "--%s%s%s", OPTS[i].name, OPTS[i].metavar ? " " : "",
                  OPTS[i].metavar ? OPTS[i].metavar : "");
@@ -900,6 +916,7 @@ void node_config_destroy(node_config *cfg)
     free(cfg->mount);
     free(cfg->cluster_key_file);
     free(cfg->state_dir);
+    free(cfg->test_hosts);
     free(cfg->control);
     free(cfg->config_file);
     sodium_memzero(cfg, sizeof *cfg);

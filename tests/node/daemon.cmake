@@ -5,3 +5,11 @@ shoal_test(test_daemon SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_daemon.c ${CMAKE_C
            LABELS node daemon TIMEOUT 120)
 target_compile_definitions(test_daemon PRIVATE SHOALD_PATH="$<TARGET_FILE:shoald>" SHOAL_CLI_PATH="$<TARGET_FILE:shoal>")
 add_dependencies(test_daemon shoald shoal)
+
+# Membership across restarts (remembered members, seeds that resolve late, forget), with real daemons.
+shoal_test(test_daemon_membership SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_daemon_membership.c
+           ${CMAKE_CURRENT_LIST_DIR}/test_daemon_harness.c
+           LIBS shoal_node_config shoal_s3 Threads::Threads LABELS node daemon TIMEOUT 120)
+target_compile_definitions(test_daemon_membership PRIVATE SHOALD_PATH="$<TARGET_FILE:shoald>"
+                           SHOAL_CLI_PATH="$<TARGET_FILE:shoal>")
+add_dependencies(test_daemon_membership shoald shoal)
