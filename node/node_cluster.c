@@ -32,6 +32,7 @@
  */
 #include "node_cluster.h"
 
+#include "node_gossip_watch.h"
 #include "node_seeds.h"
 #include "shoal_array.h"
 #include "shoal_error.h"
@@ -71,6 +72,7 @@ typedef struct cluster_link {
 
 #define JOIN_MAX 64                     /* addresses one join goes to (gossip_join's limit) */
 #define REMEMBER_EVERY_US (5ull * 1000000u) /* the members file is written at most this often */
+#define WATCH_PERIODS 15                /* probe periods of silence before this node warns of it */
 
 struct node_cluster {
     node_cluster_config cfg;
@@ -91,10 +93,12 @@ struct node_cluster {
     cluster_link *links; /* gossip thread only */
     size_t n_links, cap_links;
 
-    /* gossip thread only: where the join goes, and the members remembered in <state-dir>/members */
+    /* gossip thread only: where the join goes, this node's view of being heard, and the members
+     * remembered in <state-dir>/members */
     shoal_addr join_addrs[JOIN_MAX];
     size_t n_join_addrs;
     bool resolver_cancelled;
+    node_gossip_watch *watch;
     node_seeds_member remembered[NODE_SEEDS_MEMBERS_MAX];
     size_t n_remembered;
     bool remembered_dirty, remember_failed;
@@ -583,7 +587,10 @@ static void drain_socket(node_cluster *c)
             return;
         shoal_addr from;
         from_sockaddr(&ss, &from);
+        uint64_t unopened = gossip_counters_get(c->g)->seal_failures;
         gossip_receive(c->g, &from, buf, (size_t)n);
+        if (gossip_counters_get(c->g)->seal_failures != unopened)
+            node_gossip_watch_unopened(c->watch, &from, shoal_clock_mono_us());
     }
 }
 
@@ -648,10 +655,11 @@ static void *cluster_thread(void *arg)
         }
         if (gossip_refused(c->g))
             atomic_store(&c->refused, true);
-        if (c->cfg.stats) {
-            const gossip_counters *gc = gossip_counters_get(c->g);
+        const gossip_counters *gc = gossip_counters_get(c->g);
+        if (c->cfg.stats)
             node_stats_set(&c->cfg.stats->gossip_bad_packets, gc->decode_errors + gc->seal_failures);
-        }
+        node_gossip_watch_tick(c->watch, gc, !joined && gc->join_attempts > 0 && !gossip_refused(c->g) &&
+                               !leave_deadline, shoal_clock_mono_us());
         if (c->dirty)
             rebuild(c);
         remember_save(c, false);
@@ -781,6 +789,8 @@ node_cluster *node_cluster_new(const node_cluster_config *cfg)
     gc.incarnation = next_incarnation(cfg->state_dir);
     if (cfg->gossip_period_us)
         scale_timing(&gc, cfg->gossip_period_us);
+    if (!(c->watch = node_gossip_watch_new(WATCH_PERIODS * gc.probe_interval_us)))
+        goto fail;
     gc.on_event = on_event;
     gc.event_ud = c;
     c->g = gossip_new(&gc, &c->env);
@@ -854,6 +864,7 @@ void node_cluster_delete(node_cluster *c)
                 node_peer_disconnect(c->cfg.peer, c->links[i].link);
     free(c->links);
     node_seeds_delete(c->resolver);
+    node_gossip_watch_delete(c->watch);
     gossip_delete(c->g);
     node_cluster_view_put(c->view);
     if (c->fd >= 0)

@@ -13,7 +13,8 @@
  * its gossip address.
  *
  * It also finds the cluster (--seeds resolved lazily and retried, or the members remembered in the
- * state dir from the last run, node_seeds.h), and forgets departed members on request.
+ * state dir from the last run, node_seeds.h), forgets departed members on request, and logs what
+ * a wrong cluster key looks like from this node (node_gossip_watch.h).
  */
 #ifndef NODE_CLUSTER_H
 #define NODE_CLUSTER_H

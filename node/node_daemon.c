@@ -120,6 +120,7 @@ static void daemon_sample(node_daemon *d)
     node_stats_set(&st->peer_bytes_in, p.bytes_in);
     node_stats_set(&st->peer_bytes_out, p.bytes_out);
     node_stats_set(&st->peer_bad_frames, p.malformed);
+    node_stats_set(&st->peer_handshakes_refused, p.zap_denied);
 
     node_store_stats ss;
     node_store_get_stats(d->store, &ss);

@@ -39,6 +39,7 @@ static const node_stats_desc FIELDS[] = {
     F(peer_timeouts, "peer.timeouts", C, "Peer requests that timed out (the read moved on)."),
     F(peer_errors, "peer.errors", C, "Peer requests answered with an error."),
     F(peer_bad_frames, "peer.bad_frames", C, "Malformed peer frames dropped."),
+    F(peer_handshakes_refused, "peer.handshakes_refused", C, "Peer connections refused at the CURVE handshake: the client's key is not a member's."),
     F(peer_pushes_started, "peer.pushes_started", C, "Written blocks sent to an owner; each ends as a push or a push failure."),
     F(peer_pushes, "peer.pushes", C, "Blocks written through this node's mount that their owner accepted."),
     F(peer_push_failures, "peer.push_failures", C, "Written blocks an owner refused or did not answer (it fetches them from S3 when read)."),

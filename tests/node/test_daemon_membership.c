@@ -1,7 +1,7 @@
 /*
- * shoald's membership across restarts, end to end: real daemons on loopback addresses of their own
- * (test_daemon_harness.h), states read through the control socket as `shoal status` reads them,
- * events read in the daemons' logs.
+ * shoald's membership across restarts, and the mistakes it makes visible, end to end: real daemons
+ * on loopback addresses of their own (test_daemon_harness.h), states and counters read through the
+ * control socket as `shoal status` and `shoal stats` read them, warnings read in the daemons' logs.
  *
  * Waits are derived from gossip's own periods, with generous budgets, so a slow machine makes a
  * case take longer, never fail: most cases run gossip ten times faster than its defaults
@@ -192,6 +192,48 @@ TT_TEST(test_daemon_forget_removes_a_left_member_at_once_and_refuses_an_alive_on
     td_member_state(c, 0, "node2", state, sizeof state);
     TT_CHECK(!state[0], "gossip brought node2 back into node0's view as %s", state);
     TT_CHECK(wait_state(c, 1, "node2", "left", 0), "node1 forgot node2 too: forget acts on one node");
+    td_pass(c);
+}
+
+/* A node started with another cluster key: its join gets no answer, and it says so in its log at
+ * warn level (within 15 gossip periods; a minute at the default timing). The members log the
+ * address its packets come from, once, then at most once a minute with the count, not per packet. */
+TT_TEST(test_daemon_wrong_key_is_logged_by_the_node_and_by_the_members_once_a_minute)
+{
+    td_cluster *c = td_cluster_new(3, "1M");
+    td_node_start(c, 0, FAST);
+    td_node_start(c, 1, FAST);
+    td_wait_cluster(c, 15000);
+    char other[400], cmd[1000];
+    snprintf(other, sizeof other, "%s/other.key", c->dir);
+    snprintf(cmd, sizeof cmd, "'%s' keygen -o '%s'", td_shoal(), other);
+    TT_CHECK(system(cmd) == 0, "keygen");
+    const char *const extra[] = {"--test-gossip-period", "100", "--cluster-key", other, NULL};
+    uint64_t t0 = td_now_ms();
+    td_node_start(c, 2, extra);
+
+    const char *const unanswered[] = {"level=warn", "event=join_unanswered", NULL};
+    TT_CHECK(wait_log(c, 2, unanswered, 1, 60000), "the node with another key logged no join_unanswered warning");
+    tt_note("join_unanswered after %llu ms", (unsigned long long)(td_now_ms() - t0));
+
+    /* Its joins go to both members; each drops them. Wait for several drops at node0. */
+    uint64_t deadline = td_now_ms() + 60000;
+    while (td_stat(c, 0, "gossip.bad_packets") < 4) {
+        TT_CHECK(td_now_ms() < deadline, "node0 dropped only %llu packets",
+                 (unsigned long long)td_stat(c, 0, "gossip.bad_packets"));
+        td_sleep_ms(50);
+    }
+    char from[64];
+    snprintf(from, sizeof from, "from=%s:%u ", c->nodes[2].ip, c->port);
+    const char *const source[] = {"level=warn", "event=undecryptable_packets", from, NULL};
+    const char *const first[] = {"event=undecryptable_packets", from, "dropped=1 ", NULL};
+    int lines = log_lines(c, 0, source);
+    uint64_t minutes = (td_now_ms() - t0) / 60000;
+    TT_CHECK(lines >= 1 && (uint64_t)lines <= 1 + minutes,
+             "node0 logged %d lines about %s for %llu dropped packets in %llu full minutes", lines, from,
+             (unsigned long long)td_stat(c, 0, "gossip.bad_packets"), (unsigned long long)minutes);
+    TT_CHECK(log_lines(c, 0, first) == 1, "node0's first line about %s does not say dropped=1", from);
+    TT_CHECK(td_member_count(c, 0) == 2 && td_member_count(c, 2) == 1, "the node with another key got in");
     td_pass(c);
 }
 

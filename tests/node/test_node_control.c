@@ -814,9 +814,9 @@ TT_TEST(test_shoal_cli_talks_to_the_daemon)
     TT_CHECK(run_cli(out, stats) == 0, "stats failed");
     shoal_buf_reset(&text);
     slurp(out, &text);
-    /* an aligned table: names padded to the longest ("mount.uploads_pending"), values right-aligned */
+    /* an aligned table: names padded to the longest ("peer.handshakes_refused"), values right-aligned */
     char row[128];
-    snprintf(row, sizeof row, "\n%-21s  %20s\n", "reads.peer", "5");
+    snprintf(row, sizeof row, "\n%-23s  %20s\n", "reads.peer", "5");
     TT_CHECK(strstr(shoal_buf_str(&text), row), "stats table lacks '%s':\n%s", row + 1, shoal_buf_str(&text));
 
     char obj[300];

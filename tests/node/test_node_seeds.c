@@ -1,7 +1,10 @@
 /*
- * Where a node finds its cluster (node_seeds), as a unit: names resolved through a hosts file (the
- * seam the daemon tests steer), the lazy resolver thread, and the members file.
+ * Where a node finds its cluster (node_seeds) and how a wrong key shows in the logs
+ * (node_gossip_watch), as units: names resolved through a hosts file (the seam the daemon tests
+ * steer), the lazy resolver thread, the members file, and the watch driven by a virtual clock with
+ * its log lines captured.
  */
+#include "node_gossip_watch.h"
 #include "node_seeds.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
@@ -155,6 +158,114 @@ TT_TEST(test_node_seeds_members_file_round_trips_and_skips_bad_lines)
              "bad lines are skipped, good ones kept");
     tt_rmtree(dir);
     free(dir);
+}
+
+/* ---- the watch -------------------------------------------------------------------------------- */
+
+typedef struct captured {
+    char lines[64][600];
+    int n;
+} captured;
+
+static void capture(void *ud, shoal_log_level level, const char *line)
+{
+    captured *c = ud;
+    if (c->n < 64)
+        snprintf(c->lines[c->n++], sizeof c->lines[0], "%s", line);
+}
+
+static int count(const captured *c, const char *a, const char *b)
+{
+    int n = 0;
+    for (int i = 0; i < c->n; i++)
+        n += strstr(c->lines[i], a) && (!b || strstr(c->lines[i], b));
+    return n;
+}
+
+#define S 1000000ull
+
+/* One line per source at once, then at most one a minute with the count since the previous line,
+ * whether the next packet or a tick brings it; sources are counted apart. */
+TT_TEST(test_node_gossip_watch_logs_each_source_once_a_minute_with_its_count)
+{
+    static captured cap;
+    shoal_log_set_sink(capture, &cap);
+    node_gossip_watch *w = node_gossip_watch_new(15 * S);
+    shoal_addr a, b;
+    TT_OK(shoal_addr_parse("10.0.0.1:7400", 0, &a));
+    TT_OK(shoal_addr_parse("10.0.0.2:7400", 0, &b));
+    gossip_counters gc = {0};
+    uint64_t t = 1000 * S;
+    node_gossip_watch_unopened(w, &a, t);
+    TT_CHECK(cap.n == 1 && strstr(cap.lines[0], "level=warn") && strstr(cap.lines[0], "event=undecryptable_packets") &&
+                 strstr(cap.lines[0], "from=10.0.0.1:7400 dropped=1 period_s=0"),
+             "first line: %s", cap.n ? cap.lines[0] : "none");
+    for (int i = 1; i <= 100; i++) { /* 100 more within the minute: no line */
+        node_gossip_watch_unopened(w, &a, t + (uint64_t)i * S / 2);
+        node_gossip_watch_tick(w, &gc, false, t + (uint64_t)i * S / 2);
+    }
+    node_gossip_watch_unopened(w, &b, t + 51 * S);
+    TT_CHECK(count(&cap, "from=10.0.0.1", NULL) == 1 && count(&cap, "from=10.0.0.2:7400 dropped=1 ", NULL) == 1,
+             "%d lines for a within its minute", count(&cap, "from=10.0.0.1", NULL));
+    node_gossip_watch_tick(w, &gc, false, t + 60 * S);
+    TT_CHECK(count(&cap, "from=10.0.0.1:7400 dropped=100 period_s=60", NULL) == 1, "the minute's count: %s",
+             cap.lines[cap.n - 1]);
+    node_gossip_watch_tick(w, &gc, false, t + 200 * S);
+    TT_CHECK(count(&cap, "from=10.0.0.1", NULL) == 2, "a source that went quiet is not logged again");
+    node_gossip_watch_unopened(w, &a, t + 300 * S);
+    TT_CHECK(count(&cap, "from=10.0.0.1:7400 dropped=1 ", NULL) == 2, "a source back after a quiet spell is logged at once");
+    node_gossip_watch_delete(w);
+    shoal_log_set_sink(NULL, NULL);
+}
+
+/* This node's own view: a join unanswered for `after` warns, then again after 1, 2, 4 minutes;
+ * packets that arrive and never open warn per window; one that opens ends it. */
+TT_TEST(test_node_gossip_watch_warns_when_this_node_is_not_heard)
+{
+    static captured cap;
+    shoal_log_set_sink(capture, &cap);
+    node_gossip_watch *w = node_gossip_watch_new(15 * S);
+    gossip_counters gc = {.join_attempts = 1};
+    uint64_t t0 = 50 * S;
+    for (uint64_t t = t0; t <= t0 + 14 * S; t += S) {
+        gc.join_attempts = 1 + (t - t0) / (4 * S);
+        node_gossip_watch_tick(w, &gc, true, t);
+    }
+    TT_CHECK(count(&cap, "event=join_unanswered", NULL) == 0, "warned before 15 s");
+    node_gossip_watch_tick(w, &gc, true, t0 + 15 * S);
+    TT_CHECK(count(&cap, "event=join_unanswered", "level=warn") == 1, "no warning at 15 s");
+    for (uint64_t t = t0 + 16 * S; t <= t0 + 15 * S + 420 * S; t += S)
+        node_gossip_watch_tick(w, &gc, true, t);
+    /* at 15, 75, 195 and 435 s */
+    TT_CHECK(count(&cap, "event=join_unanswered", NULL) == 4, "%d warnings in 7 minutes",
+             count(&cap, "event=join_unanswered", NULL));
+    node_gossip_watch_tick(w, &gc, false, t0 + 500 * S); /* joined */
+    node_gossip_watch_tick(w, &gc, true, t0 + 501 * S);
+    node_gossip_watch_tick(w, &gc, true, t0 + 520 * S);
+    TT_CHECK(count(&cap, "event=join_unanswered", NULL) == 5, "a new join waits its 15 s again");
+
+    /* Packets arrive, none opens. */
+    node_gossip_watch *v = node_gossip_watch_new(15 * S);
+    gossip_counters g2 = {0};
+    shoal_addr a;
+    TT_OK(shoal_addr_parse("10.0.0.7:7400", 0, &a));
+    uint64_t t = 1000 * S;
+    node_gossip_watch_tick(v, &g2, false, t);
+    for (int i = 0; i < 3; i++) {
+        g2.packets_in++;
+        g2.seal_failures++;
+        node_gossip_watch_unopened(v, &a, t + (uint64_t)i * S);
+    }
+    node_gossip_watch_tick(v, &g2, false, t + 15 * S);
+    TT_CHECK(count(&cap, "event=no_packet_opens", "packets=3 from=10.0.0.7:7400") == 1, "no no_packet_opens line");
+    node_gossip_watch_tick(v, &g2, false, t + 30 * S); /* a quiet window: nothing */
+    g2.packets_in += 2;                                /* one opened, one did not */
+    g2.seal_failures++;
+    node_gossip_watch_tick(v, &g2, false, t + 45 * S);
+    TT_CHECK(count(&cap, "event=no_packet_opens", NULL) == 1, "warned although a packet opened");
+    node_gossip_watch_delete(v);
+    node_gossip_watch_delete(w);
+    shoal_log_set_sink(NULL, NULL);
 }
 
 TT_MAIN()
