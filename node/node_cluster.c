@@ -77,7 +77,7 @@ typedef struct cluster_link {
 struct node_cluster {
     node_cluster_config cfg;
     node_config_seed *seeds; /* cfg.seeds, copied */
-    char *state_dir, *hosts_file;
+    char *state_dir;
     node_seeds *resolver;
     int fd;
     int efd;
@@ -656,8 +656,10 @@ static void *cluster_thread(void *arg)
         if (gossip_refused(c->g))
             atomic_store(&c->refused, true);
         const gossip_counters *gc = gossip_counters_get(c->g);
-        if (c->cfg.stats)
+        if (c->cfg.stats) {
             node_stats_set(&c->cfg.stats->gossip_bad_packets, gc->decode_errors + gc->seal_failures);
+            node_stats_set(&c->cfg.stats->gossip_push_pulls, gc->push_pulls);
+        }
         node_gossip_watch_tick(c->watch, gc, !joined && gc->join_attempts > 0 && !gossip_refused(c->g) &&
                                !leave_deadline, shoal_clock_mono_us());
         if (c->dirty)
@@ -735,11 +737,9 @@ static int copy_config(node_cluster *c, const node_cluster_config *cfg)
             goto fail;
     }
     c->cfg.seeds = c->seeds;
-    if ((cfg->state_dir && !(c->state_dir = strdup(cfg->state_dir))) ||
-        (cfg->hosts_file && !(c->hosts_file = strdup(cfg->hosts_file))))
+    if (cfg->state_dir && !(c->state_dir = strdup(cfg->state_dir)))
         goto fail;
     c->cfg.state_dir = c->state_dir;
-    c->cfg.hosts_file = c->hosts_file;
     return 0;
 fail:
     return shoal_error_set(SHOAL_ERR_NOMEM, "cluster config");
@@ -805,7 +805,7 @@ node_cluster *node_cluster_new(const node_cluster_config *cfg)
     }
     if (cfg->n_seeds) {
         node_seeds_config sc = {.seeds = cfg->seeds, .n_seeds = cfg->n_seeds, .family = c->bound.family,
-                                .hosts_file = cfg->hosts_file, .backoff_min_us = gc.join_backoff_min_us,
+                                .backoff_min_us = gc.join_backoff_min_us,
                                 .backoff_max_us = gc.join_backoff_max_us, .found = on_seeds_found, .ud = c};
         if (!(c->resolver = node_seeds_new(&sc)))
             goto fail;
@@ -877,7 +877,6 @@ void node_cluster_delete(node_cluster *c)
         free(c->seeds[i].host);
     free(c->seeds);
     free(c->state_dir);
-    free(c->hosts_file);
     memset(c->cfg.cluster_key, 0, sizeof c->cfg.cluster_key);
     free(c);
 }

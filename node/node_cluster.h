@@ -43,8 +43,6 @@ typedef struct node_cluster_config {
     const char *state_dir;               /* the incarnation and the remembered members, across restarts */
     node_peer *peer;                     /* borrowed: links to members and the allow-list */
     node_stats *stats;                   /* borrowed, may be NULL: members.* gauges, gossip counters */
-    /* Tests: seed names come from this hosts(5)-format file instead of the system resolver. */
-    const char *hosts_file;
     /* Tests: every gossip timer scaled from memberlist's, whose probe period is 1 s, to this period
      * (0 keeps memberlist's defaults). */
     uint64_t gossip_period_us;

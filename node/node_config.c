@@ -71,10 +71,9 @@ enum opt_id {
     O_LOG_LEVEL,
     O_LOG_FORMAT,
     O_NO_SIGN_REQUEST,
-    /* Test seams: command-line flags only, shown neither by --help nor taken from the file. */
-    O_TEST_HOSTS,
+    /* A test seam: a command-line flag only, shown neither by --help nor taken from the file. */
     O_TEST_GOSSIP_PERIOD,
-    O_COUNT, /* the options above are also config file keys, but for the test seams; the ones below are not */
+    O_COUNT, /* the options above are also config file keys, but for the test seam; the ones below are not */
     O_CONFIG = O_COUNT,
     O_HELP,
     O_VERSION,
@@ -120,7 +119,6 @@ static const opt_def OPTS[O_ALL] = {
     [O_LOG_LEVEL] = {"log-level", "LEVEL", "error, warn, info or debug (default info)"},
     [O_LOG_FORMAT] = {"log-format", "FORMAT", "logfmt (key=value, the default) or json (one object per line)"},
     [O_NO_SIGN_REQUEST] = {"no-sign-request", NULL, "send unsigned requests (public buckets)"},
-    [O_TEST_HOSTS] = {"test-hosts", "FILE", "tests: resolve --seeds names from this hosts(5)-format file, not DNS"},
     [O_TEST_GOSSIP_PERIOD] = {"test-gossip-period", "MS", "tests: gossip timers scaled to this probe period (default 1000)"},
     [O_CONFIG] = {"config", "FILE", "read options from this INI file (flags win)"},
     [O_HELP] = {"help", NULL, "print this help and exit"},
@@ -294,7 +292,7 @@ fail_close:
 
 /* ---- the config file ------------------------------------------------------------------------ */
 
-static bool is_test_seam(int id) { return id == O_TEST_HOSTS || id == O_TEST_GOSSIP_PERIOD; }
+static bool is_test_seam(int id) { return id == O_TEST_GOSSIP_PERIOD; }
 
 static int find_key(const char *name)
 {
@@ -631,8 +629,6 @@ static int apply(const raw_opts *r, int id, const char *v, node_config *cfg)
         return 0;
     case O_NO_SIGN_REQUEST:
         return apply_switch(r, id, v, &cfg->no_sign_request);
-    case O_TEST_HOSTS:
-        return apply_path(r, id, v, &cfg->test_hosts);
     case O_TEST_GOSSIP_PERIOD:
         if (parse_uint(v, 10, 60000, &x) < 0)
             return bad(r, id, "'%s' is not a number of milliseconds from 10 to 60000", v);
@@ -916,7 +912,6 @@ void node_config_destroy(node_config *cfg)
     free(cfg->mount);
     free(cfg->cluster_key_file);
     free(cfg->state_dir);
-    free(cfg->test_hosts);
     free(cfg->control);
     free(cfg->config_file);
     sodium_memzero(cfg, sizeof *cfg);

@@ -66,8 +66,7 @@ typedef struct node_config {
     shoal_log_format log_format; /* --log-format (default logfmt) */
     bool no_sign_request;      /* --no-sign-request */
     char *config_file;         /* --config FILE, NULL when none */
-    /* Test seams (command line only, not in --help): */
-    char *test_hosts;          /* --test-hosts FILE: seed names from this hosts(5) file instead of DNS */
+    /* A test seam (command line only, not in --help): */
     uint32_t test_gossip_period_ms; /* --test-gossip-period MS: gossip timers scaled to it (0: defaults) */
 } node_config;
 

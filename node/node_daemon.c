@@ -883,7 +883,6 @@ node_daemon *node_daemon_new(const node_config *cfg)
         .state_dir = cfg->state_dir,
         .peer = d->peer,
         .stats = &d->stats,
-        .hosts_file = cfg->test_hosts,
         .gossip_period_us = (uint64_t)cfg->test_gossip_period_ms * 1000u,
     };
     snprintf(kc.self.id, sizeof kc.self.id, "%s", cfg->node_id);

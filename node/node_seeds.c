@@ -30,7 +30,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -59,32 +58,6 @@ static bool numeric(const char *text, uint8_t family, uint16_t port, shoal_addr 
     return false;
 }
 
-/* Looks `host` up in a hosts(5)-format file. */
-static int resolve_file(const char *host, uint16_t port, uint8_t family, const char *path, shoal_addr *out,
-                        size_t max)
-{
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return shoal_error_set(SHOAL_ERR_NOT_FOUND, "%s: hosts file %s: %s", host, path, strerror(errno));
-    char line[1024];
-    size_t n = 0;
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "#\n")] = '\0';
-        char *save = NULL, *addr = strtok_r(line, " \t", &save);
-        shoal_addr a;
-        if (!addr || !numeric(addr, family, port, &a))
-            continue;
-        for (char *name = strtok_r(NULL, " \t", &save); name; name = strtok_r(NULL, " \t", &save))
-            if (strcasecmp(name, host) == 0)
-                add_unique(out, max, &n, &a);
-    }
-    fclose(f);
-    if (n == 0)
-        return shoal_error_set(SHOAL_ERR_NOT_FOUND, "%s: not in hosts file %s (for IPv%u)", host, path,
-                               (unsigned)family);
-    return (int)n;
-}
-
 static int resolve_dns(const char *host, uint16_t port, uint8_t family, shoal_addr *out, size_t max)
 {
     struct addrinfo hints = {.ai_family = family == 6 ? AF_INET6 : AF_INET, .ai_socktype = SOCK_DGRAM}, *res = NULL;
@@ -108,8 +81,7 @@ static int resolve_dns(const char *host, uint16_t port, uint8_t family, shoal_ad
     return (int)n;
 }
 
-int node_seeds_resolve(const char *host, uint16_t port, uint8_t family, const char *hosts_file, shoal_addr *out,
-                       size_t max)
+int node_seeds_resolve(const char *host, uint16_t port, uint8_t family, shoal_addr *out, size_t max)
 {
     if (max == 0)
         return shoal_error_set(SHOAL_ERR_RANGE, "%s: no room for an address", host);
@@ -119,8 +91,7 @@ int node_seeds_resolve(const char *host, uint16_t port, uint8_t family, const ch
     if (numeric(host, family == 4 ? 6 : 4, port, &other))
         return shoal_error_set(SHOAL_ERR_NOT_FOUND, "%s: an IPv%u address, but gossip runs on IPv%u", host,
                                family == 4 ? 6u : 4u, (unsigned)family);
-    return hosts_file ? resolve_file(host, port, family, hosts_file, out, max)
-                      : resolve_dns(host, port, family, out, max);
+    return resolve_dns(host, port, family, out, max);
 }
 
 /* ---- the resolver thread --------------------------------------------------------------------- */
@@ -135,7 +106,6 @@ typedef struct seed_name {
 
 struct node_seeds {
     node_seeds_config cfg;
-    char *hosts_file;
     seed_name *names;
     size_t n_names;
     pthread_t thread;
@@ -178,7 +148,7 @@ static void *resolver_main(void *arg)
     seed_name *n;
     while ((n = next_name(s)) != NULL && !wait_until(s, n->next_at)) {
         shoal_addr addrs[NODE_SEEDS_ADDRS_MAX];
-        int k = node_seeds_resolve(n->host, n->port, s->cfg.family, s->hosts_file, addrs, NODE_SEEDS_ADDRS_MAX);
+        int k = node_seeds_resolve(n->host, n->port, s->cfg.family, addrs, NODE_SEEDS_ADDRS_MAX);
         char q[300];
         if (k > 0) {
             char a[SHOAL_ADDR_STRLEN];
@@ -194,13 +164,13 @@ static void *resolver_main(void *arg)
         }
         n->failures++;
         char err[300];
+        const char *host = shoal_log_q(q, sizeof q, n->host), *why = shoal_log_q(err, sizeof err, shoal_error_message());
         if (n->failures == 1)
-            LOG_WARN("cluster", "seed_unresolved", "seed=%s error=%s retry_in_ms=%llu", shoal_log_q(q, sizeof q, n->host),
-                     shoal_log_q(err, sizeof err, shoal_error_message()), (unsigned long long)(n->backoff / 1000u));
+            LOG_WARN("cluster", "seed_unresolved", "seed=%s attempts=1 retry_in_ms=%llu error=%s", host,
+                     (unsigned long long)(n->backoff / 1000u), why);
         else
-            LOG_INFO("cluster", "seed_unresolved", "seed=%s error=%s attempts=%u retry_in_ms=%llu",
-                     shoal_log_q(q, sizeof q, n->host), shoal_log_q(err, sizeof err, shoal_error_message()),
-                     n->failures, (unsigned long long)(n->backoff / 1000u));
+            LOG_INFO("cluster", "seed_unresolved", "seed=%s attempts=%u retry_in_ms=%llu error=%s", host, n->failures,
+                     (unsigned long long)(n->backoff / 1000u), why);
         n->next_at = shoal_clock_mono_us() + n->backoff;
         n->backoff = n->backoff * 2 < s->cfg.backoff_max_us ? n->backoff * 2 : s->cfg.backoff_max_us;
     }
@@ -222,8 +192,7 @@ node_seeds *node_seeds_new(const node_seeds_config *cfg)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&s->cv, &ca);
     pthread_condattr_destroy(&ca);
-    if (!(s->names = calloc(cfg->n_seeds ? cfg->n_seeds : 1, sizeof *s->names)) ||
-        (cfg->hosts_file && !(s->hosts_file = strdup(cfg->hosts_file)))) {
+    if (!(s->names = calloc(cfg->n_seeds ? cfg->n_seeds : 1, sizeof *s->names))) {
         shoal_error_set(SHOAL_ERR_NOMEM, "seeds");
         goto fail;
     }
@@ -287,7 +256,6 @@ void node_seeds_delete(node_seeds *s)
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s->names);
-    free(s->hosts_file);
     free(s);
 }
 

@@ -8,9 +8,8 @@
  * saw live at its last view change, kept in <state-dir>/members, which a node started without
  * --seeds dials, so the first node of a cluster rejoins it after a restart.
  *
- * Resolution goes through the system resolver (getaddrinfo), or, when a hosts file is given, through
- * that file alone (hosts(5) format: "ADDRESS NAME [ALIAS...]" lines, '#' comments): the seam tests
- * steer to make a name appear while a daemon runs, without DNS.
+ * Resolution goes through the system resolver (getaddrinfo: /etc/hosts, DNS, whatever nsswitch.conf
+ * says), at every attempt, so a name that appears in any of them is found at the next retry.
  */
 #ifndef NODE_SEEDS_H
 #define NODE_SEEDS_H
@@ -34,7 +33,6 @@ typedef struct node_seeds_config {
     const node_config_seed *seeds; /* copied */
     size_t n_seeds;
     uint8_t family;            /* 4 or 6: only addresses of the gossip socket's family are useful */
-    const char *hosts_file;    /* NULL: the system resolver; else this file instead (copied) */
     uint64_t backoff_min_us;   /* first retry of a name that failed; doubles up to backoff_max_us */
     uint64_t backoff_max_us;
     node_seeds_found_fn found;
@@ -53,11 +51,9 @@ void node_seeds_cancel(node_seeds *s);
 void node_seeds_delete(node_seeds *s);
 
 /* Resolves one host (a name, or a numeric address) to up to `max` addresses of `family` with
- * `port`: numeric addresses directly, names through hosts_file when it is not NULL, else
- * getaddrinfo. Returns how many (>= 1), or -1 with SHOAL_ERR_NOT_FOUND naming the host and the
- * resolver's reason (the hosts file unreadable included). */
-int node_seeds_resolve(const char *host, uint16_t port, uint8_t family, const char *hosts_file, shoal_addr *out,
-                       size_t max);
+ * `port`: numeric addresses directly, names through getaddrinfo. Returns how many (>= 1), or -1
+ * with SHOAL_ERR_NOT_FOUND naming the host and the resolver's reason. */
+int node_seeds_resolve(const char *host, uint16_t port, uint8_t family, shoal_addr *out, size_t max);
 
 /* One member remembered in <state-dir>/members. */
 typedef struct node_seeds_member {

@@ -53,6 +53,7 @@ static const node_stats_desc FIELDS[] = {
     F(members_suspect, "members.suspect", G, "Members this node suspects."),
     F(members_dead, "members.dead", G, "Members this node knows dead or gone."),
     F(gossip_bad_packets, "gossip.bad_packets", C, "Gossip packets dropped because they did not open or decode."),
+    F(gossip_push_pulls, "gossip.push_pulls", C, "Anti-entropy exchanges (views compared, whole states swapped when they differ) this node started."),
     F(mount_uploads, "mount.uploads", C, "Files uploaded through the mount."),
     F(mount_upload_errors, "mount.upload_errors", C, "Uploads through the mount that failed (close/fsync got EIO)."),
     F(mount_uploads_pending, "mount.uploads_pending", G, "Files closed through the mount and waiting for their delayed upload (--upload-delay)."),

@@ -59,6 +59,7 @@ typedef struct node_stats {
     _Atomic uint64_t members_suspect; /* gauge */
     _Atomic uint64_t members_dead;    /* gauge */
     _Atomic uint64_t gossip_bad_packets;
+    _Atomic uint64_t gossip_push_pulls;
     /* the mount */
     _Atomic uint64_t mount_uploads;
     _Atomic uint64_t mount_upload_errors;

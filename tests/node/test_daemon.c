@@ -353,20 +353,6 @@ static int probe_http(const char *ip, const char *path, char *body, size_t cap)
     return code;
 }
 
-/* Lines of node i's log containing `what`. */
-static int log_count(td_cluster *c, int i, const char *what)
-{
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "grep -c -- '%s' '%s'", what, c->nodes[i].log);
-    FILE *p = popen(cmd, "r");
-    int n = 0;
-    if (p && fscanf(p, "%d", &n) != 1)
-        n = 0;
-    if (p)
-        pclose(p);
-    return n;
-}
-
 /* Waits until /readyz answers `want` with a body containing `text`, up to budget_ms (the
  * daemon's S3 check retries with a backoff that reaches 30 s; budgets allow several rounds). */
 static void wait_readyz(td_cluster *c, int i, int want, const char *text, int budget_ms)
@@ -417,13 +403,13 @@ TT_TEST(test_daemon_readyz_reports_denied_credentials_and_recovers_when_they_rot
         TT_CHECK(td_get(c, 0, "data/none.bin", &len) == NULL, "a read succeeded with refused credentials");
     TT_CHECK(strstr(shoal_error_message(), "access denied: check the credentials and the bucket policy"),
              "the read's error says: %s", shoal_error_message());
-    TT_CHECK(log_count(c, 0, "event=request_failed.*HeadObject") == 1,
-             "%d request_failed lines for 3 refused reads, want 1", log_count(c, 0, "event=request_failed.*HeadObject"));
+    TT_CHECK(td_log_count(c, 0, "event=request_failed.*HeadObject") == 1,
+             "%d request_failed lines for 3 refused reads, want 1", td_log_count(c, 0, "event=request_failed.*HeadObject"));
     write_profile(profile, "S3RVER");
     wait_readyz(c, 0, 200, "ready", 90000);
-    TT_CHECK(log_count(c, 0, "event=s3_check_failed") == 1, "%d s3_check_failed lines, want 1 (one per reason)",
-             log_count(c, 0, "event=s3_check_failed"));
-    TT_CHECK(log_count(c, 0, "event=s3_checked") == 1, "no s3_checked line after the rotation");
+    TT_CHECK(td_log_count(c, 0, "event=s3_check_failed") == 1, "%d s3_check_failed lines, want 1 (one per reason)",
+             td_log_count(c, 0, "event=s3_check_failed"));
+    TT_CHECK(td_log_count(c, 0, "event=s3_checked") == 1, "no s3_checked line after the rotation");
     td_node_signal(c, 0, SIGTERM);
     td_node_wait(c, 0, 30000);
 }
@@ -443,8 +429,8 @@ TT_TEST(test_daemon_readyz_reports_a_missing_bucket_and_a_dead_endpoint)
     td_node_start(c, 1, dead);
     wait_readyz(c, 0, 503, "the bucket does not exist", 60000);
     wait_readyz(c, 1, 503, "no answer from the S3 endpoint", 90000);
-    TT_CHECK(log_count(c, 0, "the bucket does not exist") == 1, "the missing bucket is not logged once");
-    TT_CHECK(log_count(c, 1, "no answer from the S3 endpoint") == 1, "the dead endpoint is not logged once");
+    TT_CHECK(td_log_count(c, 0, "the bucket does not exist") == 1, "the missing bucket is not logged once");
+    TT_CHECK(td_log_count(c, 1, "no answer from the S3 endpoint") == 1, "the dead endpoint is not logged once");
 }
 
 TT_TEST(test_daemon_no_serve_node_reads_through_peers_and_owns_nothing)

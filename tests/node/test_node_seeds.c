@@ -1,14 +1,15 @@
 /*
  * Where a node finds its cluster (node_seeds) and how a wrong key shows in the logs
- * (node_gossip_watch), as units: names resolved through a hosts file (the seam the daemon tests
- * steer), the lazy resolver thread, the members file, and the watch driven by a virtual clock with
- * its log lines captured.
+ * (node_gossip_watch), as units: names resolved through the system resolver (with an /etc/hosts
+ * of the test's own, tt_hosts.h), the lazy resolver thread, the members file, and the watch
+ * driven by a virtual clock with its log lines captured.
  */
 #include "node_gossip_watch.h"
 #include "node_seeds.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
 #include "tt.h"
+#include "tt_hosts.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -30,41 +31,37 @@ static const char *fmt(const shoal_addr *a)
     return shoal_addr_format(a, s);
 }
 
-TT_TEST(test_node_seeds_resolve_names_through_a_hosts_file)
+/* Names go through the system resolver: here an /etc/hosts of the test's own (tt_hosts.h), read
+ * by getaddrinfo as any other would be. */
+TT_TEST(test_node_seeds_resolve_names_through_the_system_resolver)
 {
     char *dir = tt_tmpdir("seeds");
-    const char *hosts = write_file(dir, "hosts",
-                                   "# a comment\n"
-                                   "10.0.0.1   seed-a.example  alias-a # trailing comment\n"
-                                   "10.0.0.2\tSeed-B.example\n"
-                                   "fd00::3    seed-a.example\n"
-                                   "10.0.0.4   seed-a.example\n"
-                                   "not-an-address seed-c.example\n"
-                                   "\n");
+    char hosts[400];
+    snprintf(hosts, sizeof hosts, "%s/hosts", dir);
+    tt_hosts_private(hosts, "# a comment\n"
+                            "10.0.0.1   seed-a.example  alias-a # trailing comment\n"
+                            "10.0.0.2\tSeed-B.example\n"
+                            "fd00::3    seed-a.example\n"
+                            "10.0.0.4   seed-a.example\n");
     shoal_addr out[8];
-    int n = node_seeds_resolve("seed-a.example", 7400, 4, hosts, out, 8);
+    int n = node_seeds_resolve("seed-a.example", 7400, 4, out, 8);
     TT_CHECK(n == 2 && !strcmp(fmt(&out[0]), "10.0.0.1:7400"), "seed-a: %d, first %s", n, n > 0 ? fmt(&out[0]) : "-");
     TT_CHECK(!strcmp(fmt(&out[1]), "10.0.0.4:7400"), "seed-a's second address: %s", fmt(&out[1]));
-    TT_CHECK(node_seeds_resolve("alias-a", 1, 4, hosts, out, 8) == 1 && !strcmp(fmt(&out[0]), "10.0.0.1:1"), "alias");
-    TT_CHECK(node_seeds_resolve("SEED-b.example", 9, 4, hosts, out, 8) == 1 && !strcmp(fmt(&out[0]), "10.0.0.2:9"),
+    TT_CHECK(node_seeds_resolve("alias-a", 1, 4, out, 8) == 1 && !strcmp(fmt(&out[0]), "10.0.0.1:1"), "alias");
+    TT_CHECK(node_seeds_resolve("SEED-b.example", 9, 4, out, 8) == 1 && !strcmp(fmt(&out[0]), "10.0.0.2:9"),
              "names compare without case");
-    TT_CHECK(node_seeds_resolve("seed-a.example", 7400, 6, hosts, out, 8) == 1 && !strcmp(fmt(&out[0]), "[fd00::3]:7400"),
+    TT_CHECK(node_seeds_resolve("seed-a.example", 7400, 6, out, 8) == 1 && !strcmp(fmt(&out[0]), "[fd00::3]:7400"),
              "IPv6 gossip takes the IPv6 address only: %s", fmt(&out[0]));
-    TT_CHECK(node_seeds_resolve("seed-a.example", 7400, 4, hosts, out, 1) == 1, "max is respected");
-    TT_CHECK(node_seeds_resolve("10.9.8.7", 7400, 4, hosts, out, 8) == 1 && !strcmp(fmt(&out[0]), "10.9.8.7:7400"),
+    TT_CHECK(node_seeds_resolve("seed-a.example", 7400, 4, out, 1) == 1, "max is respected");
+    TT_CHECK(node_seeds_resolve("10.9.8.7", 7400, 4, out, 8) == 1 && !strcmp(fmt(&out[0]), "10.9.8.7:7400"),
              "numeric addresses need no lookup");
 
-    TT_CHECK(node_seeds_resolve("seed-c.example", 7400, 4, hosts, out, 8) < 0 &&
-                 shoal_error_code() == SHOAL_ERR_NOT_FOUND && strstr(shoal_error_message(), "seed-c.example: not in hosts"),
-             "a name on a malformed line: %s", shoal_error_message());
-    TT_CHECK(node_seeds_resolve("fd00::9", 7400, 4, hosts, out, 8) < 0 &&
+    TT_CHECK(node_seeds_resolve("seed-c.invalid", 7400, 4, out, 8) < 0 && shoal_error_code() == SHOAL_ERR_NOT_FOUND &&
+                 strstr(shoal_error_message(), "seed-c.invalid: "),
+             "a name that resolves nowhere: %s", shoal_error_message());
+    TT_CHECK(node_seeds_resolve("fd00::9", 7400, 4, out, 8) < 0 &&
                  strstr(shoal_error_message(), "an IPv6 address, but gossip runs on IPv4"),
              "an address of the other family: %s", shoal_error_message());
-    char missing[420];
-    snprintf(missing, sizeof missing, "%s/none", dir);
-    TT_CHECK(node_seeds_resolve("seed-a.example", 7400, 4, missing, out, 8) < 0 &&
-                 shoal_error_code() == SHOAL_ERR_NOT_FOUND && strstr(shoal_error_message(), "No such file"),
-             "an unreadable hosts file: %s", shoal_error_message());
     tt_rmtree(dir);
     free(dir);
 }
@@ -99,22 +96,20 @@ static size_t found_count(found *f)
 TT_TEST(test_node_seeds_numeric_at_once_names_retried_until_they_resolve)
 {
     char *dir = tt_tmpdir("seeds");
-    char *hosts = strdup(write_file(dir, "hosts", "# empty\n"));
+    char hosts[400];
+    snprintf(hosts, sizeof hosts, "%s/hosts", dir);
+    tt_hosts_private(hosts, "# nothing resolves yet\n");
     found f = {.mu = PTHREAD_MUTEX_INITIALIZER};
-    char h0[] = "10.0.0.1", h1[] = "late.example", h2[] = "never.example", h3[] = "fd00::1";
+    char h0[] = "10.0.0.1", h1[] = "late.invalid", h2[] = "never.invalid", h3[] = "fd00::1";
     node_config_seed seeds[] = {{h0, 7400}, {h1, 7401}, {h2, 7402}, {h3, 7403}};
-    node_seeds_config cfg = {.seeds = seeds, .n_seeds = 4, .family = 4, .hosts_file = hosts,
-                             .backoff_min_us = 20000, .backoff_max_us = 100000, .found = on_found, .ud = &f};
+    node_seeds_config cfg = {.seeds = seeds, .n_seeds = 4, .family = 4, .backoff_min_us = 20000, .backoff_max_us = 100000, .found = on_found, .ud = &f};
     node_seeds *s = node_seeds_new(&cfg);
     TT_CHECK(s != NULL, "node_seeds_new: %s", shoal_error_message());
     TT_CHECK(found_count(&f) == 1 && !strcmp(fmt(&f.addrs[0]), "10.0.0.1:7400"),
              "the numeric seed was not reported by node_seeds_new itself");
     usleep(300000); /* several lookups of both names fail */
-    TT_CHECK(found_count(&f) == 1, "a name resolved from an empty hosts file");
-    write_file(dir, "hosts.tmp", "10.0.0.2 late.example\n");
-    char tmp[420];
-    snprintf(tmp, sizeof tmp, "%s.tmp", hosts);
-    TT_CHECK(rename(tmp, hosts) == 0, "rename");
+    TT_CHECK(found_count(&f) == 1, "a name resolved before /etc/hosts had it");
+    tt_hosts_write(hosts, "10.0.0.2 late.invalid\n");
     for (int t = 0; t < 1000 && found_count(&f) < 2; t++) /* due within one backoff_max (100 ms) */
         usleep(10000);
     TT_CHECK(found_count(&f) == 2 && !strcmp(fmt(&f.addrs[1]), "10.0.0.2:7401"), "the late name was not reported: %zu",
@@ -124,7 +119,6 @@ TT_TEST(test_node_seeds_numeric_at_once_names_retried_until_they_resolve)
     TT_CHECK(f.calls == 2, "found called %d times", f.calls);
     tt_rmtree(dir);
     free(dir);
-    free(hosts);
 }
 
 TT_TEST(test_node_seeds_members_file_round_trips_and_skips_bad_lines)
