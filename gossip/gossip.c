@@ -66,6 +66,14 @@ _Static_assert(GOSSIP_NONE == GOSSIP_SUSPICION_NOBODY, "one 'nobody' for slots a
 #define TX_BUCKETS 64 /* transmit limits are capped below this */
 #define RELAYS 32
 #define SEEDS_MAX 64
+#define FORGOTTEN_MAX 64 /* members forgotten by hand that are remembered as such */
+
+/* A member forgotten by hand (gossip_forget): claims about it at or below its last incarnation are
+ * not believed until dead_reap_us has passed, as if it were still held dead or left. */
+typedef struct forgotten {
+    char id[GOSSIP_ID_MAX + 1];
+    uint64_t incarnation, at;
+} forgotten;
 
 typedef struct relay {
     bool used;
@@ -112,6 +120,8 @@ struct gossip {
 
     shoal_addr seeds[SEEDS_MAX];
     uint32_t n_seeds;
+    forgotten forgotten[FORGOTTEN_MAX];
+    uint32_t n_forgotten;
     bool joining, joined, refused, leaving;
     uint64_t next_join_at, join_backoff;
 
@@ -688,6 +698,24 @@ static const char *incompatible(const gossip *g, const gossip_meta *m, gossip_re
     return NULL;
 }
 
+/* True when `id` was forgotten by hand at incarnation `inc` or later, less than dead_reap_us ago:
+ * a claim at `inc` is then an echo of the member's old life. A claim of a newer incarnation (the
+ * member restarted) ends the record. */
+static bool forgotten_holds(gossip *g, const char *id, uint64_t inc)
+{
+    uint64_t now = now_us(g);
+    for (uint32_t j = 0; j < g->n_forgotten; j++) {
+        forgotten *f = &g->forgotten[j];
+        if (strcmp(f->id, id) != 0)
+            continue;
+        if (inc <= f->incarnation && now - f->at < g->cfg.dead_reap_us)
+            return true;
+        *f = g->forgotten[--g->n_forgotten];
+        return false;
+    }
+    return false;
+}
+
 static void on_alive(gossip *g, const gossip_update *u)
 {
     const gossip_meta *meta = &u->meta;
@@ -712,6 +740,10 @@ static void on_alive(gossip *g, const gossip_update *u)
         return;
     }
     if (i == NONE) {
+        if (forgotten_holds(g, meta->id, u->incarnation)) {
+            g->ctr.updates_stale++;
+            return;
+        }
         i = member_add(g, meta, u->incarnation);
         if (i == NONE)
             return;
@@ -867,6 +899,8 @@ static void handle_pp(gossip *g, const shoal_addr *from, const gossip_msg *msg)
             if (strcmp(msg->updates[j].meta.id, msg->from) == 0 && msg->updates[j].has_meta)
                 self_u = &msg->updates[j];
         if (self_u) {
+            /* The member speaks for itself: whatever was forgotten about it is over. */
+            forgotten_holds(g, msg->from, UINT64_MAX);
             gossip_refusal why = 0;
             const char *text = incompatible(g, &self_u->meta, &why);
             uint32_t i = find(g, msg->from);
@@ -1129,16 +1163,18 @@ static void probe_fail(gossip *g)
         on_suspect(g, st_id(g->st, t), mem(g, t)->incarnation, g->cfg.self.id);
 }
 
-/* Forgets members dead or left for longer than dead_reap_us. A private store frees their slots
- * for reuse, so what pointed at them (an accuser, a suspicion's confirmers) is cleared; a shared
- * store keeps slots for good (a simulation lasts hours, the reap time is a day). */
-static void reap(gossip *g, uint64_t now)
+/* Forgets members dead or left for longer than dead_reap_us, or only member `only` (dead or left)
+ * whatever its age when it is not NONE. A private store frees their slots for reuse, so what
+ * pointed at them (an accuser, a suspicion's confirmers) is cleared; a shared store keeps slots for
+ * good (a simulation lasts hours, the reap time is a day). */
+static void reap(gossip *g, uint64_t now, uint32_t only)
 {
     gossip_member_store *st = g->st;
     uint32_t freed = 0;
     for (uint32_t i = 0; i < st->n_slots; i++) {
         const member *m = mem(g, i);
-        if (i == g->self || !present(m) || is_live(m->state) || now - m->state_at < g->cfg.dead_reap_us)
+        if (i == g->self || !present(m) || is_live(m->state) ||
+            (only == NONE ? now - m->state_at < g->cfg.dead_reap_us : i != only))
             continue;
         bc_unlink(g, i);
         untouch(g, i);
@@ -1218,7 +1254,7 @@ void gossip_tick(gossip *g)
     }
     if (!g->probe.active && now >= g->next_probe_at) {
         if (g->n_gone > 0 && now >= g->next_reap_at) {
-            reap(g, now);
+            reap(g, now, NONE);
             uint64_t step = g->cfg.dead_reap_us / 4;
             g->next_reap_at = now + (step > g->cfg.probe_interval_us ? step : g->cfg.probe_interval_us);
         }
@@ -1527,6 +1563,38 @@ void gossip_leave(gossip *g)
         send_msg(g, &mem(g, to[j])->meta->addr, true, g->self);
     }
     arm(g);
+}
+
+int gossip_forget(gossip *g, const char *id)
+{
+    SHOAL_ASSERT(!g->in_callback); /* callbacks must not call back into the instance */
+    uint32_t i = find(g, id);
+    if (i == NONE)
+        return shoal_error_set(SHOAL_ERR_NOT_FOUND, "node '%s' has no member '%s'", g->cfg.self.id, id);
+    const member *m = mem(g, i);
+    if (i == g->self)
+        return shoal_error_set(SHOAL_ERR_INVAL, "'%s' is this node itself: only a dead or left member can be forgotten",
+                               id);
+    if (is_live(m->state))
+        return shoal_error_set(SHOAL_ERR_INVAL, "member '%s' is %s: only a dead or left member can be forgotten", id,
+                               gossip_state_name(m->state));
+    uint64_t now = now_us(g);
+    forgotten_holds(g, id, UINT64_MAX); /* drops an older record of the same id */
+    forgotten *f = &g->forgotten[0];
+    if (g->n_forgotten < FORGOTTEN_MAX)
+        f = &g->forgotten[g->n_forgotten++];
+    else /* full: the oldest record makes room */
+        for (uint32_t j = 1; j < FORGOTTEN_MAX; j++)
+            if (g->forgotten[j].at < f->at)
+                f = &g->forgotten[j];
+    snprintf(f->id, sizeof f->id, "%s", id);
+    f->incarnation = m->incarnation;
+    f->at = now;
+    LOG_INFO("gossip", "forget", "node=%s member=%s state=%s incarnation=%llu", g->cfg.self.id, id,
+             gossip_state_name(m->state), (unsigned long long)m->incarnation);
+    reap(g, now, i);
+    arm(g);
+    return 0;
 }
 
 int gossip_set_meta(gossip *g, const gossip_meta *meta)

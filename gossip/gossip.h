@@ -160,6 +160,16 @@ bool gossip_refused(const gossip *g);
  * the node stops probing. The caller may delete the instance right after. */
 void gossip_leave(gossip *g);
 
+/*
+ * Forgets member `id` at once instead of after dead_reap_us: it leaves this view (and this node's
+ * push-pull state) without a word to the others. Until dead_reap_us has passed, claims about it at
+ * the incarnation it was forgotten at or below are ignored (the others still hold it dead or left
+ * and may gossip it); a newer incarnation, or a join from the member itself, brings it back.
+ * -1 with SHOAL_ERR_NOT_FOUND when the view has no such member, SHOAL_ERR_INVAL when it is alive or
+ * suspect, or is this node.
+ */
+int gossip_forget(gossip *g, const char *id);
+
 /* Changes this node's metadata (its id must stay the same): bumps the incarnation and gossips it.
  * -1 with SHOAL_ERR_INVAL when the id differs or a field is too long. */
 int gossip_set_meta(gossip *g, const gossip_meta *meta);

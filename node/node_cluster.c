@@ -18,9 +18,22 @@
  *
  * The incarnation is kept in <state-dir>/incarnation and bumped at every start, so a restarted
  * node is believed over the "dead" rumour about its previous life at once.
+ *
+ * Finding the cluster. Seeds arrive from node_seeds (numeric ones at once, names when they
+ * resolve) into a small queue under the mutex; the thread hands each new batch to gossip_join until
+ * gossip has joined, then cancels the resolver. Without seeds the node joins through the members it
+ * remembered, and counts as joined at once (it may be the first node of a new cluster). What it
+ * remembers is the live members of each new snapshot, saved to <state-dir>/members at most every
+ * REMEMBER_EVERY_US and when the thread ends; a node alone keeps its previous list.
+ *
+ * Forget. The control thread posts the id and waits on a condition variable; the gossip thread,
+ * which alone may touch gossip, runs gossip_forget and posts the result back. The thread's end
+ * releases any waiter with SHOAL_ERR_CLOSED.
  */
 #include "node_cluster.h"
 
+#include "node_gossip_watch.h"
+#include "node_seeds.h"
 #include "shoal_array.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
@@ -57,9 +70,15 @@ typedef struct cluster_link {
     bool seen; /* still wanted in the rebuild under way */
 } cluster_link;
 
+#define JOIN_MAX 64                     /* addresses one join goes to (gossip_join's limit) */
+#define REMEMBER_EVERY_US (5ull * 1000000u) /* the members file is written at most this often */
+#define WATCH_PERIODS 15                /* probe periods of silence before this node warns of it */
+
 struct node_cluster {
     node_cluster_config cfg;
-    shoal_addr *seeds;
+    node_config_seed *seeds; /* cfg.seeds, copied */
+    char *state_dir;
+    node_seeds *resolver;
     int fd;
     int efd;
     shoal_addr bound;
@@ -74,11 +93,31 @@ struct node_cluster {
     cluster_link *links; /* gossip thread only */
     size_t n_links, cap_links;
 
-    pthread_mutex_t mu; /* guards view, pending_meta, has_pending_meta, leave_deadline */
+    /* gossip thread only: where the join goes, this node's view of being heard, and the members
+     * remembered in <state-dir>/members */
+    shoal_addr join_addrs[JOIN_MAX];
+    size_t n_join_addrs;
+    bool resolver_cancelled;
+    node_gossip_watch *watch;
+    node_seeds_member remembered[NODE_SEEDS_MEMBERS_MAX];
+    size_t n_remembered;
+    bool remembered_dirty, remember_failed;
+    uint64_t remembered_at;
+
+    pthread_mutex_t mu; /* guards view, pending_meta, has_pending_meta, leave_deadline, found, forget */
     node_cluster_view *view;
     gossip_meta pending_meta;
     bool has_pending_meta;
     uint64_t leave_deadline; /* 0: no leave asked */
+    shoal_addr found[JOIN_MAX]; /* seed addresses resolved, not yet handed to gossip */
+    size_t n_found;
+    /* One forget at a time, done by the gossip thread: the asker waits on forget_cv. */
+    pthread_cond_t forget_cv;
+    const char *forget_id; /* NULL: none asked */
+    bool forget_done, closed; /* closed: the gossip thread has ended */
+    int forget_rc;
+    shoal_err forget_err;
+    char forget_msg[256];
 
     _Atomic bool stop;
     _Atomic bool joined;
@@ -267,6 +306,163 @@ static void links_sweep(node_cluster *c)
     c->n_links = o;
 }
 
+/* ---- finding the cluster: seeds, remembered members ---------------------------------------- */
+
+static void wake(node_cluster *c)
+{
+    uint64_t one = 1;
+    if (write(c->efd, &one, sizeof one) < 0)
+        LOG_WARN("cluster", "eventfd", "error=\"%s\"", strerror(errno));
+}
+
+/* Appends `a` to list[0..*n) (at most JOIN_MAX) unless it is there; true when it was added. */
+static bool addr_add(shoal_addr *list, size_t *n, const shoal_addr *a)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (shoal_addr_eq(&list[i], a))
+            return false;
+    if (*n == JOIN_MAX)
+        return false;
+    list[(*n)++] = *a;
+    return true;
+}
+
+/* node_seeds' callback (its resolver thread, or node_cluster_new for numeric seeds): queue the
+ * addresses for the gossip thread. */
+static void on_seeds_found(void *ud, const shoal_addr *addrs, size_t n)
+{
+    node_cluster *c = ud;
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < n; i++)
+        addr_add(c->found, &c->n_found, &addrs[i]);
+    pthread_mutex_unlock(&c->mu);
+    wake(c);
+}
+
+/* Joins through the seeds resolved since the last call (gossip thread), unless the node has joined
+ * already. A seed that is this node's own address is left out; a node whose seeds resolved only to
+ * itself is the first of its cluster, and counts as joined as a node without seeds does. */
+static void join_found(node_cluster *c)
+{
+    shoal_addr found[JOIN_MAX];
+    pthread_mutex_lock(&c->mu);
+    size_t n = c->n_found;
+    memcpy(found, c->found, n * sizeof *found);
+    c->n_found = 0;
+    pthread_mutex_unlock(&c->mu);
+    bool added = false, self = false;
+    for (size_t i = 0; i < n; i++) {
+        if (shoal_addr_eq(&found[i], &c->cfg.self.addr))
+            self = true;
+        else
+            added |= addr_add(c->join_addrs, &c->n_join_addrs, &found[i]);
+    }
+    if (gossip_joined(c->g))
+        return;
+    if (self && c->n_join_addrs == 0) {
+        LOG_INFO("cluster", "seed_is_self", "node=%s hint=\"the only seed found so far is this node: it starts the "
+                 "cluster\"", c->cfg.self.id);
+        atomic_store(&c->joined, true);
+    }
+    if (added && gossip_join(c->g, c->join_addrs, c->n_join_addrs) < 0)
+        LOG_WARN("cluster", "join_failed", "error=\"%s\"", shoal_error_message());
+}
+
+static bool remembered_eq(const node_seeds_member *a, const node_seeds_member *b)
+{
+    return strcmp(a->id, b->id) == 0 && shoal_addr_eq(&a->addr, &b->addr);
+}
+
+/* Takes the live members of a new snapshot as the ones to remember (gossip thread). A node that
+ * finds itself alone keeps what it remembered: its companions may come back, and a node restarted
+ * alone has nobody else to dial. */
+static void remember_view(node_cluster *c, const node_cluster_view *v)
+{
+    node_seeds_member live[NODE_SEEDS_MEMBERS_MAX];
+    size_t n = 0;
+    for (size_t i = 0; i < v->n && n < NODE_SEEDS_MEMBERS_MAX; i++) {
+        const node_cluster_member *m = &v->members[i];
+        if (m->is_self || !is_live(m->state))
+            continue;
+        snprintf(live[n].id, sizeof live[n].id, "%s", m->meta.id);
+        live[n++].addr = m->meta.addr;
+    }
+    bool same = n == c->n_remembered;
+    for (size_t i = 0; same && i < n; i++)
+        same = remembered_eq(&live[i], &c->remembered[i]);
+    if (n == 0 || same)
+        return;
+    memcpy(c->remembered, live, n * sizeof *live);
+    c->n_remembered = n;
+    c->remembered_dirty = true;
+}
+
+/* Writes <state-dir>/members when what is remembered changed, at most every REMEMBER_EVERY_US
+ * unless `final` (the thread ends). A failed write is tried again at the next chance. */
+static void remember_save(node_cluster *c, bool final)
+{
+    uint64_t now = shoal_clock_mono_us();
+    if (!c->remembered_dirty || !c->state_dir || (!final && now - c->remembered_at < REMEMBER_EVERY_US))
+        return;
+    c->remembered_at = now;
+    if (node_seeds_save_members(c->state_dir, c->remembered, c->n_remembered) < 0) {
+        if (!c->remember_failed) /* one line per run of failures */
+            LOG_WARN("cluster", "members_not_saved", "error=\"%s\" hint=\"a restart without --seeds will not find the "
+                     "cluster\"", shoal_error_message());
+        c->remember_failed = true;
+        return;
+    }
+    c->remember_failed = false;
+    c->remembered_dirty = false;
+    LOG_DEBUG("cluster", "members_saved", "members=%zu", c->n_remembered);
+}
+
+/* Without seeds: dials the members remembered from the last run, if any (node_cluster_new). */
+static void rejoin_remembered(node_cluster *c)
+{
+    node_seeds_member m[NODE_SEEDS_MEMBERS_MAX];
+    int n = node_seeds_load_members(c->state_dir, m, NODE_SEEDS_MEMBERS_MAX);
+    if (n < 0) {
+        LOG_WARN("cluster", "members_unreadable", "error=\"%s\"", shoal_error_message());
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        if (strcmp(m[i].id, c->cfg.self.id) == 0 || shoal_addr_eq(&m[i].addr, &c->cfg.self.addr))
+            continue;
+        c->remembered[c->n_remembered++] = m[i];
+        addr_add(c->join_addrs, &c->n_join_addrs, &m[i].addr);
+    }
+    if (c->n_join_addrs == 0)
+        return;
+    char q[300];
+    LOG_INFO("cluster", "rejoin", "node=%s members=%zu from=%s/members", c->cfg.self.id, c->n_join_addrs,
+             shoal_log_q(q, sizeof q, c->state_dir));
+    if (gossip_join(c->g, c->join_addrs, c->n_join_addrs) < 0)
+        LOG_WARN("cluster", "join_failed", "error=\"%s\"", shoal_error_message());
+}
+
+/* Does an asked forget (gossip thread) and hands the result to the asker. */
+static void forget_member(node_cluster *c, const char *id)
+{
+    int rc = gossip_forget(c->g, id);
+    if (rc == 0) {
+        c->dirty = true;
+        size_t o = 0;
+        for (size_t i = 0; i < c->n_remembered; i++)
+            if (strcmp(c->remembered[i].id, id) != 0)
+                c->remembered[o++] = c->remembered[i];
+        c->remembered_dirty |= o != c->n_remembered;
+        c->n_remembered = o;
+    }
+    pthread_mutex_lock(&c->mu);
+    c->forget_rc = rc;
+    c->forget_err = rc ? shoal_error_code() : SHOAL_OK;
+    snprintf(c->forget_msg, sizeof c->forget_msg, "%s", rc ? shoal_error_message() : "");
+    c->forget_done = true;
+    pthread_cond_broadcast(&c->forget_cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
 /* Builds a snapshot from gossip's view and publishes it (gossip thread). On allocation failure the
  * old snapshot stays and the view stays dirty, so the next turn of the loop tries again. */
 static void rebuild(node_cluster *c)
@@ -328,6 +524,7 @@ static void rebuild(node_cluster *c)
         node_stats_set(&c->cfg.stats->members_suspect, suspect);
         node_stats_set(&c->cfg.stats->members_dead, dead);
     }
+    remember_view(c, v);
     pthread_mutex_lock(&c->mu);
     node_cluster_view *old = c->view;
     c->view = v;
@@ -390,7 +587,10 @@ static void drain_socket(node_cluster *c)
             return;
         shoal_addr from;
         from_sockaddr(&ss, &from);
+        uint64_t unopened = gossip_counters_get(c->g)->seal_failures;
         gossip_receive(c->g, &from, buf, (size_t)n);
+        if (gossip_counters_get(c->g)->seal_failures != unopened)
+            node_gossip_watch_unopened(c->watch, &from, shoal_clock_mono_us());
     }
 }
 
@@ -404,7 +604,13 @@ static void run_commands(node_cluster *c, uint64_t *leave_deadline)
     bool has_meta = c->has_pending_meta;
     c->has_pending_meta = false;
     uint64_t deadline = c->leave_deadline;
+    char forget[GOSSIP_ID_MAX + 1] = "";
+    if (c->forget_id && !c->forget_done)
+        snprintf(forget, sizeof forget, "%s", c->forget_id);
     pthread_mutex_unlock(&c->mu);
+    join_found(c);
+    if (forget[0])
+        forget_member(c, forget);
     if (has_meta && gossip_set_meta(c->g, &meta) < 0)
         LOG_WARN("cluster", "set_meta_failed", "error=\"%s\"", shoal_error_message());
     if (deadline && !*leave_deadline) {
@@ -440,17 +646,31 @@ static void *cluster_thread(void *arg)
             drain_socket(c);
         if (shoal_clock_mono_us() >= c->wakeup)
             gossip_tick(c->g);
-        if (gossip_joined(c->g))
+        bool joined = gossip_joined(c->g);
+        if (joined)
             atomic_store(&c->joined, true);
+        if (joined && c->resolver && !c->resolver_cancelled) {
+            node_seeds_cancel(c->resolver); /* joined: the seeds left unresolved are not needed */
+            c->resolver_cancelled = true;
+        }
         if (gossip_refused(c->g))
             atomic_store(&c->refused, true);
+        const gossip_counters *gc = gossip_counters_get(c->g);
         if (c->cfg.stats) {
-            const gossip_counters *gc = gossip_counters_get(c->g);
             node_stats_set(&c->cfg.stats->gossip_bad_packets, gc->decode_errors + gc->seal_failures);
+            node_stats_set(&c->cfg.stats->gossip_push_pulls, gc->push_pulls);
         }
+        node_gossip_watch_tick(c->watch, gc, !joined && gc->join_attempts > 0 && !gossip_refused(c->g) &&
+                               !leave_deadline, shoal_clock_mono_us());
         if (c->dirty)
             rebuild(c);
+        remember_save(c, false);
     }
+    remember_save(c, true);
+    pthread_mutex_lock(&c->mu);
+    c->closed = true;
+    pthread_cond_broadcast(&c->forget_cv);
+    pthread_mutex_unlock(&c->mu);
     return NULL;
 }
 
@@ -504,6 +724,38 @@ static int bind_udp(node_cluster *c)
     return 0;
 }
 
+/* Copies what the config borrows (seeds, paths) into c. */
+static int copy_config(node_cluster *c, const node_cluster_config *cfg)
+{
+    c->cfg.seeds = NULL;
+    c->cfg.n_seeds = 0;
+    if (cfg->n_seeds && !(c->seeds = calloc(cfg->n_seeds, sizeof *c->seeds)))
+        goto fail;
+    for (size_t i = 0; i < cfg->n_seeds; i++, c->cfg.n_seeds++) {
+        c->seeds[i].port = cfg->seeds[i].port;
+        if (!(c->seeds[i].host = strdup(cfg->seeds[i].host)))
+            goto fail;
+    }
+    c->cfg.seeds = c->seeds;
+    if (cfg->state_dir && !(c->state_dir = strdup(cfg->state_dir)))
+        goto fail;
+    c->cfg.state_dir = c->state_dir;
+    return 0;
+fail:
+    return shoal_error_set(SHOAL_ERR_NOMEM, "cluster config");
+}
+
+/* Scales every gossip timer from memberlist's defaults, whose probe period is 1 s, to `period_us`
+ * (tests: a cluster that converges, suspects and rejoins in a tenth of the time). */
+static void scale_timing(gossip_config *gc, uint64_t period_us)
+{
+    uint64_t *timers[] = {&gc->probe_interval_us, &gc->probe_timeout_us, &gc->push_pull_interval_us,
+                          &gc->gossip_interval_us, &gc->gossip_to_dead_us, &gc->join_backoff_min_us,
+                          &gc->join_backoff_max_us};
+    for (size_t i = 0; i < sizeof timers / sizeof timers[0]; i++)
+        *timers[i] = *timers[i] * period_us / 1000000u ? *timers[i] * period_us / 1000000u : 1;
+}
+
 node_cluster *node_cluster_new(const node_cluster_config *cfg)
 {
     node_cluster *c = calloc(1, sizeof *c);
@@ -515,15 +767,9 @@ node_cluster *node_cluster_new(const node_cluster_config *cfg)
     c->fd = -1;
     c->efd = -1;
     pthread_mutex_init(&c->mu, NULL);
-    if (cfg->n_seeds) {
-        c->seeds = calloc(cfg->n_seeds, sizeof *c->seeds);
-        if (!c->seeds) {
-            shoal_error_set(SHOAL_ERR_NOMEM, "cluster seeds");
-            goto fail;
-        }
-        memcpy(c->seeds, cfg->seeds, cfg->n_seeds * sizeof *c->seeds);
-    }
-    c->cfg.seeds = c->seeds;
+    pthread_cond_init(&c->forget_cv, NULL);
+    if (copy_config(c, cfg) < 0)
+        goto fail;
     if (bind_udp(c) < 0)
         goto fail;
     c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -541,12 +787,10 @@ node_cluster *node_cluster_new(const node_cluster_config *cfg)
     c->cfg.self = gc.self;
     memcpy(gc.cluster_key, cfg->cluster_key, GOSSIP_KEY_LEN);
     gc.incarnation = next_incarnation(cfg->state_dir);
-    if (cfg->probe_interval_us)
-        gc.probe_interval_us = cfg->probe_interval_us;
-    if (cfg->probe_timeout_us)
-        gc.probe_timeout_us = cfg->probe_timeout_us;
-    if (cfg->gossip_interval_us)
-        gc.gossip_interval_us = cfg->gossip_interval_us;
+    if (cfg->gossip_period_us)
+        scale_timing(&gc, cfg->gossip_period_us);
+    if (!(c->watch = node_gossip_watch_new(WATCH_PERIODS * gc.probe_interval_us)))
+        goto fail;
     gc.on_event = on_event;
     gc.event_ud = c;
     c->g = gossip_new(&gc, &c->env);
@@ -560,9 +804,15 @@ node_cluster *node_cluster_new(const node_cluster_config *cfg)
         goto fail;
     }
     if (cfg->n_seeds) {
-        if (gossip_join(c->g, c->seeds, cfg->n_seeds) < 0)
+        node_seeds_config sc = {.seeds = cfg->seeds, .n_seeds = cfg->n_seeds, .family = c->bound.family,
+                                .backoff_min_us = gc.join_backoff_min_us,
+                                .backoff_max_us = gc.join_backoff_max_us, .found = on_seeds_found, .ud = c};
+        if (!(c->resolver = node_seeds_new(&sc)))
             goto fail;
+        join_found(c); /* the numeric seeds, at once */
     } else {
+        if (c->state_dir)
+            rejoin_remembered(c);
         atomic_store(&c->joined, true);
     }
     if (pthread_create(&c->thread, NULL, cluster_thread, c) != 0) {
@@ -584,9 +834,7 @@ static void stop_thread(node_cluster *c)
     if (!c->thread_running)
         return;
     atomic_store(&c->stop, true);
-    uint64_t one = 1;
-    if (write(c->efd, &one, sizeof one) < 0)
-        LOG_WARN("cluster", "eventfd", "error=\"%s\"", strerror(errno));
+    wake(c);
     pthread_join(c->thread, NULL);
     c->thread_running = false;
 }
@@ -599,9 +847,7 @@ void node_cluster_leave(node_cluster *c, unsigned linger_ms)
     if (!c->leave_deadline)
         c->leave_deadline = shoal_clock_mono_us() + (uint64_t)linger_ms * 1000u + 1;
     pthread_mutex_unlock(&c->mu);
-    uint64_t one = 1;
-    if (write(c->efd, &one, sizeof one) < 0)
-        LOG_WARN("cluster", "eventfd", "error=\"%s\"", strerror(errno));
+    wake(c);
     /* The thread ends by itself at the deadline, after gossiping the leave. */
     pthread_join(c->thread, NULL);
     c->thread_running = false;
@@ -617,6 +863,8 @@ void node_cluster_delete(node_cluster *c)
             if (c->links[i].link >= 0)
                 node_peer_disconnect(c->cfg.peer, c->links[i].link);
     free(c->links);
+    node_seeds_delete(c->resolver);
+    node_gossip_watch_delete(c->watch);
     gossip_delete(c->g);
     node_cluster_view_put(c->view);
     if (c->fd >= 0)
@@ -624,7 +872,11 @@ void node_cluster_delete(node_cluster *c)
     if (c->efd >= 0)
         close(c->efd);
     pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->forget_cv);
+    for (size_t i = 0; i < c->cfg.n_seeds; i++)
+        free(c->seeds[i].host);
     free(c->seeds);
+    free(c->state_dir);
     memset(c->cfg.cluster_key, 0, sizeof c->cfg.cluster_key);
     free(c);
 }
@@ -645,4 +897,36 @@ int node_cluster_set_meta(node_cluster *c, const gossip_meta *meta)
     if (write(c->efd, &one, sizeof one) < 0)
         return shoal_error_errno(errno, "wake the gossip thread");
     return 0;
+}
+
+int node_cluster_forget(node_cluster *c, const char *id)
+{
+    if (strlen(id) > GOSSIP_ID_MAX)
+        return shoal_error_set(SHOAL_ERR_NOT_FOUND, "node '%s' has no member '%s'", c->cfg.self.id, id);
+    pthread_mutex_lock(&c->mu);
+    while (c->forget_id && !c->closed) /* another forget is under way */
+        pthread_cond_wait(&c->forget_cv, &c->mu);
+    if (c->closed) {
+        pthread_mutex_unlock(&c->mu);
+        return shoal_error_set(SHOAL_ERR_CLOSED, "node '%s' is leaving the cluster", c->cfg.self.id);
+    }
+    c->forget_id = id;
+    c->forget_done = false;
+    pthread_mutex_unlock(&c->mu);
+    wake(c);
+    pthread_mutex_lock(&c->mu);
+    while (!c->forget_done && !c->closed)
+        pthread_cond_wait(&c->forget_cv, &c->mu);
+    bool done = c->forget_done;
+    int rc = done ? c->forget_rc : -1;
+    shoal_err err = c->forget_err;
+    char msg[sizeof c->forget_msg];
+    snprintf(msg, sizeof msg, "%s", c->forget_msg);
+    c->forget_id = NULL;
+    c->forget_done = false;
+    pthread_cond_broadcast(&c->forget_cv);
+    pthread_mutex_unlock(&c->mu);
+    if (!done)
+        return shoal_error_set(SHOAL_ERR_CLOSED, "node '%s' is leaving the cluster", c->cfg.self.id);
+    return rc == 0 ? 0 : shoal_error_set(err, "%s", msg);
 }

@@ -11,12 +11,17 @@
  *
  * Gossip (UDP) and peer data (TCP) share one port number (SPEC §2): a member's peer endpoint is
  * its gossip address.
+ *
+ * It also finds the cluster (--seeds resolved lazily and retried, or the members remembered in the
+ * state dir from the last run, node_seeds.h), forgets departed members on request, and logs what
+ * a wrong cluster key looks like from this node (node_gossip_watch.h).
  */
 #ifndef NODE_CLUSTER_H
 #define NODE_CLUSTER_H
 
 #include "dht.h"
 #include "gossip.h"
+#include "node_config.h"
 #include "node_peer.h"
 #include "node_stats.h"
 #include "shoal_env.h"
@@ -31,15 +36,16 @@ typedef struct node_cluster_config {
     gossip_meta self;                    /* id, advertised address, zone, CURVE key, capacity, ... */
     uint8_t cluster_key[GOSSIP_KEY_LEN]; /* copied; never logged */
     shoal_addr bind;                     /* UDP address to bind (port 0: any free port) */
-    const shoal_addr *seeds;             /* copied; n_seeds == 0 starts a new cluster */
+    /* --seeds (copied): numeric addresses, or host names resolved lazily and retried (node_seeds).
+     * None: dial the members remembered in <state_dir>/members, if any, else start a new cluster. */
+    const node_config_seed *seeds;
     size_t n_seeds;
-    const char *state_dir;               /* keeps the incarnation across restarts ("incarnation" file) */
+    const char *state_dir;               /* the incarnation and the remembered members, across restarts */
     node_peer *peer;                     /* borrowed: links to members and the allow-list */
     node_stats *stats;                   /* borrowed, may be NULL: members.* gauges, gossip counters */
-    /* Tests: gossip timing (0 keeps memberlist's defaults). */
-    uint64_t probe_interval_us;
-    uint64_t probe_timeout_us;
-    uint64_t gossip_interval_us;
+    /* Tests: every gossip timer scaled from memberlist's, whose probe period is 1 s, to this period
+     * (0 keeps memberlist's defaults). */
+    uint64_t gossip_period_us;
 } node_cluster_config;
 
 /* One live member in a snapshot. */
@@ -87,6 +93,12 @@ const node_cluster_member *node_cluster_view_member(const node_cluster_view *v, 
 /* The owners of a block in read order (same zone first), up to r; returns how many, or -1 with
  * SHOAL_ERR_DHT_NO_OWNER when no member serves. The pointers live as long as the snapshot. */
 int node_cluster_owners(const node_cluster_view *v, dht_id id, int r, const node_cluster_member *out[]);
+
+/* Removes member `id`, dead or left, from this node's view at once instead of after a day
+ * (gossip_forget); waits for the gossip thread to do it. -1 with SHOAL_ERR_NOT_FOUND (no such
+ * member), SHOAL_ERR_INVAL (it is alive or suspect, or is this node) or SHOAL_ERR_CLOSED (the node
+ * is leaving), each with a message for the user. */
+int node_cluster_forget(node_cluster *c, const char *id);
 
 /* Replaces this node's advertised metadata (e.g. cache use changed); gossiped with a new
  * incarnation. -1 with SHOAL_ERR_INVAL if the id differs. */

@@ -72,7 +72,9 @@ enum opt_id {
     O_LOG_LEVEL,
     O_LOG_FORMAT,
     O_NO_SIGN_REQUEST,
-    O_COUNT, /* the options above are also config file keys; the ones below are not */
+    /* A test seam: a command-line flag only, shown neither by --help nor taken from the file. */
+    O_TEST_GOSSIP_PERIOD,
+    O_COUNT, /* the options above are also config file keys, but for the test seam; the ones below are not */
     O_CONFIG = O_COUNT,
     O_HELP,
     O_VERSION,
@@ -119,6 +121,7 @@ static const opt_def OPTS[O_ALL] = {
     [O_LOG_LEVEL] = {"log-level", "LEVEL", "error, warn, info or debug (default info)"},
     [O_LOG_FORMAT] = {"log-format", "FORMAT", "logfmt (key=value, the default) or json (one object per line)"},
     [O_NO_SIGN_REQUEST] = {"no-sign-request", NULL, "send unsigned requests (public buckets)"},
+    [O_TEST_GOSSIP_PERIOD] = {"test-gossip-period", "MS", "tests: gossip timers scaled to this probe period (default 1000)"},
     [O_CONFIG] = {"config", "FILE", "read options from this INI file (flags win)"},
     [O_HELP] = {"help", NULL, "print this help and exit"},
     [O_VERSION] = {"version", NULL, "print the version and exit"},
@@ -322,10 +325,12 @@ fail_close:
 
 /* ---- the config file ------------------------------------------------------------------------ */
 
+static bool is_test_seam(int id) { return id == O_TEST_GOSSIP_PERIOD; }
+
 static int find_key(const char *name)
 {
     for (int i = 0; i < O_COUNT; i++)
-        if (!strcmp(OPTS[i].name, name))
+        if (!is_test_seam(i) && !strcmp(OPTS[i].name, name))
             return i;
     return -1;
 }
@@ -661,6 +666,11 @@ static int apply(const raw_opts *r, int id, const char *v, node_config *cfg)
         return 0;
     case O_NO_SIGN_REQUEST:
         return apply_switch(r, id, v, &cfg->no_sign_request);
+    case O_TEST_GOSSIP_PERIOD:
+        if (parse_uint(v, 10, 60000, &x) < 0)
+            return bad(r, id, "'%s' is not a number of milliseconds from 10 to 60000", v);
+        cfg->test_gossip_period_ms = (uint32_t)x;
+        return 0;
     default:
         return shoal_error_set(SHOAL_ERR_NODE_CONFIG, "option %d has no handler", id);
     }
@@ -801,6 +811,8 @@ void node_config_usage(FILE *f)
                "The Shoal daemon: a peer-to-peer cooperative S3 cache. Every option may also be set in the\n"
                "--config file as `name = value` (the name without the dashes); a flag wins over the file.\n\n");
     for (int i = 0; i < O_ALL; i++) {
+        if (is_test_seam(i))
+            continue;
         char left[64];
         snprintf(left, sizeof left, "--%s%s%s", OPTS[i].name, OPTS[i].metavar ? " " : "",
                  OPTS[i].metavar ? OPTS[i].metavar : "");

@@ -67,6 +67,8 @@ typedef struct node_config {
     shoal_log_format log_format; /* --log-format (default logfmt) */
     bool no_sign_request;      /* --no-sign-request */
     char *config_file;         /* --config FILE, NULL when none */
+    /* A test seam (command line only, not in --help): */
+    uint32_t test_gossip_period_ms; /* --test-gossip-period MS: gossip timers scaled to it (0: defaults) */
 } node_config;
 
 /* Parses shoald's command line (and the --config file it names) into *cfg, which the caller owns

@@ -716,6 +716,7 @@ static int dispatch(node_control_server *s, const node_json *req, node_control_r
         .key = node_json_get_str(req, "key", NULL),
         .prefix = node_json_get_str(req, "prefix", NULL),
         .delimiter = node_json_get_str(req, "delimiter", NULL),
+        .node = node_json_get_str(req, "node", NULL),
     };
     node_control_handler_fn fn = NULL;
     if (!r.cmd)
@@ -734,6 +735,10 @@ static int dispatch(node_control_server *s, const node_json *req, node_control_r
         if (!r.bucket || !r.prefix)
             return shoal_error_set(SHOAL_ERR_INVAL, "preload needs \"bucket\" and \"prefix\"");
         fn = s->handlers.preload;
+    } else if (!strcmp(r.cmd, "forget")) {
+        if (!r.node || !*r.node)
+            return shoal_error_set(SHOAL_ERR_INVAL, "forget needs a non-empty \"node\"");
+        fn = s->handlers.forget;
     } else if (!strcmp(r.cmd, "list")) {
         if (!r.bucket || !r.prefix)
             return shoal_error_set(SHOAL_ERR_INVAL, "list needs \"bucket\" and \"prefix\"");
@@ -1421,6 +1426,15 @@ fail:
     node_json_delete(h);
     client_close(&c);
     shoal_buf_destroy(&req);
+    return rc;
+}
+
+int node_control_forget(const char *path, const char *node)
+{
+    shoal_buf req = {0}, body = {0};
+    int rc = build_request(&req, "forget", NULL, "node", node, NULL) < 0 ? -1 : call_json(path, "forget", &req, &body);
+    shoal_buf_destroy(&req);
+    shoal_buf_destroy(&body);
     return rc;
 }
 

@@ -5,7 +5,7 @@
  * The protocol (docs/configuration.md has the full text): a client connects to the Unix stream
  * socket, sends one request line, a JSON object of at most 4 KiB ending in "\n":
  *
- *   {"cmd":"status"} {"cmd":"stats"} {"cmd":"leave"}
+ *   {"cmd":"status"} {"cmd":"stats"} {"cmd":"leave"} {"cmd":"forget","node":"ID"}
  *   {"cmd":"list","bucket":"B","prefix":"P"[,"delimiter":"/"]}
  *   {"cmd":"get","bucket":"B","key":"K"[,"fds":true]} {"cmd":"preload","bucket":"B","prefix":"P"}
  *
@@ -120,6 +120,7 @@ typedef struct node_control_request {
     const char *key;    /* get: the object key; else NULL */
     const char *prefix; /* preload, list: the key prefix (may be ""); else NULL */
     const char *delimiter; /* list: "/" unless the request gave one ("" lists flat); else NULL */
+    const char *node;   /* forget: the member's node id; else NULL */
 } node_control_request;
 
 /* Progress of a preload. */
@@ -147,6 +148,7 @@ typedef struct node_control_handlers {
     node_control_handler_fn preload;
     node_control_handler_fn leave;
     node_control_handler_fn list;
+    node_control_handler_fn forget;
 } node_control_handlers;
 
 /* Sends a JSON body: the header and `json` (one JSON value without newlines) on its own line.
@@ -199,6 +201,10 @@ int node_control_get(const char *path, const char *bucket, const char *key, int 
  * "etag":..,"mtime":N},...]}. -1 as node_control_call. */
 int node_control_list(const char *path, const char *bucket, const char *prefix, const char *delimiter,
                       shoal_buf *body);
+
+/* Asks the daemon to forget member `node` (dead or left) at once. -1 as node_control_call; the
+ * daemon's refusal (an alive member, an unknown one) comes as SHOAL_ERR_NODE with its message. */
+int node_control_forget(const char *path, const char *node);
 
 /* Called with each progress line of a preload. */
 typedef void (*node_control_progress_fn)(void *ud, const node_control_progress *p);

@@ -42,7 +42,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -122,6 +121,7 @@ static void daemon_sample(node_daemon *d)
     node_stats_set(&st->peer_bytes_in, p.bytes_in);
     node_stats_set(&st->peer_bytes_out, p.bytes_out);
     node_stats_set(&st->peer_bad_frames, p.malformed);
+    node_stats_set(&st->peer_handshakes_refused, p.zap_denied);
 
     node_store_stats ss;
     node_store_get_stats(d->store, &ss);
@@ -676,6 +676,16 @@ static int ctl_leave(void *ctx, const node_control_request *req, node_control_re
     return 0;
 }
 
+static int ctl_forget(void *ctx, const node_control_request *req, node_control_reply *reply)
+{
+    node_daemon *d = ctx;
+    char q[160];
+    if (node_cluster_forget(d->cluster, req->node) != 0)
+        return -1;
+    LOG_INFO("daemon", "forgot", "member=%s source=control", shoal_log_q(q, sizeof q, req->node));
+    return 0;
+}
+
 /* Appends one listing page to the JSON arrays being built (objects and prefixes apart). */
 static int list_page_json(const s3_list_page *pg, shoal_buf *objects, shoal_buf *prefixes)
 {
@@ -743,6 +753,7 @@ static const node_control_handlers CONTROL_HANDLERS = {
     .preload = ctl_preload,
     .leave = ctl_leave,
     .list = ctl_list,
+    .forget = ctl_forget,
 };
 
 /* ---- peer requests ------------------------------------------------------------------------------- */
@@ -789,32 +800,6 @@ static const node_peer_handlers PEER_HANDLERS = {
 
 /* ---- lifecycle ---------------------------------------------------------------------------------- */
 
-/* Resolves the --seeds entries (numeric or host names) to addresses. */
-static int resolve_seeds(const node_config *cfg, shoal_addr **out)
-{
-    *out = calloc(cfg->n_seeds ? cfg->n_seeds : 1, sizeof **out);
-    if (*out == NULL)
-        return shoal_error_set(SHOAL_ERR_NOMEM, "seeds");
-    for (size_t i = 0; i < cfg->n_seeds; i++) {
-        const node_config_seed *s = &cfg->seeds[i];
-        char text[300];
-        snprintf(text, sizeof text, strchr(s->host, ':') ? "[%s]:%u" : "%s:%u", s->host, (unsigned)s->port);
-        if (shoal_addr_parse(text, 0, &(*out)[i]) == 0)
-            continue;
-        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_DGRAM}, *res = NULL;
-        int e = getaddrinfo(s->host, NULL, &hints, &res);
-        if (e != 0 || res == NULL)
-            return shoal_error_set(SHOAL_ERR_INVAL, "seed %s: %s", s->host, e ? gai_strerror(e) : "no address");
-        char host[64];
-        getnameinfo(res->ai_addr, res->ai_addrlen, host, sizeof host, NULL, 0, NI_NUMERICHOST);
-        freeaddrinfo(res);
-        snprintf(text, sizeof text, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, (unsigned)s->port);
-        if (shoal_addr_parse(text, 0, &(*out)[i]) != 0)
-            return shoal_error_wrap("seed %s", s->host);
-    }
-    return 0;
-}
-
 /* The signals node_daemon_run waits for (SIGHUP is taken too, so it does not kill the daemon). */
 static void stop_signals(sigset_t *set)
 {
@@ -832,7 +817,6 @@ node_daemon *node_daemon_new(const node_config *cfg)
     signal(SIGPIPE, SIG_IGN);
 
     node_daemon *d = calloc(1, sizeof *d);
-    shoal_addr *seeds = NULL;
     if (d == NULL) {
         shoal_error_set(SHOAL_ERR_NOMEM, "daemon");
         return NULL;
@@ -897,15 +881,14 @@ node_daemon *node_daemon_new(const node_config *cfg)
         goto fail;
     atomic_store(&d->cache, cache);
 
-    if (resolve_seeds(cfg, &seeds) != 0)
-        goto fail;
     node_cluster_config kc = {
         .bind = cfg->bind,
-        .seeds = seeds,
+        .seeds = cfg->seeds,
         .n_seeds = cfg->n_seeds,
         .state_dir = cfg->state_dir,
         .peer = d->peer,
         .stats = &d->stats,
+        .gossip_period_us = (uint64_t)cfg->test_gossip_period_ms * 1000u,
     };
     snprintf(kc.self.id, sizeof kc.self.id, "%s", cfg->node_id);
     kc.self.addr = cfg->advertise;
@@ -943,7 +926,6 @@ node_daemon *node_daemon_new(const node_config *cfg)
     d->control = node_control_server_new(cfg->control, &CONTROL_HANDLERS, d);
     if (d->control == NULL)
         goto fail;
-    free(seeds);
 
     char tmp[96], cdir[256];
     LOG_INFO("daemon", "started", "node=%s address=%s bucket=%s peer=%s cache_dir=%s cache_size=%llu block_size=%llu "
@@ -954,7 +936,6 @@ node_daemon *node_daemon_new(const node_config *cfg)
              cfg->no_serve ? "false" : "true");
     return d;
 fail:
-    free(seeds);
     node_daemon_delete(d);
     return NULL;
 }

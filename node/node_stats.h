@@ -43,6 +43,7 @@ typedef struct node_stats {
     _Atomic uint64_t peer_timeouts;
     _Atomic uint64_t peer_errors;
     _Atomic uint64_t peer_bad_frames;
+    _Atomic uint64_t peer_handshakes_refused; /* CURVE handshakes the ZAP handler refused (not a member) */
     _Atomic uint64_t peer_pushes_started; /* written blocks sent to an owner (each ends in one of: */
     _Atomic uint64_t peer_pushes;         /* written blocks an owner accepted (PUT) */
     _Atomic uint64_t peer_push_failures;  /* written blocks an owner refused or never answered */
@@ -60,6 +61,7 @@ typedef struct node_stats {
     _Atomic uint64_t members_suspect; /* gauge */
     _Atomic uint64_t members_dead;    /* gauge */
     _Atomic uint64_t gossip_bad_packets;
+    _Atomic uint64_t gossip_push_pulls;
     /* the mount */
     _Atomic uint64_t mount_uploads;
     _Atomic uint64_t mount_upload_errors;

@@ -51,6 +51,8 @@ static const char USAGE[] =
     "  keygen [-o FILE]           new cluster key: raw 32 bytes to FILE (mode 0600, never\n"
     "                             overwritten), or 64 hex digits on stdout without -o\n"
     "  leave                      ask the local daemon to leave the cluster gracefully\n"
+    "  forget NODE                drop a dead or left member from this node's view now (instead\n"
+    "                             of after 24 h); an alive member is refused\n"
     "\n"
     "options:\n"
     "  --control PATH             control socket (default $XDG_RUNTIME_DIR/shoal/shoald.sock\n"
@@ -64,7 +66,7 @@ static const char USAGE[] =
 
 typedef struct cli {
     const char *command;
-    const char *arg;     /* the s3:// URL of get, preload and ls */
+    const char *arg;     /* the s3:// URL of get, preload and ls; the node id of forget */
     const char *output;  /* -o */
     char *control;
     bool json;
@@ -127,14 +129,19 @@ static void parse_args(int argc, char **argv, cli *c)
         }
     }
     if (optind >= argc)
-        usage_error("missing command (status, stats, get, preload, ls, keygen, leave; see --help)");
+        usage_error("missing command (status, stats, get, preload, ls, keygen, leave, forget; see --help)");
     c->command = argv[optind++];
-    static const char *const known[] = {"status", "stats", "get", "preload", "ls", "keygen", "leave"};
+    static const char *const known[] = {"status", "stats", "get", "preload", "ls", "keygen", "leave", "forget"};
     bool ok = false;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         ok = ok || !strcmp(c->command, known[i]);
     if (!ok)
-        usage_error("unknown command '%s' (status, stats, get, preload, ls, keygen, leave)", c->command);
+        usage_error("unknown command '%s' (status, stats, get, preload, ls, keygen, leave, forget)", c->command);
+    if (!strcmp(c->command, "forget")) {
+        if (optind >= argc || !*argv[optind])
+            usage_error("forget: missing NODE (a member's node id, as `shoal status` lists it)");
+        c->arg = argv[optind++];
+    }
     bool takes_url = !strcmp(c->command, "get") || !strcmp(c->command, "preload") || !strcmp(c->command, "ls");
     if (takes_url) {
         if (optind >= argc)
@@ -292,6 +299,14 @@ static int cmd_leave(const cli *c)
         printf("shoald is leaving the cluster\n");
     shoal_buf_destroy(&body);
     return rc;
+}
+
+static int cmd_forget(const cli *c)
+{
+    if (node_control_forget(c->control, c->arg) < 0)
+        return runtime_error();
+    printf("%s is no longer listed by this node\n", c->arg);
+    return 0;
 }
 
 static void split_url(const cli *c, char **bucket, char **key)
@@ -488,6 +503,8 @@ int main(int argc, char **argv)
         rc = cmd_ls(&c);
     else if (!strcmp(c.command, "leave"))
         rc = cmd_leave(&c);
+    else if (!strcmp(c.command, "forget"))
+        rc = cmd_forget(&c);
     else
         rc = cmd_query(&c);
     free(c.control);

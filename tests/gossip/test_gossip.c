@@ -204,6 +204,68 @@ TT_TEST(test_gossip_left_member_is_left_not_dead)
     sim_cluster_delete(c);
 }
 
+/* Node `i` has no member `id` in its view. */
+static bool lacks(sim_cluster *c, int i, const char *id)
+{
+    gossip_member_info info;
+    return !gossip_member_find(sim_cluster_node(c, i), id, &info);
+}
+
+TT_TEST(test_gossip_forgotten_left_member_is_gone_at_once_and_stays_gone)
+{
+    sim_cluster *c = gtt_cluster(14, 8, 90);
+    sim_world *w = sim_cluster_world(c);
+    gossip *g0 = sim_cluster_node(c, 0);
+    gossip_leave(sim_cluster_node(c, 3));
+    sim_world_run_for(w, 100000);
+    sim_cluster_kill(c, 3);
+    gtt_seen s = {c, 3, GOSSIP_LEFT};
+    TT_CHECK(sim_world_run_until_cond(w, 10 * SEC, 100000, gtt_all_see, &s), "not everyone saw the leave");
+    size_t before = gossip_member_count(g0);
+    TT_OK(gossip_forget(g0, "n3"));
+    TT_CHECK(lacks(c, 0, "n3") && gossip_member_count(g0) == before - 1, "n3 still in node 0's view");
+    TT_OK(gossip_self_check(g0));
+    /* The others still hold n3 as left and gossip it, push-pull included (several periods). */
+    sim_world_run_for(w, 150 * SEC);
+    TT_CHECK(lacks(c, 0, "n3"), "gossip brought the forgotten n3 back");
+    TT_CHECK(sim_cluster_count_seeing(c, 3, GOSSIP_LEFT) == 6, "the others forgot n3 too: %zu still hold it",
+             sim_cluster_count_seeing(c, 3, GOSSIP_LEFT));
+    TT_OK(gossip_self_check(g0));
+    sim_cluster_delete(c);
+}
+
+TT_TEST(test_gossip_forgotten_dead_member_is_not_resurrected_by_push_pull_until_it_restarts)
+{
+    sim_cluster *c = gtt_cluster(15, 8, 90);
+    sim_world *w = sim_cluster_world(c);
+    gossip *g0 = sim_cluster_node(c, 0);
+    sim_cluster_kill(c, 5);
+    gtt_seen s = {c, 5, GOSSIP_DEAD};
+    TT_CHECK(sim_world_run_until_cond(w, 60 * SEC, SEC / 2, gtt_all_see, &s), "node 5 not dead everywhere");
+    TT_OK(gossip_forget(g0, "n5"));
+    /* A push-pull merges a remote dead as a suspicion, which would learn an unknown member as alive. */
+    sim_world_run_for(w, 150 * SEC);
+    TT_CHECK(lacks(c, 0, "n5"), "push-pull brought the forgotten n5 back");
+    TT_CHECK(gossip_counters_get(g0)->push_pulls > 0, "no push-pull ran");
+    /* Its next life (a higher incarnation) is a member again. */
+    TT_OK(sim_cluster_restart(c, 5, 100, 1));
+    s.state = GOSSIP_ALIVE;
+    TT_CHECK(sim_world_run_until_cond(w, 30 * SEC, SEC / 2, gtt_all_see, &s), "restarted node 5 not alive everywhere");
+    sim_cluster_delete(c);
+}
+
+TT_TEST(test_gossip_forget_refuses_live_unknown_and_self)
+{
+    sim_cluster *c = gtt_cluster(16, 4, 90);
+    gossip *g0 = sim_cluster_node(c, 0);
+    TT_CHECK(gossip_forget(g0, "n2") < 0 && shoal_error_code() == SHOAL_ERR_INVAL, "forgot a live member");
+    TT_CHECK(strstr(shoal_error_message(), "alive") != NULL, "message: %s", shoal_error_message());
+    TT_CHECK(gossip_forget(g0, "n0") < 0 && shoal_error_code() == SHOAL_ERR_INVAL, "forgot itself");
+    TT_CHECK(gossip_forget(g0, "nobody") < 0 && shoal_error_code() == SHOAL_ERR_NOT_FOUND, "forgot a stranger");
+    TT_CHECK(gossip_member_count(g0) == 4, "the view changed: %zu members", gossip_member_count(g0));
+    sim_cluster_delete(c);
+}
+
 /* Captures sealed packets sent by one node (a fake capture point on the simulated wire). */
 typedef struct capture {
     int from;

@@ -13,3 +13,12 @@ shoal_test(test_daemon_store SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_daemon_store
            LABELS node daemon store TIMEOUT 240)
 target_compile_definitions(test_daemon_store PRIVATE SHOALD_PATH="$<TARGET_FILE:shoald>" SHOAL_CLI_PATH="$<TARGET_FILE:shoal>")
 add_dependencies(test_daemon_store shoald shoal)
+
+# Membership across restarts (remembered members, seeds that resolve late, forget) and the
+# mistakes made visible (a wrong cluster key), with real daemons.
+shoal_test(test_daemon_membership SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_daemon_membership.c
+           ${CMAKE_CURRENT_LIST_DIR}/test_daemon_harness.c
+           LIBS shoal_node_config shoal_s3 Threads::Threads LABELS node daemon TIMEOUT 120)
+target_compile_definitions(test_daemon_membership PRIVATE SHOALD_PATH="$<TARGET_FILE:shoald>"
+                           SHOAL_CLI_PATH="$<TARGET_FILE:shoal>")
+add_dependencies(test_daemon_membership shoald shoal)

@@ -284,25 +284,6 @@ TT_TEST(test_daemon_preload_makes_cold_reads_free_of_s3)
     td_pass(c);
 }
 
-TT_TEST(test_daemon_other_cluster_key_cannot_join)
-{
-        td_cluster *c = td_cluster_new(3, "1M");
-    td_node_start(c, 0, NULL);
-    td_node_start(c, 1, NULL);
-    td_wait_cluster(c, 10000);
-    char other[400], cmd[600];
-    snprintf(other, sizeof other, "%s/other.key", c->dir);
-    snprintf(cmd, sizeof cmd, "'%s' keygen -o '%s'", td_shoal(), other);
-    TT_CHECK(system(cmd) == 0, "keygen");
-    const char *const extra[] = {"--cluster-key", other, NULL};
-    td_node_start(c, 2, extra);
-    td_sleep_ms(3000);
-    TT_CHECK(td_member_count(c, 0) == 2, "node0 lists %d members; the node with another key got in",
-             td_member_count(c, 0));
-    TT_CHECK(td_member_count(c, 2) == 1, "the node with another key lists %d members", td_member_count(c, 2));
-    td_pass(c);
-}
-
 TT_TEST(test_daemon_duplicate_node_id_is_refused)
 {
         td_cluster *c = td_cluster_new(2, "1M");
@@ -372,20 +353,6 @@ static int probe_http(const char *ip, const char *path, char *body, size_t cap)
     return code;
 }
 
-/* Lines of node i's log containing `what`. */
-static int log_count(td_cluster *c, int i, const char *what)
-{
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "grep -c -- '%s' '%s'", what, c->nodes[i].log);
-    FILE *p = popen(cmd, "r");
-    int n = 0;
-    if (p && fscanf(p, "%d", &n) != 1)
-        n = 0;
-    if (p)
-        pclose(p);
-    return n;
-}
-
 /* Waits until /readyz answers `want` with a body containing `text`, up to budget_ms (the
  * daemon's S3 check retries with a backoff that reaches 30 s; budgets allow several rounds). */
 static void wait_readyz(td_cluster *c, int i, int want, const char *text, int budget_ms)
@@ -436,13 +403,13 @@ TT_TEST(test_daemon_readyz_reports_denied_credentials_and_recovers_when_they_rot
         TT_CHECK(td_get(c, 0, "data/none.bin", &len) == NULL, "a read succeeded with refused credentials");
     TT_CHECK(strstr(shoal_error_message(), "access denied: check the credentials and the bucket policy"),
              "the read's error says: %s", shoal_error_message());
-    TT_CHECK(log_count(c, 0, "event=request_failed.*HeadObject") == 1,
-             "%d request_failed lines for 3 refused reads, want 1", log_count(c, 0, "event=request_failed.*HeadObject"));
+    TT_CHECK(td_log_count(c, 0, "event=request_failed.*HeadObject") == 1,
+             "%d request_failed lines for 3 refused reads, want 1", td_log_count(c, 0, "event=request_failed.*HeadObject"));
     write_profile(profile, "S3RVER");
     wait_readyz(c, 0, 200, "ready", 90000);
-    TT_CHECK(log_count(c, 0, "event=s3_check_failed") == 1, "%d s3_check_failed lines, want 1 (one per reason)",
-             log_count(c, 0, "event=s3_check_failed"));
-    TT_CHECK(log_count(c, 0, "event=s3_checked") == 1, "no s3_checked line after the rotation");
+    TT_CHECK(td_log_count(c, 0, "event=s3_check_failed") == 1, "%d s3_check_failed lines, want 1 (one per reason)",
+             td_log_count(c, 0, "event=s3_check_failed"));
+    TT_CHECK(td_log_count(c, 0, "event=s3_checked") == 1, "no s3_checked line after the rotation");
     td_node_signal(c, 0, SIGTERM);
     td_node_wait(c, 0, 30000);
 }
@@ -462,8 +429,8 @@ TT_TEST(test_daemon_readyz_reports_a_missing_bucket_and_a_dead_endpoint)
     td_node_start(c, 1, dead);
     wait_readyz(c, 0, 503, "the bucket does not exist", 60000);
     wait_readyz(c, 1, 503, "no answer from the S3 endpoint", 90000);
-    TT_CHECK(log_count(c, 0, "the bucket does not exist") == 1, "the missing bucket is not logged once");
-    TT_CHECK(log_count(c, 1, "no answer from the S3 endpoint") == 1, "the dead endpoint is not logged once");
+    TT_CHECK(td_log_count(c, 0, "the bucket does not exist") == 1, "the missing bucket is not logged once");
+    TT_CHECK(td_log_count(c, 1, "no answer from the S3 endpoint") == 1, "the dead endpoint is not logged once");
 }
 
 TT_TEST(test_daemon_no_serve_node_reads_through_peers_and_owns_nothing)
@@ -711,19 +678,25 @@ static char *http_get_metrics(const char *ip, int port)
     return (char *)shoal_buf_steal(&out, &len);
 }
 
-TT_TEST(test_daemon_metrics_show_the_read_counters)
+/* Two nodes, node0 serving /metrics on its own address, port 9464. */
+static void start_two_with_metrics(td_cluster *c)
 {
-    td_cluster *c = td_cluster_new(2, "1M");
-    ds_upload(c);
     char metrics[64];
     snprintf(metrics, sizeof metrics, "%s:9464", c->nodes[0].ip);
     const char *const extra[] = {"--metrics", metrics, NULL};
     td_node_start(c, 0, extra);
     td_node_start(c, 1, NULL);
     td_wait_cluster(c, 10000);
+}
+
+TT_TEST(test_daemon_metrics_show_the_read_counters)
+{
+    td_cluster *c = td_cluster_new(2, "1M");
+    ds_upload(c);
+    start_two_with_metrics(c);
     ds_read_all(c, 0);
     char *body = http_get_metrics(c->nodes[0].ip, 9464);
-    TT_CHECK(body != NULL, "no answer at %s/metrics", metrics);
+    TT_CHECK(body != NULL, "no answer at %s:9464/metrics", c->nodes[0].ip);
     char want[96];
     snprintf(want, sizeof want, "shoal_reads_peer_total %llu", (unsigned long long)td_stat(c, 0, "reads.peer"));
     TT_CHECK(strstr(body, want) != NULL, "/metrics lacks '%s'", want);
@@ -768,17 +741,32 @@ static void node_keys(td_cluster *c, int i, uint8_t pub[32], uint8_t sec[32])
     TT_OK(node_peer_keypair_load_or_create(state, pub, sec));
 }
 
-TT_TEST(test_daemon_unknown_curve_key_gets_nothing)
+/* A DEALER on node0 with a member's key (node1's), so what it sends passes the ZAP handler and
+ * reaches the decoder and the handlers. */
+static void *member_dealer(td_cluster *c, void *ctx)
 {
-    td_cluster *c = three_nodes(2, NULL);
-    uint8_t server_pub[32], server_sec[32], member_pub[32], member_sec[32], pub[32], sec[32];
+    uint8_t server_pub[32], server_sec[32], pub[32], sec[32];
     node_keys(c, 0, server_pub, server_sec);
-    node_keys(c, 1, member_pub, member_sec);
+    node_keys(c, 1, pub, sec);
+    return curve_dealer(ctx, c, 0, server_pub, pub, sec);
+}
+
+/* A DEALER on node0 with a key pair of its own, which no member has: a stranger's. */
+static void *stranger_dealer(td_cluster *c, void *ctx)
+{
+    uint8_t server_pub[32], server_sec[32], pub[32], sec[32];
+    node_keys(c, 0, server_pub, server_sec);
     char mine[400];
     snprintf(mine, sizeof mine, "%s/stranger", c->dir);
     TT_OK(node_peer_keypair_load_or_create(mine, pub, sec));
+    return curve_dealer(ctx, c, 0, server_pub, pub, sec);
+}
+
+TT_TEST(test_daemon_unknown_curve_key_gets_nothing)
+{
+    td_cluster *c = three_nodes(2, NULL);
     void *ctx = zmq_ctx_new();
-    void *s = curve_dealer(ctx, c, 0, server_pub, pub, sec);
+    void *s = stranger_dealer(c, ctx);
     shoal_buf hdr = {0};
     ping_frame(&hdr);
     zmq_send(s, hdr.data, hdr.len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
@@ -788,7 +776,7 @@ TT_TEST(test_daemon_unknown_curve_key_gets_nothing)
     TT_CHECK(n < 0, "a client with an unknown CURVE key got a %d-byte answer", n);
     /* A member's key (node1's) is admitted: the same PING gets its PONG, so the silence above was
      * the ZAP handler's doing, not a dead port. */
-    void *member = curve_dealer(ctx, c, 0, server_pub, member_pub, member_sec);
+    void *member = member_dealer(c, ctx);
     TT_CHECK(zmq_send(member, hdr.data, hdr.len, ZMQ_SNDMORE) >= 0 && zmq_send(member, "", 0, 0) >= 0, "send");
     n = zmq_recv(member, buf, sizeof buf, 0);
     TT_CHECK(n > 0, "a member's key got no PONG (errno %d)", errno);
@@ -799,14 +787,45 @@ TT_TEST(test_daemon_unknown_curve_key_gets_nothing)
     td_pass(c);
 }
 
-/* A DEALER on node0 with a member's key (node1's), so what it sends passes the ZAP handler and
- * reaches the decoder and the handlers. */
-static void *member_dealer(td_cluster *c, void *ctx)
+/* A client whose CURVE key is no member's (what a node without the cluster key has: it never got
+ * into the membership) asking for a block is refused at the handshake, and the refusal is counted:
+ * peer.handshakes_refused in `shoal stats`, shoal_peer_handshakes_refused_total on /metrics. */
+TT_TEST(test_daemon_refused_curve_handshake_is_counted_in_stats_and_metrics)
 {
-    uint8_t server_pub[32], server_sec[32], pub[32], sec[32];
-    node_keys(c, 0, server_pub, server_sec);
-    node_keys(c, 1, pub, sec);
-    return curve_dealer(ctx, c, 0, server_pub, pub, sec);
+    td_cluster *c = td_cluster_new(2, "1M");
+    td_put(c, "data/x", 100000, 1);
+    start_two_with_metrics(c);
+    td_get_check(c, 1, "data/x", 100000, 1);
+    uint64_t before = td_stat(c, 0, "peer.handshakes_refused");
+    void *ctx = zmq_ctx_new();
+    void *s = stranger_dealer(c, ctx);
+    node_peer_msg m = {.type = NODE_PEER_GET, .request_id = 9, .flags = NODE_PEER_F_NO_FORWARD};
+    m.block.bucket = shoal_cursor_from_str(TD_BUCKET);
+    m.block.key = shoal_cursor_from_str("data/x");
+    m.block.etag = shoal_cursor_from_str("\"etag\"");
+    m.block.length = 100000;
+    shoal_buf hdr = {0};
+    TT_OK(node_peer_msg_encode(&m, &hdr));
+    zmq_send(s, hdr.data, hdr.len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(s, "", 0, ZMQ_DONTWAIT);
+    char buf[256];
+    TT_CHECK(zmq_recv(s, buf, sizeof buf, 0) < 0, "a client with an unknown CURVE key got an answer");
+    uint64_t deadline = td_now_ms() + 10000, after;
+    while ((after = td_stat(c, 0, "peer.handshakes_refused")) == before) {
+        TT_CHECK(td_now_ms() < deadline, "peer.handshakes_refused stayed at %llu", (unsigned long long)before);
+        td_sleep_ms(50);
+    }
+    char *body = http_get_metrics(c->nodes[0].ip, 9464);
+    TT_CHECK(body != NULL, "no answer at %s:9464/metrics", c->nodes[0].ip);
+    const char *line = strstr(body, "\nshoal_peer_handshakes_refused_total ");
+    TT_CHECK(line && strtoull(line + 37, NULL, 10) >= after, "/metrics lacks shoal_peer_handshakes_refused_total >= %llu",
+             (unsigned long long)after);
+    tt_note("handshakes refused: %llu before, %llu after", (unsigned long long)before, (unsigned long long)after);
+    free(body);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    shoal_buf_destroy(&hdr);
+    td_pass(c);
 }
 
 TT_TEST(test_daemon_malformed_peer_frames_are_dropped_and_counted)

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <regex.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -406,4 +407,33 @@ bool td_wait_log(td_cluster *c, int i, const char *what, int timeout_ms)
         td_sleep_ms(50);
     } while (td_now_ms() < until);
     return false;
+}
+
+int td_log_count(td_cluster *c, int i, const char *pattern)
+{
+    regex_t re;
+    TT_CHECK(regcomp(&re, pattern, REG_NOSUB) == 0, "bad pattern '%s'", pattern);
+    FILE *f = fopen(c->nodes[i].log, "r");
+    char line[4096];
+    int n = 0;
+    while (f && fgets(line, sizeof line, f))
+        n += regexec(&re, line, 0, NULL, 0) == 0;
+    if (f)
+        fclose(f);
+    regfree(&re);
+    return n;
+}
+
+bool td_wait_state(td_cluster *c, int i, const char *id, const char *state, int timeout_ms)
+{
+    uint64_t until = td_now_ms() + (uint64_t)timeout_ms;
+    char got[32];
+    for (;;) {
+        td_member_state(c, i, id, got, sizeof got);
+        if (strcmp(got, state) == 0)
+            return true;
+        if (td_now_ms() >= until)
+            return false;
+        td_sleep_ms(50);
+    }
 }

@@ -62,6 +62,9 @@ void td_wait_cluster(td_cluster *c, int timeout_ms);
 void td_member_state(td_cluster *c, int i, const char *id, char *out, size_t out_len);
 /* Number of members node i's status lists (any state). */
 int td_member_count(td_cluster *c, int i);
+/* Waits up to timeout_ms for member `id` to be in `state` in node i's view ("" for absent); true
+ * when it is. */
+bool td_wait_state(td_cluster *c, int i, const char *id, const char *state, int timeout_ms);
 
 /* Sends a signal to node i. */
 void td_node_signal(td_cluster *c, int i, int sig);
@@ -88,6 +91,9 @@ const char *td_shoal(void);
 
 /* Waits up to timeout_ms for node i's log to hold a line containing `what`; true when it does. */
 bool td_wait_log(td_cluster *c, int i, const char *what, int timeout_ms);
+/* Lines of node i's log that match `pattern`, a basic regular expression as grep takes (0 when
+ * there is no log yet). */
+int td_log_count(td_cluster *c, int i, const char *pattern);
 
 /* Marks the test as passed: the exit handler then removes the directories and prints no logs. */
 void td_pass(td_cluster *c);

@@ -1,7 +1,7 @@
 /*
  * node_cluster with real sockets: several nodes in one process, each with its own UDP socket, its
  * own node_peer (ZeroMQ CURVE) and its own gossip thread, on loopback addresses 127.0.0.2 and up.
- * Gossip runs with short periods (100 ms probes) so a test takes seconds.
+ * Gossip runs with short periods (100 ms probes, every timer scaled alike) so a test takes seconds.
  */
 #include "node_cluster.h"
 #include "shoal_error.h"
@@ -60,13 +60,18 @@ static void tnode_start(tnode *n, int host, const uint8_t *ckey, const tnode *se
     cc.self.block_size = 4 << 20;
     memcpy(cc.cluster_key, ckey, 32);
     cc.bind = n->addr;
-    cc.seeds = seed ? &seed->addr : NULL;
+    char seed_host[SHOAL_ADDR_STRLEN] = "";
+    node_config_seed seed_entry = {.host = seed_host};
+    if (seed) {
+        shoal_addr_format(&seed->addr, seed_host);
+        *strrchr(seed_host, ':') = '\0';
+        seed_entry.port = seed->addr.port;
+    }
+    cc.seeds = seed ? &seed_entry : NULL;
     cc.n_seeds = seed ? 1 : 0;
     cc.state_dir = n->state;
     cc.peer = n->peer;
-    cc.probe_interval_us = 100000;
-    cc.probe_timeout_us = 50000;
-    cc.gossip_interval_us = 20000;
+    cc.gossip_period_us = 100000;
     n->cluster = node_cluster_new(&cc);
     TT_CHECK(n->cluster != NULL, "node_cluster_new: %s", shoal_error_message());
 }

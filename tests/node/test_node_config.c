@@ -437,6 +437,37 @@ TT_TEST(test_node_config_cache_free_space_takes_a_percentage)
     TT_CHECK(strstr(shoal_error_message(), text), "message '%s' lacks '%s'", shoal_error_message(), text);
 }
 
+/* The test seam is a command-line flag only: parsed and checked, never shown by --help, and an
+ * unknown key in a config file like any other. */
+TT_TEST(test_node_config_test_seam_is_a_flag_only)
+{
+    node_config cfg;
+    char ini[600];
+    setup();
+    TT_OK(parse(&cfg, "--bucket", "s3://good-bucket", "--cluster-key", g_key, "--test-gossip-period", "100",
+                NULL));
+    TT_CHECK(cfg.test_gossip_period_ms == 100, "period=%u", cfg.test_gossip_period_ms);
+    node_config_destroy(&cfg);
+    TT_OK(parse(&cfg, "--bucket", "s3://good-bucket", "--cluster-key", g_key, NULL));
+    TT_CHECK(cfg.test_gossip_period_ms == 0, "seam set by default");
+    node_config_destroy(&cfg);
+    TT_CHECK(parse(&cfg, "--bucket", "s3://good-bucket", "--cluster-key", g_key, "--test-gossip-period", "5", NULL) == -1 &&
+                 strstr(shoal_error_message(), "--test-gossip-period: '5' is not a number of milliseconds from 10"),
+             "msg=%s", shoal_error_message());
+    snprintf(ini, sizeof ini, "%s/seam.ini", g_dir);
+    write_file(ini, "bucket = s3://good-bucket\ntest-gossip-period = 100\n", 0644);
+    TT_CHECK(parse(&cfg, "--config", ini, "--cluster-key", g_key, NULL) == -1 &&
+                 strstr(shoal_error_message(), ":2: unknown key 'test-gossip-period'"),
+             "msg=%s", shoal_error_message());
+    FILE *f = tmpfile();
+    node_config_usage(f);
+    char text[8192] = "";
+    rewind(f);
+    text[fread(text, 1, sizeof text - 1, f)] = '\0';
+    fclose(f);
+    TT_CHECK(strstr(text, "--state-dir") && !strstr(text, "--test-"), "usage: %s", text);
+}
+
 TT_TEST(test_node_config_region_follows_aws_order)
 {
     node_config cfg;

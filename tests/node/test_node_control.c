@@ -147,7 +147,17 @@ static int h_list(void *ctx, const node_control_request *req, node_control_reply
     return rc;
 }
 
-static const node_control_handlers HANDLERS = {h_status, h_stats, h_get, h_preload, h_leave, h_list};
+/* Forgets any member but node-a, which the fake daemon holds alive. */
+static int h_forget(void *ctx, const node_control_request *req, node_control_reply *reply)
+{
+    fake_daemon *d = ctx;
+    if (!strcmp(req->node, "node-a"))
+        return shoal_error_set(SHOAL_ERR_INVAL, "member 'node-a' is alive: only a dead or left member can be forgotten");
+    snprintf(d->last_key, sizeof d->last_key, "%s", req->node);
+    return 0;
+}
+
+static const node_control_handlers HANDLERS = {h_status, h_stats, h_get, h_preload, h_leave, h_list, h_forget};
 
 static char *g_dir;
 static char g_sock[256];
@@ -506,6 +516,8 @@ TT_TEST(test_node_control_rejects_malformed_requests)
     TT_CHECK(strstr(ans, "unknown command 'fly'"), "unknown cmd: %s", ans);
     raw_exchange("{\"cmd\":\"get\",\"bucket\":\"b\"}\n", 27, ans, sizeof ans);
     TT_CHECK(strstr(ans, "get needs"), "get without key: %s", ans);
+    raw_exchange("{\"cmd\":\"forget\",\"node\":\"\"}\n", 27, ans, sizeof ans);
+    TT_CHECK(strstr(ans, "forget needs a non-empty \\\"node\\\"") && !d.last_key[0], "forget without a node: %s", ans);
     static char big[NODE_CONTROL_MAX_REQUEST + 10];
     memset(big, 'x', sizeof big);
     raw_exchange(big, sizeof big, ans, sizeof ans);
@@ -827,6 +839,14 @@ TT_TEST(test_shoal_cli_talks_to_the_daemon)
 
     char *leave[] = {"leave", "--control", g_sock, NULL};
     TT_CHECK(run_cli(NULL, leave) == 0 && d.leave_calls == 1, "leave: calls=%d", d.leave_calls);
+
+    char *forget[] = {"forget", "node-b", "--control", g_sock, NULL};
+    TT_CHECK(run_cli(NULL, forget) == 0 && !strcmp(d.last_key, "node-b"), "forget reached the daemon as '%s'",
+             d.last_key);
+    char *forget_alive[] = {"forget", "node-a", "--control", g_sock, NULL};
+    rc = run_cli_io(NULL, err, sizeof err, forget_alive);
+    TT_CHECK(rc == 1 && !strcmp(err, "shoal: member 'node-a' is alive: only a dead or left member can be forgotten\n"),
+             "forget of an alive member: exit %d, %s", rc, err);
     shoal_buf_destroy(&text);
     node_control_server_delete(s);
     tt_rmtree(g_dir);
@@ -856,6 +876,9 @@ TT_TEST(test_shoal_cli_bad_usage_exits_2_with_one_line)
         {{"get", "--json", "s3://bucket-a/k", NULL}, "shoal: --json: only for status, stats and ls"},
         {{"ls", NULL}, "shoal: ls: missing s3://BUCKET/PREFIX"},
         {{"ls", "s3://bucket-a/p/", "-o", "f", NULL}, "shoal: -o: only for get and keygen"},
+        {{"forget", NULL}, "shoal: forget: missing NODE"},
+        {{"forget", "node-b", "node-c", NULL}, "shoal: forget: unexpected argument 'node-c'"},
+        {{"forget", "node-b", "--json", NULL}, "shoal: --json: only for status, stats and ls"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char err[2048];
