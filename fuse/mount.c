@@ -24,10 +24,10 @@
  *
  * Reads. A file inode stands for one version (ETag) of its object, and every read asks the
  * backend for that ETag, so a reader never gets a splice of two versions (-ESTALE instead). When
- * a lookup, a listing or a HEAD learns another version, the path gets a new inode (supersede):
- * the kernel, revalidating the name after the entry TTL, sees another node id and drops the old
- * dentry with its pages; descriptors open on the old inode keep its version. That is
- * close-to-open: an open after --metadata-ttl revalidates the name, which asks the store.
+ * a lookup, a listing or a HEAD learns another version, the path gets a new inode
+ * (mount_supersede): the kernel, revalidating the name after the entry TTL, sees another node id
+ * and drops the old dentry with its pages; descriptors open on the old inode keep its version.
+ * That is close-to-open: an open after --metadata-ttl revalidates the name, which asks the store.
  * On a --read-only mount nothing is left to do at open or close, so OPEN and FLUSH answer ENOSYS
  * and the kernel stops sending OPEN, FLUSH and RELEASE: a cached file costs no round trip, and
  * reads arrive with fh 0 (the inode names key and ETag). On a writable mount OPEN records the
@@ -44,13 +44,14 @@
  * staged file reached; a write past it gets ENOSPC before a byte is written.
  *
  * Write-back (upload_delay > 0, opt-in). Stages keep a name, and flush makes a dirty stage
- * durable instead of uploading it (stage_persist: fsync, then a record <stage>.key naming the
- * key) and marks it pending, which holds one use of the stage so it outlives its handles. The
- * write-back thread (wb_main) uploads a pending stage once it is due (closed and unchanged for
- * the delay) and no handle has it open for writing; a failure is retried with backoff. rename
- * rewrites the record, unlink and replacement drop it, fsync uploads at once; each successful
- * upload or drop ends with stage_settle (record removed, pending use released). mount_new takes
- * up the records a crash left (recover); mount_delete tries every pending upload once.
+ * durable instead of uploading it (mount_stage_persist: fsync, then a record <stage>.key naming
+ * the key) and marks it pending, which holds one use of the stage so it outlives its handles.
+ * The write-back thread (mount_writeback_main) uploads a pending stage once it is due (closed
+ * and unchanged for the delay) and no handle has it open for writing; a failure is retried with
+ * backoff. rename rewrites the record, unlink and replacement drop it, fsync uploads at once;
+ * each successful upload or drop ends with mount_stage_settle (record removed, pending use
+ * released). mount_new takes up the records a crash left (mount_writeback_recover);
+ * mount_delete tries every pending upload once.
  */
 #define FUSE_USE_VERSION 35
 
@@ -145,7 +146,8 @@ struct mount_view {
     mount_handle *handles;
     uint64_t staged_bytes;
 
-    /* The write-back thread (wb_main): uploads pending stages when due. Under m->lock. */
+    /* The write-back thread (mount_writeback_main): uploads pending stages when due. Under
+     * m->lock. */
     uint64_t delay_us;
     pthread_cond_t wb_cond;
     pthread_t wb_thread;
@@ -163,9 +165,9 @@ struct mount_view {
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
-static uint64_t now_us(void) { return shoal_clock_mono_us(); }
+static uint64_t mount_now_us(void) { return shoal_clock_mono_us(); }
 
-static char *child_path(const char *parent, const char *name)
+static char *mount_child_path(const char *parent, const char *name)
 {
     char *p;
     if (asprintf(&p, "%s%s%s", parent, *parent ? "/" : "", name) < 0)
@@ -174,7 +176,7 @@ static char *child_path(const char *parent, const char *name)
 }
 
 /* The parent's path of `path` in a new string ("" for top-level names). */
-static char *parent_path(const char *path)
+static char *mount_parent_path(const char *path)
 {
     const char *slash = strrchr(path, '/');
     return strndup(path, slash ? (size_t)(slash - path) : 0);
@@ -182,7 +184,7 @@ static char *parent_path(const char *path)
 
 /* The key of a file, or the key prefix of a directory (ending with '/', the root's is the
  * mount's prefix itself). */
-static char *key_of(const mount_view *m, const char *path, bool dir)
+static char *mount_key_of(const mount_view *m, const char *path, bool dir)
 {
     char *k;
     bool slash = dir && *path;
@@ -217,7 +219,7 @@ out:
     return first;
 }
 
-static void drop_listing(mount_inode *dir)
+static void mount_drop_listing(mount_inode *dir)
 {
     if (dir) {
         mount_listing_unref(dir->listing);
@@ -227,17 +229,17 @@ static void drop_listing(mount_inode *dir)
 }
 
 /* Forgets the listing of the directory holding `path` (it changed); m->lock held. */
-static void invalidate_parent(mount_view *m, const char *path)
+static void mount_invalidate_parent(mount_view *m, const char *path)
 {
     SHOAL_ASSERT_LOCKED(&m->lock);
-    char *pp = parent_path(path);
+    char *pp = mount_parent_path(path);
     if (pp)
-        drop_listing(mount_inodes_find(m->inodes, pp));
+        mount_drop_listing(mount_inodes_find(m->inodes, pp));
     free(pp);
 }
 
 /* `in` now stands for the version `info` describes (m->lock held). */
-static void adopt(mount_inode *in, const mount_obj_info *info, uint64_t until)
+static void mount_adopt(mount_inode *in, const mount_obj_info *info, uint64_t until)
 {
     /* A listing says nothing of metadata: attributes known for this very version stay. */
     bool keep = !info->has_attrs && in->info.has_attrs && strcmp(in->info.etag, info->etag) == 0;
@@ -252,11 +254,11 @@ static void adopt(mount_inode *in, const mount_obj_info *info, uint64_t until)
 }
 
 /* What the store says of `in`, unless a stage holds bytes of its own (m->lock held). */
-static void learn(mount_inode *in, const mount_obj_info *info, uint64_t until)
+static void mount_learn(mount_inode *in, const mount_obj_info *info, uint64_t until)
 {
     if (in->stage)
         return; /* the staged bytes are the truth until they are uploaded */
-    adopt(in, info, until);
+    mount_adopt(in, info, until);
 }
 
 /* An inode stands for one version of its object. When the path learns another version (or that
@@ -264,7 +266,7 @@ static void learn(mount_inode *in, const mount_obj_info *info, uint64_t until)
  * a new inode number; the kernel, seeing another number for the name, drops the old dentry and
  * its pages. Descriptors still open on the old inode keep reading the old ETag (ESTALE once that
  * version is gone), never the new bytes. m->lock held; `in` stays allocated. */
-static void supersede(mount_view *m, mount_inode *in)
+static void mount_supersede(mount_view *m, mount_inode *in)
 {
     SHOAL_ASSERT_LOCKED(&m->lock);
     in->stale = true;
@@ -281,7 +283,7 @@ static void check_version(mount_view *m, const char *path, bool is_dir,
     mount_inode *in = mount_inodes_find(m->inodes, path);
     if (in && !in->is_dir && in->remote && !in->stage &&
         (!info || is_dir || strcmp(in->info.etag, info->etag) != 0)) {
-        supersede(m, in);
+        mount_supersede(m, in);
         mount_inodes_maybe_free(m->inodes, in);
     }
 }
@@ -293,7 +295,7 @@ static struct timespec to_timespec(mount_time t)
 
 /* What stat shows: the attributes the object carries, the mount's defaults for the rest (and
  * S3's LastModified as the mtime of a file that carries none). */
-static void fill_attr(const mount_view *m, const mount_inode *in, struct stat *st)
+static void mount_fill_attr(const mount_view *m, const mount_inode *in, struct stat *st)
 {
     const mount_attrs *a = &in->info.attrs; /* set is 0 when unknown */
     memset(st, 0, sizeof *st);
@@ -319,7 +321,7 @@ static void fill_attr(const mount_view *m, const mount_inode *in, struct stat *s
     st->st_ctim = st->st_mtim;
 }
 
-static mount_time time_now(void)
+static mount_time mount_time_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -327,16 +329,16 @@ static mount_time time_now(void)
 }
 
 /* The file changed now (m->lock held): its mtime, and the stored one when it carries one. */
-static void touch_mtime(mount_inode *in)
+static void mount_touch_mtime(mount_inode *in)
 {
-    mount_time now = time_now();
+    mount_time now = mount_time_now();
     in->info.mtime = now.sec;
     if (in->info.attrs.set & MOUNT_ATTR_MTIME)
         in->info.attrs.mtime = now;
 }
 
 /* Attributes of something created now by the caller of `req`: its mode, the caller's ids, now. */
-static void new_attrs(fuse_req_t req, mode_t mode, mount_attrs *a)
+static void mount_created_attrs(fuse_req_t req, mode_t mode, mount_attrs *a)
 {
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
     memset(a, 0, sizeof *a);
@@ -344,27 +346,27 @@ static void new_attrs(fuse_req_t req, mode_t mode, mount_attrs *a)
     a->mode = (uint32_t)mode;
     a->uid = (uint32_t)ctx->uid;
     a->gid = (uint32_t)ctx->gid;
-    a->mtime = time_now();
+    a->mtime = mount_time_now();
 }
 
-static void fill_entry(const mount_view *m, const mount_inode *in, struct fuse_entry_param *e)
+static void mount_fill_entry(const mount_view *m, const mount_inode *in, struct fuse_entry_param *e)
 {
     memset(e, 0, sizeof *e);
     e->ino = in->ino;
     e->generation = 1;
-    fill_attr(m, in, &e->attr);
+    mount_fill_attr(m, in, &e->attr);
     e->attr_timeout = m->cfg.metadata_ttl;
     e->entry_timeout = m->cfg.metadata_ttl;
 }
 
-static mount_inode *get_inode(mount_view *m, fuse_ino_t ino)
+static mount_inode *mount_get_inode(mount_view *m, fuse_ino_t ino)
 {
     return mount_inodes_get(m->inodes, ino);
 }
 
 /* The attached inode at `path` of the given type, replacing one of the other type unless that
  * one is staged (then NULL: the local file wins until it is uploaded). m->lock held. */
-static mount_inode *inode_at(mount_view *m, const char *path, bool is_dir)
+static mount_inode *mount_inode_at(mount_view *m, const char *path, bool is_dir)
 {
     SHOAL_ASSERT_LOCKED(&m->lock);
     mount_inode *in = mount_inodes_find(m->inodes, path);
@@ -378,7 +380,7 @@ static mount_inode *inode_at(mount_view *m, const char *path, bool is_dir)
 }
 
 /* Validates a name the kernel sent: 0, -ENAMETOOLONG, or -EINVAL for what cannot be a key. */
-static int check_name(const char *name)
+static int mount_check_name(const char *name)
 {
     switch (mount_names_check(name, strlen(name))) {
     case MOUNT_NAME_OK: return 0;
@@ -388,18 +390,18 @@ static int check_name(const char *name)
 }
 
 /* Resolves parent + name to a new path string; m->lock held. */
-static int name_path(mount_view *m, fuse_ino_t parent, const char *name, char **out)
+static int mount_name_path(mount_view *m, fuse_ino_t parent, const char *name, char **out)
 {
     SHOAL_ASSERT_LOCKED(&m->lock);
-    int rc = check_name(name);
+    int rc = mount_check_name(name);
     if (rc)
         return rc;
-    mount_inode *p = get_inode(m, parent);
+    mount_inode *p = mount_get_inode(m, parent);
     if (!p)
         return -ENOENT;
     if (!p->is_dir)
         return -ENOTDIR;
-    *out = child_path(p->path, name);
+    *out = mount_child_path(p->path, name);
     if (*out && strlen(m->prefix) + strlen(*out) > MOUNT_MAX_KEY) {
         free(*out);
         *out = NULL;
@@ -484,13 +486,13 @@ static int fetch_listing(mount_view *m, const char *path, mount_listing **out)
 {
     int rc = -ENOMEM;
     list_acc a = {.m = m};
-    char *prefix = key_of(m, path, true);
+    char *prefix = mount_key_of(m, path, true);
     mount_listing *l = calloc(1, sizeof *l);
     if (!prefix || !l)
         goto fail;
     a.dir_prefix = prefix;
     a.dir_len = strlen(prefix);
-    l->listed_at = now_us();
+    l->listed_at = mount_now_us();
     rc = m->be->list(m->ctx, prefix, "/", 0, on_list_entry, &a);
     if (rc == 0)
         rc = a.err;
@@ -561,7 +563,7 @@ static int probe(mount_view *m, const char *path, bool *is_dir, mount_obj_info *
 {
     int rc = -ENOMEM;
     size_t n = 0;
-    char *dkey = key_of(m, path, true), *fkey = key_of(m, path, false);
+    char *dkey = mount_key_of(m, path, true), *fkey = mount_key_of(m, path, false);
     if (!dkey || !fkey)
         goto out;
     rc = m->be->list(m->ctx, dkey, "/", 1, count_entry, &n);
@@ -588,27 +590,27 @@ static void reply_negative(mount_view *m, fuse_req_t req)
     fuse_reply_entry(req, &e);
 }
 
-static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void mount_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     mount_view *m = fuse_req_userdata(req);
     struct fuse_entry_param e;
-    int rc = check_name(name);
+    int rc = mount_check_name(name);
     if (rc != 0) {
         fuse_reply_err(req, rc == -ENAMETOOLONG ? ENAMETOOLONG : ENOENT);
         return;
     }
-    uint64_t now = now_us();
+    uint64_t now = mount_now_us();
     bool is_dir = false;
     mount_obj_info info;
     char *path = NULL;
 
     pthread_mutex_lock(&m->lock);
-    mount_inode *p = get_inode(m, parent);
+    mount_inode *p = mount_get_inode(m, parent);
     if (!p || !p->is_dir) {
         rc = p ? -ENOTDIR : -ENOENT;
         goto unlock_reply;
     }
-    path = child_path(p->path, name);
+    path = mount_child_path(p->path, name);
     if (!path) {
         rc = -ENOMEM;
         goto unlock_reply;
@@ -625,12 +627,12 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         const mount_dirent *d = mount_names_find(l->e, l->n, name);
         if (d) {
             check_version(m, path, d->is_dir, &d->info);
-            in = inode_at(m, path, d->is_dir);
+            in = mount_inode_at(m, path, d->is_dir);
             if (!in) {
                 in = mount_inodes_find(m->inodes, path);
                 goto found;
             }
-            learn(in, &d->info, l->listed_at + m->ttl_us);
+            mount_learn(in, &d->info, l->listed_at + m->ttl_us);
             goto found;
         }
         if (now < l->listed_at + m->neg_ttl_us) {
@@ -656,21 +658,21 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     }
     pthread_mutex_lock(&m->lock);
     check_version(m, path, is_dir, &info);
-    in = inode_at(m, path, is_dir);
+    in = mount_inode_at(m, path, is_dir);
     if (!in)
         in = mount_inodes_find(m->inodes, path);
     if (!in) {
         rc = -ENOMEM;
         goto unlock_reply;
     }
-    learn(in, &info, now_us() + m->ttl_us);
+    mount_learn(in, &info, mount_now_us() + m->ttl_us);
 found:
     if (!in) {
         rc = -ENOMEM;
         goto unlock_reply;
     }
     in->nlookup++;
-    fill_entry(m, in, &e);
+    mount_fill_entry(m, in, &e);
     pthread_mutex_unlock(&m->lock);
     fuse_reply_entry(req, &e);
     goto out;
@@ -682,23 +684,23 @@ out:
     free(path);
 }
 
-static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+static void mount_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
     mount_view *m = fuse_req_userdata(req);
     pthread_mutex_lock(&m->lock);
-    mount_inode *in = get_inode(m, ino);
+    mount_inode *in = mount_get_inode(m, ino);
     if (in)
         mount_inodes_forget(m->inodes, in, nlookup);
     pthread_mutex_unlock(&m->lock);
     fuse_reply_none(req);
 }
 
-static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+static void mount_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
     mount_view *m = fuse_req_userdata(req);
     pthread_mutex_lock(&m->lock);
     for (size_t i = 0; i < count; i++) {
-        mount_inode *in = get_inode(m, forgets[i].ino);
+        mount_inode *in = mount_get_inode(m, forgets[i].ino);
         if (in)
             mount_inodes_forget(m->inodes, in, forgets[i].nlookup);
     }
@@ -710,13 +712,13 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
  * on return; dropped around the backend call. 0 or -errno. When the object has another version
  * now, or is gone, `in` is superseded (in->stale) and keeps describing its own version: 0. A file
  * never uploaded that the store does not hold either: -ENOENT. */
-static int refresh(mount_view *m, mount_inode *in)
+static int mount_refresh(mount_view *m, mount_inode *in)
 {
     SHOAL_ASSERT_LOCKED(&m->lock);
-    if (in->is_dir || in->stage || in->detached || now_us() < in->attr_until)
+    if (in->is_dir || in->stage || in->detached || mount_now_us() < in->attr_until)
         return 0; /* an unlinked or superseded file open somewhere keeps what it had */
     mount_obj_info info;
-    char *key = key_of(m, in->path, false);
+    char *key = mount_key_of(m, in->path, false);
     if (!key)
         return -ENOMEM;
     pthread_mutex_unlock(&m->lock);
@@ -726,26 +728,26 @@ static int refresh(mount_view *m, mount_inode *in)
     if (in->stage || in->detached)
         return 0; /* written, unlinked or superseded meanwhile: that is the truth now */
     if (rc == 0 && (!in->remote || strcmp(in->info.etag, info.etag) == 0)) {
-        learn(in, &info, now_us() + m->ttl_us);
+        mount_learn(in, &info, mount_now_us() + m->ttl_us);
     } else if (in->remote && (rc == 0 || rc == -ENOENT)) {
-        supersede(m, in);
-        invalidate_parent(m, in->path); /* its listing shows the old version */
+        mount_supersede(m, in);
+        mount_invalidate_parent(m, in->path); /* its listing shows the old version */
         rc = 0;
     }
     return rc;
 }
 
-static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void mount_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     mount_view *m = fuse_req_userdata(req);
     struct stat st;
     int rc = -ENOENT;
     pthread_mutex_lock(&m->lock);
-    mount_inode *in = get_inode(m, ino);
+    mount_inode *in = mount_get_inode(m, ino);
     if (in)
-        rc = refresh(m, in);
+        rc = mount_refresh(m, in);
     if (rc == 0)
-        fill_attr(m, in, &st);
+        mount_fill_attr(m, in, &st);
     pthread_mutex_unlock(&m->lock);
     if (rc == 0)
         fuse_reply_attr(req, &st, m->cfg.metadata_ttl);
@@ -756,7 +758,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 /* ---- staging ------------------------------------------------------------------------------ */
 
 /* Links a new stage (or one recovered at start) into the mount's list (m->lock held). */
-static mount_stage *stage_link(mount_view *m, mount_inode *in, int fd, char *file)
+static mount_stage *mount_stage_link(mount_view *m, mount_inode *in, int fd, char *file)
 {
     SHOAL_ASSERT_LOCKED(&m->lock);
     mount_stage *s = calloc(1, sizeof *s);
@@ -775,7 +777,7 @@ static mount_stage *stage_link(mount_view *m, mount_inode *in, int fd, char *fil
 }
 
 /* A new, empty stage for `in` (m->lock held). 0 or -errno. */
-static int stage_new(mount_view *m, mount_inode *in, mount_stage **out)
+static int mount_stage_new(mount_view *m, mount_inode *in, mount_stage **out)
 {
     SHOAL_ASSERT_LOCKED(&m->lock);
     char *tmpl;
@@ -795,7 +797,7 @@ static int stage_new(mount_view *m, mount_inode *in, mount_stage **out)
     }
     /* With a delay the file keeps its name: a record beside it at close makes it survive a
      * crash; a name without a record is removed at the next start. */
-    mount_stage *s = stage_link(m, in, fd, tmpl);
+    mount_stage *s = mount_stage_link(m, in, fd, tmpl);
     if (!s) {
         if (tmpl)
             unlink(tmpl);
@@ -809,7 +811,7 @@ static int stage_new(mount_view *m, mount_inode *in, mount_stage **out)
 
 /* Closes and frees an unlinked stage. Its file goes too, unless a record still names it: a
  * pending upload that did not happen stays on disk for the next start. */
-static void stage_free(mount_stage *s)
+static void mount_stage_free(mount_stage *s)
 {
     if (s->file && !s->recorded)
         unlink(s->file);
@@ -820,7 +822,7 @@ static void stage_free(mount_stage *s)
 }
 
 /* Drops one use of `s`; the last one frees it and releases its staging bytes. */
-static void stage_put(mount_view *m, mount_stage *s)
+static void mount_stage_put(mount_view *m, mount_stage *s)
 {
     pthread_mutex_lock(&m->lock);
     bool last = --s->nopen == 0;
@@ -850,11 +852,11 @@ static void stage_put(mount_view *m, mount_stage *s)
     }
     pthread_mutex_unlock(&m->lock);
     if (last)
-        stage_free(s);
+        mount_stage_free(s);
 }
 
 /* Lists `h` among the live handles (m->lock held). */
-static void handle_link(mount_view *m, mount_handle *h)
+static void mount_handle_link(mount_view *m, mount_handle *h)
 {
     SHOAL_ASSERT_LOCKED(&m->lock);
     h->prev = NULL;
@@ -865,7 +867,7 @@ static void handle_link(mount_view *m, mount_handle *h)
 }
 
 /* A writer `h` changed its stage: its next FLUSH publishes the change (m->lock held). */
-static void handle_changed(mount_handle *h)
+static void mount_handle_changed(mount_handle *h)
 {
     if (!h->unflushed) {
         h->unflushed = true;
@@ -874,7 +876,7 @@ static void handle_changed(mount_handle *h)
 }
 
 /* Ends a handle: unlists it, drops its listing and its use of the stage, frees it. */
-static void handle_end(mount_view *m, mount_handle *h)
+static void mount_handle_end(mount_view *m, mount_handle *h)
 {
     pthread_mutex_lock(&m->lock);
     if (h->prev)
@@ -890,13 +892,13 @@ static void handle_end(mount_view *m, mount_handle *h)
         pthread_cond_signal(&m->wb_cond); /* a pending upload may go now */
     pthread_mutex_unlock(&m->lock);
     if (h->stage)
-        stage_put(m, h->stage);
+        mount_stage_put(m, h->stage);
     free(h->key);
     free(h);
 }
 
 /* Counts the staged file as `size` bytes against the cap (s->lock held). 0 or -ENOSPC. */
-static int stage_reserve(mount_view *m, mount_stage *s, uint64_t size)
+static int mount_stage_reserve(mount_view *m, mount_stage *s, uint64_t size)
 {
     SHOAL_ASSERT_LOCKED(&s->lock);
     int rc = 0;
@@ -921,24 +923,24 @@ static int stage_reserve(mount_view *m, mount_stage *s, uint64_t size)
 }
 
 /* Sets the staged file's length (s->lock held). 0 or -errno. */
-static int stage_truncate(mount_view *m, mount_stage *s, uint64_t size)
+static int mount_stage_truncate(mount_view *m, mount_stage *s, uint64_t size)
 {
     SHOAL_ASSERT_LOCKED(&s->lock);
-    int rc = stage_reserve(m, s, size > s->size ? size : s->size);
+    int rc = mount_stage_reserve(m, s, size > s->size ? size : s->size);
     if (rc)
         return rc;
     if (ftruncate(s->fd, (off_t)size) != 0)
         return -errno;
     pthread_mutex_lock(&m->lock);
     s->size = size;
-    touch_mtime(s->in);
+    mount_touch_mtime(s->in);
     pthread_mutex_unlock(&m->lock);
     s->dirty = true;
     s->failed = false;
-    return stage_reserve(m, s, size);
+    return mount_stage_reserve(m, s, size);
 }
 
-static int write_all(int fd, const char *buf, size_t len, uint64_t off)
+static int mount_write_all(int fd, const char *buf, size_t len, uint64_t off)
 {
     while (len > 0) {
         ssize_t n = pwrite(fd, buf, len, (off_t)off);
@@ -958,7 +960,7 @@ static int stage_fill(mount_view *m, mount_stage *s, const char *key, const char
                       uint64_t size)
 {
     SHOAL_ASSERT_LOCKED(&s->lock);
-    int rc = stage_reserve(m, s, size);
+    int rc = mount_stage_reserve(m, s, size);
     char *buf = rc ? NULL : malloc(MOUNT_IO_MAX);
     uint64_t off = 0;
     if (rc)
@@ -972,7 +974,7 @@ static int stage_fill(mount_view *m, mount_stage *s, const char *key, const char
             rc = n < 0 ? (int)n : -EIO; /* shorter than its size: it changed under us */
             goto out;
         }
-        rc = write_all(s->fd, buf, (size_t)n, off);
+        rc = mount_write_all(s->fd, buf, (size_t)n, off);
         if (rc)
             goto out;
         off += (uint64_t)n;
@@ -994,7 +996,8 @@ out:
  * object existed at the key; the numbers are a mount_attrs), then the key's bytes. Records of
  * the first format ("shoal-stage 1 R\n", no attributes) are still read. The record is
  * written to <file>.key.tmp, fsynced and renamed, and the directory fsynced, so a crash leaves
- * either the old record or the new one. mount_new takes up every record it finds (recover). */
+ * either the old record or the new one. mount_new takes up every record it finds
+ * (mount_writeback_recover). */
 
 #define RECORD_MAGIC "shoal-stage "
 
@@ -1009,7 +1012,7 @@ static int fsync_dir(const char *dir)
 }
 
 /* Writes (or rewrites) the record of `s` naming `key` (s->lock held). 0 or -errno. */
-static int stage_record(mount_view *m, mount_stage *s, const char *key, bool remote)
+static int mount_stage_record(mount_view *m, mount_stage *s, const char *key, bool remote)
 {
     SHOAL_ASSERT_LOCKED(&s->lock);
     pthread_mutex_lock(&m->lock);
@@ -1028,9 +1031,9 @@ static int stage_record(mount_view *m, mount_stage *s, const char *key, bool rem
     int n = snprintf(head, sizeof head, "%s2 %c %u %u %u %u %lld %u %lld %u\n", RECORD_MAGIC, remote ? 'R' : 'N',
                      a.set, a.mode, a.uid, a.gid, (long long)a.mtime.sec, a.mtime.nsec, (long long)a.atime.sec,
                      a.atime.nsec);
-    rc = write_all(fd, head, (size_t)n, 0);
+    rc = mount_write_all(fd, head, (size_t)n, 0);
     if (rc == 0)
-        rc = write_all(fd, key, strlen(key), (uint64_t)n);
+        rc = mount_write_all(fd, key, strlen(key), (uint64_t)n);
     if (rc == 0 && fsync(fd) != 0)
         rc = -errno;
     if (rc == 0 && rename(tmp, rec) != 0)
@@ -1068,7 +1071,7 @@ static void stage_unrecord(mount_view *m, mount_stage *s)
 
 /* The stage needs no delayed upload any more (s->lock held): drops its record and the use the
  * pending upload held. The caller holds a use of its own, so `s` stays allocated. */
-static void stage_settle(mount_view *m, mount_stage *s)
+static void mount_stage_settle(mount_view *m, mount_stage *s)
 {
     SHOAL_ASSERT_LOCKED(&s->lock);
     stage_unrecord(m, s);
@@ -1084,7 +1087,7 @@ static void stage_settle(mount_view *m, mount_stage *s)
 /* Close of a file written with --upload-delay (s->lock held): makes the staged bytes durable
  * (fsync, record) and schedules the upload for when the file stayed closed and unchanged for the
  * delay. 0 or -errno (EIO, ENOSPC: the bytes may not survive a crash). */
-static int stage_persist(mount_view *m, mount_stage *s)
+static int mount_stage_persist(mount_view *m, mount_stage *s)
 {
     SHOAL_ASSERT_LOCKED(&s->lock);
     if (!s->dirty || !s->file)
@@ -1093,13 +1096,13 @@ static int stage_persist(mount_view *m, mount_stage *s)
         return -errno;
     pthread_mutex_lock(&m->lock);
     bool orphan = s->in->detached, remote = s->in->remote;
-    char *key = orphan ? NULL : key_of(m, s->in->path, false);
+    char *key = orphan ? NULL : mount_key_of(m, s->in->path, false);
     pthread_mutex_unlock(&m->lock);
     if (orphan)
         return 0;
     int rc = key ? 0 : -ENOMEM;
     if (rc == 0 && (!s->recorded || s->record_stale))
-        rc = stage_record(m, s, key, remote);
+        rc = mount_stage_record(m, s, key, remote);
     free(key);
     if (rc)
         return rc;
@@ -1110,7 +1113,7 @@ static int stage_persist(mount_view *m, mount_stage *s)
         m->wb.pending++;
     }
     s->tries = 0;
-    s->due_us = now_us() + m->delay_us;
+    s->due_us = mount_now_us() + m->delay_us;
     pthread_cond_signal(&m->wb_cond);
     pthread_mutex_unlock(&m->lock);
     return 0;
@@ -1118,26 +1121,26 @@ static int stage_persist(mount_view *m, mount_stage *s)
 
 /* Uploads the stage when it holds unacknowledged bytes. 0 or the backend's -errno. A stage whose
  * file was unlinked or replaced meanwhile is dropped, not uploaded (POSIX: writes to an unlinked
- * file go nowhere). Either way a pending delayed upload is settled (stage_settle); a failed one
- * stays pending. */
-static int stage_upload(mount_view *m, mount_stage *s)
+ * file go nowhere). Either way a pending delayed upload is settled (mount_stage_settle); a failed
+ * one stays pending. */
+static int mount_stage_upload(mount_view *m, mount_stage *s)
 {
     int rc = 0;
     char *key = NULL;
     pthread_mutex_lock(&s->lock);
     if (!s->dirty) {
-        stage_settle(m, s);
+        mount_stage_settle(m, s);
         goto out;
     }
     pthread_mutex_lock(&m->lock);
     bool orphan = s->in->detached;
     if (!orphan)
-        key = key_of(m, s->in->path, false);
+        key = mount_key_of(m, s->in->path, false);
     mount_attrs attrs = s->in->info.attrs; /* set 0: none known, none sent */
     pthread_mutex_unlock(&m->lock);
     if (orphan) {
         s->dirty = false;
-        stage_settle(m, s);
+        mount_stage_settle(m, s);
         goto out;
     }
     if (!key) {
@@ -1170,12 +1173,12 @@ static int stage_upload(mount_view *m, mount_stage *s)
         in->info.attrs = attrs;
     }
     in->remote = true;
-    in->attr_until = now_us() + m->ttl_us;
+    in->attr_until = mount_now_us() + m->ttl_us;
     /* The kernel's pages are the bytes just uploaded: they stay valid for this version. */
     snprintf(in->cache_etag, sizeof in->cache_etag, "%s", info.etag);
-    invalidate_parent(m, in->path);
+    mount_invalidate_parent(m, in->path);
     pthread_mutex_unlock(&m->lock);
-    stage_settle(m, s);
+    mount_stage_settle(m, s);
 out:
     pthread_mutex_unlock(&s->lock);
     free(key);
@@ -1183,9 +1186,9 @@ out:
 }
 
 /* Stages `in` for writing and takes one use of the stage into *out: shares the stage of another
- * writer, else fetches the object's bytes first unless `trunc`. Counts one writer (handle_end
+ * writer, else fetches the object's bytes first unless `trunc`. Counts one writer (mount_handle_end
  * drops it), which holds back a pending delayed upload. 0 or -errno. */
-static int stage_open(mount_view *m, mount_inode *in, bool trunc, mount_stage **out)
+static int mount_stage_open(mount_view *m, mount_inode *in, bool trunc, mount_stage **out)
 {
     int rc = 0;
     mount_stage *s;
@@ -1196,7 +1199,7 @@ static int stage_open(mount_view *m, mount_inode *in, bool trunc, mount_stage **
     pthread_mutex_lock(&m->lock);
     s = in->stage;
     if (!s) {
-        rc = stage_new(m, in, &s);
+        rc = mount_stage_new(m, in, &s);
         if (rc) {
             pthread_mutex_unlock(&m->lock);
             return rc;
@@ -1216,10 +1219,11 @@ static int stage_open(mount_view *m, mount_inode *in, bool trunc, mount_stage **
     pthread_mutex_unlock(&m->lock);
     if (!s->filled || need_attrs) {
         pthread_mutex_lock(&m->lock);
-        /* The stage hides the inode's metadata from refresh(): ask with the stage in place. */
-        bool fresh = now_us() < in->attr_until;
+        /* The stage hides the inode's metadata from mount_refresh(): ask with the stage in
+         * place. */
+        bool fresh = mount_now_us() < in->attr_until;
         info = in->info;
-        key = key_of(m, in->path, false);
+        key = mount_key_of(m, in->path, false);
         pthread_mutex_unlock(&m->lock);
         rc = key ? 0 : -ENOMEM;
         if (rc == 0 && (!fresh || need_attrs))
@@ -1232,16 +1236,16 @@ static int stage_open(mount_view *m, mount_inode *in, bool trunc, mount_stage **
         if (rc == 0 && !gone) {
             pthread_mutex_lock(&m->lock);
             in->info = info;
-            in->attr_until = now_us() + m->ttl_us;
+            in->attr_until = mount_now_us() + m->ttl_us;
             pthread_mutex_unlock(&m->lock);
         }
     }
     if (rc == 0 && trunc)
-        rc = stage_truncate(m, s, 0);
+        rc = mount_stage_truncate(m, s, 0);
     pthread_mutex_unlock(&s->lock);
     free(key);
     if (rc) {
-        stage_put(m, s);
+        mount_stage_put(m, s);
         return rc;
     }
     pthread_mutex_lock(&m->lock);
@@ -1262,12 +1266,12 @@ static bool wants_write(int flags)
     return (flags & O_ACCMODE) != O_RDONLY;
 }
 
-static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void mount_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     mount_view *m = fuse_req_userdata(req);
     if (m->no_open) {
         /* "Not implemented" here means: open every file yourself, keeping its page cache, and
-         * send neither OPEN nor RELEASE again; reads come with fh 0 (op_read). */
+         * send neither OPEN nor RELEASE again; reads come with fh 0 (mount_op_read). */
         fuse_reply_err(req, ENOSYS);
         return;
     }
@@ -1279,7 +1283,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     h->flags = fi->flags;
     pthread_mutex_lock(&m->lock);
-    mount_inode *in = get_inode(m, ino);
+    mount_inode *in = mount_get_inode(m, ino);
     if (!in || in->is_dir) {
         rc = in ? -EISDIR : -ENOENT;
         goto unlock_fail;
@@ -1298,22 +1302,22 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
             goto unlock_fail;
         }
         pthread_mutex_unlock(&m->lock);
-        rc = stage_open(m, in, (fi->flags & O_TRUNC) != 0, &h->stage);
+        rc = mount_stage_open(m, in, (fi->flags & O_TRUNC) != 0, &h->stage);
         if (rc)
             goto fail;
         h->writer = true;
         pthread_mutex_lock(&m->lock);
-        handle_changed(h); /* its close uploads even when nothing is written */
+        mount_handle_changed(h); /* its close uploads even when nothing is written */
     } else if (in->stage) {
         h->stage = in->stage; /* read what local writers wrote */
         h->stage->nopen++;
     } else {
-        rc = refresh(m, in); /* close-to-open: metadata older than the TTL is asked again */
+        rc = mount_refresh(m, in); /* close-to-open: metadata older than the TTL is asked again */
         if (rc == 0 && in->stale)
             rc = -ESTALE;
         if (rc)
             goto unlock_fail;
-        h->key = key_of(m, in->path, false);
+        h->key = mount_key_of(m, in->path, false);
         if (!h->key) {
             rc = -ENOMEM;
             goto unlock_fail;
@@ -1331,11 +1335,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     /* A descriptor that cannot write has nothing to upload at close: no FLUSH round trip. */
     fi->noflush = !h->writer;
-    handle_link(m, h);
+    mount_handle_link(m, h);
     pthread_mutex_unlock(&m->lock);
     fi->fh = (uint64_t)(uintptr_t)h;
     if (fuse_reply_open(req, fi) != 0)
-        handle_end(m, h); /* the opener is gone: no release will come */
+        mount_handle_end(m, h); /* the opener is gone: no release will come */
     return;
 
 unlock_fail:
@@ -1346,14 +1350,14 @@ fail:
     fuse_reply_err(req, -rc);
 }
 
-static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+static void mount_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                       struct fuse_file_info *fi)
 {
     mount_view *m = fuse_req_userdata(req);
     struct fuse_entry_param e;
     mount_stage *s = NULL;
     char *path = NULL;
-    int rc = m->cfg.read_only ? -EROFS : check_name(name);
+    int rc = m->cfg.read_only ? -EROFS : mount_check_name(name);
     mount_handle *h = calloc(1, sizeof *h);
     if (!h)
         rc = -ENOMEM;
@@ -1365,17 +1369,17 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     }
     h->flags = fi->flags;
     pthread_mutex_lock(&m->lock);
-    rc = name_path(m, parent, name, &path);
+    rc = mount_name_path(m, parent, name, &path);
     mount_inode *in = rc ? NULL : mount_inodes_find(m->inodes, path);
     if (rc == 0 && in && in->is_dir)
         rc = -EISDIR;
-    if (rc == 0 && !(in = inode_at(m, path, false)))
+    if (rc == 0 && !(in = mount_inode_at(m, path, false)))
         rc = -ENOMEM;
     if (rc)
         goto unlock_fail;
     s = in->stage;
     if (!s)
-        rc = stage_new(m, in, &s);
+        rc = mount_stage_new(m, in, &s);
     if (rc) {
         mount_inodes_maybe_free(m->inodes, in);
         goto unlock_fail;
@@ -1385,23 +1389,23 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     s->filled = true;
     s->dirty = true; /* a created file is uploaded on close even when left empty */
     memset(&in->info, 0, sizeof in->info);
-    new_attrs(req, S_IFREG | (mode & 07777), &in->info.attrs);
+    mount_created_attrs(req, S_IFREG | (mode & 07777), &in->info.attrs);
     in->info.has_attrs = true;
     in->info.mtime = in->info.attrs.mtime.sec;
-    in->attr_until = now_us() + m->ttl_us;
+    in->attr_until = mount_now_us() + m->ttl_us;
     in->cache_etag[0] = '\0';
     in->nlookup++;
-    invalidate_parent(m, path);
-    fill_entry(m, in, &e);
+    mount_invalidate_parent(m, path);
+    mount_fill_entry(m, in, &e);
     h->stage = s;
     h->writer = true; /* even O_CREAT|O_RDONLY: its close creates the object */
-    handle_changed(h);
-    handle_link(m, h);
+    mount_handle_changed(h);
+    mount_handle_link(m, h);
     pthread_mutex_unlock(&m->lock);
     free(path);
     fi->fh = (uint64_t)(uintptr_t)h;
     if (fuse_reply_create(req, &e, fi) != 0)
-        handle_end(m, h);
+        mount_handle_end(m, h);
     return;
 
 unlock_fail:
@@ -1412,7 +1416,7 @@ fail:
     fuse_reply_err(req, -rc);
 }
 
-static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+static void mount_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
     mount_view *m = fuse_req_userdata(req);
@@ -1426,10 +1430,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         /* Opened without a request (no_open): the inode names the version it stands for. */
         bool known = false;
         pthread_mutex_lock(&m->lock);
-        mount_inode *in = get_inode(m, ino);
+        mount_inode *in = mount_get_inode(m, ino);
         if (in && !in->is_dir) {
             known = true;
-            ikey = key_of(m, in->path, false);
+            ikey = mount_key_of(m, in->path, false);
             snprintf(ietag, sizeof ietag, "%s", in->info.etag);
         }
         pthread_mutex_unlock(&m->lock);
@@ -1449,10 +1453,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             n = -ESTALE; /* deleted while open: the version read is gone */
         if (n == -ESTALE) {
             pthread_mutex_lock(&m->lock);
-            mount_inode *in = get_inode(m, ino);
+            mount_inode *in = mount_get_inode(m, ino);
             if (in && !in->stage && !in->detached && strcmp(in->info.etag, etag) == 0) {
-                supersede(m, in); /* the next lookup asks the store again */
-                invalidate_parent(m, in->path);
+                mount_supersede(m, in); /* the next lookup asks the store again */
+                mount_invalidate_parent(m, in->path);
             }
             pthread_mutex_unlock(&m->lock);
         }
@@ -1466,7 +1470,7 @@ reply:
     free(buf);
 }
 
-static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+static void mount_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
     mount_view *m = fuse_req_userdata(req);
@@ -1480,17 +1484,17 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     pthread_mutex_lock(&s->lock);
     uint64_t at = (h->flags & O_APPEND) ? s->size : (uint64_t)off;
     uint64_t end = at + size;
-    rc = end > MOUNT_MAX_OBJECT ? -EFBIG : stage_reserve(m, s, end > s->size ? end : s->size);
+    rc = end > MOUNT_MAX_OBJECT ? -EFBIG : mount_stage_reserve(m, s, end > s->size ? end : s->size);
     if (rc == 0)
-        rc = write_all(s->fd, buf, size, at);
+        rc = mount_write_all(s->fd, buf, size, at);
     if (rc == 0) {
         s->dirty = true;
         s->failed = false;
         pthread_mutex_lock(&m->lock);
         if (end > s->size)
             s->size = end;
-        touch_mtime(s->in);
-        handle_changed(h);
+        mount_touch_mtime(s->in);
+        mount_handle_changed(h);
         pthread_mutex_unlock(&m->lock);
     }
     pthread_mutex_unlock(&s->lock);
@@ -1500,13 +1504,13 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
         fuse_reply_write(req, size);
 }
 
-static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void mount_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     mount_view *m = fuse_req_userdata(req);
     mount_handle *h = (mount_handle *)(uintptr_t)fi->fh;
     if (!h || m->cfg.read_only) {
         /* Nothing to upload. "Not implemented" makes the kernel stop sending FLUSH (and, from
-         * op_fsync, FSYNC) on this mount: a close costs no round trip. */
+         * mount_op_fsync, FSYNC) on this mount: a close costs no round trip. */
         fuse_reply_err(req, ENOSYS);
         return;
     }
@@ -1528,28 +1532,28 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     if (h->writer && m->delay_us) {
         pthread_mutex_lock(&h->stage->lock);
-        rc = stage_persist(m, h->stage);
+        rc = mount_stage_persist(m, h->stage);
         pthread_mutex_unlock(&h->stage->lock);
     } else if (h->writer) {
-        rc = stage_upload(m, h->stage);
+        rc = mount_stage_upload(m, h->stage);
     }
     fuse_reply_err(req, -rc);
 }
 
 /* fsync uploads at once, also with --upload-delay, and returns the upload's error. */
-static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+static void mount_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
     mount_view *m = fuse_req_userdata(req);
     mount_handle *h = (mount_handle *)(uintptr_t)fi->fh;
     if (!h || m->cfg.read_only || !m->delay_us) {
-        op_flush(req, ino, fi);
+        mount_op_flush(req, ino, fi);
         return;
     }
-    int rc = h->writer ? stage_upload(m, h->stage) : 0;
+    int rc = h->writer ? mount_stage_upload(m, h->stage) : 0;
     fuse_reply_err(req, -rc);
 }
 
-static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void mount_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     mount_view *m = fuse_req_userdata(req);
     mount_handle *h = (mount_handle *)(uintptr_t)fi->fh;
@@ -1575,9 +1579,9 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         }
         pthread_mutex_unlock(&h->stage->lock);
         if (last && retry)
-            stage_upload(m, h->stage);
+            mount_stage_upload(m, h->stage);
     }
-    handle_end(m, h);
+    mount_handle_end(m, h);
     fuse_reply_err(req, 0);
 }
 
@@ -1592,7 +1596,7 @@ static bool flush_will_publish(mount_view *m, const struct fuse_file_info *fi, m
     mount_handle *h = fi ? (mount_handle *)(uintptr_t)fi->fh : NULL;
     pthread_mutex_lock(&m->lock);
     if (h && h->writer && h->stage == s)
-        handle_changed(h);
+        mount_handle_changed(h);
     bool will = s->unflushed > 0;
     pthread_mutex_unlock(&m->lock);
     return will;
@@ -1605,9 +1609,9 @@ static int stage_publish(mount_view *m, mount_stage *s)
 {
     SHOAL_ASSERT_UNLOCKED(&s->lock);
     if (!m->delay_us)
-        return stage_upload(m, s);
+        return mount_stage_upload(m, s);
     pthread_mutex_lock(&s->lock);
-    int rc = stage_persist(m, s);
+    int rc = mount_stage_persist(m, s);
     pthread_mutex_unlock(&s->lock);
     return rc;
 }
@@ -1616,7 +1620,7 @@ static int stage_publish(mount_view *m, mount_stage *s)
  * checked the caller may (default_permissions): owner for chmod and times, root for chown. */
 static void merge_attrs(mount_attrs *a, bool is_dir, const struct stat *attr, int to_set)
 {
-    mount_time now = time_now();
+    mount_time now = mount_time_now();
     if (to_set & FUSE_SET_ATTR_MODE) {
         a->mode = (uint32_t)((is_dir ? S_IFDIR : S_IFREG) | (attr->st_mode & 07777));
         a->set |= MOUNT_ATTR_MODE;
@@ -1667,7 +1671,7 @@ static int store_attrs(mount_view *m, mount_inode *in, const struct stat *attr, 
     bool is_dir = in->is_dir, known = in->info.has_attrs;
     bool root_key = is_dir && !*in->path && !*m->prefix;
     int rc = !is_dir && !in->remote ? -ENOENT : root_key ? -EPERM : 0;
-    char *key = rc ? NULL : key_of(m, in->path, is_dir);
+    char *key = rc ? NULL : mount_key_of(m, in->path, is_dir);
     mount_attrs a = in->info.attrs;
     pthread_mutex_unlock(&m->lock);
     if (rc)
@@ -1701,10 +1705,10 @@ static int store_attrs(mount_view *m, mount_inode *in, const struct stat *attr, 
             if (!is_dir)
                 snprintf(in->info.etag, sizeof in->info.etag, "%s", info.etag);
         } else {
-            learn(in, &info, now_us() + m->ttl_us);
+            mount_learn(in, &info, mount_now_us() + m->ttl_us);
         }
         if (!is_dir)
-            invalidate_parent(m, in->path); /* its listing shows the old ETag */
+            mount_invalidate_parent(m, in->path); /* its listing shows the old ETag */
         pthread_mutex_unlock(&m->lock);
     }
 out:
@@ -1715,7 +1719,7 @@ out:
 /* setattr: size on the staged bytes; mode, owner, group and times as object metadata
  * (docs/semantics.md, "Attributes"). A staged file keeps them for its upload; anything else
  * stores them at once. */
-static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+static void mount_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
                        struct fuse_file_info *fi)
 {
     mount_view *m = fuse_req_userdata(req);
@@ -1726,7 +1730,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     if (rc)
         goto reply;
     pthread_mutex_lock(&m->lock);
-    in = get_inode(m, ino);
+    in = mount_get_inode(m, ino);
     if (!in)
         rc = -ENOENT;
     else if ((to_set & FUSE_SET_ATTR_SIZE) && in->is_dir)
@@ -1747,13 +1751,13 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
         bool clean = !s->dirty && in->remote;
         pthread_mutex_unlock(&s->lock);
         if (clean) {
-            stage_put(m, s);
+            mount_stage_put(m, s);
             s = NULL;
         }
     }
     if (!s && (to_set & FUSE_SET_ATTR_SIZE)) {
         /* truncate(2) of a file nobody has staged: stage it (cut to 0 needs no bytes). */
-        rc = stage_open(m, in, attr->st_size == 0, &s);
+        rc = mount_stage_open(m, in, attr->st_size == 0, &s);
         if (rc)
             goto reply;
         pthread_mutex_lock(&m->lock);
@@ -1763,7 +1767,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     if (s) {
         pthread_mutex_lock(&s->lock);
         if (to_set & FUSE_SET_ATTR_SIZE)
-            rc = stage_truncate(m, s, (uint64_t)attr->st_size);
+            rc = mount_stage_truncate(m, s, (uint64_t)attr->st_size);
         if (rc == 0 && (to_set & ATTRS)) {
             pthread_mutex_lock(&m->lock);
             merge_attrs(&in->info.attrs, false, attr, to_set);
@@ -1783,14 +1787,14 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
          * would be reported done and then lost. */
         if (rc == 0 && !flush_will_publish(m, fi, s))
             rc = stage_publish(m, s);
-        stage_put(m, s);
+        mount_stage_put(m, s);
     } else if (to_set & ATTRS) {
         rc = store_attrs(m, in, attr, to_set);
     }
 reply:
     if (rc == 0) {
         pthread_mutex_lock(&m->lock);
-        fill_attr(m, in, &st);
+        mount_fill_attr(m, in, &st);
         pthread_mutex_unlock(&m->lock);
         fuse_reply_attr(req, &st, m->cfg.metadata_ttl);
     } else {
@@ -1806,15 +1810,15 @@ static void forget_path(mount_view *m, const char *path)
     pthread_mutex_lock(&m->lock);
     mount_inode *in = mount_inodes_find(m->inodes, path);
     if (in) {
-        drop_listing(in);
+        mount_drop_listing(in);
         mount_inodes_detach(m->inodes, in);
         mount_inodes_maybe_free(m->inodes, in);
     }
-    invalidate_parent(m, path);
+    mount_invalidate_parent(m, path);
     pthread_mutex_unlock(&m->lock);
 }
 
-static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void mount_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     mount_view *m = fuse_req_userdata(req);
     char *path = NULL, *key = NULL;
@@ -1824,13 +1828,13 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     if (rc)
         goto reply;
     pthread_mutex_lock(&m->lock);
-    rc = name_path(m, parent, name, &path);
+    rc = mount_name_path(m, parent, name, &path);
     mount_inode *in = rc ? NULL : mount_inodes_find(m->inodes, path);
     if (in && in->is_dir)
         rc = -EISDIR;
     if (in)
         remote = in->remote; /* a file never uploaded has no object to delete */
-    if (rc == 0 && !(key = key_of(m, path, false)))
+    if (rc == 0 && !(key = mount_key_of(m, path, false)))
         rc = -ENOMEM;
     if (rc == 0 && in && (s = in->stage) != NULL)
         s->nopen++;
@@ -1841,8 +1845,8 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
         forget_path(m, path);
     if (s) {
         if (rc == 0)
-            stage_upload(m, s); /* detached now: drops a pending upload and its record */
-        stage_put(m, s);
+            mount_stage_upload(m, s); /* detached now: drops a pending upload and its record */
+        mount_stage_put(m, s);
     }
 reply:
     free(path);
@@ -1861,10 +1865,10 @@ static void make_empty(fuse_req_t req, fuse_ino_t parent, const char *name, bool
     int rc = m->cfg.read_only ? -EROFS : 0;
     if (rc)
         goto reply;
-    new_attrs(req, (is_dir ? S_IFDIR : S_IFREG) | (mode & 07777), &attrs);
+    mount_created_attrs(req, (is_dir ? S_IFDIR : S_IFREG) | (mode & 07777), &attrs);
     pthread_mutex_lock(&m->lock);
-    rc = name_path(m, parent, name, &path);
-    if (rc == 0 && !(key = key_of(m, path, is_dir)))
+    rc = mount_name_path(m, parent, name, &path);
+    if (rc == 0 && !(key = mount_key_of(m, path, is_dir)))
         rc = -ENOMEM;
     if (rc == 0 && strlen(key) > MOUNT_MAX_KEY)
         rc = -ENAMETOOLONG;
@@ -1874,16 +1878,16 @@ static void make_empty(fuse_req_t req, fuse_ino_t parent, const char *name, bool
     if (rc)
         goto reply;
     pthread_mutex_lock(&m->lock);
-    mount_inode *in = inode_at(m, path, is_dir);
+    mount_inode *in = mount_inode_at(m, path, is_dir);
     if (in) {
         if (!info.has_attrs) {
             info.has_attrs = true;
             info.attrs = attrs;
         }
-        learn(in, &info, now_us() + m->ttl_us);
+        mount_learn(in, &info, mount_now_us() + m->ttl_us);
         in->nlookup++;
-        fill_entry(m, in, &e);
-        invalidate_parent(m, path);
+        mount_fill_entry(m, in, &e);
+        mount_invalidate_parent(m, path);
     }
     pthread_mutex_unlock(&m->lock);
     rc = in ? 0 : -EEXIST;
@@ -1896,7 +1900,7 @@ reply:
         fuse_reply_entry(req, &e);
 }
 
-static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+static void mount_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
     make_empty(req, parent, name, true, mode);
 }
@@ -1919,7 +1923,7 @@ static int count_children(void *ud, const char *key, size_t key_len, bool is_pre
     return 0;
 }
 
-static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+static void mount_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     mount_view *m = fuse_req_userdata(req);
     char *path = NULL, *key = NULL;
@@ -1927,12 +1931,12 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
     if (rc)
         goto reply;
     pthread_mutex_lock(&m->lock);
-    rc = name_path(m, parent, name, &path);
+    rc = mount_name_path(m, parent, name, &path);
     size_t plen = rc ? 0 : strlen(path);
     for (mount_stage *s = m->stages; rc == 0 && s; s = s->next)
         if (!s->in->detached && strncmp(s->in->path, path, plen) == 0 && s->in->path[plen] == '/')
             rc = -ENOTEMPTY; /* a file created inside and not uploaded yet */
-    if (rc == 0 && !(key = key_of(m, path, true)))
+    if (rc == 0 && !(key = mount_key_of(m, path, true)))
         rc = -ENOMEM;
     pthread_mutex_unlock(&m->lock);
     /* Two entries are enough: the marker itself (it sorts first) and any other. */
@@ -1951,7 +1955,7 @@ reply:
     fuse_reply_err(req, -rc);
 }
 
-static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+static void mount_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
                       const char *newname, unsigned int flags)
 {
     mount_view *m = fuse_req_userdata(req);
@@ -1964,9 +1968,9 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     if (rc)
         goto reply;
     pthread_mutex_lock(&m->lock);
-    rc = name_path(m, parent, name, &src);
+    rc = mount_name_path(m, parent, name, &src);
     if (rc == 0)
-        rc = name_path(m, newparent, newname, &dst);
+        rc = mount_name_path(m, newparent, newname, &dst);
     in = rc ? NULL : mount_inodes_find(m->inodes, src);
     mount_inode *old = rc ? NULL : mount_inodes_find(m->inodes, dst);
     if (rc == 0 && !in)
@@ -1978,8 +1982,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     else if (rc == 0 && (flags & RENAME_NOREPLACE) && old)
         rc = -EEXIST;
     if (rc == 0) {
-        skey = key_of(m, src, false);
-        dkey = key_of(m, dst, false);
+        skey = mount_key_of(m, src, false);
+        dkey = mount_key_of(m, dst, false);
         rc = skey && dkey ? 0 : -ENOMEM;
     }
     if (rc == 0 && (s = in->stage) != NULL)
@@ -2013,13 +2017,13 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
         pthread_mutex_lock(&m->lock);
         char *moved = strdup(dst);
         if (moved) {
-            invalidate_parent(m, src);
-            invalidate_parent(m, dst);
+            mount_invalidate_parent(m, src);
+            mount_invalidate_parent(m, dst);
             mount_inodes_rename(m->inodes, in, moved);
             /* The copy is the version the name now has, also when a stage with nothing unsent
              * is still there (its writer's RELEASE on its way): reads must ask for its ETag. */
             if (copied && (!in->stage || (in->stage == s && !s->dirty)))
-                adopt(in, &info, now_us() + m->ttl_us);
+                mount_adopt(in, &info, mount_now_us() + m->ttl_us);
         } else {
             rc = -ENOMEM;
         }
@@ -2027,15 +2031,15 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     }
     /* A recorded pending upload goes to the new key, also after a crash. */
     if (rc == 0 && s && s->recorded)
-        rc = stage_record(m, s, dkey, copied);
+        rc = mount_stage_record(m, s, dkey, copied);
     if (s) {
         pthread_mutex_unlock(&s->lock);
-        stage_put(m, s);
+        mount_stage_put(m, s);
     }
     if (os) {
         if (rc == 0)
-            stage_upload(m, os); /* detached by the rename: drops its pending upload */
-        stage_put(m, os);
+            mount_stage_upload(m, os); /* detached by the rename: drops its pending upload */
+        mount_stage_put(m, os);
     }
 reply:
     free(src);
@@ -2046,7 +2050,7 @@ reply:
 }
 
 /* Only regular files exist in S3: mknod of one is an empty object, anything else EPERM. */
-static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+static void mount_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
     mount_view *m = fuse_req_userdata(req);
     if (!S_ISREG(mode))
@@ -2057,48 +2061,48 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
 
 /* Hard and symbolic links: S3 has neither. EPERM is link(2)'s and symlink(2)'s errno for "the
  * filesystem does not support" them. */
-static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+static void mount_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
     mount_view *m = fuse_req_userdata(req);
     fuse_reply_err(req, m->cfg.read_only ? EROFS : EPERM);
 }
 
-static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+static void mount_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
     mount_view *m = fuse_req_userdata(req);
     fuse_reply_err(req, m->cfg.read_only ? EROFS : EPERM);
 }
 
-static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+static void mount_op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
     fuse_reply_err(req, EINVAL); /* nothing here is a symbolic link */
 }
 
 /* Extended attributes: S3 user metadata is not exposed; every xattr call is ENOTSUP. */
-static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+static void mount_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                         size_t size, int flags)
 {
     mount_view *m = fuse_req_userdata(req);
     fuse_reply_err(req, m->cfg.read_only ? EROFS : ENOTSUP);
 }
 
-static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+static void mount_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
     fuse_reply_err(req, ENOTSUP);
 }
 
-static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+static void mount_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
     fuse_reply_err(req, ENOTSUP);
 }
 
-static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+static void mount_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
     mount_view *m = fuse_req_userdata(req);
     fuse_reply_err(req, m->cfg.read_only ? EROFS : ENOTSUP);
 }
 
-static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+static void mount_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
                          struct fuse_file_info *fi)
 {
     mount_view *m = fuse_req_userdata(req);
@@ -2107,7 +2111,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
 
 /* ---- directories -------------------------------------------------------------------------- */
 
-static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void mount_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     mount_view *m = fuse_req_userdata(req);
     mount_listing *l = NULL;
@@ -2117,14 +2121,14 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     if (rc)
         goto reply;
     pthread_mutex_lock(&m->lock);
-    mount_inode *in = get_inode(m, ino);
+    mount_inode *in = mount_get_inode(m, ino);
     if (!in || !in->is_dir) {
         rc = in ? -ENOTDIR : -ENOENT;
         goto unlock;
     }
     /* A listing younger than the negative TTL is reused: a new object shows up in `ls` within
      * --negative-ttl, as it does in lookups. */
-    if (in->listing && now_us() < in->listing->listed_at + m->neg_ttl_us) {
+    if (in->listing && mount_now_us() < in->listing->listed_at + m->neg_ttl_us) {
         l = in->listing;
         l->refs++;
         goto unlock;
@@ -2140,14 +2144,14 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     /* A change in the directory while the listing was fetched (an upload ended, a name went) may
      * be missing from it: this handle still reads it, but it is not kept for the next opendir. */
     if (in->list_gen == gen) {
-        drop_listing(in);
+        mount_drop_listing(in);
         in->listing = l;
         l->refs++;
     }
 unlock:
     if (rc == 0) {
         h->listing = l;
-        handle_link(m, h);
+        mount_handle_link(m, h);
     }
     pthread_mutex_unlock(&m->lock);
 reply:
@@ -2159,7 +2163,7 @@ reply:
     }
     fi->fh = (uint64_t)(uintptr_t)h;
     if (fuse_reply_open(req, fi) != 0)
-        handle_end(m, h);
+        mount_handle_end(m, h);
 }
 
 /* Adds listing entries from index `off` (0 ".", 1 "..", then the children) to `buf`. In plus
@@ -2179,13 +2183,13 @@ static size_t fill_dir(mount_view *m, fuse_req_t req, mount_inode *dir, mount_li
         e.attr.st_mode = S_IFDIR;
         e.attr.st_ino = dir->ino;
         if (i == 1) {
-            char *pp = parent_path(dir->path);
+            char *pp = mount_parent_path(dir->path);
             mount_inode *p = pp && *dir->path ? mount_inodes_find(m->inodes, pp) : NULL;
             e.attr.st_ino = p ? p->ino : 1;
             free(pp);
         } else if (i >= 2) {
             const mount_dirent *d = &l->e[i - 2];
-            char *path = child_path(dir->path, d->name);
+            char *path = mount_child_path(dir->path, d->name);
             if (!path)
                 break;
             name = d->name;
@@ -2194,15 +2198,15 @@ static size_t fill_dir(mount_view *m, fuse_req_t req, mount_inode *dir, mount_li
                 mount_inode *old = mount_inodes_find(m->inodes, path);
                 if (old && old->attr_until < until)
                     check_version(m, path, d->is_dir, &d->info); /* the listing is newer */
-                child = inode_at(m, path, d->is_dir);
+                child = mount_inode_at(m, path, d->is_dir);
                 if (!child)
                     child = mount_inodes_find(m->inodes, path);
                 if (child && child->attr_until < until && !d->is_dir)
-                    learn(child, &d->info, until);
+                    mount_learn(child, &d->info, until);
                 else if (child && d->is_dir && child->attr_until < until)
                     child->attr_until = until;
                 if (child)
-                    fill_entry(m, child, &e);
+                    mount_fill_entry(m, child, &e);
             } else {
                 e.attr.st_ino = mount_inodes_number(m->inodes, path);
             }
@@ -2236,7 +2240,7 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
         return;
     }
     pthread_mutex_lock(&m->lock);
-    mount_inode *dir = get_inode(m, ino);
+    mount_inode *dir = mount_get_inode(m, ino);
     size_t used = dir ? fill_dir(m, req, dir, l, buf, size, off, plus) : 0;
     pthread_mutex_unlock(&m->lock);
     if (dir)
@@ -2246,25 +2250,25 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
     free(buf);
 }
 
-static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+static void mount_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                        struct fuse_file_info *fi)
 {
     readdir_common(req, ino, size, off, fi, false);
 }
 
-static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+static void mount_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                            struct fuse_file_info *fi)
 {
     readdir_common(req, ino, size, off, fi, true);
 }
 
-static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void mount_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    handle_end(fuse_req_userdata(req), (mount_handle *)(uintptr_t)fi->fh);
+    mount_handle_end(fuse_req_userdata(req), (mount_handle *)(uintptr_t)fi->fh);
     fuse_reply_err(req, 0);
 }
 
-static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+static void mount_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
     fuse_reply_err(req, 0); /* directory changes reach the store when they are made */
 }
@@ -2287,7 +2291,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
     mount_view *m = userdata;
     /* A read-only mount needs nothing at open or close: versions are checked at lookup (an
-     * inode stands for one ETag), so op_open answers ENOSYS and the kernel opens files itself. */
+     * inode stands for one ETag), so mount_op_open answers ENOSYS and the kernel opens files
+     * itself. */
     m->no_open = m->cfg.read_only && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
     conn->max_write = MOUNT_IO_MAX;
     conn->max_read = MOUNT_IO_MAX;
@@ -2303,37 +2308,37 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 static const struct fuse_lowlevel_ops mount_ops = {
     .init = op_init,
-    .lookup = op_lookup,
-    .forget = op_forget,
-    .forget_multi = op_forget_multi,
-    .getattr = op_getattr,
-    .setattr = op_setattr,
-    .readlink = op_readlink,
-    .mknod = op_mknod,
-    .mkdir = op_mkdir,
-    .unlink = op_unlink,
-    .rmdir = op_rmdir,
-    .symlink = op_symlink,
-    .rename = op_rename,
-    .link = op_link,
-    .open = op_open,
-    .read = op_read,
-    .write = op_write,
-    .flush = op_flush,
-    .release = op_release,
-    .fsync = op_fsync,
-    .opendir = op_opendir,
-    .readdir = op_readdir,
-    .readdirplus = op_readdirplus,
-    .releasedir = op_releasedir,
-    .fsyncdir = op_fsyncdir,
+    .lookup = mount_op_lookup,
+    .forget = mount_op_forget,
+    .forget_multi = mount_op_forget_multi,
+    .getattr = mount_op_getattr,
+    .setattr = mount_op_setattr,
+    .readlink = mount_op_readlink,
+    .mknod = mount_op_mknod,
+    .mkdir = mount_op_mkdir,
+    .unlink = mount_op_unlink,
+    .rmdir = mount_op_rmdir,
+    .symlink = mount_op_symlink,
+    .rename = mount_op_rename,
+    .link = mount_op_link,
+    .open = mount_op_open,
+    .read = mount_op_read,
+    .write = mount_op_write,
+    .flush = mount_op_flush,
+    .release = mount_op_release,
+    .fsync = mount_op_fsync,
+    .opendir = mount_op_opendir,
+    .readdir = mount_op_readdir,
+    .readdirplus = mount_op_readdirplus,
+    .releasedir = mount_op_releasedir,
+    .fsyncdir = mount_op_fsyncdir,
     .statfs = op_statfs,
-    .setxattr = op_setxattr,
-    .getxattr = op_getxattr,
-    .listxattr = op_listxattr,
-    .removexattr = op_removexattr,
-    .create = op_create,
-    .fallocate = op_fallocate,
+    .setxattr = mount_op_setxattr,
+    .getxattr = mount_op_getxattr,
+    .listxattr = mount_op_listxattr,
+    .removexattr = mount_op_removexattr,
+    .create = mount_op_create,
+    .fallocate = mount_op_fallocate,
 };
 
 /* ---- write-back (--upload-delay) ---------------------------------------------------------- */
@@ -2345,12 +2350,12 @@ static const struct fuse_lowlevel_ops mount_ops = {
  * the delay and no descriptor has it open for writing. A failed upload stays pending and is
  * tried again with a doubling backoff (logged, counted in mount_writeback_stats.retries); the
  * staged file and its record stay until the store acknowledged the bytes. */
-static void *wb_main(void *arg)
+static void *mount_writeback_main(void *arg)
 {
     mount_view *m = arg;
     pthread_mutex_lock(&m->lock);
     while (!m->wb_stop) {
-        uint64_t now = now_us(), next = UINT64_MAX;
+        uint64_t now = mount_now_us(), next = UINT64_MAX;
         mount_stage *due = NULL;
         for (mount_stage *s = m->stages; s && !due; s = s->next) {
             if (!s->pending || s->writers)
@@ -2371,7 +2376,7 @@ static void *wb_main(void *arg)
         }
         due->nopen++;
         pthread_mutex_unlock(&m->lock);
-        int rc = stage_upload(m, due);
+        int rc = mount_stage_upload(m, due);
         pthread_mutex_lock(&m->lock);
         if (rc != 0 && due->pending) {
             unsigned shift = due->tries < 8 ? due->tries : 8;
@@ -2379,7 +2384,7 @@ static void *wb_main(void *arg)
             if (wait > WB_BACKOFF_MAX_US)
                 wait = WB_BACKOFF_MAX_US;
             due->tries++;
-            due->due_us = now_us() + wait;
+            due->due_us = mount_now_us() + wait;
             m->wb.retries++;
             char q[512];
             LOG_WARN("mount", "upload_retry", "path=%s errno=%d tries=%u next_ms=%llu",
@@ -2387,7 +2392,7 @@ static void *wb_main(void *arg)
                      (unsigned long long)(wait / 1000));
         }
         pthread_mutex_unlock(&m->lock);
-        stage_put(m, due);
+        mount_stage_put(m, due);
         pthread_mutex_lock(&m->lock);
     }
     pthread_mutex_unlock(&m->lock);
@@ -2468,7 +2473,7 @@ static void recover_one(mount_view *m, const char *file)
     char *name = strdup(file);
     mount_stage *s = NULL;
     in = mount_inodes_get_path(m->inodes, path, false);
-    if (!name || !in || !(s = stage_link(m, in, fd, name))) {
+    if (!name || !in || !(s = mount_stage_link(m, in, fd, name))) {
         free(name);
         close(fd);
         goto out;
@@ -2498,7 +2503,7 @@ static int is_stage_name(const struct dirent *e)
 
 /* At mount_new: takes up every record in the staging directory (recover_one), then removes what
  * no record names (files open for writing when the previous run ended, half-written records). */
-static void recover(mount_view *m)
+static void mount_writeback_recover(mount_view *m)
 {
     struct dirent **names;
     int n = scandir(m->staging_dir, &names, is_stage_name, alphasort);
@@ -2603,7 +2608,8 @@ mount_view *mount_new(const mount_config *cfg, const mount_backend *backend, voi
     pthread_mutex_init(&m->once_lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* wb_main waits on now_us() deadlines */
+    /* mount_writeback_main waits on mount_now_us() deadlines */
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&m->wb_cond, &ca);
     pthread_condattr_destroy(&ca);
     m->mountpoint = strdup(cfg->mountpoint);
@@ -2618,8 +2624,8 @@ mount_view *mount_new(const mount_config *cfg, const mount_backend *backend, voi
     m->cfg.mountpoint = m->mountpoint;
     m->cfg.staging_dir = m->staging_dir;
     m->cfg.prefix = m->prefix;
-    recover(m);
-    if (pthread_create(&m->wb_thread, NULL, wb_main, m) != 0) {
+    mount_writeback_recover(m);
+    if (pthread_create(&m->wb_thread, NULL, mount_writeback_main, m) != 0) {
         shoal_error_set(SHOAL_ERR_NOMEM, "mount %s: cannot start the write-back thread",
                         cfg->mountpoint);
         goto fail_mount;
@@ -2854,7 +2860,7 @@ void mount_delete(mount_view *m)
     /* Pending delayed uploads get one try now; what fails stays on disk for the next start. */
     for (mount_stage *s = m->stages; s; s = s->next)
         if (s->pending)
-            stage_upload(m, s);
+            mount_stage_upload(m, s);
     while (m->handles) {
         mount_handle *h = m->handles;
         m->handles = h->next;
@@ -2866,7 +2872,7 @@ void mount_delete(mount_view *m)
         mount_stage *s = m->stages;
         m->stages = s->next;
         s->in->stage = NULL;
-        stage_free(s);
+        mount_stage_free(s);
     }
     mount_inodes_delete(m->inodes);
     if (m->once)
