@@ -22,18 +22,15 @@
  * it does not hold is "no such file" only for --negative-ttl. A lookup nothing answers asks the
  * backend: a one-entry LIST of "name/" (a directory wins over a file: mount_names.h), then HEAD.
  *
- * Reads. A file inode stands for one version (ETag) of its object, and every read asks the
- * backend for that ETag, so a reader never gets a splice of two versions (-ESTALE instead). When
- * a lookup, a listing or a HEAD learns another version, the path gets a new inode
- * (mount_supersede): the kernel, revalidating the name after the entry TTL, sees another node id
- * and drops the old dentry with its pages; descriptors open on the old inode keep its version.
- * That is close-to-open: an open after --metadata-ttl revalidates the name, which asks the store.
- * On a --read-only mount nothing is left to do at open or close, so OPEN and FLUSH answer ENOSYS
- * and the kernel stops sending OPEN, FLUSH and RELEASE: a cached file costs no round trip, and
- * reads arrive with fh 0 (the inode names key and ETag). On a writable mount OPEN records the
- * ETag in a handle (an open of a superseded inode gets ESTALE, which makes open(2) look the name
- * up again), read-only descriptors skip FLUSH (FOPEN_NOFLUSH), and the page cache is kept across
- * opens while the ETag is the one the cache was filled with (inode->cache_etag).
+ * Versions: a file inode stands for one version (ETag) of its object (mount_meta.c).
+ *
+ * Reads. On a --read-only mount nothing is left to do at open or close, so OPEN and FLUSH
+ * answer ENOSYS and the kernel stops sending OPEN, FLUSH and RELEASE: a cached file costs no
+ * round trip, and reads arrive with fh 0 (the inode names key and ETag). On a writable mount
+ * OPEN records the ETag in a handle (an open of a superseded inode gets ESTALE, which makes
+ * open(2) look the name up again), read-only descriptors skip FLUSH (FOPEN_NOFLUSH), and the
+ * page cache is kept across opens while the ETag is the one the cache was filled with
+ * (inode->cache_etag).
  *
  * Writes. A file opened for writing is staged: a temporary file in the staging directory (already
  * unlinked, so a crash leaves nothing), filled with the object's bytes first unless O_TRUNC.
@@ -53,9 +50,7 @@
  * released). mount_new takes up the records a crash left (mount_writeback_recover);
  * mount_delete tries every pending upload once.
  */
-#define FUSE_USE_VERSION 35
-
-#include "mount.h"
+#include "mount_internal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -76,122 +71,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "mount_inodes.h"
-#include "mount_names.h"
 #include "shoal_array.h"
 #include "shoal_assert.h"
 #include "shoal_env.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
-
-#define MOUNT_IO_MAX (1u << 20)        /* max_read, max_write and the fetch chunk */
-#define MOUNT_READAHEAD (4u << 20)
-#define MOUNT_ONCE_SLOTS 8192          /* keys remembered by the logged-once set */
-#define MOUNT_MAX_KEY 1024u              /* S3's longest key in bytes: longer paths give ENAMETOOLONG */
-#define MOUNT_MAX_OBJECT (5ull << 40)  /* S3's largest object: bigger files give EFBIG */
-#define MOUNT_STOP_WAIT_S 2            /* how long mount_stop waits before aborting the link */
-
-typedef struct mount_stage {
-    pthread_mutex_t lock;
-    int fd;
-    uint64_t size;      /* length of the staged file (read by getattr under m->lock) */
-    uint64_t reserved;  /* bytes counted against max_staging_bytes */
-    bool filled;        /* the object's bytes are in (or none were needed) */
-    bool dirty;         /* holds bytes the backend has not acknowledged */
-    bool failed;        /* the last upload failed and nothing was written since */
-    int failed_err;     /* its -errno */
-    unsigned nopen;     /* handles plus in-flight users; under m->lock */
-    /* Write-back (--upload-delay > 0). The staged file keeps a name (`file`) so a record beside
-     * it (<file>.key: the key it goes to) can make a closed file survive a crash. */
-    char *file;         /* the staged file's path; NULL: unnamed (upload_delay 0) */
-    bool recorded;      /* its record is on disk (s->lock) */
-    bool record_stale;  /* the attributes changed since the record was written (s->lock) */
-    bool pending;       /* closed, waiting for its delayed upload: holds one use (m->lock) */
-    unsigned writers;   /* handles open for writing: no delayed upload while any (m->lock) */
-    unsigned unflushed; /* of those, the ones whose FLUSH is still to come since their last
-                           change: each will publish the stage at its close (m->lock) */
-    unsigned tries;     /* delayed uploads that failed in a row (m->lock) */
-    uint64_t due_us;    /* when the delayed upload may start, monotonic (m->lock) */
-    mount_inode *in;
-    struct mount_stage *next, *prev;
-} mount_stage;
-
-/* An open file or directory. Live handles are listed in the mount: the kernel drops RELEASE
- * requests still queued when the mount goes away, so mount_delete frees what is left. */
-typedef struct mount_handle {
-    mount_stage *stage;     /* files being written, or read while staged */
-    mount_listing *listing; /* directories */
-    int flags;
-    bool writer;            /* counted in stage->writers: created here, or opened to write; its
-                               FLUSH uploads (or, with a delay, persists) what it changed */
-    bool unflushed;         /* a writer changed the stage since its last FLUSH (m->lock) */
-    bool flushed;           /* a FLUSH came: open(2) succeeded */
-    char *key;              /* files read from the store: key and the version opened */
-    char etag[MOUNT_ETAG_MAX];
-    struct mount_handle *next, *prev;
-} mount_handle;
-
-struct mount_view {
-    mount_config cfg;
-    char *mountpoint, *staging_dir, *prefix;
-    const mount_backend *be;
-    void *ctx;
-    uint64_t ttl_us, neg_ttl_us;
-    int64_t started; /* wall seconds: the mtime of directories */
-    bool no_open;    /* opens cost no request: the kernel opens files itself (op_init) */
-
-    pthread_mutex_t lock;
-    mount_inodes *inodes;
-    mount_stage *stages;
-    mount_handle *handles;
-    uint64_t staged_bytes;
-
-    /* The write-back thread (mount_writeback_main): uploads pending stages when due. Under
-     * m->lock. */
-    uint64_t delay_us;
-    pthread_cond_t wb_cond;
-    pthread_t wb_thread;
-    bool wb_running, wb_stop;
-    mount_writeback_stats wb;
-
-    pthread_mutex_t once_lock;
-    char **once;     /* open-addressed set of keys already logged */
-    size_t once_n;
-
-    struct fuse_session *se;
-    pthread_t thread;
-    bool running;
-};
-
-/* ---- small helpers ------------------------------------------------------------------------ */
-
-static uint64_t mount_now_us(void) { return shoal_clock_mono_us(); }
-
-static char *mount_child_path(const char *parent, const char *name)
-{
-    char *p;
-    if (asprintf(&p, "%s%s%s", parent, *parent ? "/" : "", name) < 0)
-        return NULL;
-    return p;
-}
-
-/* The parent's path of `path` in a new string ("" for top-level names). */
-static char *mount_parent_path(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    return strndup(path, slash ? (size_t)(slash - path) : 0);
-}
-
-/* The key of a file, or the key prefix of a directory (ending with '/', the root's is the
- * mount's prefix itself). */
-static char *mount_key_of(const mount_view *m, const char *path, bool dir)
-{
-    char *k;
-    bool slash = dir && *path;
-    if (asprintf(&k, "%s%s%s", m->prefix, path, slash ? "/" : "") < 0)
-        return NULL;
-    return k;
-}
 
 /* True the first time `key` is seen by this mount (so a bad key is logged once, not per ls).
  * After MOUNT_ONCE_SLOTS/2 keys it says so once and stops logging. */
@@ -219,60 +103,6 @@ out:
     return first;
 }
 
-static void mount_drop_listing(mount_inode *dir)
-{
-    if (dir) {
-        mount_listing_unref(dir->listing);
-        dir->listing = NULL;
-        dir->list_gen++;
-    }
-}
-
-/* Forgets the listing of the directory holding `path` (it changed); m->lock held. */
-static void mount_invalidate_parent(mount_view *m, const char *path)
-{
-    SHOAL_ASSERT_LOCKED(&m->lock);
-    char *pp = mount_parent_path(path);
-    if (pp)
-        mount_drop_listing(mount_inodes_find(m->inodes, pp));
-    free(pp);
-}
-
-/* `in` now stands for the version `info` describes (m->lock held). */
-static void mount_adopt(mount_inode *in, const mount_obj_info *info, uint64_t until)
-{
-    /* A listing says nothing of metadata: attributes known for this very version stay. */
-    bool keep = !info->has_attrs && in->info.has_attrs && strcmp(in->info.etag, info->etag) == 0;
-    mount_attrs kept = in->info.attrs;
-    in->info = *info;
-    if (keep) {
-        in->info.has_attrs = true;
-        in->info.attrs = kept;
-    }
-    in->remote = true;
-    in->attr_until = until;
-}
-
-/* What the store says of `in`, unless a stage holds bytes of its own (m->lock held). */
-static void mount_learn(mount_inode *in, const mount_obj_info *info, uint64_t until)
-{
-    if (in->stage)
-        return; /* the staged bytes are the truth until they are uploaded */
-    mount_adopt(in, info, until);
-}
-
-/* An inode stands for one version of its object. When the path learns another version (or that
- * the object is gone), its inode is superseded: detached from the path, so the next lookup gets
- * a new inode number; the kernel, seeing another number for the name, drops the old dentry and
- * its pages. Descriptors still open on the old inode keep reading the old ETag (ESTALE once that
- * version is gone), never the new bytes. m->lock held; `in` stays allocated. */
-static void mount_supersede(mount_view *m, mount_inode *in)
-{
-    SHOAL_ASSERT_LOCKED(&m->lock);
-    in->stale = true;
-    mount_inodes_detach(m->inodes, in);
-}
-
 /* Supersedes the file inode at `path` when `info` describes another version of its object (a
  * NULL `info`: no object). Staged files are left alone (their bytes are the truth until
  * uploaded). m->lock held. */
@@ -286,128 +116,6 @@ static void check_version(mount_view *m, const char *path, bool is_dir,
         mount_supersede(m, in);
         mount_inodes_maybe_free(m->inodes, in);
     }
-}
-
-static struct timespec to_timespec(mount_time t)
-{
-    return (struct timespec){.tv_sec = (time_t)t.sec, .tv_nsec = (long)t.nsec};
-}
-
-/* What stat shows: the attributes the object carries, the mount's defaults for the rest (and
- * S3's LastModified as the mtime of a file that carries none). */
-static void mount_fill_attr(const mount_view *m, const mount_inode *in, struct stat *st)
-{
-    const mount_attrs *a = &in->info.attrs; /* set is 0 when unknown */
-    memset(st, 0, sizeof *st);
-    st->st_ino = in->ino;
-    st->st_uid = (a->set & MOUNT_ATTR_UID) ? a->uid : m->cfg.uid;
-    st->st_gid = (a->set & MOUNT_ATTR_GID) ? a->gid : m->cfg.gid;
-    st->st_nlink = !in->is_dir && in->detached ? 0 : 1; /* unlinked or replaced: no name */
-    st->st_blksize = MOUNT_IO_MAX;
-    mode_t perm = (a->set & MOUNT_ATTR_MODE) ? a->mode : in->is_dir ? m->cfg.dir_mode : m->cfg.file_mode;
-    if (in->is_dir) {
-        st->st_mode = S_IFDIR | (perm & 07777);
-        st->st_size = 4096;
-        st->st_mtim.tv_sec = m->started;
-    } else {
-        st->st_mode = S_IFREG | (perm & 07777);
-        st->st_size = (off_t)(in->stage ? in->stage->size : in->info.size);
-        st->st_mtim.tv_sec = in->info.mtime;
-    }
-    if (a->set & MOUNT_ATTR_MTIME)
-        st->st_mtim = to_timespec(a->mtime);
-    st->st_blocks = (st->st_size + 511) / 512;
-    st->st_atim = (a->set & MOUNT_ATTR_ATIME) ? to_timespec(a->atime) : st->st_mtim;
-    st->st_ctim = st->st_mtim;
-}
-
-static mount_time mount_time_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (mount_time){.sec = ts.tv_sec, .nsec = (uint32_t)ts.tv_nsec};
-}
-
-/* The file changed now (m->lock held): its mtime, and the stored one when it carries one. */
-static void mount_touch_mtime(mount_inode *in)
-{
-    mount_time now = mount_time_now();
-    in->info.mtime = now.sec;
-    if (in->info.attrs.set & MOUNT_ATTR_MTIME)
-        in->info.attrs.mtime = now;
-}
-
-/* Attributes of something created now by the caller of `req`: its mode, the caller's ids, now. */
-static void mount_created_attrs(fuse_req_t req, mode_t mode, mount_attrs *a)
-{
-    const struct fuse_ctx *ctx = fuse_req_ctx(req);
-    memset(a, 0, sizeof *a);
-    a->set = MOUNT_ATTR_MODE | MOUNT_ATTR_UID | MOUNT_ATTR_GID | MOUNT_ATTR_MTIME;
-    a->mode = (uint32_t)mode;
-    a->uid = (uint32_t)ctx->uid;
-    a->gid = (uint32_t)ctx->gid;
-    a->mtime = mount_time_now();
-}
-
-static void mount_fill_entry(const mount_view *m, const mount_inode *in, struct fuse_entry_param *e)
-{
-    memset(e, 0, sizeof *e);
-    e->ino = in->ino;
-    e->generation = 1;
-    mount_fill_attr(m, in, &e->attr);
-    e->attr_timeout = m->cfg.metadata_ttl;
-    e->entry_timeout = m->cfg.metadata_ttl;
-}
-
-static mount_inode *mount_get_inode(mount_view *m, fuse_ino_t ino)
-{
-    return mount_inodes_get(m->inodes, ino);
-}
-
-/* The attached inode at `path` of the given type, replacing one of the other type unless that
- * one is staged (then NULL: the local file wins until it is uploaded). m->lock held. */
-static mount_inode *mount_inode_at(mount_view *m, const char *path, bool is_dir)
-{
-    SHOAL_ASSERT_LOCKED(&m->lock);
-    mount_inode *in = mount_inodes_find(m->inodes, path);
-    if (in && in->is_dir != is_dir) {
-        if (in->stage)
-            return NULL;
-        mount_inodes_detach(m->inodes, in);
-        mount_inodes_maybe_free(m->inodes, in);
-    }
-    return mount_inodes_get_path(m->inodes, path, is_dir);
-}
-
-/* Validates a name the kernel sent: 0, -ENAMETOOLONG, or -EINVAL for what cannot be a key. */
-static int mount_check_name(const char *name)
-{
-    switch (mount_names_check(name, strlen(name))) {
-    case MOUNT_NAME_OK: return 0;
-    case MOUNT_NAME_TOO_LONG: return -ENAMETOOLONG;
-    default: return -EINVAL;
-    }
-}
-
-/* Resolves parent + name to a new path string; m->lock held. */
-static int mount_name_path(mount_view *m, fuse_ino_t parent, const char *name, char **out)
-{
-    SHOAL_ASSERT_LOCKED(&m->lock);
-    int rc = mount_check_name(name);
-    if (rc)
-        return rc;
-    mount_inode *p = mount_get_inode(m, parent);
-    if (!p)
-        return -ENOENT;
-    if (!p->is_dir)
-        return -ENOTDIR;
-    *out = mount_child_path(p->path, name);
-    if (*out && strlen(m->prefix) + strlen(*out) > MOUNT_MAX_KEY) {
-        free(*out);
-        *out = NULL;
-        return -ENAMETOOLONG;
-    }
-    return *out ? 0 : -ENOMEM;
 }
 
 /* ---- listings ----------------------------------------------------------------------------- */

@@ -1,0 +1,158 @@
+/*
+ * mount_internal.h: what the rooms of fuse/ share, and nothing else sees (as libuv's
+ * src/unix/internal.h). Only the rooms of fuse/ include it.
+ *
+ * The rooms, one concern each (mount.c's opening essay is the map):
+ *
+ *   mount.c            the const operations table, INIT, STATFS, and the life cycle
+ *   mount_meta.c       paths, keys, versions and attributes of inodes, as every room needs them
+ *
+ * Functions shared between rooms carry the module prefix; what one room uses alone stays static
+ * in it. Handlers (mount_op_*) reply to the kernel exactly once and speak -errno; helpers return
+ * 0 or -errno unless said.
+ */
+#ifndef SHOAL_MOUNT_INTERNAL_H
+#define SHOAL_MOUNT_INTERNAL_H
+
+#define FUSE_USE_VERSION 35
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "mount.h"
+#include "mount_inodes.h"
+#include "mount_names.h"
+#include "shoal_env.h"
+
+#define MOUNT_IO_MAX (1u << 20)        /* max_read, max_write and the fetch chunk */
+#define MOUNT_READAHEAD (4u << 20)
+#define MOUNT_ONCE_SLOTS 8192          /* keys remembered by the logged-once set */
+#define MOUNT_MAX_KEY 1024u              /* S3's longest key in bytes: longer paths give ENAMETOOLONG */
+#define MOUNT_MAX_OBJECT (5ull << 40)  /* S3's largest object: bigger files give EFBIG */
+#define MOUNT_STOP_WAIT_S 2            /* how long mount_stop waits before aborting the link */
+
+typedef struct mount_stage {
+    pthread_mutex_t lock;
+    int fd;
+    uint64_t size;      /* length of the staged file (read by getattr under m->lock) */
+    uint64_t reserved;  /* bytes counted against max_staging_bytes */
+    bool filled;        /* the object's bytes are in (or none were needed) */
+    bool dirty;         /* holds bytes the backend has not acknowledged */
+    bool failed;        /* the last upload failed and nothing was written since */
+    int failed_err;     /* its -errno */
+    unsigned nopen;     /* handles plus in-flight users; under m->lock */
+    /* Write-back (--upload-delay > 0). The staged file keeps a name (`file`) so a record beside
+     * it (<file>.key: the key it goes to) can make a closed file survive a crash. */
+    char *file;         /* the staged file's path; NULL: unnamed (upload_delay 0) */
+    bool recorded;      /* its record is on disk (s->lock) */
+    bool record_stale;  /* the attributes changed since the record was written (s->lock) */
+    bool pending;       /* closed, waiting for its delayed upload: holds one use (m->lock) */
+    unsigned writers;   /* handles open for writing: no delayed upload while any (m->lock) */
+    unsigned unflushed; /* of those, the ones whose FLUSH is still to come since their last
+                           change: each will publish the stage at its close (m->lock) */
+    unsigned tries;     /* delayed uploads that failed in a row (m->lock) */
+    uint64_t due_us;    /* when the delayed upload may start, monotonic (m->lock) */
+    mount_inode *in;
+    struct mount_stage *next, *prev;
+} mount_stage;
+
+/* An open file or directory. Live handles are listed in the mount: the kernel drops RELEASE
+ * requests still queued when the mount goes away, so mount_delete frees what is left. */
+typedef struct mount_handle {
+    mount_stage *stage;     /* files being written, or read while staged */
+    mount_listing *listing; /* directories */
+    int flags;
+    bool writer;            /* counted in stage->writers: created here, or opened to write; its
+                               FLUSH uploads (or, with a delay, persists) what it changed */
+    bool unflushed;         /* a writer changed the stage since its last FLUSH (m->lock) */
+    bool flushed;           /* a FLUSH came: open(2) succeeded */
+    char *key;              /* files read from the store: key and the version opened */
+    char etag[MOUNT_ETAG_MAX];
+    struct mount_handle *next, *prev;
+} mount_handle;
+
+struct mount_view {
+    mount_config cfg;
+    char *mountpoint, *staging_dir, *prefix;
+    const mount_backend *be;
+    void *ctx;
+    uint64_t ttl_us, neg_ttl_us;
+    int64_t started; /* wall seconds: the mtime of directories */
+    bool no_open;    /* opens cost no request: the kernel opens files itself (op_init) */
+
+    pthread_mutex_t lock;
+    mount_inodes *inodes;
+    mount_stage *stages;
+    mount_handle *handles;
+    uint64_t staged_bytes;
+
+    /* The write-back thread (mount_writeback_main): uploads pending stages when due. Under
+     * m->lock. */
+    uint64_t delay_us;
+    pthread_cond_t wb_cond;
+    pthread_t wb_thread;
+    bool wb_running, wb_stop;
+    mount_writeback_stats wb;
+
+    pthread_mutex_t once_lock;
+    char **once;     /* open-addressed set of keys already logged */
+    size_t once_n;
+
+    struct fuse_session *se;
+    pthread_t thread;
+    bool running;
+};
+
+/* Monotonic microseconds: the clock of every TTL and deadline of the mount. */
+static inline uint64_t mount_now_us(void) { return shoal_clock_mono_us(); }
+
+/* The inode numbered `ino`, NULL when the kernel names one the mount no longer has. m->lock held. */
+static inline mount_inode *mount_get_inode(mount_view *m, fuse_ino_t ino)
+{
+    return mount_inodes_get(m->inodes, ino);
+}
+
+/* ---- mount_meta.c: paths, keys, versions, attributes -------------------------------------- */
+
+/* parent + "/" + name ("name" under the root) in a new string; NULL on NOMEM. */
+char *mount_child_path(const char *parent, const char *name);
+/* The parent's path of `path` in a new string ("" for top-level names); NULL on NOMEM. */
+char *mount_parent_path(const char *path);
+/* The key of a file, or the key prefix of a directory (ending with '/'; the root's is the
+ * mount's prefix itself), in a new string; NULL on NOMEM. */
+char *mount_key_of(const mount_view *m, const char *path, bool dir);
+/* Validates a name the kernel sent: 0, -ENAMETOOLONG, or -EINVAL for what cannot be a key. */
+int mount_check_name(const char *name);
+/* Resolves parent + name to a new path string in *out. m->lock held. 0, -ENOENT, -ENOTDIR,
+ * -ENAMETOOLONG, -EINVAL or -ENOMEM. */
+int mount_name_path(mount_view *m, fuse_ino_t parent, const char *name, char **out);
+/* The attached inode at `path` of the given type, replacing one of the other type unless that
+ * one is staged (then NULL, as on NOMEM). m->lock held. */
+mount_inode *mount_inode_at(mount_view *m, const char *path, bool is_dir);
+
+/* Drops a directory's listing (NULL: nothing) so the next opendir lists again. m->lock held. */
+void mount_drop_listing(mount_inode *dir);
+/* Forgets the listing of the directory holding `path` (it changed). m->lock held. */
+void mount_invalidate_parent(mount_view *m, const char *path);
+/* `in` now stands for the version `info` describes, trusted until `until`. m->lock held. */
+void mount_adopt(mount_inode *in, const mount_obj_info *info, uint64_t until);
+/* mount_adopt, unless a stage holds bytes of its own. m->lock held. */
+void mount_learn(mount_inode *in, const mount_obj_info *info, uint64_t until);
+/* Detaches `in` from its path (it stands for a version the path no longer holds); it stays
+ * allocated. m->lock held. */
+void mount_supersede(mount_view *m, mount_inode *in);
+
+/* What stat shows of `in`; what the kernel caches of an entry. m->lock held. */
+void mount_fill_attr(const mount_view *m, const mount_inode *in, struct stat *st);
+void mount_fill_entry(const mount_view *m, const mount_inode *in, struct fuse_entry_param *e);
+/* The wall clock as a file time. */
+mount_time mount_time_now(void);
+/* The file changed now: its mtime, and the stored one when it carries one. m->lock held. */
+void mount_touch_mtime(mount_inode *in);
+/* Attributes of something created now by the caller of `req`: its mode, the caller's ids, now. */
+void mount_created_attrs(fuse_req_t req, mode_t mode, mount_attrs *a);
+
+#endif
