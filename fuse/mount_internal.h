@@ -6,6 +6,7 @@
  *
  *   mount.c            the const operations table, INIT, STATFS, and the life cycle
  *   mount_meta.c       paths, keys, versions and attributes of inodes, as every room needs them
+ *   mount_stage.c      staging: stages, handles, the upload
  *
  * Functions shared between rooms carry the module prefix; what one room uses alone stays static
  * in it. Handlers (mount_op_*) reply to the kernel exactly once and speak -errno; helpers return
@@ -155,4 +156,42 @@ void mount_touch_mtime(mount_inode *in);
 /* Attributes of something created now by the caller of `req`: its mode, the caller's ids, now. */
 void mount_created_attrs(fuse_req_t req, mode_t mode, mount_attrs *a);
 
+/* ---- mount_stage.c: staged files and handles ---------------------------------------------- */
+
+/* Links a new stage of `in` over the open file `fd` (`file`: its name, taken; NULL when it has
+ * none) into the mount. NULL on NOMEM. m->lock held. */
+mount_stage *mount_stage_link(mount_view *m, mount_inode *in, int fd, char *file);
+/* A new, empty stage for `in`, linked, no uses yet. 0 or -errno. m->lock held. */
+int mount_stage_new(mount_view *m, mount_inode *in, mount_stage **out);
+/* Stages `in` for writing (shares a writer's stage, else fills a new one from the store unless
+ * `trunc`) and takes one use and one writer of it into *out. 0 or -errno. Neither lock held. */
+int mount_stage_open(mount_view *m, mount_inode *in, bool trunc, mount_stage **out);
+/* Drops one use of `s`; the last one unlinks and frees it. m->lock not held. */
+void mount_stage_put(mount_view *m, mount_stage *s);
+/* Closes and frees a stage unlinked from the mount; its file goes too unless a record names it.
+ * (mount_stage_put's last use; mount_delete.) */
+void mount_stage_free(mount_stage *s);
+/* Counts the staged file as `size` bytes against the cap. 0 or -ENOSPC. s->lock held. */
+int mount_stage_reserve(mount_view *m, mount_stage *s, uint64_t size);
+/* Sets the staged file's length. 0 or -errno. s->lock held. */
+int mount_stage_truncate(mount_view *m, mount_stage *s, uint64_t size);
+/* Uploads the stage when it holds unacknowledged bytes (drops it when its file was unlinked or
+ * replaced). 0 or the backend's -errno. Neither lock held. */
+int mount_stage_upload(mount_view *m, mount_stage *s);
+/* pwrite of all `len` bytes at `off`, through EINTR. 0 or -errno. */
+int mount_write_all(int fd, const char *buf, size_t len, uint64_t off);
+
+/* Lists `h` among the live handles. m->lock held. */
+void mount_handle_link(mount_view *m, mount_handle *h);
+/* A writer `h` changed its stage: its next FLUSH publishes the change. m->lock held. */
+void mount_handle_changed(mount_handle *h);
+/* Ends a handle: unlists it, drops its listing and its use of the stage, frees it. m->lock not
+ * held. */
+void mount_handle_end(mount_view *m, mount_handle *h);
+
+/* ---- mount.c, until mount_writeback.c: --upload-delay ----------------------------------- */
+
+/* The stage needs no delayed upload any more: its record goes, and the use its pending upload
+ * held. The caller holds a use of its own. s->lock held. */
+void mount_stage_settle(mount_view *m, mount_stage *s);
 #endif
