@@ -7,6 +7,7 @@
  *   mount.c            the const operations table, INIT, STATFS, and the life cycle
  *   mount_meta.c       paths, keys, versions and attributes of inodes, as every room needs them
  *   mount_stage.c      staging: stages, handles, the upload
+ *   mount_writeback.c  --upload-delay: records, the write-back thread, recovery at start
  *
  * Functions shared between rooms carry the module prefix; what one room uses alone stays static
  * in it. Handlers (mount_op_*) reply to the kernel exactly once and speak -errno; helpers return
@@ -189,9 +190,21 @@ void mount_handle_changed(mount_handle *h);
  * held. */
 void mount_handle_end(mount_view *m, mount_handle *h);
 
-/* ---- mount.c, until mount_writeback.c: --upload-delay ----------------------------------- */
+/* ---- mount_writeback.c: --upload-delay ---------------------------------------------------- */
 
+/* Writes (or rewrites) the record of `s` naming `key` (`remote`: an object exists there).
+ * 0 or -errno. s->lock held. */
+int mount_stage_record(mount_view *m, mount_stage *s, const char *key, bool remote);
+/* Close of a file written with --upload-delay: fsync, record, and its upload scheduled after the
+ * delay. 0 or -errno (the bytes may not survive a crash). s->lock held. */
+int mount_stage_persist(mount_view *m, mount_stage *s);
 /* The stage needs no delayed upload any more: its record goes, and the use its pending upload
  * held. The caller holds a use of its own. s->lock held. */
 void mount_stage_settle(mount_view *m, mount_stage *s);
+/* The write-back thread (started by mount_new, `arg` the mount): uploads pending stages when due
+ * until m->wb_stop. */
+void *mount_writeback_main(void *arg);
+/* At mount_new: takes up the records a previous run left in the staging directory. */
+void mount_writeback_recover(mount_view *m);
+
 #endif
