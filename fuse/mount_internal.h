@@ -6,6 +6,7 @@
  *
  *   mount.c            the const operations table, INIT, STATFS, and the life cycle
  *   mount_meta.c       paths, keys, versions and attributes of inodes, as every room needs them
+ *   mount_lookup.c     lookups, listings and directories
  *   mount_stage.c      staging: stages, handles, the upload
  *   mount_writeback.c  --upload-delay: records, the write-back thread, recovery at start
  *
@@ -156,6 +157,23 @@ mount_time mount_time_now(void);
 void mount_touch_mtime(mount_inode *in);
 /* Attributes of something created now by the caller of `req`: its mode, the caller's ids, now. */
 void mount_created_attrs(fuse_req_t req, mode_t mode, mount_attrs *a);
+
+/* ---- mount_lookup.c: lookups, listings, directories --------------------------------------- */
+
+/* Makes sure `in`'s metadata is fresh (a HEAD when older than the TTL); a file whose object has
+ * another version now, or is gone, is superseded. 0 or -errno. m->lock held, dropped around the
+ * backend call. */
+int mount_refresh(mount_view *m, mount_inode *in);
+
+void mount_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+void mount_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup);
+void mount_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets);
+void mount_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void mount_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void mount_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
+void mount_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
+void mount_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void mount_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
 
 /* ---- mount_stage.c: staged files and handles ---------------------------------------------- */
 
