@@ -7,6 +7,7 @@
  *   mount.c            the const operations table, INIT, STATFS, and the life cycle
  *   mount_meta.c       paths, keys, versions and attributes of inodes, as every room needs them
  *   mount_lookup.c     lookups, listings and directories
+ *   mount_file.c       open, read, write, close, fsync, setattr
  *   mount_stage.c      staging: stages, handles, the upload
  *   mount_writeback.c  --upload-delay: records, the write-back thread, recovery at start
  *
@@ -174,6 +175,20 @@ void mount_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, st
 void mount_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
 void mount_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void mount_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+
+/* ---- mount_file.c: open files and their attributes ---------------------------------------- */
+
+void mount_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void mount_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                     struct fuse_file_info *fi);
+void mount_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
+void mount_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                    struct fuse_file_info *fi);
+void mount_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void mount_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
+void mount_op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void mount_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                      struct fuse_file_info *fi);
 
 /* ---- mount_stage.c: staged files and handles ---------------------------------------------- */
 
