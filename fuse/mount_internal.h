@@ -10,6 +10,7 @@
  *   mount_file.c       open, read, write, close, fsync, setattr
  *   mount_stage.c      staging: stages, handles, the upload
  *   mount_writeback.c  --upload-delay: records, the write-back thread, recovery at start
+ *   mount_namespace.c  unlink, mkdir, mknod, rmdir, rename, and the calls S3 cannot do
  *
  * Functions shared between rooms carry the module prefix; what one room uses alone stays static
  * in it. Handlers (mount_op_*) reply to the kernel exactly once and speak -errno; helpers return
@@ -239,5 +240,24 @@ void mount_stage_settle(mount_view *m, mount_stage *s);
 void *mount_writeback_main(void *arg);
 /* At mount_new: takes up the records a previous run left in the staging directory. */
 void mount_writeback_recover(mount_view *m);
+
+/* ---- mount_namespace.c: changes to names, and the calls S3 cannot do ---------------------- */
+
+void mount_op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name);
+void mount_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
+void mount_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev);
+void mount_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name);
+void mount_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                     const char *newname, unsigned int flags);
+void mount_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname);
+void mount_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name);
+void mount_op_readlink(fuse_req_t req, fuse_ino_t ino);
+void mount_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                       size_t size, int flags);
+void mount_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
+void mount_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+void mount_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
+void mount_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                        struct fuse_file_info *fi);
 
 #endif
