@@ -37,6 +37,7 @@
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -221,9 +222,32 @@ fail:
     return NULL;
 }
 
+/* The signal mount_stop wakes the loop thread with (join_loop). A real-time signal, which nothing
+ * else in the daemon uses; its handler does nothing: the wakeup is all it is for. */
+#define MOUNT_WAKE_SIGNAL (SIGRTMIN + 4)
+
+static void on_wake_signal(int sig)
+{
+    (void)sig;
+}
+
+/* Installs the wake signal's handler: without one, a real-time signal ends the process. */
+static int install_wake_handler(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_wake_signal;
+    sigemptyset(&sa.sa_mask);
+    return sigaction(MOUNT_WAKE_SIGNAL, &sa, NULL);
+}
+
 static void *loop_main(void *arg)
 {
     mount_view *m = arg;
+    sigset_t wake;
+    sigemptyset(&wake);
+    sigaddset(&wake, MOUNT_WAKE_SIGNAL);
+    pthread_sigmask(SIG_UNBLOCK, &wake, NULL); /* whatever the starting thread blocked */
     struct fuse_loop_config lc = {.clone_fd = 0, .max_idle_threads = 16};
     int rc = fuse_session_loop_mt(m->se, &lc);
     LOG_INFO("mount", "loop_ended", "mountpoint=%s rc=%d", m->mountpoint, rc);
@@ -315,6 +339,9 @@ int mount_start(mount_view *m)
     snprintf(opts, sizeof opts, "fsname=shoal,subtype=shoal,default_permissions,max_read=%u%s%s",
              MOUNT_IO_MAX, m->cfg.allow_other ? ",allow_other" : "",
              m->cfg.read_only ? ",ro" : "");
+    if (install_wake_handler() != 0)
+        return shoal_error_set(SHOAL_ERR_MOUNT, "mount %s: cannot install the handler of signal %d: %s",
+                               m->mountpoint, MOUNT_WAKE_SIGNAL, strerror(errno));
     char *argv[] = {"shoald", "-o", opts, NULL};
     struct fuse_args args = FUSE_ARGS_INIT(3, argv);
     m->se = fuse_session_new(&args, &mount_ops, sizeof mount_ops, m);
@@ -380,6 +407,32 @@ static bool abort_connection(const struct stat *st)
     return true;
 }
 
+/* Waits for the loop thread of a session marked exited whose mount is gone from this namespace.
+ * The loop ends by itself when the kernel ends the connection, which it does when the last mount
+ * of it goes; but a copy of the mount can outlive ours (a mount namespace made while we were
+ * mounted: `unshare -m`, a container's start), and then the device stays silent and the loop
+ * would wait for a request forever. libfuse's loop thread waits for its workers in an
+ * interruptible sem_wait: a signal lets it see the exit flag, cancel the workers blocked in a read
+ * of the device and join them once their handlers in flight (an upload) have returned. The signal
+ * is sent again until the thread has ended, since one that arrives just before the thread starts
+ * waiting wakes nothing. Closing the device afterwards (fuse_session_destroy) ends the connection,
+ * so the copies answer ENOTCONN instead of hanging. */
+static void join_loop(mount_view *m)
+{
+    for (;;) {
+        pthread_kill(m->thread, MOUNT_WAKE_SIGNAL);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100 * 1000 * 1000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        if (pthread_timedjoin_np(m->thread, NULL, &until) == 0)
+            return;
+    }
+}
+
 int mount_stop(mount_view *m)
 {
     struct stat st;
@@ -399,9 +452,10 @@ int mount_stop(mount_view *m)
         joined = over = true;
     if (!over && have_dev)
         over = abort_connection(&st);
-    /* Once the connection is over, only handlers in flight (an upload) keep the loop: wait. */
+    /* Our mount is gone or the connection aborted: only handlers in flight (an upload) may keep
+     * the loop, or a copy of the mount elsewhere (join_loop). */
     if (over && !joined)
-        pthread_join(m->thread, NULL);
+        join_loop(m);
     if (!over) {
         rc = shoal_error_set(SHOAL_ERR_MOUNT, "mount %s: files are still open and the FUSE "
                              "connection cannot be aborted", m->mountpoint);
