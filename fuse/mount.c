@@ -1,41 +1,31 @@
 /*
  * mount: the libfuse3 low-level filesystem over a mount_backend (docs/semantics.md is the
- * user-facing contract; this is how it is kept).
+ * user-facing contract; this is how it is kept). This file holds the const operations table,
+ * INIT and STATFS, and the mount's life cycle: mount_new, mount_start (the session loop on a
+ * thread of its own), mount_stop and mount_delete. The work is done in rooms of one concern each
+ * behind fuse/mount_internal.h, which also says which lock guards which field:
  *
- * Shape. As in libfuse's passthrough_ll, each handler in the const `mount_ops` table decodes its
- * request, does the work and replies exactly once. This file is the FUSE edge: its helpers return
- * 0 or -errno (what the kernel wants) and backend errors arrive as -errno already; only
- * mount_new/start/stop speak the project's shoal_error convention.
+ *   mount_lookup.c     what a name is: LOOKUP, GETATTR, listings and directories
+ *   mount_file.c       what happens to an open file: OPEN to RELEASE, and SETATTR
+ *   mount_stage.c      the bytes of files being written, until the store has them
+ *   mount_writeback.c  --upload-delay: close makes the bytes durable, a thread uploads them later
+ *   mount_namespace.c  unlink, mkdir, rmdir, rename, and the calls S3 has nothing for
+ *   mount_meta.c       keys, versions and attributes of inodes, as every room needs them
  *
- * Locking. One mutex (m->lock) guards the inode table, every inode field, listings, the list of
- * stages and the staging byte count; it is never held across a backend call or a read/write of
- * a staged file, so slow S3 calls of one request never stall the others. Each stage has its own
- * mutex serialising fill, write, truncate, upload and rename of that file. Order: a stage lock
- * may be taken first and m->lock inside it, never the other way round. The kernel does not
- * forget an inode while a request on it is in flight, so handlers keep inode pointers across
- * unlocked sections; a stage is kept alive by its `nopen` count (handles and in-flight users).
+ * Shape. As in libfuse's passthrough_ll, each handler in `mount_ops` decodes its request, does
+ * the work and replies exactly once. This is the FUSE edge: helpers return 0 or -errno (what the
+ * kernel wants) and backend errors arrive as -errno already; only mount_new/start/stop speak the
+ * project's shoal_error convention.
  *
- * Metadata. What a name is comes from the inode while its metadata is fresh, then from the
- * parent's listing, then from the backend (mount_lookup.c).
- *
- * Versions: a file inode stands for one version (ETag) of its object (mount_meta.c).
- *
- * Reads, writes, closes and attributes of open files: mount_file.c.
- *
- * Writes. A file opened for writing is staged until the store has its bytes (mount_stage.c).
- *
- * Names. unlink, mkdir, rmdir and rename, and the calls S3 cannot do: mount_namespace.c.
- *
- * Write-back (upload_delay > 0, opt-in): close makes the staged bytes durable, with a record
- * that lets them survive a crash, and a thread uploads them after the delay (mount_writeback.c).
+ * Stopping. The kernel ends its connection when the last mount of it goes, and the session loop
+ * then returns; a copy of the mount in another mount namespace would keep the connection, so
+ * mount_stop wakes the loop itself (join_loop) and closing the device ends the connection.
  */
 #include "mount_internal.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
-#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -51,9 +41,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "shoal_array.h"
-#include "shoal_assert.h"
-#include "shoal_env.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
 

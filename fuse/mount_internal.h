@@ -15,6 +15,30 @@
  * Functions shared between rooms carry the module prefix; what one room uses alone stays static
  * in it. Handlers (mount_op_*) reply to the kernel exactly once and speak -errno; helpers return
  * 0 or -errno unless said.
+ *
+ * Locks. Two kinds, taken in one order: a stage's lock (s->lock) first, the mount's (m->lock)
+ * inside it, never the other way round. Neither is held across a backend call except s->lock,
+ * which serialises the slow work on one file (fill, upload) and nothing else.
+ *
+ *   m->lock        the inode table and every field of every inode (mount_inodes.h), listings,
+ *                  the lists of stages and handles, m->staged_bytes, the write-back schedule
+ *                  (each stage's nopen, pending, writers, unflushed, tries, due_us; wb_stop and
+ *                  the wb counters) and each handle's `unflushed`
+ *   s->lock        a stage's file and the state of its bytes: filled, dirty, failed,
+ *                  failed_err, recorded, record_stale
+ *   both           s->size and s->reserved change with both held, so either one reads them
+ *   m->once_lock   the logged-once set (once, once_n); taken alone
+ *   none           what mount_new sets and nothing changes after (cfg, paths, backend, TTLs,
+ *                  delay_us, started), no_open (set by INIT before any other request), and the
+ *                  owner's fields (se, thread, running, wb_thread, wb_running), used only by the
+ *                  thread that calls mount_start, mount_stop and mount_delete
+ *
+ * A function that needs a lock held says so and asserts it (SHOAL_ASSERT_LOCKED), one that
+ * takes the lock itself asserts that it is not held where a caller might hold it
+ * (SHOAL_ASSERT_UNLOCKED). A stage's `in` and `fd` are set when it is linked and do not change;
+ * the kernel does not forget an inode while a request on it is in flight, so handlers keep
+ * inode pointers across the unlocked part of their work, and a stage lives while `nopen` counts
+ * a use of it.
  */
 #ifndef SHOAL_MOUNT_INTERNAL_H
 #define SHOAL_MOUNT_INTERNAL_H
@@ -39,16 +63,17 @@
 #define MOUNT_MAX_OBJECT (5ull << 40)  /* S3's largest object: bigger files give EFBIG */
 #define MOUNT_STOP_WAIT_S 2            /* how long mount_stop waits before aborting the link */
 
+/* The bytes of a file being written (mount_stage.c). Each field names its lock (see above). */
 typedef struct mount_stage {
     pthread_mutex_t lock;
-    int fd;
-    uint64_t size;      /* length of the staged file (read by getattr under m->lock) */
-    uint64_t reserved;  /* bytes counted against max_staging_bytes */
-    bool filled;        /* the object's bytes are in (or none were needed) */
-    bool dirty;         /* holds bytes the backend has not acknowledged */
-    bool failed;        /* the last upload failed and nothing was written since */
-    int failed_err;     /* its -errno */
-    unsigned nopen;     /* handles plus in-flight users; under m->lock */
+    int fd;             /* the staged file (fixed) */
+    uint64_t size;      /* length of the staged file (both locks to change, either to read) */
+    uint64_t reserved;  /* bytes counted against max_staging_bytes (both locks to change) */
+    bool filled;        /* the object's bytes are in, or none were needed (s->lock) */
+    bool dirty;         /* holds bytes the backend has not acknowledged (s->lock) */
+    bool failed;        /* the last upload failed and nothing was written since (s->lock) */
+    int failed_err;     /* its -errno (s->lock) */
+    unsigned nopen;     /* handles plus in-flight users (m->lock) */
     /* Write-back (--upload-delay > 0). The staged file keeps a name (`file`) so a record beside
      * it (<file>.key: the key it goes to) can make a closed file survive a crash. */
     char *file;         /* the staged file's path; NULL: unnamed (upload_delay 0) */
@@ -60,55 +85,58 @@ typedef struct mount_stage {
                            change: each will publish the stage at its close (m->lock) */
     unsigned tries;     /* delayed uploads that failed in a row (m->lock) */
     uint64_t due_us;    /* when the delayed upload may start, monotonic (m->lock) */
-    mount_inode *in;
-    struct mount_stage *next, *prev;
+    mount_inode *in;    /* the file it stages (fixed; the inode's fields: m->lock) */
+    struct mount_stage *next, *prev; /* m->stages (m->lock) */
 } mount_stage;
 
 /* An open file or directory. Live handles are listed in the mount: the kernel drops RELEASE
  * requests still queued when the mount goes away, so mount_delete frees what is left. */
 typedef struct mount_handle {
-    mount_stage *stage;     /* files being written, or read while staged */
-    mount_listing *listing; /* directories */
+    mount_stage *stage;     /* files being written, or read while staged (fixed) */
+    mount_listing *listing; /* directories (set by OPENDIR, its own thread until RELEASEDIR) */
     int flags;
     bool writer;            /* counted in stage->writers: created here, or opened to write; its
                                FLUSH uploads (or, with a delay, persists) what it changed */
     bool unflushed;         /* a writer changed the stage since its last FLUSH (m->lock) */
     bool flushed;           /* a FLUSH came: open(2) succeeded */
-    char *key;              /* files read from the store: key and the version opened */
+    char *key;              /* files read from the store: key and the version opened (fixed) */
     char etag[MOUNT_ETAG_MAX];
-    struct mount_handle *next, *prev;
+    struct mount_handle *next, *prev; /* m->handles (m->lock) */
 } mount_handle;
 
+/* The mount. Fields are grouped by the lock that guards them (see above). */
 struct mount_view {
+    /* Set by mount_new, never changed: no lock. */
     mount_config cfg;
     char *mountpoint, *staging_dir, *prefix;
     const mount_backend *be;
     void *ctx;
     uint64_t ttl_us, neg_ttl_us;
-    int64_t started; /* wall seconds: the mtime of directories */
-    bool no_open;    /* opens cost no request: the kernel opens files itself (op_init) */
+    int64_t started;   /* wall seconds: the mtime of directories */
+    uint64_t delay_us; /* --upload-delay; 0: every close uploads */
+    bool no_open;      /* opens cost no request: the kernel opens files itself (set by INIT) */
 
-    pthread_mutex_t lock;
+    pthread_mutex_t lock; /* m->lock: everything down to `wb` */
     mount_inodes *inodes;
     mount_stage *stages;
     mount_handle *handles;
     uint64_t staged_bytes;
-
-    /* The write-back thread (mount_writeback_main): uploads pending stages when due. Under
-     * m->lock. */
-    uint64_t delay_us;
+    /* The write-back thread (mount_writeback_main) waits on wb_cond under m->lock for the next
+     * due upload, a writer's close (stage->writers back to 0) or wb_stop. */
     pthread_cond_t wb_cond;
-    pthread_t wb_thread;
-    bool wb_running, wb_stop;
+    bool wb_stop;
     mount_writeback_stats wb;
 
-    pthread_mutex_t once_lock;
-    char **once;     /* open-addressed set of keys already logged */
+    pthread_mutex_t once_lock; /* alone: the set of keys already logged */
+    char **once;               /* open-addressed */
     size_t once_n;
 
+    /* The owner's: only the thread calling mount_start, mount_stop and mount_delete. */
     struct fuse_session *se;
-    pthread_t thread;
+    pthread_t thread; /* the session loop */
     bool running;
+    pthread_t wb_thread;
+    bool wb_running;
 };
 
 /* Monotonic microseconds: the clock of every TTL and deadline of the mount. */

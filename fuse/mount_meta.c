@@ -115,6 +115,7 @@ static struct timespec to_timespec(mount_time t)
  * S3's LastModified as the mtime of a file that carries none). */
 void mount_fill_attr(const mount_view *m, const mount_inode *in, struct stat *st)
 {
+    SHOAL_ASSERT_LOCKED((pthread_mutex_t *)&m->lock); /* the mutex only: m is const */
     const mount_attrs *a = &in->info.attrs; /* set is 0 when unknown */
     memset(st, 0, sizeof *st);
     st->st_ino = in->ino;

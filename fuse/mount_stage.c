@@ -97,6 +97,7 @@ void mount_stage_free(mount_stage *s)
 /* Drops one use of `s`; the last one frees it and releases its staging bytes. */
 void mount_stage_put(mount_view *m, mount_stage *s)
 {
+    SHOAL_ASSERT_UNLOCKED(&m->lock);
     pthread_mutex_lock(&m->lock);
     bool last = --s->nopen == 0;
     if (last) {
@@ -151,6 +152,7 @@ void mount_handle_changed(mount_handle *h)
 /* Ends a handle: unlists it, drops its listing and its use of the stage, frees it. */
 void mount_handle_end(mount_view *m, mount_handle *h)
 {
+    SHOAL_ASSERT_UNLOCKED(&m->lock);
     pthread_mutex_lock(&m->lock);
     if (h->prev)
         h->prev->next = h->next;
@@ -267,6 +269,8 @@ out:
  * one stays pending. */
 int mount_stage_upload(mount_view *m, mount_stage *s)
 {
+    SHOAL_ASSERT_UNLOCKED(&s->lock);
+    SHOAL_ASSERT_UNLOCKED(&m->lock);
     int rc = 0;
     char *key = NULL;
     pthread_mutex_lock(&s->lock);
@@ -332,6 +336,7 @@ out:
  * drops it), which holds back a pending delayed upload. 0 or -errno. */
 int mount_stage_open(mount_view *m, mount_inode *in, bool trunc, mount_stage **out)
 {
+    SHOAL_ASSERT_UNLOCKED(&m->lock);
     int rc = 0;
     mount_stage *s;
     char *key = NULL;
