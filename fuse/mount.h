@@ -139,12 +139,17 @@ mount_view *mount_new(const mount_config *cfg, const mount_backend *backend, voi
 
 /* Cleans a stale mount left at the mount point (mount_cleanup_stale), mounts, and starts the
  * multi-threaded session loop on a thread of its own. -1 with SHOAL_ERR_MOUNT when mounting
- * fails (the message says why: no /dev/fuse, not permitted, mount point busy...). */
+ * fails (the message says why: no /dev/fuse, not permitted, mount point busy...).
+ * Process-wide: installs a handler (one that does nothing) for the real-time signal SIGRTMIN + 4,
+ * which mount_stop sends to the loop thread to wake it; the program must leave that signal to
+ * the mount. */
 int mount_start(mount_view *m);
 
 /* Unmounts (lazily if files are still open) and waits for the loop to end. When open files
  * keep the connection alive for 2 s, aborts it (those files then fail with ENOTCONN) and waits
- * for the handlers in flight, uploads included, to finish. Idempotent; 0, or -1 with
+ * for the handlers in flight, uploads included, to finish. A copy of the mount in another mount
+ * namespace does not keep the loop: the connection ends, and the copy answers ENOTCONN.
+ * Idempotent; 0, or -1 with
  * SHOAL_ERR_MOUNT when the loop did not end and the connection could not be aborted. */
 int mount_stop(mount_view *m);
 

@@ -21,11 +21,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/time.h>
@@ -1181,6 +1183,63 @@ TT_TEST(test_mount_stop_with_a_file_still_open_ends_the_mount)
     posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     TT_CHECK(pread(fd, &c, 1, 0) < 0, "a read through the ended mount succeeded");
     close(fd);
+    fx_done(&f);
+}
+
+/* A copy of the mount in another mount namespace (one that `unshare -m`, a container's start or a
+ * sandboxed tool made while the mount was up) keeps the kernel's connection alive after our
+ * unmount: the device stays silent, and stop waited for the loop thread forever. Stop ends the
+ * connection itself: it returns, and the copy answers ENOTCONN. */
+TT_TEST(test_mount_stop_ends_the_connection_that_a_copy_in_another_mount_namespace_keeps)
+{
+    fixture f;
+    fx_up(&f);
+    int ready[2], go[2];
+    TT_CHECK(pipe(ready) == 0 && pipe(go) == 0, "pipe: %s", strerror(errno));
+    pid_t pid = fork();
+    TT_CHECK(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) { /* holds the copy until told to look at it again */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        /* Only the copy may keep the connection: not the FUSE device inherited by fork. */
+        for (int fd = 3; fd < 1024; fd++)
+            if (fd != ready[1] && fd != go[0])
+                close(fd);
+        struct statfs sf;
+        char state = 'y';
+        if (unshare(CLONE_NEWNS) != 0)
+            state = 'n';
+        else if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) /* as unshare(1) does */
+            state = 'p';
+        else if (statfs(f.mnt, &sf) != 0 || sf.f_type != FUSE_SUPER_MAGIC)
+            state = 'c';
+        char c;
+        if (write(ready[1], &state, 1) != 1 || read(go[0], &c, 1) != 1)
+            _exit(1);
+        int err = statfs(f.mnt, &sf) == 0 ? 0 : errno;
+        _exit(write(ready[1], &err, sizeof err) == sizeof err ? 0 : 1);
+    }
+    fx_live_child = pid;
+    close(ready[1]);
+    close(go[0]);
+    char state = 0;
+    TT_CHECK(read(ready[0], &state, 1) == 1, "the child said nothing");
+    if (state == 'n')
+        TT_SKIP("creating a mount namespace is not permitted here");
+    TT_CHECK(state == 'y', "the child's namespace: %s",
+             state == 'p' ? "cannot make its mounts private" : "holds no copy of the mount");
+    tt_note("stopping while a copy of the mount lives in another mount namespace");
+    TT_CHECK(mount_stop(f.m) == 0, "stop: %s", shoal_error_message());
+    struct statfs sf;
+    TT_CHECK(statfs(f.mnt, &sf) == 0 && sf.f_type != FUSE_SUPER_MAGIC, "still mounted here");
+    int err = -1;
+    TT_CHECK(write(go[1], "g", 1) == 1 && read(ready[0], &err, sizeof err) == sizeof err,
+             "the child did not answer");
+    TT_CHECK(err == ENOTCONN, "the copy answers statfs with %s, want ENOTCONN",
+             err ? strerror(err) : "success");
+    waitpid(pid, NULL, 0);
+    fx_live_child = 0;
+    close(ready[0]);
+    close(go[1]);
     fx_done(&f);
 }
 
