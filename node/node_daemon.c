@@ -112,6 +112,7 @@ static void daemon_sample(node_daemon *d)
     node_stats_set(&st->s3_delete_requests, s3.delete_requests);
     node_stats_set(&st->s3_errors, s3.failures);
     node_stats_set(&st->s3_retries, s3.retries);
+    node_stats_set(&st->s3_stall_retries, s3.stall_retries);
     node_stats_set(&st->s3_bytes_in, s3.bytes_in);
     node_stats_set(&st->s3_bytes_out, s3.bytes_out);
 
@@ -864,6 +865,7 @@ node_daemon *node_daemon_new(const node_config *cfg)
     sc.region = cfg->region;
     sc.path_style = cfg->path_style;
     sc.creds = d->creds;
+    sc.stall_timeout_ms = cfg->s3_stall_timeout * 1000u;
     d->s3 = s3_client_new(&sc);
     if (d->s3 == NULL)
         goto fail;
