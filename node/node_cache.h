@@ -70,7 +70,8 @@ typedef struct node_cache_config {
     node_stats *stats;          /* borrowed: reads.* counters are added here */
     uint64_t block_size;        /* cluster-wide block size in bytes */
     unsigned replicas;          /* owners per block (--replicas) */
-    uint32_t peer_timeout_ms;   /* one peer GET; 0 means 2000 */
+    uint32_t peer_timeout_ms;   /* an owner silent or idle on a request this long is given up; 0 means 2000 */
+    uint32_t peer_max_wait_ms;  /* the longest wait for an owner that keeps reporting work; 0 means 60000 */
     uint32_t metadata_ttl_s;    /* --metadata-ttl */
     uint32_t negative_ttl_s;    /* --negative-ttl */
     unsigned serve_threads;     /* workers answering peer GETs; 0 means 8 */
@@ -184,6 +185,12 @@ void node_cache_on_list(void *ud, node_peer_incoming *in);
 /* The peer transport's GET handler (node_peer_handlers.on_get_block; ud is the node_cache).
  * Hands the request to a worker; answers BUSY at once when the workers' queue is full. */
 void node_cache_on_get_block(void *ud, node_peer_incoming *in);
+
+/* The peer transport's work handler (node_peer_handlers.on_work; ud is the node_cache), called on
+ * its I/O thread for a PING that names a work item: WORKING while a peer request for it (a GET of
+ * that block, or the LIST or HEAD whose id it is) is queued or being served here, or a fetch of
+ * that block is in flight; IDLE otherwise. Takes two short mutexes, never blocks on I/O. */
+node_peer_work node_cache_on_work(void *ud, const uint8_t *id);
 
 /* The peer transport's PUT handler (node_peer_handlers.on_put_block; ud is the node_cache). A worker
  * checks the block (its id against its coordinates, its length, the payload's XXH3-64 against the

@@ -20,7 +20,7 @@
 
 #define CACHE_PEER_TIMEOUT_MS 2000
 #define CACHE_RESEND_PAUSE_MS 20
-#define CACHE_PEER_MAX_WAIT_MS 60000 /* longest wait for an owner that keeps answering PING */
+#define CACHE_PEER_MAX_WAIT_MS 60000 /* longest wait for an owner that keeps reporting work (peer_get) */
 #define CACHE_SERVE_THREADS 8
 #define CACHE_READAHEAD_THREADS 4
 #define CACHE_READAHEAD_BLOCKS 4
@@ -36,6 +36,7 @@
 #define CACHE_LIST_BYTES (64u << 20) /* and their bytes (a page of 1000 long keys is about 1 MiB) */
 #define CACHE_STREAM_STEP (64u << 10) /* a streaming block wakes its readers every this many bytes */
 #define CACHE_STREAM_START_MS 20      /* how long a streaming reader waits for its fetch to begin */
+#define CACHE_WORK_SLOTS 4096         /* work ids counted for PINGs; > 3 x (queue + workers) */
 
 /* ---- block buffers (node_cache.c) --------------------------------------------------------------- */
 
@@ -126,6 +127,13 @@ typedef struct seq_slot {
     uint64_t last_index;
 } seq_slot;
 
+/* Peer requests for one work id (a block id, or a listing's or object's, see cache_work_id)
+ * queued in the serve pool or being served; count 0 is a free slot. */
+typedef struct work_slot {
+    uint8_t id[NODE_PEER_BLOCK_ID_LEN];
+    unsigned count;
+} work_slot;
+
 struct node_cache {
     node_cache_config cfg;
     node_cache_deps deps; /* a copy of cfg.deps (all NULL without one): see cache_s3_get ... */
@@ -151,6 +159,9 @@ struct node_cache {
 
     pool serve;
     pool readahead;
+
+    pthread_mutex_t work_mu; /* guards work (taken on the transport's I/O thread: held briefly) */
+    work_slot work[CACHE_WORK_SLOTS];
 };
 
 /* Why a block is wanted: it decides what happens on a miss. */
@@ -205,6 +216,15 @@ void cache_penalize(node_cache *c, const char *id);
 /* Sends `req` to a peer and waits while it is alive; the outcome's code (SHOAL_OK when a reply
  * came, whatever its status). *r may be set even on failure; the caller deletes it. */
 shoal_err cache_peer_request(node_cache *c, int link, const node_peer_msg *req, node_peer_response **r);
+
+/* ---- work in progress, for PINGs (node_cache_serve.c) ------------------------------------------ */
+
+/* The id a PING names to ask about request `req` (GET, LIST or HEAD): the block id of a GET, a hash
+ * of what a LIST or HEAD asks otherwise, so asker and owner derive it alike. */
+void cache_work_id(const node_peer_msg *req, uint8_t out[NODE_PEER_BLOCK_ID_LEN]);
+/* Counts a peer request for `id` from when it is queued until it is answered. */
+void cache_work_begin(node_cache *c, const uint8_t id[NODE_PEER_BLOCK_ID_LEN]);
+void cache_work_end(node_cache *c, const uint8_t id[NODE_PEER_BLOCK_ID_LEN]);
 
 /* ---- metadata and listings (node_cache_meta.c) ------------------------------------------------ */
 

@@ -785,8 +785,16 @@ static void peer_on_put(void *ud, node_peer_incoming *in)
         node_cache_on_put_block(cache, in);
 }
 
+/* The transport's work handler (a PING that names a request): IDLE until the read path exists. */
+static node_peer_work peer_on_work(void *ud, const uint8_t *id)
+{
+    node_daemon *d = ud;
+    node_cache *cache = atomic_load(&d->cache);
+    return cache ? node_cache_on_work(cache, id) : NODE_PEER_IDLE;
+}
+
 static const node_peer_handlers PEER_HANDLERS = {
-    .on_get_block = peer_on_get, .on_put_block = peer_on_put, .on_list = peer_on_list};
+    .on_get_block = peer_on_get, .on_put_block = peer_on_put, .on_list = peer_on_list, .on_work = peer_on_work};
 
 /* ---- lifecycle ---------------------------------------------------------------------------------- */
 

@@ -13,3 +13,12 @@ shoal_test(test_daemon_store SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_daemon_store
            LABELS node daemon store TIMEOUT 240)
 target_compile_definitions(test_daemon_store PRIVATE SHOALD_PATH="$<TARGET_FILE:shoald>" SHOAL_CLI_PATH="$<TARGET_FILE:shoal>")
 add_dependencies(test_daemon_store shoald shoal)
+
+# Slow owners and stalled S3 answers (the fault proxy between a daemon and the server).
+shoal_test(test_daemon_progress SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_daemon_progress.c
+           ${CMAKE_CURRENT_LIST_DIR}/test_daemon_harness.c
+           LIBS shoal_node_config shoal_node_peer shoal_dht shoal_s3 Threads::Threads
+           LABELS node daemon TIMEOUT 120)
+target_compile_definitions(test_daemon_progress PRIVATE SHOALD_PATH="$<TARGET_FILE:shoald>"
+                           SHOAL_CLI_PATH="$<TARGET_FILE:shoal>")
+add_dependencies(test_daemon_progress shoald shoal)
