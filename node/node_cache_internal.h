@@ -112,7 +112,12 @@ typedef struct meta_entry {
     char *bucket;
     char *key;
     uint64_t expires_us;
+    uint64_t fetched_us; /* when the answer was S3's (an owner's answer is as old as it says) */
     bool negative;
+    bool pending;        /* a fetch is in progress (single flight; others wait on meta_cv) */
+    bool pending_local;  /* ... and it is a local caller's, which may be asking another node */
+    bool refresh;        /* forgotten: the next fetch asks for an answer of age 0 */
+    unsigned refs;       /* threads waiting on the fetch in progress */
     s3_object_info info;
 } meta_entry;
 
@@ -144,6 +149,7 @@ struct node_cache {
     flight *flights[CACHE_FLIGHT_BUCKETS];
 
     pthread_mutex_t meta_mu;
+    pthread_cond_t meta_cv; /* a metadata fetch ended */
     meta_entry *meta[CACHE_META_BUCKETS];
     size_t meta_count;
 
@@ -228,9 +234,19 @@ void cache_work_end(node_cache *c, const uint8_t id[NODE_PEER_BLOCK_ID_LEN]);
 
 /* ---- metadata and listings (node_cache_meta.c) ------------------------------------------------ */
 
-/* The page's payload form appended to out: from the table while fresh, else fetched once (serve:
- * as the listing's owner, never asking another node). */
-int cache_list_page_bytes(node_cache *c, const s3_list_args *a, bool serve, shoal_buf *out);
+/* An object's metadata for a peer that takes this node for its metadata owner (serve: S3 is asked
+ * when the table holds nothing at most max_age_ms old, never another node), with its age in ms.
+ * 0, or -1 with the S3 error (SHOAL_ERR_S3_NO_SUCH_KEY for a missing object). */
+/* An object's metadata in the HEAD_REPLY payload's form (strings borrowed from `in`). */
+void cache_info_to_peer(const s3_object_info *in, node_peer_object_info *out);
+int cache_head_serve(node_cache *c, const char *bucket, const char *key, uint64_t max_age_ms,
+                     s3_object_info *out, uint64_t *age_ms);
+
+/* The page's payload form appended to out, and its age (since S3 listed it) in *age_us: from the
+ * table while fresh and at most max_age_us old, else fetched once (serve: as the listing's owner,
+ * never asking another node). */
+int cache_list_page_bytes(node_cache *c, const s3_list_args *a, bool serve, uint64_t max_age_us, shoal_buf *out,
+                          uint64_t *age_us);
 /* Frees the metadata and listing tables (node_cache_delete). */
 void cache_meta_destroy(node_cache *c);
 

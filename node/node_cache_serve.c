@@ -131,10 +131,15 @@ static void list_serve_run(node_cache *c, void *arg)
         s3_list_args a = {.bucket = bucket, .prefix = prefix, .delimiter = delim[0] ? delim : NULL,
                           .continuation_token = token[0] ? token : NULL, .start_after = after[0] ? after : NULL,
                           .max_keys = (unsigned)m->list.max_keys};
-        if (cache_list_page_bytes(c, &a, true, &page) == 0)
+        uint64_t age_us = 0;
+        uint64_t max_age_us = m->has_max_age ? m->max_age_ms * 1000u : UINT64_MAX;
+        if (cache_list_page_bytes(c, &a, true, max_age_us, &page, &age_us) == 0) {
             rep.status = NODE_PEER_OK;
-        else
+            rep.has_age = true;
+            rep.age_ms = age_us / 1000u;
+        } else {
             rep.status = status_of(shoal_error_code());
+        }
     }
     size_t len = 0;
     uint8_t *data = rep.status == NODE_PEER_OK ? shoal_buf_steal(&page, &len) : NULL;
@@ -292,6 +297,55 @@ static int serve_counted(node_cache *c, pool_fn run, pool_drop_fn drop, node_pee
         return -1;
     }
     return 0;
+}
+
+/* A HEAD from a peer that takes this node for the object's metadata owner: answered from the
+ * table when what it holds is young enough for the asker ("ma"), else from one S3 HEAD shared with
+ * local callers; never passed on. The reply says how old the answer is ("ag"). */
+static void head_serve_run(node_cache *c, void *arg)
+{
+    node_peer_incoming *in = arg;
+    const node_peer_msg *m = node_peer_incoming_msg(in);
+    char bucket[NODE_PEER_MAX_BUCKET + 1], key[NODE_PEER_MAX_KEY + 1];
+    node_peer_msg rep = {.type = NODE_PEER_HEAD_REPLY, .status = NODE_PEER_ERROR};
+    shoal_buf payload = {0};
+    if (copy_cursor(bucket, sizeof bucket, m->head.bucket) && copy_cursor(key, sizeof key, m->head.key)) {
+        uint64_t max_age_ms = m->has_max_age ? m->max_age_ms : (uint64_t)c->cfg.metadata_ttl_s * 1000u;
+        s3_object_info info;
+        node_peer_object_info pi;
+        uint64_t age_ms = 0;
+        if (cache_head_serve(c, bucket, key, max_age_ms, &info, &age_ms) != 0) {
+            rep.status = status_of(shoal_error_code());
+        } else {
+            cache_info_to_peer(&info, &pi);
+            if (node_peer_head_encode(&pi, &payload) == 0) {
+                rep.status = NODE_PEER_OK;
+                rep.has_age = true;
+                rep.age_ms = age_ms;
+            }
+        }
+    }
+    size_t len = 0;
+    uint8_t *data = rep.status == NODE_PEER_OK ? shoal_buf_steal(&payload, &len) : NULL;
+    node_peer_payload out = {data, data ? len : 0, data ? cache_payload_free_heap : NULL, NULL};
+    if (node_peer_reply(in, &rep, out) != 0 && shoal_error_code() != SHOAL_ERR_CLOSED)
+        LOG_WARN("cache", "reply_failed", "error=%s", shoal_error_name(shoal_error_code()));
+    shoal_buf_destroy(&payload);
+}
+
+static void head_serve_drop(void *arg)
+{
+    node_peer_msg rep = {.type = NODE_PEER_HEAD_REPLY, .status = NODE_PEER_ERROR};
+    node_peer_reply(arg, &rep, (node_peer_payload){0});
+}
+
+void node_cache_on_head(void *ud, node_peer_incoming *in)
+{
+    node_cache *c = ud;
+    if (serve_counted(c, head_serve_run, head_serve_drop, in) != 0) {
+        node_peer_msg rep = {.type = NODE_PEER_HEAD_REPLY, .status = NODE_PEER_BUSY};
+        node_peer_reply(in, &rep, (node_peer_payload){0});
+    }
 }
 
 void node_cache_on_list(void *ud, node_peer_incoming *in)

@@ -777,6 +777,14 @@ static void peer_on_list(void *ud, node_peer_incoming *in)
         node_cache_on_list(cache, in);
 }
 
+/* The transport's HEAD handler: an object's metadata, from this node as its metadata owner. */
+static void peer_on_head(void *ud, node_peer_incoming *in)
+{
+    node_cache *cache = peer_cache(ud, in, NODE_PEER_HEAD_REPLY);
+    if (cache)
+        node_cache_on_head(cache, in);
+}
+
 /* The transport's PUT handler: a block written through another node's mount, sent to its owner. */
 static void peer_on_put(void *ud, node_peer_incoming *in)
 {
@@ -794,7 +802,8 @@ static node_peer_work peer_on_work(void *ud, const uint8_t *id)
 }
 
 static const node_peer_handlers PEER_HANDLERS = {
-    .on_get_block = peer_on_get, .on_put_block = peer_on_put, .on_list = peer_on_list, .on_work = peer_on_work};
+    .on_get_block = peer_on_get, .on_put_block = peer_on_put, .on_list = peer_on_list, .on_head = peer_on_head,
+    .on_work = peer_on_work};
 
 /* ---- lifecycle ---------------------------------------------------------------------------------- */
 

@@ -196,6 +196,7 @@ static void on_get(void *ud, node_peer_incoming *in)
 }
 static void on_put(void *ud, node_peer_incoming *in) { node_cache_on_put_block(((tnode *)ud)->cache, in); }
 static void on_list(void *ud, node_peer_incoming *in) { node_cache_on_list(((tnode *)ud)->cache, in); }
+static void on_head(void *ud, node_peer_incoming *in) { node_cache_on_head(((tnode *)ud)->cache, in); }
 static node_peer_work on_work(void *ud, const uint8_t *id)
 {
     tnode *n = ud;
@@ -204,7 +205,7 @@ static node_peer_work on_work(void *ud, const uint8_t *id)
     return w;
 }
 static const node_peer_handlers HANDLERS = {
-    .on_get_block = on_get, .on_put_block = on_put, .on_list = on_list, .on_work = on_work};
+    .on_get_block = on_get, .on_put_block = on_put, .on_list = on_list, .on_head = on_head, .on_work = on_work};
 
 static int f_owners(void *ctx, dht_id did, int max, node_cache_owner *out, uint64_t *version)
 {
@@ -640,6 +641,48 @@ TT_TEST(test_node_cache_head_is_cached_for_the_ttl_and_forgotten_on_demand)
     TT_CHECK(atomic_load(&s3.heads) == 3, "a miss was asked twice within the negative TTL");
     tnode_stop(&a);
     fake_s3_fini(&s3);
+}
+
+/* Metadata has one owner per object: a node that does not own it asks the owner, which HEADs S3
+ * once and answers every node from its table (with the answer's age); the asker keeps the answer
+ * too. A forget makes the next ask demand an answer of age 0, so the owner asks S3 again; a missing
+ * object comes back as a miss and is remembered as one. */
+TT_TEST(test_node_cache_head_goes_to_the_objects_metadata_owner_once_for_every_node)
+{
+    fake_s3 s3a, s3b;
+    fake_s3_init(&s3a, "data/h.bin", "\"e1\"", 3 * BS + 5, 9);
+    fake_s3_init(&s3b, "data/h.bin", "\"e1\"", 3 * BS + 5, 9);
+    tnode a, b;
+    tnode_start(&a, 0, &s3a, 2000, 60);
+    tnode_start(&b, 1, &s3b, 2000, 60);
+    int ab = tnode_link(&a, &b, 1);
+    set_owner(&a, 0, "b", ab, false);
+    set_owner(&b, 0, "b", -1, true);
+    s3_object_info info;
+    for (int i = 0; i < 3; i++) {
+        memset(&info, 0, sizeof info);
+        TT_OK(node_cache_head(a.cache, BUCKET, "data/h.bin", &info));
+        TT_CHECK(info.size == 3 * BS + 5 && strcmp(info.etag, "\"e1\"") == 0, "ask %d: size %llu ETag %s", i,
+                 (unsigned long long)info.size, info.etag);
+    }
+    TT_OK(node_cache_head(b.cache, BUCKET, "data/h.bin", &info));
+    TT_CHECK(atomic_load(&s3a.heads) == 0 && atomic_load(&s3b.heads) == 1,
+             "HEADs: asker %d, owner %d; want 0 and 1", atomic_load(&s3a.heads), atomic_load(&s3b.heads));
+    node_cache_forget(a.cache, BUCKET, "data/h.bin");
+    TT_OK(node_cache_head(a.cache, BUCKET, "data/h.bin", &info));
+    TT_CHECK(atomic_load(&s3a.heads) == 0 && atomic_load(&s3b.heads) == 2,
+             "after a forget: HEADs asker %d, owner %d; want 0 and 2", atomic_load(&s3a.heads),
+             atomic_load(&s3b.heads));
+    for (int i = 0; i < 2; i++)
+        TT_CHECK(node_cache_head(a.cache, BUCKET, "data/none", &info) == -1 &&
+                     shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY,
+                 "a missing key: %s", shoal_error_name(shoal_error_code()));
+    TT_CHECK(atomic_load(&s3a.heads) == 0 && atomic_load(&s3b.heads) == 3,
+             "a miss: HEADs asker %d, owner %d; want 0 and 3", atomic_load(&s3a.heads), atomic_load(&s3b.heads));
+    tnode_stop(&a);
+    tnode_stop(&b);
+    fake_s3_fini(&s3a);
+    fake_s3_fini(&s3b);
 }
 
 /* A listing page is fetched once per metadata TTL however often it is asked; with a TTL of 0 every
