@@ -41,7 +41,8 @@ TT_TEST(test_daemon_readers_wait_for_a_slow_owner_instead_of_fetching_themselves
     td_put(c, "slow/big.bin", size, 31);
     tt_proxy px;
     tt_proxy_start(&px, c->s3.port, NULL, NULL);
-    const char *owner_flags[] = {"--peer-timeout", "2000", NULL};
+    /* The holds are silence to the owner's S3 client: its stall limit must outlast them. */
+    const char *owner_flags[] = {"--peer-timeout", "2000", "--s3-stall-timeout", "60", NULL};
     const char *reader_flags[] = {"--peer-timeout", "2000", "--no-serve", NULL};
     c->endpoint = px.endpoint;
     td_node_start(c, 0, owner_flags);
