@@ -40,7 +40,9 @@ static void *read_all_main(void *arg)
 /* Five nodes each `shoal get` every object of a 300-object dataset: the server sees at most 1.02
  * HEADs per object (one per object from its metadata owner; without owners it was one per object
  * per node, five times as many), and all its requests stay within 1.02 x (unique blocks + objects).
- * A generous --peer-timeout keeps a busy machine from sending a reader to S3 around a slow owner. */
+ * A generous --peer-timeout keeps a busy machine from sending a reader to S3 around a slow owner,
+ * and a TTL of an hour keeps it from stretching the reads past the metadata's expiry (each expiry
+ * is one more HEAD per object, rightly). */
 TT_TEST(test_daemon_five_nodes_send_one_head_per_object_for_the_cluster)
 {
     td_cluster *c = td_cluster_new(MD_NODES, "1M");
@@ -51,7 +53,7 @@ TT_TEST(test_daemon_five_nodes_send_one_head_per_object_for_the_cluster)
         td_put(c, key, md_size(k), (uint32_t)k);
         blocks += (long)((md_size(k) + MIB - 1) / MIB);
     }
-    const char *flags[] = {"--peer-timeout", "10000", NULL};
+    const char *flags[] = {"--peer-timeout", "10000", "--metadata-ttl", "3600", NULL};
     for (int i = 0; i < MD_NODES; i++)
         td_node_start(c, i, flags);
     td_wait_cluster(c, 20000);
