@@ -188,6 +188,7 @@ typedef struct peer_wait {
     bool ping_out;     /* a PING is in flight (one at a time) */
     uint64_t ping_us;  /* when it was sent */
     uint64_t heard_us; /* the latest moment the owner was known to be working on the request */
+    bool asked;        /* a PING sent since heard_us came back without WORKING (IDLE, error, no PONG) */
 } peer_wait;
 
 /* Drops a reference; w->mu held on entry, released here. */
@@ -223,8 +224,13 @@ static void peer_wait_pong(void *ud, node_peer_response *r)
     peer_wait *w = ud;
     const node_peer_msg *m = node_peer_response_result(r) == SHOAL_OK ? node_peer_response_msg(r) : NULL;
     pthread_mutex_lock(&w->mu);
-    if (m != NULL && (!m->has_work || m->work == NODE_PEER_WORKING) && w->ping_us > w->heard_us)
+    bool working = m != NULL && (!m->has_work || m->work == NODE_PEER_WORKING);
+    if (working && w->ping_us > w->heard_us) {
         w->heard_us = w->ping_us;
+        w->asked = false;
+    } else if (!working && w->ping_us > w->heard_us) {
+        w->asked = true;
+    }
     w->ping_out = false;
     pthread_cond_signal(&w->cv);
     node_peer_response_delete(r);
@@ -285,8 +291,11 @@ static int peer_get(node_cache *c, int link, const node_peer_msg *req, node_peer
     pthread_mutex_lock(&w->mu);
     while (!w->done) {
         uint64_t now = shoal_clock_mono_us();
+        /* No progress for a timeout ends the wait only once the owner was asked since and did
+         * not say WORKING: a reader that was itself descheduled past the deadline (a loaded
+         * machine) asks before it blames the owner. */
         uint64_t give_up = w->heard_us + timeout_us < bound ? w->heard_us + timeout_us : bound;
-        if (now >= give_up) {
+        if (now >= bound || (now >= give_up && w->asked)) {
             rc = shoal_error_set(SHOAL_ERR_TIMEOUT, "peer %s: no progress for %llu ms (%llu ms in all)",
                                  node_peer_type_name(req->type), (unsigned long long)((now - w->heard_us) / 1000),
                                  (unsigned long long)((now - start) / 1000));
@@ -302,14 +311,20 @@ static int peer_get(node_cache *c, int link, const node_peer_msg *req, node_peer
             int sent = node_peer_submit(c->cfg.peer, link, &ping, (node_peer_payload){0},
                                         (uint32_t)(timeout_us / 1000), peer_wait_pong, w);
             pthread_mutex_lock(&w->mu);
-            if (sent != 0) { /* no room on the link, or it closed: the next quarter tries again */
+            if (sent != 0) { /* no room on the link, or it closed: as good as no answer */
                 w->ping_out = false;
+                w->asked = true;
                 w->refs--;
             }
             continue;
         }
         struct timespec until;
-        deadline_to_timespec(w->ping_out || next_ping > give_up ? give_up : next_ping, &until);
+        /* A PING out comes back (a PONG, or its own limit) and signals; otherwise the next PING or
+         * the deadline, whichever is first. */
+        uint64_t wake = w->ping_out ? bound : next_ping;
+        if (!w->ping_out && give_up > now && give_up < wake)
+            wake = give_up;
+        deadline_to_timespec(wake, &until);
         pthread_cond_timedwait(&w->cv, &w->mu, &until);
     }
     if (w->done) {

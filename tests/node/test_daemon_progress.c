@@ -102,7 +102,8 @@ TT_TEST(test_daemon_stalled_s3_answer_is_sent_again_and_the_read_ends_within_the
     tt_note("healthy read %llu ms, read with a stalled answer %llu ms (stall limit 1000 ms, budget %llu ms)",
             (unsigned long long)healthy_ms, (unsigned long long)stalled_ms, (unsigned long long)budget_ms);
     TT_CHECK(tt_proxy_stat(&px, "faults") == 1, "the proxy stalled %ld answers, want 1", tt_proxy_stat(&px, "faults"));
-    TT_CHECK(td_stat(c, 0, "s3.stall_retries") == 1, "s3.stall_retries is %llu, want 1",
+    /* At least the injected stall: a loaded machine may add silences of its own to the count. */
+    TT_CHECK(td_stat(c, 0, "s3.stall_retries") >= 1, "s3.stall_retries is %llu, want at least 1",
              (unsigned long long)td_stat(c, 0, "s3.stall_retries"));
     TT_CHECK(stalled_ms >= 1000 && stalled_ms <= budget_ms, "the read took %llu ms, want 1000..%llu",
              (unsigned long long)stalled_ms, (unsigned long long)budget_ms);
