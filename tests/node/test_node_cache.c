@@ -504,6 +504,13 @@ static void pair_start(tnode *a, tnode *b, fake_s3 *s3a, fake_s3 *s3b, const cha
     set_owner(b, 0, "b", -1, true);
 }
 
+/* Frees pair_start's fake S3s (after both nodes stopped). */
+static void pair_fini(fake_s3 *s3a, fake_s3 *s3b)
+{
+    fake_s3_fini(s3a);
+    fake_s3_fini(s3b);
+}
+
 /* The owner's S3 fetch is held at the fake's gate far beyond the reader's peer timeout; the owner
  * answers the reader's PINGs "working on it", so the reader waits and makes no GET of its own. The
  * gate opens only after the owner said so at least eight times (two timeouts' worth of PINGs) and
@@ -536,6 +543,7 @@ TT_TEST(test_node_cache_reader_waits_for_an_owner_working_longer_than_the_peer_t
             (unsigned long long)(t.took_us / 1000), SLOW_TIMEOUT_MS, atomic_load(&b.pongs_working));
     tnode_stop(&a);
     tnode_stop(&b);
+    pair_fini(&s3a, &s3b);
 }
 
 /* An owner that answers PING but has lost the request (it never reached its queue) says it is
@@ -559,6 +567,7 @@ TT_TEST(test_node_cache_owner_idle_on_the_request_is_left_after_one_timeout)
     TT_CHECK(t.took_us < 30000000u, "the read took %llu ms", (unsigned long long)(t.took_us / 1000));
     tnode_stop(&a);
     tnode_stop(&b);
+    pair_fini(&s3a, &s3b);
 }
 
 /* An owner that reports work forever without answering (a stuck worker) holds the reader only up to
@@ -579,6 +588,7 @@ TT_TEST(test_node_cache_wait_for_a_working_owner_is_bounded)
              (unsigned long long)atomic_load(&a.stats.peer_timeouts));
     tnode_stop(&a);
     tnode_stop(&b);
+    pair_fini(&s3a, &s3b);
 }
 
 /* The store id of block `index` of `o` (as the read path names it). */
