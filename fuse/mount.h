@@ -80,6 +80,12 @@ typedef struct mount_backend {
      * calls `cb` for every entry, stopping after `max_entries` entries when it is not 0. */
     int (*list)(void *ctx, const char *prefix, const char *delimiter, size_t max_entries,
                 mount_list_fn cb, void *ud);
+    /* Optional (NULL: list is used). Lists a whole directory like list, but may answer from a
+     * listing shared by every client of the store, up to the metadata TTL old; *age_us gets how
+     * old (of its oldest page). The mount uses it to revalidate an expired listing for lookups,
+     * never for `ls`, which must show new objects sooner. 0 or -errno. */
+    int (*list_shared)(void *ctx, const char *prefix, const char *delimiter, mount_list_fn cb, void *ud,
+                       uint64_t *age_us);
     /* Reads up to `len` bytes at `offset` of the version of `key` whose ETag is `etag` into
      * `buf`. Returns the bytes read (fewer than `len` only at the end of the object, 0 at or past
      * it), -ESTALE when the object changed, -ENOENT when it is gone, or another -errno. */

@@ -132,8 +132,9 @@ static void on_shadowed(void *ud, const mount_dirent *file)
     free(key);
 }
 
-/* Lists the directory at `path` into a new listing (refs 1). 0 or -errno. */
-static int fetch_listing(mount_view *m, const char *path, mount_listing **out)
+/* Lists the directory at `path` into a new listing (refs 1): from the store itself, or (shared)
+ * from the backend's shared listing when it has one, dated by its age. 0 or -errno. */
+static int fetch_listing(mount_view *m, const char *path, bool shared, mount_listing **out)
 {
     int rc = -ENOMEM;
     list_acc a = {.m = m};
@@ -144,7 +145,13 @@ static int fetch_listing(mount_view *m, const char *path, mount_listing **out)
     a.dir_prefix = prefix;
     a.dir_len = strlen(prefix);
     l->listed_at = mount_now_us();
-    rc = m->be->list(m->ctx, prefix, "/", 0, on_list_entry, &a);
+    if (shared && m->be->list_shared) {
+        uint64_t age_us = 0;
+        rc = m->be->list_shared(m->ctx, prefix, "/", on_list_entry, &a, &age_us);
+        l->listed_at -= age_us < l->listed_at ? age_us : l->listed_at;
+    } else {
+        rc = m->be->list(m->ctx, prefix, "/", 0, on_list_entry, &a);
+    }
     if (rc == 0)
         rc = a.err;
     if (rc != 0)
@@ -199,6 +206,51 @@ static void merge_staged(mount_view *m, const char *path, mount_listing *l)
         l->n = mount_names_resolve(l->e, l->n, NULL, NULL);
 }
 /* ---- lookups ------------------------------------------------------------------------------ */
+
+/*
+ * Revalidates the expired listing of directory `dir` from the backend's shared listing (one LIST
+ * per directory per TTL for every node of the cluster), so that after the TTL a lookup or an open
+ * of a name the directory holds still costs no request of its own: only a name the listing lacks
+ * is asked for (probe). A directory never listed is not listed for a lookup (a LIST of a large
+ * directory would cost more than the name's probe). m->lock held on entry and on return, dropped
+ * around the backend call; a failure leaves things as they were (the caller probes).
+ *
+ * Returns whether the directory's listing (dir's inode ->listing on return) answers a lookup that
+ * began at `now`: it was fresh then, or it was just revalidated. The second case does not compare
+ * clocks again: a listing that expires within a moment of its revalidation is still the freshest
+ * the cluster has, and a second clock reading at that boundary would send the name to a probe.
+ */
+static bool revalidate_listing(mount_view *m, const char *dir, uint64_t now)
+{
+    SHOAL_ASSERT_LOCKED(&m->lock);
+    mount_inode *p = mount_inodes_find(m->inodes, dir);
+    if (!p || !p->is_dir || !p->listing)
+        return false;
+    if (now < p->listing->listed_at + m->ttl_us)
+        return true;
+    if (!m->be->list_shared)
+        return false;
+    uint64_t gen = p->list_gen;
+    char *path = strdup(dir);
+    mount_listing *l = NULL;
+    pthread_mutex_unlock(&m->lock);
+    int rc = path ? fetch_listing(m, path, true, &l) : -ENOMEM;
+    pthread_mutex_lock(&m->lock);
+    p = rc == 0 ? mount_inodes_find(m->inodes, path) : NULL;
+    bool fresh = false;
+    if (p && p->list_gen == gen && (!p->listing || p->listing->listed_at <= l->listed_at)) {
+        merge_staged(m, path, l);
+        mount_listing_unref(p->listing);
+        p->listing = l;
+        fresh = true;
+    } else if (l) {
+        mount_listing_unref(l); /* the directory changed meanwhile */
+        /* Another thread revalidated it meanwhile: its listing is as fresh as this one. */
+        fresh = p && p->list_gen == gen && p->listing;
+    }
+    free(path);
+    return fresh;
+}
 
 static int count_entry(void *ud, const char *key, size_t key_len, bool is_prefix,
                        const mount_obj_info *info)
@@ -272,8 +324,11 @@ void mount_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     mount_inode *in = mount_inodes_find(m->inodes, path);
     if (in && (in->stage || now < in->attr_until))
         goto found;
-    mount_listing *l = p->listing;
-    if (l && now < l->listed_at + m->ttl_us) {
+    bool trusted = revalidate_listing(m, p->path, now);
+    p = mount_get_inode(m, parent);
+    mount_listing *l = p && p->is_dir ? p->listing : NULL;
+    now = mount_now_us();
+    if (l && trusted) {
         const mount_dirent *d = mount_names_find(l->e, l->n, name);
         if (d) {
             check_version(m, path, d->is_dir, &d->info);
@@ -368,6 +423,21 @@ int mount_refresh(mount_view *m, mount_inode *in)
     if (in->is_dir || in->stage || in->detached || mount_now_us() < in->attr_until)
         return 0; /* an unlinked or superseded file open somewhere keeps what it had */
     mount_obj_info info;
+    /* A fresh listing of its directory that shows this very version renews it without a HEAD. */
+    char *dir = in->remote ? mount_parent_path(in->path) : NULL;
+    if (dir) {
+        bool trusted = revalidate_listing(m, dir, mount_now_us());
+        mount_inode *p = mount_inodes_find(m->inodes, dir);
+        const char *slash = strrchr(in->path, '/'), *name = slash ? slash + 1 : in->path;
+        const mount_dirent *d = trusted && p && p->listing ? mount_names_find(p->listing->e, p->listing->n, name)
+                                                           : NULL;
+        bool same = d && !d->is_dir && !in->stage && !in->detached && strcmp(d->info.etag, in->info.etag) == 0;
+        if (same)
+            mount_learn(in, &d->info, p->listing->listed_at + m->ttl_us);
+        free(dir);
+        if (same || in->stage || in->detached)
+            return 0;
+    }
     char *key = mount_key_of(m, in->path, false);
     if (!key)
         return -ENOMEM;
@@ -431,7 +501,7 @@ void mount_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     path = strdup(in->path);
     uint64_t gen = in->list_gen;
     pthread_mutex_unlock(&m->lock);
-    rc = path ? fetch_listing(m, path, &l) : -ENOMEM;
+    rc = path ? fetch_listing(m, path, false, &l) : -ENOMEM;
     if (rc)
         goto reply;
     pthread_mutex_lock(&m->lock);

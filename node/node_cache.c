@@ -413,6 +413,8 @@ node_cache *node_cache_new(const node_cache_config *cfg)
     pthread_mutex_init(&c->seq_mu, NULL);
     pthread_mutex_init(&c->list_mu, NULL);
     pthread_cond_init(&c->list_cv, NULL);
+    pthread_mutex_init(&c->work_mu, NULL);
+    pthread_cond_init(&c->meta_cv, NULL);
     if (pool_start(&c->serve, c, cfg->serve_threads ? cfg->serve_threads : CACHE_SERVE_THREADS, CACHE_POOL_QUEUE) != 0 ||
         pool_start(&c->readahead, c, cfg->readahead_threads ? cfg->readahead_threads : CACHE_READAHEAD_THREADS,
                    CACHE_POOL_QUEUE) != 0)
@@ -492,6 +494,8 @@ void node_cache_delete(node_cache *c)
     pthread_cond_destroy(&c->fl_cv);
     pthread_mutex_destroy(&c->meta_mu);
     pthread_mutex_destroy(&c->seq_mu);
+    pthread_mutex_destroy(&c->work_mu);
+    pthread_cond_destroy(&c->meta_cv);
     free(c);
 }
 

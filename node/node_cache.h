@@ -70,7 +70,8 @@ typedef struct node_cache_config {
     node_stats *stats;          /* borrowed: reads.* counters are added here */
     uint64_t block_size;        /* cluster-wide block size in bytes */
     unsigned replicas;          /* owners per block (--replicas) */
-    uint32_t peer_timeout_ms;   /* one peer GET; 0 means 2000 */
+    uint32_t peer_timeout_ms;   /* an owner silent or idle on a request this long is given up; 0 means 2000 */
+    uint32_t peer_max_wait_ms;  /* the longest wait for an owner that keeps reporting work; 0 means 60000 */
     uint32_t metadata_ttl_s;    /* --metadata-ttl */
     uint32_t negative_ttl_s;    /* --negative-ttl */
     unsigned serve_threads;     /* workers answering peer GETs; 0 means 8 */
@@ -127,8 +128,11 @@ void node_cache_stop(node_cache *c);
  * read may be in progress and the transport must no longer call the handler. */
 void node_cache_delete(node_cache *c);
 
-/* Size and ETag of s3://bucket/key, from the metadata cache or a HEAD. -1 with the S3 error
- * (SHOAL_ERR_S3_NO_SUCH_KEY for a missing key, also when a cached miss is still trusted). */
+/* Size, ETag and metadata of s3://bucket/key: from this node's table while fresh, else from the
+ * object's metadata owner (placed like a block; one owner per object, so the cluster sends S3 one
+ * HEAD per object per --metadata-ttl), else from S3 itself when no owner answers. Concurrent
+ * callers for one object share one request. -1 with the S3 error (SHOAL_ERR_S3_NO_SUCH_KEY for a
+ * missing key, also when a cached miss is still trusted). */
 int node_cache_head(node_cache *c, const char *bucket, const char *key, s3_object_info *out);
 
 /* Forgets what the metadata cache knows of s3://bucket/key (e.g. after a read found it changed). */
@@ -176,6 +180,9 @@ int node_cache_warm(node_cache *c, const node_cache_object *obj, uint64_t index,
  * itself failed (SHOAL_ERR_INVAL without a bucket, SHOAL_ERR_NOMEM). A caller of s3_list switches
  * to the cluster by calling this instead with the node_cache. */
 int node_cache_list(node_cache *c, const s3_list_args *a, s3_list_page *out);
+/* node_cache_list, with the page's age in *age_us (how long ago S3 listed it, at whichever node
+ * did: a page kept here expires when its owner's does, --metadata-ttl after that). */
+int node_cache_list_aged(node_cache *c, const s3_list_args *a, s3_list_page *out, uint64_t *age_us);
 
 /* The peer transport's LIST handler (node_peer_handlers.on_list; ud is the node_cache). Hands the
  * request to a serve worker; answers BUSY at once when their queue is full. */
@@ -184,6 +191,18 @@ void node_cache_on_list(void *ud, node_peer_incoming *in);
 /* The peer transport's GET handler (node_peer_handlers.on_get_block; ud is the node_cache).
  * Hands the request to a worker; answers BUSY at once when the workers' queue is full. */
 void node_cache_on_get_block(void *ud, node_peer_incoming *in);
+
+/* The peer transport's HEAD handler (node_peer_handlers.on_head; ud is the node_cache): a worker
+ * answers with the object's metadata from this node's table when it is no older than the request's
+ * max age, else from one S3 HEAD (shared with local callers), NOT_FOUND for a missing object;
+ * BUSY at once when the workers' queue is full. */
+void node_cache_on_head(void *ud, node_peer_incoming *in);
+
+/* The peer transport's work handler (node_peer_handlers.on_work; ud is the node_cache), called on
+ * its I/O thread for a PING that names a work item: WORKING while a peer request for it (a GET of
+ * that block, or the LIST or HEAD whose id it is) is queued or being served here, or a fetch of
+ * that block is in flight; IDLE otherwise. Takes two short mutexes, never blocks on I/O. */
+node_peer_work node_cache_on_work(void *ud, const uint8_t *id);
 
 /* The peer transport's PUT handler (node_peer_handlers.on_put_block; ud is the node_cache). A worker
  * checks the block (its id against its coordinates, its length, the payload's XXH3-64 against the

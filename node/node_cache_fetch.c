@@ -176,97 +176,164 @@ typedef enum ask_result {
     ASK_FINAL /* the owner says the version is gone: the read fails */
 } ask_result;
 
-/* A GET in flight whose requester may give up on it: the transport's callback and the waiting
- * thread share it, and whichever comes second frees it. */
+/* A request in flight whose requester may give up on it, with the PINGs that ask how it goes. The
+ * waiting thread, the request's completion callback and a PING's callback each hold a reference;
+ * the last one frees it (and a reply nobody took). */
 typedef struct peer_wait {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool done, abandoned;
+    unsigned refs;
+    bool done;
     node_peer_response *r;
+    bool ping_out;     /* a PING is in flight (one at a time) */
+    uint64_t ping_us;  /* when it was sent */
+    uint64_t heard_us; /* the latest moment the owner was known to be working on the request */
+    bool asked;        /* a PING sent since heard_us came back without WORKING (IDLE, error, no PONG) */
 } peer_wait;
 
-static void peer_wait_free(peer_wait *w)
+/* Drops a reference; w->mu held on entry, released here. */
+static void peer_wait_put(peer_wait *w)
 {
-    pthread_mutex_destroy(&w->mu);
-    pthread_cond_destroy(&w->cv);
-    free(w);
+    SHOAL_ASSERT_LOCKED(&w->mu);
+    bool last = --w->refs == 0;
+    pthread_mutex_unlock(&w->mu);
+    if (last) {
+        node_peer_response_delete(w->r);
+        pthread_mutex_destroy(&w->mu);
+        pthread_cond_destroy(&w->cv);
+        free(w);
+    }
 }
 
-/* The transport's completion callback (I/O thread): hands the response over, never blocks. */
+/* The request's completion callback (I/O thread): hands the response over, never blocks. */
 static void peer_wait_done(void *ud, node_peer_response *r)
 {
     peer_wait *w = ud;
     pthread_mutex_lock(&w->mu);
-    bool abandoned = w->abandoned;
-    if (!abandoned) {
-        w->r = r;
-        w->done = true;
-        pthread_cond_signal(&w->cv);
-    }
-    pthread_mutex_unlock(&w->mu);
-    if (abandoned) {
-        node_peer_response_delete(r);
-        peer_wait_free(w);
-    }
+    w->r = r;
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    peer_wait_put(w);
 }
 
-/* Whether the peer answers a PING in time: its transport's I/O thread answers PINGs itself, at
- * once, so a live owner that is busy fetching from S3 still answers; a stalled or dead one does not. */
-static bool peer_alive(node_cache *c, int link, uint32_t timeout_ms)
+/* A PONG (I/O thread): an owner that says it works on the request, or an older node that answers
+ * PING without saying (it cannot tell; alive is what it can show), was working when the PING was
+ * sent. IDLE, a timeout or an error say nothing new. */
+static void peer_wait_pong(void *ud, node_peer_response *r)
 {
-    node_peer_msg ping = {.type = NODE_PEER_PING};
-    node_peer_response *r = node_peer_call(c->cfg.peer, link, &ping, (node_peer_payload){0}, timeout_ms);
-    bool alive = r && node_peer_response_result(r) == SHOAL_OK;
+    peer_wait *w = ud;
+    const node_peer_msg *m = node_peer_response_result(r) == SHOAL_OK ? node_peer_response_msg(r) : NULL;
+    pthread_mutex_lock(&w->mu);
+    bool working = m != NULL && (!m->has_work || m->work == NODE_PEER_WORKING);
+    if (working && w->ping_us > w->heard_us) {
+        w->heard_us = w->ping_us;
+        w->asked = false;
+    } else if (!working && w->ping_us > w->heard_us) {
+        w->asked = true;
+    }
+    w->ping_out = false;
+    pthread_cond_signal(&w->cv);
     node_peer_response_delete(r);
-    return alive;
+    peer_wait_put(w);
 }
 
-/* Sends a GET and waits for the reply. The peer timeout bounds how long a silent peer can hold a
- * read, not how long an owner may take: after each timeout the peer is PINGed, and while it answers
- * (it is alive, its S3 fetch is slow: under load, or a large block) the wait goes on, up to
- * CACHE_PEER_MAX_WAIT_MS. Giving up on a live owner would only fetch the same block from S3 twice.
+static void deadline_to_timespec(uint64_t at_us, struct timespec *ts)
+{
+    uint64_t now = shoal_clock_mono_us();
+    clock_gettime(CLOCK_REALTIME, ts);
+    uint64_t ns = (uint64_t)ts->tv_nsec + (at_us > now ? at_us - now : 0) * 1000u;
+    ts->tv_sec += (time_t)(ns / 1000000000u);
+    ts->tv_nsec = (long)(ns % 1000000000u);
+}
+
+/*
+ * Sends a request (GET, LIST or HEAD) and waits for the reply while the owner makes progress on it.
+ * A peer timeout bounds how long an owner may go without progress, not how long it may take:
+ * every quarter of the timeout without a reply the owner is PINGed with the request's work id
+ * (cache_work_id), and the wait ends only when the owner has not said it is working on the
+ * request (its request queued or served, or a fetch of that block in flight) for a whole timeout,
+ * counted from when the last such PING was sent. Giving up on an owner that is busy fetching the
+ * block from S3 would only fetch it twice; a silent owner (stopped, partitioned, overloaded to
+ * the point of not answering PING) or one idle on the request (it lost it) is left after one
+ * timeout, as before.
+ *
+ * The wait is bounded all the same, by CACHE_PEER_MAX_WAIT_MS (peer_max_wait_ms): an owner can
+ * only report work while its own fetch runs, and that fetch is bounded by the S3 client (each
+ * attempt by the stall limit, at most max_retries + 1 of them with their backoff: about 36 s
+ * with the defaults), so only an owner that is broken in a way that keeps it reporting work
+ * (a worker stuck outside S3) reaches the bound, and then the reader fetches the block itself.
  * 0 with the response in *out (the caller deletes it; its result may still be a failure), or -1
- * with SHOAL_ERR_TIMEOUT when the peer went silent, or the submission's error. */
+ * with SHOAL_ERR_TIMEOUT (no progress, or the bound), or the submission's error.
+ */
 static int peer_get(node_cache *c, int link, const node_peer_msg *req, node_peer_response **out)
 {
-    uint32_t timeout = c->cfg.peer_timeout_ms ? c->cfg.peer_timeout_ms : CACHE_PEER_TIMEOUT_MS;
+    uint64_t timeout_us = (uint64_t)(c->cfg.peer_timeout_ms ? c->cfg.peer_timeout_ms : CACHE_PEER_TIMEOUT_MS) * 1000u;
+    uint32_t max_ms = c->cfg.peer_max_wait_ms ? c->cfg.peer_max_wait_ms : CACHE_PEER_MAX_WAIT_MS;
+    node_peer_msg ping = {.type = NODE_PEER_PING, .membership_version = req->membership_version,
+                          .has_work_id = true};
+    cache_work_id(req, ping.work_id);
     peer_wait *w = calloc(1, sizeof *w);
     if (w == NULL)
         return shoal_error_set(SHOAL_ERR_NOMEM, "peer request");
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
-    if (node_peer_submit(c->cfg.peer, link, req, (node_peer_payload){0}, CACHE_PEER_MAX_WAIT_MS, peer_wait_done,
-                         w) != 0) {
-        peer_wait_free(w);
+    w->refs = 2; /* this thread and the request's callback */
+    uint64_t start = shoal_clock_mono_us();
+    w->heard_us = w->ping_us = start;
+    if (node_peer_submit(c->cfg.peer, link, req, (node_peer_payload){0}, max_ms, peer_wait_done, w) != 0) {
+        pthread_mutex_lock(&w->mu);
+        w->refs = 1;
+        peer_wait_put(w);
         return -1;
     }
+    uint64_t bound = start + (uint64_t)max_ms * 1000u;
+    int rc = 0;
     pthread_mutex_lock(&w->mu);
-    for (;;) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += timeout / 1000;
-        until.tv_nsec += (long)(timeout % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-        while (!w->done && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0) {
-        }
-        if (w->done)
+    while (!w->done) {
+        uint64_t now = shoal_clock_mono_us();
+        /* No progress for a timeout ends the wait only once the owner was asked since and did
+         * not say WORKING: a reader that was itself descheduled past the deadline (a loaded
+         * machine) asks before it blames the owner. */
+        uint64_t give_up = w->heard_us + timeout_us < bound ? w->heard_us + timeout_us : bound;
+        if (now >= bound || (now >= give_up && w->asked)) {
+            rc = shoal_error_set(SHOAL_ERR_TIMEOUT, "peer %s: no progress for %llu ms (%llu ms in all)",
+                                 node_peer_type_name(req->type), (unsigned long long)((now - w->heard_us) / 1000),
+                                 (unsigned long long)((now - start) / 1000));
             break;
-        pthread_mutex_unlock(&w->mu);
-        bool alive = peer_alive(c, link, timeout / 4 ? timeout / 4 : 1);
-        pthread_mutex_lock(&w->mu);
-        if (!alive && !w->done) {
-            w->abandoned = true; /* the callback frees w when the GET completes */
-            pthread_mutex_unlock(&w->mu);
-            return shoal_error_set(SHOAL_ERR_TIMEOUT, "peer GET: no reply and no PONG within %u ms", timeout);
         }
+        uint64_t next_ping = w->ping_us + timeout_us / 4;
+        if (!w->ping_out && now >= next_ping) {
+            w->ping_out = true;
+            w->ping_us = now;
+            w->refs++;
+            pthread_mutex_unlock(&w->mu);
+            /* The PING's own limit is the timeout: a PONG later than that could not save the wait. */
+            int sent = node_peer_submit(c->cfg.peer, link, &ping, (node_peer_payload){0},
+                                        (uint32_t)(timeout_us / 1000), peer_wait_pong, w);
+            pthread_mutex_lock(&w->mu);
+            if (sent != 0) { /* no room on the link, or it closed: as good as no answer */
+                w->ping_out = false;
+                w->asked = true;
+                w->refs--;
+            }
+            continue;
+        }
+        struct timespec until;
+        /* A PING out comes back (a PONG, or its own limit) and signals; otherwise the next PING or
+         * the deadline, whichever is first. */
+        uint64_t wake = w->ping_out ? bound : next_ping;
+        if (!w->ping_out && give_up > now && give_up < wake)
+            wake = give_up;
+        deadline_to_timespec(wake, &until);
+        pthread_cond_timedwait(&w->cv, &w->mu, &until);
     }
-    *out = w->r;
-    pthread_mutex_unlock(&w->mu);
-    peer_wait_free(w);
-    return 0;
+    if (w->done) {
+        *out = w->r;
+        w->r = NULL;
+        rc = 0;
+    }
+    peer_wait_put(w);
+    return rc;
 }
 
 /* peer_get, and the outcome's code (SHOAL_OK when a reply came, whatever its status). A request

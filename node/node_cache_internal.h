@@ -20,7 +20,7 @@
 
 #define CACHE_PEER_TIMEOUT_MS 2000
 #define CACHE_RESEND_PAUSE_MS 20
-#define CACHE_PEER_MAX_WAIT_MS 60000 /* longest wait for an owner that keeps answering PING */
+#define CACHE_PEER_MAX_WAIT_MS 60000 /* longest wait for an owner that keeps reporting work (peer_get) */
 #define CACHE_SERVE_THREADS 8
 #define CACHE_READAHEAD_THREADS 4
 #define CACHE_READAHEAD_BLOCKS 4
@@ -36,6 +36,7 @@
 #define CACHE_LIST_BYTES (64u << 20) /* and their bytes (a page of 1000 long keys is about 1 MiB) */
 #define CACHE_STREAM_STEP (64u << 10) /* a streaming block wakes its readers every this many bytes */
 #define CACHE_STREAM_START_MS 20      /* how long a streaming reader waits for its fetch to begin */
+#define CACHE_WORK_SLOTS 4096         /* work ids counted for PINGs; > 3 x (queue + workers) */
 
 /* ---- block buffers (node_cache.c) --------------------------------------------------------------- */
 
@@ -111,7 +112,12 @@ typedef struct meta_entry {
     char *bucket;
     char *key;
     uint64_t expires_us;
+    uint64_t fetched_us; /* when the answer was S3's (an owner's answer is as old as it says) */
     bool negative;
+    bool pending;        /* a fetch is in progress (single flight; others wait on meta_cv) */
+    bool pending_local;  /* ... and it is a local caller's, which may be asking another node */
+    bool refresh;        /* forgotten: the next fetch asks for an answer of age 0 */
+    unsigned refs;       /* threads waiting on the fetch in progress */
     s3_object_info info;
 } meta_entry;
 
@@ -126,6 +132,13 @@ typedef struct seq_slot {
     uint64_t last_index;
 } seq_slot;
 
+/* Peer requests for one work id (a block id, or a listing's or object's, see cache_work_id)
+ * queued in the serve pool or being served; count 0 is a free slot. */
+typedef struct work_slot {
+    uint8_t id[NODE_PEER_BLOCK_ID_LEN];
+    unsigned count;
+} work_slot;
+
 struct node_cache {
     node_cache_config cfg;
     node_cache_deps deps; /* a copy of cfg.deps (all NULL without one): see cache_s3_get ... */
@@ -136,6 +149,7 @@ struct node_cache {
     flight *flights[CACHE_FLIGHT_BUCKETS];
 
     pthread_mutex_t meta_mu;
+    pthread_cond_t meta_cv; /* a metadata fetch ended */
     meta_entry *meta[CACHE_META_BUCKETS];
     size_t meta_count;
 
@@ -151,6 +165,9 @@ struct node_cache {
 
     pool serve;
     pool readahead;
+
+    pthread_mutex_t work_mu; /* guards work (taken on the transport's I/O thread: held briefly) */
+    work_slot work[CACHE_WORK_SLOTS];
 };
 
 /* Why a block is wanted: it decides what happens on a miss. */
@@ -206,11 +223,30 @@ void cache_penalize(node_cache *c, const char *id);
  * came, whatever its status). *r may be set even on failure; the caller deletes it. */
 shoal_err cache_peer_request(node_cache *c, int link, const node_peer_msg *req, node_peer_response **r);
 
+/* ---- work in progress, for PINGs (node_cache_serve.c) ------------------------------------------ */
+
+/* The id a PING names to ask about request `req` (GET, LIST or HEAD): the block id of a GET, a hash
+ * of what a LIST or HEAD asks otherwise, so asker and owner derive it alike. */
+void cache_work_id(const node_peer_msg *req, uint8_t out[NODE_PEER_BLOCK_ID_LEN]);
+/* Counts a peer request for `id` from when it is queued until it is answered. */
+void cache_work_begin(node_cache *c, const uint8_t id[NODE_PEER_BLOCK_ID_LEN]);
+void cache_work_end(node_cache *c, const uint8_t id[NODE_PEER_BLOCK_ID_LEN]);
+
 /* ---- metadata and listings (node_cache_meta.c) ------------------------------------------------ */
 
-/* The page's payload form appended to out: from the table while fresh, else fetched once (serve:
- * as the listing's owner, never asking another node). */
-int cache_list_page_bytes(node_cache *c, const s3_list_args *a, bool serve, shoal_buf *out);
+/* An object's metadata for a peer that takes this node for its metadata owner (serve: S3 is asked
+ * when the table holds nothing at most max_age_ms old, never another node), with its age in ms.
+ * 0, or -1 with the S3 error (SHOAL_ERR_S3_NO_SUCH_KEY for a missing object). */
+/* An object's metadata in the HEAD_REPLY payload's form (strings borrowed from `in`). */
+void cache_info_to_peer(const s3_object_info *in, node_peer_object_info *out);
+int cache_head_serve(node_cache *c, const char *bucket, const char *key, uint64_t max_age_ms,
+                     s3_object_info *out, uint64_t *age_ms);
+
+/* The page's payload form appended to out, and its age (since S3 listed it) in *age_us: from the
+ * table while fresh and at most max_age_us old, else fetched once (serve: as the listing's owner,
+ * never asking another node). */
+int cache_list_page_bytes(node_cache *c, const s3_list_args *a, bool serve, uint64_t max_age_us, shoal_buf *out,
+                          uint64_t *age_us);
 /* Frees the metadata and listing tables (node_cache_delete). */
 void cache_meta_destroy(node_cache *c);
 

@@ -43,7 +43,8 @@ static void meta_free(meta_entry *e)
     free(e);
 }
 
-/* Keeps the table bounded: drops expired entries, and everything when that is not enough. Locked. */
+/* Keeps the table bounded: drops expired idle entries, and every idle one when that is not enough.
+ * Locked. An entry being fetched or waited on stays. */
 static void meta_trim(node_cache *c, uint64_t now)
 {
     SHOAL_ASSERT_LOCKED(&c->meta_mu);
@@ -51,7 +52,7 @@ static void meta_trim(node_cache *c, uint64_t now)
         for (size_t i = 0; i < CACHE_META_BUCKETS; i++)
             for (meta_entry **pp = &c->meta[i]; *pp;) {
                 meta_entry *e = *pp;
-                if (pass == 1 || e->expires_us <= now) {
+                if (!e->pending && e->refs == 0 && (pass == 1 || e->expires_us <= now)) {
                     *pp = e->next;
                     meta_free(e);
                     c->meta_count--;
@@ -61,68 +62,275 @@ static void meta_trim(node_cache *c, uint64_t now)
             }
 }
 
-static void meta_remember(node_cache *c, const char *bucket, const char *key, const s3_object_info *info, uint64_t ttl_s)
+void node_cache_forget(node_cache *c, const char *bucket, const char *key)
 {
-    uint64_t now = shoal_clock_mono_us();
     pthread_mutex_lock(&c->meta_mu);
-    meta_entry **pp = meta_find(c, bucket, key);
-    meta_entry *e = *pp;
+    meta_entry *e = *meta_find(c, bucket, key);
+    /* The entry stays, expired and marked: the next fetch must not take an owner's older answer
+     * (this node has just changed the object, or seen that it changed). */
+    if (e) {
+        e->expires_us = 0;
+        e->refresh = true;
+    }
+    pthread_mutex_unlock(&c->meta_mu);
+}
+
+/* s3_object_info <-> the HEAD_REPLY payload's form. */
+void cache_info_to_peer(const s3_object_info *in, node_peer_object_info *out)
+{
+    *out = (node_peer_object_info){.size = in->size, .mtime = in->last_modified,
+                                   .etag = shoal_cursor_from_str(in->etag),
+                                   .content_type = shoal_cursor_from_str(in->content_type),
+                                   .meta_dropped = in->meta_dropped, .n_meta = in->n_meta};
+    for (unsigned i = 0; i < in->n_meta && i < NODE_PEER_MAX_META; i++)
+        out->meta[i] = (node_peer_meta_kv){shoal_cursor_from_str(in->meta[i].name),
+                                           shoal_cursor_from_str(in->meta[i].value)};
+}
+
+static int info_from_peer(const node_peer_object_info *in, s3_object_info *out)
+{
+    memset(out, 0, sizeof *out);
+    if (in->etag.len == 0 || in->etag.len >= sizeof out->etag || in->content_type.len >= sizeof out->content_type ||
+        in->n_meta > S3_META_MAX)
+        return shoal_error_set(SHOAL_ERR_NODE_PEER, "metadata over the local limits");
+    out->size = in->size;
+    out->last_modified = in->mtime;
+    memcpy(out->etag, in->etag.ptr, in->etag.len);
+    memcpy(out->content_type, in->content_type.ptr, in->content_type.len);
+    out->meta_dropped = in->meta_dropped;
+    for (size_t i = 0; i < in->n_meta; i++) {
+        const node_peer_meta_kv *kv = &in->meta[i];
+        if (kv->name.len >= sizeof out->meta[i].name || kv->value.len >= sizeof out->meta[i].value)
+            return shoal_error_set(SHOAL_ERR_NODE_PEER, "metadata entry over the local limits");
+        memcpy(out->meta[i].name, kv->name.ptr, kv->name.len);
+        memcpy(out->meta[i].value, kv->value.ptr, kv->value.len);
+    }
+    out->n_meta = (unsigned)in->n_meta;
+    return 0;
+}
+
+/* Counts and logs an owner's failure to answer a LIST or HEAD (e: the request's outcome, rep: the
+ * reply when one came); a silent owner is skipped for a while, as for blocks. */
+static void meta_peer_failed(node_cache *c, const node_cache_owner *m, shoal_err e, const node_peer_msg *rep,
+                             const char *event)
+{
+    char tmp[96];
+    if (e == SHOAL_ERR_TIMEOUT) {
+        node_stats_add(&c->cfg.stats->peer_timeouts, 1);
+        cache_penalize(c, m->id);
+    } else {
+        node_stats_add(&c->cfg.stats->peer_errors, 1);
+    }
+    LOG_INFO("cache", event, "peer=%s error=%s status=%s", shoal_log_q(tmp, sizeof tmp, m->id), shoal_error_name(e),
+             rep ? node_peer_status_name(rep->status) : "-");
+}
+
+/* The placement id of an object's metadata: one owner per object, whatever its version. The ETag
+ * slot holds "hd:", which no S3 ETag (a quoted string) can be, so it is no block's id. */
+static dht_id head_owner_id(const char *bucket, const char *key)
+{
+    return dht_block_id(bucket, key, "hd:", 0);
+}
+
+/* How a fetch of metadata ended: an answer (ok), the object missing (missing), or a failure. */
+typedef struct head_outcome {
+    bool ok, missing;
+    uint64_t age_us; /* of the answer, at the owner */
+} head_outcome;
+
+/* Asks owner m for the metadata, at most max_age_ms old. 0 with *out filled (o->ok) or the object
+ * missing (o->missing); -1 when the owner failed, timed out or sent something malformed. */
+static int head_from_peer(node_cache *c, const char *bucket, const char *key, uint64_t max_age_ms,
+                          const node_cache_owner *m, uint64_t mv, s3_object_info *out, head_outcome *o)
+{
+    node_peer_msg req = {.type = NODE_PEER_HEAD, .membership_version = mv, .has_max_age = true,
+                         .max_age_ms = max_age_ms};
+    req.head = (node_peer_head_req){.bucket = shoal_cursor_from_str(bucket), .key = shoal_cursor_from_str(key)};
+    node_peer_response *r = NULL;
+    char tmp[96];
+    int rc = -1;
+    shoal_err e = cache_peer_request(c, m->link, &req, &r);
+    const node_peer_msg *rep = e == SHOAL_OK ? node_peer_response_msg(r) : NULL;
+    if (rep && rep->status == NODE_PEER_NOT_FOUND) {
+        o->missing = true;
+        rc = 0;
+        goto done;
+    }
+    if (rep == NULL || rep->status != NODE_PEER_OK) {
+        meta_peer_failed(c, m, e, rep, "peer_head_failed");
+        goto done;
+    }
+    size_t len = 0;
+    const uint8_t *data = node_peer_response_payload(r, &len);
+    node_peer_object_info pi;
+    if (node_peer_head_decode(shoal_cursor_from_mem(data, len), &pi) != 0 || info_from_peer(&pi, out) != 0) {
+        node_stats_add(&c->cfg.stats->peer_errors, 1);
+        LOG_WARN("cache", "peer_bad_head", "peer=%s error=\"%s\"", shoal_log_q(tmp, sizeof tmp, m->id),
+                 shoal_error_message());
+        goto done;
+    }
+    o->ok = true;
+    o->age_us = rep->has_age ? rep->age_ms * 1000u : 0;
+    rc = 0;
+done:
+    node_peer_response_delete(r);
+    return rc;
+}
+
+/* S3's answer: 0 with o->ok or o->missing, -1 on any other failure. */
+static int head_from_s3(node_cache *c, const char *bucket, const char *key, s3_object_info *out, head_outcome *o)
+{
+    if (cache_s3_head(c, bucket, key, out) == 0) {
+        o->ok = true;
+        return 0;
+    }
+    if (shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY) {
+        o->missing = true;
+        return 0;
+    }
+    return -1;
+}
+
+/* The metadata from its owners in read order (this node among them asks S3 itself), then from S3
+ * directly when none answered. Serving a peer (serve) never asks another node. */
+static int head_fetch(node_cache *c, const char *bucket, const char *key, bool serve, uint64_t max_age_ms,
+                      s3_object_info *out, head_outcome *o)
+{
+    if (serve)
+        return head_from_s3(c, bucket, key, out, o);
+    node_cache_owner owners[DHT_REPLICAS_MAX];
+    uint64_t mv = 0;
+    int n = cache_owners(c, head_owner_id(bucket, key), cache_replicas(c), owners, &mv);
+    int rc = -1;
+    bool asked_s3 = false;
+    for (int i = 0; i < n && rc != 0; i++) {
+        if (owners[i].is_self) {
+            rc = head_from_s3(c, bucket, key, out, o);
+            asked_s3 = true;
+        } else if (owners[i].link >= 0 && !cache_penalized(c, owners[i].id)) {
+            rc = head_from_peer(c, bucket, key, max_age_ms, &owners[i], mv, out, o);
+        }
+    }
+    if (rc != 0 && !asked_s3) {
+        if (n > 0)
+            LOG_INFO("cache", "head_owners_failed", "owners=%d fallback=s3", n);
+        rc = head_from_s3(c, bucket, key, out, o);
+    }
+    return rc;
+}
+
+/*
+ * The one way to metadata, for local callers (serve false) and for peers that take this node for
+ * the object's metadata owner (serve true). An entry fresh enough answers at once; otherwise one
+ * thread fetches (the entry marked pending) while the others wait for its outcome, so a node sends
+ * one request per object however many threads ask. "Fresh enough" is younger than max_age_us and
+ * unexpired; an answer an owner gave at age a is kept for the TTL less a, so every node's copy
+ * expires when the owner's does and the cluster asks S3 once per object per TTL.
+ */
+static int head_get(node_cache *c, const char *bucket, const char *key, bool serve, uint64_t max_age_us,
+                    s3_object_info *out, uint64_t *age_us)
+{
+    int rc = -1;
+    pthread_mutex_lock(&c->meta_mu);
+    meta_entry *e;
+    for (;;) {
+        uint64_t now = shoal_clock_mono_us();
+        e = *meta_find(c, bucket, key);
+        if (e && e->pending && serve && e->pending_local) {
+            /* Serving a peer never waits for a local fetch, which may be asking that very peer
+             * (two views that disagree for a moment on the owner): one more HEAD, no cycle. */
+            pthread_mutex_unlock(&c->meta_mu);
+            head_outcome o = {0};
+            if (head_from_s3(c, bucket, key, out, &o) != 0)
+                return -1;
+            *age_us = 0;
+            return o.missing ? shoal_error_set(SHOAL_ERR_S3_NO_SUCH_KEY, "s3://%s/%s: no such key", bucket, key) : 0;
+        }
+        if (e && e->pending) {
+            e->refs++;
+            while (e->pending)
+                pthread_cond_wait(&c->meta_cv, &c->meta_mu);
+            e->refs--;
+            /* The fetch that just ended is as fresh as anything: take its outcome as it stands,
+             * unless nothing was kept (it failed, or a forget came meanwhile): then fetch again. */
+            max_age_us = UINT64_MAX;
+            if (e->expires_us > shoal_clock_mono_us())
+                continue;
+        } else if (e && e->expires_us > now && now - e->fetched_us <= max_age_us) {
+            if (age_us)
+                *age_us = now - e->fetched_us;
+            if (e->negative) {
+                pthread_mutex_unlock(&c->meta_mu);
+                return shoal_error_set(SHOAL_ERR_S3_NO_SUCH_KEY, "s3://%s/%s: no such key (cached)", bucket, key);
+            }
+            *out = e->info;
+            pthread_mutex_unlock(&c->meta_mu);
+            return 0;
+        }
+        break;
+    }
     if (e == NULL) {
-        meta_trim(c, now);
+        meta_trim(c, shoal_clock_mono_us());
         e = calloc(1, sizeof *e);
         if (e == NULL || (e->bucket = strdup(bucket)) == NULL || (e->key = strdup(key)) == NULL) {
             if (e)
                 meta_free(e);
-            goto out;
+            pthread_mutex_unlock(&c->meta_mu);
+            return shoal_error_set(SHOAL_ERR_NOMEM, "metadata of s3://%s/%s", bucket, key);
         }
         e->next = c->meta[meta_bucket(bucket, key)];
         c->meta[meta_bucket(bucket, key)] = e;
         c->meta_count++;
     }
-    e->negative = info == NULL;
-    if (info)
-        e->info = *info;
-    e->expires_us = now + ttl_s * 1000000u;
-out:
+    uint64_t ask_age_ms = e->refresh ? 0 : (max_age_us == UINT64_MAX ? (uint64_t)c->cfg.metadata_ttl_s * 1000u
+                                                                      : max_age_us / 1000u);
+    e->pending = true;
+    e->pending_local = !serve;
+    e->refresh = false;
     pthread_mutex_unlock(&c->meta_mu);
-}
 
-void node_cache_forget(node_cache *c, const char *bucket, const char *key)
-{
+    s3_object_info info;
+    head_outcome o = {0};
+    rc = head_fetch(c, bucket, key, serve, ask_age_ms, &info, &o);
+    shoal_err err = shoal_error_code();
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", rc == 0 ? "" : shoal_error_message());
+
     pthread_mutex_lock(&c->meta_mu);
-    meta_entry **pp = meta_find(c, bucket, key);
-    if (*pp) {
-        meta_entry *e = *pp;
-        *pp = e->next;
-        meta_free(e);
-        c->meta_count--;
-    }
+    uint64_t now = shoal_clock_mono_us();
+    uint64_t ttl_us = (uint64_t)(o.missing ? c->cfg.negative_ttl_s : c->cfg.metadata_ttl_s) * 1000000u;
+    e->fetched_us = now - (o.age_us < now ? o.age_us : 0);
+    e->negative = o.missing;
+    if (o.ok)
+        e->info = info;
+    /* A failure is not remembered (expires 0): the next caller tries again. A forget while the
+     * fetch ran (refresh set again) leaves the answer unkept too. */
+    e->expires_us = rc == 0 && !e->refresh && ttl_us > o.age_us ? e->fetched_us + ttl_us : 0;
+    if (rc == 0 && age_us)
+        *age_us = now - e->fetched_us;
+    e->pending = false;
+    pthread_cond_broadcast(&c->meta_cv);
     pthread_mutex_unlock(&c->meta_mu);
+    if (rc != 0)
+        return shoal_error_set(err, "%s", msg);
+    if (o.missing)
+        return shoal_error_set(SHOAL_ERR_S3_NO_SUCH_KEY, "s3://%s/%s: no such key", bucket, key);
+    *out = info;
+    return 0;
 }
 
 int node_cache_head(node_cache *c, const char *bucket, const char *key, s3_object_info *out)
 {
-    uint64_t now = shoal_clock_mono_us();
-    pthread_mutex_lock(&c->meta_mu);
-    meta_entry *e = *meta_find(c, bucket, key);
-    if (e && e->expires_us > now) {
-        bool negative = e->negative;
-        if (!negative)
-            *out = e->info;
-        pthread_mutex_unlock(&c->meta_mu);
-        if (negative)
-            return shoal_error_set(SHOAL_ERR_S3_NO_SUCH_KEY, "s3://%s/%s: no such key (cached)", bucket, key);
-        return 0;
-    }
-    pthread_mutex_unlock(&c->meta_mu);
-    if (cache_s3_head(c, bucket, key, out) != 0) {
-        if (shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY && c->cfg.negative_ttl_s > 0)
-            meta_remember(c, bucket, key, NULL, c->cfg.negative_ttl_s);
-        return -1;
-    }
-    if (c->cfg.metadata_ttl_s > 0)
-        meta_remember(c, bucket, key, out, c->cfg.metadata_ttl_s);
-    return 0;
+    return head_get(c, bucket, key, false, UINT64_MAX, out, NULL);
+}
+
+int cache_head_serve(node_cache *c, const char *bucket, const char *key, uint64_t max_age_ms,
+                     s3_object_info *out, uint64_t *age_ms)
+{
+    uint64_t age_us = 0;
+    int rc = head_get(c, bucket, key, true, max_age_ms * 1000u, out, &age_us);
+    *age_ms = age_us / 1000u;
+    return rc;
 }
 
 
@@ -139,6 +347,7 @@ typedef struct list_entry {
     bool pending;        /* a fetch is in progress (single flight) */
     bool ok;             /* page holds an answer, good until expires_us */
     uint64_t expires_us;
+    uint64_t fetched_us; /* when S3 listed it (an owner's page is as old as it says) */
     shoal_buf page;
     shoal_err err;       /* the last fetch's failure, for the threads that waited on it */
     char msg[256];
@@ -259,7 +468,7 @@ static int list_from_s3(node_cache *c, const s3_list_args *a, shoal_buf *out)
 
 /* Asks owner m for the page; 0 with the checked payload appended to out. */
 static int list_from_peer(node_cache *c, const s3_list_args *a, const node_cache_owner *m, uint64_t mv,
-                          shoal_buf *out)
+                          shoal_buf *out, uint64_t *age_us)
 {
     node_peer_msg req = {.type = NODE_PEER_LIST, .membership_version = mv, .flags = 0};
     req.list = (node_peer_list_req){
@@ -276,14 +485,7 @@ static int list_from_peer(node_cache *c, const s3_list_args *a, const node_cache
     shoal_err e = cache_peer_request(c, m->link, &req, &r);
     const node_peer_msg *rep = e == SHOAL_OK ? node_peer_response_msg(r) : NULL;
     if (rep == NULL || rep->status != NODE_PEER_OK) {
-        if (e == SHOAL_ERR_TIMEOUT) {
-            node_stats_add(&c->cfg.stats->peer_timeouts, 1);
-            cache_penalize(c, m->id);
-        } else {
-            node_stats_add(&c->cfg.stats->peer_errors, 1);
-        }
-        LOG_INFO("cache", "peer_list_failed", "peer=%s error=%s status=%s", shoal_log_q(tmp, sizeof tmp, m->id),
-                 shoal_error_name(e), rep ? node_peer_status_name(rep->status) : "-");
+        meta_peer_failed(c, m, e, rep, "peer_list_failed");
         goto done;
     }
     size_t len = 0;
@@ -296,6 +498,7 @@ static int list_from_peer(node_cache *c, const s3_list_args *a, const node_cache
         goto done;
     }
     node_peer_list_page_destroy(&check);
+    *age_us = rep->has_age ? rep->age_ms * 1000u : 0;
     if (shoal_buf_append(out, data, len) != 0) {
         shoal_error_set(SHOAL_ERR_NOMEM, "listing page of %zu bytes", len);
         goto done;
@@ -308,8 +511,9 @@ done:
 
 /* The page from its owners in read order (this node among them lists S3 itself), then from S3
  * directly when none answered. Serving a peer (serve) never asks another node. */
-static int list_fetch(node_cache *c, const s3_list_args *a, bool serve, shoal_buf *out)
+static int list_fetch(node_cache *c, const s3_list_args *a, bool serve, shoal_buf *out, uint64_t *age_us)
 {
+    *age_us = 0;
     if (serve)
         return list_from_s3(c, a, out);
     node_cache_owner owners[DHT_REPLICAS_MAX];
@@ -322,7 +526,7 @@ static int list_fetch(node_cache *c, const s3_list_args *a, bool serve, shoal_bu
             rc = list_from_s3(c, a, out);
             asked_s3 = true;
         } else if (owners[i].link >= 0 && !cache_penalized(c, owners[i].id)) {
-            rc = list_from_peer(c, a, &owners[i], mv, out);
+            rc = list_from_peer(c, a, &owners[i], mv, out, age_us);
         }
     }
     if (rc != 0 && !asked_s3) {
@@ -363,7 +567,8 @@ static void list_trim(node_cache *c, uint64_t now)
 
 /* The page's payload form appended to out: from the table while fresh, else fetched once however
  * many threads ask at the same moment (the others wait for that fetch and share its outcome). */
-int cache_list_page_bytes(node_cache *c, const s3_list_args *a, bool serve, shoal_buf *out)
+int cache_list_page_bytes(node_cache *c, const s3_list_args *a, bool serve, uint64_t max_age_us, shoal_buf *out,
+                          uint64_t *age_us)
 {
     shoal_buf ask = {0};
     if (list_ask(a, &ask) != 0)
@@ -378,6 +583,7 @@ int cache_list_page_bytes(node_cache *c, const s3_list_args *a, bool serve, shoa
         while (e->pending)
             pthread_cond_wait(&c->list_cv, &c->list_mu);
         e->refs--;
+        *age_us = shoal_clock_mono_us() - e->fetched_us;
         if (e->ok)
             rc = shoal_buf_append(out, e->page.data, e->page.len) == 0 ? 0
                                                                         : shoal_error_set(SHOAL_ERR_NOMEM, "listing");
@@ -386,7 +592,8 @@ int cache_list_page_bytes(node_cache *c, const s3_list_args *a, bool serve, shoa
         pthread_mutex_unlock(&c->list_mu);
         goto done;
     }
-    if (e && e->ok && e->expires_us > now) {
+    if (e && e->ok && e->expires_us > now && now - e->fetched_us <= max_age_us) {
+        *age_us = now - e->fetched_us;
         rc = shoal_buf_append(out, e->page.data, e->page.len) == 0 ? 0 : shoal_error_set(SHOAL_ERR_NOMEM, "listing");
         pthread_mutex_unlock(&c->list_mu);
         goto done;
@@ -411,7 +618,8 @@ int cache_list_page_bytes(node_cache *c, const s3_list_args *a, bool serve, shoa
     pthread_mutex_unlock(&c->list_mu);
 
     shoal_buf page = {0};
-    rc = list_fetch(c, a, serve, &page);
+    uint64_t age = 0;
+    rc = list_fetch(c, a, serve, &page, &age);
 
     pthread_mutex_lock(&c->list_mu);
     c->list_bytes += page.len;
@@ -419,7 +627,11 @@ int cache_list_page_bytes(node_cache *c, const s3_list_args *a, bool serve, shoa
     shoal_buf_destroy(&e->page);
     e->page = page;
     e->ok = rc == 0;
-    e->expires_us = shoal_clock_mono_us() + (uint64_t)c->cfg.metadata_ttl_s * 1000000u;
+    /* An owner's page expires here when it expires there: the cluster lists S3 once per TTL. */
+    uint64_t now2 = shoal_clock_mono_us(), ttl_us = (uint64_t)c->cfg.metadata_ttl_s * 1000000u;
+    e->fetched_us = now2 - (age < now2 ? age : 0);
+    e->expires_us = ttl_us > age ? e->fetched_us + ttl_us : 0;
+    *age_us = now2 - e->fetched_us;
     e->err = rc == 0 ? SHOAL_OK : shoal_error_code();
     snprintf(e->msg, sizeof e->msg, "%s", rc == 0 ? "" : shoal_error_message());
     e->pending = false;
@@ -432,16 +644,24 @@ done:
     return rc;
 }
 
-int node_cache_list(node_cache *c, const s3_list_args *a, s3_list_page *out)
+int node_cache_list_aged(node_cache *c, const s3_list_args *a, s3_list_page *out, uint64_t *age_us)
 {
     shoal_buf bytes = {0};
+    uint64_t age = 0;
     if (a->bucket == NULL || a->bucket[0] == '\0')
         return shoal_error_set(SHOAL_ERR_INVAL, "list: no bucket");
-    int rc = cache_list_page_bytes(c, a, false, &bytes) == 0 ? page_decode(&bytes, out) : -1;
+    int rc = cache_list_page_bytes(c, a, false, UINT64_MAX, &bytes, &age) == 0 ? page_decode(&bytes, out) : -1;
+    if (age_us)
+        *age_us = age;
     shoal_buf_destroy(&bytes);
     if (rc != 0)
         shoal_error_wrap("list s3://%s/%s", a->bucket, a->prefix ? a->prefix : "");
     return rc;
+}
+
+int node_cache_list(node_cache *c, const s3_list_args *a, s3_list_page *out)
+{
+    return node_cache_list_aged(c, a, out, NULL);
 }
 
 void cache_meta_destroy(node_cache *c)

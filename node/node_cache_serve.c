@@ -7,6 +7,14 @@
  * name, length and checksum and that it owns the block in its own view, and keeps it OWNED. So a
  * reader on any node finds a fresh checkpoint at its owner and S3 is not asked again. A refused or
  * lost PUT only costs the owner a fetch from S3 when the block is first read.
+ *
+ * Work in progress. A reader waiting for a block PINGs its owner with the block's id, and the
+ * owner says whether it is working on it (node_cache_on_work, on the transport's I/O thread): a
+ * request for it queued in the serve pool or being served (counted per id in a small table from
+ * the moment the request is queued until it is answered), or a fetch of it in flight. LISTs and
+ * HEADs are counted the same way under an id hashed from what they ask (cache_work_id), which the
+ * asker computes alike. So a reader can wait for an owner that is slow because S3 is slow, and
+ * give up on one that is stuck or idle on its request (docs/peer-protocol.md, "Progress").
  */
 #include "node_cache_internal.h"
 
@@ -123,10 +131,15 @@ static void list_serve_run(node_cache *c, void *arg)
         s3_list_args a = {.bucket = bucket, .prefix = prefix, .delimiter = delim[0] ? delim : NULL,
                           .continuation_token = token[0] ? token : NULL, .start_after = after[0] ? after : NULL,
                           .max_keys = (unsigned)m->list.max_keys};
-        if (cache_list_page_bytes(c, &a, true, &page) == 0)
+        uint64_t age_us = 0;
+        uint64_t max_age_us = m->has_max_age ? m->max_age_ms * 1000u : UINT64_MAX;
+        if (cache_list_page_bytes(c, &a, true, max_age_us, &page, &age_us) == 0) {
             rep.status = NODE_PEER_OK;
-        else
+            rep.has_age = true;
+            rep.age_ms = age_us / 1000u;
+        } else {
             rep.status = status_of(shoal_error_code());
+        }
     }
     size_t len = 0;
     uint8_t *data = rep.status == NODE_PEER_OK ? shoal_buf_steal(&page, &len) : NULL;
@@ -142,10 +155,203 @@ static void list_serve_drop(void *arg)
     node_peer_reply(arg, &rep, (node_peer_payload){0});
 }
 
+/* ---- work in progress ---------------------------------------------------------------------------- */
+
+void cache_work_id(const node_peer_msg *req, uint8_t out[NODE_PEER_BLOCK_ID_LEN])
+{
+    if (req->type == NODE_PEER_GET) {
+        memcpy(out, req->block.id, NODE_PEER_BLOCK_ID_LEN);
+        return;
+    }
+    /* Every field with its length, behind a tag of the request type, so no two requests share a
+     * hash input; the 128-bit hash of that stands for the request. */
+    const node_peer_list_req *l = &req->list;
+    const node_peer_head_req *h = &req->head;
+    shoal_cursor parts[6];
+    size_t n = 0;
+    if (req->type == NODE_PEER_LIST) {
+        parts[n++] = l->bucket, parts[n++] = l->prefix, parts[n++] = l->delimiter;
+        parts[n++] = l->token, parts[n++] = l->start_after;
+    } else {
+        parts[n++] = h->bucket, parts[n++] = h->key;
+    }
+    XXH3_state_t *st = XXH3_createState();
+    uint8_t tag[9] = {(uint8_t)req->type};
+    uint64_t mk = req->type == NODE_PEER_LIST ? l->max_keys : 0;
+    memcpy(tag + 1, &mk, sizeof mk);
+    XXH128_hash_t hash = {0, 0};
+    if (st != NULL && XXH3_128bits_reset(st) == XXH_OK) {
+        XXH3_128bits_update(st, tag, sizeof tag);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t len = parts[i].len;
+            XXH3_128bits_update(st, &len, sizeof len);
+            XXH3_128bits_update(st, parts[i].ptr, parts[i].len);
+        }
+        hash = XXH3_128bits_digest(st);
+    }
+    XXH3_freeState(st);
+    memcpy(out, &hash.high64, 8);
+    memcpy(out + 8, &hash.low64, 8);
+}
+
+/* The slot of `id` in the open-addressed table (linear probing), or the free slot where it would
+ * go. Locked. The table never fills: at most queue + workers requests are counted at once. */
+static work_slot *work_find(node_cache *c, const uint8_t id[NODE_PEER_BLOCK_ID_LEN])
+{
+    SHOAL_ASSERT_LOCKED(&c->work_mu);
+    uint64_t h;
+    memcpy(&h, id, sizeof h);
+    size_t i = (size_t)(h % CACHE_WORK_SLOTS);
+    for (size_t probes = 0; probes < CACHE_WORK_SLOTS; probes++, i = (i + 1) % CACHE_WORK_SLOTS) {
+        work_slot *w = &c->work[i];
+        if (w->count == 0 || memcmp(w->id, id, NODE_PEER_BLOCK_ID_LEN) == 0)
+            return w;
+    }
+    return NULL;
+}
+
+void cache_work_begin(node_cache *c, const uint8_t id[NODE_PEER_BLOCK_ID_LEN])
+{
+    pthread_mutex_lock(&c->work_mu);
+    work_slot *w = work_find(c, id);
+    SHOAL_ASSERT(w != NULL);
+    if (w != NULL) {
+        memcpy(w->id, id, NODE_PEER_BLOCK_ID_LEN);
+        w->count++;
+    }
+    pthread_mutex_unlock(&c->work_mu);
+}
+
+void cache_work_end(node_cache *c, const uint8_t id[NODE_PEER_BLOCK_ID_LEN])
+{
+    pthread_mutex_lock(&c->work_mu);
+    work_slot *w = work_find(c, id);
+    if (w != NULL && w->count > 0 && --w->count == 0) {
+        /* Backward-shift deletion: move later entries of the probe run into the hole, so every
+         * entry stays reachable from its home slot without tombstones. */
+        size_t hole = (size_t)(w - c->work);
+        for (size_t j = (hole + 1) % CACHE_WORK_SLOTS; c->work[j].count != 0; j = (j + 1) % CACHE_WORK_SLOTS) {
+            uint64_t h;
+            memcpy(&h, c->work[j].id, sizeof h);
+            size_t home = (size_t)(h % CACHE_WORK_SLOTS);
+            /* j's entry may fill the hole when its home is not inside (hole, j] (cyclically). */
+            bool home_in_range = hole < j ? (home > hole && home <= j) : (home > hole || home <= j);
+            if (!home_in_range) {
+                c->work[hole] = c->work[j];
+                c->work[j].count = 0;
+                hole = j;
+            }
+        }
+    }
+    pthread_mutex_unlock(&c->work_mu);
+}
+
+node_peer_work node_cache_on_work(void *ud, const uint8_t *id)
+{
+    node_cache *c = ud;
+    pthread_mutex_lock(&c->work_mu);
+    work_slot *w = work_find(c, id);
+    bool queued = w != NULL && w->count > 0;
+    pthread_mutex_unlock(&c->work_mu);
+    return queued || cache_flight_active(c, id) ? NODE_PEER_WORKING : NODE_PEER_IDLE;
+}
+
+/* A serve task counted in the work table: the request's id is taken before the task answers it
+ * (the answer frees the request), and the count ends once it is answered. */
+typedef struct counted_task {
+    pool_fn run;
+    pool_drop_fn drop;
+    node_peer_incoming *in;
+    uint8_t id[NODE_PEER_BLOCK_ID_LEN];
+} counted_task;
+
+static void counted_run(node_cache *c, void *arg)
+{
+    counted_task t = *(counted_task *)arg;
+    free(arg);
+    t.run(c, t.in);
+    cache_work_end(c, t.id);
+}
+
+/* A queued task dropped at stop: answered by its own drop; nobody asks about its work any more. */
+static void counted_drop(void *arg)
+{
+    counted_task *t = arg;
+    t->drop(t->in);
+    free(t);
+}
+
+/* Queues `run` for request `in` on the serve pool, counted under the request's work id; -1 when
+ * the queue is full (the caller keeps `in` and answers BUSY). */
+static int serve_counted(node_cache *c, pool_fn run, pool_drop_fn drop, node_peer_incoming *in)
+{
+    counted_task *t = malloc(sizeof *t);
+    if (t == NULL)
+        return -1;
+    *t = (counted_task){.run = run, .drop = drop, .in = in};
+    cache_work_id(node_peer_incoming_msg(in), t->id);
+    cache_work_begin(c, t->id);
+    if (cache_pool_submit(&c->serve, counted_run, counted_drop, t) != 0) {
+        cache_work_end(c, t->id);
+        free(t);
+        return -1;
+    }
+    return 0;
+}
+
+/* A HEAD from a peer that takes this node for the object's metadata owner: answered from the
+ * table when what it holds is young enough for the asker ("ma"), else from one S3 HEAD shared with
+ * local callers; never passed on. The reply says how old the answer is ("ag"). */
+static void head_serve_run(node_cache *c, void *arg)
+{
+    node_peer_incoming *in = arg;
+    const node_peer_msg *m = node_peer_incoming_msg(in);
+    char bucket[NODE_PEER_MAX_BUCKET + 1], key[NODE_PEER_MAX_KEY + 1];
+    node_peer_msg rep = {.type = NODE_PEER_HEAD_REPLY, .status = NODE_PEER_ERROR};
+    shoal_buf payload = {0};
+    if (copy_cursor(bucket, sizeof bucket, m->head.bucket) && copy_cursor(key, sizeof key, m->head.key)) {
+        uint64_t max_age_ms = m->has_max_age ? m->max_age_ms : (uint64_t)c->cfg.metadata_ttl_s * 1000u;
+        s3_object_info info;
+        node_peer_object_info pi;
+        uint64_t age_ms = 0;
+        if (cache_head_serve(c, bucket, key, max_age_ms, &info, &age_ms) != 0) {
+            rep.status = status_of(shoal_error_code());
+        } else {
+            cache_info_to_peer(&info, &pi);
+            if (node_peer_head_encode(&pi, &payload) == 0) {
+                rep.status = NODE_PEER_OK;
+                rep.has_age = true;
+                rep.age_ms = age_ms;
+            }
+        }
+    }
+    size_t len = 0;
+    uint8_t *data = rep.status == NODE_PEER_OK ? shoal_buf_steal(&payload, &len) : NULL;
+    node_peer_payload out = {data, data ? len : 0, data ? cache_payload_free_heap : NULL, NULL};
+    if (node_peer_reply(in, &rep, out) != 0 && shoal_error_code() != SHOAL_ERR_CLOSED)
+        LOG_WARN("cache", "reply_failed", "error=%s", shoal_error_name(shoal_error_code()));
+    shoal_buf_destroy(&payload);
+}
+
+static void head_serve_drop(void *arg)
+{
+    node_peer_msg rep = {.type = NODE_PEER_HEAD_REPLY, .status = NODE_PEER_ERROR};
+    node_peer_reply(arg, &rep, (node_peer_payload){0});
+}
+
+void node_cache_on_head(void *ud, node_peer_incoming *in)
+{
+    node_cache *c = ud;
+    if (serve_counted(c, head_serve_run, head_serve_drop, in) != 0) {
+        node_peer_msg rep = {.type = NODE_PEER_HEAD_REPLY, .status = NODE_PEER_BUSY};
+        node_peer_reply(in, &rep, (node_peer_payload){0});
+    }
+}
+
 void node_cache_on_list(void *ud, node_peer_incoming *in)
 {
     node_cache *c = ud;
-    if (cache_pool_submit(&c->serve, list_serve_run, list_serve_drop, in) != 0) {
+    if (serve_counted(c, list_serve_run, list_serve_drop, in) != 0) {
         node_peer_msg rep = {.type = NODE_PEER_LIST_REPLY, .status = NODE_PEER_BUSY};
         node_peer_reply(in, &rep, (node_peer_payload){0});
     }
@@ -154,7 +360,7 @@ void node_cache_on_list(void *ud, node_peer_incoming *in)
 void node_cache_on_get_block(void *ud, node_peer_incoming *in)
 {
     node_cache *c = ud;
-    if (cache_pool_submit(&c->serve, serve_run, serve_drop, in) != 0)
+    if (serve_counted(c, serve_run, serve_drop, in) != 0)
         serve_reply(in, NODE_PEER_BUSY, (node_peer_payload){0}, 0);
 }
 

@@ -65,6 +65,7 @@ enum opt_id {
     O_NEGATIVE_TTL,
     O_UPLOAD_DELAY,
     O_PEER_TIMEOUT,
+    O_S3_STALL_TIMEOUT,
     O_CLUSTER_KEY,
     O_STATE_DIR,
     O_CONTROL,
@@ -113,7 +114,8 @@ static const opt_def OPTS[O_ALL] = {
     [O_METADATA_TTL] = {"metadata-ttl", "SECONDS", "how long listings and object metadata are trusted (default 60)"},
     [O_NEGATIVE_TTL] = {"negative-ttl", "SECONDS", "how long \"no such key\" is trusted (default 5)"},
     [O_UPLOAD_DELAY] = {"upload-delay", "SECONDS", "write-back: close returns once the file is durable on local disk, the upload starts after the file stayed closed this long (default 0: close uploads)"},
-    [O_PEER_TIMEOUT] = {"peer-timeout", "MS", "wait this long for an owner before asking the next (default 2000)"},
+    [O_PEER_TIMEOUT] = {"peer-timeout", "MS", "an owner that makes no progress on a block this long is given up for the next (default 2000)"},
+    [O_S3_STALL_TIMEOUT] = {"s3-stall-timeout", "SECONDS", "an S3 answer that moves no byte this long is abandoned and sent again (default 5)"},
     [O_CLUSTER_KEY] = {"cluster-key", "FILE", "32-byte shared cluster secret, see `shoal keygen` (required)"},
     [O_STATE_DIR] = {"state-dir", "DIR", "node key pair and identity (default <cache-dir>/state)"},
     [O_CONTROL] = {"control", "PATH", "control socket (default $XDG_RUNTIME_DIR/shoal/shoald.sock or /run/shoal/shoald.sock)"},
@@ -635,6 +637,11 @@ static int apply(const raw_opts *r, int id, const char *v, node_config *cfg)
             return bad(r, id, "'%s' is not a number of milliseconds from 50 to 600000", v);
         cfg->peer_timeout_ms = (uint32_t)x;
         return 0;
+    case O_S3_STALL_TIMEOUT:
+        if (parse_uint(v, 1, 600, &x) < 0)
+            return bad(r, id, "'%s' is not a number of seconds from 1 to 600", v);
+        cfg->s3_stall_timeout = (uint32_t)x;
+        return 0;
     case O_CLUSTER_KEY:
         if (apply_path(r, id, v, &cfg->cluster_key_file) < 0)
             return -1;
@@ -833,6 +840,7 @@ static void base_defaults(node_config *cfg)
     cfg->metadata_ttl = 60;
     cfg->negative_ttl = 5;
     cfg->peer_timeout_ms = 2000;
+    cfg->s3_stall_timeout = 5;
     cfg->file_mode = 0644;
     cfg->dir_mode = 0755;
     cfg->log_level = SHOAL_LOG_INFO;

@@ -56,7 +56,8 @@ typedef struct node_config {
     uint32_t metadata_ttl;     /* --metadata-ttl seconds (default 60) */
     uint32_t negative_ttl;     /* --negative-ttl seconds (default 5) */
     uint32_t upload_delay;     /* --upload-delay seconds (default 0: close uploads); not in SPEC §2 */
-    uint32_t peer_timeout_ms;  /* --peer-timeout: one peer GET before the next owner (default 2000) */
+    uint32_t peer_timeout_ms;  /* --peer-timeout: an owner idle on a block this long is given up (default 2000) */
+    uint32_t s3_stall_timeout; /* --s3-stall-timeout seconds: an S3 answer silent this long is resent (default 5) */
     char *cluster_key_file;    /* --cluster-key FILE (required) */
     uint8_t cluster_key[NODE_CONFIG_KEY_LEN]; /* its contents */
     char *state_dir;           /* --state-dir (default <cache-dir>/state) */

@@ -111,6 +111,7 @@ static void daemon_sample(node_daemon *d)
     node_stats_set(&st->s3_delete_requests, s3.delete_requests);
     node_stats_set(&st->s3_errors, s3.failures);
     node_stats_set(&st->s3_retries, s3.retries);
+    node_stats_set(&st->s3_stall_retries, s3.stall_retries);
     node_stats_set(&st->s3_bytes_in, s3.bytes_in);
     node_stats_set(&st->s3_bytes_out, s3.bytes_out);
 
@@ -787,6 +788,14 @@ static void peer_on_list(void *ud, node_peer_incoming *in)
         node_cache_on_list(cache, in);
 }
 
+/* The transport's HEAD handler: an object's metadata, from this node as its metadata owner. */
+static void peer_on_head(void *ud, node_peer_incoming *in)
+{
+    node_cache *cache = peer_cache(ud, in, NODE_PEER_HEAD_REPLY);
+    if (cache)
+        node_cache_on_head(cache, in);
+}
+
 /* The transport's PUT handler: a block written through another node's mount, sent to its owner. */
 static void peer_on_put(void *ud, node_peer_incoming *in)
 {
@@ -795,8 +804,17 @@ static void peer_on_put(void *ud, node_peer_incoming *in)
         node_cache_on_put_block(cache, in);
 }
 
+/* The transport's work handler (a PING that names a request): IDLE until the read path exists. */
+static node_peer_work peer_on_work(void *ud, const uint8_t *id)
+{
+    node_daemon *d = ud;
+    node_cache *cache = atomic_load(&d->cache);
+    return cache ? node_cache_on_work(cache, id) : NODE_PEER_IDLE;
+}
+
 static const node_peer_handlers PEER_HANDLERS = {
-    .on_get_block = peer_on_get, .on_put_block = peer_on_put, .on_list = peer_on_list};
+    .on_get_block = peer_on_get, .on_put_block = peer_on_put, .on_list = peer_on_list, .on_head = peer_on_head,
+    .on_work = peer_on_work};
 
 /* ---- lifecycle ---------------------------------------------------------------------------------- */
 
@@ -848,6 +866,7 @@ node_daemon *node_daemon_new(const node_config *cfg)
     sc.region = cfg->region;
     sc.path_style = cfg->path_style;
     sc.creds = d->creds;
+    sc.stall_timeout_ms = cfg->s3_stall_timeout * 1000u;
     d->s3 = s3_client_new(&sc);
     if (d->s3 == NULL)
         goto fail;

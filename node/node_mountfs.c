@@ -26,10 +26,12 @@
  * bytes, so a held block is never stale. Readers copy from a held block without the lock, counted;
  * a block evicted while read is released by its last reader.
  *
- * Listings go to S3 (s3_list), not through the cluster's table of pages (node_cache_list): that
- * table keeps a page for --metadata-ttl and has no way to forget one, so a file this mount just
- * wrote, or one another client created, would stay out of `ls` for that long, where the mount
- * promises its own writes at once and new objects within --negative-ttl (docs/semantics.md).
+ * Listings for `ls` go to S3 (s3_list), not through the cluster's table of pages (node_cache_list):
+ * that table keeps a page for --metadata-ttl and has no way to forget one, so a file this mount
+ * just wrote, or one another client created, would stay out of `ls` for that long, where the mount
+ * promises its own writes at once and new objects within --negative-ttl (docs/semantics.md). The
+ * listing that revalidates an expired one for lookups does go through the table (list_shared):
+ * one LIST per directory per TTL for the whole cluster, and a name it lacks is still asked for.
  *
  * Writes. The mount hands over a staged file; s3_upload sends it as one PUT or a parallel
  * multipart upload and aborts the upload on failure, so a failed put never leaves a partial
@@ -51,6 +53,7 @@
 
 #include "dht.h"
 #include "mount.h"
+#include "shoal_assert.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
 
@@ -64,7 +67,8 @@
 
 #include <xxhash.h>
 
-#define FS_SIZE_SLOTS 16384 /* (key, ETag) -> size entries; a collision only costs a HEAD */
+#define FS_SIZE_SETS 8192  /* (key, ETag) -> size: sets of FS_SIZE_WAYS entries, LRU within a set */
+#define FS_SIZE_WAYS 8     /* so a dataset of tens of thousands of files loses next to none; a loss costs a HEAD */
 #define FS_LIST_PAGE 1000   /* S3's largest listing page */
 #define FS_HELD_BLOCKS 16   /* blocks kept between reads (see "Held blocks") */
 #define FS_PREFETCH_BLOCKS 8 /* blocks asked ahead of a reader that waited for one */
@@ -84,6 +88,7 @@ typedef struct size_slot {
     char *key;
     char etag[MOUNT_ETAG_MAX];
     uint64_t size;
+    uint64_t used; /* tick of the last store or hit, for LRU within the set */
 } size_slot;
 
 struct node_mountfs {
@@ -93,7 +98,8 @@ struct node_mountfs {
     mount_view *view;
     bool mounted;
     pthread_mutex_t sizes_mu;
-    size_slot sizes[FS_SIZE_SLOTS];
+    size_slot sizes[FS_SIZE_SETS][FS_SIZE_WAYS];
+    uint64_t size_tick;
     pthread_mutex_t held_mu;
     held_block *held[FS_HELD_BLOCKS];
     uint64_t tick;
@@ -138,9 +144,20 @@ static void etag_copy(char out[MOUNT_ETAG_MAX], const char *in)
 
 /* ---- (key, ETag) -> size ------------------------------------------------------------------------ */
 
-static size_slot *size_slot_of(node_mountfs *fs, const char *key, size_t key_len)
+/* The entry of `key` in its set, or (for a store) the entry to replace: an empty one, else the
+ * least recently used; NULL when looking up a key the set lacks. Locked. */
+static size_slot *size_slot_of(node_mountfs *fs, const char *key, size_t key_len, bool store)
 {
-    return &fs->sizes[XXH3_64bits(key, key_len) % FS_SIZE_SLOTS];
+    SHOAL_ASSERT_LOCKED(&fs->sizes_mu);
+    size_slot *set = fs->sizes[XXH3_64bits(key, key_len) % FS_SIZE_SETS], *victim = &set[0];
+    for (int w = 0; w < FS_SIZE_WAYS; w++) {
+        size_slot *s = &set[w];
+        if (s->key != NULL && strlen(s->key) == key_len && memcmp(s->key, key, key_len) == 0)
+            return s;
+        if (victim->key != NULL && (s->key == NULL || s->used < victim->used))
+            victim = s;
+    }
+    return store ? victim : NULL;
 }
 
 static void size_remember(node_mountfs *fs, const char *key, size_t key_len, const char *etag, uint64_t size)
@@ -151,21 +168,24 @@ static void size_remember(node_mountfs *fs, const char *key, size_t key_len, con
     if (copy == NULL)
         return; /* only a cache: the next read asks the metadata cache */
     pthread_mutex_lock(&fs->sizes_mu);
-    size_slot *s = size_slot_of(fs, key, key_len);
+    size_slot *s = size_slot_of(fs, key, key_len, true);
     free(s->key);
     s->key = copy;
     etag_copy(s->etag, etag);
     s->size = size;
+    s->used = ++fs->size_tick;
     pthread_mutex_unlock(&fs->sizes_mu);
 }
 
 static bool size_find(node_mountfs *fs, const char *key, const char *etag, uint64_t *size)
 {
     pthread_mutex_lock(&fs->sizes_mu);
-    size_slot *s = size_slot_of(fs, key, strlen(key));
-    bool hit = s->key != NULL && strcmp(s->key, key) == 0 && strcmp(s->etag, etag) == 0;
-    if (hit)
+    size_slot *s = size_slot_of(fs, key, strlen(key), false);
+    bool hit = s != NULL && strcmp(s->etag, etag) == 0;
+    if (hit) {
         *size = s->size;
+        s->used = ++fs->size_tick;
+    }
     pthread_mutex_unlock(&fs->sizes_mu);
     return hit;
 }
@@ -319,10 +339,11 @@ static int key_cmp(const char *a, size_t a_len, const char *b, size_t b_len)
     return c != 0 ? c : (a_len > b_len) - (a_len < b_len);
 }
 
-static int fs_list(void *ctx, const char *prefix, const char *delimiter, size_t max_entries, mount_list_fn cb,
-                   void *ud)
+/* Lists through S3 itself, or (shared) through the cluster's table of pages, where *age_us gets
+ * the age of the oldest page. */
+static int list_pages(node_mountfs *fs, const char *prefix, const char *delimiter, size_t max_entries, bool shared,
+                      mount_list_fn cb, void *ud, uint64_t *age_us)
 {
-    node_mountfs *fs = ctx;
     char *token = NULL;
     size_t seen = 0;
     int rc = 0;
@@ -333,7 +354,8 @@ static int fs_list(void *ctx, const char *prefix, const char *delimiter, size_t 
         size_t left = max_entries ? max_entries - seen : 0;
         s3_list_args a = {.bucket = fs->cfg->bucket, .prefix = prefix, .delimiter = delimiter,
                           .continuation_token = token, .max_keys = left && left < FS_LIST_PAGE ? (unsigned)left : 0};
-        if (s3_list(fs->parts.s3, &a, &page) != 0) {
+        uint64_t age = 0;
+        if ((shared ? node_cache_list_aged(fs->parts.cache, &a, &page, &age) : s3_list(fs->parts.s3, &a, &page)) != 0) {
             rc = fs_errno("list", prefix);
             s3_list_page_destroy(&page);
             break;
@@ -366,9 +388,24 @@ static int fs_list(void *ctx, const char *prefix, const char *delimiter, size_t 
             more = false;
         }
         s3_list_page_destroy(&page);
+        if (age_us && age > *age_us)
+            *age_us = age;
     }
     free(token);
     return rc;
+}
+
+static int fs_list(void *ctx, const char *prefix, const char *delimiter, size_t max_entries, mount_list_fn cb,
+                   void *ud)
+{
+    return list_pages(ctx, prefix, delimiter, max_entries, false, cb, ud, NULL);
+}
+
+static int fs_list_shared(void *ctx, const char *prefix, const char *delimiter, mount_list_fn cb, void *ud,
+                          uint64_t *age_us)
+{
+    *age_us = 0;
+    return list_pages(ctx, prefix, delimiter, 0, true, cb, ud, age_us);
 }
 
 /* A held block of (key, etag, index), with a reader counted on it; NULL when none. */
@@ -659,6 +696,7 @@ static int fs_remove(void *ctx, const char *key)
 static const mount_backend FS_BACKEND = {
     .head = fs_head,
     .list = fs_list,
+    .list_shared = fs_list_shared,
     .read = fs_read,
     .put = fs_put,
     .copy = fs_copy,
@@ -736,8 +774,9 @@ void node_mountfs_delete(node_mountfs *fs)
         char q[256];
         LOG_INFO("mountfs", "unmounted", "dir=%s", shoal_log_q(q, sizeof q, fs->cfg->mount));
     }
-    for (size_t i = 0; i < FS_SIZE_SLOTS; i++)
-        free(fs->sizes[i].key);
+    for (size_t i = 0; i < FS_SIZE_SETS; i++)
+        for (size_t w = 0; w < FS_SIZE_WAYS; w++)
+            free(fs->sizes[i][w].key);
     for (size_t i = 0; i < FS_HELD_BLOCKS; i++)
         held_free(fs->held[i]);
     pthread_mutex_destroy(&fs->sizes_mu);

@@ -851,11 +851,17 @@ static cmd *reply_build(zmq_msg_t *rid, const node_peer_msg *req, const node_pee
     return c;
 }
 
-/* Answers a request from the I/O thread itself (PING, BUSY, no handler). */
+/* Answers a request from the I/O thread itself (PING, BUSY, no handler). A PING that names a work
+ * item gets the daemon's word on it (on_work, which must not block), so a reader can tell an
+ * owner still working on its block from one that is merely alive. */
 static void reply_now(node_peer *p, zmq_msg_t *rid, const node_peer_msg *req, node_peer_status status)
 {
     node_peer_msg fields = {.status = status,
                             .membership_version = atomic_load(&p->membership_version)};
+    if (req->type == NODE_PEER_PING && req->has_work_id) {
+        fields.has_work = true;
+        fields.work = p->handlers.on_work ? p->handlers.on_work(p->handlers_ud, req->work_id) : NODE_PEER_IDLE;
+    }
     node_peer_payload none = {0};
     cmd *c = reply_build(rid, req, &fields, none);
     if (c)
@@ -891,6 +897,7 @@ static void server_on_request(node_peer *p, zmq_msg_t *f, int n)
     void (*handler)(void *, node_peer_incoming *) = m.type == NODE_PEER_GET    ? p->handlers.on_get_block
                                                     : m.type == NODE_PEER_PUT  ? p->handlers.on_put_block
                                                     : m.type == NODE_PEER_LIST ? p->handlers.on_list
+                                                    : m.type == NODE_PEER_HEAD ? p->handlers.on_head
                                                                                : NULL;
     if (m.type == NODE_PEER_PING || handler == NULL) {
         reply_now(p, &f[0], &m, m.type == NODE_PEER_PING ? NODE_PEER_OK : NODE_PEER_ERROR);

@@ -49,11 +49,16 @@ typedef struct node_peer_payload {
 /* What the daemon does with requests. Each handler runs on the I/O thread, must not block, and
  * takes ownership of `in`: it answers it exactly once, now or later and from any thread, with
  * node_peer_reply() (or drops it with node_peer_incoming_discard()). A NULL handler answers ERROR.
- * PING is answered by the transport itself. */
+ * PING is answered by the transport itself; when it names a work item ("w"), on_work says what
+ * goes in the PONG's "wk" (NULL: IDLE). */
 typedef struct node_peer_handlers {
     void (*on_get_block)(void *ud, node_peer_incoming *in);
     void (*on_put_block)(void *ud, node_peer_incoming *in);
     void (*on_list)(void *ud, node_peer_incoming *in); /* LIST: answer with the page as payload */
+    void (*on_head)(void *ud, node_peer_incoming *in); /* HEAD: answer with the metadata as payload */
+    /* Whether the daemon works on item `id` (16 bytes): called on the I/O thread for each PING
+     * that names one, so it must return at once (at most a short mutex, never I/O). */
+    node_peer_work (*on_work)(void *ud, const uint8_t *id);
 } node_peer_handlers;
 
 typedef struct node_peer_config {
@@ -126,7 +131,7 @@ int node_peer_disconnect(node_peer *p, int link);
  * the callee owns (node_peer_response_delete). Must not block. */
 typedef void (*node_peer_done_fn)(void *ud, node_peer_response *r);
 
-/* Sends request `req` (GET, PUT, PING or LIST; its request_id and payload_len are filled in by the
+/* Sends request `req` (GET, PUT, PING, LIST or HEAD; its request_id and payload_len are filled in by the
  * transport, its strings are encoded before the call returns) with `payload` over `link`. `done`
  * runs exactly once: with the reply, or with SHOAL_ERR_TIMEOUT after timeout_ms, or with
  * SHOAL_ERR_CLOSED. Thread-safe. Fails at once (-1, `done` not called, the payload freed) with
@@ -161,7 +166,8 @@ const uint8_t *node_peer_incoming_key(const node_peer_incoming *in);
 
 /* Answers `in` and frees it, whatever happens. `reply` gives status, object size and checksum
  * (type, request id and payload length are filled in); `payload` is the block for an OK GET reply,
- * the encoded page for an OK LIST reply, and empty otherwise. Thread-safe. -1 with SHOAL_ERR_INVAL (bad reply), SHOAL_ERR_CLOSED (the
+ * the encoded page for an OK LIST reply, the encoded metadata for an OK HEAD reply, and empty
+ * otherwise. Thread-safe. -1 with SHOAL_ERR_INVAL (bad reply), SHOAL_ERR_CLOSED (the
  * node_peer was deleted) or SHOAL_ERR_NOMEM; the payload is freed in every case. */
 int node_peer_reply(node_peer_incoming *in, const node_peer_msg *reply, node_peer_payload payload);
 

@@ -23,10 +23,11 @@
  * Nothing here allocates on behalf of the caller except the zone msgpack-c frees before return,
  * and the entry array of a decoded listing page.
  *
- * Listing pages (the payload of a LIST reply) are a flat little-endian layout instead of msgpack:
- * every length is read through one bounded reader that checks the bytes left before it takes
- * any, the entry count is checked against what the remaining bytes could hold before the array is
- * allocated, and the strings borrow the payload like the header's do.
+ * Listing pages (the payload of a LIST reply) and object metadata (the payload of a HEAD reply)
+ * are flat little-endian layouts instead of msgpack: every length is read through one bounded
+ * reader that checks the bytes left before it takes any, the entry count is checked against what
+ * the remaining bytes could hold before the array is allocated, and the strings borrow the
+ * payload like the header's do.
  */
 #include "node_peer_proto.h"
 
@@ -60,11 +61,18 @@ enum {
     F_LT = 1u << 19,
     F_LS = 1u << 20,
     F_LM = 1u << 21,
+    F_MA = 1u << 22,
+    F_AG = 1u << 23,
+    F_HB = 1u << 24,
+    F_HK = 1u << 25,
+    F_W = 1u << 26,
+    F_WK = 1u << 27,
 };
 
 #define F_COMMON (F_V | F_T | F_ID)
 #define F_BLOCK (F_BLK | F_B | F_K | F_E | F_I | F_OFF | F_LEN)
 #define F_LISTING (F_LB | F_LP | F_LD | F_LT | F_LS | F_LM)
+#define F_HEAD (F_HB | F_HK)
 
 /* Fields each type must carry (sz is optional where it appears). */
 static uint32_t required_fields(node_peer_type t)
@@ -86,15 +94,48 @@ static uint32_t required_fields(node_peer_type t)
         return F_COMMON | F_MV | F_LISTING;
     case NODE_PEER_LIST_REPLY:
         return F_COMMON | F_ST | F_PL;
+    case NODE_PEER_HEAD:
+        return F_COMMON | F_MV | F_HEAD;
+    case NODE_PEER_HEAD_REPLY:
+        return F_COMMON | F_ST | F_PL;
     }
     return 0;
 }
 
-/* Fields a type may carry: the required ones plus the optional object size. */
+/* The optional fields a type may carry besides its required ones. */
+static uint32_t optional_fields(node_peer_type t)
+{
+    switch (t) {
+    case NODE_PEER_GET_REPLY:
+    case NODE_PEER_PUT:
+        return F_SZ;
+    case NODE_PEER_PING:
+        return F_W;
+    case NODE_PEER_PONG:
+        return F_WK;
+    case NODE_PEER_LIST:
+    case NODE_PEER_HEAD:
+        return F_MA;
+    case NODE_PEER_LIST_REPLY:
+    case NODE_PEER_HEAD_REPLY:
+        return F_AG;
+    default:
+        return 0;
+    }
+}
+
+/* Fields a type may carry: the required ones plus its optional ones. */
 static uint32_t allowed_fields(node_peer_type t)
 {
-    uint32_t f = required_fields(t);
-    return t == NODE_PEER_GET_REPLY || t == NODE_PEER_PUT ? f | F_SZ : f;
+    return required_fields(t) | optional_fields(t);
+}
+
+/* The optional fields `m` carries (its has_* flags), among those its type allows. */
+static uint32_t present_optional(const node_peer_msg *m)
+{
+    uint32_t f = (m->has_object_size ? F_SZ : 0) | (m->has_work_id ? F_W : 0) | (m->has_work ? F_WK : 0) |
+                 (m->has_max_age ? F_MA : 0) | (m->has_age ? F_AG : 0);
+    return f & optional_fields(m->type);
 }
 
 /* Forgets known fields that do not belong to the message's type (a PUT with a status, say): they
@@ -118,16 +159,33 @@ static void drop_foreign_fields(node_peer_msg *m, uint32_t seen)
         m->checksum = 0;
     if (foreign & F_LISTING)
         memset(&m->list, 0, sizeof m->list);
+    if (foreign & F_HEAD)
+        memset(&m->head, 0, sizeof m->head);
+    if (foreign & F_MA)
+        m->has_max_age = false, m->max_age_ms = 0;
+    if (foreign & F_AG)
+        m->has_age = false, m->age_ms = 0;
+    if (foreign & F_W)
+        m->has_work_id = false, memset(m->work_id, 0, sizeof m->work_id);
+    if (foreign & F_WK)
+        m->has_work = false, m->work = NODE_PEER_IDLE;
 }
 
 static bool type_has_payload(node_peer_type t)
 {
-    return t == NODE_PEER_GET_REPLY || t == NODE_PEER_PUT || t == NODE_PEER_LIST_REPLY;
+    return t == NODE_PEER_GET_REPLY || t == NODE_PEER_PUT || t == NODE_PEER_LIST_REPLY || t == NODE_PEER_HEAD_REPLY;
+}
+
+/* Replies whose payload is there only when the status is OK. */
+static bool payload_only_when_ok(node_peer_type t)
+{
+    return t == NODE_PEER_GET_REPLY || t == NODE_PEER_LIST_REPLY || t == NODE_PEER_HEAD_REPLY;
 }
 
 bool node_peer_type_is_request(node_peer_type t)
 {
-    return t == NODE_PEER_GET || t == NODE_PEER_PUT || t == NODE_PEER_PING || t == NODE_PEER_LIST;
+    return t == NODE_PEER_GET || t == NODE_PEER_PUT || t == NODE_PEER_PING || t == NODE_PEER_LIST ||
+           t == NODE_PEER_HEAD;
 }
 
 node_peer_type node_peer_reply_type(node_peer_type request)
@@ -141,6 +199,8 @@ node_peer_type node_peer_reply_type(node_peer_type request)
         return NODE_PEER_PONG;
     case NODE_PEER_LIST:
         return NODE_PEER_LIST_REPLY;
+    case NODE_PEER_HEAD:
+        return NODE_PEER_HEAD_REPLY;
     default:
         return 0;
     }
@@ -165,6 +225,10 @@ const char *node_peer_type_name(node_peer_type t)
         return "LIST";
     case NODE_PEER_LIST_REPLY:
         return "LIST_REPLY";
+    case NODE_PEER_HEAD:
+        return "HEAD";
+    case NODE_PEER_HEAD_REPLY:
+        return "HEAD_REPLY";
     }
     return "?";
 }
@@ -194,7 +258,7 @@ static int node_peer_msg_check(const node_peer_msg *m, size_t payload_size, shoa
     if (required_fields(m->type) == 0)
         return shoal_error_set(code, "peer message: unknown type %u", (unsigned)m->type);
     if ((m->type == NODE_PEER_GET_REPLY || m->type == NODE_PEER_PUT_REPLY || m->type == NODE_PEER_PONG ||
-         m->type == NODE_PEER_LIST_REPLY) &&
+         m->type == NODE_PEER_LIST_REPLY || m->type == NODE_PEER_HEAD_REPLY) &&
         (unsigned)m->status > NODE_PEER_ERROR)
         return shoal_error_set(code, "peer %s: unknown status %u", name, (unsigned)m->status);
     if (m->type == NODE_PEER_GET && (m->flags & ~NODE_PEER_F_ALL))
@@ -239,6 +303,15 @@ static int node_peer_msg_check(const node_peer_msg *m, size_t payload_size, shoa
             return shoal_error_set(code, "peer LIST: max keys %llu over %d", (unsigned long long)l->max_keys,
                                    NODE_PEER_MAX_LIST_KEYS);
     }
+    if (m->type == NODE_PEER_HEAD) {
+        if (m->head.bucket.len == 0 || m->head.bucket.len > NODE_PEER_MAX_BUCKET)
+            return shoal_error_set(code, "peer HEAD: bucket length %zu not in 1..%d", m->head.bucket.len,
+                                   NODE_PEER_MAX_BUCKET);
+        if (m->head.key.len == 0 || m->head.key.len > NODE_PEER_MAX_KEY)
+            return shoal_error_set(code, "peer HEAD: key length %zu not in 1..%d", m->head.key.len, NODE_PEER_MAX_KEY);
+    }
+    if (m->type == NODE_PEER_PONG && m->has_work && (unsigned)m->work > NODE_PEER_WORKING)
+        return shoal_error_set(code, "peer PONG: unknown work state %u", (unsigned)m->work);
     if (type_has_payload(m->type)) {
         if (m->payload_len > NODE_PEER_MAX_PAYLOAD)
             return shoal_error_set(code, "peer %s: payload length %llu over %u", name,
@@ -246,8 +319,7 @@ static int node_peer_msg_check(const node_peer_msg *m, size_t payload_size, shoa
         if (m->payload_len != payload_size)
             return shoal_error_set(code, "peer %s: header says %llu payload bytes, frame has %zu", name,
                                    (unsigned long long)m->payload_len, payload_size);
-        if ((m->type == NODE_PEER_GET_REPLY || m->type == NODE_PEER_LIST_REPLY) && m->status != NODE_PEER_OK &&
-            payload_size != 0)
+        if (payload_only_when_ok(m->type) && m->status != NODE_PEER_OK && payload_size != 0)
             return shoal_error_set(code, "peer %s: status %s with %zu payload bytes", name,
                                    node_peer_status_name(m->status), payload_size);
     } else if (payload_size != 0) {
@@ -288,9 +360,7 @@ int node_peer_msg_encode(const node_peer_msg *m, shoal_buf *out)
 {
     if (node_peer_msg_check(m, type_has_payload(m->type) ? m->payload_len : 0, SHOAL_ERR_INVAL) != 0)
         return shoal_error_wrap("encode peer message");
-    uint32_t fields = required_fields(m->type);
-    if (m->has_object_size)
-        fields |= allowed_fields(m->type) & F_SZ;
+    uint32_t fields = required_fields(m->type) | present_optional(m);
 
     /* Reserve the worst case up front (every uint as 9 bytes, every key and string with a
      * 5-byte length) so no append below can fail half-way through a frame. */
@@ -301,7 +371,9 @@ int node_peer_msg_encode(const node_peer_msg *m, shoal_buf *out)
         strings += m->block.bucket.len + m->block.key.len + m->block.etag.len;
     if (fields & F_LISTING)
         strings += l->bucket.len + l->prefix.len + l->delimiter.len + l->token.len + l->start_after.len;
-    if (shoal_buf_reserve(out, 22 * 14 + 8 * 5 + 18 + strings) != 0)
+    if (fields & F_HEAD)
+        strings += m->head.bucket.len + m->head.key.len;
+    if (shoal_buf_reserve(out, 28 * 14 + 10 * 5 + 2 * 18 + strings) != 0)
         return shoal_error_wrap("encode peer %s", node_peer_type_name(m->type));
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, pack_to_buf);
@@ -330,6 +402,21 @@ int node_peer_msg_encode(const node_peer_msg *m, shoal_buf *out)
         pack_cursor(&pk, "ls", l->start_after);
         pack_uint(&pk, "lm", l->max_keys);
     }
+    if (fields & F_HEAD) {
+        pack_cursor(&pk, "hb", m->head.bucket);
+        pack_cursor(&pk, "hk", m->head.key);
+    }
+    if (fields & F_MA)
+        pack_uint(&pk, "ma", m->max_age_ms);
+    if (fields & F_AG)
+        pack_uint(&pk, "ag", m->age_ms);
+    if (fields & F_W) {
+        pack_key(&pk, "w");
+        msgpack_pack_bin(&pk, NODE_PEER_BLOCK_ID_LEN);
+        msgpack_pack_bin_body(&pk, m->work_id, NODE_PEER_BLOCK_ID_LEN);
+    }
+    if (fields & F_WK)
+        pack_uint(&pk, "wk", (uint64_t)m->work);
     if (fields & F_FL)
         pack_uint(&pk, "fl", m->flags);
     if (fields & F_ST)
@@ -438,7 +525,8 @@ static const field_def fields_known[] = {
     {"v", F_V},     {"t", F_T},   {"id", F_ID},   {"mv", F_MV},   {"blk", F_BLK}, {"b", F_B},
     {"k", F_K},     {"e", F_E},   {"i", F_I},     {"off", F_OFF}, {"len", F_LEN}, {"fl", F_FL},
     {"st", F_ST},   {"sz", F_SZ}, {"pl", F_PL},   {"ck", F_CK},   {"lb", F_LB},   {"lp", F_LP},
-    {"ld", F_LD},   {"lt", F_LT}, {"ls", F_LS},   {"lm", F_LM},
+    {"ld", F_LD},   {"lt", F_LT}, {"ls", F_LS},   {"lm", F_LM},   {"ma", F_MA},   {"ag", F_AG},
+    {"hb", F_HB},   {"hk", F_HK}, {"w", F_W},     {"wk", F_WK},
 };
 
 static uint32_t field_bit(const msgpack_object_str *key)
@@ -458,10 +546,19 @@ static int decode_field(uint32_t bit, const msgpack_object *v, node_peer_msg *m)
     uint64_t u = v->via.u64;
     switch (bit) {
     case F_BLK:
+    case F_W:
         want = "16-byte bin";
         if (v->type != MSGPACK_OBJECT_BIN || v->via.bin.size != NODE_PEER_BLOCK_ID_LEN)
             goto fail_type;
-        memcpy(m->block.id, v->via.bin.ptr, NODE_PEER_BLOCK_ID_LEN);
+        memcpy(bit == F_BLK ? m->block.id : m->work_id, v->via.bin.ptr, NODE_PEER_BLOCK_ID_LEN);
+        m->has_work_id = m->has_work_id || bit == F_W;
+        return 0;
+    case F_HB:
+    case F_HK:
+        want = "string";
+        if (v->type != MSGPACK_OBJECT_STR)
+            goto fail_type;
+        *(bit == F_HB ? &m->head.bucket : &m->head.key) = shoal_cursor_from_mem(v->via.str.ptr, v->via.str.size);
         return 0;
     case F_B:
     case F_K:
@@ -506,7 +603,7 @@ static int decode_field(uint32_t bit, const msgpack_object *v, node_peer_msg *m)
                                    (unsigned long long)u, NODE_PEER_VERSION);
         return 0;
     case F_T:
-        if (u < NODE_PEER_GET || u > NODE_PEER_LIST_REPLY)
+        if (u < NODE_PEER_GET || u > NODE_PEER_HEAD_REPLY)
             return shoal_error_set(SHOAL_ERR_NODE_PEER, "peer message: unknown type %llu", (unsigned long long)u);
         m->type = (node_peer_type)u;
         return 0;
@@ -529,6 +626,13 @@ static int decode_field(uint32_t bit, const msgpack_object *v, node_peer_msg *m)
     case F_PL: m->payload_len = u; return 0;
     case F_CK: m->checksum = u; return 0;
     case F_LM: m->list.max_keys = u; return 0;
+    case F_MA: m->max_age_ms = u, m->has_max_age = true; return 0;
+    case F_AG: m->age_ms = u, m->has_age = true; return 0;
+    case F_WK:
+        if (u > NODE_PEER_WORKING)
+            return shoal_error_set(SHOAL_ERR_NODE_PEER, "peer message: unknown work state %llu", (unsigned long long)u);
+        m->work = (node_peer_work)u, m->has_work = true;
+        return 0;
     default: return 0;
     }
 fail_type:
@@ -614,8 +718,10 @@ fail_unpacked:
     if (rc != 0) {
         node_peer_block empty = {0};
         node_peer_list_req none = {0};
+        node_peer_head_req no_head = {0};
         out->block = empty; /* no borrowed pointers survive a failed decode */
         out->list = none;
+        out->head = no_head;
     }
     return rc;
 }
@@ -770,4 +876,84 @@ void node_peer_list_page_destroy(node_peer_list_page *p)
         return;
     free(p->entries);
     memset(p, 0, sizeof *p);
+}
+
+/* ---- object metadata ----------------------------------------------------------------------- */
+
+/* Whether a string of the metadata payload is within 0..max bytes (min..max) and holds no NUL. */
+static bool meta_str_ok(shoal_cursor c, size_t min, size_t max)
+{
+    return c.len >= min && c.len <= max && (c.len == 0 || memchr(c.ptr, 0, c.len) == NULL);
+}
+
+int node_peer_head_encode(const node_peer_object_info *in, shoal_buf *out)
+{
+    if (!meta_str_ok(in->etag, 0, 255) || !meta_str_ok(in->content_type, 0, NODE_PEER_MAX_CONTENT_TYPE) ||
+        in->n_meta > NODE_PEER_MAX_META)
+        return shoal_error_set(SHOAL_ERR_INVAL, "encode metadata: ETag of %zu bytes (at most 255), content type of %zu "
+                               "(at most %d), %zu entries (at most %d), or a NUL byte", in->etag.len,
+                               in->content_type.len, NODE_PEER_MAX_CONTENT_TYPE, in->n_meta, NODE_PEER_MAX_META);
+    for (size_t i = 0; i < in->n_meta; i++)
+        if (!meta_str_ok(in->meta[i].name, 1, NODE_PEER_MAX_META_NAME) ||
+            !meta_str_ok(in->meta[i].value, 0, NODE_PEER_MAX_META_VALUE))
+            return shoal_error_set(SHOAL_ERR_INVAL, "encode metadata: entry %zu has a name of %zu bytes (1..%d) or a "
+                                   "value of %zu (at most %d), or a NUL byte", i, in->meta[i].name.len,
+                                   NODE_PEER_MAX_META_NAME, in->meta[i].value.len, NODE_PEER_MAX_META_VALUE);
+    size_t start = out->len;
+    int rc = put_le(out, in->size, 8) | put_le(out, (uint64_t)in->mtime, 8) | put_le(out, in->etag.len, 1) |
+             shoal_buf_append_cursor(out, in->etag) | put_le(out, in->content_type.len, 1) |
+             shoal_buf_append_cursor(out, in->content_type) | put_le(out, in->meta_dropped, 4) |
+             put_le(out, in->n_meta, 1);
+    for (size_t i = 0; i < in->n_meta && rc == 0; i++)
+        rc |= put_le(out, in->meta[i].name.len, 1) | shoal_buf_append_cursor(out, in->meta[i].name) |
+              put_le(out, in->meta[i].value.len, 1) | shoal_buf_append_cursor(out, in->meta[i].value);
+    if (rc != 0) {
+        out->len = start;
+        return shoal_error_set(SHOAL_ERR_NOMEM, "encode metadata");
+    }
+    return 0;
+}
+
+/* take_str, then the NUL check every metadata string gets. */
+static int take_meta_str(list_in *in, size_t min, size_t max, shoal_cursor *out, const char *what)
+{
+    if (take_str(in, 1, min, max, out, what) != 0)
+        return -1;
+    if (memchr(out->ptr, 0, out->len) != NULL)
+        return shoal_error_set(SHOAL_ERR_NODE_PEER, "peer metadata: %s before offset %zu holds a NUL byte", what,
+                               in->pos);
+    return 0;
+}
+
+int node_peer_head_decode(shoal_cursor payload, node_peer_object_info *out)
+{
+    memset(out, 0, sizeof *out);
+    list_in in = {payload, 0};
+    uint64_t mtime, dropped, n;
+    if (take_le(&in, 8, &out->size, "size") != 0 || take_le(&in, 8, &mtime, "mtime") != 0 ||
+        take_meta_str(&in, 0, 255, &out->etag, "etag") != 0 ||
+        take_meta_str(&in, 0, NODE_PEER_MAX_CONTENT_TYPE, &out->content_type, "content type") != 0 ||
+        take_le(&in, 4, &dropped, "dropped count") != 0 || take_le(&in, 1, &n, "entry count") != 0)
+        goto fail;
+    out->mtime = (int64_t)mtime;
+    out->meta_dropped = (uint32_t)dropped;
+    if (n > NODE_PEER_MAX_META) {
+        shoal_error_set(SHOAL_ERR_NODE_PEER, "peer metadata: %llu entries, at most %d", (unsigned long long)n,
+                        NODE_PEER_MAX_META);
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (take_meta_str(&in, 1, NODE_PEER_MAX_META_NAME, &out->meta[i].name, "name") != 0 ||
+            take_meta_str(&in, 0, NODE_PEER_MAX_META_VALUE, &out->meta[i].value, "value") != 0)
+            goto fail;
+        out->n_meta++;
+    }
+    if (in.pos != payload.len) {
+        shoal_error_set(SHOAL_ERR_NODE_PEER, "peer metadata: %zu trailing bytes", payload.len - in.pos);
+        goto fail;
+    }
+    return 0;
+fail:
+    memset(out, 0, sizeof *out);
+    return -1;
 }

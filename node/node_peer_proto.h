@@ -13,7 +13,7 @@
  *   t     uint      all                     node_peer_type
  *   id    uint      all                     request id, echoed by the reply
  *   mv    uint      GET, PUT, PING, PONG,   sender's membership version
- *                   LIST
+ *                   LIST, HEAD
  *   blk   bin 16    GET, PUT                block id
  *   b     str       GET, PUT                bucket
  *   k     str       GET, PUT                object key
@@ -25,7 +25,7 @@
  *   st    uint      replies                 node_peer_status
  *   sz    uint      GET reply, PUT          total object size (optional)
  *   pl    uint      GET reply, PUT,         payload frame length (must equal the frame's size)
- *                   LIST reply
+ *                   LIST reply, HEAD reply
  *   ck    uint      GET reply, PUT          checksum of the payload as the block store keeps it
  *   lb    str       LIST                    bucket (1..255)
  *   lp    str       LIST                    prefix (0..1024; "" = the whole bucket)
@@ -33,10 +33,17 @@
  *   lt    str       LIST                    continuation token (0..1024; "" = the first page)
  *   ls    str       LIST                    start-after key (0..1024; "" = none)
  *   lm    uint      LIST                    max keys (0..1000; 0 = S3's default)
+ *   ma    uint      LIST, HEAD (optional)   max age in ms: answer from what is at most this old
+ *   ag    uint      LIST, HEAD reply (opt.) age in ms of what the answer carries
+ *   hb    str       HEAD                    bucket (1..255)
+ *   hk    str       HEAD                    object key (1..1024)
+ *   w     bin 16    PING (optional)         a work item: is the server working on it?
+ *   wk    uint      PONG (optional)         node_peer_work: what it does about the PING's "w"
  *
  * An OK LIST reply's payload is one listing page in the length-prefixed encoding below
  * (node_peer_list_encode / node_peer_list_decode), not msgpack: it may hold a thousand keys of a
- * kilobyte each, far past the header's 4 KiB, and a flat layout is simple to bound strictly.
+ * kilobyte each, far past the header's 4 KiB, and a flat layout is simple to bound strictly. An OK
+ * HEAD reply's payload is the object's metadata in the same kind of layout (node_peer_head_encode).
  */
 #ifndef NODE_PEER_PROTO_H
 #define NODE_PEER_PROTO_H
@@ -57,6 +64,10 @@
 #define NODE_PEER_MAX_DELIMITER 32      /* a listing's delimiter ("/" in practice) */
 #define NODE_PEER_MAX_LIST_KEYS 1000    /* S3's largest listing page */
 #define NODE_PEER_MAX_LIST_ENTRIES 100000 /* entries of one page payload (S3 sends at most 1000) */
+#define NODE_PEER_MAX_META 8            /* x-amz-meta entries of a HEAD reply (s3_object_info's) */
+#define NODE_PEER_MAX_META_NAME 39      /* bytes of a metadata name, without "x-amz-meta-" */
+#define NODE_PEER_MAX_META_VALUE 87     /* bytes of a metadata value */
+#define NODE_PEER_MAX_CONTENT_TYPE 127  /* bytes of a Content-Type */
 
 typedef enum node_peer_type {
     NODE_PEER_GET = 1,       /* request: send me this block */
@@ -67,6 +78,8 @@ typedef enum node_peer_type {
     NODE_PEER_PONG = 6,      /* reply to PING */
     NODE_PEER_LIST = 7,      /* request: one page of a directory listing you own */
     NODE_PEER_LIST_REPLY = 8, /* reply to LIST; payload = the page (node_peer_list_encode) when OK */
+    NODE_PEER_HEAD = 9,       /* request: an object's metadata, from you as its metadata owner */
+    NODE_PEER_HEAD_REPLY = 10, /* reply to HEAD; payload = the metadata (node_peer_head_encode) when OK */
 } node_peer_type;
 
 typedef enum node_peer_status {
@@ -81,6 +94,12 @@ typedef enum node_peer_status {
 #define NODE_PEER_F_OWNER_FETCH 0x1u /* the server may fetch from S3 itself if it does not hold it */
 #define NODE_PEER_F_NO_FORWARD 0x2u  /* the server must not pass the request on to another node */
 #define NODE_PEER_F_ALL (NODE_PEER_F_OWNER_FETCH | NODE_PEER_F_NO_FORWARD)
+
+/* What a server answers (PONG "wk") about the work item a PING names ("w"). */
+typedef enum node_peer_work {
+    NODE_PEER_IDLE = 0,    /* nothing for it is queued or in progress here */
+    NODE_PEER_WORKING = 1, /* a request for it is queued or being served, or it is being fetched */
+} node_peer_work;
 
 /* Which block: what a GET asks for and what a PUT carries. The strings are borrowed: after a
  * decode they point into the header bytes, for an encode into the caller's memory. */
@@ -105,6 +124,12 @@ typedef struct node_peer_list_req {
     uint64_t max_keys;        /* 0..1000 */
 } node_peer_list_req;
 
+/* What a HEAD asks: the metadata of one object. Strings borrowed as in node_peer_block. */
+typedef struct node_peer_head_req {
+    shoal_cursor bucket; /* 1..255 bytes */
+    shoal_cursor key;    /* 1..1024 */
+} node_peer_head_req;
+
 /* One header frame, decoded. Which fields mean something depends on `type` (see the table). */
 typedef struct node_peer_msg {
     node_peer_type type;
@@ -118,6 +143,15 @@ typedef struct node_peer_msg {
     uint64_t payload_len;        /* GET_REPLY, PUT: size of the payload frame */
     uint64_t checksum;           /* GET_REPLY, PUT */
     node_peer_list_req list;     /* LIST */
+    node_peer_head_req head;     /* HEAD */
+    bool has_max_age;            /* LIST, HEAD: "ma" present (absent: the server's own TTL) */
+    uint64_t max_age_ms;
+    bool has_age;                /* LIST_REPLY, HEAD_REPLY: "ag" present (absent: 0) */
+    uint64_t age_ms;
+    bool has_work_id;            /* PING: "w" present */
+    uint8_t work_id[NODE_PEER_BLOCK_ID_LEN];
+    bool has_work;               /* PONG: "wk" present (it answers a PING with "w") */
+    node_peer_work work;
 } node_peer_msg;
 
 /* Appends the header frame of `m` to `out` (the caller owns `out`). Checks what a decoder would
@@ -174,7 +208,40 @@ int node_peer_list_decode(shoal_cursor payload, node_peer_list_page *out);
 /* Frees a decoded page's entries and empties it. Accepts NULL. */
 void node_peer_list_page_destroy(node_peer_list_page *p);
 
-/* True for GET, PUT, PING, LIST (what a server receives). */
+/* ---- object metadata (the payload of an OK HEAD_REPLY) ----------------------------------------
+ *
+ * Little-endian, length-prefixed, nothing optional:
+ *   u64 size   i64 last-modified (Unix seconds, 0 unknown)   u8 ETag length (0..255), ETag bytes
+ *   u8 content-type length (0..127), bytes   u32 metadata entries dropped (past what is kept)
+ *   u8 metadata count (0..8), then each: u8 name length (1..39), name, u8 value length (0..87), value
+ * No string may hold a NUL byte (they become C strings). Trailing bytes are refused. */
+
+typedef struct node_peer_meta_kv {
+    shoal_cursor name;  /* without the "x-amz-meta-" prefix */
+    shoal_cursor value;
+} node_peer_meta_kv;
+
+/* An object's metadata: the fields of s3_object_info, strings borrowed (from the payload after a
+ * decode, from the caller's memory for an encode). */
+typedef struct node_peer_object_info {
+    uint64_t size;
+    int64_t mtime;
+    shoal_cursor etag;
+    shoal_cursor content_type;
+    uint32_t meta_dropped;
+    size_t n_meta;
+    node_peer_meta_kv meta[NODE_PEER_MAX_META];
+} node_peer_object_info;
+
+/* Appends the payload encoding of `info` to out. -1 with SHOAL_ERR_INVAL when a field is over its
+ * limit or holds a NUL (the message names it), SHOAL_ERR_NOMEM. */
+int node_peer_head_encode(const node_peer_object_info *info, shoal_buf *out);
+
+/* Decodes a metadata payload into *out (strings borrowing `payload`; nothing allocated). Refuses
+ * anything malformed with -1 and SHOAL_ERR_NODE_PEER naming the byte offset and problem. */
+int node_peer_head_decode(shoal_cursor payload, node_peer_object_info *out);
+
+/* True for GET, PUT, PING, LIST, HEAD (what a server receives). */
 bool node_peer_type_is_request(node_peer_type t);
 /* The reply type of a request type (GET -> GET_REPLY, ...); 0 for a reply type. */
 node_peer_type node_peer_reply_type(node_peer_type request);

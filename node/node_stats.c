@@ -25,6 +25,7 @@ static const node_stats_desc FIELDS[] = {
     F(s3_copy_requests, "s3.copy_requests", C, "Server-side COPY requests sent to S3."),
     F(s3_errors, "s3.errors", C, "S3 requests that failed after all retries."),
     F(s3_retries, "s3.retries", C, "S3 requests retried after a throttle or transport error."),
+    F(s3_stall_retries, "s3.stall_retries", C, "S3 requests abandoned after moving no byte for --s3-stall-timeout and sent again at once (counted in s3.retries too)."),
     F(s3_bytes_in, "s3.bytes_in", C, "Payload bytes received from S3."),
     F(s3_bytes_out, "s3.bytes_out", C, "Payload bytes sent to S3."),
     F(reads_local, "reads.local", C, "Block reads served from this node's store."),

@@ -27,6 +27,7 @@ typedef struct node_stats {
     _Atomic uint64_t s3_copy_requests;
     _Atomic uint64_t s3_errors;
     _Atomic uint64_t s3_retries;
+    _Atomic uint64_t s3_stall_retries; /* of the retries, answers that stalled (--s3-stall-timeout) */
     _Atomic uint64_t s3_bytes_in;
     _Atomic uint64_t s3_bytes_out;
     /* where block reads were served from */

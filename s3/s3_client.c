@@ -105,7 +105,8 @@ struct s3_client {
     s3_req *on_wire;         /* doubly linked through aprev/anext */
     unsigned active;
 
-    _Atomic uint64_t n_get, n_head, n_list, n_put, n_delete, bytes_in, bytes_out, retries, failures, connections;
+    _Atomic uint64_t n_get, n_head, n_list, n_put, n_delete, bytes_in, bytes_out, retries, stall_retries, failures,
+        connections;
 
     /* Failures reported to callers, logged at most once per S3_ERRLOG_US per (operation, error);
      * the ones held back are counted in the next line. Worker-thread state. */
@@ -158,6 +159,9 @@ struct s3_req {
     bool sink_failed;
     bool etag_mismatch;       /* the answer carried another ETag than If-Match asked for */
     char curl_err[CURL_ERROR_SIZE];
+    uint64_t stall_us;        /* this attempt's stall limit (0: none), see "Stalls" */
+    uint64_t progress_us;     /* when this attempt last moved a byte (or started) */
+    bool stalled;             /* the worker abandoned it: stall_us passed without a byte */
 
     unsigned attempts;
     bool maybe_applied;       /* a failed attempt may have taken effect at the server */
@@ -178,7 +182,7 @@ void s3_client_config_defaults(s3_client_config *cfg)
     cfg->region = "us-east-1";
     cfg->max_in_flight = 64;
     cfg->connect_timeout_ms = 10000;
-    cfg->stall_timeout_ms = 30000;
+    cfg->stall_timeout_ms = 5000;
     cfg->complete_timeout_ms = 600000;
     cfg->max_retries = 5;
     cfg->backoff_base_ms = 100;
@@ -329,6 +333,7 @@ void s3_client_stats_get(const s3_client *c, s3_client_stats *out)
     out->bytes_in = atomic_load_explicit(&m->bytes_in, memory_order_relaxed);
     out->bytes_out = atomic_load_explicit(&m->bytes_out, memory_order_relaxed);
     out->retries = atomic_load_explicit(&m->retries, memory_order_relaxed);
+    out->stall_retries = atomic_load_explicit(&m->stall_retries, memory_order_relaxed);
     out->failures = atomic_load_explicit(&m->failures, memory_order_relaxed);
     out->connections = atomic_load_explicit(&m->connections, memory_order_relaxed);
 }
@@ -505,6 +510,7 @@ static size_t on_header(char *line, size_t size, size_t n, void *ud)
 {
     s3_req *r = ud;
     size_t len = size * n;
+    r->progress_us = shoal_clock_mono_us();
     shoal_cursor c = shoal_cursor_from_mem(line, len);
     if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
         /* A new response (also after a 100 Continue): forget the previous one's headers. */
@@ -556,6 +562,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
 {
     s3_req *r = ud;
     size_t len = size * n;
+    r->progress_us = shoal_clock_mono_us();
     if (r->status == 0)
         curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
     count(&r->c->bytes_in, len);
@@ -614,6 +621,7 @@ static size_t on_read(char *dst, size_t size, size_t n, void *ud)
         want = (size_t)got;
     }
     r->body_pos += want;
+    r->progress_us = shoal_clock_mono_us();
     count(&r->c->bytes_out, want);
     return want;
 }
@@ -684,14 +692,11 @@ static int easy_setup(s3_req *r)
      * may stay silent for minutes: one whole-attempt limit of their own, no stall limit. */
     bool server_work = r->op == S3_OP_COMPLETE_MULTIPART || r->op == S3_OP_COPY || r->op == S3_OP_UPLOAD_PART_COPY;
     unsigned request_ms = server_work ? c->cfg.complete_timeout_ms : c->cfg.request_timeout_ms;
-    unsigned stall_ms = server_work ? 0 : c->cfg.stall_timeout_ms;
     if (request_ms)
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)request_ms);
-    if (stall_ms) {
-        long s = (long)((stall_ms + 999) / 1000);
-        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, s);
-    }
+    /* The stall limit is the worker's own watch (see "Stalls" at the worker loop), not curl's
+     * LOW_SPEED_TIME, which counts whole seconds over a speed averaged across the last five. */
+    r->stall_us = server_work ? 0 : (uint64_t)c->cfg.stall_timeout_ms * 1000u;
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, c->cfg.verify_tls ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, c->cfg.verify_tls ? 2L : 0L);
@@ -858,7 +863,7 @@ static void req_reset_attempt(s3_req *r)
     r->got = 0;
     r->body_pos = 0;
     shoal_buf_reset(&r->resp);
-    r->overflow = r->sink_failed = r->etag_mismatch = false;
+    r->overflow = r->sink_failed = r->etag_mismatch = r->stalled = false;
     r->curl_err[0] = '\0';
 }
 
@@ -1057,6 +1062,11 @@ static void decide(s3_req *r, CURLcode cc, outcome *o)
                   r->info.etag);
         return;
     }
+    if (r->stalled) {
+        fail_with(r, o, SHOAL_ERR_S3_TRANSPORT, true, "stalled: no byte moved for %llu ms (the stall limit)",
+                  (unsigned long long)(r->stall_us / 1000));
+        return;
+    }
     if (cc != CURLE_OK) {
         shoal_err e = cc == CURLE_PARTIAL_FILE ? SHOAL_ERR_S3_TRUNCATED : SHOAL_ERR_S3_TRANSPORT;
         fail_with(r, o, e, curl_retryable(cc), "%s%s%s", curl_easy_strerror(cc), r->curl_err[0] ? ": " : "",
@@ -1204,12 +1214,16 @@ static void finish_attempt(s3_client *c, s3_req *r, CURLcode cc)
     if (o->err && attempt_maybe_applied(r, cc, o))
         r->maybe_applied = true;
     if (o->err && o->retry && r->attempts <= c->cfg.max_retries) {
-        uint64_t wait = backoff_us(c, r->attempts);
+        /* A stalled attempt is sent again at once: nothing says the server is overloaded (that
+         * would be an answer: 503 SlowDown), only that one connection went silent. */
+        uint64_t wait = r->stalled ? 0 : backoff_us(c, r->attempts);
         char q[256];
-        LOG_WARN("s3", "retry", "op=%s bucket=%s key=%s attempt=%u wait_ms=%llu error=%s", op_names[r->op],
-                 r->bucket, shoal_log_q(q, sizeof q, r->key ? r->key : ""), r->attempts,
+        LOG_WARN("s3", r->stalled ? "stall_retry" : "retry", "op=%s bucket=%s key=%s attempt=%u wait_ms=%llu error=%s",
+                 op_names[r->op], r->bucket, shoal_log_q(q, sizeof q, r->key ? r->key : ""), r->attempts,
                  (unsigned long long)(wait / 1000), shoal_error_name(o->err));
         count(&c->retries, 1);
+        if (r->stalled)
+            count(&c->stall_retries, 1);
         if (o->has_list)
             s3_list_page_destroy(&o->list);
         r->due_us = shoal_clock_mono_us() + wait;
@@ -1231,6 +1245,7 @@ static void start(s3_client *c, s3_req *r)
         return;
     }
     count_request(r);
+    r->progress_us = shoal_clock_mono_us();
     CURLMcode mc = curl_multi_add_handle(c->multi, r->easy);
     if (mc != CURLM_OK) {
         outcome o = {.err = SHOAL_ERR_S3_TRANSPORT};
@@ -1283,6 +1298,39 @@ static void drain(s3_client *c)
         }
     }
     c->waiting = c->waiting_tail = NULL;
+}
+
+/*
+ * Stalls. An attempt that moves no byte (no header or body byte received, no body byte taken for
+ * sending, nor a connection made) for stall_timeout_ms is abandoned: its transfer is removed from
+ * the multi handle, which closes its connection, and the request is sent again at once, without
+ * the backoff of other retries, on another connection. This is a degenerate hedge: the second
+ * attempt starts when the first is given up, so only one attempt of a request is ever on the wire
+ * and a sink never sees bytes of two attempts interleaved (the new attempt delivers from offset 0,
+ * as every retry does). The watch is the worker's own rather than curl's LOW_SPEED_TIME, which
+ * counts whole seconds against a speed averaged over the last five, so a connection that went
+ * silent after sending bytes would be noticed only seconds late. Returns when the next stall
+ * limit falls (UINT64_MAX: none), or 0 when an attempt was abandoned now.
+ */
+static uint64_t abandon_stalled(s3_client *c, uint64_t now)
+{
+    uint64_t next = UINT64_MAX;
+    s3_req *after;
+    for (s3_req *r = c->on_wire; r; r = after) {
+        after = r->anext; /* finish_attempt moves r off this list or frees it */
+        if (r->stall_us == 0)
+            continue;
+        uint64_t due = r->progress_us + r->stall_us;
+        if (due > now) {
+            next = due < next ? due : next;
+            continue;
+        }
+        off_wire(c, r);
+        r->stalled = true;
+        finish_attempt(c, r, CURLE_OPERATION_TIMEDOUT);
+        next = 0;
+    }
+    return next;
 }
 
 static void *worker_main(void *arg)
@@ -1338,7 +1386,8 @@ static void *worker_main(void *arg)
             finish_attempt(c, r, cc);
             next_due = 0; /* a slot freed or a retry was queued: look again at once */
         }
-        if (next_due == 0)
+        uint64_t stall_due = abandon_stalled(c, shoal_clock_mono_us());
+        if (next_due == 0 || stall_due == 0)
             continue;
 
         long tmo = 1000;
@@ -1348,6 +1397,12 @@ static void *worker_main(void *arg)
             tmo = ct;
         if (next_due != UINT64_MAX && c->active < c->cfg.max_in_flight) {
             uint64_t ms = next_due > now ? (next_due - now + 999) / 1000 : 0;
+            if ((long)ms < tmo)
+                tmo = (long)ms;
+        }
+        if (stall_due != UINT64_MAX) {
+            uint64_t at = shoal_clock_mono_us();
+            uint64_t ms = stall_due > at ? (stall_due - at + 999) / 1000 : 0;
             if ((long)ms < tmo)
                 tmo = (long)ms;
         }

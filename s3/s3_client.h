@@ -41,7 +41,10 @@ typedef struct s3_client_config {
     unsigned max_in_flight;      /* requests on the wire at once (also the connection cap); default 64 */
     unsigned connect_timeout_ms; /* default 10000 */
     unsigned request_timeout_ms; /* whole attempt; 0 = no limit (default) */
-    unsigned stall_timeout_ms;   /* an attempt that moves no byte for this long fails; default 30000 */
+    /* An attempt that moves no byte for this long (nothing received, nothing taken for sending,
+     * no connection made) is abandoned and sent again at once, on another connection, counted in
+     * stall_retries (see docs/s3.md); 0 = no limit. Default 5000. */
+    unsigned stall_timeout_ms;
     /* CompleteMultipartUpload and server-side copies (CopyObject, UploadPartCopy) answer only once
      * the server has assembled or copied the whole object, which S3 documents can take minutes
      * for large objects (AWS keeps the connection alive meanwhile, other servers may stay
@@ -240,7 +243,8 @@ typedef struct s3_client_stats {
     uint64_t delete_requests; /* DeleteObject, AbortMultipartUpload */
     uint64_t bytes_in;        /* response body bytes */
     uint64_t bytes_out;       /* request body bytes */
-    uint64_t retries;         /* attempts that were retried */
+    uint64_t retries;         /* attempts that were retried (stalled ones included) */
+    uint64_t stall_retries;   /* of those, attempts abandoned for moving no byte for stall_timeout_ms */
     uint64_t failures;        /* requests that completed with an error */
     uint64_t connections;     /* new connections opened (the rest reused a kept-alive one) */
 } s3_client_stats;

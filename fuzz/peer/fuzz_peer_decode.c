@@ -8,8 +8,9 @@
  * agree on every message a peer can get past the decoder.
  *
  * The same bytes are also fed to the listing-page decoder (node_peer_list_decode, the payload of
- * a LIST_REPLY): a page that decodes must encode to exactly the bytes it came from (the encoding
- * has no optional parts, so it is canonical).
+ * a LIST_REPLY) and the object-metadata decoder (node_peer_head_decode, the payload of a
+ * HEAD_REPLY): what decodes must encode to exactly the bytes it came from (neither encoding has
+ * optional parts, so both are canonical).
  *
  * Built with -fsanitize=fuzzer when SHOAL_FUZZ=ON under clang; replay.c runs the same entry point
  * over the corpus and crashes/ as an ordinary CTest case.
@@ -56,7 +57,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             again.block.offset != m.block.offset || again.block.length != m.block.length ||
             !same_cursor(again.list.bucket, m.list.bucket) || !same_cursor(again.list.prefix, m.list.prefix) ||
             !same_cursor(again.list.delimiter, m.list.delimiter) || !same_cursor(again.list.token, m.list.token) ||
-            !same_cursor(again.list.start_after, m.list.start_after) || again.list.max_keys != m.list.max_keys)
+            !same_cursor(again.list.start_after, m.list.start_after) || again.list.max_keys != m.list.max_keys ||
+            !same_cursor(again.head.bucket, m.head.bucket) || !same_cursor(again.head.key, m.head.key) ||
+            again.has_max_age != m.has_max_age || again.max_age_ms != m.max_age_ms || again.has_age != m.has_age ||
+            again.age_ms != m.age_ms || again.has_work_id != m.has_work_id ||
+            memcmp(again.work_id, m.work_id, NODE_PEER_BLOCK_ID_LEN) != 0 || again.has_work != m.has_work ||
+            again.work != m.work)
             abort();
         shoal_buf_destroy(&b);
     }
@@ -67,6 +73,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         shoal_buf_destroy(&b);
         node_peer_list_page_destroy(&page);
+    }
+    node_peer_object_info info;
+    if (node_peer_head_decode(shoal_cursor_from_mem(frame, size), &info) == 0) {
+        shoal_buf b = {0};
+        if (node_peer_head_encode(&info, &b) != 0 || b.len != size || memcmp(b.data, frame, size) != 0)
+            abort();
+        shoal_buf_destroy(&b);
     }
     free(frame);
     return 0;

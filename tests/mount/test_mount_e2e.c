@@ -992,14 +992,17 @@ TT_TEST(test_mount_e2e_torch_checkpoints_survive_lost_and_late_completions)
     tt_proxy_stop(&px);
 }
 
-/* Sample k of the torch case: "sample 00042 " repeated 1 + k % 7 times (the script rebuilds it). */
-static int body_sample(int k, char *out, size_t n)
+/* "<word> 00042 " repeated 1 + k % period times, into out. */
+static int body_repeated(const char *word, int period, int k, char *out, size_t n)
 {
     int len = 0;
-    for (int r = 0; r < 1 + k % 7; r++)
-        len += snprintf(out + len, n - (size_t)len, "sample %05d ", k);
+    for (int r = 0; r < 1 + k % period; r++)
+        len += snprintf(out + len, n - (size_t)len, "%s %05d ", word, k);
     return len;
 }
+
+/* Sample k of the torch case: "sample 00042 " repeated 1 + k % 7 times (the script rebuilds it). */
+static int body_sample(int k, char *out, size_t n) { return body_repeated("sample", 7, k, out, n); }
 
 TT_TEST(test_mount_e2e_torch_dataloader_and_checkpoint_on_two_nodes)
 {
@@ -1027,6 +1030,37 @@ TT_TEST(test_mount_e2e_torch_dataloader_and_checkpoint_on_two_nodes)
         TT_CHECK(s3_head(s3, TD_BUCKET, temps[i], &info) != 0 && shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY,
                  "%s exists in S3", temps[i]);
     s3_client_delete(s3);
+    finish(c);
+}
+
+/* Sample k of the warm-epoch case: "warm 00042 " repeated 1 + k % 5 times. */
+static int body_warm(int k, char *out, size_t n) { return body_repeated("warm", 5, k, out, n); }
+
+/* 3,000 files in 6 directories read through the mounts of 2 nodes by a torch DataLoader with
+ * workers, then read again once --metadata-ttl has passed: every name is looked up again, and the
+ * mounts answer from their directories' listings, revalidated by one LIST per directory for the
+ * cluster: the warm epoch costs at most 12 LISTs and no HEAD at the server (before, one LIST and one
+ * HEAD per file and node). The script holds the verdict (tests/mount/test_mount_e2e_torch_warm.py). */
+TT_TEST(test_mount_e2e_warm_epoch_after_the_ttl_costs_a_listing_per_directory_and_no_head)
+{
+    if (system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0)
+        TT_SKIP("torch is not importable by /usr/bin/python3 (Debian's python3-torch is not installed)");
+    td_cluster *c = cluster(2);
+    enum { DIRS = 6, FILES = 500 };
+    for (int d = 0; d < DIRS; d++) {
+        char dir[16];
+        snprintf(dir, sizeof dir, "d%02d", d);
+        bulk_upload(c, dir, FILES, body_warm);
+    }
+    start_mounted(c, 0, "8", "1", NULL);
+    start_mounted(c, 1, "8", "1", NULL);
+    td_wait_cluster(c, 10000);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 '%s' --mounts '%s' '%s' --dirs %d --files %d --ttl 8 "
+             "--stats http://127.0.0.1:%d/_shoal/stats",
+             tt_source_path("tests/mount/test_mount_e2e_torch_warm.py"), g_mnt[0], g_mnt[1], DIRS, FILES, c->s3.port);
+    int st = system(cmd);
+    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the torch script failed (status %d): %s", st, cmd);
     finish(c);
 }
 

@@ -22,3 +22,21 @@ shoal_test(test_daemon_membership SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_daemon_
 target_compile_definitions(test_daemon_membership PRIVATE SHOALD_PATH="$<TARGET_FILE:shoald>"
                            SHOAL_CLI_PATH="$<TARGET_FILE:shoal>")
 add_dependencies(test_daemon_membership shoald shoal)
+
+# Slow owners and stalled S3 answers (the fault proxy between a daemon and the server).
+shoal_test(test_daemon_progress SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_daemon_progress.c
+           ${CMAKE_CURRENT_LIST_DIR}/test_daemon_harness.c
+           LIBS shoal_node_config shoal_node_peer shoal_dht shoal_s3 Threads::Threads
+           LABELS node daemon TIMEOUT 120)
+target_compile_definitions(test_daemon_progress PRIVATE SHOALD_PATH="$<TARGET_FILE:shoald>"
+                           SHOAL_CLI_PATH="$<TARGET_FILE:shoal>")
+add_dependencies(test_daemon_progress shoald shoal)
+
+# Cooperative metadata: five daemons, one HEAD per object for the cluster.
+shoal_test(test_daemon_metadata SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_daemon_metadata.c
+           ${CMAKE_CURRENT_LIST_DIR}/test_daemon_harness.c
+           LIBS shoal_node_config shoal_node_peer shoal_dht shoal_s3 Threads::Threads
+           LABELS node daemon TIMEOUT 300)
+target_compile_definitions(test_daemon_metadata PRIVATE SHOALD_PATH="$<TARGET_FILE:shoald>"
+                           SHOAL_CLI_PATH="$<TARGET_FILE:shoal>")
+add_dependencies(test_daemon_metadata shoald shoal)

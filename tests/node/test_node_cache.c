@@ -11,6 +11,7 @@
 #include "node_peer.h"
 #include "node_stats.h"
 #include "node_store.h"
+#include "shoal_env.h"
 #include "shoal_error.h"
 #include "tt.h"
 
@@ -173,6 +174,10 @@ typedef struct tnode {
     node_cache_owner owners[MAX_NODES];
     int n_owners;
     int links[MAX_NODES]; /* this node's link to node i */
+    /* fault injection on the serving side (FAKES of a broken owner): */
+    bool drop_gets;      /* GETs are dropped unanswered (an owner that lost the request) */
+    bool always_working; /* PINGs are answered WORKING whatever the cache says (a stuck owner) */
+    atomic_int pongs_working, pongs_idle; /* what PINGs that named a work item were answered */
 } tnode;
 
 /* The fakes' ctx: the S3 table for S3 calls and the node for placement. */
@@ -181,10 +186,26 @@ typedef struct both {
     tnode *node;
 } both;
 
-static void on_get(void *ud, node_peer_incoming *in) { node_cache_on_get_block(((tnode *)ud)->cache, in); }
+static void on_get(void *ud, node_peer_incoming *in)
+{
+    tnode *n = ud;
+    if (n->drop_gets)
+        node_peer_incoming_discard(in);
+    else
+        node_cache_on_get_block(n->cache, in);
+}
 static void on_put(void *ud, node_peer_incoming *in) { node_cache_on_put_block(((tnode *)ud)->cache, in); }
 static void on_list(void *ud, node_peer_incoming *in) { node_cache_on_list(((tnode *)ud)->cache, in); }
-static const node_peer_handlers HANDLERS = {.on_get_block = on_get, .on_put_block = on_put, .on_list = on_list};
+static void on_head(void *ud, node_peer_incoming *in) { node_cache_on_head(((tnode *)ud)->cache, in); }
+static node_peer_work on_work(void *ud, const uint8_t *id)
+{
+    tnode *n = ud;
+    node_peer_work w = n->always_working ? NODE_PEER_WORKING : node_cache_on_work(n->cache, id);
+    atomic_fetch_add(w == NODE_PEER_WORKING ? &n->pongs_working : &n->pongs_idle, 1);
+    return w;
+}
+static const node_peer_handlers HANDLERS = {
+    .on_get_block = on_get, .on_put_block = on_put, .on_list = on_list, .on_head = on_head, .on_work = on_work};
 
 static int f_owners(void *ctx, dht_id did, int max, node_cache_owner *out, uint64_t *version)
 {
@@ -202,9 +223,19 @@ static int b_head(void *ctx, const char *bucket, const char *key, s3_object_info
 static int b_list(void *ctx, const s3_list_args *a, s3_list_page *out);
 static int b_owners(void *ctx, dht_id did, int max, node_cache_owner *out, uint64_t *version);
 
+static void tnode_start_bounded(tnode *n, int idx, fake_s3 *s3, uint32_t peer_timeout_ms, uint32_t metadata_ttl_s,
+                                uint32_t peer_max_wait_ms);
+
 /* Node number `idx`: its own store, peer transport (serving on loopback) and read path over the
  * fake `s3` and the fake placement (no owners until set_owner: then it reads S3 directly). */
 static void tnode_start(tnode *n, int idx, fake_s3 *s3, uint32_t peer_timeout_ms, uint32_t metadata_ttl_s)
+{
+    tnode_start_bounded(n, idx, s3, peer_timeout_ms, metadata_ttl_s, 0);
+}
+
+/* tnode_start with a bound on the wait for an owner that keeps reporting work (0: the default). */
+static void tnode_start_bounded(tnode *n, int idx, fake_s3 *s3, uint32_t peer_timeout_ms, uint32_t metadata_ttl_s,
+                                uint32_t peer_max_wait_ms)
 {
     memset(n, 0, sizeof *n);
     char *d = tt_tmpdir("cache");
@@ -227,8 +258,8 @@ static void tnode_start(tnode *n, int idx, fake_s3 *s3, uint32_t peer_timeout_ms
     n->deps = (node_cache_deps){.ctx = &g_both[idx], .s3_get = b_get, .s3_head = b_head, .s3_list = b_list,
                                 .owners = b_owners};
     node_cache_config cc = {.store = n->store, .peer = n->peer, .stats = &n->stats, .block_size = BS,
-                            .replicas = 2, .peer_timeout_ms = peer_timeout_ms, .metadata_ttl_s = metadata_ttl_s,
-                            .negative_ttl_s = 1, .deps = &n->deps};
+                            .replicas = 2, .peer_timeout_ms = peer_timeout_ms, .peer_max_wait_ms = peer_max_wait_ms,
+                            .metadata_ttl_s = metadata_ttl_s, .negative_ttl_s = 1, .deps = &n->deps};
     n->cache = node_cache_new(&cc);
     TT_CHECK(n->cache, "cache: %s", shoal_error_message());
     for (int i = 0; i < MAX_NODES; i++)
@@ -430,6 +461,136 @@ TT_TEST(test_node_cache_changed_etag_ends_the_read)
     fake_s3_fini(&s3b);
 }
 
+/* ---- progress: an owner is waited for while it works on the block ------------------------------ */
+
+typedef struct timed_read {
+    tnode *n;
+    const fake_s3 *truth;
+    int rc;
+    node_cache_source source;
+    uint64_t took_us;
+    atomic_bool done;
+} timed_read;
+
+static void *timed_reader(void *p)
+{
+    timed_read *t = p;
+    node_cache_object o = object_of(t->truth);
+    node_cache_block b;
+    uint64_t t0 = shoal_clock_mono_us();
+    t->rc = node_cache_read(t->n->cache, &o, 0, &b);
+    t->took_us = shoal_clock_mono_us() - t0;
+    if (t->rc == 0) {
+        t->source = b.source;
+        t->rc = b.len == BS && memcmp(b.data, t->truth->data, BS) == 0 ? 0 : 2;
+        node_cache_block_release(&b);
+    }
+    atomic_store(&t->done, true);
+    return NULL;
+}
+
+#define SLOW_TIMEOUT_MS 300
+
+/* Reader a and owner b of one block-sized object `key` (b reads its own fake S3), with the slow
+ * owner tests' peer timeout and a's bound on waiting for work (0: the default). */
+static void pair_start(tnode *a, tnode *b, fake_s3 *s3a, fake_s3 *s3b, const char *key, unsigned seed,
+                       uint32_t max_wait_ms)
+{
+    fake_s3_init(s3a, key, "\"e1\"", BS, seed);
+    fake_s3_init(s3b, key, "\"e1\"", BS, seed);
+    tnode_start_bounded(a, 0, s3a, SLOW_TIMEOUT_MS, 60, max_wait_ms);
+    tnode_start(b, 1, s3b, SLOW_TIMEOUT_MS, 60);
+    set_owner(a, 0, "b", tnode_link(a, b, 1), false);
+    set_owner(b, 0, "b", -1, true);
+}
+
+/* Frees pair_start's fake S3s (after both nodes stopped). */
+static void pair_fini(fake_s3 *s3a, fake_s3 *s3b)
+{
+    fake_s3_fini(s3a);
+    fake_s3_fini(s3b);
+}
+
+/* The owner's S3 fetch is held at the fake's gate far beyond the reader's peer timeout; the owner
+ * answers the reader's PINGs "working on it", so the reader waits and makes no GET of its own. The
+ * gate opens only after the owner said so at least eight times (two timeouts' worth of PINGs) and
+ * three timeouts have passed, so the wait outlasted the timeout on any machine. */
+TT_TEST(test_node_cache_reader_waits_for_an_owner_working_longer_than_the_peer_timeout)
+{
+    fake_s3 s3a, s3b;
+    tnode a, b;
+    pair_start(&a, &b, &s3a, &s3b, "data/slow.bin", 11, 0);
+    gate_close(&s3b, 0);
+    timed_read t = {&a, &s3a, -1, 0, 0, false};
+    pthread_t th;
+    uint64_t t0 = shoal_clock_mono_us();
+    TT_CHECK(pthread_create(&th, NULL, timed_reader, &t) == 0, "thread");
+    wait_at_gate(&s3b, 1);
+    /* (A reader that gave up and fetched the block itself ends the wait too, and fails below.) */
+    while ((atomic_load(&b.pongs_working) < 8 || shoal_clock_mono_us() - t0 < 3 * SLOW_TIMEOUT_MS * 1000u) &&
+           !atomic_load(&t.done))
+        usleep(1000);
+    gate_open(&s3b);
+    pthread_join(th, NULL);
+    TT_CHECK(t.rc == 0 && t.source == NODE_CACHE_PEER, "read: rc %d, source %d (want the owner's block)", t.rc,
+             t.source);
+    TT_CHECK(atomic_load(&s3a.gets) == 0 && atomic_load(&s3b.gets) == 1,
+             "GETs: reader %d, owner %d; want 0 and 1 (the reader must not fetch while the owner works)",
+             atomic_load(&s3a.gets), atomic_load(&s3b.gets));
+    TT_CHECK(atomic_load(&a.stats.peer_timeouts) == 0, "the reader counted %llu peer timeouts",
+             (unsigned long long)atomic_load(&a.stats.peer_timeouts));
+    tt_note("waited %llu ms for the owner (peer timeout %d ms), %d PINGs answered working",
+            (unsigned long long)(t.took_us / 1000), SLOW_TIMEOUT_MS, atomic_load(&b.pongs_working));
+    tnode_stop(&a);
+    tnode_stop(&b);
+    pair_fini(&s3a, &s3b);
+}
+
+/* An owner that answers PING but has lost the request (it never reached its queue) says it is
+ * idle on the block: the reader gives up after one timeout of that, not at the bound, and reads S3. */
+TT_TEST(test_node_cache_owner_idle_on_the_request_is_left_after_one_timeout)
+{
+    fake_s3 s3a, s3b;
+    tnode a, b;
+    pair_start(&a, &b, &s3a, &s3b, "data/idle.bin", 12, 60000);
+    b.drop_gets = true;
+    timed_read t = {&a, &s3a, -1, 0, 0, false};
+    timed_reader(&t);
+    TT_CHECK(t.rc == 0 && t.source == NODE_CACHE_S3, "read: rc %d, source %d (want S3 after the idle owner)", t.rc,
+             t.source);
+    TT_CHECK(atomic_load(&b.pongs_idle) >= 1 && atomic_load(&b.pongs_working) == 0,
+             "the owner answered %d PINGs idle and %d working; want at least one idle and none working",
+             atomic_load(&b.pongs_idle), atomic_load(&b.pongs_working));
+    TT_CHECK(atomic_load(&a.stats.peer_timeouts) == 1, "peer timeouts %llu, want 1",
+             (unsigned long long)atomic_load(&a.stats.peer_timeouts));
+    /* Idle answers never extend the wait: it ended near one timeout, far below the 60 s bound. */
+    TT_CHECK(t.took_us < 30000000u, "the read took %llu ms", (unsigned long long)(t.took_us / 1000));
+    tnode_stop(&a);
+    tnode_stop(&b);
+    pair_fini(&s3a, &s3b);
+}
+
+/* An owner that reports work forever without answering (a stuck worker) holds the reader only up to
+ * the bound (peer_max_wait_ms, here 1.5 s against a 300 ms timeout); then the reader reads S3. */
+TT_TEST(test_node_cache_wait_for_a_working_owner_is_bounded)
+{
+    fake_s3 s3a, s3b;
+    tnode a, b;
+    pair_start(&a, &b, &s3a, &s3b, "data/stuck.bin", 13, 1500);
+    b.drop_gets = true;
+    b.always_working = true;
+    timed_read t = {&a, &s3a, -1, 0, 0, false};
+    timed_reader(&t);
+    TT_CHECK(t.rc == 0 && t.source == NODE_CACHE_S3, "read: rc %d, source %d (want S3 at the bound)", t.rc, t.source);
+    TT_CHECK(t.took_us >= 1500000u, "the read gave up after %llu ms, before the 1500 ms bound",
+             (unsigned long long)(t.took_us / 1000));
+    TT_CHECK(atomic_load(&a.stats.peer_timeouts) == 1, "peer timeouts %llu, want 1",
+             (unsigned long long)atomic_load(&a.stats.peer_timeouts));
+    tnode_stop(&a);
+    tnode_stop(&b);
+    pair_fini(&s3a, &s3b);
+}
+
 /* The store id of block `index` of `o` (as the read path names it). */
 static const uint8_t *blk_id(const node_cache_object *o, uint64_t index)
 {
@@ -490,6 +651,48 @@ TT_TEST(test_node_cache_head_is_cached_for_the_ttl_and_forgotten_on_demand)
     TT_CHECK(atomic_load(&s3.heads) == 3, "a miss was asked twice within the negative TTL");
     tnode_stop(&a);
     fake_s3_fini(&s3);
+}
+
+/* Metadata has one owner per object: a node that does not own it asks the owner, which HEADs S3
+ * once and answers every node from its table (with the answer's age); the asker keeps the answer
+ * too. A forget makes the next ask demand an answer of age 0, so the owner asks S3 again; a missing
+ * object comes back as a miss and is remembered as one. */
+TT_TEST(test_node_cache_head_goes_to_the_objects_metadata_owner_once_for_every_node)
+{
+    fake_s3 s3a, s3b;
+    fake_s3_init(&s3a, "data/h.bin", "\"e1\"", 3 * BS + 5, 9);
+    fake_s3_init(&s3b, "data/h.bin", "\"e1\"", 3 * BS + 5, 9);
+    tnode a, b;
+    tnode_start(&a, 0, &s3a, 2000, 60);
+    tnode_start(&b, 1, &s3b, 2000, 60);
+    int ab = tnode_link(&a, &b, 1);
+    set_owner(&a, 0, "b", ab, false);
+    set_owner(&b, 0, "b", -1, true);
+    s3_object_info info;
+    for (int i = 0; i < 3; i++) {
+        memset(&info, 0, sizeof info);
+        TT_OK(node_cache_head(a.cache, BUCKET, "data/h.bin", &info));
+        TT_CHECK(info.size == 3 * BS + 5 && strcmp(info.etag, "\"e1\"") == 0, "ask %d: size %llu ETag %s", i,
+                 (unsigned long long)info.size, info.etag);
+    }
+    TT_OK(node_cache_head(b.cache, BUCKET, "data/h.bin", &info));
+    TT_CHECK(atomic_load(&s3a.heads) == 0 && atomic_load(&s3b.heads) == 1,
+             "HEADs: asker %d, owner %d; want 0 and 1", atomic_load(&s3a.heads), atomic_load(&s3b.heads));
+    node_cache_forget(a.cache, BUCKET, "data/h.bin");
+    TT_OK(node_cache_head(a.cache, BUCKET, "data/h.bin", &info));
+    TT_CHECK(atomic_load(&s3a.heads) == 0 && atomic_load(&s3b.heads) == 2,
+             "after a forget: HEADs asker %d, owner %d; want 0 and 2", atomic_load(&s3a.heads),
+             atomic_load(&s3b.heads));
+    for (int i = 0; i < 2; i++)
+        TT_CHECK(node_cache_head(a.cache, BUCKET, "data/none", &info) == -1 &&
+                     shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY,
+                 "a missing key: %s", shoal_error_name(shoal_error_code()));
+    TT_CHECK(atomic_load(&s3a.heads) == 0 && atomic_load(&s3b.heads) == 3,
+             "a miss: HEADs asker %d, owner %d; want 0 and 3", atomic_load(&s3a.heads), atomic_load(&s3b.heads));
+    tnode_stop(&a);
+    tnode_stop(&b);
+    fake_s3_fini(&s3a);
+    fake_s3_fini(&s3b);
 }
 
 /* A listing page is fetched once per metadata TTL however often it is asked; with a TTL of 0 every

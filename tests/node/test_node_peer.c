@@ -108,7 +108,14 @@ static void on_put(void *ud, node_peer_incoming *in)
     TT_OK(node_peer_reply(in, &reply, none));
 }
 
-static const node_peer_handlers handlers = {.on_get_block = on_get, .on_put_block = on_put};
+/* The server works on the items whose first byte is 0xee (the daemon's read path counts work
+ * per block; here a rule the test can set). */
+static node_peer_work on_work(void *ud, const uint8_t *id)
+{
+    return id[0] == 0xee ? NODE_PEER_WORKING : NODE_PEER_IDLE;
+}
+
+static const node_peer_handlers handlers = {.on_get_block = on_get, .on_put_block = on_put, .on_work = on_work};
 
 static void server_start(server *s, const char *bind, unsigned max_incoming)
 {
@@ -550,6 +557,30 @@ TT_TEST(test_node_peer_put_block_arrives_in_place_and_ping_reports_membership)
                  node_peer_response_msg(r)->membership_version == 31,
              "PONG with membership version 31");
     node_peer_response_delete(r);
+    rig_stop(&g);
+}
+
+/* A PING that names a work item is answered on the I/O thread with the daemon's word on it, a PING
+ * without one with no work state at all, whatever the server holds meanwhile. */
+TT_TEST(test_node_peer_ping_with_work_item_reports_work_from_the_io_thread)
+{
+    rig g;
+    rig_start(&g, "127.0.0.12:0", 0, 0, true); /* holds every GET: the handlers are busy */
+    node_peer_msg req = get_request(3, 4096);
+    atomic_int completed = 0;
+    TT_OK(node_peer_submit(g.c, g.link, &req, (node_peer_payload){0}, 10000, ignore_done, &completed));
+    TT_CHECK(wait_held(&g.s, 1, 5000) == 1, "the server did not receive the GET");
+    for (int k = 0; k < 3; k++) {
+        node_peer_msg ping = {.type = NODE_PEER_PING, .has_work_id = k > 0};
+        memset(ping.work_id, k == 1 ? 0xee : 0x11, sizeof ping.work_id);
+        node_peer_response *r = node_peer_call(g.c, g.link, &ping, (node_peer_payload){0}, 5000);
+        const node_peer_msg *pong = node_peer_response_result(r) == SHOAL_OK ? node_peer_response_msg(r) : NULL;
+        TT_CHECK(pong && pong->type == NODE_PEER_PONG, "PING %d: %s", k, shoal_error_name(node_peer_response_result(r)));
+        TT_CHECK(pong->has_work == (k > 0), "PING %d: PONG %s a work state", k, pong->has_work ? "has" : "lacks");
+        TT_CHECK(k == 0 || pong->work == (k == 1 ? NODE_PEER_WORKING : NODE_PEER_IDLE), "PING %d: work state %d", k,
+                 pong->work);
+        node_peer_response_delete(r);
+    }
     rig_stop(&g);
 }
 

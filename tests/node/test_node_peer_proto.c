@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* 2000 'x' bytes, for strings over their limits. */
+static const char g_long[2001] = {[0 ... 1999] = 'x'};
+
 static node_peer_msg sample_get(void)
 {
     node_peer_msg m = {
@@ -480,6 +483,173 @@ TT_TEST(test_node_peer_proto_malformed_list_pages_are_rejected)
     TT_CHECK(node_peer_list_encode(&p, &b) == -1, "a prefix with a NUL byte was encoded");
     const uint8_t raw[] = {0, 0, 0, 1, 0, 0, 0, 1, 4, 0, 'a', 0, 'b', '/'};
     expect_page_rejected(raw, sizeof raw, "a prefix with a NUL byte");
+    shoal_buf_destroy(&b);
+}
+
+
+/* ---- progress (PING with a work item), max age, HEAD and object metadata ---------------------- */
+
+TT_TEST(test_node_peer_proto_ping_work_item_and_pong_work_state_round_trip)
+{
+    node_peer_msg ping = {.type = NODE_PEER_PING, .request_id = 5, .membership_version = 2, .has_work_id = true};
+    for (int i = 0; i < NODE_PEER_BLOCK_ID_LEN; i++)
+        ping.work_id[i] = (uint8_t)(0x10 + i);
+    shoal_buf b;
+    node_peer_msg out;
+    encode_ok(&ping, &b);
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 0, &out));
+    TT_CHECK(out.has_work_id && memcmp(out.work_id, ping.work_id, NODE_PEER_BLOCK_ID_LEN) == 0,
+             "PING lost its work item");
+    shoal_buf_destroy(&b);
+    /* Without one, a PING is what it always was. */
+    ping.has_work_id = false;
+    encode_ok(&ping, &b);
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 0, &out));
+    TT_CHECK(!out.has_work_id, "a PING without \"w\" decoded with one");
+    shoal_buf_destroy(&b);
+    node_peer_msg pong = {.type = NODE_PEER_PONG, .request_id = 5, .membership_version = 2, .has_work = true,
+                          .work = NODE_PEER_WORKING};
+    encode_ok(&pong, &b);
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 0, &out));
+    TT_CHECK(out.has_work && out.work == NODE_PEER_WORKING, "PONG work state");
+    shoal_buf_destroy(&b);
+    /* A work state the decoder does not know is refused, not guessed. */
+    msgpack_packer pk;
+    TT_OK(shoal_buf_create(&b, 0));
+    msgpack_packer_init(&pk, &b, pack_cb);
+    pk_head(&pk, 6, NODE_PEER_PONG, 5);
+    pk_str(&pk, "mv"), msgpack_pack_uint64(&pk, 2);
+    pk_str(&pk, "st"), msgpack_pack_uint64(&pk, 0);
+    pk_str(&pk, "wk"), msgpack_pack_uint64(&pk, 2);
+    expect_rejected(b.data, b.len, 0, "PONG with work state 2");
+    /* A work item of the wrong size. */
+    shoal_buf_reset(&b);
+    pk_head(&pk, 5, NODE_PEER_PING, 5);
+    pk_str(&pk, "mv"), msgpack_pack_uint64(&pk, 2);
+    pk_str(&pk, "w"), msgpack_pack_bin(&pk, 15), msgpack_pack_bin_body(&pk, "0123456789abcde", 15);
+    expect_rejected(b.data, b.len, 0, "PING with a 15-byte work item");
+    shoal_buf_destroy(&b);
+}
+
+TT_TEST(test_node_peer_proto_list_max_age_and_reply_age_round_trip)
+{
+    node_peer_msg in = sample_list(), out;
+    in.has_max_age = true;
+    in.max_age_ms = 0; /* "no older than now" is a value of its own, not "absent" */
+    shoal_buf b;
+    encode_ok(&in, &b);
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 0, &out));
+    TT_CHECK(out.has_max_age && out.max_age_ms == 0, "LIST max age 0 lost");
+    shoal_buf_destroy(&b);
+    in.has_max_age = false;
+    encode_ok(&in, &b);
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 0, &out));
+    TT_CHECK(!out.has_max_age, "a LIST without \"ma\" decoded with one");
+    shoal_buf_destroy(&b);
+    node_peer_msg rep = {.type = NODE_PEER_LIST_REPLY, .request_id = 9, .status = NODE_PEER_OK, .payload_len = 5,
+                         .has_age = true, .age_ms = 12345};
+    encode_ok(&rep, &b);
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 5, &out));
+    TT_CHECK(out.has_age && out.age_ms == 12345, "LIST_REPLY age");
+    shoal_buf_destroy(&b);
+}
+
+static node_peer_msg sample_head(void)
+{
+    node_peer_msg m = {.type = NODE_PEER_HEAD, .request_id = 11, .membership_version = 6, .has_max_age = true,
+                       .max_age_ms = 5000};
+    m.head = (node_peer_head_req){.bucket = shoal_cursor_from_str("train-data"),
+                                  .key = shoal_cursor_from_str("shards/000017.tar")};
+    return m;
+}
+
+TT_TEST(test_node_peer_proto_head_and_its_reply_round_trip)
+{
+    node_peer_msg in = sample_head(), out;
+    shoal_buf b;
+    encode_ok(&in, &b);
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 0, &out));
+    TT_CHECK(out.type == NODE_PEER_HEAD && out.request_id == 11 && out.membership_version == 6 &&
+                 out.has_max_age && out.max_age_ms == 5000 && shoal_cursor_eq_str(out.head.bucket, "train-data") &&
+                 shoal_cursor_eq_str(out.head.key, "shards/000017.tar"),
+             "HEAD differs after a round trip");
+    expect_rejected(b.data, b.len, 1, "HEAD with a payload");
+    for (size_t n = 0; n < b.len; n++)
+        expect_rejected(b.data, n, 0, "truncated HEAD");
+    shoal_buf_destroy(&b);
+    node_peer_msg rep = {.type = NODE_PEER_HEAD_REPLY, .request_id = 11, .status = NODE_PEER_OK, .payload_len = 40,
+                         .has_age = true, .age_ms = 7};
+    encode_ok(&rep, &b);
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 40, &out));
+    TT_CHECK(out.type == NODE_PEER_HEAD_REPLY && out.payload_len == 40 && out.age_ms == 7, "HEAD_REPLY");
+    shoal_buf_destroy(&b);
+    rep = (node_peer_msg){.type = NODE_PEER_HEAD_REPLY, .request_id = 11, .status = NODE_PEER_NOT_FOUND};
+    encode_ok(&rep, &b);
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 0, &out));
+    expect_rejected(b.data, b.len, 3, "NOT_FOUND HEAD_REPLY with a payload");
+    shoal_buf_destroy(&b);
+    node_peer_msg bad = sample_head();
+    bad.head.key = shoal_cursor_from_str("");
+    TT_CHECK(shoal_buf_create(&b, 0) == 0 && node_peer_msg_encode(&bad, &b) == -1, "an empty key was encoded");
+    bad = sample_head();
+    bad.head.bucket = shoal_cursor_from_mem(g_long, NODE_PEER_MAX_BUCKET + 1);
+    TT_CHECK(node_peer_msg_encode(&bad, &b) == -1, "a 256-byte bucket was encoded");
+    shoal_buf_destroy(&b);
+}
+
+static void sample_info(node_peer_object_info *i)
+{
+    *i = (node_peer_object_info){.size = 123456789012ull, .mtime = 1700000123,
+                                 .etag = shoal_cursor_from_str("\"0123456789abcdef0123456789abcdef-3\""),
+                                 .content_type = shoal_cursor_from_str("application/x-tar"), .meta_dropped = 2,
+                                 .n_meta = 2};
+    i->meta[0] = (node_peer_meta_kv){shoal_cursor_from_str("mode"), shoal_cursor_from_str("33188")};
+    i->meta[1] = (node_peer_meta_kv){shoal_cursor_from_str("mtime"), shoal_cursor_from_str("")};
+}
+
+TT_TEST(test_node_peer_proto_object_metadata_round_trips)
+{
+    node_peer_object_info in, out;
+    sample_info(&in);
+    shoal_buf b = {0};
+    TT_OK(node_peer_head_encode(&in, &b));
+    TT_OK(node_peer_head_decode(shoal_cursor_from_buf(&b), &out));
+    TT_CHECK(out.size == in.size && out.mtime == in.mtime && shoal_cursor_eq(out.etag, in.etag) &&
+                 shoal_cursor_eq(out.content_type, in.content_type) && out.meta_dropped == 2 && out.n_meta == 2,
+             "metadata differs after a round trip");
+    for (size_t k = 0; k < 2; k++)
+        TT_CHECK(shoal_cursor_eq(out.meta[k].name, in.meta[k].name) &&
+                     shoal_cursor_eq(out.meta[k].value, in.meta[k].value),
+                 "entry %zu differs", k);
+    for (size_t n = 0; n < b.len; n++) {
+        shoal_error_clear();
+        TT_CHECK(node_peer_head_decode(shoal_cursor_from_mem(b.data, n), &out) == -1 &&
+                     shoal_error_code() == SHOAL_ERR_NODE_PEER,
+                 "metadata cut to %zu of %zu bytes decoded", n, b.len);
+    }
+    TT_OK(shoal_buf_append_byte(&b, 0));
+    TT_CHECK(node_peer_head_decode(shoal_cursor_from_buf(&b), &out) == -1, "a trailing byte was accepted");
+    b.len--;
+    /* size(8) mtime(8) etag(1+36) type(1+17) dropped(4) = 75: the entry count. */
+    b.data[75] = NODE_PEER_MAX_META + 1;
+    TT_CHECK(node_peer_head_decode(shoal_cursor_from_buf(&b), &out) == -1, "9 entries were accepted");
+    b.data[75] = 2;
+    b.data[76] = 0; /* the first name's length: an empty name */
+    TT_CHECK(node_peer_head_decode(shoal_cursor_from_buf(&b), &out) == -1, "an empty name was accepted");
+    b.data[76] = 4;
+    b.data[78] = 0; /* a NUL inside the name "mode" */
+    TT_CHECK(node_peer_head_decode(shoal_cursor_from_buf(&b), &out) == -1, "a NUL in a name was accepted");
+    shoal_buf_reset(&b);
+    /* The encoder refuses what the decoder would. */
+    sample_info(&in);
+    in.meta[1].value = shoal_cursor_from_mem(g_long, NODE_PEER_MAX_META_VALUE + 1);
+    TT_CHECK(node_peer_head_encode(&in, &b) == -1 && b.len == 0, "an 88-byte value was encoded");
+    sample_info(&in);
+    in.n_meta = NODE_PEER_MAX_META + 1;
+    TT_CHECK(node_peer_head_encode(&in, &b) == -1, "9 entries were encoded");
+    sample_info(&in);
+    in.etag = shoal_cursor_from_mem("\"a\0b\"", 5);
+    TT_CHECK(node_peer_head_encode(&in, &b) == -1, "an ETag with a NUL was encoded");
     shoal_buf_destroy(&b);
 }
 

@@ -24,6 +24,9 @@ Control (paths under /_fault, which no bucket name can start with):
           shortlen  forward, then send half the body with a Content-Length that matches it
                     (consistent framing, wrong size for the Content-Range)
           delay     forward after sleeping `ms` milliseconds
+          stall     forward, then send the headers and the first `bytes` bytes of the body (half
+                    when absent), then keep the connection open and silent for `ms` milliseconds
+                    (60000 when absent) before closing it: a connection that stops mid-answer
           late      forward, so the server acts on the request (commits an upload), then hold its
                     answer `ms` milliseconds before sending it (longer than the client waits);
                     requests arriving while the server works on it wait until it has answered,
@@ -208,6 +211,22 @@ class Handler(BaseHTTPRequestHandler):
         if action == "addmeta":
             value = "v" * int(rule.get("len", "1"))
             headers += [("X-Amz-Meta-Extra%d" % i, value) for i in range(int(rule.get("n", "1")))]
+        if action == "stall":
+            cut = int(rule["bytes"]) if "bytes" in rule else len(data) // 2
+            self.send_response_only(status, reason)
+            for k, v in headers:
+                if k.lower() != "content-length":
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                self.wfile.write(data[:cut] if self.command != "HEAD" else b"")
+                self.wfile.flush()
+            except OSError:
+                pass
+            time.sleep(int(rule.get("ms", "60000")) / 1000.0)
+            self.close_connection = True
+            return
         if action == "truncate":
             self._send(status, reason, headers, data, body_bytes=data[: len(data) // 2])
             self.close_connection = True

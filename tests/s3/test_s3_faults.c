@@ -10,6 +10,7 @@
 #include "s3_client.h"
 #include "faultproxy.h"
 #include "s3rver.h"
+#include "shoal_env.h"
 #include "shoal_error.h"
 #include "tt.h"
 
@@ -545,6 +546,76 @@ TT_TEST(test_s3_faults_stalled_answer_times_out_and_is_retried)
              (unsigned long long)st.retries);
     TT_CHECK(tt_proxy_stat(&f.px, "GET") == 1 + (long)st.retries, "tt_proxy saw %ld GETs for %llu retries",
              tt_proxy_stat(&f.px, "GET"), (unsigned long long)st.retries);
+    teardown(&f);
+}
+
+/* A stall limit of 2 s: far above what any byte of a healthy answer waits for here, even on a
+ * loaded machine, so only the stalled attempt can be abandoned. */
+#define STALL_MS 2000
+static void tune_stall(s3_client_config *cfg) { cfg->stall_timeout_ms = STALL_MS; }
+
+/* A sink that keeps what it is given at its position, and counts restarts from 0. */
+typedef struct stall_sink {
+    uint8_t buf[256 * 1024];
+    uint64_t high;
+    int restarts;
+} stall_sink;
+
+static int stall_sink_put(void *ud, uint64_t pos, const void *data, size_t len)
+{
+    stall_sink *k = ud;
+    if (pos + len > sizeof k->buf)
+        return -1;
+    if (pos == 0 && k->high > 0)
+        k->restarts++;
+    memcpy(k->buf + pos, data, len);
+    if (pos + len > k->high)
+        k->high = pos + len;
+    return 0;
+}
+
+/* An answer that stops mid-body (the proxy sends the headers and 1000 bytes, then nothing) is
+ * abandoned after the stall limit and sent again at once on another connection: no backoff, one
+ * retry counted as a stall, and the sink gets the whole body again from offset 0. */
+TT_TEST(test_s3_faults_stalled_body_is_abandoned_and_sent_again_at_once)
+{
+    fixture f;
+    setup_tuned(&f, tune_stall);
+    enum { LEN = 200 * 1000 };
+    uint8_t *body = malloc(LEN);
+    for (size_t i = 0; i < LEN; i++)
+        body[i] = (uint8_t)(i * 13 + (i >> 9));
+    s3_put_args pa = {.bucket = BUCKET, .key = "big", .data = body, .len = LEN, .fd = -1};
+    TT_OK(s3_put(f.c, &pa, NULL));
+    /* One healthy GET first: the time one request takes here, on this machine, now. */
+    stall_sink *k = calloc(1, sizeof *k);
+    s3_get_args g = {.bucket = BUCKET, .key = "big", .sink = stall_sink_put, .sink_ud = k};
+    uint64_t t0 = shoal_clock_mono_us();
+    TT_OK(s3_get(f.c, &g, NULL, NULL));
+    uint64_t one_request_us = shoal_clock_mono_us() - t0;
+    memset(k, 0, sizeof *k);
+    tt_proxy_rule(&f.px, "action=stall&bytes=1000&ms=30000&count=1&method=GET");
+    t0 = shoal_clock_mono_us();
+    uint64_t got = 0;
+    TT_OK(s3_get(f.c, &g, &got, NULL));
+    uint64_t took_us = shoal_clock_mono_us() - t0;
+    TT_CHECK(got == LEN && k->high == LEN && memcmp(k->buf, body, LEN) == 0, "the body after the stall differs");
+    TT_CHECK(k->restarts == 1, "the sink saw %d restarts from offset 0, want 1", k->restarts);
+    s3_client_stats st;
+    s3_client_stats_get(f.c, &st);
+    TT_CHECK(st.stall_retries == 1 && st.retries == 1, "client counted %llu stall retries, %llu retries; want 1 and 1",
+             (unsigned long long)st.stall_retries, (unsigned long long)st.retries);
+    TT_CHECK(tt_proxy_stat(&f.px, "GET") == 3, "tt_proxy saw %ld GETs, want 3 (healthy, stalled, resent)",
+             tt_proxy_stat(&f.px, "GET"));
+    /* The read waited for the stall limit once, then for one request (budget: ten of the healthy
+     * one, at least a second), not for the proxy's 30 s nor for a backoff. */
+    uint64_t budget_us = STALL_MS * 1000u + (one_request_us * 10 > 1000000 ? one_request_us * 10 : 1000000);
+    tt_note("healthy GET %llu ms, stalled GET %llu ms (stall limit %d ms)", (unsigned long long)(one_request_us / 1000),
+            (unsigned long long)(took_us / 1000), STALL_MS);
+    TT_CHECK(took_us >= STALL_MS * 1000u && took_us <= budget_us, "the stalled GET took %llu ms, want %d..%llu",
+             (unsigned long long)(took_us / 1000), STALL_MS, (unsigned long long)(budget_us / 1000));
+    free(k);
+    free(body);
     teardown(&f);
 }
 
