@@ -12,8 +12,9 @@
  *
  * Signals: node_daemon_new blocks SIGTERM, SIGINT and SIGHUP before any thread starts, so every
  * thread inherits the mask and node_daemon_run receives them with sigtimedwait; no handler runs
- * in an arbitrary thread. The same loop notices `shoal leave` (a flag) and a refusal by the
- * cluster (a duplicate id or another block size), which ends the daemon with exit status 1.
+ * in an arbitrary thread. The same loop notices `shoal leave` (a flag), a mount taken away from
+ * outside (`umount DIR`: the daemon leaves and exits 0, as FUSE file systems do) and a refusal by
+ * the cluster (a duplicate id or another block size), which ends the daemon with exit status 1.
  *
  * The control commands run on the control server's connection threads, which may block: `get`
  * has a few threads read (and so verify) the next blocks while the connection thread sends them in
@@ -979,6 +980,13 @@ int node_daemon_run(node_daemon *d)
         }
         if (atomic_load(&d->leave_requested))
             break;
+        /* `umount DIR` ends a FUSE file system's daemon (what mount.shoal and fstab expect): a
+         * shoald left running without its mount would hold the port and the next mount would fail. */
+        if (node_mountfs_unmounted(d->mount)) {
+            char q[256];
+            LOG_INFO("daemon", "unmounted", "mountpoint=%s action=leave", shoal_log_q(q, sizeof q, d->cfg->mount));
+            break;
+        }
         announce_ready(d);
         if (node_cluster_refused(d->cluster)) {
             rc = shoal_error_set(SHOAL_ERR_GOSSIP_REFUSED, "the cluster refused node %s (duplicate node id, other "
