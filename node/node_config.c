@@ -74,6 +74,7 @@ enum opt_id {
     O_NO_SIGN_REQUEST,
     O_COUNT, /* the options above are also config file keys; the ones below are not */
     O_CONFIG = O_COUNT,
+    O_CHECK_CONFIG,
     O_HELP,
     O_VERSION,
     O_ALL
@@ -120,6 +121,7 @@ static const opt_def OPTS[O_ALL] = {
     [O_LOG_FORMAT] = {"log-format", "FORMAT", "logfmt (key=value, the default) or json (one object per line)"},
     [O_NO_SIGN_REQUEST] = {"no-sign-request", NULL, "send unsigned requests (public buckets)"},
     [O_CONFIG] = {"config", "FILE", "read options from this INI file (flags win)"},
+    [O_CHECK_CONFIG] = {"check-config", NULL, "validate the flags and the config file, print the result and exit (0: valid, 2: not)"},
     [O_HELP] = {"help", NULL, "print this help and exit"},
     [O_VERSION] = {"version", NULL, "print the version and exit"},
 };
@@ -861,6 +863,9 @@ static int collect_cmdline(int argc, char **argv, raw_opts *r, char **config_pat
         int id = c - 1000;
         if (id == O_HELP || id == O_VERSION) {
             *action = id;
+        } else if (id == O_CHECK_CONFIG) {
+            if (*action == 0)
+                *action = id;
         } else if (id == O_CONFIG) {
             if (dup_to(config_path, optarg) < 0)
                 return -1;
@@ -915,6 +920,15 @@ int node_config_parse(int argc, char **argv, node_config *cfg)
     if (derive_defaults(cfg) < 0)
         goto fail;
     raw_free(&r);
+    if (action == O_CHECK_CONFIG) {
+        if (cfg->config_file)
+            printf("shoald: configuration OK (flags and %s)\n", cfg->config_file);
+        else
+            printf("shoald: configuration OK (flags)\n");
+        fflush(stdout);
+        node_config_destroy(cfg);
+        return 1;
+    }
     return 0;
 fail:
     raw_free(&r);
