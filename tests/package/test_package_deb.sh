@@ -76,10 +76,20 @@ test_package_deb_depends_on_the_libraries_of_its_binaries_and_fuse3() {
   # from the binaries (dpkg-shlibdeps), each with a minimum version.
   local p
   for p in fuse3 ca-certificates libc6 libfuse3-3 libzmq5 libsodium23 libcurl4 libssl3 libxml2 libmsgpackc2 \
-           libinih1 libmicrohttpd12 libxxhash0; do
+           libinih1 libmicrohttpd12 libxxhash0 libsystemd0; do
     grep -qx "$p" <<<"$names" || tt_fail "Depends lacks $p: $depends"
   done
   [[ $depends == *"libzmq5 (>= "* ]] || tt_fail "the library dependencies carry no versions (not from shlibs?): $depends"
+  # scripts/deps --runtime installs exactly these packages (libc6 is always there).
+  local runtime
+  runtime=$("$TT_SOURCE_DIR/scripts/deps" --runtime --print | tr ' ' '\n' | sort -u)
+  tt_check "$runtime" = "$(grep -vx libc6 <<<"$names")" \
+    "scripts/deps --runtime installs [$(echo $runtime)], the package needs [$(echo $names)]"
+  # docs/operations.md writes the same list down.
+  local documented
+  documented=$(sed -n '/^### What a node needs at run time/,/^###/p' "$TT_SOURCE_DIR/docs/operations.md" |
+    sed -n '/^```$/,/^```$/p' | grep -v '^```' | tr ' ' '\n' | grep . | sort -u)
+  tt_check "$documented" = "$runtime" "docs/operations.md lists [$(echo $documented)], not [$(echo $runtime)]"
 }
 
 test_package_systemd_analyze_verify_accepts_the_unit() {
