@@ -13,12 +13,21 @@ set -euo pipefail
 
 TT_SOURCE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 tt_deferred=()
+# The temporary directories to remove at exit, one a line. A file, not an array: tt_tmpdir runs
+# in a command substitution (d=$(tt_tmpdir x)), a subshell whose variables the script never sees.
+tt_tmp_list=$(mktemp "${TMPDIR:-/tmp}/shoal-tt-tmp.XXXXXX")
 
 tt_run_deferred() {
-  local rc=$? i
+  local rc=$? i d m
   for ((i = ${#tt_deferred[@]} - 1; i >= 0; i--)); do
     eval "${tt_deferred[i]}" || true
   done
+  # Last, the temporary directories, after what was mounted in them is unmounted.
+  while read -r d; do
+    while read -r m; do umount -l "$m" 2>/dev/null || true; done < <(awk -v d="$d/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r)
+    rm -rf --one-file-system "$d"
+  done <"$tt_tmp_list"
+  rm -f "$tt_tmp_list"
   return $rc
 }
 trap tt_run_deferred EXIT
@@ -61,7 +70,7 @@ tt_grep() {
 tt_tmpdir() {
   local d
   d=$(mktemp -d "${TMPDIR:-/tmp}/shoal-$1.XXXXXX")
-  if [ "${TT_KEEP:-0}" != 1 ]; then tt_defer "rm -rf --one-file-system '$d'"; fi
+  if [ "${TT_KEEP:-0}" != 1 ]; then echo "$d" >>"$tt_tmp_list"; fi
   echo "$d"
 }
 
@@ -99,6 +108,7 @@ tt_isolate() {
   [ "${TT_ISOLATED:-0}" = 1 ] && return 0
   unshare --mount --pid --fork --kill-child --propagation private --mount-proc true 2>/dev/null ||
     tt_skip "cannot create mount and PID namespaces here (unshare)"
+  rm -f "$tt_tmp_list" # empty yet; the case run again keeps a list of its own
   TT_ISOLATED=1 exec unshare --mount --pid --fork --kill-child --propagation private --mount-proc \
     "$0" "$tt_case"
 }
