@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The package in a clean Debian 12: a minimal root made by `debootstrap --variant=minbase
-# bookworm` from Debian's mirror, where apt installs the .deb and resolves its dependencies, the
+# bookworm` from Debian's mirror, where apt installs the .deb and resolves its dependencies (by
+# the steps of deploy/Dockerfile, so the container image is built as tested here), the
 # programs run, and mount(8) mounts a bucket of the local S3 server through mount.shoal, both by
 # `mount -t shoal` and from an /etc/fstab line. A second root gets only `scripts/deps --runtime`,
 # and the programs of this build run there.
@@ -87,14 +88,22 @@ fresh_root() {
   mount_root_fs "$root"
 }
 
-# install_deb: the package into $root with apt, which resolves its dependencies from the mirror.
+# install_deb: the package into $root as deploy/Dockerfile builds the container image (on Debian
+# 12 slim, which this root stands for): its COPY of the package (from the folder cpack writes it
+# to) and its RUN line, where apt resolves the dependencies from the mirror.
 install_deb() {
   tt_check -f "$deb" "no package at $deb (test_package_cpack_makes_the_deb makes it)"
-  cp "$deb" "$root/tmp/"
+  local df=$TT_SOURCE_DIR/deploy/Dockerfile src dest run
+  read -r src dest < <(sed -n 's/^COPY \([^ ]*\) \([^ ]*\)$/\1 \2/p' "$df")
+  # shellcheck disable=SC2053
+  [[ $(basename "$deb") == $src ]] || tt_fail "the Dockerfile copies $src, not the package $(basename "$deb")"
+  cp "$deb" "$root/$dest"
+  run=$(awk '/^RUN /{on=1; sub(/^RUN /,"")} on{ if (sub(/\\$/,"")) {printf "%s", $0} else {print; on=0} }' "$df")
+  tt_check -n "$run" "no RUN line in $df"
   local t0=$SECONDS
-  in_root "$root" apt-get install -y -qq --no-install-recommends "/tmp/$(basename "$deb")" \
-    >"$root/tmp/apt.log" 2>&1 || { tail -n 30 "$root/tmp/apt.log" >&2; tt_fail "apt-get install of the package failed"; }
-  tt_note "apt-get install of the package and its dependencies took $((SECONDS - t0)) s"
+  in_root "$root" sh -c "$run" >"$root/tmp/apt.log" 2>&1 ||
+    { tail -n 30 "$root/tmp/apt.log" >&2; tt_fail "the Dockerfile's RUN line failed: $run"; }
+  tt_note "the Dockerfile's RUN line (apt-get install of the package and its dependencies) took $((SECONDS - t0)) s"
 }
 
 test_package_installs_into_a_clean_debian_12_with_apt_resolving_its_dependencies() {
