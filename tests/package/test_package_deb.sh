@@ -87,7 +87,7 @@ test_package_deb_depends_on_the_libraries_of_its_binaries_and_fuse3() {
     "scripts/deps --runtime installs [$(echo $runtime)], the package needs [$(echo $names)]"
   # docs/operations.md writes the same list down.
   local documented
-  documented=$(sed -n '/^### What a node needs at run time/,/^###/p' "$TT_SOURCE_DIR/docs/operations.md" |
+  documented=$(sed -n '/^### What a node needs at run time/,/^##/p' "$TT_SOURCE_DIR/docs/operations.md" |
     sed -n '/^```$/,/^```$/p' | grep -v '^```' | tr ' ' '\n' | grep . | sort -u)
   tt_check "$documented" = "$runtime" "docs/operations.md lists [$(echo $documented)], not [$(echo $runtime)]"
 }
