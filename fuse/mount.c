@@ -238,7 +238,13 @@ static void *loop_main(void *arg)
     struct fuse_loop_config lc = {.clone_fd = 0, .max_idle_threads = 16};
     int rc = fuse_session_loop_mt(m->se, &lc);
     LOG_INFO("mount", "loop_ended", "mountpoint=%s rc=%d", m->mountpoint, rc);
+    atomic_store(&m->loop_over, true);
     return NULL;
+}
+
+bool mount_unmounted(mount_view *m)
+{
+    return m && atomic_load(&m->loop_over) && !atomic_load(&m->stopping);
 }
 
 /* Runs `fusermount3 -u -z path` (for users who may not call umount2) and waits. 0 on success. */
@@ -315,6 +321,8 @@ int mount_start(mount_view *m)
     char opts[256];
     if (m->running)
         return 0;
+    atomic_store(&m->loop_over, false);
+    atomic_store(&m->stopping, false);
     if (m->cfg.allow_other && geteuid() != 0 && !fuse_conf_allows_other("/etc/fuse.conf"))
         return shoal_error_set(SHOAL_ERR_MOUNT, "mount %s: --allow-other needs a line 'user_allow_other' in "
                                "/etc/fuse.conf when the daemon does not run as root", m->mountpoint);
@@ -427,6 +435,7 @@ int mount_stop(mount_view *m)
     if (!m || !m->running)
         return 0;
     bool have_dev = stat(m->mountpoint, &st) == 0; /* names the connection, for fusectl */
+    atomic_store(&m->stopping, true);
     fuse_session_exit(m->se);
     bool over = unmount_as_root(m);
     if (!over)

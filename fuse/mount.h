@@ -159,6 +159,11 @@ int mount_start(mount_view *m);
  * SHOAL_ERR_MOUNT when the loop did not end and the connection could not be aborted. */
 int mount_stop(mount_view *m);
 
+/* True once the mount was taken away from outside (`umount DIR`, `fusermount3 -u DIR`): its
+ * session loop ended without mount_stop. The owner decides what follows (shoald leaves the
+ * cluster and exits, as FUSE file systems do when unmounted). Any thread; false for NULL. */
+bool mount_unmounted(mount_view *m);
+
 /* The delayed uploads (upload_delay > 0, and those recovered at start); counters since
  * mount_new, except `pending`. */
 typedef struct mount_writeback_stats {

@@ -47,6 +47,7 @@
 
 #include <fuse_lowlevel.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -135,6 +136,8 @@ struct mount_view {
     struct fuse_session *se;
     pthread_t thread; /* the session loop */
     bool running;
+    atomic_bool loop_over; /* the session loop returned (set by its thread) */
+    atomic_bool stopping;  /* mount_stop began: the loop's end is ours, not an unmount from outside */
     pthread_t wb_thread;
     bool wb_running;
 };

@@ -77,6 +77,7 @@ enum opt_id {
     O_TEST_GOSSIP_PERIOD,
     O_COUNT, /* the options above are also config file keys, but for the test seam; the ones below are not */
     O_CONFIG = O_COUNT,
+    O_CHECK_CONFIG,
     O_HELP,
     O_VERSION,
     O_ALL
@@ -125,6 +126,7 @@ static const opt_def OPTS[O_ALL] = {
     [O_NO_SIGN_REQUEST] = {"no-sign-request", NULL, "send unsigned requests (public buckets)"},
     [O_TEST_GOSSIP_PERIOD] = {"test-gossip-period", "MS", "tests: gossip timers scaled to this probe period (default 1000)"},
     [O_CONFIG] = {"config", "FILE", "read options from this INI file (flags win)"},
+    [O_CHECK_CONFIG] = {"check-config", NULL, "validate the flags and the config file, print the result and exit (0: valid, 2: not)"},
     [O_HELP] = {"help", NULL, "print this help and exit"},
     [O_VERSION] = {"version", NULL, "print the version and exit"},
 };
@@ -881,6 +883,9 @@ static int collect_cmdline(int argc, char **argv, raw_opts *r, char **config_pat
         int id = c - 1000;
         if (id == O_HELP || id == O_VERSION) {
             *action = id;
+        } else if (id == O_CHECK_CONFIG) {
+            if (*action == 0)
+                *action = id;
         } else if (id == O_CONFIG) {
             if (dup_to(config_path, optarg) < 0)
                 return -1;
@@ -935,6 +940,15 @@ int node_config_parse(int argc, char **argv, node_config *cfg)
     if (derive_defaults(cfg) < 0)
         goto fail;
     raw_free(&r);
+    if (action == O_CHECK_CONFIG) {
+        if (cfg->config_file)
+            printf("shoald: configuration OK (flags and %s)\n", cfg->config_file);
+        else
+            printf("shoald: configuration OK (flags)\n");
+        fflush(stdout);
+        node_config_destroy(cfg);
+        return 1;
+    }
     return 0;
 fail:
     raw_free(&r);

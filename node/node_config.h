@@ -74,7 +74,8 @@ typedef struct node_config {
 
 /* Parses shoald's command line (and the --config file it names) into *cfg, which the caller owns
  * and releases with node_config_destroy. Returns 0 when cfg is ready; 1 when --help or
- * --version was printed to stdout (cfg holds nothing; exit 0); -1 with SHOAL_ERR_NODE_CONFIG and
+ * --version was printed to stdout, or when --check-config found everything valid and said so on
+ * stdout (cfg holds nothing; exit 0); -1 with SHOAL_ERR_NODE_CONFIG and
  * a one-line message naming the flag or key and the problem (cfg holds nothing). Reentrant
  * enough for tests: it resets getopt's state on entry; argv may be permuted. */
 int node_config_parse(int argc, char **argv, node_config *cfg);

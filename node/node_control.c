@@ -418,8 +418,12 @@ int node_status_render_json(const node_status *s, shoal_buf *out)
         shoal_buf_append_str(out, ",\"zone\":") < 0 || append_str_or_null(out, s->zone) < 0 ||
         shoal_buf_append_str(out, ",\"bucket\":") < 0 || append_str_or_null(out, s->bucket) < 0 ||
         shoal_buf_appendf(out, ",\"ring_version\":%" PRIu64 ",\"block_size\":%" PRIu64 ",\"uptime_seconds\":%" PRIu64
-                          ",\"members\":[",
-                          s->ring_version, s->block_size, s->uptime_seconds) < 0)
+                          ",\"ready\":%s,\"waiting_for\":",
+                          s->ring_version, s->block_size, s->uptime_seconds, s->ready ? "true" : "false") < 0 ||
+        append_str_or_null(out, s->waiting_for) < 0 ||
+        shoal_buf_appendf(out, ",\"joined\":%s,\"s3_checked\":%s,\"mounted\":%s,\"members\":[",
+                          s->joined ? "true" : "false", s->s3_checked ? "true" : "false",
+                          !s->has_mount ? "null" : s->mounted ? "true" : "false") < 0)
         return -1;
     for (size_t i = 0; i < s->n_members; i++) {
         const node_status_member *m = &s->members[i];

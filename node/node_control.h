@@ -103,11 +103,19 @@ typedef struct node_status {
     uint64_t uptime_seconds;
     const node_status_member *members;
     size_t n_members;
+    /* Readiness, as /readyz tells it: ready when joined, S3 checked and (with a mount) mounted. */
+    bool ready;
+    const char *waiting_for; /* the first condition missing, as /readyz words it; NULL when ready */
+    bool joined;             /* no seeds, or another live member seen */
+    bool s3_checked;         /* the last S3 check passed */
+    bool has_mount;          /* --mount given; else "mounted" is null */
+    bool mounted;
 } node_status;
 
 /* Appends the status as one JSON object (no newline):
  * {"node_id":..,"address":..,"zone":..|null,"bucket":..,"ring_version":N,"block_size":N,
- *  "uptime_seconds":N,"members":[{"id":..,"address":..,"zone":..|null,"state":..,"incarnation":N,
+ *  "uptime_seconds":N,"ready":bool,"waiting_for":..|null,"joined":bool,"s3_checked":bool,
+ *  "mounted":bool|null,"members":[{"id":..,"address":..,"zone":..|null,"state":..,"incarnation":N,
  *  "cache_bytes":N,"cache_capacity":N,"serves":bool},...]}. -1 on NOMEM. */
 int node_status_render_json(const node_status *s, shoal_buf *out);
 

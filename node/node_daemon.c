@@ -12,8 +12,9 @@
  *
  * Signals: node_daemon_new blocks SIGTERM, SIGINT and SIGHUP before any thread starts, so every
  * thread inherits the mask and node_daemon_run receives them with sigtimedwait; no handler runs
- * in an arbitrary thread. The same loop notices `shoal leave` (a flag) and a refusal by the
- * cluster (a duplicate id or another block size), which ends the daemon with exit status 1.
+ * in an arbitrary thread. The same loop notices `shoal leave` (a flag), a mount taken away from
+ * outside (`umount DIR`: the daemon leaves and exits 0, as FUSE file systems do) and a refusal by
+ * the cluster (a duplicate id or another block size), which ends the daemon with exit status 1.
  *
  * The control commands run on the control server's connection threads, which may block: `get`
  * has a few threads read (and so verify) the next blocks while the connection thread sends them in
@@ -226,26 +227,34 @@ static bool sees_others(node_daemon *d)
     return seen;
 }
 
-/* Ready, or false with the first missing condition in why. Any thread. */
+/* Fills the readiness fields of *s (each condition, and waiting_for = why, the first one missing,
+ * or NULL) and returns s->ready. Any thread. */
+static bool daemon_readiness(node_daemon *d, node_status *s, char *why, size_t cap)
+{
+    s->joined = d->cfg->n_seeds == 0 || sees_others(d);
+    pthread_mutex_lock(&d->ready.mu);
+    s->s3_checked = d->ready.s3_ok;
+    char s3_why[sizeof d->ready.s3_why];
+    snprintf(s3_why, sizeof s3_why, "%s", d->ready.s3_why[0] ? d->ready.s3_why : "the first check is under way");
+    pthread_mutex_unlock(&d->ready.mu);
+    s->has_mount = d->cfg->mount != NULL;
+    s->mounted = s->has_mount && d->mount != NULL && !node_mountfs_unmounted(d->mount);
+    if (!s->joined)
+        snprintf(why, cap, "joining: no other member of the cluster answered yet (--seeds)");
+    else if (!s->s3_checked)
+        snprintf(why, cap, "S3: %s", s3_why);
+    else if (s->has_mount && !s->mounted)
+        snprintf(why, cap, "the mount at %s is not up", d->cfg->mount);
+    s->ready = s->joined && s->s3_checked && (!s->has_mount || s->mounted);
+    s->waiting_for = s->ready ? NULL : why;
+    return s->ready;
+}
+
+/* Ready, or false with the first missing condition in why (/readyz). Any thread. */
 static bool daemon_ready(void *ctx, char *why, size_t cap)
 {
-    node_daemon *d = ctx;
-    if (d->cfg->n_seeds > 0 && !sees_others(d)) {
-        snprintf(why, cap, "joining: no other member of the cluster answered yet (--seeds)");
-        return false;
-    }
-    pthread_mutex_lock(&d->ready.mu);
-    bool s3_ok = d->ready.s3_ok;
-    if (!s3_ok)
-        snprintf(why, cap, "S3: %s", d->ready.s3_why[0] ? d->ready.s3_why : "the first check is under way");
-    pthread_mutex_unlock(&d->ready.mu);
-    if (!s3_ok)
-        return false;
-    if (d->cfg->mount && d->mount == NULL) {
-        snprintf(why, cap, "the mount at %s is not up", d->cfg->mount);
-        return false;
-    }
-    return true;
+    node_status s;
+    return daemon_readiness(ctx, &s, why, cap);
 }
 
 /* Tells systemd (Type=notify) the first time the daemon is ready. */
@@ -308,6 +317,8 @@ static int ctl_status(void *ctx, const node_control_request *req, node_control_r
         .members = members,
         .n_members = n,
     };
+    char why[400];
+    daemon_readiness(d, &s, why, sizeof why);
     if (node_status_render_json(&s, &out) != 0) {
         shoal_error_set(SHOAL_ERR_NOMEM, "status");
         goto done;
@@ -979,6 +990,13 @@ int node_daemon_run(node_daemon *d)
         }
         if (atomic_load(&d->leave_requested))
             break;
+        /* `umount DIR` ends a FUSE file system's daemon (what mount.shoal and fstab expect): a
+         * shoald left running without its mount would hold the port and the next mount would fail. */
+        if (node_mountfs_unmounted(d->mount)) {
+            char q[256];
+            LOG_INFO("daemon", "unmounted", "mountpoint=%s action=leave", shoal_log_q(q, sizeof q, d->cfg->mount));
+            break;
+        }
         announce_ready(d);
         if (node_cluster_refused(d->cluster)) {
             rc = shoal_error_set(SHOAL_ERR_GOSSIP_REFUSED, "the cluster refused node %s (duplicate node id, other "

@@ -765,6 +765,11 @@ void node_mountfs_writeback(node_mountfs *fs, uint64_t *pending, uint64_t *retri
     *retries = wb.retries;
 }
 
+bool node_mountfs_unmounted(node_mountfs *fs)
+{
+    return fs != NULL && mount_unmounted(fs->view);
+}
+
 void node_mountfs_delete(node_mountfs *fs)
 {
     if (fs == NULL)

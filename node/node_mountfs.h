@@ -43,6 +43,9 @@ node_mountfs *node_mountfs_new(const node_config *cfg, const node_mountfs_parts 
 /* The mount's delayed uploads (--upload-delay): pending files now, failed tries so far. */
 void node_mountfs_writeback(node_mountfs *fs, uint64_t *pending, uint64_t *retries);
 
+/* True once the mount was unmounted from outside the daemon (mount_unmounted). Any thread. */
+bool node_mountfs_unmounted(node_mountfs *fs);
+
 /* Unmounts (uploads in flight finish first; see mount_stop) and frees. Accepts NULL. */
 void node_mountfs_delete(node_mountfs *fs);
 

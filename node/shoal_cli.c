@@ -15,12 +15,19 @@
  * ls lists one directory (delimiter "/") through the daemon, so the cluster's listing owner
  * answers it; it prints names relative to the prefix, or the daemon's JSON with --json.
  *
+ * wait asks for the status until it says ready: every 100 ms at first, then less often (up to once
+ * a second), so a job that starts with the node waits little and a long wait costs the daemon
+ * nothing. A daemon that does not answer yet (no socket, or a socket nobody accepts on: shoald
+ * is starting or restarting) is waited for like one that is not ready; only what waiting cannot
+ * mend ends it early (a socket this user may not open, an answer that is not a status).
+ *
  * preload shows a one-line progress bar (bytes, objects, rate, ETA) on stderr when stderr is a
  * terminal, and otherwise plain progress lines on stdout, at most one a second, so logs of batch
  * jobs stay readable.
  */
 #include "node_config.h"
 #include "node_control.h"
+#include "shoal_env.h"
 #include "shoal_error.h"
 
 #include <errno.h>
@@ -42,7 +49,7 @@ static const char USAGE[] =
     "The command-line client of the local shoald.\n"
     "\n"
     "commands:\n"
-    "  status [--json]            this node's view: members, cache use, ring version\n"
+    "  status [--json]            this node's view: readiness, members, cache use, ring version\n"
     "  stats [--json]             counters since the daemon started\n"
     "  get s3://B/KEY [-o FILE]   read one object through the cluster cache (stdout by default)\n"
     "  preload s3://B/PREFIX      warm the cluster cache with every object under PREFIX\n"
@@ -53,16 +60,21 @@ static const char USAGE[] =
     "  leave                      ask the local daemon to leave the cluster gracefully\n"
     "  forget NODE                drop a dead or left member from this node's view now (instead\n"
     "                             of after 24 h); an alive member is refused\n"
+    "  wait [--timeout S]         return once the local daemon is ready (joined, S3 checked,\n"
+    "                             mount up); waits for a daemon still starting; no limit\n"
+    "                             without --timeout\n"
     "\n"
     "options:\n"
     "  --control PATH             control socket (default $XDG_RUNTIME_DIR/shoal/shoald.sock\n"
     "                             or /run/shoal/shoald.sock)\n"
     "  --json                     print one JSON object (status, stats, ls)\n"
     "  -o, --output FILE          write to FILE (get, keygen)\n"
+    "  --timeout S                give up waiting after S seconds (wait; 0: ask once)\n"
     "  --help                     print this help and exit\n"
     "  --version                  print the version and exit\n"
     "\n"
-    "exit status: 0 success, 1 runtime failure (daemon unreachable, read failed), 2 bad usage\n";
+    "exit status: 0 success, 1 runtime failure (daemon unreachable, read failed; for wait: not\n"
+    "ready within the timeout), 2 bad usage\n";
 
 typedef struct cli {
     const char *command;
@@ -70,6 +82,7 @@ typedef struct cli {
     const char *output;  /* -o */
     char *control;
     bool json;
+    double timeout_s;    /* wait: --timeout; < 0 when not given (no limit) */
 } cli;
 
 static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -92,11 +105,12 @@ static int runtime_error(void)
 
 static void parse_args(int argc, char **argv, cli *c)
 {
-    enum { OPT_CONTROL = 1000, OPT_JSON, OPT_HELP, OPT_VERSION };
+    enum { OPT_CONTROL = 1000, OPT_JSON, OPT_HELP, OPT_VERSION, OPT_TIMEOUT };
     static const struct option opts[] = {
         {"control", required_argument, NULL, OPT_CONTROL}, {"json", no_argument, NULL, OPT_JSON},
         {"output", required_argument, NULL, 'o'},         {"help", no_argument, NULL, OPT_HELP},
-        {"version", no_argument, NULL, OPT_VERSION},       {NULL, 0, NULL, 0},
+        {"version", no_argument, NULL, OPT_VERSION},       {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {NULL, 0, NULL, 0},
     };
     opterr = 0;
     for (;;) {
@@ -111,6 +125,14 @@ static void parse_args(int argc, char **argv, cli *c)
             c->control = strdup(optarg);
             break;
         case OPT_JSON: c->json = true; break;
+        case OPT_TIMEOUT: {
+            char *end;
+            errno = 0;
+            c->timeout_s = strtod(optarg, &end);
+            if (!*optarg || *end || errno || !(c->timeout_s >= 0 && c->timeout_s <= 1e9))
+                usage_error("--timeout: '%s' is not a number of seconds (e.g. 300 or 0.5)", optarg);
+            break;
+        }
         case 'o':
             if (!*optarg)
                 usage_error("-o: empty file name");
@@ -129,14 +151,14 @@ static void parse_args(int argc, char **argv, cli *c)
         }
     }
     if (optind >= argc)
-        usage_error("missing command (status, stats, get, preload, ls, keygen, leave, forget; see --help)");
+        usage_error("missing command (status, stats, get, preload, ls, keygen, leave, forget, wait; see --help)");
     c->command = argv[optind++];
-    static const char *const known[] = {"status", "stats", "get", "preload", "ls", "keygen", "leave", "forget"};
+    static const char *const known[] = {"status", "stats", "get", "preload", "ls", "keygen", "leave", "forget", "wait"};
     bool ok = false;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         ok = ok || !strcmp(c->command, known[i]);
     if (!ok)
-        usage_error("unknown command '%s' (status, stats, get, preload, ls, keygen, leave, forget)", c->command);
+        usage_error("unknown command '%s' (status, stats, get, preload, ls, keygen, leave, forget, wait)", c->command);
     if (!strcmp(c->command, "forget")) {
         if (optind >= argc || !*argv[optind])
             usage_error("forget: missing NODE (a member's node id, as `shoal status` lists it)");
@@ -155,6 +177,8 @@ static void parse_args(int argc, char **argv, cli *c)
         usage_error("--json: only for status, stats and ls, not %s", c->command);
     if (c->output && strcmp(c->command, "get") != 0 && strcmp(c->command, "keygen") != 0)
         usage_error("-o: only for get and keygen, not %s", c->command);
+    if (c->timeout_s >= 0 && strcmp(c->command, "wait") != 0)
+        usage_error("--timeout: only for wait, not %s", c->command);
     if (!c->control && !(c->control = node_config_default_control()))
         usage_error("out of memory");
 }
@@ -231,6 +255,18 @@ static void member_row(const node_json *m, char cells[COL_N][80])
     snprintf(cells[COL_SIZE], 80, "%s", human_bytes(node_json_get_u64(m, "cache_capacity", 0), h, sizeof h));
 }
 
+/* "ready    yes", or "ready    no: <what is missing>", then each condition. */
+static void print_readiness(const node_json *j)
+{
+    const node_json *mounted = node_json_get(j, "mounted");
+    bool ready = node_json_get_bool(j, "ready", false);
+    printf("ready    %s%s%s\n", ready ? "yes" : "no", ready ? "" : ": ",
+           ready ? "" : node_json_get_str(j, "waiting_for", "?"));
+    printf("         joined %s, S3 checked %s, mounted %s\n\n", node_json_get_bool(j, "joined", false) ? "yes" : "no",
+           node_json_get_bool(j, "s3_checked", false) ? "yes" : "no",
+           mounted == NULL || mounted->type != NODE_JSON_BOOL ? "- (no --mount)" : mounted->b ? "yes" : "no");
+}
+
 static void print_status(const node_json *j)
 {
     static const char *const head[COL_N] = {"ID", "ADDRESS", "ZONE", "STATE", "INCARNATION", "CACHE USED",
@@ -243,7 +279,8 @@ static void print_status(const node_json *j)
     printf("bucket   %s\n", node_json_get_str(j, "bucket", "?"));
     printf("ring     version %" PRIu64 ", block size %s\n", node_json_get_u64(j, "ring_version", 0),
            human_bytes(node_json_get_u64(j, "block_size", 0), h, sizeof h));
-    printf("uptime   %s\n\n", human_duration((double)node_json_get_u64(j, "uptime_seconds", 0), d, sizeof d));
+    printf("uptime   %s\n", human_duration((double)node_json_get_u64(j, "uptime_seconds", 0), d, sizeof d));
+    print_readiness(j);
     for (int c = 0; c < COL_N; c++)
         w[c] = (int)strlen(head[c]);
     for (const node_json *m = members ? members->child : NULL; m; m = m->next) {
@@ -307,6 +344,67 @@ static int cmd_forget(const cli *c)
         return runtime_error();
     printf("%s is no longer listed by this node\n", c->arg);
     return 0;
+}
+
+/* One look at the daemon for wait: 1 ready, 0 not yet (why says what is missing), -1 a failure
+ * that waiting cannot mend (with the shoal_error set). */
+static int wait_poll(const cli *c, char *why, size_t cap)
+{
+    shoal_buf body = {0};
+    node_json *j = NULL;
+    int rc = -1;
+    if (node_control_call(c->control, "status", &body) < 0) {
+        if (shoal_error_code() != SHOAL_ERR_IO)
+            goto done; /* the daemon answered with an error */
+        /* Connecting to a socket needs write permission on it: that is not something the daemon
+         * starting later would change. */
+        if (access(c->control, W_OK) < 0 && errno == EACCES)
+            goto done;
+        snprintf(why, cap, "%s", shoal_error_message());
+        rc = 0;
+        goto done;
+    }
+    if (!(j = parse_body(&body)))
+        goto done;
+    const node_json *ready = node_json_get(j, "ready");
+    if (ready == NULL || ready->type != NODE_JSON_BOOL) {
+        shoal_error_set(SHOAL_ERR_NODE, "the daemon's status says nothing of readiness (a shoald older than this shoal?)");
+        goto done;
+    }
+    snprintf(why, cap, "%s", node_json_get_str(j, "waiting_for", "not ready"));
+    rc = ready->b ? 1 : 0;
+done:
+    node_json_delete(j);
+    shoal_buf_destroy(&body);
+    return rc;
+}
+
+static int cmd_wait(const cli *c)
+{
+    uint64_t start = shoal_clock_mono_us();
+    uint64_t limit_us = c->timeout_s < 0 ? UINT64_MAX : (uint64_t)(c->timeout_s * 1e6 + 0.5);
+    uint64_t pause_us = 100000;
+    char why[1024] = "";
+    for (;;) {
+        int r = wait_poll(c, why, sizeof why);
+        if (r < 0)
+            return runtime_error();
+        if (r == 1) {
+            printf("shoald is ready\n");
+            return 0;
+        }
+        uint64_t spent = shoal_clock_mono_us() - start;
+        if (spent >= limit_us) {
+            fprintf(stderr, "shoal: wait: not ready after %g s: %s\n", c->timeout_s, why);
+            return 1;
+        }
+        uint64_t left = limit_us - spent;
+        uint64_t nap = pause_us < left ? pause_us : left;
+        struct timespec ts = {(time_t)(nap / 1000000u), (long)(nap % 1000000u) * 1000L};
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+        }
+        pause_us = pause_us * 2 > 1000000u ? 1000000u : pause_us * 2;
+    }
 }
 
 static void split_url(const cli *c, char **bucket, char **key)
@@ -490,7 +588,7 @@ done:
 
 int main(int argc, char **argv)
 {
-    cli c = {0};
+    cli c = {.timeout_s = -1};
     int rc;
     parse_args(argc, argv, &c);
     if (!strcmp(c.command, "keygen"))
@@ -505,6 +603,8 @@ int main(int argc, char **argv)
         rc = cmd_leave(&c);
     else if (!strcmp(c.command, "forget"))
         rc = cmd_forget(&c);
+    else if (!strcmp(c.command, "wait"))
+        rc = cmd_wait(&c);
     else
         rc = cmd_query(&c);
     free(c.control);

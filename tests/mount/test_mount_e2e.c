@@ -602,6 +602,35 @@ TT_TEST(test_mount_e2e_read_only_gives_erofs_and_reads)
     finish(c);
 }
 
+/* `umount DIR` from outside ends the daemon, as it ends any FUSE file system's: it leaves the
+ * cluster and exits 0 (mount.shoal and /etc/fstab rely on it: a daemon left running would hold
+ * its port, and the next mount of the line would fail). */
+TT_TEST(test_mount_e2e_umount_from_outside_makes_the_daemon_leave_and_exit_0)
+{
+    td_cluster *c = cluster(1);
+    td_put(c, "u/x.bin", 3000, 9);
+    start_mounted(c, 0, "60", "5", NULL);
+    char p[1024];
+    check_file(mpath(p, sizeof p, 0, "u/x.bin"), 3000, 9);
+    if (umount2(g_mnt[0], 0) != 0) {
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "fusermount3 -u '%s'", g_mnt[0]);
+        TT_CHECK(errno == EPERM && system(cmd) == 0, "umount %s: %s", g_mnt[0], strerror(errno));
+    }
+    int st = td_node_wait(c, 0, 15000);
+    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d after the umount", st);
+    size_t n;
+    char *log = (char *)slurp(c->nodes[0].log, &n);
+    log = realloc(log, n + 1); /* slurp's bytes end without a NUL */
+    TT_CHECK(log != NULL, "realloc");
+    log[n] = '\0';
+    TT_CHECK(strstr(log, "event=unmounted") && strstr(log, "action=leave"), "no unmounted line in the log");
+    TT_CHECK(strstr(log, "module=daemon event=leaving"), "the daemon did not leave the cluster gracefully");
+    free(log);
+    memset(g_mnt, 0, sizeof g_mnt);
+    td_pass(c);
+}
+
 /* ---- uploads ---------------------------------------------------------------------------------- */
 
 /* Downloads s3://bucket/key with awscli and checks its bytes. */

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -378,18 +379,26 @@ static void write_profile(const char *path, const char *secret)
     TT_CHECK(rename(tmp, path) == 0, "rename %s: %s", tmp, strerror(errno));
 }
 
+/* One node slot whose daemon will read its credentials from a profile file (its path into
+ * profile) that holds a secret S3 refuses; write_profile(profile, "S3RVER") rotates it. */
+static td_cluster *cluster_with_a_wrong_secret(char *profile, size_t cap)
+{
+    td_cluster *c = td_cluster_new(1, "1M");
+    snprintf(profile, cap, "%s/credentials", c->dir);
+    write_profile(profile, "WRONG-SECRET");
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    setenv("AWS_SHARED_CREDENTIALS_FILE", profile, 1);
+    return c;
+}
+
 /* A daemon whose credentials S3 refuses starts, says why in one log line and on /readyz (503),
  * and becomes ready without a restart once the profile file holds the right secret; /healthz is
  * 200 throughout. */
 TT_TEST(test_daemon_readyz_reports_denied_credentials_and_recovers_when_they_rotate)
 {
-    td_cluster *c = td_cluster_new(1, "1M");
     char profile[600];
-    snprintf(profile, sizeof profile, "%s/credentials", c->dir);
-    write_profile(profile, "WRONG-SECRET");
-    unsetenv("AWS_ACCESS_KEY_ID");
-    unsetenv("AWS_SECRET_ACCESS_KEY");
-    setenv("AWS_SHARED_CREDENTIALS_FILE", profile, 1);
+    td_cluster *c = cluster_with_a_wrong_secret(profile, sizeof profile);
     char metrics[64];
     snprintf(metrics, sizeof metrics, "%s:9464", c->nodes[0].ip);
     const char *flags[] = {"--metrics", metrics, NULL};
@@ -410,6 +419,72 @@ TT_TEST(test_daemon_readyz_reports_denied_credentials_and_recovers_when_they_rot
     TT_CHECK(td_log_count(c, 0, "event=s3_check_failed") == 1, "%d s3_check_failed lines, want 1 (one per reason)",
              td_log_count(c, 0, "event=s3_check_failed"));
     TT_CHECK(td_log_count(c, 0, "event=s3_checked") == 1, "no s3_checked line after the rotation");
+    td_node_signal(c, 0, SIGTERM);
+    td_node_wait(c, 0, 30000);
+}
+
+/* node i's `shoal status --json`, parsed (free it); NULL when the CLI failed. */
+static node_json *status_json(td_cluster *c, int i)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "'%s' --control '%s' status --json", td_shoal(), c->nodes[i].control);
+    FILE *p = popen(cmd, "r");
+    TT_CHECK(p != NULL, "popen %s", cmd);
+    char all[16384];
+    size_t n = fread(all, 1, sizeof all - 1, p);
+    all[n] = '\0';
+    int st = pclose(p);
+    return st == 0 ? node_json_parse(all, n) : NULL;
+}
+
+/* `shoal wait` started before the daemon returns 0 only once the daemon is ready: not while S3
+ * refuses its credentials (status says so, field by field, and `wait --timeout 0` exits 1 with
+ * the reason), and then without a restart once the profile file holds the right secret. */
+TT_TEST(test_daemon_shoal_wait_and_status_follow_readiness_through_a_credential_rotation)
+{
+    char profile[600];
+    td_cluster *c = cluster_with_a_wrong_secret(profile, sizeof profile);
+    pid_t waiter = fork();
+    TT_CHECK(waiter >= 0, "fork");
+    if (waiter == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlives a failed test */
+        execl(td_shoal(), td_shoal(), "--control", c->nodes[0].control, "wait", (char *)NULL);
+        _exit(127);
+    }
+    td_node_start(c, 0, NULL);
+    node_json *j = NULL;
+    for (uint64_t until = td_now_ms() + 60000; td_now_ms() < until; td_sleep_ms(200)) {
+        node_json_delete(j);
+        j = status_json(c, 0);
+        if (j && strstr(node_json_get_str(j, "waiting_for", ""), "access denied"))
+            break;
+    }
+    TT_CHECK(j && strstr(node_json_get_str(j, "waiting_for", ""), "S3: access denied: check the credentials"),
+             "status never said why S3 is refused: %s", j ? node_json_get_str(j, "waiting_for", "(null)") : "no status");
+    const node_json *mounted = node_json_get(j, "mounted");
+    TT_CHECK(!node_json_get_bool(j, "ready", true) && node_json_get_bool(j, "joined", false) &&
+                 !node_json_get_bool(j, "s3_checked", true) && mounted && mounted->type == NODE_JSON_NULL,
+             "status fields: ready %d joined %d s3_checked %d mounted type %d", node_json_get_bool(j, "ready", true),
+             node_json_get_bool(j, "joined", false), node_json_get_bool(j, "s3_checked", true),
+             mounted ? (int)mounted->type : -1);
+    node_json_delete(j);
+    char err[600], cmd[1400];
+    snprintf(err, sizeof err, "%s/wait.err", c->dir);
+    snprintf(cmd, sizeof cmd, "'%s' --control '%s' wait --timeout 0 2>'%s'", td_shoal(), c->nodes[0].control, err);
+    int st = system(cmd);
+    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1, "wait --timeout 0 on an unready node: status %d", st);
+    snprintf(cmd, sizeof cmd, "grep -q 'not ready after 0 s: S3: access denied' '%s'", err);
+    TT_CHECK(system(cmd) == 0, "wait --timeout 0 does not say why (see %s)", err);
+    /* The node is not ready, so the waiter cannot have returned, however slow the machine. */
+    TT_CHECK(waitpid(waiter, &st, WNOHANG) == 0, "shoal wait returned (status %d) while S3 refuses the node", st);
+    write_profile(profile, "S3RVER");
+    TT_CHECK(waitpid(waiter, &st, 0) == waiter && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+             "shoal wait ended with status %d after the rotation", st);
+    j = status_json(c, 0);
+    TT_CHECK(j && node_json_get_bool(j, "ready", false) && node_json_get_bool(j, "s3_checked", false) &&
+                 node_json_get(j, "waiting_for")->type == NODE_JSON_NULL,
+             "status after wait returned: %s", j ? "not ready" : "no status");
+    node_json_delete(j);
     td_node_signal(c, 0, SIGTERM);
     td_node_wait(c, 0, 30000);
 }

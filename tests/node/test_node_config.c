@@ -599,3 +599,48 @@ TT_TEST(test_node_stats_prometheus_names_types_and_values)
 }
 
 TT_MAIN()
+
+/* Runs parse() with stdout captured into out (NUL-terminated); returns parse's result. */
+static int parse_captured(node_config *cfg, char *out, size_t out_len, const char *config, const char *extra)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/captured.txt", g_dir);
+    fflush(stdout);
+    int saved = dup(STDOUT_FILENO);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    TT_CHECK(saved >= 0 && fd >= 0, "capture stdout");
+    dup2(fd, STDOUT_FILENO);
+    int rc = parse(cfg, "--check-config", "--config", config, extra, NULL);
+    fflush(stdout);
+    dup2(saved, STDOUT_FILENO);
+    close(saved);
+    ssize_t n = pread(fd, out, out_len - 1, 0);
+    out[n > 0 ? n : 0] = '\0';
+    close(fd);
+    return rc;
+}
+
+/* `shoald --check-config` validates everything the daemon would (flags, the file, the key, the
+ * derived defaults), says so on stdout and returns 1 (exit 0) without starting anything; a bad
+ * value is the same one-line error as at start. Deployment files are checked this way. */
+TT_TEST(test_node_config_check_config_validates_without_starting)
+{
+    node_config cfg;
+    char out[1024], conf[600], text[1200];
+    setup();
+    snprintf(conf, sizeof conf, "%s/shoald.conf", g_dir);
+    snprintf(text, sizeof text, "bucket = s3://bucket/p\ncluster-key = %s\nadvertise = 10.0.0.1:7400\n", g_key);
+    write_file(conf, text, 0600);
+    TT_CHECK(parse_captured(&cfg, out, sizeof out, conf, NULL) == 1, "a valid file: %s", shoal_error_message());
+    TT_CHECK(strstr(out, "configuration OK") && strstr(out, conf), "stdout: %s", out);
+    TT_CHECK(cfg.bucket == NULL && cfg.config_file == NULL, "cfg must hold nothing after a check");
+
+    TT_CHECK(parse_captured(&cfg, out, sizeof out, conf, "--cache-size=10X") == -1, "a bad flag passed the check");
+    TT_CHECK(strstr(shoal_error_message(), "--cache-size: '10X' is not a size"), "error: %s", shoal_error_message());
+    TT_CHECK(out[0] == '\0', "nothing on stdout for a bad configuration: %s", out);
+
+    snprintf(text, sizeof text, "bucket = s3://bucket/p\ncluster-key = %s/missing.key\n", g_dir);
+    write_file(conf, text, 0600);
+    TT_CHECK(parse_captured(&cfg, out, sizeof out, conf, NULL) == -1, "a missing key file passed the check");
+    TT_CHECK(strstr(shoal_error_message(), "cluster-key"), "error: %s", shoal_error_message());
+}

@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <spawn.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -34,6 +35,8 @@ typedef struct fake_daemon {
     int leave_calls;
     char last_key[256];
     const char *file_path; /* get through sendfile when set */
+    atomic_int status_calls;
+    int unready_answers;   /* status says "not ready" this many times, then ready; -1: never ready */
 } fake_daemon;
 
 static uint8_t pattern(uint64_t i)
@@ -43,11 +46,19 @@ static uint8_t pattern(uint64_t i)
 
 static int h_status(void *ctx, const node_control_request *req, node_control_reply *reply)
 {
+    fake_daemon *d = ctx;
     static const node_status_member members[] = {
         {"node-a", "127.0.0.1:7400", "rack-1", "alive", 3, 1u << 20, 1u << 30, true},
         {"node-b", "127.0.0.2:7400", NULL, "suspect", 7, 0, 1u << 30, false},
     };
-    node_status st = {"node-a", "127.0.0.1:7400", "rack-1", "s3://bucket-a/p/", 12, 4u << 20, 65, members, 2};
+    int call = atomic_fetch_add(&d->status_calls, 1);
+    bool ready = d->unready_answers >= 0 && call >= d->unready_answers;
+    node_status st = {
+        .node_id = "node-a", .address = "127.0.0.1:7400", .zone = "rack-1", .bucket = "s3://bucket-a/p/",
+        .ring_version = 12, .block_size = 4u << 20, .uptime_seconds = 65, .members = members, .n_members = 2,
+        .ready = ready, .waiting_for = ready ? NULL : "S3: access denied: check the credentials and the bucket policy",
+        .joined = true, .s3_checked = ready, .has_mount = true, .mounted = true,
+    };
     shoal_buf b = {0};
     int rc = node_status_render_json(&st, &b) < 0 ? -1 : node_control_reply_json(reply, shoal_buf_str(&b));
     shoal_buf_destroy(&b);
@@ -295,6 +306,11 @@ TT_TEST(test_node_control_status_round_trip)
     TT_CHECK(!strcmp(node_json_get_str(b, "state", ""), "suspect") && node_json_get_u64(b, "incarnation", 0) == 7 &&
                  node_json_get(b, "zone")->type == NODE_JSON_NULL && !node_json_get_bool(b, "serves", true),
              "member b in %s", shoal_buf_str(&body));
+    const node_json *mounted = node_json_get(j, "mounted");
+    TT_CHECK(node_json_get_bool(j, "ready", false) && node_json_get(j, "waiting_for")->type == NODE_JSON_NULL &&
+                 node_json_get_bool(j, "joined", false) && node_json_get_bool(j, "s3_checked", false) && mounted &&
+                 mounted->type == NODE_JSON_BOOL && mounted->b,
+             "readiness in %s", shoal_buf_str(&body));
     node_json_delete(j);
     shoal_buf_destroy(&body);
     node_control_server_delete(s);
@@ -809,6 +825,8 @@ TT_TEST(test_shoal_cli_talks_to_the_daemon)
              "status table header:\n%s", shoal_buf_str(&text));
     TT_CHECK(strstr(shoal_buf_str(&text), "node-b  127.0.0.2:7400  -       suspect (no-serve)"),
              "status table row:\n%s", shoal_buf_str(&text));
+    TT_CHECK(strstr(shoal_buf_str(&text), "\nready    yes\n         joined yes, S3 checked yes, mounted yes\n"),
+             "status readiness lines:\n%s", shoal_buf_str(&text));
 
     char *stats[] = {"stats", "--control", g_sock, NULL};
     TT_CHECK(run_cli(out, stats) == 0, "stats failed");
@@ -879,6 +897,12 @@ TT_TEST(test_shoal_cli_bad_usage_exits_2_with_one_line)
         {{"forget", NULL}, "shoal: forget: missing NODE"},
         {{"forget", "node-b", "node-c", NULL}, "shoal: forget: unexpected argument 'node-c'"},
         {{"forget", "node-b", "--json", NULL}, "shoal: --json: only for status, stats and ls"},
+        {{"wait", "--timeout", "soon", NULL}, "shoal: --timeout: 'soon' is not a number of seconds"},
+        {{"wait", "--timeout=-1", NULL}, "shoal: --timeout: '-1' is not a number of seconds"},
+        {{"wait", "--timeout", "nan", NULL}, "shoal: --timeout: 'nan' is not a number of seconds"},
+        {{"wait", "--timeout", NULL}, "shoal: --timeout: missing value"},
+        {{"status", "--timeout", "5", NULL}, "shoal: --timeout: only for wait, not status"},
+        {{"wait", "now", NULL}, "shoal: wait: unexpected argument 'now'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char err[2048];
@@ -899,6 +923,89 @@ TT_TEST(test_shoal_cli_daemon_not_running_exits_1)
     int rc = run_cli_io(NULL, err, sizeof err, args);
     TT_CHECK(rc == 1, "exit %d: %s", rc, err);
     TT_CHECK(strstr(err, "cannot reach shoald at") && strstr(err, sock) && count_lines(err) == 1, "stderr: %s", err);
+}
+
+/* ---- shoal wait ------------------------------------------------------------------------------ */
+
+/* A daemon that says "not ready" three times and then "ready": wait returns 0 on the fourth
+ * status it asks for, and not before. */
+TT_TEST(test_shoal_wait_returns_once_the_status_says_ready)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    d.unready_answers = 3;
+    char out[300], err[2048];
+    shoal_buf text = {0};
+    snprintf(out, sizeof out, "%s/stdout", g_dir);
+    char *args[] = {"--control", g_sock, "wait", NULL};
+    int rc = run_cli_io(out, err, sizeof err, args);
+    TT_CHECK(rc == 0, "wait: exit %d, stderr %s", rc, err);
+    TT_CHECK(atomic_load(&d.status_calls) == 4, "wait asked for the status %d times, want 4 (3 unready, 1 ready)",
+             atomic_load(&d.status_calls));
+    slurp(out, &text);
+    TT_CHECK(!strcmp(shoal_buf_str(&text), "shoald is ready\n"), "stdout: %s", shoal_buf_str(&text));
+    shoal_buf_destroy(&text);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
+/* A node that never becomes ready: --timeout 0 asks once, a short timeout gives up; both exit 1
+ * with one line saying what the node still waits for. No daemon at all: the line says so. */
+TT_TEST(test_shoal_wait_timeout_exits_1_naming_what_is_missing)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    d.unready_answers = -1;
+    char err[2048];
+    char *once[] = {"--control", g_sock, "wait", "--timeout", "0", NULL};
+    int rc = run_cli_io(NULL, err, sizeof err, once);
+    TT_CHECK(rc == 1 && count_lines(err) == 1 &&
+                 strstr(err, "shoal: wait: not ready after 0 s: S3: access denied: check the credentials") == err,
+             "wait --timeout 0: exit %d, stderr %s", rc, err);
+    TT_CHECK(atomic_load(&d.status_calls) == 1, "--timeout 0 asked %d times, want once", atomic_load(&d.status_calls));
+    char *brief[] = {"--control", g_sock, "wait", "--timeout", "0.3", NULL};
+    rc = run_cli_io(NULL, err, sizeof err, brief);
+    TT_CHECK(rc == 1 && count_lines(err) == 1 && strstr(err, "shoal: wait: not ready after 0.3 s: S3: access denied"),
+             "wait --timeout 0.3: exit %d, stderr %s", rc, err);
+    node_control_server_delete(s);
+
+    char none[400];
+    snprintf(none, sizeof none, "%s/none.sock", g_dir);
+    char *absent[] = {"--control", none, "wait", "--timeout", "0.2", NULL};
+    rc = run_cli_io(NULL, err, sizeof err, absent);
+    TT_CHECK(rc == 1 && count_lines(err) == 1 && strstr(err, "shoal: wait: not ready after 0.2 s: cannot reach shoald at") &&
+                 strstr(err, none),
+             "wait without a daemon: exit %d, stderr %s", rc, err);
+    tt_rmtree(g_dir);
+}
+
+/* `shoal wait` started before the daemon (a job that starts with the node) waits for the socket
+ * to appear and then for the daemon to say ready. */
+TT_TEST(test_shoal_wait_waits_for_a_daemon_that_starts_later)
+{
+    fake_daemon d;
+    memset(&d, 0, sizeof d);
+    node_stats_create(&d.stats);
+    d.unready_answers = 1;
+    g_dir = tt_tmpdir("ctl");
+    snprintf(g_sock, sizeof g_sock, "%s/run/shoal/shoald.sock", g_dir);
+    char *argv[] = {(char *)SHOAL_CLI_PATH, "--control", g_sock, "wait", NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+    pid_t pid;
+    TT_CHECK(posix_spawn(&pid, SHOAL_CLI_PATH, &fa, NULL, argv, environ) == 0, "spawn %s", SHOAL_CLI_PATH);
+    posix_spawn_file_actions_destroy(&fa);
+    /* Nothing can make it return before the server exists: it has nothing to say ready. */
+    int st;
+    TT_CHECK(waitpid(pid, &st, WNOHANG) == 0, "wait returned with no daemon (status %d)", st);
+    node_control_server *s = node_control_server_new(g_sock, &HANDLERS, &d);
+    TT_CHECK(s, "server: %s", shoal_error_message());
+    TT_CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "wait ended with status %d", st);
+    TT_CHECK(atomic_load(&d.status_calls) == 2, "the daemon answered %d statuses, want 2 (unready, ready)",
+             atomic_load(&d.status_calls));
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
 }
 
 TT_TEST(test_shoal_cli_keygen_writes_32_bytes_0600_and_refuses_overwrite)
