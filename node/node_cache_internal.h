@@ -116,6 +116,7 @@ typedef struct meta_entry {
     bool negative;
     bool pending;        /* a fetch is in progress (single flight; others wait on meta_cv) */
     bool pending_local;  /* ... and it is a local caller's, which may be asking another node */
+    bool asking_peer;    /* ... and that local fetch is waiting on another node right now */
     bool refresh;        /* forgotten: the next fetch asks for an answer of age 0 */
     unsigned refs;       /* threads waiting on the fetch in progress */
     s3_object_info info;

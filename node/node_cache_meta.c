@@ -193,8 +193,16 @@ static int head_from_s3(node_cache *c, const char *bucket, const char *key, s3_o
 
 /* The metadata from its owners in read order (this node among them asks S3 itself), then from S3
  * directly when none answered. Serving a peer (serve) never asks another node. */
-static int head_fetch(node_cache *c, const char *bucket, const char *key, bool serve, uint64_t max_age_ms,
-                      s3_object_info *out, head_outcome *o)
+/* Marks the pending entry `e` as waiting on another node (or no longer), under the table's lock. */
+static void mark_asking_peer(node_cache *c, meta_entry *e, bool on)
+{
+    pthread_mutex_lock(&c->meta_mu);
+    e->asking_peer = on;
+    pthread_mutex_unlock(&c->meta_mu);
+}
+
+static int head_fetch(node_cache *c, meta_entry *e, const char *bucket, const char *key, bool serve,
+                      uint64_t max_age_ms, s3_object_info *out, head_outcome *o)
 {
     if (serve)
         return head_from_s3(c, bucket, key, out, o);
@@ -208,7 +216,9 @@ static int head_fetch(node_cache *c, const char *bucket, const char *key, bool s
             rc = head_from_s3(c, bucket, key, out, o);
             asked_s3 = true;
         } else if (owners[i].link >= 0 && !cache_penalized(c, owners[i].id)) {
+            mark_asking_peer(c, e, true);
             rc = head_from_peer(c, bucket, key, max_age_ms, &owners[i], mv, out, o);
+            mark_asking_peer(c, e, false);
         }
     }
     if (rc != 0 && !asked_s3) {
@@ -236,9 +246,11 @@ static int head_get(node_cache *c, const char *bucket, const char *key, bool ser
     for (;;) {
         uint64_t now = shoal_clock_mono_us();
         e = *meta_find(c, bucket, key);
-        if (e && e->pending && serve && e->pending_local) {
-            /* Serving a peer never waits for a local fetch, which may be asking that very peer
-             * (two views that disagree for a moment on the owner): one more HEAD, no cycle. */
+        if (e && e->pending && serve && e->pending_local && e->asking_peer) {
+            /* Serving a peer never waits for a local fetch that is asking another node, which may
+             * be that very peer (two views that disagree for a moment on the owner): one more
+             * HEAD, no cycle. A local fetch that asks S3 itself (this node is the owner) is
+             * waited for like any other, so the owner's own reads and its peers' share one HEAD. */
             pthread_mutex_unlock(&c->meta_mu);
             head_outcome o = {0};
             if (head_from_s3(c, bucket, key, out, &o) != 0)
@@ -286,12 +298,13 @@ static int head_get(node_cache *c, const char *bucket, const char *key, bool ser
                                                                       : max_age_us / 1000u);
     e->pending = true;
     e->pending_local = !serve;
+    e->asking_peer = false;
     e->refresh = false;
     pthread_mutex_unlock(&c->meta_mu);
 
     s3_object_info info;
     head_outcome o = {0};
-    rc = head_fetch(c, bucket, key, serve, ask_age_ms, &info, &o);
+    rc = head_fetch(c, e, bucket, key, serve, ask_age_ms, &info, &o);
     shoal_err err = shoal_error_code();
     char msg[256];
     snprintf(msg, sizeof msg, "%s", rc == 0 ? "" : shoal_error_message());

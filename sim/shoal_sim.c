@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <unistd.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -211,8 +212,19 @@ static uint64_t mem_available(void)
     return (uint64_t)kb * 1024;
 }
 
+/* Run at exit: output that could not be written (a full disk, a closed pipe) is a failure, not
+ * a silent success with an empty report. */
+static void close_stdout(void)
+{
+    if (fclose(stdout) != 0) {
+        fprintf(stderr, "shoal-sim: cannot write the output: %s\n", strerror(errno));
+        _exit(1);
+    }
+}
+
 int main(int argc, char **argv)
 {
+    atexit(close_stdout);
     enum {
         O_NODES = 256, O_SEED, O_DURATION, O_WORKLOAD, O_CHURN, O_LOSS, O_LATENCY, O_BANDWIDTH, O_S3_LATENCY,
         O_S3_THROUGHPUT, O_S3_RATE, O_EGRESS, O_GET, O_PUT, O_SAMPLE, O_BOOTSTRAP, O_PUSH_PULL, O_PRIVATE, O_OUT,

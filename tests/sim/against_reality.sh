@@ -169,14 +169,20 @@ for run in $runs; do
     sum_g=$((sum_g + g))
     sum_h=$((sum_h + h))
   done
-  if ! $py - "$run" "$sum_g" "$sum_h" "$gets" "$heads" <<'EOF'
+  if ! $py - "$run" "$sum_g" "$sum_h" "$gets" "$heads" "$files" <<'EOF'
 import sys
 run, pg, ph, rg, rh = sys.argv[1], float(sys.argv[2]) / 5, float(sys.argv[3]) / 5, float(sys.argv[4]), float(sys.argv[5])
+objects = int(sys.argv[6])
 ok = True
-for what, p, r in (("GETs", pg, rg), ("HEADs", ph, rh)):
-    err = abs(p - r) / r
-    print("%s: predicted %s %.1f against %d real: %.2f %% off (limit 5 %%)" % (run, what, p, r, 100 * err))
-    ok = ok and err <= 0.05
+err = abs(pg - rg) / rg
+print("%s: predicted GETs %.1f against %d real: %.2f %% off (limit 5 %%)" % (run, pg, rg, 100 * err))
+ok = err <= 0.05
+# The daemon shares object metadata across the cluster (one HEAD per object per TTL); the model
+# still charges a HEAD per object and node, so its HEADs are an upper bound, checked as one
+# (docs/simulator.md, "Cooperative metadata"), and the real count must show the sharing: one
+# HEAD per object, plus at most a quarter more for the reads a dead owner made fall back to S3.
+print("%s: predicted HEADs %.1f (per node, an upper bound) against %d real for %d objects" % (run, ph, rh, objects))
+ok = ok and rh <= ph * 1.05 and rh <= 1.25 * objects
 sys.exit(0 if ok else 1)
 EOF
   then fail=1; fi

@@ -177,6 +177,24 @@ TT_TEST(test_shoal_sim_bad_flag_exits_2_with_one_line_naming_it)
     free(d);
 }
 
+/* Output that cannot be written is a failure with a message, not exit 0 with nothing printed. */
+TT_TEST(test_shoal_sim_output_it_cannot_write_exits_1)
+{
+    if (access("/dev/full", W_OK) != 0)
+        TT_SKIP("/dev/full is not writable here");
+    char *d = tt_tmpdir("sim-full");
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s' --version >/dev/full 2>'%s/stderr'", SHOAL_SIM_BIN, d);
+    int st = system(cmd);
+    size_t n;
+    char *err = slurp(d, "stderr", &n);
+    TT_CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1, "--version into a full device: status %d", st);
+    TT_CHECK(strstr(err, "cannot write the output") != NULL, "stderr: %s", err);
+    free(err);
+    tt_rmtree(d);
+    free(d);
+}
+
 TT_TEST(test_shoal_sim_help_and_version_exit_0)
 {
     char *d = tt_tmpdir("sim-help");
