@@ -138,6 +138,12 @@ int node_cache_head(node_cache *c, const char *bucket, const char *key, s3_objec
 /* Forgets what the metadata cache knows of s3://bucket/key (e.g. after a read found it changed). */
 void node_cache_forget(node_cache *c, const char *bucket, const char *key);
 
+/* After this node changed s3://bucket/key (wrote, copied onto or deleted it): forgets it and asks
+ * its metadata owner for an answer of age 0, so the owner's copy, which every node reads, shows
+ * the change at once instead of a miss or an old version kept for the TTL. One HEAD at the
+ * owner; its failure is not an error (the TTLs still bound what others see). */
+void node_cache_publish(node_cache *c, const char *bucket, const char *key);
+
 /* Number of blocks of an object of `size` bytes. */
 uint64_t node_cache_block_count(const node_cache *c, uint64_t size);
 

@@ -75,6 +75,14 @@ void node_cache_forget(node_cache *c, const char *bucket, const char *key)
     pthread_mutex_unlock(&c->meta_mu);
 }
 
+void node_cache_publish(node_cache *c, const char *bucket, const char *key)
+{
+    node_cache_forget(c, bucket, key);
+    s3_object_info info;
+    if (node_cache_head(c, bucket, key, &info) != 0 && shoal_error_code() != SHOAL_ERR_S3_NO_SUCH_KEY)
+        LOG_DEBUG("cache", "publish_failed", "error=%s", shoal_error_name(shoal_error_code()));
+}
+
 /* s3_object_info <-> the HEAD_REPLY payload's form. */
 void cache_info_to_peer(const s3_object_info *in, node_peer_object_info *out)
 {

@@ -648,9 +648,11 @@ static int fs_put(void *ctx, const char *key, int fd, uint64_t size, const mount
         a.data = "";
     char etag[S3_ETAG_MAX];
     int rc = s3_upload(fs->parts.s3, &a, etag);
-    node_cache_forget(fs->parts.cache, fs->cfg->bucket, key);
-    if (rc != 0)
+    if (rc != 0) {
+        node_cache_forget(fs->parts.cache, fs->cfg->bucket, key);
         return fs_errno("put", key);
+    }
+    node_cache_publish(fs->parts.cache, fs->cfg->bucket, key);
     written_info(fs, key, etag, size, attrs, out);
     if (a.fd >= 0)
         place_blocks(fs, key, etag, fd, size);
@@ -672,9 +674,11 @@ static int fs_copy(void *ctx, const char *src, const char *dst, const mount_attr
                       .dst_key = dst, .replace_meta = attrs != NULL, .meta = meta, .src_info = &info};
     a.n_meta = attrs_to_meta(attrs, meta);
     int rc = s3_copy(fs->parts.s3, &a, etag);
-    node_cache_forget(fs->parts.cache, fs->cfg->bucket, dst);
-    if (rc != 0)
+    if (rc != 0) {
+        node_cache_forget(fs->parts.cache, fs->cfg->bucket, dst);
         return fs_errno("copy", src);
+    }
+    node_cache_publish(fs->parts.cache, fs->cfg->bucket, dst);
     snprintf(info.etag, sizeof info.etag, "%s", etag);
     info.last_modified = (int64_t)time(NULL);
     if (attrs) {
@@ -689,8 +693,12 @@ static int fs_remove(void *ctx, const char *key)
 {
     node_mountfs *fs = ctx;
     int rc = s3_delete(fs->parts.s3, fs->cfg->bucket, key);
-    node_cache_forget(fs->parts.cache, fs->cfg->bucket, key);
-    return rc != 0 ? fs_errno("delete", key) : 0;
+    if (rc != 0) {
+        node_cache_forget(fs->parts.cache, fs->cfg->bucket, key);
+        return fs_errno("delete", key);
+    }
+    node_cache_publish(fs->parts.cache, fs->cfg->bucket, key);
+    return 0;
 }
 
 static const mount_backend FS_BACKEND = {
