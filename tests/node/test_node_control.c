@@ -719,6 +719,9 @@ TT_TEST(test_node_metrics_serves_every_spec_name)
     }
     TT_CHECK(strstr(t, "\nshoal_s3_get_requests_total 9\n"), "counter value in %s", t);
     TT_CHECK(strstr(t, "\nshoal_cache_bytes 12345\n"), "refresh not called before rendering: %s", t);
+    char info[128];
+    snprintf(info, sizeof info, "# TYPE shoal_build_info gauge\nshoal_build_info{version=\"%s\"} 1\n", SHOAL_VERSION);
+    TT_CHECK(strstr(t, info), "no build info for version %s in %s", SHOAL_VERSION, t);
     shoal_buf_reset(&r);
     http_get(port, "/other", &r);
     TT_CHECK(strncmp(shoal_buf_str(&r), "HTTP/1.1 404", 12) == 0, "other path: %.40s", shoal_buf_str(&r));
