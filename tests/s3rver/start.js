@@ -32,6 +32,74 @@ if (!opts.dir) {
 }
 
 const S3rver = require(opts.legacy ? 's3rver' : '@20minutes/s3rver');
+if (!opts.legacy) makeObjectWritesAtomic(require('@20minutes/s3rver/lib/stores/filesystem'));
+
+// S3 makes a new object version visible whole or not at all. s3rver 4.0.4 writes an object's bytes
+// in place and its ETag and metadata after them, and a HEAD or GET in between answers from the
+// half-written file (it even stores the ETag of that half as the object's). A client that polls
+// HEAD until a PUT shows then reads a short object, and a reader of the key gets a wrong ETag for
+// good. This wrapper writes the bytes to a temporary file beside the object and, under a lock per
+// key that every read of the key's metadata also takes, renames it into place and stores the ETag
+// and metadata: each request sees one whole version. (The legacy 3.7.1, for benchmarks only, is
+// left as it is.)
+function makeObjectWritesAtomic(Store) {
+  const fs = require('fs');
+  const tails = new Map();
+  async function locked(k, fn) {
+    const prev = tails.get(k) || Promise.resolve();
+    let release;
+    const mine = new Promise((r) => { release = r; });
+    const tail = prev.then(() => mine);
+    tails.set(k, tail);
+    await prev;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (tails.get(k) === tail) tails.delete(k);
+    }
+  }
+  const P = Store.prototype;
+  const raw = { getMetadata: P.getMetadata, getObject: P.getObject, copyObject: P.copyObject, deleteObject: P.deleteObject };
+  // The original methods call this.getMetadata themselves: inside the lock they get the raw one.
+  const unlockedView = (store) => Object.create(store, { getMetadata: { value: raw.getMetadata } });
+  let seq = 0;
+  P.getMetadata = function (bucket, key) {
+    return locked(`${bucket}/${key}`, () => raw.getMetadata.call(this, bucket, key));
+  };
+  P.getObject = function (bucket, key, options) {
+    return locked(`${bucket}/${key}`, () => raw.getObject.call(unlockedView(this), bucket, key, options));
+  };
+  P.copyObject = function (srcBucket, srcKey, destBucket, destKey, meta) {
+    return locked(`${destBucket}/${destKey}`, () =>
+      raw.copyObject.call(unlockedView(this), srcBucket, srcKey, destBucket, destKey, meta));
+  };
+  P.deleteObject = function (bucket, key) {
+    return locked(`${bucket}/${key}`, () => raw.deleteObject.call(this, bucket, key));
+  };
+  P.putObject = async function (object) {
+    const objectPath = this.getResourcePath(object.bucket, object.key, 'object');
+    await fs.promises.mkdir(path.dirname(objectPath), { recursive: true, mode: 0o755 });
+    const tmp = path.join(path.dirname(objectPath), `.${path.basename(objectPath)}.tmp-${process.pid}-${seq++}`);
+    let size, md5;
+    try {
+      if (Buffer.isBuffer(object.content)) { // putContent answers before a buffer is on disk
+        await fs.promises.writeFile(tmp, object.content);
+        [size, md5] = [object.content.length, require('crypto').createHash('md5').update(object.content).digest('hex')];
+      } else {
+        [size, md5] = await this.putContent(tmp, object.content);
+      }
+    } catch (err) {
+      await fs.promises.rm(tmp, { force: true });
+      throw err;
+    }
+    await locked(`${object.bucket}/${object.key}`, async () => {
+      await fs.promises.rename(tmp, objectPath);
+      await this.putMetadata(object.bucket, object.key, object.metadata, md5);
+    });
+    return { size, md5 };
+  };
+}
 const server = new S3rver({
   port: opts.port,
   address: opts.address,
