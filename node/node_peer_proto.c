@@ -67,6 +67,7 @@ enum {
     F_HK = 1u << 25,
     F_W = 1u << 26,
     F_WK = 1u << 27,
+    F_SRC = 1u << 28,
 };
 
 #define F_COMMON (F_V | F_T | F_ID)
@@ -107,8 +108,9 @@ static uint32_t optional_fields(node_peer_type t)
 {
     switch (t) {
     case NODE_PEER_GET_REPLY:
+        return F_SZ | F_SRC;
     case NODE_PEER_PUT:
-        return F_SZ;
+        return F_SZ | F_FL;
     case NODE_PEER_PING:
         return F_W;
     case NODE_PEER_PONG:
@@ -130,23 +132,49 @@ static uint32_t allowed_fields(node_peer_type t)
     return required_fields(t) | optional_fields(t);
 }
 
-/* The optional fields `m` carries (its has_* flags), among those its type allows. */
+static bool is_handoff_put(const node_peer_msg *m)
+{
+    return m->type == NODE_PEER_PUT && (m->flags & NODE_PEER_F_HANDOFF);
+}
+
+/* Fields this message must carry: its type's, less the coordinates a hand-off PUT has none of (the
+ * draining node's store keeps block ids only). */
+static uint32_t required_of(const node_peer_msg *m)
+{
+    uint32_t f = required_fields(m->type);
+    return is_handoff_put(m) ? f & ~(F_BLOCK & ~F_BLK) : f;
+}
+
+/* Fields this message may carry: a hand-off PUT carries no coordinates and no object size. */
+static uint32_t allowed_of(const node_peer_msg *m)
+{
+    return is_handoff_put(m) ? required_of(m) | F_FL : allowed_fields(m->type);
+}
+
+/* The optional fields `m` carries (its has_* flags; a PUT's flags when not 0, so a PUT without
+ * flags stays what older nodes expect), among those the message allows. */
 static uint32_t present_optional(const node_peer_msg *m)
 {
     uint32_t f = (m->has_object_size ? F_SZ : 0) | (m->has_work_id ? F_W : 0) | (m->has_work ? F_WK : 0) |
-                 (m->has_max_age ? F_MA : 0) | (m->has_age ? F_AG : 0);
-    return f & optional_fields(m->type);
+                 (m->has_max_age ? F_MA : 0) | (m->has_age ? F_AG : 0) | (m->has_source ? F_SRC : 0) |
+                 (m->flags != 0 ? F_FL : 0);
+    return f & allowed_of(m);
 }
 
 /* Forgets known fields that do not belong to the message's type (a PUT with a status, say): they
  * are skipped like unknown keys, so a decoded message means exactly what its encoding says. */
 static void drop_foreign_fields(node_peer_msg *m, uint32_t seen)
 {
-    uint32_t foreign = seen & ~allowed_fields(m->type);
+    uint32_t foreign = seen & ~allowed_of(m);
     if (foreign & F_MV)
         m->membership_version = 0;
-    if (foreign & F_BLOCK)
+    if (foreign & F_BLOCK) {
+        uint8_t id[NODE_PEER_BLOCK_ID_LEN];
+        memcpy(id, m->block.id, sizeof id);
         memset(&m->block, 0, sizeof m->block);
+        if (!(foreign & F_BLK))
+            memcpy(m->block.id, id, sizeof id);
+    }
     if (foreign & F_FL)
         m->flags = 0;
     if (foreign & F_ST)
@@ -169,6 +197,8 @@ static void drop_foreign_fields(node_peer_msg *m, uint32_t seen)
         m->has_work_id = false, memset(m->work_id, 0, sizeof m->work_id);
     if (foreign & F_WK)
         m->has_work = false, m->work = NODE_PEER_IDLE;
+    if (foreign & F_SRC)
+        m->has_source = false, m->source = NODE_PEER_SRC_STORE;
 }
 
 static bool type_has_payload(node_peer_type t)
@@ -261,9 +291,16 @@ static int node_peer_msg_check(const node_peer_msg *m, size_t payload_size, shoa
          m->type == NODE_PEER_LIST_REPLY || m->type == NODE_PEER_HEAD_REPLY) &&
         (unsigned)m->status > NODE_PEER_ERROR)
         return shoal_error_set(code, "peer %s: unknown status %u", name, (unsigned)m->status);
-    if (m->type == NODE_PEER_GET && (m->flags & ~NODE_PEER_F_ALL))
+    if (m->type == NODE_PEER_GET && (m->flags & ~NODE_PEER_F_GET_KNOWN))
         return shoal_error_set(code, "peer GET: unknown flags 0x%x", (unsigned)m->flags);
-    if (m->type == NODE_PEER_GET || m->type == NODE_PEER_PUT) {
+    if (m->type == NODE_PEER_PUT && (m->flags & ~NODE_PEER_F_PUT_KNOWN))
+        return shoal_error_set(code, "peer PUT: unknown flags 0x%x", (unsigned)m->flags);
+    if (m->type == NODE_PEER_GET_REPLY && m->has_source && (unsigned)m->source > NODE_PEER_SRC_S3)
+        return shoal_error_set(code, "peer GET_REPLY: unknown source %u", (unsigned)m->source);
+    if (is_handoff_put(m) && (m->payload_len == 0 || m->payload_len > NODE_PEER_MAX_PAYLOAD))
+        return shoal_error_set(code, "peer PUT (hand-off): block length %llu not in 1..%u",
+                               (unsigned long long)m->payload_len, NODE_PEER_MAX_PAYLOAD);
+    if (m->type == NODE_PEER_GET || (m->type == NODE_PEER_PUT && !is_handoff_put(m))) {
         const node_peer_block *b = &m->block;
         if (b->bucket.len == 0 || b->bucket.len > NODE_PEER_MAX_BUCKET)
             return shoal_error_set(code, "peer %s: bucket length %zu not in 1..%d", name, b->bucket.len,
@@ -360,20 +397,20 @@ int node_peer_msg_encode(const node_peer_msg *m, shoal_buf *out)
 {
     if (node_peer_msg_check(m, type_has_payload(m->type) ? m->payload_len : 0, SHOAL_ERR_INVAL) != 0)
         return shoal_error_wrap("encode peer message");
-    uint32_t fields = required_fields(m->type) | present_optional(m);
+    uint32_t fields = required_of(m) | present_optional(m);
 
     /* Reserve the worst case up front (every uint as 9 bytes, every key and string with a
      * 5-byte length) so no append below can fail half-way through a frame. */
     size_t start = out->len;
     const node_peer_list_req *l = &m->list;
     size_t strings = 0; /* only the fields this type carries: the others may hold anything */
-    if (fields & F_BLOCK)
+    if (fields & F_B)
         strings += m->block.bucket.len + m->block.key.len + m->block.etag.len;
     if (fields & F_LISTING)
         strings += l->bucket.len + l->prefix.len + l->delimiter.len + l->token.len + l->start_after.len;
     if (fields & F_HEAD)
         strings += m->head.bucket.len + m->head.key.len;
-    if (shoal_buf_reserve(out, 28 * 14 + 10 * 5 + 2 * 18 + strings) != 0)
+    if (shoal_buf_reserve(out, 29 * 14 + 10 * 5 + 2 * 18 + strings) != 0)
         return shoal_error_wrap("encode peer %s", node_peer_type_name(m->type));
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, pack_to_buf);
@@ -387,6 +424,8 @@ int node_peer_msg_encode(const node_peer_msg *m, shoal_buf *out)
         pack_key(&pk, "blk");
         msgpack_pack_bin(&pk, NODE_PEER_BLOCK_ID_LEN);
         msgpack_pack_bin_body(&pk, m->block.id, NODE_PEER_BLOCK_ID_LEN);
+    }
+    if (fields & F_B) {
         pack_cursor(&pk, "b", m->block.bucket);
         pack_cursor(&pk, "k", m->block.key);
         pack_cursor(&pk, "e", m->block.etag);
@@ -427,6 +466,8 @@ int node_peer_msg_encode(const node_peer_msg *m, shoal_buf *out)
         pack_uint(&pk, "pl", m->payload_len);
     if (fields & F_CK)
         pack_uint(&pk, "ck", m->checksum);
+    if (fields & F_SRC)
+        pack_uint(&pk, "src", (uint64_t)m->source);
     if (out->len - start > NODE_PEER_MAX_HEADER) {
         out->len = start;
         return shoal_error_set(SHOAL_ERR_INVAL, "encode peer %s: header over %d bytes",
@@ -526,7 +567,7 @@ static const field_def fields_known[] = {
     {"k", F_K},     {"e", F_E},   {"i", F_I},     {"off", F_OFF}, {"len", F_LEN}, {"fl", F_FL},
     {"st", F_ST},   {"sz", F_SZ}, {"pl", F_PL},   {"ck", F_CK},   {"lb", F_LB},   {"lp", F_LP},
     {"ld", F_LD},   {"lt", F_LT}, {"ls", F_LS},   {"lm", F_LM},   {"ma", F_MA},   {"ag", F_AG},
-    {"hb", F_HB},   {"hk", F_HK}, {"w", F_W},     {"wk", F_WK},
+    {"hb", F_HB},   {"hk", F_HK}, {"w", F_W},     {"wk", F_WK},   {"src", F_SRC},
 };
 
 static uint32_t field_bit(const msgpack_object_str *key)
@@ -633,6 +674,11 @@ static int decode_field(uint32_t bit, const msgpack_object *v, node_peer_msg *m)
             return shoal_error_set(SHOAL_ERR_NODE_PEER, "peer message: unknown work state %llu", (unsigned long long)u);
         m->work = (node_peer_work)u, m->has_work = true;
         return 0;
+    case F_SRC:
+        if (u > NODE_PEER_SRC_S3)
+            return shoal_error_set(SHOAL_ERR_NODE_PEER, "peer message: unknown source %llu", (unsigned long long)u);
+        m->source = (node_peer_source)u, m->has_source = true;
+        return 0;
     default: return 0;
     }
 fail_type:
@@ -698,7 +744,7 @@ int node_peer_msg_decode(shoal_cursor header, size_t payload_size, node_peer_msg
         shoal_error_set(SHOAL_ERR_NODE_PEER, "peer message: missing version, type or request id");
         goto fail_unpacked;
     }
-    uint32_t missing = required_fields(out->type) & ~seen;
+    uint32_t missing = required_of(out) & ~seen;
     if (missing) {
         for (size_t i = 0; i < sizeof fields_known / sizeof fields_known[0]; i++) {
             if (missing & fields_known[i].bit) {

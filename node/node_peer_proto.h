@@ -15,13 +15,13 @@
  *   mv    uint      GET, PUT, PING, PONG,   sender's membership version
  *                   LIST, HEAD
  *   blk   bin 16    GET, PUT                block id
- *   b     str       GET, PUT                bucket
- *   k     str       GET, PUT                object key
- *   e     str       GET, PUT                object ETag
- *   i     uint      GET, PUT                block index within the object
- *   off   uint      GET, PUT                byte offset of the block within the object
- *   len   uint      GET, PUT                block length asked (GET) / carried (PUT)
- *   fl    uint      GET                     NODE_PEER_F_* flags
+ *   b     str       GET, PUT*               bucket
+ *   k     str       GET, PUT*               object key
+ *   e     str       GET, PUT*               object ETag
+ *   i     uint      GET, PUT*               block index within the object
+ *   off   uint      GET, PUT*               byte offset of the block within the object
+ *   len   uint      GET, PUT*               block length asked (GET) / carried (PUT)
+ *   fl    uint      GET, PUT (optional)     NODE_PEER_F_* flags (absent on a PUT: 0)
  *   st    uint      replies                 node_peer_status
  *   sz    uint      GET reply, PUT          total object size (optional)
  *   pl    uint      GET reply, PUT,         payload frame length (must equal the frame's size)
@@ -39,6 +39,10 @@
  *   hk    str       HEAD                    object key (1..1024)
  *   w     bin 16    PING (optional)         a work item: is the server working on it?
  *   wk    uint      PONG (optional)         node_peer_work: what it does about the PING's "w"
+ *   src   uint      GET reply (optional)    node_peer_source: where the owner found the block
+ *
+ * PUT*: a hand-off PUT (flag NODE_PEER_F_HANDOFF) carries no coordinates (b, k, e, i, off, len):
+ * a draining node's store keeps only block ids, so it sends the id, the bytes and their checksum.
  *
  * An OK LIST reply's payload is one listing page in the length-prefixed encoding below
  * (node_peer_list_encode / node_peer_list_decode), not msgpack: it may hold a thousand keys of a
@@ -93,7 +97,21 @@ typedef enum node_peer_status {
 /* GET flags. */
 #define NODE_PEER_F_OWNER_FETCH 0x1u /* the server may fetch from S3 itself if it does not hold it */
 #define NODE_PEER_F_NO_FORWARD 0x2u  /* the server must not pass the request on to another node */
-#define NODE_PEER_F_ALL (NODE_PEER_F_OWNER_FETCH | NODE_PEER_F_NO_FORWARD)
+#define NODE_PEER_F_ALL (NODE_PEER_F_OWNER_FETCH | NODE_PEER_F_NO_FORWARD) /* what a reader sends */
+/* Keep the block, do not send it: the reply is OK without a payload, its "src" saying where the
+ * server found it (preload). Without OWNER_FETCH the server only says whether it holds it. */
+#define NODE_PEER_F_WARM_ONLY 0x4u
+#define NODE_PEER_F_GET_KNOWN (NODE_PEER_F_ALL | NODE_PEER_F_WARM_ONLY)
+/* PUT flags. */
+#define NODE_PEER_F_HANDOFF 0x8u /* a block handed off by a draining node: id, bytes, checksum only */
+#define NODE_PEER_F_PUT_KNOWN NODE_PEER_F_HANDOFF
+
+/* Where a server found the block it answers a WARM_ONLY GET for (GET_REPLY "src"). */
+typedef enum node_peer_source {
+    NODE_PEER_SRC_STORE = 0, /* its store already held it */
+    NODE_PEER_SRC_PEER = 1,  /* another member handed it over (hand-off on a miss) */
+    NODE_PEER_SRC_S3 = 2,    /* it fetched the block from S3 */
+} node_peer_source;
 
 /* What a server answers (PONG "wk") about the work item a PING names ("w"). */
 typedef enum node_peer_work {
@@ -135,8 +153,8 @@ typedef struct node_peer_msg {
     node_peer_type type;
     uint64_t request_id;
     uint64_t membership_version; /* GET, PUT, PING, PONG */
-    uint32_t flags;              /* GET */
-    node_peer_block block;       /* GET, PUT */
+    uint32_t flags;              /* GET, PUT */
+    node_peer_block block;       /* GET, PUT (a hand-off PUT: only block.id) */
     node_peer_status status;     /* GET_REPLY, PUT_REPLY, PONG */
     bool has_object_size;        /* GET_REPLY, PUT */
     uint64_t object_size;
@@ -152,6 +170,8 @@ typedef struct node_peer_msg {
     uint8_t work_id[NODE_PEER_BLOCK_ID_LEN];
     bool has_work;               /* PONG: "wk" present (it answers a PING with "w") */
     node_peer_work work;
+    bool has_source;             /* GET_REPLY: "src" present */
+    node_peer_source source;
 } node_peer_msg;
 
 /* Appends the header frame of `m` to `out` (the caller owns `out`). Checks what a decoder would

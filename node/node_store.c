@@ -1326,6 +1326,29 @@ bool node_store_contains(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], siz
     return found;
 }
 
+int node_store_list(node_store *s, node_store_class cls, uint8_t (**ids)[NODE_STORE_ID_LEN], size_t *n)
+{
+    *ids = NULL;
+    *n = 0;
+    if (cls != NODE_STORE_OWNED && cls != NODE_STORE_NEAR)
+        return shoal_error_set(SHOAL_ERR_INVAL, "store: list of unknown block class %d", (int)cls);
+    pthread_mutex_lock(&s->mu);
+    size_t count = cls == NODE_STORE_NEAR ? s->near_blocks : s->blocks - s->near_blocks;
+    uint8_t(*out)[NODE_STORE_ID_LEN] = count ? malloc(count * sizeof *out) : NULL;
+    if (count && out == NULL) {
+        pthread_mutex_unlock(&s->mu);
+        return shoal_error_set(SHOAL_ERR_NOMEM, "store: list of %zu blocks", count);
+    }
+    size_t k = 0;
+    for (store_entry *e = s->lru[cls].head; e && k < count; e = e->next)
+        memcpy(out[k++], e->id, NODE_STORE_ID_LEN);
+    SHOAL_ASSERT(k == count); /* the list of a class holds exactly its stored blocks */
+    pthread_mutex_unlock(&s->mu);
+    *ids = out;
+    *n = k;
+    return 0;
+}
+
 void node_store_get_stats(node_store *s, node_store_stats *out)
 {
     pthread_mutex_lock(&s->mu);

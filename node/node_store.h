@@ -172,6 +172,12 @@ void node_store_view_release(node_store_view *v);
 bool node_store_contains(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], size_t *len_out,
                          node_store_class *cls_out);
 
+/* The ids of the stored blocks of class `cls` (blocks being written are not listed), most recently
+ * used first, in a new array *ids of *n entries the caller frees (NULL when none). A snapshot:
+ * blocks may be evicted or stored right after; it changes no recency and counts no hit. A
+ * draining node lists its owned blocks with it. -1 with SHOAL_ERR_NOMEM (*ids NULL, *n 0). */
+int node_store_list(node_store *s, node_store_class cls, uint8_t (**ids)[NODE_STORE_ID_LEN], size_t *n);
+
 /* A consistent snapshot of the counters. */
 void node_store_get_stats(node_store *s, node_store_stats *out);
 

@@ -51,6 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             again.payload_len != m.payload_len || again.checksum != m.checksum ||
             again.has_object_size != m.has_object_size || again.object_size != m.object_size ||
             again.flags != m.flags || again.membership_version != m.membership_version ||
+            again.has_source != m.has_source || again.source != m.source ||
             memcmp(again.block.id, m.block.id, NODE_PEER_BLOCK_ID_LEN) != 0 ||
             !same_cursor(again.block.bucket, m.block.bucket) || !same_cursor(again.block.key, m.block.key) ||
             !same_cursor(again.block.etag, m.block.etag) || again.block.index != m.block.index ||

@@ -328,6 +328,137 @@ TT_TEST(test_node_peer_proto_ignores_known_fields_foreign_to_the_type)
     shoal_buf_destroy(&b);
 }
 
+/* ---- hand-off and warm-only --------------------------------------------------------------------- */
+
+/* A preload's GET keeps the block at the owner (WARM_ONLY) and the reply says where the owner found
+ * it; a reply without "src" says nothing (has_source false). */
+TT_TEST(test_node_peer_proto_warm_only_get_and_its_sourced_reply_round_trip)
+{
+    node_peer_msg get = sample_get(), out;
+    get.flags |= NODE_PEER_F_WARM_ONLY;
+    shoal_buf b;
+    encode_ok(&get, &b);
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 0, &out));
+    TT_CHECK(out.flags == NODE_PEER_F_GET_KNOWN, "flags 0x%x", out.flags);
+    shoal_buf_destroy(&b);
+    for (int src = NODE_PEER_SRC_STORE; src <= NODE_PEER_SRC_S3; src++) {
+        node_peer_msg rep = {.type = NODE_PEER_GET_REPLY, .request_id = 3, .status = NODE_PEER_OK,
+                             .has_source = true, .source = (node_peer_source)src};
+        encode_ok(&rep, &b);
+        TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 0, &out));
+        TT_CHECK(out.has_source && out.source == (node_peer_source)src && out.payload_len == 0, "source %d", src);
+        /* A source the codec does not know is refused, not guessed at. */
+        uint8_t *v = memmem(b.data, b.len, "\xa3src", 4);
+        TT_CHECK(v != NULL && v[4] == (uint8_t)src, "src encoded as a fixint after its key");
+        v[4] = 3;
+        expect_rejected(b.data, b.len, 0, "source 3");
+        shoal_buf_destroy(&b);
+    }
+    node_peer_msg plain = {.type = NODE_PEER_GET_REPLY, .request_id = 3, .status = NODE_PEER_ERROR};
+    encode_ok(&plain, &b);
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 0, &out));
+    TT_CHECK(!out.has_source && memmem(b.data, b.len, "src", 3) == NULL, "a reply without a source grew one");
+    shoal_buf_destroy(&b);
+}
+
+/* The hand-off fields and the cooperative-metadata ones are distinct keys: a GET reply keeps its
+ * "src" and drops an "ag" or "wk" it has no use for, a LIST keeps its "ma" and drops a "src". */
+TT_TEST(test_node_peer_proto_source_and_cooperative_metadata_fields_stay_apart)
+{
+    shoal_buf b;
+    msgpack_packer pk;
+    node_peer_msg m;
+    TT_OK(shoal_buf_create(&b, 0));
+    msgpack_packer_init(&pk, &b, pack_cb);
+    pk_head(&pk, 8, NODE_PEER_GET_REPLY, 4);
+    pk_str(&pk, "st"), msgpack_pack_uint64(&pk, NODE_PEER_OK);
+    pk_str(&pk, "pl"), msgpack_pack_uint64(&pk, 0);
+    pk_str(&pk, "ck"), msgpack_pack_uint64(&pk, 0);
+    pk_str(&pk, "src"), msgpack_pack_uint64(&pk, NODE_PEER_SRC_PEER);
+    pk_str(&pk, "ag"), msgpack_pack_uint64(&pk, 500);
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 0, &m));
+    TT_CHECK(m.has_source && m.source == NODE_PEER_SRC_PEER && !m.has_age && m.age_ms == 0,
+             "GET reply: source %d (%d), age %llu (%d)", (int)m.source, m.has_source,
+             (unsigned long long)m.age_ms, m.has_age);
+    shoal_buf_destroy(&b);
+
+    node_peer_msg list = {.type = NODE_PEER_LIST, .request_id = 5, .membership_version = 2, .has_max_age = true,
+                          .max_age_ms = 1500, .has_source = true, .source = NODE_PEER_SRC_S3};
+    list.list.bucket = shoal_cursor_from_str("bkt");
+    encode_ok(&list, &b);
+    TT_CHECK(memmem(b.data, b.len, "\xa3src", 4) == NULL, "a LIST was encoded with a source");
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 0, &m));
+    TT_CHECK(m.has_max_age && m.max_age_ms == 1500 && !m.has_source, "LIST: max age %llu (%d), source %d",
+             (unsigned long long)m.max_age_ms, m.has_max_age, m.has_source);
+    shoal_buf_destroy(&b);
+}
+
+/* A draining node's store keeps block ids only: its hand-off PUT carries the id, the bytes and their
+ * checksum and no coordinates; a plain PUT still needs every coordinate. */
+TT_TEST(test_node_peer_proto_handoff_put_carries_id_bytes_and_checksum_only)
+{
+    node_peer_msg put = {.type = NODE_PEER_PUT, .request_id = 11, .membership_version = 5,
+                         .flags = NODE_PEER_F_HANDOFF, .payload_len = 4096, .checksum = 0xabcdef};
+    for (int i = 0; i < NODE_PEER_BLOCK_ID_LEN; i++)
+        put.block.id[i] = (uint8_t)(0x10 + i);
+    shoal_buf b;
+    node_peer_msg out;
+    encode_ok(&put, &b);
+    TT_CHECK(memmem(b.data, b.len, "\xa1k", 2) == NULL && memmem(b.data, b.len, "\xa3len", 4) == NULL,
+             "a hand-off PUT carries coordinates it does not have");
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), 4096, &out));
+    TT_CHECK(out.type == NODE_PEER_PUT && out.flags == NODE_PEER_F_HANDOFF && out.payload_len == 4096 &&
+                 out.checksum == 0xabcdef && memcmp(out.block.id, put.block.id, NODE_PEER_BLOCK_ID_LEN) == 0 &&
+                 out.block.key.len == 0,
+             "the hand-off PUT changed in a round trip");
+    expect_rejected(b.data, b.len, 4095, "hand-off PUT whose payload frame differs from pl");
+    shoal_buf_destroy(&b);
+
+    node_peer_msg empty = put;
+    empty.payload_len = 0;
+    TT_OK(shoal_buf_create(&b, 0));
+    TT_CHECK(node_peer_msg_encode(&empty, &b) == -1 && shoal_error_code() == SHOAL_ERR_INVAL,
+             "encoder sent a hand-off PUT of no bytes");
+    node_peer_msg odd = put;
+    odd.flags = 0x10;
+    TT_CHECK(node_peer_msg_encode(&odd, &b) == -1 && strstr(shoal_error_message(), "flags") != NULL,
+             "encoder sent a PUT with an unknown flag: %s", shoal_error_message());
+    shoal_buf_destroy(&b);
+
+    /* Without the flag the same header lacks the coordinates a PUT must carry. */
+    msgpack_packer pk;
+    TT_OK(shoal_buf_create(&b, 0));
+    msgpack_packer_init(&pk, &b, pack_cb);
+    pk_head(&pk, 7, NODE_PEER_PUT, 12);
+    pk_str(&pk, "mv"), msgpack_pack_uint64(&pk, 1);
+    pk_str(&pk, "blk"), msgpack_pack_bin(&pk, NODE_PEER_BLOCK_ID_LEN), msgpack_pack_bin_body(&pk, put.block.id, 16);
+    pk_str(&pk, "pl"), msgpack_pack_uint64(&pk, 4096);
+    pk_str(&pk, "ck"), msgpack_pack_uint64(&pk, 1);
+    expect_rejected(b.data, b.len, 4096, "PUT without coordinates nor the hand-off flag");
+    TT_CHECK(strstr(shoal_error_message(), "missing field") != NULL, "names what is missing: %s",
+             shoal_error_message());
+    shoal_buf_destroy(&b);
+
+    /* A plain PUT keeps the encoding older nodes decode (no "fl"). Coordinates sent with the flag
+     * mean nothing: they are dropped, as a field foreign to its message is, and the id stays. */
+    node_peer_msg plain = sample_get();
+    plain.type = NODE_PEER_PUT;
+    plain.flags = 0;
+    plain.payload_len = plain.block.length;
+    encode_ok(&plain, &b);
+    TT_CHECK(memmem(b.data, b.len, "\xa2" "fl", 3) == NULL, "a plain PUT grew a flags field");
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), plain.payload_len, &out));
+    TT_CHECK(out.flags == 0 && out.block.length == plain.block.length, "plain PUT");
+    TT_CHECK((b.data[0] & 0xf0) == 0x80 && (b.data[0] & 0x0f) < 15, "a plain PUT is a fixmap of under 15 fields");
+    b.data[0]++;
+    TT_OK(shoal_buf_append(&b, "\xa2" "fl\x08", 4)); /* ... and one more: fl = HANDOFF */
+    TT_OK(node_peer_msg_decode(shoal_cursor_from_buf(&b), plain.payload_len, &out));
+    TT_CHECK(out.flags == NODE_PEER_F_HANDOFF && out.block.key.len == 0 && out.block.length == 0 &&
+                 memcmp(out.block.id, plain.block.id, NODE_PEER_BLOCK_ID_LEN) == 0,
+             "coordinates of a hand-off PUT survived the decode, or its id did not");
+    shoal_buf_destroy(&b);
+}
+
 /* ---- LIST and listing pages ------------------------------------------------------------------- */
 
 static node_peer_msg sample_list(void)

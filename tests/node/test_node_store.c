@@ -821,6 +821,39 @@ TT_TEST(test_node_store_owned_put_promotes_near_block)
     finish(s, dir);
 }
 
+/* A draining node lists its owned blocks: every stored block of the class, most recent first,
+ * none of the other class, none being written. */
+TT_TEST(test_node_store_list_gives_the_ids_of_one_class_most_recent_first)
+{
+    char *dir = tt_tmpdir("store");
+    node_store *s = open_store(dir, 1u << 20, 50);
+    uint8_t(*ids)[NODE_STORE_ID_LEN] = (void *)1;
+    size_t n = 99;
+    TT_OK(node_store_list(s, NODE_STORE_OWNED, &ids, &n));
+    TT_CHECK(ids == NULL && n == 0, "an empty store lists %zu blocks", n);
+    for (unsigned i = 0; i < 3; i++)
+        put_block(s, i, 1000 + i, NODE_STORE_OWNED);
+    put_block(s, 10, 500, NODE_STORE_NEAR);
+    put_block(s, 11, 500, NODE_STORE_NEAR);
+    TT_CHECK(block_reads_back(s, 0, 1000), "block 0"); /* block 0 becomes the most recent */
+    TT_OK(node_store_list(s, NODE_STORE_OWNED, &ids, &n));
+    uint8_t want[NODE_STORE_ID_LEN];
+    unsigned order[] = {0, 2, 1};
+    TT_CHECK(n == 3, "%zu owned blocks listed, 3 stored", n);
+    for (unsigned k = 0; k < 3; k++) {
+        make_id(order[k], want);
+        TT_CHECK(memcmp(ids[k], want, NODE_STORE_ID_LEN) == 0, "owned entry %u is not block %u", k, order[k]);
+    }
+    free(ids);
+    TT_OK(node_store_list(s, NODE_STORE_NEAR, &ids, &n));
+    make_id(11, want);
+    TT_CHECK(n == 2 && memcmp(ids[0], want, NODE_STORE_ID_LEN) == 0, "near blocks: %zu listed", n);
+    free(ids);
+    TT_CHECK(node_store_list(s, (node_store_class)7, &ids, &n) == -1 && shoal_error_code() == SHOAL_ERR_INVAL,
+             "an unknown class is refused");
+    finish(s, dir);
+}
+
 TT_TEST(test_node_store_second_open_of_same_dir_is_refused)
 {
     char *dir = tt_tmpdir("store");
