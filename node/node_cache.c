@@ -10,10 +10,12 @@
  * (node_store_map) and sent or written from the mapping.
  *
  * Threads. Peer GETs arrive on the transport's I/O thread, which must not block, so they go to the
- * serve pool. Serving never asks another node (a request is never forwarded), so a serve worker
- * waits only for S3 or for a fetch in its own node. Read-ahead has a pool of its own: if it shared
- * the serve pool, two nodes reading ahead from each other could fill both pools with requests
- * that wait for each other until they time out.
+ * serve pool. Serving never forwards a request, so a serve worker waits only for S3, for a fetch in
+ * its own node, or for a hand-off holder's store. Requests answered from the store alone (hand-off
+ * GETs, PUTs) have a pool of their own, `local`, whose workers wait on nothing remote: if they
+ * shared the serve pool, two owners asking each other for hand-offs could fill both pools with
+ * requests waiting on each other. Read-ahead has a pool of its own for the same reason: two nodes
+ * reading ahead from each other could otherwise fill both serve pools.
  */
 #include "node_cache_internal.h"
 
@@ -216,6 +218,16 @@ static void id_bytes(dht_id d, uint8_t out[NODE_STORE_ID_LEN])
     }
 }
 
+dht_id cache_id_did(const uint8_t id[NODE_STORE_ID_LEN])
+{
+    dht_id d = {0, 0};
+    for (int i = 0; i < 8; i++) {
+        d.hi = d.hi << 8 | id[i];
+        d.lo = d.lo << 8 | id[8 + i];
+    }
+    return d;
+}
+
 void cache_block_req_init(block_req *b, const char *bucket, const char *key, const char *etag, uint64_t index,
                            uint64_t offset, uint64_t length)
 {
@@ -241,6 +253,17 @@ int cache_block_req_from_object(const node_cache *c, const node_cache_object *ob
     cache_block_req_init(b, obj->bucket, obj->key, obj->etag, index, off, len);
     b->object_size = obj->size;
     return 0;
+}
+
+void cache_block_msg(node_peer_msg *m, const block_req *b)
+{
+    memcpy(m->block.id, b->id, NODE_PEER_BLOCK_ID_LEN);
+    m->block.bucket = shoal_cursor_from_str(b->bucket);
+    m->block.key = shoal_cursor_from_str(b->key);
+    m->block.etag = shoal_cursor_from_str(b->etag);
+    m->block.index = b->index;
+    m->block.offset = b->offset;
+    m->block.length = b->length;
 }
 
 uint64_t node_cache_block_count(const node_cache *c, uint64_t size)
@@ -417,7 +440,8 @@ node_cache *node_cache_new(const node_cache_config *cfg)
     pthread_cond_init(&c->meta_cv, NULL);
     if (pool_start(&c->serve, c, cfg->serve_threads ? cfg->serve_threads : CACHE_SERVE_THREADS, CACHE_POOL_QUEUE) != 0 ||
         pool_start(&c->readahead, c, cfg->readahead_threads ? cfg->readahead_threads : CACHE_READAHEAD_THREADS,
-                   CACHE_POOL_QUEUE) != 0)
+                   CACHE_POOL_QUEUE) != 0 ||
+        pool_start(&c->local, c, CACHE_LOCAL_THREADS, CACHE_POOL_QUEUE) != 0)
         goto fail;
     return c;
 fail:
@@ -461,6 +485,7 @@ int cache_owners(node_cache *c, dht_id did, int max, node_cache_owner *out, uint
         snprintf(out[i].id, sizeof out[i].id, "%s", m[i]->meta.id);
         out[i].link = m[i]->link;
         out[i].is_self = m[i]->is_self;
+        memcpy(out[i].key, m[i]->meta.curve_public, sizeof out[i].key);
     }
     *version = node_cluster_view_version(v);
     node_cluster_view_put(v);
@@ -479,6 +504,7 @@ void node_cache_stop(node_cache *c)
         return;
     pool_stop(&c->readahead);
     pool_stop(&c->serve);
+    pool_stop(&c->local);
 }
 
 void node_cache_delete(node_cache *c)
@@ -487,6 +513,7 @@ void node_cache_delete(node_cache *c)
         return;
     pool_destroy(&c->readahead);
     pool_destroy(&c->serve);
+    pool_destroy(&c->local);
     cache_meta_destroy(c);
     pthread_mutex_destroy(&c->list_mu);
     pthread_cond_destroy(&c->list_cv);

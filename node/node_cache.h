@@ -3,14 +3,22 @@
  *
  *   (bucket, key, ETag, block index) -> dht_block_id -> this node's store
  *     -> one fetch per block at a time (concurrent readers wait on it, reads.coalesced)
- *     -> the owners in read order: this node (S3, ranged GET with If-Match, stored OWNED) or a peer
- *        (GET with OWNER_FETCH|NO_FORWARD; timeout, BUSY or ERROR -> the next owner)
+ *     -> the owners in read order: this node or a peer (GET with OWNER_FETCH|NO_FORWARD; timeout,
+ *        BUSY or ERROR -> the next owner). An owner that misses the block asks the block's next
+ *        ranked members for a stored copy (hand-off: after a join the previous owner is one of
+ *        them), then S3 (ranged GET with If-Match), and keeps it OWNED; with --replicas > 1 a
+ *        block it fetched from S3 is pushed to the other owners.
  *     -> S3 directly when every owner failed.
  *
  * It also serves peers: node_cache_on_get_block is the peer transport's GET handler. It never
  * blocks the transport's I/O thread (requests go to a small pool of worker threads), serves from
  * the store without copying (a mapped block handed to ZeroMQ), fetches a block it owns from S3
- * once (sharing the fetch with local readers) and never passes a request on to another node.
+ * once (sharing the fetch with local readers) and never passes a request on to another node: the
+ * only other node an owner asks is a hand-off holder, with a GET that holder answers from its
+ * store alone, so no chain is ever longer than one lookup.
+ *
+ * Drain: node_cache_drain hands every owned block to the members that own it once this node is
+ * gone (hand-off PUTs), so a node that leaves for good costs the cluster no S3 GET.
  *
  * Object metadata (size, ETag) is cached for the metadata TTL, misses for the negative TTL.
  * Sequential readers trigger read-ahead of the next blocks on a second small pool.
@@ -42,6 +50,7 @@ typedef struct node_cache_owner {
     char id[GOSSIP_ID_MAX + 1];
     int link;     /* node_peer link to it; -1 for this node or a member not reachable */
     bool is_self;
+    uint8_t key[NODE_PEER_KEY_LEN]; /* its CURVE public key: how a request's sender is recognised */
 } node_cache_owner;
 
 /*
@@ -172,10 +181,11 @@ ssize_t node_cache_read_stream(node_cache *c, const node_cache_object *obj, uint
 void node_cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t first, uint64_t count);
 
 /* Makes sure block `index` of obj is held by its owner (preload): an owned block this node does
- * not hold is fetched from S3 and stored; a block another node owns is asked of that owner with
- * OWNER_FETCH, and not kept here. *source (may be NULL) says where the block was: LOCAL (already
- * at its owner), PEER (the owner has it now), S3 (this node fetched it as owner). -1 when no
- * owner could be made to hold it (the error says why). */
+ * not hold is fetched (hand-off, else S3) and stored; a block another node owns is asked of that
+ * owner with OWNER_FETCH|WARM_ONLY, which keeps it and sends no bytes back, and nothing is kept
+ * here. *source (may be NULL) says where the owner found it: LOCAL (it held the block already),
+ * PEER (another member handed it over), S3 (the owner fetched it from S3). -1 when no owner could
+ * be made to hold it (the error says why). */
 int node_cache_warm(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_source *source);
 
 /* One ListObjectsV2 page through the cluster, with s3_list's contract: `a` as for s3_list (strings
@@ -195,7 +205,10 @@ int node_cache_list_aged(node_cache *c, const s3_list_args *a, s3_list_page *out
 void node_cache_on_list(void *ud, node_peer_incoming *in);
 
 /* The peer transport's GET handler (node_peer_handlers.on_get_block; ud is the node_cache).
- * Hands the request to a worker; answers BUSY at once when the workers' queue is full. */
+ * Hands the request to a worker; answers BUSY at once when the workers' queue is full. A GET
+ * without OWNER_FETCH (a hand-off lookup) is answered from the store alone, by workers of their
+ * own that never wait on another node. With WARM_ONLY the answer carries no bytes, only where the
+ * block was found (NODE_PEER_SRC_*). */
 void node_cache_on_get_block(void *ud, node_peer_incoming *in);
 
 /* The peer transport's HEAD handler (node_peer_handlers.on_head; ud is the node_cache): a worker
@@ -214,7 +227,9 @@ node_peer_work node_cache_on_work(void *ud, const uint8_t *id);
  * checks the block (its id against its coordinates, its length, the payload's XXH3-64 against the
  * "ck" field, and that this node is one of its owners in its current view), stores it as OWNED and
  * answers OK; anything else is answered ERROR, logged and counted (peer.puts_refused), and the
- * node keeps serving. BUSY at once when the workers' queue is full. */
+ * node keeps serving. A hand-off PUT (NODE_PEER_F_HANDOFF: id, bytes, checksum) is accepted when
+ * its length and checksum hold and this node owns the block once the sender (known by its CURVE
+ * key) is gone (counted in handoff.blocks_in). BUSY at once when the workers' queue is full. */
 void node_cache_on_put_block(void *ud, node_peer_incoming *in);
 
 /* Sends block `index` of the version `obj` (bytes data/len, just uploaded to S3) to each of its
@@ -223,5 +238,31 @@ void node_cache_on_put_block(void *ud, node_peer_incoming *in);
  * read; the object is in S3 already, so this is never the writer's error). Returns how many owners
  * it was sent to. */
 unsigned node_cache_push(node_cache *c, const node_cache_object *obj, uint64_t index, const void *data, size_t len);
+
+/* What a drain did so far. */
+typedef struct node_cache_drain_progress {
+    uint64_t blocks_total;  /* owned blocks found (a later pass adds those stored meanwhile) */
+    uint64_t blocks_done;   /* of them, dealt with: handed off, failed, or gone from the store */
+    uint64_t bytes_total, bytes_done;
+    uint64_t blocks_sent;   /* hand-off PUTs the next owners accepted */
+    uint64_t bytes_sent;
+    uint64_t blocks_failed; /* blocks not handed to every next owner (refused, unanswered, nobody to
+                               take them); at the end, those still so after the last pass */
+} node_cache_drain_progress;
+
+/* Called about every 250 ms and once at the end of each pass, on the draining thread; returning
+ * false stops the drain (a deadline, a cancelled client). */
+typedef bool (*node_cache_drain_fn)(void *ud, const node_cache_drain_progress *p);
+
+/* Hands every OWNED block of this node to the members that own it once this node is gone, under
+ * the current view: the owners over replicas+1 ranks without this node, less the current owners
+ * (which hold it already), or the current owners themselves for a block this node no longer owns.
+ * Each goes as a hand-off PUT (id, bytes, checksum), a few at a time. The node keeps serving
+ * meanwhile; blocks stored during the drain are handed off by a second pass, failed ones retried
+ * (at most three passes). Counts drain.blocks_sent, drain.bytes_sent, drain.failures. fn (may be
+ * NULL) sees the progress; *out (may be NULL) gets the final figures. 0 when every block found
+ * was handed off; -1 with SHOAL_ERR_CLOSED when fn stopped it, SHOAL_ERR_NODE_PEER when some
+ * blocks could not be handed off (the message says how many), SHOAL_ERR_NOMEM. */
+int node_cache_drain(node_cache *c, node_cache_drain_fn fn, void *ud, node_cache_drain_progress *out);
 
 #endif

@@ -11,9 +11,9 @@
  * the store: with the owner up, a block is fetched from S3 once.
  *
  * Owners. The owners of a block come from the cluster snapshot in read order. Walking them in
- * order, this node fetches from S3 itself when it reaches itself (it is an owner) and otherwise
- * asks the owner with OWNER_FETCH|NO_FORWARD; an owner that does not answer in time, is busy or
- * fails is skipped; when none is left the reader goes to S3. CHANGED or NOT_FOUND from an owner
+ * order, this node fetches the block itself when it reaches itself (it is an owner: hand-off, then
+ * S3) and otherwise asks the owner with OWNER_FETCH|NO_FORWARD; an owner that does not answer in
+ * time, is busy or fails is skipped; when none is left the reader goes to S3. CHANGED or NOT_FOUND from an owner
  * ends the read: the owner asked S3 with If-Match and S3 said the version is gone. A block from a
  * peer is checked (length and XXH3-64 of the payload, the "ck" field) before it is used and kept
  * as a NEAR block so the next local read of it stays local.
@@ -359,18 +359,25 @@ shoal_err cache_peer_request(node_cache *c, int link, const node_peer_msg *req, 
     return e;
 }
 
-/* Asks a peer for the block with OWNER_FETCH|NO_FORWARD; on ASK_OK *out holds a checked copy. */
-static ask_result ask_peer(node_cache *c, const block_req *b, const node_cache_owner *m, uint64_t mv,
-                           cache_buf **out)
+/* The read path's name for where a WARM_ONLY answer says the owner found the block. */
+static node_cache_source source_of(const node_peer_msg *rep)
 {
-    node_peer_msg req = {.type = NODE_PEER_GET, .membership_version = mv, .flags = NODE_PEER_F_ALL};
-    memcpy(req.block.id, b->id, NODE_PEER_BLOCK_ID_LEN);
-    req.block.bucket = shoal_cursor_from_str(b->bucket);
-    req.block.key = shoal_cursor_from_str(b->key);
-    req.block.etag = shoal_cursor_from_str(b->etag);
-    req.block.index = b->index;
-    req.block.offset = b->offset;
-    req.block.length = b->length;
+    if (!rep->has_source)
+        return NODE_CACHE_PEER;
+    return rep->source == NODE_PEER_SRC_STORE ? NODE_CACHE_LOCAL
+           : rep->source == NODE_PEER_SRC_S3  ? NODE_CACHE_S3
+                                              : NODE_CACHE_PEER;
+}
+
+/* Asks a peer for the block with `flags`: NODE_PEER_F_ALL (an owner), NO_FORWARD alone (a hand-off
+ * holder, whose ERROR only means it does not hold the block: no error counted), or with WARM_ONLY
+ * (preload: ASK_OK leaves *out NULL and sets *src, which may be NULL otherwise). On ASK_OK
+ * otherwise *out holds a checked copy. */
+static ask_result ask_peer(node_cache *c, const block_req *b, const node_cache_owner *m, uint64_t mv, uint32_t flags,
+                           cache_buf **out, node_cache_source *src)
+{
+    node_peer_msg req = {.type = NODE_PEER_GET, .membership_version = mv, .flags = flags};
+    cache_block_msg(&req, b);
     char tmp[96];
     node_peer_response *r = NULL;
     shoal_err e = cache_peer_request(c, m->link, &req, &r);
@@ -395,7 +402,15 @@ static ask_result ask_peer(node_cache *c, const block_req *b, const node_cache_o
         goto done;
     }
     if (rep->status != NODE_PEER_OK) {
-        node_stats_add(&c->cfg.stats->peer_errors, 1);
+        if (flags & NODE_PEER_F_OWNER_FETCH)
+            node_stats_add(&c->cfg.stats->peer_errors, 1);
+        goto done;
+    }
+    if (flags & NODE_PEER_F_WARM_ONLY) {
+        *out = NULL;
+        if (src)
+            *src = source_of(rep);
+        res = ASK_OK;
         goto done;
     }
     size_t len = 0;
@@ -434,11 +449,46 @@ static cache_buf *store_copy(node_cache *c, const block_req *b, bool want_owned)
     return NULL;
 }
 
+/* Hand-off. An owner that misses a block asks, before S3, the block's other ranked members under
+ * its current view, over replicas + CACHE_HANDOFF_EXTRA ranks (not itself, not the owners the
+ * reader already asked, not a peer penalized for a timeout), for a copy from their store: a GET
+ * with NO_FORWARD and without OWNER_FETCH, which a holder answers from its store alone (ERROR when
+ * it has none; it never asks anyone). Rendezvous placement moves a block only to a joiner, so
+ * after one join the previous owner is the next-ranked member, after two the one after it: a
+ * join costs no S3 GET. Each candidate costs one round trip on a cold miss. */
+static cache_buf *handoff_fetch(node_cache *c, const block_req *b, const char *const *asked, int n_asked)
+{
+    node_cache_owner cand[DHT_REPLICAS_MAX];
+    uint64_t mv = 0;
+    int n = cache_owners(c, b->did, cache_replicas(c) + CACHE_HANDOFF_EXTRA, cand, &mv);
+    for (int i = 0; i < n; i++) {
+        bool skip = cand[i].is_self || cand[i].link < 0 || cache_penalized(c, cand[i].id);
+        for (int k = 0; k < n_asked && !skip; k++)
+            skip = strcmp(asked[k], cand[i].id) == 0;
+        if (skip)
+            continue;
+        node_stats_add(&c->cfg.stats->handoff_asks, 1);
+        cache_buf *buf = NULL;
+        if (ask_peer(c, b, &cand[i], mv, NODE_PEER_F_NO_FORWARD, &buf, NULL) == ASK_OK) {
+            char tmp[96];
+            node_stats_add(&c->cfg.stats->handoff_hits, 1);
+            LOG_DEBUG("cache", "handoff", "from=%s index=%llu", shoal_log_q(tmp, sizeof tmp, cand[i].id),
+                      (unsigned long long)b->index);
+            return buf;
+        }
+    }
+    return NULL;
+}
+
 /* The leader's work: the store again, then owners / S3 as the mode says. On success *out holds
- * the block (one reference) and *src where it came from. */
+ * the block (one reference; NULL for a preload that an owner answered without its bytes) and *src
+ * where it came from. */
 static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, flight *f, cache_buf **out,
                       node_cache_source *src)
 {
+    node_cache_owner owners[DHT_REPLICAS_MAX];
+    const char *asked[DHT_REPLICAS_MAX]; /* owners asked before this node: the hand-off skips them */
+    int n_asked = 0;
     /* A near copy does not satisfy a preload: the block's owner must hold it. */
     if ((*out = store_copy(c, b, mode == FETCH_WARM)) != NULL) {
         *src = NODE_CACHE_LOCAL;
@@ -447,21 +497,26 @@ static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, flight
     if (mode == FETCH_SERVE)
         goto s3_owned;
 
-    node_cache_owner owners[DHT_REPLICAS_MAX];
     uint64_t mv = 0;
     int n = cache_owners(c, b->did, cache_replicas(c), owners, &mv);
+    bool self_owns = false; /* a reader that is a later owner keeps what an earlier one sends */
+    for (int i = 0; i < n; i++)
+        self_owns = self_owns || owners[i].is_self;
+    uint32_t flags = NODE_PEER_F_ALL | (mode == FETCH_WARM ? NODE_PEER_F_WARM_ONLY : 0);
     for (int i = 0; i < n; i++) {
         if (owners[i].is_self)
             goto s3_owned;
         if (owners[i].link < 0 || cache_penalized(c, owners[i].id))
             continue;
+        asked[n_asked++] = owners[i].id;
         cache_buf *buf = NULL;
-        ask_result ar = ask_peer(c, b, &owners[i], mv, &buf);
+        node_cache_source from = NODE_CACHE_PEER;
+        ask_result ar = ask_peer(c, b, &owners[i], mv, flags, &buf, &from);
         if (ar == ASK_OK) {
             if (mode == FETCH_READ)
-                store_put(c, b, buf, NODE_STORE_NEAR);
+                store_put(c, b, buf, self_owns ? NODE_STORE_OWNED : NODE_STORE_NEAR);
             *out = buf;
-            *src = NODE_CACHE_PEER;
+            *src = from;
             return 0;
         }
         if (ar == ASK_FINAL)
@@ -488,10 +543,20 @@ s3_owned:
         *src = NODE_CACHE_LOCAL;
         return 0;
     }
+    if ((*out = handoff_fetch(c, b, asked, n_asked)) != NULL) {
+        store_put(c, b, *out, NODE_STORE_OWNED);
+        *src = NODE_CACHE_PEER;
+        return 0;
+    }
     *out = fetch_s3(c, b, f);
     if (*out == NULL)
         return -1;
     store_put(c, b, *out, NODE_STORE_OWNED);
+    /* Replicas that pay: the other owners hold the block from now on, so losing any one owner
+     * costs no S3 GET for it. A push that cannot go at once is dropped (counted): this thread may
+     * be a serve worker, which must not wait on another node's pace. */
+    if (cache_replicas(c) > 1)
+        cache_push(c, b, *out, false);
     *src = NODE_CACHE_S3;
     return 0;
 }
@@ -545,15 +610,15 @@ int cache_fetch_block(node_cache *c, const block_req *b, fetch_mode mode, cache_
         *coalesced = true;
         while (!f->done)
             pthread_cond_wait(&f->cv, &c->fl_mu);
-        /* A preload's fetch gives up where a read goes on to S3: a reader that waited on a failed
-         * preload fetch leads a fetch of its own. */
-        if (f->err != SHOAL_OK && f->mode == FETCH_WARM && mode != FETCH_WARM) {
+        /* A preload's fetch gives up where a read goes on to S3, and brings no bytes when another
+         * node owns the block: a reader that waited on it leads a fetch of its own. */
+        if ((f->err != SHOAL_OK || f->buf == NULL) && f->mode == FETCH_WARM && mode != FETCH_WARM) {
             flight_unref(f);
             continue;
         }
         int rc = 0;
         if (f->err == SHOAL_OK) {
-            *out = cache_buf_ref(f->buf);
+            *out = f->buf ? cache_buf_ref(f->buf) : NULL;
             *src = f->source;
         } else {
             rc = shoal_error_set(f->err, "%s", f->msg);
@@ -581,7 +646,7 @@ int cache_fetch_block(node_cache *c, const block_req *b, fetch_mode mode, cache_
     pthread_mutex_lock(&c->fl_mu);
     f->done = true;
     if (rc == 0) {
-        f->buf = cache_buf_ref(buf);
+        f->buf = buf ? cache_buf_ref(buf) : NULL;
         f->source = *src;
         *out = buf;
     } else {
@@ -617,7 +682,7 @@ ssize_t node_cache_read_stream(node_cache *c, const node_cache_object *obj, uint
                 pthread_cond_wait(&f->cv, &c->fl_mu);
             if (f->partial != NULL && f->arrived >= off + len)
                 from = cache_buf_ref(f->partial);
-            else if (f->done && f->err == SHOAL_OK)
+            else if (f->done && f->err == SHOAL_OK && f->buf != NULL)
                 from = cache_buf_ref(f->buf);
             flight_unref(f);
             break;

@@ -22,6 +22,8 @@
 #define CACHE_RESEND_PAUSE_MS 20
 #define CACHE_PEER_MAX_WAIT_MS 60000 /* longest wait for an owner that keeps reporting work (peer_get) */
 #define CACHE_SERVE_THREADS 8
+#define CACHE_LOCAL_THREADS 4  /* workers of requests answered from the store alone */
+#define CACHE_HANDOFF_EXTRA 2  /* ranks past --replicas a missing owner asks (two joins deep) */
 #define CACHE_READAHEAD_THREADS 4
 #define CACHE_READAHEAD_BLOCKS 4
 #define CACHE_POOL_QUEUE 1024
@@ -166,6 +168,10 @@ struct node_cache {
 
     pool serve;
     pool readahead;
+    /* Peer requests answered from this node's store alone (hand-off GETs, PUTs). They never wait
+     * on another node, so a serve worker waiting on a hand-off GET never waits behind serve workers
+     * of the other node that wait on it in turn (a cycle that would hold both pools). */
+    pool local;
 
     pthread_mutex_t work_mu; /* guards work (taken on the transport's I/O thread: held briefly) */
     work_slot work[CACHE_WORK_SLOTS];
@@ -196,6 +202,8 @@ void cache_block_req_init(block_req *b, const char *bucket, const char *key, con
                           uint64_t offset, uint64_t length);
 /* The same for a whole object: -1 with SHOAL_ERR_INVAL when index is past its end. */
 int cache_block_req_from_object(const node_cache *c, const node_cache_object *obj, uint64_t index, block_req *b);
+/* Fills the block fields of a GET or PUT for b (strings borrowed from b). */
+void cache_block_msg(node_peer_msg *m, const block_req *b);
 /* Counts a block read in reads.local/peer/s3. */
 void cache_count_source(node_cache *c, node_cache_source s);
 
@@ -207,6 +215,8 @@ int cache_s3_list(node_cache *c, const s3_list_args *a, s3_list_page *out);
 int cache_owners(node_cache *c, dht_id did, int max, node_cache_owner *out, uint64_t *version);
 /* How many owners a block has (--replicas, bounded). */
 int cache_replicas(const node_cache *c);
+/* The placement id of a block from its store id (the inverse of the id cache_block_req_init gives). */
+dht_id cache_id_did(const uint8_t id[NODE_STORE_ID_LEN]);
 
 /* ---- fetching (node_cache_fetch.c) ------------------------------------------------------------- */
 
@@ -232,6 +242,25 @@ void cache_work_id(const node_peer_msg *req, uint8_t out[NODE_PEER_BLOCK_ID_LEN]
 /* Counts a peer request for `id` from when it is queued until it is answered. */
 void cache_work_begin(node_cache *c, const uint8_t id[NODE_PEER_BLOCK_ID_LEN]);
 void cache_work_end(node_cache *c, const uint8_t id[NODE_PEER_BLOCK_ID_LEN]);
+
+/* ---- pushing blocks (node_cache_serve.c) -------------------------------------------------------- */
+
+/* Sends `req` (a PUT) with buf's bytes over `link`, a reference per attempt (no copy). With `wait`
+ * a link with no room (NOSPACE) is tried again every few milliseconds up to the peer timeout;
+ * without, it fails at once (a serve worker must not wait on another node's pace). 0 when
+ * submitted (done runs later), -1 with the submission's error. */
+int cache_submit_put(node_cache *c, int link, const node_peer_msg *req, cache_buf *buf, bool wait,
+                     node_peer_done_fn done, void *ud);
+/* PUTs block b (buf) to each of its owners other than this node, without waiting for the answers
+ * (peer.pushes_started / pushes / push_failures). Returns how many owners it was sent to. */
+unsigned cache_push(node_cache *c, const block_req *b, cache_buf *buf, bool wait);
+
+/* ---- drain (node_cache_drain.c) ---------------------------------------------------------------- */
+
+/* The owners of `did` once the member with CURVE key `leaver` is gone (NULL: this node), under
+ * this node's view: owners over replicas+1 ranks without it when it is one of them, else the
+ * current owners. Into out (DHT_REPLICAS_MAX entries); returns how many. */
+int cache_owners_without(node_cache *c, dht_id did, const uint8_t *leaver, node_cache_owner *out, uint64_t *version);
 
 /* ---- metadata and listings (node_cache_meta.c) ------------------------------------------------ */
 

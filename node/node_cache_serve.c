@@ -1,20 +1,34 @@
 /*
  * node_cache_serve: the owner side of the peer protocol (GET and LIST of blocks and pages this
- * node owns, PUT of written blocks) and the pushing of written blocks to their owners.
+ * node owns, PUT of written, replicated and handed-off blocks) and the pushing of blocks to their
+ * owners.
  *
  * Written blocks. After the mount uploaded a file, each block of the new version is sent with PUT
  * to its owners (node_cache_push, without waiting for the answers); an owner checks the block's
  * name, length and checksum and that it owns the block in its own view, and keeps it OWNED. So a
  * reader on any node finds a fresh checkpoint at its owner and S3 is not asked again. A refused or
- * lost PUT only costs the owner a fetch from S3 when the block is first read.
+ * lost PUT only costs the owner a fetch from S3 when the block is first read. The same PUT carries
+ * a block an owner fetched from S3 to the other owners when --replicas > 1 (node_cache_fetch.c).
  *
  * Work in progress. A reader waiting for a block PINGs its owner with the block's id, and the
  * owner says whether it is working on it (node_cache_on_work, on the transport's I/O thread): a
- * request for it queued in the serve pool or being served (counted per id in a small table from
+ * request for it queued in a serve pool or being served (counted per id in a small table from
  * the moment the request is queued until it is answered), or a fetch of it in flight. LISTs and
  * HEADs are counted the same way under an id hashed from what they ask (cache_work_id), which the
  * asker computes alike. So a reader can wait for an owner that is slow because S3 is slow, and
  * give up on one that is stuck or idle on its request (docs/peer-protocol.md, "Progress").
+ *
+ * Handed-off blocks. A draining node's store knows block ids, not their coordinates, so its PUT
+ * (NODE_PEER_F_HANDOFF) carries the id, the bytes and their XXH3-64. The receiver cannot check the
+ * id against coordinates; it takes the block when the checksum holds (nothing was damaged on the
+ * way), the length is at most a block, and it owns the block once the sender is gone, in its own
+ * view. That is enough: the sender is a member (CURVE with the cluster's allow-list), its store
+ * verified the bytes against the checksum bound to the id before sending them, and a member that
+ * lied could already serve wrong bytes as an owner; the owner check keeps a confused sender from
+ * filling caches with blocks nobody will ask there.
+ *
+ * Warm-only GETs (preload). The owner makes sure it holds the block (its store, a hand-off, S3)
+ * and answers OK without the bytes, saying where it found them; a near copy it held becomes owned.
  */
 #include "node_cache_internal.h"
 
@@ -61,6 +75,45 @@ static bool copy_cursor(char *dst, size_t cap, shoal_cursor cur)
     return true;
 }
 
+/* The answer to a WARM_ONLY GET: no bytes, where the block was found. */
+static void warm_reply(node_peer_incoming *in, node_peer_status st, node_cache_source src)
+{
+    node_peer_msg rep = {.type = NODE_PEER_GET_REPLY, .status = st, .has_source = st == NODE_PEER_OK,
+                         .source = src == NODE_CACHE_LOCAL ? NODE_PEER_SRC_STORE
+                                   : src == NODE_CACHE_S3  ? NODE_PEER_SRC_S3
+                                                           : NODE_PEER_SRC_PEER};
+    if (node_peer_reply(in, &rep, (node_peer_payload){0}) != 0 && shoal_error_code() != SHOAL_ERR_CLOSED)
+        LOG_WARN("cache", "reply_failed", "error=%s", shoal_error_name(shoal_error_code()));
+}
+
+/* A WARM_ONLY GET: an owned block is answered at once; a near copy is promoted, a missing block
+ * fetched (hand-off, else S3) when OWNER_FETCH allows it. */
+static void warm_run(node_cache *c, node_peer_incoming *in, const block_req *b, uint32_t flags)
+{
+    size_t len = 0;
+    node_store_class cls = NODE_STORE_NEAR;
+    bool held = node_store_contains(c->cfg.store, b->id, &len, &cls) && len == b->length;
+    if (held && (cls == NODE_STORE_OWNED || !(flags & NODE_PEER_F_OWNER_FETCH))) {
+        warm_reply(in, NODE_PEER_OK, NODE_CACHE_LOCAL);
+        return;
+    }
+    if (!(flags & NODE_PEER_F_OWNER_FETCH)) {
+        warm_reply(in, NODE_PEER_ERROR, NODE_CACHE_LOCAL);
+        return;
+    }
+    cache_buf *buf = NULL;
+    node_cache_source src;
+    bool coalesced;
+    if (cache_fetch_block(c, b, FETCH_SERVE, &buf, &src, &coalesced) != 0) {
+        warm_reply(in, status_of(shoal_error_code()), NODE_CACHE_LOCAL);
+        return;
+    }
+    if (src == NODE_CACHE_LOCAL) /* promotes the near copy the fetch found */
+        node_store_put(c->cfg.store, b->id, buf->data, buf->len, NODE_STORE_OWNED);
+    cache_buf_unref(buf);
+    warm_reply(in, NODE_PEER_OK, src);
+}
+
 static void serve_run(node_cache *c, void *arg)
 {
     node_peer_incoming *in = arg;
@@ -79,6 +132,11 @@ static void serve_run(node_cache *c, void *arg)
         LOG_WARN("cache", "peer_bad_request", "key=%s index=%llu len=%llu", shoal_log_q(tmp, sizeof tmp, s->key),
                  (unsigned long long)b.index, (unsigned long long)b.length);
         goto error;
+    }
+    if (m->flags & NODE_PEER_F_WARM_ONLY) {
+        warm_run(c, in, &b, m->flags);
+        free(s);
+        return;
     }
     node_store_view *view = calloc(1, sizeof *view);
     if (view && node_store_map(c->cfg.store, b.id, view) == 0 && view->len == b.length) {
@@ -281,9 +339,9 @@ static void counted_drop(void *arg)
     free(t);
 }
 
-/* Queues `run` for request `in` on the serve pool, counted under the request's work id; -1 when
- * the queue is full (the caller keeps `in` and answers BUSY). */
-static int serve_counted(node_cache *c, pool_fn run, pool_drop_fn drop, node_peer_incoming *in)
+/* Queues `run` for request `in` on pool `p` (serve or local), counted under the request's work id;
+ * -1 when the queue is full (the caller keeps `in` and answers BUSY). */
+static int serve_counted(node_cache *c, pool *p, pool_fn run, pool_drop_fn drop, node_peer_incoming *in)
 {
     counted_task *t = malloc(sizeof *t);
     if (t == NULL)
@@ -291,7 +349,7 @@ static int serve_counted(node_cache *c, pool_fn run, pool_drop_fn drop, node_pee
     *t = (counted_task){.run = run, .drop = drop, .in = in};
     cache_work_id(node_peer_incoming_msg(in), t->id);
     cache_work_begin(c, t->id);
-    if (cache_pool_submit(&c->serve, counted_run, counted_drop, t) != 0) {
+    if (cache_pool_submit(p, counted_run, counted_drop, t) != 0) {
         cache_work_end(c, t->id);
         free(t);
         return -1;
@@ -342,7 +400,7 @@ static void head_serve_drop(void *arg)
 void node_cache_on_head(void *ud, node_peer_incoming *in)
 {
     node_cache *c = ud;
-    if (serve_counted(c, head_serve_run, head_serve_drop, in) != 0) {
+    if (serve_counted(c, &c->serve, head_serve_run, head_serve_drop, in) != 0) {
         node_peer_msg rep = {.type = NODE_PEER_HEAD_REPLY, .status = NODE_PEER_BUSY};
         node_peer_reply(in, &rep, (node_peer_payload){0});
     }
@@ -351,7 +409,7 @@ void node_cache_on_head(void *ud, node_peer_incoming *in)
 void node_cache_on_list(void *ud, node_peer_incoming *in)
 {
     node_cache *c = ud;
-    if (serve_counted(c, list_serve_run, list_serve_drop, in) != 0) {
+    if (serve_counted(c, &c->serve, list_serve_run, list_serve_drop, in) != 0) {
         node_peer_msg rep = {.type = NODE_PEER_LIST_REPLY, .status = NODE_PEER_BUSY};
         node_peer_reply(in, &rep, (node_peer_payload){0});
     }
@@ -360,11 +418,12 @@ void node_cache_on_list(void *ud, node_peer_incoming *in)
 void node_cache_on_get_block(void *ud, node_peer_incoming *in)
 {
     node_cache *c = ud;
-    if (serve_counted(c, serve_run, serve_drop, in) != 0)
+    bool store_only = !(node_peer_incoming_msg(in)->flags & NODE_PEER_F_OWNER_FETCH);
+    if (serve_counted(c, store_only ? &c->local : &c->serve, serve_run, serve_drop, in) != 0)
         serve_reply(in, NODE_PEER_BUSY, (node_peer_payload){0}, 0);
 }
 
-/* ---- written blocks: PUT to their owners ------------------------------------------------------- */
+/* ---- PUT: written, replicated and handed-off blocks --------------------------------------------- */
 
 static void put_reply(node_peer_incoming *in, node_peer_status st)
 {
@@ -373,28 +432,76 @@ static void put_reply(node_peer_incoming *in, node_peer_status st)
         LOG_WARN("cache", "reply_failed", "error=%s", shoal_error_name(shoal_error_code()));
 }
 
+/* Whether this node is among owners[0..n). */
+static bool has_self(const node_cache_owner *owners, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (owners[i].is_self)
+            return true;
+    return false;
+}
+
 /* Whether this node is one of the owners of `did` in its current view. */
 static bool owned_by_self(node_cache *c, dht_id did)
 {
     node_cache_owner owners[DHT_REPLICAS_MAX];
     uint64_t mv;
-    int n = cache_owners(c, did, cache_replicas(c), owners, &mv);
-    bool mine = false;
-    for (int i = 0; i < n && !mine; i++)
-        mine = owners[i].is_self;
-    return mine;
+    return has_self(owners, cache_owners(c, did, cache_replicas(c), owners, &mv));
+}
+
+/* Refuses a PUT: answered ERROR, counted, logged with `why`. */
+static void put_refuse(node_cache *c, node_peer_incoming *in, const char *why, const char *key, size_t len)
+{
+    char tmp[96];
+    node_stats_add(&c->cfg.stats->peer_puts_refused, 1);
+    LOG_INFO("cache", "put_refused", "reason=%s key=%s index=%llu len=%zu", why,
+             key ? shoal_log_q(tmp, sizeof tmp, key) : "-", (unsigned long long)node_peer_incoming_msg(in)->block.index,
+             len);
+    put_reply(in, NODE_PEER_ERROR);
+}
+
+/* A hand-off PUT (a draining member's block: id, bytes, checksum): kept when the checksum holds and
+ * this node owns the block once the sender is gone (the file's opening comment says why that is
+ * enough). */
+static void handoff_put_run(node_cache *c, node_peer_incoming *in)
+{
+    const node_peer_msg *m = node_peer_incoming_msg(in);
+    size_t len = 0;
+    const uint8_t *data = node_peer_incoming_payload(in, &len);
+    const char *why = "bad_block";
+    if (len == 0 || len > c->cfg.block_size)
+        goto refuse;
+    why = "bad_checksum";
+    if (XXH3_64bits(data, len) != m->checksum)
+        goto refuse;
+    why = "not_owner";
+    node_cache_owner next[DHT_REPLICAS_MAX];
+    uint64_t mv;
+    if (!has_self(next, cache_owners_without(c, cache_id_did(m->block.id), node_peer_incoming_key(in), next, &mv)))
+        goto refuse;
+    why = "store_failed";
+    if (node_store_put(c->cfg.store, m->block.id, data, len, NODE_STORE_OWNED) != 0)
+        goto refuse;
+    node_stats_add(&c->cfg.stats->handoff_blocks_in, 1);
+    put_reply(in, NODE_PEER_OK);
+    return;
+refuse:
+    put_refuse(c, in, why, NULL, len);
 }
 
 static void put_run(node_cache *c, void *arg)
 {
     node_peer_incoming *in = arg;
     const node_peer_msg *m = node_peer_incoming_msg(in);
+    if (m->flags & NODE_PEER_F_HANDOFF) {
+        handoff_put_run(c, in);
+        return;
+    }
     size_t len = 0;
     const uint8_t *data = node_peer_incoming_payload(in, &len);
     serve_strings *s = malloc(sizeof *s);
     const char *why = "bad_strings";
     block_req b;
-    char tmp[96];
     if (s == NULL || !copy_cursor(s->bucket, sizeof s->bucket, m->block.bucket) ||
         !copy_cursor(s->key, sizeof s->key, m->block.key) || !copy_cursor(s->etag, sizeof s->etag, m->block.etag))
         goto refuse;
@@ -418,19 +525,17 @@ static void put_run(node_cache *c, void *arg)
     put_reply(in, NODE_PEER_OK);
     return;
 refuse:
-    node_stats_add(&c->cfg.stats->peer_puts_refused, 1);
-    LOG_INFO("cache", "put_refused", "reason=%s key=%s index=%llu len=%zu", why,
-             s ? shoal_log_q(tmp, sizeof tmp, s->key) : "-", (unsigned long long)m->block.index, len);
+    put_refuse(c, in, why, s ? s->key : NULL, len);
     free(s);
-    put_reply(in, NODE_PEER_ERROR);
 }
 
 static void put_drop(void *arg) { put_reply(arg, NODE_PEER_ERROR); }
 
+/* PUTs go to the `local` workers: storing a block waits on nothing remote. */
 void node_cache_on_put_block(void *ud, node_peer_incoming *in)
 {
     node_cache *c = ud;
-    if (cache_pool_submit(&c->serve, put_run, put_drop, in) != 0)
+    if (cache_pool_submit(&c->local, put_run, put_drop, in) != 0)
         put_reply(in, NODE_PEER_BUSY);
 }
 
@@ -449,46 +554,57 @@ static void push_done(void *ud, node_peer_response *r)
     node_peer_response_delete(r);
 }
 
-unsigned node_cache_push(node_cache *c, const node_cache_object *obj, uint64_t index, const void *data, size_t len)
+int cache_submit_put(node_cache *c, int link, const node_peer_msg *req, cache_buf *buf, bool wait,
+                     node_peer_done_fn done, void *ud)
 {
-    block_req b;
-    if (cache_block_req_from_object(c, obj, index, &b) != 0 || b.length != len)
-        return 0;
-    node_peer_msg req = {.type = NODE_PEER_PUT, .checksum = XXH3_64bits(data, len), .has_object_size = true,
-                         .object_size = obj->size};
-    memcpy(req.block.id, b.id, NODE_PEER_BLOCK_ID_LEN);
-    req.block.bucket = shoal_cursor_from_str(b.bucket);
-    req.block.key = shoal_cursor_from_str(b.key);
-    req.block.etag = shoal_cursor_from_str(b.etag);
-    req.block.index = b.index;
-    req.block.offset = b.offset;
-    req.block.length = b.length;
-    node_cache_owner owners[DHT_REPLICAS_MAX];
-    int n = cache_owners(c, b.did, cache_replicas(c), owners, &req.membership_version);
     uint32_t timeout = c->cfg.peer_timeout_ms ? c->cfg.peer_timeout_ms : CACHE_PEER_TIMEOUT_MS;
+    uint64_t give_up = shoal_clock_mono_us() + (uint64_t)timeout * 1000u;
+    /* A link with queue_per_peer requests in flight refuses more (NOSPACE): a writer waits for room,
+     * so a large file's blocks go out at the pace the owner takes them rather than piling up. */
+    for (;;) {
+        node_peer_payload pl = {buf->data, buf->len, cache_payload_free_buf, cache_buf_ref(buf)};
+        if (node_peer_submit(c->cfg.peer, link, req, pl, timeout, done, ud) == 0)
+            return 0;
+        if (!wait || shoal_error_code() != SHOAL_ERR_NOSPACE || shoal_clock_mono_us() >= give_up)
+            return -1;
+        struct timespec pause = {0, CACHE_RESEND_PAUSE_MS * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+}
+
+unsigned cache_push(node_cache *c, const block_req *b, cache_buf *buf, bool wait)
+{
+    node_peer_msg req = {.type = NODE_PEER_PUT, .checksum = XXH3_64bits(buf->data, buf->len),
+                         .has_object_size = b->object_size != UINT64_MAX, .object_size = b->object_size};
+    cache_block_msg(&req, b);
+    node_cache_owner owners[DHT_REPLICAS_MAX];
+    int n = cache_owners(c, b->did, cache_replicas(c), owners, &req.membership_version);
     unsigned sent = 0;
     for (int i = 0; i < n; i++) {
         if (owners[i].is_self || owners[i].link < 0)
             continue;
-        /* The transport copies the bytes (free_fn NULL): the caller's buffer is reused at once. A
-         * link with queue_per_peer requests in flight refuses more (NOSPACE): the writer waits for
-         * room, up to the peer timeout, so a large file's blocks go out at the pace the owner takes
-         * them rather than piling up in memory. */
-        uint64_t give_up = shoal_clock_mono_us() + (uint64_t)timeout * 1000u;
-        int rc;
         node_stats_add(&c->cfg.stats->peer_pushes_started, 1);
-        while ((rc = node_peer_submit(c->cfg.peer, owners[i].link, &req, (node_peer_payload){data, len, NULL, NULL},
-                                      timeout, push_done, c)) != 0 &&
-               shoal_error_code() == SHOAL_ERR_NOSPACE && shoal_clock_mono_us() < give_up) {
-            struct timespec pause = {0, CACHE_RESEND_PAUSE_MS * 1000000L};
-            nanosleep(&pause, NULL);
-        }
-        if (rc == 0) {
+        if (cache_submit_put(c, owners[i].link, &req, buf, wait, push_done, c) == 0) {
             sent++;
         } else {
             node_stats_add(&c->cfg.stats->peer_push_failures, 1);
             LOG_INFO("cache", "push_failed", "status=- error=%s", shoal_error_name(shoal_error_code()));
         }
     }
+    return sent;
+}
+
+unsigned node_cache_push(node_cache *c, const node_cache_object *obj, uint64_t index, const void *data, size_t len)
+{
+    block_req b;
+    if (cache_block_req_from_object(c, obj, index, &b) != 0 || b.length != len)
+        return 0;
+    /* One copy shared by every owner's PUT: the caller's buffer is reused at once. */
+    cache_buf *buf = cache_buf_new(len);
+    if (buf == NULL)
+        return 0;
+    memcpy(buf->data, data, len);
+    unsigned sent = cache_push(c, &b, buf, true);
+    cache_buf_unref(buf);
     return sent;
 }

@@ -45,10 +45,17 @@ typedef struct node_stats {
     _Atomic uint64_t peer_errors;
     _Atomic uint64_t peer_bad_frames;
     _Atomic uint64_t peer_handshakes_refused; /* CURVE handshakes the ZAP handler refused (not a member) */
-    _Atomic uint64_t peer_pushes_started; /* written blocks sent to an owner (each ends in one of: */
-    _Atomic uint64_t peer_pushes;         /* written blocks an owner accepted (PUT) */
-    _Atomic uint64_t peer_push_failures;  /* written blocks an owner refused or never answered */
+    _Atomic uint64_t peer_pushes_started; /* blocks pushed to an owner (each ends in one of: */
+    _Atomic uint64_t peer_pushes;         /* blocks an owner accepted (PUT: written, or replicas) */
+    _Atomic uint64_t peer_push_failures;  /* blocks an owner refused or never answered */
     _Atomic uint64_t peer_puts_refused;   /* PUTs this node refused (not its block, bad checksum, ...) */
+    /* hand-off on a miss, and drains */
+    _Atomic uint64_t handoff_asks;      /* stored copies asked of other ranked members before S3 */
+    _Atomic uint64_t handoff_hits;      /* blocks an owner got that way instead of from S3 */
+    _Atomic uint64_t handoff_blocks_in; /* blocks a draining member handed to this node */
+    _Atomic uint64_t drain_blocks_sent; /* owned blocks this node handed off while draining */
+    _Atomic uint64_t drain_bytes_sent;
+    _Atomic uint64_t drain_failures;    /* owned blocks a drain could not hand off */
     /* the block store */
     _Atomic uint64_t cache_bytes;    /* gauge */
     _Atomic uint64_t cache_capacity; /* gauge */

@@ -16,6 +16,7 @@
 #include "tt.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -24,10 +25,11 @@
 #include <unistd.h>
 
 #include <zmq.h>
+#include <xxhash.h>
 
 #define BUCKET "bkt"
 #define BS (256 * 1024) /* block size */
-#define MAX_NODES 4
+#define MAX_NODES 6
 
 /* ---- the fake S3 ------------------------------------------------------------------------------- */
 
@@ -178,6 +180,8 @@ typedef struct tnode {
     bool drop_gets;      /* GETs are dropped unanswered (an owner that lost the request) */
     bool always_working; /* PINGs are answered WORKING whatever the cache says (a stuck owner) */
     atomic_int pongs_working, pongs_idle; /* what PINGs that named a work item were answered */
+    uint8_t allowed[MAX_NODES][NODE_PEER_KEY_LEN]; /* keys its transport admits */
+    int n_allowed;
 } tnode;
 
 /* The fakes' ctx: the S3 table for S3 calls and the node for placement. */
@@ -223,19 +227,12 @@ static int b_head(void *ctx, const char *bucket, const char *key, s3_object_info
 static int b_list(void *ctx, const s3_list_args *a, s3_list_page *out);
 static int b_owners(void *ctx, dht_id did, int max, node_cache_owner *out, uint64_t *version);
 
-static void tnode_start_bounded(tnode *n, int idx, fake_s3 *s3, uint32_t peer_timeout_ms, uint32_t metadata_ttl_s,
-                                uint32_t peer_max_wait_ms);
-
 /* Node number `idx`: its own store, peer transport (serving on loopback) and read path over the
- * fake `s3` and the fake placement (no owners until set_owner: then it reads S3 directly). */
-static void tnode_start(tnode *n, int idx, fake_s3 *s3, uint32_t peer_timeout_ms, uint32_t metadata_ttl_s)
-{
-    tnode_start_bounded(n, idx, s3, peer_timeout_ms, metadata_ttl_s, 0);
-}
-
-/* tnode_start with a bound on the wait for an owner that keeps reporting work (0: the default). */
-static void tnode_start_bounded(tnode *n, int idx, fake_s3 *s3, uint32_t peer_timeout_ms, uint32_t metadata_ttl_s,
-                                uint32_t peer_max_wait_ms)
+ * fake `s3` and the fake placement (no owners until set_owner: then it reads S3 directly), with
+ * `replicas` owners per block and a bound on the wait for an owner that keeps reporting work
+ * (0: the default). */
+static void tnode_start_with(tnode *n, int idx, fake_s3 *s3, uint32_t peer_timeout_ms, uint32_t metadata_ttl_s,
+                             unsigned replicas, uint32_t peer_max_wait_ms)
 {
     memset(n, 0, sizeof *n);
     char *d = tt_tmpdir("cache");
@@ -258,12 +255,42 @@ static void tnode_start_bounded(tnode *n, int idx, fake_s3 *s3, uint32_t peer_ti
     n->deps = (node_cache_deps){.ctx = &g_both[idx], .s3_get = b_get, .s3_head = b_head, .s3_list = b_list,
                                 .owners = b_owners};
     node_cache_config cc = {.store = n->store, .peer = n->peer, .stats = &n->stats, .block_size = BS,
-                            .replicas = 2, .peer_timeout_ms = peer_timeout_ms, .peer_max_wait_ms = peer_max_wait_ms,
+                            .replicas = replicas, .peer_timeout_ms = peer_timeout_ms,
+                            .peer_max_wait_ms = peer_max_wait_ms,
                             .metadata_ttl_s = metadata_ttl_s, .negative_ttl_s = 1, .deps = &n->deps};
     n->cache = node_cache_new(&cc);
     TT_CHECK(n->cache, "cache: %s", shoal_error_message());
     for (int i = 0; i < MAX_NODES; i++)
         n->links[i] = -1;
+}
+
+static void tnode_start_r(tnode *n, int idx, fake_s3 *s3, uint32_t peer_timeout_ms, uint32_t metadata_ttl_s,
+                          unsigned replicas)
+{
+    tnode_start_with(n, idx, s3, peer_timeout_ms, metadata_ttl_s, replicas, 0);
+}
+
+static void tnode_start(tnode *n, int idx, fake_s3 *s3, uint32_t peer_timeout_ms, uint32_t metadata_ttl_s)
+{
+    tnode_start_with(n, idx, s3, peer_timeout_ms, metadata_ttl_s, 2, 0);
+}
+
+/* tnode_start with a bound on the wait for an owner that keeps reporting work. */
+static void tnode_start_bounded(tnode *n, int idx, fake_s3 *s3, uint32_t peer_timeout_ms, uint32_t metadata_ttl_s,
+                                uint32_t peer_max_wait_ms)
+{
+    tnode_start_with(n, idx, s3, peer_timeout_ms, metadata_ttl_s, 2, peer_max_wait_ms);
+}
+
+/* Nodes 0.. of the NULL-terminated list, over one fake S3, `replicas` owners per block. */
+static void tnodes_start(fake_s3 *s3, unsigned replicas, tnode *first, ...)
+{
+    va_list ap;
+    va_start(ap, first);
+    int idx = 0;
+    for (tnode *n = first; n; n = va_arg(ap, tnode *))
+        tnode_start_r(n, idx++, s3, 2000, 60, replicas);
+    va_end(ap);
 }
 
 
@@ -288,8 +315,9 @@ static int b_owners(void *ctx, dht_id did, int max, node_cache_owner *out, uint6
 /* Lets `from` reach `to` (numbered i) over the peer transport; returns the link. */
 static int tnode_link(tnode *from, tnode *to, int i)
 {
-    const uint8_t(*keys)[NODE_PEER_KEY_LEN] = (const uint8_t(*)[NODE_PEER_KEY_LEN])from->pub;
-    TT_OK(node_peer_allow_set(to->peer, keys, 1));
+    TT_CHECK(to->n_allowed < MAX_NODES, "too many links");
+    memcpy(to->allowed[to->n_allowed++], from->pub, NODE_PEER_KEY_LEN);
+    TT_OK(node_peer_allow_set(to->peer, (const uint8_t(*)[NODE_PEER_KEY_LEN])to->allowed, (size_t)to->n_allowed));
     int link = node_peer_connect(from->peer, node_peer_endpoint(to->peer), to->pub);
     TT_CHECK(link >= 0, "connect: %s", shoal_error_message());
     from->links[i] = link;
@@ -719,6 +747,345 @@ TT_TEST(test_node_cache_listing_pages_are_fetched_once_per_ttl)
         tnode_stop(&a);
         fake_s3_fini(&s3);
     }
+}
+
+/* ---- hand-off, replicas, drain, preload ------------------------------------------------------- */
+
+/* Makes `who` owner slot `slot` of n's placement, with its CURVE key (how a sender is known). */
+static void owner_is(tnode *n, int slot, const char *id, const tnode *who, int link)
+{
+    set_owner(n, slot, id, link, who == n);
+    memcpy(n->owners[slot].key, who->pub, NODE_PEER_KEY_LEN);
+}
+
+/* Stores block `index` of the fake's object in n's store as `cls`, as if n had fetched it. */
+static void hold(tnode *n, const fake_s3 *truth, uint64_t index, node_store_class cls)
+{
+    node_cache_object o = object_of(truth);
+    uint64_t off = index * BS;
+    size_t len = truth->len - off < BS ? truth->len - off : BS;
+    TT_OK(node_store_put(n->store, blk_id(&o, index), truth->data + off, len, cls));
+}
+
+static bool holds(tnode *n, const fake_s3 *truth, uint64_t index, node_store_class want)
+{
+    node_cache_object o = object_of(truth);
+    node_store_class cls;
+    return node_store_contains(n->store, blk_id(&o, index), NULL, &cls) && cls == want;
+}
+
+/* Waits (the test's deadline ends a hang) until every push n started has ended. */
+static void wait_pushes(tnode *n)
+{
+    while (atomic_load(&n->stats.peer_pushes) + atomic_load(&n->stats.peer_push_failures) <
+           atomic_load(&n->stats.peer_pushes_started))
+        usleep(1000);
+}
+
+/* A member joined and took the block over (b); the previous owner (c), now the next-ranked
+ * member, still holds it. b asks c before S3: the reader gets the block and S3 sees no GET. */
+TT_TEST(test_node_cache_new_owner_takes_a_missing_block_from_the_previous_owner_not_s3)
+{
+    fake_s3 s3;
+    fake_s3_init(&s3, "data/h.bin", "\"e1\"", 2 * BS, 11);
+    tnode a, b, c;
+    tnodes_start(&s3, 1, &a, &b, &c, NULL);
+    owner_is(&a, 0, "b", &b, tnode_link(&a, &b, 1));
+    owner_is(&b, 0, "b", &b, -1);
+    owner_is(&b, 1, "c", &c, tnode_link(&b, &c, 2));
+    owner_is(&c, 0, "b", &b, -1);
+    owner_is(&c, 1, "c", &c, -1);
+    hold(&c, &s3, 0, NODE_STORE_OWNED);
+    check_read(&a, &s3, 0, NODE_CACHE_PEER);
+    TT_CHECK(atomic_load(&s3.gets) == 0, "%d S3 GETs for a block the previous owner held", atomic_load(&s3.gets));
+    TT_CHECK(holds(&b, &s3, 0, NODE_STORE_OWNED), "the new owner did not keep the block as owned");
+    TT_CHECK(atomic_load(&b.stats.handoff_asks) == 1 && atomic_load(&b.stats.handoff_hits) == 1,
+             "hand-off asks %llu hits %llu, want 1 and 1", (unsigned long long)atomic_load(&b.stats.handoff_asks),
+             (unsigned long long)atomic_load(&b.stats.handoff_hits));
+    TT_CHECK(atomic_load(&b.stats.peer_errors) == 0, "a holder's answer was counted as a peer error");
+    /* A block nobody holds: c answers ERROR (it holds none, and never fetches for a hand-off), and b
+     * goes to S3, once. */
+    check_read(&a, &s3, 1, NODE_CACHE_PEER);
+    TT_CHECK(atomic_load(&s3.gets) == 1 && atomic_load(&c.s3->gets) == 1, "%d S3 GETs for one cold block",
+             atomic_load(&s3.gets));
+    TT_CHECK(!holds(&c, &s3, 1, NODE_STORE_OWNED) && !holds(&c, &s3, 1, NODE_STORE_NEAR),
+             "the holder fetched a block it was only asked to look up");
+    tnode_stop(&a);
+    tnode_stop(&b);
+    tnode_stop(&c);
+    fake_s3_fini(&s3);
+}
+
+/* Cold misses on an owner with two hand-off candidates: each costs one round trip per candidate
+ * (not itself), then one S3 GET. The time per candidate is printed: misses with and without the
+ * candidates alternate, so both see the same load (loopback, in one process). */
+TT_TEST(test_node_cache_cold_miss_asks_each_candidate_once_then_s3)
+{
+    enum { BLOCKS = 64 };
+    fake_s3 s3;
+    fake_s3_init(&s3, "data/i.bin", "\"e1\"", BLOCKS * BS, 12);
+    tnode b, c, d;
+    tnodes_start(&s3, 1, &b, &c, &d, NULL);
+    owner_is(&b, 0, "b", &b, -1);
+    owner_is(&b, 1, "c", &c, tnode_link(&b, &c, 1));
+    owner_is(&b, 2, "d", &d, tnode_link(&b, &d, 2));
+    uint64_t spent[2] = {0, 0};
+    for (uint64_t i = BLOCKS; i-- > 0;) { /* backwards: no read-ahead */
+        b.n_owners = i % 2 ? 3 : 1;
+        uint64_t t0 = shoal_clock_mono_us();
+        check_read(&b, &s3, i, NODE_CACHE_S3);
+        if (i < BLOCKS - 2) /* the first two set the connections up */
+            spent[i % 2] += shoal_clock_mono_us() - t0;
+    }
+    TT_CHECK(atomic_load(&b.stats.handoff_asks) == BLOCKS && atomic_load(&b.stats.handoff_hits) == 0,
+             "%llu hand-off asks for %d cold blocks with 2 candidates",
+             (unsigned long long)atomic_load(&b.stats.handoff_asks), BLOCKS / 2);
+    TT_CHECK(atomic_load(&s3.gets) == BLOCKS, "%d S3 GETs for %d cold blocks", atomic_load(&s3.gets), BLOCKS);
+    double n = BLOCKS / 2 - 1;
+    tt_note("cold miss of a 256 KiB block with 2 hand-off candidates: %.0f us, without: %.0f us: %.0f us per "
+            "candidate", (double)spent[1] / n, (double)spent[0] / n, ((double)spent[1] - (double)spent[0]) / n / 2);
+    tnode_stop(&b);
+    tnode_stop(&c);
+    tnode_stop(&d);
+    fake_s3_fini(&s3);
+}
+
+/* --replicas 2: the owner that fetched a block from S3 pushes it to the other owner, so when the
+ * first owner is lost the block is still in the cluster: a new reader gets it with no S3 GET. */
+TT_TEST(test_node_cache_block_fetched_from_s3_is_pushed_to_the_other_owners)
+{
+    fake_s3 s3;
+    fake_s3_init(&s3, "data/j.bin", "\"e1\"", BS, 13);
+    tnode a, b, c, d;
+    tnodes_start(&s3, 2, &a, &b, &c, &d, NULL);
+    owner_is(&a, 0, "b", &b, tnode_link(&a, &b, 1));
+    owner_is(&a, 1, "c", &c, tnode_link(&a, &c, 2));
+    owner_is(&b, 0, "b", &b, -1);
+    owner_is(&b, 1, "c", &c, tnode_link(&b, &c, 2));
+    owner_is(&c, 0, "b", &b, -1);
+    owner_is(&c, 1, "c", &c, -1);
+    check_read(&a, &s3, 0, NODE_CACHE_PEER);
+    wait_pushes(&b);
+    TT_CHECK(atomic_load(&b.stats.peer_pushes) == 1, "the owner pushed %llu copies to the one other owner",
+             (unsigned long long)atomic_load(&b.stats.peer_pushes));
+    TT_CHECK(holds(&c, &s3, 0, NODE_STORE_OWNED), "the second owner does not hold the block");
+    /* b is lost: d's placement names c alone. */
+    owner_is(&d, 0, "c", &c, tnode_link(&d, &c, 2));
+    check_read(&d, &s3, 0, NODE_CACHE_PEER);
+    TT_CHECK(atomic_load(&s3.gets) == 1, "%d S3 GETs: the second owner's copy did not pay", atomic_load(&s3.gets));
+    tnode_stop(&a);
+    tnode_stop(&b);
+    tnode_stop(&c);
+    tnode_stop(&d);
+    fake_s3_fini(&s3);
+}
+
+typedef struct stopper {
+    int calls;
+    int stop_at; /* 0: never */
+    node_cache_drain_progress last;
+} stopper;
+
+static bool drain_fn(void *ud, const node_cache_drain_progress *p)
+{
+    stopper *s = ud;
+    s->last = *p;
+    return ++s->calls != s->stop_at;
+}
+
+/* A drain hands every owned block to the member that owns it once the drainer is gone; a reader
+ * then finds each at its new owner and S3 sees no GET. Near blocks stay. */
+TT_TEST(test_node_cache_drain_hands_owned_blocks_to_their_next_owner)
+{
+    fake_s3 s3;
+    fake_s3_init(&s3, "data/k.bin", "\"e1\"", 3 * BS, 14);
+    tnode a, b, c;
+    tnodes_start(&s3, 1, &a, &b, &c, NULL);
+    owner_is(&b, 0, "b", &b, -1); /* b owns every block; c is ranked next */
+    owner_is(&b, 1, "c", &c, tnode_link(&b, &c, 2));
+    owner_is(&c, 0, "b", &b, -1);
+    owner_is(&c, 1, "c", &c, -1);
+    tnode_link(&c, &b, 1); /* c admits b's key */
+    for (uint64_t i = 0; i < 2; i++)
+        hold(&b, &s3, i, NODE_STORE_OWNED);
+    hold(&b, &s3, 2, NODE_STORE_NEAR);
+    stopper st = {0};
+    node_cache_drain_progress p;
+    TT_CHECK(node_cache_drain(b.cache, drain_fn, &st, &p) == 0, "drain: %s", shoal_error_message());
+    TT_CHECK(p.blocks_total == 2 && p.blocks_done == 2 && p.blocks_sent == 2 && p.bytes_sent == 2 * BS &&
+                 p.blocks_failed == 0,
+             "drain: total %llu done %llu sent %llu bytes %llu failed %llu", (unsigned long long)p.blocks_total,
+             (unsigned long long)p.blocks_done, (unsigned long long)p.blocks_sent, (unsigned long long)p.bytes_sent,
+             (unsigned long long)p.blocks_failed);
+    TT_CHECK(st.calls > 0 && st.last.blocks_sent == 2, "the progress function saw %d calls", st.calls);
+    TT_CHECK(atomic_load(&b.stats.drain_blocks_sent) == 2 && atomic_load(&b.stats.drain_bytes_sent) == 2 * BS,
+             "drain.* counters");
+    TT_CHECK(atomic_load(&c.stats.handoff_blocks_in) == 2, "the next owner accepted %llu blocks",
+             (unsigned long long)atomic_load(&c.stats.handoff_blocks_in));
+    TT_CHECK(holds(&c, &s3, 0, NODE_STORE_OWNED) && holds(&c, &s3, 1, NODE_STORE_OWNED) &&
+                 !holds(&c, &s3, 2, NODE_STORE_OWNED),
+             "the next owner holds the wrong blocks");
+    /* b is gone: the reader's placement names c. */
+    owner_is(&a, 0, "c", &c, tnode_link(&a, &c, 2));
+    owner_is(&c, 0, "c", &c, -1);
+    c.n_owners = 1;
+    check_read(&a, &s3, 1, NODE_CACHE_PEER); /* backwards: no read-ahead of the near block */
+    check_read(&a, &s3, 0, NODE_CACHE_PEER);
+    TT_CHECK(atomic_load(&s3.gets) == 0, "%d S3 GETs after a drain", atomic_load(&s3.gets));
+    tnode_stop(&a);
+    tnode_stop(&b);
+    tnode_stop(&c);
+    fake_s3_fini(&s3);
+}
+
+/* --replicas 2: the co-owner holds the block already (it was pushed to it), so a drain sends it to
+ * the member that becomes an owner and to nobody else. */
+TT_TEST(test_node_cache_drain_sends_nothing_to_a_co_owner)
+{
+    fake_s3 s3;
+    fake_s3_init(&s3, "data/l.bin", "\"e1\"", BS, 15);
+    tnode b, c, d;
+    tnodes_start(&s3, 2, &b, &c, &d, NULL);
+    tnode *all[] = {&b, &c, &d};
+    const char *names[] = {"b", "c", "d"};
+    for (int k = 0; k < 3; k++)
+        for (int j = 0; j < 3; j++)
+            owner_is(all[k], j, names[j], all[j], all[k] == all[j] ? -1 : tnode_link(all[k], all[j], j));
+    hold(&b, &s3, 0, NODE_STORE_OWNED);
+    hold(&c, &s3, 0, NODE_STORE_OWNED);
+    node_cache_drain_progress p;
+    TT_CHECK(node_cache_drain(b.cache, NULL, NULL, &p) == 0, "drain: %s", shoal_error_message());
+    TT_CHECK(p.blocks_sent == 1 && atomic_load(&d.stats.handoff_blocks_in) == 1 &&
+                 atomic_load(&c.stats.handoff_blocks_in) == 0,
+             "sent %llu; the new owner took %llu, the co-owner %llu", (unsigned long long)p.blocks_sent,
+             (unsigned long long)atomic_load(&d.stats.handoff_blocks_in),
+             (unsigned long long)atomic_load(&c.stats.handoff_blocks_in));
+    TT_CHECK(holds(&d, &s3, 0, NODE_STORE_OWNED), "the member that becomes an owner does not hold the block");
+    tnode_stop(&b);
+    tnode_stop(&c);
+    tnode_stop(&d);
+    fake_s3_fini(&s3);
+}
+
+/* A hand-off PUT the receiver would not own once the sender is gone, with a bad checksum, or longer
+ * than a block is refused, counted and logged, and nothing is stored; a drain that meets a refusal
+ * says how many blocks it could not hand off, and one told to stop says so. */
+TT_TEST(test_node_cache_bad_handoff_puts_are_refused_and_the_drain_says_so)
+{
+    fake_s3 s3;
+    fake_s3_init(&s3, "data/m.bin", "\"e1\"", 2 * BS, 16);
+    tnode b, c, x;
+    tnodes_start(&s3, 1, &b, &c, &x, NULL);
+    int bc = tnode_link(&b, &c, 1);
+    owner_is(&b, 0, "b", &b, -1); /* b's view: c comes next */
+    owner_is(&b, 1, "c", &c, bc);
+    owner_is(&c, 0, "x", &x, -1); /* c's view: x owns the block, b next; c is third */
+    owner_is(&c, 1, "b", &b, -1);
+    owner_is(&c, 2, "c", &c, -1);
+    hold(&b, &s3, 0, NODE_STORE_OWNED);
+    hold(&b, &s3, 1, NODE_STORE_OWNED);
+    node_cache_drain_progress p;
+    TT_CHECK(node_cache_drain(b.cache, NULL, NULL, &p) == -1 && shoal_error_code() == SHOAL_ERR_NODE_PEER,
+             "a drain every PUT of which was refused returned %s", shoal_error_name(shoal_error_code()));
+    TT_CHECK(strstr(shoal_error_message(), "2 of 2") != NULL, "the message counts the blocks: %s",
+             shoal_error_message());
+    TT_CHECK(p.blocks_failed == 2 && p.blocks_sent == 0 && atomic_load(&b.stats.drain_failures) == 2,
+             "failed %llu sent %llu", (unsigned long long)p.blocks_failed, (unsigned long long)p.blocks_sent);
+    TT_CHECK(!holds(&c, &s3, 0, NODE_STORE_OWNED) && atomic_load(&c.stats.peer_puts_refused) >= 2,
+             "a receiver that does not own the block took it");
+
+    /* Hand-made PUTs from b: a wrong checksum, and a payload longer than a block. */
+    owner_is(&c, 0, "b", &b, -1); /* now c is next once b is gone */
+    owner_is(&c, 1, "c", &c, -1);
+    c.n_owners = 2;
+    node_cache_object o = object_of(&s3);
+    static uint8_t big[BS + 1];
+    struct {
+        const void *data;
+        size_t len;
+        uint64_t ck;
+    } bad[] = {{s3.data, BS, 12345}, {big, sizeof big, 0}};
+    bad[1].ck = XXH3_64bits(big, sizeof big);
+    uint64_t refused = atomic_load(&c.stats.peer_puts_refused);
+    for (size_t i = 0; i < 2; i++) {
+        node_peer_msg put = {.type = NODE_PEER_PUT, .flags = NODE_PEER_F_HANDOFF, .checksum = bad[i].ck};
+        memcpy(put.block.id, blk_id(&o, 0), NODE_PEER_BLOCK_ID_LEN);
+        node_peer_response *r =
+            node_peer_call(b.peer, bc, &put, (node_peer_payload){bad[i].data, bad[i].len, NULL, NULL}, 2000);
+        TT_CHECK(r && node_peer_response_result(r) == SHOAL_OK && node_peer_response_msg(r)->status == NODE_PEER_ERROR,
+                 "bad hand-off PUT %zu was not answered ERROR", i);
+        node_peer_response_delete(r);
+    }
+    TT_CHECK(atomic_load(&c.stats.peer_puts_refused) == refused + 2 && !holds(&c, &s3, 0, NODE_STORE_OWNED) &&
+                 atomic_load(&c.stats.handoff_blocks_in) == 0,
+             "a bad hand-off PUT was taken");
+
+    /* Told to stop at its first report, the drain ends at once and says so. */
+    stopper st = {.stop_at = 1};
+    TT_CHECK(node_cache_drain(b.cache, drain_fn, &st, &p) == -1 && shoal_error_code() == SHOAL_ERR_CLOSED,
+             "a stopped drain returned %s", shoal_error_name(shoal_error_code()));
+    tnode_stop(&b);
+    tnode_stop(&c);
+    tnode_stop(&x);
+    fake_s3_fini(&s3);
+}
+
+/* Preload: the owner fetches and keeps the block and answers without its bytes; the preloading
+ * node keeps nothing and receives no block payload. A second preload finds it cached; an owner's
+ * near copy becomes owned without a fetch. A WARM_ONLY GET without OWNER_FETCH only asks. */
+TT_TEST(test_node_cache_preload_keeps_blocks_at_their_owner_and_ships_no_bytes)
+{
+    fake_s3 s3;
+    fake_s3_init(&s3, "data/n.bin", "\"e1\"", 3 * BS, 17);
+    tnode a, b;
+    tnode_start_r(&a, 0, &s3, 2000, 60, 1);
+    tnode_start_r(&b, 1, &s3, 2000, 60, 1);
+    int ab = tnode_link(&a, &b, 1);
+    owner_is(&a, 0, "b", &b, ab);
+    owner_is(&b, 0, "b", &b, -1);
+    node_cache_object o = object_of(&s3);
+    node_cache_source src = NODE_CACHE_LOCAL;
+    TT_OK(node_cache_warm(a.cache, &o, 0, &src));
+    TT_CHECK(src == NODE_CACHE_S3 && atomic_load(&s3.gets) == 1, "first preload: source %d, %d GETs", src,
+             atomic_load(&s3.gets));
+    TT_CHECK(holds(&b, &s3, 0, NODE_STORE_OWNED), "the owner did not keep the block");
+    TT_CHECK(!holds(&a, &s3, 0, NODE_STORE_NEAR) && !holds(&a, &s3, 0, NODE_STORE_OWNED),
+             "the preloading node kept the block");
+    node_peer_stats ps;
+    node_peer_stats_get(a.peer, &ps);
+    TT_CHECK(ps.bytes_in == 0, "the owner shipped %llu bytes back to the preloading node",
+             (unsigned long long)ps.bytes_in);
+    TT_OK(node_cache_warm(a.cache, &o, 0, &src));
+    TT_CHECK(src == NODE_CACHE_LOCAL && atomic_load(&s3.gets) == 1, "second preload: source %d", src);
+    hold(&b, &s3, 1, NODE_STORE_NEAR);
+    TT_OK(node_cache_warm(a.cache, &o, 1, &src));
+    TT_CHECK(src == NODE_CACHE_LOCAL && holds(&b, &s3, 1, NODE_STORE_OWNED) && atomic_load(&s3.gets) == 1,
+             "a near copy at the owner: source %d, owned %d", src, holds(&b, &s3, 1, NODE_STORE_OWNED));
+    /* A reader of a block a preload left at its owner reads it from there. */
+    check_read(&a, &s3, 0, NODE_CACHE_PEER);
+
+    for (uint64_t index = 0; index < 3; index += 2) { /* b holds block 0, not block 2 */
+        node_peer_msg get = {.type = NODE_PEER_GET, .flags = NODE_PEER_F_NO_FORWARD | NODE_PEER_F_WARM_ONLY};
+        memcpy(get.block.id, blk_id(&o, index), NODE_PEER_BLOCK_ID_LEN);
+        get.block = (node_peer_block){.bucket = shoal_cursor_from_str(o.bucket), .key = shoal_cursor_from_str(o.key),
+                                      .etag = shoal_cursor_from_str(o.etag), .index = index, .offset = index * BS,
+                                      .length = BS};
+        memcpy(get.block.id, blk_id(&o, index), NODE_PEER_BLOCK_ID_LEN);
+        node_peer_response *r = node_peer_call(a.peer, ab, &get, (node_peer_payload){0}, 2000);
+        const node_peer_msg *rep = r ? node_peer_response_msg(r) : NULL;
+        size_t len = 1;
+        if (rep)
+            node_peer_response_payload(r, &len);
+        node_peer_status want = index == 0 ? NODE_PEER_OK : NODE_PEER_ERROR;
+        TT_CHECK(rep && rep->status == want && len == 0 && (want != NODE_PEER_OK || rep->source == NODE_PEER_SRC_STORE),
+                 "a lookup of block %llu: status %s, %zu bytes", (unsigned long long)index,
+                 rep ? node_peer_status_name(rep->status) : "-", len);
+        node_peer_response_delete(r);
+    }
+    TT_CHECK(atomic_load(&s3.gets) == 1 && !holds(&b, &s3, 2, NODE_STORE_OWNED), "a lookup made the owner fetch");
+    tnode_stop(&a);
+    tnode_stop(&b);
+    fake_s3_fini(&s3);
 }
 
 TT_MAIN()
