@@ -248,27 +248,31 @@ static void deadline_to_timespec(uint64_t at_us, struct timespec *ts)
 
 /*
  * Sends a request (GET, LIST or HEAD) and waits for the reply while the owner makes progress on it.
- * A peer timeout bounds how long an owner may go without progress, not how long it may take:
- * every quarter of the timeout without a reply the owner is PINGed with the request's work id
- * (cache_work_id), and the wait ends only when the owner has not said it is working on the
- * request (its request queued or served, or a fetch of that block in flight) for a whole timeout,
- * counted from when the last such PING was sent. Giving up on an owner that is busy fetching the
- * block from S3 would only fetch it twice; a silent owner (stopped, partitioned, overloaded to
- * the point of not answering PING) or one idle on the request (it lost it) is left after one
- * timeout, as before.
+ * When `patient` (an owner, who may have to fetch from S3), `timeout` bounds how long the owner
+ * may go without progress, not how long it may take: every quarter of the timeout without a reply
+ * the owner is PINGed with the request's work id (cache_work_id), and the wait ends only when the
+ * owner has not said it is working on the request (its request queued or served, or a fetch of
+ * that block in flight) for a whole timeout, counted from when the last such PING was sent.
+ * Giving up on an owner that is busy fetching the block from S3 would only fetch it twice; a
+ * silent owner (stopped, partitioned, overloaded to the point of not answering PING) or one idle
+ * on the request (it lost it) is left after one timeout, as before.
  *
- * The wait is bounded all the same, by CACHE_PEER_MAX_WAIT_MS (peer_max_wait_ms): an owner can
- * only report work while its own fetch runs, and that fetch is bounded by the S3 client (each
+ * The patient wait is bounded all the same, by CACHE_PEER_MAX_WAIT_MS (peer_max_wait_ms): an owner
+ * can only report work while its own fetch runs, and that fetch is bounded by the S3 client (each
  * attempt by the stall limit, at most max_retries + 1 of them with their backoff: about 36 s
  * with the defaults), so only an owner that is broken in a way that keeps it reporting work
  * (a worker stuck outside S3) reaches the bound, and then the reader fetches the block itself.
+ *
+ * Not patient (a hand-off holder, which answers from its store alone), the request gets `timeout`
+ * and no PING: there is no work to report progress on.
  * 0 with the response in *out (the caller deletes it; its result may still be a failure), or -1
- * with SHOAL_ERR_TIMEOUT (no progress, or the bound), or the submission's error.
+ * with SHOAL_ERR_TIMEOUT (no progress, no reply in time, or the bound), or the submission's error.
  */
-static int peer_get(node_cache *c, int link, const node_peer_msg *req, node_peer_response **out)
+static int peer_get(node_cache *c, int link, const node_peer_msg *req, uint32_t timeout, bool patient,
+                    node_peer_response **out)
 {
-    uint64_t timeout_us = (uint64_t)(c->cfg.peer_timeout_ms ? c->cfg.peer_timeout_ms : CACHE_PEER_TIMEOUT_MS) * 1000u;
-    uint32_t max_ms = c->cfg.peer_max_wait_ms ? c->cfg.peer_max_wait_ms : CACHE_PEER_MAX_WAIT_MS;
+    uint64_t timeout_us = (uint64_t)timeout * 1000u;
+    uint32_t max_ms = !patient ? timeout : c->cfg.peer_max_wait_ms ? c->cfg.peer_max_wait_ms : CACHE_PEER_MAX_WAIT_MS;
     node_peer_msg ping = {.type = NODE_PEER_PING, .membership_version = req->membership_version,
                           .has_work_id = true};
     cache_work_id(req, ping.work_id);
@@ -301,8 +305,8 @@ static int peer_get(node_cache *c, int link, const node_peer_msg *req, node_peer
                                  (unsigned long long)((now - start) / 1000));
             break;
         }
-        uint64_t next_ping = w->ping_us + timeout_us / 4;
-        if (!w->ping_out && now >= next_ping) {
+        uint64_t next_ping = patient ? w->ping_us + timeout_us / 4 : bound;
+        if (patient && !w->ping_out && now >= next_ping) {
             w->ping_out = true;
             w->ping_us = now;
             w->refs++;
@@ -336,18 +340,23 @@ static int peer_get(node_cache *c, int link, const node_peer_msg *req, node_peer
     return rc;
 }
 
+static uint32_t peer_timeout(const node_cache *c)
+{
+    return c->cfg.peer_timeout_ms ? c->cfg.peer_timeout_ms : CACHE_PEER_TIMEOUT_MS;
+}
+
 /* peer_get, and the outcome's code (SHOAL_OK when a reply came, whatever its status). A request
  * that could not even be sent (the link is between connections: a peer that was refused at its
  * first handshake, before it knew this node, is being dialled again) is sent again every few
- * milliseconds within the peer timeout, rather than costing an S3 fetch. *r may be set even on
+ * milliseconds within the timeout, rather than costing an S3 fetch. *r may be set even on
  * failure; the caller deletes it. */
-shoal_err cache_peer_request(node_cache *c, int link, const node_peer_msg *req, node_peer_response **r)
+static shoal_err peer_request(node_cache *c, int link, const node_peer_msg *req, uint32_t timeout, bool patient,
+                              node_peer_response **r)
 {
-    uint32_t timeout = c->cfg.peer_timeout_ms ? c->cfg.peer_timeout_ms : CACHE_PEER_TIMEOUT_MS;
     uint64_t give_up = shoal_clock_mono_us() + (uint64_t)timeout * 1000u;
     shoal_err e;
     for (;;) {
-        e = peer_get(c, link, req, r) == 0 ? node_peer_response_result(*r) : shoal_error_code();
+        e = peer_get(c, link, req, timeout, patient, r) == 0 ? node_peer_response_result(*r) : shoal_error_code();
         if (e != SHOAL_ERR_NODE_PEER || shoal_clock_mono_us() >= give_up)
             break;
         if (*r)
@@ -357,6 +366,11 @@ shoal_err cache_peer_request(node_cache *c, int link, const node_peer_msg *req, 
         nanosleep(&pause, NULL);
     }
     return e;
+}
+
+shoal_err cache_peer_request(node_cache *c, int link, const node_peer_msg *req, node_peer_response **r)
+{
+    return peer_request(c, link, req, peer_timeout(c), true, r);
 }
 
 /* The read path's name for where a WARM_ONLY answer says the owner found the block. */
@@ -370,9 +384,10 @@ static node_cache_source source_of(const node_peer_msg *rep)
 }
 
 /* Asks a peer for the block with `flags`: NODE_PEER_F_ALL (an owner), NO_FORWARD alone (a hand-off
- * holder, whose ERROR only means it does not hold the block: no error counted), or with WARM_ONLY
- * (preload: ASK_OK leaves *out NULL and sets *src, which may be NULL otherwise). On ASK_OK
- * otherwise *out holds a checked copy. */
+ * holder, whose ERROR only means it does not hold the block: no error counted; it answers from its
+ * store, so it gets a quarter of the peer timeout and no PING: a stalled or overloaded holder
+ * costs the fetch that much, not a whole timeout), or with WARM_ONLY (preload: ASK_OK leaves *out
+ * NULL and sets *src, which may be NULL otherwise). On ASK_OK otherwise *out holds a checked copy. */
 static ask_result ask_peer(node_cache *c, const block_req *b, const node_cache_owner *m, uint64_t mv, uint32_t flags,
                            cache_buf **out, node_cache_source *src)
 {
@@ -380,7 +395,9 @@ static ask_result ask_peer(node_cache *c, const block_req *b, const node_cache_o
     cache_block_msg(&req, b);
     char tmp[96];
     node_peer_response *r = NULL;
-    shoal_err e = cache_peer_request(c, m->link, &req, &r);
+    bool owner = (flags & NODE_PEER_F_OWNER_FETCH) != 0;
+    uint32_t timeout = owner ? peer_timeout(c) : peer_timeout(c) / CACHE_HANDOFF_TIMEOUT_DIV;
+    shoal_err e = peer_request(c, m->link, &req, timeout ? timeout : 1, owner, &r);
     const node_peer_msg *rep = e == SHOAL_OK ? node_peer_response_msg(r) : NULL;
     ask_result res = ASK_NEXT;
     if (rep == NULL) {
@@ -402,7 +419,7 @@ static ask_result ask_peer(node_cache *c, const block_req *b, const node_cache_o
         goto done;
     }
     if (rep->status != NODE_PEER_OK) {
-        if (flags & NODE_PEER_F_OWNER_FETCH)
+        if (owner)
             node_stats_add(&c->cfg.stats->peer_errors, 1);
         goto done;
     }
@@ -455,7 +472,9 @@ static cache_buf *store_copy(node_cache *c, const block_req *b, bool want_owned)
  * with NO_FORWARD and without OWNER_FETCH, which a holder answers from its store alone (ERROR when
  * it has none; it never asks anyone). Rendezvous placement moves a block only to a joiner, so
  * after one join the previous owner is the next-ranked member, after two the one after it: a
- * join costs no S3 GET. Each candidate costs one round trip on a cold miss. */
+ * join costs no S3 GET. Each candidate costs one round trip on a cold miss; a silent one a quarter
+ * of the peer timeout (it answers from its store, so it needs no more), after which it is skipped
+ * for a few seconds like a silent owner. */
 static cache_buf *handoff_fetch(node_cache *c, const block_req *b, const char *const *asked, int n_asked)
 {
     node_cache_owner cand[DHT_REPLICAS_MAX];

@@ -24,6 +24,7 @@
 #define CACHE_SERVE_THREADS 8
 #define CACHE_LOCAL_THREADS 4  /* workers of requests answered from the store alone */
 #define CACHE_HANDOFF_EXTRA 2  /* ranks past --replicas a missing owner asks (two joins deep) */
+#define CACHE_HANDOFF_TIMEOUT_DIV 4 /* a hand-off ask waits the peer timeout divided by this */
 #define CACHE_READAHEAD_THREADS 4
 #define CACHE_READAHEAD_BLOCKS 4
 #define CACHE_POOL_QUEUE 1024

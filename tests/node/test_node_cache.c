@@ -850,6 +850,33 @@ TT_TEST(test_node_cache_cold_miss_asks_each_candidate_once_then_s3)
     fake_s3_fini(&s3);
 }
 
+/* A hand-off candidate answers from its store alone, so it is given a quarter of the peer timeout
+ * and no PING: one that lost the request and would answer every PING "working" (a FAKE of a stuck
+ * member) is never asked, and the owner goes to S3 after the one short wait, penalizing it. */
+TT_TEST(test_node_cache_stuck_handoff_candidate_is_not_pinged_and_costs_one_short_wait)
+{
+    fake_s3 s3;
+    fake_s3_init(&s3, "data/k.bin", "\"e1\"", BS, 14);
+    tnode b, c;
+    tnodes_start(&s3, 1, &b, &c, NULL);
+    owner_is(&b, 0, "b", &b, -1);
+    owner_is(&b, 1, "c", &c, tnode_link(&b, &c, 1));
+    c.drop_gets = true;
+    c.always_working = true;
+    check_read(&b, &s3, 0, NODE_CACHE_S3);
+    TT_CHECK(atomic_load(&c.pongs_working) == 0 && atomic_load(&c.pongs_idle) == 0,
+             "the hand-off candidate was PINGed about its work (%d working, %d idle answers)",
+             atomic_load(&c.pongs_working), atomic_load(&c.pongs_idle));
+    TT_CHECK(atomic_load(&b.stats.handoff_asks) == 1 && atomic_load(&b.stats.peer_timeouts) == 1,
+             "hand-off asks %llu, peer timeouts %llu; want 1 and 1",
+             (unsigned long long)atomic_load(&b.stats.handoff_asks),
+             (unsigned long long)atomic_load(&b.stats.peer_timeouts));
+    TT_CHECK(atomic_load(&s3.gets) == 1, "%d S3 GETs for one cold block", atomic_load(&s3.gets));
+    tnode_stop(&b);
+    tnode_stop(&c);
+    fake_s3_fini(&s3);
+}
+
 /* --replicas 2: the owner that fetched a block from S3 pushes it to the other owner, so when the
  * first owner is lost the block is still in the cluster: a new reader gets it with no S3 GET. */
 TT_TEST(test_node_cache_block_fetched_from_s3_is_pushed_to_the_other_owners)
