@@ -64,6 +64,7 @@ enum opt_id {
     O_METADATA_TTL,
     O_NEGATIVE_TTL,
     O_UPLOAD_DELAY,
+    O_DRAIN_TIMEOUT,
     O_PEER_TIMEOUT,
     O_S3_STALL_TIMEOUT,
     O_CLUSTER_KEY,
@@ -115,6 +116,7 @@ static const opt_def OPTS[O_ALL] = {
     [O_METADATA_TTL] = {"metadata-ttl", "SECONDS", "how long listings and object metadata are trusted (default 60)"},
     [O_NEGATIVE_TTL] = {"negative-ttl", "SECONDS", "how long \"no such key\" is trusted (default 5)"},
     [O_UPLOAD_DELAY] = {"upload-delay", "SECONDS", "write-back: close returns once the file is durable on local disk, the upload starts after the file stayed closed this long (default 0: close uploads)"},
+    [O_DRAIN_TIMEOUT] = {"drain-timeout", "SECONDS", "on SIGTERM, hand owned blocks to their next owners for at most this long, then leave (default 20; 0: leave at once)"},
     [O_PEER_TIMEOUT] = {"peer-timeout", "MS", "an owner that makes no progress on a block this long is given up for the next (default 2000)"},
     [O_S3_STALL_TIMEOUT] = {"s3-stall-timeout", "SECONDS", "an S3 answer that moves no byte this long is abandoned and sent again (default 5)"},
     [O_CLUSTER_KEY] = {"cluster-key", "FILE", "32-byte shared cluster secret, see `shoal keygen` (required)"},
@@ -634,6 +636,11 @@ static int apply(const raw_opts *r, int id, const char *v, node_config *cfg)
         return apply_ttl(r, id, v, &cfg->negative_ttl);
     case O_UPLOAD_DELAY:
         return apply_ttl(r, id, v, &cfg->upload_delay);
+    case O_DRAIN_TIMEOUT:
+        if (parse_uint(v, 0, 86400, &x) < 0)
+            return bad(r, id, "'%s' is not a number of seconds from 0 to 86400", v);
+        cfg->drain_timeout = (uint32_t)x;
+        return 0;
     case O_PEER_TIMEOUT:
         if (parse_uint(v, 50, 600000, &x) < 0)
             return bad(r, id, "'%s' is not a number of milliseconds from 50 to 600000", v);
@@ -843,6 +850,7 @@ static void base_defaults(node_config *cfg)
     cfg->negative_ttl = 5;
     cfg->peer_timeout_ms = 2000;
     cfg->s3_stall_timeout = 5;
+    cfg->drain_timeout = NODE_CONFIG_DEFAULT_DRAIN_TIMEOUT;
     cfg->file_mode = 0644;
     cfg->dir_mode = 0755;
     cfg->log_level = SHOAL_LOG_INFO;

@@ -21,6 +21,9 @@
 #define NODE_CONFIG_KEY_LEN 32
 #define NODE_CONFIG_DEFAULT_PORT 7400
 #define NODE_CONFIG_DEFAULT_METRICS_PORT 9464
+/* Seconds a SIGTERM drains for: inside Kubernetes' default 30 s grace period with room for the
+ * leave, the uploads in flight and the unmount (docs/configuration.md says why). */
+#define NODE_CONFIG_DEFAULT_DRAIN_TIMEOUT 20
 
 /* One --seeds entry: a host name or numeric address (resolved by the daemon) and a port. */
 typedef struct node_config_seed {
@@ -58,6 +61,7 @@ typedef struct node_config {
     uint32_t upload_delay;     /* --upload-delay seconds (default 0: close uploads); not in SPEC §2 */
     uint32_t peer_timeout_ms;  /* --peer-timeout: an owner idle on a block this long is given up (default 2000) */
     uint32_t s3_stall_timeout; /* --s3-stall-timeout seconds: an S3 answer silent this long is resent (default 5) */
+    uint32_t drain_timeout;    /* --drain-timeout seconds: how long SIGTERM drains (0: not at all) */
     char *cluster_key_file;    /* --cluster-key FILE (required) */
     uint8_t cluster_key[NODE_CONFIG_KEY_LEN]; /* its contents */
     char *state_dir;           /* --state-dir (default <cache-dir>/state) */

@@ -621,9 +621,12 @@ static int progress_line(node_control_reply *r, const node_control_progress *p, 
         return shoal_error_set(SHOAL_ERR_INVAL, "control reply: progress after another body");
     if (shoal_buf_appendf(&b,
                           "{\"objects_done\":%" PRIu64 ",\"objects_total\":%" PRIu64 ",\"bytes_done\":%" PRIu64
-                          ",\"bytes_total\":%" PRIu64 ",\"listed\":%s%s}\n",
+                          ",\"bytes_total\":%" PRIu64 ",\"listed\":%s,\"blocks_done\":%" PRIu64
+                          ",\"blocks_total\":%" PRIu64 ",\"cached\":%" PRIu64 ",\"fetched\":%" PRIu64
+                          ",\"sent\":%" PRIu64 ",\"bytes_sent\":%" PRIu64 ",\"failed\":%" PRIu64 "%s}\n",
                           p->objects_done, p->objects_total, p->bytes_done, p->bytes_total,
-                          p->listed ? "true" : "false", tail) < 0)
+                          p->listed ? "true" : "false", p->blocks_done, p->blocks_total, p->cached, p->fetched,
+                          p->sent, p->bytes_sent, p->failed, tail) < 0)
         goto fail;
     rc = send_all(r->fd, b.data, b.len);
 fail:
@@ -731,6 +734,8 @@ static int dispatch(node_control_server *s, const node_json *req, node_control_r
         fn = s->handlers.stats;
     else if (!strcmp(r.cmd, "leave"))
         fn = s->handlers.leave;
+    else if (!strcmp(r.cmd, "drain"))
+        fn = s->handlers.drain;
     else if (!strcmp(r.cmd, "get")) {
         if (!r.bucket || !r.key || !*r.key)
             return shoal_error_set(SHOAL_ERR_INVAL, "get needs \"bucket\" and a non-empty \"key\"");
@@ -1455,17 +1460,18 @@ int node_control_list(const char *path, const char *bucket, const char *prefix, 
     return rc;
 }
 
-int node_control_preload(const char *path, const char *bucket, const char *prefix, node_control_progress_fn fn,
+/* Sends a built request whose answer is a progress body and reads it to its end, calling fn on each
+ * line. 0 when the last line says done. */
+static int progress_call(const char *path, const char *cmd, const shoal_buf *req, node_control_progress_fn fn,
                          void *ud)
 {
-    shoal_buf req = {0};
     client c = {.fd = -1};
     node_json *h = NULL, *line = NULL;
     int rc = -1;
-    if (build_request(&req, "preload", bucket, "prefix", prefix, NULL) < 0 || !(h = client_request(&c, path, &req)))
+    if (!(h = client_request(&c, path, req)))
         goto fail;
     if (strcmp(node_json_get_str(h, "body", ""), "progress") != 0) {
-        shoal_error_set(SHOAL_ERR_NODE, "shoald at %s answered preload without progress", path);
+        shoal_error_set(SHOAL_ERR_NODE, "shoald at %s answered %s without progress", path, cmd);
         goto fail;
     }
     for (;;) {
@@ -1482,6 +1488,13 @@ int node_control_preload(const char *path, const char *bucket, const char *prefi
             .bytes_done = node_json_get_u64(line, "bytes_done", 0),
             .bytes_total = node_json_get_u64(line, "bytes_total", 0),
             .listed = node_json_get_bool(line, "listed", false),
+            .blocks_done = node_json_get_u64(line, "blocks_done", 0),
+            .blocks_total = node_json_get_u64(line, "blocks_total", 0),
+            .cached = node_json_get_u64(line, "cached", 0),
+            .fetched = node_json_get_u64(line, "fetched", 0),
+            .sent = node_json_get_u64(line, "sent", 0),
+            .bytes_sent = node_json_get_u64(line, "bytes_sent", 0),
+            .failed = node_json_get_u64(line, "failed", 0),
         };
         if (fn)
             fn(ud, &p);
@@ -1496,6 +1509,24 @@ fail:
     node_json_delete(line);
     node_json_delete(h);
     client_close(&c);
+    return rc;
+}
+
+int node_control_preload(const char *path, const char *bucket, const char *prefix, node_control_progress_fn fn,
+                         void *ud)
+{
+    shoal_buf req = {0};
+    int rc = build_request(&req, "preload", bucket, "prefix", prefix, NULL) < 0
+                 ? -1
+                 : progress_call(path, "preload", &req, fn, ud);
+    shoal_buf_destroy(&req);
+    return rc;
+}
+
+int node_control_drain(const char *path, node_control_progress_fn fn, void *ud)
+{
+    shoal_buf req = {0};
+    int rc = build_request(&req, "drain", NULL, NULL, NULL, NULL) < 0 ? -1 : progress_call(path, "drain", &req, fn, ud);
     shoal_buf_destroy(&req);
     return rc;
 }

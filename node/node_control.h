@@ -8,6 +8,7 @@
  *   {"cmd":"status"} {"cmd":"stats"} {"cmd":"leave"} {"cmd":"forget","node":"ID"}
  *   {"cmd":"list","bucket":"B","prefix":"P"[,"delimiter":"/"]}
  *   {"cmd":"get","bucket":"B","key":"K"[,"fds":true]} {"cmd":"preload","bucket":"B","prefix":"P"}
+ *   {"cmd":"drain"}
  *
  * and the daemon answers with one header line, then a body whose form the header names:
  *
@@ -21,8 +22,10 @@
  *                                      kind 2 FD carrying a file descriptor (SCM_RIGHTS) whose
  *                                      bytes [offset, offset+length) belong here
  *   {"ok":true,"body":"progress"}      then progress lines {"objects_done":..,"objects_total":..,
- *                                      "bytes_done":..,"bytes_total":..,"listed":bool}, ending with
- *                                      one that also holds "done":true or "error":"message"
+ *                                      "bytes_done":..,"bytes_total":..,"listed":bool,
+ *                                      "blocks_done":..,"blocks_total":..,"cached":..,"fetched":..,
+ *                                      "sent":..,"bytes_sent":..,"failed":..}, ending with one that
+ *                                      also holds "done":true, or with {"error":"message"}
  *
  * then closes the connection. One request per connection keeps both ends trivial.
  */
@@ -123,7 +126,7 @@ int node_status_render_json(const node_status *s, shoal_buf *out);
 
 /* A parsed request; the strings live until the handler returns. */
 typedef struct node_control_request {
-    const char *cmd;    /* "status", "stats", "get", "preload", "leave" */
+    const char *cmd;    /* "status", "stats", "get", "preload", "leave", "list", "drain" */
     const char *bucket; /* get, preload; else NULL */
     const char *key;    /* get: the object key; else NULL */
     const char *prefix; /* preload, list: the key prefix (may be ""); else NULL */
@@ -131,11 +134,16 @@ typedef struct node_control_request {
     const char *node;   /* forget: the member's node id; else NULL */
 } node_control_request;
 
-/* Progress of a preload. */
+/* Progress of a preload or a drain. */
 typedef struct node_control_progress {
-    uint64_t objects_done, objects_total;
+    uint64_t objects_done, objects_total; /* preload */
     uint64_t bytes_done, bytes_total;
-    bool listed; /* the listing is complete, so the totals are final */
+    bool listed; /* the listing is complete, so the totals are final (a drain: always) */
+    uint64_t blocks_done, blocks_total;
+    uint64_t cached;  /* preload: blocks their owner held already or took from another member */
+    uint64_t fetched; /* preload: blocks their owner fetched from S3 */
+    uint64_t sent, bytes_sent; /* drain: blocks (and their bytes) the next owners accepted */
+    uint64_t failed;  /* blocks not warmed / not handed off */
 } node_control_progress;
 
 /* The answer being written to one client; handed to a handler, valid until it returns. */
@@ -157,6 +165,7 @@ typedef struct node_control_handlers {
     node_control_handler_fn leave;
     node_control_handler_fn list;
     node_control_handler_fn forget;
+    node_control_handler_fn drain;
 } node_control_handlers;
 
 /* Sends a JSON body: the header and `json` (one JSON value without newlines) on its own line.
@@ -214,7 +223,7 @@ int node_control_list(const char *path, const char *bucket, const char *prefix, 
  * daemon's refusal (an alive member, an unknown one) comes as SHOAL_ERR_NODE with its message. */
 int node_control_forget(const char *path, const char *node);
 
-/* Called with each progress line of a preload. */
+/* Called with each progress line of a preload or a drain (the last one holds the final figures). */
 typedef void (*node_control_progress_fn)(void *ud, const node_control_progress *p);
 
 /* Warms the cluster cache with everything under s3://bucket/prefix, calling fn (may be NULL) on
@@ -222,5 +231,10 @@ typedef void (*node_control_progress_fn)(void *ud, const node_control_progress *
  * daemon's error. */
 int node_control_preload(const char *path, const char *bucket, const char *prefix, node_control_progress_fn fn,
                          void *ud);
+
+/* Asks the local daemon to hand its owned blocks to their next owners and then leave the cluster,
+ * calling fn (may be NULL) on each progress line. 0 when the daemon reported done (every block
+ * handed off); -1 as node_control_call or with the daemon's error (fn saw the final figures). */
+int node_control_drain(const char *path, node_control_progress_fn fn, void *ud);
 
 #endif

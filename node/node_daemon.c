@@ -12,9 +12,16 @@
  *
  * Signals: node_daemon_new blocks SIGTERM, SIGINT and SIGHUP before any thread starts, so every
  * thread inherits the mask and node_daemon_run receives them with sigtimedwait; no handler runs
- * in an arbitrary thread. The same loop notices `shoal leave` (a flag), a mount taken away from
- * outside (`umount DIR`: the daemon leaves and exits 0, as FUSE file systems do) and a refusal by
- * the cluster (a duplicate id or another block size), which ends the daemon with exit status 1.
+ * in an arbitrary thread. The same loop notices `shoal leave` and the end of `shoal drain` (a
+ * flag), a mount taken away from outside (`umount DIR`: the daemon leaves and exits 0, as FUSE file
+ * systems do) and a refusal by the cluster (a duplicate id or another block size), which ends the
+ * daemon with exit status 1.
+ *
+ * Drain: SIGTERM (or SIGINT) first hands the node's owned blocks to their next owners for at most
+ * --drain-timeout seconds (node_cache_drain; a second signal cuts it short), then leaves; `shoal
+ * drain` does the same from a control connection, reporting progress, with no time limit. One
+ * drain runs at a time: a signal during `shoal drain` only gives it --drain-timeout more seconds.
+ * The node serves peers and readers all along; a departure after a drain costs no S3 GET.
  *
  * The control commands run on the control server's connection threads, which may block: `get`
  * has a few threads read (and so verify) the next blocks while the connection thread sends them in
@@ -92,6 +99,8 @@ struct node_daemon {
     uint64_t started_us;
     atomic_bool leave_requested;
     readiness ready;
+    atomic_bool draining;               /* a drain runs (one at a time) */
+    _Atomic uint64_t drain_deadline_us; /* 0: none; else the running drain stops then */
     char address[SHOAL_ADDR_STRLEN];
     char bucket_url[1400];
 };
@@ -151,10 +160,11 @@ static void metrics_refresh(void *ctx, node_stats *stats) { daemon_sample(ctx); 
  * sees another live member), S3 answered a check (one ListObjectsV2 with max-keys 1 on the bucket
  * and prefix) and the mount is up (with --mount: node_mountfs_new mounted it). /readyz answers
  * 200 then and 503 with the first missing condition otherwise; systemd gets READY=1 the first
- * time (Type=notify) and STOPPING=1 when the daemon leaves. A failing S3 check logs one line per
- * new reason (wrong credentials, a missing bucket, no endpoint) and is made again with backoff, so
- * a rotated credential or a bucket created later makes the node ready without a restart; a passed
- * check is made again every five minutes, so credentials that stop working make it not ready. */
+ * time (Type=notify) and STOPPING=1 when a signal starts its drain or the daemon leaves. A failing
+ * S3 check logs one line per new reason (wrong credentials, a missing bucket, no endpoint) and is
+ * made again with backoff, so a rotated credential or a bucket created later makes the node ready
+ * without a restart; a passed check is made again every five minutes, so credentials that stop
+ * working make it not ready. */
 
 /* One line a person can act on for an S3 failure of the check. */
 static void s3_check_reason(char *out, size_t cap)
@@ -498,6 +508,7 @@ typedef struct preload {
     size_t n_blocks;
     atomic_size_t next;
     atomic_uint_fast64_t bytes_done, objects_done, failures;
+    atomic_uint_fast64_t blocks_done, cached, fetched; /* where the owners found the blocks */
     atomic_uint running;
     pthread_mutex_t err_mu;
     char first_error[512];
@@ -566,7 +577,10 @@ static void *preload_main(void *arg)
         preload_block *b = &pl->blocks[i];
         preload_object *o = &pl->objects[b->object];
         node_cache_object obj = {pl->bucket, o->key, o->etag, o->size};
-        if (node_cache_warm(cache, &obj, b->index, NULL) != 0) {
+        node_cache_source src = NODE_CACHE_LOCAL;
+        if (node_cache_warm(cache, &obj, b->index, &src) == 0) {
+            atomic_fetch_add(src == NODE_CACHE_S3 ? &pl->fetched : &pl->cached, 1);
+        } else {
             atomic_fetch_add(&pl->failures, 1);
             pthread_mutex_lock(&pl->err_mu);
             if (pl->first_error[0] == '\0')
@@ -578,6 +592,7 @@ static void *preload_main(void *arg)
         atomic_fetch_add(&pl->bytes_done, len);
         if (atomic_fetch_sub(&o->blocks_left, 1) == 1)
             atomic_fetch_add(&pl->objects_done, 1);
+        atomic_fetch_add(&pl->blocks_done, 1);
     }
     atomic_fetch_sub(&pl->running, 1);
     return NULL;
@@ -591,6 +606,11 @@ static void preload_progress(preload *pl, node_control_progress *p, uint64_t byt
         .bytes_done = atomic_load(&pl->bytes_done),
         .bytes_total = bytes_total,
         .listed = true,
+        .blocks_done = atomic_load(&pl->blocks_done),
+        .blocks_total = pl->n_blocks,
+        .cached = atomic_load(&pl->cached),
+        .fetched = atomic_load(&pl->fetched),
+        .failed = atomic_load(&pl->failures),
     };
 }
 
@@ -608,6 +628,11 @@ static int ctl_preload(void *ctx, const node_control_request *req, node_control_
     node_control_progress p = {0};
     if (node_control_reply_progress(reply, &p) != 0 || preload_list(&pl, req->prefix ? req->prefix : "") != 0)
         goto done;
+    if (pl.n_objects == 0) {
+        shoal_error_set(SHOAL_ERR_NOT_FOUND, "nothing to preload: no object under s3://%s/%s", req->bucket,
+                        req->prefix ? req->prefix : "");
+        goto done;
+    }
 
     uint64_t bytes_total = 0;
     for (size_t i = 0; i < pl.n_objects; i++) {
@@ -660,9 +685,10 @@ static int ctl_preload(void *ctx, const node_control_request *req, node_control_
         goto done;
     preload_progress(&pl, &p, bytes_total);
     uint64_t failures = atomic_load(&pl.failures);
-    LOG_INFO("daemon", "preload_done", "objects=%zu blocks=%zu failures=%llu", pl.n_objects, pl.n_blocks,
-             (unsigned long long)failures);
+    LOG_INFO("daemon", "preload_done", "objects=%zu blocks=%zu cached=%llu fetched=%llu failures=%llu", pl.n_objects,
+             pl.n_blocks, (unsigned long long)p.cached, (unsigned long long)p.fetched, (unsigned long long)failures);
     if (failures > 0) {
+        node_control_reply_progress(reply, &p); /* the figures, before the error line */
         shoal_error_set(SHOAL_ERR_NODE, "preload: %llu of %zu blocks could not be warmed (first: %s)",
                         (unsigned long long)failures, pl.n_blocks, pl.first_error);
         goto done;
@@ -678,6 +704,124 @@ done:
     free(pl.blocks);
     pthread_mutex_destroy(&pl.err_mu);
     return rc;
+}
+
+/* ---- drain ------------------------------------------------------------------------------------- */
+
+/* Who runs a drain and whom it reports to. */
+typedef struct daemon_drain {
+    node_daemon *d;
+    node_control_reply *reply; /* `shoal drain`'s connection, or NULL (a signal) */
+    bool client_gone;
+    bool watch_signals;        /* the main thread: a second SIGTERM/SIGINT stops the drain */
+} daemon_drain;
+
+static void drain_progress(const node_cache_drain_progress *in, node_control_progress *out)
+{
+    *out = (node_control_progress){
+        .bytes_done = in->bytes_done,
+        .bytes_total = in->bytes_total,
+        .listed = true,
+        .blocks_done = in->blocks_done,
+        .blocks_total = in->blocks_total,
+        .sent = in->blocks_sent,
+        .bytes_sent = in->bytes_sent,
+        .failed = in->blocks_failed,
+    };
+}
+
+static void stop_signals(sigset_t *set);
+
+/* node_cache_drain's progress function: reports to the client, and says stop when the client went
+ * away (the drain is called off: the node stays), a second signal came or the deadline passed. */
+static bool drain_continue(void *ud, const node_cache_drain_progress *p)
+{
+    daemon_drain *dd = ud;
+    node_daemon *d = dd->d;
+    if (dd->reply && !dd->client_gone) {
+        node_control_progress cp;
+        drain_progress(p, &cp);
+        if (node_control_reply_progress(dd->reply, &cp) != 0) {
+            LOG_INFO("daemon", "drain_cancelled", "reason=client_gone");
+            dd->client_gone = true;
+            return false;
+        }
+    }
+    if (dd->watch_signals) {
+        sigset_t set;
+        stop_signals(&set);
+        struct timespec now = {0, 0};
+        int sig = sigtimedwait(&set, NULL, &now);
+        if (sig == SIGTERM || sig == SIGINT) {
+            LOG_INFO("daemon", "drain_cut_short", "reason=second_signal");
+            atomic_store(&d->drain_deadline_us, 1);
+        }
+    }
+    uint64_t deadline = atomic_load(&d->drain_deadline_us);
+    return deadline == 0 || shoal_clock_mono_us() < deadline;
+}
+
+/* Runs one drain (false at once when another one runs). *rc and the shoal_error: the drain's. */
+static bool daemon_drain_run(daemon_drain *dd, node_cache_drain_progress *out, int *rc)
+{
+    node_daemon *d = dd->d;
+    if (atomic_exchange(&d->draining, true))
+        return false;
+    LOG_INFO("daemon", "drain_started", "source=%s", dd->reply ? "control" : "signal");
+    sd_notify(0, "STATUS=draining: handing owned blocks to their next owners");
+    *rc = node_cache_drain(atomic_load(&d->cache), drain_continue, dd, out);
+    atomic_store(&d->draining, false);
+    return true;
+}
+
+/* `shoal drain`: hand the owned blocks off, then leave (also when some could not be handed off:
+ * the operator is removing the node; the client reports them and exits 1). A client that goes
+ * away calls the drain off and the node stays. */
+static int ctl_drain(void *ctx, const node_control_request *req, node_control_reply *reply)
+{
+    node_daemon *d = ctx;
+    daemon_drain dd = {.d = d, .reply = reply};
+    node_cache_drain_progress p = {0};
+    node_control_progress cp = {.listed = true};
+    int rc = -1;
+    if (node_control_reply_progress(reply, &cp) != 0)
+        return -1;
+    if (!daemon_drain_run(&dd, &p, &rc))
+        return shoal_error_set(SHOAL_ERR_INVAL, "a drain is already running on this node");
+    if (dd.client_gone)
+        return -1;
+    LOG_INFO("daemon", "leave_requested", "source=drain");
+    atomic_store(&d->leave_requested, true);
+    drain_progress(&p, &cp);
+    if (rc != 0) {
+        node_control_reply_progress(reply, &cp); /* the figures, before the error line */
+        return shoal_error_wrap("drain (the node leaves all the same)");
+    }
+    return node_control_reply_progress_done(reply, &cp);
+}
+
+/* SIGTERM/SIGINT: at most --drain-timeout seconds of drain, then the caller leaves. A drain that
+ * `shoal drain` runs already gets that long to end instead. */
+static void drain_on_signal(node_daemon *d)
+{
+    if (d->cfg->drain_timeout == 0)
+        return;
+    sd_notify(0, "STOPPING=1");
+    atomic_store(&d->drain_deadline_us, shoal_clock_mono_us() + (uint64_t)d->cfg->drain_timeout * 1000000u);
+    daemon_drain dd = {.d = d, .watch_signals = true};
+    node_cache_drain_progress p;
+    int rc;
+    if (daemon_drain_run(&dd, &p, &rc)) {
+        if (rc != 0)
+            LOG_WARN("daemon", "drain_incomplete", "error=\"%s\"", shoal_error_message());
+        return;
+    }
+    while (atomic_load(&d->draining)) { /* `shoal drain`'s, which a second signal cuts short */
+        node_cache_drain_progress none = {0};
+        drain_continue(&dd, &none);
+        struct timespec pause = {0, 50 * 1000000L};
+        nanosleep(&pause, NULL);
+    }
 }
 
 static int ctl_leave(void *ctx, const node_control_request *req, node_control_reply *reply)
@@ -766,6 +910,7 @@ static const node_control_handlers CONTROL_HANDLERS = {
     .leave = ctl_leave,
     .list = ctl_list,
     .forget = ctl_forget,
+    .drain = ctl_drain,
 };
 
 /* ---- peer requests ------------------------------------------------------------------------------- */
@@ -985,7 +1130,9 @@ int node_daemon_run(node_daemon *d)
             maintained_us = shoal_clock_mono_us();
         }
         if (sig == SIGTERM || sig == SIGINT) {
-            LOG_INFO("daemon", "signal", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            LOG_INFO("daemon", "signal", "signal=%s drain_timeout=%u", sig == SIGTERM ? "SIGTERM" : "SIGINT",
+                     d->cfg->drain_timeout);
+            drain_on_signal(d);
             break;
         }
         if (atomic_load(&d->leave_requested))

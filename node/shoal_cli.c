@@ -21,9 +21,12 @@
  * is starting or restarting) is waited for like one that is not ready; only what waiting cannot
  * mend ends it early (a socket this user may not open, an answer that is not a status).
  *
- * preload shows a one-line progress bar (bytes, objects, rate, ETA) on stderr when stderr is a
- * terminal, and otherwise plain progress lines on stdout, at most one a second, so logs of batch
- * jobs stay readable.
+ * preload and drain show a one-line progress bar (bytes, objects or blocks, rate, ETA) on stderr
+ * when stderr is a terminal, and otherwise plain progress lines on stdout, at most one a second,
+ * so logs of batch jobs stay readable; with --json stdout holds only the final summary, one JSON
+ * object, also when the command failed (it then has "error"). preload exits 1 when the prefix
+ * matches nothing; drain exits 1 when some owned blocks could not be handed off (the node leaves
+ * all the same).
  */
 #include "node_config.h"
 #include "node_control.h"
@@ -52,7 +55,11 @@ static const char USAGE[] =
     "  status [--json]            this node's view: readiness, members, cache use, ring version\n"
     "  stats [--json]             counters since the daemon started\n"
     "  get s3://B/KEY [-o FILE]   read one object through the cluster cache (stdout by default)\n"
-    "  preload s3://B/PREFIX      warm the cluster cache with every object under PREFIX\n"
+    "  preload s3://B/PREFIX      warm the cluster cache with every object under PREFIX: each\n"
+    "                             block is fetched once, by its owner, and stays there; says how\n"
+    "                             many were cached already and how many came from S3\n"
+    "  drain                      hand this node's blocks to their next owners, then leave the\n"
+    "                             cluster: its departure then costs no S3 request\n"
     "  ls s3://B/PREFIX [--json]  list a directory through the cluster (its owner lists S3 once\n"
     "                             per --metadata-ttl for every node)\n"
     "  keygen [-o FILE]           new cluster key: raw 32 bytes to FILE (mode 0600, never\n"
@@ -67,7 +74,7 @@ static const char USAGE[] =
     "options:\n"
     "  --control PATH             control socket (default $XDG_RUNTIME_DIR/shoal/shoald.sock\n"
     "                             or /run/shoal/shoald.sock)\n"
-    "  --json                     print one JSON object (status, stats, ls)\n"
+    "  --json                     print one JSON object (status, stats, ls, preload, drain)\n"
     "  -o, --output FILE          write to FILE (get, keygen)\n"
     "  --timeout S                give up waiting after S seconds (wait; 0: ask once)\n"
     "  --help                     print this help and exit\n"
@@ -151,14 +158,16 @@ static void parse_args(int argc, char **argv, cli *c)
         }
     }
     if (optind >= argc)
-        usage_error("missing command (status, stats, get, preload, ls, keygen, leave, forget, wait; see --help)");
+        usage_error("missing command (status, stats, get, preload, ls, keygen, leave, forget, wait, drain; see "
+                    "--help)");
     c->command = argv[optind++];
-    static const char *const known[] = {"status", "stats", "get", "preload", "ls", "keygen", "leave", "forget", "wait"};
+    static const char *const known[] = {"status", "stats", "get",    "preload", "ls",
+                                        "keygen", "leave", "forget", "wait",    "drain"};
     bool ok = false;
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         ok = ok || !strcmp(c->command, known[i]);
     if (!ok)
-        usage_error("unknown command '%s' (status, stats, get, preload, ls, keygen, leave, forget, wait)", c->command);
+        usage_error("unknown command '%s' (status, stats, get, preload, ls, keygen, leave, forget, wait, drain)", c->command);
     if (!strcmp(c->command, "forget")) {
         if (optind >= argc || !*argv[optind])
             usage_error("forget: missing NODE (a member's node id, as `shoal status` lists it)");
@@ -173,8 +182,8 @@ static void parse_args(int argc, char **argv, cli *c)
     if (optind < argc)
         usage_error("%s: unexpected argument '%s'", c->command, argv[optind]);
     if (c->json && strcmp(c->command, "status") != 0 && strcmp(c->command, "stats") != 0 &&
-        strcmp(c->command, "ls") != 0)
-        usage_error("--json: only for status, stats and ls, not %s", c->command);
+        strcmp(c->command, "ls") != 0 && strcmp(c->command, "preload") != 0 && strcmp(c->command, "drain") != 0)
+        usage_error("--json: only for status, stats, ls, preload and drain, not %s", c->command);
     if (c->output && strcmp(c->command, "get") != 0 && strcmp(c->command, "keygen") != 0)
         usage_error("-o: only for get and keygen, not %s", c->command);
     if (c->timeout_s >= 0 && strcmp(c->command, "wait") != 0)
@@ -447,11 +456,14 @@ done:
     return rc;
 }
 
-typedef struct preload_view {
+typedef struct progress_view {
+    const char *what; /* "preload" or "drain" */
     bool tty;
+    bool quiet;       /* --json: stdout holds the summary alone */
     struct timespec start;
     double last_print;
-} preload_view;
+    node_control_progress last;
+} progress_view;
 
 static double since(const struct timespec *t0)
 {
@@ -460,9 +472,15 @@ static double since(const struct timespec *t0)
     return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
+/* One progress line: a bar on a terminal, else a plain line at most once a second. A preload
+ * counts objects, a drain blocks. */
 static void on_progress(void *ud, const node_control_progress *p)
 {
-    preload_view *v = ud;
+    progress_view *v = ud;
+    v->last = *p;
+    bool drain = !strcmp(v->what, "drain");
+    uint64_t units = drain ? p->blocks_done : p->objects_done, units_total = drain ? p->blocks_total : p->objects_total;
+    const char *unit = drain ? "blocks" : "objects";
     double el = since(&v->start);
     char done[32], total[32], rate[32], eta[32];
     double bps = el > 0 ? (double)p->bytes_done / el : 0;
@@ -480,33 +498,75 @@ static void on_progress(void *ud, const node_control_progress *p)
         for (int i = 0; i < BAR; i++)
             bar[i] = i < fill ? '#' : '.';
         bar[BAR] = '\0';
-        fprintf(stderr, "\r[%s] %s/%s%s  %" PRIu64 "/%" PRIu64 "%s objects  %s/s  ETA %s\033[K", bar, done, total,
-                p->listed ? "" : "+", p->objects_done, p->objects_total, p->listed ? "" : "+", rate, eta);
+        fprintf(stderr, "\r[%s] %s/%s%s  %" PRIu64 "/%" PRIu64 "%s %s  %s/s  ETA %s\033[K", bar, done, total,
+                p->listed ? "" : "+", units, units_total, p->listed ? "" : "+", unit, rate, eta);
         fflush(stderr);
-    } else if (el - v->last_print >= 1.0 || (p->listed && p->objects_done == p->objects_total)) {
+    } else if (!v->quiet && (el - v->last_print >= 1.0 || (p->listed && units == units_total))) {
         v->last_print = el;
-        printf("preload: %s of %s%s, %" PRIu64 " of %" PRIu64 "%s objects, %s/s, ETA %s\n", done, total,
-               p->listed ? "" : " so far", p->objects_done, p->objects_total, p->listed ? "" : " so far", rate, eta);
+        printf("%s: %s of %s%s, %" PRIu64 " of %" PRIu64 "%s %s, %s/s, ETA %s\n", v->what, done, total,
+               p->listed ? "" : " so far", units, units_total, p->listed ? "" : " so far", unit, rate, eta);
         fflush(stdout);
     }
+}
+
+/* The --json summary of a preload or a drain: its final figures, and the error when it failed. */
+static void print_summary_json(const progress_view *v, int rc)
+{
+    const node_control_progress *p = &v->last;
+    shoal_buf b = {0};
+    if (!strcmp(v->what, "drain"))
+        shoal_buf_appendf(&b, "{\"blocks\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"blocks_sent\":%" PRIu64
+                              ",\"bytes_sent\":%" PRIu64 ",\"failed\":%" PRIu64,
+                          p->blocks_total, p->bytes_total, p->sent, p->bytes_sent, p->failed);
+    else
+        shoal_buf_appendf(&b, "{\"objects\":%" PRIu64 ",\"blocks\":%" PRIu64 ",\"bytes\":%" PRIu64
+                              ",\"cached\":%" PRIu64 ",\"fetched\":%" PRIu64 ",\"failed\":%" PRIu64,
+                          p->objects_total, p->blocks_total, p->bytes_total, p->cached, p->fetched, p->failed);
+    shoal_buf_appendf(&b, ",\"seconds\":%.3f", since(&v->start));
+    if (rc != 0) {
+        shoal_buf_append_str(&b, ",\"error\":");
+        node_json_append_str(&b, shoal_error_message());
+    }
+    shoal_buf_append_str(&b, "}");
+    printf("%s\n", shoal_buf_str(&b));
+    shoal_buf_destroy(&b);
+}
+
+/* Runs a preload (bucket and prefix given) or a drain with progress, then prints its outcome. */
+static int run_with_progress(const cli *c, const char *what, const char *bucket, const char *prefix)
+{
+    progress_view v = {.what = what, .tty = isatty(STDERR_FILENO) == 1, .quiet = c->json, .last_print = -1};
+    clock_gettime(CLOCK_MONOTONIC, &v.start);
+    int rc = bucket ? node_control_preload(c->control, bucket, prefix, on_progress, &v)
+                    : node_control_drain(c->control, on_progress, &v);
+    if (v.tty)
+        fputc('\n', stderr);
+    if (c->json)
+        print_summary_json(&v, rc);
+    if (rc < 0)
+        return runtime_error();
+    if (c->json)
+        return 0;
+    char d[32], h[32];
+    if (bucket)
+        printf("preload of %s done in %s: %" PRIu64 " objects, %" PRIu64 " blocks: %" PRIu64 " cached already, %" PRIu64
+               " fetched from S3\n",
+               c->arg, human_duration(since(&v.start), d, sizeof d), v.last.objects_total, v.last.blocks_total,
+               v.last.cached, v.last.fetched);
+    else
+        printf("drained in %s: %" PRIu64 " blocks (%s) handed to their next owners; shoald is leaving the cluster\n",
+               human_duration(since(&v.start), d, sizeof d), v.last.sent, human_bytes(v.last.bytes_sent, h, sizeof h));
+    return 0;
 }
 
 static int cmd_preload(const cli *c)
 {
     char *bucket, *prefix;
-    preload_view v = {.tty = isatty(STDERR_FILENO) == 1, .last_print = -1};
-    clock_gettime(CLOCK_MONOTONIC, &v.start);
     split_url(c, &bucket, &prefix);
-    int rc = node_control_preload(c->control, bucket, prefix, on_progress, &v);
-    if (v.tty)
-        fputc('\n', stderr);
+    int rc = run_with_progress(c, "preload", bucket, prefix);
     free(bucket);
     free(prefix);
-    if (rc < 0)
-        return runtime_error();
-    char d[32];
-    printf("preload of %s done in %s\n", c->arg, human_duration(since(&v.start), d, sizeof d));
-    return 0;
+    return rc;
 }
 
 /* ls: the directory's common prefixes ("PRE name/") then its objects ("SIZE name"), names shown
@@ -605,6 +665,8 @@ int main(int argc, char **argv)
         rc = cmd_forget(&c);
     else if (!strcmp(c.command, "wait"))
         rc = cmd_wait(&c);
+    else if (!strcmp(c.command, "drain"))
+        rc = run_with_progress(&c, "drain", NULL, NULL);
     else
         rc = cmd_query(&c);
     free(c.control);

@@ -40,3 +40,10 @@ shoal_test(test_daemon_metadata SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_daemon_me
 target_compile_definitions(test_daemon_metadata PRIVATE SHOALD_PATH="$<TARGET_FILE:shoald>"
                            SHOAL_CLI_PATH="$<TARGET_FILE:shoal>")
 add_dependencies(test_daemon_metadata shoald shoal)
+
+# shoald when membership changes: scale-out, drain, kill with replicas, SIGTERM, preload's report.
+shoal_test(test_daemon_churn SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_daemon_churn.c ${CMAKE_CURRENT_LIST_DIR}/test_daemon_harness.c
+           LIBS shoal_node_config shoal_node_peer shoal_dht shoal_s3 shoal::zmq shoal::xxhash Threads::Threads
+           LABELS node daemon TIMEOUT 300)
+target_compile_definitions(test_daemon_churn PRIVATE SHOALD_PATH="$<TARGET_FILE:shoald>" SHOAL_CLI_PATH="$<TARGET_FILE:shoal>")
+add_dependencies(test_daemon_churn shoald shoal)

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <regex.h>
 #include <signal.h>
 #include <stdio.h>
@@ -78,6 +79,35 @@ static void at_exit(void)
 }
 
 void td_pass(td_cluster *c) { g_passed = true; }
+
+typedef struct td_call {
+    td_cluster *c;
+    int i;
+    void (*fn)(td_cluster *c, int i);
+} td_call;
+
+static void *td_call_main(void *arg)
+{
+    td_call *k = arg;
+    k->fn(k->c, k->i);
+    return NULL;
+}
+
+void td_each_running_node(td_cluster *c, void (*fn)(td_cluster *c, int i))
+{
+    pthread_t t[TD_MAX_NODES];
+    td_call k[TD_MAX_NODES];
+    int n = 0;
+    for (int i = 0; i < c->n; i++) {
+        if (c->nodes[i].pid <= 0)
+            continue;
+        k[n] = (td_call){c, i, fn};
+        TT_CHECK(pthread_create(&t[n], NULL, td_call_main, &k[n]) == 0, "pthread_create");
+        n++;
+    }
+    for (int j = 0; j < n; j++)
+        pthread_join(t[j], NULL);
+}
 
 td_cluster *td_cluster_new(int n, const char *block_size)
 {

@@ -48,13 +48,15 @@ static void write_file(const char *path, const char *text, mode_t mode)
 /* Parses "shoald" followed by the NULL-terminated arguments. */
 static int parse(node_config *cfg, ...)
 {
-    char *argv[64];
+    char *argv[96];
     int argc = 0;
     va_list ap;
     argv[argc++] = "shoald";
     va_start(ap, cfg);
-    for (char *a; (a = va_arg(ap, char *)) && argc < 63;)
+    for (char *a; (a = va_arg(ap, char *));) {
+        TT_CHECK(argc < 95, "parse: more arguments than the test's argv holds");
         argv[argc++] = a;
+    }
     va_end(ap);
     argv[argc] = NULL;
     return node_config_parse(argc, argv, cfg);
@@ -91,6 +93,7 @@ TT_TEST(test_node_config_defaults_applied)
              "mount permission defaults");
     TT_CHECK(cfg.peer_timeout_ms == 2000, "default peer timeout %u", cfg.peer_timeout_ms);
     TT_CHECK(cfg.s3_stall_timeout == 5, "default S3 stall timeout %u", cfg.s3_stall_timeout);
+    TT_CHECK(cfg.drain_timeout == 20, "default drain timeout %u", cfg.drain_timeout);
     TT_CHECK(!strcmp(cfg.state_dir, "/var/cache/shoal/state"), "state_dir=%s", cfg.state_dir);
     TT_CHECK(!strcmp(cfg.control, "/run/shoal/shoald.sock"), "control=%s", cfg.control);
     TT_CHECK(cfg.metrics_enabled && !strcmp(addr_text(&cfg.metrics), "127.0.0.1:9464"), "metrics=%s",
@@ -121,7 +124,8 @@ TT_TEST(test_node_config_every_flag_is_applied)
                 "--endpoint", "http://127.0.0.1:4569/", "--path-style", "--region", "eu-west-3", "--cache-dir",
                 "/c", "--cache-size", "512M", "--block-size", "64K", "--replicas", "3", "--zone", "rack-2",
                 "--no-serve", "--mount", "/mnt/data", "--read-only", "--metadata-ttl", "0", "--negative-ttl", "30",
-                "--peer-timeout", "750", "--s3-stall-timeout", "12", "--upload-delay", "15", "--allow-other", "--uid", "1000", "--gid", "0",
+                "--peer-timeout", "750", "--s3-stall-timeout", "12", "--upload-delay", "15", "--drain-timeout", "0",
+                "--allow-other", "--uid", "1000", "--gid", "0",
                 "--file-mode", "0440", "--dir-mode", "750",
                 "--cluster-key", g_key, "--state-dir", "/s", "--control", "/tmp/x.sock", "--metrics", "off",
                 "--log-level", "debug", "--log-format", "json", "--no-sign-request", NULL));
@@ -147,6 +151,7 @@ TT_TEST(test_node_config_every_flag_is_applied)
     TT_CHECK(cfg.peer_timeout_ms == 750, "peer_timeout_ms=%u", cfg.peer_timeout_ms);
     TT_CHECK(cfg.s3_stall_timeout == 12, "s3_stall_timeout=%u", cfg.s3_stall_timeout);
     TT_CHECK(cfg.upload_delay == 15, "upload_delay=%u", cfg.upload_delay);
+    TT_CHECK(cfg.drain_timeout == 0, "drain_timeout=%u", cfg.drain_timeout);
     TT_CHECK(cfg.allow_other && cfg.uid_set && cfg.uid == 1000 && cfg.gid_set && cfg.gid == 0, "allow_other/uid/gid");
     TT_CHECK(cfg.file_mode == 0440 && cfg.dir_mode == 0750, "modes %o %o", cfg.file_mode, cfg.dir_mode);
     TT_CHECK(!strcmp(cfg.state_dir, "/s") && !strcmp(cfg.control, "/tmp/x.sock"), "state=%s", cfg.state_dir);
@@ -249,6 +254,9 @@ TT_TEST(test_node_config_bad_values_name_the_flag)
         {"--negative-ttl", "5s", "--negative-ttl: '5s' is not a number of seconds"},
         {"--upload-delay", "-3", "--upload-delay: '-3' is not a number of seconds"},
         {"--upload-delay", "0.5", "--upload-delay: '0.5' is not a number of seconds"},
+        {"--drain-timeout", "-5", "--drain-timeout: '-5' is not a number of seconds from 0 to 86400"},
+        {"--drain-timeout", "86401", "--drain-timeout: '86401' is not a number of seconds"},
+        {"--drain-timeout", "20s", "--drain-timeout: '20s' is not a number of seconds"},
         {"--peer-timeout", "10", "--peer-timeout: '10' is not a number of milliseconds from 50 to 600000"},
         {"--peer-timeout", "2s", "--peer-timeout: '2s' is not a number of milliseconds"},
         {"--s3-stall-timeout", "0", "--s3-stall-timeout: '0' is not a number of seconds from 1 to 600"},

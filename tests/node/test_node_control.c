@@ -37,6 +37,7 @@ typedef struct fake_daemon {
     const char *file_path; /* get through sendfile when set */
     atomic_int status_calls;
     int unready_answers;   /* status says "not ready" this many times, then ready; -1: never ready */
+    bool drain_fails;      /* the fake drain leaves a block behind */
 } fake_daemon;
 
 static uint8_t pattern(uint64_t i)
@@ -168,7 +169,28 @@ static int h_forget(void *ctx, const node_control_request *req, node_control_rep
     return 0;
 }
 
-static const node_control_handlers HANDLERS = {h_status, h_stats, h_get, h_preload, h_leave, h_list, h_forget};
+/* A drain of 3 blocks; with d->drain_fails the last one is not handed off and the answer ends in an
+ * error after the figures. */
+static int h_drain(void *ctx, const node_control_request *req, node_control_reply *reply)
+{
+    fake_daemon *d = ctx;
+    node_control_progress p = {.listed = true, .blocks_total = 3, .bytes_total = 3000};
+    for (int i = 1; i <= 3; i++) {
+        p.blocks_done = (uint64_t)i;
+        p.bytes_done = (uint64_t)i * 1000;
+        p.failed = d->drain_fails && i == 3;
+        p.sent = (uint64_t)i - p.failed;
+        p.bytes_sent = p.sent * 1000;
+        if ((i < 3 || d->drain_fails ? node_control_reply_progress(reply, &p)
+                                     : node_control_reply_progress_done(reply, &p)) < 0)
+            return -1;
+    }
+    return d->drain_fails ? shoal_error_set(SHOAL_ERR_NODE_PEER, "1 of 3 owned blocks could not be handed off") : 0;
+}
+
+static const node_control_handlers HANDLERS = {.status = h_status, .stats = h_stats, .get = h_get,
+                                               .preload = h_preload, .leave = h_leave, .list = h_list,
+                                               .forget = h_forget, .drain = h_drain};
 
 static char *g_dir;
 static char g_sock[256];
@@ -500,6 +522,27 @@ TT_TEST(test_node_control_preload_reports_progress_and_errors)
     TT_CHECK(node_control_preload(g_sock, "bucket-a", "fail/", on_progress, &seen) == -1, "failed preload succeeded");
     TT_CHECK(!strcmp(shoal_error_message(), "access denied") && seen.lines == 1, "msg=%s lines=%d",
              shoal_error_message(), seen.lines);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
+/* A drain's progress lines carry the blocks and bytes handed off; a drain that left blocks behind
+ * ends with its figures, then the error. */
+TT_TEST(test_node_control_drain_reports_progress_and_its_final_figures)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    seen_progress seen = {0};
+    TT_OK(node_control_drain(g_sock, on_progress, &seen));
+    TT_CHECK(seen.lines == 3 && seen.last.blocks_done == 3 && seen.last.blocks_total == 3 && seen.last.sent == 3 &&
+                 seen.last.bytes_sent == 3000 && seen.last.failed == 0,
+             "lines=%d done=%llu sent=%llu bytes_sent=%llu", seen.lines, (unsigned long long)seen.last.blocks_done,
+             (unsigned long long)seen.last.sent, (unsigned long long)seen.last.bytes_sent);
+    d.drain_fails = true;
+    memset(&seen, 0, sizeof seen);
+    TT_CHECK(node_control_drain(g_sock, on_progress, &seen) == -1, "a drain that left a block behind succeeded");
+    TT_CHECK(strstr(shoal_error_message(), "1 of 3 owned blocks") && seen.last.failed == 1 && seen.last.sent == 2,
+             "msg=%s failed=%llu", shoal_error_message(), (unsigned long long)seen.last.failed);
     node_control_server_delete(s);
     tt_rmtree(g_dir);
 }
@@ -858,6 +901,40 @@ TT_TEST(test_shoal_cli_talks_to_the_daemon)
     slurp(out, &text);
     TT_CHECK(strstr(shoal_buf_str(&text), "done"), "preload output:\n%s", shoal_buf_str(&text));
 
+    /* --json: stdout holds one JSON object, the summary (with the error when it failed). */
+    char *preload_json[] = {"preload", "--json", "s3://bucket-a/train/", "--control", g_sock, NULL};
+    TT_CHECK(run_cli(out, preload_json) == 0, "preload --json failed");
+    shoal_buf_reset(&text);
+    slurp(out, &text);
+    j = node_json_parse(shoal_buf_str(&text), text.len);
+    TT_CHECK(j && node_json_get_u64(j, "objects", 0) == 4 && node_json_get(j, "cached") && node_json_get(j, "fetched"),
+             "preload --json printed %s", shoal_buf_str(&text));
+    node_json_delete(j);
+    char *drain_json[] = {"drain", "--json", "--control", g_sock, NULL};
+    TT_CHECK(run_cli(out, drain_json) == 0, "drain --json failed");
+    shoal_buf_reset(&text);
+    slurp(out, &text);
+    j = node_json_parse(shoal_buf_str(&text), text.len);
+    TT_CHECK(j && node_json_get_u64(j, "blocks_sent", 0) == 3 && node_json_get_u64(j, "bytes_sent", 0) == 3000 &&
+                 !node_json_get(j, "error"),
+             "drain --json printed %s", shoal_buf_str(&text));
+    node_json_delete(j);
+    d.drain_fails = true;
+    TT_CHECK(run_cli(out, drain_json) == 1, "a drain that left a block behind exited 0");
+    shoal_buf_reset(&text);
+    slurp(out, &text);
+    j = node_json_parse(shoal_buf_str(&text), text.len);
+    TT_CHECK(j && node_json_get_u64(j, "failed", 0) == 1 && strstr(node_json_get_str(j, "error", ""), "1 of 3"),
+             "drain --json of a failed drain printed %s", shoal_buf_str(&text));
+    node_json_delete(j);
+    char *drain[] = {"drain", "--control", g_sock, NULL};
+    d.drain_fails = false;
+    TT_CHECK(run_cli(out, drain) == 0, "drain failed");
+    shoal_buf_reset(&text);
+    slurp(out, &text);
+    TT_CHECK(strstr(shoal_buf_str(&text), "3 blocks (2.9 KiB) handed to their next owners"), "drain output:\n%s",
+             shoal_buf_str(&text));
+
     char *leave[] = {"leave", "--control", g_sock, NULL};
     TT_CHECK(run_cli(NULL, leave) == 0 && d.leave_calls == 1, "leave: calls=%d", d.leave_calls);
 
@@ -894,12 +971,13 @@ TT_TEST(test_shoal_cli_bad_usage_exits_2_with_one_line)
         {{"preload", "s3://x", NULL}, "shoal: preload: 's3://x': 'x' is not a valid bucket name"},
         {{"leave", "extra", NULL}, "shoal: leave: unexpected argument 'extra'"},
         {{"stats", "-o", "f", NULL}, "shoal: -o: only for get and keygen"},
-        {{"get", "--json", "s3://bucket-a/k", NULL}, "shoal: --json: only for status, stats and ls"},
+        {{"get", "--json", "s3://bucket-a/k", NULL}, "shoal: --json: only for status, stats, ls, preload and drain"},
+        {{"drain", "extra", NULL}, "shoal: drain: unexpected argument 'extra'"},
         {{"ls", NULL}, "shoal: ls: missing s3://BUCKET/PREFIX"},
         {{"ls", "s3://bucket-a/p/", "-o", "f", NULL}, "shoal: -o: only for get and keygen"},
         {{"forget", NULL}, "shoal: forget: missing NODE"},
         {{"forget", "node-b", "node-c", NULL}, "shoal: forget: unexpected argument 'node-c'"},
-        {{"forget", "node-b", "--json", NULL}, "shoal: --json: only for status, stats and ls"},
+        {{"forget", "node-b", "--json", NULL}, "shoal: --json: only for status, stats, ls, preload and drain"},
         {{"wait", "--timeout", "soon", NULL}, "shoal: --timeout: 'soon' is not a number of seconds"},
         {{"wait", "--timeout=-1", NULL}, "shoal: --timeout: '-1' is not a number of seconds"},
         {{"wait", "--timeout", "nan", NULL}, "shoal: --timeout: 'nan' is not a number of seconds"},

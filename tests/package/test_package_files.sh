@@ -99,13 +99,17 @@ test_package_bash_completion_offers_the_options_and_commands_of_the_help() {
   tt_check "$(complete_words "shoald --" | wc -l)" = "$(help_options "$SHOALD" | wc -l)" \
     "shoald --<TAB> does not offer every option of shoald --help"
   got=$(complete_words "shoal " | sort | tr '\n' ' ')
-  tt_check "$got" = "forget get keygen leave ls preload stats status wait " "shoal <TAB> offers: $got"
+  tt_check "$got" = "drain forget get keygen leave ls preload stats status wait " "shoal <TAB> offers: $got"
   got=$(complete_words "shoal --json st" | sort | tr '\n' ' ')
   tt_check "$got" = "stats status " "shoal --json st<TAB> offers: $got"
   got=$(complete_words "shoal get " | tr '\n' ' ')
   tt_check "$got" = "s3:// " "shoal get <TAB> offers: $got"
   got=$(complete_words "shoal status --j" | tr '\n' ' ')
   tt_check "$got" = "--json " "shoal status --j<TAB> offers: $got"
+  got=$(complete_words "shoal preload s3://b/p --j" | tr '\n' ' ')
+  tt_check "$got" = "--json " "shoal preload s3://b/p --j<TAB> offers: $got"
+  got=$(complete_words "shoald --drain" | tr '\n' ' ')
+  tt_check "$got" = "--drain-timeout " "shoald --drain<TAB> offers: $got"
   got=$(complete_words "shoal wait --t" | tr '\n' ' ')
   tt_check "$got" = "--timeout " "shoal wait --t<TAB> offers: $got"
 }
