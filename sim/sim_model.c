@@ -15,9 +15,12 @@
  *      over the epoch) in arrival order across nodes, so concurrent readers of one block find the
  *      fetch of the first, through the three systems: Shoal, independent caches, no cache. Shoal's
  *      read is shoald's: the node's own store (owned blocks and near copies), the owners in its
- *      view's order (a silent one costs the peer timeout and is skipped for a while), then S3; a
- *      reader keeps what it got from a peer or S3 as a near copy. Opening an object costs a HEAD
- *      unless its metadata is fresh (the metadata TTL; through the mount, the listing too);
+ *      view's order (a silent one costs the peer timeout and is skipped for a while), then S3; an
+ *      owner that misses hands the block off from the members ranked after it before S3, and with
+ *      replicas pushes what it fetched to the other owners; a reader keeps what it got from a peer
+ *      or S3 as a near copy. Opening an object needs its metadata: fresh at the node (the
+ *      metadata TTL; through the mount, the listing too), else from its metadata owner, which
+ *      HEADs it once per TTL for the cluster;
  *   5. records a row of the time series, with the run's cost so far.
  *
  * At each epoch's end the throughput model (sim_pace.c) turns what every node moved into the
@@ -73,6 +76,13 @@ typedef struct group {
 
 enum { P_UP, P_DOWN };
 
+/* Object metadata a node holds: file + 1 (0 empty) -> fresh until (open addressing). */
+typedef struct meta_table {
+    uint32_t *key;
+    double *until;
+    uint32_t cap, n;
+} meta_table;
+
 typedef struct peer {
     struct sim_model *m;
     uint32_t ix, zone, group;
@@ -88,9 +98,8 @@ typedef struct peer {
     sim_lru indep;   /* the independent cache */
     uint32_t pen_node[PENALTY_SLOTS]; /* owners this reader skips until pen_until */
     double pen_until[PENALTY_SLOTS];
-    uint32_t *meta_key; /* object metadata this node holds: file + 1 (0 empty) -> fresh until */
-    double *meta_until;
-    uint32_t meta_cap, meta_n;
+    meta_table meta;  /* object metadata Shoal's daemon on this node holds */
+    meta_table imeta; /* and the independent cache on this node (sampled readers) */
     double listed_until; /* the mount's listing makes every object's metadata fresh until then */
     bool listed;
     /* This epoch's bytes per system, for the throughput model. */
@@ -540,6 +549,12 @@ static int apply(sim_model *m, const sched_ev *e)
             p->victim = -1;
             p->incarnation++;
             view_reset_self(p);
+            /* The store is on disk and survives; the metadata tables were in memory. */
+            free(p->meta.key);
+            free(p->meta.until);
+            free(p->imeta.key);
+            free(p->imeta.until);
+            p->meta = p->imeta = (meta_table){0};
             if (sim_cluster_restart(m->c, (int)ix, p->incarnation, seed) < 0)
                 return shoal_error_wrap("sim: restarting node %u", ix);
             p->state = P_UP;
@@ -1011,17 +1026,21 @@ static double peer_transfer(sim_model *m, uint32_t size)
 
 /* ---- metadata: HEAD and LIST under the metadata TTL ---- */
 
-static bool meta_fresh(const peer *p, uint32_t f, double now)
+/* Until when table t holds file f's metadata (0 when it holds none). */
+static double meta_until(const meta_table *t, uint32_t f)
 {
-    if (now < p->listed_until)
-        return true;
-    if (!p->meta_n)
-        return false;
-    uint32_t mask = p->meta_cap - 1;
-    for (uint32_t j = (f * 2654435761u) & mask; p->meta_key[j]; j = (j + 1) & mask)
-        if (p->meta_key[j] == f + 1)
-            return now < p->meta_until[j];
-    return false;
+    if (!t->n)
+        return 0;
+    uint32_t mask = t->cap - 1;
+    for (uint32_t j = (f * 2654435761u) & mask; t->key[j]; j = (j + 1) & mask)
+        if (t->key[j] == f + 1)
+            return t->until[j];
+    return 0;
+}
+
+static bool meta_fresh(const peer *p, const meta_table *t, uint32_t f, double now)
+{
+    return now < p->listed_until || now < meta_until(t, f);
 }
 
 static void meta_place(uint32_t *keys, double *until, uint32_t cap, uint32_t f, double t)
@@ -1035,12 +1054,12 @@ static void meta_place(uint32_t *keys, double *until, uint32_t cap, uint32_t f, 
 
 /* Remembers file f's metadata until `until`. The table keeps entries still fresh at `now` (a
  * rebuild drops the expired ones) and at most META_MAX, as shoald's; past that nothing new is kept. */
-static int meta_remember(peer *p, uint32_t f, double now, double until)
+static int meta_remember(meta_table *t, uint32_t f, double now, double until)
 {
-    if ((p->meta_n + 1) * 2 > p->meta_cap) {
+    if ((t->n + 1) * 2 > t->cap) {
         uint32_t live = 0;
-        for (uint32_t j = 0; j < p->meta_cap; j++)
-            live += p->meta_key[j] && p->meta_until[j] > now;
+        for (uint32_t j = 0; j < t->cap; j++)
+            live += t->key[j] && t->until[j] > now;
         if (live >= META_MAX)
             return 0;
         uint32_t cap = 64;
@@ -1051,45 +1070,96 @@ static int meta_remember(peer *p, uint32_t f, double now, double until)
         if (!k || !u) {
             free(k);
             free(u);
-            return shoal_error_set(SHOAL_ERR_NOMEM, "sim: metadata of node %u", p->ix);
+            return shoal_error_set(SHOAL_ERR_NOMEM, "sim: metadata table");
         }
-        for (uint32_t j = 0; j < p->meta_cap; j++)
-            if (p->meta_key[j] && p->meta_until[j] > now)
-                meta_place(k, u, cap, p->meta_key[j] - 1, p->meta_until[j]);
-        free(p->meta_key);
-        free(p->meta_until);
-        p->meta_key = k;
-        p->meta_until = u;
-        p->meta_cap = cap;
-        p->meta_n = live;
+        for (uint32_t j = 0; j < t->cap; j++)
+            if (t->key[j] && t->until[j] > now)
+                meta_place(k, u, cap, t->key[j] - 1, t->until[j]);
+        free(t->key);
+        free(t->until);
+        t->key = k;
+        t->until = u;
+        t->cap = cap;
+        t->n = live;
     }
-    uint32_t mask = p->meta_cap - 1, j = (f * 2654435761u) & mask;
-    while (p->meta_key[j] && p->meta_key[j] != f + 1)
+    uint32_t mask = t->cap - 1, j = (f * 2654435761u) & mask;
+    while (t->key[j] && t->key[j] != f + 1)
         j = (j + 1) & mask;
-    p->meta_n += !p->meta_key[j];
-    p->meta_key[j] = f + 1;
-    p->meta_until[j] = until;
+    t->n += !t->key[j];
+    t->key[j] = f + 1;
+    t->until[j] = until;
     return 0;
 }
 
-/* Node p opens file f: a HEAD unless its metadata is fresh (shoald's per-node metadata table for
- * `shoal get`; the mount's listing or inode for the mount). Shoal and an independent cache (s3fs,
- * rclone: a stat per open) do the same; a job reading S3 directly knows its keys and sends none.
- * Returns the HEAD's latency for Shoal (0 when none). */
-static double open_file(sim_model *m, peer *p, uint32_t f, double weight)
+static bool penalized(const peer *p, uint32_t o, double now);
+static void penalize(peer *p, uint32_t o, double until);
+
+/* Node q asks S3 for file f's metadata (a HEAD) and keeps it for the TTL. Returns the latency. */
+static double head_s3(sim_model *m, peer *q, uint32_t f, double now)
 {
-    double now = now_s(m);
-    if (meta_fresh(p, f, now))
-        return 0;
-    if (meta_remember(p, f, now, now + m->cfg.metadata_ttl_s) < 0)
+    if (meta_remember(&q->meta, f, now, now + m->cfg.metadata_ttl_s) < 0)
         return -1;
     sys_stats(m, SIM_SHOAL)->s3_heads++;
-    double lat = s3_request(m, SIM_SHOAL, f, 1) + sim_dist_sample(&m->cfg.s3_latency, &m->rng);
-    if (p->sampled) {
+    return s3_request(m, SIM_SHOAL, f, 1) + sim_dist_sample(&m->cfg.s3_latency, &m->rng);
+}
+
+/*
+ * Node p opens file f. A HEAD unless its metadata is fresh (shoald's per-node metadata table for
+ * `shoal get`; the mount's listing or inode for the mount). Shoal's metadata is cooperative, as
+ * shoald's (docs/placement.md): a node holding none fresh asks the object's metadata owner, which
+ * answers from its table or sends the cluster's one HEAD per TTL, and the asker keeps the answer
+ * until the owner's copy expires; an owner that does not answer costs the peer timeout and is
+ * skipped for a while, and with no owner left the node asks S3 itself. The model takes the owners
+ * of the file's first block as its metadata owners: shoald places metadata under an id of its own
+ * ("hd:"), which the same hashing spreads as evenly, so which member owns it differs and how often
+ * it changes owner does not. An independent cache (s3fs, rclone: a stat per open) sends a HEAD per
+ * node; a job reading S3 directly knows its keys and sends none. Returns Shoal's latency.
+ */
+static double open_file(sim_model *m, peer *p, uint32_t f, double weight)
+{
+    double now = now_s(m), lat = 0;
+    if (p->sampled && !meta_fresh(p, &p->imeta, f, now)) {
+        if (meta_remember(&p->imeta, f, now, now + m->cfg.metadata_ttl_s) < 0)
+            return -1;
         sys_stats(m, SIM_INDEP)->s3_heads++;
         s3_request(m, SIM_INDEP, f, weight);
     }
-    return lat;
+    if (meta_fresh(p, &p->meta, f, now))
+        return 0;
+    view_entry *e = group_view(m, p->group);
+    if (!e)
+        return -1;
+    const dht_member **own;
+    int k = owners_of(m, e, m->file_first[f], &own);
+    const dht_member *order[DHT_REPLICAS_MAX];
+    memcpy(order, own, (size_t)k * sizeof *order);
+    dht_prefer_zone(order, (size_t)k, m->zone_names[p->zone]);
+    for (int j = 0; j < k; j++) {
+        uint32_t o = owner_ix(order[j]);
+        peer *q = m->peers[o];
+        if (q == p)
+            return head_s3(m, p, f, now);
+        if (penalized(p, o, now))
+            continue;
+        if (q->state != P_UP || q->stalled) {
+            lat += m->cfg.peer_timeout_s * 1.25;
+            penalize(p, o, now + m->cfg.peer_timeout_s + PENALTY_S);
+            continue;
+        }
+        double until = meta_until(&q->meta, f);
+        if (now >= until) {
+            double h = head_s3(m, q, f, now);
+            if (h < 0)
+                return -1;
+            lat += h;
+            until = now + m->cfg.metadata_ttl_s;
+        }
+        if (meta_remember(&p->meta, f, now, until) < 0)
+            return -1;
+        return lat + 2 * sim_dist_sample(&m->cfg.latency, &m->rng);
+    }
+    double h = head_s3(m, p, f, now);
+    return h < 0 ? -1 : lat + h;
 }
 
 /* The mount's first listing on node p (a DataLoader lists its dataset once): the listing's owner
@@ -1138,13 +1208,65 @@ static void penalize(peer *p, uint32_t o, double until)
 }
 
 /*
- * A Shoal read, as shoald's read path does it (node/node_cache.c): the node's own store first
- * (owned or near); then the owners in its own view's order (own zone first, itself first when it
- * is one): itself fetches from S3 and keeps the block owned; a peer owner serves it from its store
- * or fetches it from S3 for the reader (and keeps it owned), and the reader keeps a near copy; an
- * owner that does not answer costs the peer timeout plus the PING that confirms it is silent, and
- * is skipped by this reader for PENALTY_S; with no owner left the reader reads S3 and keeps a near
- * copy.
+ * Hand-off and replicas that pay, as shoald does them (docs/placement.md). An owner q that misses
+ * block b asks, before S3, the block's first replicas + 2 ranked members under its view (not
+ * itself) for a copy from their store: a member that holds it (owned or near) sends it and q keeps
+ * it owned; a member that does not answer costs a quarter of the peer timeout and is skipped for a
+ * while. Only then does q read S3, and with replicas above 1 it pushes the block to the other
+ * owners at once. Returns the latency, or -1.
+ */
+static double owner_fetch(sim_model *m, view_entry *e, peer *q, uint32_t b, const dht_member **own, int k)
+{
+    sim_sys_stats *s = sys_stats(m, SIM_SHOAL);
+    uint32_t size = m->bsize[b];
+    double now = now_s(m), lat = 0;
+    const dht_member *cand[DHT_REPLICAS_MAX];
+    int n = dht_owners(e->v, m->ids[b], (int)m->cfg.wl.replicas + 2, cand);
+    m->res.owner_lookups++;
+    for (int i = 0; i < n; i++) {
+        uint32_t o = owner_ix(cand[i]);
+        peer *h = m->peers[o];
+        if (h == q || penalized(q, o, now))
+            continue;
+        if (h->state != P_UP || h->stalled) {
+            lat += m->cfg.peer_timeout_s / 4;
+            penalize(q, o, now + m->cfg.peer_timeout_s / 4 + PENALTY_S);
+            continue;
+        }
+        lat += 2 * sim_dist_sample(&m->cfg.latency, &m->rng);
+        if (sim_store_touch(&h->store, b)) {
+            s->handoff_hits++;
+            s->peer_bytes += size;
+            h->out_b += size;
+            q->in_b[SIM_SHOAL] += size;
+            lat += size / m->cfg.bandwidth_bps;
+            return sim_store_put(&q->store, b, size, false) < 0 ? -1 : lat;
+        }
+    }
+    lat += s3_get(m, SIM_SHOAL, q, b, 1);
+    if (sim_store_put(&q->store, b, size, false) < 0)
+        return -1;
+    for (int r = 0; r < k; r++) { /* replicas that pay */
+        peer *o = m->peers[owner_ix(own[r])];
+        if (o == q || o->state != P_UP || o->stalled)
+            continue;
+        s->peer_bytes += size;
+        q->out_b += size;
+        o->in_b[SIM_SHOAL] += size;
+        if (sim_store_put(&o->store, b, size, false) < 0)
+            return -1;
+    }
+    return lat;
+}
+
+/*
+ * A Shoal read, as shoald's read path does it (node/node_cache_fetch.c): the node's own store
+ * first (owned or near); then the owners in its own view's order (own zone first, itself first
+ * when it is one): itself fetches the block as an owner does (owner_fetch: hand-off, then S3) and
+ * keeps it owned; a peer owner serves it from its store or fetches it as an owner for the reader,
+ * and the reader keeps a copy (owned when it is a later owner, near otherwise); an owner that does
+ * not answer costs the peer timeout plus the PING that confirms it is silent, and is skipped by
+ * this reader for PENALTY_S; with no owner left the reader reads S3 and keeps a near copy.
  */
 static int read_shoal(sim_model *m, peer *p, uint32_t b, double lat)
 {
@@ -1168,14 +1290,19 @@ static int read_shoal(sim_model *m, peer *p, uint32_t b, double lat)
     const dht_member *order[DHT_REPLICAS_MAX];
     memcpy(order, own, (size_t)k * sizeof *order);
     dht_prefer_zone(order, (size_t)k, m->zone_names[p->zone]);
+    bool p_owns = false;
+    for (int j = 0; j < k; j++)
+        p_owns = p_owns || m->peers[owner_ix(own[j])] == p;
     double now = now_s(m);
     for (int j = 0; j < k; j++) {
         uint32_t o = owner_ix(order[j]);
         peer *q = m->peers[o];
         if (q == p) {
-            lat += s3_get(m, SIM_SHOAL, p, b, 1);
-            lat_add(m, SIM_SHOAL, lat);
-            return sim_store_put(&p->store, b, size, false);
+            double f = owner_fetch(m, e, p, b, own, k);
+            if (f < 0)
+                return -1;
+            lat_add(m, SIM_SHOAL, lat + f);
+            return 0;
         }
         if (penalized(p, o, now))
             continue;
@@ -1192,9 +1319,10 @@ static int read_shoal(sim_model *m, peer *p, uint32_t b, double lat)
             s->peer_hits++;
             m->cur.hits[SIM_SHOAL]++;
         } else {
-            lat += s3_get(m, SIM_SHOAL, q, b, 1);
-            if (sim_store_put(&q->store, b, size, false) < 0)
+            double f = owner_fetch(m, e, q, b, own, k);
+            if (f < 0)
                 return -1;
+            lat += f;
         }
         s->peer_bytes += size;
         if (q->zone != p->zone)
@@ -1202,7 +1330,7 @@ static int read_shoal(sim_model *m, peer *p, uint32_t b, double lat)
         q->out_b += size;
         p->in_b[SIM_SHOAL] += size;
         lat_add(m, SIM_SHOAL, lat + peer_transfer(m, size));
-        return sim_store_put(&p->store, b, size, true);
+        return sim_store_put(&p->store, b, size, !p_owns);
     }
     lat_add(m, SIM_SHOAL, lat + s3_get(m, SIM_SHOAL, p, b, 1));
     return sim_store_put(&p->store, b, size, true);
@@ -1720,8 +1848,10 @@ void sim_model_delete(sim_model *m)
     sim_cluster_delete(m->c);
     for (uint32_t i = 0; i < m->n_peers; i++) {
         sim_store_destroy(&m->peers[i]->store);
-        free(m->peers[i]->meta_key);
-        free(m->peers[i]->meta_until);
+        free(m->peers[i]->meta.key);
+        free(m->peers[i]->meta.until);
+        free(m->peers[i]->imeta.key);
+        free(m->peers[i]->imeta.until);
         sim_lru_destroy(&m->peers[i]->indep);
         free(m->peers[i]->seen);
         free(m->peers[i]);

@@ -145,6 +145,7 @@ typedef struct sim_sys_stats {
     uint64_t s3_heads, s3_lists; /* metadata requests (billed like GETs and PUTs) */
     uint64_t near_hits;          /* local hits on a near copy (Shoal) */
     uint64_t xzone_bytes;        /* peer bytes that crossed zones (Shoal) */
+    uint64_t handoff_hits;       /* blocks an owner got from another ranked member instead of S3 (Shoal) */
 } sim_sys_stats;
 
 /* What limits an epoch in the throughput model. */

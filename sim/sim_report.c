@@ -288,6 +288,7 @@ static int write_json(const sim_model *m, const sim_summary *s, const char *dir)
             fprintf(f, "%s{\"reads\": %llu, \"local_hits\": %llu, \"near_hits\": %llu, \"peer_hits\": %llu, "
                        "\"s3_gets\": %llu, \"s3_heads\": %llu, \"s3_lists\": %llu, \"egress_bytes\": %llu, "
                        "\"s3_503\": %llu, \"peer_bytes\": %llu, \"xzone_bytes\": %llu, \"fallbacks\": %llu, "
+                       "\"handoff_hits\": %llu, "
                        "\"puts\": %llu, \"usd\": %.6f, \"wall_s\": %.6f, \"stall\": %.6f, \"limit\": \"%s\"}",
                     e ? ", " : "", (unsigned long long)st->reads, (unsigned long long)st->local_hits,
                     (unsigned long long)st->near_hits, (unsigned long long)st->peer_hits,
@@ -295,7 +296,7 @@ static int write_json(const sim_model *m, const sim_summary *s, const char *dir)
                     (unsigned long long)st->s3_lists, (unsigned long long)st->s3_bytes,
                     (unsigned long long)st->s3_503, (unsigned long long)st->peer_bytes,
                     (unsigned long long)st->xzone_bytes, (unsigned long long)st->fallbacks,
-                    (unsigned long long)st->puts, sim_dollars(c, st), pc->wall_s, pc->stall, sim_limit_name(pc->limit));
+                    (unsigned long long)st->handoff_hits, (unsigned long long)st->puts, sim_dollars(c, st), pc->wall_s, pc->stall, sim_limit_name(pc->limit));
         }
         fprintf(f, "]}%s\n", k + 1 < SIM_SYSTEMS ? "," : "");
     }

@@ -75,17 +75,20 @@ TT_TEST(test_sim_near_copies_stay_within_their_share_of_the_cache)
     sim_model_delete(m);
 }
 
-TT_TEST(test_sim_shoal_get_sends_one_head_per_object_and_node_within_the_ttl)
+TT_TEST(test_sim_shoal_get_sends_one_head_per_object_for_the_cluster_within_the_ttl)
 {
-    /* `shoal get` HEADs each object once per node while the metadata is trusted (60 s by default):
-     * 4 nodes x 50 objects = 200 HEADs in the first epoch, none in the second (30 s later). With a
-     * 1 s TTL every open HEADs again. Reading S3 directly (no cache) sends no HEAD. */
+    /* Shoal's metadata is cooperative: an object's metadata owner HEADs it once per TTL (60 s by
+     * default) and answers every node, so 4 nodes x 50 objects cost 50 HEADs in the first epoch
+     * and none in the second (30 s later); independent caches HEAD once per object and node (200).
+     * With a 1 s TTL the owner's answer has expired by the time most other nodes open the object,
+     * so the second epoch HEADs again, at least once per object and at most once per open.
+     * Reading S3 directly (no cache) sends no HEAD. */
     sim_config c;
     tiny(&c, 4, 50, 2);
     c.access_get = true;
     sim_model *m = run_ok(&c);
     const sim_result *r = sim_model_result(m);
-    TT_CHECK(r->epochs[0].sys[SIM_SHOAL].s3_heads == 200 && r->epochs[1].sys[SIM_SHOAL].s3_heads == 0,
+    TT_CHECK(r->epochs[0].sys[SIM_SHOAL].s3_heads == 50 && r->epochs[1].sys[SIM_SHOAL].s3_heads == 0,
              "HEADs per epoch: %llu then %llu", (unsigned long long)r->epochs[0].sys[SIM_SHOAL].s3_heads,
              (unsigned long long)r->epochs[1].sys[SIM_SHOAL].s3_heads);
     TT_CHECK(r->epochs[0].sys[SIM_INDEP].s3_heads == 200, "independent caches: %llu HEADs",
@@ -96,8 +99,9 @@ TT_TEST(test_sim_shoal_get_sends_one_head_per_object_and_node_within_the_ttl)
     c.metadata_ttl_s = 1;
     m = run_ok(&c);
     r = sim_model_result(m);
-    TT_CHECK(r->epochs[1].sys[SIM_SHOAL].s3_heads == 200, "TTL 1 s: %llu HEADs in epoch 2",
-             (unsigned long long)r->epochs[1].sys[SIM_SHOAL].s3_heads);
+    uint64_t h = r->epochs[1].sys[SIM_SHOAL].s3_heads;
+    TT_CHECK(h > 50 && h <= 200, "TTL 1 s: %llu HEADs in epoch 2 (want more than one per object, at most 200)",
+             (unsigned long long)h);
     sim_model_delete(m);
 }
 
