@@ -100,7 +100,8 @@ typedef struct peer {
     double pen_until[PENALTY_SLOTS];
     meta_table meta;  /* object metadata Shoal's daemon on this node holds */
     meta_table imeta; /* and the independent cache on this node (sampled readers) */
-    double listed_until; /* the mount's listing makes every object's metadata fresh until then */
+    double listed_until;  /* the mount's listing makes every object's metadata fresh until then */
+    double ilisted_until; /* and the independent cache's own listing */
     bool listed;
     /* This epoch's bytes per system, for the throughput model. */
     double in_b[SIM_SYSTEMS], s3_b[SIM_SYSTEMS], out_b;
@@ -1038,9 +1039,9 @@ static double meta_until(const meta_table *t, uint32_t f)
     return 0;
 }
 
-static bool meta_fresh(const peer *p, const meta_table *t, uint32_t f, double now)
+static bool meta_fresh(double listed_until, const meta_table *t, uint32_t f, double now)
 {
-    return now < p->listed_until || now < meta_until(t, f);
+    return now < listed_until || now < meta_until(t, f);
 }
 
 static void meta_place(uint32_t *keys, double *until, uint32_t cap, uint32_t f, double t)
@@ -1093,6 +1094,7 @@ static int meta_remember(meta_table *t, uint32_t f, double now, double until)
 
 static bool penalized(const peer *p, uint32_t o, double now);
 static void penalize(peer *p, uint32_t o, double until);
+static double list_shared(sim_model *m, double now);
 
 /* Node q asks S3 for file f's metadata (a HEAD) and keeps it for the TTL. Returns the latency. */
 static double head_s3(sim_model *m, peer *q, uint32_t f, double now)
@@ -1118,14 +1120,20 @@ static double head_s3(sim_model *m, peer *q, uint32_t f, double now)
 static double open_file(sim_model *m, peer *p, uint32_t f, double weight)
 {
     double now = now_s(m), lat = 0;
-    if (p->sampled && !meta_fresh(p, &p->imeta, f, now)) {
+    if (p->sampled && !meta_fresh(p->ilisted_until, &p->imeta, f, now)) {
         if (meta_remember(&p->imeta, f, now, now + m->cfg.metadata_ttl_s) < 0)
             return -1;
         sys_stats(m, SIM_INDEP)->s3_heads++;
         s3_request(m, SIM_INDEP, f, weight);
     }
-    if (meta_fresh(p, &p->meta, f, now))
-        return 0;
+    if (p->listed && now >= p->listed_until) {
+        /* Through the mount an expired listing is revalidated by one LIST for the cluster, and
+         * then the listed name needs no HEAD. */
+        lat = list_shared(m, now);
+        p->listed_until = m->list_until;
+    }
+    if (meta_fresh(p->listed_until, &p->meta, f, now))
+        return lat;
     view_entry *e = group_view(m, p->group);
     if (!e)
         return -1;
@@ -1162,25 +1170,37 @@ static double open_file(sim_model *m, peer *p, uint32_t f, double weight)
     return h < 0 ? -1 : lat + h;
 }
 
-/* The mount's first listing on node p (a DataLoader lists its dataset once): the listing's owner
- * lists S3 at most once per TTL for the whole cluster; an independent cache lists per node. */
+/* The dataset's listing through the mount: the listing's owner lists S3 (one LIST per 1,000
+ * objects) at most once per TTL for the whole cluster, and every node's mount shares its answer.
+ * Returns the latency for the node that asked. */
+static double list_shared(sim_model *m, double now)
+{
+    if (now < m->list_until)
+        return 2 * sim_dist_sample(&m->cfg.latency, &m->rng); /* the owner's fresh listing */
+    uint64_t pages = ((uint64_t)m->files + LIST_PAGE - 1) / LIST_PAGE;
+    double lat = 0;
+    sys_stats(m, SIM_SHOAL)->s3_lists += pages;
+    for (uint64_t k = 0; k < pages; k++)
+        lat += s3_request(m, SIM_SHOAL, (uint32_t)k, 1) + sim_dist_sample(&m->cfg.s3_latency, &m->rng);
+    m->list_until = now + m->cfg.metadata_ttl_s;
+    return lat;
+}
+
+/* The mount's first listing on node p (a DataLoader lists its dataset once): shared by the
+ * cluster for Shoal (list_shared); an independent cache lists per node. */
 static void list_dataset(sim_model *m, peer *p, double weight)
 {
     double now = now_s(m);
     uint64_t pages = ((uint64_t)m->files + LIST_PAGE - 1) / LIST_PAGE;
-    if (now >= m->list_until) {
-        sys_stats(m, SIM_SHOAL)->s3_lists += pages;
-        for (uint64_t k = 0; k < pages; k++)
-            s3_request(m, SIM_SHOAL, (uint32_t)k, 1); /* page k on prefix k mod prefixes */
-        m->list_until = now + m->cfg.metadata_ttl_s;
-    }
+    list_shared(m, now);
     if (p->sampled) {
         sys_stats(m, SIM_INDEP)->s3_lists += pages;
         for (uint64_t k = 0; k < pages; k++)
-            s3_request(m, SIM_INDEP, (uint32_t)k, weight);
+            s3_request(m, SIM_INDEP, (uint32_t)k, weight); /* page k on prefix k mod prefixes */
     }
     p->listed = true;
     p->listed_until = m->list_until;
+    p->ilisted_until = now + m->cfg.metadata_ttl_s;
 }
 
 /* ---- penalties: an owner that timed out is skipped for a while by that reader ---- */

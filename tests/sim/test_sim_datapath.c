@@ -105,12 +105,11 @@ TT_TEST(test_sim_shoal_get_sends_one_head_per_object_for_the_cluster_within_the_
     sim_model_delete(m);
 }
 
-TT_TEST(test_sim_mount_lists_once_for_the_cluster_then_heads_after_the_ttl)
+TT_TEST(test_sim_mount_lists_once_per_ttl_for_the_cluster_and_sends_no_head_for_listed_names)
 {
     /* Through the mount each node's job lists the dataset once (2,500 objects: 3 pages); the
      * listing's owner lists S3 once for the cluster, an independent cache lists per node. The
-     * listing's metadata is fresh for the TTL, so the first epoch (10-40 s, TTL 60 s) sends no HEAD,
-     * and the second (40-70 s) HEADs the objects opened after 70 s... none: it ends at 70 s. */
+     * listing's metadata is fresh for the TTL, so the first epoch (10-40 s, TTL 60 s) sends no HEAD. */
     sim_config c;
     tiny(&c, 4, 2500, 2);
     c.wl.file_size = (sim_dist){SIM_DIST_FIXED, 4096, 0};
@@ -123,11 +122,18 @@ TT_TEST(test_sim_mount_lists_once_for_the_cluster_then_heads_after_the_ttl)
     TT_CHECK(r->epochs[0].sys[SIM_SHOAL].s3_heads == 0, "%llu HEADs within the listing's TTL",
              (unsigned long long)r->epochs[0].sys[SIM_SHOAL].s3_heads);
     sim_model_delete(m);
-    c.metadata_ttl_s = 20; /* the listing is stale from 30 s on: every open after that HEADs */
+    /* A 20 s TTL: the listing expires at 30 s and 50 s (and perhaps at 70 s, the end). Shoal's
+     * mounts revalidate it with one shared listing (3 pages) per TTL and open listed names without
+     * a HEAD, as shoald does; the independent caches stat (HEAD) every open after their TTL. */
+    c.metadata_ttl_s = 20;
     m = run_ok(&c);
     r = sim_model_result(m);
     uint64_t heads = r->epochs[0].sys[SIM_SHOAL].s3_heads + r->epochs[1].sys[SIM_SHOAL].s3_heads;
-    TT_CHECK(heads > 4 * 2500 / 3, "TTL 20 s: only %llu HEADs", (unsigned long long)heads);
+    uint64_t lists = r->epochs[0].sys[SIM_SHOAL].s3_lists + r->epochs[1].sys[SIM_SHOAL].s3_lists;
+    uint64_t iheads = r->epochs[0].sys[SIM_INDEP].s3_heads + r->epochs[1].sys[SIM_INDEP].s3_heads;
+    TT_CHECK(heads == 0, "TTL 20 s: Shoal sent %llu HEADs for listed names", (unsigned long long)heads);
+    TT_CHECK(lists >= 9 && lists <= 12, "TTL 20 s: Shoal listed %llu pages, want 3 per TTL", (unsigned long long)lists);
+    TT_CHECK(iheads > 4 * 2500 / 3, "TTL 20 s: independent caches sent only %llu HEADs", (unsigned long long)iheads);
     sim_model_delete(m);
 }
 
