@@ -146,8 +146,9 @@ void sim_report_print(const sim_model *m, const sim_summary *s, FILE *f)
             c->prices[0] ? c->prices : "set by hand", c->egress_price, c->xzone_price, c->get_price, c->put_price);
     fprintf(f, "access: %s, metadata trusted %.0f s; eviction %s, near copies up to %u %% of a cache; peer timeout "
                "%.1f s\n\n",
-            c->access_get ? "shoal get (a HEAD per object and node)" : "the mount (one listing, then a HEAD per open "
-                                                                      "once the metadata is older than its TTL)",
+            c->access_get ? "shoal get (a HEAD per object for the cluster, by its metadata owner)"
+                          : "the mount (a listing shared by the cluster, revalidated once per TTL; no HEAD for a "
+                            "listed name)",
             c->metadata_ttl_s, c->eviction == SIM_POLICY_NO_EVICT ? "no-evict" : "lru", c->wl.near_percent,
             c->peer_timeout_s);
     fprintf(f, "%-6s %-20s %12s %10s %11s %8s %10s %11s %9s %7s\n", "epoch", "system", "S3 GETs", "HEADs",
