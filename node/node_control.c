@@ -547,15 +547,32 @@ int node_control_reply_json(node_control_reply *r, const char *json)
     return send_all(r->fd, "\n", 1);
 }
 
+/* The header of a byte body; an object's size and ETag are named when etag is not NULL. */
+static int bytes_begin(node_control_reply *r, uint64_t size, uint64_t object_size, const char *etag)
+{
+    shoal_buf h = {0};
+    int rc = -1;
+    if (shoal_buf_appendf(&h, "{\"ok\":true,\"body\":\"%s\",\"size\":%" PRIu64, r->chunks ? "chunks" : "bytes",
+                          size) < 0 ||
+        (etag && (shoal_buf_appendf(&h, ",\"object_size\":%" PRIu64 ",\"etag\":", object_size) < 0 ||
+                  node_json_append_str(&h, etag) < 0)) ||
+        shoal_buf_append_str(&h, "}\n") < 0)
+        goto done;
+    rc = reply_header(r, shoal_buf_str(&h), REPLY_BYTES);
+    r->remaining = size;
+done:
+    shoal_buf_destroy(&h);
+    return rc;
+}
+
 int node_control_reply_bytes_begin(node_control_reply *r, uint64_t size)
 {
-    char h[96];
-    snprintf(h, sizeof h, "{\"ok\":true,\"body\":\"%s\",\"size\":%" PRIu64 "}\n", r->chunks ? "chunks" : "bytes",
-             size);
-    if (reply_header(r, h, REPLY_BYTES) < 0)
-        return -1;
-    r->remaining = size;
-    return 0;
+    return bytes_begin(r, size, 0, NULL);
+}
+
+int node_control_reply_object_begin(node_control_reply *r, uint64_t size, uint64_t object_size, const char *etag)
+{
+    return bytes_begin(r, size, object_size, etag);
 }
 
 static int reply_check_bytes(node_control_reply *r, size_t len)
@@ -658,9 +675,11 @@ static void reply_finish(node_control_reply *r, int rc)
     if (rc == 0 || r->state == REPLY_DONE || r->state == REPLY_BYTES)
         return; /* a short byte body is reported by the client, which knows the size */
     const char *msg = shoal_error_message()[0] ? shoal_error_message() : "the daemon failed without a message";
+    /* The code as the header names it: the enum's name without "ERR_" ("S3_NO_SUCH_KEY"). */
+    const char *code = shoal_error_name(shoal_error_code() ? shoal_error_code() : SHOAL_ERR_NODE) + 4;
     if (r->state == REPLY_NONE) {
         if (shoal_buf_append_str(&b, "{\"ok\":false,\"error\":") == 0 && node_json_append_str(&b, msg) == 0 &&
-            shoal_buf_append_str(&b, "}\n") == 0)
+            shoal_buf_appendf(&b, ",\"code\":\"%s\"}\n", code) == 0)
             send_all(r->fd, b.data, b.len);
     } else {
         if (shoal_buf_append_str(&b, "{\"error\":") == 0 && node_json_append_str(&b, msg) == 0 &&
@@ -715,6 +734,29 @@ static int read_request(int fd, char *buf, size_t cap, size_t *len)
     return shoal_error_set(SHOAL_ERR_INVAL, "request longer than %d bytes", NODE_CONTROL_MAX_REQUEST);
 }
 
+/* Optional members of a request: absent leaves *out alone; present with another type, or a number
+ * out of [lo, hi], is an error naming the member. */
+static int opt_u64(const node_json *req, const char *cmd, const char *name, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    const node_json *m = node_json_get(req, name);
+    if (!m)
+        return 0;
+    if (m->type != NODE_JSON_NUMBER || !m->is_u64 || m->u64 < lo || m->u64 > hi)
+        return shoal_error_set(SHOAL_ERR_INVAL, "%s: \"%s\" must be an integer from %" PRIu64 " to %" PRIu64, cmd,
+                               name, lo, hi);
+    *out = m->u64;
+    return 0;
+}
+
+static int opt_str(const node_json *req, const char *cmd, const char *name, const char **out)
+{
+    const node_json *m = node_json_get(req, name);
+    if (m && (m->type != NODE_JSON_STRING || !*m->str))
+        return shoal_error_set(SHOAL_ERR_INVAL, "%s: \"%s\" must be a non-empty string", cmd, name);
+    *out = m ? m->str : NULL;
+    return 0;
+}
+
 static int dispatch(node_control_server *s, const node_json *req, node_control_reply *reply)
 {
     node_control_request r = {
@@ -724,7 +766,9 @@ static int dispatch(node_control_server *s, const node_json *req, node_control_r
         .prefix = node_json_get_str(req, "prefix", NULL),
         .delimiter = node_json_get_str(req, "delimiter", NULL),
         .node = node_json_get_str(req, "node", NULL),
+        .length = UINT64_MAX,
     };
+    uint64_t max_keys = 0;
     node_control_handler_fn fn = NULL;
     if (!r.cmd)
         return shoal_error_set(SHOAL_ERR_INVAL, "request without \"cmd\"");
@@ -736,10 +780,15 @@ static int dispatch(node_control_server *s, const node_json *req, node_control_r
         fn = s->handlers.leave;
     else if (!strcmp(r.cmd, "drain"))
         fn = s->handlers.drain;
-    else if (!strcmp(r.cmd, "get")) {
+    else if (!strcmp(r.cmd, "get") || !strcmp(r.cmd, "stat")) {
+        bool get = !strcmp(r.cmd, "get");
         if (!r.bucket || !r.key || !*r.key)
-            return shoal_error_set(SHOAL_ERR_INVAL, "get needs \"bucket\" and a non-empty \"key\"");
-        fn = s->handlers.get;
+            return shoal_error_set(SHOAL_ERR_INVAL, "%s needs \"bucket\" and a non-empty \"key\"", r.cmd);
+        if (get && (opt_u64(req, "get", "offset", 0, UINT64_MAX, &r.offset) < 0 ||
+                    opt_u64(req, "get", "length", 0, UINT64_MAX, &r.length) < 0 ||
+                    opt_str(req, "get", "etag", &r.etag) < 0))
+            return -1;
+        fn = get ? s->handlers.get : s->handlers.stat;
     } else if (!strcmp(r.cmd, "preload")) {
         if (!r.bucket || !r.prefix)
             return shoal_error_set(SHOAL_ERR_INVAL, "preload needs \"bucket\" and \"prefix\"");
@@ -751,6 +800,10 @@ static int dispatch(node_control_server *s, const node_json *req, node_control_r
     } else if (!strcmp(r.cmd, "list")) {
         if (!r.bucket || !r.prefix)
             return shoal_error_set(SHOAL_ERR_INVAL, "list needs \"bucket\" and \"prefix\"");
+        if (opt_u64(req, "list", "max_keys", 1, 1000, &max_keys) < 0 || opt_str(req, "list", "token", &r.token) < 0)
+            return -1;
+        r.max_keys = (unsigned)max_keys;
+        r.paged = r.max_keys || r.token;
         if (!r.delimiter)
             r.delimiter = "/";
         fn = s->handlers.list;
@@ -1413,11 +1466,20 @@ done:
 
 int node_control_get(const char *path, const char *bucket, const char *key, int out_fd, uint64_t *size)
 {
+    return node_control_get_range(path, bucket, key, 0, UINT64_MAX, out_fd, size);
+}
+
+int node_control_get_range(const char *path, const char *bucket, const char *key, uint64_t offset, uint64_t length,
+                           int out_fd, uint64_t *size)
+{
+    char tail[96] = ",\"fds\":true";
     shoal_buf req = {0};
     client c = {.fd = -1};
     node_json *h = NULL;
     int rc = -1;
-    if (build_request(&req, "get", bucket, "key", key, ",\"fds\":true") < 0 || !(h = client_request(&c, path, &req)))
+    if (offset || length != UINT64_MAX)
+        snprintf(tail, sizeof tail, ",\"offset\":%" PRIu64 ",\"length\":%" PRIu64 ",\"fds\":true", offset, length);
+    if (build_request(&req, "get", bucket, "key", key, tail) < 0 || !(h = client_request(&c, path, &req)))
         goto fail;
     const node_json *sz = node_json_get(h, "size");
     const char *kind = node_json_get_str(h, "body", "");

@@ -6,16 +6,18 @@
  * socket, sends one request line, a JSON object of at most 4 KiB ending in "\n":
  *
  *   {"cmd":"status"} {"cmd":"stats"} {"cmd":"leave"} {"cmd":"forget","node":"ID"}
- *   {"cmd":"list","bucket":"B","prefix":"P"[,"delimiter":"/"]}
- *   {"cmd":"get","bucket":"B","key":"K"[,"fds":true]} {"cmd":"preload","bucket":"B","prefix":"P"}
+ *   {"cmd":"list","bucket":"B","prefix":"P"[,"delimiter":"/"][,"max_keys":N][,"token":"T"]}
+ *   {"cmd":"get","bucket":"B","key":"K"[,"offset":N][,"length":N][,"etag":"E"][,"fds":true]}
+ *   {"cmd":"stat","bucket":"B","key":"K"} {"cmd":"preload","bucket":"B","prefix":"P"}
  *   {"cmd":"drain"}
  *
  * and the daemon answers with one header line, then a body whose form the header names:
  *
- *   {"ok":false,"error":"message"}                      no body
+ *   {"ok":false,"error":"message","code":"NAME"}        no body (NAME: shoal_error_name of the error)
  *   {"ok":true,"body":"none"}                           no body
  *   {"ok":true,"body":"json"}          then one JSON object on one line
- *   {"ok":true,"body":"bytes","size":N} then exactly N raw bytes (fewer means the read failed)
+ *   {"ok":true,"body":"bytes","size":N} then exactly N raw bytes (fewer means the read failed); a
+ *                                      get's header also names "object_size" and "etag"
  *   {"ok":true,"body":"chunks","size":N} (a get that asked "fds":true) then chunks adding up to N
  *                                      bytes: a 24-byte header (u32 kind, u32 0, u64 offset, u64
  *                                      length, little-endian), kind 1 DATA followed by its bytes,
@@ -126,12 +128,19 @@ int node_status_render_json(const node_status *s, shoal_buf *out);
 
 /* A parsed request; the strings live until the handler returns. */
 typedef struct node_control_request {
-    const char *cmd;    /* "status", "stats", "get", "preload", "leave", "list", "drain" */
-    const char *bucket; /* get, preload; else NULL */
-    const char *key;    /* get: the object key; else NULL */
+    const char *cmd;    /* "status", "stats", "get", "stat", "list", "preload", "leave", "forget", "drain" */
+    const char *bucket; /* get, stat, list, preload; else NULL */
+    const char *key;    /* get, stat: the object key; else NULL */
     const char *prefix; /* preload, list: the key prefix (may be ""); else NULL */
     const char *delimiter; /* list: "/" unless the request gave one ("" lists flat); else NULL */
     const char *node;   /* forget: the member's node id; else NULL */
+    uint64_t offset;    /* get: first byte wanted (0 unless given; past the end means none) */
+    uint64_t length;    /* get: bytes wanted from offset (UINT64_MAX unless given: to the end) */
+    const char *etag;   /* get: the ETag the reader pinned (the read fails if the object has
+                         * another now); else NULL */
+    bool paged;         /* list: one page was asked ("max_keys" or "token" given), not every page */
+    unsigned max_keys;  /* list: at most this many entries in the page (1..1000; 0: 1000) */
+    const char *token;  /* list: continuation token of the page wanted; NULL: the first page */
 } node_control_request;
 
 /* Progress of a preload or a drain. */
@@ -166,6 +175,7 @@ typedef struct node_control_handlers {
     node_control_handler_fn list;
     node_control_handler_fn forget;
     node_control_handler_fn drain;
+    node_control_handler_fn stat;
 } node_control_handlers;
 
 /* Sends a JSON body: the header and `json` (one JSON value without newlines) on its own line.
@@ -174,6 +184,10 @@ int node_control_reply_json(node_control_reply *r, const char *json);
 /* Begins a byte body of exactly `size` bytes (chunked when the client asked "fds":true; the
  * calls below frame it, so a handler writes the same either way). -1 as above. */
 int node_control_reply_bytes_begin(node_control_reply *r, uint64_t size);
+/* Begins the byte body of a `get` as node_control_reply_bytes_begin does, naming the object's whole
+ * size and ETag in the header as well ("object_size", "etag"): `size` is what the body carries
+ * (the range asked, clamped to the object). -1 as above. */
+int node_control_reply_object_begin(node_control_reply *r, uint64_t size, uint64_t object_size, const char *etag);
 /* Sends body bytes; more than the size announced is SHOAL_ERR_RANGE. -1 when the client went away. */
 int node_control_reply_write(node_control_reply *r, const void *data, size_t len);
 /* Sends len body bytes from file descriptor fd at offset off without copying through user space;
@@ -212,6 +226,12 @@ int node_control_call(const char *path, const char *cmd, shoal_buf *body);
  * the object size (may be NULL). -1 as node_control_call, or when the stream ends short or out_fd
  * fails (the message says which). */
 int node_control_get(const char *path, const char *bucket, const char *key, int out_fd, uint64_t *size);
+
+/* node_control_get of the bytes [offset, offset + length) of the object (clamped to its end; a
+ * range starting at or past the end is empty, and length UINT64_MAX reads to the end). *size gets
+ * the bytes written. */
+int node_control_get_range(const char *path, const char *bucket, const char *key, uint64_t offset, uint64_t length,
+                           int out_fd, uint64_t *size);
 
 /* Lists s3://bucket/prefix through the daemon (every page, through the cluster's listing owner)
  * and appends its JSON body to *body: {"prefixes":["P/a/",...],"objects":[{"key":..,"size":N,

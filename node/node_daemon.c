@@ -50,6 +50,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -356,7 +357,7 @@ static int ctl_stats(void *ctx, const node_control_request *req, node_control_re
 /* Sends a block to a `get` client. A block just verified in the store goes from its file with
  * sendfile(2): for a Unix socket the kernel then passes page-cache pages instead of copying them
  * through this process, which is what lets a local read approach a plain `cat`. */
-static int send_block(node_daemon *d, node_control_reply *reply, const node_cache_block *b)
+static int send_block(node_daemon *d, node_control_reply *reply, const node_cache_block *b, size_t lo, size_t len)
 {
     if (b->source == NODE_CACHE_LOCAL) {
         char rel[NODE_STORE_RELPATH_LEN], path[4200];
@@ -364,14 +365,14 @@ static int send_block(node_daemon *d, node_control_reply *reply, const node_cach
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         struct stat st;
         if (fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size == NODE_STORE_HEADER_LEN + (uint64_t)b->len) {
-            int rc = node_control_reply_sendfile(reply, fd, NODE_STORE_HEADER_LEN, b->len);
+            int rc = node_control_reply_sendfile(reply, fd, NODE_STORE_HEADER_LEN + lo, len);
             close(fd);
             return rc;
         }
         if (fd >= 0)
             close(fd);
     }
-    return node_control_reply_write(reply, b->data, b->len);
+    return node_control_reply_write(reply, b->data + lo, len);
 }
 
 /* The blocks of one `get`, read (and so verified, for blocks on this node's disk) by a few
@@ -390,7 +391,7 @@ typedef struct get_slot {
 typedef struct get_pipe {
     node_cache *cache;
     node_cache_object obj;
-    uint64_t n;
+    uint64_t n;    /* one past the last block of the range */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     uint64_t next; /* next block a reader takes */
@@ -423,6 +424,9 @@ static void *get_reader_main(void *arg)
     return NULL;
 }
 
+/* `get`: the bytes [offset, offset + length) of the object, clamped to its end, block by block:
+ * only the blocks the range touches are read (and read ahead), and each is sent from the first to
+ * the last byte of it that the range holds. */
 static int ctl_get(void *ctx, const node_control_request *req, node_control_reply *reply)
 {
     node_daemon *d = ctx;
@@ -432,22 +436,31 @@ static int ctl_get(void *ctx, const node_control_request *req, node_control_repl
     s3_object_info info;
     if (node_cache_head(cache, req->bucket, req->key, &info) != 0)
         return shoal_error_wrap("get s3://%s/%s", req->bucket, req->key);
-    if (node_control_reply_bytes_begin(reply, info.size) != 0)
+    if (req->etag && strcmp(req->etag, info.etag) != 0)
+        return shoal_error_set(SHOAL_ERR_S3_CHANGED, "get s3://%s/%s: the object changed (ETag %s, the reader has %s)",
+                               req->bucket, req->key, info.etag, req->etag);
+    uint64_t off = req->offset < info.size ? req->offset : info.size;
+    uint64_t len = req->length < info.size - off ? req->length : info.size - off;
+    if (node_control_reply_object_begin(reply, len, info.size, info.etag) != 0)
         return -1;
+    if (len == 0)
+        return 0;
+    uint64_t bs = d->cfg->block_size, first = off / bs;
     get_pipe g = {.cache = cache, .obj = {req->bucket, req->key, info.etag, info.size}};
-    g.n = node_cache_block_count(cache, info.size);
+    g.n = (off + len - 1) / bs + 1;
+    g.next = g.sent = first;
     pthread_mutex_init(&g.mu, NULL);
     pthread_cond_init(&g.cv, NULL);
-    node_cache_prefetch(cache, &g.obj, 1, DAEMON_GET_WINDOW);
+    node_cache_prefetch(cache, &g.obj, first + 1, g.n - first - 1 < DAEMON_GET_WINDOW ? g.n - first - 1 : DAEMON_GET_WINDOW);
     pthread_t readers[DAEMON_GET_READERS];
     unsigned started = 0;
-    while (started < DAEMON_GET_READERS && started < g.n &&
+    while (started < DAEMON_GET_READERS && started < g.n - first &&
            pthread_create(&readers[started], NULL, get_reader_main, &g) == 0)
         started++;
     int rc = 0;
-    if (started == 0 && g.n > 0)
+    if (started == 0)
         rc = shoal_error_errno(errno, "get: reader threads");
-    for (uint64_t i = 0; i < g.n && rc == 0; i++) {
+    for (uint64_t i = first; i < g.n && rc == 0; i++) {
         get_slot *s = &g.slots[i % DAEMON_GET_WINDOW];
         pthread_mutex_lock(&g.mu);
         while (!s->ready)
@@ -462,7 +475,8 @@ static int ctl_get(void *ctx, const node_control_request *req, node_control_repl
                 node_cache_forget(cache, req->bucket, req->key);
             rc = -1;
         } else {
-            rc = send_block(d, reply, &s->b);
+            uint64_t lo = i == first ? off - i * bs : 0, hi = i == g.n - 1 ? off + len - i * bs : s->b.len;
+            rc = send_block(d, reply, &s->b, (size_t)lo, (size_t)(hi - lo));
         }
         pthread_mutex_lock(&g.mu);
         node_cache_block_release(&s->b);
@@ -863,7 +877,9 @@ static int list_page_json(const s3_list_page *pg, shoal_buf *objects, shoal_buf 
     return 0;
 }
 
-/* `shoal ls`: every page of one directory through the cluster (node_cache_list), as one JSON body. */
+/* `shoal ls`: every page of one directory through the cluster (node_cache_list), as one JSON body;
+ * a paged request gets the one page it names and the token of the next ("next_token", null at
+ * the end). */
 static int ctl_list(void *ctx, const node_control_request *req, node_control_reply *reply)
 {
     node_daemon *d = ctx;
@@ -871,13 +887,18 @@ static int ctl_list(void *ctx, const node_control_request *req, node_control_rep
     if (check_bucket(d, req->bucket) != 0)
         return -1;
     shoal_buf objects = {0}, prefixes = {0}, out = {0};
-    char *token = NULL;
+    char *token = req->token ? strdup(req->token) : NULL;
     int rc = -1;
+    if (req->token && token == NULL) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "listing");
+        goto done;
+    }
     for (;;) {
         s3_list_page pg;
         s3_list_page_create(&pg);
         s3_list_args a = {.bucket = req->bucket, .prefix = req->prefix,
-                          .delimiter = req->delimiter[0] ? req->delimiter : NULL, .continuation_token = token};
+                          .delimiter = req->delimiter[0] ? req->delimiter : NULL, .continuation_token = token,
+                          .max_keys = req->max_keys};
         int r = node_cache_list(cache, &a, &pg) == 0 ? list_page_json(&pg, &objects, &prefixes) : -1;
         free(token);
         token = r == 0 && pg.truncated && pg.next_token ? strdup(pg.next_token) : NULL;
@@ -885,11 +906,14 @@ static int ctl_list(void *ctx, const node_control_request *req, node_control_rep
         s3_list_page_destroy(&pg);
         if (r != 0 || (more && token == NULL))
             goto done;
-        if (!more)
+        if (!more || req->paged)
             break;
     }
-    if (shoal_buf_appendf(&out, "{\"prefixes\":[%s],\"objects\":[%s]}", shoal_buf_str(&prefixes),
-                          shoal_buf_str(&objects)) < 0) {
+    if (shoal_buf_appendf(&out, "{\"prefixes\":[%s],\"objects\":[%s]", shoal_buf_str(&prefixes),
+                          shoal_buf_str(&objects)) < 0 ||
+        (req->paged && (shoal_buf_append_str(&out, ",\"next_token\":") < 0 ||
+                        (token ? node_json_append_str(&out, token) : shoal_buf_append_str(&out, "null")) < 0)) ||
+        shoal_buf_append_byte(&out, '}') < 0) {
         shoal_error_set(SHOAL_ERR_NOMEM, "listing");
         goto done;
     }
@@ -898,6 +922,28 @@ done:
     free(token);
     shoal_buf_destroy(&objects);
     shoal_buf_destroy(&prefixes);
+    shoal_buf_destroy(&out);
+    return rc;
+}
+
+/* `stat`: one object's size, ETag and modification time, from the metadata cache or a HEAD. */
+static int ctl_stat(void *ctx, const node_control_request *req, node_control_reply *reply)
+{
+    node_daemon *d = ctx;
+    s3_object_info info;
+    shoal_buf out = {0};
+    int rc = -1;
+    if (check_bucket(d, req->bucket) != 0)
+        return -1;
+    if (node_cache_head(atomic_load(&d->cache), req->bucket, req->key, &info) != 0)
+        return shoal_error_wrap("stat s3://%s/%s", req->bucket, req->key);
+    if (shoal_buf_append_str(&out, "{\"key\":") < 0 || node_json_append_str(&out, req->key) < 0 ||
+        shoal_buf_appendf(&out, ",\"size\":%" PRIu64 ",\"etag\":", info.size) < 0 ||
+        node_json_append_str(&out, info.etag) < 0 ||
+        shoal_buf_appendf(&out, ",\"mtime\":%lld}", (long long)info.last_modified) < 0)
+        shoal_error_set(SHOAL_ERR_NOMEM, "stat");
+    else
+        rc = node_control_reply_json(reply, shoal_buf_str(&out));
     shoal_buf_destroy(&out);
     return rc;
 }
@@ -911,6 +957,7 @@ static const node_control_handlers CONTROL_HANDLERS = {
     .list = ctl_list,
     .forget = ctl_forget,
     .drain = ctl_drain,
+    .stat = ctl_stat,
 };
 
 /* ---- peer requests ------------------------------------------------------------------------------- */

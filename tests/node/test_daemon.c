@@ -1004,6 +1004,145 @@ TT_TEST(test_daemon_bad_put_blocks_are_refused_counted_and_harmless)
     td_pass(c);
 }
 
+/* Reads [off, off + len) of an object of `size` bytes made from `seed` through node 0 and checks
+ * every byte against the range clamped to the object's end. */
+static void range_check(td_cluster *c, const char *key, size_t size, uint32_t seed, uint64_t off, uint64_t len)
+{
+    size_t got_len = 0;
+    uint8_t *got = td_get_range(c, 0, key, off, len, &got_len);
+    TT_CHECK(got != NULL, "range %llu+%llu of %s: %s", (unsigned long long)off, (unsigned long long)len, key,
+             shoal_error_message());
+    uint64_t start = off < size ? off : size, want = len < size - start ? len : size - start;
+    uint8_t *all = td_content(size, seed);
+    TT_CHECK(got_len == want, "range %llu+%llu of %s: %zu bytes, want %llu", (unsigned long long)off,
+             (unsigned long long)len, key, got_len, (unsigned long long)want);
+    TT_CHECK(memcmp(got, all + start, want) == 0, "range %llu+%llu of %s: the bytes differ from the object's",
+             (unsigned long long)off, (unsigned long long)len, key);
+    free(all);
+    free(got);
+}
+
+/* Ranged gets through a real daemon: at the start, inside one block (which alone is fetched from
+ * S3), across block boundaries, at and past the end (empty, not an error), zero length and the
+ * whole object; each byte is compared with what was uploaded. */
+TT_TEST(test_daemon_get_range_serves_every_slice_and_fetches_only_its_blocks)
+{
+    td_cluster *c = td_cluster_new(1, "1M");
+    const size_t size = 3 * MIB + MIB / 2;
+    td_put(c, "ranges/obj", size, 7);
+    td_node_start(c, 0, NULL);
+    td_wait_cluster(c, 10000);
+    tt_s3rver_stats_reset(&c->s3);
+    range_check(c, "ranges/obj", size, 7, MIB + 1000, 5000);
+    TT_CHECK(tt_s3rver_stat(&c->s3, "gets") == 1, "a range inside block 1 caused %ld S3 GETs, want 1",
+             tt_s3rver_stat(&c->s3, "gets"));
+    range_check(c, "ranges/obj", size, 7, 0, 100);
+    TT_CHECK(tt_s3rver_stat(&c->s3, "gets") == 2, "the first 100 bytes cost %ld S3 GETs in all, want 2",
+             tt_s3rver_stat(&c->s3, "gets"));
+    range_check(c, "ranges/obj", size, 7, MIB - 10, 20);
+    range_check(c, "ranges/obj", size, 7, 500000, 2 * MIB);
+    range_check(c, "ranges/obj", size, 7, size - 10, 10);
+    range_check(c, "ranges/obj", size, 7, size - 10, 1000);
+    range_check(c, "ranges/obj", size, 7, size, 10);
+    range_check(c, "ranges/obj", size, 7, size + 5, 10);
+    range_check(c, "ranges/obj", size, 7, 1234, 0);
+    range_check(c, "ranges/obj", size, 7, 0, UINT64_MAX);
+    TT_CHECK(tt_s3rver_stat(&c->s3, "gets") <= 4, "%ld S3 GETs for an object of 4 blocks",
+             tt_s3rver_stat(&c->s3, "gets"));
+    td_pass(c);
+}
+
+/* stat answers size, ETag and mtime; a missing key answers an error coded S3_NO_SUCH_KEY; a get
+ * that pins another ETag than the object's is refused (a reader never mixes two versions). */
+TT_TEST(test_daemon_stat_and_pinned_etag_get)
+{
+    td_cluster *c = td_cluster_new(1, "1M");
+    td_put(c, "stat/obj", 12345, 3);
+    td_node_start(c, 0, NULL);
+    td_wait_cluster(c, 10000);
+    char *ans = td_control_raw(c, 0, "{\"cmd\":\"stat\",\"bucket\":\"" TD_BUCKET "\",\"key\":\"stat/obj\"}");
+    const char *nl = strchr(ans, '\n');
+    TT_CHECK(!strncmp(ans, "{\"ok\":true,\"body\":\"json\"}\n", 26) && nl, "stat: %s", ans);
+    node_json *j = node_json_parse(nl + 1, strlen(nl + 1));
+    const char *etag = node_json_get_str(j, "etag", "");
+    TT_CHECK(j && node_json_get_u64(j, "size", 0) == 12345 && !strcmp(node_json_get_str(j, "key", ""), "stat/obj") &&
+                 strlen(etag) > 2 && etag[0] == '"' && node_json_get_u64(j, "mtime", 0) > 1700000000,
+             "stat body: %s", nl + 1);
+    char req[512];
+    snprintf(req, sizeof req, "{\"cmd\":\"get\",\"bucket\":\"%s\",\"key\":\"stat/obj\",\"offset\":10,\"length\":5,"
+             "\"etag\":\"\\\"0123\\\"\"}", TD_BUCKET);
+    char *bad = td_control_raw(c, 0, req);
+    TT_CHECK(strstr(bad, "\"ok\":false") && strstr(bad, "the object changed") && strstr(bad, "\"code\":\"S3_CHANGED\""),
+             "get with another ETag: %s", bad);
+    free(bad);
+    /* The ETag stat gave is accepted, and the header names it and the object's size. */
+    shoal_buf esc = {0};
+    TT_OK(node_json_append_str(&esc, etag));
+    snprintf(req, sizeof req, "{\"cmd\":\"get\",\"bucket\":\"%s\",\"key\":\"stat/obj\",\"offset\":10,\"length\":5,"
+             "\"etag\":%s}", TD_BUCKET, shoal_buf_str(&esc));
+    char *good = td_control_raw(c, 0, req);
+    char want[256];
+    snprintf(want, sizeof want, "{\"ok\":true,\"body\":\"bytes\",\"size\":5,\"object_size\":12345,\"etag\":%s}\n",
+             shoal_buf_str(&esc));
+    uint8_t *content = td_content(12345, 3);
+    TT_CHECK(!strncmp(good, want, strlen(want)) && !memcmp(good + strlen(want), content + 10, 5),
+             "get with the ETag of stat: %s", good);
+    free(content);
+    free(good);
+    shoal_buf_destroy(&esc);
+    node_json_delete(j);
+    free(ans);
+    ans = td_control_raw(c, 0, "{\"cmd\":\"stat\",\"bucket\":\"" TD_BUCKET "\",\"key\":\"stat/none\"}");
+    TT_CHECK(strstr(ans, "\"ok\":false") && strstr(ans, "\"code\":\"S3_NO_SUCH_KEY\""), "stat of a missing key: %s", ans);
+    free(ans);
+    td_pass(c);
+}
+
+/* A paged list gives at most max_keys entries and a token that continues it; every page together
+ * is the whole listing, the last page's token is null. */
+TT_TEST(test_daemon_paged_list_walks_every_page)
+{
+    td_cluster *c = td_cluster_new(1, "1M");
+    char key[64];
+    for (int k = 0; k < 5; k++) {
+        snprintf(key, sizeof key, "pages/o%d", k);
+        td_put(c, key, 10, (uint32_t)k);
+    }
+    td_put(c, "pages/sub/x", 10, 9);
+    td_node_start(c, 0, NULL);
+    td_wait_cluster(c, 10000);
+    char req[512], *token = NULL, seen[256] = "";
+    int pages = 0;
+    do {
+        shoal_buf t = {0};
+        if (token)
+            TT_OK(shoal_buf_append_str(&t, ",\"token\":") || node_json_append_str(&t, token));
+        snprintf(req, sizeof req, "{\"cmd\":\"list\",\"bucket\":\"%s\",\"prefix\":\"pages/\",\"max_keys\":2%s}",
+                 TD_BUCKET, shoal_buf_str(&t));
+        shoal_buf_destroy(&t);
+        free(token);
+        token = NULL;
+        char *ans = td_control_raw(c, 0, req);
+        const char *nl = strchr(ans, '\n');
+        node_json *j = nl ? node_json_parse(nl + 1, strlen(nl + 1)) : NULL;
+        TT_CHECK(j != NULL, "page %d: %s", pages, ans);
+        int entries = 0;
+        for (const node_json *o = node_json_get(j, "objects")->child; o; o = o->next, entries++)
+            snprintf(seen + strlen(seen), sizeof seen - strlen(seen), "%s ", node_json_get_str(o, "key", "?"));
+        for (const node_json *p = node_json_get(j, "prefixes")->child; p; p = p->next, entries++)
+            snprintf(seen + strlen(seen), sizeof seen - strlen(seen), "%s ", p->str);
+        TT_CHECK(entries <= 2 && node_json_get(j, "next_token"), "page %d: %s", pages, ans);
+        if (node_json_get_str(j, "next_token", NULL))
+            token = strdup(node_json_get_str(j, "next_token", NULL));
+        node_json_delete(j);
+        free(ans);
+        pages++;
+    } while (token && pages < 10);
+    TT_CHECK(pages == 3 && !strcmp(seen, "pages/o0 pages/o1 pages/o2 pages/o3 pages/o4 pages/sub/ "),
+             "%d pages listed: %s", pages, seen);
+    td_pass(c);
+}
+
 TT_MAIN()
 
 /* A block fetch whose S3 answer is cut mid-body is retried from its first byte, and the block is

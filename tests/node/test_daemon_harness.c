@@ -20,7 +20,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -389,11 +391,16 @@ void td_put(td_cluster *c, const char *key, size_t size, uint32_t seed)
 
 uint8_t *td_get(td_cluster *c, int i, const char *key, size_t *len)
 {
+    return td_get_range(c, i, key, 0, UINT64_MAX, len);
+}
+
+uint8_t *td_get_range(td_cluster *c, int i, const char *key, uint64_t offset, uint64_t length, size_t *len)
+{
     int fd = memfd_create("td_get", 0);
     TT_CHECK(fd >= 0, "memfd_create");
     uint64_t size = 0;
     uint8_t *out = NULL;
-    if (node_control_get(c->nodes[i].control, TD_BUCKET, key, fd, &size) != 0)
+    if (node_control_get_range(c->nodes[i].control, TD_BUCKET, key, offset, length, fd, &size) != 0)
         goto done;
     off_t end = lseek(fd, 0, SEEK_END);
     out = malloc(end > 0 ? (size_t)end : 1);
@@ -476,4 +483,24 @@ bool td_wait_state(td_cluster *c, int i, const char *id, const char *state, int 
             return false;
         td_sleep_ms(50);
     }
+}
+
+char *td_control_raw(td_cluster *c, int i, const char *request)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    TT_CHECK(strlen(c->nodes[i].control) < sizeof sa.sun_path, "control path too long");
+    strcpy(sa.sun_path, c->nodes[i].control);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    TT_CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "connect to %s", c->nodes[i].control);
+    size_t n = strlen(request);
+    TT_CHECK(write(fd, request, n) == (ssize_t)n && write(fd, "\n", 1) == 1, "sending a request to %s",
+             c->nodes[i].id);
+    shoal_buf b = {0};
+    char chunk[4096];
+    ssize_t k;
+    while ((k = read(fd, chunk, sizeof chunk)) > 0)
+        TT_CHECK(shoal_buf_append(&b, chunk, (size_t)k) == 0, "out of memory");
+    close(fd);
+    TT_CHECK(shoal_buf_append_byte(&b, 0) == 0, "out of memory");
+    return (char *)shoal_buf_steal(&b, NULL);
 }

@@ -79,6 +79,11 @@ uint8_t *td_content(size_t size, uint32_t seed);
 /* Reads s3://TD_BUCKET/key through node i (node_control_get); returns the bytes (free them) and
  * their length in *len, or NULL with the control error in the shoal_error. */
 uint8_t *td_get(td_cluster *c, int i, const char *key, size_t *len);
+/* td_get of the bytes [offset, offset + length) (node_control_get_range). */
+uint8_t *td_get_range(td_cluster *c, int i, const char *key, uint64_t offset, uint64_t length, size_t *len);
+/* Sends one request line (without its newline) to node i's control socket and returns the whole
+ * answer, header and body, as a string (free it); fails the test when the socket is unreachable. */
+char *td_control_raw(td_cluster *c, int i, const char *request);
 /* td_get and compares with the generated content; fails the test on a mismatch or error. */
 void td_get_check(td_cluster *c, int i, const char *key, size_t size, uint32_t seed);
 

@@ -33,7 +33,10 @@ extern char **environ;
 typedef struct fake_daemon {
     node_stats stats;
     int leave_calls;
+    int handler_calls;     /* get, stat and list calls */
     char last_key[256];
+    node_control_request last; /* the last get or list as the handler saw it (its strings are gone) */
+    char last_token[64];       /* the last list's token ("" for none) */
     const char *file_path; /* get through sendfile when set */
     atomic_int status_calls;
     int unready_answers;   /* status says "not ready" this many times, then ready; -1: never ready */
@@ -81,8 +84,20 @@ static int h_get(void *ctx, const node_control_request *req, node_control_reply 
 {
     fake_daemon *d = ctx;
     snprintf(d->last_key, sizeof d->last_key, "%s", req->key);
+    d->last = *req;
+    d->handler_calls++;
     if (!strcmp(req->key, "missing"))
         return shoal_error_set(SHOAL_ERR_S3_NO_SUCH_KEY, "s3://%s/%s: no such key", req->bucket, req->key);
+    if (!strcmp(req->key, "ranged")) {
+        /* The pattern's bytes [offset, offset + length), clamped to OBJ_SIZE, as the daemon cuts a range. */
+        uint64_t off = req->offset < OBJ_SIZE ? req->offset : OBJ_SIZE;
+        uint64_t len = req->length < OBJ_SIZE - off ? req->length : OBJ_SIZE - off;
+        static uint8_t part[OBJ_SIZE];
+        for (uint64_t i = 0; i < len; i++)
+            part[i] = pattern(off + i);
+        return node_control_reply_object_begin(reply, len, OBJ_SIZE, "\"e1\"") < 0 ? -1
+                                                                                   : node_control_reply_write(reply, part, len);
+    }
     if (node_control_reply_bytes_begin(reply, OBJ_SIZE) < 0)
         return -1;
     if (d->file_path && !strcmp(req->key, "mixed")) {
@@ -149,6 +164,10 @@ static int h_leave(void *ctx, const node_control_request *req, node_control_repl
 /* Answers a listing with the prefix and delimiter it was asked for, so a test sees both. */
 static int h_list(void *ctx, const node_control_request *req, node_control_reply *reply)
 {
+    fake_daemon *d = ctx;
+    d->last = *req;
+    d->handler_calls++;
+    snprintf(d->last_token, sizeof d->last_token, "%s", req->token ? req->token : "");
     shoal_buf b = {0};
     int rc = -1;
     if (shoal_buf_append_str(&b, "{\"prefixes\":[") == 0 && node_json_append_str(&b, req->prefix) == 0 &&
@@ -188,9 +207,23 @@ static int h_drain(void *ctx, const node_control_request *req, node_control_repl
     return d->drain_fails ? shoal_error_set(SHOAL_ERR_NODE_PEER, "1 of 3 owned blocks could not be handed off") : 0;
 }
 
+static int h_stat(void *ctx, const node_control_request *req, node_control_reply *reply)
+{
+    fake_daemon *d = ctx;
+    snprintf(d->last_key, sizeof d->last_key, "%s", req->key);
+    d->handler_calls++;
+    shoal_buf b = {0};
+    int rc = -1;
+    if (shoal_buf_append_str(&b, "{\"key\":") == 0 && node_json_append_str(&b, req->key) == 0 &&
+        shoal_buf_append_str(&b, ",\"size\":5}") == 0)
+        rc = node_control_reply_json(reply, shoal_buf_str(&b));
+    shoal_buf_destroy(&b);
+    return rc;
+}
+
 static const node_control_handlers HANDLERS = {.status = h_status, .stats = h_stats, .get = h_get,
                                                .preload = h_preload, .leave = h_leave, .list = h_list,
-                                               .forget = h_forget, .drain = h_drain};
+                                               .forget = h_forget, .drain = h_drain, .stat = h_stat};
 
 static char *g_dir;
 static char g_sock[256];
@@ -584,6 +617,144 @@ TT_TEST(test_node_control_rejects_malformed_requests)
     raw_exchange("{\"cmd\":\"leave\"}\n", 16, ans, sizeof ans);
     TT_CHECK(!strcmp(ans, "{\"ok\":true,\"body\":\"none\"}\n") && d.leave_calls == 1, "leave: %s calls=%d", ans,
              d.leave_calls);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
+/* raw_exchange of a NUL-terminated request. */
+static void raw_line(const char *request, char *answer, size_t cap)
+{
+    raw_exchange(request, strlen(request), answer, cap);
+}
+
+/* A handler's failure reaches the client with the error's name, so a client can tell a missing
+ * key from other failures without reading the message. */
+TT_TEST(test_node_control_error_header_names_the_error_code)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    char ans[512];
+    raw_line("{\"cmd\":\"get\",\"bucket\":\"b\",\"key\":\"missing\"}\n", ans, sizeof ans);
+    TT_CHECK(!strcmp(ans, "{\"ok\":false,\"error\":\"s3://b/missing: no such key\",\"code\":\"S3_NO_SUCH_KEY\"}\n"),
+             "answer: %s", ans);
+    raw_line("{\"cmd\":\"fly\"}\n", ans, sizeof ans);
+    TT_CHECK(strstr(ans, "\"code\":\"INVAL\"}"), "unknown command: %s", ans);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
+/* Reads [off, off + len) of the fake's "ranged" object through node_control_get_range into a file
+ * and checks every byte and the count against the pattern clamped to OBJ_SIZE. */
+static void get_range_check(fake_daemon *d, uint64_t off, uint64_t len)
+{
+    char out[300];
+    snprintf(out, sizeof out, "%s/range", g_dir);
+    int fd = open(out, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    uint64_t size = 7;
+    TT_OK(node_control_get_range(g_sock, "bucket-a", "ranged", off, len, fd, &size));
+    uint64_t want = off >= OBJ_SIZE ? 0 : len < OBJ_SIZE - off ? len : OBJ_SIZE - off;
+    TT_CHECK(d->last.offset == off && d->last.length == len, "handler saw offset %llu length %llu, sent %llu %llu",
+             (unsigned long long)d->last.offset, (unsigned long long)d->last.length, (unsigned long long)off,
+             (unsigned long long)len);
+    TT_CHECK(size == want && lseek(fd, 0, SEEK_END) == (off_t)want, "range %llu+%llu: %llu bytes, want %llu",
+             (unsigned long long)off, (unsigned long long)len, (unsigned long long)size, (unsigned long long)want);
+    static uint8_t buf[OBJ_SIZE];
+    TT_CHECK(pread(fd, buf, want, 0) == (ssize_t)want, "read back");
+    for (uint64_t i = 0; i < want; i++)
+        TT_CHECK(buf[i] == pattern(off + i), "range %llu+%llu: byte %llu differs", (unsigned long long)off,
+                 (unsigned long long)len, (unsigned long long)i);
+    close(fd);
+}
+
+/* Offset and length reach the handler exactly (a whole-object get sends neither: 0 and "to the
+ * end"), and the client takes the sized body the handler cut. */
+TT_TEST(test_node_control_get_range_reaches_the_handler_and_streams_back)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    get_range_check(&d, 0, 100);
+    get_range_check(&d, 1234567, 2000000);
+    get_range_check(&d, OBJ_SIZE - 10, 1000);
+    get_range_check(&d, OBJ_SIZE + 5, 10);
+    get_range_check(&d, 77, 0);
+    get_range_check(&d, 0, UINT64_MAX);
+    int fd = open("/dev/null", O_WRONLY);
+    TT_OK(node_control_get(g_sock, "bucket-a", "k", fd, NULL));
+    close(fd);
+    TT_CHECK(d.last.offset == 0 && d.last.length == UINT64_MAX && d.last.etag == NULL, "whole get: %llu %llu",
+             (unsigned long long)d.last.offset, (unsigned long long)d.last.length);
+    /* The header names the object's size and ETag beside the range's. */
+    char ans[256];
+    raw_line("{\"cmd\":\"get\",\"bucket\":\"b\",\"key\":\"ranged\",\"offset\":5242870,\"length\":3}\n",
+                 ans, sizeof ans);
+    TT_CHECK(!strncmp(ans, "{\"ok\":true,\"body\":\"bytes\",\"size\":3,\"object_size\":5242880,\"etag\":\"\\\"e1\\\"\"}\n",
+                      74), "header: %s", ans);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
+/* Every malformed get, stat or list is refused with a message naming what is wrong, before any
+ * handler runs. */
+TT_TEST(test_node_control_rejects_malformed_ranges_stats_and_pages)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    static const struct {
+        const char *req, *want;
+    } cases[] = {
+        {"{\"cmd\":\"get\",\"bucket\":\"b\",\"key\":\"k\",\"offset\":-1}", "get: \\\"offset\\\" must be an integer from 0 to"},
+        {"{\"cmd\":\"get\",\"bucket\":\"b\",\"key\":\"k\",\"offset\":\"5\"}", "\\\"offset\\\" must be an integer"},
+        {"{\"cmd\":\"get\",\"bucket\":\"b\",\"key\":\"k\",\"offset\":1.5}", "\\\"offset\\\" must be an integer"},
+        /* 2^64: refused by the JSON reader or by the range check, depending on the reader */
+        {"{\"cmd\":\"get\",\"bucket\":\"b\",\"key\":\"k\",\"offset\":18446744073709551616}", "18446744073709551616|must be an integer"},
+        {"{\"cmd\":\"get\",\"bucket\":\"b\",\"key\":\"k\",\"length\":true}", "\\\"length\\\" must be an integer"},
+        {"{\"cmd\":\"get\",\"bucket\":\"b\",\"key\":\"k\",\"length\":null}", "\\\"length\\\" must be an integer"},
+        {"{\"cmd\":\"get\",\"bucket\":\"b\",\"key\":\"k\",\"etag\":5}", "get: \\\"etag\\\" must be a non-empty string"},
+        {"{\"cmd\":\"get\",\"bucket\":\"b\",\"key\":\"k\",\"etag\":\"\"}", "\\\"etag\\\" must be a non-empty string"},
+        {"{\"cmd\":\"stat\",\"bucket\":\"b\"}", "stat needs \\\"bucket\\\" and a non-empty \\\"key\\\""},
+        {"{\"cmd\":\"stat\",\"key\":\"k\"}", "stat needs"},
+        {"{\"cmd\":\"stat\",\"bucket\":\"b\",\"key\":\"\"}", "stat needs"},
+        {"{\"cmd\":\"list\",\"bucket\":\"b\",\"prefix\":\"\",\"max_keys\":0}", "list: \\\"max_keys\\\" must be an integer from 1 to 1000"},
+        {"{\"cmd\":\"list\",\"bucket\":\"b\",\"prefix\":\"\",\"max_keys\":1001}", "from 1 to 1000"},
+        {"{\"cmd\":\"list\",\"bucket\":\"b\",\"prefix\":\"\",\"token\":7}", "list: \\\"token\\\" must be a non-empty string"},
+        {"{\"cmd\":\"list\",\"bucket\":\"b\",\"prefix\":\"\",\"token\":\"\"}", "\\\"token\\\" must be a non-empty string"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char req[256], ans[512];
+        int n = snprintf(req, sizeof req, "%s\n", cases[i].req);
+        raw_exchange(req, (size_t)n, ans, sizeof ans);
+        /* want is one text or two joined by '|' */
+        char want[128];
+        snprintf(want, sizeof want, "%s", cases[i].want);
+        char *alt = strchr(want, '|');
+        if (alt)
+            *alt++ = '\0';
+        TT_CHECK(!strncmp(ans, "{\"ok\":false,\"error\":", 20) && (strstr(ans, want) || (alt && strstr(ans, alt))),
+                 "request %s: answer '%s' lacks '%s'", cases[i].req, ans, cases[i].want);
+    }
+    TT_CHECK(d.handler_calls == 0, "a handler ran %d times for malformed requests", d.handler_calls);
+    node_control_server_delete(s);
+    tt_rmtree(g_dir);
+}
+
+/* stat reaches its handler with the key; a paged list carries max_keys and token, and a list
+ * without either is not paged. */
+TT_TEST(test_node_control_stat_and_paged_list_reach_their_handlers)
+{
+    fake_daemon d;
+    node_control_server *s = start(&d);
+    char ans[512];
+    raw_line("{\"cmd\":\"stat\",\"bucket\":\"b\",\"key\":\"dir/x y\"}\n", ans, sizeof ans);
+    TT_CHECK(!strcmp(ans, "{\"ok\":true,\"body\":\"json\"}\n{\"key\":\"dir/x y\",\"size\":5}\n"), "stat: %s", ans);
+    TT_CHECK(!strcmp(d.last_key, "dir/x y"), "stat key %s", d.last_key);
+    raw_line("{\"cmd\":\"list\",\"bucket\":\"b\",\"prefix\":\"p/\",\"max_keys\":10,\"token\":\"t 1\"}\n", ans,
+                 sizeof ans);
+    TT_CHECK(strstr(ans, "\"ok\":true") && d.last.paged && d.last.max_keys == 10 && !strcmp(d.last_token, "t 1"),
+             "paged list: %s paged=%d max_keys=%u", ans, d.last.paged, d.last.max_keys);
+    raw_line("{\"cmd\":\"list\",\"bucket\":\"b\",\"prefix\":\"p/\",\"token\":\"t\"}\n", ans, sizeof ans);
+    TT_CHECK(d.last.paged && d.last.max_keys == 0 && !strcmp(d.last_token, "t"), "token alone: paged=%d max_keys=%u", d.last.paged, d.last.max_keys);
+    raw_line("{\"cmd\":\"list\",\"bucket\":\"b\",\"prefix\":\"p/\"}\n", ans, sizeof ans);
+    TT_CHECK(!d.last.paged && d.last.max_keys == 0 && !d.last_token[0], "unpaged list: paged=%d", d.last.paged);
     node_control_server_delete(s);
     tt_rmtree(g_dir);
 }
