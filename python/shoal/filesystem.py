@@ -46,9 +46,8 @@ class ShoalFileSystem(AbstractFileSystem):
         if isinstance(path, list):
             return [cls._strip_protocol(p) for p in path]
         path = str(path)
-        for p in ("shoal://", "shoal::"):
-            if path.startswith(p):
-                path = path[len(p):]
+        if path.startswith("shoal://"):
+            path = path[len("shoal://"):]
         return path.lstrip("/").rstrip("/")
 
     def split_path(self, path):

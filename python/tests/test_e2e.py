@@ -66,6 +66,8 @@ def read_all(name, loader, keys):
 
 def one_node(control):
     keys = sorted(k for k in manifest() if k.startswith(PREFIX))
+    for k in keys:
+        object_bytes(k)  # built once here; the forked workers inherit them
     ds = ShoalDataset("shoal://%s/%s" % (BUCKET, PREFIX), control=control, transform=check_whole)
     if [ds.key(i) for i in range(len(ds))] != keys:
         fail("%s: the dataset lists %d keys, the manifest %d" % (control, len(ds), len(keys)))

@@ -1033,12 +1033,15 @@ TT_TEST(test_daemon_get_range_serves_every_slice_and_fetches_only_its_blocks)
     td_node_start(c, 0, NULL);
     td_wait_cluster(c, 10000);
     tt_s3rver_stats_reset(&c->s3);
+    /* Only a retried S3 GET (s3.retries) may add to these counts. */
     range_check(c, "ranges/obj", size, 7, MIB + 1000, 5000);
-    TT_CHECK(tt_s3rver_stat(&c->s3, "gets") == 1, "a range inside block 1 caused %ld S3 GETs, want 1",
-             tt_s3rver_stat(&c->s3, "gets"));
+    long gets = tt_s3rver_stat(&c->s3, "gets"), retries = (long)td_stat(c, 0, "s3.retries");
+    TT_CHECK(gets >= 1 && gets <= 1 + retries, "a range inside block 1 caused %ld S3 GETs (%ld retried), want 1",
+             gets, retries);
     range_check(c, "ranges/obj", size, 7, 0, 100);
-    TT_CHECK(tt_s3rver_stat(&c->s3, "gets") == 2, "the first 100 bytes cost %ld S3 GETs in all, want 2",
-             tt_s3rver_stat(&c->s3, "gets"));
+    gets = tt_s3rver_stat(&c->s3, "gets"), retries = (long)td_stat(c, 0, "s3.retries");
+    TT_CHECK(gets >= 2 && gets <= 2 + retries, "the first 100 bytes cost %ld S3 GETs in all (%ld retried), want 2",
+             gets, retries);
     range_check(c, "ranges/obj", size, 7, MIB - 10, 20);
     range_check(c, "ranges/obj", size, 7, 500000, 2 * MIB);
     range_check(c, "ranges/obj", size, 7, size - 10, 10);
@@ -1047,8 +1050,8 @@ TT_TEST(test_daemon_get_range_serves_every_slice_and_fetches_only_its_blocks)
     range_check(c, "ranges/obj", size, 7, size + 5, 10);
     range_check(c, "ranges/obj", size, 7, 1234, 0);
     range_check(c, "ranges/obj", size, 7, 0, UINT64_MAX);
-    TT_CHECK(tt_s3rver_stat(&c->s3, "gets") <= 4, "%ld S3 GETs for an object of 4 blocks",
-             tt_s3rver_stat(&c->s3, "gets"));
+    gets = tt_s3rver_stat(&c->s3, "gets"), retries = (long)td_stat(c, 0, "s3.retries");
+    TT_CHECK(gets <= 4 + retries, "%ld S3 GETs (%ld retried) for an object of 4 blocks", gets, retries);
     td_pass(c);
 }
 
