@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <regex.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,7 +148,7 @@ td_cluster *td_cluster_new(int n, const char *block_size)
     }
     snprintf(c->key, sizeof c->key, "%s/cluster.key", c->dir);
     char cmd[8192];
-    snprintf(cmd, sizeof cmd, "'%s' keygen -o '%s'", SHOAL_CLI_PATH, c->key);
+    snprintf(cmd, sizeof cmd, "'%s' keygen -o '%.299s'", SHOAL_CLI_PATH, c->key);
     TT_CHECK(system(cmd) == 0, "shoal keygen failed: %s", cmd);
     return c;
 }
@@ -217,6 +218,11 @@ void td_node_start(td_cluster *c, int i, const char *const *extra)
     TT_CHECK(pid >= 0, "fork");
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (nd->netns[0]) {
+            int ns = open(nd->netns, O_RDONLY | O_CLOEXEC);
+            if (ns < 0 || setns(ns, CLONE_NEWNET) != 0)
+                _exit(126);
+        }
         int fd = open(nd->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
         if (fd >= 0) {
             dup2(fd, 2);

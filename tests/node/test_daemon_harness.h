@@ -28,6 +28,7 @@ typedef struct td_node {
     char dir[256];        /* the node's own directory (cache, state, log, control socket) */
     char control[300];
     char log[300];
+    char netns[64];       /* a network namespace file to start the daemon in ("": the test's own) */
 } td_node;
 
 typedef struct td_cluster {
