@@ -5,4 +5,4 @@ add_custom_target(bench_cluster
   COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/cluster/run.py ${CMAKE_BINARY_DIR}
   DEPENDS shoald shoal
   USES_TERMINAL
-  COMMENT "cluster benchmark: S3 GETs per unique block on 4 nodes, shoal get vs cat")
+  COMMENT "cluster benchmark: S3 requests per block and object on 5 nodes, shoal get vs cat, S3 GETs per block under churn")
