@@ -78,7 +78,7 @@ cache_buf *cache_buf_new(size_t len)
     b->len = len;
     b->cap = cap;
     b->next_free = NULL;
-    b->summed = false;
+    b->sum = NULL;
     return b;
 }
 
@@ -92,6 +92,8 @@ void cache_buf_unref(cache_buf *b)
 {
     if (b == NULL || atomic_fetch_sub(&b->refs, 1) != 1)
         return;
+    node_store_sum_free(b->sum);
+    b->sum = NULL;
     size_t cap;
     int cls = b->cap >= BUF_POOL_MIN ? buf_class(b->cap, &cap) : -1;
     if (cls >= 0 && cap == b->cap) {
@@ -351,7 +353,8 @@ static bool seq_follows(node_cache *c, const node_cache_object *obj, uint64_t in
 
 /* ---- reading ------------------------------------------------------------------------------------ */
 
-int node_cache_read(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_block *out)
+/* node_cache_read (lazy false) and node_cache_read_lazy. */
+static int cache_read(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_block *out, bool lazy)
 {
     memset(out, 0, sizeof *out);
     block_req b;
@@ -361,7 +364,7 @@ int node_cache_read(node_cache *c, const node_cache_object *obj, uint64_t index,
     if (seq_follows(c, obj, index))
         node_cache_prefetch(c, obj, index + 1,
                             c->cfg.readahead_blocks ? c->cfg.readahead_blocks : CACHE_READAHEAD_BLOCKS);
-    if (node_store_map(c->cfg.store, b.id, &out->view) == 0) {
+    if ((lazy ? node_store_map_lazy : node_store_map)(c->cfg.store, b.id, &out->view) == 0) {
         if (out->view.len == b.length) {
             out->data = out->view.data;
             out->len = out->view.len;
@@ -382,6 +385,27 @@ int node_cache_read(node_cache *c, const node_cache_object *obj, uint64_t index,
     out->data = buf->data;
     out->len = buf->len;
     return 0;
+}
+
+int node_cache_read(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_block *out)
+{
+    return cache_read(c, obj, index, out, false);
+}
+
+int node_cache_read_lazy(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_block *out)
+{
+    return cache_read(c, obj, index, out, true);
+}
+
+const uint8_t *node_cache_block_bytes(node_cache_block *b, size_t off, size_t len)
+{
+    if (b->view.map != NULL) /* from the store: its chunks are checked on first use */
+        return node_store_view_verify(&b->view, off, len) == 0 ? b->data + off : NULL;
+    if (off > b->len || len > b->len - off) {
+        shoal_error_set(SHOAL_ERR_RANGE, "bytes %zu..+%zu of a block of %zu", off, len, b->len);
+        return NULL;
+    }
+    return b->data + off;
 }
 
 void node_cache_block_release(node_cache_block *b)

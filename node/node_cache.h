@@ -105,8 +105,8 @@ typedef struct node_cache_object {
 } node_cache_object;
 
 /* A block handed to a reader: data/len are valid until node_cache_block_release; id is the block's
- * name in the store (when source is LOCAL the block was just verified there, so a reader may send
- * it straight from its file, blocks/<node_store_relpath(id)>, which never changes under its id).
+ * name in the store (when source is LOCAL and it came from node_cache_read, the block was just
+ * verified there, so a reader may send it straight from its file, blocks/<node_store_relpath(id)>, which never changes under its id).
  * The other fields are private. */
 typedef struct node_cache_block {
     const uint8_t *data;
@@ -163,7 +163,20 @@ uint64_t node_cache_block_count(const node_cache *c, uint64_t size);
  * S3 or the owner said so) or another S3 error when S3 itself failed. */
 int node_cache_read(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_block *out);
 
-/* Releases a block filled by node_cache_read. Accepts an empty block. */
+/* As node_cache_read, for a reader that wants parts of the block: a block from this node's store
+ * comes mapped with only its header checked (node_store_map_lazy), so out->data may be read only
+ * through node_cache_block_bytes, which verifies the chunks a range touches the first time. A
+ * block from a peer or S3 comes whole, as from node_cache_read. */
+int node_cache_read_lazy(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_block *out);
+
+/* Bytes [off, off+len) of a block filled by node_cache_read or node_cache_read_lazy, verified
+ * against their chunk sums if they come from this node's store and were not yet (once per block
+ * handed out: the check is remembered while the block is held). NULL with SHOAL_ERR_NOT_FOUND
+ * when a chunk failed (the store dropped the block: release it and read it again, which fetches
+ * it), SHOAL_ERR_RANGE past the block's end. Safe from many threads on one block. */
+const uint8_t *node_cache_block_bytes(node_cache_block *b, size_t off, size_t len);
+
+/* Releases a block filled by node_cache_read or node_cache_read_lazy. Accepts an empty block. */
 void node_cache_block_release(node_cache_block *b);
 
 /* Bytes [off, off+len) of block `index` of `obj` (clamped to the block) into dst, for a reader that

@@ -119,8 +119,10 @@ static cache_buf *fetch_s3(node_cache *c, const block_req *b, flight *f)
                         (unsigned long long)b->length);
         goto fail;
     }
-    buf->summed = sink.sum != NULL && node_store_sum_final(sink.sum, &buf->sum);
-    node_store_sum_free(sink.sum);
+    if (sink.sum != NULL && node_store_sum_final(sink.sum))
+        buf->sum = sink.sum; /* the buffer owns it now */
+    else
+        node_store_sum_free(sink.sum);
     return buf;
 fail:
     node_store_sum_free(sink.sum);
@@ -131,7 +133,7 @@ fail:
 /* Stores a fetched block; a full store or a failed write only costs the next reader a fetch. */
 static void store_put(node_cache *c, const block_req *b, const cache_buf *buf, node_store_class cls)
 {
-    if (node_store_put_checked(c->cfg.store, b->id, buf->data, buf->len, cls, buf->summed ? &buf->sum : NULL) != 0 &&
+    if (node_store_put_checked(c->cfg.store, b->id, buf->data, buf->len, cls, buf->sum) != 0 &&
         cls == NODE_STORE_OWNED)
         LOG_WARN("cache", "store_failed", "index=%llu error=%s", (unsigned long long)b->index,
                  shoal_error_name(shoal_error_code()));

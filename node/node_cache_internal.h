@@ -48,8 +48,7 @@ typedef struct cache_buf {
     size_t len;
     size_t cap; /* bytes allocated for data: a power of two from BUF_POOL_MIN on, else len */
     struct cache_buf *next_free;
-    bool summed;             /* sum is the store checksum of data[0..len), taken as it arrived */
-    node_store_checksum sum;
+    node_store_sum *sum;     /* the store's chunk sums of data[0..len), taken as it arrived; NULL: none */
     uint8_t data[];
 } cache_buf;
 

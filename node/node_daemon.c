@@ -364,7 +364,7 @@ static int send_block(node_daemon *d, node_control_reply *reply, const node_cach
         snprintf(path, sizeof path, "%s/blocks/%s", d->cfg->cache_dir, node_store_relpath(b->id, rel));
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         struct stat st;
-        if (fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size == NODE_STORE_HEADER_LEN + (uint64_t)b->len) {
+        if (fd >= 0 && fstat(fd, &st) == 0 && (uint64_t)st.st_size == node_store_file_size(b->len)) {
             int rc = node_control_reply_sendfile(reply, fd, NODE_STORE_HEADER_LEN + lo, len);
             close(fd);
             return rc;

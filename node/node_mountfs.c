@@ -19,12 +19,16 @@
  * arrived from S3, so the first byte of an uncached file waits for one round trip plus its bytes,
  * not for the whole block. Stored and peer-fetched blocks take the paths below.
  *
- * Held blocks. The kernel asks for at most 1 MiB at a time, and a block is 4 MiB by default;
- * node_cache_read maps and verifies the whole block on every call, so a sequential reader would
- * verify each block four times. The last FS_HELD_BLOCKS blocks read stay held (a mapping of a
- * stored block, or the buffer a fetch filled), keyed by (key, ETag, index), which name immutable
- * bytes, so a held block is never stale. Readers copy from a held block without the lock, counted;
- * a block evicted while read is released by its last reader.
+ * Held blocks. The kernel asks for at most 1 MiB at a time (a random reader 4 KiB), and a block is
+ * 4 MiB by default. A stored block is read with node_cache_read_lazy: mapped with its header
+ * checked, and each 64 KiB chunk verified against its sum the first time a read copies from it
+ * (node_cache_block_bytes), so a 4 KiB read hashes 64 KiB, not the block. The last FS_HELD_BLOCKS
+ * blocks read stay held (a mapping of a stored block with the record of its verified chunks, or
+ * the buffer a fetch filled), keyed by (key, ETag, index), which name immutable bytes, so a held
+ * block is never stale and a chunk is hashed once while its block stays held. Readers copy from a
+ * held block without the lock, counted; a block evicted while read is released by its last reader.
+ * A chunk that fails its check makes the store drop the block; the held block is dropped too and
+ * the read asks for the block once more, which now fetches it from a peer or S3.
  *
  * Listings for `ls` go to S3 (s3_list), not through the cluster's table of pages (node_cache_list):
  * that table keeps a page for --metadata-ttl and has no way to forget one, so a file this mount
@@ -444,6 +448,18 @@ static void held_put(node_mountfs *fs, held_block *h)
         held_free(h);
 }
 
+/* Takes a held block out of the set (its bytes failed their check): later reads of the block read
+ * it anew, and the last reader frees it. */
+static void held_drop(node_mountfs *fs, held_block *h)
+{
+    pthread_mutex_lock(&fs->held_mu);
+    for (size_t i = 0; i < FS_HELD_BLOCKS; i++)
+        if (fs->held[i] == h)
+            fs->held[i] = NULL;
+    h->evicted = true;
+    pthread_mutex_unlock(&fs->held_mu);
+}
+
 /* Takes over block `b` (read just now) as held, with a reader counted on it, in place of the least
  * recently used one; an evicted block still being read is freed by its last reader. NULL (b
  * untouched) when there is no memory for it. */
@@ -495,11 +511,12 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
         len = (size_t)(size - offset);
     node_cache_object obj = {fs->cfg->bucket, key, etag, size};
     size_t done = 0;
+    bool retried = false; /* a block found damaged in the store is read again once */
     while (done < len) {
         uint64_t pos = offset + done, index = pos / bs, in = pos - index * bs;
         held_block *h = held_get(fs, key, etag, index);
         node_cache_block local = {0};
-        const node_cache_block *b = h ? &h->b : &local;
+        node_cache_block *b = h ? &h->b : &local;
         if (h == NULL) {
             /* A reader that misses a block is likely to want the next ones, so they are asked for
              * too (a full read-ahead queue drops them): past the first block at once, so they are
@@ -518,7 +535,7 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
             }
             if (more && index > 0)
                 node_cache_prefetch(fs->parts.cache, &obj, index + 1, FS_PREFETCH_BLOCKS);
-            if (node_cache_read(fs->parts.cache, &obj, index, &local) != 0) {
+            if (node_cache_read_lazy(fs->parts.cache, &obj, index, &local) != 0) {
                 if (shoal_error_code() == SHOAL_ERR_S3_CHANGED || shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY)
                     node_cache_forget(fs->parts.cache, fs->cfg->bucket, key);
                 return fs_errno("read", key);
@@ -530,11 +547,21 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
         }
         bool short_block = b->len <= in;
         size_t n = short_block ? 0 : b->len - in < len - done ? (size_t)(b->len - in) : len - done;
-        if (n > 0)
-            memcpy((char *)buf + done, b->data + in, n);
+        /* A block from the store is verified a chunk at a time, as reads first touch it. */
+        const uint8_t *src = n > 0 ? node_cache_block_bytes(b, (size_t)in, n) : NULL;
+        if (src != NULL)
+            memcpy((char *)buf + done, src, n);
+        else if (n > 0 && h != NULL)
+            held_drop(fs, h);
         if (h != NULL)
             held_put(fs, h);
         node_cache_block_release(&local);
+        if (n > 0 && src == NULL) {
+            if (retried || shoal_error_code() != SHOAL_ERR_NOT_FOUND)
+                return fs_errno("read", key);
+            retried = true; /* the store dropped the damaged block: the next turn fetches it */
+            continue;
+        }
         if (short_block) {
             shoal_error_set(SHOAL_ERR_S3_TRUNCATED, "block %llu of %s ends before offset %llu",
                             (unsigned long long)index, key, (unsigned long long)in);

@@ -4,25 +4,38 @@
  * Layout and format. Block files live in blocks/ab/cd/<hex id> (the first two id bytes pick the
  * two directory levels, so no directory grows large even with millions of blocks; directories are
  * made on first use and never removed, which keeps mkdir free of races with removal). A file is a
- * 48-byte little-endian header followed by the payload:
+ * 48-byte little-endian header, the payload, and one XXH3-128 sum per chunk of the payload:
  *
- *   0  u32 magic "SHBK"     4  u16 version (1)     6  u16 class (0 owned, 1 near)
- *   8  u64 payload length   16 id (16 bytes)       32 XXH3-128 of the payload (low, high u64)
+ *   0  u32 magic "SHBK"     4  u16 version (2)     6  u16 class (0 owned, 1 near)
+ *   8  u64 payload length   16 id (16 bytes)       32 u32 chunk size (64 KiB)   36 zeros (12)
+ *   48 payload              48 + length: sums of the chunks, 16 bytes each (low, high u64)
  *
- * The checksum is seeded with XXH3-64 of bytes 8..31, so it also binds the length and the id: a
- * file renamed to another id, or with a damaged length, fails as surely as a damaged payload. The
- * class is outside the checksum on purpose, so an owned put of a near block can promote it in
- * place with a two-byte write.
+ * Chunk i is summed with the seed XXH3-64(bytes 8..35) + i, so a sum also binds the length, the
+ * id, the chunk size and the chunk's place: a file renamed to another id, a damaged length, or
+ * chunks swapped fail as surely as a damaged payload. The class is outside the sums on purpose, so
+ * an owned put of a near block can promote it in place with a two-byte write. Files of version 1
+ * (one checksum of the whole payload) are dropped at open as corrupt: see docs/store.md.
+ *
+ * Verify once, serve many. A 4 KiB read that hashed its whole 4 MiB block spent almost all its
+ * time in XXH3, so the sums are per chunk and a read hashes only the chunks it touches. Gets and
+ * full maps (whole-block readers: peers, `shoal get`, drains) check every chunk. A lazy map
+ * (node_store_map_lazy) checks the header only and hands out a view with a bitmap of verified
+ * chunks; node_store_view_verify hashes the chunks a range touches that the bitmap lacks and sets
+ * their bits (atomically: readers share a held view), so a chunk is hashed once per view, and a
+ * view made again (the block evicted from the mount's held set, or the store reopened) starts
+ * with an empty bitmap. A failed chunk marks the view bad, so not even its verified chunks are
+ * served after the damage is known, and drops the block as any failed check does. The bytes hashed
+ * are counted (verified_bytes): the tests see through it what a read verified.
  *
  * Crash safety. A put writes ab/cd/.tmp-<hex>-<seq>, optionally fsyncs it, and renames it over
  * the final name (optionally fsyncing the directory), so a block name only ever points at a whole
  * file. Without fsync a power loss can leave a renamed file whose data never reached the disk;
- * the checksum turns that into a miss, which is why fsync is an option and not a requirement.
+ * the chunk sums turn that into a miss, which is why fsync is an option and not a requirement.
  * Temporary files left by a crash are removed at open; the directory lock (flock on
  * blocks/.lock) guarantees none of them belongs to a live writer.
  *
  * Direct writes. Block files of STORE_DIRECT_MIN bytes and more are written with O_DIRECT when
- * the file system takes it (the default, node_store_options.direct_io): header and payload are
+ * the file system takes it (the default, node_store_options.direct_io): header, payload and sums are
  * copied, STORE_DIRECT_CHUNK at a time, into a page-aligned buffer of the writing thread, written
  * in whole 4 KiB units, and the file is cut back to its exact size. A fetched block's bytes already sit in memory twice on their way to readers (the fetch's
  * buffer and the mount's page cache); a buffered write would take a third copy in fresh
@@ -124,14 +137,19 @@
 #include "shoal_log.h"
 
 #define STORE_MAGIC 0x4B424853u /* "SHBK" little-endian */
-#define STORE_VERSION 1
+#define STORE_VERSION 2
+#define STORE_CHUNK (64u << 10)    /* payload bytes per chunk sum, in the files this store writes */
+#define STORE_CHUNK_MIN (4u << 10) /* chunk sizes a file may declare */
+#define STORE_CHUNK_MAX (64u << 20)
+#define STORE_SUM_LEN 16           /* bytes of one chunk sum (XXH3-128) */
 #define STORE_TMP_PREFIX ".tmp-"
 #define STORE_HEX_LEN (2 * NODE_STORE_ID_LEN)
 #define STORE_TMP_NAME_LEN 80
 
 typedef struct store_entry {
     uint8_t id[NODE_STORE_ID_LEN];
-    uint64_t size; /* file bytes: header + payload */
+    uint64_t size; /* file bytes: header + payload + chunk sums */
+    uint64_t len;  /* payload bytes */
     uint64_t gen;  /* changes each time the id is stored anew */
     int64_t atime_ns; /* access time found at open; used only to sort the rebuilt lists */
     node_store_class cls;
@@ -186,6 +204,7 @@ struct node_store {
     uint64_t tmp_seq;
     int64_t clock_ns;
     uint64_t hits, misses, puts, evictions, space_evictions, corrupt_drops, lost_drops, write_errors, dir_heals;
+    uint64_t verified_bytes;
     bool heal_failing;    /* blocks/ could not be made again, and that was logged */
     uint64_t recent_corrupt[STORE_RECENT_CORRUPT]; /* generations counted as corrupt last (a ring) */
     unsigned recent_next;
@@ -347,49 +366,68 @@ static ssize_t pread_full(int fd, void *buf, size_t n, off_t off)
     return (ssize_t)done;
 }
 
-/* ---- header ----------------------------------------------------------------------------- */
+/* ---- header and chunk sums ------------------------------------------------------------------ */
 
-/* The payload checksum's seed: XXH3-64 of the header's length and id (bytes 8..31). */
-static XXH64_hash_t sum_seed(const uint8_t *hdr) { return XXH3_64bits(hdr + 8, 24); }
+/* Chunks a payload of `len` bytes is checked in, with chunks of `chunk` bytes. */
+static size_t chunk_count(uint64_t len, uint32_t chunk) { return (size_t)((len + chunk - 1) / chunk); }
 
-static XXH128_hash_t payload_sum(const uint8_t *hdr, const void *data, size_t len)
+uint64_t node_store_file_size(uint64_t payload_len)
 {
-    return STORE_SUM(data, len, sum_seed(hdr));
+    return NODE_STORE_HEADER_LEN + payload_len + STORE_SUM_LEN * (uint64_t)chunk_count(payload_len, STORE_CHUNK);
+}
+
+/* The chunk sums' base seed: XXH3-64 of the header's length, id and chunk size (bytes 8..35);
+ * chunk i is summed with seed + i, so a chunk moved to another place fails as a damaged one. */
+static XXH64_hash_t sum_seed(const uint8_t *hdr) { return XXH3_64bits(hdr + 8, 28); }
+
+/* Writes the sum of chunk `i` (n bytes at data) into out[0..STORE_SUM_LEN). */
+static void chunk_sum(XXH64_hash_t seed, size_t i, const void *data, size_t n, uint8_t *out)
+{
+    XXH128_hash_t h = STORE_SUM(data, n, seed + i);
+    put_le64(out, h.low64);
+    put_le64(out + 8, h.high64);
+}
+
+/* Sums every chunk of a payload into table (chunk_count entries). */
+static void chunk_sums(XXH64_hash_t seed, uint32_t chunk, const uint8_t *data, size_t len, uint8_t *table)
+{
+    for (size_t i = 0, off = 0; off < len; i++, off += chunk)
+        chunk_sum(seed, i, data + off, len - off < chunk ? len - off : chunk, table + i * STORE_SUM_LEN);
 }
 
 static void header_build(uint8_t hdr[NODE_STORE_HEADER_LEN], const uint8_t id[NODE_STORE_ID_LEN],
-                         node_store_class cls, const void *data, size_t len, const node_store_checksum *known)
+                         node_store_class cls, size_t len)
 {
+    memset(hdr, 0, NODE_STORE_HEADER_LEN);
     put_le32(hdr, STORE_MAGIC);
     put_le16(hdr + 4, STORE_VERSION);
     put_le16(hdr + 6, (uint16_t)cls);
     put_le64(hdr + 8, len);
     memcpy(hdr + 16, id, NODE_STORE_ID_LEN);
-    XXH128_hash_t sum = known ? (XXH128_hash_t){.low64 = known->low, .high64 = known->high}
-                              : payload_sum(hdr, data, len);
-    put_le64(hdr + 32, sum.low64);
-    put_le64(hdr + 40, sum.high64);
+    put_le32(hdr + 32, STORE_CHUNK);
 }
 
 /* ---- checksums computed while a block arrives ---------------------------------------------- */
 
 struct node_store_sum {
-    XXH3_state_t *state;
+    XXH3_state_t *state; /* the chunk being fed */
     XXH64_hash_t seed;
     uint64_t len, fed;
+    uint8_t *table; /* chunk_count(len) sums, filled as chunks complete */
 };
 
 node_store_sum *node_store_sum_new(const uint8_t id[NODE_STORE_ID_LEN], uint64_t len)
 {
+    size_t n = chunk_count(len, STORE_CHUNK);
     node_store_sum *sum = calloc(1, sizeof *sum);
-    if (sum == NULL || (sum->state = XXH3_createState()) == NULL) {
-        free(sum);
+    if (sum == NULL || (sum->state = XXH3_createState()) == NULL ||
+        (sum->table = malloc(n ? n * STORE_SUM_LEN : 1)) == NULL) {
+        node_store_sum_free(sum);
         shoal_error_set(SHOAL_ERR_NOMEM, "store: checksum state");
         return NULL;
     }
     uint8_t hdr[NODE_STORE_HEADER_LEN];
-    put_le64(hdr + 8, len);
-    memcpy(hdr + 16, id, NODE_STORE_ID_LEN);
+    header_build(hdr, id, NODE_STORE_OWNED, len);
     sum->seed = sum_seed(hdr);
     sum->len = len;
     node_store_sum_reset(sum);
@@ -404,42 +442,63 @@ void node_store_sum_reset(node_store_sum *sum)
 
 void node_store_sum_update(node_store_sum *sum, const void *data, size_t len)
 {
-    STORE_SUM_UPDATE(sum->state, data, len);
-    sum->fed += len;
+    const uint8_t *p = data;
+    while (len > 0 && sum->fed < sum->len) {
+        uint64_t room = STORE_CHUNK - sum->fed % STORE_CHUNK, left = sum->len - sum->fed;
+        size_t take = (size_t)(len < room ? len : room);
+        if (take > left)
+            take = (size_t)left;
+        STORE_SUM_UPDATE(sum->state, p, take);
+        sum->fed += take;
+        p += take;
+        len -= take;
+        if (sum->fed % STORE_CHUNK == 0 || sum->fed == sum->len) { /* a chunk is complete */
+            size_t i = (size_t)((sum->fed - 1) / STORE_CHUNK);
+            XXH128_hash_t h = XXH3_128bits_digest(sum->state);
+            put_le64(sum->table + i * STORE_SUM_LEN, h.low64);
+            put_le64(sum->table + i * STORE_SUM_LEN + 8, h.high64);
+            XXH3_128bits_reset_withSeed(sum->state, sum->seed + i + 1);
+        }
+    }
+    sum->fed += len; /* bytes past the block's length: never final */
 }
 
-bool node_store_sum_final(node_store_sum *sum, node_store_checksum *out)
-{
-    if (sum->fed != sum->len)
-        return false;
-    XXH128_hash_t h = XXH3_128bits_digest(sum->state);
-    out->low = h.low64;
-    out->high = h.high64;
-    return true;
-}
+bool node_store_sum_final(const node_store_sum *sum) { return sum->fed == sum->len; }
 
 void node_store_sum_free(node_store_sum *sum)
 {
     if (sum == NULL)
         return;
     XXH3_freeState(sum->state);
+    free(sum->table);
     free(sum);
 }
 
-/* Checks everything in a header but the checksum: magic, version, class, the id it should carry,
- * and that the payload length matches the file size. NULL when sound, else the reason. */
+/* Checks everything in a header but the chunk sums: magic, version, class, the id it should carry,
+ * the chunk size, reserved bytes, and that payload and chunk sums fill the file exactly. NULL when
+ * sound, else the reason. */
 static const char *header_check(const uint8_t hdr[NODE_STORE_HEADER_LEN], const uint8_t id[NODE_STORE_ID_LEN],
                                 uint64_t file_size)
 {
+    static const uint8_t zeros[NODE_STORE_HEADER_LEN - 36];
     if (get_le32(hdr) != STORE_MAGIC)
         return "bad_magic";
+    if (get_le16(hdr + 4) == 1)
+        return "old_format"; /* one checksum over the whole payload: dropped, fetched again */
     if (get_le16(hdr + 4) != STORE_VERSION)
         return "bad_version";
     if (get_le16(hdr + 6) > NODE_STORE_NEAR)
         return "bad_class";
     if (memcmp(hdr + 16, id, NODE_STORE_ID_LEN) != 0)
         return "wrong_id";
-    if (file_size < NODE_STORE_HEADER_LEN || get_le64(hdr + 8) != file_size - NODE_STORE_HEADER_LEN)
+    uint32_t chunk = get_le32(hdr + 32);
+    if (chunk < STORE_CHUNK_MIN || chunk > STORE_CHUNK_MAX || (chunk & (chunk - 1)) != 0)
+        return "bad_chunk_size";
+    if (memcmp(hdr + 36, zeros, sizeof zeros) != 0)
+        return "bad_reserved";
+    uint64_t len = get_le64(hdr + 8);
+    if (file_size < NODE_STORE_HEADER_LEN || len > file_size - NODE_STORE_HEADER_LEN ||
+        file_size - NODE_STORE_HEADER_LEN - len != STORE_SUM_LEN * (uint64_t)chunk_count(len, chunk))
         return "bad_length";
     return NULL;
 }
@@ -807,7 +866,7 @@ static int fsync_dir(node_store *s, int dir_fd, const char *rel_dir)
 /* Smaller blocks are written buffered: their page-cache cost is small, and a direct write would
  * wait for the device (and cut the file back to size) for every small file of a dataset. */
 #define STORE_DIRECT_MIN (256u << 10)
-#define STORE_DIRECT_CHUNK ((4u << 20) + 4096u) /* a default 4 MiB block and its header in one write */
+#define STORE_DIRECT_CHUNK ((4u << 20) + 4096u) /* a default 4 MiB block, header and sums in one write */
 
 /* Each writing thread keeps one page-aligned buffer of STORE_DIRECT_CHUNK bytes for direct
  * writes, freed when the thread ends (a fresh buffer per block would cost a page fault per 4 KiB
@@ -845,30 +904,43 @@ static void direct_off(node_store *s, const char *why, int err)
                  strerror(err));
 }
 
-/* Writes header + payload with O_DIRECT into the open file `fd` (see "Direct writes"). 0, -1
- * with errno set, or 1 when the file system refused O_DIRECT writes (the caller writes buffered). */
-static int write_direct(node_store *s, int fd, const uint8_t *hdr, const void *data, size_t len)
+/* Copies file bytes [off, off + n) of the segments seg[0..nseg) (laid end to end) into out. */
+static void segs_copy(const struct iovec *seg, int nseg, size_t off, uint8_t *out, size_t n)
 {
-    size_t total = NODE_STORE_HEADER_LEN + len;
+    for (int i = 0; i < nseg && n > 0; i++) {
+        if (off >= seg[i].iov_len) {
+            off -= seg[i].iov_len;
+            continue;
+        }
+        size_t take = seg[i].iov_len - off < n ? seg[i].iov_len - off : n;
+        memcpy(out, (const uint8_t *)seg[i].iov_base + off, take);
+        out += take;
+        n -= take;
+        off = 0;
+    }
+}
+
+/* Writes the file's segments (header, payload, chunk sums) with O_DIRECT into the open file `fd`
+ * (see "Direct writes"). 0, -1 with errno set, or 1 when the file system refused O_DIRECT writes
+ * (the caller writes buffered). */
+static int write_direct(node_store *s, int fd, const struct iovec *seg, int nseg)
+{
+    size_t total = 0;
+    for (int i = 0; i < nseg; i++)
+        total += seg[i].iov_len;
     size_t alen = (total + STORE_DIRECT_ALIGN - 1) / STORE_DIRECT_ALIGN * STORE_DIRECT_ALIGN;
     uint8_t *buf = direct_buf_get();
     if (buf == NULL) {
         errno = ENOMEM;
         return -1;
     }
-    const uint8_t *payload = data;
     size_t done = 0; /* file bytes written */
     while (done < alen) {
-        /* The next chunk of the file: header, payload, zeros up to the 4 KiB boundary. */
-        size_t n = alen - done < STORE_DIRECT_CHUNK ? alen - done : STORE_DIRECT_CHUNK, at = 0;
-        if (done < NODE_STORE_HEADER_LEN) {
-            at = NODE_STORE_HEADER_LEN - done;
-            memcpy(buf, hdr + done, at);
-        }
-        size_t from = done + at - NODE_STORE_HEADER_LEN; /* payload offset of buf[at] */
-        size_t take = from < len ? (len - from < n - at ? len - from : n - at) : 0;
-        memcpy(buf + at, payload + from, take);
-        memset(buf + at + take, 0, n - at - take);
+        /* The next piece of the file, zeros after its end up to the 4 KiB boundary. */
+        size_t n = alen - done < STORE_DIRECT_CHUNK ? alen - done : STORE_DIRECT_CHUNK;
+        size_t take = done < total ? (total - done < n ? total - done : n) : 0;
+        segs_copy(seg, nseg, done, buf, take);
+        memset(buf + take, 0, n - take);
         size_t off = 0;
         while (off < n) {
             ssize_t w = pwrite(fd, buf + off, n - off, (off_t)(done + off));
@@ -895,7 +967,7 @@ static int write_direct(node_store *s, int fd, const uint8_t *hdr, const void *d
  * place. On failure no file is left, and *err holds the errno of the call that failed (0 when it
  * was not a system call). */
 static int write_block_file(node_store *s, int dir_fd, const uint8_t id[NODE_STORE_ID_LEN], const void *data,
-                            size_t len, const node_store_checksum *sum, node_store_class cls, int64_t atime_ns,
+                            size_t len, const uint8_t *table, node_store_class cls, int64_t atime_ns,
                             uint64_t seq, int *err)
 {
     char rel[NODE_STORE_RELPATH_LEN], tmp[STORE_TMP_NAME_LEN];
@@ -930,16 +1002,18 @@ static int write_block_file(node_store *s, int dir_fd, const uint8_t id[NODE_STO
     }
 
     uint8_t hdr[NODE_STORE_HEADER_LEN];
-    header_build(hdr, id, cls, data, len, sum);
-    int wr = direct ? write_direct(s, fd, hdr, data, len) : 1;
+    header_build(hdr, id, cls, len);
+    struct iovec seg[3] = {{.iov_base = hdr, .iov_len = sizeof hdr},
+                           {.iov_base = (void *)data, .iov_len = len},
+                           {.iov_base = (void *)table, .iov_len = STORE_SUM_LEN * chunk_count(len, STORE_CHUNK)}};
+    int wr = direct ? write_direct(s, fd, seg, 3) : 1;
     if (wr == 1) { /* buffered: direct writes are off, or were refused just now */
         if (direct && fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_DIRECT) != 0) {
             *err = errno;
             store_errno(errno, "fcntl", s->blocks_dir, tmp);
             goto fail_fd;
         }
-        struct iovec iov[2] = {{.iov_base = hdr, .iov_len = sizeof hdr}, {.iov_base = (void *)data, .iov_len = len}};
-        wr = write_all(fd, iov, 2);
+        wr = write_all(fd, seg, 3);
     }
     if (wr != 0) {
         *err = errno;
@@ -1024,14 +1098,33 @@ int node_store_put(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const voi
     return node_store_put_checked(s, id, data, len, cls, NULL);
 }
 
+/* The chunk sums to write with a payload: those fed while it arrived when complete, else computed
+ * now into a new table *own (freed by the caller). NULL with NOMEM. */
+static const uint8_t *put_sums(const uint8_t id[NODE_STORE_ID_LEN], const void *data, size_t len,
+                               const node_store_sum *sum, uint8_t **own)
+{
+    *own = NULL;
+    if (sum != NULL && node_store_sum_final(sum))
+        return sum->table;
+    size_t n = chunk_count(len, STORE_CHUNK);
+    if ((*own = malloc(n ? n * STORE_SUM_LEN : 1)) == NULL) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "store: chunk sums of %zu bytes", len);
+        return NULL;
+    }
+    uint8_t hdr[NODE_STORE_HEADER_LEN];
+    header_build(hdr, id, NODE_STORE_OWNED, len);
+    chunk_sums(sum_seed(hdr), STORE_CHUNK, data, len, *own);
+    return *own;
+}
+
 int node_store_put_checked(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const void *data, size_t len,
-                           node_store_class cls, const node_store_checksum *sum)
+                           node_store_class cls, const node_store_sum *sum)
 {
     if (cls != NODE_STORE_OWNED && cls != NODE_STORE_NEAR)
         return shoal_error_set(SHOAL_ERR_INVAL, "store: put with unknown block class %d", (int)cls);
     char hex[STORE_HEX_LEN + 1];
     id_hex(id, hex);
-    uint64_t size = (uint64_t)len + NODE_STORE_HEADER_LEN;
+    uint64_t size = node_store_file_size(len);
     if (size > s->capacity)
         return shoal_error_set(SHOAL_ERR_RANGE,
                                "store: block %s of %zu bytes (%" PRIu64 " on disk) is larger than the "
@@ -1060,6 +1153,7 @@ int node_store_put_checked(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], c
     }
     memcpy(e->id, id, NODE_STORE_ID_LEN);
     e->size = size;
+    e->len = len;
     e->cls = cls;
     e->pending = true;
     e->gen = ++s->next_gen;
@@ -1078,10 +1172,12 @@ int node_store_put_checked(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], c
     pthread_mutex_unlock(&s->mu);
 
     bool remade = false, evicted = false;
-    int rc;
-    for (;;) {
+    uint8_t *own_sums;
+    const uint8_t *table = put_sums(id, data, len, sum, &own_sums);
+    int rc = table ? 0 : -1;
+    while (table != NULL) {
         int err;
-        rc = write_block_file(s, dir_fd, id, data, len, sum, cls, atime, seq, &err);
+        rc = write_block_file(s, dir_fd, id, data, len, table, cls, atime, seq, &err);
         pthread_mutex_lock(&s->mu);
         if (rc == 0 && dir_gen != s->dir_gen) {
             /* blocks/ vanished and was made again while this put wrote into the old one */
@@ -1105,6 +1201,9 @@ int node_store_put_checked(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], c
         seq = ++s->tmp_seq;
         pthread_mutex_unlock(&s->mu);
     }
+    free(own_sums);
+    if (table == NULL)
+        pthread_mutex_lock(&s->mu);
     s->reserved -= size;
     if (cls == NODE_STORE_NEAR)
         s->near_reserved -= size;
@@ -1186,7 +1285,8 @@ typedef struct block_read {
     int dir_fd;
     uint8_t hdr[NODE_STORE_HEADER_LEN];
     uint64_t gen;
-    int64_t atime; /* the stamp to set once the block is verified */
+    int64_t atime; /* the stamp to set once the block is found sound */
+    uint64_t size; /* file bytes */
     size_t len;    /* payload bytes */
     int fd;
 } block_read;
@@ -1239,25 +1339,45 @@ static int block_open(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], block_
         close(r->fd);
         return drop_block(s, id, r->gen, DROP_CORRUPT, bad, true);
     }
-    r->len = (size_t)(size - NODE_STORE_HEADER_LEN);
+    r->size = size;
+    r->len = (size_t)get_le64(r->hdr + 8);
     return 0;
 }
 
-/* Ends a read whose payload is in `payload`: a hit when it matches the checksum (the file gets its
- * access stamp), else the block is dropped. Closes r->fd either way. 0 or -1 with NOT_FOUND. */
-static int block_finish(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], block_read *r, const void *payload)
+/* A view's record of its verified chunks. */
+struct node_store_marks {
+    _Atomic bool bad;          /* a chunk failed: nothing more of this view is served */
+    _Atomic uint64_t bits[];   /* bit i: chunk i matched its sum */
+};
+
+/* Checks chunks [first, last] of a payload against their sums, skipping those `marks` (may be
+ * NULL) holds as verified and marking those that match. Adds the bytes hashed to *hashed. Whether
+ * all match. */
+static bool chunks_match(XXH64_hash_t seed, uint32_t chunk, const uint8_t *payload, size_t len, const uint8_t *sums,
+                         size_t first, size_t last, node_store_marks *marks, uint64_t *hashed)
 {
-    XXH128_hash_t sum = payload_sum(r->hdr, payload, r->len);
-    if (sum.low64 != get_le64(r->hdr + 32) || sum.high64 != get_le64(r->hdr + 40)) {
-        close(r->fd);
-        return drop_block(s, id, r->gen, DROP_CORRUPT, "checksum_mismatch", true);
+    for (size_t i = first; i <= last; i++) {
+        uint64_t bit = 1ull << (i % 64);
+        if (marks && (atomic_load_explicit(&marks->bits[i / 64], memory_order_acquire) & bit))
+            continue;
+        size_t off = i * (size_t)chunk, n = len - off < chunk ? len - off : chunk;
+        uint8_t got[STORE_SUM_LEN];
+        chunk_sum(seed, i, payload + off, n, got);
+        *hashed += n;
+        if (memcmp(got, sums + i * STORE_SUM_LEN, STORE_SUM_LEN) != 0)
+            return false;
+        if (marks)
+            atomic_fetch_or_explicit(&marks->bits[i / 64], bit, memory_order_release);
     }
-    stamp_atime(r->fd, r->atime);
-    close(r->fd);
+    return true;
+}
+
+static void count_hit(node_store *s, uint64_t hashed)
+{
     pthread_mutex_lock(&s->mu);
     s->hits++;
+    s->verified_bytes += hashed;
     pthread_mutex_unlock(&s->mu);
-    return 0;
 }
 
 int node_store_get(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], void *buf, size_t buf_len,
@@ -1273,43 +1393,118 @@ int node_store_get(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], void *buf
         return shoal_error_set(SHOAL_ERR_RANGE, "store: block %s holds %zu bytes, buffer has %zu", r.rel + 6,
                                r.len, buf_len);
     }
-    if (pread_full(r.fd, buf, r.len, NODE_STORE_HEADER_LEN) != (ssize_t)r.len) {
+    uint32_t chunk = get_le32(r.hdr + 32);
+    size_t nsums = chunk_count(r.len, chunk), sums_len = nsums * STORE_SUM_LEN;
+    uint8_t *sums = malloc(sums_len ? sums_len : 1);
+    if (sums == NULL) {
         close(r.fd);
-        return drop_block(s, id, r.gen, DROP_CORRUPT, "short_payload", true);
+        return shoal_error_set(SHOAL_ERR_NOMEM, "store: chunk sums of block %s", r.rel + 6);
     }
-    return block_finish(s, id, &r, buf);
+    const char *bad = NULL;
+    uint64_t hashed = 0;
+    if (pread_full(r.fd, buf, r.len, NODE_STORE_HEADER_LEN) != (ssize_t)r.len ||
+        pread_full(r.fd, sums, sums_len, (off_t)(NODE_STORE_HEADER_LEN + r.len)) != (ssize_t)sums_len)
+        bad = "short_payload";
+    else if (nsums > 0 && !chunks_match(sum_seed(r.hdr), chunk, buf, r.len, sums, 0, nsums - 1, NULL, &hashed))
+        bad = "checksum_mismatch";
+    free(sums);
+    if (bad) {
+        close(r.fd);
+        return drop_block(s, id, r.gen, DROP_CORRUPT, bad, true);
+    }
+    stamp_atime(r.fd, r.atime);
+    close(r.fd);
+    count_hit(s, hashed);
+    return 0;
 }
 
-int node_store_map(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], node_store_view *out)
+/* Checks bytes [off, off + len) of a view (see node_store_view_verify); `miss` counts a failure
+ * as a get's miss (a map that verifies everything before it returns). */
+static int view_check(node_store_view *v, size_t off, size_t len, bool miss)
+{
+    if (v->marks == NULL)
+        return shoal_error_set(SHOAL_ERR_INVAL, "store: verify of an empty view");
+    if (off > v->len || len > v->len - off)
+        return shoal_error_set(SHOAL_ERR_RANGE, "store: bytes %zu..+%zu of a block of %zu", off, len, v->len);
+    if (atomic_load(&v->marks->bad))
+        return shoal_error_set(SHOAL_ERR_NOT_FOUND, "store: block dropped: checksum_mismatch");
+    if (len == 0)
+        return 0;
+    uint64_t hashed = 0;
+    bool ok = chunks_match(v->seed, v->chunk, v->data, v->len, v->sums, off / v->chunk,
+                           (off + len - 1) / v->chunk, v->marks, &hashed);
+    node_store *s = v->store;
+    if (hashed > 0) {
+        pthread_mutex_lock(&s->mu);
+        s->verified_bytes += hashed;
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (ok)
+        return 0;
+    atomic_store(&v->marks->bad, true);
+    return drop_block(s, v->id, v->gen, DROP_CORRUPT, "checksum_mismatch", miss);
+}
+
+int node_store_view_verify(node_store_view *v, size_t off, size_t len) { return view_check(v, off, len, false); }
+
+/* Maps a block (see node_store_map and node_store_map_lazy). */
+static int view_map(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], node_store_view *out, bool lazy)
 {
     *out = (node_store_view){0};
     block_read r;
     if (block_open(s, id, &r) != 0)
         return -1;
-    size_t map_len = r.len + NODE_STORE_HEADER_LEN;
+    uint32_t chunk = get_le32(r.hdr + 32);
+    size_t nsums = chunk_count(r.len, chunk);
+    node_store_marks *marks = calloc(1, sizeof *marks + ((nsums + 63) / 64) * sizeof marks->bits[0]);
+    if (marks == NULL) {
+        close(r.fd);
+        return shoal_error_set(SHOAL_ERR_NOMEM, "store: marks of block %s", r.rel + 6);
+    }
     /* The store never truncates or rewrites a block file (eviction unlinks, which keeps the pages of
      * a live mapping), so the mapping cannot fault under the reader. */
-    void *map = mmap(NULL, map_len, PROT_READ, MAP_SHARED, r.fd, 0);
+    void *map = mmap(NULL, (size_t)r.size, PROT_READ, MAP_SHARED, r.fd, 0);
     if (map == MAP_FAILED) {
         int err = errno;
         close(r.fd);
+        free(marks);
         return shoal_error_errno(err, "store: mmap %s/%s", s->blocks_dir, r.rel);
     }
     const uint8_t *payload = (const uint8_t *)map + NODE_STORE_HEADER_LEN;
-    if (block_finish(s, id, &r, payload) != 0) {
-        munmap(map, map_len);
+    node_store_view v = {.data = payload, .len = r.len, .map = map, .map_len = (size_t)r.size, .store = s,
+                         .gen = r.gen, .sums = payload + r.len, .chunk = chunk, .seed = sum_seed(r.hdr),
+                         .marks = marks};
+    memcpy(v.id, id, NODE_STORE_ID_LEN);
+    if (!lazy && view_check(&v, 0, v.len, true) != 0) {
+        close(r.fd);
+        node_store_view_release(&v);
         return -1;
     }
-    *out = (node_store_view){.data = payload, .len = r.len, .map = map, .map_len = map_len};
+    stamp_atime(r.fd, r.atime);
+    close(r.fd);
+    count_hit(s, 0);
+    *out = v;
     return 0;
+}
+
+int node_store_map(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], node_store_view *out)
+{
+    return view_map(s, id, out, false);
+}
+
+int node_store_map_lazy(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], node_store_view *out)
+{
+    return view_map(s, id, out, true);
 }
 
 void node_store_view_release(node_store_view *v)
 {
     if (v && v->map)
         munmap(v->map, v->map_len);
-    if (v)
+    if (v) {
+        free(v->marks);
         *v = (node_store_view){0};
+    }
 }
 
 bool node_store_contains(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], size_t *len_out,
@@ -1319,7 +1514,7 @@ bool node_store_contains(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], siz
     store_entry *e = index_find(s, id);
     bool found = e && !e->pending;
     if (found && len_out)
-        *len_out = (size_t)(e->size - NODE_STORE_HEADER_LEN);
+        *len_out = (size_t)e->len;
     if (found && cls_out)
         *cls_out = e->cls;
     pthread_mutex_unlock(&s->mu);
@@ -1369,6 +1564,7 @@ void node_store_get_stats(node_store *s, node_store_stats *out)
         .lost_drops = s->lost_drops,
         .write_errors = s->write_errors,
         .dir_heals = s->dir_heals,
+        .verified_bytes = s->verified_bytes,
     };
     pthread_mutex_unlock(&s->mu);
 }
@@ -1429,6 +1625,7 @@ static int scan_block(node_store *s, scan_state *st, int leaf_fd, const char *re
         return shoal_error_set(SHOAL_ERR_NOMEM, "store: rebuilding the index");
     memcpy(e->id, id, NODE_STORE_ID_LEN);
     e->size = (uint64_t)sb.st_size;
+    e->len = get_le64(hdr + 8);
     e->cls = (node_store_class)get_le16(hdr + 6);
     e->atime_ns = (int64_t)sb.st_atim.tv_sec * 1000000000 + sb.st_atim.tv_nsec;
     st->found[st->nfound++] = e;

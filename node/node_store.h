@@ -4,9 +4,12 @@
  * A block is an immutable run of bytes named by an opaque 16-byte id (the placement module derives
  * it from bucket, key, ETag and block index, so a block never changes under its id). Each block is
  * one file, blocks/ab/cd/<32 hex digits>, holding a 48-byte header (magic, version, class, payload
- * length, id, XXH3-128 checksum) and the payload. A block becomes visible only when it is complete
- * (written to a temporary file, then renamed); it is checked against its checksum whenever it is
- * read, and a block that fails is removed and reported as a miss, never returned.
+ * length, id, chunk size), the payload, and an XXH3-128 sum of each 64 KiB chunk of the payload.
+ * A block becomes visible only when it is complete (written to a temporary file, then renamed).
+ * No byte of it reaches a caller before the chunk holding it matched its sum: node_store_get and
+ * node_store_map check every chunk, a lazy view (node_store_map_lazy) checks each chunk when a
+ * read first touches it and trusts it for as long as the view lives. A block that fails is removed
+ * and reported as a miss, never returned.
  *
  * The store is a hard-capped LRU cache: the bytes of stored blocks plus the bytes reserved by
  * writes in flight never exceed the capacity. Blocks come in two classes: owned blocks (this node
@@ -75,6 +78,7 @@ typedef struct node_store_stats {
     uint64_t lost_drops;     /* blocks forgotten because their files were gone (removed by hand) */
     uint64_t write_errors;   /* puts that failed while writing (full disk included) */
     uint64_t dir_heals;      /* times blocks/ was found gone and made again */
+    uint64_t verified_bytes; /* payload bytes hashed to check them on reads (gets, maps, view checks) */
 } node_store_stats;
 
 /* Opens the store in <cache_dir>/blocks/, creating cache_dir and blocks/ when missing, and
@@ -112,58 +116,82 @@ void node_store_delete(node_store *s);
 int node_store_put(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const void *data, size_t len,
                    node_store_class cls);
 
-/* A block's checksum, computed while its bytes arrive so that storing it does not read the
- * payload once more (node_store_sum_*). */
-typedef struct node_store_checksum {
-    uint64_t low, high;
-} node_store_checksum;
-
+/* A block's chunk sums, computed while its bytes arrive so that storing it does not read the
+ * payload once more (node_store_sum_*). One thread at a time. */
 typedef struct node_store_sum node_store_sum;
 
-/* Starts the checksum of a block `len` bytes long with this id. NULL (NOMEM) on failure. */
+/* Starts the sums of a block `len` bytes long with this id. NULL (NOMEM) on failure. */
 node_store_sum *node_store_sum_new(const uint8_t id[NODE_STORE_ID_LEN], uint64_t len);
 /* Feeds the next bytes, in order. */
 void node_store_sum_update(node_store_sum *sum, const void *data, size_t len);
 /* Forgets the bytes fed so far (a transfer that starts again from the first byte). */
 void node_store_sum_reset(node_store_sum *sum);
-/* The checksum, when exactly the block's length was fed; false otherwise. */
-bool node_store_sum_final(node_store_sum *sum, node_store_checksum *out);
+/* Whether exactly the block's length was fed, so the sums are complete. */
+bool node_store_sum_final(const node_store_sum *sum);
+/* Accepts NULL. */
 void node_store_sum_free(node_store_sum *sum);
 
-/* node_store_put with the payload's checksum already known (NULL: computed here). A checksum that
- * does not match the payload is not caught here: the block fails its check at the first read and
- * is dropped as corrupt. */
+/* node_store_put with the payload's sums already known (NULL, or not final: computed here). Sums
+ * that do not match the payload are not caught here: the block fails its check at the first read
+ * of a chunk they miss, and is dropped as corrupt. */
 int node_store_put_checked(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const void *data, size_t len,
-                           node_store_class cls, const node_store_checksum *sum);
+                           node_store_class cls, const node_store_sum *sum);
 
 /* Reads a block's payload into buf (buf_len bytes) and stores its length in *len_out (when not
- * NULL). The checksum is verified before 0 is returned; the block becomes the most recently used.
+ * NULL). Every chunk is verified before 0 is returned; the block becomes the most recently used.
  * Fails with -1 and a shoal_error:
  *   NOT_FOUND  a miss: not stored, still being written, its file is gone (forgotten, counted as
  *              lost), or it failed its checks (removed, counted as corrupt); the caller fetches
  *              it again. Also when the process is out of file descriptors (the block stays);
  *   RANGE      buf_len is smaller than the payload (*len_out holds the needed length; the block
- *              stays stored; node_store_contains tells the length beforehand). */
+ *              stays stored; node_store_contains tells the length beforehand);
+ *   NOMEM      no memory for the chunk sums. */
 int node_store_get(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], void *buf, size_t buf_len,
                    size_t *len_out);
 
-/* A verified block mapped read-only from its file: data/len are the payload, for sending without
- * copying (a zmq_msg_init_data free function, write(2) to a socket). map/map_len are private. */
+/* A block mapped read-only from its file: data/len are the payload, for sending or copying
+ * without a copy of the whole block. The other fields are private: the mapping, the block's
+ * name in the store, and the record of which chunks were verified in this view. */
+typedef struct node_store_marks node_store_marks;
 typedef struct node_store_view {
     const uint8_t *data;
     size_t len;
     void *map;
     size_t map_len;
+    node_store *store;
+    uint64_t gen;
+    uint8_t id[NODE_STORE_ID_LEN];
+    const uint8_t *sums;
+    uint32_t chunk;
+    uint64_t seed;
+    node_store_marks *marks;
 } node_store_view;
 
-/* Maps a block's file read-only, verifies its checksum over the mapping, and fills *out; the block
+/* Maps a block's file read-only, verifies every chunk over the mapping, and fills *out; the block
  * becomes the most recently used. The view stays valid (and keeps the file's pages) until
  * node_store_view_release, even if the block is evicted meanwhile; it may be released from any
  * thread, also after node_store_delete. -1 with NOT_FOUND on a miss (as node_store_get: a block
- * that fails its checks is dropped), or IO when mmap fails; *out is then empty. */
+ * that fails its checks is dropped), IO when mmap fails, NOMEM; *out is then empty. */
 int node_store_map(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], node_store_view *out);
 
-/* Unmaps a view filled by node_store_map and empties it. Accepts NULL and an empty view. */
+/* As node_store_map, but only the header, size and chunk table's place are checked: no byte of
+ * the payload is read. Before reading bytes of out->data the caller must have them accepted by
+ * node_store_view_verify; a chunk is hashed on the first such call that touches it in this view
+ * and trusted afterwards, for as long as the view lives (a new view hashes again). Counts a hit. */
+int node_store_map_lazy(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], node_store_view *out);
+
+/* Makes sure bytes [off, off + len) of a view's payload are sound: hashes each chunk they touch
+ * that this view has not verified yet (the bytes hashed are counted in verified_bytes) and
+ * compares it with its stored sum. 0 when all match: those bytes may be read for as long as the
+ * view lives. -1 with NOT_FOUND when a chunk fails: the block is removed from the store and
+ * counted corrupt (once), and every later call on this view fails too (release it and read the
+ * block anew); RANGE when the range passes the payload's end; INVAL for an empty view. A view of
+ * node_store_map has every chunk verified already. Safe from many threads on one view at once
+ * (two may hash the same chunk); the store must still be open. */
+int node_store_view_verify(node_store_view *v, size_t off, size_t len);
+
+/* Unmaps a view filled by node_store_map or node_store_map_lazy and empties it. Accepts NULL and
+ * an empty view. */
 void node_store_view_release(node_store_view *v);
 
 /* Whether a block is stored (complete), without reading it, changing its recency or counting a
@@ -188,6 +216,10 @@ void node_store_get_stats(node_store *s, node_store_stats *out);
  * found files removed), dropping those that are gone or damaged. Never fails; problems are
  * logged and counted. */
 void node_store_maintain(node_store *s);
+
+/* The bytes of a block file with a payload of `payload_len` bytes: header, payload, then the chunk
+ * sums (the payload starts at NODE_STORE_HEADER_LEN). What the capacity counts per block. */
+uint64_t node_store_file_size(uint64_t payload_len);
 
 /* The file name of a block relative to the blocks/ directory, "ab/cd/<32 hex digits>", written
  * into out (at least NODE_STORE_RELPATH_LEN bytes); returns out. */

@@ -1115,4 +1115,47 @@ TT_TEST(test_node_cache_preload_keeps_blocks_at_their_owner_and_ships_no_bytes)
     fake_s3_fini(&s3);
 }
 
+/* A block read lazily from the store (as the mount reads) serves the 64 KiB chunks that match their
+ * sums, each checked when first asked for; a damaged chunk is never served: the store drops the
+ * block, and the next read fetches it from S3 whole. */
+TT_TEST(test_node_cache_lazy_read_serves_sound_chunks_and_refetches_a_damaged_block)
+{
+    enum { CHUNK = 64 << 10 };
+    fake_s3 s3;
+    fake_s3_init(&s3, "data/lazy.bin", "\"e1\"", 2 * BS, 5);
+    tnode a;
+    tnode_start(&a, 0, &s3, 2000, 60);
+    set_owner(&a, 0, "a", -1, true);
+    hold(&a, &s3, 0, NODE_STORE_OWNED);
+    node_cache_object o = object_of(&s3);
+    char rel[NODE_STORE_RELPATH_LEN], path[700];
+    snprintf(path, sizeof path, "%s/blocks/%s", a.dir, node_store_relpath(blk_id(&o, 0), rel));
+    FILE *f = fopen(path, "r+b");
+    TT_CHECK(f != NULL && fseek(f, NODE_STORE_HEADER_LEN + 2 * CHUNK + 10, SEEK_SET) == 0 &&
+                 fputc(s3.data[2 * CHUNK + 10] ^ 0x20, f) != EOF && fclose(f) == 0,
+             "damaging %s", path);
+
+    node_cache_block b;
+    TT_CHECK(node_cache_read_lazy(a.cache, &o, 0, &b) == 0 && b.source == NODE_CACHE_LOCAL,
+             "the stored block was not read from the store: %s", shoal_error_message());
+    const uint8_t *p = node_cache_block_bytes(&b, 4096, 4096);
+    TT_CHECK(p != NULL && memcmp(p, s3.data + 4096, 4096) == 0, "a sound chunk of the block was not served");
+    TT_CHECK(node_cache_block_bytes(&b, 2 * CHUNK - 100, 200) == NULL && shoal_error_code() == SHOAL_ERR_NOT_FOUND,
+             "a range reaching into the damaged chunk was served");
+    node_cache_block_release(&b);
+    TT_CHECK(atomic_load(&s3.gets) == 0, "%d S3 GETs before the damage was found", atomic_load(&s3.gets));
+
+    TT_CHECK(node_cache_read_lazy(a.cache, &o, 0, &b) == 0 && b.source == NODE_CACHE_S3,
+             "the damaged block was not fetched again (source %d): %s", b.source, shoal_error_message());
+    p = node_cache_block_bytes(&b, 0, BS);
+    TT_CHECK(p != NULL && memcmp(p, s3.data, BS) == 0, "the block fetched again has wrong bytes");
+    node_cache_block_release(&b);
+    node_store_stats st;
+    node_store_get_stats(a.store, &st);
+    TT_CHECK(st.corrupt_drops == 1 && atomic_load(&s3.gets) == 1, "corrupt_drops=%llu (1), S3 GETs %d (1)",
+             (unsigned long long)st.corrupt_drops, atomic_load(&s3.gets));
+    tnode_stop(&a);
+    fake_s3_fini(&s3);
+}
+
 TT_MAIN()

@@ -230,7 +230,7 @@ TT_TEST(test_node_store_put_get_round_trip)
         TT_CHECK(block_reads_back(s, i, lens[i]), "block %u of %zu bytes is missing", i, lens[i]);
         char *path = block_path(dir, i);
         struct stat st;
-        TT_CHECK(stat(path, &st) == 0 && (size_t)st.st_size == lens[i] + HDR,
+        TT_CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size == node_store_file_size(lens[i]),
                  "%s should hold header + %zu bytes", path, lens[i]);
         free(path);
     }
@@ -248,7 +248,9 @@ TT_TEST(test_node_store_put_get_round_trip)
 
     node_store_stats st;
     node_store_get_stats(s, &st);
-    uint64_t want_bytes = 5 * HDR + lens[0] + lens[1] + lens[2] + lens[3] + lens[4];
+    uint64_t want_bytes = 0;
+    for (unsigned i = 0; i < 5; i++)
+        want_bytes += node_store_file_size(lens[i]);
     TT_CHECK(st.blocks == 5 && st.bytes_used == want_bytes && st.puts == 5 && st.hits == 5 && st.misses == 1,
              "stats: blocks=%llu (5) bytes=%llu (%llu) puts=%llu (5) hits=%llu (5) misses=%llu (1)",
              (unsigned long long)st.blocks, (unsigned long long)st.bytes_used, (unsigned long long)want_bytes,
@@ -300,7 +302,7 @@ TT_TEST(test_node_store_capacity_holds_and_lru_evicts_least_recent)
 {
     enum { LEN = 65536, FIT = 8 };
     char *dir = tt_tmpdir("store");
-    uint64_t cap = FIT * (uint64_t)(LEN + HDR);
+    uint64_t cap = FIT * node_store_file_size(LEN);
     node_store *s = open_store(dir, cap, 10);
     put_blocks(s, 0, FIT, LEN, NODE_STORE_OWNED);
     TT_CHECK(block_reads_back(s, 0, LEN), "block 0 missing before the store was full");
@@ -330,7 +332,7 @@ TT_TEST(test_node_store_lru_order_survives_restart)
 {
     enum { LEN = 4096, FIT = 4 };
     char *dir = tt_tmpdir("store");
-    uint64_t cap = FIT * (uint64_t)(LEN + HDR);
+    uint64_t cap = FIT * node_store_file_size(LEN);
     node_store *s = open_store(dir, cap, 10);
     put_blocks(s, 0, FIT, LEN, NODE_STORE_OWNED);
     TT_CHECK(block_reads_back(s, 0, LEN), "block 0 missing");
@@ -359,7 +361,7 @@ static void check_damage_is_dropped(void (*damage)(const char *path), bool (*rea
     TT_CHECK(block_reads_back(s, 1, 50000), "the sound block 1 must still read back");
     node_store_stats st;
     node_store_get_stats(s, &st);
-    TT_CHECK(st.corrupt_drops == 1 && st.misses == 1 && st.blocks == 1 && st.bytes_used == 50000 + HDR,
+    TT_CHECK(st.corrupt_drops == 1 && st.misses == 1 && st.blocks == 1 && st.bytes_used == node_store_file_size(50000),
              "corrupt_drops=%llu (1) misses=%llu (1) blocks=%llu (1) bytes=%llu", (unsigned long long)st.corrupt_drops,
              (unsigned long long)st.misses, (unsigned long long)st.blocks, (unsigned long long)st.bytes_used);
     put_block(s, 0, 50000, NODE_STORE_OWNED);
@@ -396,7 +398,7 @@ TT_TEST(test_node_store_map_view_outlives_eviction)
 {
     enum { LEN = 100000, FIT = 3 };
     char *dir = tt_tmpdir("store");
-    node_store *s = open_store(dir, FIT * (uint64_t)(LEN + HDR), 10);
+    node_store *s = open_store(dir, FIT * node_store_file_size(LEN), 10);
     put_block(s, 0, LEN, NODE_STORE_OWNED);
     TT_CHECK(block_maps_back(s, 0, LEN), "block 0 must map with its stored bytes");
     uint8_t id[NODE_STORE_ID_LEN];
@@ -507,7 +509,7 @@ static void *worker_run(void *arg)
 TT_TEST(test_node_store_concurrent_puts_and_gets_stay_consistent)
 {
     char *dir = tt_tmpdir("store");
-    uint64_t cap = CONC_FIT * (uint64_t)(conc_len(4) + HDR);
+    uint64_t cap = CONC_FIT * node_store_file_size(conc_len(4));
     node_store *s = open_store(dir, cap, 25);
     worker w[8];
     pthread_t th[8];
@@ -763,7 +765,7 @@ TT_TEST(test_node_store_near_share_never_exceeds_its_fraction)
 {
     enum { LEN = 10000, FIT = 10 };
     char *dir = tt_tmpdir("store");
-    uint64_t cap = FIT * (uint64_t)(LEN + HDR);
+    uint64_t cap = FIT * node_store_file_size(LEN);
     node_store *s = open_store(dir, cap, 20); /* room for 2 near blocks */
     node_store_stats st;
     for (unsigned i = 0; i < 6; i++) {
@@ -911,7 +913,7 @@ TT_TEST(test_node_store_direct_and_buffered_writes_read_back_alike)
         for (unsigned i = 0; i < N; i++) {
             char *path = block_path(dir, i);
             struct stat st;
-            TT_CHECK(stat(path, &st) == 0 && (size_t)st.st_size == lens[i] + HDR,
+            TT_CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size == node_store_file_size(lens[i]),
                      "direct=%d: %s holds %lld bytes, want header + %zu", direct, path, (long long)st.st_size,
                      lens[i]);
             if (lens[i] == 4u << 20)
@@ -987,36 +989,39 @@ TT_TEST(test_node_store_checksum_fed_while_arriving_matches_the_stores_own)
         size_t n = i < 5 ? pieces[i] : 16384;
         if (n > LEN - at)
             n = LEN - at;
-        node_store_checksum partial;
-        TT_CHECK(!node_store_sum_final(sum, &partial), "a sum of %zu of %d bytes counts as final", at, LEN);
+        TT_CHECK(!node_store_sum_final(sum), "a sum of %zu of %d bytes counts as final", at, LEN);
         node_store_sum_update(sum, p + at, n);
         at += n;
     }
-    node_store_checksum good;
-    TT_CHECK(node_store_sum_final(sum, &good), "the sum of all %d bytes is not final", LEN);
-    node_store_sum_free(sum);
-    TT_OK(node_store_put_checked(s, id, p, LEN, NODE_STORE_OWNED, &good));
+    TT_CHECK(node_store_sum_final(sum), "the sum of all %d bytes is not final", LEN);
+    TT_OK(node_store_put_checked(s, id, p, LEN, NODE_STORE_OWNED, sum));
     TT_CHECK(block_reads_back(s, 1, LEN), "a block stored with the streamed checksum fails its own check");
-    /* the same block stored by the store's own sum gives the same header */
+    /* the same block stored by the store's own sums gives the same file, chunk sums included */
+    enum { FILE_LEN = LEN + 4096 };
     char *path1 = block_path(dir, 1);
-    uint8_t hdr1[HDR], hdr2[HDR];
+    uint8_t *file1 = malloc(FILE_LEN), *file2 = malloc(FILE_LEN);
     FILE *f = fopen(path1, "rb");
-    TT_CHECK(f && fread(hdr1, 1, HDR, f) == HDR, "reading %s", path1);
+    size_t n1 = f ? fread(file1, 1, FILE_LEN, f) : 0;
+    TT_CHECK(f && n1 == node_store_file_size(LEN), "reading %s: %zu bytes", path1, n1);
     fclose(f);
     node_store_delete(s);
     tt_rmtree(dir);
     s = open_store(dir, 16u << 20, 10);
     TT_OK(node_store_put(s, id, p, LEN, NODE_STORE_OWNED));
     f = fopen(path1, "rb");
-    TT_CHECK(f && fread(hdr2, 1, HDR, f) == HDR, "reading %s", path1);
+    size_t n2 = f ? fread(file2, 1, FILE_LEN, f) : 0;
+    TT_CHECK(f && n2 == n1, "reading %s: %zu bytes", path1, n2);
     fclose(f);
-    TT_CHECK(memcmp(hdr1, hdr2, HDR) == 0, "the streamed checksum differs from the store's own");
+    TT_CHECK(memcmp(file1, file2, n1) == 0, "the streamed checksum differs from the store's own");
     free(path1);
+    free(file1);
+    free(file2);
 
     make_id(2, id);
     uint8_t *q = make_payload(2, LEN);
-    node_store_checksum bad = good; /* block 1's checksum on block 2's bytes */
-    TT_OK(node_store_put_checked(s, id, q, LEN, NODE_STORE_OWNED, &bad));
+    /* block 1's sums on block 2's bytes */
+    TT_OK(node_store_put_checked(s, id, q, LEN, NODE_STORE_OWNED, sum));
+    node_store_sum_free(sum);
     TT_CHECK(!block_reads_back(s, 2, LEN), "a block stored under a wrong checksum was served");
     node_store_stats st;
     node_store_get_stats(s, &st);
@@ -1084,7 +1089,7 @@ TT_TEST(test_node_store_removed_blocks_dir_is_made_again_by_the_next_put)
     put_block(s, 9, 30000, NODE_STORE_OWNED);
     TT_CHECK(block_reads_back(s, 9, 30000), "the block put after the removal must read back");
     node_store_stats st = stats_of(s);
-    TT_CHECK(st.blocks == 1 && st.bytes_used == 30000 + HDR && st.lost_drops == 5 && st.dir_heals == 1 &&
+    TT_CHECK(st.blocks == 1 && st.bytes_used == node_store_file_size(30000) && st.lost_drops == 5 && st.dir_heals == 1 &&
                  st.write_errors == 0,
              "blocks=%llu (1) bytes=%llu lost_drops=%llu (5) dir_heals=%llu (1) write_errors=%llu (0)",
              (unsigned long long)st.blocks, (unsigned long long)st.bytes_used, (unsigned long long)st.lost_drops,
@@ -1214,7 +1219,186 @@ TT_TEST(test_node_store_read_of_a_removed_file_speeds_up_the_audit)
     finish_mounted(s, dir);
 }
 
+/* ---- chunk sums: verify once, serve many ------------------------------------------------------ */
+
+#define CHUNK (64u << 10) /* the chunk size the store writes */
+#define LAZY_LEN ((4u << 20) - 1000) /* 64 chunks, the last one short */
+
+static uint64_t verified(node_store *s) { return stats_of(s).verified_bytes; }
+static void damage_rewrite(const char *path, long off, uint8_t xor);
+
+/* Block n of LAZY_LEN bytes in a fresh store, and a lazy view of it. */
+static node_store *lazy_setup(char **dir, unsigned n, node_store_view *v)
+{
+    *dir = tt_tmpdir("store-lazy");
+    node_store *s = open_store(*dir, 32u << 20, 10);
+    put_block(s, n, LAZY_LEN, NODE_STORE_OWNED);
+    uint8_t id[NODE_STORE_ID_LEN];
+    make_id(n, id);
+    TT_OK(node_store_map_lazy(s, id, v));
+    TT_CHECK(v->len == LAZY_LEN, "lazy view of %zu bytes, stored %u", v->len, LAZY_LEN);
+    return s;
+}
+
+/* Whether bytes [off, off+len) of the view verify and equal block n's. */
+static bool range_reads_back(node_store_view *v, unsigned n, size_t off, size_t len)
+{
+    if (node_store_view_verify(v, off, len) != 0)
+        return false;
+    uint8_t *want = make_payload(n, LAZY_LEN);
+    TT_CHECK(memcmp(v->data + off, want + off, len) == 0, "bytes %zu..+%zu differ from what was stored", off, len);
+    free(want);
+    return true;
+}
+
+TT_TEST(test_node_store_range_read_verifies_only_the_chunks_it_touches)
+{
+    char *dir;
+    node_store_view v;
+    node_store *s = lazy_setup(&dir, 1, &v);
+    TT_CHECK(verified(s) == 0, "a lazy map hashed %llu bytes", (unsigned long long)verified(s));
+    TT_CHECK(range_reads_back(&v, 1, 100000, 4096), "a 4 KiB read in chunk 1 failed");
+    TT_CHECK(verified(s) == CHUNK, "a 4 KiB read inside one chunk hashed %llu bytes, not one chunk",
+             (unsigned long long)verified(s));
+    TT_CHECK(range_reads_back(&v, 1, 3 * CHUNK - 10, 20), "a read across chunks 2 and 3 failed");
+    TT_CHECK(verified(s) == 3 * CHUNK, "a read across two more chunks: %llu bytes hashed in all, want %u",
+             (unsigned long long)verified(s), 3 * CHUNK);
+    TT_CHECK(range_reads_back(&v, 1, LAZY_LEN - 1, 1), "the last byte failed");
+    TT_CHECK(verified(s) == 3 * CHUNK + (LAZY_LEN - 63 * CHUNK), "the short last chunk: %llu bytes hashed in all",
+             (unsigned long long)verified(s));
+    TT_CHECK(node_store_view_verify(&v, LAZY_LEN - 1, 2) == -1 && shoal_error_code() == SHOAL_ERR_RANGE,
+             "a range past the end: want RANGE, got %s", shoal_error_name(shoal_error_code()));
+    node_store_view_release(&v);
+    TT_CHECK(stats_of(s).hits == 1 && stats_of(s).corrupt_drops == 0, "hits=%llu (1) corrupt_drops=%llu (0)",
+             (unsigned long long)stats_of(s).hits, (unsigned long long)stats_of(s).corrupt_drops);
+    finish(s, dir);
+}
+
+TT_TEST(test_node_store_verified_chunks_are_not_hashed_again_in_one_view)
+{
+    char *dir;
+    node_store_view v;
+    node_store *s = lazy_setup(&dir, 2, &v);
+    TT_CHECK(range_reads_back(&v, 2, 5 * CHUNK, 128u << 10), "a 128 KiB read of chunks 5-6 failed");
+    uint64_t first = verified(s);
+    TT_CHECK(first == 2 * CHUNK, "a 128 KiB read of two chunks hashed %llu bytes", (unsigned long long)first);
+    for (size_t off = 5 * CHUNK; off < 7 * CHUNK; off += 4096)
+        TT_CHECK(range_reads_back(&v, 2, off, 4096), "4 KiB at %zu failed on a second read", off);
+    TT_CHECK(verified(s) == first, "reads of verified chunks hashed %llu more bytes",
+             (unsigned long long)(verified(s) - first));
+    /* a whole-block read checks the rest once, then nothing more */
+    TT_CHECK(range_reads_back(&v, 2, 0, LAZY_LEN), "the whole block failed");
+    TT_CHECK(verified(s) == LAZY_LEN, "after a whole read %llu bytes hashed in all, want %u",
+             (unsigned long long)verified(s), LAZY_LEN);
+    TT_CHECK(range_reads_back(&v, 2, 0, LAZY_LEN), "the whole block failed on a second read");
+    TT_CHECK(verified(s) == LAZY_LEN, "a second whole read hashed again");
+    node_store_view_release(&v);
+    finish(s, dir);
+}
+
+TT_TEST(test_node_store_block_mapped_again_is_verified_again)
+{
+    char *dir;
+    node_store_view v;
+    node_store *s = lazy_setup(&dir, 3, &v);
+    TT_CHECK(range_reads_back(&v, 3, 7 * CHUNK, 4096), "the first read failed");
+    node_store_view_release(&v); /* the block leaves memory: what was verified goes with it */
+    uint8_t id[NODE_STORE_ID_LEN];
+    make_id(3, id);
+    TT_OK(node_store_map_lazy(s, id, &v));
+    TT_CHECK(range_reads_back(&v, 3, 7 * CHUNK, 4096), "the read of the block mapped again failed");
+    TT_CHECK(verified(s) == 2 * CHUNK, "a chunk read in a new view must be hashed again: %llu bytes hashed",
+             (unsigned long long)verified(s));
+    node_store_view_release(&v);
+    /* and so after a restart of the store */
+    node_store_delete(s);
+    s = open_store(dir, 32u << 20, 10);
+    TT_OK(node_store_map_lazy(s, id, &v));
+    TT_CHECK(range_reads_back(&v, 3, 7 * CHUNK, 4096), "the read after a restart failed");
+    TT_CHECK(verified(s) == CHUNK, "after a restart %llu bytes hashed, want one chunk", (unsigned long long)verified(s));
+    node_store_view_release(&v);
+    finish(s, dir);
+}
+
+/* Flips a byte inside chunk `chunk` of block n's file. */
+static void damage_chunk(const char *dir, unsigned n, unsigned chunk)
+{
+    char *path = block_path(dir, n);
+    damage_rewrite(path, HDR + (long)chunk * CHUNK + 777, 0x04);
+    free(path);
+}
+
+/* After a damaged chunk was found: the block is gone from the store, counted once, and the view
+ * serves nothing more, not even chunks it verified before. */
+static void check_view_dropped(node_store *s, const char *dir, unsigned n, node_store_view *v)
+{
+    char *path = block_path(dir, n);
+    TT_CHECK(!file_exists(path), "the damaged file %s must be removed", path);
+    free(path);
+    uint8_t id[NODE_STORE_ID_LEN];
+    make_id(n, id);
+    TT_CHECK(!node_store_contains(s, id, NULL, NULL), "the damaged block is still indexed");
+    TT_CHECK(node_store_view_verify(v, 0, 4096) == -1 && shoal_error_code() == SHOAL_ERR_NOT_FOUND,
+             "a view of a damaged block served chunk 0 after the damage was found");
+    TT_CHECK(stats_of(s).corrupt_drops == 1, "corrupt_drops=%llu (1)", (unsigned long long)stats_of(s).corrupt_drops);
+    node_store_view_release(v);
+}
+
+TT_TEST(test_node_store_damaged_chunk_is_caught_when_it_is_read_first)
+{
+    char *dir;
+    node_store_view v;
+    node_store *s = lazy_setup(&dir, 4, &v);
+    damage_chunk(dir, 4, 9); /* MAP_SHARED: the view sees the damage, as it would a bad disk's */
+    TT_CHECK(node_store_view_verify(&v, 9 * CHUNK + 700, 4096) == -1 && shoal_error_code() == SHOAL_ERR_NOT_FOUND,
+             "a read of a damaged chunk was served (%s)", shoal_error_name(shoal_error_code()));
+    check_view_dropped(s, dir, 4, &v);
+    finish(s, dir);
+}
+
+TT_TEST(test_node_store_damaged_chunk_is_caught_after_sound_chunks_were_served)
+{
+    char *dir;
+    node_store_view v;
+    node_store *s = lazy_setup(&dir, 5, &v);
+    damage_chunk(dir, 5, 40);
+    TT_CHECK(range_reads_back(&v, 5, 0, 4096), "a sound chunk of a block damaged elsewhere is served");
+    TT_CHECK(range_reads_back(&v, 5, 39 * CHUNK, CHUNK), "the chunk before the damaged one is served");
+    TT_CHECK(node_store_view_verify(&v, 39 * CHUNK + 100, CHUNK) == -1 && shoal_error_code() == SHOAL_ERR_NOT_FOUND,
+             "a read reaching into the damaged chunk was served (%s)", shoal_error_name(shoal_error_code()));
+    check_view_dropped(s, dir, 5, &v);
+    /* a whole read of the block stored anew verifies every chunk */
+    put_block(s, 5, LAZY_LEN, NODE_STORE_OWNED);
+    uint64_t before = verified(s);
+    TT_CHECK(block_maps_back(s, 5, LAZY_LEN), "the block stored again does not map");
+    TT_CHECK(verified(s) - before == LAZY_LEN, "a full map hashed %llu bytes of %u",
+             (unsigned long long)(verified(s) - before), LAZY_LEN);
+    finish(s, dir);
+}
+
+/* A block file of the first format (one checksum over the whole payload) is not read: open drops
+ * it as corrupt, counted, and the block is fetched again by whoever wants it. */
+TT_TEST(test_node_store_old_format_block_is_dropped_at_open_and_counted)
+{
+    char *dir = tt_tmpdir("store-old");
+    node_store *s = open_store(dir, 8u << 20, 10);
+    put_block(s, 0, 30000, NODE_STORE_OWNED);
+    put_block(s, 1, 30000, NODE_STORE_OWNED);
+    node_store_delete(s);
+    char *path = block_path(dir, 0);
+    damage_rewrite(path, 4, 0x03); /* version 2 -> 1 */
+    s = open_store(dir, 8u << 20, 10);
+    TT_CHECK(!file_exists(path), "the old-format file %s must be removed at open", path);
+    TT_CHECK(stats_of(s).corrupt_drops == 1 && stats_of(s).blocks == 1, "corrupt_drops=%llu (1) blocks=%llu (1)",
+             (unsigned long long)stats_of(s).corrupt_drops, (unsigned long long)stats_of(s).blocks);
+    TT_CHECK(block_reads_back(s, 1, 30000), "the current-format block must survive");
+    free(path);
+    finish(s, dir);
+}
+
 /* ---- damage of every kind, found by every path, counted once each ---------------------------- */
+
+#define DMG_LEN 20000
 
 static void damage_rewrite(const char *path, long off, uint8_t xor)
 {
@@ -1229,7 +1413,17 @@ static void dmg_magic(const char *path) { damage_rewrite(path, 0, 0x01); }
 static void dmg_class(const char *path) { damage_rewrite(path, 6, 0x08); }
 static void dmg_length(const char *path) { damage_rewrite(path, 9, 0x01); }
 static void dmg_id(const char *path) { damage_rewrite(path, 20, 0x10); }
-static void dmg_checksum(const char *path) { damage_rewrite(path, 40, 0x80); }
+static void dmg_chunk_size(const char *path) { damage_rewrite(path, 34, 0x01); }
+static void dmg_reserved(const char *path) { damage_rewrite(path, 40, 0x80); }
+static void dmg_sum(const char *path) { damage_rewrite(path, HDR + DMG_LEN + 5, 0x80); }
+static void dmg_zeroed(const char *path)
+{
+    static const uint8_t zeros[4096];
+    FILE *f = fopen(path, "r+b");
+    TT_CHECK(f != NULL && fseek(f, HDR + 8192, SEEK_SET) == 0 && fwrite(zeros, 1, sizeof zeros, f) == sizeof zeros &&
+                 fclose(f) == 0,
+             "zero 4 KiB of %s", path);
+}
 static void dmg_truncate(const char *path) { TT_CHECK(truncate(path, HDR + 100) == 0, "truncate %s", path); }
 static void dmg_empty(const char *path) { TT_CHECK(truncate(path, 0) == 0, "truncate %s", path); }
 static void dmg_append(const char *path)
@@ -1254,13 +1448,14 @@ typedef struct damage_kind {
 static const damage_kind DAMAGE[] = {
     {"payload byte", dmg_payload, false, false},  {"magic", dmg_magic, true, false},
     {"class", dmg_class, true, false},            {"length field", dmg_length, true, false},
-    {"id", dmg_id, true, false},                  {"checksum field", dmg_checksum, false, false},
+    {"id", dmg_id, true, false},                  {"chunk size", dmg_chunk_size, true, false},
+    {"reserved header bytes", dmg_reserved, true, false}, {"chunk sum", dmg_sum, false, false},
+    {"zeroed range", dmg_zeroed, false, false},
     {"truncated", dmg_truncate, true, true},      {"emptied", dmg_empty, true, true},
     {"appended to", dmg_append, true, true},      {"symbolic link", dmg_symlink, true, true},
     {"directory", dmg_directory, true, true},     {"FIFO", dmg_fifo, true, true},
 };
 #define N_DAMAGE (sizeof DAMAGE / sizeof DAMAGE[0])
-#define DMG_LEN 20000
 
 /* Puts N_DAMAGE blocks from `first` on and damages each in its own way. */
 static void damage_blocks(node_store *s, const char *dir, unsigned first)
