@@ -511,7 +511,7 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
         len = (size_t)(size - offset);
     node_cache_object obj = {fs->cfg->bucket, key, etag, size};
     size_t done = 0;
-    bool retried = false; /* a block found damaged in the store is read again once */
+    bool retried = false; /* a block found damaged in the store is read again, once per block */
     while (done < len) {
         uint64_t pos = offset + done, index = pos / bs, in = pos - index * bs;
         held_block *h = held_get(fs, key, etag, index);
@@ -568,6 +568,7 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
             return fs_errno("read", key);
         }
         done += n;
+        retried = false;
     }
     return (ssize_t)done;
 }

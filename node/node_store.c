@@ -14,7 +14,8 @@
  * id, the chunk size and the chunk's place: a file renamed to another id, a damaged length, or
  * chunks swapped fail as surely as a damaged payload. The class is outside the sums on purpose, so
  * an owned put of a near block can promote it in place with a two-byte write. Files of version 1
- * (one checksum of the whole payload) are dropped at open as corrupt: see docs/store.md.
+ * (one checksum of the whole payload) are removed at open and counted apart (old_format_drops):
+ * see docs/store.md.
  *
  * Verify once, serve many. A 4 KiB read that hashed its whole 4 MiB block spent almost all its
  * time in XXH3, so the sums are per chunk and a read hashes only the chunks it touches. Gets and
@@ -204,7 +205,7 @@ struct node_store {
     uint64_t tmp_seq;
     int64_t clock_ns;
     uint64_t hits, misses, puts, evictions, space_evictions, corrupt_drops, lost_drops, write_errors, dir_heals;
-    uint64_t verified_bytes;
+    uint64_t verified_bytes, old_format_drops;
     bool heal_failing;    /* blocks/ could not be made again, and that was logged */
     uint64_t recent_corrupt[STORE_RECENT_CORRUPT]; /* generations counted as corrupt last (a ring) */
     unsigned recent_next;
@@ -1565,6 +1566,7 @@ void node_store_get_stats(node_store *s, node_store_stats *out)
         .write_errors = s->write_errors,
         .dir_heals = s->dir_heals,
         .verified_bytes = s->verified_bytes,
+        .old_format_drops = s->old_format_drops,
     };
     pthread_mutex_unlock(&s->mu);
 }
@@ -1612,10 +1614,19 @@ static int scan_block(node_store *s, scan_state *st, int leaf_fd, const char *re
     if (fd >= 0)
         close(fd);
     if (bad) {
-        LOG_WARN("store", "corrupt_drop", "file=%s/%s/%s reason=%s", s->blocks_dir, rel_dir, name, bad);
+        /* A file of the first format is not damage (an upgrade left it): counted apart, so the
+         * alarm on corrupt blocks does not fire at every upgraded node's first start. */
+        bool old = strcmp(bad, "old_format") == 0;
+        if (old)
+            LOG_INFO("store", "old_format_drop", "file=%s/%s/%s", s->blocks_dir, rel_dir, name);
+        else
+            LOG_WARN("store", "corrupt_drop", "file=%s/%s/%s reason=%s", s->blocks_dir, rel_dir, name, bad);
         if (remove_block_file(leaf_fd, name) != 0) /* counted all the same: it is out of the index */
             LOG_WARN("store", "unlink_failed", "file=%s/%s/%s errno=%d", s->blocks_dir, rel_dir, name, errno);
-        s->corrupt_drops++;
+        if (old)
+            s->old_format_drops++;
+        else
+            s->corrupt_drops++;
         return 0;
     }
     if (SHOAL_ARRAY_GROW(st->found, st->nfound, st->capfound) != 0)

@@ -79,6 +79,7 @@ typedef struct node_store_stats {
     uint64_t write_errors;   /* puts that failed while writing (full disk included) */
     uint64_t dir_heals;      /* times blocks/ was found gone and made again */
     uint64_t verified_bytes; /* payload bytes hashed to check them on reads (gets, maps, view checks) */
+    uint64_t old_format_drops; /* files of the first format (one checksum per block) removed at open */
 } node_store_stats;
 
 /* Opens the store in <cache_dir>/blocks/, creating cache_dir and blocks/ when missing, and

@@ -890,6 +890,55 @@ TT_TEST(test_mount_e2e_first_bytes_of_an_uncached_block_come_before_the_whole_bl
     finish(c);
 }
 
+/* Reads through the mount check a stored block a 64 KiB chunk at a time: after a restart (no block
+ * held), with one chunk of every stored block damaged on disk, a 4 KiB read of a sound chunk and
+ * one of the damaged chunk both return the object's bytes; each damaged block is dropped, counted
+ * once and fetched again from S3, and no damaged byte reaches a reader. */
+TT_TEST(test_mount_e2e_damaged_chunk_of_a_stored_block_is_never_read_through_the_mount)
+{
+    enum { CHUNK = 64 << 10, BAD = 5 * CHUNK + 100 };
+    td_cluster *c = cluster(1);
+    const size_t size = 3 * MIB;
+    td_put(c, "rot/one.bin", size, 41);
+    start_mounted(c, 0, "60", "5", "--read-only");
+    char p[1024];
+    check_file(mpath(p, sizeof p, 0, "rot/one.bin"), size, 41); /* its 3 blocks are stored now */
+    td_node_signal(c, 0, SIGTERM);
+    int st = td_node_wait(c, 0, 15000);
+    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d after SIGTERM", st);
+
+    char cmd[700], path[1024];
+    snprintf(cmd, sizeof cmd, "find '%s/cache/blocks' -mindepth 3 -type f -name '[0-9a-f]*'", c->nodes[0].dir);
+    FILE *list = popen(cmd, "r");
+    int damaged = 0;
+    while (list && fgets(path, sizeof path, list)) {
+        path[strcspn(path, "\n")] = '\0';
+        FILE *f = fopen(path, "r+b");
+        int b = f && fseek(f, 48 + BAD, SEEK_SET) == 0 ? fgetc(f) : EOF;
+        TT_CHECK(b != EOF && fseek(f, 48 + BAD, SEEK_SET) == 0 && fputc(b ^ 0x55, f) != EOF && fclose(f) == 0,
+                 "damaging %s", path);
+        damaged++;
+    }
+    TT_CHECK(list && pclose(list) == 0 && damaged == 3, "%d block files damaged, 3 expected", damaged);
+
+    start_mounted(c, 0, "60", "5", "--read-only");
+    tt_s3rver_stats_reset(&c->s3);
+    uint8_t *want = td_content(size, 41), got[4096];
+    int fd = open(mpath(p, sizeof p, 0, "rot/one.bin"), O_RDONLY);
+    TT_CHECK(fd >= 0, "open %s: %s", p, strerror(errno));
+    TT_CHECK(pread(fd, got, sizeof got, 0) == (ssize_t)sizeof got && memcmp(got, want, sizeof got) == 0,
+             "4 KiB of a sound chunk of a damaged block read wrong");
+    TT_CHECK(pread(fd, got, sizeof got, BAD - 100) == (ssize_t)sizeof got && memcmp(got, want + BAD - 100, sizeof got) == 0,
+             "4 KiB of the damaged chunk read wrong");
+    close(fd);
+    check_file(p, size, 41);
+    uint64_t corrupt = td_stat(c, 0, "cache.corrupt_blocks");
+    long gets = tt_s3rver_stat(&c->s3, "gets");
+    TT_CHECK(corrupt == 3 && gets == 3, "corrupt blocks %llu (3), S3 GETs %ld (3)", (unsigned long long)corrupt, gets);
+    free(want);
+    finish(c);
+}
+
 /* SPEC §4: the blocks of a file written through one node's mount are placed on their owners, so
  * the other nodes read a fresh checkpoint without asking S3 for it. */
 TT_TEST(test_mount_e2e_written_blocks_reach_their_owners_so_other_nodes_read_no_s3)

@@ -1376,8 +1376,8 @@ TT_TEST(test_node_store_damaged_chunk_is_caught_after_sound_chunks_were_served)
     finish(s, dir);
 }
 
-/* A block file of the first format (one checksum over the whole payload) is not read: open drops
- * it as corrupt, counted, and the block is fetched again by whoever wants it. */
+/* A block file of the first format (one checksum over the whole payload) is not read: open removes
+ * it and counts it apart from damage, and the block is fetched again by whoever wants it. */
 TT_TEST(test_node_store_old_format_block_is_dropped_at_open_and_counted)
 {
     char *dir = tt_tmpdir("store-old");
@@ -1389,8 +1389,10 @@ TT_TEST(test_node_store_old_format_block_is_dropped_at_open_and_counted)
     damage_rewrite(path, 4, 0x03); /* version 2 -> 1 */
     s = open_store(dir, 8u << 20, 10);
     TT_CHECK(!file_exists(path), "the old-format file %s must be removed at open", path);
-    TT_CHECK(stats_of(s).corrupt_drops == 1 && stats_of(s).blocks == 1, "corrupt_drops=%llu (1) blocks=%llu (1)",
-             (unsigned long long)stats_of(s).corrupt_drops, (unsigned long long)stats_of(s).blocks);
+    TT_CHECK(stats_of(s).old_format_drops == 1 && stats_of(s).corrupt_drops == 0 && stats_of(s).blocks == 1,
+             "old_format_drops=%llu (1) corrupt_drops=%llu (0) blocks=%llu (1)",
+             (unsigned long long)stats_of(s).old_format_drops, (unsigned long long)stats_of(s).corrupt_drops,
+             (unsigned long long)stats_of(s).blocks);
     TT_CHECK(block_reads_back(s, 1, 30000), "the current-format block must survive");
     free(path);
     finish(s, dir);
