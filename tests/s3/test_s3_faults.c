@@ -679,6 +679,9 @@ TT_TEST(test_s3_faults_https_verifies_certificates_by_default_and_uses_ca_bundle
     cfg.endpoint = tls.endpoint;
     cfg.path_style = true;
     cfg.creds = f.creds;
+    /* Limits no load reaches: the one attempt must end on the certificate, not on a slow proxy. */
+    cfg.connect_timeout_ms = 120000;
+    cfg.stall_timeout_ms = 120000;
     unsetenv("AWS_CA_BUNDLE");
     s3_client *strict = s3_client_new(&cfg);
     TT_CHECK(strict != NULL, "s3_client_new: %s", shoal_error_message());
