@@ -7,8 +7,9 @@
 // --legacy runs s3rver 3.7.1 (no SigV4 checks; for benchmarks beside s3fs), the default is
 // @20minutes/s3rver 4.0.4, which verifies SigV4 signatures.
 //
-// GET /_shoal/stats answers the requests the server has seen, by method and in total, as JSON;
-// POST /_shoal/stats/reset zeroes them. Bucket names cannot start with '_', so no bucket is hidden.
+// GET /_shoal/stats answers the requests the server has seen, by method and in total, and the
+// bytes of response bodies it sent (bytesOut), as JSON; POST /_shoal/stats/reset zeroes them.
+// Bucket names cannot start with '_', so no bucket is hidden.
 'use strict';
 const path = require('path');
 
@@ -108,9 +109,21 @@ const server = new S3rver({
   configureBuckets: opts.buckets.map((name) => ({ name })),
 });
 
-const stats = { total: 0, byMethod: {}, gets: 0, rangedGets: 0, puts: 0, heads: 0, lists: 0, deletes: 0, posts: 0 };
-function count(req) {
+const stats = { total: 0, byMethod: {}, gets: 0, rangedGets: 0, puts: 0, heads: 0, lists: 0, deletes: 0, posts: 0, bytesOut: 0 };
+function count(req, res) {
   stats.total++;
+  // Body bytes as written to the response (objects are piped into it, errors are ended with it).
+  const bodyBytes = (chunk, encoding) => (chunk == null || typeof chunk === 'function' ? 0
+    : Buffer.byteLength(chunk, typeof encoding === 'string' ? encoding : undefined));
+  const write = res.write, end = res.end;
+  res.write = function (chunk, encoding) {
+    stats.bytesOut += bodyBytes(chunk, encoding);
+    return write.apply(this, arguments);
+  };
+  res.end = function (chunk, encoding) {
+    stats.bytesOut += bodyBytes(chunk, encoding);
+    return end.apply(this, arguments);
+  };
   stats.byMethod[req.method] = (stats.byMethod[req.method] || 0) + 1;
   const url = new URL(req.url, 'http://x');
   const parts = url.pathname.split('/').filter((p) => p.length);
@@ -137,7 +150,7 @@ server.run().then((addr) => {
       res.end(JSON.stringify(stats));
       return;
     }
-    count(req);
+    count(req, res);
     for (const h of handlers) h(req, res);
   });
   process.stdout.write(JSON.stringify({ port: addr.port, address: addr.address }) + '\n');
