@@ -27,19 +27,18 @@ Environment: BENCH_PARTS (abcd: which of the four to run), BENCH_BIG_FILES (4), 
 (1000), BENCH_TTFB_FILES (20), BENCH_ROUNDS (3), BENCH_BLOCK_SIZE (4M), BENCH_TOOLS (shoal,s3fs,rclone:
 which mounts (c) reads).
 """
-import concurrent.futures
-import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mountlib import (ROOT, best, cleanup, cpu_seconds, get_whole, list_dirs, log, open_read_close, quiet,
+                      read_whole, start_rclone, start_s3, start_s3fs, ttfb_get, ttfb_mount, unmount)
+import mountlib
+
 BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build"))
 SHOALD = os.path.join(BUILD, "node", "shoald")
 SHOAL = os.path.join(BUILD, "node", "shoal")
@@ -58,191 +57,20 @@ SMALL = 100 * 1000
 # below a listed prefix, which hides such directories from tools that list their parent (rclone).
 SMALL_PER_DIR = 500
 THREADS = 8
-IP = "127.0.0.1"
-PORT = 7400 + os.getpid() % 500
-
-procs = []
-mounts = []
-
-
-def log(msg):
-    print("# " + msg, flush=True)
-
-
-def start_s3(work):
-    # s3rver makes ListObjectsV2 continuation tokens with DES, which Node 20's OpenSSL 3 keeps in
-    # its legacy provider (tests/support/s3rver.c does the same); without it a long listing fails.
-    env = dict(os.environ, NODE_OPTIONS="--openssl-legacy-provider")
-    p = subprocess.Popen(["node", os.path.join(ROOT, "tests/s3rver/start.js"), "--dir", os.path.join(work, "s3"),
-                          "--port", "0", "--bucket", "bench", "--legacy"], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, env=env)
-    procs.append(p)
-    return json.loads(p.stdout.readline())["port"]
-
-
-def mounted(path):
-    with open("/proc/mounts") as f:
-        return any(line.split()[1] == path for line in f)
-
-
-def wait_mounted(path, proc, what):
-    deadline = time.time() + 30
-    while not mounted(path):
-        if proc.poll() is not None or time.time() > deadline:
-            sys.exit("bench: %s did not mount %s" % (what, path))
-        time.sleep(0.05)
-
-
-def unmount(proc, path):
-    """Stops a mounting process (SIGTERM unmounts shoald and rclone; s3fs needs an unmount)."""
-    if proc.poll() is None:
-        subprocess.run(["umount", path], stderr=subprocess.DEVNULL)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    if mounted(path):
-        subprocess.run(["umount", "-l", path], stderr=subprocess.DEVNULL)
 
 
 def start_shoald(work, name, endpoint, key, read_only=True):
-    d = os.path.join(work, name)
-    mnt = os.path.join(d, "mnt")
-    os.makedirs(mnt)
-    args = [SHOALD, "--node-id", name, "--bind", "%s:%d" % (IP, PORT), "--bucket", "s3://bench",
-            "--endpoint", endpoint, "--path-style", "--region", "us-east-1", "--cache-dir", d + "/cache",
-            "--cache-size", "8G", "--block-size", BLOCK, "--cluster-key", key, "--control", d + "/ctl.sock",
-            "--metrics", "off", "--log-level", "warn", "--mount", mnt] + (["--read-only"] if read_only else [])
-    p = subprocess.Popen(args, stderr=open(os.path.join(d, "log"), "w"))
-    procs.append(p)
-    wait_mounted(mnt, p, "shoald")
-    mounts.append((p, mnt))
-    return p, mnt
-
-
-def start_s3fs(work, port):
-    mnt = os.path.join(work, "s3fs")
-    os.makedirs(mnt)
-    pw = os.path.join(work, "s3fs.passwd")
-    with open(pw, "w") as f:
-        f.write("S3RVER:S3RVER\n")
-    os.chmod(pw, 0o600)
-    p = subprocess.Popen(["s3fs", "bench", mnt, "-f", "-o", "url=http://127.0.0.1:%d" % port, "-o",
-                          "use_path_request_style", "-o", "passwd_file=" + pw, "-o", "ro"],
-                         stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "s3fs.log"), "w"))
-    procs.append(p)
-    wait_mounted(mnt, p, "s3fs")
-    mounts.append((p, mnt))
-    return p, mnt
-
-
-def start_rclone(work, port):
-    mnt = os.path.join(work, "rclone")
-    os.makedirs(mnt)
-    env = dict(os.environ, RCLONE_CONFIG_S3RV_TYPE="s3", RCLONE_CONFIG_S3RV_PROVIDER="Other",
-               RCLONE_CONFIG_S3RV_ACCESS_KEY_ID="S3RVER", RCLONE_CONFIG_S3RV_SECRET_ACCESS_KEY="S3RVER",
-               RCLONE_CONFIG_S3RV_ENDPOINT="http://127.0.0.1:%d" % port, RCLONE_CONFIG_S3RV_REGION="us-east-1",
-               RCLONE_CONFIG_S3RV_FORCE_PATH_STYLE="true")
-    env.pop("AWS_CA_BUNDLE", None)
-    p = subprocess.Popen(["rclone", "mount", "s3rv:bench", mnt, "--read-only", "--vfs-cache-mode", "off"],
-                         env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "rclone.log"), "w"))
-    procs.append(p)
-    wait_mounted(mnt, p, "rclone")
-    mounts.append((p, mnt))
-    return p, mnt
-
-
-def cpu_seconds(pid):
-    """User + system CPU time of a process, all its threads, from /proc."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def read_whole(path):
-    n = 0
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            b = f.read(1 << 20)
-            if not b:
-                return n
-            n += len(b)
-
-
-def list_dirs(root, names):
-    """Lists each directory holding `names` once, as a dataset class does before reading."""
-    for d in sorted({os.path.dirname(n) for n in names}):
-        os.listdir(os.path.join(root, d))
-
-
-def get_whole(port, key):
-    n = 0
-    with urllib.request.urlopen("http://127.0.0.1:%d/bench/%s" % (port, key)) as r:
-        while True:
-            b = r.read(1 << 20)
-            if not b:
-                return n
-            n += len(b)
+    return mountlib.start_shoald(SHOALD, work, name, endpoint, key, BLOCK, read_only)
 
 
 def cold_direct(port, names, sizes):
     """The server's own ceiling: THREADS threads GET every object whole and keep nothing."""
-    t0 = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(THREADS) as ex:
-        got = list(ex.map(lambda n: get_whole(port, n), names))
-    t = time.perf_counter() - t0
-    if got != sizes:
-        sys.exit("bench: short direct GETs")
-    return t
+    return mountlib.timed_all(lambda n: get_whole(port, n), names, sizes, THREADS, "direct GETs")
 
 
 def cold_read(root, names, sizes):
     """Reads every file with THREADS threads; returns seconds. Checks every length."""
-    t0 = time.perf_counter()
-    with concurrent.futures.ThreadPoolExecutor(THREADS) as ex:
-        got = list(ex.map(lambda n: read_whole(os.path.join(root, n)), names))
-    t = time.perf_counter() - t0
-    if got != sizes:
-        sys.exit("bench: short reads under %s" % root)
-    return t
-
-
-def open_read_close(root, names):
-    t0 = time.perf_counter()
-    for n in names:
-        fd = os.open(os.path.join(root, n), os.O_RDONLY)
-        while os.read(fd, 1 << 17):
-            pass
-        os.close(fd)
-    return time.perf_counter() - t0
-
-
-def best(fn, rounds):
-    return min(fn() for _ in range(rounds))
-
-
-def quiet(fn, *args):
-    time.sleep(0.2)
-    return fn(*args)
-
-
-def ttfb_mount(path):
-    t0 = time.perf_counter()
-    fd = os.open(path, os.O_RDONLY)
-    os.read(fd, 65536)
-    t = time.perf_counter() - t0
-    os.close(fd)
-    return t
-
-
-def ttfb_get(port, key):
-    # s3rver 3.7.1 checks no signature, so a plain GET is a direct GET of the object.
-    t0 = time.perf_counter()
-    with urllib.request.urlopen("http://127.0.0.1:%d/bench/%s" % (port, key)) as r:
-        r.read(65536)
-        t = time.perf_counter() - t0
-    return t
+    return mountlib.timed_all(lambda n: read_whole(os.path.join(root, n)), names, sizes, THREADS, root)
 
 
 def make_data(work, endpoint, env):
@@ -385,20 +213,7 @@ def main():
                   % (len(ttfb), statistics.median(t_mount) * 1e3, statistics.median(t_get) * 1e3))
             print("    mount / GET = %.2f   (target <= 1.5)" % (statistics.median(t_mount) / statistics.median(t_get)))
     finally:
-        for p, mnt in mounts:
-            unmount(p, mnt)
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        if not any(mounted(m) for _, m in mounts):
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print("bench: a mount is still there; %s kept" % work, file=sys.stderr)
+        cleanup(work)
 
 
 if __name__ == "__main__":
