@@ -821,8 +821,10 @@ TT_TEST(test_s3_client_100_concurrent_ranged_gets_are_all_correct)
     ranged_get gets[100];
     batch b;
     batch_init(&b);
+    long asked = 0;
     for (int i = 0; i < 100; i++) {
         uint64_t glen = 10000 + (uint64_t)i * 377;
+        asked += (long)glen;
         uint64_t off = ((uint64_t)i * 41017) % (len - glen);
         gets[i] = (ranged_get){.b = &b, .buf = malloc(glen), .off = off, .len = glen, .want = data};
         s3_get_args a = {.bucket = BUCKET, .key = "async/object", .ranged = true, .offset = off, .length = glen,
@@ -838,6 +840,9 @@ TT_TEST(test_s3_client_100_concurrent_ranged_gets_are_all_correct)
     }
     TT_CHECK(tt_s3rver_stat(&f.srv, "rangedGets") == 100, "server saw %ld ranged GETs",
              tt_s3rver_stat(&f.srv, "rangedGets"));
+    /* The server counts the body bytes it sends: exactly the ranges asked, no more. */
+    TT_CHECK(tt_s3rver_stat(&f.srv, "bytesOut") == asked, "server sent %ld body bytes for %ld asked",
+             tt_s3rver_stat(&f.srv, "bytesOut"), asked);
     s3_client_stats st;
     s3_client_stats_get(f.c, &st);
     TT_CHECK(st.get_requests == 100 && st.retries == 0, "counters: %llu gets %llu retries",
