@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Shoal's mount beside s3fs and rclone mount, every case of the comparison in one run.
 
-  bench/mount/compare.py [--quick] [--tools shoal,s3fs,rclone] [--big-mib N] [--small-files N] [BUILD_DIR]
+  bench/mount/compare.py [--quick] [--tools shoal,s3fs,rclone] [--big-mib N] [--small-files N]
+                         [--save FILE.json] [BUILD_DIR]
 
 One local S3 server (s3rver 3.7.1, `tests/s3rver/start.js --legacy`), one data set, and each tool
 mounted in turn with a disk cache (one `shoald --read-only --mount`; s3fs with use_cache; rclone
@@ -11,15 +12,20 @@ same order:
   ttfb       open + first 64 KiB of an uncached 8 MiB file, median     vs a direct GET's first 64 KiB
   small      100 KB files read whole, cold, 8 reader threads           vs plain GETs, 8 threads
   warm       open+read+close of those files, from the page cache       vs the same on local disk
+  forgot     some of them again, 8 readers, after the kernel dropped   vs the same on local disk
+             its dentries and inodes too (echo 3): lookups and the disk cache, no page cache
   big-cold   the big files, cold, one reader thread each (4)           vs curl, one GET per file at once
   big-disk   `cat` of each big file, from the tool's disk cache        vs `cat` of a local file, cold
   rand4k     fio random 4 KiB reads of a big file, from the disk cache vs the same on local disk, cold
   rand128k   the same with 128 KiB reads
   rand-cold  fio random 4 KiB reads of a file no one has read          (bytes fetched from S3 beside)
 
-"Cold" means the page cache is dropped first (echo 3 > /proc/sys/vm/drop_caches, root only): the
-server's files, the local copies and the tools' disk caches are all read from disk. Without that
-right the cases that read from a disk cache are skipped and said to be. The server counts the
+"Cold" means the page cache is dropped first (echo 1 > /proc/sys/vm/drop_caches, root only): the
+server's files, the local copies and the tools' disk caches are all read from disk. The kernel
+keeps its dentries and inodes, as after a data loader listed the directories; `forgot` is the one
+case that drops them too (echo 3: what memory pressure does to a long job's inodes), so a mount's
+lookup path is measured apart from its data path. Without that right the cases that read from a
+disk cache are skipped and said to be. The server counts the
 requests and the body bytes it sends (GET /_shoal/stats), read after each case.
 
 Beside every figure of a mount: the CPU-seconds its process used per GiB the case delivered
@@ -57,18 +63,19 @@ GiB = 1 << 30
 SMALL = 100 * 1000
 SMALL_PER_DIR = 500  # see run.py: top-level directories, as s3rver lists them to every tool
 SMALL_THREADS = 8
-CASES = ["ttfb", "small", "warm", "big-cold", "big-disk", "rand4k", "rand128k", "rand-cold"]
+CASES = ["ttfb", "small", "warm", "forgot", "big-cold", "big-disk", "rand4k", "rand128k", "rand-cold"]
 TITLES = {
     "ttfb": "time to first byte, uncached 8 MiB (ms, lower is better)",
     "small": "small files cold, 8 readers (files/s)",
     "warm": "small files warm from page cache (files/s)",
+    "forgot": "small files after the kernel forgot their inodes, 8 readers (files/s)",
     "big-cold": "big files cold, 4 readers (MiB/s)",
     "big-disk": "big files from the disk cache, sequential (MiB/s)",
     "rand4k": "random 4 KiB from the disk cache (IOPS, p50)",
     "rand128k": "random 128 KiB from the disk cache (IOPS, p50)",
     "rand-cold": "random 4 KiB cold (IOPS, p50, fetched from S3)",
 }
-CEILING = {"ttfb": "direct GET", "small": "plain GETs, 8 threads", "warm": "local disk",
+CEILING = {"ttfb": "direct GET", "small": "plain GETs, 8 threads", "warm": "local disk", "forgot": "local disk",
            "big-cold": "curl, 4 GETs", "big-disk": "local disk, cold", "rand4k": "local disk, cold",
            "rand128k": "local disk, cold", "rand-cold": None}
 
@@ -87,11 +94,13 @@ def options():
     ap.add_argument("--big-mib", type=int)
     ap.add_argument("--small-files", type=int)
     ap.add_argument("--block-size", default="4M", help="shoald --block-size")
+    ap.add_argument("--save", metavar="FILE", help="also write the raw figures to FILE as JSON")
     o = ap.parse_args()
     q = o.quick
     o.big_mib = o.big_mib or (32 if q else 256)
     o.small_files = o.small_files or (300 if q else 3000)
     o.warm_files = min(o.small_files, 300 if q else 1000)
+    o.forgot_files = min(o.small_files, 100 if q else 300)
     o.ttfb_files = 5 if q else 20
     o.fio_seconds = 3 if q else 10
     o.cold_ios, o.cold_cap = (20, 20) if q else (50, 60)
@@ -111,10 +120,11 @@ def can_drop():
         return False
 
 
-def drop():
+def drop(what="1"):
+    """Drops the page cache ("1"), or the page cache, dentries and inodes ("3")."""
     os.sync()
     with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3")
+        f.write(what)
 
 
 def reset_peak(pid):
@@ -216,9 +226,9 @@ class Cases:
     def path(self, n):
         return os.path.join(self.root, n)
 
-    def cold(self):
+    def cold(self, what="1"):
         if self.dropping:
-            drop()
+            drop(what)
 
     def ttfb(self):
         self.cold()
@@ -236,6 +246,12 @@ class Cases:
         open_read_close(self.root, n)
         t = best(lambda: open_read_close(self.root, n), self.o.rounds)
         return len(n) / t, None, SMALL * len(n) * (self.o.rounds + 1)
+
+    def forgot(self):
+        self.cold("3")
+        n = self.ds["small"][:self.o.forgot_files]
+        t = timed_all(lambda f: read_whole(self.path(f)), n, [SMALL] * len(n), SMALL_THREADS, self.root)
+        return len(n) / t, None, SMALL * len(n)
 
     def big_cold(self):
         self.cold()
@@ -280,6 +296,8 @@ def ceilings(o, port, data, ds, dropping):
     res["small"] = len(n) / timed_all(lambda f: get_whole(port, f), n, [SMALL] * len(n), SMALL_THREADS, "GETs")
     res["warm"] = run_case(local, "warm")[0]
     if dropping:
+        res["forgot"] = run_case(local, "forgot")[0]
+    if dropping:
         drop()
     urls = ["http://%s:%d/%s/%s" % (IP, port, mountlib.BUCKET, f) for f in ds["big"]]
     t0 = time.perf_counter()
@@ -299,7 +317,7 @@ def measure(o, tool, p, mnt, port, ds, dropping):
     cases = Cases(o, port, mnt, ds, dropping)
     out = {}
     for case in CASES:
-        if case in ("big-disk", "rand4k", "rand128k") and not dropping:
+        if case in ("forgot", "big-disk", "rand4k", "rand128k") and not dropping:
             continue
         log("%s: %s" % (tool, case))
         settle(port)  # each case starts on a quiet server, and counts only its own requests
@@ -311,7 +329,7 @@ def measure(o, tool, p, mnt, port, ds, dropping):
         rss = peak_rss_mib(p.pid)
         st = settle(port)
         out[case] = {"value": value, "p50": p50, "cpu": cpu / (delivered / GiB), "rss": rss, "peak_ok": peak_ok,
-                     "gets": st["gets"], "requests": st["total"], "fetched": st["bytesOut"], "delivered": delivered}
+                     "gets": st["gets"], "requests": st["total"], "heads": st["heads"], "lists": st["lists"], "fetched": st["bytesOut"], "delivered": delivered}
     return out
 
 
@@ -334,7 +352,8 @@ def report(o, res, ceil, commit, loads, dropping):
                               o.block_size))
     print("kernel %s, %d CPUs, load average %s at the start and %s at the end; page cache %s" %
           (platform.release(), os.cpu_count(), loads[0], loads[1],
-           "dropped before every cold case" if dropping else "NOT dropped (no right to): disk-cache cases skipped"))
+           "dropped (echo 1) before every cold case, dentries and inodes too (echo 3) before the forgotten"
+           " inodes' case" if dropping else "NOT dropped (no right to): disk-cache cases skipped"))
     print()
     ratios = tools[1:] + ["ceiling"] if "shoal" in tools else []
     head = ["case"] + [names[t] for t in tools] + ["ceiling"] + ["Shoal / " + names.get(t, t) for t in ratios]
@@ -362,9 +381,10 @@ def report(o, res, ceil, commit, loads, dropping):
     per_tool("CPU-seconds of the mount's process per GiB delivered, and its peak RSS during the case:",
              res, tools, names, ("ttfb",), lambda r: "%s s/GiB, %s MiB%s" % (
                  num(r["cpu"]), num(r["rss"]), "" if r["peak_ok"] else " (since start)"))
-    per_tool("Requests the server answered (GETs among them) and MiB it sent, counted once it was quiet after"
-             " the case:", res, tools, names, (), lambda r: "%d (%d GETs), %s MiB" % (
-                 r["requests"], r["gets"], num(r["fetched"] / MiB)))
+    per_tool("Requests the server answered (object GETs, HEADs and listings among them) and MiB it sent,"
+             " counted once it was quiet after the case:", res, tools, names, (),
+             lambda r: "%d (%d GET, %d HEAD, %d LIST), %s MiB" % (r["requests"], r["gets"], r["heads"], r["lists"],
+                                                                  num(r["fetched"] / MiB)))
 
 
 def per_tool(title, res, tools, names, left_out, cell):
@@ -428,6 +448,9 @@ def main():
             res[tool] = measure(o, tool, p, mnt, port, ds, dropping)
             unmount(p, mnt)
         loads.append("%.1f" % os.getloadavg()[0])
+        if o.save:
+            with open(o.save, "w") as f:
+                json.dump({"commit": commit, "loads": loads, "ceilings": ceil, "mounts": res}, f, indent=1)
         report(o, res, ceil, commit, loads, dropping)
     finally:
         cleanup(work)
