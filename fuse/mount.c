@@ -77,30 +77,83 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 }
 
+/* ---- timing ------------------------------------------------------------------------------------
+ *
+ * The requests users wait on go through a wrapper that times the handler, which replies before it
+ * returns (every handler here answers on the session thread that called it). The mount is read
+ * before the call: the reply frees the request. */
+#define TIMED(stat, handler, params, args)                                                            \
+    static void timed_##handler params                                                                \
+    {                                                                                                 \
+        mount_view *m = fuse_req_userdata(req);                                                       \
+        uint64_t t0 = shoal_clock_mono_us();                                                          \
+        handler args;                                                                                 \
+        shoal_hist_observe(&m->latency[stat], shoal_clock_mono_us() - t0);                            \
+    }
+TIMED(MOUNT_STATS_LOOKUP, mount_op_lookup, (fuse_req_t req, fuse_ino_t parent, const char *name), (req, parent, name))
+TIMED(MOUNT_STATS_GETATTR, mount_op_getattr, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
+TIMED(MOUNT_STATS_SETATTR, mount_op_setattr,
+      (fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi),
+      (req, ino, attr, to_set, fi))
+TIMED(MOUNT_STATS_OPEN, mount_op_open, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
+TIMED(MOUNT_STATS_CREATE, mount_op_create,
+      (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi),
+      (req, parent, name, mode, fi))
+TIMED(MOUNT_STATS_READ, mount_op_read, (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi),
+      (req, ino, size, off, fi))
+TIMED(MOUNT_STATS_WRITE, mount_op_write,
+      (fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, struct fuse_file_info *fi),
+      (req, ino, buf, size, off, fi))
+TIMED(MOUNT_STATS_FLUSH, mount_op_flush, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
+TIMED(MOUNT_STATS_RELEASE, mount_op_release, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
+TIMED(MOUNT_STATS_FSYNC, mount_op_fsync, (fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi),
+      (req, ino, datasync, fi))
+TIMED(MOUNT_STATS_READDIR, mount_op_readdir,
+      (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi), (req, ino, size, off, fi))
+TIMED(MOUNT_STATS_READDIR, mount_op_readdirplus,
+      (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi), (req, ino, size, off, fi))
+TIMED(MOUNT_STATS_UNLINK, mount_op_unlink, (fuse_req_t req, fuse_ino_t parent, const char *name), (req, parent, name))
+TIMED(MOUNT_STATS_RENAME, mount_op_rename,
+      (fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent, const char *newname, unsigned int flags),
+      (req, parent, name, newparent, newname, flags))
+TIMED(MOUNT_STATS_MKDIR, mount_op_mkdir, (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode),
+      (req, parent, name, mode))
+TIMED(MOUNT_STATS_RMDIR, mount_op_rmdir, (fuse_req_t req, fuse_ino_t parent, const char *name), (req, parent, name))
+#undef TIMED
+
+void mount_io_stats_get(mount_view *m, mount_io_stats *out)
+{
+    out->opens = atomic_load_explicit(&m->opens, memory_order_relaxed);
+    out->bytes_read = atomic_load_explicit(&m->bytes_read, memory_order_relaxed);
+    out->bytes_written = atomic_load_explicit(&m->bytes_written, memory_order_relaxed);
+    for (int i = 0; i < MOUNT_STATS_OPS; i++)
+        shoal_hist_read(&m->latency[i], &out->latency[i]);
+}
+
 static const struct fuse_lowlevel_ops mount_ops = {
     .init = op_init,
-    .lookup = mount_op_lookup,
+    .lookup = timed_mount_op_lookup,
     .forget = mount_op_forget,
     .forget_multi = mount_op_forget_multi,
-    .getattr = mount_op_getattr,
-    .setattr = mount_op_setattr,
+    .getattr = timed_mount_op_getattr,
+    .setattr = timed_mount_op_setattr,
     .readlink = mount_op_readlink,
     .mknod = mount_op_mknod,
-    .mkdir = mount_op_mkdir,
-    .unlink = mount_op_unlink,
-    .rmdir = mount_op_rmdir,
+    .mkdir = timed_mount_op_mkdir,
+    .unlink = timed_mount_op_unlink,
+    .rmdir = timed_mount_op_rmdir,
     .symlink = mount_op_symlink,
-    .rename = mount_op_rename,
+    .rename = timed_mount_op_rename,
     .link = mount_op_link,
-    .open = mount_op_open,
-    .read = mount_op_read,
-    .write = mount_op_write,
-    .flush = mount_op_flush,
-    .release = mount_op_release,
-    .fsync = mount_op_fsync,
+    .open = timed_mount_op_open,
+    .read = timed_mount_op_read,
+    .write = timed_mount_op_write,
+    .flush = timed_mount_op_flush,
+    .release = timed_mount_op_release,
+    .fsync = timed_mount_op_fsync,
     .opendir = mount_op_opendir,
-    .readdir = mount_op_readdir,
-    .readdirplus = mount_op_readdirplus,
+    .readdir = timed_mount_op_readdir,
+    .readdirplus = timed_mount_op_readdirplus,
     .releasedir = mount_op_releasedir,
     .fsyncdir = mount_op_fsyncdir,
     .statfs = op_statfs,
@@ -108,7 +161,7 @@ static const struct fuse_lowlevel_ops mount_ops = {
     .getxattr = mount_op_getxattr,
     .listxattr = mount_op_listxattr,
     .removexattr = mount_op_removexattr,
-    .create = mount_op_create,
+    .create = timed_mount_op_create,
     .fallocate = mount_op_fallocate,
 };
 

@@ -17,6 +17,8 @@
 #ifndef SHOAL_MOUNT_H
 #define SHOAL_MOUNT_H
 
+#include "shoal_hist.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -174,6 +176,27 @@ typedef struct mount_writeback_stats {
 } mount_writeback_stats;
 
 void mount_writeback_stats_get(mount_view *m, mount_writeback_stats *out);
+
+/* The requests whose time the mount measures, from the kernel's request to the reply (READDIRPLUS
+ * counts as READDIR). */
+enum {
+    MOUNT_STATS_LOOKUP, MOUNT_STATS_GETATTR, MOUNT_STATS_SETATTR, MOUNT_STATS_OPEN, MOUNT_STATS_CREATE,
+    MOUNT_STATS_READ, MOUNT_STATS_WRITE, MOUNT_STATS_FLUSH, MOUNT_STATS_RELEASE, MOUNT_STATS_FSYNC,
+    MOUNT_STATS_READDIR, MOUNT_STATS_UNLINK, MOUNT_STATS_RENAME, MOUNT_STATS_MKDIR, MOUNT_STATS_RMDIR,
+    MOUNT_STATS_OPS
+};
+
+/* What went through the mount since mount_new. */
+typedef struct mount_io_stats {
+    uint64_t opens;         /* files opened or created (answered OPEN and CREATE requests; a
+                               read-only mount lets the kernel open files without asking) */
+    uint64_t bytes_read;    /* bytes READ requests answered */
+    uint64_t bytes_written; /* bytes WRITE requests accepted */
+    shoal_hist_counts latency[MOUNT_STATS_OPS];
+} mount_io_stats;
+
+/* Reads the counters (any thread). */
+void mount_io_stats_get(mount_view *m, mount_io_stats *out);
 
 /* Stops the mount if it runs, tries every pending delayed upload once (what still fails stays
  * in the staging directory for the next start), and frees it. Accepts NULL. */

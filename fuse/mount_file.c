@@ -112,6 +112,8 @@ void mount_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fi->fh = (uint64_t)(uintptr_t)h;
     if (fuse_reply_open(req, fi) != 0)
         mount_handle_end(m, h); /* the opener is gone: no release will come */
+    else
+        atomic_fetch_add_explicit(&m->opens, 1, memory_order_relaxed);
     return;
 
 unlock_fail:
@@ -178,6 +180,8 @@ void mount_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
     fi->fh = (uint64_t)(uintptr_t)h;
     if (fuse_reply_create(req, &e, fi) != 0)
         mount_handle_end(m, h);
+    else
+        atomic_fetch_add_explicit(&m->opens, 1, memory_order_relaxed);
     return;
 
 unlock_fail:
@@ -235,10 +239,12 @@ void mount_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     }
 reply:
     free(ikey);
-    if (n < 0)
+    if (n < 0) {
         fuse_reply_err(req, (int)-n);
-    else
+    } else {
+        atomic_fetch_add_explicit(&m->bytes_read, (uint64_t)n, memory_order_relaxed);
         fuse_reply_buf(req, buf, (size_t)n);
+    }
     free(buf);
 }
 
@@ -270,10 +276,12 @@ void mount_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size
         pthread_mutex_unlock(&m->lock);
     }
     pthread_mutex_unlock(&s->lock);
-    if (rc)
+    if (rc) {
         fuse_reply_err(req, -rc);
-    else
+    } else {
+        atomic_fetch_add_explicit(&m->bytes_written, size, memory_order_relaxed);
         fuse_reply_write(req, size);
+    }
 }
 
 void mount_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -56,6 +56,7 @@
 #include "mount_inodes.h"
 #include "mount_names.h"
 #include "shoal_env.h"
+#include "shoal_hist.h"
 
 #define MOUNT_IO_MAX (1u << 20)        /* max_read, max_write and the fetch chunk */
 #define MOUNT_READAHEAD (4u << 20)
@@ -107,6 +108,10 @@ typedef struct mount_handle {
 
 /* The mount. Fields are grouped by the lock that guards them (see above). */
 struct mount_view {
+    /* Counters (mount_io_stats): relaxed atomics, no lock. */
+    _Atomic uint64_t opens, bytes_read, bytes_written;
+    shoal_hist latency[MOUNT_STATS_OPS];
+
     /* Set by mount_new, never changed: no lock. */
     mount_config cfg;
     char *mountpoint, *staging_dir, *prefix;

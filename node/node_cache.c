@@ -273,12 +273,23 @@ uint64_t node_cache_block_count(const node_cache *c, uint64_t size)
     return (size + c->cfg.block_size - 1) / c->cfg.block_size;
 }
 
-void cache_count_source(node_cache *c, node_cache_source s)
+void cache_count_read(node_cache *c, node_cache_source s, uint64_t started_us)
 {
+    node_stats *st = c->cfg.stats;
+    uint64_t us = shoal_clock_mono_us() - started_us;
     switch (s) {
-    case NODE_CACHE_LOCAL: node_stats_add(&c->cfg.stats->reads_local, 1); break;
-    case NODE_CACHE_PEER: node_stats_add(&c->cfg.stats->reads_peer, 1); break;
-    case NODE_CACHE_S3: node_stats_add(&c->cfg.stats->reads_s3, 1); break;
+    case NODE_CACHE_LOCAL:
+        node_stats_add(&st->reads_local, 1);
+        shoal_hist_observe(&st->first_byte[NODE_STATS_SRC_LOCAL], us);
+        break;
+    case NODE_CACHE_PEER:
+        node_stats_add(&st->reads_peer, 1);
+        shoal_hist_observe(&st->first_byte[NODE_STATS_SRC_PEER], us);
+        break;
+    case NODE_CACHE_S3:
+        node_stats_add(&st->reads_s3, 1);
+        shoal_hist_observe(&st->first_byte[NODE_STATS_SRC_S3], us);
+        break;
     }
 }
 /* ---- read-ahead --------------------------------------------------------------------------------- */
@@ -356,6 +367,7 @@ static bool seq_follows(node_cache *c, const node_cache_object *obj, uint64_t in
 /* node_cache_read (lazy false) and node_cache_read_lazy. */
 static int cache_read(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_block *out, bool lazy)
 {
+    uint64_t started_us = shoal_clock_mono_us();
     memset(out, 0, sizeof *out);
     block_req b;
     if (cache_block_req_from_object(c, obj, index, &b) != 0)
@@ -369,7 +381,7 @@ static int cache_read(node_cache *c, const node_cache_object *obj, uint64_t inde
             out->data = out->view.data;
             out->len = out->view.len;
             out->source = NODE_CACHE_LOCAL;
-            cache_count_source(c, NODE_CACHE_LOCAL);
+            cache_count_read(c, NODE_CACHE_LOCAL, started_us);
             return 0;
         }
         node_store_view_release(&out->view);
@@ -380,7 +392,7 @@ static int cache_read(node_cache *c, const node_cache_object *obj, uint64_t inde
         return shoal_error_wrap("read block %llu of s3://%s/%s", (unsigned long long)index, obj->bucket, obj->key);
     if (coalesced)
         node_stats_add(&c->cfg.stats->reads_coalesced, 1);
-    cache_count_source(c, out->source);
+    cache_count_read(c, out->source, started_us);
     out->buf = buf;
     out->data = buf->data;
     out->len = buf->len;

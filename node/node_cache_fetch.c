@@ -399,7 +399,9 @@ static ask_result ask_peer(node_cache *c, const block_req *b, const node_cache_o
     node_peer_response *r = NULL;
     bool owner = (flags & NODE_PEER_F_OWNER_FETCH) != 0;
     uint32_t timeout = owner ? peer_timeout(c) : peer_timeout(c) / CACHE_HANDOFF_TIMEOUT_DIV;
+    uint64_t started_us = shoal_clock_mono_us();
     shoal_err e = peer_request(c, m->link, &req, timeout ? timeout : 1, owner, &r);
+    shoal_hist_observe(&c->cfg.stats->peer_fetch, shoal_clock_mono_us() - started_us);
     const node_peer_msg *rep = e == SHOAL_OK ? node_peer_response_msg(r) : NULL;
     ask_result res = ASK_NEXT;
     if (rep == NULL) {

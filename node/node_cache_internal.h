@@ -204,8 +204,9 @@ void cache_block_req_init(block_req *b, const char *bucket, const char *key, con
 int cache_block_req_from_object(const node_cache *c, const node_cache_object *obj, uint64_t index, block_req *b);
 /* Fills the block fields of a GET or PUT for b (strings borrowed from b). */
 void cache_block_msg(node_peer_msg *m, const block_req *b);
-/* Counts a block read in reads.local/peer/s3. */
-void cache_count_source(node_cache *c, node_cache_source s);
+/* Counts a block read in reads.local/peer/s3 and its time since started_us (monotonic) in the
+ * time-to-first-byte histogram of its source. */
+void cache_count_read(node_cache *c, node_cache_source s, uint64_t started_us);
 
 /* The dependency table's calls: its entry when the config gave one, else the real part (the S3
  * client; the attached cluster, whose owners are 0 until one is attached). */

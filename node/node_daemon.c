@@ -108,6 +108,9 @@ struct node_daemon {
 
 /* ---- counters ----------------------------------------------------------------------------------- */
 
+_Static_assert(NODE_STATS_S3_OPS == S3_STATS_OPS && NODE_STATS_S3_CODES == S3_STATS_CODES,
+               "node_stats names every kind of S3 operation and error s3_client counts");
+
 /* Copies the parts' own counters into the SPEC counters (node_stats). The read path adds its
  * reads.* and peer failure counts directly; membership sets the members.* gauges. */
 static void daemon_sample(node_daemon *d)
@@ -120,11 +123,17 @@ static void daemon_sample(node_daemon *d)
     node_stats_set(&st->s3_list_requests, s3.list_requests);
     node_stats_set(&st->s3_put_requests, s3.put_requests);
     node_stats_set(&st->s3_delete_requests, s3.delete_requests);
+    node_stats_set(&st->s3_copy_requests, s3.copy_requests);
     node_stats_set(&st->s3_errors, s3.failures);
     node_stats_set(&st->s3_retries, s3.retries);
     node_stats_set(&st->s3_stall_retries, s3.stall_retries);
     node_stats_set(&st->s3_bytes_in, s3.bytes_in);
     node_stats_set(&st->s3_bytes_out, s3.bytes_out);
+    for (int op = 0; op < S3_STATS_OPS; op++) {
+        for (int code = 0; code < S3_STATS_CODES; code++)
+            node_stats_set(&st->s3_failures[op][code], s3.errors[op][code]);
+        shoal_hist_store(&st->s3_latency[op], &s3.latency[op]);
+    }
 
     node_peer_stats p;
     node_peer_stats_get(d->peer, &p);
@@ -145,12 +154,8 @@ static void daemon_sample(node_daemon *d)
     node_stats_set(&st->cache_free_space_evictions, ss.space_evictions);
     node_stats_set(&st->cache_lost_blocks, ss.lost_drops);
 
-    if (d->mount) {
-        uint64_t pending, retries;
-        node_mountfs_writeback(d->mount, &pending, &retries);
-        node_stats_set(&st->mount_uploads_pending, pending);
-        node_stats_set(&st->mount_upload_retries, retries);
-    }
+    if (d->mount)
+        node_mountfs_sample(d->mount, st);
 }
 
 static void metrics_refresh(void *ctx, node_stats *stats) { daemon_sample(ctx); }

@@ -79,7 +79,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (m->refresh)
         m->refresh(m->ctx, m->stats);
     shoal_buf b = {0};
-    if (node_stats_render_prometheus(m->stats, &b) < 0 ||
+    if (node_stats_render_prometheus(m->stats, &b) < 0 || node_stats_render_process(&b) < 0 ||
         shoal_buf_appendf(&b, "# HELP shoal_build_info The version of shoald that answers (always 1).\n"
                               "# TYPE shoal_build_info gauge\nshoal_build_info{version=\"%s\"} 1\n",
                           SHOAL_VERSION) < 0) {

@@ -107,6 +107,7 @@ struct node_mountfs {
     pthread_mutex_t held_mu;
     held_block *held[FS_HELD_BLOCKS];
     uint64_t tick;
+    _Atomic uint64_t uploads, upload_errors; /* fs_put's outcomes (mount.uploads, .upload_errors) */
 };
 
 /* ---- errors ----------------------------------------------------------------------------------- */
@@ -677,9 +678,11 @@ static int fs_put(void *ctx, const char *key, int fd, uint64_t size, const mount
     char etag[S3_ETAG_MAX];
     int rc = s3_upload(fs->parts.s3, &a, etag);
     if (rc != 0) {
+        atomic_fetch_add_explicit(&fs->upload_errors, 1, memory_order_relaxed);
         node_cache_forget(fs->parts.cache, fs->cfg->bucket, key);
         return fs_errno("put", key);
     }
+    atomic_fetch_add_explicit(&fs->uploads, 1, memory_order_relaxed);
     node_cache_publish(fs->parts.cache, fs->cfg->bucket, key);
     written_info(fs, key, etag, size, attrs, out);
     if (a.fd >= 0)
@@ -793,12 +796,23 @@ fail:
     return NULL;
 }
 
-void node_mountfs_writeback(node_mountfs *fs, uint64_t *pending, uint64_t *retries)
+_Static_assert(NODE_STATS_FUSE_OPS == MOUNT_STATS_OPS, "node_stats names every request the mount times");
+
+void node_mountfs_sample(node_mountfs *fs, node_stats *st)
 {
     mount_writeback_stats wb;
     mount_writeback_stats_get(fs->view, &wb);
-    *pending = wb.pending;
-    *retries = wb.retries;
+    node_stats_set(&st->mount_uploads_pending, wb.pending);
+    node_stats_set(&st->mount_upload_retries, wb.retries);
+    node_stats_set(&st->mount_uploads, atomic_load_explicit(&fs->uploads, memory_order_relaxed));
+    node_stats_set(&st->mount_upload_errors, atomic_load_explicit(&fs->upload_errors, memory_order_relaxed));
+    mount_io_stats io;
+    mount_io_stats_get(fs->view, &io);
+    node_stats_set(&st->mount_opens, io.opens);
+    node_stats_set(&st->mount_bytes_read, io.bytes_read);
+    node_stats_set(&st->mount_bytes_written, io.bytes_written);
+    for (int i = 0; i < MOUNT_STATS_OPS; i++)
+        shoal_hist_store(&st->fuse_latency[i], &io.latency[i]);
 }
 
 bool node_mountfs_unmounted(node_mountfs *fs)

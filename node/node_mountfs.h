@@ -40,8 +40,10 @@ typedef struct node_mountfs_parts {
  * SHOAL_ERR_MOUNT (mounting failed: no /dev/fuse, not permitted, mount point busy), NOMEM. */
 node_mountfs *node_mountfs_new(const node_config *cfg, const node_mountfs_parts *parts);
 
-/* The mount's delayed uploads (--upload-delay): pending files now, failed tries so far. */
-void node_mountfs_writeback(node_mountfs *fs, uint64_t *pending, uint64_t *retries);
+/* Copies the mount's figures into st: uploads and their failures, delayed uploads
+ * (--upload-delay) pending and retried, opens, bytes read and written, request latencies. Any
+ * thread. */
+void node_mountfs_sample(node_mountfs *fs, node_stats *st);
 
 /* True once the mount was unmounted from outside the daemon (mount_unmounted). Any thread. */
 bool node_mountfs_unmounted(node_mountfs *fs);

@@ -7,15 +7,32 @@
  * set to the current value by whoever owns the figure. Every field is updated with relaxed
  * atomics from any thread, so a rendering is a set of individually exact values, not a snapshot
  * taken under one lock; that is what a monitoring system expects of counters.
+ *
+ * Beside the SPEC counters, the struct holds what only /metrics shows: S3 failures by operation
+ * and error, and latency histograms (shoal_hist). The Prometheus names are not the SPEC names
+ * with dots replaced: they follow Prometheus's naming conventions (one labelled family per
+ * figure with several parts, the unit at the end, counters in _total); docs/operations.md lists
+ * them and the names they replaced.
  */
 #ifndef NODE_STATS_H
 #define NODE_STATS_H
 
 #include "shoal_buf.h"
+#include "shoal_hist.h"
 
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* The label values of the labelled tables below, in their order (node_stats.c names them):
+ * S3 operations as s3_client_stats counts them (get, head, list, put, delete, copy), S3 error
+ * classes (the S3 errors of shoal_error.h in order, then "local"), the sources of a block read,
+ * and the FUSE requests the mount times (mount.h). node_daemon.c asserts they agree with s3/ and
+ * fuse/. */
+#define NODE_STATS_S3_OPS 6
+#define NODE_STATS_S3_CODES 13
+#define NODE_STATS_FUSE_OPS 15
+enum { NODE_STATS_SRC_LOCAL, NODE_STATS_SRC_PEER, NODE_STATS_SRC_S3, NODE_STATS_SRCS };
 
 typedef struct node_stats {
     /* requests sent to S3, and payload bytes from / to S3 */
@@ -75,6 +92,15 @@ typedef struct node_stats {
     _Atomic uint64_t mount_upload_errors;
     _Atomic uint64_t mount_uploads_pending; /* gauge: closed files waiting for --upload-delay */
     _Atomic uint64_t mount_upload_retries;  /* delayed uploads that failed and were rescheduled */
+    _Atomic uint64_t mount_opens;
+    _Atomic uint64_t mount_bytes_read;
+    _Atomic uint64_t mount_bytes_written;
+    /* only on /metrics */
+    _Atomic uint64_t s3_failures[NODE_STATS_S3_OPS][NODE_STATS_S3_CODES];
+    shoal_hist s3_latency[NODE_STATS_S3_OPS];   /* submission to completion, retries included */
+    shoal_hist first_byte[NODE_STATS_SRCS];     /* a block read's wait for its bytes, by source */
+    shoal_hist peer_fetch;                      /* one block request to a peer, whatever its end */
+    shoal_hist fuse_latency[NODE_STATS_FUSE_OPS];
 } node_stats;
 
 typedef enum node_stats_kind {
@@ -82,15 +108,17 @@ typedef enum node_stats_kind {
     NODE_STATS_GAUGE,
 } node_stats_kind;
 
-/* One entry of the static table that names every field. */
+/* One entry of the static table that names every counter and gauge. */
 typedef struct node_stats_desc {
     const char *name;     /* SPEC name, e.g. "s3.get_requests" */
     size_t offset;        /* offsetof(node_stats, field) */
     node_stats_kind kind;
-    const char *help;     /* one sentence, for # HELP and docs */
+    const char *family;   /* Prometheus family, e.g. "shoal_s3_requests_total"; NULL: not on /metrics */
+    const char *labels;   /* its labels, e.g. "op=\"get\"", or "" */
+    const char *help;     /* one sentence, for docs and the JSON's readers */
 } node_stats_desc;
 
-/* Zeroes every counter. */
+/* Zeroes every counter and histogram. */
 void node_stats_create(node_stats *s);
 
 /* The table of every field, in rendering order; *count receives its length. Static storage. */
@@ -112,9 +140,14 @@ static inline void node_stats_set(_Atomic uint64_t *field, uint64_t v)
 /* Appends one JSON object {"s3.get_requests":N,...} (no newline) to out. -1 on NOMEM. */
 int node_stats_render_json(const node_stats *s, shoal_buf *out);
 
-/* Appends the Prometheus text exposition (format 0.0.4): for each field "# HELP", "# TYPE" and
- * the sample, named shoal_<name with dots as underscores>, counters with a _total suffix.
- * -1 on NOMEM. */
+/* Appends the Prometheus text exposition (format 0.0.4): every family once, with "# HELP" and
+ * "# TYPE" before its samples (docs/operations.md lists the families). -1 on NOMEM. */
 int node_stats_render_prometheus(const node_stats *s, shoal_buf *out);
+
+/* Appends the standard process_* families of the calling process, read from /proc/self
+ * (process_cpu_seconds_total, process_resident_memory_bytes, process_virtual_memory_bytes,
+ * process_open_fds, process_max_fds, process_start_time_seconds). A figure /proc does not give
+ * is left out. -1 on NOMEM. */
+int node_stats_render_process(shoal_buf *out);
 
 #endif

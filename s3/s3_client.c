@@ -105,8 +105,10 @@ struct s3_client {
     s3_req *on_wire;         /* doubly linked through aprev/anext */
     unsigned active;
 
-    _Atomic uint64_t n_get, n_head, n_list, n_put, n_delete, bytes_in, bytes_out, retries, stall_retries, failures,
-        connections;
+    _Atomic uint64_t n_get, n_head, n_list, n_put, n_delete, n_copy, bytes_in, bytes_out, retries, stall_retries,
+        failures, connections;
+    _Atomic uint64_t errors[S3_STATS_OPS][S3_STATS_CODES];
+    shoal_hist latency[S3_STATS_OPS];
 
     /* Failures reported to callers, logged at most once per S3_ERRLOG_US per (operation, error);
      * the ones held back are counted in the next line. Worker-thread state. */
@@ -163,6 +165,7 @@ struct s3_req {
     uint64_t progress_us;     /* when this attempt last moved a byte (or started) */
     bool stalled;             /* the worker abandoned it: stall_us passed without a byte */
 
+    uint64_t submitted_us;    /* for the latency histogram */
     unsigned attempts;
     bool maybe_applied;       /* a failed attempt may have taken effect at the server */
     uint64_t due_us;
@@ -330,12 +333,38 @@ void s3_client_stats_get(const s3_client *c, s3_client_stats *out)
     out->list_requests = atomic_load_explicit(&m->n_list, memory_order_relaxed);
     out->put_requests = atomic_load_explicit(&m->n_put, memory_order_relaxed);
     out->delete_requests = atomic_load_explicit(&m->n_delete, memory_order_relaxed);
+    out->copy_requests = atomic_load_explicit(&m->n_copy, memory_order_relaxed);
     out->bytes_in = atomic_load_explicit(&m->bytes_in, memory_order_relaxed);
     out->bytes_out = atomic_load_explicit(&m->bytes_out, memory_order_relaxed);
     out->retries = atomic_load_explicit(&m->retries, memory_order_relaxed);
     out->stall_retries = atomic_load_explicit(&m->stall_retries, memory_order_relaxed);
     out->failures = atomic_load_explicit(&m->failures, memory_order_relaxed);
     out->connections = atomic_load_explicit(&m->connections, memory_order_relaxed);
+    for (unsigned op = 0; op < S3_STATS_OPS; op++) {
+        for (unsigned code = 0; code < S3_STATS_CODES; code++)
+            out->errors[op][code] = atomic_load_explicit(&m->errors[op][code], memory_order_relaxed);
+        shoal_hist_read(&m->latency[op], &out->latency[op]);
+    }
+}
+
+static unsigned stats_op(s3_op op)
+{
+    switch (op) {
+    case S3_OP_GET: return S3_STATS_GET;
+    case S3_OP_HEAD: return S3_STATS_HEAD;
+    case S3_OP_LIST: return S3_STATS_LIST;
+    case S3_OP_DELETE:
+    case S3_OP_ABORT_MULTIPART: return S3_STATS_DELETE;
+    case S3_OP_COPY:
+    case S3_OP_UPLOAD_PART_COPY: return S3_STATS_COPY;
+    default: return S3_STATS_PUT;
+    }
+}
+
+static unsigned stats_code(shoal_err err)
+{
+    unsigned slot = (unsigned)(err - SHOAL_ERR_S3);
+    return slot < S3_STATS_CODES - 1 ? slot : S3_STATS_CODES - 1;
 }
 
 static void count(_Atomic uint64_t *ctr, uint64_t n) { atomic_fetch_add_explicit(ctr, n, memory_order_relaxed); }
@@ -403,6 +432,7 @@ int s3_submit(s3_client *c, const s3_req_spec *spec, s3_done_fn done, void *ud)
         return shoal_error_set(SHOAL_ERR_NOMEM, "%s: out of memory", op_names[spec->op]);
     r->c = c;
     r->op = spec->op;
+    r->submitted_us = shoal_clock_mono_us();
     r->done = done;
     r->ud = ud;
     r->expect = spec->expect;
@@ -870,14 +900,10 @@ static void req_reset_attempt(s3_req *r)
 static void count_request(s3_req *r)
 {
     s3_client *c = r->c;
-    switch (r->op) {
-    case S3_OP_GET: count(&c->n_get, 1); break;
-    case S3_OP_HEAD: count(&c->n_head, 1); break;
-    case S3_OP_LIST: count(&c->n_list, 1); break;
-    case S3_OP_DELETE:
-    case S3_OP_ABORT_MULTIPART: count(&c->n_delete, 1); break;
-    default: count(&c->n_put, 1); break;
-    }
+    _Atomic uint64_t *const by_op[S3_STATS_OPS] = {
+        [S3_STATS_GET] = &c->n_get, [S3_STATS_HEAD] = &c->n_head,     [S3_STATS_LIST] = &c->n_list,
+        [S3_STATS_PUT] = &c->n_put, [S3_STATS_DELETE] = &c->n_delete, [S3_STATS_COPY] = &c->n_copy};
+    count(by_op[stats_op(r->op)], 1);
 }
 
 /* --------------------------------------------------------------------------------------------
@@ -1187,8 +1213,10 @@ static void complete(s3_req *r, outcome *o)
         .list = o->has_list ? &o->list : NULL,
         .doc = o->has_doc ? &o->doc : NULL,
     };
+    shoal_hist_observe(&r->c->latency[stats_op(r->op)], shoal_clock_mono_us() - r->submitted_us);
     if (o->err) {
         count(&r->c->failures, 1);
+        count(&r->c->errors[stats_op(r->op)][stats_code(o->err)], 1);
         res.bytes = 0;
         log_failure(r, o);
     }

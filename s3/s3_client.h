@@ -23,6 +23,7 @@
 #include "s3_creds.h"
 #include "s3_xml.h"
 #include "shoal_error.h"
+#include "shoal_hist.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -233,13 +234,22 @@ int s3_list(s3_client *c, const s3_list_args *a, s3_list_page *out);
  * a multipart copy as s3_upload. */
 int s3_copy(s3_client *c, const s3_copy_args *a, char etag[S3_ETAG_MAX]);
 
+/* Kinds of operation the counters tell apart: PUT is PutObject and the multipart steps, DELETE
+ * is DeleteObject and AbortMultipartUpload, COPY is CopyObject and UploadPartCopy. */
+enum { S3_STATS_GET, S3_STATS_HEAD, S3_STATS_LIST, S3_STATS_PUT, S3_STATS_DELETE, S3_STATS_COPY, S3_STATS_OPS };
+/* Kinds of error: class i < S3_STATS_CODES - 1 is SHOAL_ERR_S3 + i (SHOAL_ERR_S3 itself, then
+ * NO_SUCH_KEY ... CREDENTIALS in the enum's order); the last class is any other error (a local
+ * one such as out of memory). */
+#define S3_STATS_CODES (SHOAL_ERR_S3_CREDENTIALS - SHOAL_ERR_S3 + 2)
+
 /* Counters since the client was created (SPEC §3 exports them as s3.*). Requests count attempts
  * on the wire, retries included. */
 typedef struct s3_client_stats {
     uint64_t get_requests;    /* GetObject */
     uint64_t head_requests;   /* HeadObject */
     uint64_t list_requests;   /* ListObjectsV2 */
-    uint64_t put_requests;    /* PutObject, multipart steps, copies */
+    uint64_t put_requests;    /* PutObject, multipart steps (copies are copy_requests) */
+    uint64_t copy_requests;   /* CopyObject, UploadPartCopy */
     uint64_t delete_requests; /* DeleteObject, AbortMultipartUpload */
     uint64_t bytes_in;        /* response body bytes */
     uint64_t bytes_out;       /* request body bytes */
@@ -247,7 +257,13 @@ typedef struct s3_client_stats {
     uint64_t stall_retries;   /* of those, attempts abandoned for moving no byte for stall_timeout_ms */
     uint64_t failures;        /* requests that completed with an error */
     uint64_t connections;     /* new connections opened (the rest reused a kept-alive one) */
+    /* Requests that completed with an error, by kind of operation and of error. */
+    uint64_t errors[S3_STATS_OPS][S3_STATS_CODES];
+    /* Time from submission to completion of each request (retries and their waits included), by
+     * kind of operation. */
+    shoal_hist_counts latency[S3_STATS_OPS];
 } s3_client_stats;
+
 
 void s3_client_stats_get(const s3_client *c, s3_client_stats *out);
 

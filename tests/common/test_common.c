@@ -2,6 +2,7 @@
 #include "shoal_buf.h"
 #include "shoal_env.h"
 #include "shoal_error.h"
+#include "shoal_hist.h"
 #include "shoal_log.h"
 #include "tt.h"
 
@@ -198,6 +199,37 @@ TT_TEST(test_env_uniform_stays_in_range)
         TT_CHECK(v < 7, "v=%llu", (unsigned long long)v);
     }
     TT_CHECK(shoal_env_uniform(&e, 0) == 0, "n=0");
+}
+
+TT_TEST(test_hist_buckets_are_cumulative_with_bounds_inclusive)
+{
+    shoal_hist h;
+    shoal_hist_create(&h);
+    shoal_hist_observe(&h, 100);       /* on the first bound: in it (le means <=) */
+    shoal_hist_observe(&h, 101);       /* just past it: the next one */
+    shoal_hist_observe(&h, 3000000);   /* 3 s */
+    shoal_hist_observe(&h, 120000000); /* past the last bound: only +Inf */
+    shoal_buf b = {0};
+    TT_OK(shoal_hist_render(&h, "x_seconds", "op=\"get\"", &b));
+    const char *t = shoal_buf_str(&b);
+    TT_CHECK(strstr(t, "x_seconds_bucket{op=\"get\",le=\"0.0001\"} 1\n"), "first bucket: %s", t);
+    TT_CHECK(strstr(t, "x_seconds_bucket{op=\"get\",le=\"0.00025\"} 2\n"), "second bucket: %s", t);
+    TT_CHECK(strstr(t, "x_seconds_bucket{op=\"get\",le=\"2.5\"} 2\n"), "2.5 s bucket: %s", t);
+    TT_CHECK(strstr(t, "x_seconds_bucket{op=\"get\",le=\"5\"} 3\n"), "5 s bucket: %s", t);
+    TT_CHECK(strstr(t, "x_seconds_bucket{op=\"get\",le=\"60\"} 3\n"), "60 s bucket: %s", t);
+    TT_CHECK(strstr(t, "x_seconds_bucket{op=\"get\",le=\"+Inf\"} 4\n"), "+Inf: %s", t);
+    TT_CHECK(strstr(t, "x_seconds_sum{op=\"get\"} 123.000201\n"), "sum: %s", t);
+    TT_CHECK(strstr(t, "x_seconds_count{op=\"get\"} 4\n"), "count: %s", t);
+    shoal_buf_reset(&b);
+    shoal_hist_counts c;
+    shoal_hist_read(&h, &c);
+    shoal_hist h2;
+    shoal_hist_create(&h2);
+    shoal_hist_store(&h2, &c);
+    TT_OK(shoal_hist_render(&h2, "y", "", &b));
+    t = shoal_buf_str(&b);
+    TT_CHECK(strstr(t, "y_bucket{le=\"+Inf\"} 4\ny_sum 123.000201\ny_count 4\n"), "copy without labels: %s", t);
+    shoal_buf_destroy(&b);
 }
 
 TT_MAIN()

@@ -773,9 +773,10 @@ TT_TEST(test_daemon_metrics_show_the_read_counters)
     char *body = http_get_metrics(c->nodes[0].ip, 9464);
     TT_CHECK(body != NULL, "no answer at %s:9464/metrics", c->nodes[0].ip);
     char want[96];
-    snprintf(want, sizeof want, "shoal_reads_peer_total %llu", (unsigned long long)td_stat(c, 0, "reads.peer"));
+    snprintf(want, sizeof want, "shoal_block_reads_total{source=\"peer\"} %llu",
+             (unsigned long long)td_stat(c, 0, "reads.peer"));
     TT_CHECK(strstr(body, want) != NULL, "/metrics lacks '%s'", want);
-    TT_CHECK(strstr(body, "shoal_s3_get_requests_total ") != NULL && strstr(body, "shoal_cache_bytes ") != NULL,
+    TT_CHECK(strstr(body, "shoal_s3_requests_total{op=\"get\"} ") != NULL && strstr(body, "shoal_cache_used_bytes ") != NULL,
              "/metrics lacks the S3 or cache figures");
     free(body);
     td_pass(c);

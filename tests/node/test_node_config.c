@@ -591,18 +591,40 @@ TT_TEST(test_node_stats_prometheus_names_types_and_values)
     node_stats_create(&s);
     node_stats_add(&s.reads_peer, 42);
     node_stats_set(&s.members_alive, 3);
+    node_stats_set(&s.cache_bytes, 7);
+    node_stats_add(&s.s3_failures[1][1], 2); /* head, no_such_key */
+    shoal_hist_observe(&s.s3_latency[0], 3000);
     TT_OK(node_stats_render_prometheus(&s, &b));
     const char *t = shoal_buf_str(&b);
-    TT_CHECK(strstr(t, "# TYPE shoal_reads_peer_total counter\nshoal_reads_peer_total 42\n"), "reads.peer: %s", t);
-    TT_CHECK(strstr(t, "# TYPE shoal_members_alive gauge\nshoal_members_alive 3\n"), "members.alive: %s", t);
-    TT_CHECK(strstr(t, "# HELP shoal_s3_bytes_in_total "), "no HELP for s3.bytes_in: %s", t);
-    TT_CHECK(!strstr(t, "shoal_cache_bytes_total"), "a gauge got _total: %s", t);
+    TT_CHECK(strstr(t, "# TYPE shoal_block_reads_total counter\nshoal_block_reads_total{source=\"local\"} 0\n"
+                       "shoal_block_reads_total{source=\"peer\"} 42\n"),
+             "reads by source: %s", t);
+    TT_CHECK(strstr(t, "# TYPE shoal_members gauge\nshoal_members{state=\"alive\"} 3\n"), "members: %s", t);
+    TT_CHECK(strstr(t, "# TYPE shoal_cache_used_bytes gauge\nshoal_cache_used_bytes 7\n"), "cache bytes: %s", t);
+    TT_CHECK(strstr(t, "\nshoal_s3_errors_total{op=\"head\",code=\"no_such_key\"} 2\n"), "errors: %s", t);
+    TT_CHECK(!strstr(t, "shoal_s3_errors_total{op=\"get\""), "a failure that did not happen has a series: %s", t);
+    TT_CHECK(strstr(t, "\nshoal_s3_request_duration_seconds_bucket{op=\"get\",le=\"0.0025\"} 0\n"
+                       "shoal_s3_request_duration_seconds_bucket{op=\"get\",le=\"0.005\"} 1\n"),
+             "S3 GET latency: %s", t);
+    TT_CHECK(strstr(t, "\nshoal_s3_request_duration_seconds_count{op=\"get\"} 1\n"), "S3 GET count: %s", t);
+    TT_CHECK(strstr(t, "# HELP shoal_peer_fetch_duration_seconds ") && strstr(t, "\nshoal_peer_fetch_duration_seconds_count 0\n"),
+             "peer fetch histogram: %s", t);
+    TT_CHECK(!strstr(t, "_total_total") && !strstr(t, "shoal_cache_used_bytes_total"), "suffixes: %s", t);
+    /* Every field with a family has exactly one sample, and every family one HELP and one TYPE. */
     size_t n;
-    node_stats_fields(&n);
-    size_t samples = 0;
-    for (const char *p = t; (p = strstr(p, "\nshoal_")); p++)
-        samples++;
-    TT_CHECK(samples == n, "%zu sample lines for %zu fields", samples, n);
+    const node_stats_desc *d = node_stats_fields(&n);
+    for (size_t i = 0; i < n; i++) {
+        if (!d[i].family)
+            continue;
+        char line[160];
+        snprintf(line, sizeof line, "\n%s%s%s%s ", d[i].family, d[i].labels[0] ? "{" : "", d[i].labels,
+                 d[i].labels[0] ? "}" : "");
+        const char *hit = strstr(t, line);
+        TT_CHECK(hit && !strstr(hit + 1, line), "%s: not exactly one sample '%s'", d[i].name, line + 1);
+        snprintf(line, sizeof line, "# TYPE %s ", d[i].family);
+        hit = strstr(t, line);
+        TT_CHECK(hit && !strstr(hit + 1, line), "%s: not exactly one TYPE for %s", d[i].name, d[i].family);
+    }
     shoal_buf_destroy(&b);
 }
 
