@@ -3,7 +3,8 @@
 shoal_test(test_daemon SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_daemon.c ${CMAKE_CURRENT_LIST_DIR}/test_daemon_harness.c
            LIBS shoal_node_config shoal_node_peer shoal_dht shoal_s3 shoal::zmq shoal::xxhash Threads::Threads
            LABELS node daemon TIMEOUT 120)
-target_compile_definitions(test_daemon PRIVATE SHOALD_PATH="$<TARGET_FILE:shoald>" SHOAL_CLI_PATH="$<TARGET_FILE:shoal>")
+target_compile_definitions(test_daemon PRIVATE SHOALD_PATH="$<TARGET_FILE:shoald>" SHOAL_CLI_PATH="$<TARGET_FILE:shoal>"
+                           SHOAL_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 add_dependencies(test_daemon shoald shoal)
 
 # The block store under a misbehaving disk, end to end (blocks directory removed, a disk smaller

@@ -16,6 +16,7 @@
 #include "tt.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,7 +24,9 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -779,6 +782,136 @@ TT_TEST(test_daemon_metrics_show_the_read_counters)
     TT_CHECK(strstr(body, "shoal_s3_requests_total{op=\"get\"} ") != NULL && strstr(body, "shoal_cache_used_bytes ") != NULL,
              "/metrics lacks the S3 or cache figures");
     free(body);
+    td_pass(c);
+}
+
+/* Writes `body` to dir/name; fails the test when it cannot. */
+static void write_text(const char *dir, const char *name, const char *body, char *path, size_t cap)
+{
+    snprintf(path, cap, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    TT_CHECK(f && fputs(body, f) >= 0 && fclose(f) == 0, "write %s", path);
+}
+
+/* Through node 0's FUSE mount at mnt: writes a new file of `written` bytes and reads an object
+ * uploaded to S3 whole; returns the bytes read. */
+static size_t mount_traffic(const char *mnt, size_t written)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/data/new-through-mount.bin", mnt);
+    uint8_t *data = td_content(written, 77);
+    int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+    TT_CHECK(fd >= 0, "create %s: %s", path, strerror(errno));
+    TT_CHECK(write(fd, data, written) == (ssize_t)written, "write %s: %s", path, strerror(errno));
+    TT_CHECK(close(fd) == 0, "close (upload) %s: %s", path, strerror(errno));
+    free(data);
+    snprintf(path, sizeof path, "%s/data/part-01.bin", mnt);
+    fd = open(path, O_RDONLY);
+    TT_CHECK(fd >= 0, "open %s: %s", path, strerror(errno));
+    char buf[65536];
+    size_t got = 0;
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        got += (size_t)n;
+    close(fd);
+    TT_CHECK(got == ds_size(1), "read %zu bytes of %s, want %zu", got, path, ds_size(1));
+    return got;
+}
+
+/* The _count of FUSE request `op` in a /metrics answer (0 when absent). */
+static uint64_t fuse_count(const char *body, const char *op)
+{
+    char line[160];
+    snprintf(line, sizeof line, "\nshoal_fuse_operation_duration_seconds_count{op=\"%s\"} ", op);
+    const char *p = strstr(body, line);
+    return p ? strtoull(p + strlen(line), NULL, 10) : 0;
+}
+
+/* A FUSE request is timed when its handler returns, just after its reply woke the caller (and
+ * RELEASE reaches the mount after close returned): scrapes until every request of the traffic
+ * shows there, at most 60 s, instead of hoping the first scrape comes late enough. */
+static char *scrape_after_fuse(td_cluster *c, const char *before)
+{
+    static const char *const ops[] = {"lookup", "open", "create", "read", "write", "flush", "release"};
+    uint64_t until = td_now_ms() + 60000;
+    for (;;) {
+        char *body = http_get_metrics(c->nodes[0].ip, 9464);
+        TT_CHECK(body != NULL, "no answer at %s:9464/metrics", c->nodes[0].ip);
+        size_t moved = 0;
+        for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+            moved += fuse_count(body, ops[i]) > fuse_count(before, ops[i]);
+        if (moved == sizeof ops / sizeof ops[0] || td_now_ms() > until)
+            return body; /* the checker says which did not move */
+        free(body);
+        td_sleep_ms(50);
+    }
+}
+
+static char g_metrics_mnt[400];
+static void metrics_unmount(void)
+{
+    if (g_metrics_mnt[0])
+        umount2(g_metrics_mnt, MNT_DETACH); /* a mount a killed daemon left */
+}
+
+/* A live daemon's /metrics, read by a strict parser of the text format (and prometheus_client's)
+ * before and after real S3, peer and FUSE traffic: every family has HELP and TYPE, counters end
+ * in _total, histograms are cumulative up to +Inf; the latency histograms moved with the
+ * traffic (time to first byte counts exactly the block reads of each source); and every metric
+ * name the shipped Grafana dashboard and alert rules use is one the daemon exports. Without
+ * FUSE on the machine the mount's part is left out (and said so). */
+TT_TEST(test_daemon_metrics_parse_strictly_and_histograms_move_with_traffic)
+{
+    char checker[600];
+    snprintf(checker, sizeof checker, "%s/tests/deploy/test_metrics_format.py", SHOAL_SOURCE_DIR);
+    if (system("/usr/bin/python3 -c 'import prometheus_client, yaml' 2>/dev/null") != 0)
+        TT_SKIP("/usr/bin/python3 lacks prometheus_client or yaml (scripts/deps installs them)");
+    td_cluster *c = td_cluster_new(2, "1M");
+    ds_upload(c);
+    char metrics[64], mnt[400];
+    snprintf(metrics, sizeof metrics, "%s:9464", c->nodes[0].ip);
+    snprintf(mnt, sizeof mnt, "%s/mnt", c->dir);
+    int fuse = open("/dev/fuse", O_RDWR | O_CLOEXEC);
+    bool with_mount = fuse >= 0 && mkdir(mnt, 0755) == 0;
+    if (fuse >= 0)
+        close(fuse);
+    const char *const plain[] = {"--metrics", metrics, NULL};
+    const char *const mounted[] = {"--metrics", metrics, "--mount", mnt, NULL};
+    if (with_mount) {
+        snprintf(g_metrics_mnt, sizeof g_metrics_mnt, "%s", mnt);
+        atexit(metrics_unmount);
+    } else {
+        fprintf(stderr, "no FUSE here (/dev/fuse): the mount's metrics are not checked\n");
+    }
+    td_node_start(c, 0, with_mount ? mounted : plain);
+    td_node_start(c, 1, NULL);
+    td_wait_cluster(c, 10000);
+    char *before = http_get_metrics(c->nodes[0].ip, 9464);
+    TT_CHECK(before != NULL, "no answer at %s:9464/metrics", c->nodes[0].ip);
+    ds_read_all(c, 0); /* S3 for the blocks node 0 owns, node 1 for the others */
+    ds_read_all(c, 0); /* again: from the store and from node 1's */
+    size_t written = 300000, read = 0;
+    if (with_mount)
+        read = mount_traffic(mnt, written);
+    char *after = with_mount ? scrape_after_fuse(c, before) : http_get_metrics(c->nodes[0].ip, 9464);
+    TT_CHECK(after != NULL, "no second answer at %s:9464/metrics", c->nodes[0].ip);
+    /* The HTTP answer's body: after the blank line that ends the header. */
+    const char *b0 = strstr(before, "\r\n\r\n"), *b1 = strstr(after, "\r\n\r\n");
+    TT_CHECK(b0 && b1, "no HTTP header in the answers");
+    char f0[600], f1[600], cmd[2400];
+    write_text(c->dir, "metrics-before.txt", b0 + 4, f0, sizeof f0);
+    write_text(c->dir, "metrics-after.txt", b1 + 4, f1, sizeof f1);
+    snprintf(cmd, sizeof cmd, "WRITTEN=%zu READ=%zu /usr/bin/python3 '%s' live '%s' '%s' %s", with_mount ? written : 0,
+             read, checker, f0, f1, with_mount ? "--mount" : "");
+    int rc = system(cmd);
+    TT_CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "the metrics checker failed (its FAIL line above); scrapes in %s",
+             c->dir);
+    free(before);
+    free(after);
+    if (with_mount) {
+        td_node_signal(c, 0, SIGTERM);
+        td_node_wait(c, 0, 60000);
+    }
     td_pass(c);
 }
 
