@@ -131,6 +131,7 @@ struct gossip {
     bool in_callback; /* inside on_event or tap, which must not call back into the instance */
     gossip_msg tx;
     uint8_t raw[GOSSIP_PLAIN_MAX];
+    uint8_t raw_used[GOSSIP_UPDATES_MAX * GOSSIP_CACHE_USED_MAX]; /* key 12 beside raw's updates */
     uint8_t plain[GOSSIP_PLAIN_MAX];
     uint8_t wire[GOSSIP_DATAGRAM_MAX];
 };
@@ -379,37 +380,51 @@ static void update_from_member(const gossip *g, uint32_t i, bool with_meta, goss
     u->meta_ref = m->meta;
 }
 
-/* Fills g->raw with queued broadcasts, fewest transmits first, within `budget` bytes, starting
- * with `first` (a member whose state must go in, or NONE). Returns the count; *len the bytes. */
-static uint32_t bc_fill(gossip *g, size_t budget, uint32_t first, size_t *len)
+/* Encodes member i's update at the end of upd (upd_cap bytes) and its cache use at the end of
+ * used (room for one more is the caller's promise), both described by r, within `budget` bytes
+ * for the two together; false when it does not fit. */
+static bool raw_add(gossip *g, uint32_t i, bool with_meta, uint8_t *upd, size_t upd_cap, uint8_t *used,
+                    gossip_raw_updates *r, size_t budget)
+{
+    gossip_update u;
+    update_from_member(g, i, with_meta, &u);
+    size_t taken = r->updates_len + r->cache_used_len;
+    if (taken + GOSSIP_CACHE_USED_MAX >= budget)
+        return false;
+    size_t room = budget - taken - GOSSIP_CACHE_USED_MAX;
+    if (room > upd_cap - r->updates_len)
+        room = upd_cap - r->updates_len;
+    size_t l = gossip_update_encode(&u, upd + r->updates_len, room);
+    if (!l)
+        return false;
+    size_t lu = gossip_update_encode_cache_used(&u, used + r->cache_used_len, GOSSIP_CACHE_USED_MAX);
+    SHOAL_ASSERT(lu > 0); /* GOSSIP_CACHE_USED_MAX holds the widest */
+    r->updates_len += l;
+    r->cache_used_len += lu;
+    r->n++;
+    return true;
+}
+
+/* Fills g->raw and g->raw_used with queued broadcasts, fewest transmits first, within `budget`
+ * bytes, starting with `first` (a member whose state must go in, or NONE). */
+static void bc_fill(gossip *g, size_t budget, uint32_t first, gossip_raw_updates *r)
 {
     uint32_t picked[GOSSIP_UPDATES_MAX];
-    uint32_t n = 0, misses = 0;
-    size_t used = 0;
-    gossip_update u;
-    if (first != NONE) {
-        update_from_member(g, first, false, &u);
-        size_t l = gossip_update_encode(&u, g->raw, budget);
-        if (l) {
-            used += l;
-            n++;
-        }
-    }
+    uint32_t misses = 0;
+    *r = (gossip_raw_updates){.updates = g->raw, .cache_used = g->raw_used};
+    if (first != NONE)
+        raw_add(g, first, false, g->raw, sizeof g->raw, g->raw_used, r, budget);
     uint32_t lim = retransmit_limit(g);
     uint32_t n_picked = 0;
-    for (uint32_t tx = 0; tx < TX_BUCKETS && n < GOSSIP_UPDATES_MAX && misses < 4; tx++) {
-        for (uint32_t i = g->bc_head[tx]; i != NONE && n < GOSSIP_UPDATES_MAX && misses < 4;
+    for (uint32_t tx = 0; tx < TX_BUCKETS && r->n < GOSSIP_UPDATES_MAX && misses < 4; tx++) {
+        for (uint32_t i = g->bc_head[tx]; i != NONE && r->n < GOSSIP_UPDATES_MAX && misses < 4;
              i = mem(g, i)->bc_next) {
             if (i == first)
                 continue;
-            update_from_member(g, i, false, &u);
-            size_t l = gossip_update_encode(&u, g->raw + used, budget - used);
-            if (!l) {
+            if (!raw_add(g, i, false, g->raw, sizeof g->raw, g->raw_used, r, budget)) {
                 misses++;
                 continue;
             }
-            used += l;
-            n++;
             picked[n_picked++] = i;
         }
     }
@@ -420,8 +435,6 @@ static uint32_t bc_fill(gossip *g, size_t budget, uint32_t first, size_t *len)
         if ((uint32_t)tx + 1 < lim)
             bc_link(g, i, (uint8_t)(tx + 1));
     }
-    *len = used;
-    return n;
 }
 
 /* ---- sending ---- */
@@ -449,14 +462,13 @@ static void send_msg(gossip *g, const shoal_addr *to, bool piggyback, uint32_t f
 {
     gossip_msg *m = &g->tx;
     strcpy(m->from, g->cfg.self.id);
-    size_t raw_len = 0;
-    uint32_t n_raw = 0;
+    gossip_raw_updates raw = {0};
     if (piggyback && (g->n_bc > 0 || first != NONE)) {
-        size_t hdr = gossip_msg_encode(m, NULL, 0, 0, g->plain, sizeof g->plain);
-        if (hdr && hdr + 4 < GOSSIP_PLAIN_MAX)
-            n_raw = bc_fill(g, GOSSIP_PLAIN_MAX - hdr - 4, first, &raw_len);
+        size_t hdr = gossip_msg_encode(m, NULL, g->plain, sizeof g->plain);
+        if (hdr && hdr + GOSSIP_UPDATES_OVERHEAD < GOSSIP_PLAIN_MAX)
+            bc_fill(g, GOSSIP_PLAIN_MAX - hdr - GOSSIP_UPDATES_OVERHEAD, first, &raw);
     }
-    size_t plen = gossip_msg_encode(m, g->raw, raw_len, n_raw, g->plain, sizeof g->plain);
+    size_t plen = gossip_msg_encode(m, &raw, g->plain, sizeof g->plain);
     if (!plen)
         return;
     send_sealed(g, to, plen);
@@ -489,39 +501,40 @@ static void send_state(gossip *g, const shoal_addr *to, uint32_t type, bool join
      * ten thousand instances tens of gigabytes. */
     size_t cap = (size_t)g->n_members * GOSSIP_UPDATE_MAX;
     uint8_t *scratch = malloc(cap);
+    uint8_t *used = malloc((size_t)g->n_members * GOSSIP_CACHE_USED_MAX);
     uint32_t *offs = malloc(((size_t)g->n_members + 1) * sizeof *offs);
-    if (!scratch || !offs) {
+    uint32_t *uoffs = malloc(((size_t)g->n_members + 1) * sizeof *uoffs);
+    if (!scratch || !used || !offs || !uoffs) {
         g->ctr.send_errors++;
         goto done;
     }
     /* Encode every member once (this node first, so a join's first chunk carries the joiner). */
-    gossip_update u;
-    size_t off = 0;
-    uint32_t n = 0;
+    gossip_raw_updates all = {.updates = scratch, .cache_used = used};
     for (uint32_t k = 0; k <= g->st->n_slots; k++) {
         uint32_t i = k == 0 ? g->self : k - 1;
         if ((k > 0 && i == g->self) || !present(mem(g, i)))
             continue;
-        update_from_member(g, i, true, &u);
-        size_t l = gossip_update_encode(&u, scratch + off, cap - off);
-        if (!l)
-            continue;
-        offs[n++] = (uint32_t)off;
-        off += l;
+        uint32_t n = all.n;
+        offs[n] = (uint32_t)all.updates_len;
+        uoffs[n] = (uint32_t)all.cache_used_len;
+        raw_add(g, i, true, scratch, cap, used, &all, SIZE_MAX);
     }
-    offs[n] = (uint32_t)off;
+    uint32_t n = all.n;
+    offs[n] = (uint32_t)all.updates_len;
+    uoffs[n] = (uint32_t)all.cache_used_len;
     tx_reset(g, type);
     g->tx.join = join;
     g->tx.chunks = UINT32_MAX; /* widest encoding, so the header size is an upper bound */
     g->tx.chunk = UINT32_MAX - 1;
     strcpy(g->tx.from, g->cfg.self.id);
-    size_t hdr = gossip_msg_encode(&g->tx, NULL, 0, 0, g->plain, sizeof g->plain);
-    size_t budget = GOSSIP_PLAIN_MAX - hdr - 4;
+    size_t hdr = gossip_msg_encode(&g->tx, NULL, g->plain, sizeof g->plain);
+    size_t budget = GOSSIP_PLAIN_MAX - hdr - GOSSIP_UPDATES_OVERHEAD;
     /* Count chunks, then send them. */
+#define CHUNK_BYTES(a, b) (offs[b] - offs[a] + uoffs[b] - uoffs[a])
     uint32_t chunks = 0;
     for (uint32_t a = 0; a < n;) {
         uint32_t b = a;
-        while (b < n && offs[b + 1] - offs[a] <= budget && b - a < GOSSIP_UPDATES_MAX)
+        while (b < n && CHUNK_BYTES(a, b + 1) <= budget && b - a < GOSSIP_UPDATES_MAX)
             b++;
         chunks += b > a;
         a = b > a ? b : a + 1;
@@ -530,24 +543,29 @@ static void send_state(gossip *g, const shoal_addr *to, uint32_t type, bool join
     uint32_t c = 0;
     for (uint32_t a = 0; a < n;) {
         uint32_t b = a;
-        while (b < n && offs[b + 1] - offs[a] <= budget && b - a < GOSSIP_UPDATES_MAX)
+        while (b < n && CHUNK_BYTES(a, b + 1) <= budget && b - a < GOSSIP_UPDATES_MAX)
             b++;
         if (b == a) {
             a++;
             continue;
         }
         g->tx.chunk = c++;
-        size_t plen = gossip_msg_encode(&g->tx, scratch + offs[a], offs[b] - offs[a], b - a, g->plain,
-                                        sizeof g->plain);
+        gossip_raw_updates part = {.updates = scratch + offs[a], .updates_len = offs[b] - offs[a],
+                                   .cache_used = used + uoffs[a], .cache_used_len = uoffs[b] - uoffs[a],
+                                   .n = b - a};
+        size_t plen = gossip_msg_encode(&g->tx, &part, g->plain, sizeof g->plain);
         if (plen) {
             send_sealed(g, to, plen);
             g->ctr.push_pull_packets++;
         }
         a = b;
     }
+#undef CHUNK_BYTES
 done:
     free(scratch);
+    free(used);
     free(offs);
+    free(uoffs);
 }
 
 static void send_refusal(gossip *g, const shoal_addr *to, gossip_refusal reason, const char *text)
@@ -728,8 +746,8 @@ static void on_alive(gossip *g, const gossip_update *u)
             return;
         }
         if (u->incarnation < self->incarnation ||
-            (u->incarnation == self->incarnation && gossip_meta_eq(meta, self->meta)))
-            return;
+            (u->incarnation == self->incarnation && gossip_meta_same_identity(meta, self->meta)))
+            return; /* our own news (an older release relays it without the cache use) */
         if (!g->leaving)
             refute(g, u->incarnation);
         return;
@@ -765,6 +783,7 @@ static void on_alive(gossip *g, const gossip_update *u)
     }
     uint8_t old = m->state;
     bool changed = !gossip_meta_eq(m->meta, meta);
+    bool identity = changed && !gossip_meta_same_identity(m->meta, meta); /* not just the cache use */
     untouch(g, i);
     if (changed && !meta_set(g, i, meta)) {
         touch(g, i);
@@ -774,13 +793,15 @@ static void on_alive(gossip *g, const gossip_update *u)
     susp_remove(g, i);
     set_state(g, i, GOSSIP_ALIVE);
     touch(g, i);
-    if (changed && is_live(old))
+    if (identity && is_live(old))
         g->version++;
     bc_queue(g, i);
     if (!is_live(old))
         emit(g, GOSSIP_EV_JOINED, i);
-    else if (changed || old == GOSSIP_SUSPECT)
+    else if (identity || old == GOSSIP_SUSPECT)
         emit(g, GOSSIP_EV_UPDATED, i);
+    else if (changed)
+        emit(g, GOSSIP_EV_CACHE_USED, i);
 }
 
 static void on_suspect(gossip *g, const char *id, uint64_t inc, const char *accuser_id)
@@ -1605,18 +1626,39 @@ int gossip_set_meta(gossip *g, const gossip_meta *meta)
     if (strcmp(meta->id, g->cfg.self.id) != 0)
         return shoal_error_set(SHOAL_ERR_INVAL, "gossip: node '%s' cannot change its id to '%s'",
                                g->cfg.self.id, meta->id);
+    gossip_meta m = *meta; /* the published cache use stays as gossip_set_cache_used left it */
+    m.cache_used = g->cfg.self.cache_used;
+    m.cache_used_known = g->cfg.self.cache_used_known;
     untouch(g, g->self);
-    if (!meta_set(g, g->self, meta)) {
+    if (!meta_set(g, g->self, &m)) {
         touch(g, g->self);
         return shoal_error_set(SHOAL_ERR_NOMEM, "gossip: node '%s': new metadata", meta->id);
     }
-    g->cfg.self = *meta;
+    g->cfg.self = m;
     mem_w(g, g->self)->incarnation++;
     touch(g, g->self);
     g->version++;
     bc_queue(g, g->self);
     arm(g);
     return 0;
+}
+
+void gossip_set_cache_used(gossip *g, uint64_t used)
+{
+    SHOAL_ASSERT(!g->in_callback); /* callbacks must not call back into the instance */
+    gossip_meta meta = g->cfg.self;
+    meta.cache_used = used;
+    meta.cache_used_known = true;
+    untouch(g, g->self);
+    if (!meta_set(g, g->self, &meta)) {
+        touch(g, g->self);
+        return; /* out of memory: the figure is informational, the next call tries again */
+    }
+    g->cfg.self = meta;
+    mem_w(g, g->self)->incarnation++;
+    touch(g, g->self);
+    bc_queue(g, g->self);
+    arm(g);
 }
 
 size_t gossip_member_count(const gossip *g) { return g->n_members; }

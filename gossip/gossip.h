@@ -47,6 +47,11 @@ typedef struct gossip_meta {
     bool serving;           /* false: consumer-only, never an owner of blocks */
     uint32_t proto_version; /* Shoal protocol version; a member of another version is refused */
     uint32_t block_size;    /* a member of another block size is refused */
+    /* Cache bytes in use, as the member last published it (gossip_set_cache_used). Informational:
+     * placement ignores it, and a member that does not publish it (an older release) leaves
+     * cache_used_known false. */
+    uint64_t cache_used;
+    bool cache_used_known;
 } gossip_meta;
 
 /* One member as the view holds it. `meta` stays valid until the next call into the instance. */
@@ -61,6 +66,7 @@ typedef struct gossip_member_info {
 typedef enum gossip_event {
     GOSSIP_EV_JOINED,  /* a member appeared (alive) or came back from dead/left */
     GOSSIP_EV_UPDATED, /* its metadata changed, or it refuted a suspicion */
+    GOSSIP_EV_CACHE_USED, /* only its published cache use changed (placement is unaffected) */
     GOSSIP_EV_SUSPECT,
     GOSSIP_EV_DEAD,
     GOSSIP_EV_LEFT,
@@ -170,9 +176,15 @@ void gossip_leave(gossip *g);
  */
 int gossip_forget(gossip *g, const char *id);
 
-/* Changes this node's metadata (its id must stay the same): bumps the incarnation and gossips it.
+/* Changes this node's metadata (its id must stay the same; the cache use it publishes is kept):
+ * bumps the incarnation and gossips it.
  * -1 with SHOAL_ERR_INVAL when the id differs or a field is too long. */
 int gossip_set_meta(gossip *g, const gossip_meta *meta);
+
+/* Publishes this node's cache use (bytes): bumps the incarnation and gossips the metadata like
+ * gossip_set_meta, but gossip_version() does not change, since placement does not depend on it.
+ * The caller decides how often; each call costs one broadcast to the cluster. */
+void gossip_set_cache_used(gossip *g, uint64_t used);
 
 /* Members in the view, this node included, dead and left ones until they are reaped. */
 size_t gossip_member_count(const gossip *g);

@@ -16,6 +16,12 @@
  * Keys of the top-level map (docs/gossip.md has the full table):
  *   0 version  1 type  2 from  3 seq  4 target  5 addr  6 updates  7 join  8 chunk [i, n]
  *   9 reason  10 text  11 digest (push-pull: the sender's state digest)
+ *  12 cache used: an array as long as the updates, each the member's published cache use in
+ *     bytes or nil
+ * Cache use came after the first release, whose reader demands exactly five elements in an update
+ * and seven in its metadata and would drop the whole packet on a longer one. A top-level key it
+ * skips is the one extension that release reads, so the figure rides beside the updates, not in
+ * them; a packet from that release has no key 12 and its members' use stays unknown.
  * An update is the array [kind, id, incarnation, accuser|nil, meta|nil]; meta is the array
  * [addr, zone, curve_public, capacity, serving, proto_version, block_size]; an address is a bin of
  * family (4|6), the 4 or 16 address bytes, and the port big-endian.
@@ -39,6 +45,7 @@ enum {
     K_REASON = 9,
     K_TEXT = 10,
     K_DIGEST = 11,
+    K_CACHE_USED = 12,
 };
 
 /* ---- encoding ---- */
@@ -117,9 +124,42 @@ size_t gossip_update_encode(const gossip_update *u, uint8_t *out, size_t cap)
     return w.overflow ? 0 : w.len;
 }
 
-size_t gossip_msg_encode(const gossip_msg *m, const uint8_t *raw, size_t raw_len, uint32_t n_raw,
-                         uint8_t *out, size_t cap)
+size_t gossip_update_encode_cache_used(const gossip_update *u, uint8_t *out, size_t cap)
 {
+    wbuf w = {.p = out, .cap = cap};
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &w, wbuf_write);
+    const gossip_meta *meta = u->meta_ref ? u->meta_ref : &u->meta;
+    if (u->has_meta && meta->cache_used_known)
+        msgpack_pack_uint64(&pk, meta->cache_used);
+    else
+        msgpack_pack_nil(&pk);
+    return w.overflow ? 0 : w.len;
+}
+
+int gossip_updates_encode(const gossip_update *u, uint32_t n, uint8_t *buf, size_t cap, gossip_raw_updates *raw)
+{
+    size_t off = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        size_t l = gossip_update_encode(&u[i], buf + off, cap - off);
+        if (!l)
+            return -1;
+        off += l;
+    }
+    *raw = (gossip_raw_updates){.updates = buf, .updates_len = off, .cache_used = buf + off, .n = n};
+    for (uint32_t i = 0; i < n; i++) {
+        size_t l = gossip_update_encode_cache_used(&u[i], buf + off, cap - off);
+        if (!l)
+            return -1;
+        off += l;
+        raw->cache_used_len += l;
+    }
+    return 0;
+}
+
+size_t gossip_msg_encode(const gossip_msg *m, const gossip_raw_updates *raw, uint8_t *out, size_t cap)
+{
+    uint32_t n_raw = raw ? raw->n : 0;
     wbuf w = {.p = out, .cap = cap};
     msgpack_packer pk;
     msgpack_packer_init(&pk, &w, wbuf_write);
@@ -128,7 +168,7 @@ size_t gossip_msg_encode(const gossip_msg *m, const uint8_t *raw, size_t raw_len
     bool has_target = m->type == GOSSIP_MSG_PING || m->type == GOSSIP_MSG_PING_REQ;
     bool is_pp = m->type == GOSSIP_MSG_PP_REQ || m->type == GOSSIP_MSG_PP_RESP;
     bool is_refuse = m->type == GOSSIP_MSG_REFUSE;
-    size_t keys = 3 + has_seq + has_target + (m->type == GOSSIP_MSG_PING_REQ) + (n_raw > 0) +
+    size_t keys = 3 + has_seq + has_target + (m->type == GOSSIP_MSG_PING_REQ) + 2 * (n_raw > 0) +
                   2 * is_pp + 2 * is_refuse + (is_pp && m->has_digest);
     msgpack_pack_map(&pk, keys);
     msgpack_pack_uint8(&pk, K_VERSION);
@@ -173,7 +213,10 @@ size_t gossip_msg_encode(const gossip_msg *m, const uint8_t *raw, size_t raw_len
     if (n_raw > 0) {
         msgpack_pack_uint8(&pk, K_UPDATES);
         msgpack_pack_array(&pk, n_raw);
-        wbuf_write(&w, (const char *)raw, raw_len);
+        wbuf_write(&w, (const char *)raw->updates, raw->updates_len);
+        msgpack_pack_uint8(&pk, K_CACHE_USED);
+        msgpack_pack_array(&pk, n_raw);
+        wbuf_write(&w, (const char *)raw->cache_used, raw->cache_used_len);
     }
     return w.overflow ? 0 : w.len;
 }
@@ -447,8 +490,10 @@ static int rd_update(rd *r, gossip_update *u)
 int gossip_msg_decode(const uint8_t *data, size_t len, gossip_msg *m, const char **why)
 {
     rd r = {.p = data, .end = data + len};
-    uint32_t nkeys, seen = 0;
+    uint32_t nkeys, seen = 0, n_used = 0;
     uint64_t version = 0;
+    uint64_t used[GOSSIP_UPDATES_MAX];
+    bool used_known[GOSSIP_UPDATES_MAX];
     m->type = 0;
     m->from[0] = m->target[0] = m->text[0] = '\0';
     m->seq = 0;
@@ -518,6 +563,15 @@ int gossip_msg_decode(const uint8_t *data, size_t len, gossip_msg *m, const char
             if (rc < 0)
                 m->n_updates = 0;
             break;
+        case K_CACHE_USED:
+            rc = rd_container(&r, false, GOSSIP_UPDATES_MAX, &n_used);
+            for (uint32_t j = 0; rc == 0 && j < n_used; j++) {
+                used_known[j] = !rd_nil(&r);
+                used[j] = 0;
+                if (used_known[j])
+                    rc = rd_uint(&r, &used[j]);
+            }
+            break;
         default: rc = rd_skip(&r, 8); break;
         }
         if (rc < 0)
@@ -549,6 +603,20 @@ int gossip_msg_decode(const uint8_t *data, size_t len, gossip_msg *m, const char
     if ((seen & need) != need) {
         rd_fail(&r, "missing field for message type");
         goto fail;
+    }
+    if (seen & (1u << K_CACHE_USED)) {
+        if (n_used != m->n_updates) {
+            rd_fail(&r, "cache used: count differs from the updates");
+            goto fail;
+        }
+        for (uint32_t j = 0; j < n_used; j++) {
+            if (used_known[j] && !m->updates[j].has_meta) {
+                rd_fail(&r, "cache used: for an update without metadata");
+                goto fail;
+            }
+            m->updates[j].meta.cache_used = used[j];
+            m->updates[j].meta.cache_used_known = used_known[j];
+        }
     }
     return 0;
 fail:

@@ -74,11 +74,38 @@ typedef struct gossip_msg {
 size_t gossip_update_encode(const gossip_update *u, uint8_t *out, size_t cap);
 
 /*
- * Encodes message `m` (its own updates[] are ignored) followed by `n_raw` updates already encoded
- * back to back in `raw` (raw_len bytes). Returns the length, or 0 when it does not fit in cap.
+ * Encodes one update's published cache use (key 12: a uint, or nil when the update carries no
+ * metadata or the use is unknown) into out. Returns its length (at most GOSSIP_CACHE_USED_MAX), or
+ * 0 when it does not fit.
  */
-size_t gossip_msg_encode(const gossip_msg *m, const uint8_t *raw, size_t raw_len, uint32_t n_raw,
-                         uint8_t *out, size_t cap);
+size_t gossip_update_encode_cache_used(const gossip_update *u, uint8_t *out, size_t cap);
+#define GOSSIP_CACHE_USED_MAX 9
+
+/* Updates already encoded back to back, n of them: each one's update (gossip_update_encode) in
+ * `updates` and its cache use (gossip_update_encode_cache_used) in `cache_used`, in the same order.
+ * Borrowed views. */
+typedef struct gossip_raw_updates {
+    const uint8_t *updates;
+    size_t updates_len;
+    const uint8_t *cache_used;
+    size_t cache_used_len;
+    uint32_t n;
+} gossip_raw_updates;
+/* What the two arrays' keys and headers add to a message carrying updates, at most. */
+#define GOSSIP_UPDATES_OVERHEAD 8
+
+/*
+ * Encodes updates u[0..n) into buf (cap bytes: the updates, then their cache uses) and describes
+ * them in *raw. 0, or -1 when they do not fit. For tests and the fuzzer; the instance fills its
+ * packets update by update.
+ */
+int gossip_updates_encode(const gossip_update *u, uint32_t n, uint8_t *buf, size_t cap, gossip_raw_updates *raw);
+
+/*
+ * Encodes message `m` (its own updates[] are ignored) followed by the updates in `raw` (NULL or
+ * n == 0: none). Returns the length, or 0 when it does not fit in cap.
+ */
+size_t gossip_msg_encode(const gossip_msg *m, const gossip_raw_updates *raw, uint8_t *out, size_t cap);
 
 /*
  * Decodes one plaintext message into *m. Returns 0, or -1 with *why set to a static reason

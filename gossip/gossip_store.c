@@ -34,12 +34,18 @@ const member gossip_absent_member = {.accuser = NONE, .bc_prev = NONE, .bc_next 
 
 /* ---- metadata: private copies, or interned in a pool shared by many instances ---- */
 
-bool gossip_meta_eq(const gossip_meta *a, const gossip_meta *b)
+bool gossip_meta_same_identity(const gossip_meta *a, const gossip_meta *b)
 {
     return strcmp(a->id, b->id) == 0 && shoal_addr_eq(&a->addr, &b->addr) &&
            strcmp(a->zone, b->zone) == 0 && memcmp(a->curve_public, b->curve_public, 32) == 0 &&
            a->capacity == b->capacity && a->serving == b->serving &&
            a->proto_version == b->proto_version && a->block_size == b->block_size;
+}
+
+bool gossip_meta_eq(const gossip_meta *a, const gossip_meta *b)
+{
+    return gossip_meta_same_identity(a, b) && a->cache_used_known == b->cache_used_known &&
+           a->cache_used == b->cache_used;
 }
 
 uint32_t gossip_id_hash(const char *s)

@@ -73,7 +73,10 @@ extern const member gossip_absent_member;
 
 /* ---- metadata values ---- */
 
+/* Every field equal, the published cache use included. */
 bool gossip_meta_eq(const gossip_meta *a, const gossip_meta *b);
+/* Equal in what membership and placement read: every field but the published cache use. */
+bool gossip_meta_same_identity(const gossip_meta *a, const gossip_meta *b);
 /* FNV-1a finished with murmur3's mix: the hash of node ids in the index and the pool. */
 uint32_t gossip_id_hash(const char *s);
 /* A metadata value to hold in a member: interned (refcounted) in `pool`, or a private copy when

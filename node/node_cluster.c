@@ -74,6 +74,12 @@ typedef struct cluster_link {
 #define REMEMBER_EVERY_US (5ull * 1000000u) /* the members file is written at most this often */
 #define WATCH_PERIODS 15                /* probe periods of silence before this node warns of it */
 
+/* One member's published cache use, as node_cluster_cache_used() reads it. */
+typedef struct cluster_used {
+    char id[GOSSIP_ID_MAX + 1];
+    uint64_t bytes;
+} cluster_used;
+
 struct node_cluster {
     node_cluster_config cfg;
     node_config_seed *seeds; /* cfg.seeds, copied */
@@ -104,7 +110,14 @@ struct node_cluster {
     bool remembered_dirty, remember_failed;
     uint64_t remembered_at;
 
-    pthread_mutex_t mu; /* guards view, pending_meta, has_pending_meta, leave_deadline, found, forget */
+    /* gossip thread only: this node's published cache use, and when the others' was copied */
+    uint64_t probe_us, gossip_us;
+    uint64_t used_published, used_published_at, used_checked_at, used_copied_at;
+    bool used_ever_published, used_dirty;
+
+    pthread_mutex_t mu; /* guards view, used, pending_meta, has_pending_meta, leave_deadline, found, forget */
+    cluster_used *used; /* every member's published cache use, sorted by id */
+    size_t n_used;
     node_cluster_view *view;
     gossip_meta pending_meta;
     bool has_pending_meta;
@@ -548,6 +561,9 @@ fail:
 static void on_event(void *ud, gossip_event ev, const gossip_member_info *m)
 {
     node_cluster *c = ud;
+    c->used_dirty = true;
+    if (ev == GOSSIP_EV_CACHE_USED)
+        return; /* placement and links do not depend on it: no new view */
     c->dirty = true;
     char addr[SHOAL_ADDR_STRLEN];
     shoal_addr_format(&m->meta->addr, addr);
@@ -556,6 +572,7 @@ static void on_event(void *ud, gossip_event ev, const gossip_member_info *m)
         LOG_INFO("cluster", "member_joined", "member=%s addr=%s zone=%s", m->meta->id, addr,
                  m->meta->zone[0] ? m->meta->zone : "-");
         break;
+    case GOSSIP_EV_CACHE_USED: break; /* returned above */
     case GOSSIP_EV_UPDATED:
         LOG_DEBUG("cluster", "member_updated", "member=%s incarnation=%" PRIu64, m->meta->id, m->incarnation);
         break;
@@ -574,6 +591,83 @@ static void on_event(void *ud, gossip_event ev, const gossip_member_info *m)
                   "member that refused it (block size, protocol version or duplicate node id)\"", m->meta->id);
         break;
     }
+}
+
+/* ---- cache use ---------------------------------------------------------------------------------
+ *
+ * Each member publishes its cache use in its gossip metadata. A publication is one broadcast that
+ * every member relays a few times, so it is rationed: a change of at least 1/64 of the capacity
+ * goes out within half a probe period (the others see it within about one period); a smaller
+ * change waits up to eight periods, so a full cache that evicts as it fills costs the cluster one
+ * broadcast per member every eight seconds, not a steady stream. */
+
+#define USED_BIG_SHARE 64
+#define USED_SMALL_WAIT_PERIODS 8
+
+static void publish_cache_used(node_cluster *c, uint64_t now)
+{
+    if (!c->cfg.cache_used || now - c->used_checked_at < c->gossip_us)
+        return;
+    c->used_checked_at = now;
+    uint64_t used = c->cfg.cache_used(c->cfg.cache_used_ud);
+    if (c->used_ever_published && used == c->used_published)
+        return;
+    uint64_t since = now - c->used_published_at;
+    uint64_t diff = used > c->used_published ? used - c->used_published : c->used_published - used;
+    bool big = diff >= c->cfg.self.capacity / USED_BIG_SHARE;
+    if (c->used_ever_published &&
+        !(big ? since >= c->probe_us / 2 : since >= USED_SMALL_WAIT_PERIODS * c->probe_us))
+        return;
+    gossip_set_cache_used(c->g, used);
+    c->used_published = used;
+    c->used_published_at = now;
+    c->used_ever_published = true;
+    c->used_dirty = true;
+}
+
+static int used_cmp(const void *a, const void *b)
+{
+    return strcmp(((const cluster_used *)a)->id, ((const cluster_used *)b)->id);
+}
+
+/* Copies every member's published use for node_cluster_cache_used(), at most every gossip
+ * interval. */
+static void copy_cache_used(node_cluster *c, uint64_t now)
+{
+    if (!c->used_dirty || now - c->used_copied_at < c->gossip_us)
+        return;
+    size_t n = gossip_member_count(c->g), k = 0;
+    cluster_used *u = calloc(n ? n : 1, sizeof *u);
+    if (!u)
+        return; /* out of memory: the old copy stays, the next pass tries again */
+    for (size_t i = 0; i < n; i++) {
+        gossip_member_info info;
+        if (gossip_member_at(c->g, i, &info) < 0 || !info.meta->cache_used_known)
+            continue;
+        snprintf(u[k].id, sizeof u[k].id, "%s", info.meta->id);
+        u[k++].bytes = info.meta->cache_used;
+    }
+    qsort(u, k, sizeof *u, used_cmp);
+    pthread_mutex_lock(&c->mu);
+    cluster_used *old = c->used;
+    c->used = u;
+    c->n_used = k;
+    pthread_mutex_unlock(&c->mu);
+    free(old);
+    c->used_dirty = false;
+    c->used_copied_at = now;
+}
+
+bool node_cluster_cache_used(node_cluster *c, const char *id, uint64_t *used)
+{
+    cluster_used key;
+    snprintf(key.id, sizeof key.id, "%s", id);
+    pthread_mutex_lock(&c->mu);
+    const cluster_used *hit = c->used ? bsearch(&key, c->used, c->n_used, sizeof key, used_cmp) : NULL;
+    if (hit)
+        *used = hit->bytes;
+    pthread_mutex_unlock(&c->mu);
+    return hit != NULL;
 }
 
 static void drain_socket(node_cluster *c)
@@ -646,6 +740,8 @@ static void *cluster_thread(void *arg)
             drain_socket(c);
         if (shoal_clock_mono_us() >= c->wakeup)
             gossip_tick(c->g);
+        publish_cache_used(c, shoal_clock_mono_us());
+        copy_cache_used(c, shoal_clock_mono_us());
         bool joined = gossip_joined(c->g);
         if (joined)
             atomic_store(&c->joined, true);
@@ -789,6 +885,8 @@ node_cluster *node_cluster_new(const node_cluster_config *cfg)
     gc.incarnation = next_incarnation(cfg->state_dir);
     if (cfg->gossip_period_us)
         scale_timing(&gc, cfg->gossip_period_us);
+    c->probe_us = gc.probe_interval_us;
+    c->gossip_us = gc.gossip_interval_us;
     if (!(c->watch = node_gossip_watch_new(WATCH_PERIODS * gc.probe_interval_us)))
         goto fail;
     gc.on_event = on_event;
@@ -867,6 +965,7 @@ void node_cluster_delete(node_cluster *c)
     node_gossip_watch_delete(c->watch);
     gossip_delete(c->g);
     node_cluster_view_put(c->view);
+    free(c->used);
     if (c->fd >= 0)
         close(c->fd);
     if (c->efd >= 0)

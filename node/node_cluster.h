@@ -46,6 +46,11 @@ typedef struct node_cluster_config {
     /* Tests: every gossip timer scaled from memberlist's, whose probe period is 1 s, to this period
      * (0 keeps memberlist's defaults). */
     uint64_t gossip_period_us;
+    /* This node's cache use in bytes, asked on the gossip thread every gossip interval (it must
+     * be quick and thread-safe); NULL: none is published. See publish_cache_used() for how often
+     * a change goes out. */
+    uint64_t (*cache_used)(void *ud);
+    void *cache_used_ud;
 } node_cluster_config;
 
 /* One live member in a snapshot. */
@@ -100,8 +105,13 @@ int node_cluster_owners(const node_cluster_view *v, dht_id id, int r, const node
  * is leaving), each with a message for the user. */
 int node_cluster_forget(node_cluster *c, const char *id);
 
-/* Replaces this node's advertised metadata (e.g. cache use changed); gossiped with a new
- * incarnation. -1 with SHOAL_ERR_INVAL if the id differs. */
+/* Member `id`'s cache use as it last published it, into *used; false when unknown (no such
+ * member, or one that does not publish it). Refreshed from gossip at most every gossip interval;
+ * any thread. */
+bool node_cluster_cache_used(node_cluster *c, const char *id, uint64_t *used);
+
+/* Replaces this node's advertised metadata; gossiped with a new incarnation. -1 with
+ * SHOAL_ERR_INVAL if the id differs. */
 int node_cluster_set_meta(node_cluster *c, const gossip_meta *meta);
 
 #endif

@@ -411,6 +411,34 @@ static int append_str_or_null(shoal_buf *out, const char *s)
     return s ? node_json_append_str(out, s) : shoal_buf_append_str(out, "null");
 }
 
+/* The "cluster" totals of the status document, and its closing. */
+static int render_cluster(const node_status *s, shoal_buf *out)
+{
+    uint64_t by_state[4] = {0}, used = 0, capacity = 0, reporting = 0;
+    static const char *const states[4] = {"alive", "suspect", "dead", "left"};
+    for (size_t i = 0; i < s->n_members; i++) {
+        const node_status_member *m = &s->members[i];
+        size_t k = 0;
+        while (k < 4 && (!m->state || strcmp(m->state, states[k]) != 0))
+            k++;
+        if (k == 4)
+            continue;
+        by_state[k]++;
+        if (k > 1) /* dead or left: their cache is no longer the cluster's */
+            continue;
+        capacity += m->cache_capacity;
+        if (m->cache_known) {
+            used += m->cache_bytes;
+            reporting++;
+        }
+    }
+    return shoal_buf_appendf(out,
+                             "],\"cluster\":{\"alive\":%" PRIu64 ",\"suspect\":%" PRIu64 ",\"dead\":%" PRIu64
+                             ",\"left\":%" PRIu64 ",\"cache_bytes\":%" PRIu64 ",\"cache_capacity\":%" PRIu64
+                             ",\"cache_reporting\":%" PRIu64 "}}",
+                             by_state[0], by_state[1], by_state[2], by_state[3], used, capacity, reporting);
+}
+
 int node_status_render_json(const node_status *s, shoal_buf *out)
 {
     if (shoal_buf_append_str(out, "{\"node_id\":") < 0 || append_str_or_null(out, s->node_id) < 0 ||
@@ -432,12 +460,15 @@ int node_status_render_json(const node_status *s, shoal_buf *out)
             shoal_buf_append_str(out, ",\"zone\":") < 0 || append_str_or_null(out, m->zone) < 0 ||
             shoal_buf_append_str(out, ",\"state\":") < 0 || append_str_or_null(out, m->state) < 0 ||
             shoal_buf_appendf(out,
-                              ",\"incarnation\":%" PRIu64 ",\"cache_bytes\":%" PRIu64 ",\"cache_capacity\":%" PRIu64
-                              ",\"serves\":%s}",
-                              m->incarnation, m->cache_bytes, m->cache_capacity, m->serves ? "true" : "false") < 0)
+                              ",\"incarnation\":%" PRIu64 ",\"cache_bytes\":",
+                              m->incarnation) < 0 ||
+            (m->cache_known ? shoal_buf_appendf(out, "%" PRIu64, m->cache_bytes)
+                            : shoal_buf_append_str(out, "null")) < 0 ||
+            shoal_buf_appendf(out, ",\"cache_capacity\":%" PRIu64 ",\"serves\":%s}", m->cache_capacity,
+                              m->serves ? "true" : "false") < 0)
             return -1;
     }
-    return shoal_buf_append_str(out, "]}");
+    return render_cluster(s, out);
 }
 
 /* ---- socket helpers ------------------------------------------------------------------------- */

@@ -92,7 +92,8 @@ typedef struct node_status_member {
     const char *zone;      /* NULL: none */
     const char *state;     /* "alive", "suspect", "dead" or "left" */
     uint64_t incarnation;
-    uint64_t cache_bytes;
+    uint64_t cache_bytes;  /* as the member last published it */
+    bool cache_known;      /* false: it has not published its use (an older release): null */
     uint64_t cache_capacity;
     bool serves;           /* false for a --no-serve node */
 } node_status_member;
@@ -121,7 +122,11 @@ typedef struct node_status {
  * {"node_id":..,"address":..,"zone":..|null,"bucket":..,"ring_version":N,"block_size":N,
  *  "uptime_seconds":N,"ready":bool,"waiting_for":..|null,"joined":bool,"s3_checked":bool,
  *  "mounted":bool|null,"members":[{"id":..,"address":..,"zone":..|null,"state":..,"incarnation":N,
- *  "cache_bytes":N,"cache_capacity":N,"serves":bool},...]}. -1 on NOMEM. */
+ *  "cache_bytes":N|null,"cache_capacity":N,"serves":bool},...],
+ *  "cluster":{"alive":N,"suspect":N,"dead":N,"left":N,"cache_bytes":N,"cache_capacity":N,
+ *  "cache_reporting":N}}. The cluster totals count live (alive or suspect) members: cache_bytes
+ *  over those that published their use (cache_reporting of them), cache_capacity over all. -1 on
+ *  NOMEM. */
 int node_status_render_json(const node_status *s, shoal_buf *out);
 
 /* ---- server --------------------------------------------------------------------------------- */

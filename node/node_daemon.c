@@ -160,6 +160,15 @@ static void daemon_sample(node_daemon *d)
 
 static void metrics_refresh(void *ctx, node_stats *stats) { daemon_sample(ctx); }
 
+/* The store's use, published on gossip (node_cluster_config.cache_used). */
+static uint64_t cache_used(void *ctx)
+{
+    node_daemon *d = ctx;
+    node_store_stats ss;
+    node_store_get_stats(d->store, &ss);
+    return ss.bytes_used;
+}
+
 /* ---- readiness -------------------------------------------------------------------------------------
  *
  * The daemon is ready when it has joined (a node without seeds at once; a node with seeds once it
@@ -318,9 +327,12 @@ static int ctl_status(void *ctx, const node_control_request *req, node_control_r
             .state = gossip_state_name(m->state),
             .incarnation = m->incarnation,
             .cache_bytes = m->is_self ? ss.bytes_used : 0,
+            .cache_known = m->is_self,
             .cache_capacity = m->meta.capacity,
             .serves = m->meta.serving,
         };
+        if (!m->is_self)
+            members[i].cache_known = node_cluster_cache_used(d->cluster, m->meta.id, &members[i].cache_bytes);
     }
     node_status s = {
         .node_id = d->cfg->node_id,
@@ -1116,6 +1128,8 @@ node_daemon *node_daemon_new(const node_config *cfg)
         .peer = d->peer,
         .stats = &d->stats,
         .gossip_period_us = (uint64_t)cfg->test_gossip_period_ms * 1000u,
+        .cache_used = cache_used,
+        .cache_used_ud = d,
     };
     snprintf(kc.self.id, sizeof kc.self.id, "%s", cfg->node_id);
     kc.self.addr = cfg->advertise;

@@ -260,7 +260,11 @@ static void member_row(const node_json *m, char cells[COL_N][80])
     snprintf(cells[COL_STATE], 80, "%s%s", node_json_get_str(m, "state", "?"),
              node_json_get_bool(m, "serves", true) ? "" : " (no-serve)");
     snprintf(cells[COL_INC], 80, "%" PRIu64, node_json_get_u64(m, "incarnation", 0));
-    snprintf(cells[COL_USED], 80, "%s", human_bytes(node_json_get_u64(m, "cache_bytes", 0), h, sizeof h));
+    const node_json *used = node_json_get(m, "cache_bytes");
+    if (used && used->type == NODE_JSON_NUMBER && used->is_u64)
+        snprintf(cells[COL_USED], 80, "%s", human_bytes(used->u64, h, sizeof h));
+    else /* a member that does not publish its use (an older release) */
+        snprintf(cells[COL_USED], 80, "-");
     snprintf(cells[COL_SIZE], 80, "%s", human_bytes(node_json_get_u64(m, "cache_capacity", 0), h, sizeof h));
 }
 
@@ -274,6 +278,25 @@ static void print_readiness(const node_json *j)
     printf("         joined %s, S3 checked %s, mounted %s\n\n", node_json_get_bool(j, "joined", false) ? "yes" : "no",
            node_json_get_bool(j, "s3_checked", false) ? "yes" : "no",
            mounted == NULL || mounted->type != NODE_JSON_BOOL ? "- (no --mount)" : mounted->b ? "yes" : "no");
+}
+
+/* The line under the members: how many in each state and the live members' cache, summed. */
+static void print_cluster(const node_json *k)
+{
+    if (!k)
+        return; /* a daemon older than this shoal */
+    char used[32], size[32];
+    uint64_t alive = node_json_get_u64(k, "alive", 0), suspect = node_json_get_u64(k, "suspect", 0);
+    uint64_t reporting = node_json_get_u64(k, "cache_reporting", 0), cap = node_json_get_u64(k, "cache_capacity", 0);
+    uint64_t bytes = node_json_get_u64(k, "cache_bytes", 0);
+    printf("\ncluster  %" PRIu64 " alive, %" PRIu64 " suspect, %" PRIu64 " dead, %" PRIu64 " left; cache %s of %s",
+           alive, suspect, node_json_get_u64(k, "dead", 0), node_json_get_u64(k, "left", 0),
+           human_bytes(bytes, used, sizeof used), human_bytes(cap, size, sizeof size));
+    if (cap)
+        printf(" (%.1f %%)", 100.0 * (double)bytes / (double)cap);
+    if (reporting < alive + suspect)
+        printf(", %" PRIu64 " of %" PRIu64 " live members reporting", reporting, alive + suspect);
+    printf("\n");
 }
 
 static void print_status(const node_json *j)
@@ -304,7 +327,7 @@ static void print_status(const node_json *j)
         member_row(m, cells);
         for (int c = 0; c < COL_N; c++)
             printf(c < COL_INC ? "%-*s%s" : "%*s%s", w[c], cells[c], c + 1 < COL_N ? "  " : "\n");
-    }
+    }    print_cluster(node_json_get(j, "cluster"));
 }
 
 /* ---- commands ------------------------------------------------------------------------------- */

@@ -494,6 +494,49 @@ TT_TEST(test_gossip_membership_version_changes_with_live_set_and_metadata)
     sim_cluster_delete(c);
 }
 
+typedef struct used_seen {
+    sim_cluster *c;
+    const char *id;
+    uint64_t bytes;
+} used_seen;
+
+/* Condition: every running node sees member `id` publish `bytes` of cache use. */
+static bool all_see_used(void *ud)
+{
+    used_seen *u = ud;
+    for (size_t i = 0; i < sim_cluster_running(u->c); i++) {
+        gossip_member_info m;
+        if (!gossip_member_find(sim_cluster_node(u->c, (int)i), u->id, &m) || !m.meta->cache_used_known ||
+            m.meta->cache_used != u->bytes)
+            return false;
+    }
+    return true;
+}
+
+TT_TEST(test_gossip_published_cache_use_reaches_everyone_without_moving_the_version)
+{
+    sim_cluster *c = gtt_cluster(20, 12, 90);
+    sim_world *w = sim_cluster_world(c);
+    gossip *g0 = sim_cluster_node(c, 0);
+    uint64_t v0 = gossip_version(g0);
+    gossip_member_info m;
+    TT_CHECK(gossip_member_find(g0, "n3", &m) && !m.meta->cache_used_known, "an unpublished use is not unknown");
+    gossip_set_cache_used(sim_cluster_node(c, 3), 123456789);
+    used_seen u = {c, "n3", 123456789};
+    /* Dissemination within 6 log2(n) probe periods, the bound the death tests hold it to. */
+    TT_CHECK(sim_world_run_until_cond(w, 6 * 4 * SEC, SEC / 10, all_see_used, &u),
+             "not every node learned n3's cache use within 24 s");
+    TT_CHECK(gossip_version(g0) == v0, "a cache use moved the membership version: %llu -> %llu",
+             (unsigned long long)v0, (unsigned long long)gossip_version(g0));
+    TT_CHECK(gossip_member_find(sim_cluster_node(c, 3), "n3", &m), "self");
+    gossip_meta meta = *m.meta;
+    meta.serving = false;
+    TT_OK(gossip_set_meta(sim_cluster_node(c, 3), &meta));
+    TT_CHECK(gossip_member_find(sim_cluster_node(c, 3), "n3", &m) && m.meta->cache_used == 123456789,
+             "a metadata change dropped the published cache use");
+    sim_cluster_delete(c);
+}
+
 TT_TEST(test_gossip_failed_sends_are_counted_and_survived)
 {
     sim_cluster *c = gtt_cluster(19, 5, 90);

@@ -26,14 +26,10 @@ static gossip_meta sample_meta(const char *id, uint32_t n)
 /* Encodes `m` with updates u[0..n) into out; returns the length. */
 static size_t encode(const gossip_msg *m, const gossip_update *u, uint32_t n, uint8_t *out, size_t cap)
 {
-    uint8_t raw[GOSSIP_PLAIN_MAX];
-    size_t raw_len = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        size_t l = gossip_update_encode(&u[i], raw + raw_len, sizeof raw - raw_len);
-        TT_CHECK(l > 0, "update %u does not fit", i);
-        raw_len += l;
-    }
-    size_t len = gossip_msg_encode(m, raw, raw_len, n, out, cap);
+    uint8_t buf[GOSSIP_PLAIN_MAX];
+    gossip_raw_updates raw;
+    TT_CHECK(gossip_updates_encode(u, n, buf, sizeof buf, &raw) == 0, "%u updates do not fit", n);
+    size_t len = gossip_msg_encode(m, &raw, out, cap);
     TT_CHECK(len > 0, "message of type %u does not fit", m->type);
     return len;
 }
@@ -145,7 +141,9 @@ TT_TEST(test_gossip_proto_largest_update_fits_its_declared_bound)
     static gossip_msg m;
     gossip_msg *hdr = msg_new(GOSSIP_MSG_GOSSIP);
     uint8_t out[GOSSIP_PLAIN_MAX];
-    size_t mlen = gossip_msg_encode(hdr, buf, len, 1, out, sizeof out);
+    gossip_raw_updates raw = {.updates = buf, .updates_len = len, .cache_used = (const uint8_t *)"\xc0",
+                              .cache_used_len = 1, .n = 1};
+    size_t mlen = gossip_msg_encode(hdr, &raw, out, sizeof out);
     const char *why = NULL;
     TT_CHECK(mlen > 0 && gossip_msg_decode(out, mlen, &m, &why) == 0, "largest update does not decode: %s", why);
     TT_CHECK(m.n_updates == 1 && strlen(m.updates[0].meta.id) == GOSSIP_ID_MAX && m.updates[0].incarnation == UINT64_MAX,
@@ -160,6 +158,51 @@ static void expect_reject(const uint8_t *data, size_t len, const char *what)
     const char *why = NULL;
     TT_CHECK(gossip_msg_decode(data, len, &m, &why) < 0, "%s was accepted", what);
     TT_CHECK(why && why[0], "%s rejected without a reason", what);
+}
+
+TT_TEST(test_gossip_proto_cache_use_rides_beside_the_updates_and_is_optional)
+{
+    gossip_update u[4];
+    uint32_t nu = sample_updates(u);
+    u[0].meta.cache_used = UINT64_MAX - 1;
+    u[0].meta.cache_used_known = true;
+    gossip_msg *hdr = msg_new(GOSSIP_MSG_GOSSIP);
+    static gossip_msg out;
+    uint8_t buf[GOSSIP_PLAIN_MAX];
+    size_t len = encode(hdr, u, nu, buf, sizeof buf);
+    const char *why = NULL;
+    TT_CHECK(gossip_msg_decode(buf, len, &out, &why) == 0, "decode: %s", why);
+    TT_CHECK(out.updates[0].meta.cache_used_known && out.updates[0].meta.cache_used == UINT64_MAX - 1,
+             "cache use changed in transit");
+    TT_CHECK(!out.updates[3].meta.cache_used_known, "an unpublished cache use came back known");
+
+    /* A packet of the first release: the same updates and no key 12. Its members' use is unknown. */
+    uint8_t upd[GOSSIP_PLAIN_MAX], old[GOSSIP_PLAIN_MAX];
+    gossip_raw_updates raw;
+    TT_CHECK(gossip_updates_encode(u, nu, upd, sizeof upd, &raw) == 0, "encode");
+    size_t hlen = gossip_msg_encode(hdr, NULL, old, sizeof old);
+    old[0]++; /* one more key: 6 */
+    old[hlen] = 0x06;
+    old[hlen + 1] = (uint8_t)(0x90 | nu);
+    memcpy(old + hlen + 2, raw.updates, raw.updates_len);
+    TT_CHECK(gossip_msg_decode(old, hlen + 2 + raw.updates_len, &out, &why) == 0, "old packet: %s", why);
+    TT_CHECK(out.n_updates == nu && !out.updates[0].meta.cache_used_known, "old packet's updates");
+
+    /* The same with key 12 appended: one use too few, or a use for an update without metadata. */
+    old[0]++;
+    size_t at = hlen + 2 + raw.updates_len;
+    old[at] = 0x0c;
+    old[at + 1] = (uint8_t)(0x90 | (nu - 1));
+    for (uint32_t i = 0; i < nu - 1; i++)
+        old[at + 2 + i] = 0xc0;
+    expect_reject(old, at + 2 + nu - 1, "cache uses fewer than the updates");
+    old[at + 1] = (uint8_t)(0x90 | nu);
+    old[at + 2 + nu - 1] = 0xc0;
+    old[at + 2 + 1] = 0x05; /* update 1 is a suspicion: no metadata */
+    expect_reject(old, at + 2 + nu, "a cache use for an update without metadata");
+    old[at + 2 + 1] = 0xc0;
+    TT_CHECK(gossip_msg_decode(old, at + 2 + nu, &out, &why) == 0, "all-nil cache uses: %s", why);
+    free(hdr);
 }
 
 TT_TEST(test_gossip_proto_rejects_input_that_is_not_a_map)

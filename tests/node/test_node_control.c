@@ -52,8 +52,8 @@ static int h_status(void *ctx, const node_control_request *req, node_control_rep
 {
     fake_daemon *d = ctx;
     static const node_status_member members[] = {
-        {"node-a", "127.0.0.1:7400", "rack-1", "alive", 3, 1u << 20, 1u << 30, true},
-        {"node-b", "127.0.0.2:7400", NULL, "suspect", 7, 0, 1u << 30, false},
+        {"node-a", "127.0.0.1:7400", "rack-1", "alive", 3, 1u << 20, true, 1u << 30, true},
+        {"node-b", "127.0.0.2:7400", NULL, "suspect", 7, 0, false, 1u << 30, false},
     };
     int call = atomic_fetch_add(&d->status_calls, 1);
     bool ready = d->unready_answers >= 0 && call >= d->unready_answers;
