@@ -30,6 +30,7 @@
  */
 #include "node_config.h"
 #include "node_control.h"
+#include "node_stats.h"
 #include "shoal_env.h"
 #include "shoal_error.h"
 
@@ -46,42 +47,112 @@
 
 #include <sodium.h>
 
-static const char USAGE[] =
-    "usage: shoal [--control PATH] COMMAND [ARGS]\n"
-    "\n"
-    "The command-line client of the local shoald.\n"
-    "\n"
-    "commands:\n"
-    "  status [--json]            this node's view: readiness, members, cache use, ring version\n"
-    "  stats [--json]             counters since the daemon started\n"
-    "  get s3://B/KEY [-o FILE]   read one object through the cluster cache (stdout by default)\n"
-    "  preload s3://B/PREFIX      warm the cluster cache with every object under PREFIX: each\n"
-    "                             block is fetched once, by its owner, and stays there; says how\n"
-    "                             many were cached already and how many came from S3\n"
-    "  drain                      hand this node's blocks to their next owners, then leave the\n"
-    "                             cluster: its departure then costs no S3 request\n"
-    "  ls s3://B/PREFIX [--json]  list a directory through the cluster (its owner lists S3 once\n"
-    "                             per --metadata-ttl for every node)\n"
-    "  keygen [-o FILE]           new cluster key: raw 32 bytes to FILE (mode 0600, never\n"
-    "                             overwritten), or 64 hex digits on stdout without -o\n"
-    "  leave                      ask the local daemon to leave the cluster gracefully\n"
-    "  forget NODE                drop a dead or left member from this node's view now (instead\n"
-    "                             of after 24 h); an alive member is refused\n"
-    "  wait [--timeout S]         return once the local daemon is ready (joined, S3 checked,\n"
-    "                             mount up); waits for a daemon still starting; no limit\n"
-    "                             without --timeout\n"
+/* Every command: its arguments, what it does (lines after the first are indented under it), and
+ * the options it takes. `shoal --help` lists them; `shoal help CMD` and `shoal CMD --help` print one. */
+typedef struct command {
+    const char *name, *args, *what, *options;
+} command;
+
+static const command COMMANDS[] = {
+    {"status", "[--json]", "this node's view: readiness, members with their cache use and\n"
+     "size, a cluster line (members by state, the live members' cache)",
+     "  --json                     print one JSON object (members' cache_bytes is null when a\n"
+     "                             member does not publish it; the totals are in \"cluster\")\n"},
+    {"stats", "[--interval S | --watch S [--count N]] [--json]",
+     "counters since the daemon started and the reads' hit ratio by\n"
+     "source; --interval: rates over S seconds; --watch: every S seconds",
+     "  --interval S               one sample: the counters' rates over S seconds\n"
+     "  --watch S                  a sample every S seconds until interrupted\n"
+     "  --count N                  with --watch: stop after N samples\n"
+     "  --json                     print one JSON object (a sample: one per line)\n"},
+    {"get", "s3://B/KEY [-o FILE]", "read one object through the cluster cache (stdout by default)",
+     "  -o, --output FILE          write to FILE instead of stdout (removed if the read fails)\n"},
+    {"preload", "s3://B/PREFIX [--json]", "warm the cluster cache with every object under PREFIX: each\n"
+     "block is fetched once, by its owner, and stays there; says how\n"
+     "many were cached already and how many came from S3",
+     "  --json                     print only the final summary, one JSON object\n"},
+    {"drain", "[--json]", "hand this node's blocks to their next owners, then leave the\n"
+     "cluster: its departure then costs no S3 request",
+     "  --json                     print only the final summary, one JSON object\n"},
+    {"ls", "s3://B/PREFIX [--json]", "list a directory through the cluster (its owner lists S3 once\n"
+     "per --metadata-ttl for every node); names are shown as `aws s3 ls`\n"
+     "shows them, relative to the PREFIX's last '/'",
+     "  --json                     print the listing as the daemon gives it\n"},
+    {"keygen", "[-o FILE]", "new cluster key: raw 32 bytes to FILE (mode 0600, never\n"
+     "overwritten), or 64 hex digits on stdout without -o",
+     "  -o, --output FILE          write the key to FILE\n"},
+    {"leave", "", "ask the local daemon to leave the cluster gracefully", ""},
+    {"forget", "NODE", "drop a dead or left member from this node's view now (instead\n"
+     "of after 24 h); an alive member is refused", ""},
+    {"wait", "[--timeout S]", "return once the local daemon is ready (joined, S3 checked,\n"
+     "mount up); waits for a daemon still starting; no limit\n"
+     "without --timeout",
+     "  --timeout S                give up waiting after S seconds (0: ask once)\n"},
+    {"help", "[COMMAND]", "this list, or one command's usage", ""},
+};
+#define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
+#define COMMAND_NAMES "status, stats, get, preload, ls, keygen, leave, forget, wait, drain, help"
+
+static const char USAGE_HEAD[] = "usage: shoal [--control PATH] COMMAND [ARGS]\n"
+                                 "\n"
+                                 "The command-line client of the local shoald.\n"
+                                 "\n"
+                                 "commands:\n";
+static const char USAGE_TAIL[] =
     "\n"
     "options:\n"
     "  --control PATH             control socket (default $XDG_RUNTIME_DIR/shoal/shoald.sock\n"
     "                             or /run/shoal/shoald.sock)\n"
-    "  --json                     print one JSON object (status, stats, ls, preload, drain)\n"
-    "  -o, --output FILE          write to FILE (get, keygen)\n"
-    "  --timeout S                give up waiting after S seconds (wait; 0: ask once)\n"
-    "  --help                     print this help and exit\n"
+    "  --help                     print this help (after a command: that command's) and exit\n"
     "  --version                  print the version and exit\n"
+    "\n"
+    "`shoal help COMMAND` or `shoal COMMAND --help` prints a command's usage and options.\n"
     "\n"
     "exit status: 0 success, 1 runtime failure (daemon unreachable, read failed; for wait: not\n"
     "ready within the timeout), 2 bad usage\n";
+
+static const command *command_find(const char *name)
+{
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(COMMANDS[i].name, name))
+            return &COMMANDS[i];
+    return NULL;
+}
+
+/* Prints text, its lines after the first indented by `indent` spaces. */
+static void print_indented(const char *text, int indent)
+{
+    for (const char *p = text; *p;) {
+        size_t n = strcspn(p, "\n");
+        printf("%.*s\n", (int)n, p);
+        p += n + (p[n] == '\n');
+        if (*p)
+            printf("%*s", indent, "");
+    }
+}
+
+static void print_usage(void)
+{
+    fputs(USAGE_HEAD, stdout);
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        char head[96];
+        snprintf(head, sizeof head, "%s%s%s", COMMANDS[i].name, COMMANDS[i].args[0] ? " " : "", COMMANDS[i].args);
+        if (strlen(head) > 26)
+            printf("  %s\n%29s", head, "");
+        else
+            printf("  %-26s ", head);
+        print_indented(COMMANDS[i].what, 29);
+    }
+    fputs(USAGE_TAIL, stdout);
+}
+
+static void print_command_usage(const command *k)
+{
+    printf("usage: shoal [--control PATH] %s%s%s\n\n  ", k->name, k->args[0] ? " " : "", k->args);
+    print_indented(k->what, 2);
+    if (k->options[0])
+        printf("\noptions:\n%s", k->options);
+}
 
 typedef struct cli {
     const char *command;
@@ -89,7 +160,11 @@ typedef struct cli {
     const char *output;  /* -o */
     char *control;
     bool json;
+    bool help;           /* --help: print the command's usage (or the list) and exit */
     double timeout_s;    /* wait: --timeout; < 0 when not given (no limit) */
+    double interval_s;   /* stats: --interval or --watch; 0 when neither */
+    bool watch;          /* stats: --watch */
+    long count;          /* stats --watch: --count; 0 when not given (until interrupted) */
 } cli;
 
 static void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -110,14 +185,26 @@ static int runtime_error(void)
     return 1;
 }
 
+/* A number of seconds in [min, 1e9]; a usage error otherwise. */
+static double parse_seconds(const char *opt, const char *arg, double min)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(arg, &end);
+    if (!*arg || *end || errno || !(v >= min && v <= 1e9))
+        usage_error("%s: '%s' is not a number of seconds%s (e.g. 300 or 0.5)", opt, arg, min > 0 ? " above 0" : "");
+    return v;
+}
+
 static void parse_args(int argc, char **argv, cli *c)
 {
-    enum { OPT_CONTROL = 1000, OPT_JSON, OPT_HELP, OPT_VERSION, OPT_TIMEOUT };
+    enum { OPT_CONTROL = 1000, OPT_JSON, OPT_HELP, OPT_VERSION, OPT_TIMEOUT, OPT_INTERVAL, OPT_WATCH, OPT_COUNT };
     static const struct option opts[] = {
         {"control", required_argument, NULL, OPT_CONTROL}, {"json", no_argument, NULL, OPT_JSON},
         {"output", required_argument, NULL, 'o'},         {"help", no_argument, NULL, OPT_HELP},
         {"version", no_argument, NULL, OPT_VERSION},       {"timeout", required_argument, NULL, OPT_TIMEOUT},
-        {NULL, 0, NULL, 0},
+        {"interval", required_argument, NULL, OPT_INTERVAL}, {"watch", required_argument, NULL, OPT_WATCH},
+        {"count", required_argument, NULL, OPT_COUNT},     {NULL, 0, NULL, 0},
     };
     opterr = 0;
     for (;;) {
@@ -132,12 +219,20 @@ static void parse_args(int argc, char **argv, cli *c)
             c->control = strdup(optarg);
             break;
         case OPT_JSON: c->json = true; break;
-        case OPT_TIMEOUT: {
+        case OPT_TIMEOUT: c->timeout_s = parse_seconds("--timeout", optarg, 0); break;
+        case OPT_INTERVAL:
+        case OPT_WATCH:
+            if (c->interval_s > 0)
+                usage_error("--interval and --watch: give one of them, once");
+            c->interval_s = parse_seconds(o == OPT_WATCH ? "--watch" : "--interval", optarg, 0.001);
+            c->watch = o == OPT_WATCH;
+            break;
+        case OPT_COUNT: {
             char *end;
             errno = 0;
-            c->timeout_s = strtod(optarg, &end);
-            if (!*optarg || *end || errno || !(c->timeout_s >= 0 && c->timeout_s <= 1e9))
-                usage_error("--timeout: '%s' is not a number of seconds (e.g. 300 or 0.5)", optarg);
+            c->count = strtol(optarg, &end, 10);
+            if (!*optarg || *end || errno || c->count < 1)
+                usage_error("--count: '%s' is not a number of samples (1 or more)", optarg);
             break;
         }
         case 'o':
@@ -146,7 +241,7 @@ static void parse_args(int argc, char **argv, cli *c)
             c->output = optarg;
             break;
         case 'h':
-        case OPT_HELP: fputs(USAGE, stdout); exit(0);
+        case OPT_HELP: c->help = true; break;
         case OPT_VERSION: printf("shoal %s\n", SHOAL_VERSION); exit(0);
         case ':': usage_error("%.*s: missing value", (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
         default:
@@ -157,17 +252,25 @@ static void parse_args(int argc, char **argv, cli *c)
             usage_error("%.*s: unknown option (see --help)", (int)strcspn(argv[optind - 1], "="), argv[optind - 1]);
         }
     }
+    if (c->help || (optind < argc && !strcmp(argv[optind], "help"))) {
+        /* `shoal --help`, `shoal CMD --help`, `shoal help [CMD]`: the rest of the line is not checked */
+        const char *name = optind < argc && strcmp(argv[optind], "help") != 0 ? argv[optind]
+                           : optind + 1 < argc                                ? argv[optind + 1]
+                                                                              : NULL;
+        const command *k = name ? command_find(name) : NULL;
+        if (name && !k)
+            usage_error("unknown command '%s' (" COMMAND_NAMES ")", name);
+        if (k && strcmp(k->name, "help") != 0)
+            print_command_usage(k);
+        else
+            print_usage();
+        exit(0);
+    }
     if (optind >= argc)
-        usage_error("missing command (status, stats, get, preload, ls, keygen, leave, forget, wait, drain; see "
-                    "--help)");
+        usage_error("missing command (" COMMAND_NAMES "; see --help)");
     c->command = argv[optind++];
-    static const char *const known[] = {"status", "stats", "get",    "preload", "ls",
-                                        "keygen", "leave", "forget", "wait",    "drain"};
-    bool ok = false;
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        ok = ok || !strcmp(c->command, known[i]);
-    if (!ok)
-        usage_error("unknown command '%s' (status, stats, get, preload, ls, keygen, leave, forget, wait, drain)", c->command);
+    if (!command_find(c->command))
+        usage_error("unknown command '%s' (" COMMAND_NAMES ")", c->command);
     if (!strcmp(c->command, "forget")) {
         if (optind >= argc || !*argv[optind])
             usage_error("forget: missing NODE (a member's node id, as `shoal status` lists it)");
@@ -188,6 +291,10 @@ static void parse_args(int argc, char **argv, cli *c)
         usage_error("-o: only for get and keygen, not %s", c->command);
     if (c->timeout_s >= 0 && strcmp(c->command, "wait") != 0)
         usage_error("--timeout: only for wait, not %s", c->command);
+    if (c->interval_s > 0 && strcmp(c->command, "stats") != 0)
+        usage_error("%s: only for stats, not %s", c->watch ? "--watch" : "--interval", c->command);
+    if (c->count && !c->watch)
+        usage_error("--count: only with --watch");
     if (!c->control && !(c->control = node_config_default_control()))
         usage_error("out of memory");
 }
@@ -231,8 +338,185 @@ static node_json *parse_body(const shoal_buf *body)
     return j;
 }
 
+/* ---- stats over an interval ------------------------------------------------------------------
+ *
+ * `stats --interval S` takes the counters twice, S seconds apart, and prints each counter's rate
+ * (its growth over the seconds actually elapsed between the two answers), the gauges as they are,
+ * and where the block reads of the interval were served from. `--watch S` keeps sampling, each
+ * sample against the previous one. A counter that went down means the daemon restarted between
+ * two samples: its rate is taken from zero. */
+
+/* Reads of an interval by source, and the share that did not go to S3. */
+typedef struct read_mix {
+    double local, peer, s3, total;
+} read_mix;
+
+static bool is_gauge(const char *name)
+{
+    size_t n;
+    const node_stats_desc *d = node_stats_fields(&n);
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(d[i].name, name))
+            return d[i].kind == NODE_STATS_GAUGE;
+    return false; /* a counter this shoal does not know (a newer daemon): counters are the rule */
+}
+
+static double counter_delta(const node_json *before, const node_json *m)
+{
+    uint64_t was = node_json_get_u64(before, m->key, 0);
+    return m->u64 >= was ? (double)(m->u64 - was) : (double)m->u64;
+}
+
+static read_mix reads_of(const node_json *before, const node_json *now)
+{
+    read_mix r = {0};
+    for (const node_json *m = now->child; m; m = m->next) {
+        if (m->type != NODE_JSON_NUMBER || !m->is_u64)
+            continue;
+        double *slot = !strcmp(m->key, "reads.local") ? &r.local
+                     : !strcmp(m->key, "reads.peer")  ? &r.peer
+                     : !strcmp(m->key, "reads.s3")    ? &r.s3
+                                                      : NULL;
+        if (slot)
+            *slot = before ? counter_delta(before, m) : (double)m->u64;
+    }
+    r.total = r.local + r.peer + r.s3;
+    return r;
+}
+
+/* "reads 12.0/s: local 50.0 %, peer 40.0 %, S3 10.0 %; hit ratio 90.0 %" (rate: per second, or a
+ * count when seconds is 0). */
+static void print_read_mix(const read_mix *r, double seconds)
+{
+    if (seconds > 0)
+        printf("reads    %.1f/s", r->total / seconds);
+    else
+        printf("reads    %.0f since start", r->total);
+    if (r->total > 0)
+        printf(": local %.1f %%, peer %.1f %%, S3 %.1f %%; hit ratio %.1f %%\n", 100 * r->local / r->total,
+               100 * r->peer / r->total, 100 * r->s3 / r->total, 100 * (r->local + r->peer) / r->total);
+    else
+        printf(": none; hit ratio -\n");
+}
+
+static void print_rates_text(const node_json *before, const node_json *now, double seconds, long sample)
+{
+    read_mix r = reads_of(before, now);
+    size_t w = 0;
+    for (const node_json *m = now->child; m; m = m->next)
+        if (strlen(m->key) > w)
+            w = strlen(m->key);
+    printf("sample   %ld, over %.2f s\n", sample, seconds);
+    print_read_mix(&r, seconds);
+    int quiet = 0;
+    for (const node_json *m = now->child; m; m = m->next) {
+        if (m->type != NODE_JSON_NUMBER || !m->is_u64)
+            continue;
+        char h[32];
+        bool bytes = strstr(m->key, "bytes") || strstr(m->key, "capacity");
+        if (is_gauge(m->key)) {
+            printf("%-*s  %14" PRIu64 "%s%s%s\n", (int)w, m->key, m->u64, bytes ? "  (" : "",
+                   bytes ? human_bytes(m->u64, h, sizeof h) : "", bytes ? ")" : "");
+            continue;
+        }
+        double rate = counter_delta(before, m) / seconds;
+        if (rate == 0) {
+            quiet++;
+            continue;
+        }
+        printf("%-*s  %14.1f/s%s%s%s\n", (int)w, m->key, rate, bytes ? "  (" : "",
+               bytes ? human_bytes((uint64_t)rate, h, sizeof h) : "", bytes ? "/s)" : "");
+    }
+    printf("(%d counters did not move)\n", quiet);
+}
+
+static void print_rates_json(const node_json *before, const node_json *now, double seconds, long sample)
+{
+    read_mix r = reads_of(before, now);
+    shoal_buf b = {0};
+    shoal_buf_appendf(&b, "{\"sample\":%ld,\"seconds\":%.3f,\"reads_per_second\":%.3f,\"hit_ratio\":", sample, seconds,
+                      r.total / seconds);
+    if (r.total > 0)
+        shoal_buf_appendf(&b, "%.4f,\"reads_by_source\":{\"local\":%.4f,\"peer\":%.4f,\"s3\":%.4f}",
+                          (r.local + r.peer) / r.total, r.local / r.total, r.peer / r.total, r.s3 / r.total);
+    else
+        shoal_buf_append_str(&b, "null,\"reads_by_source\":null");
+    for (int gauges = 0; gauges < 2; gauges++) {
+        shoal_buf_append_str(&b, gauges ? "},\"gauges\":{" : ",\"rates\":{");
+        bool first = true;
+        for (const node_json *m = now->child; m; m = m->next) {
+            if (m->type != NODE_JSON_NUMBER || !m->is_u64 || is_gauge(m->key) != (gauges == 1))
+                continue;
+            shoal_buf_append_str(&b, first ? "" : ",");
+            node_json_append_str(&b, m->key);
+            if (gauges)
+                shoal_buf_appendf(&b, ":%" PRIu64, m->u64);
+            else
+                shoal_buf_appendf(&b, ":%.3f", counter_delta(before, m) / seconds);
+            first = false;
+        }
+    }
+    shoal_buf_append_str(&b, "}}");
+    printf("%s\n", shoal_buf_str(&b));
+    fflush(stdout);
+    shoal_buf_destroy(&b);
+}
+
+/* The daemon's counters, parsed, and the monotonic time they were answered at. NULL with the error
+ * set. */
+static node_json *stats_take(const cli *c, uint64_t *at_us)
+{
+    shoal_buf body = {0};
+    node_json *j = NULL;
+    if (node_control_call(c->control, "stats", &body) == 0)
+        j = parse_body(&body);
+    *at_us = shoal_clock_mono_us();
+    shoal_buf_destroy(&body);
+    return j;
+}
+
+static void sleep_seconds(double s)
+{
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+    }
+}
+
+static int cmd_stats_rates(const cli *c)
+{
+    uint64_t t0, t1;
+    node_json *before = stats_take(c, &t0), *now = NULL;
+    if (!before)
+        return runtime_error();
+    for (long sample = 1; !c->count || sample <= c->count; sample++) {
+        sleep_seconds(c->interval_s);
+        if (!(now = stats_take(c, &t1))) {
+            node_json_delete(before);
+            return runtime_error();
+        }
+        double seconds = (double)(t1 - t0) / 1e6;
+        if (c->json) {
+            print_rates_json(before, now, seconds, sample);
+        } else {
+            if (sample > 1)
+                printf("\n");
+            print_rates_text(before, now, seconds, sample);
+            fflush(stdout);
+        }
+        node_json_delete(before);
+        before = now;
+        t0 = t1;
+        if (!c->watch)
+            break;
+    }
+    node_json_delete(before);
+    return 0;
+}
+
 static void print_stats(const node_json *j)
 {
+    read_mix r = reads_of(NULL, j);
+    print_read_mix(&r, 0);
     size_t w = 0;
     for (const node_json *m = j->child; m; m = m->next)
         if (strlen(m->key) > w)
@@ -593,7 +877,7 @@ static int cmd_preload(const cli *c)
 }
 
 /* ls: the directory's common prefixes ("PRE name/") then its objects ("SIZE name"), names shown
- * relative to the prefix as `aws s3 ls` does; --json prints the daemon's object. */
+ * relative to the prefix's last '/' as `aws s3 ls` does; --json prints the daemon's object. */
 static int cmd_ls(const cli *c)
 {
     char *bucket, *prefix;
@@ -609,7 +893,10 @@ static int cmd_ls(const cli *c)
     if (c->json) {
         printf("%s\n", shoal_buf_str(&body));
     } else {
-        size_t skip = strlen(prefix);
+        /* Names relative to the prefix's last '/', as `aws s3 ls` shows them: s3://b/dir lists
+         * "PRE dir/", s3://b/dir/ lists what is in it. */
+        const char *slash = strrchr(prefix, '/');
+        size_t skip = slash ? (size_t)(slash - prefix) + 1 : 0;
         const node_json *pre = node_json_get(j, "prefixes"), *obj = node_json_get(j, "objects");
         for (const node_json *e = pre ? pre->child : NULL; e; e = e->next)
             if (e->type == NODE_JSON_STRING)
@@ -690,6 +977,8 @@ int main(int argc, char **argv)
         rc = cmd_wait(&c);
     else if (!strcmp(c.command, "drain"))
         rc = run_with_progress(&c, "drain", NULL, NULL);
+    else if (!strcmp(c.command, "stats") && c.interval_s > 0)
+        rc = cmd_stats_rates(&c);
     else
         rc = cmd_query(&c);
     free(c.control);

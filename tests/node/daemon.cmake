@@ -49,7 +49,8 @@ shoal_test(test_daemon_churn SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_daemon_churn
 target_compile_definitions(test_daemon_churn PRIVATE SHOALD_PATH="$<TARGET_FILE:shoald>" SHOAL_CLI_PATH="$<TARGET_FILE:shoal>")
 add_dependencies(test_daemon_churn shoald shoal)
 
-# The shoal client against real daemons: status across members.
+# The shoal client against real daemons: status across members, stats over an interval, per-command
+# help, ls names as `aws s3 ls` prints them.
 shoal_test(test_daemon_cli SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_daemon_cli.c ${CMAKE_CURRENT_LIST_DIR}/test_daemon_harness.c
            LIBS shoal_node_config shoal_node_peer shoal_dht shoal_s3 Threads::Threads
            LABELS node daemon TIMEOUT 180)

@@ -1,7 +1,8 @@
 /*
  * The `shoal` client against real daemons (test_daemon_harness.h): what `shoal status` tells of
- * the other members, as their gossip carries it. Each case runs the built `shoal` as a user would
- * and reads what it prints.
+ * the other members, as their gossip carries it; `shoal stats` over an interval; per-command help;
+ * `shoal ls` names as `aws s3 ls` prints them. Each case runs the built `shoal` as a user would and
+ * reads what it prints.
  *
  * Waits are for events with budgets in gossip periods (--test-gossip-period 100: every timer ten
  * times shorter than the defaults), far beyond what the event takes, so a slow machine makes a case
@@ -13,6 +14,8 @@
 #include "shoal_error.h"
 #include "tt.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,13 +28,13 @@ static const char *const FAST[] = {"--test-gossip-period", "100", NULL};
 /* Joining and settling, as the other daemon tests wait for it. */
 #define BUDGET_MS 60000
 
-/* Runs `shoal --control <node i's socket> ARGS` (a shell word list); returns the exit status, with
- * its stdout in *out (free it) when out is not NULL. */
-static int shoal_run(td_cluster *c, int i, const char *args, char **out)
+/* Runs `shoal --control CONTROL ARGS` (a shell word list) with its output in dir; returns the exit
+ * status, with its stdout and stderr in *out (free it) when out is not NULL. */
+static int cli_run(const char *dir, const char *control, const char *args, char **out)
 {
     char cmd[2000], path[400];
-    snprintf(path, sizeof path, "%s/cli.out", c->dir);
-    snprintf(cmd, sizeof cmd, "'%s' --control '%s' %s >'%s' 2>&1", td_shoal(), c->nodes[i].control, args, path);
+    snprintf(path, sizeof path, "%s/cli.out", dir);
+    snprintf(cmd, sizeof cmd, "'%s' --control '%s' %s >'%s' 2>&1", td_shoal(), control, args, path);
     int st = system(cmd);
     if (out) {
         FILE *f = fopen(path, "r");
@@ -44,6 +47,12 @@ static int shoal_run(td_cluster *c, int i, const char *args, char **out)
         fclose(f);
     }
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* cli_run against node i. */
+static int shoal_run(td_cluster *c, int i, const char *args, char **out)
+{
+    return cli_run(c->dir, c->nodes[i].control, args, out);
 }
 
 /* `shoal status --json` of node i, parsed (node_json_delete it). */
@@ -142,6 +151,160 @@ TT_TEST(test_daemon_status_shows_another_nodes_cache_use_within_a_gossip_period)
     TT_CHECK(strstr(text, "\ncluster  2 alive, 0 suspect, 0 dead, 0 left; cache "), "no cluster line:\n%s", text);
     TT_CHECK(strstr(text, "of 512.0 MiB ("), "cluster line lacks the capacity:\n%s", text);
     free(text);
+    td_pass(c);
+}
+
+/* ---- shoal stats over an interval ---------------------------------------------------------- */
+
+typedef struct reader {
+    td_cluster *c;
+    _Atomic bool stop;
+    _Atomic unsigned long reads;
+} reader;
+
+/* Reads the cached object again and again through node 0 until told to stop: every block read is
+ * local, so the rates and the hit ratio of any interval it spans are known. */
+static void *read_loop(void *arg)
+{
+    reader *r = arg;
+    while (!atomic_load(&r->stop)) {
+        td_get_check(r->c, 0, "hot", 1u << 20, 7);
+        atomic_fetch_add(&r->reads, 1);
+    }
+    return NULL;
+}
+
+/* `shoal stats --watch 1 --count 2` while a reader reads through the node: two samples, each over
+ * about a second, with a read rate above zero, all of it local (hit ratio 1), then it exits 0 by
+ * itself. The text form says the same in words. */
+TT_TEST(test_daemon_stats_watch_prints_count_samples_with_rates_and_hit_ratio)
+{
+    td_cluster *c = td_cluster_new(1, "1M");
+    td_node_start(c, 0, FAST);
+    td_wait_cluster(c, BUDGET_MS);
+    td_put(c, "hot", 1u << 20, 7);
+    td_get_check(c, 0, "hot", 1u << 20, 7); /* cached: from now on every read is local */
+    reader r = {.c = c};
+    pthread_t t;
+    TT_CHECK(pthread_create(&t, NULL, read_loop, &r) == 0, "reader thread");
+    while (atomic_load(&r.reads) == 0)
+        td_sleep_ms(10);
+    char *out = NULL, *text = NULL;
+    int rc = shoal_run(c, 0, "stats --watch 1 --count 2 --json", &out);
+    int rc_text = shoal_run(c, 0, "stats --watch 0.5 --count 2", &text);
+    atomic_store(&r.stop, true);
+    pthread_join(t, NULL);
+    TT_CHECK(rc == 0, "stats --watch --json: exit %d: %s", rc, out);
+    int samples = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        node_json *j = node_json_parse(line, strlen(line));
+        TT_CHECK(j != NULL, "sample %d is not JSON: %s", samples + 1, line);
+        samples++;
+        const node_json *seconds = node_json_get(j, "seconds"), *ratio = node_json_get(j, "hit_ratio");
+        const node_json *rates = node_json_get(j, "rates"), *gauges = node_json_get(j, "gauges");
+        const node_json *local = rates ? node_json_get(rates, "reads.local") : NULL;
+        const node_json *s3 = rates ? node_json_get(rates, "reads.s3") : NULL;
+        TT_CHECK(node_json_get_u64(j, "sample", 0) == (uint64_t)samples, "sample number: %s", line);
+        TT_CHECK(seconds && seconds->num >= 1.0 && seconds->num < 30, "sample %d over %g s", samples,
+                 seconds ? seconds->num : -1);
+        TT_CHECK(local && local->num > 0 && s3 && s3->num == 0, "sample %d: local reads %g/s, S3 %g/s: %s", samples,
+                 local ? local->num : -1, s3 ? s3->num : -1, line);
+        TT_CHECK(ratio && ratio->num == 1.0, "sample %d: hit ratio %g, every read was local", samples,
+                 ratio ? ratio->num : -1);
+        TT_CHECK(gauges && node_json_get_u64(gauges, "cache.bytes", 0) >= (1u << 20) &&
+                     node_json_get(rates, "cache.bytes") == NULL,
+                 "sample %d: cache.bytes is a gauge: %s", samples, line);
+        node_json_delete(j);
+    }
+    TT_CHECK(samples == 2, "--count 2 printed %d samples", samples);
+    TT_CHECK(rc_text == 0 && strstr(text, "sample   1, over ") && strstr(text, "\nsample   2, over ") &&
+                 !strstr(text, "sample   3"),
+             "stats --watch text: exit %d:\n%s", rc_text, text);
+    TT_CHECK(strstr(text, "local 100.0 %, peer 0.0 %, S3 0.0 %; hit ratio 100.0 %"), "no hit ratio line:\n%s", text);
+    const char *row = strstr(text, "\nreads.local ");
+    TT_CHECK(row && strstr(row, "/s\n") && strstr(row, "/s\n") < strchr(row + 1, '\n') + 1,
+             "no reads.local rate:\n%s", text);
+    free(out);
+    free(text);
+    td_pass(c);
+}
+
+/* ---- help ----------------------------------------------------------------------------------- */
+
+/* `shoal get --help` and `shoal help get` print get's usage and options (exit 0), the same text;
+ * `shoal help` and `shoal --help` list every command; an unknown command is still exit 2 with one
+ * clear line, whether named as a command or to help. No daemon is needed. */
+TT_TEST(test_shoal_help_prints_one_commands_usage)
+{
+    char *dir = tt_tmpdir("help"), sock[300];
+    snprintf(sock, sizeof sock, "%s/none.sock", dir);
+    static const char *const cmds[] = {"status", "stats", "get", "preload", "drain", "ls",
+                                       "keygen", "leave", "forget", "wait"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        char args[64], *a = NULL, *b = NULL, want[64];
+        snprintf(args, sizeof args, "%s --help", cmds[i]);
+        TT_CHECK(cli_run(dir, sock, args, &a) == 0, "shoal %s: %s", args, a);
+        snprintf(args, sizeof args, "help %s", cmds[i]);
+        TT_CHECK(cli_run(dir, sock, args, &b) == 0, "shoal %s: %s", args, b);
+        snprintf(want, sizeof want, "usage: shoal [--control PATH] %s", cmds[i]);
+        TT_CHECK(strstr(a, want) == a, "shoal %s --help does not start with '%s':\n%s", cmds[i], want, a);
+        TT_CHECK(!strcmp(a, b), "shoal %s --help and shoal help %s differ:\n%s\n----\n%s", cmds[i], cmds[i], a, b);
+        TT_CHECK(!strstr(a, "commands:"), "shoal %s --help printed the whole list", cmds[i]);
+        free(a);
+        free(b);
+    }
+    char *g = NULL;
+    TT_CHECK(cli_run(dir, sock, "get --help", &g) == 0 && strstr(g, "-o, --output FILE"), "get's options:\n%s", g);
+    free(g);
+    TT_CHECK(cli_run(dir, sock, "stats --help", &g) == 0 && strstr(g, "--watch S") && strstr(g, "--count N"),
+             "stats' options:\n%s", g);
+    free(g);
+    for (int k = 0; k < 2; k++) {
+        TT_CHECK(cli_run(dir, sock, k ? "--help" : "help", &g) == 0, "shoal %s: %s", k ? "--help" : "help", g);
+        for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+            char row[32];
+            snprintf(row, sizeof row, "\n  %s ", cmds[i]);
+            TT_CHECK(strstr(g, row), "shoal %s does not list %s:\n%s", k ? "--help" : "help", cmds[i], g);
+        }
+        free(g);
+    }
+    static const char *const bad[] = {"fly", "help fly", "fly --help"};
+    for (size_t i = 0; i < 3; i++) {
+        TT_CHECK(cli_run(dir, sock, bad[i], &g) == 2, "shoal %s did not exit 2: %s", bad[i], g);
+        TT_CHECK(strstr(g, "shoal: unknown command 'fly' (status, stats,") == g && strchr(g, '\n') == g + strlen(g) - 1,
+                 "shoal %s: %s", bad[i], g);
+        free(g);
+    }
+    tt_rmtree(dir);
+    free(dir);
+}
+
+/* ---- ls ------------------------------------------------------------------------------------- */
+
+/* Names as `aws s3 ls` prints them, relative to the prefix's last '/': s3://b/dir (no slash) is
+ * the directory itself, "PRE dir/"; s3://b/di too; s3://b/dir/ lists what is in it. */
+TT_TEST(test_daemon_ls_prints_prefixes_as_aws_s3_ls)
+{
+    td_cluster *c = td_cluster_new(1, "1M");
+    td_node_start(c, 0, FAST);
+    td_wait_cluster(c, BUDGET_MS);
+    td_put(c, "dir/a", 10, 1);
+    td_put(c, "dir/sub/b", 20, 2);
+    td_put(c, "top", 30, 3);
+    static const struct { const char *args, *want; } cases[] = {
+        {"ls s3://" TD_BUCKET "/dir", "                 PRE dir/\n"},
+        {"ls s3://" TD_BUCKET "/di", "                 PRE dir/\n"},
+        {"ls s3://" TD_BUCKET "/dir/", "                 PRE sub/\n                  10 a\n"},
+        {"ls s3://" TD_BUCKET "/dir/s", "                 PRE sub/\n"},
+        {"ls s3://" TD_BUCKET "/", "                 PRE dir/\n                  30 top\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *out = NULL;
+        int rc = shoal_run(c, 0, cases[i].args, &out);
+        TT_CHECK(rc == 0 && !strcmp(out, cases[i].want), "shoal %s: exit %d, printed\n%s\nwanted\n%s", cases[i].args, rc,
+                 out, cases[i].want);
+        free(out);
+    }
     td_pass(c);
 }
 

@@ -9,9 +9,20 @@
 source "$(dirname "$0")/../support/tt.sh"
 pkg=$TT_SOURCE_DIR/packaging
 
-# The long options a --help lists ("  --name ..." or "  -o, --name ..."), one a line.
+# The long options a --help lists ("  --name ..." or "  -o, --name ..."), one a line; for shoal,
+# those of every command's help too.
 help_options() {
-  "$1" --help | sed -nE 's/^  (-[a-z], )?--([a-z][a-z0-9-]*).*/\2/p' | sort -u
+  {
+    "$1" --help
+    if [ "$1" = "$SHOAL" ]; then
+      for cmd in $(shoal_commands); do "$1" help "$cmd"; done
+    fi
+  } | sed -nE 's/^  (-[a-z], )?--([a-z][a-z0-9-]*).*/\2/p' | sort -u
+}
+
+# The commands `shoal --help` lists, one a line.
+shoal_commands() {
+  "$SHOAL" --help | sed -n '/^commands:/,/^$/s/^  \([a-z][a-z]*\) .*/\1/p'
 }
 
 # man(7) spells a dash \- ; "--cache-size" is written \-\-cache\-size.
@@ -40,7 +51,7 @@ test_package_man_pages_describe_every_option_and_render_cleanly() {
   # shoal's commands are in its page too.
   while read -r cmd; do
     grep -qE "^\.B(I)? $cmd( |$)" "$SHOAL_MAN_DIR/shoal.1" || missing+=("shoal.1: command $cmd")
-  done < <("$SHOAL" --help | sed -n '/^commands:/,/^$/s/^  \([a-z][a-z]*\) .*/\1/p')
+  done < <(shoal_commands)
   tt_check ${#missing[@]} = 0 "options or commands the man pages do not describe: ${missing[*]:-}"
 }
 
@@ -99,7 +110,7 @@ test_package_bash_completion_offers_the_options_and_commands_of_the_help() {
   tt_check "$(complete_words "shoald --" | wc -l)" = "$(help_options "$SHOALD" | wc -l)" \
     "shoald --<TAB> does not offer every option of shoald --help"
   got=$(complete_words "shoal " | sort | tr '\n' ' ')
-  tt_check "$got" = "drain forget get keygen leave ls preload stats status wait " "shoal <TAB> offers: $got"
+  tt_check "$got" = "drain forget get help keygen leave ls preload stats status wait " "shoal <TAB> offers: $got"
   got=$(complete_words "shoal --json st" | sort | tr '\n' ' ')
   tt_check "$got" = "stats status " "shoal --json st<TAB> offers: $got"
   got=$(complete_words "shoal get " | tr '\n' ' ')
@@ -112,6 +123,10 @@ test_package_bash_completion_offers_the_options_and_commands_of_the_help() {
   tt_check "$got" = "--drain-timeout " "shoald --drain<TAB> offers: $got"
   got=$(complete_words "shoal wait --t" | tr '\n' ' ')
   tt_check "$got" = "--timeout " "shoal wait --t<TAB> offers: $got"
+  got=$(complete_words "shoal stats --" | sort | tr '\n' ' ')
+  tt_check "$got" = "--control --count --help --interval --json --version --watch " "shoal stats --<TAB> offers: $got"
+  got=$(complete_words "shoal help st" | sort | tr '\n' ' ')
+  tt_check "$got" = "stats status " "shoal help st<TAB> offers: $got"
 }
 
 tt_main "$@"
