@@ -464,6 +464,7 @@ node_cache *node_cache_new(const node_cache_config *cfg)
         return NULL;
     }
     c->cfg = *cfg;
+    node_cache_set_timeouts(c, cfg->metadata_ttl_s, cfg->negative_ttl_s, cfg->peer_timeout_ms);
     if (cfg->deps)
         c->deps = *cfg->deps;
     pthread_mutex_init(&c->fl_mu, NULL);
@@ -486,6 +487,13 @@ fail:
 }
 
 void node_cache_set_cluster(node_cache *c, node_cluster *cluster) { atomic_store(&c->cluster, cluster); }
+
+void node_cache_set_timeouts(node_cache *c, uint32_t metadata_ttl_s, uint32_t negative_ttl_s, uint32_t peer_timeout_ms)
+{
+    atomic_store_explicit(&c->metadata_ttl_s, metadata_ttl_s, memory_order_relaxed);
+    atomic_store_explicit(&c->negative_ttl_s, negative_ttl_s, memory_order_relaxed);
+    atomic_store_explicit(&c->peer_timeout_ms, peer_timeout_ms, memory_order_relaxed);
+}
 
 /* ---- the dependency table ------------------------------------------------------------------------ */
 

@@ -128,6 +128,10 @@ node_cache *node_cache_new(const node_cache_config *cfg);
  * placement of blocks comes from it unless the config's deps give owners. */
 void node_cache_set_cluster(node_cache *c, node_cluster *cluster);
 
+/* Replaces the metadata TTLs and the peer timeout of the config (a reload, SIGHUP). Any thread;
+ * reads already under way finish with the values they started with. */
+void node_cache_set_timeouts(node_cache *c, uint32_t metadata_ttl_s, uint32_t negative_ttl_s, uint32_t peer_timeout_ms);
+
 /* Stops the worker pools: tasks in progress finish, queued peer requests are answered ERROR,
  * queued read-ahead is dropped, and peer requests arriving later are answered BUSY. The cache
  * stays valid for the transport's handler until node_cache_delete. Idempotent; accepts NULL. */

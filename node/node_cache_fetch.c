@@ -344,7 +344,7 @@ static int peer_get(node_cache *c, int link, const node_peer_msg *req, uint32_t 
 
 static uint32_t peer_timeout(const node_cache *c)
 {
-    return c->cfg.peer_timeout_ms ? c->cfg.peer_timeout_ms : CACHE_PEER_TIMEOUT_MS;
+    return live(c, peer_timeout_ms) ? live(c, peer_timeout_ms) : CACHE_PEER_TIMEOUT_MS;
 }
 
 /* peer_get, and the outcome's code (SHOAL_OK when a reply came, whatever its status). A request

@@ -142,8 +142,13 @@ typedef struct work_slot {
     unsigned count;
 } work_slot;
 
+/* A timeout as it is now (relaxed: each read takes one whole value, old or new). */
+#define live(c, field) atomic_load_explicit(&(c)->field, memory_order_relaxed)
+
 struct node_cache {
-    node_cache_config cfg;
+    node_cache_config cfg; /* its timeouts below are the start values: read the live ones */
+    /* The timeouts a reload may change (node_cache_set_timeouts), read with live(). */
+    _Atomic uint32_t metadata_ttl_s, negative_ttl_s, peer_timeout_ms;
     node_cache_deps deps; /* a copy of cfg.deps (all NULL without one): see cache_s3_get ... */
     _Atomic(node_cluster *) cluster;
 

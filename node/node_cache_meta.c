@@ -302,7 +302,7 @@ static int head_get(node_cache *c, const char *bucket, const char *key, bool ser
         c->meta[meta_bucket(bucket, key)] = e;
         c->meta_count++;
     }
-    uint64_t ask_age_ms = e->refresh ? 0 : (max_age_us == UINT64_MAX ? (uint64_t)c->cfg.metadata_ttl_s * 1000u
+    uint64_t ask_age_ms = e->refresh ? 0 : (max_age_us == UINT64_MAX ? (uint64_t)live(c, metadata_ttl_s) * 1000u
                                                                       : max_age_us / 1000u);
     e->pending = true;
     e->pending_local = !serve;
@@ -319,7 +319,7 @@ static int head_get(node_cache *c, const char *bucket, const char *key, bool ser
 
     pthread_mutex_lock(&c->meta_mu);
     uint64_t now = shoal_clock_mono_us();
-    uint64_t ttl_us = (uint64_t)(o.missing ? c->cfg.negative_ttl_s : c->cfg.metadata_ttl_s) * 1000000u;
+    uint64_t ttl_us = (uint64_t)(o.missing ? live(c, negative_ttl_s) : live(c, metadata_ttl_s)) * 1000000u;
     e->fetched_us = now - (o.age_us < now ? o.age_us : 0);
     e->negative = o.missing;
     if (o.ok)
@@ -649,7 +649,7 @@ int cache_list_page_bytes(node_cache *c, const s3_list_args *a, bool serve, uint
     e->page = page;
     e->ok = rc == 0;
     /* An owner's page expires here when it expires there: the cluster lists S3 once per TTL. */
-    uint64_t now2 = shoal_clock_mono_us(), ttl_us = (uint64_t)c->cfg.metadata_ttl_s * 1000000u;
+    uint64_t now2 = shoal_clock_mono_us(), ttl_us = (uint64_t)live(c, metadata_ttl_s) * 1000000u;
     e->fetched_us = now2 - (age < now2 ? age : 0);
     e->expires_us = ttl_us > age ? e->fetched_us + ttl_us : 0;
     *age_us = now2 - e->fetched_us;

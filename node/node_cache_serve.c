@@ -368,7 +368,7 @@ static void head_serve_run(node_cache *c, void *arg)
     node_peer_msg rep = {.type = NODE_PEER_HEAD_REPLY, .status = NODE_PEER_ERROR};
     shoal_buf payload = {0};
     if (copy_cursor(bucket, sizeof bucket, m->head.bucket) && copy_cursor(key, sizeof key, m->head.key)) {
-        uint64_t max_age_ms = m->has_max_age ? m->max_age_ms : (uint64_t)c->cfg.metadata_ttl_s * 1000u;
+        uint64_t max_age_ms = m->has_max_age ? m->max_age_ms : (uint64_t)live(c, metadata_ttl_s) * 1000u;
         s3_object_info info;
         node_peer_object_info pi;
         uint64_t age_ms = 0;
@@ -557,7 +557,7 @@ static void push_done(void *ud, node_peer_response *r)
 int cache_submit_put(node_cache *c, int link, const node_peer_msg *req, cache_buf *buf, bool wait,
                      node_peer_done_fn done, void *ud)
 {
-    uint32_t timeout = c->cfg.peer_timeout_ms ? c->cfg.peer_timeout_ms : CACHE_PEER_TIMEOUT_MS;
+    uint32_t timeout = live(c, peer_timeout_ms) ? live(c, peer_timeout_ms) : CACHE_PEER_TIMEOUT_MS;
     uint64_t give_up = shoal_clock_mono_us() + (uint64_t)timeout * 1000u;
     /* A link with queue_per_peer requests in flight refuses more (NOSPACE): a writer waits for room,
      * so a large file's blocks go out at the pace the owner takes them rather than piling up. */

@@ -957,12 +957,37 @@ int node_config_parse(int argc, char **argv, node_config *cfg)
         node_config_destroy(cfg);
         return 1;
     }
+    if (!(cfg->argv = calloc((size_t)argc + 1, sizeof *cfg->argv))) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "out of memory");
+        goto fail_cfg;
+    }
+    for (cfg->argc = 0; cfg->argc < argc; cfg->argc++)
+        if (!(cfg->argv[cfg->argc] = strdup(argv[cfg->argc]))) {
+            shoal_error_set(SHOAL_ERR_NOMEM, "out of memory");
+            goto fail_cfg;
+        }
     return 0;
 fail:
     raw_free(&r);
     free(config_path);
+fail_cfg:
     node_config_destroy(cfg);
     return -1;
+}
+
+int node_config_reload(const node_config *cur, node_config *out)
+{
+    /* getopt permutes the array it is given: hand it a copy of the pointers */
+    char **argv = calloc((size_t)cur->argc + 1, sizeof *argv);
+    if (!argv)
+        return shoal_error_set(SHOAL_ERR_NOMEM, "out of memory");
+    memcpy(argv, cur->argv, (size_t)cur->argc * sizeof *argv);
+    memset(out, 0, sizeof *out);
+    int rc = node_config_parse(cur->argc, argv, out);
+    free(argv);
+    if (rc == 1) /* --help, --version or --check-config: a command line shoald never runs with */
+        return shoal_error_set(SHOAL_ERR_NODE_CONFIG, "the command line does not start a daemon");
+    return rc;
 }
 
 void node_config_destroy(node_config *cfg)
@@ -982,6 +1007,9 @@ void node_config_destroy(node_config *cfg)
     free(cfg->state_dir);
     free(cfg->control);
     free(cfg->config_file);
+    for (int i = 0; cfg->argv && i < cfg->argc; i++)
+        free(cfg->argv[i]);
+    free(cfg->argv);
     sodium_memzero(cfg, sizeof *cfg);
 }
 

@@ -72,6 +72,8 @@ typedef struct node_config {
     shoal_log_format log_format; /* --log-format (default logfmt) */
     bool no_sign_request;      /* --no-sign-request */
     char *config_file;         /* --config FILE, NULL when none */
+    char **argv;               /* the command line parsed (copied, NULL-terminated), for a reload */
+    int argc;
     /* A test seam (command line only, not in --help): */
     uint32_t test_gossip_period_ms; /* --test-gossip-period MS: gossip timers scaled to it (0: defaults) */
 } node_config;
@@ -83,6 +85,11 @@ typedef struct node_config {
  * a one-line message naming the flag or key and the problem (cfg holds nothing). Reentrant
  * enough for tests: it resets getopt's state on entry; argv may be permuted. */
 int node_config_parse(int argc, char **argv, node_config *cfg);
+
+/* Parses the command line `cur` was made from again, with its --config file as it is now, into
+ * *out (as node_config_parse: the flags still win over the file): what SIGHUP applies. 0, or -1
+ * with the message of node_config_parse (out holds nothing). */
+int node_config_reload(const node_config *cur, node_config *out);
 
 /* Frees everything cfg owns and wipes the key; accepts a zeroed or already destroyed cfg. */
 void node_config_destroy(node_config *cfg);

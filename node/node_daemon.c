@@ -12,8 +12,8 @@
  *
  * Signals: node_daemon_new blocks SIGTERM, SIGINT and SIGHUP before any thread starts, so every
  * thread inherits the mask and node_daemon_run receives them with sigtimedwait; no handler runs
- * in an arbitrary thread. The same loop notices `shoal leave` and the end of `shoal drain` (a
- * flag), a mount taken away from outside (`umount DIR`: the daemon leaves and exits 0, as FUSE file
+ * in an arbitrary thread; SIGHUP re-reads the config file (daemon_reload). The same loop notices
+ * `shoal leave` and the end of `shoal drain` (a flag), a mount taken away from outside (`umount DIR`: the daemon leaves and exits 0, as FUSE file
  * systems do) and a refusal by the cluster (a duplicate id or another block size), which ends the
  * daemon with exit status 1.
  *
@@ -53,6 +53,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,7 +86,10 @@ typedef struct readiness {
 } readiness;
 
 struct node_daemon {
-    const node_config *cfg;
+    const node_config *cfg; /* as started; a reload changes only the four values below */
+    /* What SIGHUP applies live: the log level and the read path's timeouts, as now in force. */
+    shoal_log_level log_level;
+    uint32_t metadata_ttl, negative_ttl, peer_timeout_ms;
     node_stats stats;
     node_store *store;
     s3_creds_provider *creds;
@@ -1038,7 +1042,7 @@ static const node_peer_handlers PEER_HANDLERS = {
 
 /* ---- lifecycle ---------------------------------------------------------------------------------- */
 
-/* The signals node_daemon_run waits for (SIGHUP is taken too, so it does not kill the daemon). */
+/* The signals node_daemon_run waits for (SIGHUP reloads the config: daemon_reload). */
 static void stop_signals(sigset_t *set)
 {
     sigemptyset(set);
@@ -1060,6 +1064,10 @@ node_daemon *node_daemon_new(const node_config *cfg)
         return NULL;
     }
     d->cfg = cfg;
+    d->log_level = cfg->log_level;
+    d->metadata_ttl = cfg->metadata_ttl;
+    d->negative_ttl = cfg->negative_ttl;
+    d->peer_timeout_ms = cfg->peer_timeout_ms;
     d->started_us = shoal_clock_mono_us();
     node_stats_create(&d->stats);
     shoal_addr_format(&cfg->advertise, d->address);
@@ -1181,6 +1189,117 @@ fail:
     return NULL;
 }
 
+/* ---- reload (SIGHUP) ------------------------------------------------------------------------------
+ *
+ * SIGHUP parses the command line again with the --config file as it is now, the flags still winning
+ * as at start. The log level and the read path's timeouts (--metadata-ttl, --negative-ttl,
+ * --peer-timeout) apply at once; every other option is read at start only, so a changed one is
+ * named in the log as needing a restart and the running value stays. A file that does not parse
+ * changes nothing: the error is logged and the daemon runs on. */
+
+static const char *level_name(shoal_log_level l)
+{
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    return (unsigned)l < 4 ? names[l] : "?";
+}
+
+static bool seeds_eq(const node_config *a, const node_config *b)
+{
+    if (a->n_seeds != b->n_seeds)
+        return false;
+    for (size_t i = 0; i < a->n_seeds; i++)
+        if (a->seeds[i].port != b->seeds[i].port || strcmp(a->seeds[i].host, b->seeds[i].host) != 0)
+            return false;
+    return true;
+}
+
+static bool str_eq(const char *a, const char *b) { return a == b || (a && b && !strcmp(a, b)); }
+
+/* Appends to `out` the options of n that differ from the running a and need a restart. */
+static void restart_needed(const node_config *a, const node_config *n, shoal_buf *out)
+{
+    const struct {
+        const char *name;
+        bool same;
+    } opts[] = {
+        {"node-id", str_eq(a->node_id, n->node_id)},
+        {"bind", shoal_addr_eq(&a->bind, &n->bind)},
+        {"advertise", shoal_addr_eq(&a->advertise, &n->advertise)},
+        {"seeds", seeds_eq(a, n)},
+        {"bucket", str_eq(a->bucket, n->bucket) && str_eq(a->prefix, n->prefix)},
+        {"endpoint", str_eq(a->endpoint, n->endpoint)},
+        {"path-style", a->path_style == n->path_style},
+        {"region", str_eq(a->region, n->region)},
+        {"cache-dir", str_eq(a->cache_dir, n->cache_dir)},
+        {"cache-size", a->cache_size == n->cache_size},
+        {"cache-free-space", a->cache_free_space_bp == n->cache_free_space_bp},
+        {"block-size", a->block_size == n->block_size},
+        {"replicas", a->replicas == n->replicas},
+        {"zone", str_eq(a->zone, n->zone)},
+        {"no-serve", a->no_serve == n->no_serve},
+        {"mount", str_eq(a->mount, n->mount)},
+        {"read-only", a->read_only == n->read_only},
+        {"allow-other", a->allow_other == n->allow_other},
+        {"uid", a->uid_set == n->uid_set && a->uid == n->uid},
+        {"gid", a->gid_set == n->gid_set && a->gid == n->gid},
+        {"file-mode", a->file_mode == n->file_mode},
+        {"dir-mode", a->dir_mode == n->dir_mode},
+        {"upload-delay", a->upload_delay == n->upload_delay},
+        {"s3-stall-timeout", a->s3_stall_timeout == n->s3_stall_timeout},
+        {"drain-timeout", a->drain_timeout == n->drain_timeout},
+        {"cluster-key", !sodium_memcmp(a->cluster_key, n->cluster_key, sizeof a->cluster_key)},
+        {"state-dir", str_eq(a->state_dir, n->state_dir)},
+        {"control", str_eq(a->control, n->control)},
+        {"metrics", a->metrics_enabled == n->metrics_enabled && shoal_addr_eq(&a->metrics, &n->metrics)},
+        {"log-format", a->log_format == n->log_format},
+        {"no-sign-request", a->no_sign_request == n->no_sign_request},
+    };
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        if (!opts[i].same)
+            shoal_buf_appendf(out, "%s%s", out->len ? "," : "", opts[i].name);
+}
+
+/* Appends " name=old->new" for a number that changed. */
+static void changed_u32(shoal_buf *out, const char *name, uint32_t was, uint32_t now)
+{
+    if (was != now)
+        shoal_buf_appendf(out, "%s%s=%u->%u", out->len ? "," : "", name, was, now);
+}
+
+static void daemon_reload(node_daemon *d)
+{
+    node_config n;
+    if (node_config_reload(d->cfg, &n) < 0) {
+        LOG_ERROR("daemon", "reload_failed", "config=%s error=\"%s\" action=\"nothing changed; fix the file and send "
+                  "SIGHUP again\"", d->cfg->config_file ? d->cfg->config_file : "-", shoal_error_message());
+        return;
+    }
+    shoal_buf changed = {0}, restart = {0};
+    if (n.log_level != d->log_level)
+        shoal_buf_appendf(&changed, "log-level=%s->%s", level_name(d->log_level), level_name(n.log_level));
+    changed_u32(&changed, "metadata-ttl", d->metadata_ttl, n.metadata_ttl);
+    changed_u32(&changed, "negative-ttl", d->negative_ttl, n.negative_ttl);
+    changed_u32(&changed, "peer-timeout", d->peer_timeout_ms, n.peer_timeout_ms);
+    restart_needed(d->cfg, &n, &restart);
+    /* The mount keeps its kernel and attribute timeouts from the start. */
+    if (d->mount && (n.metadata_ttl != d->cfg->metadata_ttl || n.negative_ttl != d->cfg->negative_ttl))
+        shoal_buf_appendf(&restart, "%smount's metadata-ttl/negative-ttl", restart.len ? "," : "");
+    d->log_level = n.log_level;
+    d->metadata_ttl = n.metadata_ttl;
+    d->negative_ttl = n.negative_ttl;
+    d->peer_timeout_ms = n.peer_timeout_ms;
+    shoal_log_set_level(n.log_level);
+    node_cache_set_timeouts(atomic_load(&d->cache), n.metadata_ttl, n.negative_ttl, n.peer_timeout_ms);
+    LOG_INFO("daemon", "reloaded", "config=%s changed=%s restart_needed=%s", d->cfg->config_file ? d->cfg->config_file : "-",
+             changed.len ? shoal_buf_str(&changed) : "none", restart.len ? shoal_buf_str(&restart) : "none");
+    if (restart.len)
+        LOG_WARN("daemon", "reload_needs_restart", "options=%s hint=\"these are read at start only; the running "
+                 "values stay until shoald restarts\"", shoal_buf_str(&restart));
+    shoal_buf_destroy(&changed);
+    shoal_buf_destroy(&restart);
+    node_config_destroy(&n);
+}
+
 int node_daemon_run(node_daemon *d)
 {
     sigset_t set;
@@ -1195,6 +1314,8 @@ int node_daemon_run(node_daemon *d)
             node_store_maintain(d->store);
             maintained_us = shoal_clock_mono_us();
         }
+        if (sig == SIGHUP)
+            daemon_reload(d);
         if (sig == SIGTERM || sig == SIGINT) {
             LOG_INFO("daemon", "signal", "signal=%s drain_timeout=%u", sig == SIGTERM ? "SIGTERM" : "SIGINT",
                      d->cfg->drain_timeout);

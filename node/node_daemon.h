@@ -19,7 +19,8 @@ typedef struct node_daemon node_daemon;
 node_daemon *node_daemon_new(const node_config *cfg);
 
 /* Runs until SIGTERM or SIGINT, a `shoal leave`, or a refusal by the cluster (another node with
- * this id, another block size). Then leaves the cluster gracefully and lets in-flight work end.
+ * this id, another block size); SIGHUP meanwhile re-reads cfg's --config file and applies the log
+ * level and the read path's timeouts (the rest needs a restart, and the log says so). Then leaves the cluster gracefully and lets in-flight work end.
  * Returns 0 after a requested stop, -1 with a shoal_error when the cluster refused this node. */
 int node_daemon_run(node_daemon *d);
 

@@ -1,7 +1,8 @@
 /*
  * The `shoal` client against real daemons (test_daemon_harness.h): what `shoal status` tells of
  * the other members, as their gossip carries it; `shoal stats` over an interval; per-command help;
- * `shoal ls` names as `aws s3 ls` prints them. Each case runs the built `shoal` as a user would and
+ * `shoal ls` names as `aws s3 ls` prints them; and what an operator changes without a restart
+ * (SIGHUP reads the config file again). Each case runs the built `shoal` as a user would and
  * reads what it prints.
  *
  * Waits are for events with budgets in gossip periods (--test-gossip-period 100: every timer ten
@@ -305,6 +306,90 @@ TT_TEST(test_daemon_ls_prints_prefixes_as_aws_s3_ls)
                  out, cases[i].want);
         free(out);
     }
+    td_pass(c);
+}
+
+/* ---- SIGHUP --------------------------------------------------------------------------------- */
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    TT_CHECK(f != NULL && fputs(text, f) >= 0 && fclose(f) == 0, "writing %s", path);
+}
+
+/* The number of the first line of node i's log holding `what` (1-based), 0 when none. */
+static int first_line(td_cluster *c, int i, const char *what)
+{
+    FILE *f = fopen(c->nodes[i].log, "r");
+    char line[4096];
+    int n = 0, hit = 0;
+    while (f && !hit && fgets(line, sizeof line, f)) {
+        n++;
+        if (strstr(line, what))
+            hit = n;
+    }
+    if (f)
+        fclose(f);
+    return hit;
+}
+
+/* SIGHUP reads the config file again: log-level info -> debug takes effect at once, in the same
+ * process. A membership change makes node0 rebuild its view, which it logs at debug level: node1
+ * joining before the reload leaves no debug line, node1 leaving after it does, below the reload
+ * line. The TTL change is applied and a restart-only key (zone) is named as such. A file that no
+ * longer parses changes nothing: the error is logged, the daemon runs on at debug level (node1
+ * joining again is logged at debug), and a good file afterwards is read again. */
+TT_TEST(test_daemon_sighup_reloads_the_log_level_live_and_survives_a_bad_file)
+{
+    td_cluster *c = td_cluster_new(2, "1M");
+    char conf[400];
+    snprintf(conf, sizeof conf, "%s/shoald.conf", c->dir);
+    write_file(conf, "log-level = info\nmetadata-ttl = 60\n");
+    const char *const extra[] = {"--test-gossip-period", "100", "--config", conf, NULL};
+    td_node_start(c, 0, extra);
+    td_wait_cluster(c, BUDGET_MS);
+    pid_t pid = c->nodes[0].pid;
+    td_node_start(c, 1, FAST);
+    td_wait_cluster(c, BUDGET_MS);
+    TT_CHECK(td_wait_log(c, 0, "event=member_joined member=node1", BUDGET_MS), "node0 did not log node1's join");
+    TT_CHECK(td_log_count(c, 0, "level=debug") == 0, "debug lines at log-level info");
+
+    write_file(conf, "log-level = debug\nmetadata-ttl = 5\nzone = rack-2\n");
+    td_node_signal(c, 0, SIGHUP);
+    TT_CHECK(td_wait_log(c, 0, "event=reloaded", BUDGET_MS), "no reload logged after SIGHUP");
+    TT_CHECK(td_log_count(c, 0, "level=info .*event=reloaded .*changed=log-level=info->debug,metadata-ttl=60->5 "
+                                "restart_needed=zone") == 1,
+             "the reload line does not say what changed and what needs a restart");
+    TT_CHECK(td_log_count(c, 0, "level=warn .*event=reload_needs_restart options=zone ") == 1,
+             "no warning naming zone");
+    td_node_signal(c, 1, SIGTERM);
+    td_node_wait(c, 1, BUDGET_MS);
+    TT_CHECK(td_wait_log(c, 0, "level=debug module=cluster event=view", BUDGET_MS),
+             "no debug line after the reload to debug (node1 left)");
+    int reloaded = first_line(c, 0, "event=reloaded"), debug = first_line(c, 0, "level=debug");
+    TT_CHECK(debug > reloaded, "a debug line (line %d) came before the reload (line %d)", debug, reloaded);
+    TT_CHECK(c->nodes[0].pid == pid && kill(pid, 0) == 0, "shoald did not survive SIGHUP");
+
+    write_file(conf, "log-level = loud\n");
+    td_node_signal(c, 0, SIGHUP);
+    TT_CHECK(td_wait_log(c, 0, "event=reload_failed", BUDGET_MS), "a bad file was not reported");
+    TT_CHECK(td_log_count(c, 0, "level=error .*event=reload_failed .*log-level.*loud") == 1,
+             "the error does not name the key and the value");
+    int debug_lines = td_log_count(c, 0, "level=debug module=cluster event=view");
+    td_node_start(c, 1, FAST);
+    bool more = false; /* still at debug: node1's return is logged at debug too */
+    for (uint64_t t0 = td_now_ms(); !more && td_now_ms() - t0 < BUDGET_MS; td_sleep_ms(50))
+        more = td_log_count(c, 0, "level=debug module=cluster event=view") > debug_lines;
+    TT_CHECK(more, "no debug line after the bad file: the level did not stay debug");
+    char *out = NULL;
+    TT_CHECK(shoal_run(c, 0, "status", &out) == 0, "status after a bad reload: %s", out);
+    free(out);
+    TT_CHECK(kill(pid, 0) == 0 && c->nodes[0].pid == pid, "shoald did not survive a bad file");
+
+    write_file(conf, "log-level = info\nmetadata-ttl = 5\nzone = rack-2\n");
+    td_node_signal(c, 0, SIGHUP);
+    TT_CHECK(td_wait_log(c, 0, "changed=log-level=debug->info restart_needed=zone", BUDGET_MS),
+             "a good file after a bad one was not applied from the running values");
     td_pass(c);
 }
 

@@ -190,7 +190,12 @@ void td_node_start(td_cluster *c, int i, const char *const *extra)
                             "--block-size",    c->block_size, "--cluster-key", c->key,
                             "--control",       nd->control,   "--metrics",    "off",
                             "--log-level",     getenv("TD_LOG_LEVEL") ? getenv("TD_LOG_LEVEL") : "info"};
-    int n = 24;
+    /* A case that gives a --config file sets the log level there: a --log-level flag would win over
+     * the file, also when SIGHUP reads it again. */
+    bool own_config = false;
+    for (int k = 0; extra && extra[k]; k++)
+        own_config = own_config || strcmp(extra[k], "--config") == 0;
+    int n = own_config ? 22 : 24;
     if (!c->endpoint_in_env) {
         argv[n++] = "--endpoint";
         argv[n++] = endpoint;

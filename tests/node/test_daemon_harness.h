@@ -50,7 +50,8 @@ typedef struct td_cluster {
 td_cluster *td_cluster_new(int n, const char *block_size);
 
 /* Starts node i (its directory is kept across restarts) with the common flags, the seed node 0
- * (except for node 0 itself) and `extra` flags (NULL-terminated, may be NULL). */
+ * (except for node 0 itself) and `extra` flags (NULL-terminated, may be NULL). With --config in
+ * `extra`, the log level is the file's (no --log-level flag is given). */
 void td_node_start(td_cluster *c, int i, const char *const *extra);
 
 /* Waits until node i's status lists `alive` members as alive (including itself), up to timeout_ms.
