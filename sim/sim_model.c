@@ -1150,7 +1150,9 @@ static double open_file(sim_model *m, peer *p, uint32_t f, double weight)
         if (penalized(p, o, now))
             continue;
         if (q->state != P_UP || q->stalled) {
+            /* As for a block: the node's stream waits, and its reads due meanwhile go out after. */
             lat += m->cfg.peer_timeout_s * 1.25;
+            p->held_until = fmax(p->held_until, now) + m->cfg.peer_timeout_s * 1.25;
             penalize(p, o, now + m->cfg.peer_timeout_s + PENALTY_S);
             continue;
         }
