@@ -180,13 +180,3 @@ char *shoal_cursor_strdup(shoal_cursor c)
     s[c.len] = '\0';
     return s;
 }
-
-void shoal_hex(char *out, const uint8_t *in, size_t len)
-{
-    static const char digits[] = "0123456789abcdef";
-    for (size_t i = 0; i < len; i++) {
-        out[2 * i] = digits[in[i] >> 4];
-        out[2 * i + 1] = digits[in[i] & 15];
-    }
-    out[2 * len] = '\0';
-}

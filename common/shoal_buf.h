@@ -60,7 +60,4 @@ shoal_cursor shoal_cursor_split(shoal_cursor *c, char sep);
 /* Heap copy as a NUL-terminated string (free() it); NULL on NOMEM. */
 char *shoal_cursor_strdup(shoal_cursor c);
 
-/* Lower-case hex of `len` bytes into `out` (2*len+1 bytes). */
-void shoal_hex(char *out, const uint8_t *in, size_t len);
-
 #endif

@@ -3,6 +3,7 @@
  * parts of a real env belong to whoever owns the socket and the event loop (node/).
  */
 #include "shoal_env.h"
+#include "shoal_bytes.h"
 #include "shoal_error.h"
 
 #include <arpa/inet.h>
@@ -92,10 +93,7 @@ bool shoal_addr_eq(const shoal_addr *a, const shoal_addr *b)
 shoal_addr shoal_addr_ipv4(uint32_t ip, uint16_t port)
 {
     shoal_addr a = {.family = 4, .port = port};
-    a.ip[0] = (uint8_t)(ip >> 24);
-    a.ip[1] = (uint8_t)(ip >> 16);
-    a.ip[2] = (uint8_t)(ip >> 8);
-    a.ip[3] = (uint8_t)ip;
+    shoal_store_be(a.ip, ip, 4);
     return a;
 }
 

@@ -28,6 +28,7 @@
 #define XXH_INLINE_ALL
 #include "dht.h"
 
+#include "shoal_bytes.h"
 #include "shoal_error.h"
 
 #include <inttypes.h>
@@ -57,17 +58,11 @@ typedef struct dht_cand {
  * rounding of the bound and of the logarithm (both far below 2^-40 relative). */
 #define DHT_PRUNE_SLACK (1.0 + 0x1p-20)
 
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 static void hash_field(XXH3_state_t *st, const char *s)
 {
     size_t len = s ? strlen(s) : 0;
     uint8_t prefix[8];
-    put_le64(prefix, (uint64_t)len);
+    shoal_store_le64(prefix, (uint64_t)len);
     XXH3_128bits_update(st, prefix, sizeof prefix);
     if (len)
         XXH3_128bits_update(st, s, len);
@@ -84,7 +79,7 @@ dht_id dht_block_id(const char *bucket, const char *key, const char *etag, uint6
     hash_field(&st, bucket);
     hash_field(&st, key);
     hash_field(&st, etag);
-    put_le64(idx, index);
+    shoal_store_le64(idx, index);
     XXH3_128bits_update(&st, idx, sizeof idx);
     XXH128_hash_t h = XXH3_128bits_digest(&st);
     return (dht_id){.hi = h.high64, .lo = h.low64};
@@ -94,6 +89,12 @@ char *dht_id_format(dht_id id, char out[33])
 {
     snprintf(out, 33, "%016" PRIx64 "%016" PRIx64, id.hi, id.lo);
     return out;
+}
+
+void dht_id_bytes(dht_id id, uint8_t out[16])
+{
+    shoal_store_be64(out, id.hi);
+    shoal_store_be64(out + 8, id.lo);
 }
 
 /* -ln(u) for u in (0, 1), from basic operations only: u = m 2^e with m in [sqrt(1/2), sqrt(2)),
@@ -273,8 +274,8 @@ int dht_owners(const dht_view *view, dht_id id, int r, const dht_member *out[])
     int rn = (int)want;
 
     uint8_t block[16];
-    put_le64(block, id.hi);
-    put_le64(block + 8, id.lo);
+    shoal_store_le64(block, id.hi);
+    shoal_store_le64(block + 8, id.lo);
 
     /* With fewer zones than owners, the best members overall fill the places the zones leave. */
     bool fill = view->nzones < want;

@@ -55,6 +55,10 @@ dht_id dht_block_id(const char *bucket, const char *key, const char *etag, uint6
 /* Writes id as 32 lowercase hex digits (hi then lo) and a NUL into out. Returns out. */
 char *dht_id_format(dht_id id, char out[33]);
 
+/* Writes id as 16 bytes, hi then lo, most significant byte first (the order of dht_id_format's
+ * digits): how the block store and the peer protocol name a block. */
+void dht_id_bytes(dht_id id, uint8_t out[16]);
+
 /* Builds a view of `n` members at membership `version` (chosen by the caller, e.g. gossip's view
  * counter; the view only carries it so requests can name the view they were routed with). The
  * order of `members` does not matter: the same set gives the same owners. Members that are not

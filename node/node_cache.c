@@ -212,13 +212,6 @@ static void pool_destroy(pool *p)
     p->ring = NULL;
     p->threads = NULL;
 }
-static void id_bytes(dht_id d, uint8_t out[NODE_STORE_ID_LEN])
-{
-    for (int i = 0; i < 8; i++) {
-        out[i] = (uint8_t)(d.hi >> (56 - 8 * i));
-        out[8 + i] = (uint8_t)(d.lo >> (56 - 8 * i));
-    }
-}
 
 dht_id cache_id_did(const uint8_t id[NODE_STORE_ID_LEN])
 {
@@ -241,7 +234,7 @@ void cache_block_req_init(block_req *b, const char *bucket, const char *key, con
     b->offset = offset;
     b->length = length;
     b->did = dht_block_id(bucket, key, etag, index);
-    id_bytes(b->did, b->id);
+    dht_id_bytes(b->did, b->id);
 }
 
 int cache_block_req_from_object(const node_cache *c, const node_cache_object *obj, uint64_t index, block_req *b)

@@ -12,6 +12,8 @@
  */
 #include "node_cache_internal.h"
 
+#include "shoal_bytes.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -385,7 +387,8 @@ static void list_entry_free(list_entry *e)
 static int ask_part(shoal_buf *b, const char *s)
 {
     size_t n = s ? strlen(s) : 0;
-    uint8_t len[4] = {(uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16), (uint8_t)(n >> 24)};
+    uint8_t len[4];
+    shoal_store_le32(len, (uint32_t)n);
     return shoal_buf_append(b, len, 4) | shoal_buf_append(b, s ? s : "", n);
 }
 

@@ -37,6 +37,7 @@
  * them until their header is parsed.
  */
 #include "node_control.h"
+#include "shoal_bytes.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
 
@@ -517,20 +518,9 @@ enum { CHUNK_DATA = 1, CHUNK_FD = 2, CHUNK_HEADER_LEN = 24 };
 static void chunk_header(uint8_t h[CHUNK_HEADER_LEN], uint32_t kind, uint64_t off, uint64_t len)
 {
     memset(h, 0, CHUNK_HEADER_LEN);
-    for (int i = 0; i < 4; i++)
-        h[i] = (uint8_t)(kind >> (8 * i));
-    for (int i = 0; i < 8; i++) {
-        h[8 + i] = (uint8_t)(off >> (8 * i));
-        h[16 + i] = (uint8_t)(len >> (8 * i));
-    }
-}
-
-static uint64_t chunk_field(const uint8_t *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
+    shoal_store_le32(h, kind);
+    shoal_store_le64(h + 8, off);
+    shoal_store_le64(h + 16, len);
 }
 
 /* Sends an FD chunk header with `fd` attached; the kernel gives the client its own descriptor. */
@@ -1465,7 +1455,7 @@ static int copy_chunks(client *c, int out_fd, uint64_t size, const char *bucket,
             }
         }
         const uint8_t *h = (const uint8_t *)c->buf + c->pos;
-        uint64_t kind = chunk_field(h, 4), off = chunk_field(h + 8, 8), len = chunk_field(h + 16, 8);
+        uint64_t kind = shoal_load_le32(h), off = shoal_load_le64(h + 8), len = shoal_load_le64(h + 16);
         c->pos += CHUNK_HEADER_LEN;
         if ((kind != CHUNK_DATA && kind != CHUNK_FD) || len == 0 || len > left) {
             shoal_error_set(SHOAL_ERR_NODE, "s3://%s/%s: shoald sent a bad chunk (kind %" PRIu64 ", %" PRIu64

@@ -574,15 +574,6 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
     return (ssize_t)done;
 }
 
-/* A block id in the store's form: the 128-bit placement id, big-endian. */
-static void block_store_id(dht_id d, uint8_t out[NODE_STORE_ID_LEN])
-{
-    for (int i = 0; i < 8; i++) {
-        out[i] = (uint8_t)(d.hi >> (56 - 8 * i));
-        out[8 + i] = (uint8_t)(d.lo >> (56 - 8 * i));
-    }
-}
-
 static bool owned_here(node_mountfs *fs, const node_cluster_view *v, dht_id id)
 {
     if (v == NULL)
@@ -626,7 +617,7 @@ static void place_blocks(node_mountfs *fs, const char *key, const char *etag, in
         }
         dht_id did = dht_block_id(fs->cfg->bucket, key, etag, i);
         uint8_t id[NODE_STORE_ID_LEN];
-        block_store_id(did, id);
+        dht_id_bytes(did, id);
         bool own = owned_here(fs, v, did);
         if (node_store_put(fs->parts.store, id, buf, len, own ? NODE_STORE_OWNED : NODE_STORE_NEAR) != 0)
             skipped++;

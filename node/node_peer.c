@@ -39,6 +39,7 @@
 #include "node_peer.h"
 
 #include "shoal_assert.h"
+#include "shoal_bytes.h"
 #include "shoal_env.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
@@ -545,24 +546,6 @@ static void wake_io(node_peer *p)
     (void)n; /* EAGAIN means the counter is already non-zero: the thread will wake anyway */
 }
 
-static int hex_key(const char *hex, size_t len, uint8_t out[NODE_PEER_KEY_LEN])
-{
-    if (hex == NULL || len != 2 * NODE_PEER_KEY_LEN)
-        return -1;
-    for (size_t i = 0; i < NODE_PEER_KEY_LEN; i++) {
-        int v = 0;
-        for (int j = 0; j < 2; j++) {
-            char ch = hex[2 * i + (size_t)j];
-            int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-            if (d < 0)
-                return -1;
-            v = v * 16 + d;
-        }
-        out[i] = (uint8_t)v;
-    }
-    return 0;
-}
-
 /* ---- responses ----------------------------------------------------------------------------- */
 
 static node_peer_response *response_new(shoal_err result)
@@ -879,7 +862,9 @@ static void server_on_request(node_peer *p, zmq_msg_t *f, int n)
         return;
     }
     const char *user = zmq_msg_gets(&f[1], "User-Id");
-    if (hex_key(user, user ? strlen(user) : 0, key) != 0 || !allow_contains(p, key)) {
+    /* The ZAP handler set the user id to the key in hex (zap_answer). */
+    if (!user || strlen(user) != 2 * NODE_PEER_KEY_LEN || shoal_unhex(key, user, NODE_PEER_KEY_LEN) != 0 ||
+        !allow_contains(p, key)) {
         count(&p->st_revoked, 1);
         LOG_DEBUG("node", "peer_revoked", "key=%s", user && user[0] ? user : "-");
         return;

@@ -31,6 +31,7 @@
  */
 #include "node_peer_proto.h"
 
+#include "shoal_bytes.h"
 #include "shoal_error.h"
 
 #include <msgpack.h>
@@ -478,14 +479,6 @@ int node_peer_msg_encode(const node_peer_msg *m, shoal_buf *out)
 
 /* ---- decoding ---------------------------------------------------------------------------- */
 
-static uint64_t be_read(const uint8_t *p, size_t n)
-{
-    uint64_t v = 0;
-    for (size_t i = 0; i < n; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
 /* Walks one msgpack value (with everything nested in it) without allocating. Returns 0 when
  * the bytes hold exactly one well-formed value whose every declared length and count fits in
  * the bytes that remain; -1 otherwise. `pending` counts values still to read: a container adds
@@ -540,7 +533,7 @@ static int msgpack_prescan(const uint8_t *p, size_t n)
         }
         if (lenbytes > n - pos)
             return -1;
-        uint64_t declared = be_read(p + pos, lenbytes);
+        uint64_t declared = shoal_load_be(p + pos, lenbytes);
         pos += lenbytes;
         if (kind == 1)
             fixed += declared;
@@ -779,8 +772,7 @@ fail_unpacked:
 static int put_le(shoal_buf *out, uint64_t v, int n)
 {
     uint8_t b[8];
-    for (int i = 0; i < n; i++)
-        b[i] = (uint8_t)(v >> (8 * i));
+    shoal_store_le(b, v, (size_t)n);
     return shoal_buf_append(out, b, (size_t)n);
 }
 
@@ -838,9 +830,7 @@ static int take_le(list_in *in, int n, uint64_t *v, const char *what)
     const uint8_t *p = NULL;
     if (take(in, (size_t)n, &p, what) != 0)
         return -1;
-    *v = 0;
-    for (int i = n - 1; i >= 0; i--)
-        *v = *v << 8 | p[i];
+    *v = shoal_load_le(p, (size_t)n);
     return 0;
 }
 

@@ -134,6 +134,7 @@
 
 #include "shoal_array.h"
 #include "shoal_assert.h"
+#include "shoal_bytes.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
 
@@ -218,76 +219,10 @@ struct node_store {
 
 /* ---- small helpers ---------------------------------------------------------------------- */
 
-static void put_le16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint16_t get_le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-
-static uint32_t get_le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static void id_hex(const uint8_t id[NODE_STORE_ID_LEN], char out[STORE_HEX_LEN + 1])
-{
-    static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < NODE_STORE_ID_LEN; i++) {
-        out[2 * i] = digits[id[i] >> 4];
-        out[2 * i + 1] = digits[id[i] & 15];
-    }
-    out[STORE_HEX_LEN] = '\0';
-}
-
-static int hex_val(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
-/* Parses exactly n lowercase hex digits into n/2 bytes; false on anything else. */
-static bool hex_parse(const char *s, size_t n, uint8_t *out)
-{
-    if (strlen(s) != n)
-        return false;
-    for (size_t i = 0; i < n; i += 2) {
-        int hi = hex_val(s[i]), lo = hex_val(s[i + 1]);
-        if (hi < 0 || lo < 0)
-            return false;
-        out[i / 2] = (uint8_t)(hi << 4 | lo);
-    }
-    return true;
-}
-
 char *node_store_relpath(const uint8_t id[NODE_STORE_ID_LEN], char *out)
 {
     char hex[STORE_HEX_LEN + 1];
-    id_hex(id, hex);
+    shoal_hex(hex, id, NODE_STORE_ID_LEN);
     snprintf(out, NODE_STORE_RELPATH_LEN, "%.2s/%.2s/%s", hex, hex + 2, hex);
     return out;
 }
@@ -385,8 +320,8 @@ static XXH64_hash_t sum_seed(const uint8_t *hdr) { return XXH3_64bits(hdr + 8, 2
 static void chunk_sum(XXH64_hash_t seed, size_t i, const void *data, size_t n, uint8_t *out)
 {
     XXH128_hash_t h = STORE_SUM(data, n, seed + i);
-    put_le64(out, h.low64);
-    put_le64(out + 8, h.high64);
+    shoal_store_le64(out, h.low64);
+    shoal_store_le64(out + 8, h.high64);
 }
 
 /* Sums every chunk of a payload into table (chunk_count entries). */
@@ -400,12 +335,12 @@ static void header_build(uint8_t hdr[NODE_STORE_HEADER_LEN], const uint8_t id[NO
                          node_store_class cls, size_t len)
 {
     memset(hdr, 0, NODE_STORE_HEADER_LEN);
-    put_le32(hdr, STORE_MAGIC);
-    put_le16(hdr + 4, STORE_VERSION);
-    put_le16(hdr + 6, (uint16_t)cls);
-    put_le64(hdr + 8, len);
+    shoal_store_le32(hdr, STORE_MAGIC);
+    shoal_store_le16(hdr + 4, STORE_VERSION);
+    shoal_store_le16(hdr + 6, (uint16_t)cls);
+    shoal_store_le64(hdr + 8, len);
     memcpy(hdr + 16, id, NODE_STORE_ID_LEN);
-    put_le32(hdr + 32, STORE_CHUNK);
+    shoal_store_le32(hdr + 32, STORE_CHUNK);
 }
 
 /* ---- checksums computed while a block arrives ---------------------------------------------- */
@@ -456,8 +391,8 @@ void node_store_sum_update(node_store_sum *sum, const void *data, size_t len)
         if (sum->fed % STORE_CHUNK == 0 || sum->fed == sum->len) { /* a chunk is complete */
             size_t i = (size_t)((sum->fed - 1) / STORE_CHUNK);
             XXH128_hash_t h = XXH3_128bits_digest(sum->state);
-            put_le64(sum->table + i * STORE_SUM_LEN, h.low64);
-            put_le64(sum->table + i * STORE_SUM_LEN + 8, h.high64);
+            shoal_store_le64(sum->table + i * STORE_SUM_LEN, h.low64);
+            shoal_store_le64(sum->table + i * STORE_SUM_LEN + 8, h.high64);
             XXH3_128bits_reset_withSeed(sum->state, sum->seed + i + 1);
         }
     }
@@ -482,22 +417,22 @@ static const char *header_check(const uint8_t hdr[NODE_STORE_HEADER_LEN], const 
                                 uint64_t file_size)
 {
     static const uint8_t zeros[NODE_STORE_HEADER_LEN - 36];
-    if (get_le32(hdr) != STORE_MAGIC)
+    if (shoal_load_le32(hdr) != STORE_MAGIC)
         return "bad_magic";
-    if (get_le16(hdr + 4) == 1)
+    if (shoal_load_le16(hdr + 4) == 1)
         return "old_format"; /* one checksum over the whole payload: dropped, fetched again */
-    if (get_le16(hdr + 4) != STORE_VERSION)
+    if (shoal_load_le16(hdr + 4) != STORE_VERSION)
         return "bad_version";
-    if (get_le16(hdr + 6) > NODE_STORE_NEAR)
+    if (shoal_load_le16(hdr + 6) > NODE_STORE_NEAR)
         return "bad_class";
     if (memcmp(hdr + 16, id, NODE_STORE_ID_LEN) != 0)
         return "wrong_id";
-    uint32_t chunk = get_le32(hdr + 32);
+    uint32_t chunk = shoal_load_le32(hdr + 32);
     if (chunk < STORE_CHUNK_MIN || chunk > STORE_CHUNK_MAX || (chunk & (chunk - 1)) != 0)
         return "bad_chunk_size";
     if (memcmp(hdr + 36, zeros, sizeof zeros) != 0)
         return "bad_reserved";
-    uint64_t len = get_le64(hdr + 8);
+    uint64_t len = shoal_load_le64(hdr + 8);
     if (file_size < NODE_STORE_HEADER_LEN || len > file_size - NODE_STORE_HEADER_LEN ||
         file_size - NODE_STORE_HEADER_LEN - len != STORE_SUM_LEN * (uint64_t)chunk_count(len, chunk))
         return "bad_length";
@@ -1081,7 +1016,7 @@ static void promote(node_store *s, store_entry *e)
     char rel[NODE_STORE_RELPATH_LEN];
     int fd = openat(s->blocks_fd, node_store_relpath(e->id, rel), O_WRONLY | O_CLOEXEC);
     uint8_t cls[2];
-    put_le16(cls, NODE_STORE_OWNED);
+    shoal_store_le16(cls, NODE_STORE_OWNED);
     if (fd < 0 || pwrite(fd, cls, sizeof cls, 6) != (ssize_t)sizeof cls)
         LOG_WARN("store", "promote_failed", "file=%s/%s errno=%d", s->blocks_dir, rel, errno);
     if (fd >= 0)
@@ -1124,7 +1059,7 @@ int node_store_put_checked(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], c
     if (cls != NODE_STORE_OWNED && cls != NODE_STORE_NEAR)
         return shoal_error_set(SHOAL_ERR_INVAL, "store: put with unknown block class %d", (int)cls);
     char hex[STORE_HEX_LEN + 1];
-    id_hex(id, hex);
+    shoal_hex(hex, id, NODE_STORE_ID_LEN);
     uint64_t size = node_store_file_size(len);
     if (size > s->capacity)
         return shoal_error_set(SHOAL_ERR_RANGE,
@@ -1252,7 +1187,7 @@ static int drop_block(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], uint64
                       const char *reason, bool miss)
 {
     char hex[STORE_HEX_LEN + 1];
-    id_hex(id, hex);
+    shoal_hex(hex, id, NODE_STORE_ID_LEN);
     pthread_mutex_lock(&s->mu);
     store_entry *e = index_find(s, id);
     bool ours = e && !e->pending && e->gen == gen, counted = false;
@@ -1341,7 +1276,7 @@ static int block_open(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], block_
         return drop_block(s, id, r->gen, DROP_CORRUPT, bad, true);
     }
     r->size = size;
-    r->len = (size_t)get_le64(r->hdr + 8);
+    r->len = (size_t)shoal_load_le64(r->hdr + 8);
     return 0;
 }
 
@@ -1394,7 +1329,7 @@ int node_store_get(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], void *buf
         return shoal_error_set(SHOAL_ERR_RANGE, "store: block %s holds %zu bytes, buffer has %zu", r.rel + 6,
                                r.len, buf_len);
     }
-    uint32_t chunk = get_le32(r.hdr + 32);
+    uint32_t chunk = shoal_load_le32(r.hdr + 32);
     size_t nsums = chunk_count(r.len, chunk), sums_len = nsums * STORE_SUM_LEN;
     uint8_t *sums = malloc(sums_len ? sums_len : 1);
     if (sums == NULL) {
@@ -1455,7 +1390,7 @@ static int view_map(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], node_sto
     block_read r;
     if (block_open(s, id, &r) != 0)
         return -1;
-    uint32_t chunk = get_le32(r.hdr + 32);
+    uint32_t chunk = shoal_load_le32(r.hdr + 32);
     size_t nsums = chunk_count(r.len, chunk);
     node_store_marks *marks = calloc(1, sizeof *marks + ((nsums + 63) / 64) * sizeof marks->bits[0]);
     if (marks == NULL) {
@@ -1580,7 +1515,11 @@ typedef struct scan_state {
     uint64_t foreign;
 } scan_state;
 
-static bool is_hex2_name(const char *name) { return hex_val(name[0]) >= 0 && hex_val(name[1]) >= 0 && !name[2]; }
+static bool is_hex2_name(const char *name)
+{
+    uint8_t b;
+    return shoal_unhex(&b, name, 1) == 0 && !name[2];
+}
 
 /* Loads one block file ab/cd/<hex> into a fresh entry, or removes it (counted) when it is not a
  * sound block: a header that fails its checks, a file that will not open (a symbolic link), or
@@ -1588,7 +1527,8 @@ static bool is_hex2_name(const char *name) { return hex_val(name[0]) >= 0 && hex
 static int scan_block(node_store *s, scan_state *st, int leaf_fd, const char *rel_dir, const char *name)
 {
     uint8_t id[NODE_STORE_ID_LEN];
-    if (!hex_parse(name, STORE_HEX_LEN, id) || memcmp(name, rel_dir, 2) != 0 || memcmp(name + 2, rel_dir + 3, 2) != 0) {
+    if (strlen(name) != STORE_HEX_LEN || shoal_unhex(id, name, NODE_STORE_ID_LEN) != 0 || memcmp(name, rel_dir, 2) != 0 ||
+        memcmp(name + 2, rel_dir + 3, 2) != 0) {
         st->foreign++;
         LOG_WARN("store", "foreign_file", "file=%s/%s/%s action=kept", s->blocks_dir, rel_dir, name);
         return 0;
@@ -1636,8 +1576,8 @@ static int scan_block(node_store *s, scan_state *st, int leaf_fd, const char *re
         return shoal_error_set(SHOAL_ERR_NOMEM, "store: rebuilding the index");
     memcpy(e->id, id, NODE_STORE_ID_LEN);
     e->size = (uint64_t)sb.st_size;
-    e->len = get_le64(hdr + 8);
-    e->cls = (node_store_class)get_le16(hdr + 6);
+    e->len = shoal_load_le64(hdr + 8);
+    e->cls = (node_store_class)shoal_load_le16(hdr + 6);
     e->atime_ns = (int64_t)sb.st_atim.tv_sec * 1000000000 + sb.st_atim.tv_nsec;
     st->found[st->nfound++] = e;
     return 0;

@@ -31,6 +31,7 @@
  */
 #include "s3_request.h"
 
+#include "shoal_bytes.h"
 #include "shoal_env.h"
 #include "shoal_log.h"
 

@@ -24,6 +24,7 @@
  */
 #include "s3_request.h"
 
+#include "shoal_bytes.h"
 #include "shoal_log.h"
 
 #include <ctype.h>
@@ -119,8 +120,6 @@ bool s3_etag_is_md5(const char *etag)
     return true;
 }
 
-static int hex_val(char c) { return isdigit((unsigned char)c) ? c - '0' : tolower((unsigned char)c) - 'a' + 10; }
-
 void s3_multipart_etag(const s3_part_etag *parts, uint32_t n, char out[S3_ETAG_MAX])
 {
     out[0] = '\0';
@@ -133,8 +132,7 @@ void s3_multipart_etag(const s3_part_etag *parts, uint32_t n, char out[S3_ETAG_M
         size_t len;
         const char *h = etag_hex(parts[i].etag, &len);
         uint8_t bin[16];
-        for (size_t j = 0; j < 16; j++)
-            bin[j] = (uint8_t)(hex_val(h[2 * j]) << 4 | hex_val(h[2 * j + 1]));
+        shoal_unhex_ci(bin, h, sizeof bin); /* cannot fail: s3_etag_is_md5 checked every digit */
         EVP_DigestUpdate(ctx, bin, sizeof bin);
     }
     uint8_t dg[EVP_MAX_MD_SIZE];

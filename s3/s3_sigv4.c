@@ -30,6 +30,7 @@
 #include "s3_sigv4.h"
 
 #include "shoal_array.h"
+#include "shoal_bytes.h"
 #include "shoal_error.h"
 
 #include <openssl/crypto.h>

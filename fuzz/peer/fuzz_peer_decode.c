@@ -16,6 +16,7 @@
  * over the corpus and crashes/ as an ordinary CTest case.
  */
 #include "node_peer_proto.h"
+#include "shoal_bytes.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -32,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     size_t payload = 0;
     if (size >= 4) {
-        payload = (size_t)data[0] | (size_t)data[1] << 8 | (size_t)data[2] << 16 | (size_t)data[3] << 24;
+        payload = shoal_load_le32(data);
         data += 4, size -= 4;
     }
     /* A private copy, so the sanitizer sees any read past the frame's end. */

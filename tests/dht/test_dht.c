@@ -6,6 +6,7 @@
  * them). All inputs are fixed, so every run measures the same numbers.
  */
 #include "dht.h"
+#include "shoal_bytes.h"
 #include "shoal_error.h"
 #include "tt.h"
 
@@ -404,6 +405,12 @@ TT_TEST(test_dht_block_id_and_owners_are_pinned_and_unambiguous)
     dht_id id = dht_block_id("bucket", "key", "\"etag\"", 3);
     dht_id_format(id, hex);
     TT_CHECK(strcmp(hex, GOLDEN_ID) == 0, "block id %s, pinned %s", hex, GOLDEN_ID);
+    uint8_t bytes[16];
+    char bytes_hex[33];
+    dht_id_bytes(id, bytes);
+    shoal_hex(bytes_hex, bytes, sizeof bytes);
+    TT_CHECK(strcmp(bytes_hex, GOLDEN_ID) == 0, "the id's bytes (the store's name) are %s, pinned %s", bytes_hex,
+             GOLDEN_ID);
 
     dht_id a = dht_block_id("ab", "c", "e", 0), b = dht_block_id("a", "bc", "e", 0);
     TT_CHECK(a.hi != b.hi || a.lo != b.lo, "(ab, c) and (a, bc) share an id");

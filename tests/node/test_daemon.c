@@ -1071,10 +1071,8 @@ static void put_frame(shoal_buf *out, const char *key, const char *etag, size_t 
     m.block.offset = off;
     m.object_size = off + len;
     dht_id d = dht_block_id(TD_BUCKET, key, etag, 0);
-    for (int i = 0; i < 8 && !bad_id; i++) {
-        m.block.id[i] = (uint8_t)(d.hi >> (56 - 8 * i));
-        m.block.id[8 + i] = (uint8_t)(d.lo >> (56 - 8 * i));
-    }
+    if (!bad_id)
+        dht_id_bytes(d, m.block.id);
     m.block.bucket = shoal_cursor_from_str(TD_BUCKET);
     m.block.key = shoal_cursor_from_str(key);
     m.block.etag = shoal_cursor_from_str(etag);
