@@ -43,6 +43,7 @@
 
 #include "shoal_error.h"
 #include "shoal_log.h"
+#include "shoal_thread.h"
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
@@ -245,9 +246,8 @@ mount_view *mount_new(const mount_config *cfg, const mount_backend *backend, voi
     m->cfg.staging_dir = m->staging_dir;
     m->cfg.prefix = m->prefix;
     mount_writeback_recover(m);
-    if (pthread_create(&m->wb_thread, NULL, mount_writeback_main, m) != 0) {
-        shoal_error_set(SHOAL_ERR_NOMEM, "mount %s: cannot start the write-back thread",
-                        cfg->mountpoint);
+    if (shoal_thread_start(&m->wb_thread, "mount-wb", mount_writeback_main, m) != 0) {
+        shoal_error_wrap("mount %s", cfg->mountpoint);
         goto fail_mount;
     }
     m->wb_running = true;
@@ -402,8 +402,8 @@ int mount_start(mount_view *m)
                         "point is busy; libfuse printed the reason)", m->mountpoint);
         goto fail_session;
     }
-    if (pthread_create(&m->thread, NULL, loop_main, m) != 0) {
-        shoal_error_set(SHOAL_ERR_MOUNT, "mount %s: cannot start the loop thread", m->mountpoint);
+    if (shoal_thread_start(&m->thread, "mount-loop", loop_main, m) != 0) {
+        shoal_error_wrap("mount %s", m->mountpoint);
         goto fail_mounted;
     }
     m->running = true;

@@ -19,7 +19,8 @@
  */
 #include "node_cache_internal.h"
 
-#include <errno.h>
+#include "shoal_thread.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,8 +159,8 @@ static int pool_start(pool *p, node_cache *c, unsigned n_threads, size_t cap)
     if (p->ring == NULL || p->threads == NULL)
         return shoal_error_set(SHOAL_ERR_NOMEM, "cache worker pool");
     for (; p->n_threads < n_threads; p->n_threads++)
-        if (pthread_create(&p->threads[p->n_threads], NULL, pool_main, p) != 0)
-            return shoal_error_errno(errno, "cache worker thread");
+        if (shoal_thread_start(&p->threads[p->n_threads], "cache-pool", pool_main, p) != 0)
+            return -1;
     return 0;
 }
 

@@ -37,6 +37,7 @@
 #include "shoal_array.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
+#include "shoal_thread.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -913,10 +914,8 @@ node_cluster *node_cluster_new(const node_cluster_config *cfg)
             rejoin_remembered(c);
         atomic_store(&c->joined, true);
     }
-    if (pthread_create(&c->thread, NULL, cluster_thread, c) != 0) {
-        shoal_error_set(SHOAL_ERR_IO, "cannot start the gossip thread");
+    if (shoal_thread_start(&c->thread, "gossip", cluster_thread, c) != 0)
         goto fail;
-    }
     c->thread_running = true;
     char a[SHOAL_ADDR_STRLEN];
     LOG_INFO("cluster", "started", "node=%s udp=%s seeds=%zu incarnation=%" PRIu64, c->cfg.self.id,

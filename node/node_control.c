@@ -40,6 +40,7 @@
 #include "shoal_bytes.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
+#include "shoal_thread.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -875,17 +876,12 @@ static void start_conn(node_control_server *s, int fd)
         if (s->conns[i] < 0)
             slot = i;
     conn_job *job = slot >= 0 ? malloc(sizeof *job) : NULL;
-    pthread_t t;
-    pthread_attr_t attr;
     bool started = false;
     if (job) {
         *job = (conn_job){s, slot};
         s->conns[slot] = fd;
         s->n_conns++;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        started = pthread_create(&t, &attr, conn_main, job) == 0;
-        pthread_attr_destroy(&attr);
+        started = shoal_thread_start(NULL, "ctl-conn", conn_main, job) == 0;
         if (!started) {
             s->conns[slot] = -1;
             s->n_conns--;
@@ -1045,8 +1041,8 @@ node_control_server *node_control_server_new(const char *path, const node_contro
         shoal_error_errno(errno, "control socket: pipe");
         goto fail_unlink;
     }
-    if (pthread_create(&s->thread, NULL, accept_main, s) != 0) {
-        shoal_error_set(SHOAL_ERR_IO, "control socket: cannot start its thread");
+    if (shoal_thread_start(&s->thread, "ctl-accept", accept_main, s) != 0) {
+        shoal_error_wrap("control socket");
         goto fail_unlink;
     }
     return s;

@@ -45,6 +45,7 @@
 #include "shoal_array.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
+#include "shoal_thread.h"
 
 #include <systemd/sd-daemon.h>
 
@@ -476,11 +477,11 @@ static int ctl_get(void *ctx, const node_control_request *req, node_control_repl
     pthread_t readers[DAEMON_GET_READERS];
     unsigned started = 0;
     while (started < DAEMON_GET_READERS && started < g.n - first &&
-           pthread_create(&readers[started], NULL, get_reader_main, &g) == 0)
+           shoal_thread_start(&readers[started], "get-reader", get_reader_main, &g) == 0)
         started++;
     int rc = 0;
     if (started == 0)
-        rc = shoal_error_errno(errno, "get: reader threads");
+        rc = shoal_error_wrap("get");
     for (uint64_t i = first; i < g.n && rc == 0; i++) {
         get_slot *s = &g.slots[i % DAEMON_GET_WINDOW];
         pthread_mutex_lock(&g.mu);
@@ -693,13 +694,13 @@ static int ctl_preload(void *ctx, const node_control_request *req, node_control_
         goto done;
     for (; started < DAEMON_PRELOAD_THREADS; started++) {
         atomic_fetch_add(&pl.running, 1);
-        if (pthread_create(&threads[started], NULL, preload_main, &pl) != 0) {
+        if (shoal_thread_start(&threads[started], "preload", preload_main, &pl) != 0) {
             atomic_fetch_sub(&pl.running, 1);
             break;
         }
     }
     if (started == 0) {
-        shoal_error_errno(errno, "preload threads");
+        shoal_error_wrap("preload");
         goto done;
     }
     bool client_gone = false;
@@ -1161,10 +1162,8 @@ node_daemon *node_daemon_new(const node_config *cfg)
 
     pthread_mutex_init(&d->ready.mu, NULL);
     pthread_cond_init(&d->ready.cv, NULL);
-    if (pthread_create(&d->ready.thread, NULL, s3_check_main, d) != 0) {
-        shoal_error_set(SHOAL_ERR_NODE, "daemon: cannot start the S3 check thread");
+    if (shoal_thread_start(&d->ready.thread, "s3-check", s3_check_main, d) != 0)
         goto fail;
-    }
     d->ready.running = true;
     if (cfg->metrics_enabled) {
         d->metrics = node_metrics_new(&cfg->metrics, &d->stats, metrics_refresh, d);

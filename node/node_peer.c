@@ -43,6 +43,7 @@
 #include "shoal_env.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
+#include "shoal_thread.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -112,9 +113,6 @@ struct node_peer {
     bool io_started;
     pthread_t zap_thread;
     bool zap_started;
-    int zap_state;           /* 0 starting, 1 bound, -1 failed (under zap_mu) */
-    pthread_mutex_t zap_mu;
-    pthread_cond_t zap_cond;
 
     pthread_mutex_t allow_mu;
     pthread_cond_t allow_cond; /* signalled by node_peer_allow_set (ZAP grace, below) */
@@ -409,28 +407,24 @@ static void zap_answer(node_peer *p, void *sock, zmq_msg_t *f, int n)
     zap_send(sock, "", 0, false);
 }
 
-static void zap_set_state(node_peer *p, int state)
-{
-    pthread_mutex_lock(&p->zap_mu);
-    p->zap_state = state;
-    pthread_cond_broadcast(&p->zap_cond);
-    pthread_mutex_unlock(&p->zap_mu);
-}
-
-static void *zap_main(void *arg)
+/* The ZAP handler's thread: says it is ready once bound (node_peer_new waits for that). */
+static void *zap_main(void *arg, shoal_thread_handshake *hs)
 {
     node_peer *p = arg;
     void *sock = zmq_socket(p->ctx, ZMQ_REP);
     int linger = 0;
     if (sock == NULL || zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
         zmq_bind(sock, ZAP_ENDPOINT) != 0) {
-        LOG_ERROR("node", "peer_zap_failed", "error=\"%s\"", zmq_strerror(errno));
+        const char *why = zmq_strerror(errno);
+        LOG_ERROR("node", "peer_zap_failed", "error=\"%s\"", why);
+        shoal_error_set(SHOAL_ERR_NODE_PEER, "peer transport: the ZAP handler could not bind %s (%s); refusing to serve",
+                        ZAP_ENDPOINT, why);
         if (sock)
             zmq_close(sock);
-        zap_set_state(p, -1);
+        shoal_thread_ready(hs, -1);
         return NULL;
     }
-    zap_set_state(p, 1);
+    shoal_thread_ready(hs, 0);
     for (;;) {
         zmq_msg_t f[ZAP_MAX_FRAMES];
         int n = 0, more = 1;
@@ -1084,8 +1078,6 @@ node_peer *node_peer_new(const node_peer_config *cfg)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&p->allow_cond, &ca);
     pthread_condattr_destroy(&ca);
-    pthread_mutex_init(&p->zap_mu, NULL);
-    pthread_cond_init(&p->zap_cond, NULL);
     p->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (p->wake_fd < 0) {
         shoal_error_errno(errno, "peer transport eventfd");
@@ -1099,25 +1091,13 @@ node_peer *node_peer_new(const node_peer_config *cfg)
     }
 
     /* The ZAP handler must be serving before the ROUTER binds (see the top of this file). */
-    if (pthread_create(&p->zap_thread, NULL, zap_main, p) != 0) {
-        shoal_error_set(SHOAL_ERR_NODE_PEER, "peer transport: cannot start the ZAP handler thread");
+    if (shoal_thread_start_ready(&p->zap_thread, "peer-zap", zap_main, p) != 0)
         goto fail;
-    }
     p->zap_started = true;
-    pthread_mutex_lock(&p->zap_mu);
-    while (p->zap_state == 0)
-        pthread_cond_wait(&p->zap_cond, &p->zap_mu);
-    int zap_state = p->zap_state;
-    pthread_mutex_unlock(&p->zap_mu);
-    if (zap_state != 1) {
-        shoal_error_set(SHOAL_ERR_NODE_PEER, "peer transport: the ZAP handler could not bind %s; refusing to serve",
-                        ZAP_ENDPOINT);
-        goto fail;
-    }
     if (cfg->bind && server_bind(p, cfg->bind) != 0)
         goto fail;
-    if (pthread_create(&p->io_thread, NULL, io_main, p) != 0) {
-        shoal_error_set(SHOAL_ERR_NODE_PEER, "peer transport: cannot start the I/O thread");
+    if (shoal_thread_start(&p->io_thread, "peer-io", io_main, p) != 0) {
+        shoal_error_wrap("peer transport");
         goto fail;
     }
     p->io_started = true;
@@ -1136,8 +1116,6 @@ static void node_peer_release(node_peer *p)
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->allow_mu);
     pthread_cond_destroy(&p->allow_cond);
-    pthread_mutex_destroy(&p->zap_mu);
-    pthread_cond_destroy(&p->zap_cond);
     free(p->allow);
     free(p);
 }

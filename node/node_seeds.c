@@ -21,6 +21,7 @@
 
 #include "shoal_error.h"
 #include "shoal_log.h"
+#include "shoal_thread.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -223,10 +224,8 @@ node_seeds *node_seeds_new(const node_seeds_config *cfg)
         s->n_names++;
     }
     if (s->n_names) {
-        if (pthread_create(&s->thread, NULL, resolver_main, s) != 0) {
-            shoal_error_set(SHOAL_ERR_IO, "cannot start the seed resolver thread");
+        if (shoal_thread_start(&s->thread, "seeds", resolver_main, s) != 0)
             goto fail;
-        }
         s->thread_running = true;
     }
     return s;

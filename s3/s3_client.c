@@ -34,6 +34,7 @@
 #include "shoal_bytes.h"
 #include "shoal_env.h"
 #include "shoal_log.h"
+#include "shoal_thread.h"
 
 #include <curl/curl.h>
 #include <openssl/evp.h>
@@ -280,9 +281,8 @@ s3_client *s3_client_new(const s3_client_config *cfg)
     }
     curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)cfg->max_in_flight);
     curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)cfg->max_in_flight);
-    int err = pthread_create(&c->thread, NULL, worker_main, c);
-    if (err) {
-        shoal_error_errno(err, "s3_client_new: pthread_create");
+    if (shoal_thread_start(&c->thread, "s3-client", worker_main, c) != 0) {
+        shoal_error_wrap("s3_client_new");
         goto fail;
     }
     return c;

@@ -46,35 +46,17 @@ TT_TEST(test_assert_aborts_naming_the_condition_only_in_assert_builds)
 
 typedef struct holder {
     pthread_mutex_t *mu;
-    pthread_mutex_t gate_mu;
-    pthread_cond_t gate;
-    int state; /* 0 starting, 1 holding mu, 2 told to let go */
+    pthread_barrier_t holding, let_go; /* the thread holds mu between the two */
     bool held_inside;
 } holder;
-
-static void set_state(holder *h, int state)
-{
-    pthread_mutex_lock(&h->gate_mu);
-    h->state = state;
-    pthread_cond_broadcast(&h->gate);
-    pthread_mutex_unlock(&h->gate_mu);
-}
-
-static void wait_state(holder *h, int state)
-{
-    pthread_mutex_lock(&h->gate_mu);
-    while (h->state != state)
-        pthread_cond_wait(&h->gate, &h->gate_mu);
-    pthread_mutex_unlock(&h->gate_mu);
-}
 
 static void *hold_main(void *arg)
 {
     holder *h = arg;
     pthread_mutex_lock(h->mu);
     h->held_inside = shoal_mutex_held(h->mu);
-    set_state(h, 1);
-    wait_state(h, 2);
+    pthread_barrier_wait(&h->holding);
+    pthread_barrier_wait(&h->let_go);
     pthread_mutex_unlock(h->mu);
     return NULL;
 }
@@ -90,14 +72,18 @@ TT_TEST(test_mutex_held_is_true_only_for_the_owning_thread)
     TT_CHECK(pthread_mutex_trylock(&mu) == 0 && shoal_mutex_held(&mu), "held after a successful trylock");
     pthread_mutex_unlock(&mu);
 
-    holder h = {.mu = &mu, .gate_mu = PTHREAD_MUTEX_INITIALIZER, .gate = PTHREAD_COND_INITIALIZER};
+    holder h = {.mu = &mu};
+    pthread_barrier_init(&h.holding, NULL, 2);
+    pthread_barrier_init(&h.let_go, NULL, 2);
     pthread_t t;
     TT_CHECK(pthread_create(&t, NULL, hold_main, &h) == 0, "pthread_create");
-    wait_state(&h, 1);
+    pthread_barrier_wait(&h.holding);
     TT_CHECK(h.held_inside, "the other thread sees it holds the mutex");
     TT_CHECK(!shoal_mutex_held(&mu), "held by another thread is not held by this one");
-    set_state(&h, 2);
+    pthread_barrier_wait(&h.let_go);
     pthread_join(t, NULL);
+    pthread_barrier_destroy(&h.holding);
+    pthread_barrier_destroy(&h.let_go);
     TT_CHECK(!shoal_mutex_held(&mu), "not held after the other thread let go");
 
     /* A condition wait gives the mutex up and takes it back: held again on return. */
