@@ -1,12 +1,16 @@
 /*
  * node_control: the control socket (server and client) and the JSON it speaks.
  *
- * JSON. Requests are tiny flat objects and responses are written by our own code, so the JSON
- * here is small on purpose: a writer that only needs string escaping (numbers and literals are
- * printed directly), and a recursive-descent reader into a tree of nodes with a nesting limit,
- * strict string rules (no raw control bytes, valid \u escapes, surrogate pairs joined, \u0000
- * refused so strings stay C strings) and exact unsigned integers, because counters are uint64.
- * The server never reads more than NODE_CONTROL_MAX_REQUEST bytes of a request.
+ * JSON. json-c reads and writes it; integers stay exact to 64 bits both ways, because counters are
+ * uint64. node_json_parse hands json-c's tree over as node_json nodes (the callers' small,
+ * allocation-only view), with a nesting limit, in json-c's strict mode, plus the few rules that
+ * mode still leaves to us (json_check_strict): strings without raw control bytes, \u0000 or lone
+ * surrogates (so they stay C strings of what was sent), numbers on JSON's grammar, integers that
+ * fit 64 bits (json-c would clamp them), no NaN or Infinity. An object that names a member twice
+ * keeps the last value (json-c's choice; nothing Shoal writes does it). What Shoal writes (request
+ * and reply headers, the status document) is fixed forms around json-c's string escaping, with
+ * integers printed exactly. The server never reads more than NODE_CONTROL_MAX_REQUEST bytes of a
+ * request.
  *
  * Server. One accept thread polls the listening socket and a wake pipe; each connection gets a
  * detached thread that reads one request line (with a receive timeout, so a silent client
@@ -42,11 +46,15 @@
 #include "shoal_log.h"
 #include "shoal_thread.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <json-c/json.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,313 +64,236 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-/* ---- JSON writer ---------------------------------------------------------------------------- */
-
-int node_json_append_str(shoal_buf *out, const char *s)
-{
-    if (shoal_buf_append_byte(out, '"') < 0)
-        return -1;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        int rc;
-        switch (*p) {
-        case '"': rc = shoal_buf_append_str(out, "\\\""); break;
-        case '\\': rc = shoal_buf_append_str(out, "\\\\"); break;
-        case '\n': rc = shoal_buf_append_str(out, "\\n"); break;
-        case '\r': rc = shoal_buf_append_str(out, "\\r"); break;
-        case '\t': rc = shoal_buf_append_str(out, "\\t"); break;
-        default:
-            rc = *p < 0x20 || *p == 0x7f ? shoal_buf_appendf(out, "\\u%04x", *p) : shoal_buf_append_byte(out, *p);
-        }
-        if (rc < 0)
-            return -1;
-    }
-    return shoal_buf_append_byte(out, '"');
-}
-
-/* ---- JSON reader ---------------------------------------------------------------------------- */
+/* ---- JSON ------------------------------------------------------------------------------------- */
 
 #define JSON_MAX_DEPTH 32
 
-typedef struct json_in {
-    const char *p, *start, *end;
-} json_in;
-
-static int json_err(const json_in *in, const char *what)
+int node_json_append_str(shoal_buf *out, const char *s)
 {
-    return shoal_error_set(SHOAL_ERR_INVAL, "malformed JSON at byte %zu: %s", (size_t)(in->p - in->start), what);
+    json_object *o = json_object_new_string(s);
+    const char *text = o ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+                         : NULL;
+    int rc = text ? shoal_buf_append_str(out, text) : shoal_error_set(SHOAL_ERR_NOMEM, "out of memory writing JSON");
+    json_object_put(o);
+    return rc;
 }
 
-static void json_ws(json_in *in)
+static int json_err(size_t at, const char *what)
 {
-    while (in->p < in->end && (*in->p == ' ' || *in->p == '\t' || *in->p == '\n' || *in->p == '\r'))
-        in->p++;
+    return shoal_error_set(SHOAL_ERR_INVAL, "malformed JSON at byte %zu: %s", at, what);
 }
 
-static int json_hex4(json_in *in, unsigned *out)
+/* The escape \uXXXX at s (which json-c has read as four hex digits). */
+static unsigned json_u_escape(const char *s)
 {
-    unsigned v = 0;
-    if (in->end - in->p < 4)
-        return json_err(in, "short \\u escape");
-    for (int i = 0; i < 4; i++) {
-        char c = *in->p++;
-        v <<= 4;
-        if (c >= '0' && c <= '9')
-            v |= (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            v |= (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F')
-            v |= (unsigned)(c - 'A' + 10);
-        else
-            return json_err(in, "bad \\u escape");
-    }
-    *out = v;
-    return 0;
+    uint8_t b[2];
+    shoal_unhex_ci(b, s + 2, 2);
+    return (unsigned)b[0] << 8 | b[1];
 }
 
-static int json_utf8(shoal_buf *b, unsigned cp)
+/* Checks the string that opens at s[*i] (its closing quote is there: json-c read it) and moves *i
+ * to that quote. */
+static int json_check_string(const char *s, size_t *i)
 {
-    uint8_t u[4];
-    size_t n;
-    if (cp < 0x80) {
-        u[0] = (uint8_t)cp, n = 1;
-    } else if (cp < 0x800) {
-        u[0] = (uint8_t)(0xc0 | cp >> 6), u[1] = (uint8_t)(0x80 | (cp & 0x3f)), n = 2;
-    } else if (cp < 0x10000) {
-        u[0] = (uint8_t)(0xe0 | cp >> 12), u[1] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f));
-        u[2] = (uint8_t)(0x80 | (cp & 0x3f)), n = 3;
-    } else {
-        u[0] = (uint8_t)(0xf0 | cp >> 18), u[1] = (uint8_t)(0x80 | ((cp >> 12) & 0x3f));
-        u[2] = (uint8_t)(0x80 | ((cp >> 6) & 0x3f)), u[3] = (uint8_t)(0x80 | (cp & 0x3f)), n = 4;
-    }
-    return shoal_buf_append(b, u, n);
-}
-
-/* Reads a string starting at the opening quote into a heap C string. */
-static int json_string(json_in *in, char **out)
-{
-    shoal_buf b = {0};
-    in->p++; /* the opening quote */
-    for (;;) {
-        if (in->p >= in->end) {
-            json_err(in, "unterminated string");
-            goto fail;
-        }
-        unsigned char c = (unsigned char)*in->p++;
-        if (c == '"')
-            break;
-        if (c < 0x20) {
-            json_err(in, "control byte in string");
-            goto fail;
-        }
-        if (c != '\\') {
-            if (shoal_buf_append_byte(&b, c) < 0)
-                goto fail;
-            continue;
-        }
-        if (in->p >= in->end) {
-            json_err(in, "unterminated escape");
-            goto fail;
-        }
-        char e = *in->p++;
-        const char *simple = strchr("\"\\/bfnrt", e);
-        if (e && simple) {
-            static const char map[] = "\"\\/\b\f\n\r\t";
-            if (shoal_buf_append_byte(&b, (uint8_t)map[simple - "\"\\/bfnrt"]) < 0)
-                goto fail;
-            continue;
-        }
-        if (e != 'u') {
-            json_err(in, "bad escape");
-            goto fail;
-        }
-        unsigned cp, lo;
-        if (json_hex4(in, &cp) < 0)
-            goto fail;
-        if (cp >= 0xd800 && cp < 0xdc00) {
-            if (in->end - in->p < 6 || in->p[0] != '\\' || in->p[1] != 'u') {
-                json_err(in, "lone surrogate");
-                goto fail;
-            }
-            in->p += 2;
-            if (json_hex4(in, &lo) < 0)
-                goto fail;
-            if (lo < 0xdc00 || lo > 0xdfff) {
-                json_err(in, "bad surrogate pair");
-                goto fail;
-            }
-            cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-        } else if (cp >= 0xdc00 && cp < 0xe000) {
-            json_err(in, "lone surrogate");
-            goto fail;
-        }
-        if (cp == 0) {
-            json_err(in, "\\u0000 in string");
-            goto fail;
-        }
-        if (json_utf8(&b, cp) < 0)
-            goto fail;
-    }
-    if (!b.data && shoal_buf_reserve(&b, 1) < 0)
-        goto fail;
-    *out = (char *)shoal_buf_steal(&b, NULL);
-    return 0;
-fail:
-    shoal_buf_destroy(&b);
-    return -1;
-}
-
-static int json_number(json_in *in, node_json *j)
-{
-    const char *s = in->p;
-    bool digits_only = true;
-    if (in->p < in->end && *in->p == '-')
-        in->p++, digits_only = false;
-    const char *d = in->p;
-    while (in->p < in->end && *in->p >= '0' && *in->p <= '9')
-        in->p++;
-    if (in->p == d || (*d == '0' && in->p - d > 1))
-        return json_err(in, "bad number");
-    if (in->p < in->end && *in->p == '.') {
-        digits_only = false;
-        in->p++;
-        d = in->p;
-        while (in->p < in->end && *in->p >= '0' && *in->p <= '9')
-            in->p++;
-        if (in->p == d)
-            return json_err(in, "bad fraction");
-    }
-    if (in->p < in->end && (*in->p == 'e' || *in->p == 'E')) {
-        digits_only = false;
-        in->p++;
-        if (in->p < in->end && (*in->p == '+' || *in->p == '-'))
-            in->p++;
-        d = in->p;
-        while (in->p < in->end && *in->p >= '0' && *in->p <= '9')
-            in->p++;
-        if (in->p == d)
-            return json_err(in, "bad exponent");
-    }
-    char tmp[64];
-    size_t n = (size_t)(in->p - s);
-    if (n >= sizeof tmp)
-        return json_err(in, "number too long");
-    memcpy(tmp, s, n);
-    tmp[n] = '\0';
-    j->type = NODE_JSON_NUMBER;
-    j->num = strtod(tmp, NULL);
-    if (digits_only) {
-        errno = 0;
-        unsigned long long v = strtoull(tmp, NULL, 10);
-        j->is_u64 = errno == 0;
-        j->u64 = v;
-    }
-    return 0;
-}
-
-static int json_literal(json_in *in, const char *word)
-{
-    size_t n = strlen(word);
-    if ((size_t)(in->end - in->p) < n || memcmp(in->p, word, n) != 0)
-        return json_err(in, "unexpected token");
-    in->p += n;
-    return 0;
-}
-
-static node_json *json_value(json_in *in, int depth);
-
-/* Parses the elements of an array or the members of an object into j's child list. */
-static int json_container(json_in *in, node_json *j, int depth)
-{
-    bool object = *in->p == '{';
-    char close = object ? '}' : ']';
-    node_json **tail = &j->child;
-    j->type = object ? NODE_JSON_OBJECT : NODE_JSON_ARRAY;
-    if (depth >= JSON_MAX_DEPTH)
-        return json_err(in, "nested too deeply");
-    in->p++;
-    json_ws(in);
-    if (in->p < in->end && *in->p == close) {
-        in->p++;
-        return 0;
-    }
-    for (;;) {
-        char *key = NULL;
-        json_ws(in);
-        if (object) {
-            if (in->p >= in->end || *in->p != '"')
-                return json_err(in, "expected a member name");
-            if (json_string(in, &key) < 0)
-                return -1;
-            json_ws(in);
-            if (in->p >= in->end || *in->p != ':') {
-                free(key);
-                return json_err(in, "expected ':'");
-            }
-            in->p++;
-        }
-        node_json *v = json_value(in, depth + 1);
-        if (!v) {
-            free(key);
-            return -1;
-        }
-        v->key = key;
-        *tail = v;
-        tail = &v->next;
-        json_ws(in);
-        if (in->p < in->end && *in->p == ',') {
-            in->p++;
-            continue;
-        }
-        if (in->p < in->end && *in->p == close) {
-            in->p++;
+    for (size_t k = *i + 1;; k++) {
+        unsigned char c = (unsigned char)s[k];
+        if (c == '"') {
+            *i = k;
             return 0;
         }
-        return json_err(in, object ? "expected ',' or '}'" : "expected ',' or ']'");
+        if (c < 0x20)
+            return json_err(k, "control byte in string");
+        if (c != '\\')
+            continue;
+        if (s[k + 1] != 'u') {
+            k++;
+            continue;
+        }
+        unsigned cp = json_u_escape(s + k);
+        if (cp == 0)
+            return json_err(k, "\\u0000 in string");
+        if (cp >= 0xdc00 && cp < 0xe000)
+            return json_err(k, "lone surrogate");
+        if (cp >= 0xd800 && cp < 0xdc00) {
+            unsigned lo = s[k + 6] == '\\' && s[k + 7] == 'u' ? json_u_escape(s + k + 6) : 0;
+            if (lo < 0xdc00 || lo >= 0xe000)
+                return json_err(k, "lone surrogate");
+            k += 6;
+        }
+        k += 5;
     }
 }
 
-static node_json *json_value(json_in *in, int depth)
+static size_t json_digits(const char *s, size_t k, size_t end)
+{
+    while (k < end && s[k] >= '0' && s[k] <= '9')
+        k++;
+    return k;
+}
+
+/* Checks the number at s[*i] against JSON's grammar, -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?,
+ * and that an integer fits the 64 bits that carry it; moves *i to its last byte. */
+static int json_check_number(const char *s, size_t *i, size_t end)
+{
+    size_t k = *i + (s[*i] == '-'), d = k;
+    k = json_digits(s, k, end);
+    bool bad = k == d || (s[d] == '0' && k - d > 1), integer = true;
+    if (!bad && k < end && s[k] == '.') {
+        d = k + 1;
+        k = json_digits(s, d, end);
+        bad = k == d;
+        integer = false;
+    }
+    if (!bad && k < end && (s[k] == 'e' || s[k] == 'E')) {
+        d = k + 1 + (k + 1 < end && (s[k + 1] == '+' || s[k + 1] == '-'));
+        k = json_digits(s, d, end);
+        bad = k == d;
+        integer = false;
+    }
+    if (bad)
+        return json_err(*i, "bad number");
+    if (integer) {
+        char tmp[32];
+        size_t n = k - *i < sizeof tmp ? k - *i : sizeof tmp - 1; /* 31 digits overflow anyway */
+        memcpy(tmp, s + *i, n);
+        tmp[n] = '\0';
+        errno = 0;
+        if (tmp[0] == '-')
+            (void)strtoll(tmp, NULL, 10);
+        else
+            (void)strtoull(tmp, NULL, 10);
+        if (errno == ERANGE)
+            return shoal_error_set(SHOAL_ERR_INVAL, "malformed JSON at byte %zu: integer out of range: %s%s", *i, tmp,
+                                   n < k - *i ? "..." : "");
+    }
+    *i = k - 1;
+    return 0;
+}
+
+/* json-c's strict mode still takes a few things the control protocol refuses; text[0..end) is
+ * a document json-c accepted, so only these remain to check: control bytes, \u0000 and lone
+ * surrogates in strings (strings stay C strings of what was sent), numbers off JSON's grammar
+ * ("1.", "01", "-01"), integers beyond 64 bits (json-c would clamp them: counters must be
+ * exact or refused), and NaN and Infinity. */
+static int json_check_strict(const char *text, size_t end)
+{
+    for (size_t i = 0; i < end; i++) {
+        char c = text[i];
+        int rc = 0;
+        if (c == '"')
+            rc = json_check_string(text, &i);
+        else if (c == '-' || (c >= '0' && c <= '9'))
+            rc = json_check_number(text, &i, end);
+        else if (c == 'N' || c == 'I')
+            rc = json_err(i, "unexpected token");
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The node tree of a json-c value (NULL is JSON null); `key` is its member name, or NULL. */
+static node_json *json_node(json_object *o, const char *key)
 {
     node_json *j = calloc(1, sizeof *j);
-    int rc;
-    if (!j) {
-        shoal_error_set(SHOAL_ERR_NOMEM, "out of memory parsing JSON");
-        return NULL;
-    }
-    json_ws(in);
-    if (in->p >= in->end) {
-        json_err(in, "unexpected end");
+    if (!j || (key && !(j->key = strdup(key))))
         goto fail;
+    node_json **tail = &j->child;
+    switch (json_object_get_type(o)) {
+    case json_type_null: j->type = NODE_JSON_NULL; break;
+    case json_type_boolean:
+        j->type = NODE_JSON_BOOL;
+        j->b = json_object_get_boolean(o);
+        break;
+    case json_type_double:
+        j->type = NODE_JSON_NUMBER;
+        j->num = json_object_get_double(o);
+        break;
+    case json_type_int:
+        j->type = NODE_JSON_NUMBER;
+        if (json_object_get_int64(o) < 0) {
+            j->num = (double)json_object_get_int64(o);
+        } else {
+            j->is_u64 = true;
+            j->u64 = json_object_get_uint64(o);
+            j->num = (double)j->u64;
+        }
+        break;
+    case json_type_string:
+        j->type = NODE_JSON_STRING;
+        if (!(j->str = strdup(json_object_get_string(o))))
+            goto fail;
+        break;
+    case json_type_array:
+        j->type = NODE_JSON_ARRAY;
+        for (size_t i = 0; i < json_object_array_length(o); i++) {
+            if (!(*tail = json_node(json_object_array_get_idx(o, i), NULL)))
+                goto fail;
+            tail = &(*tail)->next;
+        }
+        break;
+    case json_type_object:
+        j->type = NODE_JSON_OBJECT;
+        json_object_object_foreach(o, name, member)
+        {
+            if (!(*tail = json_node(member, name)))
+                goto fail;
+            tail = &(*tail)->next;
+        }
+        break;
     }
-    switch (*in->p) {
-    case '{':
-    case '[': rc = json_container(in, j, depth); break;
-    case '"': j->type = NODE_JSON_STRING, rc = json_string(in, &j->str); break;
-    case 't': j->type = NODE_JSON_BOOL, j->b = true, rc = json_literal(in, "true"); break;
-    case 'f': j->type = NODE_JSON_BOOL, rc = json_literal(in, "false"); break;
-    case 'n': j->type = NODE_JSON_NULL, rc = json_literal(in, "null"); break;
-    default: rc = json_number(in, j); break;
-    }
-    if (rc < 0)
-        goto fail;
     return j;
 fail:
     node_json_delete(j);
+    shoal_error_set(SHOAL_ERR_NOMEM, "out of memory parsing JSON");
     return NULL;
+}
+
+/* Where the bare word or number around text[at] begins: json-c stops inside a token it cannot
+ * finish ("nul" of "not json"), the message names the token's first byte. */
+static size_t json_token_start(const char *text, size_t at)
+{
+    while (at > 0 && (isalnum((unsigned char)text[at - 1]) || (text[at - 1] && strchr("+-.", text[at - 1]))))
+        at--;
+    return at;
 }
 
 node_json *node_json_parse(const char *text, size_t len)
 {
-    json_in in = {text, text, text + len};
-    node_json *j = json_value(&in, 0);
-    if (!j)
-        return NULL;
-    json_ws(&in);
-    if (in.p != in.end) {
-        json_err(&in, "trailing bytes after the value");
-        node_json_delete(j);
+    node_json *j = NULL;
+    json_object *o = NULL;
+    if (len > INT_MAX) {
+        json_err(0, "document over 2 GiB");
         return NULL;
     }
+    json_tokener *tok = json_tokener_new_ex(JSON_MAX_DEPTH);
+    if (!tok) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "out of memory parsing JSON");
+        return NULL;
+    }
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+    o = json_tokener_parse_ex(tok, text, (int)len);
+    size_t end = json_tokener_get_parse_end(tok);
+    if (json_tokener_get_error(tok) == json_tokener_continue) {
+        /* A value that only the end of the text ends (a number), or an unfinished one: json-c
+         * sees the end in a terminating NUL. */
+        o = json_tokener_parse_ex(tok, "", 1);
+        end = len;
+    }
+    enum json_tokener_error e = json_tokener_get_error(tok);
+    size_t rest = end;
+    while (rest < len && (text[rest] == ' ' || text[rest] == '\t' || text[rest] == '\n' || text[rest] == '\r'))
+        rest++;
+    if (e == json_tokener_error_depth)
+        json_err(end, "nested too deeply");
+    else if (e != json_tokener_success)
+        json_err(json_token_start(text, end), json_tokener_error_desc(e));
+    else if (rest != len)
+        json_err(rest, "trailing bytes after the value");
+    else if (json_check_strict(text, end) == 0)
+        j = json_node(o, NULL);
+    json_object_put(o);
+    json_tokener_free(tok);
     return j;
 }
 

@@ -1,6 +1,6 @@
 /*
- * node_control: the control socket between `shoal` and the local shoald, and the small JSON
- * reader and writer it speaks.
+ * node_control: the control socket between `shoal` and the local shoald, and the JSON it speaks
+ * (json-c underneath, read into a small tree of node_json values).
  *
  * The protocol (docs/configuration.md has the full text): a client connects to the Unix stream
  * socket, sends one request line, a JSON object of at most 4 KiB ending in "\n":
@@ -67,8 +67,9 @@ typedef struct node_json {
 } node_json;
 
 /* Parses exactly one JSON value from text[0..len) (white space around it allowed), nesting at
- * most 32 deep. Returns a tree to free with node_json_delete; NULL with SHOAL_ERR_INVAL and a
- * message giving the byte offset on malformed input, SHOAL_ERR_NOMEM on allocation failure. */
+ * most 32 deep; strings may not hold \u0000, and integers beyond 64 bits are refused rather than
+ * rounded. Returns a tree to free with node_json_delete; NULL with SHOAL_ERR_INVAL and a message
+ * giving the byte offset on malformed input, SHOAL_ERR_NOMEM on allocation failure. */
 node_json *node_json_parse(const char *text, size_t len);
 void node_json_delete(node_json *j);
 

@@ -76,7 +76,7 @@ test_package_deb_depends_on_the_libraries_of_its_binaries_and_fuse3() {
   # from the binaries (dpkg-shlibdeps), each with a minimum version.
   local p
   for p in fuse3 ca-certificates libc6 libfuse3-3 libzmq5 libsodium23 libcurl4 libssl3 libxml2 libmsgpackc2 \
-           libinih1 libmicrohttpd12 libxxhash0 libsystemd0; do
+           libinih1 libmicrohttpd12 libxxhash0 libjson-c5 libsystemd0; do
     grep -qx "$p" <<<"$names" || tt_fail "Depends lacks $p: $depends"
   done
   [[ $depends == *"libzmq5 (>= "* ]] || tt_fail "the library dependencies carry no versions (not from shlibs?): $depends"
