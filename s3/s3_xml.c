@@ -14,15 +14,24 @@
  * libxml2 reports errors through a per-parser context, so nothing is printed and the message
  * goes into the shoal_error. The tree walk is by local name (S3 puts its elements in the
  * 2006-03-01 namespace; some servers omit it) and ignores elements it does not know.
+ *
+ * The codecs around the documents are the libraries' own: libxml2 escapes the text we write
+ * (xmlEncodeSpecialChars), libcurl decodes the %-escapes of a listing with EncodingType=url
+ * (curl_easy_unescape), after a check that every '%' starts a well-formed escape, since curl
+ * would pass a broken one through unchanged.
  */
 #include "s3_xml.h"
 
 #include "shoal_array.h"
+#include "shoal_bytes.h"
 #include "shoal_error.h"
 
+#include <curl/curl.h>
+#include <libxml/entities.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,33 +171,26 @@ int s3_parse_iso8601(const char *s, int64_t *out)
     return 0;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int s3_url_decode(shoal_buf *out, const char *s, size_t len)
 {
+    /* curl decodes; it passes a malformed escape through as it stands, which S3 never sends, so
+     * one is refused here first. */
     for (size_t i = 0; i < len; i++) {
-        uint8_t b = (uint8_t)s[i];
-        if (b == '%') {
-            int hi = i + 2 < len ? hexval(s[i + 1]) : -1;
-            int lo = i + 2 < len ? hexval(s[i + 2]) : -1;
-            if (hi < 0 || lo < 0)
-                return shoal_error_set(SHOAL_ERR_S3_XML, "malformed %%-escape in '%.*s'", (int)(len > 64 ? 64 : len), s);
-            b = (uint8_t)(hi * 16 + lo);
-            i += 2;
-        }
-        if (shoal_buf_append_byte(out, b) < 0)
-            return -1;
+        uint8_t b;
+        if (s[i] == '%' && (len - i < 3 || shoal_unhex_ci(&b, s + i + 1, 1) != 0))
+            return shoal_error_set(SHOAL_ERR_S3_XML, "malformed %%-escape in '%.*s'", (int)(len > 64 ? 64 : len), s);
     }
-    return 0;
+    if (len == 0)
+        return 0; /* curl would take a length of 0 for "up to the NUL" */
+    if (len > INT_MAX)
+        return shoal_error_set(SHOAL_ERR_S3_XML, "%%-encoded text of %zu bytes", len);
+    int n = 0;
+    char *dec = curl_easy_unescape(NULL, s, (int)len, &n);
+    if (!dec)
+        return shoal_error_set(SHOAL_ERR_NOMEM, "out of memory decoding %%-escapes");
+    int rc = shoal_buf_append(out, dec, (size_t)n);
+    curl_free(dec);
+    return rc;
 }
 
 /* A key or prefix: bounded before and after decoding (an encoded byte takes up to 3). */
@@ -430,22 +432,15 @@ done:
     return rc;
 }
 
-/* Appends s with the five XML special characters escaped. */
+/* Appends s as XML text: libxml2 escapes '&', '<', '>', '"' (and a CR, which a parser would
+ * otherwise read back as LF). */
 static int xml_escape(shoal_buf *out, const char *s)
 {
-    for (; *s; s++) {
-        const char *e = NULL;
-        switch (*s) {
-        case '&': e = "&amp;"; break;
-        case '<': e = "&lt;"; break;
-        case '>': e = "&gt;"; break;
-        case '"': e = "&quot;"; break;
-        case '\'': e = "&apos;"; break;
-        }
-        if ((e ? shoal_buf_append_str(out, e) : shoal_buf_append_byte(out, (uint8_t)*s)) < 0)
-            return -1;
-    }
-    return 0;
+    xmlChar *e = xmlEncodeSpecialChars(NULL, (const xmlChar *)s);
+    int rc = e ? shoal_buf_append_str(out, (const char *)e)
+               : shoal_error_set(SHOAL_ERR_NOMEM, "out of memory escaping XML");
+    xmlFree(e);
+    return rc;
 }
 
 int s3_xml_build_complete(shoal_buf *out, const s3_part_etag *parts, size_t n)

@@ -230,6 +230,39 @@ TT_TEST(test_s3_xml_markup_inside_a_field_and_bad_numbers_are_errors)
     expect_xml_error(s3_xml_parse_list(doc4, strlen(doc4), &p), "bad escape", "escape");
 }
 
+TT_TEST(test_s3_url_decode_keeps_plus_and_nul_and_refuses_broken_escapes)
+{
+    shoal_buf b;
+    shoal_buf_create(&b, 0);
+    TT_OK(s3_url_decode(&b, "a+b%2bc%2B%00%e2%82%AC%25", 25));
+    TT_CHECK(b.len == 11 && memcmp(b.data, "a+b+c+\0\xE2\x82\xAC%", 11) == 0, "decoded %zu bytes: %s", b.len,
+             shoal_buf_str(&b));
+    char *percent = malloc(1); /* not NUL-terminated: a read past it fails under ASan */
+    TT_CHECK(percent, "malloc");
+    percent[0] = '%';
+    shoal_buf_reset(&b);
+    TT_OK(s3_url_decode(&b, percent, 0));
+    TT_CHECK(b.len == 0, "empty text decodes to nothing (%zu bytes)", b.len);
+    free(percent);
+    static const char *const bad[] = {"%", "a%4", "%zz", "%4g", "%%41", "x%"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        shoal_buf_reset(&b);
+        expect_xml_error(s3_url_decode(&b, bad[i], strlen(bad[i])), bad[i], "malformed %-escape");
+    }
+    shoal_buf_destroy(&b);
+}
+
+TT_TEST(test_s3_xml_build_complete_keeps_a_cr_in_an_etag)
+{
+    s3_part_etag parts[1] = {{1, "a\r'b>"}};
+    shoal_buf b;
+    shoal_buf_create(&b, 0);
+    TT_OK(s3_xml_build_complete(&b, parts, 1));
+    TT_CHECK(strstr(shoal_buf_str(&b), "<ETag>a&#13;'b&gt;</ETag>"), "a CR is a character reference (a parser reads "
+             "a raw CR as LF), an apostrophe needs none: %s", shoal_buf_str(&b));
+    shoal_buf_destroy(&b);
+}
+
 TT_TEST(test_s3_xml_empty_and_garbage_documents_are_errors)
 {
     s3_xml_error e;
