@@ -17,8 +17,8 @@
  *
  * Determinism: members are sorted by (zone, node id) when the view is built, ties between equal
  * keys go to the earlier member in that order, and the logarithm is computed here with IEEE basic
- * operations in a fixed order (no libm, and dht.cmake turns FP contraction off), so every node with
- * the same view computes the same owners bit for bit, whatever its libm or CPU.
+ * operations in a fixed order (no libm, and dht/CMakeLists.txt turns FP contraction off), so every
+ * node with the same view computes the same owners bit for bit, whatever its libm or CPU.
  *
  * Speed: a lookup is one short hash per member plus a multiply and a compare. The logarithm is
  * needed only for members that might still enter the result: since -ln(u) >= 1 - u, a member whose

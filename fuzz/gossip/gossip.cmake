@@ -1,5 +1,5 @@
 # Fuzzing of the gossip decoder (and, through it, the state machine). Included from
-# tests/gossip/gossip.cmake.
+# tests/gossip/CMakeLists.txt.
 #
 # fuzz_gossip_replay runs the harness over the seed corpus and every saved crash as an ordinary
 # CTest case in every build. gossip_fuzz_corpus regenerates the corpus from a virtual cluster:

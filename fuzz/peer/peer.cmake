@@ -1,4 +1,4 @@
-# Fuzzing of the peer-message decoder. Included from tests/node/peer.cmake.
+# Fuzzing of the peer-message decoder. Included from tests/node/CMakeLists.txt.
 #
 # fuzz_peer_replay runs the harness over the seed corpus and every saved crash as an ordinary
 # CTest case in every build. With -DSHOAL_FUZZ=ON under clang, fuzz_peer_decode is the libFuzzer

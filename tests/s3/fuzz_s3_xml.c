@@ -1,6 +1,6 @@
 /*
  * libFuzzer harness for s3_xml: every parser over the same bytes. Built only with -DSHOAL_FUZZ=ON
- * under clang (tests/s3/client.cmake):
+ * under clang (tests/s3/CMakeLists.txt):
  *   build-fuzz/tests/s3/fuzz_s3_xml -max_total_time=300 -max_len=65536
  * It proves absence of crashes, leaks and undefined behaviour (ASan + UBSan), and that a parse
  * that fails leaves the list page empty.
