@@ -17,16 +17,4 @@ set_tests_properties(test_gossip_fuzz_corpus_replays PROPERTIES TIMEOUT 120)
 add_executable(gossip_fuzz_corpus ${shoal_fuzz_gossip_dir}/gossip_corpus.c)
 target_link_libraries(gossip_fuzz_corpus PRIVATE shoal_vt)
 
-if(SHOAL_FUZZ)
-  if(CMAKE_C_COMPILER_ID MATCHES "Clang")
-    add_executable(fuzz_gossip_decode ${shoal_fuzz_gossip_dir}/fuzz_gossip_decode.c
-                   ${PROJECT_SOURCE_DIR}/gossip/gossip.c ${PROJECT_SOURCE_DIR}/gossip/gossip_store.c ${PROJECT_SOURCE_DIR}/gossip/gossip_suspicion.c ${PROJECT_SOURCE_DIR}/gossip/gossip_proto.c
-                   ${PROJECT_SOURCE_DIR}/sim/sim_world.c ${PROJECT_SOURCE_DIR}/sim/sim_cluster.c)
-    target_include_directories(fuzz_gossip_decode PRIVATE ${PROJECT_SOURCE_DIR}/gossip ${PROJECT_SOURCE_DIR}/sim)
-    target_compile_options(fuzz_gossip_decode PRIVATE -fsanitize=fuzzer,address,undefined)
-    target_link_options(fuzz_gossip_decode PRIVATE -fsanitize=fuzzer,address,undefined)
-    target_link_libraries(fuzz_gossip_decode PRIVATE shoal_common shoal::msgpack shoal::sodium m)
-  else()
-    message(STATUS "fuzz_gossip_decode needs clang (libFuzzer); skipped with ${CMAKE_C_COMPILER_ID}")
-  endif()
-endif()
+shoal_fuzz_target(fuzz_gossip_decode ${shoal_fuzz_gossip_dir}/fuzz_gossip_decode.c shoal_vt)

@@ -2,7 +2,8 @@
 #
 # fuzz_peer_replay runs the harness over the seed corpus and every saved crash as an ordinary
 # CTest case in every build. With -DSHOAL_FUZZ=ON under clang, fuzz_peer_decode is the libFuzzer
-# binary (the codec is compiled into it again, with coverage instrumentation):
+# binary, linked with the codec's library as the tests are (a fuzzing build instruments every
+# library):
 #   build-fuzz/tests/node/fuzz_peer_decode fuzz/peer/corpus -max_total_time=300
 set(shoal_fuzz_peer_dir ${CMAKE_CURRENT_LIST_DIR})
 
@@ -12,15 +13,4 @@ add_test(NAME test_node_peer_fuzz_corpus_replays
          COMMAND fuzz_peer_replay ${shoal_fuzz_peer_dir}/corpus ${shoal_fuzz_peer_dir}/crashes)
 set_tests_properties(test_node_peer_fuzz_corpus_replays PROPERTIES TIMEOUT 120)
 
-if(SHOAL_FUZZ)
-  if(CMAKE_C_COMPILER_ID MATCHES "Clang")
-    add_executable(fuzz_peer_decode ${shoal_fuzz_peer_dir}/fuzz_peer_decode.c
-                                    ${PROJECT_SOURCE_DIR}/node/node_peer_proto.c)
-    target_include_directories(fuzz_peer_decode PRIVATE ${PROJECT_SOURCE_DIR}/node)
-    target_compile_options(fuzz_peer_decode PRIVATE -fsanitize=fuzzer,address,undefined)
-    target_link_options(fuzz_peer_decode PRIVATE -fsanitize=fuzzer,address,undefined)
-    target_link_libraries(fuzz_peer_decode PRIVATE shoal_common shoal::msgpack)
-  else()
-    message(STATUS "fuzz_peer_decode needs clang (libFuzzer); skipped with ${CMAKE_C_COMPILER_ID}")
-  endif()
-endif()
+shoal_fuzz_target(fuzz_peer_decode ${shoal_fuzz_peer_dir}/fuzz_peer_decode.c shoal_node_peer_proto)
