@@ -34,8 +34,8 @@ static int unhex(uint8_t *out, const char *in, size_t n, bool any_case)
         int hi = digit(in[i], any_case);
         int lo = hi < 0 ? -1 : digit(in[i + 1], any_case);
         if (lo < 0)
-            return shoal_error_set(SHOAL_ERR_INVAL, "not %shex digits at byte %zu of %zu", any_case ? "" : "lower-case ",
-                                   i / 2, n);
+            return shoal_error_set(SHOAL_ERR_INVAL, "not %shex digits at byte %zu of %zu",
+                                   any_case ? "" : "lower-case ", i / 2, n);
         out[i / 2] = (uint8_t)(hi << 4 | lo);
     }
     return 0;

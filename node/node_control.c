@@ -71,8 +71,8 @@
 int node_json_append_str(shoal_buf *out, const char *s)
 {
     json_object *o = json_object_new_string(s);
-    const char *text = o ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
-                         : NULL;
+    const char *text =
+        o ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE) : NULL;
     int rc = text ? shoal_buf_append_str(out, text) : shoal_error_set(SHOAL_ERR_NOMEM, "out of memory writing JSON");
     json_object_put(o);
     return rc;

@@ -417,8 +417,8 @@ static void *zap_main(void *arg, shoal_thread_handshake *hs)
         zmq_bind(sock, ZAP_ENDPOINT) != 0) {
         const char *why = zmq_strerror(errno);
         LOG_ERROR("node", "peer_zap_failed", "error=\"%s\"", why);
-        shoal_error_set(SHOAL_ERR_NODE_PEER, "peer transport: the ZAP handler could not bind %s (%s); refusing to serve",
-                        ZAP_ENDPOINT, why);
+        shoal_error_set(SHOAL_ERR_NODE_PEER,
+                        "peer transport: the ZAP handler could not bind %s (%s); refusing to serve", ZAP_ENDPOINT, why);
         if (sock)
             zmq_close(sock);
         shoal_thread_ready(hs, -1);

@@ -1527,8 +1527,8 @@ static bool is_hex2_name(const char *name)
 static int scan_block(node_store *s, scan_state *st, int leaf_fd, const char *rel_dir, const char *name)
 {
     uint8_t id[NODE_STORE_ID_LEN];
-    if (strlen(name) != STORE_HEX_LEN || shoal_unhex(id, name, NODE_STORE_ID_LEN) != 0 || memcmp(name, rel_dir, 2) != 0 ||
-        memcmp(name + 2, rel_dir + 3, 2) != 0) {
+    if (strlen(name) != STORE_HEX_LEN || shoal_unhex(id, name, NODE_STORE_ID_LEN) != 0 ||
+        memcmp(name, rel_dir, 2) != 0 || memcmp(name + 2, rel_dir + 3, 2) != 0) {
         st->foreign++;
         LOG_WARN("store", "foreign_file", "file=%s/%s/%s action=kept", s->blocks_dir, rel_dir, name);
         return 0;

@@ -437,8 +437,8 @@ done:
 static int xml_escape(shoal_buf *out, const char *s)
 {
     xmlChar *e = xmlEncodeSpecialChars(NULL, (const xmlChar *)s);
-    int rc = e ? shoal_buf_append_str(out, (const char *)e)
-               : shoal_error_set(SHOAL_ERR_NOMEM, "out of memory escaping XML");
+    int rc =
+        e ? shoal_buf_append_str(out, (const char *)e) : shoal_error_set(SHOAL_ERR_NOMEM, "out of memory escaping XML");
     xmlFree(e);
     return rc;
 }

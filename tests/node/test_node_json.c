@@ -69,8 +69,7 @@ TT_TEST(test_node_json_reads_64_bit_integers_exactly)
     shoal_buf b = {0};
     TT_OK(node_stats_render_json(&st, &b));
     j = node_json_parse(shoal_buf_str(&b), b.len);
-    TT_CHECK(j && node_json_get_u64(j, "s3.get_requests", 0) == 9223372036854775809ull, "stats %s",
-             shoal_buf_str(&b));
+    TT_CHECK(j && node_json_get_u64(j, "s3.get_requests", 0) == 9223372036854775809ull, "stats %s", shoal_buf_str(&b));
     node_json_delete(j);
     shoal_buf_destroy(&b);
 }
@@ -78,12 +77,24 @@ TT_TEST(test_node_json_reads_64_bit_integers_exactly)
 TT_TEST(test_node_status_document_bytes_are_compact_and_exact)
 {
     node_status_member m[2] = {
-        {.id = "node-a", .address = "10.0.0.1:7400", .zone = "z1", .state = "alive", .incarnation = 9223372036854775809ull,
-         .cache_bytes = 0, .cache_capacity = UINT64_MAX, .serves = true},
+        {.id = "node-a",
+         .address = "10.0.0.1:7400",
+         .zone = "z1",
+         .state = "alive",
+         .incarnation = 9223372036854775809ull,
+         .cache_bytes = 0,
+         .cache_capacity = UINT64_MAX,
+         .serves = true},
         {.id = "q\"uo/te\\", .address = "10.0.0.2:7400", .state = "left", .incarnation = 1, .serves = false},
     };
-    node_status s = {.node_id = "node-a", .address = "10.0.0.1:7400", .bucket = "s3://b/p", .ring_version = 12,
-                     .block_size = 4194304, .uptime_seconds = 5, .members = m, .n_members = 2};
+    node_status s = {.node_id = "node-a",
+                     .address = "10.0.0.1:7400",
+                     .bucket = "s3://b/p",
+                     .ring_version = 12,
+                     .block_size = 4194304,
+                     .uptime_seconds = 5,
+                     .members = m,
+                     .n_members = 2};
     shoal_buf b = {0};
     TT_OK(node_status_render_json(&s, &b));
     const char *want =

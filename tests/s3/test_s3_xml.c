@@ -258,8 +258,10 @@ TT_TEST(test_s3_xml_build_complete_keeps_a_cr_in_an_etag)
     shoal_buf b;
     shoal_buf_create(&b, 0);
     TT_OK(s3_xml_build_complete(&b, parts, 1));
-    TT_CHECK(strstr(shoal_buf_str(&b), "<ETag>a&#13;'b&gt;</ETag>"), "a CR is a character reference (a parser reads "
-             "a raw CR as LF), an apostrophe needs none: %s", shoal_buf_str(&b));
+    TT_CHECK(strstr(shoal_buf_str(&b), "<ETag>a&#13;'b&gt;</ETag>"),
+             "a CR is a character reference (a parser reads "
+             "a raw CR as LF), an apostrophe needs none: %s",
+             shoal_buf_str(&b));
     shoal_buf_destroy(&b);
 }
 
