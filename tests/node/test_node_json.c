@@ -83,6 +83,7 @@ TT_TEST(test_node_status_document_bytes_are_compact_and_exact)
          .state = "alive",
          .incarnation = 9223372036854775809ull,
          .cache_bytes = 0,
+         .cache_known = true,
          .cache_capacity = UINT64_MAX,
          .serves = true},
         {.id = "q\"uo/te\\", .address = "10.0.0.2:7400", .state = "left", .incarnation = 1, .serves = false},
@@ -99,16 +100,18 @@ TT_TEST(test_node_status_document_bytes_are_compact_and_exact)
     TT_OK(node_status_render_json(&s, &b));
     const char *want =
         "{\"node_id\":\"node-a\",\"address\":\"10.0.0.1:7400\",\"zone\":null,\"bucket\":\"s3://b/p\",\"ring_version\":12,"
-        "\"block_size\":4194304,\"uptime_seconds\":5,\"members\":[{\"id\":\"node-a\",\"address\":\"10.0.0.1:7400\","
+        "\"block_size\":4194304,\"uptime_seconds\":5,\"ready\":false,\"waiting_for\":null,\"joined\":false,\"s3_checked\":false,\"mounted\":null,\"members\":[{\"id\":\"node-a\",\"address\":\"10.0.0.1:7400\","
         "\"zone\":\"z1\",\"state\":\"alive\",\"incarnation\":9223372036854775809,\"cache_bytes\":0,"
         "\"cache_capacity\":18446744073709551615,\"serves\":true},{\"id\":\"q\\\"uo/te\\\\\",\"address\":"
-        "\"10.0.0.2:7400\",\"zone\":null,\"state\":\"left\",\"incarnation\":1,\"cache_bytes\":0,\"cache_capacity\":0,"
-        "\"serves\":false}]}";
+        "\"10.0.0.2:7400\",\"zone\":null,\"state\":\"left\",\"incarnation\":1,\"cache_bytes\":null,\"cache_capacity\":0,"
+        "\"serves\":false}],\"cluster\":{\"alive\":1,\"suspect\":0,\"dead\":0,\"left\":1,\"cache_bytes\":0,"
+        "\"cache_capacity\":18446744073709551615,\"cache_reporting\":1}}";
     TT_CHECK(strcmp(shoal_buf_str(&b), want) == 0, "status document\n got %s\nwant %s", shoal_buf_str(&b), want);
     s.n_members = 0;
     shoal_buf_reset(&b);
     TT_OK(node_status_render_json(&s, &b));
-    TT_CHECK(strstr(shoal_buf_str(&b), ",\"members\":[]}"), "no members: %s", shoal_buf_str(&b));
+    TT_CHECK(strstr(shoal_buf_str(&b), ",\"members\":[],\"cluster\":{\"alive\":0,"), "no members: %s",
+             shoal_buf_str(&b));
     shoal_buf_destroy(&b);
 }
 
