@@ -10,8 +10,10 @@
  * one-entry LIST of "name/" (a directory wins over a file: mount_names.h), then HEAD. Keys that
  * cannot be POSIX names, and files hidden by a directory of the same name, are logged once each.
  *
- * A lookup runs as a cached part under m->lock, a remote part without it, and one reply (see
- * mount_lookup).
+ * These caches are the mount's, not the kernel's: when the kernel forgets a directory's inode
+ * (memory pressure, drop_caches), the inode table parks it with its listing (mount_inodes.h), so
+ * the names under it are found again in that listing, within its TTL, at no request. A lookup runs
+ * as a cached part under m->lock, a remote part without it, and one reply (see mount_lookup).
  */
 #include "mount_internal.h"
 

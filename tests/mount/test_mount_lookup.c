@@ -3,7 +3,7 @@
  * fuse/mount_lookup.c) called directly on a mount that is created but never mounted, over the
  * in-memory backend table (tests/mount/mem_backend.h, a stand-in for the daemon, not an S3 mock),
  * which counts every call. Each case runs in milliseconds: what a lookup asks the backend for,
- * and what it answers from the listings it holds.
+ * and what it answers from the listings it holds, also after the kernel forgot the inodes.
  *
  * Times: a case that needs a listing to be fresh uses TTLs of an hour; one that needs it expired
  * uses 50 ms and sleeps past them, so no verdict depends on how fast the machine runs.
@@ -115,6 +115,69 @@ TT_TEST(test_mount_lookup_answers_names_from_a_fresh_listing_without_a_backend_c
     TT_CHECK(none.ino == 0 && none.entry_timeout == FRESH, "d/nope: ino %llu for %g s, expected absent",
              (unsigned long long)none.ino, none.entry_timeout);
     TT_CHECK(calls(&f) == 0, "%u backend calls: the listing held the answers", calls(&f));
+    fx_delete(&f);
+}
+
+/* The kernel forgot the files and the directory (memory pressure, drop_caches): looking them up
+ * again is answered by the directory's listing, which the mount kept, with the same numbers. */
+TT_TEST(test_mount_lookup_after_the_kernel_forgot_the_directory_answers_from_its_listing)
+{
+    fx f = fx_new(FRESH, FRESH, &mem_backend_ops);
+    struct fuse_entry_param d = look(&f, 1, "d");
+    list(&f, d.ino);
+    struct fuse_entry_param a = look(&f, d.ino, "a"), b = look(&f, d.ino, "b");
+    forget(&f, a.ino, 1);
+    forget(&f, b.ino, 1);
+    forget(&f, d.ino, 1);
+    mem_backend_reset_counts(f.b);
+    struct fuse_entry_param d2 = look(&f, 1, "d");
+    struct fuse_entry_param a2 = look(&f, d2.ino, "a"), c = look(&f, d2.ino, "c");
+    TT_CHECK(calls(&f) == 0, "%u backend calls after the forget: the listing still held every name", calls(&f));
+    TT_CHECK(d2.ino == d.ino && a2.ino == a.ino, "numbers changed across the forget (d %llu -> %llu, a %llu -> %llu)",
+             (unsigned long long)d.ino, (unsigned long long)d2.ino, (unsigned long long)a.ino,
+             (unsigned long long)a2.ino);
+    TT_CHECK(a2.attr.st_size == 5 && c.attr.st_size == 1, "sizes %lld and %lld, expected 5 and 1",
+             (long long)a2.attr.st_size, (long long)c.attr.st_size);
+    fx_delete(&f);
+}
+
+/* With no room for parked listings (a limit of 0) the forget loses the listing: a name costs its
+ * probe again, a one-entry LIST (is it a directory?) and a HEAD. */
+TT_TEST(test_mount_lookup_without_room_to_park_a_forgotten_directory_probes_its_names)
+{
+    fx f = fx_new(FRESH, FRESH, &mem_backend_ops);
+    pthread_mutex_lock(&f.m->lock);
+    mount_inodes_park_limit(f.m->inodes, 0);
+    pthread_mutex_unlock(&f.m->lock);
+    struct fuse_entry_param d = look(&f, 1, "d");
+    list(&f, d.ino);
+    forget(&f, d.ino, 1);
+    mem_backend_reset_counts(f.b);
+    d = look(&f, 1, "d");
+    look(&f, d.ino, "a");
+    mem_counts n = mem_backend_counts(f.b);
+    TT_CHECK(n.list == 2 && n.head == 1, "%u LIST, %u HEAD: expected the probes of d and of d/a", n.list, n.head);
+    fx_delete(&f);
+}
+
+/* A change in a directory the kernel forgot (here: what an upload into it does) drops its parked
+ * listing like any other, so the listing never hides the change. */
+TT_TEST(test_mount_lookup_a_change_in_a_forgotten_directory_drops_its_parked_listing)
+{
+    fx f = fx_new(FRESH, FRESH, &mem_backend_ops);
+    struct fuse_entry_param d = look(&f, 1, "d");
+    list(&f, d.ino);
+    forget(&f, d.ino, 1);
+    mem_backend_set_str(f.b, "d/new", "new");
+    pthread_mutex_lock(&f.m->lock);
+    mount_invalidate_parent(f.m, "d/new");
+    pthread_mutex_unlock(&f.m->lock);
+    d = look(&f, 1, "d");
+    mem_backend_reset_counts(f.b);
+    struct fuse_entry_param n = look(&f, d.ino, "new");
+    TT_CHECK(n.ino > 1 && n.attr.st_size == 3, "d/new: ino %llu size %lld", (unsigned long long)n.ino,
+             (long long)n.attr.st_size);
+    TT_CHECK(mem_backend_counts(f.b).head == 1, "the name was not asked for: the dropped listing answered");
     fx_delete(&f);
 }
 
