@@ -37,7 +37,7 @@ struct mount_inodes {
     size_t count;
     mount_inode *root;
     mount_inode *park_head, *park_tail; /* parked inodes, newest first */
-    size_t parked;                      /* sum of their park_cost */
+    size_t parked; /* sum of their park_cost */
     size_t park_limit;
 };
 
@@ -300,10 +300,7 @@ void mount_inodes_park_limit(mount_inodes *t, size_t entries)
     trim_parked(t);
 }
 
-size_t mount_inodes_parked(const mount_inodes *t)
-{
-    return t->parked;
-}
+size_t mount_inodes_parked(const mount_inodes *t) { return t->parked; }
 
 void mount_inodes_forget(mount_inodes *t, mount_inode *in, uint64_t n)
 {

@@ -57,7 +57,7 @@ typedef struct mount_inode {
     uint64_t list_gen;       /* bumped each time the listing is dropped (directories) */
     struct mount_inode *next_path, *next_ino;
     struct mount_inode *park_prev, *park_next; /* the parked list, newest first (when parked) */
-    size_t park_cost;          /* entries it counts against the park limit; 0: not parked */
+    size_t park_cost; /* entries it counts against the park limit; 0: not parked */
 } mount_inode;
 
 typedef struct mount_inodes mount_inodes;

@@ -307,20 +307,20 @@ out:
  * whose answer is learnt under the lock); mount_op_lookup then replies once.
  */
 typedef enum lookup_step {
-    LOOKUP_ANSWERED,   /* lk->rc, and lk->e when it is 0 */
+    LOOKUP_ANSWERED, /* lk->rc, and lk->e when it is 0 */
     LOOKUP_REVALIDATE, /* the parent's listing expired: revalidate it (lk->dir, lk->gen) */
-    LOOKUP_PROBE,      /* nothing held answers: ask the backend what lk->path is */
+    LOOKUP_PROBE, /* nothing held answers: ask the backend what lk->path is */
 } lookup_step;
 
 typedef struct lookup_ctx {
     fuse_ino_t parent;
     const char *name;
-    uint64_t now;                 /* when the lookup began */
-    char *path;                   /* the name's path (owned; set by the first cached part) */
-    char *dir;                    /* the parent's path, for a revalidation (owned) */
-    uint64_t gen;                 /* the parent's list_gen when its listing was found expired */
-    bool revalidated;             /* a revalidation ran: the parent's listing is not asked again */
-    bool trust_listing;           /* it succeeded: the listing answers as it is */
+    uint64_t now; /* when the lookup began */
+    char *path; /* the name's path (owned; set by the first cached part) */
+    char *dir; /* the parent's path, for a revalidation (owned) */
+    uint64_t gen; /* the parent's list_gen when its listing was found expired */
+    bool revalidated; /* a revalidation ran: the parent's listing is not asked again */
+    bool trust_listing; /* it succeeded: the listing answers as it is */
     int rc;
     struct fuse_entry_param *e;
 } lookup_ctx;

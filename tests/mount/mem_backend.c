@@ -186,8 +186,8 @@ static int list_counted(mem_backend *b, unsigned *counter, const char *prefix, c
     return 0;
 }
 
-static int mem_list(void *ctx, const char *prefix, const char *delimiter, size_t max_entries,
-                    mount_list_fn cb, void *ud)
+static int mem_list(void *ctx, const char *prefix, const char *delimiter, size_t max_entries, mount_list_fn cb,
+                    void *ud)
 {
     mem_backend *b = ctx;
     return list_counted(b, &b->counts.list, prefix, delimiter, max_entries, cb, ud);

@@ -503,8 +503,7 @@ static bool drop_kernel_caches(void)
 static void require_drop_caches(void)
 {
     if (access("/proc/sys/vm/drop_caches", W_OK) != 0)
-        TT_SKIP("cannot write /proc/sys/vm/drop_caches (%s): the kernel's inodes cannot be dropped",
-                strerror(errno));
+        TT_SKIP("cannot write /proc/sys/vm/drop_caches (%s): the kernel's inodes cannot be dropped", strerror(errno));
 }
 
 /* Opens and reads every file of fg/ (each name looked up unless the kernel still knows it) and
@@ -582,8 +581,10 @@ TT_TEST(test_mount_e2e_names_the_kernel_forgot_are_asked_for_again_after_the_ttl
     tt_note("%d files read again after the TTL: %ld LIST, %ld HEAD over %llu TTL(s)", N, lists, heads,
             (unsigned long long)ttls);
     TT_CHECK(lists + heads >= 1, "no request after the TTL: the expired listing answered as if fresh");
-    TT_CHECK(heads == 0 && lists <= 2 * (long)ttls, "%ld LISTs and %ld HEADs: expected the listing revalidated "
-             "(at most 2 LISTs per TTL, no HEAD), not every name probed", lists, heads);
+    TT_CHECK(heads == 0 && lists <= 2 * (long)ttls,
+             "%ld LISTs and %ld HEADs: expected the listing revalidated "
+             "(at most 2 LISTs per TTL, no HEAD), not every name probed",
+             lists, heads);
     finish(c);
 }
 

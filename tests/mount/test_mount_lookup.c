@@ -20,7 +20,7 @@
 #include "tt.h"
 
 #define FRESH 3600.0 /* seconds: never expires during a case */
-#define SHORT 0.05   /* seconds: expired after short_wait() */
+#define SHORT 0.05 /* seconds: expired after short_wait() */
 
 typedef struct fx {
     mem_backend *b;
@@ -246,7 +246,8 @@ TT_TEST(test_mount_lookup_new_etag_in_a_revalidated_listing_gives_the_name_a_new
              (unsigned long long)a2.ino, (unsigned long long)a.ino, (long long)a2.attr.st_size);
     pthread_mutex_lock(&f.m->lock);
     mount_inode *old = mount_get_inode(f.m, a.ino), *cur = mount_get_inode(f.m, a2.ino);
-    bool ok = old && old->stale && strcmp(old->info.etag, old_etag) == 0 && cur && strcmp(cur->info.etag, new_etag) == 0;
+    bool ok =
+        old && old->stale && strcmp(old->info.etag, old_etag) == 0 && cur && strcmp(cur->info.etag, new_etag) == 0;
     pthread_mutex_unlock(&f.m->lock);
     TT_CHECK(ok, "the old inode does not keep the old version apart from the new one");
     fx_delete(&f);

@@ -183,7 +183,7 @@ TT_TEST(test_mount_inodes_forgotten_directories_keep_their_listings_within_the_p
     mount_inodes_forget(t, f, 1);
     mount_inodes_forget(t, bare, 1);
     TT_CHECK(!mount_inodes_find(t, "a/f") && !mount_inodes_find(t, "bare"), "a file, or a directory with no "
-             "listing, outlived the kernel's forget");
+                                                                            "listing, outlived the kernel's forget");
     mount_inodes_forget(t, a, 1);
     mount_inodes_forget(t, b, 1);
     TT_CHECK(mount_inodes_find(t, "a") == a && mount_inodes_find(t, "b") == b && mount_inodes_parked(t) == 22,
