@@ -12,6 +12,18 @@
  * requests on open files still find them. The path's next inode then gets another number (the
  * old one is in use), which is how the kernel learns that the name now stands for another file.
  * Both tables double when they hold as many inodes as buckets.
+ *
+ * Parking. The kernel forgets inodes under memory pressure (or `echo 3 > drop_caches`) and looks
+ * the names up again when they are next used. Freeing a directory's inode would drop its listing
+ * with it, and every name under it would then cost a LIST and a HEAD although the listing was still
+ * fresh. So an attached directory holding a listing is not freed when its last reference goes:
+ * it moves to the head of a list of parked inodes, costing the entries of its listing then, and
+ * the tail is freed while the costs add up to more than the limit. A parked inode stays in both
+ * tables, so a lookup finds it by path, with its number, listing and list_gen (a change in the
+ * directory drops the listing of a parked directory as of any other). The kernel's next lookup
+ * counts a reference on it again; it stays on the list, which then only frees it if it is
+ * forgotten again (a referenced inode at the tail just leaves the list). Detaching it, or freeing
+ * the table, takes it off the list.
  */
 #include "mount_inodes.h"
 
@@ -24,6 +36,9 @@ struct mount_inodes {
     size_t nbuckets;  /* power of two, same for both tables */
     size_t count;
     mount_inode *root;
+    mount_inode *park_head, *park_tail; /* parked inodes, newest first */
+    size_t parked; /* sum of their park_cost */
+    size_t park_limit;
 };
 
 static size_t ino_slot(const mount_inodes *t, uint64_t ino)
@@ -44,6 +59,23 @@ void mount_listing_unref(mount_listing *l)
         free(l->e[i].name);
     free(l->e);
     free(l);
+}
+
+static void unpark(mount_inodes *t, mount_inode *in)
+{
+    if (!in->park_cost)
+        return;
+    if (in->park_prev)
+        in->park_prev->park_next = in->park_next;
+    else
+        t->park_head = in->park_next;
+    if (in->park_next)
+        in->park_next->park_prev = in->park_prev;
+    else
+        t->park_tail = in->park_prev;
+    t->parked -= in->park_cost;
+    in->park_cost = 0;
+    in->park_prev = in->park_next = NULL;
 }
 
 static void inode_free(mount_inode *in)
@@ -122,6 +154,7 @@ mount_inodes *mount_inodes_new(void)
     if (!t)
         goto fail;
     t->nbuckets = 1024;
+    t->park_limit = MOUNT_INODES_PARK_LIMIT;
     t->by_ino = calloc(t->nbuckets, sizeof *t->by_ino);
     t->by_path = calloc(t->nbuckets, sizeof *t->by_path);
     t->root = calloc(1, sizeof *t->root);
@@ -214,16 +247,60 @@ mount_inode *mount_inodes_get_path(mount_inodes *t, const char *path, bool is_di
     return in;
 }
 
-void mount_inodes_maybe_free(mount_inodes *t, mount_inode *in)
+/* Takes an unreferenced inode out of both tables and frees it. */
+static void release(mount_inodes *t, mount_inode *in)
 {
-    if (in == t->root || in->nlookup > 0 || in->stage)
-        return;
+    unpark(t, in);
     if (!in->detached)
         unlink_path(t, in);
     unlink_ino(t, in);
     t->count--;
     inode_free(in);
 }
+
+static bool unreferenced(const mount_inodes *t, const mount_inode *in)
+{
+    return in != t->root && in->nlookup == 0 && !in->stage;
+}
+
+/* Frees parked inodes from the oldest while their costs exceed the limit. */
+static void trim_parked(mount_inodes *t)
+{
+    while (t->parked > t->park_limit) {
+        mount_inode *old = t->park_tail;
+        unpark(t, old);
+        if (unreferenced(t, old))
+            release(t, old);
+    }
+}
+
+void mount_inodes_maybe_free(mount_inodes *t, mount_inode *in)
+{
+    if (!unreferenced(t, in))
+        return;
+    if (in->detached || !in->is_dir || !in->listing) {
+        release(t, in);
+        return;
+    }
+    unpark(t, in); /* parked again: now the newest */
+    in->park_cost = in->listing->n + 1;
+    in->park_next = t->park_head;
+    if (t->park_head)
+        t->park_head->park_prev = in;
+    else
+        t->park_tail = in;
+    t->park_head = in;
+    t->parked += in->park_cost;
+    trim_parked(t);
+}
+
+void mount_inodes_park_limit(mount_inodes *t, size_t entries)
+{
+    t->park_limit = entries;
+    trim_parked(t);
+}
+
+size_t mount_inodes_parked(const mount_inodes *t) { return t->parked; }
 
 void mount_inodes_forget(mount_inodes *t, mount_inode *in, uint64_t n)
 {
@@ -235,6 +312,7 @@ void mount_inodes_detach(mount_inodes *t, mount_inode *in)
 {
     if (in->detached || in == t->root)
         return;
+    unpark(t, in);
     unlink_path(t, in);
     in->detached = true;
 }

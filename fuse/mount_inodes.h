@@ -6,6 +6,12 @@
  * a new version at the path gets a new inode (fuse/mount.c, supersede). Inode numbers come from a hash of the path (probing past
  * collisions), so a path keeps its number across forgets and remounts in the common case. The
  * table is not locked: the mount holds its lock around every call and every field access.
+ *
+ * What the mount knows outlives what the kernel remembers: a directory the kernel forgot while it
+ * held a listing is parked (kept, nlookup 0) with its listing, so a later lookup of its children
+ * is answered from that listing within its TTL, as before the forget. Parked directories are
+ * bounded by the entries of their listings (mount_inodes_park_limit); beyond it the one parked
+ * longest ago is freed first.
  */
 #ifndef SHOAL_MOUNT_INODES_H
 #define SHOAL_MOUNT_INODES_H
@@ -18,6 +24,9 @@
 #include "mount_names.h"
 
 struct mount_stage;
+
+/* Listing entries kept in all for directories the kernel forgot (about 200 bytes each). */
+#define MOUNT_INODES_PARK_LIMIT 65536u
 
 /* A directory's listing snapshot, shared by open directory handles and the directory's inode. */
 typedef struct mount_listing {
@@ -47,6 +56,8 @@ typedef struct mount_inode {
     mount_listing *listing;    /* directories: the last listing */
     uint64_t list_gen;       /* bumped each time the listing is dropped (directories) */
     struct mount_inode *next_path, *next_ino;
+    struct mount_inode *park_prev, *park_next; /* the parked list, newest first (when parked) */
+    size_t park_cost; /* entries it counts against the park limit; 0: not parked */
 } mount_inode;
 
 typedef struct mount_inodes mount_inodes;
@@ -66,10 +77,17 @@ mount_inode *mount_inodes_get_path(mount_inodes *t, const char *path, bool is_di
 uint64_t mount_inodes_number(mount_inodes *t, const char *path);
 
 /* Drops `n` kernel references; frees the inode when none are left and nothing else holds it
- * (no stage). The root is never freed. */
+ * (no stage), or parks it (see above) when it is an attached directory holding a listing. The
+ * root is never freed. Parking may free other parked inodes that nothing references. */
 void mount_inodes_forget(mount_inodes *t, mount_inode *in, uint64_t n);
-/* Frees `in` if nothing references it (after a failed reply, or when a stage ends). */
+/* Frees (or parks) `in` if nothing references it (after a failed reply, or when a stage ends),
+ * as mount_inodes_forget does. */
 void mount_inodes_maybe_free(mount_inodes *t, mount_inode *in);
+/* Sets how many listing entries parked directories may hold in all (MOUNT_INODES_PARK_LIMIT by
+ * default; 0 parks nothing), freeing the oldest parked inodes that nothing references beyond it. */
+void mount_inodes_park_limit(mount_inodes *t, size_t entries);
+/* The listing entries parked directories hold now (their cost when parked). */
+size_t mount_inodes_parked(const mount_inodes *t);
 
 /* Moves `in` to `new_path` (taking the string). An attached inode already at `new_path` is
  * detached first. */

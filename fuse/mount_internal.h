@@ -203,6 +203,19 @@ void mount_created_attrs(fuse_req_t req, mode_t mode, mount_attrs *a);
  * backend call. */
 int mount_refresh(mount_view *m, mount_inode *in);
 
+/* What `name` in directory `parent` is, into *e (e->ino 0: a negative entry, for
+ * e->entry_timeout), with a reference counted for the kernel: from the mount's caches when they
+ * answer, else asking the backend (docs/semantics.md, "Metadata"). 0, or -ENOENT, -ENOTDIR,
+ * -ENAMETOOLONG, -ENOMEM or the backend's -errno. m->lock not held. */
+int mount_lookup(mount_view *m, fuse_ino_t parent, const char *name, struct fuse_entry_param *e);
+/* Drops `nlookup` of the kernel's references on inode `ino` (unknown: nothing). m->lock held. */
+void mount_forget(mount_view *m, fuse_ino_t ino, uint64_t nlookup);
+/* The listing of directory `ino` for a reader, with a reference for the caller (*out; NULL on
+ * failure): the directory's own when younger than --negative-ttl, else a new one from the backend,
+ * which the directory keeps unless it changed meanwhile. 0 or -ENOENT, -ENOTDIR, -ENOMEM, the
+ * backend's -errno. m->lock not held. */
+int mount_list_dir(mount_view *m, fuse_ino_t ino, mount_listing **out);
+
 void mount_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
 void mount_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup);
 void mount_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets);

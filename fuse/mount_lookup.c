@@ -9,6 +9,11 @@
  * hold is "no such file" only for --negative-ttl. A lookup nothing answers asks the backend: a
  * one-entry LIST of "name/" (a directory wins over a file: mount_names.h), then HEAD. Keys that
  * cannot be POSIX names, and files hidden by a directory of the same name, are logged once each.
+ *
+ * These caches are the mount's, not the kernel's: when the kernel forgets a directory's inode
+ * (memory pressure, drop_caches), the inode table parks it with its listing (mount_inodes.h), so
+ * the names under it are found again in that listing, within its TTL, at no request. A lookup runs
+ * as a cached part under m->lock, a remote part without it, and one reply (see mount_lookup).
  */
 #include "mount_internal.h"
 
@@ -208,6 +213,29 @@ static void merge_staged(mount_view *m, const char *path, mount_listing *l)
 /* ---- lookups ------------------------------------------------------------------------------ */
 
 /*
+ * Adopts `l`, a listing of directory `dir` fetched by revalidation while the directory's
+ * list_gen was `gen`, unless the directory changed meanwhile (then `l` is dropped). Takes `l`.
+ * m->lock held. Returns whether the directory's listing now answers a lookup: `l` was adopted, or
+ * another thread revalidated it meanwhile (its listing is as fresh as this one). The answer does
+ * not compare clocks again: a listing that expires within a moment of its revalidation is still
+ * the freshest the cluster has, and a second clock reading at that boundary would send the name
+ * to a probe.
+ */
+static bool adopt_listing(mount_view *m, const char *dir, uint64_t gen, mount_listing *l)
+{
+    SHOAL_ASSERT_LOCKED(&m->lock);
+    mount_inode *p = mount_inodes_find(m->inodes, dir);
+    if (p && p->list_gen == gen && (!p->listing || p->listing->listed_at <= l->listed_at)) {
+        merge_staged(m, dir, l);
+        mount_listing_unref(p->listing);
+        p->listing = l;
+        return true;
+    }
+    mount_listing_unref(l); /* the directory changed meanwhile */
+    return p && p->list_gen == gen && p->listing;
+}
+
+/*
  * Revalidates the expired listing of directory `dir` from the backend's shared listing (one LIST
  * per directory per TTL for every node of the cluster), so that after the TTL a lookup or an open
  * of a name the directory holds still costs no request of its own: only a name the listing lacks
@@ -216,9 +244,7 @@ static void merge_staged(mount_view *m, const char *path, mount_listing *l)
  * around the backend call; a failure leaves things as they were (the caller probes).
  *
  * Returns whether the directory's listing (dir's inode ->listing on return) answers a lookup that
- * began at `now`: it was fresh then, or it was just revalidated. The second case does not compare
- * clocks again: a listing that expires within a moment of its revalidation is still the freshest
- * the cluster has, and a second clock reading at that boundary would send the name to a probe.
+ * began at `now`: it was fresh then, or it was just revalidated (adopt_listing).
  */
 static bool revalidate_listing(mount_view *m, const char *dir, uint64_t now)
 {
@@ -236,18 +262,7 @@ static bool revalidate_listing(mount_view *m, const char *dir, uint64_t now)
     pthread_mutex_unlock(&m->lock);
     int rc = path ? fetch_listing(m, path, true, &l) : -ENOMEM;
     pthread_mutex_lock(&m->lock);
-    p = rc == 0 ? mount_inodes_find(m->inodes, path) : NULL;
-    bool fresh = false;
-    if (p && p->list_gen == gen && (!p->listing || p->listing->listed_at <= l->listed_at)) {
-        merge_staged(m, path, l);
-        mount_listing_unref(p->listing);
-        p->listing = l;
-        fresh = true;
-    } else if (l) {
-        mount_listing_unref(l); /* the directory changed meanwhile */
-        /* Another thread revalidated it meanwhile: its listing is as fresh as this one. */
-        fresh = p && p->list_gen == gen && p->listing;
-    }
+    bool fresh = rc == 0 && adopt_listing(m, path, gen, l);
     free(path);
     return fresh;
 }
@@ -284,118 +299,188 @@ out:
     return rc;
 }
 
-static void reply_negative(mount_view *m, fuse_req_t req)
+/*
+ * A lookup goes in parts, as libfuse's passthrough_ll does its own: the cached part under m->lock
+ * answers from what the mount holds (the inode's attributes, the parent's listing); when that
+ * cannot, it says which remote part is needed, which runs without the lock (a revalidation of
+ * the parent's expired listing, after which the cached part runs again; or a probe of the name,
+ * whose answer is learnt under the lock); mount_op_lookup then replies once.
+ */
+typedef enum lookup_step {
+    LOOKUP_ANSWERED, /* lk->rc, and lk->e when it is 0 */
+    LOOKUP_REVALIDATE, /* the parent's listing expired: revalidate it (lk->dir, lk->gen) */
+    LOOKUP_PROBE, /* nothing held answers: ask the backend what lk->path is */
+} lookup_step;
+
+typedef struct lookup_ctx {
+    fuse_ino_t parent;
+    const char *name;
+    uint64_t now; /* when the lookup began */
+    char *path; /* the name's path (owned; set by the first cached part) */
+    char *dir; /* the parent's path, for a revalidation (owned) */
+    uint64_t gen; /* the parent's list_gen when its listing was found expired */
+    bool revalidated; /* a revalidation ran: the parent's listing is not asked again */
+    bool trust_listing; /* it succeeded: the listing answers as it is */
+    int rc;
+    struct fuse_entry_param *e;
+} lookup_ctx;
+
+/* The name is `in` (NULL: NOMEM): the kernel gets a reference and its entry. m->lock held. */
+static lookup_step answer_inode(mount_view *m, lookup_ctx *lk, mount_inode *in)
 {
-    struct fuse_entry_param e;
-    memset(&e, 0, sizeof e);
-    e.entry_timeout = m->cfg.negative_ttl;
-    fuse_reply_entry(req, &e);
+    SHOAL_ASSERT_LOCKED(&m->lock);
+    lk->rc = in ? 0 : -ENOMEM;
+    if (in) {
+        in->nlookup++;
+        mount_fill_entry(m, in, lk->e);
+    }
+    return LOOKUP_ANSWERED;
+}
+
+/* The name is absent: the negative entry, kept by the kernel for --negative-ttl, and the file
+ * inode at its path (if any) is superseded. m->lock held. */
+static lookup_step answer_absent(mount_view *m, lookup_ctx *lk)
+{
+    SHOAL_ASSERT_LOCKED(&m->lock);
+    check_version(m, lk->path, false, NULL);
+    memset(lk->e, 0, sizeof *lk->e);
+    lk->e->entry_timeout = m->cfg.negative_ttl;
+    lk->rc = 0;
+    return LOOKUP_ANSWERED;
+}
+
+static lookup_step answer_error(lookup_ctx *lk, int rc)
+{
+    lk->rc = rc;
+    return LOOKUP_ANSWERED;
+}
+
+/* The cached part: answers from the name's inode while its attributes are fresh, else from the
+ * parent's listing while it is trusted (within --metadata-ttl, or just revalidated; a name it
+ * lacks is absent while it is younger than --negative-ttl), else says what to ask. m->lock held. */
+static lookup_step lookup_cached(mount_view *m, lookup_ctx *lk)
+{
+    SHOAL_ASSERT_LOCKED(&m->lock);
+    mount_inode *p = mount_get_inode(m, lk->parent);
+    if (!p || !p->is_dir)
+        return answer_error(lk, p ? -ENOTDIR : -ENOENT);
+    if (!lk->path && !(lk->path = mount_child_path(p->path, lk->name)))
+        return answer_error(lk, -ENOMEM);
+    if (strlen(m->prefix) + strlen(lk->path) > MOUNT_MAX_KEY)
+        return answer_error(lk, -ENAMETOOLONG);
+    mount_inode *in = mount_inodes_find(m->inodes, lk->path);
+    if (in && (in->stage || lk->now < in->attr_until))
+        return answer_inode(m, lk, in);
+    mount_listing *l = p->detached ? NULL : p->listing;
+    if (l && !lk->trust_listing && lk->now >= l->listed_at + m->ttl_us) {
+        if (lk->revalidated || !m->be->list_shared)
+            return LOOKUP_PROBE;
+        free(lk->dir);
+        lk->dir = strdup(p->path);
+        lk->gen = p->list_gen;
+        return lk->dir ? LOOKUP_REVALIDATE : answer_error(lk, -ENOMEM);
+    }
+    if (!l)
+        return LOOKUP_PROBE;
+    const mount_dirent *d = mount_names_find(l->e, l->n, lk->name);
+    if (d) {
+        check_version(m, lk->path, d->is_dir, &d->info);
+        in = mount_inode_at(m, lk->path, d->is_dir);
+        if (in)
+            mount_learn(in, &d->info, l->listed_at + m->ttl_us);
+        else /* a staged inode of the other type wins until it is uploaded */
+            in = mount_inodes_find(m->inodes, lk->path);
+        return answer_inode(m, lk, in);
+    }
+    if (mount_now_us() < l->listed_at + m->neg_ttl_us)
+        return answer_absent(m, lk);
+    return LOOKUP_PROBE;
+}
+
+/* The remote part of a revalidation: the shared listing of lk->dir, fetched without the lock,
+ * adopted under it; then the cached part again. m->lock not held. */
+static lookup_step lookup_revalidate(mount_view *m, lookup_ctx *lk)
+{
+    SHOAL_ASSERT_UNLOCKED(&m->lock);
+    mount_listing *l = NULL;
+    int rc = fetch_listing(m, lk->dir, true, &l);
+    pthread_mutex_lock(&m->lock);
+    lk->revalidated = true;
+    lk->trust_listing = rc == 0 && adopt_listing(m, lk->dir, lk->gen, l);
+    lookup_step next = lookup_cached(m, lk);
+    pthread_mutex_unlock(&m->lock);
+    return next;
+}
+
+/* The remote part of a probe: asks the backend without the lock, learns the answer under it. A
+ * store that fails answers with its error. m->lock not held. */
+static void lookup_probe(mount_view *m, lookup_ctx *lk)
+{
+    SHOAL_ASSERT_UNLOCKED(&m->lock);
+    bool is_dir = false;
+    mount_obj_info info;
+    int rc = probe(m, lk->path, &is_dir, &info);
+    if (rc != 0 && rc != -ENOENT) {
+        answer_error(lk, rc);
+        return;
+    }
+    pthread_mutex_lock(&m->lock);
+    if (rc == -ENOENT) {
+        answer_absent(m, lk);
+    } else {
+        check_version(m, lk->path, is_dir, &info);
+        mount_inode *in = mount_inode_at(m, lk->path, is_dir);
+        if (in)
+            mount_learn(in, &info, mount_now_us() + m->ttl_us);
+        else
+            in = mount_inodes_find(m->inodes, lk->path);
+        answer_inode(m, lk, in);
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+int mount_lookup(mount_view *m, fuse_ino_t parent, const char *name, struct fuse_entry_param *e)
+{
+    SHOAL_ASSERT_UNLOCKED(&m->lock);
+    int rc = mount_check_name(name);
+    if (rc != 0)
+        return rc == -ENAMETOOLONG ? rc : -ENOENT;
+    lookup_ctx lk = {.parent = parent, .name = name, .now = mount_now_us(), .e = e};
+    pthread_mutex_lock(&m->lock);
+    lookup_step step = lookup_cached(m, &lk);
+    pthread_mutex_unlock(&m->lock);
+    if (step == LOOKUP_REVALIDATE)
+        step = lookup_revalidate(m, &lk);
+    if (step == LOOKUP_PROBE)
+        lookup_probe(m, &lk);
+    free(lk.path);
+    free(lk.dir);
+    return lk.rc;
 }
 
 void mount_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-    mount_view *m = fuse_req_userdata(req);
     struct fuse_entry_param e;
-    int rc = mount_check_name(name);
-    if (rc != 0) {
-        fuse_reply_err(req, rc == -ENAMETOOLONG ? ENAMETOOLONG : ENOENT);
-        return;
-    }
-    uint64_t now = mount_now_us();
-    bool is_dir = false;
-    mount_obj_info info;
-    char *path = NULL;
-
-    pthread_mutex_lock(&m->lock);
-    mount_inode *p = mount_get_inode(m, parent);
-    if (!p || !p->is_dir) {
-        rc = p ? -ENOTDIR : -ENOENT;
-        goto unlock_reply;
-    }
-    path = mount_child_path(p->path, name);
-    if (!path) {
-        rc = -ENOMEM;
-        goto unlock_reply;
-    }
-    if (strlen(m->prefix) + strlen(path) > MOUNT_MAX_KEY) {
-        rc = -ENAMETOOLONG;
-        goto unlock_reply;
-    }
-    mount_inode *in = mount_inodes_find(m->inodes, path);
-    if (in && (in->stage || now < in->attr_until))
-        goto found;
-    bool trusted = revalidate_listing(m, p->path, now);
-    p = mount_get_inode(m, parent);
-    mount_listing *l = p && p->is_dir ? p->listing : NULL;
-    now = mount_now_us();
-    if (l && trusted) {
-        const mount_dirent *d = mount_names_find(l->e, l->n, name);
-        if (d) {
-            check_version(m, path, d->is_dir, &d->info);
-            in = mount_inode_at(m, path, d->is_dir);
-            if (!in) {
-                in = mount_inodes_find(m->inodes, path);
-                goto found;
-            }
-            mount_learn(in, &d->info, l->listed_at + m->ttl_us);
-            goto found;
-        }
-        if (now < l->listed_at + m->neg_ttl_us) {
-            check_version(m, path, false, NULL);
-            pthread_mutex_unlock(&m->lock);
-            reply_negative(m, req);
-            goto out;
-        }
-    }
-    pthread_mutex_unlock(&m->lock);
-
-    rc = probe(m, path, &is_dir, &info);
-    if (rc == -ENOENT) {
-        pthread_mutex_lock(&m->lock);
-        check_version(m, path, false, NULL);
-        pthread_mutex_unlock(&m->lock);
-        reply_negative(m, req);
-        goto out;
-    }
-    if (rc != 0) {
+    int rc = mount_lookup(fuse_req_userdata(req), parent, name, &e);
+    if (rc == 0)
+        fuse_reply_entry(req, &e);
+    else
         fuse_reply_err(req, -rc);
-        goto out;
-    }
-    pthread_mutex_lock(&m->lock);
-    check_version(m, path, is_dir, &info);
-    in = mount_inode_at(m, path, is_dir);
-    if (!in)
-        in = mount_inodes_find(m->inodes, path);
-    if (!in) {
-        rc = -ENOMEM;
-        goto unlock_reply;
-    }
-    mount_learn(in, &info, mount_now_us() + m->ttl_us);
-found:
-    if (!in) {
-        rc = -ENOMEM;
-        goto unlock_reply;
-    }
-    in->nlookup++;
-    mount_fill_entry(m, in, &e);
-    pthread_mutex_unlock(&m->lock);
-    fuse_reply_entry(req, &e);
-    goto out;
+}
 
-unlock_reply:
-    pthread_mutex_unlock(&m->lock);
-    fuse_reply_err(req, -rc);
-out:
-    free(path);
+void mount_forget(mount_view *m, fuse_ino_t ino, uint64_t nlookup)
+{
+    SHOAL_ASSERT_LOCKED(&m->lock);
+    mount_inode *in = mount_get_inode(m, ino);
+    if (in)
+        mount_inodes_forget(m->inodes, in, nlookup);
 }
 
 void mount_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
     mount_view *m = fuse_req_userdata(req);
     pthread_mutex_lock(&m->lock);
-    mount_inode *in = mount_get_inode(m, ino);
-    if (in)
-        mount_inodes_forget(m->inodes, in, nlookup);
+    mount_forget(m, ino, nlookup);
     pthread_mutex_unlock(&m->lock);
     fuse_reply_none(req);
 }
@@ -404,11 +489,8 @@ void mount_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data
 {
     mount_view *m = fuse_req_userdata(req);
     pthread_mutex_lock(&m->lock);
-    for (size_t i = 0; i < count; i++) {
-        mount_inode *in = mount_get_inode(m, forgets[i].ino);
-        if (in)
-            mount_inodes_forget(m->inodes, in, forgets[i].nlookup);
-    }
+    for (size_t i = 0; i < count; i++)
+        mount_forget(m, forgets[i].ino, forgets[i].nlookup);
     pthread_mutex_unlock(&m->lock);
     fuse_reply_none(req);
 }
@@ -476,15 +558,12 @@ void mount_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 }
 /* ---- directories -------------------------------------------------------------------------- */
 
-void mount_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+int mount_list_dir(mount_view *m, fuse_ino_t ino, mount_listing **out)
 {
-    mount_view *m = fuse_req_userdata(req);
+    SHOAL_ASSERT_UNLOCKED(&m->lock);
     mount_listing *l = NULL;
     char *path = NULL;
-    mount_handle *h = calloc(1, sizeof *h);
-    int rc = h ? 0 : -ENOMEM;
-    if (rc)
-        goto reply;
+    int rc = 0;
     pthread_mutex_lock(&m->lock);
     mount_inode *in = mount_get_inode(m, ino);
     if (!in || !in->is_dir) {
@@ -503,29 +582,37 @@ void mount_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     pthread_mutex_unlock(&m->lock);
     rc = path ? fetch_listing(m, path, false, &l) : -ENOMEM;
     if (rc)
-        goto reply;
+        goto out;
     pthread_mutex_lock(&m->lock);
     merge_staged(m, path, l);
     /* A change in the directory while the listing was fetched (an upload ended, a name went) may
-     * be missing from it: this handle still reads it, but it is not kept for the next opendir. */
+     * be missing from it: the caller still reads it, but it is not kept for the next opendir. */
     if (in->list_gen == gen) {
         mount_drop_listing(in);
         in->listing = l;
         l->refs++;
     }
 unlock:
-    if (rc == 0) {
-        h->listing = l;
-        mount_handle_link(m, h);
-    }
     pthread_mutex_unlock(&m->lock);
-reply:
+out:
     free(path);
+    *out = l;
+    return rc;
+}
+
+void mount_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    mount_view *m = fuse_req_userdata(req);
+    mount_handle *h = calloc(1, sizeof *h);
+    int rc = h ? mount_list_dir(m, ino, &h->listing) : -ENOMEM;
     if (rc) {
         free(h);
         fuse_reply_err(req, -rc);
         return;
     }
+    pthread_mutex_lock(&m->lock);
+    mount_handle_link(m, h);
+    pthread_mutex_unlock(&m->lock);
     fi->fh = (uint64_t)(uintptr_t)h;
     if (fuse_reply_open(req, fi) != 0)
         mount_handle_end(m, h);

@@ -150,15 +150,14 @@ static int mem_head(void *ctx, const char *key, mount_obj_info *out)
     return o ? 0 : -ENOENT;
 }
 
-static int mem_list(void *ctx, const char *prefix, const char *delimiter, size_t max_entries,
-                    mount_list_fn cb, void *ud)
+static int list_counted(mem_backend *b, unsigned *counter, const char *prefix, const char *delimiter,
+                        size_t max_entries, mount_list_fn cb, void *ud)
 {
-    mem_backend *b = ctx;
     size_t plen = strlen(prefix), dlen = strlen(delimiter), emitted = 0;
     char *last_prefix = NULL;
     size_t last_len = 0;
     pthread_mutex_lock(&b->lock);
-    b->counts.list++;
+    (*counter)++;
     bool found;
     for (size_t i = find(b, prefix, plen, &found); i < b->n; i++) {
         mem_obj *o = &b->o[i];
@@ -185,6 +184,21 @@ static int mem_list(void *ctx, const char *prefix, const char *delimiter, size_t
     }
     pthread_mutex_unlock(&b->lock);
     return 0;
+}
+
+static int mem_list(void *ctx, const char *prefix, const char *delimiter, size_t max_entries, mount_list_fn cb,
+                    void *ud)
+{
+    mem_backend *b = ctx;
+    return list_counted(b, &b->counts.list, prefix, delimiter, max_entries, cb, ud);
+}
+
+static int mem_list_shared(void *ctx, const char *prefix, const char *delimiter, mount_list_fn cb, void *ud,
+                           uint64_t *age_us)
+{
+    mem_backend *b = ctx;
+    *age_us = 0;
+    return list_counted(b, &b->counts.list_shared, prefix, delimiter, 0, cb, ud);
 }
 
 static ssize_t mem_read(void *ctx, const char *key, const char *etag, uint64_t offset, size_t len,
@@ -269,6 +283,16 @@ static int mem_remove(void *ctx, const char *key)
 const mount_backend mem_backend_ops = {
     .head = mem_head,
     .list = mem_list,
+    .read = mem_read,
+    .put = mem_put,
+    .copy = mem_copy,
+    .remove = mem_remove,
+};
+
+const mount_backend mem_backend_shared_ops = {
+    .head = mem_head,
+    .list = mem_list,
+    .list_shared = mem_list_shared,
     .read = mem_read,
     .put = mem_put,
     .copy = mem_copy,

@@ -20,10 +20,13 @@
 typedef struct mem_backend mem_backend;
 
 typedef struct mem_counts {
-    unsigned head, list, read, put, copy, remove;
+    unsigned head, list, list_shared, read, put, copy, remove;
 } mem_counts;
 
 extern const mount_backend mem_backend_ops;
+/* The same table with list_shared, answered from the store itself (age 0) and counted apart: a
+ * stand-in for the daemon's listing shared by the cluster. */
+extern const mount_backend mem_backend_shared_ops;
 
 /* A new, empty store (never NULL: aborts on NOMEM). */
 mem_backend *mem_backend_new(void);

@@ -491,6 +491,108 @@ TT_TEST(test_mount_e2e_lists_2500_entries_completely_without_a_head_each)
     finish(c);
 }
 
+/* ---- lookups after the kernel forgot its inodes ------------------------------------------------- */
+
+/* Makes the kernel drop its page cache, dentries and inodes (what memory pressure does to a long
+ * job's): every name of the mount is looked up again. False when not permitted. */
+static bool drop_kernel_caches(void)
+{
+    sync();
+    int fd = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
+    bool ok = fd >= 0 && write(fd, "3", 1) == 1;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+static void require_drop_caches(void)
+{
+    if (access("/proc/sys/vm/drop_caches", W_OK) != 0)
+        TT_SKIP("cannot write /proc/sys/vm/drop_caches (%s): the kernel's inodes cannot be dropped", strerror(errno));
+}
+
+/* Opens and reads every file of fg/ (each name looked up unless the kernel still knows it) and
+ * checks its bytes. */
+static void read_all(int n)
+{
+    char p[1024], rel[64], want[32];
+    for (int k = 0; k < n; k++) {
+        snprintf(rel, sizeof rel, "fg/f%05d", k);
+        size_t len;
+        uint8_t *got = slurp(mpath(p, sizeof p, 0, rel), &len);
+        int wl = body_number(k, want, sizeof want);
+        TT_CHECK(len == (size_t)wl && memcmp(got, want, len) == 0, "%s: wrong bytes", rel);
+        free(got);
+    }
+}
+
+/* Lists fg/ (N files, uploaded by the caller), reads every file (now in the daemon's disk cache),
+ * drops the kernel's caches and returns the monotonic ms at which the listing began. */
+static uint64_t list_read_and_forget(int n)
+{
+    char p[1024];
+    uint64_t t0 = td_now_ms();
+    size_t listed;
+    char **names = list_dir(mpath(p, sizeof p, 0, "fg"), &listed);
+    free_names(names, listed);
+    TT_CHECK(listed == (size_t)n, "fg/ lists %zu entries, expected %d", listed, n);
+    read_all(n);
+    TT_CHECK(drop_kernel_caches(), "echo 3 > /proc/sys/vm/drop_caches: %s", strerror(errno));
+    return t0;
+}
+
+/* The kernel forgot the directory and its files (drop_caches): looking the names up again within
+ * --metadata-ttl is answered by the directory's listing, which the mount keeps, and the bytes by
+ * the daemon's disk cache: no LIST, no HEAD, no GET (before, one LIST and one HEAD per file). */
+TT_TEST(test_mount_e2e_names_the_kernel_forgot_are_found_again_in_a_fresh_listing_without_a_request)
+{
+    require_drop_caches();
+    td_cluster *c = cluster(1);
+    enum { N = 60 };
+    bulk_upload(c, "fg", N, body_number);
+    start_mounted(c, 0, "3600", "5", NULL);
+    list_read_and_forget(N);
+    tt_s3rver_stats_reset(&c->s3);
+    read_all(N);
+    long heads = tt_s3rver_stat(&c->s3, "heads"), lists = tt_s3rver_stat(&c->s3, "lists");
+    long gets = tt_s3rver_stat(&c->s3, "gets");
+    tt_note("%d files read again after drop_caches: %ld LIST, %ld HEAD, %ld GET", N, lists, heads, gets);
+    TT_CHECK(lists == 0 && heads == 0, "%ld LISTs and %ld HEADs: the listing was fresh and held every name", lists,
+             heads);
+    TT_CHECK(gets == 0, "%ld GETs: the daemon's disk cache holds every file", gets);
+    finish(c);
+}
+
+/* The same once --metadata-ttl has passed: the listing is no longer trusted as it is, so the store
+ * is asked again. The directory's listing is revalidated whole (a LIST for the directory, another
+ * to find the directory itself), not one LIST and one HEAD per name; a slow machine that stretches
+ * the reads over several TTLs may revalidate once per TTL. */
+TT_TEST(test_mount_e2e_names_the_kernel_forgot_are_asked_for_again_after_the_ttl)
+{
+    require_drop_caches();
+    td_cluster *c = cluster(1);
+    enum { N = 60, TTL_MS = 2000 };
+    bulk_upload(c, "fg", N, body_number);
+    start_mounted(c, 0, "2", "1", NULL);
+    uint64_t t0 = list_read_and_forget(N);
+    uint64_t now = td_now_ms();
+    if (now < t0 + TTL_MS + 100)
+        td_sleep_ms((unsigned)(t0 + TTL_MS + 100 - now));
+    tt_s3rver_stats_reset(&c->s3);
+    uint64_t t1 = td_now_ms();
+    read_all(N);
+    uint64_t ttls = 1 + (td_now_ms() - t1) / TTL_MS;
+    long heads = tt_s3rver_stat(&c->s3, "heads"), lists = tt_s3rver_stat(&c->s3, "lists");
+    tt_note("%d files read again after the TTL: %ld LIST, %ld HEAD over %llu TTL(s)", N, lists, heads,
+            (unsigned long long)ttls);
+    TT_CHECK(lists + heads >= 1, "no request after the TTL: the expired listing answered as if fresh");
+    TT_CHECK(heads == 0 && lists <= 2 * (long)ttls,
+             "%ld LISTs and %ld HEADs: expected the listing revalidated "
+             "(at most 2 LISTs per TTL, no HEAD), not every name probed",
+             lists, heads);
+    finish(c);
+}
+
 /* ---- other clients change the bucket ---------------------------------------------------------- */
 
 TT_TEST(test_mount_e2e_object_created_by_awscli_appears_within_negative_ttl)

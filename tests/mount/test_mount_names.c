@@ -153,6 +153,59 @@ TT_TEST(test_mount_inodes_number_is_stable_across_forget)
     mount_inodes_delete(t);
 }
 
+/* A listing of `n` entries (no names: only their count matters here). */
+static mount_listing *listing_of(size_t n)
+{
+    mount_listing *l = calloc(1, sizeof *l);
+    TT_CHECK(l != NULL, "calloc");
+    l->refs = 1;
+    l->n = n;
+    return l;
+}
+
+/* A directory with a listing of `n` entries that the kernel looked up once. */
+static mount_inode *listed_dir(mount_inodes *t, const char *path, size_t n)
+{
+    mount_inode *d = mount_inodes_get_path(t, path, true);
+    TT_CHECK(d != NULL, "get_path %s", path);
+    d->nlookup = 1;
+    d->listing = listing_of(n);
+    return d;
+}
+
+TT_TEST(test_mount_inodes_forgotten_directories_keep_their_listings_within_the_park_limit)
+{
+    mount_inodes *t = mount_inodes_new();
+    mount_inodes_park_limit(t, 25); /* room for two listings of 10 (each costs its entries + 1) */
+    mount_inode *a = listed_dir(t, "a", 10), *b = listed_dir(t, "b", 10);
+    mount_inode *f = mount_inodes_get_path(t, "a/f", false), *bare = mount_inodes_get_path(t, "bare", true);
+    f->nlookup = bare->nlookup = 1;
+    mount_inodes_forget(t, f, 1);
+    mount_inodes_forget(t, bare, 1);
+    TT_CHECK(!mount_inodes_find(t, "a/f") && !mount_inodes_find(t, "bare"), "a file, or a directory with no "
+                                                                            "listing, outlived the kernel's forget");
+    mount_inodes_forget(t, a, 1);
+    mount_inodes_forget(t, b, 1);
+    TT_CHECK(mount_inodes_find(t, "a") == a && mount_inodes_find(t, "b") == b && mount_inodes_parked(t) == 22,
+             "forgotten listed directories not parked (%zu entries parked)", mount_inodes_parked(t));
+    mount_inode *c = listed_dir(t, "c", 10);
+    mount_inodes_forget(t, c, 1);
+    TT_CHECK(!mount_inodes_find(t, "a") && mount_inodes_find(t, "b") == b && mount_inodes_find(t, "c") == c,
+             "over the limit, the oldest parked directory is not the one freed");
+    TT_CHECK(mount_inodes_parked(t) == 22, "%zu entries parked, expected 22", mount_inodes_parked(t));
+    b->nlookup = 1; /* looked up again: in use, never freed by the limit */
+    mount_inode *d = listed_dir(t, "d", 10);
+    mount_inodes_forget(t, d, 1);
+    TT_CHECK(mount_inodes_find(t, "b") == b && mount_inodes_find(t, "c") == c && mount_inodes_find(t, "d") == d,
+             "a parked directory in use again was freed");
+    mount_inodes_detach(t, c); /* rmdir */
+    TT_CHECK(mount_inodes_parked(t) == 11, "a detached directory still counts as parked (%zu)", mount_inodes_parked(t));
+    mount_inodes_maybe_free(t, c);
+    mount_inodes_park_limit(t, 0);
+    TT_CHECK(!mount_inodes_find(t, "d") && mount_inodes_parked(t) == 0, "a limit of 0 keeps a parked directory");
+    mount_inodes_delete(t);
+}
+
 TT_TEST(test_mount_inodes_rename_moves_path_and_detaches_target)
 {
     mount_inodes *t = mount_inodes_new();
