@@ -6,8 +6,10 @@
  *
  * Buffers. A fetched block lives in a reference-counted buffer shared by the leader, the waiters
  * and peer replies (handed to ZeroMQ with a free function that drops a reference), so a block is
- * never copied on its way to a waiter or a peer. A block already in the store is mapped
- * (node_store_map) and sent or written from the mapping.
+ * never copied on its way to a waiter or a peer. Those buffers come from a budget (see "Block
+ * buffers" below), which bounds the memory of fetches. A block already in the store is mapped
+ * (node_store_map) and sent or written from the mapping, or, for node_cache_read_lazy, opened
+ * (node_store_open_lazy) and read into the reader's buffer.
  *
  * Threads. Peer GETs arrive on the transport's I/O thread, which must not block, so they go to the
  * serve pool. Serving never forwards a request, so a serve worker waits only for S3, for a fetch in
@@ -21,30 +23,46 @@
 
 #include "shoal_thread.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <xxhash.h>
 
 /* ---- reference-counted block buffers ------------------------------------------------------- */
 
-
-/* Block buffers are reused: a fresh 4 MiB malloc is a fresh mapping, and filling it costs a page
- * fault and a zeroed page per 4 KiB, which was a tenth of a cold read's CPU. Buffers of
- * BUF_POOL_MIN bytes and more are allocated in power-of-two sizes and, when freed, kept in a
- * per-size free list of at most BUF_POOL_BYTES (at least one buffer). The lists are process-wide:
- * every cache in the process shares them. */
+/* Block buffers come from a budget of the cache's own (cache_bufs): buffers of BUF_POOL_MIN
+ * bytes and more are mapped in power-of-two sizes, and every byte mapped counts against a budget
+ * of node_cache_config.buffer_blocks (--fetch-buffers) such buffers of the block size, whether a
+ * buffer is in use or kept free for the next fetch. A
+ * freed buffer is kept (a fresh 4 MiB mapping costs a page fault and a zeroed page per 4 KiB, a
+ * tenth of a cold read's CPU once), so the budget is both the most these buffers ever take and what
+ * they keep after a burst. A fetch that finds the budget spent waits for a buffer to come back
+ * instead of allocating: what holds a buffer is a fetch in progress (its S3 GET or its store write),
+ * a reader copying from it, or the transport sending it to a peer, and none of them waits for
+ * another buffer, so one always comes back. Should none come back within CACHE_BUF_WAIT_MS (a
+ * transport stuck on a peer that does not read), the fetch takes one past the budget, counted in
+ * cache.buffer_overruns and given back to the system when freed: a read is worth more than the
+ * bound. Buffers are mapped rather than malloc'd so that what is given back leaves the process
+ * at once, and no allocator arena keeps it. Smaller buffers (blocks of small objects) are plain
+ * malloc and not counted: their size is that of the objects, not of the block. */
 #define BUF_POOL_MIN (256u << 10)
-#define BUF_POOL_CLASSES 9 /* 256 KiB .. 64 MiB */
-#define BUF_POOL_BYTES (64u << 20)
+#define BUF_POOL_CLASSES 13 /* 256 KiB .. 1 GiB */
 
-static pthread_mutex_t buf_pool_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct {
-    cache_buf *head;
-    unsigned count;
-} buf_pool[BUF_POOL_CLASSES];
+struct cache_bufs {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* a buffer came back */
+    size_t budget; /* bytes mapped at most (in use and kept), overruns aside */
+    size_t mapped; /* bytes mapped now */
+    bool closed; /* the cache is gone: buffers coming back are unmapped */
+    unsigned refs; /* the cache's, and one per buffer mapped */
+    node_stats *stats;
+    cache_buf *kept[BUF_POOL_CLASSES];
+};
 
 static int buf_class(size_t len, size_t *cap)
 {
@@ -58,23 +76,161 @@ static int buf_class(size_t len, size_t *cap)
     return -1;
 }
 
-cache_buf *cache_buf_new(size_t len)
+static size_t buf_map_len(size_t cap)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return (offsetof(cache_buf, data) + cap + page - 1) / page * page;
+}
+
+size_t node_cache_buffer_cost(uint64_t len)
+{
+    size_t cap;
+    return len >= BUF_POOL_MIN && len <= SIZE_MAX / 2 && buf_class((size_t)len, &cap) >= 0 ? buf_map_len(cap) : 0;
+}
+
+cache_bufs *cache_bufs_new(size_t budget, node_stats *stats)
+{
+    cache_bufs *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return NULL;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->budget = budget;
+    p->refs = 1;
+    p->stats = stats;
+    return p;
+}
+
+/* Drops a reference with p->mu held (it is released); the last one frees the budget. */
+static void bufs_unref_locked(cache_bufs *p)
+{
+    bool last = --p->refs == 0;
+    pthread_mutex_unlock(&p->mu);
+    if (last) {
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->cv);
+        free(p);
+    }
+}
+
+void cache_bufs_release(cache_bufs *p)
+{
+    if (p == NULL)
+        return;
+    cache_buf *drop = NULL;
+    pthread_mutex_lock(&p->mu);
+    p->closed = true;
+    for (int i = 0; i < BUF_POOL_CLASSES; i++) {
+        while (p->kept[i] != NULL) {
+            cache_buf *b = p->kept[i];
+            p->kept[i] = b->next_free;
+            b->next_free = drop;
+            drop = b;
+        }
+    }
+    while (drop != NULL) {
+        cache_buf *b = drop;
+        drop = b->next_free;
+        p->mapped -= buf_map_len(b->cap);
+        p->refs--;
+        munmap(b, buf_map_len(b->cap));
+    }
+    bufs_unref_locked(p);
+}
+
+size_t node_cache_buffer_budget(const node_cache *c) { return c->bufs->budget; }
+
+size_t node_cache_buffer_mapped(node_cache *c)
+{
+    cache_bufs *p = c->bufs;
+    pthread_mutex_lock(&p->mu);
+    size_t n = p->mapped;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+/* A buffer of class cls (cap bytes) from the budget: a kept one, a new mapping within the budget,
+ * or, after waiting, one past it. NULL with NOMEM when mmap fails. */
+static cache_buf *bufs_take(cache_bufs *p, int cls, size_t cap)
+{
+    size_t len = buf_map_len(cap);
+    cache_buf *b = NULL, *unmap = NULL;
+    bool waited = false, over = false;
+    struct timespec until = {0, 0};
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        if ((b = p->kept[cls]) != NULL) {
+            p->kept[cls] = b->next_free;
+            break;
+        }
+        if (p->mapped + len <= p->budget || p->mapped == 0 || over)
+            break;
+        /* Kept buffers of other sizes make room first. */
+        int other = -1;
+        for (int i = 0; i < BUF_POOL_CLASSES && other < 0; i++)
+            if (p->kept[i] != NULL)
+                other = i;
+        if (other >= 0) {
+            cache_buf *v = p->kept[other];
+            p->kept[other] = v->next_free;
+            p->mapped -= buf_map_len(v->cap);
+            p->refs--;
+            v->next_free = unmap;
+            unmap = v;
+            continue;
+        }
+        if (!waited) {
+            waited = true;
+            node_stats_add(&p->stats->buffer_waits, 1);
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += CACHE_BUF_WAIT_MS / 1000;
+        }
+        if (pthread_cond_timedwait(&p->cv, &p->mu, &until) == ETIMEDOUT)
+            over = true; /* the next turn maps past the budget unless a buffer came back just now */
+    }
+    bool fresh = b == NULL;
+    if (fresh) {
+        p->mapped += len;
+        p->refs++;
+        if (over && p->mapped > p->budget) {
+            node_stats_add(&p->stats->buffer_overruns, 1);
+            LOG_WARN("cache", "buffer_overrun", "waited_ms=%d mapped=%zu budget=%zu", CACHE_BUF_WAIT_MS, p->mapped,
+                     p->budget);
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    while (unmap != NULL) {
+        cache_buf *v = unmap;
+        unmap = v->next_free;
+        munmap(v, buf_map_len(v->cap));
+    }
+    if (fresh) {
+        void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED) {
+            pthread_mutex_lock(&p->mu);
+            p->mapped -= len;
+            pthread_cond_signal(&p->cv);
+            bufs_unref_locked(p);
+            return NULL;
+        }
+        b = m;
+        b->cap = cap;
+    }
+    b->pool = p;
+    return b;
+}
+
+cache_buf *cache_buf_new(node_cache *c, size_t len)
 {
     size_t cap = len ? len : 1;
     int cls = len >= BUF_POOL_MIN ? buf_class(len, &cap) : -1;
-    cache_buf *b = NULL;
-    if (cls >= 0) {
-        pthread_mutex_lock(&buf_pool_mu);
-        if ((b = buf_pool[cls].head) != NULL) {
-            buf_pool[cls].head = b->next_free;
-            buf_pool[cls].count--;
-        }
-        pthread_mutex_unlock(&buf_pool_mu);
-    }
-    if (b == NULL && (b = malloc(sizeof *b + cap)) == NULL) {
+    cache_buf *b = cls >= 0 ? bufs_take(c->bufs, cls, cap) : malloc(sizeof *b + cap);
+    if (b == NULL) {
         shoal_error_set(SHOAL_ERR_NOMEM, "block buffer of %zu bytes", len);
         return NULL;
     }
+    if (cls < 0)
+        b->pool = NULL;
     atomic_init(&b->refs, 1);
     b->len = len;
     b->cap = cap;
@@ -95,21 +251,26 @@ void cache_buf_unref(cache_buf *b)
         return;
     node_store_sum_free(b->sum);
     b->sum = NULL;
-    size_t cap;
-    int cls = b->cap >= BUF_POOL_MIN ? buf_class(b->cap, &cap) : -1;
-    if (cls >= 0 && cap == b->cap) {
-        pthread_mutex_lock(&buf_pool_mu);
-        bool keep = buf_pool[cls].count < (BUF_POOL_BYTES / cap > 1 ? BUF_POOL_BYTES / cap : 1);
-        if (keep) {
-            b->next_free = buf_pool[cls].head;
-            buf_pool[cls].head = b;
-            buf_pool[cls].count++;
-        }
-        pthread_mutex_unlock(&buf_pool_mu);
-        if (keep)
-            return;
+    cache_bufs *p = b->pool;
+    if (p == NULL) {
+        free(b);
+        return;
     }
-    free(b);
+    size_t cap, len = buf_map_len(b->cap);
+    int cls = buf_class(b->cap, &cap);
+    pthread_mutex_lock(&p->mu);
+    bool keep = !p->closed && p->mapped <= p->budget && cls >= 0;
+    if (keep) {
+        b->next_free = p->kept[cls];
+        p->kept[cls] = b;
+        pthread_cond_signal(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    p->mapped -= len; /* a buffer past the budget goes back to the system */
+    pthread_cond_signal(&p->cv);
+    bufs_unref_locked(p);
+    munmap(b, len);
 }
 
 /* node_peer_payload free functions: the transport calls them once ZeroMQ has sent the bytes. */
@@ -370,7 +531,7 @@ static int cache_read(node_cache *c, const node_cache_object *obj, uint64_t inde
     if (seq_follows(c, obj, index))
         node_cache_prefetch(c, obj, index + 1,
                             c->cfg.readahead_blocks ? c->cfg.readahead_blocks : CACHE_READAHEAD_BLOCKS);
-    if ((lazy ? node_store_map_lazy : node_store_map)(c->cfg.store, b.id, &out->view) == 0) {
+    if ((lazy ? node_store_open_lazy : node_store_map)(c->cfg.store, b.id, &out->view) == 0) {
         if (out->view.len == b.length) {
             out->data = out->view.data;
             out->len = out->view.len;
@@ -405,6 +566,10 @@ int node_cache_read_lazy(node_cache *c, const node_cache_object *obj, uint64_t i
 
 const uint8_t *node_cache_block_bytes(node_cache_block *b, size_t off, size_t len)
 {
+    if (b->view.open) {
+        shoal_error_set(SHOAL_ERR_INVAL, "a block read lazily is read with node_cache_block_read");
+        return NULL;
+    }
     if (b->view.map != NULL) /* from the store: its chunks are checked on first use */
         return node_store_view_verify(&b->view, off, len) == 0 ? b->data + off : NULL;
     if (off > b->len || len > b->len - off) {
@@ -412,6 +577,16 @@ const uint8_t *node_cache_block_bytes(node_cache_block *b, size_t off, size_t le
         return NULL;
     }
     return b->data + off;
+}
+
+int node_cache_block_read(node_cache_block *b, size_t off, size_t len, void *dst)
+{
+    if (b->view.marks != NULL) /* from the store: its chunks are checked on first use */
+        return node_store_view_read(&b->view, off, len, dst);
+    if (off > b->len || len > b->len - off)
+        return shoal_error_set(SHOAL_ERR_RANGE, "bytes %zu..+%zu of a block of %zu", off, len, b->len);
+    memcpy(dst, b->data + off, len);
+    return 0;
 }
 
 void node_cache_block_release(node_cache_block *b)
@@ -469,6 +644,16 @@ node_cache *node_cache_new(const node_cache_config *cfg)
     pthread_cond_init(&c->list_cv, NULL);
     pthread_mutex_init(&c->work_mu, NULL);
     pthread_cond_init(&c->meta_cv, NULL);
+    unsigned blocks = cfg->buffer_blocks;
+    if (blocks == 0) {
+        uint64_t fit = CACHE_BUF_BYTES / cfg->block_size;
+        blocks = fit > CACHE_BUF_BLOCKS_MIN ? (unsigned)fit : CACHE_BUF_BLOCKS_MIN;
+    }
+    size_t cost = node_cache_buffer_cost(cfg->block_size);
+    if ((c->bufs = cache_bufs_new(blocks * (cost ? cost : BUF_POOL_MIN), cfg->stats)) == NULL) {
+        shoal_error_set(SHOAL_ERR_NOMEM, "node_cache_new");
+        goto fail;
+    }
     if (pool_start(&c->serve, c, cfg->serve_threads ? cfg->serve_threads : CACHE_SERVE_THREADS, CACHE_POOL_QUEUE) != 0 ||
         pool_start(&c->readahead, c, cfg->readahead_threads ? cfg->readahead_threads : CACHE_READAHEAD_THREADS,
                    CACHE_POOL_QUEUE) != 0 ||
@@ -553,6 +738,7 @@ void node_cache_delete(node_cache *c)
     pool_destroy(&c->serve);
     pool_destroy(&c->local);
     cache_meta_destroy(c);
+    cache_bufs_release(c->bufs);
     pthread_mutex_destroy(&c->list_mu);
     pthread_cond_destroy(&c->list_cv);
     pthread_mutex_destroy(&c->fl_mu);

@@ -86,6 +86,8 @@ typedef struct node_cache_config {
     unsigned serve_threads;     /* workers answering peer GETs; 0 means 8 */
     unsigned readahead_threads; /* workers fetching ahead of readers; 0 means 4 */
     unsigned readahead_blocks;  /* blocks fetched ahead of a sequential reader; 0 means 4 */
+    unsigned buffer_blocks; /* block buffers mapped at most, in use or kept (--fetch-buffers):
+                                 * fetches past it wait for one; 0 means max(4, 32 MiB / block_size) */
     const node_cache_deps *deps; /* borrowed, may be NULL: the parts above and the cluster */
 } node_cache_config;
 
@@ -123,6 +125,15 @@ typedef struct node_cache_block {
  * then every block is read from S3. NULL with SHOAL_ERR_INVAL (missing part, zero block size) or
  * SHOAL_ERR_NOMEM / SHOAL_ERR_IO (a thread did not start). */
 node_cache *node_cache_new(const node_cache_config *cfg);
+
+/* The most bytes this cache's block buffers map at once: buffer_blocks x node_cache_buffer_cost
+ * (block_size), a bound that holds unless a fetch waited 10 s for a buffer (cache.buffer_overruns);
+ * and the bytes they map now. Any thread. */
+size_t node_cache_buffer_budget(const node_cache *c);
+size_t node_cache_buffer_mapped(node_cache *c);
+/* The bytes a block buffer of `len` bytes maps: its power-of-two size from 256 KiB on, with its
+ * header, in whole pages; 0 for a smaller one (malloc'd, the object's size, outside the budget). */
+size_t node_cache_buffer_cost(uint64_t len);
 
 /* Attaches the membership (borrowed; must outlive the cache or be detached with NULL); the
  * placement of blocks comes from it unless the config's deps give owners. */
@@ -168,17 +179,23 @@ uint64_t node_cache_block_count(const node_cache *c, uint64_t size);
 int node_cache_read(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_block *out);
 
 /* As node_cache_read, for a reader that wants parts of the block: a block from this node's store
- * comes mapped with only its header checked (node_store_map_lazy), so out->data may be read only
- * through node_cache_block_bytes, which verifies the chunks a range touches the first time. A
- * block from a peer or S3 comes whole, as from node_cache_read. */
+ * comes open with only its header checked (node_store_open_lazy: nothing mapped, out->data NULL),
+ * and is read with node_cache_block_read, which reads the range asked and verifies the chunks it
+ * touches the first time. A block from a peer or S3 comes whole, as from node_cache_read. */
 int node_cache_read_lazy(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_block *out);
 
-/* Bytes [off, off+len) of a block filled by node_cache_read or node_cache_read_lazy, verified
+/* Bytes [off, off+len) of a block filled by node_cache_read (or by node_cache_read_lazy when it
+ * came from a peer or S3; SHOAL_ERR_INVAL for one open on the store), verified
  * against their chunk sums if they come from this node's store and were not yet (once per block
  * handed out: the check is remembered while the block is held). NULL with SHOAL_ERR_NOT_FOUND
  * when a chunk failed (the store dropped the block: release it and read it again, which fetches
  * it), SHOAL_ERR_RANGE past the block's end. Safe from many threads on one block. */
 const uint8_t *node_cache_block_bytes(node_cache_block *b, size_t off, size_t len);
+
+/* Copies bytes [off, off+len) of a block filled by node_cache_read or node_cache_read_lazy into
+ * dst, verified as node_cache_block_bytes says; the way to read a block of node_cache_read_lazy. 0,
+ * or -1 with the errors of node_cache_block_bytes. */
+int node_cache_block_read(node_cache_block *b, size_t off, size_t len, void *dst);
 
 /* Releases a block filled by node_cache_read or node_cache_read_lazy. Accepts an empty block. */
 void node_cache_block_release(node_cache_block *b);

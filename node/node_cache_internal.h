@@ -39,12 +39,18 @@
 #define CACHE_LIST_BYTES (64u << 20) /* and their bytes (a page of 1000 long keys is about 1 MiB) */
 #define CACHE_STREAM_STEP (64u << 10) /* a streaming block wakes its readers every this many bytes */
 #define CACHE_STREAM_START_MS 20      /* how long a streaming reader waits for its fetch to begin */
+#define CACHE_BUF_WAIT_MS 10000 /* a fetch waits this long for a buffer, then maps one past the budget */
+#define CACHE_BUF_BLOCKS_MIN 4 /* block buffers in the default budget: at least this many, */
+#define CACHE_BUF_BYTES (32u << 20) /* or as many as fit in this */
 #define CACHE_WORK_SLOTS 4096         /* work ids counted for PINGs; > 3 x (queue + workers) */
 
 /* ---- block buffers (node_cache.c) --------------------------------------------------------------- */
 
+typedef struct cache_bufs cache_bufs;
+
 typedef struct cache_buf {
     atomic_uint refs;
+    cache_bufs *pool; /* the budget it was mapped from; NULL: a small buffer, malloc'd */
     size_t len;
     size_t cap; /* bytes allocated for data: a power of two from BUF_POOL_MIN on, else len */
     struct cache_buf *next_free;
@@ -52,11 +58,19 @@ typedef struct cache_buf {
     uint8_t data[];
 } cache_buf;
 
-/* A buffer for `len` bytes, refs 1 (from the pool when large); NULL with SHOAL_ERR_NOMEM. */
-cache_buf *cache_buf_new(size_t len);
+/* A buffer for `len` bytes, refs 1. A large one (256 KiB and more) comes from the cache's budget
+ * and may wait for one to come back (see "Block buffers" in node_cache.c); NULL with
+ * SHOAL_ERR_NOMEM. Must not be called while the caller holds another large buffer. */
+cache_buf *cache_buf_new(node_cache *c, size_t len);
 cache_buf *cache_buf_ref(cache_buf *b);
 /* Drops a reference; the last one returns the buffer to the pool or frees it. Accepts NULL. */
 void cache_buf_unref(cache_buf *b);
+/* The budget of large buffers: at most `budget` bytes mapped (overruns aside), counted in stats.
+ * cache_bufs_release drops the cache's reference (kept buffers are unmapped; buffers still in use
+ * free it when they come back). */
+cache_bufs *cache_bufs_new(size_t budget, node_stats *stats);
+void cache_bufs_release(cache_bufs *p);
+
 /* node_peer_payload free functions: a cache_buf (hint), heap bytes, a store view (hint). */
 void cache_payload_free_buf(void *data, void *hint);
 void cache_payload_free_heap(void *data, void *hint);
@@ -171,6 +185,7 @@ struct node_cache {
     size_t list_count;
     size_t list_bytes; /* page bytes held by the table */
 
+    cache_bufs *bufs; /* the budget of block buffers */
     pool serve;
     pool readahead;
     /* Peer requests answered from this node's store alone (hand-off GETs, PUTs). They never wait

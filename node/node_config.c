@@ -52,6 +52,7 @@ enum opt_id {
     O_CACHE_FREE_SPACE,
     O_BLOCK_SIZE,
     O_REPLICAS,
+    O_FETCH_BUFFERS,
     O_ZONE,
     O_NO_SERVE,
     O_MOUNT,
@@ -104,6 +105,8 @@ static const opt_def OPTS[O_ALL] = {
     [O_CACHE_FREE_SPACE] = {"cache-free-space", "PERCENT", "share of the cache dir's file system kept free, evicting blocks to do so, 0-50 (default 5)"},
     [O_BLOCK_SIZE] = {"block-size", "SIZE", "block size, a power of two, cluster-wide (default 4M)"},
     [O_REPLICAS] = {"replicas", "N", "owners per block, 1-16 (default 1)"},
+    [O_FETCH_BUFFERS] = {"fetch-buffers", "N",
+                         "block buffers in memory at once, 2-4096 (default: 32 MiB of blocks, at least 4)"},
     [O_ZONE] = {"zone", "NAME", "failure domain of this node (default: none)"},
     [O_NO_SERVE] = {"no-serve", NULL, "consumer-only node: owns no blocks"},
     [O_MOUNT] = {"mount", "DIR", "mount the bucket here with FUSE (default: no mount)"},
@@ -600,6 +603,11 @@ static int apply(const raw_opts *r, int id, const char *v, node_config *cfg)
         if (parse_uint(v, 1, 16, &x) < 0)
             return bad(r, id, "'%s' is not a number from 1 to 16", v);
         cfg->replicas = (unsigned)x;
+        return 0;
+    case O_FETCH_BUFFERS:
+        if (parse_uint(v, 2, 4096, &x) < 0)
+            return bad(r, id, "'%s' is not a number from 2 to 4096", v);
+        cfg->fetch_buffers = (unsigned)x;
         return 0;
     case O_ZONE:
         if (!name_ok(v, 64))

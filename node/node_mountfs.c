@@ -20,11 +20,15 @@
  * not for the whole block. Stored and peer-fetched blocks take the paths below.
  *
  * Held blocks. The kernel asks for at most 1 MiB at a time (a random reader 4 KiB), and a block is
- * 4 MiB by default. A stored block is read with node_cache_read_lazy: mapped with its header
- * checked, and each 64 KiB chunk verified against its sum the first time a read copies from it
- * (node_cache_block_bytes), so a 4 KiB read hashes 64 KiB, not the block. The last FS_HELD_BLOCKS
- * blocks read stay held (a mapping of a stored block with the record of its verified chunks, or
- * the buffer a fetch filled), keyed by (key, ETag, index), which name immutable bytes, so a held
+ * 4 MiB by default. A stored block is read with node_cache_read_lazy: its file opened with the
+ * header checked, each read a pread of the range asked straight into the reply, and each 64 KiB
+ * chunk verified against its sum the first time a read touches it (node_cache_block_read), so a
+ * 4 KiB read hashes 64 KiB, not the block. Reads are not served from a mapping: a mapped block
+ * kept its pages resident for as long as it stayed held (16 blocks, 64 MiB), and giving them back
+ * after each read cost a page fault per page on the next, where a pread costs neither. The last
+ * FS_HELD_BLOCKS blocks read stay held (an open stored block with the record of its verified chunks; never
+ * the buffer a fetch filled, which goes back to the read path's budget of --fetch-buffers as soon as
+ * it is copied), keyed by (key, ETag, index), which name immutable bytes, so a held
  * block is never stale and a chunk is hashed once while its block stays held. Readers copy from a
  * held block without the lock, counted; a block evicted while read is released by its last reader.
  * A chunk that fails its check makes the store drop the block; the held block is dropped too and
@@ -543,21 +547,23 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
             }
             if (more && index == 0 && local.source != NODE_CACHE_LOCAL)
                 node_cache_prefetch(fs->parts.cache, &obj, 1, FS_PREFETCH_BLOCKS);
-            if ((h = held_add(fs, key, etag, index, &local)) != NULL)
+            /* Only stored blocks are held: a fetched block's buffer goes back to the
+             * read path's budget once copied (the fetch stored the block, so the next read of it
+             * opens it), or it would hold a fetch's memory for as long as the block stays held. */
+            if (local.buf == NULL && (h = held_add(fs, key, etag, index, &local)) != NULL)
                 b = &h->b;
         }
         bool short_block = b->len <= in;
         size_t n = short_block ? 0 : b->len - in < len - done ? (size_t)(b->len - in) : len - done;
-        /* A block from the store is verified a chunk at a time, as reads first touch it. */
-        const uint8_t *src = n > 0 ? node_cache_block_bytes(b, (size_t)in, n) : NULL;
-        if (src != NULL)
-            memcpy((char *)buf + done, src, n);
-        else if (n > 0 && h != NULL)
+        /* A block from the store is read with pread and verified a chunk at a time, as reads first
+         * touch it. */
+        bool bad = n > 0 && node_cache_block_read(b, (size_t)in, n, (char *)buf + done) != 0;
+        if (bad && h != NULL)
             held_drop(fs, h);
         if (h != NULL)
             held_put(fs, h);
         node_cache_block_release(&local);
-        if (n > 0 && src == NULL) {
+        if (bad) {
             if (retried || shoal_error_code() != SHOAL_ERR_NOT_FOUND)
                 return fs_errno("read", key);
             retried = true; /* the store dropped the damaged block: the next turn fetches it */

@@ -53,6 +53,8 @@ typedef struct node_stats {
     _Atomic uint64_t reads_s3;
     _Atomic uint64_t reads_coalesced;
     _Atomic uint64_t reads_readahead;
+    _Atomic uint64_t buffer_waits; /* fetches that waited for a block buffer */
+    _Atomic uint64_t buffer_overruns; /* ... and took one past the budget after CACHE_BUF_WAIT_MS */
     /* the peer protocol */
     _Atomic uint64_t peer_requests_in;
     _Atomic uint64_t peer_requests_out;

@@ -24,7 +24,11 @@
  * chunks; node_store_view_verify hashes the chunks a range touches that the bitmap lacks and sets
  * their bits (atomically: readers share a held view), so a chunk is hashed once per view, and a
  * view made again (the block evicted from the mount's held set, or the store reopened) starts
- * with an empty bitmap. A failed chunk marks the view bad, so not even its verified chunks are
+ * with an empty bitmap. An open view (node_store_open_lazy, what the mount reads through) is the
+ * same without a mapping: it keeps the file open and its sums in memory, and node_store_view_read
+ * preads the range asked into the caller's buffer and hashes the chunks it touches there (or, for a
+ * chunk the range holds only part of, from a read of the whole chunk), so a held block costs no
+ * resident pages and a read no page faults. A failed chunk marks the view bad, so not even its verified chunks are
  * served after the damage is known, and drops the block as any failed check does. The bytes hashed
  * are counted (verified_bytes): the tests see through it what a read verified.
  *
@@ -37,7 +41,7 @@
  *
  * Direct writes. Block files of STORE_DIRECT_MIN bytes and more are written with O_DIRECT when
  * the file system takes it (the default, node_store_options.direct_io): header, payload and sums are
- * copied, STORE_DIRECT_CHUNK at a time, into a page-aligned buffer of the writing thread, written
+ * copied, STORE_DIRECT_CHUNK at a time, into one of the store's few page-aligned buffers, written
  * in whole 4 KiB units, and the file is cut back to its exact size. A fetched block's bytes already sit in memory twice on their way to readers (the fetch's
  * buffer and the mount's page cache); a buffered write would take a third copy in fresh
  * page-cache pages, which is where a cold read spent most of its CPU (docs/benchmarks.md, Mount
@@ -141,6 +145,7 @@
 #define STORE_MAGIC 0x4B424853u /* "SHBK" little-endian */
 #define STORE_VERSION 2
 #define STORE_CHUNK (64u << 10)    /* payload bytes per chunk sum, in the files this store writes */
+#define STORE_DIRECT_SLOTS 4 /* direct writes at once, each through a buffer of the store's */
 #define STORE_CHUNK_MIN (4u << 10) /* chunk sizes a file may declare */
 #define STORE_CHUNK_MAX (64u << 20)
 #define STORE_SUM_LEN 16           /* bytes of one chunk sum (XXH3-128) */
@@ -189,6 +194,10 @@ struct node_store {
     size_t n_retired;
     bool fsync;
     _Atomic bool direct; /* O_DIRECT block writes; cleared for good when the file system refuses */
+    pthread_mutex_t direct_mu; /* guards the direct-write buffers (see "Direct writes") */
+    pthread_cond_t direct_cv; /* one came back */
+    uint8_t *direct_free[STORE_DIRECT_SLOTS];
+    unsigned direct_nfree, direct_made;
     /* Leaf directories ab/cd/ known to exist, one bit per (ab, cd): a put skips its two mkdirat
      * calls once its leaf is known (directories are never removed). */
     _Atomic uint8_t leaf_made[65536 / 8];
@@ -802,35 +811,48 @@ static int fsync_dir(node_store *s, int dir_fd, const char *rel_dir)
 /* Smaller blocks are written buffered: their page-cache cost is small, and a direct write would
  * wait for the device (and cut the file back to size) for every small file of a dataset. */
 #define STORE_DIRECT_MIN (256u << 10)
-#define STORE_DIRECT_CHUNK ((4u << 20) + 4096u) /* a default 4 MiB block, header and sums in one write */
+#define STORE_DIRECT_CHUNK (1u << 20) /* file bytes copied and written at a time */
 
-/* Each writing thread keeps one page-aligned buffer of STORE_DIRECT_CHUNK bytes for direct
- * writes, freed when the thread ends (a fresh buffer per block would cost a page fault per 4 KiB
- * of every block); a block is written through it a chunk at a time, so the memory is bounded
- * whatever the block size. */
-static pthread_key_t direct_buf_key;
-static pthread_once_t direct_buf_once = PTHREAD_ONCE_INIT;
-
-static void direct_buf_key_make(void)
+/* The store keeps at most STORE_DIRECT_SLOTS page-aligned buffers of STORE_DIRECT_CHUNK bytes
+ * for direct writes, made on first use and reused (a fresh buffer per block would cost a page
+ * fault per 4 KiB of every block); a block is written through one a chunk at a time, and a writer
+ * that finds them all in use waits for one. So the memory is bounded whatever the block size and
+ * however many threads write (one buffer per thread that ever wrote a block was 4 MiB per fetch
+ * worker, kept for the thread's life), and four writes in flight keep a disk busy. */
+static uint8_t *direct_buf_get(node_store *s)
 {
-    if (pthread_key_create(&direct_buf_key, free) != 0)
-        abort(); /* only fails without memory for one key at start-up */
-}
-
-/* This thread's STORE_DIRECT_CHUNK-byte buffer, made on first use. NULL without memory. */
-static uint8_t *direct_buf_get(void)
-{
-    pthread_once(&direct_buf_once, direct_buf_key_make);
-    void *b = pthread_getspecific(direct_buf_key);
-    if (b == NULL) {
-        if (posix_memalign(&b, STORE_DIRECT_ALIGN, STORE_DIRECT_CHUNK) != 0)
-            return NULL;
-        if (pthread_setspecific(direct_buf_key, b) != 0) {
-            free(b);
+    uint8_t *b = NULL;
+    bool make = false;
+    pthread_mutex_lock(&s->direct_mu);
+    while (s->direct_nfree == 0 && s->direct_made == STORE_DIRECT_SLOTS)
+        pthread_cond_wait(&s->direct_cv, &s->direct_mu);
+    if (s->direct_nfree > 0)
+        b = s->direct_free[--s->direct_nfree];
+    else {
+        s->direct_made++;
+        make = true;
+    }
+    pthread_mutex_unlock(&s->direct_mu);
+    if (make) {
+        void *m = NULL;
+        if (posix_memalign(&m, STORE_DIRECT_ALIGN, STORE_DIRECT_CHUNK) != 0) {
+            pthread_mutex_lock(&s->direct_mu);
+            s->direct_made--;
+            pthread_cond_signal(&s->direct_cv);
+            pthread_mutex_unlock(&s->direct_mu);
             return NULL;
         }
+        b = m;
     }
     return b;
+}
+
+static void direct_buf_put(node_store *s, uint8_t *b)
+{
+    pthread_mutex_lock(&s->direct_mu);
+    s->direct_free[s->direct_nfree++] = b;
+    pthread_cond_signal(&s->direct_cv);
+    pthread_mutex_unlock(&s->direct_mu);
 }
 
 static void direct_off(node_store *s, const char *why, int err)
@@ -859,17 +881,29 @@ static void segs_copy(const struct iovec *seg, int nseg, size_t off, uint8_t *ou
 /* Writes the file's segments (header, payload, chunk sums) with O_DIRECT into the open file `fd`
  * (see "Direct writes"). 0, -1 with errno set, or 1 when the file system refused O_DIRECT writes
  * (the caller writes buffered). */
+static int write_direct_with(node_store *s, int fd, const struct iovec *seg, int nseg, uint8_t *buf);
+
 static int write_direct(node_store *s, int fd, const struct iovec *seg, int nseg)
+{
+    uint8_t *buf = direct_buf_get(s);
+    if (buf == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    int rc = write_direct_with(s, fd, seg, nseg, buf);
+    int err = errno;
+    direct_buf_put(s, buf);
+    errno = err;
+    return rc;
+}
+
+/* write_direct through `buf`, a buffer of STORE_DIRECT_CHUNK bytes. */
+static int write_direct_with(node_store *s, int fd, const struct iovec *seg, int nseg, uint8_t *buf)
 {
     size_t total = 0;
     for (int i = 0; i < nseg; i++)
         total += seg[i].iov_len;
     size_t alen = (total + STORE_DIRECT_ALIGN - 1) / STORE_DIRECT_ALIGN * STORE_DIRECT_ALIGN;
-    uint8_t *buf = direct_buf_get();
-    if (buf == NULL) {
-        errno = ENOMEM;
-        return -1;
-    }
     size_t done = 0; /* file bytes written */
     while (done < alen) {
         /* The next piece of the file, zeros after its end up to the 4 KiB boundary. */
@@ -1356,14 +1390,23 @@ int node_store_get(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], void *buf
 
 /* Checks bytes [off, off + len) of a view (see node_store_view_verify); `miss` counts a failure
  * as a get's miss (a map that verifies everything before it returns). */
-static int view_check(node_store_view *v, size_t off, size_t len, bool miss)
+/* Whether bytes [off, off + len) of a view may be read: 0, or -1 with INVAL (an empty view), RANGE
+ * or NOT_FOUND (a damaged chunk was found in this view before). */
+static int view_usable(const node_store_view *v, size_t off, size_t len)
 {
     if (v->marks == NULL)
-        return shoal_error_set(SHOAL_ERR_INVAL, "store: verify of an empty view");
+        return shoal_error_set(SHOAL_ERR_INVAL, "store: read of an empty view");
     if (off > v->len || len > v->len - off)
         return shoal_error_set(SHOAL_ERR_RANGE, "store: bytes %zu..+%zu of a block of %zu", off, len, v->len);
     if (atomic_load(&v->marks->bad))
         return shoal_error_set(SHOAL_ERR_NOT_FOUND, "store: block dropped: checksum_mismatch");
+    return 0;
+}
+
+static int view_check(node_store_view *v, size_t off, size_t len, bool miss)
+{
+    if (view_usable(v, off, len) != 0)
+        return -1;
     if (len == 0)
         return 0;
     uint64_t hashed = 0;
@@ -1433,10 +1476,127 @@ int node_store_map_lazy(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], node
     return view_map(s, id, out, true);
 }
 
+int node_store_open_lazy(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], node_store_view *out)
+{
+    *out = (node_store_view){0};
+    block_read r;
+    if (block_open(s, id, &r) != 0)
+        return -1;
+    uint32_t chunk = shoal_load_le32(r.hdr + 32);
+    size_t nsums = chunk_count(r.len, chunk), sums_len = nsums * STORE_SUM_LEN;
+    node_store_marks *marks = calloc(1, sizeof *marks + ((nsums + 63) / 64) * sizeof marks->bits[0]);
+    uint8_t *sums = malloc(sums_len ? sums_len : 1);
+    if (marks == NULL || sums == NULL) {
+        close(r.fd);
+        free(marks);
+        free(sums);
+        return shoal_error_set(SHOAL_ERR_NOMEM, "store: marks of block %s", r.rel + 6);
+    }
+    if (pread_full(r.fd, sums, sums_len, (off_t)(NODE_STORE_HEADER_LEN + r.len)) != (ssize_t)sums_len) {
+        close(r.fd);
+        free(marks);
+        free(sums);
+        return drop_block(s, id, r.gen, DROP_CORRUPT, "short_payload", true);
+    }
+    node_store_view v = {.len = r.len,
+                         .store = s,
+                         .gen = r.gen,
+                         .sums = sums,
+                         .chunk = chunk,
+                         .seed = sum_seed(r.hdr),
+                         .marks = marks,
+                         .fd = r.fd,
+                         .open = true};
+    memcpy(v.id, id, NODE_STORE_ID_LEN);
+    stamp_atime(r.fd, r.atime);
+    count_hit(s, 0);
+    *out = v;
+    return 0;
+}
+
+/* A damaged chunk seen through an open view: nothing more of the view is served, the block is
+ * dropped (once). */
+static int view_bad(node_store_view *v, const char *why)
+{
+    atomic_store(&v->marks->bad, true);
+    return drop_block(v->store, v->id, v->gen, DROP_CORRUPT, why, false);
+}
+
+/* node_store_view_read of an open view: one pread of the range into dst, then each chunk it
+ * touches that the view has not verified is hashed, in dst when the range holds all of it, else
+ * read whole into `scratch` and its part copied over dst's (so every byte served is a byte
+ * hashed, even if the file changed between the two reads). */
+static int view_pread(node_store_view *v, size_t off, size_t len, uint8_t *dst)
+{
+    if (pread_full(v->fd, dst, len, (off_t)(NODE_STORE_HEADER_LEN + off)) != (ssize_t)len)
+        return view_bad(v, "short_payload");
+    uint8_t stack[STORE_CHUNK], *scratch = v->chunk <= sizeof stack ? stack : NULL;
+    uint64_t hashed = 0;
+    int rc = 0;
+    for (size_t i = off / v->chunk, last = (off + len - 1) / v->chunk; i <= last && rc == 0; i++) {
+        uint64_t bit = 1ull << (i % 64);
+        if (atomic_load_explicit(&v->marks->bits[i / 64], memory_order_acquire) & bit)
+            continue;
+        size_t c_off = i * (size_t)v->chunk, c_len = v->len - c_off < v->chunk ? v->len - c_off : v->chunk;
+        bool whole = c_off >= off && c_off + c_len <= off + len;
+        const uint8_t *bytes = dst + (c_off - off);
+        if (!whole) {
+            if (scratch == NULL && (scratch = malloc(v->chunk)) == NULL) {
+                rc = shoal_error_set(SHOAL_ERR_NOMEM, "store: a chunk of %u bytes", v->chunk);
+                break;
+            }
+            if (pread_full(v->fd, scratch, c_len, (off_t)(NODE_STORE_HEADER_LEN + c_off)) != (ssize_t)c_len) {
+                rc = view_bad(v, "short_payload");
+                break;
+            }
+            bytes = scratch;
+        }
+        uint8_t got[STORE_SUM_LEN];
+        chunk_sum(v->seed, i, bytes, c_len, got);
+        hashed += c_len;
+        if (memcmp(got, v->sums + i * STORE_SUM_LEN, STORE_SUM_LEN) != 0) {
+            rc = view_bad(v, "checksum_mismatch");
+            break;
+        }
+        if (!whole) {
+            size_t lo = off > c_off ? off : c_off, hi = off + len < c_off + c_len ? off + len : c_off + c_len;
+            memcpy(dst + (lo - off), scratch + (lo - c_off), hi - lo);
+        }
+        atomic_fetch_or_explicit(&v->marks->bits[i / 64], bit, memory_order_release);
+    }
+    if (scratch != stack)
+        free(scratch);
+    if (hashed > 0) {
+        pthread_mutex_lock(&v->store->mu);
+        v->store->verified_bytes += hashed;
+        pthread_mutex_unlock(&v->store->mu);
+    }
+    return rc;
+}
+
+int node_store_view_read(node_store_view *v, size_t off, size_t len, void *dst)
+{
+    if (view_usable(v, off, len) != 0)
+        return -1;
+    if (len == 0)
+        return 0;
+    if (!v->open) {
+        if (view_check(v, off, len, false) != 0)
+            return -1;
+        memcpy(dst, v->data + off, len);
+        return 0;
+    }
+    return view_pread(v, off, len, dst);
+}
+
 void node_store_view_release(node_store_view *v)
 {
     if (v && v->map)
         munmap(v->map, v->map_len);
+    if (v && v->open) {
+        close(v->fd);
+        free((void *)v->sums);
+    }
     if (v) {
         free(v->marks);
         *v = (node_store_view){0};
@@ -1964,6 +2124,8 @@ node_store *node_store_new(const char *cache_dir, uint64_t capacity_bytes, const
     s->free_bp = o.free_space_bp;
     atomic_init(&s->direct, o.direct_io);
     s->nbuckets = 1024;
+    pthread_mutex_init(&s->direct_mu, NULL);
+    pthread_cond_init(&s->direct_cv, NULL);
     if (pthread_mutex_init(&s->mu, NULL) != 0) {
         shoal_error_set(SHOAL_ERR_NOMEM, "store: mutex for %s", cache_dir);
         goto fail_alloc;
@@ -2011,6 +2173,10 @@ void node_store_delete(node_store *s)
     free(s->retired_fds);
     free(s->blocks_dir);
     free(s->cache_dir);
+    for (unsigned i = 0; i < s->direct_nfree; i++)
+        free(s->direct_free[i]);
+    pthread_mutex_destroy(&s->direct_mu);
+    pthread_cond_destroy(&s->direct_cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }

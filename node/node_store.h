@@ -166,6 +166,8 @@ typedef struct node_store_view {
     uint32_t chunk;
     uint64_t seed;
     node_store_marks *marks;
+    int fd; /* an open view's file (node_store_open_lazy) */
+    bool open; /* fd is open and nothing is mapped */
 } node_store_view;
 
 /* Maps a block's file read-only, verifies every chunk over the mapping, and fills *out; the block
@@ -191,7 +193,21 @@ int node_store_map_lazy(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], node
  * (two may hash the same chunk); the store must still be open. */
 int node_store_view_verify(node_store_view *v, size_t off, size_t len);
 
-/* Unmaps a view filled by node_store_map or node_store_map_lazy and empties it. Accepts NULL and
+/* As node_store_map_lazy, but nothing is mapped: the view keeps the block's file open (and its
+ * chunk sums in memory), data is NULL, and its bytes are read with node_store_view_read, which
+ * hashes each chunk the first time a read touches it. A view costs a descriptor and a few bytes per
+ * chunk, never resident pages of the block, and a read costs one pread, never a page fault. */
+int node_store_open_lazy(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], node_store_view *out);
+
+/* Copies bytes [off, off + len) of a view's payload into dst, verified: chunks the view has not
+ * verified are hashed first (as node_store_view_verify; for an open view, from the bytes read, so
+ * every byte copied is a byte hashed). 0, or -1 with the errors of node_store_view_verify (NOT_FOUND
+ * when a chunk fails or the file is shorter than its header says: the block is dropped); NOMEM for
+ * a chunk of more than 64 KiB. Safe from many threads on one view at once. */
+int node_store_view_read(node_store_view *v, size_t off, size_t len, void *dst);
+
+/* Unmaps (or closes) a view filled by node_store_map, node_store_map_lazy or node_store_open_lazy
+ * and empties it. Accepts NULL and
  * an empty view. */
 void node_store_view_release(node_store_view *v);
 

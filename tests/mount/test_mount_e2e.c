@@ -1060,6 +1060,173 @@ TT_TEST(test_mount_e2e_damaged_chunk_of_a_stored_block_is_never_read_through_the
     finish(c);
 }
 
+/* ---- memory ----------------------------------------------------------------------------------- */
+
+/* The daemon's memory bound, as docs/operations.md ("Memory") derives it from the options: block
+ * buffers (--fetch-buffers, by default max(4, 32 MiB / block size), each its block size and a page),
+ * the store's four direct-write buffers of 1 MiB, and per mount worker thread (libfuse's 10) a
+ * read's reply of up to 1 MiB, libfuse's request buffer (1 MiB and a page), the 64 KiB chunk a read
+ * verifies on its stack, and up to 1 MiB of freed replies the allocator keeps for the thread. */
+#define MEM_MOUNT_THREADS 10
+static uint64_t mem_bound_above_idle(uint64_t block_size, unsigned fetch_buffers)
+{
+    if (fetch_buffers == 0)
+        fetch_buffers = 32 * MIB / block_size > 4 ? (unsigned)(32 * MIB / block_size) : 4;
+    uint64_t per_thread = MIB + (MIB + 4096) + 65536 + MIB;
+    return fetch_buffers * (block_size + 4096) + 4 * MIB + MEM_MOUNT_THREADS * per_thread;
+}
+
+/* A line "Name:  N kB" of /proc/PID/status, in bytes. */
+static uint64_t proc_status_bytes(pid_t pid, const char *name)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    TT_CHECK(f != NULL, "open %s: %s", path, strerror(errno));
+    unsigned long long kb = 0;
+    size_t n = strlen(name);
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f))
+        found = strncmp(line, name, n) == 0 && line[n] == ':' && sscanf(line + n + 1, "%llu", &kb) == 1;
+    fclose(f);
+    TT_CHECK(found, "no %s in %s", name, path);
+    return kb * 1024;
+}
+
+/* The daemon's resident memory now, after its peak is reset to it (clear_refs 5, when allowed). */
+static uint64_t mem_idle(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/clear_refs", (int)pid);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fputs("5", f);
+        fclose(f);
+    }
+    return proc_status_bytes(pid, "VmRSS");
+}
+
+typedef struct mem_reader {
+    int node;
+    int file;
+    size_t size;
+    const uint8_t *want;
+    unsigned random_reads; /* after the sequential pass, this many 4 KiB and 128 KiB preads */
+    int failed;
+} mem_reader;
+
+static void *mem_reader_main(void *arg)
+{
+    mem_reader *r = arg;
+    char rel[64], p[1024];
+    snprintf(rel, sizeof rel, "big/f%d.bin", r->file);
+    int fd = open(mpath(p, sizeof p, r->node, rel), O_RDONLY);
+    uint8_t *buf = malloc(MIB);
+    if (fd < 0 || buf == NULL) {
+        r->failed = 1;
+        goto done;
+    }
+    for (size_t off = 0; off < r->size && !r->failed; off += MIB) {
+        ssize_t n = pread(fd, buf, MIB, (off_t)off);
+        r->failed = n != (ssize_t)MIB || memcmp(buf, r->want + off, MIB) != 0 ? 2 : 0;
+    }
+    uint64_t x = 0x2545F4914F6CDD1Dull ^ (uint64_t)r->file;
+    for (unsigned i = 0; i < r->random_reads && !r->failed; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        size_t len = i % 8 == 0 ? 128 * 1024 : 4096, off = (size_t)(x % (r->size / len)) * len;
+        ssize_t n = pread(fd, buf, len, (off_t)off);
+        r->failed = n != (ssize_t)len || memcmp(buf, r->want + off, len) != 0 ? 3 : 0;
+    }
+done:
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    return NULL;
+}
+
+/* Four readers at once, one big file each; the daemon's peak resident memory above `idle`. */
+static uint64_t mem_read_all(td_cluster *c, int files, size_t size, const uint8_t *want, unsigned random_reads,
+                             uint64_t idle, const char *what)
+{
+    mem_reader r[8];
+    pthread_t t[8];
+    for (int k = 0; k < files; k++) {
+        r[k] = (mem_reader){.node = 0, .file = k, .size = size, .want = want, .random_reads = random_reads};
+        TT_CHECK(pthread_create(&t[k], NULL, mem_reader_main, &r[k]) == 0, "pthread_create");
+    }
+    for (int k = 0; k < files; k++) {
+        pthread_join(t[k], NULL);
+        TT_CHECK(r[k].failed == 0, "%s: reader of big/f%d.bin failed (%d: open, short read or wrong bytes)", what, k,
+                 r[k].failed);
+    }
+    uint64_t peak = proc_status_bytes(c->nodes[0].pid, "VmHWM");
+    return peak > idle ? peak - idle : 0;
+}
+
+/* Four readers of four big files at once on a daemon started with `fetch_buffers` (NULL: the
+ * default): cold, then (when `from_store`) from the store after a restart, so that the kernel's
+ * page cache of the mount is gone and every read reaches the daemon, sequentially and then at
+ * random. Each pass keeps the daemon's peak resident memory (VmHWM) within its idle resident memory
+ * plus what docs/operations.md ("Memory") derives from the block size and --fetch-buffers. */
+static void mem_check_bound(const char *fetch_buffers, bool from_store)
+{
+    enum { FILES = 4 };
+    const uint64_t bs = 4 * MIB;
+    const size_t size = 48 * MIB; /* 48 blocks in all: they fit the harness's 256 MiB store */
+    td_cluster *c = cluster_bs(1, "4M");
+    uint8_t *want = td_content(size, 43);
+    char rel[64], p[1024];
+    for (int k = 0; k < FILES; k++) {
+        snprintf(rel, sizeof rel, "big/f%d.bin", k);
+        td_put(c, rel, size, 43);
+    }
+    uint64_t bound = mem_bound_above_idle(bs, fetch_buffers ? (unsigned)atoi(fetch_buffers) : 0);
+    for (int pass = 0; pass < (from_store ? 2 : 1); pass++) {
+        if (pass == 1) { /* the blocks are stored: a new daemon and mount read them from the store */
+            td_node_signal(c, 0, SIGTERM);
+            int st = td_node_wait(c, 0, 15000);
+            TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d after SIGTERM", st);
+        }
+        const char *flags[] = {"--read-only", fetch_buffers ? "--fetch-buffers" : NULL, fetch_buffers, NULL};
+        start_mounted_flags(c, 0, "60", "5", flags);
+        size_t n = 0;
+        free_names(list_dir(mpath(p, sizeof p, 0, "big"), &n), n); /* the listing answers the lookups */
+        uint64_t idle = mem_idle(c->nodes[0].pid);
+        const char *what = pass == 0 ? "cold" : "from the store";
+        uint64_t above = mem_read_all(c, FILES, size, want, pass == 0 ? 0 : 2000, idle, what);
+        tt_note("%s, --fetch-buffers %s: idle %.1f MiB, peak %.1f MiB above it, bound %.1f MiB above it", what,
+                fetch_buffers ? fetch_buffers : "default", idle / (double)MIB, above / (double)MIB,
+                bound / (double)MIB);
+        TT_CHECK(above <= bound,
+                 "%s: the daemon's peak was %.1f MiB above its idle %.1f MiB, past the bound of %.1f MiB", what,
+                 above / (double)MIB, idle / (double)MIB, bound / (double)MIB);
+        /* The last blocks may still be on their way to the store after the readers had their bytes. */
+        for (uint64_t until = td_now_ms() + 30000;
+             pass == 0 && td_stat(c, 0, "cache.blocks") < FILES * size / bs && td_now_ms() < until;)
+            td_sleep_ms(50);
+        if (pass == 0)
+            TT_CHECK(td_stat(c, 0, "cache.blocks") == FILES * size / bs, "%llu blocks stored, %llu expected",
+                     (unsigned long long)td_stat(c, 0, "cache.blocks"), (unsigned long long)(FILES * size / bs));
+    }
+    TT_CHECK(td_stat(c, 0, "cache.buffer_overruns") == 0, "a fetch took a buffer past the budget");
+    free(want);
+    finish(c);
+}
+
+/* Memory is bounded by the options, not by the data, with the default options: the files hold six
+ * times as many blocks as there are block buffers, so a read path that kept what it fetched, or
+ * kept the blocks it reads mapped, would pass the bound. */
+TT_TEST(test_mount_e2e_big_reads_keep_the_daemon_within_its_memory_bound) { mem_check_bound(NULL, true); }
+
+/* The bound follows --fetch-buffers: with 2 block buffers, four readers of cold files (whose
+ * read-ahead alone would fetch more blocks at once) wait for buffers instead of allocating. */
+TT_TEST(test_mount_e2e_cold_reads_keep_the_daemon_within_the_memory_bound_of_fetch_buffers)
+{
+    mem_check_bound("2", false);
+}
+
 /* SPEC §4: the blocks of a file written through one node's mount are placed on their owners, so
  * the other nodes read a fresh checkpoint without asking S3 for it. */
 TT_TEST(test_mount_e2e_written_blocks_reach_their_owners_so_other_nodes_read_no_s3)

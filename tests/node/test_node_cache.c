@@ -1142,16 +1142,17 @@ TT_TEST(test_node_cache_lazy_read_serves_sound_chunks_and_refetches_a_damaged_bl
     node_cache_block b;
     TT_CHECK(node_cache_read_lazy(a.cache, &o, 0, &b) == 0 && b.source == NODE_CACHE_LOCAL,
              "the stored block was not read from the store: %s", shoal_error_message());
-    const uint8_t *p = node_cache_block_bytes(&b, 4096, 4096);
-    TT_CHECK(p != NULL && memcmp(p, s3.data + 4096, 4096) == 0, "a sound chunk of the block was not served");
-    TT_CHECK(node_cache_block_bytes(&b, 2 * CHUNK - 100, 200) == NULL && shoal_error_code() == SHOAL_ERR_NOT_FOUND,
+    uint8_t got[4096];
+    TT_CHECK(node_cache_block_read(&b, 4096, 4096, got) == 0 && memcmp(got, s3.data + 4096, 4096) == 0,
+             "a sound chunk of the block was not served");
+    TT_CHECK(node_cache_block_read(&b, 2 * CHUNK - 100, 200, got) == -1 && shoal_error_code() == SHOAL_ERR_NOT_FOUND,
              "a range reaching into the damaged chunk was served");
     node_cache_block_release(&b);
     TT_CHECK(atomic_load(&s3.gets) == 0, "%d S3 GETs before the damage was found", atomic_load(&s3.gets));
 
     TT_CHECK(node_cache_read_lazy(a.cache, &o, 0, &b) == 0 && b.source == NODE_CACHE_S3,
              "the damaged block was not fetched again (source %d): %s", b.source, shoal_error_message());
-    p = node_cache_block_bytes(&b, 0, BS);
+    const uint8_t *p = node_cache_block_bytes(&b, 0, BS);
     TT_CHECK(p != NULL && memcmp(p, s3.data, BS) == 0, "the block fetched again has wrong bytes");
     node_cache_block_release(&b);
     node_store_stats st;

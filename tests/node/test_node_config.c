@@ -86,6 +86,7 @@ TT_TEST(test_node_config_defaults_applied)
     TT_CHECK(cfg.cache_size == 10ull << 30, "cache_size=%llu", (unsigned long long)cfg.cache_size);
     TT_CHECK(cfg.block_size == 4ull << 20, "block_size=%llu", (unsigned long long)cfg.block_size);
     TT_CHECK(cfg.replicas == 1 && cfg.zone == NULL && !cfg.no_serve, "replicas=%u", cfg.replicas);
+    TT_CHECK(cfg.fetch_buffers == 0, "fetch_buffers=%u (0: the default from the block size)", cfg.fetch_buffers);
     TT_CHECK(cfg.mount == NULL && !cfg.read_only, "mount=%s", cfg.mount);
     TT_CHECK(cfg.metadata_ttl == 60 && cfg.negative_ttl == 5, "ttl=%u/%u", cfg.metadata_ttl, cfg.negative_ttl);
     TT_CHECK(cfg.upload_delay == 0, "default upload delay %u", cfg.upload_delay);
@@ -120,13 +121,12 @@ TT_TEST(test_node_config_every_flag_is_applied)
     node_config cfg;
     setup();
     TT_OK(parse(&cfg, "--node-id", "n-1", "--bind", "127.0.0.2:7500", "--advertise", "10.0.0.2:7500", "--seeds",
-                "127.0.0.1:7400, node-b.example:7401,[::1]:7402", "--bucket", "s3://data.set/train/imgs/",
-                "--endpoint", "http://127.0.0.1:4569/", "--path-style", "--region", "eu-west-3", "--cache-dir",
-                "/c", "--cache-size", "512M", "--block-size", "64K", "--replicas", "3", "--zone", "rack-2",
+                "127.0.0.1:7400, node-b.example:7401,[::1]:7402", "--bucket", "s3://data.set/train/imgs/", "--endpoint",
+                "http://127.0.0.1:4569/", "--path-style", "--region", "eu-west-3", "--cache-dir", "/c", "--cache-size",
+                "512M", "--block-size", "64K", "--replicas", "3", "--fetch-buffers", "12", "--zone", "rack-2",
                 "--no-serve", "--mount", "/mnt/data", "--read-only", "--metadata-ttl", "0", "--negative-ttl", "30",
                 "--peer-timeout", "750", "--s3-stall-timeout", "12", "--upload-delay", "15", "--drain-timeout", "0",
-                "--allow-other", "--uid", "1000", "--gid", "0",
-                "--file-mode", "0440", "--dir-mode", "750",
+                "--allow-other", "--uid", "1000", "--gid", "0", "--file-mode", "0440", "--dir-mode", "750",
                 "--cluster-key", g_key, "--state-dir", "/s", "--control", "/tmp/x.sock", "--metrics", "off",
                 "--log-level", "debug", "--log-format", "json", "--no-sign-request", NULL));
     TT_CHECK(!strcmp(cfg.node_id, "n-1"), "node_id=%s", cfg.node_id);
@@ -146,6 +146,7 @@ TT_TEST(test_node_config_every_flag_is_applied)
     TT_CHECK(cfg.cache_size == 512ull << 20 && cfg.block_size == 64 << 10, "sizes=%llu/%llu",
              (unsigned long long)cfg.cache_size, (unsigned long long)cfg.block_size);
     TT_CHECK(cfg.replicas == 3 && !strcmp(cfg.zone, "rack-2") && cfg.no_serve, "replicas=%u", cfg.replicas);
+    TT_CHECK(cfg.fetch_buffers == 12, "fetch_buffers=%u", cfg.fetch_buffers);
     TT_CHECK(!strcmp(cfg.mount, "/mnt/data") && cfg.read_only, "mount=%s", cfg.mount);
     TT_CHECK(cfg.metadata_ttl == 0 && cfg.negative_ttl == 30, "ttl=%u/%u", cfg.metadata_ttl, cfg.negative_ttl);
     TT_CHECK(cfg.peer_timeout_ms == 750, "peer_timeout_ms=%u", cfg.peer_timeout_ms);
@@ -234,6 +235,9 @@ TT_TEST(test_node_config_bad_values_name_the_flag)
         {"--block-size", "2G", "--block-size: '2G' must be a power of two"},
         {"--replicas", "0", "--replicas: '0' is not a number from 1 to 16"},
         {"--replicas", "two", "--replicas: 'two' is not a number"},
+        {"--fetch-buffers", "1", "--fetch-buffers: '1' is not a number from 2 to 4096"},
+        {"--fetch-buffers", "4097", "--fetch-buffers: '4097' is not a number from 2 to 4096"},
+        {"--fetch-buffers", "lots", "--fetch-buffers: 'lots' is not a number"},
         {"--bind", "0.0.0.0", "--bind: bad address '0.0.0.0': expected ADDR:PORT"},
         {"--bind", "host:7400", "--bind: bad address 'host:7400'"},
         {"--bind", "1.2.3.4:70000", "--bind: bad address '1.2.3.4:70000': port"},

@@ -1329,7 +1329,7 @@ static void damage_chunk(const char *dir, unsigned n, unsigned chunk)
 }
 
 /* After a damaged chunk was found: the block is gone from the store, counted once, and the view
- * serves nothing more, not even chunks it verified before. */
+ * (mapped or open) serves nothing more, not even chunks it verified before. */
 static void check_view_dropped(node_store *s, const char *dir, unsigned n, node_store_view *v)
 {
     char *path = block_path(dir, n);
@@ -1338,7 +1338,8 @@ static void check_view_dropped(node_store *s, const char *dir, unsigned n, node_
     uint8_t id[NODE_STORE_ID_LEN];
     make_id(n, id);
     TT_CHECK(!node_store_contains(s, id, NULL, NULL), "the damaged block is still indexed");
-    TT_CHECK(node_store_view_verify(v, 0, 4096) == -1 && shoal_error_code() == SHOAL_ERR_NOT_FOUND,
+    uint8_t got[4096]; /* node_store_view_read serves mapped and open views alike */
+    TT_CHECK(node_store_view_read(v, 0, sizeof got, got) == -1 && shoal_error_code() == SHOAL_ERR_NOT_FOUND,
              "a view of a damaged block served chunk 0 after the damage was found");
     TT_CHECK(stats_of(s).corrupt_drops == 1, "corrupt_drops=%llu (1)", (unsigned long long)stats_of(s).corrupt_drops);
     node_store_view_release(v);
@@ -1373,6 +1374,98 @@ TT_TEST(test_node_store_damaged_chunk_is_caught_after_sound_chunks_were_served)
     TT_CHECK(block_maps_back(s, 5, LAZY_LEN), "the block stored again does not map");
     TT_CHECK(verified(s) - before == LAZY_LEN, "a full map hashed %llu bytes of %u",
              (unsigned long long)(verified(s) - before), LAZY_LEN);
+    finish(s, dir);
+}
+
+/* ---- open views: pread, nothing mapped ---------------------------------------------------------- */
+
+/* Block n of LAZY_LEN bytes in a fresh store, and an open view of it. */
+static node_store *open_setup(char **dir, unsigned n, node_store_view *v)
+{
+    *dir = tt_tmpdir("store-open");
+    node_store *s = open_store(*dir, 32u << 20, 10);
+    put_block(s, n, LAZY_LEN, NODE_STORE_OWNED);
+    uint8_t id[NODE_STORE_ID_LEN];
+    make_id(n, id);
+    TT_OK(node_store_open_lazy(s, id, v));
+    TT_CHECK(v->len == LAZY_LEN && v->data == NULL && v->map == NULL, "open view of %zu bytes, mapped %p", v->len,
+             v->map);
+    return s;
+}
+
+/* Whether bytes [off, off+len) of an open view read back as block n's. */
+static bool range_preads_back(node_store_view *v, unsigned n, size_t off, size_t len)
+{
+    uint8_t *got = malloc(len ? len : 1), *want = make_payload(n, LAZY_LEN);
+    bool ok = node_store_view_read(v, off, len, got) == 0;
+    TT_CHECK(!ok || memcmp(got, want + off, len) == 0, "bytes %zu..+%zu differ from what was stored", off, len);
+    free(got);
+    free(want);
+    return ok;
+}
+
+TT_TEST(test_node_store_open_view_reads_hash_only_the_chunks_they_touch_once)
+{
+    char *dir;
+    node_store_view v;
+    node_store *s = open_setup(&dir, 11, &v);
+    TT_CHECK(verified(s) == 0, "opening hashed %llu bytes", (unsigned long long)verified(s));
+    TT_CHECK(range_preads_back(&v, 11, 100000, 4096), "a 4 KiB read inside chunk 1 failed");
+    TT_CHECK(verified(s) == CHUNK, "a 4 KiB read hashed %llu bytes, not one chunk", (unsigned long long)verified(s));
+    TT_CHECK(range_preads_back(&v, 11, 3 * CHUNK - 10, 2 * CHUNK + 20),
+             "a read of chunks 3-4 and parts of 2 and 5 failed");
+    TT_CHECK(verified(s) == 5 * CHUNK, "%llu bytes hashed in all, want 5 chunks", (unsigned long long)verified(s));
+    for (size_t off = CHUNK; off < 6 * CHUNK; off += 4096)
+        TT_CHECK(range_preads_back(&v, 11, off, 4096), "4 KiB at %zu failed", off);
+    TT_CHECK(verified(s) == 5 * CHUNK, "reads of verified chunks hashed again: %llu bytes",
+             (unsigned long long)verified(s));
+    TT_CHECK(range_preads_back(&v, 11, 0, LAZY_LEN), "the whole block failed");
+    TT_CHECK(verified(s) == LAZY_LEN, "after a whole read %llu bytes hashed, want %u", (unsigned long long)verified(s),
+             LAZY_LEN);
+    uint8_t two[2];
+    TT_CHECK(node_store_view_read(&v, LAZY_LEN - 1, 2, two) == -1 && shoal_error_code() == SHOAL_ERR_RANGE,
+             "a range past the end: want RANGE, got %s", shoal_error_name(shoal_error_code()));
+    node_store_view_release(&v);
+    TT_CHECK(stats_of(s).hits == 1 && stats_of(s).corrupt_drops == 0, "hits=%llu (1) corrupt_drops=%llu (0)",
+             (unsigned long long)stats_of(s).hits, (unsigned long long)stats_of(s).corrupt_drops);
+    finish(s, dir);
+}
+
+/* A damaged chunk is never served, whether the read holds part of it (hashed from a read of the
+ * whole chunk) or all of it (hashed where it was read). */
+TT_TEST(test_node_store_open_view_never_serves_a_damaged_chunk)
+{
+    for (int whole = 0; whole < 2; whole++) {
+        char *dir;
+        node_store_view v;
+        node_store *s = open_setup(&dir, 12, &v);
+        TT_CHECK(range_preads_back(&v, 12, 8 * CHUNK, CHUNK), "the chunk before the damaged one is served");
+        damage_chunk(dir, 12, 9);
+        size_t off = whole ? 9 * CHUNK : 9 * CHUNK + 700, len = whole ? 2 * CHUNK : 4096;
+        uint8_t *got = malloc(len);
+        TT_CHECK(node_store_view_read(&v, off, len, got) == -1 && shoal_error_code() == SHOAL_ERR_NOT_FOUND,
+                 "a read of %s damaged chunk was served (%s)", whole ? "a whole" : "part of a",
+                 shoal_error_name(shoal_error_code()));
+        free(got);
+        check_view_dropped(s, dir, 12, &v);
+        finish(s, dir);
+    }
+}
+
+/* A block file cut short after it was opened: the read finds fewer bytes than its header says, and
+ * the block is dropped as damaged. */
+TT_TEST(test_node_store_open_view_of_a_truncated_file_serves_nothing)
+{
+    char *dir;
+    node_store_view v;
+    node_store *s = open_setup(&dir, 13, &v);
+    char *path = block_path(dir, 13);
+    truncate_half(path);
+    free(path);
+    uint8_t got[4096];
+    TT_CHECK(node_store_view_read(&v, 2 * CHUNK, sizeof got, got) == -1 && shoal_error_code() == SHOAL_ERR_NOT_FOUND,
+             "a read past the cut was served (%s)", shoal_error_name(shoal_error_code()));
+    check_view_dropped(s, dir, 13, &v);
     finish(s, dir);
 }
 
