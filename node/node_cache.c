@@ -715,6 +715,33 @@ int cache_owners(node_cache *c, dht_id did, int max, node_cache_owner *out, uint
     return n < 0 ? 0 : n;
 }
 
+int cache_ask_order(node_cache *c, dht_id did, node_cache_owner *out, int *n_owners, uint64_t *version)
+{
+    int n = cache_owners(c, did, cache_replicas(c), out, version);
+    node_cache_owner wide[DHT_REPLICAS_MAX];
+    uint64_t wide_version;
+    int w = cache_owners(c, did, cache_replicas(c) + CACHE_HANDOFF_EXTRA, wide, &wide_version);
+    int k = n;
+    for (int i = 0; i < w && k < DHT_REPLICAS_MAX; i++) {
+        bool owner = false;
+        for (int j = 0; j < n && !owner; j++)
+            owner = strcmp(out[j].id, wide[i].id) == 0;
+        if (!owner)
+            out[k++] = wide[i];
+    }
+    *n_owners = n;
+    return k;
+}
+
+void cache_count_standin(node_cache *c, bool standin, bool answered)
+{
+    if (!standin)
+        return;
+    node_stats_add(&c->cfg.stats->standin_asks, 1);
+    if (answered)
+        node_stats_add(&c->cfg.stats->standin_hits, 1);
+}
+
 int cache_replicas(const node_cache *c)
 {
     int r = c->cfg.replicas ? (int)c->cfg.replicas : 1;

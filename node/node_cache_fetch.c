@@ -13,10 +13,20 @@
  * Owners. The owners of a block come from the cluster snapshot in read order. Walking them in
  * order, this node fetches the block itself when it reaches itself (it is an owner: hand-off, then
  * S3) and otherwise asks the owner with OWNER_FETCH|NO_FORWARD; an owner that does not answer in
- * time, is busy or fails is skipped; when none is left the reader goes to S3. CHANGED or NOT_FOUND from an owner
- * ends the read: the owner asked S3 with If-Match and S3 said the version is gone. A block from a
- * peer is checked (length and XXH3-64 of the payload, the "ck" field) before it is used and kept
- * as a NEAR block so the next local read of it stays local.
+ * time, is busy or fails is skipped. CHANGED or NOT_FOUND from an owner ends the read: the owner
+ * asked S3 with If-Match and S3 said the version is gone. A block from a peer is checked (length
+ * and XXH3-64 of the payload, the "ck" field) before it is used and kept as a NEAR block so the
+ * next local read of it stays local.
+ *
+ * Stand-ins. When no owner answered, the walk goes on over the block's stand-ins, the members
+ * ranked after the owners within CACHE_HANDOFF_EXTRA ranks (cache_ask_order), in the same way: a
+ * stand-in is asked exactly as an owner is, and this node, reaching itself, fetches as an owner
+ * would. So the readers of a block whose owner died, in the seconds before gossip says so, all
+ * come to one member (the one that owns the block once the dead one leaves the view), which
+ * fetches the block once under its single flight; each going to S3 on its own would fetch it once
+ * per reader. Only when no stand-in answered either does the reader go to S3 itself. A block
+ * fetched as owner or stand-in is kept OWNED when this node ranks within replicas + 1 for it, else
+ * NEAR (fetched_class).
  *
  * Streaming. A block fetched from S3 is filled through a sink that publishes, under the flight
  * table's mutex, how many of its first bytes arrived (the S3 client hands a sink no byte of another
@@ -503,14 +513,31 @@ static cache_buf *handoff_fetch(node_cache *c, const block_req *b, const char *c
     return NULL;
 }
 
+/* The class a block this node fetched as owner or stand-in is kept in: OWNED when the node ranks
+ * within replicas + 1 for it (an owner, or the member that owns it once one owner leaves the
+ * view: a stand-in's copy is then the one the cluster keeps), NEAR when it ranks further (a
+ * stand-in for a block it owns only if more members leave, or one asked across different views). */
+static node_store_class fetched_class(node_cache *c, const block_req *b)
+{
+    node_cache_owner next[DHT_REPLICAS_MAX];
+    uint64_t mv;
+    int n = cache_owners(c, b->did, cache_replicas(c) + 1, next, &mv);
+    if (n == 0) /* no placement known: asked as an owner, it keeps the block as one */
+        return NODE_STORE_OWNED;
+    for (int i = 0; i < n; i++)
+        if (next[i].is_self)
+            return NODE_STORE_OWNED;
+    return NODE_STORE_NEAR;
+}
+
 /* The leader's work: the store again, then owners / S3 as the mode says. On success *out holds
  * the block (one reference; NULL for a preload that an owner answered without its bytes) and *src
  * where it came from. */
 static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, flight *f, cache_buf **out,
                       node_cache_source *src)
 {
-    node_cache_owner owners[DHT_REPLICAS_MAX];
-    const char *asked[DHT_REPLICAS_MAX]; /* owners asked before this node: the hand-off skips them */
+    node_cache_owner owners[DHT_REPLICAS_MAX]; /* the owners, then the stand-ins */
+    const char *asked[DHT_REPLICAS_MAX]; /* members asked before this node: the hand-off skips them */
     int n_asked = 0;
     /* A near copy does not satisfy a preload: the block's owner must hold it. */
     if ((*out = store_copy(c, b, mode == FETCH_WARM)) != NULL) {
@@ -521,11 +548,15 @@ static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, flight
         goto s3_owned;
 
     uint64_t mv = 0;
-    int n = cache_owners(c, b->did, cache_replicas(c), owners, &mv);
+    int n_owners = 0;
+    int n = cache_ask_order(c, b->did, owners, &n_owners, &mv);
     bool self_owns = false; /* a reader that is a later owner keeps what an earlier one sends */
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n_owners; i++)
         self_owns = self_owns || owners[i].is_self;
     uint32_t flags = NODE_PEER_F_ALL | (mode == FETCH_WARM ? NODE_PEER_F_WARM_ONLY : 0);
+    /* The owners in read order, then the stand-ins: reached only when no owner answered (a
+     * CHANGED or NOT_FOUND ends the read first), and asked as an owner is. Reaching itself, this
+     * node fetches the block as owner or stand-in, under this flight. */
     for (int i = 0; i < n; i++) {
         if (owners[i].is_self)
             goto s3_owned;
@@ -535,6 +566,7 @@ static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, flight
         cache_buf *buf = NULL;
         node_cache_source from = NODE_CACHE_PEER;
         ask_result ar = ask_peer(c, b, &owners[i], mv, flags, &buf, &from);
+        cache_count_standin(c, i >= n_owners, ar == ASK_OK);
         if (ar == ASK_OK) {
             if (mode == FETCH_READ)
                 store_put(c, b, buf, self_owns ? NODE_STORE_OWNED : NODE_STORE_NEAR);
@@ -546,7 +578,8 @@ static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, flight
             return -1;
     }
     if (n > 0)
-        LOG_INFO("cache", "owners_failed", "index=%llu owners=%d fallback=s3", (unsigned long long)b->index, n);
+        LOG_INFO("cache", "owners_failed", "index=%llu owners=%d standins=%d fallback=s3", (unsigned long long)b->index,
+                 n_owners, n - n_owners);
     if (mode == FETCH_WARM)
         return shoal_error_set(SHOAL_ERR_NODE_PEER, "block %llu of s3://%s/%s: no owner could fetch it",
                                (unsigned long long)b->index, b->bucket, b->key);
@@ -558,23 +591,25 @@ static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, flight
     *src = NODE_CACHE_S3;
     return 0;
 
-s3_owned:
-    /* This node owns the block; a near copy of it (kept before placement made this node an owner)
-     * becomes owned without a fetch. */
+s3_owned:;
+    /* This node fetches as the block's owner, or as its stand-in (a reader whose owners did not
+     * answer asked it, or it reached itself as one): hand-off, then S3. */
+    node_store_class cls = fetched_class(c, b);
+    /* A near copy (kept before placement made this node an owner) becomes owned without a fetch. */
     if (mode == FETCH_WARM && (*out = store_copy(c, b, false)) != NULL) {
-        store_put(c, b, *out, NODE_STORE_OWNED);
+        store_put(c, b, *out, cls);
         *src = NODE_CACHE_LOCAL;
         return 0;
     }
     if ((*out = handoff_fetch(c, b, asked, n_asked)) != NULL) {
-        store_put(c, b, *out, NODE_STORE_OWNED);
+        store_put(c, b, *out, cls);
         *src = NODE_CACHE_PEER;
         return 0;
     }
     *out = fetch_s3(c, b, f);
     if (*out == NULL)
         return -1;
-    store_put(c, b, *out, NODE_STORE_OWNED);
+    store_put(c, b, *out, cls);
     /* Replicas that pay: the other owners hold the block from now on, so losing any one owner
      * costs no S3 GET for it. A push that cannot go at once is dropped (counted): this thread may
      * be a serve worker, which must not wait on another node's pace. */

@@ -23,7 +23,7 @@
 #define CACHE_PEER_MAX_WAIT_MS 60000 /* longest wait for an owner that keeps reporting work (peer_get) */
 #define CACHE_SERVE_THREADS 8
 #define CACHE_LOCAL_THREADS 4  /* workers of requests answered from the store alone */
-#define CACHE_HANDOFF_EXTRA 2  /* ranks past --replicas a missing owner asks (two joins deep) */
+#define CACHE_HANDOFF_EXTRA 2 /* ranks past --replicas a missing owner asks (two joins deep), and stand-ins */
 #define CACHE_HANDOFF_TIMEOUT_DIV 4 /* a hand-off ask waits the peer timeout divided by this */
 #define CACHE_READAHEAD_THREADS 4
 #define CACHE_READAHEAD_BLOCKS 4
@@ -132,7 +132,8 @@ typedef struct meta_entry {
     bool negative;
     bool pending;        /* a fetch is in progress (single flight; others wait on meta_cv) */
     bool pending_local;  /* ... and it is a local caller's, which may be asking another node */
-    bool asking_peer;    /* ... and that local fetch is waiting on another node right now */
+    bool asking_peer; /* ... and that local fetch is waiting on another node right now, */
+    uint8_t asking_key[NODE_PEER_KEY_LEN]; /* ... this one (its CURVE key) */
     bool refresh;        /* forgotten: the next fetch asks for an answer of age 0 */
     unsigned refs;       /* threads waiting on the fetch in progress */
     s3_object_info info;
@@ -234,6 +235,15 @@ int cache_s3_get(node_cache *c, const s3_get_args *a, uint64_t *got, s3_object_i
 int cache_s3_head(node_cache *c, const char *bucket, const char *key, s3_object_info *out);
 int cache_s3_list(node_cache *c, const s3_list_args *a, s3_list_page *out);
 int cache_owners(node_cache *c, dht_id did, int max, node_cache_owner *out, uint64_t *version);
+/* Whom a reader asks for `did`, in order: its owners (cache_owners over --replicas, read order;
+ * *n_owners of them), then its stand-ins, the members ranked after them within
+ * CACHE_HANDOFF_EXTRA ranks (the ones that own it once owners leave the view). A reader asks a
+ * stand-in as it asks an owner, and only when no owner answered (docs/placement.md, "Stand-in
+ * owners"). Into out (DHT_REPLICAS_MAX entries); returns how many in all. */
+int cache_ask_order(node_cache *c, dht_id did, node_cache_owner *out, int *n_owners, uint64_t *version);
+/* Counts a request sent to a stand-in (standin.asks, and standin.hits when answered); nothing for
+ * an owner (standin false). */
+void cache_count_standin(node_cache *c, bool standin, bool answered);
 /* How many owners a block has (--replicas, bounded). */
 int cache_replicas(const node_cache *c);
 /* The placement id of a block from its store id (the inverse of the id cache_block_req_init gives). */
@@ -285,12 +295,13 @@ int cache_owners_without(node_cache *c, dht_id did, const uint8_t *leaver, node_
 
 /* ---- metadata and listings (node_cache_meta.c) ------------------------------------------------ */
 
-/* An object's metadata for a peer that takes this node for its metadata owner (serve: S3 is asked
- * when the table holds nothing at most max_age_ms old, never another node), with its age in ms.
- * 0, or -1 with the S3 error (SHOAL_ERR_S3_NO_SUCH_KEY for a missing object). */
 /* An object's metadata in the HEAD_REPLY payload's form (strings borrowed from `in`). */
 void cache_info_to_peer(const s3_object_info *in, node_peer_object_info *out);
-int cache_head_serve(node_cache *c, const char *bucket, const char *key, uint64_t max_age_ms,
+/* An object's metadata for a peer (CURVE key `asker`) that takes this node for its metadata owner
+ * or stand-in (serve: S3 is asked when the table holds nothing at most max_age_ms old, never
+ * another node; a local fetch in progress is waited for unless it is asking `asker` itself), with
+ * its age in ms. 0, or -1 with the S3 error (SHOAL_ERR_S3_NO_SUCH_KEY for a missing object). */
+int cache_head_serve(node_cache *c, const char *bucket, const char *key, const uint8_t *asker, uint64_t max_age_ms,
                      s3_object_info *out, uint64_t *age_ms);
 
 /* The page's payload form appended to out, and its age (since S3 listed it) in *age_us: from the

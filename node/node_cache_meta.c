@@ -201,16 +201,19 @@ static int head_from_s3(node_cache *c, const char *bucket, const char *key, s3_o
     return -1;
 }
 
-/* The metadata from its owners in read order (this node among them asks S3 itself), then from S3
- * directly when none answered. Serving a peer (serve) never asks another node. */
-/* Marks the pending entry `e` as waiting on another node (or no longer), under the table's lock. */
-static void mark_asking_peer(node_cache *c, meta_entry *e, bool on)
+/* Marks the pending entry `e` as waiting on member m (NULL: no longer), under the table's lock. */
+static void mark_asking_peer(node_cache *c, meta_entry *e, const node_cache_owner *m)
 {
     pthread_mutex_lock(&c->meta_mu);
-    e->asking_peer = on;
+    e->asking_peer = m != NULL;
+    if (m != NULL)
+        memcpy(e->asking_key, m->key, sizeof e->asking_key);
     pthread_mutex_unlock(&c->meta_mu);
 }
 
+/* The metadata from its owners in read order (this node among them asks S3 itself), then, when no
+ * owner answered, from its stand-ins the same way (cache_ask_order), then from S3 directly.
+ * Serving a peer (serve) never asks another node. */
 static int head_fetch(node_cache *c, meta_entry *e, const char *bucket, const char *key, bool serve,
                       uint64_t max_age_ms, s3_object_info *out, head_outcome *o)
 {
@@ -218,7 +221,8 @@ static int head_fetch(node_cache *c, meta_entry *e, const char *bucket, const ch
         return head_from_s3(c, bucket, key, out, o);
     node_cache_owner owners[DHT_REPLICAS_MAX];
     uint64_t mv = 0;
-    int n = cache_owners(c, head_owner_id(bucket, key), cache_replicas(c), owners, &mv);
+    int n_owners = 0;
+    int n = cache_ask_order(c, head_owner_id(bucket, key), owners, &n_owners, &mv);
     int rc = -1;
     bool asked_s3 = false;
     for (int i = 0; i < n && rc != 0; i++) {
@@ -226,14 +230,15 @@ static int head_fetch(node_cache *c, meta_entry *e, const char *bucket, const ch
             rc = head_from_s3(c, bucket, key, out, o);
             asked_s3 = true;
         } else if (owners[i].link >= 0 && !cache_penalized(c, owners[i].id)) {
-            mark_asking_peer(c, e, true);
+            mark_asking_peer(c, e, &owners[i]);
             rc = head_from_peer(c, bucket, key, max_age_ms, &owners[i], mv, out, o);
-            mark_asking_peer(c, e, false);
+            mark_asking_peer(c, e, NULL);
+            cache_count_standin(c, i >= n_owners, rc == 0);
         }
     }
     if (rc != 0 && !asked_s3) {
         if (n > 0)
-            LOG_INFO("cache", "head_owners_failed", "owners=%d fallback=s3", n);
+            LOG_INFO("cache", "head_owners_failed", "owners=%d standins=%d fallback=s3", n_owners, n - n_owners);
         rc = head_from_s3(c, bucket, key, out, o);
     }
     return rc;
@@ -247,20 +252,23 @@ static int head_fetch(node_cache *c, meta_entry *e, const char *bucket, const ch
  * unexpired; an answer an owner gave at age a is kept for the TTL less a, so every node's copy
  * expires when the owner's does and the cluster asks S3 once per object per TTL.
  */
-static int head_get(node_cache *c, const char *bucket, const char *key, bool serve, uint64_t max_age_us,
+static int head_get(node_cache *c, const char *bucket, const char *key, const uint8_t *asker, uint64_t max_age_us,
                     s3_object_info *out, uint64_t *age_us)
 {
+    bool serve = asker != NULL;
     int rc = -1;
     pthread_mutex_lock(&c->meta_mu);
     meta_entry *e;
     for (;;) {
         uint64_t now = shoal_clock_mono_us();
         e = *meta_find(c, bucket, key);
-        if (e && e->pending && serve && e->pending_local && e->asking_peer) {
-            /* Serving a peer never waits for a local fetch that is asking another node, which may
-             * be that very peer (two views that disagree for a moment on the owner): one more
-             * HEAD, no cycle. A local fetch that asks S3 itself (this node is the owner) is
-             * waited for like any other, so the owner's own reads and its peers' share one HEAD. */
+        if (e && e->pending && serve && e->pending_local && e->asking_peer &&
+            memcmp(e->asking_key, asker, sizeof e->asking_key) == 0) {
+            /* Serving a peer never waits for a local fetch that is asking that very peer (two
+             * views that disagree for a moment on the owner): one more HEAD, no cycle. A local
+             * fetch that asks S3 itself (this node is the owner), or another node (this node is
+             * a stand-in whose own read asked the silent owner first), is waited for like any
+             * other, so the node's own reads and its peers' share one HEAD. */
             pthread_mutex_unlock(&c->meta_mu);
             head_outcome o = {0};
             if (head_from_s3(c, bucket, key, out, &o) != 0)
@@ -344,14 +352,14 @@ static int head_get(node_cache *c, const char *bucket, const char *key, bool ser
 
 int node_cache_head(node_cache *c, const char *bucket, const char *key, s3_object_info *out)
 {
-    return head_get(c, bucket, key, false, UINT64_MAX, out, NULL);
+    return head_get(c, bucket, key, NULL, UINT64_MAX, out, NULL);
 }
 
-int cache_head_serve(node_cache *c, const char *bucket, const char *key, uint64_t max_age_ms,
+int cache_head_serve(node_cache *c, const char *bucket, const char *key, const uint8_t *asker, uint64_t max_age_ms,
                      s3_object_info *out, uint64_t *age_ms)
 {
     uint64_t age_us = 0;
-    int rc = head_get(c, bucket, key, true, max_age_ms * 1000u, out, &age_us);
+    int rc = head_get(c, bucket, key, asker, max_age_ms * 1000u, out, &age_us);
     *age_ms = age_us / 1000u;
     return rc;
 }
@@ -533,8 +541,9 @@ done:
     return rc;
 }
 
-/* The page from its owners in read order (this node among them lists S3 itself), then from S3
- * directly when none answered. Serving a peer (serve) never asks another node. */
+/* The page from its owners in read order (this node among them lists S3 itself), then, when no
+ * owner answered, from its stand-ins the same way, then from S3 directly. Serving a peer (serve)
+ * never asks another node. */
 static int list_fetch(node_cache *c, const s3_list_args *a, bool serve, shoal_buf *out, uint64_t *age_us)
 {
     *age_us = 0;
@@ -542,7 +551,8 @@ static int list_fetch(node_cache *c, const s3_list_args *a, bool serve, shoal_bu
         return list_from_s3(c, a, out);
     node_cache_owner owners[DHT_REPLICAS_MAX];
     uint64_t mv = 0;
-    int n = cache_owners(c, list_owner_id(a), cache_replicas(c), owners, &mv);
+    int n_owners = 0;
+    int n = cache_ask_order(c, list_owner_id(a), owners, &n_owners, &mv);
     int rc = -1;
     bool asked_s3 = false;
     for (int i = 0; i < n && rc != 0; i++) {
@@ -551,11 +561,12 @@ static int list_fetch(node_cache *c, const s3_list_args *a, bool serve, shoal_bu
             asked_s3 = true;
         } else if (owners[i].link >= 0 && !cache_penalized(c, owners[i].id)) {
             rc = list_from_peer(c, a, &owners[i], mv, out, age_us);
+            cache_count_standin(c, i >= n_owners, rc == 0);
         }
     }
     if (rc != 0 && !asked_s3) {
         if (n > 0)
-            LOG_INFO("cache", "list_owners_failed", "owners=%d fallback=s3", n);
+            LOG_INFO("cache", "list_owners_failed", "owners=%d standins=%d fallback=s3", n_owners, n - n_owners);
         rc = list_from_s3(c, a, out);
     }
     return rc;

@@ -372,7 +372,7 @@ static void head_serve_run(node_cache *c, void *arg)
         s3_object_info info;
         node_peer_object_info pi;
         uint64_t age_ms = 0;
-        if (cache_head_serve(c, bucket, key, max_age_ms, &info, &age_ms) != 0) {
+        if (cache_head_serve(c, bucket, key, node_peer_incoming_key(in), max_age_ms, &info, &age_ms) != 0) {
             rep.status = status_of(shoal_error_code());
         } else {
             cache_info_to_peer(&info, &pi);

@@ -26,6 +26,8 @@
 #define C NODE_STATS_COUNTER
 #define G NODE_STATS_GAUGE
 
+/* One entry per line, however long (here and in FAMILIES): a table reads as a table. */
+/* clang-format off */
 static const node_stats_desc FIELDS[] = {
     F(s3_get_requests, "s3.get_requests", C, "shoal_s3_requests_total", "op=\"get\"", "GET requests sent to S3."),
     F(s3_head_requests, "s3.head_requests", C, "shoal_s3_requests_total", "op=\"head\"", "HEAD requests sent to S3."),
@@ -62,6 +64,8 @@ static const node_stats_desc FIELDS[] = {
     F(handoff_asks, "handoff.asks", C, "shoal_handoff_asks_total", "", "Stored copies this node, as an owner missing a block, asked of the block's other ranked members before S3."),
     F(handoff_hits, "handoff.hits", C, "shoal_handoff_hits_total", "", "Blocks this node got from another member that way instead of from S3."),
     F(handoff_blocks_in, "handoff.blocks_in", C, "shoal_handoff_received_blocks_total", "", "Blocks a draining member handed to this node, accepted."),
+    F(standin_asks, "standin.asks", C, "shoal_standin_asks_total", "", "Block, metadata and listing requests this node sent to a stand-in owner (a member ranked after the owners) because no owner answered."),
+    F(standin_hits, "standin.hits", C, "shoal_standin_hits_total", "", "Requests a stand-in owner answered (one fetch for the cluster instead of one per reader)."),
     F(drain_blocks_sent, "drain.blocks_sent", C, "shoal_drain_sent_blocks_total", "", "Owned blocks this node handed to their next owners while draining (one per owner that took one)."),
     F(drain_bytes_sent, "drain.bytes_sent", C, "shoal_drain_sent_bytes_total", "", "Bytes of the blocks counted in drain.blocks_sent."),
     F(drain_failures, "drain.failures", C, "shoal_drain_failures_total", "", "Owned blocks a drain could not hand off (their next owner refused, did not answer, or there was none)."),
@@ -85,6 +89,7 @@ static const node_stats_desc FIELDS[] = {
     F(mount_bytes_read, "mount.bytes_read", C, "shoal_mount_read_bytes_total", "", "Bytes read through the mount."),
     F(mount_bytes_written, "mount.bytes_written", C, "shoal_mount_written_bytes_total", "", "Bytes written through the mount (accepted by write requests)."),
 };
+/* clang-format on */
 
 #undef F
 #undef C
@@ -195,6 +200,7 @@ typedef struct family {
     int (*extra)(const node_stats *s, const char *name, shoal_buf *out); /* samples not in FIELDS */
 } family;
 
+/* clang-format off */
 static const family FAMILIES[] = {
     {"shoal_s3_requests_total", "counter", "Requests sent to S3 (attempts on the wire, retries included), by operation: put is PutObject and the multipart steps, delete also AbortMultipartUpload, copy is CopyObject and UploadPartCopy.", NULL},
     {"shoal_s3_errors_total", "counter", "S3 requests that failed after all retries, by operation and error (no_such_key, access_denied, throttled, transport, ...; s3: another error S3 answered; local: this side failed).", render_s3_failures},
@@ -225,6 +231,8 @@ static const family FAMILIES[] = {
     {"shoal_handoff_asks_total", "counter", "Stored copies asked of a block's other ranked members before S3.", NULL},
     {"shoal_handoff_hits_total", "counter", "Blocks got that way instead of from S3.", NULL},
     {"shoal_handoff_received_blocks_total", "counter", "Blocks a draining member handed to this node, accepted.", NULL},
+    {"shoal_standin_asks_total", "counter", "Requests sent to a stand-in owner because no owner answered.", NULL},
+    {"shoal_standin_hits_total", "counter", "Requests a stand-in owner answered.", NULL},
     {"shoal_drain_sent_blocks_total", "counter", "Owned blocks this node handed to their next owners while draining.", NULL},
     {"shoal_drain_sent_bytes_total", "counter", "Bytes of the blocks in shoal_drain_sent_blocks_total.", NULL},
     {"shoal_drain_failures_total", "counter", "Owned blocks a drain could not hand off.", NULL},
@@ -247,6 +255,7 @@ static const family FAMILIES[] = {
     {"shoal_mount_upload_retries_total", "counter", "Delayed uploads that failed and were scheduled again.", NULL},
     {"shoal_fuse_operation_duration_seconds", "histogram", "Time from a FUSE request to the mount's reply, by request.", render_fuse_latency},
 };
+/* clang-format on */
 
 int node_stats_render_prometheus(const node_stats *s, shoal_buf *out)
 {

@@ -72,6 +72,8 @@ typedef struct node_stats {
     _Atomic uint64_t handoff_asks;      /* stored copies asked of other ranked members before S3 */
     _Atomic uint64_t handoff_hits;      /* blocks an owner got that way instead of from S3 */
     _Atomic uint64_t handoff_blocks_in; /* blocks a draining member handed to this node */
+    _Atomic uint64_t standin_asks; /* requests sent to a stand-in owner: no owner answered */
+    _Atomic uint64_t standin_hits; /* ... that the stand-in answered */
     _Atomic uint64_t drain_blocks_sent; /* owned blocks this node handed off while draining */
     _Atomic uint64_t drain_bytes_sent;
     _Atomic uint64_t drain_failures;    /* owned blocks a drain could not hand off */

@@ -1,12 +1,15 @@
 /*
  * shoald when the membership changes: a warm cluster that scales out, a node drained before it
- * leaves, a node killed with --replicas 2, a SIGTERM that drains, and preload's report. Real
+ * leaves, a node killed with --replicas 2, a node stopped with --replicas 1 (its stand-ins), a
+ * SIGTERM that drains, and preload's report. Real
  * daemons on loopback and the real S3 server; what S3 was asked is counted at the server.
  *
  * Every count here is deterministic, whatever the load of the machine: the daemons run with a
  * peer timeout no busy machine reaches (so no read gives up on a live owner and goes to S3), and
  * each membership change is waited for by polling `shoal status` on every node until it shows it,
- * never by sleeping.
+ * never by sleeping. The stopped-owner test is the exception that has to be: its readers must
+ * leave the silent owner before gossip calls it dead, so it keeps the default 2 s; a live owner is
+ * left only when it answers no PING for 2 s (its transport answers them on its own thread).
  */
 #include "test_daemon_harness.h"
 
@@ -53,10 +56,9 @@ static void read_everywhere(td_cluster *c) { td_each_running_node(c, ds_read_all
 /* A peer timeout no busy machine reaches: a read never gives up on a live owner. */
 #define PATIENT "--peer-timeout", "120000"
 
-/* Starts nodes [0, n) of a cluster of `slots` with `extra` flags (the last one with `last_extra`
- * when not NULL), uploads the dataset and preloads it (every block fetched once, by its owner, and
- * kept there), then zeroes the server's counters. */
-static td_cluster *warm_cluster_2(int slots, int n, const char *const *extra, const char *const *last_extra)
+/* Uploads the dataset and starts nodes [0, n) of a cluster of `slots` with `extra` flags (the last
+ * one with `last_extra` when not NULL); returns once every node sees every other. */
+static td_cluster *cold_cluster_2(int slots, int n, const char *const *extra, const char *const *last_extra)
 {
     td_cluster *c = td_cluster_new(slots, BLOCK);
     char key[64];
@@ -67,6 +69,14 @@ static td_cluster *warm_cluster_2(int slots, int n, const char *const *extra, co
     for (int i = 0; i < n; i++)
         td_node_start(c, i, i == n - 1 && last_extra ? last_extra : extra);
     td_wait_cluster(c, 20000);
+    return c;
+}
+
+/* cold_cluster_2, then the dataset preloaded (every block fetched once, by its owner, and kept
+ * there), then the server's counters zeroed. */
+static td_cluster *warm_cluster_2(int slots, int n, const char *const *extra, const char *const *last_extra)
+{
+    td_cluster *c = cold_cluster_2(slots, n, extra, last_extra);
     TT_CHECK(node_control_preload(c->nodes[0].control, TD_BUCKET, "set/", NULL, NULL) == 0, "preload: %s",
              shoal_error_message());
     long gets = tt_s3rver_stat(&c->s3, "gets");
@@ -99,15 +109,17 @@ static void wait_state_everywhere(td_cluster *c, int who, const char *state, int
     }
 }
 
-/* Sums counter `name` over the running nodes. */
-static uint64_t stat_sum(td_cluster *c, const char *name)
+/* Sums counter `name` over the running nodes but node `skip` (-1: none). */
+static uint64_t stat_sum_but(td_cluster *c, int skip, const char *name)
 {
     uint64_t sum = 0;
     for (int i = 0; i < c->n; i++)
-        if (c->nodes[i].pid > 0)
+        if (c->nodes[i].pid > 0 && i != skip)
             sum += td_stat(c, i, name);
     return sum;
 }
+
+static uint64_t stat_sum(td_cluster *c, const char *name) { return stat_sum_but(c, -1, name); }
 
 /* Waits until every push any running node started has ended (accepted or refused). */
 static void wait_pushes(td_cluster *c)
@@ -212,6 +224,39 @@ TT_TEST(test_daemon_kill_with_replicas_costs_no_s3_get)
     td_pass(c);
 }
 
+/* --replicas 1: one of 4 nodes stops (SIGSTOP: it never answers again) and at once the 3 others
+ * read the whole cold dataset, all together. The blocks and the metadata the stopped node owns
+ * are fetched by their stand-in, the member ranked next, once for the 3 readers: S3 sees exactly
+ * one GET per block and one HEAD per object, and every byte is checked.
+ *
+ * The counts hold whatever the timing. Readers leave the silent owner after the peer timeout
+ * (2 s, the default) and go to the stand-in; once gossip declares the node dead (at least 4 s of
+ * suspicion after it stopped answering probes), the stand-in is the owner, and every reader asks
+ * it as such. Either way one member fetches each block. Without stand-ins, each reader that left
+ * the silent owner before gossip did would have gone to S3 on its own: up to 3 GETs per block. */
+TT_TEST(test_daemon_silent_owner_costs_one_s3_get_per_block_not_one_per_reader)
+{
+    td_cluster *c = cold_cluster_2(4, 4, NULL, NULL);
+    tt_s3rver_stats_reset(&c->s3);
+    td_node_signal(c, 3, SIGSTOP);
+    td_each_node_but(c, 3, ds_read_all); /* every read is checked: a failed one fails the test */
+    long gets = tt_s3rver_stat(&c->s3, "gets"), heads = tt_s3rver_stat(&c->s3, "heads");
+    char seen[32];
+    td_member_state(c, 0, c->nodes[3].id, seen, sizeof seen);
+    tt_note("3 nodes read %ld blocks of %d objects while a 4th was stopped (now '%s' to node-0): %ld S3 GETs, "
+            "%ld HEADs; %llu requests asked of stand-ins, %llu answered, %llu peer timeouts",
+            ds_blocks(), DS_OBJECTS, seen, gets, heads, (unsigned long long)stat_sum_but(c, 3, "standin.asks"),
+            (unsigned long long)stat_sum_but(c, 3, "standin.hits"),
+            (unsigned long long)stat_sum_but(c, 3, "peer.timeouts"));
+    TT_CHECK(gets == ds_blocks(), "%ld S3 GETs for %ld blocks read by 3 nodes while an owner was stopped", gets,
+             ds_blocks());
+    TT_CHECK(heads == DS_OBJECTS, "%ld S3 HEADs for %d objects read by 3 nodes while an owner was stopped", heads,
+             DS_OBJECTS);
+    td_node_signal(c, 3, SIGKILL);
+    td_node_wait(c, 3, 10000);
+    td_pass(c);
+}
+
 /* SIGTERM drains for at most --drain-timeout before the leave; with --drain-timeout 0 the node
  * leaves at once and hands nothing off. Both leave a cluster warmed by a preload, where every block
  * is held by its owner alone: the survivors' re-read then fetches from S3 exactly the blocks the
@@ -256,15 +301,7 @@ TT_TEST(test_daemon_sigterm_drains_before_leaving_unless_told_not_to)
 TT_TEST(test_daemon_preload_reports_cached_and_fetched_blocks)
 {
     const char *const extra[] = {PATIENT, NULL};
-    td_cluster *c = td_cluster_new(3, BLOCK);
-    char key[64];
-    for (int k = 0; k < DS_OBJECTS; k++) {
-        ds_key(k, key, sizeof key);
-        td_put(c, key, ds_size(k), (uint32_t)k + 100);
-    }
-    for (int i = 0; i < 3; i++)
-        td_node_start(c, i, extra);
-    td_wait_cluster(c, 20000);
+    td_cluster *c = cold_cluster_2(3, 3, extra, NULL);
     tt_s3rver_stats_reset(&c->s3);
     long unique = ds_blocks();
     for (int pass = 0; pass < 2; pass++) {

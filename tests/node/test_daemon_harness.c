@@ -96,13 +96,15 @@ static void *td_call_main(void *arg)
     return NULL;
 }
 
-void td_each_running_node(td_cluster *c, void (*fn)(td_cluster *c, int i))
+void td_each_running_node(td_cluster *c, void (*fn)(td_cluster *c, int i)) { td_each_node_but(c, -1, fn); }
+
+void td_each_node_but(td_cluster *c, int skip, void (*fn)(td_cluster *c, int i))
 {
     pthread_t t[TD_MAX_NODES];
     td_call k[TD_MAX_NODES];
     int n = 0;
     for (int i = 0; i < c->n; i++) {
-        if (c->nodes[i].pid <= 0)
+        if (c->nodes[i].pid <= 0 || i == skip)
             continue;
         k[n] = (td_call){c, i, fn};
         TT_CHECK(pthread_create(&t[n], NULL, td_call_main, &k[n]) == 0, "pthread_create");

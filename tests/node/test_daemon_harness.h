@@ -92,6 +92,8 @@ void td_get_check(td_cluster *c, int i, const char *key, size_t size, uint32_t s
 /* Runs fn(c, i) for every running node i, each on a thread of its own, all at once; returns when
  * every call returned. */
 void td_each_running_node(td_cluster *c, void (*fn)(td_cluster *c, int i));
+/* The same for every running node but node `skip` (one that is stopped, say). */
+void td_each_node_but(td_cluster *c, int skip, void (*fn)(td_cluster *c, int i));
 
 /* Counter `name` of node i's `shoal stats` (e.g. "reads.peer"); fails the test when unreachable. */
 uint64_t td_stat(td_cluster *c, int i, const char *name);

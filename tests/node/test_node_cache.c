@@ -178,6 +178,7 @@ typedef struct tnode {
     int links[MAX_NODES]; /* this node's link to node i */
     /* fault injection on the serving side (FAKES of a broken owner): */
     bool drop_gets;      /* GETs are dropped unanswered (an owner that lost the request) */
+    bool drop_heads; /* HEADs too */
     bool always_working; /* PINGs are answered WORKING whatever the cache says (a stuck owner) */
     atomic_int pongs_working, pongs_idle; /* what PINGs that named a work item were answered */
     uint8_t allowed[MAX_NODES][NODE_PEER_KEY_LEN]; /* keys its transport admits */
@@ -200,7 +201,14 @@ static void on_get(void *ud, node_peer_incoming *in)
 }
 static void on_put(void *ud, node_peer_incoming *in) { node_cache_on_put_block(((tnode *)ud)->cache, in); }
 static void on_list(void *ud, node_peer_incoming *in) { node_cache_on_list(((tnode *)ud)->cache, in); }
-static void on_head(void *ud, node_peer_incoming *in) { node_cache_on_head(((tnode *)ud)->cache, in); }
+static void on_head(void *ud, node_peer_incoming *in)
+{
+    tnode *n = ud;
+    if (n->drop_heads)
+        node_peer_incoming_discard(in);
+    else
+        node_cache_on_head(n->cache, in);
+}
 static node_peer_work on_work(void *ud, const uint8_t *id)
 {
     tnode *n = ud;
@@ -879,6 +887,111 @@ TT_TEST(test_node_cache_stuck_handoff_candidate_is_not_pinged_and_costs_one_shor
     tnode_stop(&b);
     tnode_stop(&c);
     fake_s3_fini(&s3);
+}
+
+/* ---- stand-in owners ----------------------------------------------------------------------------- */
+
+/* A cluster of 4 with one owner per block where the owner (b) has gone silent: it drops every GET
+ * and HEAD and answers PINGs idle (a FAKE of a stopped owner that gossip has not declared dead
+ * yet). a, c and d each rank b first and c second (c is the block's stand-in: it owns it once b
+ * leaves the view). The peer timeout is short, so each reader leaves b after 300 ms of silence. */
+static void silent_owner_start(fake_s3 *s3, tnode *a, tnode *b, tnode *c, tnode *d)
+{
+    tnode *all[4] = {a, b, c, d};
+    for (int i = 0; i < 4; i++)
+        tnode_start_r(all[i], i, s3, 300, 60, 1);
+    tnode *readers[3] = {a, c, d};
+    for (int i = 0; i < 3; i++) {
+        tnode *r = readers[i];
+        owner_is(r, 0, "b", b, tnode_link(r, b, 1));
+        owner_is(r, 1, "c", c, r == c ? -1 : tnode_link(r, c, 2));
+    }
+    b->drop_gets = b->drop_heads = true;
+}
+
+static void silent_owner_stop(fake_s3 *s3, tnode *a, tnode *b, tnode *c, tnode *d)
+{
+    tnode_stop(a);
+    tnode_stop(b);
+    tnode_stop(c);
+    tnode_stop(d);
+    fake_s3_fini(s3);
+}
+
+typedef struct head_arg {
+    tnode *n;
+    const char *key;
+    int rc;
+    s3_object_info info;
+} head_arg;
+
+static void *header(void *p)
+{
+    head_arg *h = p;
+    h->rc = node_cache_head(h->n->cache, BUCKET, h->key, &h->info);
+    return NULL;
+}
+
+/* The three readers of a block whose only owner is silent all read it at once: each leaves the
+ * owner and the two that are not the stand-in ask it, which fetches the block once under its
+ * single flight (its own read included). S3 sees one GET, not one per reader; the stand-in keeps
+ * the block as owned (it owns it once the silent owner leaves), the others near. */
+TT_TEST(test_node_cache_readers_of_a_silent_owner_share_one_fetch_at_its_stand_in)
+{
+    fake_s3 s3;
+    fake_s3_init(&s3, "data/s.bin", "\"e1\"", BS, 21);
+    tnode a, b, c, d;
+    silent_owner_start(&s3, &a, &b, &c, &d);
+    tnode *readers[3] = {&a, &c, &d};
+    pthread_t th[3];
+    reader_arg args[3];
+    for (int i = 0; i < 3; i++) {
+        args[i] = (reader_arg){readers[i], &s3, -1};
+        TT_CHECK(pthread_create(&th[i], NULL, reader, &args[i]) == 0, "thread");
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        TT_CHECK(args[i].rc == 0, "reader %d: rc %d (%s)", i, args[i].rc, shoal_error_message());
+    }
+    TT_CHECK(atomic_load(&s3.gets) == 1, "%d S3 GETs for one block read by 3 nodes whose owner is silent, want 1",
+             atomic_load(&s3.gets));
+    TT_CHECK(holds(&c, &s3, 0, NODE_STORE_OWNED), "the stand-in did not keep the block as owned");
+    TT_CHECK(holds(&a, &s3, 0, NODE_STORE_NEAR) && holds(&d, &s3, 0, NODE_STORE_NEAR),
+             "a reader did not keep its copy near");
+    for (int i = 0; i < 3; i += 2)
+        TT_CHECK(atomic_load(&readers[i]->stats.standin_asks) == 1 && atomic_load(&readers[i]->stats.standin_hits) == 1,
+                 "reader %d: stand-in asks %llu, hits %llu; want 1 and 1", i,
+                 (unsigned long long)atomic_load(&readers[i]->stats.standin_asks),
+                 (unsigned long long)atomic_load(&readers[i]->stats.standin_hits));
+    silent_owner_stop(&s3, &a, &b, &c, &d);
+}
+
+/* The same for an object's metadata: its owner is silent, three nodes ask for it at once, and the
+ * stand-in sends the one HEAD for all of them, its own read included: a peer's HEAD waits for the
+ * stand-in's own fetch although that fetch is asking the silent owner (only a fetch asking the
+ * very peer that asks is not waited for). */
+TT_TEST(test_node_cache_metadata_of_a_silent_owner_is_asked_of_s3_once_by_its_stand_in)
+{
+    fake_s3 s3;
+    fake_s3_init(&s3, "data/m.bin", "\"e1\"", 2 * BS + 7, 22);
+    tnode a, b, c, d;
+    silent_owner_start(&s3, &a, &b, &c, &d);
+    tnode *readers[3] = {&a, &c, &d};
+    pthread_t th[3];
+    head_arg args[3];
+    for (int i = 0; i < 3; i++) {
+        args[i] = (head_arg){.n = readers[i], .key = "data/m.bin", .rc = -1};
+        TT_CHECK(pthread_create(&th[i], NULL, header, &args[i]) == 0, "thread");
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        TT_CHECK(args[i].rc == 0 && args[i].info.size == 2 * BS + 7 && strcmp(args[i].info.etag, "\"e1\"") == 0,
+                 "reader %d: rc %d, size %llu, ETag %s", i, args[i].rc, (unsigned long long)args[i].info.size,
+                 args[i].info.etag);
+    }
+    TT_CHECK(atomic_load(&s3.heads) == 1, "%d S3 HEADs for one object 3 nodes asked while its owner was silent, want 1",
+             atomic_load(&s3.heads));
+    silent_owner_stop(&s3, &a, &b, &c, &d);
 }
 
 /* --replicas 2: the owner that fetched a block from S3 pushes it to the other owner, so when the
