@@ -18,22 +18,15 @@
 
 #include "node_store.h"
 #include "shoal_error.h"
+#include "shoal_mix.h"
 #include "tt.h"
 
 #define HDR NODE_STORE_HEADER_LEN
 
-static uint64_t splitmix(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* The id of test block n: spread like the placement's hashes. */
 static void make_id(unsigned n, uint8_t id[NODE_STORE_ID_LEN])
 {
-    uint64_t x = n, a = splitmix(&x), b = splitmix(&x);
+    uint64_t x = n, a = shoal_splitmix64(&x), b = shoal_splitmix64(&x);
     memcpy(id, &a, 8);
     memcpy(id + 8, &b, 8);
 }
@@ -45,7 +38,7 @@ static uint8_t *make_payload(unsigned n, size_t len)
     TT_CHECK(p != NULL, "malloc %zu", len);
     uint64_t x = 0x5eed0000ull + n;
     for (size_t i = 0; i < len; i += 8) {
-        uint64_t v = splitmix(&x);
+        uint64_t v = shoal_splitmix64(&x);
         memcpy(p + i, &v, len - i < 8 ? len - i : 8);
     }
     return p;
@@ -484,12 +477,12 @@ static void *worker_run(void *arg)
     uint64_t x = w->seed;
     uint8_t *buf = malloc(conc_len(4));
     for (unsigned op = 0; op < CONC_OPS; op++) {
-        unsigned n = (unsigned)(splitmix(&x) % CONC_IDS);
+        unsigned n = (unsigned)(shoal_splitmix64(&x) % CONC_IDS);
         uint8_t id[NODE_STORE_ID_LEN];
         make_id(n, id);
         uint8_t *p = make_payload(n, conc_len(n));
         size_t len = 0;
-        if (splitmix(&x) % 2) {
+        if (shoal_splitmix64(&x) % 2) {
             if (node_store_put(w->s, id, p, conc_len(n), n % 4 ? NODE_STORE_OWNED : NODE_STORE_NEAR) != 0 &&
                 shoal_error_code() != SHOAL_ERR_NOSPACE)
                 w->bad++;
