@@ -168,6 +168,17 @@ static node_store *open_store(const char *dir, uint64_t capacity, unsigned near_
     return open_store_opts(dir, capacity, near_percent, false);
 }
 
+/* A closed store at dir holding blocks 0 and 1 (30000 bytes each), for a test that damages block
+ * 0's file and reopens: returns that file's path (the caller frees it). */
+static char *two_blocks_closed(const char *dir)
+{
+    node_store *s = open_store(dir, 1u << 20, 10);
+    put_block(s, 0, 30000, NODE_STORE_OWNED);
+    put_block(s, 1, 30000, NODE_STORE_OWNED);
+    node_store_delete(s);
+    return block_path(dir, 0);
+}
+
 /* Mounts a file system of `type` on dir in a private mount namespace of this process, so it is gone
  * when the process ends, whatever happens; skips the test where that is not permitted. */
 static void private_mount(const char *dir, const char *type, const char *opts)
@@ -418,15 +429,10 @@ TT_TEST(test_node_store_truncated_block_is_a_miss)
 
 TT_TEST(test_node_store_open_drops_truncated_block)
 {
-    char *dir = tt_tmpdir("store");
-    node_store *s = open_store(dir, 1u << 20, 10);
-    put_block(s, 0, 30000, NODE_STORE_OWNED);
-    put_block(s, 1, 30000, NODE_STORE_OWNED);
-    node_store_delete(s);
-    char *path = block_path(dir, 0);
+    char *dir = tt_tmpdir("store"), *path = two_blocks_closed(dir);
     TT_CHECK(truncate(path, 100) == 0, "truncate %s", path);
 
-    s = open_store(dir, 1u << 20, 10);
+    node_store *s = open_store(dir, 1u << 20, 10);
     node_store_stats st;
     node_store_get_stats(s, &st);
     TT_CHECK(!file_exists(path), "the truncated %s must be removed at open", path);
@@ -1373,14 +1379,9 @@ TT_TEST(test_node_store_damaged_chunk_is_caught_after_sound_chunks_were_served)
  * it and counts it apart from damage, and the block is fetched again by whoever wants it. */
 TT_TEST(test_node_store_old_format_block_is_dropped_at_open_and_counted)
 {
-    char *dir = tt_tmpdir("store-old");
-    node_store *s = open_store(dir, 8u << 20, 10);
-    put_block(s, 0, 30000, NODE_STORE_OWNED);
-    put_block(s, 1, 30000, NODE_STORE_OWNED);
-    node_store_delete(s);
-    char *path = block_path(dir, 0);
+    char *dir = tt_tmpdir("store-old"), *path = two_blocks_closed(dir);
     damage_rewrite(path, 4, 0x03); /* version 2 -> 1 */
-    s = open_store(dir, 8u << 20, 10);
+    node_store *s = open_store(dir, 1u << 20, 10);
     TT_CHECK(!file_exists(path), "the old-format file %s must be removed at open", path);
     TT_CHECK(stats_of(s).old_format_drops == 1 && stats_of(s).corrupt_drops == 0 && stats_of(s).blocks == 1,
              "old_format_drops=%llu (1) corrupt_drops=%llu (0) blocks=%llu (1)",
