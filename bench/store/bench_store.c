@@ -195,10 +195,7 @@ int main(int argc, char **argv)
     }
     for (unsigned i = 0; i < b.blocks; i++) {
         uint64_t x = 0xda7a0000ull + i;
-        for (size_t k = 0; k < BLOCK; k += 8) {
-            uint64_t v = shoal_splitmix64(&x);
-            memcpy(data + k, &v, 8);
-        }
+        shoal_mix_fill(data, BLOCK, &x);
         uint8_t id[NODE_STORE_ID_LEN];
         block_id(i, id);
         if (node_store_put(b.store, id, data, BLOCK, NODE_STORE_OWNED) != 0)

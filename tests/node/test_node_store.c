@@ -37,10 +37,7 @@ static uint8_t *make_payload(unsigned n, size_t len)
     uint8_t *p = malloc(len ? len : 1);
     TT_CHECK(p != NULL, "malloc %zu", len);
     uint64_t x = 0x5eed0000ull + n;
-    for (size_t i = 0; i < len; i += 8) {
-        uint64_t v = shoal_splitmix64(&x);
-        memcpy(p + i, &v, len - i < 8 ? len - i : 8);
-    }
+    shoal_mix_fill(p, len, &x);
     return p;
 }
 
