@@ -14,17 +14,16 @@
    docs/semantics.md ("Checkpoints") says: PUT of tmp, then COPY + DELETE.
 
 Counters come from the test server's /_shoal/stats (puts count PUT requests, copies included).
-Standard library and torch only.
+Standard library and torch only, and e2elib.py beside it.
 """
 import argparse
-import json
 import os
-import sys
 import time
-import urllib.request
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from e2elib import check, reset, stats, wait_visible
 
 
 def sample_bytes(k):
@@ -49,22 +48,6 @@ class Samples(Dataset):
         return k, data == sample_bytes(k)
 
 
-def stats(url):
-    with urllib.request.urlopen(url) as r:
-        return json.load(r)
-
-
-def reset(url):
-    urllib.request.urlopen(urllib.request.Request(url + "/reset", method="POST")).read()
-
-
-def check(cond, what):
-    if not cond:
-        print("FAIL: " + what, file=sys.stderr)
-        sys.exit(1)
-    print("ok: " + what)
-
-
 def read_all(root, n):
     t0 = time.monotonic()
     loader = DataLoader(Samples(root, n), batch_size=64, num_workers=4, shuffle=True,
@@ -78,15 +61,6 @@ def read_all(root, n):
     check(len(seen) == n and not bad,
           "%s: %d of %d samples read in %.1f s, %d with wrong bytes %s"
           % (root, len(seen), n, time.monotonic() - t0, len(bad), bad[:5]))
-
-
-def wait_visible(path, limit_s):
-    t0 = time.monotonic()
-    while not os.path.exists(path):
-        if time.monotonic() - t0 > limit_s:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def wait_uploads(url, n, limit_s):

@@ -10,28 +10,21 @@ cluster (the root's included), with no HEAD and no GET at the server: at most 2 
 directory, and as many again for each further TTL a slow machine stretches the warm epoch over, so
 the verdict does not depend on the machine's load.
 
-Counters come from the test server's /_shoal/stats. Standard library and torch only.
+Counters come from the test server's /_shoal/stats. Standard library and torch only, and
+e2elib.py beside it.
 """
 import argparse
-import json
 import math
 import os
-import sys
 import time
-import urllib.request
 
 from torch.utils.data import DataLoader, Dataset
+
+from e2elib import check, reset, stats
 
 
 def sample_bytes(k):
     return (b"warm %05d " % k) * (1 + k % 5)
-
-
-def check(cond, what):
-    if not cond:
-        print("FAIL: " + what, file=sys.stderr)
-        sys.exit(1)
-    print("ok: " + what)
 
 
 class Samples(Dataset):
@@ -51,15 +44,6 @@ class Samples(Dataset):
         with open(self.paths[i], "rb") as f:
             data = f.read()
         return i, data == sample_bytes(i % self.files)
-
-
-def stats(url):
-    with urllib.request.urlopen(url) as r:
-        return json.load(r)
-
-
-def reset(url):
-    urllib.request.urlopen(urllib.request.Request(url + "/reset", method="POST")).read()
 
 
 def epoch(ds, label):
