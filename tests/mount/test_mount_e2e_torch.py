@@ -21,9 +21,9 @@ import os
 import time
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from e2elib import check, reset, stats, wait_visible
+from e2elib import check, read_every_sample, reset, stats, wait_visible
 
 
 def sample_bytes(k):
@@ -46,21 +46,6 @@ class Samples(Dataset):
         with open(os.path.join(self.root, "train", "f%05d" % k), "rb") as f:
             data = f.read()
         return k, data == sample_bytes(k)
-
-
-def read_all(root, n):
-    t0 = time.monotonic()
-    loader = DataLoader(Samples(root, n), batch_size=64, num_workers=4, shuffle=True,
-                        collate_fn=lambda batch: batch)
-    seen, bad = set(), []
-    for batch in loader:
-        for k, good in batch:
-            seen.add(k)
-            if not good:
-                bad.append(k)
-    check(len(seen) == n and not bad,
-          "%s: %d of %d samples read in %.1f s, %d with wrong bytes %s"
-          % (root, len(seen), n, time.monotonic() - t0, len(bad), bad[:5]))
 
 
 def wait_uploads(url, n, limit_s):
@@ -120,7 +105,7 @@ def main():
     torch.manual_seed(7)
 
     for root in (m0, m1):
-        read_all(root, a.samples)
+        read_every_sample(Samples(root, a.samples), root)
 
     model = {"w": torch.randn(256, 1024), "b": torch.arange(1000), "step": 12}
     os.makedirs(os.path.join(m0, "ckpt"), exist_ok=True)
