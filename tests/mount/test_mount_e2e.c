@@ -434,6 +434,7 @@ static void *bulk_main(void *arg)
 static void bulk_upload(td_cluster *c, const char *dir, int n, bulk_body_fn body)
 {
     bulk b = {.s3 = td_s3_client(c), .dir = dir, .body = body, .n = n};
+    uint64_t t0 = td_now_ms();
     pthread_mutex_init(&b.mu, NULL);
     pthread_t t[8];
     for (int i = 0; i < 8; i++)
@@ -442,12 +443,27 @@ static void bulk_upload(td_cluster *c, const char *dir, int n, bulk_body_fn body
         pthread_join(t[i], NULL);
     pthread_mutex_destroy(&b.mu);
     s3_client_delete(b.s3);
+    tt_note("%d objects uploaded under %s/ in %.1f s", n, dir, (double)(td_now_ms() - t0) / 1000);
 }
+
+/* ---- budgets of the cases that grow with their files (tt_budget_ms) ---------------------------- *
+ * A case with thousands of files gets a start-up allowance plus one per file, for the file's
+ * upload and every read of it. Measured with stress-ng --cpu 2 on a 2-core machine that other
+ * builds kept at a load average of 13 to 34: the listing case took 41 to 56 s (2,500 files), the
+ * DataLoader case 198 to 280 s (2,000 samples, most of it torch and the checkpoints); the
+ * warm-epoch case takes about 90 s on an idle machine. Each budget is well above such a loaded
+ * run; CTest's TIMEOUT is only the backstop. */
+#define BASE_MS 30000 /* a cluster, a mount */
+#define TORCH_BASE_MS 120000 /* two mounts, torch in every DataLoader worker, checkpoints, TTL waits */
+#define LIST_FILE_MS 40 /* a PUT, a listing entry, a stat */
+#define TORCH_FILE_MS 180 /* a PUT, a read through each of 2 mounts */
+#define WARM_FILE_MS 160 /* a PUT, 4 reads (2 epochs x 2 mounts) */
 
 TT_TEST(test_mount_e2e_lists_2500_entries_completely_without_a_head_each)
 {
     td_cluster *c = cluster(1);
     enum { N = 2500 };
+    tt_budget_start(tt_budget_ms(BASE_MS, N, LIST_FILE_MS), "%d files uploaded, listed and stat'ed", N);
     bulk_upload(c, "many", N, body_number);
     start_mounted(c, 0, "60", "5", NULL);
     tt_s3rver_stats_reset(&c->s3);
@@ -1077,6 +1093,8 @@ TT_TEST(test_mount_e2e_torch_dataloader_and_checkpoint_on_two_nodes)
         TT_SKIP("torch is not importable by /usr/bin/python3 (Debian's python3-torch is not installed)");
     td_cluster *c = cluster(2);
     enum { N = 2000 };
+    tt_budget_start(tt_budget_ms(TORCH_BASE_MS, N, TORCH_FILE_MS),
+                    "%d samples uploaded and read on 2 nodes, and the checkpoints", N);
     bulk_upload(c, "train", N, body_sample);
     /* Node 0 writes back after a delay (the checkpoint pattern costs one PUT); node 1 uploads at
      * close (the same pattern costs PUT + COPY + DELETE). */
@@ -1114,6 +1132,8 @@ TT_TEST(test_mount_e2e_warm_epoch_after_the_ttl_costs_a_listing_per_directory_an
         TT_SKIP("torch is not importable by /usr/bin/python3 (Debian's python3-torch is not installed)");
     td_cluster *c = cluster(2);
     enum { DIRS = 6, FILES = 500 };
+    tt_budget_start(tt_budget_ms(TORCH_BASE_MS, DIRS * FILES, WARM_FILE_MS),
+                    "%d samples uploaded and read by 2 epochs on 2 nodes", DIRS * FILES);
     for (int d = 0; d < DIRS; d++) {
         char dir[16];
         snprintf(dir, sizeof dir, "d%02d", d);
