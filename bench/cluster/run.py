@@ -16,22 +16,23 @@
   bench/cluster/run.py [BUILD_DIR]     (default build; needs shoald and shoal built there)
 
 Environment: BENCH_FILES (120), BENCH_BLOCK_SIZE (1M), BENCH_MAX_KIB (4096), BENCH_BIG_MIB (256),
-BENCH_ROUNDS (5). Only the standard library; the local S3 server is tests/s3rver/start.js, uploads
-use awscli.
+BENCH_ROUNDS (5). Only the standard library; the local S3 server is tests/s3rver/start.js (started
+by bench/benchlib.py), uploads use awscli.
 """
 import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import benchlib  # noqa: E402 (bench/, on the path just above)
+from benchlib import ROOT, procs, s3_env, s3_stats, stop_processes  # noqa: E402
+
 BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build"))
 SHOALD = os.path.join(BUILD, "node", "shoald")
 SHOAL = os.path.join(BUILD, "node", "shoal")
@@ -43,29 +44,9 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 NODES = 5
 PORT = 7400 + os.getpid() % 500 * 4  # cluster k of the run listens on PORT + k
 
-procs = []
-
-
 def size_bytes(text):
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     return int(text[:-1]) * units[text[-1].upper()] if text[-1].upper() in units else int(text)
-
-
-def start_s3(work):
-    # s3rver makes ListObjectsV2 continuation tokens with DES, which Node 20's OpenSSL 3 keeps in its
-    # legacy provider; without it a listing cut short (max-keys) fails with 500.
-    env = dict(os.environ, NODE_OPTIONS="--openssl-legacy-provider")
-    p = subprocess.Popen(["node", os.path.join(ROOT, "tests/s3rver/start.js"), "--dir", os.path.join(work, "s3"),
-                          "--port", "0", "--bucket", "bench"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-    procs.append(p)
-    return json.loads(p.stdout.readline())["port"]
-
-
-def s3_stats(port, reset=False):
-    req = urllib.request.Request("http://127.0.0.1:%d/_shoal/stats%s" % (port, "/reset" if reset else ""),
-                                 method="POST" if reset else "GET")
-    with urllib.request.urlopen(req) as r:
-        return json.load(r)
 
 
 def shoal(node, *args, **kw):
@@ -296,12 +277,9 @@ def main():
             sys.exit("bench: %s is not built (cmake --build %s --target shoald shoal)" % (prog, BUILD))
     work = tempfile.mkdtemp(prefix="shoal-bench-cluster.")
     try:
-        s3port = start_s3(work)
+        s3port = benchlib.start_s3(work, "bench")
         endpoint = "http://127.0.0.1:%d" % s3port
-        env = dict(os.environ, AWS_ACCESS_KEY_ID="S3RVER", AWS_SECRET_ACCESS_KEY="S3RVER",
-                   AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1")
-        env.pop("AWS_PROFILE", None)
-        os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")})
+        env = s3_env()
         data = os.path.join(work, "data")
         os.makedirs(data)
         rng = random.Random(7)
@@ -353,14 +331,7 @@ def main():
                   % (st["gets"], unique, st["gets"] / unique, target, st["heads"], st["lists"]))
             print(daemon_lines(c), flush=True)
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -55,8 +55,8 @@ import time
 
 import mountlib
 from mountlib import (IP, ROOT, best, cleanup, cpu_seconds, get_whole, list_dirs, log, open_read_close, quiet,
-                      read_whole, start_rclone, start_s3, start_s3fs, s3_stats, timed_all, ttfb_get, ttfb_mount,
-                      unmount)
+                      read_whole, s3_env, start_rclone, start_s3, start_s3fs, s3_stats, timed_all, ttfb_get,
+                      ttfb_mount, unmount)
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -423,8 +423,7 @@ def main():
     loads = ["%.1f" % os.getloadavg()[0]]
     work = tempfile.mkdtemp(prefix="shoal-bench-compare.")
     # The server's keys, for shoald (s3rver 3.7.1 checks none; s3fs and rclone are given them).
-    os.environ.update(AWS_ACCESS_KEY_ID="S3RVER", AWS_SECRET_ACCESS_KEY="S3RVER", AWS_REGION="us-east-1")
-    os.environ.pop("AWS_PROFILE", None)
+    s3_env()
     try:
         port = start_s3(work)
         endpoint = "http://%s:%d" % (IP, port)

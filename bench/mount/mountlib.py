@@ -1,4 +1,5 @@
-"""What the mount benchmarks share: the local S3 server, the three mounts, and /proc readings.
+"""What the mount benchmarks share: the three mounts and /proc readings, beside what every
+benchmark shares (bench/benchlib.py: the local S3 server, stopping processes).
 
 run.py and compare.py start the same things the same way, so they live here once. Every process
 started is remembered, and cleanup() unmounts and stops them all (in a `finally`), so a failed run
@@ -9,7 +10,6 @@ form the verifying server (4.0.4) rejects. rclone runs without AWS_CA_BUNDLE (it
 a CA file).
 """
 import concurrent.futures
-import json
 import os
 import shutil
 import signal
@@ -18,12 +18,13 @@ import sys
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-IP = "127.0.0.1"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import benchlib  # noqa: E402 (bench/, on the path just above)
+from benchlib import IP, ROOT, procs, s3_env, s3_stats, stop_processes  # noqa: E402,F401 (run.py and compare.py import these from here)
+
 PORT = 7400 + os.getpid() % 500
 BUCKET = "bench"
 
-procs = []
 mounts = []
 
 
@@ -33,22 +34,7 @@ def log(msg):
 
 def start_s3(work):
     """Starts the legacy local S3 server with one bucket; returns its port."""
-    # s3rver makes ListObjectsV2 continuation tokens with DES, which Node 20's OpenSSL 3 keeps in
-    # its legacy provider (tests/support/s3rver.c does the same); without it a long listing fails.
-    env = dict(os.environ, NODE_OPTIONS="--openssl-legacy-provider")
-    p = subprocess.Popen(["node", os.path.join(ROOT, "tests/s3rver/start.js"), "--dir", os.path.join(work, "s3"),
-                          "--port", "0", "--bucket", BUCKET, "--legacy"], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, env=env)
-    procs.append(p)
-    return json.loads(p.stdout.readline())["port"]
-
-
-def s3_stats(port, reset=False):
-    """The server's counters (requests, bytesOut); reset=True zeroes them."""
-    req = urllib.request.Request("http://%s:%d/_shoal/stats%s" % (IP, port, "/reset" if reset else ""),
-                                 method="POST" if reset else "GET")
-    with urllib.request.urlopen(req) as r:
-        return json.load(r)
+    return benchlib.start_s3(work, BUCKET, legacy=True)
 
 
 def mounted(path):
@@ -141,14 +127,7 @@ def cleanup(work):
     mounted under it."""
     for p, mnt in mounts:
         unmount(p, mnt)
-    for p in reversed(procs):
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    stop_processes(procs)
     if not any(mounted(m) for _, m in mounts):
         shutil.rmtree(work, ignore_errors=True)
     else:

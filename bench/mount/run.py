@@ -36,7 +36,7 @@ import tempfile
 import time
 
 from mountlib import (ROOT, best, cleanup, cpu_seconds, get_whole, list_dirs, log, open_read_close, quiet,
-                      read_whole, start_rclone, start_s3, start_s3fs, ttfb_get, ttfb_mount, unmount)
+                      read_whole, s3_env, start_rclone, start_s3, start_s3fs, ttfb_get, ttfb_mount, unmount)
 import mountlib
 
 BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build"))
@@ -106,10 +106,7 @@ def main():
     try:
         s3port = start_s3(work)
         endpoint = "http://127.0.0.1:%d" % s3port
-        env = dict(os.environ, AWS_ACCESS_KEY_ID="S3RVER", AWS_SECRET_ACCESS_KEY="S3RVER",
-                   AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1")
-        env.pop("AWS_PROFILE", None)
-        os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION")})
+        env = s3_env()
         data, big, small, ttfb = make_data(work, endpoint, env)
         big_sizes = [BIG_MIB << 20] * len(big)
         small_sizes = [SMALL] * len(small)

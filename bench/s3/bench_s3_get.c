@@ -15,6 +15,7 @@
  */
 #include "s3_client.h"
 #include "shoal_env.h"
+#include "shoal_mix.h"
 
 #include <pthread.h>
 #include <spawn.h>
@@ -187,12 +188,7 @@ static int prepare(const bench *b)
         return -1;
     uint8_t *data = malloc(b->size);
     uint64_t x = 88172645463325252ull;
-    for (uint64_t i = 0; i < b->size; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        data[i] = (uint8_t)x;
-    }
+    shoal_mix_fill(data, b->size, &x);
     int rc = 0;
     for (unsigned o = 0; o < b->objects && rc == 0; o++) {
         char key[64];

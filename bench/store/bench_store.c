@@ -28,6 +28,7 @@
 #include "node_store.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
+#include "shoal_mix.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -74,17 +75,9 @@ static double cpu_s(void)
            (double)ru.ru_stime.tv_usec / 1e6;
 }
 
-static uint64_t next_rand(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static void block_id(unsigned i, uint8_t id[NODE_STORE_ID_LEN])
 {
-    uint64_t x = 0xb10c0000ull + i, a = next_rand(&x), b = next_rand(&x);
+    uint64_t x = 0xb10c0000ull + i, a = shoal_splitmix64(&x), b = shoal_splitmix64(&x);
     memcpy(id, &a, 8);
     memcpy(id + 8, &b, 8);
 }
@@ -145,7 +138,7 @@ static void run_case(bench *b, const char *name, size_t len, bool sequential, wa
     double t0 = now_s(), c0 = cpu_s(), t = t0;
     while (t - t0 < b->seconds) {
         for (int k = 0; k < 16; k++, ops++) {
-            uint64_t slot = sequential ? seq++ % slots : next_rand(&x) % slots;
+            uint64_t slot = sequential ? seq++ % slots : shoal_splitmix64(&x) % slots;
             read_one(b, w, slot * len, len);
         }
         t = now_s();
@@ -202,10 +195,7 @@ int main(int argc, char **argv)
     }
     for (unsigned i = 0; i < b.blocks; i++) {
         uint64_t x = 0xda7a0000ull + i;
-        for (size_t k = 0; k < BLOCK; k += 8) {
-            uint64_t v = next_rand(&x);
-            memcpy(data + k, &v, 8);
-        }
+        shoal_mix_fill(data, BLOCK, &x);
         uint8_t id[NODE_STORE_ID_LEN];
         block_id(i, id);
         if (node_store_put(b.store, id, data, BLOCK, NODE_STORE_OWNED) != 0)

@@ -1,9 +1,11 @@
-/* Tests of the shared basics: errors, buffers, cursors, log quoting, addresses. */
+/* Tests of the shared basics: errors, buffers, cursors, log quoting, addresses, the seeded
+ * generator; and of the test runner's budget watchdog (tests/support/tt.c). */
 #include "shoal_buf.h"
 #include "shoal_env.h"
 #include "shoal_error.h"
 #include "shoal_hist.h"
 #include "shoal_log.h"
+#include "shoal_mix.h"
 #include "tt.h"
 
 #include <errno.h>
@@ -11,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 TT_TEST(test_error_keeps_code_and_context_when_wrapped)
@@ -230,6 +233,86 @@ TT_TEST(test_hist_buckets_are_cumulative_with_bounds_inclusive)
     t = shoal_buf_str(&b);
     TT_CHECK(strstr(t, "y_bucket{le=\"+Inf\"} 4\ny_sum 123.000201\ny_count 4\n"), "copy without labels: %s", t);
     shoal_buf_destroy(&b);
+}
+
+/* SplitMix64's published first value for seed 0, and a fill in pieces of multiples of 8 equal to
+ * one fill, the last piece cut short. */
+TT_TEST(test_mix_fill_in_pieces_gives_the_bytes_of_one_fill)
+{
+    uint64_t x = 0, first = shoal_splitmix64(&x);
+    TT_CHECK(first == 0xe220a8397b1dcdafull, "first value of seed 0: %#llx", (unsigned long long)first);
+    uint8_t whole[1001], pieces[1001];
+    uint64_t a = 42, b = 42;
+    shoal_mix_fill(whole, sizeof whole, &a);
+    size_t off = 0, step[] = {8, 64, 16, 800, 113};
+    for (size_t i = 0; i < sizeof step / sizeof *step; i++) {
+        shoal_mix_fill(pieces + off, step[i], &b);
+        off += step[i];
+    }
+    TT_CHECK(off == sizeof pieces && memcmp(whole, pieces, sizeof whole) == 0, "pieces differ from one fill");
+    TT_CHECK(a == b, "the states differ after the same bytes");
+}
+
+/* Runs `body` in a child process; returns its wait status and how long it took. */
+static int in_child(void (*body)(void), uint64_t *took_ms)
+{
+    uint64_t t0 = shoal_clock_mono_us();
+    pid_t pid = fork();
+    TT_CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        body();
+        _exit(0);
+    }
+    int status = 0;
+    TT_CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+    *took_ms = (shoal_clock_mono_us() - t0) / 1000;
+    return status;
+}
+
+static void overrun(void)
+{
+    tt_budget_start(200, "a 10 s sleep");
+    sleep(10);
+}
+
+static void rearmed_shorter(void)
+{
+    tt_budget_start(600000, "a first step");
+    tt_budget_start(200, "a 10 s sleep after a re-arm");
+    sleep(10);
+}
+
+static void stopped(void)
+{
+    tt_budget_start(200, "nothing");
+    tt_budget_stop();
+    usleep(600 * 1000);
+}
+
+/* The watchdog fails a case that outruns its budget (exit 1, where the case would end with 0), a
+ * re-arm replaces the earlier budget, and a stopped one never fires. */
+TT_TEST(test_tt_budget_fails_a_case_that_outruns_it_and_only_then)
+{
+    uint64_t took;
+    int st = in_child(overrun, &took);
+    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1, "overrun: status %#x after %llu ms", st, (unsigned long long)took);
+    st = in_child(rearmed_shorter, &took);
+    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1, "re-armed: status %#x after %llu ms", st, (unsigned long long)took);
+    st = in_child(stopped, &took);
+    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "stopped: status %#x after %llu ms", st, (unsigned long long)took);
+}
+
+/* A budget is its base plus its units' allowance, scaled by SHOAL_TEST_SLOWDOWN. */
+TT_TEST(test_tt_budget_grows_with_the_work_and_the_slowdown)
+{
+    unsetenv("SHOAL_TEST_SLOWDOWN");
+    uint64_t one = tt_budget_ms(1000, 100, 10), two = tt_budget_ms(1000, 200, 10);
+    TT_CHECK(two - one == one - tt_budget_ms(1000, 0, 10) && two > one, "100 more units: %llu -> %llu",
+             (unsigned long long)one, (unsigned long long)two);
+    setenv("SHOAL_TEST_SLOWDOWN", "2.5", 1);
+    TT_CHECK(tt_budget_ms(1000, 100, 10) == one * 5 / 2, "slowdown 2.5: %llu, %llu without",
+             (unsigned long long)tt_budget_ms(1000, 100, 10), (unsigned long long)one);
+    unsetenv("SHOAL_TEST_SLOWDOWN");
 }
 
 TT_MAIN()

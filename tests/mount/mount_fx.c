@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "shoal_error.h"
+#include "shoal_mix.h"
 #include "tt.h"
 
 
@@ -162,13 +163,8 @@ int spit(const char *path, const void *data, size_t len)
 char *pattern(size_t len, unsigned seed)
 {
     char *b = malloc(len ? len : 1);
-    uint32_t x = seed * 2654435761u + 1;
-    for (size_t i = 0; i < len; i++) {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        b[i] = (char)x;
-    }
+    uint64_t x = seed;
+    shoal_mix_fill(b, len, &x);
     return b;
 }
 

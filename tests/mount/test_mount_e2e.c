@@ -165,17 +165,6 @@ static void finish(td_cluster *c)
     td_pass(c);
 }
 
-static s3_client *s3_of(td_cluster *c)
-{
-    s3_client_config cfg;
-    s3_client_config_defaults(&cfg);
-    cfg.endpoint = c->s3.endpoint;
-    cfg.path_style = true;
-    s3_client *s3 = s3_client_new(&cfg);
-    TT_CHECK(s3 != NULL, "s3_client_new: %s", shoal_error_message());
-    return s3;
-}
-
 /* Runs awscli against the test's server: `fmt` holds the arguments after `aws`. Exit status. */
 static int aws(td_cluster *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int aws(td_cluster *c, const char *fmt, ...)
@@ -341,7 +330,7 @@ TT_TEST(test_mount_e2e_odd_names_round_trip_both_ways)
     free_names(names, n);
 
     /* The other way: files written through the mount land under exactly their names. */
-    s3_client *s3 = s3_of(c);
+    s3_client *s3 = td_s3_client(c);
     TT_CHECK(mkdir(mpath(p, sizeof p, 0, "up"), 0755) == 0, "mkdir up: %s", strerror(errno));
     for (size_t k = 0; k < N_ODD; k++) {
         snprintf(key, sizeof key, "up/%s", ODD_NAMES[k]);
@@ -366,7 +355,7 @@ TT_TEST(test_mount_e2e_stat_gives_s3_size_and_mtime)
     td_cluster *c = cluster(1);
     td_put(c, "st/x.bin", 12345, 3);
     start_mounted(c, 0, "60", "5", NULL);
-    s3_client *s3 = s3_of(c);
+    s3_client *s3 = td_s3_client(c);
     s3_object_info info;
     TT_OK(s3_head(s3, TD_BUCKET, "st/x.bin", &info));
     s3_client_delete(s3);
@@ -449,7 +438,8 @@ static void *bulk_main(void *arg)
 
 static void bulk_upload(td_cluster *c, const char *dir, int n, bulk_body_fn body)
 {
-    bulk b = {.s3 = s3_of(c), .dir = dir, .body = body, .n = n};
+    bulk b = {.s3 = td_s3_client(c), .dir = dir, .body = body, .n = n};
+    uint64_t t0 = td_now_ms();
     pthread_mutex_init(&b.mu, NULL);
     pthread_t t[8];
     for (int i = 0; i < 8; i++)
@@ -458,12 +448,27 @@ static void bulk_upload(td_cluster *c, const char *dir, int n, bulk_body_fn body
         pthread_join(t[i], NULL);
     pthread_mutex_destroy(&b.mu);
     s3_client_delete(b.s3);
+    tt_note("%d objects uploaded under %s/ in %.1f s", n, dir, (double)(td_now_ms() - t0) / 1000);
 }
+
+/* ---- budgets of the cases that grow with their files (tt_budget_ms) ---------------------------- *
+ * A case with thousands of files gets a start-up allowance plus one per file, for the file's
+ * upload and every read of it. Measured with stress-ng --cpu 2 on a 2-core machine that other
+ * builds kept at a load average of 13 to 34: the listing case took 41 to 56 s (2,500 files), the
+ * DataLoader case 198 to 280 s (2,000 samples, most of it torch and the checkpoints); the
+ * warm-epoch case takes about 90 s on an idle machine. Each budget is well above such a loaded
+ * run; CTest's TIMEOUT is only the backstop. */
+#define BASE_MS 30000 /* a cluster, a mount */
+#define TORCH_BASE_MS 120000 /* two mounts, torch in every DataLoader worker, checkpoints, TTL waits */
+#define LIST_FILE_MS 40 /* a PUT, a listing entry, a stat */
+#define TORCH_FILE_MS 180 /* a PUT, a read through each of 2 mounts */
+#define WARM_FILE_MS 160 /* a PUT, 4 reads (2 epochs x 2 mounts) */
 
 TT_TEST(test_mount_e2e_lists_2500_entries_completely_without_a_head_each)
 {
     td_cluster *c = cluster(1);
     enum { N = 2500 };
+    tt_budget_start(tt_budget_ms(BASE_MS, N, LIST_FILE_MS), "%d files uploaded, listed and stat'ed", N);
     bulk_upload(c, "many", N, body_number);
     start_mounted(c, 0, "60", "5", NULL);
     tt_s3rver_stats_reset(&c->s3);
@@ -670,7 +675,7 @@ TT_TEST(test_mount_e2e_external_delete_gives_enoent)
     char p[1024];
     mpath(p, sizeof p, 0, "rm/x.bin");
     check_file(p, 3000, 4);
-    s3_client *s3 = s3_of(c);
+    s3_client *s3 = td_s3_client(c);
     TT_OK(s3_delete(s3, TD_BUCKET, "rm/x.bin"));
     s3_client_delete(s3);
     td_sleep_ms(1300);
@@ -701,7 +706,7 @@ TT_TEST(test_mount_e2e_read_only_gives_erofs_and_reads)
     TT_CHECK(rename(p, mpath(q, sizeof q, 0, "ro/y.bin")) != 0 && errno == EROFS, "rename: %s", strerror(errno));
     errno = 0;
     TT_CHECK(truncate(p, 10) != 0 && errno == EROFS, "truncate: %s", strerror(errno));
-    s3_client *s3 = s3_of(c);
+    s3_client *s3 = td_s3_client(c);
     s3_object_info info;
     TT_OK(s3_head(s3, TD_BUCKET, "ro/x.bin", &info));
     TT_CHECK(info.size == 2000, "the object changed: %llu bytes", (unsigned long long)info.size);
@@ -853,7 +858,7 @@ TT_TEST(test_mount_e2e_killed_daemon_leaves_no_partial_object_and_the_writer_fai
     pthread_join(t, NULL);
     tt_note("the writer's %s failed with %s", w.call ? w.call : "(nothing)", strerror(w.err));
     TT_CHECK(w.err != 0, "the writer got no error although the daemon died during its upload");
-    s3_client *s3 = s3_of(c);
+    s3_client *s3 = td_s3_client(c);
     s3_object_info info;
     TT_CHECK(s3_head(s3, TD_BUCKET, "killed.bin", &info) != 0 && shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY,
              "an object killed.bin exists (%llu bytes) after the daemon died during its upload",
@@ -882,7 +887,7 @@ TT_TEST(test_mount_e2e_upload_delay_pending_upload_survives_kill_9)
     tt_s3rver_stats_reset(&c->s3);
     write_file(mpath(p, sizeof p, 0, "pending.bin"), data, size);
     check_file(p, size, 21); /* this node shows the pending file */
-    s3_client *s3 = s3_of(c);
+    s3_client *s3 = td_s3_client(c);
     s3_object_info info;
     TT_CHECK(s3_head(s3, TD_BUCKET, "pending.bin", &info) != 0 && shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY,
              "pending.bin is in S3 before its delay ended");
@@ -1376,6 +1381,8 @@ TT_TEST(test_mount_e2e_torch_dataloader_and_checkpoint_on_two_nodes)
         TT_SKIP("torch is not importable by /usr/bin/python3 (Debian's python3-torch is not installed)");
     td_cluster *c = cluster(2);
     enum { N = 2000 };
+    tt_budget_start(tt_budget_ms(TORCH_BASE_MS, N, TORCH_FILE_MS),
+                    "%d samples uploaded and read on 2 nodes, and the checkpoints", N);
     bulk_upload(c, "train", N, body_sample);
     /* Node 0 writes back after a delay (the checkpoint pattern costs one PUT); node 1 uploads at
      * close (the same pattern costs PUT + COPY + DELETE). */
@@ -1389,7 +1396,7 @@ TT_TEST(test_mount_e2e_torch_dataloader_and_checkpoint_on_two_nodes)
     int st = system(cmd);
     TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the torch script failed (status %d): %s", st, cmd);
     /* No object was ever left under a temporary name. */
-    s3_client *s3 = s3_of(c);
+    s3_client *s3 = td_s3_client(c);
     s3_object_info info;
     const char *temps[] = {"ckpt/model.pt.tmp", "ckpt/model2.pt.tmp", "ckpt/model3.pt.tmp"};
     for (size_t i = 0; i < sizeof temps / sizeof *temps; i++)
@@ -1413,6 +1420,8 @@ TT_TEST(test_mount_e2e_warm_epoch_after_the_ttl_costs_a_listing_per_directory_an
         TT_SKIP("torch is not importable by /usr/bin/python3 (Debian's python3-torch is not installed)");
     td_cluster *c = cluster(2);
     enum { DIRS = 6, FILES = 500 };
+    tt_budget_start(tt_budget_ms(TORCH_BASE_MS, DIRS * FILES, WARM_FILE_MS),
+                    "%d samples uploaded and read by 2 epochs on 2 nodes", DIRS * FILES);
     for (int d = 0; d < DIRS; d++) {
         char dir[16];
         snprintf(dir, sizeof dir, "d%02d", d);

@@ -14,22 +14,16 @@ on the first mount with such a fault on its upload, and must then:
 The patterns: torch.save(obj, path); torch.save(obj, tmp) + os.replace(tmp, final); the rename
 done while the temporary file is still open. Checkpoints are large enough (about 24 MB) to go up
 as multipart uploads, whose CompleteMultipartUpload is the answer lost; one small checkpoint
-loses the answer of its single PUT. Standard library and torch only.
+loses the answer of its single PUT. Standard library and torch only, and e2elib.py beside
+it.
 """
 import argparse
 import os
-import sys
-import time
 import urllib.request
 
 import torch
 
-
-def check(cond, what):
-    if not cond:
-        print("FAIL: " + what, file=sys.stderr)
-        sys.exit(1)
-    print("ok: " + what)
+from e2elib import check, wait_visible
 
 
 def rule(proxy, query):
@@ -44,15 +38,6 @@ def faults(proxy):
 
 def equal(a, b):
     return a["step"] == b["step"] and torch.equal(a["w"], b["w"])
-
-
-def wait_visible(path, limit_s):
-    t0 = time.monotonic()
-    while not os.path.exists(path):
-        if time.monotonic() - t0 > limit_s:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def save(pattern, model, final):

@@ -14,17 +14,16 @@
    docs/semantics.md ("Checkpoints") says: PUT of tmp, then COPY + DELETE.
 
 Counters come from the test server's /_shoal/stats (puts count PUT requests, copies included).
-Standard library and torch only.
+Standard library and torch only, and e2elib.py beside it.
 """
 import argparse
-import json
 import os
-import sys
 import time
-import urllib.request
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from e2elib import check, read_every_sample, reset, stats, wait_visible
 
 
 def sample_bytes(k):
@@ -47,46 +46,6 @@ class Samples(Dataset):
         with open(os.path.join(self.root, "train", "f%05d" % k), "rb") as f:
             data = f.read()
         return k, data == sample_bytes(k)
-
-
-def stats(url):
-    with urllib.request.urlopen(url) as r:
-        return json.load(r)
-
-
-def reset(url):
-    urllib.request.urlopen(urllib.request.Request(url + "/reset", method="POST")).read()
-
-
-def check(cond, what):
-    if not cond:
-        print("FAIL: " + what, file=sys.stderr)
-        sys.exit(1)
-    print("ok: " + what)
-
-
-def read_all(root, n):
-    t0 = time.monotonic()
-    loader = DataLoader(Samples(root, n), batch_size=64, num_workers=4, shuffle=True,
-                        collate_fn=lambda batch: batch)
-    seen, bad = set(), []
-    for batch in loader:
-        for k, good in batch:
-            seen.add(k)
-            if not good:
-                bad.append(k)
-    check(len(seen) == n and not bad,
-          "%s: %d of %d samples read in %.1f s, %d with wrong bytes %s"
-          % (root, len(seen), n, time.monotonic() - t0, len(bad), bad[:5]))
-
-
-def wait_visible(path, limit_s):
-    t0 = time.monotonic()
-    while not os.path.exists(path):
-        if time.monotonic() - t0 > limit_s:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def wait_uploads(url, n, limit_s):
@@ -146,7 +105,7 @@ def main():
     torch.manual_seed(7)
 
     for root in (m0, m1):
-        read_all(root, a.samples)
+        read_every_sample(Samples(root, a.samples), root)
 
     model = {"w": torch.randn(256, 1024), "b": torch.arange(1000), "step": 12}
     os.makedirs(os.path.join(m0, "ckpt"), exist_ok=True)

@@ -10,28 +10,21 @@ cluster (the root's included), with no HEAD and no GET at the server: at most 2 
 directory, and as many again for each further TTL a slow machine stretches the warm epoch over, so
 the verdict does not depend on the machine's load.
 
-Counters come from the test server's /_shoal/stats. Standard library and torch only.
+Counters come from the test server's /_shoal/stats. Standard library and torch only, and
+e2elib.py beside it.
 """
 import argparse
-import json
 import math
 import os
-import sys
 import time
-import urllib.request
 
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from e2elib import check, read_every_sample, reset, stats
 
 
 def sample_bytes(k):
     return (b"warm %05d " % k) * (1 + k % 5)
-
-
-def check(cond, what):
-    if not cond:
-        print("FAIL: " + what, file=sys.stderr)
-        sys.exit(1)
-    print("ok: " + what)
 
 
 class Samples(Dataset):
@@ -53,28 +46,6 @@ class Samples(Dataset):
         return i, data == sample_bytes(i % self.files)
 
 
-def stats(url):
-    with urllib.request.urlopen(url) as r:
-        return json.load(r)
-
-
-def reset(url):
-    urllib.request.urlopen(urllib.request.Request(url + "/reset", method="POST")).read()
-
-
-def epoch(ds, label):
-    t0 = time.monotonic()
-    loader = DataLoader(ds, batch_size=64, num_workers=4, shuffle=True, collate_fn=lambda batch: batch)
-    seen, bad = set(), []
-    for batch in loader:
-        for k, good in batch:
-            seen.add(k)
-            if not good:
-                bad.append(k)
-    check(len(seen) == len(ds) and not bad, "%s: %d of %d samples read in %.1f s, %d with wrong bytes %s"
-          % (label, len(seen), len(ds), time.monotonic() - t0, len(bad), bad[:5]))
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mounts", nargs=2, required=True)
@@ -85,13 +56,13 @@ def main():
     a = ap.parse_args()
     sets = [Samples(m, a.dirs, a.files) for m in a.mounts]
     for m, ds in zip(a.mounts, sets):
-        epoch(ds, "cold epoch on " + m)
+        read_every_sample(ds, "cold epoch on " + m)
     # Past the TTL of everything the cold epoch learned (the kernel's entries and the mounts' too).
     time.sleep(a.ttl + 1)
     reset(a.stats)
     t0 = time.monotonic()
     for m, ds in zip(a.mounts, sets):
-        epoch(ds, "warm epoch on " + m)
+        read_every_sample(ds, "warm epoch on " + m)
     took = time.monotonic() - t0
     s = stats(a.stats)
     windows = 1 + math.floor(took / a.ttl)  # the listings revalidated at its start expire after a TTL

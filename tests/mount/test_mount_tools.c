@@ -15,6 +15,7 @@
  */
 #include "test_daemon_harness.h"
 
+#include "shoal_mix.h"
 #include "tt.h"
 
 #include <dirent.h>
@@ -112,16 +113,11 @@ static void write_bytes(const char *path, size_t len, unsigned seed, mode_t mode
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     TT_CHECK(fd >= 0, "create %s: %s", path, strerror(errno));
-    uint32_t x = seed * 2654435761u + 1;
+    uint64_t x = seed;
     char buf[4096];
     for (size_t done = 0; done < len;) {
         size_t n = len - done < sizeof buf ? len - done : sizeof buf;
-        for (size_t i = 0; i < n; i++) {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            buf[i] = (char)x;
-        }
+        shoal_mix_fill(buf, n, &x);
         TT_CHECK(write(fd, buf, n) == (ssize_t)n, "write %s: %s", path, strerror(errno));
         done += n;
     }

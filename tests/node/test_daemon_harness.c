@@ -387,7 +387,7 @@ uint8_t *td_content(size_t size, uint32_t seed)
     return p;
 }
 
-void td_put(td_cluster *c, const char *key, size_t size, uint32_t seed)
+s3_client *td_s3_client(td_cluster *c)
 {
     s3_client_config cfg;
     s3_client_config_defaults(&cfg);
@@ -395,6 +395,12 @@ void td_put(td_cluster *c, const char *key, size_t size, uint32_t seed)
     cfg.path_style = true;
     s3_client *s3 = s3_client_new(&cfg);
     TT_CHECK(s3 != NULL, "s3_client_new: %s", shoal_error_message());
+    return s3;
+}
+
+void td_put(td_cluster *c, const char *key, size_t size, uint32_t seed)
+{
+    s3_client *s3 = td_s3_client(c);
     uint8_t *data = td_content(size, seed);
     s3_put_args a = {.bucket = TD_BUCKET, .key = key, .data = data, .fd = -1, .len = size};
     TT_OK(s3_put(s3, &a, NULL));

@@ -73,6 +73,9 @@ void td_node_signal(td_cluster *c, int i, int sig);
 /* Waits for node i to exit (up to timeout_ms; fails the test otherwise) and returns the wait status. */
 int td_node_wait(td_cluster *c, int i, int timeout_ms);
 
+/* An S3 client of the test's server (path-style, the server's keys from the environment); the
+ * caller deletes it with s3_client_delete. Fails the test when it cannot be made. */
+struct s3_client *td_s3_client(td_cluster *c);
 /* Uploads object `key` of `size` bytes whose content is generated from `seed`. */
 void td_put(td_cluster *c, const char *key, size_t size, uint32_t seed);
 /* The generated content of (size, seed) (free it). */

@@ -464,6 +464,51 @@ static void start_node(nemesis *n, int i)
     td_node_start(n->c, i, i == 0 && n->round >= 0 ? with_seeds : plain);
 }
 
+/* ---- the faults: each hurts its target one way and heals it again ---- */
+
+static void kill_node(nemesis *n, int t)
+{
+    td_cluster *c = n->c;
+    set_up(n, t, false);
+    td_node_signal(c, t, SIGKILL);
+    td_node_wait(c, t, 10000);
+    TT_CHECK(WIFSIGNALED(c->nodes[t].exit_status) && WTERMSIG(c->nodes[t].exit_status) == SIGKILL,
+             "%s: wait status %d after SIGKILL", c->nodes[t].id, c->nodes[t].exit_status);
+    unlink(c->nodes[t].control); /* a dead daemon leaves its socket; its restart waits for a new one */
+}
+
+static void restart_node(nemesis *n, int t)
+{
+    start_node(n, t);
+    set_up(n, t, true);
+}
+
+static void stop_node(nemesis *n, int t)
+{
+    set_up(n, t, false);
+    td_node_signal(n->c, t, SIGSTOP);
+}
+
+static void continue_node(nemesis *n, int t)
+{
+    td_node_signal(n->c, t, SIGCONT);
+    set_up(n, t, true);
+}
+
+static void cut_node(nemesis *n, int t) { lab_cut(n->c, t); }
+static void heal_node(nemesis *n, int t) { lab_heal(n->c, t); }
+
+typedef struct fault_ops {
+    void (*hurt)(nemesis *n, int t);
+    void (*heal)(nemesis *n, int t);
+} fault_ops;
+
+static const fault_ops FAULTS[R_CALM + 1] = {
+    [R_KILL] = {kill_node, restart_node},
+    [R_STOP] = {stop_node, continue_node},
+    [R_CUT] = {cut_node, heal_node},
+};
+
 /* One round: open it to the readers, hurt its target once the trigger share is read, hold, heal,
  * wait for the cluster to converge and every reader to finish. */
 static void run_round(nemesis *n, int r)
@@ -473,39 +518,22 @@ static void run_round(nemesis *n, int r)
     td_cluster *c = n->c;
     long gets0 = tt_s3rver_stat(&c->s3, "gets"), heads0 = tt_s3rver_stat(&c->s3, "heads");
     int t = p->target;
+    const fault_ops *fault = FAULTS[p->kind].hurt ? &FAULTS[p->kind] : NULL; /* NULL: a round without one */
     pthread_mutex_lock(&n->mu);
     for (int i = 0; i < NODES; i++)
         n->done[i] = 0;
     n->round = r;
     n->progress_ms = td_now_ms();
     pthread_cond_broadcast(&n->cv);
-    if (p->kind != R_COLD && p->kind != R_CALM) {
+    if (fault) {
         int share = NODES * reads_in(r) * p->trigger_pct / 100;
         wait_reads(n, pred_share, share, 0, "the fault's trigger");
     }
     pthread_mutex_unlock(&n->mu);
 
     uint64_t t0 = td_now_ms();
-    switch (p->kind) {
-    case R_KILL:
-        set_up(n, t, false);
-        td_node_signal(c, t, SIGKILL);
-        td_node_wait(c, t, 10000);
-        TT_CHECK(WIFSIGNALED(c->nodes[t].exit_status) && WTERMSIG(c->nodes[t].exit_status) == SIGKILL,
-                 "%s: wait status %d after SIGKILL", c->nodes[t].id, c->nodes[t].exit_status);
-        unlink(c->nodes[t].control); /* a dead daemon leaves its socket; its restart waits for a new one */
-        break;
-    case R_STOP:
-        set_up(n, t, false);
-        td_node_signal(c, t, SIGSTOP);
-        break;
-    case R_CUT:
-        lab_cut(c, t);
-        break;
-    default:
-        break;
-    }
-    if (p->kind != R_COLD && p->kind != R_CALM) {
+    if (fault) {
+        fault->hurt(n, t);
         res->dead_ms = wait_declared_dead(n, t, t0);
         pthread_mutex_lock(&n->mu);
         wait_reads(n, pred_passes, r, t, "the other readers' passes");
@@ -516,22 +544,8 @@ static void run_round(nemesis *n, int r)
         res->fault_ms = td_now_ms() - t0;
     }
     uint64_t t1 = td_now_ms();
-    switch (p->kind) {
-    case R_KILL:
-        start_node(n, t);
-        set_up(n, t, true);
-        break;
-    case R_STOP:
-        td_node_signal(c, t, SIGCONT);
-        set_up(n, t, true);
-        break;
-    case R_CUT:
-        lab_heal(c, t);
-        break;
-    default:
-        break;
-    }
-    if (p->kind != R_COLD && p->kind != R_CALM) {
+    if (fault) {
+        fault->heal(n, t);
         td_wait_cluster(c, CONVERGE_MS);
         res->converge_ms = td_now_ms() - t1;
     }

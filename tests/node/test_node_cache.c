@@ -392,6 +392,25 @@ static void *reader(void *p)
     return NULL;
 }
 
+/* Reader a (node 0) and owner b (node 1) of one object, each over a fake S3 of its own, with the
+ * peer timeout and a's bound on waiting for a working owner (0: the default). */
+static void pair_link(tnode *a, tnode *b, fake_s3 *s3a, fake_s3 *s3b, uint32_t peer_timeout_ms, uint32_t max_wait_ms)
+{
+    tnode_start_bounded(a, 0, s3a, peer_timeout_ms, 60, max_wait_ms);
+    tnode_start(b, 1, s3b, peer_timeout_ms, 60);
+    set_owner(a, 0, "b", tnode_link(a, b, 1), false);
+    set_owner(b, 0, "b", -1, true);
+}
+
+/* Stops pair_link's nodes, then frees their fake S3s. */
+static void pair_stop(tnode *a, tnode *b, fake_s3 *s3a, fake_s3 *s3b)
+{
+    tnode_stop(a);
+    tnode_stop(b);
+    fake_s3_fini(s3a);
+    fake_s3_fini(s3b);
+}
+
 /* Sixteen readers of one block nobody holds: one GET, the others wait for it. The GET is held at
  * the fake's gate until every reader has joined, so the interleaving is the same on any machine. */
 TT_TEST(test_node_cache_many_readers_share_one_fetch)
@@ -433,19 +452,12 @@ TT_TEST(test_node_cache_reader_gets_the_block_from_its_owner)
     fake_s3_init(&s3a, "data/b.bin", "\"e1\"", 2 * BS, 2);
     fake_s3_init(&s3b, "data/b.bin", "\"e1\"", 2 * BS, 2);
     tnode a, b;
-    tnode_start(&a, 0, &s3a, 2000, 60);
-    tnode_start(&b, 1, &s3b, 2000, 60);
-    int ab = tnode_link(&a, &b, 1);
-    set_owner(&a, 0, "b", ab, false);
-    set_owner(&b, 0, "b", -1, true);
+    pair_link(&a, &b, &s3a, &s3b, 2000, 0);
     check_read(&a, &s3a, 0, NODE_CACHE_PEER);
     check_read(&a, &s3a, 0, NODE_CACHE_LOCAL);
     TT_CHECK(atomic_load(&s3a.gets) == 0 && atomic_load(&s3b.gets) == 1, "GETs: reader %d, owner %d; want 0 and 1",
              atomic_load(&s3a.gets), atomic_load(&s3b.gets));
-    tnode_stop(&a);
-    tnode_stop(&b);
-    fake_s3_fini(&s3a);
-    fake_s3_fini(&s3b);
+    pair_stop(&a, &b, &s3a, &s3b);
 }
 
 /* The first owner does not answer (no one listens at its address): the reader goes on to the next
@@ -482,19 +494,13 @@ TT_TEST(test_node_cache_changed_etag_ends_the_read)
     fake_s3_init(&s3a, "data/d.bin", "\"old\"", BS, 4);
     fake_s3_init(&s3b, "data/d.bin", "\"new\"", BS, 5);
     tnode a, b;
-    tnode_start(&a, 0, &s3a, 2000, 60);
-    tnode_start(&b, 1, &s3b, 2000, 60);
-    set_owner(&a, 0, "b", tnode_link(&a, &b, 1), false);
-    set_owner(&b, 0, "b", -1, true);
+    pair_link(&a, &b, &s3a, &s3b, 2000, 0);
     node_cache_object o = object_of(&s3a); /* the reader still knows "old" */
     node_cache_block blk;
     TT_CHECK(node_cache_read(a.cache, &o, 0, &blk) == -1, "a read of a gone version succeeded");
     TT_CHECK(shoal_error_code() == SHOAL_ERR_S3_CHANGED, "error %s, want S3_CHANGED", shoal_error_name(shoal_error_code()));
     TT_CHECK(atomic_load(&s3a.gets) == 0, "the reader asked S3 itself (%d GETs)", atomic_load(&s3a.gets));
-    tnode_stop(&a);
-    tnode_stop(&b);
-    fake_s3_fini(&s3a);
-    fake_s3_fini(&s3b);
+    pair_stop(&a, &b, &s3a, &s3b);
 }
 
 /* ---- progress: an owner is waited for while it works on the block ------------------------------ */
@@ -534,17 +540,7 @@ static void pair_start(tnode *a, tnode *b, fake_s3 *s3a, fake_s3 *s3b, const cha
 {
     fake_s3_init(s3a, key, "\"e1\"", BS, seed);
     fake_s3_init(s3b, key, "\"e1\"", BS, seed);
-    tnode_start_bounded(a, 0, s3a, SLOW_TIMEOUT_MS, 60, max_wait_ms);
-    tnode_start(b, 1, s3b, SLOW_TIMEOUT_MS, 60);
-    set_owner(a, 0, "b", tnode_link(a, b, 1), false);
-    set_owner(b, 0, "b", -1, true);
-}
-
-/* Frees pair_start's fake S3s (after both nodes stopped). */
-static void pair_fini(fake_s3 *s3a, fake_s3 *s3b)
-{
-    fake_s3_fini(s3a);
-    fake_s3_fini(s3b);
+    pair_link(a, b, s3a, s3b, SLOW_TIMEOUT_MS, max_wait_ms);
 }
 
 /* The owner's S3 fetch is held at the fake's gate far beyond the reader's peer timeout; the owner
@@ -577,9 +573,7 @@ TT_TEST(test_node_cache_reader_waits_for_an_owner_working_longer_than_the_peer_t
              (unsigned long long)atomic_load(&a.stats.peer_timeouts));
     tt_note("waited %llu ms for the owner (peer timeout %d ms), %d PINGs answered working",
             (unsigned long long)(t.took_us / 1000), SLOW_TIMEOUT_MS, atomic_load(&b.pongs_working));
-    tnode_stop(&a);
-    tnode_stop(&b);
-    pair_fini(&s3a, &s3b);
+    pair_stop(&a, &b, &s3a, &s3b);
 }
 
 /* An owner that answers PING but has lost the request (it never reached its queue) says it is
@@ -601,9 +595,7 @@ TT_TEST(test_node_cache_owner_idle_on_the_request_is_left_after_one_timeout)
              (unsigned long long)atomic_load(&a.stats.peer_timeouts));
     /* Idle answers never extend the wait: it ended near one timeout, far below the 60 s bound. */
     TT_CHECK(t.took_us < 30000000u, "the read took %llu ms", (unsigned long long)(t.took_us / 1000));
-    tnode_stop(&a);
-    tnode_stop(&b);
-    pair_fini(&s3a, &s3b);
+    pair_stop(&a, &b, &s3a, &s3b);
 }
 
 /* An owner that reports work forever without answering (a stuck worker) holds the reader only up to
@@ -622,9 +614,7 @@ TT_TEST(test_node_cache_wait_for_a_working_owner_is_bounded)
              (unsigned long long)(t.took_us / 1000));
     TT_CHECK(atomic_load(&a.stats.peer_timeouts) == 1, "peer timeouts %llu, want 1",
              (unsigned long long)atomic_load(&a.stats.peer_timeouts));
-    tnode_stop(&a);
-    tnode_stop(&b);
-    pair_fini(&s3a, &s3b);
+    pair_stop(&a, &b, &s3a, &s3b);
 }
 
 /* The store id of block `index` of `o` (as the read path names it). */
@@ -703,11 +693,7 @@ TT_TEST(test_node_cache_head_goes_to_the_objects_metadata_owner_once_for_every_n
     fake_s3_init(&s3a, "data/h.bin", "\"e1\"", 3 * BS + 5, 9);
     fake_s3_init(&s3b, "data/h.bin", "\"e1\"", 3 * BS + 5, 9);
     tnode a, b;
-    tnode_start(&a, 0, &s3a, 2000, 60);
-    tnode_start(&b, 1, &s3b, 2000, 60);
-    int ab = tnode_link(&a, &b, 1);
-    set_owner(&a, 0, "b", ab, false);
-    set_owner(&b, 0, "b", -1, true);
+    pair_link(&a, &b, &s3a, &s3b, 2000, 0);
     s3_object_info info;
     for (int i = 0; i < 3; i++) {
         memset(&info, 0, sizeof info);
@@ -729,10 +715,7 @@ TT_TEST(test_node_cache_head_goes_to_the_objects_metadata_owner_once_for_every_n
                  "a missing key: %s", shoal_error_name(shoal_error_code()));
     TT_CHECK(atomic_load(&s3a.heads) == 0 && atomic_load(&s3b.heads) == 3,
              "a miss: HEADs asker %d, owner %d; want 0 and 3", atomic_load(&s3a.heads), atomic_load(&s3b.heads));
-    tnode_stop(&a);
-    tnode_stop(&b);
-    fake_s3_fini(&s3a);
-    fake_s3_fini(&s3b);
+    pair_stop(&a, &b, &s3a, &s3b);
 }
 
 /* A listing page is fetched once per metadata TTL however often it is asked; with a TTL of 0 every

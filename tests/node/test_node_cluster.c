@@ -84,6 +84,22 @@ static void tnode_stop(tnode *n)
     free(n->state);
 }
 
+/* Three nodes on 127.0.0.2-4: ns[0] first, then ns[1] (cluster key A) and ns[2] (`third_key`)
+ * joining through it. */
+static void trio_start(tnode ns[3], const uint8_t *third_key)
+{
+    tnode_start(&ns[0], 2, key_a, NULL);
+    tnode_start(&ns[1], 3, key_a, &ns[0]);
+    tnode_start(&ns[2], 4, third_key, &ns[0]);
+}
+
+/* Stops trio_start's nodes, the joiners first. */
+static void trio_stop(tnode ns[3])
+{
+    for (int i = 2; i >= 0; i--)
+        tnode_stop(&ns[i]);
+}
+
 static size_t count_state(node_cluster *c, gossip_state st)
 {
     node_cluster_view *v = node_cluster_view_get(c);
@@ -111,9 +127,7 @@ static bool wait_alive(tnode *ns, int n, size_t alive, double seconds)
 TT_TEST(test_node_cluster_nodes_join_agree_on_owners_and_reach_each_other)
 {
     tnode ns[3];
-    tnode_start(&ns[0], 2, key_a, NULL);
-    tnode_start(&ns[1], 3, key_a, &ns[0]);
-    tnode_start(&ns[2], 4, key_a, &ns[0]);
+    trio_start(ns, key_a);
     TT_CHECK(wait_alive(ns, 3, 3, 10), "every node sees 3 alive members within 10 s");
 
     /* Every node computes the same owners for the same blocks. */
@@ -174,16 +188,13 @@ TT_TEST(test_node_cluster_nodes_join_agree_on_owners_and_reach_each_other)
         TT_CHECK(asked == 2, "node %d asked 2 members, asked %d", i, asked);
         node_cluster_view_put(v);
     }
-    for (int i = 2; i >= 0; i--)
-        tnode_stop(&ns[i]);
+    trio_stop(ns);
 }
 
 TT_TEST(test_node_cluster_leave_is_seen_as_left_not_dead)
 {
     tnode ns[3];
-    tnode_start(&ns[0], 2, key_a, NULL);
-    tnode_start(&ns[1], 3, key_a, &ns[0]);
-    tnode_start(&ns[2], 4, key_a, &ns[0]);
+    trio_start(ns, key_a);
     TT_CHECK(wait_alive(ns, 3, 3, 10), "3 alive");
     node_cluster_leave(ns[2].cluster, 500);
     bool left = false;
@@ -198,24 +209,20 @@ TT_TEST(test_node_cluster_leave_is_seen_as_left_not_dead)
     TT_CHECK(dht_view_size(node_cluster_view_dht(v)) == 2, "2 owners in the placement view, got %zu",
              dht_view_size(node_cluster_view_dht(v)));
     node_cluster_view_put(v);
-    for (int i = 2; i >= 0; i--)
-        tnode_stop(&ns[i]);
+    trio_stop(ns);
 }
 
 TT_TEST(test_node_cluster_node_with_another_key_cannot_join)
 {
     tnode ns[3];
-    tnode_start(&ns[0], 2, key_a, NULL);
-    tnode_start(&ns[1], 3, key_a, &ns[0]);
-    tnode_start(&ns[2], 4, key_b, &ns[0]);
+    trio_start(ns, key_b);
     TT_CHECK(wait_alive(ns, 2, 2, 10), "the two nodes with the cluster key see each other");
     usleep(1500000);
     TT_CHECK(count_state(ns[0].cluster, GOSSIP_ALIVE) == 2, "the stranger is not a member of node 2's view");
     TT_CHECK(count_state(ns[1].cluster, GOSSIP_ALIVE) == 2, "nor of node 3's");
     TT_CHECK(count_state(ns[2].cluster, GOSSIP_ALIVE) == 1, "the stranger sees only itself");
     TT_CHECK(!node_cluster_joined(ns[2].cluster), "the stranger never joined");
-    for (int i = 2; i >= 0; i--)
-        tnode_stop(&ns[i]);
+    trio_stop(ns);
 }
 
 TT_TEST(test_node_cluster_restart_bumps_the_incarnation)

@@ -483,15 +483,21 @@ static void ignore_done(void *ud, node_peer_response *r)
     node_peer_response_delete(r);
 }
 
+/* Submits GETs 0..n-1 (4 KiB each) without waiting; each completion counts in *completed. */
+static void submit_gets(rig *g, int n, atomic_int *completed)
+{
+    for (int i = 0; i < n; i++) {
+        node_peer_msg req = get_request((uint64_t)i, 4096);
+        TT_OK(node_peer_submit(g->c, g->link, &req, (node_peer_payload){0}, 10000, ignore_done, completed));
+    }
+}
+
 TT_TEST(test_node_peer_full_queue_fails_fast_with_nospace)
 {
     rig g;
     rig_start(&g, "127.0.0.8:0", 0, 4, true);
     atomic_int completed = 0;
-    for (int i = 0; i < 4; i++) {
-        node_peer_msg req = get_request((uint64_t)i, 4096);
-        TT_OK(node_peer_submit(g.c, g.link, &req, (node_peer_payload){0}, 10000, ignore_done, &completed));
-    }
+    submit_gets(&g, 4, &completed);
     node_peer_msg req = get_request(4, 4096);
     uint8_t *put = malloc(100);
     uint64_t t0 = shoal_clock_mono_us();
@@ -514,10 +520,7 @@ TT_TEST(test_node_peer_server_answers_busy_beyond_max_incoming)
     rig g;
     rig_start(&g, "127.0.0.9:0", 2, 0, true);
     atomic_int completed = 0;
-    for (int i = 0; i < 2; i++) {
-        node_peer_msg req = get_request((uint64_t)i, 4096);
-        TT_OK(node_peer_submit(g.c, g.link, &req, (node_peer_payload){0}, 10000, ignore_done, &completed));
-    }
+    submit_gets(&g, 2, &completed);
     node_peer_msg req = get_request(2, 4096);
     node_peer_response *r = node_peer_call(g.c, g.link, &req, (node_peer_payload){0}, 5000);
     TT_CHECK(node_peer_response_result(r) == SHOAL_OK && node_peer_response_msg(r)->status == NODE_PEER_BUSY,

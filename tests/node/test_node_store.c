@@ -18,22 +18,15 @@
 
 #include "node_store.h"
 #include "shoal_error.h"
+#include "shoal_mix.h"
 #include "tt.h"
 
 #define HDR NODE_STORE_HEADER_LEN
 
-static uint64_t splitmix(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* The id of test block n: spread like the placement's hashes. */
 static void make_id(unsigned n, uint8_t id[NODE_STORE_ID_LEN])
 {
-    uint64_t x = n, a = splitmix(&x), b = splitmix(&x);
+    uint64_t x = n, a = shoal_splitmix64(&x), b = shoal_splitmix64(&x);
     memcpy(id, &a, 8);
     memcpy(id + 8, &b, 8);
 }
@@ -44,10 +37,7 @@ static uint8_t *make_payload(unsigned n, size_t len)
     uint8_t *p = malloc(len ? len : 1);
     TT_CHECK(p != NULL, "malloc %zu", len);
     uint64_t x = 0x5eed0000ull + n;
-    for (size_t i = 0; i < len; i += 8) {
-        uint64_t v = splitmix(&x);
-        memcpy(p + i, &v, len - i < 8 ? len - i : 8);
-    }
+    shoal_mix_fill(p, len, &x);
     return p;
 }
 
@@ -173,6 +163,17 @@ static node_store *open_store_opts(const char *dir, uint64_t capacity, unsigned 
 static node_store *open_store(const char *dir, uint64_t capacity, unsigned near_percent)
 {
     return open_store_opts(dir, capacity, near_percent, false);
+}
+
+/* A closed store at dir holding blocks 0 and 1 (30000 bytes each), for a test that damages block
+ * 0's file and reopens: returns that file's path (the caller frees it). */
+static char *two_blocks_closed(const char *dir)
+{
+    node_store *s = open_store(dir, 1u << 20, 10);
+    put_block(s, 0, 30000, NODE_STORE_OWNED);
+    put_block(s, 1, 30000, NODE_STORE_OWNED);
+    node_store_delete(s);
+    return block_path(dir, 0);
 }
 
 /* Mounts a file system of `type` on dir in a private mount namespace of this process, so it is gone
@@ -425,15 +426,10 @@ TT_TEST(test_node_store_truncated_block_is_a_miss)
 
 TT_TEST(test_node_store_open_drops_truncated_block)
 {
-    char *dir = tt_tmpdir("store");
-    node_store *s = open_store(dir, 1u << 20, 10);
-    put_block(s, 0, 30000, NODE_STORE_OWNED);
-    put_block(s, 1, 30000, NODE_STORE_OWNED);
-    node_store_delete(s);
-    char *path = block_path(dir, 0);
+    char *dir = tt_tmpdir("store"), *path = two_blocks_closed(dir);
     TT_CHECK(truncate(path, 100) == 0, "truncate %s", path);
 
-    s = open_store(dir, 1u << 20, 10);
+    node_store *s = open_store(dir, 1u << 20, 10);
     node_store_stats st;
     node_store_get_stats(s, &st);
     TT_CHECK(!file_exists(path), "the truncated %s must be removed at open", path);
@@ -484,12 +480,12 @@ static void *worker_run(void *arg)
     uint64_t x = w->seed;
     uint8_t *buf = malloc(conc_len(4));
     for (unsigned op = 0; op < CONC_OPS; op++) {
-        unsigned n = (unsigned)(splitmix(&x) % CONC_IDS);
+        unsigned n = (unsigned)(shoal_splitmix64(&x) % CONC_IDS);
         uint8_t id[NODE_STORE_ID_LEN];
         make_id(n, id);
         uint8_t *p = make_payload(n, conc_len(n));
         size_t len = 0;
-        if (splitmix(&x) % 2) {
+        if (shoal_splitmix64(&x) % 2) {
             if (node_store_put(w->s, id, p, conc_len(n), n % 4 ? NODE_STORE_OWNED : NODE_STORE_NEAR) != 0 &&
                 shoal_error_code() != SHOAL_ERR_NOSPACE)
                 w->bad++;
@@ -1473,14 +1469,9 @@ TT_TEST(test_node_store_open_view_of_a_truncated_file_serves_nothing)
  * it and counts it apart from damage, and the block is fetched again by whoever wants it. */
 TT_TEST(test_node_store_old_format_block_is_dropped_at_open_and_counted)
 {
-    char *dir = tt_tmpdir("store-old");
-    node_store *s = open_store(dir, 8u << 20, 10);
-    put_block(s, 0, 30000, NODE_STORE_OWNED);
-    put_block(s, 1, 30000, NODE_STORE_OWNED);
-    node_store_delete(s);
-    char *path = block_path(dir, 0);
+    char *dir = tt_tmpdir("store-old"), *path = two_blocks_closed(dir);
     damage_rewrite(path, 4, 0x03); /* version 2 -> 1 */
-    s = open_store(dir, 8u << 20, 10);
+    node_store *s = open_store(dir, 1u << 20, 10);
     TT_CHECK(!file_exists(path), "the old-format file %s must be removed at open", path);
     TT_CHECK(stats_of(s).old_format_drops == 1 && stats_of(s).corrupt_drops == 0 && stats_of(s).blocks == 1,
              "old_format_drops=%llu (1) corrupt_drops=%llu (0) blocks=%llu (1)",

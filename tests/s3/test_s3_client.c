@@ -9,6 +9,7 @@
 #include "s3_sigv4.h"
 #include "s3rver.h"
 #include "shoal_error.h"
+#include "shoal_mix.h"
 #include "tt.h"
 
 #include <arpa/inet.h>
@@ -78,18 +79,12 @@ static void teardown(fixture *f)
     tt_s3rver_stop(&f->srv);
 }
 
-/* Deterministic bytes (xorshift64) so a failure can be reproduced; the seed is printed. */
+/* Deterministic bytes (SplitMix64) so a failure can be reproduced; the seed is printed. */
 static uint8_t *pattern(size_t len, uint64_t seed)
 {
     uint8_t *p = malloc(len ? len : 1);
     TT_CHECK(p != NULL, "malloc %zu", len);
-    uint64_t x = seed * 2654435761u + 1;
-    for (size_t i = 0; i < len; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        p[i] = (uint8_t)x;
-    }
+    shoal_mix_fill(p, len, &seed);
     return p;
 }
 

@@ -1,12 +1,19 @@
 /*
  * The runner behind tt.h. Registration is by constructor, so a test file is only its tests;
  * running one case per process keeps cases independent (no shared state, no leaked sockets).
+ *
+ * The budget watchdog is one detached thread per arming that sleeps until its deadline on the
+ * monotonic clock and then fails the case, unless the arming it belongs to was replaced or
+ * stopped meanwhile (a generation number, read under a lock). A thread rather than alarm():
+ * failing runs atexit handlers and stdio, which a signal handler may not.
  */
 #include "tt.h"
 
 #include <ftw.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TT_MAX 512
@@ -91,6 +98,76 @@ int tt_main(int argc, char **argv)
     for (size_t i = 0; i < ncases; i++)
         run_one(i);
     return 0;
+}
+
+uint64_t tt_budget_ms(uint64_t base_ms, uint64_t units, double per_unit_ms)
+{
+    double ms = (double)base_ms + (double)units * per_unit_ms;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    ms *= 3;
+#endif
+    const char *slow = getenv("SHOAL_TEST_SLOWDOWN");
+    if (slow && *slow && atof(slow) > 0)
+        ms *= atof(slow);
+    return (uint64_t)ms;
+}
+
+static struct {
+    pthread_mutex_t mu;
+    uint64_t generation;
+    char what[512];
+    uint64_t budget_ms;
+} watchdog = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void *watchdog_main(void *arg)
+{
+    uint64_t mine = (uint64_t)(uintptr_t)arg;
+    pthread_mutex_lock(&watchdog.mu);
+    uint64_t budget_ms = watchdog.budget_ms;
+    pthread_mutex_unlock(&watchdog.mu);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    uint64_t end_ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec + budget_ms * 1000000u;
+    struct timespec until = {.tv_sec = (time_t)(end_ns / 1000000000u), .tv_nsec = (long)(end_ns % 1000000000u)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) != 0)
+        ;
+    char what[sizeof watchdog.what];
+    pthread_mutex_lock(&watchdog.mu);
+    bool current_arming = watchdog.generation == mine;
+    memcpy(what, watchdog.what, sizeof what);
+    pthread_mutex_unlock(&watchdog.mu);
+    if (current_arming)
+        tt_fail(__FILE__, __LINE__, "within budget", "%s took longer than its budget of %.1f s", what,
+                (double)budget_ms / 1000);
+    return NULL;
+}
+
+void tt_budget_start(uint64_t budget_ms, const char *fmt, ...)
+{
+    char what[sizeof watchdog.what];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&watchdog.mu);
+    uint64_t mine = ++watchdog.generation;
+    memcpy(watchdog.what, what, sizeof what);
+    watchdog.budget_ms = budget_ms;
+    pthread_mutex_unlock(&watchdog.mu);
+    tt_note("budget %.1f s for %s", (double)budget_ms / 1000, what);
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    TT_CHECK(pthread_create(&t, &attr, watchdog_main, (void *)(uintptr_t)mine) == 0, "the budget's watchdog thread");
+    pthread_attr_destroy(&attr);
+}
+
+void tt_budget_stop(void)
+{
+    pthread_mutex_lock(&watchdog.mu);
+    watchdog.generation++;
+    pthread_mutex_unlock(&watchdog.mu);
 }
 
 char *tt_tmpdir(const char *tag)

@@ -52,6 +52,20 @@ void tt_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #define TT_MAIN()                                                                                 \
     int main(int argc, char **argv) { return tt_main(argc, argv); }
 
+/* ---- budgets from the work ----
+ * A long case takes its time limit from what it does, never from one fixed number: tt_budget_ms
+ * is base_ms + units x per_unit_ms (files, bytes, node-periods: the unit the case counts), times 3
+ * in a sanitizer build and times SHOAL_TEST_SLOWDOWN when that is set (a number, for a machine
+ * slower than any the allowances were measured on). A case's allowances hold with every core kept
+ * busy (stress-ng --cpu N on N cores, `scripts/test --under-load`); CTest's TIMEOUT is only a
+ * backstop above them. tt_budget_start arms this process's watchdog: when budget_ms has passed
+ * since the call, the case fails with a line naming what ran out (formatted like printf) and the
+ * budget, and exits (atexit handlers run: mounts are detached, daemons end with the process). A
+ * later call re-arms it; tt_budget_stop disarms it. Thread-safe. */
+uint64_t tt_budget_ms(uint64_t base_ms, uint64_t units, double per_unit_ms);
+void tt_budget_start(uint64_t budget_ms, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tt_budget_stop(void);
+
 /* A fresh temporary directory under $TMPDIR (removed by tt_rmtree). Never NULL (fails the test). */
 char *tt_tmpdir(const char *tag);
 void tt_rmtree(const char *path);
