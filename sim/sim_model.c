@@ -1071,6 +1071,37 @@ static double peer_transfer(sim_model *m, uint32_t size)
     return 2 * sim_dist_sample(&m->cfg.latency, &m->rng) + size / m->cfg.bandwidth_bps;
 }
 
+/*
+ * Whom node p asks for block b (or for the metadata placed as block b): order[] gets its owners in
+ * p's view, own zone first, *p_owns says whether p is one, and the return is how many. When none
+ * of them answers, a node that is not an owner goes on with the stand-in owners (add_standins):
+ * shoald asks the members ranked R + 1 and R + 2, the one that owns the block once one owner
+ * leaves and the next, so that while a dead owner is still in the views one of them fetches for
+ * every reader instead of each reader going to S3.
+ */
+static int ask_owners(sim_model *m, view_entry *e, const peer *p, uint32_t b, uint32_t *order, bool *p_owns)
+{
+    const uint32_t *own;
+    int k = owners_of(m, e, b, &own);
+    memcpy(order, own, (size_t)k * sizeof *order);
+    prefer_zone(m, p, order, k);
+    *p_owns = false;
+    for (int j = 0; j < k; j++)
+        *p_owns = *p_owns || own[j] == p->ix;
+    return k;
+}
+
+/* Appends block b's stand-in owners (ranks R + 1 .. R + HANDOFF_EXTRA in view e) to order[0..k)
+ * (room for ranked_len). Returns the new length. */
+static int add_standins(sim_model *m, view_entry *e, uint32_t b, uint32_t *order, int k)
+{
+    const uint32_t *ranked;
+    int n = ranked_get(m, e, b, true, &ranked);
+    for (int j = k; j < n; j++)
+        order[j] = ranked[j];
+    return n > k ? n : k;
+}
+
 /* ---- metadata: HEAD and LIST under the metadata TTL ---- */
 
 /* Until when table t holds file f's metadata (0 when it holds none). */
@@ -1157,11 +1188,13 @@ static double head_s3(sim_model *m, peer *q, uint32_t f, double now)
  * shoald's (docs/placement.md): a node holding none fresh asks the object's metadata owner, which
  * answers from its table or sends the cluster's one HEAD per TTL, and the asker keeps the answer
  * until the owner's copy expires; an owner that does not answer costs the peer timeout and is
- * skipped for a while, and with no owner left the node asks S3 itself. The model takes the owners
- * of the file's first block as its metadata owners: shoald places metadata under an id of its own
- * ("hd:"), which the same hashing spreads as evenly, so which member owns it differs and how often
- * it changes owner does not. An independent cache (s3fs, rclone: a stat per open) sends a HEAD per
- * node; a job reading S3 directly knows its keys and sends none. Returns Shoal's latency.
+ * skipped for a while; then a node that is not an owner asks the stand-in owners (ask_owners),
+ * which answer as an owner does, and with no one left it asks S3 itself. The model takes the
+ * owners of the file's first block as its metadata owners: shoald places metadata under an id of
+ * its own ("hd:"), which the same hashing spreads as evenly, so which member owns it differs and
+ * how often it changes owner does not. An independent cache (s3fs, rclone: a stat per open) sends
+ * a HEAD per node; a job reading S3 directly knows its keys and sends none. Returns Shoal's
+ * latency.
  */
 static double open_file(sim_model *m, peer *p, uint32_t f, double weight)
 {
@@ -1183,16 +1216,18 @@ static double open_file(sim_model *m, peer *p, uint32_t f, double weight)
     view_entry *e = group_view(m, p->group);
     if (!e)
         return -1;
-    const uint32_t *own;
-    int k = owners_of(m, e, m->file_first[f], &own);
     uint32_t order[DHT_REPLICAS_MAX];
-    memcpy(order, own, (size_t)k * sizeof *order);
-    prefer_zone(m, p, order, k);
-    for (int j = 0; j < k; j++) {
+    bool p_owns;
+    int k = ask_owners(m, e, p, m->file_first[f], order, &p_owns), n = k;
+    for (int j = 0;; j++) {
+        if (j == k && !p_owns && n == k)
+            n = add_standins(m, e, m->file_first[f], order, k);
+        if (j >= n)
+            break;
         uint32_t o = order[j];
         peer *q = m->peers[o];
         if (q == p)
-            return head_s3(m, p, f, now);
+            break; /* an owner, or a stand-in, asks S3 itself */
         if (penalized(p, o, now))
             continue;
         if (q->state != P_UP || q->stalled) {
@@ -1279,11 +1314,13 @@ static void penalize(peer *p, uint32_t o, double until)
  * Hand-off and replicas that pay, as shoald does them (docs/placement.md). An owner q that misses
  * block b asks, before S3, the block's first replicas + 2 ranked members under its view (not
  * itself) for a copy from their store: a member that holds it (owned or near) sends it and q keeps
- * it owned; a member that does not answer costs a quarter of the peer timeout and is skipped for a
- * while. Only then does q read S3, and with replicas above 1 it pushes the block to the other
- * owners at once. Returns the latency, or -1.
+ * it; a member that does not answer costs a quarter of the peer timeout and is skipped for a
+ * while. Only then does q read S3, and with replicas above 1 an owner (`push`) sends the block to
+ * the other owners at once. A stand-in owner fetches the same way without the push, and keeps the
+ * block owned only when it ranks R + 1 (it owns the block once one owner leaves), near otherwise
+ * (`owned`). Returns the latency, or -1.
  */
-static double owner_fetch(sim_model *m, view_entry *e, peer *q, uint32_t b, const uint32_t *own, int k)
+static double owner_fetch(sim_model *m, view_entry *e, peer *q, uint32_t b, bool owned, bool push)
 {
     sim_sys_stats *s = sys_stats(m, SIM_SHOAL);
     uint32_t size = m->bsize[b];
@@ -1307,14 +1344,15 @@ static double owner_fetch(sim_model *m, view_entry *e, peer *q, uint32_t b, cons
             h->out_b += size;
             q->in_b[SIM_SHOAL] += size;
             lat += size / m->cfg.bandwidth_bps;
-            return sim_store_put(&q->store, b, size, false) < 0 ? -1 : lat;
+            return sim_store_put(&q->store, b, size, !owned) < 0 ? -1 : lat;
         }
     }
     lat += s3_get(m, SIM_SHOAL, q, b, 1);
-    if (sim_store_put(&q->store, b, size, false) < 0)
+    if (sim_store_put(&q->store, b, size, !owned) < 0)
         return -1;
-    for (int r = 0; r < k; r++) { /* replicas that pay */
-        peer *o = m->peers[own[r]];
+    int k = n < (int)m->cfg.wl.replicas ? n : (int)m->cfg.wl.replicas;
+    for (int r = 0; push && r < k; r++) { /* replicas that pay */
+        peer *o = m->peers[cand[r]];
         if (o == q || o->state != P_UP || o->stalled)
             continue;
         s->peer_bytes += size;
@@ -1333,7 +1371,11 @@ static double owner_fetch(sim_model *m, view_entry *e, peer *q, uint32_t b, cons
  * keeps it owned; a peer owner serves it from its store or fetches it as an owner for the reader,
  * and the reader keeps a copy (owned when it is a later owner, near otherwise); an owner that does
  * not answer costs the peer timeout plus the PING that confirms it is silent, and is skipped by
- * this reader for PENALTY_S; with no owner left the reader reads S3 and keeps a near copy.
+ * this reader for PENALTY_S. When no owner answered (one died and the views do not know yet), a
+ * reader that is not an owner asks the stand-in owners (ask_owners) the same way: a stand-in
+ * serves the block from its store or fetches it once for every reader, and when the reader is
+ * itself the next stand-in it fetches as one. With no one left the reader reads S3 and keeps a
+ * near copy.
  */
 static int read_shoal(sim_model *m, peer *p, uint32_t b, double lat)
 {
@@ -1352,20 +1394,22 @@ static int read_shoal(sim_model *m, peer *p, uint32_t b, double lat)
     view_entry *e = group_view(m, p->group);
     if (!e)
         return -1;
-    const uint32_t *own;
-    int k = owners_of(m, e, b, &own);
     uint32_t order[DHT_REPLICAS_MAX];
-    memcpy(order, own, (size_t)k * sizeof *order);
-    prefer_zone(m, p, order, k);
-    bool p_owns = false;
-    for (int j = 0; j < k; j++)
-        p_owns = p_owns || own[j] == p->ix;
+    bool p_owns;
+    int k = ask_owners(m, e, p, b, order, &p_owns), n = k;
     double now = now_s(m);
-    for (int j = 0; j < k; j++) {
+    for (int j = 0;; j++) {
+        if (j == k && !p_owns && n == k)
+            n = add_standins(m, e, b, order, k);
+        if (j >= n)
+            break;
         uint32_t o = order[j];
         peer *q = m->peers[o];
+        /* An owner keeps what it fetches owned and pushes it to the other owners; a stand-in keeps
+         * it owned only when it ranks R + 1 (j == k), and pushes nothing. */
+        bool owner = j < k, owned = j <= k;
         if (q == p) {
-            double f = owner_fetch(m, e, p, b, own, k);
+            double f = owner_fetch(m, e, p, b, owned, owner);
             if (f < 0)
                 return -1;
             lat_add(m, SIM_SHOAL, lat + f);
@@ -1386,7 +1430,7 @@ static int read_shoal(sim_model *m, peer *p, uint32_t b, double lat)
             s->peer_hits++;
             m->cur.hits[SIM_SHOAL]++;
         } else {
-            double f = owner_fetch(m, e, q, b, own, k);
+            double f = owner_fetch(m, e, q, b, owned, owner);
             if (f < 0)
                 return -1;
             lat += f;
