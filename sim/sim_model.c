@@ -57,12 +57,17 @@
 #define DISK_BPS 2e9          /* and throughput */
 #define PART_BYTES (16u << 20) /* checkpoint upload: single PUT up to this, multipart above */
 #define MOVE_WORK_MAX 40000000ull /* member evaluations allowed per comparison of two views */
+/* Ranks past R that an owner's hand-off asks (shoald's CACHE_HANDOFF_EXTRA). */
+#define HANDOFF_EXTRA 2
 
 typedef struct view_entry {
     uint64_t fp;
     dht_view *v;
-    const dht_member **owners; /* blocks * R, lazily; owners[b*R] NULL = not computed */
-    uint8_t *n_owners;
+    /* Each block's first R + 2 ranked members as node indices (its R owners, then the next two,
+     * which hand-off asks), blocks * (R + 2), lazily (ranked_get). Indices, not
+     * the view's member pointers: half the memory, and a view is built per membership change. */
+    uint32_t *ranked;
+    uint8_t *n_ranked;
     uint64_t *members; /* bitset of the live members the view was built from */
     uint32_t size;
     uint32_t stamp;    /* last tick that used it */
@@ -754,13 +759,20 @@ static int dataset_build(sim_model *m)
 
 /* ---- views and owners ---- */
 
+/* How many ranked members a view keeps per block: R + HANDOFF_EXTRA, as many as a lookup gives. */
+static uint32_t ranked_len(const sim_model *m)
+{
+    uint32_t r = m->cfg.wl.replicas + HANDOFF_EXTRA;
+    return r < DHT_REPLICAS_MAX ? r : DHT_REPLICAS_MAX;
+}
+
 static void view_free(view_entry *e)
 {
     if (!e)
         return;
     dht_view_delete(e->v);
-    free(e->owners);
-    free(e->n_owners);
+    free(e->ranked);
+    free(e->n_ranked);
     free(e->members);
     free(e);
 }
@@ -775,9 +787,9 @@ static view_entry *view_build(sim_model *m, uint64_t fp, uint32_t rep)
     if (!dm || !e)
         goto fail;
     e->members = calloc(m->words, sizeof *e->members);
-    e->owners = calloc((size_t)m->blocks * m->cfg.wl.replicas, sizeof *e->owners);
-    e->n_owners = calloc(m->blocks ? m->blocks : 1, 1);
-    if (!e->members || !e->owners || !e->n_owners)
+    e->ranked = calloc((size_t)m->blocks * ranked_len(m), sizeof *e->ranked);
+    e->n_ranked = calloc(m->blocks ? m->blocks : 1, 1);
+    if (!e->members || !e->ranked || !e->n_ranked)
         goto fail;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
@@ -844,21 +856,55 @@ static view_entry *view_get(sim_model *m, uint64_t fp, uint32_t rep)
     return e;
 }
 
-/* Owners of block b in view e (pointers into the view), computed once per view and block. */
-static int owners_of(sim_model *m, view_entry *e, uint32_t b, const dht_member ***out)
+static uint32_t owner_ix(const dht_member *d) { return (uint32_t)((uintptr_t)d->user - 1); }
+
+#define RANKED_FULL 0x80 /* n_ranked[b]: the R + HANDOFF_EXTRA ranks are in (else only the R owners) */
+#define RANKED_NONE 0xff /* n_ranked[b]: the view has no member */
+
+/* Block b's ranked members in view e (node indices, best first): its R owners, or with `full` its
+ * first R + HANDOFF_EXTRA ranks, computed once per view and block, the extra ranks only when
+ * asked (a lookup of R + 2 costs a third more than one of R, and most reads need only the
+ * owners). dht_owners' first R of R + 2 are its R owners (the first owner never depends on r,
+ * and each zone's best comes before the fill), so the longer lookup replaces the shorter. Returns
+ * how many (0: the view has no member). */
+static int ranked_get(sim_model *m, view_entry *e, uint32_t b, bool full, const uint32_t **out)
 {
-    uint32_t r = m->cfg.wl.replicas;
-    const dht_member **o = &e->owners[(size_t)b * r];
-    if (!e->n_owners[b]) {
-        int k = dht_owners(e->v, m->ids[b], (int)r, o);
+    uint32_t *o = &e->ranked[(size_t)b * ranked_len(m)];
+    uint8_t *n = &e->n_ranked[b];
+    if (*n == 0 || (full && !(*n & RANKED_FULL))) {
+        uint32_t r = full ? ranked_len(m) : m->cfg.wl.replicas;
+        const dht_member *d[DHT_REPLICAS_MAX];
+        int k = dht_owners(e->v, m->ids[b], (int)r, d);
         m->res.owner_lookups++;
-        e->n_owners[b] = k < 0 ? 0xff : (uint8_t)k;
+        for (int i = 0; i < k; i++)
+            o[i] = owner_ix(d[i]);
+        /* Fewer members than asked for: that is every rank there is. */
+        *n = k < 0 ? RANKED_NONE : (uint8_t)k | (full || (uint32_t)k < r ? RANKED_FULL : 0);
     }
     *out = o;
-    return e->n_owners[b] == 0xff ? 0 : e->n_owners[b];
+    return *n == RANKED_NONE ? 0 : *n & ~RANKED_FULL;
 }
 
-static uint32_t owner_ix(const dht_member *d) { return (uint32_t)((uintptr_t)d->user - 1); }
+/* Owners of block b in view e (node indices, in rank order). */
+static int owners_of(sim_model *m, view_entry *e, uint32_t b, const uint32_t **out)
+{
+    int k = ranked_get(m, e, b, false, out);
+    return k < (int)m->cfg.wl.replicas ? k : (int)m->cfg.wl.replicas;
+}
+
+/* Reorders owners[0..n) for reading from node p: those in p's zone first, each group keeping its
+ * order (dht_prefer_zone on node indices). */
+static void prefer_zone(const sim_model *m, const peer *p, uint32_t *owners, int n)
+{
+    int front = 0;
+    for (int i = 0; i < n; i++) {
+        if (m->peers[owners[i]]->zone != p->zone)
+            continue;
+        uint32_t o = owners[i];
+        memmove(&owners[front + 1], &owners[front], (size_t)(i - front) * sizeof *owners);
+        owners[front++] = o;
+    }
+}
 
 static int cmp_group(const void *a, const void *b)
 {
@@ -955,12 +1001,12 @@ static int track_majority(sim_model *m)
     uint32_t r = m->cfg.wl.replicas;
     uint64_t moved = 0, bytes = 0;
     for (uint32_t b = 0; b < m->blocks; b += stride) {
-        const dht_member **o1, **o2;
+        const uint32_t *o1, *o2;
         int k1 = owners_of(m, old, b, &o1), k2 = owners_of(m, nv, b, &o2);
         for (int j = 0; j < k2; j++) {
             bool had = false;
             for (int i = 0; i < k1 && !had; i++)
-                had = owner_ix(o1[i]) == owner_ix(o2[j]);
+                had = o1[i] == o2[j];
             if (!had) {
                 moved++;
                 bytes += m->bsize[b];
@@ -1023,6 +1069,37 @@ static double s3_get(sim_model *m, int sys, peer *p, uint32_t b, double weight)
 static double peer_transfer(sim_model *m, uint32_t size)
 {
     return 2 * sim_dist_sample(&m->cfg.latency, &m->rng) + size / m->cfg.bandwidth_bps;
+}
+
+/*
+ * Whom node p asks for block b (or for the metadata placed as block b): order[] gets its owners in
+ * p's view, own zone first, *p_owns says whether p is one, and the return is how many. When none
+ * of them answers, a node that is not an owner goes on with the stand-in owners (add_standins):
+ * shoald asks the members ranked R + 1 and R + 2, the one that owns the block once one owner
+ * leaves and the next, so that while a dead owner is still in the views one of them fetches for
+ * every reader instead of each reader going to S3.
+ */
+static int ask_owners(sim_model *m, view_entry *e, const peer *p, uint32_t b, uint32_t *order, bool *p_owns)
+{
+    const uint32_t *own;
+    int k = owners_of(m, e, b, &own);
+    memcpy(order, own, (size_t)k * sizeof *order);
+    prefer_zone(m, p, order, k);
+    *p_owns = false;
+    for (int j = 0; j < k; j++)
+        *p_owns = *p_owns || own[j] == p->ix;
+    return k;
+}
+
+/* Appends block b's stand-in owners (ranks R + 1 .. R + HANDOFF_EXTRA in view e) to order[0..k)
+ * (room for ranked_len). Returns the new length. */
+static int add_standins(sim_model *m, view_entry *e, uint32_t b, uint32_t *order, int k)
+{
+    const uint32_t *ranked;
+    int n = ranked_get(m, e, b, true, &ranked);
+    for (int j = k; j < n; j++)
+        order[j] = ranked[j];
+    return n > k ? n : k;
 }
 
 /* ---- metadata: HEAD and LIST under the metadata TTL ---- */
@@ -1111,11 +1188,13 @@ static double head_s3(sim_model *m, peer *q, uint32_t f, double now)
  * shoald's (docs/placement.md): a node holding none fresh asks the object's metadata owner, which
  * answers from its table or sends the cluster's one HEAD per TTL, and the asker keeps the answer
  * until the owner's copy expires; an owner that does not answer costs the peer timeout and is
- * skipped for a while, and with no owner left the node asks S3 itself. The model takes the owners
- * of the file's first block as its metadata owners: shoald places metadata under an id of its own
- * ("hd:"), which the same hashing spreads as evenly, so which member owns it differs and how often
- * it changes owner does not. An independent cache (s3fs, rclone: a stat per open) sends a HEAD per
- * node; a job reading S3 directly knows its keys and sends none. Returns Shoal's latency.
+ * skipped for a while; then a node that is not an owner asks the stand-in owners (ask_owners),
+ * which answer as an owner does, and with no one left it asks S3 itself. The model takes the
+ * owners of the file's first block as its metadata owners: shoald places metadata under an id of
+ * its own ("hd:"), which the same hashing spreads as evenly, so which member owns it differs and
+ * how often it changes owner does not. An independent cache (s3fs, rclone: a stat per open) sends
+ * a HEAD per node; a job reading S3 directly knows its keys and sends none. Returns Shoal's
+ * latency.
  */
 static double open_file(sim_model *m, peer *p, uint32_t f, double weight)
 {
@@ -1137,16 +1216,18 @@ static double open_file(sim_model *m, peer *p, uint32_t f, double weight)
     view_entry *e = group_view(m, p->group);
     if (!e)
         return -1;
-    const dht_member **own;
-    int k = owners_of(m, e, m->file_first[f], &own);
-    const dht_member *order[DHT_REPLICAS_MAX];
-    memcpy(order, own, (size_t)k * sizeof *order);
-    dht_prefer_zone(order, (size_t)k, m->zone_names[p->zone]);
-    for (int j = 0; j < k; j++) {
-        uint32_t o = owner_ix(order[j]);
+    uint32_t order[DHT_REPLICAS_MAX];
+    bool p_owns;
+    int k = ask_owners(m, e, p, m->file_first[f], order, &p_owns), n = k;
+    for (int j = 0;; j++) {
+        if (j == k && !p_owns && n == k)
+            n = add_standins(m, e, m->file_first[f], order, k);
+        if (j >= n)
+            break;
+        uint32_t o = order[j];
         peer *q = m->peers[o];
         if (q == p)
-            return head_s3(m, p, f, now);
+            break; /* an owner, or a stand-in, asks S3 itself */
         if (penalized(p, o, now))
             continue;
         if (q->state != P_UP || q->stalled) {
@@ -1233,20 +1314,21 @@ static void penalize(peer *p, uint32_t o, double until)
  * Hand-off and replicas that pay, as shoald does them (docs/placement.md). An owner q that misses
  * block b asks, before S3, the block's first replicas + 2 ranked members under its view (not
  * itself) for a copy from their store: a member that holds it (owned or near) sends it and q keeps
- * it owned; a member that does not answer costs a quarter of the peer timeout and is skipped for a
- * while. Only then does q read S3, and with replicas above 1 it pushes the block to the other
- * owners at once. Returns the latency, or -1.
+ * it; a member that does not answer costs a quarter of the peer timeout and is skipped for a
+ * while. Only then does q read S3, and with replicas above 1 an owner (`push`) sends the block to
+ * the other owners at once. A stand-in owner fetches the same way without the push, and keeps the
+ * block owned only when it ranks R + 1 (it owns the block once one owner leaves), near otherwise
+ * (`owned`). Returns the latency, or -1.
  */
-static double owner_fetch(sim_model *m, view_entry *e, peer *q, uint32_t b, const dht_member **own, int k)
+static double owner_fetch(sim_model *m, view_entry *e, peer *q, uint32_t b, bool owned, bool push)
 {
     sim_sys_stats *s = sys_stats(m, SIM_SHOAL);
     uint32_t size = m->bsize[b];
     double now = now_s(m), lat = 0;
-    const dht_member *cand[DHT_REPLICAS_MAX];
-    int n = dht_owners(e->v, m->ids[b], (int)m->cfg.wl.replicas + 2, cand);
-    m->res.owner_lookups++;
+    const uint32_t *cand;
+    int n = ranked_get(m, e, b, true, &cand);
     for (int i = 0; i < n; i++) {
-        uint32_t o = owner_ix(cand[i]);
+        uint32_t o = cand[i];
         peer *h = m->peers[o];
         if (h == q || penalized(q, o, now))
             continue;
@@ -1262,14 +1344,15 @@ static double owner_fetch(sim_model *m, view_entry *e, peer *q, uint32_t b, cons
             h->out_b += size;
             q->in_b[SIM_SHOAL] += size;
             lat += size / m->cfg.bandwidth_bps;
-            return sim_store_put(&q->store, b, size, false) < 0 ? -1 : lat;
+            return sim_store_put(&q->store, b, size, !owned) < 0 ? -1 : lat;
         }
     }
     lat += s3_get(m, SIM_SHOAL, q, b, 1);
-    if (sim_store_put(&q->store, b, size, false) < 0)
+    if (sim_store_put(&q->store, b, size, !owned) < 0)
         return -1;
-    for (int r = 0; r < k; r++) { /* replicas that pay */
-        peer *o = m->peers[owner_ix(own[r])];
+    int k = n < (int)m->cfg.wl.replicas ? n : (int)m->cfg.wl.replicas;
+    for (int r = 0; push && r < k; r++) { /* replicas that pay */
+        peer *o = m->peers[cand[r]];
         if (o == q || o->state != P_UP || o->stalled)
             continue;
         s->peer_bytes += size;
@@ -1288,7 +1371,11 @@ static double owner_fetch(sim_model *m, view_entry *e, peer *q, uint32_t b, cons
  * keeps it owned; a peer owner serves it from its store or fetches it as an owner for the reader,
  * and the reader keeps a copy (owned when it is a later owner, near otherwise); an owner that does
  * not answer costs the peer timeout plus the PING that confirms it is silent, and is skipped by
- * this reader for PENALTY_S; with no owner left the reader reads S3 and keeps a near copy.
+ * this reader for PENALTY_S. When no owner answered (one died and the views do not know yet), a
+ * reader that is not an owner asks the stand-in owners (ask_owners) the same way: a stand-in
+ * serves the block from its store or fetches it once for every reader, and when the reader is
+ * itself the next stand-in it fetches as one. With no one left the reader reads S3 and keeps a
+ * near copy.
  */
 static int read_shoal(sim_model *m, peer *p, uint32_t b, double lat)
 {
@@ -1307,20 +1394,22 @@ static int read_shoal(sim_model *m, peer *p, uint32_t b, double lat)
     view_entry *e = group_view(m, p->group);
     if (!e)
         return -1;
-    const dht_member **own;
-    int k = owners_of(m, e, b, &own);
-    const dht_member *order[DHT_REPLICAS_MAX];
-    memcpy(order, own, (size_t)k * sizeof *order);
-    dht_prefer_zone(order, (size_t)k, m->zone_names[p->zone]);
-    bool p_owns = false;
-    for (int j = 0; j < k; j++)
-        p_owns = p_owns || m->peers[owner_ix(own[j])] == p;
+    uint32_t order[DHT_REPLICAS_MAX];
+    bool p_owns;
+    int k = ask_owners(m, e, p, b, order, &p_owns), n = k;
     double now = now_s(m);
-    for (int j = 0; j < k; j++) {
-        uint32_t o = owner_ix(order[j]);
+    for (int j = 0;; j++) {
+        if (j == k && !p_owns && n == k)
+            n = add_standins(m, e, b, order, k);
+        if (j >= n)
+            break;
+        uint32_t o = order[j];
         peer *q = m->peers[o];
+        /* An owner keeps what it fetches owned and pushes it to the other owners; a stand-in keeps
+         * it owned only when it ranks R + 1 (j == k), and pushes nothing. */
+        bool owner = j < k, owned = j <= k;
         if (q == p) {
-            double f = owner_fetch(m, e, p, b, own, k);
+            double f = owner_fetch(m, e, p, b, owned, owner);
             if (f < 0)
                 return -1;
             lat_add(m, SIM_SHOAL, lat + f);
@@ -1341,7 +1430,7 @@ static int read_shoal(sim_model *m, peer *p, uint32_t b, double lat)
             s->peer_hits++;
             m->cur.hits[SIM_SHOAL]++;
         } else {
-            double f = owner_fetch(m, e, q, b, own, k);
+            double f = owner_fetch(m, e, q, b, owned, owner);
             if (f < 0)
                 return -1;
             lat += f;

@@ -10,6 +10,8 @@
 // GET /_shoal/stats answers the requests the server has seen, by method and in total, and the
 // bytes of response bodies it sent (bytesOut), as JSON; POST /_shoal/stats/reset zeroes them.
 // Bucket names cannot start with '_', so no bucket is hidden.
+// With SHOAL_S3_LOG=FILE every request is also logged to FILE, one line each: time (s), method,
+// the local address it reached (a client that dials 127.0.0.N names itself), URL, Range or "-".
 'use strict';
 const path = require('path');
 
@@ -110,8 +112,10 @@ const server = new S3rver({
 });
 
 const stats = { total: 0, byMethod: {}, gets: 0, rangedGets: 0, puts: 0, heads: 0, lists: 0, deletes: 0, posts: 0, bytesOut: 0 };
+const reqLog = process.env.SHOAL_S3_LOG ? require('fs').createWriteStream(process.env.SHOAL_S3_LOG) : null;
 function count(req, res) {
   stats.total++;
+  if (reqLog) reqLog.write(`${Date.now() / 1000} ${req.method} ${req.socket.localAddress} ${req.url} ${req.headers.range || "-"}\n`);
   // Body bytes as written to the response (objects are piped into it, errors are ended with it).
   const bodyBytes = (chunk, encoding) => (chunk == null || typeof chunk === 'function' ? 0
     : Buffer.byteLength(chunk, typeof encoding === 'string' ? encoding : undefined));

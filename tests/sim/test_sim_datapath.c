@@ -137,6 +137,33 @@ TT_TEST(test_sim_mount_lists_once_per_ttl_for_the_cluster_and_sends_no_head_for_
     sim_model_delete(m);
 }
 
+TT_TEST(test_sim_stand_in_owner_fetches_a_dead_owners_blocks_once_before_the_views_know)
+{
+    /* 4 nodes read the same 100 objects of two blocks in one order through `shoal get`; one node is
+     * killed half way. Until the others' views drop it (several seconds, dozens of reads), a
+     * reader meets a silent owner, waits the peer timeout, and then asks the stand-in owner (the
+     * member ranked R + 1), which fetches the block and the metadata once for all: the kill costs
+     * no S3 request, beyond the one or two reads the dead node had made ahead of the others.
+     * Without the stand-in each survivor would fetch the dead owner's blocks itself, 2 extra
+     * GETs and HEADs per such object in that window. */
+    sim_config c;
+    tiny(&c, 4, 100, 1);
+    c.wl.file_size = (sim_dist){SIM_DIST_FIXED, 2 << 20, 0};
+    c.wl.same_order = true;
+    c.access_get = true;
+    TT_OK(sim_parse_churn("kill@25", &c.churn));
+    sim_model *m = run_ok(&c);
+    const sim_result *r = sim_model_result(m);
+    const sim_sys_stats *s = &r->epochs[0].sys[SIM_SHOAL];
+    tt_note("%llu GETs, %llu HEADs for %llu blocks and 100 objects; %llu reads met the silent owner",
+            (unsigned long long)s->s3_gets, (unsigned long long)s->s3_heads,
+            (unsigned long long)r->epochs[0].unique_blocks, (unsigned long long)s->fallbacks);
+    TT_CHECK(s->fallbacks > 0, "no read met the dead owner before the views dropped it");
+    TT_CHECK(s->s3_gets >= 200 && s->s3_gets <= 202, "%llu GETs for 200 blocks", (unsigned long long)s->s3_gets);
+    TT_CHECK(s->s3_heads >= 100 && s->s3_heads <= 101, "%llu HEADs for 100 objects", (unsigned long long)s->s3_heads);
+    sim_model_delete(m);
+}
+
 TT_TEST(test_sim_no_evict_keeps_what_lru_loses_under_shuffled_epochs)
 {
     /* One node, a cache of 64 % of the dataset, a new shuffle each epoch: LRU evicts blocks just
