@@ -4,6 +4,7 @@
  * instance and keeps the address, the random stream and the node number.
  */
 #include "sim_cluster.h"
+#include "shoal_array.h"
 #include "shoal_error.h"
 
 #include <stdio.h>
@@ -110,14 +111,8 @@ const char *sim_cluster_id(const sim_cluster *c, int i) { return c->slots[i]->cf
 
 int sim_cluster_add(sim_cluster *c, const gossip_config *cfg)
 {
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 64;
-        sim_slot **s = realloc(c->slots, cap * sizeof *s);
-        if (!s)
-            return shoal_error_set(SHOAL_ERR_NOMEM, "sim: cluster of %zu", cap);
-        c->slots = s;
-        c->cap = cap;
-    }
+    if (SHOAL_ARRAY_GROW(c->slots, c->n, c->cap) < 0)
+        return shoal_error_wrap("sim: cluster of %zu", c->n + 1);
     sim_slot *s = calloc(1, sizeof *s);
     if (!s)
         return shoal_error_set(SHOAL_ERR_NOMEM, "sim: cluster node %zu", c->n);

@@ -16,6 +16,7 @@
  * lets shoal-sim run ten thousand gossip instances.
  */
 #include "sim_world.h"
+#include "shoal_array.h"
 #include "shoal_error.h"
 
 #include <math.h>
@@ -346,14 +347,8 @@ int sim_world_add_node(sim_world *w, const shoal_addr *addr, const sim_node_ops 
     char a[SHOAL_ADDR_STRLEN];
     if (addr_find(w, addr) != NO_NODE)
         return shoal_error_set(SHOAL_ERR_INVAL, "sim: address %s already has a node", shoal_addr_format(addr, a));
-    if (w->n_nodes == w->cap_nodes) {
-        size_t cap = w->cap_nodes ? w->cap_nodes * 2 : 64;
-        sim_node **nn = realloc(w->nodes, cap * sizeof *nn);
-        if (!nn)
-            return shoal_error_set(SHOAL_ERR_NOMEM, "sim: node table of %zu", cap);
-        w->nodes = nn;
-        w->cap_nodes = cap;
-    }
+    if (SHOAL_ARRAY_GROW(w->nodes, w->n_nodes, w->cap_nodes) < 0)
+        return shoal_error_wrap("sim: node table of %zu", w->n_nodes + 1);
     sim_node *n = calloc(1, sizeof *n);
     if (!n)
         return shoal_error_set(SHOAL_ERR_NOMEM, "sim: node %zu", w->n_nodes);
