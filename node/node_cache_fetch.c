@@ -761,10 +761,7 @@ ssize_t node_cache_read_stream(node_cache *c, const node_cache_object *obj, uint
         if (now >= give_up)
             break; /* the worker did not start (its queue was full): the caller reads the whole block */
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        uint64_t ns = (uint64_t)until.tv_nsec + (give_up - now) * 1000u;
-        until.tv_sec += (time_t)(ns / 1000000000u);
-        until.tv_nsec = (long)(ns % 1000000000u);
+        deadline_to_timespec(give_up, &until);
         pthread_cond_timedwait(&c->fl_cv, &c->fl_mu, &until);
     }
     pthread_mutex_unlock(&c->fl_mu);

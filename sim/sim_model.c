@@ -37,6 +37,7 @@
 #include "sim_model.h"
 #include "dht.h"
 #include "gossip.h"
+#include "shoal_array.h"
 #include "shoal_error.h"
 #include "sim_cluster.h"
 #include "sim_lru.h"
@@ -206,21 +207,6 @@ struct sim_model {
 };
 
 /* ---- small helpers ---- */
-
-/* Makes room for one more element in the array *pp of *cap elements of `size` bytes holding n
- * (doubling, from `first`). 0, or -1 with SHOAL_ERR_NOMEM naming `what` (the array stays). */
-static int grow(void *pp, size_t *cap, size_t n, size_t size, size_t first, const char *what)
-{
-    if (n < *cap)
-        return 0;
-    size_t c = *cap ? *cap * 2 : first;
-    void *v = realloc(*(void **)pp, c * size);
-    if (!v)
-        return shoal_error_set(SHOAL_ERR_NOMEM, "sim: %s (%zu)", what, c);
-    *(void **)pp = v;
-    *cap = c;
-    return 0;
-}
 
 static double unit(uint64_t *rng) { return (double)(sim_splitmix64(rng) >> 11) * 0x1.0p-53; }
 
@@ -465,14 +451,8 @@ static bool is_down(const peer *p) { return p->state == P_DOWN; }
 
 static int sched_push(sim_model *m, sched_ev e)
 {
-    if (m->n_sched == m->cap_sched) {
-        size_t cap = m->cap_sched ? m->cap_sched * 2 : 64;
-        sched_ev *s = realloc(m->sched, cap * sizeof *s);
-        if (!s)
-            return shoal_error_set(SHOAL_ERR_NOMEM, "sim: churn schedule of %zu", cap);
-        m->sched = s;
-        m->cap_sched = cap;
-    }
+    if (SHOAL_ARRAY_GROW(m->sched, m->n_sched, m->cap_sched) < 0)
+        return shoal_error_wrap("sim: churn schedule of %zu", m->n_sched + 1);
     e.seq = m->sched_seq++;
     size_t i = m->n_sched++;
     while (i > 0 && (m->sched[i - 1].at > e.at || (m->sched[i - 1].at == e.at && m->sched[i - 1].seq > e.seq))) {
@@ -511,8 +491,8 @@ static int event_log(sim_model *m, const sched_ev *e)
                                         [S_STALL] = "stall", [S_PARTITION] = "partition", [S_PREEMPT] = "preempt"};
     if (e->kind >= sizeof names / sizeof names[0] || !names[e->kind])
         return 0; /* the ends of stalls and partitions, and the restarts restart-after schedules */
-    if (grow(&m->events, &m->cap_events, m->n_events, sizeof *m->events, 64, "event log") < 0)
-        return -1;
+    if (SHOAL_ARRAY_GROW(m->events, m->n_events, m->cap_events) < 0)
+        return shoal_error_wrap("sim: event log");
     m->events[m->n_events++] = (sim_event){.at = e->at, .what = names[e->kind], .count = e->count ? e->count : 1};
     return 0;
 }
@@ -675,15 +655,10 @@ static int sizes_read(const char *path, uint64_t **out, uint32_t *n)
     unsigned long long x;
     int rc = 0;
     while ((rc = fscanf(f, "%llu", &x)) == 1) {
-        if (k == cap) {
-            cap = cap ? cap * 2 : 1024;
-            uint64_t *nv = realloc(v, cap * sizeof *nv);
-            if (!nv) {
-                free(v);
-                fclose(f);
-                return shoal_error_set(SHOAL_ERR_NOMEM, "sim: sizes of %s", path);
-            }
-            v = nv;
+        if (SHOAL_ARRAY_GROW(v, k, cap) < 0) {
+            free(v);
+            fclose(f);
+            return shoal_error_wrap("sim: sizes of %s", path);
         }
         v[k++] = x;
     }
@@ -1622,8 +1597,8 @@ static int read_slice(sim_model *m, double until)
         if (!p->reading || p->state != P_UP || p->stalled)
             continue;
         for (uint64_t k = p->done; k < p->total && arrival(m, p, k) < until; k++) {
-            if (grow(&m->arrivals, &m->cap_arrivals, n, sizeof *m->arrivals, 4096, "reads in one second") < 0)
-                return -1;
+            if (SHOAL_ARRAY_GROW(m->arrivals, n, m->cap_arrivals) < 0)
+                return shoal_error_wrap("sim: reads in one second");
             m->arrivals[n++] = (arrival_ev){.at = arrival(m, p, k), .node = i};
         }
     }

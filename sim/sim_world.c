@@ -131,14 +131,8 @@ static uint64_t lognormal_us(const sim_world *w, double r)
 
 static int heap_push(sim_world *w, uint64_t at, uint32_t node, sim_packet *pkt)
 {
-    if (w->n_heap == w->cap_heap) {
-        size_t cap = w->cap_heap ? w->cap_heap * 2 : 1024;
-        sim_event *h = realloc(w->heap, cap * sizeof *h);
-        if (!h)
-            return shoal_error_set(SHOAL_ERR_NOMEM, "sim: event queue of %zu events", cap);
-        w->heap = h;
-        w->cap_heap = cap;
-    }
+    if (SHOAL_ARRAY_GROW(w->heap, w->n_heap, w->cap_heap) < 0)
+        return shoal_error_wrap("sim: event queue of %zu events", w->n_heap + 1);
     sim_event e = {.at = at, .seq = w->seq++, .node = node, .pkt = pkt};
     size_t i = w->n_heap++;
     while (i > 0) {
@@ -420,14 +414,8 @@ void sim_world_cut(sim_world *w, int a, int b, bool cut)
     }
     if (!cut)
         return;
-    if (w->n_cuts == w->cap_cuts) {
-        size_t cap = w->cap_cuts ? w->cap_cuts * 2 : 16;
-        uint64_t *c = realloc(w->cuts, cap * sizeof *c);
-        if (!c)
-            return;
-        w->cuts = c;
-        w->cap_cuts = cap;
-    }
+    if (SHOAL_ARRAY_GROW(w->cuts, w->n_cuts, w->cap_cuts) < 0)
+        return;
     w->cuts[w->n_cuts++] = key;
 }
 
