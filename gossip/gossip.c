@@ -51,6 +51,7 @@
 #include "gossip_sim.h"
 #include "gossip_store.h"
 #include "gossip_suspicion.h"
+#include "shoal_array.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
 
@@ -99,7 +100,8 @@ struct gossip {
     uint64_t changes, at_changes; /* members added or forgotten */
 
     gossip_suspicion *susp;
-    uint32_t n_susp, cap_susp;
+    uint32_t n_susp;
+    size_t cap_susp;
 
     uint32_t bc_head[TX_BUCKETS];
     uint32_t n_bc;
@@ -658,14 +660,8 @@ static void susp_remove(gossip *g, uint32_t i)
 static void susp_start(gossip *g, uint32_t i, uint32_t accuser)
 {
     SHOAL_ASSERT(i != g->self && mem(g, i)->susp == NONE); /* this node refutes, never suspects itself */
-    if (g->n_susp == g->cap_susp) {
-        uint32_t cap = g->cap_susp ? g->cap_susp * 2 : 16;
-        gossip_suspicion *s = realloc(g->susp, (size_t)cap * sizeof *s);
-        if (!s)
-            return; /* without a timer the member stays suspect until refuted or pushed dead */
-        g->susp = s;
-        g->cap_susp = cap;
-    }
+    if (SHOAL_ARRAY_GROW(g->susp, g->n_susp, g->cap_susp) < 0)
+        return; /* without a timer the member stays suspect until refuted or pushed dead */
     uint64_t min = gossip_suspicion_min_us(g->cfg.suspicion_mult, g->n_live, g->cfg.probe_interval_us);
     uint32_t k = gossip_suspicion_k(g->cfg.suspicion_mult, g->n_live);
     gossip_suspicion_start(&g->susp[g->n_susp], i, accuser, k, now_us(g), min, min * g->cfg.suspicion_max_mult);

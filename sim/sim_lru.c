@@ -5,6 +5,7 @@
  * neighbouring blocks of one file are read together.
  */
 #include "sim_lru.h"
+#include "shoal_array.h"
 #include "shoal_error.h"
 
 #include <stdlib.h>
@@ -129,14 +130,8 @@ int sim_lru_insert(sim_lru *l, uint32_t block, uint32_t size)
         uint32_t next = l->pool[e].hnext;
         l->free_head = next ? next - 1 : NIL;
     } else {
-        if (l->n_pool == l->cap_pool) {
-            uint32_t cap = l->cap_pool ? l->cap_pool * 2 : 64;
-            sim_lru_entry *p = realloc(l->pool, (size_t)cap * sizeof *p);
-            if (!p)
-                return shoal_error_set(SHOAL_ERR_NOMEM, "sim: cache pool of %u entries", cap);
-            l->pool = p;
-            l->cap_pool = cap;
-        }
+        if (SHOAL_ARRAY_GROW(l->pool, l->n_pool, l->cap_pool) < 0)
+            return shoal_error_wrap("sim: cache pool of %u entries", l->n_pool + 1);
         e = l->n_pool++;
     }
     sim_lru_entry *x = &l->pool[e];

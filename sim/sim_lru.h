@@ -8,6 +8,7 @@
 #define SHOAL_SIM_LRU_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct sim_lru_entry {
@@ -18,7 +19,8 @@ typedef struct sim_lru_entry {
 typedef struct sim_lru {
     uint64_t cap_bytes, used_bytes;
     sim_lru_entry *pool;
-    uint32_t n_pool, cap_pool, free_head;
+    uint32_t n_pool, free_head;
+    size_t cap_pool;
     uint32_t *buckets; /* entry index + 1; 0 = empty */
     uint32_t n_buckets, count;
     uint32_t mru, lru;

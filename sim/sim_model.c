@@ -201,7 +201,7 @@ struct sim_model {
     sim_epoch_stats *epochs;
     sim_victim *victims;
     victim_track *vtrack;
-    size_t n_victims, cap_victims, pending_probes;
+    size_t n_victims, cap_victims, cap_vtrack, pending_probes;
     uint64_t last_sent;
     sim_result res;
 };
@@ -465,18 +465,9 @@ static int sched_push(sim_model *m, sched_ev e)
 
 static int victim_new(sim_model *m, uint32_t ix)
 {
-    if (m->n_victims == m->cap_victims) {
-        size_t cap = m->cap_victims ? m->cap_victims * 2 : 64;
-        sim_victim *v = realloc(m->victims, cap * sizeof *v);
-        if (!v)
-            return shoal_error_set(SHOAL_ERR_NOMEM, "sim: victims");
-        m->victims = v;
-        victim_track *t = realloc(m->vtrack, cap * sizeof *t);
-        if (!t)
-            return shoal_error_set(SHOAL_ERR_NOMEM, "sim: victims");
-        m->vtrack = t;
-        m->cap_victims = cap;
-    }
+    if (SHOAL_ARRAY_GROW(m->victims, m->n_victims, m->cap_victims) < 0 ||
+        SHOAL_ARRAY_GROW(m->vtrack, m->n_victims, m->cap_vtrack) < 0)
+        return shoal_error_wrap("sim: victims");
     m->victims[m->n_victims] = (sim_victim){.node = ix, .killed = now_s(m), .first_probe = -1,
                                             .first_suspect = -1, .first_dead = -1, .all_dead = -1};
     m->vtrack[m->n_victims] = (victim_track){.probe_pending = true};
