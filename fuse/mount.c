@@ -226,6 +226,7 @@ mount_view *mount_new(const mount_config *cfg, const mount_backend *backend, voi
     m->started = time(NULL);
     m->delay_us = (uint64_t)(cfg->upload_delay * 1e6);
     pthread_mutex_init(&m->lock, NULL);
+    pthread_mutex_init(&m->ra_lock, NULL);
     pthread_mutex_init(&m->once_lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -565,6 +566,7 @@ void mount_delete(mount_view *m)
     free(m->staging_dir);
     free(m->prefix);
     pthread_mutex_destroy(&m->lock);
+    pthread_mutex_destroy(&m->ra_lock);
     pthread_mutex_destroy(&m->once_lock);
     pthread_cond_destroy(&m->wb_cond);
     free(m);

@@ -9,6 +9,10 @@
  * look the name up again), read-only descriptors skip FLUSH (FOPEN_NOFLUSH), and the page cache
  * is kept across opens while the ETag is the one the cache was filled with (inode->cache_etag).
  *
+ * Each read says how the file is read: the descriptor's streams (the inode's when the kernel
+ * opens files itself) tell a seek from a sequential read (mount_ra.h), and the backend gets the
+ * run with the read, so it prefetches for sequential readers only.
+ *
  * Writes go to the file's stage (mount_stage.c). Only a descriptor that may write publishes at
  * its close: FLUSH uploads the stage and returns the upload's error, or with --upload-delay makes
  * it durable (mount_writeback.c); FSYNC uploads at once either way.
@@ -199,6 +203,7 @@ void mount_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     mount_handle *h = (mount_handle *)(uintptr_t)fi->fh;
     char *buf = malloc(size ? size : 1);
     char *ikey = NULL, ietag[MOUNT_ETAG_MAX];
+    uint64_t run = 0; /* the sequential run this read ends (mount_ra.h) */
     ssize_t n = -ENOMEM;
     if (!buf)
         goto reply;
@@ -211,6 +216,7 @@ void mount_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             known = true;
             ikey = mount_key_of(m, in->path, false);
             snprintf(ietag, sizeof ietag, "%s", in->info.etag);
+            run = mount_ra_note(&in->ra, (uint64_t)off, size); /* every reader of the file */
         }
         pthread_mutex_unlock(&m->lock);
         if (!ikey) {
@@ -224,7 +230,12 @@ void mount_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             n = -errno;
     } else {
         const char *etag = h ? h->etag : ietag;
-        n = m->be->read(m->ctx, h ? h->key : ikey, etag, (uint64_t)off, size, buf);
+        if (h) {
+            pthread_mutex_lock(&m->ra_lock);
+            run = mount_ra_note(&h->ra, (uint64_t)off, size);
+            pthread_mutex_unlock(&m->ra_lock);
+        }
+        n = m->be->read(m->ctx, h ? h->key : ikey, etag, (uint64_t)off, size, buf, run);
         if (n == -ENOENT)
             n = -ESTALE; /* deleted while open: the version read is gone */
         if (n == -ESTALE) {

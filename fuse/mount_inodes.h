@@ -22,6 +22,7 @@
 
 #include "mount.h"
 #include "mount_names.h"
+#include "mount_ra.h"
 
 struct mount_stage;
 
@@ -53,6 +54,8 @@ typedef struct mount_inode {
     struct mount_stage *stage; /* the staged copy while the file is open for writing */
     int upload_err;            /* -errno of an upload that failed and was dropped with its stage;
                                   0 once an upload of this file succeeds */
+    mount_ra ra;               /* files read without an open request (no_open): their streams
+                                  (mount_view.lock) */
     mount_listing *listing;    /* directories: the last listing */
     uint64_t list_gen;       /* bumped each time the listing is dropped (directories) */
     struct mount_inode *next_path, *next_ino;

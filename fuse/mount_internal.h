@@ -28,6 +28,7 @@
  *                  failed_err, recorded, record_stale
  *   both           s->size and s->reserved change with both held, so either one reads them
  *   m->once_lock   the logged-once set (once, once_n); taken alone
+ *   m->ra_lock     each handle's streams (h->ra; an inode's, in->ra, are m->lock's); taken alone
  *   none           what mount_new sets and nothing changes after (cfg, paths, backend, TTLs,
  *                  delay_us, started), no_open (set by INIT before any other request), and the
  *                  owner's fields (se, thread, running, wb_thread, wb_running), used only by the
@@ -103,6 +104,7 @@ typedef struct mount_handle {
     bool flushed;           /* a FLUSH came: open(2) succeeded */
     char *key;              /* files read from the store: key and the version opened (fixed) */
     char etag[MOUNT_ETAG_MAX];
+    mount_ra ra;            /* files read from the store: the descriptor's streams (m->ra_lock) */
     struct mount_handle *next, *prev; /* m->handles (m->lock) */
 } mount_handle;
 
@@ -122,6 +124,7 @@ struct mount_view {
     uint64_t delay_us; /* --upload-delay; 0: every close uploads */
     bool no_open;      /* opens cost no request: the kernel opens files itself (set by INIT) */
 
+    pthread_mutex_t ra_lock; /* the streams of open descriptors (mount_handle.ra): held briefly */
     pthread_mutex_t lock; /* m->lock: everything down to `wb` */
     mount_inodes *inodes;
     mount_stage *stages;

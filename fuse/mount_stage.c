@@ -244,7 +244,7 @@ static int stage_fill(mount_view *m, mount_stage *s, const char *key, const char
         return -ENOMEM;
     while (off < size) {
         size_t want = size - off < MOUNT_IO_MAX ? (size_t)(size - off) : MOUNT_IO_MAX;
-        ssize_t n = m->be->read(m->ctx, key, etag, off, want, buf);
+        ssize_t n = m->be->read(m->ctx, key, etag, off, want, buf, off + want); /* one run from 0 */
         if (n <= 0) {
             rc = n < 0 ? (int)n : -EIO; /* shorter than its size: it changed under us */
             goto out;

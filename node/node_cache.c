@@ -449,14 +449,19 @@ void cache_count_read(node_cache *c, node_cache_source s, uint64_t started_us)
 }
 /* ---- read-ahead --------------------------------------------------------------------------------- */
 
+/* A block to fetch ahead; from its submission to its end (run or dropped) it counts in the
+ * reads.readahead_pending gauge. */
 typedef struct ra_task {
     char *bucket, *key, *etag;
     uint64_t size, index;
+    node_stats *stats; /* NULL until submitted */
 } ra_task;
 
 static void ra_free(void *arg)
 {
     ra_task *t = arg;
+    if (t->stats != NULL)
+        node_stats_add(&t->stats->reads_readahead_pending, (uint64_t)-1);
     free(t->bucket);
     free(t->key);
     free(t->etag);
@@ -466,7 +471,7 @@ static void ra_free(void *arg)
 static void ra_run(node_cache *c, void *arg)
 {
     ra_task *t = arg;
-    node_cache_object obj = {t->bucket, t->key, t->etag, t->size};
+    node_cache_object obj = {t->bucket, t->key, t->etag, t->size, false};
     block_req b;
     cache_buf *buf = NULL;
     node_cache_source src;
@@ -496,8 +501,13 @@ void node_cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t f
         t->etag = strdup(obj->etag);
         t->size = obj->size;
         t->index = i;
-        if (t->bucket == NULL || t->key == NULL || t->etag == NULL ||
-            cache_pool_submit(&c->readahead, ra_run, ra_free, t) != 0) {
+        if (t->bucket == NULL || t->key == NULL || t->etag == NULL) {
+            ra_free(t);
+            return;
+        }
+        t->stats = c->cfg.stats;
+        node_stats_add(&c->cfg.stats->reads_readahead_pending, 1);
+        if (cache_pool_submit(&c->readahead, ra_run, ra_free, t) != 0) {
             ra_free(t);
             return;
         }
@@ -528,7 +538,7 @@ static int cache_read(node_cache *c, const node_cache_object *obj, uint64_t inde
     if (cache_block_req_from_object(c, obj, index, &b) != 0)
         return -1;
     memcpy(out->id, b.id, NODE_STORE_ID_LEN);
-    if (seq_follows(c, obj, index))
+    if (!obj->own_readahead && seq_follows(c, obj, index))
         node_cache_prefetch(c, obj, index + 1,
                             c->cfg.readahead_blocks ? c->cfg.readahead_blocks : CACHE_READAHEAD_BLOCKS);
     if ((lazy ? node_store_open_lazy : node_store_map)(c->cfg.store, b.id, &out->view) == 0) {

@@ -21,7 +21,13 @@
  * gone (hand-off PUTs), so a node that leaves for good costs the cluster no S3 GET.
  *
  * Object metadata (size, ETag) is cached for the metadata TTL, misses for the negative TTL.
- * Sequential readers trigger read-ahead of the next blocks on a second small pool.
+ * Sequential readers trigger read-ahead of the next blocks on a second small pool (a caller that
+ * knows its reader's access pattern, the mount, asks for read-ahead itself).
+ *
+ * Random reads: node_cache_read_part serves a few bytes of a block without fetching the whole
+ * block from S3. A block this node holds, or one being fetched, serves them; else the block's
+ * owners are asked for their stored copy (never made to fetch it); else one ranged GET of just
+ * those bytes, pinned to the ETag, which is not stored: only whole blocks are.
  *
  * Directory listings are owned like blocks: every page of (bucket, prefix, delimiter) has one
  * owner, placed by dht_block_id over a "list:"-tagged tuple. node_cache_list asks the owner (LIST
@@ -104,6 +110,8 @@ typedef struct node_cache_object {
     const char *key;
     const char *etag; /* as S3 sends it, quotes included */
     uint64_t size;
+    bool own_readahead; /* the caller asks for read-ahead itself (node_cache_prefetch): no read of
+                           it triggers any here */
 } node_cache_object;
 
 /* A block handed to a reader: data/len are valid until node_cache_block_release; id is the block's
@@ -209,6 +217,20 @@ void node_cache_block_release(node_cache_block *b);
  * a bad index. */
 ssize_t node_cache_read_stream(node_cache *c, const node_cache_object *obj, uint64_t index, uint64_t off, size_t len,
                                void *dst);
+
+/* Bytes [off, off+len) of block `index` of `obj` (clamped to the block) into dst, for a random
+ * reader, without fetching the whole block from S3: from this node's store (one pread of the
+ * range, only the chunks it touches verified; a damaged one drops the block and the read goes on
+ * as a miss), from a fetch of the block in flight (as soon as the range arrived), from an owner or
+ * stand-in that holds the block (asked for its stored copy with a GET it answers from its store
+ * alone; the block is then kept here as node_cache_read keeps it, and only this path takes a block
+ * buffer), else with one ranged GET of just the range with If-Match straight into dst, whose bytes
+ * are not stored (counted in reads.parts and reads.part_bytes). Never triggers read-ahead. Returns
+ * the bytes copied (len clamped), or -1 with SHOAL_ERR_INVAL (index past the end),
+ * SHOAL_ERR_S3_CHANGED (the object no longer has this ETag) or another S3 error; on -1, dst holds
+ * no bytes to serve. Any thread. */
+ssize_t node_cache_read_part(node_cache *c, const node_cache_object *obj, uint64_t index, uint64_t off, size_t len,
+                             void *dst);
 
 /* Queues read-ahead of blocks [first, first + count) of obj (those not stored or being fetched
  * already); silently drops what the read-ahead queue has no room for. */

@@ -34,6 +34,15 @@
  * holds have its range as soon as those bytes are in: a read-ahead worker leads the fetch, so the
  * reader returns while the rest arrives, and single flight still fetches the block once. A block
  * that comes from a peer arrives whole, and its readers wait for it, as before.
+ *
+ * Parts. node_cache_read_part serves a random reader's few bytes without fetching the block from
+ * S3: the store (a pread of the bytes, verifying only the chunks they touch, as the mount reads
+ * a stored block), then a flight of the block (waited on for just those bytes), then a FETCH_HELD
+ * flight, which asks the owners, then the stand-ins, for a copy they hold with the hand-off GET
+ * (answered from their store alone, so it never makes one fetch), then one ranged GET of the bytes
+ * with If-Match into the reader's buffer, kept nowhere. Only the FETCH_HELD copy takes a block
+ * buffer (from the budget, as every fetch does). A failed FETCH_HELD flight sends any other reader that waited on it to lead a
+ * fetch of its own, as a preload's does, so it never stands for a real fetch.
  */
 #include "node_cache_internal.h"
 
@@ -553,11 +562,16 @@ static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, flight
     bool self_owns = false; /* a reader that is a later owner keeps what an earlier one sends */
     for (int i = 0; i < n_owners; i++)
         self_owns = self_owns || owners[i].is_self;
-    uint32_t flags = NODE_PEER_F_ALL | (mode == FETCH_WARM ? NODE_PEER_F_WARM_ONLY : 0);
     /* The owners in read order, then the stand-ins: reached only when no owner answered (a
      * CHANGED or NOT_FOUND ends the read first), and asked as an owner is. Reaching itself, this
-     * node fetches the block as owner or stand-in, under this flight. */
+     * node fetches the block as owner or stand-in, under this flight. A random read asks each for a
+     * stored copy only (the hand-off GET, answered from the store alone): a stand-in holds one when
+     * a silent owner made it fetch the block, or when it owned the block before a join. */
+    uint32_t flags = mode == FETCH_HELD ? NODE_PEER_F_NO_FORWARD
+                                        : NODE_PEER_F_ALL | (mode == FETCH_WARM ? NODE_PEER_F_WARM_ONLY : 0);
     for (int i = 0; i < n; i++) {
+        if (owners[i].is_self && mode == FETCH_HELD)
+            continue;
         if (owners[i].is_self)
             goto s3_owned;
         if (owners[i].link < 0 || cache_penalized(c, owners[i].id))
@@ -566,9 +580,9 @@ static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, flight
         cache_buf *buf = NULL;
         node_cache_source from = NODE_CACHE_PEER;
         ask_result ar = ask_peer(c, b, &owners[i], mv, flags, &buf, &from);
-        cache_count_standin(c, i >= n_owners, ar == ASK_OK);
+        cache_count_standin(c, i >= n_owners && mode != FETCH_HELD, ar == ASK_OK);
         if (ar == ASK_OK) {
-            if (mode == FETCH_READ)
+            if (mode == FETCH_READ || mode == FETCH_HELD)
                 store_put(c, b, buf, self_owns ? NODE_STORE_OWNED : NODE_STORE_NEAR);
             *out = buf;
             *src = from;
@@ -577,6 +591,9 @@ static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, flight
         if (ar == ASK_FINAL)
             return -1;
     }
+    if (mode == FETCH_HELD)
+        return shoal_error_set(SHOAL_ERR_NOT_FOUND, "block %llu of s3://%s/%s: no owner holds it",
+                               (unsigned long long)b->index, b->bucket, b->key);
     if (n > 0)
         LOG_INFO("cache", "owners_failed", "index=%llu owners=%d standins=%d fallback=s3", (unsigned long long)b->index,
                  n_owners, n - n_owners);
@@ -669,8 +686,10 @@ int cache_fetch_block(node_cache *c, const block_req *b, fetch_mode mode, cache_
         while (!f->done)
             pthread_cond_wait(&f->cv, &c->fl_mu);
         /* A preload's fetch gives up where a read goes on to S3, and brings no bytes when another
-         * node owns the block: a reader that waited on it leads a fetch of its own. */
-        if ((f->err != SHOAL_OK || f->buf == NULL) && f->mode == FETCH_WARM && mode != FETCH_WARM) {
+         * node owns the block; a random read's asks owners for a stored copy only. A reader that
+         * waited on one of them leads a fetch of its own. */
+        bool partial_mode = (f->mode == FETCH_WARM && mode != FETCH_WARM) || (f->mode == FETCH_HELD && mode != FETCH_HELD);
+        if ((f->err != SHOAL_OK || f->buf == NULL) && partial_mode) {
             flight_unref(f);
             continue;
         }
@@ -718,6 +737,81 @@ int cache_fetch_block(node_cache *c, const block_req *b, fetch_mode mode, cache_
     return rc;
 }
 
+/* Waits on fetch f (a reference counted here; fl_mu held) until bytes [off, off+len) of its block
+ * arrived or it ended; a reference to a buffer that holds them, or NULL when it failed. */
+static cache_buf *flight_wait_range(node_cache *c, flight *f, uint64_t off, size_t len)
+{
+    SHOAL_ASSERT_LOCKED(&c->fl_mu);
+    cache_buf *from = NULL;
+    f->refs++;
+    while (!f->done && (f->partial == NULL || f->arrived < off + len))
+        pthread_cond_wait(&f->cv, &c->fl_mu);
+    if (f->partial != NULL && f->arrived >= off + len)
+        from = cache_buf_ref(f->partial);
+    else if (f->done && f->err == SHOAL_OK && f->buf != NULL)
+        from = cache_buf_ref(f->buf);
+    flight_unref(f);
+    return from;
+}
+
+ssize_t node_cache_read_part(node_cache *c, const node_cache_object *obj, uint64_t index, uint64_t off, size_t len,
+                             void *dst)
+{
+    block_req b;
+    if (cache_block_req_from_object(c, obj, index, &b) != 0)
+        return -1;
+    if (off >= b.length || len == 0)
+        return 0;
+    if (len > b.length - off)
+        len = (size_t)(b.length - off);
+    uint64_t started_us = shoal_clock_mono_us();
+    /* From the store, as the mount reads a block it holds: one pread of the bytes into dst, and
+     * only the chunks they touch verified. A damaged one drops the block (counted corrupt) and the
+     * read goes on as a miss, whose bytes overwrite dst, so none of the damaged ones is returned. */
+    node_store_view v;
+    if (node_store_open_lazy(c->cfg.store, b.id, &v) == 0) {
+        bool sound = v.len == b.length && node_store_view_read(&v, (size_t)off, len, dst) == 0;
+        node_store_view_release(&v);
+        if (sound) {
+            cache_count_read(c, NODE_CACHE_LOCAL, started_us);
+            return (ssize_t)len;
+        }
+    }
+    /* A fetch of the whole block in flight (a sequential reader's, read-ahead, a peer's): join it. */
+    cache_buf *from = NULL;
+    pthread_mutex_lock(&c->fl_mu);
+    flight *f = *flight_find(c, b.id);
+    if (f != NULL)
+        from = flight_wait_range(c, f, off, len);
+    pthread_mutex_unlock(&c->fl_mu);
+    node_cache_source src = NODE_CACHE_LOCAL;
+    bool coalesced = false;
+    if (from == NULL && cache_fetch_block(c, &b, FETCH_HELD, &from, &src, &coalesced) == 0 && from != NULL)
+        cache_count_read(c, src, started_us);
+    if (from != NULL) {
+        memcpy(dst, from->data + off, len);
+        cache_buf_unref(from);
+        return (ssize_t)len;
+    }
+    /* Nobody holds the block: just these bytes, pinned to the version like a block. */
+    uint64_t got = 0;
+    s3_object_info info;
+    s3_get_args a = {.bucket = b.bucket, .key = b.key, .ranged = true, .offset = b.offset + off, .length = len,
+                     .if_match = b.etag, .buf = dst, .buf_len = len};
+    if (cache_s3_get(c, &a, &got, &info) != 0)
+        return shoal_error_wrap("read %zu bytes of block %llu of s3://%s/%s", len, (unsigned long long)index,
+                                b.bucket, b.key);
+    if (info.etag[0] && strcmp(info.etag, b.etag) != 0)
+        return shoal_error_set(SHOAL_ERR_S3_CHANGED, "part of block %llu of s3://%s/%s: asked for ETag %s, the answer has %s",
+                               (unsigned long long)index, b.bucket, b.key, b.etag, info.etag);
+    if (got != len)
+        return shoal_error_set(SHOAL_ERR_S3_TRUNCATED, "part of block %llu of s3://%s/%s: %llu bytes of %zu",
+                               (unsigned long long)index, b.bucket, b.key, (unsigned long long)got, len);
+    node_stats_add(&c->cfg.stats->reads_parts, 1);
+    node_stats_add(&c->cfg.stats->reads_part_bytes, got);
+    return (ssize_t)len;
+}
+
 ssize_t node_cache_read_stream(node_cache *c, const node_cache_object *obj, uint64_t index, uint64_t off, size_t len,
                                void *dst)
 {
@@ -735,14 +829,7 @@ ssize_t node_cache_read_stream(node_cache *c, const node_cache_object *obj, uint
     for (;;) {
         flight *f = *flight_find(c, b.id);
         if (f != NULL) {
-            f->refs++;
-            while (!f->done && (f->partial == NULL || f->arrived < off + len))
-                pthread_cond_wait(&f->cv, &c->fl_mu);
-            if (f->partial != NULL && f->arrived >= off + len)
-                from = cache_buf_ref(f->partial);
-            else if (f->done && f->err == SHOAL_OK && f->buf != NULL)
-                from = cache_buf_ref(f->buf);
-            flight_unref(f);
+            from = flight_wait_range(c, f, off, len);
             break;
         }
         if (!launched) {

@@ -203,6 +203,8 @@ typedef enum fetch_mode {
     FETCH_READ,  /* a local reader: owners in order, then S3; peer blocks are kept NEAR */
     FETCH_SERVE, /* a peer asked this node as owner: S3, stored OWNED; never asks another node */
     FETCH_WARM,  /* preload: make the owner hold it; nothing kept here unless this node owns it */
+    FETCH_HELD,  /* a random read: only a copy an owner or stand-in holds (kept here as FETCH_READ
+                    keeps it); none is made to fetch and S3 is never asked (node_cache_read_part) */
 } fetch_mode;
 
 /* A block request in the read path's own terms. */

@@ -612,7 +612,7 @@ static void *preload_main(void *arg)
             break;
         preload_block *b = &pl->blocks[i];
         preload_object *o = &pl->objects[b->object];
-        node_cache_object obj = {pl->bucket, o->key, o->etag, o->size};
+        node_cache_object obj = {pl->bucket, o->key, o->etag, o->size, false};
         node_cache_source src = NODE_CACHE_LOCAL;
         if (node_cache_warm(cache, &obj, b->index, &src) == 0) {
             atomic_fetch_add(src == NODE_CACHE_S3 ? &pl->fetched : &pl->cached, 1);

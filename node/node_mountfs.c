@@ -10,9 +10,20 @@
  * the object really changed: -ESTALE. Each block is read with node_cache_read under the pinned
  * ETag (ranged GETs carry If-Match and the answer's ETag is checked; owners answer CHANGED) and
  * copied into the caller's buffer, so a read never mixes versions. A changed object is forgotten
- * by the metadata cache so the next open sees the new version at once. A reader that misses a
- * block also asks for the next FS_PREFETCH_BLOCKS (node_cache_prefetch), on top of the read path's
- * own read-ahead, which starts only at the second block.
+ * by the metadata cache so the next open sees the new version at once.
+ *
+ * Sequential and random. Each read comes with the sequential run it ends (the mount's streams,
+ * fuse/mount_ra.h), and this file alone decides what to fetch ahead (the read path's own
+ * read-ahead is turned off for the mount's objects, own_readahead). A sequential read (run > 0)
+ * reads whole blocks as below and then asks for the next w blocks past the one it ended in
+ * (node_cache_prefetch, which skips blocks stored or being fetched), w doubling as the run covers
+ * more blocks: 1, 2, 4, up to FS_PREFETCH_BLOCKS. A random read (run 0) asks
+ * node_cache_read_part for just its bytes of each block it touches that is not held here: a block
+ * stored (a pread of those bytes, as a held block is read), being fetched or held by an owner
+ * serves them, else one ranged GET of those bytes; only an owner's copy takes a block buffer. It
+ * asks for nothing ahead and never has a whole block fetched from S3: the block is completed
+ * only when its reader's next read follows on, which makes the stream sequential (with a window of
+ * 1 again). That is the whole policy for completing blocks behind random readers: never.
  *
  * Streaming. A read of a block nobody holds (not stored, not held) asks node_cache_read_stream
  * first: the block's fetch is led by a read-ahead worker and the read returns once its own range
@@ -79,7 +90,7 @@
 #define FS_SIZE_WAYS 8     /* so a dataset of tens of thousands of files loses next to none; a loss costs a HEAD */
 #define FS_LIST_PAGE 1000   /* S3's largest listing page */
 #define FS_HELD_BLOCKS 16   /* blocks kept between reads (see "Held blocks") */
-#define FS_PREFETCH_BLOCKS 8 /* blocks asked ahead of a reader that waited for one */
+#define FS_PREFETCH_BLOCKS 8 /* the largest read-ahead window of a sequential reader, in blocks */
 
 /* A block kept after a read for the next reads of the same block. */
 typedef struct held_block {
@@ -503,7 +514,18 @@ static held_block *held_add(node_mountfs *fs, const char *key, const char *etag,
     return h;
 }
 
-static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t offset, size_t len, void *buf)
+/* Blocks to have fetched ahead of a sequential reader whose run is `run` bytes long: 1 in its first
+ * block, doubling with each block the run covered (1, 2, 4, 8 ...) up to FS_PREFETCH_BLOCKS. */
+static uint64_t prefetch_window(uint64_t run, uint64_t bs)
+{
+    uint64_t w = 1;
+    while (w < FS_PREFETCH_BLOCKS && w <= run / bs)
+        w <<= 1;
+    return w;
+}
+
+static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t offset, size_t len, void *buf,
+                       uint64_t run)
 {
     node_mountfs *fs = ctx;
     uint64_t size = 0, bs = fs->cfg->block_size;
@@ -514,7 +536,7 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
         return 0;
     if (len > size - offset)
         len = (size_t)(size - offset);
-    node_cache_object obj = {fs->cfg->bucket, key, etag, size};
+    node_cache_object obj = {fs->cfg->bucket, key, etag, size, .own_readahead = true};
     size_t done = 0;
     bool retried = false; /* a block found damaged in the store is read again, once per block */
     while (done < len) {
@@ -522,31 +544,34 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
         held_block *h = held_get(fs, key, etag, index);
         node_cache_block local = {0};
         node_cache_block *b = h ? &h->b : &local;
+        if (h == NULL && run == 0) {
+            /* A random read fetches its own bytes, not the block (see "Random reads"). */
+            ssize_t got = node_cache_read_part(fs->parts.cache, &obj, index, in, len - done, (char *)buf + done);
+            if (got <= 0) {
+                if (got == 0)
+                    shoal_error_set(SHOAL_ERR_S3_TRUNCATED, "block %llu of %s ends before offset %llu",
+                                    (unsigned long long)index, key, (unsigned long long)in);
+                else if (shoal_error_code() == SHOAL_ERR_S3_CHANGED || shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY)
+                    node_cache_forget(fs->parts.cache, fs->cfg->bucket, key);
+                return fs_errno("read", key);
+            }
+            done += (size_t)got;
+            continue;
+        }
         if (h == NULL) {
-            /* A reader that misses a block is likely to want the next ones, so they are asked for
-             * too (a full read-ahead queue drops them): past the first block at once, so they are
-             * fetched while this one is; after the first block only once it came, so a file's
-             * first bytes do not wait behind its next blocks. */
-            bool more = index + 1 < node_cache_block_count(fs->parts.cache, size);
             /* A block nobody holds streams in from S3: this read returns as soon as its own bytes
              * arrived (see "Streaming" in node_cache.c); later reads of the block find it held or
              * stored once it is complete. */
             ssize_t got = node_cache_read_stream(fs->parts.cache, &obj, index, in, len - done, (char *)buf + done);
             if (got > 0) {
-                if (more)
-                    node_cache_prefetch(fs->parts.cache, &obj, index + 1, FS_PREFETCH_BLOCKS);
                 done += (size_t)got;
                 continue;
             }
-            if (more && index > 0)
-                node_cache_prefetch(fs->parts.cache, &obj, index + 1, FS_PREFETCH_BLOCKS);
             if (node_cache_read_lazy(fs->parts.cache, &obj, index, &local) != 0) {
                 if (shoal_error_code() == SHOAL_ERR_S3_CHANGED || shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY)
                     node_cache_forget(fs->parts.cache, fs->cfg->bucket, key);
                 return fs_errno("read", key);
             }
-            if (more && index == 0 && local.source != NODE_CACHE_LOCAL)
-                node_cache_prefetch(fs->parts.cache, &obj, 1, FS_PREFETCH_BLOCKS);
             /* Only stored blocks are held: a fetched block's buffer goes back to the
              * read path's budget once copied (the fetch stored the block, so the next read of it
              * opens it), or it would hold a fetch's memory for as long as the block stays held. */
@@ -577,6 +602,12 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
         done += n;
         retried = false;
     }
+    /* A sequential reader wants the next blocks: the window past the block this read ended in,
+     * asked after its own block so the reader's bytes do not queue behind them (blocks stored or
+     * being fetched are skipped, so each is fetched once). */
+    uint64_t last = (offset + len - 1) / bs;
+    if (run > 0 && last + 1 < node_cache_block_count(fs->parts.cache, size))
+        node_cache_prefetch(fs->parts.cache, &obj, last + 1, prefetch_window(run, bs));
     return (ssize_t)done;
 }
 

@@ -202,7 +202,7 @@ static int mem_list_shared(void *ctx, const char *prefix, const char *delimiter,
 }
 
 static ssize_t mem_read(void *ctx, const char *key, const char *etag, uint64_t offset, size_t len,
-                        void *buf)
+                        void *buf, uint64_t run)
 {
     mem_backend *b = ctx;
     ssize_t n;

@@ -1016,55 +1016,6 @@ TT_TEST(test_mount_e2e_first_bytes_of_an_uncached_block_come_before_the_whole_bl
     tt_proxy_stop(&px);
 }
 
-/* Reads through the mount check a stored block a 64 KiB chunk at a time: after a restart (no block
- * held), with one chunk of every stored block damaged on disk, a 4 KiB read of a sound chunk and
- * one of the damaged chunk both return the object's bytes; each damaged block is dropped, counted
- * once and fetched again from S3, and no damaged byte reaches a reader. */
-TT_TEST(test_mount_e2e_damaged_chunk_of_a_stored_block_is_never_read_through_the_mount)
-{
-    enum { CHUNK = 64 << 10, BAD = 5 * CHUNK + 100 };
-    td_cluster *c = cluster(1);
-    const size_t size = 3 * MIB;
-    td_put(c, "rot/one.bin", size, 41);
-    start_mounted(c, 0, "60", "5", "--read-only");
-    char p[1024];
-    check_file(mpath(p, sizeof p, 0, "rot/one.bin"), size, 41); /* its 3 blocks are stored now */
-    td_node_signal(c, 0, SIGTERM);
-    int st = td_node_wait(c, 0, STOP_WAIT_MS);
-    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d after SIGTERM", st);
-
-    char cmd[700], path[1024];
-    snprintf(cmd, sizeof cmd, "find '%s/cache/blocks' -mindepth 3 -type f -name '[0-9a-f]*'", c->nodes[0].dir);
-    FILE *list = popen(cmd, "r");
-    int damaged = 0;
-    while (list && fgets(path, sizeof path, list)) {
-        path[strcspn(path, "\n")] = '\0';
-        FILE *f = fopen(path, "r+b");
-        int b = f && fseek(f, 48 + BAD, SEEK_SET) == 0 ? fgetc(f) : EOF;
-        TT_CHECK(b != EOF && fseek(f, 48 + BAD, SEEK_SET) == 0 && fputc(b ^ 0x55, f) != EOF && fclose(f) == 0,
-                 "damaging %s", path);
-        damaged++;
-    }
-    TT_CHECK(list && pclose(list) == 0 && damaged == 3, "%d block files damaged, 3 expected", damaged);
-
-    start_mounted(c, 0, "60", "5", "--read-only");
-    tt_s3rver_stats_reset(&c->s3);
-    uint8_t *want = td_content(size, 41), got[4096];
-    int fd = open(mpath(p, sizeof p, 0, "rot/one.bin"), O_RDONLY);
-    TT_CHECK(fd >= 0, "open %s: %s", p, strerror(errno));
-    TT_CHECK(pread(fd, got, sizeof got, 0) == (ssize_t)sizeof got && memcmp(got, want, sizeof got) == 0,
-             "4 KiB of a sound chunk of a damaged block read wrong");
-    TT_CHECK(pread(fd, got, sizeof got, BAD - 100) == (ssize_t)sizeof got && memcmp(got, want + BAD - 100, sizeof got) == 0,
-             "4 KiB of the damaged chunk read wrong");
-    close(fd);
-    check_file(p, size, 41);
-    uint64_t corrupt = td_stat(c, 0, "cache.corrupt_blocks");
-    long gets = tt_s3rver_stat(&c->s3, "gets");
-    TT_CHECK(corrupt == 3 && gets == 3, "corrupt blocks %llu (3), S3 GETs %ld (3)", (unsigned long long)corrupt, gets);
-    free(want);
-    finish(c);
-}
-
 /* ---- memory ----------------------------------------------------------------------------------- */
 
 /* The daemon's memory bound, as docs/operations.md ("Memory") derives it from the options: block
@@ -1270,6 +1221,251 @@ TT_TEST(test_mount_e2e_written_blocks_reach_their_owners_so_other_nodes_read_no_
     for (int i = 1; i < 3; i++)
         TT_CHECK(td_stat(c, i, "peer.puts_refused") == 0, "node%d refused a pushed block", i);
     free(data);
+    finish(c);
+}
+
+/* ---- access patterns --------------------------------------------------------------------------- */
+
+/* Reads `len` bytes at `off` of the O_DIRECT descriptor fd (no page cache, no kernel readahead:
+ * the mount sees exactly this read) and checks them against want. */
+static void direct_read_check(int fd, uint64_t off, size_t len, const uint8_t *want)
+{
+    void *buf = NULL;
+    TT_CHECK(posix_memalign(&buf, 4096, len) == 0, "posix_memalign");
+    ssize_t n = pread(fd, buf, len, (off_t)off);
+    TT_CHECK(n == (ssize_t)len, "pread of %zu bytes at %llu: %zd (%s)", len, (unsigned long long)off, n,
+             strerror(errno));
+    TT_CHECK(memcmp(buf, want + off, len) == 0, "bytes at %llu differ from the object's", (unsigned long long)off);
+    free(buf);
+}
+
+/* Waits until node i has no read-ahead queued or in flight (however long a busy machine takes). */
+static void wait_readahead_idle(td_cluster *c, int i)
+{
+    while (td_stat(c, i, "reads.readahead_pending") != 0)
+        td_sleep_ms(20);
+}
+
+/* Opens `rel` in node i's mount for O_DIRECT reads, after a listing answered its lookup. */
+static int open_direct(td_cluster *c, int i, const char *dir, const char *rel)
+{
+    char p[1024];
+    size_t n = 0;
+    char **names = list_dir(mpath(p, sizeof p, i, dir), &n);
+    free_names(names, n);
+    int fd = open(mpath(p, sizeof p, i, rel), O_RDONLY | O_DIRECT);
+    TT_CHECK(fd >= 0, "open %s: %s", p, strerror(errno));
+    return fd;
+}
+
+/* One node with `block_size` blocks, mounted writable, and a cold object "<dir>/big.bin" of `size`
+ * bytes from `seed`, open for O_DIRECT reads in *fd, its bytes in *want; the server's counts are
+ * zero. */
+static td_cluster *cold_file(const char *block_size, const char *dir, size_t size, uint32_t seed, uint8_t **want,
+                             int *fd)
+{
+    td_cluster *c = cluster_bs(1, block_size);
+    char key[256];
+    snprintf(key, sizeof key, "%s/big.bin", dir);
+    td_put(c, key, size, seed);
+    start_mounted(c, 0, "60", "5", NULL);
+    *want = td_content(size, seed);
+    *fd = open_direct(c, 0, dir, key);
+    tt_s3rver_stats_reset(&c->s3);
+    return c;
+}
+
+/* Checks that node0's store holds `n` blocks, then closes the file and ends the case. */
+static void end_cold_file(td_cluster *c, int fd, uint8_t *want, uint64_t n)
+{
+    uint64_t blocks = td_stat(c, 0, "cache.blocks");
+    TT_CHECK(blocks == n, "%llu whole blocks fetched and stored, expected %llu", (unsigned long long)blocks,
+             (unsigned long long)n);
+    close(fd);
+    free(want);
+    finish(c);
+}
+
+#define RANDOM_READS 16
+
+/* The block (of 16 of a 64 MiB file) each random read lands in: never next to the one before. */
+static const unsigned RANDOM_BLOCKS[RANDOM_READS] = {9, 2, 14, 5, 11, 1, 7, 13, 3, 15, 6, 0, 10, 4, 12, 8};
+
+/* Offset of random read k: a page of block RANDOM_BLOCKS[k] of 4 MiB, never the file's first byte. */
+static uint64_t random_offset(int k)
+{
+    return (uint64_t)RANDOM_BLOCKS[k] * 4 * MIB + (uint64_t)(1 + (k * 389) % 1000) * 4096;
+}
+
+/* Random 4 KiB reads of a cold 64 MiB file (4 MiB blocks) fetch their own bytes: each read is one
+ * ranged GET of its 4 KiB, so S3 sends exactly the bytes read (the bound asked is 2x, with no
+ * fixed overhead: the open's metadata comes from the listing, and a HEAD is no GET); no block is
+ * fetched whole and nothing is read ahead. */
+TT_TEST(test_mount_e2e_random_reads_of_a_cold_file_fetch_only_their_bytes)
+{
+    uint8_t *want;
+    int fd;
+    td_cluster *c = cold_file("4M", "rand", 64 * MIB, 41, &want, &fd);
+    for (int k = 0; k < RANDOM_READS; k++)
+        direct_read_check(fd, random_offset(k), 4096, want);
+    /* Read-ahead is queued before a read returns: none pending now means none was ever asked, or
+     * it ended and its GETs are counted below. */
+    uint64_t pending = td_stat(c, 0, "reads.readahead_pending");
+    long gets = tt_s3rver_stat(&c->s3, "gets"), bytes = tt_s3rver_stat(&c->s3, "getBytes");
+    long read_bytes = RANDOM_READS * 4096;
+    tt_note("%d random reads of 4 KiB: %ld GETs, %ld bytes from S3", RANDOM_READS, gets, bytes);
+    TT_CHECK(pending == 0, "%llu blocks read ahead for a random reader", (unsigned long long)pending);
+    TT_CHECK(bytes <= 2 * read_bytes, "%ld bytes fetched from S3 to read %ld", bytes, read_bytes);
+    TT_CHECK(gets == RANDOM_READS, "%ld GETs for %d reads", gets, RANDOM_READS);
+    TT_CHECK(td_stat(c, 0, "reads.parts") == RANDOM_READS, "reads.parts is %llu",
+             (unsigned long long)td_stat(c, 0, "reads.parts"));
+    end_cold_file(c, fd, want, 0);
+}
+
+/* A sequential reader of a cold file (1 MiB blocks) has whole blocks read ahead, each fetched once,
+ * in a window that doubles as the run grows: after reading blocks 0-2 (a 3 MiB run) the window is
+ * 4 blocks past block 2, so blocks 0-6 are fetched, 7 GETs of whole blocks. A seek starts over: a
+ * 4 KiB read at block 20 is one ranged GET of those 4 KiB and reads nothing ahead; the next 4 KiB
+ * continue it, so block 20 is fetched whole and the window is 1 again (block 21 only). */
+TT_TEST(test_mount_e2e_sequential_reads_prefetch_a_growing_window_and_a_seek_resets_it)
+{
+    uint8_t *want;
+    int fd;
+    td_cluster *c = cold_file("1M", "seq", 32 * MIB, 43, &want, &fd);
+    for (uint64_t off = 0; off < 3 * MIB; off += 128 * 1024)
+        direct_read_check(fd, off, 128 * 1024, want);
+    wait_readahead_idle(c, 0);
+    long gets = tt_s3rver_stat(&c->s3, "gets"), bytes = tt_s3rver_stat(&c->s3, "getBytes");
+    tt_note("3 MiB read sequentially: %ld GETs, %ld bytes from S3", gets, bytes);
+    TT_CHECK(gets == 7 && bytes == 7 * (long)MIB, "%ld GETs, %ld bytes: expected blocks 0-6, each once", gets, bytes);
+    TT_CHECK(td_stat(c, 0, "cache.blocks") == 7, "%llu blocks stored, expected 7",
+             (unsigned long long)td_stat(c, 0, "cache.blocks"));
+
+    direct_read_check(fd, 20 * (uint64_t)MIB, 4096, want);
+    uint64_t pending = td_stat(c, 0, "reads.readahead_pending");
+    gets = tt_s3rver_stat(&c->s3, "gets");
+    bytes = tt_s3rver_stat(&c->s3, "getBytes");
+    TT_CHECK(pending == 0, "the read after a seek had %llu blocks read ahead", (unsigned long long)pending);
+    TT_CHECK(gets == 8 && bytes == 7 * (long)MIB + 4096, "after the seek: %ld GETs, %ld bytes", gets, bytes);
+
+    direct_read_check(fd, 20 * (uint64_t)MIB + 4096, 4096, want);
+    wait_readahead_idle(c, 0);
+    gets = tt_s3rver_stat(&c->s3, "gets");
+    TT_CHECK(gets == 10, "%ld GETs: expected block 20 whole and block 21 ahead of it, nothing more", gets);
+    end_cold_file(c, fd, want, 9);
+}
+
+/* A random read of a block another node holds is served from that node's copy, not from S3: node0
+ * reads a file through (every block then held by its owner), then node1's random reads cost no
+ * S3 GET. */
+TT_TEST(test_mount_e2e_random_reads_of_blocks_a_peer_holds_cost_no_s3)
+{
+    td_cluster *c = cluster_bs(2, "1M");
+    const size_t size = 16 * MIB;
+    td_put(c, "peer/big.bin", size, 47);
+    for (int i = 0; i < 2; i++) /* a peer timeout no busy machine reaches: owners always answer */
+        start_mounted2(c, i, "60", "5", "--peer-timeout", "120000");
+    td_wait_cluster(c, 10000);
+    char p[1024];
+    check_file(mpath(p, sizeof p, 0, "peer/big.bin"), size, 47);
+    wait_readahead_idle(c, 0);
+    uint8_t *want = td_content(size, 47);
+    int fd = open_direct(c, 1, "peer", "peer/big.bin");
+    tt_s3rver_stats_reset(&c->s3);
+    for (unsigned k = 0; k < 16; k++)
+        direct_read_check(fd, (uint64_t)((k * 7) % 16) * MIB + 65536 + 8192 * k, 4096, want);
+    long gets = tt_s3rver_stat(&c->s3, "gets");
+    TT_CHECK(gets == 0, "%ld S3 GETs for random reads of blocks the cluster holds", gets);
+    TT_CHECK(td_stat(c, 1, "reads.peer") > 0, "node1 read no block from node0");
+    close(fd);
+    free(want);
+    finish(c);
+}
+
+/* Reads through the mount check a stored block a 64 KiB chunk at a time, and a damaged chunk makes
+ * its block a miss under the read policy, never a source of bytes. After a restart (no block held)
+ * with chunk 5 of each of the 3 stored blocks (1 MiB) damaged on disk, every read O_DIRECT so the
+ * mount sees exactly these:
+ * - sequential from offset 0 in 64 KiB reads: chunks 0-4 of block 0 come from the store (no GET);
+ *   the read of chunk 5 drops block 0 and fetches it whole (1 GET, 1 MiB); the window ahead is
+ *   block 1, which is stored, so nothing else is fetched;
+ * - a seek to block 1's damaged chunk, 4 KiB: block 1 is dropped and the random read fetches just
+ *   its 4 KiB (1 ranged GET);
+ * - the whole file again from offset 0: block 0 from the store, block 1 (dropped) and block 2
+ *   (dropped at its chunk 5) fetched whole, once each (2 GETs).
+ * 4 GETs, 3 MiB + 4 KiB from S3, 3 blocks counted corrupt, and every byte read is the object's. */
+TT_TEST(test_mount_e2e_damaged_chunk_of_a_stored_block_is_never_read_through_the_mount)
+{
+    enum { CHUNK = 64 << 10, BAD = 5 * CHUNK + 100 };
+    td_cluster *c = cluster(1);
+    const size_t size = 3 * MIB;
+    td_put(c, "rot/one.bin", size, 41);
+    start_mounted(c, 0, "60", "5", "--read-only");
+    char p[1024];
+    check_file(mpath(p, sizeof p, 0, "rot/one.bin"), size, 41); /* its 3 blocks are stored now */
+    wait_readahead_idle(c, 0);
+    TT_CHECK(td_stat(c, 0, "cache.blocks") == 3, "%llu blocks stored, expected 3",
+             (unsigned long long)td_stat(c, 0, "cache.blocks"));
+    td_node_signal(c, 0, SIGTERM);
+    int st = td_node_wait(c, 0, STOP_WAIT_MS);
+    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d after SIGTERM", st);
+
+    char cmd[700], path[1024];
+    snprintf(cmd, sizeof cmd, "find '%s/cache/blocks' -mindepth 3 -type f -name '[0-9a-f]*'", c->nodes[0].dir);
+    FILE *list = popen(cmd, "r");
+    int damaged = 0;
+    while (list && fgets(path, sizeof path, list)) {
+        path[strcspn(path, "\n")] = '\0';
+        FILE *f = fopen(path, "r+b");
+        int b = f && fseek(f, 48 + BAD, SEEK_SET) == 0 ? fgetc(f) : EOF;
+        TT_CHECK(b != EOF && fseek(f, 48 + BAD, SEEK_SET) == 0 && fputc(b ^ 0x55, f) != EOF && fclose(f) == 0,
+                 "damaging %s", path);
+        damaged++;
+    }
+    TT_CHECK(list && pclose(list) == 0 && damaged == 3, "%d block files damaged, 3 expected", damaged);
+
+    start_mounted(c, 0, "60", "5", "--read-only");
+    uint8_t *want = td_content(size, 41);
+    int fd = open_direct(c, 0, "rot", "rot/one.bin");
+    tt_s3rver_stats_reset(&c->s3);
+    for (uint64_t off = 0; off < 5 * CHUNK; off += CHUNK)
+        direct_read_check(fd, off, CHUNK, want);
+    wait_readahead_idle(c, 0);
+    long gets = tt_s3rver_stat(&c->s3, "gets");
+    uint64_t corrupt = td_stat(c, 0, "cache.corrupt_blocks");
+    TT_CHECK(gets == 0 && corrupt == 0, "sound chunks of a damaged block: %ld GETs, %llu corrupt (0, 0)", gets,
+             (unsigned long long)corrupt);
+
+    direct_read_check(fd, 5 * CHUNK, CHUNK, want);
+    wait_readahead_idle(c, 0);
+    gets = tt_s3rver_stat(&c->s3, "gets");
+    long bytes = tt_s3rver_stat(&c->s3, "getBytes");
+    corrupt = td_stat(c, 0, "cache.corrupt_blocks");
+    TT_CHECK(corrupt == 1 && gets == 1 && bytes == (long)MIB,
+             "sequential read of the damaged chunk: %llu corrupt (1), %ld GETs (1), %ld bytes (1 MiB)",
+             (unsigned long long)corrupt, gets, bytes);
+
+    direct_read_check(fd, MIB + 5 * CHUNK, 4096, want);
+    gets = tt_s3rver_stat(&c->s3, "gets");
+    bytes = tt_s3rver_stat(&c->s3, "getBytes");
+    corrupt = td_stat(c, 0, "cache.corrupt_blocks");
+    TT_CHECK(corrupt == 2 && gets == 2 && bytes == (long)MIB + 4096,
+             "random read of the damaged chunk: %llu corrupt (2), %ld GETs (2), %ld bytes (1 MiB + 4 KiB)",
+             (unsigned long long)corrupt, gets, bytes);
+
+    for (uint64_t off = 0; off < size; off += CHUNK)
+        direct_read_check(fd, off, CHUNK, want);
+    wait_readahead_idle(c, 0);
+    close(fd);
+    gets = tt_s3rver_stat(&c->s3, "gets");
+    bytes = tt_s3rver_stat(&c->s3, "getBytes");
+    corrupt = td_stat(c, 0, "cache.corrupt_blocks");
+    TT_CHECK(corrupt == 3 && gets == 4 && bytes == 3 * (long)MIB + 4096,
+             "after reading the file through: %llu corrupt (3), %ld GETs (4), %ld bytes (3 MiB + 4 KiB)",
+             (unsigned long long)corrupt, gets, bytes);
+    TT_CHECK(td_stat(c, 0, "cache.blocks") == 3, "%llu blocks stored, expected 3",
+             (unsigned long long)td_stat(c, 0, "cache.blocks"));
+    free(want);
     finish(c);
 }
 

@@ -7,6 +7,7 @@
 
 #include "mount_inodes.h"
 #include "mount_names.h"
+#include "mount_ra.h"
 #include "tt.h"
 
 TT_TEST(test_mount_names_posix_names_accept_any_other_bytes)
@@ -262,3 +263,25 @@ TT_TEST(test_mount_inodes_many_paths_all_found_after_growth)
 }
 
 TT_MAIN()
+
+/* mount_ra: a run grows while reads follow on (slightly out of order too), a seek is 0, and a
+ * random reader's next read far away is a seek again. */
+TT_TEST(test_mount_ra_runs_grow_on_sequential_reads_and_a_seek_is_zero)
+{
+    mount_ra ra = {0};
+    TT_CHECK(mount_ra_note(&ra, 0, 4096) == 4096, "the first read at offset 0 begins a run");
+    TT_CHECK(mount_ra_note(&ra, 4096, 4096) == 8192, "a read at the end continues it");
+    TT_CHECK(mount_ra_note(&ra, 16384, 4096) == 20480, "a read a few of its lengths past the end continues it");
+    TT_CHECK(mount_ra_note(&ra, 8192, 4096) == 20480, "a late read inside the run continues it");
+    TT_CHECK(mount_ra_note(&ra, 64u << 20, 4096) == 0, "a seek far ahead is a random read");
+    TT_CHECK(mount_ra_note(&ra, (64u << 20) + 4096, 4096) == 8192, "the next read turns it into a run of its own");
+    TT_CHECK(mount_ra_note(&ra, 20480, 4096) == 24576, "the first stream is still there to go back to");
+    mount_ra r2 = {0};
+    TT_CHECK(mount_ra_note(&r2, 40u << 20, 4096) == 0, "a first read past offset 0 is random");
+    mount_ra r3 = {0};
+    TT_CHECK(mount_ra_note(&r3, 256u << 10, 128u << 10) == 384u << 10, "a request that overtook the first begins a run");
+    TT_CHECK(mount_ra_note(&r3, 0, 128u << 10) == 384u << 10, "and the first one, late, continues it");
+    for (uint64_t k = 0; k < 64; k++) /* scattered 4 KiB reads, each 3 MiB from the last */
+        TT_CHECK(mount_ra_note(&r2, ((7 + 3 * k) % 61 + 1) << 20, 4096) == 0, "random read %llu taken for sequential",
+                 (unsigned long long)k);
+}

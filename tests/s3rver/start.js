@@ -111,27 +111,34 @@ const server = new S3rver({
   configureBuckets: opts.buckets.map((name) => ({ name })),
 });
 
-const stats = { total: 0, byMethod: {}, gets: 0, rangedGets: 0, puts: 0, heads: 0, lists: 0, deletes: 0, posts: 0, bytesOut: 0 };
+// bytesOut: body bytes of every answer; getBytes: of those, the answers to object GETs (ranged or
+// whole), the bytes a reader's fetches cost.
+const stats = { total: 0, byMethod: {}, gets: 0, rangedGets: 0, getBytes: 0, puts: 0, heads: 0, lists: 0, deletes: 0, posts: 0, bytesOut: 0 };
 const reqLog = process.env.SHOAL_S3_LOG ? require('fs').createWriteStream(process.env.SHOAL_S3_LOG) : null;
 function count(req, res) {
   stats.total++;
   if (reqLog) reqLog.write(`${Date.now() / 1000} ${req.method} ${req.socket.localAddress} ${req.url} ${req.headers.range || "-"}\n`);
+  const url = new URL(req.url, 'http://x');
+  const parts = url.pathname.split('/').filter((p) => p.length);
+  const objectGet = req.method === 'GET' && parts.length >= 2;
   // Body bytes as written to the response (objects are piped into it, errors are ended with it).
   const bodyBytes = (chunk, encoding) => (chunk == null || typeof chunk === 'function' ? 0
     : Buffer.byteLength(chunk, typeof encoding === 'string' ? encoding : undefined));
+  const add = (n) => {
+    stats.bytesOut += n;
+    if (objectGet) stats.getBytes += n;
+  };
   const write = res.write, end = res.end;
   res.write = function (chunk, encoding) {
-    stats.bytesOut += bodyBytes(chunk, encoding);
+    add(bodyBytes(chunk, encoding));
     return write.apply(this, arguments);
   };
   res.end = function (chunk, encoding) {
-    stats.bytesOut += bodyBytes(chunk, encoding);
+    add(bodyBytes(chunk, encoding));
     return end.apply(this, arguments);
   };
   stats.byMethod[req.method] = (stats.byMethod[req.method] || 0) + 1;
-  const url = new URL(req.url, 'http://x');
-  const parts = url.pathname.split('/').filter((p) => p.length);
-  if (req.method === 'GET' && parts.length >= 2) {
+  if (objectGet) {
     stats.gets++;
     if (req.headers.range) stats.rangedGets++;
   } else if (req.method === 'GET') stats.lists++;

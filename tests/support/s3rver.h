@@ -23,8 +23,8 @@ typedef struct tt_s3rver {
 void tt_s3rver_start(tt_s3rver *s, const char *bucket, bool legacy);
 void tt_s3rver_stop(tt_s3rver *s);
 /* A counter of GET /_shoal/stats ("total", "gets", "rangedGets", "puts", "heads", "lists",
- * "deletes", "posts", "bytesOut": bytes of response bodies); fails the test if the server does
- * not answer. */
+ * "deletes", "posts", "bytesOut": bytes of response bodies, "getBytes": those of the answers to
+ * object GETs); fails the test if the server does not answer. */
 long tt_s3rver_stat(const tt_s3rver *s, const char *field);
 void tt_s3rver_stats_reset(const tt_s3rver *s);
 
