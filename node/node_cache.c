@@ -325,19 +325,27 @@ static int pool_start(pool *p, node_cache *c, unsigned n_threads, size_t cap)
     return 0;
 }
 
-/* Queues a task; -1 when the queue is full or the pool stops (the caller keeps `arg`). */
-int cache_pool_submit(pool *p, pool_fn fn, pool_drop_fn drop, void *arg)
+/* Queues a task at the back, or at the front when `first`; -1 when the queue is full or the pool
+ * stops (the caller keeps `arg`). */
+static int pool_submit(pool *p, pool_fn fn, pool_drop_fn drop, void *arg, bool first)
 {
     int rc = -1;
     pthread_mutex_lock(&p->mu);
     if (!p->stopping && p->count < p->cap) {
-        p->ring[(p->head + p->count) % p->cap] = (pool_task){fn, drop, arg};
+        if (first)
+            p->head = (p->head + p->cap - 1) % p->cap;
+        p->ring[first ? p->head : (p->head + p->count) % p->cap] = (pool_task){fn, drop, arg};
         p->count++;
         pthread_cond_signal(&p->cv);
         rc = 0;
     }
     pthread_mutex_unlock(&p->mu);
     return rc;
+}
+
+int cache_pool_submit(pool *p, pool_fn fn, pool_drop_fn drop, void *arg)
+{
+    return pool_submit(p, fn, drop, arg, false);
 }
 
 /* Stops the threads after the tasks in progress and drops what is still queued; later
@@ -481,21 +489,27 @@ static void ra_run(node_cache *c, void *arg)
         node_stats_add(&c->cfg.stats->reads_readahead, 1);
         cache_buf_unref(buf);
     }
+    /* A streaming reader waiting for this fetch to begin learns that it ended (or never began:
+     * the block was stored meanwhile) without waiting out its bound. */
+    pthread_mutex_lock(&c->fl_mu);
+    c->ra_ended++;
+    pthread_cond_broadcast(&c->fl_cv);
+    pthread_mutex_unlock(&c->fl_mu);
     ra_free(t);
 }
 
-void node_cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t first, uint64_t count)
+uint64_t cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t first, uint64_t count, bool urgent)
 {
-    uint64_t n = node_cache_block_count(c, obj->size);
+    uint64_t n = node_cache_block_count(c, obj->size), queued = 0;
     for (uint64_t i = first; i < n && i < first + count; i++) {
         block_req b;
         if (cache_block_req_from_object(c, obj, i, &b) != 0)
-            return;
+            return queued;
         if (node_store_contains(c->cfg.store, b.id, NULL, NULL) || cache_flight_active(c, b.id))
             continue;
         ra_task *t = calloc(1, sizeof *t);
         if (t == NULL)
-            return;
+            return queued;
         t->bucket = strdup(obj->bucket);
         t->key = strdup(obj->key);
         t->etag = strdup(obj->etag);
@@ -503,15 +517,22 @@ void node_cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t f
         t->index = i;
         if (t->bucket == NULL || t->key == NULL || t->etag == NULL) {
             ra_free(t);
-            return;
+            return queued;
         }
         t->stats = c->cfg.stats;
         node_stats_add(&c->cfg.stats->reads_readahead_pending, 1);
-        if (cache_pool_submit(&c->readahead, ra_run, ra_free, t) != 0) {
+        if (pool_submit(&c->readahead, ra_run, ra_free, t, urgent) != 0) {
             ra_free(t);
-            return;
+            return queued;
         }
+        queued++;
     }
+    return queued;
+}
+
+void node_cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t first, uint64_t count)
+{
+    cache_prefetch(c, obj, first, count, false);
 }
 
 /* Remembers the last block each recent object was read at; true when `index` follows it. */

@@ -90,7 +90,7 @@ typedef struct node_cache_config {
     uint32_t metadata_ttl_s;    /* --metadata-ttl */
     uint32_t negative_ttl_s;    /* --negative-ttl */
     unsigned serve_threads;     /* workers answering peer GETs; 0 means 8 */
-    unsigned readahead_threads; /* workers fetching ahead of readers; 0 means 4 */
+    unsigned readahead_threads; /* workers fetching ahead of readers; 0 means 8 */
     unsigned readahead_blocks;  /* blocks fetched ahead of a sequential reader; 0 means 4 */
     unsigned buffer_blocks; /* block buffers mapped at most, in use or kept (--fetch-buffers):
                                  * fetches past it wait for one; 0 means max(4, 32 MiB / block_size) */
@@ -210,9 +210,11 @@ void node_cache_block_release(node_cache_block *b);
 
 /* Bytes [off, off+len) of block `index` of `obj` (clamped to the block) into dst, for a reader that
  * wants its first bytes before the whole block arrived: when the block is not stored, it is fetched
- * by a read-ahead worker (or the fetch already in progress is joined) and the range is copied as
- * soon as it arrived from S3 (a block from a peer arrives whole). Returns the bytes copied, or 0
- * when it did not serve the range (the block is stored, the fetch failed or did not start): the
+ * by a read-ahead worker, queued before the read-ahead already waiting, and waited for until the
+ * worker begins it (at most CACHE_STREAM_START_MS), or the fetch already in progress is joined; the
+ * range is copied as soon as it arrived from S3 (a block from a peer arrives whole). Returns the
+ * bytes copied, or 0 when it did not serve the range (the block is stored, the fetch failed or did
+ * not start in time): the
  * caller then reads the whole block with node_cache_read, which also reports errors. -1 only for
  * a bad index. */
 ssize_t node_cache_read_stream(node_cache *c, const node_cache_object *obj, uint64_t index, uint64_t off, size_t len,

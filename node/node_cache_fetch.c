@@ -32,8 +32,12 @@
  * table's mutex, how many of its first bytes arrived (the S3 client hands a sink no byte of another
  * version than If-Match names). node_cache_read_stream lets the mount's reader of a block nobody
  * holds have its range as soon as those bytes are in: a read-ahead worker leads the fetch, so the
- * reader returns while the rest arrives, and single flight still fetches the block once. A block
- * that comes from a peer arrives whole, and its readers wait for it, as before.
+ * reader returns while the rest arrives, and single flight still fetches the block once. The
+ * reader's block is queued before the read-ahead already waiting, and the reader waits for a
+ * worker to begin it (woken when a flight begins or a read-ahead task ends) rather than leading the
+ * fetch itself: a leader in the reader's thread would have no byte before the whole block was in
+ * and stored, and would hold one more block buffer. A block that comes from a peer arrives whole,
+ * and its readers wait for it, as before.
  *
  * Parts. node_cache_read_part serves a random reader's few bytes without fetching the block from
  * S3: the store (a pread of the bytes, verifying only the chunks they touch, as the mount reads
@@ -823,7 +827,7 @@ ssize_t node_cache_read_stream(node_cache *c, const node_cache_object *obj, uint
     if (len > b.length - off)
         len = (size_t)(b.length - off);
     bool launched = false;
-    uint64_t give_up = 0;
+    uint64_t give_up = 0, ended = 0;
     cache_buf *from = NULL;
     pthread_mutex_lock(&c->fl_mu);
     for (;;) {
@@ -832,21 +836,33 @@ ssize_t node_cache_read_stream(node_cache *c, const node_cache_object *obj, uint
             from = flight_wait_range(c, f, off, len);
             break;
         }
-        if (!launched) {
-            /* Nobody fetches the block yet: a read-ahead worker leads the fetch, so this thread is
-             * free to return the first bytes while the rest arrives. */
+        if (launched && c->ra_ended == ended) {
+            /* Nothing ended since the last look: wait for the fetch to begin, or a task to end. */
+        } else {
+            /* Nobody fetches the block yet: a read-ahead worker leads the fetch, queued before
+             * the read-ahead of other readers, so this thread is free to return the first bytes
+             * while the rest arrives. A task that ended may have stored the block instead. */
+            ended = c->ra_ended;
             pthread_mutex_unlock(&c->fl_mu);
             if (node_store_contains(c->cfg.store, b.id, NULL, NULL))
                 return 0;
-            node_cache_prefetch(c, obj, index, 1);
-            launched = true;
-            give_up = shoal_clock_mono_us() + CACHE_STREAM_START_MS * 1000u;
+            if (!launched) {
+                if (cache_prefetch(c, obj, index, 1, true) == 0) {
+                    /* Not queued (a fetch began meanwhile, or the queue is full): join or give up. */
+                    pthread_mutex_lock(&c->fl_mu);
+                    if ((f = *flight_find(c, b.id)) != NULL)
+                        from = flight_wait_range(c, f, off, len);
+                    break;
+                }
+                launched = true;
+                give_up = shoal_clock_mono_us() + CACHE_STREAM_START_MS * 1000u;
+            }
             pthread_mutex_lock(&c->fl_mu);
             continue;
         }
         uint64_t now = shoal_clock_mono_us();
         if (now >= give_up)
-            break; /* the worker did not start (its queue was full): the caller reads the whole block */
+            break; /* the worker did not start in time: the caller reads the whole block */
         struct timespec until;
         deadline_to_timespec(give_up, &until);
         pthread_cond_timedwait(&c->fl_cv, &c->fl_mu, &until);

@@ -25,7 +25,7 @@
 #define CACHE_LOCAL_THREADS 4  /* workers of requests answered from the store alone */
 #define CACHE_HANDOFF_EXTRA 2 /* ranks past --replicas a missing owner asks (two joins deep), and stand-ins */
 #define CACHE_HANDOFF_TIMEOUT_DIV 4 /* a hand-off ask waits the peer timeout divided by this */
-#define CACHE_READAHEAD_THREADS 4
+#define CACHE_READAHEAD_THREADS 8 /* read-ahead fetches at once, each holding a block buffer of the budget */
 #define CACHE_READAHEAD_BLOCKS 4
 #define CACHE_POOL_QUEUE 1024
 #define CACHE_FLIGHT_BUCKETS 1024
@@ -38,7 +38,7 @@
 #define CACHE_LIST_MAX 4096        /* listing pages remembered at once */
 #define CACHE_LIST_BYTES (64u << 20) /* and their bytes (a page of 1000 long keys is about 1 MiB) */
 #define CACHE_STREAM_STEP (64u << 10) /* a streaming block wakes its readers every this many bytes */
-#define CACHE_STREAM_START_MS 20      /* how long a streaming reader waits for its fetch to begin */
+#define CACHE_STREAM_START_MS 1000    /* longest a streaming reader waits for its queued fetch to begin */
 #define CACHE_BUF_WAIT_MS 10000 /* a fetch waits this long for a buffer, then maps one past the budget */
 #define CACHE_BUF_BLOCKS_MIN 4 /* block buffers in the default budget: at least this many, */
 #define CACHE_BUF_BYTES (32u << 20) /* or as many as fit in this */
@@ -101,6 +101,9 @@ typedef struct pool {
 
 /* Queues a task; -1 when the queue is full or the pool stops (the caller keeps `arg`). */
 int cache_pool_submit(pool *p, pool_fn fn, pool_drop_fn drop, void *arg);
+/* node_cache_prefetch; `urgent` queues the blocks before any read-ahead already waiting: a reader
+ * waits on them now (node_cache_read_stream). Returns how many blocks it queued. */
+uint64_t cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t first, uint64_t count, bool urgent);
 
 /* ---- the cache ------------------------------------------------------------------------------------ */
 
@@ -168,7 +171,8 @@ struct node_cache {
     _Atomic(node_cluster *) cluster;
 
     pthread_mutex_t fl_mu;
-    pthread_cond_t fl_cv; /* a flight began (streaming readers wait for the one they launched) */
+    pthread_cond_t fl_cv; /* a flight began or a read-ahead task ended (streaming readers wait on it) */
+    uint64_t ra_ended;    /* read-ahead tasks ended so far (fl_mu) */
     flight *flights[CACHE_FLIGHT_BUCKETS];
 
     pthread_mutex_t meta_mu;
