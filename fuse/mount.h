@@ -93,8 +93,7 @@ typedef struct mount_backend {
      * it), -ESTALE when the object changed, -ENOENT when it is gone, or another -errno.
      * `run` says how the file is read (mount_ra.h): the bytes of the sequential run this read
      * ends, 0 for a random read (a seek); the backend decides from it what to fetch ahead. */
-    ssize_t (*read)(void *ctx, const char *key, const char *etag, uint64_t offset, size_t len,
-                    void *buf, uint64_t run);
+    ssize_t (*read)(void *ctx, const char *key, const char *etag, uint64_t offset, size_t len, void *buf, uint64_t run);
     /* Uploads `size` bytes read from `fd` (with pread, from offset 0; the fd stays the caller's)
      * as `key` with the attributes `attrs` (NULL or none set: no metadata), replacing any object
      * there; the backend picks a single PUT or a multipart upload. `fd` is -1 when `size` is 0

@@ -54,8 +54,7 @@ typedef struct mount_inode {
     struct mount_stage *stage; /* the staged copy while the file is open for writing */
     int upload_err;            /* -errno of an upload that failed and was dropped with its stage;
                                   0 once an upload of this file succeeds */
-    mount_ra ra;               /* files read without an open request (no_open): their streams
-                                  (mount_view.lock) */
+    mount_ra ra; /* files read without an open request (no_open): their streams (mount_view.lock) */
     mount_listing *listing;    /* directories: the last listing */
     uint64_t list_gen;       /* bumped each time the listing is dropped (directories) */
     struct mount_inode *next_path, *next_ino;

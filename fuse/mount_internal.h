@@ -104,7 +104,7 @@ typedef struct mount_handle {
     bool flushed;           /* a FLUSH came: open(2) succeeded */
     char *key;              /* files read from the store: key and the version opened (fixed) */
     char etag[MOUNT_ETAG_MAX];
-    mount_ra ra;            /* files read from the store: the descriptor's streams (m->ra_lock) */
+    mount_ra ra; /* files read from the store: the descriptor's streams (m->ra_lock) */
     struct mount_handle *next, *prev; /* m->handles (m->lock) */
 } mount_handle;
 

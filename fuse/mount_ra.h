@@ -34,8 +34,8 @@
 
 typedef struct mount_ra_stream {
     uint64_t start; /* where its run began */
-    uint64_t next;  /* the end of its furthest read */
-    uint64_t used;  /* tick of its last read; 0: a free slot */
+    uint64_t next; /* the end of its furthest read */
+    uint64_t used; /* tick of its last read; 0: a free slot */
 } mount_ra_stream;
 
 /* A file's streams; all zero is a file nobody read yet. */

@@ -692,7 +692,8 @@ int cache_fetch_block(node_cache *c, const block_req *b, fetch_mode mode, cache_
         /* A preload's fetch gives up where a read goes on to S3, and brings no bytes when another
          * node owns the block; a random read's asks owners for a stored copy only. A reader that
          * waited on one of them leads a fetch of its own. */
-        bool partial_mode = (f->mode == FETCH_WARM && mode != FETCH_WARM) || (f->mode == FETCH_HELD && mode != FETCH_HELD);
+        bool partial_mode =
+            (f->mode == FETCH_WARM && mode != FETCH_WARM) || (f->mode == FETCH_HELD && mode != FETCH_HELD);
         if ((f->err != SHOAL_OK || f->buf == NULL) && partial_mode) {
             flight_unref(f);
             continue;
@@ -800,13 +801,20 @@ ssize_t node_cache_read_part(node_cache *c, const node_cache_object *obj, uint64
     /* Nobody holds the block: just these bytes, pinned to the version like a block. */
     uint64_t got = 0;
     s3_object_info info;
-    s3_get_args a = {.bucket = b.bucket, .key = b.key, .ranged = true, .offset = b.offset + off, .length = len,
-                     .if_match = b.etag, .buf = dst, .buf_len = len};
+    s3_get_args a = {.bucket = b.bucket,
+                     .key = b.key,
+                     .ranged = true,
+                     .offset = b.offset + off,
+                     .length = len,
+                     .if_match = b.etag,
+                     .buf = dst,
+                     .buf_len = len};
     if (cache_s3_get(c, &a, &got, &info) != 0)
-        return shoal_error_wrap("read %zu bytes of block %llu of s3://%s/%s", len, (unsigned long long)index,
-                                b.bucket, b.key);
+        return shoal_error_wrap("read %zu bytes of block %llu of s3://%s/%s", len, (unsigned long long)index, b.bucket,
+                                b.key);
     if (info.etag[0] && strcmp(info.etag, b.etag) != 0)
-        return shoal_error_set(SHOAL_ERR_S3_CHANGED, "part of block %llu of s3://%s/%s: asked for ETag %s, the answer has %s",
+        return shoal_error_set(SHOAL_ERR_S3_CHANGED,
+                               "part of block %llu of s3://%s/%s: asked for ETag %s, the answer has %s",
                                (unsigned long long)index, b.bucket, b.key, b.etag, info.etag);
     if (got != len)
         return shoal_error_set(SHOAL_ERR_S3_TRUNCATED, "part of block %llu of s3://%s/%s: %llu bytes of %zu",

@@ -38,7 +38,7 @@
 #define CACHE_LIST_MAX 4096        /* listing pages remembered at once */
 #define CACHE_LIST_BYTES (64u << 20) /* and their bytes (a page of 1000 long keys is about 1 MiB) */
 #define CACHE_STREAM_STEP (64u << 10) /* a streaming block wakes its readers every this many bytes */
-#define CACHE_STREAM_START_MS 1000    /* longest a streaming reader waits for its queued fetch to begin */
+#define CACHE_STREAM_START_MS 1000 /* longest a streaming reader waits for its queued fetch to begin */
 #define CACHE_BUF_WAIT_MS 10000 /* a fetch waits this long for a buffer, then maps one past the budget */
 #define CACHE_BUF_BLOCKS_MIN 4 /* block buffers in the default budget: at least this many, */
 #define CACHE_BUF_BYTES (32u << 20) /* or as many as fit in this */
@@ -172,7 +172,7 @@ struct node_cache {
 
     pthread_mutex_t fl_mu;
     pthread_cond_t fl_cv; /* a flight began or a read-ahead task ended (streaming readers wait on it) */
-    uint64_t ra_ended;    /* read-ahead tasks ended so far (fl_mu) */
+    uint64_t ra_ended; /* read-ahead tasks ended so far (fl_mu) */
     flight *flights[CACHE_FLIGHT_BUCKETS];
 
     pthread_mutex_t meta_mu;
@@ -204,11 +204,12 @@ struct node_cache {
 
 /* Why a block is wanted: it decides what happens on a miss. */
 typedef enum fetch_mode {
-    FETCH_READ,  /* a local reader: owners in order, then S3; peer blocks are kept NEAR */
+    FETCH_READ, /* a local reader: owners in order, then S3; peer blocks are kept NEAR */
     FETCH_SERVE, /* a peer asked this node as owner: S3, stored OWNED; never asks another node */
-    FETCH_WARM,  /* preload: make the owner hold it; nothing kept here unless this node owns it */
-    FETCH_HELD,  /* a random read: only a copy an owner or stand-in holds (kept here as FETCH_READ
-                    keeps it); none is made to fetch and S3 is never asked (node_cache_read_part) */
+    FETCH_WARM, /* preload: make the owner hold it; nothing kept here unless this node owns it */
+    /* a random read (node_cache_read_part): only a copy an owner or stand-in holds, kept here as
+     * FETCH_READ keeps it; none is made to fetch and S3 is never asked */
+    FETCH_HELD,
 } fetch_mode;
 
 /* A block request in the read path's own terms. */

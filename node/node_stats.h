@@ -54,7 +54,7 @@ typedef struct node_stats {
     _Atomic uint64_t reads_coalesced;
     _Atomic uint64_t reads_readahead;
     _Atomic uint64_t reads_readahead_pending; /* gauge: read-ahead blocks queued or being fetched */
-    _Atomic uint64_t reads_parts;      /* random reads served by a ranged GET of just their bytes */
+    _Atomic uint64_t reads_parts; /* random reads served by a ranged GET of just their bytes */
     _Atomic uint64_t reads_part_bytes; /* the bytes those GETs brought */
     _Atomic uint64_t buffer_waits; /* fetches that waited for a block buffer */
     _Atomic uint64_t buffer_overruns; /* ... and took one past the budget after CACHE_BUF_WAIT_MS */

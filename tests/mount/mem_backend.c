@@ -201,8 +201,8 @@ static int mem_list_shared(void *ctx, const char *prefix, const char *delimiter,
     return list_counted(b, &b->counts.list_shared, prefix, delimiter, 0, cb, ud);
 }
 
-static ssize_t mem_read(void *ctx, const char *key, const char *etag, uint64_t offset, size_t len,
-                        void *buf, uint64_t run)
+static ssize_t mem_read(void *ctx, const char *key, const char *etag, uint64_t offset, size_t len, void *buf,
+                        uint64_t run)
 {
     mem_backend *b = ctx;
     ssize_t n;

@@ -279,7 +279,8 @@ TT_TEST(test_mount_ra_runs_grow_on_sequential_reads_and_a_seek_is_zero)
     mount_ra r2 = {0};
     TT_CHECK(mount_ra_note(&r2, 40u << 20, 4096) == 0, "a first read past offset 0 is random");
     mount_ra r3 = {0};
-    TT_CHECK(mount_ra_note(&r3, 256u << 10, 128u << 10) == 384u << 10, "a request that overtook the first begins a run");
+    TT_CHECK(mount_ra_note(&r3, 256u << 10, 128u << 10) == 384u << 10,
+             "a request that overtook the first begins a run");
     TT_CHECK(mount_ra_note(&r3, 0, 128u << 10) == 384u << 10, "and the first one, late, continues it");
     for (uint64_t k = 0; k < 64; k++) /* scattered 4 KiB reads, each 3 MiB from the last */
         TT_CHECK(mount_ra_note(&r2, ((7 + 3 * k) % 61 + 1) << 20, 4096) == 0, "random read %llu taken for sequential",
