@@ -550,16 +550,24 @@ static bool seq_follows(node_cache *c, const node_cache_object *obj, uint64_t in
 
 /* ---- reading ------------------------------------------------------------------------------------ */
 
-/* node_cache_read (lazy false) and node_cache_read_lazy. */
-static int cache_read(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_block *out, bool lazy)
+/* How cache_read reads a block: mapped and verified whole, or opened with only the header checked
+ * (lazy); from the store alone, or fetched on a miss. */
+typedef enum read_how {
+    READ_WHOLE, /* node_cache_read */
+    READ_LAZY, /* node_cache_read_lazy */
+    READ_STORED_LAZY, /* node_cache_read_stored: never fetches, never reads ahead */
+} read_how;
+
+static int cache_read(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_block *out, read_how how)
 {
+    bool lazy = how != READ_WHOLE, fetch = how != READ_STORED_LAZY;
     uint64_t started_us = shoal_clock_mono_us();
     memset(out, 0, sizeof *out);
     block_req b;
     if (cache_block_req_from_object(c, obj, index, &b) != 0)
         return -1;
     memcpy(out->id, b.id, NODE_STORE_ID_LEN);
-    if (!obj->own_readahead && seq_follows(c, obj, index))
+    if (fetch && !obj->own_readahead && seq_follows(c, obj, index))
         node_cache_prefetch(c, obj, index + 1,
                             c->cfg.readahead_blocks ? c->cfg.readahead_blocks : CACHE_READAHEAD_BLOCKS);
     if ((lazy ? node_store_open_lazy : node_store_map)(c->cfg.store, b.id, &out->view) == 0) {
@@ -572,6 +580,9 @@ static int cache_read(node_cache *c, const node_cache_object *obj, uint64_t inde
         }
         node_store_view_release(&out->view);
     }
+    if (!fetch)
+        return shoal_error_set(SHOAL_ERR_NOT_FOUND, "block %llu of s3://%s/%s is not stored here",
+                               (unsigned long long)index, obj->bucket, obj->key);
     cache_buf *buf = NULL;
     bool coalesced = false;
     if (cache_fetch_block(c, &b, FETCH_READ, &buf, &out->source, &coalesced) != 0)
@@ -587,12 +598,17 @@ static int cache_read(node_cache *c, const node_cache_object *obj, uint64_t inde
 
 int node_cache_read(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_block *out)
 {
-    return cache_read(c, obj, index, out, false);
+    return cache_read(c, obj, index, out, READ_WHOLE);
 }
 
 int node_cache_read_lazy(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_block *out)
 {
-    return cache_read(c, obj, index, out, true);
+    return cache_read(c, obj, index, out, READ_LAZY);
+}
+
+int node_cache_read_stored(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_block *out)
+{
+    return cache_read(c, obj, index, out, READ_STORED_LAZY);
 }
 
 const uint8_t *node_cache_block_bytes(node_cache_block *b, size_t off, size_t len)

@@ -192,6 +192,11 @@ int node_cache_read(node_cache *c, const node_cache_object *obj, uint64_t index,
  * touches the first time. A block from a peer or S3 comes whole, as from node_cache_read. */
 int node_cache_read_lazy(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_block *out);
 
+/* As node_cache_read_lazy, from this node's store alone: never fetches, never triggers read-ahead.
+ * -1 with SHOAL_ERR_NOT_FOUND when the store holds no whole copy of the block, SHOAL_ERR_INVAL for
+ * an index past the end. Read and release the block as one of node_cache_read_lazy. */
+int node_cache_read_stored(node_cache *c, const node_cache_object *obj, uint64_t index, node_cache_block *out);
+
 /* Bytes [off, off+len) of a block filled by node_cache_read (or by node_cache_read_lazy when it
  * came from a peer or S3; SHOAL_ERR_INVAL for one open on the store), verified
  * against their chunk sums if they come from this node's store and were not yet (once per block

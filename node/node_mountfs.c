@@ -18,8 +18,9 @@
  * reads whole blocks as below and then asks for the next w blocks past the one it ended in
  * (node_cache_prefetch, which skips blocks stored or being fetched), w doubling as the run covers
  * more blocks: 1, 2, 4, up to FS_PREFETCH_BLOCKS. A random read (run 0) asks
- * node_cache_read_part for just its bytes of each block it touches that is not held here: a block
- * stored (a pread of those bytes, as a held block is read), being fetched or held by an owner
+ * for each block it touches that is not held here: a stored block is opened and held as below
+ * (node_cache_read_stored), so a random reader's chunks are hashed once while the block stays
+ * held; else node_cache_read_part fetches just its bytes: a block being fetched or held by an owner
  * serves them, else one ranged GET of those bytes; only an owner's copy takes a block buffer. It
  * asks for nothing ahead and never has a whole block fetched from S3: the block is completed
  * only when its reader's next read follows on, which makes the stream sequential (with a window of
@@ -544,8 +545,13 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
         held_block *h = held_get(fs, key, etag, index);
         node_cache_block local = {0};
         node_cache_block *b = h ? &h->b : &local;
-        if (h == NULL && run == 0) {
-            /* A random read fetches its own bytes, not the block (see "Random reads"). */
+        if (h == NULL && run == 0 && node_cache_read_stored(fs->parts.cache, &obj, index, &local) == 0) {
+            /* A random read of a stored block reads it as a held block (below), so its chunks are
+             * hashed once while it stays held. */
+            if ((h = held_add(fs, key, etag, index, &local)) != NULL)
+                b = &h->b;
+        } else if (h == NULL && run == 0) {
+            /* Else it fetches its own bytes, not the block (see "Sequential and random"). */
             ssize_t got = node_cache_read_part(fs->parts.cache, &obj, index, in, len - done, (char *)buf + done);
             if (got <= 0) {
                 if (got == 0)

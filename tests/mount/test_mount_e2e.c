@@ -1382,6 +1382,26 @@ TT_TEST(test_mount_e2e_random_reads_of_blocks_a_peer_holds_cost_no_s3)
     finish(c);
 }
 
+/* A node with a read-only mount that read `rel` (`size` bytes of seed `seed`, 1 MiB blocks) through,
+ * so that all its blocks are stored, then stopped: started again, it holds no block, and its reads
+ * of the file come from the store. */
+static td_cluster *stored_then_stopped(const char *rel, size_t size, uint32_t seed)
+{
+    td_cluster *c = cluster(1);
+    td_put(c, rel, size, seed);
+    start_mounted(c, 0, "60", "5", "--read-only");
+    char p[1024];
+    check_file(mpath(p, sizeof p, 0, rel), size, seed);
+    wait_readahead_idle(c, 0);
+    uint64_t blocks = td_stat(c, 0, "cache.blocks");
+    TT_CHECK(blocks == (size + MIB - 1) / MIB, "%llu blocks stored, expected %llu", (unsigned long long)blocks,
+             (unsigned long long)((size + MIB - 1) / MIB));
+    td_node_signal(c, 0, SIGTERM);
+    int st = td_node_wait(c, 0, STOP_WAIT_MS);
+    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d after SIGTERM", st);
+    return c;
+}
+
 /* Reads through the mount check a stored block a 64 KiB chunk at a time, and a damaged chunk makes
  * its block a miss under the read policy, never a source of bytes. After a restart (no block held)
  * with chunk 5 of each of the 3 stored blocks (1 MiB) damaged on disk, every read O_DIRECT so the
@@ -1397,19 +1417,8 @@ TT_TEST(test_mount_e2e_random_reads_of_blocks_a_peer_holds_cost_no_s3)
 TT_TEST(test_mount_e2e_damaged_chunk_of_a_stored_block_is_never_read_through_the_mount)
 {
     enum { CHUNK = 64 << 10, BAD = 5 * CHUNK + 100 };
-    td_cluster *c = cluster(1);
     const size_t size = 3 * MIB;
-    td_put(c, "rot/one.bin", size, 41);
-    start_mounted(c, 0, "60", "5", "--read-only");
-    char p[1024];
-    check_file(mpath(p, sizeof p, 0, "rot/one.bin"), size, 41); /* its 3 blocks are stored now */
-    wait_readahead_idle(c, 0);
-    TT_CHECK(td_stat(c, 0, "cache.blocks") == 3, "%llu blocks stored, expected 3",
-             (unsigned long long)td_stat(c, 0, "cache.blocks"));
-    td_node_signal(c, 0, SIGTERM);
-    int st = td_node_wait(c, 0, STOP_WAIT_MS);
-    TT_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d after SIGTERM", st);
-
+    td_cluster *c = stored_then_stopped("rot/one.bin", size, 41);
     char cmd[700], path[1024];
     snprintf(cmd, sizeof cmd, "find '%s/cache/blocks' -mindepth 3 -type f -name '[0-9a-f]*'", c->nodes[0].dir);
     FILE *list = popen(cmd, "r");
@@ -1465,6 +1474,33 @@ TT_TEST(test_mount_e2e_damaged_chunk_of_a_stored_block_is_never_read_through_the
              (unsigned long long)corrupt, gets, bytes);
     TT_CHECK(td_stat(c, 0, "cache.blocks") == 3, "%llu blocks stored, expected 3",
              (unsigned long long)td_stat(c, 0, "cache.blocks"));
+    free(want);
+    finish(c);
+}
+
+/* A random reader of a block in the store reads it as a held block: its first read opens the block
+ * and later reads of it use that open block (and the chunks it verified), so reads at random in one
+ * stored block open it once and cost S3 nothing. After a restart (nothing held), 6 random 4 KiB
+ * reads of block 1 (1 MiB blocks), each a seek, count one read from the store, not 6. */
+TT_TEST(test_mount_e2e_random_reads_of_a_stored_block_open_it_once_while_it_is_held)
+{
+    enum { READS = 6, STEP = 192 << 10 };
+    static const unsigned ORDER[READS] = {3, 0, 4, 1, 5, 2};
+    const size_t size = 3 * MIB;
+    td_cluster *c = stored_then_stopped("held/one.bin", size, 53);
+    start_mounted(c, 0, "60", "5", "--read-only");
+    uint8_t *want = td_content(size, 53);
+    int fd = open_direct(c, 0, "held", "held/one.bin");
+    tt_s3rver_stats_reset(&c->s3);
+    uint64_t local = td_stat(c, 0, "reads.local");
+    for (int k = 0; k < READS; k++)
+        direct_read_check(fd, MIB + (uint64_t)ORDER[k] * STEP, 4096, want);
+    local = td_stat(c, 0, "reads.local") - local;
+    long gets = tt_s3rver_stat(&c->s3, "gets");
+    TT_CHECK(local == 1 && gets == 0,
+             "%d random reads of one stored block: %llu reads from the store (1), %ld GETs (0)", READS,
+             (unsigned long long)local, gets);
+    close(fd);
     free(want);
     finish(c);
 }
