@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """Shoal's mount beside s3fs and rclone mount, every case of the comparison in one run.
 
-  bench/mount/compare.py [--quick] [--tools shoal,s3fs,rclone] [--big-mib N] [--small-files N]
-                         [--save FILE.json] [BUILD_DIR]
+  bench/mount/compare.py [--quick] [--tools shoal,s3fs,rclone] [--cases big-cold,big-disk,...]
+                         [--big-mib N] [--small-files N] [--save FILE.json] [BUILD_DIR]
 
 One local S3 server (s3rver 3.7.1, `tests/s3rver/start.js --legacy`), one data set, and each tool
 mounted in turn with a disk cache (one `shoald --read-only --mount`; s3fs with use_cache; rclone
@@ -33,6 +33,9 @@ Beside every figure of a mount: the CPU-seconds its process used per GiB the cas
 /proc/PID/status, reset before each case through /proc/PID/clear_refs). The tables are printed
 in Markdown, with the ratios Shoal / s3fs, Shoal / rclone and Shoal / ceiling (or local disk);
 for throughput a ratio above 1 is better for Shoal, for time to first byte below 1 is.
+
+--cases runs some of the cases (and the ones they need: the disk-cache cases read what big-cold
+put there, warm and forgot what small did), with their ceilings; the default is all of them.
 
 The default sizes are the full run (4 x 256 MiB big files, 3,000 small files, 20 first-byte files,
 fio 10 s per case, 50 cold random reads; tens of minutes on a busy 2-core machine); --quick
@@ -75,6 +78,7 @@ TITLES = {
     "rand128k": "random 128 KiB from the disk cache (IOPS, p50)",
     "rand-cold": "random 4 KiB cold (IOPS, p50, fetched from S3)",
 }
+NEEDS = {"warm": "small", "forgot": "small", "big-disk": "big-cold", "rand4k": "big-cold", "rand128k": "big-cold"}
 CEILING = {"ttfb": "direct GET", "small": "plain GETs, 8 threads", "warm": "local disk", "forgot": "local disk",
            "big-cold": "curl, 4 GETs", "big-disk": "local disk, cold", "rand4k": "local disk, cold",
            "rand128k": "local disk, cold", "rand-cold": None}
@@ -90,6 +94,7 @@ def options():
     ap.add_argument("build", nargs="?", default=os.path.join(ROOT, "build"))
     ap.add_argument("--quick", action="store_true", help="small sizes: a few minutes")
     ap.add_argument("--tools", default="shoal,s3fs,rclone")
+    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated: " + ",".join(CASES))
     ap.add_argument("--big-files", type=int, default=4)
     ap.add_argument("--big-mib", type=int)
     ap.add_argument("--small-files", type=int)
@@ -107,6 +112,11 @@ def options():
     o.rand_mib = 64 if q else 256
     o.rounds = 3
     o.tools = [t for t in o.tools.split(",") if t]
+    want = set(c for c in o.cases.split(",") if c)
+    if want - set(CASES):
+        ap.error("unknown case(s): %s (the cases: %s)" % (",".join(sorted(want - set(CASES))), ",".join(CASES)))
+    want |= set(NEEDS[c] for c in want if c in NEEDS)
+    o.cases = [c for c in CASES if c in want]
     o.build = os.path.abspath(o.build)
     return o
 
@@ -165,6 +175,9 @@ def make_data(work, port, o):
           "small": ["small%02d/s%05d.bin" % (i // SMALL_PER_DIR, i) for i in range(o.small_files)],
           "ttfb": ["ttfb/t%02d.bin" % i for i in range(o.ttfb_files)],
           "rand": ["rand/r.bin"]}
+    for kind, case in (("big", "big-cold"), ("small", "small"), ("ttfb", "ttfb"), ("rand", "rand-cold")):
+        if case not in o.cases:  # only the files the chosen cases read
+            ds[kind] = []
     sizes = {"big": o.big_mib * MiB, "small": SMALL, "ttfb": 8 * MiB, "rand": o.rand_mib * MiB}
     names = [n for k in ds for n in ds[k]]
     for n in names:
@@ -177,7 +190,7 @@ def make_data(work, port, o):
                     f.write(os.urandom(min(left, MiB)))
                     left -= min(left, MiB)
     log("uploading %d x %d MiB, %d x 100 KB, %d x 8 MiB and %d MiB" %
-        (o.big_files, o.big_mib, o.small_files, o.ttfb_files, o.rand_mib))
+        (len(ds["big"]), o.big_mib, len(ds["small"]), len(ds["ttfb"]), o.rand_mib * len(ds["rand"])))
     timed_all(lambda n: put(port, n, os.path.join(data, n)), names, [0] * len(names), 4, "PUTs")
     return data, ds
 
@@ -287,28 +300,33 @@ def ceilings(o, port, data, ds, dropping):
     """The figures no mount can beat: the server's with plain GETs, and local disk's."""
     res = {}
     local = Cases(o, port, data, ds, dropping)
-    if dropping:
-        drop()
-    res["ttfb"] = statistics.median([quiet(ttfb_get, port, n) for n in ds["ttfb"]]) * 1e3
-    if dropping:
-        drop()
-    n = ds["small"]
-    res["small"] = len(n) / timed_all(lambda f: get_whole(port, f), n, [SMALL] * len(n), SMALL_THREADS, "GETs")
-    res["warm"] = run_case(local, "warm")[0]
-    if dropping:
+    if "ttfb" in o.cases:
+        if dropping:
+            drop()
+        res["ttfb"] = statistics.median([quiet(ttfb_get, port, n) for n in ds["ttfb"]]) * 1e3
+    if "small" in o.cases:
+        if dropping:
+            drop()
+        n = ds["small"]
+        res["small"] = len(n) / timed_all(lambda f: get_whole(port, f), n, [SMALL] * len(n), SMALL_THREADS, "GETs")
+    if "warm" in o.cases:
+        res["warm"] = run_case(local, "warm")[0]
+    if dropping and "forgot" in o.cases:
         res["forgot"] = run_case(local, "forgot")[0]
-    if dropping:
-        drop()
-    urls = ["http://%s:%d/%s/%s" % (IP, port, mountlib.BUCKET, f) for f in ds["big"]]
-    t0 = time.perf_counter()
-    curls = [subprocess.Popen(["curl", "-sf", "-o", "/dev/null", u]) for u in urls]
-    if any(c.wait() for c in curls):
-        sys.exit("bench: curl failed")
-    res["big-cold"] = len(urls) * o.big_mib / (time.perf_counter() - t0)
+    if "big-cold" in o.cases:
+        if dropping:
+            drop()
+        urls = ["http://%s:%d/%s/%s" % (IP, port, mountlib.BUCKET, f) for f in ds["big"]]
+        t0 = time.perf_counter()
+        curls = [subprocess.Popen(["curl", "-sf", "-o", "/dev/null", u]) for u in urls]
+        if any(c.wait() for c in curls):
+            sys.exit("bench: curl failed")
+        res["big-cold"] = len(urls) * o.big_mib / (time.perf_counter() - t0)
     if dropping:
         for case in ("big-disk", "rand4k", "rand128k"):
-            v = run_case(local, case)
-            res[case] = v[0] if v[1] is None else v[:2]
+            if case in o.cases:
+                v = run_case(local, case)
+                res[case] = v[0] if v[1] is None else v[:2]
     return res
 
 
@@ -316,7 +334,7 @@ def measure(o, tool, p, mnt, port, ds, dropping):
     """Every case through one mount; returns {case: dict(value, p50, cpu, rss, gets, fetched)}."""
     cases = Cases(o, port, mnt, ds, dropping)
     out = {}
-    for case in CASES:
+    for case in o.cases:
         if case in ("forgot", "big-disk", "rand4k", "rand128k") and not dropping:
             continue
         log("%s: %s" % (tool, case))
