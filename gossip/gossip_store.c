@@ -18,6 +18,7 @@
  */
 #include "gossip_sim.h"
 #include "gossip_store.h"
+#include "shoal_array.h"
 #include "shoal_error.h"
 #include "shoal_log.h"
 
@@ -346,11 +347,9 @@ uint32_t gossip_store_slot(gossip_member_store *st, const char *id)
             st->cap_slots = cap;
         }
         if (st->n_slots >> PAGE_BITS >= st->n_pages) {
-            member **pp = realloc(st->pages, (size_t)(st->n_pages + 1) * sizeof *pp);
-            if (!pp)
+            if (SHOAL_ARRAY_GROW(st->pages, st->n_pages, st->cap_pages) < 0)
                 return NONE;
-            st->pages = pp;
-            if (!(pp[st->n_pages] = malloc(PAGE * sizeof(member))))
+            if (!(st->pages[st->n_pages] = malloc(PAGE * sizeof(member))))
                 return NONE;
             st->n_pages++;
         }
@@ -379,10 +378,8 @@ uint32_t gossip_store_slot(gossip_member_store *st, const char *id)
 bool gossip_store_free_slot(gossip_member_store *st, uint32_t s)
 {
     SHOAL_ASSERT(st->solo); /* a shared store keeps slots for good: other views may still name them */
-    uint32_t *f = realloc(st->free_slots, (size_t)(st->n_free + 1) * sizeof *f);
-    if (!f)
+    if (SHOAL_ARRAY_GROW(st->free_slots, st->n_free, st->cap_free) < 0)
         return false;
-    st->free_slots = f;
     st->free_slots[st->n_free++] = s;
     st->ids[s][0] = '\0';
     return true;
@@ -471,14 +468,8 @@ int gossip_store_attach(gossip_member_store *st, gossip_view *v, gossip_meta_poo
 {
     SHOAL_ASSERT(!st->solo && pool);
     SHOAL_ASSERT(!st->pool || st->pool == pool); /* one pool for every view of a store */
-    if (st->n_views == st->cap_views) {
-        uint32_t cap = st->cap_views ? st->cap_views * 2 : 64;
-        gossip_view **vs = realloc(st->views, (size_t)cap * sizeof *vs);
-        if (!vs)
-            return shoal_error_set(SHOAL_ERR_NOMEM, "gossip: views of a member store");
-        st->views = vs;
-        st->cap_views = cap;
-    }
+    if (SHOAL_ARRAY_GROW(st->views, st->n_views, st->cap_views) < 0)
+        return shoal_error_wrap("gossip: views of a member store");
     st->pool = pool;
     v->ix = st->n_views;
     st->views[st->n_views++] = v;

@@ -59,12 +59,15 @@ struct gossip_member_store {
     char (*ids)[GOSSIP_ID_MAX + 1]; /* "" for a free slot (solo only) */
     uint32_t *ndelta; /* per slot: views holding an entry of their own */
     uint32_t n_slots, cap_slots, n_pages;
+    size_t cap_pages;
     uint64_t *index; /* open addressing over ids: hash << 32 | slot; UINT64_MAX = empty */
     uint32_t index_cap;
     uint32_t *free_slots;
     uint32_t n_free;
+    size_t cap_free;
     gossip_view **views;
-    uint32_t n_views, cap_views;
+    uint32_t n_views;
+    size_t cap_views;
     size_t n_base, n_private;
     gossip_msg *rx; /* one receive buffer for every instance (one thread) */
 };

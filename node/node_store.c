@@ -191,7 +191,7 @@ struct node_store {
     int lock_fd;
     uint64_t dir_gen;     /* bumped each time blocks/ is made again */
     int *retired_fds;     /* descriptors of vanished blocks/ directories, closed at delete */
-    size_t n_retired;
+    size_t n_retired, cap_retired;
     bool fsync;
     _Atomic bool direct; /* O_DIRECT block writes; cleared for good when the file system refuses */
     pthread_mutex_t direct_mu; /* guards the direct-write buffers (see "Direct writes") */
@@ -1948,11 +1948,9 @@ static void dir_heal(node_store *s)
     }
     /* The old descriptor stays open until the store is deleted: a thread that took it under the
      * lock may still use it, and must get ENOENT from it, never a recycled descriptor. */
-    int *grown = realloc(s->retired_fds, (s->n_retired + 1) * sizeof *grown);
-    if (grown != NULL) {
-        s->retired_fds = grown;
+    if (SHOAL_ARRAY_GROW(s->retired_fds, s->n_retired, s->cap_retired) == 0)
         s->retired_fds[s->n_retired++] = s->blocks_fd;
-    } /* else the descriptor leaks, which is the safe side */
+    /* else the descriptor leaks, which is the safe side */
     close(s->lock_fd);
     s->blocks_fd = dir_fd;
     s->lock_fd = lock_fd;
