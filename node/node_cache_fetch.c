@@ -97,9 +97,11 @@ static int stream_put(void *ud, uint64_t pos, const void *data, size_t len)
     pthread_mutex_lock(&c->fl_mu);
     if (pos <= k->f->arrived && pos + len > k->f->arrived)
         k->f->arrived = pos + len;
-    /* Waiters are woken every CACHE_STREAM_STEP bytes, not for each of curl's small writes. */
-    if (k->f->arrived - k->f->told >= CACHE_STREAM_STEP || k->f->arrived == k->buf->len) {
-        k->f->told = k->f->arrived;
+    /* Waiters are woken when the bytes the nearest one waits for are in (flight_wait_range), not
+     * for every write: a reader of 1 MiB is woken once for it, and a thread that waits for the
+     * whole block is woken only when the fetch ends. */
+    if (k->f->wake_at != 0 && k->f->arrived >= k->f->wake_at) {
+        k->f->wake_at = 0;
         pthread_cond_broadcast(&k->f->cv);
     }
     pthread_mutex_unlock(&c->fl_mu);
@@ -749,8 +751,12 @@ static cache_buf *flight_wait_range(node_cache *c, flight *f, uint64_t off, size
     SHOAL_ASSERT_LOCKED(&c->fl_mu);
     cache_buf *from = NULL;
     f->refs++;
-    while (!f->done && (f->partial == NULL || f->arrived < off + len))
+    while (!f->done && (f->partial == NULL || f->arrived < off + len)) {
+        /* Every waiter woken sets its own mark again: the nearest one stands. */
+        if (f->wake_at == 0 || off + len < f->wake_at)
+            f->wake_at = off + len;
         pthread_cond_wait(&f->cv, &c->fl_mu);
+    }
     if (f->partial != NULL && f->arrived >= off + len)
         from = cache_buf_ref(f->partial);
     else if (f->done && f->err == SHOAL_OK && f->buf != NULL)

@@ -37,7 +37,6 @@
 #define CACHE_LIST_BUCKETS 256
 #define CACHE_LIST_MAX 4096        /* listing pages remembered at once */
 #define CACHE_LIST_BYTES (64u << 20) /* and their bytes (a page of 1000 long keys is about 1 MiB) */
-#define CACHE_STREAM_STEP (64u << 10) /* a streaming block wakes its readers every this many bytes */
 #define CACHE_STREAM_START_MS 1000 /* longest a streaming reader waits for its queued fetch to begin */
 #define CACHE_BUF_WAIT_MS 10000 /* a fetch waits this long for a buffer, then maps one past the budget */
 #define CACHE_BUF_BLOCKS_MIN 4 /* block buffers in the default budget: at least this many, */
@@ -120,8 +119,8 @@ typedef struct flight {
     int mode;       /* the leader's fetch_mode */
     cache_buf *partial; /* the block while it streams in from S3 (see "Streaming"), else NULL */
     uint64_t arrived;   /* bytes of partial from its start that arrived, of the asked version */
-    uint64_t told;      /* arrived when waiters were last woken */
-    pthread_cond_t cv;  /* its waiters: new bytes arrived, or done (with fl_mu) */
+    uint64_t wake_at;   /* the fewest arrived bytes a range waiter waits for (0: none waits) */
+    pthread_cond_t cv;  /* its waiters: the bytes a range waiter wants arrived, or done (fl_mu) */
 } flight;
 
 struct list_entry;

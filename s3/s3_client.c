@@ -50,6 +50,7 @@
 #include <unistd.h>
 
 #define S3_ERR_BODY_MAX (64u << 10) /* bytes kept of a non-2xx answer's body */
+#define S3_GET_RECV_BUF (256u << 10) /* curl's receive buffer for a GET of at least this many bytes */
 
 static const char *const op_names[] = {
     [S3_OP_HEAD] = "HeadObject",
@@ -718,6 +719,12 @@ static int easy_setup(s3_req *r)
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    /* A big ranged GET (at least S3_GET_RECV_BUF bytes) is received in reads of up to that many
+     * bytes, not curl's default 16 KiB: a 4 MiB block then costs tens of recv calls and write
+     * callbacks, not hundreds, and each callback takes the sink's lock. Small GETs and
+     * whole-object ones (of unknown size) keep the default, so many at once cost little memory. */
+    if (r->op == S3_OP_GET && r->ranged && r->range_len >= S3_GET_RECV_BUF)
+        curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)S3_GET_RECV_BUF);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)c->cfg.connect_timeout_ms);
     /* Requests that answer only when the server has finished assembling or copying an object
      * may stay silent for minutes: one whole-attempt limit of their own, no stall limit. */
