@@ -458,16 +458,65 @@ void cache_count_read(node_cache *c, node_cache_source s, uint64_t started_us)
 /* ---- read-ahead --------------------------------------------------------------------------------- */
 
 /* A block to fetch ahead; from its submission to its end (run or dropped) it counts in the
- * reads.readahead_pending gauge. */
+ * reads.readahead_pending gauge. A sequential reader asks for the same window past its block at
+ * every read (4 times per 4 MiB block with 1 MiB reads), so a block queued and not begun yet is in the table c->ra_queued, and asking for it again queues nothing; a block being
+ * fetched (a flight) or stored is skipped too. A task that finds its block's fetch already begun
+ * ends at once rather than waiting on it: the read-ahead workers are the fetches in flight for
+ * every reader, and one that waited on another's fetch would leave a block unfetched. */
 typedef struct ra_task {
+    struct ra_task *next; /* in c->ra_queued while queued */
+    node_cache *c;
+    bool queued;          /* linked in c->ra_queued (seq_mu) */
+    uint8_t id[NODE_STORE_ID_LEN];
     char *bucket, *key, *etag;
     uint64_t size, index;
     node_stats *stats; /* NULL until submitted */
 } ra_task;
 
+static ra_task **ra_slot(node_cache *c, const uint8_t id[NODE_STORE_ID_LEN])
+{
+    uint64_t h;
+    memcpy(&h, id, sizeof h);
+    return &c->ra_queued[h % CACHE_RA_BUCKETS];
+}
+
+/* Takes t out of the table of queued blocks, if it is there. */
+static void ra_unqueue(ra_task *t)
+{
+    node_cache *c = t->c;
+    pthread_mutex_lock(&c->seq_mu);
+    if (t->queued) {
+        ra_task **pp = ra_slot(c, t->id);
+        while (*pp != t)
+            pp = &(*pp)->next;
+        *pp = t->next;
+        t->queued = false;
+    }
+    pthread_mutex_unlock(&c->seq_mu);
+}
+
+/* Puts t in the table unless a task for its block is there; false when one is. */
+static bool ra_enqueue(ra_task *t)
+{
+    node_cache *c = t->c;
+    pthread_mutex_lock(&c->seq_mu);
+    ra_task **pp = ra_slot(c, t->id);
+    ra_task *q = *pp;
+    while (q != NULL && memcmp(q->id, t->id, NODE_STORE_ID_LEN) != 0)
+        q = q->next;
+    if (q == NULL) {
+        t->next = *pp;
+        *pp = t;
+        t->queued = true;
+    }
+    pthread_mutex_unlock(&c->seq_mu);
+    return q == NULL;
+}
+
 static void ra_free(void *arg)
 {
     ra_task *t = arg;
+    ra_unqueue(t);
     if (t->stats != NULL)
         node_stats_add(&t->stats->reads_readahead_pending, (uint64_t)-1);
     free(t->bucket);
@@ -479,13 +528,15 @@ static void ra_free(void *arg)
 static void ra_run(node_cache *c, void *arg)
 {
     ra_task *t = arg;
+    ra_unqueue(t); /* from now on the flight, or the store, stands for the block */
     node_cache_object obj = {t->bucket, t->key, t->etag, t->size, false};
     block_req b;
     cache_buf *buf = NULL;
     node_cache_source src;
     bool coalesced;
     if (cache_block_req_from_object(c, &obj, t->index, &b) == 0 &&
-        !node_store_contains(c->cfg.store, b.id, NULL, NULL) && cache_fetch_block(c, &b, FETCH_READ, &buf, &src, &coalesced) == 0) {
+        !node_store_contains(c->cfg.store, b.id, NULL, NULL) && !cache_flight_active(c, b.id) &&
+        cache_fetch_block(c, &b, FETCH_READ, &buf, &src, &coalesced) == 0) {
         node_stats_add(&c->cfg.stats->reads_readahead, 1);
         cache_buf_unref(buf);
     }
@@ -510,6 +561,14 @@ uint64_t cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t fi
         ra_task *t = calloc(1, sizeof *t);
         if (t == NULL)
             return queued;
+        t->c = c;
+        memcpy(t->id, b.id, NODE_STORE_ID_LEN);
+        /* A reader's own block (urgent) goes first even when it is queued behind other
+         * read-ahead already; that task then finds the block fetched or being fetched. */
+        if (!urgent && !ra_enqueue(t)) {
+            free(t);
+            continue;
+        }
         t->bucket = strdup(obj->bucket);
         t->key = strdup(obj->key);
         t->etag = strdup(obj->etag);

@@ -32,6 +32,7 @@
 #define CACHE_META_BUCKETS 4096
 #define CACHE_META_MAX 65536
 #define CACHE_SEQ_SLOTS 64
+#define CACHE_RA_BUCKETS 256 /* the table of read-ahead blocks queued and not begun */
 #define CACHE_PENALTY_SLOTS 32
 #define CACHE_PENALTY_US 3000000u /* an owner that timed out is skipped this long */
 #define CACHE_LIST_BUCKETS 256
@@ -179,9 +180,10 @@ struct node_cache {
     meta_entry *meta[CACHE_META_BUCKETS];
     size_t meta_count;
 
-    pthread_mutex_t seq_mu; /* guards seq and penalties */
+    pthread_mutex_t seq_mu; /* guards seq, penalties and ra_queued */
     seq_slot seq[CACHE_SEQ_SLOTS];
     penalty penalties[CACHE_PENALTY_SLOTS];
+    struct ra_task *ra_queued[CACHE_RA_BUCKETS]; /* read-ahead queued and not begun, by block id */
 
     pthread_mutex_t list_mu;
     pthread_cond_t list_cv;

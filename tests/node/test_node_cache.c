@@ -639,7 +639,7 @@ TT_TEST(test_node_cache_streaming_read_returns_before_the_block_arrived)
     fake_s3_init(&s3, "data/e.bin", "\"e1\"", BS, 6);
     tnode a;
     tnode_start(&a, 0, &s3, 2000, 60);
-    gate_close(&s3, 128 * 1024); /* past the 64 KiB a stream wakes its readers at */
+    gate_close(&s3, 128 * 1024); /* past the 4 KiB the reader waits for */
     node_cache_object o = object_of(&s3);
     uint8_t buf[4096];
     /* 0 means the read-ahead worker had not begun the fetch within the stream's short start wait
@@ -655,6 +655,35 @@ TT_TEST(test_node_cache_streaming_read_returns_before_the_block_arrived)
     gate_open(&s3);
     check_read(&a, &s3, 0, (node_cache_source)-1); /* joins the fetch, or finds it stored */
     TT_CHECK(atomic_load(&s3.gets) == 1, "%d GETs", atomic_load(&s3.gets));
+    tnode_stop(&a);
+    fake_s3_fini(&s3);
+}
+
+/* A sequential reader asks for the same window ahead at every read. Asked again, a block queued
+ * and not begun, or being fetched, queues nothing more: with every GET held at the gate (8 blocks
+ * begun by the 8 read-ahead workers, 8 queued behind them), ten more asks for all 16 blocks leave
+ * 16 blocks pending, not 96; once the gate opens each block is fetched once. */
+TT_TEST(test_node_cache_read_ahead_asked_again_queues_each_block_once)
+{
+    fake_s3 s3;
+    fake_s3_init(&s3, "data/ra.bin", "\"ra1\"", 16 * BS, 9);
+    tnode a;
+    tnode_start(&a, 0, &s3, 2000, 60);
+    gate_close(&s3, 0);
+    node_cache_object o = object_of(&s3);
+    node_cache_prefetch(a.cache, &o, 0, 16);
+    wait_at_gate(&s3, 8);
+    for (int i = 0; i < 10; i++)
+        node_cache_prefetch(a.cache, &o, 0, 16);
+    uint64_t pending = atomic_load(&a.stats.reads_readahead_pending);
+    TT_CHECK(pending == 16, "%llu read-ahead blocks pending for 16 blocks", (unsigned long long)pending);
+    gate_open(&s3);
+    while (atomic_load(&a.stats.reads_readahead_pending) > 0)
+        usleep(1000); /* the test's own deadline ends a hang */
+    for (uint64_t i = 0; i < 16; i++)
+        TT_CHECK(node_store_contains(a.store, blk_id(&o, i), NULL, NULL), "block %llu was not fetched ahead",
+                 (unsigned long long)i);
+    TT_CHECK(atomic_load(&s3.gets) == 16, "%d GETs for 16 blocks", atomic_load(&s3.gets));
     tnode_stop(&a);
     fake_s3_fini(&s3);
 }
