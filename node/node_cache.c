@@ -466,7 +466,7 @@ void cache_count_read(node_cache *c, node_cache_source s, uint64_t started_us)
 typedef struct ra_task {
     struct ra_task *next; /* in c->ra_queued while queued */
     node_cache *c;
-    bool queued;          /* linked in c->ra_queued (seq_mu) */
+    bool queued; /* linked in c->ra_queued (seq_mu) */
     uint8_t id[NODE_STORE_ID_LEN];
     char *bucket, *key, *etag;
     uint64_t size, index;

@@ -120,8 +120,8 @@ typedef struct flight {
     int mode;       /* the leader's fetch_mode */
     cache_buf *partial; /* the block while it streams in from S3 (see "Streaming"), else NULL */
     uint64_t arrived;   /* bytes of partial from its start that arrived, of the asked version */
-    uint64_t wake_at;   /* the fewest arrived bytes a range waiter waits for (0: none waits) */
-    pthread_cond_t cv;  /* its waiters: the bytes a range waiter wants arrived, or done (fl_mu) */
+    uint64_t wake_at; /* the fewest arrived bytes a range waiter waits for (0: none waits) */
+    pthread_cond_t cv; /* its waiters: the bytes a range waiter wants arrived, or done (fl_mu) */
 } flight;
 
 struct list_entry;
