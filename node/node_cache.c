@@ -38,26 +38,45 @@
 /* Block buffers come from a budget of the cache's own (cache_bufs): buffers of BUF_POOL_MIN
  * bytes and more are mapped in power-of-two sizes, and every byte mapped counts against a budget
  * of node_cache_config.buffer_blocks (--fetch-buffers) such buffers of the block size, whether a
- * buffer is in use or kept free for the next fetch. A
- * freed buffer is kept (a fresh 4 MiB mapping costs a page fault and a zeroed page per 4 KiB, a
- * tenth of a cold read's CPU once), so the budget is both the most these buffers ever take and what
- * they keep after a burst. A fetch that finds the budget spent waits for a buffer to come back
- * instead of allocating: what holds a buffer is a fetch in progress (its S3 GET or its store write),
- * a reader copying from it, or the transport sending it to a peer, and none of them waits for
- * another buffer, so one always comes back. Should none come back within CACHE_BUF_WAIT_MS (a
- * transport stuck on a peer that does not read), the fetch takes one past the budget, counted in
- * cache.buffer_overruns and given back to the system when freed: a read is worth more than the
- * bound. Buffers are mapped rather than malloc'd so that what is given back leaves the process
- * at once, and no allocator arena keeps it. Smaller buffers (blocks of small objects) are plain
- * malloc and not counted: their size is that of the objects, not of the block. */
+ * buffer is in use or kept free for the next fetch. A freed buffer is kept (a fresh 4 MiB mapping
+ * costs a page fault and a zeroed page per 4 KiB, a tenth of a cold read's CPU once), so the budget
+ * is both the most these buffers ever take and what they keep after a burst. Nothing maps past it.
+ *
+ * Two uses share the budget. A buffer is taken either for a block somebody waits for (CACHE_BUF_NEED:
+ * a reader's own block, a block a peer asked this node for, a preload, a hand-off, a random read's
+ * held copy, a written block pushed, a drain) or for read-ahead nobody waits for yet
+ * (CACHE_BUF_AHEAD). Read-ahead may hold at most the budget less a reserve of
+ * cache_buf_reserve(B) blocks (a quarter of B, at least one); the rest is there for the blocks
+ * that are needed, as a kernel mempool keeps a reserve for forward progress. A fetch that finds no
+ * room waits for a buffer to come back, and counts in cache.buffer_waits (read-ahead's waits for
+ * its share also in cache.readahead_waits). No wait has a timeout, and none needs one:
+ *
+ *   - What holds a buffer is a fetch in progress (its S3 GET, its store read or write; a peer's
+ *     answer is copied into a buffer only once it arrived, so no buffer is held while waiting on
+ *     another node), a reader copying from it, or the transport sending it to a peer (it comes back
+ *     when the peer takes it or its link closes). None of them waits for another buffer.
+ *   - A needed fetch that waits finds the read-ahead's share in use and at least the rest held by
+ *     other needed fetches, which end without waiting on read-ahead; once they are done, read-ahead
+ *     holds at most its share and the reserve is free. So a peer's block is never starved by this
+ *     node's read-ahead on a slow S3, and a serving fetch never waits on a read-ahead that waits on
+ *     the asking peer (a read-ahead holds no buffer while it asks a peer).
+ *   - Read-ahead waits only for buffers that come back as above.
+ *
+ * The use is the buffer's from its taking to its last reference, so read-ahead a reader joined
+ * still counts in the read-ahead's share. Buffers are mapped rather than malloc'd so that what is
+ * given back leaves the process at once, and no allocator arena keeps it. Smaller buffers (blocks
+ * of small objects) are plain malloc and not counted: their size is that of the objects, not of
+ * the block. */
 #define BUF_POOL_MIN (256u << 10)
 #define BUF_POOL_CLASSES 13 /* 256 KiB .. 1 GiB */
 
 struct cache_bufs {
     pthread_mutex_t mu;
     pthread_cond_t cv; /* a buffer came back */
-    size_t budget; /* bytes mapped at most (in use and kept), overruns aside */
+    size_t budget; /* bytes mapped at most (in use and kept) */
+    size_t ahead_budget; /* bytes read-ahead buffers may hold at most (the budget less the reserve) */
     size_t mapped; /* bytes mapped now */
+    size_t ahead; /* bytes of read-ahead buffers in use now */
     bool closed; /* the cache is gone: buffers coming back are unmapped */
     unsigned refs; /* the cache's, and one per buffer mapped */
     node_stats *stats;
@@ -88,16 +107,21 @@ size_t node_cache_buffer_cost(uint64_t len)
     return len >= BUF_POOL_MIN && len <= SIZE_MAX / 2 && buf_class((size_t)len, &cap) >= 0 ? buf_map_len(cap) : 0;
 }
 
-cache_bufs *cache_bufs_new(size_t budget, node_stats *stats)
+unsigned cache_buf_reserve(unsigned blocks) { return blocks / 4 > 1 ? blocks / 4 : 1; }
+
+cache_bufs *cache_bufs_new(unsigned blocks, size_t block_cost, node_stats *stats)
 {
     cache_bufs *p = calloc(1, sizeof *p);
     if (p == NULL)
         return NULL;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
-    p->budget = budget;
+    unsigned reserve = cache_buf_reserve(blocks);
+    p->budget = (size_t)blocks * block_cost;
+    p->ahead_budget = blocks > reserve ? (size_t)(blocks - reserve) * block_cost : 0;
     p->refs = 1;
     p->stats = stats;
+    atomic_store_explicit(&stats->buffer_budget_bytes, p->budget, memory_order_relaxed);
     return p;
 }
 
@@ -149,25 +173,29 @@ size_t node_cache_buffer_mapped(node_cache *c)
     return n;
 }
 
-/* A buffer of class cls (cap bytes) from the budget: a kept one, a new mapping within the budget,
- * or, after waiting, one past it. NULL with NOMEM when mmap fails. */
-static cache_buf *bufs_take(cache_bufs *p, int cls, size_t cap)
+/* A buffer of class cls (cap bytes) for `use` from the budget: a kept one, or a new mapping,
+ * after waiting for room when there is none. NULL with NOMEM when mmap fails. */
+static cache_buf *bufs_take(cache_bufs *p, int cls, size_t cap, cache_buf_use use)
 {
     size_t len = buf_map_len(cap);
+    bool ahead = use == CACHE_BUF_AHEAD;
     cache_buf *b = NULL, *unmap = NULL;
-    bool waited = false, over = false;
-    struct timespec until = {0, 0};
+    bool waited = false;
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        if ((b = p->kept[cls]) != NULL) {
+        /* Read-ahead takes nothing past its share, kept buffers included. A budget smaller than
+         * one buffer (a block larger than the budget's blocks, never with the daemon's sizes)
+         * still lets one fetch go at a time. */
+        bool share = !ahead || p->ahead + len <= p->ahead_budget || p->ahead == 0;
+        if (share && (b = p->kept[cls]) != NULL) {
             p->kept[cls] = b->next_free;
             break;
         }
-        if (p->mapped + len <= p->budget || p->mapped == 0 || over)
+        if (share && (p->mapped + len <= p->budget || p->mapped == 0))
             break;
         /* Kept buffers of other sizes make room first. */
         int other = -1;
-        for (int i = 0; i < BUF_POOL_CLASSES && other < 0; i++)
+        for (int i = 0; i < BUF_POOL_CLASSES && other < 0 && share; i++)
             if (p->kept[i] != NULL)
                 other = i;
         if (other >= 0) {
@@ -182,22 +210,20 @@ static cache_buf *bufs_take(cache_bufs *p, int cls, size_t cap)
         if (!waited) {
             waited = true;
             node_stats_add(&p->stats->buffer_waits, 1);
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += CACHE_BUF_WAIT_MS / 1000;
+            if (!share)
+                node_stats_add(&p->stats->buffer_readahead_waits, 1);
         }
-        if (pthread_cond_timedwait(&p->cv, &p->mu, &until) == ETIMEDOUT)
-            over = true; /* the next turn maps past the budget unless a buffer came back just now */
+        pthread_cond_wait(&p->cv, &p->mu);
     }
     bool fresh = b == NULL;
     if (fresh) {
         p->mapped += len;
         p->refs++;
-        if (over && p->mapped > p->budget) {
-            node_stats_add(&p->stats->buffer_overruns, 1);
-            LOG_WARN("cache", "buffer_overrun", "waited_ms=%d mapped=%zu budget=%zu", CACHE_BUF_WAIT_MS, p->mapped,
-                     p->budget);
-        }
+        if (p->mapped > atomic_load_explicit(&p->stats->buffer_peak_bytes, memory_order_relaxed))
+            atomic_store_explicit(&p->stats->buffer_peak_bytes, p->mapped, memory_order_relaxed);
     }
+    if (ahead)
+        p->ahead += len;
     pthread_mutex_unlock(&p->mu);
     while (unmap != NULL) {
         cache_buf *v = unmap;
@@ -209,7 +235,9 @@ static cache_buf *bufs_take(cache_bufs *p, int cls, size_t cap)
         if (m == MAP_FAILED) {
             pthread_mutex_lock(&p->mu);
             p->mapped -= len;
-            pthread_cond_signal(&p->cv);
+            if (ahead)
+                p->ahead -= len;
+            pthread_cond_broadcast(&p->cv);
             bufs_unref_locked(p);
             return NULL;
         }
@@ -217,20 +245,23 @@ static cache_buf *bufs_take(cache_bufs *p, int cls, size_t cap)
         b->cap = cap;
     }
     b->pool = p;
+    b->ahead = ahead;
     return b;
 }
 
-cache_buf *cache_buf_new(node_cache *c, size_t len)
+cache_buf *cache_buf_new(node_cache *c, size_t len, cache_buf_use use)
 {
     size_t cap = len ? len : 1;
     int cls = len >= BUF_POOL_MIN ? buf_class(len, &cap) : -1;
-    cache_buf *b = cls >= 0 ? bufs_take(c->bufs, cls, cap) : malloc(sizeof *b + cap);
+    cache_buf *b = cls >= 0 ? bufs_take(c->bufs, cls, cap, use) : malloc(sizeof *b + cap);
     if (b == NULL) {
         shoal_error_set(SHOAL_ERR_NOMEM, "block buffer of %zu bytes", len);
         return NULL;
     }
-    if (cls < 0)
+    if (cls < 0) {
         b->pool = NULL;
+        b->ahead = false;
+    }
     atomic_init(&b->refs, 1);
     b->len = len;
     b->cap = cap;
@@ -259,16 +290,17 @@ void cache_buf_unref(cache_buf *b)
     size_t cap, len = buf_map_len(b->cap);
     int cls = buf_class(b->cap, &cap);
     pthread_mutex_lock(&p->mu);
-    bool keep = !p->closed && p->mapped <= p->budget && cls >= 0;
-    if (keep) {
+    if (b->ahead)
+        p->ahead -= len;
+    /* Waiters of both uses may wait on one buffer: wake them all, the one it fits takes it. */
+    pthread_cond_broadcast(&p->cv);
+    if (!p->closed && cls >= 0) {
         b->next_free = p->kept[cls];
         p->kept[cls] = b;
-        pthread_cond_signal(&p->cv);
         pthread_mutex_unlock(&p->mu);
         return;
     }
-    p->mapped -= len; /* a buffer past the budget goes back to the system */
-    pthread_cond_signal(&p->cv);
+    p->mapped -= len; /* the cache is gone: the buffer goes back to the system */
     bufs_unref_locked(p);
     munmap(b, len);
 }
@@ -405,6 +437,7 @@ void cache_block_req_init(block_req *b, const char *bucket, const char *key, con
     b->length = length;
     b->did = dht_block_id(bucket, key, etag, index);
     dht_id_bytes(b->did, b->id);
+    b->use = CACHE_BUF_NEED;
 }
 
 int cache_block_req_from_object(const node_cache *c, const node_cache_object *obj, uint64_t index, block_req *b)
@@ -470,6 +503,7 @@ typedef struct ra_task {
     uint8_t id[NODE_STORE_ID_LEN];
     char *bucket, *key, *etag;
     uint64_t size, index;
+    bool urgent; /* a reader waits on it (node_cache_read_stream): its buffer is a needed one */
     node_stats *stats; /* NULL until submitted */
 } ra_task;
 
@@ -534,8 +568,9 @@ static void ra_run(node_cache *c, void *arg)
     cache_buf *buf = NULL;
     node_cache_source src;
     bool coalesced;
-    if (cache_block_req_from_object(c, &obj, t->index, &b) == 0 &&
-        !node_store_contains(c->cfg.store, b.id, NULL, NULL) && !cache_flight_active(c, b.id) &&
+    bool ok = cache_block_req_from_object(c, &obj, t->index, &b) == 0;
+    b.use = t->urgent ? CACHE_BUF_NEED : CACHE_BUF_AHEAD;
+    if (ok && !node_store_contains(c->cfg.store, b.id, NULL, NULL) && !cache_flight_active(c, b.id) &&
         cache_fetch_block(c, &b, FETCH_READ, &buf, &src, &coalesced) == 0) {
         node_stats_add(&c->cfg.stats->reads_readahead, 1);
         cache_buf_unref(buf);
@@ -574,6 +609,7 @@ uint64_t cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t fi
         t->etag = strdup(obj->etag);
         t->size = obj->size;
         t->index = i;
+        t->urgent = urgent;
         if (t->bucket == NULL || t->key == NULL || t->etag == NULL) {
             ra_free(t);
             return queued;
@@ -756,7 +792,7 @@ node_cache *node_cache_new(const node_cache_config *cfg)
         blocks = fit > CACHE_BUF_BLOCKS_MIN ? (unsigned)fit : CACHE_BUF_BLOCKS_MIN;
     }
     size_t cost = node_cache_buffer_cost(cfg->block_size);
-    if ((c->bufs = cache_bufs_new(blocks * (cost ? cost : BUF_POOL_MIN), cfg->stats)) == NULL) {
+    if ((c->bufs = cache_bufs_new(blocks, cost ? cost : BUF_POOL_MIN, cfg->stats)) == NULL) {
         shoal_error_set(SHOAL_ERR_NOMEM, "node_cache_new");
         goto fail;
     }

@@ -93,7 +93,8 @@ typedef struct node_cache_config {
     unsigned readahead_threads; /* workers fetching ahead of readers; 0 means 8 */
     unsigned readahead_blocks;  /* blocks fetched ahead of a sequential reader; 0 means 4 */
     unsigned buffer_blocks; /* block buffers mapped at most, in use or kept (--fetch-buffers):
-                                 * fetches past it wait for one; 0 means max(4, 32 MiB / block_size) */
+                                 * fetches past it wait for one, read-ahead takes at most 3/4 of
+                                 * them; at least 2; 0 means max(4, 32 MiB / block_size) */
     const node_cache_deps *deps; /* borrowed, may be NULL: the parts above and the cluster */
 } node_cache_config;
 
@@ -135,8 +136,9 @@ typedef struct node_cache_block {
 node_cache *node_cache_new(const node_cache_config *cfg);
 
 /* The most bytes this cache's block buffers map at once: buffer_blocks x node_cache_buffer_cost
- * (block_size), a bound that holds unless a fetch waited 10 s for a buffer (cache.buffer_overruns);
- * and the bytes they map now. Any thread. */
+ * (block_size), a bound that always holds (a fetch waits for a buffer rather than map past it; the
+ * most mapped at once is the cache.buffer_peak_bytes gauge); and the bytes they map now. Any
+ * thread. */
 size_t node_cache_buffer_budget(const node_cache *c);
 size_t node_cache_buffer_mapped(node_cache *c);
 /* The bytes a block buffer of `len` bytes maps: its power-of-two size from 256 KiB on, with its

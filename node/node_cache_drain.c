@@ -210,7 +210,7 @@ static cache_buf *read_owned(node_cache *c, const uint8_t id[NODE_STORE_ID_LEN])
     size_t len = 0, got = 0;
     if (!node_store_contains(c->cfg.store, id, &len, NULL))
         return NULL;
-    cache_buf *buf = cache_buf_new(c, len);
+    cache_buf *buf = cache_buf_new(c, len, CACHE_BUF_NEED);
     if (buf && node_store_get(c->cfg.store, id, buf->data, buf->len, &got) == 0 && got == len)
         return buf;
     cache_buf_unref(buf);

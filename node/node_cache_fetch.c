@@ -112,7 +112,7 @@ static int stream_put(void *ud, uint64_t pos, const void *data, size_t len)
  * flight, the bytes stream to its waiters as they arrive (node_cache_read_stream). */
 static cache_buf *fetch_s3(node_cache *c, const block_req *b, flight *f)
 {
-    cache_buf *buf = cache_buf_new(c, (size_t)b->length);
+    cache_buf *buf = cache_buf_new(c, (size_t)b->length, b->use);
     if (buf == NULL)
         return NULL;
     if (f != NULL) {
@@ -468,7 +468,7 @@ static ask_result ask_peer(node_cache *c, const block_req *b, const node_cache_o
                  (unsigned long long)b->length);
         goto done;
     }
-    cache_buf *buf = cache_buf_new(c, len);
+    cache_buf *buf = cache_buf_new(c, len, b->use);
     if (buf == NULL)
         goto done;
     memcpy(buf->data, data, len);
@@ -488,7 +488,7 @@ static cache_buf *store_copy(node_cache *c, const block_req *b, bool want_owned)
     node_store_class cls;
     if (!node_store_contains(c->cfg.store, b->id, &len, &cls) || (want_owned && cls != NODE_STORE_OWNED))
         return NULL;
-    cache_buf *buf = cache_buf_new(c, len);
+    cache_buf *buf = cache_buf_new(c, len, b->use);
     if (buf && node_store_get(c->cfg.store, b->id, buf->data, buf->len, &len) == 0 && len == buf->len)
         return buf;
     cache_buf_unref(buf);

@@ -39,7 +39,6 @@
 #define CACHE_LIST_MAX 4096        /* listing pages remembered at once */
 #define CACHE_LIST_BYTES (64u << 20) /* and their bytes (a page of 1000 long keys is about 1 MiB) */
 #define CACHE_STREAM_START_MS 1000 /* longest a streaming reader waits for its queued fetch to begin */
-#define CACHE_BUF_WAIT_MS 10000 /* a fetch waits this long for a buffer, then maps one past the budget */
 #define CACHE_BUF_BLOCKS_MIN 4 /* block buffers in the default budget: at least this many, */
 #define CACHE_BUF_BYTES (32u << 20) /* or as many as fit in this */
 #define CACHE_WORK_SLOTS 4096         /* work ids counted for PINGs; > 3 x (queue + workers) */
@@ -54,21 +53,31 @@ typedef struct cache_buf {
     size_t len;
     size_t cap; /* bytes allocated for data: a power of two from BUF_POOL_MIN on, else len */
     struct cache_buf *next_free;
+    bool ahead; /* taken for read-ahead (CACHE_BUF_AHEAD): counts in the read-ahead's share */
     node_store_sum *sum;     /* the store's chunk sums of data[0..len), taken as it arrived; NULL: none */
     uint8_t data[];
 } cache_buf;
 
+/* What a buffer is taken for (see "Block buffers" in node_cache.c). */
+typedef enum cache_buf_use {
+    CACHE_BUF_NEED, /* a block somebody waits for: a reader's, a peer's, a preload's, ... */
+    CACHE_BUF_AHEAD, /* read-ahead nobody waits for yet: at most the budget less the reserve */
+} cache_buf_use;
+
 /* A buffer for `len` bytes, refs 1. A large one (256 KiB and more) comes from the cache's budget
  * and may wait for one to come back (see "Block buffers" in node_cache.c); NULL with
  * SHOAL_ERR_NOMEM. Must not be called while the caller holds another large buffer. */
-cache_buf *cache_buf_new(node_cache *c, size_t len);
+cache_buf *cache_buf_new(node_cache *c, size_t len, cache_buf_use use);
 cache_buf *cache_buf_ref(cache_buf *b);
 /* Drops a reference; the last one returns the buffer to the pool or frees it. Accepts NULL. */
 void cache_buf_unref(cache_buf *b);
-/* The budget of large buffers: at most `budget` bytes mapped (overruns aside), counted in stats.
+/* The blocks of a budget of `blocks` that read-ahead never takes: a quarter, at least one. */
+unsigned cache_buf_reserve(unsigned blocks);
+/* The budget of large buffers: at most `blocks` buffers of `block_cost` bytes mapped, read-ahead's
+ * at most blocks - cache_buf_reserve(blocks) of them, counted in stats.
  * cache_bufs_release drops the cache's reference (kept buffers are unmapped; buffers still in use
  * free it when they come back). */
-cache_bufs *cache_bufs_new(size_t budget, node_stats *stats);
+cache_bufs *cache_bufs_new(unsigned blocks, size_t block_cost, node_stats *stats);
 void cache_bufs_release(cache_bufs *p);
 
 /* node_peer_payload free functions: a cache_buf (hint), heap bytes, a store view (hint). */
@@ -224,6 +233,7 @@ typedef struct block_req {
     uint64_t length;
     dht_id did;
     uint8_t id[NODE_STORE_ID_LEN];
+    cache_buf_use use; /* what its buffer is taken for: CACHE_BUF_NEED unless read-ahead sets it */
 } block_req;
 
 /* A request for block `index` of (bucket, key, etag) covering [offset, offset+length). */

@@ -600,7 +600,7 @@ unsigned node_cache_push(node_cache *c, const node_cache_object *obj, uint64_t i
     if (cache_block_req_from_object(c, obj, index, &b) != 0 || b.length != len)
         return 0;
     /* One copy shared by every owner's PUT: the caller's buffer is reused at once. */
-    cache_buf *buf = cache_buf_new(c, len);
+    cache_buf *buf = cache_buf_new(c, len, CACHE_BUF_NEED);
     if (buf == NULL)
         return 0;
     memcpy(buf->data, data, len);

@@ -57,7 +57,9 @@ typedef struct node_stats {
     _Atomic uint64_t reads_parts; /* random reads served by a ranged GET of just their bytes */
     _Atomic uint64_t reads_part_bytes; /* the bytes those GETs brought */
     _Atomic uint64_t buffer_waits; /* fetches that waited for a block buffer */
-    _Atomic uint64_t buffer_overruns; /* ... and took one past the budget after CACHE_BUF_WAIT_MS */
+    _Atomic uint64_t buffer_readahead_waits; /* ... of them read-ahead, which had its share in use */
+    _Atomic uint64_t buffer_budget_bytes; /* gauge: the most block buffers may map (--fetch-buffers) */
+    _Atomic uint64_t buffer_peak_bytes; /* gauge: the most they mapped at once since the start */
     /* the peer protocol */
     _Atomic uint64_t peer_requests_in;
     _Atomic uint64_t peer_requests_out;

@@ -11,7 +11,9 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MIB (1024u * 1024u)
 
@@ -108,6 +110,91 @@ TT_TEST(test_daemon_stalled_s3_answer_is_sent_again_and_the_read_ends_within_the
              (unsigned long long)td_stat(c, 0, "s3.stall_retries"));
     TT_CHECK(stalled_ms >= 1000 && stalled_ms <= budget_ms, "the read took %llu ms, want 1000..%llu",
              (unsigned long long)stalled_ms, (unsigned long long)budget_ms);
+    tt_proxy_stop(&px);
+    td_pass(c);
+}
+
+/* Until every read-ahead block of node0 is either stalled at the proxy or waiting for the
+ * read-ahead's share of the buffers: `want` of them. Fails the test after a minute (a wait for
+ * events, not a verdict: it only ends early). */
+static void wait_readahead_stuck(td_cluster *c, tt_proxy *px, long want)
+{
+    uint64_t until = td_now_ms() + 60000;
+    long stuck = 0;
+    while ((stuck = tt_proxy_stat(px, "faults") + (long)td_stat(c, 0, "cache.readahead_waits")) < want &&
+           td_now_ms() < until)
+        td_sleep_ms(50);
+    TT_CHECK(stuck >= want, "%ld of %ld read-ahead blocks stalled or waiting for a buffer", stuck, want);
+}
+
+/* Peers are never starved by read-ahead. node0 owns every block (node1 is --no-serve) and reaches
+ * S3 through the proxy, a FAULT INJECTOR (a fake: no real server stalls on demand), which stalls
+ * every GET of two objects after 1000 bytes for ten minutes. Two sequential reads on node0 queue 8
+ * read-ahead blocks of them, as many as its read-ahead workers and its block buffers (4 MiB blocks:
+ * 8 buffers by default). Read-ahead may hold 6 of them; 6 GETs stall and the other 2 read-aheads
+ * wait for a buffer. node1 then reads a block of another object, which it asks node0 for: node0
+ * fetches it into a buffer of the reserve and answers while all 6 stalls last. Counted, not
+ * timed: node1 read the block from its owner and never from S3 itself, node0 waited for a buffer
+ * only for read-ahead, no read-ahead ended, and the buffers never mapped past their budget. Without
+ * the reserve node0's answer would wait for a stalled read-ahead (node1 gives up on the working
+ * owner after a minute and reads S3 itself), or, as before, map a buffer past the budget. */
+TT_TEST(test_daemon_read_ahead_on_a_stalled_s3_never_starves_a_peer_of_buffers)
+{
+    td_cluster *c = td_cluster_new(2, "4M");
+    const uint64_t bs = 4 * MIB;
+    const char *ahead[] = {"ahead/one.bin", "ahead/two.bin"};
+    for (int i = 0; i < 2; i++)
+        td_put(c, ahead[i], 6 * bs, 51 + (uint32_t)i);
+    td_put(c, "free/asked.bin", bs, 53);
+    tt_proxy px;
+    tt_proxy_start(&px, c->s3.port, NULL, NULL);
+    /* The stalls are silence to node0's S3 client: its stall limit must outlast the test. */
+    const char *owner_flags[] = {"--s3-stall-timeout", "600", NULL};
+    const char *reader_flags[] = {"--no-serve", NULL};
+    c->endpoint = px.endpoint;
+    td_node_start(c, 0, owner_flags);
+    c->endpoint = NULL;
+    td_node_start(c, 1, reader_flags);
+    td_wait_cluster(c, 10000);
+    for (int i = 0; i < 2; i++) {
+        /* Blocks 1 then 0 (nothing follows anything: no read-ahead), then the stall, then block 1
+         * again, which follows 0: read-ahead of blocks 2 to 5, all stalled. */
+        size_t len = 0;
+        free(td_get_range(c, 0, ahead[i], bs, 1, &len));
+        free(td_get_range(c, 0, ahead[i], 0, 1, &len));
+        char rule[160];
+        snprintf(rule, sizeof rule, "action=stall&bytes=1000&ms=600000&count=1000&method=GET&match=%s", ahead[i]);
+        tt_proxy_rule(&px, rule);
+        uint8_t *got = td_get_range(c, 0, ahead[i], bs, 1, &len);
+        TT_CHECK(got != NULL && len == 1, "read of a stored block of %s", ahead[i]);
+        free(got);
+    }
+    wait_readahead_stuck(c, &px, 8);
+    long stalled = tt_proxy_stat(&px, "faults");
+    td_get_check(c, 1, "free/asked.bin", bs, 53);
+    uint64_t waits = td_stat(c, 0, "cache.buffer_waits"), ra_waits = td_stat(c, 0, "cache.readahead_waits");
+    uint64_t peak = td_stat(c, 0, "cache.buffer_peak_bytes"), budget = td_stat(c, 0, "cache.buffer_budget_bytes");
+    tt_note("stalled read-ahead GETs %ld, read-ahead buffer waits %llu, buffer waits %llu, peak %llu of %llu bytes",
+            stalled, (unsigned long long)ra_waits, (unsigned long long)waits, (unsigned long long)peak,
+            (unsigned long long)budget);
+    TT_CHECK(stalled == 6 && ra_waits == 2,
+             "%ld read-aheads stalled and %llu waited, want 6 and 2 (8 buffers less a "
+             "reserve of 2)",
+             stalled, (unsigned long long)ra_waits);
+    TT_CHECK(td_stat(c, 1, "reads.peer") == 1 && td_stat(c, 1, "s3.get_requests") == 0,
+             "node1 read %llu blocks from its owner and sent %llu GETs to S3, want 1 and 0",
+             (unsigned long long)td_stat(c, 1, "reads.peer"), (unsigned long long)td_stat(c, 1, "s3.get_requests"));
+    TT_CHECK(waits == ra_waits, "node0 made %llu fetches wait for a buffer besides its read-ahead",
+             (unsigned long long)(waits - ra_waits));
+    TT_CHECK(td_stat(c, 0, "reads.readahead") == 0 && tt_proxy_stat(&px, "faults") == stalled,
+             "a read-ahead ended (%llu) before node1's block was served: its answer waited for the stall",
+             (unsigned long long)td_stat(c, 0, "reads.readahead"));
+    /* A buffer maps its block and a header, in whole pages: the block and a page. */
+    uint64_t cost = bs + (uint64_t)sysconf(_SC_PAGESIZE);
+    TT_CHECK(budget == 8 * cost && peak <= budget,
+             "node0's buffers mapped at most %llu bytes, budget %llu (want 8 "
+             "buffers of %llu)",
+             (unsigned long long)peak, (unsigned long long)budget, (unsigned long long)cost);
     tt_proxy_stop(&px);
     td_pass(c);
 }
