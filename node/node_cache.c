@@ -63,7 +63,10 @@
  *   - Read-ahead waits only for buffers that come back as above.
  *
  * The use is the buffer's from its taking to its last reference, so read-ahead a reader joined
- * still counts in the read-ahead's share. Buffers are mapped rather than malloc'd so that what is
+ * still counts in the read-ahead's share (and a reader that joins a read-ahead still waiting for
+ * its share waits with it, for read-ahead in flight, which ends on its own). A caller holds one
+ * large buffer at a time: a `get` keeps a fetched block's buffer only for the block it sends next
+ * (node_cache_block_in_buffer), else blocks waiting their turn could hold all of them. Buffers are mapped rather than malloc'd so that what is
  * given back leaves the process at once, and no allocator arena keeps it. Smaller buffers (blocks
  * of small objects) are plain malloc and not counted: their size is that of the objects, not of
  * the block. */
@@ -730,6 +733,8 @@ int node_cache_block_read(node_cache_block *b, size_t off, size_t len, void *dst
     memcpy(dst, b->data + off, len);
     return 0;
 }
+
+bool node_cache_block_in_buffer(const node_cache_block *b) { return b->buf != NULL; }
 
 void node_cache_block_release(node_cache_block *b)
 {

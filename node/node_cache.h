@@ -215,6 +215,11 @@ int node_cache_block_read(node_cache_block *b, size_t off, size_t len, void *dst
 /* Releases a block filled by node_cache_read or node_cache_read_lazy. Accepts an empty block. */
 void node_cache_block_release(node_cache_block *b);
 
+/* Whether a block read holds one of the read path's block buffers (it was fetched, not opened in
+ * the store) until it is released. A caller that holds such a block must not wait, while holding
+ * it, for another read of its own: that read's fetch may wait for this very buffer. */
+bool node_cache_block_in_buffer(const node_cache_block *b);
+
 /* Bytes [off, off+len) of block `index` of `obj` (clamped to the block) into dst, for a reader that
  * wants its first bytes before the whole block arrived: when the block is not stored, it is fetched
  * by a read-ahead worker, queued before the read-ahead already waiting, and waited for until the

@@ -405,6 +405,7 @@ static int send_block(node_daemon *d, node_control_reply *reply, const node_cach
 typedef struct get_slot {
     node_cache_block b;
     bool ready;
+    bool again; /* b is empty: read the block when it is sent next (see get_reader_main) */
     int rc;
     shoal_err err;
     char msg[512];
@@ -422,6 +423,15 @@ typedef struct get_pipe {
     get_slot slots[DAEMON_GET_WINDOW];
 } get_pipe;
 
+/* Whether block i is not the one the connection thread sends next. */
+static bool get_later(get_pipe *g, uint64_t i)
+{
+    pthread_mutex_lock(&g->mu);
+    bool later = i != g->sent;
+    pthread_mutex_unlock(&g->mu);
+    return later;
+}
+
 static void *get_reader_main(void *arg)
 {
     get_pipe *g = arg;
@@ -435,9 +445,24 @@ static void *get_reader_main(void *arg)
         pthread_mutex_unlock(&g->mu);
         node_cache_block b;
         int rc = node_cache_read(g->cache, &g->obj, i, &b);
+        /* A block that came in a block buffer is kept so only when it is sent next: a later one
+         * would hold a buffer of the read path's budget while this get waits for its earlier
+         * blocks, whose fetches may wait for buffers that such blocks of a few gets hold (three
+         * gets of cold files could hold all 8 and wait on each other for ever). The fetch stored
+         * the block: it is read again, from the store, which takes no buffer; should the store
+         * not have kept it, the connection thread reads it when it is sent next. */
+        bool again = false;
+        if (rc == 0 && node_cache_block_in_buffer(&b) && get_later(g, i)) {
+            node_cache_block_release(&b);
+            rc = node_cache_read(g->cache, &g->obj, i, &b);
+            if (rc == 0 && node_cache_block_in_buffer(&b) && get_later(g, i)) {
+                node_cache_block_release(&b);
+                again = true;
+            }
+        }
         pthread_mutex_lock(&g->mu);
         get_slot *s = &g->slots[i % DAEMON_GET_WINDOW];
-        *s = (get_slot){.b = b, .ready = true, .rc = rc, .err = rc ? shoal_error_code() : SHOAL_OK};
+        *s = (get_slot){.b = b, .ready = true, .again = again, .rc = rc, .err = rc ? shoal_error_code() : SHOAL_OK};
         if (rc != 0)
             snprintf(s->msg, sizeof s->msg, "%s", shoal_error_message());
         pthread_cond_broadcast(&g->cv);
@@ -488,6 +513,10 @@ static int ctl_get(void *ctx, const node_control_request *req, node_control_repl
         while (!s->ready)
             pthread_cond_wait(&g.cv, &g.mu);
         pthread_mutex_unlock(&g.mu);
+        if (s->again && (s->rc = node_cache_read(cache, &g.obj, i, &s->b)) != 0) {
+            s->err = shoal_error_code();
+            snprintf(s->msg, sizeof s->msg, "%s", shoal_error_message());
+        }
         if (s->rc != 0) {
             char tmp[160];
             shoal_error_set(s->err, "%s", s->msg);
