@@ -633,6 +633,17 @@ void node_cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t f
     cache_prefetch(c, obj, first, count, false);
 }
 
+uint64_t node_cache_willneed(node_cache *c, const node_cache_object *obj, uint64_t first, uint64_t count)
+{
+    uint64_t stored = 0;
+    for (uint64_t i = first; i < first + count && i < node_cache_block_count(c, obj->size); i++) {
+        block_req b;
+        if (cache_block_req_from_object(c, obj, i, &b) == 0 && node_store_willneed(c->cfg.store, b.id))
+            stored++;
+    }
+    return stored;
+}
+
 /* Remembers the last block each recent object was read at; true when `index` follows it. */
 static bool seq_follows(node_cache *c, const node_cache_object *obj, uint64_t index)
 {

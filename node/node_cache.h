@@ -250,6 +250,13 @@ ssize_t node_cache_read_part(node_cache *c, const node_cache_object *obj, uint64
  * already); silently drops what the read-ahead queue has no room for. */
 void node_cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t first, uint64_t count);
 
+/* Has the kernel start reading blocks [first, first + count) of obj from this node's store into
+ * the page cache (node_store_willneed), for those stored here; fetches nothing and waits for
+ * nothing. A sequential reader of stored blocks calls it for the blocks ahead of the one it reads,
+ * so the disk works ahead of it across block files. Returns how many of them are stored. Any
+ * thread. */
+uint64_t node_cache_willneed(node_cache *c, const node_cache_object *obj, uint64_t first, uint64_t count);
+
 /* Makes sure block `index` of obj is held by its owner (preload): an owned block this node does
  * not hold is fetched (hand-off, else S3) and stored; a block another node owns is asked of that
  * owner with OWNER_FETCH|WARM_ONLY, which keeps it and sends no bytes back, and nothing is kept

@@ -46,6 +46,14 @@
  * A chunk that fails its check makes the store drop the block; the held block is dropped too and
  * the read asks for the block once more, which now fetches it from a peer or S3.
  *
+ * Disk read-ahead. Block files are separate files, so the kernel's read-ahead of one stops at its
+ * end, and each held block has its own descriptor: a reader going through stored blocks waited for
+ * the disk at every block's first read, with nothing in flight meanwhile. A sequential read that
+ * opens a stored block therefore hints that block and the next FS_DISK_AHEAD bytes' worth of
+ * stored blocks to the kernel (node_cache_willneed: POSIX_FADV_WILLNEED on their files), so the
+ * disk reads ahead across blocks as it does within a local file. The hint reads, it verifies
+ * nothing: the chunks are checked when read, as always. Random reads give no hint.
+ *
  * Listings for `ls` go to S3 (s3_list), not through the cluster's table of pages (node_cache_list):
  * that table keeps a page for --metadata-ttl and has no way to forget one, so a file this mount
  * just wrote, or one another client created, would stay out of `ls` for that long, where the mount
@@ -92,6 +100,7 @@
 #define FS_LIST_PAGE 1000   /* S3's largest listing page */
 #define FS_HELD_BLOCKS 16   /* blocks kept between reads (see "Held blocks") */
 #define FS_PREFETCH_BLOCKS 8 /* the largest read-ahead window of a sequential reader, in blocks */
+#define FS_DISK_AHEAD (8u << 20) /* bytes of stored blocks read from disk ahead of a sequential reader */
 
 /* A block kept after a read for the next reads of the same block. */
 typedef struct held_block {
@@ -525,6 +534,13 @@ static uint64_t prefetch_window(uint64_t run, uint64_t bs)
     return w;
 }
 
+/* Blocks past the one a sequential reader opens whose files the disk reads ahead: FS_DISK_AHEAD
+ * bytes' worth, at least one. */
+static uint64_t disk_ahead_blocks(uint64_t bs)
+{
+    return (FS_DISK_AHEAD + bs - 1) / bs;
+}
+
 static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t offset, size_t len, void *buf,
                        uint64_t run)
 {
@@ -583,6 +599,10 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
              * opens it), or it would hold a fetch's memory for as long as the block stays held. */
             if (local.buf == NULL && (h = held_add(fs, key, etag, index, &local)) != NULL)
                 b = &h->b;
+            /* A sequential reader opening a stored block has the disk read it and the next ones
+             * ahead (see "Disk read-ahead"). */
+            if (b->buf == NULL)
+                node_cache_willneed(fs->parts.cache, &obj, index, 1 + disk_ahead_blocks(bs));
         }
         bool short_block = b->len <= in;
         size_t n = short_block ? 0 : b->len - in < len - done ? (size_t)(b->len - in) : len - done;

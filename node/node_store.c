@@ -1603,6 +1603,27 @@ void node_store_view_release(node_store_view *v)
     }
 }
 
+bool node_store_willneed(node_store *s, const uint8_t id[NODE_STORE_ID_LEN])
+{
+    char rel[NODE_STORE_RELPATH_LEN];
+    node_store_relpath(id, rel);
+    pthread_mutex_lock(&s->mu);
+    store_entry *e = index_find(s, id);
+    bool found = e && !e->pending;
+    int dir_fd = s->blocks_fd;
+    pthread_mutex_unlock(&s->mu);
+    if (!found)
+        return false;
+    /* Only a hint: a file evicted meanwhile, or one the kernel will not read ahead, costs the
+     * reader nothing here and is found out by its read. */
+    int fd = open_block_ro(dir_fd, rel);
+    if (fd < 0)
+        return false;
+    posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+    close(fd);
+    return true;
+}
+
 bool node_store_contains(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], size_t *len_out,
                          node_store_class *cls_out)
 {

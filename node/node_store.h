@@ -211,6 +211,13 @@ int node_store_view_read(node_store_view *v, size_t off, size_t len, void *dst);
  * an empty view. */
 void node_store_view_release(node_store_view *v);
 
+/* Asks the kernel to start reading a stored block's file into the page cache (POSIX_FADV_WILLNEED),
+ * without waiting for it, changing its recency or counting a hit: a sequential reader names the
+ * blocks it will read next so their disk reads overlap its reads of this one, as the kernel's
+ * read-ahead does within a file. Nothing is verified: the bytes are checked when read. True when
+ * the block is stored and the hint was given; false otherwise (nothing to do). Thread-safe. */
+bool node_store_willneed(node_store *s, const uint8_t id[NODE_STORE_ID_LEN]);
+
 /* Whether a block is stored (complete), without reading it, changing its recency or counting a
  * hit or miss. When it is and len_out is not NULL, *len_out is its payload length and *cls_out
  * (when not NULL) its class. */

@@ -1448,6 +1448,36 @@ TT_TEST(test_node_store_open_view_never_serves_a_damaged_chunk)
     }
 }
 
+/* The disk read-ahead hint of a sequential reader: it names stored blocks only, changes nothing
+ * of what a read sees, and a block damaged before the hint is still caught by the read after it. */
+TT_TEST(test_node_store_willneed_hint_verifies_nothing_and_a_damaged_chunk_is_still_caught)
+{
+    char *dir = tt_tmpdir("store-willneed");
+    node_store *s = open_store(dir, 32u << 20, 10);
+    put_block(s, 14, LAZY_LEN, NODE_STORE_OWNED);
+    uint8_t id[NODE_STORE_ID_LEN], absent[NODE_STORE_ID_LEN];
+    make_id(14, id);
+    make_id(15, absent);
+    node_store_stats before = stats_of(s);
+    TT_CHECK(!node_store_willneed(s, absent), "a hint for a block not stored was given");
+    damage_chunk(dir, 14, 3);
+    TT_CHECK(node_store_willneed(s, id), "no hint for a stored block");
+    node_store_stats after = stats_of(s);
+    TT_CHECK(after.verified_bytes == before.verified_bytes && after.hits == before.hits &&
+                 after.misses == before.misses,
+             "a hint hashed %llu bytes or counted a hit or miss",
+             (unsigned long long)(after.verified_bytes - before.verified_bytes));
+    node_store_view v;
+    TT_OK(node_store_open_lazy(s, id, &v));
+    uint8_t *got = malloc(CHUNK);
+    TT_CHECK(node_store_view_read(&v, 3 * CHUNK, CHUNK, got) == -1 && shoal_error_code() == SHOAL_ERR_NOT_FOUND,
+             "a damaged chunk was served after the hint (%s)", shoal_error_name(shoal_error_code()));
+    free(got);
+    check_view_dropped(s, dir, 14, &v);
+    TT_CHECK(!node_store_willneed(s, id), "a hint was given for a block dropped as damaged");
+    finish(s, dir);
+}
+
 /* A block file cut short after it was opened: the read finds fewer bytes than its header says, and
  * the block is dropped as damaged. */
 TT_TEST(test_node_store_open_view_of_a_truncated_file_serves_nothing)
