@@ -51,8 +51,10 @@
  * the disk at every block's first read, with nothing in flight meanwhile. A sequential read that
  * opens a stored block therefore hints that block and the next FS_DISK_AHEAD bytes' worth of
  * stored blocks to the kernel (node_cache_willneed: POSIX_FADV_WILLNEED on their files), so the
- * disk reads ahead across blocks as it does within a local file. The hint reads, it verifies
- * nothing: the chunks are checked when read, as always. Random reads give no hint.
+ * disk reads ahead across blocks as it does within a local file. Only a run of a block or more
+ * gives the hint: a random reader whose read happens to land just past an earlier one is taken
+ * for a short run, and a hint would have the disk read 12 MiB for its 128 KiB. The hint reads, it
+ * verifies nothing: the chunks are checked when read, as always. Random reads give no hint.
  *
  * Listings for `ls` go to S3 (s3_list), not through the cluster's table of pages (node_cache_list):
  * that table keeps a page for --metadata-ttl and has no way to forget one, so a file this mount
@@ -601,7 +603,7 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
                 b = &h->b;
             /* A sequential reader opening a stored block has the disk read it and the next ones
              * ahead (see "Disk read-ahead"). */
-            if (b->buf == NULL)
+            if (b->buf == NULL && run >= bs)
                 node_cache_willneed(fs->parts.cache, &obj, index, 1 + disk_ahead_blocks(bs));
         }
         bool short_block = b->len <= in;
