@@ -538,10 +538,7 @@ static uint64_t prefetch_window(uint64_t run, uint64_t bs)
 
 /* Blocks past the one a sequential reader opens whose files the disk reads ahead: FS_DISK_AHEAD
  * bytes' worth, at least one. */
-static uint64_t disk_ahead_blocks(uint64_t bs)
-{
-    return (FS_DISK_AHEAD + bs - 1) / bs;
-}
+static uint64_t disk_ahead_blocks(uint64_t bs) { return (FS_DISK_AHEAD + bs - 1) / bs; }
 
 static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t offset, size_t len, void *buf,
                        uint64_t run)
