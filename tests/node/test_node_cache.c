@@ -913,12 +913,13 @@ TT_TEST(test_node_cache_stuck_handoff_candidate_is_not_pinged_and_costs_one_shor
 /* A cluster of 4 with one owner per block where the owner (b) has gone silent: it drops every GET
  * and HEAD and answers PINGs idle (a FAKE of a stopped owner that gossip has not declared dead
  * yet). a, c and d each rank b first and c second (c is the block's stand-in: it owns it once b
- * leaves the view). The peer timeout is short, so each reader leaves b after 300 ms of silence. */
+ * leaves the view). Each reader leaves b after a peer timeout (1 s) of silence; the timeout is long
+ * enough that the stand-in's PONGs, on a loaded machine under a sanitizer, are never late for it. */
 static void silent_owner_start(fake_s3 *s3, tnode *a, tnode *b, tnode *c, tnode *d)
 {
     tnode *all[4] = {a, b, c, d};
     for (int i = 0; i < 4; i++)
-        tnode_start_r(all[i], i, s3, 300, 60, 1);
+        tnode_start_r(all[i], i, s3, 1000, 60, 1);
     tnode *readers[3] = {a, c, d};
     for (int i = 0; i < 3; i++) {
         tnode *r = readers[i];
