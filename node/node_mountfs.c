@@ -36,7 +36,7 @@
  * header checked, each read a pread of the range asked straight into the reply, and each 64 KiB
  * chunk verified against its sum the first time a read touches it (node_cache_block_read), so a
  * 4 KiB read hashes 64 KiB, not the block. Reads are not served from a mapping: a mapped block
- * kept its pages resident for as long as it stayed held (16 blocks, 64 MiB), and giving them back
+ * kept its pages resident for as long as it stayed held (then 16 blocks, 64 MiB), and giving them back
  * after each read cost a page fault per page on the next, where a pread costs neither. The last
  * FS_HELD_BLOCKS blocks read stay held (an open stored block with the record of its verified chunks; never
  * the buffer a fetch filled, which goes back to the read path's budget of --fetch-buffers as soon as
@@ -100,7 +100,11 @@
 #define FS_SIZE_SETS 8192  /* (key, ETag) -> size: sets of FS_SIZE_WAYS entries, LRU within a set */
 #define FS_SIZE_WAYS 8     /* so a dataset of tens of thousands of files loses next to none; a loss costs a HEAD */
 #define FS_LIST_PAGE 1000   /* S3's largest listing page */
-#define FS_HELD_BLOCKS 16   /* blocks kept between reads (see "Held blocks") */
+/* Blocks kept between reads (see "Held blocks"): an open descriptor and a record of verified chunks
+ * each, no pages. 128 (512 MiB of 4 MiB blocks): with 16, random 4 KiB reads over a 256 MiB file
+ * mostly missed the held set and paid an open, a header check and a chunk hash per read
+ * (docs/benchmarks.md). */
+#define FS_HELD_BLOCKS 128
 #define FS_PREFETCH_BLOCKS 8 /* the largest read-ahead window of a sequential reader, in blocks */
 #define FS_DISK_AHEAD (8u << 20) /* bytes of stored blocks read from disk ahead of a sequential reader */
 
