@@ -54,7 +54,8 @@ typedef struct command {
 } command;
 
 static const command COMMANDS[] = {
-    {"status", "[--json]", "this node's view: readiness, members with their cache use and\n"
+    {"status", "[--json]",
+     "this node's view: readiness, members with their cache use and\n"
      "size, a cluster line (members by state, the live members' cache)",
      "  --json                     print one JSON object (members' cache_bytes is null when a\n"
      "                             member does not publish it; the totals are in \"cluster\")\n"},
@@ -66,25 +67,32 @@ static const command COMMANDS[] = {
      "  --count N                  with --watch: stop after N samples\n"
      "  --json                     print one JSON object (a sample: one per line)\n"},
     {"get", "s3://B/KEY [-o FILE]", "read one object through the cluster cache (stdout by default)",
-     "  -o, --output FILE          write to FILE instead of stdout (removed if the read fails)\n"},
-    {"preload", "s3://B/PREFIX [--json]", "warm the cluster cache with every object under PREFIX: each\n"
+     "  -o, --output FILE          write to FILE instead of stdout (replaced only if the read succeeds)\n"},
+    {"preload", "s3://B/PREFIX [--json]",
+     "warm the cluster cache with every object under PREFIX: each\n"
      "block is fetched once, by its owner, and stays there; says how\n"
      "many were cached already and how many came from S3",
      "  --json                     print only the final summary, one JSON object\n"},
-    {"drain", "[--json]", "hand this node's blocks to their next owners, then leave the\n"
+    {"drain", "[--json]",
+     "hand this node's blocks to their next owners, then leave the\n"
      "cluster: its departure then costs no S3 request",
      "  --json                     print only the final summary, one JSON object\n"},
-    {"ls", "s3://B/PREFIX [--json]", "list a directory through the cluster (its owner lists S3 once\n"
+    {"ls", "s3://B/PREFIX [--json]",
+     "list a directory through the cluster (its owner lists S3 once\n"
      "per --metadata-ttl for every node); names are shown as `aws s3 ls`\n"
      "shows them, relative to the PREFIX's last '/'",
      "  --json                     print the listing as the daemon gives it\n"},
-    {"keygen", "[-o FILE]", "new cluster key: raw 32 bytes to FILE (mode 0600, never\n"
+    {"keygen", "[-o FILE]",
+     "new cluster key: raw 32 bytes to FILE (mode 0600, never\n"
      "overwritten), or 64 hex digits on stdout without -o",
      "  -o, --output FILE          write the key to FILE\n"},
     {"leave", "", "ask the local daemon to leave the cluster gracefully", ""},
-    {"forget", "NODE", "drop a dead or left member from this node's view now (instead\n"
-     "of after 24 h); an alive member is refused", ""},
-    {"wait", "[--timeout S]", "return once the local daemon is ready (joined, S3 checked,\n"
+    {"forget", "NODE",
+     "drop a dead or left member from this node's view now (instead\n"
+     "of after 24 h); an alive member is refused",
+     ""},
+    {"wait", "[--timeout S]",
+     "return once the local daemon is ready (joined, S3 checked,\n"
      "mount up); waits for a daemon still starting; no limit\n"
      "without --timeout",
      "  --timeout S                give up waiting after S seconds (0: ask once)\n"},
@@ -731,33 +739,89 @@ static void split_url(const cli *c, char **bucket, char **key)
         usage_error("get: '%s' names no object (expected s3://BUCKET/KEY)", c->arg);
 }
 
+/* Where `get -o FILE` writes. A regular file, or a name that does not exist yet, is written under a
+ * temporary name in the same directory and renamed over FILE only once the whole object arrived
+ * (as `aws s3 cp` does), so a failed get leaves FILE as it was, or absent, and never a truncated
+ * copy that looks complete. Anything else (/dev/null, a FIFO, a terminal) is written in place and
+ * never removed: a get that fails is no reason to delete a device. A symbolic link is followed, so
+ * the file it names is the one replaced. */
+typedef struct get_out {
+    int fd;
+    char *target; /* the file renamed over; NULL when written in place */
+    char *tmp;
+} get_out;
+
+static int get_out_open(const char *path, get_out *o)
+{
+    struct stat st;
+    *o = (get_out){.fd = -1};
+    bool exists = stat(path, &st) == 0;
+    if (exists && !S_ISREG(st.st_mode)) {
+        if ((o->fd = open(path, O_WRONLY | O_CLOEXEC)) < 0)
+            return shoal_error_errno(errno, "cannot open '%s'", path);
+        return 0;
+    }
+    o->target = exists ? realpath(path, NULL) : strdup(path);
+    if (o->target == NULL)
+        return shoal_error_errno(errno, "cannot resolve '%s'", path);
+    const char *slash = strrchr(o->target, '/');
+    int dir_len = slash ? (int)(slash - o->target + 1) : 0;
+    if (asprintf(&o->tmp, "%.*s.%s.shoal-XXXXXX", dir_len, o->target, o->target + dir_len) < 0) {
+        o->tmp = NULL;
+        return shoal_error_set(SHOAL_ERR_NOMEM, "out of memory for '%s'", path);
+    }
+    if ((o->fd = mkostemp(o->tmp, O_CLOEXEC)) < 0) {
+        int e = errno;
+        free(o->tmp);
+        o->tmp = NULL;
+        return shoal_error_errno(e, "cannot create '%s'", path);
+    }
+    mode_t mask = umask(0);
+    umask(mask);
+    if (fchmod(o->fd, exists ? st.st_mode & 07777 : 0666 & ~mask) < 0)
+        return shoal_error_errno(errno, "cannot create '%s'", path);
+    return 0;
+}
+
+/* Closes the output: with `ok`, the temporary file takes FILE's name; else it is removed. 0, or -1
+ * with the error (the temporary file removed) when closing or renaming failed. */
+static int get_out_close(get_out *o, bool ok, const char *path)
+{
+    int rc = 0;
+    if (o->fd >= 0 && close(o->fd) < 0 && ok)
+        rc = shoal_error_errno(errno, "closing '%s'", path);
+    if (o->tmp != NULL) {
+        if (ok && rc == 0 && rename(o->tmp, o->target) < 0)
+            rc = shoal_error_errno(errno, "cannot write '%s'", path);
+        if (!ok || rc != 0)
+            unlink(o->tmp);
+    }
+    free(o->tmp);
+    free(o->target);
+    *o = (get_out){.fd = -1};
+    return rc;
+}
+
 static int cmd_get(const cli *c)
 {
     char *bucket, *key;
-    int fd = STDOUT_FILENO, rc = 1;
+    int rc = 1;
+    get_out out = {.fd = STDOUT_FILENO};
     split_url(c, &bucket, &key);
-    if (c->output && (fd = open(c->output, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
-        shoal_error_errno(errno, "cannot create '%s'", c->output);
+    if (c->output && get_out_open(c->output, &out) < 0) {
+        get_out_close(&out, false, c->output);
         goto fail;
     }
-    if (node_control_get(c->control, bucket, key, fd, NULL) < 0) {
-        if (c->output)
-            unlink(c->output); /* never leave a truncated copy that looks complete */
+    bool ok = node_control_get(c->control, bucket, key, out.fd, NULL) == 0;
+    if (c->output && get_out_close(&out, ok, c->output) < 0)
+        ok = false;
+    if (!ok)
         goto fail;
-    }
-    if (c->output && close(fd) < 0) {
-        fd = STDOUT_FILENO;
-        shoal_error_errno(errno, "closing '%s'", c->output);
-        goto fail;
-    }
-    fd = STDOUT_FILENO;
     rc = 0;
     goto done;
 fail:
     runtime_error();
 done:
-    if (fd != STDOUT_FILENO)
-        close(fd);
     free(bucket);
     free(key);
     return rc;

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -387,6 +388,19 @@ TT_TEST(test_node_control_stats_round_trip)
     shoal_buf_destroy(&body);
     node_control_server_delete(s);
     tt_rmtree(g_dir);
+}
+
+/* Entries of `dir` whose names begin with `prefix`. */
+static int count_prefixed(const char *dir, const char *prefix)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL)
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    if (d != NULL)
+        closedir(d);
+    return n;
 }
 
 static void check_pattern_file(const char *path)
@@ -1070,7 +1084,32 @@ TT_TEST(test_shoal_cli_talks_to_the_daemon)
     int rc = run_cli_io(NULL, err, sizeof err, get_missing);
     TT_CHECK(rc == 1 && strstr(err, "shoal: s3://bucket-a/missing: no such key\n"), "get of a missing key: exit %d, %s",
              rc, err);
-    TT_CHECK(access(obj, F_OK) != 0, "a failed get left %s behind", obj);
+    /* A failed get leaves the file it would have replaced as it was, and no temporary file. */
+    check_pattern_file(obj);
+    TT_CHECK(count_prefixed(g_dir, ".obj.shoal-") == 0, "a failed get left a temporary file in %s", g_dir);
+    char fresh[300];
+    snprintf(fresh, sizeof fresh, "%s/fresh", g_dir);
+    char *get_missing_fresh[] = {"get", "s3://bucket-a/missing", "-o", fresh, "--control", g_sock, NULL};
+    TT_CHECK(run_cli_io(NULL, err, sizeof err, get_missing_fresh) == 1, "get of a missing key succeeded");
+    TT_CHECK(access(fresh, F_OK) != 0 && count_prefixed(g_dir, ".fresh.shoal-") == 0,
+             "a failed get to a new name left %s or a temporary file behind", fresh);
+    /* A device is written in place and never removed, whatever the read does: a failed get to
+     * /dev/null once deleted it. A null device of the test's own stands for it (root only). */
+    char null_dev[300];
+    snprintf(null_dev, sizeof null_dev, "%s/null", g_dir);
+    if (mknod(null_dev, S_IFCHR | 0666, makedev(1, 3)) == 0) {
+        char *get_missing_dev[] = {"get", "s3://bucket-a/missing", "-o", null_dev, "--control", g_sock, NULL};
+        TT_CHECK(run_cli_io(NULL, err, sizeof err, get_missing_dev) == 1, "get of a missing key succeeded");
+        struct stat st;
+        TT_CHECK(stat(null_dev, &st) == 0 && S_ISCHR(st.st_mode), "a failed get removed or replaced the device %s",
+                 null_dev);
+        char *get_dev[] = {"get", "s3://bucket-a/some/key", "-o", null_dev, "--control", g_sock, NULL};
+        TT_CHECK(run_cli(NULL, get_dev) == 0, "get to a device failed");
+        TT_CHECK(stat(null_dev, &st) == 0 && S_ISCHR(st.st_mode), "a get replaced the device %s", null_dev);
+        unlink(null_dev);
+    } else {
+        tt_note("not checked: a get to a device (mknod: %s)", strerror(errno));
+    }
 
     char *preload[] = {"preload", "s3://bucket-a/train/", "--control", g_sock, NULL};
     TT_CHECK(run_cli(out, preload) == 0, "preload failed");
