@@ -469,6 +469,19 @@ TT_TEST(test_node_cache_reader_gets_the_block_from_its_owner)
  * in every round and fail the case. */
 #define DISTURBED_ROUNDS_MAX 4
 
+/* Runs round(key, seed) with a new object each time (prefix + round number) until one runs
+ * undisturbed, at most DISTURBED_ROUNDS_MAX times; false when none did. */
+static bool rounds_until_undisturbed(bool (*round)(const char *key, unsigned seed), const char *prefix, unsigned seed)
+{
+    for (unsigned r = 0; r < DISTURBED_ROUNDS_MAX; r++) {
+        char key[32];
+        snprintf(key, sizeof key, "data/%s%u.bin", prefix, r);
+        if (round(key, seed + r))
+            return true;
+    }
+    return false;
+}
+
 /* One round of the fail-over case (key names the object, new each round). true when it ran
  * undisturbed and its counts were checked; false when a live owner's answer came late. */
 static bool failover_round(const char *key, unsigned seed)
@@ -507,13 +520,8 @@ static bool failover_round(const char *key, unsigned seed)
  * owner, and S3 is asked once, by that owner. */
 TT_TEST(test_node_cache_failover_to_the_next_owner)
 {
-    bool checked = false;
-    for (unsigned r = 0; r < DISTURBED_ROUNDS_MAX && !checked; r++) {
-        char key[32];
-        snprintf(key, sizeof key, "data/c%u.bin", r);
-        checked = failover_round(key, 3 + r);
-    }
-    TT_CHECK(checked, "in each of %d rounds the reader gave up on the live owner too", DISTURBED_ROUNDS_MAX);
+    TT_CHECK(rounds_until_undisturbed(failover_round, "c", 3),
+             "in each of %d rounds the reader gave up on the live owner too", DISTURBED_ROUNDS_MAX);
 }
 
 /* The owner finds the version gone (S3 answers CHANGED to its If-Match): the read ends with that
@@ -1038,13 +1046,8 @@ static bool silent_owner_block_round(const char *key, unsigned seed)
  * the block as owned (it owns it once the silent owner leaves), the others near. */
 TT_TEST(test_node_cache_readers_of_a_silent_owner_share_one_fetch_at_its_stand_in)
 {
-    bool checked = false;
-    for (unsigned r = 0; r < DISTURBED_ROUNDS_MAX && !checked; r++) {
-        char key[32];
-        snprintf(key, sizeof key, "data/s%u.bin", r);
-        checked = silent_owner_block_round(key, 21 + r);
-    }
-    TT_CHECK(checked, "in each of %d rounds a reader gave up on a live peer too", DISTURBED_ROUNDS_MAX);
+    TT_CHECK(rounds_until_undisturbed(silent_owner_block_round, "s", 21),
+             "in each of %d rounds a reader gave up on a live peer too", DISTURBED_ROUNDS_MAX);
 }
 
 /* One round of the metadata case; see the case below. */
@@ -1081,13 +1084,8 @@ static bool silent_owner_head_round(const char *key, unsigned seed)
  * very peer that asks is not waited for). */
 TT_TEST(test_node_cache_metadata_of_a_silent_owner_is_asked_of_s3_once_by_its_stand_in)
 {
-    bool checked = false;
-    for (unsigned r = 0; r < DISTURBED_ROUNDS_MAX && !checked; r++) {
-        char key[32];
-        snprintf(key, sizeof key, "data/m%u.bin", r);
-        checked = silent_owner_head_round(key, 22 + r);
-    }
-    TT_CHECK(checked, "in each of %d rounds a reader gave up on a live peer too", DISTURBED_ROUNDS_MAX);
+    TT_CHECK(rounds_until_undisturbed(silent_owner_head_round, "m", 22),
+             "in each of %d rounds a reader gave up on a live peer too", DISTURBED_ROUNDS_MAX);
 }
 
 /* --replicas 2: the owner that fetched a block from S3 pushes it to the other owner, so when the
