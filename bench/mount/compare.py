@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Shoal's mount beside s3fs and rclone mount, every case of the comparison in one run.
 
-  bench/mount/compare.py [--quick] [--tools shoal,s3fs,rclone] [--cases big-cold,big-disk,...]
+  bench/mount/compare.py [--quick] [--repeat N] [--tools shoal,s3fs,rclone] [--cases big-cold,big-disk,...]
                          [--big-mib N] [--small-files N] [--save FILE.json] [BUILD_DIR]
 
 One local S3 server (s3rver 3.7.1, `tests/s3rver/start.js --legacy`), one data set, and each tool
@@ -33,6 +33,12 @@ Beside every figure of a mount: the CPU-seconds its process used per GiB the cas
 /proc/PID/status, reset before each case through /proc/PID/clear_refs). The tables are printed
 in Markdown, with the ratios Shoal / s3fs, Shoal / rclone and Shoal / ceiling (or local disk);
 for throughput a ratio above 1 is better for Shoal, for time to first byte below 1 is.
+
+--repeat N runs the whole comparison N times in one go (the ceilings, then each tool mounted afresh
+with an empty cache, the tools' order turning by one each round, so none is always first after the
+ceilings): a busy machine moves one round's figures by more than the tools differ. The tables then
+give each figure's median over the rounds, each ratio the median of the rounds' own ratios, and a
+last table every round's ratios, so the spread is in view.
 
 --cases runs some of the cases (and the ones they need: the disk-cache cases read what big-cold
 put there, warm and forgot what small did), with their ceilings; the default is all of them.
@@ -99,6 +105,9 @@ def options():
     ap.add_argument("--big-mib", type=int)
     ap.add_argument("--small-files", type=int)
     ap.add_argument("--block-size", default="4M", help="shoald --block-size")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="N rounds (ceilings, then each tool with a fresh cache, the order turning each round);"
+                         " the tables give medians, and the ratios the median of each round's ratio")
     ap.add_argument("--save", metavar="FILE", help="also write the raw figures to FILE as JSON")
     o = ap.parse_args()
     q = o.quick
@@ -112,6 +121,8 @@ def options():
     o.rand_mib = 64 if q else 256
     o.rounds = 3
     o.tools = [t for t in o.tools.split(",") if t]
+    if o.repeat < 1:
+        ap.error("--repeat takes a number of rounds, 1 or more")
     want = set(c for c in o.cases.split(",") if c)
     if want - set(CASES):
         ap.error("unknown case(s): %s (the cases: %s)" % (",".join(sorted(want - set(CASES))), ",".join(CASES)))
@@ -298,6 +309,7 @@ def run_case(cases, case):
 
 def ceilings(o, port, data, ds, dropping):
     """The figures no mount can beat: the server's with plain GETs, and local disk's."""
+    log("ceilings: plain GETs, curl and local disk")
     res = {}
     local = Cases(o, port, data, ds, dropping)
     if "ttfb" in o.cases:
@@ -351,6 +363,62 @@ def measure(o, tool, p, mnt, port, ds, dropping):
     return out
 
 
+def ratio(res, ceil, case, other):
+    """Shoal's figure over another tool's (other: its name) or over the ceiling ("ceiling"); None when
+    either is missing."""
+    mine = res.get("shoal", {}).get(case)
+    c = ceil.get(case)
+    theirs = (res.get(other, {}).get(case) or {}).get("value") if other != "ceiling" else (
+        c[0] if isinstance(c, tuple) else c)
+    return mine["value"] / theirs if mine and theirs else None
+
+
+def medians(rounds):
+    """One round's figures from all of them: each figure's median, and each ratio the median of the
+    rounds' own ratios. Returns (mounts, ceilings, {(case, other): ratio})."""
+    def med(xs):
+        xs = [x for x in xs if x is not None]
+        return statistics.median(xs) if xs else None
+
+    res = {}
+    for tool in rounds[0]["mounts"]:
+        res[tool] = {}
+        for case, r0 in rounds[0]["mounts"][tool].items():
+            each = [rd["mounts"][tool][case] for rd in rounds]
+            r = {k: med([e[k] for e in each]) for k in r0 if k != "peak_ok"}
+            r["peak_ok"] = all(e["peak_ok"] for e in each)
+            res[tool][case] = r
+    ceil = {}
+    for case, c0 in rounds[0]["ceilings"].items():
+        each = [rd["ceilings"][case] for rd in rounds]
+        ceil[case] = tuple(med(list(x)) for x in zip(*each)) if isinstance(c0, (tuple, list)) else med(each)
+    ratios = {}
+    for case in CASES:
+        for other in ("s3fs", "rclone", "ceiling"):
+            ratios[(case, other)] = med([ratio(rd["mounts"], rd["ceilings"], case, other) for rd in rounds])
+    return res, ceil, ratios
+
+
+def each_round(rounds):
+    """Every round's ratios, Shoal over each other tool and over the ceiling."""
+    others = [t for t in ("s3fs", "rclone") if t in rounds[0]["mounts"]] + ["ceiling"]
+    if "shoal" not in rounds[0]["mounts"]:
+        return
+    print()
+    print("Each round's ratios (Shoal / %s), in the order the rounds ran:" % ", Shoal / ".join(others))
+    print()
+    print("| case | " + " | ".join("Shoal / " + t for t in others) + " |")
+    print("|" + "---|" * (len(others) + 1))
+    for case in CASES:
+        if case not in rounds[0]["mounts"]["shoal"]:
+            continue
+        cells = []
+        for t in others:
+            rs = [ratio(rd["mounts"], rd["ceilings"], case, t) for rd in rounds]
+            cells.append("—" if all(x is None for x in rs) else ", ".join("—" if x is None else "%.2f" % x for x in rs))
+        print("| %s | %s |" % (TITLES[case].split(" (")[0], " | ".join(cells)))
+
+
 def fmt(case, v):
     if isinstance(v, tuple):  # (IOPS, p50, bytes) from fio
         return "%s IOPS, p50 %s ms" % (num(v[0]), num(v[1]))
@@ -361,20 +429,21 @@ def num(x):
     return "%.2f" % x if x < 10 else "%.1f" % x if x < 100 else "{:,.0f}".format(x)
 
 
-def report(o, res, ceil, commit, loads, dropping):
+def report(o, res, ceil, ratios, commit, loads, dropping):
     tools = [t for t in ("shoal", "s3fs", "rclone") if t in res]
     names = {"shoal": "Shoal", "s3fs": "s3fs", "rclone": "rclone"}
     print()
     print("Mount beside s3fs and rclone: commit %s, %s, %d x %d MiB big files, %d small files of 100 KB,"
-          " block size %s" % (commit, "quick" if o.quick else "full", o.big_files, o.big_mib, o.small_files,
-                              o.block_size))
+          " block size %s%s" % (commit, "quick" if o.quick else "full", o.big_files, o.big_mib, o.small_files,
+                                o.block_size, "" if o.repeat == 1 else
+                                "; medians of %d rounds (ratios: the median of the rounds' ratios)" % o.repeat))
     print("kernel %s, %d CPUs, load average %s at the start and %s at the end; page cache %s" %
           (platform.release(), os.cpu_count(), loads[0], loads[1],
            "dropped (echo 1) before every cold case, dentries and inodes too (echo 3) before the forgotten"
            " inodes' case" if dropping else "NOT dropped (no right to): disk-cache cases skipped"))
     print()
-    ratios = tools[1:] + ["ceiling"] if "shoal" in tools else []
-    head = ["case"] + [names[t] for t in tools] + ["ceiling"] + ["Shoal / " + names.get(t, t) for t in ratios]
+    others = tools[1:] + ["ceiling"] if "shoal" in tools else []
+    head = ["case"] + [names[t] for t in tools] + ["ceiling"] + ["Shoal / " + names.get(t, t) for t in others]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for case in CASES:
@@ -390,11 +459,9 @@ def report(o, res, ceil, commit, loads, dropping):
             row.append(cell)
         c = ceil.get(case)
         row.append("—" if c is None else "%s (%s)" % (fmt(case, c), CEILING[case]))
-        mine = res.get("shoal", {}).get(case)
-        for t in ratios:
-            other = (res[t].get(case) or {}).get("value") if t != "ceiling" else (
-                c[0] if isinstance(c, tuple) else c)
-            row.append("%.2f" % (mine["value"] / other) if mine and other else "—")
+        for t in others:
+            x = ratios.get((case, t))
+            row.append("%.2f" % x if x is not None else "—")
         print("| " + " | ".join(row) + " |")
     per_tool("CPU-seconds of the mount's process per GiB delivered, and its peak RSS during the case:",
              res, tools, names, ("ttfb",), lambda r: "%s s/GiB, %s MiB%s" % (
@@ -447,28 +514,38 @@ def main():
         endpoint = "http://%s:%d" % (IP, port)
         data, ds = make_data(work, port, o)
         every = [n for k in ds for n in ds[k]]
-        log("ceilings: plain GETs, curl and local disk")
-        ceil = ceilings(o, port, data, ds, dropping)
         key = os.path.join(work, "cluster.key")
         if "shoal" in o.tools:
             subprocess.run([shoal, "keygen", "-o", key], check=True)
-        starts = {"shoal": lambda: mountlib.start_shoald(shoald, work, "shoal", endpoint, key, o.block_size),
-                  "s3fs": lambda: start_s3fs(work, port, cache=True),
-                  "rclone": lambda: start_rclone(work, port, cache=True)}
-        res = {}
-        for tool in ("shoal", "s3fs", "rclone"):
-            if tool not in o.tools:
-                continue
-            log("mounting %s" % tool)
-            p, mnt = starts[tool]()
-            list_dirs(mnt, every)
-            res[tool] = measure(o, tool, p, mnt, port, ds, dropping)
-            unmount(p, mnt)
+        rounds = []
+        for r in range(o.repeat):
+            if o.repeat > 1:
+                log("round %d of %d" % (r + 1, o.repeat))
+            rw = os.path.join(work, "round%d" % r)
+            os.makedirs(rw)
+            ceil = ceilings(o, port, data, ds, dropping)
+            starts = {"shoal": lambda: mountlib.start_shoald(shoald, rw, "shoal", endpoint, key, o.block_size),
+                      "s3fs": lambda: start_s3fs(rw, port, cache=True),
+                      "rclone": lambda: start_rclone(rw, port, cache=True)}
+            order = [t for t in ("shoal", "s3fs", "rclone") if t in o.tools]
+            order = order[r % len(order):] + order[:r % len(order)]
+            res = {}
+            for tool in order:
+                log("mounting %s" % tool)
+                p, mnt = starts[tool]()
+                list_dirs(mnt, every)
+                res[tool] = measure(o, tool, p, mnt, port, ds, dropping)
+                unmount(p, mnt)
+            rounds.append({"ceilings": ceil, "mounts": res})
         loads.append("%.1f" % os.getloadavg()[0])
         if o.save:
             with open(o.save, "w") as f:
-                json.dump({"commit": commit, "loads": loads, "ceilings": ceil, "mounts": res}, f, indent=1)
-        report(o, res, ceil, commit, loads, dropping)
+                json.dump({"commit": commit, "loads": loads, "rounds": rounds, **rounds[0]} if o.repeat == 1 else
+                          {"commit": commit, "loads": loads, "rounds": rounds}, f, indent=1)
+        res, ceil, ratios = medians(rounds)
+        report(o, res, ceil, ratios, commit, loads, dropping)
+        if o.repeat > 1:
+            each_round(rounds)
     finally:
         cleanup(work)
 
