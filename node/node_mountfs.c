@@ -49,9 +49,14 @@
  * Disk read-ahead. Block files are separate files, so the kernel's read-ahead of one stops at its
  * end, and each held block has its own descriptor: a reader going through stored blocks waited for
  * the disk at every block's first read, with nothing in flight meanwhile. A sequential read that
- * opens a stored block therefore hints that block and the next FS_DISK_AHEAD bytes' worth of
- * stored blocks to the kernel (node_cache_willneed: POSIX_FADV_WILLNEED on their files), so the
- * disk reads ahead across blocks as it does within a local file. Only a run of a block or more
+ * opens a stored block therefore has that block and the next FS_DISK_AHEAD bytes' worth of stored
+ * blocks hinted to the kernel (node_cache_willneed: POSIX_FADV_WILLNEED on their files), so the
+ * disk reads ahead across blocks as it does within a local file. Each block is hinted once per
+ * run: the first block a run opens hints itself and the window past it, and each later one only
+ * the block entering the window, as a small table of (object, next block not yet hinted) remembers
+ * (hint_range); a hint costs an open, a close and the kernel's look through the file's pages, and
+ * hinting each block three times, as every block opened hinting its whole window did, cost a
+ * sequential reader a sixth of the daemon's CPU. Only a run of a block or more
  * gives the hint: a random reader whose read happens to land just past an earlier one is taken
  * for a short run, and a hint would have the disk read 12 MiB for its 128 KiB. The hint reads, it
  * verifies nothing: the chunks are checked when read, as always. Random reads give no hint.
@@ -107,6 +112,7 @@
 #define FS_HELD_BLOCKS 128
 #define FS_PREFETCH_BLOCKS 8 /* the largest read-ahead window of a sequential reader, in blocks */
 #define FS_DISK_AHEAD (8u << 20) /* bytes of stored blocks read from disk ahead of a sequential reader */
+#define FS_HINT_SLOTS 64 /* objects whose disk read-ahead is remembered (hint_range) */
 
 /* A block kept after a read for the next reads of the same block. */
 typedef struct held_block {
@@ -118,6 +124,12 @@ typedef struct held_block {
     bool evicted;              /* replaced while read: the last reader releases b */
     uint64_t used;             /* tick of the last hit, for LRU */
 } held_block;
+
+/* How far the disk read-ahead of one object's sequential reader was hinted (hint_range). */
+typedef struct hint_slot {
+    uint64_t object; /* hash of (key, ETag); 0: free */
+    uint64_t next;   /* the first block past those hinted */
+} hint_slot;
 
 typedef struct size_slot {
     char *key;
@@ -138,7 +150,10 @@ struct node_mountfs {
     pthread_mutex_t held_mu;
     held_block *held[FS_HELD_BLOCKS];
     uint64_t tick;
+    pthread_mutex_t hint_mu;
+    hint_slot hints[FS_HINT_SLOTS];
     _Atomic uint64_t uploads, upload_errors; /* fs_put's outcomes (mount.uploads, .upload_errors) */
+    _Atomic uint64_t disk_hints; /* stored blocks hinted to the kernel (mount.disk_hints) */
 };
 
 /* ---- errors ----------------------------------------------------------------------------------- */
@@ -544,6 +559,23 @@ static uint64_t prefetch_window(uint64_t run, uint64_t bs)
  * bytes' worth, at least one. */
 static uint64_t disk_ahead_blocks(uint64_t bs) { return (FS_DISK_AHEAD + bs - 1) / bs; }
 
+/* The blocks [*first, end) to hint for a sequential reader opening block `index` of the object
+ * named by hash `object` (see "Disk read-ahead"): the block and the window past it, less those
+ * this run hinted already. A read inside the window last hinted (a run going on) has only the
+ * blocks past it hinted; any other (a new run, a seek back) the whole window. */
+static uint64_t hint_range(node_mountfs *fs, uint64_t object, uint64_t index, uint64_t window, uint64_t *first)
+{
+    uint64_t end = index + 1 + window;
+    hint_slot *h = &fs->hints[object % FS_HINT_SLOTS];
+    pthread_mutex_lock(&fs->hint_mu);
+    bool going_on = h->object == object && h->next >= index && h->next <= end;
+    *first = going_on ? h->next : index;
+    h->object = object;
+    h->next = end;
+    pthread_mutex_unlock(&fs->hint_mu);
+    return end - *first;
+}
+
 static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t offset, size_t len, void *buf,
                        uint64_t run)
 {
@@ -604,8 +636,13 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
                 b = &h->b;
             /* A sequential reader opening a stored block has the disk read it and the next ones
              * ahead (see "Disk read-ahead"). */
-            if (b->buf == NULL && run >= bs)
-                node_cache_willneed(fs->parts.cache, &obj, index, 1 + disk_ahead_blocks(bs));
+            if (b->buf == NULL && run >= bs) {
+                uint64_t object = (XXH3_64bits(key, strlen(key)) ^ XXH3_64bits(etag, strlen(etag))) | 1, first;
+                uint64_t count = hint_range(fs, object, index, disk_ahead_blocks(bs), &first);
+                if (count > 0)
+                    atomic_fetch_add_explicit(&fs->disk_hints, node_cache_willneed(fs->parts.cache, &obj, first, count),
+                                              memory_order_relaxed);
+            }
         }
         bool short_block = b->len <= in;
         size_t n = short_block ? 0 : b->len - in < len - done ? (size_t)(b->len - in) : len - done;
@@ -816,6 +853,7 @@ node_mountfs *node_mountfs_new(const node_config *cfg, const node_mountfs_parts 
     fs->parts = *parts;
     pthread_mutex_init(&fs->sizes_mu, NULL);
     pthread_mutex_init(&fs->held_mu, NULL);
+    pthread_mutex_init(&fs->hint_mu, NULL);
     if (asprintf(&fs->staging, "%s/staging", cfg->cache_dir) < 0) {
         fs->staging = NULL;
         shoal_error_set(SHOAL_ERR_NOMEM, "mount");
@@ -863,6 +901,7 @@ void node_mountfs_sample(node_mountfs *fs, node_stats *st)
     node_stats_set(&st->mount_upload_retries, wb.retries);
     node_stats_set(&st->mount_uploads, atomic_load_explicit(&fs->uploads, memory_order_relaxed));
     node_stats_set(&st->mount_upload_errors, atomic_load_explicit(&fs->upload_errors, memory_order_relaxed));
+    node_stats_set(&st->mount_disk_hints, atomic_load_explicit(&fs->disk_hints, memory_order_relaxed));
     mount_io_stats io;
     mount_io_stats_get(fs->view, &io);
     node_stats_set(&st->mount_opens, io.opens);
@@ -893,6 +932,7 @@ void node_mountfs_delete(node_mountfs *fs)
         held_free(fs->held[i]);
     pthread_mutex_destroy(&fs->sizes_mu);
     pthread_mutex_destroy(&fs->held_mu);
+    pthread_mutex_destroy(&fs->hint_mu);
     free(fs->staging);
     free(fs);
 }

@@ -95,6 +95,7 @@ static const node_stats_desc FIELDS[] = {
     F(mount_opens, "mount.opens", C, "shoal_mount_opens_total", "", "Files opened or created through the mount (on a read-only mount the kernel opens files without asking, and none are counted)."),
     F(mount_bytes_read, "mount.bytes_read", C, "shoal_mount_read_bytes_total", "", "Bytes read through the mount."),
     F(mount_bytes_written, "mount.bytes_written", C, "shoal_mount_written_bytes_total", "", "Bytes written through the mount (accepted by write requests)."),
+    F(mount_disk_hints, "mount.disk_hints", C, "shoal_mount_disk_hints_total", "", "Stored blocks the mount had the kernel read ahead from disk for a sequential reader (POSIX_FADV_WILLNEED), each once per run."),
 };
 /* clang-format on */
 
@@ -261,6 +262,7 @@ static const family FAMILIES[] = {
     {"shoal_mount_opens_total", "counter", "Files opened or created through the mount (on a read-only mount the kernel opens files without asking, and none are counted).", NULL},
     {"shoal_mount_read_bytes_total", "counter", "Bytes read through the mount.", NULL},
     {"shoal_mount_written_bytes_total", "counter", "Bytes written through the mount.", NULL},
+    {"shoal_mount_disk_hints_total", "counter", "Stored blocks the mount had the kernel read ahead from disk for a sequential reader.", NULL},
     {"shoal_mount_uploads_total", "counter", "Files uploaded through the mount.", NULL},
     {"shoal_mount_upload_errors_total", "counter", "Uploads through the mount that failed.", NULL},
     {"shoal_mount_uploads_pending", "gauge", "Files closed through the mount and waiting for their delayed upload (--upload-delay).", NULL},

@@ -104,6 +104,7 @@ typedef struct node_stats {
     _Atomic uint64_t mount_opens;
     _Atomic uint64_t mount_bytes_read;
     _Atomic uint64_t mount_bytes_written;
+    _Atomic uint64_t mount_disk_hints;
     /* only on /metrics */
     _Atomic uint64_t s3_failures[NODE_STATS_S3_OPS][NODE_STATS_S3_CODES];
     shoal_hist s3_latency[NODE_STATS_S3_OPS];   /* submission to completion, retries included */

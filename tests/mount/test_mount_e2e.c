@@ -1500,6 +1500,22 @@ TT_TEST(test_mount_e2e_damaged_chunk_of_a_stored_block_is_never_read_through_the
     finish(c);
 }
 
+/* "<dir>/<name>" of `size` bytes from `seed`, stored by node 0, which is restarted read-only
+ * (nothing held) with the file open for O_DIRECT reads in *fd, its bytes in *want; the server's
+ * counts are zero. */
+static td_cluster *stored_restarted(const char *dir, const char *name, size_t size, uint32_t seed, uint8_t **want,
+                                    int *fd)
+{
+    char rel[256];
+    snprintf(rel, sizeof rel, "%s/%s", dir, name);
+    td_cluster *c = stored_then_stopped(rel, size, seed);
+    start_mounted(c, 0, "60", "5", "--read-only");
+    *want = td_content(size, seed);
+    *fd = open_direct(c, 0, dir, rel);
+    tt_s3rver_stats_reset(&c->s3);
+    return c;
+}
+
 /* A random reader of a block in the store reads it as a held block: its first read opens the block
  * and later reads of it use that open block (and the chunks it verified), so reads at random in one
  * stored block open it once and cost S3 nothing. After a restart (nothing held), 6 random 4 KiB
@@ -1509,11 +1525,9 @@ TT_TEST(test_mount_e2e_random_reads_of_a_stored_block_open_it_once_while_it_is_h
     enum { READS = 6, STEP = 192 << 10 };
     static const unsigned ORDER[READS] = {3, 0, 4, 1, 5, 2};
     const size_t size = 3 * MIB;
-    td_cluster *c = stored_then_stopped("held/one.bin", size, 53);
-    start_mounted(c, 0, "60", "5", "--read-only");
-    uint8_t *want = td_content(size, 53);
-    int fd = open_direct(c, 0, "held", "held/one.bin");
-    tt_s3rver_stats_reset(&c->s3);
+    uint8_t *want;
+    int fd;
+    td_cluster *c = stored_restarted("held", "one.bin", size, 53, &want, &fd);
     uint64_t local = td_stat(c, 0, "reads.local");
     for (int k = 0; k < READS; k++)
         direct_read_check(fd, MIB + (uint64_t)ORDER[k] * STEP, 4096, want);
@@ -1522,6 +1536,31 @@ TT_TEST(test_mount_e2e_random_reads_of_a_stored_block_open_it_once_while_it_is_h
     TT_CHECK(local == 1 && gets == 0,
              "%d random reads of one stored block: %llu reads from the store (1), %ld GETs (0)", READS,
              (unsigned long long)local, gets);
+    close(fd);
+    free(want);
+    finish(c);
+}
+
+/* A sequential reader of stored blocks has each block ahead of it hinted to the kernel for disk
+ * read-ahead once: the first block its run opens hints the window past it, every later one only
+ * the block entering the window. 16 stored blocks of 1 MiB read through in 256 KiB reads after a
+ * restart (nothing held, nothing in the page cache that matters) hint blocks 1-15, 15 hints
+ * (each block opened hinting its whole window gave 99). */
+TT_TEST(test_mount_e2e_sequential_read_of_stored_blocks_hints_each_block_once)
+{
+    enum { BLOCKS = 16, STEP = 256 << 10 };
+    const size_t size = BLOCKS * MIB;
+    uint8_t *want;
+    int fd;
+    td_cluster *c = stored_restarted("hint", "seq.bin", size, 57, &want, &fd);
+    uint64_t hints = td_stat(c, 0, "mount.disk_hints");
+    for (uint64_t off = 0; off < size; off += STEP)
+        direct_read_check(fd, off, STEP, want);
+    hints = td_stat(c, 0, "mount.disk_hints") - hints;
+    long gets = tt_s3rver_stat(&c->s3, "gets");
+    TT_CHECK(hints == BLOCKS - 1 && gets == 0,
+             "%d stored blocks read through: %llu hints (want %d: each block past the first once), %ld GETs (0)",
+             BLOCKS, (unsigned long long)hints, BLOCKS - 1, gets);
     close(fd);
     free(want);
     finish(c);
