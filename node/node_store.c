@@ -1525,12 +1525,33 @@ static int view_bad(node_store_view *v, const char *why)
 /* node_store_view_read of an open view: one pread of the range into dst, then each chunk it
  * touches that the view has not verified is hashed, in dst when the range holds all of it, else
  * read whole into `scratch` and its part copied over dst's (so every byte served is a byte
- * hashed, even if the file changed between the two reads). */
+ * hashed, even if the file changed between the two reads). A range inside one unverified chunk
+ * is read with the chunk alone. */
 static int view_pread(node_store_view *v, size_t off, size_t len, uint8_t *dst)
 {
+    uint8_t stack[STORE_CHUNK], *scratch = v->chunk <= sizeof stack ? stack : NULL;
+    size_t first = off / v->chunk;
+    if (scratch != NULL && len < v->chunk && first == (off + len - 1) / v->chunk &&
+        !(atomic_load_explicit(&v->marks->bits[first / 64], memory_order_acquire) & (1ull << (first % 64)))) {
+        /* A read inside one chunk not yet verified (a random reader's first read of it): one pread of
+         * the chunk, hashed, and the part asked copied out, not a pread of the part and one more of
+         * the chunk. */
+        size_t c_off = first * (size_t)v->chunk, c_len = v->len - c_off < v->chunk ? v->len - c_off : v->chunk;
+        if (pread_full(v->fd, scratch, c_len, (off_t)(NODE_STORE_HEADER_LEN + c_off)) != (ssize_t)c_len)
+            return view_bad(v, "short_payload");
+        uint8_t got[STORE_SUM_LEN];
+        chunk_sum(v->seed, first, scratch, c_len, got);
+        pthread_mutex_lock(&v->store->mu);
+        v->store->verified_bytes += c_len;
+        pthread_mutex_unlock(&v->store->mu);
+        if (memcmp(got, v->sums + first * STORE_SUM_LEN, STORE_SUM_LEN) != 0)
+            return view_bad(v, "checksum_mismatch");
+        atomic_fetch_or_explicit(&v->marks->bits[first / 64], 1ull << (first % 64), memory_order_release);
+        memcpy(dst, scratch + (off - c_off), len);
+        return 0;
+    }
     if (pread_full(v->fd, dst, len, (off_t)(NODE_STORE_HEADER_LEN + off)) != (ssize_t)len)
         return view_bad(v, "short_payload");
-    uint8_t stack[STORE_CHUNK], *scratch = v->chunk <= sizeof stack ? stack : NULL;
     uint64_t hashed = 0;
     int rc = 0;
     for (size_t i = off / v->chunk, last = (off + len - 1) / v->chunk; i <= last && rc == 0; i++) {

@@ -8,6 +8,7 @@
 #include <ftw.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
@@ -1424,6 +1425,46 @@ TT_TEST(test_node_store_open_view_reads_hash_only_the_chunks_they_touch_once)
     node_store_view_release(&v);
     TT_CHECK(stats_of(s).hits == 1 && stats_of(s).corrupt_drops == 0, "hits=%llu (1) corrupt_drops=%llu (0)",
              (unsigned long long)stats_of(s).hits, (unsigned long long)stats_of(s).corrupt_drops);
+    finish(s, dir);
+}
+
+/* Read system calls this thread made so far (syscr of /proc/thread-self/io; reading it is one). */
+static uint64_t thread_reads(void)
+{
+    FILE *f = fopen("/proc/thread-self/io", "re");
+    char line[128];
+    unsigned long long n = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "syscr: %llu", &n) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* A random reader's first read inside a chunk costs one pread (the chunk, hashed, the part copied
+ * out), not a pread of the part and another of the chunk; a read of the chunk once verified, one
+ * pread of the part. Counted by the thread's read system calls (/proc/thread-self/io). */
+TT_TEST(test_node_store_open_view_first_read_inside_a_chunk_is_one_pread)
+{
+    if (access("/proc/thread-self/io", R_OK) != 0)
+        TT_SKIP("needs /proc/thread-self/io to count read system calls");
+    char *dir;
+    node_store_view v;
+    node_store *s = open_setup(&dir, 16, &v);
+    uint64_t t0 = thread_reads(), base = thread_reads() - t0; /* what the count itself costs */
+    t0 = thread_reads();
+    TT_CHECK(range_preads_back(&v, 16, 5 * CHUNK + 1000, 4096), "a 4 KiB read inside chunk 5 failed");
+    uint64_t first = thread_reads() - t0 - base;
+    t0 = thread_reads();
+    TT_CHECK(range_preads_back(&v, 16, 5 * CHUNK + 9000, 4096), "a second 4 KiB read inside chunk 5 failed");
+    uint64_t again = thread_reads() - t0 - base;
+    TT_CHECK(first == 1 && again == 1,
+             "read system calls: %llu for the first 4 KiB of an unverified chunk, %llu for "
+             "the next (want 1 and 1)",
+             (unsigned long long)first, (unsigned long long)again);
+    TT_CHECK(verified(s) == CHUNK, "%llu bytes hashed, want one chunk", (unsigned long long)verified(s));
+    node_store_view_release(&v);
     finish(s, dir);
 }
 
