@@ -13,6 +13,12 @@
  * opens files itself) tell a seek from a sequential read (mount_ra.h), and the backend gets the
  * run with the read, so it prefetches for sequential readers only.
  *
+ * A read costs the daemon one request, the backend's pread and one reply, and as little besides:
+ * the reply is built in a buffer each loop thread keeps for its reads (reply_buf, at most
+ * MOUNT_IO_MAX, given back when the thread ends), not one allocated per read, which for the
+ * kernel's 1 MiB reads cost glibc an mmap, page faults and an munmap each; and the key of a file
+ * read without an open is built on the stack.
+ *
  * Writes go to the file's stage (mount_stage.c). Only a descriptor that may write publishes at
  * its close: FLUSH uploads the stage and returns the upload's error, or with --upload-delay makes
  * it durable (mount_writeback.c); FSYNC uploads at once either way.
@@ -32,6 +38,59 @@
 #include <unistd.h>
 
 #include "shoal_assert.h"
+
+/* ---- the reply buffer of a loop thread ------------------------------------------------------- */
+
+typedef struct reply_buf {
+    size_t cap;
+    char bytes[];
+} reply_buf;
+
+static pthread_key_t reply_key;
+static pthread_once_t reply_once = PTHREAD_ONCE_INIT;
+static bool reply_key_ok;
+
+static void reply_key_make(void) { reply_key_ok = pthread_key_create(&reply_key, free) == 0; }
+
+/* This thread's buffer of at least `size` bytes (size <= MOUNT_IO_MAX, the largest read the kernel
+ * sends), kept for its next reads; NULL on NOMEM. Freed when the thread ends. */
+static char *reply_buf_get(size_t size)
+{
+    pthread_once(&reply_once, reply_key_make);
+    if (!reply_key_ok)
+        return NULL;
+    reply_buf *b = pthread_getspecific(reply_key);
+    if (b != NULL && b->cap >= size)
+        return b->bytes;
+    /* Grown to the read's size rounded up to 128 KiB: a thread that only serves 4 KiB reads keeps
+     * 128 KiB, and one of the kernel's read-ahead threads MOUNT_IO_MAX. */
+    size_t cap = (size + (128u << 10) - 1) & ~(size_t)((128u << 10) - 1);
+    reply_buf *nb = malloc(sizeof *nb + (cap ? cap : 1));
+    if (nb == NULL || pthread_setspecific(reply_key, nb) != 0) {
+        free(nb);
+        return NULL;
+    }
+    free(b);
+    nb->cap = cap;
+    return nb->bytes;
+}
+
+/* Room for a key on the stack: S3's keys are at most 1024 bytes, and a longer one (which S3 refuses
+ * anyway) is allocated. */
+#define READ_KEY_ROOM 1280
+
+/* The key of `path` (mount_key_of) in `buf` when it fits, else allocated into *heap (the caller
+ * frees it); NULL on NOMEM. */
+static const char *key_into(const mount_view *m, const char *path, char *buf, size_t cap, char **heap)
+{
+    size_t lp = strlen(m->prefix), ln = strlen(path);
+    if (lp + ln < cap) {
+        memcpy(buf, m->prefix, lp);
+        memcpy(buf + lp, path, ln + 1);
+        return buf;
+    }
+    return *heap = mount_key_of(m, path, false);
+}
 
 /* Whether an open writes. O_TRUNC without write access (POSIX leaves its result undefined) is an
  * open for reading: the kernel checks for a running program (ETXTBSY) only after OPEN answered,
@@ -201,8 +260,9 @@ void mount_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
     mount_view *m = fuse_req_userdata(req);
     mount_handle *h = (mount_handle *)(uintptr_t)fi->fh;
-    char *buf = malloc(size ? size : 1);
-    char *ikey = NULL, ietag[MOUNT_ETAG_MAX];
+    char *buf = reply_buf_get(size);
+    char *iheap = NULL, ikbuf[READ_KEY_ROOM], ietag[MOUNT_ETAG_MAX];
+    const char *ikey = NULL;
     uint64_t run = 0; /* the sequential run this read ends (mount_ra.h) */
     ssize_t n = -ENOMEM;
     if (!buf)
@@ -214,8 +274,10 @@ void mount_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         mount_inode *in = mount_get_inode(m, ino);
         if (in && !in->is_dir) {
             known = true;
-            ikey = mount_key_of(m, in->path, false);
-            snprintf(ietag, sizeof ietag, "%s", in->info.etag);
+            ikey = key_into(m, in->path, ikbuf, sizeof ikbuf, &iheap);
+            size_t el = strnlen(in->info.etag, MOUNT_ETAG_MAX - 1);
+            memcpy(ietag, in->info.etag, el);
+            ietag[el] = '\0';
             run = mount_ra_note(&in->ra, (uint64_t)off, size); /* every reader of the file */
         }
         pthread_mutex_unlock(&m->lock);
@@ -249,14 +311,13 @@ void mount_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         }
     }
 reply:
-    free(ikey);
+    free(iheap);
     if (n < 0) {
         fuse_reply_err(req, (int)-n);
     } else {
         atomic_fetch_add_explicit(&m->bytes_read, (uint64_t)n, memory_order_relaxed);
         fuse_reply_buf(req, buf, (size_t)n);
     }
-    free(buf);
 }
 
 void mount_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
