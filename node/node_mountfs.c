@@ -128,7 +128,7 @@ typedef struct held_block {
 /* How far the disk read-ahead of one object's sequential reader was hinted (hint_range). */
 typedef struct hint_slot {
     uint64_t object; /* hash of (key, ETag); 0: free */
-    uint64_t next;   /* the first block past those hinted */
+    uint64_t next; /* the first block past those hinted */
 } hint_slot;
 
 typedef struct size_slot {
@@ -149,6 +149,8 @@ struct node_mountfs {
     uint64_t size_tick;
     pthread_mutex_t held_mu;
     held_block *held[FS_HELD_BLOCKS];
+    uint64_t held_tag[FS_HELD_BLOCKS]; /* held_tag_of each held block, 0 where none: held_get scans
+                                          these, not the blocks, each in memory of its own */
     uint64_t tick;
     pthread_mutex_t hint_mu;
     hint_slot hints[FS_HINT_SLOTS];
@@ -459,14 +461,25 @@ static int fs_list_shared(void *ctx, const char *prefix, const char *delimiter, 
     return list_pages(ctx, prefix, delimiter, 0, true, cb, ud, age_us);
 }
 
-/* A held block of (key, etag, index), with a reader counted on it; NULL when none. */
-static held_block *held_get(node_mountfs *fs, const char *key, const char *etag, uint64_t index)
+/* A hash naming an object version (key, ETag), never 0. */
+static uint64_t object_hash(const char *key, const char *etag)
+{
+    return (XXH3_64bits(key, strlen(key)) ^ XXH3_64bits(etag, strlen(etag)) * 0x9E3779B97F4A7C15ull) | 1;
+}
+
+/* The tag of block `index` of the object of hash `object` in held_tag, never 0. */
+static uint64_t held_tag_of(uint64_t object, uint64_t index) { return (object ^ (index * 0xC2B2AE3D27D4EB4Full)) | 1; }
+
+/* A held block of (key, etag, index) whose object hashes to `object`, with a reader counted on
+ * it; NULL when none. */
+static held_block *held_get(node_mountfs *fs, const char *key, const char *etag, uint64_t object, uint64_t index)
 {
     held_block *hit = NULL;
+    uint64_t tag = held_tag_of(object, index);
     pthread_mutex_lock(&fs->held_mu);
     for (size_t i = 0; i < FS_HELD_BLOCKS && hit == NULL; i++) {
         held_block *h = fs->held[i];
-        if (h != NULL && h->index == index && strcmp(h->key, key) == 0 && strcmp(h->etag, etag) == 0) {
+        if (fs->held_tag[i] == tag && h->index == index && strcmp(h->key, key) == 0 && strcmp(h->etag, etag) == 0) {
             h->readers++;
             h->used = ++fs->tick;
             hit = h;
@@ -501,8 +514,10 @@ static void held_drop(node_mountfs *fs, held_block *h)
 {
     pthread_mutex_lock(&fs->held_mu);
     for (size_t i = 0; i < FS_HELD_BLOCKS; i++)
-        if (fs->held[i] == h)
+        if (fs->held[i] == h) {
             fs->held[i] = NULL;
+            fs->held_tag[i] = 0;
+        }
     h->evicted = true;
     pthread_mutex_unlock(&fs->held_mu);
 }
@@ -510,7 +525,7 @@ static void held_drop(node_mountfs *fs, held_block *h)
 /* Takes over block `b` (read just now) as held, with a reader counted on it, in place of the least
  * recently used one; an evicted block still being read is freed by its last reader. NULL (b
  * untouched) when there is no memory for it. */
-static held_block *held_add(node_mountfs *fs, const char *key, const char *etag, uint64_t index,
+static held_block *held_add(node_mountfs *fs, const char *key, const char *etag, uint64_t object, uint64_t index,
                             node_cache_block *b)
 {
     held_block *h = calloc(1, sizeof *h), *old = NULL;
@@ -540,6 +555,7 @@ static held_block *held_add(node_mountfs *fs, const char *key, const char *etag,
     }
     h->used = ++fs->tick;
     fs->held[victim] = h;
+    fs->held_tag[victim] = held_tag_of(object, index);
     pthread_mutex_unlock(&fs->held_mu);
     held_free(old);
     return h;
@@ -589,17 +605,18 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
     if (len > size - offset)
         len = (size_t)(size - offset);
     node_cache_object obj = {fs->cfg->bucket, key, etag, size, .own_readahead = true};
+    uint64_t object = object_hash(key, etag);
     size_t done = 0;
     bool retried = false; /* a block found damaged in the store is read again, once per block */
     while (done < len) {
         uint64_t pos = offset + done, index = pos / bs, in = pos - index * bs;
-        held_block *h = held_get(fs, key, etag, index);
+        held_block *h = held_get(fs, key, etag, object, index);
         node_cache_block local = {0};
         node_cache_block *b = h ? &h->b : &local;
         if (h == NULL && run == 0 && node_cache_read_stored(fs->parts.cache, &obj, index, &local) == 0) {
             /* A random read of a stored block reads it as a held block (below), so its chunks are
              * hashed once while it stays held. */
-            if ((h = held_add(fs, key, etag, index, &local)) != NULL)
+            if ((h = held_add(fs, key, etag, object, index, &local)) != NULL)
                 b = &h->b;
         } else if (h == NULL && run == 0) {
             /* Else it fetches its own bytes, not the block (see "Sequential and random"). */
@@ -632,13 +649,12 @@ static ssize_t fs_read(void *ctx, const char *key, const char *etag, uint64_t of
             /* Only stored blocks are held: a fetched block's buffer goes back to the
              * read path's budget once copied (the fetch stored the block, so the next read of it
              * opens it), or it would hold a fetch's memory for as long as the block stays held. */
-            if (local.buf == NULL && (h = held_add(fs, key, etag, index, &local)) != NULL)
+            if (local.buf == NULL && (h = held_add(fs, key, etag, object, index, &local)) != NULL)
                 b = &h->b;
             /* A sequential reader opening a stored block has the disk read it and the next ones
              * ahead (see "Disk read-ahead"). */
             if (b->buf == NULL && run >= bs) {
-                uint64_t object = (XXH3_64bits(key, strlen(key)) ^ XXH3_64bits(etag, strlen(etag))) | 1, first;
-                uint64_t count = hint_range(fs, object, index, disk_ahead_blocks(bs), &first);
+                uint64_t first, count = hint_range(fs, object, index, disk_ahead_blocks(bs), &first);
                 if (count > 0)
                     atomic_fetch_add_explicit(&fs->disk_hints, node_cache_willneed(fs->parts.cache, &obj, first, count),
                                               memory_order_relaxed);
