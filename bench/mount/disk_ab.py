@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Two or more builds of shoald side by side on reads from the disk cache, in alternating rounds.
 
-  bench/mount/disk_ab.py [--rounds N] [--mib N] [--ios N] BUILD_DIR BUILD_DIR...
+  bench/mount/disk_ab.py [--rounds N] [--mib N] [--ios N] [--ceiling FUSE_CEILING] BUILD_DIR BUILD_DIR...
 
 For comparing a change with the build before it on a machine others share: one local S3 server,
 one big file, and one `shoald --read-only --mount` per build (each its own block store and port),
@@ -11,7 +11,11 @@ build in turn (the order rotating from round to round) runs
   rand4k  fio, `--ios` random 4 KiB reads of the file (psync, one job), page cache dropped first
   seq     `cat` of the file, page cache dropped first (the store's files are read from disk)
 
-and the CPU-seconds its daemon used for them per GiB read (utime + stime from /proc/PID/stat, and
+With --ceiling (BUILD_DIR/bench/fuse_ceiling, the minimal FUSE passthrough), each round also
+`cat`s the local copy of the file and the same copy through the passthrough, both cold: the
+ceiling any FUSE file system has on this kernel and disk, in the same rounds.
+
+Beside each figure: the CPU-seconds its daemon used per GiB read (utime + stime from /proc/PID/stat, and
 utime alone: the daemon's own code), with the read and write system calls it made per request
 (syscr + syscw of /proc/PID/io, per fio read or per MiB of `cat`), which no load changes.
 Background load moves the other figures, so the rounds alternate and the medians are compared;
@@ -93,6 +97,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--mib", type=int, default=256, help="size of the file read")
     ap.add_argument("--ios", type=int, default=40000, help="random 4 KiB reads per round")
+    ap.add_argument("--ceiling", help="the FUSE passthrough (BUILD_DIR/bench/fuse_ceiling) to read beside")
     o = ap.parse_args()
     if os.geteuid() != 0:
         skip("needs root to drop the page cache between rounds")
@@ -110,7 +115,8 @@ def main():
     try:
         port = start_s3(work)
         endpoint = "http://%s:%d" % (mountlib.IP, port)
-        data = os.path.join(work, "big.bin")
+        os.makedirs(os.path.join(work, "src"))
+        data = os.path.join(work, "src", "big.bin")
         with open(data, "wb") as f:
             for _ in range(o.mib):
                 f.write(os.urandom(MiB))
@@ -126,8 +132,17 @@ def main():
             path = os.path.join(mnt, "big.bin")
             subprocess.run(["cat", path], stdout=subprocess.DEVNULL, check=True)  # stores every block
             daemons.append((b, p, path))
-        time.sleep(2)  # the stores' writes settle
         res = {(b, c): [] for b, _, _ in daemons for c in ("rand4k", "seq")}
+        others = [("local disk", data)]
+        if o.ceiling:
+            mnt = os.path.join(work, "passthrough")
+            os.makedirs(mnt)
+            mountlib._mounting(subprocess.Popen([o.ceiling, os.path.join(work, "src"), mnt]), mnt, "fuse_ceiling",
+                               None)
+            others.append(("FUSE passthrough", os.path.join(mnt, "big.bin")))
+        time.sleep(2)  # the stores' writes settle
+        for name, _ in others:
+            res[(name, "seq")] = []
         for r in range(o.rounds):
             order = daemons[r % len(daemons):] + daemons[:r % len(daemons)]
             for b, p, path in order:
@@ -140,6 +155,9 @@ def main():
                     per = nbytes / 4096 if case == "rand4k" else nbytes / MiB
                     res[(b, case)].append((v, (c1 - c0) / (nbytes / GiB), (u1 - u0) / (nbytes / GiB),
                                            (syscalls(p.pid) - s0) / per))
+            for name, path in others:
+                drop()
+                res[(name, "seq")].append((seq(path, o.mib * MiB)[0],))
             log("round %d of %d, load average %.1f" % (r + 1, o.rounds, os.getloadavg()[0]))
         print("| build | case | median | rounds | CPU-s/GiB median | rounds | user CPU-s/GiB median | "
               "read+write syscalls | peak RSS |")
@@ -151,6 +169,9 @@ def main():
                 print("| %s | %s | %.0f %s | %s | %.2f | %s | %.2f | %.2f per %s | %.1f MiB |" % (
                     b, case, med(0), unit, " ".join("%.0f" % x[0] for x in v), med(1),
                     " ".join("%.2f" % x[1] for x in v), med(2), med(3), per, peak_rss(p.pid)))
+        for name, _ in others:
+            v = [x[0] for x in res[(name, "seq")]]
+            print("| %s | seq | %.0f MiB/s | %s | | | | | |" % (name, statistics.median(v), " ".join("%.0f" % x for x in v)))
     finally:
         cleanup(work)
 
