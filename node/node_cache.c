@@ -177,13 +177,14 @@ size_t node_cache_buffer_mapped(node_cache *c)
 }
 
 /* A buffer of class cls (cap bytes) for `use` from the budget: a kept one, or a new mapping,
- * after waiting for room when there is none. NULL with NOMEM when mmap fails. */
-static cache_buf *bufs_take(cache_bufs *p, int cls, size_t cap, cache_buf_use use)
+ * after waiting for room when there is none (unless !wait: then NULL). NULL with NOMEM when mmap
+ * fails. */
+static cache_buf *bufs_take(cache_bufs *p, int cls, size_t cap, cache_buf_use use, bool wait)
 {
     size_t len = buf_map_len(cap);
     bool ahead = use == CACHE_BUF_AHEAD;
     cache_buf *b = NULL, *unmap = NULL;
-    bool waited = false;
+    bool waited = false, none = false;
     pthread_mutex_lock(&p->mu);
     for (;;) {
         /* Read-ahead takes nothing past its share, kept buffers included. A budget smaller than
@@ -210,6 +211,10 @@ static cache_buf *bufs_take(cache_bufs *p, int cls, size_t cap, cache_buf_use us
             unmap = v;
             continue;
         }
+        if (!wait) {
+            none = true;
+            break;
+        }
         if (!waited) {
             waited = true;
             node_stats_add(&p->stats->buffer_waits, 1);
@@ -217,6 +222,15 @@ static cache_buf *bufs_take(cache_bufs *p, int cls, size_t cap, cache_buf_use us
                 node_stats_add(&p->stats->buffer_readahead_waits, 1);
         }
         pthread_cond_wait(&p->cv, &p->mu);
+    }
+    if (none) {
+        pthread_mutex_unlock(&p->mu); /* no room now, and the caller does not wait */
+        while (unmap != NULL) {
+            cache_buf *v = unmap;
+            unmap = v->next_free;
+            munmap(v, buf_map_len(v->cap));
+        }
+        return NULL;
     }
     bool fresh = b == NULL;
     if (fresh) {
@@ -252,13 +266,14 @@ static cache_buf *bufs_take(cache_bufs *p, int cls, size_t cap, cache_buf_use us
     return b;
 }
 
-cache_buf *cache_buf_new(node_cache *c, size_t len, cache_buf_use use)
+static cache_buf *buf_new(node_cache *c, size_t len, cache_buf_use use, bool wait)
 {
     size_t cap = len ? len : 1;
     int cls = len >= BUF_POOL_MIN ? buf_class(len, &cap) : -1;
-    cache_buf *b = cls >= 0 ? bufs_take(c->bufs, cls, cap, use) : malloc(sizeof *b + cap);
+    cache_buf *b = cls >= 0 ? bufs_take(c->bufs, cls, cap, use, wait) : malloc(sizeof *b + cap);
     if (b == NULL) {
-        shoal_error_set(SHOAL_ERR_NOMEM, "block buffer of %zu bytes", len);
+        if (wait)
+            shoal_error_set(SHOAL_ERR_NOMEM, "block buffer of %zu bytes", len);
         return NULL;
     }
     if (cls < 0) {
@@ -272,6 +287,10 @@ cache_buf *cache_buf_new(node_cache *c, size_t len, cache_buf_use use)
     b->sum = NULL;
     return b;
 }
+
+cache_buf *cache_buf_new(node_cache *c, size_t len, cache_buf_use use) { return buf_new(c, len, use, true); }
+
+cache_buf *cache_buf_try(node_cache *c, size_t len, cache_buf_use use) { return buf_new(c, len, use, false); }
 
 cache_buf *cache_buf_ref(cache_buf *b)
 {
@@ -501,6 +520,7 @@ void cache_count_read(node_cache *c, node_cache_source s, uint64_t started_us)
  * every reader, and one that waited on another's fetch would leave a block unfetched. */
 typedef struct ra_task {
     struct ra_task *next; /* in c->ra_queued while queued */
+    struct ra_task *next_batch; /* in cache_prefetch's list of tasks to submit */
     node_cache *c;
     bool queued; /* linked in c->ra_queued (seq_mu) */
     uint8_t id[NODE_STORE_ID_LEN];
@@ -550,6 +570,32 @@ static bool ra_enqueue(ra_task *t)
     return q == NULL;
 }
 
+bool cache_ra_take(node_cache *c, const uint8_t id[NODE_STORE_ID_LEN])
+{
+    pthread_mutex_lock(&c->seq_mu);
+    ra_task **pp = ra_slot(c, id);
+    while (*pp != NULL && memcmp((*pp)->id, id, NODE_STORE_ID_LEN) != 0)
+        pp = &(*pp)->next;
+    ra_task *t = *pp;
+    if (t != NULL) {
+        *pp = t->next;
+        t->queued = false;
+    }
+    pthread_mutex_unlock(&c->seq_mu);
+    return t != NULL;
+}
+
+/* Whether block `id` is queued for read-ahead and not begun. */
+static bool ra_is_queued(node_cache *c, const uint8_t id[NODE_STORE_ID_LEN])
+{
+    pthread_mutex_lock(&c->seq_mu);
+    ra_task *q = *ra_slot(c, id);
+    while (q != NULL && memcmp(q->id, id, NODE_STORE_ID_LEN) != 0)
+        q = q->next;
+    pthread_mutex_unlock(&c->seq_mu);
+    return q != NULL;
+}
+
 static void ra_free(void *arg)
 {
     ra_task *t = arg;
@@ -587,18 +633,64 @@ static void ra_run(node_cache *c, void *arg)
     ra_free(t);
 }
 
+/* Whether block i of obj is neither stored, nor being fetched, nor queued: read-ahead would fetch it. */
+static bool ra_missing(node_cache *c, const node_cache_object *obj, uint64_t i)
+{
+    block_req b;
+    return cache_block_req_from_object(c, obj, i, &b) == 0 && !node_store_contains(c->cfg.store, b.id, NULL, NULL) &&
+           !cache_flight_active(c, b.id) && !ra_is_queued(c, b.id);
+}
+
+/*
+ * Read-ahead is asked for in runs. A sequential reader asks for the same window past its block at
+ * every read, and each time the window's far end has moved by about one block; queued one by one,
+ * those blocks would each be begun alone by an idle worker, one S3 GET per block. So a window is
+ * filled again only once half of it (or its nearest block) is missing, as the kernel's readahead
+ * starts its next batch only when the reader reaches the mark of the last one: then the missing
+ * blocks are all put in the table of queued blocks, and each run's worth of them (run_bytes) goes to
+ * the pool as one task, whose worker begins the first block, finds the next ones still queued and
+ * fetches them with one GET (see "Runs" in node_cache_fetch.c), then looks at each of the others
+ * in turn (each taken into the run ends at once). A window of w blocks keeps between w/2 and w of
+ * them ahead.
+ */
+/* A pool task: the read-ahead tasks chained from arg by next_batch, in order. */
+static void ra_run_tasks(node_cache *c, void *arg)
+{
+    for (ra_task *t = arg, *next; t != NULL; t = next) {
+        next = t->next_batch;
+        ra_run(c, t);
+    }
+}
+
+static void ra_free_tasks(void *arg)
+{
+    for (ra_task *t = arg, *next; t != NULL; t = next) {
+        next = t->next_batch;
+        ra_free(t);
+    }
+}
+
 uint64_t cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t first, uint64_t count, bool urgent)
 {
     uint64_t n = node_cache_block_count(c, obj->size), queued = 0;
-    for (uint64_t i = first; i < n && i < first + count; i++) {
+    uint64_t end = first + count < n ? first + count : n;
+    if (!urgent && first < end && !ra_missing(c, obj, first)) {
+        uint64_t missing = 0;
+        for (uint64_t i = first + 1; i < end; i++)
+            missing += ra_missing(c, obj, i);
+        if (missing * 2 < end - first)
+            return 0;
+    }
+    ra_task *batch = NULL, **tail = &batch; /* queued in the table, submitted below in order */
+    for (uint64_t i = first; i < end; i++) {
         block_req b;
         if (cache_block_req_from_object(c, obj, i, &b) != 0)
-            return queued;
+            break;
         if (node_store_contains(c->cfg.store, b.id, NULL, NULL) || cache_flight_active(c, b.id))
             continue;
         ra_task *t = calloc(1, sizeof *t);
         if (t == NULL)
-            return queued;
+            break;
         t->c = c;
         memcpy(t->id, b.id, NODE_STORE_ID_LEN);
         /* A reader's own block (urgent) goes first even when it is queued behind other
@@ -615,15 +707,31 @@ uint64_t cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t fi
         t->urgent = urgent;
         if (t->bucket == NULL || t->key == NULL || t->etag == NULL) {
             ra_free(t);
-            return queued;
+            break;
         }
         t->stats = c->cfg.stats;
         node_stats_add(&c->cfg.stats->reads_readahead_pending, 1);
-        if (pool_submit(&c->readahead, ra_run, ra_free, t, urgent) != 0) {
-            ra_free(t);
-            return queued;
+        *tail = t;
+        tail = &t->next_batch;
+    }
+    /* Each run's worth of blocks is one task, so the worker that begins its first block finds the
+     * others still queued rather than begun by other workers at the same moment. */
+    unsigned per_task = cache_run_blocks(c);
+    while (batch != NULL) {
+        ra_task *head = batch;
+        unsigned k = 1;
+        for (ra_task *t = head; k < per_task && t->next_batch != NULL; t = t->next_batch)
+            k++;
+        ra_task *last = head;
+        for (unsigned i = 1; i < k; i++)
+            last = last->next_batch;
+        batch = last->next_batch;
+        last->next_batch = NULL;
+        if (pool_submit(&c->readahead, ra_run_tasks, ra_free_tasks, head, urgent) != 0) {
+            ra_free_tasks(head);
+            continue;
         }
-        queued++;
+        queued += k;
     }
     return queued;
 }

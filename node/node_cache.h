@@ -95,6 +95,8 @@ typedef struct node_cache_config {
     unsigned buffer_blocks; /* block buffers mapped at most, in use or kept (--fetch-buffers):
                                  * fetches past it wait for one, read-ahead takes at most 3/4 of
                                  * them; at least 2; 0 means max(4, 32 MiB / block_size) */
+    uint64_t run_bytes; /* the most bytes one S3 GET fetches for a run of consecutive blocks read
+                         * ahead; 0 means 16 MiB; the block size or less: one block per GET */
     const node_cache_deps *deps; /* borrowed, may be NULL: the parts above and the cluster */
 } node_cache_config;
 
@@ -246,8 +248,10 @@ ssize_t node_cache_read_stream(node_cache *c, const node_cache_object *obj, uint
 ssize_t node_cache_read_part(node_cache *c, const node_cache_object *obj, uint64_t index, uint64_t off, size_t len,
                              void *dst);
 
-/* Queues read-ahead of blocks [first, first + count) of obj (those not stored or being fetched
- * already); silently drops what the read-ahead queue has no room for. */
+/* Queues read-ahead of blocks [first, first + count) of obj (those not stored, being fetched or
+ * queued already), once half of them or the first is missing (a window is refilled in batches,
+ * whose consecutive blocks go to S3 in one GET each run_bytes); silently drops what the read-ahead
+ * queue has no room for. */
 void node_cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t first, uint64_t count);
 
 /* Has the kernel start reading blocks [first, first + count) of obj from this node's store into

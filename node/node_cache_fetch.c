@@ -39,6 +39,32 @@
  * and stored, and would hold one more block buffer. A block that comes from a peer arrives whole,
  * and its readers wait for it, as before.
  *
+ * Runs. A reader's fetch (FETCH_READ: a read-ahead worker, or a reader leading its own block)
+ * about to GET block N from S3 itself extends that GET to blocks N+1 .. N+k of the same version, up
+ * to run_bytes (16 MiB by default), taking each next block only while all of these hold, and
+ * stopping at the first that fails (run_extend):
+ *   - somebody asked for it: it is queued for read-ahead and not begun (cache_ra_take takes it out
+ *     of the queue; its task then finds the flight and ends). A random reader queues nothing, so
+ *     it never has a byte fetched that it did not ask for;
+ *   - this node would fetch it from S3 itself too, asking no other node first (fetches_itself: one
+ *     node, or no other member of its owners, stand-ins and hand-off candidates reachable). In a
+ *     cluster a block goes to its owner, or, at its owner, to a hand-off first, as before;
+ *   - a block buffer is free for read-ahead at once (cache_buf_try: read-ahead's share of the
+ *     budget, never the reserve, and no waiting: the run stops rather than wait);
+ *   - its flight is claimed here (run_claim, under the flight table's mutex: a block with a flight
+ *     is somebody else's fetch), and it is not stored (looked at after the claim, as a leader does).
+ * The one GET streams into the blocks' buffers in turn (run_put). Each block, as soon as its last
+ * byte is in, is checksummed and published, its flight done with it (its waiters wake; a reader
+ * that comes later takes the block from the flight), and stored by a `local` worker, which then
+ * removes the flight, so no reader of block N waits for N+k, and a reader always finds the flight
+ * or the block. When the GET fails part-way (an S3 error, a body cut after the client's retries),
+ * the complete blocks stay stored, and each unfinished block's flight fails with `redo`, so its
+ * waiters lead a fetch of their own; the first block's readers get the error, as before. A retry
+ * delivers the body again from its first byte: complete blocks are not written again (their bytes
+ * are in readers' hands), an unfinished one starts its checksum again. Bytes are published before
+ * the GET ends as a streamed block's are: the S3 client hands a sink no byte of an answer whose
+ * ETag is not the one If-Match named.
+ *
  * Parts. node_cache_read_part serves a random reader's few bytes without fetching the block from
  * S3: the store (a pread of the bytes, verifying only the chunks they touch, as the mount reads
  * a stored block), then a flight of the block (waited on for just those bytes), then a FETCH_HELD
@@ -62,55 +88,273 @@
 
 typedef struct flight flight;
 
-/* Bytes of a block arriving from S3 (the S3 client's worker thread): into the buffer, and, when the
- * fetch has a flight, made visible to readers waiting on it. The client delivers a sink no byte of
- * another version than If-Match asked for, and after a retry delivers again from 0, so `arrived`
- * only counts a contiguous prefix of good bytes. */
-typedef struct stream_sink {
-    node_cache *c;
-    flight *f;
-    cache_buf *buf;
-    node_store_sum *sum; /* the store checksum, fed while the bytes are hot in cache; NULL: none */
-    uint64_t summed;     /* bytes fed to it, a contiguous prefix */
-} stream_sink;
+static flight **flight_find(node_cache *c, const uint8_t id[NODE_STORE_ID_LEN]);
+static void flight_unlink(node_cache *c, flight *f);
+static void flight_unref(flight *f);
+static node_store_class fetched_class(node_cache *c, const block_req *b);
 
-static int stream_put(void *ud, uint64_t pos, const void *data, size_t len)
+/* Stores a fetched block; a full store or a failed write only costs the next reader a fetch. */
+static void store_put(node_cache *c, const block_req *b, const cache_buf *buf, node_store_class cls)
 {
-    stream_sink *k = ud;
-    if (pos > k->buf->len || len > k->buf->len - pos)
-        return -1;
-    memcpy(k->buf->data + pos, data, len);
+    if (node_store_put_checked(c->cfg.store, b->id, buf->data, buf->len, cls, buf->sum) != 0 && cls == NODE_STORE_OWNED)
+        LOG_WARN("cache", "store_failed", "index=%llu error=%s", (unsigned long long)b->index,
+                 shoal_error_name(shoal_error_code()));
+}
+
+/* One block of an S3 GET (see "Runs"): its buffer, its flight, its checksum as the bytes arrive. */
+typedef struct run_block {
+    block_req b; /* strings borrowed from the run's first block */
+    flight *f; /* its flight; NULL: none (a fetch of one block without a flight) */
+    cache_buf *buf; /* a reference of the run's */
+    node_store_sum *sum; /* the store checksum, fed while the bytes are hot in cache; NULL: none */
+    uint64_t start; /* where its bytes begin in the GET's body */
+    uint64_t summed; /* bytes fed to sum, a contiguous prefix */
+    uint64_t arrived; /* bytes arrived, a contiguous prefix */
+    node_store_class cls; /* the class it is kept in */
+    bool complete; /* a run of several: every byte arrived, and the block was published */
+    bool store_left; /* ... but no worker took its storing: the leader stores it */
+} run_block;
+
+/* The blocks one GET fetches: blk[0] is the block the leader was asked for. */
+typedef struct run {
+    node_cache *c;
+    unsigned n;
+    uint64_t bytes; /* the GET's length: the blocks' lengths summed */
+    run_block blk[CACHE_RUN_MAX];
+} run;
+
+/* A complete block of a run being stored by a `local` worker; its flight leaves the table once
+ * the block is stored, so a thread that comes later finds either the flight or the block. */
+typedef struct run_store_task {
+    node_cache *c;
+    block_req b; /* id and index only */
+    cache_buf *buf;
+    flight *f;
+    node_store_class cls;
+} run_store_task;
+
+static void run_store_drop(void *arg)
+{
+    run_store_task *t = arg;
+    node_cache *c = t->c;
+    cache_buf_unref(t->buf);
+    pthread_mutex_lock(&c->fl_mu);
+    flight_unlink(c, t->f);
+    flight_unref(t->f);
+    pthread_mutex_unlock(&c->fl_mu);
+    free(t);
+}
+
+static void run_store(node_cache *c, void *arg)
+{
+    run_store_task *t = arg;
+    store_put(c, &t->b, t->buf, t->cls);
+    run_store_drop(t);
+}
+
+/* Block k of a run of several has all its bytes (the S3 client's worker thread): its checksum is
+ * final, its flight ends with the block (its waiters wake; later readers that find the flight
+ * take the block from it), and a `local` worker stores it, so neither waits for the rest of the
+ * GET. When no worker takes it (the cache stops), the leader stores it after the GET. */
+static void run_block_complete(run *r, run_block *k)
+{
+    node_cache *c = r->c;
+    if (k->sum != NULL && node_store_sum_final(k->sum))
+        k->buf->sum = k->sum; /* the buffer owns it now */
+    else
+        node_store_sum_free(k->sum);
+    k->sum = NULL;
+    k->complete = true;
+    run_store_task *t = calloc(1, sizeof *t);
+    pthread_mutex_lock(&c->fl_mu);
+    SHOAL_ASSERT(!k->f->done);
+    k->f->done = true;
+    k->f->handed = true;
+    k->f->buf = cache_buf_ref(k->buf);
+    k->f->source = NODE_CACHE_S3;
+    pthread_cond_broadcast(&k->f->cv);
+    if (t != NULL)
+        k->f->refs++; /* the store task's */
+    pthread_mutex_unlock(&c->fl_mu);
+    if (t != NULL) {
+        *t = (run_store_task){c, k->b, cache_buf_ref(k->buf), k->f, k->cls};
+        t->b.bucket = t->b.key = t->b.etag = NULL;
+        if (cache_pool_submit(&c->local, run_store, run_store_drop, t) == 0)
+            return;
+        cache_buf_unref(t->buf);
+        pthread_mutex_lock(&c->fl_mu);
+        flight_unref(t->f);
+        pthread_mutex_unlock(&c->fl_mu);
+        free(t);
+    }
+    k->store_left = true;
+}
+
+/* Bytes [q, q+len) of block k arrived. The client delivers a sink no byte of another version than
+ * If-Match asked for, and after a retry delivers again from 0, so `arrived` only counts a
+ * contiguous prefix of good bytes. */
+static void run_block_put(run *r, run_block *k, uint64_t q, const uint8_t *data, size_t len)
+{
+    node_cache *c = r->c;
+    memcpy(k->buf->data + q, data, len);
     if (k->sum != NULL) {
-        if (pos == 0 && k->summed > 0) { /* a retry delivers again from the first byte */
+        if (q == 0 && k->summed > 0) { /* a retry delivers again from the first byte */
             node_store_sum_reset(k->sum);
             k->summed = 0;
         }
-        if (pos == k->summed) {
-            node_store_sum_update(k->sum, k->buf->data + pos, len);
+        if (q == k->summed) {
+            node_store_sum_update(k->sum, k->buf->data + q, len);
             k->summed += len;
         }
         /* anything else leaves a gap: node_store_sum_final fails and the store sums it itself */
     }
+    if (q <= k->arrived && q + len > k->arrived)
+        k->arrived = q + len;
     if (k->f == NULL)
-        return 0;
-    node_cache *c = k->c;
+        return;
     pthread_mutex_lock(&c->fl_mu);
-    if (pos <= k->f->arrived && pos + len > k->f->arrived)
-        k->f->arrived = pos + len;
+    k->f->arrived = k->arrived;
     /* Waiters are woken when the bytes the nearest one waits for are in (flight_wait_range), not
      * for every write: a reader of 1 MiB is woken once for it, and a thread that waits for the
-     * whole block is woken only when the fetch ends. */
+     * whole block is woken only when the block is complete. */
     if (k->f->wake_at != 0 && k->f->arrived >= k->f->wake_at) {
         k->f->wake_at = 0;
         pthread_cond_broadcast(&k->f->cv);
     }
     pthread_mutex_unlock(&c->fl_mu);
+    if (r->n > 1 && k->arrived == k->b.length)
+        run_block_complete(r, k);
+}
+
+/* The GET's bytes from `pos` of its body (the S3 client's worker thread), into the blocks they
+ * belong to. A complete block is not written again: a retry delivers the same bytes (the same
+ * version), and the block is in its readers' hands already. */
+static int run_put(void *ud, uint64_t pos, const void *data, size_t len)
+{
+    run *r = ud;
+    const uint8_t *p = data;
+    if (pos > r->bytes || len > r->bytes - pos)
+        return -1;
+    uint64_t bs = r->c->cfg.block_size;
+    while (len > 0) {
+        run_block *k = &r->blk[r->n > 1 ? pos / bs : 0];
+        uint64_t q = pos - k->start;
+        size_t n = k->b.length - q < len ? (size_t)(k->b.length - q) : len;
+        if (!k->complete)
+            run_block_put(r, k, q, p, n);
+        pos += n;
+        p += n;
+        len -= n;
+    }
     return 0;
 }
 
-/* Ranged GET of the block with If-Match; the body must be exactly the block's length. With a
- * flight, the bytes stream to its waiters as they arrive (node_cache_read_stream). */
-static cache_buf *fetch_s3(node_cache *c, const block_req *b, flight *f)
+/* Whether this node would fetch block b from S3 itself without asking another node first: no
+ * other member among its owners, stand-ins and hand-off candidates is reachable (one node, or the
+ * others unreachable). *cls is the class lead_fetch would keep it in. */
+static bool fetches_itself(node_cache *c, const block_req *b, node_store_class *cls)
+{
+    node_cache_owner cand[DHT_REPLICAS_MAX];
+    uint64_t mv = 0;
+    int n = cache_owners(c, b->did, cache_replicas(c) + CACHE_HANDOFF_EXTRA, cand, &mv);
+    for (int i = 0; i < n; i++)
+        if (!cand[i].is_self && cand[i].link >= 0)
+            return false;
+    *cls = n == 0 ? NODE_STORE_NEAR : fetched_class(c, b);
+    return true;
+}
+
+/* A flight for block b, which a run takes (refs 1: the run's), its bytes streaming into buf; NULL
+ * when the block has a flight already. */
+static flight *run_claim(node_cache *c, const block_req *b, cache_buf *buf)
+{
+    flight *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return NULL;
+    memcpy(f->id, b->id, NODE_STORE_ID_LEN);
+    f->refs = 1;
+    f->mode = FETCH_READ;
+    pthread_cond_init(&f->cv, NULL);
+    pthread_mutex_lock(&c->fl_mu);
+    flight **slot = flight_find(c, b->id);
+    bool free_slot = *slot == NULL;
+    if (free_slot) {
+        f->partial = cache_buf_ref(buf);
+        *slot = f;
+        pthread_cond_broadcast(&c->fl_cv); /* a streaming reader may wait for this flight to begin */
+    }
+    pthread_mutex_unlock(&c->fl_mu);
+    if (!free_slot) {
+        pthread_cond_destroy(&f->cv);
+        free(f);
+        return NULL;
+    }
+    return f;
+}
+
+/* Ends the flight of a run's block that the GET did not complete, so that its waiters lead a
+ * fetch of their own (redo), and drops the run's reference. */
+static void run_fail(node_cache *c, flight *f, shoal_err err, const char *msg)
+{
+    pthread_mutex_lock(&c->fl_mu);
+    f->done = true;
+    f->redo = true;
+    f->err = err != SHOAL_OK ? err : SHOAL_ERR_NODE;
+    snprintf(f->msg, sizeof f->msg, "%s", msg);
+    flight_unlink(c, f);
+    pthread_cond_broadcast(&f->cv);
+    flight_unref(f);
+    pthread_mutex_unlock(&c->fl_mu);
+}
+
+/* Takes the blocks after b that its GET fetches too (see "Runs" above) into r; how many blocks the
+ * GET fetches in all. */
+unsigned cache_run_blocks(const node_cache *c)
+{
+    uint64_t want = c->cfg.run_bytes ? c->cfg.run_bytes : CACHE_RUN_BYTES;
+    uint64_t n = want / c->cfg.block_size;
+    return n < 1 ? 1 : n > CACHE_RUN_MAX ? CACHE_RUN_MAX : (unsigned)n;
+}
+
+static unsigned run_extend(node_cache *c, const block_req *b, run *r)
+{
+    uint64_t bs = c->cfg.block_size;
+    unsigned max = cache_run_blocks(c);
+    if (b->object_size == UINT64_MAX || b->length != bs || b->offset != b->index * bs)
+        return 1;
+    for (unsigned j = 1; j < max; j++) {
+        uint64_t index = b->index + j, off = index * bs;
+        if (off >= b->object_size)
+            break;
+        run_block *k = &r->blk[j];
+        uint64_t len = b->object_size - off < bs ? b->object_size - off : bs;
+        cache_block_req_init(&k->b, b->bucket, b->key, b->etag, index, off, len);
+        k->b.object_size = b->object_size;
+        k->b.use = CACHE_BUF_AHEAD;
+        if (!fetches_itself(c, &k->b, &k->cls) || (k->buf = cache_buf_try(c, (size_t)len, CACHE_BUF_AHEAD)) == NULL)
+            break;
+        if (!cache_ra_take(c, k->b.id) || (k->f = run_claim(c, &k->b, k->buf)) == NULL) {
+            cache_buf_unref(k->buf);
+            break;
+        }
+        if (node_store_contains(c->cfg.store, k->b.id, NULL, NULL)) {
+            run_fail(c, k->f, SHOAL_ERR_NODE, "stored meanwhile");
+            cache_buf_unref(k->buf);
+            break;
+        }
+        k->sum = node_store_sum_new(k->b.id, len);
+        k->start = j * bs;
+        r->n = j + 1;
+        r->bytes += len;
+    }
+    return r->n;
+}
+
+/* Ranged GET of block b with If-Match, and of the run of blocks after it that run_extend takes
+ * for a reader (FETCH_READ); the body must be exactly as long as asked. With a flight, the bytes
+ * stream to its waiters as they arrive (node_cache_read_stream). The block is stored as `cls`
+ * before this returns it, or, in a run, by the worker that stores it once complete. */
+static cache_buf *fetch_s3(node_cache *c, const block_req *b, flight *f, fetch_mode mode, node_store_class cls)
 {
     cache_buf *buf = cache_buf_new(c, (size_t)b->length, b->use);
     if (buf == NULL)
@@ -123,45 +367,80 @@ static cache_buf *fetch_s3(node_cache *c, const block_req *b, flight *f)
             f = NULL; /* a second S3 fetch of one flight (never happens today) streams nothing */
         pthread_mutex_unlock(&c->fl_mu);
     }
+    run *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        cache_buf_unref(buf);
+        shoal_error_set(SHOAL_ERR_NOMEM, "block fetch");
+        return NULL;
+    }
+    r->c = c;
+    r->n = 1;
+    r->bytes = b->length;
+    r->blk[0] = (run_block){.b = *b, .f = f, .buf = buf, .sum = node_store_sum_new(b->id, b->length), .cls = cls};
+    if (f != NULL && mode == FETCH_READ && run_extend(c, b, r) > 1) {
+        node_stats_add(&c->cfg.stats->reads_run_gets, 1);
+        node_stats_add(&c->cfg.stats->reads_run_blocks, r->n);
+    }
     uint64_t got = 0;
     s3_object_info info;
-    stream_sink sink = {c, f, buf, node_store_sum_new(b->id, b->length), 0};
-    s3_get_args a = {.bucket = b->bucket, .key = b->key, .ranged = true, .offset = b->offset,
-                     .length = b->length, .if_match = b->etag, .sink = stream_put, .sink_ud = &sink};
-    if (cache_s3_get(c, &a, &got, &info) != 0)
-        goto fail;
+    s3_get_args a = {.bucket = b->bucket,
+                     .key = b->key,
+                     .ranged = true,
+                     .offset = b->offset,
+                     .length = r->bytes,
+                     .if_match = b->etag,
+                     .sink = run_put,
+                     .sink_ud = r};
+    int rc = cache_s3_get(c, &a, &got, &info);
     /* If-Match should have refused another version with 412; a server that ignores If-Match
      * (some S3-compatible stores do) is caught here by the ETag of the answer, so bytes of one
      * version are never stored under the block id of another. */
-    if (info.etag[0] && strcmp(info.etag, b->etag) != 0) {
-        shoal_error_set(SHOAL_ERR_S3_CHANGED, "block %llu of s3://%s/%s: asked for ETag %s, the answer has %s",
-                        (unsigned long long)b->index, b->bucket, b->key, b->etag, info.etag);
-        goto fail;
+    if (rc == 0 && info.etag[0] && strcmp(info.etag, b->etag) != 0)
+        rc = shoal_error_set(SHOAL_ERR_S3_CHANGED, "block %llu of s3://%s/%s: asked for ETag %s, the answer has %s",
+                             (unsigned long long)b->index, b->bucket, b->key, b->etag, info.etag);
+    else if (rc == 0 && got != r->bytes)
+        rc = shoal_error_set(SHOAL_ERR_S3_TRUNCATED, "blocks %llu-%llu of s3://%s/%s: %llu bytes of %llu",
+                             (unsigned long long)b->index, (unsigned long long)(b->index + r->n - 1), b->bucket, b->key,
+                             (unsigned long long)got, (unsigned long long)r->bytes);
+    shoal_err err = rc == 0 ? SHOAL_OK : shoal_error_code();
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", rc == 0 ? "the run's GET ended before this block" : shoal_error_message());
+    cache_buf *out = NULL;
+    for (unsigned j = 0; j < r->n; j++) {
+        run_block *k = &r->blk[j];
+        if (k->complete) { /* published; stored by a worker, or here */
+            if (k->store_left) {
+                store_put(c, &k->b, k->buf, k->cls);
+                pthread_mutex_lock(&c->fl_mu);
+                flight_unlink(c, k->f);
+                pthread_mutex_unlock(&c->fl_mu);
+            }
+            if (j > 0)
+                node_stats_add(&c->cfg.stats->reads_readahead, 1);
+        } else if (r->n == 1 && rc == 0) { /* one block: stored here, published by the caller */
+            if (k->sum != NULL && node_store_sum_final(k->sum)) {
+                buf->sum = k->sum; /* the buffer owns it now */
+                k->sum = NULL;
+            }
+            store_put(c, b, buf, cls);
+        } else if (j > 0) {
+            run_fail(c, k->f, err, msg);
+        }
+        node_store_sum_free(k->sum);
+        if (j == 0 && (k->complete || (r->n == 1 && rc == 0)))
+            out = k->buf;
+        else
+            cache_buf_unref(k->buf);
+        if (j > 0 && k->complete) {
+            pthread_mutex_lock(&c->fl_mu);
+            flight_unref(k->f); /* the run's reference */
+            pthread_mutex_unlock(&c->fl_mu);
+        }
     }
-    if (got != b->length) {
-        shoal_error_set(SHOAL_ERR_S3_TRUNCATED, "block %llu of s3://%s/%s: %llu bytes of %llu",
-                        (unsigned long long)b->index, b->bucket, b->key, (unsigned long long)got,
-                        (unsigned long long)b->length);
-        goto fail;
-    }
-    if (sink.sum != NULL && node_store_sum_final(sink.sum))
-        buf->sum = sink.sum; /* the buffer owns it now */
-    else
-        node_store_sum_free(sink.sum);
-    return buf;
-fail:
-    node_store_sum_free(sink.sum);
-    cache_buf_unref(buf);
-    return NULL;
-}
-
-/* Stores a fetched block; a full store or a failed write only costs the next reader a fetch. */
-static void store_put(node_cache *c, const block_req *b, const cache_buf *buf, node_store_class cls)
-{
-    if (node_store_put_checked(c->cfg.store, b->id, buf->data, buf->len, cls, buf->sum) != 0 &&
-        cls == NODE_STORE_OWNED)
-        LOG_WARN("cache", "store_failed", "index=%llu error=%s", (unsigned long long)b->index,
-                 shoal_error_name(shoal_error_code()));
+    free(r);
+    if (out == NULL)
+        shoal_error_set(err != SHOAL_OK ? err : SHOAL_ERR_S3_TRUNCATED, "%s", msg);
+    return out;
 }
 
 /* Whether the owner `id` timed out recently: then a read does not wait for it again but goes on
@@ -607,10 +886,9 @@ static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, flight
         return shoal_error_set(SHOAL_ERR_NODE_PEER, "block %llu of s3://%s/%s: no owner could fetch it",
                                (unsigned long long)b->index, b->bucket, b->key);
     /* No owner answered (or none serves): read S3 directly and keep the block near. */
-    *out = fetch_s3(c, b, f);
+    *out = fetch_s3(c, b, f, mode, NODE_STORE_NEAR);
     if (*out == NULL)
         return -1;
-    store_put(c, b, *out, NODE_STORE_NEAR);
     *src = NODE_CACHE_S3;
     return 0;
 
@@ -629,10 +907,9 @@ s3_owned:;
         *src = NODE_CACHE_PEER;
         return 0;
     }
-    *out = fetch_s3(c, b, f);
+    *out = fetch_s3(c, b, f, mode, cls);
     if (*out == NULL)
         return -1;
-    store_put(c, b, *out, cls);
     /* Replicas that pay: the other owners hold the block from now on, so losing any one owner
      * costs no S3 GET for it. A push that cannot go at once is dropped (counted): this thread may
      * be a serve worker, which must not wait on another node's pace. */
@@ -655,6 +932,17 @@ static flight **flight_find(node_cache *c, const uint8_t id[NODE_STORE_ID_LEN])
     while (*pp && memcmp((*pp)->id, id, NODE_STORE_ID_LEN) != 0)
         pp = &(*pp)->next;
     return pp;
+}
+
+/* Takes f out of the table, if it is still there (fl_mu held). */
+static void flight_unlink(node_cache *c, flight *f)
+{
+    SHOAL_ASSERT_LOCKED(&c->fl_mu);
+    flight **pp = &c->flights[flight_bucket(f->id)];
+    while (*pp != NULL && *pp != f)
+        pp = &(*pp)->next;
+    if (*pp != NULL)
+        *pp = f->next;
 }
 
 bool cache_flight_active(node_cache *c, const uint8_t id[NODE_STORE_ID_LEN])
@@ -695,7 +983,7 @@ int cache_fetch_block(node_cache *c, const block_req *b, fetch_mode mode, cache_
          * node owns the block; a random read's asks owners for a stored copy only. A reader that
          * waited on one of them leads a fetch of its own. */
         bool partial_mode =
-            (f->mode == FETCH_WARM && mode != FETCH_WARM) || (f->mode == FETCH_HELD && mode != FETCH_HELD);
+            f->redo || (f->mode == FETCH_WARM && mode != FETCH_WARM) || (f->mode == FETCH_HELD && mode != FETCH_HELD);
         if ((f->err != SHOAL_OK || f->buf == NULL) && partial_mode) {
             flight_unref(f);
             continue;
@@ -728,17 +1016,22 @@ int cache_fetch_block(node_cache *c, const block_req *b, fetch_mode mode, cache_
     int rc = lead_fetch(c, b, mode, f, &buf, src);
 
     pthread_mutex_lock(&c->fl_mu);
-    f->done = true;
-    if (rc == 0) {
-        f->buf = buf ? cache_buf_ref(buf) : NULL;
-        f->source = *src;
+    if (rc == 0)
         *out = buf;
-    } else {
-        f->err = shoal_error_code() ? shoal_error_code() : SHOAL_ERR_NODE;
-        snprintf(f->msg, sizeof f->msg, "%s", shoal_error_message());
+    /* A block its run's GET completed was published then, and leaves the table once stored. */
+    SHOAL_ASSERT(!f->handed || rc == 0);
+    if (!f->handed) {
+        f->done = true;
+        if (rc == 0) {
+            f->buf = buf ? cache_buf_ref(buf) : NULL;
+            f->source = *src;
+        } else {
+            f->err = shoal_error_code() ? shoal_error_code() : SHOAL_ERR_NODE;
+            snprintf(f->msg, sizeof f->msg, "%s", shoal_error_message());
+        }
+        flight_unlink(c, f);
+        pthread_cond_broadcast(&f->cv);
     }
-    *flight_find(c, b->id) = f->next;
-    pthread_cond_broadcast(&f->cv);
     flight_unref(f);
     pthread_mutex_unlock(&c->fl_mu);
     return rc;

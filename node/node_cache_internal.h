@@ -27,6 +27,8 @@
 #define CACHE_HANDOFF_TIMEOUT_DIV 4 /* a hand-off ask waits the peer timeout divided by this */
 #define CACHE_READAHEAD_THREADS 8 /* read-ahead fetches at once, each holding a block buffer of the budget */
 #define CACHE_READAHEAD_BLOCKS 4
+#define CACHE_RUN_BYTES (16u << 20) /* the most one S3 GET fetches for a run of blocks (see "Runs") */
+#define CACHE_RUN_MAX 16 /* ... and at most this many blocks */
 #define CACHE_POOL_QUEUE 1024
 #define CACHE_FLIGHT_BUCKETS 1024
 #define CACHE_META_BUCKETS 4096
@@ -68,6 +70,9 @@ typedef enum cache_buf_use {
  * and may wait for one to come back (see "Block buffers" in node_cache.c); NULL with
  * SHOAL_ERR_NOMEM. Must not be called while the caller holds another large buffer. */
 cache_buf *cache_buf_new(node_cache *c, size_t len, cache_buf_use use);
+/* The same without waiting: NULL (no error set) when the budget has no room for `use` now. May be
+ * called while the caller holds other buffers. */
+cache_buf *cache_buf_try(node_cache *c, size_t len, cache_buf_use use);
 cache_buf *cache_buf_ref(cache_buf *b);
 /* Drops a reference; the last one returns the buffer to the pool or frees it. Accepts NULL. */
 void cache_buf_unref(cache_buf *b);
@@ -113,6 +118,12 @@ int cache_pool_submit(pool *p, pool_fn fn, pool_drop_fn drop, void *arg);
 /* node_cache_prefetch; `urgent` queues the blocks before any read-ahead already waiting: a reader
  * waits on them now (node_cache_read_stream). Returns how many blocks it queued. */
 uint64_t cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t first, uint64_t count, bool urgent);
+/* Whether block `id` is queued for read-ahead and not begun; if so it leaves the table of queued
+ * blocks (its task still runs, and finds the block's flight or the block stored). The caller is
+ * about to claim the block's flight: a run of blocks takes only blocks somebody asked for. */
+bool cache_ra_take(node_cache *c, const uint8_t id[NODE_STORE_ID_LEN]);
+/* The most blocks one S3 GET fetches (run_bytes over the block size, within 1..CACHE_RUN_MAX). */
+unsigned cache_run_blocks(const node_cache *c);
 
 /* ---- the cache ------------------------------------------------------------------------------------ */
 
@@ -130,6 +141,12 @@ typedef struct flight {
     cache_buf *partial; /* the block while it streams in from S3 (see "Streaming"), else NULL */
     uint64_t arrived;   /* bytes of partial from its start that arrived, of the asked version */
     uint64_t wake_at; /* the fewest arrived bytes a range waiter waits for (0: none waits) */
+    /* Ended by a run's GET (see "Runs" in node_cache_fetch.c): done with its block while still in
+     * the table until the block is stored, which whoever stores it removes. */
+    bool handed;
+    /* A failed flight that stands for no fetch of the block's own (a preload's, a random read's, a
+     * run's block the GET did not complete): its waiters lead a fetch of their own. */
+    bool redo;
     pthread_cond_t cv; /* its waiters: the bytes a range waiter wants arrived, or done (fl_mu) */
 } flight;
 

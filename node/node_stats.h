@@ -56,6 +56,8 @@ typedef struct node_stats {
     _Atomic uint64_t reads_readahead_pending; /* gauge: read-ahead blocks queued or being fetched */
     _Atomic uint64_t reads_parts; /* random reads served by a ranged GET of just their bytes */
     _Atomic uint64_t reads_part_bytes; /* the bytes those GETs brought */
+    _Atomic uint64_t reads_run_gets; /* S3 GETs that fetched a run of several consecutive blocks */
+    _Atomic uint64_t reads_run_blocks; /* the blocks those GETs asked for */
     _Atomic uint64_t buffer_waits; /* fetches that waited for a block buffer */
     _Atomic uint64_t buffer_readahead_waits; /* ... of them read-ahead, which had its share in use */
     _Atomic uint64_t buffer_budget_bytes; /* gauge: the most block buffers may map (--fetch-buffers) */

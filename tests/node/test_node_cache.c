@@ -44,6 +44,8 @@ typedef struct fake_s3 {
     bool gate_closed;    /* GETs wait here after delivering `gate_after` bytes */
     size_t gate_after;
     atomic_int at_gate;  /* GETs waiting at the gate */
+    atomic_int cuts; /* the next `cuts` GETs fail after delivering `cut_after` bytes of their body */
+    size_t cut_after;
 } fake_s3;
 
 static void fake_s3_init(fake_s3 *s, const char *key, const char *etag, size_t len, unsigned seed)
@@ -115,6 +117,11 @@ static int f_s3_get(void *ctx, const s3_get_args *a, uint64_t *got, s3_object_in
             atomic_fetch_sub(&s->at_gate, 1);
         }
         pthread_mutex_unlock(&s->mu);
+        if (done >= s->cut_after && atomic_load(&s->cuts) > 0) {
+            atomic_fetch_sub(&s->cuts, 1);
+            return shoal_error_set(SHOAL_ERR_S3_TRUNCATED, "fake S3: body cut after %llu bytes",
+                                   (unsigned long long)done);
+        }
         if (a->sink) {
             if (a->sink(a->sink_ud, done, p + done, (size_t)step) != 0)
                 return shoal_error_set(SHOAL_ERR_S3, "fake S3: the sink refused");
@@ -239,6 +246,11 @@ static int b_owners(void *ctx, dht_id did, int max, node_cache_owner *out, uint6
  * fake `s3` and the fake placement (no owners until set_owner: then it reads S3 directly), with
  * `replicas` owners per block and a bound on the wait for an owner that keeps reporting work
  * (0: the default). */
+/* What the next nodes started take for read-ahead workers and for the bytes of one GET of a run of
+ * blocks (0: the defaults), for the tests of runs. */
+static unsigned g_readahead_threads;
+static uint64_t g_run_bytes;
+
 static void tnode_start_with(tnode *n, int idx, fake_s3 *s3, uint32_t peer_timeout_ms, uint32_t metadata_ttl_s,
                              unsigned replicas, uint32_t peer_max_wait_ms)
 {
@@ -262,10 +274,18 @@ static void tnode_start_with(tnode *n, int idx, fake_s3 *s3, uint32_t peer_timeo
     g_both[idx] = (both){s3, n};
     n->deps = (node_cache_deps){.ctx = &g_both[idx], .s3_get = b_get, .s3_head = b_head, .s3_list = b_list,
                                 .owners = b_owners};
-    node_cache_config cc = {.store = n->store, .peer = n->peer, .stats = &n->stats, .block_size = BS,
-                            .replicas = replicas, .peer_timeout_ms = peer_timeout_ms,
+    node_cache_config cc = {.store = n->store,
+                            .peer = n->peer,
+                            .stats = &n->stats,
+                            .block_size = BS,
+                            .readahead_threads = g_readahead_threads,
+                            .run_bytes = g_run_bytes,
+                            .replicas = replicas,
+                            .peer_timeout_ms = peer_timeout_ms,
                             .peer_max_wait_ms = peer_max_wait_ms,
-                            .metadata_ttl_s = metadata_ttl_s, .negative_ttl_s = 1, .deps = &n->deps};
+                            .metadata_ttl_s = metadata_ttl_s,
+                            .negative_ttl_s = 1,
+                            .deps = &n->deps};
     n->cache = node_cache_new(&cc);
     TT_CHECK(n->cache, "cache: %s", shoal_error_message());
     for (int i = 0; i < MAX_NODES; i++)
@@ -712,6 +732,7 @@ TT_TEST(test_node_cache_read_ahead_asked_again_queues_each_block_once)
     fake_s3 s3;
     fake_s3_init(&s3, "data/ra.bin", "\"ra1\"", 16 * BS, 9);
     tnode a;
+    g_run_bytes = BS; /* one GET per block, so the GETs at the gate are the blocks begun */
     tnode_start(&a, 0, &s3, 2000, 60);
     gate_close(&s3, 0);
     node_cache_object o = object_of(&s3);
@@ -728,6 +749,137 @@ TT_TEST(test_node_cache_read_ahead_asked_again_queues_each_block_once)
         TT_CHECK(node_store_contains(a.store, blk_id(&o, i), NULL, NULL), "block %llu was not fetched ahead",
                  (unsigned long long)i);
     TT_CHECK(atomic_load(&s3.gets) == 16, "%d GETs for 16 blocks", atomic_load(&s3.gets));
+    tnode_stop(&a);
+    fake_s3_fini(&s3);
+}
+
+/* ---- runs: one GET for consecutive blocks read ahead --------------------------------------------- */
+
+/* Blocks [first, first + n) of the fake's object are stored here with the fake's bytes. */
+static void check_stored(tnode *n, const fake_s3 *truth, uint64_t first, uint64_t count)
+{
+    node_cache_object o = object_of(truth);
+    for (uint64_t i = first; i < first + count; i++) {
+        TT_CHECK(node_store_contains(n->store, blk_id(&o, i), NULL, NULL), "block %llu is not stored",
+                 (unsigned long long)i);
+        check_read(n, truth, i, NODE_CACHE_LOCAL);
+    }
+}
+
+static void wait_readahead_idle(tnode *n)
+{
+    while (atomic_load(&n->stats.reads_readahead_pending) > 0)
+        usleep(1000); /* the test's own deadline ends a hang */
+}
+
+/* A node with one read-ahead worker (so no other worker begins a block of a window meanwhile) over
+ * a fake object of `blocks` blocks; *o names the object. */
+static void run_node_start(tnode *a, fake_s3 *s3, const char *key, size_t blocks, unsigned seed, node_cache_object *o)
+{
+    fake_s3_init(s3, key, "\"r1\"", blocks * BS, seed);
+    g_readahead_threads = 1;
+    tnode_start(a, 0, s3, 2000, 60);
+    *o = object_of(s3);
+}
+
+/* Read-ahead of 16 consecutive blocks (4 MiB in all, within a run's 16 MiB) is one S3 GET, not 16:
+ * the worker that begins the first block finds the others queued and takes them into its GET. One
+ * read-ahead worker, so no other worker begins a block of the window meanwhile. */
+TT_TEST(test_node_cache_read_ahead_of_consecutive_blocks_is_one_get)
+{
+    fake_s3 s3;
+    tnode a;
+    node_cache_object o;
+    run_node_start(&a, &s3, "data/run.bin", 16, 11, &o);
+    node_cache_prefetch(a.cache, &o, 0, 16);
+    wait_readahead_idle(&a);
+    TT_CHECK(atomic_load(&s3.gets) == 1, "%d GETs for 16 consecutive blocks read ahead, want 1", atomic_load(&s3.gets));
+    TT_CHECK(atomic_load(&a.stats.reads_run_gets) == 1 && atomic_load(&a.stats.reads_run_blocks) == 16,
+             "reads.run_gets %llu, reads.run_blocks %llu; want 1 and 16",
+             (unsigned long long)atomic_load(&a.stats.reads_run_gets),
+             (unsigned long long)atomic_load(&a.stats.reads_run_blocks));
+    check_stored(&a, &s3, 0, 16);
+    TT_CHECK(atomic_load(&s3.gets) == 1, "reading the blocks back cost %d more GETs", atomic_load(&s3.gets) - 1);
+    tnode_stop(&a);
+    fake_s3_fini(&s3);
+}
+
+/* A run's GET is bounded: 16 blocks of 256 KiB with runs of at most 1 MiB are 4 GETs of 4 blocks. */
+TT_TEST(test_node_cache_run_of_blocks_stays_within_its_bound)
+{
+    fake_s3 s3;
+    tnode a;
+    node_cache_object o;
+    g_run_bytes = 4 * BS;
+    run_node_start(&a, &s3, "data/bound.bin", 16, 12, &o);
+    node_cache_prefetch(a.cache, &o, 0, 16);
+    wait_readahead_idle(&a);
+    TT_CHECK(atomic_load(&s3.gets) == 4, "%d GETs for 16 blocks in runs of 4, want 4", atomic_load(&s3.gets));
+    check_stored(&a, &s3, 0, 16);
+    tnode_stop(&a);
+    fake_s3_fini(&s3);
+}
+
+static void *block1_reader(void *p)
+{
+    tnode *n = p;
+    check_read(n, n->s3, 1, (node_cache_source)-1);
+    return NULL;
+}
+
+/* While a run's GET is held after its first block and 4 KiB of the second: the first block is
+ * published and stored (its readers do not wait for the rest of the run), a reader of the second
+ * block's first bytes gets them from the GET in flight, and a whole-block reader of the second
+ * joins its flight; once the GET goes on, nothing was fetched twice. */
+TT_TEST(test_node_cache_readers_of_a_run_share_its_get)
+{
+    fake_s3 s3;
+    tnode a;
+    node_cache_object o;
+    run_node_start(&a, &s3, "data/share.bin", 4, 13, &o);
+    gate_close(&s3, BS + 8192);
+    node_cache_prefetch(a.cache, &o, 0, 4);
+    wait_at_gate(&s3, 1);
+    check_read(&a, &s3, 0, (node_cache_source)-1); /* from the run's published block */
+    while (!node_store_contains(a.store, blk_id(&o, 0), NULL, NULL))
+        usleep(1000); /* stored by a worker while the GET is held; the test's deadline ends a hang */
+    uint8_t buf[4096];
+    TT_CHECK(node_cache_read_stream(a.cache, &o, 1, 0, sizeof buf, buf) == (ssize_t)sizeof buf &&
+                 memcmp(buf, s3.data + BS, sizeof buf) == 0,
+             "the first bytes of block 1 did not come from the run's GET in flight");
+    /* A whole-block reader of block 1 finds its flight (or, if it comes late, the block stored). */
+    pthread_t t;
+    pthread_create(&t, NULL, block1_reader, &a);
+    gate_open(&s3);
+    pthread_join(t, NULL);
+    check_read(&a, &s3, 1, (node_cache_source)-1);
+    wait_readahead_idle(&a);
+    TT_CHECK(atomic_load(&s3.gets) == 1, "%d GETs for 4 blocks with readers joining the run, want 1",
+             atomic_load(&s3.gets));
+    check_stored(&a, &s3, 0, 4);
+    tnode_stop(&a);
+    fake_s3_fini(&s3);
+}
+
+/* A run's GET cut after its first block and half of the second (the fake fails it as the S3 client
+ * fails a body cut after its retries): the first block stays stored, the others' flights fail so
+ * that their fetches begin again, and every block ends stored with the right bytes. */
+TT_TEST(test_node_cache_run_cut_midway_keeps_complete_blocks_and_refetches_the_rest)
+{
+    fake_s3 s3;
+    tnode a;
+    node_cache_object o;
+    run_node_start(&a, &s3, "data/cut.bin", 4, 14, &o);
+    s3.cut_after = BS + BS / 2;
+    atomic_store(&s3.cuts, 1);
+    node_cache_prefetch(a.cache, &o, 0, 4);
+    wait_readahead_idle(&a);
+    /* Block 0 stored by the cut GET; 1, 2, 3 each by the task that asked for it, whose run cannot
+     * take the next ones (the cut run took them out of the queue): 4 GETs. */
+    TT_CHECK(atomic_load(&s3.gets) == 4, "%d GETs for 4 blocks with one run cut after 1.5 blocks, want 4",
+             atomic_load(&s3.gets));
+    check_stored(&a, &s3, 0, 4);
+    TT_CHECK(atomic_load(&a.stats.cache_corrupt_blocks) == 0, "a block failed its checksum");
     tnode_stop(&a);
     fake_s3_fini(&s3);
 }
