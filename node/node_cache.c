@@ -653,21 +653,53 @@ static bool ra_missing(node_cache *c, const node_cache_object *obj, uint64_t i)
  * in turn (each taken into the run ends at once). A window of w blocks keeps between w/2 and w of
  * them ahead.
  */
-/* A pool task: the read-ahead tasks chained from arg by next_batch, in order. */
-static void ra_run_tasks(node_cache *c, void *arg)
-{
-    for (ra_task *t = arg, *next; t != NULL; t = next) {
-        next = t->next_batch;
-        ra_run(c, t);
-    }
-}
-
 static void ra_free_tasks(void *arg)
 {
     for (ra_task *t = arg, *next; t != NULL; t = next) {
         next = t->next_batch;
         ra_free(t);
     }
+}
+
+/* The tasks after the one this read-ahead worker is running, of its batch (see cache_prefetch). */
+static _Thread_local ra_task *ra_rest;
+
+static void ra_run_tasks(node_cache *c, void *arg);
+
+void cache_ra_release_rest(node_cache *c)
+{
+    /* The blocks still queued first, in order; those the run took after them (each ends at once
+     * when its turn comes; never run here, where the caller may hold a block buffer). */
+    ra_task *rest = ra_rest, *keep = NULL, **tail = &keep, *taken = NULL, **taken_tail = &taken;
+    ra_rest = NULL;
+    while (rest != NULL) {
+        ra_task *t = rest;
+        rest = t->next_batch;
+        t->next_batch = NULL;
+        pthread_mutex_lock(&c->seq_mu);
+        bool queued = t->queued;
+        pthread_mutex_unlock(&c->seq_mu);
+        ra_task ***at = queued ? &tail : &taken_tail;
+        **at = t;
+        *at = &t->next_batch;
+    }
+    *tail = taken;
+    if (keep != NULL && pool_submit(&c->readahead, ra_run_tasks, ra_free_tasks, keep, true) != 0)
+        ra_free_tasks(keep);
+}
+
+/* A pool task: the read-ahead tasks chained from arg by next_batch. The first one leads its
+ * block's fetch; once its run is formed (cache_ra_release_rest, called by the fetch, or here when
+ * the block needed no GET), the blocks it did not take go back to the front of the queue as a
+ * batch of their own, for the next free worker: a run cut short (no buffer free) leaves them to
+ * other workers rather than behind its GET. */
+static void ra_run_tasks(node_cache *c, void *arg)
+{
+    ra_task *head = arg;
+    ra_rest = head->next_batch;
+    head->next_batch = NULL;
+    ra_run(c, head);
+    cache_ra_release_rest(c);
 }
 
 uint64_t cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t first, uint64_t count, bool urgent)

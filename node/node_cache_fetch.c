@@ -381,6 +381,7 @@ static cache_buf *fetch_s3(node_cache *c, const block_req *b, flight *f, fetch_m
         node_stats_add(&c->cfg.stats->reads_run_gets, 1);
         node_stats_add(&c->cfg.stats->reads_run_blocks, r->n);
     }
+    cache_ra_release_rest(c); /* what the run did not take goes to other workers, before the GET */
     uint64_t got = 0;
     s3_object_info info;
     s3_get_args a = {.bucket = b->bucket,
@@ -795,6 +796,7 @@ static cache_buf *handoff_fetch(node_cache *c, const block_req *b, const char *c
         if (skip)
             continue;
         node_stats_add(&c->cfg.stats->handoff_asks, 1);
+        cache_ra_release_rest(c); /* as before asking an owner */
         cache_buf *buf = NULL;
         if (ask_peer(c, b, &cand[i], mv, NODE_PEER_F_NO_FORWARD, &buf, NULL) == ASK_OK) {
             char tmp[96];
@@ -862,6 +864,7 @@ static int lead_fetch(node_cache *c, const block_req *b, fetch_mode mode, flight
         if (owners[i].link < 0 || cache_penalized(c, owners[i].id))
             continue;
         asked[n_asked++] = owners[i].id;
+        cache_ra_release_rest(c); /* no run with a block asked of a peer: its batch goes on without it */
         cache_buf *buf = NULL;
         node_cache_source from = NODE_CACHE_PEER;
         ask_result ar = ask_peer(c, b, &owners[i], mv, flags, &buf, &from);

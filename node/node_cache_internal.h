@@ -122,6 +122,9 @@ uint64_t cache_prefetch(node_cache *c, const node_cache_object *obj, uint64_t fi
  * blocks (its task still runs, and finds the block's flight or the block stored). The caller is
  * about to claim the block's flight: a run of blocks takes only blocks somebody asked for. */
 bool cache_ra_take(node_cache *c, const uint8_t id[NODE_STORE_ID_LEN]);
+/* On a read-ahead worker, once the fetch it leads has taken its run: the blocks of its batch that
+ * the run did not take go back to the queue for other workers (nothing on another thread). */
+void cache_ra_release_rest(node_cache *c);
 /* The most blocks one S3 GET fetches (run_bytes over the block size, within 1..CACHE_RUN_MAX). */
 unsigned cache_run_blocks(const node_cache *c);
 

@@ -114,15 +114,21 @@ TT_TEST(test_daemon_stalled_s3_answer_is_sent_again_and_the_read_ends_within_the
     td_pass(c);
 }
 
-/* Until every read-ahead block of node0 is either stalled at the proxy or waiting for the
- * read-ahead's share of the buffers: `want` of them. Fails the test after a minute (a wait for
- * events, not a verdict: it only ends early). */
+/* Blocks of node0 in GETs the proxy stalls: a GET fetches one block or a run of several
+ * (reads.run_gets of them, for reads.run_blocks blocks). */
+static long blocks_stalled(td_cluster *c, tt_proxy *px)
+{
+    return tt_proxy_stat(px, "faults") + (long)(td_stat(c, 0, "reads.run_blocks") - td_stat(c, 0, "reads.run_gets"));
+}
+
+/* Until `want` read-ahead blocks of node0 are stalled at the proxy or wait for the read-ahead's
+ * share of the buffers. Fails the test after a minute (a wait for events, not a verdict: it only
+ * ends early). */
 static void wait_readahead_stuck(td_cluster *c, tt_proxy *px, long want)
 {
     uint64_t until = td_now_ms() + 60000;
     long stuck = 0;
-    while ((stuck = tt_proxy_stat(px, "faults") + (long)td_stat(c, 0, "cache.readahead_waits")) < want &&
-           td_now_ms() < until)
+    while ((stuck = blocks_stalled(c, px) + (long)td_stat(c, 0, "cache.readahead_waits")) < want && td_now_ms() < until)
         td_sleep_ms(50);
     TT_CHECK(stuck >= want, "%ld of %ld read-ahead blocks stalled or waiting for a buffer", stuck, want);
 }
@@ -131,8 +137,9 @@ static void wait_readahead_stuck(td_cluster *c, tt_proxy *px, long want)
  * S3 through the proxy, a FAULT INJECTOR (a fake: no real server stalls on demand), which stalls
  * every GET of two objects after 1000 bytes for ten minutes. Two sequential reads on node0 queue 8
  * read-ahead blocks of them, as many as its read-ahead workers and its block buffers (4 MiB blocks:
- * 8 buffers by default). Read-ahead may hold 6 of them; 6 GETs stall and the other 2 read-aheads
- * wait for a buffer. node1 then reads a block of another object, which it asks node0 for: node0
+ * 8 buffers by default). Read-ahead may hold 6 of them: 6 blocks stall, in one GET per object
+ * (runs of consecutive blocks), and the others wait for a buffer (at least one read-ahead waits;
+ * the second may wait behind it). node1 then reads a block of another object, which it asks node0 for: node0
  * fetches it into a buffer of the reserve and answers while all 6 stalls last. Counted, not
  * timed: node1 read the block from its owner and never from S3 itself, node0 waited for a buffer
  * only for read-ahead, no read-ahead ended, and the buffers never mapped past their budget. Without
@@ -169,24 +176,24 @@ TT_TEST(test_daemon_read_ahead_on_a_stalled_s3_never_starves_a_peer_of_buffers)
         TT_CHECK(got != NULL && len == 1, "read of a stored block of %s", ahead[i]);
         free(got);
     }
-    wait_readahead_stuck(c, &px, 8);
-    long stalled = tt_proxy_stat(&px, "faults");
+    wait_readahead_stuck(c, &px, 7);
+    long stalled = blocks_stalled(c, &px), stalled_gets = tt_proxy_stat(&px, "faults");
     td_get_check(c, 1, "free/asked.bin", bs, 53);
     uint64_t waits = td_stat(c, 0, "cache.buffer_waits"), ra_waits = td_stat(c, 0, "cache.readahead_waits");
     uint64_t peak = td_stat(c, 0, "cache.buffer_peak_bytes"), budget = td_stat(c, 0, "cache.buffer_budget_bytes");
     tt_note("stalled read-ahead GETs %ld, read-ahead buffer waits %llu, buffer waits %llu, peak %llu of %llu bytes",
             stalled, (unsigned long long)ra_waits, (unsigned long long)waits, (unsigned long long)peak,
             (unsigned long long)budget);
-    TT_CHECK(stalled == 6 && ra_waits == 2,
-             "%ld read-aheads stalled and %llu waited, want 6 and 2 (8 buffers less a "
-             "reserve of 2)",
+    TT_CHECK(stalled == 6 && ra_waits >= 1,
+             "%ld read-ahead blocks stalled and %llu read-aheads waited, want 6 and at least 1 (8 buffers "
+             "less a reserve of 2)",
              stalled, (unsigned long long)ra_waits);
     TT_CHECK(td_stat(c, 1, "reads.peer") == 1 && td_stat(c, 1, "s3.get_requests") == 0,
              "node1 read %llu blocks from its owner and sent %llu GETs to S3, want 1 and 0",
              (unsigned long long)td_stat(c, 1, "reads.peer"), (unsigned long long)td_stat(c, 1, "s3.get_requests"));
     TT_CHECK(waits == ra_waits, "node0 made %llu fetches wait for a buffer besides its read-ahead",
              (unsigned long long)(waits - ra_waits));
-    TT_CHECK(td_stat(c, 0, "reads.readahead") == 0 && tt_proxy_stat(&px, "faults") == stalled,
+    TT_CHECK(td_stat(c, 0, "reads.readahead") == 0 && tt_proxy_stat(&px, "faults") == stalled_gets,
              "a read-ahead ended (%llu) before node1's block was served: its answer waited for the stall",
              (unsigned long long)td_stat(c, 0, "reads.readahead"));
     /* A buffer maps its block and a header, in whole pages: the block and a page. */
