@@ -684,15 +684,15 @@ void cache_ra_release_rest(node_cache *c)
         *at = &t->next_batch;
     }
     *tail = taken;
-    if (keep != NULL && pool_submit(&c->readahead, ra_run_tasks, ra_free_tasks, keep, true) != 0)
+    if (keep != NULL && pool_submit(&c->readahead, ra_run_tasks, ra_free_tasks, keep, false) != 0)
         ra_free_tasks(keep);
 }
 
 /* A pool task: the read-ahead tasks chained from arg by next_batch. The first one leads its
  * block's fetch; once its run is formed (cache_ra_release_rest, called by the fetch, or here when
- * the block needed no GET), the blocks it did not take go back to the front of the queue as a
- * batch of their own, for the next free worker: a run cut short (no buffer free) leaves them to
- * other workers rather than behind its GET. */
+ * the block needed no GET), the blocks it did not take go back to the queue as a batch of their
+ * own, for the next free worker: a run cut short (no buffer free) leaves them to other workers
+ * rather than behind its GET. At the back: the front is for the blocks readers wait on. */
 static void ra_run_tasks(node_cache *c, void *arg)
 {
     ra_task *head = arg;
