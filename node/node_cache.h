@@ -94,7 +94,7 @@ typedef struct node_cache_config {
     unsigned readahead_blocks;  /* blocks fetched ahead of a sequential reader; 0 means 4 */
     unsigned buffer_blocks; /* block buffers mapped at most, in use or kept (--fetch-buffers):
                                  * fetches past it wait for one, read-ahead takes at most 3/4 of
-                                 * them; at least 2; 0 means max(4, 32 MiB / block_size) */
+                                 * them; at least 2; 0 means max(4, 64 MiB / block_size) */
     uint64_t run_bytes; /* the most bytes one S3 GET fetches for a run of consecutive blocks read
                          * ahead; 0 means 16 MiB; the block size or less: one block per GET */
     const node_cache_deps *deps; /* borrowed, may be NULL: the parts above and the cluster */

@@ -42,7 +42,7 @@
 #define CACHE_LIST_BYTES (64u << 20) /* and their bytes (a page of 1000 long keys is about 1 MiB) */
 #define CACHE_STREAM_START_MS 1000 /* longest a streaming reader waits for its queued fetch to begin */
 #define CACHE_BUF_BLOCKS_MIN 4 /* block buffers in the default budget: at least this many, */
-#define CACHE_BUF_BYTES (32u << 20) /* or as many as fit in this */
+#define CACHE_BUF_BYTES (64u << 20) /* or as many as fit in this */
 #define CACHE_WORK_SLOTS 4096         /* work ids counted for PINGs; > 3 x (queue + workers) */
 
 /* ---- block buffers (node_cache.c) --------------------------------------------------------------- */

@@ -47,7 +47,7 @@ typedef struct node_config {
     unsigned cache_free_space_bp; /* --cache-free-space, hundredths of a percent, 0-5000 (default 500) */
     uint64_t block_size;       /* --block-size in bytes, a power of two (default 4M) */
     unsigned replicas;         /* --replicas (default 1) */
-    unsigned fetch_buffers; /* --fetch-buffers; 0: the default, max(4, 32 MiB / block_size) */
+    unsigned fetch_buffers; /* --fetch-buffers; 0: the default, max(4, 64 MiB / block_size) */
     char *zone;                /* --zone, NULL when none */
     bool no_serve;             /* --no-serve */
     char *mount;               /* --mount DIR, NULL when none */

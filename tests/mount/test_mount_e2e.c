@@ -1019,7 +1019,7 @@ TT_TEST(test_mount_e2e_first_bytes_of_an_uncached_block_come_before_the_whole_bl
 /* ---- memory ----------------------------------------------------------------------------------- */
 
 /* The daemon's memory bound, as docs/operations.md ("Memory") derives it from the options, in two
- * parts. The block buffers (--fetch-buffers, by default max(4, 32 MiB / block size), each its block
+ * parts. The block buffers (--fetch-buffers, by default max(4, 64 MiB / block size), each its block
  * size and a page) are counted by the daemon itself: cache.buffer_budget_bytes is what they may
  * map, cache.buffer_peak_bytes the most they mapped at once, exactly. The rest, which no counter
  * sees, is bounded from the resident size: the store's four direct-write buffers of 1 MiB, and per
@@ -1030,7 +1030,7 @@ TT_TEST(test_mount_e2e_first_bytes_of_an_uncached_block_come_before_the_whole_bl
 static uint64_t mem_buffer_budget(uint64_t block_size, unsigned fetch_buffers)
 {
     if (fetch_buffers == 0)
-        fetch_buffers = 32 * MIB / block_size > 4 ? (unsigned)(32 * MIB / block_size) : 4;
+        fetch_buffers = 64 * MIB / block_size > 4 ? (unsigned)(64 * MIB / block_size) : 4;
     return fetch_buffers * (block_size + (uint64_t)sysconf(_SC_PAGESIZE));
 }
 

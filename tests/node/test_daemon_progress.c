@@ -136,8 +136,8 @@ static void wait_readahead_stuck(td_cluster *c, tt_proxy *px, long want)
 /* Peers are never starved by read-ahead. node0 owns every block (node1 is --no-serve) and reaches
  * S3 through the proxy, a FAULT INJECTOR (a fake: no real server stalls on demand), which stalls
  * every GET of two objects after 1000 bytes for ten minutes. Two sequential reads on node0 queue 8
- * read-ahead blocks of them, as many as its read-ahead workers and its block buffers (4 MiB blocks:
- * 8 buffers by default). Read-ahead may hold 6 of them: 6 blocks stall, in one GET per object
+ * read-ahead blocks of them, as many as its read-ahead workers and its block buffers (4 MiB blocks,
+ * --fetch-buffers 8). Read-ahead may hold 6 of them: 6 blocks stall, in one GET per object
  * (runs of consecutive blocks), and the others wait for a buffer (at least one read-ahead waits;
  * the second may wait behind it). node1 then reads a block of another object, which it asks node0 for: node0
  * fetches it into a buffer of the reserve and answers while all 6 stalls last. Counted, not
@@ -156,7 +156,7 @@ TT_TEST(test_daemon_read_ahead_on_a_stalled_s3_never_starves_a_peer_of_buffers)
     tt_proxy px;
     tt_proxy_start(&px, c->s3.port, NULL, NULL);
     /* The stalls are silence to node0's S3 client: its stall limit must outlast the test. */
-    const char *owner_flags[] = {"--s3-stall-timeout", "600", NULL};
+    const char *owner_flags[] = {"--s3-stall-timeout", "600", "--fetch-buffers", "8", NULL};
     const char *reader_flags[] = {"--no-serve", NULL};
     c->endpoint = px.endpoint;
     td_node_start(c, 0, owner_flags);
