@@ -98,11 +98,18 @@ static int buf_class(size_t len, size_t *cap)
     return -1;
 }
 
+/* A mapped buffer is laid out as the start of the block's file: the store's header (scratch),
+ * then the cap bytes of data, so that the store writes the block with O_DIRECT straight from it
+ * (node_store_put_framed); the cache_buf record follows the data. The record used to come first,
+ * which left the data unaligned for that write and cost a copy of every block stored. */
 static size_t buf_map_len(size_t cap)
 {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    return (offsetof(cache_buf, data) + cap + page - 1) / page * page;
+    return (NODE_STORE_HEADER_LEN + cap + sizeof(cache_buf) + page - 1) / page * page;
 }
+
+/* The mapping that holds a buffer from the budget. */
+static void *buf_map(cache_buf *b) { return cache_buf_frame(b); }
 
 size_t node_cache_buffer_cost(uint64_t len)
 {
@@ -160,7 +167,7 @@ void cache_bufs_release(cache_bufs *p)
         drop = b->next_free;
         p->mapped -= buf_map_len(b->cap);
         p->refs--;
-        munmap(b, buf_map_len(b->cap));
+        munmap(buf_map(b), buf_map_len(b->cap));
     }
     bufs_unref_locked(p);
 }
@@ -228,7 +235,7 @@ static cache_buf *bufs_take(cache_bufs *p, int cls, size_t cap, cache_buf_use us
         while (unmap != NULL) {
             cache_buf *v = unmap;
             unmap = v->next_free;
-            munmap(v, buf_map_len(v->cap));
+            munmap(buf_map(v), buf_map_len(v->cap));
         }
         return NULL;
     }
@@ -245,7 +252,7 @@ static cache_buf *bufs_take(cache_bufs *p, int cls, size_t cap, cache_buf_use us
     while (unmap != NULL) {
         cache_buf *v = unmap;
         unmap = v->next_free;
-        munmap(v, buf_map_len(v->cap));
+        munmap(buf_map(v), buf_map_len(v->cap));
     }
     if (fresh) {
         void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -258,7 +265,9 @@ static cache_buf *bufs_take(cache_bufs *p, int cls, size_t cap, cache_buf_use us
             bufs_unref_locked(p);
             return NULL;
         }
-        b = m;
+        /* The record after the data; cap is a power of two, so it is aligned for it. */
+        b = (cache_buf *)((uint8_t *)m + NODE_STORE_HEADER_LEN + cap);
+        b->data = (uint8_t *)m + NODE_STORE_HEADER_LEN;
         b->cap = cap;
     }
     b->pool = p;
@@ -270,7 +279,7 @@ static cache_buf *buf_new(node_cache *c, size_t len, cache_buf_use use, bool wai
 {
     size_t cap = len ? len : 1;
     int cls = len >= BUF_POOL_MIN ? buf_class(len, &cap) : -1;
-    cache_buf *b = cls >= 0 ? bufs_take(c->bufs, cls, cap, use, wait) : malloc(sizeof *b + cap);
+    cache_buf *b = cls >= 0 ? bufs_take(c->bufs, cls, cap, use, wait) : malloc(sizeof *b + NODE_STORE_HEADER_LEN + cap);
     if (b == NULL) {
         if (wait)
             shoal_error_set(SHOAL_ERR_NOMEM, "block buffer of %zu bytes", len);
@@ -279,6 +288,7 @@ static cache_buf *buf_new(node_cache *c, size_t len, cache_buf_use use, bool wai
     if (cls < 0) {
         b->pool = NULL;
         b->ahead = false;
+        b->data = (uint8_t *)(b + 1) + NODE_STORE_HEADER_LEN;
     }
     atomic_init(&b->refs, 1);
     b->len = len;
@@ -324,7 +334,7 @@ void cache_buf_unref(cache_buf *b)
     }
     p->mapped -= len; /* the cache is gone: the buffer goes back to the system */
     bufs_unref_locked(p);
-    munmap(b, len);
+    munmap(buf_map(b), len);
 }
 
 /* node_peer_payload free functions: the transport calls them once ZeroMQ has sent the bytes. */

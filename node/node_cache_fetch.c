@@ -96,7 +96,8 @@ static node_store_class fetched_class(node_cache *c, const block_req *b);
 /* Stores a fetched block; a full store or a failed write only costs the next reader a fetch. */
 static void store_put(node_cache *c, const block_req *b, const cache_buf *buf, node_store_class cls)
 {
-    if (node_store_put_checked(c->cfg.store, b->id, buf->data, buf->len, cls, buf->sum) != 0 && cls == NODE_STORE_OWNED)
+    if (node_store_put_framed(c->cfg.store, b->id, cache_buf_frame(buf), buf->len, cls, buf->sum) != 0 &&
+        cls == NODE_STORE_OWNED)
         LOG_WARN("cache", "store_failed", "index=%llu error=%s", (unsigned long long)b->index,
                  shoal_error_name(shoal_error_code()));
 }

@@ -57,8 +57,14 @@ typedef struct cache_buf {
     struct cache_buf *next_free;
     bool ahead; /* taken for read-ahead (CACHE_BUF_AHEAD): counts in the read-ahead's share */
     node_store_sum *sum;     /* the store's chunk sums of data[0..len), taken as it arrived; NULL: none */
-    uint8_t data[];
+    /* cap bytes, preceded by NODE_STORE_HEADER_LEN bytes of scratch for the store's header
+     * (cache_buf_frame). In a buffer from the budget, data - NODE_STORE_HEADER_LEN is the start
+     * of the mapping, page-aligned, so the store writes the block from here without a copy. */
+    uint8_t *data;
 } cache_buf;
+
+/* The NODE_STORE_HEADER_LEN bytes before b->data, for node_store_put_framed. */
+static inline void *cache_buf_frame(const cache_buf *b) { return b->data - NODE_STORE_HEADER_LEN; }
 
 /* What a buffer is taken for (see "Block buffers" in node_cache.c). */
 typedef enum cache_buf_use {

@@ -80,6 +80,7 @@ typedef struct node_store_stats {
     uint64_t dir_heals;      /* times blocks/ was found gone and made again */
     uint64_t verified_bytes; /* payload bytes hashed to check them on reads (gets, maps, view checks) */
     uint64_t old_format_drops; /* files of the first format (one checksum per block) removed at open */
+    uint64_t direct_copied_bytes; /* file bytes copied into the store's aligned buffers by direct writes */
 } node_store_stats;
 
 /* Opens the store in <cache_dir>/blocks/, creating cache_dir and blocks/ when missing, and
@@ -137,6 +138,15 @@ void node_store_sum_free(node_store_sum *sum);
  * of a chunk they miss, and is dropped as corrupt. */
 int node_store_put_checked(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], const void *data, size_t len,
                            node_store_class cls, const node_store_sum *sum);
+
+/* node_store_put_checked of the len bytes at frame + NODE_STORE_HEADER_LEN, where the
+ * NODE_STORE_HEADER_LEN bytes at frame are the caller's scratch that the store may overwrite
+ * during the call (with the block's header). When frame is 4 KiB-aligned and the block is written
+ * with O_DIRECT, its file's whole 4 KiB units are written straight from frame, without the copy
+ * into the store's aligned buffer; otherwise it is node_store_put_checked. Failures as
+ * node_store_put. The payload is only read during the call. */
+int node_store_put_framed(node_store *s, const uint8_t id[NODE_STORE_ID_LEN], void *frame, size_t len,
+                          node_store_class cls, const node_store_sum *sum);
 
 /* Reads a block's payload into buf (buf_len bytes) and stores its length in *len_out (when not
  * NULL). Every chunk is verified before 0 is returned; the block becomes the most recently used.

@@ -941,6 +941,74 @@ TT_TEST(test_node_store_direct_and_buffered_writes_read_back_alike)
     }
 }
 
+static node_store_stats stats_of(node_store *s);
+
+/* A framed put (the payload NODE_STORE_HEADER_LEN bytes past a page boundary, those bytes the
+ * store's scratch, as the read path's block buffers are laid out) is written straight from the
+ * caller's memory: the store puts the header in the scratch and copies only the payload's last
+ * partial 4 KiB unit and the chunk sums into its own aligned buffer. The file is the same as an
+ * ordinary put's, and the payload is untouched. An unaligned frame is copied whole, as before, and
+ * its scratch left alone. */
+TT_TEST(test_node_store_framed_put_writes_the_block_from_the_callers_memory)
+{
+    char *dir = tt_tmpdir("store-framed");
+    int probe = open(dir, O_RDWR | O_TMPFILE | O_DIRECT, 0600);
+    if (probe < 0) {
+        finish(NULL, dir);
+        TT_SKIP("the file system of the test directory refuses O_DIRECT: nothing is written directly here");
+    }
+    close(probe);
+    node_store *s = open_store_io(dir, 96u << 20, 10, false, true);
+    /* 48 + len on a 4 KiB boundary (no partial unit), and on both sides of it */
+    size_t lens[] = {256u << 10, (1u << 20) + 4049, (4u << 20) - HDR, 4u << 20, (4u << 20) + 4049, (9u << 20) + 123};
+    enum { N = sizeof lens / sizeof lens[0] };
+    for (unsigned i = 0; i <= N; i++) {
+        bool aligned = i < N; /* the last: the same block size from an unaligned frame */
+        size_t len = aligned ? lens[i] : 4u << 20;
+        uint8_t *mem = NULL;
+        TT_CHECK(posix_memalign((void **)&mem, 4096, HDR + len + 8) == 0, "posix_memalign %zu", len);
+        uint8_t *frame = aligned ? mem : mem + 8;
+        uint8_t *payload = make_payload(i, len);
+        memset(frame, 0xA5, HDR);
+        memcpy(frame + HDR, payload, len);
+        uint8_t id[NODE_STORE_ID_LEN];
+        make_id(i, id);
+        uint64_t before = stats_of(s).direct_copied_bytes;
+        TT_OK(node_store_put_framed(s, id, frame, len, NODE_STORE_OWNED, NULL));
+        uint64_t copied = stats_of(s).direct_copied_bytes - before, size = node_store_file_size(len);
+        uint64_t want = aligned ? size - (HDR + len) / 4096 * 4096 : size;
+        TT_CHECK(copied == want, "block of %zu bytes from %s frame: %llu bytes copied, want %llu (of %llu)", len,
+                 aligned ? "an aligned" : "an unaligned", (unsigned long long)copied, (unsigned long long)want,
+                 (unsigned long long)size);
+        TT_CHECK(memcmp(frame + HDR, payload, len) == 0, "the put changed the payload of %zu bytes", len);
+        char *path = block_path(dir, i);
+        uint8_t head[HDR];
+        FILE *f = fopen(path, "rb");
+        TT_CHECK(f != NULL && fread(head, 1, HDR, f) == HDR, "reading the header of %s", path);
+        fclose(f);
+        uint8_t untouched[HDR];
+        memset(untouched, 0xA5, HDR);
+        TT_CHECK(memcmp(frame, aligned ? head : untouched, HDR) == 0, "the scratch of %s frame %s",
+                 aligned ? "an aligned" : "an unaligned", aligned ? "does not hold the header" : "was written");
+        struct stat st;
+        TT_CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size == size, "%s holds %lld bytes, want %llu", path,
+                 (long long)st.st_size, (unsigned long long)size);
+        free(path);
+        free(payload);
+        free(mem);
+    }
+    for (unsigned i = 0; i <= N; i++) {
+        size_t len = i < N ? lens[i] : 4u << 20;
+        TT_CHECK(block_reads_back(s, i, len), "block %u of %zu bytes is missing", i, len);
+        TT_CHECK(block_maps_back(s, i, len), "block %u of %zu bytes does not map", i, len);
+    }
+    node_store_delete(s);
+    s = open_store_io(dir, 96u << 20, 10, false, false);
+    for (unsigned i = 0; i <= N; i++)
+        TT_CHECK(block_reads_back(s, i, i < N ? lens[i] : 4u << 20), "block %u lost at reopen", i);
+    finish(s, dir);
+}
+
 /* A file system without O_DIRECT (ramfs refuses it at open, after creating the file): every put
  * still lands, written buffered, and no temporary file is left behind. */
 TT_TEST(test_node_store_file_system_refusing_direct_io_gets_buffered_writes)
