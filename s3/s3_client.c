@@ -54,6 +54,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -179,6 +180,8 @@ struct s3_req {
     uint64_t stall_us;        /* this attempt's stall limit (0: none), see "Stalls" */
     uint64_t progress_us;     /* when this attempt last moved a byte (or started) */
     bool stalled;             /* the worker abandoned it: stall_us passed without a byte */
+    int fd; /* this attempt's socket, as curl's socket callback told (-1: none known) */
+    int lowat; /* SO_RCVLOWAT this attempt set on fd (0: none), see "Receive size" */
 
     uint64_t submitted_us;    /* for the latency histogram */
     unsigned attempts;
@@ -253,13 +256,18 @@ static void wake(s3_client *c)
  * it. A failed epoll_ctl leaves the transfer unwatched: the stall watch abandons and retries it. */
 static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
 {
-    (void)e;
     (void)socketp;
     s3_client *c = userp;
+    s3_req *r = NULL;
+    curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
     if (what == CURL_POLL_REMOVE) {
+        if (r != NULL && r->fd == s)
+            r->fd = -1;
         epoll_ctl(c->epfd, EPOLL_CTL_DEL, s, NULL);
         return 0;
     }
+    if (r != NULL)
+        r->fd = s; /* the transfer's connection, for its receive size (see "Receive size") */
     struct epoll_event ev = {.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u),
                              .data.fd = s};
     if (epoll_ctl(c->epfd, EPOLL_CTL_MOD, s, &ev) < 0 &&
@@ -658,6 +666,37 @@ static size_t on_header(char *line, size_t size, size_t n, void *ud)
 
 static bool is_2xx(long s) { return s >= 200 && s < 300; }
 
+/*
+ * Receive size. A big GET's body is received S3_GET_RECV_BUF at a time at most (CURLOPT_BUFFERSIZE),
+ * but a socket is ready as soon as any byte is in, so each wakeup of the worker read what the
+ * server had sent since the last: about 80 KiB on loopback, 13,600 receives (each a wakeup, a
+ * recv, and curl's poll to see whether more is pending) per GiB. While the body of a big GET
+ * streams, the worker sets SO_RCVLOWAT on its connection before it waits, so that the socket
+ * counts as ready only once S3_GET_RECV_BUF bytes are in, or all that is left of the body (curl
+ * hands a receive over 16 KiB at a time, so the mark is set before a wait, not at each piece: one
+ * call at the start, one or two near the end). It must never ask for more
+ * than will come, or the socket never becomes ready: the body's length is what curl itself reads
+ * up to (Content-Length), less what was delivered; over TLS, less another S3_LOWAT_TLS_SLACK,
+ * since OpenSSL may hold part of a record it read from the socket but not yet returned. A closed or
+ * failed connection is ready whatever the mark. The mark goes back to 1 with the body's last byte,
+ * before the connection is reused; an attempt that ends earlier (an error, a sink that refuses,
+ * a stall) closes its connection, which takes the mark with it.
+ */
+#define S3_LOWAT_TLS_SLACK (32u << 10)
+
+static void recv_lowat(s3_req *r)
+{
+    if (r->op != S3_OP_GET || !is_2xx(r->status) || !r->ranged || r->range_len < S3_GET_RECV_BUF || !r->has_length)
+        return;
+    uint64_t left = r->content_length > r->got ? r->content_length - r->got : 0;
+    uint64_t slack = strcmp(r->c->endpoint_scheme, "https") == 0 ? S3_LOWAT_TLS_SLACK : 0;
+    int want = left > slack ? (int)(left - slack < S3_GET_RECV_BUF ? left - slack : S3_GET_RECV_BUF) : 1;
+    if (want == r->lowat || (r->lowat == 0 && want == 1))
+        return;
+    if (r->fd >= 0 && setsockopt(r->fd, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof want) == 0)
+        r->lowat = want;
+}
+
 static size_t on_body(char *data, size_t size, size_t n, void *ud)
 {
     s3_req *r = ud;
@@ -700,6 +739,8 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
         len = size * n;
     }
     r->got += len;
+    if (r->lowat > 1 && r->got >= r->content_length)
+        recv_lowat(r); /* the last byte: the mark goes back to 1 before the connection is reused */
     return len;
 }
 
@@ -970,6 +1011,8 @@ static void req_reset_attempt(s3_req *r)
     r->body_pos = 0;
     shoal_buf_reset(&r->resp);
     r->overflow = r->sink_failed = r->etag_mismatch = r->stalled = false;
+    r->fd = -1;
+    r->lowat = 0;
     r->curl_err[0] = '\0';
 }
 
@@ -1515,6 +1558,8 @@ static void *worker_main(void *arg)
             if ((long)ms < tmo)
                 tmo = (long)ms;
         }
+        for (s3_req *r = c->on_wire; r; r = r->anext)
+            recv_lowat(r);
         struct epoll_event evs[32];
         int n = epoll_wait(c->epfd, evs, 32, (int)tmo);
         for (int i = 0; i < n; i++) {

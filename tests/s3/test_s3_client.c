@@ -754,6 +754,53 @@ TT_TEST(test_s3_client_delete_then_head_is_no_such_key)
     teardown(&f);
 }
 
+static void tune_one_connection(s3_client_config *cfg) { cfg->max_in_flight = 1; }
+
+/* A big ranged GET asks the kernel to wake the client only once 256 KiB (or the rest of the body)
+ * are in (SO_RCVLOWAT, docs/s3.md "Receive size"). The body still arrives whole whatever its
+ * length past a multiple of that, and the connection, reused by the next requests, is ready again
+ * for answers of a few hundred bytes: a small GET, a 404 and a HEAD after each big GET complete
+ * with no stall (a mark left above such an answer would hold it until the stall limit). */
+TT_TEST(test_s3_client_big_get_receives_whole_and_leaves_its_connection_ready_for_small_answers)
+{
+    fixture f;
+    setup_tuned(&f, "S3RVER", tune_one_connection);
+    enum { BIG = 3 * (256 << 10) + 1000 };
+    uint8_t *data = pattern(BIG, 41);
+    put_mem(&f, "lowat/big", data, BIG);
+    put_mem(&f, "lowat/small", data, 100);
+    /* a tail under 256 KiB, whole multiples of it, the whole object */
+    uint64_t ranges[][2] = {{0, (256 << 10) + 1000}, {1000, 3 * (256 << 10)}, {0, BIG}, {7, BIG - 7}};
+    unsigned requests = 2;
+    for (unsigned i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
+        uint64_t off = ranges[i][0], len = ranges[i][1], got = 0;
+        int rc;
+        uint8_t *buf = get_range(&f, "lowat/big", true, off, len, BIG, &got, &rc);
+        TT_CHECK(rc == 0 && got == len && memcmp(buf, data + off, len) == 0, "bytes %llu+%llu: rc %d, %llu bytes: %s",
+                 (unsigned long long)off, (unsigned long long)len, rc, (unsigned long long)got,
+                 rc ? shoal_error_message() : "wrong bytes");
+        free(buf);
+        buf = get_range(&f, "lowat/small", false, 0, 0, 100, &got, &rc);
+        TT_CHECK(rc == 0 && got == 100 && memcmp(buf, data, 100) == 0, "small GET after a big one: rc %d: %s", rc,
+                 rc ? shoal_error_message() : "wrong bytes");
+        free(buf);
+        buf = get_range(&f, "lowat/missing", false, 0, 0, 16, &got, &rc);
+        TT_CHECK(rc == -1 && shoal_error_code() == SHOAL_ERR_S3_NO_SUCH_KEY, "GET of a missing key: %s",
+                 shoal_error_name(shoal_error_code()));
+        free(buf);
+        s3_object_info info;
+        TT_OK(s3_head(f.c, BUCKET, "lowat/small", &info));
+        requests += 4;
+    }
+    s3_client_stats st;
+    s3_client_stats_get(f.c, &st);
+    TT_CHECK(st.stall_retries == 0 && st.connections <= 2,
+             "%u requests on one connection at a time: %llu stalled, %llu connections opened", requests,
+             (unsigned long long)st.stall_retries, (unsigned long long)st.connections);
+    free(data);
+    teardown(&f);
+}
+
 TT_TEST(test_s3_client_get_missing_key_carries_s3_code_and_message)
 {
     fixture f;

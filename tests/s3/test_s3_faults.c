@@ -661,24 +661,39 @@ static void make_cert(const char *dir)
     TT_CHECK(system(cmd) == 0, "openssl req failed: %s", cmd);
 }
 
+/* An HTTPS proxy to f's server with a fresh self-signed certificate (its path in cert); returns
+ * the directory that holds it, for the caller to remove. */
+static char *tls_start(fixture *f, tt_proxy *tls, char *cert, size_t cert_len)
+{
+    char *dir = tt_tmpdir("s3tls");
+    make_cert(dir);
+    char key[4096];
+    snprintf(cert, cert_len, "%s/cert.pem", dir);
+    snprintf(key, sizeof key, "%s/key.pem", dir);
+    tt_proxy_start(tls, f->srv.port, cert, key);
+    return dir;
+}
+
+/* The default client configuration for the server behind tls. */
+static void tls_config(fixture *f, const tt_proxy *tls, s3_client_config *cfg)
+{
+    s3_client_config_defaults(cfg);
+    cfg->endpoint = tls->endpoint;
+    cfg->path_style = true;
+    cfg->creds = f->creds;
+}
+
 TT_TEST(test_s3_faults_https_verifies_certificates_by_default_and_uses_ca_bundle)
 {
     /* The tt_proxy serves HTTPS with a self-signed certificate no system store trusts. */
     fixture f;
     setup_tuned(&f, NULL);
-    char *dir = tt_tmpdir("s3tls");
-    make_cert(dir);
-    char cert[4096], key[4096];
-    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
-    snprintf(key, sizeof key, "%s/key.pem", dir);
+    char cert[4096];
     tt_proxy tls;
-    tt_proxy_start(&tls, f.srv.port, cert, key);
+    char *dir = tls_start(&f, &tls, cert, sizeof cert);
     put_obj(&f, "k");
     s3_client_config cfg;
-    s3_client_config_defaults(&cfg);
-    cfg.endpoint = tls.endpoint;
-    cfg.path_style = true;
-    cfg.creds = f.creds;
+    tls_config(&f, &tls, &cfg);
     /* Limits no load reaches: the one attempt must end on the certificate, not on a slow proxy. */
     cfg.connect_timeout_ms = 120000;
     cfg.stall_timeout_ms = 120000;
@@ -700,6 +715,56 @@ TT_TEST(test_s3_faults_https_verifies_certificates_by_default_and_uses_ca_bundle
     TT_OK(s3_get(trusting, &g, &got, NULL));
     TT_CHECK(got == OBJ_LEN && memcmp(buf, OBJ, OBJ_LEN) == 0, "wrong bytes over HTTPS");
     s3_client_delete(trusting);
+    tt_proxy_stop(&tls);
+    tt_rmtree(dir);
+    free(dir);
+    teardown(&f);
+}
+
+/* Over TLS the client's receive mark (SO_RCVLOWAT, docs/s3.md "Receive size") leaves room for
+ * the part of a record OpenSSL may hold: big ranged GETs with tails of every kind arrive whole and
+ * without a stall, and the small answers after them on the same connection too. The stall limit is
+ * one no load reaches, so a stall here is the mark waiting for bytes that never come. */
+TT_TEST(test_s3_faults_big_ranged_gets_over_https_arrive_whole_without_a_stall)
+{
+    fixture f;
+    setup_tuned(&f, NULL);
+    char cert[4096];
+    tt_proxy tls;
+    char *dir = tls_start(&f, &tls, cert, sizeof cert);
+    enum { BIG = 3 * (256 << 10) + 1000 };
+    uint8_t *data = random_bytes(BIG);
+    s3_put_args pa = {.bucket = BUCKET, .key = "big", .data = data, .len = BIG, .fd = -1};
+    TT_OK(s3_put(f.c, &pa, NULL));
+    put_obj(&f, "k");
+    s3_client_config cfg;
+    tls_config(&f, &tls, &cfg);
+    cfg.max_in_flight = 1;
+    cfg.stall_timeout_ms = 30000;
+    setenv("AWS_CA_BUNDLE", cert, 1);
+    s3_client *c = s3_client_new(&cfg);
+    unsetenv("AWS_CA_BUNDLE");
+    TT_CHECK(c != NULL, "s3_client_new: %s", shoal_error_message());
+    uint64_t ranges[][2] = {{0, (256 << 10) + 1000}, {1000, 3 * (256 << 10)}, {0, BIG}, {7, (256 << 10) + 40000}};
+    uint8_t *buf = malloc(BIG);
+    for (unsigned i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
+        uint64_t off = ranges[i][0], len = ranges[i][1], got = 0;
+        s3_get_args g = {
+            .bucket = BUCKET, .key = "big", .ranged = true, .offset = off, .length = len, .buf = buf, .buf_len = BIG};
+        TT_OK(s3_get(c, &g, &got, NULL));
+        TT_CHECK(got == len && memcmp(buf, data + off, len) == 0, "bytes %llu+%llu over HTTPS: %llu bytes%s",
+                 (unsigned long long)off, (unsigned long long)len, (unsigned long long)got,
+                 got == len ? " that differ" : "");
+        s3_get_args small = {.bucket = BUCKET, .key = "k", .buf = buf, .buf_len = BIG};
+        TT_OK(s3_get(c, &small, &got, NULL));
+        TT_CHECK(got == OBJ_LEN && memcmp(buf, OBJ, OBJ_LEN) == 0, "the small GET after a big one: wrong bytes");
+    }
+    s3_client_stats st;
+    s3_client_stats_get(c, &st);
+    TT_CHECK(st.stall_retries == 0, "%llu attempts stalled over HTTPS", (unsigned long long)st.stall_retries);
+    free(buf);
+    free(data);
+    s3_client_delete(c);
     tt_proxy_stop(&tls);
     tt_rmtree(dir);
     free(dir);
